@@ -1,0 +1,64 @@
+// Writes envoy/envoy.<mode>.yaml: the renderer's own output for two example IdPs, with comments
+// for operators who edit by hand. test/integration/envoy-config.test.ts checks they stay equal.
+import { writeFileSync } from 'node:fs';
+import { Document } from 'yaml';
+import { renderEnvoyConfig, type EnvoyConfigOptions, type ProcessingMode } from '../src/envoyconfig/render.js';
+import { parseIdpFlag } from '../src/envoyconfig/render.js';
+
+export function exampleOptions(mode: ProcessingMode): EnvoyConfigOptions {
+  return {
+    idps: [
+      parseIdpFlag('entra=https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token'),
+      parseIdpFlag('google=https://oauth2.googleapis.com/token'),
+    ],
+    listen: { host: '0.0.0.0', port: 8080 },
+    sidecar: { host: '127.0.0.1', port: 50051 },
+    admin: { host: '127.0.0.1', port: 9901 },
+    mode,
+  };
+}
+
+const HCM = ['static_resources', 'listeners', 0, 'filter_chains', 0, 'filters', 0, 'typed_config'];
+
+export function exampleYaml(mode: ProcessingMode): string {
+  const doc = new Document(renderEnvoyConfig(exampleOptions(mode)));
+  doc.commentBefore = [
+    ` Envoy in front of two IdPs' token endpoints, with the token-tap sidecar in ${mode} mode.`,
+    ' Rendered by: token-tap envoy-config --mode ' + mode + ' --idp entra=... --idp google=...',
+    ' Okta\'s IdP "Token URL" becomes https://<this Envoy>/idp/<name>/token (put TLS in front, or',
+    ' render with TLS: Okta requires https).',
+    '',
+    ' To add an IdP by hand: copy one route under `routes` (change name, match.path, cluster,',
+    ' prefix_rewrite, host_rewrite_literal and the x-token-tap-idp value), then copy its cluster under',
+    ' `clusters` (change name, cluster_name, address, port and sni). Validate with:',
+    '   .venv/bin/envoy --mode validate -c envoy/envoy.' + mode + '.yaml',
+  ].join('\n');
+  const routes = doc.getIn([...HCM, 'route_config', 'virtual_hosts', 0, 'routes'], true) as { commentBefore?: string };
+  routes.commentBefore = [
+    ' One route per IdP: /idp/<name>/token is relayed unchanged to the IdP\'s token path.',
+    ' The per-route ext_proc override tells the sidecar which IdP answered (x-token-tap-idp).',
+    ' The last route answers 404 for anything else, with ext_proc disabled.',
+  ].join('\n');
+  const filters = doc.getIn([...HCM, 'http_filters'], true) as { commentBefore?: string };
+  filters.commentBefore =
+    mode === 'observability'
+      ? [
+          ' observability mode: Envoy streams the response to the sidecar and never waits for it.',
+          ' failure_mode_allow: the login goes on whatever the sidecar does. The request (and the',
+          ' client secret in it) is never sent to the sidecar: request headers SKIP, body NONE.',
+        ].join('\n')
+      : [
+          ' buffered mode: Envoy sends the whole response body and waits for one empty CONTINUE reply',
+          ' (at most message_timeout, then fails open). The request is never sent to the sidecar.',
+        ].join('\n');
+  const clusters = doc.getIn(['static_resources', 'clusters'], true) as { commentBefore?: string };
+  clusters.commentBefore = ' One cluster per IdP (TLS with SNI and SAN check for https), then the sidecar over HTTP/2.';
+  return doc.toString({ lineWidth: 0 });
+}
+
+if (process.argv[1]?.endsWith('render-envoy-examples.js')) {
+  for (const mode of ['observability', 'buffered'] as const) {
+    writeFileSync(`envoy/envoy.${mode}.yaml`, exampleYaml(mode));
+    process.stdout.write(`wrote envoy/envoy.${mode}.yaml\n`);
+  }
+}

@@ -1,0 +1,258 @@
+// Renders a complete Envoy bootstrap from a short list of IdPs. Pure: options in, a config
+// object (and its YAML) out. Every output must pass `envoy --mode validate`.
+import { stringify } from 'yaml';
+import { formatHostPort, type HostPort } from '../config.js';
+
+export type ProcessingMode = 'observability' | 'buffered';
+
+export interface IdpRoute {
+  /** Route and cluster name, and what the sidecar stores the grant under. */
+  name: string;
+  /** The IdP's real token endpoint. */
+  tokenUrl: URL;
+}
+
+export interface EnvoyConfigOptions {
+  idps: IdpRoute[];
+  listen: HostPort;
+  sidecar: HostPort;
+  admin: HostPort;
+  mode: ProcessingMode;
+  /** How long Envoy waits for each sidecar reply in buffered mode before failing open. */
+  messageTimeoutMs?: number;
+  /** CA bundle for verifying https IdPs. */
+  upstreamCaFile?: string;
+}
+
+export const IDP_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$/;
+export const SIDECAR_CLUSTER = 'token_tap_sidecar';
+export const DEFAULT_CA_FILE = '/etc/ssl/certs/ca-certificates.crt';
+const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
+const IDP_METADATA_KEY = 'x-token-tap-idp';
+
+/** Parses `NAME=URL` from the command line. */
+export function parseIdpFlag(text: string): IdpRoute {
+  const separator = text.indexOf('=');
+  if (separator <= 0) throw new Error(`--idp must be NAME=URL (for example entra=https://login.microsoftonline.com/TENANT/oauth2/v2.0/token), got "${text}"`);
+  const name = text.slice(0, separator);
+  const rawUrl = text.slice(separator + 1);
+  if (!IDP_NAME_PATTERN.test(name)) throw new Error(`IdP name "${name}" must be lower-case letters, digits, "-" or "_" (at most 63)`);
+  let tokenUrl: URL;
+  try {
+    tokenUrl = new URL(rawUrl);
+  } catch {
+    throw new Error(`IdP "${name}": "${rawUrl}" is not a URL`);
+  }
+  if (tokenUrl.protocol !== 'https:' && tokenUrl.protocol !== 'http:') throw new Error(`IdP "${name}": token URL must be http or https`);
+  if (tokenUrl.username || tokenUrl.password) throw new Error(`IdP "${name}": token URL must not carry credentials`);
+  if (tokenUrl.hash) throw new Error(`IdP "${name}": token URL must not have a #fragment`);
+  return { name, tokenUrl };
+}
+
+export function tokenRoutePath(idpName: string): string {
+  return `/idp/${idpName}/token`;
+}
+
+function socketAddress({ host, port }: HostPort) {
+  return { socket_address: { address: host, port_value: port } };
+}
+
+function upstreamPort(url: URL): number {
+  if (url.port) return Number.parseInt(url.port, 10);
+  return url.protocol === 'https:' ? 443 : 80;
+}
+
+function isIpLiteral(host: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(':');
+}
+
+function hostOf(url: URL): string {
+  return url.hostname.replace(/^\[|\]$/g, '');
+}
+
+function processingMode(mode: ProcessingMode) {
+  return {
+    // Okta's request (and its client secret) is never sent to the sidecar.
+    request_header_mode: 'SKIP',
+    request_body_mode: 'NONE',
+    request_trailer_mode: 'SKIP',
+    response_header_mode: 'SEND',
+    response_body_mode: mode === 'observability' ? 'STREAMED' : 'BUFFERED',
+    response_trailer_mode: 'SKIP',
+  };
+}
+
+function extProcFilter(options: EnvoyConfigOptions) {
+  const observability = options.mode === 'observability';
+  return {
+    name: EXT_PROC_FILTER,
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor',
+      grpc_service: { envoy_grpc: { cluster_name: SIDECAR_CLUSTER }, timeout: '1s' },
+      // Fail open: a sidecar that is down, slow or broken never breaks a login.
+      failure_mode_allow: true,
+      processing_mode: processingMode(options.mode),
+      ...(observability
+        ? { observability_mode: true, deferred_close_timeout: '2s' }
+        : { message_timeout: `${(options.messageTimeoutMs ?? 200) / 1000}s` }),
+      stat_prefix: 'token_tap',
+    },
+  };
+}
+
+function tokenRoute(idp: IdpRoute) {
+  const url = idp.tokenUrl;
+  return {
+    name: `idp_${idp.name}_token`,
+    match: { path: tokenRoutePath(idp.name) },
+    route: {
+      cluster: `idp_${idp.name}`,
+      prefix_rewrite: `${url.pathname}${url.search}`,
+      host_rewrite_literal: url.host,
+      timeout: '30s',
+    },
+    typed_per_filter_config: {
+      [EXT_PROC_FILTER]: {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
+        // Tells the sidecar which IdP this response came from.
+        overrides: { grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }] },
+      },
+    },
+  };
+}
+
+function idpCluster(idp: IdpRoute, caFile: string) {
+  const url = idp.tokenUrl;
+  const host = hostOf(url);
+  const https = url.protocol === 'https:';
+  return {
+    name: `idp_${idp.name}`,
+    type: isIpLiteral(host) ? 'STATIC' : 'LOGICAL_DNS',
+    dns_lookup_family: 'V4_PREFERRED',
+    connect_timeout: '5s',
+    load_assignment: {
+      cluster_name: `idp_${idp.name}`,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: socketAddress({ host, port: upstreamPort(url) }) } }] }],
+    },
+    ...(https
+      ? {
+          transport_socket: {
+            name: 'envoy.transport_sockets.tls',
+            typed_config: {
+              '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+              sni: host,
+              common_tls_context: {
+                validation_context: {
+                  trusted_ca: { filename: caFile },
+                  match_typed_subject_alt_names: [{ san_type: isIpLiteral(host) ? 'IP_ADDRESS' : 'DNS', matcher: { exact: host } }],
+                },
+              },
+            },
+          },
+        }
+      : {}),
+  };
+}
+
+function sidecarCluster(sidecar: HostPort) {
+  return {
+    name: SIDECAR_CLUSTER,
+    type: isIpLiteral(sidecar.host) ? 'STATIC' : 'STRICT_DNS',
+    connect_timeout: '0.25s',
+    typed_extension_protocol_options: {
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+        '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+        explicit_http_config: { http2_protocol_options: {} },
+      },
+    },
+    load_assignment: {
+      cluster_name: SIDECAR_CLUSTER,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: socketAddress(sidecar) } }] }],
+    },
+  };
+}
+
+export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, unknown> {
+  if (options.idps.length === 0) throw new Error('at least one --idp NAME=URL is required');
+  const names = new Set<string>();
+  for (const idp of options.idps) {
+    if (names.has(idp.name)) throw new Error(`IdP "${idp.name}" is given twice`);
+    names.add(idp.name);
+  }
+  const caFile = options.upstreamCaFile ?? DEFAULT_CA_FILE;
+  return {
+    admin: { address: socketAddress(options.admin) },
+    static_resources: {
+      listeners: [
+        {
+          name: 'okta_ingress',
+          address: socketAddress(options.listen),
+          filter_chains: [
+            {
+              filters: [
+                {
+                  name: 'envoy.filters.network.http_connection_manager',
+                  typed_config: {
+                    '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+                    stat_prefix: 'okta_ingress',
+                    codec_type: 'AUTO',
+                    // Relay unchanged: keep the IdP's Server header, add no request id or XFF.
+                    server_header_transformation: 'PASS_THROUGH',
+                    generate_request_id: false,
+                    skip_xff_append: true,
+                    route_config: {
+                      name: 'idp_token_routes',
+                      virtual_hosts: [
+                        {
+                          name: 'idps',
+                          domains: ['*'],
+                          routes: [
+                            ...options.idps.map(tokenRoute),
+                            {
+                              name: 'not_an_idp_route',
+                              match: { prefix: '/' },
+                              direct_response: { status: 404, body: { inline_string: 'token-tap: no IdP route here; token routes are /idp/<name>/token\n' } },
+                              typed_per_filter_config: {
+                                [EXT_PROC_FILTER]: {
+                                  '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
+                                  disabled: true,
+                                },
+                              },
+                            },
+                          ],
+                        },
+                      ],
+                    },
+                    http_filters: [
+                      extProcFilter(options),
+                      {
+                        name: 'envoy.filters.http.router',
+                        typed_config: {
+                          '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router',
+                          // No x-envoy-* headers towards the IdP or back to Okta.
+                          suppress_envoy_headers: true,
+                        },
+                      },
+                    ],
+                  },
+                },
+              ],
+            },
+          ],
+        },
+      ],
+      clusters: [...options.idps.map((idp) => idpCluster(idp, caFile)), sidecarCluster(options.sidecar)],
+    },
+  };
+}
+
+export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
+  const header = [
+    `# Envoy bootstrap rendered by token-tap envoy-config (mode: ${options.mode}).`,
+    `# Okta's IdP token URL: http(s)://<this host>:${options.listen.port}/idp/<name>/token`,
+    `# IdPs: ${options.idps.map((idp) => `${idp.name} -> ${idp.tokenUrl.origin}${idp.tokenUrl.pathname}`).join(', ')}`,
+    `# Sidecar (ext_proc): ${formatHostPort(options.sidecar)}; admin: ${formatHostPort(options.admin)}`,
+    '',
+  ].join('\n');
+  return header + stringify(renderEnvoyConfig(options), { lineWidth: 0 });
+}

@@ -1,0 +1,125 @@
+// One Exchange per ext_proc stream, that is per HTTP request through a token route. It collects
+// the upstream response (status, headers, body chunks up to a limit) and says what to reply.
+// No parsing and no I/O here: the server hands the finished ObservedResponse to capture.
+import type { ObservedResponse } from '../capture/types.js';
+import type { HeaderValue, ProcessingRequest, ProcessingResponse } from './protocol.js';
+
+export interface ExchangeLimits {
+  /** Body bytes kept; beyond this the response is marked truncated and later recorded as too_large. */
+  maxBodyBytes: number;
+}
+
+type State = 'awaiting_response' | 'collecting_body' | 'complete';
+
+const CONTINUE = { response: {} } as const;
+
+/** The empty CONTINUE reply for each message kind; the reply kind must match the request kind. */
+function continueReply(request: ProcessingRequest): ProcessingResponse | undefined {
+  if (request.request_headers) return { request_headers: CONTINUE };
+  if (request.response_headers) return { response_headers: CONTINUE };
+  if (request.request_body) return { request_body: CONTINUE };
+  if (request.response_body) return { response_body: CONTINUE };
+  if (request.request_trailers) return { request_trailers: {} };
+  if (request.response_trailers) return { response_trailers: {} };
+  return undefined;
+}
+
+function headerText(header: HeaderValue): string {
+  if (header.raw_value && header.raw_value.length > 0) return header.raw_value.toString('latin1');
+  return header.value ?? '';
+}
+
+export class Exchange {
+  private state: State = 'awaiting_response';
+  private status: number | undefined;
+  private readonly headers = new Map<string, string>();
+  private readonly chunks: Buffer[] = [];
+  private bodyBytes = 0;
+  private bodyTruncated = false;
+  private startedAt: number;
+  private finished = false;
+
+  constructor(
+    readonly idp: string | undefined,
+    private readonly limits: ExchangeLimits,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.startedAt = now();
+  }
+
+  /**
+   * Takes one message from Envoy. Returns the reply to send at once (none in observability mode,
+   * where Envoy ignores replies) and whether the response is now complete.
+   */
+  accept(request: ProcessingRequest): { reply: ProcessingResponse | undefined; complete: boolean } {
+    const reply = request.observability_mode ? undefined : continueReply(request);
+    if (this.state !== 'complete') this.observe(request);
+    return { reply, complete: this.state === 'complete' };
+  }
+
+  private observe(request: ProcessingRequest): void {
+    if (request.response_headers) {
+      this.startedAt = this.now();
+      for (const header of request.response_headers.headers?.headers ?? []) {
+        const name = header.key.toLowerCase();
+        if (name === ':status') this.status = Number.parseInt(headerText(header), 10) || undefined;
+        else if (!name.startsWith(':')) {
+          const previous = this.headers.get(name);
+          this.headers.set(name, previous === undefined ? headerText(header) : `${previous}, ${headerText(header)}`);
+        }
+      }
+      this.state = request.response_headers.end_of_stream ? 'complete' : 'collecting_body';
+      return;
+    }
+    if (request.response_body) {
+      // A body before headers would be a protocol error by Envoy; keep it anyway, never throw.
+      this.appendBody(request.response_body.body);
+      if (request.response_body.end_of_stream) this.state = 'complete';
+      else if (this.state === 'awaiting_response') this.state = 'collecting_body';
+      return;
+    }
+    if (request.response_trailers) this.state = 'complete';
+  }
+
+  private appendBody(chunk: Buffer | undefined): void {
+    if (!chunk || chunk.length === 0) return;
+    const room = this.limits.maxBodyBytes - this.bodyBytes;
+    if (chunk.length > room) {
+      this.bodyTruncated = true;
+      if (room > 0) this.chunks.push(chunk.subarray(0, room));
+      this.bodyBytes = this.limits.maxBodyBytes;
+      return;
+    }
+    this.chunks.push(chunk);
+    this.bodyBytes += chunk.length;
+  }
+
+  get hasResponse(): boolean {
+    return this.status !== undefined;
+  }
+
+  /**
+   * Ends the exchange: once, when the response completed or the stream ended without
+   * end_of_stream. Returns undefined when no response was seen at all, or when already finished.
+   */
+  finish(): ObservedResponse | undefined {
+    if (this.finished) return undefined;
+    this.finished = true;
+    if (this.status === undefined && this.chunks.length === 0) return undefined;
+    const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodyBytes);
+    return {
+      idp: this.idp,
+      status: this.status,
+      headers: this.headers,
+      body,
+      bodyTruncated: this.bodyTruncated,
+      complete: this.state === 'complete' || this.isBodyCompleteByLength(body.length),
+      startedAt: this.startedAt,
+    };
+  }
+
+  private isBodyCompleteByLength(length: number): boolean {
+    const declared = this.headers.get('content-length');
+    return declared !== undefined && Number.parseInt(declared, 10) === length;
+  }
+}

@@ -1,0 +1,95 @@
+// Envoy's ext_proc gRPC service, loaded at run time from the .proto files that ship in
+// @grpc/grpc-js-xds (deps/). We do not vendor third-party protos.
+import { createRequire } from 'node:module';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import * as protoLoader from '@grpc/proto-loader';
+
+const require = createRequire(import.meta.url);
+
+function xdsDepsDir(): string {
+  const packageJson = require.resolve('@grpc/grpc-js-xds/package.json');
+  return path.join(path.dirname(packageJson), 'deps');
+}
+
+export const EXT_PROC_PROTO = 'envoy/service/ext_proc/v3/external_processor.proto';
+
+export function envoyProtoIncludeDirs(): string[] {
+  const deps = xdsDepsDir();
+  return ['envoy-api', 'xds', 'googleapis', 'protoc-gen-validate'].map((dir) => path.join(deps, dir));
+}
+
+// Field names stay snake_case, as in Envoy's documentation; bytes arrive as Buffers.
+export const LOADER_OPTIONS: protoLoader.Options = {
+  keepCase: true,
+  longs: String,
+  enums: String,
+  bytes: Buffer,
+  defaults: false,
+  oneofs: true,
+};
+
+export interface HeaderValue {
+  key: string;
+  value?: string;
+  raw_value?: Buffer;
+}
+
+export interface HttpHeaders {
+  headers?: { headers?: HeaderValue[] };
+  end_of_stream?: boolean;
+}
+
+export interface HttpBody {
+  body?: Buffer;
+  end_of_stream?: boolean;
+}
+
+export interface HttpTrailers {
+  trailers?: { headers?: HeaderValue[] };
+}
+
+/** One message from Envoy on an ext_proc stream (a subset of ProcessingRequest). */
+export interface ProcessingRequest {
+  request?: 'request_headers' | 'response_headers' | 'request_body' | 'response_body' | 'request_trailers' | 'response_trailers';
+  request_headers?: HttpHeaders;
+  response_headers?: HttpHeaders;
+  request_body?: HttpBody;
+  response_body?: HttpBody;
+  request_trailers?: HttpTrailers;
+  response_trailers?: HttpTrailers;
+  observability_mode?: boolean;
+}
+
+/** A reply to Envoy. The sidecar only ever sends empty CONTINUE replies. */
+export type ProcessingResponse =
+  | { request_headers: { response: Record<string, never> } }
+  | { response_headers: { response: Record<string, never> } }
+  | { request_body: { response: Record<string, never> } }
+  | { response_body: { response: Record<string, never> } }
+  | { request_trailers: Record<string, never> }
+  | { response_trailers: Record<string, never> };
+
+export type ExtProcStream = grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>;
+
+export interface ExtProcDefinition {
+  service: grpc.ServiceDefinition;
+  /** A client constructor, used by tests and benchmarks to speak Envoy's side of the protocol. */
+  Client: grpc.ServiceClientConstructor;
+}
+
+let cached: ExtProcDefinition | undefined;
+
+export function loadExtProc(): ExtProcDefinition {
+  if (cached) return cached;
+  const packageDefinition = protoLoader.loadSync(EXT_PROC_PROTO, {
+    ...LOADER_OPTIONS,
+    includeDirs: envoyProtoIncludeDirs(),
+  });
+  const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as {
+    envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } };
+  };
+  const Client = loaded.envoy.service.ext_proc.v3.ExternalProcessor;
+  cached = { service: Client.service, Client };
+  return cached;
+}

@@ -1,0 +1,78 @@
+// The ExternalProcessor gRPC service. It owns the receive loop of each stream; an Exchange owns
+// the HTTP exchange. Replies go out before anything else happens, and the finished response is
+// handed off on a later tick, so Envoy never waits on parsing or on Postgres.
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { ObservedResponse } from '../capture/types.js';
+import type { Metrics } from '../ops/metrics.js';
+import { Exchange, type ExchangeLimits } from './exchange.js';
+import type { ExtProcStream, ProcessingRequest } from './protocol.js';
+
+/** gRPC metadata that the route's ExtProcPerRoute override sets to the IdP's name. */
+export const IDP_METADATA_KEY = 'x-token-tap-idp';
+
+export interface ExtProcHandlerOptions {
+  limits: ExchangeLimits;
+  onResponse: (observed: ObservedResponse) => void;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+function idpFrom(metadata: grpc.Metadata): string | undefined {
+  const value = metadata.get(IDP_METADATA_KEY)[0];
+  const name = typeof value === 'string' ? value.trim() : undefined;
+  return name ? name : undefined;
+}
+
+// Envoy resets ext_proc streams instead of half-closing them, so these are ordinary ends.
+function isNormalEnd(error: grpc.ServiceError): boolean {
+  return error.code === grpc.status.CANCELLED || error.code === grpc.status.OK;
+}
+
+export function createExtProcHandlers(options: ExtProcHandlerOptions): grpc.UntypedServiceImplementation {
+  const { limits, onResponse, logger, metrics } = options;
+
+  function process(stream: ExtProcStream): void {
+    const exchange = new Exchange(idpFrom(stream.metadata), limits);
+    metrics.extProcStreamsOpen.inc();
+    let closed = false;
+
+    const handOff = (): void => {
+      const observed = exchange.finish();
+      if (observed) setImmediate(onResponse, observed);
+    };
+    const close = (): void => {
+      if (closed) return;
+      closed = true;
+      metrics.extProcStreamsOpen.dec();
+      handOff();
+    };
+
+    stream.on('data', (request: ProcessingRequest) => {
+      const { reply, complete } = exchange.accept(request);
+      if (logger.isLevelEnabled('trace')) {
+        logger.trace({ idp: exchange.idp, message: request.request, observability: request.observability_mode === true, complete }, 'ext_proc message');
+      }
+      if (reply && !closed) stream.write(reply);
+      if (!complete) return;
+      handOff();
+      // In observability mode Envoy would hold the stream open for deferred_close_timeout;
+      // closing it says no more messages are needed.
+      if (request.observability_mode && !closed) stream.end();
+    });
+    stream.on('end', () => {
+      close();
+      stream.end();
+    });
+    stream.on('error', (error: grpc.ServiceError) => {
+      if (!isNormalEnd(error)) {
+        metrics.extProcStreamErrors.inc();
+        logger.warn({ idp: exchange.idp, grpcCode: error.code }, 'ext_proc stream ended with an error');
+      }
+      close();
+    });
+    stream.on('cancelled', close);
+  }
+
+  return { Process: process as grpc.handleBidiStreamingCall<ProcessingRequest, unknown> };
+}

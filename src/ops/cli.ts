@@ -1,0 +1,176 @@
+// The `token-tap` command line. Each command checks its input, reports every problem at once,
+// and exits non-zero with a message that says what to do.
+import { Command, Option } from 'commander';
+import { ConfigError, loadSidecarConfig, parseHostPort, type HostPort } from '../config.js';
+import { parseIdpFlag, renderEnvoyYaml, type IdpRoute, type ProcessingMode } from '../envoyconfig/render.js';
+import { startSidecar } from '../main.js';
+import { KeyRingError, parseKeyRing } from '../vault/crypto.js';
+import { createPool } from '../vault/db.js';
+import { GrantStore, type GrantRecord } from '../vault/store.js';
+import { createLogger } from './log.js';
+
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+async function serve(options: { listen?: string; logLevel?: string }): Promise<void> {
+  const config = loadSidecarConfig(process.env, options);
+  const logger = createLogger(config.logLevel);
+  const sidecar = await startSidecar(config, { logger });
+  await new Promise<void>((resolve) => {
+    const stop = (signal: NodeJS.Signals) => {
+      logger.info({ signal }, 'stopping');
+      process.off('SIGINT', stop).off('SIGTERM', stop);
+      resolve();
+    };
+    process.on('SIGINT', stop).on('SIGTERM', stop);
+  });
+  await sidecar.close();
+  logger.info('stopped');
+}
+
+function envoyConfig(options: { idp: string[]; listen: string; sidecar: string; admin: string; mode: ProcessingMode; messageTimeoutMs?: string; upstreamCa?: string }): void {
+  const problems: string[] = [];
+  const idps: IdpRoute[] = [];
+  for (const flag of options.idp) {
+    try {
+      idps.push(parseIdpFlag(flag));
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  if (options.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
+  const addresses: Partial<Record<'listen' | 'sidecar' | 'admin', HostPort>> = {};
+  for (const key of ['listen', 'sidecar', 'admin'] as const) {
+    try {
+      addresses[key] = parseHostPort(options[key], `--${key}`);
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  const messageTimeoutMs = options.messageTimeoutMs === undefined ? undefined : Number(options.messageTimeoutMs);
+  if (messageTimeoutMs !== undefined && !(Number.isInteger(messageTimeoutMs) && messageTimeoutMs > 0)) problems.push('--message-timeout-ms must be a positive integer');
+  if (problems.length > 0) throw new UsageError(problems.join('\n'));
+  process.stdout.write(
+    renderEnvoyYaml({
+      idps,
+      listen: addresses.listen!,
+      sidecar: addresses.sidecar!,
+      admin: addresses.admin!,
+      mode: options.mode,
+      messageTimeoutMs,
+      upstreamCaFile: options.upstreamCa,
+    }),
+  );
+}
+
+/** A grant as operators see it: tokens decrypted, dates as ISO strings. */
+export function grantToJson(grant: GrantRecord): Record<string, unknown> {
+  return {
+    idp: grant.idp,
+    subject: grant.subject,
+    status: grant.status,
+    issuer: grant.issuer,
+    client_id: grant.clientId,
+    email: grant.email,
+    scope: grant.scope,
+    token_type: grant.tokenType,
+    access_token: grant.accessToken,
+    refresh_token: grant.refreshToken,
+    id_token: grant.idToken,
+    access_token_expires_at: grant.accessTokenExpiresAt?.toISOString() ?? null,
+    refresh_token_expires_at: grant.refreshTokenExpiresAt?.toISOString() ?? null,
+    id_token_expires_at: grant.idTokenExpiresAt?.toISOString() ?? null,
+    captured_at: grant.capturedAt.toISOString(),
+    updated_at: grant.updatedAt.toISOString(),
+    version: grant.version,
+    key_id: grant.keyId,
+    claims: grant.claims,
+    extras: grant.extras,
+  };
+}
+
+function storeFromEnvironment(): { store: GrantStore; close: () => Promise<void> } {
+  const problems: string[] = [];
+  const databaseUrl = process.env.DATABASE_URL ?? '';
+  if (!databaseUrl) problems.push('DATABASE_URL is not set: set it to the Postgres connection string the sidecar uses');
+  let ring;
+  try {
+    ring = parseKeyRing(process.env.TOKEN_TAP_KEYS ?? '');
+  } catch (error) {
+    if (!(error instanceof KeyRingError)) throw error;
+    problems.push(process.env.TOKEN_TAP_KEYS ? error.message : 'TOKEN_TAP_KEYS is not set: set it to the key ring the sidecar uses');
+  }
+  if (problems.length > 0 || !ring) throw new ConfigError(problems);
+  const pool = createPool({ databaseUrl, max: 1 });
+  return { store: new GrantStore(pool, ring), close: () => pool.end() };
+}
+
+async function grantsShow(options: { idp: string; subject: string }): Promise<void> {
+  const { store, close } = storeFromEnvironment();
+  try {
+    const grant = await store.findGrant(options.idp, options.subject).catch((error: { code?: string }) => {
+      if (error.code === '42P01') throw new UsageError('this database has no token-tap tables yet: start `token-tap serve` against it first');
+      throw error;
+    });
+    if (!grant) throw new UsageError(`no grant stored for IdP "${options.idp}" and subject "${options.subject}"`);
+    process.stdout.write(`${JSON.stringify(grantToJson(grant), null, 2)}\n`);
+  } finally {
+    await close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('token-tap')
+    .description('Capture the tokens an external IdP hands to Okta, through Envoy ext_proc, encrypted into Postgres.')
+    .showHelpAfterError('(run with --help for usage)');
+
+  program
+    .command('serve')
+    .description('Run the sidecar: the ext_proc gRPC server Envoy sends token responses to.\nReads DATABASE_URL and TOKEN_TAP_KEYS (id1:base64key,id0:base64key; first is active).')
+    .option('--listen <host:port>', 'ext_proc gRPC listen address (env TOKEN_TAP_LISTEN)', undefined)
+    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL)')
+    .action(serve);
+
+  program
+    .command('envoy-config')
+    .description('Print a complete Envoy bootstrap: a route /idp/NAME/token per IdP, relayed to its token URL, with ext_proc on those routes only.')
+    .option('--idp <name=url>', 'an IdP and its real token endpoint; repeat for several', collect, [])
+    .option('--listen <host:port>', 'where Okta reaches Envoy', '0.0.0.0:8080')
+    .option('--sidecar <host:port>', 'the token-tap sidecar (ext_proc)', '127.0.0.1:50051')
+    .option('--admin <host:port>', 'Envoy admin interface (keep it on loopback)', '127.0.0.1:9901')
+    .addOption(new Option('--mode <mode>', 'observability: Envoy never waits; buffered: one loopback round trip per message').choices(['observability', 'buffered']).default('observability'))
+    .option('--message-timeout-ms <ms>', 'buffered mode: how long Envoy waits for the sidecar before failing open (default 200)')
+    .option('--upstream-ca <file>', 'CA bundle to verify https IdPs', '/etc/ssl/certs/ca-certificates.crt')
+    .action(envoyConfig);
+
+  const grants = program.command('grants').description('Read captured grants (operators; tokens are printed decrypted).');
+  grants
+    .command('show')
+    .description('Print the stored grant for an IdP and subject as JSON. Reads DATABASE_URL and TOKEN_TAP_KEYS.')
+    .requiredOption('--idp <name>', 'the IdP name (as in the Envoy route)')
+    .requiredOption('--subject <sub>', "the user's subject (the id_token's sub)")
+    .action(grantsShow);
+
+  return program;
+}
+
+export async function runCli(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (error) {
+    if (error instanceof ConfigError || error instanceof UsageError) {
+      process.stderr.write(`token-tap: ${error.message}\n`);
+      return error instanceof ConfigError ? 78 : 1;
+    }
+    process.stderr.write(`token-tap: ${(error as Error).message}\n`);
+    return 1;
+  }
+}
+
+

@@ -1,0 +1,54 @@
+// Prometheus metrics. Labels carry IdP names and outcomes only, never token material.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export interface Metrics {
+  registry: Registry;
+  captures: Counter<'idp' | 'outcome'>;
+  capturesDropped: Counter<'reason'>;
+  unnamedRoutes: Counter;
+  extProcStreamsOpen: Gauge;
+  extProcStreamErrors: Counter;
+  queueDepth: Gauge;
+  writeBatchSeconds: Histogram;
+  postgresErrors: Counter;
+}
+
+export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+  const registry = new Registry();
+  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'token_tap_' });
+  const registers = [registry];
+  return {
+    registry,
+    captures: new Counter({
+      name: 'token_tap_captures_total',
+      help: 'Token responses seen, by IdP and outcome (stored, idp_error, unparseable, too_large, no_subject).',
+      labelNames: ['idp', 'outcome'],
+      registers,
+    }),
+    capturesDropped: new Counter({
+      name: 'token_tap_captures_dropped_total',
+      help: 'Captures dropped before reaching Postgres, by reason.',
+      labelNames: ['reason'],
+      registers,
+    }),
+    unnamedRoutes: new Counter({
+      name: 'token_tap_unnamed_route_responses_total',
+      help: 'Responses on a route whose ext_proc settings name no IdP; not stored.',
+      registers,
+    }),
+    extProcStreamsOpen: new Gauge({ name: 'token_tap_extproc_streams_open', help: 'ext_proc streams open now.', registers }),
+    extProcStreamErrors: new Counter({
+      name: 'token_tap_extproc_stream_errors_total',
+      help: 'ext_proc streams that ended with an error other than CANCELLED.',
+      registers,
+    }),
+    queueDepth: new Gauge({ name: 'token_tap_capture_queue_depth', help: 'Captures waiting to be written to Postgres.', registers }),
+    writeBatchSeconds: new Histogram({
+      name: 'token_tap_write_batch_seconds',
+      help: 'Time to write one batch of captures to Postgres.',
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+      registers,
+    }),
+    postgresErrors: new Counter({ name: 'token_tap_postgres_errors_total', help: 'Failed Postgres operations.', registers }),
+  };
+}

@@ -1,0 +1,38 @@
+// The Postgres pool. A backend that dies (restart, failover, idle kill) emits `error` on the pool;
+// unhandled, that would crash the process, so it is logged and counted instead.
+import pg from 'pg';
+import type { Logger } from 'pino';
+
+export interface PoolOptions {
+  databaseUrl: string;
+  max?: number;
+  logger?: Logger;
+  onError?: () => void;
+  applicationName?: string;
+}
+
+export function createPool(options: PoolOptions): pg.Pool {
+  const pool = new pg.Pool({
+    connectionString: options.databaseUrl,
+    max: options.max ?? 4,
+    connectionTimeoutMillis: 5_000,
+    idleTimeoutMillis: 30_000,
+    application_name: options.applicationName ?? 'token-tap',
+  });
+  pool.on('error', (error) => {
+    options.onError?.();
+    options.logger?.warn({ err: { message: error.message, code: (error as { code?: string }).code } }, 'idle Postgres connection failed');
+  });
+  return pool;
+}
+
+/** A connection string with the password replaced, for messages. */
+export function describeDatabaseUrl(databaseUrl: string): string {
+  try {
+    const url = new URL(databaseUrl);
+    if (url.password) url.password = '***';
+    return url.toString();
+  } catch {
+    return '(unparseable DATABASE_URL)';
+  }
+}

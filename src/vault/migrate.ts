@@ -1,0 +1,70 @@
+// Numbered plain-SQL migrations (migrations/000001_name.sql ...), each applied in its own
+// transaction under an advisory lock, so several sidecars may start against one database.
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type pg from 'pg';
+
+const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
+const LOCK_ID = 0x746f6b65; // "toke"
+
+export interface Migration {
+  version: number;
+  name: string;
+  sql: string;
+}
+
+export class SchemaTooNewError extends Error {
+  override name = 'SchemaTooNewError';
+}
+
+export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
+  return readdirSync(dir)
+    .filter((file) => /^\d{6}_[a-z0-9_]+\.sql$/.test(file))
+    .sort()
+    .map((file) => ({
+      version: Number.parseInt(file.slice(0, 6), 10),
+      name: file.slice(7, -4),
+      sql: readFileSync(path.join(dir, file), 'utf8'),
+    }));
+}
+
+/** Applies what is missing; refuses a database migrated by a newer token-tap. Returns versions applied. */
+export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Promise<number[]> {
+  const client = await pool.connect();
+  try {
+    await client.query('SELECT pg_advisory_lock($1)', [LOCK_ID]);
+    await client.query(`CREATE TABLE IF NOT EXISTS token_tap_migrations (
+      version    integer     PRIMARY KEY,
+      name       text        NOT NULL,
+      applied_at timestamptz NOT NULL DEFAULT now()
+    )`);
+    const { rows } = await client.query<{ version: number }>('SELECT version FROM token_tap_migrations ORDER BY version');
+    const applied = new Set(rows.map((row) => row.version));
+    const newestKnown = migrations.at(-1)?.version ?? 0;
+    const newestApplied = rows.at(-1)?.version ?? 0;
+    if (newestApplied > newestKnown) {
+      throw new SchemaTooNewError(
+        `database schema is at migration ${newestApplied}, but this token-tap knows only up to ${newestKnown}: upgrade token-tap`,
+      );
+    }
+    const done: number[] = [];
+    for (const migration of migrations) {
+      if (applied.has(migration.version)) continue;
+      await client.query('BEGIN');
+      try {
+        await client.query(migration.sql);
+        await client.query('INSERT INTO token_tap_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK');
+        throw new Error(`migration ${migration.version} (${migration.name}) failed: ${(error as Error).message}`, { cause: error });
+      }
+      done.push(migration.version);
+    }
+    return done;
+  } finally {
+    await client.query('SELECT pg_advisory_unlock($1)', [LOCK_ID]).catch(() => undefined);
+    client.release();
+  }
+}

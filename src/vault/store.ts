@@ -1,0 +1,212 @@
+// Grants and capture events in Postgres. Each batch of captures is one transaction; a capture
+// is applied at most once (capture_id is unique), so a replayed batch changes nothing.
+import type pg from 'pg';
+import type { Capture } from '../capture/types.js';
+import { fingerprint, open, seal, type FieldBinding, type KeyRing } from './crypto.js';
+
+export interface GrantRecord {
+  idp: string;
+  subject: string;
+  issuer: string | null;
+  clientId: string | null;
+  email: string | null;
+  scope: string[];
+  tokenType: string | null;
+  keyId: string;
+  accessToken: string | null;
+  refreshToken: string | null;
+  idToken: string | null;
+  /** Response fields beyond the standard ones. */
+  extras: Record<string, unknown>;
+  /** Decoded id_token claims of the latest id_token. */
+  claims: Record<string, unknown> | null;
+  accessTokenExpiresAt: Date | null;
+  refreshTokenExpiresAt: Date | null;
+  idTokenExpiresAt: Date | null;
+  status: 'active' | 'revoked';
+  capturedAt: Date;
+  updatedAt: Date;
+  version: number;
+}
+
+interface GrantRow {
+  idp: string;
+  subject: string;
+  issuer: string | null;
+  client_id: string | null;
+  email: string | null;
+  scope: string[];
+  token_type: string | null;
+  key_id: string;
+  access_token: Buffer | null;
+  refresh_token: Buffer | null;
+  id_token: Buffer | null;
+  extras: Buffer | null;
+  access_token_expires_at: Date | null;
+  refresh_token_expires_at: Date | null;
+  id_token_expires_at: Date | null;
+  status: 'active' | 'revoked';
+  captured_at: Date;
+  updated_at: Date;
+  version: number;
+}
+
+type TokenField = 'access_token' | 'refresh_token' | 'id_token' | 'extras';
+
+interface SealedExtras {
+  response: Record<string, unknown>;
+  claims: Record<string, unknown> | null;
+}
+
+function secondsAfter(start: Date, seconds: number | undefined): Date | null {
+  return seconds === undefined ? null : new Date(start.getTime() + seconds * 1000);
+}
+
+function epochSeconds(value: unknown): Date | null {
+  return typeof value === 'number' && Number.isFinite(value) ? new Date(value * 1000) : null;
+}
+
+export class GrantStore {
+  constructor(
+    private readonly pool: pg.Pool,
+    private readonly ring: KeyRing,
+  ) {}
+
+  /** Writes a batch in one transaction: an event per capture, and the grant for each stored one. */
+  async recordCaptures(captures: readonly Capture[]): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      await client.query('BEGIN');
+      for (const capture of captures) {
+        const isNew = await this.insertEvent(client, capture);
+        if (isNew && capture.outcome === 'stored') await this.upsertGrant(client, capture);
+      }
+      await client.query('COMMIT');
+    } catch (error) {
+      await client.query('ROLLBACK').catch(() => undefined);
+      throw error;
+    } finally {
+      client.release();
+    }
+  }
+
+  async findGrant(idp: string, subject: string): Promise<GrantRecord | undefined> {
+    const { rows } = await this.pool.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2', [idp, subject]);
+    return rows[0] ? this.decrypt(rows[0]) : undefined;
+  }
+
+  private fp(token: string | undefined): string | null {
+    return token ? fingerprint(this.ring, token) : null;
+  }
+
+  private async insertEvent(client: pg.PoolClient, capture: Capture): Promise<boolean> {
+    const tokens = capture.tokens;
+    const result = await client.query(
+      `INSERT INTO capture_events (capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail,
+                                   access_token_fp, refresh_token_fp, id_token_fp)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+       ON CONFLICT (capture_id) DO NOTHING`,
+      [
+        capture.captureId,
+        capture.observedAt,
+        capture.idp,
+        capture.subject ?? null,
+        capture.httpStatus ?? null,
+        capture.outcome,
+        capture.errorCode?.slice(0, 200) ?? null,
+        capture.detail ?? null,
+        this.fp(tokens?.accessToken),
+        this.fp(tokens?.refreshToken),
+        this.fp(tokens?.idToken),
+      ],
+    );
+    return result.rowCount === 1;
+  }
+
+  private async upsertGrant(client: pg.PoolClient, capture: Capture): Promise<void> {
+    const tokens = capture.tokens!;
+    const subject = capture.subject!;
+    const binding = (field: TokenField): FieldBinding => ({ idp: capture.idp, subject, field });
+    const sealOrNull = (value: string | null | undefined, field: TokenField): Buffer | null =>
+      value ? seal(this.ring, value, binding(field)) : null;
+
+    // A refresh response may omit the refresh token or id_token: keep the stored ones. The
+    // whole row is re-sealed under the active key so it never mixes keys.
+    let kept: GrantRecord | undefined;
+    if (!tokens.refreshToken || !tokens.idToken) {
+      const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2 FOR UPDATE', [capture.idp, subject]);
+      kept = rows[0] ? this.decrypt(rows[0]) : undefined;
+    }
+    const refreshToken = tokens.refreshToken ?? kept?.refreshToken ?? null;
+    const idToken = tokens.idToken ?? kept?.idToken ?? null;
+    const claims = tokens.idToken ? (tokens.claims ?? null) : (kept?.claims ?? null);
+    const extras: SealedExtras = { response: tokens.extras, claims };
+    const observedAt = capture.observedAt;
+
+    await client.query(
+      `INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
+                           access_token, refresh_token, id_token, extras, access_token_fp,
+                           access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
+                           status, captured_at, updated_at, version)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'active', $17, now(), 1)
+       ON CONFLICT (idp, subject) DO UPDATE SET
+         issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id, email = EXCLUDED.email,
+         scope = EXCLUDED.scope, token_type = EXCLUDED.token_type, key_id = EXCLUDED.key_id,
+         access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token,
+         id_token = EXCLUDED.id_token, extras = EXCLUDED.extras, access_token_fp = EXCLUDED.access_token_fp,
+         access_token_expires_at = EXCLUDED.access_token_expires_at,
+         refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
+         id_token_expires_at = EXCLUDED.id_token_expires_at,
+         status = 'active', captured_at = EXCLUDED.captured_at, updated_at = now(),
+         version = grants.version + 1`,
+      [
+        capture.idp,
+        subject,
+        capture.issuer ?? kept?.issuer ?? null,
+        capture.clientId ?? kept?.clientId ?? null,
+        capture.email ?? kept?.email ?? null,
+        tokens.scope.length > 0 ? tokens.scope : (kept?.scope ?? []),
+        tokens.tokenType ?? null,
+        this.ring.activeKeyId,
+        sealOrNull(tokens.accessToken, 'access_token'),
+        sealOrNull(refreshToken, 'refresh_token'),
+        sealOrNull(idToken, 'id_token'),
+        seal(this.ring, JSON.stringify(extras), binding('extras')),
+        this.fp(tokens.accessToken),
+        secondsAfter(observedAt, tokens.expiresIn),
+        tokens.refreshToken ? secondsAfter(observedAt, tokens.refreshExpiresIn) : (kept?.refreshTokenExpiresAt ?? null),
+        tokens.idToken ? epochSeconds(tokens.claims?.exp) : (kept?.idTokenExpiresAt ?? null),
+        observedAt,
+      ],
+    );
+  }
+
+  private decrypt(row: GrantRow): GrantRecord {
+    const binding = (field: TokenField): FieldBinding => ({ idp: row.idp, subject: row.subject, field });
+    const openOrNull = (value: Buffer | null, field: TokenField): string | null =>
+      value ? open(this.ring, row.key_id, value, binding(field)) : null;
+    const extras = JSON.parse(openOrNull(row.extras, 'extras') ?? '{"response":{},"claims":null}') as SealedExtras;
+    return {
+      idp: row.idp,
+      subject: row.subject,
+      issuer: row.issuer,
+      clientId: row.client_id,
+      email: row.email,
+      scope: row.scope,
+      tokenType: row.token_type,
+      keyId: row.key_id,
+      accessToken: openOrNull(row.access_token, 'access_token'),
+      refreshToken: openOrNull(row.refresh_token, 'refresh_token'),
+      idToken: openOrNull(row.id_token, 'id_token'),
+      extras: extras.response,
+      claims: extras.claims,
+      accessTokenExpiresAt: row.access_token_expires_at,
+      refreshTokenExpiresAt: row.refresh_token_expires_at,
+      idTokenExpiresAt: row.id_token_expires_at,
+      status: row.status,
+      capturedAt: row.captured_at,
+      updatedAt: row.updated_at,
+      version: row.version,
+    };
+  }
+}

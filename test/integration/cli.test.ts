@@ -1,0 +1,47 @@
+// The CLI as operators meet it: help everywhere, clear refusals, exit codes.
+import { expect } from 'chai';
+import { generateKeySpec } from '../../src/vault/crypto.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { runCli } from '../support/sidecar.js';
+
+describe('token-tap CLI', function () {
+  this.timeout(20_000);
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase('cli');
+  });
+  after(async () => db?.drop());
+
+  for (const command of [[], ['serve'], ['envoy-config'], ['grants'], ['grants', 'show']]) {
+    it(`prints help for "${['token-tap', ...command].join(' ')}"`, async () => {
+      const result = await runCli([...command, '--help'], {});
+      expect(result.code).to.equal(0);
+      expect(result.stdout).to.match(/^Usage: token-tap/);
+    });
+  }
+
+  it('serve refuses to start without DATABASE_URL and TOKEN_TAP_KEYS, naming both', async () => {
+    const result = await runCli(['serve'], { DATABASE_URL: '', TOKEN_TAP_KEYS: '' });
+    expect(result.code).to.equal(78);
+    expect(result.stderr).to.contain('DATABASE_URL is not set').and.contain('TOKEN_TAP_KEYS is not set');
+  });
+
+  it('serve refuses a malformed key without printing it', async () => {
+    const result = await runCli(['serve'], { DATABASE_URL: db.url, TOKEN_TAP_KEYS: 'k1:dG9vLXNob3J0' });
+    expect(result.code).to.equal(78);
+    expect(result.stderr).to.contain('expected 32').and.not.contain('dG9vLXNob3J0');
+  });
+
+  it('serve says where it cannot reach Postgres, without the password', async () => {
+    const result = await runCli(['serve', '--listen', '127.0.0.1:0'], { DATABASE_URL: 'postgres://u:s3cr3t-pw@127.0.0.1:1/x', TOKEN_TAP_KEYS: generateKeySpec() });
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('Postgres').and.not.contain('s3cr3t-pw');
+  });
+
+  it('grants show exits 1 with a clear message when there is no such grant', async () => {
+    const env = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec() };
+    const before = await runCli(['grants', 'show', '--idp', 'x', '--subject', 'nobody'], env);
+    expect(before.code).to.equal(1);
+    expect(before.stderr).to.contain('no token-tap tables yet');
+  });
+});

@@ -1,0 +1,51 @@
+// Every Envoy config we ship or render passes the real `envoy --mode validate`.
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { exampleYaml } from '../../scripts/render-envoy-examples.js';
+import { validateEnvoyConfig } from '../support/envoy.js';
+import { runCli } from '../support/sidecar.js';
+
+const ENVOY_DIR = fileURLToPath(new URL('../../../envoy/', import.meta.url));
+
+describe('Envoy configs (real envoy --mode validate)', function () {
+  this.timeout(60_000);
+
+  for (const mode of ['observability', 'buffered'] as const) {
+    it(`envoy/envoy.${mode}.yaml is what the renderer produces (regenerate: node dist/scripts/render-envoy-examples.js)`, () => {
+      expect(readFileSync(path.join(ENVOY_DIR, `envoy.${mode}.yaml`), 'utf8')).to.equal(exampleYaml(mode));
+    });
+  }
+
+  for (const file of readdirSync(ENVOY_DIR).filter((name) => name.endsWith('.yaml'))) {
+    it(`envoy/${file} validates`, async () => {
+      const result = await validateEnvoyConfig(path.join(ENVOY_DIR, file));
+      expect(result.ok, result.output).to.equal(true);
+    });
+  }
+
+  const variants: Array<[string, string[]]> = [
+    ['observability, one http IdP', ['--mode', 'observability', '--idp', 'demo=http://127.0.0.1:3000/token']],
+    ['buffered, https IdPs with paths, ports and a query, custom timeout', ['--mode', 'buffered', '--message-timeout-ms', '350', '--idp', 'entra=https://login.microsoftonline.com/t/oauth2/v2.0/token', '--idp', 'corp=https://idp.corp.example:8443/oauth/token?tenant=a', '--idp', 'ip_v4=https://10.1.2.3/token']],
+    ['sidecar by DNS name', ['--sidecar', 'token-tap:50051', '--idp', 'google=https://oauth2.googleapis.com/token']],
+  ];
+  for (const [name, args] of variants) {
+    it(`token-tap envoy-config output validates: ${name}`, async () => {
+      const rendered = await runCli(['envoy-config', ...args], {});
+      expect(rendered.code, rendered.stderr).to.equal(0);
+      const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'token-tap-validate-')), 'envoy.yaml');
+      writeFileSync(file, rendered.stdout);
+      const result = await validateEnvoyConfig(file);
+      expect(result.ok, result.output).to.equal(true);
+    });
+  }
+
+  it('token-tap envoy-config reports every bad flag at once and exits 1', async () => {
+    const result = await runCli(['envoy-config', '--idp', 'nourl', '--idp', 'a=ftp://x', '--listen', 'nowhere'], {});
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('NAME=URL').and.contain('http or https').and.contain('--listen must be HOST:PORT');
+    expect(result.stdout).to.equal('');
+  });
+});

@@ -1,0 +1,42 @@
+// Runs the test layers with mocha from code (as node-oidc-provider does): `node dist/test/run.js
+// [unit|integration|e2e ...]`. In CI, `.only` fails the run. Ends with an "N passed, N failed" line.
+import { readdirSync, statSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import Mocha from 'mocha';
+
+const LAYERS = ['unit', 'integration', 'e2e'];
+const here = path.dirname(fileURLToPath(import.meta.url));
+
+function testFiles(dir: string): string[] {
+  return readdirSync(dir)
+    .sort()
+    .flatMap((entry) => {
+      const full = path.join(dir, entry);
+      if (statSync(full).isDirectory()) return testFiles(full);
+      return entry.endsWith('.test.js') ? [full] : [];
+    });
+}
+
+const requested = process.argv.slice(2);
+const unknown = requested.filter((layer) => !LAYERS.includes(layer));
+if (unknown.length > 0) {
+  process.stderr.write(`unknown test layer(s): ${unknown.join(', ')}; choose from ${LAYERS.join(', ')}\n`);
+  process.exit(2);
+}
+const layers = requested.length > 0 ? requested : LAYERS;
+
+const mocha = new Mocha({
+  forbidOnly: Boolean(process.env.CI),
+  timeout: 30_000,
+  slow: 2_000,
+  reporter: 'spec',
+});
+for (const layer of layers) for (const file of testFiles(path.join(here, layer))) mocha.addFile(file);
+
+await mocha.loadFilesAsync();
+const runner = mocha.run((failures) => {
+  const stats = runner.stats!;
+  process.stdout.write(`\n${stats.passes} passed, ${failures} failed${stats.pending ? `, ${stats.pending} skipped` : ''}\n`);
+  process.exitCode = failures > 0 ? 1 : 0;
+});

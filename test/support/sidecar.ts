@@ -1,0 +1,52 @@
+// Runs `token-tap serve` as a child process, as an operator would, and keeps its logs.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { waitFor } from './ports.js';
+
+export const CLI = fileURLToPath(new URL('../../../bin/token-tap.js', import.meta.url));
+
+export interface SidecarProcess {
+  port: number;
+  logs(): string;
+  stop(signal?: NodeJS.Signals): Promise<number | null>;
+}
+
+export async function startSidecarProcess(options: { port: number; env: Record<string, string>; args?: string[] }): Promise<SidecarProcess> {
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${options.port}`, ...(options.args ?? [])], {
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let logs = '';
+  child.stdout!.on('data', (chunk: Buffer) => (logs += chunk.toString()));
+  child.stderr!.on('data', (chunk: Buffer) => (logs += chunk.toString()));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  try {
+    await waitFor('the sidecar to be ready', async () => {
+      if (child.exitCode !== null) throw new Error(`token-tap serve exited with ${child.exitCode}:\n${logs}`);
+      return logs.includes('ext_proc server ready') ? true : undefined;
+    });
+  } catch (error) {
+    child.kill('SIGKILL');
+    throw error;
+  }
+  return {
+    port: options.port,
+    logs: () => logs,
+    async stop(signal: NodeJS.Signals = 'SIGTERM') {
+      if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+      return exited;
+    },
+  };
+}
+
+/** Runs a token-tap command to completion. */
+export async function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}

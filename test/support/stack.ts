@@ -1,0 +1,66 @@
+// The end-to-end stack, started in the order the data flows back: the IdP (upstream), then the
+// sidecar, then Envoy in front of both — as envoyproxy/ai-gateway's data-plane tests do.
+import { renderEnvoyYaml, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { generateKeySpec } from '../../src/vault/crypto.js';
+import { startEnvoy, type RunningEnvoy } from './envoy.js';
+import { startTestIdp, type TestIdp } from './oidc-idp.js';
+import { freePort } from './ports.js';
+import { createTestDatabase, type TestDatabase } from './postgres.js';
+import { startSidecarProcess, type SidecarProcess } from './sidecar.js';
+
+export const IDP_NAME = 'demo';
+
+export interface Stack {
+  idp: TestIdp;
+  db: TestDatabase;
+  sidecar: SidecarProcess | undefined;
+  envoy: RunningEnvoy;
+  /** What Okta's IdP "token URL" is set to: Envoy's route for the IdP. */
+  tokenUrl: string;
+  sidecarEnv: Record<string, string>;
+  restartSidecar(): Promise<SidecarProcess>;
+  stop(): Promise<void>;
+}
+
+export async function startStack(mode: ProcessingMode, options: { label: string; idpOptions?: Parameters<typeof startTestIdp>[0] }): Promise<Stack> {
+  const idp = await startTestIdp(options.idpOptions);
+  const db = await createTestDatabase(options.label);
+  const [sidecarPort, envoyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const sidecarEnv = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${generateKeySpec('k1')}`, LOG_LEVEL: process.env.TOKEN_TAP_TEST_LOG_LEVEL ?? 'debug' };
+  let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv });
+  const envoy = await startEnvoy(
+    renderEnvoyYaml({
+      idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }],
+      listen: { host: '127.0.0.1', port: envoyPort },
+      sidecar: { host: '127.0.0.1', port: sidecarPort },
+      admin: { host: '127.0.0.1', port: adminPort },
+      mode,
+    }),
+    adminPort,
+  );
+  const stack: Stack = {
+    idp,
+    db,
+    get sidecar() {
+      return sidecar;
+    },
+    set sidecar(value) {
+      sidecar = value;
+    },
+    envoy,
+    tokenUrl: `http://127.0.0.1:${envoyPort}${tokenRoutePath(IDP_NAME)}`,
+    sidecarEnv,
+    async restartSidecar() {
+      await sidecar?.stop();
+      sidecar = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv });
+      return sidecar;
+    },
+    async stop() {
+      await envoy.stop();
+      await sidecar?.stop();
+      await idp.close();
+      await db.drop();
+    },
+  };
+  return stack;
+}

@@ -1,0 +1,106 @@
+import { gzipSync } from 'node:zlib';
+import { expect } from 'chai';
+import { captureFrom } from '../../src/capture/capture.js';
+import { parseScope, parseSeconds, readTokenResponse } from '../../src/capture/token-response.js';
+import type { ObservedResponse } from '../../src/capture/types.js';
+import { fakeJwt } from '../support/jwt.js';
+
+const idToken = fakeJwt({ iss: 'https://idp.example', sub: 'user-42', aud: 'okta-client', email: 'u@example.test', exp: 4102444800 });
+
+function observed(body: string | Buffer, status = 200, headers: Record<string, string> = { 'content-type': 'application/json' }): ObservedResponse & { idp: string } {
+  return {
+    idp: 'demo',
+    status,
+    headers: new Map(Object.entries(headers)),
+    body: Buffer.isBuffer(body) ? body : Buffer.from(body),
+    bodyTruncated: false,
+    complete: true,
+    startedAt: Date.parse('2026-01-01T00:00:00Z'),
+  };
+}
+
+const options = { maxDecodedBytes: 1024 * 1024, newCaptureId: () => '00000000-0000-4000-8000-000000000001' };
+
+describe('capture', () => {
+  it('reads a JSON success response: tokens, expiry, scope, type, claims and every other field', () => {
+    const body = JSON.stringify({
+      access_token: 'at-1',
+      id_token: idToken,
+      refresh_token: 'rt-1',
+      expires_in: 3600,
+      scope: 'openid email offline_access',
+      token_type: 'Bearer',
+      ext_expires_in: 3600,
+      nested: { a: [1, 2] },
+    });
+    const capture = captureFrom(observed(body), options);
+    expect(capture.outcome).to.equal('stored');
+    expect(capture.subject).to.equal('user-42');
+    expect(capture.issuer).to.equal('https://idp.example');
+    expect(capture.clientId).to.equal('okta-client');
+    expect(capture.email).to.equal('u@example.test');
+    expect(capture.tokens).to.deep.include({ accessToken: 'at-1', refreshToken: 'rt-1', idToken, tokenType: 'Bearer', expiresIn: 3600 });
+    expect(capture.tokens!.scope).to.deep.equal(['openid', 'email', 'offline_access']);
+    expect(capture.tokens!.extras).to.deep.equal({ ext_expires_in: 3600, nested: { a: [1, 2] } });
+    expect(capture.tokens!.claims).to.include({ sub: 'user-42', exp: 4102444800 });
+    expect(capture.captureId).to.equal('00000000-0000-4000-8000-000000000001');
+  });
+
+  it('records an OAuth error response as idp_error with its code, and keeps no tokens', () => {
+    const capture = captureFrom(observed('{"error":"invalid_grant","error_description":"code expired"}', 400), options);
+    expect(capture.outcome).to.equal('idp_error');
+    expect(capture.errorCode).to.equal('invalid_grant');
+    expect(capture.tokens).to.equal(undefined);
+  });
+
+  it('treats an error body inside HTTP 200 as an error', () => {
+    expect(captureFrom(observed('{"error":"bad_verification_code"}', 200), options).outcome).to.equal('idp_error');
+  });
+
+  it('holds a success without an id_token as no_subject', () => {
+    const capture = captureFrom(observed('{"access_token":"gho_x","token_type":"bearer","scope":"repo"}'), options);
+    expect(capture.outcome).to.equal('no_subject');
+    expect(capture.tokens!.accessToken).to.equal('gho_x');
+    expect(capture.detail).to.contain('no id_token');
+  });
+
+  it('marks bodies that are not JSON or form encoded as unparseable, without echoing them', () => {
+    const capture = captureFrom(observed('<html>secret-ish</html>'), options);
+    expect(capture.outcome).to.equal('unparseable');
+    expect(capture.detail).to.not.contain('secret-ish');
+  });
+
+  it('decodes a gzip body (a copy) and rejects a body that decodes past the cap as too_large', () => {
+    const json = JSON.stringify({ access_token: 'at', id_token: idToken });
+    const gzipped = captureFrom(observed(gzipSync(json), 200, { 'content-encoding': 'gzip' }), options);
+    expect(gzipped.outcome).to.equal('stored');
+    const bomb = gzipSync(Buffer.alloc(4 * 1024 * 1024, 0x20));
+    expect(captureFrom(observed(bomb, 200, { 'content-encoding': 'gzip' }), options).outcome).to.equal('too_large');
+  });
+
+  it('records a body truncated by the collector as too_large', () => {
+    expect(captureFrom({ ...observed('{"access_tok'), bodyTruncated: true }, options).outcome).to.equal('too_large');
+  });
+
+  it('reads expires_in given as a number, a numeric string, or not at all', () => {
+    expect(parseSeconds(3600)).to.equal(3600);
+    expect(parseSeconds('3599')).to.equal(3599);
+    expect(parseSeconds(undefined)).to.equal(undefined);
+    expect(parseSeconds('soon')).to.equal(undefined);
+    expect(parseSeconds(-5)).to.equal(undefined);
+  });
+
+  it('splits scopes on spaces and commas', () => {
+    expect(parseScope('a b  c')).to.deep.equal(['a', 'b', 'c']);
+    expect(parseScope('repo,gist')).to.deep.equal(['repo', 'gist']);
+    expect(parseScope('')).to.deep.equal([]);
+    expect(parseScope(undefined)).to.deep.equal([]);
+  });
+
+  it('keeps a "__proto__" field as data without touching any prototype', () => {
+    const result = readTokenResponse(200, Buffer.from('{"access_token":"a","__proto__":{"polluted":true}}'));
+    expect(result.kind).to.equal('tokens');
+    expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
+    if (result.kind === 'tokens') expect(Object.prototype.hasOwnProperty.call(result.tokens.extras, '__proto__')).to.equal(true);
+  });
+});

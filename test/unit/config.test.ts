@@ -1,0 +1,45 @@
+import { expect } from 'chai';
+import { ConfigError, loadSidecarConfig, parseHostPort } from '../../src/config.js';
+import { generateKeySpec } from '../../src/vault/crypto.js';
+
+describe('config', () => {
+  const valid = { DATABASE_URL: 'postgres://u:pw@127.0.0.1:5432/db', TOKEN_TAP_KEYS: generateKeySpec('k1') };
+
+  it('defaults the listen address to 127.0.0.1:50051 and reads the key ring', () => {
+    const config = loadSidecarConfig(valid);
+    expect(config.listen).to.deep.equal({ host: '127.0.0.1', port: 50051 });
+    expect(config.keyRing.activeKeyId).to.equal('k1');
+    expect(config.maxBodyBytes).to.equal(1024 * 1024);
+  });
+
+  it('reports every problem at once and never echoes a secret', () => {
+    try {
+      loadSidecarConfig({ TOKEN_TAP_KEYS: 'k1:c2hvcnQ=', TOKEN_TAP_MAX_BODY_BYTES: 'lots' }, { listen: 'nowhere', logLevel: 'loud' });
+      expect.fail('should have thrown');
+    } catch (error) {
+      expect(error).to.be.instanceOf(ConfigError);
+      const { problems, message } = error as ConfigError;
+      expect(problems).to.have.length(5);
+      expect(message).to.contain('DATABASE_URL is not set');
+      expect(message).to.contain('--listen must be HOST:PORT');
+      expect(message).to.contain('5 bytes, expected 32');
+      expect(message).to.contain('TOKEN_TAP_MAX_BODY_BYTES');
+      expect(message).to.contain('log level');
+      expect(message).to.not.contain('c2hvcnQ=');
+    }
+  });
+
+  it('says how to make a key when TOKEN_TAP_KEYS is missing', () => {
+    expect(() => loadSidecarConfig({ DATABASE_URL: valid.DATABASE_URL })).to.throw(ConfigError, /openssl rand -base64 32/);
+  });
+
+  it('rejects a DATABASE_URL that is not postgres without printing it', () => {
+    expect(() => loadSidecarConfig({ ...valid, DATABASE_URL: 'mysql://root:hunter2@x/db' })).to.throw(ConfigError, /postgres:\/\//).and.not.match(/hunter2/);
+  });
+
+  it('parses host:port, including IPv6 in brackets', () => {
+    expect(parseHostPort('[::1]:9000', 'x')).to.deep.equal({ host: '::1', port: 9000 });
+    expect(parseHostPort('sidecar:50051', 'x')).to.deep.equal({ host: 'sidecar', port: 50051 });
+    expect(() => parseHostPort('host:70000', 'x')).to.throw(/HOST:PORT/);
+  });
+});

@@ -1,0 +1,93 @@
+import { randomBytes } from 'node:crypto';
+import { expect } from 'chai';
+import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal } from '../../src/vault/crypto.js';
+
+const binding = { idp: 'entra', subject: 'user-1', field: 'refresh_token' };
+
+describe('vault/crypto', () => {
+  describe('parseKeyRing', () => {
+    it('takes the first key as active and keeps the others for decryption', () => {
+      const ring = parseKeyRing(`${generateKeySpec('k2')},${generateKeySpec('k1')}`);
+      expect(ring.activeKeyId).to.equal('k2');
+      expect([...ring.keys.keys()]).to.deep.equal(['k2', 'k1']);
+    });
+
+    it('reports every malformed entry at once, naming key ids but never key material', () => {
+      const shortKey = randomBytes(16).toString('base64');
+      try {
+        parseKeyRing(`k1:${shortKey},nocolon,k3:!!!notbase64,k1:${randomBytes(32).toString('base64')}`);
+        expect.fail('should have thrown');
+      } catch (error) {
+        expect(error).to.be.instanceOf(KeyRingError);
+        const message = (error as Error).message;
+        expect(message).to.contain('"k1"').and.contain('16 bytes, expected 32');
+        expect(message).to.contain('entry 2 is not "keyid:base64key"');
+        expect(message).to.contain('"k3"').and.contain('not base64');
+        expect(message).to.not.contain(shortKey);
+      }
+    });
+
+    it('rejects an empty ring and duplicate key ids', () => {
+      expect(() => parseKeyRing('')).to.throw(KeyRingError, /empty/);
+      const key = randomBytes(32).toString('base64');
+      expect(() => parseKeyRing(`a:${key},a:${key}`)).to.throw(KeyRingError, /appears twice/);
+    });
+  });
+
+  describe('seal and open', () => {
+    const ring = parseKeyRing(generateKeySpec('k1'));
+
+    it('round-trips a value and never repeats a nonce', () => {
+      const first = seal(ring, 'secret-refresh-token', binding);
+      const second = seal(ring, 'secret-refresh-token', binding);
+      expect(open(ring, 'k1', first, binding)).to.equal('secret-refresh-token');
+      expect(first.equals(second)).to.equal(false);
+      expect(first.subarray(0, 12).equals(second.subarray(0, 12))).to.equal(false);
+      expect(first.toString('latin1')).to.not.contain('secret-refresh-token');
+    });
+
+    it('fails with the wrong key', () => {
+      const sealed = seal(ring, 'value', binding);
+      const other = parseKeyRing(generateKeySpec('k1'));
+      expect(() => open(other, 'k1', sealed, binding)).to.throw(DecryptError, /failed authentication/);
+    });
+
+    it('fails when any bit is flipped', () => {
+      const sealed = seal(ring, 'value', binding);
+      for (const index of [0, 11, 12, sealed.length - 17, sealed.length - 1]) {
+        const tampered = Buffer.from(sealed);
+        tampered[index]! ^= 0x01;
+        expect(() => open(ring, 'k1', tampered, binding), `byte ${index}`).to.throw(DecryptError);
+      }
+    });
+
+    it('fails when the value is moved to another row or field (AAD)', () => {
+      const sealed = seal(ring, 'value', binding);
+      expect(() => open(ring, 'k1', sealed, { ...binding, subject: 'user-2' })).to.throw(DecryptError);
+      expect(() => open(ring, 'k1', sealed, { ...binding, idp: 'google' })).to.throw(DecryptError);
+      expect(() => open(ring, 'k1', sealed, { ...binding, field: 'access_token' })).to.throw(DecryptError);
+    });
+
+    it('binds the key id, so a key renamed in the ring does not open old values', () => {
+      const key = randomBytes(32).toString('base64');
+      const sealed = seal(parseKeyRing(`k1:${key}`), 'value', binding);
+      expect(() => open(parseKeyRing(`k9:${key}`), 'k9', sealed, binding)).to.throw(DecryptError);
+    });
+
+    it('names the missing key id when a value was sealed under a key not in the ring', () => {
+      const sealed = seal(ring, 'value', binding);
+      expect(() => open(parseKeyRing(generateKeySpec('k2')), 'k1', sealed, binding)).to.throw(DecryptError, /key id "k1"/);
+    });
+  });
+
+  describe('fingerprint', () => {
+    it('is stable for one ring, differs across keys, and does not contain the token', () => {
+      const ring = parseKeyRing(generateKeySpec('k1'));
+      const other = parseKeyRing(generateKeySpec('k1'));
+      expect(fingerprint(ring, 'tok')).to.equal(fingerprint(ring, 'tok'));
+      expect(fingerprint(ring, 'tok')).to.not.equal(fingerprint(ring, 'tok2'));
+      expect(fingerprint(ring, 'tok')).to.not.equal(fingerprint(other, 'tok'));
+      expect(fingerprint(ring, 'token-value-123')).to.match(/^k1:[A-Za-z0-9_-]{32}$/);
+    });
+  });
+});

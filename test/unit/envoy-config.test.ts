@@ -1,0 +1,60 @@
+import { expect } from 'chai';
+import { parseIdpFlag, renderEnvoyConfig, tokenRoutePath } from '../../src/envoyconfig/render.js';
+
+const base = {
+  listen: { host: '0.0.0.0', port: 8080 },
+  sidecar: { host: '127.0.0.1', port: 50051 },
+  admin: { host: '127.0.0.1', port: 9901 },
+};
+
+// Walks the rendered bootstrap the way Envoy would read it.
+function listenerParts(config: Record<string, unknown>) {
+  const hcm = (config as any).static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+  return { hcm, routes: hcm.route_config.virtual_hosts[0].routes, filters: hcm.http_filters, clusters: (config as any).static_resources.clusters };
+}
+
+describe('envoyconfig/render', () => {
+  it('routes /idp/NAME/token to the IdP token path with host rewrite and names the IdP in ext_proc metadata', () => {
+    const config = renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('entra=https://login.microsoftonline.com/t1/oauth2/v2.0/token')] });
+    const { routes, clusters } = listenerParts(config);
+    expect(routes[0].match).to.deep.equal({ path: tokenRoutePath('entra') });
+    expect(routes[0].route).to.include({ cluster: 'idp_entra', prefix_rewrite: '/t1/oauth2/v2.0/token', host_rewrite_literal: 'login.microsoftonline.com' });
+    expect(routes[0].typed_per_filter_config['envoy.filters.http.ext_proc'].overrides.grpc_initial_metadata).to.deep.equal([{ key: 'x-token-tap-idp', value: 'entra' }]);
+    const tls = clusters[0].transport_socket.typed_config;
+    expect(tls.sni).to.equal('login.microsoftonline.com');
+    expect(clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).to.deep.equal({ address: 'login.microsoftonline.com', port_value: 443 });
+  });
+
+  it('keeps ext_proc off every other route', () => {
+    const { routes } = listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')] }));
+    expect(routes.at(-1).direct_response.status).to.equal(404);
+    expect(routes.at(-1).typed_per_filter_config['envoy.filters.http.ext_proc'].disabled).to.equal(true);
+  });
+
+  it('observability mode streams the response body and never waits; buffered mode buffers with a message timeout', () => {
+    const observability = listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')] })).filters[0].typed_config;
+    expect(observability).to.include({ failure_mode_allow: true, observability_mode: true });
+    expect(observability.processing_mode).to.include({ request_header_mode: 'SKIP', request_body_mode: 'NONE', response_body_mode: 'STREAMED' });
+    const buffered = listenerParts(renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')] })).filters[0].typed_config;
+    expect(buffered).to.include({ failure_mode_allow: true, message_timeout: '0.2s' });
+    expect(buffered.observability_mode).to.equal(undefined);
+    expect(buffered.processing_mode).to.include({ request_body_mode: 'NONE', response_body_mode: 'BUFFERED' });
+  });
+
+  it('never sends the request (and the client secret in it) to the sidecar', () => {
+    for (const mode of ['observability', 'buffered'] as const) {
+      const filter = listenerParts(renderEnvoyConfig({ ...base, mode, idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')] })).filters[0].typed_config;
+      expect(filter.processing_mode.request_header_mode).to.equal('SKIP');
+      expect(filter.processing_mode.request_body_mode).to.equal('NONE');
+    }
+  });
+
+  it('rejects bad --idp flags with a message that says what is expected', () => {
+    expect(() => parseIdpFlag('noequals')).to.throw(/NAME=URL/);
+    expect(() => parseIdpFlag('Bad Name=https://x/token')).to.throw(/lower-case/);
+    expect(() => parseIdpFlag('a=ftp://x/token')).to.throw(/http or https/);
+    expect(() => parseIdpFlag('a=https://user:pw@x/token')).to.throw(/credentials/);
+    expect(() => renderEnvoyConfig({ ...base, mode: 'buffered', idps: [] })).to.throw(/at least one/);
+    expect(() => renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=https://x/t'), parseIdpFlag('a=https://y/t')] })).to.throw(/twice/);
+  });
+});
