@@ -156,6 +156,22 @@ export function buildProgram(): Command {
     .requiredOption('--subject <sub>', "the user's subject (the id_token's sub)")
     .action(grantsShow);
 
+  program
+    .command('demo')
+    .description('Run the whole stack locally (demo IdP, sidecar, Envoy; Postgres from DATABASE_URL or embedded),\nperform one login as Okta would, and print what was captured.')
+    .addOption(new Option('--mode <mode>', 'ext_proc mode').choices(['observability', 'buffered']).default('observability'))
+    .option('--once', 'exit after the login instead of running until Ctrl-C', false)
+    .option('--envoy-port <port>', 'Envoy listener port', '8080')
+    .option('--sidecar-port <port>', 'sidecar ext_proc port', '50051')
+    .option('--admin-port <port>', 'Envoy admin port', '9901')
+    .option('--state-dir <dir>', 'where the demo keeps its key ring, logs and embedded database', '.token-tap/demo')
+    .action(async (options: { mode: ProcessingMode; once: boolean; envoyPort: string; sidecarPort: string; adminPort: string; stateDir: string }) => {
+      const ports = [options.envoyPort, options.sidecarPort, options.adminPort].map(Number);
+      if (!ports.every((port) => Number.isInteger(port) && port > 0 && port < 65536)) throw new UsageError('ports must be integers between 1 and 65535');
+      const { runDemo } = await import('../demo/run.js');
+      await runDemo({ mode: options.mode, once: options.once, envoyPort: ports[0]!, sidecarPort: ports[1]!, adminPort: ports[2]!, stateDir: options.stateDir });
+    });
+
   return program;
 }
 

@@ -2,7 +2,7 @@
 // is applied at most once (capture_id is unique), so a replayed batch changes nothing.
 import type pg from 'pg';
 import type { Capture } from '../capture/types.js';
-import { fingerprint, open, seal, type FieldBinding, type KeyRing } from './crypto.js';
+import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from './crypto.js';
 
 export interface GrantRecord {
   idp: string;
@@ -135,7 +135,7 @@ export class GrantStore {
     let kept: GrantRecord | undefined;
     if (!tokens.refreshToken || !tokens.idToken) {
       const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2 FOR UPDATE', [capture.idp, subject]);
-      kept = rows[0] ? this.decrypt(rows[0]) : undefined;
+      kept = rows[0] ? this.decryptForMerge(rows[0]) : undefined;
     }
     const refreshToken = tokens.refreshToken ?? kept?.refreshToken ?? null;
     const idToken = tokens.idToken ?? kept?.idToken ?? null;
@@ -179,6 +179,17 @@ export class GrantStore {
         observedAt,
       ],
     );
+  }
+
+  // A stored row this key ring cannot open (its key was removed) must not block new captures
+  // forever: the new login's tokens replace it.
+  private decryptForMerge(row: GrantRow): GrantRecord | undefined {
+    try {
+      return this.decrypt(row);
+    } catch (error) {
+      if (error instanceof DecryptError) return undefined;
+      throw error;
+    }
   }
 
   private decrypt(row: GrantRow): GrantRecord {

@@ -1,0 +1,24 @@
+# token-tap sidecar image: build with dev dependencies, ship only production ones, run as non-root.
+FROM node:22.12-bookworm-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json ./
+COPY src ./src
+COPY scripts ./scripts
+COPY test ./test
+COPY bench ./bench
+RUN npm run build
+
+FROM node:22.12-bookworm-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
+COPY --from=build /app/dist/src ./dist/src
+COPY bin ./bin
+COPY proto ./proto
+USER node
+EXPOSE 50051
+ENTRYPOINT ["node", "bin/token-tap.js"]
+CMD ["serve", "--listen", "0.0.0.0:50051"]
