@@ -36,6 +36,8 @@ export function parseFields(body: Buffer): { fields: Fields } | { detail: string
     try {
       const parsed: unknown = JSON.parse(trimmed);
       if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { detail: 'JSON body is not an object' };
+      // Deep nesting would later overflow the stack of JSON.stringify when the extras are stored.
+      if (nestingExceeds(parsed, MAX_NESTING)) return { detail: `JSON body nested deeper than ${MAX_NESTING} levels` };
       return { fields: parsed as Fields };
     } catch (error) {
       return { detail: error instanceof RangeError ? 'JSON body nested too deeply' : 'body is not valid JSON' };
@@ -46,6 +48,19 @@ export function parseFields(body: Buffer): { fields: Fields } | { detail: string
     return { fields: Object.fromEntries(new URLSearchParams(trimmed)) };
   }
   return { detail: 'body is neither JSON nor form-encoded' };
+}
+
+const MAX_NESTING = 32;
+
+function nestingExceeds(root: object, limit: number): boolean {
+  const stack: Array<[unknown, number]> = [[root, 1]];
+  while (stack.length > 0) {
+    const [value, depth] = stack.pop()!;
+    if (value === null || typeof value !== 'object') continue;
+    if (depth > limit) return true;
+    for (const child of Object.values(value)) stack.push([child, depth + 1]);
+  }
+  return false;
 }
 
 function nonEmptyString(value: unknown): string | undefined {
@@ -91,22 +106,37 @@ export function readTokenResponse(status: number | undefined, body: Buffer): Tok
   const errorCode = errorCodeOf(fields, status);
   if (errorCode !== undefined) return { kind: 'idp_error', errorCode };
 
-  const accessToken = nonEmptyString(fields.access_token);
+  const tokenFields = withNestedUserToken(fields);
+  const accessToken = nonEmptyString(tokenFields.access_token);
   if (!accessToken) return { kind: 'unparseable', detail: 'no access_token in a success response' };
+  return { kind: 'tokens', tokens: tokenSetOf(tokenFields, accessToken) };
+}
+
+/**
+ * Slack's oauth.v2.access puts the user's token in `authed_user` when only user scopes were
+ * granted; the top level then carries no access_token. Reads the nested token as the grant.
+ */
+function withNestedUserToken(fields: Fields): Fields {
+  if (nonEmptyString(fields.access_token)) return fields;
+  const nested = fields.authed_user;
+  if (nested === null || typeof nested !== 'object' || Array.isArray(nested)) return fields;
+  const user = nested as Fields;
+  if (!nonEmptyString(user.access_token)) return fields;
+  const { authed_user: _lifted, ...rest } = fields;
+  return { ...rest, ...user };
+}
+
+function tokenSetOf(fields: Fields, accessToken: string): TokenSet {
   const idToken = nonEmptyString(fields.id_token);
-  const extras = Object.fromEntries(Object.entries(fields).filter(([name]) => !KNOWN_FIELDS.has(name)));
   return {
-    kind: 'tokens',
-    tokens: {
-      accessToken,
-      refreshToken: nonEmptyString(fields.refresh_token),
-      idToken,
-      tokenType: nonEmptyString(fields.token_type),
-      expiresIn: parseSeconds(fields.expires_in),
-      refreshExpiresIn: parseSeconds(fields.refresh_token_expires_in),
-      scope: parseScope(fields.scope),
-      extras,
-      claims: idToken ? decodeIdTokenClaims(idToken) : undefined,
-    },
+    accessToken,
+    refreshToken: nonEmptyString(fields.refresh_token),
+    idToken,
+    tokenType: nonEmptyString(fields.token_type),
+    expiresIn: parseSeconds(fields.expires_in),
+    refreshExpiresIn: parseSeconds(fields.refresh_token_expires_in),
+    scope: parseScope(fields.scope),
+    extras: Object.fromEntries(Object.entries(fields).filter(([name]) => !KNOWN_FIELDS.has(name))),
+    claims: idToken ? decodeIdTokenClaims(idToken) : undefined,
   };
 }
