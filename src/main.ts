@@ -3,6 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import { captureFrom } from './capture/capture.js';
+import { profileCaptureFrom } from './capture/profile.js';
 import type { ObservedResponse } from './capture/types.js';
 import type { HostPort, SidecarConfig } from './config.js';
 import { formatHostPort } from './config.js';
@@ -52,7 +53,17 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
       logger.warn({ httpStatus: observed.status }, 'token response on a route that names no IdP (no x-token-tap-idp metadata); not stored');
       return;
     }
-    queue.enqueue(captureFrom({ ...observed, idp: observed.idp }, { maxDecodedBytes: config.maxBodyBytes }));
+    const named = { ...observed, idp: observed.idp };
+    if (observed.routeKind === 'token') {
+      queue.enqueue(captureFrom(named, { maxDecodedBytes: config.maxBodyBytes }));
+      return;
+    }
+    const reading = profileCaptureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
+    if (reading.kind === 'capture') queue.enqueue(reading.capture);
+    else {
+      metrics.captures.inc({ idp: observed.idp, outcome: 'profile_skipped' });
+      logger.debug({ idp: observed.idp, reason: reading.reason }, 'profile response not used');
+    }
   };
 
   const server = new grpc.Server({ 'grpc.max_receive_message_length': config.maxBodyBytes + 64 * 1024 });

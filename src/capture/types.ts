@@ -1,9 +1,20 @@
 // The shapes that flow through capture: what Envoy showed us, and what we make of it.
 
-/** An upstream token response as observed through ext_proc. Built by extproc/Exchange. */
+/**
+ * What an Envoy route carries to the sidecar: a token route (the IdP's token endpoint), or a
+ * profile route (the IdP's userinfo/profile endpoint, which names the user of a token).
+ */
+export type RouteKind = 'token' | 'profile';
+
+/** An upstream response as observed through ext_proc. Built by extproc/Exchange. */
 export interface ObservedResponse {
   /** The IdP name from the route's ext_proc metadata; undefined when the route names none. */
   idp: string | undefined;
+  routeKind: RouteKind;
+  /** Profile routes: where the user id sits in the profile (dotted path); undefined for the defaults. */
+  subjectField: string | undefined;
+  /** Profile routes: the bearer token of the request (the access token being used). Memory only. */
+  bearerToken: string | undefined;
   status: number | undefined;
   /** Lower-cased header names; pseudo-headers (`:status`) excluded. */
   headers: ReadonlyMap<string, string>;
@@ -16,7 +27,15 @@ export interface ObservedResponse {
   startedAt: number;
 }
 
-export type CaptureOutcome = 'stored' | 'idp_error' | 'unparseable' | 'too_large' | 'no_subject';
+export type CaptureOutcome = 'stored' | 'idp_error' | 'unparseable' | 'too_large' | 'no_subject' | 'profile';
+
+/** What a profile response says about the user of an access token. */
+export interface ProfileLink {
+  /** The access token the profile was fetched with; the store matches it by fingerprint. */
+  accessToken: string;
+  subject: string;
+  email: string | undefined;
+}
 
 /** The tokens and metadata of one successful token response. */
 export interface TokenSet {
@@ -50,4 +69,6 @@ export interface Capture {
   errorCode: string | undefined;
   /** Why a response was not stored; never contains token material. */
   detail: string | undefined;
+  /** Profile captures: the user a held (no_subject) grant belongs to. */
+  profile?: ProfileLink;
 }

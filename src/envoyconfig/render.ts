@@ -12,8 +12,18 @@ export interface IdpRoute {
   tokenUrl: URL;
 }
 
+/** An IdP's profile (userinfo) endpoint, relayed so the sidecar learns who a token belongs to. */
+export interface ProfileRoute {
+  name: string;
+  profileUrl: URL;
+  /** Dotted path of the user id in the profile JSON; the sidecar tries sub, id, user_id without it. */
+  subjectField?: string;
+}
+
 export interface EnvoyConfigOptions {
   idps: IdpRoute[];
+  /** Profile routes for IdPs whose token response names no user (no id_token). */
+  profiles?: ProfileRoute[];
   listen: HostPort;
   sidecar: HostPort;
   admin: HostPort;
@@ -28,12 +38,20 @@ export const IDP_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$/;
 export const SIDECAR_CLUSTER = 'token_tap_sidecar';
 export const DEFAULT_CA_FILE = '/etc/ssl/certs/ca-certificates.crt';
 const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
+// Kept in step with extproc/server.ts, which reads them.
 const IDP_METADATA_KEY = 'x-token-tap-idp';
+const ROUTE_METADATA_KEY = 'x-token-tap-route';
+const SUBJECT_FIELD_METADATA_KEY = 'x-token-tap-subject-field';
 
-/** Parses `NAME=URL` from the command line. */
+/** Parses `NAME=URL` from the command line (--idp). */
 export function parseIdpFlag(text: string): IdpRoute {
+  const { name, url } = parseNamedUrl(text, '--idp', 'entra=https://login.microsoftonline.com/TENANT/oauth2/v2.0/token');
+  return { name, tokenUrl: url };
+}
+
+function parseNamedUrl(text: string, flag: string, example: string): { name: string; url: URL } {
   const separator = text.indexOf('=');
-  if (separator <= 0) throw new Error(`--idp must be NAME=URL (for example entra=https://login.microsoftonline.com/TENANT/oauth2/v2.0/token), got "${text}"`);
+  if (separator <= 0) throw new Error(`${flag} must be NAME=URL (for example ${example}), got "${text}"`);
   const name = text.slice(0, separator);
   const rawUrl = text.slice(separator + 1);
   if (!IDP_NAME_PATTERN.test(name)) throw new Error(`IdP name "${name}" must be lower-case letters, digits, "-" or "_" (at most 63)`);
@@ -43,14 +61,28 @@ export function parseIdpFlag(text: string): IdpRoute {
   } catch {
     throw new Error(`IdP "${name}": "${rawUrl}" is not a URL`);
   }
-  if (tokenUrl.protocol !== 'https:' && tokenUrl.protocol !== 'http:') throw new Error(`IdP "${name}": token URL must be http or https`);
-  if (tokenUrl.username || tokenUrl.password) throw new Error(`IdP "${name}": token URL must not carry credentials`);
-  if (tokenUrl.hash) throw new Error(`IdP "${name}": token URL must not have a #fragment`);
-  return { name, tokenUrl };
+  if (tokenUrl.protocol !== 'https:' && tokenUrl.protocol !== 'http:') throw new Error(`IdP "${name}": ${flag} URL must be http or https`);
+  if (tokenUrl.username || tokenUrl.password) throw new Error(`IdP "${name}": ${flag} URL must not carry credentials`);
+  if (tokenUrl.hash) throw new Error(`IdP "${name}": ${flag} URL must not have a #fragment`);
+  return { name, url: tokenUrl };
 }
 
 export function tokenRoutePath(idpName: string): string {
   return `/idp/${idpName}/token`;
+}
+
+export function profileRoutePath(idpName: string): string {
+  return `/idp/${idpName}/userinfo`;
+}
+
+/** Parses `NAME=URL` for --userinfo, with an optional subject path from --userinfo-subject. */
+export function parseProfileFlag(text: string, subjectFields: ReadonlyMap<string, string> = new Map()): ProfileRoute {
+  const { name, url } = parseNamedUrl(text, '--userinfo', 'github=https://api.github.com/user');
+  const subjectField = subjectFields.get(name);
+  if (subjectField !== undefined && !/^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$/.test(subjectField)) {
+    throw new Error(`--userinfo-subject for "${name}" must be a dotted field path such as id or data.id`);
+  }
+  return { name, profileUrl: url, ...(subjectField ? { subjectField } : {}) };
 }
 
 function socketAddress({ host, port }: HostPort) {
@@ -100,13 +132,12 @@ function extProcFilter(options: EnvoyConfigOptions) {
   };
 }
 
-function tokenRoute(idp: IdpRoute) {
-  const url = idp.tokenUrl;
+function relayRoute(name: string, path: string, cluster: string, url: URL, overrides: Record<string, unknown>) {
   return {
-    name: `idp_${idp.name}_token`,
-    match: { path: tokenRoutePath(idp.name) },
+    name,
+    match: { path },
     route: {
-      cluster: `idp_${idp.name}`,
+      cluster,
       prefix_rewrite: `${url.pathname}${url.search}`,
       host_rewrite_literal: url.host,
       timeout: '30s',
@@ -114,24 +145,41 @@ function tokenRoute(idp: IdpRoute) {
     typed_per_filter_config: {
       [EXT_PROC_FILTER]: {
         '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
-        // Tells the sidecar which IdP this response came from.
-        overrides: { grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }] },
+        overrides,
       },
     },
   };
 }
 
-function idpCluster(idp: IdpRoute, caFile: string) {
-  const url = idp.tokenUrl;
+function tokenRoute(idp: IdpRoute) {
+  // The metadata tells the sidecar which IdP this response came from.
+  return relayRoute(`idp_${idp.name}_token`, tokenRoutePath(idp.name), `idp_${idp.name}`, idp.tokenUrl, {
+    grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }],
+  });
+}
+
+function profileRoute(profile: ProfileRoute, mode: ProcessingMode) {
+  return relayRoute(`idp_${profile.name}_userinfo`, profileRoutePath(profile.name), `idp_${profile.name}_userinfo`, profile.profileUrl, {
+    // The request headers are needed here, for the bearer token whose user the profile names.
+    processing_mode: { ...processingMode(mode), request_header_mode: 'SEND' },
+    grpc_initial_metadata: [
+      { key: IDP_METADATA_KEY, value: profile.name },
+      { key: ROUTE_METADATA_KEY, value: 'profile' },
+      ...(profile.subjectField ? [{ key: SUBJECT_FIELD_METADATA_KEY, value: profile.subjectField }] : []),
+    ],
+  });
+}
+
+function upstreamCluster(name: string, url: URL, caFile: string) {
   const host = hostOf(url);
   const https = url.protocol === 'https:';
   return {
-    name: `idp_${idp.name}`,
+    name,
     type: isIpLiteral(host) ? 'STATIC' : 'LOGICAL_DNS',
     dns_lookup_family: 'V4_PREFERRED',
     connect_timeout: '5s',
     load_assignment: {
-      cluster_name: `idp_${idp.name}`,
+      cluster_name: name,
       endpoints: [{ lb_endpoints: [{ endpoint: { address: socketAddress({ host, port: upstreamPort(url) }) } }] }],
     },
     ...(https
@@ -179,6 +227,13 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
     if (names.has(idp.name)) throw new Error(`IdP "${idp.name}" is given twice`);
     names.add(idp.name);
   }
+  const profiles = options.profiles ?? [];
+  const profileNames = new Set<string>();
+  for (const profile of profiles) {
+    if (!names.has(profile.name)) throw new Error(`--userinfo "${profile.name}" names no IdP given with --idp`);
+    if (profileNames.has(profile.name)) throw new Error(`--userinfo "${profile.name}" is given twice`);
+    profileNames.add(profile.name);
+  }
   const caFile = options.upstreamCaFile ?? DEFAULT_CA_FILE;
   return {
     admin: { address: socketAddress(options.admin) },
@@ -208,6 +263,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
                           domains: ['*'],
                           routes: [
                             ...options.idps.map(tokenRoute),
+                            ...profiles.map((profile) => profileRoute(profile, options.mode)),
                             {
                               name: 'not_an_idp_route',
                               match: { prefix: '/' },
@@ -241,7 +297,11 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
           ],
         },
       ],
-      clusters: [...options.idps.map((idp) => idpCluster(idp, caFile)), sidecarCluster(options.sidecar)],
+      clusters: [
+        ...options.idps.map((idp) => upstreamCluster(`idp_${idp.name}`, idp.tokenUrl, caFile)),
+        ...profiles.map((profile) => upstreamCluster(`idp_${profile.name}_userinfo`, profile.profileUrl, caFile)),
+        sidecarCluster(options.sidecar),
+      ],
     },
   };
 }
@@ -251,6 +311,9 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
     `# Envoy bootstrap rendered by token-tap envoy-config (mode: ${options.mode}).`,
     `# Okta's IdP token URL: http(s)://<this host>:${options.listen.port}/idp/<name>/token`,
     `# IdPs: ${options.idps.map((idp) => `${idp.name} -> ${idp.tokenUrl.origin}${idp.tokenUrl.pathname}`).join(', ')}`,
+    ...((options.profiles ?? []).length > 0
+      ? [`# Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
+      : []),
     `# Sidecar (ext_proc): ${formatHostPort(options.sidecar)}; admin: ${formatHostPort(options.admin)}`,
     '',
   ].join('\n');

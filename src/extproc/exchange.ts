@@ -1,7 +1,7 @@
 // One Exchange per ext_proc stream, that is per HTTP request through a token route. It collects
 // the upstream response (status, headers, body chunks up to a limit) and says what to reply.
 // No parsing and no I/O here: the server hands the finished ObservedResponse to capture.
-import type { ObservedResponse } from '../capture/types.js';
+import type { ObservedResponse, RouteKind } from '../capture/types.js';
 import type { HeaderValue, ProcessingRequest, ProcessingResponse } from './protocol.js';
 
 export interface ExchangeLimits {
@@ -24,6 +24,19 @@ function continueReply(request: ProcessingRequest): ProcessingResponse | undefin
   return undefined;
 }
 
+/** What the Envoy route told the sidecar about this stream (gRPC initial metadata). */
+export interface ExchangeRoute {
+  idp: string | undefined;
+  kind: RouteKind;
+  subjectField: string | undefined;
+}
+
+/** `Bearer <token>` (RFC 6750), or GitHub's older `token <token>`. */
+export function bearerTokenOf(authorization: string): string | undefined {
+  const match = /^(?:bearer|token)\s+(\S+)\s*$/i.exec(authorization);
+  return match?.[1];
+}
+
 function headerText(header: HeaderValue): string {
   if (header.raw_value && header.raw_value.length > 0) return header.raw_value.toString('latin1');
   return header.value ?? '';
@@ -38,13 +51,18 @@ export class Exchange {
   private bodyTruncated = false;
   private startedAt: number;
   private finished = false;
+  private bearerToken: string | undefined;
 
   constructor(
-    readonly idp: string | undefined,
+    readonly route: ExchangeRoute,
     private readonly limits: ExchangeLimits,
     private readonly now: () => number = Date.now,
   ) {
     this.startedAt = now();
+  }
+
+  get idp(): string | undefined {
+    return this.route.idp;
   }
 
   /**
@@ -58,6 +76,14 @@ export class Exchange {
   }
 
   private observe(request: ProcessingRequest): void {
+    if (request.request_headers) {
+      // Only a profile route asks for request headers, and only its bearer token is kept: the
+      // token whose user the profile names. Nothing else of Okta's request is read.
+      if (this.route.kind !== 'profile') return;
+      const authorization = request.request_headers.headers?.headers?.find((header) => header.key.toLowerCase() === 'authorization');
+      this.bearerToken = authorization ? bearerTokenOf(headerText(authorization)) : undefined;
+      return;
+    }
     if (request.response_headers) {
       this.startedAt = this.now();
       for (const header of request.response_headers.headers?.headers ?? []) {
@@ -108,7 +134,10 @@ export class Exchange {
     if (this.status === undefined && this.chunks.length === 0) return undefined;
     const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodyBytes);
     return {
-      idp: this.idp,
+      idp: this.route.idp,
+      routeKind: this.route.kind,
+      subjectField: this.route.subjectField,
+      bearerToken: this.bearerToken,
       status: this.status,
       headers: this.headers,
       body,

@@ -5,11 +5,15 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { ObservedResponse } from '../capture/types.js';
 import type { Metrics } from '../ops/metrics.js';
-import { Exchange, type ExchangeLimits } from './exchange.js';
+import { Exchange, type ExchangeLimits, type ExchangeRoute } from './exchange.js';
 import type { ExtProcStream, ProcessingRequest } from './protocol.js';
 
 /** gRPC metadata that the route's ExtProcPerRoute override sets to the IdP's name. */
 export const IDP_METADATA_KEY = 'x-token-tap-idp';
+/** `profile` on an IdP's userinfo/profile route; absent (token route) otherwise. */
+export const ROUTE_METADATA_KEY = 'x-token-tap-route';
+/** Profile routes: the dotted path of the user id in the profile JSON (e.g. `data.id`). */
+export const SUBJECT_FIELD_METADATA_KEY = 'x-token-tap-subject-field';
 
 export interface ExtProcHandlerOptions {
   limits: ExchangeLimits;
@@ -18,10 +22,18 @@ export interface ExtProcHandlerOptions {
   metrics: Metrics;
 }
 
-function idpFrom(metadata: grpc.Metadata): string | undefined {
-  const value = metadata.get(IDP_METADATA_KEY)[0];
-  const name = typeof value === 'string' ? value.trim() : undefined;
-  return name ? name : undefined;
+function metadataText(metadata: grpc.Metadata, key: string): string | undefined {
+  const value = metadata.get(key)[0];
+  const text = typeof value === 'string' ? value.trim() : undefined;
+  return text ? text : undefined;
+}
+
+export function routeFrom(metadata: grpc.Metadata): ExchangeRoute {
+  return {
+    idp: metadataText(metadata, IDP_METADATA_KEY),
+    kind: metadataText(metadata, ROUTE_METADATA_KEY) === 'profile' ? 'profile' : 'token',
+    subjectField: metadataText(metadata, SUBJECT_FIELD_METADATA_KEY),
+  };
 }
 
 // Envoy resets ext_proc streams instead of half-closing them, so these are ordinary ends.
@@ -33,7 +45,7 @@ export function createExtProcHandlers(options: ExtProcHandlerOptions): grpc.Unty
   const { limits, onResponse, logger, metrics } = options;
 
   function process(stream: ExtProcStream): void {
-    const exchange = new Exchange(idpFrom(stream.metadata), limits);
+    const exchange = new Exchange(routeFrom(stream.metadata), limits);
     metrics.extProcStreamsOpen.inc();
     let closed = false;
 

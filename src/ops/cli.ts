@@ -2,11 +2,11 @@
 // and exits non-zero with a message that says what to do.
 import { Command, Option } from 'commander';
 import { ConfigError, loadSidecarConfig, parseHostPort, type HostPort } from '../config.js';
-import { parseIdpFlag, renderEnvoyYaml, type IdpRoute, type ProcessingMode } from '../envoyconfig/render.js';
+import { parseIdpFlag, parseProfileFlag, renderEnvoyYaml, type IdpRoute, type ProcessingMode, type ProfileRoute } from '../envoyconfig/render.js';
 import { startSidecar } from '../main.js';
 import { KeyRingError, parseKeyRing } from '../vault/crypto.js';
 import { createPool } from '../vault/db.js';
-import { GrantStore, type GrantRecord } from '../vault/store.js';
+import { GrantStore, type GrantRecord, type PendingGrant } from '../vault/store.js';
 import { createLogger } from './log.js';
 
 export class UsageError extends Error {
@@ -33,7 +33,19 @@ async function serve(options: { listen?: string; logLevel?: string }): Promise<v
   logger.info('stopped');
 }
 
-function envoyConfig(options: { idp: string[]; listen: string; sidecar: string; admin: string; mode: ProcessingMode; messageTimeoutMs?: string; upstreamCa?: string }): void {
+interface EnvoyConfigFlags {
+  idp: string[];
+  userinfo: string[];
+  userinfoSubject: string[];
+  listen: string;
+  sidecar: string;
+  admin: string;
+  mode: ProcessingMode;
+  messageTimeoutMs?: string;
+  upstreamCa?: string;
+}
+
+function envoyConfig(options: EnvoyConfigFlags): void {
   const problems: string[] = [];
   const idps: IdpRoute[] = [];
   for (const flag of options.idp) {
@@ -42,6 +54,23 @@ function envoyConfig(options: { idp: string[]; listen: string; sidecar: string; 
     } catch (error) {
       problems.push((error as Error).message);
     }
+  }
+  const subjectFields = new Map<string, string>();
+  for (const flag of options.userinfoSubject) {
+    const separator = flag.indexOf('=');
+    if (separator <= 0) problems.push(`--userinfo-subject must be NAME=FIELD (for example github=id or x=data.id), got "${flag}"`);
+    else subjectFields.set(flag.slice(0, separator), flag.slice(separator + 1));
+  }
+  const profiles: ProfileRoute[] = [];
+  for (const flag of options.userinfo) {
+    try {
+      profiles.push(parseProfileFlag(flag, subjectFields));
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  for (const name of subjectFields.keys()) {
+    if (!profiles.some((profile) => profile.name === name)) problems.push(`--userinfo-subject "${name}" has no --userinfo ${name}=URL`);
   }
   if (options.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
   const addresses: Partial<Record<'listen' | 'sidecar' | 'admin', HostPort>> = {};
@@ -55,17 +84,22 @@ function envoyConfig(options: { idp: string[]; listen: string; sidecar: string; 
   const messageTimeoutMs = options.messageTimeoutMs === undefined ? undefined : Number(options.messageTimeoutMs);
   if (messageTimeoutMs !== undefined && !(Number.isInteger(messageTimeoutMs) && messageTimeoutMs > 0)) problems.push('--message-timeout-ms must be a positive integer');
   if (problems.length > 0) throw new UsageError(problems.join('\n'));
-  process.stdout.write(
-    renderEnvoyYaml({
+  let yaml: string;
+  try {
+    yaml = renderEnvoyYaml({
       idps,
+      profiles,
       listen: addresses.listen!,
       sidecar: addresses.sidecar!,
       admin: addresses.admin!,
       mode: options.mode,
       messageTimeoutMs,
       upstreamCaFile: options.upstreamCa,
-    }),
-  );
+    });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  process.stdout.write(yaml);
 }
 
 /** A grant as operators see it: tokens decrypted, dates as ISO strings. */
@@ -110,13 +144,39 @@ function storeFromEnvironment(): { store: GrantStore; close: () => Promise<void>
   return { store: new GrantStore(pool, ring), close: () => pool.end() };
 }
 
-async function grantsShow(options: { idp: string; subject: string }): Promise<void> {
+function explainMissingSchema(error: { code?: string }): never {
+  if (error.code === '42P01') throw new UsageError('this database has no token-tap tables yet: start `token-tap serve` against it first');
+  throw error;
+}
+
+/** Held grants (no user known yet) as operators see them. */
+export function pendingToJson(pending: PendingGrant): Record<string, unknown> {
+  return {
+    capture_id: pending.captureId,
+    idp: pending.idp,
+    observed_at: pending.observedAt.toISOString(),
+    issuer: pending.issuer,
+    client_id: pending.clientId,
+    email: pending.email,
+    scope: pending.tokens.scope,
+    token_type: pending.tokens.tokenType ?? null,
+    access_token: pending.tokens.accessToken ?? null,
+    refresh_token: pending.tokens.refreshToken ?? null,
+    expires_in: pending.tokens.expiresIn ?? null,
+    extras: pending.tokens.extras,
+  };
+}
+
+async function grantsShow(options: { idp: string; subject?: string; pending: boolean }): Promise<void> {
+  if (options.pending === Boolean(options.subject)) throw new UsageError('give either --subject SUB or --pending');
   const { store, close } = storeFromEnvironment();
   try {
-    const grant = await store.findGrant(options.idp, options.subject).catch((error: { code?: string }) => {
-      if (error.code === '42P01') throw new UsageError('this database has no token-tap tables yet: start `token-tap serve` against it first');
-      throw error;
-    });
+    if (options.pending) {
+      const pending = await store.findPending(options.idp).catch(explainMissingSchema);
+      process.stdout.write(`${JSON.stringify(pending.map(pendingToJson), null, 2)}\n`);
+      return;
+    }
+    const grant = await store.findGrant(options.idp, options.subject!).catch(explainMissingSchema);
     if (!grant) throw new UsageError(`no grant stored for IdP "${options.idp}" and subject "${options.subject}"`);
     process.stdout.write(`${JSON.stringify(grantToJson(grant), null, 2)}\n`);
   } finally {
@@ -140,6 +200,8 @@ export function buildProgram(): Command {
     .command('envoy-config')
     .description('Print a complete Envoy bootstrap: a route /idp/NAME/token per IdP, relayed to its token URL, with ext_proc on those routes only.')
     .option('--idp <name=url>', 'an IdP and its real token endpoint; repeat for several', collect, [])
+    .option('--userinfo <name=url>', "an IdP's profile endpoint, for IdPs without id_token (GitHub: https://api.github.com/user); Okta's user info URL becomes /idp/NAME/userinfo", collect, [])
+    .option('--userinfo-subject <name=field>', 'where the user id sits in that profile (default: sub, then id, then user_id), e.g. x=data.id', collect, [])
     .option('--listen <host:port>', 'where Okta reaches Envoy', '0.0.0.0:8080')
     .option('--sidecar <host:port>', 'the token-tap sidecar (ext_proc)', '127.0.0.1:50051')
     .option('--admin <host:port>', 'Envoy admin interface (keep it on loopback)', '127.0.0.1:9901')
@@ -153,7 +215,8 @@ export function buildProgram(): Command {
     .command('show')
     .description('Print the stored grant for an IdP and subject as JSON. Reads DATABASE_URL and TOKEN_TAP_KEYS.')
     .requiredOption('--idp <name>', 'the IdP name (as in the Envoy route)')
-    .requiredOption('--subject <sub>', "the user's subject (the id_token's sub)")
+    .option('--subject <sub>', "the user's subject (the id_token's sub, or the profile's id)")
+    .option('--pending', 'instead: the grants held until a profile call names their user (IdPs without id_token)', false)
     .action(grantsShow);
 
   program

@@ -19,6 +19,11 @@ export function createPool(options: PoolOptions): pg.Pool {
     idleTimeoutMillis: 30_000,
     application_name: options.applicationName ?? 'token-tap',
   });
+  // A checked-out client whose backend dies emits `error` as well as failing its query; the
+  // query's rejection is what the caller handles, so the event only needs a listener.
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   pool.on('error', (error) => {
     options.onError?.();
     options.logger?.warn({ err: { message: error.message, code: (error as { code?: string }).code } }, 'idle Postgres connection failed');

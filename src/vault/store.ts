@@ -1,7 +1,7 @@
 // Grants and capture events in Postgres. Each batch of captures is one transaction; a capture
 // is applied at most once (capture_id is unique), so a replayed batch changes nothing.
 import type pg from 'pg';
-import type { Capture } from '../capture/types.js';
+import type { Capture, TokenSet } from '../capture/types.js';
 import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from './crypto.js';
 
 export interface GrantRecord {
@@ -53,6 +53,30 @@ interface GrantRow {
 
 type TokenField = 'access_token' | 'refresh_token' | 'id_token' | 'extras';
 
+interface PendingRow {
+  capture_id: string;
+  idp: string;
+  access_token_fp: string;
+  observed_at: Date;
+  key_id: string;
+  payload: Buffer;
+}
+
+/** What a held grant keeps until its user is known. */
+interface PendingPayload {
+  tokens: TokenSet;
+  issuer: string | null;
+  clientId: string | null;
+  email: string | null;
+  httpStatus: number | null;
+}
+
+export interface PendingGrant extends PendingPayload {
+  captureId: string;
+  idp: string;
+  observedAt: Date;
+}
+
 interface SealedExtras {
   response: Record<string, unknown>;
   claims: Record<string, unknown> | null;
@@ -78,8 +102,10 @@ export class GrantStore {
     try {
       await client.query('BEGIN');
       for (const capture of captures) {
-        const isNew = await this.insertEvent(client, capture);
-        if (isNew && capture.outcome === 'stored') await this.upsertGrant(client, capture);
+        if (!(await this.insertEvent(client, capture))) continue;
+        if (capture.outcome === 'stored') await this.upsertGrant(client, capture);
+        else if (capture.outcome === 'no_subject' && capture.tokens?.accessToken) await this.holdOrLink(client, capture);
+        else if (capture.outcome === 'profile' && capture.profile) await this.linkProfile(client, capture);
       }
       await client.query('COMMIT');
     } catch (error) {
@@ -95,12 +121,99 @@ export class GrantStore {
     return rows[0] ? this.decrypt(rows[0]) : undefined;
   }
 
+  /** Grants held without a subject, newest first, tokens decrypted (for operators). */
+  async findPending(idp: string): Promise<PendingGrant[]> {
+    const { rows } = await this.pool.query<PendingRow>('SELECT * FROM pending_grants WHERE idp = $1 ORDER BY observed_at DESC', [idp]);
+    return rows.map((row) => ({ captureId: row.capture_id, idp: row.idp, observedAt: row.observed_at, ...this.openPending(row) }));
+  }
+
+  private pendingBinding(idp: string, captureId: string): FieldBinding {
+    return { idp, subject: `pending:${captureId}`, field: 'pending' };
+  }
+
+  private openPending(row: PendingRow): PendingPayload {
+    return JSON.parse(open(this.ring, row.key_id, row.payload, this.pendingBinding(row.idp, row.capture_id))) as PendingPayload;
+  }
+
+  private async markLinked(client: pg.PoolClient, captureId: string, subject: string): Promise<void> {
+    await client.query("UPDATE capture_events SET outcome = 'linked', subject = $2 WHERE capture_id = $1", [captureId, subject]);
+  }
+
+  /** A token response without a user: link it at once if its profile was already seen, else hold it. */
+  private async holdOrLink(client: pg.PoolClient, capture: Capture): Promise<void> {
+    const tokens = capture.tokens!;
+    const fp = fingerprint(this.ring, tokens.accessToken!);
+    const { rows } = await client.query<{ subject: string; email: string | null }>(
+      'DELETE FROM subject_hints WHERE idp = $1 AND access_token_fp = $2 RETURNING subject, email',
+      [capture.idp, fp],
+    );
+    const hint = rows[0];
+    if (hint) {
+      await this.upsertGrant(client, { ...capture, outcome: 'stored', subject: hint.subject, email: capture.email ?? hint.email ?? undefined });
+      await this.markLinked(client, capture.captureId, hint.subject);
+      return;
+    }
+    const payload: PendingPayload = {
+      tokens,
+      issuer: capture.issuer ?? null,
+      clientId: capture.clientId ?? null,
+      email: capture.email ?? null,
+      httpStatus: capture.httpStatus ?? null,
+    };
+    await client.query(
+      `INSERT INTO pending_grants (capture_id, idp, access_token_fp, observed_at, key_id, payload)
+       VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (capture_id) DO NOTHING`,
+      [capture.captureId, capture.idp, fp, capture.observedAt, this.ring.activeKeyId, seal(this.ring, JSON.stringify(payload), this.pendingBinding(capture.idp, capture.captureId))],
+    );
+  }
+
+  /** A profile names the user of an access token: move the held grant with that token into grants. */
+  private async linkProfile(client: pg.PoolClient, capture: Capture): Promise<void> {
+    const profile = capture.profile!;
+    const fp = fingerprint(this.ring, profile.accessToken);
+    const { rows } = await client.query<PendingRow>(
+      'SELECT * FROM pending_grants WHERE idp = $1 AND access_token_fp = $2 ORDER BY observed_at DESC LIMIT 1 FOR UPDATE',
+      [capture.idp, fp],
+    );
+    const pending = rows[0];
+    if (!pending) {
+      const linked = await client.query('SELECT 1 FROM grants WHERE idp = $1 AND access_token_fp = $2', [capture.idp, fp]);
+      if (linked.rowCount === 0) {
+        await client.query("DELETE FROM subject_hints WHERE observed_at < now() - interval '10 minutes'");
+        await client.query(
+          `INSERT INTO subject_hints (idp, access_token_fp, subject, email, observed_at) VALUES ($1, $2, $3, $4, $5)
+           ON CONFLICT (idp, access_token_fp) DO UPDATE SET subject = EXCLUDED.subject, email = EXCLUDED.email, observed_at = EXCLUDED.observed_at`,
+          [capture.idp, fp, profile.subject, profile.email ?? null, capture.observedAt],
+        );
+      }
+      return;
+    }
+    const held = this.openPending(pending);
+    await this.upsertGrant(client, {
+      ...capture,
+      captureId: pending.capture_id,
+      observedAt: pending.observed_at,
+      httpStatus: held.httpStatus ?? undefined,
+      outcome: 'stored',
+      subject: profile.subject,
+      issuer: held.issuer ?? undefined,
+      clientId: held.clientId ?? undefined,
+      email: held.email ?? profile.email,
+      tokens: held.tokens,
+    });
+    await client.query('DELETE FROM pending_grants WHERE idp = $1 AND access_token_fp = $2', [capture.idp, fp]);
+    await this.markLinked(client, capture.captureId, profile.subject);
+    await this.markLinked(client, pending.capture_id, profile.subject);
+  }
+
   private fp(token: string | undefined): string | null {
     return token ? fingerprint(this.ring, token) : null;
   }
 
   private async insertEvent(client: pg.PoolClient, capture: Capture): Promise<boolean> {
     const tokens = capture.tokens;
+    // A profile is recorded as unmatched until it links a held grant.
+    const outcome = capture.outcome === 'profile' ? 'unmatched' : capture.outcome;
     const result = await client.query(
       `INSERT INTO capture_events (capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail,
                                    access_token_fp, refresh_token_fp, id_token_fp)
@@ -112,10 +225,10 @@ export class GrantStore {
         capture.idp,
         capture.subject ?? null,
         capture.httpStatus ?? null,
-        capture.outcome,
+        outcome,
         capture.errorCode?.slice(0, 200) ?? null,
         capture.detail ?? null,
-        this.fp(tokens?.accessToken),
+        this.fp(tokens?.accessToken ?? capture.profile?.accessToken),
         this.fp(tokens?.refreshToken),
         this.fp(tokens?.idToken),
       ],

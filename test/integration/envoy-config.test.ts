@@ -30,6 +30,8 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     ['observability, one http IdP', ['--mode', 'observability', '--idp', 'demo=http://127.0.0.1:3000/token']],
     ['buffered, https IdPs with paths, ports and a query, custom timeout', ['--mode', 'buffered', '--message-timeout-ms', '350', '--idp', 'entra=https://login.microsoftonline.com/t/oauth2/v2.0/token', '--idp', 'corp=https://idp.corp.example:8443/oauth/token?tenant=a', '--idp', 'ip_v4=https://10.1.2.3/token']],
     ['sidecar by DNS name', ['--sidecar', 'token-tap:50051', '--idp', 'google=https://oauth2.googleapis.com/token']],
+    ['profile routes for GitHub and X, both modes', ['--idp', 'github=https://github.com/login/oauth/access_token', '--userinfo', 'github=https://api.github.com/user', '--idp', 'x=https://api.x.com/2/oauth2/token', '--userinfo', 'x=https://api.x.com/2/users/me', '--userinfo-subject', 'x=data.id']],
+    ['profile route, buffered', ['--mode', 'buffered', '--idp', 'github=https://github.com/login/oauth/access_token', '--userinfo', 'github=https://api.github.com/user']],
   ];
   for (const [name, args] of variants) {
     it(`token-tap envoy-config output validates: ${name}`, async () => {

@@ -10,6 +10,9 @@ const idToken = fakeJwt({ iss: 'https://idp.example', sub: 'user-42', aud: 'okta
 function observed(body: string | Buffer, status = 200, headers: Record<string, string> = { 'content-type': 'application/json' }): ObservedResponse & { idp: string } {
   return {
     idp: 'demo',
+    routeKind: 'token',
+    subjectField: undefined,
+    bearerToken: undefined,
     status,
     headers: new Map(Object.entries(headers)),
     body: Buffer.isBuffer(body) ? body : Buffer.from(body),

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { parseIdpFlag, renderEnvoyConfig, tokenRoutePath } from '../../src/envoyconfig/render.js';
+import { parseIdpFlag, parseProfileFlag, profileRoutePath, renderEnvoyConfig, tokenRoutePath } from '../../src/envoyconfig/render.js';
 
 const base = {
   listen: { host: '0.0.0.0', port: 8080 },
@@ -56,5 +56,31 @@ describe('envoyconfig/render', () => {
     expect(() => parseIdpFlag('a=https://user:pw@x/token')).to.throw(/credentials/);
     expect(() => renderEnvoyConfig({ ...base, mode: 'buffered', idps: [] })).to.throw(/at least one/);
     expect(() => renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=https://x/t'), parseIdpFlag('a=https://y/t')] })).to.throw(/twice/);
+  });
+
+  it('a profile route asks for request headers (the bearer token) and names the IdP, the route kind and the subject field', () => {
+    const config = renderEnvoyConfig({
+      ...base,
+      mode: 'buffered',
+      idps: [parseIdpFlag('github=https://github.com/login/oauth/access_token')],
+      profiles: [parseProfileFlag('github=https://api.github.com/user', new Map([['github', 'id']]))],
+    });
+    const { routes, clusters } = listenerParts(config);
+    const profile = routes.find((route: { name: string }) => route.name === 'idp_github_userinfo');
+    expect(profile.match.path).to.equal(profileRoutePath('github'));
+    expect(profile.route).to.include({ cluster: 'idp_github_userinfo', prefix_rewrite: '/user', host_rewrite_literal: 'api.github.com' });
+    const overrides = profile.typed_per_filter_config['envoy.filters.http.ext_proc'].overrides;
+    expect(overrides.processing_mode).to.include({ request_header_mode: 'SEND', request_body_mode: 'NONE', response_body_mode: 'BUFFERED' });
+    expect(overrides.grpc_initial_metadata).to.deep.equal([
+      { key: 'x-token-tap-idp', value: 'github' },
+      { key: 'x-token-tap-route', value: 'profile' },
+      { key: 'x-token-tap-subject-field', value: 'id' },
+    ]);
+    expect(clusters.map((cluster: { name: string }) => cluster.name)).to.include('idp_github_userinfo');
+  });
+
+  it('refuses a profile route for an IdP without a token route, and a bad subject path', () => {
+    expect(() => renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=https://x/t')], profiles: [parseProfileFlag('b=https://y/me')] })).to.throw(/names no IdP/);
+    expect(() => parseProfileFlag('a=https://y/me', new Map([['a', 'data..id']]))).to.throw(/dotted field path/);
   });
 });

@@ -21,6 +21,9 @@ describe('capture of real IdP token responses (test/fixtures/idps)', () => {
           const capture = captureFrom(
             {
               idp: fixture.idp,
+              routeKind: 'token',
+              subjectField: undefined,
+              bearerToken: undefined,
               status: fixtureCase.status,
               headers: new Map(Object.entries(fixtureCase.headers).map(([name, value]) => [name.toLowerCase(), value])),
               body: Buffer.from(fixtureCase.body, 'utf8'),
