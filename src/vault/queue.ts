@@ -6,7 +6,8 @@ import type { Capture } from '../capture/types.js';
 import type { Metrics } from '../ops/metrics.js';
 
 export interface CaptureWriter {
-  recordCaptures(batch: readonly Capture[]): Promise<void>;
+  /** Writes the batch; captures refused for their content are returned, the rest are written. */
+  recordCaptures(batch: readonly Capture[]): Promise<{ rejected: Array<{ captureId: string; idp: string; reason: string }> }>;
 }
 
 export interface CaptureQueueOptions {
@@ -105,11 +106,16 @@ export class CaptureQueue {
     const batch = this.pending.slice(0, this.maxBatch);
     const endTimer = this.options.metrics.writeBatchSeconds.startTimer();
     try {
-      await this.options.writer.recordCaptures(batch);
+      const { rejected } = await this.options.writer.recordCaptures(batch);
       endTimer();
       this.pending.splice(0, batch.length);
       this.failedAttempts = 0;
-      this.logWritten(batch);
+      const refused = new Set(rejected.map((entry) => entry.captureId));
+      for (const entry of rejected) {
+        this.options.metrics.capturesDropped.inc({ reason: 'refused_by_postgres' });
+        this.options.logger.error({ idp: entry.idp, captureId: entry.captureId, reason: entry.reason }, 'capture dropped');
+      }
+      this.logWritten(batch.filter((capture) => !refused.has(capture.captureId)));
     } catch (error) {
       this.failedAttempts += 1;
       this.options.metrics.postgresErrors.inc();

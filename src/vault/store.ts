@@ -4,6 +4,26 @@ import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
 import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from './crypto.js';
 
+export interface RecordResult {
+  /** Captures Postgres refused for their content; the rest of the batch was written. */
+  rejected: Array<{ captureId: string; idp: string; reason: string }>;
+}
+
+/**
+ * Errors that come from one capture's content, not from the connection or the server: data
+ * exceptions (SQLSTATE class 22), constraint violations (23), and values JavaScript cannot encode.
+ */
+function isRefusedCapture(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  if (typeof code === 'string' && /^(22|23)[0-9A-Z]{3}$/.test(code)) return true;
+  return error instanceof TypeError || error instanceof RangeError;
+}
+
+function refusalReason(error: unknown): string {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === 'string' ? `Postgres refused it (SQLSTATE ${code})` : `cannot be encoded (${(error as Error).name})`;
+}
+
 export interface GrantRecord {
   idp: string;
   subject: string;
@@ -96,24 +116,55 @@ export class GrantStore {
     private readonly ring: KeyRing,
   ) {}
 
-  /** Writes a batch in one transaction: an event per capture, and the grant for each stored one. */
-  async recordCaptures(captures: readonly Capture[]): Promise<void> {
+  /**
+   * Writes a batch in one transaction: an event per capture, and the grant for each stored one.
+   * A capture Postgres refuses (a NUL byte in a claim, say) must not block the batch forever:
+   * the batch is then written again with a savepoint per capture, and the refused ones returned.
+   */
+  async recordCaptures(captures: readonly Capture[]): Promise<RecordResult> {
+    try {
+      return await this.writeBatch(captures, false);
+    } catch (error) {
+      if (!isRefusedCapture(error)) throw error;
+      return this.writeBatch(captures, true);
+    }
+  }
+
+  private async writeBatch(captures: readonly Capture[], oneByOne: boolean): Promise<RecordResult> {
+    const rejected: RecordResult['rejected'] = [];
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
       for (const capture of captures) {
-        if (!(await this.insertEvent(client, capture))) continue;
-        if (capture.outcome === 'stored') await this.upsertGrant(client, capture);
-        else if (capture.outcome === 'no_subject' && capture.tokens?.accessToken) await this.holdOrLink(client, capture);
-        else if (capture.outcome === 'profile' && capture.profile) await this.linkProfile(client, capture);
+        if (!oneByOne) {
+          await this.apply(client, capture);
+          continue;
+        }
+        await client.query('SAVEPOINT capture');
+        try {
+          await this.apply(client, capture);
+          await client.query('RELEASE SAVEPOINT capture');
+        } catch (error) {
+          if (!isRefusedCapture(error)) throw error;
+          await client.query('ROLLBACK TO SAVEPOINT capture');
+          rejected.push({ captureId: capture.captureId, idp: capture.idp, reason: refusalReason(error) });
+        }
       }
       await client.query('COMMIT');
+      return { rejected };
     } catch (error) {
       await client.query('ROLLBACK').catch(() => undefined);
       throw error;
     } finally {
       client.release();
     }
+  }
+
+  private async apply(client: pg.PoolClient, capture: Capture): Promise<void> {
+    if (!(await this.insertEvent(client, capture))) return;
+    if (capture.outcome === 'stored') await this.upsertGrant(client, capture);
+    else if (capture.outcome === 'no_subject' && capture.tokens?.accessToken) await this.holdOrLink(client, capture);
+    else if (capture.outcome === 'profile' && capture.profile) await this.linkProfile(client, capture);
   }
 
   async findGrant(idp: string, subject: string): Promise<GrantRecord | undefined> {

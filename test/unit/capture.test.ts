@@ -1,4 +1,4 @@
-import { gzipSync } from 'node:zlib';
+import { brotliCompressSync, deflateRawSync, deflateSync, gzipSync } from 'node:zlib';
 import { expect } from 'chai';
 import { captureFrom } from '../../src/capture/capture.js';
 import { parseScope, parseSeconds, readTokenResponse } from '../../src/capture/token-response.js';
@@ -105,5 +105,58 @@ describe('capture', () => {
     expect(result.kind).to.equal('tokens');
     expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
     if (result.kind === 'tokens') expect(Object.prototype.hasOwnProperty.call(result.tokens.extras, '__proto__')).to.equal(true);
+  });
+
+  describe('bodies as real IdPs and hostile peers send them', () => {
+    const success = JSON.stringify({ access_token: 'at', id_token: idToken, token_type: 'bearer' });
+
+    it('decodes deflate (zlib or raw) and br, and gzip recognised by its magic bytes without a header', () => {
+      expect(captureFrom(observed(deflateSync(success), 200, { 'content-encoding': 'deflate' }), options).outcome).to.equal('stored');
+      expect(captureFrom(observed(deflateRawSync(success), 200, { 'content-encoding': 'deflate' }), options).outcome).to.equal('stored');
+      expect(captureFrom(observed(brotliCompressSync(success), 200, { 'content-encoding': 'br' }), options).outcome).to.equal('stored');
+      expect(captureFrom(observed(gzipSync(success), 200, {}), options).outcome).to.equal('stored');
+    });
+
+    it('records a corrupt or unknown encoding as unparseable', () => {
+      expect(captureFrom(observed(Buffer.from('not gzip'), 200, { 'content-encoding': 'gzip' }), options).detail).to.match(/corrupt gzip/);
+      expect(captureFrom(observed(Buffer.from(success), 200, { 'content-encoding': 'zstd' }), options).detail).to.match(/unsupported content-encoding/);
+    });
+
+    it('sniffs the format and ignores a lying content-type', () => {
+      expect(captureFrom(observed(success, 200, { 'content-type': 'text/html' }), options).outcome).to.equal('stored');
+      const form = captureFrom(observed('access_token=gho_1&scope=repo%2Cgist&token_type=bearer', 200, { 'content-type': 'application/json' }), options);
+      expect(form.tokens).to.deep.include({ accessToken: 'gho_1', scope: ['repo', 'gist'] });
+    });
+
+    it('reads Microsoft error_codes, Slack ok:false and Facebook nested errors', () => {
+      expect(readTokenResponse(400, Buffer.from('{"error":"invalid_grant","error_codes":[70008]}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'invalid_grant' });
+      expect(readTokenResponse(400, Buffer.from('{"error_codes":[70008]}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'error_codes:70008' });
+      expect(readTokenResponse(200, Buffer.from('{"ok":false,"error":"invalid_code"}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'invalid_code' });
+      expect(readTokenResponse(200, Buffer.from('{"ok":false}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'ok_false' });
+      expect(readTokenResponse(400, Buffer.from('{"error":{"message":"x","type":"OAuthException","code":100}}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'OAuthException' });
+      expect(readTokenResponse(400, Buffer.from('{"error":{"code":190}}'))).to.deep.equal({ kind: 'idp_error', errorCode: '190' });
+      expect(readTokenResponse(502, Buffer.from('<html>bad gateway</html>'))).to.deep.equal({ kind: 'idp_error', errorCode: 'http_502' });
+    });
+
+    it('keeps tokens of 16 KB and more intact', () => {
+      const big = 'x'.repeat(16 * 1024);
+      const capture = captureFrom(observed(JSON.stringify({ access_token: big, refresh_token: `${big}r`, id_token: idToken })), options);
+      expect(capture.tokens!.accessToken).to.equal(big);
+      expect(capture.tokens!.refreshToken).to.have.length(16 * 1024 + 1);
+    });
+
+    it('survives duplicate keys (last wins), deep nesting and invalid UTF-8 without throwing', () => {
+      expect(readTokenResponse(200, Buffer.from('{"access_token":"a","access_token":"b"}'))).to.have.nested.property('tokens.accessToken', 'b');
+      const deep = Buffer.from(`{"access_token":"a","x":${'['.repeat(5000)}${']'.repeat(5000)}}`);
+      expect(readTokenResponse(200, deep)).to.deep.equal({ kind: 'unparseable', detail: 'JSON body nested deeper than 32 levels' });
+      expect(readTokenResponse(200, Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]))).to.deep.equal({ kind: 'unparseable', detail: 'body is not valid UTF-8' });
+    });
+
+    it('keeps token_type as sent (bearer, Bearer, pop) for case-insensitive use', () => {
+      for (const type of ['bearer', 'Bearer', 'pop', 'N_A']) {
+        const result = readTokenResponse(200, Buffer.from(JSON.stringify({ access_token: 'a', token_type: type })));
+        expect(result).to.have.nested.property('tokens.tokenType', type);
+      }
+    });
   });
 });

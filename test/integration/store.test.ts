@@ -1,0 +1,90 @@
+import { randomUUID } from 'node:crypto';
+import { expect } from 'chai';
+import type { Capture, TokenSet } from '../../src/capture/types.js';
+import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
+import { migrate } from '../../src/vault/migrate.js';
+import { GrantStore } from '../../src/vault/store.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+function tokens(overrides: Partial<TokenSet> = {}): TokenSet {
+  return {
+    accessToken: `at-${randomUUID()}`,
+    refreshToken: `rt-${randomUUID()}`,
+    idToken: `id-${randomUUID()}`,
+    tokenType: 'Bearer',
+    expiresIn: 3600,
+    refreshExpiresIn: undefined,
+    scope: ['openid'],
+    extras: {},
+    claims: { sub: 'x' },
+    ...overrides,
+  };
+}
+
+function stored(subject: string, overrides: Partial<Capture> = {}): Capture {
+  return {
+    captureId: randomUUID(),
+    idp: 'acme',
+    observedAt: new Date(),
+    httpStatus: 200,
+    outcome: 'stored',
+    subject,
+    issuer: 'https://acme.example',
+    clientId: 'okta',
+    email: undefined,
+    tokens: tokens(),
+    errorCode: undefined,
+    detail: undefined,
+    ...overrides,
+  };
+}
+
+describe('vault/store (Postgres)', () => {
+  let db: TestDatabase;
+  before(async () => {
+    db = await createTestDatabase('store');
+    await migrate(db.pool);
+  });
+  after(async () => db?.drop());
+
+  it('applies a capture once, however often the same batch is written', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const capture = stored('replayed');
+    await store.recordCaptures([capture]);
+    await store.recordCaptures([capture, capture]);
+    const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM capture_events WHERE subject = 'replayed'");
+    expect(rows[0].n).to.equal(1);
+    expect((await store.findGrant('acme', 'replayed'))!.version).to.equal(1);
+  });
+
+  it('writes the rest of a batch when Postgres refuses one capture, and names the refused one', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const poisoned = stored('nul\u0000byte');
+    const result = await store.recordCaptures([stored('before-poison'), poisoned, stored('after-poison')]);
+    expect(result.rejected).to.deep.equal([{ captureId: poisoned.captureId, idp: 'acme', reason: 'Postgres refused it (SQLSTATE 22021)' }]);
+    expect(await store.findGrant('acme', 'before-poison')).to.not.equal(undefined);
+    expect(await store.findGrant('acme', 'after-poison')).to.not.equal(undefined);
+  });
+
+  it('replaces a grant sealed under a key no longer in the ring instead of blocking new captures', async () => {
+    const oldRing = parseKeyRing(generateKeySpec('old'));
+    await new GrantStore(db.pool, oldRing).recordCaptures([stored('rotated-away')]);
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('new')));
+    // A refresh response (no refresh token) would normally keep the stored one; it cannot be read.
+    const refresh = stored('rotated-away', { tokens: tokens({ refreshToken: undefined }) });
+    expect((await store.recordCaptures([refresh])).rejected).to.deep.equal([]);
+    const grant = (await store.findGrant('acme', 'rotated-away'))!;
+    expect(grant).to.include({ keyId: 'new', accessToken: refresh.tokens!.accessToken, refreshToken: null });
+  });
+
+  it('says which key id is missing when a grant cannot be read', async () => {
+    await new GrantStore(db.pool, parseKeyRing(generateKeySpec('gone'))).recordCaptures([stored('unreadable')]);
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('other')));
+    try {
+      await store.findGrant('acme', 'unreadable');
+      expect.fail('should not decrypt');
+    } catch (error) {
+      expect((error as Error).message).to.contain('key id "gone"');
+    }
+  });
+});

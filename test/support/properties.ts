@@ -1,0 +1,127 @@
+// Property definitions shared by the unit suite (a few thousand runs) and scripts/fuzz (100,000+).
+import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
+import fc from 'fast-check';
+import { captureFrom } from '../../src/capture/capture.js';
+import { readTokenResponse } from '../../src/capture/token-response.js';
+import type { CaptureOutcome, ObservedResponse } from '../../src/capture/types.js';
+import { Exchange } from '../../src/extproc/exchange.js';
+import type { ProcessingRequest } from '../../src/extproc/protocol.js';
+
+const OUTCOMES: CaptureOutcome[] = ['stored', 'idp_error', 'unparseable', 'too_large', 'no_subject'];
+const MAX = 4096;
+
+/** Bodies that look like token responses often enough to reach deep into the parser. */
+const tokenish = fc.oneof(
+  fc.uint8Array({ maxLength: 512 }).map((bytes) => Buffer.from(bytes)),
+  fc.jsonValue({ maxDepth: 6 }).map((value) => Buffer.from(JSON.stringify(value) ?? 'null')),
+  fc
+    .dictionary(
+      fc.constantFrom('access_token', 'id_token', 'refresh_token', 'expires_in', 'scope', 'token_type', 'error', 'ok', 'authed_user', '__proto__', 'constructor', 'error_codes'),
+      fc.oneof(fc.string(), fc.integer(), fc.boolean(), fc.constant(null), fc.jsonValue({ maxDepth: 3 })),
+    )
+    .map((fields) => Buffer.from(JSON.stringify(fields))),
+  fc.array(fc.tuple(fc.string({ maxLength: 12 }), fc.string({ maxLength: 24 })), { maxLength: 8 }).map((pairs) => Buffer.from(new URLSearchParams(pairs).toString())),
+  fc.nat(300).map((depth) => Buffer.from(`${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`)),
+);
+
+const encoded = fc.tuple(tokenish, fc.constantFrom(undefined, 'gzip', 'deflate', 'br', 'gzip, br', 'compress', 'identity')).map(([body, coding]) => {
+  const apply: Record<string, (input: Buffer) => Buffer> = { gzip: gzipSync, deflate: deflateSync, br: brotliCompressSync };
+  const bytes = (coding ?? '')
+    .split(',')
+    .map((part) => part.trim())
+    .reduce<Buffer>((current, part) => apply[part]?.(current) ?? current, body);
+  return { body: bytes, coding };
+});
+
+function observed(body: Buffer, status: number, coding: string | undefined, truncated: boolean): ObservedResponse & { idp: string } {
+  return {
+    idp: 'fuzz',
+    routeKind: 'token',
+    subjectField: undefined,
+    bearerToken: undefined,
+    status,
+    headers: new Map(coding ? [['content-encoding', coding]] : []),
+    body,
+    bodyTruncated: truncated,
+    complete: true,
+    startedAt: 0,
+  };
+}
+
+const message: fc.Arbitrary<ProcessingRequest> = fc.oneof(
+  fc.record({
+    response_headers: fc.record({
+      headers: fc.record({
+        headers: fc.array(
+          fc.record({ key: fc.constantFrom(':status', 'content-type', 'Content-Length', 'content-encoding', 'x-other'), raw_value: fc.string({ maxLength: 20 }).map((text) => Buffer.from(text)) }),
+          { maxLength: 5 },
+        ),
+      }),
+      end_of_stream: fc.boolean(),
+    }),
+    observability_mode: fc.boolean(),
+  }),
+  fc.record({ response_body: fc.record({ body: fc.uint8Array({ maxLength: 2048 }).map((bytes) => Buffer.from(bytes)), end_of_stream: fc.boolean() }), observability_mode: fc.boolean() }),
+  fc.record({ request_headers: fc.record({ headers: fc.record({ headers: fc.constant([{ key: 'authorization', raw_value: Buffer.from('Bearer x') }]) }) }), observability_mode: fc.boolean() }),
+  fc.record({ response_trailers: fc.constant({}), observability_mode: fc.boolean() }),
+  fc.constant({} as ProcessingRequest),
+) as fc.Arbitrary<ProcessingRequest>;
+
+const REPLY_KIND: Record<string, string> = {
+  request_headers: 'request_headers',
+  response_headers: 'response_headers',
+  response_body: 'response_body',
+  response_trailers: 'response_trailers',
+};
+
+export interface NamedProperty {
+  name: string;
+  property: fc.IProperty<unknown>;
+}
+
+function named<T>(name: string, property: fc.IProperty<T>): NamedProperty {
+  return { name, property: property as unknown as fc.IProperty<unknown> };
+}
+
+export const properties: NamedProperty[] = [
+  named(
+    'the token-response reader never throws and always names a known kind',
+    fc.property(tokenish, fc.integer({ min: 100, max: 599 }), (body, status) => {
+      const result = readTokenResponse(status, body);
+      return ['tokens', 'idp_error', 'unparseable'].includes(result.kind);
+    }),
+  ),
+  named(
+    'capture never throws, never mutates the body, always ends in a known outcome, and never pollutes prototypes',
+    fc.property(encoded, fc.integer({ min: 100, max: 599 }), fc.boolean(), ({ body, coding }, status, truncated) => {
+      const before = Buffer.from(body);
+      const capture = captureFrom(observed(body, status, coding, truncated), { maxDecodedBytes: MAX });
+      const clean = ({} as Record<string, unknown>).polluted === undefined && Object.keys(Object.prototype).length === 0;
+      const tokensOnlyWhenUsable = capture.tokens === undefined || capture.outcome === 'stored' || capture.outcome === 'no_subject';
+      return OUTCOMES.includes(capture.outcome) && body.equals(before) && clean && tokensOnlyWhenUsable;
+    }),
+  ),
+  named(
+    'the Exchange, fed any ext_proc message sequence, never throws, replies in kind (never in observability mode), and keeps the body within its limit and unmodified',
+    fc.property(fc.array(message, { maxLength: 12 }), fc.boolean(), (messages, finishEarly) => {
+      const exchange = new Exchange({ idp: 'fuzz', kind: 'token', subjectField: undefined }, { maxBodyBytes: MAX });
+      const sent: Buffer[] = [];
+      for (const request of messages) {
+        const copy = request.response_body?.body ? Buffer.from(request.response_body.body) : undefined;
+        const { reply } = exchange.accept(request);
+        if (copy && !copy.equals(request.response_body!.body!)) return false;
+        const kind = Object.keys(REPLY_KIND).find((key) => key in request);
+        if (request.observability_mode && reply !== undefined) return false;
+        if (!request.observability_mode && kind && (reply === undefined || !(REPLY_KIND[kind]! in reply))) return false;
+        if (!kind && reply !== undefined) return false;
+        if (request.response_body?.body) sent.push(request.response_body.body);
+        if (finishEarly) break;
+      }
+      const result = exchange.finish();
+      if (!result) return true;
+      const all = Buffer.concat(sent);
+      // What was kept is a prefix of what came (it may stop at end_of_stream or the limit).
+      return result.body.length <= MAX && all.subarray(0, result.body.length).equals(result.body) && exchange.finish() === undefined;
+    }),
+  ),
+];
