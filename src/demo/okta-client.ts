@@ -47,6 +47,8 @@ export interface OktaLoginOptions {
   loginHint?: string;
   /** Default "openid email profile". */
   scope?: string;
+  /** PEM CA to trust for an https token endpoint (a test's self-signed Envoy listener). */
+  tokenEndpointCa?: string;
 }
 
 /** Errors thrown by refreshAsOkta/loginAsOkta token calls carry the captured response when there was one. */
@@ -78,7 +80,7 @@ interface RawResult extends ReceivedResponse {
   statusText: string;
 }
 
-async function rawRequest(url: string, options: client.CustomFetchOptions): Promise<RawResult> {
+async function rawRequest(url: string, options: client.CustomFetchOptions, ca: string | undefined): Promise<RawResult> {
   const body = await bodyToBuffer(options.body);
   const target = new URL(url);
   const headers: Record<string, string> = { ...options.headers };
@@ -91,6 +93,7 @@ async function rawRequest(url: string, options: client.CustomFetchOptions): Prom
       method: options.method,
       headers,
       agent: false, // a fresh connection per call: nothing left open after the test
+      ...(ca ? { ca } : {}),
       ...(options.signal ? { signal: options.signal } : {}),
     }, (res) => {
       const chunks: Buffer[] = [];
@@ -112,9 +115,9 @@ interface Capture {
   last?: ReceivedResponse;
 }
 
-function capturingFetch(capture: Capture): client.CustomFetch {
+function capturingFetch(capture: Capture, ca: string | undefined): client.CustomFetch {
   return async (url, options) => {
-    const raw = await rawRequest(url, options);
+    const raw = await rawRequest(url, options, ca);
     const received: ReceivedResponse = { status: raw.status, headers: raw.headers, body: raw.body };
     capture.last = received;
     const headers = new Headers();
@@ -133,7 +136,7 @@ function capturingFetch(capture: Capture): client.CustomFetch {
  * token_endpoint replaced by `tokenEndpoint`, authenticating with
  * client_secret_basic, and capturing token responses into `capture`.
  */
-async function oktaConfiguration(idp: TestIdp, tokenEndpoint: string, capture: Capture): Promise<client.Configuration> {
+async function oktaConfiguration(idp: TestIdp, tokenEndpoint: string, capture: Capture, ca?: string): Promise<client.Configuration> {
   const discovered = await client.discovery(
     new URL(idp.issuer),
     idp.clientId,
@@ -150,7 +153,7 @@ async function oktaConfiguration(idp: TestIdp, tokenEndpoint: string, capture: C
     client.ClientSecretBasic(idp.clientSecret),
   );
   client.allowInsecureRequests(config);
-  config[client.customFetch] = capturingFetch(capture);
+  config[client.customFetch] = capturingFetch(capture, ca);
   return config;
 }
 
@@ -280,7 +283,7 @@ async function browse(authorizationUrl: URL, redirectUri: string): Promise<URL> 
  */
 export async function loginAsOkta(idp: TestIdp, tokenEndpoint: string, options: OktaLoginOptions = {}): Promise<OktaLogin> {
   const capture: Capture = {};
-  const config = await oktaConfiguration(idp, tokenEndpoint, capture);
+  const config = await oktaConfiguration(idp, tokenEndpoint, capture, options.tokenEndpointCa);
 
   const codeVerifier = client.randomPKCECodeVerifier();
   const codeChallenge = await client.calculatePKCECodeChallenge(codeVerifier);

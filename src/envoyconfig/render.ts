@@ -32,6 +32,32 @@ export interface EnvoyConfigOptions {
   messageTimeoutMs?: number;
   /** CA bundle for verifying https IdPs. */
   upstreamCaFile?: string;
+  /** Serve Okta over TLS (Okta requires https) with this certificate chain and key. */
+  tls?: { certFile: string; keyFile: string };
+}
+
+// Mozilla's "intermediate" TLS 1.2 suites (TLS 1.3 suites are not configurable and all strong).
+const MODERN_CIPHERS = [
+  'ECDHE-ECDSA-AES128-GCM-SHA256',
+  'ECDHE-RSA-AES128-GCM-SHA256',
+  'ECDHE-ECDSA-AES256-GCM-SHA384',
+  'ECDHE-RSA-AES256-GCM-SHA384',
+  'ECDHE-ECDSA-CHACHA20-POLY1305',
+  'ECDHE-RSA-CHACHA20-POLY1305',
+];
+
+function downstreamTls(tls: { certFile: string; keyFile: string }) {
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext',
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: 'TLSv1_2', cipher_suites: MODERN_CIPHERS },
+        tls_certificates: [{ certificate_chain: { filename: tls.certFile }, private_key: { filename: tls.keyFile } }],
+        alpn_protocols: ['h2', 'http/1.1'],
+      },
+    },
+  };
 }
 
 export const IDP_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$/;
@@ -244,6 +270,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
           address: socketAddress(options.listen),
           filter_chains: [
             {
+              ...(options.tls ? { transport_socket: downstreamTls(options.tls) } : {}),
               filters: [
                 {
                   name: 'envoy.filters.network.http_connection_manager',
@@ -309,7 +336,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
 export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
   const header = [
     `# Envoy bootstrap rendered by token-tap envoy-config (mode: ${options.mode}).`,
-    `# Okta's IdP token URL: http(s)://<this host>:${options.listen.port}/idp/<name>/token`,
+    `# Okta's IdP token URL: ${options.tls ? 'https' : 'http'}://<this host>:${options.listen.port}/idp/<name>/token${options.tls ? '' : ' (Okta requires https: put TLS in front, or render with --tls-cert/--tls-key)'}`,
     `# IdPs: ${options.idps.map((idp) => `${idp.name} -> ${idp.tokenUrl.origin}${idp.tokenUrl.pathname}`).join(', ')}`,
     ...((options.profiles ?? []).length > 0
       ? [`# Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]

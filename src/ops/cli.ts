@@ -1,5 +1,7 @@
 // The `token-tap` command line. Each command checks its input, reports every problem at once,
 // and exits non-zero with a message that says what to do.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ConfigError, loadSidecarConfig, parseHostPort, type HostPort } from '../config.js';
 import { parseIdpFlag, parseProfileFlag, renderEnvoyYaml, type IdpRoute, type ProcessingMode, type ProfileRoute } from '../envoyconfig/render.js';
@@ -43,6 +45,8 @@ interface EnvoyConfigFlags {
   mode: ProcessingMode;
   messageTimeoutMs?: string;
   upstreamCa?: string;
+  tlsCert?: string;
+  tlsKey?: string;
 }
 
 function envoyConfig(options: EnvoyConfigFlags): void {
@@ -83,6 +87,10 @@ function envoyConfig(options: EnvoyConfigFlags): void {
   }
   const messageTimeoutMs = options.messageTimeoutMs === undefined ? undefined : Number(options.messageTimeoutMs);
   if (messageTimeoutMs !== undefined && !(Number.isInteger(messageTimeoutMs) && messageTimeoutMs > 0)) problems.push('--message-timeout-ms must be a positive integer');
+  if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) problems.push('--tls-cert and --tls-key go together');
+  for (const file of [options.tlsCert, options.tlsKey]) {
+    if (file && !existsSync(file)) problems.push(`${file} does not exist (Envoy reads it at start)`);
+  }
   if (problems.length > 0) throw new UsageError(problems.join('\n'));
   let yaml: string;
   try {
@@ -95,6 +103,7 @@ function envoyConfig(options: EnvoyConfigFlags): void {
       mode: options.mode,
       messageTimeoutMs,
       upstreamCaFile: options.upstreamCa,
+      ...(options.tlsCert && options.tlsKey ? { tls: { certFile: path.resolve(options.tlsCert), keyFile: path.resolve(options.tlsKey) } } : {}),
     });
   } catch (error) {
     throw new UsageError((error as Error).message);
@@ -208,6 +217,8 @@ export function buildProgram(): Command {
     .addOption(new Option('--mode <mode>', 'observability: Envoy never waits; buffered: one loopback round trip per message').choices(['observability', 'buffered']).default('observability'))
     .option('--message-timeout-ms <ms>', 'buffered mode: how long Envoy waits for the sidecar before failing open (default 200)')
     .option('--upstream-ca <file>', 'CA bundle to verify https IdPs', '/etc/ssl/certs/ca-certificates.crt')
+    .option('--tls-cert <file>', 'serve Okta over https with this PEM certificate chain (TLS 1.2+, HTTP/1.1 and HTTP/2)')
+    .option('--tls-key <file>', 'the PEM private key for --tls-cert')
     .action(envoyConfig);
 
   const grants = program.command('grants').description('Read captured grants (operators; tokens are printed decrypted).');

@@ -1,4 +1,5 @@
 // Every Envoy config we ship or render passes the real `envoy --mode validate`.
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -43,6 +44,23 @@ describe('Envoy configs (real envoy --mode validate)', function () {
       expect(result.ok, result.output).to.equal(true);
     });
   }
+
+  it('token-tap envoy-config output validates: a TLS listener with a real certificate', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-tls-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=envoy', '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`], { stdio: 'ignore' });
+    const rendered = await runCli(['envoy-config', '--idp', 'okta=https://partner.okta.com/oauth2/v1/token', '--tls-cert', `${dir}/cert.pem`, '--tls-key', `${dir}/key.pem`], {});
+    expect(rendered.code, rendered.stderr).to.equal(0);
+    expect(rendered.stdout).to.contain('DownstreamTlsContext').and.contain('h2');
+    writeFileSync(`${dir}/envoy.yaml`, rendered.stdout);
+    const result = await validateEnvoyConfig(`${dir}/envoy.yaml`);
+    expect(result.ok, result.output).to.equal(true);
+  });
+
+  it('token-tap envoy-config refuses a TLS key without a certificate, or files that do not exist', async () => {
+    const result = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--tls-key', '/nonexistent/key.pem'], {});
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('--tls-cert and --tls-key go together').and.contain('/nonexistent/key.pem does not exist');
+  });
 
   it('token-tap envoy-config reports every bad flag at once and exits 1', async () => {
     const result = await runCli(['envoy-config', '--idp', 'nourl', '--idp', 'a=ftp://x', '--listen', 'nowhere'], {});

@@ -22,7 +22,14 @@ export interface Stack {
   stop(): Promise<void>;
 }
 
-export async function startStack(mode: ProcessingMode, options: { label: string; idpOptions?: Parameters<typeof startTestIdp>[0] }): Promise<Stack> {
+export interface StackOptions {
+  label: string;
+  idpOptions?: Parameters<typeof startTestIdp>[0];
+  /** Serve Envoy's listener over TLS with these files. */
+  tls?: { certFile: string; keyFile: string };
+}
+
+export async function startStack(mode: ProcessingMode, options: StackOptions): Promise<Stack> {
   const idp = await startTestIdp(options.idpOptions);
   const db = await createTestDatabase(options.label);
   const [sidecarPort, envoyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
@@ -35,6 +42,7 @@ export async function startStack(mode: ProcessingMode, options: { label: string;
       sidecar: { host: '127.0.0.1', port: sidecarPort },
       admin: { host: '127.0.0.1', port: adminPort },
       mode,
+      ...(options.tls ? { tls: options.tls } : {}),
     }),
     adminPort,
   );
@@ -48,7 +56,7 @@ export async function startStack(mode: ProcessingMode, options: { label: string;
       sidecar = value;
     },
     envoy,
-    tokenUrl: `http://127.0.0.1:${envoyPort}${tokenRoutePath(IDP_NAME)}`,
+    tokenUrl: `${options.tls ? 'https' : 'http'}://127.0.0.1:${envoyPort}${tokenRoutePath(IDP_NAME)}`,
     sidecarEnv,
     async restartSidecar() {
       await sidecar?.stop();
