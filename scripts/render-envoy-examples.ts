@@ -56,9 +56,32 @@ export function exampleYaml(mode: ProcessingMode): string {
   return doc.toString({ lineWidth: 0 });
 }
 
+/** The pod's Envoy: TLS on 8443 with the certificate from the token-tap-envoy-tls Secret. */
+export function kubernetesYaml(): string {
+  const options: EnvoyConfigOptions = {
+    ...exampleOptions('observability'),
+    listen: { host: '0.0.0.0', port: 8443 },
+    tls: { certFile: '/etc/envoy/tls/tls.crt', keyFile: '/etc/envoy/tls/tls.key' },
+  };
+  const doc = new Document(renderEnvoyConfig(options));
+  doc.commentBefore = [
+    ' Envoy for the Kubernetes pod (deploy/kubernetes): https on 8443 with the certificate from the',
+    ' token-tap-envoy-tls Secret, the sidecar on the pod\'s loopback. Re-render with:',
+    '   token-tap envoy-config --listen 0.0.0.0:8443 --tls-cert /etc/envoy/tls/tls.crt \\',
+    '     --tls-key /etc/envoy/tls/tls.key --idp NAME=URL ...',
+  ].join('\n');
+  return doc.toString({ lineWidth: 0 });
+}
+
+export const GENERATED_FILES: Record<string, () => string> = {
+  'envoy/envoy.observability.yaml': () => exampleYaml('observability'),
+  'envoy/envoy.buffered.yaml': () => exampleYaml('buffered'),
+  'deploy/kubernetes/envoy.yaml': kubernetesYaml,
+};
+
 if (process.argv[1]?.endsWith('render-envoy-examples.js')) {
-  for (const mode of ['observability', 'buffered'] as const) {
-    writeFileSync(`envoy/envoy.${mode}.yaml`, exampleYaml(mode));
-    process.stdout.write(`wrote envoy/envoy.${mode}.yaml\n`);
+  for (const [file, render] of Object.entries(GENERATED_FILES)) {
+    writeFileSync(file, render());
+    process.stdout.write(`wrote ${file}\n`);
   }
 }
