@@ -135,11 +135,12 @@ export class GrantStore {
     const client = await this.pool.connect();
     try {
       await client.query('BEGIN');
+      if (!oneByOne) {
+        await this.applyBatch(client, captures);
+        await client.query('COMMIT');
+        return { rejected };
+      }
       for (const capture of captures) {
-        if (!oneByOne) {
-          await this.apply(client, capture);
-          continue;
-        }
         await client.query('SAVEPOINT capture');
         try {
           await this.apply(client, capture);
@@ -161,10 +162,36 @@ export class GrantStore {
   }
 
   private async apply(client: pg.PoolClient, capture: Capture): Promise<void> {
-    if (!(await this.insertEvent(client, capture))) return;
+    if ((await this.insertEvents(client, [capture])).size === 0) return;
+    await this.applyAfterEvent(client, capture);
+  }
+
+  private async applyAfterEvent(client: pg.PoolClient, capture: Capture): Promise<void> {
     if (capture.outcome === 'stored') await this.upsertGrant(client, capture);
     else if (capture.outcome === 'no_subject' && capture.tokens?.accessToken) await this.holdOrLink(client, capture);
     else if (capture.outcome === 'profile' && capture.profile) await this.linkProfile(client, capture);
+  }
+
+  /**
+   * The fast path: all events in one statement, and the logins that carry every token (nothing to
+   * keep from the stored row) in one upsert, the latest per grant. The rest go one by one, in order.
+   */
+  private async applyBatch(client: pg.PoolClient, captures: readonly Capture[]): Promise<void> {
+    const fresh = await this.insertEvents(client, captures);
+    const pending = captures.filter((capture) => fresh.has(capture.captureId));
+    const grantKey = (capture: Capture) => JSON.stringify([capture.idp, capture.subject]);
+    const mergeNeeded = new Set(
+      pending.filter((capture) => capture.outcome === 'stored' && !(capture.tokens?.refreshToken && capture.tokens.idToken)).map(grantKey),
+    );
+    const latestComplete = new Map<string, Capture>();
+    for (const capture of pending) {
+      if (capture.outcome === 'stored' && !mergeNeeded.has(grantKey(capture))) latestComplete.set(grantKey(capture), capture);
+    }
+    if (latestComplete.size > 0) await this.upsertGrantRows(client, [...latestComplete.values()].map((capture) => this.grantRow(capture, undefined)));
+    for (const capture of pending) {
+      if (capture.outcome === 'stored' && !mergeNeeded.has(grantKey(capture))) continue;
+      await this.applyAfterEvent(client, capture);
+    }
   }
 
   async findGrant(idp: string, subject: string): Promise<GrantRecord | undefined> {
@@ -261,15 +288,13 @@ export class GrantStore {
     return token ? fingerprint(this.ring, token) : null;
   }
 
-  private async insertEvent(client: pg.PoolClient, capture: Capture): Promise<boolean> {
-    const tokens = capture.tokens;
-    // A profile is recorded as unmatched until it links a held grant.
-    const outcome = capture.outcome === 'profile' ? 'unmatched' : capture.outcome;
-    const result = await client.query(
-      `INSERT INTO capture_events (capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail,
-                                   access_token_fp, refresh_token_fp, id_token_fp)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-       ON CONFLICT (capture_id) DO NOTHING`,
+  /** Inserts the events not seen before; returns their capture ids (a replayed capture is skipped). */
+  private async insertEvents(client: pg.PoolClient, captures: readonly Capture[]): Promise<Set<string>> {
+    const columns: unknown[][] = Array.from({ length: 11 }, () => []);
+    for (const capture of captures) {
+      const tokens = capture.tokens;
+      // A profile is recorded as unmatched until it links a held grant.
+      const outcome = capture.outcome === 'profile' ? 'unmatched' : capture.outcome;
       [
         capture.captureId,
         capture.observedAt,
@@ -282,37 +307,83 @@ export class GrantStore {
         this.fp(tokens?.accessToken ?? capture.profile?.accessToken),
         this.fp(tokens?.refreshToken),
         this.fp(tokens?.idToken),
-      ],
+      ].forEach((value, index) => columns[index]!.push(value));
+    }
+    const { rows } = await client.query<{ capture_id: string }>(
+      `INSERT INTO capture_events (capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail,
+                                   access_token_fp, refresh_token_fp, id_token_fp)
+       SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
+                            $8::text[], $9::text[], $10::text[], $11::text[])
+       ON CONFLICT (capture_id) DO NOTHING
+       RETURNING capture_id`,
+      columns,
     );
-    return result.rowCount === 1;
+    return new Set(rows.map((row) => row.capture_id));
   }
 
   private async upsertGrant(client: pg.PoolClient, capture: Capture): Promise<void> {
+    // A refresh response may omit the refresh token or id_token: keep the stored ones. The
+    // whole row is re-sealed under the active key so it never mixes keys.
+    let kept: GrantRecord | undefined;
+    if (!capture.tokens!.refreshToken || !capture.tokens!.idToken) {
+      const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2 FOR UPDATE', [capture.idp, capture.subject]);
+      kept = rows[0] ? this.decryptForMerge(rows[0]) : undefined;
+    }
+    await this.upsertGrantRows(client, [this.grantRow(capture, kept)]);
+  }
+
+  /** The grants row for a capture, sealed; fields the capture lacks come from `kept`. */
+  private grantRow(capture: Capture, kept: GrantRecord | undefined): unknown[] {
     const tokens = capture.tokens!;
     const subject = capture.subject!;
     const binding = (field: TokenField): FieldBinding => ({ idp: capture.idp, subject, field });
     const sealOrNull = (value: string | null | undefined, field: TokenField): Buffer | null =>
       value ? seal(this.ring, value, binding(field)) : null;
-
-    // A refresh response may omit the refresh token or id_token: keep the stored ones. The
-    // whole row is re-sealed under the active key so it never mixes keys.
-    let kept: GrantRecord | undefined;
-    if (!tokens.refreshToken || !tokens.idToken) {
-      const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2 FOR UPDATE', [capture.idp, subject]);
-      kept = rows[0] ? this.decryptForMerge(rows[0]) : undefined;
-    }
     const refreshToken = tokens.refreshToken ?? kept?.refreshToken ?? null;
     const idToken = tokens.idToken ?? kept?.idToken ?? null;
     const claims = tokens.idToken ? (tokens.claims ?? null) : (kept?.claims ?? null);
     const extras: SealedExtras = { response: tokens.extras, claims };
     const observedAt = capture.observedAt;
+    return [
+      capture.idp,
+      subject,
+      capture.issuer ?? kept?.issuer ?? null,
+      capture.clientId ?? kept?.clientId ?? null,
+      capture.email ?? kept?.email ?? null,
+      // Scopes never contain spaces (they are split on them), so one string per row carries them.
+      (tokens.scope.length > 0 ? tokens.scope : (kept?.scope ?? [])).join(' '),
+      tokens.tokenType ?? null,
+      this.ring.activeKeyId,
+      sealOrNull(tokens.accessToken, 'access_token'),
+      sealOrNull(refreshToken, 'refresh_token'),
+      sealOrNull(idToken, 'id_token'),
+      seal(this.ring, JSON.stringify(extras), binding('extras')),
+      this.fp(tokens.accessToken),
+      secondsAfter(observedAt, tokens.expiresIn),
+      tokens.refreshToken ? secondsAfter(observedAt, tokens.refreshExpiresIn) : (kept?.refreshTokenExpiresAt ?? null),
+      tokens.idToken ? epochSeconds(tokens.claims?.exp) : (kept?.idTokenExpiresAt ?? null),
+      observedAt,
+    ];
+  }
 
+  /** Upserts grant rows in one statement; at most one row per (idp, subject). */
+  private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][]): Promise<void> {
+    const columns: unknown[][] = Array.from({ length: 17 }, (_, index) => rows.map((row) => row[index]));
     await client.query(
       `INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
                            access_token, refresh_token, id_token, extras, access_token_fp,
                            access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
                            status, captured_at, updated_at, version)
-       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'active', $17, now(), 1)
+       SELECT idp, subject, issuer, client_id, email, COALESCE(string_to_array(NULLIF(scope, ''), ' '), '{}'), token_type, key_id,
+              access_token, refresh_token, id_token, extras, access_token_fp,
+              access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
+              'active', captured_at, now(), 1
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                   $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
+                   $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])
+         AS row(idp, subject, issuer, client_id, email, scope, token_type, key_id,
+                access_token, refresh_token, id_token, extras, access_token_fp,
+                access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at)
        ON CONFLICT (idp, subject) DO UPDATE SET
          issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id, email = EXCLUDED.email,
          scope = EXCLUDED.scope, token_type = EXCLUDED.token_type, key_id = EXCLUDED.key_id,
@@ -323,25 +394,7 @@ export class GrantStore {
          id_token_expires_at = EXCLUDED.id_token_expires_at,
          status = 'active', captured_at = EXCLUDED.captured_at, updated_at = now(),
          version = grants.version + 1`,
-      [
-        capture.idp,
-        subject,
-        capture.issuer ?? kept?.issuer ?? null,
-        capture.clientId ?? kept?.clientId ?? null,
-        capture.email ?? kept?.email ?? null,
-        tokens.scope.length > 0 ? tokens.scope : (kept?.scope ?? []),
-        tokens.tokenType ?? null,
-        this.ring.activeKeyId,
-        sealOrNull(tokens.accessToken, 'access_token'),
-        sealOrNull(refreshToken, 'refresh_token'),
-        sealOrNull(idToken, 'id_token'),
-        seal(this.ring, JSON.stringify(extras), binding('extras')),
-        this.fp(tokens.accessToken),
-        secondsAfter(observedAt, tokens.expiresIn),
-        tokens.refreshToken ? secondsAfter(observedAt, tokens.refreshExpiresIn) : (kept?.refreshTokenExpiresAt ?? null),
-        tokens.idToken ? epochSeconds(tokens.claims?.exp) : (kept?.idTokenExpiresAt ?? null),
-        observedAt,
-      ],
+      columns,
     );
   }
 

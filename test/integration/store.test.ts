@@ -87,4 +87,19 @@ describe('vault/store (Postgres)', () => {
       expect((error as Error).message).to.contain('key id "gone"');
     }
   });
+
+  it('writes a batch in order: the latest login per grant wins, and a refresh keeps the refresh token of an earlier login in the same batch', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const firstA = stored('batch-a');
+    const refreshA = stored('batch-a', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) });
+    const firstB = stored('batch-b');
+    const secondB = stored('batch-b');
+    await store.recordCaptures([firstA, firstB, refreshA, secondB]);
+    const a = (await store.findGrant('acme', 'batch-a'))!;
+    expect(a).to.include({ accessToken: refreshA.tokens!.accessToken, refreshToken: firstA.tokens!.refreshToken, idToken: firstA.tokens!.idToken });
+    const b = (await store.findGrant('acme', 'batch-b'))!;
+    expect(b).to.include({ accessToken: secondB.tokens!.accessToken, refreshToken: secondB.tokens!.refreshToken, version: 1 });
+    const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM capture_events WHERE subject IN ('batch-a', 'batch-b')");
+    expect(rows[0].n).to.equal(4);
+  });
 });

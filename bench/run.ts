@@ -1,0 +1,292 @@
+// The benchmark: what the sidecar adds to a token call, and how far it scales. Starts a stub IdP,
+// Postgres (the machine's), the sidecar and three Envoys (A: no ext_proc, B: observability,
+// C: buffered), all on loopback, and writes bench/RESULTS.md.
+//   npm run bench              (about 10 minutes)
+//   npm run bench -- --quick   (about 2 minutes, fewer rounds; for a smoke check)
+//   --rates 200,1000,3000  --rounds N  --seconds S  --phases startup,latency,ceiling,growth  --dry-run
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { renderEnvoyConfig, tokenRoutePath, type ProcessingMode } from '../src/envoyconfig/render.js';
+import { startEnvoy, type RunningEnvoy } from '../src/ops/envoy-process.js';
+import { waitFor } from '../src/ops/wait.js';
+import { generateKeySpec } from '../src/vault/crypto.js';
+import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
+import { freePort } from '../test/support/ports.js';
+import { stringify } from 'yaml';
+import { runLoad, type LoadResult } from './load.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const CLI = path.join(ROOT, 'bin/token-tap.js');
+const RESULTS_DIR = path.join(ROOT, 'bench/results');
+
+const { values: flags } = parseArgs({
+  options: {
+    quick: { type: 'boolean', default: false },
+    rates: { type: 'string', default: '200,1000,3000' },
+    rounds: { type: 'string' },
+    seconds: { type: 'string' },
+    phases: { type: 'string', default: 'startup,latency,ceiling,growth' },
+    'dry-run': { type: 'boolean', default: false },
+  },
+});
+const quick = flags.quick!;
+const rates = flags.rates!.split(',').map(Number);
+const rounds = Number(flags.rounds ?? (quick ? 1 : 3));
+const seconds = Number(flags.seconds ?? (quick ? 4 : 10));
+const phases = new Set(flags.phases!.split(','));
+
+type Scenario = 'A' | 'B' | 'C';
+const SCENARIOS: Record<Scenario, string> = { A: 'Envoy alone (no ext_proc)', B: 'Envoy + sidecar, observability mode', C: 'Envoy + sidecar, buffered mode' };
+const REQUEST = {
+  body: 'grant_type=authorization_code&code=SplxlOBeZQQYbYS6WxSbIA&redirect_uri=https%3A%2F%2Fexample.okta.com%2Foauth2%2Fv1%2Fauthorize%2Fcallback',
+  headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic b2t0YS1iZW5jaDpiZW5jaC1zZWNyZXQ=', accept: 'application/json' },
+};
+
+function log(line: string): void {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+function spawnNode(args: string[], env: Record<string, string>, logFile: string): ChildProcess {
+  const fd = openSync(logFile, 'a');
+  return spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/** CPU seconds (user + system) and RSS bytes of a process, from /proc. */
+function processUsage(pid: number): { cpuSeconds: number; rssBytes: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const ticks = Number(fields[11]) + Number(fields[12]);
+  const rssPages = Number(fields[21]);
+  return { cpuSeconds: ticks / 100, rssBytes: rssPages * 4096 };
+}
+
+async function startStubIdp(logFile: string): Promise<{ port: number; child: ChildProcess }> {
+  const port = await freePort();
+  const child = spawnNode([path.join(ROOT, 'dist/bench/stub-idp.js'), String(port)], {}, logFile);
+  await waitFor('the stub IdP', async () => {
+    const response = await fetch(`http://127.0.0.1:${port}/token`, { method: 'POST' }).catch(() => undefined);
+    return response?.ok ? true : undefined;
+  });
+  return { port, child };
+}
+
+async function startSidecar(port: number, env: Record<string, string>, logFile: string): Promise<{ child: ChildProcess; readyMs: number }> {
+  const started = process.hrtime.bigint();
+  // For profiling: BENCH_SIDECAR_NODE_ARGS="--cpu-prof --cpu-prof-dir=bench/results"
+  const nodeArgs = process.env.BENCH_SIDECAR_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const child = spawnNode([...nodeArgs, CLI, 'serve', '--listen', `127.0.0.1:${port}`], env, logFile);
+  await waitFor('the sidecar', async () => (readFileSync(logFile, 'utf8').includes(`"listen":"127.0.0.1:${port}"`) ? true : undefined), 15_000, 5);
+  return { child, readyMs: Number(process.hrtime.bigint() - started) / 1e6 };
+}
+
+function envoyYaml(scenario: Scenario, idpPort: number, listenPort: number, sidecarPort: number, adminPort: number): string {
+  const mode: ProcessingMode = scenario === 'C' ? 'buffered' : 'observability';
+  const config = renderEnvoyConfig({
+    idps: [{ name: 'bench', tokenUrl: new URL(`http://127.0.0.1:${idpPort}/token`) }],
+    listen: { host: '127.0.0.1', port: listenPort },
+    sidecar: { host: '127.0.0.1', port: sidecarPort },
+    admin: { host: '127.0.0.1', port: adminPort },
+    mode,
+  }) as any;
+  if (scenario === 'A') {
+    // Envoy alone: the same config without the ext_proc filter.
+    const hcm = config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+    hcm.http_filters = hcm.http_filters.filter((filter: { name: string }) => filter.name !== 'envoy.filters.http.ext_proc');
+    for (const route of hcm.route_config.virtual_hosts[0].routes) delete route.typed_per_filter_config;
+  }
+  return stringify(config);
+}
+
+async function countEvents(db: TestDatabase): Promise<number> {
+  const { rows } = await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM capture_events');
+  return rows[0]!.n;
+}
+
+async function settledEvents(db: TestDatabase, expected: number, timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  let last = -1;
+  let stableSince = Date.now();
+  for (;;) {
+    const count = await countEvents(db);
+    if (count >= expected) return count;
+    if (count !== last) {
+      last = count;
+      stableSince = Date.now();
+    }
+    if (Date.now() > deadline || Date.now() - stableSince > 5_000) return count;
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
+const ms = (us: number) => (us / 1000).toFixed(3);
+
+async function main(): Promise<void> {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const logFile = (name: string) => path.join(RESULTS_DIR, `${stamp}-${name}.log`);
+  const results: Record<string, unknown> = {};
+  const stubIdp = await startStubIdp(logFile('stub-idp'));
+  const db = await createTestDatabase('bench');
+  const sidecarEnv: Record<string, string> = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('bench1'), LOG_LEVEL: 'info' };
+  const sidecarPort = await freePort();
+  const children: ChildProcess[] = [stubIdp.child];
+  const envoys: RunningEnvoy[] = [];
+  try {
+    // Start to ready: a fresh process each time, against an already-migrated database.
+    const first = await startSidecar(sidecarPort, sidecarEnv, logFile('sidecar-startup'));
+    await stopChild(first.child);
+    if (phases.has('startup')) {
+      const readyMs: number[] = [];
+      for (let attempt = 0; attempt < 5; attempt += 1) {
+        const port = await freePort();
+        const started = await startSidecar(port, sidecarEnv, logFile(`sidecar-startup-${attempt}`));
+        readyMs.push(started.readyMs);
+        await stopChild(started.child);
+      }
+      readyMs.sort((a, b) => a - b);
+      results.startup = { readyMs, medianMs: readyMs[2] };
+      log(`start to ready: median ${readyMs[2]!.toFixed(0)} ms (${readyMs.map((value) => value.toFixed(0)).join(', ')})`);
+    }
+
+    const sidecar = await startSidecar(sidecarPort, sidecarEnv, logFile('sidecar'));
+    children.push(sidecar.child);
+    const ports: Record<Scenario, number> = { A: 0, B: 0, C: 0 };
+    for (const scenario of ['A', 'B', 'C'] as Scenario[]) {
+      const [listen, admin] = [await freePort(), await freePort()];
+      envoys.push(await startEnvoy(envoyYaml(scenario, stubIdp.port, listen, sidecarPort, admin), admin));
+      ports[scenario] = listen;
+    }
+    const drive = (scenario: Scenario, rate: number, durationMs: number, connections = 64): Promise<LoadResult> =>
+      runLoad({ origin: `http://127.0.0.1:${ports[scenario]}`, path: tokenRoutePath('bench'), ...REQUEST, rate, durationMs, connections });
+
+    log('warming up');
+    for (const scenario of ['A', 'B', 'C'] as Scenario[]) await drive(scenario, 500, 2_000);
+
+    if (phases.has('latency')) {
+      const latency: Record<string, Record<Scenario, LoadResult[]>> = {};
+      for (const rate of rates) {
+        latency[rate] = { A: [], B: [], C: [] };
+        for (let round = 0; round < rounds; round += 1) {
+          // Interleaved, in a different order each round, so drift of the machine cancels out.
+          const order = (['A', 'B', 'C'] as Scenario[]).sort(() => Math.random() - 0.5);
+          for (const scenario of order) {
+            const result = await drive(scenario, rate, seconds * 1000);
+            latency[rate]![scenario].push(result);
+            log(`${rate}/s ${scenario} round ${round + 1}: p50 ${ms(result.latencyUs.p50)} ms, p99 ${ms(result.latencyUs.p99)} ms, p99.9 ${ms(result.latencyUs.p999)} ms, errors ${result.errors}/${result.sent}`);
+          }
+        }
+      }
+      results.latency = latency;
+    }
+
+    if (phases.has('ceiling')) {
+      const ceiling: Record<string, unknown[]> = {};
+      for (const scenario of ['B', 'C'] as Scenario[]) {
+        ceiling[scenario] = [];
+        for (const rate of quick ? [1000, 3000, 5000] : [1000, 2000, 3000, 4000, 5000, 6000, 8000]) {
+          const before = await countEvents(db);
+          const usageBefore = processUsage(sidecar.child.pid!);
+          let peakRss = usageBefore.rssBytes;
+          const sampler = setInterval(() => {
+            peakRss = Math.max(peakRss, processUsage(sidecar.child.pid!).rssBytes);
+          }, 250);
+          const result = await drive(scenario, rate, seconds * 1000, 128);
+          const stored = (await settledEvents(db, before + result.ok, 30_000)) - before;
+          clearInterval(sampler);
+          const usageAfter = processUsage(sidecar.child.pid!);
+          const achieved = result.ok / result.seconds;
+          const step = {
+            rate,
+            achievedPerSecond: Math.round(achieved),
+            ok: result.ok,
+            errors: result.errors,
+            stored,
+            lost: result.ok - stored,
+            sidecarCpuPercent: Math.round((100 * (usageAfter.cpuSeconds - usageBefore.cpuSeconds)) / result.seconds),
+            sidecarPeakRssMb: Math.round(peakRss / 1024 / 1024),
+            p99Ms: Number(ms(result.latencyUs.p99)),
+          };
+          ceiling[scenario]!.push(step);
+          log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB`);
+          if (step.errors > 0 || step.lost > 0 || achieved < rate * 0.9) break;
+        }
+      }
+      const { rows } = await db.pool.query<{ grants: string; events: string; n_grants: number; n_events: number }>(
+        `SELECT pg_total_relation_size('grants') AS grants, pg_total_relation_size('capture_events') AS events,
+                (SELECT count(*)::int FROM grants) AS n_grants, (SELECT count(*)::int FROM capture_events) AS n_events`,
+      );
+      const sizes = rows[0]!;
+      results.ceiling = ceiling;
+      results.storage = {
+        bytesPerGrant: Math.round(Number(sizes.grants) / Math.max(1, sizes.n_grants)),
+        bytesPerEvent: Math.round(Number(sizes.events) / Math.max(1, sizes.n_events)),
+        grants: sizes.n_grants,
+        events: sizes.n_events,
+      };
+      log(`storage: ${JSON.stringify(results.storage)}`);
+    }
+
+    if (phases.has('growth')) {
+      const growth: unknown[] = [];
+      for (const workers of [1, 2, 4]) {
+        const [listen, admin] = [await freePort(), await freePort()];
+        const envoy = await startEnvoy(envoyYaml('B', stubIdp.port, listen, sidecarPort, admin), admin, { concurrency: workers });
+        try {
+          const before = await countEvents(db);
+          const usageBefore = processUsage(sidecar.child.pid!);
+          const result = await runLoad({ origin: `http://127.0.0.1:${listen}`, path: tokenRoutePath('bench'), ...REQUEST, rate: 0, durationMs: seconds * 1000, connections: 32 });
+          const stored = (await settledEvents(db, before + result.ok, 30_000)) - before;
+          const usageAfter = processUsage(sidecar.child.pid!);
+          const cpu = usageAfter.cpuSeconds - usageBefore.cpuSeconds;
+          const step = {
+            envoyWorkers: workers,
+            requestsPerSecond: Math.round(result.ok / result.seconds),
+            capturesPerSecond: Math.round(stored / result.seconds),
+            lost: result.ok - stored,
+            sidecarCpuPercent: Math.round((100 * cpu) / result.seconds),
+            sidecarCpuMsPerCapture: Number(((1000 * cpu) / Math.max(1, stored)).toFixed(3)),
+          };
+          growth.push(step);
+          log(`growth ${workers} Envoy workers: ${step.requestsPerSecond} req/s, ${step.capturesPerSecond} captures/s, sidecar CPU ${step.sidecarCpuPercent}% (${step.sidecarCpuMsPerCapture} ms per capture)`);
+        } finally {
+          await envoy.stop();
+        }
+      }
+      results.growth = growth;
+    }
+  } finally {
+    for (const envoy of envoys) await envoy.stop();
+    for (const child of children.reverse()) await stopChild(child);
+    await db.drop();
+  }
+  const file = path.join(RESULTS_DIR, `${stamp}.json`);
+  const meta = {
+    date: new Date().toISOString(),
+    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+    cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
+    memoryGiB: Math.round(os.totalmem() / 1024 ** 3),
+    node: process.version,
+    rounds,
+    secondsPerRun: seconds,
+  };
+  writeFileSync(file, JSON.stringify({ meta, results }, null, 2));
+  log(`wrote ${path.relative(ROOT, file)}`);
+  if (!flags['dry-run']) {
+    const { renderResults } = await import('./report.js');
+    writeFileSync(path.join(ROOT, 'bench/RESULTS.md'), renderResults(meta, results as never));
+    log('wrote bench/RESULTS.md');
+  }
+}
+
+await main();
