@@ -1,6 +1,6 @@
 // id_token claims are decoded, not verified: the token came straight from the IdP's token
 // endpoint over TLS, which OIDC Core 3.1.3.7 accepts in place of a signature check.
-import { decodeJwt } from 'jose';
+import { decodeJwt } from 'jose/jwt/decode';
 
 export type IdTokenClaims = Record<string, unknown>;
 

@@ -1,9 +1,12 @@
 // Envoy's ext_proc gRPC service, loaded at run time from the .proto files that ship in
 // @grpc/grpc-js-xds (deps/). We do not vendor third-party protos.
+import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import protobuf from 'protobufjs';
 
 const require = createRequire(import.meta.url);
 
@@ -78,14 +81,32 @@ export interface ExtProcDefinition {
   Client: grpc.ServiceClientConstructor;
 }
 
+/** Written at build time by scripts/copy-assets.js; absent when running from a bare tsc build. */
+export const EXT_PROC_DESCRIPTOR_FILE = fileURLToPath(new URL('./ext_proc.descriptor.json', import.meta.url));
+
+/** Parses the ext_proc protos (and what they import) into a protobufjs JSON descriptor. */
+export function parseExtProcProtos(): protobuf.INamespace {
+  const includeDirs = envoyProtoIncludeDirs();
+  const root = new protobuf.Root();
+  root.resolvePath = (origin, target) => {
+    if (path.isAbsolute(target)) return target;
+    for (const dir of includeDirs) {
+      const candidate = path.join(dir, target);
+      if (existsSync(candidate)) return candidate;
+    }
+    return protobuf.util.path.resolve(origin, target);
+  };
+  root.loadSync(EXT_PROC_PROTO, { keepCase: true });
+  return root.toJSON();
+}
+
 let cached: ExtProcDefinition | undefined;
 
 export function loadExtProc(): ExtProcDefinition {
   if (cached) return cached;
-  const packageDefinition = protoLoader.loadSync(EXT_PROC_PROTO, {
-    ...LOADER_OPTIONS,
-    includeDirs: envoyProtoIncludeDirs(),
-  });
+  const packageDefinition = existsSync(EXT_PROC_DESCRIPTOR_FILE)
+    ? protoLoader.fromJSON(JSON.parse(readFileSync(EXT_PROC_DESCRIPTOR_FILE, 'utf8')) as protobuf.INamespace, LOADER_OPTIONS)
+    : protoLoader.loadSync(EXT_PROC_PROTO, { ...LOADER_OPTIONS, includeDirs: envoyProtoIncludeDirs() });
   const loaded = grpc.loadPackageDefinition(packageDefinition) as unknown as {
     envoy: { service: { ext_proc: { v3: { ExternalProcessor: grpc.ServiceClientConstructor } } } };
   };

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { ConfigError, loadSidecarConfig, parseHostPort, type HostPort } from '../config.js';
-import { parseIdpFlag, parseProfileFlag, renderEnvoyYaml, type IdpRoute, type ProcessingMode, type ProfileRoute } from '../envoyconfig/render.js';
+import type { IdpRoute, ProcessingMode, ProfileRoute } from '../envoyconfig/render.js';
 import { startSidecar } from '../main.js';
 import { KeyRingError, parseKeyRing } from '../vault/crypto.js';
 import { createPool } from '../vault/db.js';
@@ -49,7 +49,9 @@ interface EnvoyConfigFlags {
   tlsKey?: string;
 }
 
-function envoyConfig(options: EnvoyConfigFlags): void {
+async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
+  // Loaded here, not at start: the YAML library is only needed by this command.
+  const { parseIdpFlag, parseProfileFlag, renderEnvoyYaml } = await import('../envoyconfig/render.js');
   const problems: string[] = [];
   const idps: IdpRoute[] = [];
   for (const flag of options.idp) {
