@@ -55,7 +55,7 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       const [sidecarPort, envoyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
       env = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1') };
       sidecar = await startSidecarProcess({ port: sidecarPort, env });
-      const names = ['google', 'entra', 'github', 'facebook'];
+      const names = ['google', 'entra', 'github', 'facebook', 'okta'];
       envoy = await startEnvoy(
         renderEnvoyYaml({
           idps: names.map((name) => ({ name, tokenUrl: new URL(upstream.url(`/${name}/token`)) })),
@@ -98,6 +98,20 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       const c = fixtureCase('entra-v2', 'success-authorization-code');
       await tokenCall('entra', asCanned(c, gzipSync(c.body), { 'Content-Encoding': 'gzip' }));
       expect(await eventsOnce('entra', 1)).to.deep.equal([{ outcome: 'stored', error_code: null, subject: c.expect.subject }]);
+    });
+
+    it('chunked transfer encoding (Okta, three chunks): reassembled for the vault, relayed as the same body', async () => {
+      const c = fixtureCase('okta', 'success-authorization-code');
+      const body = Buffer.from(c.body);
+      const thirds = [body.subarray(0, 100), body.subarray(100, 700), body.subarray(700)];
+      const wire = Buffer.concat([...thirds.flatMap((part) => [Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]), Buffer.from('0\r\n\r\n')]);
+      const response: CannedResponse = { status: 200, headers: [['Date', new Date().toUTCString()], ...Object.entries(c.headers), ['Transfer-Encoding', 'chunked']], body: wire };
+      upstream.serve('/okta/token', response);
+      const received = await sendRaw(`${envoyBase}${tokenRoutePath('okta')}`, { body: 'grant_type=authorization_code&code=x' });
+      expect(received.status).to.equal(200);
+      expect(received.body.equals(body), 'de-chunked body bytes').to.equal(true);
+      expect(endToEnd(received.headers)).to.deep.equal(endToEnd(response.headers));
+      expect(await eventsOnce('okta', 1)).to.deep.equal([{ outcome: 'stored', error_code: null, subject: c.expect.subject }]);
     });
 
     it('error inside HTTP 200 (GitHub, form encoded) and a nested error (Facebook): idp_error, no grant', async () => {
