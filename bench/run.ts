@@ -258,7 +258,7 @@ async function main(): Promise<void> {
             sidecarCpuMsPerCapture: Number(((1000 * cpu) / Math.max(1, stored)).toFixed(3)),
           };
           growth.push(step);
-          log(`growth ${workers} Envoy workers: ${step.requestsPerSecond} req/s, ${step.capturesPerSecond} captures/s, sidecar CPU ${step.sidecarCpuPercent}% (${step.sidecarCpuMsPerCapture} ms per capture)`);
+          log(`growth ${workers} Envoy workers: ${step.requestsPerSecond} req/s, ${step.capturesPerSecond} captures/s, lost ${step.lost}, sidecar CPU ${step.sidecarCpuPercent}% (${step.sidecarCpuMsPerCapture} ms per capture)`);
         } finally {
           await envoy.stop();
         }
