@@ -1,11 +1,11 @@
 // Runs the test layers with mocha from code (as node-oidc-provider does): `node dist/test/run.js
-// [unit|integration|e2e ...]`. In CI, `.only` fails the run. Ends with an "N passed, N failed" line.
+// [unit|integration|e2e|faults ...]`. In CI, `.only` fails the run. Ends with an "N passed, N failed" line.
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Mocha from 'mocha';
 
-const LAYERS = ['unit', 'integration', 'e2e'];
+const LAYERS = ['unit', 'integration', 'e2e', 'faults'];
 const here = path.dirname(fileURLToPath(import.meta.url));
 
 function testFiles(dir: string): string[] {

@@ -1,0 +1,76 @@
+// Health, as Envoy and Kubernetes ask for it.
+// - gRPC grpc.health.v1 on the ext_proc port, for Envoy's active health check of the sidecar
+//   cluster: SERVING while the sidecar takes ext_proc streams, NOT_SERVING once it is stopping.
+// - HTTP /healthz (liveness): the process answers. /readyz (readiness): 200 while ext_proc is
+//   served, whatever Postgres does, with the store and spool state in the body. Postgres being
+//   away must not take the pod out of service: Envoy sits in the same pod, and logins go through it.
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import type { StoreState } from '../vault/store-state.js';
+
+/** The service name Envoy's grpc_health_check asks about (envoyconfig/render.ts). */
+export const EXT_PROC_HEALTH_SERVICE = 'envoy.service.ext_proc.v3.ExternalProcessor';
+
+export interface SpoolView {
+  depth: number;
+  bytes: number;
+  maxBytes: number;
+}
+
+export type ServingPhase = 'starting' | 'serving' | 'stopping';
+
+export interface Readiness {
+  ready: boolean;
+  body: {
+    status: ServingPhase;
+    store: ReturnType<StoreState['describe']>;
+    spool: { captures: number; bytes: number; maxBytes: number; full: boolean };
+  };
+}
+
+export class SidecarHealth {
+  private phase: ServingPhase = 'starting';
+  private readonly grpcHealth = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
+
+  constructor(
+    private readonly store: StoreState,
+    private readonly spool: SpoolView,
+  ) {}
+
+  /** Adds grpc.health.v1.Health to the ext_proc server. */
+  addTo(server: grpc.Server): void {
+    this.grpcHealth.addToServer(server);
+  }
+
+  get status(): ServingPhase {
+    return this.phase;
+  }
+
+  serving(): void {
+    this.set('serving');
+  }
+
+  stopping(): void {
+    this.set('stopping');
+  }
+
+  readiness(): Readiness {
+    const { depth, bytes, maxBytes } = this.spool;
+    return {
+      ready: this.phase === 'serving',
+      body: {
+        status: this.phase,
+        store: this.store.describe(),
+        // "Full" once another typical capture (a few KiB) may not fit.
+        spool: { captures: depth, bytes, maxBytes, full: bytes + 16 * 1024 > maxBytes },
+      },
+    };
+  }
+
+  private set(phase: ServingPhase): void {
+    this.phase = phase;
+    const status = phase === 'serving' ? 'SERVING' : 'NOT_SERVING';
+    this.grpcHealth.setStatus('', status);
+    this.grpcHealth.setStatus(EXT_PROC_HEALTH_SERVICE, status);
+  }
+}

@@ -1,0 +1,146 @@
+// The capture path after the Exchange: each capture goes into the spool at once, and a single
+// writer moves the spool into Postgres in order, one transaction per batch, committing the spool
+// only after Postgres has committed. A failed batch is retried (the same batch, so nothing is
+// skipped) with capped exponential backoff and jitter, for as long as it takes.
+import type { Logger } from 'pino';
+import type { Capture } from '../capture/types.js';
+import type { Metrics } from '../ops/metrics.js';
+import { backoffMs, type CaptureWriter } from './queue.js';
+import type { CaptureSpool, SpoolBatch } from './spool.js';
+import { errorCode, sleep, type StoreState } from './store-state.js';
+
+export interface DurableCaptureQueueOptions {
+  spool: CaptureSpool;
+  writer: CaptureWriter;
+  store: StoreState;
+  logger: Logger;
+  metrics: Metrics;
+  maxBatch?: number;
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+}
+
+export class DurableCaptureQueue {
+  private readonly stop = new AbortController();
+  /** Aborted to cut a backoff wait short (a drain wants one more try now). */
+  private nap = new AbortController();
+  private running: Promise<void> | undefined;
+  private failedAttempts = 0;
+  private readonly maxBatch: number;
+
+  constructor(private readonly options: DurableCaptureQueueOptions) {
+    this.maxBatch = options.maxBatch ?? 200;
+  }
+
+  /** Captures not yet in Postgres (in the spool, or waiting for its next fsync). */
+  get depth(): number {
+    return this.options.spool.depth;
+  }
+
+  /** Appends to the spool; false when the capture was dropped (counted and logged by the spool). */
+  enqueue(capture: Capture): boolean {
+    return this.options.spool.append(capture);
+  }
+
+  /** Starts moving the spool into Postgres; what an earlier run left in the spool goes first. */
+  start(): void {
+    this.running ??= this.run();
+  }
+
+  /** Resolves true once everything enqueued is in Postgres, or false when `timeoutMs` is up. */
+  async drain(timeoutMs: number): Promise<boolean> {
+    const deadline = Date.now() + timeoutMs;
+    await this.options.spool.flush();
+    this.nap.abort();
+    return this.options.spool.waitUntilEmpty(Math.max(0, deadline - Date.now()));
+  }
+
+  /** Stops the writer after the batch in flight (if any) settles; the spool keeps the rest. */
+  async close(): Promise<void> {
+    this.stop.abort();
+    this.nap.abort();
+    await this.running;
+  }
+
+  private async run(): Promise<void> {
+    const { spool, store } = this.options;
+    let pending: SpoolBatch | undefined;
+    while (!this.stop.signal.aborted) {
+      if (store.condition === 'preparing' || store.condition === 'schema_too_new') {
+        await store.whenReady(this.stop.signal);
+        continue;
+      }
+      try {
+        pending ??= await spool.read(this.maxBatch);
+      } catch (error) {
+        // A segment the disk will not give back (EIO, removed by hand): say so, and try again later.
+        this.options.logger.error({ err: { message: (error as Error).message, code: errorCode(error) }, spool: spool.dir }, 'cannot read the capture spool; retrying');
+        await this.backOff();
+        continue;
+      }
+      if (!pending) {
+        await spool.waitForRecords(this.stop.signal);
+        continue;
+      }
+      if (pending.captures.length > 0 && !(await this.write(pending))) {
+        await this.backOff();
+        continue;
+      }
+      this.failedAttempts = 0;
+      await spool.commit(pending);
+      pending = undefined;
+    }
+  }
+
+  private async backOff(): Promise<void> {
+    this.failedAttempts += 1;
+    if (this.nap.signal.aborted) this.nap = new AbortController();
+    await sleep(backoffMs(this.failedAttempts, this.options.retryInitialMs ?? 100, this.options.retryMaxMs ?? 5_000), anySignal(this.stop.signal, this.nap.signal));
+  }
+
+  private async write(batch: SpoolBatch): Promise<boolean> {
+    const { metrics, logger, store, writer } = this.options;
+    const endTimer = metrics.writeBatchSeconds.startTimer();
+    let rejected: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['rejected'];
+    try {
+      ({ rejected } = await writer.recordCaptures(batch.captures));
+    } catch (error) {
+      store.failed(error);
+      logger.warn(
+        { err: { message: (error as Error).message, code: errorCode(error) }, batch: batch.captures.length, attempt: this.failedAttempts + 1, spooled: this.depth },
+        'writing captures to Postgres failed; they stay in the spool and the write is retried',
+      );
+      return false;
+    }
+    endTimer();
+    store.succeeded();
+    const refused = new Set(rejected.map((entry) => entry.captureId));
+    for (const entry of rejected) {
+      metrics.capturesDropped.inc({ reason: 'refused_by_postgres' });
+      logger.error({ idp: entry.idp, captureId: entry.captureId, reason: entry.reason }, 'capture dropped');
+    }
+    const now = Date.now();
+    for (const capture of batch.captures) {
+      if (refused.has(capture.captureId)) continue;
+      metrics.captures.inc({ idp: capture.idp, outcome: capture.outcome });
+      logger.info(
+        {
+          idp: capture.idp,
+          captureId: capture.captureId,
+          subject: capture.subject,
+          outcome: capture.outcome,
+          httpStatus: capture.httpStatus,
+          errorCode: capture.errorCode,
+          detail: capture.detail,
+          durationMs: now - capture.observedAt.getTime(),
+        },
+        'capture recorded',
+      );
+    }
+    return true;
+  }
+}
+
+function anySignal(...signals: AbortSignal[]): AbortSignal {
+  return AbortSignal.any(signals);
+}

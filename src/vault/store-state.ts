@@ -1,0 +1,156 @@
+// Whether Postgres can take captures. The sidecar serves ext_proc whatever this says: while
+// Postgres is away captures wait in the spool. At start the schema is prepared (migrated); when
+// Postgres is not there yet, that is retried in the background with capped, jittered backoff.
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { Metrics } from '../ops/metrics.js';
+import { migrate, SchemaTooNewError } from './migrate.js';
+import { backoffMs } from './queue.js';
+
+export type StoreCondition = 'preparing' | 'ready' | 'unavailable' | 'schema_too_new';
+
+export interface StoreStateOptions {
+  pool: pg.Pool;
+  /** Where Postgres is, for messages: the database URL without its password. */
+  where?: string;
+  logger: Logger;
+  metrics: Metrics;
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+  /** The schema step; migrate() unless a test says otherwise. */
+  prepareSchema?: (pool: pg.Pool) => Promise<unknown>;
+}
+
+/** What an error says without its message (which may quote a value): its code, for readiness. */
+export function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
+export class StoreState {
+  private current: StoreCondition = 'preparing';
+  private lastErrorCode: string | undefined;
+  private since = Date.now();
+  private readonly waiters = new Set<() => void>();
+  private readonly stop = new AbortController();
+  private retrying: Promise<void> | undefined;
+  private schemaReady = false;
+
+  constructor(private readonly options: StoreStateOptions) {
+    options.metrics.postgresUp.set(0);
+  }
+
+  get condition(): StoreCondition {
+    return this.current;
+  }
+
+  /** For /readyz: the condition, since when, and the last error's code (never its message). */
+  describe(): { condition: StoreCondition; since: string; lastError?: string } {
+    return { condition: this.current, since: new Date(this.since).toISOString(), ...(this.lastErrorCode ? { lastError: this.lastErrorCode } : {}) };
+  }
+
+  /**
+   * Prepares the schema once. A schema newer than this token-tap is fatal (the operator must
+   * upgrade); any other failure leaves the store `preparing` and retries in the background.
+   */
+  async prepare(): Promise<void> {
+    try {
+      await this.prepareSchema();
+      this.set('ready');
+    } catch (error) {
+      if (error instanceof SchemaTooNewError) throw error;
+      this.options.logger.warn(
+        { postgres: this.options.where, err: { message: (error as Error).message, code: errorCode(error) } },
+        'Postgres is not available at start; serving ext_proc and keeping captures in the spool until it is',
+      );
+      this.failed(error);
+      this.retrying = this.retryPrepare();
+    }
+  }
+
+  /** Resolves when the schema is ready, or when `signal` aborts. */
+  async whenReady(signal: AbortSignal): Promise<void> {
+    if (this.schemaReady || signal.aborted) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.waiters.delete(done);
+        signal.removeEventListener('abort', done);
+        resolve();
+      };
+      this.waiters.add(done);
+      signal.addEventListener('abort', done, { once: true });
+    });
+  }
+
+  /** A write succeeded. */
+  succeeded(): void {
+    if (this.current !== 'ready') this.set('ready');
+  }
+
+  /** A Postgres operation failed (the caller retries it). */
+  failed(error: unknown): void {
+    this.options.metrics.postgresErrors.inc();
+    this.lastErrorCode = errorCode(error) ?? (error as Error)?.name;
+    if (this.current === 'ready') this.set('unavailable');
+  }
+
+  async close(): Promise<void> {
+    this.stop.abort();
+    await this.retrying;
+  }
+
+  private set(condition: StoreCondition): void {
+    if (condition !== this.current) {
+      const previous = this.current;
+      this.current = condition;
+      this.since = Date.now();
+      if (condition === 'ready' && previous !== 'preparing') this.options.logger.info('Postgres is available again');
+      if (condition === 'ready' && previous === 'preparing') this.options.logger.info('Postgres schema is ready');
+    }
+    this.options.metrics.postgresUp.set(condition === 'ready' ? 1 : 0);
+    if (condition === 'ready') {
+      this.schemaReady = true;
+      for (const wake of [...this.waiters]) wake();
+    }
+  }
+
+  private async prepareSchema(): Promise<void> {
+    await (this.options.prepareSchema ?? migrate)(this.options.pool);
+  }
+
+  private async retryPrepare(): Promise<void> {
+    const initial = this.options.retryInitialMs ?? 250;
+    const max = this.options.retryMaxMs ?? 5_000;
+    for (let attempt = 1; !this.stop.signal.aborted; attempt += 1) {
+      await sleep(backoffMs(attempt, initial, max), this.stop.signal);
+      if (this.stop.signal.aborted) return;
+      try {
+        await this.prepareSchema();
+        this.set('ready');
+        return;
+      } catch (error) {
+        this.failed(error);
+        if (error instanceof SchemaTooNewError) {
+          if (this.current !== 'schema_too_new') this.options.logger.error({ err: { message: error.message } }, 'cannot write captures: the Postgres schema is newer than this token-tap; upgrade it. Captures stay in the spool.');
+          this.set('schema_too_new');
+        } else if (attempt === 1 || attempt % 10 === 0) {
+          this.options.logger.warn({ postgres: this.options.where, err: { message: (error as Error).message, code: errorCode(error) }, attempt }, 'Postgres still not available; captures stay in the spool');
+        }
+      }
+    }
+  }
+}
+
+/** Waits `ms`, or less when `signal` aborts; never rejects. */
+export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const timer = setTimeout(done, ms);
+    signal.addEventListener('abort', done, { once: true });
+  });
+}

@@ -1,0 +1,111 @@
+// SIGTERM: the sidecar stops taking streams, lets open ones finish, writes the spool to Postgres
+// within TOKEN_TAP_SHUTDOWN_GRACE_MS and exits 0; what Postgres could not take stays in the spool.
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
+import { driveLogins, metricSum, scrapeMetrics, startFaultEnvoy, tallyFingerprints, waitForSidecarHealth, type FaultEnvoy } from '../support/faults.js';
+import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
+import { freePort, waitFor } from '../support/ports.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
+
+describe('graceful stop on SIGTERM', function () {
+  this.timeout(60_000);
+  let idp: TestIdp;
+  let db: TestDatabase;
+  let port: number;
+  let front: FaultEnvoy;
+  let spoolDir: string;
+  let sidecar: SidecarProcess | undefined;
+  const keys = generateKeySpec('k1');
+
+  beforeEach(async () => {
+    idp = await startTestIdp();
+    db = await createTestDatabase('graceful');
+    port = await freePort();
+    spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
+    front = await startFaultEnvoy('observability', idp, port);
+  });
+  afterEach(async () => {
+    await sidecar?.stop('SIGKILL');
+    sidecar = undefined;
+    await front?.stop();
+    await idp?.close();
+    await db?.drop();
+    rmSync(spoolDir, { recursive: true, force: true });
+  });
+
+  async function start(databaseUrl: string, graceMs: number): Promise<SidecarProcess> {
+    sidecar = await startSidecarProcess({
+      port,
+      env: { DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_SHUTDOWN_GRACE_MS: String(graceMs), LOG_LEVEL: 'info' },
+    });
+    await waitForSidecarHealth(front.envoy, true);
+    return sidecar;
+  }
+
+  const segments = () => readdirSync(spoolDir).filter((name) => name.endsWith('.seg'));
+
+  async function fingerprints(): Promise<string[]> {
+    const { rows } = await db.pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
+    return rows.map((row) => row.access_token_fp);
+  }
+
+  it('with logins in flight: the captures it took are all in Postgres, the spool is empty, and it exits 0', async () => {
+    const running = await start(db.url, 10_000);
+    let stopping: Promise<number | null> | undefined;
+    let stoppedAfter = 0;
+    const tally = await driveLogins(idp, front.tokenUrl, {
+      count: 60,
+      onLogin: (sofar) => {
+        if (!stopping && sofar.ok >= 20) {
+          stoppedAfter = sofar.total;
+          stopping = running.stop('SIGTERM');
+        }
+      },
+    });
+    const started = Date.now();
+    const code = await stopping!;
+    sidecar = undefined;
+    const recorded = (running.logs().match(/"msg":"capture recorded"/g) ?? []).length;
+    const stored = await fingerprints();
+    const { duplicated } = tallyFingerprints(parseKeyRing(keys), tally.accessTokens, stored);
+    console.log(
+      `      SIGTERM after login ${stoppedAfter}: logins ok ${tally.ok}/${tally.total}, bytes unchanged ${tally.unchanged}/${tally.total}; exit code ${code} ` +
+        `${Date.now() - started} ms after the last login; captures it recorded ${recorded}, in Postgres ${stored.length}, duplicated ${duplicated}, spool segments left ${segments().length}`,
+    );
+    expect(code).to.equal(0);
+    expect(tally.ok).to.equal(tally.total);
+    expect(tally.unchanged).to.equal(tally.total);
+    expect(running.logs()).to.contain('every capture is in Postgres');
+    expect(stored.length).to.be.at.least(stoppedAfter - 4).and.equal(recorded);
+    expect(duplicated).to.equal(0);
+    expect(segments()).to.deep.equal([]);
+  });
+
+  it('with Postgres away: exits 0 within the grace period, and the next start writes what the spool kept', async () => {
+    const running = await start(`postgres://postgres@127.0.0.1:${await freePort()}/nowhere`, 2_000);
+    const tally = await driveLogins(idp, front.tokenUrl, { count: 10 });
+    // Observability mode: Envoy may still be sending the last response when the login is done.
+    await waitFor('the captures in the spool', async () => (metricSum((await scrapeMetrics(running.opsPort)).values, 'token_tap_spool_captures_total') >= tally.ok ? true : undefined));
+    const stopAsked = Date.now();
+    const code = await running.stop('SIGTERM');
+    sidecar = undefined;
+    const stopMs = Date.now() - stopAsked;
+    const left = segments();
+    await start(db.url, 2_000);
+    await waitFor('the kept captures in Postgres', async () => ((await fingerprints()).length >= tally.ok ? true : undefined), 20_000);
+    const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(keys), tally.accessTokens, await fingerprints());
+    console.log(
+      `      SIGTERM with Postgres away (grace 2000 ms): exit code ${code} after ${stopMs} ms, spool segments kept ${left.length}; ` +
+        `after the next start stored ${stored}/${tally.ok}, duplicated ${duplicated}, missing ${missing}`,
+    );
+    expect(code).to.equal(0);
+    expect(stopMs).to.be.below(4_000);
+    expect(running.logs()).to.contain('the rest stays in the spool for the next start');
+    expect(left.length).to.be.greaterThan(0);
+    expect({ stored, duplicated, missing }).to.deep.equal({ stored: tally.ok, duplicated: 0, missing: 0 });
+  });
+});

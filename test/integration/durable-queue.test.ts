@@ -1,0 +1,214 @@
+// From the spool into the real Postgres: batches, retries with backoff, nothing skipped and
+// nothing written twice; and a sidecar that starts while Postgres is not there.
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import type { Capture } from '../../src/capture/types.js';
+import { loadSidecarConfig } from '../../src/config.js';
+import { startSidecar } from '../../src/main.js';
+import { createMetrics } from '../../src/ops/metrics.js';
+import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
+import { createPool } from '../../src/vault/db.js';
+import { DurableCaptureQueue } from '../../src/vault/durable-queue.js';
+import { migrate } from '../../src/vault/migrate.js';
+import type { CaptureWriter } from '../../src/vault/queue.js';
+import { CaptureSpool } from '../../src/vault/spool.js';
+import { StoreState } from '../../src/vault/store-state.js';
+import { GrantStore } from '../../src/vault/store.js';
+import { memoryLogger } from '../support/memory-log.js';
+import { waitFor } from '../support/ports.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+const keys = generateKeySpec('k1');
+const ring = parseKeyRing(keys);
+
+function idpError(index: number): Capture {
+  return {
+    captureId: randomUUID(),
+    idp: 'acme',
+    observedAt: new Date(),
+    httpStatus: 400,
+    outcome: 'idp_error',
+    subject: undefined,
+    issuer: undefined,
+    clientId: undefined,
+    email: undefined,
+    tokens: undefined,
+    errorCode: `invalid_grant_${index}`,
+    detail: undefined,
+  };
+}
+
+/** A TCP door in front of Postgres: closed (connections reset) until opened. */
+async function startDoor(target: URL): Promise<{ port: number; open(): void; close(): Promise<void> }> {
+  let opened = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    sockets.add(client);
+    client.on('close', () => sockets.delete(client));
+    if (!opened) {
+      client.destroy();
+      return;
+    }
+    const upstream = net.connect(Number(target.port || 5432), target.hostname);
+    sockets.add(upstream);
+    upstream.on('close', () => sockets.delete(upstream));
+    client.pipe(upstream).pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    open: () => {
+      opened = true;
+    },
+    close: async () => {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((resolve) => server.close(resolve));
+    },
+  };
+}
+
+describe('durable capture queue with Postgres (integration)', function () {
+  this.timeout(30_000);
+  let db: TestDatabase;
+  let dir: string;
+
+  beforeEach(async () => {
+    db = await createTestDatabase('durable');
+    dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-test-'));
+  });
+  afterEach(async () => {
+    await db.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function eventCount(): Promise<number> {
+    const { rows } = await db.pool.query<{ n: number; distinct: number }>('SELECT count(*)::int AS n FROM capture_events');
+    return rows[0]!.n;
+  }
+
+  it('writes 450 captures in batches of at most 200 and empties the spool', async () => {
+    await migrate(db.pool);
+    const { logger } = memoryLogger('silent');
+    const metrics = createMetrics();
+    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
+    const batches: number[] = [];
+    const store = new GrantStore(db.pool, ring);
+    const writer: CaptureWriter = {
+      recordCaptures: (batch) => {
+        batches.push(batch.length);
+        return store.recordCaptures(batch);
+      },
+    };
+    const state = new StoreState({ pool: db.pool, logger, metrics });
+    await state.prepare();
+    for (let index = 0; index < 450; index += 1) spool.append(idpError(index));
+    const queue = new DurableCaptureQueue({ spool, writer, store: state, logger, metrics });
+    queue.start();
+    expect(await queue.drain(10_000)).to.equal(true);
+    await queue.close();
+    await spool.close();
+    console.log(`      batch sizes: ${batches.join(', ')}`);
+    expect(await eventCount()).to.equal(450);
+    expect(Math.max(...batches)).to.be.at.most(200);
+    expect(spool.depth).to.equal(0);
+  });
+
+  it('retries a failed batch with backoff until it is written: none skipped, none twice', async () => {
+    await migrate(db.pool);
+    const { logger, lines } = memoryLogger('info');
+    const metrics = createMetrics();
+    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
+    const store = new GrantStore(db.pool, ring);
+    let failures = 3;
+    const attempts: number[] = [];
+    const writer: CaptureWriter = {
+      recordCaptures: async (batch) => {
+        attempts.push(Date.now());
+        if (failures > 0) {
+          failures -= 1;
+          throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' });
+        }
+        return store.recordCaptures(batch);
+      },
+    };
+    const state = new StoreState({ pool: db.pool, logger, metrics });
+    await state.prepare();
+    const queue = new DurableCaptureQueue({ spool, writer, store: state, logger, metrics, retryInitialMs: 20, retryMaxMs: 200 });
+    queue.start();
+    const captures = Array.from({ length: 30 }, (_, index) => idpError(index));
+    for (const item of captures) spool.append(item);
+    const conditions: string[] = [];
+    await waitFor('the captures in Postgres', async () => {
+      if (conditions.at(-1) !== state.condition) conditions.push(state.condition);
+      return (await eventCount()) >= 30 ? true : undefined;
+    });
+    await queue.close();
+    await spool.close();
+    const { rows } = await db.pool.query<{ error_code: string }>('SELECT error_code FROM capture_events ORDER BY id');
+    const errors = (await metrics.postgresErrors.get()).values[0]?.value ?? 0;
+    console.log(`      ${attempts.length} attempts for ${rows.length} captures; Postgres errors counted ${errors}; store went through ${[...conditions, state.condition].join(' → ')}`);
+    expect(rows.map((row) => row.error_code).sort()).to.deep.equal(captures.map((item) => item.errorCode).sort());
+    expect(errors).to.equal(3);
+    expect(lines().filter((line) => line.msg === 'writing captures to Postgres failed; they stay in the spool and the write is retried')).to.have.length(3);
+    expect(state.condition).to.equal('ready');
+  });
+
+  it('a sidecar started while Postgres is unreachable serves ext_proc, spools, and writes once Postgres is reachable', async () => {
+    const door = await startDoor(new URL(db.url));
+    const url = new URL(db.url);
+    url.host = `127.0.0.1:${door.port}`;
+    const { logger, text } = memoryLogger('info');
+    const config = loadSidecarConfig(
+      { DATABASE_URL: url.toString(), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: dir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0' },
+      { listen: '127.0.0.1:0' },
+    );
+    const sidecar = await startSidecar(config, { logger });
+    try {
+      expect(sidecar.storeState.condition).to.equal('preparing');
+      const readyBefore = await fetch(`http://127.0.0.1:${sidecar.ops!.address.port}/readyz`);
+      const bodyBefore = (await readyBefore.json()) as { status: string; store: { condition: string } };
+      for (let index = 0; index < 5; index += 1) sidecar.queue.enqueue(idpError(index));
+      await waitFor('the spool to have them', async () => (sidecar.queue.depth === 5 ? true : undefined));
+      door.open();
+      await waitFor('the schema and the captures in Postgres', async () => ((await eventCount().catch(() => 0)) === 5 ? true : undefined), 15_000);
+      console.log(`      /readyz before Postgres: ${readyBefore.status} ${JSON.stringify(bodyBefore)}; after: store ${sidecar.storeState.condition}`);
+      expect(readyBefore.status).to.equal(200);
+      expect(bodyBefore).to.deep.include({ status: 'serving' });
+      expect(bodyBefore.store.condition).to.equal('preparing');
+      expect(text()).to.contain('Postgres is not available at start');
+      expect(sidecar.storeState.condition).to.equal('ready');
+    } finally {
+      await sidecar.close(2_000);
+      await door.close();
+    }
+  });
+});
+
+// Keeps createPool's error handling honest: an idle connection whose backend dies is logged, not fatal.
+describe('Postgres pool errors (integration)', function () {
+  this.timeout(20_000);
+
+  it('a backend terminated under an idle connection is counted and logged, and the process lives on', async () => {
+    const db = await createTestDatabase('pool_errors');
+    const { logger, text } = memoryLogger('warn');
+    let errors = 0;
+    const pool = createPool({ databaseUrl: db.url, max: 1, logger, onError: () => (errors += 1) });
+    try {
+      const { rows } = await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid');
+      await db.pool.query('SELECT pg_terminate_backend($1)', [rows[0]!.pid]);
+      await waitFor('the pool error', async () => (errors > 0 ? true : undefined));
+      const again = await pool.query<{ one: number }>('SELECT 1 AS one');
+      expect(again.rows[0]!.one).to.equal(1);
+      expect(text()).to.contain('idle Postgres connection failed');
+    } finally {
+      await pool.end();
+      await db.drop();
+    }
+  });
+});

@@ -1,0 +1,94 @@
+// The operations surface of a running sidecar: /metrics, /healthz and /readyz over HTTP, and
+// grpc.health.v1 on the ext_proc port, as Envoy's health check calls it.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { expect } from 'chai';
+import { service as healthService } from 'grpc-health-check';
+import { loadSidecarConfig } from '../../src/config.js';
+import { startSidecar, type Sidecar } from '../../src/main.js';
+import { EXT_PROC_HEALTH_SERVICE } from '../../src/ops/health.js';
+import { generateKeySpec } from '../../src/vault/crypto.js';
+import { memoryLogger } from '../support/memory-log.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+type HealthClient = grpc.Client & {
+  check(request: { service: string }, callback: (error: grpc.ServiceError | null, response?: { status: string }) => void): void;
+};
+
+describe('ops surface: /metrics, /healthz, /readyz and gRPC health (integration)', function () {
+  this.timeout(20_000);
+  let db: TestDatabase;
+  let dir: string;
+  let sidecar: Sidecar;
+  let ops: string;
+  let health: HealthClient;
+
+  before(async () => {
+    db = await createTestDatabase('ops');
+    dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-test-'));
+    const config = loadSidecarConfig(
+      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: dir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0' },
+      { listen: '127.0.0.1:0' },
+    );
+    sidecar = await startSidecar(config, { logger: memoryLogger('silent').logger });
+    ops = `http://127.0.0.1:${sidecar.ops!.address.port}`;
+    const Client = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, 'Health');
+    health = new Client(`127.0.0.1:${sidecar.address.port}`, grpc.credentials.createInsecure()) as unknown as HealthClient;
+  });
+  after(async () => {
+    health?.close();
+    await sidecar?.close(2_000);
+    await db?.drop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const check = (service: string) =>
+    new Promise<string>((resolve, reject) => health.check({ service }, (error, response) => (error ? reject(error) : resolve(response!.status))));
+
+  it('serves the metrics the issue names, in Prometheus text format', async () => {
+    const response = await fetch(`${ops}/metrics`);
+    const text = await response.text();
+    expect(response.status).to.equal(200);
+    expect(response.headers.get('content-type')).to.contain('text/plain');
+    for (const name of [
+      'token_tap_captures_total',
+      'token_tap_captures_dropped_total',
+      'token_tap_capture_queue_depth',
+      'token_tap_spool_bytes',
+      'token_tap_spool_captures_total',
+      'token_tap_spool_fsync_seconds',
+      'token_tap_write_batch_seconds',
+      'token_tap_postgres_errors_total',
+      'token_tap_postgres_up',
+      'token_tap_extproc_streams_open',
+    ]) {
+      expect(text, name).to.contain(`# TYPE ${name} `);
+    }
+    expect(text).to.match(/^token_tap_postgres_up 1$/m);
+  });
+
+  it('/healthz answers 200; /readyz answers 200 with the store and spool state; others are refused', async () => {
+    const live = await fetch(`${ops}/healthz`);
+    expect(live.status).to.equal(200);
+    const ready = await fetch(`${ops}/readyz`);
+    const body = (await ready.json()) as Record<string, any>;
+    expect(ready.status).to.equal(200);
+    expect(body.status).to.equal('serving');
+    expect(body.store.condition).to.equal('ready');
+    expect(body.spool).to.deep.include({ captures: 0, full: false });
+    expect((await fetch(`${ops}/nothing`)).status).to.equal(404);
+    expect((await fetch(`${ops}/metrics`, { method: 'POST' })).status).to.equal(405);
+  });
+
+  it('grpc.health.v1 on the ext_proc port says SERVING, and NOT_SERVING once the sidecar is stopping', async () => {
+    expect(await check(EXT_PROC_HEALTH_SERVICE)).to.equal('SERVING');
+    expect(await check('')).to.equal('SERVING');
+    sidecar.health.stopping();
+    expect(await check(EXT_PROC_HEALTH_SERVICE)).to.equal('NOT_SERVING');
+    expect((await fetch(`${ops}/readyz`)).status).to.equal(503);
+    expect((await fetch(`${ops}/healthz`)).status).to.equal(200);
+    sidecar.health.serving();
+  });
+});

@@ -1,0 +1,192 @@
+// The capture spool on a real file system: group commit, order, trimming, replay after a crash,
+// damaged records, the size cap, the directory lock, and no plaintext on disk.
+import { randomUUID } from 'node:crypto';
+import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import type { Capture } from '../../src/capture/types.js';
+import { createMetrics, type Metrics } from '../../src/ops/metrics.js';
+import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
+import { CaptureSpool, SpoolLockedError, type SpoolOptions } from '../../src/vault/spool.js';
+import { memoryLogger } from '../support/memory-log.js';
+
+const ring = parseKeyRing(generateKeySpec('k1'));
+
+function capture(index: number, accessToken = `at-${index}`): Capture {
+  return {
+    captureId: randomUUID(),
+    idp: 'entra',
+    observedAt: new Date(Date.UTC(2025, 0, 1, 0, 0, index)),
+    httpStatus: 200,
+    outcome: 'stored',
+    subject: `user-${index}`,
+    issuer: undefined,
+    clientId: undefined,
+    email: undefined,
+    tokens: { accessToken, refreshToken: `rt-${index}`, idToken: undefined, tokenType: 'Bearer', expiresIn: 60, refreshExpiresIn: undefined, scope: [], extras: {}, claims: undefined },
+    errorCode: undefined,
+    detail: undefined,
+  };
+}
+
+async function metricValue(metrics: Metrics, name: keyof Metrics, labels: Record<string, string> = {}): Promise<number> {
+  const metric = (await (metrics[name] as { get(): Promise<{ values: Array<{ value: number; labels: Record<string, string | number>; metricName?: string }> }> }).get()).values;
+  return metric.filter((value) => Object.entries(labels).every(([key, wanted]) => value.labels[key] === wanted)).reduce((sum, value) => sum + value.value, 0);
+}
+
+describe('capture spool (real files)', function () {
+  this.timeout(20_000);
+  let dir: string;
+  const opened: CaptureSpool[] = [];
+
+  beforeEach(() => {
+    dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-test-'));
+  });
+  afterEach(async () => {
+    for (const spool of opened.splice(0)) await spool.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function openSpool(overrides: Partial<SpoolOptions> = {}) {
+    const log = memoryLogger();
+    const metrics = createMetrics();
+    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 5, keyRing: ring, logger: log.logger, metrics, ...overrides });
+    opened.push(spool);
+    return { spool, log, metrics };
+  }
+
+  it('fsyncs appends in groups and reads them back in order, observedAt as a Date', async () => {
+    const { spool, metrics } = await openSpool();
+    const captures = Array.from({ length: 50 }, (_, index) => capture(index));
+    for (const item of captures) expect(spool.append(item)).to.equal(true);
+    expect(await spool.read(100), 'nothing is read before it is durable').to.equal(undefined);
+    await spool.flush();
+    const fsyncs = (await metrics.spoolFsyncSeconds.get()).values.find((value) => value.metricName === 'token_tap_spool_fsync_seconds_count')!.value;
+    const batch = (await spool.read(100))!;
+    expect(batch.records).to.equal(50);
+    expect(batch.captures.map((item) => item.captureId)).to.deep.equal(captures.map((item) => item.captureId));
+    expect(batch.captures[7]!.observedAt).to.be.instanceOf(Date);
+    expect(batch.captures[7]!.observedAt.getTime()).to.equal(captures[7]!.observedAt.getTime());
+    expect(fsyncs, 'one group commit for 50 appends').to.equal(1);
+    expect(await metricValue(metrics, 'spoolAppended')).to.equal(50);
+  });
+
+  it('after a commit, segments Postgres has are deleted and a reopen does not replay them', async () => {
+    const { spool } = await openSpool({ segmentBytes: 4096 });
+    const captures = Array.from({ length: 60 }, (_, index) => capture(index));
+    for (const item of captures.slice(0, 30)) spool.append(item);
+    await spool.flush();
+    for (const item of captures.slice(30)) spool.append(item);
+    await spool.flush();
+    const segmentsBefore = readdirSync(dir).filter((name) => name.endsWith('.seg')).length;
+    const first = (await spool.read(40))!;
+    await spool.commit(first);
+    const segmentsAfter = readdirSync(dir).filter((name) => name.endsWith('.seg')).length;
+    expect(spool.depth).to.equal(20);
+    await spool.close();
+    opened.length = 0;
+
+    const { spool: reopened, log } = await openSpool({ segmentBytes: 4096 });
+    expect(reopened.depth).to.equal(20);
+    const rest = (await reopened.read(100))!;
+    expect(rest.captures.map((item) => item.captureId)).to.deep.equal(captures.slice(40).map((item) => item.captureId));
+    expect(log.text()).to.contain('replaying them to Postgres');
+    console.log(`      segments: ${segmentsBefore} before the commit, ${segmentsAfter} after it`);
+    expect(segmentsAfter).to.be.lessThan(segmentsBefore);
+  });
+
+  it('after a crash, replays every durable record past the checkpoint and ignores a torn last record', async () => {
+    const { spool } = await openSpool();
+    const captures = Array.from({ length: 10 }, (_, index) => capture(index));
+    for (const item of captures) spool.append(item);
+    await spool.flush();
+    await spool.commit((await spool.read(3))!);
+    // The crash image: the files as they are now, the lock held by a process that is gone.
+    const image = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-crash-'));
+    cpSync(dir, image, { recursive: true });
+    writeFileSync(path.join(image, 'lock'), '2147483646\n');
+    const segment = readdirSync(image).find((name) => name.endsWith('.seg'))!;
+    appendFileSync(path.join(image, segment), Buffer.from([0, 0, 1, 0, 1, 2, 3]));
+    try {
+      const { spool: replayed, log } = await openSpool({ dir: image });
+      expect(replayed.depth).to.equal(7);
+      const batch = (await replayed.read(100))!;
+      expect(batch.captures.map((item) => item.captureId)).to.deep.equal(captures.slice(3).map((item) => item.captureId));
+      expect(log.text()).to.contain('ends in a partial record');
+      await replayed.close();
+    } finally {
+      opened.pop();
+      rmSync(image, { recursive: true, force: true });
+    }
+  });
+
+  it('skips a record that cannot be opened, counts and logs it without its content, and reads the rest', async () => {
+    const { spool } = await openSpool();
+    const captures = [capture(0, 'CANARY-damaged-0'), capture(1, 'CANARY-damaged-1'), capture(2, 'CANARY-damaged-2')];
+    for (const item of captures) spool.append(item);
+    await spool.flush();
+    await spool.close();
+    opened.length = 0;
+    const file = path.join(dir, readdirSync(dir).find((name) => name.endsWith('.seg'))!);
+    const bytes = readFileSync(file);
+    const second = 8 + bytes.readUInt32BE(8) + 4;
+    bytes[second + 4 + 60] = bytes[second + 4 + 60]! ^ 0xff;
+    writeFileSync(file, bytes);
+
+    const { spool: reopened, log, metrics } = await openSpool();
+    const batch = (await reopened.read(10))!;
+    expect(batch.records).to.equal(3);
+    expect(batch.captures.map((item) => item.captureId)).to.deep.equal([captures[0]!.captureId, captures[2]!.captureId]);
+    expect(await metricValue(metrics, 'capturesDropped', { reason: 'spool_unreadable' })).to.equal(1);
+    expect(log.text()).to.contain('spool record cannot be opened').and.not.contain('CANARY');
+  });
+
+  it('at the size cap, drops the capture, counts and logs it, and writes nothing for it', async () => {
+    const { spool, log, metrics } = await openSpool({ maxBytes: 64 * 1024 });
+    let accepted = 0;
+    for (let index = 0; index < 200; index += 1) if (spool.append(capture(index, `at-${'x'.repeat(600)}-${index}`))) accepted += 1;
+    await spool.flush();
+    const dropped = await metricValue(metrics, 'capturesDropped', { reason: 'spool_full' });
+    const onDisk = readdirSync(dir).filter((name) => name.endsWith('.seg')).reduce((sum, name) => sum + readFileSync(path.join(dir, name)).length, 0);
+    console.log(`      cap 65536 bytes: accepted ${accepted}, dropped ${dropped}, on disk ${onDisk} bytes`);
+    expect(accepted).to.be.greaterThan(0);
+    expect(dropped).to.equal(200 - accepted);
+    expect(onDisk).to.be.at.most(64 * 1024);
+    expect(spool.depth).to.equal(accepted);
+    expect(log.lines().filter((line) => line.msg === 'capture dropped' && line.reason === 'spool_full')).to.have.length(dropped);
+  });
+
+  it('refuses a directory another sidecar holds, and takes over a lock left by a process that is gone', async () => {
+    await openSpool();
+    let refused: unknown;
+    try {
+      await openSpool();
+    } catch (error) {
+      refused = error;
+    }
+    expect(refused).to.be.instanceOf(SpoolLockedError);
+    expect((refused as Error).message).to.contain('give each its own TOKEN_TAP_SPOOL_DIR');
+
+    const other = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-stale-'));
+    writeFileSync(path.join(other, 'lock'), '2147483646\n');
+    try {
+      const { spool } = await openSpool({ dir: other });
+      expect(readFileSync(path.join(other, 'lock'), 'utf8').trim()).to.equal(String(process.pid));
+      await spool.close();
+    } finally {
+      opened.pop();
+      rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('keeps no token in plaintext on disk', async () => {
+    const { spool } = await openSpool();
+    const secret = `CANARY-${randomUUID()}`;
+    spool.append(capture(0, secret));
+    await spool.flush();
+    const disk = readdirSync(dir).map((name) => readFileSync(path.join(dir, name)).toString('latin1')).join('');
+    expect(disk.length).to.be.greaterThan(100);
+    for (const form of [secret, Buffer.from(secret).toString('hex'), Buffer.from(secret).toString('base64'), 'rt-0']) expect(disk.includes(form), form).to.equal(false);
+  });
+});

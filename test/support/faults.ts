@@ -1,0 +1,149 @@
+// Helpers for the fault tests: logins driven through the real Envoy and checked byte for byte,
+// Envoy's view of the sidecar, and the sidecar's own /metrics.
+import { renderEnvoyYaml, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { fingerprint, type KeyRing } from '../../src/vault/crypto.js';
+import { startEnvoy, type RunningEnvoy } from './envoy.js';
+import type { RawHttpResponse, TestIdp } from './oidc-idp.js';
+import { loginAsOkta, type ReceivedResponse } from './okta-client.js';
+import { freePort, waitFor } from './ports.js';
+
+export const FAULT_IDP = 'demo';
+
+// Connection-level headers belong to each hop, not to the response (RFC 9110 7.6.1).
+const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection']);
+
+function endToEndHeaders(headers: Array<[string, string]>): string {
+  return JSON.stringify(
+    headers
+      .map(([name, value]): [string, string] => [name.toLowerCase(), value])
+      .filter(([name]) => !HOP_BY_HOP.has(name))
+      .sort(),
+  );
+}
+
+/** What Okta received is what the IdP sent: status, end-to-end headers and body bytes. */
+export function relayedUnchanged(sent: RawHttpResponse, received: ReceivedResponse): boolean {
+  return sent.status === received.status && sent.body.equals(received.body) && endToEndHeaders(sent.headers) === endToEndHeaders(received.headers);
+}
+
+export interface LoginTally {
+  total: number;
+  ok: number;
+  /** The slowest login, in milliseconds. */
+  slowestMs: number;
+  /** Logins whose token response reached the client exactly as the IdP sent it. */
+  unchanged: number;
+  accessTokens: string[];
+  failures: string[];
+}
+
+export function emptyTally(): LoginTally {
+  return { total: 0, ok: 0, slowestMs: 0, unchanged: 0, accessTokens: [], failures: [] };
+}
+
+async function oneLogin(idp: TestIdp, tokenUrl: string, tally: LoginTally): Promise<void> {
+  tally.total += 1;
+  const started = Date.now();
+  try {
+    const login = await loginAsOkta(idp, tokenUrl);
+    tally.slowestMs = Math.max(tally.slowestMs, Date.now() - started);
+    tally.ok += 1;
+    tally.accessTokens.push(login.tokens.access_token);
+    const sent = idp.tokenResponses.find((response) => response.body.equals(login.received.body));
+    if (sent && relayedUnchanged(sent, login.received)) tally.unchanged += 1;
+    else tally.failures.push(`login ${tally.total}: response differs from what the IdP sent`);
+  } catch (error) {
+    tally.failures.push(`login ${tally.total}: ${(error as Error).message}`);
+  }
+}
+
+/**
+ * Logins as Okta through Envoy, `concurrency` at a time, until `count` have run or `until()` says
+ * stop; `onLogin` runs after each (a test's moment to inject its fault).
+ */
+export async function driveLogins(
+  idp: TestIdp,
+  tokenUrl: string,
+  options: { count?: number; until?: () => boolean; concurrency?: number; onLogin?: (tally: LoginTally) => void | Promise<void> },
+  tally: LoginTally = emptyTally(),
+): Promise<LoginTally> {
+  const more = () => (options.count === undefined || tally.total < options.count) && !(options.until?.() ?? false);
+  const worker = async () => {
+    while (more()) {
+      await oneLogin(idp, tokenUrl, tally);
+      await options.onLogin?.(tally);
+    }
+  };
+  await Promise.all(Array.from({ length: options.concurrency ?? 4 }, worker));
+  return tally;
+}
+
+export interface FaultEnvoy {
+  envoy: RunningEnvoy;
+  tokenUrl: string;
+  stop(): Promise<void>;
+}
+
+export async function startFaultEnvoy(mode: ProcessingMode, idp: TestIdp, sidecarPort: number): Promise<FaultEnvoy> {
+  const [listenPort, adminPort] = [await freePort(), await freePort()];
+  const envoy = await startEnvoy(
+    renderEnvoyYaml({
+      idps: [{ name: FAULT_IDP, tokenUrl: new URL(idp.tokenUrl) }],
+      listen: { host: '127.0.0.1', port: listenPort },
+      sidecar: { host: '127.0.0.1', port: sidecarPort },
+      admin: { host: '127.0.0.1', port: adminPort },
+      mode,
+    }),
+    adminPort,
+  );
+  return { envoy, tokenUrl: `http://127.0.0.1:${listenPort}${tokenRoutePath(FAULT_IDP)}`, stop: () => envoy.stop() };
+}
+
+export async function envoyStat(envoy: RunningEnvoy, name: string): Promise<number> {
+  return (await envoy.stats()).get(name) ?? 0;
+}
+
+/** Waits until Envoy's health check sees the sidecar as `healthy` (or not). */
+export async function waitForSidecarHealth(envoy: RunningEnvoy, healthy: boolean, timeoutMs = 10_000): Promise<void> {
+  await waitFor(
+    `Envoy to see the sidecar ${healthy ? 'healthy' : 'unhealthy'}`,
+    async () => ((await envoyStat(envoy, 'cluster.token_tap_sidecar.membership_healthy')) === (healthy ? 1 : 0) ? true : undefined),
+    timeoutMs,
+    50,
+  );
+}
+
+/** The sidecar's /metrics, as `name{labels}` → value. */
+export async function scrapeMetrics(opsPort: number): Promise<{ text: string; values: Map<string, number> }> {
+  const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  const values = new Map<string, number>();
+  for (const line of text.split('\n')) {
+    if (line.startsWith('#') || line.trim() === '') continue;
+    const at = line.lastIndexOf(' ');
+    values.set(line.slice(0, at), Number(line.slice(at + 1)));
+  }
+  return { text, values };
+}
+
+/** Sums a metric over all its label sets. */
+export function metricSum(values: Map<string, number>, name: string): number {
+  let sum = 0;
+  for (const [key, value] of values) if (key === name || key.startsWith(`${name}{`)) sum += value;
+  return sum;
+}
+
+/** Capture events in Postgres for these access tokens: found once, found more than once, missing. */
+export function tallyFingerprints(ring: KeyRing, accessTokens: string[], storedFingerprints: string[]): { stored: number; duplicated: number; missing: number } {
+  const counts = new Map<string, number>();
+  for (const fp of storedFingerprints) counts.set(fp, (counts.get(fp) ?? 0) + 1);
+  let stored = 0;
+  let duplicated = 0;
+  let missing = 0;
+  for (const token of accessTokens) {
+    const seen = counts.get(fingerprint(ring, token)) ?? 0;
+    if (seen === 0) missing += 1;
+    else stored += 1;
+    if (seen > 1) duplicated += 1;
+  }
+  return { stored, duplicated, missing };
+}

@@ -1,0 +1,95 @@
+// A Postgres cluster of the test's own (initdb in a temp folder, its own port, run as the postgres
+// user), so a test can stop and start it. The machine's shared cluster on 5432 is never touched.
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { freePort } from './ports.js';
+
+export interface ThrowawayPostgres {
+  port: number;
+  /** A database URL on this cluster (the `postgres` database unless named). */
+  url(database?: string): string;
+  createDatabase(name: string): void;
+  stop(mode?: 'fast' | 'immediate'): void;
+  start(): void;
+  /** pg_dump of a database, as plain SQL text. */
+  dump(database: string): string;
+  destroy(): void;
+}
+
+function binDir(): string {
+  const candidates: string[] = [];
+  const configured = spawnSync('pg_config', ['--bindir'], { encoding: 'utf8' });
+  if (configured.status === 0) candidates.push(configured.stdout.trim());
+  candidates.push('/usr/lib/postgresql/15/bin');
+  const found = candidates.find((dir) => existsSync(path.join(dir, 'initdb')) && existsSync(path.join(dir, 'pg_ctl')));
+  if (!found) throw new Error(`no initdb/pg_ctl in ${candidates.join(' or ')}: install the Postgres server package`);
+  return found;
+}
+
+function ids(user: string): { uid: number; gid: number } {
+  return {
+    uid: Number(execFileSync('id', ['-u', user], { encoding: 'utf8' }).trim()),
+    gid: Number(execFileSync('id', ['-g', user], { encoding: 'utf8' }).trim()),
+  };
+}
+
+const running = new Set<ThrowawayPostgres>();
+process.once('exit', () => {
+  for (const cluster of running) cluster.destroy();
+});
+
+export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
+  const bin = binDir();
+  const root = mkdtempSync(path.join(os.tmpdir(), 'token-tap-pg-'));
+  const dataDir = path.join(root, 'data');
+  const { uid, gid } = ids('postgres');
+  chownSync(root, uid, gid);
+  const asPostgres = (command: string, args: string[]) => {
+    const result = spawnSync('runuser', ['-u', 'postgres', '--', path.join(bin, command), ...args], { encoding: 'utf8', cwd: root });
+    if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${result.status}):\n${result.stdout}\n${result.stderr}`);
+    return result.stdout;
+  };
+  asPostgres('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions']);
+  const port = await freePort();
+  const options = `-p ${port} -k ${root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off`;
+  let up = false;
+  const cluster: ThrowawayPostgres = {
+    port,
+    url: (database = 'postgres') => `postgres://postgres@127.0.0.1:${port}/${database}`,
+    createDatabase(name) {
+      const psql = spawnSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', `CREATE DATABASE ${name}`], { encoding: 'utf8' });
+      if (psql.status !== 0) throw new Error(`CREATE DATABASE ${name} failed: ${psql.stderr}`);
+    },
+    start() {
+      asPostgres('pg_ctl', ['-D', dataDir, '-o', options, '-l', path.join(root, 'postgres.log'), '-w', '-t', '30', 'start']);
+      up = true;
+    },
+    stop(mode = 'fast') {
+      asPostgres('pg_ctl', ['-D', dataDir, '-m', mode, '-w', '-t', '30', 'stop']);
+      up = false;
+    },
+    dump(database) {
+      const result = spawnSync('pg_dump', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '--no-owner', database], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+      if (result.status !== 0) throw new Error(`pg_dump ${database} failed: ${result.stderr}`);
+      return result.stdout;
+    },
+    destroy() {
+      if (up) {
+        spawnSync('runuser', ['-u', 'postgres', '--', path.join(bin, 'pg_ctl'), '-D', dataDir, '-m', 'immediate', '-w', 'stop'], { cwd: root });
+        up = false;
+      }
+      rmSync(root, { recursive: true, force: true });
+      running.delete(cluster);
+    },
+  };
+  running.add(cluster);
+  try {
+    cluster.start();
+  } catch (error) {
+    cluster.destroy();
+    throw error;
+  }
+  return cluster;
+}

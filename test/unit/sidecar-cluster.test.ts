@@ -1,0 +1,38 @@
+// The sidecar's cluster in the rendered Envoy config: health-checked over grpc.health.v1, out of
+// the way at once when unhealthy, and capped by circuit breakers.
+import { expect } from 'chai';
+import { parseIdpFlag, renderEnvoyConfig, SIDECAR_CLUSTER } from '../../src/envoyconfig/render.js';
+import { EXT_PROC_HEALTH_SERVICE } from '../../src/ops/health.js';
+
+const base = {
+  listen: { host: '0.0.0.0', port: 8080 },
+  sidecar: { host: '127.0.0.1', port: 50051 },
+  admin: { host: '127.0.0.1', port: 9901 },
+  idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')],
+};
+
+function sidecarCluster(config: Record<string, unknown>): any {
+  return (config as any).static_resources.clusters.find((cluster: { name: string }) => cluster.name === SIDECAR_CLUSTER);
+}
+
+describe('envoyconfig/render: the sidecar cluster', () => {
+  it('is health-checked with grpc.health.v1 for the ext_proc service the sidecar reports on', () => {
+    const cluster = sidecarCluster(renderEnvoyConfig({ ...base, mode: 'observability' }));
+    expect(cluster.health_checks).to.have.length(1);
+    expect(cluster.health_checks[0].grpc_health_check).to.deep.equal({ service_name: EXT_PROC_HEALTH_SERVICE });
+    expect(cluster.health_checks[0]).to.include({ interval: '1s', no_traffic_interval: '1s', healthy_threshold: 1 });
+    expect(cluster.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].explicit_http_config).to.have.property('http2_protocol_options');
+  });
+
+  it('is not tried while unhealthy (panic threshold 0), and health changes apply at once', () => {
+    const cluster = sidecarCluster(renderEnvoyConfig({ ...base, mode: 'buffered' }));
+    expect(cluster.common_lb_config).to.deep.equal({ healthy_panic_threshold: { value: 0 }, update_merge_window: '0s' });
+  });
+
+  it('has circuit breakers of 1024 streams by default, or as many as asked for', () => {
+    const byDefault = sidecarCluster(renderEnvoyConfig({ ...base, mode: 'observability' })).circuit_breakers.thresholds[0];
+    expect(byDefault).to.include({ priority: 'DEFAULT', max_requests: 1024, max_pending_requests: 1024, max_connections: 1024 });
+    const sized = sidecarCluster(renderEnvoyConfig({ ...base, mode: 'observability', sidecarMaxStreams: 5000 })).circuit_breakers.thresholds[0];
+    expect(sized).to.include({ max_requests: 5000, max_pending_requests: 5000 });
+  });
+});
