@@ -1,0 +1,389 @@
+// TokenVault GetGrant under load: the sidecar (`token-tap serve`, its own process) answers GetGrant
+// for random users out of N stored grants, with the machine's Postgres, API-key check and the
+// access_events write on every call. Open loop: requests go out on a fixed schedule and each
+// latency counts from when the request was due, so a stall is not hidden.
+//   npm run build && node --enable-source-maps dist/bench/token-vault.js [--rates 250,500,1000] [--seconds 30]
+//     [--warmup 5] [--grants 1000] [--channels 2 (HTTP/2 connections)] [--skip-floor] [--dry-run]
+// Writes the "TokenVault GetGrant" section of bench/RESULTS.md (other sections are kept) and the
+// raw figures to bench/results/<time>-token-vault.json.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import http2 from 'node:http2';
+import * as grpc from '@grpc/grpc-js';
+import { loadTokenVault } from '../src/api/protocol.js';
+import type { Capture } from '../src/capture/types.js';
+import { waitFor } from '../src/ops/wait.js';
+import { ApiKeyRepository } from '../src/vault/api-keys.js';
+import { generateKeySpec, parseKeyRing } from '../src/vault/crypto.js';
+import { migrate } from '../src/vault/migrate.js';
+import { GrantStore } from '../src/vault/store.js';
+import { freePort } from '../test/support/ports.js';
+import { createTestDatabase } from '../test/support/postgres.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const RESULTS_FILE = path.join(ROOT, 'bench/RESULTS.md');
+const RESULTS_DIR = path.join(ROOT, 'bench/results');
+const START = '<!-- bench:token-vault:start -->';
+const END = '<!-- bench:token-vault:end -->';
+const TARGET_P99_MS = 5;
+
+const { values: flags } = parseArgs({
+  options: {
+    rates: { type: 'string', default: '1000' },
+    seconds: { type: 'string', default: '30' },
+    warmup: { type: 'string', default: '5' },
+    grants: { type: 'string', default: '1000' },
+    channels: { type: 'string', default: '2' },
+    'dry-run': { type: 'boolean', default: false },
+    'skip-floor': { type: 'boolean', default: false },
+  },
+});
+const rates = flags.rates!.split(',').map(Number);
+/** The rate of the run under way. */
+let rate = rates[0]!;
+const seconds = Number(flags.seconds);
+const warmupSeconds = Number(flags.warmup);
+const grantCount = Number(flags.grants);
+const channelCount = Number(flags.channels);
+
+function log(line: string): void {
+  process.stderr.write(`bench: ${line}\n`);
+}
+
+/** A token of realistic size: JWT-shaped, base64url. */
+function fakeJwt(bytes: number): string {
+  return ['eyJhbGciOiJSUzI1NiJ9', Buffer.alloc(bytes, randomUUID()).toString('base64url'), Buffer.alloc(256, randomUUID()).toString('base64url')].join('.');
+}
+
+function login(subject: string): Capture {
+  return {
+    captureId: randomUUID(),
+    idp: 'bench',
+    observedAt: new Date(),
+    httpStatus: 200,
+    outcome: 'stored',
+    subject,
+    issuer: 'https://bench.example',
+    clientId: 'okta-bench',
+    email: `${subject}@bench.example`,
+    tokens: {
+      accessToken: fakeJwt(600),
+      refreshToken: randomUUID(),
+      idToken: fakeJwt(500),
+      tokenType: 'Bearer',
+      expiresIn: 3600,
+      refreshExpiresIn: undefined,
+      scope: ['openid', 'email', 'profile'],
+      extras: { ext_expires_in: 3600 },
+      claims: { sub: subject, email: `${subject}@bench.example`, name: 'Bench User', groups: ['a', 'b', 'c'], iat: 1_700_000_000, exp: 1_900_000_000 },
+    },
+    errorCode: undefined,
+    detail: undefined,
+  };
+}
+
+function percentile(sorted: Float64Array, fraction: number): number {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))]!;
+}
+
+/** CPU seconds (user + system) of a process, from /proc. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+interface RunResult {
+  sent: number;
+  ok: number;
+  errors: Record<string, number>;
+  seconds: number;
+  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
+}
+
+/**
+ * The load generator speaks gRPC over node:http2 directly, with every request encoded beforehand:
+ * it shares the machine's cores with the sidecar and Postgres, and a full gRPC client would spend
+ * more of them per call than the server does.
+ */
+class GrpcLoad {
+  private readonly sessions: http2.ClientHttp2Session[];
+  private readonly frames: Buffer[];
+  private next = 0;
+
+  constructor(
+    port: number,
+    channels: number,
+    private readonly apiKey: string,
+  ) {
+    // A refused or dropped connection fails its streams, which count it; the session event is not needed.
+    this.sessions = Array.from({ length: channels }, () => http2.connect(`http://127.0.0.1:${port}`).on('error', () => undefined));
+    const serialize = (loadTokenVault().service.GetGrant as grpc.MethodDefinition<unknown, unknown>).requestSerialize;
+    this.frames = Array.from({ length: grantCount }, (_, index) => {
+      const message = serialize({ idp: 'bench', subject: `user-${index}` });
+      const frame = Buffer.alloc(5 + message.length);
+      frame.writeUInt32BE(message.length, 1);
+      message.copy(frame, 5);
+      return frame;
+    });
+  }
+
+  /** One GetGrant for a random user; resolves with the grpc-status (0 is OK) and its message. */
+  call(): Promise<{ status: number; message: string }> {
+    const session = this.sessions[this.next++ % this.sessions.length]!;
+    const stream = session.request({
+      ':method': 'POST',
+      ':path': '/token_tap.v1.TokenVault/GetGrant',
+      'content-type': 'application/grpc',
+      te: 'trailers',
+      authorization: `Bearer ${this.apiKey}`,
+    });
+    return new Promise((resolve) => {
+      let status: number | undefined;
+      let message = '';
+      const read = (headers: http2.IncomingHttpHeaders) => {
+        if (headers['grpc-status'] !== undefined) status = Number(headers['grpc-status']);
+        if (headers['grpc-message']) message = decodeURIComponent(String(headers['grpc-message']));
+      };
+      stream.on('response', read);
+      stream.on('trailers', read);
+      stream.on('data', () => undefined);
+      stream.on('error', (error) => {
+        message = error.message;
+      });
+      stream.on('close', () => resolve({ status: status ?? grpc.status.UNAVAILABLE, message }));
+      stream.end(this.frames[Math.floor(Math.random() * this.frames.length)]);
+    });
+  }
+
+  close(): void {
+    for (const session of this.sessions) session.close();
+  }
+}
+
+async function drive(load: GrpcLoad, durationSeconds: number): Promise<RunResult> {
+  const latencies: number[] = [];
+  const errors: Record<string, number> = {};
+  let sent = 0;
+  let ok = 0;
+  const inFlight = new Set<Promise<void>>();
+  const start = process.hrtime.bigint();
+  const elapsedUs = () => Number(process.hrtime.bigint() - start) / 1000;
+  const fire = (dueUs: number) => {
+    sent += 1;
+    const call = load.call().then(({ status, message }) => {
+      latencies.push((elapsedUs() - dueUs) / 1000);
+      if (status === grpc.status.OK) ok += 1;
+      else {
+        const name = grpc.status[status] ?? String(status);
+        if (!errors[name]) log(`first ${name}: ${message}`);
+        errors[name] = (errors[name] ?? 0) + 1;
+      }
+    });
+    inFlight.add(call);
+    void call.then(() => inFlight.delete(call));
+  };
+  const intervalUs = 1_000_000 / rate;
+  const durationUs = durationSeconds * 1_000_000;
+  let next = 0;
+  while (next < durationUs) {
+    const now = elapsedUs();
+    while (next <= now && next < durationUs) {
+      fire(next);
+      next += intervalUs;
+    }
+    await new Promise((resolve) => setTimeout(resolve, 1));
+  }
+  await Promise.all(inFlight);
+  const sorted = Float64Array.from(latencies).sort();
+  return {
+    sent,
+    ok,
+    errors,
+    seconds: elapsedUs() / 1e6,
+    latencyMs: {
+      p50: percentile(sorted, 0.5),
+      p90: percentile(sorted, 0.9),
+      p99: percentile(sorted, 0.99),
+      p999: percentile(sorted, 0.999),
+      max: sorted.at(-1)!,
+      mean: latencies.reduce((sum, value) => sum + value, 0) / Math.max(1, latencies.length),
+    },
+  };
+}
+
+/** The sidecar's own view: token_tap_api_call_seconds, as the share of GetGrant calls within each bucket. */
+async function serverHistogram(opsPort: number): Promise<Array<{ le: string; share: number }>> {
+  const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+  const buckets = [...text.matchAll(/^token_tap_api_call_seconds_bucket\{le="([^"]+)",operation="GetGrant"\} (\d+)/gm)].map((match) => ({ le: match[1]!, count: Number(match[2]) }));
+  const total = buckets.find((bucket) => bucket.le === '+Inf')?.count ?? 0;
+  return buckets.map((bucket) => ({ le: bucket.le, share: total ? bucket.count / total : 0 }));
+}
+
+interface Row {
+  server: 'sidecar' | 'floor';
+  rate: number;
+  measured: RunResult;
+  cpuPercent: number;
+}
+
+function renderSection(meta: Record<string, string>, rows: Row[], server: Array<{ le: string; share: number }>, audited: { rows: number; calls: number }): string {
+  const f = (value: number) => value.toFixed(2);
+  const within = (le: string) => `${(100 * (server.find((bucket) => bucket.le === le)?.share ?? 0)).toFixed(2)} %`;
+  const names = { sidecar: 'token-tap sidecar', floor: 'floor: canned answer' };
+  return [
+    START,
+    '## TokenVault GetGrant',
+    '',
+    `Run ${meta.date} with \`${meta.command}\` on ${meta.cpus}, ${meta.memoryGiB} GiB, Node ${meta.node}, Postgres on the same machine (1-minute load average ${meta.load}).`,
+    `The sidecar (\`token-tap serve\`, its own process, API pool of 4 connections) answers GetGrant for a random user out of ${grantCount} stored grants`,
+    '(~1 KB id_token and access token, AES-256-GCM, decrypted per call). Every call checks the API key and reads the grant in one Postgres query,',
+    'decrypts the grant, and writes its access_events row (group commit) before answering. The "floor" rows are a gRPC server in its own process',
+    '(bench/token-vault-echo.ts) that answers every GetGrant with a canned grant and does nothing else: what this machine and generator allow at all.',
+    `Open loop over ${channelCount} HTTP/2 connections (gRPC over node:http2, requests encoded beforehand), ${seconds} s measured after ${warmupSeconds} s of warm-up,`,
+    'latency counted from when each request was due. The load generator, the server and Postgres share the machine.',
+    '',
+    '| server | rate | sent | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU | p99 ≤ 5 ms |',
+    '|---|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map(({ server: which, rate: at, measured, cpuPercent }) => {
+      const errors = Object.entries(measured.errors).map(([code, count]) => `${count} ${code}`).join(', ') || 'none';
+      const { p50, p90, p99, p999, max } = measured.latencyMs;
+      return `| ${names[which]} | ${at}/s | ${measured.sent} | ${f(measured.ok / measured.seconds)} | ${f(p50)} | ${f(p90)} | ${f(p99)} | ${f(p999)} | ${f(max)} | ${errors} | ${cpuPercent.toFixed(0)} % | ${p99 <= TARGET_P99_MS ? 'met' : '**missed**'} |`;
+    }),
+    '',
+    `Inside the sidecar (its token_tap_api_call_seconds histogram, all runs and warm-ups): ${within('0.001')} of GetGrant calls took ≤ 1 ms, ${within('0.0025')} ≤ 2.5 ms, ${within('0.005')} ≤ 5 ms.`,
+    `access_events rows written: ${audited.rows} for ${audited.calls} sidecar calls (warm-ups included; one per call).`,
+    END,
+  ].join('\n');
+}
+
+function writeSection(section: string): void {
+  const current = existsSync(RESULTS_FILE) ? readFileSync(RESULTS_FILE, 'utf8') : '# Benchmark results\n';
+  const startAt = current.indexOf(START);
+  const endAt = current.indexOf(END);
+  const next = startAt >= 0 && endAt > startAt ? `${current.slice(0, startAt)}${section}${current.slice(endAt + END.length)}` : `${current.trimEnd()}\n\n${section}\n`;
+  writeFileSync(RESULTS_FILE, next);
+}
+
+/** Starts a node process that serves on `port`; killed when this process exits, whatever happens. */
+function startServer(args: string[], env: Record<string, string>, logFile: string): ChildProcess {
+  // For profiling: BENCH_SIDECAR_NODE_ARGS="--cpu-prof --cpu-prof-dir=bench/results"
+  const nodeArgs = process.env.BENCH_SIDECAR_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const fd = openSync(logFile, 'a');
+  const child = spawn(process.execPath, [...nodeArgs, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
+  process.once('exit', () => child.kill('SIGKILL'));
+  return child;
+}
+
+async function stopServer(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+async function answering(port: number, apiKey: string): Promise<GrpcLoad> {
+  await waitFor('the TokenVault API', async () => {
+    const probe = new GrpcLoad(port, 1, apiKey);
+    try {
+      return (await probe.call()).status === grpc.status.OK ? true : undefined;
+    } finally {
+      probe.close();
+    }
+  }, 20_000, 100);
+  return new GrpcLoad(port, channelCount, apiKey);
+}
+
+async function measure(load: GrpcLoad, pid: number, at: number): Promise<{ measured: RunResult; cpuPercent: number }> {
+  rate = at;
+  log(`warm-up: ${warmupSeconds} s at ${at}/s`);
+  await drive(load, warmupSeconds);
+  log(`measuring: ${seconds} s at ${at}/s`);
+  const cpuBefore = cpuSeconds(pid);
+  const measured = await drive(load, seconds);
+  const cpuPercent = (100 * (cpuSeconds(pid) - cpuBefore)) / measured.seconds;
+  log(`p50 ${measured.latencyMs.p50.toFixed(2)} ms, p99 ${measured.latencyMs.p99.toFixed(2)} ms, errors ${JSON.stringify(measured.errors)}, server CPU ${cpuPercent.toFixed(0)} %`);
+  return { measured, cpuPercent };
+}
+
+async function main(): Promise<void> {
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const keys = generateKeySpec('bench1');
+  const db = await createTestDatabase('bench_vault');
+  let sidecar: ChildProcess | undefined;
+  let floor: ChildProcess | undefined;
+  const loads: GrpcLoad[] = [];
+  try {
+    await migrate(db.pool);
+    const store = new GrantStore(db.pool, parseKeyRing(keys));
+    for (let first = 0; first < grantCount; first += 200) {
+      await store.recordCaptures(Array.from({ length: Math.min(200, grantCount - first) }, (_, index) => login(`user-${first + index}`)));
+    }
+    const apiKey = (await new ApiKeyRepository(db.pool).create('bench', ['bench'], ['get'])).token;
+    log(`${grantCount} grants stored`);
+
+    const [listen, apiPort, opsPort, floorPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    sidecar = startServer(
+      [path.join(ROOT, 'bin/token-tap.js'), 'serve', '--listen', `127.0.0.1:${listen}`, '--api-listen', `127.0.0.1:${apiPort}`],
+      {
+        DATABASE_URL: db.url,
+        TOKEN_TAP_KEYS: keys,
+        TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${opsPort}`,
+        TOKEN_TAP_SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-spool-')),
+        LOG_LEVEL: 'warn',
+      },
+      path.join(RESULTS_DIR, `${stamp}-token-vault-sidecar.log`),
+    );
+    const sidecarLoad = await answering(apiPort, apiKey);
+    loads.push(sidecarLoad);
+    let floorLoad: GrpcLoad | undefined;
+    if (!flags['skip-floor']) {
+      floor = startServer([path.join(ROOT, 'dist/bench/token-vault-echo.js'), String(floorPort)], {}, path.join(RESULTS_DIR, `${stamp}-token-vault-floor.log`));
+      floorLoad = await answering(floorPort, apiKey);
+      loads.push(floorLoad);
+    }
+    if (flags['dry-run']) {
+      log('dry run: the servers answer; not measuring');
+      return;
+    }
+    const countEvents = async () => (await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM access_events')).rows[0]!.n;
+    const eventsBefore = await countEvents();
+    const loadBefore = os.loadavg()[0]!;
+    const rows: Row[] = [];
+    for (const at of rates) {
+      rows.push({ server: 'sidecar', rate: at, ...(await measure(sidecarLoad, sidecar.pid!, at)) });
+      if (floorLoad) rows.push({ server: 'floor', rate: at, ...(await measure(floorLoad, floor!.pid!, at)) });
+    }
+    const sidecarRows = rows.filter((row) => row.server === 'sidecar');
+    const audited = {
+      rows: (await countEvents()) - eventsBefore,
+      calls: sidecarRows.reduce((total, row) => total + row.measured.sent + Math.round(row.rate * warmupSeconds), 0),
+    };
+    const server = await serverHistogram(opsPort);
+    const meta = {
+      date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+      command: `node --enable-source-maps dist/bench/token-vault.js ${process.argv.slice(2).join(' ')}`.trim(),
+      cpus: `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'CPU'}`,
+      memoryGiB: (os.totalmem() / 2 ** 30).toFixed(0),
+      node: process.version,
+      // Others' work on the machine shows in the tail; the 1-minute load average says how much there was.
+      load: `${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after`,
+    };
+    writeFileSync(path.join(RESULTS_DIR, `${stamp}-token-vault.json`), JSON.stringify({ meta, seconds, warmupSeconds, grantCount, rows, server, audited }, null, 2));
+    writeSection(renderSection(meta, rows, server, audited));
+    log(`wrote the "TokenVault GetGrant" section of ${RESULTS_FILE}`);
+  } finally {
+    for (const load of loads) load.close();
+    await stopServer(sidecar);
+    await stopServer(floor);
+    await db.drop();
+  }
+}
+
+await main();

@@ -1,0 +1,130 @@
+// The TokenVault API server: its own gRPC listener (never the ext_proc one) and its own Postgres
+// connections, so a slow IdP holding refresh locks cannot starve the capture writer. Also runs the
+// retention purge when one is scheduled.
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { formatHostPort, type HostPort } from '../config.js';
+import { AccessEventLog } from '../vault/access-events.js';
+import { ApiKeyRepository } from '../vault/api-keys.js';
+import type { KeyRing } from '../vault/crypto.js';
+import { createPool } from '../vault/db.js';
+import { schedulePurge } from '../vault/purge.js';
+import { GrantRefresher } from '../vault/refresh.js';
+import { GrantRevoker } from '../vault/revoke.js';
+import { GrantStore } from '../vault/store.js';
+import { Authenticator } from './auth.js';
+import type { TokenVaultConfig } from './config.js';
+import { createApiMetrics } from './metrics.js';
+import { loadTokenVault } from './protocol.js';
+import { createTokenVaultHandlers } from './service.js';
+import { preloadWire } from './wire.js';
+
+export interface TokenVault {
+  /** Where the API listens; undefined when it is off. */
+  address: HostPort | undefined;
+  refresher: GrantRefresher;
+  close(graceMs?: number): Promise<void>;
+}
+
+export interface TokenVaultDependencies {
+  databaseUrl: string;
+  keyRing: KeyRing;
+  logger: Logger;
+  registry: Registry;
+  onPostgresError?: () => void;
+}
+
+function credentials(config: TokenVaultConfig): grpc.ServerCredentials {
+  if (!config.tls) return grpc.ServerCredentials.createInsecure();
+  const { cert, key, clientCa } = config.tls;
+  return grpc.ServerCredentials.createSsl(clientCa ?? null, [{ cert_chain: cert, private_key: key }], clientCa !== undefined);
+}
+
+export async function startTokenVault(config: TokenVaultConfig, dependencies: TokenVaultDependencies): Promise<TokenVault> {
+  const { logger } = dependencies;
+  const pool = createPool({
+    databaseUrl: dependencies.databaseUrl,
+    max: config.poolSize,
+    logger,
+    onError: dependencies.onPostgresError,
+    applicationName: 'token-tap-api',
+  });
+  const store = new GrantStore(pool, dependencies.keyRing);
+  const metrics = createApiMetrics(dependencies.registry);
+  const refresher = new GrantRefresher({
+    pool,
+    store,
+    clients: config.idpClients,
+    logger,
+    onUpstream: (idp, outcome) => metrics.upstreamRefreshes.inc({ idp, outcome }),
+    // Half the connections at most wait on IdPs; the rest serve reads and the audit writer.
+    maxConcurrent: Math.max(1, Math.floor(config.poolSize / 2)),
+  });
+  const revoker = new GrantRevoker({ pool, store, clients: config.idpClients });
+  const purge = config.purgeIntervalMs !== undefined ? schedulePurge(pool, config.retention, config.purgeIntervalMs, logger) : undefined;
+
+  let server: grpc.Server | undefined;
+  let address: HostPort | undefined;
+  if (config.listen) {
+    const bindAddress = formatHostPort(config.listen);
+    const handlers = createTokenVaultHandlers({
+      pool,
+      store,
+      refresher,
+      revoker,
+      authenticator: new Authenticator(new ApiKeyRepository(pool)),
+      events: new AccessEventLog(pool),
+      autoRefreshSeconds: config.autoRefreshSeconds,
+      logger,
+      metrics,
+    });
+    const candidate = new grpc.Server();
+    try {
+      candidate.addService(loadTokenVault().service, handlers);
+      const port = await new Promise<number>((resolve, reject) =>
+        candidate.bindAsync(bindAddress, credentials(config), (error, bound) => (error ? reject(error) : resolve(bound))),
+      );
+      server = candidate;
+      address = { host: config.listen.host, port };
+    } catch (error) {
+      // Captures matter more than the API: a missed login's tokens are gone for good, while the
+      // API can be fixed and restarted. So the sidecar goes on, loudly, without it.
+      logger.error(
+        { apiListen: bindAddress, err: { message: (error as Error).message } },
+        'cannot serve the TokenVault API (TOKEN_TAP_API_LISTEN); going on without it',
+      );
+      candidate.forceShutdown();
+    }
+  }
+  if (server && address) {
+    const listen = formatHostPort(address);
+    if (!config.tls && !['127.0.0.1', '::1', 'localhost'].includes(address.host)) {
+      logger.warn({ listen }, 'the TokenVault API listens beyond loopback without TLS; set TOKEN_TAP_API_TLS_CERT/KEY (and _CLIENT_CA for mTLS) unless the network is trusted');
+    }
+    logger.info({ listen, tls: config.tls ? (config.tls.clientCa ? 'mtls' : 'tls') : 'none', idpClients: [...config.idpClients.keys()] }, 'TokenVault API ready');
+    setImmediate(preloadWire);
+  }
+
+  return {
+    address,
+    refresher,
+    async close(graceMs = 5_000) {
+      if (server) {
+        const closing = server;
+        await new Promise<void>((resolve) => {
+          const force = setTimeout(() => {
+            closing.forceShutdown();
+            resolve();
+          }, graceMs);
+          closing.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
+        });
+      }
+      await purge?.stop();
+      await pool.end().catch(() => undefined);
+    },
+  };
+}

@@ -1,0 +1,271 @@
+// The TokenVault gRPC service. Each call: authenticate, authorize for its IdP and operation, do
+// the work, write one access_events row, answer. The audit row is written before the answer
+// leaves; when it cannot be written the answer is withheld (UNAVAILABLE), so nothing is served
+// unrecorded. Errors become gRPC statuses here and nowhere else.
+import * as grpc from '@grpc/grpc-js';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { ALL, type Operation } from '../vault/api-keys.js';
+import type { AccessEvent, AccessEventLog, AccessOutcome } from '../vault/access-events.js';
+import { DecryptError } from '../vault/crypto.js';
+import { eraseSubject } from '../vault/erase.js';
+import { grantNotFound, VaultError } from '../vault/errors.js';
+import { listGrants, subjectsByEmail, type GrantPosition } from '../vault/grant-index.js';
+import type { GrantRefresher } from '../vault/refresh.js';
+import type { GrantRevoker } from '../vault/revoke.js';
+import type { GrantRecord, GrantRow, GrantStore } from '../vault/store.js';
+import { AccessDenied, authorize, mayDo, type Authenticator, type Caller } from './auth.js';
+import type { ApiMetrics } from './metrics.js';
+import type {
+  DeleteSubjectRequest,
+  DeleteSubjectResponse,
+  GetGrantRequest,
+  GetGrantResponse,
+  ListGrantsRequest,
+  ListGrantsResponse,
+  RefreshGrantRequest,
+  RefreshGrantResponse,
+  RevokeGrantRequest,
+  RevokeGrantResponse,
+  UserSelector,
+} from './protocol.js';
+import { grantMessage, summaryMessage, summaryOfGrant } from './wire.js';
+
+export interface TokenVaultServiceOptions {
+  pool: pg.Pool;
+  store: GrantStore;
+  refresher: GrantRefresher;
+  revoker: GrantRevoker;
+  authenticator: Authenticator;
+  events: AccessEventLog;
+  /** GetGrant refreshes first when the access token expires within this many seconds (keys with refresh). */
+  autoRefreshSeconds: number;
+  logger: Logger;
+  metrics: ApiMetrics;
+}
+
+const DEFAULT_PAGE_SIZE = 100;
+const MAX_PAGE_SIZE = 1000;
+const MAX_NAME_LENGTH = 1024;
+
+/** What the audit row says about the grant a call touched. */
+interface AuditNotes {
+  idp?: string;
+  subject?: string;
+  detail?: string;
+}
+
+const GRPC_CODES: Record<AccessOutcome, grpc.status> = {
+  ok: grpc.status.OK,
+  unauthenticated: grpc.status.UNAUTHENTICATED,
+  permission_denied: grpc.status.PERMISSION_DENIED,
+  invalid_argument: grpc.status.INVALID_ARGUMENT,
+  not_found: grpc.status.NOT_FOUND,
+  failed_precondition: grpc.status.FAILED_PRECONDITION,
+  unavailable: grpc.status.UNAVAILABLE,
+  internal: grpc.status.INTERNAL,
+};
+
+// Postgres unreachable or going away (connection exceptions, admin shutdown, too many clients),
+// or reachable but not yet migrated (the sidecar started while it was down and is still retrying).
+function isPostgresUnavailable(error: unknown): boolean {
+  const code = (error as { code?: unknown })?.code;
+  // pg's pool gives up waiting for a free connection with this message and no code.
+  if ((error as Error)?.message === 'timeout exceeded when trying to connect') return true;
+  if (typeof code !== 'string') return false;
+  return /^(08|57P)/.test(code) || ['53300', '42P01', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(code);
+}
+
+function required(value: string | undefined, field: string): string {
+  if (!value) throw new VaultError(`${field} is required`, 'invalid_argument');
+  if (value.length > MAX_NAME_LENGTH) throw new VaultError(`${field} is longer than ${MAX_NAME_LENGTH} characters`, 'invalid_argument');
+  return value;
+}
+
+function tlsClientOf(call: grpc.ServerUnaryCall<unknown, unknown>): string | undefined {
+  const certificate = call.getAuthContext?.()?.sslPeerCertificate;
+  const subject = certificate?.subject as Record<string, string | string[]> | undefined;
+  const cn = subject?.CN;
+  return Array.isArray(cn) ? cn.join(',') : cn;
+}
+
+function encodePageToken(position: GrantPosition): string {
+  return Buffer.from(JSON.stringify([position.idp, position.subject])).toString('base64url');
+}
+
+function decodePageToken(token: string): GrantPosition | undefined {
+  if (!token) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
+    if (Array.isArray(parsed) && parsed.length === 2 && parsed.every((part) => typeof part === 'string')) return { idp: parsed[0] as string, subject: parsed[1] as string };
+  } catch {
+    // fall through
+  }
+  throw new VaultError('page_token is not one this server handed out; start again with an empty page_token', 'invalid_argument');
+}
+
+export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grpc.UntypedServiceImplementation {
+  const { pool, store, refresher, revoker, authenticator, events, logger, metrics } = options;
+
+  /**
+   * `prefetch` names the grant a request is about when it can be read with the key check, in
+   * one query (GetGrant by subject, the hot path); `run` then gets the row, still sealed.
+   */
+  function unary<Req, Res>(
+    operation: string,
+    run: (request: Req, caller: Caller, notes: AuditNotes, prefetched: GrantRow | undefined) => Promise<Res>,
+    prefetch?: (request: Req) => { idp: string; subject: string } | undefined,
+  ): grpc.handleUnaryCall<Req, Res> {
+    return (call, callback) => {
+      const started = process.hrtime.bigint();
+      const notes: AuditNotes = {};
+      const event: AccessEvent = { operation, outcome: 'internal', peer: call.getPeer(), tlsClient: tlsClientOf(call) };
+      let value: Res | undefined;
+      let failure: { code: grpc.status; details: string } | undefined;
+      void (async () => {
+        try {
+          const { caller, grant } = await authenticator.authenticate(call.metadata, prefetch?.(call.request));
+          event.apiKeyId = caller.apiKeyId;
+          event.caller = caller.name;
+          value = await run(call.request, caller, notes, grant);
+          event.outcome = 'ok';
+        } catch (error) {
+          const refusal = classify(error, operation);
+          event.outcome = refusal.outcome;
+          event.detail = refusal.detail;
+          if (error instanceof AccessDenied && error.presentedKeyId) event.apiKeyId ??= error.presentedKeyId;
+          failure = { code: GRPC_CODES[refusal.outcome], details: refusal.message };
+        }
+        event.idp = notes.idp;
+        event.subject = notes.subject;
+        if (event.outcome === 'ok') event.detail = notes.detail;
+        try {
+          await events.record(event);
+        } catch (error) {
+          logger.error({ operation, err: { message: (error as Error).message, code: (error as { code?: string }).code } }, 'cannot write an access event; answer withheld');
+          event.outcome = 'unavailable';
+          failure = { code: grpc.status.UNAVAILABLE, details: 'the access record could not be written to Postgres, so the answer is withheld; try again' };
+        }
+        metrics.calls.inc({ operation, outcome: event.outcome });
+        metrics.callSeconds.observe({ operation }, Number(process.hrtime.bigint() - started) / 1e9);
+        if (failure) callback(failure, null);
+        else callback(null, value);
+      })();
+    };
+  }
+
+  function classify(error: unknown, operation: string): { outcome: AccessOutcome; message: string; detail: string } {
+    if (error instanceof AccessDenied) return { outcome: error.outcome, message: error.message, detail: error.detail };
+    if (error instanceof VaultError) return { outcome: error.outcome, message: error.message, detail: error.message };
+    if (error instanceof DecryptError) return { outcome: 'failed_precondition', message: error.message, detail: error.message };
+    if (isPostgresUnavailable(error)) {
+      return { outcome: 'unavailable', message: 'Postgres cannot be reached; try again', detail: `Postgres unavailable (${(error as { code?: string }).code})` };
+    }
+    logger.error({ operation, err: { name: (error as Error)?.name, message: (error as Error)?.message, code: (error as { code?: string })?.code } }, 'TokenVault call failed');
+    return { outcome: 'internal', message: 'internal error; the sidecar log has the details', detail: (error as Error)?.message ?? 'internal error' };
+  }
+
+  /** The subject a request names, directly or by email claim; recorded for the audit row. */
+  async function subjectOf(request: UserSelector, idp: string, notes: AuditNotes): Promise<string> {
+    const which = request.user ?? (request.subject ? 'subject' : request.email ? 'email' : undefined);
+    if (which === 'subject') {
+      notes.subject = required(request.subject, 'subject');
+      return notes.subject;
+    }
+    if (which !== 'email') throw new VaultError('set subject or email', 'invalid_argument');
+    const email = required(request.email, 'email');
+    notes.detail = 'by email';
+    const subjects = await subjectsByEmail(pool, idp, email);
+    if (subjects.length === 0) throw new VaultError(`no grant stored for IdP "${idp}" with that email`, 'not_found');
+    if (subjects.length > 1) throw new VaultError(`several users of IdP "${idp}" have that email; ask by subject`, 'failed_precondition');
+    notes.subject = subjects[0]!;
+    return notes.subject;
+  }
+
+  /** The grant, from the row read with the key check when there is one. */
+  async function readGrant(idp: string, subject: string, prefetched: GrantRow | undefined): Promise<GrantRecord> {
+    const grant = prefetched ? store.decrypt(prefetched) : await store.findGrant(idp, subject);
+    if (!grant) throw grantNotFound(idp, subject);
+    if (grant.status === 'revoked') throw new VaultError(`grant (${idp}, ${subject}) is revoked: the user must sign in again`, 'failed_precondition');
+    return grant;
+  }
+
+  const bySubject = (request: UserSelector) =>
+    request.idp && request.subject && request.user !== 'email' && request.subject.length <= MAX_NAME_LENGTH ? { idp: request.idp, subject: request.subject } : undefined;
+
+  const GetGrant = unary<GetGrantRequest, GetGrantResponse>('GetGrant', async (request, caller, notes, prefetched) => {
+    const idp = (notes.idp = required(request.idp, 'idp'));
+    const operations: Operation[] = ['get'];
+    if (request.refresh_if_expires_within_seconds > 0) operations.push('refresh');
+    if (request.include_refresh_token) operations.push('read_refresh_token');
+    authorize(caller, operations, idp);
+    const subject = await subjectOf(request, idp, notes);
+    const readAt = new Date();
+    let grant = await readGrant(idp, subject, prefetched);
+    const windowSeconds = request.refresh_if_expires_within_seconds || (mayDo(caller, 'refresh') ? options.autoRefreshSeconds : 0);
+    const expiresAt = grant.accessTokenExpiresAt?.getTime();
+    let refreshed = false;
+    if (windowSeconds > 0 && expiresAt !== undefined && expiresAt - Date.now() < windowSeconds * 1000 && grant.refreshToken) {
+      try {
+        const result = await refresher.refresh(idp, subject, { arrivedAt: readAt, onlyIfExpiringWithinMs: windowSeconds * 1000 });
+        grant = result.grant;
+        refreshed = result.refreshedByThisCall;
+        notes.detail = [notes.detail, refreshed ? 'refreshed at the IdP first' : undefined].filter(Boolean).join('; ') || undefined;
+      } catch (error) {
+        // An IdP that is down should not take away a token that still works.
+        if (!(error instanceof VaultError && error.outcome === 'unavailable' && expiresAt > Date.now())) throw error;
+        notes.detail = `automatic refresh failed (${error.message}); served the current access token`;
+      }
+    }
+    return { grant: grantMessage(grant, { tokens: true, refreshToken: request.include_refresh_token }), refreshed };
+  }, bySubject);
+
+  const ListGrants = unary<ListGrantsRequest, ListGrantsResponse>('ListGrants', async (request, caller, notes) => {
+    const idp = request.idp || undefined;
+    if (idp) notes.idp = required(idp, 'idp');
+    authorize(caller, ['list'], idp);
+    const idps = idp ? [idp] : caller.idps.includes(ALL) ? undefined : caller.idps;
+    const limit = Math.min(request.page_size || DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE);
+    const page = await listGrants(pool, { idps, after: decodePageToken(request.page_token), limit });
+    notes.detail = `${page.grants.length} grants`;
+    return { grants: page.grants.map(summaryMessage), next_page_token: page.next ? encodePageToken(page.next) : '' };
+  });
+
+  const RefreshGrant = unary<RefreshGrantRequest, RefreshGrantResponse>('RefreshGrant', async (request, caller, notes) => {
+    const idp = (notes.idp = required(request.idp, 'idp'));
+    authorize(caller, ['refresh'], idp);
+    const subject = await subjectOf(request, idp, notes);
+    const result = await refresher.refresh(idp, subject);
+    notes.detail = [notes.detail, result.refreshedByThisCall ? 'refreshed at the IdP' : 'served a refresh made after this call arrived'].filter(Boolean).join('; ');
+    return {
+      grant: grantMessage(result.grant, { tokens: mayDo(caller, 'get'), refreshToken: false }),
+      refreshed_by_this_call: result.refreshedByThisCall,
+    };
+  });
+
+  const RevokeGrant = unary<RevokeGrantRequest, RevokeGrantResponse>('RevokeGrant', async (request, caller, notes) => {
+    const idp = (notes.idp = required(request.idp, 'idp'));
+    authorize(caller, ['revoke'], idp);
+    const subject = await subjectOf(request, idp, notes);
+    const result = await revoker.revoke(idp, subject);
+    notes.detail = [notes.detail, result.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url, or already revoked)'].filter(Boolean).join('; ');
+    return { grant: summaryMessage(summaryOfGrant(result.grant)), revoked_at_idp: result.revokedAtIdp };
+  });
+
+  const DeleteSubject = unary<DeleteSubjectRequest, DeleteSubjectResponse>('DeleteSubject', async (request, caller, notes) => {
+    const idp = request.idp || undefined;
+    if (idp) notes.idp = required(idp, 'idp');
+    authorize(caller, request.revoke_at_idp ? ['delete', 'revoke'] : ['delete'], idp ?? ALL);
+    const which = request.user ?? (request.subject ? 'subject' : request.email ? 'email' : undefined);
+    if (which === undefined) throw new VaultError('set subject or email', 'invalid_argument');
+    const subject = which === 'subject' ? required(request.subject, 'subject') : undefined;
+    const email = which === 'email' ? required(request.email, 'email') : undefined;
+    notes.subject = subject;
+    const result = await eraseSubject(pool, { idps: idp ? [idp] : undefined, subject, email, revoker: request.revoke_at_idp ? revoker : undefined });
+    if (email && result.deleted.length === 1) notes.subject = result.deleted[0]!.subject;
+    notes.detail = `deleted ${result.deleted.length} grants (${result.deleted.map((ref) => `${ref.idp}/${ref.subject}`).join(', ')}) and ${result.captureEventsDeleted} capture events`;
+    return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted };
+  });
+
+  return { GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject } as grpc.UntypedServiceImplementation;
+}

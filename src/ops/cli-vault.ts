@@ -1,0 +1,346 @@
+// Operator commands for the vault: API keys, grants (list, refresh, revoke, delete), retention and
+// key rotation. They work on Postgres directly (DATABASE_URL, TOKEN_TAP_KEYS, TOKEN_TAP_IDP_CONFIG,
+// as the sidecar has them), and each writes an access_events row as an API call would, with the
+// caller "cli:<user>".
+import os from 'node:os';
+import type { Command } from 'commander';
+import type pg from 'pg';
+import { ConfigError } from '../config.js';
+import { AccessEventLog, type AccessEvent } from '../vault/access-events.js';
+import { ALL, ApiKeyInputError, ApiKeyRepository, OPERATIONS } from '../vault/api-keys.js';
+import { KeyRingError, parseKeyRing, type KeyRing } from '../vault/crypto.js';
+import { createPool } from '../vault/db.js';
+import { eraseSubject } from '../vault/erase.js';
+import { VaultError } from '../vault/errors.js';
+import { listGrants, type GrantSummaryRecord } from '../vault/grant-index.js';
+import { IDP_CONFIG_ENV, loadIdpClients, type IdpClients } from '../vault/idp-clients.js';
+import { parseAge, purgeExpired, type RetentionPolicy } from '../vault/purge.js';
+import { GrantRefresher } from '../vault/refresh.js';
+import { GrantRevoker } from '../vault/revoke.js';
+import { rotateKeys } from '../vault/rotation.js';
+import { GrantStore } from '../vault/store.js';
+import { grantToJson } from './cli.js';
+
+interface Vault {
+  pool: pg.Pool;
+  ring: KeyRing;
+  store: GrantStore;
+  clients: IdpClients;
+  events: AccessEventLog;
+}
+
+/** What each command needs from the environment; every missing piece is reported at once. */
+function connect(needs: { keys?: boolean; idps?: boolean }): { pool: pg.Pool; ring: KeyRing | undefined; clients: IdpClients } {
+  const problems: string[] = [];
+  const databaseUrl = process.env.DATABASE_URL ?? '';
+  if (!databaseUrl) problems.push('DATABASE_URL is not set: set it to the Postgres connection string the sidecar uses');
+  let ring: KeyRing | undefined;
+  if (needs.keys) {
+    try {
+      ring = parseKeyRing(process.env.TOKEN_TAP_KEYS ?? '');
+    } catch (error) {
+      if (!(error instanceof KeyRingError)) throw error;
+      problems.push(process.env.TOKEN_TAP_KEYS ? error.message : 'TOKEN_TAP_KEYS is not set: set it to the key ring the sidecar uses');
+    }
+  }
+  const clients = needs.idps ? loadIdpClients(process.env, problems) : new Map();
+  if (problems.length > 0) throw new ConfigError(problems);
+  return { pool: createPool({ databaseUrl, max: 2, applicationName: 'token-tap-cli' }), ring, clients };
+}
+
+function operator(): string {
+  try {
+    return `cli:${os.userInfo().username}`;
+  } catch {
+    return 'cli';
+  }
+}
+
+function explainMissingSchema(error: unknown): never {
+  if ((error as { code?: string }).code === '42P01') {
+    throw new Error('this database has no token-tap tables yet (or an older schema): start `token-tap serve` against it first');
+  }
+  throw error;
+}
+
+/** Runs a command against the vault, audited: one access_events row whatever the outcome. */
+async function audited(
+  operation: string,
+  needs: { keys?: boolean; idps?: boolean },
+  target: { idp?: string; subject?: string },
+  work: (vault: Vault, event: AccessEvent) => Promise<void>,
+): Promise<void> {
+  const { pool, ring, clients } = connect(needs);
+  const store = ring ? new GrantStore(pool, ring) : undefined;
+  const vault: Vault = {
+    pool,
+    clients,
+    events: new AccessEventLog(pool),
+    // Only commands that declared they need the key ring reach these.
+    get ring() {
+      return ring!;
+    },
+    get store() {
+      return store!;
+    },
+  };
+  const event: AccessEvent = { operation, outcome: 'internal', caller: operator(), idp: target.idp, subject: target.subject };
+  try {
+    await work(vault, event);
+    event.outcome = 'ok';
+  } catch (error) {
+    event.outcome = error instanceof VaultError ? error.outcome : 'internal';
+    event.detail = (error as Error).message;
+    if ((error as { code?: string }).code === '42P01') explainMissingSchema(error);
+    throw error;
+  } finally {
+    await vault.events.record(event).catch(() => undefined);
+    await pool.end();
+  }
+}
+
+function printJson(value: unknown): void {
+  process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
+}
+
+function summaryToJson(summary: GrantSummaryRecord): Record<string, unknown> {
+  return {
+    idp: summary.idp,
+    subject: summary.subject,
+    status: summary.status,
+    issuer: summary.issuer,
+    client_id: summary.clientId,
+    email: summary.email,
+    scope: summary.scope,
+    has_refresh_token: summary.hasRefreshToken,
+    access_token_expires_at: summary.accessTokenExpiresAt?.toISOString() ?? null,
+    refresh_token_expires_at: summary.refreshTokenExpiresAt?.toISOString() ?? null,
+    captured_at: summary.capturedAt.toISOString(),
+    updated_at: summary.updatedAt.toISOString(),
+    version: summary.version,
+  };
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function positive(text: string, flag: string, max: number): number {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value <= 0 || value > max) throw new Error(`${flag} must be an integer from 1 to ${max}, got "${text}"`);
+  return value;
+}
+
+function subcommand(program: Command, name: string, description: string): Command {
+  return program.commands.find((command) => command.name() === name) ?? program.command(name).description(description);
+}
+
+function registerApiKeyCommands(program: Command): void {
+  const apiKeys = program.command('api-keys').description('Keys for the TokenVault API: each allowed a set of IdPs and operations. Reads DATABASE_URL.');
+
+  apiKeys
+    .command('create')
+    .description(`Make a key and print it once (only its hash is stored). Operations: ${OPERATIONS.join(', ')}, or '${ALL}'.`)
+    .requiredOption('--name <name>', 'who will use it (shown in listings and in access_events)')
+    .option('--idp <name>', `an IdP the key may use; repeat for several, '${ALL}' for every IdP`, collect, [])
+    .option('--operation <op>', 'an operation the key may call; repeat for several', collect, [])
+    .action(async (options: { name: string; idp: string[]; operation: string[] }) => {
+      await audited('CreateApiKey', {}, {}, async ({ pool }, event) => {
+        try {
+          const key = await new ApiKeyRepository(pool).create(options.name, options.idp, options.operation);
+          event.apiKeyId = key.id;
+          event.detail = `key "${key.name}" for IdPs ${key.idps.join(',')} and operations ${key.operations.join(',')}`;
+          printJson({ id: key.id, name: key.name, idps: key.idps, operations: key.operations, created_at: key.createdAt.toISOString(), api_key: key.token });
+          process.stderr.write('token-tap: this is the only time the key is shown; callers send it as "authorization: Bearer <api_key>"\n');
+        } catch (error) {
+          if (error instanceof ApiKeyInputError) throw new VaultError(error.message, 'invalid_argument');
+          throw error;
+        }
+      });
+    });
+
+  apiKeys
+    .command('list')
+    .description('Every key: id, name, IdPs, operations, when made and revoked. Never a secret.')
+    .action(async () => {
+      const { pool } = connect({});
+      try {
+        const keys = await new ApiKeyRepository(pool).list().catch(explainMissingSchema);
+        printJson(
+          keys.map((key) => ({
+            id: key.id,
+            name: key.name,
+            idps: key.idps,
+            operations: key.operations,
+            created_at: key.createdAt.toISOString(),
+            revoked_at: key.revokedAt?.toISOString() ?? null,
+          })),
+        );
+      } finally {
+        await pool.end();
+      }
+    });
+
+  apiKeys
+    .command('revoke')
+    .description('Revoke a key: every later call with it is UNAUTHENTICATED.')
+    .requiredOption('--id <id>', 'the key id (api-keys list), the part after "ttk_"')
+    .action(async (options: { id: string }) => {
+      await audited('RevokeApiKey', {}, {}, async ({ pool }, event) => {
+        event.apiKeyId = options.id;
+        if (!(await new ApiKeyRepository(pool).revoke(options.id))) throw new VaultError(`no API key with id "${options.id}" (see token-tap api-keys list)`, 'not_found');
+        printJson({ id: options.id, revoked: true });
+      });
+    });
+}
+
+function registerGrantCommands(program: Command): void {
+  const grants = subcommand(program, 'grants', 'Read and manage captured grants (operators; tokens are printed decrypted).');
+
+  grants
+    .command('list')
+    .description('Grants without tokens, ordered by IdP and subject, as JSON. Reads DATABASE_URL.')
+    .option('--idp <name>', 'only this IdP')
+    .option('--limit <n>', 'at most this many (1-10000)', '100')
+    .option('--after <idp/subject>', 'start after this grant (the "next" of the previous page)')
+    .action(async (options: { idp?: string; limit: string; after?: string }) => {
+      const limit = positive(options.limit, '--limit', 10_000);
+      const separator = options.after?.indexOf('/') ?? -1;
+      if (options.after !== undefined && separator <= 0) throw new Error('--after must be IDP/SUBJECT, as printed in "next"');
+      const after = options.after ? { idp: options.after.slice(0, separator), subject: options.after.slice(separator + 1) } : undefined;
+      await audited('ListGrants', {}, { idp: options.idp }, async ({ pool }, event) => {
+        const page = await listGrants(pool, { idps: options.idp ? [options.idp] : undefined, after, limit });
+        event.detail = `${page.grants.length} grants`;
+        printJson({ grants: page.grants.map(summaryToJson), next: page.next ? `${page.next.idp}/${page.next.subject}` : null });
+      });
+    });
+
+  grants
+    .command('refresh')
+    .description(`Refresh a grant at its IdP with the stored refresh token and print it. Reads DATABASE_URL, TOKEN_TAP_KEYS and ${IDP_CONFIG_ENV}.`)
+    .requiredOption('--idp <name>', 'the IdP name')
+    .requiredOption('--subject <sub>', "the user's subject")
+    .action(async (options: { idp: string; subject: string }) => {
+      await audited('RefreshGrant', { keys: true, idps: true }, options, async ({ pool, store, clients }, event) => {
+        const result = await new GrantRefresher({ pool, store, clients }).refresh(options.idp, options.subject);
+        event.detail = result.refreshedByThisCall ? 'refreshed at the IdP' : 'served a refresh made after this call arrived';
+        printJson({ refreshed_by_this_call: result.refreshedByThisCall, grant: grantToJson(result.grant) });
+      });
+    });
+
+  grants
+    .command('revoke')
+    .description(`Revoke a grant at its IdP (RFC 7009, when it has a revocation_url) and mark it revoked. Reads DATABASE_URL, TOKEN_TAP_KEYS and ${IDP_CONFIG_ENV}.`)
+    .requiredOption('--idp <name>', 'the IdP name')
+    .requiredOption('--subject <sub>', "the user's subject")
+    .action(async (options: { idp: string; subject: string }) => {
+      await audited('RevokeGrant', { keys: true, idps: true }, options, async ({ pool, store, clients }, event) => {
+        const result = await new GrantRevoker({ pool, store, clients }).revoke(options.idp, options.subject);
+        event.detail = result.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url, or already revoked)';
+        printJson({ revoked_at_idp: result.revokedAtIdp, status: result.grant.status, version: result.grant.version });
+      });
+    });
+
+  grants
+    .command('delete')
+    .description('Delete every grant of a user, with the capture events that name them (privacy requests). Reads DATABASE_URL.')
+    .option('--idp <name>', 'only this IdP')
+    .option('--all-idps', 'every IdP (instead of --idp)', false)
+    .option('--subject <sub>', "the user's subject")
+    .option('--email <email>', "instead: every grant whose email claim matches (case-insensitive)")
+    .option('--revoke-at-idp', `revoke the tokens at the IdP first (needs TOKEN_TAP_KEYS and ${IDP_CONFIG_ENV})`, false)
+    .action(async (options: { idp?: string; allIdps: boolean; subject?: string; email?: string; revokeAtIdp: boolean }) => {
+      const problems: string[] = [];
+      if (Boolean(options.idp) === options.allIdps) problems.push('give either --idp NAME or --all-idps');
+      if (Boolean(options.subject) === Boolean(options.email)) problems.push('give either --subject SUB or --email EMAIL');
+      if (problems.length > 0) throw new Error(problems.join('\n'));
+      const needs = options.revokeAtIdp ? { keys: true, idps: true } : {};
+      await audited('DeleteSubject', needs, { idp: options.idp, subject: options.subject }, async ({ pool, store, clients }, event) => {
+        const revoker = options.revokeAtIdp ? new GrantRevoker({ pool, store, clients }) : undefined;
+        const result = await eraseSubject(pool, { idps: options.idp ? [options.idp] : undefined, subject: options.subject, email: options.email, revoker });
+        event.detail = `deleted ${result.deleted.length} grants and ${result.captureEventsDeleted} capture events`;
+        printJson({ deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted });
+      });
+    });
+}
+
+function registerUpkeepCommands(program: Command): void {
+  program
+    .command('purge')
+    .description(
+      'Delete grants not updated for longer than an age, and capture and access events older than another.\n' +
+        'Ages default to TOKEN_TAP_GRANT_RETENTION and TOKEN_TAP_EVENT_RETENTION (e.g. 90d, 12h). Reads DATABASE_URL.\n' +
+        'The sidecar runs the same purge itself every TOKEN_TAP_PURGE_INTERVAL when that is set.',
+    )
+    .option('--grants-older-than <age>', 'e.g. 90d (env TOKEN_TAP_GRANT_RETENTION)')
+    .option('--events-older-than <age>', 'e.g. 365d (env TOKEN_TAP_EVENT_RETENTION)')
+    .action(async (options: { grantsOlderThan?: string; eventsOlderThan?: string }) => {
+      const problems: string[] = [];
+      const read = (text: string | undefined, flag: string): number | undefined => {
+        if (!text) return undefined;
+        const ms = parseAge(text);
+        if (ms === undefined) problems.push(`${flag} must be an age such as 90d, 12h, 30m or 45s, got "${text}"`);
+        return ms;
+      };
+      const policy: RetentionPolicy = {
+        grantsOlderThanMs: read(options.grantsOlderThan ?? process.env.TOKEN_TAP_GRANT_RETENTION, '--grants-older-than'),
+        eventsOlderThanMs: read(options.eventsOlderThan ?? process.env.TOKEN_TAP_EVENT_RETENTION, '--events-older-than'),
+      };
+      if (problems.length === 0 && policy.grantsOlderThanMs === undefined && policy.eventsOlderThanMs === undefined) {
+        problems.push('nothing to purge: give --grants-older-than and/or --events-older-than (or set TOKEN_TAP_GRANT_RETENTION / TOKEN_TAP_EVENT_RETENTION)');
+      }
+      if (problems.length > 0) throw new Error(problems.join('\n'));
+      await audited('Purge', {}, {}, async ({ pool }, event) => {
+        const result = await purgeExpired(pool, policy);
+        event.detail = `purged ${result.grants} grants, ${result.pendingGrants} held grants, ${result.captureEvents} capture events, ${result.accessEvents} access events`;
+        printJson({
+          grants: result.grants,
+          pending_grants: result.pendingGrants,
+          capture_events: result.captureEvents,
+          access_events: result.accessEvents,
+        });
+      });
+    });
+
+  const keys = subcommand(program, 'keys', 'The encryption key ring (TOKEN_TAP_KEYS).');
+  keys
+    .command('rotate')
+    .description(
+      'Re-encrypt every grant under the active key (the first in TOKEN_TAP_KEYS), a batch per transaction.\n' +
+        'Stopped part way, it resumes where it left off when run again. Reads DATABASE_URL and TOKEN_TAP_KEYS.',
+    )
+    .option('--batch-size <n>', 'rows per transaction (1-10000)', '200')
+    .action(async (options: { batchSize: string }) => {
+      const batchSize = positive(options.batchSize, '--batch-size', 10_000);
+      await audited('RotateKeys', { keys: true }, {}, async ({ pool, ring, store }, event) => {
+        const result = await rotateKeys(pool, ring, store, {
+          batchSize,
+          onProgress: ({ table, done, total }) => process.stderr.write(`token-tap: ${table}: ${done}/${total} re-encrypted under key "${ring.activeKeyId}"\n`),
+        });
+        event.detail = `re-encrypted ${result.grants} grants and ${result.pendingGrants} held grants under key ${ring.activeKeyId}`;
+        printJson({
+          active_key_id: ring.activeKeyId,
+          grants: result.grants,
+          pending_grants: result.pendingGrants,
+          missing_keys: result.missing.map((missing) => ({ key_id: missing.keyId, grants: missing.grants, pending_grants: missing.pendingGrants })),
+        });
+        if (result.missing.length > 0) {
+          const names = result.missing.map((missing) => `"${missing.keyId}" (${missing.grants} grants, ${missing.pendingGrants} held grants)`).join(', ');
+          throw new VaultError(
+            `rows are sealed under key id ${names}, which TOKEN_TAP_KEYS lacks, so they cannot be re-encrypted: add the key back after the active one and run again, or delete those grants`,
+            'failed_precondition',
+          );
+        }
+      });
+    });
+}
+
+export function registerVaultCommands(program: Command): void {
+  // serve hands all its options to loadSidecarConfig, which reads this one into the vault config.
+  program.commands
+    .find((command) => command.name() === 'serve')
+    ?.option('--api-listen <host:port>', 'TokenVault gRPC API listen address, or "off" (env TOKEN_TAP_API_LISTEN, default 127.0.0.1:50052)');
+  registerApiKeyCommands(program);
+  registerGrantCommands(program);
+  registerUpkeepCommands(program);
+}

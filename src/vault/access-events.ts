@@ -1,0 +1,105 @@
+// The access_events table: one row per TokenVault call or operator command. It names the caller,
+// the operation, the grant and the outcome; it never holds a token, a key or a secret.
+//
+// Rows are written with group commit: calls that arrive while a write is in flight wait for the
+// next one, which inserts them all in one statement. Each caller learns that its own row is
+// committed before it answers. That commit does not wait for the WAL flush (synchronous_commit off
+// for this statement alone): Postgres flushes it within wal_writer_delay (200 ms by default), so
+// only a crash of Postgres itself in that window could lose rows, and an fsync (several ms on
+// some disks) stays off every call's path.
+import type pg from 'pg';
+
+export type AccessOutcome =
+  | 'ok'
+  | 'unauthenticated'
+  | 'permission_denied'
+  | 'invalid_argument'
+  | 'not_found'
+  | 'failed_precondition'
+  | 'unavailable'
+  | 'internal';
+
+export interface AccessEvent {
+  /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, ... */
+  operation: string;
+  outcome: AccessOutcome;
+  apiKeyId?: string | undefined;
+  /** The key's name, or "cli:<user>" for operator commands. */
+  caller?: string | undefined;
+  /** The client certificate's subject, with mTLS. */
+  tlsClient?: string | undefined;
+  peer?: string | undefined;
+  idp?: string | undefined;
+  subject?: string | undefined;
+  /** Why, in words; never token material. */
+  detail?: string | undefined;
+}
+
+const MAX_DETAIL = 500;
+const MAX_BATCH = 500;
+
+interface Waiting {
+  event: AccessEvent;
+  done: (error?: Error) => void;
+}
+
+export class AccessEventLog {
+  private waiting: Waiting[] = [];
+  private writing = false;
+
+  constructor(private readonly pool: pg.Pool) {}
+
+  /** Resolves once the row is committed. */
+  record(event: AccessEvent): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.waiting.push({ event, done: (error) => (error ? reject(error) : resolve()) });
+      if (!this.writing) void this.writeAll();
+    });
+  }
+
+  private async writeAll(): Promise<void> {
+    this.writing = true;
+    try {
+      while (this.waiting.length > 0) {
+        const batch = this.waiting.splice(0, MAX_BATCH);
+        try {
+          await this.insert(batch.map((entry) => entry.event));
+          for (const entry of batch) entry.done();
+        } catch (error) {
+          for (const entry of batch) entry.done(error as Error);
+        }
+      }
+    } finally {
+      this.writing = false;
+    }
+  }
+
+  private async insert(events: AccessEvent[]): Promise<void> {
+    const columns: unknown[][] = Array.from({ length: 9 }, () => []);
+    for (const event of events) {
+      [
+        event.operation,
+        event.outcome,
+        event.apiKeyId ?? null,
+        event.caller ?? null,
+        event.tlsClient ?? null,
+        event.peer ?? null,
+        event.idp ?? null,
+        event.subject ?? null,
+        event.detail?.slice(0, MAX_DETAIL) ?? null,
+      ].forEach((value, index) => columns[index]!.push(value));
+    }
+    // WITH ORDINALITY keeps the rows in call order, so ids follow the order calls finished.
+    await this.pool.query({
+      name: 'token-tap-access-events',
+      // set_config(..., true) lasts for this statement's own transaction, so its commit is the one relaxed.
+      text: `WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+       INSERT INTO access_events (operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail)
+       SELECT operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
+         WITH ORDINALITY AS event(operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, n), relaxed
+       ORDER BY n`,
+      values: columns,
+    });
+  }
+}

@@ -1,0 +1,20 @@
+// Why a vault operation did not happen, in terms a caller can act on. The API turns the outcome
+// into a gRPC status; the CLI into an exit code. Messages never contain token material.
+import type { AccessOutcome } from './access-events.js';
+
+export type VaultOutcome = Extract<AccessOutcome, 'invalid_argument' | 'not_found' | 'failed_precondition' | 'unavailable'>;
+
+export class VaultError extends Error {
+  override name = 'VaultError';
+  constructor(
+    message: string,
+    readonly outcome: VaultOutcome,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function grantNotFound(idp: string, subject: string): VaultError {
+  return new VaultError(`no grant stored for IdP "${idp}" and subject "${subject}"`, 'not_found');
+}

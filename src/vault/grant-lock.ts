@@ -1,0 +1,55 @@
+// One grant row locked for the length of a transaction (SELECT ... FOR UPDATE), so a refresh,
+// a revocation and a key rotation of the same grant never interleave, across sidecars too.
+import type pg from 'pg';
+import { DecryptError } from './crypto.js';
+import { VaultError } from './errors.js';
+import type { GrantRecord, GrantRow, GrantStore } from './store.js';
+
+const LOCK_NOT_AVAILABLE = '55P03';
+
+/**
+ * Runs `work` in a transaction holding the row lock of (idp, subject); `row` is undefined when
+ * there is no such grant. Waits at most `lockTimeoutMs` for another holder. Commits what `work`
+ * wrote unless it throws.
+ */
+export async function withLockedGrant<T>(
+  pool: pg.Pool,
+  idp: string,
+  subject: string,
+  lockTimeoutMs: number,
+  work: (client: pg.PoolClient, row: GrantRow | undefined) => Promise<T>,
+): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(lockTimeoutMs))}`);
+    const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2 FOR UPDATE', [idp, subject]);
+    const result = await work(client, rows[0]);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {
+      throw new VaultError(`grant (${idp}, ${subject}) is busy: another refresh or revocation held it for over ${lockTimeoutMs} ms; try again`, 'unavailable', { cause: error });
+    }
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+
+/** The locked row again, after `work` changed it. */
+export async function rereadGrant(client: pg.PoolClient, idp: string, subject: string): Promise<GrantRow> {
+  const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2', [idp, subject]);
+  return rows[0]!;
+}
+
+/** Decrypts a locked row; a row under a key that is not in the ring is the operator's to fix. */
+export function openGrant(store: GrantStore, row: GrantRow): GrantRecord {
+  try {
+    return store.decrypt(row);
+  } catch (error) {
+    if (error instanceof DecryptError) throw new VaultError(error.message, 'failed_precondition', { cause: error });
+    throw error;
+  }
+}

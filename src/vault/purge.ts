@@ -1,0 +1,77 @@
+// Retention: grants not updated for longer than a configured age, and capture and access events
+// older than another, are deleted. Deletes go in batches so no statement holds locks for long.
+import type pg from 'pg';
+import type { Logger } from 'pino';
+
+export interface RetentionPolicy {
+  /** Grants (and held grants) whose last login or refresh is older than this; undefined: kept. */
+  grantsOlderThanMs?: number;
+  /** capture_events and access_events older than this; undefined: kept. */
+  eventsOlderThanMs?: number;
+}
+
+export interface PurgeResult {
+  grants: number;
+  pendingGrants: number;
+  captureEvents: number;
+  accessEvents: number;
+}
+
+const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** "90d", "12h", "30m", "45s" → milliseconds; undefined for anything else. */
+export function parseAge(text: string): number | undefined {
+  const match = /^\s*(\d{1,6})\s*([smhd])\s*$/.exec(text);
+  if (!match) return undefined;
+  const ms = Number.parseInt(match[1]!, 10) * UNITS[match[2]!]!;
+  return ms > 0 ? ms : undefined;
+}
+
+async function deleteInBatches(pool: pg.Pool, table: string, column: string, before: Date, batchSize: number): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const { rowCount } = await pool.query(
+      `DELETE FROM ${table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${table} WHERE ${column} < $1 LIMIT $2))`,
+      [before, batchSize],
+    );
+    total += rowCount ?? 0;
+    if ((rowCount ?? 0) < batchSize) return total;
+  }
+}
+
+export async function purgeExpired(pool: pg.Pool, policy: RetentionPolicy, options: { now?: Date; batchSize?: number } = {}): Promise<PurgeResult> {
+  const now = (options.now ?? new Date()).getTime();
+  const batchSize = options.batchSize ?? 5_000;
+  const result: PurgeResult = { grants: 0, pendingGrants: 0, captureEvents: 0, accessEvents: 0 };
+  if (policy.grantsOlderThanMs !== undefined) {
+    const before = new Date(now - policy.grantsOlderThanMs);
+    result.grants = await deleteInBatches(pool, 'grants', 'updated_at', before, batchSize);
+    result.pendingGrants = await deleteInBatches(pool, 'pending_grants', 'observed_at', before, batchSize);
+  }
+  if (policy.eventsOlderThanMs !== undefined) {
+    const before = new Date(now - policy.eventsOlderThanMs);
+    result.captureEvents = await deleteInBatches(pool, 'capture_events', 'observed_at', before, batchSize);
+    result.accessEvents = await deleteInBatches(pool, 'access_events', 'at', before, batchSize);
+  }
+  return result;
+}
+
+/** Runs the purge every `intervalMs` in the sidecar; a failed run is logged and tried next time. */
+export function schedulePurge(pool: pg.Pool, policy: RetentionPolicy, intervalMs: number, logger: Logger): { stop(): Promise<void> } {
+  let running: Promise<void> | undefined;
+  const run = () => {
+    if (running) return;
+    running = purgeExpired(pool, policy)
+      .then((result) => logger.info({ purged: result }, 'retention purge done'))
+      .catch((error: Error) => logger.warn({ err: { message: error.message } }, 'retention purge failed; next try at the next interval'))
+      .finally(() => (running = undefined));
+  };
+  const timer = setInterval(run, intervalMs);
+  timer.unref();
+  return {
+    async stop() {
+      clearInterval(timer);
+      await running;
+    },
+  };
+}

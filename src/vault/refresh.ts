@@ -1,0 +1,154 @@
+// Refreshing a grant with its stored refresh token. IdPs that rotate refresh tokens accept each
+// one once (and some, oidc-provider among them, revoke the whole grant when one is replayed), so
+// two refreshes of one grant must never overlap:
+//  - in this process, callers that arrive while a refresh of the grant runs join it;
+//  - across processes (several sidecars, the CLI), the row lock serialises them, and the row is
+//    read again once the lock is held: if it changed after the caller arrived, that change is the
+//    fresh result and the IdP is not called again.
+// The rotated refresh token is written in the transaction that holds the lock.
+import { randomUUID } from 'node:crypto';
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import { stringClaim } from '../capture/jwt.js';
+import type { Capture } from '../capture/types.js';
+import { grantNotFound, VaultError } from './errors.js';
+import { openGrant, rereadGrant, withLockedGrant } from './grant-lock.js';
+import { IdpCallError, IDP_CONFIG_ENV, type IdpClients } from './idp-clients.js';
+import { markRevoked } from './revoke.js';
+import type { GrantRecord, GrantStore } from './store.js';
+
+export interface RefreshResult {
+  grant: GrantRecord;
+  /** False when a change made after the caller arrived (another refresh, a new login) was served. */
+  refreshedByThisCall: boolean;
+}
+
+export interface RefreshConditions {
+  /** When the caller asked; a grant updated since then is already fresh. Default: now. */
+  arrivedAt?: Date;
+  /** Refresh only if the access token expires within this many ms (automatic refresh on read). */
+  onlyIfExpiringWithinMs?: number;
+}
+
+export interface GrantRefresherOptions {
+  pool: pg.Pool;
+  store: GrantStore;
+  clients: IdpClients;
+  logger?: Logger;
+  /** How long a caller waits for another holder of the grant's row lock. */
+  lockTimeoutMs?: number;
+  /** Called once per call to the IdP's token endpoint, with its outcome. */
+  onUpstream?: (idp: string, outcome: 'ok' | 'invalid_grant' | 'refused' | 'unavailable') => void;
+  /**
+   * Refreshes of different grants running at once. Each holds a Postgres connection while the IdP
+   * answers; the limit keeps a slow IdP from taking every connection the reads need.
+   */
+  maxConcurrent?: number;
+}
+
+export class GrantRefresher {
+  private readonly running = new Map<string, Promise<RefreshResult>>();
+  private active = 0;
+  private readonly queued: Array<() => void> = [];
+
+  constructor(private readonly options: GrantRefresherOptions) {}
+
+  refresh(idp: string, subject: string, conditions: RefreshConditions = {}): Promise<RefreshResult> {
+    const key = JSON.stringify([idp, subject]);
+    const running = this.running.get(key);
+    if (running) return running.then((result) => ({ ...result, refreshedByThisCall: false }));
+    const arrived = { arrivedAt: new Date(), ...conditions };
+    const started = this.withSlot(() => this.refreshLocked(idp, subject, arrived)).finally(() => this.running.delete(key));
+    this.running.set(key, started);
+    return started;
+  }
+
+  /** Runs `work` when fewer than maxConcurrent refreshes run; a finishing one hands its slot on. */
+  private async withSlot<T>(work: () => Promise<T>): Promise<T> {
+    if (this.active >= Math.max(1, this.options.maxConcurrent ?? 2)) await new Promise<void>((resolve) => this.queued.push(resolve));
+    else this.active += 1;
+    try {
+      return await work();
+    } finally {
+      const next = this.queued.shift();
+      if (next) next();
+      else this.active -= 1;
+    }
+  }
+
+  private async refreshLocked(idp: string, subject: string, conditions: RefreshConditions & { arrivedAt: Date }): Promise<RefreshResult> {
+    const { pool, store, clients, logger, onUpstream } = this.options;
+    const lockTimeoutMs = this.options.lockTimeoutMs ?? 30_000;
+    let refusal: VaultError | undefined;
+    const result = await withLockedGrant(pool, idp, subject, lockTimeoutMs, async (tx, row): Promise<RefreshResult | undefined> => {
+      if (!row) throw grantNotFound(idp, subject);
+      const grant = openGrant(store, row);
+      if (grant.status === 'revoked') throw revokedError(idp, subject);
+      if (row.updated_at >= conditions.arrivedAt) return { grant, refreshedByThisCall: false };
+      const expiresAt = grant.accessTokenExpiresAt?.getTime();
+      if (conditions.onlyIfExpiringWithinMs !== undefined && expiresAt !== undefined && expiresAt - Date.now() > conditions.onlyIfExpiringWithinMs) {
+        return { grant, refreshedByThisCall: false };
+      }
+      if (!grant.refreshToken) {
+        throw new VaultError(`grant (${idp}, ${subject}) has no refresh token: the IdP issued none (many need an offline_access scope, or a setting, to issue one)`, 'failed_precondition');
+      }
+      const client = clients.get(idp);
+      if (!client) {
+        throw new VaultError(`no client credentials for IdP "${idp}": add it to the file named by ${IDP_CONFIG_ENV} (token_url, client_id, client_secret_env)`, 'failed_precondition');
+      }
+      // A refresh token works only for the client it was issued to.
+      if (grant.clientId && grant.clientId !== client.clientId) {
+        throw new VaultError(
+          `grant (${idp}, ${subject}) was issued to client "${grant.clientId}", but ${IDP_CONFIG_ENV} names client "${client.clientId}" for IdP "${idp}": use the client Okta uses`,
+          'failed_precondition',
+        );
+      }
+      const requestedAt = new Date();
+      let tokens;
+      try {
+        tokens = await client.refresh(grant.refreshToken);
+      } catch (error) {
+        if (!(error instanceof IdpCallError)) throw error;
+        if (error.errorCode === 'invalid_grant') {
+          onUpstream?.(idp, 'invalid_grant');
+          await markRevoked(tx, idp, subject);
+          logger?.warn({ idp, subject }, 'IdP refused the stored refresh token (invalid_grant); grant marked revoked');
+          refusal = revokedError(idp, subject, 'the IdP refused the stored refresh token (invalid_grant)');
+          return undefined;
+        }
+        onUpstream?.(idp, error.kind === 'unavailable' ? 'unavailable' : 'refused');
+        throw new VaultError(
+          error.kind === 'unavailable' ? `${error.message}; try again` : `${error.message}; check the client for IdP "${idp}" in ${IDP_CONFIG_ENV}`,
+          error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition',
+          { cause: error },
+        );
+      }
+      onUpstream?.(idp, 'ok');
+      const refreshed: Capture = {
+        captureId: randomUUID(),
+        idp,
+        observedAt: requestedAt,
+        httpStatus: 200,
+        outcome: 'stored',
+        subject,
+        issuer: stringClaim(tokens.claims, 'iss'),
+        clientId: undefined,
+        email: stringClaim(tokens.claims, 'email'),
+        tokens,
+        errorCode: undefined,
+        detail: undefined,
+      };
+      await store.writeObtainedTokens(tx, refreshed, grant);
+      // The time of writing, not of the transaction's start: callers that arrived while the IdP
+      // answered compare their arrival with it.
+      await tx.query('UPDATE grants SET updated_at = clock_timestamp() WHERE idp = $1 AND subject = $2', [idp, subject]);
+      return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
+    });
+    if (refusal) throw refusal;
+    return result!;
+  }
+}
+
+function revokedError(idp: string, subject: string, why = 'it was revoked'): VaultError {
+  return new VaultError(`grant (${idp}, ${subject}) is revoked (${why}): the user must sign in again`, 'failed_precondition');
+}

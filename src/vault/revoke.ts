@@ -1,0 +1,66 @@
+// Revoking a grant: RFC 7009 at the IdP when it has a revocation_url, then the grant is marked
+// revoked and its tokens erased. The row stays locked throughout, so no refresh can rotate the
+// refresh token between the IdP's revocation and the mark.
+import type pg from 'pg';
+import { grantNotFound, VaultError } from './errors.js';
+import { openGrant, rereadGrant, withLockedGrant } from './grant-lock.js';
+import { IdpCallError, type IdpClients } from './idp-clients.js';
+import type { GrantRecord, GrantStore } from './store.js';
+
+/**
+ * Marks a grant revoked inside the caller's transaction (which holds the row lock). Its tokens are
+ * erased: they are dead at the IdP, and a vault should not keep what it cannot use.
+ */
+export async function markRevoked(client: pg.PoolClient, idp: string, subject: string): Promise<void> {
+  await client.query(
+    `UPDATE grants SET status = 'revoked', access_token = NULL, refresh_token = NULL, id_token = NULL, access_token_fp = NULL,
+                       updated_at = clock_timestamp(), version = version + 1
+     WHERE idp = $1 AND subject = $2`,
+    [idp, subject],
+  );
+}
+
+export interface RevokeResult {
+  grant: GrantRecord;
+  revokedAtIdp: boolean;
+}
+
+export interface GrantRevokerOptions {
+  pool: pg.Pool;
+  store: GrantStore;
+  clients: IdpClients;
+  lockTimeoutMs?: number;
+}
+
+export class GrantRevoker {
+  constructor(private readonly options: GrantRevokerOptions) {}
+
+  /** Revoking a revoked grant succeeds and changes nothing. */
+  async revoke(idp: string, subject: string): Promise<RevokeResult> {
+    const { pool, store, clients } = this.options;
+    const client = clients.get(idp);
+    return withLockedGrant(pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
+      if (!row) throw grantNotFound(idp, subject);
+      if (row.status === 'revoked') return { grant: openGrant(store, row), revokedAtIdp: false };
+      let revokedAtIdp = false;
+      if (client?.canRevoke) {
+        const grant = openGrant(store, row);
+        // The refresh token first: revoking it ends the whole grant at most IdPs (RFC 7009 2.1).
+        const tokens = [
+          ['refresh_token', grant.refreshToken],
+          ['access_token', grant.accessToken],
+        ] as const;
+        try {
+          for (const [hint, token] of tokens) {
+            if (token && (await client.revoke(token, hint)) === 'revoked') revokedAtIdp = true;
+          }
+        } catch (error) {
+          if (!(error instanceof IdpCallError)) throw error;
+          throw new VaultError(`${error.message}; the grant is unchanged, try again`, error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition', { cause: error });
+        }
+      }
+      await markRevoked(tx, idp, subject);
+      return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), revokedAtIdp };
+    });
+  }
+}

@@ -1,0 +1,166 @@
+// Key rotation: every grant (and held grant) sealed under an older key of the ring is opened and
+// sealed again under the active key, a batch per transaction. Each batch commits, so a run that
+// stops part way is resumed by running it again. Rows under a key that is no longer in the ring
+// cannot be opened; they are left alone and reported by key id.
+import type pg from 'pg';
+import { fingerprint, open, seal, type KeyRing } from './crypto.js';
+import type { GrantStore } from './store.js';
+
+const GRANT_FIELDS = ['access_token', 'refresh_token', 'id_token', 'extras'] as const;
+const RETRYABLE = new Set(['40P01', '40001']); // deadlock detected, serialization failure
+
+export interface RotationProgress {
+  table: 'grants' | 'pending_grants';
+  done: number;
+  total: number;
+}
+
+export interface RotationResult {
+  grants: number;
+  pendingGrants: number;
+  /** Keys rows are sealed under that the ring lacks, with how many rows each. */
+  missing: Array<{ keyId: string; grants: number; pendingGrants: number }>;
+}
+
+export class RotationError extends Error {
+  override name = 'RotationError';
+}
+
+interface GrantCipherRow {
+  idp: string;
+  subject: string;
+  key_id: string;
+  access_token: Buffer | null;
+  refresh_token: Buffer | null;
+  id_token: Buffer | null;
+  extras: Buffer | null;
+  access_token_fp: string | null;
+}
+
+interface PendingCipherRow {
+  capture_id: string;
+  idp: string;
+  key_id: string;
+  payload: Buffer;
+  access_token_fp: string;
+}
+
+async function countByKey(pool: pg.Pool, table: string, activeKeyId: string): Promise<Map<string, number>> {
+  const { rows } = await pool.query<{ key_id: string; n: number }>(`SELECT key_id, count(*)::int AS n FROM ${table} WHERE key_id <> $1 GROUP BY key_id`, [activeKeyId]);
+  return new Map(rows.map((row) => [row.key_id, row.n]));
+}
+
+/** Runs `batch` in its own transaction until it finds nothing to do; `committed` hears of each commit. */
+async function inBatches(pool: pg.Pool, batch: (client: pg.PoolClient) => Promise<number>, committed: (rows: number) => void): Promise<void> {
+  for (;;) {
+    let done = 0;
+    for (let attempt = 1; ; attempt += 1) {
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        done = await batch(client);
+        await client.query('COMMIT');
+        break;
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        // A capture batch locking the same rows in another order: try the batch again.
+        if (!RETRYABLE.has((error as { code?: string }).code ?? '') || attempt >= 5) throw error;
+      } finally {
+        client.release();
+      }
+    }
+    if (done === 0) return;
+    committed(done);
+  }
+}
+
+export async function rotateKeys(
+  pool: pg.Pool,
+  ring: KeyRing,
+  store: GrantStore,
+  options: { batchSize?: number; onProgress?: (progress: RotationProgress) => void } = {},
+): Promise<RotationResult> {
+  const batchSize = options.batchSize ?? 200;
+  const active = ring.activeKeyId;
+  const grantCounts = await countByKey(pool, 'grants', active);
+  const pendingCounts = await countByKey(pool, 'pending_grants', active);
+  const readable = [...ring.keys.keys()].filter((keyId) => keyId !== active);
+  const sum = (counts: Map<string, number>) => readable.reduce((total, keyId) => total + (counts.get(keyId) ?? 0), 0);
+  const result: RotationResult = { grants: 0, pendingGrants: 0, missing: [] };
+
+  const grantTotal = sum(grantCounts);
+  await inBatches(pool, async (client) => {
+    const { rows } = await client.query<GrantCipherRow>(
+      `SELECT idp, subject, key_id, access_token, refresh_token, id_token, extras, access_token_fp FROM grants
+       WHERE key_id <> $1 AND key_id = ANY($2) ORDER BY idp, subject LIMIT $3 FOR UPDATE`,
+      [active, readable, batchSize],
+    );
+    if (rows.length === 0) return 0;
+    const columns: unknown[][] = Array.from({ length: 7 }, () => []);
+    for (const row of rows) {
+      const resealed = GRANT_FIELDS.map((field) => {
+        const sealed = row[field];
+        if (!sealed) return { field, plain: null, value: null };
+        const binding = { idp: row.idp, subject: row.subject, field };
+        const plain = openOrExplain(ring, row.key_id, sealed, binding, `grant (${row.idp}, ${row.subject})`);
+        return { field, plain, value: seal(ring, plain, binding) };
+      });
+      const accessToken = resealed[0]!.plain;
+      // Fingerprints are keyed by the active key too; the grant's must match new profile lookups.
+      const fp = accessToken ? fingerprint(ring, accessToken) : row.access_token_fp;
+      [row.idp, row.subject, ...resealed.map((entry) => entry.value), fp].forEach((value, index) => columns[index]!.push(value));
+    }
+    await client.query(
+      `UPDATE grants AS g SET key_id = $8, access_token = u.access_token, refresh_token = u.refresh_token, id_token = u.id_token,
+                              extras = u.extras, access_token_fp = u.access_token_fp
+       FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[], $7::text[])
+         AS u(idp, subject, access_token, refresh_token, id_token, extras, access_token_fp)
+       WHERE g.idp = u.idp AND g.subject = u.subject`,
+      [...columns, active],
+    );
+    return rows.length;
+  }, (rows) => {
+    result.grants += rows;
+    options.onProgress?.({ table: 'grants', done: result.grants, total: grantTotal });
+  });
+
+  const pendingTotal = sum(pendingCounts);
+  await inBatches(pool, async (client) => {
+    const { rows } = await client.query<PendingCipherRow>(
+      `SELECT capture_id, idp, key_id, payload, access_token_fp FROM pending_grants
+       WHERE key_id <> $1 AND key_id = ANY($2) ORDER BY capture_id LIMIT $3 FOR UPDATE`,
+      [active, readable, batchSize],
+    );
+    for (const row of rows) {
+      const binding = store.pendingBinding(row.idp, row.capture_id);
+      const plain = openOrExplain(ring, row.key_id, row.payload, binding, `held grant ${row.capture_id} of IdP ${row.idp}`);
+      const accessToken = (JSON.parse(plain) as { tokens?: { accessToken?: unknown } }).tokens?.accessToken;
+      const fp = typeof accessToken === 'string' ? fingerprint(ring, accessToken) : row.access_token_fp;
+      await client.query('UPDATE pending_grants SET key_id = $2, payload = $3, access_token_fp = $4 WHERE capture_id = $1', [
+        row.capture_id,
+        active,
+        seal(ring, plain, binding),
+        fp,
+      ]);
+    }
+    return rows.length;
+  }, (rows) => {
+    result.pendingGrants += rows;
+    options.onProgress?.({ table: 'pending_grants', done: result.pendingGrants, total: pendingTotal });
+  });
+
+  for (const keyId of new Set([...grantCounts.keys(), ...pendingCounts.keys()])) {
+    if (!ring.keys.has(keyId)) result.missing.push({ keyId, grants: grantCounts.get(keyId) ?? 0, pendingGrants: pendingCounts.get(keyId) ?? 0 });
+  }
+  result.missing.sort((a, b) => a.keyId.localeCompare(b.keyId));
+  return result;
+}
+
+function openOrExplain(ring: KeyRing, keyId: string, sealed: Buffer, binding: { idp: string; subject: string; field: string }, what: string): string {
+  try {
+    return open(ring, keyId, sealed, binding);
+  } catch (error) {
+    // Nothing of this batch is written; the rows before it stay rotated.
+    throw new RotationError(`${what} cannot be opened under key "${keyId}" (${(error as Error).message}); delete that grant or restore the key, then run again`, { cause: error });
+  }
+}
