@@ -18,6 +18,10 @@ RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 COPY bin ./bin
 COPY proto ./proto
+# Captures wait here while Postgres is away; mount a volume so they outlive the container.
+ENV TOKEN_TAP_SPOOL_DIR=/var/spool/token-tap
+RUN mkdir -p /var/spool/token-tap && chown node:node /var/spool/token-tap
+VOLUME /var/spool/token-tap
 USER node
 EXPOSE 50051
 ENTRYPOINT ["node", "bin/token-tap.js"]

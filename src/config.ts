@@ -1,6 +1,8 @@
 // Environment and flags → a typed config. Every problem is reported at once, each saying what
 // to set; no value of a secret ever appears in a message.
+import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
+import { readTokenVaultConfig, type TokenVaultConfig } from './api/config.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from './vault/crypto.js';
 
 export interface HostPort {
@@ -16,10 +18,24 @@ export interface SidecarConfig {
   /** Largest response body collected from Envoy, and largest decoded body parsed. */
   maxBodyBytes: number;
   poolSize: number;
+  /** Where captures wait, encrypted, until Postgres has them (TOKEN_TAP_SPOOL_DIR, absolute). */
+  spoolDir: string;
+  /** Spool size cap; at the cap new captures are dropped and counted (the login goes on). */
+  spoolMaxBytes: number;
+  /** How long a capture waits for company before the spool's fsync (group commit). */
+  spoolFsyncMs: number;
+  /** HTTP listener for /metrics, /healthz and /readyz. */
+  opsListen: HostPort;
+  /** On SIGTERM: how long open streams and the flush to Postgres may take before exiting. */
+  shutdownGraceMs: number;
+  /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
+  vault: TokenVaultConfig;
 }
 
 export interface SidecarFlags {
   listen?: string;
+  /** TokenVault API listen address, or "off". */
+  apiListen?: string;
   logLevel?: string;
 }
 
@@ -31,6 +47,8 @@ export class ConfigError extends Error {
 }
 
 export const DEFAULT_SIDECAR_LISTEN = '127.0.0.1:50051';
+export const DEFAULT_OPS_LISTEN = '127.0.0.1:9464';
+export const DEFAULT_SPOOL_DIR = '.token-tap/spool';
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function parseHostPort(text: string, what: string): HostPort {
@@ -49,6 +67,16 @@ function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number,
   if (raw === undefined || raw === '') return fallback;
   if (!/^\d+$/.test(raw) || Number.parseInt(raw, 10) <= 0) {
     problems.push(`${name} must be a positive integer, got "${raw}"`);
+    return fallback;
+  }
+  return Number.parseInt(raw, 10);
+}
+
+function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallback: number, problems: string[]): number {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (!/^\d+$/.test(raw)) {
+    problems.push(`${name} must be an integer of 0 or more, got "${raw}"`);
     return fallback;
   }
   return Number.parseInt(raw, 10);
@@ -90,6 +118,34 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const maxBodyBytes = positiveInteger(env, 'TOKEN_TAP_MAX_BODY_BYTES', 1024 * 1024, problems);
   const poolSize = positiveInteger(env, 'TOKEN_TAP_PG_POOL_SIZE', 4, problems);
 
+  const spoolDir = path.resolve(env.TOKEN_TAP_SPOOL_DIR || DEFAULT_SPOOL_DIR);
+  const spoolMaxBytes = positiveInteger(env, 'TOKEN_TAP_SPOOL_MAX_BYTES', 128 * 1024 * 1024, problems);
+  if (spoolMaxBytes < 64 * 1024) problems.push(`TOKEN_TAP_SPOOL_MAX_BYTES must be at least 65536 (64 KiB), got ${spoolMaxBytes}`);
+  const spoolFsyncMs = nonNegativeInteger(env, 'TOKEN_TAP_SPOOL_FSYNC_MS', 5, problems);
+  if (spoolFsyncMs > 1000) problems.push(`TOKEN_TAP_SPOOL_FSYNC_MS must be at most 1000 (a capture waits that long to be durable), got ${spoolFsyncMs}`);
+  let opsListen: HostPort = parseHostPort(DEFAULT_OPS_LISTEN, 'TOKEN_TAP_OPS_LISTEN');
+  try {
+    opsListen = parseHostPort(env.TOKEN_TAP_OPS_LISTEN || DEFAULT_OPS_LISTEN, 'TOKEN_TAP_OPS_LISTEN');
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  const shutdownGraceMs = nonNegativeInteger(env, 'TOKEN_TAP_SHUTDOWN_GRACE_MS', 10_000, problems);
+
+  const vault = readTokenVaultConfig(env, flags, problems);
+
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
-  return { listen, databaseUrl, keyRing, logLevel: logLevel as LevelWithSilent, maxBodyBytes, poolSize };
+  return {
+    listen,
+    databaseUrl,
+    keyRing,
+    logLevel: logLevel as LevelWithSilent,
+    maxBodyBytes,
+    poolSize,
+    spoolDir,
+    spoolMaxBytes,
+    spoolFsyncMs,
+    opsListen,
+    shutdownGraceMs,
+    vault,
+  };
 }

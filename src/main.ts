@@ -4,29 +4,49 @@ import type { Logger } from 'pino';
 import type pg from 'pg';
 import { captureFrom } from './capture/capture.js';
 import { profileCaptureFrom } from './capture/profile.js';
+import { startTokenVault, type TokenVault } from './api/server.js';
 import type { ObservedResponse } from './capture/types.js';
 import type { HostPort, SidecarConfig } from './config.js';
 import { formatHostPort } from './config.js';
 import { loadExtProc } from './extproc/protocol.js';
 import { createExtProcHandlers } from './extproc/server.js';
+import { SidecarHealth } from './ops/health.js';
+import { startOpsServer, type OpsServer } from './ops/http.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
 import { createPool, describeDatabaseUrl } from './vault/db.js';
-import { migrate, SchemaTooNewError } from './vault/migrate.js';
-import { CaptureQueue } from './vault/queue.js';
+import { DurableCaptureQueue } from './vault/durable-queue.js';
+import { CaptureSpool } from './vault/spool.js';
+import { StoreState } from './vault/store-state.js';
 import { GrantStore } from './vault/store.js';
 
 export interface Sidecar {
   address: HostPort;
   metrics: Metrics;
   store: GrantStore;
-  queue: CaptureQueue;
-  /** Stops taking streams, lets open ones finish, writes what is queued within `graceMs`. */
+  queue: DurableCaptureQueue;
+  storeState: StoreState;
+  health: SidecarHealth;
+  /** The /metrics, /healthz, /readyz listener; undefined when its address could not be bound. */
+  ops: OpsServer | undefined;
+  /** The TokenVault API and retention purge; `vault.address` is undefined when the API is off or unbound. */
+  vault: TokenVault;
+  /**
+   * Stops taking streams, lets open ones finish, and writes the spool to Postgres, all within
+   * `graceMs` (default TOKEN_TAP_SHUTDOWN_GRACE_MS); what Postgres did not get stays in the spool.
+   */
   close(graceMs?: number): Promise<void>;
 }
 
 export interface SidecarDependencies {
   logger: Logger;
   metrics?: Metrics;
+}
+
+/** Waits for `promise`, but no longer than `ms`. */
+async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
 }
 
 function bind(server: grpc.Server, address: string): Promise<number> {
@@ -36,16 +56,19 @@ function bind(server: grpc.Server, address: string): Promise<number> {
 }
 
 export async function startSidecar(config: SidecarConfig, { logger, metrics = createMetrics() }: SidecarDependencies): Promise<Sidecar> {
+  const spool = await CaptureSpool.open({
+    dir: config.spoolDir,
+    maxBytes: config.spoolMaxBytes,
+    fsyncIntervalMs: config.spoolFsyncMs,
+    keyRing: config.keyRing,
+    logger,
+    metrics,
+  });
   const pool: pg.Pool = createPool({ databaseUrl: config.databaseUrl, max: config.poolSize, logger, onError: () => metrics.postgresErrors.inc() });
-  try {
-    await migrate(pool);
-  } catch (error) {
-    await pool.end().catch(() => undefined);
-    if (error instanceof SchemaTooNewError) throw error;
-    throw new Error(`cannot prepare the Postgres schema at ${describeDatabaseUrl(config.databaseUrl)}: ${(error as Error).message}`, { cause: error });
-  }
+  const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
   const store = new GrantStore(pool, config.keyRing);
-  const queue = new CaptureQueue({ writer: store, logger, metrics });
+  const queue = new DurableCaptureQueue({ spool, writer: store, store: storeState, logger, metrics });
+  const health = new SidecarHealth(storeState, spool);
 
   const onResponse = (observed: ObservedResponse): void => {
     if (!observed.idp) {
@@ -68,39 +91,74 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
 
   const server = new grpc.Server({ 'grpc.max_receive_message_length': config.maxBodyBytes + 64 * 1024 });
   server.addService(loadExtProc().service, createExtProcHandlers({ limits: { maxBodyBytes: config.maxBodyBytes }, onResponse, logger, metrics }));
+  health.addTo(server);
   let port: number;
   try {
     port = await bind(server, formatHostPort(config.listen));
   } catch (error) {
+    await spool.close();
     await pool.end().catch(() => undefined);
     throw new Error(`cannot listen on ${formatHostPort(config.listen)}: ${(error as Error).message}`, { cause: error });
   }
   const address = { host: config.listen.host, port };
-  logger.info({ listen: formatHostPort(address) }, 'ext_proc server ready');
+  // Serving before Postgres answers: logins are captured into the spool meanwhile.
+  health.serving();
+  logger.info({ listen: formatHostPort(address), spool: config.spoolDir }, 'ext_proc server ready');
+  const ops = await startOpsServer({ listen: config.opsListen, metrics, health, logger });
+  try {
+    await storeState.prepare();
+  } catch (error) {
+    server.forceShutdown();
+    await ops?.close();
+    await spool.close();
+    await pool.end().catch(() => undefined);
+    throw error;
+  }
+  queue.start();
+  const vault = await startTokenVault(config.vault, { databaseUrl: config.databaseUrl, keyRing: config.keyRing, logger, registry: metrics.registry, onPostgresError: () => metrics.postgresErrors.inc() });
 
+  let closing: Promise<void> | undefined;
   return {
     address,
     metrics,
     store,
     queue,
-    async close(graceMs = 5_000) {
-      const deadline = Date.now() + graceMs;
-      await new Promise<void>((resolve) => {
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, Math.max(0, graceMs / 2));
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          resolve();
+    storeState,
+    health,
+    ops,
+    vault,
+    close(graceMs = config.shutdownGraceMs) {
+      closing ??= (async () => {
+        const deadline = Date.now() + graceMs;
+        health.stopping();
+        const vaultClosed = vault.close(Math.max(0, graceMs / 2));
+        // Open streams get half the grace period; the flush to Postgres the rest.
+        await new Promise<void>((resolve) => {
+          const force = setTimeout(() => {
+            server.forceShutdown();
+            resolve();
+          }, Math.max(0, graceMs / 2));
+          server.tryShutdown(() => {
+            clearTimeout(force);
+            resolve();
+          });
         });
-      });
-      // Streams that just ended hand their response off on the next tick.
-      await new Promise((resolve) => setImmediate(resolve));
-      const drained = await queue.drain(Math.max(0, deadline - Date.now()));
-      queue.close();
-      if (!drained) logger.error({ lost: queue.depth }, 'stopped before every capture reached Postgres');
-      await pool.end().catch(() => undefined);
+        // Streams that just ended hand their response off on the next tick.
+        await new Promise((resolve) => setImmediate(resolve));
+        // drain() fsyncs the spool first, so from here on nothing is lost, only left for later.
+        const drained = await queue.drain(Math.max(0, deadline - Date.now()));
+        // A write or connect stuck on a dead Postgres must not hold the process past its grace.
+        const remaining = () => Math.max(250, deadline - Date.now());
+        await within(queue.close(), remaining());
+        await within(storeState.close(), remaining());
+        await spool.close();
+        if (drained) logger.info('every capture is in Postgres');
+        else logger.warn({ spooled: spool.depth, spool: config.spoolDir }, 'stopping before every capture reached Postgres; the rest stays in the spool for the next start');
+        await ops?.close();
+        await within(vaultClosed, remaining());
+        await within(pool.end().catch(() => undefined), remaining());
+      })();
+      return closing;
     },
   };
 }

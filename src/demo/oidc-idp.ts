@@ -93,6 +93,8 @@ export interface TestIdp {
   /** The IdP's own token endpoint, e.g. http://127.0.0.1:<port>/token */
   tokenUrl: string;
   userinfoUrl: string;
+  /** RFC 7009 token revocation endpoint. */
+  revocationUrl: string;
   clientId: string;
   clientSecret: string;
   /** Registered redirect URI; it is never contacted. */
@@ -513,7 +515,11 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
       interactions: {
         url: (_ctx: unknown, interaction: { uid: string }) => `${INTERACTION_PREFIX}${interaction.uid}`,
       },
-      features: { devInteractions: { enabled: false } },
+      features: {
+        devInteractions: { enabled: false },
+        // A client may revoke the tokens issued to it, and no other's.
+        revocation: { enabled: true, allowedPolicy: async (_ctx: unknown, client: { clientId: string }, token: { clientId: string }) => token.clientId === client.clientId },
+      },
       cookies: { keys: [randomBytes(32).toString('base64url')] },
       ttl,
       clientBasedCORS: () => true,
@@ -538,6 +544,7 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     port,
     tokenUrl: `${issuer}${TOKEN_PATH}`,
     userinfoUrl: `${issuer}${USERINFO_PATH}`,
+    revocationUrl: `${issuer}/token/revocation`,
     clientId: CLIENT_ID,
     clientSecret,
     redirectUri: REDIRECT_URI,

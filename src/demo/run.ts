@@ -70,7 +70,13 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
 
     out(`3/5  Sidecar: ext_proc on 127.0.0.1:${options.sidecarPort}, logs in ${path.join(options.stateDir, 'sidecar.log')}`);
     const config = loadSidecarConfig(
-      { ...process.env, DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: keys, ...(embedded ? { TOKEN_TAP_PG_POOL_SIZE: '1' } : {}) },
+      {
+        TOKEN_TAP_SPOOL_DIR: path.join(options.stateDir, 'spool'),
+        ...process.env,
+        DATABASE_URL: databaseUrl,
+        TOKEN_TAP_KEYS: keys,
+        ...(embedded ? { TOKEN_TAP_PG_POOL_SIZE: '1' } : {}),
+      },
       { listen: `127.0.0.1:${options.sidecarPort}` },
     );
     const logger = createLogger('info', pino.destination({ dest: path.join(options.stateDir, 'sidecar.log'), sync: false }));

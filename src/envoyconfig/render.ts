@@ -30,6 +30,8 @@ export interface EnvoyConfigOptions {
   mode: ProcessingMode;
   /** How long Envoy waits for each sidecar reply in buffered mode before failing open. */
   messageTimeoutMs?: number;
+  /** Circuit breaker: ext_proc streams open to the sidecar at once; past it Envoy fails open (default 1024). */
+  sidecarMaxStreams?: number;
   /** CA bundle for verifying https IdPs. */
   upstreamCaFile?: string;
   /** Serve Okta over TLS (Okta requires https) with this certificate chain and key. */
@@ -228,11 +230,39 @@ function upstreamCluster(name: string, url: URL, caFile: string) {
   };
 }
 
-function sidecarCluster(sidecar: HostPort) {
+// Kept in step with ops/health.ts, which answers for it.
+const EXT_PROC_HEALTH_SERVICE = 'envoy.service.ext_proc.v3.ExternalProcessor';
+export const DEFAULT_SIDECAR_MAX_STREAMS = 1024;
+
+function sidecarCluster(sidecar: HostPort, maxStreams: number) {
   return {
     name: SIDECAR_CLUSTER,
     type: isIpLiteral(sidecar.host) ? 'STATIC' : 'STRICT_DNS',
     connect_timeout: '0.25s',
+    // A sidecar that is down, stalled or stopping is marked unhealthy within about a second, and
+    // then ext_proc fails open at once instead of each login waiting for a connect or for
+    // message_timeout. Panic threshold 0: with no healthy sidecar, Envoy does not try it anyway.
+    // no_traffic_interval: the 60 s default would keep a restarted sidecar out that long.
+    // update_merge_window 0: health changes reach the workers at once, not up to 1 s later.
+    health_checks: [
+      {
+        timeout: '0.5s',
+        interval: '1s',
+        unhealthy_interval: '0.5s',
+        no_traffic_interval: '1s',
+        unhealthy_threshold: 2,
+        healthy_threshold: 1,
+        grpc_health_check: { service_name: EXT_PROC_HEALTH_SERVICE },
+      },
+    ],
+    common_lb_config: { healthy_panic_threshold: { value: 0 }, update_merge_window: '0s' },
+    // Each token response in flight holds one stream: peak = peak token calls per second times
+    // how long a stream stays open (the IdP's response time; in observability mode at most
+    // deferred_close_timeout). 1024 covers 500 logins/s with 2 s streams. Past the limit Envoy
+    // fails the stream open (the login goes on; upstream_rq_pending_overflow counts the miss).
+    circuit_breakers: {
+      thresholds: [{ priority: 'DEFAULT', max_connections: maxStreams, max_pending_requests: maxStreams, max_requests: maxStreams, track_remaining: true }],
+    },
     typed_extension_protocol_options: {
       'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
         '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
@@ -327,7 +357,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
       clusters: [
         ...options.idps.map((idp) => upstreamCluster(`idp_${idp.name}`, idp.tokenUrl, caFile)),
         ...profiles.map((profile) => upstreamCluster(`idp_${profile.name}_userinfo`, profile.profileUrl, caFile)),
-        sidecarCluster(options.sidecar),
+        sidecarCluster(options.sidecar, options.sidecarMaxStreams ?? DEFAULT_SIDECAR_MAX_STREAMS),
       ],
     },
   };

@@ -9,7 +9,9 @@ import { startSidecar } from '../main.js';
 import { KeyRingError, parseKeyRing } from '../vault/crypto.js';
 import { createPool } from '../vault/db.js';
 import { GrantStore, type GrantRecord, type PendingGrant } from '../vault/store.js';
+import { registerVaultCommands } from './cli-vault.js';
 import { createLogger } from './log.js';
+import { createMetrics } from './metrics.js';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -22,17 +24,20 @@ function collect(value: string, previous: string[]): string[] {
 async function serve(options: { listen?: string; logLevel?: string }): Promise<void> {
   const config = loadSidecarConfig(process.env, options);
   const logger = createLogger(config.logLevel);
-  const sidecar = await startSidecar(config, { logger });
+  const sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }) });
   await new Promise<void>((resolve) => {
+    // A second signal meets the default handler and ends the process at once.
     const stop = (signal: NodeJS.Signals) => {
-      logger.info({ signal }, 'stopping');
+      logger.info({ signal, graceMs: config.shutdownGraceMs }, 'stopping');
       process.off('SIGINT', stop).off('SIGTERM', stop);
       resolve();
     };
     process.on('SIGINT', stop).on('SIGTERM', stop);
   });
-  await sidecar.close();
+  await sidecar.close(config.shutdownGraceMs);
   logger.info('stopped');
+  // Exit 0 even if a socket to a dead Postgres still holds the event loop open.
+  setTimeout(() => process.exit(process.exitCode ?? 0), 1_000).unref();
 }
 
 interface EnvoyConfigFlags {
@@ -44,6 +49,7 @@ interface EnvoyConfigFlags {
   admin: string;
   mode: ProcessingMode;
   messageTimeoutMs?: string;
+  sidecarMaxStreams?: string;
   upstreamCa?: string;
   tlsCert?: string;
   tlsKey?: string;
@@ -89,6 +95,8 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   }
   const messageTimeoutMs = options.messageTimeoutMs === undefined ? undefined : Number(options.messageTimeoutMs);
   if (messageTimeoutMs !== undefined && !(Number.isInteger(messageTimeoutMs) && messageTimeoutMs > 0)) problems.push('--message-timeout-ms must be a positive integer');
+  const sidecarMaxStreams = options.sidecarMaxStreams === undefined ? undefined : Number(options.sidecarMaxStreams);
+  if (sidecarMaxStreams !== undefined && !(Number.isInteger(sidecarMaxStreams) && sidecarMaxStreams > 0)) problems.push('--sidecar-max-streams must be a positive integer');
   if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) problems.push('--tls-cert and --tls-key go together');
   for (const file of [options.tlsCert, options.tlsKey]) {
     if (file && !existsSync(file)) problems.push(`${file} does not exist (Envoy reads it at start)`);
@@ -104,6 +112,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       admin: addresses.admin!,
       mode: options.mode,
       messageTimeoutMs,
+      sidecarMaxStreams,
       upstreamCaFile: options.upstreamCa,
       ...(options.tlsCert && options.tlsKey ? { tls: { certFile: path.resolve(options.tlsCert), keyFile: path.resolve(options.tlsKey) } } : {}),
     });
@@ -218,6 +227,7 @@ export function buildProgram(): Command {
     .option('--admin <host:port>', 'Envoy admin interface (keep it on loopback)', '127.0.0.1:9901')
     .addOption(new Option('--mode <mode>', 'observability: Envoy never waits; buffered: one loopback round trip per message').choices(['observability', 'buffered']).default('observability'))
     .option('--message-timeout-ms <ms>', 'buffered mode: how long Envoy waits for the sidecar before failing open (default 200)')
+    .option('--sidecar-max-streams <n>', 'circuit breaker: ext_proc streams open at once (peak token calls/s x seconds each stays open); beyond it logins go on uncaptured (default 1024)')
     .option('--upstream-ca <file>', 'CA bundle to verify https IdPs', '/etc/ssl/certs/ca-certificates.crt')
     .option('--tls-cert <file>', 'serve Okta over https with this PEM certificate chain (TLS 1.2+, HTTP/1.1 and HTTP/2)')
     .option('--tls-key <file>', 'the PEM private key for --tls-cert')
@@ -248,6 +258,7 @@ export function buildProgram(): Command {
       await runDemo({ mode: options.mode, once: options.once, envoyPort: ports[0]!, sidecarPort: ports[1]!, adminPort: ports[2]!, stateDir: options.stateDir });
     });
 
+  registerVaultCommands(program);
   return program;
 }
 

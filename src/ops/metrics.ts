@@ -11,6 +11,10 @@ export interface Metrics {
   queueDepth: Gauge;
   writeBatchSeconds: Histogram;
   postgresErrors: Counter;
+  spoolBytes: Gauge;
+  spoolAppended: Counter;
+  spoolFsyncSeconds: Histogram;
+  postgresUp: Gauge;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -50,5 +54,14 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     postgresErrors: new Counter({ name: 'token_tap_postgres_errors_total', help: 'Failed Postgres operations.', registers }),
+    spoolBytes: new Gauge({ name: 'token_tap_spool_bytes', help: 'Bytes the capture spool holds on disk and in its write buffer.', registers }),
+    spoolAppended: new Counter({ name: 'token_tap_spool_captures_total', help: 'Captures written to the spool and fsynced.', registers }),
+    spoolFsyncSeconds: new Histogram({
+      name: 'token_tap_spool_fsync_seconds',
+      help: 'Time to write and fsync one group of captures to the spool.',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+      registers,
+    }),
+    postgresUp: new Gauge({ name: 'token_tap_postgres_up', help: '1 when the last Postgres write (or schema check) succeeded, else 0.', registers }),
   };
 }

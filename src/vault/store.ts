@@ -49,7 +49,7 @@ export interface GrantRecord {
   version: number;
 }
 
-interface GrantRow {
+export interface GrantRow {
   idp: string;
   subject: string;
   issuer: string | null;
@@ -199,13 +199,21 @@ export class GrantStore {
     return rows[0] ? this.decrypt(rows[0]) : undefined;
   }
 
+  /**
+   * Stores tokens the sidecar obtained itself (a refresh) inside the caller's transaction, which
+   * already holds the row lock; fields the response lacks are kept from `kept`.
+   */
+  async writeObtainedTokens(client: pg.PoolClient, capture: Capture, kept: GrantRecord): Promise<void> {
+    await this.upsertGrantRows(client, [this.grantRow(capture, kept)]);
+  }
+
   /** Grants held without a subject, newest first, tokens decrypted (for operators). */
   async findPending(idp: string): Promise<PendingGrant[]> {
     const { rows } = await this.pool.query<PendingRow>('SELECT * FROM pending_grants WHERE idp = $1 ORDER BY observed_at DESC', [idp]);
     return rows.map((row) => ({ captureId: row.capture_id, idp: row.idp, observedAt: row.observed_at, ...this.openPending(row) }));
   }
 
-  private pendingBinding(idp: string, captureId: string): FieldBinding {
+  pendingBinding(idp: string, captureId: string): FieldBinding {
     return { idp, subject: `pending:${captureId}`, field: 'pending' };
   }
 
@@ -409,7 +417,8 @@ export class GrantStore {
     }
   }
 
-  private decrypt(row: GrantRow): GrantRecord {
+  /** Opens a row read by other vault modules (refresh, revoke) inside their own transaction. */
+  decrypt(row: GrantRow): GrantRecord {
     const binding = (field: TokenField): FieldBinding => ({ idp: row.idp, subject: row.subject, field });
     const openOrNull = (value: Buffer | null, field: TokenField): string | null =>
       value ? open(this.ring, row.key_id, value, binding(field)) : null;

@@ -1,4 +1,7 @@
 // The sidecar in process, spoken to over real gRPC as Envoy would, writing to the real Postgres.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { loadSidecarConfig } from '../../src/config.js';
@@ -53,18 +56,23 @@ function tokenResponse(body: object, observability: boolean): ProcessingRequest[
 describe('ext_proc server with Postgres (integration)', function () {
   this.timeout(20_000);
   let db: TestDatabase;
+  const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
   let sidecar: Sidecar;
   let address: string;
 
   before(async () => {
     db = await createTestDatabase('extproc');
-    const config = loadSidecarConfig({ DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1') }, { listen: '127.0.0.1:0' });
+    const config = loadSidecarConfig(
+      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0' },
+      { listen: '127.0.0.1:0' },
+    );
     sidecar = await startSidecar(config, { logger: createLogger('silent') });
     address = `127.0.0.1:${sidecar.address.port}`;
   });
   after(async () => {
     await sidecar?.close(2_000);
     await db?.drop();
+    rmSync(spoolDir, { recursive: true, force: true });
   });
 
   it('buffered mode: replies CONTINUE to each message, in kind, and stores the grant', async () => {

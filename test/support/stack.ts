@@ -1,5 +1,8 @@
 // The end-to-end stack, started in the order the data flows back: the IdP (upstream), then the
 // sidecar, then Envoy in front of both — as envoyproxy/ai-gateway's data-plane tests do.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { renderEnvoyYaml, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
 import { startEnvoy, type RunningEnvoy } from './envoy.js';
@@ -33,7 +36,13 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
   const idp = await startTestIdp(options.idpOptions);
   const db = await createTestDatabase(options.label);
   const [sidecarPort, envoyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
-  const sidecarEnv = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${generateKeySpec('k1')}`, LOG_LEVEL: process.env.TOKEN_TAP_TEST_LOG_LEVEL ?? 'debug' };
+  const sidecarEnv = {
+    DATABASE_URL: db.url,
+    TOKEN_TAP_KEYS: `${generateKeySpec('k1')}`,
+    LOG_LEVEL: process.env.TOKEN_TAP_TEST_LOG_LEVEL ?? 'debug',
+    // Kept across restartSidecar(), so a restarted sidecar replays what the last one spooled.
+    TOKEN_TAP_SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-')),
+  };
   let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv });
   const envoy = await startEnvoy(
     renderEnvoyYaml({
@@ -68,6 +77,7 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
       await sidecar?.stop();
       await idp.close();
       await db.drop();
+      rmSync(sidecarEnv.TOKEN_TAP_SPOOL_DIR, { recursive: true, force: true });
     },
   };
   return stack;
