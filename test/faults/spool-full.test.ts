@@ -60,7 +60,9 @@ describe('the spool at its size cap', function () {
       },
       10_000,
     );
-    const logged = running.logs().split('\n').filter((line) => line.includes('"msg":"capture dropped"') && line.includes('"reason":"spool_full"')).length;
+    // pino writes asynchronously: the last log lines may trail the counter by a moment.
+    const countLogged = () => running.logs().split('\n').filter((line) => line.includes('"msg":"capture dropped"') && line.includes('"reason":"spool_full"')).length;
+    const logged = await waitFor('every drop logged', async () => (countLogged() >= metrics.dropped ? countLogged() : undefined), 5_000).catch(countLogged);
     const readyz = (await (await fetch(`http://127.0.0.1:${running.opsPort}/readyz`)).json()) as { spool: { full: boolean } };
     console.log(
       `      spool cap ${CAP_BYTES} bytes, Postgres away: logins ok ${tally.ok}/${tally.total}, bytes unchanged ${tally.unchanged}/${tally.total}; ` +
