@@ -145,6 +145,8 @@ export class CaptureSpool {
   private readHandle: { seq: number; handle: FileHandle } | undefined;
   private buffered: Buffered[] = [];
   private bufferedBytes = 0;
+  /** Bytes of the group being written now: neither buffered nor on disk yet, but they count against the cap. */
+  private writingBytes = 0;
   private diskBytes = 0;
   /** Durable records Postgres does not have yet (including the batch being written). */
   private records = 0;
@@ -193,7 +195,7 @@ export class CaptureSpool {
   }
 
   get bytes(): number {
-    return this.diskBytes + this.bufferedBytes;
+    return this.diskBytes + this.writingBytes + this.bufferedBytes;
   }
 
   get maxBytes(): number {
@@ -217,7 +219,8 @@ export class CaptureSpool {
       this.options.logger.error({ idp: capture.idp, captureId: capture.captureId, err: { name: (error as Error).name } }, 'capture cannot be sealed into the spool');
       return this.drop(capture, 'spool_encode_failed');
     }
-    if (this.diskBytes + this.bufferedBytes + frame.length > this.options.maxBytes) return this.drop(capture, 'spool_full');
+    // Room is kept for two segment headers: the group being written and the next may each open a segment.
+    if (this.bytes + frame.length + 2 * HEADER_BYTES > this.options.maxBytes) return this.drop(capture, 'spool_full');
     this.buffered.push({ frame, idp: capture.idp, captureId: capture.captureId });
     this.bufferedBytes += frame.length;
     this.report();
@@ -403,6 +406,7 @@ export class CaptureSpool {
         const bytes = this.bufferedBytes;
         this.buffered = [];
         this.bufferedBytes = 0;
+        this.writingBytes = bytes;
         const endTimer = this.options.metrics.spoolFsyncSeconds.startTimer();
         let segment: Segment | undefined;
         try {
@@ -411,6 +415,7 @@ export class CaptureSpool {
           if (bytesWritten !== bytes) throw Object.assign(new Error(`short write: ${bytesWritten} of ${bytes} bytes`), { code: 'ESHORTWRITE' });
           await this.appendHandle!.datasync();
         } catch (error) {
+          this.writingBytes = 0;
           await this.abandonActive(segment);
           for (const entry of group) {
             this.options.metrics.capturesDropped.inc({ reason: 'spool_write_failed' });
@@ -420,6 +425,7 @@ export class CaptureSpool {
           continue;
         }
         endTimer();
+        this.writingBytes = 0;
         segment.size += bytes;
         segment.diskBytes += bytes;
         this.diskBytes += bytes;

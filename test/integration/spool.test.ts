@@ -157,6 +157,25 @@ describe('capture spool (real files)', function () {
     expect(log.lines().filter((line) => line.msg === 'capture dropped' && line.reason === 'spool_full')).to.have.length(dropped);
   });
 
+  it('counts a group that is being written against the cap, so appends during the fsync cannot overshoot it', async () => {
+    const { spool } = await openSpool({ maxBytes: 64 * 1024, fsyncIntervalMs: 1 });
+    let accepted = 0;
+    let highest = 0;
+    // Appends spread over many ticks land while earlier groups are in write() and fdatasync().
+    for (let index = 0; index < 300; index += 1) {
+      if (spool.append(capture(index, `at-${'x'.repeat(600)}-${index}`))) accepted += 1;
+      highest = Math.max(highest, spool.bytes);
+      if (index % 3 === 0) await new Promise((resolve) => setImmediate(resolve));
+    }
+    await spool.flush();
+    const onDisk = readdirSync(dir).filter((name) => name.endsWith('.seg')).reduce((sum, name) => sum + readFileSync(path.join(dir, name)).length, 0);
+    console.log(`      cap 65536 bytes, appends during writes: accepted ${accepted}, highest spool.bytes ${highest}, on disk ${onDisk} bytes`);
+    expect(accepted).to.be.greaterThan(0).and.lessThan(300);
+    expect(highest).to.be.at.most(64 * 1024);
+    expect(onDisk).to.be.at.most(64 * 1024);
+    expect(spool.bytes).to.equal(onDisk);
+  });
+
   it('refuses a directory another sidecar holds, and takes over a lock left by a process that is gone', async () => {
     await openSpool();
     let refused: unknown;
