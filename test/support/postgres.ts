@@ -23,6 +23,8 @@ export async function createTestDatabase(label: string): Promise<TestDatabase> {
   const url = new URL(ADMIN_DATABASE_URL);
   url.pathname = `/${name}`;
   const pool = new pg.Pool({ connectionString: url.toString(), max: 2 });
+  // DROP ... WITH (FORCE) below terminates whatever is still connected; an idle client of this pool must not make that an uncaught error.
+  pool.on('error', () => undefined);
   return {
     name,
     url: url.toString(),
@@ -32,6 +34,13 @@ export async function createTestDatabase(label: string): Promise<TestDatabase> {
       const client = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
       await client.connect();
       try {
+        // Sidecars closed just before may still be ending their pools: give them a moment, so
+        // FORCE only ever cuts connections that are truly left behind.
+        for (let waited = 0; waited < 3_000; waited += 50) {
+          const { rows } = await client.query<{ n: number }>('SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = $1', [name]);
+          if (rows[0]!.n === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 50));
+        }
         await client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
       } finally {
         await client.end();
