@@ -25,6 +25,7 @@ export async function createTestDatabase(label: string): Promise<TestDatabase> {
   const pool = new pg.Pool({ connectionString: url.toString(), max: 2 });
   // DROP ... WITH (FORCE) below terminates whatever is still connected; an idle client of this pool must not make that an uncaught error.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
   return {
     name,
     url: url.toString(),
