@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { ENVOY_BIN } from '../src/ops/envoy-process.js';
 import type { LoadResult } from './load.js';
 
-type Scenario = 'A' | 'B' | 'C';
+type Scenario = 'A' | 'B' | 'C' | 'B0' | 'C0';
 interface Results {
   startup?: { readyMs: number[]; medianMs: number };
   latency?: Record<string, Record<Scenario, LoadResult[]>>;
@@ -38,7 +38,7 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
     const targets: string[] = [];
     for (const [rate, byScenario] of Object.entries(results.latency)) {
       const summary = (scenario: Scenario) => {
-        const runs = byScenario[scenario];
+        const runs = byScenario[scenario] ?? [];
         return {
           p50: median(runs.map((run) => run.latencyUs.p50)),
           p99: median(runs.map((run) => run.latencyUs.p99)),
@@ -48,7 +48,8 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
         };
       };
       const a = summary('A');
-      for (const scenario of ['A', 'B', 'C'] as Scenario[]) {
+      for (const scenario of ['A', 'B0', 'B', 'C0', 'C'] as Scenario[]) {
+        if (!byScenario[scenario]?.length) continue;
         const s = summary(scenario);
         const ratio = (value: number, base: number) => (scenario === 'A' ? '1' : `${(value / base).toFixed(3)}x`);
         lines.push(`| ${rate}/s | ${scenario} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.p999)} | ${s.errors}/${s.sent} | ${ratio(s.p50, a.p50)} | ${ratio(s.p99, a.p99)} |`);
@@ -61,7 +62,13 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
         targets.push(`| buffered p99 at 1,000/s | ≤ 1 ms above Envoy alone | +${ms(c.p99 - a.p99)} ms | ${mark(c.p99 - a.p99 <= 1000)} |`);
       }
     }
-    lines.push('', 'A: Envoy alone (same config without ext_proc); B: Envoy + sidecar, observability mode; C: Envoy + sidecar, buffered mode.', '');
+    lines.push(
+      '',
+      'A: Envoy alone (same config without ext_proc); B: Envoy + sidecar, observability mode; C: Envoy + sidecar, buffered mode.',
+      "B0 and C0 (the floor): B and C with `bench/extproc-floor.ts` in place of the sidecar, the sidecar's own ext_proc receive loop and replies with the capture pipeline cut off.",
+      'So B0/A and C0 - A are what Envoy\'s ext_proc filter and grpc-js cost on this machine before any capture work; B/B0 and C - C0 are the capture work.',
+      '',
+    );
     if (results.ceiling) {
       const best = (steps: NonNullable<Results['ceiling']>[string]) => steps.filter((step) => step.errors === 0 && step.lost === 0 && step.achievedPerSecond >= step.rate * 0.9).at(-1);
       const ceilingB = best(results.ceiling.B ?? []);

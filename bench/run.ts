@@ -39,8 +39,10 @@ const rounds = Number(flags.rounds ?? (quick ? 1 : 3));
 const seconds = Number(flags.seconds ?? (quick ? 4 : 10));
 const phases = new Set(flags.phases!.split(','));
 
-type Scenario = 'A' | 'B' | 'C';
-const SCENARIOS: Record<Scenario, string> = { A: 'Envoy alone (no ext_proc)', B: 'Envoy + sidecar, observability mode', C: 'Envoy + sidecar, buffered mode' };
+type Scenario = 'A' | 'B' | 'C' | 'B0' | 'C0';
+const SCENARIO_ORDER: Scenario[] = ['A', 'B', 'C', 'B0', 'C0'];
+/** B0 and C0 are B and C with the floor server (bench/extproc-floor.ts) in place of the sidecar. */
+const FLOOR_OF: Partial<Record<Scenario, Scenario>> = { B0: 'B', C0: 'C' };
 const REQUEST = {
   body: 'grant_type=authorization_code&code=SplxlOBeZQQYbYS6WxSbIA&redirect_uri=https%3A%2F%2Fexample.okta.com%2Foauth2%2Fv1%2Fauthorize%2Fcallback',
   headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic b2t0YS1iZW5jaDpiZW5jaC1zZWNyZXQ=', accept: 'application/json' },
@@ -91,7 +93,7 @@ async function startSidecar(port: number, env: Record<string, string>, logFile: 
 }
 
 function envoyYaml(scenario: Scenario, idpPort: number, listenPort: number, sidecarPort: number, adminPort: number): string {
-  const mode: ProcessingMode = scenario === 'C' ? 'buffered' : 'observability';
+  const mode: ProcessingMode = scenario === 'C' || scenario === 'C0' ? 'buffered' : 'observability';
   const config = renderEnvoyConfig({
     idps: [{ name: 'bench', tokenUrl: new URL(`http://127.0.0.1:${idpPort}/token`) }],
     listen: { host: '127.0.0.1', port: listenPort },
@@ -129,6 +131,28 @@ async function settledEvents(db: TestDatabase, expected: number, timeoutMs: numb
   }
 }
 
+/** The event count once it has not moved for a second: captures of the step before are all in. */
+async function quietEvents(db: TestDatabase): Promise<number> {
+  let last = await countEvents(db);
+  for (;;) {
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    const count = await countEvents(db);
+    if (count === last) return count;
+    last = count;
+  }
+}
+
+/** Envoy's own count of ext_proc streams it gave up on during a step: why a capture can be missing. */
+function envoyMissDeltas(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
+  const misses: Record<string, number> = {};
+  for (const [name, value] of after) {
+    if (!/ext_proc|token_tap/.test(name) || !/failure_mode|timeout|overflow|failed|reset|spurious|cx_connect_fail|rejected/.test(name)) continue;
+    const delta = value - (before.get(name) ?? 0);
+    if (delta > 0) misses[name] = delta;
+  }
+  return misses;
+}
+
 const ms = (us: number) => (us / 1000).toFixed(3);
 
 async function main(): Promise<void> {
@@ -161,25 +185,32 @@ async function main(): Promise<void> {
 
     const sidecar = await startSidecar(sidecarPort, sidecarEnv, logFile('sidecar'));
     children.push(sidecar.child);
-    const ports: Record<Scenario, number> = { A: 0, B: 0, C: 0 };
-    for (const scenario of ['A', 'B', 'C'] as Scenario[]) {
+    const floorPort = await freePort();
+    const floorLog = logFile('extproc-floor');
+    const floor = spawnNode([path.join(ROOT, 'dist/bench/extproc-floor.js'), String(floorPort)], {}, floorLog);
+    children.push(floor);
+    await waitFor('the ext_proc floor server', async () => (readFileSync(floorLog, 'utf8').includes(`"listen":"127.0.0.1:${floorPort}"`) ? true : undefined), 15_000, 5);
+    const ports: Record<Scenario, number> = { A: 0, B: 0, C: 0, B0: 0, C0: 0 };
+    const envoyOf = {} as Record<Scenario, RunningEnvoy>;
+    for (const scenario of SCENARIO_ORDER) {
       const [listen, admin] = [await freePort(), await freePort()];
-      envoys.push(await startEnvoy(envoyYaml(scenario, stubIdp.port, listen, sidecarPort, admin), admin));
+      envoyOf[scenario] = await startEnvoy(envoyYaml(scenario, stubIdp.port, listen, FLOOR_OF[scenario] ? floorPort : sidecarPort, admin), admin);
+      envoys.push(envoyOf[scenario]);
       ports[scenario] = listen;
     }
     const drive = (scenario: Scenario, rate: number, durationMs: number, connections = 64): Promise<LoadResult> =>
       runLoad({ origin: `http://127.0.0.1:${ports[scenario]}`, path: tokenRoutePath('bench'), ...REQUEST, rate, durationMs, connections });
 
     log('warming up');
-    for (const scenario of ['A', 'B', 'C'] as Scenario[]) await drive(scenario, 500, 2_000);
+    for (const scenario of SCENARIO_ORDER) await drive(scenario, 500, 2_000);
 
     if (phases.has('latency')) {
       const latency: Record<string, Record<Scenario, LoadResult[]>> = {};
       for (const rate of rates) {
-        latency[rate] = { A: [], B: [], C: [] };
+        latency[rate] = { A: [], B: [], C: [], B0: [], C0: [] };
         for (let round = 0; round < rounds; round += 1) {
           // Interleaved, in a different order each round, so drift of the machine cancels out.
-          const order = (['A', 'B', 'C'] as Scenario[]).sort(() => Math.random() - 0.5);
+          const order = [...SCENARIO_ORDER].sort(() => Math.random() - 0.5);
           for (const scenario of order) {
             const result = await drive(scenario, rate, seconds * 1000);
             latency[rate]![scenario].push(result);
@@ -195,7 +226,8 @@ async function main(): Promise<void> {
       for (const scenario of ['B', 'C'] as Scenario[]) {
         ceiling[scenario] = [];
         for (const rate of quick ? [1000, 3000, 5000] : [1000, 2000, 3000, 4000, 5000, 6000, 8000]) {
-          const before = await countEvents(db);
+          const before = await quietEvents(db);
+          const envoyBefore = await envoyOf[scenario].stats();
           const usageBefore = processUsage(sidecar.child.pid!);
           let peakRss = usageBefore.rssBytes;
           const sampler = setInterval(() => {
@@ -205,6 +237,7 @@ async function main(): Promise<void> {
           const stored = (await settledEvents(db, before + result.ok, 30_000)) - before;
           clearInterval(sampler);
           const usageAfter = processUsage(sidecar.child.pid!);
+          const envoyMisses = envoyMissDeltas(envoyBefore, await envoyOf[scenario].stats());
           const achieved = result.ok / result.seconds;
           const step = {
             rate,
@@ -216,9 +249,10 @@ async function main(): Promise<void> {
             sidecarCpuPercent: Math.round((100 * (usageAfter.cpuSeconds - usageBefore.cpuSeconds)) / result.seconds),
             sidecarPeakRssMb: Math.round(peakRss / 1024 / 1024),
             p99Ms: Number(ms(result.latencyUs.p99)),
+            envoyMisses,
           };
           ceiling[scenario]!.push(step);
-          log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB`);
+          log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB; Envoy ${JSON.stringify(envoyMisses)}`);
           if (step.errors > 0 || step.lost > 0 || achieved < rate * 0.9) break;
         }
       }
@@ -243,7 +277,7 @@ async function main(): Promise<void> {
         const [listen, admin] = [await freePort(), await freePort()];
         const envoy = await startEnvoy(envoyYaml('B', stubIdp.port, listen, sidecarPort, admin), admin, { concurrency: workers });
         try {
-          const before = await countEvents(db);
+          const before = await quietEvents(db);
           const usageBefore = processUsage(sidecar.child.pid!);
           const result = await runLoad({ origin: `http://127.0.0.1:${listen}`, path: tokenRoutePath('bench'), ...REQUEST, rate: 0, durationMs: seconds * 1000, connections: 32 });
           const stored = (await settledEvents(db, before + result.ok, 30_000)) - before;

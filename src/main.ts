@@ -1,5 +1,4 @@
 // Wiring only: the sidecar as a library function, so tests and the CLI start the same thing.
-import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import { captureFrom } from './capture/capture.js';
@@ -8,8 +7,7 @@ import { startTokenVault, type TokenVault } from './api/server.js';
 import type { ObservedResponse } from './capture/types.js';
 import type { HostPort, SidecarConfig } from './config.js';
 import { formatHostPort } from './config.js';
-import { loadExtProc } from './extproc/protocol.js';
-import { createExtProcHandlers } from './extproc/server.js';
+import { startExtProcThread, type ExtProcThread } from './extproc/thread.js';
 import { SidecarHealth } from './ops/health.js';
 import { startOpsServer, type OpsServer } from './ops/http.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
@@ -49,12 +47,6 @@ async function within(promise: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
-function bind(server: grpc.Server, address: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.bindAsync(address, grpc.ServerCredentials.createInsecure(), (error, port) => (error ? reject(error) : resolve(port)));
-  });
-}
-
 export async function startSidecar(config: SidecarConfig, { logger, metrics = createMetrics() }: SidecarDependencies): Promise<Sidecar> {
   const spool = await CaptureSpool.open({
     dir: config.spoolDir,
@@ -89,17 +81,19 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     }
   };
 
-  const server = new grpc.Server({ 'grpc.max_receive_message_length': config.maxBodyBytes + 64 * 1024 });
-  server.addService(loadExtProc().service, createExtProcHandlers({ limits: { maxBodyBytes: config.maxBodyBytes }, onResponse, logger, metrics }));
-  health.addTo(server);
-  let port: number;
+  let extProc: ExtProcThread;
   try {
-    port = await bind(server, formatHostPort(config.listen));
+    extProc = await startExtProcThread(
+      { listen: formatHostPort(config.listen), maxBodyBytes: config.maxBodyBytes, logLevel: logger.level },
+      { onResponse, logger, metrics },
+    );
   } catch (error) {
     await spool.close();
     await pool.end().catch(() => undefined);
     throw new Error(`cannot listen on ${formatHostPort(config.listen)}: ${(error as Error).message}`, { cause: error });
   }
+  health.follow((serving) => extProc.setServing(serving));
+  const port = extProc.port;
   const address = { host: config.listen.host, port };
   // Serving before Postgres answers: logins are captured into the spool meanwhile.
   health.serving();
@@ -108,7 +102,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   try {
     await storeState.prepare();
   } catch (error) {
-    server.forceShutdown();
+    await extProc.close(0);
     await ops?.close();
     await spool.close();
     await pool.end().catch(() => undefined);
@@ -132,19 +126,9 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         const deadline = Date.now() + graceMs;
         health.stopping();
         const vaultClosed = vault.close(Math.max(0, graceMs / 2));
-        // Open streams get half the grace period; the flush to Postgres the rest.
-        await new Promise<void>((resolve) => {
-          const force = setTimeout(() => {
-            server.forceShutdown();
-            resolve();
-          }, Math.max(0, graceMs / 2));
-          server.tryShutdown(() => {
-            clearTimeout(force);
-            resolve();
-          });
-        });
-        // Streams that just ended hand their response off on the next tick.
-        await new Promise((resolve) => setImmediate(resolve));
+        // Open streams get half the grace period; the flush to Postgres the rest. The thread
+        // hands over the responses of streams that ended before it says it is closed.
+        await extProc.close(Math.max(0, graceMs / 2));
         // drain() fsyncs the spool first, so from here on nothing is lost, only left for later.
         const drained = await queue.drain(Math.max(0, deadline - Date.now()));
         // A write or connect stuck on a dead Postgres must not hold the process past its grace.

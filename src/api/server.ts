@@ -79,7 +79,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
       logger,
       metrics,
     });
-    const candidate = new grpc.Server();
+    const candidate = new grpc.Server({ 'grpc.enable_channelz': 0 });
     try {
       candidate.addService(loadTokenVault().service, handlers);
       const port = await new Promise<number>((resolve, reject) =>

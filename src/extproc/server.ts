@@ -2,9 +2,7 @@
 // the HTTP exchange. Replies go out before anything else happens, and the finished response is
 // handed off on a later tick, so Envoy never waits on parsing or on Postgres.
 import * as grpc from '@grpc/grpc-js';
-import type { Logger } from 'pino';
 import type { ObservedResponse } from '../capture/types.js';
-import type { Metrics } from '../ops/metrics.js';
 import { Exchange, type ExchangeLimits, type ExchangeRoute } from './exchange.js';
 import type { ExtProcStream, ProcessingRequest } from './protocol.js';
 
@@ -15,11 +13,24 @@ export const ROUTE_METADATA_KEY = 'x-token-tap-route';
 /** Profile routes: the dotted path of the user id in the profile JSON (e.g. `data.id`). */
 export const SUBJECT_FIELD_METADATA_KEY = 'x-token-tap-subject-field';
 
+/** What the receive loop logs; a pino Logger fits, and so does the ext_proc thread's forwarder. */
+export interface StreamLogger {
+  isLevelEnabled(level: string): boolean;
+  trace(fields: object, message: string): void;
+  warn(fields: object, message: string): void;
+}
+
+/** The stream gauges it keeps; the sidecar's Metrics fit. */
+export interface StreamMetrics {
+  extProcStreamsOpen: { inc(): void; dec(): void };
+  extProcStreamErrors: { inc(): void };
+}
+
 export interface ExtProcHandlerOptions {
   limits: ExchangeLimits;
   onResponse: (observed: ObservedResponse) => void;
-  logger: Logger;
-  metrics: Metrics;
+  logger: StreamLogger;
+  metrics: StreamMetrics;
 }
 
 function metadataText(metadata: grpc.Metadata, key: string): string | undefined {

@@ -4,8 +4,6 @@
 // - HTTP /healthz (liveness): the process answers. /readyz (readiness): 200 while ext_proc is
 //   served, whatever Postgres does, with the store and spool state in the body. Postgres being
 //   away must not take the pod out of service: Envoy sits in the same pod, and logins go through it.
-import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
 import type { StoreState } from '../vault/store-state.js';
 
 /** The service name Envoy's grpc_health_check asks about (envoyconfig/render.ts). */
@@ -30,16 +28,17 @@ export interface Readiness {
 
 export class SidecarHealth {
   private phase: ServingPhase = 'starting';
-  private readonly grpcHealth = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
+  private readonly listeners: Array<(serving: boolean) => void> = [];
 
   constructor(
     private readonly store: StoreState,
     private readonly spool: SpoolView,
   ) {}
 
-  /** Adds grpc.health.v1.Health to the ext_proc server. */
-  addTo(server: grpc.Server): void {
-    this.grpcHealth.addToServer(server);
+  /** Calls `listener` on every change, e.g. to set grpc.health.v1 on the ext_proc port (extproc/worker.ts). */
+  follow(listener: (serving: boolean) => void): void {
+    this.listeners.push(listener);
+    listener(this.phase === 'serving');
   }
 
   get status(): ServingPhase {
@@ -69,8 +68,6 @@ export class SidecarHealth {
 
   private set(phase: ServingPhase): void {
     this.phase = phase;
-    const status = phase === 'serving' ? 'SERVING' : 'NOT_SERVING';
-    this.grpcHealth.setStatus('', status);
-    this.grpcHealth.setStatus(EXT_PROC_HEALTH_SERVICE, status);
+    for (const listener of this.listeners) listener(phase === 'serving');
   }
 }

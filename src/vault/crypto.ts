@@ -88,13 +88,31 @@ function keyFor(ring: KeyRing, keyId: string): Buffer {
   return key;
 }
 
+// Nonces come from one CSPRNG call per 4 KiB rather than one per seal: a getrandom() call for each
+// 12 bytes was 8% of the sidecar's CPU per capture. Each refill is a new buffer, so handed-out
+// nonces are never overwritten.
+const NONCE_POOL_BYTES = 4096;
+let noncePool = Buffer.alloc(0);
+let noncePoolOffset = 0;
+
+function freshNonce(): Buffer {
+  if (noncePoolOffset + NONCE_BYTES > noncePool.length) {
+    noncePool = randomBytes(NONCE_POOL_BYTES);
+    noncePoolOffset = 0;
+  }
+  const nonce = noncePool.subarray(noncePoolOffset, noncePoolOffset + NONCE_BYTES);
+  noncePoolOffset += NONCE_BYTES;
+  return nonce;
+}
+
 /** nonce (12) | ciphertext | tag (16), under the ring's active key. */
 export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = freshNonce();
   const cipher = createCipheriv('aes-256-gcm', keyFor(ring, ring.activeKeyId), nonce);
   cipher.setAAD(additionalData(binding, ring.activeKeyId));
-  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
-  return Buffer.concat([nonce, ciphertext, cipher.getAuthTag()]);
+  const ciphertext = cipher.update(plaintext, 'utf8');
+  const rest = cipher.final();
+  return Buffer.concat([nonce, ciphertext, rest, cipher.getAuthTag()]);
 }
 
 export function open(ring: KeyRing, keyId: string, sealed: Buffer, binding: FieldBinding): string {

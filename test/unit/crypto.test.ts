@@ -46,6 +46,12 @@ describe('vault/crypto', () => {
       expect(first.toString('latin1')).to.not.contain('secret-refresh-token');
     });
 
+    it('never repeats a nonce across many seals (more than one refill of the nonce pool)', () => {
+      const nonces = new Set<string>();
+      for (let index = 0; index < 2_000; index += 1) nonces.add(seal(ring, 'v', binding).subarray(0, 12).toString('hex'));
+      expect(nonces.size).to.equal(2_000);
+    });
+
     it('fails with the wrong key', () => {
       const sealed = seal(ring, 'value', binding);
       const other = parseKeyRing(generateKeySpec('k1'));

@@ -1,0 +1,24 @@
+// What the main thread and the ext_proc thread (worker.ts) say to each other.
+import type { ObservedResponse } from '../capture/types.js';
+
+export interface ExtProcThreadOptions {
+  /** host:port to bind; port 0 picks a free one. */
+  listen: string;
+  maxBodyBytes: number;
+  logLevel: string;
+}
+
+export interface LogRecord {
+  level: 'trace' | 'warn';
+  fields: object;
+  message: string;
+}
+
+export type ToExtProcThread = { type: 'health'; status: 'SERVING' | 'NOT_SERVING' } | { type: 'shutdown'; graceMs: number };
+
+export type FromExtProcThread =
+  | { type: 'listening'; port: number }
+  | { type: 'bind_failed'; message: string }
+  /** Finished responses and counter deltas since the last batch. Bodies arrive as Uint8Array. */
+  | { type: 'batch'; responses: ObservedResponse[]; logs: LogRecord[]; opened: number; closed: number; errors: number }
+  | { type: 'closed' };

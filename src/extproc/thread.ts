@@ -1,0 +1,126 @@
+// The main thread's side of the ext_proc thread (worker.ts). Envoy's streams are served there, so
+// replies in buffered mode never queue behind capture work here; bench/RESULTS.md has the numbers
+// that made this worth a thread. Finished responses come back in batches and go to `onResponse`.
+// Should the thread die, it is logged and started again on the same port; Envoy fails open meanwhile.
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import type { ObservedResponse } from '../capture/types.js';
+import type { Metrics } from '../ops/metrics.js';
+import type { ExtProcThreadOptions, FromExtProcThread, ToExtProcThread } from './thread-messages.js';
+
+export interface ExtProcThread {
+  /** The bound port (the one asked for, or the one picked for port 0). */
+  readonly port: number;
+  /** What grpc.health.v1 on the ext_proc port answers. */
+  setServing(serving: boolean): void;
+  /** Stops taking streams, gives open ones `graceMs`, hands their responses over, ends the thread. */
+  close(graceMs: number): Promise<void>;
+}
+
+export interface ExtProcThreadDependencies {
+  onResponse: (observed: ObservedResponse) => void;
+  logger: Logger;
+  metrics: Metrics;
+}
+
+const WORKER_URL = new URL('./worker.js', import.meta.url);
+const RESTART_DELAY_MS = 250;
+
+function asBuffer(bytes: Uint8Array): Buffer {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+}
+
+function spawn(options: ExtProcThreadOptions, onMessage: (message: FromExtProcThread) => void): Promise<{ worker: Worker; port: number }> {
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(WORKER_URL, { workerData: options });
+    const failed = (error: Error) => {
+      worker.off('exit', exited);
+      void worker.terminate();
+      reject(error);
+    };
+    const exited = (code: number) => reject(new Error(`the ext_proc thread exited (code ${code}) before it listened`));
+    worker.once('error', failed);
+    worker.once('exit', exited);
+    const first = (message: FromExtProcThread) => {
+      if (message.type === 'listening') {
+        worker.off('message', first).off('error', failed).off('exit', exited);
+        worker.on('message', onMessage);
+        resolve({ worker, port: message.port });
+      } else if (message.type === 'bind_failed') {
+        worker.off('message', first);
+        failed(new Error(message.message));
+      }
+    };
+    worker.on('message', first);
+  });
+}
+
+export async function startExtProcThread(options: ExtProcThreadOptions, { onResponse, logger, metrics }: ExtProcThreadDependencies): Promise<ExtProcThread> {
+  let status: 'SERVING' | 'NOT_SERVING' = 'NOT_SERVING';
+  let closing = false;
+  let onClosed: (() => void) | undefined;
+
+  const onMessage = (message: FromExtProcThread): void => {
+    if (message.type === 'closed') {
+      onClosed?.();
+      return;
+    }
+    if (message.type !== 'batch') return;
+    for (let index = 0; index < message.opened; index += 1) metrics.extProcStreamsOpen.inc();
+    for (let index = 0; index < message.closed; index += 1) metrics.extProcStreamsOpen.dec();
+    if (message.errors > 0) metrics.extProcStreamErrors.inc(message.errors);
+    for (const record of message.logs) logger[record.level](record.fields, record.message);
+    for (const observed of message.responses) onResponse({ ...observed, body: asBuffer(observed.body) });
+  };
+
+  let { worker, port } = await spawn(options, onMessage);
+  const listen = `${options.listen.slice(0, options.listen.lastIndexOf(':'))}:${port}`;
+
+  const watch = (current: Worker): void => {
+    current.on('error', (error) => logger.error({ err: { name: error.name, message: error.message } }, 'the ext_proc thread failed'));
+    current.once('exit', (code) => {
+      if (closing) return;
+      logger.error({ code }, 'the ext_proc thread stopped; starting it again (Envoy fails open meanwhile)');
+      void restart();
+    });
+  };
+  const restart = async (): Promise<void> => {
+    while (!closing) {
+      await new Promise((resolve) => setTimeout(resolve, RESTART_DELAY_MS));
+      if (closing) return;
+      try {
+        ({ worker } = await spawn({ ...options, listen }, onMessage));
+        watch(worker);
+        worker.postMessage({ type: 'health', status } satisfies ToExtProcThread);
+        logger.info({ listen }, 'ext_proc thread started again');
+        return;
+      } catch (error) {
+        logger.error({ err: { message: (error as Error).message }, listen }, 'cannot start the ext_proc thread again; retrying');
+      }
+    }
+  };
+  watch(worker);
+
+  return {
+    port,
+    setServing(serving) {
+      status = serving ? 'SERVING' : 'NOT_SERVING';
+      worker.postMessage({ type: 'health', status } satisfies ToExtProcThread);
+    },
+    async close(graceMs) {
+      if (closing) return;
+      closing = true;
+      const current = worker;
+      // The thread answers "closed" after its last batch; the timer covers a thread that cannot.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, graceMs + 1_000);
+        onClosed = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        current.postMessage({ type: 'shutdown', graceMs } satisfies ToExtProcThread);
+      });
+      await current.terminate();
+    },
+  };
+}

@@ -1,0 +1,117 @@
+// The ext_proc thread: a worker thread that serves Envoy's ext_proc streams and nothing else, so
+// a reply never waits behind capture work (parsing, sealing, the spool, Postgres) on the main
+// thread. Finished responses go to the main thread in batches, once per event-loop turn, together
+// with the stream counters and log records, which the main thread owns. See thread.ts.
+import { parentPort, workerData } from 'node:worker_threads';
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import type { ObservedResponse } from '../capture/types.js';
+import { EXT_PROC_HEALTH_SERVICE } from '../ops/health.js';
+import { loadExtProc } from './protocol.js';
+import { createExtProcHandlers, type StreamLogger } from './server.js';
+import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOptions } from './thread-messages.js';
+
+const options = workerData as ExtProcThreadOptions;
+const port = parentPort!;
+
+let responses: ObservedResponse[] = [];
+let logs: LogRecord[] = [];
+let opened = 0;
+let closed = 0;
+let errors = 0;
+let flushQueued = false;
+
+function flush(): void {
+  flushQueued = false;
+  if (responses.length === 0 && logs.length === 0 && opened === 0 && closed === 0 && errors === 0) return;
+  const message: FromExtProcThread = { type: 'batch', responses, logs, opened, closed, errors };
+  responses = [];
+  logs = [];
+  opened = closed = errors = 0;
+  port.postMessage(message);
+}
+
+function soon(): void {
+  if (flushQueued) return;
+  flushQueued = true;
+  setImmediate(flush);
+}
+
+const LEVELS: Record<string, number> = { trace: 10, debug: 20, info: 30, warn: 40, error: 50, fatal: 60, silent: Infinity };
+const logger: StreamLogger = {
+  isLevelEnabled: (level) => (LEVELS[level] ?? 0) >= (LEVELS[options.logLevel] ?? 30),
+  trace(fields, message) {
+    logs.push({ level: 'trace', fields, message });
+    soon();
+  },
+  warn(fields, message) {
+    logs.push({ level: 'warn', fields, message });
+    soon();
+  },
+};
+
+const metrics = {
+  extProcStreamsOpen: {
+    inc: () => {
+      opened += 1;
+      soon();
+    },
+    dec: () => {
+      closed += 1;
+      soon();
+    },
+  },
+  extProcStreamErrors: {
+    inc: () => {
+      errors += 1;
+      soon();
+    },
+  },
+};
+
+const health = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
+// channelz keeps per-call bookkeeping nobody reads here: off, it is a few percent of each stream.
+const server = new grpc.Server({ 'grpc.max_receive_message_length': options.maxBodyBytes + 64 * 1024, 'grpc.enable_channelz': 0 });
+server.addService(
+  loadExtProc().service,
+  createExtProcHandlers({
+    limits: { maxBodyBytes: options.maxBodyBytes },
+    onResponse: (observed) => {
+      responses.push(observed);
+      soon();
+    },
+    logger,
+    metrics,
+  }),
+);
+health.addToServer(server);
+
+port.on('message', (message: ToExtProcThread) => {
+  if (message.type === 'health') {
+    health.setStatus('', message.status);
+    health.setStatus(EXT_PROC_HEALTH_SERVICE, message.status);
+    return;
+  }
+  if (message.type === 'shutdown') {
+    const done = () => {
+      // Streams that just ended hand their response off on the next turn; send those too.
+      setImmediate(() => {
+        flush();
+        port.postMessage({ type: 'closed' } satisfies FromExtProcThread);
+      });
+    };
+    const force = setTimeout(() => {
+      server.forceShutdown();
+      done();
+    }, message.graceMs);
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      done();
+    });
+  }
+});
+
+server.bindAsync(options.listen, grpc.ServerCredentials.createInsecure(), (error, boundPort) => {
+  const reply: FromExtProcThread = error ? { type: 'bind_failed', message: error.message } : { type: 'listening', port: boundPort };
+  port.postMessage(reply);
+});
