@@ -8,7 +8,16 @@ COPY src ./src
 COPY scripts ./scripts
 COPY test ./test
 COPY bench ./bench
+COPY bin ./bin
 RUN npm run build
+
+# The demo IdP for docker-compose.yml (oidc-provider is a dev dependency, so it runs from the build
+# stage): docker build --target demo-idp. Never part of the sidecar image.
+FROM build AS demo-idp
+USER node
+EXPOSE 3000
+ENTRYPOINT ["node", "bin/token-tap.js"]
+CMD ["demo-idp", "--listen", "0.0.0.0:3000"]
 
 FROM node:22.12-bookworm-slim
 ENV NODE_ENV=production

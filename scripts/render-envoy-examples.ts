@@ -73,7 +73,20 @@ export function kubernetesYaml(): string {
   return doc.toString({ lineWidth: 0 });
 }
 
+/** docker-compose.yml's Envoy: the demo IdP service upstream, the sidecar on the shared loopback. */
+export function composeYaml(): string {
+  const options: EnvoyConfigOptions = { ...exampleOptions('observability'), idps: [parseIdpFlag('demo=http://demo-idp:3000/token')] };
+  const doc = new Document(renderEnvoyConfig(options));
+  doc.commentBefore = [
+    ' Envoy for docker-compose.yml: /idp/demo/token relayed to the demo-idp service, the sidecar on the',
+    ' loopback it shares with Envoy. For your own IdPs, render another and mount it instead:',
+    '   token-tap envoy-config --idp NAME=https://... > envoy/envoy.yaml',
+  ].join('\n');
+  return doc.toString({ lineWidth: 0 });
+}
+
 export const GENERATED_FILES: Record<string, () => string> = {
+  'envoy/envoy.compose.yaml': composeYaml,
   'envoy/envoy.observability.yaml': () => exampleYaml('observability'),
   'envoy/envoy.buffered.yaml': () => exampleYaml('buffered'),
   'deploy/kubernetes/envoy.yaml': kubernetesYaml,

@@ -113,6 +113,15 @@ export interface TestIdpOptions {
   accessTokenTtlSeconds?: number;
   /** accountId -> claims. Default: { alice: { email: 'alice@example.test' } }. */
   accounts?: Record<string, { email: string; name?: string }>;
+  /** Where to listen (default 127.0.0.1, a free port). */
+  host?: string;
+  port?: number;
+  /** The issuer URL clients see (default http://127.0.0.1:<port>); set it when others reach the IdP by another name. */
+  issuer?: string;
+  /** The client secret of its one client (default: random). */
+  clientSecret?: string;
+  /** Redirect URIs its client may use besides the test one (e.g. an Okta org's callback). */
+  redirectUris?: string[];
 }
 
 const CLIENT_ID = 'okta-test-client';
@@ -367,7 +376,7 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
   const accountIds = Object.keys(accounts);
   if (accountIds.length === 0) throw new Error('startTestIdp: at least one account is required');
   const accessTokenTtl = options.accessTokenTtlSeconds ?? 3600;
-  const clientSecret = randomBytes(24).toString('base64url');
+  const clientSecret = options.clientSecret ?? randomBytes(24).toString('base64url');
 
   const [Provider, jwk] = await Promise.all([loadProvider(), getSigningJwk()]);
 
@@ -439,13 +448,13 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
+    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
       server.off('error', reject);
       resolve();
     });
   });
   const { port } = server.address() as AddressInfo;
-  const issuer = `http://127.0.0.1:${port}`;
+  const issuer = options.issuer?.replace(/\/+$/, '') ?? `http://127.0.0.1:${port}`;
 
   const ttl = {
     AccessToken: accessTokenTtl,
@@ -470,7 +479,7 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
       clients: [{
         client_id: CLIENT_ID,
         client_secret: clientSecret,
-        redirect_uris: [REDIRECT_URI],
+        redirect_uris: [REDIRECT_URI, ...(options.redirectUris ?? [])],
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',

@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { ConfigError, loadSidecarConfig, parseHostPort, type HostPort } from '../config.js';
+import { ConfigError, formatHostPort, loadSidecarConfig, parseHostPort, type HostPort } from '../config.js';
 import type { IdpRoute, ProcessingMode, ProfileRoute } from '../envoyconfig/render.js';
 import { startSidecar } from '../main.js';
 import { KeyRingError, parseKeyRing } from '../vault/crypto.js';
@@ -256,6 +256,33 @@ export function buildProgram(): Command {
       if (!ports.every((port) => Number.isInteger(port) && port > 0 && port < 65536)) throw new UsageError('ports must be integers between 1 and 65535');
       const { runDemo } = await import('../demo/run.js');
       await runDemo({ mode: options.mode, once: options.once, envoyPort: ports[0]!, sidecarPort: ports[1]!, adminPort: ports[2]!, stateDir: options.stateDir });
+    });
+
+  program
+    .command('demo-idp')
+    .description('Run only the demo IdP (oidc-provider, in memory, one client, user alice) for docker compose or a\nreal Okta trial. Needs dev dependencies (oidc-provider). Reads DEMO_IDP_CLIENT_SECRET.')
+    .option('--listen <host:port>', 'where to listen', '127.0.0.1:3000')
+    .option('--issuer <url>', 'the issuer URL others reach it by (default http://<listen>)')
+    .option('--redirect-uri <url>', "a redirect URI its client may use, e.g. https://<your-org>.okta.com/oauth2/v1/authorize/callback; repeat for several", collect, [])
+    .action(async (options: { listen: string; issuer?: string; redirectUri: string[] }) => {
+      let listen: HostPort;
+      try {
+        listen = parseHostPort(options.listen, '--listen');
+      } catch (error) {
+        throw new UsageError((error as Error).message);
+      }
+      const clientSecret = process.env.DEMO_IDP_CLIENT_SECRET;
+      if (!clientSecret || clientSecret.length < 16) throw new UsageError('set DEMO_IDP_CLIENT_SECRET (16 characters or more): the secret of the demo client that Okta (or the demo) uses');
+      const { startTestIdp } = await import('../demo/oidc-idp.js').catch((error: unknown) => {
+        throw new UsageError(`the demo IdP needs the dev dependencies (oidc-provider): run npm ci first (${(error as Error).message})`);
+      });
+      const idp = await startTestIdp({ host: listen.host, port: listen.port, issuer: options.issuer ?? `http://${formatHostPort(listen)}`, clientSecret, redirectUris: options.redirectUri });
+      process.stdout.write(`demo IdP ready: issuer ${idp.issuer}, token URL ${idp.tokenUrl}, client id ${idp.clientId}, user alice (alice@example.test)\n`);
+      await new Promise<void>((resolve) => {
+        process.once('SIGINT', resolve);
+        process.once('SIGTERM', resolve);
+      });
+      await idp.close();
     });
 
   registerVaultCommands(program);

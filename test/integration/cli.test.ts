@@ -1,9 +1,13 @@
 // The CLI as operators meet it: help everywhere, clear refusals, exit codes.
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { generateKeySpec } from '../../src/vault/crypto.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { freePort, waitFor } from '../support/ports.js';
 import { runCli, startSidecarProcess } from '../support/sidecar.js';
+
+const CLI = fileURLToPath(new URL('../../../bin/token-tap.js', import.meta.url));
 
 describe('token-tap CLI', function () {
   this.timeout(20_000);
@@ -38,6 +42,30 @@ describe('token-tap CLI', function () {
     await waitFor('the warning', async () => (sidecar.logs().includes('Postgres is not available at start') ? true : undefined));
     expect(await sidecar.stop('SIGTERM')).to.equal(0);
     expect(sidecar.logs()).to.contain('127.0.0.1:1').and.not.contain('s3cr3t-pw');
+  });
+
+  it('demo-idp refuses to start without a client secret, and serves its discovery document under the issuer it is given', async () => {
+    const refused = await runCli(['demo-idp'], { DEMO_IDP_CLIENT_SECRET: '' });
+    expect(refused.code).to.equal(1);
+    expect(refused.stderr).to.contain('DEMO_IDP_CLIENT_SECRET');
+    const port = await freePort();
+    const child = spawn(process.execPath, [CLI, 'demo-idp', '--listen', `127.0.0.1:${port}`, '--issuer', 'http://demo-idp:3000'], {
+      env: { ...process.env, DEMO_IDP_CLIENT_SECRET: 'a-demo-secret-of-some-length' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    try {
+      const discovery = await waitFor('the demo IdP', async () => {
+        const response = await fetch(`http://127.0.0.1:${port}/.well-known/openid-configuration`).catch(() => undefined);
+        return response?.ok ? ((await response.json()) as { issuer: string; token_endpoint: string }) : undefined;
+      });
+      expect(discovery.issuer).to.equal('http://demo-idp:3000');
+      // Endpoint URLs follow the Host the caller used (oidc-provider); only the issuer is fixed.
+      expect(discovery.token_endpoint).to.equal(`http://127.0.0.1:${port}/token`);
+    } finally {
+      const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+      child.kill('SIGTERM');
+      expect(await exited).to.equal(0);
+    }
   });
 
   it('grants show exits 1 with a clear message when there is no such grant', async () => {

@@ -53,6 +53,8 @@ describe('packaging (static checks)', () => {
     expect(compose.services.envoy!.image).to.equal(`envoyproxy/envoy:v${envoyVersion}`);
     expect(compose.services.envoy!.network_mode).to.equal('service:token-tap');
     expect(compose.services['token-tap']!.image).to.equal(`idp-token-tap:${packageVersion}`);
+    expect(compose.services['demo-idp']!.image).to.equal(`idp-token-tap-demo-idp:${packageVersion}`);
+    for (const [name, service] of Object.entries(compose.services)) expect((service as { healthcheck?: unknown }).healthcheck, `${name} has a health check`).to.not.equal(undefined);
     const mounted = compose.services.envoy!.volumes!.map((volume) => volume.split(':')[0]!.replace(/^\.\//, ''));
     for (const file of mounted) expect(existsSync(`${root}${file}`), file).to.equal(true);
     for (const [name, service] of Object.entries(compose.services)) {
@@ -62,11 +64,18 @@ describe('packaging (static checks)', () => {
 
   it('the Dockerfile pins its base image and runs as a non-root user', () => {
     const dockerfile = read('Dockerfile');
-    const bases = [...dockerfile.matchAll(/^FROM\s+(\S+)/gm)].map((match) => match[1]!);
-    expect(bases.length).to.be.at.least(2);
-    for (const base of bases) expect(base).to.match(/^node:\d+\.\d+/);
-    expect(dockerfile).to.match(/^USER node$/m);
-    expect(dockerfile).to.contain('--omit=dev');
+    const stages = [...dockerfile.matchAll(/^FROM\s+(\S+)(?:\s+AS\s+(\S+))?/gm)].map((match) => ({ base: match[1]!, name: match[2] }));
+    expect(stages.length).to.be.at.least(2);
+    const names = new Set(stages.map((stage) => stage.name).filter(Boolean));
+    // Every stage starts from a pinned Node image or from an earlier stage.
+    for (const { base } of stages) if (!names.has(base)) expect(base).to.match(/^node:\d+\.\d+/);
+    expect(new Set(stages.filter((stage) => !names.has(stage.base)).map((stage) => stage.base)).size, 'one Node version').to.equal(1);
+    // The last stage is the sidecar image: production dependencies only, non-root.
+    const last = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    expect(last).to.match(/^USER node$/m);
+    expect(last).to.contain('--omit=dev');
+    // The demo IdP stage compose builds exists.
+    expect(names.has('demo-idp')).to.equal(true);
   });
 
   it('every Kubernetes object passes the Kubernetes OpenAPI schema (kubernetes-models)', async () => {
