@@ -146,7 +146,8 @@ async function quietEvents(db: TestDatabase): Promise<number> {
 function envoyMissDeltas(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
   const misses: Record<string, number> = {};
   for (const [name, value] of after) {
-    if (!/ext_proc|token_tap/.test(name) || !/failure_mode|timeout|overflow|failed|reset|spurious|cx_connect_fail|rejected/.test(name)) continue;
+    const interesting = /ext_proc\.token_tap\./.test(name) || (/token_tap_sidecar/.test(name) && /upstream_rq_total|overflow|cx_connect_fail|rq_timeout/.test(name));
+    if (!interesting) continue;
     const delta = value - (before.get(name) ?? 0);
     if (delta > 0) misses[name] = delta;
   }
@@ -162,7 +163,18 @@ async function main(): Promise<void> {
   const results: Record<string, unknown> = {};
   const stubIdp = await startStubIdp(logFile('stub-idp'));
   const db = await createTestDatabase('bench');
-  const sidecarEnv: Record<string, string> = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('bench1'), LOG_LEVEL: 'info' };
+  const opsPort = await freePort();
+  const sidecarEnv: Record<string, string> = {
+    DATABASE_URL: db.url,
+    TOKEN_TAP_KEYS: generateKeySpec('bench1'),
+    LOG_LEVEL: 'info',
+    TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${opsPort}`,
+    TOKEN_TAP_API_LISTEN: 'off',
+  };
+  const sidecarCounter = async (name: string): Promise<number> => {
+    const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
+    return Number(new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1] ?? 0);
+  };
   const sidecarPort = await freePort();
   const children: ChildProcess[] = [stubIdp.child];
   const envoys: RunningEnvoy[] = [];
@@ -228,6 +240,8 @@ async function main(): Promise<void> {
         for (const rate of quick ? [1000, 3000, 5000] : [1000, 2000, 3000, 4000, 5000, 6000, 8000]) {
           const before = await quietEvents(db);
           const envoyBefore = await envoyOf[scenario].stats();
+          const incompleteBefore = await sidecarCounter('token_tap_extproc_streams_incomplete_total');
+          const spooledBefore = await sidecarCounter('token_tap_spool_captures_total');
           const usageBefore = processUsage(sidecar.child.pid!);
           let peakRss = usageBefore.rssBytes;
           const sampler = setInterval(() => {
@@ -238,6 +252,8 @@ async function main(): Promise<void> {
           clearInterval(sampler);
           const usageAfter = processUsage(sidecar.child.pid!);
           const envoyMisses = envoyMissDeltas(envoyBefore, await envoyOf[scenario].stats());
+          const sidecarIncomplete = (await sidecarCounter('token_tap_extproc_streams_incomplete_total')) - incompleteBefore;
+          const sidecarSpooled = (await sidecarCounter('token_tap_spool_captures_total')) - spooledBefore;
           const achieved = result.ok / result.seconds;
           const step = {
             rate,
@@ -250,9 +266,11 @@ async function main(): Promise<void> {
             sidecarPeakRssMb: Math.round(peakRss / 1024 / 1024),
             p99Ms: Number(ms(result.latencyUs.p99)),
             envoyMisses,
+            sidecarIncomplete,
+            sidecarSpooled,
           };
           ceiling[scenario]!.push(step);
-          log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB; Envoy ${JSON.stringify(envoyMisses)}`);
+          log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB; spooled ${sidecarSpooled}, streams Envoy cut short ${sidecarIncomplete}; Envoy ${JSON.stringify(envoyMisses)}`);
           if (step.errors > 0 || step.lost > 0 || achieved < rate * 0.9) break;
         }
       }

@@ -120,6 +120,11 @@ export class Exchange {
     this.bodyBytes += chunk.length;
   }
 
+  /** finish() has run: the response (if any) went to capture already. */
+  get wasHandedOff(): boolean {
+    return this.finished;
+  }
+
   get hasResponse(): boolean {
     return this.status !== undefined;
   }

@@ -24,6 +24,7 @@ export interface StreamLogger {
 export interface StreamMetrics {
   extProcStreamsOpen: { inc(): void; dec(): void };
   extProcStreamErrors: { inc(): void };
+  extProcStreamsIncomplete: { inc(): void };
 }
 
 export interface ExtProcHandlerOptions {
@@ -60,15 +61,24 @@ export function createExtProcHandlers(options: ExtProcHandlerOptions): grpc.Unty
     metrics.extProcStreamsOpen.inc();
     let closed = false;
 
-    const handOff = (): void => {
+    const handOff = (): ObservedResponse | undefined => {
       const observed = exchange.finish();
       if (observed) setImmediate(onResponse, observed);
+      return observed;
     };
     const close = (): void => {
       if (closed) return;
       closed = true;
       metrics.extProcStreamsOpen.dec();
-      handOff();
+      // Complete responses were handed off when they completed; nothing is missing then.
+      if (exchange.wasHandedOff) return;
+      const observed = handOff();
+      if (!observed?.complete) {
+        // Envoy ends a stream early only when it gave up on it (deferred_close_timeout, a reset):
+        // whatever of the response arrived is still judged, and the miss is counted.
+        metrics.extProcStreamsIncomplete.inc();
+        logger.warn({ idp: exchange.idp, responseSeen: observed !== undefined }, 'ext_proc stream ended before the whole response arrived');
+      }
     };
 
     stream.on('data', (request: ProcessingRequest) => {

@@ -20,5 +20,5 @@ export type FromExtProcThread =
   | { type: 'listening'; port: number }
   | { type: 'bind_failed'; message: string }
   /** Finished responses and counter deltas since the last batch. Bodies arrive as Uint8Array. */
-  | { type: 'batch'; responses: ObservedResponse[]; logs: LogRecord[]; opened: number; closed: number; errors: number }
+  | { type: 'batch'; responses: ObservedResponse[]; logs: LogRecord[]; opened: number; closed: number; errors: number; incomplete: number }
   | { type: 'closed' };

@@ -69,6 +69,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     for (let index = 0; index < message.opened; index += 1) metrics.extProcStreamsOpen.inc();
     for (let index = 0; index < message.closed; index += 1) metrics.extProcStreamsOpen.dec();
     if (message.errors > 0) metrics.extProcStreamErrors.inc(message.errors);
+    if (message.incomplete > 0) metrics.extProcStreamsIncomplete.inc(message.incomplete);
     for (const record of message.logs) logger[record.level](record.fields, record.message);
     for (const observed of message.responses) onResponse({ ...observed, body: asBuffer(observed.body) });
   };

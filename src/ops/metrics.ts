@@ -8,6 +8,7 @@ export interface Metrics {
   unnamedRoutes: Counter;
   extProcStreamsOpen: Gauge;
   extProcStreamErrors: Counter;
+  extProcStreamsIncomplete: Counter;
   queueDepth: Gauge;
   writeBatchSeconds: Histogram;
   postgresErrors: Counter;
@@ -41,6 +42,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     extProcStreamsOpen: new Gauge({ name: 'token_tap_extproc_streams_open', help: 'ext_proc streams open now.', registers }),
+    extProcStreamsIncomplete: new Counter({
+      name: 'token_tap_extproc_streams_incomplete_total',
+      help: 'ext_proc streams that ended before the whole response reached the sidecar (Envoy reset them, e.g. after deferred_close_timeout while the sidecar lagged): a login captured partly or not at all.',
+      registers,
+    }),
     extProcStreamErrors: new Counter({
       name: 'token_tap_extproc_stream_errors_total',
       help: 'ext_proc streams that ended with an error other than CANCELLED.',

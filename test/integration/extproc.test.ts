@@ -144,7 +144,8 @@ describe('ext_proc server with Postgres (integration)', function () {
     expect(rows).to.deep.equal([{ outcome: 'idp_error', error_code: 'invalid_grant', http_status: 400, subject: null }]);
   });
 
-  it('a stream cancelled mid-body is a normal end: no error, and what arrived is judged', async () => {
+  it('a stream cancelled mid-body is a normal end: no error, what arrived is judged, and the incomplete stream is counted', async () => {
+    const incompleteBefore = (await sidecar.metrics.extProcStreamsIncomplete.get()).values[0]?.value ?? 0;
     const client = connectExtProc(address);
     const call = openStream(client, 'acme');
     call.write({ response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }] } } });
@@ -158,5 +159,6 @@ describe('ext_proc server with Postgres (integration)', function () {
     });
     expect(rows).to.have.length(1);
     expect((await sidecar.metrics.extProcStreamErrors.get()).values[0]?.value ?? 0).to.equal(0);
+    expect(((await sidecar.metrics.extProcStreamsIncomplete.get()).values[0]?.value ?? 0) - incompleteBefore).to.equal(1);
   });
 });
