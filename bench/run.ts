@@ -31,6 +31,8 @@ const { values: flags } = parseArgs({
     seconds: { type: 'string' },
     phases: { type: 'string', default: 'startup,latency,ceiling,growth' },
     'dry-run': { type: 'boolean', default: false },
+    /** Keep the bench database (its name is printed) to look at the rows afterwards. */
+    'keep-db': { type: 'boolean', default: false },
   },
 });
 const quick = flags.quick!;
@@ -146,7 +148,7 @@ async function quietEvents(db: TestDatabase): Promise<number> {
 function envoyMissDeltas(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
   const misses: Record<string, number> = {};
   for (const [name, value] of after) {
-    const interesting = /ext_proc\.token_tap\./.test(name) || (/token_tap_sidecar/.test(name) && /upstream_rq_total|overflow|cx_connect_fail|rq_timeout/.test(name));
+    const interesting = /ext_proc\.token_tap\./.test(name) || (/token_tap_sidecar/.test(name) && /upstream_rq_total|overflow|cx_connect_fail|rq_timeout|cx_total|cx_destroy|goaway|rx_reset|protocol_error|http2\./.test(name) && !/tx_reset/.test(name));
     if (!interesting) continue;
     const delta = value - (before.get(name) ?? 0);
     if (delta > 0) misses[name] = delta;
@@ -242,6 +244,7 @@ async function main(): Promise<void> {
           const envoyBefore = await envoyOf[scenario].stats();
           const incompleteBefore = await sidecarCounter('token_tap_extproc_streams_incomplete_total');
           const spooledBefore = await sidecarCounter('token_tap_spool_captures_total');
+          const streamsBefore = await sidecarCounter('token_tap_extproc_streams_total');
           const usageBefore = processUsage(sidecar.child.pid!);
           let peakRss = usageBefore.rssBytes;
           const sampler = setInterval(() => {
@@ -254,6 +257,8 @@ async function main(): Promise<void> {
           const envoyMisses = envoyMissDeltas(envoyBefore, await envoyOf[scenario].stats());
           const sidecarIncomplete = (await sidecarCounter('token_tap_extproc_streams_incomplete_total')) - incompleteBefore;
           const sidecarSpooled = (await sidecarCounter('token_tap_spool_captures_total')) - spooledBefore;
+          const sidecarStreams = (await sidecarCounter('token_tap_extproc_streams_total')) - streamsBefore;
+          const streamsOpen = await sidecarCounter('token_tap_extproc_streams_open');
           const achieved = result.ok / result.seconds;
           const step = {
             rate,
@@ -268,9 +273,10 @@ async function main(): Promise<void> {
             envoyMisses,
             sidecarIncomplete,
             sidecarSpooled,
+            sidecarStreams,
           };
           ceiling[scenario]!.push(step);
-          log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB; spooled ${sidecarSpooled}, streams Envoy cut short ${sidecarIncomplete}; Envoy ${JSON.stringify(envoyMisses)}`);
+          log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB; streams seen ${sidecarStreams} (open now ${streamsOpen}), spooled ${sidecarSpooled}, streams Envoy cut short ${sidecarIncomplete}; Envoy ${JSON.stringify(envoyMisses)}`);
           if (step.errors > 0 || step.lost > 0 || achieved < rate * 0.9) break;
         }
       }
@@ -320,7 +326,8 @@ async function main(): Promise<void> {
   } finally {
     for (const envoy of envoys) await envoy.stop();
     for (const child of children.reverse()) await stopChild(child);
-    await db.drop();
+    if (flags['keep-db']) log(`kept database ${db.name}`);
+    else await db.drop();
   }
   const file = path.join(RESULTS_DIR, `${stamp}.json`);
   const meta = {

@@ -267,6 +267,11 @@ function sidecarCluster(sidecar: HostPort, maxStreams: number) {
       'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
         '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
         explicit_http_config: { http2_protocol_options: {} },
+        // In observability mode Envoy ends every ext_proc stream with RST_STREAM, and the
+        // sidecar's HTTP/2 server (nghttp2's reset-flood guard: a burst of 1,000, then 33/s) sends
+        // GOAWAY after about 1,000 of them, refusing the streams in flight: lost captures. Envoy
+        // drains a connection after this many streams and opens a fresh one first.
+        common_http_protocol_options: { max_requests_per_connection: SIDECAR_STREAMS_PER_CONNECTION },
       },
     },
     load_assignment: {
@@ -275,6 +280,9 @@ function sidecarCluster(sidecar: HostPort, maxStreams: number) {
     },
   };
 }
+
+/** Below nghttp2's reset burst (1,000) in the sidecar; see the sidecar cluster. */
+export const SIDECAR_STREAMS_PER_CONNECTION = 500;
 
 export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, unknown> {
   if (options.idps.length === 0) throw new Error('at least one --idp NAME=URL is required');
@@ -293,6 +301,13 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
   const caFile = options.upstreamCaFile ?? DEFAULT_CA_FILE;
   return {
     admin: { address: socketAddress(options.admin) },
+    // Envoy ends each ext_proc stream with RST_STREAM unless told to half-close and wait for the
+    // server's trailers. Node's HTTP/2 server (nghttp2's reset-flood guard) drops a connection
+    // after ~1,000 resets, and with it the streams in flight on it: captures lost every ~1,000
+    // logins (bench/RESULTS.md). Graceful close keeps the connection.
+    layered_runtime: {
+      layers: [{ name: 'token-tap', static_layer: { 'envoy.reloadable_features.ext_proc_graceful_grpc_close': true } }],
+    },
     static_resources: {
       listeners: [
         {

@@ -66,6 +66,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
       return;
     }
     if (message.type !== 'batch') return;
+    if (message.opened > 0) metrics.extProcStreams.inc(message.opened);
     for (let index = 0; index < message.opened; index += 1) metrics.extProcStreamsOpen.inc();
     for (let index = 0; index < message.closed; index += 1) metrics.extProcStreamsOpen.dec();
     if (message.errors > 0) metrics.extProcStreamErrors.inc(message.errors);

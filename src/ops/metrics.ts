@@ -9,6 +9,7 @@ export interface Metrics {
   extProcStreamsOpen: Gauge;
   extProcStreamErrors: Counter;
   extProcStreamsIncomplete: Counter;
+  extProcStreams: Counter;
   queueDepth: Gauge;
   writeBatchSeconds: Histogram;
   postgresErrors: Counter;
@@ -42,6 +43,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     extProcStreamsOpen: new Gauge({ name: 'token_tap_extproc_streams_open', help: 'ext_proc streams open now.', registers }),
+    extProcStreams: new Counter({ name: 'token_tap_extproc_streams_total', help: 'ext_proc streams Envoy opened to the sidecar (one per token or profile call).', registers }),
     extProcStreamsIncomplete: new Counter({
       name: 'token_tap_extproc_streams_incomplete_total',
       help: 'ext_proc streams that ended before the whole response reached the sidecar (Envoy reset them, e.g. after deferred_close_timeout while the sidecar lagged): a login captured partly or not at all.',
