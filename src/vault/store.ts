@@ -402,7 +402,10 @@ export class GrantStore {
          refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
          id_token_expires_at = EXCLUDED.id_token_expires_at,
          status = 'active', captured_at = EXCLUDED.captured_at, updated_at = now(),
-         version = grants.version + 1`,
+         version = grants.version + 1
+       -- A login written late (a spool replayed after an outage, another sidecar's slower batch)
+       -- must not replace a newer one, nor bring back a grant revoked after it.
+       WHERE grants.captured_at <= EXCLUDED.captured_at`,
       columns,
     );
   }

@@ -102,4 +102,16 @@ describe('vault/store (Postgres)', () => {
     const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM capture_events WHERE subject IN ('batch-a', 'batch-b')");
     expect(rows[0].n).to.equal(4);
   });
+
+  it('keeps the newer login when an older one arrives later (a replayed spool, another sidecar), and still records its event', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const newer = stored('late-older', { observedAt: new Date() });
+    const older = stored('late-older', { observedAt: new Date(Date.now() - 60_000) });
+    await store.recordCaptures([newer]);
+    await store.recordCaptures([older]);
+    const grant = (await store.findGrant('acme', 'late-older'))!;
+    expect(grant).to.include({ accessToken: newer.tokens!.accessToken, refreshToken: newer.tokens!.refreshToken, version: 1 });
+    const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM capture_events WHERE subject = 'late-older'");
+    expect(rows[0].n).to.equal(2);
+  });
 });
