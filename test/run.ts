@@ -35,9 +35,6 @@ const mocha = new Mocha({
 for (const layer of layers) for (const file of testFiles(path.join(here, layer))) mocha.addFile(file);
 
 await mocha.loadFilesAsync();
-// Fault tests kill and stall real processes on a shared 2-core machine; one of them failed once in
-// three runs without a diagnosis yet, so each gets one retry (reported by mocha) until it is found.
-for (const suite of mocha.suite.suites) if (suite.file?.includes(`${path.sep}faults${path.sep}`)) suite.retries(1);
 const runner = mocha.run((failures) => {
   const stats = runner.stats!;
   process.stdout.write(`\n${stats.passes} passed, ${failures} failed${stats.pending ? `, ${stats.pending} skipped` : ''}\n`);

@@ -1,53 +1,24 @@
 // The sidecar is SIGKILLed right after captures reached the spool (fsynced, as the sidecar's own
 // token_tap_spool_captures_total counts them). The next start replays the spool: every capture
 // reaches Postgres exactly once, whether or not Postgres had it before the kill.
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import { expect } from 'chai';
-import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
-import { driveLogins, metricSum, scrapeMetrics, startFaultEnvoy, tallyFingerprints, waitForSidecarHealth, type FaultEnvoy } from '../support/faults.js';
-import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
-import { freePort, waitFor } from '../support/ports.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
+import { parseKeyRing } from '../../src/vault/crypto.js';
+import { driveLogins, metricSum, scrapeMetrics, startSpoolRig, tallyFingerprints, unreachableDatabaseUrl, type SpoolRig } from '../support/faults.js';
+import { waitFor } from '../support/ports.js';
 
 describe('SIGKILL of the sidecar right after captures reached the spool', function () {
   this.timeout(60_000);
-  let idp: TestIdp;
-  let db: TestDatabase;
-  let port: number;
-  let front: FaultEnvoy;
-  let spoolDir: string;
-  let sidecar: SidecarProcess | undefined;
-  const keys = generateKeySpec('k1');
+  let rig: SpoolRig;
 
   beforeEach(async () => {
-    idp = await startTestIdp();
-    db = await createTestDatabase('crash_replay');
-    port = await freePort();
-    spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
-    front = await startFaultEnvoy('buffered', idp, port);
+    rig = await startSpoolRig('buffered', 'crash_replay');
   });
-  afterEach(async () => {
-    await sidecar?.stop('SIGKILL');
-    sidecar = undefined;
-    await front?.stop();
-    await idp?.close();
-    await db?.drop();
-    rmSync(spoolDir, { recursive: true, force: true });
-  });
-
-  async function start(databaseUrl: string): Promise<SidecarProcess> {
-    sidecar = await startSidecarProcess({ port, env: { DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'info' } });
-    await waitForSidecarHealth(front.envoy, true);
-    return sidecar;
-  }
+  afterEach(async () => rig?.close());
 
   /** Logs in `count` times and SIGKILLs the sidecar the moment its spool has fsynced `count` captures. */
   async function loginsThenKill(count: number): Promise<{ accessTokens: string[]; ok: number; total: number; spooled: number }> {
-    const running = sidecar!;
-    const tally = await driveLogins(idp, front.tokenUrl, { count });
+    const running = rig.sidecar!;
+    const tally = await driveLogins(rig.idp, rig.front.tokenUrl, { count });
     const spooled = await waitFor(
       `${count} captures fsynced in the spool`,
       async () => {
@@ -57,21 +28,20 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
       10_000,
       2,
     );
-    await running.stop('SIGKILL');
-    sidecar = undefined;
+    await rig.stopSidecar('SIGKILL');
     return { ...tally, spooled };
   }
 
   async function storedFingerprints(): Promise<string[]> {
     // Before the first sidecar that reached this database, it has no schema at all.
-    const { rows: exists } = await db.pool.query<{ table: string | null }>("SELECT to_regclass('capture_events')::text AS table");
+    const { rows: exists } = await rig.db.pool.query<{ table: string | null }>("SELECT to_regclass('capture_events')::text AS table");
     if (!exists[0]!.table) return [];
-    const { rows } = await db.pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
+    const { rows } = await rig.db.pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
     return rows.map((row) => row.access_token_fp);
   }
 
   async function restartAndCount(expected: number): Promise<{ replayed: number; fingerprints: string[] }> {
-    const restarted = await start(db.url);
+    const restarted = await rig.start(rig.db.url);
     const replayed = Number(/"captures":(\d+)[^\n]*replaying them to Postgres/.exec(restarted.logs())?.[1] ?? 0);
     await waitFor(
       'the replayed captures in Postgres',
@@ -82,11 +52,11 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
   }
 
   it('with Postgres away at the time: after the restart, all of them reach Postgres exactly once', async () => {
-    await start(`postgres://postgres@127.0.0.1:${await freePort()}/nowhere`);
+    await rig.start(await unreachableDatabaseUrl());
     const killed = await loginsThenKill(30);
     const before = (await storedFingerprints()).length;
     const { replayed, fingerprints } = await restartAndCount(killed.ok);
-    const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(keys), killed.accessTokens, fingerprints);
+    const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(rig.keys), killed.accessTokens, fingerprints);
     console.log(
       `      Postgres away, SIGKILL after ${killed.spooled} captures fsynced: logins ok ${killed.ok}/${killed.total}; in Postgres before the restart ${before}/${killed.ok}, ` +
         `replayed ${replayed}, after the restart stored ${stored}/${killed.ok}, duplicated ${duplicated}, missing ${missing}, events ${fingerprints.length}`,
@@ -98,11 +68,11 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
   });
 
   it('while the writer is moving them into Postgres: after the restart, each is there exactly once', async () => {
-    await start(db.url);
+    await rig.start(rig.db.url);
     const killed = await loginsThenKill(40);
     const before = (await storedFingerprints()).length;
     const { replayed, fingerprints } = await restartAndCount(killed.ok);
-    const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(keys), killed.accessTokens, fingerprints);
+    const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(rig.keys), killed.accessTokens, fingerprints);
     console.log(
       `      Postgres up, SIGKILL after ${killed.spooled} captures fsynced: logins ok ${killed.ok}/${killed.total}; in Postgres before the restart ${before}/${killed.ok}, ` +
         `replayed ${replayed} (${Math.max(0, replayed - (killed.ok - before))} of them already in Postgres), after the restart stored ${stored}/${killed.ok}, duplicated ${duplicated}, missing ${missing}, events ${fingerprints.length}`,

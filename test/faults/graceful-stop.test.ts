@@ -1,77 +1,47 @@
 // SIGTERM: the sidecar stops taking streams, lets open ones finish, writes the spool to Postgres
 // within TOKEN_TAP_SHUTDOWN_GRACE_MS and exits 0; what Postgres could not take stays in the spool.
-import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
+import { readdirSync } from 'node:fs';
 import { expect } from 'chai';
-import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
-import { driveLogins, metricSum, scrapeMetrics, startFaultEnvoy, tallyFingerprints, waitForSidecarHealth, type FaultEnvoy } from '../support/faults.js';
-import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
-import { freePort, waitFor } from '../support/ports.js';
-import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
+import { parseKeyRing } from '../../src/vault/crypto.js';
+import { driveLogins, metricSum, scrapeMetrics, startSpoolRig, tallyFingerprints, unreachableDatabaseUrl, type SpoolRig } from '../support/faults.js';
+import { waitFor } from '../support/ports.js';
 
 describe('graceful stop on SIGTERM', function () {
   this.timeout(60_000);
-  let idp: TestIdp;
-  let db: TestDatabase;
-  let port: number;
-  let front: FaultEnvoy;
-  let spoolDir: string;
-  let sidecar: SidecarProcess | undefined;
-  const keys = generateKeySpec('k1');
+  let rig: SpoolRig;
 
   beforeEach(async () => {
-    idp = await startTestIdp();
-    db = await createTestDatabase('graceful');
-    port = await freePort();
-    spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
-    front = await startFaultEnvoy('observability', idp, port);
+    rig = await startSpoolRig('observability', 'graceful');
   });
-  afterEach(async () => {
-    await sidecar?.stop('SIGKILL');
-    sidecar = undefined;
-    await front?.stop();
-    await idp?.close();
-    await db?.drop();
-    rmSync(spoolDir, { recursive: true, force: true });
-  });
+  afterEach(async () => rig?.close());
 
-  async function start(databaseUrl: string, graceMs: number): Promise<SidecarProcess> {
-    sidecar = await startSidecarProcess({
-      port,
-      env: { DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_SHUTDOWN_GRACE_MS: String(graceMs), LOG_LEVEL: 'info' },
-    });
-    await waitForSidecarHealth(front.envoy, true);
-    return sidecar;
-  }
+  const start = (databaseUrl: string, graceMs: number) => rig.start(databaseUrl, { TOKEN_TAP_SHUTDOWN_GRACE_MS: String(graceMs) });
 
-  const segments = () => readdirSync(spoolDir).filter((name) => name.endsWith('.seg'));
+  const segments = () => readdirSync(rig.spoolDir).filter((name) => name.endsWith('.seg'));
 
   async function fingerprints(): Promise<string[]> {
-    const { rows } = await db.pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
+    const { rows } = await rig.db.pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
     return rows.map((row) => row.access_token_fp);
   }
 
   it('with logins in flight: the captures it took are all in Postgres, the spool is empty, and it exits 0', async () => {
-    const running = await start(db.url, 10_000);
+    const running = await start(rig.db.url, 10_000);
     let stopping: Promise<number | null> | undefined;
     let stoppedAfter = 0;
-    const tally = await driveLogins(idp, front.tokenUrl, {
+    const tally = await driveLogins(rig.idp, rig.front.tokenUrl, {
       count: 60,
       onLogin: (sofar) => {
         if (!stopping && sofar.ok >= 20) {
           stoppedAfter = sofar.total;
-          stopping = running.stop('SIGTERM');
+          stopping = rig.stopSidecar('SIGTERM');
         }
       },
     });
     const started = Date.now();
     const code = await stopping!;
-    sidecar = undefined;
     const recorded = (running.logs().match(/"msg":"capture recorded"/g) ?? []).length;
     const stored = await fingerprints();
-    const { duplicated } = tallyFingerprints(parseKeyRing(keys), tally.accessTokens, stored);
+    const { duplicated } = tallyFingerprints(parseKeyRing(rig.keys), tally.accessTokens, stored);
     console.log(
       `      SIGTERM after login ${stoppedAfter}: logins ok ${tally.ok}/${tally.total}, bytes unchanged ${tally.unchanged}/${tally.total}; exit code ${code} ` +
         `${Date.now() - started} ms after the last login; captures it recorded ${recorded}, in Postgres ${stored.length}, duplicated ${duplicated}, spool segments left ${segments().length}`,
@@ -86,18 +56,17 @@ describe('graceful stop on SIGTERM', function () {
   });
 
   it('with Postgres away: exits 0 within the grace period, and the next start writes what the spool kept', async () => {
-    const running = await start(`postgres://postgres@127.0.0.1:${await freePort()}/nowhere`, 2_000);
-    const tally = await driveLogins(idp, front.tokenUrl, { count: 10 });
+    const running = await start(await unreachableDatabaseUrl(), 2_000);
+    const tally = await driveLogins(rig.idp, rig.front.tokenUrl, { count: 10 });
     // Observability mode: Envoy may still be sending the last response when the login is done.
     await waitFor('the captures in the spool', async () => (metricSum((await scrapeMetrics(running.opsPort)).values, 'token_tap_spool_captures_total') >= tally.ok ? true : undefined));
     const stopAsked = Date.now();
-    const code = await running.stop('SIGTERM');
-    sidecar = undefined;
+    const code = await rig.stopSidecar('SIGTERM');
     const stopMs = Date.now() - stopAsked;
     const left = segments();
-    await start(db.url, 2_000);
+    await start(rig.db.url, 2_000);
     await waitFor('the kept captures in Postgres', async () => ((await fingerprints()).length >= tally.ok ? true : undefined), 20_000);
-    const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(keys), tally.accessTokens, await fingerprints());
+    const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(rig.keys), tally.accessTokens, await fingerprints());
     console.log(
       `      SIGTERM with Postgres away (grace 2000 ms): exit code ${code} after ${stopMs} ms, spool segments kept ${left.length}; ` +
         `after the next start stored ${stored}/${tally.ok}, duplicated ${duplicated}, missing ${missing}`,

@@ -1,11 +1,16 @@
 // Helpers for the fault tests: logins driven through the real Envoy and checked byte for byte,
-// Envoy's view of the sidecar, and the sidecar's own /metrics.
+// Envoy's view of the sidecar, the sidecar's own /metrics, and the rig the spool fault tests share.
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { renderEnvoyYaml, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
-import { fingerprint, type KeyRing } from '../../src/vault/crypto.js';
+import { fingerprint, generateKeySpec, type KeyRing } from '../../src/vault/crypto.js';
 import { startEnvoy, type RunningEnvoy } from './envoy.js';
-import type { RawHttpResponse, TestIdp } from './oidc-idp.js';
+import { startTestIdp, type RawHttpResponse, type TestIdp } from './oidc-idp.js';
 import { loginAsOkta, type ReceivedResponse } from './okta-client.js';
 import { freePort, waitFor } from './ports.js';
+import { createTestDatabase, type TestDatabase } from './postgres.js';
+import { startSidecarProcess, type SidecarProcess } from './sidecar.js';
 
 export const FAULT_IDP = 'demo';
 
@@ -146,4 +151,62 @@ export function tallyFingerprints(ring: KeyRing, accessTokens: string[], storedF
     if (seen > 1) duplicated += 1;
   }
   return { stored, duplicated, missing };
+}
+
+/**
+ * What the spool fault tests share: an IdP, a database, Envoy in front of one sidecar port, and a
+ * spool folder and key ring kept across sidecar restarts, so a restarted sidecar replays it.
+ */
+export interface SpoolRig {
+  idp: TestIdp;
+  db: TestDatabase;
+  front: FaultEnvoy;
+  spoolDir: string;
+  keys: string;
+  /** The sidecar running now, if any. */
+  sidecar: SidecarProcess | undefined;
+  /** Starts the sidecar against `databaseUrl` (extra env on top) and waits until Envoy sees it healthy. */
+  start(databaseUrl: string, env?: Record<string, string>): Promise<SidecarProcess>;
+  /** Stops the running sidecar with `signal` and forgets it; resolves to its exit code. */
+  stopSidecar(signal: NodeJS.Signals): Promise<number | null>;
+  close(): Promise<void>;
+}
+
+export async function startSpoolRig(mode: ProcessingMode, label: string): Promise<SpoolRig> {
+  const idp = await startTestIdp();
+  const db = await createTestDatabase(label);
+  const port = await freePort();
+  const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
+  const front = await startFaultEnvoy(mode, idp, port);
+  const rig: SpoolRig = {
+    idp,
+    db,
+    front,
+    spoolDir,
+    keys: generateKeySpec('k1'),
+    sidecar: undefined,
+    async start(databaseUrl, env = {}) {
+      rig.sidecar = await startSidecarProcess({ port, env: { DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: rig.keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'info', ...env } });
+      await waitForSidecarHealth(front.envoy, true);
+      return rig.sidecar;
+    },
+    async stopSidecar(signal) {
+      const running = rig.sidecar;
+      rig.sidecar = undefined;
+      return running ? running.stop(signal) : null;
+    },
+    async close() {
+      await rig.stopSidecar('SIGKILL');
+      await front.stop();
+      await idp.close();
+      await db.drop();
+      rmSync(spoolDir, { recursive: true, force: true });
+    },
+  };
+  return rig;
+}
+
+/** A database URL nothing listens on: Postgres away. */
+export async function unreachableDatabaseUrl(): Promise<string> {
+  return `postgres://postgres@127.0.0.1:${await freePort()}/nowhere`;
 }
