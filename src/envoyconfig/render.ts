@@ -30,7 +30,7 @@ export interface EnvoyConfigOptions {
   mode: ProcessingMode;
   /** How long Envoy waits for each sidecar reply in buffered mode before failing open. */
   messageTimeoutMs?: number;
-  /** Circuit breaker: ext_proc streams open to the sidecar at once; past it Envoy fails open (default 1024). */
+  /** Circuit breaker: ext_proc streams open to the sidecar at once; past it Envoy fails open (default 4096). */
   sidecarMaxStreams?: number;
   /** CA bundle for verifying https IdPs. */
   upstreamCaFile?: string;
@@ -232,7 +232,7 @@ function upstreamCluster(name: string, url: URL, caFile: string) {
 
 // Kept in step with ops/health.ts, which answers for it.
 const EXT_PROC_HEALTH_SERVICE = 'envoy.service.ext_proc.v3.ExternalProcessor';
-export const DEFAULT_SIDECAR_MAX_STREAMS = 1024;
+export const DEFAULT_SIDECAR_MAX_STREAMS = 4096;
 
 function sidecarCluster(sidecar: HostPort, maxStreams: number) {
   return {
@@ -258,8 +258,9 @@ function sidecarCluster(sidecar: HostPort, maxStreams: number) {
     common_lb_config: { healthy_panic_threshold: { value: 0 }, update_merge_window: '0s' },
     // Each token response in flight holds one stream: peak = peak token calls per second times
     // how long a stream stays open (the IdP's response time; in observability mode at most
-    // deferred_close_timeout). 1024 covers 500 logins/s with 2 s streams. Past the limit Envoy
-    // fails the stream open (the login goes on; upstream_rq_pending_overflow counts the miss).
+    // deferred_close_timeout, longer while the sidecar lags). 4096 covers 2,000 logins/s with 2 s
+    // streams; 1024 lost 0.2 % of captures at 3,000/s in bench/RESULTS.md. Past the limit Envoy
+    // fails the stream open (the login goes on; upstream_rq_active_overflow counts the miss).
     circuit_breakers: {
       thresholds: [{ priority: 'DEFAULT', max_connections: maxStreams, max_pending_requests: maxStreams, max_requests: maxStreams, track_remaining: true }],
     },

@@ -227,7 +227,7 @@ export function buildProgram(): Command {
     .option('--admin <host:port>', 'Envoy admin interface (keep it on loopback)', '127.0.0.1:9901')
     .addOption(new Option('--mode <mode>', 'observability: Envoy never waits; buffered: one loopback round trip per message').choices(['observability', 'buffered']).default('observability'))
     .option('--message-timeout-ms <ms>', 'buffered mode: how long Envoy waits for the sidecar before failing open (default 200)')
-    .option('--sidecar-max-streams <n>', 'circuit breaker: ext_proc streams open at once (peak token calls/s x seconds each stays open); beyond it logins go on uncaptured (default 1024)')
+    .option('--sidecar-max-streams <n>', 'circuit breaker: ext_proc streams open at once (peak token calls/s x seconds each stays open); beyond it logins go on uncaptured (default 4096)')
     .option('--upstream-ca <file>', 'CA bundle to verify https IdPs', '/etc/ssl/certs/ca-certificates.crt')
     .option('--tls-cert <file>', 'serve Okta over https with this PEM certificate chain (TLS 1.2+, HTTP/1.1 and HTTP/2)')
     .option('--tls-key <file>', 'the PEM private key for --tls-cert')

@@ -29,9 +29,9 @@ describe('envoyconfig/render: the sidecar cluster', () => {
     expect(cluster.common_lb_config).to.deep.equal({ healthy_panic_threshold: { value: 0 }, update_merge_window: '0s' });
   });
 
-  it('has circuit breakers of 1024 streams by default, or as many as asked for', () => {
+  it('has circuit breakers of 4096 streams by default, or as many as asked for', () => {
     const byDefault = sidecarCluster(renderEnvoyConfig({ ...base, mode: 'observability' })).circuit_breakers.thresholds[0];
-    expect(byDefault).to.include({ priority: 'DEFAULT', max_requests: 1024, max_pending_requests: 1024, max_connections: 1024 });
+    expect(byDefault).to.include({ priority: 'DEFAULT', max_requests: 4096, max_pending_requests: 4096, max_connections: 4096 });
     const sized = sidecarCluster(renderEnvoyConfig({ ...base, mode: 'observability', sidecarMaxStreams: 5000 })).circuit_breakers.thresholds[0];
     expect(sized).to.include({ max_requests: 5000, max_pending_requests: 5000 });
   });
