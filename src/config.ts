@@ -28,6 +28,10 @@ export interface SidecarConfig {
   opsListen: HostPort;
   /** On SIGTERM: how long open streams and the flush to Postgres may take before exiting. */
   shutdownGraceMs: number;
+  /** Niceness of the main thread (capture work); the ext_proc thread keeps the process's. 0: off. */
+  captureNice: number;
+  /** Finished responses the ext_proc thread may hand over before the main thread has taken them; beyond, dropped and counted. */
+  captureBacklog: number;
   /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
   vault: TokenVaultConfig;
 }
@@ -130,6 +134,9 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     problems.push((error as Error).message);
   }
   const shutdownGraceMs = nonNegativeInteger(env, 'TOKEN_TAP_SHUTDOWN_GRACE_MS', 10_000, problems);
+  const captureNice = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_NICE', 10, problems);
+  if (captureNice > 19) problems.push(`TOKEN_TAP_CAPTURE_NICE must be between 0 and 19, got ${captureNice}`);
+  const captureBacklog = positiveInteger(env, 'TOKEN_TAP_CAPTURE_BACKLOG', 20_000, problems);
 
   const vault = readTokenVaultConfig(env, flags, problems);
 
@@ -146,6 +153,8 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     spoolFsyncMs,
     opsListen,
     shutdownGraceMs,
+    captureNice,
+    captureBacklog,
     vault,
   };
 }

@@ -1,4 +1,5 @@
 // Wiring only: the sidecar as a library function, so tests and the CLI start the same thing.
+import os from 'node:os';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import { captureFrom } from './capture/capture.js';
@@ -47,6 +48,21 @@ async function within(promise: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(timer);
 }
 
+/**
+ * Capture work (parsing, sealing, the spool, Postgres) is background work: on a busy machine the
+ * ext_proc thread and Envoy get the CPU first, and captures catch up after the peak (bench/RESULTS.md).
+ * On Linux setpriority(PRIO_PROCESS, 0) changes the calling thread only, and the ext_proc thread
+ * exists already, so it keeps the process's priority. Threads started later inherit this one's.
+ */
+function lowerCapturePriority(nice: number, logger: Logger): void {
+  if (nice === 0 || process.platform !== 'linux') return;
+  try {
+    os.setPriority(0, Math.max(os.getPriority(0), nice));
+  } catch (error) {
+    logger.warn({ err: { message: (error as Error).message }, nice }, 'cannot lower the capture thread priority; captures compete with ext_proc replies for the CPU');
+  }
+}
+
 export async function startSidecar(config: SidecarConfig, { logger, metrics = createMetrics() }: SidecarDependencies): Promise<Sidecar> {
   const spool = await CaptureSpool.open({
     dir: config.spoolDir,
@@ -84,7 +100,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   let extProc: ExtProcThread;
   try {
     extProc = await startExtProcThread(
-      { listen: formatHostPort(config.listen), maxBodyBytes: config.maxBodyBytes, logLevel: logger.level },
+      { listen: formatHostPort(config.listen), maxBodyBytes: config.maxBodyBytes, logLevel: logger.level, maxBacklog: config.captureBacklog },
       { onResponse, logger, metrics },
     );
   } catch (error) {
@@ -93,11 +109,12 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     throw new Error(`cannot listen on ${formatHostPort(config.listen)}: ${(error as Error).message}`, { cause: error });
   }
   health.follow((serving) => extProc.setServing(serving));
+  lowerCapturePriority(config.captureNice, logger);
   const port = extProc.port;
   const address = { host: config.listen.host, port };
   // Serving before Postgres answers: logins are captured into the spool meanwhile.
   health.serving();
-  logger.info({ listen: formatHostPort(address), spool: config.spoolDir }, 'ext_proc server ready');
+  logger.info({ listen: formatHostPort(address), spool: config.spoolDir, extProcThread: extProc.tid, captureNice: config.captureNice }, 'ext_proc server ready');
   const ops = await startOpsServer({ listen: config.opsListen, metrics, health, logger });
   try {
     await storeState.prepare();

@@ -6,6 +6,8 @@ export interface ExtProcThreadOptions {
   listen: string;
   maxBodyBytes: number;
   logLevel: string;
+  /** Responses handed over and not yet acknowledged, at most; past it the thread drops and counts them. */
+  maxBacklog: number;
 }
 
 export interface LogRecord {
@@ -14,11 +16,16 @@ export interface LogRecord {
   message: string;
 }
 
-export type ToExtProcThread = { type: 'health'; status: 'SERVING' | 'NOT_SERVING' } | { type: 'shutdown'; graceMs: number };
+export type ToExtProcThread =
+  | { type: 'health'; status: 'SERVING' | 'NOT_SERVING' }
+  | { type: 'shutdown'; graceMs: number }
+  /** The main thread has taken `count` more responses. */
+  | { type: 'ack'; count: number };
 
 export type FromExtProcThread =
-  | { type: 'listening'; port: number }
+  /** `tid`: the thread's Linux task id (operators renice or trace it), when /proc tells. */
+  | { type: 'listening'; port: number; tid: number | undefined }
   | { type: 'bind_failed'; message: string }
   /** Finished responses and counter deltas since the last batch. Bodies arrive as Uint8Array. */
-  | { type: 'batch'; responses: ObservedResponse[]; logs: LogRecord[]; opened: number; closed: number; errors: number; incomplete: number }
+  | { type: 'batch'; responses: ObservedResponse[]; logs: LogRecord[]; opened: number; closed: number; errors: number; incomplete: number; backlogDropped: number }
   | { type: 'closed' };

@@ -11,6 +11,8 @@ import type { ExtProcThreadOptions, FromExtProcThread, ToExtProcThread } from '.
 export interface ExtProcThread {
   /** The bound port (the one asked for, or the one picked for port 0). */
   readonly port: number;
+  /** The thread's Linux task id, where /proc tells it. */
+  readonly tid: number | undefined;
   /** What grpc.health.v1 on the ext_proc port answers. */
   setServing(serving: boolean): void;
   /** Stops taking streams, gives open ones `graceMs`, hands their responses over, ends the thread. */
@@ -30,7 +32,7 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function spawn(options: ExtProcThreadOptions, onMessage: (message: FromExtProcThread) => void): Promise<{ worker: Worker; port: number }> {
+function spawn(options: ExtProcThreadOptions, onMessage: (message: FromExtProcThread) => void): Promise<{ worker: Worker; port: number; tid: number | undefined }> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(WORKER_URL, { workerData: options });
     const failed = (error: Error) => {
@@ -45,7 +47,7 @@ function spawn(options: ExtProcThreadOptions, onMessage: (message: FromExtProcTh
       if (message.type === 'listening') {
         worker.off('message', first).off('error', failed).off('exit', exited);
         worker.on('message', onMessage);
-        resolve({ worker, port: message.port });
+        resolve({ worker, port: message.port, tid: message.tid });
       } else if (message.type === 'bind_failed') {
         worker.off('message', first);
         failed(new Error(message.message));
@@ -71,11 +73,16 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     for (let index = 0; index < message.closed; index += 1) metrics.extProcStreamsOpen.dec();
     if (message.errors > 0) metrics.extProcStreamErrors.inc(message.errors);
     if (message.incomplete > 0) metrics.extProcStreamsIncomplete.inc(message.incomplete);
+    if (message.backlogDropped > 0) {
+      metrics.capturesDropped.inc({ reason: 'capture_backlog_full' }, message.backlogDropped);
+      logger.error({ dropped: message.backlogDropped, reason: 'capture_backlog_full', maxBacklog: options.maxBacklog }, 'captures dropped: the main thread is behind');
+    }
     for (const record of message.logs) logger[record.level](record.fields, record.message);
     for (const observed of message.responses) onResponse({ ...observed, body: asBuffer(observed.body) });
+    if (message.responses.length > 0) worker.postMessage({ type: 'ack', count: message.responses.length } satisfies ToExtProcThread);
   };
 
-  let { worker, port } = await spawn(options, onMessage);
+  let { worker, port, tid } = await spawn(options, onMessage);
   const listen = `${options.listen.slice(0, options.listen.lastIndexOf(':'))}:${port}`;
 
   const watch = (current: Worker): void => {
@@ -91,7 +98,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
       await new Promise((resolve) => setTimeout(resolve, RESTART_DELAY_MS));
       if (closing) return;
       try {
-        ({ worker } = await spawn({ ...options, listen }, onMessage));
+        ({ worker, tid } = await spawn({ ...options, listen }, onMessage));
         watch(worker);
         worker.postMessage({ type: 'health', status } satisfies ToExtProcThread);
         logger.info({ listen }, 'ext_proc thread started again');
@@ -105,6 +112,9 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
 
   return {
     port,
+    get tid() {
+      return tid;
+    },
     setServing(serving) {
       status = serving ? 'SERVING' : 'NOT_SERVING';
       worker.postMessage({ type: 'health', status } satisfies ToExtProcThread);

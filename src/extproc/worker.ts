@@ -2,6 +2,7 @@
 // a reply never waits behind capture work (parsing, sealing, the spool, Postgres) on the main
 // thread. Finished responses go to the main thread in batches, once per event-loop turn, together
 // with the stream counters and log records, which the main thread owns. See thread.ts.
+import { readlinkSync } from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -16,6 +17,14 @@ import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOption
 Error.stackTraceLimit = 0;
 
 const options = workerData as ExtProcThreadOptions;
+
+function threadId(): number | undefined {
+  try {
+    return Number(readlinkSync('/proc/thread-self').split('/').at(-1)) || undefined;
+  } catch {
+    return undefined;
+  }
+}
 const port = parentPort!;
 
 let responses: ObservedResponse[] = [];
@@ -24,15 +33,19 @@ let opened = 0;
 let closed = 0;
 let errors = 0;
 let incomplete = 0;
+/** Responses the main thread has not taken yet, and those dropped because of it since the last batch. */
+let unacknowledged = 0;
+let backlogDropped = 0;
 let flushQueued = false;
 
 function flush(): void {
   flushQueued = false;
-  if (responses.length === 0 && logs.length === 0 && opened === 0 && closed === 0 && errors === 0 && incomplete === 0) return;
-  const message: FromExtProcThread = { type: 'batch', responses, logs, opened, closed, errors, incomplete };
+  if (responses.length === 0 && logs.length === 0 && opened === 0 && closed === 0 && errors === 0 && incomplete === 0 && backlogDropped === 0) return;
+  const message: FromExtProcThread = { type: 'batch', responses, logs, opened, closed, errors, incomplete, backlogDropped };
+  unacknowledged += responses.length;
   responses = [];
   logs = [];
-  opened = closed = errors = incomplete = 0;
+  opened = closed = errors = incomplete = backlogDropped = 0;
   port.postMessage(message);
 }
 
@@ -88,7 +101,10 @@ server.addService(
   createExtProcHandlers({
     limits: { maxBodyBytes: options.maxBodyBytes },
     onResponse: (observed) => {
-      responses.push(observed);
+      // A main thread that cannot keep up must not grow this queue without end: past the bound
+      // the response is dropped and counted (the login went on long ago).
+      if (unacknowledged + responses.length >= options.maxBacklog) backlogDropped += 1;
+      else responses.push(observed);
       soon();
     },
     logger,
@@ -98,6 +114,10 @@ server.addService(
 health.addToServer(server);
 
 port.on('message', (message: ToExtProcThread) => {
+  if (message.type === 'ack') {
+    unacknowledged = Math.max(0, unacknowledged - message.count);
+    return;
+  }
   if (message.type === 'health') {
     health.setStatus('', message.status);
     health.setStatus(EXT_PROC_HEALTH_SERVICE, message.status);
@@ -123,6 +143,6 @@ port.on('message', (message: ToExtProcThread) => {
 });
 
 server.bindAsync(options.listen, grpc.ServerCredentials.createInsecure(), (error, boundPort) => {
-  const reply: FromExtProcThread = error ? { type: 'bind_failed', message: error.message } : { type: 'listening', port: boundPort };
+  const reply: FromExtProcThread = error ? { type: 'bind_failed', message: error.message } : { type: 'listening', port: boundPort, tid: threadId() };
   port.postMessage(reply);
 });

@@ -1,5 +1,6 @@
 // The CLI as operators meet it: help everywhere, clear refusals, exit codes.
 import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { generateKeySpec } from '../../src/vault/crypto.js';
@@ -65,6 +66,22 @@ describe('token-tap CLI', function () {
       const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
       child.kill('SIGTERM');
       expect(await exited).to.equal(0);
+    }
+  });
+
+  it('serve runs capture work at nice 10 while the ext_proc thread keeps the process priority', async () => {
+    const sidecar = await startSidecarProcess({ port: await freePort(), env: { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec() } });
+    try {
+      // /proc/<pid>/task/<tid>/stat: field 19 is the nice value; the main thread's tid is the pid.
+      const niceOf = (tid: string) => Number(readFileSync(`/proc/${sidecar.pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
+      const tasks = readdirSync(`/proc/${sidecar.pid}/task`);
+      const nices = new Map(tasks.map((tid) => [tid, niceOf(tid)]));
+      const extProcThread = /"extProcThread":(\d+)/.exec(sidecar.logs())?.[1];
+      expect(nices.get(String(sidecar.pid)), 'the main thread').to.equal(10);
+      expect(extProcThread, 'the ext_proc thread id in the ready line').to.not.equal(undefined);
+      expect(nices.get(extProcThread!), 'the ext_proc thread').to.equal(0);
+    } finally {
+      await sidecar.stop();
     }
   });
 

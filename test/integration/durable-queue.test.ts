@@ -165,7 +165,7 @@ describe('durable capture queue with Postgres (integration)', function () {
     url.host = `127.0.0.1:${door.port}`;
     const { logger, text } = memoryLogger('info');
     const config = loadSidecarConfig(
-      { DATABASE_URL: url.toString(), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: dir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0' },
+      { DATABASE_URL: url.toString(), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: dir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0', TOKEN_TAP_CAPTURE_NICE: '0' },
       { listen: '127.0.0.1:0' },
     );
     const sidecar = await startSidecar(config, { logger });

@@ -63,7 +63,7 @@ describe('ext_proc server with Postgres (integration)', function () {
   before(async () => {
     db = await createTestDatabase('extproc');
     const config = loadSidecarConfig(
-      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0' },
+      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0', TOKEN_TAP_CAPTURE_NICE: '0' },
       { listen: '127.0.0.1:0' },
     );
     sidecar = await startSidecar(config, { logger: createLogger('silent') });

@@ -29,7 +29,7 @@ describe('ops surface: /metrics, /healthz, /readyz and gRPC health (integration)
     db = await createTestDatabase('ops');
     dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-test-'));
     const config = loadSidecarConfig(
-      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: dir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0' },
+      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: dir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0', TOKEN_TAP_CAPTURE_NICE: '0' },
       { listen: '127.0.0.1:0' },
     );
     sidecar = await startSidecar(config, { logger: memoryLogger('silent').logger });

@@ -49,6 +49,8 @@ export async function startVaultSidecar(db: TestDatabase, env: Record<string, st
       DATABASE_URL: db.url,
       TOKEN_TAP_SPOOL_DIR: tempDir('spool'),
       TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0',
+      // In the test runner's own process: its threads must keep their priority.
+      TOKEN_TAP_CAPTURE_NICE: '0',
       TOKEN_TAP_API_LISTEN: '127.0.0.1:0',
       ...env,
     },
