@@ -70,7 +70,8 @@ describe('token-tap CLI', function () {
   });
 
   it('serve runs capture work at nice 10 while the ext_proc thread keeps the process priority', async () => {
-    const sidecar = await startSidecarProcess({ port: await freePort(), env: { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec() } });
+    // No Postgres needed (and this file's database must stay without tables for the test below).
+    const sidecar = await startSidecarProcess({ port: await freePort(), env: { DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/none`, TOKEN_TAP_KEYS: generateKeySpec() } });
     try {
       // /proc/<pid>/task/<tid>/stat: field 19 is the nice value; the main thread's tid is the pid.
       const niceOf = (tid: string) => Number(readFileSync(`/proc/${sidecar.pid}/task/${tid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);
