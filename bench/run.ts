@@ -332,7 +332,7 @@ async function main(): Promise<void> {
   const file = path.join(RESULTS_DIR, `${stamp}.json`);
   const meta = {
     date: new Date().toISOString(),
-    command: `npm run bench -- ${process.argv.slice(2).join(' ')}`.trim(),
+    command: process.argv.length > 2 ? `npm run bench -- ${process.argv.slice(2).join(' ')}` : 'npm run bench',
     cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
     memoryGiB: Math.round(os.totalmem() / 1024 ** 3),
     node: process.version,

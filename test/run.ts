@@ -1,5 +1,5 @@
 // Runs the test layers with mocha from code (as node-oidc-provider does): `node dist/test/run.js
-// [unit|integration|e2e|faults ...]`. In CI, `.only` fails the run. Ends with an "N passed, N failed" line.
+// [unit|integration|e2e|faults ...]` (or TOKEN_TAP_TEST_LAYERS=unit,e2e). In CI, `.only` fails the run. Ends with an "N passed, N failed" line.
 import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,7 +18,10 @@ function testFiles(dir: string): string[] {
     });
 }
 
-const requested = process.argv.slice(2);
+// Layers from the arguments, else from TOKEN_TAP_TEST_LAYERS (how the fresh-clone test runs `.ci/run`
+// on a clone with the unit layer only), else all.
+const fromArgs = process.argv.slice(2);
+const requested = fromArgs.length > 0 ? fromArgs : (process.env.TOKEN_TAP_TEST_LAYERS?.split(',').filter(Boolean) ?? []);
 const unknown = requested.filter((layer) => !LAYERS.includes(layer));
 if (unknown.length > 0) {
   process.stderr.write(`unknown test layer(s): ${unknown.join(', ')}; choose from ${LAYERS.join(', ')}\n`);
