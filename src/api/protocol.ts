@@ -60,21 +60,11 @@ export interface GrantMessage {
   version: string | number;
 }
 
-export interface GrantSummaryMessage {
-  idp: string;
-  subject: string;
-  status: GrantStatusName;
-  issuer: string;
-  client_id: string;
-  email: string;
-  scope: string[];
-  has_refresh_token: boolean;
-  access_token_expires_at: Timestamp | null;
-  refresh_token_expires_at: Timestamp | null;
-  captured_at: Timestamp | null;
-  updated_at: Timestamp | null;
-  version: string | number;
-}
+/** A grant without tokens or claims: the proto's GrantSummary, the same fields as in Grant. */
+export type GrantSummaryMessage = Pick<
+  GrantMessage,
+  'idp' | 'subject' | 'status' | 'issuer' | 'client_id' | 'email' | 'scope' | 'has_refresh_token' | 'access_token_expires_at' | 'refresh_token_expires_at' | 'captured_at' | 'updated_at' | 'version'
+>;
 
 /** Selects one user of one IdP. */
 export interface UserSelector {

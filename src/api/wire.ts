@@ -77,27 +77,16 @@ export interface GrantDisclosure {
 }
 
 export function grantMessage(grant: GrantRecord, disclose: GrantDisclosure): GrantMessage {
+  // The summary fields, then what only a Grant carries: tokens and claims, as far as disclosed.
   return {
-    idp: grant.idp,
-    subject: grant.subject,
-    status: statusName(grant.status),
-    issuer: grant.issuer ?? '',
-    client_id: grant.clientId ?? '',
-    email: grant.email ?? '',
-    scope: grant.scope,
+    ...summaryMessage(summaryOfGrant(grant)),
     token_type: grant.tokenType ?? '',
     access_token: disclose.tokens ? (grant.accessToken ?? '') : '',
-    access_token_expires_at: toTimestamp(grant.accessTokenExpiresAt),
     id_token: disclose.tokens ? (grant.idToken ?? '') : '',
     id_token_expires_at: toTimestamp(grant.idTokenExpiresAt),
-    has_refresh_token: grant.refreshToken !== null,
     refresh_token: disclose.tokens && disclose.refreshToken ? (grant.refreshToken ?? '') : '',
-    refresh_token_expires_at: toTimestamp(grant.refreshTokenExpiresAt),
     id_token_claims: disclose.tokens && grant.claims ? toProtoStruct(grant.claims) : null,
     extras: disclose.tokens ? toProtoStruct(grant.extras) : null,
-    captured_at: toTimestamp(grant.capturedAt),
-    updated_at: toTimestamp(grant.updatedAt),
-    version: String(grant.version),
   };
 }
 

@@ -1,44 +1,16 @@
 // Who may call the TokenVault API: API keys (hashed, per IdP and operation) on every call, and
 // client certificates when mTLS is configured. Every refusal is audited like any other call.
-import { randomUUID } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { generateApiKey } from '../../src/api/api-key.js';
-import type { Capture } from '../../src/capture/types.js';
 import { ApiKeyRepository } from '../../src/vault/api-keys.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
+import { syntheticCapture } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { createApiKey, startVaultSidecar, statusOf, tempDir, vaultClient, type VaultClient, type VaultSidecar } from '../support/token-vault.js';
-
-function login(idp: string, subject: string): Capture {
-  return {
-    captureId: randomUUID(),
-    idp,
-    observedAt: new Date(),
-    httpStatus: 200,
-    outcome: 'stored',
-    subject,
-    issuer: `https://${idp}.example`,
-    clientId: 'okta',
-    email: undefined,
-    tokens: {
-      accessToken: `at-${randomUUID()}`,
-      refreshToken: `rt-${randomUUID()}`,
-      idToken: undefined,
-      tokenType: 'Bearer',
-      expiresIn: 3600,
-      refreshExpiresIn: undefined,
-      scope: [],
-      extras: {},
-      claims: undefined,
-    },
-    errorCode: undefined,
-    detail: undefined,
-  };
-}
 
 /** A CA, a server certificate for 127.0.0.1 and a client certificate, made with openssl. */
 function certificates(): { dir: string; ca: string; serverCert: string; serverKey: string; clientCert: string; clientKey: string } {
@@ -69,7 +41,7 @@ describe('TokenVault API authentication and authorization', function () {
     db = await createTestDatabase('vault_auth');
     vault = await startVaultSidecar(db, { TOKEN_TAP_KEYS: keys });
     client = vaultClient(vault.apiPort);
-    await vault.sidecar.store.recordCaptures([login('acme', 'alice'), login('other', 'olga')]);
+    await vault.sidecar.store.recordCaptures([syntheticCapture('acme', 'alice'), syntheticCapture('other', 'olga')]);
   });
   after(async () => {
     client?.close();

@@ -1,11 +1,9 @@
 // The TokenVault API against a real IdP (oidc-provider with refresh-token rotation), real gRPC and
 // the real Postgres: what internal services get, refresh, revoke and delete.
-import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import type { GrantMessage } from '../../src/api/protocol.js';
 import { fromProtoStruct, fromTimestamp } from '../../src/api/wire.js';
-import type { Capture } from '../../src/capture/types.js';
 import { refreshAsOkta, type TokenCallError } from '../support/okta-client.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { createTestDatabase, dumpAllRowsAsText, plaintextForms, type TestDatabase } from '../support/postgres.js';
@@ -20,37 +18,11 @@ import {
   type VaultClient,
   type VaultSidecar,
 } from '../support/token-vault.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
 
 const IDP = 'acme';
 const SECRET_ENV = 'TOKEN_TAP_TEST_ACME_SECRET';
-
-function syntheticLogin(idp: string, subject: string, email: string): Capture {
-  return {
-    captureId: randomUUID(),
-    idp,
-    observedAt: new Date(),
-    httpStatus: 200,
-    outcome: 'stored',
-    subject,
-    issuer: `https://${idp}.example`,
-    clientId: 'okta',
-    email,
-    tokens: {
-      accessToken: `at-${randomUUID()}`,
-      refreshToken: `rt-${randomUUID()}`,
-      idToken: undefined,
-      tokenType: 'Bearer',
-      expiresIn: 3600,
-      refreshExpiresIn: undefined,
-      scope: ['openid'],
-      extras: {},
-      claims: undefined,
-    },
-    errorCode: undefined,
-    detail: undefined,
-  };
-}
 
 describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, gRPC)', function () {
   this.timeout(30_000);
@@ -179,8 +151,8 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
 
   it('ListGrants pages through grants in (idp, subject) order without tokens, limited to the IdPs of the key', async () => {
     await vaults[0]!.sidecar.store.recordCaptures([
-      ...['p1', 'p2', 'p3', 'p4', 'p5'].map((subject) => syntheticLogin(IDP, subject, `${subject}@example.test`)),
-      syntheticLogin('other', 'p9', 'p9@example.test'),
+      ...['p1', 'p2', 'p3', 'p4', 'p5'].map((subject) => syntheticCapture(IDP, subject, { email: `${subject}@example.test`, tokens: syntheticTokens({ scope: ['openid'] }) })),
+      syntheticCapture('other', 'p9', { email: 'p9@example.test', tokens: syntheticTokens({ scope: ['openid'] }) }),
     ]);
     const seen: string[] = [];
     let pageToken = '';
@@ -202,7 +174,7 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
   });
 
   it('DeleteSubject deletes every grant of a user across IdPs by email, with their capture events, for a key allowed every IdP', async () => {
-    await vaults[0]!.sidecar.store.recordCaptures([syntheticLogin(IDP, 'carol-acme', 'Carol@Example.test'), syntheticLogin('other', 'carol-other', 'carol@example.test')]);
+    await vaults[0]!.sidecar.store.recordCaptures([syntheticCapture(IDP, 'carol-acme', { email: 'Carol@Example.test', tokens: syntheticTokens({ scope: ['openid'] }) }), syntheticCapture('other', 'carol-other', { email: 'carol@example.test', tokens: syntheticTokens({ scope: ['openid'] }) })]);
     expect(await statusOf(clients[0]!.call('DeleteSubject', { email: 'carol@example.test' }, key))).to.equal(grpc.status.PERMISSION_DENIED);
     const everywhere = (await createApiKey(db, 'privacy-desk', ['*'], ['delete'])).token;
     secrets.push(everywhere);

@@ -1,6 +1,5 @@
 // The vault's operator commands as an operator runs them (child processes of bin/token-tap.js):
 // API keys, key rotation, grants against a real IdP, and retention.
-import { randomUUID } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
@@ -9,40 +8,14 @@ import { migrate } from '../../src/vault/migrate.js';
 import { rotateKeys } from '../../src/vault/rotation.js';
 import { GrantStore } from '../../src/vault/store.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { runCli } from '../support/sidecar.js';
 import { idpConfigFile, loginIntoVault, startVaultSidecar, statusOf, userinfoStatus, vaultClient, type VaultSidecar } from '../support/token-vault.js';
 
-function tokensFor(accessToken: string) {
-  return {
-    accessToken,
-    refreshToken: `rt-${randomUUID()}`,
-    idToken: undefined,
-    tokenType: 'Bearer',
-    expiresIn: 3600,
-    refreshExpiresIn: undefined,
-    scope: [],
-    extras: { team: 'blue' },
-    claims: undefined,
-  };
-}
-
-function capture(idp: string, subject: string | undefined, overrides: Partial<Capture> = {}): Capture {
-  return {
-    captureId: randomUUID(),
-    idp,
-    observedAt: new Date(),
-    httpStatus: 200,
-    outcome: subject ? 'stored' : 'no_subject',
-    subject,
-    issuer: undefined,
-    clientId: undefined,
-    email: undefined,
-    tokens: tokensFor(`at-${randomUUID()}`),
-    errorCode: undefined,
-    detail: undefined,
-    ...overrides,
-  };
+/** As the rest of the file expects: no issuer or client, and one extra response field. */
+function vaultCapture(idp: string, subject: string | undefined, overrides: Partial<Capture> = {}): Capture {
+  return syntheticCapture(idp, subject, { issuer: undefined, clientId: undefined, tokens: syntheticTokens({ extras: { team: 'blue' } }), ...overrides });
 }
 
 describe('vault operator commands (token-tap api-keys, keys rotate, grants, purge)', function () {
@@ -54,7 +27,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
     before(async () => {
       db = await createTestDatabase('cli_keys');
       vault = await startVaultSidecar(db, { TOKEN_TAP_KEYS: generateKeySpec('k1') });
-      await vault.sidecar.store.recordCaptures([capture('acme', 'alice')]);
+      await vault.sidecar.store.recordCaptures([vaultCapture('acme', 'alice')]);
     });
     after(async () => {
       await vault?.close();
@@ -108,8 +81,8 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
 
     it('rows written under key A are read after the ring becomes B,A; keys rotate (resumed after a stop) leaves 0 rows under A and held grants still link', async () => {
       const storeA = new GrantStore(db.pool, parseKeyRing(specA));
-      const logins = ['r1', 'r2', 'r3', 'r4', 'r5'].map((subject) => capture('acme', subject));
-      const held = capture('github', undefined);
+      const logins = ['r1', 'r2', 'r3', 'r4', 'r5'].map((subject) => vaultCapture('acme', subject));
+      const held = vaultCapture('github', undefined);
       await storeA.recordCaptures([...logins, held]);
 
       const vault = await startVaultSidecar(db, { TOKEN_TAP_KEYS: `${specB},${specA}` });
@@ -149,7 +122,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
         expect((await storeB.findGrant('acme', 'r1'))!.extras).to.deep.equal({ team: 'blue' });
         // The held grant's fingerprint was re-keyed too, so the profile call still finds it.
         await storeB.recordCaptures([
-          capture('github', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'octocat', email: undefined } }),
+          vaultCapture('github', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'octocat', email: undefined } }),
         ]);
         expect(await storeB.findGrant('github', 'octocat')).to.include({ accessToken: held.tokens!.accessToken });
         expect(await statusOf(client.call('GetGrant', { idp: 'acme', subject: 'r5' }, api_key))).to.equal(grpc.status.OK);
@@ -160,8 +133,8 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
     });
 
     it('names the key id of rows sealed under a key the ring lacks, and rotates the rest', async () => {
-      await new GrantStore(db.pool, parseKeyRing(specC)).recordCaptures([capture('acme', 'lost')]);
-      await new GrantStore(db.pool, parseKeyRing(specA)).recordCaptures([capture('acme', 'late')]);
+      await new GrantStore(db.pool, parseKeyRing(specC)).recordCaptures([vaultCapture('acme', 'lost')]);
+      await new GrantStore(db.pool, parseKeyRing(specA)).recordCaptures([vaultCapture('acme', 'late')]);
       const result = await runCli(['keys', 'rotate'], { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${specB},${specA}` });
       expect(result.code).to.equal(1);
       expect(result.stderr).to.contain('key id "C" (1 grants, 0 held grants)').and.contain('TOKEN_TAP_KEYS lacks');
@@ -226,7 +199,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
     });
 
     it('purge deletes grants and events older than the given ages and keeps the rest', async () => {
-      await vault.sidecar.store.recordCaptures([capture('acme', 'stale'), capture('acme', 'fresh')]);
+      await vault.sidecar.store.recordCaptures([vaultCapture('acme', 'stale'), vaultCapture('acme', 'fresh')]);
       await db.pool.query("UPDATE grants SET updated_at = now() - interval '40 days' WHERE subject = 'stale'");
       await db.pool.query("UPDATE capture_events SET observed_at = now() - interval '400 days' WHERE subject = 'stale'");
       await db.pool.query("INSERT INTO access_events (at, operation, outcome) VALUES (now() - interval '400 days', 'GetGrant', 'ok')");
