@@ -100,7 +100,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   let extProc: ExtProcThread;
   try {
     extProc = await startExtProcThread(
-      { listen: formatHostPort(config.listen), maxBodyBytes: config.maxBodyBytes, logLevel: logger.level, maxBacklog: config.captureBacklog },
+      { listen: formatHostPort(config.listen), maxBodyBytes: config.maxBodyBytes, logLevel: logger.level, maxBacklog: config.captureBacklog, nice: os.getPriority(0) },
       { onResponse, logger, metrics },
     );
   } catch (error) {

@@ -8,6 +8,11 @@ export interface ExtProcThreadOptions {
   logLevel: string;
   /** Responses handed over and not yet acknowledged, at most; past it the thread drops and counts them. */
   maxBacklog: number;
+  /**
+   * The priority (nice) the thread runs at: the process's at start. A thread started again after the
+   * main thread lowered its own priority inherits the lower one and tries to return to this.
+   */
+  nice: number;
 }
 
 export interface LogRecord {

@@ -51,6 +51,9 @@ function spawn(options: ExtProcThreadOptions, onMessage: (message: FromExtProcTh
       } else if (message.type === 'bind_failed') {
         worker.off('message', first);
         failed(new Error(message.message));
+      } else {
+        // A batch from before it listened (a log line from its start).
+        onMessage(message);
       }
     };
     worker.on('message', first);
@@ -60,7 +63,20 @@ function spawn(options: ExtProcThreadOptions, onMessage: (message: FromExtProcTh
 export async function startExtProcThread(options: ExtProcThreadOptions, { onResponse, logger, metrics }: ExtProcThreadDependencies): Promise<ExtProcThread> {
   let status: 'SERVING' | 'NOT_SERVING' = 'NOT_SERVING';
   let closing = false;
+  let restarting: Promise<void> | undefined;
   let onClosed: (() => void) | undefined;
+  /** Streams the current thread reported open and not yet closed: what its death leaves open. */
+  let openInThread = 0;
+
+  const take = (observed: ObservedResponse): void => {
+    try {
+      onResponse({ ...observed, body: asBuffer(observed.body as Uint8Array) });
+    } catch (error) {
+      // A capture that cannot be taken must not take the rest of its batch (or the process) with it.
+      metrics.capturesDropped.inc({ reason: 'capture_failed' });
+      logger.error({ idp: observed.idp, reason: 'capture_failed', err: { name: (error as Error).name, message: (error as Error).message } }, 'capture dropped');
+    }
+  };
 
   const onMessage = (message: FromExtProcThread): void => {
     if (message.type === 'closed') {
@@ -69,6 +85,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     }
     if (message.type !== 'batch') return;
     if (message.opened > 0) metrics.extProcStreams.inc(message.opened);
+    openInThread += message.opened - message.closed;
     for (let index = 0; index < message.opened; index += 1) metrics.extProcStreamsOpen.inc();
     for (let index = 0; index < message.closed; index += 1) metrics.extProcStreamsOpen.dec();
     if (message.errors > 0) metrics.extProcStreamErrors.inc(message.errors);
@@ -78,19 +95,24 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
       logger.error({ dropped: message.backlogDropped, reason: 'capture_backlog_full', maxBacklog: options.maxBacklog }, 'captures dropped: the main thread is behind');
     }
     for (const record of message.logs) logger[record.level](record.fields, record.message);
-    for (const observed of message.responses) onResponse({ ...observed, body: asBuffer(observed.body) });
+    for (const observed of message.responses) take(observed);
     if (message.responses.length > 0) worker.postMessage({ type: 'ack', count: message.responses.length } satisfies ToExtProcThread);
   };
 
   let { worker, port, tid } = await spawn(options, onMessage);
+  let alive = true;
   const listen = `${options.listen.slice(0, options.listen.lastIndexOf(':'))}:${port}`;
 
   const watch = (current: Worker): void => {
     current.on('error', (error) => logger.error({ err: { name: error.name, message: error.message } }, 'the ext_proc thread failed'));
     current.once('exit', (code) => {
+      alive = false;
+      // Streams it had open are gone with it.
+      for (; openInThread > 0; openInThread -= 1) metrics.extProcStreamsOpen.dec();
+      onClosed?.();
       if (closing) return;
       logger.error({ code }, 'the ext_proc thread stopped; starting it again (Envoy fails open meanwhile)');
-      void restart();
+      restarting = restart().finally(() => (restarting = undefined));
     });
   };
   const restart = async (): Promise<void> => {
@@ -98,10 +120,16 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
       await new Promise((resolve) => setTimeout(resolve, RESTART_DELAY_MS));
       if (closing) return;
       try {
-        ({ worker, tid } = await spawn({ ...options, listen }, onMessage));
+        const started = await spawn({ ...options, listen }, onMessage);
+        if (closing) {
+          await started.worker.terminate();
+          return;
+        }
+        ({ worker, tid } = started);
+        alive = true;
         watch(worker);
         worker.postMessage({ type: 'health', status } satisfies ToExtProcThread);
-        logger.info({ listen }, 'ext_proc thread started again');
+        logger.info({ listen, extProcThread: tid }, 'ext_proc thread started again');
         return;
       } catch (error) {
         logger.error({ err: { message: (error as Error).message }, listen }, 'cannot start the ext_proc thread again; retrying');
@@ -122,16 +150,19 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     async close(graceMs) {
       if (closing) return;
       closing = true;
+      await restarting;
       const current = worker;
-      // The thread answers "closed" after its last batch; the timer covers a thread that cannot.
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, graceMs + 1_000);
-        onClosed = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-        current.postMessage({ type: 'shutdown', graceMs } satisfies ToExtProcThread);
-      });
+      if (alive) {
+        // The thread answers "closed" after its last batch (or exits); the timer covers one that cannot.
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(resolve, graceMs + 1_000);
+          onClosed = () => {
+            clearTimeout(timer);
+            resolve();
+          };
+          current.postMessage({ type: 'shutdown', graceMs } satisfies ToExtProcThread);
+        });
+      }
       await current.terminate();
     },
   };

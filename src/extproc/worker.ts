@@ -3,6 +3,7 @@
 // thread. Finished responses go to the main thread in batches, once per event-loop turn, together
 // with the stream counters and log records, which the main thread owns. See thread.ts.
 import { readlinkSync } from 'node:fs';
+import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -93,6 +94,15 @@ const metrics = {
   },
 };
 
+// Started again after the capture thread lowered its priority, this thread inherited the lower one.
+if (process.platform === 'linux' && os.getPriority(0) > options.nice) {
+  try {
+    os.setPriority(0, options.nice);
+  } catch {
+    logger.warn({ nice: os.getPriority(0), wanted: options.nice }, 'the ext_proc thread runs at the capture thread priority (raising it needs CAP_SYS_NICE); restart the sidecar to restore it');
+  }
+}
+
 const health = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
 // channelz keeps per-call bookkeeping nobody reads here: off, it is a few percent of each stream.
 const server = new grpc.Server({ 'grpc.max_receive_message_length': options.maxBodyBytes + 64 * 1024, 'grpc.enable_channelz': 0 });
@@ -124,20 +134,26 @@ port.on('message', (message: ToExtProcThread) => {
     return;
   }
   if (message.type === 'shutdown') {
-    const done = () => {
-      // Streams that just ended hand their response off on the next turn; send those too.
-      setImmediate(() => {
-        flush();
-        port.postMessage({ type: 'closed' } satisfies FromExtProcThread);
-      });
+    let done = false;
+    const finish = () => {
+      if (done) return;
+      done = true;
+      // Streams closed by the shutdown hand their responses off on later turns (nextTick, then an
+      // immediate each); two turns on, they are all in the last batch.
+      setImmediate(() =>
+        setImmediate(() => {
+          flush();
+          port.postMessage({ type: 'closed' } satisfies FromExtProcThread);
+        }),
+      );
     };
     const force = setTimeout(() => {
       server.forceShutdown();
-      done();
+      finish();
     }, message.graceMs);
     server.tryShutdown(() => {
       clearTimeout(force);
-      done();
+      finish();
     });
   }
 });

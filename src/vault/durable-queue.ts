@@ -30,6 +30,8 @@ export class DurableCaptureQueue {
   private readonly stop = new AbortController();
   /** Aborted to cut a backoff wait short (a drain wants one more try now). */
   private nap = new AbortController();
+  /** stop or nap, made once per nap: AbortSignal.any per wait would pile up on the long-lived stop signal. */
+  private wake = AbortSignal.any([this.stop.signal, this.nap.signal]);
   private running: Promise<void> | undefined;
   private failedAttempts = 0;
   private readonly maxBatch: number;
@@ -86,7 +88,7 @@ export class DurableCaptureQueue {
       }
       if (!pending) {
         await spool.waitForRecords(this.stop.signal);
-        await sleep(this.options.gatherMs ?? 20, anySignal(this.stop.signal, this.nap.signal));
+        await sleep(this.options.gatherMs ?? 20, this.wake);
         continue;
       }
       if (pending.captures.length > 0 && !(await this.write(pending))) {
@@ -101,8 +103,11 @@ export class DurableCaptureQueue {
 
   private async backOff(): Promise<void> {
     this.failedAttempts += 1;
-    if (this.nap.signal.aborted) this.nap = new AbortController();
-    await sleep(backoffMs(this.failedAttempts, this.options.retryInitialMs ?? 100, this.options.retryMaxMs ?? 5_000), anySignal(this.stop.signal, this.nap.signal));
+    if (this.nap.signal.aborted) {
+      this.nap = new AbortController();
+      this.wake = AbortSignal.any([this.stop.signal, this.nap.signal]);
+    }
+    await sleep(backoffMs(this.failedAttempts, this.options.retryInitialMs ?? 100, this.options.retryMaxMs ?? 5_000), this.wake);
   }
 
   private async write(batch: SpoolBatch): Promise<boolean> {
@@ -146,8 +151,4 @@ export class DurableCaptureQueue {
     }
     return true;
   }
-}
-
-function anySignal(...signals: AbortSignal[]): AbortSignal {
-  return AbortSignal.any(signals);
 }

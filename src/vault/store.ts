@@ -111,6 +111,14 @@ function epochSeconds(value: unknown): Date | null {
   return typeof value === 'number' && Number.isFinite(value) ? new Date(value * 1000) : null;
 }
 
+/**
+ * A login written late (a spool replayed after an outage, another sidecar's slower batch) must not
+ * replace a newer one, nor bring back a grant revoked after it was captured (revocation stamps
+ * updated_at).
+ */
+const LATE_LOGIN_GUARD = `WHERE grants.captured_at <= EXCLUDED.captured_at
+         AND (grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
+
 export class GrantStore {
   constructor(
     private readonly pool: pg.Pool,
@@ -205,7 +213,9 @@ export class GrantStore {
    * already holds the row lock; fields the response lacks are kept from `kept`.
    */
   async writeObtainedTokens(client: pg.PoolClient, capture: Capture, kept: GrantRecord): Promise<void> {
-    await this.upsertGrantRows(client, [this.grantRow(capture, kept)]);
+    // Tokens the IdP just issued always win (the old refresh token may be dead now), whatever the
+    // clocks of the sidecar that captured the stored row said.
+    await this.upsertGrantRows(client, [this.grantRow(capture, kept)], { always: true });
   }
 
   /** Grants held without a subject, newest first, tokens decrypted (for operators). */
@@ -376,7 +386,7 @@ export class GrantStore {
   }
 
   /** Upserts grant rows in one statement; at most one row per (idp, subject). */
-  private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][]): Promise<void> {
+  private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { always?: boolean } = {}): Promise<void> {
     const columns: unknown[][] = Array.from({ length: 17 }, (_, index) => rows.map((row) => row[index]));
     await client.query(
       `INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
@@ -401,11 +411,9 @@ export class GrantStore {
          access_token_expires_at = EXCLUDED.access_token_expires_at,
          refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
          id_token_expires_at = EXCLUDED.id_token_expires_at,
-         status = 'active', captured_at = EXCLUDED.captured_at, updated_at = now(),
+         status = 'active', captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at), updated_at = now(),
          version = grants.version + 1
-       -- A login written late (a spool replayed after an outage, another sidecar's slower batch)
-       -- must not replace a newer one, nor bring back a grant revoked after it.
-       WHERE grants.captured_at <= EXCLUDED.captured_at`,
+       ${options.always ? '' : LATE_LOGIN_GUARD}`,
       columns,
     );
   }

@@ -3,6 +3,7 @@ import { expect } from 'chai';
 import type { Capture, TokenSet } from '../../src/capture/types.js';
 import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
 import { migrate } from '../../src/vault/migrate.js';
+import { markRevoked } from '../../src/vault/revoke.js';
 import { GrantStore } from '../../src/vault/store.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
@@ -113,5 +114,36 @@ describe('vault/store (Postgres)', () => {
     expect(grant).to.include({ accessToken: newer.tokens!.accessToken, refreshToken: newer.tokens!.refreshToken, version: 1 });
     const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM capture_events WHERE subject = 'late-older'");
     expect(rows[0].n).to.equal(2);
+  });
+
+  it('keeps a grant revoked against a login captured before the revocation, and lets a later login make it active again', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    await store.recordCaptures([stored('revoked-late', { observedAt: new Date(Date.now() - 120_000) })]);
+    const capturedBeforeRevocation = stored('revoked-late', { observedAt: new Date(Date.now() - 60_000) });
+    const client = await db.pool.connect();
+    try {
+      await markRevoked(client, 'acme', 'revoked-late');
+    } finally {
+      client.release();
+    }
+    await store.recordCaptures([capturedBeforeRevocation]);
+    expect(await store.findGrant('acme', 'revoked-late')).to.include({ status: 'revoked', accessToken: null });
+    const after = stored('revoked-late', { observedAt: new Date(Date.now() + 1_000) });
+    await store.recordCaptures([after]);
+    expect(await store.findGrant('acme', 'revoked-late')).to.include({ status: 'active', accessToken: after.tokens!.accessToken });
+  });
+
+  it('always stores tokens the sidecar obtained itself (a refresh), even when the stored login carries a later clock', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    await store.recordCaptures([stored('refresh-skew', { observedAt: new Date(Date.now() + 3_600_000) })]);
+    const kept = (await store.findGrant('acme', 'refresh-skew'))!;
+    const refreshed = stored('refresh-skew', { observedAt: new Date() });
+    const client = await db.pool.connect();
+    try {
+      await store.writeObtainedTokens(client, refreshed, kept);
+    } finally {
+      client.release();
+    }
+    expect(await store.findGrant('acme', 'refresh-skew')).to.include({ accessToken: refreshed.tokens!.accessToken, refreshToken: refreshed.tokens!.refreshToken });
   });
 });
