@@ -23,6 +23,8 @@ export interface ExtProcThreadDependencies {
   onResponse: (observed: ObservedResponse) => void;
   logger: Logger;
   metrics: Metrics;
+  /** The thread's module (default ./worker.js); tests give one that fails on purpose. */
+  workerUrl?: URL;
 }
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
@@ -32,9 +34,13 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function spawn(options: ExtProcThreadOptions, onMessage: (message: FromExtProcThread) => void): Promise<{ worker: Worker; port: number; tid: number | undefined }> {
+function spawn(
+  options: ExtProcThreadOptions,
+  onMessage: (message: FromExtProcThread) => void,
+  workerUrl: URL,
+): Promise<{ worker: Worker; port: number; tid: number | undefined }> {
   return new Promise((resolve, reject) => {
-    const worker = new Worker(WORKER_URL, { workerData: options });
+    const worker = new Worker(workerUrl, { workerData: options });
     const failed = (error: Error) => {
       worker.off('exit', exited);
       void worker.terminate();
@@ -60,7 +66,7 @@ function spawn(options: ExtProcThreadOptions, onMessage: (message: FromExtProcTh
   });
 }
 
-export async function startExtProcThread(options: ExtProcThreadOptions, { onResponse, logger, metrics }: ExtProcThreadDependencies): Promise<ExtProcThread> {
+export async function startExtProcThread(options: ExtProcThreadOptions, { onResponse, logger, metrics, workerUrl = WORKER_URL }: ExtProcThreadDependencies): Promise<ExtProcThread> {
   let status: 'SERVING' | 'NOT_SERVING' = 'NOT_SERVING';
   let closing = false;
   let restarting: Promise<void> | undefined;
@@ -99,7 +105,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     if (message.responses.length > 0) worker.postMessage({ type: 'ack', count: message.responses.length } satisfies ToExtProcThread);
   };
 
-  let { worker, port, tid } = await spawn(options, onMessage);
+  let { worker, port, tid } = await spawn(options, onMessage, workerUrl);
   let alive = true;
   const listen = `${options.listen.slice(0, options.listen.lastIndexOf(':'))}:${port}`;
 
@@ -120,7 +126,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
       await new Promise((resolve) => setTimeout(resolve, RESTART_DELAY_MS));
       if (closing) return;
       try {
-        const started = await spawn({ ...options, listen }, onMessage);
+        const started = await spawn({ ...options, listen }, onMessage, workerUrl);
         if (closing) {
           await started.worker.terminate();
           return;
