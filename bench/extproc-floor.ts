@@ -6,11 +6,11 @@
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { loadExtProc } from '../src/extproc/protocol.js';
-import { createExtProcHandlers } from '../src/extproc/server.js';
+import { createExtProcHandlers, extProcServerOptions } from '../src/extproc/server.js';
 import { createMetrics } from '../src/ops/metrics.js';
 
 const port = Number(process.argv[2]);
-const server = new grpc.Server({ 'grpc.max_receive_message_length': 2 * 1024 * 1024, 'grpc.enable_channelz': 0 });
+const server = new grpc.Server(extProcServerOptions(1024 * 1024));
 server.addService(
   loadExtProc().service,
   createExtProcHandlers({ limits: { maxBodyBytes: 1024 * 1024 }, onResponse: () => undefined, logger: pino({ level: 'silent' }), metrics: createMetrics() }),

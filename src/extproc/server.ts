@@ -27,6 +27,14 @@ export interface StreamMetrics {
   extProcStreamsIncomplete: { inc(): void };
 }
 
+/**
+ * gRPC server options for the ext_proc service: room for the largest body collected plus framing;
+ * channelz off (per-call bookkeeping nobody reads here, a few percent of each stream).
+ */
+export function extProcServerOptions(maxBodyBytes: number): grpc.ServerOptions {
+  return { 'grpc.max_receive_message_length': maxBodyBytes + 64 * 1024, 'grpc.enable_channelz': 0 };
+}
+
 export interface ExtProcHandlerOptions {
   limits: ExchangeLimits;
   onResponse: (observed: ObservedResponse) => void;

@@ -92,8 +92,8 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     if (message.type !== 'batch') return;
     if (message.opened > 0) metrics.extProcStreams.inc(message.opened);
     openInThread += message.opened - message.closed;
-    for (let index = 0; index < message.opened; index += 1) metrics.extProcStreamsOpen.inc();
-    for (let index = 0; index < message.closed; index += 1) metrics.extProcStreamsOpen.dec();
+    metrics.extProcStreamsOpen.inc(message.opened);
+    metrics.extProcStreamsOpen.dec(message.closed);
     if (message.errors > 0) metrics.extProcStreamErrors.inc(message.errors);
     if (message.incomplete > 0) metrics.extProcStreamsIncomplete.inc(message.incomplete);
     if (message.backlogDropped > 0) {
@@ -114,7 +114,8 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     current.once('exit', (code) => {
       alive = false;
       // Streams it had open are gone with it.
-      for (; openInThread > 0; openInThread -= 1) metrics.extProcStreamsOpen.dec();
+      metrics.extProcStreamsOpen.dec(openInThread);
+      openInThread = 0;
       onClosed?.();
       if (closing) return;
       logger.error({ code }, 'the ext_proc thread stopped; starting it again (Envoy fails open meanwhile)');

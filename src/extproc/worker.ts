@@ -10,7 +10,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { ObservedResponse } from '../capture/types.js';
 import { EXT_PROC_HEALTH_SERVICE } from '../ops/health.js';
 import { loadExtProc } from './protocol.js';
-import { createExtProcHandlers, type StreamLogger } from './server.js';
+import { createExtProcHandlers, extProcServerOptions, type StreamLogger } from './server.js';
 import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOptions } from './thread-messages.js';
 
 // Envoy resets every ext_proc stream when its HTTP request ends, and Node builds an Error for each
@@ -18,7 +18,9 @@ import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOption
 Error.stackTraceLimit = 0;
 
 const options = workerData as ExtProcThreadOptions;
+const port = parentPort!;
 
+/** This thread's Linux task id, for the ready log line (operators renice or trace it). */
 function threadId(): number | undefined {
   try {
     return Number(readlinkSync('/proc/thread-self').split('/').at(-1)) || undefined;
@@ -26,7 +28,6 @@ function threadId(): number | undefined {
     return undefined;
   }
 }
-const port = parentPort!;
 
 let responses: ObservedResponse[] = [];
 let logs: LogRecord[] = [];
@@ -104,8 +105,7 @@ if (process.platform === 'linux' && os.getPriority(0) > options.nice) {
 }
 
 const health = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
-// channelz keeps per-call bookkeeping nobody reads here: off, it is a few percent of each stream.
-const server = new grpc.Server({ 'grpc.max_receive_message_length': options.maxBodyBytes + 64 * 1024, 'grpc.enable_channelz': 0 });
+const server = new grpc.Server(extProcServerOptions(options.maxBodyBytes));
 server.addService(
   loadExtProc().service,
   createExtProcHandlers({

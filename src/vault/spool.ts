@@ -16,7 +16,6 @@ import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
 import type { Metrics } from '../ops/metrics.js';
 import { DecryptError, open as openSealed, seal, type FieldBinding, type KeyRing } from './crypto.js';
-import { TurnCounter } from './turns.js';
 
 const SEGMENT_MAGIC = Buffer.from('TTSPOOL1', 'latin1');
 const HEADER_BYTES = SEGMENT_MAGIC.length;
@@ -250,7 +249,6 @@ export class CaptureSpool {
     const captures: Capture[] = [];
     let records = 0;
     let cursor = { ...this.cursor };
-    const turns = new TurnCounter();
     while (records < maxRecords) {
       const segment = this.segments.find((candidate) => candidate.seq >= cursor.segment);
       if (!segment) break;
@@ -271,7 +269,6 @@ export class CaptureSpool {
         if (capture) captures.push(capture);
         records += 1;
         cursor = { segment: segment.seq, offset: base + start + LENGTH_BYTES + length };
-        await turns.tick();
       }
       if (end === 0) break;
     }

@@ -3,7 +3,6 @@
 import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
 import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from './crypto.js';
-import { mapInTurns } from './turns.js';
 
 export interface RecordResult {
   /** Captures Postgres refused for their content; the rest of the batch was written. */
@@ -196,7 +195,7 @@ export class GrantStore {
     for (const capture of pending) {
       if (capture.outcome === 'stored' && !mergeNeeded.has(grantKey(capture))) latestComplete.set(grantKey(capture), capture);
     }
-    if (latestComplete.size > 0) await this.upsertGrantRows(client, await mapInTurns([...latestComplete.values()], (capture) => this.grantRow(capture, undefined)));
+    if (latestComplete.size > 0) await this.upsertGrantRows(client, [...latestComplete.values()].map((capture) => this.grantRow(capture, undefined)));
     for (const capture of pending) {
       if (capture.outcome === 'stored' && !mergeNeeded.has(grantKey(capture))) continue;
       await this.applyAfterEvent(client, capture);

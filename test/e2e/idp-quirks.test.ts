@@ -6,20 +6,17 @@ import { expect } from 'chai';
 import { renderEnvoyYaml, profileRoutePath, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
 import { startEnvoy, type RunningEnvoy } from '../support/envoy.js';
+import { endToEndHeaders } from '../support/faults.js';
 import { canned, sendRaw, startFixtureIdp, type CannedResponse, type FixtureIdp, type RawReceived } from '../support/fixture-idp.js';
 import { loadIdpFixtures, type FixtureCase } from '../support/fixtures.js';
 import { freePort, waitFor } from '../support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { runCli, startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
 
-const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection']);
-const endToEnd = (headers: Array<[string, string]>) =>
-  headers.map(([name, value]): [string, string] => [name.toLowerCase(), value]).filter(([name]) => !HOP_BY_HOP.has(name)).sort();
-
 function expectUnchanged(sent: CannedResponse, received: RawReceived): void {
   expect(received.status).to.equal(sent.status);
   expect(received.body.equals(sent.body), 'body bytes').to.equal(true);
-  expect(endToEnd(received.headers)).to.deep.equal(endToEnd(sent.headers));
+  expect(endToEndHeaders(received.headers)).to.deep.equal(endToEndHeaders(sent.headers));
 }
 
 const fixtures = new Map(loadIdpFixtures().map((fixture) => [fixture.idp, fixture]));
@@ -110,7 +107,7 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       const received = await sendRaw(`${envoyBase}${tokenRoutePath('okta')}`, { body: 'grant_type=authorization_code&code=x' });
       expect(received.status).to.equal(200);
       expect(received.body.equals(body), 'de-chunked body bytes').to.equal(true);
-      expect(endToEnd(received.headers)).to.deep.equal(endToEnd(response.headers));
+      expect(endToEndHeaders(received.headers)).to.deep.equal(endToEndHeaders(response.headers));
       expect(await eventsOnce('okta', 1)).to.deep.equal([{ outcome: 'stored', error_code: null, subject: c.expect.subject }]);
     });
 

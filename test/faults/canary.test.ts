@@ -13,7 +13,7 @@ import { renderEnvoyYaml, profileRoutePath, tokenRoutePath } from '../../src/env
 import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
 import { GrantStore } from '../../src/vault/store.js';
 import { startEnvoy, type RunningEnvoy } from '../support/envoy.js';
-import { metricSum, scrapeMetrics, waitForSidecarHealth } from '../support/faults.js';
+import { scrapeMetrics, sidecarMetric, waitForSidecarHealth } from '../support/faults.js';
 import { canned, sendRaw, startFixtureIdp, type FixtureIdp } from '../support/fixture-idp.js';
 import { freePort, waitFor } from '../support/ports.js';
 import { startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
@@ -132,9 +132,9 @@ describe('canary secrets on every path leave no plaintext trace', function () {
 
     // Postgres down: the capture waits, sealed, in the spool; the spool files are read then.
     cluster.stop('fast');
-    const spooledBefore = metricSum((await scrapeMetrics(sidecar.opsPort)).values, 'token_tap_spool_captures_total');
+    const spooledBefore = (await sidecarMetric(sidecar.opsPort, 'token_tap_spool_captures_total'));
     statuses.push((await tokenCall('down')).status);
-    await waitFor('the capture in the spool', async () => (metricSum((await scrapeMetrics(sidecar.opsPort)).values, 'token_tap_spool_captures_total') > spooledBefore ? true : undefined));
+    await waitFor('the capture in the spool', async () => ((await sidecarMetric(sidecar.opsPort, 'token_tap_spool_captures_total')) > spooledBefore ? true : undefined));
     const spoolFiles = readdirSync(spoolDir).filter((name) => name.endsWith('.seg'));
     const spool = Buffer.concat(spoolFiles.map((name) => readFileSync(path.join(spoolDir, name))));
     const metricsWhileDown = (await scrapeMetrics(sidecar.opsPort)).text;

@@ -3,7 +3,7 @@
 // reaches Postgres exactly once, whether or not Postgres had it before the kill.
 import { expect } from 'chai';
 import { parseKeyRing } from '../../src/vault/crypto.js';
-import { driveLogins, metricSum, scrapeMetrics, startSpoolRig, tallyFingerprints, unreachableDatabaseUrl, type SpoolRig } from '../support/faults.js';
+import { driveLogins, sidecarMetric, type SpoolRig, startSpoolRig, storedFingerprints, tallyFingerprints, unreachableDatabaseUrl } from '../support/faults.js';
 import { waitFor } from '../support/ports.js';
 
 describe('SIGKILL of the sidecar right after captures reached the spool', function () {
@@ -22,7 +22,7 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
     const spooled = await waitFor(
       `${count} captures fsynced in the spool`,
       async () => {
-        const appended = metricSum((await scrapeMetrics(running.opsPort)).values, 'token_tap_spool_captures_total');
+        const appended = (await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total'));
         return appended >= count ? appended : undefined;
       },
       10_000,
@@ -32,29 +32,21 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
     return { ...tally, spooled };
   }
 
-  async function storedFingerprints(): Promise<string[]> {
-    // Before the first sidecar that reached this database, it has no schema at all.
-    const { rows: exists } = await rig.db.pool.query<{ table: string | null }>("SELECT to_regclass('capture_events')::text AS table");
-    if (!exists[0]!.table) return [];
-    const { rows } = await rig.db.pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
-    return rows.map((row) => row.access_token_fp);
-  }
-
   async function restartAndCount(expected: number): Promise<{ replayed: number; fingerprints: string[] }> {
     const restarted = await rig.start(rig.db.url);
     const replayed = Number(/"captures":(\d+)[^\n]*replaying them to Postgres/.exec(restarted.logs())?.[1] ?? 0);
     await waitFor(
       'the replayed captures in Postgres',
-      async () => ((await storedFingerprints()).length >= expected && metricSum((await scrapeMetrics(restarted.opsPort)).values, 'token_tap_capture_queue_depth') === 0 ? true : undefined),
+      async () => ((await storedFingerprints(rig.db.pool)).length >= expected && (await sidecarMetric(restarted.opsPort, 'token_tap_capture_queue_depth')) === 0 ? true : undefined),
       20_000,
     );
-    return { replayed, fingerprints: await storedFingerprints() };
+    return { replayed, fingerprints: await storedFingerprints(rig.db.pool) };
   }
 
   it('with Postgres away at the time: after the restart, all of them reach Postgres exactly once', async () => {
     await rig.start(await unreachableDatabaseUrl());
     const killed = await loginsThenKill(30);
-    const before = (await storedFingerprints()).length;
+    const before = (await storedFingerprints(rig.db.pool)).length;
     const { replayed, fingerprints } = await restartAndCount(killed.ok);
     const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(rig.keys), killed.accessTokens, fingerprints);
     console.log(
@@ -70,7 +62,7 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
   it('while the writer is moving them into Postgres: after the restart, each is there exactly once', async () => {
     await rig.start(rig.db.url);
     const killed = await loginsThenKill(40);
-    const before = (await storedFingerprints()).length;
+    const before = (await storedFingerprints(rig.db.pool)).length;
     const { replayed, fingerprints } = await restartAndCount(killed.ok);
     const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(rig.keys), killed.accessTokens, fingerprints);
     console.log(

@@ -3,7 +3,7 @@
 import { readdirSync } from 'node:fs';
 import { expect } from 'chai';
 import { parseKeyRing } from '../../src/vault/crypto.js';
-import { driveLogins, metricSum, scrapeMetrics, startSpoolRig, tallyFingerprints, unreachableDatabaseUrl, type SpoolRig } from '../support/faults.js';
+import { driveLogins, sidecarMetric, type SpoolRig, startSpoolRig, storedFingerprints, tallyFingerprints, unreachableDatabaseUrl } from '../support/faults.js';
 import { waitFor } from '../support/ports.js';
 
 describe('graceful stop on SIGTERM', function () {
@@ -19,10 +19,7 @@ describe('graceful stop on SIGTERM', function () {
 
   const segments = () => readdirSync(rig.spoolDir).filter((name) => name.endsWith('.seg'));
 
-  async function fingerprints(): Promise<string[]> {
-    const { rows } = await rig.db.pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
-    return rows.map((row) => row.access_token_fp);
-  }
+  const fingerprints = () => storedFingerprints(rig.db.pool);
 
   it('with logins in flight: the captures it took are all in Postgres, the spool is empty, and it exits 0', async () => {
     const running = await start(rig.db.url, 10_000);
@@ -59,7 +56,7 @@ describe('graceful stop on SIGTERM', function () {
     const running = await start(await unreachableDatabaseUrl(), 2_000);
     const tally = await driveLogins(rig.idp, rig.front.tokenUrl, { count: 10 });
     // Observability mode: Envoy may still be sending the last response when the login is done.
-    await waitFor('the captures in the spool', async () => (metricSum((await scrapeMetrics(running.opsPort)).values, 'token_tap_spool_captures_total') >= tally.ok ? true : undefined));
+    await waitFor('the captures in the spool', async () => ((await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total')) >= tally.ok ? true : undefined));
     const stopAsked = Date.now();
     const code = await rig.stopSidecar('SIGTERM');
     const stopMs = Date.now() - stopAsked;

@@ -4,7 +4,7 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { parseKeyRing, generateKeySpec } from '../../src/vault/crypto.js';
-import { driveLogins, metricSum, scrapeMetrics, startFaultEnvoy, tallyFingerprints, waitForSidecarHealth, type FaultEnvoy } from '../support/faults.js';
+import { driveLogins, type FaultEnvoy, sidecarMetric, startFaultEnvoy, storedFingerprints, tallyFingerprints, waitForSidecarHealth } from '../support/faults.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { freePort, waitFor } from '../support/ports.js';
 import { startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
@@ -53,7 +53,7 @@ describe('Postgres unavailable for 30 s during steady logins', function () {
       readyStatuses.add(ready.status);
       storeConditions.add(((await ready.json()) as { store: { condition: string } }).store.condition);
       if ((await fetch(`http://127.0.0.1:${sidecar.opsPort}/healthz`)).status !== 200) livenessFailures += 1;
-      peakSpooled = Math.max(peakSpooled, metricSum((await scrapeMetrics(sidecar.opsPort)).values, 'token_tap_capture_queue_depth'));
+      peakSpooled = Math.max(peakSpooled, (await sidecarMetric(sidecar.opsPort, 'token_tap_capture_queue_depth')));
       await sleep(1_000);
     }
     cluster.start();
@@ -75,12 +75,12 @@ describe('Postgres unavailable for 30 s during steady logins', function () {
         200,
       );
       const recoveredInMs = Date.now() - recoveryStarted;
-      const { rows } = await pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
-      const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(keys), tally.accessTokens, rows.map((row) => row.access_token_fp));
-      const spooledAfter = metricSum((await scrapeMetrics(sidecar.opsPort)).values, 'token_tap_capture_queue_depth');
+      const events = await storedFingerprints(pool);
+      const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(keys), tally.accessTokens, events);
+      const spooledAfter = await sidecarMetric(sidecar.opsPort, 'token_tap_capture_queue_depth');
       console.log(
         `      Postgres down ${(outageMs / 1000).toFixed(1)} s: logins ok ${tally.ok}/${tally.total}, bytes unchanged ${tally.unchanged}/${tally.total}; ` +
-          `captures stored ${stored}/${tally.ok}, duplicated ${duplicated}, missing ${missing}, events ${rows.length}; ` +
+          `captures stored ${stored}/${tally.ok}, duplicated ${duplicated}, missing ${missing}, events ${events.length}; ` +
           `spool peak ${peakSpooled}, after ${spooledAfter}; /readyz statuses [${[...readyStatuses]}] store [${[...storeConditions]}], /healthz failures ${livenessFailures}; ` +
           `all in Postgres ${recoveredInMs} ms after the test looked`,
       );
@@ -91,7 +91,7 @@ describe('Postgres unavailable for 30 s during steady logins', function () {
       expect([...storeConditions]).to.include('unavailable');
       expect([...readyStatuses]).to.deep.equal([200]);
       expect(livenessFailures).to.equal(0);
-      expect({ stored, duplicated, missing, events: rows.length }).to.deep.equal({ stored: tally.ok, duplicated: 0, missing: 0, events: tally.ok });
+      expect({ stored, duplicated, missing, events: events.length }).to.deep.equal({ stored: tally.ok, duplicated: 0, missing: 0, events: tally.ok });
       expect(spooledAfter).to.equal(0);
     } finally {
       await pool.end();

@@ -1,7 +1,7 @@
 // Postgres is away and the spool reaches its cap (TOKEN_TAP_SPOOL_MAX_BYTES): new captures are
 // dropped, counted and logged, and no login notices. What the spool kept reaches Postgres later.
 import { expect } from 'chai';
-import { driveLogins, metricSum, scrapeMetrics, startSpoolRig, unreachableDatabaseUrl, type SpoolRig } from '../support/faults.js';
+import { driveLogins, metricSum, scrapeMetrics, sidecarMetric, type SpoolRig, startSpoolRig, unreachableDatabaseUrl } from '../support/faults.js';
 import { waitFor } from '../support/ports.js';
 
 const CAP_BYTES = 64 * 1024;
@@ -50,7 +50,7 @@ describe('the spool at its size cap', function () {
     const restarted = await start(rig.db.url);
     await waitFor(
       'the kept captures in Postgres',
-      async () => (metricSum((await scrapeMetrics(restarted.opsPort)).values, 'token_tap_capture_queue_depth') === 0 ? true : undefined),
+      async () => ((await sidecarMetric(restarted.opsPort, 'token_tap_capture_queue_depth')) === 0 ? true : undefined),
       20_000,
     );
     const { rows } = await rig.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM capture_events');

@@ -1,14 +1,11 @@
 // The CLI as operators meet it: help everywhere, clear refusals, exit codes.
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { generateKeySpec } from '../../src/vault/crypto.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { freePort, waitFor } from '../support/ports.js';
-import { runCli, startSidecarProcess } from '../support/sidecar.js';
-
-const CLI = fileURLToPath(new URL('../../../bin/token-tap.js', import.meta.url));
+import { CLI, runCli, startSidecarProcess } from '../support/sidecar.js';
 
 describe('token-tap CLI', function () {
   this.timeout(20_000);

@@ -7,8 +7,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
-import { loadSidecarConfig } from '../../src/config.js';
-import { startSidecar } from '../../src/main.js';
 import { createMetrics } from '../../src/ops/metrics.js';
 import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
 import { createPool } from '../../src/vault/db.js';
@@ -18,28 +16,19 @@ import type { CaptureWriter } from '../../src/vault/queue.js';
 import { CaptureSpool } from '../../src/vault/spool.js';
 import { StoreState } from '../../src/vault/store-state.js';
 import { GrantStore } from '../../src/vault/store.js';
+import { syntheticCapture } from '../support/captures.js';
+import { startInProcessSidecar } from '../support/in-process.js';
 import { memoryLogger } from '../support/memory-log.js';
 import { waitFor } from '../support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { metricValue } from '../support/metrics.js';
 
 const keys = generateKeySpec('k1');
 const ring = parseKeyRing(keys);
 
+/** An IdP error response, each with its own error code. */
 function idpError(index: number): Capture {
-  return {
-    captureId: randomUUID(),
-    idp: 'acme',
-    observedAt: new Date(),
-    httpStatus: 400,
-    outcome: 'idp_error',
-    subject: undefined,
-    issuer: undefined,
-    clientId: undefined,
-    email: undefined,
-    tokens: undefined,
-    errorCode: `invalid_grant_${index}`,
-    detail: undefined,
-  };
+  return syntheticCapture('acme', undefined, { httpStatus: 400, outcome: 'idp_error', issuer: undefined, clientId: undefined, tokens: undefined, errorCode: `invalid_grant_${index}` });
 }
 
 /** A TCP door in front of Postgres: closed (connections reset) until opened. */
@@ -151,7 +140,7 @@ describe('durable capture queue with Postgres (integration)', function () {
     await queue.close();
     await spool.close();
     const { rows } = await db.pool.query<{ error_code: string }>('SELECT error_code FROM capture_events ORDER BY id');
-    const errors = (await metrics.postgresErrors.get()).values[0]?.value ?? 0;
+    const errors = await metricValue(metrics, 'postgresErrors');
     console.log(`      ${attempts.length} attempts for ${rows.length} captures; Postgres errors counted ${errors}; store went through ${[...conditions, state.condition].join(' → ')}`);
     expect(rows.map((row) => row.error_code).sort()).to.deep.equal(captures.map((item) => item.errorCode).sort());
     expect(errors).to.equal(3);
@@ -163,12 +152,9 @@ describe('durable capture queue with Postgres (integration)', function () {
     const door = await startDoor(new URL(db.url));
     const url = new URL(db.url);
     url.host = `127.0.0.1:${door.port}`;
-    const { logger, text } = memoryLogger('info');
-    const config = loadSidecarConfig(
-      { DATABASE_URL: url.toString(), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: dir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0', TOKEN_TAP_CAPTURE_NICE: '0' },
-      { listen: '127.0.0.1:0' },
-    );
-    const sidecar = await startSidecar(config, { logger });
+    const running = await startInProcessSidecar({ DATABASE_URL: url.toString(), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: dir });
+    const { sidecar } = running;
+    const { text } = running.log;
     try {
       expect(sidecar.storeState.condition).to.equal('preparing');
       const readyBefore = await fetch(`http://127.0.0.1:${sidecar.ops!.address.port}/readyz`);
@@ -184,7 +170,7 @@ describe('durable capture queue with Postgres (integration)', function () {
       expect(text()).to.contain('Postgres is not available at start');
       expect(sidecar.storeState.condition).to.equal('ready');
     } finally {
-      await sidecar.close(2_000);
+      await running.close();
       await door.close();
     }
   });

@@ -11,6 +11,7 @@ import { createMetrics } from '../../src/ops/metrics.js';
 import { connectExtProc, openStream } from '../support/extproc-client.js';
 import { memoryLogger } from '../support/memory-log.js';
 import { waitFor } from '../support/ports.js';
+import { metricValue } from '../support/metrics.js';
 
 const CRASHING_WORKER = new URL('../support/crash-once-worker.js', import.meta.url);
 
@@ -51,8 +52,8 @@ describe('the ext_proc thread dies and is started again', function () {
       expect(messages).to.include('the ext_proc thread stopped; starting it again (Envoy fails open meanwhile)');
       expect(received.map((observed) => JSON.parse(observed.body.toString()).access_token)).to.deep.equal(['at-after-restart']);
       expect(Buffer.isBuffer(received[0]!.body)).to.equal(true);
-      expect((await metrics.extProcStreamsOpen.get()).values[0]?.value ?? 0).to.equal(0);
-      expect((await metrics.extProcStreams.get()).values[0]?.value ?? 0).to.equal(1);
+      expect(await metricValue(metrics, 'extProcStreamsOpen')).to.equal(0);
+      expect(await metricValue(metrics, 'extProcStreams')).to.equal(1);
     } finally {
       delete process.env.TOKEN_TAP_TEST_CRASH_MARKER;
       await thread.close(1_000);

@@ -1,18 +1,15 @@
 // The sidecar in process, spoken to over real gRPC as Envoy would, writing to the real Postgres.
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { loadSidecarConfig } from '../../src/config.js';
 import type { ProcessingRequest, ProcessingResponse } from '../../src/extproc/protocol.js';
-import { startSidecar, type Sidecar } from '../../src/main.js';
-import { createLogger } from '../../src/ops/log.js';
+import type { Sidecar } from '../../src/main.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
 import { connectExtProc, openStream } from '../support/extproc-client.js';
+import { startInProcessSidecar, type InProcessSidecar } from '../support/in-process.js';
 import { fakeJwt } from '../support/jwt.js';
 import { waitFor } from '../support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+import { metricValue } from '../support/metrics.js';
 
 interface StreamResult {
   replies: ProcessingResponse[];
@@ -56,23 +53,19 @@ function tokenResponse(body: object, observability: boolean): ProcessingRequest[
 describe('ext_proc server with Postgres (integration)', function () {
   this.timeout(20_000);
   let db: TestDatabase;
-  const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
+  let running: InProcessSidecar;
   let sidecar: Sidecar;
   let address: string;
 
   before(async () => {
     db = await createTestDatabase('extproc');
-    const config = loadSidecarConfig(
-      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0', TOKEN_TAP_CAPTURE_NICE: '0' },
-      { listen: '127.0.0.1:0' },
-    );
-    sidecar = await startSidecar(config, { logger: createLogger('silent') });
+    running = await startInProcessSidecar({ DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1') }, 'silent');
+    sidecar = running.sidecar;
     address = `127.0.0.1:${sidecar.address.port}`;
   });
   after(async () => {
-    await sidecar?.close(2_000);
+    await running?.close();
     await db?.drop();
-    rmSync(spoolDir, { recursive: true, force: true });
   });
 
   it('buffered mode: replies CONTINUE to each message, in kind, and stores the grant', async () => {
@@ -122,10 +115,10 @@ describe('ext_proc server with Postgres (integration)', function () {
   });
 
   it('a response on a route that names no IdP is counted and not stored', async () => {
-    const before = (await sidecar.metrics.unnamedRoutes.get()).values[0]?.value ?? 0;
+    const before = await metricValue(sidecar.metrics, 'unnamedRoutes');
     const idToken = fakeJwt({ sub: 'erin', exp: 4102444800 });
     await playEnvoy(address, tokenResponse({ access_token: 'at-e', id_token: idToken }, false), undefined);
-    await waitFor('the unnamed-route counter', async () => ((await sidecar.metrics.unnamedRoutes.get()).values[0]?.value ?? 0) > before ? true : undefined);
+    await waitFor('the unnamed-route counter', async () => (await metricValue(sidecar.metrics, 'unnamedRoutes')) > before ? true : undefined);
     await sidecar.queue.drain(1_000);
     const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM grants WHERE subject = 'erin'");
     expect(rows[0].n).to.equal(0);
@@ -145,7 +138,7 @@ describe('ext_proc server with Postgres (integration)', function () {
   });
 
   it('a stream cancelled mid-body is a normal end: no error, what arrived is judged, and the incomplete stream is counted', async () => {
-    const incompleteBefore = (await sidecar.metrics.extProcStreamsIncomplete.get()).values[0]?.value ?? 0;
+    const incompleteBefore = await metricValue(sidecar.metrics, 'extProcStreamsIncomplete');
     const client = connectExtProc(address);
     const call = openStream(client, 'acme');
     call.write({ response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }] } } });
@@ -158,7 +151,7 @@ describe('ext_proc server with Postgres (integration)', function () {
       return result.rows.length > 0 ? result.rows : undefined;
     });
     expect(rows).to.have.length(1);
-    expect((await sidecar.metrics.extProcStreamErrors.get()).values[0]?.value ?? 0).to.equal(0);
-    expect(((await sidecar.metrics.extProcStreamsIncomplete.get()).values[0]?.value ?? 0) - incompleteBefore).to.equal(1);
+    expect(await metricValue(sidecar.metrics, 'extProcStreamErrors')).to.equal(0);
+    expect((await metricValue(sidecar.metrics, 'extProcStreamsIncomplete')) - incompleteBefore).to.equal(1);
   });
 });

@@ -1,16 +1,12 @@
 // The operations surface of a running sidecar: /metrics, /healthz and /readyz over HTTP, and
 // grpc.health.v1 on the ext_proc port, as Envoy's health check calls it.
-import { mkdtempSync, rmSync } from 'node:fs';
-import os from 'node:os';
-import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { service as healthService } from 'grpc-health-check';
-import { loadSidecarConfig } from '../../src/config.js';
-import { startSidecar, type Sidecar } from '../../src/main.js';
+import type { Sidecar } from '../../src/main.js';
 import { EXT_PROC_HEALTH_SERVICE } from '../../src/ops/health.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
-import { memoryLogger } from '../support/memory-log.js';
+import { startInProcessSidecar, type InProcessSidecar } from '../support/in-process.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 type HealthClient = grpc.Client & {
@@ -20,28 +16,23 @@ type HealthClient = grpc.Client & {
 describe('ops surface: /metrics, /healthz, /readyz and gRPC health (integration)', function () {
   this.timeout(20_000);
   let db: TestDatabase;
-  let dir: string;
+  let running: InProcessSidecar;
   let sidecar: Sidecar;
   let ops: string;
   let health: HealthClient;
 
   before(async () => {
     db = await createTestDatabase('ops');
-    dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-test-'));
-    const config = loadSidecarConfig(
-      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: dir, TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0', TOKEN_TAP_CAPTURE_NICE: '0' },
-      { listen: '127.0.0.1:0' },
-    );
-    sidecar = await startSidecar(config, { logger: memoryLogger('silent').logger });
+    running = await startInProcessSidecar({ DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1') }, 'silent');
+    sidecar = running.sidecar;
     ops = `http://127.0.0.1:${sidecar.ops!.address.port}`;
     const Client = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, 'Health');
     health = new Client(`127.0.0.1:${sidecar.address.port}`, grpc.credentials.createInsecure()) as unknown as HealthClient;
   });
   after(async () => {
     health?.close();
-    await sidecar?.close(2_000);
+    await running?.close();
     await db?.drop();
-    rmSync(dir, { recursive: true, force: true });
   });
 
   const check = (service: string) =>

@@ -9,31 +9,21 @@ import type { Capture } from '../../src/capture/types.js';
 import { createMetrics, type Metrics } from '../../src/ops/metrics.js';
 import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
 import { CaptureSpool, SpoolLockedError, type SpoolOptions } from '../../src/vault/spool.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { memoryLogger } from '../support/memory-log.js';
+import { metricValue } from '../support/metrics.js';
 
 const ring = parseKeyRing(generateKeySpec('k1'));
 
 function capture(index: number, accessToken = `at-${index}`): Capture {
-  return {
-    captureId: randomUUID(),
-    idp: 'entra',
+  return syntheticCapture('entra', `user-${index}`, {
     observedAt: new Date(Date.UTC(2025, 0, 1, 0, 0, index)),
-    httpStatus: 200,
-    outcome: 'stored',
-    subject: `user-${index}`,
     issuer: undefined,
     clientId: undefined,
-    email: undefined,
-    tokens: { accessToken, refreshToken: `rt-${index}`, idToken: undefined, tokenType: 'Bearer', expiresIn: 60, refreshExpiresIn: undefined, scope: [], extras: {}, claims: undefined },
-    errorCode: undefined,
-    detail: undefined,
-  };
+    tokens: syntheticTokens({ accessToken, refreshToken: `rt-${index}`, expiresIn: 60 }),
+  });
 }
 
-async function metricValue(metrics: Metrics, name: keyof Metrics, labels: Record<string, string> = {}): Promise<number> {
-  const metric = (await (metrics[name] as { get(): Promise<{ values: Array<{ value: number; labels: Record<string, string | number>; metricName?: string }> }> }).get()).values;
-  return metric.filter((value) => Object.entries(labels).every(([key, wanted]) => value.labels[key] === wanted)).reduce((sum, value) => sum + value.value, 0);
-}
 
 describe('capture spool (real files)', function () {
   this.timeout(20_000);

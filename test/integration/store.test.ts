@@ -5,40 +5,13 @@ import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
 import { migrate } from '../../src/vault/migrate.js';
 import { markRevoked } from '../../src/vault/revoke.js';
 import { GrantStore } from '../../src/vault/store.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
-function tokens(overrides: Partial<TokenSet> = {}): TokenSet {
-  return {
-    accessToken: `at-${randomUUID()}`,
-    refreshToken: `rt-${randomUUID()}`,
-    idToken: `id-${randomUUID()}`,
-    tokenType: 'Bearer',
-    expiresIn: 3600,
-    refreshExpiresIn: undefined,
-    scope: ['openid'],
-    extras: {},
-    claims: { sub: 'x' },
-    ...overrides,
-  };
-}
 
-function stored(subject: string, overrides: Partial<Capture> = {}): Capture {
-  return {
-    captureId: randomUUID(),
-    idp: 'acme',
-    observedAt: new Date(),
-    httpStatus: 200,
-    outcome: 'stored',
-    subject,
-    issuer: 'https://acme.example',
-    clientId: 'okta',
-    email: undefined,
-    tokens: tokens(),
-    errorCode: undefined,
-    detail: undefined,
-    ...overrides,
-  };
-}
+/** A complete login at acme: access, refresh and id token. */
+const tokens = (overrides: Partial<TokenSet> = {}) => syntheticTokens({ idToken: `id-${randomUUID()}`, scope: ['openid'], claims: { sub: 'x' }, ...overrides });
+const stored = (subject: string, overrides: Partial<Capture> = {}) => syntheticCapture('acme', subject, { tokens: tokens(), ...overrides });
 
 describe('vault/store (Postgres)', () => {
   let db: TestDatabase;

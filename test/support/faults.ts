@@ -1,6 +1,7 @@
 // Helpers for the fault tests: logins driven through the real Envoy and checked byte for byte,
 // Envoy's view of the sidecar, the sidecar's own /metrics, and the rig the spool fault tests share.
 import { mkdtempSync, rmSync } from 'node:fs';
+import type pg from 'pg';
 import os from 'node:os';
 import path from 'node:path';
 import { renderEnvoyYaml, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
@@ -12,23 +13,22 @@ import { freePort, waitFor } from './ports.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 import { startSidecarProcess, type SidecarProcess } from './sidecar.js';
 
-export const FAULT_IDP = 'demo';
+const FAULT_IDP = 'demo';
 
 // Connection-level headers belong to each hop, not to the response (RFC 9110 7.6.1).
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection']);
 
-function endToEndHeaders(headers: Array<[string, string]>): string {
-  return JSON.stringify(
-    headers
-      .map(([name, value]): [string, string] => [name.toLowerCase(), value])
-      .filter(([name]) => !HOP_BY_HOP.has(name))
-      .sort(),
-  );
+/** Header fields as [lower-case name, value], hop-by-hop ones left out, sorted: comparable across hops. */
+export function endToEndHeaders(headers: Array<[string, string]>): Array<[string, string]> {
+  return headers
+    .map(([name, value]): [string, string] => [name.toLowerCase(), value])
+    .filter(([name]) => !HOP_BY_HOP.has(name))
+    .sort();
 }
 
 /** What Okta received is what the IdP sent: status, end-to-end headers and body bytes. */
 export function relayedUnchanged(sent: RawHttpResponse, received: ReceivedResponse): boolean {
-  return sent.status === received.status && sent.body.equals(received.body) && endToEndHeaders(sent.headers) === endToEndHeaders(received.headers);
+  return sent.status === received.status && sent.body.equals(received.body) && JSON.stringify(endToEndHeaders(sent.headers)) === JSON.stringify(endToEndHeaders(received.headers));
 }
 
 export interface LoginTally {
@@ -42,7 +42,7 @@ export interface LoginTally {
   failures: string[];
 }
 
-export function emptyTally(): LoginTally {
+function emptyTally(): LoginTally {
   return { total: 0, ok: 0, slowestMs: 0, unchanged: 0, accessTokens: [], failures: [] };
 }
 
@@ -131,6 +131,19 @@ export async function scrapeMetrics(opsPort: number): Promise<{ text: string; va
 }
 
 /** Sums a metric over all its label sets. */
+/** One metric of a sidecar process (its /metrics), summed over its series. */
+export async function sidecarMetric(opsPort: number, name: string): Promise<number> {
+  return metricSum((await scrapeMetrics(opsPort)).values, name);
+}
+
+/** The access-token fingerprints of every capture event; none before a sidecar made the schema. */
+export async function storedFingerprints(pool: pg.Pool): Promise<string[]> {
+  const { rows: exists } = await pool.query<{ table: string | null }>("SELECT to_regclass('capture_events')::text AS table");
+  if (!exists[0]!.table) return [];
+  const { rows } = await pool.query<{ access_token_fp: string }>('SELECT access_token_fp FROM capture_events');
+  return rows.map((row) => row.access_token_fp);
+}
+
 export function metricSum(values: Map<string, number>, name: string): number {
   let sum = 0;
   for (const [key, value] of values) if (key === name || key.startsWith(`${name}{`)) sum += value;

@@ -3,15 +3,13 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { Writable } from 'node:stream';
 import * as grpc from '@grpc/grpc-js';
 import { loadTokenVault } from '../../src/api/protocol.js';
 import { captureFrom } from '../../src/capture/capture.js';
 import type { Capture } from '../../src/capture/types.js';
-import { loadSidecarConfig } from '../../src/config.js';
-import { startSidecar, type Sidecar } from '../../src/main.js';
-import { createLogger } from '../../src/ops/log.js';
+import type { Sidecar } from '../../src/main.js';
 import { ApiKeyRepository, type Operation } from '../../src/vault/api-keys.js';
+import { startInProcessSidecar } from './in-process.js';
 import { loginAsOkta, type OktaLogin } from './okta-client.js';
 import type { TestIdp } from './oidc-idp.js';
 import type { TestDatabase } from './postgres.js';
@@ -37,31 +35,13 @@ export function idpConfigFile(idp: TestIdp, name: string, secretEnv: string, ext
 }
 
 export async function startVaultSidecar(db: TestDatabase, env: Record<string, string>): Promise<VaultSidecar> {
-  let logs = '';
-  const sink = new Writable({
-    write(chunk: Buffer, _encoding, done) {
-      logs += chunk.toString();
-      done();
-    },
-  });
-  const config = loadSidecarConfig(
-    {
-      DATABASE_URL: db.url,
-      TOKEN_TAP_SPOOL_DIR: tempDir('spool'),
-      TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0',
-      // In the test runner's own process: its threads must keep their priority.
-      TOKEN_TAP_CAPTURE_NICE: '0',
-      TOKEN_TAP_API_LISTEN: '127.0.0.1:0',
-      ...env,
-    },
-    { listen: '127.0.0.1:0' },
-  );
-  const sidecar = await startSidecar(config, { logger: createLogger('debug', sink) });
+  const running = await startInProcessSidecar({ DATABASE_URL: db.url, TOKEN_TAP_API_LISTEN: '127.0.0.1:0', ...env }, 'debug');
+  const { sidecar } = running;
   if (!sidecar.vault.address) {
-    await sidecar.close(1_000);
-    throw new Error(`the TokenVault API did not start:\n${logs}`);
+    await running.close(1_000);
+    throw new Error(`the TokenVault API did not start:\n${running.log.text()}`);
   }
-  return { sidecar, apiPort: sidecar.vault.address.port, logs: () => logs, close: () => sidecar.close(2_000) };
+  return { sidecar, apiPort: sidecar.vault.address.port, logs: running.log.text, close: () => running.close(2_000) };
 }
 
 export type VaultMethod = 'GetGrant' | 'ListGrants' | 'RefreshGrant' | 'RevokeGrant' | 'DeleteSubject';
