@@ -66,7 +66,8 @@ export function formatHostPort({ host, port }: HostPort): string {
   return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
 }
 
-function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number, problems: string[]): number {
+/** An integer setting above 0 (its fallback when unset); a bad value joins `problems`. */
+export function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number, problems: string[]): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   if (!/^\d+$/.test(raw) || Number.parseInt(raw, 10) <= 0) {
@@ -76,7 +77,8 @@ function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: number,
   return Number.parseInt(raw, 10);
 }
 
-function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallback: number, problems: string[]): number {
+/** An integer setting of 0 or more (its fallback when unset); a bad value joins `problems`. */
+export function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallback: number, problems: string[]): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return fallback;
   if (!/^\d+$/.test(raw)) {

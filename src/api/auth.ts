@@ -4,7 +4,7 @@
 import type * as grpc from '@grpc/grpc-js';
 import { ALL, type ApiKeyRepository, type Operation } from '../vault/api-keys.js';
 import type { GrantRow } from '../vault/store.js';
-import { parseApiKey, secretMatches } from './api-key.js';
+import { parseApiKey, secretMatches } from '../vault/api-key-token.js';
 
 export interface Caller {
   apiKeyId: string;

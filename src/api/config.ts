@@ -1,9 +1,9 @@
 // Settings of the TokenVault API and the vault's upkeep, read with the sidecar's config: every
 // problem goes into the same list, and no secret value ever appears in one.
 import { readFileSync } from 'node:fs';
-import { parseHostPort, type HostPort } from '../config.js';
+import { nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from '../config.js';
 import { loadIdpClients, type IdpClients } from '../vault/idp-clients.js';
-import { parseAge, type RetentionPolicy } from '../vault/purge.js';
+import { readAge, type RetentionPolicy } from '../vault/purge.js';
 
 export const DEFAULT_API_LISTEN = '127.0.0.1:50052';
 
@@ -60,25 +60,6 @@ function readTls(env: NodeJS.ProcessEnv, problems: string[]): ApiTls | undefined
   return cert && key ? { cert, key, clientCa } : undefined;
 }
 
-function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallback: number, problems: string[], positive = false): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = /^\d{1,9}$/.test(raw) ? Number.parseInt(raw, 10) : NaN;
-  if (Number.isNaN(value) || (positive && value === 0)) {
-    problems.push(`${name} must be a ${positive ? 'positive' : 'non-negative'} integer, got "${raw}"`);
-    return fallback;
-  }
-  return value;
-}
-
-function age(env: NodeJS.ProcessEnv, name: string, problems: string[]): number | undefined {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return undefined;
-  const ms = parseAge(raw);
-  if (ms === undefined) problems.push(`${name} must be an age such as 90d, 12h, 30m or 45s, got "${raw}"`);
-  return ms;
-}
-
 export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFlags, problems: string[]): TokenVaultConfig {
   const listenText = flags.apiListen ?? env.TOKEN_TAP_API_LISTEN ?? DEFAULT_API_LISTEN;
   let listen: HostPort | undefined;
@@ -91,10 +72,10 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
   }
   const tls = readTls(env, problems);
   const retention: RetentionPolicy = {
-    grantsOlderThanMs: age(env, 'TOKEN_TAP_GRANT_RETENTION', problems),
-    eventsOlderThanMs: age(env, 'TOKEN_TAP_EVENT_RETENTION', problems),
+    grantsOlderThanMs: readAge(env.TOKEN_TAP_GRANT_RETENTION, 'TOKEN_TAP_GRANT_RETENTION', problems),
+    eventsOlderThanMs: readAge(env.TOKEN_TAP_EVENT_RETENTION, 'TOKEN_TAP_EVENT_RETENTION', problems),
   };
-  const purgeIntervalMs = age(env, 'TOKEN_TAP_PURGE_INTERVAL', problems);
+  const purgeIntervalMs = readAge(env.TOKEN_TAP_PURGE_INTERVAL, 'TOKEN_TAP_PURGE_INTERVAL', problems);
   if (purgeIntervalMs !== undefined && retention.grantsOlderThanMs === undefined && retention.eventsOlderThanMs === undefined) {
     problems.push('TOKEN_TAP_PURGE_INTERVAL is set but there is nothing to purge: set TOKEN_TAP_GRANT_RETENTION and/or TOKEN_TAP_EVENT_RETENTION');
   }
@@ -102,7 +83,7 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     listen,
     tls,
     autoRefreshSeconds: nonNegativeInteger(env, 'TOKEN_TAP_API_AUTO_REFRESH_SECONDS', 0, problems),
-    poolSize: nonNegativeInteger(env, 'TOKEN_TAP_API_PG_POOL_SIZE', 4, problems, true),
+    poolSize: positiveInteger(env, 'TOKEN_TAP_API_PG_POOL_SIZE', 4, problems),
     idpClients: loadIdpClients(env, problems),
     retention,
     purgeIntervalMs,

@@ -23,7 +23,6 @@ import { preloadWire } from './wire.js';
 export interface TokenVault {
   /** Where the API listens; undefined when it is off. */
   address: HostPort | undefined;
-  refresher: GrantRefresher;
   close(graceMs?: number): Promise<void>;
 }
 
@@ -108,7 +107,6 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
 
   return {
     address,
-    refresher,
     async close(graceMs = 5_000) {
       if (server) {
         const closing = server;

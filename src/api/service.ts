@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { ALL, type Operation } from '../vault/api-keys.js';
 import type { AccessEvent, AccessEventLog, AccessOutcome } from '../vault/access-events.js';
 import { DecryptError } from '../vault/crypto.js';
+import { isPostgresUnavailable } from '../vault/db.js';
 import { eraseSubject } from '../vault/erase.js';
 import { grantNotFound, VaultError } from '../vault/errors.js';
 import { listGrants, subjectsByEmail, type GrantPosition } from '../vault/grant-index.js';
@@ -65,16 +66,6 @@ const GRPC_CODES: Record<AccessOutcome, grpc.status> = {
   unavailable: grpc.status.UNAVAILABLE,
   internal: grpc.status.INTERNAL,
 };
-
-// Postgres unreachable or going away (connection exceptions, admin shutdown, too many clients),
-// or reachable but not yet migrated (the sidecar started while it was down and is still retrying).
-function isPostgresUnavailable(error: unknown): boolean {
-  const code = (error as { code?: unknown })?.code;
-  // pg's pool gives up waiting for a free connection with this message and no code.
-  if ((error as Error)?.message === 'timeout exceeded when trying to connect') return true;
-  if (typeof code !== 'string') return false;
-  return /^(08|57P)/.test(code) || ['53300', '42P01', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(code);
-}
 
 function required(value: string | undefined, field: string): string {
   if (!value) throw new VaultError(`${field} is required`, 'invalid_argument');

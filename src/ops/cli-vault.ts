@@ -14,7 +14,7 @@ import { eraseSubject } from '../vault/erase.js';
 import { VaultError } from '../vault/errors.js';
 import { listGrants, type GrantSummaryRecord } from '../vault/grant-index.js';
 import { IDP_CONFIG_ENV, loadIdpClients, type IdpClients } from '../vault/idp-clients.js';
-import { parseAge, purgeExpired, type RetentionPolicy } from '../vault/purge.js';
+import { purgeExpired, readAge, type RetentionPolicy } from '../vault/purge.js';
 import { GrantRefresher } from '../vault/refresh.js';
 import { GrantRevoker } from '../vault/revoke.js';
 import { rotateKeys } from '../vault/rotation.js';
@@ -30,7 +30,7 @@ interface Vault {
 }
 
 /** What each command needs from the environment; every missing piece is reported at once. */
-function connect(needs: { keys?: boolean; idps?: boolean }): { pool: pg.Pool; ring: KeyRing | undefined; clients: IdpClients } {
+export function connect(needs: { keys?: boolean; idps?: boolean }): { pool: pg.Pool; ring: KeyRing | undefined; clients: IdpClients } {
   const problems: string[] = [];
   const databaseUrl = process.env.DATABASE_URL ?? '';
   if (!databaseUrl) problems.push('DATABASE_URL is not set: set it to the Postgres connection string the sidecar uses');
@@ -56,7 +56,8 @@ function operator(): string {
   }
 }
 
-function explainMissingSchema(error: unknown): never {
+/** Turns Postgres' "no such table" into what to do about it; any other error passes through. */
+export function explainMissingSchema(error: unknown): never {
   if ((error as { code?: string }).code === '42P01') {
     throw new Error('this database has no token-tap tables yet (or an older schema): start `token-tap serve` against it first');
   }
@@ -91,8 +92,7 @@ async function audited(
   } catch (error) {
     event.outcome = error instanceof VaultError ? error.outcome : 'internal';
     event.detail = (error as Error).message;
-    if ((error as { code?: string }).code === '42P01') explainMissingSchema(error);
-    throw error;
+    explainMissingSchema(error);
   } finally {
     await vault.events.record(event).catch(() => undefined);
     await pool.end();
@@ -276,15 +276,9 @@ function registerUpkeepCommands(program: Command): void {
     .option('--events-older-than <age>', 'e.g. 365d (env TOKEN_TAP_EVENT_RETENTION)')
     .action(async (options: { grantsOlderThan?: string; eventsOlderThan?: string }) => {
       const problems: string[] = [];
-      const read = (text: string | undefined, flag: string): number | undefined => {
-        if (!text) return undefined;
-        const ms = parseAge(text);
-        if (ms === undefined) problems.push(`${flag} must be an age such as 90d, 12h, 30m or 45s, got "${text}"`);
-        return ms;
-      };
       const policy: RetentionPolicy = {
-        grantsOlderThanMs: read(options.grantsOlderThan ?? process.env.TOKEN_TAP_GRANT_RETENTION, '--grants-older-than'),
-        eventsOlderThanMs: read(options.eventsOlderThan ?? process.env.TOKEN_TAP_EVENT_RETENTION, '--events-older-than'),
+        grantsOlderThanMs: readAge(options.grantsOlderThan ?? process.env.TOKEN_TAP_GRANT_RETENTION, '--grants-older-than', problems),
+        eventsOlderThanMs: readAge(options.eventsOlderThan ?? process.env.TOKEN_TAP_EVENT_RETENTION, '--events-older-than', problems),
       };
       if (problems.length === 0 && policy.grantsOlderThanMs === undefined && policy.eventsOlderThanMs === undefined) {
         problems.push('nothing to purge: give --grants-older-than and/or --events-older-than (or set TOKEN_TAP_GRANT_RETENTION / TOKEN_TAP_EVENT_RETENTION)');
@@ -336,10 +330,6 @@ function registerUpkeepCommands(program: Command): void {
 }
 
 export function registerVaultCommands(program: Command): void {
-  // serve hands all its options to loadSidecarConfig, which reads this one into the vault config.
-  program.commands
-    .find((command) => command.name() === 'serve')
-    ?.option('--api-listen <host:port>', 'TokenVault gRPC API listen address, or "off" (env TOKEN_TAP_API_LISTEN, default 127.0.0.1:50052)');
   registerApiKeyCommands(program);
   registerGrantCommands(program);
   registerUpkeepCommands(program);

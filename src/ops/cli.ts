@@ -3,13 +3,11 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { ConfigError, formatHostPort, loadSidecarConfig, parseHostPort, type HostPort } from '../config.js';
+import { ConfigError, formatHostPort, loadSidecarConfig, parseHostPort, type HostPort, type SidecarFlags } from '../config.js';
 import type { IdpRoute, ProcessingMode, ProfileRoute } from '../envoyconfig/render.js';
 import { startSidecar } from '../main.js';
-import { KeyRingError, parseKeyRing } from '../vault/crypto.js';
-import { createPool } from '../vault/db.js';
 import { GrantStore, type GrantRecord, type PendingGrant } from '../vault/store.js';
-import { registerVaultCommands } from './cli-vault.js';
+import { connect, explainMissingSchema, registerVaultCommands } from './cli-vault.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 
@@ -21,7 +19,7 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-async function serve(options: { listen?: string; logLevel?: string }): Promise<void> {
+async function serve(options: SidecarFlags): Promise<void> {
   const config = loadSidecarConfig(process.env, options);
   const logger = createLogger(config.logLevel);
   const sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }) });
@@ -149,24 +147,8 @@ export function grantToJson(grant: GrantRecord): Record<string, unknown> {
 }
 
 function storeFromEnvironment(): { store: GrantStore; close: () => Promise<void> } {
-  const problems: string[] = [];
-  const databaseUrl = process.env.DATABASE_URL ?? '';
-  if (!databaseUrl) problems.push('DATABASE_URL is not set: set it to the Postgres connection string the sidecar uses');
-  let ring;
-  try {
-    ring = parseKeyRing(process.env.TOKEN_TAP_KEYS ?? '');
-  } catch (error) {
-    if (!(error instanceof KeyRingError)) throw error;
-    problems.push(process.env.TOKEN_TAP_KEYS ? error.message : 'TOKEN_TAP_KEYS is not set: set it to the key ring the sidecar uses');
-  }
-  if (problems.length > 0 || !ring) throw new ConfigError(problems);
-  const pool = createPool({ databaseUrl, max: 1 });
-  return { store: new GrantStore(pool, ring), close: () => pool.end() };
-}
-
-function explainMissingSchema(error: { code?: string }): never {
-  if (error.code === '42P01') throw new UsageError('this database has no token-tap tables yet: start `token-tap serve` against it first');
-  throw error;
+  const { pool, ring } = connect({ keys: true });
+  return { store: new GrantStore(pool, ring!), close: () => pool.end() };
 }
 
 /** Held grants (no user known yet) as operators see them. */
@@ -213,6 +195,7 @@ export function buildProgram(): Command {
     .command('serve')
     .description('Run the sidecar: the ext_proc gRPC server Envoy sends token responses to.\nReads DATABASE_URL and TOKEN_TAP_KEYS (id1:base64key,id0:base64key; first is active).')
     .option('--listen <host:port>', 'ext_proc gRPC listen address (env TOKEN_TAP_LISTEN)', undefined)
+    .option('--api-listen <host:port>', 'TokenVault gRPC API listen address, or "off" (env TOKEN_TAP_API_LISTEN, default 127.0.0.1:50052)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL)')
     .action(serve);
 

@@ -41,10 +41,6 @@ export class SidecarHealth {
     listener(this.phase === 'serving');
   }
 
-  get status(): ServingPhase {
-    return this.phase;
-  }
-
   serving(): void {
     this.set('serving');
   }

@@ -1,6 +1,7 @@
 // The api_keys table: who may call the TokenVault API, for which IdPs and operations.
 import type pg from 'pg';
-import { generateApiKey, hashApiKeySecret } from '../api/api-key.js';
+import { generateApiKey, hashApiKeySecret } from './api-key-token.js';
+import { IDP_NAME_PATTERN } from './idp-clients.js';
 import type { GrantRow } from './store.js';
 
 export const OPERATIONS = ['get', 'list', 'refresh', 'revoke', 'delete', 'read_refresh_token'] as const;
@@ -9,7 +10,6 @@ export type Operation = (typeof OPERATIONS)[number];
 /** Any IdP, or any operation. */
 export const ALL = '*';
 
-const IDP_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 
 export interface ApiKeyRecord {
   id: string;

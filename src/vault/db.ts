@@ -2,6 +2,7 @@
 // unhandled, that would crash the process, so it is logged and counted instead.
 import pg from 'pg';
 import type { Logger } from 'pino';
+import { errorCode } from './errors.js';
 
 export interface PoolOptions {
   databaseUrl: string;
@@ -40,4 +41,14 @@ export function describeDatabaseUrl(databaseUrl: string): string {
   } catch {
     return '(unparseable DATABASE_URL)';
   }
+}
+
+// Postgres unreachable or going away (connection exceptions, admin shutdown, too many clients),
+// or reachable but not yet migrated (the sidecar started while it was down and is still retrying).
+export function isPostgresUnavailable(error: unknown): boolean {
+  const code = errorCode(error);
+  // pg's pool gives up waiting for a free connection with this message and no code.
+  if ((error as Error)?.message === 'timeout exceeded when trying to connect') return true;
+  if (code === undefined) return false;
+  return /^(08|57P)/.test(code) || ['53300', '42P01', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(code);
 }

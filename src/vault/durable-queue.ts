@@ -7,7 +7,9 @@ import type { Capture } from '../capture/types.js';
 import type { Metrics } from '../ops/metrics.js';
 import { backoffMs, type CaptureWriter } from './queue.js';
 import type { CaptureSpool, SpoolBatch } from './spool.js';
-import { errorCode, sleep, type StoreState } from './store-state.js';
+import { errorCode } from './errors.js';
+import type { StoreState } from './store-state.js';
+import { sleep } from './wake.js';
 
 export interface DurableCaptureQueueOptions {
   spool: CaptureSpool;

@@ -15,6 +15,12 @@ export class VaultError extends Error {
   }
 }
 
+/** What an error says without its message (which may quote a value): its code (SQLSTATE or errno), if any. */
+export function errorCode(error: unknown): string | undefined {
+  const code = (error as { code?: unknown })?.code;
+  return typeof code === 'string' ? code : undefined;
+}
+
 export function grantNotFound(idp: string, subject: string): VaultError {
   return new VaultError(`no grant stored for IdP "${idp}" and subject "${subject}"`, 'not_found');
 }

@@ -81,11 +81,6 @@ export async function listGrants(pool: pg.Pool, query: ListGrantsQuery): Promise
   return { grants, next: rows.length > query.limit && last ? { idp: last.idp, subject: last.subject } : undefined };
 }
 
-export async function findGrantSummary(pool: pg.Pool, idp: string, subject: string): Promise<GrantSummaryRecord | undefined> {
-  const { rows } = await pool.query<SummaryRow>(`SELECT ${SUMMARY_COLUMNS} FROM grants WHERE idp = $1 AND subject = $2`, [idp, subject]);
-  return rows[0] ? summaryOf(rows[0]) : undefined;
-}
-
 /** Subjects of an IdP whose email claim matches, case-insensitively (at most `limit`). */
 export async function subjectsByEmail(pool: pg.Pool, idp: string, email: string, limit = 2): Promise<string[]> {
   const { rows } = await pool.query<{ subject: string }>(

@@ -23,7 +23,8 @@ const require = createRequire(import.meta.url);
 type AuthMethod = 'client_secret_basic' | 'client_secret_post';
 const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post'];
 const FIELDS = new Set(['token_url', 'client_id', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method', 'timeout_ms']);
-const IDP_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+/** An IdP name as the vault accepts it (config keys, API key scopes): 1-64 of [A-Za-z0-9_.-]. */
+export const IDP_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 const DEFAULT_TIMEOUT_MS = 10_000;
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 

@@ -27,6 +27,14 @@ export function parseAge(text: string): number | undefined {
   return ms > 0 ? ms : undefined;
 }
 
+/** An age setting or flag (`name` says which), undefined when unset; a bad value joins `problems`. */
+export function readAge(text: string | undefined, name: string, problems: string[]): number | undefined {
+  if (text === undefined || text === '') return undefined;
+  const ms = parseAge(text);
+  if (ms === undefined) problems.push(`${name} must be an age such as 90d, 12h, 30m or 45s, got "${text}"`);
+  return ms;
+}
+
 async function deleteInBatches(pool: pg.Pool, table: string, column: string, before: Date, batchSize: number): Promise<number> {
   let total = 0;
   for (;;) {

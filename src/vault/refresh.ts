@@ -139,9 +139,6 @@ export class GrantRefresher {
         detail: undefined,
       };
       await store.writeObtainedTokens(tx, refreshed, grant);
-      // The time of writing, not of the transaction's start: callers that arrived while the IdP
-      // answered compare their arrival with it.
-      await tx.query('UPDATE grants SET updated_at = clock_timestamp() WHERE idp = $1 AND subject = $2', [idp, subject]);
       return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
     });
     if (refusal) throw refusal;

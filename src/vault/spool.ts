@@ -16,6 +16,8 @@ import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
 import type { Metrics } from '../ops/metrics.js';
 import { DecryptError, open as openSealed, seal, type FieldBinding, type KeyRing } from './crypto.js';
+import { errorCode } from './errors.js';
+import { waitForWake } from './wake.js';
 
 const SEGMENT_MAGIC = Buffer.from('TTSPOOL1', 'latin1');
 const HEADER_BYTES = SEGMENT_MAGIC.length;
@@ -80,8 +82,8 @@ function segmentFile(dir: string, seq: number): string {
 }
 
 function errorFields(error: unknown): { message: string; code?: string } {
-  const code = (error as { code?: unknown })?.code;
-  return { message: (error as Error)?.message ?? String(error), ...(typeof code === 'string' ? { code } : {}) };
+  const code = errorCode(error);
+  return { message: (error as Error)?.message ?? String(error), ...(code ? { code } : {}) };
 }
 
 /**
@@ -280,16 +282,8 @@ export class CaptureSpool {
 
   /** Resolves once read() has something, or when `signal` aborts. */
   async waitForRecords(signal: AbortSignal): Promise<void> {
-    if (this.unread > 0 || signal.aborted) return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        this.recordWaiters.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.recordWaiters.add(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    if (this.unread > 0) return;
+    await waitForWake(this.recordWaiters, signal);
   }
 
   /** Resolves true once every capture appended so far is in Postgres, false after `timeoutMs`. */

@@ -6,6 +6,8 @@ import type { Logger } from 'pino';
 import type { Metrics } from '../ops/metrics.js';
 import { migrate, SchemaTooNewError } from './migrate.js';
 import { backoffMs } from './queue.js';
+import { errorCode } from './errors.js';
+import { sleep, waitForWake } from './wake.js';
 
 export type StoreCondition = 'preparing' | 'ready' | 'unavailable' | 'schema_too_new';
 
@@ -19,12 +21,6 @@ export interface StoreStateOptions {
   retryMaxMs?: number;
   /** The schema step; migrate() unless a test says otherwise. */
   prepareSchema?: (pool: pg.Pool) => Promise<unknown>;
-}
-
-/** What an error says without its message (which may quote a value): its code, for readiness. */
-export function errorCode(error: unknown): string | undefined {
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === 'string' ? code : undefined;
 }
 
 export class StoreState {
@@ -70,16 +66,8 @@ export class StoreState {
 
   /** Resolves when the schema is ready, or when `signal` aborts. */
   async whenReady(signal: AbortSignal): Promise<void> {
-    if (this.schemaReady || signal.aborted) return;
-    await new Promise<void>((resolve) => {
-      const done = () => {
-        this.waiters.delete(done);
-        signal.removeEventListener('abort', done);
-        resolve();
-      };
-      this.waiters.add(done);
-      signal.addEventListener('abort', done, { once: true });
-    });
+    if (this.schemaReady) return;
+    await waitForWake(this.waiters, signal);
   }
 
   /** A write succeeded. */
@@ -142,15 +130,3 @@ export class StoreState {
 }
 
 /** Waits `ms`, or less when `signal` aborts; never rejects. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    signal.addEventListener('abort', done, { once: true });
-  });
-}

@@ -214,7 +214,7 @@ export class GrantStore {
   async writeObtainedTokens(client: pg.PoolClient, capture: Capture, kept: GrantRecord): Promise<void> {
     // Tokens the IdP just issued always win (the old refresh token may be dead now), whatever the
     // clocks of the sidecar that captured the stored row said.
-    await this.upsertGrantRows(client, [this.grantRow(capture, kept)], { always: true });
+    await this.upsertGrantRows(client, [this.grantRow(capture, kept)], { obtained: true });
   }
 
   /** Grants held without a subject, newest first, tokens decrypted (for operators). */
@@ -385,7 +385,7 @@ export class GrantStore {
   }
 
   /** Upserts grant rows in one statement; at most one row per (idp, subject). */
-  private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { always?: boolean } = {}): Promise<void> {
+  private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<void> {
     const columns: unknown[][] = Array.from({ length: 17 }, (_, index) => rows.map((row) => row[index]));
     await client.query(
       `INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
@@ -410,9 +410,12 @@ export class GrantStore {
          access_token_expires_at = EXCLUDED.access_token_expires_at,
          refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
          id_token_expires_at = EXCLUDED.id_token_expires_at,
-         status = 'active', captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at), updated_at = now(),
+         status = 'active', captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
+         -- A refresh stamps the time of writing, not of its transaction's start: callers that
+         -- arrived while the IdP answered compare their arrival with it.
+         updated_at = ${options.obtained ? 'clock_timestamp()' : 'now()'},
          version = grants.version + 1
-       ${options.always ? '' : LATE_LOGIN_GUARD}`,
+       ${options.obtained ? '' : LATE_LOGIN_GUARD}`,
       columns,
     );
   }

@@ -5,7 +5,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { generateApiKey } from '../../src/api/api-key.js';
+import { generateApiKey } from '../../src/vault/api-key-token.js';
 import { ApiKeyRepository } from '../../src/vault/api-keys.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
 import { syntheticCapture } from '../support/captures.js';

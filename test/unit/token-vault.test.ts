@@ -2,7 +2,7 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
 import { expect } from 'chai';
-import { generateApiKey, hashApiKeySecret, parseApiKey, secretMatches } from '../../src/api/api-key.js';
+import { generateApiKey, hashApiKeySecret, parseApiKey, secretMatches } from '../../src/vault/api-key-token.js';
 import { readTokenVaultConfig } from '../../src/api/config.js';
 import { TOKEN_VAULT_PROTO, TOKEN_VAULT_PROTO_DIR } from '../../src/api/protocol.js';
 import { fromProtoStruct, fromTimestamp, toProtoStruct, toTimestamp } from '../../src/api/wire.js';

@@ -3,7 +3,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 
 const PREFIX = 'ttk_';
-const ID_PATTERN = /^[0-9a-f]{16}$/;
 const SECRET_PATTERN = /^[A-Za-z0-9_-]{43}$/;
 const KEY_PATTERN = /^ttk_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 
@@ -21,10 +20,6 @@ export function generateApiKey(): NewApiKey {
   const id = randomBytes(8).toString('hex');
   const secret = randomBytes(32).toString('base64url');
   return { id, secret, token: `${PREFIX}${id}_${secret}` };
-}
-
-export function isApiKeyId(value: string): boolean {
-  return ID_PATTERN.test(value);
 }
 
 /** The parts of a well-formed key; undefined for anything else. */
