@@ -52,3 +52,20 @@ export function isPostgresUnavailable(error: unknown): boolean {
   if (code === undefined) return false;
   return /^(08|57P)/.test(code) || ['53300', '42P01', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(code);
 }
+
+/** Runs `work` in one transaction on a client of its own: COMMIT after it, ROLLBACK if it throws. */
+export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  const client = await pool.connect();
+  try {
+    await client.query('BEGIN');
+    const result = await work(client);
+    await client.query('COMMIT');
+    return result;
+  } catch (error) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw error;
+  } finally {
+    client.release();
+  }
+}
+

@@ -2,6 +2,7 @@
 // that name them, and profile hints. access_events rows stay: they record who did what, this
 // deletion included.
 import type pg from 'pg';
+import { withTransaction } from './db.js';
 import { VaultError } from './errors.js';
 import type { GrantRevoker } from './revoke.js';
 
@@ -32,9 +33,7 @@ export async function eraseSubject(pool: pg.Pool, request: EraseRequest): Promis
     // A failed revocation stops the deletion: the tokens would stay alive at the IdP unnoticed.
     for (const row of rows) await request.revoker.revoke(row.idp, row.subject);
   }
-  const client = await pool.connect();
-  try {
-    await client.query('BEGIN');
+  return withTransaction(pool, async (client) => {
     const { rows: deleted } = await client.query<{ idp: string; subject: string }>(
       `DELETE FROM grants WHERE ($1::text[] IS NULL OR idp = ANY($1))
          AND ($2::text IS NULL OR subject = $2) AND ($3::text IS NULL OR lower(email) = lower($3))
@@ -48,13 +47,7 @@ export async function eraseSubject(pool: pg.Pool, request: EraseRequest): Promis
     const params = pairs ? [pairs.map((pair) => pair.idp), pairs.map((pair) => pair.subject)] : [idps, request.subject];
     const events = await client.query(`DELETE FROM capture_events WHERE ${pairs ? byPairs : byUser}`, params);
     await client.query(`DELETE FROM subject_hints WHERE ${pairs ? byPairs : byUser}`, params);
-    await client.query('COMMIT');
     deleted.sort((a, b) => a.idp.localeCompare(b.idp) || a.subject.localeCompare(b.subject));
     return { deleted, captureEventsDeleted: events.rowCount ?? 0 };
-  } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    throw error;
-  } finally {
-    client.release();
-  }
+  });
 }

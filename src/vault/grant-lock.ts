@@ -2,7 +2,8 @@
 // a revocation and a key rotation of the same grant never interleave, across sidecars too.
 import type pg from 'pg';
 import { DecryptError } from './crypto.js';
-import { VaultError } from './errors.js';
+import { withTransaction } from './db.js';
+import { errorCode, VaultError } from './errors.js';
 import type { GrantRecord, GrantRow, GrantStore } from './store.js';
 
 const LOCK_NOT_AVAILABLE = '55P03';
@@ -19,22 +20,17 @@ export async function withLockedGrant<T>(
   lockTimeoutMs: number,
   work: (client: pg.PoolClient, row: GrantRow | undefined) => Promise<T>,
 ): Promise<T> {
-  const client = await pool.connect();
   try {
-    await client.query('BEGIN');
-    await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(lockTimeoutMs))}`);
-    const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2 FOR UPDATE', [idp, subject]);
-    const result = await work(client, rows[0]);
-    await client.query('COMMIT');
-    return result;
+    return await withTransaction(pool, async (client) => {
+      await client.query(`SET LOCAL lock_timeout = ${Math.max(1, Math.floor(lockTimeoutMs))}`);
+      const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2 FOR UPDATE', [idp, subject]);
+      return work(client, rows[0]);
+    });
   } catch (error) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    if ((error as { code?: string }).code === LOCK_NOT_AVAILABLE) {
+    if (errorCode(error) === LOCK_NOT_AVAILABLE) {
       throw new VaultError(`grant (${idp}, ${subject}) is busy: another refresh or revocation held it for over ${lockTimeoutMs} ms; try again`, 'unavailable', { cause: error });
     }
     throw error;
-  } finally {
-    client.release();
   }
 }
 

@@ -4,6 +4,8 @@
 // cannot be opened; they are left alone and reported by key id.
 import type pg from 'pg';
 import { fingerprint, open, seal, type KeyRing } from './crypto.js';
+import { withTransaction } from './db.js';
+import { errorCode } from './errors.js';
 import type { GrantStore } from './store.js';
 
 const GRANT_FIELDS = ['access_token', 'refresh_token', 'id_token', 'extras'] as const;
@@ -55,18 +57,12 @@ async function inBatches(pool: pg.Pool, batch: (client: pg.PoolClient) => Promis
   for (;;) {
     let done = 0;
     for (let attempt = 1; ; attempt += 1) {
-      const client = await pool.connect();
       try {
-        await client.query('BEGIN');
-        done = await batch(client);
-        await client.query('COMMIT');
+        done = await withTransaction(pool, batch);
         break;
       } catch (error) {
-        await client.query('ROLLBACK').catch(() => undefined);
         // A capture batch locking the same rows in another order: try the batch again.
-        if (!RETRYABLE.has((error as { code?: string }).code ?? '') || attempt >= 5) throw error;
-      } finally {
-        client.release();
+        if (!RETRYABLE.has(errorCode(error) ?? '') || attempt >= 5) throw error;
       }
     }
     if (done === 0) return;

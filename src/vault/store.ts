@@ -3,6 +3,7 @@
 import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
 import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from './crypto.js';
+import { withTransaction } from './db.js';
 
 export interface RecordResult {
   /** Captures Postgres refused for their content; the rest of the batch was written. */
@@ -139,13 +140,10 @@ export class GrantStore {
   }
 
   private async writeBatch(captures: readonly Capture[], oneByOne: boolean): Promise<RecordResult> {
-    const rejected: RecordResult['rejected'] = [];
-    const client = await this.pool.connect();
-    try {
-      await client.query('BEGIN');
+    return withTransaction(this.pool, async (client) => {
+      const rejected: RecordResult['rejected'] = [];
       if (!oneByOne) {
         await this.applyBatch(client, captures);
-        await client.query('COMMIT');
         return { rejected };
       }
       for (const capture of captures) {
@@ -159,14 +157,8 @@ export class GrantStore {
           rejected.push({ captureId: capture.captureId, idp: capture.idp, reason: refusalReason(error) });
         }
       }
-      await client.query('COMMIT');
       return { rejected };
-    } catch (error) {
-      await client.query('ROLLBACK').catch(() => undefined);
-      throw error;
-    } finally {
-      client.release();
-    }
+    });
   }
 
   private async apply(client: pg.PoolClient, capture: Capture): Promise<void> {
