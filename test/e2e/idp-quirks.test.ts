@@ -3,9 +3,9 @@
 // the caller byte for byte; the vault records what each one is.
 import { gzipSync } from 'node:zlib';
 import { expect } from 'chai';
-import { renderEnvoyYaml, profileRoutePath, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { profileRoutePath, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
-import { startEnvoy, type RunningEnvoy } from '../support/envoy.js';
+import { startEnvoyFront, type RunningEnvoy } from '../support/envoy.js';
 import { endToEndHeaders } from '../support/faults.js';
 import { canned, sendRaw, startFixtureIdp, type CannedResponse, type FixtureIdp, type RawReceived } from '../support/fixture-idp.js';
 import { loadIdpFixtures, type FixtureCase } from '../support/fixtures.js';
@@ -49,22 +49,16 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
     before(async () => {
       upstream = await startFixtureIdp();
       db = await createTestDatabase(`quirks_${mode}`);
-      const [sidecarPort, envoyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+      const sidecarPort = await freePort();
       env = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1') };
       sidecar = await startSidecarProcess({ port: sidecarPort, env });
       const names = ['google', 'entra', 'github', 'facebook', 'okta'];
-      envoy = await startEnvoy(
-        renderEnvoyYaml({
-          idps: names.map((name) => ({ name, tokenUrl: new URL(upstream.url(`/${name}/token`)) })),
-          profiles: [{ name: 'github', profileUrl: new URL(upstream.url('/github/user')), subjectField: 'id' }],
-          listen: { host: '127.0.0.1', port: envoyPort },
-          sidecar: { host: '127.0.0.1', port: sidecarPort },
-          admin: { host: '127.0.0.1', port: adminPort },
-          mode,
-        }),
-        adminPort,
-      );
-      envoyBase = `http://127.0.0.1:${envoyPort}`;
+      ({ envoy, origin: envoyBase } = await startEnvoyFront({
+        idps: names.map((name) => ({ name, tokenUrl: new URL(upstream.url(`/${name}/token`)) })),
+        profiles: [{ name: 'github', profileUrl: new URL(upstream.url('/github/user')), subjectField: 'id' }],
+        sidecarPort,
+        mode,
+      }));
     });
     after(async () => {
       await envoy?.stop();

@@ -5,10 +5,10 @@
 // connection gets there. Without it this test loses captures at about the 1,000th call.
 import { expect } from 'chai';
 import { Pool } from 'undici';
-import { renderEnvoyYaml, SIDECAR_STREAMS_PER_CONNECTION, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { SIDECAR_STREAMS_PER_CONNECTION, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
 import { envoyStat, metricSum, scrapeMetrics } from '../support/faults.js';
-import { startEnvoy, type RunningEnvoy } from '../support/envoy.js';
+import { startEnvoyFront, type RunningEnvoy } from '../support/envoy.js';
 import { canned, startFixtureIdp, type FixtureIdp } from '../support/fixture-idp.js';
 import { loadIdpFixtures } from '../support/fixtures.js';
 import { freePort, waitFor } from '../support/ports.js';
@@ -33,19 +33,9 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       // The fixture IdP closes its socket after each response; saying so keeps Envoy from reusing it.
       upstream.serve('/google/token', canned(google.status, { ...google.headers, Connection: 'close' }, google.body));
       db = await createTestDatabase(`many_${mode}`);
-      const [sidecarPort, envoyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+      const sidecarPort = await freePort();
       sidecar = await startSidecarProcess({ port: sidecarPort, env: { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), LOG_LEVEL: 'info' } });
-      envoy = await startEnvoy(
-        renderEnvoyYaml({
-          idps: [{ name: 'google', tokenUrl: new URL(upstream.url('/google/token')) }],
-          listen: { host: '127.0.0.1', port: envoyPort },
-          sidecar: { host: '127.0.0.1', port: sidecarPort },
-          admin: { host: '127.0.0.1', port: adminPort },
-          mode,
-        }),
-        adminPort,
-      );
-      origin = `http://127.0.0.1:${envoyPort}`;
+      ({ envoy, origin } = await startEnvoyFront({ idps: [{ name: 'google', tokenUrl: new URL(upstream.url('/google/token')) }], sidecarPort, mode }));
     });
     after(async () => {
       await envoy?.stop();

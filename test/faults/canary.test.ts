@@ -9,10 +9,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
-import { renderEnvoyYaml, profileRoutePath, tokenRoutePath } from '../../src/envoyconfig/render.js';
+import { profileRoutePath, tokenRoutePath } from '../../src/envoyconfig/render.js';
 import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
 import { GrantStore } from '../../src/vault/store.js';
-import { startEnvoy, type RunningEnvoy } from '../support/envoy.js';
+import { startEnvoyFront, type RunningEnvoy } from '../support/envoy.js';
 import { scrapeMetrics, sidecarMetric, waitForSidecarHealth } from '../support/faults.js';
 import { canned, sendRaw, startFixtureIdp, type FixtureIdp } from '../support/fixture-idp.js';
 import { freePort, waitFor } from '../support/ports.js';
@@ -71,19 +71,12 @@ describe('canary secrets on every path leave no plaintext trace', function () {
     spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
     const sidecarPort = await freePort();
     sidecar = await startSidecarProcess({ port: sidecarPort, env: { DATABASE_URL: cluster.url('tap'), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'trace' } });
-    [listenPort] = [await freePort()];
-    const adminPort = await freePort();
-    envoy = await startEnvoy(
-      renderEnvoyYaml({
-        idps: ['success', 'error', 'broken', 'down'].map((name) => ({ name, tokenUrl: new URL(fixture.url(`/${name}`)) })).concat([{ name: 'github', tokenUrl: new URL(fixture.url('/github/token')) }]),
-        profiles: [{ name: 'github', profileUrl: new URL(fixture.url('/github/user')), subjectField: 'id' }],
-        listen: { host: '127.0.0.1', port: listenPort },
-        sidecar: { host: '127.0.0.1', port: sidecarPort },
-        admin: { host: '127.0.0.1', port: adminPort },
-        mode: 'buffered',
-      }),
-      adminPort,
-    );
+    ({ envoy, listenPort } = await startEnvoyFront({
+      idps: ['success', 'error', 'broken', 'down'].map((name) => ({ name, tokenUrl: new URL(fixture.url(`/${name}`)) })).concat([{ name: 'github', tokenUrl: new URL(fixture.url('/github/token')) }]),
+      profiles: [{ name: 'github', profileUrl: new URL(fixture.url('/github/user')), subjectField: 'id' }],
+      sidecarPort,
+      mode: 'buffered',
+    }));
     await waitForSidecarHealth(envoy, true);
   });
   after(async () => {

@@ -1,1 +1,29 @@
+// The real Envoy (src/ops/envoy-process.ts), and Envoy as the tests put it in front of a sidecar:
+// the config `token-tap envoy-config` renders, on free loopback ports.
+import { renderEnvoyYaml, type EnvoyConfigOptions } from '../../src/envoyconfig/render.js';
+import { startEnvoy, type RunningEnvoy } from '../../src/ops/envoy-process.js';
+import { freePort } from './ports.js';
+
 export * from '../../src/ops/envoy-process.js';
+
+export interface EnvoyFront {
+  envoy: RunningEnvoy;
+  listenPort: number;
+  /** http://127.0.0.1:<listenPort> (https with TLS). */
+  origin: string;
+}
+
+export async function startEnvoyFront(options: Omit<EnvoyConfigOptions, 'listen' | 'sidecar' | 'admin'> & { sidecarPort: number }): Promise<EnvoyFront> {
+  const { sidecarPort, ...rest } = options;
+  const [listenPort, adminPort] = [await freePort(), await freePort()];
+  const envoy = await startEnvoy(
+    renderEnvoyYaml({
+      ...rest,
+      listen: { host: '127.0.0.1', port: listenPort },
+      sidecar: { host: '127.0.0.1', port: sidecarPort },
+      admin: { host: '127.0.0.1', port: adminPort },
+    }),
+    adminPort,
+  );
+  return { envoy, listenPort, origin: `${options.tls ? 'https' : 'http'}://127.0.0.1:${listenPort}` };
+}

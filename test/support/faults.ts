@@ -4,9 +4,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import type pg from 'pg';
 import os from 'node:os';
 import path from 'node:path';
-import { renderEnvoyYaml, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
 import { fingerprint, generateKeySpec, type KeyRing } from '../../src/vault/crypto.js';
-import { startEnvoy, type RunningEnvoy } from './envoy.js';
+import { startEnvoyFront, type RunningEnvoy } from './envoy.js';
 import { startTestIdp, type RawHttpResponse, type TestIdp } from './oidc-idp.js';
 import { loginAsOkta, type ReceivedResponse } from './okta-client.js';
 import { freePort, waitFor } from './ports.js';
@@ -90,18 +90,8 @@ export interface FaultEnvoy {
 }
 
 export async function startFaultEnvoy(mode: ProcessingMode, idp: TestIdp, sidecarPort: number): Promise<FaultEnvoy> {
-  const [listenPort, adminPort] = [await freePort(), await freePort()];
-  const envoy = await startEnvoy(
-    renderEnvoyYaml({
-      idps: [{ name: FAULT_IDP, tokenUrl: new URL(idp.tokenUrl) }],
-      listen: { host: '127.0.0.1', port: listenPort },
-      sidecar: { host: '127.0.0.1', port: sidecarPort },
-      admin: { host: '127.0.0.1', port: adminPort },
-      mode,
-    }),
-    adminPort,
-  );
-  return { envoy, tokenUrl: `http://127.0.0.1:${listenPort}${tokenRoutePath(FAULT_IDP)}`, stop: () => envoy.stop() };
+  const { envoy, origin } = await startEnvoyFront({ idps: [{ name: FAULT_IDP, tokenUrl: new URL(idp.tokenUrl) }], sidecarPort, mode });
+  return { envoy, tokenUrl: `${origin}${tokenRoutePath(FAULT_IDP)}`, stop: () => envoy.stop() };
 }
 
 export async function envoyStat(envoy: RunningEnvoy, name: string): Promise<number> {

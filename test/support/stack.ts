@@ -3,9 +3,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { renderEnvoyYaml, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
 import { generateKeySpec } from '../../src/vault/crypto.js';
-import { startEnvoy, type RunningEnvoy } from './envoy.js';
+import { startEnvoyFront, type RunningEnvoy } from './envoy.js';
 import { startTestIdp, type TestIdp } from './oidc-idp.js';
 import { freePort } from './ports.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
@@ -35,7 +35,7 @@ export interface StackOptions {
 export async function startStack(mode: ProcessingMode, options: StackOptions): Promise<Stack> {
   const idp = await startTestIdp(options.idpOptions);
   const db = await createTestDatabase(options.label);
-  const [sidecarPort, envoyPort, adminPort] = [await freePort(), await freePort(), await freePort()];
+  const sidecarPort = await freePort();
   const sidecarEnv = {
     DATABASE_URL: db.url,
     TOKEN_TAP_KEYS: `${generateKeySpec('k1')}`,
@@ -44,17 +44,7 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     TOKEN_TAP_SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-')),
   };
   let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv });
-  const envoy = await startEnvoy(
-    renderEnvoyYaml({
-      idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }],
-      listen: { host: '127.0.0.1', port: envoyPort },
-      sidecar: { host: '127.0.0.1', port: sidecarPort },
-      admin: { host: '127.0.0.1', port: adminPort },
-      mode,
-      ...(options.tls ? { tls: options.tls } : {}),
-    }),
-    adminPort,
-  );
+  const { envoy, origin } = await startEnvoyFront({ idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }], sidecarPort, mode, ...(options.tls ? { tls: options.tls } : {}) });
   const stack: Stack = {
     idp,
     db,
@@ -65,7 +55,7 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
       sidecar = value;
     },
     envoy,
-    tokenUrl: `${options.tls ? 'https' : 'http'}://127.0.0.1:${envoyPort}${tokenRoutePath(IDP_NAME)}`,
+    tokenUrl: `${origin}${tokenRoutePath(IDP_NAME)}`,
     sidecarEnv,
     async restartSidecar() {
       await sidecar?.stop();
