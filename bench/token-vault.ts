@@ -18,10 +18,10 @@ import * as grpc from '@grpc/grpc-js';
 import { loadTokenVault } from '../src/api/protocol.js';
 import type { Capture } from '../src/capture/types.js';
 import { waitFor } from '../src/ops/wait.js';
-import { ApiKeyRepository } from '../src/vault/api-keys.js';
-import { generateKeySpec, parseKeyRing } from '../src/vault/crypto.js';
-import { migrate } from '../src/vault/migrate.js';
-import { GrantStore } from '../src/vault/store.js';
+import { ApiKeyRepository } from '../src/api/api-keys.js';
+import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
+import { migrate } from '../src/store/migrate.js';
+import { GrantStore } from '../src/store/grants.js';
 import { freePort } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
 

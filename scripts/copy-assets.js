@@ -3,7 +3,7 @@
 // loads several times faster at start than parsing the .proto files.
 import { cpSync, writeFileSync } from 'node:fs';
 
-cpSync('src/vault/migrations', 'dist/src/vault/migrations', { recursive: true });
+cpSync('src/store/migrations', 'dist/src/store/migrations', { recursive: true });
 
 const { EXT_PROC_DESCRIPTOR_FILE, parseExtProcProtos } = await import('../dist/src/extproc/protocol.js');
 writeFileSync(EXT_PROC_DESCRIPTOR_FILE, JSON.stringify(parseExtProcProtos()));

@@ -2,9 +2,9 @@
 // Bearer ttk_..."); with mTLS configured the client certificate is required as well, and its
 // subject is recorded with the call.
 import type * as grpc from '@grpc/grpc-js';
-import { ALL, type ApiKeyRepository, type Operation } from '../vault/api-keys.js';
-import type { GrantRow } from '../vault/store.js';
-import { parseApiKey, secretMatches } from '../vault/api-key-token.js';
+import { ALL, type ApiKeyRepository, type Operation } from './api-keys.js';
+import type { GrantRow } from '../store/grants.js';
+import { parseApiKey, secretMatches } from './api-key-token.js';
 
 export interface Caller {
   apiKeyId: string;

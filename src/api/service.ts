@@ -5,16 +5,16 @@
 import * as grpc from '@grpc/grpc-js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { ALL, type Operation } from '../vault/api-keys.js';
-import type { AccessEvent, AccessEventLog, AccessOutcome } from '../vault/access-events.js';
-import { DecryptError } from '../vault/crypto.js';
-import { isPostgresUnavailable } from '../vault/db.js';
-import { eraseSubject } from '../vault/erase.js';
-import { grantNotFound, VaultError } from '../vault/errors.js';
-import { listGrants, subjectsByEmail, type GrantPosition } from '../vault/grant-index.js';
-import type { GrantRefresher } from '../vault/refresh.js';
-import type { GrantRevoker } from '../vault/revoke.js';
-import type { GrantRecord, GrantRow, GrantStore } from '../vault/store.js';
+import { ALL, type Operation } from './api-keys.js';
+import type { AccessEvent, AccessEventLog, AccessOutcome } from './access-events.js';
+import { DecryptError } from '../keys/key-ring.js';
+import { isPostgresUnavailable } from '../store/pool.js';
+import { eraseSubject } from '../store/erase.js';
+import { grantNotFound, VaultError } from '../store/errors.js';
+import { listGrants, subjectsByEmail, type GrantPosition } from '../store/grant-listing.js';
+import type { GrantRefresher } from '../idp/refresh.js';
+import type { GrantRevoker } from '../idp/revoke.js';
+import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
 import { AccessDenied, authorize, mayDo, type Authenticator, type Caller } from './auth.js';
 import type { ApiMetrics } from './metrics.js';
 import type {

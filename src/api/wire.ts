@@ -3,8 +3,8 @@
 // is built directly in proto-loader's object shape: google-protobuf's Struct objects have another
 // shape (fieldsMap arrays), so converting through them would be a second conversion, not a saving.
 import { createRequire } from 'node:module';
-import type { GrantSummaryRecord } from '../vault/grant-index.js';
-import type { GrantRecord } from '../vault/store.js';
+import type { GrantSummaryRecord } from '../store/grant-listing.js';
+import type { GrantRecord } from '../store/grants.js';
 import type { GrantMessage, GrantStatusName, GrantSummaryMessage, ProtoStruct, ProtoValue, Timestamp } from './protocol.js';
 
 type TimestampClass = typeof import('google-protobuf/google/protobuf/timestamp_pb.js').Timestamp;

@@ -1,7 +1,17 @@
 // Renders a complete Envoy bootstrap from a short list of IdPs. Pure: options in, a config
 // object (and its YAML) out. Every output must pass `envoy --mode validate`.
 import { stringify } from 'yaml';
-import { formatHostPort, type HostPort } from '../config.js';
+import { formatHostPort, type HostPort } from '../config/values.js';
+import {
+  EXT_PROC_HEALTH_SERVICE,
+  IDP_METADATA_KEY,
+  IDP_NAME_RULE,
+  isIdpName,
+  profileRoutePath,
+  ROUTE_METADATA_KEY,
+  SUBJECT_FIELD_METADATA_KEY,
+  tokenRoutePath,
+} from '../contract.js';
 
 export type ProcessingMode = 'observability' | 'buffered';
 
@@ -62,14 +72,9 @@ function downstreamTls(tls: { certFile: string; keyFile: string }) {
   };
 }
 
-export const IDP_NAME_PATTERN = /^[a-z0-9](?:[a-z0-9_-]{0,61}[a-z0-9])?$/;
 export const SIDECAR_CLUSTER = 'token_tap_sidecar';
 export const DEFAULT_CA_FILE = '/etc/ssl/certs/ca-certificates.crt';
 const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
-// Kept in step with extproc/server.ts, which reads them.
-const IDP_METADATA_KEY = 'x-token-tap-idp';
-const ROUTE_METADATA_KEY = 'x-token-tap-route';
-const SUBJECT_FIELD_METADATA_KEY = 'x-token-tap-subject-field';
 
 /** Parses `NAME=URL` from the command line (--idp). */
 export function parseIdpFlag(text: string): IdpRoute {
@@ -82,7 +87,7 @@ function parseNamedUrl(text: string, flag: string, example: string): { name: str
   if (separator <= 0) throw new Error(`${flag} must be NAME=URL (for example ${example}), got "${text}"`);
   const name = text.slice(0, separator);
   const rawUrl = text.slice(separator + 1);
-  if (!IDP_NAME_PATTERN.test(name)) throw new Error(`IdP name "${name}" must be lower-case letters, digits, "-" or "_" (at most 63)`);
+  if (!isIdpName(name)) throw new Error(`IdP name "${name}" must be ${IDP_NAME_RULE}`);
   let tokenUrl: URL;
   try {
     tokenUrl = new URL(rawUrl);
@@ -93,14 +98,6 @@ function parseNamedUrl(text: string, flag: string, example: string): { name: str
   if (tokenUrl.username || tokenUrl.password) throw new Error(`IdP "${name}": ${flag} URL must not carry credentials`);
   if (tokenUrl.hash) throw new Error(`IdP "${name}": ${flag} URL must not have a #fragment`);
   return { name, url: tokenUrl };
-}
-
-export function tokenRoutePath(idpName: string): string {
-  return `/idp/${idpName}/token`;
-}
-
-export function profileRoutePath(idpName: string): string {
-  return `/idp/${idpName}/userinfo`;
 }
 
 /** Parses `NAME=URL` for --userinfo, with an optional subject path from --userinfo-subject. */
@@ -231,7 +228,6 @@ function upstreamCluster(name: string, url: URL, caFile: string) {
 }
 
 // Kept in step with ops/health.ts, which answers for it.
-const EXT_PROC_HEALTH_SERVICE = 'envoy.service.ext_proc.v3.ExternalProcessor';
 export const DEFAULT_SIDECAR_MAX_STREAMS = 4096;
 
 function sidecarCluster(sidecar: HostPort, maxStreams: number) {

@@ -3,15 +3,10 @@
 // handed off on a later tick, so Envoy never waits on parsing or on Postgres.
 import * as grpc from '@grpc/grpc-js';
 import type { ObservedResponse } from '../capture/types.js';
+import { IDP_METADATA_KEY, ROUTE_METADATA_KEY, SUBJECT_FIELD_METADATA_KEY } from '../contract.js';
 import { Exchange, type ExchangeLimits, type ExchangeRoute } from './exchange.js';
 import type { ExtProcStream, ProcessingRequest } from './protocol.js';
 
-/** gRPC metadata that the route's ExtProcPerRoute override sets to the IdP's name. */
-export const IDP_METADATA_KEY = 'x-token-tap-idp';
-/** `profile` on an IdP's userinfo/profile route; absent (token route) otherwise. */
-export const ROUTE_METADATA_KEY = 'x-token-tap-route';
-/** Profile routes: the dotted path of the user id in the profile JSON (e.g. `data.id`). */
-export const SUBJECT_FIELD_METADATA_KEY = 'x-token-tap-subject-field';
 
 /** What the receive loop logs; a pino Logger fits, and so does the ext_proc thread's forwarder. */
 export interface StreamLogger {

@@ -5,7 +5,6 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ObservedResponse } from '../capture/types.js';
-import type { Metrics } from '../ops/metrics.js';
 import type { ExtProcThreadOptions, FromExtProcThread, ToExtProcThread } from './thread-messages.js';
 
 export interface ExtProcThread {
@@ -19,10 +18,19 @@ export interface ExtProcThread {
   close(graceMs: number): Promise<void>;
 }
 
+/** The stream and drop counts the thread reports; the sidecar's Prometheus metrics fit. */
+export interface ExtProcThreadMetrics {
+  capturesDropped: { inc(labels: { reason: string }, value?: number): void };
+  extProcStreams: { inc(value?: number): void };
+  extProcStreamsOpen: { inc(value?: number): void; dec(value?: number): void };
+  extProcStreamErrors: { inc(value?: number): void };
+  extProcStreamsIncomplete: { inc(value?: number): void };
+}
+
 export interface ExtProcThreadDependencies {
   onResponse: (observed: ObservedResponse) => void;
   logger: Logger;
-  metrics: Metrics;
+  metrics: ExtProcThreadMetrics;
   /** The thread's module (default ./worker.js); tests give one that fails on purpose. */
   workerUrl?: URL;
 }

@@ -8,7 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { ObservedResponse } from '../capture/types.js';
-import { EXT_PROC_HEALTH_SERVICE } from '../ops/health.js';
+import { EXT_PROC_HEALTH_SERVICE } from '../contract.js';
 import { loadExtProc } from './protocol.js';
 import { createExtProcHandlers, extProcServerOptions, type StreamLogger } from './server.js';
 import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOptions } from './thread-messages.js';

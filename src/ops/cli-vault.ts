@@ -5,21 +5,22 @@
 import os from 'node:os';
 import type { Command } from 'commander';
 import type pg from 'pg';
-import { ConfigError } from '../config.js';
-import { AccessEventLog, type AccessEvent } from '../vault/access-events.js';
-import { ALL, ApiKeyInputError, ApiKeyRepository, OPERATIONS } from '../vault/api-keys.js';
-import { KeyRingError, parseKeyRing, type KeyRing } from '../vault/crypto.js';
-import { createPool } from '../vault/db.js';
-import { eraseSubject } from '../vault/erase.js';
-import { VaultError } from '../vault/errors.js';
-import { listGrants, type GrantSummaryRecord } from '../vault/grant-index.js';
-import { IDP_CONFIG_ENV, loadIdpClients, type IdpClients } from '../vault/idp-clients.js';
-import { purgeExpired, readAge, type RetentionPolicy } from '../vault/purge.js';
-import { GrantRefresher } from '../vault/refresh.js';
-import { GrantRevoker } from '../vault/revoke.js';
-import { rotateKeys } from '../vault/rotation.js';
-import { GrantStore } from '../vault/store.js';
-import { grantToJson } from './cli.js';
+import { ConfigError } from '../config/values.js';
+import { AccessEventLog, type AccessEvent } from '../api/access-events.js';
+import { ALL, ApiKeyInputError, ApiKeyRepository, OPERATIONS } from '../api/api-keys.js';
+import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
+import { createPool } from '../store/pool.js';
+import { eraseSubject } from '../store/erase.js';
+import { VaultError } from '../store/errors.js';
+import { listGrants, type GrantSummaryRecord } from '../store/grant-listing.js';
+import { type IdpClients } from '../idp/client.js';
+import { IDP_CONFIG_ENV, loadIdpClients } from '../config/idp-file.js';
+import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';
+import { GrantRefresher } from '../idp/refresh.js';
+import { GrantRevoker } from '../idp/revoke.js';
+import { rotateKeys } from '../keys/rotation.js';
+import { GrantStore } from '../store/grants.js';
+import { grantToJson } from './grant-json.js';
 
 interface Vault {
   pool: pg.Pool;

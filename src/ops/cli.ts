@@ -3,10 +3,12 @@
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
-import { ConfigError, formatHostPort, loadSidecarConfig, parseHostPort, type HostPort, type SidecarFlags } from '../config.js';
+import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
+import { ConfigError, formatHostPort, parseHostPort, type HostPort } from '../config/values.js';
 import type { IdpRoute, ProcessingMode, ProfileRoute } from '../envoyconfig/render.js';
-import { startSidecar } from '../main.js';
-import { GrantStore, type GrantRecord, type PendingGrant } from '../vault/store.js';
+import { startSidecar } from '../sidecar.js';
+import { GrantStore } from '../store/grants.js';
+import { grantToJson, pendingToJson } from './grant-json.js';
 import { connect, explainMissingSchema, registerVaultCommands } from './cli-vault.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
@@ -120,54 +122,12 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   process.stdout.write(yaml);
 }
 
-/** A grant as operators see it: tokens decrypted, dates as ISO strings. */
-export function grantToJson(grant: GrantRecord): Record<string, unknown> {
-  return {
-    idp: grant.idp,
-    subject: grant.subject,
-    status: grant.status,
-    issuer: grant.issuer,
-    client_id: grant.clientId,
-    email: grant.email,
-    scope: grant.scope,
-    token_type: grant.tokenType,
-    access_token: grant.accessToken,
-    refresh_token: grant.refreshToken,
-    id_token: grant.idToken,
-    access_token_expires_at: grant.accessTokenExpiresAt?.toISOString() ?? null,
-    refresh_token_expires_at: grant.refreshTokenExpiresAt?.toISOString() ?? null,
-    id_token_expires_at: grant.idTokenExpiresAt?.toISOString() ?? null,
-    captured_at: grant.capturedAt.toISOString(),
-    updated_at: grant.updatedAt.toISOString(),
-    version: grant.version,
-    key_id: grant.keyId,
-    claims: grant.claims,
-    extras: grant.extras,
-  };
-}
 
 function storeFromEnvironment(): { store: GrantStore; close: () => Promise<void> } {
   const { pool, ring } = connect({ keys: true });
   return { store: new GrantStore(pool, ring!), close: () => pool.end() };
 }
 
-/** Held grants (no user known yet) as operators see them. */
-export function pendingToJson(pending: PendingGrant): Record<string, unknown> {
-  return {
-    capture_id: pending.captureId,
-    idp: pending.idp,
-    observed_at: pending.observedAt.toISOString(),
-    issuer: pending.issuer,
-    client_id: pending.clientId,
-    email: pending.email,
-    scope: pending.tokens.scope,
-    token_type: pending.tokens.tokenType ?? null,
-    access_token: pending.tokens.accessToken ?? null,
-    refresh_token: pending.tokens.refreshToken ?? null,
-    expires_in: pending.tokens.expiresIn ?? null,
-    extras: pending.tokens.extras,
-  };
-}
 
 async function grantsShow(options: { idp: string; subject?: string; pending: boolean }): Promise<void> {
   if (options.pending === Boolean(options.subject)) throw new UsageError('give either --subject SUB or --pending');

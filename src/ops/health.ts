@@ -4,10 +4,8 @@
 // - HTTP /healthz (liveness): the process answers. /readyz (readiness): 200 while ext_proc is
 //   served, whatever Postgres does, with the store and spool state in the body. Postgres being
 //   away must not take the pod out of service: Envoy sits in the same pod, and logins go through it.
-import type { StoreState } from '../vault/store-state.js';
+import type { StoreState } from '../ingest/postgres-availability.js';
 
-/** The service name Envoy's grpc_health_check asks about (envoyconfig/render.ts). */
-export const EXT_PROC_HEALTH_SERVICE = 'envoy.service.ext_proc.v3.ExternalProcessor';
 
 export interface SpoolView {
   depth: number;

@@ -3,7 +3,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import { formatHostPort, type HostPort } from '../config.js';
+import { formatHostPort, type HostPort } from '../config/values.js';
 import type { SidecarHealth } from './health.js';
 import type { Metrics } from './metrics.js';
 

@@ -3,8 +3,9 @@
 // the caller byte for byte; the vault records what each one is.
 import { gzipSync } from 'node:zlib';
 import { expect } from 'chai';
-import { profileRoutePath, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { profileRoutePath, tokenRoutePath } from '../../src/contract.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from '../support/envoy.js';
 import { endToEndHeaders } from '../support/faults.js';
 import { canned, sendRaw, startFixtureIdp, type CannedResponse, type FixtureIdp, type RawReceived } from '../support/fixture-idp.js';

@@ -5,8 +5,9 @@
 // connection gets there. Without it this test loses captures at about the 1,000th call.
 import { expect } from 'chai';
 import { Pool } from 'undici';
-import { SIDECAR_STREAMS_PER_CONNECTION, tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { SIDECAR_STREAMS_PER_CONNECTION, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { tokenRoutePath } from '../../src/contract.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { envoyStat, metricSum, scrapeMetrics } from '../support/faults.js';
 import { startEnvoyFront, type RunningEnvoy } from '../support/envoy.js';
 import { canned, startFixtureIdp, type FixtureIdp } from '../support/fixture-idp.js';

@@ -2,7 +2,7 @@
 // token_tap_spool_captures_total counts them). The next start replays the spool: every capture
 // reaches Postgres exactly once, whether or not Postgres had it before the kill.
 import { expect } from 'chai';
-import { parseKeyRing } from '../../src/vault/crypto.js';
+import { parseKeyRing } from '../../src/keys/key-ring.js';
 import { driveLogins, sidecarMetric, type SpoolRig, startSpoolRig, storedFingerprints, tallyFingerprints, unreachableDatabaseUrl } from '../support/faults.js';
 import { waitFor } from '../support/ports.js';
 

@@ -2,7 +2,7 @@
 // within TOKEN_TAP_SHUTDOWN_GRACE_MS and exits 0; what Postgres could not take stays in the spool.
 import { readdirSync } from 'node:fs';
 import { expect } from 'chai';
-import { parseKeyRing } from '../../src/vault/crypto.js';
+import { parseKeyRing } from '../../src/keys/key-ring.js';
 import { driveLogins, sidecarMetric, type SpoolRig, startSpoolRig, storedFingerprints, tallyFingerprints, unreachableDatabaseUrl } from '../support/faults.js';
 import { waitFor } from '../support/ports.js';
 

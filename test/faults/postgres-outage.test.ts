@@ -3,7 +3,7 @@
 // of them is written, once.
 import { expect } from 'chai';
 import pg from 'pg';
-import { parseKeyRing, generateKeySpec } from '../../src/vault/crypto.js';
+import { parseKeyRing, generateKeySpec } from '../../src/keys/key-ring.js';
 import { driveLogins, type FaultEnvoy, sidecarMetric, startFaultEnvoy, storedFingerprints, tallyFingerprints, waitForSidecarHealth } from '../support/faults.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { freePort, waitFor } from '../support/ports.js';

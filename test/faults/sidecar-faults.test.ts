@@ -2,7 +2,7 @@
 // login still succeeds and Okta receives the IdP's response unchanged.
 import { expect } from 'chai';
 import type { ProcessingMode } from '../../src/envoyconfig/render.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startBadExtProc, type BadBehaviour } from '../support/bad-extproc.js';
 import { driveLogins, envoyStat, startFaultEnvoy, waitForSidecarHealth, type FaultEnvoy, type LoginTally } from '../support/faults.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';

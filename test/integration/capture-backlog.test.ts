@@ -4,8 +4,8 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import type { Sidecar } from '../../src/main.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import type { Sidecar } from '../../src/sidecar.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startInProcessSidecar, type InProcessSidecar } from '../support/in-process.js';
 import { waitFor } from '../support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';

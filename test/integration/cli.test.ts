@@ -2,7 +2,7 @@
 import { spawn } from 'node:child_process';
 import { readdirSync, readFileSync } from 'node:fs';
 import { expect } from 'chai';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { freePort, waitFor } from '../support/ports.js';
 import { CLI, runCli, startSidecarProcess } from '../support/sidecar.js';

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { expect } from 'chai';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { createApiKey, loginIntoVault, startVaultSidecar, type VaultSidecar } from '../support/token-vault.js';

@@ -2,8 +2,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import type { ProcessingRequest, ProcessingResponse } from '../../src/extproc/protocol.js';
-import type { Sidecar } from '../../src/main.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import type { Sidecar } from '../../src/sidecar.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { connectExtProc, openStream } from '../support/extproc-client.js';
 import { startInProcessSidecar, type InProcessSidecar } from '../support/in-process.js';
 import { fakeJwt } from '../support/jwt.js';
@@ -119,7 +119,7 @@ describe('ext_proc server with Postgres (integration)', function () {
     const idToken = fakeJwt({ sub: 'erin', exp: 4102444800 });
     await playEnvoy(address, tokenResponse({ access_token: 'at-e', id_token: idToken }, false), undefined);
     await waitFor('the unnamed-route counter', async () => (await metricValue(sidecar.metrics, 'unnamedRoutes')) > before ? true : undefined);
-    await sidecar.queue.drain(1_000);
+    await sidecar.pump.drain(1_000);
     const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM grants WHERE subject = 'erin'");
     expect(rows[0].n).to.equal(0);
   });

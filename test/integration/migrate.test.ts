@@ -1,8 +1,8 @@
 import { expect } from 'chai';
-import { loadMigrations, migrate, SchemaTooNewError } from '../../src/vault/migrate.js';
+import { loadMigrations, migrate, SchemaTooNewError } from '../../src/store/migrate.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
-describe('vault/migrate', () => {
+describe('store/migrate', () => {
   let db: TestDatabase;
   before(async () => {
     db = await createTestDatabase('migrate');

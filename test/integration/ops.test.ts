@@ -3,9 +3,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { service as healthService } from 'grpc-health-check';
-import type { Sidecar } from '../../src/main.js';
-import { EXT_PROC_HEALTH_SERVICE } from '../../src/ops/health.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import type { Sidecar } from '../../src/sidecar.js';
+import { EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startInProcessSidecar, type InProcessSidecar } from '../support/in-process.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 

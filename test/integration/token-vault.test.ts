@@ -19,7 +19,7 @@ import {
   type VaultSidecar,
 } from '../support/token-vault.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 
 const IDP = 'acme';
 const SECRET_ENV = 'TOKEN_TAP_TEST_ACME_SECRET';

@@ -3,10 +3,10 @@
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
-import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
-import { migrate } from '../../src/vault/migrate.js';
-import { rotateKeys } from '../../src/vault/rotation.js';
-import { GrantStore } from '../../src/vault/store.js';
+import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
+import { migrate } from '../../src/store/migrate.js';
+import { rotateKeys } from '../../src/keys/rotation.js';
+import { GrantStore } from '../../src/store/grants.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';

@@ -7,7 +7,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import { loadExtProc, type ExtProcStream, type ProcessingRequest } from '../../src/extproc/protocol.js';
-import { EXT_PROC_HEALTH_SERVICE } from '../../src/ops/health.js';
+import { EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
 
 export type BadBehaviour = 'stall' | 'error' | 'wrong_reply';
 

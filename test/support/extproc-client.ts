@@ -1,7 +1,7 @@
 // Envoy's side of the ext_proc protocol, for tests and benchmarks that talk to the sidecar directly.
 import * as grpc from '@grpc/grpc-js';
 import { loadExtProc, type ProcessingRequest, type ProcessingResponse } from '../../src/extproc/protocol.js';
-import { IDP_METADATA_KEY } from '../../src/extproc/server.js';
+import { IDP_METADATA_KEY } from '../../src/contract.js';
 
 export type ExtProcCall = grpc.ClientDuplexStream<ProcessingRequest, ProcessingResponse>;
 export type ExtProcClient = grpc.Client & { Process(metadata: grpc.Metadata): ExtProcCall };

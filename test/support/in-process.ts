@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
-import { loadSidecarConfig } from '../../src/config.js';
-import { startSidecar, type Sidecar } from '../../src/main.js';
+import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { startSidecar, type Sidecar } from '../../src/sidecar.js';
 import { memoryLogger } from './memory-log.js';
 
 export interface InProcessSidecar {

@@ -3,8 +3,9 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { tokenRoutePath, type ProcessingMode } from '../../src/envoyconfig/render.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { tokenRoutePath } from '../../src/contract.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from './envoy.js';
 import { startTestIdp, type TestIdp } from './oidc-idp.js';
 import { freePort } from './ports.js';

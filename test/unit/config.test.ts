@@ -1,6 +1,7 @@
 import { expect } from 'chai';
-import { ConfigError, loadSidecarConfig, parseHostPort } from '../../src/config.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { ConfigError, parseHostPort } from '../../src/config/values.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 
 describe('config', () => {
   const valid = { DATABASE_URL: 'postgres://u:pw@127.0.0.1:5432/db', TOKEN_TAP_KEYS: generateKeySpec('k1') };

@@ -1,8 +1,9 @@
 // The configuration of the spool, the ops listener and the graceful stop.
 import path from 'node:path';
 import { expect } from 'chai';
-import { ConfigError, loadSidecarConfig } from '../../src/config.js';
-import { generateKeySpec } from '../../src/vault/crypto.js';
+import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { ConfigError } from '../../src/config/values.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 
 describe('config: spool, ops listener, shutdown grace', () => {
   const valid = { DATABASE_URL: 'postgres://u:pw@127.0.0.1:5432/db', TOKEN_TAP_KEYS: generateKeySpec('k1') };

@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { parseIdpFlag, parseProfileFlag, profileRoutePath, renderEnvoyConfig, tokenRoutePath } from '../../src/envoyconfig/render.js';
+import { parseIdpFlag, parseProfileFlag, renderEnvoyConfig } from '../../src/envoyconfig/render.js';
+import { profileRoutePath, tokenRoutePath } from '../../src/contract.js';
 
 const base = {
   listen: { host: '0.0.0.0', port: 8080 },

@@ -2,7 +2,7 @@
 // the way at once when unhealthy, and capped by circuit breakers.
 import { expect } from 'chai';
 import { parseIdpFlag, renderEnvoyConfig, SIDECAR_CLUSTER } from '../../src/envoyconfig/render.js';
-import { EXT_PROC_HEALTH_SERVICE } from '../../src/ops/health.js';
+import { EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
 
 const base = {
   listen: { host: '0.0.0.0', port: 8080 },

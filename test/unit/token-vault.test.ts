@@ -2,13 +2,13 @@ import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as protoLoader from '@grpc/proto-loader';
 import { expect } from 'chai';
-import { generateApiKey, hashApiKeySecret, parseApiKey, secretMatches } from '../../src/vault/api-key-token.js';
-import { readTokenVaultConfig } from '../../src/api/config.js';
+import { generateApiKey, hashApiKeySecret, parseApiKey, secretMatches } from '../../src/api/api-key-token.js';
+import { readTokenVaultConfig } from '../../src/config/token-vault.js';
 import { TOKEN_VAULT_PROTO, TOKEN_VAULT_PROTO_DIR } from '../../src/api/protocol.js';
 import { fromProtoStruct, fromTimestamp, toProtoStruct, toTimestamp } from '../../src/api/wire.js';
-import { checkApiKeyGrant } from '../../src/vault/api-keys.js';
-import { loadIdpClients } from '../../src/vault/idp-clients.js';
-import { parseAge } from '../../src/vault/purge.js';
+import { checkApiKeyGrant } from '../../src/api/api-keys.js';
+import { loadIdpClients } from '../../src/config/idp-file.js';
+import { parseAge } from '../../src/store/purge.js';
 import { tempDir } from '../support/token-vault.js';
 
 function configFile(text: string): string {

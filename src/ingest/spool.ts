@@ -14,10 +14,10 @@ import { open, readdir, readFile, rename, stat, unlink, writeFile, type FileHand
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
-import type { Metrics } from '../ops/metrics.js';
-import { DecryptError, open as openSealed, seal, type FieldBinding, type KeyRing } from './crypto.js';
-import { errorCode } from './errors.js';
-import { waitForWake } from './wake.js';
+import type { IngestMetrics } from './metrics.js';
+import { DecryptError, open as openSealed, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
+import { errorCode } from '../store/errors.js';
+import { waitForWake } from './abortable-wait.js';
 
 const SEGMENT_MAGIC = Buffer.from('TTSPOOL1', 'latin1');
 const HEADER_BYTES = SEGMENT_MAGIC.length;
@@ -49,7 +49,7 @@ export interface SpoolOptions {
   fsyncIntervalMs: number;
   keyRing: KeyRing;
   logger: Logger;
-  metrics: Metrics;
+  metrics: IngestMetrics;
   /** Rotation size; by default a sixteenth of maxBytes, between 4 KiB and 8 MiB. */
   segmentBytes?: number;
 }

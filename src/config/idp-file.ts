@@ -1,7 +1,6 @@
-// The sidecar as an OAuth client of each IdP, for refresh (RFC 6749 section 6) and revocation
-// (RFC 7009). Client credentials come from the sidecar's own config file (TOKEN_TAP_IDP_CONFIG),
-// never from Okta's requests. Secrets are read from the environment or a file, held in private
-// fields (so no logger or JSON.stringify reaches them), and never appear in a message.
+// The file named by TOKEN_TAP_IDP_CONFIG (YAML or JSON): the sidecar's own client credentials at
+// each IdP, for refresh and revocation. Every problem is collected; secrets come only from the
+// environment or a file, and no message quotes one.
 //
 //   idps:
 //     acme:
@@ -13,136 +12,14 @@
 //       timeout_ms: 10000                                    # optional
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { readTokenResponse } from '../capture/token-response.js';
-import type { TokenSet } from '../capture/types.js';
+import { IDP_NAME_RULE, isIdpName } from '../contract.js';
+import { AUTH_METHODS, IdpClient, type AuthMethod, type IdpClients } from '../idp/client.js';
 
 export const IDP_CONFIG_ENV = 'TOKEN_TAP_IDP_CONFIG';
 
 const require = createRequire(import.meta.url);
-
-type AuthMethod = 'client_secret_basic' | 'client_secret_post';
-const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post'];
 const FIELDS = new Set(['token_url', 'client_id', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method', 'timeout_ms']);
-/** An IdP name as the vault accepts it (config keys, API key scopes): 1-64 of [A-Za-z0-9_.-]. */
-export const IDP_NAME_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 const DEFAULT_TIMEOUT_MS = 10_000;
-const MAX_RESPONSE_BYTES = 1024 * 1024;
-
-/** Why a call to the IdP did not give tokens. Messages name the IdP and the OAuth error code only. */
-export class IdpCallError extends Error {
-  override name = 'IdpCallError';
-  constructor(
-    message: string,
-    /** unavailable: network, timeout, 5xx, 429 (retry later); refused: the IdP said no. */
-    readonly kind: 'unavailable' | 'refused',
-    /** The OAuth error code (invalid_grant, invalid_client, ...) when the IdP sent one. */
-    readonly errorCode?: string,
-  ) {
-    super(message);
-  }
-}
-
-export interface IdpClientSettings {
-  idp: string;
-  tokenUrl: URL;
-  revocationUrl: URL | undefined;
-  clientId: string;
-  authMethod: AuthMethod;
-  timeoutMs: number;
-}
-
-export class IdpClient {
-  readonly #secret: string;
-
-  constructor(
-    readonly settings: IdpClientSettings,
-    secret: string,
-  ) {
-    this.#secret = secret;
-  }
-
-  get idp(): string {
-    return this.settings.idp;
-  }
-
-  get clientId(): string {
-    return this.settings.clientId;
-  }
-
-  get canRevoke(): boolean {
-    return this.settings.revocationUrl !== undefined;
-  }
-
-  /** grant_type=refresh_token at the token endpoint. Throws IdpCallError. */
-  async refresh(refreshToken: string): Promise<TokenSet> {
-    const { status, body } = await this.post(this.settings.tokenUrl, { grant_type: 'refresh_token', refresh_token: refreshToken }, 'token endpoint');
-    const response = readTokenResponse(status, body);
-    if (response.kind === 'tokens') return response.tokens;
-    if (status >= 500 || status === 429) throw new IdpCallError(`IdP "${this.idp}" token endpoint answered HTTP ${status}`, 'unavailable');
-    if (response.kind === 'idp_error') {
-      throw new IdpCallError(`IdP "${this.idp}" refused the refresh: ${response.errorCode}`, 'refused', response.errorCode);
-    }
-    throw new IdpCallError(`IdP "${this.idp}" token endpoint answered HTTP ${status} with a body that is not a token response (${response.detail})`, 'unavailable');
-  }
-
-  /**
-   * RFC 7009: revoke one token. A 200 means done (also for a token the IdP no longer knows);
-   * unsupported_token_type means the IdP does not revoke that kind, which is not a failure.
-   */
-  async revoke(token: string, hint: 'access_token' | 'refresh_token'): Promise<'revoked' | 'unsupported'> {
-    if (!this.settings.revocationUrl) throw new Error(`IdP "${this.idp}" has no revocation_url`);
-    const { status, body } = await this.post(this.settings.revocationUrl, { token, token_type_hint: hint }, 'revocation endpoint');
-    if (status === 200) return 'revoked';
-    if (status >= 500 || status === 429) throw new IdpCallError(`IdP "${this.idp}" revocation endpoint answered HTTP ${status}`, 'unavailable');
-    const answer = readTokenResponse(status, body);
-    const code = answer.kind === 'idp_error' ? answer.errorCode : `http_${status}`;
-    if (code === 'unsupported_token_type') return 'unsupported';
-    throw new IdpCallError(`IdP "${this.idp}" refused the revocation: ${code}`, 'refused', code);
-  }
-
-  private async post(url: URL, form: Record<string, string>, what: string): Promise<{ status: number; body: Buffer }> {
-    const params = new URLSearchParams(form);
-    const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded', accept: 'application/json' };
-    if (this.settings.authMethod === 'client_secret_basic') {
-      // RFC 6749 2.3.1: id and secret are form-encoded before they are joined and base64-encoded.
-      const encode = (value: string) => new URLSearchParams({ v: value }).toString().slice(2);
-      headers.authorization = `Basic ${Buffer.from(`${encode(this.clientId)}:${encode(this.#secret)}`).toString('base64')}`;
-    } else {
-      params.set('client_id', this.clientId);
-      params.set('client_secret', this.#secret);
-    }
-    let response: Response;
-    try {
-      response = await fetch(url, { method: 'POST', headers, body: params.toString(), redirect: 'error', signal: AbortSignal.timeout(this.settings.timeoutMs) });
-    } catch (error) {
-      const reason = (error as Error).name === 'TimeoutError' ? `no answer within ${this.settings.timeoutMs} ms` : describeFetchError(error);
-      throw new IdpCallError(`IdP "${this.idp}" ${what} cannot be reached: ${reason}`, 'unavailable');
-    }
-    const body = await readLimited(response, MAX_RESPONSE_BYTES).catch(() => undefined);
-    if (!body) throw new IdpCallError(`IdP "${this.idp}" ${what} answer could not be read (cut off, or over ${MAX_RESPONSE_BYTES} bytes)`, 'unavailable');
-    return { status: response.status, body };
-  }
-}
-
-function describeFetchError(error: unknown): string {
-  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? (error as Error).message;
-}
-
-async function readLimited(response: Response, limit: number): Promise<Buffer | undefined> {
-  if (!response.body) return Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    size += chunk.byteLength;
-    if (size > limit) return undefined;
-    chunks.push(Buffer.from(chunk));
-  }
-  return Buffer.concat(chunks);
-}
-
-/** The configured IdP clients by IdP name; empty when TOKEN_TAP_IDP_CONFIG is not set. */
-export type IdpClients = ReadonlyMap<string, IdpClient>;
 
 function isLoopback(url: URL): boolean {
   return ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
@@ -201,7 +78,7 @@ function readSecret(name: string, entry: Record<string, unknown>, where: string,
 function readIdp(name: string, value: unknown, file: string, env: NodeJS.ProcessEnv, problems: string[]): IdpClient | undefined {
   const where = `${file}: idps.${name}`;
   const before = problems.length;
-  if (!IDP_NAME_PATTERN.test(name)) problems.push(`${where}: IdP name must be 1-64 of [A-Za-z0-9_.-] (the name in the Envoy route)`);
+  if (!isIdpName(name)) problems.push(`${where}: IdP name must be ${IDP_NAME_RULE} (the name in the Envoy route)`);
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     problems.push(`${where} must be a mapping with token_url, client_id and client_secret_env or client_secret_file`);
     return undefined;

@@ -11,11 +11,12 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { stringClaim } from '../capture/jwt.js';
 import type { Capture } from '../capture/types.js';
-import { grantNotFound, VaultError } from './errors.js';
-import { openGrant, rereadGrant, withLockedGrant } from './grant-lock.js';
-import { IdpCallError, IDP_CONFIG_ENV, type IdpClients } from './idp-clients.js';
+import { grantNotFound, VaultError } from '../store/errors.js';
+import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
+import { IdpCallError, type IdpClients } from './client.js';
+import { IDP_CONFIG_ENV } from '../config/idp-file.js';
 import { markRevoked } from './revoke.js';
-import type { GrantRecord, GrantStore } from './store.js';
+import type { GrantRecord, GrantStore } from '../store/grants.js';
 
 export interface RefreshResult {
   grant: GrantRecord;
@@ -106,7 +107,7 @@ export class GrantRefresher {
       const requestedAt = new Date();
       let tokens;
       try {
-        tokens = await client.refresh(grant.refreshToken);
+        tokens = await client.refresh(grant.refreshToken, grant.issuer ?? undefined);
       } catch (error) {
         if (!(error instanceof IdpCallError)) throw error;
         if (error.errorCode === 'invalid_grant') {

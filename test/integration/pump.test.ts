@@ -8,14 +8,14 @@ import path from 'node:path';
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
 import { createMetrics } from '../../src/ops/metrics.js';
-import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
-import { createPool } from '../../src/vault/db.js';
-import { DurableCaptureQueue } from '../../src/vault/durable-queue.js';
-import { migrate } from '../../src/vault/migrate.js';
-import type { CaptureWriter } from '../../src/vault/queue.js';
-import { CaptureSpool } from '../../src/vault/spool.js';
-import { StoreState } from '../../src/vault/store-state.js';
-import { GrantStore } from '../../src/vault/store.js';
+import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
+import { createPool } from '../../src/store/pool.js';
+import { CapturePump } from '../../src/ingest/pump.js';
+import { migrate } from '../../src/store/migrate.js';
+import type { CaptureWriter } from '../../src/ingest/pump.js';
+import { CaptureSpool } from '../../src/ingest/spool.js';
+import { StoreState } from '../../src/ingest/postgres-availability.js';
+import { GrantStore } from '../../src/store/grants.js';
 import { syntheticCapture } from '../support/captures.js';
 import { startInProcessSidecar } from '../support/in-process.js';
 import { memoryLogger } from '../support/memory-log.js';
@@ -62,7 +62,7 @@ async function startDoor(target: URL): Promise<{ port: number; open(): void; clo
   };
 }
 
-describe('durable capture queue with Postgres (integration)', function () {
+describe('capture pump, spool to Postgres (integration)', function () {
   this.timeout(30_000);
   let db: TestDatabase;
   let dir: string;
@@ -97,7 +97,7 @@ describe('durable capture queue with Postgres (integration)', function () {
     const state = new StoreState({ pool: db.pool, logger, metrics });
     await state.prepare();
     for (let index = 0; index < 450; index += 1) spool.append(idpError(index));
-    const queue = new DurableCaptureQueue({ spool, writer, store: state, logger, metrics });
+    const queue = new CapturePump({ spool, writer, store: state, logger, metrics });
     queue.start();
     expect(await queue.drain(10_000)).to.equal(true);
     await queue.close();
@@ -128,7 +128,7 @@ describe('durable capture queue with Postgres (integration)', function () {
     };
     const state = new StoreState({ pool: db.pool, logger, metrics });
     await state.prepare();
-    const queue = new DurableCaptureQueue({ spool, writer, store: state, logger, metrics, retryInitialMs: 20, retryMaxMs: 200 });
+    const queue = new CapturePump({ spool, writer, store: state, logger, metrics, retryInitialMs: 20, retryMaxMs: 200 });
     queue.start();
     const captures = Array.from({ length: 30 }, (_, index) => idpError(index));
     for (const item of captures) spool.append(item);
@@ -159,8 +159,8 @@ describe('durable capture queue with Postgres (integration)', function () {
       expect(sidecar.storeState.condition).to.equal('preparing');
       const readyBefore = await fetch(`http://127.0.0.1:${sidecar.ops!.address.port}/readyz`);
       const bodyBefore = (await readyBefore.json()) as { status: string; store: { condition: string } };
-      for (let index = 0; index < 5; index += 1) sidecar.queue.enqueue(idpError(index));
-      await waitFor('the spool to have them', async () => (sidecar.queue.depth === 5 ? true : undefined));
+      for (let index = 0; index < 5; index += 1) sidecar.pump.enqueue(idpError(index));
+      await waitFor('the spool to have them', async () => (sidecar.pump.depth === 5 ? true : undefined));
       door.open();
       await waitFor('the schema and the captures in Postgres', async () => ((await eventCount().catch(() => 0)) === 5 ? true : undefined), 15_000);
       console.log(`      /readyz before Postgres: ${readyBefore.status} ${JSON.stringify(bodyBefore)}; after: store ${sidecar.storeState.condition}`);

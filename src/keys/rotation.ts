@@ -3,10 +3,10 @@
 // stops part way is resumed by running it again. Rows under a key that is no longer in the ring
 // cannot be opened; they are left alone and reported by key id.
 import type pg from 'pg';
-import { fingerprint, open, seal, type KeyRing } from './crypto.js';
-import { withTransaction } from './db.js';
-import { errorCode } from './errors.js';
-import type { GrantStore } from './store.js';
+import { fingerprint, open, seal, type KeyRing } from './key-ring.js';
+import { withTransaction } from '../store/pool.js';
+import { errorCode } from '../store/errors.js';
+import type { GrantStore } from '../store/grants.js';
 
 const GRANT_FIELDS = ['access_token', 'refresh_token', 'id_token', 'extras'] as const;
 const RETRYABLE = new Set(['40P01', '40001']); // deadlock detected, serialization failure

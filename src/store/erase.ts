@@ -2,9 +2,8 @@
 // that name them, and profile hints. access_events rows stay: they record who did what, this
 // deletion included.
 import type pg from 'pg';
-import { withTransaction } from './db.js';
+import { withTransaction } from './pool.js';
 import { VaultError } from './errors.js';
-import type { GrantRevoker } from './revoke.js';
 
 export interface EraseRequest {
   /** Only these IdPs; undefined: every IdP. */
@@ -12,8 +11,8 @@ export interface EraseRequest {
   subject?: string;
   /** Matches the email claim case-insensitively. */
   email?: string;
-  /** Revoke each grant at its IdP first (where revocation is configured). */
-  revoker?: GrantRevoker;
+  /** Revoke each grant at its IdP first (where revocation is configured); idp/revoke.ts's GrantRevoker. */
+  revoker?: { revoke(idp: string, subject: string): Promise<unknown> };
 }
 
 export interface EraseResult {

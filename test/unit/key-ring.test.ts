@@ -1,10 +1,10 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal } from '../../src/vault/crypto.js';
+import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal } from '../../src/keys/key-ring.js';
 
 const binding = { idp: 'entra', subject: 'user-1', field: 'refresh_token' };
 
-describe('vault/crypto', () => {
+describe('keys/key-ring', () => {
   describe('parseKeyRing', () => {
     it('takes the first key as active and keeps the others for decryption', () => {
       const ring = parseKeyRing(`${generateKeySpec('k2')},${generateKeySpec('k1')}`);

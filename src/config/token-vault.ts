@@ -1,9 +1,10 @@
 // Settings of the TokenVault API and the vault's upkeep, read with the sidecar's config: every
 // problem goes into the same list, and no secret value ever appears in one.
 import { readFileSync } from 'node:fs';
-import { nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from '../config.js';
-import { loadIdpClients, type IdpClients } from '../vault/idp-clients.js';
-import { readAge, type RetentionPolicy } from '../vault/purge.js';
+import { nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from './values.js';
+import { type IdpClients } from '../idp/client.js';
+import { loadIdpClients } from './idp-file.js';
+import { readAge, type RetentionPolicy } from '../store/purge.js';
 
 export const DEFAULT_API_LISTEN = '127.0.0.1:50052';
 

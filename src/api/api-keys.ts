@@ -1,8 +1,8 @@
 // The api_keys table: who may call the TokenVault API, for which IdPs and operations.
 import type pg from 'pg';
 import { generateApiKey, hashApiKeySecret } from './api-key-token.js';
-import { IDP_NAME_PATTERN } from './idp-clients.js';
-import type { GrantRow } from './store.js';
+import { IDP_NAME_RULE, isIdpName } from '../contract.js';
+import type { GrantRow } from '../store/grants.js';
 
 export const OPERATIONS = ['get', 'list', 'refresh', 'revoke', 'delete', 'read_refresh_token'] as const;
 export type Operation = (typeof OPERATIONS)[number];
@@ -56,7 +56,7 @@ export function checkApiKeyGrant(name: string, idps: readonly string[], operatio
   if (name.trim() === '' || name.length > 200) problems.push('the key needs a --name of 1-200 characters (who will use it)');
   if (idps.length === 0) problems.push(`the key needs at least one --idp NAME (or --idp '${ALL}' for every IdP)`);
   for (const idp of idps) {
-    if (idp !== ALL && !IDP_NAME_PATTERN.test(idp)) problems.push(`--idp "${idp}" is not an IdP name (1-64 of [A-Za-z0-9_.-]) or '${ALL}'`);
+    if (idp !== ALL && !isIdpName(idp)) problems.push(`--idp "${idp}" is not an IdP name (${IDP_NAME_RULE}) or '${ALL}'`);
   }
   if (operations.length === 0) problems.push(`the key needs at least one --operation (${OPERATIONS.join(', ')}, or '${ALL}')`);
   for (const operation of operations) {

@@ -3,11 +3,11 @@
 // Postgres is not there yet, that is retried in the background with capped, jittered backoff.
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import type { Metrics } from '../ops/metrics.js';
-import { migrate, SchemaTooNewError } from './migrate.js';
-import { backoffMs } from './queue.js';
-import { errorCode } from './errors.js';
-import { sleep, waitForWake } from './wake.js';
+import type { IngestMetrics } from './metrics.js';
+import { migrate, SchemaTooNewError } from '../store/migrate.js';
+import { backoffMs } from './backoff.js';
+import { errorCode } from '../store/errors.js';
+import { sleep, waitForWake } from './abortable-wait.js';
 
 export type StoreCondition = 'preparing' | 'ready' | 'unavailable' | 'schema_too_new';
 
@@ -16,7 +16,7 @@ export interface StoreStateOptions {
   /** Where Postgres is, for messages: the database URL without its password. */
   where?: string;
   logger: Logger;
-  metrics: Metrics;
+  metrics: IngestMetrics;
   retryInitialMs?: number;
   retryMaxMs?: number;
   /** The schema step; migrate() unless a test says otherwise. */

@@ -1,4 +1,5 @@
-// Wiring only: the sidecar as a library function, so tests and the CLI start the same thing.
+// The sidecar's wiring: spool, pump, ext_proc thread, ops listener and TokenVault API, started
+// and stopped in order. A library function, so tests and the CLI start the same thing.
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type pg from 'pg';
@@ -6,23 +7,23 @@ import { captureFrom } from './capture/capture.js';
 import { profileCaptureFrom } from './capture/profile.js';
 import { startTokenVault, type TokenVault } from './api/server.js';
 import type { ObservedResponse } from './capture/types.js';
-import type { HostPort, SidecarConfig } from './config.js';
-import { formatHostPort } from './config.js';
+import type { SidecarConfig } from './config/sidecar.js';
+import { formatHostPort, type HostPort } from './config/values.js';
 import { startExtProcThread, type ExtProcThread } from './extproc/thread.js';
 import { SidecarHealth } from './ops/health.js';
 import { startOpsServer, type OpsServer } from './ops/http.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
-import { createPool, describeDatabaseUrl } from './vault/db.js';
-import { DurableCaptureQueue } from './vault/durable-queue.js';
-import { CaptureSpool } from './vault/spool.js';
-import { StoreState } from './vault/store-state.js';
-import { GrantStore } from './vault/store.js';
+import { createPool, describeDatabaseUrl } from './store/pool.js';
+import { CapturePump } from './ingest/pump.js';
+import { CaptureSpool } from './ingest/spool.js';
+import { StoreState } from './ingest/postgres-availability.js';
+import { GrantStore } from './store/grants.js';
 
 export interface Sidecar {
   address: HostPort;
   metrics: Metrics;
   store: GrantStore;
-  queue: DurableCaptureQueue;
+  pump: CapturePump;
   storeState: StoreState;
   health: SidecarHealth;
   /** The /metrics, /healthz, /readyz listener; undefined when its address could not be bound. */
@@ -75,7 +76,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const pool: pg.Pool = createPool({ databaseUrl: config.databaseUrl, max: config.poolSize, logger, onError: () => metrics.postgresErrors.inc() });
   const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
   const store = new GrantStore(pool, config.keyRing);
-  const queue = new DurableCaptureQueue({ spool, writer: store, store: storeState, logger, metrics });
+  const pump = new CapturePump({ spool, writer: store, store: storeState, logger, metrics });
   const health = new SidecarHealth(storeState, spool);
 
   const onResponse = (observed: ObservedResponse): void => {
@@ -86,11 +87,11 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     }
     const named = { ...observed, idp: observed.idp };
     if (observed.routeKind === 'token') {
-      queue.enqueue(captureFrom(named, { maxDecodedBytes: config.maxBodyBytes }));
+      pump.enqueue(captureFrom(named, { maxDecodedBytes: config.maxBodyBytes }));
       return;
     }
     const reading = profileCaptureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
-    if (reading.kind === 'capture') queue.enqueue(reading.capture);
+    if (reading.kind === 'capture') pump.enqueue(reading.capture);
     else {
       metrics.captures.inc({ idp: observed.idp, outcome: 'profile_skipped' });
       logger.debug({ idp: observed.idp, reason: reading.reason }, 'profile response not used');
@@ -125,7 +126,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     await pool.end().catch(() => undefined);
     throw error;
   }
-  queue.start();
+  pump.start();
   const vault = await startTokenVault(config.vault, { databaseUrl: config.databaseUrl, keyRing: config.keyRing, logger, registry: metrics.registry, onPostgresError: () => metrics.postgresErrors.inc() });
 
   let closing: Promise<void> | undefined;
@@ -133,7 +134,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     address,
     metrics,
     store,
-    queue,
+    pump,
     storeState,
     health,
     ops,
@@ -147,10 +148,10 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         // hands over the responses of streams that ended before it says it is closed.
         await extProc.close(Math.max(0, graceMs / 2));
         // drain() fsyncs the spool first, so from here on nothing is lost, only left for later.
-        const drained = await queue.drain(Math.max(0, deadline - Date.now()));
+        const drained = await pump.drain(Math.max(0, deadline - Date.now()));
         // A write or connect stuck on a dead Postgres must not hold the process past its grace.
         const remaining = () => Math.max(250, deadline - Date.now());
-        await within(queue.close(), remaining());
+        await within(pump.close(), remaining());
         await within(storeState.close(), remaining());
         await spool.close();
         if (drained) logger.info('every capture is in Postgres');

@@ -4,19 +4,26 @@
 // skipped) with capped exponential backoff and jitter, for as long as it takes.
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
-import type { Metrics } from '../ops/metrics.js';
-import { backoffMs, type CaptureWriter } from './queue.js';
+import type { IngestMetrics } from './metrics.js';
+import { backoffMs } from './backoff.js';
 import type { CaptureSpool, SpoolBatch } from './spool.js';
-import { errorCode } from './errors.js';
-import type { StoreState } from './store-state.js';
-import { sleep } from './wake.js';
+import { errorCode } from '../store/errors.js';
+import type { StoreState } from './postgres-availability.js';
+import { sleep } from './abortable-wait.js';
 
-export interface DurableCaptureQueueOptions {
+
+/** What the pump writes through (store/grants.ts's GrantStore). */
+export interface CaptureWriter {
+  /** Writes the batch; captures refused for their content are returned, the rest are written. */
+  recordCaptures(batch: readonly Capture[]): Promise<{ rejected: Array<{ captureId: string; idp: string; reason: string }> }>;
+}
+
+export interface CapturePumpOptions {
   spool: CaptureSpool;
   writer: CaptureWriter;
   store: StoreState;
   logger: Logger;
-  metrics: Metrics;
+  metrics: IngestMetrics;
   maxBatch?: number;
   retryInitialMs?: number;
   retryMaxMs?: number;
@@ -28,7 +35,7 @@ export interface DurableCaptureQueueOptions {
   gatherMs?: number;
 }
 
-export class DurableCaptureQueue {
+export class CapturePump {
   private readonly stop = new AbortController();
   /** Aborted to cut a backoff wait short (a drain wants one more try now). */
   private nap = new AbortController();
@@ -38,7 +45,7 @@ export class DurableCaptureQueue {
   private failedAttempts = 0;
   private readonly maxBatch: number;
 
-  constructor(private readonly options: DurableCaptureQueueOptions) {
+  constructor(private readonly options: CapturePumpOptions) {
     this.maxBatch = options.maxBatch ?? 200;
   }
 

@@ -1,10 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import type { Capture, TokenSet } from '../../src/capture/types.js';
-import { generateKeySpec, parseKeyRing } from '../../src/vault/crypto.js';
-import { migrate } from '../../src/vault/migrate.js';
-import { markRevoked } from '../../src/vault/revoke.js';
-import { GrantStore } from '../../src/vault/store.js';
+import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
+import { migrate } from '../../src/store/migrate.js';
+import { markRevoked } from '../../src/idp/revoke.js';
+import { GrantStore } from '../../src/store/grants.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
@@ -13,7 +13,7 @@ import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 const tokens = (overrides: Partial<TokenSet> = {}) => syntheticTokens({ idToken: `id-${randomUUID()}`, scope: ['openid'], claims: { sub: 'x' }, ...overrides });
 const stored = (subject: string, overrides: Partial<Capture> = {}) => syntheticCapture('acme', subject, { tokens: tokens(), ...overrides });
 
-describe('vault/store (Postgres)', () => {
+describe('store/grants (Postgres)', () => {
   let db: TestDatabase;
   before(async () => {
     db = await createTestDatabase('store');

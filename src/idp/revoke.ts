@@ -2,10 +2,10 @@
 // revoked and its tokens erased. The row stays locked throughout, so no refresh can rotate the
 // refresh token between the IdP's revocation and the mark.
 import type pg from 'pg';
-import { grantNotFound, VaultError } from './errors.js';
-import { openGrant, rereadGrant, withLockedGrant } from './grant-lock.js';
-import { IdpCallError, type IdpClients } from './idp-clients.js';
-import type { GrantRecord, GrantStore } from './store.js';
+import { grantNotFound, VaultError } from '../store/errors.js';
+import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
+import { IdpCallError, type IdpClients } from './client.js';
+import type { GrantRecord, GrantStore } from '../store/grants.js';
 
 /**
  * Marks a grant revoked inside the caller's transaction (which holds the row lock). Its tokens are

@@ -1,8 +1,7 @@
 // Why a vault operation did not happen, in terms a caller can act on. The API turns the outcome
 // into a gRPC status; the CLI into an exit code. Messages never contain token material.
-import type { AccessOutcome } from './access-events.js';
-
-export type VaultOutcome = Extract<AccessOutcome, 'invalid_argument' | 'not_found' | 'failed_precondition' | 'unavailable'>;
+/** The outcomes a vault operation can end in besides success; the API audits them under the same names. */
+export type VaultOutcome = 'invalid_argument' | 'not_found' | 'failed_precondition' | 'unavailable';
 
 export class VaultError extends Error {
   override name = 'VaultError';

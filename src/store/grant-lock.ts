@@ -1,10 +1,10 @@
 // One grant row locked for the length of a transaction (SELECT ... FOR UPDATE), so a refresh,
 // a revocation and a key rotation of the same grant never interleave, across sidecars too.
 import type pg from 'pg';
-import { DecryptError } from './crypto.js';
-import { withTransaction } from './db.js';
+import { DecryptError } from '../keys/key-ring.js';
+import { withTransaction } from './pool.js';
 import { errorCode, VaultError } from './errors.js';
-import type { GrantRecord, GrantRow, GrantStore } from './store.js';
+import type { GrantRecord, GrantRow, GrantStore } from './grants.js';
 
 const LOCK_NOT_AVAILABLE = '55P03';
 

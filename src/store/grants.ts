@@ -2,8 +2,8 @@
 // is applied at most once (capture_id is unique), so a replayed batch changes nothing.
 import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
-import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from './crypto.js';
-import { withTransaction } from './db.js';
+import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
+import { withTransaction } from './pool.js';
 
 export interface RecordResult {
   /** Captures Postgres refused for their content; the rest of the batch was written. */

@@ -8,16 +8,9 @@
 // only a crash of Postgres itself in that window could lose rows, and an fsync (several ms on
 // some disks) stays off every call's path.
 import type pg from 'pg';
+import type { VaultOutcome } from '../store/errors.js';
 
-export type AccessOutcome =
-  | 'ok'
-  | 'unauthenticated'
-  | 'permission_denied'
-  | 'invalid_argument'
-  | 'not_found'
-  | 'failed_precondition'
-  | 'unavailable'
-  | 'internal';
+export type AccessOutcome = 'ok' | 'unauthenticated' | 'permission_denied' | 'internal' | VaultOutcome;
 
 export interface AccessEvent {
   /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, ... */

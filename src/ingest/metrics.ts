@@ -1,0 +1,29 @@
+// The metrics the ingest path keeps, as the narrow shapes it calls. The sidecar hands in its
+// Prometheus metrics (ops/metrics.ts fits); tests can hand in anything of this shape.
+export interface Count {
+  inc(value?: number): void;
+}
+
+export interface LabelledCount<Label extends string> {
+  inc(labels: Partial<Record<Label, string>>, value?: number): void;
+}
+
+export interface Level {
+  set(value: number): void;
+}
+
+export interface Timing {
+  startTimer(): () => unknown;
+}
+
+export interface IngestMetrics {
+  captures: LabelledCount<'idp' | 'outcome'>;
+  capturesDropped: LabelledCount<'reason'>;
+  postgresErrors: Count;
+  postgresUp: Level;
+  writeBatchSeconds: Timing;
+  spoolFsyncSeconds: Timing;
+  spoolAppended: Count;
+  queueDepth: Level;
+  spoolBytes: Level;
+}
