@@ -32,6 +32,8 @@ interface GrantCipherRow {
   idp: string;
   subject: string;
   key_id: string;
+  refresh_token_key_id: string | null;
+  id_token_key_id: string | null;
   access_token: Buffer | null;
   refresh_token: Buffer | null;
   id_token: Buffer | null;
@@ -87,8 +89,10 @@ export async function rotateKeys(
   const grantTotal = sum(grantCounts);
   await inBatches(pool, async (client) => {
     const { rows } = await client.query<GrantCipherRow>(
-      `SELECT idp, subject, key_id, access_token, refresh_token, id_token, extras, access_token_fp FROM grants
-       WHERE key_id <> $1 AND key_id = ANY($2) ORDER BY idp, subject LIMIT $3 FOR UPDATE`,
+      `SELECT idp, subject, key_id, refresh_token_key_id, id_token_key_id, access_token, refresh_token, id_token, extras, access_token_fp FROM grants
+       WHERE (key_id <> $1 OR refresh_token_key_id <> $1 OR id_token_key_id <> $1)
+         AND key_id = ANY($2) AND COALESCE(refresh_token_key_id, key_id) = ANY($2) AND COALESCE(id_token_key_id, key_id) = ANY($2)
+       ORDER BY idp, subject LIMIT $3 FOR UPDATE`,
       [active, readable, batchSize],
     );
     if (rows.length === 0) return 0;
@@ -98,7 +102,8 @@ export async function rotateKeys(
         const sealed = row[field];
         if (!sealed) return { field, plain: null, value: null };
         const binding = { idp: row.idp, subject: row.subject, field };
-        const plain = openOrExplain(ring, row.key_id, sealed, binding, `grant (${row.idp}, ${row.subject})`);
+        const keyId = (field === 'refresh_token' ? row.refresh_token_key_id : field === 'id_token' ? row.id_token_key_id : null) ?? row.key_id;
+        const plain = openOrExplain(ring, keyId, sealed, binding, `grant (${row.idp}, ${row.subject})`);
         return { field, plain, value: seal(ring, plain, binding) };
       });
       const accessToken = resealed[0]!.plain;
@@ -108,7 +113,9 @@ export async function rotateKeys(
     }
     await client.query(
       `UPDATE grants AS g SET key_id = $8, access_token = u.access_token, refresh_token = u.refresh_token, id_token = u.id_token,
-                              extras = u.extras, access_token_fp = u.access_token_fp
+                              extras = u.extras, access_token_fp = u.access_token_fp,
+                              refresh_token_key_id = CASE WHEN u.refresh_token IS NULL THEN NULL ELSE $8 END,
+                              id_token_key_id = CASE WHEN u.id_token IS NULL THEN NULL ELSE $8 END
        FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[], $7::text[])
          AS u(idp, subject, access_token, refresh_token, id_token, extras, access_token_fp)
        WHERE g.idp = u.idp AND g.subject = u.subject`,

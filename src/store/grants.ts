@@ -45,6 +45,8 @@ export interface GrantRecord {
   refreshTokenExpiresAt: Date | null;
   idTokenExpiresAt: Date | null;
   status: 'active' | 'revoked';
+  /** The id_token was verified (signature, pinned issuer, audience) before it was stored. */
+  verified: boolean;
   capturedAt: Date;
   updatedAt: Date;
   version: number;
@@ -67,9 +69,12 @@ export interface GrantRow {
   refresh_token_expires_at: Date | null;
   id_token_expires_at: Date | null;
   status: 'active' | 'revoked';
+  verified: boolean;
   captured_at: Date;
   updated_at: Date;
   version: number;
+  refresh_token_key_id: string | null;
+  id_token_key_id: string | null;
 }
 
 type TokenField = 'access_token' | 'refresh_token' | 'id_token' | 'extras';
@@ -383,11 +388,12 @@ export class GrantStore {
       `INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
                            access_token, refresh_token, id_token, extras, access_token_fp,
                            access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
-                           status, captured_at, updated_at, version)
+                           status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id)
        SELECT idp, subject, issuer, client_id, email, COALESCE(string_to_array(NULLIF(scope, ''), ' '), '{}'), token_type, key_id,
               access_token, refresh_token, id_token, extras, access_token_fp,
               access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
-              'active', captured_at, now(), 1
+              'active', captured_at, now(), 1,
+              CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                    $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
                    $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])
@@ -399,6 +405,7 @@ export class GrantStore {
          scope = EXCLUDED.scope, token_type = EXCLUDED.token_type, key_id = EXCLUDED.key_id,
          access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token,
          id_token = EXCLUDED.id_token, extras = EXCLUDED.extras, access_token_fp = EXCLUDED.access_token_fp,
+         refresh_token_key_id = EXCLUDED.refresh_token_key_id, id_token_key_id = EXCLUDED.id_token_key_id,
          access_token_expires_at = EXCLUDED.access_token_expires_at,
          refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
          id_token_expires_at = EXCLUDED.id_token_expires_at,
@@ -426,8 +433,9 @@ export class GrantStore {
   /** Opens a row read by other vault modules (refresh, revoke) inside their own transaction. */
   decrypt(row: GrantRow): GrantRecord {
     const binding = (field: TokenField): FieldBinding => ({ idp: row.idp, subject: row.subject, field });
-    const openOrNull = (value: Buffer | null, field: TokenField): string | null =>
-      value ? open(this.ring, row.key_id, value, binding(field)) : null;
+    // Rows from before per-field key ids (migration 000004) name one key for every field.
+    const openOrNull = (value: Buffer | null, field: TokenField, keyId?: string | null): string | null =>
+      value ? open(this.ring, keyId ?? row.key_id, value, binding(field)) : null;
     const extras = JSON.parse(openOrNull(row.extras, 'extras') ?? '{"response":{},"claims":null}') as SealedExtras;
     return {
       idp: row.idp,
@@ -439,14 +447,15 @@ export class GrantStore {
       tokenType: row.token_type,
       keyId: row.key_id,
       accessToken: openOrNull(row.access_token, 'access_token'),
-      refreshToken: openOrNull(row.refresh_token, 'refresh_token'),
-      idToken: openOrNull(row.id_token, 'id_token'),
+      refreshToken: openOrNull(row.refresh_token, 'refresh_token', row.refresh_token_key_id),
+      idToken: openOrNull(row.id_token, 'id_token', row.id_token_key_id),
       extras: extras.response,
       claims: extras.claims,
       accessTokenExpiresAt: row.access_token_expires_at,
       refreshTokenExpiresAt: row.refresh_token_expires_at,
       idTokenExpiresAt: row.id_token_expires_at,
       status: row.status,
+      verified: row.verified,
       capturedAt: row.captured_at,
       updatedAt: row.updated_at,
       version: row.version,
