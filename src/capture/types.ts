@@ -27,7 +27,7 @@ export interface ObservedResponse {
   startedAt: number;
 }
 
-export type CaptureOutcome = 'stored' | 'idp_error' | 'unparseable' | 'too_large' | 'no_subject' | 'profile';
+export type CaptureOutcome = 'stored' | 'idp_error' | 'unparseable' | 'too_large' | 'no_subject' | 'profile' | 'unverified';
 
 /** What a profile response says about the user of an access token. */
 export interface ProfileLink {
@@ -71,4 +71,6 @@ export interface Capture {
   detail: string | undefined;
   /** Profile captures: the user a held (no_subject) grant belongs to. */
   profile?: ProfileLink;
+  /** The id_token was verified against the IdP's pinned issuer, JWKS and Okta's client id. */
+  verified?: boolean;
 }

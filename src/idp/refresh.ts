@@ -138,6 +138,9 @@ export class GrantRefresher {
         tokens,
         errorCode: undefined,
         detail: undefined,
+        // The sidecar called the IdP's configured token endpoint itself, over TLS: the answer is
+        // as trustworthy as the grant it refreshes (OIDC Core 3.1.3.7), no more.
+        verified: grant.verified,
       };
       await store.writeObtainedTokens(tx, refreshed, grant);
       return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };

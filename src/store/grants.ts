@@ -378,34 +378,35 @@ export class GrantStore {
       tokens.refreshToken ? secondsAfter(observedAt, tokens.refreshExpiresIn) : (kept?.refreshTokenExpiresAt ?? null),
       tokens.idToken ? epochSeconds(tokens.claims?.exp) : (kept?.idTokenExpiresAt ?? null),
       observedAt,
+      capture.verified === true,
     ];
   }
 
   /** Upserts grant rows in one statement; at most one row per (idp, subject). */
   private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<void> {
-    const columns: unknown[][] = Array.from({ length: 17 }, (_, index) => rows.map((row) => row[index]));
+    const columns: unknown[][] = Array.from({ length: 18 }, (_, index) => rows.map((row) => row[index]));
     await client.query(
       `INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
                            access_token, refresh_token, id_token, extras, access_token_fp,
                            access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
-                           status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id)
+                           status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id, verified)
        SELECT idp, subject, issuer, client_id, email, COALESCE(string_to_array(NULLIF(scope, ''), ' '), '{}'), token_type, key_id,
               access_token, refresh_token, id_token, extras, access_token_fp,
               access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
               'active', captured_at, now(), 1,
-              CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END
+              CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                    $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
-                   $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[])
+                   $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[])
          AS row(idp, subject, issuer, client_id, email, scope, token_type, key_id,
                 access_token, refresh_token, id_token, extras, access_token_fp,
-                access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at)
+                access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified)
        ON CONFLICT (idp, subject) DO UPDATE SET
          issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id, email = EXCLUDED.email,
          scope = EXCLUDED.scope, token_type = EXCLUDED.token_type, key_id = EXCLUDED.key_id,
          access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token,
          id_token = EXCLUDED.id_token, extras = EXCLUDED.extras, access_token_fp = EXCLUDED.access_token_fp,
-         refresh_token_key_id = EXCLUDED.refresh_token_key_id, id_token_key_id = EXCLUDED.id_token_key_id,
+         refresh_token_key_id = EXCLUDED.refresh_token_key_id, id_token_key_id = EXCLUDED.id_token_key_id, verified = EXCLUDED.verified,
          access_token_expires_at = EXCLUDED.access_token_expires_at,
          refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
          id_token_expires_at = EXCLUDED.id_token_expires_at,
