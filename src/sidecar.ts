@@ -65,6 +65,12 @@ function lowerCapturePriority(nice: number, logger: Logger): void {
 }
 
 export async function startSidecar(config: SidecarConfig, { logger, metrics = createMetrics() }: SidecarDependencies): Promise<Sidecar> {
+  if (!config.keyRing.fingerprintKey) {
+    logger.warn(
+      { activeKeyId: config.keyRing.activeKeyId },
+      'TOKEN_TAP_FINGERPRINT_KEY is not set: token fingerprints follow the active key, so sidecars with different active keys (a key rollout) disagree on them; set it (openssl rand -base64 32), the same on every sidecar',
+    );
+  }
   const spool = await CaptureSpool.open({
     dir: config.spoolDir,
     maxBytes: config.spoolMaxBytes,

@@ -142,7 +142,7 @@ export class GrantRefresher {
         // as trustworthy as the grant it refreshes (OIDC Core 3.1.3.7), no more.
         verified: grant.verified,
       };
-      await store.writeObtainedTokens(tx, refreshed, grant);
+      await store.writeObtainedTokens(tx, refreshed);
       return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
     });
     if (refusal) throw refusal;

@@ -1,6 +1,15 @@
-// Application-level encryption of tokens: AES-256-GCM per value, a random 96-bit nonce, and
-// additional authenticated data that binds each ciphertext to its row and field, so a value
-// copied into another row or column fails to decrypt.
+// Application-level encryption of tokens: AES-256-GCM per value, additional authenticated data
+// that binds each ciphertext to its row and field (a value copied into another row or column
+// fails to decrypt), and a key of its own for every value.
+//
+// Why a key per value: GCM with random 96-bit nonces allows about 2^32 seals per key before a
+// nonce repeats with non-negligible probability, and one repeat leaks the XOR of two plaintexts
+// and the authentication key. Each seal derives its AES key with HKDF-SHA256 from the ring key
+// and 128 random bits of salt, so a nonce can only repeat under one subkey if two salts collide:
+// at 10,000 seals/s for 10 years (3.2e12 seals) that probability is about n^2 / 2^129 ~ 1.5e-14.
+//
+// Format v2: "TT\x02\x00" | salt (16) | nonce (12) | ciphertext | tag (16). Values sealed before
+// v2 (nonce | ciphertext | tag under the ring key itself) still open.
 import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
 
 const KEY_BYTES = 32;
@@ -12,6 +21,12 @@ export interface KeyRing {
   /** The key new values are sealed with: the first entry of TOKEN_TAP_KEYS. */
   readonly activeKeyId: string;
   readonly keys: ReadonlyMap<string, Buffer>;
+  /**
+   * The fingerprint key (TOKEN_TAP_FINGERPRINT_KEY): it must not change when the active key
+   * does, or sidecars of different rings disagree on fingerprints. Undefined: derived from the
+   * active key, as before the setting existed.
+   */
+  readonly fingerprintKey?: Buffer;
 }
 
 export class KeyRingError extends Error {
@@ -26,7 +41,7 @@ export class DecryptError extends Error {
  * Parses `id1:base64key,id0:base64key`. The first key is active; the others still decrypt.
  * Errors name the entry by position and key id, never the key material.
  */
-export function parseKeyRing(spec: string): KeyRing {
+export function parseKeyRing(spec: string, fingerprintKeySpec?: string): KeyRing {
   const problems: string[] = [];
   const keys = new Map<string, Buffer>();
   const entries = spec.split(',').map((entry) => entry.trim()).filter((entry) => entry.length > 0);
@@ -59,9 +74,16 @@ export function parseKeyRing(spec: string): KeyRing {
     }
     keys.set(keyId, key);
   });
+  let fingerprintKey: Buffer | undefined;
+  if (fingerprintKeySpec !== undefined && fingerprintKeySpec !== '') {
+    fingerprintKey = Buffer.from(fingerprintKeySpec.trim(), 'base64');
+    if (!/^[A-Za-z0-9+/_-]+={0,2}$/.test(fingerprintKeySpec.trim()) || fingerprintKey.length !== KEY_BYTES) {
+      problems.push(`TOKEN_TAP_FINGERPRINT_KEY must be ${KEY_BYTES} bytes, base64 (generate one with: openssl rand -base64 32)`);
+    }
+  }
   if (problems.length > 0) throw new KeyRingError(problems.join('; '));
   const activeKeyId = entries[0]!.slice(0, entries[0]!.indexOf(':'));
-  return { activeKeyId, keys };
+  return fingerprintKey ? { activeKeyId, keys, fingerprintKey } : { activeKeyId, keys };
 }
 
 export function generateKeySpec(keyId = 'k1'): string {
@@ -88,63 +110,95 @@ function keyFor(ring: KeyRing, keyId: string): Buffer {
   return key;
 }
 
-// Nonces come from one CSPRNG call per 4 KiB rather than one per seal: a getrandom() call for each
-// 12 bytes costs 8% of the sidecar's CPU per capture (measured). Each refill is a new buffer, so handed-out
-// nonces are never overwritten.
+// Nonces and salts come from one CSPRNG call per 4 KiB rather than one per seal: a getrandom()
+// call for each costs 8% of the sidecar's CPU per capture (measured). Each refill is a new
+// buffer, so handed-out bytes are never overwritten.
 const NONCE_POOL_BYTES = 4096;
 let noncePool = Buffer.alloc(0);
 let noncePoolOffset = 0;
 
-function freshNonce(): Buffer {
-  if (noncePoolOffset + NONCE_BYTES > noncePool.length) {
+function freshRandom(bytes: number): Buffer {
+  if (noncePoolOffset + bytes > noncePool.length) {
     noncePool = randomBytes(NONCE_POOL_BYTES);
     noncePoolOffset = 0;
   }
-  const nonce = noncePool.subarray(noncePoolOffset, noncePoolOffset + NONCE_BYTES);
-  noncePoolOffset += NONCE_BYTES;
-  return nonce;
+  const random = noncePool.subarray(noncePoolOffset, noncePoolOffset + bytes);
+  noncePoolOffset += bytes;
+  return random;
 }
 
-/** nonce (12) | ciphertext | tag (16), under the ring's active key. */
+const V2_MAGIC = Buffer.from([0x54, 0x54, 0x02, 0x00]);
+const SALT_BYTES = 16;
+const V2_OVERHEAD = V2_MAGIC.length + SALT_BYTES + NONCE_BYTES + TAG_BYTES;
+
+function valueKey(ringKey: Buffer, salt: Buffer, binding: FieldBinding): Buffer {
+  return Buffer.from(hkdfSync('sha256', ringKey, salt, JSON.stringify(['token-tap/v2 value key', binding.idp, binding.subject, binding.field]), KEY_BYTES));
+}
+
+/** Format v2 under the ring's active key, with a key derived for this value alone. */
 export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
-  const nonce = freshNonce();
-  const cipher = createCipheriv('aes-256-gcm', keyFor(ring, ring.activeKeyId), nonce);
+  const salt = freshRandom(SALT_BYTES);
+  const nonce = freshRandom(NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', valueKey(keyFor(ring, ring.activeKeyId), salt, binding), nonce);
   cipher.setAAD(additionalData(binding, ring.activeKeyId));
   const ciphertext = cipher.update(plaintext, 'utf8');
   const rest = cipher.final();
-  return Buffer.concat([nonce, ciphertext, rest, cipher.getAuthTag()]);
+  return Buffer.concat([V2_MAGIC, salt, nonce, ciphertext, rest, cipher.getAuthTag()]);
+}
+
+function decrypt(key: Buffer, nonce: Buffer, ciphertext: Buffer, tag: Buffer, aad: Buffer): string | undefined {
+  const decipher = createDecipheriv('aes-256-gcm', key, nonce);
+  decipher.setAAD(aad);
+  decipher.setAuthTag(tag);
+  try {
+    return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
+  } catch {
+    return undefined;
+  }
 }
 
 export function open(ring: KeyRing, keyId: string, sealed: Buffer, binding: FieldBinding): string {
   const key = keyFor(ring, keyId);
   if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new DecryptError(`${binding.field} ciphertext is truncated`);
-  const nonce = sealed.subarray(0, NONCE_BYTES);
+  const aad = additionalData(binding, keyId);
   const tag = sealed.subarray(sealed.length - TAG_BYTES);
-  const ciphertext = sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES);
-  const decipher = createDecipheriv('aes-256-gcm', key, nonce);
-  decipher.setAAD(additionalData(binding, keyId));
-  decipher.setAuthTag(tag);
-  try {
-    return Buffer.concat([decipher.update(ciphertext), decipher.final()]).toString('utf8');
-  } catch {
-    throw new DecryptError(
-      `${binding.field} of grant (${binding.idp}, ${binding.subject}) failed authentication under key "${keyId}": wrong key, or the value was altered or moved`,
-    );
+  // A v1 value starts with a random nonce, so it may begin with the v2 marker (2^-32): when v2
+  // authentication fails, v1 is tried; GCM's tag tells the two apart.
+  if (sealed.length >= V2_OVERHEAD && sealed.subarray(0, V2_MAGIC.length).equals(V2_MAGIC)) {
+    const salt = sealed.subarray(V2_MAGIC.length, V2_MAGIC.length + SALT_BYTES);
+    const nonce = sealed.subarray(V2_MAGIC.length + SALT_BYTES, V2_MAGIC.length + SALT_BYTES + NONCE_BYTES);
+    const plain = decrypt(valueKey(key, salt, binding), nonce, sealed.subarray(V2_MAGIC.length + SALT_BYTES + NONCE_BYTES, sealed.length - TAG_BYTES), tag, aad);
+    if (plain !== undefined) return plain;
   }
+  const plain = decrypt(key, sealed.subarray(0, NONCE_BYTES), sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES), tag, aad);
+  if (plain !== undefined) return plain;
+  throw new DecryptError(
+    `${binding.field} of grant (${binding.idp}, ${binding.subject}) failed authentication under key "${keyId}": wrong key, or the value was altered or moved`,
+  );
+}
+
+/** Seals the v1 way (nonce | ciphertext | tag under the ring key itself); tests of old rows only. */
+export function sealV1(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
+  const nonce = freshRandom(NONCE_BYTES);
+  const cipher = createCipheriv('aes-256-gcm', keyFor(ring, ring.activeKeyId), nonce);
+  cipher.setAAD(additionalData(binding, ring.activeKeyId));
+  return Buffer.concat([nonce, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
 }
 
 const fingerprintKeys = new WeakMap<KeyRing, Buffer>();
 
 /**
- * A keyed fingerprint of a token, so the database alone cannot confirm a guessed token.
- * The key is derived from the active key; fingerprints are for short-lived correlation and audit.
+ * A keyed fingerprint of a token, so the database alone cannot confirm a guessed token. With
+ * TOKEN_TAP_FINGERPRINT_KEY every sidecar agrees whatever its ring ("fp:" prefix); without it the
+ * key is derived from the active key ("<key id>:" prefix), so rings with different active keys
+ * disagree: profile correlation and event matching then work only within one ring.
  */
 export function fingerprint(ring: KeyRing, token: string): string {
   let key = fingerprintKeys.get(ring);
   if (!key) {
-    key = Buffer.from(hkdfSync('sha256', keyFor(ring, ring.activeKeyId), Buffer.alloc(0), 'token-tap/v1 fingerprint', 32));
+    key = Buffer.from(hkdfSync('sha256', ring.fingerprintKey ?? keyFor(ring, ring.activeKeyId), Buffer.alloc(0), 'token-tap/v1 fingerprint', 32));
     fingerprintKeys.set(ring, key);
   }
   const digest = createHmac('sha256', key).update(token, 'utf8').digest('base64url').slice(0, 32);
-  return `${ring.activeKeyId}:${digest}`;
+  return `${ring.fingerprintKey ? 'fp' : ring.activeKeyId}:${digest}`;
 }

@@ -3,6 +3,7 @@
 import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
 import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
+import { decodeIdTokenClaims } from '../capture/jwt.js';
 import { withTransaction } from './pool.js';
 
 export interface RecordResult {
@@ -103,9 +104,18 @@ export interface PendingGrant extends PendingPayload {
   observedAt: Date;
 }
 
+/** Response fields beyond the standard ones. Rows written before 000004 also carry `claims` here. */
 interface SealedExtras {
   response: Record<string, unknown>;
-  claims: Record<string, unknown> | null;
+}
+
+/** JSON.parse of decrypted text whose errors never quote it (V8's SyntaxError shows the text). */
+function parseOpened<T>(plaintext: string, what: string): T {
+  try {
+    return JSON.parse(plaintext) as T;
+  } catch {
+    throw new DecryptError(`${what} decrypted to something that is not JSON (${plaintext.length} characters): written by another version, or corrupt`);
+  }
 }
 
 function secondsAfter(start: Date, seconds: number | undefined): Date | null {
@@ -123,6 +133,24 @@ function epochSeconds(value: unknown): Date | null {
  */
 const LATE_LOGIN_GUARD = `WHERE grants.captured_at <= EXCLUDED.captured_at
          AND (grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
+
+/**
+ * The stored logins of a batch in rounds: round k holds the k-th login of each grant, in batch
+ * (spool) order. One upsert statement may touch a row only once, and each login must merge over
+ * the one before it.
+ */
+export function loginRounds(captures: readonly Capture[]): Capture[][] {
+  const rounds: Capture[][] = [];
+  const seen = new Map<string, number>();
+  for (const capture of captures) {
+    if (capture.outcome !== 'stored') continue;
+    const key = JSON.stringify([capture.idp, capture.subject]);
+    const round = seen.get(key) ?? 0;
+    seen.set(key, round + 1);
+    (rounds[round] ??= []).push(capture);
+  }
+  return rounds;
+}
 
 export class GrantStore {
   constructor(
@@ -178,24 +206,17 @@ export class GrantStore {
   }
 
   /**
-   * The fast path: all events in one statement, and the logins that carry every token (nothing to
-   * keep from the stored row) in one upsert, the latest per grant. The rest go one by one, in order.
+   * The fast path: all events in one statement, then the logins in as few upserts as there are
+   * logins of one grant in the batch (usually one): round k writes the k-th login of each grant,
+   * so each is merged over the one before, in order. Merging happens in SQL (fields a login lacks
+   * keep their stored ciphertext), so no stored row is opened on the write path.
    */
   private async applyBatch(client: pg.PoolClient, captures: readonly Capture[]): Promise<void> {
     const fresh = await this.insertEvents(client, captures);
     const pending = captures.filter((capture) => fresh.has(capture.captureId));
-    const grantKey = (capture: Capture) => JSON.stringify([capture.idp, capture.subject]);
-    const mergeNeeded = new Set(
-      pending.filter((capture) => capture.outcome === 'stored' && !(capture.tokens?.refreshToken && capture.tokens.idToken)).map(grantKey),
-    );
-    const latestComplete = new Map<string, Capture>();
+    for (const round of loginRounds(pending)) await this.upsertGrantRows(client, round.map((capture) => this.grantRow(capture)));
     for (const capture of pending) {
-      if (capture.outcome === 'stored' && !mergeNeeded.has(grantKey(capture))) latestComplete.set(grantKey(capture), capture);
-    }
-    if (latestComplete.size > 0) await this.upsertGrantRows(client, [...latestComplete.values()].map((capture) => this.grantRow(capture, undefined)));
-    for (const capture of pending) {
-      if (capture.outcome === 'stored' && !mergeNeeded.has(grantKey(capture))) continue;
-      await this.applyAfterEvent(client, capture);
+      if (capture.outcome !== 'stored') await this.applyAfterEvent(client, capture);
     }
   }
 
@@ -206,12 +227,12 @@ export class GrantStore {
 
   /**
    * Stores tokens the sidecar obtained itself (a refresh) inside the caller's transaction, which
-   * already holds the row lock; fields the response lacks are kept from `kept`.
+   * already holds the row lock; fields the response lacks keep their stored values.
    */
-  async writeObtainedTokens(client: pg.PoolClient, capture: Capture, kept: GrantRecord): Promise<void> {
+  async writeObtainedTokens(client: pg.PoolClient, capture: Capture): Promise<void> {
     // Tokens the IdP just issued always win (the old refresh token may be dead now), whatever the
     // clocks of the sidecar that captured the stored row said.
-    await this.upsertGrantRows(client, [this.grantRow(capture, kept)], { obtained: true });
+    await this.upsertGrantRows(client, [this.grantRow(capture)], { obtained: true });
   }
 
   /** Grants held without a subject, newest first, tokens decrypted (for operators). */
@@ -225,7 +246,7 @@ export class GrantStore {
   }
 
   private openPending(row: PendingRow): PendingPayload {
-    return JSON.parse(open(this.ring, row.key_id, row.payload, this.pendingBinding(row.idp, row.capture_id))) as PendingPayload;
+    return parseOpened<PendingPayload>(open(this.ring, row.key_id, row.payload, this.pendingBinding(row.idp, row.capture_id)), `held grant ${row.capture_id}`);
   }
 
   private async markLinked(client: pg.PoolClient, captureId: string, subject: string): Promise<void> {
@@ -337,46 +358,36 @@ export class GrantStore {
   }
 
   private async upsertGrant(client: pg.PoolClient, capture: Capture): Promise<void> {
-    // A refresh response may omit the refresh token or id_token: keep the stored ones. The
-    // whole row is re-sealed under the active key so it never mixes keys.
-    let kept: GrantRecord | undefined;
-    if (!capture.tokens!.refreshToken || !capture.tokens!.idToken) {
-      const { rows } = await client.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2 FOR UPDATE', [capture.idp, capture.subject]);
-      kept = rows[0] ? this.decryptForMerge(rows[0]) : undefined;
-    }
-    await this.upsertGrantRows(client, [this.grantRow(capture, kept)]);
+    await this.upsertGrantRows(client, [this.grantRow(capture)]);
   }
 
-  /** The grants row for a capture, sealed; fields the capture lacks come from `kept`. */
-  private grantRow(capture: Capture, kept: GrantRecord | undefined): unknown[] {
+  /** The grants row for a capture, sealed under the active key; NULL where the capture lacks a field. */
+  private grantRow(capture: Capture): unknown[] {
     const tokens = capture.tokens!;
     const subject = capture.subject!;
     const binding = (field: TokenField): FieldBinding => ({ idp: capture.idp, subject, field });
     const sealOrNull = (value: string | null | undefined, field: TokenField): Buffer | null =>
       value ? seal(this.ring, value, binding(field)) : null;
-    const refreshToken = tokens.refreshToken ?? kept?.refreshToken ?? null;
-    const idToken = tokens.idToken ?? kept?.idToken ?? null;
-    const claims = tokens.idToken ? (tokens.claims ?? null) : (kept?.claims ?? null);
-    const extras: SealedExtras = { response: tokens.extras, claims };
+    const extras: SealedExtras = { response: tokens.extras };
     const observedAt = capture.observedAt;
     return [
       capture.idp,
       subject,
-      capture.issuer ?? kept?.issuer ?? null,
-      capture.clientId ?? kept?.clientId ?? null,
-      capture.email ?? kept?.email ?? null,
+      capture.issuer ?? null,
+      capture.clientId ?? null,
+      capture.email ?? null,
       // Scopes never contain spaces (they are split on them), so one string per row carries them.
-      (tokens.scope.length > 0 ? tokens.scope : (kept?.scope ?? [])).join(' '),
+      tokens.scope.join(' '),
       tokens.tokenType ?? null,
       this.ring.activeKeyId,
       sealOrNull(tokens.accessToken, 'access_token'),
-      sealOrNull(refreshToken, 'refresh_token'),
-      sealOrNull(idToken, 'id_token'),
+      sealOrNull(tokens.refreshToken, 'refresh_token'),
+      sealOrNull(tokens.idToken, 'id_token'),
       seal(this.ring, JSON.stringify(extras), binding('extras')),
       this.fp(tokens.accessToken),
       secondsAfter(observedAt, tokens.expiresIn),
-      tokens.refreshToken ? secondsAfter(observedAt, tokens.refreshExpiresIn) : (kept?.refreshTokenExpiresAt ?? null),
-      tokens.idToken ? epochSeconds(tokens.claims?.exp) : (kept?.idTokenExpiresAt ?? null),
+      tokens.refreshToken ? secondsAfter(observedAt, tokens.refreshExpiresIn) : null,
+      tokens.idToken ? epochSeconds(tokens.claims?.exp) : null,
       observedAt,
       capture.verified === true,
     ];
@@ -402,14 +413,26 @@ export class GrantStore {
                 access_token, refresh_token, id_token, extras, access_token_fp,
                 access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified)
        ON CONFLICT (idp, subject) DO UPDATE SET
-         issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id, email = EXCLUDED.email,
-         scope = EXCLUDED.scope, token_type = EXCLUDED.token_type, key_id = EXCLUDED.key_id,
-         access_token = EXCLUDED.access_token, refresh_token = EXCLUDED.refresh_token,
-         id_token = EXCLUDED.id_token, extras = EXCLUDED.extras, access_token_fp = EXCLUDED.access_token_fp,
-         refresh_token_key_id = EXCLUDED.refresh_token_key_id, id_token_key_id = EXCLUDED.id_token_key_id, verified = EXCLUDED.verified,
+         -- A login or refresh that lacks a field (most IdPs send a refresh token only at first
+         -- consent; a refresh may omit the id_token) keeps the stored one, ciphertext and key id
+         -- as they are: merging needs no key, so a sidecar whose ring lacks the stored key
+         -- (a key rollout in progress) cannot lose it.
+         issuer = COALESCE(EXCLUDED.issuer, grants.issuer),
+         client_id = COALESCE(EXCLUDED.client_id, grants.client_id),
+         email = COALESCE(EXCLUDED.email, grants.email),
+         scope = CASE WHEN cardinality(EXCLUDED.scope) > 0 THEN EXCLUDED.scope ELSE grants.scope END,
+         token_type = EXCLUDED.token_type, key_id = EXCLUDED.key_id,
+         access_token = EXCLUDED.access_token, extras = EXCLUDED.extras, access_token_fp = EXCLUDED.access_token_fp,
          access_token_expires_at = EXCLUDED.access_token_expires_at,
-         refresh_token_expires_at = EXCLUDED.refresh_token_expires_at,
-         id_token_expires_at = EXCLUDED.id_token_expires_at,
+         refresh_token = COALESCE(EXCLUDED.refresh_token, grants.refresh_token),
+         refresh_token_key_id = CASE WHEN EXCLUDED.refresh_token IS NULL THEN grants.refresh_token_key_id ELSE EXCLUDED.refresh_token_key_id END,
+         refresh_token_expires_at = CASE WHEN EXCLUDED.refresh_token IS NULL THEN grants.refresh_token_expires_at ELSE EXCLUDED.refresh_token_expires_at END,
+         id_token = COALESCE(EXCLUDED.id_token, grants.id_token),
+         id_token_key_id = CASE WHEN EXCLUDED.id_token IS NULL THEN grants.id_token_key_id ELSE EXCLUDED.id_token_key_id END,
+         id_token_expires_at = CASE WHEN EXCLUDED.id_token IS NULL THEN grants.id_token_expires_at ELSE EXCLUDED.id_token_expires_at END,
+         -- A new id_token decides; without one, tokens from an unverified source (a profile-linked
+         -- login) make the grant unverified, and a refresh (verified as its grant) keeps it.
+         verified = CASE WHEN EXCLUDED.id_token IS NULL THEN grants.verified AND EXCLUDED.verified ELSE EXCLUDED.verified END,
          status = 'active', captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
          -- A refresh stamps the time of writing, not of its transaction's start: callers that
          -- arrived while the IdP answered compare their arrival with it.
@@ -420,24 +443,14 @@ export class GrantStore {
     );
   }
 
-  // A stored row this key ring cannot open (its key was removed) must not block new captures
-  // forever: the new login's tokens replace it.
-  private decryptForMerge(row: GrantRow): GrantRecord | undefined {
-    try {
-      return this.decrypt(row);
-    } catch (error) {
-      if (error instanceof DecryptError) return undefined;
-      throw error;
-    }
-  }
-
   /** Opens a row read by other vault modules (refresh, revoke) inside their own transaction. */
   decrypt(row: GrantRow): GrantRecord {
     const binding = (field: TokenField): FieldBinding => ({ idp: row.idp, subject: row.subject, field });
     // Rows from before per-field key ids (migration 000004) name one key for every field.
     const openOrNull = (value: Buffer | null, field: TokenField, keyId?: string | null): string | null =>
       value ? open(this.ring, keyId ?? row.key_id, value, binding(field)) : null;
-    const extras = JSON.parse(openOrNull(row.extras, 'extras') ?? '{"response":{},"claims":null}') as SealedExtras;
+    const extras = parseOpened<SealedExtras>(openOrNull(row.extras, 'extras') ?? '{"response":{}}', `extras of grant (${row.idp}, ${row.subject})`);
+    const idToken = openOrNull(row.id_token, 'id_token', row.id_token_key_id);
     return {
       idp: row.idp,
       subject: row.subject,
@@ -449,9 +462,9 @@ export class GrantStore {
       keyId: row.key_id,
       accessToken: openOrNull(row.access_token, 'access_token'),
       refreshToken: openOrNull(row.refresh_token, 'refresh_token', row.refresh_token_key_id),
-      idToken: openOrNull(row.id_token, 'id_token', row.id_token_key_id),
+      idToken,
       extras: extras.response,
-      claims: extras.claims,
+      claims: idToken ? (decodeIdTokenClaims(idToken) ?? null) : null,
       accessTokenExpiresAt: row.access_token_expires_at,
       refreshTokenExpiresAt: row.refresh_token_expires_at,
       idTokenExpiresAt: row.id_token_expires_at,

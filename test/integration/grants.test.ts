@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import type { Capture, TokenSet } from '../../src/capture/types.js';
-import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
+import { DecryptError, generateKeySpec, parseKeyRing, seal } from '../../src/keys/key-ring.js';
 import { migrate } from '../../src/store/migrate.js';
 import { markRevoked } from '../../src/idp/revoke.js';
 import { GrantStore } from '../../src/store/grants.js';
@@ -40,15 +40,29 @@ describe('store/grants (Postgres)', () => {
     expect(await store.findGrant('acme', 'after-poison')).to.not.equal(undefined);
   });
 
-  it('replaces a grant sealed under a key no longer in the ring instead of blocking new captures', async () => {
-    const oldRing = parseKeyRing(generateKeySpec('old'));
-    await new GrantStore(db.pool, oldRing).recordCaptures([stored('rotated-away')]);
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('new')));
-    // A refresh response (no refresh token) would normally keep the stored one; it cannot be read.
-    const refresh = stored('rotated-away', { tokens: tokens({ refreshToken: undefined }) });
-    expect((await store.recordCaptures([refresh])).rejected).to.deep.equal([]);
-    const grant = (await store.findGrant('acme', 'rotated-away'))!;
-    expect(grant).to.include({ keyId: 'new', accessToken: refresh.tokens!.accessToken, refreshToken: null });
+  it('keeps a stored refresh token sealed under a key this ring lacks (a key rollout), instead of erasing it', async () => {
+    const k1 = generateKeySpec('k1');
+    const k2 = generateKeySpec('k2');
+    // A new sidecar (k2 active) stores the first login; an old one (k1 only) the next, which has no refresh token.
+    const first = stored('rolled', { tokens: tokens({ refreshToken: 'first-consent-refresh-token' }) });
+    await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`)).recordCaptures([first]);
+    const next = stored('rolled', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) });
+    expect((await new GrantStore(db.pool, parseKeyRing(k1)).recordCaptures([next])).rejected).to.deep.equal([]);
+    const grant = (await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`)).findGrant('acme', 'rolled'))!;
+    expect(grant).to.include({ keyId: 'k1', accessToken: next.tokens!.accessToken, refreshToken: 'first-consent-refresh-token', idToken: first.tokens!.idToken });
+    const { rows } = await db.pool.query("SELECT key_id, refresh_token_key_id, id_token_key_id FROM grants WHERE subject = 'rolled'");
+    expect(rows[0]).to.deep.equal({ key_id: 'k1', refresh_token_key_id: 'k2', id_token_key_id: 'k2' });
+  });
+
+  it('never quotes decrypted text when a stored field does not decode', async () => {
+    const ring = parseKeyRing(generateKeySpec('k1'));
+    const store = new GrantStore(db.pool, ring);
+    await store.recordCaptures([stored('garbled')]);
+    const canary = 'decrypted-canary-3b9f {not json';
+    await db.pool.query("UPDATE grants SET extras = $1 WHERE subject = 'garbled'", [seal(ring, canary, { idp: 'acme', subject: 'garbled', field: 'extras' })]);
+    const error = await store.findGrant('acme', 'garbled').then(() => undefined, (caught: unknown) => caught as Error);
+    expect(error).to.be.instanceOf(DecryptError);
+    expect(`${error!.message} ${error!.stack}`).to.contain('extras of grant (acme, garbled)').and.not.contain('canary');
   });
 
   it('says which key id is missing when a grant cannot be read', async () => {
@@ -72,7 +86,8 @@ describe('store/grants (Postgres)', () => {
     const a = (await store.findGrant('acme', 'batch-a'))!;
     expect(a).to.include({ accessToken: refreshA.tokens!.accessToken, refreshToken: firstA.tokens!.refreshToken, idToken: firstA.tokens!.idToken });
     const b = (await store.findGrant('acme', 'batch-b'))!;
-    expect(b).to.include({ accessToken: secondB.tokens!.accessToken, refreshToken: secondB.tokens!.refreshToken, version: 1 });
+    // Each login is applied over the one before it, in order: two logins, two versions.
+    expect(b).to.include({ accessToken: secondB.tokens!.accessToken, refreshToken: secondB.tokens!.refreshToken, version: 2 });
     const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM capture_events WHERE subject IN ('batch-a', 'batch-b')");
     expect(rows[0].n).to.equal(4);
   });
@@ -109,11 +124,10 @@ describe('store/grants (Postgres)', () => {
   it('always stores tokens the sidecar obtained itself (a refresh), even when the stored login carries a later clock', async () => {
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
     await store.recordCaptures([stored('refresh-skew', { observedAt: new Date(Date.now() + 3_600_000) })]);
-    const kept = (await store.findGrant('acme', 'refresh-skew'))!;
     const refreshed = stored('refresh-skew', { observedAt: new Date() });
     const client = await db.pool.connect();
     try {
-      await store.writeObtainedTokens(client, refreshed, kept);
+      await store.writeObtainedTokens(client, refreshed);
     } finally {
       client.release();
     }

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal } from '../../src/keys/key-ring.js';
+import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal, sealV1 } from '../../src/keys/key-ring.js';
 
 const binding = { idp: 'entra', subject: 'user-1', field: 'refresh_token' };
 
@@ -42,14 +42,33 @@ describe('keys/key-ring', () => {
       const second = seal(ring, 'secret-refresh-token', binding);
       expect(open(ring, 'k1', first, binding)).to.equal('secret-refresh-token');
       expect(first.equals(second)).to.equal(false);
-      expect(first.subarray(0, 12).equals(second.subarray(0, 12))).to.equal(false);
+      expect(first.subarray(20, 32).equals(second.subarray(20, 32))).to.equal(false);
       expect(first.toString('latin1')).to.not.contain('secret-refresh-token');
     });
 
-    it('never repeats a nonce across many seals (more than one refill of the nonce pool)', () => {
+    it('never repeats a nonce or a value-key salt across many seals (more than one refill of the random pool)', () => {
       const nonces = new Set<string>();
-      for (let index = 0; index < 2_000; index += 1) nonces.add(seal(ring, 'v', binding).subarray(0, 12).toString('hex'));
+      const salts = new Set<string>();
+      for (let index = 0; index < 2_000; index += 1) {
+        const sealed = seal(ring, 'v', binding);
+        salts.add(sealed.subarray(4, 20).toString('hex'));
+        nonces.add(sealed.subarray(20, 32).toString('hex'));
+      }
       expect(nonces.size).to.equal(2_000);
+      expect(salts.size).to.equal(2_000);
+    });
+
+    it('seals format v2 (marker, salt, nonce, ciphertext, tag) under a key derived for the value alone', () => {
+      const sealed = seal(ring, 'value', binding);
+      expect([...sealed.subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x02, 0x00]);
+      expect(sealed.length).to.equal(4 + 16 + 12 + 'value'.length + 16);
+    });
+
+    it('still opens values sealed before v2 (nonce | ciphertext | tag under the ring key)', () => {
+      const old = sealV1(ring, 'stored-before-v2', binding);
+      expect(old.length).to.equal(12 + 'stored-before-v2'.length + 16);
+      expect(open(ring, 'k1', old, binding)).to.equal('stored-before-v2');
+      expect(() => open(ring, 'k1', old, { ...binding, field: 'id_token' })).to.throw(DecryptError);
     });
 
     it('fails with the wrong key', () => {
@@ -94,6 +113,16 @@ describe('keys/key-ring', () => {
       expect(fingerprint(ring, 'tok')).to.not.equal(fingerprint(ring, 'tok2'));
       expect(fingerprint(ring, 'tok')).to.not.equal(fingerprint(other, 'tok'));
       expect(fingerprint(ring, 'token-value-123')).to.match(/^k1:[A-Za-z0-9_-]{32}$/);
+    });
+
+    it('with TOKEN_TAP_FINGERPRINT_KEY, agrees between rings whatever their active key (a key rollout)', () => {
+      const k1 = generateKeySpec('k1');
+      const fingerprintKey = randomBytes(32).toString('base64');
+      const oldRing = parseKeyRing(k1, fingerprintKey);
+      const newRing = parseKeyRing(`${generateKeySpec('k2')},${k1}`, fingerprintKey);
+      expect(fingerprint(oldRing, 'tok')).to.equal(fingerprint(newRing, 'tok')).and.match(/^fp:[A-Za-z0-9_-]{32}$/);
+      expect(fingerprint(parseKeyRing(k1), 'tok')).to.not.equal(fingerprint(parseKeyRing(`${generateKeySpec('k2')},${k1}`), 'tok'));
+      expect(() => parseKeyRing(k1, 'c2hvcnQ=')).to.throw(KeyRingError, /TOKEN_TAP_FINGERPRINT_KEY must be 32 bytes/);
     });
   });
 });
