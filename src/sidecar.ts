@@ -133,7 +133,14 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     throw error;
   }
   pump.start();
-  const vault = await startTokenVault(config.vault, { databaseUrl: config.databaseUrl, keyRing: config.keyRing, logger, registry: metrics.registry, onPostgresError: () => metrics.postgresErrors.inc() });
+  const vault = await startTokenVault(config.vault, {
+    databaseUrl: config.databaseUrl,
+    keyRing: config.keyRing,
+    logger,
+    registry: metrics.registry,
+    onPostgresError: () => metrics.postgresErrors.inc(),
+    refreshOutbox: (refreshed) => spool.appendDurable(refreshed),
+  });
 
   let closing: Promise<void> | undefined;
   return {

@@ -2,6 +2,9 @@
 // connections, so a slow IdP holding refresh locks cannot starve the capture writer. Also runs the
 // retention purge when one is scheduled.
 import * as grpc from '@grpc/grpc-js';
+import type pg from 'pg';
+import type { Capture } from '../capture/types.js';
+import type { RefreshFault } from '../config/token-vault.js';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { formatHostPort, type HostPort } from '../config/values.js';
@@ -32,12 +35,26 @@ export interface TokenVaultDependencies {
   logger: Logger;
   registry: Registry;
   onPostgresError?: () => void;
+  /** Where a refresh's answer is made durable before it is applied (the sidecar's spool). */
+  refreshOutbox?: (refreshed: Capture) => Promise<boolean>;
 }
 
 function credentials(config: TokenVaultConfig): grpc.ServerCredentials {
   if (!config.tls) return grpc.ServerCredentials.createInsecure();
   const { cert, key, clientCa } = config.tls;
   return grpc.ServerCredentials.createSsl(clientCa ?? null, [{ cert_chain: cert, private_key: key }], clientCa !== undefined);
+}
+
+/** Test-only (TOKEN_TAP_FAULT_INJECTION): a real crash, or a real terminated backend, after the IdP answered a refresh. */
+function injectedFault(fault: RefreshFault, logger: Logger): (tx: pg.PoolClient) => Promise<void> {
+  return async (tx) => {
+    logger.warn({ fault }, 'fault injection (TOKEN_TAP_FAULT_INJECTION)');
+    if (fault === 'kill-after-refresh-answer') {
+      process.kill(process.pid, 'SIGKILL');
+      await new Promise(() => undefined);
+    }
+    await tx.query('SELECT pg_terminate_backend(pg_backend_pid())');
+  };
 }
 
 export async function startTokenVault(config: TokenVaultConfig, dependencies: TokenVaultDependencies): Promise<TokenVault> {
@@ -59,6 +76,8 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     onUpstream: (idp, outcome) => metrics.upstreamRefreshes.inc({ idp, outcome }),
     // Half the connections at most wait on IdPs; the rest serve reads and the audit writer.
     maxConcurrent: Math.max(1, Math.floor(config.poolSize / 2)),
+    ...(dependencies.refreshOutbox ? { outbox: dependencies.refreshOutbox } : {}),
+    ...(config.faultInjection ? { afterAnswerDurable: injectedFault(config.faultInjection, logger) } : {}),
   });
   const revoker = new GrantRevoker({ pool, store, clients: config.idpClients });
   const purge = config.purgeIntervalMs !== undefined ? schedulePurge(pool, config.retention, config.purgeIntervalMs, logger) : undefined;

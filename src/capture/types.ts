@@ -73,4 +73,9 @@ export interface Capture {
   profile?: ProfileLink;
   /** The id_token was verified against the IdP's pinned issuer, JWKS and Okta's client id. */
   verified?: boolean;
+  /**
+   * Tokens the sidecar obtained itself (a refresh at the IdP's configured token endpoint), spooled
+   * as the refresh's outbox: not a login seen on the wire, so not verified again.
+   */
+  obtainedByRefresh?: boolean;
 }

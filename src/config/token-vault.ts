@@ -27,7 +27,12 @@ export interface TokenVaultConfig {
   retention: RetentionPolicy;
   /** Run the retention purge in the sidecar this often; undefined: only by `token-tap purge`. */
   purgeIntervalMs: number | undefined;
+  /** Test-only (TOKEN_TAP_FAULT_INJECTION): a failure at the worst moment of a refresh, to prove it loses nothing. */
+  faultInjection: RefreshFault | undefined;
 }
+
+export const REFRESH_FAULTS = ['kill-after-refresh-answer', 'terminate-backend-after-refresh-answer'] as const;
+export type RefreshFault = (typeof REFRESH_FAULTS)[number];
 
 export interface TokenVaultFlags {
   apiListen?: string;
@@ -80,9 +85,14 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
   if (purgeIntervalMs !== undefined && retention.grantsOlderThanMs === undefined && retention.eventsOlderThanMs === undefined) {
     problems.push('TOKEN_TAP_PURGE_INTERVAL is set but there is nothing to purge: set TOKEN_TAP_GRANT_RETENTION and/or TOKEN_TAP_EVENT_RETENTION');
   }
+  const fault = env.TOKEN_TAP_FAULT_INJECTION || undefined;
+  if (fault !== undefined && !(REFRESH_FAULTS as readonly string[]).includes(fault)) {
+    problems.push(`TOKEN_TAP_FAULT_INJECTION is for tests; known values: ${REFRESH_FAULTS.join(', ')}`);
+  }
   return {
     listen,
     tls,
+    faultInjection: fault as RefreshFault | undefined,
     autoRefreshSeconds: nonNegativeInteger(env, 'TOKEN_TAP_API_AUTO_REFRESH_SECONDS', 0, problems),
     poolSize: positiveInteger(env, 'TOKEN_TAP_API_PG_POOL_SIZE', 4, problems),
     idpClients: loadIdpClients(env, problems),

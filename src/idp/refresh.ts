@@ -5,7 +5,12 @@
 //  - across processes (several sidecars, the CLI), the row lock serialises them, and the row is
 //    read again once the lock is held: if it changed after the caller arrived, that change is the
 //    fresh result and the IdP is not called again.
-// The rotated refresh token is written in the transaction that holds the lock.
+// Once the IdP has answered, its answer is the only copy of a rotated refresh token (the IdP has
+// spent the old one). It is sealed into the spool (the outbox) and fsynced before the transaction
+// that applies it; if that transaction fails (a terminated backend, a failover, a crash), the
+// pump applies the spooled copy when Postgres is back, and a sidecar restarted after a crash
+// replays it. When the transaction succeeds, the pump's later copy changes nothing (the
+// late-login guard keeps the row as it is, or writes the same tokens again).
 import { randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -40,6 +45,14 @@ export interface GrantRefresherOptions {
   lockTimeoutMs?: number;
   /** Called once per call to the IdP's token endpoint, with its outcome. */
   onUpstream?: (idp: string, outcome: 'ok' | 'invalid_grant' | 'refused' | 'unavailable') => void;
+  /**
+   * Makes a refreshed answer durable before it is applied (the sidecar's spool). Resolves false
+   * when it could not (spool full or closed); the refresh then goes on without that safety net,
+   * logged. Undefined (the CLI): applied in the transaction alone.
+   */
+  outbox?: (refreshed: Capture) => Promise<boolean>;
+  /** Fault injection for tests: runs after the answer is durable, before the transaction writes it. */
+  afterAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
   /**
    * Refreshes of different grants running at once. Each holds a Postgres connection while the IdP
    * answers; the limit keeps a slow IdP from taking every connection the reads need.
@@ -125,6 +138,13 @@ export class GrantRefresher {
         );
       }
       onUpstream?.(idp, 'ok');
+      // OIDC Core 12.2: a refreshed id_token names the same user. Another sub means the IdP (or
+      // whoever answers at its token URL) mixed up grants: nothing is stored.
+      const refreshedSubject = tokens.idToken ? stringClaim(tokens.claims, 'sub') : subject;
+      if (refreshedSubject !== subject) {
+        logger?.error({ idp, subject }, 'IdP answered the refresh with an id_token for another subject; nothing stored (OIDC Core 12.2)');
+        throw new VaultError(`IdP "${idp}" answered the refresh of (${idp}, ${subject}) with an id_token for another subject; the stored grant is unchanged`, 'failed_precondition');
+      }
       const refreshed: Capture = {
         captureId: randomUUID(),
         idp,
@@ -141,7 +161,12 @@ export class GrantRefresher {
         // The sidecar called the IdP's configured token endpoint itself, over TLS: the answer is
         // as trustworthy as the grant it refreshes (OIDC Core 3.1.3.7), no more.
         verified: grant.verified,
+        obtainedByRefresh: true,
       };
+      if (this.options.outbox && !(await this.options.outbox(refreshed))) {
+        logger?.warn({ idp, subject, captureId: refreshed.captureId }, 'the refreshed tokens could not be spooled first (spool full or closing); applying them directly');
+      }
+      await this.options.afterAnswerDurable?.(tx);
       await store.writeObtainedTokens(tx, refreshed);
       return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
     });

@@ -71,6 +71,8 @@ interface Buffered {
   frame: Buffer;
   idp: string;
   captureId: string;
+  /** Told whether the record reached the disk (appendDurable). */
+  settled?: (durable: boolean) => void;
 }
 
 function binding(captureId: string): FieldBinding {
@@ -212,7 +214,7 @@ export class CaptureSpool {
    * Queues a capture for the next group fsync. False when it was dropped (spool full or closed,
    * or it cannot be sealed); the drop is counted and logged here, and the login is never affected.
    */
-  append(capture: Capture): boolean {
+  append(capture: Capture, settled?: (durable: boolean) => void): boolean {
     if (this.closed) return this.drop(capture, 'shutting_down');
     let frame: Buffer;
     try {
@@ -223,11 +225,24 @@ export class CaptureSpool {
     }
     // Room is kept for two segment headers: the group being written and the next may each open a segment.
     if (this.bytes + frame.length + 2 * HEADER_BYTES > this.options.maxBytes) return this.drop(capture, 'spool_full');
-    this.buffered.push({ frame, idp: capture.idp, captureId: capture.captureId });
+    this.buffered.push({ frame, idp: capture.idp, captureId: capture.captureId, ...(settled ? { settled } : {}) });
     this.bufferedBytes += frame.length;
     this.report();
     this.scheduleSync();
     return true;
+  }
+
+  /**
+   * Appends and resolves once the record is fsynced (true), or once it is known lost (false:
+   * dropped, or its write failed). For answers that exist nowhere else, such as an IdP's rotated
+   * refresh token: the caller goes on only when it is durable.
+   */
+  async appendDurable(capture: Capture): Promise<boolean> {
+    let settle!: (durable: boolean) => void;
+    const settled = new Promise<boolean>((resolve) => (settle = resolve));
+    if (!this.append(capture, settle)) return false;
+    await this.flush();
+    return settled;
   }
 
   /** Writes and fsyncs what is buffered now, without waiting for the group-commit timer. */
@@ -412,6 +427,7 @@ export class CaptureSpool {
           this.writingBytes = 0;
           await this.abandonActive(segment);
           for (const entry of group) {
+            entry.settled?.(false);
             this.options.metrics.capturesDropped.inc({ reason: 'spool_write_failed' });
             this.options.logger.error({ idp: entry.idp, captureId: entry.captureId, reason: 'spool_write_failed', err: errorFields(error) }, 'capture dropped');
           }
@@ -426,6 +442,7 @@ export class CaptureSpool {
         this.records += group.length;
         this.unread += group.length;
         this.options.metrics.spoolAppended.inc(group.length);
+        for (const entry of group) entry.settled?.(true);
         this.report();
         for (const wake of [...this.recordWaiters]) wake();
       }

@@ -1,0 +1,63 @@
+// OIDC Core 12.2: a refreshed id_token must name the grant's user. A token endpoint that answers
+// a refresh with another user's id_token changes nothing stored.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { expect } from 'chai';
+import { generateKeyPair, SignJWT } from 'jose';
+import { IdpClient } from '../../src/idp/client.js';
+import { GrantRefresher } from '../../src/idp/refresh.js';
+import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
+import { GrantStore } from '../../src/store/grants.js';
+import { migrate } from '../../src/store/migrate.js';
+import { VaultError } from '../../src/store/errors.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)', () => {
+  let db: TestDatabase;
+  let server: http.Server;
+  let answerSubject = 'alice';
+
+  before(async () => {
+    db = await createTestDatabase('refresh_subject');
+    await migrate(db.pool);
+    const { privateKey } = await generateKeyPair('RS256');
+    server = http.createServer((request, response) => {
+      request.resume();
+      request.on('end', async () => {
+        const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+        const idToken = await new SignJWT({ sub: answerSubject }).setProtectedHeader({ alg: 'RS256' }).setIssuer(base).setAudience('okta-client').setIssuedAt().setExpirationTime('5m').sign(privateKey);
+        response.writeHead(200, { 'content-type': 'application/json' });
+        response.end(JSON.stringify({ access_token: `at-${Date.now()}`, token_type: 'Bearer', expires_in: 300, refresh_token: 'rotated-by-idp', id_token: idToken }));
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  });
+  after(async () => {
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+    await db?.drop();
+  });
+
+  it('refuses an id_token for another subject, logs it, and leaves the stored grant as it was', async () => {
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    await store.recordCaptures([syntheticCapture('acme', 'alice', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'stored-refresh-token' }) })]);
+    const before = (await store.findGrant('acme', 'alice'))!;
+    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    const logged: string[] = [];
+    const logger = { error: (_: unknown, message: string) => logged.push(message), warn: () => undefined, info: () => undefined } as never;
+    const refresher = new GrantRefresher({ pool: db.pool, store, clients: new Map([['acme', client]]), logger });
+
+    answerSubject = 'mallory';
+    const error = await refresher.refresh('acme', 'alice').then(() => undefined, (caught: unknown) => caught);
+    expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'failed_precondition' });
+    expect((error as Error).message).to.contain('another subject');
+    expect(logged.join('\n')).to.contain('OIDC Core 12.2');
+    const after = (await store.findGrant('acme', 'alice'))!;
+    expect(after).to.include({ refreshToken: 'stored-refresh-token', accessToken: before.accessToken, version: before.version });
+
+    answerSubject = 'alice';
+    const refreshed = await refresher.refresh('acme', 'alice');
+    expect(refreshed.grant.refreshToken).to.equal('rotated-by-idp');
+  });
+});
