@@ -109,6 +109,8 @@ export interface TestIdp {
 export interface TestIdpOptions {
   /** Maps to oidc-provider's rotateRefreshToken (default false). */
   rotateRefreshToken?: boolean;
+  /** Issue a refresh token only when offline_access is asked for, as Google and many IdPs do (default: always). */
+  refreshTokenOnlyWithOfflineAccess?: boolean;
   /** Access token lifetime (default 3600). */
   accessTokenTtlSeconds?: number;
   /** accountId -> claims. Default: { alice: { email: 'alice@example.test' } }. */
@@ -512,7 +514,8 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
         };
       },
       // always issue refresh tokens to our client, with or without offline_access
-      async issueRefreshToken(_ctx: unknown, client: { clientId: string; grantTypeAllowed(t: string): boolean }) {
+      async issueRefreshToken(_ctx: unknown, client: { clientId: string; grantTypeAllowed(t: string): boolean }, code: { scopes: Set<string> }) {
+        if (options.refreshTokenOnlyWithOfflineAccess && !code.scopes.has('offline_access')) return false;
         return client.clientId === CLIENT_ID && client.grantTypeAllowed('refresh_token');
       },
       // refresh tokens without offline_access must not die with the (in-memory) session

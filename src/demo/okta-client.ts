@@ -47,6 +47,8 @@ export interface OktaLoginOptions {
   loginHint?: string;
   /** Default "openid email profile". */
   scope?: string;
+  /** Sent as prompt (oidc-provider honours offline_access only with prompt=consent). */
+  prompt?: string;
   /** PEM CA to trust for an https token endpoint (a test's self-signed Envoy listener). */
   tokenEndpointCa?: string;
 }
@@ -299,6 +301,7 @@ export async function loginAsOkta(idp: TestIdp, tokenEndpoint: string, options: 
     nonce,
   };
   if (options.loginHint !== undefined) parameters.login_hint = options.loginHint;
+  if (options.prompt !== undefined) parameters.prompt = options.prompt;
 
   const callbackUrl = await browse(client.buildAuthorizationUrl(config, parameters), idp.redirectUri);
 
