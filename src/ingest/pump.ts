@@ -15,7 +15,11 @@ import { sleep } from './abortable-wait.js';
 /** What the pump writes through (store/grants.ts's GrantStore). */
 export interface CaptureWriter {
   /** Writes the batch; captures refused for their content are returned, the rest are written. */
-  recordCaptures(batch: readonly Capture[]): Promise<{ rejected: Array<{ captureId: string; idp: string; reason: string }> }>;
+  recordCaptures(batch: readonly Capture[]): Promise<{
+    rejected: Array<{ captureId: string; idp: string; reason: string }>;
+    /** Profile captures that could not link a held grant sealed under a key this ring lacks. */
+    heldUnreadable?: Array<{ captureId: string; idp: string; keyId: string }>;
+  }>;
 }
 
 export interface CapturePumpOptions {
@@ -123,8 +127,9 @@ export class CapturePump {
     const { metrics, logger, store, writer } = this.options;
     const endTimer = metrics.writeBatchSeconds.startTimer();
     let rejected: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['rejected'];
+    let heldUnreadable: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['heldUnreadable'];
     try {
-      ({ rejected } = await writer.recordCaptures(batch.captures));
+      ({ rejected, heldUnreadable } = await writer.recordCaptures(batch.captures));
     } catch (error) {
       store.failed(error);
       logger.warn(
@@ -140,10 +145,17 @@ export class CapturePump {
       metrics.capturesDropped.inc({ reason: 'refused_by_postgres' });
       logger.error({ idp: entry.idp, captureId: entry.captureId, reason: entry.reason }, 'capture dropped');
     }
+    const unlinked = new Set((heldUnreadable ?? []).map((entry) => entry.captureId));
+    for (const entry of heldUnreadable ?? []) {
+      logger.warn(
+        { idp: entry.idp, captureId: entry.captureId, keyId: entry.keyId },
+        'profile names the user of a held grant sealed under a key this sidecar does not have (a key rollout in progress?): the grant stays held; add the key to TOKEN_TAP_KEYS on every sidecar first',
+      );
+    }
     const now = Date.now();
     for (const capture of batch.captures) {
       if (refused.has(capture.captureId)) continue;
-      metrics.captures.inc({ idp: capture.idp, outcome: capture.outcome });
+      metrics.captures.inc({ idp: capture.idp, outcome: unlinked.has(capture.captureId) ? 'held_unreadable' : capture.outcome });
       logger.info(
         {
           idp: capture.idp,

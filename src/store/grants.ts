@@ -9,6 +9,11 @@ import { withTransaction } from './pool.js';
 export interface RecordResult {
   /** Captures Postgres refused for their content; the rest of the batch was written. */
   rejected: Array<{ captureId: string; idp: string; reason: string }>;
+  /**
+   * Profile captures whose held grant is sealed under a key this ring lacks (a key rollout in
+   * progress): the grant stays held (pending_grants), unchanged, and the profile is kept as a hint.
+   */
+  heldUnreadable?: Array<{ captureId: string; idp: string; keyId: string }>;
 }
 
 /**
@@ -153,6 +158,9 @@ export function loginRounds(captures: readonly Capture[]): Capture[][] {
 }
 
 export class GrantStore {
+  /** Where the batch being written notes held grants it cannot open (one writer per store). */
+  private heldUnreadable: NonNullable<RecordResult['heldUnreadable']> = [];
+
   constructor(
     private readonly pool: pg.Pool,
     private readonly ring: KeyRing,
@@ -175,9 +183,11 @@ export class GrantStore {
   private async writeBatch(captures: readonly Capture[], oneByOne: boolean): Promise<RecordResult> {
     return withTransaction(this.pool, async (client) => {
       const rejected: RecordResult['rejected'] = [];
+      const heldUnreadable: NonNullable<RecordResult['heldUnreadable']> = [];
+      this.heldUnreadable = heldUnreadable;
       if (!oneByOne) {
         await this.applyBatch(client, captures);
-        return { rejected };
+        return { rejected, heldUnreadable };
       }
       for (const capture of captures) {
         await client.query('SAVEPOINT capture');
@@ -190,7 +200,7 @@ export class GrantStore {
           rejected.push({ captureId: capture.captureId, idp: capture.idp, reason: refusalReason(error) });
         }
       }
-      return { rejected };
+      return { rejected, heldUnreadable };
     });
   }
 
@@ -290,7 +300,10 @@ export class GrantStore {
       [capture.idp, fp],
     );
     const pending = rows[0];
-    if (!pending) {
+    if (pending && !this.ring.keys.has(pending.key_id)) {
+      this.heldUnreadable.push({ captureId: capture.captureId, idp: capture.idp, keyId: pending.key_id });
+    }
+    if (!pending || !this.ring.keys.has(pending.key_id)) {
       const linked = await client.query('SELECT 1 FROM grants WHERE idp = $1 AND access_token_fp = $2', [capture.idp, fp]);
       if (linked.rowCount === 0) {
         await client.query("DELETE FROM subject_hints WHERE observed_at < now() - interval '10 minutes'");

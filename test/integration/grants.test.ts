@@ -65,6 +65,18 @@ describe('store/grants (Postgres)', () => {
     expect(`${error!.message} ${error!.stack}`).to.contain('extras of grant (acme, garbled)').and.not.contain('canary');
   });
 
+  it('leaves a held grant sealed under a key this ring lacks held, and reports it, when its profile arrives', async () => {
+    const k1 = generateKeySpec('k1');
+    const fingerprintKey = Buffer.alloc(32, 7).toString('base64');
+    const held = syntheticCapture('acme', undefined, { tokens: tokens({ idToken: undefined, claims: undefined }) });
+    await new GrantStore(db.pool, parseKeyRing(`${generateKeySpec('k2')},${k1}`, fingerprintKey)).recordCaptures([held]);
+    const profile = syntheticCapture('acme', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'held-user', email: undefined } });
+    const result = await new GrantStore(db.pool, parseKeyRing(k1, fingerprintKey)).recordCaptures([profile]);
+    expect(result.heldUnreadable).to.deep.equal([{ captureId: profile.captureId, idp: 'acme', keyId: 'k2' }]);
+    const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM pending_grants WHERE capture_id = $1', [held.captureId]);
+    expect(rows[0].n).to.equal(1);
+  });
+
   it('says which key id is missing when a grant cannot be read', async () => {
     await new GrantStore(db.pool, parseKeyRing(generateKeySpec('gone'))).recordCaptures([stored('unreadable')]);
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('other')));
