@@ -103,6 +103,7 @@ export class IdpKeys {
   private snapshot: KeySnapshot | undefined;
   private jwksUri: URL | undefined;
   private lastAttempt = Number.NEGATIVE_INFINITY;
+  private lastFailed = false;
   private inflight: Promise<void> | undefined;
   private readonly now: () => number;
 
@@ -139,10 +140,12 @@ export class IdpKeys {
       this.jwksUri ??= await this.discover();
       const lookup = createLocalJWKSet((await fetchJson(this.jwksUri, timeoutMs, 'jwks_uri')) as Parameters<typeof createLocalJWKSet>[0]);
       this.snapshot = { lookup, fetchedAt: startedAt };
+      this.lastFailed = false;
       this.options.onFetch?.({ idp, ok: true });
     } catch (error) {
       // jose's JWKSInvalid and our own messages name no key material; nothing else is quoted.
       const problem = error instanceof errors.JWKSInvalid ? 'jwks_uri: not a JSON Web Key Set' : (error as Error).message;
+      this.lastFailed = true;
       this.options.onFetch?.({ idp, ok: false, problem });
     }
   }
@@ -190,7 +193,8 @@ export class IdpKeys {
     if (signed === 'unknown_key' && keys.fetchedAt < observed) {
       // The key may be newer than our copy of the set: fetch it again when the cooldown allows.
       await this.refresh();
-      if (this.snapshot === keys) return { kind: 'wait', retryAt: Math.max(this.nextFetchAt, this.now() + 1), reason: 'unknown_key' };
+      // Not refetched: the cooldown (an unknown kid, so far), or the IdP did not answer.
+      if (this.snapshot === keys) return { kind: 'wait', retryAt: Math.max(this.nextFetchAt, this.now() + 1), reason: this.lastFailed ? 'jwks_unavailable' : 'unknown_key' };
       keys = this.snapshot!;
       signed = await verifySignature(idToken, keys.lookup);
     }
