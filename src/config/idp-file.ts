@@ -133,7 +133,11 @@ function readIdp(name: string, value: unknown, file: string, env: NodeJS.Process
   if (entry.jwks_uri !== undefined && !verifies) problems.push(`${where}.jwks_uri needs issuer (the pinned issuer its keys belong to)`);
 
   // An entry naming only issuer and client_id is for an IdP the vault never refreshes.
-  const refreshes = CLIENT_FIELDS.some((field) => entry[field] !== undefined) || !verifies;
+  const refreshes = CLIENT_FIELDS.some((field) => entry[field] !== undefined);
+  if (!refreshes && !verifies) {
+    problems.push(`${where}: give issuer (verification of captured id_tokens) and/or token_url with client_secret_env or client_secret_file (refresh)`);
+    return undefined;
+  }
   const tokenUrl = refreshes ? readUrl(entry.token_url, `${where}.token_url`, problems) : undefined;
   const revocationUrl = entry.revocation_url === undefined ? undefined : readUrl(entry.revocation_url, `${where}.revocation_url`, problems);
   const authMethod = (entry.auth_method ?? 'client_secret_basic') as AuthMethod;
