@@ -18,6 +18,7 @@ import { CapturePump } from './ingest/pump.js';
 import { CaptureSpool } from './ingest/spool.js';
 import { StoreState } from './ingest/postgres-availability.js';
 import { GrantStore } from './store/grants.js';
+import { CaptureVerifier } from './idp/verify.js';
 
 export interface Sidecar {
   address: HostPort;
@@ -64,6 +65,29 @@ function lowerCapturePriority(nice: number, logger: Logger): void {
   }
 }
 
+/**
+ * The pump's verification step: id_tokens of IdPs with a pinned issuer are verified before they are
+ * stored; the others are stored unverified, which the sidecar says at start and on first sight.
+ */
+function startVerifier(config: SidecarConfig, logger: Logger, metrics: Metrics): CaptureVerifier {
+  const { idps, jwksCooldownMs, maxWaitMs } = config.verification;
+  const refreshOnly = [...config.vault.idpClients.keys()].filter((idp) => !idps.has(idp));
+  if (idps.size === 0) logger.warn('no IdP has an issuer in TOKEN_TAP_IDP_CONFIG: every id_token is stored unverified (grants say verified=false)');
+  if (refreshOnly.length > 0) logger.warn({ idps: refreshOnly }, 'these IdPs have no issuer in TOKEN_TAP_IDP_CONFIG: their id_tokens are stored unverified');
+  if (idps.size > 0) logger.info({ idps: [...idps.values()].map(({ idp, issuer }) => ({ idp, issuer })) }, 'id_tokens of these IdPs are verified before they are stored');
+  return new CaptureVerifier({
+    idps,
+    cooldownMs: jwksCooldownMs,
+    maxWaitMs,
+    onFetch: ({ idp, ok, problem }) => {
+      metrics.jwksFetches.inc({ idp, result: ok ? 'ok' : 'failed' });
+      if (ok) logger.info({ idp }, 'fetched the IdP signing keys (JWKS)');
+      else logger.warn({ idp, problem, retryInMs: jwksCooldownMs }, 'cannot fetch the IdP signing keys (JWKS); its captures wait in the spool');
+    },
+    onUnconfigured: (idp) => logger.warn({ idp }, 'IdP has no issuer in TOKEN_TAP_IDP_CONFIG: its id_tokens are stored unverified'),
+  });
+}
+
 export async function startSidecar(config: SidecarConfig, { logger, metrics = createMetrics() }: SidecarDependencies): Promise<Sidecar> {
   if (!config.keyRing.fingerprintKey) {
     logger.warn(
@@ -82,7 +106,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const pool: pg.Pool = createPool({ databaseUrl: config.databaseUrl, max: config.poolSize, logger, onError: () => metrics.postgresErrors.inc() });
   const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
   const store = new GrantStore(pool, config.keyRing);
-  const pump = new CapturePump({ spool, writer: store, store: storeState, logger, metrics });
+  const verifier = startVerifier(config, logger, metrics);
+  const pump = new CapturePump({ spool, writer: store, verification: verifier, store: storeState, logger, metrics });
   const health = new SidecarHealth(storeState, spool);
 
   const onResponse = (observed: ObservedResponse): void => {

@@ -58,12 +58,13 @@ export interface GrantMessage {
   captured_at: Timestamp | null;
   updated_at: Timestamp | null;
   version: string | number;
+  verified: boolean;
 }
 
 /** A grant without tokens or claims: the proto's GrantSummary, the same fields as in Grant. */
 export type GrantSummaryMessage = Pick<
   GrantMessage,
-  'idp' | 'subject' | 'status' | 'issuer' | 'client_id' | 'email' | 'scope' | 'has_refresh_token' | 'access_token_expires_at' | 'refresh_token_expires_at' | 'captured_at' | 'updated_at' | 'version'
+  'idp' | 'subject' | 'status' | 'issuer' | 'client_id' | 'email' | 'scope' | 'has_refresh_token' | 'access_token_expires_at' | 'refresh_token_expires_at' | 'captured_at' | 'updated_at' | 'version' | 'verified'
 >;
 
 /** Selects one user of one IdP. */

@@ -105,6 +105,7 @@ export function summaryMessage(summary: GrantSummaryRecord): GrantSummaryMessage
     captured_at: toTimestamp(summary.capturedAt),
     updated_at: toTimestamp(summary.updatedAt),
     version: String(summary.version),
+    verified: summary.verified,
   };
 }
 
@@ -123,5 +124,6 @@ export function summaryOfGrant(grant: GrantRecord): GrantSummaryRecord {
     capturedAt: grant.capturedAt,
     updatedAt: grant.updatedAt,
     version: grant.version,
+    verified: grant.verified,
   };
 }

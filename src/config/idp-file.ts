@@ -1,24 +1,33 @@
-// The file named by TOKEN_TAP_IDP_CONFIG (YAML or JSON): the sidecar's own client credentials at
-// each IdP, for refresh and revocation. Every problem is collected; secrets come only from the
-// environment or a file, and no message quotes one.
+// The file named by TOKEN_TAP_IDP_CONFIG (YAML or JSON): per IdP, the pinned issuer whose keys a
+// captured id_token must verify against, and the sidecar's own client credentials for refresh and
+// revocation. Every problem is collected; secrets come only from the environment or a file, and no
+// message quotes one.
 //
 //   idps:
 //     acme:
+//       issuer: https://acme.example                   # verification: JWKS from its discovery document
+//       jwks_uri: https://acme.example/keys            # optional: instead of discovery
+//       client_id: 0oa1example                         # Okta's client at the IdP (aud/azp of its id_tokens)
+//       timeout_ms: 10000                              # optional: discovery, JWKS, refresh, revocation
+//       # Refresh and revocation (leave out for an IdP the vault never refreshes):
 //       token_url: https://acme.example/oauth2/token
-//       client_id: 0oa1example
-//       client_secret_env: ACME_CLIENT_SECRET   # or client_secret_file: /run/secrets/acme
+//       client_secret_env: ACME_CLIENT_SECRET          # or client_secret_file: /run/secrets/acme
 //       revocation_url: https://acme.example/oauth2/revoke   # optional
-//       auth_method: client_secret_basic                     # or client_secret_post
-//       timeout_ms: 10000                                    # optional
+//       auth_method: client_secret_basic               # or client_secret_post
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { AUTH_METHODS, IdpClient, type AuthMethod, type IdpClients } from '../idp/client.js';
+import type { IdpVerificationSettings } from '../idp/verify.js';
+
+export type { IdpVerificationSettings };
 
 export const IDP_CONFIG_ENV = 'TOKEN_TAP_IDP_CONFIG';
 
 const require = createRequire(import.meta.url);
-const FIELDS = new Set(['token_url', 'client_id', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method', 'timeout_ms']);
+/** Fields of the refresh/revocation client; an entry with none of them is for verification only. */
+const CLIENT_FIELDS = ['token_url', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method'];
+const FIELDS = new Set(['issuer', 'jwks_uri', 'client_id', 'timeout_ms', ...CLIENT_FIELDS]);
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 function isLoopback(url: URL): boolean {
@@ -37,7 +46,7 @@ function readUrl(value: unknown, where: string, problems: string[]): URL | undef
     problems.push(`${where} is not a URL`);
     return undefined;
   }
-  // The client secret travels in this request; plain http is only allowed on this machine.
+  // A client secret, or the keys that decide what is stored, travel over it: plain http only on this machine.
   if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url))) {
     problems.push(`${where} must be https (plain http only for 127.0.0.1/localhost)`);
     return undefined;
@@ -75,12 +84,35 @@ function readSecret(name: string, entry: Record<string, unknown>, where: string,
   }
 }
 
-function readIdp(name: string, value: unknown, file: string, env: NodeJS.ProcessEnv, problems: string[]): IdpClient | undefined {
+export interface IdpConfig {
+  clients: IdpClients;
+  /** IdPs whose captured id_tokens are verified; the others are stored unverified. */
+  verification: ReadonlyMap<string, IdpVerificationSettings>;
+}
+
+interface IdpEntry {
+  client: IdpClient | undefined;
+  verification: IdpVerificationSettings | undefined;
+}
+
+function readIssuer(value: unknown, where: string, problems: string[]): string | undefined {
+  const url = readUrl(value, where, problems);
+  if (!url) return undefined;
+  // An issuer identifier has no query or fragment (OIDC Discovery 2); it is kept as written, since
+  // `iss` is compared with it character for character.
+  if (url.search !== '' || url.hash !== '') {
+    problems.push(`${where} must have no query or fragment`);
+    return undefined;
+  }
+  return value as string;
+}
+
+function readIdp(name: string, value: unknown, file: string, env: NodeJS.ProcessEnv, problems: string[]): IdpEntry | undefined {
   const where = `${file}: idps.${name}`;
   const before = problems.length;
   if (!isIdpName(name)) problems.push(`${where}: IdP name must be ${IDP_NAME_RULE} (the name in the Envoy route)`);
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    problems.push(`${where} must be a mapping with token_url, client_id and client_secret_env or client_secret_file`);
+    problems.push(`${where} must be a mapping with issuer and client_id, and/or token_url, client_id and client_secret_env or client_secret_file`);
     return undefined;
   }
   const entry = value as Record<string, unknown>;
@@ -88,32 +120,54 @@ function readIdp(name: string, value: unknown, file: string, env: NodeJS.Process
   for (const field of Object.keys(entry)) {
     if (!FIELDS.has(field) && field !== 'client_secret') problems.push(`${where}: unknown field "${field}" (known: ${[...FIELDS].join(', ')})`);
   }
-  const tokenUrl = readUrl(entry.token_url, `${where}.token_url`, problems);
-  const revocationUrl = entry.revocation_url === undefined ? undefined : readUrl(entry.revocation_url, `${where}.revocation_url`, problems);
   const clientId = entry.client_id;
   if (typeof clientId !== 'string' || clientId === '') problems.push(`${where}.client_id must be a non-empty string`);
-  const authMethod = (entry.auth_method ?? 'client_secret_basic') as AuthMethod;
-  if (!AUTH_METHODS.includes(authMethod)) problems.push(`${where}.auth_method must be one of ${AUTH_METHODS.join(', ')}`);
   const timeoutMs = entry.timeout_ms ?? DEFAULT_TIMEOUT_MS;
   if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs <= 0 || timeoutMs > 120_000) {
     problems.push(`${where}.timeout_ms must be an integer from 1 to 120000`);
   }
-  const secret = readSecret(name, entry, where, env, problems);
-  if (problems.length > before || !tokenUrl || !secret) return undefined;
-  return new IdpClient({ idp: name, tokenUrl, revocationUrl, clientId: clientId as string, authMethod, timeoutMs: timeoutMs as number }, secret);
+
+  const verifies = entry.issuer !== undefined;
+  const issuer = verifies ? readIssuer(entry.issuer, `${where}.issuer`, problems) : undefined;
+  const jwksUri = entry.jwks_uri === undefined ? undefined : readUrl(entry.jwks_uri, `${where}.jwks_uri`, problems);
+  if (entry.jwks_uri !== undefined && !verifies) problems.push(`${where}.jwks_uri needs issuer (the pinned issuer its keys belong to)`);
+
+  // An entry naming only issuer and client_id is for an IdP the vault never refreshes.
+  const refreshes = CLIENT_FIELDS.some((field) => entry[field] !== undefined);
+  if (!refreshes && !verifies) {
+    problems.push(`${where}: give issuer (verification of captured id_tokens) and/or token_url with client_secret_env or client_secret_file (refresh)`);
+    return undefined;
+  }
+  const tokenUrl = refreshes ? readUrl(entry.token_url, `${where}.token_url`, problems) : undefined;
+  const revocationUrl = entry.revocation_url === undefined ? undefined : readUrl(entry.revocation_url, `${where}.revocation_url`, problems);
+  const authMethod = (entry.auth_method ?? 'client_secret_basic') as AuthMethod;
+  if (!AUTH_METHODS.includes(authMethod)) problems.push(`${where}.auth_method must be one of ${AUTH_METHODS.join(', ')}`);
+  const secret = refreshes ? readSecret(name, entry, where, env, problems) : undefined;
+  if (problems.length > before) return undefined;
+  return {
+    client: refreshes && tokenUrl && secret ? new IdpClient({ idp: name, tokenUrl, revocationUrl, clientId: clientId as string, authMethod, timeoutMs: timeoutMs as number }, secret) : undefined,
+    verification: issuer ? { idp: name, issuer, jwksUri, clientId: clientId as string, timeoutMs: timeoutMs as number } : undefined,
+  };
+}
+
+/** The refresh/revocation clients of the file named by TOKEN_TAP_IDP_CONFIG. */
+export function loadIdpClients(env: NodeJS.ProcessEnv, problems: string[]): IdpClients {
+  return loadIdpConfig(env, problems).clients;
 }
 
 /** Reads the file named by TOKEN_TAP_IDP_CONFIG (YAML or JSON). Every problem is collected. */
-export function loadIdpClients(env: NodeJS.ProcessEnv, problems: string[]): IdpClients {
+export function loadIdpConfig(env: NodeJS.ProcessEnv, problems: string[]): IdpConfig {
   const clients = new Map<string, IdpClient>();
+  const verification = new Map<string, IdpVerificationSettings>();
+  const config = { clients, verification };
   const file = env[IDP_CONFIG_ENV];
-  if (!file) return clients;
+  if (!file) return config;
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
     problems.push(`${IDP_CONFIG_ENV}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-    return clients;
+    return config;
   }
   // JSON is YAML, so one parser reads both. Parser messages quote the text around an error, which
   // could be a secret someone pasted in; only the position is reported.
@@ -125,20 +179,21 @@ export function loadIdpClients(env: NodeJS.ProcessEnv, problems: string[]): IdpC
       const position = error.linePos?.[0];
       problems.push(`${file}: not valid YAML or JSON${position ? ` at line ${position.line}, column ${position.col}` : ''} (${error.code})`);
     }
-    return clients;
+    return config;
   }
   const root: unknown = document.toJS();
   const idps = (root as { idps?: unknown } | null)?.idps;
   if (idps === null || typeof idps !== 'object' || Array.isArray(idps)) {
-    problems.push(`${file}: expected a mapping "idps:" of IdP name to { token_url, client_id, client_secret_env | client_secret_file, revocation_url? }`);
-    return clients;
+    problems.push(`${file}: expected a mapping "idps:" of IdP name to { issuer?, jwks_uri?, client_id, token_url?, client_secret_env | client_secret_file, revocation_url? }`);
+    return config;
   }
   for (const field of Object.keys(root as object)) {
     if (field !== 'idps') problems.push(`${file}: unknown top-level field "${field}" (only "idps")`);
   }
   for (const [name, value] of Object.entries(idps as Record<string, unknown>)) {
-    const client = readIdp(name, value, file, env, problems);
-    if (client) clients.set(name, client);
+    const read = readIdp(name, value, file, env, problems);
+    if (read?.client) clients.set(name, read.client);
+    if (read?.verification) verification.set(name, read.verification);
   }
-  return clients;
+  return config;
 }

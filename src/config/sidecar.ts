@@ -2,6 +2,7 @@
 // to set; no value of a secret ever appears in a message.
 import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
+import { loadIdpConfig, type IdpVerificationSettings } from './idp-file.js';
 import { readTokenVaultConfig, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from './values.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
@@ -31,6 +32,17 @@ export interface SidecarConfig {
   captureBacklog: number;
   /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
   vault: TokenVaultConfig;
+  /** Which IdPs' id_tokens are verified before they are stored, and how the keys are fetched. */
+  verification: VerificationConfig;
+}
+
+export interface VerificationConfig {
+  /** By IdP name; an IdP not here is stored unverified (and named in a warning at start). */
+  idps: ReadonlyMap<string, IdpVerificationSettings>;
+  /** Least time between two fetches of one IdP's JWKS (an unknown `kid` cannot make it more often). */
+  jwksCooldownMs: number;
+  /** How long a capture waits in the spool for an IdP's keys that cannot be fetched, from its arrival. */
+  maxWaitMs: number;
 }
 
 export interface SidecarFlags {
@@ -98,7 +110,10 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   if (captureNice > 19) problems.push(`TOKEN_TAP_CAPTURE_NICE must be between 0 and 19, got ${captureNice}`);
   const captureBacklog = positiveInteger(env, 'TOKEN_TAP_CAPTURE_BACKLOG', 20_000, problems);
 
-  const vault = readTokenVaultConfig(env, flags, problems);
+  const idps = loadIdpConfig(env, problems);
+  const vault = readTokenVaultConfig(env, flags, problems, idps.clients);
+  const jwksCooldownMs = positiveInteger(env, 'TOKEN_TAP_JWKS_COOLDOWN_MS', 10_000, problems);
+  const maxWaitMs = nonNegativeInteger(env, 'TOKEN_TAP_VERIFY_MAX_WAIT_MS', 180_000, problems);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {
@@ -116,5 +131,6 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     captureNice,
     captureBacklog,
     vault,
+    verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },
   };
 }

@@ -66,7 +66,8 @@ function readTls(env: NodeJS.ProcessEnv, problems: string[]): ApiTls | undefined
   return cert && key ? { cert, key, clientCa } : undefined;
 }
 
-export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFlags, problems: string[]): TokenVaultConfig {
+/** `idpClients`: when the caller has read TOKEN_TAP_IDP_CONFIG already (so its problems are listed once). */
+export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFlags, problems: string[], idpClients?: IdpClients): TokenVaultConfig {
   const listenText = flags.apiListen ?? env.TOKEN_TAP_API_LISTEN ?? DEFAULT_API_LISTEN;
   let listen: HostPort | undefined;
   if (listenText.trim().toLowerCase() !== 'off') {
@@ -95,7 +96,7 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     faultInjection: fault as RefreshFault | undefined,
     autoRefreshSeconds: nonNegativeInteger(env, 'TOKEN_TAP_API_AUTO_REFRESH_SECONDS', 0, problems),
     poolSize: positiveInteger(env, 'TOKEN_TAP_API_PG_POOL_SIZE', 4, problems),
-    idpClients: loadIdpClients(env, problems),
+    idpClients: idpClients ?? loadIdpClients(env, problems),
     retention,
     purgeIntervalMs,
   };

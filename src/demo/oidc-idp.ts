@@ -124,6 +124,8 @@ export interface TestIdpOptions {
   clientSecret?: string;
   /** Redirect URIs its client may use besides the test one (e.g. an Okta org's callback). */
   redirectUris?: string[];
+  /** The private JWK it signs id_tokens with (default: one RSA key per process); give a `kid` to rotate keys. */
+  signingKey?: Record<string, unknown>;
 }
 
 const CLIENT_ID = 'okta-test-client';
@@ -164,14 +166,19 @@ function loadProvider(): Promise<ProviderConstructor> {
 
 let signingJwk: Promise<Record<string, unknown>> | undefined;
 
-/** One RSA key per process (RS256 is the default id_token alg); avoids the dev-keystore warning. */
-function getSigningJwk(): Promise<Record<string, unknown>> {
-  signingJwk ??= new Promise((resolve, reject) => {
+/** A new RSA signing key as a private JWK (RS256 is the default id_token alg). */
+export function generateSigningJwk(kid?: string): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) => {
     generateKeyPair('rsa', { modulusLength: 2048 }, (err, _publicKey, privateKey) => {
       if (err) reject(err);
-      else resolve({ ...privateKey.export({ format: 'jwk' }), use: 'sig' });
+      else resolve({ ...privateKey.export({ format: 'jwk' }), use: 'sig', ...(kid ? { kid } : {}) });
     });
   });
+}
+
+/** One RSA key per process; avoids the dev-keystore warning. */
+function getSigningJwk(): Promise<Record<string, unknown>> {
+  signingJwk ??= generateSigningJwk();
   return signingJwk;
 }
 
@@ -380,7 +387,7 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
   const accessTokenTtl = options.accessTokenTtlSeconds ?? 3600;
   const clientSecret = options.clientSecret ?? randomBytes(24).toString('base64url');
 
-  const [Provider, jwk] = await Promise.all([loadProvider(), getSigningJwk()]);
+  const [Provider, jwk] = await Promise.all([loadProvider(), options.signingKey ?? getSigningJwk()]);
 
   let provider: OidcProvider | undefined;
   let providerHandler: ((req: IncomingMessage, res: ServerResponse) => unknown) | undefined;

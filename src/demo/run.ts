@@ -70,10 +70,14 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
     out(`     issuer ${idp.issuer}, token endpoint ${idp.tokenUrl}`);
 
     out(`3/5  Sidecar: ext_proc on 127.0.0.1:${options.sidecarPort}, logs in ${path.join(options.stateDir, 'sidecar.log')}`);
+    // The demo IdP's issuer and Okta's client there: its id_tokens are verified before they are stored.
+    const idpConfig = path.join(options.stateDir, 'idps.yaml');
+    writeFileSync(idpConfig, `idps:\n  ${IDP_NAME}:\n    issuer: ${idp.issuer}\n    client_id: ${idp.clientId}\n`);
     const config = loadSidecarConfig(
       {
         TOKEN_TAP_SPOOL_DIR: path.join(options.stateDir, 'spool'),
         ...process.env,
+        TOKEN_TAP_IDP_CONFIG: idpConfig,
         DATABASE_URL: databaseUrl,
         TOKEN_TAP_KEYS: keys,
         ...(embedded ? { TOKEN_TAP_PG_POOL_SIZE: '1' } : {}),
@@ -107,7 +111,7 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
     out('Captured (tokens shortened; stored AES-256-GCM encrypted):');
     out(`  idp            ${grant.idp}`);
     out(`  subject        ${grant.subject}   email ${grant.email ?? '(none)'}`);
-    out(`  issuer         ${grant.issuer ?? '(none)'}`);
+    out(`  issuer         ${grant.issuer ?? '(none)'}   verified ${grant.verified ? 'yes (signature against the issuer\'s JWKS, iss, aud)' : 'NO'}`);
     out(`  access_token   ${shorten(grant.accessToken)}   expires ${grant.accessTokenExpiresAt?.toISOString() ?? '(unknown)'}`);
     out(`  refresh_token  ${shorten(grant.refreshToken)}`);
     out(`  id_token       ${shorten(grant.idToken)}`);

@@ -22,9 +22,20 @@ export interface CaptureWriter {
   }>;
 }
 
+/**
+ * A step between the spool and Postgres that may change captures (idp/verify.ts's CaptureVerifier
+ * fits: id_tokens checked against the IdP's keys). It may ask for the batch again later: the batch
+ * then stays in the spool, uncommitted, and nothing behind it is written before it.
+ */
+export interface CaptureVerification {
+  verify(batch: readonly Capture[]): Promise<{ captures?: Capture[]; retryAt?: number }>;
+}
+
 export interface CapturePumpOptions {
   spool: CaptureSpool;
   writer: CaptureWriter;
+  /** Run on each batch before it is written; without it, captures are written as spooled. */
+  verification?: CaptureVerification;
   store: StoreState;
   logger: Logger;
   metrics: IngestMetrics;
@@ -86,6 +97,8 @@ export class CapturePump {
   private async run(): Promise<void> {
     const { spool, store } = this.options;
     let pending: SpoolBatch | undefined;
+    /** `pending` as verified, kept across write retries (a Postgres outage does not re-verify). */
+    let ready: Capture[] | undefined;
     while (!this.stop.signal.aborted) {
       if (store.condition === 'preparing' || store.condition === 'schema_too_new') {
         await store.whenReady(this.stop.signal);
@@ -104,36 +117,63 @@ export class CapturePump {
         await sleep(this.options.gatherMs ?? 20, this.wake);
         continue;
       }
-      if (pending.captures.length > 0 && !(await this.write(pending))) {
+      if (pending.captures.length > 0 && !ready) {
+        const verdict = await this.verify(pending.captures);
+        if (!verdict.captures) {
+          // Keys an IdP has not given us yet: wait for them, not for a failure's backoff.
+          await sleep(Math.max(50, (verdict.retryAt ?? 0) - Date.now()), this.wake);
+          this.renewNap();
+          continue;
+        }
+        ready = verdict.captures;
+      }
+      if (pending.captures.length > 0 && !(await this.write(ready!))) {
         await this.backOff();
         continue;
       }
       this.failedAttempts = 0;
       await spool.commit(pending);
       pending = undefined;
+      ready = undefined;
+    }
+  }
+
+  private async verify(captures: Capture[]): Promise<{ captures?: Capture[]; retryAt?: number }> {
+    const { verification, logger } = this.options;
+    if (!verification) return { captures };
+    try {
+      return await verification.verify(captures);
+    } catch (error) {
+      // A bug, not an IdP's answer: the batch stays in the spool and is tried again.
+      logger.error({ err: { message: (error as Error).message }, batch: captures.length }, 'verifying captures failed; they stay in the spool');
+      return { retryAt: Date.now() + 1_000 };
+    }
+  }
+
+  private renewNap(): void {
+    if (this.nap.signal.aborted) {
+      this.nap = new AbortController();
+      this.wake = AbortSignal.any([this.stop.signal, this.nap.signal]);
     }
   }
 
   private async backOff(): Promise<void> {
     this.failedAttempts += 1;
-    if (this.nap.signal.aborted) {
-      this.nap = new AbortController();
-      this.wake = AbortSignal.any([this.stop.signal, this.nap.signal]);
-    }
+    this.renewNap();
     await sleep(backoffMs(this.failedAttempts, this.options.retryInitialMs ?? 100, this.options.retryMaxMs ?? 5_000), this.wake);
   }
 
-  private async write(batch: SpoolBatch): Promise<boolean> {
+  private async write(captures: readonly Capture[]): Promise<boolean> {
     const { metrics, logger, store, writer } = this.options;
     const endTimer = metrics.writeBatchSeconds.startTimer();
     let rejected: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['rejected'];
     let heldUnreadable: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['heldUnreadable'];
     try {
-      ({ rejected, heldUnreadable } = await writer.recordCaptures(batch.captures));
+      ({ rejected, heldUnreadable } = await writer.recordCaptures(captures));
     } catch (error) {
       store.failed(error);
       logger.warn(
-        { err: { message: (error as Error).message, code: errorCode(error) }, batch: batch.captures.length, attempt: this.failedAttempts + 1, spooled: this.depth },
+        { err: { message: (error as Error).message, code: errorCode(error) }, batch: captures.length, attempt: this.failedAttempts + 1, spooled: this.depth },
         'writing captures to Postgres failed; they stay in the spool and the write is retried',
       );
       return false;
@@ -153,15 +193,17 @@ export class CapturePump {
       );
     }
     const now = Date.now();
-    for (const capture of batch.captures) {
+    for (const capture of captures) {
       if (refused.has(capture.captureId)) continue;
       metrics.captures.inc({ idp: capture.idp, outcome: unlinked.has(capture.captureId) ? 'held_unreadable' : capture.outcome });
-      logger.info(
+      // An id_token that did not verify may be a forgery: said louder than a normal capture.
+      logger[capture.outcome === 'unverified' ? 'warn' : 'info'](
         {
           idp: capture.idp,
           captureId: capture.captureId,
           subject: capture.subject,
           outcome: capture.outcome,
+          verified: capture.verified === true,
           httpStatus: capture.httpStatus,
           errorCode: capture.errorCode,
           detail: capture.detail,

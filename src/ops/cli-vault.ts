@@ -119,6 +119,7 @@ function summaryToJson(summary: GrantSummaryRecord): Record<string, unknown> {
     captured_at: summary.capturedAt.toISOString(),
     updated_at: summary.updatedAt.toISOString(),
     version: summary.version,
+    verified: summary.verified,
   };
 }
 

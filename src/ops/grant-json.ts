@@ -21,6 +21,7 @@ export function grantToJson(grant: GrantRecord): Record<string, unknown> {
     captured_at: grant.capturedAt.toISOString(),
     updated_at: grant.updatedAt.toISOString(),
     version: grant.version,
+    verified: grant.verified,
     key_id: grant.keyId,
     claims: grant.claims,
     extras: grant.extras,

@@ -17,6 +17,7 @@ export interface Metrics {
   spoolAppended: Counter;
   spoolFsyncSeconds: Histogram;
   postgresUp: Gauge;
+  jwksFetches: Counter<'idp' | 'result'>;
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -27,7 +28,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     registry,
     captures: new Counter({
       name: 'token_tap_captures_total',
-      help: 'Token responses seen, by IdP and outcome (stored, idp_error, unparseable, too_large, no_subject).',
+      help: 'Token responses seen, by IdP and outcome (stored, idp_error, unparseable, too_large, no_subject, unverified).',
       labelNames: ['idp', 'outcome'],
       registers,
     }),
@@ -35,6 +36,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'token_tap_captures_dropped_total',
       help: 'Captures dropped before reaching Postgres, by reason.',
       labelNames: ['reason'],
+      registers,
+    }),
+    jwksFetches: new Counter({
+      name: 'token_tap_jwks_fetches_total',
+      help: 'Fetches of an IdP signing key set (discovery and JWKS), by IdP and result (ok, failed).',
+      labelNames: ['idp', 'result'],
       registers,
     }),
     unnamedRoutes: new Counter({

@@ -16,6 +16,8 @@ export interface GrantSummaryRecord {
   capturedAt: Date;
   updatedAt: Date;
   version: number;
+  /** The id_token was verified before it was stored (grants.verified). */
+  verified: boolean;
 }
 
 interface SummaryRow {
@@ -32,10 +34,11 @@ interface SummaryRow {
   captured_at: Date;
   updated_at: Date;
   version: number;
+  verified: boolean;
 }
 
 const SUMMARY_COLUMNS = `idp, subject, status, issuer, client_id, email, scope, refresh_token IS NOT NULL AS has_refresh_token,
-  access_token_expires_at, refresh_token_expires_at, captured_at, updated_at, version`;
+  access_token_expires_at, refresh_token_expires_at, captured_at, updated_at, version, verified`;
 
 function summaryOf(row: SummaryRow): GrantSummaryRecord {
   return {
@@ -52,6 +55,7 @@ function summaryOf(row: SummaryRow): GrantSummaryRecord {
     capturedAt: row.captured_at,
     updatedAt: row.updated_at,
     version: row.version,
+    verified: row.verified,
   };
 }
 

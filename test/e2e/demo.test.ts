@@ -32,6 +32,7 @@ describe('token-tap demo --once (embedded Postgres)', function () {
     expect(output).to.match(/subject\s+alice/);
     expect(output).to.match(/refresh_token\s+\S{10}…\S{4} \(\d+ chars\)/);
     expect(output).to.contain('same tokens Okta received: yes');
+    expect(output).to.match(/issuer\s+http:\/\/127\.0\.0\.1:\d+\s+verified yes/);
     expect(output).to.contain('Stopped.');
   });
 });

@@ -1,10 +1,11 @@
 // Canary secrets: recognisable tokens, authorization code and client secret go through every path
 // (a stored login, an IdP error, a body that does not parse, a token response without a user and
-// its profile call, a login while Postgres is down), with the sidecar logging at trace level.
+// its profile call, a login while Postgres is down, a forged id_token that verification refuses),
+// with the sidecar logging at trace level.
 // Then the sidecar's logs (stdout and stderr), /metrics, the spool files and a pg_dump of the
 // database are searched for each secret, as text, hex, base64 and base64url: no hit is allowed.
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -33,11 +34,17 @@ const SECRETS = {
   downAccessToken: canary('downat'),
   downRefreshToken: canary('downrt'),
   githubAccessToken: canary('gh'),
+  forgedAccessToken: canary('forgedat'),
+  forgedRefreshToken: canary('forgedrt'),
 };
 const CLIENT_ID = 'okta-canary-client';
 const part = (value: object) => Buffer.from(JSON.stringify(value)).toString('base64url');
 const ID_TOKEN = `${part({ alg: 'RS256', kid: 'k' })}.${part({ iss: 'https://idp.canary.test', sub: 'canary-user', aud: CLIENT_ID, exp: 4102444800, email: 'canary@example.test' })}.${SECRETS.idTokenSignature}`;
 const DOWN_ID_TOKEN = `${part({ alg: 'RS256', kid: 'k' })}.${part({ iss: 'https://idp.canary.test', sub: 'canary-down-user', aud: CLIENT_ID, exp: 4102444800 })}.${SECRETS.idTokenSignature}x`;
+
+// Signed by nobody the IdP knows: the sidecar verifies it against the pinned issuer's JWKS and refuses it.
+const FORGED_ID_TOKEN = `${part({ alg: 'RS256', kid: 'k' })}.${part({ iss: 'https://idp.canary.test', sub: 'canary-forged-user', aud: CLIENT_ID, exp: 4102444800 })}.${SECRETS.idTokenSignature}f`;
+const IDP_KEY = { ...generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' }), kid: 'k', use: 'sig' };
 
 /** Every form a secret could take in a text dump. */
 function forms(secret: string): string[] {
@@ -66,13 +73,17 @@ describe('canary secrets on every path leave no plaintext trace', function () {
     fixture.serve('/broken', canned(200, JSON_HEADERS, `{"access_token":"${SECRETS.brokenAccessToken}","refresh_token":"${SECRETS.brokenRefreshToken}","token_type":`));
     fixture.serve('/down', canned(200, JSON_HEADERS, JSON.stringify({ access_token: SECRETS.downAccessToken, token_type: 'Bearer', refresh_token: SECRETS.downRefreshToken, id_token: DOWN_ID_TOKEN })));
     fixture.serve('/github/token', canned(200, JSON_HEADERS, JSON.stringify({ access_token: SECRETS.githubAccessToken, token_type: 'bearer', scope: 'read:user' })));
+    fixture.serve('/forged', canned(200, JSON_HEADERS, JSON.stringify({ access_token: SECRETS.forgedAccessToken, token_type: 'Bearer', expires_in: 3600, refresh_token: SECRETS.forgedRefreshToken, id_token: FORGED_ID_TOKEN })));
+    fixture.serve('/keys', canned(200, JSON_HEADERS, JSON.stringify({ keys: [IDP_KEY] })));
     fixture.serve('/github/user', canned(200, JSON_HEADERS, JSON.stringify({ id: 4242, login: 'canary-octocat', email: 'octocat@example.test' })));
 
     spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
+    const idpConfig = path.join(spoolDir, '..', `${path.basename(spoolDir)}-idps.yaml`);
+    writeFileSync(idpConfig, `idps:\n  forged: { issuer: "https://idp.canary.test", jwks_uri: "${fixture.url('/keys')}", client_id: "${CLIENT_ID}" }\n`);
     const sidecarPort = await freePort();
-    sidecar = await startSidecarProcess({ port: sidecarPort, env: { DATABASE_URL: cluster.url('tap'), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'trace' } });
+    sidecar = await startSidecarProcess({ port: sidecarPort, env: { DATABASE_URL: cluster.url('tap'), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'trace', TOKEN_TAP_IDP_CONFIG: idpConfig } });
     ({ envoy, listenPort } = await startEnvoyFront({
-      idps: ['success', 'error', 'broken', 'down'].map((name) => ({ name, tokenUrl: new URL(fixture.url(`/${name}`)) })).concat([{ name: 'github', tokenUrl: new URL(fixture.url('/github/token')) }]),
+      idps: ['success', 'error', 'broken', 'down', 'forged'].map((name) => ({ name, tokenUrl: new URL(fixture.url(`/${name}`)) })).concat([{ name: 'github', tokenUrl: new URL(fixture.url('/github/token')) }]),
       profiles: [{ name: 'github', profileUrl: new URL(fixture.url('/github/user')), subjectField: 'id' }],
       sidecarPort,
       mode: 'buffered',
@@ -85,6 +96,7 @@ describe('canary secrets on every path leave no plaintext trace', function () {
     await fixture?.close();
     cluster?.destroy();
     rmSync(spoolDir, { recursive: true, force: true });
+    rmSync(`${spoolDir}-idps.yaml`, { force: true });
   });
 
   const tokenCall = (idp: string) =>
@@ -109,7 +121,7 @@ describe('canary secrets on every path leave no plaintext trace', function () {
   it('finds 0 plaintext hits in logs, stderr, /metrics, spool files and pg_dump', async () => {
     const statuses: number[] = [];
     const received: string[] = [];
-    for (const idp of ['success', 'error', 'broken', 'github']) {
+    for (const idp of ['success', 'error', 'broken', 'github', 'forged']) {
       const response = await tokenCall(idp);
       statuses.push(response.status);
       received.push(response.body.toString('latin1'));
@@ -118,7 +130,7 @@ describe('canary secrets on every path leave no plaintext trace', function () {
     statuses.push(profile.status);
     const before = new pg.Pool({ connectionString: cluster.url('tap'), max: 1 });
     try {
-      await waitFor('the first captures in Postgres', arrived(before, ['success:stored', 'error:idp_error', 'broken:unparseable', 'github:linked']), 15_000);
+      await waitFor('the first captures in Postgres', arrived(before, ['success:stored', 'error:idp_error', 'broken:unparseable', 'github:linked', 'forged:unverified']), 15_000);
     } finally {
       await before.end();
     }
@@ -150,7 +162,7 @@ describe('canary secrets on every path leave no plaintext trace', function () {
         pg_dump: cluster.dump('tap'),
         'Envoy output': envoy.output(),
       };
-      const secrets = [...Object.values(SECRETS), ID_TOKEN, DOWN_ID_TOKEN, Buffer.from(`${CLIENT_ID}:${SECRETS.clientSecret}`).toString('base64')];
+      const secrets = [...Object.values(SECRETS), ID_TOKEN, DOWN_ID_TOKEN, FORGED_ID_TOKEN, Buffer.from(`${CLIENT_ID}:${SECRETS.clientSecret}`).toString('base64')];
       const hits: string[] = [];
       for (const [place, text] of Object.entries(places)) {
         for (const secret of secrets) for (const form of forms(secret)) if (text.includes(form)) hits.push(`${place}: ${secret.slice(0, 12)}… as ${form === secret ? 'text' : 'an encoding'}`);
@@ -160,11 +172,12 @@ describe('canary secrets on every path leave no plaintext trace', function () {
       const sizes = Object.entries(places).map(([place, text]) => `${place} ${text.length}`).join(', ');
       console.log(`      canaries: ${secrets.length} secrets x 4 forms; scanned ${sizes} (bytes, ${spoolFiles.length} spool files); leaks found ${hits.length}; control: ${control} of the secrets found in what Okta received`);
 
-      expect(statuses, 'every call went through').to.deep.equal([200, 400, 200, 200, 200, 200]);
+      expect(statuses, 'every call went through').to.deep.equal([200, 400, 200, 200, 200, 200, 200]);
+      expect(await store.findGrant('forged', 'canary-forged-user'), 'the forged login changed no grant').to.equal(undefined);
       expect(stored?.accessToken, 'the stored path carried the canary').to.equal(SECRETS.accessToken);
       expect(linked?.accessToken, 'the profile path linked the canary').to.equal(SECRETS.githubAccessToken);
       expect(fromSpool?.refreshToken, 'the Postgres-down path went through the spool').to.equal(SECRETS.downRefreshToken);
-      expect(seen).to.include.members(['success:stored', 'error:idp_error', 'broken:unparseable', 'github:linked', 'down:stored']);
+      expect(seen).to.include.members(['success:stored', 'error:idp_error', 'broken:unparseable', 'github:linked', 'down:stored', 'forged:unverified']);
       expect(spool.length, 'the spool held the capture while Postgres was down').to.be.greaterThan(64);
       expect(places['sidecar log and stderr']).to.contain('"level":10');
       expect(control).to.be.greaterThan(0);

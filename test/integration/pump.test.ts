@@ -148,6 +148,58 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(state.condition).to.equal('ready');
   });
 
+  it('a verification step can hold a batch in the spool (nothing behind it is written), and a write retry does not verify again', async () => {
+    await migrate(db.pool);
+    const { logger } = memoryLogger('silent');
+    const metrics = createMetrics();
+    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
+    const store = new GrantStore(db.pool, ring);
+    let failures = 1;
+    const writer: CaptureWriter = {
+      recordCaptures: async (batch) => {
+        if (failures-- > 0) throw Object.assign(new Error('connection terminated unexpectedly'), { code: 'ECONNRESET' });
+        return store.recordCaptures(batch);
+      },
+    };
+    let keysArrived = false;
+    const verifyCalls: number[] = [];
+    let verifiedOnce = 0;
+    const verification = {
+      verify: async (batch: readonly Capture[]) => {
+        verifyCalls.push(batch.length);
+        if (!keysArrived) return { retryAt: Date.now() + 30 };
+        verifiedOnce += 1;
+        return { captures: batch.map((capture) => (capture.subject === 'mallory' ? { ...capture, outcome: 'unverified' as const, detail: 'bad_signature' } : { ...capture, verified: true })) };
+      },
+    };
+    const state = new StoreState({ pool: db.pool, logger, metrics });
+    await state.prepare();
+    const pump = new CapturePump({ spool, writer, verification, store: state, logger, metrics, retryInitialMs: 20, retryMaxMs: 50 });
+    pump.start();
+    spool.append(syntheticCapture('acme', 'alice'));
+    spool.append(syntheticCapture('acme', 'mallory'));
+    spool.append(idpError(1));
+    await waitFor('verification asked a few times', async () => (verifyCalls.length >= 3 ? true : undefined));
+    expect(await eventCount(), 'held in the spool, not written').to.equal(0);
+    expect(pump.depth).to.equal(3);
+    keysArrived = true;
+    await waitFor('the captures in Postgres', async () => ((await eventCount()) === 3 ? true : undefined));
+    await pump.close();
+    await spool.close();
+    const { rows } = await db.pool.query<{ subject: string | null; outcome: string; verified: boolean | null }>(
+      'SELECT e.subject, e.outcome, g.verified FROM capture_events e LEFT JOIN grants g ON g.idp = e.idp AND g.subject = e.subject ORDER BY e.id',
+    );
+    expect(rows).to.deep.equal([
+      { subject: 'alice', outcome: 'stored', verified: true },
+      { subject: 'mallory', outcome: 'unverified', verified: null },
+      { subject: null, outcome: 'idp_error', verified: null },
+    ]);
+    // Verified once when the keys arrived; the failed write was retried with that result.
+    expect(verifiedOnce).to.equal(1);
+    expect(failures, 'the first write failed').to.equal(-1);
+    expect(await metricValue(metrics, 'captures', { outcome: 'unverified' })).to.equal(1);
+  });
+
   it('a sidecar started while Postgres is unreachable serves ext_proc, spools, and writes once Postgres is reachable', async () => {
     const door = await startDoor(new URL(db.url));
     const url = new URL(db.url);
