@@ -5,6 +5,7 @@ import type { LevelWithSilent } from 'pino';
 import { readTokenVaultConfig, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from './values.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
+import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
 
 
 export interface SidecarConfig {
@@ -31,6 +32,8 @@ export interface SidecarConfig {
   captureBacklog: number;
   /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
   vault: TokenVaultConfig;
+  /** Okta's token inline hook (TOKEN_TAP_HOOK_LISTEN, TOKEN_TAP_HOOK_CONFIG); undefined: off. */
+  hook: { listen: HostPort; config: HookConfig } | undefined;
 }
 
 export interface SidecarFlags {
@@ -38,6 +41,8 @@ export interface SidecarFlags {
   /** TokenVault API listen address, or "off". */
   apiListen?: string;
   logLevel?: string;
+  /** Okta token inline hook listen address, or "off" (default). */
+  hookListen?: string;
 }
 
 
@@ -99,6 +104,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const captureBacklog = positiveInteger(env, 'TOKEN_TAP_CAPTURE_BACKLOG', 20_000, problems);
 
   const vault = readTokenVaultConfig(env, flags, problems);
+  const hook = readHook(env, flags, problems);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {
@@ -116,5 +122,22 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     captureNice,
     captureBacklog,
     vault,
+    hook,
   };
+}
+
+function readHook(env: NodeJS.ProcessEnv, flags: SidecarFlags, problems: string[]): SidecarConfig['hook'] {
+  const listenText = flags.hookListen ?? env.TOKEN_TAP_HOOK_LISTEN ?? 'off';
+  if (listenText.trim().toLowerCase() === 'off') {
+    if (env[HOOK_CONFIG_ENV]) problems.push(`${HOOK_CONFIG_ENV} is set but the Okta hook listener is off: set --hook-listen HOST:PORT (TOKEN_TAP_HOOK_LISTEN), or unset ${HOOK_CONFIG_ENV}`);
+    return undefined;
+  }
+  let listen: HostPort | undefined;
+  try {
+    listen = parseHostPort(listenText, '--hook-listen (TOKEN_TAP_HOOK_LISTEN)');
+  } catch (error) {
+    problems.push(`${(error as Error).message}, or "off"`);
+  }
+  const config = loadHookConfig(env, problems);
+  return listen && config ? { listen, config } : undefined;
 }
