@@ -484,7 +484,8 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     AccessToken: accessTokenTtl,
     AuthorizationCode: 60,
     BackchannelAuthenticationRequest: 600,
-    ClientCredentials: 600,
+    // A resource server's own lifetime wins (getResourceServerInfo below), as in oidc-provider's default.
+    ClientCredentials: (_ctx: unknown, token: { resourceServer?: { accessTokenTTL?: number } }) => token.resourceServer?.accessTokenTTL || 600,
     DeviceCode: 600,
     Grant: 14 * 24 * 3600,
     IdToken: 3600,
