@@ -137,6 +137,9 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
       hook = await startHookServer({
         ...config.hook,
         databaseUrl: config.databaseUrl,
+        // One connection in all (TOKEN_TAP_PG_POOL_SIZE=1, e.g. the demo's single-session embedded
+        // Postgres): the hook shares it rather than open a second.
+        ...(config.poolSize === 1 ? { pool } : {}),
         keyRing: config.keyRing,
         captures: pump,
         logger,

@@ -6,6 +6,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
+import type pg from 'pg';
 import type { Registry } from 'prom-client';
 import { AccessEventLog, type AccessOutcome, type HookOutcome } from '../api/access-events.js';
 import type { HookConfig } from '../config/hook-file.js';
@@ -32,6 +33,8 @@ export interface HookServerOptions {
   listen: HostPort;
   config: HookConfig;
   databaseUrl: string;
+  /** Use this pool (not closed here) instead of the hook's own; see sidecar.ts. */
+  pool?: pg.Pool;
   keyRing: KeyRing;
   captures: InFlightCaptures;
   logger: Logger;
@@ -93,7 +96,11 @@ function answerFor(lookup: Exclude<Lookup, { outcome: 'found' }>, oktaIdpId: str
 
 export async function startHookServer(options: HookServerOptions): Promise<HookServer> {
   const { config, logger } = options;
-  const pool = createPool({ databaseUrl: options.databaseUrl, max: options.poolSize ?? 4, logger, applicationName: 'token-tap-hook', onError: options.onPostgresError });
+  // Its own connections by default, so the hook's reads never queue behind the capture writer's batches.
+  const pool = options.pool ?? createPool({ databaseUrl: options.databaseUrl, max: options.poolSize ?? 4, logger, applicationName: 'token-tap-hook', onError: options.onPostgresError });
+  const endPool = async () => {
+    if (!options.pool) await pool.end().catch(() => undefined);
+  };
   const store = new GrantStore(pool, options.keyRing);
   const finder = new GrantFinder({ config, pool, store, captures: options.captures });
   const authenticate = createHookAuthenticator(config.authentication);
@@ -186,7 +193,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
       resolve();
     });
   }).catch(async (error: unknown) => {
-    await pool.end().catch(() => undefined);
+    await endPool();
     throw new Error(`cannot listen for the Okta hook on ${formatHostPort(options.listen)}: ${(error as Error).message}`, { cause: error });
   });
   const port = (server.address() as AddressInfo).port;
@@ -199,7 +206,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
         server.close(() => resolve());
         server.closeIdleConnections();
       });
-      await pool.end().catch(() => undefined);
+      await endPool();
     },
   };
 }
