@@ -34,3 +34,6 @@ export function tokenRoutePath(idpName: string): string {
 export function profileRoutePath(idpName: string): string {
   return `/idp/${idpName}/userinfo`;
 }
+
+/** Where Envoy takes Okta's token inline hook call, and where the sidecar's hook listener serves it. */
+export const OKTA_HOOK_PATH = '/okta/token-hook';

@@ -19,6 +19,7 @@ import { CaptureSpool } from './ingest/spool.js';
 import { StoreState } from './ingest/postgres-availability.js';
 import { GrantStore } from './store/grants.js';
 import { CaptureVerifier } from './idp/verify.js';
+import { startHookServer, type HookServer } from './hook/server.js';
 
 export interface Sidecar {
   address: HostPort;
@@ -31,6 +32,8 @@ export interface Sidecar {
   ops: OpsServer | undefined;
   /** The TokenVault API and retention purge; `vault.address` is undefined when the API is off or unbound. */
   vault: TokenVault;
+  /** Okta's token inline hook listener; undefined when it is off. */
+  hook: HookServer | undefined;
   /**
    * Stops taking streams, lets open ones finish, and writes the spool to Postgres, all within
    * `graceMs` (default TOKEN_TAP_SHUTDOWN_GRACE_MS); what Postgres did not get stays in the spool.
@@ -166,6 +169,26 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     onPostgresError: () => metrics.postgresErrors.inc(),
     refreshOutbox: (refreshed) => spool.appendDurable(refreshed),
   });
+  let hook: HookServer | undefined;
+  if (config.hook) {
+    try {
+      hook = await startHookServer({
+        ...config.hook,
+        databaseUrl: config.databaseUrl,
+        // One connection in all (TOKEN_TAP_PG_POOL_SIZE=1, e.g. the demo's single-session embedded
+        // Postgres): the hook shares it rather than open a second.
+        ...(config.poolSize === 1 ? { pool } : {}),
+        keyRing: config.keyRing,
+        captures: pump,
+        logger,
+        registry: metrics.registry,
+        onPostgresError: () => metrics.postgresErrors.inc(),
+      });
+    } catch (error) {
+      // As with the API: captures go on; Okta, getting no answer, issues its tokens unchanged.
+      logger.error({ err: { message: (error as Error).message } }, 'the Okta hook listener cannot start; capturing without it');
+    }
+  }
 
   let closing: Promise<void> | undefined;
   return {
@@ -177,11 +200,13 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     health,
     ops,
     vault,
+    hook,
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
         const deadline = Date.now() + graceMs;
         health.stopping();
         const vaultClosed = vault.close(Math.max(0, graceMs / 2));
+        const hookClosed = hook?.close();
         // Open streams get half the grace period; the flush to Postgres the rest. The thread
         // hands over the responses of streams that ended before it says it is closed.
         await extProc.close(Math.max(0, graceMs / 2));
@@ -196,6 +221,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         else logger.warn({ spooled: spool.depth, spool: config.spoolDir }, 'stopping before every capture reached Postgres; the rest stays in the spool for the next start');
         await ops?.close();
         await within(vaultClosed, remaining());
+        if (hookClosed) await within(hookClosed, remaining());
         await within(pool.end().catch(() => undefined), remaining());
       })();
       return closing;

@@ -10,12 +10,15 @@
 import type pg from 'pg';
 import type { VaultOutcome } from '../store/errors.js';
 
+/** The Okta token inline hook's outcomes (hook/server.ts). */
+export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'unverified' | 'bad_request';
+
 export type AccessOutcome = 'ok' | 'unauthenticated' | 'permission_denied' | 'internal' | VaultOutcome;
 
 export interface AccessEvent {
-  /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, ... */
+  /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, ... */
   operation: string;
-  outcome: AccessOutcome;
+  outcome: AccessOutcome | HookOutcome;
   apiKeyId?: string | undefined;
   /** The key's name, or "cli:<user>" for operator commands. */
   caller?: string | undefined;

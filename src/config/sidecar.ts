@@ -6,6 +6,7 @@ import { loadIdpConfig, type IdpVerificationSettings } from './idp-file.js';
 import { readTokenVaultConfig, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from './values.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
+import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
 
 
 export interface SidecarConfig {
@@ -32,6 +33,8 @@ export interface SidecarConfig {
   captureBacklog: number;
   /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
   vault: TokenVaultConfig;
+  /** Okta's token inline hook (TOKEN_TAP_HOOK_LISTEN, TOKEN_TAP_HOOK_CONFIG); undefined: off. */
+  hook: { listen: HostPort; config: HookConfig } | undefined;
   /** Which IdPs' id_tokens are verified before they are stored, and how the keys are fetched. */
   verification: VerificationConfig;
 }
@@ -50,6 +53,8 @@ export interface SidecarFlags {
   /** TokenVault API listen address, or "off". */
   apiListen?: string;
   logLevel?: string;
+  /** Okta token inline hook listen address, or "off" (default). */
+  hookListen?: string;
 }
 
 
@@ -114,6 +119,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const vault = readTokenVaultConfig(env, flags, problems, idps.clients);
   const jwksCooldownMs = positiveInteger(env, 'TOKEN_TAP_JWKS_COOLDOWN_MS', 10_000, problems);
   const maxWaitMs = nonNegativeInteger(env, 'TOKEN_TAP_VERIFY_MAX_WAIT_MS', 180_000, problems);
+  const hook = readHook(env, flags, problems);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {
@@ -132,5 +138,22 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     captureBacklog,
     vault,
     verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },
+    hook,
   };
+}
+
+function readHook(env: NodeJS.ProcessEnv, flags: SidecarFlags, problems: string[]): SidecarConfig['hook'] {
+  const listenText = flags.hookListen ?? env.TOKEN_TAP_HOOK_LISTEN ?? 'off';
+  if (listenText.trim().toLowerCase() === 'off') {
+    if (env[HOOK_CONFIG_ENV]) problems.push(`${HOOK_CONFIG_ENV} is set but the Okta hook listener is off: set --hook-listen HOST:PORT (TOKEN_TAP_HOOK_LISTEN), or unset ${HOOK_CONFIG_ENV}`);
+    return undefined;
+  }
+  let listen: HostPort | undefined;
+  try {
+    listen = parseHostPort(listenText, '--hook-listen (TOKEN_TAP_HOOK_LISTEN)');
+  } catch (error) {
+    problems.push(`${(error as Error).message}, or "off"`);
+  }
+  const config = loadHookConfig(env, problems);
+  return listen && config ? { listen, config } : undefined;
 }

@@ -106,6 +106,20 @@ export interface TestIdp {
   close(): Promise<void>;
 }
 
+export interface TestAccount {
+  email: string;
+  name?: string;
+  claims?: Record<string, unknown>;
+}
+
+/** A client of the client-credentials grant, e.g. Okta fetching a token to call an inline hook. */
+export interface ServiceClient {
+  clientId: string;
+  clientSecret: string;
+  /** Lifetime of its access tokens (default 300 s). */
+  accessTokenTtlSeconds?: number;
+}
+
 export interface TestIdpOptions {
   /** Maps to oidc-provider's rotateRefreshToken (default false). */
   rotateRefreshToken?: boolean;
@@ -113,8 +127,11 @@ export interface TestIdpOptions {
   refreshTokenOnlyWithOfflineAccess?: boolean;
   /** Access token lifetime (default 3600). */
   accessTokenTtlSeconds?: number;
-  /** accountId -> claims. Default: { alice: { email: 'alice@example.test' } }. */
-  accounts?: Record<string, { email: string; name?: string }>;
+  /**
+   * accountId -> claims. Default: { alice: { email: 'alice@example.test' } }. `claims` are extra
+   * id_token claims (e.g. groups, tid), read at each login, so changing them changes the next login.
+   */
+  accounts?: Record<string, TestAccount>;
   /** Where to listen (default 127.0.0.1, a free port). */
   host?: string;
   port?: number;
@@ -126,6 +143,10 @@ export interface TestIdpOptions {
   redirectUris?: string[];
   /** The private JWK it signs id_tokens with (default: one RSA key per process); give a `kid` to rotate keys. */
   signingKey?: Record<string, unknown>;
+  /** Clients of the client-credentials grant; their access tokens are JWTs for one of `resourceServers`. */
+  serviceClients?: ServiceClient[];
+  /** Resource indicator (also the token's `aud`) -> the scopes a token for it may carry. */
+  resourceServers?: Record<string, { scope: string }>;
 }
 
 const CLIENT_ID = 'okta-test-client';
@@ -386,6 +407,9 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
   if (accountIds.length === 0) throw new Error('startTestIdp: at least one account is required');
   const accessTokenTtl = options.accessTokenTtlSeconds ?? 3600;
   const clientSecret = options.clientSecret ?? randomBytes(24).toString('base64url');
+  const extraClaimNames = [...new Set(Object.values(accounts).flatMap((account) => Object.keys(account.claims ?? {})))];
+  const serviceClients = options.serviceClients ?? [];
+  const resourceServers = options.resourceServers ?? {};
 
   const [Provider, jwk] = await Promise.all([loadProvider(), options.signingKey ?? getSigningJwk()]);
 
@@ -469,7 +493,8 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     AccessToken: accessTokenTtl,
     AuthorizationCode: 60,
     BackchannelAuthenticationRequest: 600,
-    ClientCredentials: 600,
+    // A resource server's own lifetime wins (getResourceServerInfo below), as in oidc-provider's default.
+    ClientCredentials: (_ctx: unknown, token: { resourceServer?: { accessTokenTTL?: number } }) => token.resourceServer?.accessTokenTTL || 600,
     DeviceCode: 600,
     Grant: 14 * 24 * 3600,
     IdToken: 3600,
@@ -492,14 +517,21 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
         grant_types: ['authorization_code', 'refresh_token'],
         response_types: ['code'],
         token_endpoint_auth_method: 'client_secret_basic',
-      }],
+      }, ...serviceClients.map((service) => ({
+        client_id: service.clientId,
+        client_secret: service.clientSecret,
+        redirect_uris: [],
+        grant_types: ['client_credentials'],
+        response_types: [],
+        token_endpoint_auth_method: 'client_secret_basic',
+      }))],
       scopes: ['openid', 'email', 'profile', 'offline_access'],
       claims: {
         acr: null,
         auth_time: null,
         iss: null,
         sid: null,
-        openid: ['sub'],
+        openid: ['sub', ...extraClaimNames],
         email: ['email', 'email_verified'],
         profile: ['name'],
       },
@@ -516,6 +548,7 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
               email: account.email,
               email_verified: true,
               ...(account.name !== undefined ? { name: account.name } : {}),
+              ...account.claims,
             };
           },
         };
@@ -538,6 +571,18 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
         devInteractions: { enabled: false },
         // A client may revoke the tokens issued to it, and no other's.
         revocation: { enabled: true, allowedPolicy: async (_ctx: unknown, client: { clientId: string }, token: { clientId: string }) => token.clientId === client.clientId },
+        clientCredentials: { enabled: serviceClients.length > 0 },
+        // Client-credentials tokens as JWTs for a named resource: what an authorization server
+        // such as Okta's hands a client that calls an API (here: Okta calling an inline hook).
+        resourceIndicators: {
+          enabled: serviceClients.length > 0,
+          async getResourceServerInfo(_ctx: unknown, resource: string, client: { clientId: string }) {
+            const server = resourceServers[resource];
+            if (!server) throw new Error(`unknown resource ${resource}`);
+            const service = serviceClients.find((candidate) => candidate.clientId === client.clientId);
+            return { scope: server.scope, audience: resource, accessTokenFormat: 'jwt', accessTokenTTL: service?.accessTokenTtlSeconds ?? 300 };
+          },
+        },
       },
       cookies: { keys: [randomBytes(32).toString('base64url')] },
       ttl,

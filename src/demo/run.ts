@@ -1,11 +1,12 @@
 // `token-tap demo`: the whole stack on one machine — a demo IdP (oidc-provider), the sidecar, the
 // real Envoy in front — then one login as Okta performs it, and what was captured.
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { loadSidecarConfig } from '../config/sidecar.js';
 import { renderEnvoyYaml, type ProcessingMode } from '../envoyconfig/render.js';
-import { tokenRoutePath } from '../contract.js';
+import { OKTA_HOOK_PATH, tokenRoutePath } from '../contract.js';
 import { startSidecar, type Sidecar } from '../sidecar.js';
 import { startEnvoy, type RunningEnvoy } from '../ops/envoy-process.js';
 import { createLogger } from '../ops/log.js';
@@ -28,6 +29,45 @@ export interface DemoOptions {
 }
 
 const IDP_NAME = 'demo';
+/** The Okta IdP id the demo's hook file maps to the demo IdP (a real one comes from Okta's admin console). */
+const DEMO_OKTA_IDP_ID = '0oaDEMOIDP';
+
+/** The hook's file for the demo: header secret, the demo IdP's groups and tid into Okta's tokens. */
+function demoHookFile(stateDir: string): string {
+  const file = path.join(stateDir, 'okta-hook.yaml');
+  writeFileSync(file, [
+    '# Written by token-tap demo: what TOKEN_TAP_HOOK_CONFIG looks like (README, Okta token inline hook).',
+    'authentication:',
+    '  header: { name: Authorization, value_env: TOKEN_TAP_DEMO_HOOK_SECRET }',
+    'providers:',
+    `  - okta_idp_id: ${DEMO_OKTA_IDP_ID}`,
+    `    idp: ${IDP_NAME}`,
+    '    match: email',
+    '    identity_claims: { upstream_groups: groups, upstream_tid: tid }',
+    '    access_claims: { upstream_tid: tid }',
+    "    allow_unverified: true   # the demo's grants are stored before id_token verification exists",
+    '',
+  ].join('\n'));
+  return file;
+}
+
+/** The parts of Okta's com.okta.oauth2.tokens.transform request the hook reads (DESIGN §6a). */
+function demoHookRequest(login: string): Record<string, unknown> {
+  return {
+    eventType: 'com.okta.oauth2.tokens.transform',
+    eventTypeVersion: '1.0',
+    contentType: 'application/json',
+    data: {
+      context: {
+        session: { login, createdAt: new Date().toISOString(), idp: { id: DEMO_OKTA_IDP_ID, type: 'OIDC' }, amr: ['FEDERATED'] },
+        user: { id: '00uDEMOUSER', profile: { login } },
+        protocol: { type: 'OAUTH2.0', issuer: { uri: 'https://example.okta.com/oauth2/default' } },
+      },
+      identity: { claims: { sub: '00uDEMOUSER', email: login, idp: DEMO_OKTA_IDP_ID } },
+      access: { claims: { sub: login, uid: '00uDEMOUSER', scp: ['openid', 'email'] } },
+    },
+  };
+}
 
 function shorten(value: string | null | undefined): string {
   if (!value) return '(none)';
@@ -65,10 +105,13 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
     const { file: envFile, keys } = demoEnvFile(options.stateDir, embedded ? undefined : databaseUrl);
 
     out('2/5  Demo IdP: starting a real OpenID Provider (oidc-provider)');
-    const idp: TestIdp = await startTestIdp({ accounts: { alice: { email: 'alice@example.test', name: 'Alice Example' } } });
+    const idp: TestIdp = await startTestIdp({
+      accounts: { alice: { email: 'alice@example.test', name: 'Alice Example', claims: { groups: ['engineering', 'demo-admins'], tid: 'demo-tenant-1' } } },
+    });
     cleanups.push(() => idp.close());
     out(`     issuer ${idp.issuer}, token endpoint ${idp.tokenUrl}`);
 
+    const hookSecret = randomBytes(24).toString('base64url');
     out(`3/5  Sidecar: ext_proc on 127.0.0.1:${options.sidecarPort}, logs in ${path.join(options.stateDir, 'sidecar.log')}`);
     // The demo IdP's issuer and Okta's client there: its id_tokens are verified before they are stored.
     const idpConfig = path.join(options.stateDir, 'idps.yaml');
@@ -81,8 +124,11 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
         DATABASE_URL: databaseUrl,
         TOKEN_TAP_KEYS: keys,
         ...(embedded ? { TOKEN_TAP_PG_POOL_SIZE: '1' } : {}),
+        TOKEN_TAP_HOOK_CONFIG: demoHookFile(options.stateDir),
+        TOKEN_TAP_DEMO_HOOK_SECRET: hookSecret,
       },
-      { listen: `127.0.0.1:${options.sidecarPort}` },
+      // The hook on a free port: Envoy is rendered after the sidecar, with the port it got.
+      { listen: `127.0.0.1:${options.sidecarPort}`, hookListen: '127.0.0.1:0' },
     );
     const logger = createLogger('info', pino.destination({ dest: path.join(options.stateDir, 'sidecar.log'), sync: false }));
     const sidecar: Sidecar = await startSidecar(config, { logger });
@@ -97,6 +143,7 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
         sidecar: { host: '127.0.0.1', port: options.sidecarPort },
         admin: { host: '127.0.0.1', port: options.adminPort },
         mode: options.mode,
+        ...(sidecar.hook ? { oktaHook: sidecar.hook.address } : {}),
       }),
       options.adminPort,
     );
@@ -117,6 +164,18 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
     out(`  id_token       ${shorten(grant.idToken)}`);
     out(`  scope          ${grant.scope.join(' ')}`);
     out(`  same tokens Okta received: ${grant.accessToken === login.tokens.access_token && grant.refreshToken === login.tokens.refresh_token && grant.idToken === login.tokens.id_token ? 'yes' : 'NO'}`);
+    if (sidecar.hook) {
+      const hookUrl = `http://127.0.0.1:${options.envoyPort}${OKTA_HOOK_PATH}`;
+      const response = await fetch(hookUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: hookSecret },
+        body: JSON.stringify(demoHookRequest(grant.email ?? 'alice@example.test')),
+      });
+      out('');
+      out(`Okta's token inline hook (POST ${hookUrl}, as Okta calls it when minting tokens for alice) answered HTTP ${response.status}:`);
+      for (const line of JSON.stringify(await response.json(), null, 2).split('\n')) out(`  ${line}`);
+      out(`  (the hook's file: ${path.join(options.stateDir, 'okta-hook.yaml')})`);
+    }
     out('');
     out('Look further:');
     out(`  set -a; . ${envFile}; set +a${embedded ? '   # while the demo runs (the embedded database lives in this process)' : ''}`);

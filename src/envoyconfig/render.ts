@@ -12,6 +12,7 @@ import {
   SUBJECT_FIELD_METADATA_KEY,
   tokenRoutePath,
 } from '../contract.js';
+import { oktaHookCluster, oktaHookFilters, oktaHookRoutes } from './okta-hook.js';
 
 export type ProcessingMode = 'observability' | 'buffered';
 
@@ -46,6 +47,8 @@ export interface EnvoyConfigOptions {
   upstreamCaFile?: string;
   /** Serve Okta over TLS (Okta requires https) with this certificate chain and key. */
   tls?: { certFile: string; keyFile: string };
+  /** The sidecar's Okta token inline hook listener: adds POST /okta/token-hook (envoyconfig/okta-hook.ts). */
+  oktaHook?: HostPort;
 }
 
 // Mozilla's "intermediate" TLS 1.2 suites (TLS 1.3 suites are not configurable and all strong).
@@ -333,6 +336,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
                           routes: [
                             ...options.idps.map(tokenRoute),
                             ...profiles.map((profile) => profileRoute(profile, options.mode)),
+                            ...(options.oktaHook ? oktaHookRoutes() : []),
                             {
                               name: 'not_an_idp_route',
                               match: { prefix: '/' },
@@ -350,6 +354,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
                     },
                     http_filters: [
                       extProcFilter(options),
+                      ...(options.oktaHook ? oktaHookFilters() : []),
                       {
                         name: 'envoy.filters.http.router',
                         typed_config: {
@@ -370,6 +375,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
         ...options.idps.map((idp) => upstreamCluster(`idp_${idp.name}`, idp.tokenUrl, caFile)),
         ...profiles.map((profile) => upstreamCluster(`idp_${profile.name}_userinfo`, profile.profileUrl, caFile)),
         sidecarCluster(options.sidecar, options.sidecarMaxStreams ?? DEFAULT_SIDECAR_MAX_STREAMS),
+        ...(options.oktaHook ? [oktaHookCluster(options.oktaHook)] : []),
       ],
     },
   };
@@ -384,6 +390,7 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
       ? [`# Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
       : []),
     `# Sidecar (ext_proc): ${formatHostPort(options.sidecar)}; admin: ${formatHostPort(options.admin)}`,
+    ...(options.oktaHook ? [`# Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
     '',
   ].join('\n');
   return header + stringify(renderEnvoyConfig(options), { lineWidth: 0 });

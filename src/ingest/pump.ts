@@ -50,6 +50,9 @@ export interface CapturePumpOptions {
   gatherMs?: number;
 }
 
+/** Captures waitForIdp keeps track of at most (about 100 bytes each). */
+const MAX_TRACKED = 100_000;
+
 export class CapturePump {
   private readonly stop = new AbortController();
   /** Aborted to cut a backoff wait short (a drain wants one more try now). */
@@ -59,6 +62,12 @@ export class CapturePump {
   private running: Promise<void> | undefined;
   private failedAttempts = 0;
   private readonly maxBatch: number;
+  /** This run's captures not yet written, by id: their IdP. Lets a reader wait for one IdP's (waitForIdp). */
+  private readonly inFlight = new Map<string, string>();
+  /** Per IdP: captures of this run enqueued, and written (or refused). The spool is in order, so written catches up in order. */
+  private readonly enqueuedByIdp = new Map<string, number>();
+  private readonly writtenByIdp = new Map<string, number>();
+  private idpWaiters: Array<{ idp: string; target: number; resolve: (done: boolean) => void }> = [];
 
   constructor(private readonly options: CapturePumpOptions) {
     this.maxBatch = options.maxBatch ?? 200;
@@ -71,7 +80,55 @@ export class CapturePump {
 
   /** Appends to the spool; false when the capture was dropped (counted and logged by the spool). */
   enqueue(capture: Capture): boolean {
-    return this.options.spool.append(capture);
+    const appended = this.options.spool.append(capture);
+    // Bounded: in a long outage tracking stops, and waitForIdp answers without waiting.
+    if (appended && this.inFlight.size < MAX_TRACKED) {
+      this.inFlight.set(capture.captureId, capture.idp);
+      this.enqueuedByIdp.set(capture.idp, (this.enqueuedByIdp.get(capture.idp) ?? 0) + 1);
+    }
+    return appended;
+  }
+
+  /** Whether a capture of `idp` enqueued by this process has not reached Postgres yet. */
+  hasInFlight(idp: string): boolean {
+    return (this.enqueuedByIdp.get(idp) ?? 0) > (this.writtenByIdp.get(idp) ?? 0);
+  }
+
+  /**
+   * Resolves true once every capture of `idp` enqueued before this call is in Postgres (or was
+   * refused by it), false when `timeoutMs` is up first. The Okta hook waits here for a login
+   * still in the spool.
+   */
+  waitForIdp(idp: string, timeoutMs: number): Promise<boolean> {
+    const target = this.enqueuedByIdp.get(idp) ?? 0;
+    if ((this.writtenByIdp.get(idp) ?? 0) >= target) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const waiter = { idp, target, resolve: (done: boolean) => {
+        clearTimeout(timer);
+        resolve(done);
+      } };
+      const timer = setTimeout(() => {
+        this.idpWaiters = this.idpWaiters.filter((other) => other !== waiter);
+        resolve(false);
+      }, timeoutMs);
+      this.idpWaiters.push(waiter);
+    });
+  }
+
+  private markWritten(captures: readonly Capture[]): void {
+    for (const capture of captures) {
+      const idp = this.inFlight.get(capture.captureId);
+      if (idp === undefined) continue; // an earlier run's capture, replayed from the spool
+      this.inFlight.delete(capture.captureId);
+      this.writtenByIdp.set(idp, (this.writtenByIdp.get(idp) ?? 0) + 1);
+    }
+    if (this.idpWaiters.length === 0) return;
+    const waiting: typeof this.idpWaiters = [];
+    for (const waiter of this.idpWaiters) {
+      if ((this.writtenByIdp.get(waiter.idp) ?? 0) >= waiter.target) waiter.resolve(true);
+      else waiting.push(waiter);
+    }
+    this.idpWaiters = waiting;
   }
 
   /** Starts moving the spool into Postgres; what an earlier run left in the spool goes first. */
@@ -132,7 +189,15 @@ export class CapturePump {
         continue;
       }
       this.failedAttempts = 0;
+      this.markWritten(pending.captures);
       await spool.commit(pending);
+      // An empty spool means nothing of this run is still on its way (a record the spool could not
+      // open never arrives): the counts start level again, so no reader waits for it.
+      if (spool.depth === 0 && this.inFlight.size > 0) {
+        this.inFlight.clear();
+        for (const [idp, count] of this.enqueuedByIdp) this.writtenByIdp.set(idp, count);
+        this.markWritten([]);
+      }
       pending = undefined;
       ready = undefined;
     }

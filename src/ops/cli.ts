@@ -53,6 +53,7 @@ interface EnvoyConfigFlags {
   upstreamCa?: string;
   tlsCert?: string;
   tlsKey?: string;
+  oktaHook?: string;
 }
 
 async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
@@ -85,6 +86,14 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
     if (!profiles.some((profile) => profile.name === name)) problems.push(`--userinfo-subject "${name}" has no --userinfo ${name}=URL`);
   }
   if (options.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
+  let oktaHook: HostPort | undefined;
+  if (options.oktaHook !== undefined) {
+    try {
+      oktaHook = parseHostPort(options.oktaHook, '--okta-hook');
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
   const addresses: Partial<Record<'listen' | 'sidecar' | 'admin', HostPort>> = {};
   for (const key of ['listen', 'sidecar', 'admin'] as const) {
     try {
@@ -114,6 +123,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       messageTimeoutMs,
       sidecarMaxStreams,
       upstreamCaFile: options.upstreamCa,
+      ...(oktaHook ? { oktaHook } : {}),
       ...(options.tlsCert && options.tlsKey ? { tls: { certFile: path.resolve(options.tlsCert), keyFile: path.resolve(options.tlsKey) } } : {}),
     });
   } catch (error) {
@@ -156,6 +166,7 @@ export function buildProgram(): Command {
     .description('Run the sidecar: the ext_proc gRPC server Envoy sends token responses to.\nReads DATABASE_URL and TOKEN_TAP_KEYS (id1:base64key,id0:base64key; first is active).')
     .option('--listen <host:port>', 'ext_proc gRPC listen address (env TOKEN_TAP_LISTEN)', undefined)
     .option('--api-listen <host:port>', 'TokenVault gRPC API listen address, or "off" (env TOKEN_TAP_API_LISTEN, default 127.0.0.1:50052)')
+    .option('--hook-listen <host:port>', 'Okta token inline hook (HTTP, POST /okta/token-hook) listen address, or "off" (env TOKEN_TAP_HOOK_LISTEN, default off); needs TOKEN_TAP_HOOK_CONFIG')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL)')
     .action(serve);
 
@@ -174,6 +185,7 @@ export function buildProgram(): Command {
     .option('--upstream-ca <file>', 'CA bundle to verify https IdPs', '/etc/ssl/certs/ca-certificates.crt')
     .option('--tls-cert <file>', 'serve Okta over https with this PEM certificate chain (TLS 1.2+, HTTP/1.1 and HTTP/2)')
     .option('--tls-key <file>', 'the PEM private key for --tls-cert')
+    .option('--okta-hook <host:port>', "the sidecar's Okta hook listener (serve --hook-listen): adds the route POST /okta/token-hook, without ext_proc")
     .action(envoyConfig);
 
   const grants = program.command('grants').description('Read captured grants (operators; tokens are printed decrypted).');

@@ -33,6 +33,11 @@ describe('token-tap demo --once (embedded Postgres)', function () {
     expect(output).to.match(/refresh_token\s+\S{10}…\S{4} \(\d+ chars\)/);
     expect(output).to.contain('same tokens Okta received: yes');
     expect(output).to.match(/issuer\s+http:\/\/127\.0\.0\.1:\d+\s+verified yes/);
+    // The hook's answer for the demo login carries the demo IdP's groups and tid.
+    expect(output).to.match(/token inline hook .* answered HTTP 200/);
+    expect(output).to.contain('"type": "com.okta.identity.patch"');
+    expect(output).to.contain('"path": "/claims/upstream_groups"');
+    expect(output).to.contain('"value": "demo-tenant-1"');
     expect(output).to.contain('Stopped.');
   });
 });

@@ -108,6 +108,47 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(spool.depth).to.equal(0);
   });
 
+  it('waitForIdp resolves once the IdP\'s captures enqueued before it are in Postgres, and false when its time is up first', async () => {
+    await migrate(db.pool);
+    const { logger } = memoryLogger('silent');
+    const metrics = createMetrics();
+    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
+    const store = new GrantStore(db.pool, ring);
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    const writer: CaptureWriter = {
+      recordCaptures: async (batch) => {
+        await held;
+        return store.recordCaptures(batch);
+      },
+    };
+    const state = new StoreState({ pool: db.pool, logger, metrics });
+    await state.prepare();
+    const pump = new CapturePump({ spool, writer, store: state, logger, metrics, gatherMs: 0 });
+    pump.start();
+    try {
+      expect(await pump.waitForIdp('acme', 1_000)).to.equal(true);
+      expect(pump.hasInFlight('acme')).to.equal(false);
+      pump.enqueue(syntheticCapture('acme', 'alice'));
+      pump.enqueue(syntheticCapture('acme', 'bob'));
+      expect(pump.hasInFlight('acme')).to.equal(true);
+      expect(pump.hasInFlight('other')).to.equal(false);
+      const started = Date.now();
+      expect(await pump.waitForIdp('acme', 150)).to.equal(false);
+      expect(Date.now() - started).to.be.at.least(140);
+      const waiting = pump.waitForIdp('acme', 5_000);
+      setTimeout(release, 100);
+      expect(await waiting).to.equal(true);
+      const { rows } = await db.pool.query<{ subject: string }>("SELECT subject FROM grants WHERE idp = 'acme' ORDER BY subject");
+      expect(rows.map((row) => row.subject)).to.deep.equal(['alice', 'bob']);
+      expect(pump.hasInFlight('acme')).to.equal(false);
+    } finally {
+      release();
+      await pump.close();
+      await spool.close();
+    }
+  });
+
   it('retries a failed batch with backoff until it is written: none skipped, none twice', async () => {
     await migrate(db.pool);
     const { logger, lines } = memoryLogger('info');

@@ -21,6 +21,8 @@ export interface Stack {
   envoy: RunningEnvoy;
   /** What Okta's IdP "token URL" is set to: Envoy's route for the IdP. */
   tokenUrl: string;
+  /** Envoy's listener, http://127.0.0.1:<port> (https with TLS). */
+  origin: string;
   sidecarEnv: Record<string, string>;
   restartSidecar(): Promise<SidecarProcess>;
   stop(): Promise<void>;
@@ -31,6 +33,11 @@ export interface StackOptions {
   idpOptions?: Parameters<typeof startTestIdp>[0];
   /** Serve Envoy's listener over TLS with these files. */
   tls?: { certFile: string; keyFile: string };
+  /** More environment and arguments for `token-tap serve` (kept across restartSidecar()). */
+  sidecarEnv?: Record<string, string>;
+  sidecarArgs?: string[];
+  /** The sidecar's Okta hook port: Envoy gets the route /okta/token-hook to it. */
+  oktaHookPort?: number;
 }
 
 export async function startStack(mode: ProcessingMode, options: StackOptions): Promise<Stack> {
@@ -43,9 +50,17 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     LOG_LEVEL: process.env.TOKEN_TAP_TEST_LOG_LEVEL ?? 'debug',
     // Kept across restartSidecar(), so a restarted sidecar replays what the last one spooled.
     TOKEN_TAP_SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-')),
+    ...options.sidecarEnv,
   };
-  let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv });
-  const { envoy, origin } = await startEnvoyFront({ idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }], sidecarPort, mode, ...(options.tls ? { tls: options.tls } : {}) });
+  const args = options.sidecarArgs ?? [];
+  let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args });
+  const { envoy, origin } = await startEnvoyFront({
+    idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }],
+    sidecarPort,
+    mode,
+    ...(options.tls ? { tls: options.tls } : {}),
+    ...(options.oktaHookPort ? { oktaHook: { host: '127.0.0.1', port: options.oktaHookPort } } : {}),
+  });
   const stack: Stack = {
     idp,
     db,
@@ -57,10 +72,11 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     },
     envoy,
     tokenUrl: `${origin}${tokenRoutePath(IDP_NAME)}`,
+    origin,
     sidecarEnv,
     async restartSidecar() {
       await sidecar?.stop();
-      sidecar = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv });
+      sidecar = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args });
       return sidecar;
     },
     async stop() {

@@ -1,0 +1,282 @@
+// The file named by TOKEN_TAP_HOOK_CONFIG (YAML or JSON): how Okta's token inline hook is
+// authenticated, and which upstream id_token claims go into which Okta token, per Okta IdP. Every
+// problem is collected; secrets come only from the environment or a file, and no message quotes one.
+//
+//   authentication:
+//     header: { name: Authorization, value_env: OKTA_HOOK_SECRET }   # or value_file: /run/secrets/hook
+//     # oauth: { issuer: https://example.okta.com/oauth2/aus..., audience: api://token-tap-hook, scope: token_tap.hook }
+//   freshness_wait_ms: 1000
+//   providers:
+//     - okta_idp_id: 0oa1abcdEXAMPLE
+//       idp: entra
+//       match: email                     # or claim:<Okta identity claim carrying the upstream sub>
+//       identity_claims: { upstream_groups: groups }
+//       access_claims: { upstream_tid: tid }
+//       require_grant: false
+//       allow_unverified: false
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { IDP_NAME_RULE, isIdpName } from '../contract.js';
+
+export const HOOK_CONFIG_ENV = 'TOKEN_TAP_HOOK_CONFIG';
+
+const require = createRequire(import.meta.url);
+
+/**
+ * Claim names Okta will not let a hook add (DESIGN §6a, Okta's token inline hook reference). Upstream
+ * values go under names of their own (upstream_groups, not groups).
+ */
+export const OKTA_RESERVED_CLAIMS: ReadonlySet<string> = new Set([
+  'acr', 'amr', 'at_hash', 'aud', 'auth_time', 'c_hash', 'cid', 'exp', 'groups', 'iat', 'idp', 'idp_iss',
+  'iss', 'jti', 'nbf', 'nonce', 'scp', 'sid', 'sub', 'uid', 'ver',
+]);
+
+export const DEFAULT_FRESHNESS_WAIT_MS = 1_000;
+/** The hook must answer well inside Okta's 3 s; the wait for an in-flight capture is part of that. */
+const MAX_FRESHNESS_WAIT_MS = 2_000;
+
+export type HookAuthentication =
+  | { kind: 'header'; name: string; value: string }
+  | { kind: 'oauth'; issuer: string; audience: string; scope: string | undefined; jwksUri: URL | undefined };
+
+export type GrantMatch = { kind: 'email' } | { kind: 'claim'; claim: string };
+
+export interface HookProvider {
+  oktaIdpId: string;
+  idp: string;
+  match: GrantMatch;
+  /** Okta claim name -> dotted path in the upstream id_token's claims. */
+  identityClaims: ReadonlyMap<string, string>;
+  accessClaims: ReadonlyMap<string, string>;
+  requireGrant: boolean;
+  allowUnverified: boolean;
+}
+
+export interface HookConfig {
+  authentication: HookAuthentication;
+  providers: ReadonlyMap<string, HookProvider>;
+  freshnessWaitMs: number;
+}
+
+const TOP_FIELDS = ['authentication', 'providers', 'freshness_wait_ms'];
+const HEADER_FIELDS = ['name', 'value_env', 'value_file'];
+const OAUTH_FIELDS = ['issuer', 'audience', 'scope', 'jwks_uri'];
+const PROVIDER_FIELDS = ['okta_idp_id', 'idp', 'match', 'identity_claims', 'access_claims', 'require_grant', 'allow_unverified'];
+const CLAIM_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$/;
+const CLAIM_PATH = /^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/;
+
+function isMapping(value: unknown): value is Record<string, unknown> {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function unknownFields(entry: Record<string, unknown>, known: readonly string[], where: string, problems: string[]): void {
+  for (const field of Object.keys(entry)) {
+    if (!known.includes(field)) problems.push(`${where}: unknown field "${field}" (known: ${known.join(', ')})`);
+  }
+}
+
+function readSecret(entry: Record<string, unknown>, where: string, env: NodeJS.ProcessEnv, problems: string[]): string | undefined {
+  if ('value' in entry) {
+    problems.push(`${where}: the secret must not be written in the file; name an environment variable (value_env) or a file (value_file)`);
+    return undefined;
+  }
+  const fromEnv = entry.value_env;
+  const fromFile = entry.value_file;
+  if ((fromEnv === undefined) === (fromFile === undefined)) {
+    problems.push(`${where}: give exactly one of value_env (an environment variable name) or value_file (a path): the secret is missing`);
+    return undefined;
+  }
+  if (fromEnv !== undefined) {
+    if (typeof fromEnv !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(fromEnv)) {
+      problems.push(`${where}.value_env must be an environment variable name`);
+      return undefined;
+    }
+    const secret = env[fromEnv];
+    if (!secret) problems.push(`${where}: environment variable ${fromEnv} (value_env) is not set: the hook secret is missing`);
+    return secret || undefined;
+  }
+  if (typeof fromFile !== 'string' || fromFile === '') {
+    problems.push(`${where}.value_file must be a path`);
+    return undefined;
+  }
+  try {
+    const secret = readFileSync(fromFile, 'utf8').replace(/\r?\n$/, '');
+    if (secret === '') problems.push(`${where}: ${fromFile} (value_file) is empty`);
+    return secret || undefined;
+  } catch (error) {
+    problems.push(`${where}: cannot read value_file ${fromFile} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    return undefined;
+  }
+}
+
+function readUrl(value: unknown, where: string, problems: string[]): URL | undefined {
+  let url: URL | undefined;
+  try {
+    url = typeof value === 'string' ? new URL(value) : undefined;
+  } catch {
+    url = undefined;
+  }
+  if (!url) {
+    problems.push(`${where} must be a URL`);
+    return undefined;
+  }
+  // Keys fetched over plain http could be swapped on the way; only this machine is exempt.
+  const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
+    problems.push(`${where} must be https (plain http only for 127.0.0.1/localhost)`);
+    return undefined;
+  }
+  return url;
+}
+
+function readAuthentication(value: unknown, file: string, env: NodeJS.ProcessEnv, problems: string[]): HookAuthentication | undefined {
+  const where = `${file}: authentication`;
+  if (!isMapping(value)) {
+    problems.push(`${where} is missing: give header: {name, value_env | value_file} or oauth: {issuer, audience, scope?}`);
+    return undefined;
+  }
+  unknownFields(value, ['header', 'oauth'], where, problems);
+  if (('header' in value) === ('oauth' in value)) {
+    problems.push(`${where}: give exactly one of header or oauth`);
+    return undefined;
+  }
+  if ('header' in value) {
+    const header = value.header;
+    if (!isMapping(header)) {
+      problems.push(`${where}.header must be a mapping with name and value_env or value_file`);
+      return undefined;
+    }
+    unknownFields(header, [...HEADER_FIELDS, 'value'], `${where}.header`, problems);
+    const name = header.name ?? 'Authorization';
+    if (typeof name !== 'string' || !/^[A-Za-z0-9-]{1,100}$/.test(name)) problems.push(`${where}.header.name must be an HTTP header name`);
+    const secret = readSecret(header, `${where}.header`, env, problems);
+    return typeof name === 'string' && secret ? { kind: 'header', name: name.toLowerCase(), value: secret } : undefined;
+  }
+  const oauth = value.oauth;
+  if (!isMapping(oauth)) {
+    problems.push(`${where}.oauth must be a mapping with issuer and audience`);
+    return undefined;
+  }
+  unknownFields(oauth, OAUTH_FIELDS, `${where}.oauth`, problems);
+  const issuer = readUrl(oauth.issuer, `${where}.oauth.issuer`, problems);
+  const audience = oauth.audience;
+  if (typeof audience !== 'string' || audience === '') problems.push(`${where}.oauth.audience must be a non-empty string (the audience of Okta's authorization server for this hook)`);
+  const scope = oauth.scope;
+  if (scope !== undefined && (typeof scope !== 'string' || !/^\S+$/.test(scope))) problems.push(`${where}.oauth.scope must be one scope name`);
+  const jwksUri = oauth.jwks_uri === undefined ? undefined : readUrl(oauth.jwks_uri, `${where}.oauth.jwks_uri`, problems);
+  if (!issuer || typeof audience !== 'string' || audience === '') return undefined;
+  // The issuer is compared with `iss` as written; Okta's has no trailing slash.
+  return { kind: 'oauth', issuer: String(oauth.issuer), audience, scope: typeof scope === 'string' ? scope : undefined, jwksUri };
+}
+
+function readClaims(value: unknown, where: string, problems: string[]): Map<string, string> {
+  const claims = new Map<string, string>();
+  if (value === undefined || value === null) return claims;
+  if (!isMapping(value)) {
+    problems.push(`${where} must be a mapping of <claim added to Okta's token>: <path in the upstream id_token>`);
+    return claims;
+  }
+  for (const [target, source] of Object.entries(value)) {
+    if (OKTA_RESERVED_CLAIMS.has(target)) {
+      problems.push(`${where}: "${target}" is a claim name Okta reserves and will not let a hook add; use another name (e.g. upstream_${target})`);
+      continue;
+    }
+    if (!CLAIM_NAME.test(target)) {
+      problems.push(`${where}: "${target}" is not a usable claim name (letters, digits, _ . : -; starting with a letter or _)`);
+      continue;
+    }
+    if (typeof source !== 'string' || !CLAIM_PATH.test(source)) {
+      problems.push(`${where}.${target} must be a claim of the upstream id_token, or a dotted path into one (e.g. groups, address.country)`);
+      continue;
+    }
+    claims.set(target, source);
+  }
+  return claims;
+}
+
+function readMatch(value: unknown, where: string, problems: string[]): GrantMatch | undefined {
+  const text = value ?? 'email';
+  if (text === 'email') return { kind: 'email' };
+  const claim = typeof text === 'string' ? /^claim:(.+)$/.exec(text)?.[1] : undefined;
+  if (claim && CLAIM_NAME.test(claim)) return { kind: 'claim', claim };
+  problems.push(`${where}.match must be "email" or "claim:<name of the Okta identity claim carrying the upstream subject>"`);
+  return undefined;
+}
+
+function readBoolean(value: unknown, where: string, problems: string[]): boolean {
+  if (value === undefined) return false;
+  if (typeof value !== 'boolean') problems.push(`${where} must be true or false`);
+  return value === true;
+}
+
+function readProvider(value: unknown, index: number, file: string, problems: string[]): HookProvider | undefined {
+  const where = `${file}: providers[${index}]`;
+  if (!isMapping(value)) {
+    problems.push(`${where} must be a mapping with okta_idp_id, idp and the claims to add`);
+    return undefined;
+  }
+  const before = problems.length;
+  unknownFields(value, PROVIDER_FIELDS, where, problems);
+  const { okta_idp_id: oktaIdpId, idp } = value;
+  if (typeof oktaIdpId !== 'string' || !/^[A-Za-z0-9]{1,64}$/.test(oktaIdpId)) problems.push(`${where}.okta_idp_id must be the Okta IdP id (e.g. 0oa1abcdEXAMPLE)`);
+  if (typeof idp !== 'string' || !isIdpName(idp)) problems.push(`${where}.idp must be the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})`);
+  const match = readMatch(value.match, where, problems);
+  const identityClaims = readClaims(value.identity_claims, `${where}.identity_claims`, problems);
+  const accessClaims = readClaims(value.access_claims, `${where}.access_claims`, problems);
+  if (value.identity_claims === undefined && value.access_claims === undefined) problems.push(`${where}: give identity_claims and/or access_claims (nothing would be added)`);
+  const requireGrant = readBoolean(value.require_grant, `${where}.require_grant`, problems);
+  const allowUnverified = readBoolean(value.allow_unverified, `${where}.allow_unverified`, problems);
+  if (problems.length > before || !match) return undefined;
+  return { oktaIdpId: oktaIdpId as string, idp: idp as string, match, identityClaims, accessClaims, requireGrant, allowUnverified };
+}
+
+/** Reads the file named by TOKEN_TAP_HOOK_CONFIG. Every problem joins `problems`; undefined when any. */
+export function loadHookConfig(env: NodeJS.ProcessEnv, problems: string[]): HookConfig | undefined {
+  const file = env[HOOK_CONFIG_ENV];
+  if (!file) {
+    problems.push(`the Okta hook listener is on but ${HOOK_CONFIG_ENV} is not set: name the hook's YAML file (see README, Okta token inline hook)`);
+    return undefined;
+  }
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    problems.push(`${HOOK_CONFIG_ENV}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    return undefined;
+  }
+  // As for TOKEN_TAP_IDP_CONFIG: parser messages quote text (maybe a pasted secret); only positions are reported.
+  const { parseDocument } = require('yaml') as typeof import('yaml');
+  const document = parseDocument(text);
+  if (document.errors.length > 0) {
+    for (const error of document.errors) {
+      const position = error.linePos?.[0];
+      problems.push(`${file}: not valid YAML or JSON${position ? ` at line ${position.line}, column ${position.col}` : ''} (${error.code})`);
+    }
+    return undefined;
+  }
+  const root: unknown = document.toJS();
+  if (!isMapping(root)) {
+    problems.push(`${file}: expected a mapping with authentication and providers`);
+    return undefined;
+  }
+  const before = problems.length;
+  unknownFields(root, TOP_FIELDS, file, problems);
+  const authentication = readAuthentication(root.authentication, file, env, problems);
+  const waitRaw = root.freshness_wait_ms ?? DEFAULT_FRESHNESS_WAIT_MS;
+  if (typeof waitRaw !== 'number' || !Number.isInteger(waitRaw) || waitRaw < 0 || waitRaw > MAX_FRESHNESS_WAIT_MS) {
+    problems.push(`${file}: freshness_wait_ms must be an integer from 0 to ${MAX_FRESHNESS_WAIT_MS} (Okta waits 3 s for the whole answer)`);
+  }
+  const providers = new Map<string, HookProvider>();
+  if (!Array.isArray(root.providers) || root.providers.length === 0) {
+    problems.push(`${file}: providers must be a list with one entry per Okta IdP`);
+  } else {
+    root.providers.forEach((value, index) => {
+      const provider = readProvider(value, index, file, problems);
+      if (!provider) return;
+      if (providers.has(provider.oktaIdpId)) problems.push(`${file}: providers[${index}]: okta_idp_id ${provider.oktaIdpId} is given twice`);
+      providers.set(provider.oktaIdpId, provider);
+    });
+  }
+  if (problems.length > before || !authentication) return undefined;
+  return { authentication, providers, freshnessWaitMs: waitRaw as number };
+}

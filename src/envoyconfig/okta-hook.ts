@@ -1,0 +1,82 @@
+// Envoy's side of Okta's token inline hook: the route POST /okta/token-hook on Okta's listener (so
+// TLS when the listener has it) to the sidecar's hook listener, without ext_proc, with Okta's
+// request size limit and a timeout below Okta's 3 s; anything else on that path gets 405.
+import type { HostPort } from '../config/values.js';
+import { OKTA_HOOK_PATH } from '../contract.js';
+
+export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
+/** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
+export const OKTA_HOOK_MAX_REQUEST_BYTES = 256 * 1024;
+/** Okta waits 3 s and then issues its tokens unchanged; a slower answer is wasted work. */
+export const OKTA_HOOK_TIMEOUT = '2.5s';
+
+const BUFFER_FILTER = 'envoy.filters.http.buffer';
+// Same name as render.ts's ext_proc filter (not imported: render.ts imports this module).
+const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
+
+const extProcOff = {
+  [EXT_PROC_FILTER]: {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
+    disabled: true,
+  },
+};
+
+/** The hook's routes; they go before the catch-all. */
+export function oktaHookRoutes() {
+  return [
+    {
+      name: 'okta_token_hook',
+      match: { path: OKTA_HOOK_PATH, headers: [{ name: ':method', string_match: { exact: 'POST' } }] },
+      route: { cluster: OKTA_HOOK_CLUSTER, timeout: OKTA_HOOK_TIMEOUT },
+      typed_per_filter_config: {
+        ...extProcOff,
+        [BUFFER_FILTER]: {
+          '@type': 'type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute',
+          buffer: { max_request_bytes: OKTA_HOOK_MAX_REQUEST_BYTES },
+        },
+      },
+    },
+    {
+      name: 'okta_token_hook_not_post',
+      match: { path: OKTA_HOOK_PATH },
+      direct_response: { status: 405, body: { inline_string: 'token-tap: the Okta token hook takes POST only\n' } },
+      typed_per_filter_config: extProcOff,
+    },
+  ];
+}
+
+/** The buffer filter, off everywhere but on the hook route (which sets its limit). Goes before the router. */
+export function oktaHookFilters() {
+  return [
+    {
+      name: BUFFER_FILTER,
+      disabled: true,
+      typed_config: {
+        '@type': 'type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer',
+        max_request_bytes: OKTA_HOOK_MAX_REQUEST_BYTES,
+      },
+    },
+  ];
+}
+
+export function oktaHookCluster(hook: HostPort) {
+  const ip = /^\d{1,3}(\.\d{1,3}){3}$/.test(hook.host) || hook.host.includes(':');
+  return {
+    name: OKTA_HOOK_CLUSTER,
+    type: ip ? 'STATIC' : 'STRICT_DNS',
+    connect_timeout: '0.25s',
+    // Plain HTTP/1.1 to the sidecar in the pod. Envoy drops idle connections before the sidecar's
+    // keep-alive timeout (75 s) would, so no call goes out on a connection being closed.
+    typed_extension_protocol_options: {
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+        '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+        explicit_http_config: { http_protocol_options: {} },
+        common_http_protocol_options: { idle_timeout: '30s' },
+      },
+    },
+    load_assignment: {
+      cluster_name: OKTA_HOOK_CLUSTER,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: hook.host, port_value: hook.port } } } }] }],
+    },
+  };
+}

@@ -1,0 +1,212 @@
+// The Okta token inline hook over HTTP, on its own listener behind Envoy: POST /okta/token-hook.
+// Per call: authenticate (401 and nothing else when that fails), read the request, find the grant,
+// answer with patch commands (or none, or an error object when the provider requires a grant).
+// Each call writes an access_events row before it answers, a metric and a log line; none of them
+// holds a claim value or a secret.
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type pg from 'pg';
+import type { Registry } from 'prom-client';
+import { AccessEventLog, type AccessOutcome, type HookOutcome } from '../api/access-events.js';
+import type { HookConfig } from '../config/hook-file.js';
+import { formatHostPort, type HostPort } from '../config/values.js';
+import { OKTA_HOOK_PATH } from '../contract.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import { GrantStore } from '../store/grants.js';
+import { createPool } from '../store/pool.js';
+import { createHookAuthenticator } from './auth.js';
+import { GrantFinder, type InFlightCaptures, type Lookup } from './lookup.js';
+import { createHookMetrics } from './metrics.js';
+import { addedClaimNames, buildCommands, type HookCommand } from './patch.js';
+import { readTokenHookRequest } from './request.js';
+
+/** Okta sends less than 256 KB; Envoy's route limit is the same. */
+export const MAX_HOOK_REQUEST_BYTES = 256 * 1024;
+
+export interface HookServer {
+  address: HostPort;
+  close(): Promise<void>;
+}
+
+export interface HookServerOptions {
+  listen: HostPort;
+  config: HookConfig;
+  databaseUrl: string;
+  /** Use this pool (not closed here) instead of the hook's own; see sidecar.ts. */
+  pool?: pg.Pool;
+  keyRing: KeyRing;
+  captures: InFlightCaptures;
+  logger: Logger;
+  registry: Registry;
+  poolSize?: number;
+  onPostgresError?: () => void;
+}
+
+type Answer = 'commands' | 'none' | 'error' | 'refused';
+
+interface CallResult {
+  status: number;
+  body: unknown;
+  outcome: AccessOutcome | HookOutcome;
+  answer: Answer;
+  idp?: string;
+  subject?: string;
+  detail?: string;
+  claims?: string[];
+  waitedMs?: number;
+}
+
+function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer | 'too_large'> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        // Read on and drop the rest, so the 413 reaches the caller on a connection still usable.
+        request.removeAllListeners('data');
+        request.resume();
+        resolve('too_large');
+        return;
+      }
+      chunks.push(chunk);
+    });
+    request.on('end', () => resolve(Buffer.concat(chunks)));
+    request.on('error', reject);
+  });
+}
+
+function answerFor(lookup: Exclude<Lookup, { outcome: 'found' }>, oktaIdpId: string | undefined): CallResult {
+  const provider = 'provider' in lookup ? lookup.provider : undefined;
+  const subject = 'grant' in lookup ? lookup.grant.subject : 'subject' in lookup ? lookup.subject : undefined;
+  const why = {
+    no_provider: `no provider for Okta IdP ${oktaIdpId ?? '(none in the request)'}`,
+    no_user: 'the request names no user to match',
+    no_grant: 'no captured grant matches the user',
+    unverified: 'the matched grant is not verified (allow_unverified is off)',
+  }[lookup.outcome];
+  const base = { status: 200, outcome: lookup.outcome, ...(provider ? { idp: provider.idp } : {}), ...(subject ? { subject } : {}), ...('waitedMs' in lookup ? { waitedMs: lookup.waitedMs } : {}) };
+  if (provider?.requireGrant && lookup.outcome !== 'no_provider') {
+    // Okta then fails the token request: the user gets no token without the upstream claims.
+    return { ...base, answer: 'error', detail: `${why}; error returned (require_grant)`, body: { error: { errorSummary: 'token-tap: no captured upstream login for this user' } } };
+  }
+  return { ...base, answer: 'none', detail: why, body: { commands: [] } };
+}
+
+export async function startHookServer(options: HookServerOptions): Promise<HookServer> {
+  const { config, logger } = options;
+  // Its own connections by default, so the hook's reads never queue behind the capture writer's batches.
+  const pool = options.pool ?? createPool({ databaseUrl: options.databaseUrl, max: options.poolSize ?? 4, logger, applicationName: 'token-tap-hook', onError: options.onPostgresError });
+  const endPool = async () => {
+    if (!options.pool) await pool.end().catch(() => undefined);
+  };
+  const store = new GrantStore(pool, options.keyRing);
+  const finder = new GrantFinder({ config, pool, store, captures: options.captures });
+  const authenticate = createHookAuthenticator(config.authentication);
+  const audit = new AccessEventLog(pool);
+  const metrics = createHookMetrics(options.registry);
+
+  async function handle(request: http.IncomingMessage): Promise<CallResult> {
+    const auth = await authenticate(request.headers);
+    if (!auth.ok) return { status: 401, body: undefined, outcome: 'unauthenticated', answer: 'refused', detail: auth.reason };
+    const raw = await readBody(request, MAX_HOOK_REQUEST_BYTES);
+    if (raw === 'too_large') return { status: 413, body: undefined, outcome: 'bad_request', answer: 'refused', detail: 'request over 256 KiB' };
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(raw.toString('utf8'));
+    } catch {
+      return { status: 400, body: { error: { errorSummary: 'token-tap: the request is not JSON' } }, outcome: 'bad_request', answer: 'refused', detail: 'not JSON' };
+    }
+    const hookRequest = readTokenHookRequest(parsed);
+    if (typeof hookRequest === 'string') return { status: 400, body: { error: { errorSummary: `token-tap: ${hookRequest}` } }, outcome: 'bad_request', answer: 'refused', detail: hookRequest };
+    const lookup = await finder.find(hookRequest);
+    if (lookup.outcome !== 'found') return answerFor(lookup, hookRequest.oktaIdpId);
+    const commands: HookCommand[] = buildCommands(lookup.provider, hookRequest, lookup.grant.claims ?? {});
+    const claims = addedClaimNames(commands);
+    return {
+      status: 200,
+      body: { commands },
+      outcome: 'patched',
+      answer: commands.length > 0 ? 'commands' : 'none',
+      idp: lookup.provider.idp,
+      subject: lookup.grant.subject,
+      detail: `okta idp ${lookup.provider.oktaIdpId}; added ${claims.length > 0 ? claims.join(' ') : 'nothing (no mapped claim in the upstream id_token)'}${lookup.grant.verified ? '' : '; unverified grant (allow_unverified)'}`,
+      claims,
+      waitedMs: lookup.waitedMs,
+    };
+  }
+
+  function send(response: http.ServerResponse, status: number, body: unknown): void {
+    if (body === undefined) {
+      response.writeHead(status, { 'content-length': 0, 'cache-control': 'no-store' });
+      response.end();
+      return;
+    }
+    const text = JSON.stringify(body);
+    response.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text), 'cache-control': 'no-store' });
+    response.end(text);
+  }
+
+  const server = http.createServer((request, response) => {
+    const path = (request.url ?? '/').split('?')[0];
+    if (path !== OKTA_HOOK_PATH) return send(response, 404, undefined);
+    if (request.method !== 'POST') {
+      response.setHeader('allow', 'POST');
+      return send(response, 405, undefined);
+    }
+    const endTimer = metrics.callSeconds.startTimer();
+    const started = Date.now();
+    void (async () => {
+      let result: CallResult;
+      try {
+        result = await handle(request);
+      } catch (error) {
+        logger.error({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'okta hook: cannot answer; Okta issues its tokens unchanged');
+        result = { status: 500, body: undefined, outcome: 'internal', answer: 'refused', detail: 'lookup failed' };
+      }
+      try {
+        await audit.record({ operation: 'okta_hook', outcome: result.outcome, caller: 'okta', peer: request.socket.remoteAddress, idp: result.idp, subject: result.subject, detail: result.detail });
+      } catch (error) {
+        // An unaudited read is not answered (as in the TokenVault API).
+        logger.error({ err: { message: (error as Error).message } }, 'okta hook: cannot write the access_events row; answer withheld');
+        if (result.status === 200) result = { ...result, status: 500, body: undefined, outcome: 'internal', answer: 'refused' };
+      }
+      send(response, result.status, result.body);
+      metrics.calls.inc({ idp: result.idp ?? '', outcome: result.outcome, answer: result.answer });
+      endTimer({ outcome: result.outcome });
+      const line = { idp: result.idp, subject: result.subject, outcome: result.outcome, answer: result.answer, status: result.status, claims: result.claims, waitedMs: result.waitedMs, durationMs: Date.now() - started, detail: result.detail };
+      if (result.outcome === 'unauthenticated' || result.outcome === 'bad_request') logger.warn(line, 'okta hook call refused');
+      else logger.info(line, 'okta hook call');
+    })();
+  });
+  // Longer than Envoy's idle timeout for this cluster (envoyconfig/okta-hook.ts), so Envoy closes
+  // idle connections first and never sends a call on one the server is closing.
+  server.keepAliveTimeout = 75_000;
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 10_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.listen.port, options.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  }).catch(async (error: unknown) => {
+    await endPool();
+    throw new Error(`cannot listen for the Okta hook on ${formatHostPort(options.listen)}: ${(error as Error).message}`, { cause: error });
+  });
+  const port = (server.address() as AddressInfo).port;
+  const address = { host: options.listen.host, port };
+  logger.info({ hookListen: formatHostPort(address), path: OKTA_HOOK_PATH, auth: config.authentication.kind, providers: config.providers.size }, 'okta hook ready');
+  return {
+    address,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await endPool();
+    },
+  };
+}

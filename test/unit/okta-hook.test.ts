@@ -1,0 +1,207 @@
+// The Okta token inline hook's pure parts: its file, reading Okta's request, building the patch
+// commands, the header-secret check, and the Envoy route.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { stringify } from 'yaml';
+import { loadHookConfig, type HookProvider } from '../../src/config/hook-file.js';
+import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { ConfigError } from '../../src/config/values.js';
+import { renderEnvoyConfig, type EnvoyConfigOptions } from '../../src/envoyconfig/render.js';
+import { createHookAuthenticator } from '../../src/hook/auth.js';
+import { buildCommands, claimAt } from '../../src/hook/patch.js';
+import { readTokenHookRequest, type TokenHookRequest } from '../../src/hook/request.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-hook-unit-'));
+let fileNumber = 0;
+
+function hookFile(content: unknown): string {
+  const file = path.join(dir, `hook-${(fileNumber += 1)}.yaml`);
+  writeFileSync(file, typeof content === 'string' ? content : stringify(content));
+  return file;
+}
+
+function load(content: unknown, env: NodeJS.ProcessEnv = { OKTA_HOOK_SECRET: 's3cret-value' }): { config: ReturnType<typeof loadHookConfig>; problems: string[] } {
+  const problems: string[] = [];
+  const config = loadHookConfig({ ...env, TOKEN_TAP_HOOK_CONFIG: hookFile(content) }, problems);
+  return { config, problems };
+}
+
+const GOOD = {
+  authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } },
+  providers: [{ okta_idp_id: '0oa1abcdEXAMPLE', idp: 'entra', match: 'email', identity_claims: { upstream_groups: 'groups' }, access_claims: { upstream_tid: 'tid' }, require_grant: false }],
+};
+
+describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
+  it('reads the README example', () => {
+    const { config, problems } = load(GOOD);
+    expect(problems).to.deep.equal([]);
+    expect(config!.authentication).to.deep.equal({ kind: 'header', name: 'authorization', value: 's3cret-value' });
+    expect(config!.freshnessWaitMs).to.equal(1000);
+    const provider = config!.providers.get('0oa1abcdEXAMPLE')!;
+    expect(provider).to.include({ idp: 'entra', requireGrant: false, allowUnverified: false });
+    expect(provider.match).to.deep.equal({ kind: 'email' });
+    expect([...provider.identityClaims]).to.deep.equal([['upstream_groups', 'groups']]);
+  });
+
+  it('reads the OAuth scheme and match: claim:<name>', () => {
+    const { config, problems } = load({
+      authentication: { oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook' } },
+      providers: [{ okta_idp_id: '0oaX', idp: 'acme', match: 'claim:upstream_sub', identity_claims: { upstream_tid: 'tid' }, allow_unverified: true }],
+    }, {});
+    expect(problems).to.deep.equal([]);
+    expect(config!.authentication).to.include({ kind: 'oauth', issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook' });
+    expect(config!.providers.get('0oaX')!.match).to.deep.equal({ kind: 'claim', claim: 'upstream_sub' });
+  });
+
+  it('reports every problem at once, naming reserved targets, unknown fields and the missing secret, and quoting no secret', () => {
+    const { config, problems } = load({
+      authentication: { header: { value_env: 'NOT_SET_ANYWHERE' } },
+      colour: 'blue',
+      providers: [
+        { okta_idp_id: '0oaA', idp: 'entra', identity_claims: { groups: 'groups', sub: 'sub' }, access_claims: { scp: 'scope' }, extra: 1 },
+        { okta_idp_id: '0oaB', idp: 'Not A Name', match: 'subject', identity_claims: { ok_name: 'a..b' } },
+      ],
+    }, { OTHER: 's3cret-value' });
+    expect(config).to.equal(undefined);
+    const text = problems.join('\n');
+    for (const expected of ['"groups" is a claim name Okta reserves', '"sub" is a claim name Okta reserves', '"scp" is a claim name Okta reserves', 'unknown field "colour"', 'unknown field "extra"', 'NOT_SET_ANYWHERE (value_env) is not set', 'idp must be the token-tap IdP name', 'match must be "email" or "claim:', 'ok_name must be a claim of the upstream id_token']) {
+      expect(text).to.contain(expected);
+    }
+    expect(text).not.to.contain('s3cret-value');
+  });
+
+  it('refuses a secret written in the file, without repeating it', () => {
+    const { problems } = load({ ...GOOD, authentication: { header: { name: 'Authorization', value: 'pasted-secret-123' } } });
+    expect(problems.join('\n')).to.contain('must not be written in the file');
+    expect(problems.join('\n')).not.to.contain('pasted-secret-123');
+  });
+
+  it('refuses an http issuer off this machine, two providers with one Okta IdP id, and an over-long wait', () => {
+    const { problems } = load({
+      authentication: { oauth: { issuer: 'http://example.okta.com/oauth2/aus1', audience: 'api://hook' } },
+      freshness_wait_ms: 5000,
+      providers: [GOOD.providers[0], GOOD.providers[0]],
+    });
+    const text = problems.join('\n');
+    expect(text).to.contain('must be https');
+    expect(text).to.contain('is given twice');
+    expect(text).to.contain('freshness_wait_ms must be an integer from 0 to 2000');
+  });
+
+  it('is off by default; on, it needs the file; the file alone is a mistake', () => {
+    const base = { DATABASE_URL: 'postgres://x@127.0.0.1/db', TOKEN_TAP_KEYS: generateKeySpec('k1') };
+    expect(loadSidecarConfig(base).hook).to.equal(undefined);
+    expect(() => loadSidecarConfig({ ...base, TOKEN_TAP_HOOK_LISTEN: '127.0.0.1:8081' })).to.throw(ConfigError, 'TOKEN_TAP_HOOK_CONFIG is not set');
+    expect(() => loadSidecarConfig({ ...base, TOKEN_TAP_HOOK_CONFIG: hookFile(GOOD), OKTA_HOOK_SECRET: 'x' })).to.throw(ConfigError, 'the Okta hook listener is off');
+    const config = loadSidecarConfig({ ...base, TOKEN_TAP_HOOK_CONFIG: hookFile(GOOD), OKTA_HOOK_SECRET: 'x' }, { hookListen: '127.0.0.1:8081' });
+    expect(config.hook!.listen).to.deep.equal({ host: '127.0.0.1', port: 8081 });
+  });
+});
+
+describe('Okta hook request and patch commands', () => {
+  const provider: HookProvider = {
+    oktaIdpId: '0oaA',
+    idp: 'entra',
+    match: { kind: 'email' },
+    identityClaims: new Map([['upstream_groups', 'groups'], ['upstream_country', 'address.country'], ['upstream_missing', 'nope'], ['a/b~c', 'tid']]),
+    accessClaims: new Map([['upstream_tid', 'tid'], ['upstream_null', 'nothing']]),
+    requireGrant: false,
+    allowUnverified: false,
+  };
+  const upstream = { groups: ['g1', 'g2'], tid: 't-1', address: { country: 'NL' }, nothing: null };
+
+  function request(overrides: Partial<TokenHookRequest>): TokenHookRequest {
+    return { oktaIdpId: '0oaA', login: 'a@example.test', identityClaims: {}, accessClaims: {}, sessionCreatedAt: undefined, ...overrides };
+  }
+
+  it('adds present claims only, escaping the pointer, for the tokens the request carries', () => {
+    expect(buildCommands(provider, request({}), upstream)).to.deep.equal([
+      {
+        type: 'com.okta.identity.patch',
+        value: [
+          { op: 'add', path: '/claims/upstream_groups', value: ['g1', 'g2'] },
+          { op: 'add', path: '/claims/upstream_country', value: 'NL' },
+          { op: 'add', path: '/claims/a~1b~0c', value: 't-1' },
+        ],
+      },
+      { type: 'com.okta.access.patch', value: [{ op: 'add', path: '/claims/upstream_tid', value: 't-1' }] },
+    ]);
+    expect(buildCommands(provider, request({ accessClaims: undefined }), upstream).map((command) => command.type)).to.deep.equal(['com.okta.identity.patch']);
+    expect(buildCommands(provider, request({ identityClaims: undefined }), { groups: ['x'] })).to.deep.equal([]);
+  });
+
+  it('follows dotted paths without reaching into arrays or inherited properties', () => {
+    expect(claimAt({ a: { b: 1 } }, 'a.b')).to.equal(1);
+    expect(claimAt({ a: [1] }, 'a.0')).to.equal(undefined);
+    expect(claimAt({}, 'constructor')).to.equal(undefined);
+  });
+
+  it('reads the IdP id from the session, else the id_token claim; the login from the profile', () => {
+    const body = {
+      eventType: 'com.okta.oauth2.tokens.transform',
+      data: {
+        context: { session: { idp: { id: '0oaS' }, login: 'session@example.test', createdAt: '2025-01-02T03:04:05.000Z' }, user: { profile: { login: 'Profile@Example.test' } } },
+        identity: { claims: { idp: '0oaI' } },
+      },
+    };
+    const read = readTokenHookRequest(body) as TokenHookRequest;
+    expect(read).to.deep.include({ oktaIdpId: '0oaS', login: 'Profile@Example.test', accessClaims: undefined });
+    expect(read.sessionCreatedAt!.toISOString()).to.equal('2025-01-02T03:04:05.000Z');
+    const noSession = readTokenHookRequest({ eventType: body.eventType, data: { identity: { claims: { idp: '0oaI' } } } }) as TokenHookRequest;
+    expect(noSession.oktaIdpId).to.equal('0oaI');
+    expect(readTokenHookRequest({ eventType: 'com.okta.import.transform', data: {} })).to.be.a('string');
+  });
+});
+
+describe('Okta hook header secret', () => {
+  it('accepts the exact value only', async () => {
+    const check = createHookAuthenticator({ kind: 'header', name: 'authorization', value: 'the-secret' });
+    expect(await check({ authorization: 'the-secret' })).to.deep.equal({ ok: true });
+    for (const headers of [{ authorization: 'the-secretX' }, { authorization: 'the-secre' }, { authorization: '' }, {}]) {
+      expect((await check(headers)).ok, JSON.stringify(headers)).to.equal(false);
+    }
+  });
+});
+
+describe('envoy-config --okta-hook', () => {
+  const base: EnvoyConfigOptions = {
+    idps: [{ name: 'entra', tokenUrl: new URL('https://login.example/token') }],
+    listen: { host: '0.0.0.0', port: 8443 },
+    sidecar: { host: '127.0.0.1', port: 50051 },
+    admin: { host: '127.0.0.1', port: 9901 },
+    mode: 'observability',
+  };
+  const chain = (config: any) => config.static_resources.listeners[0].filter_chains[0];
+  const hcm = (config: any) => chain(config).filters[0].typed_config;
+
+  it('routes POST /okta/token-hook to the hook listener without ext_proc, with a body limit and a timeout below 3 s', () => {
+    const config: any = renderEnvoyConfig({ ...base, oktaHook: { host: '127.0.0.1', port: 8081 }, tls: { certFile: '/c.pem', keyFile: '/k.pem' } });
+    const routes = hcm(config).route_config.virtual_hosts[0].routes;
+    const hook = routes.find((route: any) => route.name === 'okta_token_hook');
+    expect(hook.match).to.deep.equal({ path: '/okta/token-hook', headers: [{ name: ':method', string_match: { exact: 'POST' } }] });
+    expect(hook.route.cluster).to.equal('token_tap_okta_hook');
+    expect(Number.parseFloat(hook.route.timeout)).to.be.below(3);
+    expect(hook.typed_per_filter_config['envoy.filters.http.ext_proc'].disabled).to.equal(true);
+    expect(hook.typed_per_filter_config['envoy.filters.http.buffer'].buffer.max_request_bytes).to.equal(256 * 1024);
+    const notPost = routes.find((route: any) => route.name === 'okta_token_hook_not_post');
+    expect(notPost.direct_response.status).to.equal(405);
+    // Before the catch-all, on the (TLS) listener Okta reaches.
+    expect(routes.indexOf(hook)).to.be.below(routes.findIndex((route: any) => route.name === 'not_an_idp_route'));
+    expect(chain(config).transport_socket.name).to.equal('envoy.transport_sockets.tls');
+    const filters = hcm(config).http_filters.map((filter: any) => filter.name);
+    expect(filters.at(-1)).to.equal('envoy.filters.http.router');
+    expect(hcm(config).http_filters.find((filter: any) => filter.name === 'envoy.filters.http.buffer').disabled).to.equal(true);
+    const cluster = config.static_resources.clusters.find((entry: any) => entry.name === 'token_tap_okta_hook');
+    expect(cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).to.deep.equal({ address: '127.0.0.1', port_value: 8081 });
+  });
+
+  it('adds nothing without the flag', () => {
+    const text = JSON.stringify(renderEnvoyConfig(base));
+    expect(text).not.to.contain('okta_token_hook');
+    expect(text).not.to.contain('/okta/token-hook');
+    expect(text).not.to.contain('envoy.filters.http.buffer');
+  });
+});
