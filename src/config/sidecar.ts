@@ -2,6 +2,7 @@
 // to set; no value of a secret ever appears in a message.
 import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
+import { parseRouteIdps, type RouteIdps } from './route-idps.js';
 import { readTokenVaultConfig, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from './values.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
@@ -29,6 +30,8 @@ export interface SidecarConfig {
   captureNice: number;
   /** Finished responses the ext_proc thread may hand over before the main thread has taken them; beyond, dropped and counted. */
   captureBacklog: number;
+  /** Route (HTTPRoute rule or xDS route name) → IdP, for routes that carry no x-token-tap-idp metadata (TOKEN_TAP_ROUTE_IDPS). */
+  routeIdps: RouteIdps;
   /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
   vault: TokenVaultConfig;
 }
@@ -98,6 +101,8 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   if (captureNice > 19) problems.push(`TOKEN_TAP_CAPTURE_NICE must be between 0 and 19, got ${captureNice}`);
   const captureBacklog = positiveInteger(env, 'TOKEN_TAP_CAPTURE_BACKLOG', 20_000, problems);
 
+  const routeIdps = parseRouteIdps(env.TOKEN_TAP_ROUTE_IDPS, problems);
+
   const vault = readTokenVaultConfig(env, flags, problems);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
@@ -115,6 +120,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     shutdownGraceMs,
     captureNice,
     captureBacklog,
+    routeIdps,
     vault,
   };
 }
