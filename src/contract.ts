@@ -37,3 +37,16 @@ export function profileRoutePath(idpName: string): string {
 
 /** Where Envoy takes Okta's token inline hook call, and where the sidecar's hook listener serves it. */
 export const OKTA_HOOK_PATH = '/okta/token-hook';
+/** Route metadata (`filter_metadata`) namespace and key that may name the IdP of a route directly. */
+export const ROUTE_METADATA_NAMESPACE = 'token-tap';
+export const ROUTE_METADATA_IDP_KEY = 'idp';
+/** The namespace Envoy Gateway writes each route's source resources under (key `resources`). */
+export const ENVOY_GATEWAY_METADATA_NAMESPACE = 'envoy-gateway';
+
+/**
+ * How TOKEN_TAP_ROUTE_IDPS names an HTTPRoute rule: `httproute/<namespace>/<name>/<rule name>`,
+ * from the route metadata Envoy Gateway writes (kind, namespace, name, sectionName).
+ */
+export function httpRouteRuleKey(namespace: string, name: string, sectionName: string): string {
+  return `httproute/${namespace}/${name}/${sectionName}`;
+}

@@ -7,6 +7,7 @@ import { captureFrom } from './capture/capture.js';
 import { profileCaptureFrom } from './capture/profile.js';
 import { startTokenVault, type TokenVault } from './api/server.js';
 import type { ObservedResponse } from './capture/types.js';
+import { resolveRoute } from './config/route-idps.js';
 import type { SidecarConfig } from './config/sidecar.js';
 import { formatHostPort, type HostPort } from './config/values.js';
 import { startExtProcThread, type ExtProcThread } from './extproc/thread.js';
@@ -114,12 +115,16 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const health = new SidecarHealth(storeState, spool);
 
   const onResponse = (observed: ObservedResponse): void => {
-    if (!observed.idp) {
+    const route = resolveRoute(observed, config.routeIdps);
+    if (!route.idp) {
       metrics.unnamedRoutes.inc();
-      logger.warn({ httpStatus: observed.status }, 'token response on a route that names no IdP (no x-token-tap-idp metadata); not stored');
+      logger.warn(
+        { httpStatus: observed.status, routeName: observed.routeName, routeKeys: route.keys },
+        'token response on a route that names no IdP (no x-token-tap-idp metadata, no TOKEN_TAP_ROUTE_IDPS entry for the route); not stored',
+      );
       return;
     }
-    const named = { ...observed, idp: observed.idp };
+    const named = { ...observed, idp: route.idp };
     if (observed.routeKind === 'token') {
       pump.enqueue(captureFrom(named, { maxDecodedBytes: config.maxBodyBytes }));
       return;

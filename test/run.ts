@@ -4,6 +4,7 @@ import { readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Mocha from 'mocha';
+import { ensureTestPostgres, PostgresUnavailable } from './support/postgres-preflight.js';
 
 const LAYERS = ['unit', 'integration', 'e2e', 'faults'];
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -20,7 +21,7 @@ function testFiles(dir: string): string[] {
 
 // Layers from the arguments, else from TOKEN_TAP_TEST_LAYERS (how the fresh-clone test runs `.ci/run`
 // on a clone with the unit layer only), else all.
-const fromArgs = process.argv.slice(2);
+const fromArgs = process.argv.slice(2).filter((arg) => arg !== '--check-postgres');
 const requested = fromArgs.length > 0 ? fromArgs : (process.env.TOKEN_TAP_TEST_LAYERS?.split(',').filter(Boolean) ?? []);
 const unknown = requested.filter((layer) => !LAYERS.includes(layer));
 if (unknown.length > 0) {
@@ -28,6 +29,23 @@ if (unknown.length > 0) {
   process.exit(2);
 }
 const layers = requested.length > 0 ? requested : LAYERS;
+
+// Every layer but unit needs Postgres: find one before any test runs (support/postgres-preflight.ts).
+// `--check-postgres` (tests of this) stops after saying which; TOKEN_TAP_TEST_PG_PROBE_URL moves
+// the probe of the machine's server off 127.0.0.1:5432.
+const checkOnly = process.argv.includes('--check-postgres');
+if (checkOnly || layers.some((layer) => layer !== 'unit')) {
+  try {
+    const found = await ensureTestPostgres(process.env, process.env.TOKEN_TAP_TEST_PG_PROBE_URL || undefined);
+    process.env.TOKEN_TAP_TEST_ADMIN_URL = found.url;
+    process.stdout.write(`test Postgres: ${found.source} (${new URL(found.url).host})\n`);
+  } catch (error) {
+    if (!(error instanceof PostgresUnavailable)) throw error;
+    process.stderr.write(`token-tap tests: ${error.message}\n`);
+    process.exit(2);
+  }
+  if (checkOnly) process.exit(0);
+}
 
 const mocha = new Mocha({
   forbidOnly: Boolean(process.env.CI),

@@ -10,6 +10,10 @@ export type RouteKind = 'token' | 'profile';
 export interface ObservedResponse {
   /** The IdP name from the route's ext_proc metadata; undefined when the route names none. */
   idp: string | undefined;
+  /** Envoy's `xds.route_name` response attribute, when the filter is configured to send it. */
+  routeName?: string;
+  /** Envoy's `xds.route_metadata` response attribute: the route's Metadata in protobuf text format. */
+  routeMetadata?: string;
   routeKind: RouteKind;
   /** Profile routes: where the user id sits in the profile (dotted path); undefined for the defaults. */
   subjectField: string | undefined;

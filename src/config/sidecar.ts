@@ -3,6 +3,7 @@
 import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { loadIdpConfig, type IdpVerificationSettings } from './idp-file.js';
+import { parseRouteIdps, type RouteIdps } from './route-idps.js';
 import { readTokenVaultConfig, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from './values.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
@@ -31,6 +32,8 @@ export interface SidecarConfig {
   captureNice: number;
   /** Finished responses the ext_proc thread may hand over before the main thread has taken them; beyond, dropped and counted. */
   captureBacklog: number;
+  /** Route (HTTPRoute rule or xDS route name) → IdP, for routes that carry no x-token-tap-idp metadata (TOKEN_TAP_ROUTE_IDPS). */
+  routeIdps: RouteIdps;
   /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
   vault: TokenVaultConfig;
   /** Okta's token inline hook (TOKEN_TAP_HOOK_LISTEN, TOKEN_TAP_HOOK_CONFIG); undefined: off. */
@@ -120,6 +123,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const jwksCooldownMs = positiveInteger(env, 'TOKEN_TAP_JWKS_COOLDOWN_MS', 10_000, problems);
   const maxWaitMs = nonNegativeInteger(env, 'TOKEN_TAP_VERIFY_MAX_WAIT_MS', 180_000, problems);
   const hook = readHook(env, flags, problems);
+  const routeIdps = parseRouteIdps(env.TOKEN_TAP_ROUTE_IDPS, problems);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {
@@ -136,6 +140,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     shutdownGraceMs,
     captureNice,
     captureBacklog,
+    routeIdps,
     vault,
     verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },
     hook,

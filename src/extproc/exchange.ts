@@ -2,7 +2,7 @@
 // the upstream response (status, headers, body chunks up to a limit) and says what to reply.
 // No parsing and no I/O here: the server hands the finished ObservedResponse to capture.
 import type { ObservedResponse, RouteKind } from '../capture/types.js';
-import type { HeaderValue, ProcessingRequest, ProcessingResponse } from './protocol.js';
+import type { HeaderValue, ProcessingRequest, ProcessingResponse, ProtoValue } from './protocol.js';
 
 export interface ExchangeLimits {
   /** Body bytes kept; beyond this the response is marked truncated and later recorded as too_large. */
@@ -37,6 +37,27 @@ export function bearerTokenOf(authorization: string): string | undefined {
   return match?.[1];
 }
 
+/** The response attributes that can name the route, as Envoy's CEL names them. */
+export const ROUTE_NAME_ATTRIBUTE = 'xds.route_name';
+export const ROUTE_METADATA_ATTRIBUTE = 'xds.route_metadata';
+
+function valueText(value: ProtoValue | undefined): string | undefined {
+  const text = value?.string_value ?? value?.stringValue;
+  return typeof text === 'string' && text.trim() !== '' ? text : undefined;
+}
+
+/**
+ * One attribute from a message's `attributes` map. Envoy keys the map by the ext_proc filter's
+ * name, which a control plane picks (Envoy Gateway names it per policy), so every key is looked at.
+ */
+function attributeText(request: ProcessingRequest, attribute: string): string | undefined {
+  for (const struct of Object.values(request.attributes ?? {})) {
+    const text = valueText(struct?.fields?.[attribute]);
+    if (text !== undefined) return text;
+  }
+  return undefined;
+}
+
 function headerText(header: HeaderValue): string {
   if (header.raw_value && header.raw_value.length > 0) return header.raw_value.toString('latin1');
   return header.value ?? '';
@@ -52,6 +73,8 @@ export class Exchange {
   private startedAt: number;
   private finished = false;
   private bearerToken: string | undefined;
+  private routeName: string | undefined;
+  private routeMetadata: string | undefined;
 
   constructor(
     readonly route: ExchangeRoute,
@@ -76,6 +99,12 @@ export class Exchange {
   }
 
   private observe(request: ProcessingRequest): void {
+    // Envoy sends the configured response attributes once, with the response headers; kept as
+    // text here and matched to an IdP on the main thread (config/route-idps.ts).
+    if (request.attributes) {
+      this.routeName ??= attributeText(request, ROUTE_NAME_ATTRIBUTE);
+      this.routeMetadata ??= attributeText(request, ROUTE_METADATA_ATTRIBUTE);
+    }
     if (request.request_headers) {
       // Only a profile route asks for request headers, and only its bearer token is kept: the
       // token whose user the profile names. Nothing else of Okta's request is read.
@@ -140,6 +169,8 @@ export class Exchange {
     const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks, this.bodyBytes);
     return {
       idp: this.route.idp,
+      ...(this.routeName !== undefined ? { routeName: this.routeName } : {}),
+      ...(this.routeMetadata !== undefined ? { routeMetadata: this.routeMetadata } : {}),
       routeKind: this.route.kind,
       subjectField: this.route.subjectField,
       bearerToken: this.bearerToken,

@@ -52,6 +52,12 @@ export interface HttpTrailers {
   trailers?: { headers?: HeaderValue[] };
 }
 
+/** A google.protobuf.Value as the loader gives it (well-known types keep their camelCase names). */
+export interface ProtoValue {
+  string_value?: string;
+  stringValue?: string;
+}
+
 /** One message from Envoy on an ext_proc stream (a subset of ProcessingRequest). */
 export interface ProcessingRequest {
   request?: 'request_headers' | 'response_headers' | 'request_body' | 'response_body' | 'request_trailers' | 'response_trailers';
@@ -62,6 +68,8 @@ export interface ProcessingRequest {
   request_trailers?: HttpTrailers;
   response_trailers?: HttpTrailers;
   observability_mode?: boolean;
+  /** `request_attributes`/`response_attributes` values, keyed by the filter's name, then by attribute. */
+  attributes?: Record<string, { fields?: Record<string, ProtoValue> }>;
 }
 
 /** A reply to Envoy. The sidecar only ever sends empty CONTINUE replies. */

@@ -188,6 +188,21 @@ export function buildProgram(): Command {
     .option('--okta-hook <host:port>', "the sidecar's Okta hook listener (serve --hook-listen): adds the route POST /okta/token-hook, without ext_proc")
     .action(envoyConfig);
 
+  program
+    .command('envoy-gateway')
+    .description('Print Kubernetes resources for Envoy Gateway (Backend, HTTPRoute, EnvoyExtensionPolicy, the sidecar Deployment) or, with --istio, an Istio ingress gateway (EnvoyFilter ...).')
+    .option('--idp <name=url>', 'an IdP and its real token endpoint; repeat for several', collect, [])
+    .addOption(new Option('--mode <mode>', 'observability: shadowMode (Envoy Gateway v1.9+); buffered: for older Envoy Gateway').choices(['observability', 'buffered']).default('observability'))
+    .option('--namespace <ns>', 'namespace of token-tap and its routes', 'token-tap')
+    .option('--gateway <ns/name>', 'the Gateway to attach to', 'envoy-gateway-system/eg')
+    .option('--hostname <host>', 'a hostname Okta calls; repeat for several', collect, [])
+    .option('--image <image>', 'the sidecar image')
+    .option('--istio', 'render for an Istio ingress gateway instead (--gateway names the Istio Gateway)', false)
+    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean }) => {
+      const { renderGatewayCommand } = await import('../envoyconfig/gateway-cli.js');
+      process.stdout.write(renderGatewayCommand(options, UsageError));
+    });
+
   const grants = program.command('grants').description('Read captured grants (operators; tokens are printed decrypted).');
   grants
     .command('show')

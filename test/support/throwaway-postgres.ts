@@ -1,5 +1,6 @@
 // A Postgres cluster of the test's own (initdb in a temp folder, its own port, run as the postgres
-// user), so a test can stop and start it. The machine's shared cluster on 5432 is never touched.
+// user when we are root), so a test can stop and start it, and the test runner can start one where
+// the machine has none running. The machine's shared cluster on 5432 is never touched.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { chownSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
@@ -24,7 +25,7 @@ function binDir(): string {
   if (configured.status === 0) candidates.push(configured.stdout.trim());
   candidates.push('/usr/lib/postgresql/15/bin');
   const found = candidates.find((dir) => existsSync(path.join(dir, 'initdb')) && existsSync(path.join(dir, 'pg_ctl')));
-  if (!found) throw new Error(`no initdb/pg_ctl in ${candidates.join(' or ')}: install the Postgres server package`);
+  if (!found) throw new Error(`no initdb/pg_ctl${candidates.length ? ` in ${candidates.join(' or ')}` : ''}: install the Postgres server package`);
   return found;
 }
 
@@ -44,10 +45,16 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
   const bin = binDir();
   const root = mkdtempSync(path.join(os.tmpdir(), 'token-tap-pg-'));
   const dataDir = path.join(root, 'data');
-  const { uid, gid } = ids('postgres');
-  chownSync(root, uid, gid);
+  // Postgres refuses to run as root: as root, run it as the `postgres` user; otherwise as ourselves.
+  const asRoot = process.getuid?.() === 0;
+  if (asRoot) {
+    const { uid, gid } = ids('postgres');
+    chownSync(root, uid, gid);
+  }
+  const run = (command: string, args: string[]) =>
+    asRoot ? spawnSync('runuser', ['-u', 'postgres', '--', path.join(bin, command), ...args], { encoding: 'utf8', cwd: root }) : spawnSync(path.join(bin, command), args, { encoding: 'utf8', cwd: root });
   const asPostgres = (command: string, args: string[]) => {
-    const result = spawnSync('runuser', ['-u', 'postgres', '--', path.join(bin, command), ...args], { encoding: 'utf8', cwd: root });
+    const result = run(command, args);
     if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${result.status}):\n${result.stdout}\n${result.stderr}`);
     return result.stdout;
   };
@@ -77,7 +84,7 @@ export async function startThrowawayPostgres(): Promise<ThrowawayPostgres> {
     },
     destroy() {
       if (up) {
-        spawnSync('runuser', ['-u', 'postgres', '--', path.join(bin, 'pg_ctl'), '-D', dataDir, '-m', 'immediate', '-w', 'stop'], { cwd: root });
+        run('pg_ctl', ['-D', dataDir, '-m', 'immediate', '-w', 'stop']);
         up = false;
       }
       rmSync(root, { recursive: true, force: true });

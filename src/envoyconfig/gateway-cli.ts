@@ -1,0 +1,52 @@
+// `token-tap envoy-gateway`: flags → the resources of gateway.ts as YAML. Kept out of ops/cli.ts,
+// which other commands share.
+import { readFileSync } from 'node:fs';
+import { renderGatewayResources, renderIstioResources, resourcesYaml } from './gateway.js';
+import { parseIdpFlag, type IdpRoute, type ProcessingMode } from './render.js';
+
+export interface GatewayFlags {
+  idp: string[];
+  mode: ProcessingMode;
+  namespace: string;
+  gateway: string;
+  hostname: string[];
+  image?: string;
+  istio: boolean;
+}
+
+/** The image this build ships as (docker compose and deploy/kubernetes use the same tag). */
+export function defaultImage(): string {
+  const { version } = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return `idp-token-tap:${version}`;
+}
+
+const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
+export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (message: string) => Error): string {
+  const problems: string[] = [];
+  const idps: IdpRoute[] = [];
+  for (const flag of flags.idp) {
+    try {
+      idps.push(parseIdpFlag(flag));
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  if (flags.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
+  const [gatewayNamespace, gatewayName] = flags.gateway.includes('/') ? flags.gateway.split('/', 2) : [flags.namespace, flags.gateway];
+  for (const [what, value] of [['--namespace', flags.namespace], ['--gateway namespace', gatewayNamespace], ['--gateway name', gatewayName]] as const) {
+    if (!value || !DNS_LABEL.test(value)) problems.push(`${what} must be a Kubernetes name (lower-case letters, digits, "-"), got "${value ?? ''}"`);
+  }
+  if (flags.istio && flags.hostname.length === 0) problems.push('--istio needs at least one --hostname (the VirtualService hosts)');
+  if (problems.length > 0) throw new UsageError(problems.join('\n'));
+  const common = { idps, mode: flags.mode, namespace: flags.namespace, gateway: { name: gatewayName!, namespace: gatewayNamespace! }, hostnames: flags.hostname, image: flags.image ?? defaultImage() };
+  try {
+    const resources = flags.istio ? renderIstioResources({ ...common, ingressLabels: { istio: 'ingressgateway' } }) : renderGatewayResources(common);
+    return resourcesYaml(resources, [
+      `Rendered by token-tap envoy-gateway${flags.istio ? ' --istio' : ''} --mode ${flags.mode} (${idps.map((idp) => idp.name).join(', ')}).`,
+      `Okta's IdP token URL: https://<gateway host>/idp/<name>/token. Needs the Secret token-tap (DATABASE_URL, TOKEN_TAP_KEYS) in ${flags.namespace}.`,
+    ]);
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}

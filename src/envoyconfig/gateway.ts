@@ -1,0 +1,359 @@
+// Renders the Kubernetes resources that put token-tap behind a gateway someone else runs: Envoy
+// Gateway (Gateway API + EnvoyExtensionPolicy) or an Istio ingress gateway (EnvoyFilter). Pure:
+// options in, plain objects (and their YAML) out. There the gateway's Envoy is not our pod, so the
+// sidecar runs as a Deployment of its own, reached over the pod network, and a NetworkPolicy lets
+// only the gateway's proxies reach its ext_proc port.
+import { stringify } from 'yaml';
+import { httpRouteRuleKey, IDP_METADATA_KEY, tokenRoutePath } from '../contract.js';
+import type { IdpRoute, ProcessingMode } from './render.js';
+
+export const EXT_PROC_PORT = 50051;
+export const VAULT_API_PORT = 50052;
+export const OPS_PORT = 9464;
+/** The sidecar's Okta token inline hook port (the hook itself is another change; its Service port is named `hook`). */
+export const HOOK_PORT = 8081;
+export const OKTA_HOOK_PATH = '/okta/token-hook';
+export const HTTP_ROUTE_NAME = 'token-tap-idps';
+export const EXT_PROC_SERVICE = 'token-tap-extproc';
+/** The response attributes that name the route to the sidecar (the policy cannot set per-route initial metadata). */
+export const ROUTE_ATTRIBUTES = ['xds.route_name', 'xds.route_metadata'];
+
+export interface GatewayOptions {
+  idps: IdpRoute[];
+  mode: ProcessingMode;
+  /** Namespace of token-tap, the HTTPRoute and the policy. */
+  namespace: string;
+  /** The Gateway (Envoy Gateway) the HTTPRoute attaches to. */
+  gateway: { name: string; namespace: string };
+  /** Hostnames Okta calls (HTTPRoute hostnames); empty: the Gateway's. */
+  hostnames: string[];
+  /** The sidecar image, e.g. idp-token-tap:0.1.0. */
+  image: string;
+  /** Buffered mode: how long Envoy waits for each reply before failing open (default 200). */
+  messageTimeoutMs?: number;
+}
+
+export interface IstioOptions extends Omit<GatewayOptions, 'gateway' | 'hostnames'> {
+  /** The Istio Gateway (networking.istio.io) the VirtualService binds, as namespace/name. */
+  gateway: { name: string; namespace: string };
+  /** Hostnames Okta calls. */
+  hostnames: string[];
+  /** Labels of the ingress gateway pods (EnvoyFilter workloadSelector, NetworkPolicy). */
+  ingressLabels: Record<string, string>;
+}
+
+/** Kubernetes names are DNS labels: an IdP name's "_" becomes "-". */
+export function ruleName(idp: string): string {
+  return idp.replaceAll('_', '-');
+}
+
+function checkIdps(idps: IdpRoute[]): void {
+  if (idps.length === 0) throw new Error('at least one --idp NAME=URL is required');
+  const rules = new Map<string, string>();
+  for (const idp of idps) {
+    const rule = ruleName(idp.name);
+    if (rules.has(rule)) throw new Error(`IdPs "${rules.get(rule)}" and "${idp.name}" give the same Kubernetes name "${rule}"`);
+    rules.set(rule, idp.name);
+    // URLRewrite replaces the path only; a query in the token URL would be lost.
+    if (idp.tokenUrl.search) throw new Error(`IdP "${idp.name}": a token URL with a query (${idp.tokenUrl.search}) cannot be rewritten by an HTTPRoute`);
+  }
+}
+
+function upstreamPort(url: URL): number {
+  return url.port ? Number.parseInt(url.port, 10) : url.protocol === 'https:' ? 443 : 80;
+}
+
+const labels = { 'app.kubernetes.io/name': 'idp-token-tap', 'app.kubernetes.io/component': 'token-tap-extproc' };
+
+/** TOKEN_TAP_ROUTE_IDPS for these rules: the sidecar's map from HTTPRoute rule to IdP. */
+export function gatewayRouteIdps(namespace: string, idps: IdpRoute[]): string {
+  return idps.map((idp) => `${httpRouteRuleKey(namespace, HTTP_ROUTE_NAME, ruleName(idp.name))}=${idp.name}`).join(',');
+}
+
+/** The sidecar on its own: Deployment, Services (ext_proc; hook, API, metrics) and a NetworkPolicy. */
+function sidecarResources(options: { namespace: string; image: string; routeIdps?: string; proxies: { namespaceLabels: Record<string, string>; podLabels: Record<string, string> } }) {
+  const env = [
+    { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
+    { name: 'DATABASE_URL', valueFrom: { secretKeyRef: { name: 'token-tap', key: 'DATABASE_URL' } } },
+    { name: 'TOKEN_TAP_KEYS', valueFrom: { secretKeyRef: { name: 'token-tap', key: 'TOKEN_TAP_KEYS' } } },
+    { name: 'TOKEN_TAP_SPOOL_DIR', value: '/var/spool/token-tap' },
+    { name: 'TOKEN_TAP_OPS_LISTEN', value: `0.0.0.0:${OPS_PORT}` },
+    { name: 'TOKEN_TAP_API_LISTEN', value: `0.0.0.0:${VAULT_API_PORT}` },
+    ...(options.routeIdps ? [{ name: 'TOKEN_TAP_ROUTE_IDPS', value: options.routeIdps }] : []),
+  ];
+  const meta = (name: string) => ({ name, namespace: options.namespace, labels });
+  return [
+    {
+      apiVersion: 'apps/v1',
+      kind: 'Deployment',
+      metadata: meta('token-tap'),
+      spec: {
+        replicas: 2,
+        selector: { matchLabels: labels },
+        strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+        template: {
+          metadata: { labels },
+          spec: {
+            automountServiceAccountToken: false,
+            terminationGracePeriodSeconds: 30,
+            securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
+            containers: [
+              {
+                name: 'token-tap',
+                image: options.image,
+                // ext_proc on the pod's own address, never a wildcard: the gateway's proxies reach
+                // it through the Service, and the NetworkPolicy admits only them.
+                args: ['serve', '--listen', `$(POD_IP):${EXT_PROC_PORT}`],
+                env,
+                ports: [
+                  { name: 'extproc', containerPort: EXT_PROC_PORT },
+                  { name: 'hook', containerPort: HOOK_PORT },
+                  { name: 'vault-api', containerPort: VAULT_API_PORT },
+                  { name: 'ops', containerPort: OPS_PORT },
+                ],
+                readinessProbe: { httpGet: { path: '/readyz', port: 'ops' }, periodSeconds: 5 },
+                livenessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 10, failureThreshold: 6 },
+                resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
+                securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
+                volumeMounts: [{ name: 'spool', mountPath: '/var/spool/token-tap' }],
+              },
+            ],
+            // Each pod's spool holds captures Postgres has not taken yet; it outlives restarts of the container.
+            volumes: [{ name: 'spool', emptyDir: { sizeLimit: '256Mi' } }],
+          },
+        },
+      },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta(EXT_PROC_SERVICE),
+      spec: { selector: labels, ports: [{ name: 'grpc-extproc', port: EXT_PROC_PORT, targetPort: 'extproc', appProtocol: 'kubernetes.io/h2c' }] },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
+      metadata: meta('token-tap'),
+      spec: {
+        selector: labels,
+        ports: [
+          { name: 'hook', port: HOOK_PORT, targetPort: 'hook' },
+          { name: 'vault-api', port: VAULT_API_PORT, targetPort: 'vault-api' },
+          { name: 'ops', port: OPS_PORT, targetPort: 'ops' },
+        ],
+      },
+    },
+    {
+      apiVersion: 'networking.k8s.io/v1',
+      kind: 'NetworkPolicy',
+      metadata: meta('token-tap'),
+      spec: {
+        podSelector: { matchLabels: labels },
+        policyTypes: ['Ingress'],
+        ingress: [
+          // Only the gateway's proxies write grants (ext_proc) and call the Okta hook.
+          {
+            from: [{ namespaceSelector: { matchLabels: options.proxies.namespaceLabels }, podSelector: { matchLabels: options.proxies.podLabels } }],
+            ports: [
+              { port: EXT_PROC_PORT, protocol: 'TCP' },
+              { port: HOOK_PORT, protocol: 'TCP' },
+            ],
+          },
+          { from: [{ namespaceSelector: {}, podSelector: { matchLabels: { 'token-tap/client': 'true' } } }], ports: [{ port: VAULT_API_PORT, protocol: 'TCP' }] },
+          { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ port: OPS_PORT, protocol: 'TCP' }] },
+        ],
+      },
+    },
+  ];
+}
+
+/** Envoy Gateway runs its proxies in its own namespace, labelled as below (the default install). */
+export const ENVOY_GATEWAY_PROXIES = {
+  namespaceLabels: { 'kubernetes.io/metadata.name': 'envoy-gateway-system' },
+  podLabels: { 'app.kubernetes.io/managed-by': 'envoy-gateway', 'app.kubernetes.io/component': 'proxy' },
+};
+
+export function renderGatewayResources(options: GatewayOptions): Array<Record<string, unknown>> {
+  checkIdps(options.idps);
+  const { namespace } = options;
+  const backends = options.idps.map((idp) => ({
+    apiVersion: 'gateway.envoyproxy.io/v1alpha1',
+    kind: 'Backend',
+    metadata: { name: `idp-${ruleName(idp.name)}`, namespace, labels },
+    spec: {
+      endpoints: [{ fqdn: { hostname: idp.tokenUrl.hostname, port: upstreamPort(idp.tokenUrl) } }],
+      ...(idp.tokenUrl.protocol === 'https:' ? { tls: { sni: idp.tokenUrl.hostname, wellKnownCACertificates: 'System' } } : {}),
+    },
+  }));
+  const route = {
+    apiVersion: 'gateway.networking.k8s.io/v1',
+    kind: 'HTTPRoute',
+    metadata: { name: HTTP_ROUTE_NAME, namespace, labels },
+    spec: {
+      parentRefs: [{ group: 'gateway.networking.k8s.io', kind: 'Gateway', name: options.gateway.name, namespace: options.gateway.namespace }],
+      ...(options.hostnames.length > 0 ? { hostnames: options.hostnames } : {}),
+      rules: [
+        // One named rule per IdP: the policy targets it by sectionName, and the sidecar maps the
+        // rule (from the route metadata Envoy Gateway writes) to the IdP.
+        ...options.idps.map((idp) => ({
+          name: ruleName(idp.name),
+          matches: [{ path: { type: 'Exact', value: tokenRoutePath(idp.name) } }],
+          filters: [{ type: 'URLRewrite', urlRewrite: { hostname: idp.tokenUrl.hostname, path: { type: 'ReplaceFullPath', replaceFullPath: idp.tokenUrl.pathname } } }],
+          backendRefs: [{ group: 'gateway.envoyproxy.io', kind: 'Backend', name: `idp-${ruleName(idp.name)}`, port: upstreamPort(idp.tokenUrl) }],
+          timeouts: { request: '30s' },
+        })),
+        // Okta's token inline hook, served by the sidecar; no ext_proc on it (the policy does not target it).
+        { name: 'okta-token-hook', matches: [{ path: { type: 'Exact', value: OKTA_HOOK_PATH } }], backendRefs: [{ kind: 'Service', name: 'token-tap', port: HOOK_PORT }] },
+      ],
+    },
+  };
+  const observability = options.mode === 'observability';
+  const policy = {
+    apiVersion: 'gateway.envoyproxy.io/v1alpha1',
+    kind: 'EnvoyExtensionPolicy',
+    metadata: { name: 'token-tap', namespace, labels },
+    spec: {
+      targetRefs: options.idps.map((idp) => ({ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: HTTP_ROUTE_NAME, sectionName: ruleName(idp.name) })),
+      extProc: [
+        {
+          backendRefs: [{ kind: 'Service', name: EXT_PROC_SERVICE, port: EXT_PROC_PORT }],
+          // Fail open: a sidecar that is down, slow or broken never breaks a login.
+          failOpen: true,
+          messageTimeout: `${options.messageTimeoutMs ?? 200}ms`,
+          // No `request` block: request headers SKIP, request body NONE (Okta's client secret is
+          // never sent). The response headers carry the route attributes.
+          processingMode: { response: { body: observability ? 'Streamed' : 'Buffered', attributes: ROUTE_ATTRIBUTES } },
+          // shadowMode (Envoy's observability_mode, Envoy Gateway v1.9+): Envoy never waits on the sidecar.
+          ...(observability ? { shadowMode: true } : {}),
+        },
+      ],
+    },
+  };
+  return [
+    ...backends,
+    route,
+    policy,
+    ...sidecarResources({ namespace, image: options.image, routeIdps: gatewayRouteIdps(namespace, options.idps), proxies: ENVOY_GATEWAY_PROXIES }),
+  ];
+}
+
+const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
+
+export function istioRouteName(idp: string): string {
+  return `idp-${ruleName(idp)}-token`;
+}
+
+export function renderIstioResources(options: IstioOptions): Array<Record<string, unknown>> {
+  checkIdps(options.idps);
+  const { namespace } = options;
+  const observability = options.mode === 'observability';
+  const host = (idp: IdpRoute) => idp.tokenUrl.hostname;
+  const perIdp = options.idps.flatMap((idp) => [
+    {
+      apiVersion: 'networking.istio.io/v1',
+      kind: 'ServiceEntry',
+      metadata: { name: `idp-${ruleName(idp.name)}`, namespace, labels },
+      spec: { hosts: [host(idp)], location: 'MESH_EXTERNAL', resolution: 'DNS', ports: [{ number: upstreamPort(idp.tokenUrl), name: idp.tokenUrl.protocol === 'https:' ? 'https' : 'http', protocol: idp.tokenUrl.protocol === 'https:' ? 'HTTPS' : 'HTTP' }] },
+    },
+    ...(idp.tokenUrl.protocol === 'https:'
+      ? [
+          {
+            apiVersion: 'networking.istio.io/v1',
+            kind: 'DestinationRule',
+            metadata: { name: `idp-${ruleName(idp.name)}`, namespace, labels },
+            // The gateway originates TLS to the IdP (SNI set) and checks its certificate with the
+            // proxy's system CAs (Istio's default for SIMPLE without caCertificates since 1.20).
+            spec: { host: host(idp), trafficPolicy: { tls: { mode: 'SIMPLE', sni: host(idp) } } },
+          },
+        ]
+      : []),
+  ]);
+  const virtualService = {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'VirtualService',
+    metadata: { name: HTTP_ROUTE_NAME, namespace, labels },
+    spec: {
+      hosts: options.hostnames,
+      gateways: [`${options.gateway.namespace}/${options.gateway.name}`],
+      http: [
+        // Each route's name becomes the Envoy route name the EnvoyFilter below patches.
+        ...options.idps.map((idp) => ({
+          name: istioRouteName(idp.name),
+          match: [{ uri: { exact: tokenRoutePath(idp.name) } }],
+          rewrite: { uri: idp.tokenUrl.pathname, authority: host(idp) },
+          route: [{ destination: { host: host(idp), port: { number: upstreamPort(idp.tokenUrl) } } }],
+          timeout: '30s',
+        })),
+        { name: 'okta-token-hook', match: [{ uri: { exact: OKTA_HOOK_PATH } }], route: [{ destination: { host: `token-tap.${namespace}.svc.cluster.local`, port: { number: HOOK_PORT } } }] },
+      ],
+    },
+  };
+  const extProcCluster = `outbound|${EXT_PROC_PORT}||${EXT_PROC_SERVICE}.${namespace}.svc.cluster.local`;
+  const envoyFilter = {
+    apiVersion: 'networking.istio.io/v1alpha3',
+    kind: 'EnvoyFilter',
+    metadata: { name: 'token-tap', namespace: options.gateway.namespace, labels },
+    spec: {
+      workloadSelector: { labels: options.ingressLabels },
+      configPatches: [
+        {
+          // The filter on the gateway's listeners, disabled: only the IdP routes enable it.
+          applyTo: 'HTTP_FILTER',
+          match: { context: 'GATEWAY', listener: { filterChain: { filter: { name: 'envoy.filters.network.http_connection_manager', subFilter: { name: 'envoy.filters.http.router' } } } } },
+          patch: {
+            operation: 'INSERT_BEFORE',
+            value: {
+              name: EXT_PROC_FILTER,
+              disabled: true,
+              typed_config: {
+                '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor',
+                grpc_service: { envoy_grpc: { cluster_name: extProcCluster }, timeout: '1s' },
+                failure_mode_allow: true,
+                processing_mode: {
+                  request_header_mode: 'SKIP',
+                  request_body_mode: 'NONE',
+                  request_trailer_mode: 'SKIP',
+                  response_header_mode: 'SEND',
+                  response_body_mode: observability ? 'STREAMED' : 'BUFFERED',
+                  response_trailer_mode: 'SKIP',
+                },
+                ...(observability ? { observability_mode: true, deferred_close_timeout: '2s' } : { message_timeout: `${(options.messageTimeoutMs ?? 200) / 1000}s` }),
+                stat_prefix: 'token_tap',
+              },
+            },
+          },
+        },
+        // Per route: enable it and name the IdP, as the bootstrap token-tap envoy-config renders does.
+        ...options.idps.map((idp) => ({
+          applyTo: 'HTTP_ROUTE',
+          match: { context: 'GATEWAY', routeConfiguration: { vhost: { route: { name: istioRouteName(idp.name) } } } },
+          patch: {
+            operation: 'MERGE',
+            value: {
+              typed_per_filter_config: {
+                [EXT_PROC_FILTER]: {
+                  '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
+                  overrides: { grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }] },
+                },
+              },
+            },
+          },
+        })),
+      ],
+    },
+  };
+  return [
+    ...perIdp,
+    virtualService,
+    envoyFilter,
+    ...sidecarResources({
+      namespace,
+      image: options.image,
+      proxies: { namespaceLabels: { 'kubernetes.io/metadata.name': options.gateway.namespace }, podLabels: options.ingressLabels },
+    }),
+  ];
+}
+
+export function resourcesYaml(resources: Array<Record<string, unknown>>, header: string[]): string {
+  return `${header.map((line) => `# ${line}`.trimEnd()).join('\n')}\n${resources.map((resource) => stringify(resource, { lineWidth: 0 })).join('---\n')}`;
+}

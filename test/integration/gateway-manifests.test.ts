@@ -1,0 +1,199 @@
+// Static checks of deploy/envoy-gateway/ and deploy/istio/ (no cluster runs here): they are what
+// `token-tap envoy-gateway` renders; every object passes its schema (kubernetes-models for core
+// kinds, @kubernetes-models/gateway-api for HTTPRoute, @kubernetes-models/istio for Istio's, our
+// models of Envoy Gateway's v1.9 API for Backend and EnvoyExtensionPolicy); versions agree; and the
+// Envoy config inside (the EnvoyFilter's filter and per-route patches) passes `envoy --mode validate`.
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { expect } from 'chai';
+import { parseAllDocuments, stringify } from 'yaml';
+import { gatewayExampleFiles } from '../../scripts/render-gateway-examples.js';
+import { renderGatewayCommand } from '../../src/envoyconfig/gateway-cli.js';
+import { envoyGatewayValidator } from '../support/envoy-gateway-models.js';
+import { validateEnvoyConfig } from '../support/envoy.js';
+import { envoyGatewayShapedBootstrap } from '../support/envoy-gateway-shape.js';
+
+const root = fileURLToPath(new URL('../../../', import.meta.url));
+const read = (file: string) => readFileSync(`${root}${file}`, 'utf8');
+type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; spec: any };
+const objectsOf = (file: string) => parseAllDocuments(read(file)).map((doc) => doc.toJSON() as K8sObject);
+
+async function validate(object: K8sObject): Promise<void> {
+  if (object.apiVersion.startsWith('gateway.envoyproxy.io/')) {
+    const check = envoyGatewayValidator(object.kind as 'Backend' | 'EnvoyExtensionPolicy');
+    if (!check(object as unknown)) throw new Error(`${object.kind} ${object.metadata.name}: ${JSON.stringify(check.errors)}`);
+    return;
+  }
+  const [group = '', version] = object.apiVersion.includes('/') ? object.apiVersion.split('/') : ['', object.apiVersion];
+  const modulePath = group.startsWith('gateway.networking.k8s.io')
+    ? `@kubernetes-models/gateway-api/${group}/${version}`
+    : group.endsWith('istio.io')
+      ? `@kubernetes-models/istio/${group}/${version}`
+      : group
+        ? `kubernetes-models/${group}/${version}`
+        : `kubernetes-models/${version}`;
+  const models = (await import(modulePath)) as Record<string, new (data: unknown) => { validate(): void }>;
+  const Model = models[object.kind];
+  if (!Model) throw new Error(`no model for ${object.apiVersion} ${object.kind}`);
+  new Model(object).validate();
+}
+
+async function refused(object: K8sObject): Promise<boolean> {
+  try {
+    await validate(object);
+    return false;
+  } catch {
+    return true;
+  }
+}
+
+describe('Envoy Gateway and Istio manifests (static checks)', function () {
+  this.timeout(60_000);
+  const packageJson = JSON.parse(read('package.json')) as { version: string; devDependencies: Record<string, string> };
+
+  for (const [file, content] of Object.entries(gatewayExampleFiles())) {
+    it(`${file} is what token-tap envoy-gateway renders (regenerate: node dist/scripts/render-gateway-examples.js)`, () => {
+      expect(read(file)).to.equal(content);
+    });
+
+    it(`every object of ${file} passes its schema`, async () => {
+      const objects = objectsOf(file);
+      for (const object of objects) await validate(object);
+      expect(objects.map((object) => object.kind)).to.include.members(['Deployment', 'Service', 'NetworkPolicy']);
+    });
+  }
+
+  it('the checks can fail: a wrong enum, an unknown field, a missing required field', async () => {
+    const objects = objectsOf('deploy/envoy-gateway/token-tap.yaml');
+    const policy = objects.find((object) => object.kind === 'EnvoyExtensionPolicy')!;
+    const badBody = structuredClone(policy);
+    badBody.spec.extProc[0].processingMode.response.body = 'Stream';
+    expect(await refused(badBody)).to.equal(true);
+    const typo = structuredClone(policy);
+    typo.spec.extProc[0].failopen = true;
+    expect(await refused(typo)).to.equal(true);
+    const backend = structuredClone(objects.find((object) => object.kind === 'Backend')!);
+    delete backend.spec.endpoints[0].fqdn.port;
+    expect(await refused(backend)).to.equal(true);
+    const route = structuredClone(objects.find((object) => object.kind === 'HTTPRoute')!);
+    route.spec.rules[0].matches[0].path.type = 'Equals';
+    expect(await refused(route)).to.equal(true);
+    const filter = structuredClone(objectsOf('deploy/istio/token-tap.yaml').find((object) => object.kind === 'EnvoyFilter')!);
+    filter.spec.configPatches[0].applyTo = 'HTTP_FILTERS';
+    expect(await refused(filter)).to.equal(true);
+  });
+
+  it('the policy: ext_proc only on the IdP rules, fail open, response attributes, shadow mode with Streamed (buffered: Buffered, no shadow)', () => {
+    for (const [file, shadow] of [['deploy/envoy-gateway/token-tap.yaml', true], ['deploy/envoy-gateway/token-tap.buffered.yaml', false]] as const) {
+      const objects = objectsOf(file);
+      const policy = objects.find((object) => object.kind === 'EnvoyExtensionPolicy')!;
+      const route = objects.find((object) => object.kind === 'HTTPRoute')!;
+      const idpRules = route.spec.rules.filter((rule: { backendRefs: Array<{ kind: string }> }) => rule.backendRefs[0]!.kind === 'Backend').map((rule: { name: string }) => rule.name);
+      expect(idpRules).to.deep.equal(['entra', 'google']);
+      expect(policy.spec.targetRefs.map((ref: { sectionName: string }) => ref.sectionName)).to.deep.equal(idpRules);
+      const extProc = policy.spec.extProc[0];
+      expect(extProc).to.include({ failOpen: true });
+      expect(extProc.processingMode.request, 'no request block: request headers SKIP, body NONE').to.equal(undefined);
+      expect(extProc.processingMode.response).to.deep.equal({ body: shadow ? 'Streamed' : 'Buffered', attributes: ['xds.route_name', 'xds.route_metadata'] });
+      expect(extProc.shadowMode === true).to.equal(shadow);
+      const hook = route.spec.rules.find((rule: { name: string }) => rule.name === 'okta-token-hook');
+      expect(hook.backendRefs[0]).to.include({ kind: 'Service', name: 'token-tap' });
+      const service = objects.find((object) => object.kind === 'Service' && object.metadata.name === 'token-tap')!;
+      expect(service.spec.ports.find((p: { name: string }) => p.name === 'hook').port).to.equal(hook.backendRefs[0].port);
+    }
+  });
+
+  it('the sidecar listens on its pod address, never a wildcard, and only the gateway proxies reach ext_proc', () => {
+    for (const [file, proxies] of [
+      ['deploy/envoy-gateway/token-tap.yaml', { 'app.kubernetes.io/managed-by': 'envoy-gateway', 'app.kubernetes.io/component': 'proxy' }],
+      ['deploy/istio/token-tap.yaml', { istio: 'ingressgateway' }],
+    ] as const) {
+      const objects = objectsOf(file);
+      const container = objects.find((object) => object.kind === 'Deployment')!.spec.template.spec.containers[0];
+      expect(container.args).to.deep.equal(['serve', '--listen', '$(POD_IP):50051']);
+      expect(container.env[0]).to.deep.equal({ name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } });
+      const policy = objects.find((object) => object.kind === 'NetworkPolicy')!;
+      const extProcRule = policy.spec.ingress.find((rule: { ports: Array<{ port: number }> }) => rule.ports.some((p) => p.port === 50051));
+      expect(extProcRule.from).to.have.length(1);
+      expect(extProcRule.from[0].podSelector.matchLabels).to.deep.equal(proxies);
+    }
+  });
+
+  it('versions are pinned and agree: image tag = package version, model packages pinned exactly', () => {
+    for (const file of Object.keys(gatewayExampleFiles())) {
+      for (const object of objectsOf(file).filter((o) => o.kind === 'Deployment')) {
+        expect(object.spec.template.spec.containers[0].image, file).to.equal(`idp-token-tap:${packageJson.version}`);
+      }
+    }
+    for (const name of ['@kubernetes-models/gateway-api', '@kubernetes-models/istio']) expect(packageJson.devDependencies[name], name).to.match(/^\d+\.\d+\.\d+$/);
+    // The sidecar's TOKEN_TAP_ROUTE_IDPS names exactly the policy's rules.
+    const objects = objectsOf('deploy/envoy-gateway/token-tap.yaml');
+    const env = objects.find((o) => o.kind === 'Deployment')!.spec.template.spec.containers[0].env as Array<{ name: string; value?: string }>;
+    expect(env.find((entry) => entry.name === 'TOKEN_TAP_ROUTE_IDPS')!.value).to.equal('httproute/token-tap/token-tap-idps/entra=entra,httproute/token-tap/token-tap-idps/google=google');
+  });
+
+  it('token-tap envoy-gateway refuses what it cannot render, every problem at once', () => {
+    const flags = { idp: ['BAD=https://x.example/token', 'q=https://x.example/token?tenant=1'], mode: 'observability' as const, namespace: 'Token_Tap', gateway: 'eg', hostname: [], istio: true };
+    expect(() => renderGatewayCommand(flags, Error)).to.throw(/IdP name "BAD"[\s\S]*--namespace[\s\S]*--hostname/);
+    expect(() => renderGatewayCommand({ ...flags, idp: ['q=https://x.example/token?tenant=1'], namespace: 'token-tap', hostname: ['h.example'] }, Error)).to.throw(/query/);
+  });
+
+  it('the Envoy config in them passes envoy --mode validate (Envoy Gateway shaped bootstraps, and the EnvoyFilter patches applied)', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-gw-'));
+    const files: string[] = [];
+    for (const file of ['deploy/envoy-gateway/token-tap.yaml', 'deploy/envoy-gateway/token-tap.buffered.yaml']) {
+      const out = path.join(dir, `${path.basename(file)}.envoy.yaml`);
+      writeFileSync(out, envoyGatewayShapedBootstrap({ resources: objectsOf(file), listenPort: 8080, adminPort: 9901, sidecarPort: 50051, hookPort: 8081 }));
+      files.push(out);
+    }
+    // Istio: the HTTP_FILTER patch's value before the router, each HTTP_ROUTE patch merged into a route of that name.
+    const filter = objectsOf('deploy/istio/token-tap.yaml').find((object) => object.kind === 'EnvoyFilter')!;
+    const [filterPatch, ...routePatches] = filter.spec.configPatches as Array<{ applyTo: string; match: any; patch: { value: any } }>;
+    expect(filterPatch!.applyTo).to.equal('HTTP_FILTER');
+    expect(filterPatch!.match.context).to.equal('GATEWAY');
+    const cluster = filterPatch!.patch.value.typed_config.grpc_service.envoy_grpc.cluster_name as string;
+    const istio = {
+      static_resources: {
+        listeners: [
+          {
+            name: 'gateway',
+            address: { socket_address: { address: '127.0.0.1', port_value: 8080 } },
+            filter_chains: [
+              {
+                filters: [
+                  {
+                    name: 'envoy.filters.network.http_connection_manager',
+                    typed_config: {
+                      '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
+                      stat_prefix: 'gw',
+                      route_config: {
+                        virtual_hosts: [
+                          {
+                            name: 'gw',
+                            domains: ['*'],
+                            routes: routePatches.map((patch) => ({ name: patch.match.routeConfiguration.vhost.route.name, match: { prefix: '/' }, route: { cluster }, ...patch.patch.value })),
+                          },
+                        ],
+                      },
+                      http_filters: [filterPatch!.patch.value, { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+                    },
+                  },
+                ],
+              },
+            ],
+          },
+        ],
+        clusters: [{ name: cluster, type: 'STATIC', load_assignment: { cluster_name: cluster, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 50051 } } } }] }] } }],
+      },
+    };
+    const istioFile = path.join(dir, 'istio.envoy.yaml');
+    writeFileSync(istioFile, stringify(istio));
+    files.push(istioFile);
+    for (const file of files) {
+      const result = await validateEnvoyConfig(file);
+      expect(result.ok, `${path.basename(file)}: ${result.output}`).to.equal(true);
+    }
+  });
+});
