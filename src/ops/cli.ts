@@ -4,8 +4,8 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
-import { ConfigError, formatHostPort, parseHostPort, type HostPort } from '../config/values.js';
-import type { IdpRoute, ProcessingMode, ProfileRoute } from '../envoyconfig/render.js';
+import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress } from '../config/values.js';
+import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { startSidecar } from '../sidecar.js';
 import { GrantStore } from '../store/grants.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
@@ -53,11 +53,16 @@ interface EnvoyConfigFlags {
   upstreamCa?: string;
   tlsCert?: string;
   tlsKey?: string;
+  sidecarTlsCert?: string;
+  sidecarTlsKey?: string;
+  sidecarCa?: string;
+  tokenRateLimit?: string;
+  allowSource: string[];
 }
 
 async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   // Loaded here, not at start: the YAML library is only needed by this command.
-  const { parseIdpFlag, parseProfileFlag, renderEnvoyYaml } = await import('../envoyconfig/render.js');
+  const { parseCidr, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyYaml } = await import('../envoyconfig/render.js');
   const problems: string[] = [];
   const idps: IdpRoute[] = [];
   for (const flag of options.idp) {
@@ -85,10 +90,34 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
     if (!profiles.some((profile) => profile.name === name)) problems.push(`--userinfo-subject "${name}" has no --userinfo ${name}=URL`);
   }
   if (options.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
-  const addresses: Partial<Record<'listen' | 'sidecar' | 'admin', HostPort>> = {};
-  for (const key of ['listen', 'sidecar', 'admin'] as const) {
+  const addresses: Partial<Record<'listen' | 'admin', HostPort>> = {};
+  for (const key of ['listen', 'admin'] as const) {
     try {
       addresses[key] = parseHostPort(options[key], `--${key}`);
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  let sidecar: ListenAddress | undefined;
+  try {
+    sidecar = parseListenAddress(options.sidecar, '--sidecar');
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  const sidecarTlsFiles = [options.sidecarTlsCert, options.sidecarTlsKey, options.sidecarCa];
+  if (sidecarTlsFiles.some(Boolean) && !sidecarTlsFiles.every(Boolean)) problems.push('--sidecar-tls-cert, --sidecar-tls-key and --sidecar-ca go together (mTLS to the sidecar)');
+  let tokenRateLimit: RateLimit | undefined;
+  if (options.tokenRateLimit !== undefined) {
+    try {
+      tokenRateLimit = parseRateLimit(options.tokenRateLimit);
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  const allowSources: Cidr[] = [];
+  for (const flag of options.allowSource) {
+    try {
+      allowSources.push(parseCidr(flag));
     } catch (error) {
       problems.push((error as Error).message);
     }
@@ -98,7 +127,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   const sidecarMaxStreams = options.sidecarMaxStreams === undefined ? undefined : Number(options.sidecarMaxStreams);
   if (sidecarMaxStreams !== undefined && !(Number.isInteger(sidecarMaxStreams) && sidecarMaxStreams > 0)) problems.push('--sidecar-max-streams must be a positive integer');
   if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) problems.push('--tls-cert and --tls-key go together');
-  for (const file of [options.tlsCert, options.tlsKey]) {
+  for (const file of [options.tlsCert, options.tlsKey, ...sidecarTlsFiles]) {
     if (file && !existsSync(file)) problems.push(`${file} does not exist (Envoy reads it at start)`);
   }
   if (problems.length > 0) throw new UsageError(problems.join('\n'));
@@ -108,7 +137,12 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       idps,
       profiles,
       listen: addresses.listen!,
-      sidecar: addresses.sidecar!,
+      sidecar: sidecar!,
+      ...(options.sidecarTlsCert && options.sidecarTlsKey && options.sidecarCa
+        ? { sidecarTls: { certFile: path.resolve(options.sidecarTlsCert), keyFile: path.resolve(options.sidecarTlsKey), caFile: path.resolve(options.sidecarCa) } }
+        : {}),
+      ...(tokenRateLimit ? { tokenRateLimit } : {}),
+      ...(allowSources.length > 0 ? { allowSources } : {}),
       admin: addresses.admin!,
       mode: options.mode,
       messageTimeoutMs,
@@ -154,7 +188,8 @@ export function buildProgram(): Command {
   program
     .command('serve')
     .description('Run the sidecar: the ext_proc gRPC server Envoy sends token responses to.\nReads DATABASE_URL and TOKEN_TAP_KEYS (id1:base64key,id0:base64key; first is active).')
-    .option('--listen <host:port>', 'ext_proc gRPC listen address (env TOKEN_TAP_LISTEN)', undefined)
+    .option('--listen <address>', 'ext_proc gRPC listen address: unix:/path or a loopback HOST:PORT (env TOKEN_TAP_LISTEN, default 127.0.0.1:50051)', undefined)
+    .option('--allow-remote-extproc', 'let ext_proc listen beyond loopback (env TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true); use mTLS: TOKEN_TAP_EXTPROC_TLS_CERT, _KEY, _CLIENT_CA')
     .option('--api-listen <host:port>', 'TokenVault gRPC API listen address, or "off" (env TOKEN_TAP_API_LISTEN, default 127.0.0.1:50052)')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL)')
     .action(serve);
@@ -166,7 +201,12 @@ export function buildProgram(): Command {
     .option('--userinfo <name=url>', "an IdP's profile endpoint, for IdPs without id_token (GitHub: https://api.github.com/user); Okta's user info URL becomes /idp/NAME/userinfo", collect, [])
     .option('--userinfo-subject <name=field>', 'where the user id sits in that profile (default: sub, then id, then user_id), e.g. x=data.id', collect, [])
     .option('--listen <host:port>', 'where Okta reaches Envoy', '0.0.0.0:8080')
-    .option('--sidecar <host:port>', 'the token-tap sidecar (ext_proc)', '127.0.0.1:50051')
+    .option('--sidecar <address>', 'the token-tap sidecar (ext_proc): unix:/path (a socket shared with the sidecar) or HOST:PORT', '127.0.0.1:50051')
+    .option('--sidecar-tls-cert <file>', "mTLS to a sidecar beyond loopback: Envoy's client certificate (PEM)")
+    .option('--sidecar-tls-key <file>', 'the PEM private key for --sidecar-tls-cert')
+    .option('--sidecar-ca <file>', "the CA bundle the sidecar's certificate chains to")
+    .option('--token-rate-limit <n/s>', 'at most N calls per second (N/s, N/m, N/h) on each token route; beyond, Envoy answers 429 without calling the IdP')
+    .option('--allow-source <cidr>', "only these source networks reach Envoy (403 for others), e.g. Okta's published egress ranges; repeat for several", collect, [])
     .option('--admin <host:port>', 'Envoy admin interface (keep it on loopback)', '127.0.0.1:9901')
     .addOption(new Option('--mode <mode>', 'observability: Envoy never waits; buffered: one loopback round trip per message').choices(['observability', 'buffered']).default('observability'))
     .option('--message-timeout-ms <ms>', 'buffered mode: how long Envoy waits for the sidecar before failing open (default 200)')
