@@ -7,9 +7,9 @@ import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
 import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { startSidecar } from '../sidecar.js';
-import { GrantStore } from '../store/grants.js';
+import { grantNotFound } from '../store/errors.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
-import { connect, explainMissingSchema, registerVaultCommands } from './cli-vault.js';
+import { audited, registerVaultCommands } from './cli-vault.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 
@@ -157,27 +157,24 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
 }
 
 
-function storeFromEnvironment(): { store: GrantStore; close: () => Promise<void> } {
-  const { pool, ring } = connect({ keys: true });
-  return { store: new GrantStore(pool, ring!), close: () => pool.end() };
-}
-
-
 async function grantsShow(options: { idp: string; subject?: string; pending: boolean }): Promise<void> {
   if (options.pending === Boolean(options.subject)) throw new UsageError('give either --subject SUB or --pending');
-  const { store, close } = storeFromEnvironment();
-  try {
-    if (options.pending) {
-      const pending = await store.findPending(options.idp).catch(explainMissingSchema);
-      process.stdout.write(`${JSON.stringify(pending.map(pendingToJson), null, 2)}\n`);
-      return;
-    }
-    const grant = await store.findGrant(options.idp, options.subject!).catch(explainMissingSchema);
-    if (!grant) throw new UsageError(`no grant stored for IdP "${options.idp}" and subject "${options.subject}"`);
-    process.stdout.write(`${JSON.stringify(grantToJson(grant), null, 2)}\n`);
-  } finally {
-    await close();
+  // A decrypting read: its access_events row is committed before anything is printed (cli-vault.ts).
+  if (options.pending) {
+    const pending = await audited('ListPendingGrants', { keys: true }, { idp: options.idp }, async ({ store }, event) => {
+      const found = await store.findPending(options.idp);
+      event.detail = `${found.length} held grants`;
+      return found.map(pendingToJson);
+    });
+    process.stdout.write(`${JSON.stringify(pending, null, 2)}\n`);
+    return;
   }
+  const grant = await audited('GetGrant', { keys: true }, { idp: options.idp, subject: options.subject }, async ({ store }) => {
+    const found = await store.findGrant(options.idp, options.subject!);
+    if (!found) throw grantNotFound(options.idp, options.subject!);
+    return grantToJson(found);
+  });
+  process.stdout.write(`${JSON.stringify(grant, null, 2)}\n`);
 }
 
 export function buildProgram(): Command {
