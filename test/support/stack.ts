@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { type EnvoyConfigOptions, type ProcessingMode } from '../../src/envoyconfig/render.js';
 import { tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from './envoy.js';
@@ -31,6 +31,12 @@ export interface StackOptions {
   idpOptions?: Parameters<typeof startTestIdp>[0];
   /** Serve Envoy's listener over TLS with these files. */
   tls?: { certFile: string; keyFile: string };
+  /** The sidecar on this Unix socket instead of a loopback port. */
+  sidecarSocket?: string;
+  /** Envoy's side of mTLS to the sidecar (the sidecar's side goes in `sidecarEnv`). */
+  sidecarTls?: EnvoyConfigOptions['sidecarTls'];
+  /** More sidecar environment (TOKEN_TAP_EXTPROC_TLS_*, say). */
+  sidecarEnv?: Record<string, string>;
 }
 
 export async function startStack(mode: ProcessingMode, options: StackOptions): Promise<Stack> {
@@ -43,9 +49,18 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     LOG_LEVEL: process.env.TOKEN_TAP_TEST_LOG_LEVEL ?? 'debug',
     // Kept across restartSidecar(), so a restarted sidecar replays what the last one spooled.
     TOKEN_TAP_SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-')),
+    ...options.sidecarEnv,
   };
-  let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv });
-  const { envoy, origin } = await startEnvoyFront({ idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }], sidecarPort, mode, ...(options.tls ? { tls: options.tls } : {}) });
+  const listen = options.sidecarSocket ? `unix:${options.sidecarSocket}` : undefined;
+  let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, ...(listen ? { listen } : {}) });
+  const { envoy, origin } = await startEnvoyFront({
+    idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }],
+    sidecarPort,
+    mode,
+    ...(options.tls ? { tls: options.tls } : {}),
+    ...(options.sidecarSocket ? { sidecar: { socket: options.sidecarSocket } } : {}),
+    ...(options.sidecarTls ? { sidecarTls: options.sidecarTls } : {}),
+  });
   const stack: Stack = {
     idp,
     db,
@@ -60,7 +75,7 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     sidecarEnv,
     async restartSidecar() {
       await sidecar?.stop();
-      sidecar = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv });
+      sidecar = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, ...(listen ? { listen } : {}) });
       return sidecar;
     },
     async stop() {
