@@ -29,9 +29,11 @@ COPY bin ./bin
 COPY proto ./proto
 # Captures wait here while Postgres is away; mount a volume so they outlive the container.
 ENV TOKEN_TAP_SPOOL_DIR=/var/spool/token-tap
-RUN mkdir -p /var/spool/token-tap && chown node:node /var/spool/token-tap
+# ext_proc is served on a Unix socket here, never on a network address: whoever reaches ext_proc can
+# write grants. Mount a volume on /run/token-tap that Envoy shares (group node, gid 1000: the socket
+# is 0660). `serve --listen 127.0.0.1:50051` when Envoy shares the network namespace instead.
+RUN mkdir -p /var/spool/token-tap /run/token-tap && chown node:node /var/spool/token-tap /run/token-tap
 VOLUME /var/spool/token-tap
 USER node
-EXPOSE 50051
 ENTRYPOINT ["node", "bin/token-tap.js"]
-CMD ["serve", "--listen", "0.0.0.0:50051"]
+CMD ["serve", "--listen", "unix:/run/token-tap/extproc.sock"]

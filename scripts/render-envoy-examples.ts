@@ -56,31 +56,36 @@ export function exampleYaml(mode: ProcessingMode): string {
   return doc.toString({ lineWidth: 0 });
 }
 
+/** Where the sidecar's ext_proc socket sits in the pod and in compose: a volume both containers mount. */
+export const SHARED_SOCKET = '/run/token-tap/extproc.sock';
+
 /** The pod's Envoy: TLS on 8443 with the certificate from the token-tap-envoy-tls Secret. */
 export function kubernetesYaml(): string {
   const options: EnvoyConfigOptions = {
     ...exampleOptions('observability'),
+    sidecar: { socket: SHARED_SOCKET },
     listen: { host: '0.0.0.0', port: 8443 },
     tls: { certFile: '/etc/envoy/tls/tls.crt', keyFile: '/etc/envoy/tls/tls.key' },
   };
   const doc = new Document(renderEnvoyConfig(options));
   doc.commentBefore = [
     ' Envoy for the Kubernetes pod (deploy/kubernetes): https on 8443 with the certificate from the',
-    ' token-tap-envoy-tls Secret, the sidecar on the pod\'s loopback. Re-render with:',
+    ' token-tap-envoy-tls Secret, the sidecar on a Unix socket in the emptyDir both containers mount.',
+    ' Re-render with:',
     '   token-tap envoy-config --listen 0.0.0.0:8443 --tls-cert /etc/envoy/tls/tls.crt \\',
-    '     --tls-key /etc/envoy/tls/tls.key --idp NAME=URL ...',
+    '     --tls-key /etc/envoy/tls/tls.key --sidecar unix:' + SHARED_SOCKET + ' --idp NAME=URL ...',
   ].join('\n');
   return doc.toString({ lineWidth: 0 });
 }
 
 /** docker-compose.yml's Envoy: the demo IdP service upstream, the sidecar on the shared loopback. */
 export function composeYaml(): string {
-  const options: EnvoyConfigOptions = { ...exampleOptions('observability'), idps: [parseIdpFlag('demo=http://demo-idp:3000/token')] };
+  const options: EnvoyConfigOptions = { ...exampleOptions('observability'), idps: [parseIdpFlag('demo=http://demo-idp:3000/token')], sidecar: { socket: SHARED_SOCKET } };
   const doc = new Document(renderEnvoyConfig(options));
   doc.commentBefore = [
-    ' Envoy for docker-compose.yml: /idp/demo/token relayed to the demo-idp service, the sidecar on the',
-    ' loopback it shares with Envoy. For your own IdPs, render another and mount it instead:',
-    '   token-tap envoy-config --idp NAME=https://... > envoy/envoy.yaml',
+    ' Envoy for docker-compose.yml: /idp/demo/token relayed to the demo-idp service, the sidecar on a',
+    ' Unix socket in the volume both containers mount. For your own IdPs, render another and mount it:',
+    '   token-tap envoy-config --sidecar unix:' + SHARED_SOCKET + ' --idp NAME=https://... > envoy/envoy.yaml',
   ].join('\n');
   return doc.toString({ lineWidth: 0 });
 }

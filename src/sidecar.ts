@@ -9,7 +9,7 @@ import { startTokenVault, type TokenVault } from './api/server.js';
 import type { ObservedResponse } from './capture/types.js';
 import { resolveRoute } from './config/route-idps.js';
 import type { SidecarConfig } from './config/sidecar.js';
-import { formatHostPort, type HostPort } from './config/values.js';
+import { formatListenAddress, isLoopbackOnly, isSocket, type HostPort, type ListenAddress } from './config/values.js';
 import { startExtProcThread, type ExtProcThread } from './extproc/thread.js';
 import { SidecarHealth } from './ops/health.js';
 import { startOpsServer, type OpsServer } from './ops/http.js';
@@ -23,7 +23,10 @@ import { CaptureVerifier } from './idp/verify.js';
 import { startHookServer, type HookServer } from './hook/server.js';
 
 export interface Sidecar {
+  /** ext_proc's TCP address with the bound port; on a Unix socket, host is the socket path and port 0. */
   address: HostPort;
+  /** What ext_proc listens on, as given (a bound port filled in). */
+  listen: ListenAddress;
   metrics: Metrics;
   store: GrantStore;
   pump: CapturePump;
@@ -112,6 +115,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const store = new GrantStore(pool, config.keyRing);
   const verifier = startVerifier(config, logger, metrics);
   const pump = new CapturePump({ spool, writer: store, verification: verifier, store: storeState, logger, metrics });
+  const listenText = formatListenAddress(config.listen);
+  const extProcTls = config.extProcTls ? (config.extProcTls.clientCa ? 'mtls' : 'tls') : 'none';
   const health = new SidecarHealth(storeState, spool);
 
   const onResponse = (observed: ObservedResponse): void => {
@@ -140,21 +145,39 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   let extProc: ExtProcThread;
   try {
     extProc = await startExtProcThread(
-      { listen: formatHostPort(config.listen), maxBodyBytes: config.maxBodyBytes, logLevel: logger.level, maxBacklog: config.captureBacklog, nice: os.getPriority(0) },
+      {
+        listen: listenText,
+        tls: config.extProcTls && { cert: config.extProcTls.cert.toString('utf8'), key: config.extProcTls.key.toString('utf8'), clientCa: config.extProcTls.clientCa?.toString('utf8') },
+        maxBodyBytes: config.maxBodyBytes,
+        logLevel: logger.level,
+        maxBacklog: config.captureBacklog,
+        nice: os.getPriority(0),
+      },
       { onResponse, logger, metrics },
     );
   } catch (error) {
     await spool.close();
     await pool.end().catch(() => undefined);
-    throw new Error(`cannot listen on ${formatHostPort(config.listen)}: ${(error as Error).message}`, { cause: error });
+    throw new Error(`cannot listen on ${listenText}: ${(error as Error).message}`, { cause: error });
   }
+  if (!isLoopbackOnly(config.listen)) {
+    // Allowed only with --allow-remote-extproc (config/sidecar.ts); said at every start.
+    logger.warn(
+      { listen: extProc.listen, tls: extProcTls },
+      config.extProcTls?.clientCa
+        ? 'ext_proc listens beyond loopback (--allow-remote-extproc); only clients with a certificate from TOKEN_TAP_EXTPROC_TLS_CLIENT_CA are served'
+        : 'ext_proc listens beyond loopback (--allow-remote-extproc) without mTLS: anyone who reaches it can write grants; set TOKEN_TAP_EXTPROC_TLS_CERT, _KEY and _CLIENT_CA',
+    );
+  }
+  health.describeExtProc({ listen: extProc.listen, tls: extProcTls });
   health.follow((serving) => extProc.setServing(serving));
   lowerCapturePriority(config.captureNice, logger);
   const port = extProc.port;
-  const address = { host: config.listen.host, port };
+  const address = isSocket(config.listen) ? { host: config.listen.socket, port: 0 } : { host: config.listen.host, port };
+  const listen: ListenAddress = isSocket(config.listen) ? config.listen : address;
   // Serving before Postgres answers: logins are captured into the spool meanwhile.
   health.serving();
-  logger.info({ listen: formatHostPort(address), spool: config.spoolDir, extProcThread: extProc.tid, captureNice: config.captureNice }, 'ext_proc server ready');
+  logger.info({ listen: extProc.listen, tls: extProcTls, spool: config.spoolDir, extProcThread: extProc.tid, captureNice: config.captureNice }, 'ext_proc server ready');
   const ops = await startOpsServer({ listen: config.opsListen, metrics, health, logger });
   try {
     await storeState.prepare();
@@ -198,6 +221,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   let closing: Promise<void> | undefined;
   return {
     address,
+    listen,
     metrics,
     store,
     pump,

@@ -2,13 +2,17 @@
 // the operation, the grant and the outcome; it never holds a token, a key or a secret.
 //
 // Rows are written with group commit: calls that arrive while a write is in flight wait for the
-// next one, which inserts them all in one statement. Each caller learns that its own row is
-// committed before it answers. That commit does not wait for the WAL flush (synchronous_commit off
-// for this statement alone): Postgres flushes it within wal_writer_delay (200 ms by default), so
-// only a crash of Postgres itself in that window could lose rows, and an fsync (several ms on
-// some disks) stays off every call's path.
+// next one, which inserts them all in one statement, so one WAL flush serves the whole batch.
+// Each caller learns that its own row is durably committed before it answers (design §5). When a
+// batch fails, its rows are written one at a time, so a row Postgres refuses fails only its own call.
+//
+// `relaxedCommit` (TOKEN_TAP_AUDIT_RELAXED_COMMIT=true, opt-in): the commit does not wait for the
+// WAL flush (synchronous_commit off for this statement alone); Postgres flushes within
+// wal_writer_delay (200 ms by default), so a crash of Postgres in that window loses those rows.
+// bench/RESULTS.md has what it buys.
 import type pg from 'pg';
 import type { VaultOutcome } from '../store/errors.js';
+import { isPostgresUnavailable } from '../store/pool.js';
 
 /** The Okta token inline hook's outcomes (hook/server.ts). */
 export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'unverified' | 'bad_request';
@@ -43,7 +47,14 @@ export class AccessEventLog {
   private waiting: Waiting[] = [];
   private writing = false;
 
-  constructor(private readonly pool: pg.Pool) {}
+  private readonly relaxedCommit: boolean;
+
+  constructor(
+    private readonly pool: pg.Pool,
+    options: { relaxedCommit?: boolean } = {},
+  ) {
+    this.relaxedCommit = options.relaxedCommit ?? false;
+  }
 
   /** Resolves once the row is committed. */
   record(event: AccessEvent): Promise<void> {
@@ -62,7 +73,18 @@ export class AccessEventLog {
           await this.insert(batch.map((entry) => entry.event));
           for (const entry of batch) entry.done();
         } catch (error) {
-          for (const entry of batch) entry.done(error as Error);
+          // Postgres away: every row would fail the same way, each after its own wait.
+          if (batch.length === 1 || isPostgresUnavailable(error)) {
+            for (const entry of batch) entry.done(error as Error);
+            continue;
+          }
+          // One bad row (or a blip) must not fail every caller in the batch: each on its own.
+          for (const entry of batch) {
+            await this.insert([entry.event]).then(
+              () => entry.done(),
+              (rowError: unknown) => entry.done(rowError as Error),
+            );
+          }
         }
       }
     } finally {
@@ -86,14 +108,15 @@ export class AccessEventLog {
       ].forEach((value, index) => columns[index]!.push(value));
     }
     // WITH ORDINALITY keeps the rows in call order, so ids follow the order calls finished.
+    // set_config(..., true) lasts for this statement's own transaction, so its commit is the one
+    // relaxed; 'on' (the durable commit) is asked for explicitly, whatever the role's default is.
     await this.pool.query({
-      name: 'token-tap-access-events',
-      // set_config(..., true) lasts for this statement's own transaction, so its commit is the one relaxed.
-      text: `WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true))
+      name: this.relaxedCommit ? 'token-tap-access-events-relaxed' : 'token-tap-access-events',
+      text: `WITH commit_mode AS (SELECT set_config('synchronous_commit', '${this.relaxedCommit ? 'off' : 'on'}', true))
        INSERT INTO access_events (operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail)
        SELECT operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-         WITH ORDINALITY AS event(operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, n), relaxed
+         WITH ORDINALITY AS event(operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, n), commit_mode
        ORDER BY n`,
       values: columns,
     });

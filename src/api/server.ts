@@ -92,7 +92,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
       refresher,
       revoker,
       authenticator: new Authenticator(new ApiKeyRepository(pool)),
-      events: new AccessEventLog(pool),
+      events: new AccessEventLog(pool, { relaxedCommit: config.auditRelaxedCommit }),
       autoRefreshSeconds: config.autoRefreshSeconds,
       logger,
       metrics,
@@ -120,7 +120,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     if (!config.tls && !['127.0.0.1', '::1', 'localhost'].includes(address.host)) {
       logger.warn({ listen }, 'the TokenVault API listens beyond loopback without TLS; set TOKEN_TAP_API_TLS_CERT/KEY (and _CLIENT_CA for mTLS) unless the network is trusted');
     }
-    logger.info({ listen, tls: config.tls ? (config.tls.clientCa ? 'mtls' : 'tls') : 'none', idpClients: [...config.idpClients.keys()] }, 'TokenVault API ready');
+    logger.info({ listen, tls: config.tls ? (config.tls.clientCa ? 'mtls' : 'tls') : 'none', auditCommit: config.auditRelaxedCommit ? 'relaxed' : 'durable', idpClients: [...config.idpClients.keys()] }, 'TokenVault API ready');
     setImmediate(preloadWire);
   }
 

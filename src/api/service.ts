@@ -7,6 +7,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { ALL, type Operation } from './api-keys.js';
 import type { AccessEvent, AccessEventLog, AccessOutcome } from './access-events.js';
+import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { DecryptError } from '../keys/key-ring.js';
 import { isPostgresUnavailable } from '../store/pool.js';
 import { eraseSubject } from '../store/erase.js';
@@ -48,6 +49,25 @@ export interface TokenVaultServiceOptions {
 const DEFAULT_PAGE_SIZE = 100;
 const MAX_PAGE_SIZE = 1000;
 const MAX_NAME_LENGTH = 1024;
+/** Longest value of each string field; others get MAX_NAME_LENGTH. An IdP name is bounded by its pattern. */
+const MAX_FIELD_LENGTH: Record<string, number> = { subject: MAX_NAME_LENGTH, email: 320, page_token: 4096 };
+// C0, DEL and C1: no IdP name, subject or email has one, and Postgres refuses NUL in text.
+const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Every string field of a request, before any Postgres work (the key check included): a bad one is
+ * INVALID_ARGUMENT for this call alone. Messages name the field, never quote the value.
+ */
+export function checkRequestStrings(request: unknown): void {
+  if (typeof request !== 'object' || request === null) return;
+  for (const [field, value] of Object.entries(request)) {
+    if (typeof value !== 'string' || value === '') continue;
+    const max = MAX_FIELD_LENGTH[field] ?? MAX_NAME_LENGTH;
+    if (value.length > max) throw new VaultError(`${field} is longer than ${max} characters`, 'invalid_argument');
+    if (CONTROL_CHARACTER.test(value)) throw new VaultError(`${field} contains a control character (such as NUL or a line break)`, 'invalid_argument');
+    if (field === 'idp' && !isIdpName(value)) throw new VaultError(`idp is not an IdP name (${IDP_NAME_RULE})`, 'invalid_argument');
+  }
+}
 
 /** What the audit row says about the grant a call touched. */
 interface AuditNotes {
@@ -88,7 +108,9 @@ function decodePageToken(token: string): GrantPosition | undefined {
   if (!token) return undefined;
   try {
     const parsed: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-    if (Array.isArray(parsed) && parsed.length === 2 && parsed.every((part) => typeof part === 'string')) return { idp: parsed[0] as string, subject: parsed[1] as string };
+    if (Array.isArray(parsed) && parsed.length === 2 && parsed.every((part) => typeof part === 'string' && !CONTROL_CHARACTER.test(part) && part.length <= MAX_NAME_LENGTH)) {
+      return { idp: parsed[0] as string, subject: parsed[1] as string };
+    }
   } catch {
     // fall through
   }
@@ -115,6 +137,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       let failure: { code: grpc.status; details: string } | undefined;
       void (async () => {
         try {
+          checkRequestStrings(call.request);
           const { caller, grant } = await authenticator.authenticate(call.metadata, prefetch?.(call.request));
           event.apiKeyId = caller.apiKeyId;
           event.caller = caller.name;

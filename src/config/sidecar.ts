@@ -4,14 +4,19 @@ import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { loadIdpConfig, type IdpVerificationSettings } from './idp-file.js';
 import { parseRouteIdps, type RouteIdps } from './route-idps.js';
-import { readTokenVaultConfig, type TokenVaultConfig } from './token-vault.js';
-import { ConfigError, nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from './values.js';
+import { readTlsFiles, readTokenVaultConfig, type ApiTls, type TokenVaultConfig } from './token-vault.js';
+import { ConfigError, formatListenAddress, isLoopbackOnly, nonNegativeInteger, parseHostPort, parseListenAddress, positiveInteger, readBoolean, type HostPort, type ListenAddress } from './values.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
 
 
 export interface SidecarConfig {
-  listen: HostPort;
+  /** ext_proc: a Unix socket or loopback unless allowRemoteExtProc. */
+  listen: ListenAddress;
+  /** --allow-remote-extproc / TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true: ext_proc may listen beyond loopback. */
+  allowRemoteExtProc: boolean;
+  /** TOKEN_TAP_EXTPROC_TLS_CERT/_KEY (and _CLIENT_CA for mTLS): ext_proc speaks TLS to Envoy. */
+  extProcTls: ApiTls | undefined;
   databaseUrl: string;
   keyRing: KeyRing;
   logLevel: LevelWithSilent;
@@ -53,6 +58,7 @@ export interface VerificationConfig {
 
 export interface SidecarFlags {
   listen?: string;
+  allowRemoteExtproc?: boolean;
   /** TokenVault API listen address, or "off". */
   apiListen?: string;
   logLevel?: string;
@@ -69,12 +75,22 @@ const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'
 export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = {}): SidecarConfig {
   const problems: string[] = [];
 
-  let listen: HostPort = parseHostPort(DEFAULT_SIDECAR_LISTEN, '--listen');
+  let listen: ListenAddress = parseHostPort(DEFAULT_SIDECAR_LISTEN, '--listen');
   try {
-    listen = parseHostPort(flags.listen ?? env.TOKEN_TAP_LISTEN ?? DEFAULT_SIDECAR_LISTEN, '--listen');
+    listen = parseListenAddress(flags.listen ?? env.TOKEN_TAP_LISTEN ?? DEFAULT_SIDECAR_LISTEN, '--listen');
   } catch (error) {
     problems.push((error as Error).message);
   }
+  // Whoever reaches ext_proc can write grants (design §5): only Envoy, in the same pod, may.
+  const allowRemoteExtProc = flags.allowRemoteExtproc === true || readBoolean(env, 'TOKEN_TAP_ALLOW_REMOTE_EXTPROC', problems);
+  if (!isLoopbackOnly(listen) && !allowRemoteExtProc) {
+    problems.push(
+      `--listen ${formatListenAddress(listen)} is reachable from other machines, and whoever reaches ext_proc can write grants: ` +
+        'listen on unix:/path (a socket Envoy shares) or 127.0.0.1:PORT, or pass --allow-remote-extproc (TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true) ' +
+        'with TOKEN_TAP_EXTPROC_TLS_CERT, _KEY and _CLIENT_CA for mTLS to Envoy',
+    );
+  }
+  const extProcTls = readTlsFiles(env, 'TOKEN_TAP_EXTPROC_TLS', problems);
 
   const databaseUrl = env.DATABASE_URL ?? '';
   if (databaseUrl === '') {
@@ -128,6 +144,8 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {
     listen,
+    allowRemoteExtProc,
+    extProcTls,
     databaseUrl,
     keyRing,
     logLevel: logLevel as LevelWithSilent,

@@ -1,7 +1,7 @@
 // Settings of the TokenVault API and the vault's upkeep, read with the sidecar's config: every
 // problem goes into the same list, and no secret value ever appears in one.
 import { readFileSync } from 'node:fs';
-import { nonNegativeInteger, parseHostPort, positiveInteger, type HostPort } from './values.js';
+import { nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
 import { type IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
 import { readAge, type RetentionPolicy } from '../store/purge.js';
@@ -29,6 +29,11 @@ export interface TokenVaultConfig {
   purgeIntervalMs: number | undefined;
   /** Test-only (TOKEN_TAP_FAULT_INJECTION): a failure at the worst moment of a refresh, to prove it loses nothing. */
   faultInjection: RefreshFault | undefined;
+  /**
+   * TOKEN_TAP_AUDIT_RELAXED_COMMIT=true: access_events rows commit without waiting for the WAL
+   * flush (synchronous_commit off), so a Postgres crash can lose the last ~200 ms of them. Off by default.
+   */
+  auditRelaxedCommit: boolean;
 }
 
 export const REFRESH_FAULTS = ['kill-after-refresh-answer', 'terminate-backend-after-refresh-answer'] as const;
@@ -49,20 +54,24 @@ function readFile(env: NodeJS.ProcessEnv, name: string, problems: string[]): Buf
   }
 }
 
-function readTls(env: NodeJS.ProcessEnv, problems: string[]): ApiTls | undefined {
-  const names = ['TOKEN_TAP_API_TLS_CERT', 'TOKEN_TAP_API_TLS_KEY', 'TOKEN_TAP_API_TLS_CLIENT_CA'] as const;
-  const [certSet, keySet, caSet] = names.map((name) => Boolean(env[name]));
+/**
+ * PEM files named by PREFIX_CERT, PREFIX_KEY and PREFIX_CLIENT_CA (e.g. TOKEN_TAP_API_TLS_*): a
+ * server certificate chain and key, and the CA a client certificate must chain to (mTLS).
+ */
+export function readTlsFiles(env: NodeJS.ProcessEnv, prefix: string, problems: string[]): ApiTls | undefined {
+  const [certName, keyName, caName] = [`${prefix}_CERT`, `${prefix}_KEY`, `${prefix}_CLIENT_CA`];
+  const [certSet, keySet, caSet] = [certName, keyName, caName].map((name) => Boolean(env[name]));
   if (!certSet && !keySet) {
-    if (caSet) problems.push('TOKEN_TAP_API_TLS_CLIENT_CA needs TOKEN_TAP_API_TLS_CERT and TOKEN_TAP_API_TLS_KEY (the server side of TLS)');
+    if (caSet) problems.push(`${caName} needs ${certName} and ${keyName} (the server side of TLS)`);
     return undefined;
   }
   if (certSet !== keySet) {
-    problems.push('TOKEN_TAP_API_TLS_CERT and TOKEN_TAP_API_TLS_KEY go together (PEM certificate chain and its private key)');
+    problems.push(`${certName} and ${keyName} go together (PEM certificate chain and its private key)`);
     return undefined;
   }
-  const cert = readFile(env, 'TOKEN_TAP_API_TLS_CERT', problems);
-  const key = readFile(env, 'TOKEN_TAP_API_TLS_KEY', problems);
-  const clientCa = readFile(env, 'TOKEN_TAP_API_TLS_CLIENT_CA', problems);
+  const cert = readFile(env, certName, problems);
+  const key = readFile(env, keyName, problems);
+  const clientCa = readFile(env, caName, problems);
   return cert && key ? { cert, key, clientCa } : undefined;
 }
 
@@ -77,7 +86,7 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
       problems.push(`${(error as Error).message}, or "off"`);
     }
   }
-  const tls = readTls(env, problems);
+  const tls = readTlsFiles(env, 'TOKEN_TAP_API_TLS', problems);
   const retention: RetentionPolicy = {
     grantsOlderThanMs: readAge(env.TOKEN_TAP_GRANT_RETENTION, 'TOKEN_TAP_GRANT_RETENTION', problems),
     eventsOlderThanMs: readAge(env.TOKEN_TAP_EVENT_RETENTION, 'TOKEN_TAP_EVENT_RETENTION', problems),
@@ -99,5 +108,6 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     idpClients: idpClients ?? loadIdpClients(env, problems),
     retention,
     purgeIntervalMs,
+    auditRelaxedCommit: readBoolean(env, 'TOKEN_TAP_AUDIT_RELAXED_COMMIT', problems),
   };
 }

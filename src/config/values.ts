@@ -1,5 +1,7 @@
 // Reading single settings: addresses and integers. Each problem joins a list, so the caller
 // reports every problem at once; no message quotes a secret.
+import path from 'node:path';
+
 export interface HostPort {
   host: string;
   port: number;
@@ -34,6 +36,15 @@ export function positiveInteger(env: NodeJS.ProcessEnv, name: string, fallback: 
   return Number.parseInt(raw, 10);
 }
 
+/** true or false (unset: false); anything else joins `problems`. */
+export function readBoolean(env: NodeJS.ProcessEnv, name: string, problems: string[]): boolean {
+  const raw = (env[name] ?? '').trim().toLowerCase();
+  if (raw === '' || raw === 'false' || raw === '0') return false;
+  if (raw === 'true' || raw === '1') return true;
+  problems.push(`${name} must be true or false, got "${env[name]}"`);
+  return false;
+}
+
 /** An integer setting of 0 or more (its fallback when unset); a bad value joins `problems`. */
 export function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallback: number, problems: string[]): number {
   const raw = env[name];
@@ -43,4 +54,48 @@ export function nonNegativeInteger(env: NodeJS.ProcessEnv, name: string, fallbac
     return fallback;
   }
   return Number.parseInt(raw, 10);
+}
+
+/** A Unix domain socket to listen on or connect to (`unix:/path`). */
+export interface SocketPath {
+  socket: string;
+}
+
+/** Where a gRPC server listens: HOST:PORT, or a Unix domain socket. */
+export type ListenAddress = HostPort | SocketPath;
+
+// sockaddr_un.sun_path is 108 bytes on Linux, with its NUL.
+const MAX_SOCKET_PATH = 107;
+
+export function isSocket(address: ListenAddress): address is SocketPath {
+  return 'socket' in address;
+}
+
+/** `unix:/path` (made absolute) or HOST:PORT. */
+export function parseListenAddress(text: string, what: string): ListenAddress {
+  const trimmed = text.trim();
+  if (trimmed.startsWith('unix:')) {
+    const raw = trimmed.slice('unix:'.length).replace(/^\/\/(?=\/)/, '');
+    if (raw === '') throw new Error(`${what} unix: needs a path, for example unix:/run/token-tap/extproc.sock`);
+    const socket = path.resolve(raw);
+    if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) throw new Error(`${what} socket path is longer than ${MAX_SOCKET_PATH} bytes (the Unix socket limit): ${socket}`);
+    return { socket };
+  }
+  try {
+    return parseHostPort(trimmed, what);
+  } catch {
+    throw new Error(`${what} must be HOST:PORT (for example 127.0.0.1:50051) or unix:/path (for example unix:/run/token-tap/extproc.sock), got "${text}"`);
+  }
+}
+
+/** As grpc-js takes it: `unix:/path` or HOST:PORT. */
+export function formatListenAddress(address: ListenAddress): string {
+  return isSocket(address) ? `unix:${address.socket}` : formatHostPort(address);
+}
+
+/** Only this machine can reach it: a socket, 127.0.0.0/8, ::1 or localhost. */
+export function isLoopbackOnly(address: ListenAddress): boolean {
+  if (isSocket(address)) return true;
+  const host = address.host.toLowerCase();
+  return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
 }

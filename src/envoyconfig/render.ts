@@ -1,7 +1,8 @@
 // Renders a complete Envoy bootstrap from a short list of IdPs. Pure: options in, a config
 // object (and its YAML) out. Every output must pass `envoy --mode validate`.
 import { stringify } from 'yaml';
-import { formatHostPort, type HostPort } from '../config/values.js';
+import net from 'node:net';
+import { formatHostPort, formatListenAddress, isSocket, type HostPort, type ListenAddress } from '../config/values.js';
 import {
   EXT_PROC_HEALTH_SERVICE,
   IDP_METADATA_KEY,
@@ -36,7 +37,14 @@ export interface EnvoyConfigOptions {
   /** Profile routes for IdPs whose token response names no user (no id_token). */
   profiles?: ProfileRoute[];
   listen: HostPort;
-  sidecar: HostPort;
+  /** The sidecar's ext_proc listener: a Unix socket (Envoy's `pipe`) or HOST:PORT. */
+  sidecar: ListenAddress;
+  /** mTLS to the sidecar: Envoy's client certificate and key, and the CA the sidecar's certificate chains to. */
+  sidecarTls?: { certFile: string; keyFile: string; caFile: string };
+  /** Envoy-side guards: at most `requests` per `perSeconds` on each token route (local rate limit; 429 beyond). */
+  tokenRateLimit?: RateLimit;
+  /** Envoy-side guards: only these source networks reach any route (RBAC on the connection's address; 403 otherwise). */
+  allowSources?: Cidr[];
   admin: HostPort;
   mode: ProcessingMode;
   /** How long Envoy waits for each sidecar reply in buffered mode before failing open. */
@@ -49,6 +57,36 @@ export interface EnvoyConfigOptions {
   tls?: { certFile: string; keyFile: string };
   /** The sidecar's Okta token inline hook listener: adds POST /okta/token-hook (envoyconfig/okta-hook.ts). */
   oktaHook?: HostPort;
+}
+
+export interface RateLimit {
+  requests: number;
+  perSeconds: number;
+}
+
+export interface Cidr {
+  address: string;
+  prefixLength: number;
+}
+
+/** `N/s`, `N/m` (or `N/h`) from --token-rate-limit. */
+export function parseRateLimit(text: string): RateLimit {
+  const match = /^\s*(\d{1,9})\s*\/\s*(s|m|h)\s*$/.exec(text);
+  const requests = match ? Number(match[1]) : 0;
+  if (!match || requests < 1) throw new Error(`--token-rate-limit must be N/s, N/m or N/h with N at least 1 (for example 50/s), got "${text}"`);
+  return { requests, perSeconds: { s: 1, m: 60, h: 3600 }[match[2] as 's' | 'm' | 'h'] };
+}
+
+/** An IPv4 or IPv6 network (`10.0.0.0/8`, `2001:db8::/32`; a bare address is one host) from --allow-source. */
+export function parseCidr(text: string): Cidr {
+  const [address = '', prefix, extra] = text.trim().split('/');
+  const family = net.isIP(address);
+  const max = family === 6 ? 128 : 32;
+  const prefixLength = prefix === undefined ? max : /^\d{1,3}$/.test(prefix) ? Number(prefix) : NaN;
+  if (family === 0 || extra !== undefined || !(prefixLength >= 0 && prefixLength <= max)) {
+    throw new Error(`--allow-source must be an IPv4 or IPv6 network such as 10.0.0.0/8 or 2001:db8::/32, got "${text}"`);
+  }
+  return { address, prefixLength };
 }
 
 // Mozilla's "intermediate" TLS 1.2 suites (TLS 1.3 suites are not configurable and all strong).
@@ -78,6 +116,8 @@ function downstreamTls(tls: { certFile: string; keyFile: string }) {
 export const SIDECAR_CLUSTER = 'token_tap_sidecar';
 export const DEFAULT_CA_FILE = '/etc/ssl/certs/ca-certificates.crt';
 const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
+const RATE_LIMIT_FILTER = 'envoy.filters.http.local_ratelimit';
+const RBAC_FILTER = 'envoy.filters.http.rbac';
 
 /** Parses `NAME=URL` from the command line (--idp). */
 export function parseIdpFlag(text: string): IdpRoute {
@@ -115,6 +155,10 @@ export function parseProfileFlag(text: string, subjectFields: ReadonlyMap<string
 
 function socketAddress({ host, port }: HostPort) {
   return { socket_address: { address: host, port_value: port } };
+}
+
+function listenAddress(address: ListenAddress) {
+  return isSocket(address) ? { pipe: { path: address.socket } } : socketAddress(address);
 }
 
 function upstreamPort(url: URL): number {
@@ -179,11 +223,67 @@ function relayRoute(name: string, path: string, cluster: string, url: URL, overr
   };
 }
 
-function tokenRoute(idp: IdpRoute) {
+function tokenRoute(idp: IdpRoute, rateLimit: RateLimit | undefined) {
   // The metadata tells the sidecar which IdP this response came from.
-  return relayRoute(`idp_${idp.name}_token`, tokenRoutePath(idp.name), `idp_${idp.name}`, idp.tokenUrl, {
+  const route = relayRoute(`idp_${idp.name}_token`, tokenRoutePath(idp.name), `idp_${idp.name}`, idp.tokenUrl, {
     grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }],
   });
+  if (rateLimit) (route.typed_per_filter_config as Record<string, unknown>)[RATE_LIMIT_FILTER] = tokenBucket(idp.name, rateLimit);
+  return route;
+}
+
+/** One bucket per token route, shared by Envoy's workers; beyond it Envoy answers 429 and the IdP never sees the call. */
+function tokenBucket(name: string, { requests, perSeconds }: RateLimit) {
+  const everyone = { default_value: { numerator: 100, denominator: 'HUNDRED' } };
+  return {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit',
+    stat_prefix: `token_rate_limit_${name}`,
+    token_bucket: { max_tokens: requests, tokens_per_fill: requests, fill_interval: `${perSeconds}s` },
+    filter_enabled: { ...everyone, runtime_key: 'token_tap.token_rate_limit.enabled' },
+    filter_enforced: { ...everyone, runtime_key: 'token_tap.token_rate_limit.enforced' },
+  };
+}
+
+/**
+ * Only these networks reach the listener at all. The connection's own address (direct_remote_ip),
+ * never X-Forwarded-For, which a caller writes itself: behind a load balancer that is the
+ * balancer's address, so allow-list there or keep the client address (PROXY protocol).
+ */
+function sourceAllowList(sources: Cidr[]) {
+  return {
+    name: RBAC_FILTER,
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC',
+      rules: {
+        action: 'ALLOW',
+        policies: {
+          allowed_sources: {
+            permissions: [{ any: true }],
+            principals: sources.map((source) => ({ direct_remote_ip: { address_prefix: source.address, prefix_len: source.prefixLength } })),
+          },
+        },
+      },
+    },
+  };
+}
+
+function sidecarTransportSocket(sidecar: ListenAddress, tls: { certFile: string; keyFile: string; caFile: string }) {
+  // The sidecar's certificate must name the address Envoy dials (socket: any name the CA signed).
+  const san = isSocket(sidecar) ? [] : [{ san_type: isIpLiteral(sidecar.host) ? 'IP_ADDRESS' : 'DNS', matcher: { exact: sidecar.host } }];
+  return {
+    name: 'envoy.transport_sockets.tls',
+    typed_config: {
+      '@type': 'type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext',
+      ...(isSocket(sidecar) || isIpLiteral(sidecar.host) ? {} : { sni: sidecar.host }),
+      common_tls_context: {
+        tls_params: { tls_minimum_protocol_version: 'TLSv1_2' },
+        // gRPC over TLS is HTTP/2 by ALPN; Node's server refuses a client that offers none.
+        alpn_protocols: ['h2'],
+        tls_certificates: [{ certificate_chain: { filename: tls.certFile }, private_key: { filename: tls.keyFile } }],
+        validation_context: { trusted_ca: { filename: tls.caFile }, ...(san.length > 0 ? { match_typed_subject_alt_names: san } : {}) },
+      },
+    },
+  };
 }
 
 function profileRoute(profile: ProfileRoute, mode: ProcessingMode) {
@@ -233,10 +333,10 @@ function upstreamCluster(name: string, url: URL, caFile: string) {
 // Kept in step with ops/health.ts, which answers for it.
 export const DEFAULT_SIDECAR_MAX_STREAMS = 4096;
 
-function sidecarCluster(sidecar: HostPort, maxStreams: number) {
+function sidecarCluster(sidecar: ListenAddress, maxStreams: number, tls: EnvoyConfigOptions['sidecarTls']) {
   return {
     name: SIDECAR_CLUSTER,
-    type: isIpLiteral(sidecar.host) ? 'STATIC' : 'STRICT_DNS',
+    type: isSocket(sidecar) || isIpLiteral(sidecar.host) ? 'STATIC' : 'STRICT_DNS',
     connect_timeout: '0.25s',
     // A sidecar that is down, stalled or stopping is marked unhealthy within about a second, and
     // then ext_proc fails open at once instead of each login waiting for a connect or for
@@ -276,8 +376,9 @@ function sidecarCluster(sidecar: HostPort, maxStreams: number) {
     },
     load_assignment: {
       cluster_name: SIDECAR_CLUSTER,
-      endpoints: [{ lb_endpoints: [{ endpoint: { address: socketAddress(sidecar) } }] }],
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: listenAddress(sidecar) } }] }],
     },
+    ...(tls ? { transport_socket: sidecarTransportSocket(sidecar, tls) } : {}),
   };
 }
 
@@ -334,7 +435,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
                           name: 'idps',
                           domains: ['*'],
                           routes: [
-                            ...options.idps.map(tokenRoute),
+                            ...options.idps.map((idp) => tokenRoute(idp, options.tokenRateLimit)),
                             ...profiles.map((profile) => profileRoute(profile, options.mode)),
                             ...(options.oktaHook ? oktaHookRoutes() : []),
                             {
@@ -353,6 +454,9 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
                       ],
                     },
                     http_filters: [
+                      // Guards first: a refused call reaches neither the sidecar nor the IdP.
+                      ...(options.allowSources && options.allowSources.length > 0 ? [sourceAllowList(options.allowSources)] : []),
+                      ...(options.tokenRateLimit ? [{ name: RATE_LIMIT_FILTER, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', stat_prefix: 'token_rate_limit' } }] : []),
                       extProcFilter(options),
                       ...(options.oktaHook ? oktaHookFilters() : []),
                       {
@@ -374,7 +478,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
       clusters: [
         ...options.idps.map((idp) => upstreamCluster(`idp_${idp.name}`, idp.tokenUrl, caFile)),
         ...profiles.map((profile) => upstreamCluster(`idp_${profile.name}_userinfo`, profile.profileUrl, caFile)),
-        sidecarCluster(options.sidecar, options.sidecarMaxStreams ?? DEFAULT_SIDECAR_MAX_STREAMS),
+        sidecarCluster(options.sidecar, options.sidecarMaxStreams ?? DEFAULT_SIDECAR_MAX_STREAMS, options.sidecarTls),
         ...(options.oktaHook ? [oktaHookCluster(options.oktaHook)] : []),
       ],
     },
@@ -389,8 +493,10 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
     ...((options.profiles ?? []).length > 0
       ? [`# Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
       : []),
-    `# Sidecar (ext_proc): ${formatHostPort(options.sidecar)}; admin: ${formatHostPort(options.admin)}`,
+    `# Sidecar (ext_proc): ${formatListenAddress(options.sidecar)}${options.sidecarTls ? ' (mTLS)' : ''}; admin: ${formatHostPort(options.admin)}`,
     ...(options.oktaHook ? [`# Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
+    ...(options.allowSources && options.allowSources.length > 0 ? [`# Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`] : []),
+    ...(options.tokenRateLimit ? [`# Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`] : []),
     '',
   ].join('\n');
   return header + stringify(renderEnvoyConfig(options), { lineWidth: 0 });

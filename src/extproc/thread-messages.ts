@@ -2,8 +2,10 @@
 import type { ObservedResponse } from '../capture/types.js';
 
 export interface ExtProcThreadOptions {
-  /** host:port to bind; port 0 picks a free one. */
+  /** host:port to bind (port 0 picks a free one), or unix:/path. */
   listen: string;
+  /** PEM text: ext_proc speaks TLS; with clientCa, Envoy must present a certificate it signed. */
+  tls?: { cert: string; key: string; clientCa?: string | undefined } | undefined;
   maxBodyBytes: number;
   logLevel: string;
   /** Responses handed over and not yet acknowledged, at most; past it the thread drops and counts them. */

@@ -5,11 +5,14 @@
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ObservedResponse } from '../capture/types.js';
+import { clearStaleSocket } from './socket.js';
 import type { ExtProcThreadOptions, FromExtProcThread, ToExtProcThread } from './thread-messages.js';
 
 export interface ExtProcThread {
-  /** The bound port (the one asked for, or the one picked for port 0). */
+  /** The bound port (the one asked for, or the one picked for port 0); 0 on a Unix socket. */
   readonly port: number;
+  /** What it listens on: host:port with the bound port, or unix:/path. */
+  readonly listen: string;
   /** The thread's Linux task id, where /proc tells it. */
   readonly tid: number | undefined;
   /** What grpc.health.v1 on the ext_proc port answers. */
@@ -42,11 +45,13 @@ function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
 }
 
-function spawn(
+async function spawn(
   options: ExtProcThreadOptions,
   onMessage: (message: FromExtProcThread) => void,
   workerUrl: URL,
 ): Promise<{ worker: Worker; port: number; tid: number | undefined }> {
+  // Also after a thread died: its socket file may outlive it.
+  if (options.listen.startsWith('unix:')) await clearStaleSocket(options.listen.slice('unix:'.length));
   return new Promise((resolve, reject) => {
     const worker = new Worker(workerUrl, { workerData: options });
     const failed = (error: Error) => {
@@ -115,7 +120,9 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
 
   let { worker, port, tid } = await spawn(options, onMessage, workerUrl);
   let alive = true;
-  const listen = `${options.listen.slice(0, options.listen.lastIndexOf(':'))}:${port}`;
+  const socket = options.listen.startsWith('unix:');
+  if (socket) port = 0;
+  const listen = socket ? options.listen : `${options.listen.slice(0, options.listen.lastIndexOf(':'))}:${port}`;
 
   const watch = (current: Worker): void => {
     current.on('error', (error) => logger.error({ err: { name: error.name, message: error.message } }, 'the ext_proc thread failed'));
@@ -155,6 +162,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
 
   return {
     port,
+    listen,
     get tid() {
       return tid;
     },

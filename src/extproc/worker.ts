@@ -2,7 +2,7 @@
 // a reply never waits behind capture work (parsing, sealing, the spool, Postgres) on the main
 // thread. Finished responses go to the main thread in batches, once per event-loop turn, together
 // with the stream counters and log records, which the main thread owns. See thread.ts.
-import { readlinkSync } from 'node:fs';
+import { chmodSync, readlinkSync } from 'node:fs';
 import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
@@ -158,7 +158,23 @@ port.on('message', (message: ToExtProcThread) => {
   }
 });
 
-server.bindAsync(options.listen, grpc.ServerCredentials.createInsecure(), (error, boundPort) => {
+function credentials(): grpc.ServerCredentials {
+  const tls = options.tls;
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const clientCa = tls.clientCa ? Buffer.from(tls.clientCa) : null;
+  return grpc.ServerCredentials.createSsl(clientCa, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], clientCa !== null);
+}
+
+server.bindAsync(options.listen, credentials(), (error, boundPort) => {
+  if (!error && options.listen.startsWith('unix:')) {
+    // Owner and group only: Envoy shares the group (the pod's fsGroup, compose's ENVOY_GID).
+    try {
+      chmodSync(options.listen.slice('unix:'.length), 0o660);
+    } catch (chmodError) {
+      port.postMessage({ type: 'bind_failed', message: `cannot restrict the socket to its owner and group: ${(chmodError as Error).message}` } satisfies FromExtProcThread);
+      return;
+    }
+  }
   const reply: FromExtProcThread = error ? { type: 'bind_failed', message: error.message } : { type: 'listening', port: boundPort, tid: threadId() };
   port.postMessage(reply);
 });

@@ -65,13 +65,18 @@ export function explainMissingSchema(error: unknown): never {
   throw error;
 }
 
-/** Runs a command against the vault, audited: one access_events row whatever the outcome. */
-async function audited(
+/**
+ * Runs a command against the vault, audited: one access_events row whatever the outcome, durably
+ * committed before the command's output (a decrypted token, a new key) is handed back to print.
+ * When the row cannot be written, the command fails and its output is withheld (design §5).
+ * `work` may set `event.outcome` itself for a result that is also a refusal.
+ */
+export async function audited<T>(
   operation: string,
   needs: { keys?: boolean; idps?: boolean },
-  target: { idp?: string; subject?: string },
-  work: (vault: Vault, event: AccessEvent) => Promise<void>,
-): Promise<void> {
+  target: { idp?: string | undefined; subject?: string | undefined },
+  work: (vault: Vault, event: AccessEvent) => Promise<T>,
+): Promise<T> {
   const { pool, ring, clients } = connect(needs);
   const store = ring ? new GrantStore(pool, ring) : undefined;
   const vault: Vault = {
@@ -88,16 +93,42 @@ async function audited(
   };
   const event: AccessEvent = { operation, outcome: 'internal', caller: operator(), idp: target.idp, subject: target.subject };
   try {
-    await work(vault, event);
-    event.outcome = 'ok';
-  } catch (error) {
-    event.outcome = error instanceof VaultError ? error.outcome : 'internal';
-    event.detail = (error as Error).message;
-    explainMissingSchema(error);
+    let output: T;
+    try {
+      output = await work(vault, event);
+      if (event.outcome === 'internal') event.outcome = 'ok';
+    } catch (error) {
+      event.outcome = error instanceof VaultError ? error.outcome : 'internal';
+      event.detail = (error as Error).message;
+      const auditError = await vault.events.record(event).then(
+        () => undefined,
+        (failure: unknown) => failure,
+      );
+      let explained = error;
+      try {
+        explainMissingSchema(error);
+      } catch (thrown) {
+        explained = thrown;
+      }
+      // Without the schema, the audit table is missing too: the first message says it all.
+      if (auditError === undefined || (error as { code?: string }).code === '42P01') throw explained;
+      throw new Error(`${(explained as Error).message}\n(and its access record could not be written: ${describeAuditFailure(auditError)})`, { cause: explained });
+    }
+    try {
+      await vault.events.record(event);
+    } catch (auditError) {
+      throw new Error(`the access record could not be written to Postgres, so the output is withheld: ${describeAuditFailure(auditError)}`, { cause: auditError });
+    }
+    return output;
   } finally {
-    await vault.events.record(event).catch(() => undefined);
     await pool.end();
   }
+}
+
+/** Postgres' own words (they name the table or the privilege), never a row's values. */
+function describeAuditFailure(error: unknown): string {
+  const code = (error as { code?: string }).code;
+  return `${(error as Error).message}${code ? ` (SQLSTATE ${code})` : ''}`;
 }
 
 function printJson(value: unknown): void {
@@ -147,18 +178,19 @@ function registerApiKeyCommands(program: Command): void {
     .option('--idp <name>', `an IdP the key may use; repeat for several, '${ALL}' for every IdP`, collect, [])
     .option('--operation <op>', 'an operation the key may call; repeat for several', collect, [])
     .action(async (options: { name: string; idp: string[]; operation: string[] }) => {
-      await audited('CreateApiKey', {}, {}, async ({ pool }, event) => {
+      const key = await audited('CreateApiKey', {}, {}, async ({ pool }, event) => {
         try {
           const key = await new ApiKeyRepository(pool).create(options.name, options.idp, options.operation);
           event.apiKeyId = key.id;
           event.detail = `key "${key.name}" for IdPs ${key.idps.join(',')} and operations ${key.operations.join(',')}`;
-          printJson({ id: key.id, name: key.name, idps: key.idps, operations: key.operations, created_at: key.createdAt.toISOString(), api_key: key.token });
-          process.stderr.write('token-tap: this is the only time the key is shown; callers send it as "authorization: Bearer <api_key>"\n');
+          return key;
         } catch (error) {
           if (error instanceof ApiKeyInputError) throw new VaultError(error.message, 'invalid_argument');
           throw error;
         }
       });
+      printJson({ id: key.id, name: key.name, idps: key.idps, operations: key.operations, created_at: key.createdAt.toISOString(), api_key: key.token });
+      process.stderr.write('token-tap: this is the only time the key is shown; callers send it as "authorization: Bearer <api_key>"\n');
     });
 
   apiKeys
@@ -188,11 +220,13 @@ function registerApiKeyCommands(program: Command): void {
     .description('Revoke a key: every later call with it is UNAUTHENTICATED.')
     .requiredOption('--id <id>', 'the key id (api-keys list), the part after "ttk_"')
     .action(async (options: { id: string }) => {
-      await audited('RevokeApiKey', {}, {}, async ({ pool }, event) => {
-        event.apiKeyId = options.id;
-        if (!(await new ApiKeyRepository(pool).revoke(options.id))) throw new VaultError(`no API key with id "${options.id}" (see token-tap api-keys list)`, 'not_found');
-        printJson({ id: options.id, revoked: true });
-      });
+      printJson(
+        await audited('RevokeApiKey', {}, {}, async ({ pool }, event) => {
+          event.apiKeyId = options.id;
+          if (!(await new ApiKeyRepository(pool).revoke(options.id))) throw new VaultError(`no API key with id "${options.id}" (see token-tap api-keys list)`, 'not_found');
+          return { id: options.id, revoked: true };
+        }),
+      );
     });
 }
 
@@ -210,11 +244,13 @@ function registerGrantCommands(program: Command): void {
       const separator = options.after?.indexOf('/') ?? -1;
       if (options.after !== undefined && separator <= 0) throw new Error('--after must be IDP/SUBJECT, as printed in "next"');
       const after = options.after ? { idp: options.after.slice(0, separator), subject: options.after.slice(separator + 1) } : undefined;
-      await audited('ListGrants', {}, { idp: options.idp }, async ({ pool }, event) => {
-        const page = await listGrants(pool, { idps: options.idp ? [options.idp] : undefined, after, limit });
-        event.detail = `${page.grants.length} grants`;
-        printJson({ grants: page.grants.map(summaryToJson), next: page.next ? `${page.next.idp}/${page.next.subject}` : null });
-      });
+      printJson(
+        await audited('ListGrants', {}, { idp: options.idp }, async ({ pool }, event) => {
+          const page = await listGrants(pool, { idps: options.idp ? [options.idp] : undefined, after, limit });
+          event.detail = `${page.grants.length} grants`;
+          return { grants: page.grants.map(summaryToJson), next: page.next ? `${page.next.idp}/${page.next.subject}` : null };
+        }),
+      );
     });
 
   grants
@@ -223,11 +259,13 @@ function registerGrantCommands(program: Command): void {
     .requiredOption('--idp <name>', 'the IdP name')
     .requiredOption('--subject <sub>', "the user's subject")
     .action(async (options: { idp: string; subject: string }) => {
-      await audited('RefreshGrant', { keys: true, idps: true }, options, async ({ pool, store, clients }, event) => {
-        const result = await new GrantRefresher({ pool, store, clients }).refresh(options.idp, options.subject);
-        event.detail = result.refreshedByThisCall ? 'refreshed at the IdP' : 'served a refresh made after this call arrived';
-        printJson({ refreshed_by_this_call: result.refreshedByThisCall, grant: grantToJson(result.grant) });
-      });
+      printJson(
+        await audited('RefreshGrant', { keys: true, idps: true }, options, async ({ pool, store, clients }, event) => {
+          const result = await new GrantRefresher({ pool, store, clients }).refresh(options.idp, options.subject);
+          event.detail = result.refreshedByThisCall ? 'refreshed at the IdP' : 'served a refresh made after this call arrived';
+          return { refreshed_by_this_call: result.refreshedByThisCall, grant: grantToJson(result.grant) };
+        }),
+      );
     });
 
   grants
@@ -236,11 +274,13 @@ function registerGrantCommands(program: Command): void {
     .requiredOption('--idp <name>', 'the IdP name')
     .requiredOption('--subject <sub>', "the user's subject")
     .action(async (options: { idp: string; subject: string }) => {
-      await audited('RevokeGrant', { keys: true, idps: true }, options, async ({ pool, store, clients }, event) => {
-        const result = await new GrantRevoker({ pool, store, clients }).revoke(options.idp, options.subject);
-        event.detail = result.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url, or already revoked)';
-        printJson({ revoked_at_idp: result.revokedAtIdp, status: result.grant.status, version: result.grant.version });
-      });
+      printJson(
+        await audited('RevokeGrant', { keys: true, idps: true }, options, async ({ pool, store, clients }, event) => {
+          const result = await new GrantRevoker({ pool, store, clients }).revoke(options.idp, options.subject);
+          event.detail = result.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url, or already revoked)';
+          return { revoked_at_idp: result.revokedAtIdp, status: result.grant.status, version: result.grant.version };
+        }),
+      );
     });
 
   grants
@@ -257,12 +297,14 @@ function registerGrantCommands(program: Command): void {
       if (Boolean(options.subject) === Boolean(options.email)) problems.push('give either --subject SUB or --email EMAIL');
       if (problems.length > 0) throw new Error(problems.join('\n'));
       const needs = options.revokeAtIdp ? { keys: true, idps: true } : {};
-      await audited('DeleteSubject', needs, { idp: options.idp, subject: options.subject }, async ({ pool, store, clients }, event) => {
-        const revoker = options.revokeAtIdp ? new GrantRevoker({ pool, store, clients }) : undefined;
-        const result = await eraseSubject(pool, { idps: options.idp ? [options.idp] : undefined, subject: options.subject, email: options.email, revoker });
-        event.detail = `deleted ${result.deleted.length} grants and ${result.captureEventsDeleted} capture events`;
-        printJson({ deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted });
-      });
+      printJson(
+        await audited('DeleteSubject', needs, { idp: options.idp, subject: options.subject }, async ({ pool, store, clients }, event) => {
+          const revoker = options.revokeAtIdp ? new GrantRevoker({ pool, store, clients }) : undefined;
+          const result = await eraseSubject(pool, { idps: options.idp ? [options.idp] : undefined, subject: options.subject, email: options.email, revoker });
+          event.detail = `deleted ${result.deleted.length} grants and ${result.captureEventsDeleted} capture events`;
+          return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted };
+        }),
+      );
     });
 }
 
@@ -286,16 +328,18 @@ function registerUpkeepCommands(program: Command): void {
         problems.push('nothing to purge: give --grants-older-than and/or --events-older-than (or set TOKEN_TAP_GRANT_RETENTION / TOKEN_TAP_EVENT_RETENTION)');
       }
       if (problems.length > 0) throw new Error(problems.join('\n'));
-      await audited('Purge', {}, {}, async ({ pool }, event) => {
-        const result = await purgeExpired(pool, policy);
-        event.detail = `purged ${result.grants} grants, ${result.pendingGrants} held grants, ${result.captureEvents} capture events, ${result.accessEvents} access events`;
-        printJson({
-          grants: result.grants,
-          pending_grants: result.pendingGrants,
-          capture_events: result.captureEvents,
-          access_events: result.accessEvents,
-        });
-      });
+      printJson(
+        await audited('Purge', {}, {}, async ({ pool }, event) => {
+          const result = await purgeExpired(pool, policy);
+          event.detail = `purged ${result.grants} grants, ${result.pendingGrants} held grants, ${result.captureEvents} capture events, ${result.accessEvents} access events`;
+          return {
+            grants: result.grants,
+            pending_grants: result.pendingGrants,
+            capture_events: result.captureEvents,
+            access_events: result.accessEvents,
+          };
+        }),
+      );
     });
 
   const keys = subcommand(program, 'keys', 'The encryption key ring (TOKEN_TAP_KEYS).');
@@ -308,26 +352,32 @@ function registerUpkeepCommands(program: Command): void {
     .option('--batch-size <n>', 'rows per transaction (1-10000)', '200')
     .action(async (options: { batchSize: string }) => {
       const batchSize = positive(options.batchSize, '--batch-size', 10_000);
-      await audited('RotateKeys', { keys: true }, {}, async ({ pool, ring, store }, event) => {
+      const rotation = await audited('RotateKeys', { keys: true }, {}, async ({ pool, ring, store }, event) => {
         const result = await rotateKeys(pool, ring, store, {
           batchSize,
           onProgress: ({ table, done, total }) => process.stderr.write(`token-tap: ${table}: ${done}/${total} re-encrypted under key "${ring.activeKeyId}"\n`),
         });
         event.detail = `re-encrypted ${result.grants} grants and ${result.pendingGrants} held grants under key ${ring.activeKeyId}`;
-        printJson({
+        const output = {
           active_key_id: ring.activeKeyId,
           grants: result.grants,
           pending_grants: result.pendingGrants,
           missing_keys: result.missing.map((missing) => ({ key_id: missing.keyId, grants: missing.grants, pending_grants: missing.pendingGrants })),
-        });
+        };
+        let refusal: VaultError | undefined;
         if (result.missing.length > 0) {
           const names = result.missing.map((missing) => `"${missing.keyId}" (${missing.grants} grants, ${missing.pendingGrants} held grants)`).join(', ');
-          throw new VaultError(
+          refusal = new VaultError(
             `rows are sealed under key id ${names}, which TOKEN_TAP_KEYS lacks, so they cannot be re-encrypted: add the key back after the active one and run again, or delete those grants`,
             'failed_precondition',
           );
+          event.outcome = refusal.outcome;
+          event.detail = `${event.detail}; ${refusal.message}`;
         }
+        return { output, refusal };
       });
+      printJson(rotation.output);
+      if (rotation.refusal) throw rotation.refusal;
     });
 }
 

@@ -4,12 +4,12 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
-import { ConfigError, formatHostPort, parseHostPort, type HostPort } from '../config/values.js';
-import type { IdpRoute, ProcessingMode, ProfileRoute } from '../envoyconfig/render.js';
+import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress } from '../config/values.js';
+import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { startSidecar } from '../sidecar.js';
-import { GrantStore } from '../store/grants.js';
+import { grantNotFound } from '../store/errors.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
-import { connect, explainMissingSchema, registerVaultCommands } from './cli-vault.js';
+import { audited, registerVaultCommands } from './cli-vault.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 
@@ -54,11 +54,16 @@ interface EnvoyConfigFlags {
   tlsCert?: string;
   tlsKey?: string;
   oktaHook?: string;
+  sidecarTlsCert?: string;
+  sidecarTlsKey?: string;
+  sidecarCa?: string;
+  tokenRateLimit?: string;
+  allowSource: string[];
 }
 
 async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   // Loaded here, not at start: the YAML library is only needed by this command.
-  const { parseIdpFlag, parseProfileFlag, renderEnvoyYaml } = await import('../envoyconfig/render.js');
+  const { parseCidr, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyYaml } = await import('../envoyconfig/render.js');
   const problems: string[] = [];
   const idps: IdpRoute[] = [];
   for (const flag of options.idp) {
@@ -94,10 +99,34 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       problems.push((error as Error).message);
     }
   }
-  const addresses: Partial<Record<'listen' | 'sidecar' | 'admin', HostPort>> = {};
-  for (const key of ['listen', 'sidecar', 'admin'] as const) {
+  const addresses: Partial<Record<'listen' | 'admin', HostPort>> = {};
+  for (const key of ['listen', 'admin'] as const) {
     try {
       addresses[key] = parseHostPort(options[key], `--${key}`);
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  let sidecar: ListenAddress | undefined;
+  try {
+    sidecar = parseListenAddress(options.sidecar, '--sidecar');
+  } catch (error) {
+    problems.push((error as Error).message);
+  }
+  const sidecarTlsFiles = [options.sidecarTlsCert, options.sidecarTlsKey, options.sidecarCa];
+  if (sidecarTlsFiles.some(Boolean) && !sidecarTlsFiles.every(Boolean)) problems.push('--sidecar-tls-cert, --sidecar-tls-key and --sidecar-ca go together (mTLS to the sidecar)');
+  let tokenRateLimit: RateLimit | undefined;
+  if (options.tokenRateLimit !== undefined) {
+    try {
+      tokenRateLimit = parseRateLimit(options.tokenRateLimit);
+    } catch (error) {
+      problems.push((error as Error).message);
+    }
+  }
+  const allowSources: Cidr[] = [];
+  for (const flag of options.allowSource) {
+    try {
+      allowSources.push(parseCidr(flag));
     } catch (error) {
       problems.push((error as Error).message);
     }
@@ -107,7 +136,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   const sidecarMaxStreams = options.sidecarMaxStreams === undefined ? undefined : Number(options.sidecarMaxStreams);
   if (sidecarMaxStreams !== undefined && !(Number.isInteger(sidecarMaxStreams) && sidecarMaxStreams > 0)) problems.push('--sidecar-max-streams must be a positive integer');
   if (Boolean(options.tlsCert) !== Boolean(options.tlsKey)) problems.push('--tls-cert and --tls-key go together');
-  for (const file of [options.tlsCert, options.tlsKey]) {
+  for (const file of [options.tlsCert, options.tlsKey, ...sidecarTlsFiles]) {
     if (file && !existsSync(file)) problems.push(`${file} does not exist (Envoy reads it at start)`);
   }
   if (problems.length > 0) throw new UsageError(problems.join('\n'));
@@ -117,7 +146,12 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       idps,
       profiles,
       listen: addresses.listen!,
-      sidecar: addresses.sidecar!,
+      sidecar: sidecar!,
+      ...(options.sidecarTlsCert && options.sidecarTlsKey && options.sidecarCa
+        ? { sidecarTls: { certFile: path.resolve(options.sidecarTlsCert), keyFile: path.resolve(options.sidecarTlsKey), caFile: path.resolve(options.sidecarCa) } }
+        : {}),
+      ...(tokenRateLimit ? { tokenRateLimit } : {}),
+      ...(allowSources.length > 0 ? { allowSources } : {}),
       admin: addresses.admin!,
       mode: options.mode,
       messageTimeoutMs,
@@ -133,27 +167,24 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
 }
 
 
-function storeFromEnvironment(): { store: GrantStore; close: () => Promise<void> } {
-  const { pool, ring } = connect({ keys: true });
-  return { store: new GrantStore(pool, ring!), close: () => pool.end() };
-}
-
-
 async function grantsShow(options: { idp: string; subject?: string; pending: boolean }): Promise<void> {
   if (options.pending === Boolean(options.subject)) throw new UsageError('give either --subject SUB or --pending');
-  const { store, close } = storeFromEnvironment();
-  try {
-    if (options.pending) {
-      const pending = await store.findPending(options.idp).catch(explainMissingSchema);
-      process.stdout.write(`${JSON.stringify(pending.map(pendingToJson), null, 2)}\n`);
-      return;
-    }
-    const grant = await store.findGrant(options.idp, options.subject!).catch(explainMissingSchema);
-    if (!grant) throw new UsageError(`no grant stored for IdP "${options.idp}" and subject "${options.subject}"`);
-    process.stdout.write(`${JSON.stringify(grantToJson(grant), null, 2)}\n`);
-  } finally {
-    await close();
+  // A decrypting read: its access_events row is committed before anything is printed (cli-vault.ts).
+  if (options.pending) {
+    const pending = await audited('ListPendingGrants', { keys: true }, { idp: options.idp }, async ({ store }, event) => {
+      const found = await store.findPending(options.idp);
+      event.detail = `${found.length} held grants`;
+      return found.map(pendingToJson);
+    });
+    process.stdout.write(`${JSON.stringify(pending, null, 2)}\n`);
+    return;
   }
+  const grant = await audited('GetGrant', { keys: true }, { idp: options.idp, subject: options.subject }, async ({ store }) => {
+    const found = await store.findGrant(options.idp, options.subject!);
+    if (!found) throw grantNotFound(options.idp, options.subject!);
+    return grantToJson(found);
+  });
+  process.stdout.write(`${JSON.stringify(grant, null, 2)}\n`);
 }
 
 export function buildProgram(): Command {
@@ -164,7 +195,8 @@ export function buildProgram(): Command {
   program
     .command('serve')
     .description('Run the sidecar: the ext_proc gRPC server Envoy sends token responses to.\nReads DATABASE_URL and TOKEN_TAP_KEYS (id1:base64key,id0:base64key; first is active).')
-    .option('--listen <host:port>', 'ext_proc gRPC listen address (env TOKEN_TAP_LISTEN)', undefined)
+    .option('--listen <address>', 'ext_proc gRPC listen address: unix:/path or a loopback HOST:PORT (env TOKEN_TAP_LISTEN, default 127.0.0.1:50051)', undefined)
+    .option('--allow-remote-extproc', 'let ext_proc listen beyond loopback (env TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true); use mTLS: TOKEN_TAP_EXTPROC_TLS_CERT, _KEY, _CLIENT_CA')
     .option('--api-listen <host:port>', 'TokenVault gRPC API listen address, or "off" (env TOKEN_TAP_API_LISTEN, default 127.0.0.1:50052)')
     .option('--hook-listen <host:port>', 'Okta token inline hook (HTTP, POST /okta/token-hook) listen address, or "off" (env TOKEN_TAP_HOOK_LISTEN, default off); needs TOKEN_TAP_HOOK_CONFIG')
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL)')
@@ -177,7 +209,12 @@ export function buildProgram(): Command {
     .option('--userinfo <name=url>', "an IdP's profile endpoint, for IdPs without id_token (GitHub: https://api.github.com/user); Okta's user info URL becomes /idp/NAME/userinfo", collect, [])
     .option('--userinfo-subject <name=field>', 'where the user id sits in that profile (default: sub, then id, then user_id), e.g. x=data.id', collect, [])
     .option('--listen <host:port>', 'where Okta reaches Envoy', '0.0.0.0:8080')
-    .option('--sidecar <host:port>', 'the token-tap sidecar (ext_proc)', '127.0.0.1:50051')
+    .option('--sidecar <address>', 'the token-tap sidecar (ext_proc): unix:/path (a socket shared with the sidecar) or HOST:PORT', '127.0.0.1:50051')
+    .option('--sidecar-tls-cert <file>', "mTLS to a sidecar beyond loopback: Envoy's client certificate (PEM)")
+    .option('--sidecar-tls-key <file>', 'the PEM private key for --sidecar-tls-cert')
+    .option('--sidecar-ca <file>', "the CA bundle the sidecar's certificate chains to")
+    .option('--token-rate-limit <n/s>', 'at most N calls per second (N/s, N/m, N/h) on each token route; beyond, Envoy answers 429 without calling the IdP')
+    .option('--allow-source <cidr>', "only these source networks reach Envoy (403 for others), e.g. Okta's published egress ranges; repeat for several", collect, [])
     .option('--admin <host:port>', 'Envoy admin interface (keep it on loopback)', '127.0.0.1:9901')
     .addOption(new Option('--mode <mode>', 'observability: Envoy never waits; buffered: one loopback round trip per message').choices(['observability', 'buffered']).default('observability'))
     .option('--message-timeout-ms <ms>', 'buffered mode: how long Envoy waits for the sidecar before failing open (default 200)')

@@ -19,6 +19,8 @@ export interface Readiness {
   ready: boolean;
   body: {
     status: ServingPhase;
+    /** Where ext_proc listens (host:port or unix:/path) and how: none, tls or mtls. */
+    extProc?: { listen: string; tls: string };
     store: ReturnType<StoreState['describe']>;
     spool: { captures: number; bytes: number; maxBytes: number; full: boolean };
   };
@@ -32,6 +34,13 @@ export class SidecarHealth {
     private readonly store: StoreState,
     private readonly spool: SpoolView,
   ) {}
+
+  private extProc: { listen: string; tls: string } | undefined;
+
+  /** Where ext_proc listens, for /readyz (operators check a socket path or a bound port there). */
+  describeExtProc(extProc: { listen: string; tls: string }): void {
+    this.extProc = extProc;
+  }
 
   /** Calls `listener` on every change, e.g. to set grpc.health.v1 on the ext_proc port (extproc/worker.ts). */
   follow(listener: (serving: boolean) => void): void {
@@ -53,6 +62,7 @@ export class SidecarHealth {
       ready: this.phase === 'serving',
       body: {
         status: this.phase,
+        ...(this.extProc ? { extProc: this.extProc } : {}),
         store: this.store.describe(),
         // "Full" once another typical capture (a few KiB) may not fit.
         spool: { captures: depth, bytes, maxBytes, full: bytes + 16 * 1024 > maxBytes },

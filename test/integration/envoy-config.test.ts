@@ -43,6 +43,8 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     ['sidecar by DNS name', ['--sidecar', 'token-tap:50051', '--idp', 'google=https://oauth2.googleapis.com/token']],
     ['profile routes for GitHub and X, both modes', ['--idp', 'github=https://github.com/login/oauth/access_token', '--userinfo', 'github=https://api.github.com/user', '--idp', 'x=https://api.x.com/2/oauth2/token', '--userinfo', 'x=https://api.x.com/2/users/me', '--userinfo-subject', 'x=data.id']],
     ['profile route, buffered', ['--mode', 'buffered', '--idp', 'github=https://github.com/login/oauth/access_token', '--userinfo', 'github=https://api.github.com/user']],
+    ['sidecar on a Unix socket (pipe), both guards', ['--sidecar', 'unix:/run/token-tap/extproc.sock', '--token-rate-limit', '50/s', '--allow-source', '10.0.0.0/8', '--allow-source', '2001:db8::/32', '--allow-source', '192.0.2.7', '--idp', 'a=https://a.example/token', '--idp', 'b=https://b.example/token']],
+    ['rate limit per minute, buffered', ['--mode', 'buffered', '--token-rate-limit', '600/m', '--idp', 'a=https://a.example/token']],
   ];
   for (const [name, args] of variants) {
     it(`token-tap envoy-config output validates: ${name}`, async () => {
@@ -64,6 +66,24 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     writeFileSync(`${dir}/envoy.yaml`, rendered.stdout);
     const result = await validateEnvoyConfig(`${dir}/envoy.yaml`);
     expect(result.ok, result.output).to.equal(true);
+  });
+
+  it('token-tap envoy-config output validates: mTLS to a sidecar by DNS name, with a client certificate', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-sidecar-tls-'));
+    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=envoy', '-keyout', `${dir}/key.pem`, '-out', `${dir}/cert.pem`], { stdio: 'ignore' });
+    const rendered = await runCli(['envoy-config', '--idp', 'a=https://a.example/token', '--sidecar', 'token-tap.internal:50051', '--sidecar-tls-cert', `${dir}/cert.pem`, '--sidecar-tls-key', `${dir}/key.pem`, '--sidecar-ca', `${dir}/cert.pem`], {});
+    expect(rendered.code, rendered.stderr).to.equal(0);
+    expect(rendered.stdout).to.contain('UpstreamTlsContext').and.contain(`${dir}/cert.pem`).and.contain('sni: token-tap.internal');
+    writeFileSync(`${dir}/envoy.yaml`, rendered.stdout);
+    const result = await validateEnvoyConfig(`${dir}/envoy.yaml`);
+    expect(result.ok, result.output).to.equal(true);
+  });
+
+  it('token-tap envoy-config refuses half an mTLS setup, a bad rate and a bad network, all at once', async () => {
+    const result = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--sidecar-tls-cert', '/nonexistent/c.pem', '--token-rate-limit', 'lots', '--allow-source', '10.0.0.0/33', '--sidecar', 'unix:'], {});
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('--sidecar-tls-cert, --sidecar-tls-key and --sidecar-ca go together').and.contain('--token-rate-limit must be N/s').and.contain('--allow-source must be').and.contain('unix: needs a path');
+    expect(result.stdout).to.equal('');
   });
 
   it('token-tap envoy-config refuses a TLS key without a certificate, or files that do not exist', async () => {

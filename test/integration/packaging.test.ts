@@ -5,6 +5,8 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { parseAllDocuments, parse } from 'yaml';
 import { composeValidator } from '../support/compose-schema.js';
+import { isLoopbackOnly, parseListenAddress } from '../../src/config/values.js';
+import { SIDECAR_CLUSTER } from '../../src/envoyconfig/render.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const read = (file: string) => readFileSync(`${root}${file}`, 'utf8');
@@ -55,7 +57,11 @@ describe('packaging (static checks)', () => {
     expect(compose.services['token-tap']!.image).to.equal(`idp-token-tap:${packageVersion}`);
     expect(compose.services['demo-idp']!.image).to.equal(`idp-token-tap-demo-idp:${packageVersion}`);
     for (const [name, service] of Object.entries(compose.services)) expect((service as { healthcheck?: unknown }).healthcheck, `${name} has a health check`).to.not.equal(undefined);
-    const mounted = compose.services.envoy!.volumes!.map((volume) => volume.split(':')[0]!.replace(/^\.\//, ''));
+    // Bind mounts (./...) must exist; named volumes (the ext_proc socket's) are declared at the top level.
+    const sources = compose.services.envoy!.volumes!.map((volume) => volume.split(':')[0]!);
+    const mounted = sources.filter((source) => source.startsWith('./')).map((source) => source.replace(/^\.\//, ''));
+    expect(mounted).to.not.be.empty;
+    for (const named of sources.filter((source) => !source.startsWith('./'))) expect((compose as unknown as { volumes: Record<string, unknown> }).volumes, named).to.have.property(named);
     for (const file of mounted) expect(existsSync(`${root}${file}`), file).to.equal(true);
     for (const [name, service] of Object.entries(compose.services)) {
       if (service.image) expect(service.image, name).to.match(/:[\w.-]*\d[\w.-]*$/, 'images are pinned to a version');
@@ -80,10 +86,10 @@ describe('packaging (static checks)', () => {
 
   it('every Kubernetes object passes the Kubernetes OpenAPI schema (kubernetes-models)', async () => {
     const objects = k8sObjects();
-    expect(objects.map((object) => object.kind).sort()).to.include.members(['Deployment', 'Service', 'NetworkPolicy', 'PodDisruptionBudget', 'Secret', 'Namespace']);
+    expect(objects.map((object) => object.kind).sort()).to.include.members(['StatefulSet', 'Service', 'NetworkPolicy', 'PodDisruptionBudget', 'Secret', 'Namespace']);
     for (const object of objects) (await modelFor(object)).validate();
     // The check can fail: a port given as text is refused.
-    const broken = structuredClone(objects.find((object) => object.kind === 'Deployment')!);
+    const broken = structuredClone(objects.find((object) => object.kind === 'StatefulSet')!);
     broken.spec.template.spec.containers[0].ports[0].containerPort = 'eighty';
     let refused = false;
     try {
@@ -101,8 +107,8 @@ describe('packaging (static checks)', () => {
     }
     expect(kustomization.images).to.deep.include({ name: 'envoyproxy/envoy', newTag: `v${envoyVersion}` });
     expect(kustomization.images).to.deep.include({ name: 'idp-token-tap', newTag: packageVersion });
-    const deployment = k8sObjects().find((object) => object.kind === 'Deployment')!;
-    const pod = deployment.spec.template.spec;
+    const statefulSet = k8sObjects().find((object) => object.kind === 'StatefulSet')!;
+    const pod = statefulSet.spec.template.spec;
     expect(pod.securityContext.runAsNonRoot).to.equal(true);
     for (const container of pod.containers) {
       expect(container.securityContext, container.name).to.include({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
@@ -110,6 +116,98 @@ describe('packaging (static checks)', () => {
       expect(container.resources.limits, container.name).to.have.keys('cpu', 'memory');
     }
     expect(pod.containers.map((container: { image: string }) => container.image)).to.deep.equal([`envoyproxy/envoy:v${envoyVersion}`, `idp-token-tap:${packageVersion}`]);
-    expect(pod.volumes.find((volume: { name: string }) => volume.name === 'spool').emptyDir).to.be.an('object');
+    // The spool outlives the pod: a claim per pod, kept when scaled down; the socket stays on an emptyDir.
+    expect(pod.volumes.find((volume: { name: string }) => volume.name === 'spool'), 'no pod-lived spool volume').to.equal(undefined);
+    const claim = statefulSet.spec.volumeClaimTemplates.find((template: { metadata: { name: string } }) => template.metadata.name === 'spool');
+    expect(claim.spec.accessModes).to.deep.equal(['ReadWriteOnce']);
+    expect(statefulSet.spec.persistentVolumeClaimRetentionPolicy).to.deep.equal({ whenDeleted: 'Retain', whenScaled: 'Retain' });
+    expect(k8sObjects().some((object) => object.kind === 'Service' && object.metadata.name === statefulSet.spec.serviceName && object.spec.clusterIP === 'None'), 'governing headless Service').to.equal(true);
+    const sidecar = pod.containers.find((container: { name: string }) => container.name === 'token-tap');
+    expect(sidecar.volumeMounts.find((mount: { name: string }) => mount.name === 'spool').mountPath).to.equal(sidecar.env.find((env: { name: string }) => env.name === 'TOKEN_TAP_SPOOL_DIR').value);
+    expect(pod.volumes.find((volume: { name: string }) => volume.name === 'extproc').emptyDir).to.be.an('object');
+    for (const container of pod.containers) expect(container.volumeMounts.map((mount: { name: string }) => mount.name), container.name).to.include('extproc');
+    // The socket is 0660: Envoy reaches it through the pod's fsGroup.
+    expect(pod.securityContext.fsGroup).to.equal(pod.containers.find((container: { name: string }) => container.name === 'token-tap').securityContext.runAsGroup);
+    // The two-phase key rollout is written where operators change keys.
+    expect(read(`${K8S_DIR}statefulset.yaml`)).to.match(/two-phase/).and.match(/keys rotate/);
+    expect(read(`${K8S_DIR}secret.yaml`)).to.match(/two phases/).and.match(/keys rotate/);
+  });
+
+  describe('no shipped artefact serves ext_proc on a wildcard or other non-loopback address', () => {
+    const WILDCARD = /^(0\.0\.0\.0|::|\[::\]|\*)$/;
+
+    /** Every ext_proc listen address in a command line (`serve --listen X`) and an environment. */
+    function listenAddresses(args: string[] | undefined, env: Record<string, string | undefined>): string[] {
+      const found: string[] = [];
+      if (args && args.includes('serve')) {
+        const at = args.indexOf('--listen');
+        const inline = args.find((arg) => arg.startsWith('--listen='));
+        if (at >= 0) found.push(args[at + 1]!);
+        if (inline) found.push(inline.slice('--listen='.length));
+        expect(args, 'no --allow-remote-extproc in what we ship').to.not.include('--allow-remote-extproc');
+        // serve without --listen or TOKEN_TAP_LISTEN uses the default, which is loopback.
+        if (at < 0 && !inline && !env.TOKEN_TAP_LISTEN) found.push('127.0.0.1:50051');
+      }
+      if (env.TOKEN_TAP_LISTEN) found.push(env.TOKEN_TAP_LISTEN);
+      expect(env.TOKEN_TAP_ALLOW_REMOTE_EXTPROC ?? 'false', 'TOKEN_TAP_ALLOW_REMOTE_EXTPROC').to.not.match(/^(true|1)$/i);
+      return found;
+    }
+
+    function expectLocal(where: string, addresses: string[]): void {
+      expect(addresses, `${where}: no ext_proc listen address found`).to.not.be.empty;
+      for (const address of addresses) {
+        const parsed = parseListenAddress(address, where);
+        expect('host' in parsed ? parsed.host : '', `${where}: ${address}`).to.not.match(WILDCARD);
+        expect(isLoopbackOnly(parsed), `${where}: ${address} is reachable beyond the machine`).to.equal(true);
+      }
+    }
+
+    function dockerfileCommand(text: string): string[] {
+      const last = text.slice(text.lastIndexOf('\nFROM '));
+      const cmd = /^CMD\s+(\[.*\])\s*$/m.exec(last);
+      return cmd ? (JSON.parse(cmd[1]!) as string[]) : [];
+    }
+
+    it('Dockerfile: the sidecar image\'s default command', () => {
+      const dockerfile = read('Dockerfile');
+      const env = Object.fromEntries([...dockerfile.slice(dockerfile.lastIndexOf('\nFROM ')).matchAll(/^ENV\s+(\w+)=(\S+)/gm)].map((match) => [match[1]!, match[2]!]));
+      expectLocal('Dockerfile CMD', listenAddresses(dockerfileCommand(dockerfile), env));
+      // The check can fail: the old default is refused.
+      expect(() => expectLocal('mutated', listenAddresses(['serve', '--listen', '0.0.0.0:50051'], {}))).to.throw(/0\.0\.0\.0/);
+    });
+
+    it('docker-compose.yml: the sidecar service', () => {
+      const compose = parse(read('docker-compose.yml')) as { services: Record<string, { command?: string[]; environment?: Record<string, string> }> };
+      const service = compose.services['token-tap']!;
+      expectLocal('docker-compose.yml token-tap', listenAddresses(service.command, service.environment ?? {}));
+      expect(() => expectLocal('mutated', listenAddresses(service.command, { TOKEN_TAP_LISTEN: '[::]:50051' }))).to.throw(/::/);
+    });
+
+    it('deploy/kubernetes: every container of every workload', () => {
+      let seen = 0;
+      for (const object of k8sObjects()) {
+        for (const container of object.spec?.template?.spec?.containers ?? []) {
+          const env = Object.fromEntries((container.env ?? []).map((entry: { name: string; value?: string }) => [entry.name, entry.value]));
+          const addresses = listenAddresses([...(container.command ?? []), ...(container.args ?? [])], env);
+          if (addresses.length === 0) continue;
+          seen += 1;
+          expectLocal(`${object.kind}/${object.metadata.name} ${container.name}`, addresses);
+        }
+      }
+      expect(seen, 'the sidecar container was checked').to.equal(1);
+      expect(() => expectLocal('mutated', listenAddresses(['serve'], { TOKEN_TAP_LISTEN: '10.0.0.5:50051' }))).to.throw(/beyond the machine/);
+    });
+
+    it('envoy/*.yaml and deploy/kubernetes/envoy.yaml: the sidecar cluster Envoy dials', () => {
+      const files = [...readdirSync(`${root}envoy`).filter((file) => file.endsWith('.yaml')).map((file) => `envoy/${file}`), `${K8S_DIR}envoy.yaml`];
+      for (const file of files) {
+        const config = parse(read(file)) as { static_resources: { clusters: Array<{ name: string; load_assignment: any }> } };
+        const cluster = config.static_resources.clusters.find((candidate) => candidate.name === SIDECAR_CLUSTER)!;
+        const addresses = cluster.load_assignment.endpoints.flatMap((endpoint: any) => endpoint.lb_endpoints.map((lb: any) => lb.endpoint.address));
+        expectLocal(file, addresses.map((address: any) => (address.pipe ? `unix:${address.pipe.path}` : `${address.socket_address.address}:${address.socket_address.port_value}`)));
+      }
+      // Where both containers share a pod or a volume, the socket is the one we ship.
+      for (const file of ['envoy/envoy.compose.yaml', `${K8S_DIR}envoy.yaml`]) expect(read(file), file).to.contain('pipe:');
+    });
   });
 });

@@ -13,14 +13,15 @@ export interface EnvoyFront {
   origin: string;
 }
 
-export async function startEnvoyFront(options: Omit<EnvoyConfigOptions, 'listen' | 'sidecar' | 'admin'> & { sidecarPort: number }): Promise<EnvoyFront> {
-  const { sidecarPort, ...rest } = options;
+/** `sidecar` replaces 127.0.0.1:<sidecarPort> (a Unix socket, say). */
+export async function startEnvoyFront(options: Omit<EnvoyConfigOptions, 'listen' | 'sidecar' | 'admin'> & { sidecarPort: number; sidecar?: EnvoyConfigOptions['sidecar'] }): Promise<EnvoyFront> {
+  const { sidecarPort, sidecar, ...rest } = options;
   const [listenPort, adminPort] = [await freePort(), await freePort()];
   const envoy = await startEnvoy(
     renderEnvoyYaml({
       ...rest,
       listen: { host: '127.0.0.1', port: listenPort },
-      sidecar: { host: '127.0.0.1', port: sidecarPort },
+      sidecar: sidecar ?? { host: '127.0.0.1', port: sidecarPort },
       admin: { host: '127.0.0.1', port: adminPort },
     }),
     adminPort,

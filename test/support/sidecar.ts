@@ -17,11 +17,12 @@ export interface SidecarProcess {
   stop(signal?: NodeJS.Signals): Promise<number | null>;
 }
 
-export async function startSidecarProcess(options: { port: number; env: Record<string, string>; args?: string[] }): Promise<SidecarProcess> {
+/** `listen` replaces the default 127.0.0.1:<port> (a unix:/path, say). */
+export async function startSidecarProcess(options: { port: number; env: Record<string, string>; args?: string[]; listen?: string }): Promise<SidecarProcess> {
   // Each sidecar gets its own spool and ops port unless the test names them: test runs share the machine.
   const ownSpool = options.env.TOKEN_TAP_SPOOL_DIR ? undefined : mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
   const env = { ...(ownSpool ? { TOKEN_TAP_SPOOL_DIR: ownSpool } : {}), TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0', ...options.env };
-  const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--listen', `127.0.0.1:${options.port}`, ...(options.args ?? [])], {
+  const child: ChildProcess = spawn(process.execPath, [CLI, 'serve', '--listen', options.listen ?? `127.0.0.1:${options.port}`, ...(options.args ?? [])], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { type EnvoyConfigOptions, type ProcessingMode } from '../../src/envoyconfig/render.js';
 import { tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from './envoy.js';
@@ -33,11 +33,15 @@ export interface StackOptions {
   idpOptions?: Parameters<typeof startTestIdp>[0];
   /** Serve Envoy's listener over TLS with these files. */
   tls?: { certFile: string; keyFile: string };
-  /** More environment and arguments for `token-tap serve` (kept across restartSidecar()). */
+  /** More environment and arguments for `token-tap serve` (kept across restartSidecar()); TOKEN_TAP_EXTPROC_TLS_*, say. */
   sidecarEnv?: Record<string, string>;
   sidecarArgs?: string[];
   /** The sidecar's Okta hook port: Envoy gets the route /okta/token-hook to it. */
   oktaHookPort?: number;
+  /** The sidecar on this Unix socket instead of a loopback port. */
+  sidecarSocket?: string;
+  /** Envoy's side of mTLS to the sidecar (the sidecar's side goes in `sidecarEnv`). */
+  sidecarTls?: EnvoyConfigOptions['sidecarTls'];
 }
 
 export async function startStack(mode: ProcessingMode, options: StackOptions): Promise<Stack> {
@@ -53,13 +57,16 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     ...options.sidecarEnv,
   };
   const args = options.sidecarArgs ?? [];
-  let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args });
+  const listen = options.sidecarSocket ? `unix:${options.sidecarSocket}` : undefined;
+  let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args, ...(listen ? { listen } : {}) });
   const { envoy, origin } = await startEnvoyFront({
     idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }],
     sidecarPort,
     mode,
     ...(options.tls ? { tls: options.tls } : {}),
     ...(options.oktaHookPort ? { oktaHook: { host: '127.0.0.1', port: options.oktaHookPort } } : {}),
+    ...(options.sidecarSocket ? { sidecar: { socket: options.sidecarSocket } } : {}),
+    ...(options.sidecarTls ? { sidecarTls: options.sidecarTls } : {}),
   });
   const stack: Stack = {
     idp,
@@ -76,7 +83,7 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     sidecarEnv,
     async restartSidecar() {
       await sidecar?.stop();
-      sidecar = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args });
+      sidecar = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args, ...(listen ? { listen } : {}) });
       return sidecar;
     },
     async stop() {

@@ -30,6 +30,18 @@ describe('config', () => {
     }
   });
 
+  it('ext_proc: unix:/path or loopback; beyond loopback only with allowRemoteExtproc', () => {
+    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_LISTEN: 'unix:/run/token-tap/extproc.sock' }).listen).to.deep.equal({ socket: '/run/token-tap/extproc.sock' });
+    expect(loadSidecarConfig(valid, { listen: '127.0.0.2:1' }).listen).to.deep.equal({ host: '127.0.0.2', port: 1 });
+    expect(() => loadSidecarConfig(valid, { listen: '0.0.0.0:50051' })).to.throw(ConfigError, /--allow-remote-extproc/);
+    expect(() => loadSidecarConfig(valid, { listen: '10.1.2.3:50051' })).to.throw(ConfigError, /reachable from other machines/);
+    expect(loadSidecarConfig(valid, { listen: '0.0.0.0:50051', allowRemoteExtproc: true }).allowRemoteExtProc).to.equal(true);
+    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }, { listen: '[::]:50051' }).listen).to.deep.equal({ host: '::', port: 50051 });
+    expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'yes please' })).to.throw(ConfigError, /true or false/);
+    expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_EXTPROC_TLS_CERT: '/x.pem' })).to.throw(ConfigError, /TOKEN_TAP_EXTPROC_TLS_CERT and TOKEN_TAP_EXTPROC_TLS_KEY go together/);
+    expect(() => loadSidecarConfig(valid, { listen: `unix:/${'a'.repeat(120)}` })).to.throw(ConfigError, /longer than 107 bytes/);
+  });
+
   it('says how to make a key when TOKEN_TAP_KEYS is missing', () => {
     expect(() => loadSidecarConfig({ DATABASE_URL: valid.DATABASE_URL })).to.throw(ConfigError, /openssl rand -base64 32/);
   });

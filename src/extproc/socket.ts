@@ -1,0 +1,32 @@
+// The ext_proc Unix socket's file. A sidecar that was killed leaves its socket file behind, and a
+// bind on it fails (EADDRINUSE), so a stale one is removed first; one another process still
+// answers on is left alone and the bind fails as it should.
+import { lstatSync, unlinkSync } from 'node:fs';
+import net from 'node:net';
+
+function answers(socket: string): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect({ path: socket });
+    const done = (live: boolean) => {
+      probe.destroy();
+      resolve(live);
+    };
+    probe.once('connect', () => done(true));
+    probe.once('error', () => done(false));
+    probe.setTimeout(500, () => done(true));
+  });
+}
+
+/** Removes a socket file nobody serves; throws when the path is something else or in use. */
+export async function clearStaleSocket(socket: string): Promise<void> {
+  let stats;
+  try {
+    stats = lstatSync(socket);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw error;
+  }
+  if (!stats.isSocket()) throw new Error(`${socket} exists and is not a socket; remove it or choose another path`);
+  if (await answers(socket)) throw new Error(`another process serves ${socket}`);
+  unlinkSync(socket);
+}
