@@ -101,9 +101,12 @@ function sidecarResources(options: { namespace: string; image: string; routeIdps
               {
                 name: 'token-tap',
                 image: options.image,
-                // ext_proc on the pod's own address, never a wildcard: the gateway's proxies reach
-                // it through the Service, and the NetworkPolicy admits only them.
-                args: ['serve', '--listen', `$(POD_IP):${EXT_PROC_PORT}`],
+                // ext_proc on the pod's own address, never a wildcard: the gateway's proxies are in
+                // other pods and reach it through the Service, so it is remote by design (the flag
+                // says so, and the sidecar warns at start); the NetworkPolicy admits only them. For
+                // mTLS set TOKEN_TAP_EXTPROC_TLS_CERT/_KEY/_CLIENT_CA and give the gateway a client
+                // certificate (Envoy Gateway: a BackendTLSPolicy and the EnvoyProxy's client certificate).
+                args: ['serve', '--listen', `$(POD_IP):${EXT_PROC_PORT}`, '--allow-remote-extproc'],
                 env,
                 ports: [
                   { name: 'extproc', containerPort: EXT_PROC_PORT },
