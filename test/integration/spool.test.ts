@@ -1,5 +1,6 @@
 // The capture spool on a real file system: group commit, order, trimming, replay after a crash,
 // damaged records, the size cap, the directory lock, and no plaintext on disk.
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -186,6 +187,21 @@ describe('capture spool (real files)', function () {
     } finally {
       opened.pop();
       rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('is not blocked by a lock file naming a PID that now belongs to another live process', async () => {
+    // After a restart in a container the dead holder's PID is often someone else's.
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      writeFileSync(path.join(dir, 'lock'), `${other.pid}\n`);
+      const { spool } = await openSpool();
+      expect(readFileSync(path.join(dir, 'lock'), 'utf8').trim()).to.equal(String(process.pid));
+      expect(spool.append(capture(0))).to.equal(true);
+      await spool.flush();
+      expect(spool.depth).to.equal(1);
+    } finally {
+      other.kill('SIGKILL');
     }
   });
 
