@@ -127,18 +127,22 @@ export function decodeCapture(text: string): Capture {
   return envelope.capture as unknown as Capture;
 }
 
-/** Frames in `bytes` (which starts at a record boundary): whole records, and where parsing stopped. */
-function scanFrames(bytes: Buffer): { records: number[]; end: number; damaged: boolean } {
+/**
+ * Frames in `bytes` (which starts at a record boundary): whole records, and where parsing stopped.
+ * `damaged`: a length no record can have, so nothing after it can be framed; `torn`: the bytes end
+ * inside a record (a write cut short).
+ */
+function scanFrames(bytes: Buffer): { records: number[]; end: number; damaged: boolean; torn: boolean } {
   const records: number[] = [];
   let position = 0;
   while (position + LENGTH_BYTES <= bytes.length) {
     const length = bytes.readUInt32BE(position);
-    if (length < 5 || length > MAX_RECORD_BYTES) return { records, end: position, damaged: true };
+    if (length < 5 || length > MAX_RECORD_BYTES) return { records, end: position, damaged: true, torn: false };
     if (position + LENGTH_BYTES + length > bytes.length) break;
     records.push(position);
     position += LENGTH_BYTES + length;
   }
-  return { records, end: position, damaged: position < bytes.length };
+  return { records, end: position, damaged: false, torn: position < bytes.length };
 }
 
 export class CaptureSpool {
@@ -556,8 +560,16 @@ export class CaptureSpool {
         this.options.logger.error({ segment: seq }, 'spool segment does not start with the spool header; set aside as .damaged');
         continue;
       }
-      const { records, end, damaged } = scanFrames(bytes.subarray(HEADER_BYTES));
-      if (damaged) {
+      const { records, end, damaged, torn } = scanFrames(bytes.subarray(HEADER_BYTES));
+      if (damaged && !(checkpoint && seq === checkpoint.segment && checkpoint.offset >= bytes.length)) {
+        // How many records the rest held is unknown (their lengths are what is damaged): one per segment.
+        this.options.metrics.capturesDropped.inc({ reason: 'spool_damaged' });
+        this.options.logger.error(
+          { segment: seq, validBytes: HEADER_BYTES + end, fileBytes: bytes.length, readableRecords: records.length },
+          'spool segment is damaged (a record length no record can have); the records after the damage cannot be read and are dropped',
+        );
+      }
+      if (torn) {
         this.options.logger.warn({ segment: seq, validBytes: HEADER_BYTES + end, fileBytes: bytes.length }, 'spool segment ends in a partial record (a write cut short by a crash); it is ignored');
       }
       let waiting = records.length;
