@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
-const LOCK_ID = 0x746f6b65; // "toke"
+/** The advisory lock migrations run under (exported for tests that hold it). */
+export const MIGRATION_LOCK_ID = 0x746f6b65; // "toke"
 
 export interface Migration {
   version: number;
@@ -33,7 +34,7 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
 export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Promise<number[]> {
   const client = await pool.connect();
   try {
-    await client.query('SELECT pg_advisory_lock($1)', [LOCK_ID]);
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
     await client.query(`CREATE TABLE IF NOT EXISTS token_tap_migrations (
       version    integer     PRIMARY KEY,
       name       text        NOT NULL,
@@ -64,7 +65,7 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Pro
     }
     return done;
   } finally {
-    await client.query('SELECT pg_advisory_unlock($1)', [LOCK_ID]).catch(() => undefined);
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => undefined);
     client.release();
   }
 }
