@@ -8,6 +8,7 @@ import type pg from 'pg';
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
 /** The advisory lock migrations run under (exported for tests that hold it). */
 export const MIGRATION_LOCK_ID = 0x746f6b65; // "toke"
+const MIGRATION_QUERY_TIMEOUT_MS = 30 * 60_000;
 
 export interface Migration {
   version: number;
@@ -54,7 +55,10 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Pro
       if (applied.has(migration.version)) continue;
       await client.query('BEGIN');
       try {
-        await client.query(migration.sql);
+        // A migration may rewrite a big table: the pool's statement and query timeouts (seconds) are
+        // for the capture path, not for this.
+        await client.query('SET LOCAL statement_timeout = 0');
+        await client.query({ text: migration.sql, query_timeout: MIGRATION_QUERY_TIMEOUT_MS } as pg.QueryConfig);
         await client.query('INSERT INTO token_tap_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
         await client.query('COMMIT');
       } catch (error) {

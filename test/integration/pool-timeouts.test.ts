@@ -2,6 +2,7 @@
 // query gives up after query_timeout, and its connection is discarded, never handed out again.
 import { expect } from 'chai';
 import { WRITER_TIMEOUTS } from '../../src/config/postgres.js';
+import { migrate } from '../../src/store/migrate.js';
 import { createPool, isPostgresUnavailable, withTransaction } from '../../src/store/pool.js';
 import { startBlackholeProxy, type BlackholeProxy } from '../support/blackhole-proxy.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -67,6 +68,19 @@ describe('Postgres pool timeouts (blackhole proxy)', function () {
       expect(rows[0]).to.deep.equal({ statement: '1234ms', idle: '5678ms' });
       const slow = await pool.query('SELECT pg_sleep(3)').catch((error: { code?: string }) => error);
       expect((slow as { code?: string }).code).to.equal('57014');
+    } finally {
+      await pool.end();
+    }
+  });
+
+  it('lets a migration run past the pool statement and query timeouts, and keeps them for the queries after it', async () => {
+    const pool = createPool({ databaseUrl: db.url, max: 1, timeouts: { ...WRITER_TIMEOUTS, statementTimeoutMs: 200, queryTimeoutMs: 300 } });
+    try {
+      const started = Date.now();
+      expect(await migrate(pool, [{ version: 1, name: 'slow', sql: 'SELECT pg_sleep(0.6)' }])).to.deep.equal([1]);
+      console.log(`      a 600 ms migration under a 200 ms statement timeout: applied in ${Date.now() - started} ms`);
+      const after = await pool.query('SELECT pg_sleep(0.4)').catch((error: { code?: string }) => error);
+      expect((after as { code?: string }).code).to.equal('57014');
     } finally {
       await pool.end();
     }
