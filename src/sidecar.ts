@@ -110,7 +110,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     logger,
     metrics,
   });
-  const pool: pg.Pool = createPool({ databaseUrl: config.databaseUrl, max: config.poolSize, logger, onError: () => metrics.postgresErrors.inc() });
+  const pool: pg.Pool = createPool({ databaseUrl: config.databaseUrl, max: config.poolSize, timeouts: config.postgres, logger, onError: () => metrics.postgresErrors.inc() });
   const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
   const store = new GrantStore(pool, config.keyRing);
   const verifier = startVerifier(config, logger, metrics);

@@ -62,6 +62,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
   const pool = createPool({
     databaseUrl: dependencies.databaseUrl,
     max: config.poolSize,
+    timeouts: config.postgres,
     logger,
     onError: dependencies.onPostgresError,
     applicationName: 'token-tap-api',

@@ -3,6 +3,7 @@
 import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { loadIdpConfig, type IdpVerificationSettings } from './idp-file.js';
+import { readPostgresTimeouts, WRITER_TIMEOUTS, type PostgresTimeouts } from './postgres.js';
 import { parseRouteIdps, type RouteIdps } from './route-idps.js';
 import { readTlsFiles, readTokenVaultConfig, type ApiTls, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, formatListenAddress, isLoopbackOnly, nonNegativeInteger, parseHostPort, parseListenAddress, positiveInteger, readBoolean, type HostPort, type ListenAddress } from './values.js';
@@ -23,6 +24,8 @@ export interface SidecarConfig {
   /** Largest response body collected from Envoy, and largest decoded body parsed. */
   maxBodyBytes: number;
   poolSize: number;
+  /** Timeouts of the capture writer's Postgres connections (TOKEN_TAP_PG_*_MS). */
+  postgres: PostgresTimeouts;
   /** Where captures wait, encrypted, until Postgres has them (TOKEN_TAP_SPOOL_DIR, absolute). */
   spoolDir: string;
   /** Spool size cap; at the cap new captures are dropped and counted (the login goes on). */
@@ -117,6 +120,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
 
   const maxBodyBytes = positiveInteger(env, 'TOKEN_TAP_MAX_BODY_BYTES', 1024 * 1024, problems);
   const poolSize = positiveInteger(env, 'TOKEN_TAP_PG_POOL_SIZE', 4, problems);
+  const postgres = readPostgresTimeouts(env, 'TOKEN_TAP_PG', WRITER_TIMEOUTS, problems);
 
   const spoolDir = path.resolve(env.TOKEN_TAP_SPOOL_DIR || DEFAULT_SPOOL_DIR);
   const spoolMaxBytes = positiveInteger(env, 'TOKEN_TAP_SPOOL_MAX_BYTES', 128 * 1024 * 1024, problems);
@@ -151,6 +155,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     logLevel: logLevel as LevelWithSilent,
     maxBodyBytes,
     poolSize,
+    postgres,
     spoolDir,
     spoolMaxBytes,
     spoolFsyncMs,

@@ -1,6 +1,7 @@
 // Settings of the TokenVault API and the vault's upkeep, read with the sidecar's config: every
 // problem goes into the same list, and no secret value ever appears in one.
 import { readFileSync } from 'node:fs';
+import { API_TIMEOUTS, readPostgresTimeouts, type PostgresTimeouts } from './postgres.js';
 import { nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
 import { type IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
@@ -23,6 +24,8 @@ export interface TokenVaultConfig {
   autoRefreshSeconds: number;
   /** The API's own Postgres connections, apart from the capture writer's. */
   poolSize: number;
+  /** Timeouts of the API's Postgres connections (TOKEN_TAP_API_PG_*_MS), short: callers wait on them. */
+  postgres: PostgresTimeouts;
   idpClients: IdpClients;
   retention: RetentionPolicy;
   /** Run the retention purge in the sidecar this often; undefined: only by `token-tap purge`. */
@@ -105,6 +108,7 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     faultInjection: fault as RefreshFault | undefined,
     autoRefreshSeconds: nonNegativeInteger(env, 'TOKEN_TAP_API_AUTO_REFRESH_SECONDS', 0, problems),
     poolSize: positiveInteger(env, 'TOKEN_TAP_API_PG_POOL_SIZE', 4, problems),
+    postgres: readPostgresTimeouts(env, 'TOKEN_TAP_API_PG', API_TIMEOUTS, problems),
     idpClients: idpClients ?? loadIdpClients(env, problems),
     retention,
     purgeIntervalMs,

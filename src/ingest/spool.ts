@@ -8,9 +8,10 @@
 // durable records are handed to the reader. `checkpoint.json` marks how far Postgres has the
 // records; segments wholly before it are deleted, and a restart replays from it. Replaying a
 // record Postgres already has is harmless: captures are idempotent by capture id.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { constants as fsConstants, mkdirSync } from 'node:fs';
-import { open, readdir, readFile, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { open, readdir, readFile, realpath, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
@@ -128,18 +129,22 @@ export function decodeCapture(text: string): Capture {
   return envelope.capture as unknown as Capture;
 }
 
-/** Frames in `bytes` (which starts at a record boundary): whole records, and where parsing stopped. */
-function scanFrames(bytes: Buffer): { records: number[]; end: number; damaged: boolean } {
+/**
+ * Frames in `bytes` (which starts at a record boundary): whole records, and where parsing stopped.
+ * `damaged`: a length no record can have, so nothing after it can be framed; `torn`: the bytes end
+ * inside a record (a write cut short).
+ */
+function scanFrames(bytes: Buffer): { records: number[]; end: number; damaged: boolean; torn: boolean } {
   const records: number[] = [];
   let position = 0;
   while (position + LENGTH_BYTES <= bytes.length) {
     const length = bytes.readUInt32BE(position);
-    if (length < 5 || length > MAX_RECORD_BYTES) return { records, end: position, damaged: true };
+    if (length < 5 || length > MAX_RECORD_BYTES) return { records, end: position, damaged: true, torn: false };
     if (position + LENGTH_BYTES + length > bytes.length) break;
     records.push(position);
     position += LENGTH_BYTES + length;
   }
-  return { records, end: position, damaged: position < bytes.length };
+  return { records, end: position, damaged: false, torn: position < bytes.length };
 }
 
 export class CaptureSpool {
@@ -168,6 +173,7 @@ export class CaptureSpool {
   private constructor(
     private readonly options: SpoolOptions,
     start: SpoolPosition,
+    private readonly lock: SpoolLock,
   ) {
     this.cursor = { ...start };
     this.committed = { ...start };
@@ -181,13 +187,13 @@ export class CaptureSpool {
     } catch (error) {
       throw new Error(`cannot create the spool directory ${options.dir} (TOKEN_TAP_SPOOL_DIR): ${errorFields(error).message}`, { cause: error });
     }
-    await takeLock(options.dir);
+    const lock = await takeLock(options.dir);
     const checkpoint = await readCheckpoint(options.dir);
-    const spool = new CaptureSpool(options, checkpoint ?? { segment: 0, offset: HEADER_BYTES });
+    const spool = new CaptureSpool(options, checkpoint ?? { segment: 0, offset: HEADER_BYTES }, lock);
     try {
       await spool.load(checkpoint);
     } catch (error) {
-      await releaseLock(options.dir);
+      await lock.release();
       throw error;
     }
     return spool;
@@ -354,7 +360,7 @@ export class CaptureSpool {
     if (this.records === 0) for (const segment of [...this.segments]) await this.removeSegment(segment);
     await this.readHandle?.handle.close().catch(() => undefined);
     this.readHandle = undefined;
-    await releaseLock(this.options.dir);
+    await this.lock.release();
   }
 
   private frame(capture: Capture): Buffer {
@@ -571,8 +577,16 @@ export class CaptureSpool {
         this.options.logger.error({ segment: seq }, 'spool segment does not start with the spool header; set aside as .damaged');
         continue;
       }
-      const { records, end, damaged } = scanFrames(bytes.subarray(HEADER_BYTES));
-      if (damaged) {
+      const { records, end, damaged, torn } = scanFrames(bytes.subarray(HEADER_BYTES));
+      if (damaged && !(checkpoint && seq === checkpoint.segment && checkpoint.offset >= bytes.length)) {
+        // How many records the rest held is unknown (their lengths are what is damaged): one per segment.
+        this.options.metrics.capturesDropped.inc({ reason: 'spool_damaged' });
+        this.options.logger.error(
+          { segment: seq, validBytes: HEADER_BYTES + end, fileBytes: bytes.length, readableRecords: records.length },
+          'spool segment is damaged (a record length no record can have); the records after the damage cannot be read and are dropped',
+        );
+      }
+      if (torn) {
         this.options.logger.warn({ segment: seq, validBytes: HEADER_BYTES + end, fileBytes: bytes.length }, 'spool segment ends in a partial record (a write cut short by a crash); it is ignored');
       }
       let waiting = records.length;
@@ -624,6 +638,100 @@ async function readCheckpoint(dir: string): Promise<SpoolPosition | undefined> {
   return undefined;
 }
 
+const lockedInThisProcess = new Set<string>();
+
+/** The directory's lock; `release` lets the next sidecar take it. */
+interface SpoolLock {
+  release(): Promise<void>;
+}
+
+/**
+ * One sidecar per spool directory: two writers would interleave their segments. The lock is a
+ * Linux abstract-namespace Unix socket named after the directory (its real path, device and inode):
+ * bind() is atomic, so of two sidecars starting together exactly one gets it, and the kernel frees
+ * it when the holder dies, however it dies and whatever its PID becomes, even before the dead
+ * process is reaped. Abstract sockets are per network namespace: containers of one pod share it
+ * (and are kept apart), while two pods never share a ReadWriteOnce volume. The `lock` file only
+ * names the holder's PID for people; it is never the lock. Elsewhere than Linux, a PID file is all
+ * there is (kill(pid, 0) cannot tell a reused PID from the holder).
+ */
+async function takeLock(dir: string): Promise<SpoolLock> {
+  let real: string;
+  let identity: string;
+  try {
+    real = await realpath(dir);
+    const info = await stat(real);
+    identity = `${real}\0${info.dev}:${info.ino}`;
+  } catch (error) {
+    throw new Error(`cannot lock the spool directory ${dir} (TOKEN_TAP_SPOOL_DIR): ${errorFields(error).message}`, { cause: error });
+  }
+  if (lockedInThisProcess.has(identity)) throw new SpoolLockedError(`the spool directory ${dir} is in use by another sidecar in this process: give each its own TOKEN_TAP_SPOOL_DIR`);
+  const file = path.join(dir, LOCK_FILE);
+  const release = process.platform === 'linux' ? await takeSocketLock(dir, identity) : await takeFileLock(dir, file);
+  lockedInThisProcess.add(identity);
+  // Information only: which process holds the directory.
+  await writeFile(file, `${process.pid}\n`, { mode: 0o600 }).catch(() => undefined);
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      lockedInThisProcess.delete(identity);
+      const named = await readFile(file, 'utf8').catch(() => '');
+      if (named.trim() === String(process.pid)) await unlink(file).catch(() => undefined);
+      await release();
+    },
+  };
+}
+
+const HOLDER_ANSWER_MS = 1_000;
+
+async function takeSocketLock(dir: string, identity: string): Promise<() => Promise<void>> {
+  const name = `\0token-tap-spool:${createHash('sha256').update(identity).digest('hex').slice(0, 40)}`;
+  // The holder answers its PID to whoever connects, so a refusal can name it.
+  const server = net.createServer((socket) => socket.on('error', () => undefined).end(`${process.pid}\n`));
+  for (let attempt = 1; ; attempt += 1) {
+    const bound = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      server.once('error', resolve);
+      server.listen({ path: name, exclusive: true }, () => {
+        server.off('error', resolve);
+        resolve(undefined);
+      });
+    });
+    if (!bound) break;
+    if (bound.code !== 'EADDRINUSE') throw new Error(`cannot lock the spool directory ${dir} (TOKEN_TAP_SPOOL_DIR): ${errorFields(bound).message}`, { cause: bound });
+    const holder = await askHolder(name);
+    // The holder died between our bind and our connect: its name is free now, try once more.
+    if (holder === 'gone' && attempt < 3) continue;
+    const who = typeof holder === 'number' ? `pid ${holder}` : 'pid unknown';
+    throw new SpoolLockedError(`the spool directory ${dir} is in use by another live token-tap (${who}): give each sidecar its own TOKEN_TAP_SPOOL_DIR`);
+  }
+  // The socket holds the lock; it must not hold the process open.
+  server.unref();
+  return () => new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+/** The PID the lock's holder answers; 'gone' when nobody holds the name any more. */
+async function askHolder(name: string): Promise<number | 'gone' | undefined> {
+  return new Promise((resolve) => {
+    let answer = '';
+    const socket = net.connect({ path: name });
+    const done = (value: number | 'gone' | undefined) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(value);
+    };
+    const timer = setTimeout(() => done(undefined), HOLDER_ANSWER_MS);
+    socket.setEncoding('utf8');
+    socket.on('data', (chunk: string) => (answer += chunk));
+    socket.on('end', () => {
+      const pid = Number.parseInt(answer, 10);
+      done(Number.isSafeInteger(pid) && pid > 0 ? pid : undefined);
+    });
+    socket.on('error', (error: NodeJS.ErrnoException) => done(error.code === 'ECONNREFUSED' || error.code === 'ENOENT' ? 'gone' : undefined));
+  });
+}
+
 function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -633,20 +741,11 @@ function processAlive(pid: number): boolean {
   }
 }
 
-const lockedInThisProcess = new Set<string>();
-
-/** One sidecar per spool directory: two writers would interleave their segments. */
-async function takeLock(dir: string): Promise<void> {
-  const file = path.join(dir, LOCK_FILE);
-  if (lockedInThisProcess.has(file)) throw new SpoolLockedError(`the spool directory ${dir} is in use by another sidecar in this process: give each its own TOKEN_TAP_SPOOL_DIR`);
-  await takeFileLock(dir, file);
-  lockedInThisProcess.add(file);
-}
-
-async function takeFileLock(dir: string, file: string): Promise<void> {
+async function takeFileLock(dir: string, file: string): Promise<() => Promise<void>> {
+  const release = () => unlink(file).catch(() => undefined);
   try {
     await writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-    return;
+    return release;
   } catch (error) {
     if ((error as { code?: string }).code !== 'EEXIST') {
       throw new Error(`cannot lock the spool directory ${dir} (TOKEN_TAP_SPOOL_DIR): ${errorFields(error).message}`, { cause: error });
@@ -654,14 +753,9 @@ async function takeFileLock(dir: string, file: string): Promise<void> {
   }
   const holder = Number.parseInt(await readFile(file, 'utf8').catch(() => ''), 10);
   if (Number.isSafeInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
-    throw new SpoolLockedError(`the spool directory ${dir} is in use by process ${holder}: give each sidecar its own TOKEN_TAP_SPOOL_DIR`);
+    throw new SpoolLockedError(`the spool directory ${dir} is in use by another live token-tap (pid ${holder}): give each sidecar its own TOKEN_TAP_SPOOL_DIR`);
   }
   // Left by a process that is gone (a crash or SIGKILL): take it over.
   await writeFile(file, `${process.pid}\n`, { mode: 0o600 });
-}
-
-async function releaseLock(dir: string): Promise<void> {
-  const file = path.join(dir, LOCK_FILE);
-  lockedInThisProcess.delete(file);
-  await unlink(file).catch(() => undefined);
+  return release;
 }

@@ -24,16 +24,29 @@ function collect(value: string, previous: string[]): string[] {
 async function serve(options: SidecarFlags): Promise<void> {
   const config = loadSidecarConfig(process.env, options);
   const logger = createLogger(config.logLevel);
-  const sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }) });
-  await new Promise<void>((resolve) => {
-    // A second signal meets the default handler and ends the process at once.
-    const stop = (signal: NodeJS.Signals) => {
-      logger.info({ signal, graceMs: config.shutdownGraceMs }, 'stopping');
-      process.off('SIGINT', stop).off('SIGTERM', stop);
-      resolve();
-    };
-    process.on('SIGINT', stop).on('SIGTERM', stop);
-  });
+  // Listening before the start: ext_proc is served (and captures spooled) while the start still
+  // waits on Postgres (the schema migration), and a signal then must not kill the process with
+  // the default handler. It stops the sidecar as soon as the start is done.
+  let starting = true;
+  let stopAsked: () => void = () => undefined;
+  const stopped = new Promise<void>((resolve) => (stopAsked = resolve));
+  // A second signal meets the default handler and ends the process at once.
+  const stop = (signal: NodeJS.Signals) => {
+    logger.info({ signal, graceMs: config.shutdownGraceMs }, starting ? 'stopping once the start is done' : 'stopping');
+    process.off('SIGINT', stop).off('SIGTERM', stop);
+    stopAsked();
+  };
+  process.on('SIGINT', stop).on('SIGTERM', stop);
+  let sidecar: Awaited<ReturnType<typeof startSidecar>>;
+  try {
+    sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }) });
+  } catch (error) {
+    process.off('SIGINT', stop).off('SIGTERM', stop);
+    throw error;
+  } finally {
+    starting = false;
+  }
+  await stopped;
   await sidecar.close(config.shutdownGraceMs);
   logger.info('stopped');
   // Exit 0 even if a socket to a dead Postgres still holds the event loop open.

@@ -34,7 +34,8 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     capturesDropped: new Counter({
       name: 'token_tap_captures_dropped_total',
-      help: 'Captures dropped before reaching Postgres, by reason.',
+      help:
+        'Captures dropped before reaching Postgres, by reason. spool_damaged counts damaged spool segments, one per segment: the records after the damage cannot be framed, so not counted.',
       labelNames: ['reason'],
       registers,
     }),

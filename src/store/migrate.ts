@@ -6,7 +6,9 @@ import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
-const LOCK_ID = 0x746f6b65; // "toke"
+/** The advisory lock migrations run under (exported for tests that hold it). */
+export const MIGRATION_LOCK_ID = 0x746f6b65; // "toke"
+const MIGRATION_QUERY_TIMEOUT_MS = 30 * 60_000;
 
 export interface Migration {
   version: number;
@@ -33,7 +35,7 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
 export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Promise<number[]> {
   const client = await pool.connect();
   try {
-    await client.query('SELECT pg_advisory_lock($1)', [LOCK_ID]);
+    await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
     await client.query(`CREATE TABLE IF NOT EXISTS token_tap_migrations (
       version    integer     PRIMARY KEY,
       name       text        NOT NULL,
@@ -53,7 +55,10 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Pro
       if (applied.has(migration.version)) continue;
       await client.query('BEGIN');
       try {
-        await client.query(migration.sql);
+        // A migration may rewrite a big table: the pool's statement and query timeouts (seconds) are
+        // for the capture path, not for this.
+        await client.query('SET LOCAL statement_timeout = 0');
+        await client.query({ text: migration.sql, query_timeout: MIGRATION_QUERY_TIMEOUT_MS } as pg.QueryConfig);
         await client.query('INSERT INTO token_tap_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
         await client.query('COMMIT');
       } catch (error) {
@@ -64,7 +69,7 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Pro
     }
     return done;
   } finally {
-    await client.query('SELECT pg_advisory_unlock($1)', [LOCK_ID]).catch(() => undefined);
+    await client.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]).catch(() => undefined);
     client.release();
   }
 }

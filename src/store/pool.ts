@@ -1,7 +1,10 @@
 // The Postgres pool. A backend that dies (restart, failover, idle kill) emits `error` on the pool;
-// unhandled, that would crash the process, so it is logged and counted instead.
+// unhandled, that would crash the process, so it is logged and counted instead. Every wait on
+// Postgres is bounded (config/postgres.ts): connecting, each statement on the server, each query on
+// the client (for a server that is unreachable and so never cancels anything), and TCP keepalive.
 import pg from 'pg';
 import type { Logger } from 'pino';
+import type { PostgresTimeouts } from '../config/postgres.js';
 import { errorCode } from './errors.js';
 
 export interface PoolOptions {
@@ -10,20 +13,54 @@ export interface PoolOptions {
   logger?: Logger;
   onError?: () => void;
   applicationName?: string;
+  /** Without them (the CLI): a 5 s connect timeout and keepalive, no statement or query limit. */
+  timeouts?: PostgresTimeouts;
+}
+
+/** pg's error when query_timeout passes: the query was sent and its answer never came. */
+const QUERY_TIMEOUT_MESSAGE = 'Query read timeout';
+
+/**
+ * A connection whose query timed out on the client still has that query in flight: pg would queue
+ * every later query behind it. It is closed here, so the pool discards the client (not queryable)
+ * instead of handing it out again, whichever code checked it out.
+ */
+function discardOnQueryTimeout(client: pg.PoolClient): void {
+  const query = client.query.bind(client) as (...args: unknown[]) => unknown;
+  (client as unknown as { query: (...args: unknown[]) => unknown }).query = (...args: unknown[]) => {
+    const result = query(...args);
+    if (result && typeof (result as Promise<unknown>).then === 'function') {
+      (result as Promise<unknown>).catch((error: unknown) => {
+        if ((error as Error)?.message === QUERY_TIMEOUT_MESSAGE) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+      });
+    }
+    return result;
+  };
 }
 
 export function createPool(options: PoolOptions): pg.Pool {
+  const timeouts = options.timeouts;
   const pool = new pg.Pool({
     connectionString: options.databaseUrl,
     max: options.max ?? 4,
-    connectionTimeoutMillis: 5_000,
+    connectionTimeoutMillis: timeouts?.connectTimeoutMs ?? 5_000,
     idleTimeoutMillis: 30_000,
     application_name: options.applicationName ?? 'token-tap',
+    keepAlive: true,
+    keepAliveInitialDelayMillis: timeouts?.keepAliveMs ?? 10_000,
+    ...(timeouts
+      ? {
+          statement_timeout: timeouts.statementTimeoutMs,
+          query_timeout: timeouts.queryTimeoutMs,
+          idle_in_transaction_session_timeout: timeouts.idleInTransactionMs,
+        }
+      : {}),
   });
   // A checked-out client whose backend dies emits `error` as well as failing its query; the
   // query's rejection is what the caller handles, so the event only needs a listener.
   pool.on('connect', (client) => {
     client.on('error', () => undefined);
+    discardOnQueryTimeout(client);
   });
   pool.on('error', (error) => {
     options.onError?.();
@@ -47,25 +84,39 @@ export function describeDatabaseUrl(databaseUrl: string): string {
 // or reachable but not yet migrated (the sidecar started while it was down and is still retrying).
 export function isPostgresUnavailable(error: unknown): boolean {
   const code = errorCode(error);
-  // pg's pool gives up waiting for a free connection with this message and no code.
-  if ((error as Error)?.message === 'timeout exceeded when trying to connect') return true;
+  // pg gives up without a code: waiting for a free connection, connecting, a query without an answer,
+  // a connection closed under a query.
+  const message = (error as Error)?.message;
+  if (
+    message === 'timeout exceeded when trying to connect' ||
+    message === 'Connection terminated due to connection timeout' ||
+    message === QUERY_TIMEOUT_MESSAGE ||
+    message === 'Connection terminated unexpectedly' ||
+    message === 'Client has encountered a connection error and is not queryable'
+  ) {
+    return true;
+  }
   if (code === undefined) return false;
-  return /^(08|57P)/.test(code) || ['53300', '42P01', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(code);
+  // 57014: statement_timeout (or a cancel): Postgres is there but too slow to answer now.
+  return /^(08|57P)/.test(code) || ['53300', '42P01', '57014', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(code);
 }
 
 /** Runs `work` in one transaction on a client of its own: COMMIT after it, ROLLBACK if it throws. */
 export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
   const client = await pool.connect();
+  let failure: Error | undefined;
   try {
     await client.query('BEGIN');
     const result = await work(client);
     await client.query('COMMIT');
     return result;
   } catch (error) {
+    // A connection that failed or timed out is not trusted again: released with the error, the pool discards it.
+    if (isPostgresUnavailable(error)) failure = error as Error;
     await client.query('ROLLBACK').catch(() => undefined);
     throw error;
   } finally {
-    client.release();
+    client.release(failure);
   }
 }
 

@@ -1,6 +1,7 @@
 // The sidecar is SIGKILLed right after captures reached the spool (fsynced, as the sidecar's own
 // token_tap_spool_captures_total counts them). The next start replays the spool: every capture
 // reaches Postgres exactly once, whether or not Postgres had it before the kill.
+import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import { parseKeyRing } from '../../src/keys/key-ring.js';
 import { driveLogins, sidecarMetric, type SpoolRig, startSpoolRig, storedFingerprints, tallyFingerprints, unreachableDatabaseUrl } from '../support/faults.js';
@@ -57,6 +58,26 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
     expect(before).to.equal(0);
     expect(replayed).to.equal(killed.ok);
     expect({ stored, duplicated, missing, events: fingerprints.length }).to.deep.equal({ stored: killed.ok, duplicated: 0, missing: 0, events: killed.ok });
+  });
+
+  it('restarted at once on the same spool while the killed one is not reaped yet: it starts, replays, and loses none', async () => {
+    // The killed sidecar stays a zombie (its parent does not reap it), so its PID still "exists".
+    await rig.start(await unreachableDatabaseUrl(), {}, { unreaped: true });
+    const killedPid = rig.sidecar!.pid;
+    const killed = await loginsThenKill(30);
+    const state = () => /^\d+ \(.*\) (\S)/.exec(readFileSync(`/proc/${killedPid}/stat`, 'utf8'))?.[1];
+    const killedState = await waitFor('the killed sidecar to be dead', async () => (state() === 'Z' ? 'Z' : undefined), 5_000, 1);
+    const restartedAt = Date.now();
+    const { replayed, fingerprints } = await restartAndCount(killed.ok);
+    const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(rig.keys), killed.accessTokens, fingerprints);
+    console.log(
+      `      SIGKILL after ${killed.spooled} captures fsynced, restarted at once (killed pid ${killedPid} state ${killedState} at the restart, still ${state()} after it): ` +
+        `ready and healthy in ${Date.now() - restartedAt} ms incl. replay; logins ok ${killed.ok}/${killed.total}, replayed ${replayed}, stored ${stored}/${killed.ok}, duplicated ${duplicated}, missing ${missing}`,
+    );
+    expect(killedState).to.equal('Z');
+    expect(killed.ok).to.equal(killed.total);
+    expect(replayed).to.equal(killed.ok);
+    expect({ stored, duplicated, missing }).to.deep.equal({ stored: killed.ok, duplicated: 0, missing: 0 });
   });
 
   it('while the writer is moving them into Postgres: after the restart, each is there exactly once', async () => {

@@ -2,6 +2,8 @@
 // within TOKEN_TAP_SHUTDOWN_GRACE_MS and exits 0; what Postgres could not take stays in the spool.
 import { readdirSync } from 'node:fs';
 import { expect } from 'chai';
+import pg from 'pg';
+import { MIGRATION_LOCK_ID } from '../../src/store/migrate.js';
 import { parseKeyRing } from '../../src/keys/key-ring.js';
 import { driveLogins, sidecarMetric, type SpoolRig, startSpoolRig, storedFingerprints, tallyFingerprints, unreachableDatabaseUrl } from '../support/faults.js';
 import { waitFor } from '../support/ports.js';
@@ -50,6 +52,42 @@ describe('graceful stop on SIGTERM', function () {
     expect(stored.length).to.be.at.least(stoppedAfter - 4).and.equal(recorded);
     expect(duplicated).to.equal(0);
     expect(segments()).to.deep.equal([]);
+  });
+
+  it('SIGTERM while the start still waits on the schema migration: stops once the start is done, exits 0, keeps every capture', async () => {
+    // The test holds the migrations' advisory lock, so the sidecar's start blocks in migrate while ext_proc is served.
+    const holder = new pg.Client({ connectionString: rig.db.url });
+    await holder.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
+      const running = await start(rig.db.url, 10_000);
+      await waitFor('the sidecar to wait on the migration lock', async () => {
+        const { rows } = await rig.db.pool.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        );
+        return rows[0]!.n > 0 ? true : undefined;
+      });
+      const tally = await driveLogins(rig.idp, rig.front.tokenUrl, { count: 10 });
+      await waitFor('the captures in the spool', async () => ((await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total')) >= tally.ok ? true : undefined));
+      const exited = rig.stopSidecar('SIGTERM');
+      const meanwhile = await Promise.race([exited.then((code) => `exited ${code}`), new Promise((resolve) => setTimeout(() => resolve('running'), 1_000))]);
+      const released = Date.now();
+      await holder.query('SELECT pg_advisory_unlock($1)', [MIGRATION_LOCK_ID]);
+      const code = await exited;
+      const stopMs = Date.now() - released;
+      const stored = tallyFingerprints(parseKeyRing(rig.keys), tally.accessTokens, await fingerprints());
+      console.log(
+        `      SIGTERM during the migration: 1 s later ${meanwhile}; after the lock was released, exit code ${code} in ${stopMs} ms; ` +
+          `logins ok ${tally.ok}/${tally.total}, in Postgres ${stored.stored}/${tally.ok}, duplicated ${stored.duplicated}, spool segments left ${segments().length}`,
+      );
+      expect(meanwhile).to.equal('running');
+      expect(code).to.equal(0);
+      expect(running.logs()).to.contain('stopping once the start is done').and.contain('every capture is in Postgres');
+      expect(tally.ok).to.equal(tally.total);
+      expect(stored).to.deep.equal({ stored: tally.ok, duplicated: 0, missing: 0 });
+    } finally {
+      await holder.end();
+    }
   });
 
   it('with Postgres away: exits 0 within the grace period, and the next start writes what the spool kept', async () => {

@@ -1,5 +1,6 @@
 // The capture spool on a real file system: group commit, order, trimming, replay after a crash,
 // damaged records, the size cap, the directory lock, and no plaintext on disk.
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -132,6 +133,42 @@ describe('capture spool (real files)', function () {
     expect(log.text()).to.contain('spool record cannot be opened').and.not.contain('CANARY');
   });
 
+  it('counts the loss when a segment is damaged in the middle (a record length that cannot be right)', async () => {
+    const { spool } = await openSpool();
+    const captures = Array.from({ length: 10 }, (_, index) => capture(index));
+    for (const item of captures) spool.append(item);
+    await spool.flush();
+    await spool.close();
+    opened.length = 0;
+    const file = path.join(dir, readdirSync(dir).find((name) => name.endsWith('.seg'))!);
+    const bytes = readFileSync(file);
+    let at = 8;
+    for (let index = 0; index < 4; index += 1) at += 4 + bytes.readUInt32BE(at);
+    bytes.writeUInt32BE(0xffffffff, at);
+    writeFileSync(file, bytes);
+
+    const { spool: reopened, log, metrics } = await openSpool();
+    const batch = (await reopened.read(100))!;
+    const dropped = await metricValue(metrics, 'capturesDropped', { reason: 'spool_damaged' });
+    console.log(`      10 records, the 5th record's length damaged: read ${batch.records}, counted as dropped (spool_damaged) ${dropped} (one per damaged segment)`);
+    expect(batch.captures.map((item) => item.captureId)).to.deep.equal(captures.slice(0, 4).map((item) => item.captureId));
+    expect(dropped).to.equal(1);
+    expect(log.text()).to.contain('spool segment is damaged').and.not.contain('partial record');
+  });
+
+  it('does not count a torn last record (a write a crash cut short) as damage', async () => {
+    const { spool } = await openSpool();
+    for (let index = 0; index < 3; index += 1) spool.append(capture(index));
+    await spool.flush();
+    await spool.close();
+    opened.length = 0;
+    appendFileSync(path.join(dir, readdirSync(dir).find((name) => name.endsWith('.seg'))!), Buffer.from([0, 0, 1, 0, 1, 2, 3]));
+    const { spool: reopened, log, metrics } = await openSpool();
+    expect(reopened.depth).to.equal(3);
+    expect(await metricValue(metrics, 'capturesDropped', { reason: 'spool_damaged' })).to.equal(0);
+    expect(log.text()).to.contain('ends in a partial record');
+  });
+
   it('at the size cap, drops the capture, counts and logs it, and writes nothing for it', async () => {
     const { spool, log, metrics } = await openSpool({ maxBytes: 64 * 1024 });
     let accepted = 0;
@@ -186,6 +223,21 @@ describe('capture spool (real files)', function () {
     } finally {
       opened.pop();
       rmSync(other, { recursive: true, force: true });
+    }
+  });
+
+  it('is not blocked by a lock file naming a PID that now belongs to another live process', async () => {
+    // After a restart in a container the dead holder's PID is often someone else's.
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      writeFileSync(path.join(dir, 'lock'), `${other.pid}\n`);
+      const { spool } = await openSpool();
+      expect(readFileSync(path.join(dir, 'lock'), 'utf8').trim()).to.equal(String(process.pid));
+      expect(spool.append(capture(0))).to.equal(true);
+      await spool.flush();
+      expect(spool.depth).to.equal(1);
+    } finally {
+      other.kill('SIGKILL');
     }
   });
 

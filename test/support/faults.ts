@@ -170,7 +170,7 @@ export interface SpoolRig {
   /** The sidecar running now, if any. */
   sidecar: SidecarProcess | undefined;
   /** Starts the sidecar against `databaseUrl` (extra env on top) and waits until Envoy sees it healthy. */
-  start(databaseUrl: string, env?: Record<string, string>): Promise<SidecarProcess>;
+  start(databaseUrl: string, env?: Record<string, string>, options?: { unreaped?: boolean }): Promise<SidecarProcess>;
   /** Stops the running sidecar with `signal` and forgets it; resolves to its exit code. */
   stopSidecar(signal: NodeJS.Signals): Promise<number | null>;
   close(): Promise<void>;
@@ -182,6 +182,7 @@ export async function startSpoolRig(mode: ProcessingMode, label: string): Promis
   const port = await freePort();
   const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
   const front = await startFaultEnvoy(mode, idp, port);
+  const started: SidecarProcess[] = [];
   const rig: SpoolRig = {
     idp,
     db,
@@ -189,8 +190,9 @@ export async function startSpoolRig(mode: ProcessingMode, label: string): Promis
     spoolDir,
     keys: generateKeySpec('k1'),
     sidecar: undefined,
-    async start(databaseUrl, env = {}) {
-      rig.sidecar = await startSidecarProcess({ port, env: { DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: rig.keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'info', ...env } });
+    async start(databaseUrl, env = {}, options = {}) {
+      rig.sidecar = await startSidecarProcess({ port, env: { DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: rig.keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'info', ...env }, unreaped: options.unreaped });
+      started.push(rig.sidecar);
       await waitForSidecarHealth(front.envoy, true);
       return rig.sidecar;
     },
@@ -201,6 +203,7 @@ export async function startSpoolRig(mode: ProcessingMode, label: string): Promis
     },
     async close() {
       await rig.stopSidecar('SIGKILL');
+      for (const sidecar of started) await sidecar.stopParent();
       await front.stop();
       await idp.close();
       await db.drop();

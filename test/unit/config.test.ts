@@ -42,6 +42,32 @@ describe('config', () => {
     expect(() => loadSidecarConfig(valid, { listen: `unix:/${'a'.repeat(120)}` })).to.throw(ConfigError, /longer than 107 bytes/);
   });
 
+  it('reads the Postgres timeouts of the writer and of the API apart, with defaults, and every bad one at once', () => {
+    const defaults = loadSidecarConfig(valid);
+    expect(defaults.postgres).to.deep.equal({ connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, queryTimeoutMs: 12_000, keepAliveMs: 10_000, idleInTransactionMs: 10_000 });
+    expect(defaults.vault.postgres).to.deep.equal({ connectTimeoutMs: 2_000, statementTimeoutMs: 2_000, queryTimeoutMs: 2_250, keepAliveMs: 10_000, idleInTransactionMs: 180_000 });
+    const set = loadSidecarConfig({ ...valid, TOKEN_TAP_PG_STATEMENT_TIMEOUT_MS: '30000', TOKEN_TAP_API_PG_CONNECT_TIMEOUT_MS: '1000', TOKEN_TAP_PG_KEEPALIVE_MS: '5000' });
+    expect(set.postgres).to.include({ statementTimeoutMs: 30_000, queryTimeoutMs: 32_000, keepAliveMs: 5_000 });
+    expect(set.vault.postgres).to.include({ connectTimeoutMs: 1_000, keepAliveMs: 5_000 });
+    try {
+      loadSidecarConfig({
+        ...valid,
+        TOKEN_TAP_PG_CONNECT_TIMEOUT_MS: 'soon',
+        TOKEN_TAP_PG_KEEPALIVE_MS: '0',
+        TOKEN_TAP_API_PG_STATEMENT_TIMEOUT_MS: '4000',
+        TOKEN_TAP_API_PG_QUERY_TIMEOUT_MS: '3000',
+      });
+      expect.fail('should have thrown');
+    } catch (error) {
+      expect(error).to.be.instanceOf(ConfigError);
+      expect((error as ConfigError).problems).to.deep.equal([
+        'TOKEN_TAP_PG_CONNECT_TIMEOUT_MS must be a positive integer, got "soon"',
+        'TOKEN_TAP_PG_KEEPALIVE_MS must be a positive integer, got "0"',
+        'TOKEN_TAP_API_PG_QUERY_TIMEOUT_MS (3000) must be at least TOKEN_TAP_API_PG_STATEMENT_TIMEOUT_MS (4000): the server should cancel a slow statement before the client drops the connection',
+      ]);
+    }
+  });
+
   it('says how to make a key when TOKEN_TAP_KEYS is missing', () => {
     expect(() => loadSidecarConfig({ DATABASE_URL: valid.DATABASE_URL })).to.throw(ConfigError, /openssl rand -base64 32/);
   });

@@ -1,0 +1,45 @@
+// How long Postgres may take before the sidecar stops waiting: connecting, a statement (on the
+// server), a query (on the client: the server may be unreachable and never say), and an open
+// transaction left idle. Read for the capture writer and, apart, for the TokenVault API, whose
+// callers must get an answer quickly even when Postgres does not give one.
+import { positiveInteger } from './values.js';
+
+export interface PostgresTimeouts {
+  connectTimeoutMs: number;
+  /** statement_timeout: the server cancels a statement after this (the connection stays usable). */
+  statementTimeoutMs: number;
+  /** The client gives up on a query after this; its connection is then discarded (store/pool.ts). */
+  queryTimeoutMs: number;
+  /** TCP keepalive: first probe after this much silence on a connection. */
+  keepAliveMs: number;
+  /** idle_in_transaction_session_timeout: the server ends a session left idle in a transaction. */
+  idleInTransactionMs: number;
+}
+
+// The writer's transactions never wait on anything but Postgres: one cut off mid-way (its client
+// partitioned away) must not hold grant rows locked for long, or the next writer waits on it.
+export const WRITER_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, queryTimeoutMs: 12_000, keepAliveMs: 10_000, idleInTransactionMs: 10_000 };
+// A TokenVault call waits on Postgres at most twice when it is unreachable (the key check, then the
+// audit row that is written whatever the outcome): with these, 2 x 2.25 s, it is answered
+// (UNAVAILABLE) within 5 s. Idle in a transaction for longer than the longest IdP timeout
+// (timeout_ms at most 120000): a refresh holds its grant's row lock while the IdP answers.
+export const API_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 2_000, statementTimeoutMs: 2_000, queryTimeoutMs: 2_250, keepAliveMs: 10_000, idleInTransactionMs: 180_000 };
+
+/**
+ * `prefix` is TOKEN_TAP_PG (the capture writer) or TOKEN_TAP_API_PG (the API); keepalive is shared
+ * (TOKEN_TAP_PG_KEEPALIVE_MS). Problems join `problems`.
+ */
+export function readPostgresTimeouts(env: NodeJS.ProcessEnv, prefix: 'TOKEN_TAP_PG' | 'TOKEN_TAP_API_PG', defaults: PostgresTimeouts, problems: string[]): PostgresTimeouts {
+  const connectTimeoutMs = positiveInteger(env, `${prefix}_CONNECT_TIMEOUT_MS`, defaults.connectTimeoutMs, problems);
+  const statementTimeoutMs = positiveInteger(env, `${prefix}_STATEMENT_TIMEOUT_MS`, defaults.statementTimeoutMs, problems);
+  // Unset, it follows the statement timeout, so a reachable server cancels first and the connection is kept.
+  const queryDefault = statementTimeoutMs + (defaults.queryTimeoutMs - defaults.statementTimeoutMs);
+  const queryTimeoutMs = positiveInteger(env, `${prefix}_QUERY_TIMEOUT_MS`, queryDefault, problems);
+  if (queryTimeoutMs < statementTimeoutMs) {
+    problems.push(`${prefix}_QUERY_TIMEOUT_MS (${queryTimeoutMs}) must be at least ${prefix}_STATEMENT_TIMEOUT_MS (${statementTimeoutMs}): the server should cancel a slow statement before the client drops the connection`);
+  }
+  // Shared: reported once, by the writer's reading.
+  const keepAliveMs = positiveInteger(env, 'TOKEN_TAP_PG_KEEPALIVE_MS', defaults.keepAliveMs, prefix === 'TOKEN_TAP_PG' ? problems : []);
+  const idleInTransactionMs = positiveInteger(env, `${prefix}_IDLE_IN_TRANSACTION_TIMEOUT_MS`, defaults.idleInTransactionMs, problems);
+  return { connectTimeoutMs, statementTimeoutMs, queryTimeoutMs, keepAliveMs, idleInTransactionMs };
+}
