@@ -117,6 +117,14 @@ function decodePageToken(token: string): GrantPosition | undefined {
   throw new VaultError('page_token is not one this server handed out; start again with an empty page_token', 'invalid_argument');
 }
 
+/**
+ * Every call that talks only to Postgres answers within this, UNAVAILABLE past it: with Postgres
+ * blackholed (a partition, a failover behind a load balancer) a caller must not hang on two
+ * queued queries. Calls that wait on an IdP are bounded by its timeout_ms instead.
+ */
+const CALL_DEADLINE_MS = 4_500;
+const CALLS_TO_AN_IDP = new Set(['RefreshGrant', 'RevokeGrant', 'DeleteSubject']);
+
 export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grpc.UntypedServiceImplementation {
   const { pool, store, refresher, revoker, authenticator, events, logger, metrics } = options;
 
@@ -135,6 +143,22 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       const event: AccessEvent = { operation, outcome: 'internal', peer: call.getPeer(), tlsClient: tlsClientOf(call) };
       let value: Res | undefined;
       let failure: { code: grpc.status; details: string } | undefined;
+      let answered = false;
+      let pastDeadline = false;
+      const answer = (error: { code: grpc.status; details: string } | null, response: Res | null) => {
+        if (answered) return;
+        answered = true;
+        clearTimeout(deadline);
+        callback(error, response);
+      };
+      // A GetGrant that gets no answer from Postgres may take longer than the deadline; what it
+      // eventually reads is dropped, never sent late, and its audit row says it was not answered.
+      const deadline = CALLS_TO_AN_IDP.has(operation)
+        ? undefined
+        : setTimeout(() => {
+            pastDeadline = true;
+            answer({ code: grpc.status.UNAVAILABLE, details: `no answer from Postgres within ${CALL_DEADLINE_MS} ms; try again` }, null);
+          }, CALL_DEADLINE_MS);
       void (async () => {
         try {
           checkRequestStrings(call.request);
@@ -153,6 +177,10 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         event.idp = notes.idp;
         event.subject = notes.subject;
         if (event.outcome === 'ok') event.detail = notes.detail;
+        if (pastDeadline) {
+          event.outcome = 'unavailable';
+          event.detail = `answered UNAVAILABLE at the ${CALL_DEADLINE_MS} ms deadline`;
+        }
         try {
           await events.record(event);
         } catch (error) {
@@ -162,8 +190,8 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         }
         metrics.calls.inc({ operation, outcome: event.outcome });
         metrics.callSeconds.observe({ operation }, Number(process.hrtime.bigint() - started) / 1e9);
-        if (failure) callback(failure, null);
-        else callback(null, value);
+        if (failure) answer(failure, null);
+        else answer(null, value ?? null);
       })();
     };
   }

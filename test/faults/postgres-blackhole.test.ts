@@ -72,7 +72,8 @@ describe('Postgres blackholed for 20 s (connections open, nothing forwarded) dur
       proxy.heal();
       healed = true;
     })();
-    const [tally] = await Promise.all([driveLogins(rig.idp, rig.front.tokenUrl, { until: () => Date.now() >= endAt, concurrency: 2 }), probe(), faults]);
+    // Four callers at once: each waits on the key check and the audit row, queued behind the others'.
+    const [tally] = await Promise.all([driveLogins(rig.idp, rig.front.tokenUrl, { until: () => Date.now() >= endAt, concurrency: 2 }), ...[1, 2, 3, 4].map(() => probe()), faults]);
     api.close();
 
     const healedAt = Date.now();

@@ -112,7 +112,8 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     ] as const) {
       const objects = objectsOf(file);
       const container = objects.find((object) => object.kind === 'Deployment')!.spec.template.spec.containers[0];
-      expect(container.args).to.deep.equal(['serve', '--listen', '$(POD_IP):50051']);
+      // The gateway's proxies are other pods: remote by design, said explicitly (the sidecar warns at start).
+      expect(container.args).to.deep.equal(['serve', '--listen', '$(POD_IP):50051', '--allow-remote-extproc']);
       expect(container.env[0]).to.deep.equal({ name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } });
       const policy = objects.find((object) => object.kind === 'NetworkPolicy')!;
       const extProcRule = policy.spec.ingress.find((rule: { ports: Array<{ port: number }> }) => rule.ports.some((p) => p.port === 50051));
