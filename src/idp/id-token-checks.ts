@@ -2,6 +2,8 @@
 // functions: what the IdP's keys say is verify.ts's business. Reasons are short codes (they go into
 // logs, capture_events.detail and nothing else) and never quote a claim value.
 
+import { createHash } from 'node:crypto';
+
 export interface ExpectedIdToken {
   /** The pinned issuer, compared with `iss` character for character. */
   issuer: string;
@@ -42,4 +44,19 @@ export function checkIdTokenClaims(claims: Record<string, unknown>, expected: Ex
   const iat = numeric(claims.iat);
   if (iat !== undefined && iat - toleranceSeconds > at) return 'issued_in_future';
   return undefined;
+}
+
+/**
+ * OIDC Core 3.3.2.11: when the id_token carries `at_hash`, it binds the access token sent with it
+ * (the left half of the hash its `alg` names, base64url). Without it, a verified id_token could
+ * vouch for any access and refresh token put beside it in a forged response. No `at_hash`: true.
+ */
+export function accessTokenMatchesAtHash(claims: Record<string, unknown>, alg: string | undefined, accessToken: string | undefined): boolean {
+  const atHash = claims.at_hash;
+  if (atHash === undefined) return true;
+  if (typeof atHash !== 'string' || !accessToken || !alg) return false;
+  const bits = /(\d{3})$/.exec(alg)?.[1];
+  const hash = bits === '384' ? 'sha384' : bits === '512' ? 'sha512' : alg === 'EdDSA' || alg === 'Ed25519' ? 'sha512' : 'sha256';
+  const digest = createHash(hash).update(accessToken, 'ascii').digest();
+  return digest.subarray(0, digest.length / 2).toString('base64url') === atHash;
 }

@@ -10,10 +10,10 @@
 // last fetch waits in the spool for the next fetch. Keys that cannot be fetched (IdP down) make
 // the capture wait too, up to maxWaitMs of its age, then it is recorded `unverified`
 // (`jwks_unavailable`). Nothing here logs or throws a token, a claim value or an answer's body.
-import { compactVerify, createLocalJWKSet, errors, type CompactVerifyGetKey, type CryptoKey } from 'jose';
+import { compactVerify, createLocalJWKSet, decodeProtectedHeader, errors, type CompactVerifyGetKey, type CryptoKey } from 'jose';
 import * as oauth from 'oauth4webapi';
 import type { Capture } from '../capture/types.js';
-import { checkIdTokenClaims, type ClaimProblem } from './id-token-checks.js';
+import { accessTokenMatchesAtHash, checkIdTokenClaims, type ClaimProblem } from './id-token-checks.js';
 
 /** What an id_token captured for an IdP must satisfy (from TOKEN_TAP_IDP_CONFIG, config/idp-file.ts). */
 export interface IdpVerificationSettings {
@@ -303,7 +303,17 @@ export class CaptureVerifier {
         continue;
       }
       const verdict = await keys.verify(idToken, capture.observedAt);
-      if (verdict.kind === 'verified') out.push({ ...capture, verified: true });
+      if (verdict.kind === 'verified') {
+        const alg = (() => {
+          try {
+            return decodeProtectedHeader(idToken).alg;
+          } catch {
+            return undefined;
+          }
+        })();
+        if (accessTokenMatchesAtHash(capture.tokens?.claims ?? {}, alg, capture.tokens?.accessToken)) out.push({ ...capture, verified: true });
+        else out.push(unverified(capture, 'at_hash_mismatch'));
+      }
       else if (verdict.kind === 'rejected') out.push(unverified(capture, verdict.reason));
       else if (this.now() - capture.observedAt.getTime() >= this.options.maxWaitMs) out.push(unverified(capture, verdict.reason));
       else retryAt = Math.min(retryAt ?? Number.POSITIVE_INFINITY, verdict.retryAt, capture.observedAt.getTime() + this.options.maxWaitMs);

@@ -8,9 +8,9 @@
 // durable records are handed to the reader. `checkpoint.json` marks how far Postgres has the
 // records; segments wholly before it are deleted, and a restart replays from it. Replaying a
 // record Postgres already has is harmless: captures are idempotent by capture id.
-import { createHash, randomUUID } from 'node:crypto';
+import { createHash, randomBytes, randomUUID } from 'node:crypto';
 import { constants as fsConstants, mkdirSync } from 'node:fs';
-import { open, readdir, readFile, realpath, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { link, open, readdir, readFile, realpath, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -654,6 +654,10 @@ interface SpoolLock {
  * (and are kept apart), while two pods never share a ReadWriteOnce volume. The `lock` file only
  * names the holder's PID for people; it is never the lock. Elsewhere than Linux, a PID file is all
  * there is (kill(pid, 0) cannot tell a reused PID from the holder).
+ *
+ * Abstract sockets have no permissions, so the name also carries a random secret kept in the
+ * directory (0700, its file 0600): a process that cannot read the spool cannot guess the name and
+ * squat it to keep the sidecar from starting.
  */
 async function takeLock(dir: string): Promise<SpoolLock> {
   let real: string;
@@ -667,7 +671,7 @@ async function takeLock(dir: string): Promise<SpoolLock> {
   }
   if (lockedInThisProcess.has(identity)) throw new SpoolLockedError(`the spool directory ${dir} is in use by another sidecar in this process: give each its own TOKEN_TAP_SPOOL_DIR`);
   const file = path.join(dir, LOCK_FILE);
-  const release = process.platform === 'linux' ? await takeSocketLock(dir, identity) : await takeFileLock(dir, file);
+  const release = process.platform === 'linux' ? await takeSocketLock(dir, `${identity}\0${await lockSecret(dir)}`) : await takeFileLock(dir, file);
   lockedInThisProcess.add(identity);
   // Information only: which process holds the directory.
   await writeFile(file, `${process.pid}\n`, { mode: 0o600 }).catch(() => undefined);
@@ -682,6 +686,25 @@ async function takeLock(dir: string): Promise<SpoolLock> {
       await release();
     },
   };
+}
+
+const LOCK_SECRET_FILE = 'lock-secret';
+
+/** The directory's lock secret, made once: written aside, then linked in (atomic), so two starters agree. */
+async function lockSecret(dir: string): Promise<string> {
+  const file = path.join(dir, LOCK_SECRET_FILE);
+  const existing = await readFile(file, 'utf8').catch(() => undefined);
+  if (existing) return existing.trim();
+  const draft = path.join(dir, `${LOCK_SECRET_FILE}.${process.pid}.${randomUUID()}`);
+  await writeFile(draft, `${randomBytes(32).toString('hex')}\n`, { mode: 0o600 });
+  try {
+    await link(draft, file).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw error;
+    });
+  } finally {
+    await unlink(draft).catch(() => undefined);
+  }
+  return (await readFile(file, 'utf8')).trim();
 }
 
 const HOLDER_ANSWER_MS = 1_000;

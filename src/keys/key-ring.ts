@@ -202,3 +202,12 @@ export function fingerprint(ring: KeyRing, token: string): string {
   const digest = createHmac('sha256', key).update(token, 'utf8').digest('base64url').slice(0, 32);
   return `${ring.fingerprintKey ? 'fp' : ring.activeKeyId}:${digest}`;
 }
+
+/** JSON.parse of decrypted text whose errors never quote it (V8's SyntaxError shows the text). */
+export function parseDecrypted<T>(plaintext: string, what: string): T {
+  try {
+    return JSON.parse(plaintext) as T;
+  } catch {
+    throw new DecryptError(`${what} decrypted to something that is not JSON (${plaintext.length} characters): written by another version, or corrupt`);
+  }
+}

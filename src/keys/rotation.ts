@@ -3,7 +3,7 @@
 // stops part way is resumed by running it again. Rows under a key that is no longer in the ring
 // cannot be opened; they are left alone and reported by key id.
 import type pg from 'pg';
-import { fingerprint, open, seal, type KeyRing } from './key-ring.js';
+import { fingerprint, open, parseDecrypted, seal, type KeyRing } from './key-ring.js';
 import { withTransaction } from '../store/pool.js';
 import { errorCode } from '../store/errors.js';
 import type { GrantStore } from '../store/grants.js';
@@ -137,7 +137,7 @@ export async function rotateKeys(
     for (const row of rows) {
       const binding = store.pendingBinding(row.idp, row.capture_id);
       const plain = openOrExplain(ring, row.key_id, row.payload, binding, `held grant ${row.capture_id} of IdP ${row.idp}`);
-      const accessToken = (JSON.parse(plain) as { tokens?: { accessToken?: unknown } }).tokens?.accessToken;
+      const accessToken = parseDecrypted<{ tokens?: { accessToken?: unknown } }>(plain, `held grant ${row.capture_id}`).tokens?.accessToken;
       const fp = typeof accessToken === 'string' ? fingerprint(ring, accessToken) : row.access_token_fp;
       await client.query('UPDATE pending_grants SET key_id = $2, payload = $3, access_token_fp = $4 WHERE capture_id = $1', [
         row.capture_id,

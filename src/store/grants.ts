@@ -2,7 +2,7 @@
 // is applied at most once (capture_id is unique), so a replayed batch changes nothing.
 import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
-import { DecryptError, fingerprint, open, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
+import { fingerprint, open, parseDecrypted, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
 import { decodeIdTokenClaims } from '../capture/jwt.js';
 import { withTransaction } from './pool.js';
 
@@ -112,15 +112,6 @@ export interface PendingGrant extends PendingPayload {
 /** Response fields beyond the standard ones. Rows written before 000004 also carry `claims` here. */
 interface SealedExtras {
   response: Record<string, unknown>;
-}
-
-/** JSON.parse of decrypted text whose errors never quote it (V8's SyntaxError shows the text). */
-function parseOpened<T>(plaintext: string, what: string): T {
-  try {
-    return JSON.parse(plaintext) as T;
-  } catch {
-    throw new DecryptError(`${what} decrypted to something that is not JSON (${plaintext.length} characters): written by another version, or corrupt`);
-  }
 }
 
 function secondsAfter(start: Date, seconds: number | undefined): Date | null {
@@ -256,7 +247,7 @@ export class GrantStore {
   }
 
   private openPending(row: PendingRow): PendingPayload {
-    return parseOpened<PendingPayload>(open(this.ring, row.key_id, row.payload, this.pendingBinding(row.idp, row.capture_id)), `held grant ${row.capture_id}`);
+    return parseDecrypted<PendingPayload>(open(this.ring, row.key_id, row.payload, this.pendingBinding(row.idp, row.capture_id)), `held grant ${row.capture_id}`);
   }
 
   private async markLinked(client: pg.PoolClient, captureId: string, subject: string): Promise<void> {
@@ -462,7 +453,7 @@ export class GrantStore {
     // Rows from before per-field key ids (migration 000004) name one key for every field.
     const openOrNull = (value: Buffer | null, field: TokenField, keyId?: string | null): string | null =>
       value ? open(this.ring, keyId ?? row.key_id, value, binding(field)) : null;
-    const extras = parseOpened<SealedExtras>(openOrNull(row.extras, 'extras') ?? '{"response":{}}', `extras of grant (${row.idp}, ${row.subject})`);
+    const extras = parseDecrypted<SealedExtras>(openOrNull(row.extras, 'extras') ?? '{"response":{}}', `extras of grant (${row.idp}, ${row.subject})`);
     const idToken = openOrNull(row.id_token, 'id_token', row.id_token_key_id);
     return {
       idp: row.idp,

@@ -1,8 +1,9 @@
 // The capture spool on a real file system: group commit, order, trimming, replay after a crash,
 // damaged records, the size cap, the directory lock, and no plaintext on disk.
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
-import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
+import { appendFileSync, cpSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -238,6 +239,24 @@ describe('capture spool (real files)', function () {
       expect(spool.depth).to.equal(1);
     } finally {
       other.kill('SIGKILL');
+    }
+  });
+
+  it('cannot be kept from starting by a process that squats the lock name it can compute from outside the directory', async () => {
+    // What anyone in the network namespace can derive from the path alone (abstract sockets have no permissions).
+    const real = realpathSync(dir);
+    const info = statSync(real);
+    const guessable = `\0token-tap-spool:${createHash('sha256').update(`${real}\0${info.dev}:${info.ino}`).digest('hex').slice(0, 40)}`;
+    const squatter = net.createServer();
+    await new Promise<void>((resolve, reject) => squatter.once('error', reject).listen({ path: guessable, exclusive: true }, resolve));
+    try {
+      const { spool } = await openSpool();
+      expect(spool.append(capture(0))).to.equal(true);
+      await spool.flush();
+      expect(spool.depth).to.equal(1);
+      expect(statSync(path.join(dir, 'lock-secret')).mode & 0o777).to.equal(0o600);
+    } finally {
+      await new Promise<void>((resolve) => squatter.close(() => resolve()));
     }
   });
 

@@ -6,7 +6,8 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { createLocalJWKSet, exportJWK, SignJWT, type JWK } from 'jose';
 import { loadIdpConfig } from '../../src/config/idp-file.js';
-import { checkIdTokenClaims, CLOCK_TOLERANCE_SECONDS } from '../../src/idp/id-token-checks.js';
+import { accessTokenMatchesAtHash, checkIdTokenClaims, CLOCK_TOLERANCE_SECONDS } from '../../src/idp/id-token-checks.js';
+import { createHash } from 'node:crypto';
 import { verifySignature } from '../../src/idp/verify.js';
 import { tempDir } from '../support/token-vault.js';
 
@@ -14,6 +15,22 @@ const expected = { issuer: 'https://idp.example/tenant', clientId: 'okta-client'
 const observedAt = new Date('2026-12-01T08:00:00Z');
 const at = Math.floor(observedAt.getTime() / 1000);
 const good = { iss: expected.issuer, aud: expected.clientId, sub: 'alice', iat: at - 1, exp: at + 3600 };
+
+describe('at_hash: the id_token binds the access token beside it (OIDC Core 3.3.2.11)', () => {
+  const atHash = (token: string, hash: string) => {
+    const digest = createHash(hash).update(token, 'ascii').digest();
+    return digest.subarray(0, digest.length / 2).toString('base64url');
+  };
+
+  it('accepts the access token the id_token names, refuses another, and asks nothing of an id_token without at_hash', () => {
+    expect(accessTokenMatchesAtHash({ at_hash: atHash('issued-with-it', 'sha256') }, 'RS256', 'issued-with-it')).to.equal(true);
+    expect(accessTokenMatchesAtHash({ at_hash: atHash('issued-with-it', 'sha256') }, 'RS256', 'planted-beside-it')).to.equal(false);
+    expect(accessTokenMatchesAtHash({ at_hash: atHash('t', 'sha384') }, 'ES384', 't')).to.equal(true);
+    expect(accessTokenMatchesAtHash({ at_hash: atHash('t', 'sha256') }, 'PS512', 't')).to.equal(false);
+    expect(accessTokenMatchesAtHash({ at_hash: atHash('t', 'sha256') }, 'RS256', undefined)).to.equal(false);
+    expect(accessTokenMatchesAtHash({}, 'RS256', 'anything')).to.equal(true);
+  });
+});
 
 describe('id_token claim checks', () => {
   it('accepts the pinned issuer and Okta\'s client, as a string or among audiences with azp', () => {
