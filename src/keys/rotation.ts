@@ -49,8 +49,14 @@ interface PendingCipherRow {
   access_token_fp: string;
 }
 
+// A grant's fields may each be under another key (a login that lacked a field kept its stored
+// ciphertext), so a row is counted under every key it still uses besides the active one.
+const GRANT_KEY_IDS = `SELECT DISTINCT idp, subject, unnest(ARRAY[key_id, COALESCE(refresh_token_key_id, CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END),
+                                                    COALESCE(id_token_key_id, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END)]) AS key_id FROM grants`;
+
 async function countByKey(pool: pg.Pool, table: string, activeKeyId: string): Promise<Map<string, number>> {
-  const { rows } = await pool.query<{ key_id: string; n: number }>(`SELECT key_id, count(*)::int AS n FROM ${table} WHERE key_id <> $1 GROUP BY key_id`, [activeKeyId]);
+  const source = table === 'grants' ? `(${GRANT_KEY_IDS}) AS used` : table;
+  const { rows } = await pool.query<{ key_id: string; n: number }>(`SELECT key_id, count(*)::int AS n FROM ${source} WHERE key_id IS NOT NULL AND key_id <> $1 GROUP BY key_id`, [activeKeyId]);
   return new Map(rows.map((row) => [row.key_id, row.n]));
 }
 
@@ -90,10 +96,12 @@ export async function rotateKeys(
   await inBatches(pool, async (client) => {
     const { rows } = await client.query<GrantCipherRow>(
       `SELECT idp, subject, key_id, refresh_token_key_id, id_token_key_id, access_token, refresh_token, id_token, extras, access_token_fp FROM grants
-       WHERE (key_id <> $1 OR refresh_token_key_id <> $1 OR id_token_key_id <> $1)
+       WHERE (key_id <> $1 OR COALESCE(refresh_token_key_id, key_id) <> $1 OR COALESCE(id_token_key_id, key_id) <> $1)
          AND key_id = ANY($2) AND COALESCE(refresh_token_key_id, key_id) = ANY($2) AND COALESCE(id_token_key_id, key_id) = ANY($2)
        ORDER BY idp, subject LIMIT $3 FOR UPDATE`,
-      [active, readable, batchSize],
+      // Every key of the ring, the active one included: a row under the active key but with its
+      // refresh token under an old one must be moved too.
+      [active, [...ring.keys.keys()], batchSize],
     );
     if (rows.length === 0) return 0;
     const columns: unknown[][] = Array.from({ length: 7 }, () => []);

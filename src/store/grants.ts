@@ -122,13 +122,6 @@ function epochSeconds(value: unknown): Date | null {
   return typeof value === 'number' && Number.isFinite(value) ? new Date(value * 1000) : null;
 }
 
-/**
- * A login written late (a spool replayed after an outage, another sidecar's slower batch) must not
- * replace a newer one, nor bring back a grant revoked after it was captured (revocation stamps
- * updated_at).
- */
-const LATE_LOGIN_GUARD = `WHERE grants.captured_at <= EXCLUDED.captured_at
-         AND (grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
 
 /**
  * The stored logins of a batch in rounds: round k holds the k-th login of each grant, in batch
@@ -397,19 +390,47 @@ export class GrantStore {
     ];
   }
 
-  /** Upserts grant rows in one statement; at most one row per (idp, subject). */
+  /**
+   * Upserts grant rows in one statement; at most one row per (idp, subject). Each token is kept
+   * per field, the newest one seen: the access token and the row's other fields follow the newest
+   * login, while a refresh token or id_token is replaced only by one captured later than the one
+   * stored (`*_observed_at`). So a login that lacks a field keeps the stored ciphertext and key id,
+   * and one that arrives late (a replayed spool, a slower sidecar, a refresh answer applied from
+   * the outbox) still fills in a refresh token nothing newer replaced. Merging needs no key: a
+   * sidecar whose ring lacks the stored key (a key rollout) cannot lose it. Nothing captured before
+   * a revocation touches the revoked grant. Tokens the sidecar obtained itself (a refresh under the
+   * row lock) always apply, whatever the clocks of the sidecar that captured the stored row said.
+   */
   private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<void> {
     const columns: unknown[][] = Array.from({ length: 18 }, (_, index) => rows.map((row) => row[index]));
+    const notRevokedSince = options.obtained ? 'true' : `(grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
+    const fresh = options.obtained ? 'true' : `(grants.captured_at <= EXCLUDED.captured_at AND ${notRevokedSince})`;
+    const newer = (field: 'refresh_token' | 'id_token') =>
+      options.obtained
+        ? `(EXCLUDED.${field} IS NOT NULL)`
+        : `(EXCLUDED.${field} IS NOT NULL AND ${notRevokedSince} AND (grants.${field} IS NULL OR COALESCE(grants.${field}_observed_at, grants.captured_at) <= EXCLUDED.captured_at))`;
+    // Rows from before migration 000004 name one key id for every field.
+    const storedKeyId = (field: 'refresh_token' | 'id_token') => `COALESCE(grants.${field}_key_id, CASE WHEN grants.${field} IS NULL THEN NULL ELSE grants.key_id END)`;
+    const storedObservedAt = (field: 'refresh_token' | 'id_token') => `COALESCE(grants.${field}_observed_at, CASE WHEN grants.${field} IS NULL THEN NULL ELSE grants.captured_at END)`;
+    const perField = (field: 'refresh_token' | 'id_token') => `
+         ${field} = CASE WHEN ${newer(field)} THEN EXCLUDED.${field} ELSE grants.${field} END,
+         ${field}_key_id = CASE WHEN ${newer(field)} THEN EXCLUDED.${field}_key_id ELSE ${storedKeyId(field)} END,
+         ${field}_expires_at = CASE WHEN ${newer(field)} THEN EXCLUDED.${field}_expires_at ELSE grants.${field}_expires_at END,
+         ${field}_observed_at = CASE WHEN ${newer(field)} THEN EXCLUDED.captured_at ELSE ${storedObservedAt(field)} END,`;
+    const rowLevel = (field: string) => `${field} = CASE WHEN ${fresh} THEN EXCLUDED.${field} ELSE grants.${field} END`;
+    const filled = (field: string) => `${field} = CASE WHEN ${fresh} THEN COALESCE(EXCLUDED.${field}, grants.${field}) ELSE COALESCE(grants.${field}, EXCLUDED.${field}) END`;
     await client.query(
       `INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
                            access_token, refresh_token, id_token, extras, access_token_fp,
                            access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
-                           status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id, verified)
+                           status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id, verified,
+                           refresh_token_observed_at, id_token_observed_at)
        SELECT idp, subject, issuer, client_id, email, COALESCE(string_to_array(NULLIF(scope, ''), ' '), '{}'), token_type, key_id,
               access_token, refresh_token, id_token, extras, access_token_fp,
               access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
               'active', captured_at, now(), 1,
-              CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified
+              CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified,
+              CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                    $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
                    $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[])
@@ -417,32 +438,20 @@ export class GrantStore {
                 access_token, refresh_token, id_token, extras, access_token_fp,
                 access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified)
        ON CONFLICT (idp, subject) DO UPDATE SET
-         -- A login or refresh that lacks a field (most IdPs send a refresh token only at first
-         -- consent; a refresh may omit the id_token) keeps the stored one, ciphertext and key id
-         -- as they are: merging needs no key, so a sidecar whose ring lacks the stored key
-         -- (a key rollout in progress) cannot lose it.
-         issuer = COALESCE(EXCLUDED.issuer, grants.issuer),
-         client_id = COALESCE(EXCLUDED.client_id, grants.client_id),
-         email = COALESCE(EXCLUDED.email, grants.email),
-         scope = CASE WHEN cardinality(EXCLUDED.scope) > 0 THEN EXCLUDED.scope ELSE grants.scope END,
-         token_type = EXCLUDED.token_type, key_id = EXCLUDED.key_id,
-         access_token = EXCLUDED.access_token, extras = EXCLUDED.extras, access_token_fp = EXCLUDED.access_token_fp,
-         access_token_expires_at = EXCLUDED.access_token_expires_at,
-         refresh_token = COALESCE(EXCLUDED.refresh_token, grants.refresh_token),
-         refresh_token_key_id = CASE WHEN EXCLUDED.refresh_token IS NULL THEN grants.refresh_token_key_id ELSE EXCLUDED.refresh_token_key_id END,
-         refresh_token_expires_at = CASE WHEN EXCLUDED.refresh_token IS NULL THEN grants.refresh_token_expires_at ELSE EXCLUDED.refresh_token_expires_at END,
-         id_token = COALESCE(EXCLUDED.id_token, grants.id_token),
-         id_token_key_id = CASE WHEN EXCLUDED.id_token IS NULL THEN grants.id_token_key_id ELSE EXCLUDED.id_token_key_id END,
-         id_token_expires_at = CASE WHEN EXCLUDED.id_token IS NULL THEN grants.id_token_expires_at ELSE EXCLUDED.id_token_expires_at END,
+         ${filled('issuer')}, ${filled('client_id')}, ${filled('email')},
+         scope = CASE WHEN ${fresh} AND cardinality(EXCLUDED.scope) > 0 THEN EXCLUDED.scope ELSE grants.scope END,
+         ${rowLevel('token_type')}, ${rowLevel('key_id')}, ${rowLevel('access_token')}, ${rowLevel('extras')},
+         ${rowLevel('access_token_fp')}, ${rowLevel('access_token_expires_at')},${perField('refresh_token')}${perField('id_token')}
          -- A new id_token decides; without one, tokens from an unverified source (a profile-linked
          -- login) make the grant unverified, and a refresh (verified as its grant) keeps it.
-         verified = CASE WHEN EXCLUDED.id_token IS NULL THEN grants.verified AND EXCLUDED.verified ELSE EXCLUDED.verified END,
-         status = 'active', captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
+         verified = CASE WHEN ${newer('id_token')} THEN EXCLUDED.verified WHEN ${fresh} THEN grants.verified AND EXCLUDED.verified ELSE grants.verified END,
+         status = CASE WHEN ${fresh} THEN 'active' ELSE grants.status END,
+         captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
          -- A refresh stamps the time of writing, not of its transaction's start: callers that
          -- arrived while the IdP answered compare their arrival with it.
          updated_at = ${options.obtained ? 'clock_timestamp()' : 'now()'},
          version = grants.version + 1
-       ${options.obtained ? '' : LATE_LOGIN_GUARD}`,
+       WHERE ${fresh} OR ${newer('refresh_token')} OR ${newer('id_token')}`,
       columns,
     );
   }

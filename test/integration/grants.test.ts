@@ -77,6 +77,45 @@ describe('store/grants (Postgres)', () => {
     expect(rows[0].n).to.equal(1);
   });
 
+  it('fills in a refresh token from a login that arrives late, when nothing newer replaced it (first consent delayed on another sidecar)', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const now = Date.now();
+    const firstConsent = stored('late-consent', { observedAt: new Date(now - 1_000), tokens: tokens({ refreshToken: 'first-consent-refresh-token' }) });
+    const later = stored('late-consent', { observedAt: new Date(now), tokens: tokens({ refreshToken: undefined }) });
+    await store.recordCaptures([later]);
+    await store.recordCaptures([firstConsent]);
+    const grant = (await store.findGrant('acme', 'late-consent'))!;
+    // The newer login's access token stays; the only refresh token ever issued is kept.
+    expect(grant).to.include({ accessToken: later.tokens!.accessToken, refreshToken: 'first-consent-refresh-token' });
+    // A newer refresh token is never replaced by an older one arriving late.
+    const newest = stored('late-consent', { observedAt: new Date(now + 1_000), tokens: tokens({ refreshToken: 'newest-refresh-token' }) });
+    await store.recordCaptures([newest]);
+    await store.recordCaptures([stored('late-consent', { observedAt: new Date(now - 500), tokens: tokens({ refreshToken: 'stale-refresh-token' }) })]);
+    expect((await store.findGrant('acme', 'late-consent'))!).to.include({ accessToken: newest.tokens!.accessToken, refreshToken: 'newest-refresh-token' });
+  });
+
+  it('applies a refresh answer replayed from the outbox after a newer login without a refresh token', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const now = Date.now();
+    await store.recordCaptures([stored('outbox-replay', { observedAt: new Date(now - 2_000), tokens: tokens({ refreshToken: 'spent-refresh-token' }) })]);
+    const refreshAnswer = stored('outbox-replay', { observedAt: new Date(now - 1_000), obtainedByRefresh: true, tokens: tokens({ refreshToken: 'rotated-refresh-token' }) });
+    // Its own transaction failed; then the user signed in again (no refresh token), then the pump replays it.
+    const login = stored('outbox-replay', { observedAt: new Date(now), tokens: tokens({ refreshToken: undefined }) });
+    await store.recordCaptures([login]);
+    await store.recordCaptures([refreshAnswer]);
+    expect((await store.findGrant('acme', 'outbox-replay'))!).to.include({ accessToken: login.tokens!.accessToken, refreshToken: 'rotated-refresh-token' });
+  });
+
+  it('keeps reading a refresh token of a row written before per-field key ids, after a login under another key', async () => {
+    const k1 = generateKeySpec('k1');
+    await new GrantStore(db.pool, parseKeyRing(k1)).recordCaptures([stored('legacy-row', { tokens: tokens({ refreshToken: 'legacy-refresh-token' }) })]);
+    // As a sidecar from before migration 000004 leaves it: no per-field key ids.
+    await db.pool.query("UPDATE grants SET refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL WHERE subject = 'legacy-row'");
+    const ring = parseKeyRing(`${generateKeySpec('k2')},${k1}`);
+    await new GrantStore(db.pool, ring).recordCaptures([stored('legacy-row', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) })]);
+    expect((await new GrantStore(db.pool, ring).findGrant('acme', 'legacy-row'))!).to.include({ keyId: 'k2', refreshToken: 'legacy-refresh-token' });
+  });
+
   it('says which key id is missing when a grant cannot be read', async () => {
     await new GrantStore(db.pool, parseKeyRing(generateKeySpec('gone'))).recordCaptures([stored('unreadable')]);
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('other')));

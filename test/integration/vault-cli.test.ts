@@ -79,6 +79,25 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
     });
     after(async () => db?.drop());
 
+    it('moves fields kept under the old key in rows that are otherwise under the active one (a key rollout), so the old key can leave', async () => {
+      const ringA = parseKeyRing(specA);
+      const ringCA = parseKeyRing(`${specC},${specA}`);
+      // alice: first consent under A, then a login without a refresh token under C; bob: the reverse.
+      await new GrantStore(db.pool, ringA).recordCaptures([vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: 'alice-refresh' }) })]);
+      await new GrantStore(db.pool, ringCA).recordCaptures([vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: undefined }) })]);
+      await new GrantStore(db.pool, ringCA).recordCaptures([vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: 'bob-refresh' }) })]);
+      await new GrantStore(db.pool, ringA).recordCaptures([vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: undefined }) })]);
+      const result = await rotateKeys(db.pool, ringCA, new GrantStore(db.pool, ringCA));
+      expect(result.grants).to.be.at.least(2);
+      const storeC = new GrantStore(db.pool, parseKeyRing(specC));
+      expect(await storeC.findGrant('acme', 'alice')).to.include({ refreshToken: 'alice-refresh', keyId: 'C' });
+      expect(await storeC.findGrant('acme', 'bob')).to.include({ refreshToken: 'bob-refresh', keyId: 'C' });
+      const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM grants WHERE 'A' IN (key_id, refresh_token_key_id, id_token_key_id)");
+      expect(rows[0].n).to.equal(0);
+      // The next tests count rows of this database by key.
+      await db.pool.query("DELETE FROM grants WHERE subject IN ('alice', 'bob')");
+    });
+
     it('rows written under key A are read after the ring becomes B,A; keys rotate (resumed after a stop) leaves 0 rows under A and held grants still link', async () => {
       const storeA = new GrantStore(db.pool, parseKeyRing(specA));
       const logins = ['r1', 'r2', 'r3', 'r4', 'r5'].map((subject) => vaultCapture('acme', subject));
