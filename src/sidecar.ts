@@ -196,6 +196,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     registry: metrics.registry,
     onPostgresError: () => metrics.postgresErrors.inc(),
     refreshOutbox: (refreshed) => spool.appendDurable(refreshed),
+    // A refresh answer is a few KiB sealed; 64 KiB of room leaves a margin for larger ones.
+    refreshOutboxReady: () => spool.hasRoomFor(64 * 1024),
   });
   let hook: HookServer | undefined;
   if (config.hook) {
@@ -245,11 +247,13 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         const remaining = () => Math.max(250, deadline - Date.now());
         await within(pump.close(), remaining());
         await within(storeState.close(), remaining());
+        // A refresh in flight may still have to spool the IdP's answer (its outbox): the API is
+        // closed before the spool. What it spools now is replayed at the next start.
+        await within(vaultClosed, remaining());
         await spool.close();
         if (drained) logger.info('every capture is in Postgres');
         else logger.warn({ spooled: spool.depth, spool: config.spoolDir }, 'stopping before every capture reached Postgres; the rest stays in the spool for the next start');
         await ops?.close();
-        await within(vaultClosed, remaining());
         if (hookClosed) await within(hookClosed, remaining());
         await within(pool.end().catch(() => undefined), remaining());
       })();

@@ -37,6 +37,7 @@ export interface TokenVaultDependencies {
   onPostgresError?: () => void;
   /** Where a refresh's answer is made durable before it is applied (the sidecar's spool). */
   refreshOutbox?: (refreshed: Capture) => Promise<boolean>;
+  refreshOutboxReady?: () => boolean;
 }
 
 function credentials(config: TokenVaultConfig): grpc.ServerCredentials {
@@ -78,6 +79,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     // Half the connections at most wait on IdPs; the rest serve reads and the audit writer.
     maxConcurrent: Math.max(1, Math.floor(config.poolSize / 2)),
     ...(dependencies.refreshOutbox ? { outbox: dependencies.refreshOutbox } : {}),
+    ...(dependencies.refreshOutboxReady ? { outboxReady: dependencies.refreshOutboxReady } : {}),
     ...(config.faultInjection ? { afterAnswerDurable: injectedFault(config.faultInjection, logger) } : {}),
   });
   const revoker = new GrantRevoker({ pool, store, clients: config.idpClients });

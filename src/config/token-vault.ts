@@ -101,6 +101,9 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
   const fault = env.TOKEN_TAP_FAULT_INJECTION || undefined;
   if (fault !== undefined && !(REFRESH_FAULTS as readonly string[]).includes(fault)) {
     problems.push(`TOKEN_TAP_FAULT_INJECTION is for tests; known values: ${REFRESH_FAULTS.join(', ')}`);
+  } else if (fault !== undefined && env.NODE_ENV !== 'test') {
+    // It crashes the sidecar on every refresh: never by a stray variable in production.
+    problems.push('TOKEN_TAP_FAULT_INJECTION works only with NODE_ENV=test; unset it');
   }
   return {
     listen,

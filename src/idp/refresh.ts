@@ -51,6 +51,8 @@ export interface GrantRefresherOptions {
    * logged. Undefined (the CLI): applied in the transaction alone.
    */
   outbox?: (refreshed: Capture) => Promise<boolean>;
+  /** Whether the outbox can take an answer now; when it cannot, the IdP is not called (UNAVAILABLE). */
+  outboxReady?: () => boolean;
   /** Fault injection for tests: runs after the answer is durable, before the transaction writes it. */
   afterAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
   /**
@@ -62,6 +64,12 @@ export interface GrantRefresherOptions {
 
 export class GrantRefresher {
   private readonly running = new Map<string, Promise<RefreshResult>>();
+  /**
+   * Answers spooled whose own transaction failed (by grant). A caller retrying at once must not
+   * call the IdP with the refresh token it already spent (invalid_grant would revoke the grant):
+   * the next refresh of that grant here applies the kept answer instead.
+   */
+  private readonly unapplied = new Map<string, Capture>();
   private active = 0;
   private readonly queued: Array<() => void> = [];
 
@@ -94,10 +102,18 @@ export class GrantRefresher {
     const { pool, store, clients, logger, onUpstream } = this.options;
     const lockTimeoutMs = this.options.lockTimeoutMs ?? 30_000;
     let refusal: VaultError | undefined;
+    const key = JSON.stringify([idp, subject]);
     const result = await withLockedGrant(pool, idp, subject, lockTimeoutMs, async (tx, row): Promise<RefreshResult | undefined> => {
       if (!row) throw grantNotFound(idp, subject);
       const grant = openGrant(store, row);
       if (grant.status === 'revoked') throw revokedError(idp, subject);
+      const kept = this.unapplied.get(key);
+      if (kept) {
+        // Merged by capture time, as the pump would: a newer refresh token (another sidecar's) stays.
+        await store.writeCapturedTokens(tx, kept);
+        logger?.info({ idp, subject, captureId: kept.captureId }, 'applied a refresh answer whose first write failed, without calling the IdP again');
+        return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
+      }
       if (row.updated_at >= conditions.arrivedAt) return { grant, refreshedByThisCall: false };
       const expiresAt = grant.accessTokenExpiresAt?.getTime();
       if (conditions.onlyIfExpiringWithinMs !== undefined && expiresAt !== undefined && expiresAt - Date.now() > conditions.onlyIfExpiringWithinMs) {
@@ -116,6 +132,10 @@ export class GrantRefresher {
           `grant (${idp}, ${subject}) was issued to client "${grant.clientId}", but ${IDP_CONFIG_ENV} names client "${client.clientId}" for IdP "${idp}": use the client Okta uses`,
           'failed_precondition',
         );
+      }
+      // Calling the IdP spends the stored refresh token: only when its answer can be kept.
+      if (this.options.outboxReady && !this.options.outboxReady()) {
+        throw new VaultError('the sidecar cannot keep a refresh answer durably right now (its spool is full or closing); try again later', 'unavailable');
       }
       const requestedAt = new Date();
       let tokens;
@@ -166,10 +186,12 @@ export class GrantRefresher {
       if (this.options.outbox && !(await this.options.outbox(refreshed))) {
         logger?.warn({ idp, subject, captureId: refreshed.captureId }, 'the refreshed tokens could not be spooled first (spool full or closing); applying them directly');
       }
+      this.unapplied.set(key, refreshed);
       await this.options.afterAnswerDurable?.(tx);
       await store.writeObtainedTokens(tx, refreshed);
       return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
     });
+    this.unapplied.delete(key);
     if (refusal) throw refusal;
     return result!;
   }

@@ -261,6 +261,8 @@ export class CapturePump {
     for (const capture of captures) {
       if (refused.has(capture.captureId)) continue;
       metrics.captures.inc({ idp: capture.idp, outcome: unlinked.has(capture.captureId) ? 'held_unreadable' : capture.outcome });
+      // Genuine tokens, most likely, whose IdP's keys could not be fetched in time: lost, so counted as such.
+      if (capture.outcome === 'unverified' && capture.detail === 'jwks_unavailable') metrics.capturesDropped.inc({ reason: 'jwks_unavailable' });
       // An id_token that did not verify may be a forgery: said louder than a normal capture.
       logger[capture.outcome === 'unverified' ? 'warn' : 'info'](
         {

@@ -238,6 +238,11 @@ export class CaptureSpool {
     return true;
   }
 
+  /** Whether a record of about `bytes` would be taken now (not closed, room under the cap). */
+  hasRoomFor(bytes: number): boolean {
+    return !this.closed && this.bytes + bytes + 2 * HEADER_BYTES <= this.options.maxBytes;
+  }
+
   /**
    * Appends and resolves once the record is fsynced (true), or once it is known lost (false:
    * dropped, or its write failed). For answers that exist nowhere else, such as an IdP's rotated

@@ -229,6 +229,14 @@ export class GrantStore {
     await this.upsertGrantRows(client, [this.grantRow(capture)], { obtained: true });
   }
 
+  /**
+   * Stores captured tokens inside the caller's transaction, merged by capture time as the pump
+   * merges them (a refresh answer applied again after its first write failed).
+   */
+  async writeCapturedTokens(client: pg.PoolClient, capture: Capture): Promise<void> {
+    await this.upsertGrantRows(client, [this.grantRow(capture)]);
+  }
+
   /** Grants held without a subject, newest first, tokens decrypted (for operators). */
   async findPending(idp: string): Promise<PendingGrant[]> {
     const { rows } = await this.pool.query<PendingRow>('SELECT * FROM pending_grants WHERE idp = $1 ORDER BY observed_at DESC', [idp]);

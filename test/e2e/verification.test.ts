@@ -225,6 +225,8 @@ describe('verification before storage, through Envoy', function () {
     expect(Date.now() - sentAt, 'it waited').to.be.at.least(MAX_WAIT_MS - 500);
     expect(recorded[1]).to.deep.equal({ outcome: 'unverified', detail: 'jwks_unavailable', subject: 'grace' });
     expect(await metricValue(vault.sidecar.metrics, 'captures', { idp: 'down', outcome: 'unverified' })).to.equal(1);
+    // Lost tokens, not a forgery: the drop alert hears of them too.
+    expect(await metricValue(vault.sidecar.metrics, 'capturesDropped', { reason: 'jwks_unavailable' })).to.equal(1);
     expect(await grantCount('down')).to.equal(1);
     expect(await metricValue(vault.sidecar.metrics, 'jwksFetches', { idp: 'down', result: 'failed' })).to.be.at.least(2);
   });

@@ -57,6 +57,7 @@ describe('refresh durability: the IdP answered, then the write failed', function
       TOKEN_TAP_IDP_CONFIG: idpConfigFile(idp, IDP, SECRET_ENV),
       [SECRET_ENV]: idp.clientSecret,
       TOKEN_TAP_FAULT_INJECTION: 'terminate-backend-after-refresh-answer',
+      NODE_ENV: 'test',
     };
     const vault = await startVaultSidecar(db, env);
     const client = vaultClient(vault.apiPort);
@@ -71,9 +72,38 @@ describe('refresh durability: the IdP answered, then the write failed', function
       );
       expect(idp.tokenResponses.length - upstreamBefore, 'refreshes that reached the IdP').to.equal(1);
       expect(failed, 'the RefreshGrant whose transaction was terminated').to.not.equal(undefined);
+      // The caller retries at once, before the pump has applied the spooled answer: the sidecar
+      // applies the answer it kept instead of spending the old refresh token again (invalid_grant).
+      const retried = await client.call('RefreshGrant', { idp: IDP, subject: 'alice' }, key);
+      expect(idp.tokenResponses.length - upstreamBefore, 'refreshes that reached the IdP after the retry').to.equal(1);
+      expect(retried.grant.status ?? 'active').to.not.equal('revoked');
       const stored = await expectRotatedTokenStoredAndWorking('alice', oldRefreshToken);
       console.log(`      backend terminated after the IdP answered: RefreshGrant ${grpc.status[failed!.code]}; stored refresh token is the rotated one: ${stored === lastUpstreamRefreshToken() || 'used since'}; it refreshed again at the IdP: 200`);
       expect(vault.logs()).to.contain('fault injection');
+    } finally {
+      client.close();
+      await vault.close();
+    }
+  });
+
+  it('refuses to spend the refresh token when the spool could not keep the answer: UNAVAILABLE, and the IdP is not called', async () => {
+    const env = {
+      TOKEN_TAP_KEYS: keys,
+      TOKEN_TAP_IDP_CONFIG: idpConfigFile(idp, IDP, SECRET_ENV),
+      [SECRET_ENV]: idp.clientSecret,
+      // The smallest spool there is: no room for a refresh answer's margin.
+      TOKEN_TAP_SPOOL_MAX_BYTES: '65536',
+    };
+    const vault = await startVaultSidecar(db, env);
+    const client = vaultClient(vault.apiPort);
+    try {
+      const key = (await createApiKey(db, 'refresher-full', [IDP], ['refresh'])).token;
+      await loginIntoVault(idp, vault.sidecar, IDP, { loginHint: 'alice' });
+      const before = idp.tokenResponses.length;
+      const error = await client.call('RefreshGrant', { idp: IDP, subject: 'alice' }, key).then(() => undefined, (caught: grpc.ServiceError) => caught);
+      expect(error?.code).to.equal(grpc.status.UNAVAILABLE);
+      expect(error?.details).to.contain('cannot keep a refresh answer durably');
+      expect(idp.tokenResponses.length, 'calls to the IdP').to.equal(before);
     } finally {
       client.close();
       await vault.close();
@@ -96,7 +126,7 @@ describe('refresh durability: the IdP answered, then the write failed', function
       const { login } = await loginIntoVault(idp, { store } as never, IDP, { loginHint: 'bob' });
       const oldRefreshToken = login.tokens.refresh_token!;
       const key = (await createApiKey(db, 'refresher-kill', [IDP], ['refresh'])).token;
-      const doomed = await startSidecarProcess({ port: await freePort(), env: { ...env, TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer' } });
+      const doomed = await startSidecarProcess({ port: await freePort(), env: { ...env, TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer', NODE_ENV: 'test' } });
       await waitFor('the TokenVault API', async () => (doomed.logs().includes('TokenVault API ready') ? true : undefined));
       const client = vaultClient(apiPort);
       const upstreamBefore = idp.tokenResponses.length;

@@ -81,4 +81,8 @@ describe('config', () => {
     expect(parseHostPort('sidecar:50051', 'x')).to.deep.equal({ host: 'sidecar', port: 50051 });
     expect(() => parseHostPort('host:70000', 'x')).to.throw(/HOST:PORT/);
   });
+  it('refuses TOKEN_TAP_FAULT_INJECTION outside NODE_ENV=test', () => {
+    expect(() => loadSidecarConfig({ ...valid, NODE_ENV: 'production', TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer' })).to.throw(ConfigError, /only with NODE_ENV=test/);
+    expect(loadSidecarConfig({ ...valid, NODE_ENV: 'test', TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer' }).vault.faultInjection).to.equal('kill-after-refresh-answer');
+  });
 });
