@@ -241,8 +241,10 @@ export async function verifySignature(token: string, lookup: CompactVerifyGetKey
 
 /** The pump's verification step (ingest/pump.ts's CaptureVerification). */
 export interface BatchVerdict {
-  /** The batch as it is to be written; undefined when some capture must wait (retry the batch at `retryAt`). */
+  /** The captures ready to be written (verified, refused, or not subject to verification), in batch order. */
   captures?: Capture[];
+  /** Captures whose IdP's keys are not to be had yet: ask again at `retryAt`. */
+  waiting?: Capture[];
   retryAt?: number;
 }
 
@@ -274,6 +276,7 @@ export class CaptureVerifier {
   /** Each capture verified, rejected (`unverified`) or left as it was (IdPs without an issuer). */
   async verify(batch: readonly Capture[]): Promise<BatchVerdict> {
     const out: Capture[] = [];
+    const waiting: Capture[] = [];
     let retryAt: number | undefined;
     for (const capture of batch) {
       // A refresh's answer (spooled as its outbox) came from the IdP's token endpoint to the
@@ -316,8 +319,11 @@ export class CaptureVerifier {
       }
       else if (verdict.kind === 'rejected') out.push(unverified(capture, verdict.reason));
       else if (this.now() - capture.observedAt.getTime() >= this.options.maxWaitMs) out.push(unverified(capture, verdict.reason));
-      else retryAt = Math.min(retryAt ?? Number.POSITIVE_INFINITY, verdict.retryAt, capture.observedAt.getTime() + this.options.maxWaitMs);
+      else {
+        waiting.push(capture);
+        retryAt = Math.min(retryAt ?? Number.POSITIVE_INFINITY, verdict.retryAt, capture.observedAt.getTime() + this.options.maxWaitMs);
+      }
     }
-    return retryAt === undefined ? { captures: out } : { retryAt };
+    return retryAt === undefined ? { captures: out } : { captures: out, waiting, retryAt };
   }
 }

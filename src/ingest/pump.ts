@@ -28,7 +28,8 @@ export interface CaptureWriter {
  * then stays in the spool, uncommitted, and nothing behind it is written before it.
  */
 export interface CaptureVerification {
-  verify(batch: readonly Capture[]): Promise<{ captures?: Capture[]; retryAt?: number }>;
+  /** `captures`: ready to write; `waiting`: to be asked about again at `retryAt`. */
+  verify(batch: readonly Capture[]): Promise<{ captures?: Capture[]; waiting?: Capture[]; retryAt?: number }>;
 }
 
 export interface CapturePumpOptions {
@@ -176,13 +177,27 @@ export class CapturePump {
       }
       if (pending.captures.length > 0 && !ready) {
         const verdict = await this.verify(pending.captures);
-        if (!verdict.captures) {
-          // Keys an IdP has not given us yet: wait for them, not for a failure's backoff.
+        const waiting = verdict.waiting ?? [];
+        // Keys one IdP has not given us yet must not hold up the others: its captures go back to
+        // the end of the spool (durably, before this batch is committed) and the rest go on.
+        const respooled = verdict.captures && waiting.length > 0 && (await this.respool(waiting));
+        if (!verdict.captures || (waiting.length > 0 && !respooled)) {
+          // Wait for the keys, not for a failure's backoff.
           await sleep(Math.max(50, (verdict.retryAt ?? 0) - Date.now()), this.wake);
           this.renewNap();
           continue;
         }
         ready = verdict.captures;
+        // Only what waits is left: ask again when the keys may be there, not in a loop.
+        if (ready.length === 0 && spool.depth <= pending.captures.length + waiting.length) {
+          this.markWritten([]);
+          await spool.commit(pending);
+          pending = undefined;
+          ready = undefined;
+          await sleep(Math.max(50, (verdict.retryAt ?? 0) - Date.now()), this.wake);
+          this.renewNap();
+          continue;
+        }
       }
       if (pending.captures.length > 0 && !(await this.write(ready!))) {
         await this.backOff();
@@ -203,7 +218,15 @@ export class CapturePump {
     }
   }
 
-  private async verify(captures: Capture[]): Promise<{ captures?: Capture[]; retryAt?: number }> {
+  /** Appends `captures` again, each fsynced; false when one could not be (the batch then stays as it is). */
+  private async respool(captures: readonly Capture[]): Promise<boolean> {
+    for (const capture of captures) {
+      if (!(await this.options.spool.appendDurable(capture))) return false;
+    }
+    return true;
+  }
+
+  private async verify(captures: Capture[]): Promise<{ captures?: Capture[]; waiting?: Capture[]; retryAt?: number }> {
     const { verification, logger } = this.options;
     if (!verification) return { captures };
     try {

@@ -241,6 +241,40 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(await metricValue(metrics, 'captures', { outcome: 'unverified' })).to.equal(1);
   });
 
+  it('captures waiting for one IdP\'s keys go back to the end of the spool, so other IdPs\' captures are written meanwhile', async () => {
+    await migrate(db.pool);
+    const { logger } = memoryLogger('silent');
+    const metrics = createMetrics();
+    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
+    const store = new GrantStore(db.pool, ring);
+    let slowKeysArrived = false;
+    const verification = {
+      verify: async (batch: readonly Capture[]) => {
+        const waiting = slowKeysArrived ? [] : batch.filter((capture) => capture.idp === 'slow');
+        const captures = batch.filter((capture) => !waiting.includes(capture)).map((capture) => ({ ...capture, verified: true }));
+        return waiting.length > 0 ? { captures, waiting, retryAt: Date.now() + 100 } : { captures };
+      },
+    };
+    const state = new StoreState({ pool: db.pool, logger, metrics });
+    await state.prepare();
+    const pump = new CapturePump({ spool, writer: store, verification, store: state, logger, metrics, retryInitialMs: 20, retryMaxMs: 50 });
+    pump.start();
+    const slow = syntheticCapture('slow', 'waits-for-keys');
+    spool.append(slow);
+    for (let index = 0; index < 5; index += 1) spool.append(syntheticCapture('fast', `fast-${index}`));
+    const count = async (idp: string) => (await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM capture_events WHERE idp = $1', [idp])).rows[0]!.n;
+    await waitFor('the other IdP\'s captures in Postgres', async () => ((await count('fast')) === 5 ? true : undefined), 3_000);
+    expect(await count('slow'), 'still waiting for its keys').to.equal(0);
+    expect(pump.depth, 'the waiting capture is kept in the spool').to.be.at.least(1);
+    slowKeysArrived = true;
+    await waitFor('the waiting capture in Postgres', async () => ((await count('slow')) === 1 ? true : undefined), 3_000);
+    await waitFor('an empty spool', async () => (pump.depth === 0 ? true : undefined), 3_000);
+    await pump.close();
+    await spool.close();
+    const { rows } = await db.pool.query('SELECT capture_id FROM capture_events WHERE idp = $1', ['slow']);
+    expect(rows.map((row) => row.capture_id)).to.deep.equal([slow.captureId]);
+  });
+
   it('a sidecar started while Postgres is unreachable serves ext_proc, spools, and writes once Postgres is reachable', async () => {
     const door = await startDoor(new URL(db.url));
     const url = new URL(db.url);
