@@ -15,7 +15,7 @@ import type { VaultOutcome } from '../store/errors.js';
 import { isPostgresUnavailable } from '../store/pool.js';
 
 /** The Okta token inline hook's outcomes (hook/server.ts). */
-export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'unverified' | 'bad_request';
+export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'ambiguous' | 'unverified' | 'email_unverified' | 'bad_request';
 
 export type AccessOutcome = 'ok' | 'unauthenticated' | 'permission_denied' | 'internal' | VaultOutcome;
 

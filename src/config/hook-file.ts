@@ -4,7 +4,7 @@
 //
 //   authentication:
 //     header: { name: Authorization, value_env: OKTA_HOOK_SECRET }   # or value_file: /run/secrets/hook
-//     # oauth: { issuer: https://example.okta.com/oauth2/aus..., audience: api://token-tap-hook, scope: token_tap.hook }
+//     # oauth: { issuer: https://example.okta.com/oauth2/aus..., audience: api://token-tap-hook, scope: token_tap.hook, client_id: 0oa... }
 //   freshness_wait_ms: 1000
 //   providers:
 //     - okta_idp_id: 0oa1abcdEXAMPLE
@@ -37,7 +37,8 @@ const MAX_FRESHNESS_WAIT_MS = 2_000;
 
 export type HookAuthentication =
   | { kind: 'header'; name: string; value: string }
-  | { kind: 'oauth'; issuer: string; audience: string; scope: string | undefined; jwksUri: URL | undefined };
+  /** clientId: the Okta app whose client-credentials token Okta sends (its `cid`); scope: one it must carry. */
+  | { kind: 'oauth'; issuer: string; audience: string; scope: string; clientId: string; jwksUri: URL | undefined };
 
 export type GrantMatch = { kind: 'email' } | { kind: 'claim'; claim: string };
 
@@ -60,7 +61,7 @@ export interface HookConfig {
 
 const TOP_FIELDS = ['authentication', 'providers', 'freshness_wait_ms'];
 const HEADER_FIELDS = ['name', 'value_env', 'value_file'];
-const OAUTH_FIELDS = ['issuer', 'audience', 'scope', 'jwks_uri'];
+const OAUTH_FIELDS = ['issuer', 'audience', 'scope', 'client_id', 'jwks_uri'];
 const PROVIDER_FIELDS = ['okta_idp_id', 'idp', 'match', 'identity_claims', 'access_claims', 'require_grant', 'allow_unverified'];
 const CLAIM_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$/;
 const CLAIM_PATH = /^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/;
@@ -132,7 +133,7 @@ function readUrl(value: unknown, where: string, problems: string[]): URL | undef
 function readAuthentication(value: unknown, file: string, env: NodeJS.ProcessEnv, problems: string[]): HookAuthentication | undefined {
   const where = `${file}: authentication`;
   if (!isMapping(value)) {
-    problems.push(`${where} is missing: give header: {name, value_env | value_file} or oauth: {issuer, audience, scope?}`);
+    problems.push(`${where} is missing: give header: {name, value_env | value_file} or oauth: {issuer, audience, scope, client_id}`);
     return undefined;
   }
   unknownFields(value, ['header', 'oauth'], where, problems);
@@ -154,19 +155,27 @@ function readAuthentication(value: unknown, file: string, env: NodeJS.ProcessEnv
   }
   const oauth = value.oauth;
   if (!isMapping(oauth)) {
-    problems.push(`${where}.oauth must be a mapping with issuer and audience`);
+    problems.push(`${where}.oauth must be a mapping with issuer, audience, scope and client_id`);
     return undefined;
   }
   unknownFields(oauth, OAUTH_FIELDS, `${where}.oauth`, problems);
   const issuer = readUrl(oauth.issuer, `${where}.oauth.issuer`, problems);
   const audience = oauth.audience;
   if (typeof audience !== 'string' || audience === '') problems.push(`${where}.oauth.audience must be a non-empty string (the audience of Okta's authorization server for this hook)`);
+  // Okta's authorization server mints tokens with this audience for end users too: only the scope
+  // and the client id of Okta's hook client tell its client-credentials token apart.
   const scope = oauth.scope;
-  if (scope !== undefined && (typeof scope !== 'string' || !/^\S+$/.test(scope))) problems.push(`${where}.oauth.scope must be one scope name`);
+  const scopeOk = typeof scope === 'string' && /^\S+$/.test(scope);
+  if (scope === undefined) problems.push(`${where}.oauth.scope is missing: give the scope Okta asks for when it gets the hook's token (e.g. token_tap.hook)`);
+  else if (!scopeOk) problems.push(`${where}.oauth.scope must be one scope name`);
+  const clientId = oauth.client_id;
+  const clientIdOk = typeof clientId === 'string' && /^[\x21-\x7E]{1,200}$/.test(clientId);
+  if (clientId === undefined) problems.push(`${where}.oauth.client_id is missing: give the client id of the Okta app Okta uses for the hook's client-credentials call (the token's cid)`);
+  else if (!clientIdOk) problems.push(`${where}.oauth.client_id must be a client id (printable, no spaces)`);
   const jwksUri = oauth.jwks_uri === undefined ? undefined : readUrl(oauth.jwks_uri, `${where}.oauth.jwks_uri`, problems);
-  if (!issuer || typeof audience !== 'string' || audience === '') return undefined;
+  if (!issuer || typeof audience !== 'string' || audience === '' || !scopeOk || !clientIdOk) return undefined;
   // The issuer is compared with `iss` as written; Okta's has no trailing slash.
-  return { kind: 'oauth', issuer: String(oauth.issuer), audience, scope: typeof scope === 'string' ? scope : undefined, jwksUri };
+  return { kind: 'oauth', issuer: String(oauth.issuer), audience, scope: scope as string, clientId: clientId as string, jwksUri };
 }
 
 function readClaims(value: unknown, where: string, problems: string[]): Map<string, string> {

@@ -1,11 +1,13 @@
 // Who may call the hook: Okta, proven by the header value it was given (compared in constant time),
 // or by a bearer JWT from Okta's authorization server (verified with jose against the issuer's
-// JWKS: signature, iss, aud, exp, and the scope when one is configured). The answer is yes or no;
+// JWKS: signature, iss, aud, exp, the scope, and that it is the hook client's own client-credentials
+// token: cid/client_id is the configured client, sub is that client, no uid). The answer is yes or no;
 // why a call was refused goes to the log only, never to the caller.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { createRemoteJWKSet, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { errors, jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { HookAuthentication } from '../config/hook-file.js';
+import { IdpKeys, type KeyFetchObserver } from '../idp/verify.js';
 
 export type HookAuthResult = { ok: true } | { ok: false; reason: string };
 
@@ -27,27 +29,57 @@ function hasScope(payload: Record<string, unknown>, scope: string): boolean {
   return typeof payload.scope === 'string' && payload.scope.split(' ').includes(scope);
 }
 
-/** Finds the issuer's jwks_uri from its discovery document, once (again after a failure). */
-function issuerKeys(issuer: string, jwksUri: URL | undefined): JWTVerifyGetKey {
-  let keys: Promise<JWTVerifyGetKey> | undefined;
-  const discover = async (): Promise<JWTVerifyGetKey> => {
-    if (jwksUri) return createRemoteJWKSet(jwksUri);
-    const response = await fetch(`${issuer.replace(/\/+$/, '')}/.well-known/openid-configuration`, { signal: AbortSignal.timeout(2_000), redirect: 'error' });
-    if (!response.ok) throw new Error(`discovery answered HTTP ${response.status}`);
-    const document = (await response.json()) as { issuer?: unknown; jwks_uri?: unknown };
-    if (document.issuer !== issuer || typeof document.jwks_uri !== 'string') throw new Error('discovery document names another issuer or no jwks_uri');
-    return createRemoteJWKSet(new URL(document.jwks_uri), { timeoutDuration: 2_000 });
-  };
+/**
+ * The issuer's keys (jwks_uri, or from its discovery document), through the same size-capped fetch as
+ * the IdPs' keys (idp/verify.ts): fetched on the first call, refetched for an unknown `kid` or when
+ * older than 10 minutes, and never more than once per cooldown however the fetch went, so a flood of
+ * junk bearer tokens while Okta's authorization server is down costs one request per cooldown.
+ */
+function issuerKeys(config: Extract<HookAuthentication, { kind: 'oauth' }>, options: HookAuthenticatorOptions): JWTVerifyGetKey {
+  const keys = new IdpKeys(
+    { idp: 'okta-hook', issuer: config.issuer, jwksUri: config.jwksUri, clientId: config.clientId, timeoutMs: 2_000 },
+    { cooldownMs: options.keysCooldownMs ?? HOOK_KEYS_COOLDOWN_MS, ...(options.now ? { now: options.now } : {}), ...(options.onKeyFetch ? { onFetch: options.onKeyFetch } : {}) },
+  );
   return async (header, token) => {
-    keys ??= discover().catch((error: unknown) => {
-      keys = undefined;
-      throw error;
-    });
-    return (await keys)(header, token);
+    if (!keys.keys || (options.now ?? Date.now)() - keys.keys.fetchedAt > 10 * 60_000) await keys.refresh();
+    const snapshot = keys.keys;
+    if (!snapshot) throw new KeysUnavailable();
+    try {
+      return await snapshot.lookup(header, token);
+    } catch (error) {
+      if (!(error instanceof errors.JWKSNoMatchingKey)) throw error;
+      await keys.refresh();
+      if (!keys.keys || keys.keys === snapshot) throw error;
+      return keys.keys.lookup(header, token);
+    }
   };
 }
 
-export function createHookAuthenticator(config: HookAuthentication): HookAuthenticator {
+class KeysUnavailable extends Error {
+  readonly code = 'KEYS_UNAVAILABLE';
+  constructor() {
+    super("the authorization server's keys cannot be fetched (retried after the cooldown)");
+  }
+}
+
+export interface HookAuthenticatorOptions {
+  /** After any fetch of the issuer's discovery document or JWKS, the next waits this long (default 30 s). */
+  keysCooldownMs?: number;
+  now?: () => number;
+  onKeyFetch?: KeyFetchObserver;
+}
+
+export const HOOK_KEYS_COOLDOWN_MS = 30_000;
+
+/** The client id of a token: Okta's `cid`, or RFC 9068's `client_id`; both present must agree. */
+function clientIdOf(payload: Record<string, unknown>): string | undefined {
+  const { cid, client_id: clientId } = payload;
+  if (cid !== undefined && clientId !== undefined && cid !== clientId) return undefined;
+  const value = cid ?? clientId;
+  return typeof value === 'string' && value !== '' ? value : undefined;
+}
+
+export function createHookAuthenticator(config: HookAuthentication, options: HookAuthenticatorOptions = {}): HookAuthenticator {
   if (config.kind === 'header') {
     const expected = createHash('sha256').update(config.value).digest();
     return async (headers) => {
@@ -56,7 +88,7 @@ export function createHookAuthenticator(config: HookAuthentication): HookAuthent
       return sameSecret(given, expected) ? { ok: true } : { ok: false, reason: `wrong ${config.name} value` };
     };
   }
-  const keys = issuerKeys(config.issuer, config.jwksUri);
+  const keys = issuerKeys(config, options);
   return async (headers) => {
     const authorization = headerValue(headers, 'authorization');
     const token = authorization && /^Bearer ([A-Za-z0-9_.-]+)$/i.exec(authorization)?.[1];
@@ -68,7 +100,14 @@ export function createHookAuthenticator(config: HookAuthentication): HookAuthent
         requiredClaims: ['exp'],
         algorithms: ['RS256', 'RS384', 'RS512', 'PS256', 'ES256', 'ES384', 'EdDSA'],
       });
-      if (config.scope && !hasScope(payload, config.scope)) return { ok: false, reason: `token lacks scope ${config.scope}` };
+      if (!hasScope(payload, config.scope)) return { ok: false, reason: `token lacks scope ${config.scope}` };
+      // Okta's authorization server also mints tokens for end users of any app with this audience;
+      // only the hook client's own client-credentials token is Okta calling: cid (or client_id) is
+      // that client, sub is the client itself, and no user (uid) is named.
+      const clientId = clientIdOf(payload);
+      if (clientId !== config.clientId) return { ok: false, reason: 'token was not issued to the hook client (cid/client_id)' };
+      if (payload.sub !== clientId) return { ok: false, reason: 'token is not a client-credentials token (sub is not the client)' };
+      if ('uid' in payload) return { ok: false, reason: 'token names a user (uid)' };
       return { ok: true };
     } catch (error) {
       // jose's codes (ERR_JWT_EXPIRED, ERR_JWT_CLAIM_VALIDATION_FAILED, ...) say why without quoting the token.

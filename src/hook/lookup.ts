@@ -3,7 +3,7 @@
 // started this Okta session may still be on its way to Postgres, a bounded wait for it.
 import type pg from 'pg';
 import type { HookConfig, HookProvider } from '../config/hook-file.js';
-import { subjectsByEmail } from '../store/grant-listing.js';
+import { hookSubjectsByEmail } from '../store/grant-listing.js';
 import type { GrantRecord, GrantStore } from '../store/grants.js';
 import type { TokenHookRequest } from './request.js';
 
@@ -17,6 +17,10 @@ export type Lookup =
   | { outcome: 'no_provider' }
   | { outcome: 'no_user'; provider: HookProvider }
   | { outcome: 'no_grant'; provider: HookProvider; subject?: string; waitedMs: number }
+  /** match: email, and grants of two or more upstream subjects carry the email: none is used. */
+  | { outcome: 'ambiguous'; provider: HookProvider; waitedMs: number }
+  /** match: email, and the grant's id_token does not say `email_verified: true` for that email. */
+  | { outcome: 'email_unverified'; provider: HookProvider; grant: GrantRecord; waitedMs: number }
   | { outcome: 'unverified'; provider: HookProvider; grant: GrantRecord; waitedMs: number }
   | { outcome: 'found'; provider: HookProvider; grant: GrantRecord; waitedMs: number };
 
@@ -54,31 +58,44 @@ export class GrantFinder {
     if (!provider) return { outcome: 'no_provider' };
     const key = userKey(provider, request);
     if (!key) return { outcome: 'no_user', provider };
-    let grant = await this.read(provider.idp, key);
+    let found = await this.read(provider, key);
     let waitedMs = 0;
     // The upstream login that began this session may still be in the spool: wait for this IdP's
     // captures enqueued so far (bounded), then answer with what is stored.
     const created = request.sessionCreatedAt;
-    const stale = !grant || (created !== undefined && grant.capturedAt.getTime() < created.getTime());
+    const stale = found !== 'ambiguous' && (!found || (created !== undefined && found.capturedAt.getTime() < created.getTime()));
     if (stale && created !== undefined && this.dependencies.captures.hasInFlight(provider.idp)) {
       const started = Date.now();
       await this.dependencies.captures.waitForIdp(provider.idp, this.dependencies.config.freshnessWaitMs);
       waitedMs = Date.now() - started;
-      grant = await this.read(provider.idp, key);
+      found = await this.read(provider, key);
     }
+    if (found === 'ambiguous') return { outcome: 'ambiguous', provider, waitedMs };
+    const grant = found;
     const subject = grant?.subject ?? ('subject' in key ? key.subject : undefined);
     if (!grant || grant.status !== 'active') return { outcome: 'no_grant', provider, ...(subject ? { subject } : {}), waitedMs };
     if (!grant.verified && !provider.allowUnverified) return { outcome: 'unverified', provider, grant, waitedMs };
+    if ('email' in key && !emailVerified(grant, key.email)) return { outcome: 'email_unverified', provider, grant, waitedMs };
     return { outcome: 'found', provider, grant, waitedMs };
   }
 
-  private async read(idp: string, key: UserKey): Promise<GrantRecord | undefined> {
-    if ('subject' in key) return this.dependencies.store.findGrant(idp, key.subject);
-    for (const email of key.email) {
-      // The most recently updated grant with that email claim (case-insensitive).
-      const [subject] = await subjectsByEmail(this.dependencies.pool, idp, email, 1);
-      if (subject !== undefined) return this.dependencies.store.findGrant(idp, subject);
-    }
-    return undefined;
+  private async read(provider: HookProvider, key: UserKey): Promise<GrantRecord | 'ambiguous' | undefined> {
+    if ('subject' in key) return this.dependencies.store.findGrant(provider.idp, key.subject);
+    // Every grant of this IdP whose email claim is the login or the email (case-insensitive):
+    // anyone can set an email claim at some IdPs, so two upstream subjects with it mean "not sure"
+    // and neither is used. Unverified grants are no candidates unless allow_unverified.
+    const subjects = await hookSubjectsByEmail(this.dependencies.pool, provider.idp, key.email, !provider.allowUnverified);
+    if (subjects.length > 1) return 'ambiguous';
+    return subjects[0] === undefined ? undefined : this.dependencies.store.findGrant(provider.idp, subjects[0]);
   }
+}
+
+/**
+ * The grant's (verified or allowed) id_token asserts that the IdP verified the email we matched on:
+ * `email_verified` is exactly true and `email` is that address. An IdP that sends no
+ * `email_verified` (Entra ID, for one) never matches by email: use match: claim:<name>.
+ */
+function emailVerified(grant: GrantRecord, emails: readonly string[]): boolean {
+  const claims = grant.claims ?? {};
+  return claims.email_verified === true && typeof claims.email === 'string' && emails.includes(claims.email.toLowerCase());
 }

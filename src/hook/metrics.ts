@@ -16,7 +16,7 @@ export function createHookMetrics(registry: Registry): HookMetrics {
   return {
     calls: registered(registry, 'token_tap_okta_hook_calls_total', () => new Counter({
       name: 'token_tap_okta_hook_calls_total',
-      help: 'Okta token inline hook calls, by token-tap IdP ("" when none matched), outcome (patched, no_provider, no_user, no_grant, unverified, unauthenticated, bad_request, internal) and answer (commands, none, error, refused).',
+      help: 'Okta token inline hook calls, by token-tap IdP ("" when none matched), outcome (patched, no_provider, no_user, no_grant, ambiguous, unverified, email_unverified, unauthenticated, bad_request, internal) and answer (commands, none, error, refused).',
       labelNames: ['idp', 'outcome', 'answer'],
       registers,
     })),

@@ -84,7 +84,9 @@ function answerFor(lookup: Exclude<Lookup, { outcome: 'found' }>, oktaIdpId: str
     no_provider: `no provider for Okta IdP ${oktaIdpId ?? '(none in the request)'}`,
     no_user: 'the request names no user to match',
     no_grant: 'no captured grant matches the user',
+    ambiguous: 'grants of several upstream subjects carry the email; none is used (match on claim:<name> to tell them apart)',
     unverified: 'the matched grant is not verified (allow_unverified is off)',
+    email_unverified: "the matched grant's id_token does not say email_verified: true for that email",
   }[lookup.outcome];
   const base = { status: 200, outcome: lookup.outcome, ...(provider ? { idp: provider.idp } : {}), ...(subject ? { subject } : {}), ...('waitedMs' in lookup ? { waitedMs: lookup.waitedMs } : {}) };
   if (provider?.requireGrant && lookup.outcome !== 'no_provider') {
@@ -103,7 +105,11 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
   };
   const store = new GrantStore(pool, options.keyRing);
   const finder = new GrantFinder({ config, pool, store, captures: options.captures });
-  const authenticate = createHookAuthenticator(config.authentication);
+  const authenticate = createHookAuthenticator(config.authentication, {
+    onKeyFetch: ({ ok, problem }) => {
+      if (!ok) logger.warn({ problem }, "okta hook: cannot fetch the authorization server's keys; bearer tokens are refused until they can be");
+    },
+  });
   const audit = new AccessEventLog(pool);
   const metrics = createHookMetrics(options.registry);
 
@@ -177,6 +183,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
       endTimer({ outcome: result.outcome });
       const line = { idp: result.idp, subject: result.subject, outcome: result.outcome, answer: result.answer, status: result.status, claims: result.claims, waitedMs: result.waitedMs, durationMs: Date.now() - started, detail: result.detail };
       if (result.outcome === 'unauthenticated' || result.outcome === 'bad_request') logger.warn(line, 'okta hook call refused');
+      else if (result.outcome === 'ambiguous') logger.warn(line, 'okta hook call: the email matches grants of several upstream users; none used');
       else logger.info(line, 'okta hook call');
     })();
   });

@@ -7,6 +7,7 @@
 import * as oauth from 'oauth4webapi';
 import { parseFields, readTokenResponse } from '../capture/token-response.js';
 import type { TokenSet } from '../capture/types.js';
+import { readLimited } from './http.js';
 
 export type AuthMethod = 'client_secret_basic' | 'client_secret_post';
 export const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post'];
@@ -206,16 +207,4 @@ function issuerInside(status: number, body: Buffer): string | undefined {
 function describeFetchError(error: unknown): string {
   const cause = (error as { cause?: { code?: string; message?: string } }).cause;
   return cause?.code ?? cause?.message ?? (error as Error).message;
-}
-
-async function readLimited(response: Response, limit: number): Promise<Buffer | undefined> {
-  if (!response.body) return Buffer.alloc(0);
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
-    size += chunk.byteLength;
-    if (size > limit) return undefined;
-    chunks.push(Buffer.from(chunk));
-  }
-  return Buffer.concat(chunks);
 }

@@ -13,6 +13,7 @@
 import { compactVerify, createLocalJWKSet, decodeProtectedHeader, errors, type CompactVerifyGetKey, type CryptoKey } from 'jose';
 import * as oauth from 'oauth4webapi';
 import type { Capture } from '../capture/types.js';
+import { limitedFetch, readLimited } from './http.js';
 import { accessTokenMatchesAtHash, checkIdTokenClaims, type ClaimProblem } from './id-token-checks.js';
 
 /** What an id_token captured for an IdP must satisfy (from TOKEN_TAP_IDP_CONFIG, config/idp-file.ts). */
@@ -30,7 +31,7 @@ export interface IdpVerificationSettings {
 
 /** Asymmetric signatures only: `none` and HMAC (a key the IdP shares with its clients) never verify. */
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
-const MAX_DOCUMENT_BYTES = 512 * 1024;
+export const MAX_DOCUMENT_BYTES = 512 * 1024;
 /** Keys older than this are refetched before use (a key the IdP withdrew stops verifying). */
 const DEFAULT_MAX_AGE_MS = 10 * 60_000;
 
@@ -89,10 +90,12 @@ async function fetchJson(url: URL, timeoutMs: number, what: string): Promise<unk
     await response.body?.cancel().catch(() => undefined);
     throw new Error(`${what}: HTTP ${response.status}`);
   }
-  const text = await response.text().catch(() => undefined);
-  if (text === undefined || Buffer.byteLength(text) > MAX_DOCUMENT_BYTES) throw new Error(`${what}: unreadable or over ${MAX_DOCUMENT_BYTES} bytes`);
+  // Streamed with the limit: an endless answer is cut off at MAX_DOCUMENT_BYTES, never read whole.
+  const body = await readLimited(response, MAX_DOCUMENT_BYTES).catch(() => null);
+  if (body === null) throw new Error(`${what}: answer cut off`);
+  if (body === undefined) throw new Error(`${what}: answer over ${MAX_DOCUMENT_BYTES} bytes`);
   try {
-    return JSON.parse(text);
+    return JSON.parse(body.toString('utf8'));
   } catch {
     throw new Error(`${what}: not JSON`);
   }
@@ -159,8 +162,10 @@ export class IdpKeys {
         algorithm: 'oidc',
         signal: AbortSignal.timeout(this.settings.timeoutMs),
         [oauth.allowInsecureRequests]: issuer.protocol === 'http:',
+        [oauth.customFetch]: limitedFetch(MAX_DOCUMENT_BYTES, 'discovery'),
       });
     } catch (error) {
+      if (/^discovery: answer over/.test((error as Error)?.message ?? '')) throw error;
       throw new Error(`discovery: ${describeFetchError(error)}`);
     }
     let metadata: oauth.AuthorizationServer;

@@ -7,10 +7,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import pg from 'pg';
+import { importJWK, SignJWT } from 'jose';
 import { stringify } from 'yaml';
 import { OKTA_HOOK_PATH } from '../../src/contract.js';
 import { loginAsOkta, type OktaLogin } from '../support/okta-client.js';
-import { startTestIdp, type TestAccount, type TestIdp } from '../support/oidc-idp.js';
+import { generateSigningJwk, startTestIdp, type TestAccount, type TestIdp } from '../support/oidc-idp.js';
 import { freePort, waitFor } from '../support/ports.js';
 import { runCli } from '../support/sidecar.js';
 import { IDP_NAME, startStack, type Stack } from '../support/stack.js';
@@ -109,6 +110,7 @@ const PROVIDERS = [
   { okta_idp_id: '0oaSTRICT', idp: IDP_NAME, match: 'email', identity_claims: { upstream_groups: 'groups' } },
   { okta_idp_id: '0oaREQUIRED', idp: IDP_NAME, match: 'email', identity_claims: { upstream_groups: 'groups' }, require_grant: true, allow_unverified: true },
   { okta_idp_id: '0oaBYSUB', idp: IDP_NAME, match: 'claim:upstream_sub', identity_claims: { upstream_groups: 'groups' }, allow_unverified: true },
+  { okta_idp_id: '0oaSTRICTSUB', idp: IDP_NAME, match: 'claim:upstream_sub', identity_claims: { upstream_groups: 'groups' } },
 ];
 
 async function hookReady(stack: Stack): Promise<void> {
@@ -121,19 +123,24 @@ describe('Okta token inline hook through Envoy', function () {
   let authServer: TestIdp;
   let login: OktaLogin;
   let dir: string;
+  let authServerKey: Record<string, unknown>;
   const accounts: Record<string, TestAccount> = {
     alice: { email: 'alice@example.test', claims: { groups: ['engineering', 'admins'], tid: TID } },
+    // An IdP account whose email the IdP has not verified (anyone could have typed it).
+    carol: { email: 'carol@example.test', claims: { groups: ['engineering'], tid: TID, email_verified: false } },
   };
 
   before(async () => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-hook-'));
+    authServerKey = await generateSigningJwk('okta-as-key-1');
     authServer = await startTestIdp({
+      signingKey: authServerKey,
       accounts: { service: { email: 'service@example.test' } },
       serviceClients: [CALLER, SHORT_CALLER],
       resourceServers: { [HOOK_AUDIENCE]: { scope: HOOK_SCOPE }, 'api://somebody-else': { scope: HOOK_SCOPE } },
     });
     writeFileSync(path.join(dir, 'header.yaml'), stringify({ authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } }, providers: PROVIDERS }));
-    writeFileSync(path.join(dir, 'oauth.yaml'), stringify({ authentication: { oauth: { issuer: authServer.issuer, audience: HOOK_AUDIENCE, scope: HOOK_SCOPE } }, providers: PROVIDERS }));
+    writeFileSync(path.join(dir, 'oauth.yaml'), stringify({ authentication: { oauth: { issuer: authServer.issuer, audience: HOOK_AUDIENCE, scope: HOOK_SCOPE, client_id: CALLER.clientId } }, providers: PROVIDERS }));
     const hookPort = await freePort();
     stack = await startStack('observability', {
       label: 'okta_hook',
@@ -209,13 +216,53 @@ describe('Okta token inline hook through Envoy', function () {
   it('ignores an unverified grant unless the provider allows it, and uses a verified one', async () => {
     const unverified = await callHook(stack, { idpId: '0oaSTRICT' }, SECRET);
     expect(unverified.body).to.deep.equal({ commands: [] });
+    const bySub = { sub: '00uOKTAUSER1', email: 'alice@example.test', idp: '0oaSTRICTSUB', upstream_sub: 'alice' };
+    const unverifiedBySub = await callHook(stack, { idpId: '0oaSTRICTSUB', identity: bySub }, SECRET);
+    expect(unverifiedBySub.body).to.deep.equal({ commands: [] });
     await stack.db.pool.query('UPDATE grants SET verified = true');
     try {
       const verified = await callHook(stack, { idpId: '0oaSTRICT' }, SECRET);
       expect(valuesOf(verified.body, 'com.okta.identity.patch')).to.deep.equal({ upstream_groups: login.claims.groups });
+      const verifiedBySub = await callHook(stack, { idpId: '0oaSTRICTSUB', identity: bySub }, SECRET);
+      expect(valuesOf(verifiedBySub.body, 'com.okta.identity.patch')).to.deep.equal({ upstream_groups: login.claims.groups });
     } finally {
       await stack.db.pool.query('UPDATE grants SET verified = false');
     }
+  });
+
+  it('uses no grant when the email is on grants of two upstream users (alice@ and ALICE@corp.example)', async () => {
+    // Two more upstream accounts of the IdP, each claiming one spelling of the address (copies of
+    // alice's row: never decrypted, since an ambiguous match reads no grant).
+    await stack.db.pool.query(`
+      CREATE TEMP TABLE twins AS SELECT * FROM grants WHERE idp = '${IDP_NAME}' AND subject = 'alice';
+      UPDATE twins SET subject = 'twin-1', email = 'alice@corp.example';
+      INSERT INTO grants SELECT * FROM twins;
+      UPDATE twins SET subject = 'twin-2', email = 'ALICE@corp.example', updated_at = now();
+      INSERT INTO grants SELECT * FROM twins;
+      DROP TABLE twins;`);
+    try {
+      const { rows } = await stack.db.pool.query("SELECT subject FROM grants WHERE lower(email) = 'alice@corp.example' AND status = 'active'");
+      expect(rows.map((row) => row.subject).sort()).to.deep.equal(['twin-1', 'twin-2']);
+      const { status, body } = await callHook(stack, { login: 'alice@corp.example' }, SECRET);
+      expect(status).to.equal(200);
+      expect(body).to.deep.equal({ commands: [] });
+      const audit = await stack.db.pool.query("SELECT outcome FROM access_events WHERE operation = 'okta_hook' ORDER BY id DESC LIMIT 1");
+      expect(audit.rows[0].outcome).to.equal('ambiguous');
+      await waitFor('the log line', async () => (stack.sidecar!.logs().includes('matches grants of several upstream users') ? true : undefined), 5_000);
+    } finally {
+      await stack.db.pool.query("DELETE FROM grants WHERE subject IN ('twin-1', 'twin-2')");
+    }
+  });
+
+  it('uses no grant whose id_token says email_verified: false', async () => {
+    const carol = await loginAsOkta(stack.idp, stack.tokenUrl, { loginHint: 'carol' });
+    expect(carol.claims.email_verified).to.equal(false);
+    await waitFor('carol\'s grant', async () => ((await stack.db.pool.query("SELECT 1 FROM grants WHERE subject = 'carol'")).rowCount ? true : undefined));
+    const { status, body } = await callHook(stack, { login: 'carol@example.test' }, SECRET);
+    expect(status).to.equal(200);
+    expect(body).to.deep.equal({ commands: [] });
+    const audit = await stack.db.pool.query("SELECT outcome, subject FROM access_events WHERE operation = 'okta_hook' ORDER BY id DESC LIMIT 1");
+    expect(audit.rows[0]).to.deep.equal({ outcome: 'email_unverified', subject: 'carol' });
   });
 
   it('audits every call in access_events, counts it by outcome, logs it, and never writes a claim value or the secret', async () => {
@@ -278,6 +325,26 @@ describe('Okta token inline hook through Envoy', function () {
       expect(valuesOf(body, 'com.okta.identity.patch')).to.have.deep.property('upstream_tid', TID);
     });
 
+    async function oktaShapedToken(claims: Record<string, unknown>): Promise<string> {
+      // Signed with the authorization server's own key: as Okta mints them (cid, scp, uid for a user).
+      const key = await importJWK(authServerKey as Parameters<typeof importJWK>[0], 'RS256');
+      return new SignJWT({ ver: 1, jti: `AT.${Math.random()}`, ...claims })
+        .setProtectedHeader({ alg: 'RS256', kid: 'okta-as-key-1' })
+        .setIssuer(authServer.issuer).setAudience(HOOK_AUDIENCE).setIssuedAt().setExpirationTime('5m').sign(key);
+    }
+
+    it('answers 401 to an end user\'s access token of another app (right iss, aud, scope), 200 to the hook client\'s own', async () => {
+      const userToken = await oktaShapedToken({ cid: '0oaOTHERAPP', uid: '00uOKTAUSER1', sub: 'alice@example.test', scp: [HOOK_SCOPE, 'openid'] });
+      const refused = await callHook(stack, {}, `Bearer ${userToken}`);
+      expect(refused.status).to.equal(401);
+      expect(refused.text).to.equal('');
+      const hookToken = await oktaShapedToken({ cid: CALLER.clientId, sub: CALLER.clientId, scp: [HOOK_SCOPE] });
+      const accepted = await callHook(stack, {}, `Bearer ${hookToken}`);
+      expect(accepted.status).to.equal(200);
+      expect(valuesOf(accepted.body, 'com.okta.identity.patch')).to.have.deep.property('upstream_tid', TID);
+      expect(stack.sidecar!.logs()).to.contain('token was not issued to the hook client');
+    });
+
     it('answers 401 to a JWT for another audience, an expired one, the header secret or none', async () => {
       const elsewhere = await clientCredentialsToken(authServer, CALLER, 'api://somebody-else');
       const expiring = await clientCredentialsToken(authServer, SHORT_CALLER, HOOK_AUDIENCE);
@@ -305,5 +372,14 @@ describe('Okta token inline hook through Envoy', function () {
     expect(result.stderr).to.contain('"groups" is a claim name Okta reserves');
     expect(result.stderr).to.contain('unknown field "colour"');
     expect(result.stderr).to.contain('OKTA_HOOK_SECRET_UNSET (value_env) is not set');
+  });
+
+  it('serve exits non-zero when the OAuth scheme lacks scope and client_id, naming both', async () => {
+    const file = path.join(dir, 'bad-oauth.yaml');
+    writeFileSync(file, stringify({ authentication: { oauth: { issuer: authServer.issuer, audience: HOOK_AUDIENCE } }, providers: PROVIDERS }));
+    const result = await runCli(['serve', '--listen', '127.0.0.1:0', '--hook-listen', '127.0.0.1:0'], { ...stack.sidecarEnv, TOKEN_TAP_HOOK_CONFIG: file });
+    expect(result.code).to.equal(78);
+    expect(result.stderr).to.contain('oauth.scope is missing');
+    expect(result.stderr).to.contain('oauth.client_id is missing');
   });
 });

@@ -157,3 +157,48 @@ describe('IdP config: issuer, jwks_uri and client_id (TOKEN_TAP_IDP_CONFIG)', ()
     expect(problems).to.have.length(6);
   });
 });
+
+describe('IdP keys: answers read with a byte limit', () => {
+  it('stops reading a JWKS that streams 50 MiB at the 512 KiB limit, with a size message', async () => {
+    const { createServer } = await import('node:http');
+    const { IdpKeys, MAX_DOCUMENT_BYTES } = await import('../../src/idp/verify.js');
+    let written = 0;
+    let closed!: () => void;
+    const done = new Promise<void>((resolve) => (closed = resolve));
+    const chunk = Buffer.alloc(64 * 1024, 0x20);
+    const server = createServer((_request, response) => {
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.write('{"keys":[');
+      const total = 50 * 1024 * 1024;
+      // Paced (64 KiB per 2 ms), so what was written is about what the client read, not what the
+      // kernel's socket buffers took in.
+      const pump = () => {
+        if (response.destroyed) return;
+        if (written >= total) return void response.end();
+        written += chunk.length;
+        if (response.write(chunk)) setTimeout(pump, 2);
+        else response.once('drain', () => setTimeout(pump, 2));
+      };
+      response.on('close', closed);
+      pump();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const port = (server.address() as { port: number }).port;
+    try {
+      const events: Array<{ ok: boolean; problem?: string }> = [];
+      const keys = new IdpKeys(
+        { idp: 'big', issuer: `http://127.0.0.1:${port}`, jwksUri: new URL(`http://127.0.0.1:${port}/jwks`), clientId: 'c', timeoutMs: 20_000 },
+        { cooldownMs: 60_000, onFetch: (event) => events.push(event) },
+      );
+      await keys.refresh();
+      expect(events).to.have.length(1);
+      expect(events[0]).to.deep.include({ ok: false, problem: `jwks_uri: answer over ${MAX_DOCUMENT_BYTES} bytes` });
+      await done;
+      // The client hung up at the limit: it read about 512 KiB of the 50 MiB.
+      expect(written, `${written} bytes written`).to.be.below(1024 * 1024);
+    } finally {
+      server.closeAllConnections();
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+});

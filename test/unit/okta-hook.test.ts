@@ -48,11 +48,11 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
 
   it('reads the OAuth scheme and match: claim:<name>', () => {
     const { config, problems } = load({
-      authentication: { oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook' } },
+      authentication: { oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook', client_id: '0oaHOOK' } },
       providers: [{ okta_idp_id: '0oaX', idp: 'acme', match: 'claim:upstream_sub', identity_claims: { upstream_tid: 'tid' }, allow_unverified: true }],
     }, {});
     expect(problems).to.deep.equal([]);
-    expect(config!.authentication).to.include({ kind: 'oauth', issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook' });
+    expect(config!.authentication).to.include({ kind: 'oauth', issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook', clientId: '0oaHOOK' });
     expect(config!.providers.get('0oaX')!.match).to.deep.equal({ kind: 'claim', claim: 'upstream_sub' });
   });
 
@@ -203,5 +203,93 @@ describe('envoy-config --okta-hook', () => {
     expect(text).not.to.contain('okta_token_hook');
     expect(text).not.to.contain('/okta/token-hook');
     expect(text).not.to.contain('envoy.filters.http.buffer');
+  });
+});
+
+describe('Okta hook OAuth bearer token: only the hook client\'s own client-credentials token', () => {
+  const ISSUER_PATH = '/oauth2/ausHOOK';
+  const HOOK_CLIENT = '0oaHOOKCLIENT';
+  let server: import('node:http').Server;
+  let issuer: string;
+  let privateKey: Awaited<ReturnType<typeof import('jose').generateKeyPair>>['privateKey'];
+  let discoveryRequests = 0;
+  let discoveryDown = false;
+
+  before(async () => {
+    const { createServer } = await import('node:http');
+    const { exportJWK, generateKeyPair } = await import('jose');
+    const pair = await generateKeyPair('RS256');
+    privateKey = pair.privateKey;
+    const jwk = { ...(await exportJWK(pair.publicKey)), kid: 'k1', use: 'sig', alg: 'RS256' };
+    server = createServer((request, response) => {
+      if (request.url === `${ISSUER_PATH}/.well-known/openid-configuration`) {
+        discoveryRequests += 1;
+        if (discoveryDown) {
+          response.writeHead(503).end();
+          return;
+        }
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ issuer, jwks_uri: `${issuer}/v1/keys` }));
+        return;
+      }
+      if (request.url === `${ISSUER_PATH}/v1/keys`) {
+        response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [jwk] }));
+        return;
+      }
+      response.writeHead(404).end();
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    issuer = `http://127.0.0.1:${(server.address() as { port: number }).port}${ISSUER_PATH}`;
+  });
+  after(async () => {
+    server.closeAllConnections();
+    await new Promise((resolve) => server.close(resolve));
+  });
+
+  async function bearer(claims: Record<string, unknown>): Promise<{ authorization: string }> {
+    const { SignJWT } = await import('jose');
+    const token = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuer(issuer).setAudience('api://token-tap-hook').setIssuedAt().setExpirationTime('5m').sign(privateKey);
+    return { authorization: `Bearer ${token}` };
+  }
+
+  function oauthCheck() {
+    return createHookAuthenticator({ kind: 'oauth', issuer, audience: 'api://token-tap-hook', scope: 'token_tap.hook', clientId: HOOK_CLIENT, jwksUri: undefined });
+  }
+
+  it('refuses an end user\'s access token for the same audience and scope, and accepts Okta\'s hook client token', async () => {
+    const check = oauthCheck();
+    // What Okta mints for a user of another app: cid of that app, sub the user's login, uid the user.
+    const userToken = await bearer({ cid: '0oaOTHERAPP', sub: 'alice@example.test', uid: '00uALICE', scp: ['token_tap.hook'] });
+    expect(await check(userToken)).to.deep.include({ ok: false });
+    // A user token of the hook client itself is not a client-credentials token either.
+    expect((await check(await bearer({ cid: HOOK_CLIENT, sub: 'alice@example.test', uid: '00uALICE', scp: ['token_tap.hook'] }))).ok).to.equal(false);
+    expect((await check(await bearer({ cid: HOOK_CLIENT, sub: HOOK_CLIENT, uid: '00uALICE', scp: ['token_tap.hook'] }))).ok).to.equal(false);
+    expect((await check(await bearer({ cid: HOOK_CLIENT, sub: HOOK_CLIENT, scp: ['openid'] }))).ok).to.equal(false);
+    expect((await check(await bearer({ cid: HOOK_CLIENT, client_id: '0oaOTHERAPP', sub: HOOK_CLIENT, scp: ['token_tap.hook'] }))).ok).to.equal(false);
+    // Okta's shape (cid, scp array) and RFC 9068's (client_id, scope string).
+    expect(await check(await bearer({ cid: HOOK_CLIENT, sub: HOOK_CLIENT, scp: ['token_tap.hook'] }))).to.deep.equal({ ok: true });
+    expect(await check(await bearer({ client_id: HOOK_CLIENT, sub: HOOK_CLIENT, scope: 'other token_tap.hook' }))).to.deep.equal({ ok: true });
+  });
+
+  it('asks the discovery document at most once per cooldown when it is down, however many junk tokens arrive', async () => {
+    discoveryDown = true;
+    discoveryRequests = 0;
+    try {
+      const check = oauthCheck();
+      const junk = { authorization: `Bearer ${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'nope', typ: 'JWT' })).toString('base64url')}.${Buffer.from('{"sub":"x"}').toString('base64url')}.c2ln` };
+      const answers = await Promise.all(Array.from({ length: 10 }, () => check(junk)));
+      for (let index = 0; index < 10; index += 1) answers.push(await check(junk));
+      expect(answers.every((answer) => !answer.ok)).to.equal(true);
+      expect(discoveryRequests).to.equal(1);
+    } finally {
+      discoveryDown = false;
+    }
+  });
+
+  it('the hook file needs scope and client_id for OAuth, naming both at once', () => {
+    const { config, problems } = load({ ...GOOD, authentication: { oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook' } } }, {});
+    expect(config).to.equal(undefined);
+    const text = problems.join('\n');
+    expect(text).to.contain('oauth.scope is missing');
+    expect(text).to.contain('oauth.client_id is missing');
   });
 });
