@@ -166,7 +166,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
       { listen: extProc.listen, tls: extProcTls },
       config.extProcTls?.clientCa
         ? 'ext_proc listens beyond loopback (--allow-remote-extproc); only clients with a certificate from TOKEN_TAP_EXTPROC_TLS_CLIENT_CA are served'
-        : 'ext_proc listens beyond loopback (--allow-remote-extproc) without mTLS: anyone who reaches it can write grants; set TOKEN_TAP_EXTPROC_TLS_CERT, _KEY and _CLIENT_CA',
+        : 'ext_proc listens beyond loopback WITHOUT mTLS (TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true): only the NetworkPolicy stands between the network and grants, anyone who reaches the port can write them; set TOKEN_TAP_EXTPROC_TLS_CERT, _KEY and _CLIENT_CA',
     );
   }
   health.describeExtProc({ listen: extProc.listen, tls: extProcTls });

@@ -121,7 +121,8 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
   if (server && address) {
     const listen = formatHostPort(address);
     if (!config.tls && !['127.0.0.1', '::1', 'localhost'].includes(address.host)) {
-      logger.warn({ listen }, 'the TokenVault API listens beyond loopback without TLS; set TOKEN_TAP_API_TLS_CERT/KEY (and _CLIENT_CA for mTLS) unless the network is trusted');
+      // Only with TOKEN_TAP_ALLOW_INSECURE_API=true (config/token-vault.ts refuses it otherwise); said at every start.
+      logger.warn({ listen, allowInsecure: config.allowInsecure }, 'the TokenVault API listens beyond loopback WITHOUT TLS (TOKEN_TAP_ALLOW_INSECURE_API=true): API keys and tokens cross the network in clear; set TOKEN_TAP_API_TLS_CERT/KEY (and _CLIENT_CA for mTLS)');
     }
     logger.info({ listen, tls: config.tls ? (config.tls.clientCa ? 'mtls' : 'tls') : 'none', auditCommit: config.auditRelaxedCommit ? 'relaxed' : 'durable', idpClients: [...config.idpClients.keys()] }, 'TokenVault API ready');
     setImmediate(preloadWire);

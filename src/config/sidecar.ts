@@ -14,8 +14,13 @@ import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js
 export interface SidecarConfig {
   /** ext_proc: a Unix socket or loopback unless allowRemoteExtProc. */
   listen: ListenAddress;
-  /** --allow-remote-extproc / TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true: ext_proc may listen beyond loopback. */
+  /** --allow-remote-extproc / TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true: ext_proc may listen beyond loopback (with mTLS, or the opt-in below). */
   allowRemoteExtProc: boolean;
+  /**
+   * TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true: a remote ext_proc without client certificates, for
+   * clusters whose NetworkPolicy is the only guard; warned at every start.
+   */
+  allowRemoteExtProcWithoutMtls: boolean;
   /** TOKEN_TAP_EXTPROC_TLS_CERT/_KEY (and _CLIENT_CA for mTLS): ext_proc speaks TLS to Envoy. */
   extProcTls: ApiTls | undefined;
   databaseUrl: string;
@@ -94,6 +99,19 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     );
   }
   const extProcTls = readTlsFiles(env, 'TOKEN_TAP_EXTPROC_TLS', problems);
+  // A remote ext_proc is defended by mTLS: without it, whoever gets past the network (a NetworkPolicy
+  // that is missing, misapplied or not enforced by the CNI) writes grants. Going without it takes a
+  // second, explicit opt-in.
+  const allowRemoteExtProcWithoutMtls = readBoolean(env, 'TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS', problems);
+  if (allowRemoteExtProc && !env.TOKEN_TAP_EXTPROC_TLS_CLIENT_CA && !allowRemoteExtProcWithoutMtls) {
+    problems.push(
+      '--allow-remote-extproc (TOKEN_TAP_ALLOW_REMOTE_EXTPROC) needs mTLS to Envoy: set TOKEN_TAP_EXTPROC_TLS_CERT, TOKEN_TAP_EXTPROC_TLS_KEY and TOKEN_TAP_EXTPROC_TLS_CLIENT_CA ' +
+        '(Envoy must present a certificate that CA signed); only where a NetworkPolicy alone guards ext_proc, set TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true',
+    );
+  }
+  if (allowRemoteExtProcWithoutMtls && !allowRemoteExtProc) {
+    problems.push('TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true only means something with --allow-remote-extproc (TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true): unset it');
+  }
 
   const databaseUrl = env.DATABASE_URL ?? '';
   if (databaseUrl === '') {
@@ -149,6 +167,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   return {
     listen,
     allowRemoteExtProc,
+    allowRemoteExtProcWithoutMtls,
     extProcTls,
     databaseUrl,
     keyRing,

@@ -2,7 +2,7 @@
 // problem goes into the same list, and no secret value ever appears in one.
 import { readFileSync } from 'node:fs';
 import { API_TIMEOUTS, readPostgresTimeouts, type PostgresTimeouts } from './postgres.js';
-import { nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
+import { formatHostPort, isLoopbackOnly, nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
 import { type IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
 import { readAge, type RetentionPolicy } from '../store/purge.js';
@@ -20,6 +20,11 @@ export interface TokenVaultConfig {
   /** undefined: the API is off (TOKEN_TAP_API_LISTEN=off). */
   listen: HostPort | undefined;
   tls: ApiTls | undefined;
+  /**
+   * TOKEN_TAP_ALLOW_INSECURE_API=true: the API may listen beyond loopback without TLS (API keys and
+   * tokens in clear on the network); warned at every start. Without it such a listener is refused.
+   */
+  allowInsecure: boolean;
   /** GetGrant refreshes first when the access token expires within this many seconds (0: never unasked). */
   autoRefreshSeconds: number;
   /** The API's own Postgres connections, apart from the capture writer's. */
@@ -90,6 +95,16 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     }
   }
   const tls = readTlsFiles(env, 'TOKEN_TAP_API_TLS', problems);
+  // The API answers with tokens and takes API keys: beyond loopback, only over TLS unless asked for.
+  const allowInsecure = readBoolean(env, 'TOKEN_TAP_ALLOW_INSECURE_API', problems);
+  const tlsSet = Boolean(env.TOKEN_TAP_API_TLS_CERT && env.TOKEN_TAP_API_TLS_KEY);
+  if (listen && !isLoopbackOnly(listen) && !tlsSet && !allowInsecure) {
+    problems.push(
+      `--api-listen (TOKEN_TAP_API_LISTEN) ${formatHostPort(listen)} is reachable from other machines and the TokenVault API would send tokens and API keys in clear: ` +
+        'set TOKEN_TAP_API_TLS_CERT and TOKEN_TAP_API_TLS_KEY (and _CLIENT_CA for mTLS), listen on 127.0.0.1:PORT, ' +
+        'or, only on a network you trust (a container network of its own), set TOKEN_TAP_ALLOW_INSECURE_API=true',
+    );
+  }
   const retention: RetentionPolicy = {
     grantsOlderThanMs: readAge(env.TOKEN_TAP_GRANT_RETENTION, 'TOKEN_TAP_GRANT_RETENTION', problems),
     eventsOlderThanMs: readAge(env.TOKEN_TAP_EVENT_RETENTION, 'TOKEN_TAP_EVENT_RETENTION', problems),
@@ -108,6 +123,7 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
   return {
     listen,
     tls,
+    allowInsecure,
     faultInjection: fault as RefreshFault | undefined,
     autoRefreshSeconds: nonNegativeInteger(env, 'TOKEN_TAP_API_AUTO_REFRESH_SECONDS', 0, problems),
     poolSize: positiveInteger(env, 'TOKEN_TAP_API_PG_POOL_SIZE', 4, problems),

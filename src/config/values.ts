@@ -14,7 +14,23 @@ export class ConfigError extends Error {
   }
 }
 
+// C0 and C1 controls, DEL and the Unicode line and paragraph separators: none belongs in an address,
+// and a line break in one would reach every file or log line it is written into.
+const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
+
+/** Refuses a listen or connect address with a control character (a newline, a NUL...), naming it by code only. */
+function refuseControlCharacters(text: string, what: string): void {
+  const found = CONTROL_CHARACTERS.exec(text);
+  if (found) throw new Error(`${what} must not contain control characters (found U+${found[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')} at position ${found.index})`);
+}
+
+/** A text safe on one line of a comment or a log: control characters become \\uXXXX. */
+export function escapeControlCharacters(text: string): string {
+  return text.replace(new RegExp(CONTROL_CHARACTERS.source, 'g'), (character) => `\\u${character.codePointAt(0)!.toString(16).padStart(4, '0')}`);
+}
+
 export function parseHostPort(text: string, what: string): HostPort {
+  refuseControlCharacters(text, what);
   const match = /^(?:\[([0-9a-fA-F:]+)\]|([^:\s]+)):(\d{1,5})$/.exec(text.trim());
   const port = match ? Number.parseInt(match[3]!, 10) : NaN;
   if (!match || port > 65535) throw new Error(`${what} must be HOST:PORT (for example 127.0.0.1:50051), got "${text}"`);
@@ -73,6 +89,7 @@ export function isSocket(address: ListenAddress): address is SocketPath {
 
 /** `unix:/path` (made absolute) or HOST:PORT. */
 export function parseListenAddress(text: string, what: string): ListenAddress {
+  refuseControlCharacters(text, what);
   const trimmed = text.trim();
   if (trimmed.startsWith('unix:')) {
     const raw = trimmed.slice('unix:'.length).replace(/^\/\/(?=\/)/, '');

@@ -1,7 +1,7 @@
 // `token-tap envoy-gateway`: flags → the resources of gateway.ts as YAML. Kept out of ops/cli.ts,
 // which other commands share.
 import { readFileSync } from 'node:fs';
-import { renderGatewayResources, renderIstioResources, resourcesYaml } from './gateway.js';
+import { API_TLS_SECRET, EXT_PROC_CA_CONFIGMAP, EXT_PROC_TLS_SECRET, extProcHost, ISTIO_EXTPROC_CLIENT_SECRET, renderGatewayResources, renderIstioResources, resourcesYaml } from './gateway.js';
 import { parseIdpFlag, type IdpRoute, type ProcessingMode } from './render.js';
 
 export interface GatewayFlags {
@@ -42,9 +42,29 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
   const common = { idps, mode: flags.mode, namespace: flags.namespace, gateway: { name: gatewayName!, namespace: gatewayNamespace! }, hostnames: flags.hostname, image: flags.image ?? defaultImage() };
   try {
     const resources = flags.istio ? renderIstioResources({ ...common, ingressLabels: { istio: 'ingressgateway' } }) : renderGatewayResources(common);
+    const ns = flags.namespace;
+    const host = extProcHost(ns);
     return resourcesYaml(resources, [
       `Rendered by token-tap envoy-gateway${flags.istio ? ' --istio' : ''} --mode ${flags.mode} (${idps.map((idp) => idp.name).join(', ')}).`,
-      `Okta's IdP token URL: https://<gateway host>/idp/<name>/token. Needs the Secret token-tap (DATABASE_URL, TOKEN_TAP_KEYS) in ${flags.namespace}.`,
+      `Okta's IdP token URL: https://<gateway host>/idp/<name>/token. Needs the Secret token-tap (DATABASE_URL, TOKEN_TAP_KEYS) in ${ns}.`,
+      '',
+      'ext_proc is reached over the pod network, so it speaks mTLS (the sidecar refuses to start otherwise):',
+      `  - Secret ${EXT_PROC_TLS_SECRET} in ${ns}: tls.crt/tls.key, the sidecar's certificate for ${host},`,
+      "    and ca.crt, the CA of the gateway's client certificate (only clients it signed are served).",
+      ...(flags.istio
+        ? [
+            `  - Secret ${ISTIO_EXTPROC_CLIENT_SECRET} in ${gatewayNamespace} (the gateway's namespace): tls.crt/tls.key, the`,
+            "    gateway's client certificate, and ca.crt, the CA of the sidecar's certificate (the DestinationRule's credentialName).",
+          ]
+        : [
+            `  - ConfigMap ${EXT_PROC_CA_CONFIGMAP} in ${ns}: ca.crt, the CA of the sidecar's certificate (the BackendTLSPolicy checks it).`,
+            "  - The gateway's client certificate: in the EnvoyProxy of your GatewayClass or Gateway (parametersRef), set",
+            '    spec.backendTLS.clientCertificateRef: {kind: Secret, name: <tls Secret>, namespace: <its namespace>}',
+            '    (a kubernetes.io/tls Secret signed by the ca.crt above; a ReferenceGrant when it is in another namespace).',
+          ]),
+      `  - Secret ${API_TLS_SECRET} in ${ns}: tls.crt/tls.key for the TokenVault API (it is refused beyond loopback without TLS).`,
+      'Only where a NetworkPolicy alone must guard ext_proc: drop the TOKEN_TAP_EXTPROC_TLS_* variables and set',
+      'TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true (the sidecar warns at every start; anyone past the policy writes grants).',
     ]);
   } catch (error) {
     throw new UsageError((error as Error).message);

@@ -1,9 +1,11 @@
 // Renders the Kubernetes resources that put token-tap behind a gateway someone else runs: Envoy
 // Gateway (Gateway API + EnvoyExtensionPolicy) or an Istio ingress gateway (EnvoyFilter). Pure:
 // options in, plain objects (and their YAML) out. There the gateway's Envoy is not our pod, so the
-// sidecar runs as a Deployment of its own, reached over the pod network, and a NetworkPolicy lets
-// only the gateway's proxies reach its ext_proc port.
+// sidecar runs as a StatefulSet of its own (each pod's spool on a claim of its own), reached over the
+// pod network with mTLS (the gateway's proxies present a client certificate), and a NetworkPolicy
+// lets only those proxies reach its ext_proc port.
 import { stringify } from 'yaml';
+import { escapeControlCharacters } from '../config/values.js';
 import { httpRouteRuleKey, IDP_METADATA_KEY, tokenRoutePath } from '../contract.js';
 import type { IdpRoute, ProcessingMode } from './render.js';
 
@@ -15,6 +17,16 @@ export const HOOK_PORT = 8081;
 export const OKTA_HOOK_PATH = '/okta/token-hook';
 export const HTTP_ROUTE_NAME = 'token-tap-idps';
 export const EXT_PROC_SERVICE = 'token-tap-extproc';
+/** The sidecar's ext_proc server certificate (tls.crt, tls.key) and the CA of the gateway's client certificates (ca.crt). */
+export const EXT_PROC_TLS_SECRET = 'token-tap-extproc-tls';
+/** Envoy Gateway: the CA (ca.crt) the gateway checks the sidecar's ext_proc certificate against (BackendTLSPolicy). */
+export const EXT_PROC_CA_CONFIGMAP = 'token-tap-extproc-ca';
+/** Istio: the gateway's client certificate for ext_proc (tls.crt, tls.key, ca.crt), in the gateway's namespace. */
+export const ISTIO_EXTPROC_CLIENT_SECRET = 'token-tap-extproc-client';
+/** The TokenVault API's server certificate (tls.crt, tls.key). */
+export const API_TLS_SECRET = 'token-tap-api-tls';
+/** Headless Service governing the StatefulSet. */
+export const PODS_SERVICE = 'token-tap-pods';
 /** The response attributes that name the route to the sidecar (the policy cannot set per-route initial metadata). */
 export const ROUTE_ATTRIBUTES = ['xds.route_name', 'xds.route_metadata'];
 
@@ -40,6 +52,8 @@ export interface IstioOptions extends Omit<GatewayOptions, 'gateway' | 'hostname
   hostnames: string[];
   /** Labels of the ingress gateway pods (EnvoyFilter workloadSelector, NetworkPolicy). */
   ingressLabels: Record<string, string>;
+  /** The Istio Gateway server's port Okta calls (Istio names the virtual hosts HOST:PORT); default 443. */
+  gatewayPort?: number;
 }
 
 /** Kubernetes names are DNS labels: an IdP name's "_" becomes "-". */
@@ -70,42 +84,72 @@ export function gatewayRouteIdps(namespace: string, idps: IdpRoute[]): string {
   return idps.map((idp) => `${httpRouteRuleKey(namespace, HTTP_ROUTE_NAME, ruleName(idp.name))}=${idp.name}`).join(',');
 }
 
-/** The sidecar on its own: Deployment, Services (ext_proc; hook, API, metrics) and a NetworkPolicy. */
-function sidecarResources(options: { namespace: string; image: string; routeIdps?: string; proxies: { namespaceLabels: Record<string, string>; podLabels: Record<string, string> } }) {
+/** The ext_proc Service's DNS name: what the sidecar's certificate names and the gateway checks. */
+export function extProcHost(namespace: string): string {
+  return `${EXT_PROC_SERVICE}.${namespace}.svc.cluster.local`;
+}
+
+const EXT_PROC_TLS_DIR = '/etc/token-tap/extproc-tls';
+const API_TLS_DIR = '/etc/token-tap/api-tls';
+
+/**
+ * The sidecar on its own: a StatefulSet (the spool on a claim per pod), Services (ext_proc; hook,
+ * API, metrics; the headless one governing the pods) and a NetworkPolicy.
+ */
+function sidecarResources(options: {
+  namespace: string;
+  image: string;
+  routeIdps?: string;
+  proxies: { namespaceLabels: Record<string, string>; podLabels: Record<string, string> };
+  /** The namespace whose pods labelled token-tap/client=true may call the TokenVault API (default: token-tap's own). */
+  apiClientNamespace?: string;
+}) {
   const env = [
     { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'DATABASE_URL', valueFrom: { secretKeyRef: { name: 'token-tap', key: 'DATABASE_URL' } } },
     { name: 'TOKEN_TAP_KEYS', valueFrom: { secretKeyRef: { name: 'token-tap', key: 'TOKEN_TAP_KEYS' } } },
     { name: 'TOKEN_TAP_SPOOL_DIR', value: '/var/spool/token-tap' },
     { name: 'TOKEN_TAP_OPS_LISTEN', value: `0.0.0.0:${OPS_PORT}` },
+    // ext_proc is remote here, so it speaks mTLS: only a client certificate from ca.crt (the gateway's) is served.
+    { name: 'TOKEN_TAP_EXTPROC_TLS_CERT', value: `${EXT_PROC_TLS_DIR}/tls.crt` },
+    { name: 'TOKEN_TAP_EXTPROC_TLS_KEY', value: `${EXT_PROC_TLS_DIR}/tls.key` },
+    { name: 'TOKEN_TAP_EXTPROC_TLS_CLIENT_CA', value: `${EXT_PROC_TLS_DIR}/ca.crt` },
+    // The TokenVault API answers with tokens: TLS (add TOKEN_TAP_API_TLS_CLIENT_CA for mTLS).
     { name: 'TOKEN_TAP_API_LISTEN', value: `0.0.0.0:${VAULT_API_PORT}` },
+    { name: 'TOKEN_TAP_API_TLS_CERT', value: `${API_TLS_DIR}/tls.crt` },
+    { name: 'TOKEN_TAP_API_TLS_KEY', value: `${API_TLS_DIR}/tls.key` },
     ...(options.routeIdps ? [{ name: 'TOKEN_TAP_ROUTE_IDPS', value: options.routeIdps }] : []),
   ];
   const meta = (name: string) => ({ name, namespace: options.namespace, labels });
   return [
     {
       apiVersion: 'apps/v1',
-      kind: 'Deployment',
+      kind: 'StatefulSet',
       metadata: meta('token-tap'),
       spec: {
         replicas: 2,
+        serviceName: PODS_SERVICE,
+        // Pods start and stop side by side (they share nothing but Postgres); rollouts still go one by one.
+        podManagementPolicy: 'Parallel',
         selector: { matchLabels: labels },
-        strategy: { type: 'RollingUpdate', rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+        updateStrategy: { type: 'RollingUpdate' },
+        // Scaling down or deleting keeps the claims: a spool may still hold captures (README "Deploy").
+        persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
         template: {
           metadata: { labels },
           spec: {
             automountServiceAccountToken: false,
             terminationGracePeriodSeconds: 30,
-            securityContext: { runAsNonRoot: true, seccompProfile: { type: 'RuntimeDefault' } },
+            // fsGroup: the claim and the Secrets are readable by the sidecar's group.
+            securityContext: { runAsNonRoot: true, runAsUser: 1000, runAsGroup: 1000, fsGroup: 1000, seccompProfile: { type: 'RuntimeDefault' } },
             containers: [
               {
                 name: 'token-tap',
                 image: options.image,
                 // ext_proc on the pod's own address, never a wildcard: the gateway's proxies are in
                 // other pods and reach it through the Service, so it is remote by design (the flag
-                // says so, and the sidecar warns at start); the NetworkPolicy admits only them. For
-                // mTLS set TOKEN_TAP_EXTPROC_TLS_CERT/_KEY/_CLIENT_CA and give the gateway a client
-                // certificate (Envoy Gateway: a BackendTLSPolicy and the EnvoyProxy's client certificate).
+                // says so, and the sidecar warns at start). It is refused without mTLS
+                // (TOKEN_TAP_EXTPROC_TLS_CLIENT_CA above); the NetworkPolicy admits only the proxies.
                 args: ['serve', '--listen', `$(POD_IP):${EXT_PROC_PORT}`, '--allow-remote-extproc'],
                 env,
                 ports: [
@@ -118,20 +162,37 @@ function sidecarResources(options: { namespace: string; image: string; routeIdps
                 livenessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 10, failureThreshold: 6 },
                 resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
                 securityContext: { allowPrivilegeEscalation: false, readOnlyRootFilesystem: true, capabilities: { drop: ['ALL'] } },
-                volumeMounts: [{ name: 'spool', mountPath: '/var/spool/token-tap' }],
+                volumeMounts: [
+                  { name: 'spool', mountPath: '/var/spool/token-tap' },
+                  { name: 'extproc-tls', mountPath: EXT_PROC_TLS_DIR, readOnly: true },
+                  { name: 'api-tls', mountPath: API_TLS_DIR, readOnly: true },
+                ],
               },
             ],
-            // Each pod's spool holds captures Postgres has not taken yet; it outlives restarts of the container.
-            volumes: [{ name: 'spool', emptyDir: { sizeLimit: '256Mi' } }],
+            volumes: [
+              { name: 'extproc-tls', secret: { secretName: EXT_PROC_TLS_SECRET, defaultMode: 0o440 } },
+              { name: 'api-tls', secret: { secretName: API_TLS_SECRET, defaultMode: 0o440 } },
+            ],
           },
         },
+        // Each pod's spool holds captures Postgres has not taken yet: a claim of its own outlives the
+        // pod (rollouts, evictions, node drains), and the pod with the same ordinal replays it.
+        // ReadWriteOncePod (Kubernetes 1.29+): one pod at a time, never two pods on one node.
+        volumeClaimTemplates: [{ metadata: { name: 'spool' }, spec: { accessModes: ['ReadWriteOncePod'], resources: { requests: { storage: '1Gi' } } } }],
       },
     },
     {
       apiVersion: 'v1',
       kind: 'Service',
+      metadata: meta(PODS_SERVICE),
+      spec: { clusterIP: 'None', selector: labels, ports: [{ name: 'ops', port: OPS_PORT, targetPort: 'ops' }] },
+    },
+    {
+      apiVersion: 'v1',
+      kind: 'Service',
       metadata: meta(EXT_PROC_SERVICE),
-      spec: { selector: labels, ports: [{ name: 'grpc-extproc', port: EXT_PROC_PORT, targetPort: 'extproc', appProtocol: 'kubernetes.io/h2c' }] },
+      // gRPC over TLS (the port name tells Istio; Envoy Gateway speaks HTTP/2 to ext_proc).
+      spec: { selector: labels, ports: [{ name: 'grpc-extproc', port: EXT_PROC_PORT, targetPort: 'extproc' }] },
     },
     {
       apiVersion: 'v1',
@@ -162,7 +223,12 @@ function sidecarResources(options: { namespace: string; image: string; routeIdps
               { port: HOOK_PORT, protocol: 'TCP' },
             ],
           },
-          { from: [{ namespaceSelector: {}, podSelector: { matchLabels: { 'token-tap/client': 'true' } } }], ports: [{ port: VAULT_API_PORT, protocol: 'TCP' }] },
+          // API callers: labelled pods of one named namespace (kubernetes.io/metadata.name is set by
+          // Kubernetes itself, so no namespace owner can claim it; change it to your callers').
+          {
+            from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': options.apiClientNamespace ?? options.namespace } }, podSelector: { matchLabels: { 'token-tap/client': 'true' } } }],
+            ports: [{ port: VAULT_API_PORT, protocol: 'TCP' }],
+          },
           { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ port: OPS_PORT, protocol: 'TCP' }] },
         ],
       },
@@ -232,10 +298,23 @@ export function renderGatewayResources(options: GatewayOptions): Array<Record<st
       ],
     },
   };
+  // The gateway dials ext_proc over TLS and checks the sidecar's certificate (for the Service's DNS
+  // name) against the CA in the ConfigMap; its own client certificate comes from the EnvoyProxy
+  // (spec.backendTLS.clientCertificateRef), see the header of the rendered file.
+  const backendTls = {
+    apiVersion: 'gateway.networking.k8s.io/v1alpha3',
+    kind: 'BackendTLSPolicy',
+    metadata: { name: EXT_PROC_SERVICE, namespace, labels },
+    spec: {
+      targetRefs: [{ group: '', kind: 'Service', name: EXT_PROC_SERVICE, sectionName: 'grpc-extproc' }],
+      validation: { caCertificateRefs: [{ group: '', kind: 'ConfigMap', name: EXT_PROC_CA_CONFIGMAP }], hostname: extProcHost(namespace) },
+    },
+  };
   return [
     ...backends,
     route,
     policy,
+    backendTls,
     ...sidecarResources({ namespace, image: options.image, routeIdps: gatewayRouteIdps(namespace, options.idps), proxies: ENVOY_GATEWAY_PROXIES }),
   ];
 }
@@ -291,7 +370,19 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
       ],
     },
   };
-  const extProcCluster = `outbound|${EXT_PROC_PORT}||${EXT_PROC_SERVICE}.${namespace}.svc.cluster.local`;
+  const extProcCluster = `outbound|${EXT_PROC_PORT}||${extProcHost(namespace)}`;
+  // The gateway originates mTLS to ext_proc: its client certificate, key and the CA of the sidecar's
+  // certificate from the Secret named by credentialName, which must be in the gateway's namespace.
+  const extProcTls = {
+    apiVersion: 'networking.istio.io/v1',
+    kind: 'DestinationRule',
+    metadata: { name: EXT_PROC_SERVICE, namespace, labels },
+    spec: {
+      host: extProcHost(namespace),
+      trafficPolicy: { tls: { mode: 'MUTUAL', credentialName: ISTIO_EXTPROC_CLIENT_SECRET, sni: extProcHost(namespace), subjectAltNames: [extProcHost(namespace)] } },
+    },
+  };
+  const gatewayPort = options.gatewayPort ?? 443;
   const envoyFilter = {
     apiVersion: 'networking.istio.io/v1alpha3',
     kind: 'EnvoyFilter',
@@ -327,9 +418,12 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
           },
         },
         // Per route: enable it and name the IdP, as the bootstrap token-tap envoy-config renders does.
-        ...options.idps.map((idp) => ({
+        // Matched by virtual host (HOST:PORT, Istio's name for it) and route name both: a tenant's
+        // VirtualService on the same gateway with a route of the same name, on another host, gets
+        // nothing (neither the filter nor our IdP metadata).
+        ...options.idps.flatMap((idp) => options.hostnames.map((hostname) => ({
           applyTo: 'HTTP_ROUTE',
-          match: { context: 'GATEWAY', routeConfiguration: { vhost: { route: { name: istioRouteName(idp.name) } } } },
+          match: { context: 'GATEWAY', routeConfiguration: { vhost: { name: `${hostname}:${gatewayPort}`, route: { name: istioRouteName(idp.name) } } } },
           patch: {
             operation: 'MERGE',
             value: {
@@ -341,7 +435,7 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
               },
             },
           },
-        })),
+        }))),
       ],
     },
   };
@@ -349,6 +443,7 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
     ...perIdp,
     virtualService,
     envoyFilter,
+    extProcTls,
     ...sidecarResources({
       namespace,
       image: options.image,
@@ -358,5 +453,5 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
 }
 
 export function resourcesYaml(resources: Array<Record<string, unknown>>, header: string[]): string {
-  return `${header.map((line) => `# ${line}`.trimEnd()).join('\n')}\n${resources.map((resource) => stringify(resource, { lineWidth: 0 })).join('---\n')}`;
+  return `${header.map((line) => `# ${escapeControlCharacters(line)}`.trimEnd()).join('\n')}\n${resources.map((resource) => stringify(resource, { lineWidth: 0 })).join('---\n')}`;
 }

@@ -2,7 +2,7 @@
 // object (and its YAML) out. Every output must pass `envoy --mode validate`.
 import { stringify } from 'yaml';
 import net from 'node:net';
-import { formatHostPort, formatListenAddress, isSocket, type HostPort, type ListenAddress } from '../config/values.js';
+import { escapeControlCharacters, formatHostPort, formatListenAddress, isSocket, type HostPort, type ListenAddress } from '../config/values.js';
 import {
   EXT_PROC_HEALTH_SERVICE,
   IDP_METADATA_KEY,
@@ -486,18 +486,20 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
 }
 
 export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
-  const header = [
-    `# Envoy bootstrap rendered by token-tap envoy-config (mode: ${options.mode}).`,
-    `# Okta's IdP token URL: ${options.tls ? 'https' : 'http'}://<this host>:${options.listen.port}/idp/<name>/token${options.tls ? '' : ' (Okta requires https: put TLS in front, or render with --tls-cert/--tls-key)'}`,
-    `# IdPs: ${options.idps.map((idp) => `${idp.name} -> ${idp.tokenUrl.origin}${idp.tokenUrl.pathname}`).join(', ')}`,
+  // Every value is one comment line: a control character in one (a newline in a socket path) is
+  // escaped, so it cannot end the comment and add YAML of its own.
+  const comments = [
+    `Envoy bootstrap rendered by token-tap envoy-config (mode: ${options.mode}).`,
+    `Okta's IdP token URL: ${options.tls ? 'https' : 'http'}://<this host>:${options.listen.port}/idp/<name>/token${options.tls ? '' : ' (Okta requires https: put TLS in front, or render with --tls-cert/--tls-key)'}`,
+    `IdPs: ${options.idps.map((idp) => `${idp.name} -> ${idp.tokenUrl.origin}${idp.tokenUrl.pathname}`).join(', ')}`,
     ...((options.profiles ?? []).length > 0
-      ? [`# Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
+      ? [`Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
       : []),
-    `# Sidecar (ext_proc): ${formatListenAddress(options.sidecar)}${options.sidecarTls ? ' (mTLS)' : ''}; admin: ${formatHostPort(options.admin)}`,
-    ...(options.oktaHook ? [`# Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
-    ...(options.allowSources && options.allowSources.length > 0 ? [`# Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`] : []),
-    ...(options.tokenRateLimit ? [`# Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`] : []),
-    '',
-  ].join('\n');
+    `Sidecar (ext_proc): ${formatListenAddress(options.sidecar)}${options.sidecarTls ? ' (mTLS)' : ''}; admin: ${formatHostPort(options.admin)}`,
+    ...(options.oktaHook ? [`Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
+    ...(options.allowSources && options.allowSources.length > 0 ? [`Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`] : []),
+    ...(options.tokenRateLimit ? [`Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`] : []),
+  ];
+  const header = `${comments.map((line) => `# ${escapeControlCharacters(line)}`).join('\n')}\n`;
   return header + stringify(renderEnvoyConfig(options), { lineWidth: 0 });
 }

@@ -2,7 +2,7 @@
 // replies in buffered mode never queue behind capture work here; bench/RESULTS.md has the numbers
 // that made this worth a thread. Finished responses come back in batches and go to `onResponse`.
 // Should the thread die, it is logged and started again on the same port; Envoy fails open meanwhile.
-import { Worker } from 'node:worker_threads';
+import { isMainThread, Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import type { ObservedResponse } from '../capture/types.js';
 import { clearStaleSocket } from './socket.js';
@@ -40,6 +40,8 @@ export interface ExtProcThreadDependencies {
 
 const WORKER_URL = new URL('./worker.js', import.meta.url);
 const RESTART_DELAY_MS = 250;
+/** Owner and group read and write at most: the socket is never born wider than 0660. */
+const SOCKET_UMASK = 0o117;
 
 function asBuffer(bytes: Uint8Array): Buffer {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
@@ -51,8 +53,20 @@ async function spawn(
   workerUrl: URL,
 ): Promise<{ worker: Worker; port: number; tid: number | undefined }> {
   // Also after a thread died: its socket file may outlive it.
-  if (options.listen.startsWith('unix:')) await clearStaleSocket(options.listen.slice('unix:'.length));
-  return new Promise((resolve, reject) => {
+  const socket = options.listen.startsWith('unix:');
+  if (socket) await clearStaleSocket(options.listen.slice('unix:'.length));
+  // The socket file is made by bind(2) with the process umask; the thread chmods it to 0660 after,
+  // but until then a umask of 0 would leave it 0777 for anyone to connect. So the umask is 0117
+  // (at most 0660) until the thread has bound, and restored then. Only the main thread may set it
+  // (it is the process's); in a worker the chmod after bind is all there is.
+  const previousUmask = socket && isMainThread ? process.umask(SOCKET_UMASK) : undefined;
+  let umaskRestored = false;
+  const restoreUmask = () => {
+    if (previousUmask === undefined || umaskRestored) return;
+    umaskRestored = true;
+    process.umask(previousUmask);
+  };
+  return new Promise<{ worker: Worker; port: number; tid: number | undefined }>((resolve, reject) => {
     const worker = new Worker(workerUrl, { workerData: options });
     const failed = (error: Error) => {
       worker.off('exit', exited);
@@ -76,7 +90,7 @@ async function spawn(
       }
     };
     worker.on('message', first);
-  });
+  }).finally(restoreUmask);
 }
 
 export async function startExtProcThread(options: ExtProcThreadOptions, { onResponse, logger, metrics, workerUrl = WORKER_URL }: ExtProcThreadDependencies): Promise<ExtProcThread> {

@@ -50,7 +50,7 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
         hostnames: [],
         image: 'idp-token-tap:test',
       });
-      const container = resources.find((resource) => resource.kind === 'Deployment')!.spec.template.spec.containers[0];
+      const container = resources.find((resource) => resource.kind === 'StatefulSet')!.spec.template.spec.containers[0];
       const routeIdps = (container.env as Array<{ name: string; value?: string }>).find((entry) => entry.name === 'TOKEN_TAP_ROUTE_IDPS')!.value!;
       expect(routeIdps).to.equal('httproute/token-tap/token-tap-idps/demo=demo,httproute/token-tap/token-tap-idps/stray=stray');
       const sidecarPort = await freePort();

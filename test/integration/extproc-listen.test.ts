@@ -1,9 +1,16 @@
 // Issue 12 "Let no one in": ext_proc listens on loopback or a Unix socket unless told otherwise,
-// and beyond loopback only with --allow-remote-extproc, said loudly at start.
+// and beyond loopback only with --allow-remote-extproc and mTLS (or a second opt-in), said loudly at
+// start. The Unix socket is never born wider than 0660, whatever the umask.
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { service as healthService } from 'grpc-health-check';
 import { EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
+import { startExtProcThread } from '../../src/extproc/thread.js';
+import { createMetrics } from '../../src/ops/metrics.js';
+import { memoryLogger } from '../support/memory-log.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { freePort } from '../support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -47,14 +54,25 @@ describe('ext_proc listen address (integration)', function () {
     expect(result.stderr).to.contain('--allow-remote-extproc');
   });
 
-  it('with --allow-remote-extproc it starts on 0.0.0.0 and warns at start (and TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true does the same)', async () => {
+  it('--allow-remote-extproc (or TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true) alone is refused: it needs mTLS or the explicit NetworkPolicy-only opt-in', async () => {
     for (const [args, extra] of [[['--allow-remote-extproc'], {}], [[], { TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }]] as const) {
+      const result = await runCli(['serve', '--listen', `0.0.0.0:${await freePort()}`, ...args], { ...env, ...extra });
+      expect(result.code).to.equal(78);
+      expect(result.stderr).to.contain('needs mTLS to Envoy').and.contain('TOKEN_TAP_EXTPROC_TLS_CLIENT_CA').and.contain('TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true');
+      expect(result.stdout).to.not.contain('ext_proc server ready');
+    }
+  });
+
+  it('with --allow-remote-extproc and TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true it starts on 0.0.0.0 and warns at start (TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true the same)', async () => {
+    const withoutMtls = { TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' };
+    for (const [args, extra] of [[['--allow-remote-extproc'], withoutMtls], [[], { ...withoutMtls, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }]] as const) {
       const port = await freePort();
       const sidecar = await startSidecarProcess({ port, env: { ...env, ...extra }, listen: `0.0.0.0:${port}`, args: [...args] });
       try {
         const warning = sidecar.logs().split('\n').find((line) => line.includes('ext_proc listens beyond loopback'));
         expect(warning, 'warning logged').to.be.a('string');
         expect(JSON.parse(warning!)).to.include({ level: 40, listen: `0.0.0.0:${port}`, tls: 'none' });
+        expect(warning).to.contain('WITHOUT mTLS').and.contain('TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS');
         expect(await health(`127.0.0.1:${port}`)).to.equal('SERVING');
       } finally {
         await sidecar.stop();
@@ -76,5 +94,48 @@ describe('ext_proc listen address (integration)', function () {
     } finally {
       await sidecar.stop();
     }
+  });
+
+  describe('the Unix socket is 0660 from its first moment, whatever the umask', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-umask-'));
+    after(() => rmSync(dir, { recursive: true, force: true }));
+
+    it('bind(2) itself makes it 0660 under a umask of 0 (a thread that never chmods), and the umask is restored after', async () => {
+      const socket = path.join(dir, 'bind-only.sock');
+      const previous = process.umask(0);
+      try {
+        const thread = await startExtProcThread(
+          { listen: `unix:${socket}`, maxBodyBytes: 1024, logLevel: 'info', maxBacklog: 10, nice: 0 },
+          { onResponse: () => undefined, logger: memoryLogger('info').logger, metrics: createMetrics(), workerUrl: new URL('../support/bind-only-worker.js', import.meta.url) },
+        );
+        try {
+          expect(statSync(socket).isSocket()).to.equal(true);
+          expect((statSync(socket).mode & 0o777).toString(8), 'the socket as bind made it').to.equal('660');
+          expect(process.umask(0), 'the umask is restored once bound').to.equal(0);
+        } finally {
+          await thread.close(500);
+        }
+      } finally {
+        process.umask(previous);
+      }
+    });
+
+    it('a sidecar started with umask 000 serves its socket 0660 right after it is ready', async () => {
+      const socket = path.join(dir, 'extproc.sock');
+      // The child inherits the umask of the moment it is spawned (as `umask 000; exec node ...`).
+      const previous = process.umask(0);
+      let sidecar: Awaited<ReturnType<typeof startSidecarProcess>>;
+      try {
+        sidecar = await startSidecarProcess({ port: 0, env, listen: `unix:${socket}` });
+      } finally {
+        process.umask(previous);
+      }
+      try {
+        expect(statSync(socket).isSocket()).to.equal(true);
+        expect((statSync(socket).mode & 0o777).toString(8)).to.equal('660');
+      } finally {
+        await sidecar.stop();
+      }
+    });
   });
 });

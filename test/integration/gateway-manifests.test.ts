@@ -61,7 +61,7 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     it(`every object of ${file} passes its schema`, async () => {
       const objects = objectsOf(file);
       for (const object of objects) await validate(object);
-      expect(objects.map((object) => object.kind)).to.include.members(['Deployment', 'Service', 'NetworkPolicy']);
+      expect(objects.map((object) => object.kind)).to.include.members(['StatefulSet', 'Service', 'NetworkPolicy']);
     });
   }
 
@@ -83,6 +83,84 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     const filter = structuredClone(objectsOf('deploy/istio/token-tap.yaml').find((object) => object.kind === 'EnvoyFilter')!);
     filter.spec.configPatches[0].applyTo = 'HTTP_FILTERS';
     expect(await refused(filter)).to.equal(true);
+    const backendTls = objects.find((object) => object.kind === 'BackendTLSPolicy')!;
+    const noHostname = structuredClone(backendTls);
+    delete noHostname.spec.validation.hostname;
+    expect(await refused(noHostname)).to.equal(true);
+    const noTargets = structuredClone(backendTls);
+    delete noTargets.spec.targetRefs;
+    expect(await refused(noTargets)).to.equal(true);
+  });
+
+  it('Envoy Gateway: a BackendTLSPolicy makes the gateway dial ext_proc over TLS and check the sidecar certificate; the sidecar demands a client certificate', () => {
+    for (const file of ['deploy/envoy-gateway/token-tap.yaml', 'deploy/envoy-gateway/token-tap.buffered.yaml']) {
+      const objects = objectsOf(file);
+      const policy = objects.find((object) => object.kind === 'EnvoyExtensionPolicy')!;
+      const extProcRef = policy.spec.extProc[0].backendRefs[0];
+      const service = objects.find((object) => object.kind === 'Service' && object.metadata.name === extProcRef.name)!;
+      const backendTls = objects.find((object) => object.kind === 'BackendTLSPolicy')!;
+      expect(backendTls.apiVersion).to.equal('gateway.networking.k8s.io/v1alpha3');
+      expect(backendTls.metadata.namespace, 'same namespace as the Service').to.equal(service.metadata.namespace);
+      expect(backendTls.spec.targetRefs).to.deep.equal([{ group: '', kind: 'Service', name: service.metadata.name, sectionName: service.spec.ports[0].name }]);
+      expect(backendTls.spec.validation).to.deep.equal({
+        caCertificateRefs: [{ group: '', kind: 'ConfigMap', name: 'token-tap-extproc-ca' }],
+        hostname: `${service.metadata.name}.${service.metadata.namespace}.svc.cluster.local`,
+      });
+      // No cleartext-h2 appProtocol on a TLS port.
+      expect(service.spec.ports[0].appProtocol).to.equal(undefined);
+      // How the gateway gets its client certificate is said where operators read it.
+      expect(read(file)).to.contain('spec.backendTLS.clientCertificateRef');
+    }
+  });
+
+  it('Istio: the gateway originates mTLS to ext_proc (DestinationRule MUTUAL), and the per-route patches match virtual host and route name both', () => {
+    const objects = objectsOf('deploy/istio/token-tap.yaml');
+    const rule = objects.find((object) => object.kind === 'DestinationRule' && object.metadata.name === 'token-tap-extproc')!;
+    expect(rule.spec.host).to.equal('token-tap-extproc.token-tap.svc.cluster.local');
+    expect(rule.spec.trafficPolicy.tls).to.include({ mode: 'MUTUAL', credentialName: 'token-tap-extproc-client', sni: rule.spec.host });
+    const filter = objects.find((object) => object.kind === 'EnvoyFilter')!;
+    const filterPatch = filter.spec.configPatches[0];
+    expect(filterPatch.patch.value.typed_config.grpc_service.envoy_grpc.cluster_name).to.equal(`outbound|50051||${rule.spec.host}`);
+    const virtualService = objects.find((object) => object.kind === 'VirtualService')!;
+    const routePatches = filter.spec.configPatches.filter((patch: { applyTo: string }) => patch.applyTo === 'HTTP_ROUTE');
+    const routeNames = virtualService.spec.http.map((route: { name: string }) => route.name).filter((name: string) => name !== 'okta-token-hook');
+    expect(routePatches.map((patch: any) => patch.match.routeConfiguration)).to.deep.equal(
+      routeNames.flatMap((name: string) => virtualService.spec.hosts.map((host: string) => ({ vhost: { name: `${host}:443`, route: { name } } }))),
+    );
+    // Several hostnames: one patch per IdP and host, each naming its virtual host.
+    const two = renderGatewayCommand({ idp: ['a=https://a.example/t'], mode: 'observability', namespace: 'token-tap', gateway: 'istio-system/gw', hostname: ['x.example', 'y.example'], istio: true }, Error);
+    const twoFilter = parseAllDocuments(two).map((doc) => doc.toJSON() as K8sObject).find((object) => object.kind === 'EnvoyFilter')!;
+    expect(twoFilter.spec.configPatches.slice(1).map((patch: any) => patch.match.routeConfiguration.vhost.name)).to.deep.equal(['x.example:443', 'y.example:443']);
+  });
+
+  it('the sidecar: ext_proc and the TokenVault API over TLS from Secrets, the spool on a ReadWriteOncePod claim per pod, API callers from one named namespace', () => {
+    for (const file of Object.keys(gatewayExampleFiles())) {
+      const objects = objectsOf(file);
+      const statefulSet = objects.find((object) => object.kind === 'StatefulSet')!;
+      expect(objects.some((object) => object.kind === 'Deployment'), `${file}: no Deployment (its spool would die with the pod)`).to.equal(false);
+      const pod = statefulSet.spec.template.spec;
+      const container = pod.containers[0];
+      const env = Object.fromEntries((container.env as Array<{ name: string; value?: string }>).map((entry) => [entry.name, entry.value]));
+      const mountOf = (file: string) => container.volumeMounts.find((mount: { mountPath: string }) => file.startsWith(`${mount.mountPath}/`));
+      const secretOf = (file: string) => pod.volumes.find((volume: { name: string }) => volume.name === mountOf(file)?.name)?.secret?.secretName;
+      for (const name of ['TOKEN_TAP_EXTPROC_TLS_CERT', 'TOKEN_TAP_EXTPROC_TLS_KEY', 'TOKEN_TAP_EXTPROC_TLS_CLIENT_CA']) expect(secretOf(env[name]!), `${file} ${name}`).to.equal('token-tap-extproc-tls');
+      expect(env.TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS, 'no opt-out of mTLS in what we ship').to.equal(undefined);
+      expect(env.TOKEN_TAP_API_LISTEN).to.equal('0.0.0.0:50052');
+      for (const name of ['TOKEN_TAP_API_TLS_CERT', 'TOKEN_TAP_API_TLS_KEY']) expect(secretOf(env[name]!), `${file} ${name}`).to.equal('token-tap-api-tls');
+      expect(env.TOKEN_TAP_ALLOW_INSECURE_API).to.equal(undefined);
+      // The spool outlives the pod: a claim per pod, one pod at a time.
+      expect(pod.volumes.find((volume: { name: string }) => volume.name === 'spool'), 'no pod-lived spool volume').to.equal(undefined);
+      const claim = statefulSet.spec.volumeClaimTemplates.find((template: { metadata: { name: string } }) => template.metadata.name === 'spool');
+      expect(claim.spec.accessModes).to.deep.equal(['ReadWriteOncePod']);
+      expect(container.volumeMounts.find((mount: { name: string }) => mount.name === 'spool').mountPath).to.equal(env.TOKEN_TAP_SPOOL_DIR);
+      expect(statefulSet.spec.persistentVolumeClaimRetentionPolicy).to.deep.equal({ whenDeleted: 'Retain', whenScaled: 'Retain' });
+      const governing = objects.find((object) => object.kind === 'Service' && object.metadata.name === statefulSet.spec.serviceName)!;
+      expect(governing.spec.clusterIP, 'governing headless Service').to.equal('None');
+      // API callers: a namespace named by Kubernetes' own label, not one any namespace owner can set.
+      const policy = objects.find((object) => object.kind === 'NetworkPolicy')!;
+      const apiRule = policy.spec.ingress.find((rule: { ports: Array<{ port: number }> }) => rule.ports.some((p) => p.port === 50052));
+      for (const peer of apiRule.from) expect(Object.keys(peer.namespaceSelector.matchLabels ?? {}), file).to.deep.equal(['kubernetes.io/metadata.name']);
+    }
   });
 
   it('the policy: ext_proc only on the IdP rules, fail open, response attributes, shadow mode with Streamed (buffered: Buffered, no shadow)', () => {
@@ -111,7 +189,7 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
       ['deploy/istio/token-tap.yaml', { istio: 'ingressgateway' }],
     ] as const) {
       const objects = objectsOf(file);
-      const container = objects.find((object) => object.kind === 'Deployment')!.spec.template.spec.containers[0];
+      const container = objects.find((object) => object.kind === 'StatefulSet')!.spec.template.spec.containers[0];
       // The gateway's proxies are other pods: remote by design, said explicitly (the sidecar warns at start).
       expect(container.args).to.deep.equal(['serve', '--listen', '$(POD_IP):50051', '--allow-remote-extproc']);
       expect(container.env[0]).to.deep.equal({ name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } });
@@ -124,14 +202,14 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
 
   it('versions are pinned and agree: image tag = package version, model packages pinned exactly', () => {
     for (const file of Object.keys(gatewayExampleFiles())) {
-      for (const object of objectsOf(file).filter((o) => o.kind === 'Deployment')) {
+      for (const object of objectsOf(file).filter((o) => o.kind === 'StatefulSet')) {
         expect(object.spec.template.spec.containers[0].image, file).to.equal(`idp-token-tap:${packageJson.version}`);
       }
     }
     for (const name of ['@kubernetes-models/gateway-api', '@kubernetes-models/istio']) expect(packageJson.devDependencies[name], name).to.match(/^\d+\.\d+\.\d+$/);
     // The sidecar's TOKEN_TAP_ROUTE_IDPS names exactly the policy's rules.
     const objects = objectsOf('deploy/envoy-gateway/token-tap.yaml');
-    const env = objects.find((o) => o.kind === 'Deployment')!.spec.template.spec.containers[0].env as Array<{ name: string; value?: string }>;
+    const env = objects.find((o) => o.kind === 'StatefulSet')!.spec.template.spec.containers[0].env as Array<{ name: string; value?: string }>;
     expect(env.find((entry) => entry.name === 'TOKEN_TAP_ROUTE_IDPS')!.value).to.equal('httproute/token-tap/token-tap-idps/entra=entra,httproute/token-tap/token-tap-idps/google=google');
   });
 

@@ -119,7 +119,8 @@ describe('packaging (static checks)', () => {
     // The spool outlives the pod: a claim per pod, kept when scaled down; the socket stays on an emptyDir.
     expect(pod.volumes.find((volume: { name: string }) => volume.name === 'spool'), 'no pod-lived spool volume').to.equal(undefined);
     const claim = statefulSet.spec.volumeClaimTemplates.find((template: { metadata: { name: string } }) => template.metadata.name === 'spool');
-    expect(claim.spec.accessModes).to.deep.equal(['ReadWriteOnce']);
+    // ReadWriteOncePod: ReadWriteOnce is per node, so two pods on one node could share a spool.
+    expect(claim.spec.accessModes).to.deep.equal(['ReadWriteOncePod']);
     expect(statefulSet.spec.persistentVolumeClaimRetentionPolicy).to.deep.equal({ whenDeleted: 'Retain', whenScaled: 'Retain' });
     expect(k8sObjects().some((object) => object.kind === 'Service' && object.metadata.name === statefulSet.spec.serviceName && object.spec.clusterIP === 'None'), 'governing headless Service').to.equal(true);
     const sidecar = pod.containers.find((container: { name: string }) => container.name === 'token-tap');
@@ -128,6 +129,20 @@ describe('packaging (static checks)', () => {
     for (const container of pod.containers) expect(container.volumeMounts.map((mount: { name: string }) => mount.name), container.name).to.include('extproc');
     // The socket is 0660: Envoy reaches it through the pod's fsGroup.
     expect(pod.securityContext.fsGroup).to.equal(pod.containers.find((container: { name: string }) => container.name === 'token-tap').securityContext.runAsGroup);
+    // The TokenVault API beyond loopback speaks TLS, its certificate from a Secret (no insecure opt-in).
+    const sidecarEnv = Object.fromEntries((sidecar.env as Array<{ name: string; value?: string }>).map((entry) => [entry.name, entry.value]));
+    expect(isLoopbackOnly(parseListenAddress(sidecarEnv.TOKEN_TAP_API_LISTEN!, 'TOKEN_TAP_API_LISTEN'))).to.equal(false);
+    for (const name of ['TOKEN_TAP_API_TLS_CERT', 'TOKEN_TAP_API_TLS_KEY']) {
+      const file = sidecarEnv[name]!;
+      const mount = sidecar.volumeMounts.find((candidate: { mountPath: string }) => file.startsWith(`${candidate.mountPath}/`));
+      expect(pod.volumes.find((volume: { name: string }) => volume.name === mount?.name)?.secret?.secretName, name).to.equal('token-tap-api-tls');
+    }
+    expect(sidecarEnv.TOKEN_TAP_ALLOW_INSECURE_API, 'no plaintext API opt-in').to.equal(undefined);
+    expect(k8sObjects().some((object) => object.kind === 'Secret' && object.metadata.name === 'token-tap-api-tls')).to.equal(true);
+    // API callers from one named namespace: kubernetes.io/metadata.name, which no namespace owner can set.
+    const networkPolicy = k8sObjects().find((object) => object.kind === 'NetworkPolicy')!;
+    const apiRule = networkPolicy.spec.ingress.find((rule: { ports: Array<{ port: number }> }) => rule.ports.some((p) => p.port === 50052));
+    for (const peer of apiRule.from) expect(Object.keys(peer.namespaceSelector?.matchLabels ?? {})).to.deep.equal(['kubernetes.io/metadata.name']);
     // The two-phase key rollout is written where operators change keys.
     expect(read(`${K8S_DIR}statefulset.yaml`)).to.match(/two-phase/).and.match(/keys rotate/);
     expect(read(`${K8S_DIR}secret.yaml`)).to.match(/two phases/).and.match(/keys rotate/);

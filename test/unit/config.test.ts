@@ -1,6 +1,9 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
-import { ConfigError, parseHostPort } from '../../src/config/values.js';
+import { ConfigError, parseHostPort, parseListenAddress } from '../../src/config/values.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 
 describe('config', () => {
@@ -35,11 +38,66 @@ describe('config', () => {
     expect(loadSidecarConfig(valid, { listen: '127.0.0.2:1' }).listen).to.deep.equal({ host: '127.0.0.2', port: 1 });
     expect(() => loadSidecarConfig(valid, { listen: '0.0.0.0:50051' })).to.throw(ConfigError, /--allow-remote-extproc/);
     expect(() => loadSidecarConfig(valid, { listen: '10.1.2.3:50051' })).to.throw(ConfigError, /reachable from other machines/);
-    expect(loadSidecarConfig(valid, { listen: '0.0.0.0:50051', allowRemoteExtproc: true }).allowRemoteExtProc).to.equal(true);
-    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }, { listen: '[::]:50051' }).listen).to.deep.equal({ host: '::', port: 50051 });
+    const withoutMtls = { ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' };
+    expect(loadSidecarConfig(withoutMtls, { listen: '0.0.0.0:50051', allowRemoteExtproc: true }).allowRemoteExtProc).to.equal(true);
+    expect(loadSidecarConfig({ ...withoutMtls, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }, { listen: '[::]:50051' }).listen).to.deep.equal({ host: '::', port: 50051 });
     expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'yes please' })).to.throw(ConfigError, /true or false/);
     expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_EXTPROC_TLS_CERT: '/x.pem' })).to.throw(ConfigError, /TOKEN_TAP_EXTPROC_TLS_CERT and TOKEN_TAP_EXTPROC_TLS_KEY go together/);
     expect(() => loadSidecarConfig(valid, { listen: `unix:/${'a'.repeat(120)}` })).to.throw(ConfigError, /longer than 107 bytes/);
+  });
+
+  describe('a remote ext_proc needs mTLS, or a second opt-in for NetworkPolicy-only clusters', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-config-'));
+    const pem = (name: string) => {
+      const file = path.join(dir, name);
+      writeFileSync(file, `-----BEGIN ${name}-----\n-----END ${name}-----\n`);
+      return file;
+    };
+    const tls = { TOKEN_TAP_EXTPROC_TLS_CERT: pem('cert'), TOKEN_TAP_EXTPROC_TLS_KEY: pem('key') };
+
+    it('--allow-remote-extproc / TOKEN_TAP_ALLOW_REMOTE_EXTPROC alone, or with TLS but no client CA, is refused, saying what to set', () => {
+      for (const [env, flags] of [
+        [valid, { listen: '0.0.0.0:50051', allowRemoteExtproc: true }],
+        [{ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }, { listen: '10.1.2.3:50051' }],
+        [{ ...valid, ...tls }, { listen: '0.0.0.0:50051', allowRemoteExtproc: true }],
+      ] as const) {
+        expect(() => loadSidecarConfig(env, flags)).to.throw(ConfigError, /needs mTLS to Envoy[\s\S]*_CLIENT_CA[\s\S]*TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true/);
+      }
+    });
+
+    it('with TOKEN_TAP_EXTPROC_TLS_CLIENT_CA (mTLS) it is allowed, and with the explicit opt-in without it', () => {
+      const mtls = loadSidecarConfig({ ...valid, ...tls, TOKEN_TAP_EXTPROC_TLS_CLIENT_CA: pem('ca') }, { listen: '0.0.0.0:50051', allowRemoteExtproc: true });
+      expect(mtls.extProcTls?.clientCa).to.be.instanceOf(Buffer);
+      expect(mtls.allowRemoteExtProcWithoutMtls).to.equal(false);
+      const bare = loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true', TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' }, { listen: '0.0.0.0:50051' });
+      expect(bare.allowRemoteExtProcWithoutMtls).to.equal(true);
+      expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' })).to.throw(ConfigError, /only means something with --allow-remote-extproc/);
+    });
+
+    it('the TokenVault API beyond loopback needs TLS, or TOKEN_TAP_ALLOW_INSECURE_API=true', () => {
+      for (const [env, flags] of [
+        [valid, { apiListen: '0.0.0.0:50052' }],
+        [{ ...valid, TOKEN_TAP_API_LISTEN: '10.0.0.7:50052' }, {}],
+        [{ ...valid, TOKEN_TAP_API_LISTEN: '[::]:50052' }, {}],
+      ] as const) {
+        expect(() => loadSidecarConfig(env, flags)).to.throw(ConfigError, /reachable from other machines[\s\S]*TOKEN_TAP_API_TLS_CERT[\s\S]*TOKEN_TAP_ALLOW_INSECURE_API=true/);
+      }
+      expect(loadSidecarConfig(valid, { apiListen: '127.0.0.1:50052' }).vault.listen).to.deep.equal({ host: '127.0.0.1', port: 50052 });
+      const withTls = loadSidecarConfig({ ...valid, TOKEN_TAP_API_TLS_CERT: pem('api-cert'), TOKEN_TAP_API_TLS_KEY: pem('api-key') }, { apiListen: '0.0.0.0:50052' });
+      expect(withTls.vault.tls).to.be.an('object');
+      const insecure = loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_INSECURE_API: 'true' }, { apiListen: '0.0.0.0:50052' });
+      expect(insecure.vault).to.include({ allowInsecure: true, tls: undefined });
+    });
+  });
+
+  it('a listen address with a control character is refused (a newline would reach rendered files and logs)', () => {
+    expect(() => parseListenAddress('unix:/a\nb', '--sidecar')).to.throw(/--sidecar must not contain control characters \(found U\+000A/);
+    for (const text of ['unix:/run/x.sock\r', '127.0.0.1\u0001:50051', 'unix:/a\u0000b', 'unix:/a\u2028b', 'localhost:1\u007f']) {
+      expect(() => parseListenAddress(text, '--listen'), JSON.stringify(text)).to.throw(/control characters/);
+    }
+    expect(() => parseHostPort('127.0.0.1\u0001:1', 'TOKEN_TAP_OPS_LISTEN')).to.throw(/control characters/);
+    expect(() => loadSidecarConfig(valid, { listen: 'unix:/run/token-tap/x\n# injected: true' })).to.throw(ConfigError, /control characters/);
+    expect(parseListenAddress('unix:/run/token-tap/extproc.sock', '--listen')).to.deep.equal({ socket: '/run/token-tap/extproc.sock' });
   });
 
   it('reads the Postgres timeouts of the writer and of the API apart, with defaults, and every bad one at once', () => {

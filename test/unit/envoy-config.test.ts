@@ -1,5 +1,6 @@
 import { expect } from 'chai';
-import { parseIdpFlag, parseProfileFlag, renderEnvoyConfig } from '../../src/envoyconfig/render.js';
+import { parse } from 'yaml';
+import { parseCidr, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyConfig, renderEnvoyYaml, type EnvoyConfigOptions } from '../../src/envoyconfig/render.js';
 import { profileRoutePath, tokenRoutePath } from '../../src/contract.js';
 
 const base = {
@@ -83,5 +84,40 @@ describe('envoyconfig/render', () => {
   it('refuses a profile route for an IdP without a token route, and a bad subject path', () => {
     expect(() => renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=https://x/t')], profiles: [parseProfileFlag('b=https://y/me')] })).to.throw(/names no IdP/);
     expect(() => parseProfileFlag('a=https://y/me', new Map([['a', 'data..id']]))).to.throw(/dotted field path/);
+  });
+
+  it('the YAML says exactly what renderEnvoyConfig says, whatever the flag values (no value escapes its header comment)', () => {
+    // Odd values straight into the options, past the flag parsers (which refuse some of them): the
+    // header comment must not let any of them add or change a key.
+    const sockets = ['/run/token-tap/extproc.sock', '/a\nb', '/x\r\nstatic_resources: {}', '/y\n# z\nadmin: null', '/u\u2028v', '/nul\u0000here', '/tab\there', "/q'uo\"te: #"];
+    const idpSets = [
+      [parseIdpFlag('a=https://a.example/token')],
+      [parseIdpFlag('entra=https://login.microsoftonline.com/t%0A1/oauth2/v2.0/token'), parseIdpFlag('b=http://127.0.0.1:3000/p%20a%23th?x')],
+      [{ name: 'odd', tokenUrl: new URL('https://odd.example/a\nb: c/%E2%80%A8') }],
+    ];
+    const extras: Array<Partial<EnvoyConfigOptions>> = [
+      {},
+      { allowSources: [parseCidr('10.0.0.0/8'), parseCidr('2001:db8::/32')], tokenRateLimit: parseRateLimit('50/s') },
+      { oktaHook: { host: '127.0.0.1', port: 8081 }, admin: { host: '::1', port: 9901 } },
+      { profiles: [parseProfileFlag('a=https://a.example/me')] },
+      { sidecarTls: { certFile: '/c\n.pem', keyFile: '/k.pem', caFile: '/ca.pem' }, tls: { certFile: '/t.pem', keyFile: '/tk\n: x' } },
+    ];
+    let checked = 0;
+    for (const socket of sockets) {
+      for (const idps of idpSets) {
+        for (const [index, extra] of extras.entries()) {
+          if (extra.profiles && !idps.some((idp) => idp.name === 'a')) continue;
+          for (const sidecar of [{ socket }, { host: '127.0.0.1', port: 50051 }]) {
+            const options: EnvoyConfigOptions = { ...base, mode: index % 2 === 0 ? 'observability' : 'buffered', idps, sidecar, ...extra };
+            const yaml = renderEnvoyYaml(options);
+            expect(parse(yaml), JSON.stringify(socket)).to.deep.equal(JSON.parse(JSON.stringify(renderEnvoyConfig(options))));
+            const comments = yaml.split('\n').filter((line) => line.startsWith('#'));
+            expect(yaml.startsWith(comments.join('\n')), 'the header is comment lines only').to.equal(true);
+            checked += 1;
+          }
+        }
+      }
+    }
+    expect(checked).to.be.greaterThan(100);
   });
 });
