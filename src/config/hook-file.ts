@@ -15,12 +15,11 @@
 //       require_grant: false
 //       allow_unverified: false
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
+import { readYamlFile } from './values.js';
 
 export const HOOK_CONFIG_ENV = 'TOKEN_TAP_HOOK_CONFIG';
 
-const require = createRequire(import.meta.url);
 
 /**
  * Claim names Okta will not let a hook add (DESIGN §6a, Okta's token inline hook reference). Upstream
@@ -246,24 +245,9 @@ export function loadHookConfig(env: NodeJS.ProcessEnv, problems: string[]): Hook
     problems.push(`the Okta hook listener is on but ${HOOK_CONFIG_ENV} is not set: name the hook's YAML file (see README, Okta token inline hook)`);
     return undefined;
   }
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    problems.push(`${HOOK_CONFIG_ENV}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-    return undefined;
-  }
-  // As for TOKEN_TAP_IDP_CONFIG: parser messages quote text (maybe a pasted secret); only positions are reported.
-  const { parseDocument } = require('yaml') as typeof import('yaml');
-  const document = parseDocument(text);
-  if (document.errors.length > 0) {
-    for (const error of document.errors) {
-      const position = error.linePos?.[0];
-      problems.push(`${file}: not valid YAML or JSON${position ? ` at line ${position.line}, column ${position.col}` : ''} (${error.code})`);
-    }
-    return undefined;
-  }
-  const root: unknown = document.toJS();
+  const read = readYamlFile(file, HOOK_CONFIG_ENV, problems);
+  if (!read) return undefined;
+  const root = read.root;
   if (!isMapping(root)) {
     problems.push(`${file}: expected a mapping with authentication and providers`);
     return undefined;

@@ -15,8 +15,8 @@
 //       revocation_url: https://acme.example/oauth2/revoke   # optional
 //       auth_method: client_secret_basic               # or client_secret_post
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
+import { readYamlFile } from './values.js';
 import { AUTH_METHODS, IdpClient, type AuthMethod, type IdpClients } from '../idp/client.js';
 import type { IdpVerificationSettings } from '../idp/verify.js';
 
@@ -24,7 +24,6 @@ export type { IdpVerificationSettings };
 
 export const IDP_CONFIG_ENV = 'TOKEN_TAP_IDP_CONFIG';
 
-const require = createRequire(import.meta.url);
 /** Fields of the refresh/revocation client; an entry with none of them is for verification only. */
 const CLIENT_FIELDS = ['token_url', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method'];
 const FIELDS = new Set(['issuer', 'jwks_uri', 'client_id', 'timeout_ms', ...CLIENT_FIELDS]);
@@ -162,26 +161,9 @@ export function loadIdpConfig(env: NodeJS.ProcessEnv, problems: string[]): IdpCo
   const config = { clients, verification };
   const file = env[IDP_CONFIG_ENV];
   if (!file) return config;
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    problems.push(`${IDP_CONFIG_ENV}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-    return config;
-  }
-  // JSON is YAML, so one parser reads both. Parser messages quote the text around an error, which
-  // could be a secret someone pasted in; only the position is reported.
-  // Loaded only when there is a file to read: the YAML library is kept off the sidecar's start-up path.
-  const { parseDocument } = require('yaml') as typeof import('yaml');
-  const document = parseDocument(text);
-  if (document.errors.length > 0) {
-    for (const error of document.errors) {
-      const position = error.linePos?.[0];
-      problems.push(`${file}: not valid YAML or JSON${position ? ` at line ${position.line}, column ${position.col}` : ''} (${error.code})`);
-    }
-    return config;
-  }
-  const root: unknown = document.toJS();
+  const read = readYamlFile(file, IDP_CONFIG_ENV, problems);
+  if (!read) return config;
+  const root = read.root;
   const idps = (root as { idps?: unknown } | null)?.idps;
   if (idps === null || typeof idps !== 'object' || Array.isArray(idps)) {
     problems.push(`${file}: expected a mapping "idps:" of IdP name to { issuer?, jwks_uri?, client_id, token_url?, client_secret_env | client_secret_file, revocation_url? }`);

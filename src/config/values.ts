@@ -1,6 +1,10 @@
-// Reading single settings: addresses and integers. Each problem joins a list, so the caller
+// Reading settings: addresses, integers, booleans and YAML files. Each problem joins a list, so the caller
 // reports every problem at once; no message quotes a secret.
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import path from 'node:path';
+
+const requireModule = createRequire(import.meta.url);
 
 export interface HostPort {
   host: string;
@@ -115,4 +119,29 @@ export function isLoopbackOnly(address: ListenAddress): boolean {
   if (isSocket(address)) return true;
   const host = address.host.toLowerCase();
   return host === 'localhost' || host === '::1' || /^127\.\d{1,3}\.\d{1,3}\.\d{1,3}$/.test(host);
+}
+
+/**
+ * Reads a YAML (or JSON: JSON is YAML) config file named by `envName`. Parser messages quote the
+ * text around an error, which could be a secret someone pasted in: only positions are reported.
+ * The YAML library loads only when there is a file to read, off the sidecar's start-up path.
+ */
+export function readYamlFile(file: string, envName: string, problems: string[]): { root: unknown } | undefined {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    problems.push(`${envName}: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    return undefined;
+  }
+  const { parseDocument } = requireModule('yaml') as typeof import('yaml');
+  const document = parseDocument(text);
+  if (document.errors.length > 0) {
+    for (const error of document.errors) {
+      const position = error.linePos?.[0];
+      problems.push(`${file}: not valid YAML or JSON${position ? ` at line ${position.line}, column ${position.col}` : ''} (${error.code})`);
+    }
+    return undefined;
+  }
+  return { root: document.toJS() };
 }
