@@ -23,6 +23,7 @@ import { startEnvoyFront } from '../test/support/envoy.js';
 import { freePort } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
 import { startSidecarProcess } from '../test/support/sidecar.js';
+import { fakeJwt, log } from './common.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RESULTS_FILE = path.join(ROOT, 'bench/RESULTS.md');
@@ -45,17 +46,12 @@ const seconds = Number(flags.seconds);
 const warmupSeconds = Number(flags.warmup);
 const grantCount = Number(flags.grants);
 
-function log(line: string): void {
-  process.stderr.write(`bench: ${line}\n`);
-}
-
-function fakeJwt(bytes: number): string {
-  return ['eyJhbGciOiJSUzI1NiJ9', Buffer.alloc(bytes, randomUUID()).toString('base64url'), Buffer.alloc(256, randomUUID()).toString('base64url')].join('.');
-}
-
 function login(index: number): Capture {
   const subject = `user-${index}`;
   const email = `${subject}@bench.example`;
+  const claims = { sub: subject, email, email_verified: true, groups: ['a', 'b', 'c'], tid: `tenant-${index % 7}`, iat: 1_700_000_000, exp: 1_900_000_000 };
+  // The grant's claims are read from its id_token, so the id_token carries them (unsigned: the bench stores it as captured).
+  const idToken = ['eyJhbGciOiJSUzI1NiJ9', Buffer.from(JSON.stringify(claims)).toString('base64url'), Buffer.alloc(256, randomUUID()).toString('base64url')].join('.');
   return {
     captureId: randomUUID(),
     idp: 'bench',
@@ -69,13 +65,13 @@ function login(index: number): Capture {
     tokens: {
       accessToken: fakeJwt(600),
       refreshToken: randomUUID(),
-      idToken: fakeJwt(500),
+      idToken,
       tokenType: 'Bearer',
       expiresIn: 3600,
       refreshExpiresIn: undefined,
       scope: ['openid', 'email', 'profile'],
       extras: {},
-      claims: { sub: subject, email, groups: ['a', 'b', 'c'], tid: `tenant-${index % 7}`, iat: 1_700_000_000, exp: 1_900_000_000 },
+      claims,
     },
     errorCode: undefined,
     detail: undefined,

@@ -19,6 +19,7 @@ import { createTestDatabase, type TestDatabase } from '../test/support/postgres.
 import { freePort } from '../test/support/ports.js';
 import { stringify } from 'yaml';
 import { runLoad, type LoadResult } from './load.js';
+import { log } from './common.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = path.join(ROOT, 'bin/token-tap.js');
@@ -50,10 +51,6 @@ const REQUEST = {
   body: 'grant_type=authorization_code&code=SplxlOBeZQQYbYS6WxSbIA&redirect_uri=https%3A%2F%2Fexample.okta.com%2Foauth2%2Fv1%2Fauthorize%2Fcallback',
   headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic b2t0YS1iZW5jaDpiZW5jaC1zZWNyZXQ=', accept: 'application/json' },
 };
-
-function log(line: string): void {
-  process.stderr.write(`bench: ${line}\n`);
-}
 
 function spawnNode(args: string[], env: Record<string, string>, logFile: string): ChildProcess {
   const fd = openSync(logFile, 'a');

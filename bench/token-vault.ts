@@ -24,6 +24,7 @@ import { migrate } from '../src/store/migrate.js';
 import { GrantStore } from '../src/store/grants.js';
 import { freePort } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
+import { fakeJwt, log } from './common.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RESULTS_FILE = path.join(ROOT, 'bench/RESULTS.md');
@@ -50,15 +51,6 @@ const seconds = Number(flags.seconds);
 const warmupSeconds = Number(flags.warmup);
 const grantCount = Number(flags.grants);
 const channelCount = Number(flags.channels);
-
-function log(line: string): void {
-  process.stderr.write(`bench: ${line}\n`);
-}
-
-/** A token of realistic size: JWT-shaped, base64url. */
-function fakeJwt(bytes: number): string {
-  return ['eyJhbGciOiJSUzI1NiJ9', Buffer.alloc(bytes, randomUUID()).toString('base64url'), Buffer.alloc(256, randomUUID()).toString('base64url')].join('.');
-}
 
 function login(subject: string): Capture {
   return {
