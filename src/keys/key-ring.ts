@@ -135,6 +135,26 @@ function valueKey(ringKey: Buffer, salt: Buffer, binding: FieldBinding): Buffer 
   return Buffer.from(hkdfSync('sha256', ringKey, salt, JSON.stringify(['token-tap/v2 value key', binding.idp, binding.subject, binding.field]), KEY_BYTES));
 }
 
+// Opening derives the value's key again (an HKDF, ~30 µs); reads of the same grants repeat, so the
+// last few thousand derived keys are kept (in memory only, like the ring itself). A salt is random
+// per value, so an entry serves exactly one stored value.
+const OPENED_KEYS_MAX = 4096;
+const openedKeys = new Map<string, Buffer>();
+
+function openingKey(ringKey: Buffer, keyId: string, salt: Buffer, binding: FieldBinding): Buffer {
+  const cacheKey = `${keyId}\0${salt.toString('base64')}\0${binding.idp}\0${binding.subject}\0${binding.field}`;
+  const cached = openedKeys.get(cacheKey);
+  if (cached && openedKeysRing.get(cached) === ringKey) return cached;
+  const key = valueKey(ringKey, salt, binding);
+  if (openedKeys.size >= OPENED_KEYS_MAX) openedKeys.delete(openedKeys.keys().next().value!);
+  openedKeys.set(cacheKey, key);
+  openedKeysRing.set(key, ringKey);
+  return key;
+}
+
+/** Which ring key each cached value key came from: a ring reloaded with another key under the same id must not reuse it. */
+const openedKeysRing = new WeakMap<Buffer, Buffer>();
+
 /** Format v2 under the ring's active key, with a key derived for this value alone. */
 export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
   const salt = freshRandom(SALT_BYTES);
@@ -167,7 +187,7 @@ export function open(ring: KeyRing, keyId: string, sealed: Buffer, binding: Fiel
   if (sealed.length >= V2_OVERHEAD && sealed.subarray(0, V2_MAGIC.length).equals(V2_MAGIC)) {
     const salt = sealed.subarray(V2_MAGIC.length, V2_MAGIC.length + SALT_BYTES);
     const nonce = sealed.subarray(V2_MAGIC.length + SALT_BYTES, V2_MAGIC.length + SALT_BYTES + NONCE_BYTES);
-    const plain = decrypt(valueKey(key, salt, binding), nonce, sealed.subarray(V2_MAGIC.length + SALT_BYTES + NONCE_BYTES, sealed.length - TAG_BYTES), tag, aad);
+    const plain = decrypt(openingKey(key, keyId, salt, binding), nonce, sealed.subarray(V2_MAGIC.length + SALT_BYTES + NONCE_BYTES, sealed.length - TAG_BYTES), tag, aad);
     if (plain !== undefined) return plain;
   }
   const plain = decrypt(key, sealed.subarray(0, NONCE_BYTES), sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES), tag, aad);
