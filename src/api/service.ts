@@ -153,7 +153,9 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       };
       // A GetGrant that gets no answer from Postgres may take longer than the deadline; what it
       // eventually reads is dropped, never sent late, and its audit row says it was not answered.
-      const deadline = CALLS_TO_AN_IDP.has(operation)
+      // GetGrant may refresh first (TOKEN_TAP_API_AUTO_REFRESH_SECONDS, or asked per call): then it waits on the IdP too.
+      const mayRefresh = operation === 'GetGrant' && (options.autoRefreshSeconds > 0 || Boolean((call.request as { refresh_if_expires_within_seconds?: number }).refresh_if_expires_within_seconds));
+      const deadline = CALLS_TO_AN_IDP.has(operation) || mayRefresh
         ? undefined
         : setTimeout(() => {
             pastDeadline = true;

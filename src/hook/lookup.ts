@@ -81,12 +81,18 @@ export class GrantFinder {
 
   private async read(provider: HookProvider, key: UserKey): Promise<GrantRecord | 'ambiguous' | undefined> {
     if ('subject' in key) return this.dependencies.store.findGrant(provider.idp, key.subject);
-    // Every grant of this IdP whose email claim is the login or the email (case-insensitive):
-    // anyone can set an email claim at some IdPs, so two upstream subjects with it mean "not sure"
-    // and neither is used. Unverified grants are no candidates unless allow_unverified.
+    // Every active grant of this IdP whose email claim is the login or the email (case-insensitive).
+    // Anyone can set an email claim at some IdPs: only grants whose id_token says the IdP verified
+    // that email count, and two upstream subjects with it mean "not sure", neither is used. (A
+    // grant with an unverified email must not be able to shadow the real one.) Unverified grants
+    // are no candidates unless allow_unverified.
     const subjects = await hookSubjectsByEmail(this.dependencies.pool, provider.idp, key.email, !provider.allowUnverified);
-    if (subjects.length > 1) return 'ambiguous';
-    return subjects[0] === undefined ? undefined : this.dependencies.store.findGrant(provider.idp, subjects[0]);
+    const grants = (await Promise.all(subjects.map((subject) => this.dependencies.store.findGrant(provider.idp, subject)))).filter(
+      (grant): grant is GrantRecord => grant !== undefined,
+    );
+    const vouched = grants.filter((grant) => emailVerified(grant, key.email));
+    if (vouched.length > 1) return 'ambiguous';
+    return vouched[0] ?? grants[0];
   }
 }
 

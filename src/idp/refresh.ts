@@ -16,7 +16,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { stringClaim } from '../capture/jwt.js';
 import type { Capture } from '../capture/types.js';
-import { grantNotFound, VaultError } from '../store/errors.js';
+import { errorCode, grantNotFound, VaultError } from '../store/errors.js';
 import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
 import { IdpCallError, type IdpClients } from './client.js';
 import { IDP_CONFIG_ENV } from '../config/idp-file.js';
@@ -108,9 +108,19 @@ export class GrantRefresher {
       const grant = openGrant(store, row);
       if (grant.status === 'revoked') throw revokedError(idp, subject);
       const kept = this.unapplied.get(key);
-      if (kept) {
-        // Merged by capture time, as the pump would: a newer refresh token (another sidecar's) stays.
-        await store.writeCapturedTokens(tx, kept);
+      // Already stored (the pump applied the spooled copy, or a login brought a newer refresh
+      // token), or nothing was rotated: the normal checks below decide, and the IdP may be called.
+      const keptApplied = kept && (!kept.tokens?.refreshToken || (row.refresh_token_observed_at !== null && row.refresh_token_observed_at >= kept.observedAt));
+      if (kept && keptApplied) this.unapplied.delete(key);
+      if (kept && !keptApplied) {
+        try {
+          // Merged by capture time, as the pump would: a newer refresh token (another sidecar's) stays.
+          await store.writeCapturedTokens(tx, kept);
+        } catch (error) {
+          // Postgres refuses its content: it will never be written, so it must not block refreshes.
+          if (/^(22|23)/.test(errorCode(error) ?? '')) this.unapplied.delete(key);
+          throw error;
+        }
         logger?.info({ idp, subject, captureId: kept.captureId }, 'applied a refresh answer whose first write failed, without calling the IdP again');
         return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
       }

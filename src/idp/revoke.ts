@@ -14,6 +14,7 @@ import type { GrantRecord, GrantStore } from '../store/grants.js';
 export async function markRevoked(client: pg.PoolClient, idp: string, subject: string): Promise<void> {
   await client.query(
     `UPDATE grants SET status = 'revoked', access_token = NULL, refresh_token = NULL, id_token = NULL, access_token_fp = NULL,
+                       refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL,
                        updated_at = clock_timestamp(), version = version + 1
      WHERE idp = $1 AND subject = $2`,
     [idp, subject],

@@ -27,6 +27,9 @@ export interface CaptureWriter {
  * fits: id_tokens checked against the IdP's keys). It may ask for the batch again later: the batch
  * then stays in the spool, uncommitted, and nothing behind it is written before it.
  */
+/** A sealed capture is a few KiB; room is checked with a margin before waiting ones are appended again. */
+const RESPOOL_BYTES_PER_CAPTURE = 16 * 1024;
+
 export interface CaptureVerification {
   /** `captures`: ready to write; `waiting`: to be asked about again at `retryAt`. */
   verify(batch: readonly Capture[]): Promise<{ captures?: Capture[]; waiting?: Capture[]; retryAt?: number }>;
@@ -204,7 +207,8 @@ export class CapturePump {
         continue;
       }
       this.failedAttempts = 0;
-      this.markWritten(pending.captures);
+      // Captures appended again to wait for their keys are still on their way.
+      this.markWritten(ready ?? pending.captures);
       await spool.commit(pending);
       // An empty spool means nothing of this run is still on its way (a record the spool could not
       // open never arrives): the counts start level again, so no reader waits for it.
@@ -218,12 +222,19 @@ export class CapturePump {
     }
   }
 
-  /** Appends `captures` again, each fsynced; false when one could not be (the batch then stays as it is). */
+  /**
+   * Appends `captures` again, in one group commit; false when they could not all be (the batch
+   * then stays as it is, uncommitted). Room for all of them is checked first, so a nearly full
+   * spool is not filled with copies of one IdP's waiting captures.
+   */
   private async respool(captures: readonly Capture[]): Promise<boolean> {
-    for (const capture of captures) {
-      if (!(await this.options.spool.appendDurable(capture))) return false;
-    }
-    return true;
+    const { spool } = this.options;
+    if (!spool.hasRoomFor(captures.length * RESPOOL_BYTES_PER_CAPTURE)) return false;
+    const settled = captures.map((capture) => new Promise<boolean>((resolve) => {
+      if (!spool.append(capture, resolve)) resolve(false);
+    }));
+    await spool.flush();
+    return (await Promise.all(settled)).every(Boolean);
   }
 
   private async verify(captures: Capture[]): Promise<{ captures?: Capture[]; waiting?: Capture[]; retryAt?: number }> {

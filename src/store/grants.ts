@@ -81,6 +81,7 @@ export interface GrantRow {
   version: number;
   refresh_token_key_id: string | null;
   id_token_key_id: string | null;
+  refresh_token_observed_at: Date | null;
 }
 
 type TokenField = 'access_token' | 'refresh_token' | 'id_token' | 'extras';
@@ -457,7 +458,9 @@ export class GrantStore {
          captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
          -- A refresh stamps the time of writing, not of its transaction's start: callers that
          -- arrived while the IdP answered compare their arrival with it.
-         updated_at = ${options.obtained ? 'clock_timestamp()' : 'now()'},
+         -- A late write that only fills in a refresh token or id_token is no new login: callers
+         -- waiting to refresh compare their arrival with updated_at.
+         updated_at = ${options.obtained ? 'clock_timestamp()' : `CASE WHEN ${fresh} THEN now() ELSE grants.updated_at END`},
          version = grants.version + 1
        WHERE ${fresh} OR ${newer('refresh_token')} OR ${newer('id_token')}`,
       columns,

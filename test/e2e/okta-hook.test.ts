@@ -10,6 +10,9 @@ import pg from 'pg';
 import { importJWK, SignJWT } from 'jose';
 import { stringify } from 'yaml';
 import { OKTA_HOOK_PATH } from '../../src/contract.js';
+import { parseKeyRing } from '../../src/keys/key-ring.js';
+import { GrantStore } from '../../src/store/grants.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { loginAsOkta, type OktaLogin } from '../support/okta-client.js';
 import { generateSigningJwk, startTestIdp, type TestAccount, type TestIdp } from '../support/oidc-idp.js';
 import { freePort, waitFor } from '../support/ports.js';
@@ -230,19 +233,24 @@ describe('Okta token inline hook through Envoy', function () {
     }
   });
 
+  /** Stores another upstream user of the IdP with alice's tokens but its own subject, email and email_verified. */
+  async function storeUpstreamUser(subject: string, email: string, emailVerified: boolean): Promise<void> {
+    const ring = parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!);
+    const store = new GrantStore(stack.db.pool, ring);
+    const alice = (await store.findGrant(IDP_NAME, 'alice'))!;
+    const claims = { ...alice.claims, sub: subject, email, email_verified: emailVerified };
+    // The hook reads claims from the stored id_token; its signature was checked at capture.
+    const idToken = ['eyJhbGciOiJSUzI1NiJ9', Buffer.from(JSON.stringify(claims)).toString('base64url'), 'c2ln'].join('.');
+    await store.recordCaptures([
+      syntheticCapture(IDP_NAME, subject, { email, verified: true, tokens: syntheticTokens({ idToken, claims }) }),
+    ]);
+  }
+
   it('uses no grant when the email is on grants of two upstream users (alice@ and ALICE@corp.example)', async () => {
-    // Two more upstream accounts of the IdP, each claiming one spelling of the address (copies of
-    // alice's row: never decrypted, since an ambiguous match reads no grant).
-    await stack.db.pool.query(`
-      CREATE TEMP TABLE twins AS SELECT * FROM grants WHERE idp = '${IDP_NAME}' AND subject = 'alice';
-      UPDATE twins SET subject = 'twin-1', email = 'alice@corp.example';
-      INSERT INTO grants SELECT * FROM twins;
-      UPDATE twins SET subject = 'twin-2', email = 'ALICE@corp.example', updated_at = now();
-      INSERT INTO grants SELECT * FROM twins;
-      DROP TABLE twins;`);
+    // Two more upstream accounts of the IdP, each claiming one spelling of the address, verified by the IdP.
+    await storeUpstreamUser('twin-1', 'alice@corp.example', true);
+    await storeUpstreamUser('twin-2', 'ALICE@corp.example', true);
     try {
-      const { rows } = await stack.db.pool.query("SELECT subject FROM grants WHERE lower(email) = 'alice@corp.example' AND status = 'active'");
-      expect(rows.map((row) => row.subject).sort()).to.deep.equal(['twin-1', 'twin-2']);
       const { status, body } = await callHook(stack, { login: 'alice@corp.example' }, SECRET);
       expect(status).to.equal(200);
       expect(body).to.deep.equal({ commands: [] });
@@ -251,6 +259,21 @@ describe('Okta token inline hook through Envoy', function () {
       await waitFor('the log line', async () => (stack.sidecar!.logs().includes('matches grants of several upstream users') ? true : undefined), 5_000);
     } finally {
       await stack.db.pool.query("DELETE FROM grants WHERE subject IN ('twin-1', 'twin-2')");
+    }
+  });
+
+  it('is not thrown off by another upstream account that claims the same email unverified, nor by a revoked one', async () => {
+    await storeUpstreamUser('mallory', 'ALICE@example.test', false);
+    await storeUpstreamUser('old-alice', 'alice@example.test', true);
+    await stack.db.pool.query("UPDATE grants SET status = 'revoked' WHERE subject = 'old-alice'");
+    try {
+      const { status, body } = await callHook(stack, { login: 'alice@example.test' }, SECRET);
+      expect(status).to.equal(200);
+      expect(JSON.stringify(body)).to.contain('upstream_groups');
+      const audit = await stack.db.pool.query("SELECT outcome, subject FROM access_events WHERE operation = 'okta_hook' ORDER BY id DESC LIMIT 1");
+      expect(audit.rows[0]).to.deep.equal({ outcome: 'patched', subject: 'alice' });
+    } finally {
+      await stack.db.pool.query("DELETE FROM grants WHERE subject IN ('mallory', 'old-alice')");
     }
   });
 

@@ -116,6 +116,30 @@ describe('store/grants (Postgres)', () => {
     expect((await new GrantStore(db.pool, ring).findGrant('acme', 'legacy-row'))!).to.include({ keyId: 'k2', refreshToken: 'legacy-refresh-token' });
   });
 
+  it('a late write that only fills in a refresh token does not stamp updated_at (it is no new login)', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const now = Date.now();
+    await store.recordCaptures([stored('late-fill-stamp', { observedAt: new Date(now), tokens: tokens({ refreshToken: undefined }) })]);
+    const before = (await store.findGrant('acme', 'late-fill-stamp'))!;
+    await store.recordCaptures([stored('late-fill-stamp', { observedAt: new Date(now - 1_000), tokens: tokens({ refreshToken: 'late-refresh-token' }) })]);
+    const after = (await store.findGrant('acme', 'late-fill-stamp'))!;
+    expect(after.refreshToken).to.equal('late-refresh-token');
+    expect(after.updatedAt.getTime()).to.equal(before.updatedAt.getTime());
+  });
+
+  it('a revocation forgets the key ids and capture times of the tokens it erases', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    await store.recordCaptures([stored('revoked-keys')]);
+    const client = await db.pool.connect();
+    try {
+      await markRevoked(client, 'acme', 'revoked-keys');
+    } finally {
+      client.release();
+    }
+    const { rows } = await db.pool.query("SELECT refresh_token_key_id, id_token_key_id, refresh_token_observed_at, id_token_observed_at FROM grants WHERE subject = 'revoked-keys'");
+    expect(rows[0]).to.deep.equal({ refresh_token_key_id: null, id_token_key_id: null, refresh_token_observed_at: null, id_token_observed_at: null });
+  });
+
   it('says which key id is missing when a grant cannot be read', async () => {
     await new GrantStore(db.pool, parseKeyRing(generateKeySpec('gone'))).recordCaptures([stored('unreadable')]);
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('other')));

@@ -10,6 +10,7 @@ import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';
 import { VaultError } from '../../src/store/errors.js';
+import type { Capture } from '../../src/capture/types.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
@@ -17,6 +18,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   let db: TestDatabase;
   let server: http.Server;
   let answerSubject = 'alice';
+  let tokenCalls = 0;
 
   before(async () => {
     db = await createTestDatabase('refresh_subject');
@@ -28,7 +30,8 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
         const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
         const idToken = await new SignJWT({ sub: answerSubject }).setProtectedHeader({ alg: 'RS256' }).setIssuer(base).setAudience('okta-client').setIssuedAt().setExpirationTime('5m').sign(privateKey);
         response.writeHead(200, { 'content-type': 'application/json' });
-        response.end(JSON.stringify({ access_token: `at-${Date.now()}`, token_type: 'Bearer', expires_in: 300, refresh_token: 'rotated-by-idp', id_token: idToken }));
+        tokenCalls += 1;
+        response.end(JSON.stringify({ access_token: `at-${Date.now()}-${tokenCalls}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-by-idp-${tokenCalls}`, id_token: idToken }));
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -58,6 +61,36 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
 
     answerSubject = 'alice';
     const refreshed = await refresher.refresh('acme', 'alice');
-    expect(refreshed.grant.refreshToken).to.equal('rotated-by-idp');
+    expect(refreshed.grant.refreshToken).to.equal(`rotated-by-idp-${tokenCalls}`);
+  });
+
+  it('a kept answer already applied by the pump does not stand in for the next refresh: the IdP is called again', async () => {
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    await store.recordCaptures([syntheticCapture('acme', 'bob', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'bob-refresh-token' }) })]);
+    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    const spooled: Capture[] = [];
+    let failNextWrite = true;
+    const refresher = new GrantRefresher({
+      pool: db.pool,
+      store,
+      clients: new Map([['acme', client]]),
+      outbox: async (capture) => (spooled.push(capture), true),
+      afterAnswerDurable: async () => {
+        if (failNextWrite) {
+          failNextWrite = false;
+          throw Object.assign(new Error('connection terminated'), { code: 'ECONNRESET' });
+        }
+      },
+    });
+    answerSubject = 'bob';
+    await refresher.refresh('acme', 'bob').then(() => expect.fail('the first write fails'), () => undefined);
+    // The pump applies the spooled answer, as after any failed write.
+    await store.recordCaptures(spooled);
+    const callsBefore = tokenCalls;
+    const next = await refresher.refresh('acme', 'bob');
+    expect(tokenCalls, 'the IdP was asked again').to.equal(callsBefore + 1);
+    expect(next).to.include({ refreshedByThisCall: true });
+    expect(next.grant.refreshToken).to.equal(`rotated-by-idp-${tokenCalls}`);
   });
 });
