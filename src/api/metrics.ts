@@ -1,6 +1,7 @@
 // Prometheus metrics of the TokenVault API, registered in the sidecar's registry. Labels carry
 // operation names, outcomes and IdP names only.
 import { Counter, Histogram, type Registry } from 'prom-client';
+import { registeredMetric } from '../ops/metrics.js';
 
 export interface ApiMetrics {
   calls: Counter<'operation' | 'outcome'>;
@@ -8,27 +9,23 @@ export interface ApiMetrics {
   upstreamRefreshes: Counter<'idp' | 'outcome'>;
 }
 
-function registered<T>(registry: Registry, name: string, make: () => T): T {
-  return (registry.getSingleMetric(name) as T | undefined) ?? make();
-}
-
 export function createApiMetrics(registry: Registry): ApiMetrics {
   const registers = [registry];
   return {
-    calls: registered(registry, 'token_tap_api_calls_total', () => new Counter({
+    calls: registeredMetric(registry, 'token_tap_api_calls_total', () => new Counter({
       name: 'token_tap_api_calls_total',
       help: 'TokenVault API calls, by operation and outcome (ok, unauthenticated, permission_denied, not_found, ...).',
       labelNames: ['operation', 'outcome'],
       registers,
     })),
-    callSeconds: registered(registry, 'token_tap_api_call_seconds', () => new Histogram({
+    callSeconds: registeredMetric(registry, 'token_tap_api_call_seconds', () => new Histogram({
       name: 'token_tap_api_call_seconds',
       help: 'Time to answer a TokenVault API call, audit write included.',
       labelNames: ['operation'],
       buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5],
       registers,
     })),
-    upstreamRefreshes: registered(registry, 'token_tap_idp_refreshes_total', () => new Counter({
+    upstreamRefreshes: registeredMetric(registry, 'token_tap_idp_refreshes_total', () => new Counter({
       name: 'token_tap_idp_refreshes_total',
       help: 'Refresh requests sent to IdP token endpoints, by IdP and outcome (ok, invalid_grant, refused, unavailable).',
       labelNames: ['idp', 'outcome'],

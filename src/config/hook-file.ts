@@ -14,9 +14,8 @@
 //       access_claims: { upstream_tid: tid }
 //       require_grant: false
 //       allow_unverified: false
-import { readFileSync } from 'node:fs';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { readYamlFile } from './values.js';
+import { readSecretReference, readYamlFile } from './values.js';
 
 export const HOOK_CONFIG_ENV = 'TOKEN_TAP_HOOK_CONFIG';
 
@@ -80,33 +79,7 @@ function readSecret(entry: Record<string, unknown>, where: string, env: NodeJS.P
     problems.push(`${where}: the secret must not be written in the file; name an environment variable (value_env) or a file (value_file)`);
     return undefined;
   }
-  const fromEnv = entry.value_env;
-  const fromFile = entry.value_file;
-  if ((fromEnv === undefined) === (fromFile === undefined)) {
-    problems.push(`${where}: give exactly one of value_env (an environment variable name) or value_file (a path): the secret is missing`);
-    return undefined;
-  }
-  if (fromEnv !== undefined) {
-    if (typeof fromEnv !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(fromEnv)) {
-      problems.push(`${where}.value_env must be an environment variable name`);
-      return undefined;
-    }
-    const secret = env[fromEnv];
-    if (!secret) problems.push(`${where}: environment variable ${fromEnv} (value_env) is not set: the hook secret is missing`);
-    return secret || undefined;
-  }
-  if (typeof fromFile !== 'string' || fromFile === '') {
-    problems.push(`${where}.value_file must be a path`);
-    return undefined;
-  }
-  try {
-    const secret = readFileSync(fromFile, 'utf8').replace(/\r?\n$/, '');
-    if (secret === '') problems.push(`${where}: ${fromFile} (value_file) is empty`);
-    return secret || undefined;
-  } catch (error) {
-    problems.push(`${where}: cannot read value_file ${fromFile} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-    return undefined;
-  }
+  return readSecretReference(entry, { env: 'value_env', file: 'value_file' }, where, '', env, problems);
 }
 
 function readUrl(value: unknown, where: string, problems: string[]): URL | undefined {

@@ -14,9 +14,8 @@
 //       client_secret_env: ACME_CLIENT_SECRET          # or client_secret_file: /run/secrets/acme
 //       revocation_url: https://acme.example/oauth2/revoke   # optional
 //       auth_method: client_secret_basic               # or client_secret_post
-import { readFileSync } from 'node:fs';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { readYamlFile } from './values.js';
+import { readSecretReference, readYamlFile } from './values.js';
 import { AUTH_METHODS, IdpClient, type AuthMethod, type IdpClients } from '../idp/client.js';
 import type { IdpVerificationSettings } from '../idp/verify.js';
 
@@ -53,35 +52,6 @@ function readUrl(value: unknown, where: string, problems: string[]): URL | undef
   return url;
 }
 
-function readSecret(name: string, entry: Record<string, unknown>, where: string, env: NodeJS.ProcessEnv, problems: string[]): string | undefined {
-  const fromEnv = entry.client_secret_env;
-  const fromFile = entry.client_secret_file;
-  if ((fromEnv === undefined) === (fromFile === undefined)) {
-    problems.push(`${where}: give exactly one of client_secret_env (an environment variable name) or client_secret_file (a path)`);
-    return undefined;
-  }
-  if (fromEnv !== undefined) {
-    if (typeof fromEnv !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(fromEnv)) {
-      problems.push(`${where}.client_secret_env must be an environment variable name`);
-      return undefined;
-    }
-    const secret = env[fromEnv];
-    if (!secret) problems.push(`${where}: environment variable ${fromEnv} (client_secret_env of IdP "${name}") is not set`);
-    return secret || undefined;
-  }
-  if (typeof fromFile !== 'string' || fromFile === '') {
-    problems.push(`${where}.client_secret_file must be a path`);
-    return undefined;
-  }
-  try {
-    const secret = readFileSync(fromFile, 'utf8').replace(/\r?\n$/, '');
-    if (secret === '') problems.push(`${where}: ${fromFile} (client_secret_file of IdP "${name}") is empty`);
-    return secret || undefined;
-  } catch (error) {
-    problems.push(`${where}: cannot read client_secret_file ${fromFile} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-    return undefined;
-  }
-}
 
 export interface IdpConfig {
   clients: IdpClients;
@@ -141,7 +111,7 @@ function readIdp(name: string, value: unknown, file: string, env: NodeJS.Process
   const revocationUrl = entry.revocation_url === undefined ? undefined : readUrl(entry.revocation_url, `${where}.revocation_url`, problems);
   const authMethod = (entry.auth_method ?? 'client_secret_basic') as AuthMethod;
   if (!AUTH_METHODS.includes(authMethod)) problems.push(`${where}.auth_method must be one of ${AUTH_METHODS.join(', ')}`);
-  const secret = refreshes ? readSecret(name, entry, where, env, problems) : undefined;
+  const secret = refreshes ? readSecretReference(entry, { env: 'client_secret_env', file: 'client_secret_file' }, where, ` of IdP "${name}"`, env, problems) : undefined;
   if (problems.length > before) return undefined;
   return {
     client: refreshes && tokenUrl && secret ? new IdpClient({ idp: name, tokenUrl, revocationUrl, clientId: clientId as string, authMethod, timeoutMs: timeoutMs as number }, secret) : undefined,

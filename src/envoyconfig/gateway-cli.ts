@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { API_TLS_SECRET, EXT_PROC_CA_CONFIGMAP, EXT_PROC_TLS_SECRET, extProcHost, ISTIO_EXTPROC_CLIENT_SECRET, renderGatewayResources, renderIstioResources, resourcesYaml } from './gateway.js';
 import { parseIdpFlag, type IdpRoute, type ProcessingMode } from './render.js';
+import { parseEach } from '../config/values.js';
 
 export interface GatewayFlags {
   idp: string[];
@@ -24,14 +25,7 @@ const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 
 export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (message: string) => Error): string {
   const problems: string[] = [];
-  const idps: IdpRoute[] = [];
-  for (const flag of flags.idp) {
-    try {
-      idps.push(parseIdpFlag(flag));
-    } catch (error) {
-      problems.push((error as Error).message);
-    }
-  }
+  const idps: IdpRoute[] = parseEach(flags.idp, parseIdpFlag, problems);
   if (flags.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
   const [gatewayNamespace, gatewayName] = flags.gateway.includes('/') ? flags.gateway.split('/', 2) : [flags.namespace, flags.gateway];
   for (const [what, value] of [['--namespace', flags.namespace], ['--gateway namespace', gatewayNamespace], ['--gateway name', gatewayName]] as const) {

@@ -6,17 +6,16 @@
 // lets only those proxies reach its ext_proc port.
 import { stringify } from 'yaml';
 import { escapeControlCharacters } from '../config/values.js';
-import { httpRouteRuleKey, IDP_METADATA_KEY, tokenRoutePath } from '../contract.js';
+import { httpRouteRuleKey, IDP_METADATA_KEY, tokenRoutePath, OKTA_HOOK_PATH } from '../contract.js';
 import type { IdpRoute, ProcessingMode } from './render.js';
 
-export const EXT_PROC_PORT = 50051;
-export const VAULT_API_PORT = 50052;
-export const OPS_PORT = 9464;
+const EXT_PROC_PORT = 50051;
+const VAULT_API_PORT = 50052;
+const OPS_PORT = 9464;
 /** The sidecar's Okta token inline hook port (the hook itself is another change; its Service port is named `hook`). */
-export const HOOK_PORT = 8081;
-export const OKTA_HOOK_PATH = '/okta/token-hook';
-export const HTTP_ROUTE_NAME = 'token-tap-idps';
-export const EXT_PROC_SERVICE = 'token-tap-extproc';
+const HOOK_PORT = 8081;
+const HTTP_ROUTE_NAME = 'token-tap-idps';
+const EXT_PROC_SERVICE = 'token-tap-extproc';
 /** The sidecar's ext_proc server certificate (tls.crt, tls.key) and the CA of the gateway's client certificates (ca.crt). */
 export const EXT_PROC_TLS_SECRET = 'token-tap-extproc-tls';
 /** Envoy Gateway: the CA (ca.crt) the gateway checks the sidecar's ext_proc certificate against (BackendTLSPolicy). */
@@ -26,9 +25,9 @@ export const ISTIO_EXTPROC_CLIENT_SECRET = 'token-tap-extproc-client';
 /** The TokenVault API's server certificate (tls.crt, tls.key). */
 export const API_TLS_SECRET = 'token-tap-api-tls';
 /** Headless Service governing the StatefulSet. */
-export const PODS_SERVICE = 'token-tap-pods';
+const PODS_SERVICE = 'token-tap-pods';
 /** The response attributes that name the route to the sidecar (the policy cannot set per-route initial metadata). */
-export const ROUTE_ATTRIBUTES = ['xds.route_name', 'xds.route_metadata'];
+const ROUTE_ATTRIBUTES = ['xds.route_name', 'xds.route_metadata'];
 
 export interface GatewayOptions {
   idps: IdpRoute[];
@@ -57,7 +56,7 @@ export interface IstioOptions extends Omit<GatewayOptions, 'gateway' | 'hostname
 }
 
 /** Kubernetes names are DNS labels: an IdP name's "_" becomes "-". */
-export function ruleName(idp: string): string {
+function ruleName(idp: string): string {
   return idp.replaceAll('_', '-');
 }
 
@@ -80,7 +79,7 @@ function upstreamPort(url: URL): number {
 const labels = { 'app.kubernetes.io/name': 'idp-token-tap', 'app.kubernetes.io/component': 'token-tap-extproc' };
 
 /** TOKEN_TAP_ROUTE_IDPS for these rules: the sidecar's map from HTTPRoute rule to IdP. */
-export function gatewayRouteIdps(namespace: string, idps: IdpRoute[]): string {
+function gatewayRouteIdps(namespace: string, idps: IdpRoute[]): string {
   return idps.map((idp) => `${httpRouteRuleKey(namespace, HTTP_ROUTE_NAME, ruleName(idp.name))}=${idp.name}`).join(',');
 }
 
@@ -237,7 +236,7 @@ function sidecarResources(options: {
 }
 
 /** Envoy Gateway runs its proxies in its own namespace, labelled as below (the default install). */
-export const ENVOY_GATEWAY_PROXIES = {
+const ENVOY_GATEWAY_PROXIES = {
   namespaceLabels: { 'kubernetes.io/metadata.name': 'envoy-gateway-system' },
   podLabels: { 'app.kubernetes.io/managed-by': 'envoy-gateway', 'app.kubernetes.io/component': 'proxy' },
 };
@@ -321,7 +320,7 @@ export function renderGatewayResources(options: GatewayOptions): Array<Record<st
 
 const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
 
-export function istioRouteName(idp: string): string {
+function istioRouteName(idp: string): string {
   return `idp-${ruleName(idp)}-token`;
 }
 

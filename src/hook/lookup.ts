@@ -1,13 +1,14 @@
 // From Okta's request to a captured grant: the provider by the Okta IdP id, the user by `match`
 // (login/email, or an identity claim carrying the upstream subject), and, when the login that
 // started this Okta session may still be on its way to Postgres, a bounded wait for it.
-import type pg from 'pg';
 import type { HookConfig, HookProvider } from '../config/hook-file.js';
-import { hookSubjectsByEmail } from '../store/grant-listing.js';
 import type { GrantRecord, GrantStore } from '../store/grants.js';
 import type { TokenHookRequest } from './request.js';
 
 /** What the hook needs of the capture pump (ingest/pump.ts's CapturePump). */
+
+/** Upstream users claiming one address that are weighed; more than this many is no real case. */
+const MAX_EMAIL_CANDIDATES = 8;
 export interface InFlightCaptures {
   hasInFlight(idp: string): boolean;
   waitForIdp(idp: string, timeoutMs: number): Promise<boolean>;
@@ -26,8 +27,7 @@ export type Lookup =
 
 export interface GrantFinderDependencies {
   config: HookConfig;
-  pool: pg.Pool;
-  store: Pick<GrantStore, 'findGrant'>;
+  store: Pick<GrantStore, 'findGrant' | 'findActiveGrantsByEmail'>;
   captures: InFlightCaptures;
 }
 
@@ -86,10 +86,7 @@ export class GrantFinder {
     // that email count, and two upstream subjects with it mean "not sure", neither is used. (A
     // grant with an unverified email must not be able to shadow the real one.) Unverified grants
     // are no candidates unless allow_unverified.
-    const subjects = await hookSubjectsByEmail(this.dependencies.pool, provider.idp, key.email, !provider.allowUnverified);
-    const grants = (await Promise.all(subjects.map((subject) => this.dependencies.store.findGrant(provider.idp, subject)))).filter(
-      (grant): grant is GrantRecord => grant !== undefined,
-    );
+    const grants = await this.dependencies.store.findActiveGrantsByEmail(provider.idp, key.email, { verifiedOnly: !provider.allowUnverified, limit: MAX_EMAIL_CANDIDATES });
     const vouched = grants.filter((grant) => emailVerified(grant, key.email));
     if (vouched.length > 1) return 'ambiguous';
     return vouched[0] ?? grants[0];

@@ -1,26 +1,23 @@
 // Prometheus metrics of the Okta token inline hook, registered in the sidecar's registry. Labels
 // carry outcomes and IdP names only, never a user, a claim or a secret.
 import { Counter, Histogram, type Registry } from 'prom-client';
+import { registeredMetric } from '../ops/metrics.js';
 
 export interface HookMetrics {
   calls: Counter<'idp' | 'outcome' | 'answer'>;
   callSeconds: Histogram<'outcome'>;
 }
 
-function registered<T>(registry: Registry, name: string, make: () => T): T {
-  return (registry.getSingleMetric(name) as T | undefined) ?? make();
-}
-
 export function createHookMetrics(registry: Registry): HookMetrics {
   const registers = [registry];
   return {
-    calls: registered(registry, 'token_tap_okta_hook_calls_total', () => new Counter({
+    calls: registeredMetric(registry, 'token_tap_okta_hook_calls_total', () => new Counter({
       name: 'token_tap_okta_hook_calls_total',
       help: 'Okta token inline hook calls, by token-tap IdP ("" when none matched), outcome (patched, no_provider, no_user, no_grant, ambiguous, unverified, email_unverified, unauthenticated, bad_request, internal) and answer (commands, none, error, refused).',
       labelNames: ['idp', 'outcome', 'answer'],
       registers,
     })),
-    callSeconds: registered(registry, 'token_tap_okta_hook_call_seconds', () => new Histogram({
+    callSeconds: registeredMetric(registry, 'token_tap_okta_hook_call_seconds', () => new Histogram({
       name: 'token_tap_okta_hook_call_seconds',
       help: 'Time to answer an Okta token inline hook call, wait for an in-flight capture and audit write included.',
       labelNames: ['outcome'],

@@ -104,7 +104,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
     if (!options.pool) await pool.end().catch(() => undefined);
   };
   const store = new GrantStore(pool, options.keyRing);
-  const finder = new GrantFinder({ config, pool, store, captures: options.captures });
+  const finder = new GrantFinder({ config, store, captures: options.captures });
   const authenticate = createHookAuthenticator(config.authentication, {
     onKeyFetch: ({ ok, problem }) => {
       if (!ok) logger.warn({ problem }, "okta hook: cannot fetch the authorization server's keys; bearer tokens are refused until they can be");

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
-import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress } from '../config/values.js';
+import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { startSidecar } from '../sidecar.js';
 import { grantNotFound } from '../store/errors.js';
@@ -78,72 +78,29 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   // Loaded here, not at start: the YAML library is only needed by this command.
   const { parseCidr, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyYaml } = await import('../envoyconfig/render.js');
   const problems: string[] = [];
-  const idps: IdpRoute[] = [];
-  for (const flag of options.idp) {
-    try {
-      idps.push(parseIdpFlag(flag));
-    } catch (error) {
-      problems.push((error as Error).message);
-    }
-  }
+  const idps: IdpRoute[] = parseEach(options.idp, parseIdpFlag, problems);
   const subjectFields = new Map<string, string>();
   for (const flag of options.userinfoSubject) {
     const separator = flag.indexOf('=');
     if (separator <= 0) problems.push(`--userinfo-subject must be NAME=FIELD (for example github=id or x=data.id), got "${flag}"`);
     else subjectFields.set(flag.slice(0, separator), flag.slice(separator + 1));
   }
-  const profiles: ProfileRoute[] = [];
-  for (const flag of options.userinfo) {
-    try {
-      profiles.push(parseProfileFlag(flag, subjectFields));
-    } catch (error) {
-      problems.push((error as Error).message);
-    }
-  }
+  const profiles: ProfileRoute[] = parseEach(options.userinfo, (flag) => parseProfileFlag(flag, subjectFields), problems);
   for (const name of subjectFields.keys()) {
     if (!profiles.some((profile) => profile.name === name)) problems.push(`--userinfo-subject "${name}" has no --userinfo ${name}=URL`);
   }
   if (options.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
-  let oktaHook: HostPort | undefined;
-  if (options.oktaHook !== undefined) {
-    try {
-      oktaHook = parseHostPort(options.oktaHook, '--okta-hook');
-    } catch (error) {
-      problems.push((error as Error).message);
-    }
-  }
+  const oktaHook = options.oktaHook === undefined ? undefined : parseOrNote(options.oktaHook, (text) => parseHostPort(text, '--okta-hook'), problems);
   const addresses: Partial<Record<'listen' | 'admin', HostPort>> = {};
   for (const key of ['listen', 'admin'] as const) {
-    try {
-      addresses[key] = parseHostPort(options[key], `--${key}`);
-    } catch (error) {
-      problems.push((error as Error).message);
-    }
+    const address = parseOrNote(options[key], (text) => parseHostPort(text, `--${key}`), problems);
+    if (address) addresses[key] = address;
   }
-  let sidecar: ListenAddress | undefined;
-  try {
-    sidecar = parseListenAddress(options.sidecar, '--sidecar');
-  } catch (error) {
-    problems.push((error as Error).message);
-  }
+  const sidecar: ListenAddress | undefined = parseOrNote(options.sidecar, (text) => parseListenAddress(text, '--sidecar'), problems);
   const sidecarTlsFiles = [options.sidecarTlsCert, options.sidecarTlsKey, options.sidecarCa];
   if (sidecarTlsFiles.some(Boolean) && !sidecarTlsFiles.every(Boolean)) problems.push('--sidecar-tls-cert, --sidecar-tls-key and --sidecar-ca go together (mTLS to the sidecar)');
-  let tokenRateLimit: RateLimit | undefined;
-  if (options.tokenRateLimit !== undefined) {
-    try {
-      tokenRateLimit = parseRateLimit(options.tokenRateLimit);
-    } catch (error) {
-      problems.push((error as Error).message);
-    }
-  }
-  const allowSources: Cidr[] = [];
-  for (const flag of options.allowSource) {
-    try {
-      allowSources.push(parseCidr(flag));
-    } catch (error) {
-      problems.push((error as Error).message);
-    }
-  }
+  const tokenRateLimit: RateLimit | undefined = options.tokenRateLimit === undefined ? undefined : parseOrNote(options.tokenRateLimit, parseRateLimit, problems);
+  const allowSources: Cidr[] = parseEach(options.allowSource, parseCidr, problems);
   const messageTimeoutMs = options.messageTimeoutMs === undefined ? undefined : Number(options.messageTimeoutMs);
   if (messageTimeoutMs !== undefined && !(Number.isInteger(messageTimeoutMs) && messageTimeoutMs > 0)) problems.push('--message-timeout-ms must be a positive integer');
   const sidecarMaxStreams = options.sidecarMaxStreams === undefined ? undefined : Number(options.sidecarMaxStreams);

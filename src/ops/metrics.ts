@@ -81,3 +81,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     postgresUp: new Gauge({ name: 'token_tap_postgres_up', help: '1 when the last Postgres write (or schema check) succeeded, else 0.', registers }),
   };
 }
+
+/**
+ * The metric already registered under `name` in `registry`, else a new one: a second TokenVault
+ * API or hook started in one process (tests, a restart in place) must not register twice.
+ */
+export function registeredMetric<T>(registry: Registry, name: string, make: () => T): T {
+  return (registry.getSingleMetric(name) as T | undefined) ?? make();
+}

@@ -93,16 +93,3 @@ export async function subjectsByEmail(pool: pg.Pool, idp: string, email: string,
   );
   return rows.map((row) => row.subject);
 }
-
-/**
- * For the Okta hook: subjects of an IdP's grants whose email claim is one of `emails` (lower-case),
- * at most two, so that a caller can tell one user from several (never pick one of two). With
- * `verifiedOnly`, grants whose id_token was not verified are not candidates at all.
- */
-export async function hookSubjectsByEmail(pool: pg.Pool, idp: string, emails: readonly string[], verifiedOnly: boolean, limit = 8): Promise<string[]> {
-  const { rows } = await pool.query<{ subject: string }>(
-    "SELECT subject FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND status = 'active' AND (verified OR NOT $3) ORDER BY updated_at DESC LIMIT $4",
-    [idp, emails, verifiedOnly, limit],
-  );
-  return rows.map((row) => row.subject);
-}

@@ -221,6 +221,19 @@ export class GrantStore {
   }
 
   /**
+   * Active grants of an IdP whose email claim is one of `emails` (lower-case), newest first, in one
+   * query: the Okta hook weighs them all (several upstream users may claim one address). With
+   * `verifiedOnly`, grants whose id_token was not verified are not among them.
+   */
+  async findActiveGrantsByEmail(idp: string, emails: readonly string[], options: { verifiedOnly: boolean; limit: number }): Promise<GrantRecord[]> {
+    const { rows } = await this.pool.query<GrantRow>(
+      "SELECT * FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND status = 'active' AND (verified OR NOT $3) ORDER BY updated_at DESC LIMIT $4",
+      [idp, emails, options.verifiedOnly, options.limit],
+    );
+    return rows.map((row) => this.decrypt(row));
+  }
+
+  /**
    * Stores tokens the sidecar obtained itself (a refresh) inside the caller's transaction, which
    * already holds the row lock; fields the response lacks keep their stored values.
    */
