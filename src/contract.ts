@@ -50,3 +50,7 @@ export const ENVOY_GATEWAY_METADATA_NAMESPACE = 'envoy-gateway';
 export function httpRouteRuleKey(namespace: string, name: string, sectionName: string): string {
   return `httproute/${namespace}/${name}/${sectionName}`;
 }
+
+/** The response attributes that can name a route, as Envoy's CEL names them (Envoy Gateway routes name no IdP in metadata). */
+export const ROUTE_NAME_ATTRIBUTE = 'xds.route_name';
+export const ROUTE_METADATA_ATTRIBUTE = 'xds.route_metadata';

@@ -137,8 +137,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     const reading = profileCaptureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
     if (reading.kind === 'capture') pump.enqueue(reading.capture);
     else {
-      metrics.captures.inc({ idp: observed.idp, outcome: 'profile_skipped' });
-      logger.debug({ idp: observed.idp, reason: reading.reason }, 'profile response not used');
+      metrics.captures.inc({ idp: route.idp, outcome: 'profile_skipped' });
+      logger.debug({ idp: route.idp, reason: reading.reason }, 'profile response not used');
     }
   };
 

@@ -7,8 +7,8 @@ import type { Capture } from '../capture/types.js';
 import type { RefreshFault } from '../config/token-vault.js';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
-import { formatHostPort, type HostPort } from '../config/values.js';
-import { AccessEventLog } from './access-events.js';
+import { formatHostPort, type HostPort, isLoopbackOnly } from '../config/values.js';
+import { AccessEventLog } from '../store/access-events.js';
 import { ApiKeyRepository } from './api-keys.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import { createPool } from '../store/pool.js';
@@ -120,7 +120,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
   }
   if (server && address) {
     const listen = formatHostPort(address);
-    if (!config.tls && !['127.0.0.1', '::1', 'localhost'].includes(address.host)) {
+    if (!config.tls && !isLoopbackOnly(address)) {
       // Only with TOKEN_TAP_ALLOW_INSECURE_API=true (config/token-vault.ts refuses it otherwise); said at every start.
       logger.warn({ listen, allowInsecure: config.allowInsecure }, 'the TokenVault API listens beyond loopback WITHOUT TLS (TOKEN_TAP_ALLOW_INSECURE_API=true): API keys and tokens cross the network in clear; set TOKEN_TAP_API_TLS_CERT/KEY (and _CLIENT_CA for mTLS)');
     }

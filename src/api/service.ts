@@ -6,7 +6,7 @@ import * as grpc from '@grpc/grpc-js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { ALL, type Operation } from './api-keys.js';
-import type { AccessEvent, AccessEventLog, AccessOutcome } from './access-events.js';
+import type { AccessEvent, AccessEventLog, AccessOutcome } from '../store/access-events.js';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { DecryptError } from '../keys/key-ring.js';
 import { isPostgresUnavailable } from '../store/pool.js';

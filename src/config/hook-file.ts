@@ -15,7 +15,7 @@
 //       require_grant: false
 //       allow_unverified: false
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { readSecretReference, readYamlFile } from './values.js';
+import { readHttpsUrl, readSecretReference, readYamlFile } from './values.js';
 
 export const HOOK_CONFIG_ENV = 'TOKEN_TAP_HOOK_CONFIG';
 
@@ -82,26 +82,6 @@ function readSecret(entry: Record<string, unknown>, where: string, env: NodeJS.P
   return readSecretReference(entry, { env: 'value_env', file: 'value_file' }, where, '', env, problems);
 }
 
-function readUrl(value: unknown, where: string, problems: string[]): URL | undefined {
-  let url: URL | undefined;
-  try {
-    url = typeof value === 'string' ? new URL(value) : undefined;
-  } catch {
-    url = undefined;
-  }
-  if (!url) {
-    problems.push(`${where} must be a URL`);
-    return undefined;
-  }
-  // Keys fetched over plain http could be swapped on the way; only this machine is exempt.
-  const loopback = ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && loopback)) {
-    problems.push(`${where} must be https (plain http only for 127.0.0.1/localhost)`);
-    return undefined;
-  }
-  return url;
-}
-
 function readAuthentication(value: unknown, file: string, env: NodeJS.ProcessEnv, problems: string[]): HookAuthentication | undefined {
   const where = `${file}: authentication`;
   if (!isMapping(value)) {
@@ -131,7 +111,7 @@ function readAuthentication(value: unknown, file: string, env: NodeJS.ProcessEnv
     return undefined;
   }
   unknownFields(oauth, OAUTH_FIELDS, `${where}.oauth`, problems);
-  const issuer = readUrl(oauth.issuer, `${where}.oauth.issuer`, problems);
+  const issuer = readHttpsUrl(oauth.issuer, `${where}.oauth.issuer`, problems);
   const audience = oauth.audience;
   if (typeof audience !== 'string' || audience === '') problems.push(`${where}.oauth.audience must be a non-empty string (the audience of Okta's authorization server for this hook)`);
   // Okta's authorization server mints tokens with this audience for end users too: only the scope
@@ -144,7 +124,7 @@ function readAuthentication(value: unknown, file: string, env: NodeJS.ProcessEnv
   const clientIdOk = typeof clientId === 'string' && /^[\x21-\x7E]{1,200}$/.test(clientId);
   if (clientId === undefined) problems.push(`${where}.oauth.client_id is missing: give the client id of the Okta app Okta uses for the hook's client-credentials call (the token's cid)`);
   else if (!clientIdOk) problems.push(`${where}.oauth.client_id must be a client id (printable, no spaces)`);
-  const jwksUri = oauth.jwks_uri === undefined ? undefined : readUrl(oauth.jwks_uri, `${where}.oauth.jwks_uri`, problems);
+  const jwksUri = oauth.jwks_uri === undefined ? undefined : readHttpsUrl(oauth.jwks_uri, `${where}.oauth.jwks_uri`, problems);
   if (!issuer || typeof audience !== 'string' || audience === '' || !scopeOk || !clientIdOk) return undefined;
   // The issuer is compared with `iss` as written; Okta's has no trailing slash.
   return { kind: 'oauth', issuer: String(oauth.issuer), audience, scope: scope as string, clientId: clientId as string, jwksUri };

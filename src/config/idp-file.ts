@@ -15,7 +15,7 @@
 //       revocation_url: https://acme.example/oauth2/revoke   # optional
 //       auth_method: client_secret_basic               # or client_secret_post
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { readSecretReference, readYamlFile } from './values.js';
+import { readHttpsUrl, readSecretReference, readYamlFile } from './values.js';
 import { AUTH_METHODS, IdpClient, type AuthMethod, type IdpClients } from '../idp/client.js';
 import type { IdpVerificationSettings } from '../idp/verify.js';
 
@@ -27,31 +27,6 @@ export const IDP_CONFIG_ENV = 'TOKEN_TAP_IDP_CONFIG';
 const CLIENT_FIELDS = ['token_url', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method'];
 const FIELDS = new Set(['issuer', 'jwks_uri', 'client_id', 'timeout_ms', ...CLIENT_FIELDS]);
 const DEFAULT_TIMEOUT_MS = 10_000;
-
-function isLoopback(url: URL): boolean {
-  return ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
-}
-
-function readUrl(value: unknown, where: string, problems: string[]): URL | undefined {
-  if (typeof value !== 'string' || value === '') {
-    problems.push(`${where} must be a URL`);
-    return undefined;
-  }
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    problems.push(`${where} is not a URL`);
-    return undefined;
-  }
-  // A client secret, or the keys that decide what is stored, travel over it: plain http only on this machine.
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url))) {
-    problems.push(`${where} must be https (plain http only for 127.0.0.1/localhost)`);
-    return undefined;
-  }
-  return url;
-}
-
 
 export interface IdpConfig {
   clients: IdpClients;
@@ -65,7 +40,7 @@ interface IdpEntry {
 }
 
 function readIssuer(value: unknown, where: string, problems: string[]): string | undefined {
-  const url = readUrl(value, where, problems);
+  const url = readHttpsUrl(value, where, problems);
   if (!url) return undefined;
   // An issuer identifier has no query or fragment (OIDC Discovery 2); it is kept as written, since
   // `iss` is compared with it character for character.
@@ -98,7 +73,7 @@ function readIdp(name: string, value: unknown, file: string, env: NodeJS.Process
 
   const verifies = entry.issuer !== undefined;
   const issuer = verifies ? readIssuer(entry.issuer, `${where}.issuer`, problems) : undefined;
-  const jwksUri = entry.jwks_uri === undefined ? undefined : readUrl(entry.jwks_uri, `${where}.jwks_uri`, problems);
+  const jwksUri = entry.jwks_uri === undefined ? undefined : readHttpsUrl(entry.jwks_uri, `${where}.jwks_uri`, problems);
   if (entry.jwks_uri !== undefined && !verifies) problems.push(`${where}.jwks_uri needs issuer (the pinned issuer its keys belong to)`);
 
   // An entry naming only issuer and client_id is for an IdP the vault never refreshes.
@@ -107,8 +82,8 @@ function readIdp(name: string, value: unknown, file: string, env: NodeJS.Process
     problems.push(`${where}: give issuer (verification of captured id_tokens) and/or token_url with client_secret_env or client_secret_file (refresh)`);
     return undefined;
   }
-  const tokenUrl = refreshes ? readUrl(entry.token_url, `${where}.token_url`, problems) : undefined;
-  const revocationUrl = entry.revocation_url === undefined ? undefined : readUrl(entry.revocation_url, `${where}.revocation_url`, problems);
+  const tokenUrl = refreshes ? readHttpsUrl(entry.token_url, `${where}.token_url`, problems) : undefined;
+  const revocationUrl = entry.revocation_url === undefined ? undefined : readHttpsUrl(entry.revocation_url, `${where}.revocation_url`, problems);
   const authMethod = (entry.auth_method ?? 'client_secret_basic') as AuthMethod;
   if (!AUTH_METHODS.includes(authMethod)) problems.push(`${where}.auth_method must be one of ${AUTH_METHODS.join(', ')}`);
   const secret = refreshes ? readSecretReference(entry, { env: 'client_secret_env', file: 'client_secret_file' }, where, ` of IdP "${name}"`, env, problems) : undefined;

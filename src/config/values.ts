@@ -205,3 +205,31 @@ export function parseEach<T>(texts: readonly string[], parse: (text: string) => 
     return parsed === undefined ? [] : [parsed];
   });
 }
+
+/** 127.0.0.1, localhost or [::1]: this machine. */
+export function isLoopbackUrl(url: URL): boolean {
+  return ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
+}
+
+/**
+ * A URL that secrets, or the keys that decide what is stored, travel over: https, or plain http
+ * on this machine only (anything else could be read or swapped on the way).
+ */
+export function readHttpsUrl(value: unknown, where: string, problems: string[]): URL | undefined {
+  if (typeof value !== 'string' || value === '') {
+    problems.push(`${where} must be a URL`);
+    return undefined;
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    problems.push(`${where} is not a URL`);
+    return undefined;
+  }
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackUrl(url))) {
+    problems.push(`${where} must be https (plain http only for 127.0.0.1/localhost)`);
+    return undefined;
+  }
+  return url;
+}

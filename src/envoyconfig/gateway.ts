@@ -6,7 +6,7 @@
 // lets only those proxies reach its ext_proc port.
 import { stringify } from 'yaml';
 import { escapeControlCharacters } from '../config/values.js';
-import { httpRouteRuleKey, IDP_METADATA_KEY, tokenRoutePath, OKTA_HOOK_PATH } from '../contract.js';
+import { httpRouteRuleKey, IDP_METADATA_KEY, tokenRoutePath, OKTA_HOOK_PATH, ROUTE_METADATA_ATTRIBUTE, ROUTE_NAME_ATTRIBUTE } from '../contract.js';
 import type { IdpRoute, ProcessingMode } from './render.js';
 
 const EXT_PROC_PORT = 50051;
@@ -27,7 +27,7 @@ export const API_TLS_SECRET = 'token-tap-api-tls';
 /** Headless Service governing the StatefulSet. */
 const PODS_SERVICE = 'token-tap-pods';
 /** The response attributes that name the route to the sidecar (the policy cannot set per-route initial metadata). */
-const ROUTE_ATTRIBUTES = ['xds.route_name', 'xds.route_metadata'];
+const ROUTE_ATTRIBUTES = [ROUTE_NAME_ATTRIBUTE, ROUTE_METADATA_ATTRIBUTE];
 
 export interface GatewayOptions {
   idps: IdpRoute[];

@@ -2,6 +2,7 @@
 // the upstream response (status, headers, body chunks up to a limit) and says what to reply.
 // No parsing and no I/O here: the server hands the finished ObservedResponse to capture.
 import type { ObservedResponse, RouteKind } from '../capture/types.js';
+import { isIdpName, ROUTE_METADATA_ATTRIBUTE, ROUTE_NAME_ATTRIBUTE } from '../contract.js';
 import type { HeaderValue, ProcessingRequest, ProcessingResponse, ProtoValue } from './protocol.js';
 
 export interface ExchangeLimits {
@@ -36,10 +37,6 @@ export function bearerTokenOf(authorization: string): string | undefined {
   const match = /^(?:bearer|token)\s+(\S+)\s*$/i.exec(authorization);
   return match?.[1];
 }
-
-/** The response attributes that can name the route, as Envoy's CEL names them. */
-export const ROUTE_NAME_ATTRIBUTE = 'xds.route_name';
-export const ROUTE_METADATA_ATTRIBUTE = 'xds.route_metadata';
 
 function valueText(value: ProtoValue | undefined): string | undefined {
   const text = value?.string_value ?? value?.stringValue;
@@ -100,8 +97,9 @@ export class Exchange {
 
   private observe(request: ProcessingRequest): void {
     // Envoy sends the configured response attributes once, with the response headers; kept as
-    // text here and matched to an IdP on the main thread (config/route-idps.ts).
-    if (request.attributes) {
+    // text here and matched to an IdP on the main thread (config/route-idps.ts). Metadata that
+    // names an IdP wins over them, so then they are not carried at all.
+    if (request.attributes && !(this.route.idp && isIdpName(this.route.idp))) {
       this.routeName ??= attributeText(request, ROUTE_NAME_ATTRIBUTE);
       this.routeMetadata ??= attributeText(request, ROUTE_METADATA_ATTRIBUTE);
     }

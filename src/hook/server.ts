@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type pg from 'pg';
 import type { Registry } from 'prom-client';
-import { AccessEventLog, type AccessOutcome, type HookOutcome } from '../api/access-events.js';
+import { AccessEventLog, type AccessOutcome, type HookOutcome } from '../store/access-events.js';
 import type { HookConfig } from '../config/hook-file.js';
 import { formatHostPort, type HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';

@@ -13,6 +13,7 @@
 import { compactVerify, createLocalJWKSet, decodeProtectedHeader, errors, type CompactVerifyGetKey, type CryptoKey } from 'jose';
 import * as oauth from 'oauth4webapi';
 import type { Capture } from '../capture/types.js';
+import { isLoopbackUrl } from '../config/values.js';
 import { limitedFetch, readLimited } from './http.js';
 import { accessTokenMatchesAtHash, checkIdTokenClaims, type ClaimProblem } from './id-token-checks.js';
 
@@ -67,10 +68,6 @@ export interface IdpKeysOptions {
   onFetch?: KeyFetchObserver;
 }
 
-function isLoopback(url: URL): boolean {
-  return ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
-}
-
 function describeFetchError(error: unknown): string {
   if ((error as Error)?.name === 'TimeoutError' || (error as Error)?.name === 'AbortError') return 'timeout';
   const cause = (error as { cause?: { code?: string } }).cause;
@@ -79,7 +76,7 @@ function describeFetchError(error: unknown): string {
 
 /** A small JSON document: https (or loopback http), no redirects, size-capped, timed out. */
 async function fetchJson(url: URL, timeoutMs: number, what: string): Promise<unknown> {
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url))) throw new Error(`${what} is not https`);
+  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackUrl(url))) throw new Error(`${what} is not https`);
   let response: Response;
   try {
     response = await fetch(url, { redirect: 'error', signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
@@ -183,7 +180,7 @@ export class IdpKeys {
     } catch {
       throw new Error('discovery: jwks_uri is not a URL');
     }
-    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopback(url))) throw new Error('discovery: jwks_uri is not https');
+    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackUrl(url))) throw new Error('discovery: jwks_uri is not https');
     return url;
   }
 

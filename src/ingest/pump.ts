@@ -230,11 +230,7 @@ export class CapturePump {
   private async respool(captures: readonly Capture[]): Promise<boolean> {
     const { spool } = this.options;
     if (!spool.hasRoomFor(captures.length * RESPOOL_BYTES_PER_CAPTURE)) return false;
-    const settled = captures.map((capture) => new Promise<boolean>((resolve) => {
-      if (!spool.append(capture, resolve)) resolve(false);
-    }));
-    await spool.flush();
-    return (await Promise.all(settled)).every(Boolean);
+    return spool.appendAllDurable(captures);
   }
 
   private async verify(captures: Capture[]): Promise<{ captures?: Capture[]; waiting?: Capture[]; retryAt?: number }> {

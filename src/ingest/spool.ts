@@ -249,12 +249,18 @@ export class CaptureSpool {
    * refresh token: the caller goes on only when it is durable.
    */
   async appendDurable(capture: Capture): Promise<boolean> {
-    let settle!: (durable: boolean) => void;
-    const settled = new Promise<boolean>((resolve) => (settle = resolve));
-    if (!this.append(capture, settle)) return false;
-    await this.flush();
-    return settled;
+    return this.appendAllDurable([capture]);
   }
+
+  /** appendDurable for several, in one group commit: true only when every one reached the disk. */
+  async appendAllDurable(captures: readonly Capture[]): Promise<boolean> {
+    const settled = captures.map((capture) => new Promise<boolean>((resolve) => {
+      if (!this.append(capture, resolve)) resolve(false);
+    }));
+    await this.flush();
+    return (await Promise.all(settled)).every(Boolean);
+  }
+
 
   /** Writes and fsyncs what is buffered now, without waiting for the group-commit timer. */
   async flush(): Promise<void> {

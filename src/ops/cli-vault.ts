@@ -6,7 +6,7 @@ import os from 'node:os';
 import type { Command } from 'commander';
 import type pg from 'pg';
 import { ConfigError } from '../config/values.js';
-import { AccessEventLog, type AccessEvent } from '../api/access-events.js';
+import { AccessEventLog, type AccessEvent } from '../store/access-events.js';
 import { ALL, ApiKeyInputError, ApiKeyRepository, OPERATIONS } from '../api/api-keys.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { createPool } from '../store/pool.js';

@@ -23,3 +23,8 @@ export function errorCode(error: unknown): string | undefined {
 export function grantNotFound(idp: string, subject: string): VaultError {
   return new VaultError(`no grant stored for IdP "${idp}" and subject "${subject}"`, 'not_found');
 }
+
+/** Postgres refused the values themselves (data exception, class 22; constraint violation, 23): retrying cannot help. */
+export function isRefusedByPostgres(error: unknown): boolean {
+  return /^(22|23)[0-9A-Z]{3}$/.test(errorCode(error) ?? '');
+}

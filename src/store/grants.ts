@@ -4,6 +4,7 @@ import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
 import { fingerprint, open, parseDecrypted, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
 import { decodeIdTokenClaims } from '../capture/jwt.js';
+import { isRefusedByPostgres } from './errors.js';
 import { withTransaction } from './pool.js';
 
 export interface RecordResult {
@@ -21,9 +22,7 @@ export interface RecordResult {
  * exceptions (SQLSTATE class 22), constraint violations (23), and values JavaScript cannot encode.
  */
 function isRefusedCapture(error: unknown): boolean {
-  const code = (error as { code?: unknown })?.code;
-  if (typeof code === 'string' && /^(22|23)[0-9A-Z]{3}$/.test(code)) return true;
-  return error instanceof TypeError || error instanceof RangeError;
+  return isRefusedByPostgres(error) || error instanceof TypeError || error instanceof RangeError;
 }
 
 function refusalReason(error: unknown): string {
@@ -129,7 +128,7 @@ function epochSeconds(value: unknown): Date | null {
  * (spool) order. One upsert statement may touch a row only once, and each login must merge over
  * the one before it.
  */
-export function loginRounds(captures: readonly Capture[]): Capture[][] {
+function loginRounds(captures: readonly Capture[]): Capture[][] {
   const rounds: Capture[][] = [];
   const seen = new Map<string, number>();
   for (const capture of captures) {
@@ -241,14 +240,6 @@ export class GrantStore {
     // Tokens the IdP just issued always win (the old refresh token may be dead now), whatever the
     // clocks of the sidecar that captured the stored row said.
     await this.upsertGrantRows(client, [this.grantRow(capture)], { obtained: true });
-  }
-
-  /**
-   * Stores captured tokens inside the caller's transaction, merged by capture time as the pump
-   * merges them (a refresh answer applied again after its first write failed).
-   */
-  async writeCapturedTokens(client: pg.PoolClient, capture: Capture): Promise<void> {
-    await this.upsertGrantRows(client, [this.grantRow(capture)]);
   }
 
   /** Grants held without a subject, newest first, tokens decrypted (for operators). */
@@ -376,7 +367,11 @@ export class GrantStore {
     return new Set(rows.map((row) => row.capture_id));
   }
 
-  private async upsertGrant(client: pg.PoolClient, capture: Capture): Promise<void> {
+  /**
+   * Stores a login's tokens, merged by capture time as every capture is; inside the caller's
+   * transaction (a refresh answer applied again after its first write failed uses it too).
+   */
+  async upsertGrant(client: pg.PoolClient, capture: Capture): Promise<void> {
     await this.upsertGrantRows(client, [this.grantRow(capture)]);
   }
 

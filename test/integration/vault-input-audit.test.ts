@@ -2,7 +2,7 @@
 // durably before it answers, from the API and from the CLI (`grants show`).
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
-import { AccessEventLog } from '../../src/api/access-events.js';
+import { AccessEventLog } from '../../src/store/access-events.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';

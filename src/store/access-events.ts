@@ -11,8 +11,8 @@
 // wal_writer_delay (200 ms by default), so a crash of Postgres in that window loses those rows.
 // bench/RESULTS.md has what it buys.
 import type pg from 'pg';
-import type { VaultOutcome } from '../store/errors.js';
-import { isPostgresUnavailable } from '../store/pool.js';
+import type { VaultOutcome } from './errors.js';
+import { isPostgresUnavailable } from './pool.js';
 
 /** The Okta token inline hook's outcomes (hook/server.ts). */
 export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'ambiguous' | 'unverified' | 'email_unverified' | 'bad_request';
