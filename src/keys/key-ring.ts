@@ -1,16 +1,20 @@
 // Application-level encryption of tokens: AES-256-GCM per value, additional authenticated data
 // that binds each ciphertext to its row and field (a value copied into another row or column
-// fails to decrypt), and a key of its own for every value.
+// fails to decrypt), and AES keys that are never used for more than 65,536 values.
 //
-// Why a key per value: GCM with random 96-bit nonces allows about 2^32 seals per key before a
-// nonce repeats with non-negligible probability, and one repeat leaks the XOR of two plaintexts
-// and the authentication key. Each seal derives its AES key with HKDF-SHA256 from the ring key
-// and 128 random bits of salt, so a nonce can only repeat under one subkey if two salts collide:
-// at 10,000 seals/s for 10 years (3.2e12 seals) that probability is about n^2 / 2^129 ~ 1.5e-14.
+// Why not the ring key itself: GCM with random 96-bit nonces allows about 2^32 seals per key
+// before a nonce repeats with non-negligible probability, and one repeat leaks the XOR of two
+// plaintexts and the authentication key. So values are sealed under a session key, derived with
+// HKDF-SHA256 from the ring key and 128 random bits of salt, and its nonces count up from zero:
+// under one session key no nonce repeats by construction, and two session keys can only be the
+// same if two salts collide (at 10,000 seals/s for 10 years, 4.9e7 session keys: about n^2 / 2^129
+// ~ 4e-24). One derivation per 65,536 seals instead of one per value: an HKDF per value was a
+// fifth of the sidecar's capture CPU (bench/RESULTS.md).
 //
-// Format v2: "TT\x02\x00" | salt (16) | nonce (12) | ciphertext | tag (16). Values sealed before
-// v2 (nonce | ciphertext | tag under the ring key itself) still open.
-import { createCipheriv, createDecipheriv, createHmac, hkdfSync, randomBytes } from 'node:crypto';
+// Format v3: "TT\x03\x00" | salt (16) | nonce (12) | ciphertext | tag (16), key = HKDF(ring key,
+// salt, "token-tap/v3 session key"). Format v2 (a key per value: HKDF info also names the value's
+// row and field, random nonce) and v1 (nonce | ciphertext | tag under the ring key) still open.
+import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 
 const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
@@ -128,45 +132,80 @@ function freshRandom(bytes: number): Buffer {
 }
 
 const V2_MAGIC = Buffer.from([0x54, 0x54, 0x02, 0x00]);
+const V3_MAGIC = Buffer.from([0x54, 0x54, 0x03, 0x00]);
 const SALT_BYTES = 16;
-const V2_OVERHEAD = V2_MAGIC.length + SALT_BYTES + NONCE_BYTES + TAG_BYTES;
+/** Both formats are magic | salt | nonce | ciphertext | tag. */
+const SALTED_OVERHEAD = V2_MAGIC.length + SALT_BYTES + NONCE_BYTES + TAG_BYTES;
+/** Seals per session key; the nonce counter never gets near its 2^64. */
+const SESSION_SEALS = 65_536;
 
 function valueKey(ringKey: Buffer, salt: Buffer, binding: FieldBinding): Buffer {
   return Buffer.from(hkdfSync('sha256', ringKey, salt, JSON.stringify(['token-tap/v2 value key', binding.idp, binding.subject, binding.field]), KEY_BYTES));
 }
 
-// Opening derives the value's key again (an HKDF, ~30 µs); reads of the same grants repeat, so the
-// last few thousand derived keys are kept (in memory only, like the ring itself). A salt is random
-// per value, so an entry serves exactly one stored value.
-const OPENED_KEYS_MAX = 4096;
-const openedKeys = new Map<string, Buffer>();
+function sessionKey(ringKey: Buffer, salt: Buffer): KeyObject {
+  return createSecretKey(Buffer.from(hkdfSync('sha256', ringKey, salt, 'token-tap/v3 session key', KEY_BYTES)));
+}
 
-function openingKey(ringKey: Buffer, keyId: string, salt: Buffer, binding: FieldBinding): Buffer {
-  const cacheKey = `${keyId}\0${salt.toString('base64')}\0${binding.idp}\0${binding.subject}\0${binding.field}`;
+// Opening derives the key again (an HKDF, ~30 µs); the values of one capture, and reads of the
+// same grants, share keys, so the last few thousand derived keys are kept (in memory only, like
+// the ring itself).
+const OPENED_KEYS_MAX = 4096;
+const openedKeys = new Map<string, { ringKey: Buffer; key: KeyObject | Buffer }>();
+
+function cachedKey(cacheKey: string, ringKey: Buffer, derive: () => KeyObject | Buffer): KeyObject | Buffer {
   const cached = openedKeys.get(cacheKey);
-  if (cached && openedKeysRing.get(cached) === ringKey) return cached;
-  const key = valueKey(ringKey, salt, binding);
+  // A ring reloaded with another key under the same id must not reuse a key of the old one.
+  if (cached && cached.ringKey === ringKey) return cached.key;
+  const key = derive();
   if (openedKeys.size >= OPENED_KEYS_MAX) openedKeys.delete(openedKeys.keys().next().value!);
-  openedKeys.set(cacheKey, key);
-  openedKeysRing.set(key, ringKey);
+  openedKeys.set(cacheKey, { ringKey, key });
   return key;
 }
 
-/** Which ring key each cached value key came from: a ring reloaded with another key under the same id must not reuse it. */
-const openedKeysRing = new WeakMap<Buffer, Buffer>();
+interface SealingSession {
+  ringKey: Buffer;
+  salt: Buffer;
+  key: KeyObject;
+  sealed: number;
+}
 
-/** Format v2 under the ring's active key, with a key derived for this value alone. */
+/** The session of each ring key (a ring may be reloaded; a key is never shared across ring keys). */
+const sessions = new WeakMap<Buffer, SealingSession>();
+
+function sessionFor(ringKey: Buffer): SealingSession {
+  let session = sessions.get(ringKey);
+  if (!session || session.sealed >= SESSION_SEALS) {
+    const salt = Buffer.from(freshRandom(SALT_BYTES));
+    session = { ringKey, salt, key: sessionKey(ringKey, salt), sealed: 0 };
+    sessions.set(ringKey, session);
+  }
+  return session;
+}
+
+/** Format v3 under the ring's active key: the current session key, the next nonce of its count. */
 export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
+  const session = sessionFor(keyFor(ring, ring.activeKeyId));
+  const nonce = Buffer.alloc(NONCE_BYTES);
+  nonce.writeUInt32BE(session.sealed, NONCE_BYTES - 4);
+  session.sealed += 1;
+  const cipher = createCipheriv('aes-256-gcm', session.key, nonce);
+  cipher.setAAD(additionalData(binding, ring.activeKeyId));
+  const ciphertext = cipher.update(plaintext, 'utf8');
+  const rest = cipher.final();
+  return Buffer.concat([V3_MAGIC, session.salt, nonce, ciphertext, rest, cipher.getAuthTag()]);
+}
+
+/** Seals the v2 way (a key for this value alone, random nonce); tests of rows written before v3 only. */
+export function sealV2(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
   const salt = freshRandom(SALT_BYTES);
   const nonce = freshRandom(NONCE_BYTES);
   const cipher = createCipheriv('aes-256-gcm', valueKey(keyFor(ring, ring.activeKeyId), salt, binding), nonce);
   cipher.setAAD(additionalData(binding, ring.activeKeyId));
-  const ciphertext = cipher.update(plaintext, 'utf8');
-  const rest = cipher.final();
-  return Buffer.concat([V2_MAGIC, salt, nonce, ciphertext, rest, cipher.getAuthTag()]);
+  return Buffer.concat([V2_MAGIC, salt, nonce, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
 }
 
-function decrypt(key: Buffer, nonce: Buffer, ciphertext: Buffer, tag: Buffer, aad: Buffer): string | undefined {
+function decrypt(key: KeyObject | Buffer, nonce: Buffer, ciphertext: Buffer, tag: Buffer, aad: Buffer): string | undefined {
   const decipher = createDecipheriv('aes-256-gcm', key, nonce);
   decipher.setAAD(aad);
   decipher.setAuthTag(tag);
@@ -182,13 +221,21 @@ export function open(ring: KeyRing, keyId: string, sealed: Buffer, binding: Fiel
   if (sealed.length < NONCE_BYTES + TAG_BYTES) throw new DecryptError(`${binding.field} ciphertext is truncated`);
   const aad = additionalData(binding, keyId);
   const tag = sealed.subarray(sealed.length - TAG_BYTES);
-  // A v1 value starts with a random nonce, so it may begin with the v2 marker (2^-32): when v2
-  // authentication fails, v1 is tried; GCM's tag tells the two apart.
-  if (sealed.length >= V2_OVERHEAD && sealed.subarray(0, V2_MAGIC.length).equals(V2_MAGIC)) {
-    const salt = sealed.subarray(V2_MAGIC.length, V2_MAGIC.length + SALT_BYTES);
-    const nonce = sealed.subarray(V2_MAGIC.length + SALT_BYTES, V2_MAGIC.length + SALT_BYTES + NONCE_BYTES);
-    const plain = decrypt(openingKey(key, keyId, salt, binding), nonce, sealed.subarray(V2_MAGIC.length + SALT_BYTES + NONCE_BYTES, sealed.length - TAG_BYTES), tag, aad);
-    if (plain !== undefined) return plain;
+  // A v1 value starts with a random nonce, so it may begin with a v2/v3 marker (2^-32): when that
+  // authentication fails, v1 is tried; GCM's tag tells them apart.
+  if (sealed.length >= SALTED_OVERHEAD) {
+    const magic = sealed.subarray(0, V3_MAGIC.length);
+    const v3 = magic.equals(V3_MAGIC);
+    if (v3 || magic.equals(V2_MAGIC)) {
+      const salt = sealed.subarray(V3_MAGIC.length, V3_MAGIC.length + SALT_BYTES);
+      const nonce = sealed.subarray(V3_MAGIC.length + SALT_BYTES, V3_MAGIC.length + SALT_BYTES + NONCE_BYTES);
+      const saltText = salt.toString('base64');
+      const valueKeyOf = v3
+        ? cachedKey(`3\0${keyId}\0${saltText}`, key, () => sessionKey(key, Buffer.from(salt)))
+        : cachedKey(`2\0${keyId}\0${saltText}\0${binding.idp}\0${binding.subject}\0${binding.field}`, key, () => valueKey(key, salt, binding));
+      const plain = decrypt(valueKeyOf, nonce, sealed.subarray(V3_MAGIC.length + SALT_BYTES + NONCE_BYTES, sealed.length - TAG_BYTES), tag, aad);
+      if (plain !== undefined) return plain;
+    }
   }
   const plain = decrypt(key, sealed.subarray(0, NONCE_BYTES), sealed.subarray(NONCE_BYTES, sealed.length - TAG_BYTES), tag, aad);
   if (plain !== undefined) return plain;

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal, sealV1 } from '../../src/keys/key-ring.js';
+import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal, sealV1, sealV2 } from '../../src/keys/key-ring.js';
 
 const binding = { idp: 'entra', subject: 'user-1', field: 'refresh_token' };
 
@@ -46,22 +46,47 @@ describe('keys/key-ring', () => {
       expect(first.toString('latin1')).to.not.contain('secret-refresh-token');
     });
 
-    it('never repeats a nonce or a value-key salt across many seals (more than one refill of the random pool)', () => {
-      const nonces = new Set<string>();
+    it('never repeats a (session salt, nonce) pair, and starts a new session key after 65,536 seals', () => {
+      const fresh = parseKeyRing(generateKeySpec('k1'));
+      const pairs = new Set<string>();
       const salts = new Set<string>();
-      for (let index = 0; index < 2_000; index += 1) {
-        const sealed = seal(ring, 'v', binding);
+      for (let index = 0; index < 65_536 + 10; index += 1) {
+        const sealed = seal(fresh, 'v', binding);
         salts.add(sealed.subarray(4, 20).toString('hex'));
-        nonces.add(sealed.subarray(20, 32).toString('hex'));
+        pairs.add(sealed.subarray(4, 32).toString('hex'));
       }
-      expect(nonces.size).to.equal(2_000);
-      expect(salts.size).to.equal(2_000);
+      expect(pairs.size).to.equal(65_546);
+      expect(salts.size).to.equal(2);
+      // Every one of them opens: the second session's values too.
+      expect(open(fresh, 'k1', seal(fresh, 'last', binding), binding)).to.equal('last');
     });
 
-    it('seals format v2 (marker, salt, nonce, ciphertext, tag) under a key derived for the value alone', () => {
+    it('gives each ring key its own session: two rings never share a salt', () => {
+      const one = parseKeyRing(generateKeySpec('k1'));
+      const two = parseKeyRing(generateKeySpec('k1'));
+      expect(seal(one, 'v', binding).subarray(4, 20).equals(seal(two, 'v', binding).subarray(4, 20))).to.equal(false);
+    });
+
+    it('seals format v3 (marker, salt, nonce, ciphertext, tag) under a session key', () => {
       const sealed = seal(ring, 'value', binding);
-      expect([...sealed.subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x02, 0x00]);
+      expect([...sealed.subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x03, 0x00]);
       expect(sealed.length).to.equal(4 + 16 + 12 + 'value'.length + 16);
+    });
+
+    it('still opens values sealed as v2 (a key per value), and binds them to their row and field', () => {
+      const old = sealV2(ring, 'stored-as-v2', binding);
+      expect([...old.subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x02, 0x00]);
+      expect(open(ring, 'k1', old, binding)).to.equal('stored-as-v2');
+      expect(open(ring, 'k1', old, binding)).to.equal('stored-as-v2');
+      expect(() => open(ring, 'k1', old, { ...binding, subject: 'user-2' })).to.throw(DecryptError);
+      expect(() => open(parseKeyRing(generateKeySpec('k1')), 'k1', old, binding)).to.throw(DecryptError);
+    });
+
+    it('a cached session key is not reused for another ring key under the same id', () => {
+      const sealed = seal(ring, 'value', binding);
+      expect(open(ring, 'k1', sealed, binding)).to.equal('value');
+      const other = parseKeyRing(generateKeySpec('k1'));
+      expect(() => open(other, 'k1', sealed, binding)).to.throw(DecryptError);
     });
 
     it('still opens values sealed before v2 (nonce | ciphertext | tag under the ring key)', () => {
