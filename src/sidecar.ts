@@ -10,7 +10,8 @@ import type { ObservedResponse } from './capture/types.js';
 import { resolveRoute } from './config/route-idps.js';
 import type { SidecarConfig } from './config/sidecar.js';
 import { formatListenAddress, isLoopbackOnly, isSocket, type HostPort, type ListenAddress } from './config/values.js';
-import { startExtProcThread, type ExtProcThread } from './extproc/thread.js';
+import { startExtProcListener, type ExtProcListener } from './extproc/listener.js';
+import { CaptureIntake } from './ingest/intake.js';
 import { SidecarHealth } from './ops/health.js';
 import { startOpsServer, type OpsServer } from './ops/http.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
@@ -58,17 +59,17 @@ async function within(promise: Promise<unknown>, ms: number): Promise<void> {
 }
 
 /**
- * Capture work (parsing, sealing, the spool, Postgres) is background work: on a busy machine the
- * ext_proc thread and Envoy get the CPU first, and captures catch up after the peak (bench/RESULTS.md).
- * On Linux setpriority(PRIO_PROCESS, 0) changes the calling thread only, and the ext_proc thread
- * exists already, so it keeps the process's priority. Threads started later inherit this one's.
+ * The sidecar's work is background work next to Envoy's: in observability mode Envoy never waits
+ * on it, and in buffered mode it only waits for empty replies. So on a busy machine Envoy and the
+ * app get the CPU first (bench/RESULTS.md), and captures catch up after the peak. Inside a
+ * Kubernetes pod or a compose service the container's own CPU share matters more than this.
  */
-function lowerCapturePriority(nice: number, logger: Logger): void {
+function lowerPriority(nice: number, logger: Logger): void {
   if (nice === 0 || process.platform !== 'linux') return;
   try {
     os.setPriority(0, Math.max(os.getPriority(0), nice));
   } catch (error) {
-    logger.warn({ err: { message: (error as Error).message }, nice }, 'cannot lower the capture thread priority; captures compete with ext_proc replies for the CPU');
+    logger.warn({ err: { message: (error as Error).message }, nice }, 'cannot lower the sidecar priority; it competes with Envoy for the CPU');
   }
 }
 
@@ -142,18 +143,12 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     }
   };
 
-  let extProc: ExtProcThread;
+  const intake = new CaptureIntake({ handle: onResponse, gatherMs: config.captureGatherMs, maxBacklog: config.captureBacklog, logger, metrics });
+  let extProc: ExtProcListener;
   try {
-    extProc = await startExtProcThread(
-      {
-        listen: listenText,
-        tls: config.extProcTls && { cert: config.extProcTls.cert.toString('utf8'), key: config.extProcTls.key.toString('utf8'), clientCa: config.extProcTls.clientCa?.toString('utf8') },
-        maxBodyBytes: config.maxBodyBytes,
-        logLevel: logger.level,
-        maxBacklog: config.captureBacklog,
-        nice: os.getPriority(0),
-      },
-      { onResponse, logger, metrics },
+    extProc = await startExtProcListener(
+      { listen: listenText, tls: config.extProcTls, maxBodyBytes: config.maxBodyBytes },
+      { onResponse: (observed) => intake.take(observed), logger, metrics },
     );
   } catch (error) {
     await spool.close();
@@ -171,13 +166,13 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   }
   health.describeExtProc({ listen: extProc.listen, tls: extProcTls });
   health.follow((serving) => extProc.setServing(serving));
-  lowerCapturePriority(config.captureNice, logger);
+  lowerPriority(config.captureNice, logger);
   const port = extProc.port;
   const address = isSocket(config.listen) ? { host: config.listen.socket, port: 0 } : { host: config.listen.host, port };
   const listen: ListenAddress = isSocket(config.listen) ? config.listen : address;
   // Serving before Postgres answers: logins are captured into the spool meanwhile.
   health.serving();
-  logger.info({ listen: extProc.listen, tls: extProcTls, spool: config.spoolDir, extProcThread: extProc.tid, captureNice: config.captureNice }, 'ext_proc server ready');
+  logger.info({ listen: extProc.listen, tls: extProcTls, spool: config.spoolDir, nice: config.captureNice }, 'ext_proc server ready');
   const ops = await startOpsServer({ listen: config.opsListen, metrics, health, logger });
   try {
     await storeState.prepare();
@@ -238,9 +233,10 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         health.stopping();
         const vaultClosed = vault.close(Math.max(0, graceMs / 2));
         const hookClosed = hook?.close();
-        // Open streams get half the grace period; the flush to Postgres the rest. The thread
-        // hands over the responses of streams that ended before it says it is closed.
+        // Open streams get half the grace period; the flush to Postgres the rest. Responses of
+        // streams that ended are with the intake once the listener has closed.
         await extProc.close(Math.max(0, graceMs / 2));
+        intake.flush();
         // drain() fsyncs the spool first, so from here on nothing is lost, only left for later.
         const drained = await pump.drain(Math.max(0, deadline - Date.now()));
         // A write or connect stuck on a dead Postgres must not hold the process past its grace.

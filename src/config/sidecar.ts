@@ -41,10 +41,12 @@ export interface SidecarConfig {
   opsListen: HostPort;
   /** On SIGTERM: how long open streams and the flush to Postgres may take before exiting. */
   shutdownGraceMs: number;
-  /** Niceness of the main thread (capture work); the ext_proc thread keeps the process's. 0: off. */
+  /** Niceness the sidecar runs at, so Envoy gets the CPU first on a busy machine. 0: off. */
   captureNice: number;
-  /** Finished responses the ext_proc thread may hand over before the main thread has taken them; beyond, dropped and counted. */
+  /** Finished responses waiting for capture work, at most; beyond, dropped and counted. */
   captureBacklog: number;
+  /** How long finished responses gather before their capture work starts (ms). */
+  captureGatherMs: number;
   /** Route (HTTPRoute rule or xDS route name) → IdP, for routes that carry no x-token-tap-idp metadata (TOKEN_TAP_ROUTE_IDPS). */
   routeIdps: RouteIdps;
   /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
@@ -155,6 +157,8 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const captureNice = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_NICE', 10, problems);
   if (captureNice > 19) problems.push(`TOKEN_TAP_CAPTURE_NICE must be between 0 and 19, got ${captureNice}`);
   const captureBacklog = positiveInteger(env, 'TOKEN_TAP_CAPTURE_BACKLOG', 20_000, problems);
+  const captureGatherMs = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_GATHER_MS', 10, problems);
+  if (captureGatherMs > 1_000) problems.push(`TOKEN_TAP_CAPTURE_GATHER_MS must be at most 1000, got ${captureGatherMs}`);
 
   const idps = loadIdpConfig(env, problems);
   const vault = readTokenVaultConfig(env, flags, problems, idps.clients);
@@ -182,6 +186,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     shutdownGraceMs,
     captureNice,
     captureBacklog,
+    captureGatherMs,
     routeIdps,
     vault,
     verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },

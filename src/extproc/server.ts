@@ -17,6 +17,7 @@ export interface StreamLogger {
 
 /** The stream gauges it keeps; the sidecar's Metrics fit. */
 export interface StreamMetrics {
+  extProcStreams: { inc(): void };
   extProcStreamsOpen: { inc(): void; dec(): void };
   extProcStreamErrors: { inc(): void };
   extProcStreamsIncomplete: { inc(): void };
@@ -61,6 +62,7 @@ export function createExtProcHandlers(options: ExtProcHandlerOptions): grpc.Unty
 
   function process(stream: ExtProcStream): void {
     const exchange = new Exchange(routeFrom(stream.metadata), limits);
+    metrics.extProcStreams.inc();
     metrics.extProcStreamsOpen.inc();
     let closed = false;
 

@@ -8,7 +8,7 @@ import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { service as healthService } from 'grpc-health-check';
 import { EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
-import { startExtProcThread } from '../../src/extproc/thread.js';
+import { startExtProcListener } from '../../src/extproc/listener.js';
 import { createMetrics } from '../../src/ops/metrics.js';
 import { memoryLogger } from '../support/memory-log.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
@@ -100,13 +100,13 @@ describe('ext_proc listen address (integration)', function () {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-umask-'));
     after(() => rmSync(dir, { recursive: true, force: true }));
 
-    it('bind(2) itself makes it 0660 under a umask of 0 (a thread that never chmods), and the umask is restored after', async () => {
+    it('bind(2) itself makes it 0660 under a umask of 0 (a listener that never chmods), and the umask is restored after', async () => {
       const socket = path.join(dir, 'bind-only.sock');
       const previous = process.umask(0);
       try {
-        const thread = await startExtProcThread(
-          { listen: `unix:${socket}`, maxBodyBytes: 1024, logLevel: 'info', maxBacklog: 10, nice: 0 },
-          { onResponse: () => undefined, logger: memoryLogger('info').logger, metrics: createMetrics(), workerUrl: new URL('../support/bind-only-worker.js', import.meta.url) },
+        const thread = await startExtProcListener(
+          { listen: `unix:${socket}`, maxBodyBytes: 1024 },
+          { onResponse: () => undefined, logger: memoryLogger('info').logger, metrics: createMetrics(), restrictSocket: () => undefined },
         );
         try {
           expect(statSync(socket).isSocket()).to.equal(true);

@@ -1,0 +1,116 @@
+// The ext_proc listener: Envoy's ExternalProcessor service and grpc.health.v1 on one grpc-js
+// server, on a Unix socket or a TCP address. It runs on the sidecar's only thread: a second V8
+// isolate for it cost ~25 MB of every pod's memory, and nothing needs it, because a stream's work
+// here is a few microseconds (replies go out before anything else; observability mode needs none)
+// and capture work waits in the intake (ingest/intake.ts) until the response has gone by, in
+// slices short enough that a buffered-mode reply never waits long behind it.
+import { chmodSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import type { ObservedResponse } from '../capture/types.js';
+import { EXT_PROC_HEALTH_SERVICE } from '../contract.js';
+import { loadExtProc } from './protocol.js';
+import { createExtProcHandlers, extProcServerOptions, type StreamLogger, type StreamMetrics } from './server.js';
+import { clearStaleSocket } from './socket.js';
+
+export interface ExtProcListenerOptions {
+  /** host:port to bind (port 0 picks a free one), or unix:/path. */
+  listen: string;
+  /** PEM: ext_proc speaks TLS; with clientCa, Envoy must present a certificate it signed. */
+  tls?: { cert: Buffer; key: Buffer; clientCa?: Buffer | undefined } | undefined;
+  maxBodyBytes: number;
+}
+
+export interface ExtProcListenerDependencies {
+  onResponse: (observed: ObservedResponse) => void;
+  logger: StreamLogger;
+  metrics: StreamMetrics;
+  /** How the socket is narrowed to 0660 after bind; tests pass one that does nothing, to see bind's own mode. */
+  restrictSocket?: (path: string) => void;
+}
+
+export interface ExtProcListener {
+  /** The bound port (the one asked for, or the one picked for port 0); 0 on a Unix socket. */
+  readonly port: number;
+  /** What it listens on: host:port with the bound port, or unix:/path. */
+  readonly listen: string;
+  /** What grpc.health.v1 on the ext_proc port answers. */
+  setServing(serving: boolean): void;
+  /** Stops taking streams and gives open ones `graceMs`; their responses are handed over before it resolves. */
+  close(graceMs: number): Promise<void>;
+}
+
+/** Owner and group read and write at most: the socket is never born wider than 0660. */
+const SOCKET_UMASK = 0o117;
+
+function credentials(tls: ExtProcListenerOptions['tls']): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const clientCa = tls.clientCa ?? null;
+  return grpc.ServerCredentials.createSsl(clientCa, [{ cert_chain: tls.cert, private_key: tls.key }], clientCa !== null);
+}
+
+function bind(server: grpc.Server, listen: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) => server.bindAsync(listen, creds, (error, port) => (error ? reject(error) : resolve(port))));
+}
+
+export async function startExtProcListener(options: ExtProcListenerOptions, dependencies: ExtProcListenerDependencies): Promise<ExtProcListener> {
+  const { onResponse, logger, metrics, restrictSocket = (path) => chmodSync(path, 0o660) } = dependencies;
+  const socket = options.listen.startsWith('unix:') ? options.listen.slice('unix:'.length) : undefined;
+  // A killed sidecar leaves its socket file behind.
+  if (socket) await clearStaleSocket(socket);
+
+  const health = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
+  const server = new grpc.Server(extProcServerOptions(options.maxBodyBytes));
+  server.addService(loadExtProc().service, createExtProcHandlers({ limits: { maxBodyBytes: options.maxBodyBytes }, onResponse, logger, metrics }));
+  health.addToServer(server);
+
+  // bind(2) makes the socket file with the process umask; it is chmodded to 0660 right after, but
+  // until then a umask of 0 would leave it 0777 for anyone to connect. So the umask is 0117 (at
+  // most 0660) while binding, and restored then.
+  const previousUmask = socket ? process.umask(SOCKET_UMASK) : undefined;
+  let port: number;
+  try {
+    port = await bind(server, options.listen, credentials(options.tls));
+  } finally {
+    if (previousUmask !== undefined) process.umask(previousUmask);
+  }
+  if (socket) {
+    // Owner and group only: Envoy shares the group (the pod's fsGroup, compose's ENVOY_GID).
+    try {
+      restrictSocket(socket);
+    } catch (error) {
+      server.forceShutdown();
+      throw new Error(`cannot restrict the socket to its owner and group: ${(error as Error).message}`, { cause: error });
+    }
+    port = 0;
+  }
+  const listen = socket ? options.listen : `${options.listen.slice(0, options.listen.lastIndexOf(':'))}:${port}`;
+  let closing: Promise<void> | undefined;
+
+  return {
+    port,
+    listen,
+    setServing(serving) {
+      const status = serving ? 'SERVING' : 'NOT_SERVING';
+      health.setStatus('', status);
+      health.setStatus(EXT_PROC_HEALTH_SERVICE, status);
+    },
+    close(graceMs) {
+      closing ??= new Promise<void>((resolve) => {
+        const finish = () =>
+          // Streams closed by the shutdown hand their responses off on later turns (nextTick, then
+          // an immediate); two turns on, every one is with onResponse.
+          setImmediate(() => setImmediate(resolve));
+        const force = setTimeout(() => {
+          server.forceShutdown();
+          finish();
+        }, graceMs);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          finish();
+        });
+      });
+      return closing;
+    },
+  };
+}
