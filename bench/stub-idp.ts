@@ -1,10 +1,13 @@
 // A fast stand-in for an IdP token endpoint: every POST gets a realistic ~2 KB token response
 // (JWT id_token with a fresh sub, opaque access and refresh tokens). Run as its own process:
-//   node dist/bench/stub-idp.js PORT
+//   node dist/bench/stub-idp.js PORT [DELAY_MS]
+// DELAY_MS (default 0): each answer is sent that long after the request has arrived, as an IdP
+// across the internet would (the bench's 80 ms scenario).
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 
 const port = Number(process.argv[2] ?? 0);
+const delayMs = Number(process.argv[3] ?? 0);
 const header = Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'bench-key-1', typ: 'JWT' })).toString('base64url');
 const signature = randomBytes(256).toString('base64url');
 const prefix = randomBytes(4).toString('hex');
@@ -38,13 +41,17 @@ function tokenResponse(): string {
 const server = http.createServer((request, response) => {
   request.resume();
   request.on('end', () => {
-    const body = tokenResponse();
-    response.writeHead(200, { 'content-type': 'application/json;charset=UTF-8', 'cache-control': 'no-store', pragma: 'no-cache', 'content-length': Buffer.byteLength(body) });
-    response.end(body);
+    const answer = () => {
+      const body = tokenResponse();
+      response.writeHead(200, { 'content-type': 'application/json;charset=UTF-8', 'cache-control': 'no-store', pragma: 'no-cache', 'content-length': Buffer.byteLength(body) });
+      response.end(body);
+    };
+    if (delayMs > 0) setTimeout(answer, delayMs);
+    else answer();
   });
 });
 server.keepAliveTimeout = 60_000;
 server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`${JSON.stringify({ ready: true, port: (server.address() as { port: number }).port, bodyBytes: Buffer.byteLength(tokenResponse()) })}\n`);
+  process.stdout.write(`${JSON.stringify({ ready: true, port: (server.address() as { port: number }).port, delayMs, bodyBytes: Buffer.byteLength(tokenResponse()) })}\n`);
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));
