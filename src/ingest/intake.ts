@@ -7,6 +7,7 @@
 // login went on long ago.
 import type { Logger } from 'pino';
 import type { ObservedResponse } from '../capture/types.js';
+import { ITEMS_PER_TURN } from './turns.js';
 
 export interface IntakeOptions {
   /** Called for each response, in arrival order; a throw drops that one response only. */
@@ -28,7 +29,7 @@ export class CaptureIntake {
   private readonly sliceSize: number;
 
   constructor(private readonly options: IntakeOptions) {
-    this.sliceSize = options.sliceSize ?? 32;
+    this.sliceSize = options.sliceSize ?? ITEMS_PER_TURN;
   }
 
   /** Responses not handled yet. */

@@ -19,6 +19,7 @@ import type { IngestMetrics } from './metrics.js';
 import { DecryptError, open as openSealed, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
 import { errorCode } from '../store/errors.js';
 import { waitForWake } from './abortable-wait.js';
+import { ITEMS_PER_TURN, nextTurn } from './turns.js';
 
 const SEGMENT_MAGIC = Buffer.from('TTSPOOL1', 'latin1');
 const HEADER_BYTES = SEGMENT_MAGIC.length;
@@ -298,6 +299,7 @@ export class CaptureSpool {
       const { records: starts, end } = scanFrames(chunk);
       for (const start of starts) {
         if (records >= maxRecords) break;
+        if (records > 0 && records % ITEMS_PER_TURN === 0) await nextTurn();
         const length = chunk.readUInt32BE(start);
         const capture = this.openRecord(chunk.subarray(start + LENGTH_BYTES, start + LENGTH_BYTES + length), segment.seq, base + start);
         if (capture) captures.push(capture);

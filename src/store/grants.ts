@@ -6,6 +6,7 @@ import { fingerprint, open, parseDecrypted, seal, type FieldBinding, type KeyRin
 import { decodeIdTokenClaims } from '../capture/jwt.js';
 import { isRefusedByPostgres } from './errors.js';
 import { withTransaction } from './pool.js';
+import { mapWithTurns } from '../ingest/turns.js';
 
 export interface RecordResult {
   /** Captures Postgres refused for their content; the rest of the batch was written. */
@@ -208,7 +209,7 @@ export class GrantStore {
   private async applyBatch(client: pg.PoolClient, captures: readonly Capture[]): Promise<void> {
     const fresh = await this.insertEvents(client, captures);
     const pending = captures.filter((capture) => fresh.has(capture.captureId));
-    for (const round of loginRounds(pending)) await this.upsertGrantRows(client, round.map((capture) => this.grantRow(capture)));
+    for (const round of loginRounds(pending)) await this.upsertGrantRows(client, await mapWithTurns(round, (capture) => this.grantRow(capture)));
     for (const capture of pending) {
       if (capture.outcome !== 'stored') await this.applyAfterEvent(client, capture);
     }
