@@ -35,5 +35,6 @@ ENV TOKEN_TAP_SPOOL_DIR=/var/spool/token-tap
 RUN mkdir -p /var/spool/token-tap /run/token-tap && chown node:node /var/spool/token-tap /run/token-tap
 VOLUME /var/spool/token-tap
 USER node
-ENTRYPOINT ["node", "bin/token-tap.js"]
+# Node flags for serve (src/ops/node-flags.ts): a small young generation and one V8 helper thread.
+ENTRYPOINT ["node", "--max-semi-space-size=1", "--v8-pool-size=1", "bin/token-tap.js"]
 CMD ["serve", "--listen", "unix:/run/token-tap/extproc.sock"]

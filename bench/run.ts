@@ -119,12 +119,12 @@ async function stopChild(child: ChildProcess): Promise<void> {
 }
 
 /** CPU seconds (user + system) and RSS bytes of a process, from /proc. */
-function processUsage(pid: number): { cpuSeconds: number; rssBytes: number } {
+function processUsage(pid: number): { cpuSeconds: number; systemSeconds: number; rssBytes: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[11]) + Number(fields[12]);
   const rssPages = Number(fields[21]);
-  return { cpuSeconds: ticks / 100, rssBytes: rssPages * 4096 };
+  return { cpuSeconds: ticks / 100, systemSeconds: Number(fields[12]) / 100, rssBytes: rssPages * 4096 };
 }
 
 /**
@@ -422,6 +422,10 @@ async function main(): Promise<void> {
           const sidecarSpooled = (await sidecarCounter('token_tap_spool_captures_total')) - spooledBefore;
           const sidecarStreams = (await sidecarCounter('token_tap_extproc_streams_total')) - streamsBefore;
           const streamsOpen = await sidecarCounter('token_tap_extproc_streams_open');
+          // Where the sidecar's memory is after the step (prom-client's default process metrics).
+          const mb = async (name: string) => ((await sidecarCounter(name)) / 1048576).toFixed(1);
+          log(`  sidecar CPU in ${scenario} ${rate}/s: ${(usageAfter.cpuSeconds - usageBefore.cpuSeconds).toFixed(2)} s, of which kernel ${(usageAfter.systemSeconds - usageBefore.systemSeconds).toFixed(2)} s, ${((1000 * (usageAfter.cpuSeconds - usageBefore.cpuSeconds)) / Math.max(1, stored)).toFixed(3)} ms per capture`);
+          log(`  sidecar memory after ${scenario} ${rate}/s: heap used ${await mb('token_tap_nodejs_heap_size_used_bytes')} of ${await mb('token_tap_nodejs_heap_size_total_bytes')} MB, external ${await mb('token_tap_nodejs_external_memory_bytes')} MB, RSS ${await mb('token_tap_process_resident_memory_bytes')} MB`);
           const achieved = result.ok / result.seconds;
           const step: CeilingStep = {
             rate,

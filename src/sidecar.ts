@@ -59,10 +59,9 @@ async function within(promise: Promise<unknown>, ms: number): Promise<void> {
 }
 
 /**
- * The sidecar's work is background work next to Envoy's: in observability mode Envoy never waits
- * on it, and in buffered mode it only waits for empty replies. So on a busy machine Envoy and the
- * app get the CPU first (bench/RESULTS.md), and captures catch up after the peak. Inside a
- * Kubernetes pod or a compose service the container's own CPU share matters more than this.
+ * TOKEN_TAP_CAPTURE_NICE (default 0): in observability mode Envoy never waits on the sidecar, so
+ * where both share a cgroup a niced sidecar lets Envoy and the app get the CPU first. In buffered
+ * mode Envoy waits for this thread's replies, which a nice would put last.
  */
 function lowerPriority(nice: number, logger: Logger): void {
   if (nice === 0 || process.platform !== 'linux') return;

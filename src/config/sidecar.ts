@@ -154,7 +154,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     problems.push((error as Error).message);
   }
   const shutdownGraceMs = nonNegativeInteger(env, 'TOKEN_TAP_SHUTDOWN_GRACE_MS', 10_000, problems);
-  const captureNice = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_NICE', 10, problems);
+  const captureNice = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_NICE', 0, problems);
   if (captureNice > 19) problems.push(`TOKEN_TAP_CAPTURE_NICE must be between 0 and 19, got ${captureNice}`);
   const captureBacklog = positiveInteger(env, 'TOKEN_TAP_CAPTURE_BACKLOG', 20_000, problems);
   const captureGatherMs = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_GATHER_MS', 10, problems);

@@ -66,9 +66,9 @@ describe('token-tap CLI', function () {
     }
   });
 
-  it('serve runs at nice 10 (TOKEN_TAP_CAPTURE_NICE), and says so in its ready line', async () => {
+  it('serve runs at TOKEN_TAP_CAPTURE_NICE when set, and says so in its ready line', async () => {
     // No Postgres needed (and this file's database must stay without tables for the test below).
-    const sidecar = await startSidecarProcess({ port: await freePort(), env: { DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/none`, TOKEN_TAP_KEYS: generateKeySpec() } });
+    const sidecar = await startSidecarProcess({ port: await freePort(), env: { DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/none`, TOKEN_TAP_KEYS: generateKeySpec(), TOKEN_TAP_CAPTURE_NICE: '10' } });
     try {
       // /proc/<pid>/stat: field 19 is the nice value of the main (the only JavaScript) thread.
       const nice = Number(readFileSync(`/proc/${sidecar.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);

@@ -7,6 +7,7 @@ import { parseAllDocuments, parse } from 'yaml';
 import { composeValidator } from '../support/compose-schema.js';
 import { isLoopbackOnly, parseListenAddress } from '../../src/config/values.js';
 import { SIDECAR_CLUSTER } from '../../src/envoyconfig/render.js';
+import { SERVE_NODE_FLAGS } from '../../src/ops/node-flags.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const read = (file: string) => readFileSync(`${root}${file}`, 'utf8');
@@ -66,6 +67,14 @@ describe('packaging (static checks)', () => {
     for (const [name, service] of Object.entries(compose.services)) {
       if (service.image) expect(service.image, name).to.match(/:[\w.-]*\d[\w.-]*$/, 'images are pinned to a version');
     }
+  });
+
+  it('the sidecar image starts serve with the Node flags serve is measured with (SERVE_NODE_FLAGS)', () => {
+    const dockerfile = read('Dockerfile');
+    const last = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
+    const entrypoint = JSON.parse(/^ENTRYPOINT\s+(\[.*\])\s*$/m.exec(last)![1]!) as string[];
+    expect(entrypoint).to.deep.equal(['node', ...SERVE_NODE_FLAGS, 'bin/token-tap.js']);
+    expect(SERVE_NODE_FLAGS).to.include('--max-semi-space-size=1');
   });
 
   it('the Dockerfile pins its base image and runs as a non-root user', () => {
