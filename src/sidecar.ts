@@ -21,7 +21,7 @@ import { CaptureSpool } from './ingest/spool.js';
 import { StoreState } from './ingest/postgres-availability.js';
 import { GrantStore } from './store/grants.js';
 import { CaptureVerifier } from './idp/verify.js';
-import { startHookServer, type HookServer } from './hook/server.js';
+import type { HookServer } from './hook/server.js';
 
 export interface Sidecar {
   /** ext_proc's TCP address with the bound port; on a Unix socket, host is the socket path and port 0. */
@@ -196,6 +196,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   let hook: HookServer | undefined;
   if (config.hook) {
     try {
+      // Loaded only when configured: it brings jose (Okta's request signatures) with it.
+      const { startHookServer } = await import('./hook/server.js');
       hook = await startHookServer({
         ...config.hook,
         databaseUrl: config.databaseUrl,

@@ -4,7 +4,7 @@
 // credentials come from the sidecar's own config (config/idp-file.ts), never from Okta's
 // requests. The secret lives in a private field (no logger or JSON.stringify reaches it) and no
 // message ever quotes it, a token, or an answer's body.
-import * as oauth from 'oauth4webapi';
+import type { AuthorizationServer, Client, ClientAuth } from 'oauth4webapi';
 import { parseFields, readTokenResponse } from '../capture/token-response.js';
 import type { TokenSet } from '../capture/types.js';
 import { readLimited } from './http.js';
@@ -12,6 +12,11 @@ import { readLimited } from './http.js';
 export type AuthMethod = 'client_secret_basic' | 'client_secret_post';
 export const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post'];
 const MAX_RESPONSE_BYTES = 1024 * 1024;
+
+type OAuth = typeof import('oauth4webapi');
+// Imported on the first refresh or revocation: a sidecar that does neither never loads it.
+let oauth4webapi: Promise<OAuth> | undefined;
+const loadOauth = () => (oauth4webapi ??= import('oauth4webapi'));
 
 /** Why a call to the IdP did not give tokens. Messages name the IdP and the OAuth error code only. */
 export class IdpCallError extends Error {
@@ -66,10 +71,11 @@ export class IdpClient {
    * `expectedIssuer` (the pinned issuer, else the one that issued the stored grant). Throws IdpCallError.
    */
   async refresh(refreshToken: string, expectedIssuer?: string): Promise<TokenSet> {
+    const oauth = await loadOauth();
     const raw: RawAnswer = {};
     let response: Response;
     try {
-      response = await oauth.refreshTokenGrantRequest(this.server(expectedIssuer), this.client(), this.auth(), refreshToken, this.requestOptions(raw));
+      response = await oauth.refreshTokenGrantRequest(this.server(expectedIssuer), this.client(), this.auth(oauth), refreshToken, this.requestOptions(oauth, raw));
     } catch (error) {
       throw this.unreachable(error, 'token endpoint');
     }
@@ -80,7 +86,7 @@ export class IdpClient {
     try {
       await oauth.processRefreshTokenResponse(this.server(issuer), this.client(), response);
     } catch (error) {
-      throw this.refused(error, raw, 'refresh');
+      throw this.refused(oauth, error, raw, 'refresh');
     }
     const read = readTokenResponse(raw.status, raw.body);
     if (read.kind !== 'tokens') throw new IdpCallError(`IdP "${this.idp}" token endpoint answered with a body that is not a token response`, 'unavailable');
@@ -93,10 +99,11 @@ export class IdpClient {
    */
   async revoke(token: string, hint: 'access_token' | 'refresh_token'): Promise<'revoked' | 'unsupported'> {
     if (!this.settings.revocationUrl) throw new Error(`IdP "${this.idp}" has no revocation_url`);
+    const oauth = await loadOauth();
     const raw: RawAnswer = {};
     let response: Response;
     try {
-      response = await oauth.revocationRequest(this.server(undefined), this.client(), this.auth(), token, { ...this.requestOptions(raw), additionalParameters: { token_type_hint: hint } });
+      response = await oauth.revocationRequest(this.server(undefined), this.client(), this.auth(oauth), token, { ...this.requestOptions(oauth, raw), additionalParameters: { token_type_hint: hint } });
     } catch (error) {
       throw this.unreachable(error, 'revocation endpoint');
     }
@@ -105,13 +112,13 @@ export class IdpClient {
       await oauth.processRevocationResponse(response);
       return 'revoked';
     } catch (error) {
-      const refusal = this.refused(error, raw, 'revocation');
+      const refusal = this.refused(oauth, error, raw, 'revocation');
       if (refusal.errorCode === 'unsupported_token_type') return 'unsupported';
       throw refusal;
     }
   }
 
-  private server(issuer: string | undefined): oauth.AuthorizationServer {
+  private server(issuer: string | undefined): AuthorizationServer {
     return {
       // oauth4webapi compares a refreshed id_token's iss with this; revocation never reads it.
       issuer: issuer ?? this.settings.tokenUrl.origin,
@@ -120,16 +127,16 @@ export class IdpClient {
     };
   }
 
-  private client(): oauth.Client {
+  private client(): Client {
     return { client_id: this.clientId };
   }
 
-  private auth(): oauth.ClientAuth {
+  private auth(oauth: OAuth): ClientAuth {
     return this.settings.authMethod === 'client_secret_post' ? oauth.ClientSecretPost(this.#secret) : oauth.ClientSecretBasic(this.#secret);
   }
 
   /** Timeout, no redirects, plain http only where config allowed it (loopback), and a size-capped body kept for the parser. */
-  private requestOptions(raw: RawAnswer) {
+  private requestOptions(oauth: OAuth, raw: RawAnswer) {
     const limitedFetch = async (url: string, init: RequestInit): Promise<Response> => {
       const answer = await fetch(url, { ...init, redirect: 'error' });
       raw.status = answer.status;
@@ -158,11 +165,11 @@ export class IdpClient {
    * An answer oauth4webapi did not accept. Its errors carry the body as their cause, tokens
    * included, so only the status and the OAuth error code are taken from them.
    */
-  private refused(error: unknown, raw: RawAnswer, what: 'refresh' | 'revocation'): IdpCallError {
+  private refused(oauth: OAuth, error: unknown, raw: RawAnswer, what: 'refresh' | 'revocation'): IdpCallError {
     const status = raw.status ?? 0;
     const endpoint = what === 'refresh' ? 'token endpoint' : 'revocation endpoint';
     if (status >= 500 || status === 429) return new IdpCallError(`IdP "${this.idp}" ${endpoint} answered HTTP ${status}`, 'unavailable');
-    const code = oauthErrorCode(error, raw);
+    const code = oauthErrorCode(oauth, error, raw);
     if (code) return new IdpCallError(`IdP "${this.idp}" refused the ${what}: ${code}`, 'refused', code);
     const check = error instanceof oauth.OperationProcessingError || error instanceof oauth.UnsupportedOperationError ? ` (${(error as Error).message})` : '';
     return new IdpCallError(`IdP "${this.idp}" ${endpoint} answered HTTP ${status} with no OAuth error code and no acceptable answer${check}`, 'unavailable');
@@ -186,7 +193,7 @@ interface RawAnswer {
 }
 
 /** The OAuth `error` code of an answer: from oauth4webapi's error, or the body (some IdPs send it with HTTP 200). */
-function oauthErrorCode(error: unknown, raw: RawAnswer): string | undefined {
+function oauthErrorCode(oauth: OAuth, error: unknown, raw: RawAnswer): string | undefined {
   if (error instanceof oauth.ResponseBodyError && typeof error.error === 'string') return safeCode(error.error);
   if (!raw.body) return undefined;
   const read = readTokenResponse(raw.status, raw.body);

@@ -10,8 +10,8 @@
 // last fetch waits in the spool for the next fetch. Keys that cannot be fetched (IdP down) make
 // the capture wait too, up to maxWaitMs of its age, then it is recorded `unverified`
 // (`jwks_unavailable`). Nothing here logs or throws a token, a claim value or an answer's body.
-import { compactVerify, createLocalJWKSet, decodeProtectedHeader, errors, type CompactVerifyGetKey, type CryptoKey } from 'jose';
-import * as oauth from 'oauth4webapi';
+import type { CompactVerifyGetKey, CryptoKey, JSONWebKeySet } from 'jose';
+import type { AuthorizationServer } from 'oauth4webapi';
 import type { Capture } from '../capture/types.js';
 import { isLoopbackUrl } from '../config/values.js';
 import { limitedFetch, readLimited } from './http.js';
@@ -29,6 +29,13 @@ export interface IdpVerificationSettings {
   /** Per request to the IdP (discovery, JWKS). */
   timeoutMs: number;
 }
+
+// jose and oauth4webapi are imported on first use (a key fetch or a signature check): a sidecar
+// with no pinned issuer never loads them, and is some MB smaller for it.
+let jose: Promise<typeof import('jose')> | undefined;
+let oauth4webapi: Promise<typeof import('oauth4webapi')> | undefined;
+const loadJose = () => (jose ??= import('jose'));
+const loadOauth = () => (oauth4webapi ??= import('oauth4webapi'));
 
 /** Asymmetric signatures only: `none` and HMAC (a key the IdP shares with its clients) never verify. */
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
@@ -136,9 +143,10 @@ export class IdpKeys {
     const startedAt = this.now();
     this.lastAttempt = startedAt;
     const { idp, timeoutMs } = this.settings;
+    const { createLocalJWKSet, errors } = await loadJose();
     try {
       this.jwksUri ??= await this.discover();
-      const lookup = createLocalJWKSet((await fetchJson(this.jwksUri, timeoutMs, 'jwks_uri')) as Parameters<typeof createLocalJWKSet>[0]);
+      const lookup = createLocalJWKSet((await fetchJson(this.jwksUri, timeoutMs, 'jwks_uri')) as JSONWebKeySet);
       this.snapshot = { lookup, fetchedAt: startedAt };
       this.lastFailed = false;
       this.options.onFetch?.({ idp, ok: true });
@@ -153,6 +161,7 @@ export class IdpKeys {
   /** jwks_uri from `issuer/.well-known/openid-configuration`, whose `issuer` must be the pinned one. */
   private async discover(): Promise<URL> {
     const issuer = new URL(this.settings.issuer);
+    const oauth = await loadOauth();
     let response: Response;
     try {
       response = await oauth.discoveryRequest(issuer, {
@@ -165,7 +174,7 @@ export class IdpKeys {
       if (/^discovery: answer over/.test((error as Error)?.message ?? '')) throw error;
       throw new Error(`discovery: ${describeFetchError(error)}`);
     }
-    let metadata: oauth.AuthorizationServer;
+    let metadata: AuthorizationServer;
     try {
       metadata = await oauth.processDiscoveryResponse(issuer, response);
     } catch {
@@ -210,6 +219,7 @@ type SignatureResult = Record<string, unknown> | 'malformed' | 'alg_not_allowed'
 
 /** The payload of a JWS the keys verify, as claims; or why not. */
 export async function verifySignature(token: string, lookup: CompactVerifyGetKey): Promise<SignatureResult> {
+  const { compactVerify, errors } = await loadJose();
   let payload: Uint8Array;
   try {
     ({ payload } = await compactVerify(token, lookup, { algorithms: ALGORITHMS }));
@@ -309,6 +319,8 @@ export class CaptureVerifier {
       }
       const verdict = await keys.verify(idToken, capture.observedAt);
       if (verdict.kind === 'verified') {
+        // Loaded already: the signature was checked with it.
+        const { decodeProtectedHeader } = await loadJose();
         const alg = (() => {
           try {
             return decodeProtectedHeader(idToken).alg;
