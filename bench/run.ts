@@ -18,7 +18,7 @@
 //             capture counted in Postgres, the sidecar's CPU and peak RSS; then its RSS settled
 //   growth    closed loop through Envoys of 1, 2 and 4 workers (observability)
 // Flags: --quick  --rates 200,1000,3000  --rounds N  --seconds S  --phases ...  --dry-run (do not
-// rewrite RESULTS.md)  --keep-db. Ends with one log line per target, `target | measured | met/missed`:
+// rewrite RESULTS.md)  --keep-db  --extproc-thread (the load sidecar with TOKEN_TAP_EXTPROC_THREAD=true). Ends with one log line per target, `target | measured | met/missed`:
 //   node dist/bench/run.js --quick --rates 200,1000 --rounds 1 --phases memory,latency,ceiling --dry-run
 // The sidecar runs as `node SERVE_NODE_FLAGS (src/ops/node-flags.ts) BENCH_SIDECAR_NODE_ARGS CLI serve`.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -56,6 +56,8 @@ const { values: flags } = parseArgs({
     'dry-run': { type: 'boolean', default: false },
     /** Keep the bench database (its name is printed) to look at the rows afterwards. */
     'keep-db': { type: 'boolean', default: false },
+    /** The load sidecar serves ext_proc on a thread of its own (TOKEN_TAP_EXTPROC_THREAD=true). */
+    'extproc-thread': { type: 'boolean', default: false },
   },
 });
 const quick = flags.quick!;
@@ -269,6 +271,7 @@ async function main(): Promise<void> {
     LOG_LEVEL: 'info',
     TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${opsPort}`,
     TOKEN_TAP_API_LISTEN: 'off',
+    ...(flags['extproc-thread'] ? { TOKEN_TAP_EXTPROC_THREAD: 'true' } : {}),
   };
   const sidecarCounter = async (name: string): Promise<number> => {
     const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();

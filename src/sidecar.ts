@@ -11,6 +11,7 @@ import { resolveRoute } from './config/route-idps.js';
 import type { SidecarConfig } from './config/sidecar.js';
 import { formatListenAddress, isLoopbackOnly, isSocket, type HostPort, type ListenAddress } from './config/values.js';
 import { startExtProcListener, type ExtProcListener } from './extproc/listener.js';
+import { startExtProcThread } from './extproc/thread.js';
 import { CaptureIntake } from './ingest/intake.js';
 import { SidecarHealth } from './ops/health.js';
 import { startOpsServer, type OpsServer } from './ops/http.js';
@@ -61,7 +62,9 @@ async function within(promise: Promise<unknown>, ms: number): Promise<void> {
 /**
  * TOKEN_TAP_CAPTURE_NICE (default 0): in observability mode Envoy never waits on the sidecar, so
  * where both share a cgroup a niced sidecar lets Envoy and the app get the CPU first. In buffered
- * mode Envoy waits for this thread's replies, which a nice would put last.
+ * mode Envoy waits for replies, which a nice would put last, unless they come from the ext_proc
+ * thread (TOKEN_TAP_EXTPROC_THREAD): on Linux setpriority(PRIO_PROCESS, 0) changes the calling
+ * thread only, and that thread exists already, so it keeps the process's priority.
  */
 function lowerPriority(nice: number, logger: Logger): void {
   if (nice === 0 || process.platform !== 'linux') return;
@@ -145,10 +148,22 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const intake = new CaptureIntake({ handle: onResponse, gatherMs: config.captureGatherMs, maxBacklog: config.captureBacklog, logger, metrics });
   let extProc: ExtProcListener;
   try {
-    extProc = await startExtProcListener(
-      { listen: listenText, tls: config.extProcTls, maxBodyBytes: config.maxBodyBytes },
-      { onResponse: (observed) => intake.take(observed), logger, metrics },
-    );
+    extProc = config.extProcThread
+      ? await startExtProcThread(
+          {
+            listen: listenText,
+            tls: config.extProcTls && { cert: config.extProcTls.cert.toString('utf8'), key: config.extProcTls.key.toString('utf8'), clientCa: config.extProcTls.clientCa?.toString('utf8') },
+            maxBodyBytes: config.maxBodyBytes,
+            logLevel: logger.level,
+            maxBacklog: config.captureBacklog,
+            nice: os.getPriority(0),
+          },
+          { onResponse: (observed) => intake.take(observed), logger, metrics },
+        )
+      : await startExtProcListener(
+          { listen: listenText, tls: config.extProcTls, maxBodyBytes: config.maxBodyBytes },
+          { onResponse: (observed) => intake.take(observed), logger, metrics },
+        );
   } catch (error) {
     await spool.close();
     await pool.end().catch(() => undefined);
@@ -171,7 +186,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const listen: ListenAddress = isSocket(config.listen) ? config.listen : address;
   // Serving before Postgres answers: logins are captured into the spool meanwhile.
   health.serving();
-  logger.info({ listen: extProc.listen, tls: extProcTls, spool: config.spoolDir, nice: config.captureNice }, 'ext_proc server ready');
+  logger.info({ listen: extProc.listen, tls: extProcTls, spool: config.spoolDir, nice: config.captureNice, extProcThread: extProc.tid }, 'ext_proc server ready');
   const ops = await startOpsServer({ listen: config.opsListen, metrics, health, logger });
   try {
     await storeState.prepare();

@@ -47,6 +47,11 @@ export interface SidecarConfig {
   captureBacklog: number;
   /** How long finished responses gather before their capture work starts (ms). */
   captureGatherMs: number;
+  /**
+   * Serve Envoy's streams on a worker thread of their own (TOKEN_TAP_EXTPROC_THREAD): buffered-mode
+   * replies then never queue behind capture work, for a second V8 isolate (~20 MB).
+   */
+  extProcThread: boolean;
   /** Route (HTTPRoute rule or xDS route name) → IdP, for routes that carry no x-token-tap-idp metadata (TOKEN_TAP_ROUTE_IDPS). */
   routeIdps: RouteIdps;
   /** The TokenVault API, IdP client credentials and retention (src/api/config.ts). */
@@ -158,6 +163,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   if (captureNice > 19) problems.push(`TOKEN_TAP_CAPTURE_NICE must be between 0 and 19, got ${captureNice}`);
   const captureBacklog = positiveInteger(env, 'TOKEN_TAP_CAPTURE_BACKLOG', 20_000, problems);
   const captureGatherMs = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_GATHER_MS', 10, problems);
+  const extProcThread = readBoolean(env, 'TOKEN_TAP_EXTPROC_THREAD', problems);
   if (captureGatherMs > 1_000) problems.push(`TOKEN_TAP_CAPTURE_GATHER_MS must be at most 1000, got ${captureGatherMs}`);
 
   const idps = loadIdpConfig(env, problems);
@@ -187,6 +193,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     captureNice,
     captureBacklog,
     captureGatherMs,
+    extProcThread,
     routeIdps,
     vault,
     verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },

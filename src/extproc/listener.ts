@@ -1,9 +1,10 @@
 // The ext_proc listener: Envoy's ExternalProcessor service and grpc.health.v1 on one grpc-js
-// server, on a Unix socket or a TCP address. It runs on the sidecar's only thread: a second V8
-// isolate for it cost ~25 MB of every pod's memory, and nothing needs it, because a stream's work
-// here is a few microseconds (replies go out before anything else; observability mode needs none)
-// and capture work waits in the intake (ingest/intake.ts) until the response has gone by, in
-// slices short enough that a buffered-mode reply never waits long behind it.
+// server, on a Unix socket or a TCP address, on the sidecar's main thread. By default that is the
+// sidecar's only thread: a second V8 isolate costs ~20 MB of every pod's memory, and observability
+// mode needs no replies at all; capture work waits in the intake (ingest/intake.ts) until the
+// response has gone by, and runs in slices. In buffered mode on a busy sidecar, replies queue
+// behind those slices; TOKEN_TAP_EXTPROC_THREAD moves the streams to a thread of their own
+// (thread.ts, worker.ts), with the same interface.
 import { chmodSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -30,6 +31,8 @@ export interface ExtProcListenerDependencies {
 }
 
 export interface ExtProcListener {
+  /** The Linux task id of the thread serving the streams, when it is a thread of its own (TOKEN_TAP_EXTPROC_THREAD). */
+  readonly tid?: number | undefined;
   /** The bound port (the one asked for, or the one picked for port 0); 0 on a Unix socket. */
   readonly port: number;
   /** What it listens on: host:port with the bound port, or unix:/path. */
