@@ -133,7 +133,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     problems.push('TOKEN_TAP_KEYS is not set: set it to "k1:<32 random bytes, base64>" (generate with: openssl rand -base64 32)');
   } else {
     try {
-      keyRing = parseKeyRing(keys, env.TOKEN_TAP_FINGERPRINT_KEY);
+      keyRing = parseKeyRing(keys, env.TOKEN_TAP_FINGERPRINT_KEY, env.TOKEN_TAP_SEAL_FORMAT);
     } catch (error) {
       if (!(error instanceof KeyRingError)) throw error;
       problems.push(error.message);

@@ -31,6 +31,11 @@ export interface KeyRing {
    * active key, as before the setting existed.
    */
   readonly fingerprintKey?: Buffer;
+  /**
+   * The format new values are sealed in (TOKEN_TAP_SEAL_FORMAT): 3 unless set to 2, which releases
+   * before format 3 can open, for a rolling update with them in the fleet (README "Upgrading").
+   */
+  readonly sealFormat?: 2 | 3;
 }
 
 export class KeyRingError extends Error {
@@ -45,7 +50,7 @@ export class DecryptError extends Error {
  * Parses `id1:base64key,id0:base64key`. The first key is active; the others still decrypt.
  * Errors name the entry by position and key id, never the key material.
  */
-export function parseKeyRing(spec: string, fingerprintKeySpec?: string): KeyRing {
+export function parseKeyRing(spec: string, fingerprintKeySpec?: string, sealFormatSpec?: string): KeyRing {
   const problems: string[] = [];
   const keys = new Map<string, Buffer>();
   const entries = spec.split(',').map((entry) => entry.trim()).filter((entry) => entry.length > 0);
@@ -85,9 +90,11 @@ export function parseKeyRing(spec: string, fingerprintKeySpec?: string): KeyRing
       problems.push(`TOKEN_TAP_FINGERPRINT_KEY must be ${KEY_BYTES} bytes, base64 (generate one with: openssl rand -base64 32)`);
     }
   }
+  const sealFormat = sealFormatSpec === undefined || sealFormatSpec.trim() === '' ? undefined : Number(sealFormatSpec.trim());
+  if (sealFormat !== undefined && sealFormat !== 2 && sealFormat !== 3) problems.push(`TOKEN_TAP_SEAL_FORMAT must be 2 or 3, got "${sealFormatSpec}"`);
   if (problems.length > 0) throw new KeyRingError(problems.join('; '));
   const activeKeyId = entries[0]!.slice(0, entries[0]!.indexOf(':'));
-  return fingerprintKey ? { activeKeyId, keys, fingerprintKey } : { activeKeyId, keys };
+  return { activeKeyId, keys, ...(fingerprintKey ? { fingerprintKey } : {}), ...(sealFormat === 2 ? { sealFormat: 2 as const } : {}) };
 }
 
 export function generateKeySpec(keyId = 'k1'): string {
@@ -185,6 +192,7 @@ function sessionFor(ringKey: Buffer): SealingSession {
 
 /** Format v3 under the ring's active key: the current session key, the next nonce of its count. */
 export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
+  if (ring.sealFormat === 2) return sealV2(ring, plaintext, binding);
   const session = sessionFor(keyFor(ring, ring.activeKeyId));
   const nonce = Buffer.alloc(NONCE_BYTES);
   nonce.writeUInt32BE(session.sealed, NONCE_BYTES - 4);
@@ -196,7 +204,7 @@ export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): B
   return Buffer.concat([V3_MAGIC, session.salt, nonce, ciphertext, rest, cipher.getAuthTag()]);
 }
 
-/** Seals the v2 way (a key for this value alone, random nonce); tests of rows written before v3 only. */
+/** Seals the v2 way (a key for this value alone, random nonce): TOKEN_TAP_SEAL_FORMAT=2, and tests of rows written before v3. */
 export function sealV2(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
   const salt = freshRandom(SALT_BYTES);
   const nonce = freshRandom(NONCE_BYTES);

@@ -38,7 +38,7 @@ export function connect(needs: { keys?: boolean; idps?: boolean }): { pool: pg.P
   let ring: KeyRing | undefined;
   if (needs.keys) {
     try {
-      ring = parseKeyRing(process.env.TOKEN_TAP_KEYS ?? '', process.env.TOKEN_TAP_FINGERPRINT_KEY);
+      ring = parseKeyRing(process.env.TOKEN_TAP_KEYS ?? '', process.env.TOKEN_TAP_FINGERPRINT_KEY, process.env.TOKEN_TAP_SEAL_FORMAT);
     } catch (error) {
       if (!(error instanceof KeyRingError)) throw error;
       problems.push(process.env.TOKEN_TAP_KEYS ? error.message : 'TOKEN_TAP_KEYS is not set: set it to the key ring the sidecar uses');

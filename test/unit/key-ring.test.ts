@@ -82,6 +82,16 @@ describe('keys/key-ring', () => {
       expect(() => open(parseKeyRing(generateKeySpec('k1')), 'k1', old, binding)).to.throw(DecryptError);
     });
 
+    it('TOKEN_TAP_SEAL_FORMAT=2 keeps sealing as v2 (for a rolling update with releases that cannot open v3); anything but 2 or 3 is refused', () => {
+      const spec = generateKeySpec('k1');
+      const during = parseKeyRing(spec, undefined, '2');
+      const sealed = seal(during, 'value', binding);
+      expect([...sealed.subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x02, 0x00]);
+      expect(open(parseKeyRing(spec), 'k1', sealed, binding)).to.equal('value');
+      expect([...seal(parseKeyRing(spec, undefined, '3'), 'v', binding).subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x03, 0x00]);
+      expect(() => parseKeyRing(spec, undefined, '4')).to.throw(KeyRingError, /TOKEN_TAP_SEAL_FORMAT must be 2 or 3/);
+    });
+
     it('a cached session key is not reused for another ring key under the same id', () => {
       const sealed = seal(ring, 'value', binding);
       expect(open(ring, 'k1', sealed, binding)).to.equal('value');
