@@ -192,6 +192,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     await storeState.prepare();
   } catch (error) {
     await extProc.close(0);
+    intake.close();
     await ops?.close();
     await spool.close();
     await pool.end().catch(() => undefined);
@@ -220,7 +221,15 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         // Postgres): the hook shares it rather than open a second.
         ...(config.poolSize === 1 ? { pool } : {}),
         keyRing: config.keyRing,
-        captures: pump,
+        // A login whose response still waits in the intake counts as in flight too.
+        captures: {
+          hasInFlight: (idp: string) => intake.depth > 0 || pump.hasInFlight(idp),
+          waitForIdp: async (idp: string, timeoutMs: number) => {
+            const started = Date.now();
+            await intake.whenHandled(timeoutMs);
+            return pump.waitForIdp(idp, Math.max(0, timeoutMs - (Date.now() - started)));
+          },
+        },
         logger,
         registry: metrics.registry,
         onPostgresError: () => metrics.postgresErrors.inc(),
@@ -252,7 +261,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         // Open streams get half the grace period; the flush to Postgres the rest. Responses of
         // streams that ended are with the intake once the listener has closed.
         await extProc.close(Math.max(0, graceMs / 2));
-        intake.flush();
+        intake.close();
         // drain() fsyncs the spool first, so from here on nothing is lost, only left for later.
         const drained = await pump.drain(Math.max(0, deadline - Date.now()));
         // A write or connect stuck on a dead Postgres must not hold the process past its grace.

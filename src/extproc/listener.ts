@@ -5,14 +5,13 @@
 // response has gone by, and runs in slices. In buffered mode on a busy sidecar, replies queue
 // behind those slices; TOKEN_TAP_EXTPROC_THREAD moves the streams to a thread of their own
 // (thread.ts, worker.ts), with the same interface.
-import { chmodSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
 import type { ObservedResponse } from '../capture/types.js';
 import { EXT_PROC_HEALTH_SERVICE } from '../contract.js';
 import { loadExtProc } from './protocol.js';
 import { createExtProcHandlers, extProcServerOptions, type StreamLogger, type StreamMetrics } from './server.js';
-import { clearStaleSocket } from './socket.js';
+import { checkBoundSocket, clearStaleSocket } from './socket.js';
 
 export interface ExtProcListenerOptions {
   /** host:port to bind (port 0 picks a free one), or unix:/path. */
@@ -26,7 +25,7 @@ export interface ExtProcListenerDependencies {
   onResponse: (observed: ObservedResponse) => void;
   logger: StreamLogger;
   metrics: StreamMetrics;
-  /** How the socket is narrowed to 0660 after bind; tests pass one that does nothing, to see bind's own mode. */
+  /** How the bound socket is checked (socket.ts checkBoundSocket); tests pass one that does nothing, to see bind's own mode. */
   restrictSocket?: (path: string) => void;
 }
 
@@ -57,7 +56,7 @@ function bind(server: grpc.Server, listen: string, creds: grpc.ServerCredentials
 }
 
 export async function startExtProcListener(options: ExtProcListenerOptions, dependencies: ExtProcListenerDependencies): Promise<ExtProcListener> {
-  const { onResponse, logger, metrics, restrictSocket = (path) => chmodSync(path, 0o660) } = dependencies;
+  const { onResponse, logger, metrics, restrictSocket = checkBoundSocket } = dependencies;
   const socket = options.listen.startsWith('unix:') ? options.listen.slice('unix:'.length) : undefined;
   // A killed sidecar leaves its socket file behind.
   if (socket) await clearStaleSocket(socket);
@@ -67,9 +66,8 @@ export async function startExtProcListener(options: ExtProcListenerOptions, depe
   server.addService(loadExtProc().service, createExtProcHandlers({ limits: { maxBodyBytes: options.maxBodyBytes }, onResponse, logger, metrics }));
   health.addToServer(server);
 
-  // bind(2) makes the socket file with the process umask; it is chmodded to 0660 right after, but
-  // until then a umask of 0 would leave it 0777 for anyone to connect. So the umask is 0117 (at
-  // most 0660) while binding, and restored then.
+  // bind(2) makes the socket file with the process umask, and a umask of 0 would leave it 0777 for
+  // anyone to connect. So the umask is 0117 (at most 0660) while binding, and restored then.
   const previousUmask = socket ? process.umask(SOCKET_UMASK) : undefined;
   let port: number;
   try {
@@ -83,7 +81,7 @@ export async function startExtProcListener(options: ExtProcListenerOptions, depe
       restrictSocket(socket);
     } catch (error) {
       server.forceShutdown();
-      throw new Error(`cannot restrict the socket to its owner and group: ${(error as Error).message}`, { cause: error });
+      throw new Error(`the ext_proc socket is not as bound: ${(error as Error).message}`, { cause: error });
     }
     port = 0;
   }

@@ -30,3 +30,14 @@ export async function clearStaleSocket(socket: string): Promise<void> {
   if (await answers(socket)) throw new Error(`another process serves ${socket}`);
   unlinkSync(socket);
 }
+
+/**
+ * After bind: the path must be the socket just made, no wider than 0660. bind(2) ran under a umask
+ * of 0117, so it is; this is checked with lstat, never chmodded, because chmod follows a symlink
+ * that someone able to write the socket's directory could have put there meanwhile.
+ */
+export function checkBoundSocket(socket: string): void {
+  const stats = lstatSync(socket);
+  if (!stats.isSocket()) throw new Error(`${socket} is not the socket just bound (replaced meanwhile?); keep its directory writable by the sidecar only`);
+  if ((stats.mode & 0o777 & ~0o660) !== 0) throw new Error(`${socket} is ${(stats.mode & 0o777).toString(8)}, wider than 0660`);
+}

@@ -57,10 +57,10 @@ async function spawn(
   // Also after a thread died: its socket file may outlive it.
   const socket = options.listen.startsWith('unix:');
   if (socket) await clearStaleSocket(options.listen.slice('unix:'.length));
-  // The socket file is made by bind(2) with the process umask; the thread chmods it to 0660 after,
-  // but until then a umask of 0 would leave it 0777 for anyone to connect. So the umask is 0117
-  // (at most 0660) until the thread has bound, and restored then. Only the main thread may set it
-  // (it is the process's); in a worker the chmod after bind is all there is.
+  // The socket file is made by bind(2) with the process umask, and a umask of 0 would leave it 0777
+  // for anyone to connect. So the umask is 0117 (at most 0660) until the thread has bound, and
+  // restored then; the thread checks the result (socket.ts checkBoundSocket). Only the main thread
+  // may set it (it is the process's); started from a worker, a wider socket is refused.
   const previousUmask = socket && isMainThread ? process.umask(SOCKET_UMASK) : undefined;
   let umaskRestored = false;
   const restoreUmask = () => {

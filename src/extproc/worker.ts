@@ -2,7 +2,7 @@
 // a reply never waits behind capture work (parsing, sealing, the spool, Postgres) on the main
 // thread. Finished responses go to the main thread in batches, once per event-loop turn, together
 // with the stream counters and log records, which the main thread owns. See thread.ts.
-import { chmodSync, readlinkSync } from 'node:fs';
+import { readlinkSync } from 'node:fs';
 import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import * as grpc from '@grpc/grpc-js';
@@ -10,6 +10,7 @@ import { HealthImplementation } from 'grpc-health-check';
 import type { ObservedResponse } from '../capture/types.js';
 import { EXT_PROC_HEALTH_SERVICE } from '../contract.js';
 import { loadExtProc } from './protocol.js';
+import { checkBoundSocket } from './socket.js';
 import { createExtProcHandlers, extProcServerOptions, type StreamLogger } from './server.js';
 import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOptions } from './thread-messages.js';
 
@@ -169,11 +170,11 @@ function credentials(): grpc.ServerCredentials {
 
 server.bindAsync(options.listen, credentials(), (error, boundPort) => {
   if (!error && options.listen.startsWith('unix:')) {
-    // Owner and group only: Envoy shares the group (the pod's fsGroup, compose's ENVOY_GID).
+    // Bound under the main thread's umask of 0117: owner and group only (Envoy shares the group).
     try {
-      chmodSync(options.listen.slice('unix:'.length), 0o660);
-    } catch (chmodError) {
-      port.postMessage({ type: 'bind_failed', message: `cannot restrict the socket to its owner and group: ${(chmodError as Error).message}` } satisfies FromExtProcThread);
+      checkBoundSocket(options.listen.slice('unix:'.length));
+    } catch (checkError) {
+      port.postMessage({ type: 'bind_failed', message: `the ext_proc socket is not as bound: ${(checkError as Error).message}` } satisfies FromExtProcThread);
       return;
     }
   }

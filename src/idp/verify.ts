@@ -34,8 +34,10 @@ export interface IdpVerificationSettings {
 // with no pinned issuer never loads them, and is some MB smaller for it.
 let jose: Promise<typeof import('jose')> | undefined;
 let oauth4webapi: Promise<typeof import('oauth4webapi')> | undefined;
-const loadJose = () => (jose ??= import('jose'));
-const loadOauth = () => (oauth4webapi ??= import('oauth4webapi'));
+// A failed import is not kept: the next key fetch tries again (and until then the fetch fails,
+// so captures wait and are recorded unverified after maxWaitMs, like any JWKS outage).
+const loadJose = () => (jose ??= import('jose').catch((error: unknown) => ((jose = undefined), Promise.reject(error))));
+const loadOauth = () => (oauth4webapi ??= import('oauth4webapi').catch((error: unknown) => ((oauth4webapi = undefined), Promise.reject(error))));
 
 /** Asymmetric signatures only: `none` and HMAC (a key the IdP shares with its clients) never verify. */
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
@@ -143,8 +145,10 @@ export class IdpKeys {
     const startedAt = this.now();
     this.lastAttempt = startedAt;
     const { idp, timeoutMs } = this.settings;
-    const { createLocalJWKSet, errors } = await loadJose();
+    let jwksInvalid: (new (...args: never[]) => Error) | undefined;
     try {
+      const { createLocalJWKSet, errors } = await loadJose();
+      jwksInvalid = errors.JWKSInvalid;
       this.jwksUri ??= await this.discover();
       const lookup = createLocalJWKSet((await fetchJson(this.jwksUri, timeoutMs, 'jwks_uri')) as JSONWebKeySet);
       this.snapshot = { lookup, fetchedAt: startedAt };
@@ -152,7 +156,7 @@ export class IdpKeys {
       this.options.onFetch?.({ idp, ok: true });
     } catch (error) {
       // jose's JWKSInvalid and our own messages name no key material; nothing else is quoted.
-      const problem = error instanceof errors.JWKSInvalid ? 'jwks_uri: not a JSON Web Key Set' : (error as Error).message;
+      const problem = jwksInvalid && error instanceof jwksInvalid ? 'jwks_uri: not a JSON Web Key Set' : error instanceof Error ? error.message : 'the key fetch failed';
       this.lastFailed = true;
       this.options.onFetch?.({ idp, ok: false, problem });
     }

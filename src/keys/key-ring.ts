@@ -12,8 +12,9 @@
 // fifth of the sidecar's capture CPU (bench/RESULTS.md).
 //
 // Format v3: "TT\x03\x00" | salt (16) | nonce (12) | ciphertext | tag (16), key = HKDF(ring key,
-// salt, "token-tap/v3 session key"). Format v2 (a key per value: HKDF info also names the value's
-// row and field, random nonce) and v1 (nonce | ciphertext | tag under the ring key) still open.
+// salt, "token-tap/v3 session key"), sealed with TOKEN_TAP_SEAL_FORMAT=3. Format v2 (a key per
+// value: HKDF info also names the value's row and field, random nonce) is sealed by default, for
+// releases that open only v2 and v1; v1 (nonce | ciphertext | tag under the ring key) still opens.
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 
 const KEY_BYTES = 32;
@@ -32,8 +33,9 @@ export interface KeyRing {
    */
   readonly fingerprintKey?: Buffer;
   /**
-   * The format new values are sealed in (TOKEN_TAP_SEAL_FORMAT): 3 unless set to 2, which releases
-   * before format 3 can open, for a rolling update with them in the fleet (README "Upgrading").
+   * The format new values are sealed in (TOKEN_TAP_SEAL_FORMAT): 2 (a key per value, which the
+   * releases before format 3 open too) unless set to 3, once no sidecar of those releases is left
+   * in the fleet or may be rolled back to (README "Upgrading"). Both are opened whatever it says.
    */
   readonly sealFormat?: 2 | 3;
 }
@@ -94,7 +96,7 @@ export function parseKeyRing(spec: string, fingerprintKeySpec?: string, sealForm
   if (sealFormat !== undefined && sealFormat !== 2 && sealFormat !== 3) problems.push(`TOKEN_TAP_SEAL_FORMAT must be 2 or 3, got "${sealFormatSpec}"`);
   if (problems.length > 0) throw new KeyRingError(problems.join('; '));
   const activeKeyId = entries[0]!.slice(0, entries[0]!.indexOf(':'));
-  return { activeKeyId, keys, ...(fingerprintKey ? { fingerprintKey } : {}), ...(sealFormat === 2 ? { sealFormat: 2 as const } : {}) };
+  return { activeKeyId, keys, ...(fingerprintKey ? { fingerprintKey } : {}), ...(sealFormat === 3 ? { sealFormat: 3 as const } : {}) };
 }
 
 export function generateKeySpec(keyId = 'k1'): string {
@@ -190,9 +192,9 @@ function sessionFor(ringKey: Buffer): SealingSession {
   return session;
 }
 
-/** Format v3 under the ring's active key: the current session key, the next nonce of its count. */
+/** Under the ring's active key: format v3 (the current session key, the next nonce of its count) with TOKEN_TAP_SEAL_FORMAT=3, else v2. */
 export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
-  if (ring.sealFormat === 2) return sealV2(ring, plaintext, binding);
+  if (ring.sealFormat !== 3) return sealV2(ring, plaintext, binding);
   const session = sessionFor(keyFor(ring, ring.activeKeyId));
   const nonce = Buffer.alloc(NONCE_BYTES);
   nonce.writeUInt32BE(session.sealed, NONCE_BYTES - 4);
@@ -204,7 +206,7 @@ export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): B
   return Buffer.concat([V3_MAGIC, session.salt, nonce, ciphertext, rest, cipher.getAuthTag()]);
 }
 
-/** Seals the v2 way (a key for this value alone, random nonce): TOKEN_TAP_SEAL_FORMAT=2, and tests of rows written before v3. */
+/** Seals the v2 way (a key for this value alone, random nonce): the default until TOKEN_TAP_SEAL_FORMAT=3. */
 export function sealV2(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
   const salt = freshRandom(SALT_BYTES);
   const nonce = freshRandom(NONCE_BYTES);

@@ -11,6 +11,7 @@ export interface Metrics {
   extProcStreamsIncomplete: Counter;
   extProcStreams: Counter;
   queueDepth: Gauge;
+  intakeDepth: Gauge;
   writeBatchSeconds: Histogram;
   postgresErrors: Counter;
   spoolBytes: Gauge;
@@ -63,6 +64,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     queueDepth: new Gauge({ name: 'token_tap_capture_queue_depth', help: 'Captures waiting to be written to Postgres.', registers }),
+    intakeDepth: new Gauge({ name: 'token_tap_capture_intake_depth', help: 'Finished responses in memory waiting for capture work (parsing, sealing, the spool); a SIGKILL loses them.', registers }),
     writeBatchSeconds: new Histogram({
       name: 'token_tap_write_batch_seconds',
       help: 'Time to write one batch of captures to Postgres.',

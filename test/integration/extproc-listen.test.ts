@@ -1,7 +1,7 @@
 // Issue 12 "Let no one in": ext_proc listens on loopback or a Unix socket unless told otherwise,
 // and beyond loopback only with --allow-remote-extproc and mTLS (or a second opt-in), said loudly at
 // start. The Unix socket is never born wider than 0660, whatever the umask.
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import { service as healthService } from 'grpc-health-check';
 import { EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
 import { startExtProcListener } from '../../src/extproc/listener.js';
+import { checkBoundSocket } from '../../src/extproc/socket.js';
 import { createMetrics } from '../../src/ops/metrics.js';
 import { memoryLogger } from '../support/memory-log.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
@@ -118,6 +119,34 @@ describe('ext_proc listen address (integration)', function () {
       } finally {
         process.umask(previous);
       }
+    });
+
+    it('refuses to serve a socket path that is not the socket it bound (swapped for a symlink), and leaves the target alone', async () => {
+      const socket = path.join(dir, 'swapped.sock');
+      const target = path.join(dir, 'not-a-socket');
+      writeFileSync(target, 'sidecar-owned file', { mode: 0o600 });
+      let error: Error | undefined;
+      try {
+        const listener = await startExtProcListener(
+          { listen: `unix:${socket}`, maxBodyBytes: 1024 },
+          {
+            onResponse: () => undefined,
+            logger: memoryLogger('info').logger,
+            metrics: createMetrics(),
+            // Someone with write access to the directory swaps the socket between bind and the check.
+            restrictSocket: (bound) => {
+              unlinkSync(bound);
+              symlinkSync(target, bound);
+              checkBoundSocket(bound);
+            },
+          },
+        );
+        await listener.close(100);
+      } catch (caught) {
+        error = caught as Error;
+      }
+      expect(error?.message).to.match(/not the socket just bound/);
+      expect((statSync(target).mode & 0o777).toString(8), 'the target keeps its mode').to.equal('600');
     });
 
     it('a sidecar started with umask 000 serves its socket 0660 right after it is ready', async () => {

@@ -94,4 +94,62 @@ describe('ingest/intake', () => {
     expect(handled).to.have.length(5);
     expect(intake.depth).to.equal(0);
   });
+
+  it('keeps working after a handler throws something that is not an Error', async () => {
+    const handled: string[] = [];
+    const { logger, metrics, dropped } = counters();
+    const intake = new CaptureIntake({
+      handle: (response) => {
+        if (response.idp === 'idp0') throw null; // eslint-disable-line no-throw-literal
+        handled.push(response.idp!);
+      },
+      gatherMs: 0,
+      maxBacklog: 10,
+      logger,
+      metrics,
+    });
+    intake.take(observed(0));
+    await sleep(10);
+    intake.take(observed(1));
+    await sleep(10);
+    expect(handled).to.deep.equal(['idp1']);
+    expect(dropped.get('capture_failed')).to.equal(1);
+  });
+
+  it('bounds the body bytes waiting, not only their count', async () => {
+    const { logger, metrics, dropped } = counters();
+    const handled: number[] = [];
+    const intake = new CaptureIntake({ handle: (response) => void handled.push(response.body.length), gatherMs: 20, maxBacklog: 1000, maxBytes: 10 * 1024 * 1024, logger, metrics });
+    for (let index = 0; index < 100; index += 1) intake.take({ ...observed(index), body: Buffer.alloc(1024 * 1024) });
+    expect(intake.depth).to.equal(10);
+    expect(dropped.get('capture_backlog_full')).to.equal(90);
+    await sleep(40);
+    expect(handled).to.have.length(10);
+  });
+
+  it('shows its depth in a gauge, and whenHandled() resolves once what was taken before is handled', async () => {
+    const { logger, metrics } = counters();
+    const depths: number[] = [];
+    const intake = new CaptureIntake({ handle: () => undefined, gatherMs: 30, maxBacklog: 100, logger, metrics: { ...metrics, intakeDepth: { set: (value: number) => void depths.push(value) } } });
+    for (let index = 0; index < 3; index += 1) intake.take(observed(index));
+    expect(depths.at(-1)).to.equal(3);
+    let resolved = false;
+    const handled = intake.whenHandled(1_000).then(() => (resolved = true));
+    await sleep(10);
+    expect(resolved, 'not before the gather window ends').to.equal(false);
+    await handled;
+    expect(depths.at(-1)).to.equal(0);
+    // Nothing waiting: at once.
+    await intake.whenHandled(1);
+  });
+
+  it('after close(), a late hand-off is handled at once (the spool is still open then)', () => {
+    const handled: string[] = [];
+    const { logger, metrics } = counters();
+    const intake = new CaptureIntake({ handle: (response) => void handled.push(response.idp!), gatherMs: 10_000, maxBacklog: 100, logger, metrics });
+    intake.take(observed(0));
+    intake.close();
+    intake.take(observed(1));
+    expect(handled).to.deep.equal(['idp0', 'idp1']);
+  });
 });

@@ -35,7 +35,8 @@ describe('keys/key-ring', () => {
   });
 
   describe('seal and open', () => {
-    const ring = parseKeyRing(generateKeySpec('k1'));
+    // Format 3 (TOKEN_TAP_SEAL_FORMAT=3); the default, format 2, is tested below.
+    const ring = parseKeyRing(generateKeySpec('k1'), undefined, '3');
 
     it('round-trips a value and never repeats a nonce', () => {
       const first = seal(ring, 'secret-refresh-token', binding);
@@ -47,7 +48,7 @@ describe('keys/key-ring', () => {
     });
 
     it('never repeats a (session salt, nonce) pair, and starts a new session key after 65,536 seals', () => {
-      const fresh = parseKeyRing(generateKeySpec('k1'));
+      const fresh = parseKeyRing(generateKeySpec('k1'), undefined, '3');
       const pairs = new Set<string>();
       const salts = new Set<string>();
       for (let index = 0; index < 65_536 + 10; index += 1) {
@@ -62,8 +63,8 @@ describe('keys/key-ring', () => {
     });
 
     it('gives each ring key its own session: two rings never share a salt', () => {
-      const one = parseKeyRing(generateKeySpec('k1'));
-      const two = parseKeyRing(generateKeySpec('k1'));
+      const one = parseKeyRing(generateKeySpec('k1'), undefined, '3');
+      const two = parseKeyRing(generateKeySpec('k1'), undefined, '3');
       expect(seal(one, 'v', binding).subarray(4, 20).equals(seal(two, 'v', binding).subarray(4, 20))).to.equal(false);
     });
 
@@ -82,13 +83,15 @@ describe('keys/key-ring', () => {
       expect(() => open(parseKeyRing(generateKeySpec('k1')), 'k1', old, binding)).to.throw(DecryptError);
     });
 
-    it('TOKEN_TAP_SEAL_FORMAT=2 keeps sealing as v2 (for a rolling update with releases that cannot open v3); anything but 2 or 3 is refused', () => {
+    it('seals format v2 by default (releases before format 3 open it), v3 with TOKEN_TAP_SEAL_FORMAT=3, and opens both either way; anything but 2 or 3 is refused', () => {
       const spec = generateKeySpec('k1');
-      const during = parseKeyRing(spec, undefined, '2');
-      const sealed = seal(during, 'value', binding);
-      expect([...sealed.subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x02, 0x00]);
-      expect(open(parseKeyRing(spec), 'k1', sealed, binding)).to.equal('value');
-      expect([...seal(parseKeyRing(spec, undefined, '3'), 'v', binding).subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x03, 0x00]);
+      const byDefault = seal(parseKeyRing(spec), 'value', binding);
+      expect([...byDefault.subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x02, 0x00]);
+      expect([...seal(parseKeyRing(spec, undefined, '2'), 'v', binding).subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x02, 0x00]);
+      const v3 = seal(parseKeyRing(spec, undefined, '3'), 'value', binding);
+      expect([...v3.subarray(0, 4)]).to.deep.equal([0x54, 0x54, 0x03, 0x00]);
+      expect(open(parseKeyRing(spec, undefined, '3'), 'k1', byDefault, binding)).to.equal('value');
+      expect(open(parseKeyRing(spec), 'k1', v3, binding)).to.equal('value');
       expect(() => parseKeyRing(spec, undefined, '4')).to.throw(KeyRingError, /TOKEN_TAP_SEAL_FORMAT must be 2 or 3/);
     });
 
