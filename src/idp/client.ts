@@ -14,9 +14,10 @@ export const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'clie
 const MAX_RESPONSE_BYTES = 1024 * 1024;
 
 type OAuth = typeof import('oauth4webapi');
-// Imported on the first refresh or revocation: a sidecar that does neither never loads it.
+// Imported on the first refresh or revocation: a sidecar that does neither never loads it. A failed
+// import is not kept: the next call tries again.
 let oauth4webapi: Promise<OAuth> | undefined;
-const loadOauth = () => (oauth4webapi ??= import('oauth4webapi'));
+const loadOauth = () => (oauth4webapi ??= import('oauth4webapi').catch((error: unknown) => ((oauth4webapi = undefined), Promise.reject(error))));
 
 /** Why a call to the IdP did not give tokens. Messages name the IdP and the OAuth error code only. */
 export class IdpCallError extends Error {

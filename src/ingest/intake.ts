@@ -58,17 +58,21 @@ export class CaptureIntake {
   }
 
   take(observed: ObservedResponse): void {
-    this.taken += 1;
     if (this.closed) {
       // After close(): the streams still handing off are handled at once, while the spool is open.
+      this.taken += 1;
       this.handleEach([observed]);
       return;
     }
-    if (this.waiting.length >= this.options.maxBacklog || this.waitingBytes + observed.body.length > this.maxBytes) {
+    // The byte bound only with others waiting: one body larger than it is still taken (and judged
+    // against TOKEN_TAP_MAX_BODY_BYTES by capture), not dropped as a backlog.
+    const overBytes = this.waiting.length > 0 && this.waitingBytes + observed.body.length > this.maxBytes;
+    if (this.waiting.length >= this.options.maxBacklog || overBytes) {
+      // Dropped responses count neither as taken nor as done: whenHandled() waits for those kept.
       this.droppedSinceLog += 1;
-      this.finished(1);
       this.options.metrics.capturesDropped.inc({ reason: 'capture_backlog_full' });
     } else {
+      this.taken += 1;
       this.waiting.push(observed);
       this.waitingBytes += observed.body.length;
       this.report();

@@ -347,7 +347,8 @@ function registerUpkeepCommands(program: Command): void {
     .command('rotate')
     .description(
       'Re-encrypt every grant under the active key (the first in TOKEN_TAP_KEYS), a batch per transaction.\n' +
-        'Stopped part way, it resumes where it left off when run again. Reads DATABASE_URL and TOKEN_TAP_KEYS.',
+        'Stopped part way, it resumes where it left off when run again. Reads DATABASE_URL, TOKEN_TAP_KEYS and\n' +
+        'TOKEN_TAP_SEAL_FORMAT (the format values are sealed in; README "Upgrading").',
     )
     .option('--batch-size <n>', 'rows per transaction (1-10000)', '200')
     .action(async (options: { batchSize: string }) => {

@@ -108,6 +108,31 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(spool.depth).to.equal(0);
   });
 
+  it('logs a "capture recorded" line per capture (through its unredacted child logger) with no token in it', async () => {
+    await migrate(db.pool);
+    const log = memoryLogger('trace');
+    const metrics = createMetrics();
+    const spool = await CaptureSpool.open({ dir: mkdtempSync(path.join(os.tmpdir(), 'token-tap-pump-log-')), maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger: log.logger, metrics });
+    const state = new StoreState({ pool: db.pool, logger: log.logger, metrics });
+    await state.prepare();
+    const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring), store: state, logger: log.logger, metrics, gatherMs: 0 });
+    pump.start();
+    const marker = `canary-${randomUUID()}`;
+    const capture = syntheticCapture('acme', 'log-user');
+    capture.tokens = { ...capture.tokens!, accessToken: `at-${marker}`, refreshToken: `rt-${marker}`, idToken: undefined, extras: { note: marker } };
+    pump.enqueue(capture);
+    try {
+      expect(await pump.drain(5_000)).to.equal(true);
+    } finally {
+      await pump.close();
+      await spool.close();
+    }
+    const recorded = log.lines().filter((line) => line.msg === 'capture recorded');
+    expect(recorded).to.have.length(1);
+    expect(recorded[0]).to.include({ idp: 'acme', subject: 'log-user', captureId: capture.captureId });
+    expect(log.text()).to.not.contain(marker);
+  });
+
   it('waitForIdp resolves once the IdP\'s captures enqueued before it are in Postgres, and false when its time is up first', async () => {
     await migrate(db.pool);
     const { logger } = memoryLogger('silent');

@@ -152,4 +152,29 @@ describe('ingest/intake', () => {
     intake.take(observed(1));
     expect(handled).to.deep.equal(['idp0', 'idp1']);
   });
+
+  it('whenHandled() is not fooled by a drop: it waits for the responses kept', async () => {
+    const handled: string[] = [];
+    const { logger, metrics, dropped } = counters();
+    const intake = new CaptureIntake({ handle: (response) => void handled.push(response.idp!), gatherMs: 50, maxBacklog: 1, logger, metrics });
+    intake.take(observed(0));
+    let resolved = false;
+    const waited = intake.whenHandled(1_000).then(() => (resolved = true));
+    intake.take(observed(1));
+    expect(dropped.get('capture_backlog_full')).to.equal(1);
+    await sleep(5);
+    expect(resolved).to.equal(false);
+    await waited;
+    expect(handled).to.deep.equal(['idp0']);
+  });
+
+  it('takes one body larger than the byte bound when nothing else waits (capture judges its size)', async () => {
+    const handled: number[] = [];
+    const { logger, metrics, dropped } = counters();
+    const intake = new CaptureIntake({ handle: (response) => void handled.push(response.body.length), gatherMs: 0, maxBacklog: 10, maxBytes: 10, logger, metrics });
+    intake.take({ ...observed(0), body: Buffer.alloc(11) });
+    await sleep(10);
+    expect(handled).to.deep.equal([11]);
+    expect(dropped.size).to.equal(0);
+  });
 });
