@@ -8,18 +8,12 @@ import protobuf from 'protobufjs';
 
 export const EXT_PROC_SERVICE = 'envoy.service.ext_proc.v3.ExternalProcessor';
 
+/** The six messages of an HTTP exchange: each kind of request, and the reply of the same name. */
+const EXCHANGE_KINDS = ['request_headers', 'response_headers', 'request_body', 'response_body', 'request_trailers', 'response_trailers'];
+
 /** Each message kept, with the fields kept; a oneof keeps the members listed here. */
 export const KEPT_FIELDS: Readonly<Record<string, string[]>> = {
-  'envoy.service.ext_proc.v3.ProcessingRequest': [
-    'request_headers',
-    'response_headers',
-    'request_body',
-    'response_body',
-    'request_trailers',
-    'response_trailers',
-    'attributes',
-    'observability_mode',
-  ],
+  'envoy.service.ext_proc.v3.ProcessingRequest': [...EXCHANGE_KINDS, 'attributes', 'observability_mode'],
   'envoy.service.ext_proc.v3.HttpHeaders': ['headers', 'end_of_stream'],
   'envoy.service.ext_proc.v3.HttpBody': ['body', 'end_of_stream'],
   'envoy.service.ext_proc.v3.HttpTrailers': ['trailers'],
@@ -31,14 +25,7 @@ export const KEPT_FIELDS: Readonly<Record<string, string[]>> = {
   'google.protobuf.Value': ['nullValue', 'numberValue', 'stringValue', 'boolValue', 'structValue', 'listValue'],
   'google.protobuf.ListValue': ['values'],
   // The six replies the sidecar sends, all empty CONTINUEs.
-  'envoy.service.ext_proc.v3.ProcessingResponse': [
-    'request_headers',
-    'response_headers',
-    'request_body',
-    'response_body',
-    'request_trailers',
-    'response_trailers',
-  ],
+  'envoy.service.ext_proc.v3.ProcessingResponse': EXCHANGE_KINDS,
   'envoy.service.ext_proc.v3.HeadersResponse': ['response'],
   'envoy.service.ext_proc.v3.BodyResponse': ['response'],
   'envoy.service.ext_proc.v3.CommonResponse': [],
