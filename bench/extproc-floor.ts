@@ -3,19 +3,13 @@
 // C cost above this is the capture work; what this costs above A is Envoy's ext_proc filter plus
 // grpc-js on this machine.
 //   node dist/bench/extproc-floor.js PORT
-import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
-import { loadExtProc } from '../src/extproc/protocol.js';
-import { createExtProcHandlers, extProcServerOptions } from '../src/extproc/server.js';
+import { createExtProcServer, extProcCredentials } from '../src/extproc/server.js';
 import { createMetrics } from '../src/ops/metrics.js';
 
 const port = Number(process.argv[2]);
-const server = new grpc.Server(extProcServerOptions(1024 * 1024));
-server.addService(
-  loadExtProc().service,
-  createExtProcHandlers({ limits: { maxBodyBytes: 1024 * 1024 }, onResponse: () => undefined, logger: pino({ level: 'silent' }), metrics: createMetrics() }),
-);
-server.bindAsync(`127.0.0.1:${port}`, grpc.ServerCredentials.createInsecure(), (error) => {
+const { server } = createExtProcServer({ limits: { maxBodyBytes: 1024 * 1024 }, onResponse: () => undefined, logger: pino({ level: 'silent' }), metrics: createMetrics() });
+server.bindAsync(`127.0.0.1:${port}`, extProcCredentials(undefined), (error) => {
   if (error) throw error;
   process.stdout.write(`"listen":"127.0.0.1:${port}"\n`);
 });

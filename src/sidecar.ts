@@ -146,6 +146,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   };
 
   const intake = new CaptureIntake({ handle: onResponse, gatherMs: config.captureGatherMs, maxBacklog: config.captureBacklog, logger, metrics });
+  const streams = { onResponse: (observed: ObservedResponse) => intake.take(observed), logger, metrics };
   let extProc: ExtProcListener;
   try {
     extProc = config.extProcThread
@@ -158,11 +159,11 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
             maxBacklog: config.captureBacklog,
             nice: os.getPriority(0),
           },
-          { onResponse: (observed) => intake.take(observed), logger, metrics },
+          streams,
         )
       : await startExtProcListener(
           { listen: listenText, tls: config.extProcTls, maxBodyBytes: config.maxBodyBytes },
-          { onResponse: (observed) => intake.take(observed), logger, metrics },
+          streams,
         );
   } catch (error) {
     await spool.close();

@@ -5,12 +5,9 @@
 // response has gone by, and runs in slices. In buffered mode on a busy sidecar, replies queue
 // behind those slices; TOKEN_TAP_EXTPROC_THREAD moves the streams to a thread of their own
 // (thread.ts, worker.ts), with the same interface.
-import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
+import type * as grpc from '@grpc/grpc-js';
 import type { ObservedResponse } from '../capture/types.js';
-import { EXT_PROC_HEALTH_SERVICE } from '../contract.js';
-import { loadExtProc } from './protocol.js';
-import { createExtProcHandlers, extProcServerOptions, type StreamLogger, type StreamMetrics } from './server.js';
+import { createExtProcServer, extProcCredentials, type StreamLogger, type StreamMetrics } from './server.js';
 import { checkBoundSocket, clearStaleSocket } from './socket.js';
 
 export interface ExtProcListenerOptions {
@@ -45,12 +42,6 @@ export interface ExtProcListener {
 /** Owner and group read and write at most: the socket is never born wider than 0660. */
 const SOCKET_UMASK = 0o117;
 
-function credentials(tls: ExtProcListenerOptions['tls']): grpc.ServerCredentials {
-  if (!tls) return grpc.ServerCredentials.createInsecure();
-  const clientCa = tls.clientCa ?? null;
-  return grpc.ServerCredentials.createSsl(clientCa, [{ cert_chain: tls.cert, private_key: tls.key }], clientCa !== null);
-}
-
 function bind(server: grpc.Server, listen: string, creds: grpc.ServerCredentials): Promise<number> {
   return new Promise((resolve, reject) => server.bindAsync(listen, creds, (error, port) => (error ? reject(error) : resolve(port))));
 }
@@ -61,17 +52,14 @@ export async function startExtProcListener(options: ExtProcListenerOptions, depe
   // A killed sidecar leaves its socket file behind.
   if (socket) await clearStaleSocket(socket);
 
-  const health = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
-  const server = new grpc.Server(extProcServerOptions(options.maxBodyBytes));
-  server.addService(loadExtProc().service, createExtProcHandlers({ limits: { maxBodyBytes: options.maxBodyBytes }, onResponse, logger, metrics }));
-  health.addToServer(server);
+  const { server, setServing } = createExtProcServer({ limits: { maxBodyBytes: options.maxBodyBytes }, onResponse, logger, metrics });
 
   // bind(2) makes the socket file with the process umask, and a umask of 0 would leave it 0777 for
   // anyone to connect. So the umask is 0117 (at most 0660) while binding, and restored then.
   const previousUmask = socket ? process.umask(SOCKET_UMASK) : undefined;
   let port: number;
   try {
-    port = await bind(server, options.listen, credentials(options.tls));
+    port = await bind(server, options.listen, extProcCredentials(options.tls));
   } finally {
     if (previousUmask !== undefined) process.umask(previousUmask);
   }
@@ -91,11 +79,7 @@ export async function startExtProcListener(options: ExtProcListenerOptions, depe
   return {
     port,
     listen,
-    setServing(serving) {
-      const status = serving ? 'SERVING' : 'NOT_SERVING';
-      health.setStatus('', status);
-      health.setStatus(EXT_PROC_HEALTH_SERVICE, status);
-    },
+    setServing,
     close(graceMs) {
       closing ??= new Promise<void>((resolve) => {
         const finish = () =>

@@ -2,10 +2,11 @@
 // the HTTP exchange. Replies go out before anything else happens, and the finished response is
 // handed off on a later tick, so Envoy never waits on parsing or on Postgres.
 import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
 import type { ObservedResponse } from '../capture/types.js';
-import { IDP_METADATA_KEY, ROUTE_METADATA_KEY, SUBJECT_FIELD_METADATA_KEY } from '../contract.js';
+import { EXT_PROC_HEALTH_SERVICE, IDP_METADATA_KEY, ROUTE_METADATA_KEY, SUBJECT_FIELD_METADATA_KEY } from '../contract.js';
 import { Exchange, type ExchangeLimits, type ExchangeRoute } from './exchange.js';
-import type { ExtProcStream, ProcessingRequest } from './protocol.js';
+import { loadExtProc, type ExtProcStream, type ProcessingRequest } from './protocol.js';
 
 
 /** What the receive loop logs; a pino Logger fits, and so does the ext_proc thread's forwarder. */
@@ -27,7 +28,7 @@ export interface StreamMetrics {
  * gRPC server options for the ext_proc service: room for the largest body collected plus framing;
  * channelz off (per-call bookkeeping nobody reads here, a few percent of each stream).
  */
-export function extProcServerOptions(maxBodyBytes: number): grpc.ServerOptions {
+function extProcServerOptions(maxBodyBytes: number): grpc.ServerOptions {
   return { 'grpc.max_receive_message_length': maxBodyBytes + 64 * 1024, 'grpc.enable_channelz': 0 };
 }
 
@@ -113,4 +114,30 @@ export function createExtProcHandlers(options: ExtProcHandlerOptions): grpc.Unty
   }
 
   return { Process: process as grpc.handleBidiStreamingCall<ProcessingRequest, unknown> };
+}
+
+/**
+ * Envoy's ExternalProcessor and grpc.health.v1 (answering for '' and the ext_proc service name) on
+ * one grpc-js server, not yet bound: the listener (main thread) and the ext_proc thread both serve this.
+ */
+export function createExtProcServer(options: ExtProcHandlerOptions): { server: grpc.Server; setServing(serving: boolean): void } {
+  const health = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
+  const server = new grpc.Server(extProcServerOptions(options.limits.maxBodyBytes));
+  server.addService(loadExtProc().service, createExtProcHandlers(options));
+  health.addToServer(server);
+  return {
+    server,
+    setServing(serving) {
+      const status = serving ? 'SERVING' : 'NOT_SERVING';
+      health.setStatus('', status);
+      health.setStatus(EXT_PROC_HEALTH_SERVICE, status);
+    },
+  };
+}
+
+/** PEM: plaintext without; TLS with cert and key; mTLS when a client CA is given too. */
+export function extProcCredentials(tls: { cert: Buffer | string; key: Buffer | string; clientCa?: Buffer | string | undefined } | undefined): grpc.ServerCredentials {
+  if (!tls) return grpc.ServerCredentials.createInsecure();
+  const clientCa = tls.clientCa ? Buffer.from(tls.clientCa) : null;
+  return grpc.ServerCredentials.createSsl(clientCa, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], clientCa !== null);
 }

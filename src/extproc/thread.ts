@@ -10,17 +10,10 @@ import type { ExtProcListener } from './listener.js';
 import { clearStaleSocket } from './socket.js';
 import type { ExtProcThreadOptions, FromExtProcThread, ToExtProcThread } from './thread-messages.js';
 
+/** A listener whose streams are served on a thread of their own; close() also ends the thread. */
 export interface ExtProcThread extends ExtProcListener {
-  /** The bound port (the one asked for, or the one picked for port 0); 0 on a Unix socket. */
-  readonly port: number;
-  /** What it listens on: host:port with the bound port, or unix:/path. */
-  readonly listen: string;
   /** The thread's Linux task id, where /proc tells it. */
   readonly tid: number | undefined;
-  /** What grpc.health.v1 on the ext_proc port answers. */
-  setServing(serving: boolean): void;
-  /** Stops taking streams, gives open ones `graceMs`, hands their responses over, ends the thread. */
-  close(graceMs: number): Promise<void>;
 }
 
 /** The stream and drop counts the thread reports; the sidecar's Prometheus metrics fit. */

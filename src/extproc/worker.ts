@@ -5,13 +5,9 @@
 import { readlinkSync } from 'node:fs';
 import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import * as grpc from '@grpc/grpc-js';
-import { HealthImplementation } from 'grpc-health-check';
 import type { ObservedResponse } from '../capture/types.js';
-import { EXT_PROC_HEALTH_SERVICE } from '../contract.js';
-import { loadExtProc } from './protocol.js';
 import { checkBoundSocket } from './socket.js';
-import { createExtProcHandlers, extProcServerOptions, type StreamLogger } from './server.js';
+import { createExtProcServer, extProcCredentials, type StreamLogger } from './server.js';
 import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOptions } from './thread-messages.js';
 
 // Envoy resets every ext_proc stream when its HTTP request ends, and Node builds an Error for each
@@ -107,24 +103,18 @@ if (process.platform === 'linux' && os.getPriority(0) > options.nice) {
   }
 }
 
-const health = new HealthImplementation({ '': 'NOT_SERVING', [EXT_PROC_HEALTH_SERVICE]: 'NOT_SERVING' });
-const server = new grpc.Server(extProcServerOptions(options.maxBodyBytes));
-server.addService(
-  loadExtProc().service,
-  createExtProcHandlers({
-    limits: { maxBodyBytes: options.maxBodyBytes },
-    onResponse: (observed) => {
-      // A main thread that cannot keep up must not grow this queue without end: past the bound
-      // the response is dropped and counted (the login went on long ago).
-      if (unacknowledged + responses.length >= options.maxBacklog) backlogDropped += 1;
-      else responses.push(observed);
-      soon();
-    },
-    logger,
-    metrics,
-  }),
-);
-health.addToServer(server);
+const { server, setServing } = createExtProcServer({
+  limits: { maxBodyBytes: options.maxBodyBytes },
+  onResponse: (observed) => {
+    // A main thread that cannot keep up must not grow this queue without end: past the bound
+    // the response is dropped and counted (the login went on long ago).
+    if (unacknowledged + responses.length >= options.maxBacklog) backlogDropped += 1;
+    else responses.push(observed);
+    soon();
+  },
+  logger,
+  metrics,
+});
 
 port.on('message', (message: ToExtProcThread) => {
   if (message.type === 'ack') {
@@ -132,8 +122,7 @@ port.on('message', (message: ToExtProcThread) => {
     return;
   }
   if (message.type === 'health') {
-    health.setStatus('', message.status);
-    health.setStatus(EXT_PROC_HEALTH_SERVICE, message.status);
+    setServing(message.status === 'SERVING');
     return;
   }
   if (message.type === 'shutdown') {
@@ -161,14 +150,7 @@ port.on('message', (message: ToExtProcThread) => {
   }
 });
 
-function credentials(): grpc.ServerCredentials {
-  const tls = options.tls;
-  if (!tls) return grpc.ServerCredentials.createInsecure();
-  const clientCa = tls.clientCa ? Buffer.from(tls.clientCa) : null;
-  return grpc.ServerCredentials.createSsl(clientCa, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], clientCa !== null);
-}
-
-server.bindAsync(options.listen, credentials(), (error, boundPort) => {
+server.bindAsync(options.listen, extProcCredentials(options.tls), (error, boundPort) => {
   if (!error && options.listen.startsWith('unix:')) {
     // Bound under the main thread's umask of 0117: owner and group only (Envoy shares the group).
     try {

@@ -173,7 +173,6 @@ function cachedKey(cacheKey: string, ringKey: Buffer, derive: () => KeyObject | 
 }
 
 interface SealingSession {
-  ringKey: Buffer;
   salt: Buffer;
   key: KeyObject;
   sealed: number;
@@ -186,7 +185,7 @@ function sessionFor(ringKey: Buffer): SealingSession {
   let session = sessions.get(ringKey);
   if (!session || session.sealed >= SESSION_SEALS) {
     const salt = Buffer.from(freshRandom(SALT_BYTES));
-    session = { ringKey, salt, key: sessionKey(ringKey, salt), sealed: 0 };
+    session = { salt, key: sessionKey(ringKey, salt), sealed: 0 };
     sessions.set(ringKey, session);
   }
   return session;
@@ -199,20 +198,21 @@ export function seal(ring: KeyRing, plaintext: string, binding: FieldBinding): B
   const nonce = Buffer.alloc(NONCE_BYTES);
   nonce.writeUInt32BE(session.sealed, NONCE_BYTES - 4);
   session.sealed += 1;
-  const cipher = createCipheriv('aes-256-gcm', session.key, nonce);
+  return encrypt(session.key, nonce, ring, plaintext, binding, [V3_MAGIC, session.salt]);
+}
+
+/** AES-256-GCM of `plaintext` bound to its row and field: header | nonce | ciphertext | tag. */
+function encrypt(key: KeyObject | Buffer, nonce: Buffer, ring: KeyRing, plaintext: string, binding: FieldBinding, header: Buffer[]): Buffer {
+  const cipher = createCipheriv('aes-256-gcm', key, nonce);
   cipher.setAAD(additionalData(binding, ring.activeKeyId));
-  const ciphertext = cipher.update(plaintext, 'utf8');
-  const rest = cipher.final();
-  return Buffer.concat([V3_MAGIC, session.salt, nonce, ciphertext, rest, cipher.getAuthTag()]);
+  return Buffer.concat([...header, nonce, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
 }
 
 /** Seals the v2 way (a key for this value alone, random nonce): the default until TOKEN_TAP_SEAL_FORMAT=3. */
 export function sealV2(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
   const salt = freshRandom(SALT_BYTES);
   const nonce = freshRandom(NONCE_BYTES);
-  const cipher = createCipheriv('aes-256-gcm', valueKey(keyFor(ring, ring.activeKeyId), salt, binding), nonce);
-  cipher.setAAD(additionalData(binding, ring.activeKeyId));
-  return Buffer.concat([V2_MAGIC, salt, nonce, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
+  return encrypt(valueKey(keyFor(ring, ring.activeKeyId), salt, binding), nonce, ring, plaintext, binding, [V2_MAGIC, salt]);
 }
 
 function decrypt(key: KeyObject | Buffer, nonce: Buffer, ciphertext: Buffer, tag: Buffer, aad: Buffer): string | undefined {
@@ -256,10 +256,7 @@ export function open(ring: KeyRing, keyId: string, sealed: Buffer, binding: Fiel
 
 /** Seals the v1 way (nonce | ciphertext | tag under the ring key itself); tests of old rows only. */
 export function sealV1(ring: KeyRing, plaintext: string, binding: FieldBinding): Buffer {
-  const nonce = freshRandom(NONCE_BYTES);
-  const cipher = createCipheriv('aes-256-gcm', keyFor(ring, ring.activeKeyId), nonce);
-  cipher.setAAD(additionalData(binding, ring.activeKeyId));
-  return Buffer.concat([nonce, cipher.update(plaintext, 'utf8'), cipher.final(), cipher.getAuthTag()]);
+  return encrypt(keyFor(ring, ring.activeKeyId), freshRandom(NONCE_BYTES), ring, plaintext, binding, []);
 }
 
 const fingerprintKeys = new WeakMap<KeyRing, Buffer>();
