@@ -22,6 +22,7 @@ import { createApiMetrics } from './metrics.js';
 import { loadTokenVault } from './protocol.js';
 import { createTokenVaultHandlers } from './service.js';
 import { preloadWire } from './wire.js';
+import { shutdownGrpcServer } from '../ops/grpc-shutdown.js';
 
 export interface TokenVault {
   /** Where the API listens; undefined when it is off. */
@@ -132,17 +133,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     address,
     async close(graceMs = 5_000) {
       if (server) {
-        const closing = server;
-        await new Promise<void>((resolve) => {
-          const force = setTimeout(() => {
-            closing.forceShutdown();
-            resolve();
-          }, graceMs);
-          closing.tryShutdown(() => {
-            clearTimeout(force);
-            resolve();
-          });
-        });
+        await shutdownGrpcServer(server, graceMs);
       }
       await purge?.stop();
       await pool.end().catch(() => undefined);

@@ -9,6 +9,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { ObservedResponse } from '../capture/types.js';
 import { createExtProcServer, extProcCredentials, type StreamLogger, type StreamMetrics } from './server.js';
 import { checkBoundSocket, clearStaleSocket } from './socket.js';
+import { shutdownGrpcServer } from '../ops/grpc-shutdown.js';
 
 export interface ExtProcListenerOptions {
   /** host:port to bind (port 0 picks a free one), or unix:/path. */
@@ -81,20 +82,9 @@ export async function startExtProcListener(options: ExtProcListenerOptions, depe
     listen,
     setServing,
     close(graceMs) {
-      closing ??= new Promise<void>((resolve) => {
-        const finish = () =>
-          // Streams closed by the shutdown hand their responses off on later turns (nextTick, then
-          // an immediate); two turns on, every one is with onResponse.
-          setImmediate(() => setImmediate(resolve));
-        const force = setTimeout(() => {
-          server.forceShutdown();
-          finish();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          finish();
-        });
-      });
+      // Streams closed by the shutdown hand their responses off on later turns (nextTick, then an
+      // immediate); two turns on, every one is with onResponse.
+      closing ??= shutdownGrpcServer(server, graceMs).then(() => new Promise<void>((resolve) => setImmediate(() => setImmediate(resolve))));
       return closing;
     },
   };

@@ -7,6 +7,7 @@ import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ObservedResponse } from '../capture/types.js';
 import { checkBoundSocket } from './socket.js';
+import { shutdownGrpcServer } from '../ops/grpc-shutdown.js';
 import { createExtProcServer, extProcCredentials, type StreamLogger } from './server.js';
 import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOptions } from './thread-messages.js';
 
@@ -126,10 +127,7 @@ port.on('message', (message: ToExtProcThread) => {
     return;
   }
   if (message.type === 'shutdown') {
-    let done = false;
     const finish = () => {
-      if (done) return;
-      done = true;
       // Streams closed by the shutdown hand their responses off on later turns (nextTick, then an
       // immediate each); two turns on, they are all in the last batch.
       setImmediate(() =>
@@ -139,14 +137,7 @@ port.on('message', (message: ToExtProcThread) => {
         }),
       );
     };
-    const force = setTimeout(() => {
-      server.forceShutdown();
-      finish();
-    }, message.graceMs);
-    server.tryShutdown(() => {
-      clearTimeout(force);
-      finish();
-    });
+    void shutdownGrpcServer(server, message.graceMs).then(finish);
   }
 });
 
