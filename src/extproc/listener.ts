@@ -24,7 +24,7 @@ export interface ExtProcListenerDependencies {
   logger: StreamLogger;
   metrics: StreamMetrics;
   /** How the bound socket is checked (socket.ts checkBoundSocket); tests pass one that does nothing, to see bind's own mode. */
-  restrictSocket?: (path: string) => void;
+  checkSocket?: (path: string) => void;
 }
 
 export interface ExtProcListener {
@@ -48,7 +48,7 @@ function bind(server: grpc.Server, listen: string, creds: grpc.ServerCredentials
 }
 
 export async function startExtProcListener(options: ExtProcListenerOptions, dependencies: ExtProcListenerDependencies): Promise<ExtProcListener> {
-  const { onResponse, logger, metrics, restrictSocket = checkBoundSocket } = dependencies;
+  const { onResponse, logger, metrics, checkSocket = checkBoundSocket } = dependencies;
   const socket = options.listen.startsWith('unix:') ? options.listen.slice('unix:'.length) : undefined;
   // A killed sidecar leaves its socket file behind.
   if (socket) await clearStaleSocket(socket);
@@ -67,7 +67,7 @@ export async function startExtProcListener(options: ExtProcListenerOptions, depe
   if (socket) {
     // Owner and group only: Envoy shares the group (the pod's fsGroup, compose's ENVOY_GID).
     try {
-      restrictSocket(socket);
+      checkSocket(socket);
     } catch (error) {
       server.forceShutdown();
       throw new Error(`the ext_proc socket is not as bound: ${(error as Error).message}`, { cause: error });

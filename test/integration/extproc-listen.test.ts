@@ -107,7 +107,7 @@ describe('ext_proc listen address (integration)', function () {
       try {
         const thread = await startExtProcListener(
           { listen: `unix:${socket}`, maxBodyBytes: 1024 },
-          { onResponse: () => undefined, logger: memoryLogger('info').logger, metrics: createMetrics(), restrictSocket: () => undefined },
+          { onResponse: () => undefined, logger: memoryLogger('info').logger, metrics: createMetrics(), checkSocket: () => undefined },
         );
         try {
           expect(statSync(socket).isSocket()).to.equal(true);
@@ -134,7 +134,7 @@ describe('ext_proc listen address (integration)', function () {
             logger: memoryLogger('info').logger,
             metrics: createMetrics(),
             // Someone with write access to the directory swaps the socket between bind and the check.
-            restrictSocket: (bound) => {
+            checkSocket: (bound) => {
               unlinkSync(bound);
               symlinkSync(target, bound);
               checkBoundSocket(bound);
