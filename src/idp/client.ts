@@ -8,6 +8,7 @@ import type { AuthorizationServer, Client, ClientAuth } from 'oauth4webapi';
 import { parseFields, readTokenResponse } from '../capture/token-response.js';
 import type { TokenSet } from '../capture/types.js';
 import { readLimited } from './http.js';
+import { lazyImport } from './lazy-import.js';
 
 export type AuthMethod = 'client_secret_basic' | 'client_secret_post';
 export const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post'];
@@ -16,8 +17,7 @@ const MAX_RESPONSE_BYTES = 1024 * 1024;
 type OAuth = typeof import('oauth4webapi');
 // Imported on the first refresh or revocation: a sidecar that does neither never loads it. A failed
 // import is not kept: the next call tries again.
-let oauth4webapi: Promise<OAuth> | undefined;
-const loadOauth = () => (oauth4webapi ??= import('oauth4webapi').catch((error: unknown) => ((oauth4webapi = undefined), Promise.reject(error))));
+const loadOauth = lazyImport<OAuth>(() => import('oauth4webapi'));
 
 /** Why a call to the IdP did not give tokens. Messages name the IdP and the OAuth error code only. */
 export class IdpCallError extends Error {

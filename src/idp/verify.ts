@@ -16,6 +16,7 @@ import type { Capture } from '../capture/types.js';
 import { isLoopbackUrl } from '../config/values.js';
 import { limitedFetch, readLimited } from './http.js';
 import { accessTokenMatchesAtHash, checkIdTokenClaims, type ClaimProblem } from './id-token-checks.js';
+import { lazyImport } from './lazy-import.js';
 
 /** What an id_token captured for an IdP must satisfy (from TOKEN_TAP_IDP_CONFIG, config/idp-file.ts). */
 export interface IdpVerificationSettings {
@@ -31,13 +32,10 @@ export interface IdpVerificationSettings {
 }
 
 // jose and oauth4webapi are imported on first use (a key fetch or a signature check): a sidecar
-// with no pinned issuer never loads them, and is some MB smaller for it.
-let jose: Promise<typeof import('jose')> | undefined;
-let oauth4webapi: Promise<typeof import('oauth4webapi')> | undefined;
-// A failed import is not kept: the next key fetch tries again (and until then the fetch fails,
-// so captures wait and are recorded unverified after maxWaitMs, like any JWKS outage).
-const loadJose = () => (jose ??= import('jose').catch((error: unknown) => ((jose = undefined), Promise.reject(error))));
-const loadOauth = () => (oauth4webapi ??= import('oauth4webapi').catch((error: unknown) => ((oauth4webapi = undefined), Promise.reject(error))));
+// with no pinned issuer never loads them, and is some MB smaller for it. A failed import fails the
+// key fetch (captures wait, and are recorded unverified after maxWaitMs, like any JWKS outage).
+const loadJose = lazyImport(() => import('jose'));
+const loadOauth = lazyImport(() => import('oauth4webapi'));
 
 /** Asymmetric signatures only: `none` and HMAC (a key the IdP shares with its clients) never verify. */
 const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
