@@ -113,7 +113,14 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     logger,
     metrics,
   });
-  const pool: pg.Pool = createPool({ databaseUrl: config.databaseUrl, max: config.poolSize, timeouts: config.postgres, logger, onError: () => metrics.postgresErrors.inc() });
+  const pool: pg.Pool = createPool({
+    databaseUrl: config.databaseUrl,
+    max: config.poolSize,
+    timeouts: config.postgres,
+    commitDurability: config.commitDurability,
+    logger,
+    onError: () => metrics.postgresErrors.inc(),
+  });
   const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
   const store = new GrantStore(pool, config.keyRing);
   const verifier = startVerifier(config, logger, metrics);
@@ -187,7 +194,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const listen: ListenAddress = isSocket(config.listen) ? config.listen : address;
   // Serving before Postgres answers: logins are captured into the spool meanwhile.
   health.serving();
-  logger.info({ listen: extProc.listen, tls: extProcTls, spool: config.spoolDir, nice: config.captureNice, extProcThread: extProc.tid }, 'ext_proc server ready');
+  logger.info({ listen: extProc.listen, tls: extProcTls, spool: config.spoolDir, commitDurability: config.commitDurability, nice: config.captureNice, extProcThread: extProc.tid }, 'ext_proc server ready');
   const ops = await startOpsServer({ listen: config.opsListen, metrics, health, logger });
   try {
     await storeState.prepare();
@@ -202,6 +209,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   pump.start();
   const vault = await startTokenVault(config.vault, {
     databaseUrl: config.databaseUrl,
+    commitDurability: config.commitDurability,
     keyRing: config.keyRing,
     logger,
     registry: metrics.registry,

@@ -5,6 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import type pg from 'pg';
 import type { Capture } from '../capture/types.js';
 import type { RefreshFault } from '../config/token-vault.js';
+import type { CommitDurability } from '../config/postgres.js';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { formatHostPort, type HostPort, isLoopbackOnly } from '../config/values.js';
@@ -32,6 +33,8 @@ export interface TokenVault {
 
 export interface TokenVaultDependencies {
   databaseUrl: string;
+  /** synchronous_commit of the API's writes and durable audit rows (TOKEN_TAP_COMMIT_DURABILITY); default on. */
+  commitDurability?: CommitDurability;
   keyRing: KeyRing;
   logger: Logger;
   registry: Registry;
@@ -65,6 +68,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     databaseUrl: dependencies.databaseUrl,
     max: config.poolSize,
     timeouts: config.postgres,
+    commitDurability: dependencies.commitDurability,
     logger,
     onError: dependencies.onPostgresError,
     applicationName: 'token-tap-api',
@@ -125,7 +129,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
       // Only with TOKEN_TAP_ALLOW_INSECURE_API=true (config/token-vault.ts refuses it otherwise); said at every start.
       logger.warn({ listen, allowInsecure: config.allowInsecure }, 'the TokenVault API listens beyond loopback WITHOUT TLS (TOKEN_TAP_ALLOW_INSECURE_API=true): API keys and tokens cross the network in clear; set TOKEN_TAP_API_TLS_CERT/KEY (and _CLIENT_CA for mTLS)');
     }
-    logger.info({ listen, tls: config.tls ? (config.tls.clientCa ? 'mtls' : 'tls') : 'none', auditCommit: config.auditRelaxedCommit ? 'relaxed' : 'durable', idpClients: [...config.idpClients.keys()] }, 'TokenVault API ready');
+    logger.info({ listen, tls: config.tls ? (config.tls.clientCa ? 'mtls' : 'tls') : 'none', auditCommit: config.auditRelaxedCommit ? 'relaxed' : `durable (synchronous_commit ${dependencies.commitDurability ?? 'on'})`, idpClients: [...config.idpClients.keys()] }, 'TokenVault API ready');
     setImmediate(preloadWire);
   }
 

@@ -43,3 +43,24 @@ export function readPostgresTimeouts(env: NodeJS.ProcessEnv, prefix: 'TOKEN_TAP_
   const idleInTransactionMs = positiveInteger(env, `${prefix}_IDLE_IN_TRANSACTION_TIMEOUT_MS`, defaults.idleInTransactionMs, problems);
   return { connectTimeoutMs, statementTimeoutMs, queryTimeoutMs, keepAliveMs, idleInTransactionMs };
 }
+
+/**
+ * What a commit of a capture, a refresh, an erasure or a durable audit row waits for
+ * (TOKEN_TAP_COMMIT_DURABILITY), set per transaction whatever the database's synchronous_commit:
+ * `on` (default) the WAL on the primary's disk; `remote_write` also received by the synchronous
+ * standbys; `remote_apply` also applied there (readable on them). Without synchronous standbys
+ * (synchronous_standby_names empty) all three wait for the local flush only.
+ */
+export const COMMIT_DURABILITIES = ['on', 'remote_write', 'remote_apply'] as const;
+export type CommitDurability = (typeof COMMIT_DURABILITIES)[number];
+
+export function readCommitDurability(env: NodeJS.ProcessEnv, problems: string[]): CommitDurability {
+  const raw = (env.TOKEN_TAP_COMMIT_DURABILITY ?? '').trim().toLowerCase();
+  if (raw === '') return 'on';
+  if ((COMMIT_DURABILITIES as readonly string[]).includes(raw)) return raw as CommitDurability;
+  problems.push(
+    `TOKEN_TAP_COMMIT_DURABILITY must be one of ${COMMIT_DURABILITIES.join(', ')} (synchronous_commit of capture, refresh and audit commits; ` +
+      `off and local would let an acknowledged capture be lost after the spool deleted it), got "${env.TOKEN_TAP_COMMIT_DURABILITY}"`,
+  );
+  return 'on';
+}

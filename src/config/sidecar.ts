@@ -3,7 +3,7 @@
 import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { loadIdpConfig, type IdpVerificationSettings } from './idp-file.js';
-import { readPostgresTimeouts, WRITER_TIMEOUTS, type PostgresTimeouts } from './postgres.js';
+import { readCommitDurability, readPostgresTimeouts, WRITER_TIMEOUTS, type CommitDurability, type PostgresTimeouts } from './postgres.js';
 import { parseRouteIdps, type RouteIdps } from './route-idps.js';
 import { readTlsFiles, readTokenVaultConfig, type ApiTls, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, formatListenAddress, isLoopbackOnly, nonNegativeInteger, parseHostPort, parseListenAddress, positiveInteger, readBoolean, type HostPort, type ListenAddress } from './values.js';
@@ -31,6 +31,8 @@ export interface SidecarConfig {
   poolSize: number;
   /** Timeouts of the capture writer's Postgres connections (TOKEN_TAP_PG_*_MS). */
   postgres: PostgresTimeouts;
+  /** synchronous_commit of every write transaction and durable audit row, writer and API alike (TOKEN_TAP_COMMIT_DURABILITY). */
+  commitDurability: CommitDurability;
   /** Where captures wait, encrypted, until Postgres has them (TOKEN_TAP_SPOOL_DIR, absolute). */
   spoolDir: string;
   /** Spool size cap; at the cap new captures are dropped and counted (the login goes on). */
@@ -146,6 +148,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const maxBodyBytes = positiveInteger(env, 'TOKEN_TAP_MAX_BODY_BYTES', 1024 * 1024, problems);
   const poolSize = positiveInteger(env, 'TOKEN_TAP_PG_POOL_SIZE', 4, problems);
   const postgres = readPostgresTimeouts(env, 'TOKEN_TAP_PG', WRITER_TIMEOUTS, problems);
+  const commitDurability = readCommitDurability(env, problems);
 
   const spoolDir = path.resolve(env.TOKEN_TAP_SPOOL_DIR || DEFAULT_SPOOL_DIR);
   const spoolMaxBytes = positiveInteger(env, 'TOKEN_TAP_SPOOL_MAX_BYTES', 128 * 1024 * 1024, problems);
@@ -185,6 +188,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     maxBodyBytes,
     poolSize,
     postgres,
+    commitDurability,
     spoolDir,
     spoolMaxBytes,
     spoolFsyncMs,

@@ -15,6 +15,7 @@ import { VaultError } from '../store/errors.js';
 import { listGrants, type GrantSummaryRecord } from '../store/grant-listing.js';
 import { type IdpClients } from '../idp/client.js';
 import { IDP_CONFIG_ENV, loadIdpClients } from '../config/idp-file.js';
+import { readCommitDurability } from '../config/postgres.js';
 import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';
 import { GrantRefresher } from '../idp/refresh.js';
 import { GrantRevoker } from '../idp/revoke.js';
@@ -45,8 +46,9 @@ export function connect(needs: { keys?: boolean; idps?: boolean }): { pool: pg.P
     }
   }
   const clients = needs.idps ? loadIdpClients(process.env, problems) : new Map();
+  const commitDurability = readCommitDurability(process.env, problems);
   if (problems.length > 0) throw new ConfigError(problems);
-  return { pool: createPool({ databaseUrl, max: 2, applicationName: 'token-tap-cli' }), ring, clients };
+  return { pool: createPool({ databaseUrl, max: 2, applicationName: 'token-tap-cli', commitDurability }), ring, clients };
 }
 
 function operator(): string {

@@ -6,13 +6,15 @@
 // Each caller learns that its own row is durably committed before it answers (design §5). When a
 // batch fails, its rows are written one at a time, so a row Postgres refuses fails only its own call.
 //
+// A durable row commits with the pool's commitDurability (TOKEN_TAP_COMMIT_DURABILITY: on,
+// remote_write or remote_apply), whatever the database's default.
 // `relaxedCommit` (TOKEN_TAP_AUDIT_RELAXED_COMMIT=true, opt-in): the commit does not wait for the
 // WAL flush (synchronous_commit off for this statement alone); Postgres flushes within
 // wal_writer_delay (200 ms by default), so a crash of Postgres in that window loses those rows.
 // bench/RESULTS.md has what it buys.
 import type pg from 'pg';
 import type { VaultOutcome } from './errors.js';
-import { isPostgresUnavailable } from './pool.js';
+import { commitDurability, isPostgresUnavailable } from './pool.js';
 
 /** The Okta token inline hook's outcomes (hook/server.ts). */
 export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'ambiguous' | 'unverified' | 'email_unverified' | 'bad_request';
@@ -115,10 +117,11 @@ export class AccessEventLog {
     }
     // WITH ORDINALITY keeps the rows in call order, so ids follow the order calls finished.
     // set_config(..., true) lasts for this statement's own transaction, so its commit is the one
-    // relaxed; 'on' (the durable commit) is asked for explicitly, whatever the role's default is.
+    // relaxed; the durable level is asked for explicitly, whatever the role's default is.
+    const mode = this.relaxedCommit ? 'off' : commitDurability(this.pool);
     await this.pool.query({
-      name: this.relaxedCommit ? 'token-tap-access-events-relaxed' : 'token-tap-access-events',
-      text: `WITH commit_mode AS (SELECT set_config('synchronous_commit', '${this.relaxedCommit ? 'off' : 'on'}', true))
+      name: `token-tap-access-events-${mode}`,
+      text: `WITH commit_mode AS (SELECT set_config('synchronous_commit', '${mode}', true))
        INSERT INTO access_events (operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail)
        SELECT operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])

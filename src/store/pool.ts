@@ -4,7 +4,7 @@
 // the client (for a server that is unreachable and so never cancels anything), and TCP keepalive.
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { PostgresTimeouts } from '../config/postgres.js';
+import type { CommitDurability, PostgresTimeouts } from '../config/postgres.js';
 import { errorCode } from './errors.js';
 
 export interface PoolOptions {
@@ -15,6 +15,21 @@ export interface PoolOptions {
   applicationName?: string;
   /** Without them (the CLI): a 5 s connect timeout and keepalive, no statement or query limit. */
   timeouts?: PostgresTimeouts;
+  /** What every commit of this pool's transactions waits for (TOKEN_TAP_COMMIT_DURABILITY); default `on`. */
+  commitDurability?: CommitDurability;
+}
+
+/** The commit durability of each pool made here; any other pool (tests) commits with `on`. */
+const durabilityByPool = new WeakMap<pg.Pool, CommitDurability>();
+
+/**
+ * The synchronous_commit level this pool's writes ask for, whatever the database's default (often
+ * `off` for speed): an acknowledged commit is then in the WAL on disk (`on`), or on the synchronous
+ * standbys too (`remote_write`, `remote_apply`), before the spool forgets its copy or a caller
+ * gets its answer.
+ */
+export function commitDurability(pool: pg.Pool): CommitDurability {
+  return durabilityByPool.get(pool) ?? 'on';
 }
 
 /** pg's error when query_timeout passes: the query was sent and its answer never came. */
@@ -62,6 +77,7 @@ export function createPool(options: PoolOptions): pg.Pool {
     client.on('error', () => undefined);
     discardOnQueryTimeout(client);
   });
+  durabilityByPool.set(pool, options.commitDurability ?? 'on');
   pool.on('error', (error) => {
     options.onError?.();
     options.logger?.warn({ err: { message: error.message, code: (error as { code?: string }).code } }, 'idle Postgres connection failed');
@@ -101,12 +117,21 @@ export function isPostgresUnavailable(error: unknown): boolean {
   return /^(08|57P)/.test(code) || ['53300', '42P01', '57014', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(code);
 }
 
-/** Runs `work` in one transaction on a client of its own: COMMIT after it, ROLLBACK if it throws. */
-export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+export interface TransactionOptions {
+  /** Fixed statements (no parameters) run right after BEGIN, in the same round trip: locks, SET LOCAL. */
+  opening?: readonly string[];
+}
+
+/**
+ * Runs `work` in one transaction on a client of its own: COMMIT after it, ROLLBACK if it throws.
+ * The commit waits for the pool's commitDurability (SET LOCAL synchronous_commit), sent with BEGIN.
+ */
+export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolClient) => Promise<T>, options: TransactionOptions = {}): Promise<T> {
   const client = await pool.connect();
   let failure: Error | undefined;
   try {
-    await client.query('BEGIN');
+    // One simple-protocol query: BEGIN and the settings cost a single round trip.
+    await client.query(['BEGIN', `SET LOCAL synchronous_commit = ${commitDurability(pool)}`, ...(options.opening ?? [])].join('; '));
     const result = await work(client);
     await client.query('COMMIT');
     return result;
