@@ -20,6 +20,8 @@ export interface CaptureWriter {
     rejected: Array<{ captureId: string; idp: string; reason: string }>;
     /** Profile captures that could not link a held grant sealed under a key this ring lacks. */
     heldUnreadable?: Array<{ captureId: string; idp: string; keyId: string }>;
+    /** Captures of a user erased after they were observed: recorded, no grant stored. */
+    erased?: string[];
   }>;
 }
 
@@ -272,8 +274,9 @@ export class CapturePump {
     const endTimer = metrics.writeBatchSeconds.startTimer();
     let rejected: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['rejected'];
     let heldUnreadable: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['heldUnreadable'];
+    let erased: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['erased'];
     try {
-      ({ rejected, heldUnreadable } = await writer.recordCaptures(captures));
+      ({ rejected, heldUnreadable, erased } = await writer.recordCaptures(captures));
     } catch (error) {
       store.failed(error);
       logger.warn(
@@ -290,6 +293,7 @@ export class CapturePump {
       logger.error({ idp: entry.idp, captureId: entry.captureId, reason: entry.reason }, 'capture dropped');
     }
     const unlinked = new Set((heldUnreadable ?? []).map((entry) => entry.captureId));
+    const erasedIds = new Set(erased ?? []);
     for (const entry of heldUnreadable ?? []) {
       logger.warn(
         { idp: entry.idp, captureId: entry.captureId, keyId: entry.keyId },
@@ -301,7 +305,8 @@ export class CapturePump {
       // A line each, written synchronously: the event loop gets its turns between them.
       if (index > 0 && index % ITEMS_PER_TURN === 0) await nextTurn();
       if (refused.has(capture.captureId)) continue;
-      metrics.captures.inc({ idp: capture.idp, outcome: unlinked.has(capture.captureId) ? 'held_unreadable' : capture.outcome });
+      const outcome = erasedIds.has(capture.captureId) ? 'erased' : unlinked.has(capture.captureId) ? 'held_unreadable' : capture.outcome;
+      metrics.captures.inc({ idp: capture.idp, outcome });
       // Genuine tokens, most likely, whose IdP's keys could not be fetched in time: lost, so counted as such.
       if (capture.outcome === 'unverified' && capture.detail === 'jwks_unavailable') metrics.capturesDropped.inc({ reason: 'jwks_unavailable' });
       // An id_token that did not verify may be a forgery: said louder than a normal capture.
@@ -310,7 +315,7 @@ export class CapturePump {
           idp: capture.idp,
           captureId: capture.captureId,
           subject: capture.subject,
-          outcome: capture.outcome,
+          outcome,
           verified: capture.verified === true,
           httpStatus: capture.httpStatus,
           errorCode: capture.errorCode,

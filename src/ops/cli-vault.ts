@@ -333,12 +333,13 @@ function registerUpkeepCommands(program: Command): void {
       printJson(
         await audited('Purge', {}, {}, async ({ pool }, event) => {
           const result = await purgeExpired(pool, policy);
-          event.detail = `purged ${result.grants} grants, ${result.pendingGrants} held grants, ${result.captureEvents} capture events, ${result.accessEvents} access events`;
+          event.detail = `purged ${result.grants} grants, ${result.pendingGrants} held grants, ${result.captureEvents} capture events, ${result.accessEvents} access events, ${result.tombstones} tombstones`;
           return {
             grants: result.grants,
             pending_grants: result.pendingGrants,
             capture_events: result.captureEvents,
             access_events: result.accessEvents,
+            tombstones: result.tombstones,
           };
         }),
       );

@@ -6,6 +6,7 @@ import { fingerprint, open, parseDecrypted, seal, type FieldBinding, type KeyRin
 import { decodeIdTokenClaims } from '../capture/jwt.js';
 import { isRefusedByPostgres } from './errors.js';
 import { withTransaction } from './pool.js';
+import { erasedSql, HOLD_OFF_ERASURES } from './tombstones.js';
 import { mapWithTurns } from '../ingest/turns.js';
 
 export interface RecordResult {
@@ -16,6 +17,8 @@ export interface RecordResult {
    * progress): the grant stays held (pending_grants), unchanged, and the profile is kept as a hint.
    */
   heldUnreadable?: Array<{ captureId: string; idp: string; keyId: string }>;
+  /** Captures of a user erased after they were observed (store/tombstones.ts): recorded `erased`, no grant stored. */
+  erased?: string[];
 }
 
 /**
@@ -145,6 +148,8 @@ function loginRounds(captures: readonly Capture[]): Capture[][] {
 export class GrantStore {
   /** Where the batch being written notes held grants it cannot open (one writer per store). */
   private heldUnreadable: NonNullable<RecordResult['heldUnreadable']> = [];
+  /** Where the batch being written notes captures it dropped for an erasure. */
+  private erased: string[] = [];
 
   constructor(
     private readonly pool: pg.Pool,
@@ -170,9 +175,11 @@ export class GrantStore {
       const rejected: RecordResult['rejected'] = [];
       const heldUnreadable: NonNullable<RecordResult['heldUnreadable']> = [];
       this.heldUnreadable = heldUnreadable;
+      const erased: string[] = [];
+      this.erased = erased;
       if (!oneByOne) {
         await this.applyBatch(client, captures);
-        return { rejected, heldUnreadable };
+        return { rejected, heldUnreadable, erased };
       }
       for (const capture of captures) {
         await client.query('SAVEPOINT capture');
@@ -185,13 +192,15 @@ export class GrantStore {
           rejected.push({ captureId: capture.captureId, idp: capture.idp, reason: refusalReason(error) });
         }
       }
-      return { rejected, heldUnreadable };
-    });
+      return { rejected, heldUnreadable, erased: erased.filter((id) => !rejected.some((entry) => entry.captureId === id)) };
+    }, { opening: [HOLD_OFF_ERASURES] });
   }
 
   private async apply(client: pg.PoolClient, capture: Capture): Promise<void> {
-    if ((await this.insertEvents(client, [capture])).size === 0) return;
-    await this.applyAfterEvent(client, capture);
+    const outcome = (await this.insertEvents(client, [capture])).get(capture.captureId);
+    if (outcome === undefined) return;
+    if (outcome === 'erased') this.erased.push(capture.captureId);
+    else await this.applyAfterEvent(client, capture);
   }
 
   private async applyAfterEvent(client: pg.PoolClient, capture: Capture): Promise<void> {
@@ -208,7 +217,8 @@ export class GrantStore {
    */
   private async applyBatch(client: pg.PoolClient, captures: readonly Capture[]): Promise<void> {
     const fresh = await this.insertEvents(client, captures);
-    const pending = captures.filter((capture) => fresh.has(capture.captureId));
+    for (const [captureId, outcome] of fresh) if (outcome === 'erased') this.erased.push(captureId);
+    const pending = captures.filter((capture) => fresh.has(capture.captureId) && fresh.get(capture.captureId) !== 'erased');
     for (const round of loginRounds(pending)) await this.upsertGrantRows(client, await mapWithTurns(round, (capture) => this.grantRow(capture)));
     for (const capture of pending) {
       if (capture.outcome !== 'stored') await this.applyAfterEvent(client, capture);
@@ -257,8 +267,10 @@ export class GrantStore {
     return parseDecrypted<PendingPayload>(open(this.ring, row.key_id, row.payload, this.pendingBinding(row.idp, row.capture_id)), `held grant ${row.capture_id}`);
   }
 
-  private async markLinked(client: pg.PoolClient, captureId: string, subject: string): Promise<void> {
-    await client.query("UPDATE capture_events SET outcome = 'linked', subject = $2 WHERE capture_id = $1", [captureId, subject]);
+  /** A held grant or profile now names its user: linked, or erased when that user was erased after it was observed. */
+  private async markLinked(client: pg.PoolClient, captureId: string, subject: string, erased = false): Promise<void> {
+    await client.query('UPDATE capture_events SET outcome = $3, subject = $2 WHERE capture_id = $1', [captureId, subject, erased ? 'erased' : 'linked']);
+    if (erased) this.erased.push(captureId);
   }
 
   /** A token response without a user: link it at once if its profile was already seen, else hold it. */
@@ -271,8 +283,8 @@ export class GrantStore {
     );
     const hint = rows[0];
     if (hint) {
-      await this.upsertGrant(client, { ...capture, outcome: 'stored', subject: hint.subject, email: capture.email ?? hint.email ?? undefined });
-      await this.markLinked(client, capture.captureId, hint.subject);
+      const erased = await this.upsertGrant(client, { ...capture, outcome: 'stored', subject: hint.subject, email: capture.email ?? hint.email ?? undefined });
+      await this.markLinked(client, capture.captureId, hint.subject, erased);
       return;
     }
     const payload: PendingPayload = {
@@ -305,16 +317,19 @@ export class GrantStore {
       const linked = await client.query('SELECT 1 FROM grants WHERE idp = $1 AND access_token_fp = $2', [capture.idp, fp]);
       if (linked.rowCount === 0) {
         await client.query("DELETE FROM subject_hints WHERE observed_at < now() - interval '10 minutes'");
-        await client.query(
-          `INSERT INTO subject_hints (idp, access_token_fp, subject, email, observed_at) VALUES ($1, $2, $3, $4, $5)
+        // No hint of an erased user: it would link that user's tokens when they arrive.
+        const hinted = await client.query(
+          `INSERT INTO subject_hints (idp, access_token_fp, subject, email, observed_at)
+           SELECT $1, $2, $3, $4, $5 WHERE NOT ${erasedSql('$1', '$3', '$5::timestamptz')}
            ON CONFLICT (idp, access_token_fp) DO UPDATE SET subject = EXCLUDED.subject, email = EXCLUDED.email, observed_at = EXCLUDED.observed_at`,
           [capture.idp, fp, profile.subject, profile.email ?? null, capture.observedAt],
         );
+        if (hinted.rowCount === 0) await this.markLinked(client, capture.captureId, profile.subject, true);
       }
       return;
     }
     const held = this.openPending(pending);
-    await this.upsertGrant(client, {
+    const erased = await this.upsertGrant(client, {
       ...capture,
       captureId: pending.capture_id,
       observedAt: pending.observed_at,
@@ -327,16 +342,19 @@ export class GrantStore {
       tokens: held.tokens,
     });
     await client.query('DELETE FROM pending_grants WHERE idp = $1 AND access_token_fp = $2', [capture.idp, fp]);
-    await this.markLinked(client, capture.captureId, profile.subject);
-    await this.markLinked(client, pending.capture_id, profile.subject);
+    await this.markLinked(client, capture.captureId, profile.subject, erased);
+    await this.markLinked(client, pending.capture_id, profile.subject, erased);
   }
 
   private fp(token: string | undefined): string | null {
     return token ? fingerprint(this.ring, token) : null;
   }
 
-  /** Inserts the events not seen before; returns their capture ids (a replayed capture is skipped). */
-  private async insertEvents(client: pg.PoolClient, captures: readonly Capture[]): Promise<Set<string>> {
+  /**
+   * Inserts the events not seen before; returns their capture ids (a replayed capture is skipped)
+   * with the outcome recorded: a login of a user erased after it was observed is `erased`.
+   */
+  private async insertEvents(client: pg.PoolClient, captures: readonly Capture[]): Promise<Map<string, string>> {
     const columns: unknown[][] = Array.from({ length: 11 }, () => []);
     for (const capture of captures) {
       const tokens = capture.tokens;
@@ -356,24 +374,29 @@ export class GrantStore {
         this.fp(tokens?.idToken),
       ].forEach((value, index) => columns[index]!.push(value));
     }
-    const { rows } = await client.query<{ capture_id: string }>(
+    const { rows } = await client.query<{ capture_id: string; outcome: string }>(
       `INSERT INTO capture_events (capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail,
                                    access_token_fp, refresh_token_fp, id_token_fp)
-       SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
-                            $8::text[], $9::text[], $10::text[], $11::text[])
+       SELECT capture_id, observed_at, idp, subject, http_status,
+              CASE WHEN outcome = 'stored' AND ${erasedSql('event.idp', 'event.subject', 'event.observed_at')} THEN 'erased' ELSE outcome END,
+              error_code, detail, access_token_fp, refresh_token_fp, id_token_fp
+       FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
+                   $8::text[], $9::text[], $10::text[], $11::text[])
+         AS event(capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail, access_token_fp, refresh_token_fp, id_token_fp)
        ON CONFLICT (capture_id) DO NOTHING
-       RETURNING capture_id`,
+       RETURNING capture_id, outcome`,
       columns,
     );
-    return new Set(rows.map((row) => row.capture_id));
+    return new Map(rows.map((row) => [row.capture_id, row.outcome]));
   }
 
   /**
    * Stores a login's tokens, merged by capture time as every capture is; inside the caller's
    * transaction (a refresh answer applied again after its first write failed uses it too).
+   * True when nothing was stored because the user was erased after the capture was observed.
    */
-  async upsertGrant(client: pg.PoolClient, capture: Capture): Promise<void> {
-    await this.upsertGrantRows(client, [this.grantRow(capture)]);
+  async upsertGrant(client: pg.PoolClient, capture: Capture): Promise<boolean> {
+    return (await this.upsertGrantRows(client, [this.grantRow(capture)])) > 0;
   }
 
   /** The grants row for a capture, sealed under the active key; NULL where the capture lacks a field. */
@@ -418,8 +441,10 @@ export class GrantStore {
    * sidecar whose ring lacks the stored key (a key rollout) cannot lose it. Nothing captured before
    * a revocation touches the revoked grant. Tokens the sidecar obtained itself (a refresh under the
    * row lock) always apply, whatever the clocks of the sidecar that captured the stored row said.
+   * Nothing of a user erased at or after the capture's time is stored (store/tombstones.ts): returns
+   * how many rows were dropped so.
    */
-  private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<void> {
+  private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<number> {
     const columns: unknown[][] = Array.from({ length: 18 }, (_, index) => rows.map((row) => row[index]));
     const notRevokedSince = options.obtained ? 'true' : `(grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
     const fresh = options.obtained ? 'true' : `(grants.captured_at <= EXCLUDED.captured_at AND ${notRevokedSince})`;
@@ -437,8 +462,17 @@ export class GrantStore {
          ${field}_observed_at = CASE WHEN ${newer(field)} THEN EXCLUDED.captured_at ELSE ${storedObservedAt(field)} END,`;
     const rowLevel = (field: string) => `${field} = CASE WHEN ${fresh} THEN EXCLUDED.${field} ELSE grants.${field} END`;
     const filled = (field: string) => `${field} = CASE WHEN ${fresh} THEN COALESCE(EXCLUDED.${field}, grants.${field}) ELSE COALESCE(grants.${field}, EXCLUDED.${field}) END`;
-    await client.query(
-      `INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
+    const erased = erasedSql('row.idp', 'row.subject', 'row.captured_at');
+    const { rows: result } = await client.query<{ erased: number }>(
+      `WITH input AS (
+         SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
+                              $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
+                              $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[])
+           AS row(idp, subject, issuer, client_id, email, scope, token_type, key_id,
+                  access_token, refresh_token, id_token, extras, access_token_fp,
+                  access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified)
+       ), upserted AS (
+       INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
                            access_token, refresh_token, id_token, extras, access_token_fp,
                            access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
                            status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id, verified,
@@ -449,12 +483,7 @@ export class GrantStore {
               'active', captured_at, now(), 1,
               CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified,
               CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
-                   $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
-                   $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[])
-         AS row(idp, subject, issuer, client_id, email, scope, token_type, key_id,
-                access_token, refresh_token, id_token, extras, access_token_fp,
-                access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified)
+       FROM input AS row WHERE NOT ${erased}
        ON CONFLICT (idp, subject) DO UPDATE SET
          ${filled('issuer')}, ${filled('client_id')}, ${filled('email')},
          scope = CASE WHEN ${fresh} AND cardinality(EXCLUDED.scope) > 0 THEN EXCLUDED.scope ELSE grants.scope END,
@@ -471,9 +500,12 @@ export class GrantStore {
          -- waiting to refresh compare their arrival with updated_at.
          updated_at = ${options.obtained ? 'clock_timestamp()' : `CASE WHEN ${fresh} THEN now() ELSE grants.updated_at END`},
          version = grants.version + 1
-       WHERE ${fresh} OR ${newer('refresh_token')} OR ${newer('id_token')}`,
+       WHERE ${fresh} OR ${newer('refresh_token')} OR ${newer('id_token')}
+       )
+       SELECT count(*)::int AS erased FROM input AS row WHERE ${erased}`,
       columns,
     );
+    return result[0]!.erased;
   }
 
   /** Opens a row read by other vault modules (refresh, revoke) inside their own transaction. */

@@ -1,12 +1,12 @@
 // Retention: grants not updated for longer than a configured age, and capture and access events
-// older than another, are deleted. Deletes go in batches so no statement holds locks for long.
+// (and tombstones of erasures) older than another, are deleted. Deletes go in batches so no statement holds locks for long.
 import type pg from 'pg';
 import type { Logger } from 'pino';
 
 export interface RetentionPolicy {
   /** Grants (and held grants) whose last login or refresh is older than this; undefined: kept. */
   grantsOlderThanMs?: number;
-  /** capture_events and access_events older than this; undefined: kept. */
+  /** capture_events, access_events and tombstones older than this; undefined: kept. */
   eventsOlderThanMs?: number;
 }
 
@@ -15,6 +15,8 @@ export interface PurgeResult {
   pendingGrants: number;
   captureEvents: number;
   accessEvents: number;
+  /** Erasures older than the event retention: a capture observed before one no longer waits anywhere. */
+  tombstones: number;
 }
 
 const UNITS: Record<string, number> = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
@@ -50,7 +52,7 @@ async function deleteInBatches(pool: pg.Pool, table: string, column: string, bef
 export async function purgeExpired(pool: pg.Pool, policy: RetentionPolicy, options: { now?: Date; batchSize?: number } = {}): Promise<PurgeResult> {
   const now = (options.now ?? new Date()).getTime();
   const batchSize = options.batchSize ?? 5_000;
-  const result: PurgeResult = { grants: 0, pendingGrants: 0, captureEvents: 0, accessEvents: 0 };
+  const result: PurgeResult = { grants: 0, pendingGrants: 0, captureEvents: 0, accessEvents: 0, tombstones: 0 };
   if (policy.grantsOlderThanMs !== undefined) {
     const before = new Date(now - policy.grantsOlderThanMs);
     result.grants = await deleteInBatches(pool, 'grants', 'updated_at', before, batchSize);
@@ -60,6 +62,7 @@ export async function purgeExpired(pool: pg.Pool, policy: RetentionPolicy, optio
     const before = new Date(now - policy.eventsOlderThanMs);
     result.captureEvents = await deleteInBatches(pool, 'capture_events', 'observed_at', before, batchSize);
     result.accessEvents = await deleteInBatches(pool, 'access_events', 'at', before, batchSize);
+    result.tombstones = await deleteInBatches(pool, 'tombstones', 'erased_at', before, batchSize);
   }
   return result;
 }

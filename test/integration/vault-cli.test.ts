@@ -222,14 +222,18 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       await db.pool.query("UPDATE grants SET updated_at = now() - interval '40 days' WHERE subject = 'stale'");
       await db.pool.query("UPDATE capture_events SET observed_at = now() - interval '400 days' WHERE subject = 'stale'");
       await db.pool.query("INSERT INTO access_events (at, operation, outcome) VALUES (now() - interval '400 days', 'GetGrant', 'ok')");
+      await db.pool.query("INSERT INTO tombstones (idp, subject, erased_at) VALUES ('acme', 'erased-long-ago', now() - interval '400 days'), ('acme', 'erased-lately', now() - interval '1 day')");
       const refused = await runCli(['purge'], { DATABASE_URL: db.url });
       expect(refused.code).to.equal(1);
       expect(refused.stderr).to.contain('nothing to purge');
       const purged = await runCli(['purge', '--grants-older-than', '30d', '--events-older-than', '365d'], { DATABASE_URL: db.url });
       expect(purged.code, purged.stderr).to.equal(0);
-      expect(JSON.parse(purged.stdout)).to.deep.equal({ grants: 1, pending_grants: 0, capture_events: 1, access_events: 1 });
+      expect(JSON.parse(purged.stdout)).to.deep.equal({ grants: 1, pending_grants: 0, capture_events: 1, access_events: 1, tombstones: 1 });
       const { rows } = await db.pool.query("SELECT subject FROM grants WHERE subject IN ('stale', 'fresh')");
       expect(rows).to.deep.equal([{ subject: 'fresh' }]);
+      // Tombstones go with the event retention.
+      const { rows: tombstones } = await db.pool.query("SELECT subject FROM tombstones WHERE subject LIKE 'erased-%'");
+      expect(tombstones).to.deep.equal([{ subject: 'erased-lately' }]);
     });
   });
 });
