@@ -1,7 +1,8 @@
 // The TokenVault gRPC service. Each call: authenticate, authorize for its IdP and operation, do
-// the work, write one access_events row, answer. The audit row is written before the answer
-// leaves; when it cannot be written the answer is withheld (UNAVAILABLE), so nothing is served
-// unrecorded. Errors become gRPC statuses here and nowhere else.
+// the work, decide the answer, write one access_events row with that outcome, answer. The audit
+// row is written before an answer the work decided leaves; when it cannot be written the answer is
+// withheld (UNAVAILABLE), so nothing is served unrecorded. Errors become gRPC statuses here and
+// nowhere else.
 import * as grpc from '@grpc/grpc-js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
@@ -85,7 +86,16 @@ const GRPC_CODES: Record<AccessOutcome, grpc.status> = {
   failed_precondition: grpc.status.FAILED_PRECONDITION,
   unavailable: grpc.status.UNAVAILABLE,
   internal: grpc.status.INTERNAL,
+  cancelled: grpc.status.CANCELLED,
 };
+
+/** A call's answer, decided once: what the caller gets, and what its audit row says. */
+interface Verdict<Res> {
+  outcome: AccessOutcome;
+  detail?: string | undefined;
+  failure?: { code: grpc.status; details: string };
+  value?: Res;
+}
 
 function required(value: string | undefined, field: string): string {
   if (!value) throw new VaultError(`${field} is required`, 'invalid_argument');
@@ -141,59 +151,65 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       const started = process.hrtime.bigint();
       const notes: AuditNotes = {};
       const event: AccessEvent = { operation, outcome: 'internal', peer: call.getPeer(), tlsClient: tlsClientOf(call) };
-      let value: Res | undefined;
-      let failure: { code: grpc.status; details: string } | undefined;
-      let answered = false;
-      let pastDeadline = false;
-      const answer = (error: { code: grpc.status; details: string } | null, response: Res | null) => {
-        if (answered) return;
-        answered = true;
+      // Whichever comes first decides the answer: the work ending, the deadline, or the caller giving
+      // up. The audit row carries that decision, so it says what the caller got. An answer the work
+      // decided leaves once its row is committed; an UNAVAILABLE at the deadline leaves at once (it
+      // serves nothing), and its row follows when the work ends (what it read is dropped, never sent late).
+      let verdict: Verdict<Res> | undefined;
+      const decide = (decided: Verdict<Res>): boolean => {
+        if (verdict) return false;
+        verdict = decided;
         clearTimeout(deadline);
-        callback(error, response);
+        call.removeListener('cancelled', onCancelled);
+        return true;
       };
-      // A GetGrant that gets no answer from Postgres may take longer than the deadline; what it
-      // eventually reads is dropped, never sent late, and its audit row says it was not answered.
+      const onCancelled = () => {
+        decide({ outcome: 'cancelled', detail: 'the caller gave up (its deadline passed, or it cancelled) before the answer', failure: { code: grpc.status.CANCELLED, details: 'cancelled' } });
+      };
+      call.on('cancelled', onCancelled);
       // GetGrant may refresh first (TOKEN_TAP_API_AUTO_REFRESH_SECONDS, or asked per call): then it waits on the IdP too.
       const mayRefresh = operation === 'GetGrant' && (options.autoRefreshSeconds > 0 || Boolean((call.request as { refresh_if_expires_within_seconds?: number }).refresh_if_expires_within_seconds));
       const deadline = CALLS_TO_AN_IDP.has(operation) || mayRefresh
         ? undefined
         : setTimeout(() => {
-            pastDeadline = true;
-            answer({ code: grpc.status.UNAVAILABLE, details: `no answer from Postgres within ${CALL_DEADLINE_MS} ms; try again` }, null);
+            const failure = { code: grpc.status.UNAVAILABLE, details: `no answer from Postgres within ${CALL_DEADLINE_MS} ms; try again` };
+            if (decide({ outcome: 'unavailable', detail: `answered UNAVAILABLE at the ${CALL_DEADLINE_MS} ms deadline`, failure })) callback(failure, null);
           }, CALL_DEADLINE_MS);
       void (async () => {
+        let own: Verdict<Res>;
         try {
           checkRequestStrings(call.request);
           const { caller, grant } = await authenticator.authenticate(call.metadata, prefetch?.(call.request));
           event.apiKeyId = caller.apiKeyId;
           event.caller = caller.name;
-          value = await run(call.request, caller, notes, grant);
-          event.outcome = 'ok';
+          own = { outcome: 'ok', value: await run(call.request, caller, notes, grant) };
         } catch (error) {
           const refusal = classify(error, operation);
-          event.outcome = refusal.outcome;
-          event.detail = refusal.detail;
           if (error instanceof AccessDenied && error.presentedKeyId) event.apiKeyId ??= error.presentedKeyId;
-          failure = { code: GRPC_CODES[refusal.outcome], details: refusal.message };
+          own = { outcome: refusal.outcome, detail: refusal.detail, failure: { code: GRPC_CODES[refusal.outcome], details: refusal.message } };
         }
+        // True when the work ended first: its answer is sent below, after its row.
+        const answering = decide(own);
+        const decided = verdict!;
         event.idp = notes.idp;
         event.subject = notes.subject;
-        if (event.outcome === 'ok') event.detail = notes.detail;
-        if (pastDeadline) {
-          event.outcome = 'unavailable';
-          event.detail = `answered UNAVAILABLE at the ${CALL_DEADLINE_MS} ms deadline`;
-        }
+        event.outcome = decided.outcome;
+        event.detail = decided.outcome === 'ok' ? notes.detail : decided.detail;
+        let failure = decided.failure;
         try {
           await events.record(event);
         } catch (error) {
           logger.error({ operation, err: { message: (error as Error).message, code: (error as { code?: string }).code } }, 'cannot write an access event; answer withheld');
-          event.outcome = 'unavailable';
-          failure = { code: grpc.status.UNAVAILABLE, details: 'the access record could not be written to Postgres, so the answer is withheld; try again' };
+          if (answering) {
+            event.outcome = 'unavailable';
+            failure = { code: grpc.status.UNAVAILABLE, details: 'the access record could not be written to Postgres, so the answer is withheld; try again' };
+          }
         }
         metrics.calls.inc({ operation, outcome: event.outcome });
         metrics.callSeconds.observe({ operation }, Number(process.hrtime.bigint() - started) / 1e9);
-        if (failure) answer(failure, null);
-        else answer(null, value ?? null);
+        if (!answering) return;
+        if (failure) callback(failure, null);
+        else callback(null, decided.value ?? null);
       })();
     };
   }

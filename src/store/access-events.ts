@@ -19,7 +19,8 @@ import { commitDurability, isPostgresUnavailable } from './pool.js';
 /** The Okta token inline hook's outcomes (hook/server.ts). */
 export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'ambiguous' | 'unverified' | 'email_unverified' | 'bad_request';
 
-export type AccessOutcome = 'ok' | 'unauthenticated' | 'permission_denied' | 'internal' | VaultOutcome;
+/** `cancelled`: the caller gave up (its deadline passed, or it cancelled) before the answer was decided. */
+export type AccessOutcome = 'ok' | 'unauthenticated' | 'permission_denied' | 'internal' | 'cancelled' | VaultOutcome;
 
 export interface AccessEvent {
   /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, ... */
