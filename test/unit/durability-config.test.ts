@@ -1,4 +1,4 @@
-// The configuration of the spool, the ops listener and the graceful stop.
+// The configuration of the spool, the ops listener, the graceful stop and the commit durability.
 import path from 'node:path';
 import { expect } from 'chai';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
@@ -26,6 +26,21 @@ describe('config: spool, ops listener, shutdown grace', () => {
     });
     expect(config).to.include({ spoolDir: '/var/spool/token-tap', spoolMaxBytes: 1048576, spoolFsyncMs: 0, shutdownGraceMs: 25_000 });
     expect(config.opsListen).to.deep.equal({ host: '0.0.0.0', port: 9000 });
+  });
+
+  it('commits durably by default (synchronous_commit on), remote_write or remote_apply for synchronous standbys, and refuses anything weaker', () => {
+    expect(loadSidecarConfig(valid).commitDurability).to.equal('on');
+    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_COMMIT_DURABILITY: 'remote_apply' }).commitDurability).to.equal('remote_apply');
+    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_COMMIT_DURABILITY: 'Remote_Write' }).commitDurability).to.equal('remote_write');
+    for (const weaker of ['off', 'local', 'yes']) {
+      try {
+        loadSidecarConfig({ ...valid, TOKEN_TAP_COMMIT_DURABILITY: weaker });
+        expect.fail(`${weaker} should have been refused`);
+      } catch (error) {
+        expect(error).to.be.instanceOf(ConfigError);
+        expect((error as ConfigError).problems.join('\n')).to.match(/TOKEN_TAP_COMMIT_DURABILITY must be one of on, remote_write, remote_apply/);
+      }
+    }
   });
 
   it('reports every bad setting at once', () => {
