@@ -152,9 +152,10 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       const notes: AuditNotes = {};
       const event: AccessEvent = { operation, outcome: 'internal', peer: call.getPeer(), tlsClient: tlsClientOf(call) };
       // Whichever comes first decides the answer: the work ending, the deadline, or the caller giving
-      // up. The audit row carries that decision, so it says what the caller got. An answer the work
-      // decided leaves once its row is committed; an UNAVAILABLE at the deadline leaves at once (it
-      // serves nothing), and its row follows when the work ends (what it read is dropped, never sent late).
+      // up. The audit row carries that decision, so it says what the caller got. An answer that tells
+      // something (data, or a refusal) leaves once its row is committed; an UNAVAILABLE (the work's,
+      // or the deadline's) tells nothing and leaves at once, its row following. Past the deadline,
+      // what the work read is dropped, never sent late.
       let verdict: Verdict<Res> | undefined;
       const decide = (decided: Verdict<Res>): boolean => {
         if (verdict) return false;
@@ -188,26 +189,31 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
           if (error instanceof AccessDenied && error.presentedKeyId) event.apiKeyId ??= error.presentedKeyId;
           own = { outcome: refusal.outcome, detail: refusal.detail, failure: { code: GRPC_CODES[refusal.outcome], details: refusal.message } };
         }
-        // True when the work ended first: its answer is sent below, after its row.
+        // The work ended first: it answers (below, or here at once for an UNAVAILABLE).
         const answering = decide(own);
         const decided = verdict!;
         event.idp = notes.idp;
         event.subject = notes.subject;
         event.outcome = decided.outcome;
         event.detail = decided.outcome === 'ok' ? notes.detail : decided.detail;
+        let answered = !answering;
+        if (answering && decided.outcome === 'unavailable') {
+          callback(decided.failure!, null);
+          answered = true;
+        }
         let failure = decided.failure;
         try {
           await events.record(event);
         } catch (error) {
-          logger.error({ operation, err: { message: (error as Error).message, code: (error as { code?: string }).code } }, 'cannot write an access event; answer withheld');
-          if (answering) {
+          logger.error({ operation, err: { message: (error as Error).message, code: (error as { code?: string }).code } }, answered ? 'cannot write an access event' : 'cannot write an access event; answer withheld');
+          if (!answered) {
             event.outcome = 'unavailable';
             failure = { code: grpc.status.UNAVAILABLE, details: 'the access record could not be written to Postgres, so the answer is withheld; try again' };
           }
         }
         metrics.calls.inc({ operation, outcome: event.outcome });
         metrics.callSeconds.observe({ operation }, Number(process.hrtime.bigint() - started) / 1e9);
-        if (!answering) return;
+        if (answered) return;
         if (failure) callback(failure, null);
         else callback(null, decided.value ?? null);
       })();
