@@ -128,9 +128,10 @@ function decodePageToken(token: string): GrantPosition | undefined {
 }
 
 /**
- * Every call that talks only to Postgres answers within this, UNAVAILABLE past it: with Postgres
+ * Every call that talks only to Postgres is decided within this, UNAVAILABLE past it: with Postgres
  * blackholed (a partition, a failover behind a load balancer) a caller must not hang on two
- * queued queries. Calls that wait on an IdP are bounded by its timeout_ms instead.
+ * queued queries. An answer decided in time still waits for its audit row. Calls that wait on an
+ * IdP are bounded by its timeout_ms instead.
  */
 const CALL_DEADLINE_MS = 4_500;
 const CALLS_TO_AN_IDP = new Set(['RefreshGrant', 'RevokeGrant', 'DeleteSubject']);

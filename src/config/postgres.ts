@@ -19,9 +19,9 @@ export interface PostgresTimeouts {
 // The writer's transactions never wait on anything but Postgres: one cut off mid-way (its client
 // partitioned away) must not hold grant rows locked for long, or the next writer waits on it.
 export const WRITER_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, queryTimeoutMs: 12_000, keepAliveMs: 10_000, idleInTransactionMs: 10_000 };
-// A TokenVault call waits on Postgres at most twice when it is unreachable (the key check, then the
-// audit row that is written whatever the outcome): with these, 2 x 2.25 s, it is answered
-// (UNAVAILABLE) within 5 s. Idle in a transaction for longer than the longest IdP timeout
+// A TokenVault call to an unreachable Postgres gives up on the key check after 2.25 s and answers
+// UNAVAILABLE at once (its audit row follows); one whose key check passed waits for its audit row, at
+// most 2.25 s more: within 5 s either way. Idle in a transaction for longer than the longest IdP timeout
 // (timeout_ms at most 120000): a refresh holds its grant's row lock while the IdP answers.
 export const API_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 2_000, statementTimeoutMs: 2_000, queryTimeoutMs: 2_250, keepAliveMs: 10_000, idleInTransactionMs: 180_000 };
 
