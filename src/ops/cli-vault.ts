@@ -287,7 +287,11 @@ function registerGrantCommands(program: Command): void {
 
   grants
     .command('delete')
-    .description('Delete every grant of a user, with the capture events that name them (privacy requests). Reads DATABASE_URL.')
+    .description(
+      'Delete every grant of a user, with the capture events that name them (privacy requests), and leave a tombstone:\n' +
+        'a capture of that user observed before now that is still on its way (a sidecar spool, a held grant) is dropped.\n' +
+        'Tombstones are purged with the event retention. Reads DATABASE_URL (and TOKEN_TAP_COMMIT_DURABILITY).',
+    )
     .option('--idp <name>', 'only this IdP')
     .option('--all-idps', 'every IdP (instead of --idp)', false)
     .option('--subject <sub>', "the user's subject")
@@ -314,7 +318,7 @@ function registerUpkeepCommands(program: Command): void {
   program
     .command('purge')
     .description(
-      'Delete grants not updated for longer than an age, and capture and access events older than another.\n' +
+      'Delete grants not updated for longer than an age, and capture and access events (and tombstones of erasures) older than another.\n' +
         'Ages default to TOKEN_TAP_GRANT_RETENTION and TOKEN_TAP_EVENT_RETENTION (e.g. 90d, 12h). Reads DATABASE_URL.\n' +
         'The sidecar runs the same purge itself every TOKEN_TAP_PURGE_INTERVAL when that is set.',
     )
