@@ -111,8 +111,8 @@ describe('Okta hook match: email over every candidate (Postgres)', () => {
     } finally {
       client.release();
     }
-    const { rows } = await db.pool.query("SELECT vouched_email, vouched_email_checked_at FROM grants WHERE subject = 'finn'");
-    expect(rows[0]).to.deep.equal({ vouched_email: '', vouched_email_checked_at: null });
+    const { rows } = await db.pool.query("SELECT vouched_email, vouched_email_checked_at, extras FROM grants WHERE subject = 'finn'");
+    expect(rows[0]).to.deep.equal({ vouched_email: '', vouched_email_checked_at: null, extras: null });
     expect(await find('finn@example.test')).to.deep.equal({ outcome: 'no_grant' });
   });
 });

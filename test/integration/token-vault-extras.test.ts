@@ -1,9 +1,11 @@
 // A refresh token wherever the IdP put it (Slack's authed_user, a field deeper in the response)
-// reaches only callers allowed read_refresh_token, over the real TokenVault gRPC API.
+// reaches only callers allowed read_refresh_token, over the real TokenVault gRPC API; revoking a
+// grant erases its extras in Postgres, deleting it removes the row.
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { fromProtoStruct } from '../../src/api/wire.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
+import { loadMigrations, migrate } from '../../src/store/migrate.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { createApiKey, idpConfigFile, loginIntoVault, startVaultSidecar, vaultClient, type VaultClient, type VaultSidecar } from '../support/token-vault.js';
@@ -20,6 +22,7 @@ describe('TokenVault API: refresh tokens in extras (Slack-shaped responses, gRPC
   let client: VaultClient;
   let getOnly: string;
   let withRefresh: string;
+  let operator: string;
 
   before(async () => {
     idp = await startTestIdp({ accounts: { ada: { email: 'ada@example.test' }, grace: { email: 'grace@example.test' } } });
@@ -32,6 +35,7 @@ describe('TokenVault API: refresh tokens in extras (Slack-shaped responses, gRPC
     client = vaultClient(vault.apiPort);
     getOnly = (await createApiKey(db, 'dashboard', [IDP], ['get'])).token;
     withRefresh = (await createApiKey(db, 'sync-job', [IDP], ['get', 'read_refresh_token'])).token;
+    operator = (await createApiKey(db, 'operator', [IDP], ['revoke', 'delete'])).token;
   });
 
   after(async () => {
@@ -103,5 +107,35 @@ describe('TokenVault API: refresh tokens in extras (Slack-shaped responses, gRPC
     expect(restricted).to.contain('U0GRACE');
     const full = await client.call('GetGrant', { idp: IDP, subject: 'grace', include_refresh_token: true }, withRefresh);
     expect((fromProtoStruct(full.grant.extras) as any).authed_user).to.include({ access_token: userAccess, refresh_token: userRefresh });
+  });
+
+  it('RevokeGrant erases the extras with the tokens (the row says NULL); DeleteSubject removes the row', async () => {
+    const before = await db.pool.query("SELECT extras IS NOT NULL AS has_extras FROM grants WHERE idp = $1 AND subject = 'ada'", [IDP]);
+    expect(before.rows).to.deep.equal([{ has_extras: true }]);
+    const revoked = await client.call('RevokeGrant', { idp: IDP, subject: 'ada' }, operator);
+    expect(revoked.grant.status).to.equal('GRANT_STATUS_REVOKED');
+    const { rows } = await db.pool.query("SELECT status, extras, access_token, refresh_token, id_token FROM grants WHERE idp = $1 AND subject = 'ada'", [IDP]);
+    expect(rows).to.deep.equal([{ status: 'revoked', extras: null, access_token: null, refresh_token: null, id_token: null }]);
+
+    await client.call('DeleteSubject', { idp: IDP, subject: 'grace' }, operator);
+    const left = await db.pool.query("SELECT count(*)::int AS n FROM grants WHERE idp = $1 AND subject = 'grace'", [IDP]);
+    expect(left.rows[0].n).to.equal(0);
+  });
+});
+
+describe('migration 000007 (Postgres)', () => {
+  it('erases the extras of grants revoked before it, and only theirs', async () => {
+    const db = await createTestDatabase('extras_migration');
+    try {
+      await migrate(db.pool, loadMigrations().filter((migration) => migration.version < 7));
+      for (const [subject, status] of [['gone', 'revoked'], ['here', 'active']]) {
+        await db.pool.query("INSERT INTO grants (idp, subject, key_id, extras, status, captured_at) VALUES ('acme', $1, 'k1', '\\x01', $2, now())", [subject, status]);
+      }
+      await migrate(db.pool);
+      const { rows } = await db.pool.query("SELECT subject, extras IS NULL AS erased FROM grants ORDER BY subject");
+      expect(rows).to.deep.equal([{ subject: 'gone', erased: true }, { subject: 'here', erased: false }]);
+    } finally {
+      await db.drop();
+    }
   });
 });

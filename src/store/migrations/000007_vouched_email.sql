@@ -11,3 +11,6 @@
 ALTER TABLE grants ADD COLUMN vouched_email text;
 ALTER TABLE grants ADD COLUMN vouched_email_checked_at timestamptz;
 
+-- A revoked grant keeps no extras (an IdP may have put a refresh token there): revocations from
+-- now on erase them with the tokens; these are the ones revoked before.
+UPDATE grants SET extras = NULL WHERE status = 'revoked' AND extras IS NOT NULL;
