@@ -3,7 +3,7 @@
 import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
 import { fingerprint, open, parseDecrypted, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
-import { decodeIdTokenClaims } from '../capture/jwt.js';
+import { decodeIdTokenClaims, vouchedEmail } from '../capture/jwt.js';
 import { isRefusedByPostgres } from './errors.js';
 import { withTransaction } from './pool.js';
 import { mapWithTurns } from '../ingest/turns.js';
@@ -82,6 +82,23 @@ export interface GrantRow {
   refresh_token_key_id: string | null;
   id_token_key_id: string | null;
   refresh_token_observed_at: Date | null;
+  /** Migration 000007: the address the stored id_token vouches for ('' none), NULL when not known. */
+  vouched_email?: string | null;
+  vouched_email_checked_at?: Date | null;
+}
+
+/** The grants `match: email` weighs for some addresses (findEmailCandidates). */
+export interface EmailCandidates {
+  /** Candidates whose stored id_token vouches for one of the addresses, newest first; at most two. */
+  vouched: GrantRecord[];
+  /**
+   * Candidates for which that is not recorded (written before migration 000007, or by a sidecar of
+   * an earlier release during a rolling update), newest first, at most `uncheckedLimit`: the caller
+   * reads their claims.
+   */
+  unchecked: GrantRecord[];
+  /** The newest candidate of all, vouched or not. */
+  newest: GrantRecord | undefined;
 }
 
 type TokenField = 'access_token' | 'refresh_token' | 'id_token' | 'extras';
@@ -221,16 +238,35 @@ export class GrantStore {
   }
 
   /**
-   * Active grants of an IdP whose email claim is one of `emails` (lower-case), newest first, in one
-   * query: the Okta hook weighs them all (several upstream users may claim one address). With
-   * `verifiedOnly`, grants whose id_token was not verified are not among them.
+   * The candidates of the Okta hook's `match: email`: active grants of an IdP whose email is one of
+   * `emails` (lower-case); with `verifiedOnly`, only grants whose id_token was verified. Postgres
+   * weighs every candidate, however many there are (anyone may claim an address at some IdPs, so
+   * look-alikes must not push the real user out): it returns the newest two whose id_token vouches
+   * for one of the addresses (vouched_email), those whose vouching is not recorded, bounded, and the
+   * newest candidate. One query; only those rows are opened.
    */
-  async findActiveGrantsByEmail(idp: string, emails: readonly string[], options: { verifiedOnly: boolean; limit: number }): Promise<GrantRecord[]> {
-    const { rows } = await this.pool.query<GrantRow>(
-      "SELECT * FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND status = 'active' AND (verified OR NOT $3) ORDER BY updated_at DESC LIMIT $4",
-      [idp, emails, options.verifiedOnly, options.limit],
+  async findEmailCandidates(idp: string, emails: readonly string[], options: { verifiedOnly: boolean; uncheckedLimit: number }): Promise<EmailCandidates> {
+    const { rows } = await this.pool.query<GrantRow & { candidate: 'vouched' | 'unchecked' | 'newest' }>(
+      `WITH candidates AS MATERIALIZED (
+         SELECT subject, updated_at, vouched_email,
+                (vouched_email IS NOT NULL AND vouched_email_checked_at IS NOT DISTINCT FROM id_token_observed_at) AS recorded
+         FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND status = 'active' AND (verified OR NOT $3)
+       ), chosen AS (
+         (SELECT 'vouched' AS candidate, subject FROM candidates WHERE recorded AND vouched_email = ANY($2::text[]) ORDER BY updated_at DESC LIMIT 2)
+         UNION ALL
+         (SELECT 'unchecked', subject FROM candidates WHERE NOT recorded ORDER BY updated_at DESC LIMIT $4)
+         UNION ALL
+         (SELECT 'newest', subject FROM candidates ORDER BY updated_at DESC LIMIT 1)
+       )
+       SELECT chosen.candidate, g.* FROM chosen JOIN grants g ON g.idp = $1 AND g.subject = chosen.subject
+       ORDER BY g.updated_at DESC`,
+      [idp, emails, options.verifiedOnly, options.uncheckedLimit],
     );
-    return rows.map((row) => this.decrypt(row));
+    // The newest candidate is usually among the others too: open each row once.
+    const opened = new Map<string, GrantRecord>();
+    const openOnce = (row: GrantRow) => opened.get(row.subject) ?? opened.set(row.subject, this.decrypt(row)).get(row.subject)!;
+    const of = (candidate: string) => rows.filter((row) => row.candidate === candidate).map(openOnce);
+    return { vouched: of('vouched'), unchecked: of('unchecked'), newest: of('newest')[0] };
   }
 
   /**
@@ -385,6 +421,8 @@ export class GrantStore {
       value ? seal(this.ring, value, binding(field)) : null;
     const extras: SealedExtras = { response: tokens.extras };
     const observedAt = capture.observedAt;
+    // Read from the id_token itself, as the hook reads the stored one; without one, no address.
+    const vouched = tokens.idToken ? (vouchedEmail(decodeIdTokenClaims(tokens.idToken)) ?? '') : '';
     return [
       capture.idp,
       subject,
@@ -405,6 +443,7 @@ export class GrantStore {
       tokens.idToken ? epochSeconds(tokens.claims?.exp) : null,
       observedAt,
       capture.verified === true,
+      vouched,
     ];
   }
 
@@ -420,7 +459,7 @@ export class GrantStore {
    * row lock) always apply, whatever the clocks of the sidecar that captured the stored row said.
    */
   private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<void> {
-    const columns: unknown[][] = Array.from({ length: 18 }, (_, index) => rows.map((row) => row[index]));
+    const columns: unknown[][] = Array.from({ length: 19 }, (_, index) => rows.map((row) => row[index]));
     const notRevokedSince = options.obtained ? 'true' : `(grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
     const fresh = options.obtained ? 'true' : `(grants.captured_at <= EXCLUDED.captured_at AND ${notRevokedSince})`;
     const newer = (field: 'refresh_token' | 'id_token') =>
@@ -442,19 +481,20 @@ export class GrantStore {
                            access_token, refresh_token, id_token, extras, access_token_fp,
                            access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
                            status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id, verified,
-                           refresh_token_observed_at, id_token_observed_at)
+                           refresh_token_observed_at, id_token_observed_at, vouched_email, vouched_email_checked_at)
        SELECT idp, subject, issuer, client_id, email, COALESCE(string_to_array(NULLIF(scope, ''), ' '), '{}'), token_type, key_id,
               access_token, refresh_token, id_token, extras, access_token_fp,
               access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
               'active', captured_at, now(), 1,
               CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified,
-              CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END
+              CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END,
+              vouched_email, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                    $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
-                   $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[])
+                   $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[], $19::text[])
          AS row(idp, subject, issuer, client_id, email, scope, token_type, key_id,
                 access_token, refresh_token, id_token, extras, access_token_fp,
-                access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified)
+                access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified, vouched_email)
        ON CONFLICT (idp, subject) DO UPDATE SET
          ${filled('issuer')}, ${filled('client_id')}, ${filled('email')},
          scope = CASE WHEN ${fresh} AND cardinality(EXCLUDED.scope) > 0 THEN EXCLUDED.scope ELSE grants.scope END,
@@ -463,6 +503,10 @@ export class GrantStore {
          -- A new id_token decides; without one, tokens from an unverified source (a profile-linked
          -- login) make the grant unverified, and a refresh (verified as its grant) keeps it.
          verified = CASE WHEN ${newer('id_token')} THEN EXCLUDED.verified WHEN ${fresh} THEN grants.verified AND EXCLUDED.verified ELSE grants.verified END,
+         -- What the id_token vouches for follows the id_token, stamped with its capture time
+         -- (id_token_observed_at), so a replacement by a sidecar that does not know it shows.
+         vouched_email = CASE WHEN ${newer('id_token')} THEN EXCLUDED.vouched_email ELSE grants.vouched_email END,
+         vouched_email_checked_at = CASE WHEN ${newer('id_token')} THEN EXCLUDED.captured_at ELSE grants.vouched_email_checked_at END,
          status = CASE WHEN ${fresh} THEN 'active' ELSE grants.status END,
          captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
          -- A refresh stamps the time of writing, not of its transaction's start: callers that
