@@ -16,7 +16,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import { stringClaim } from '../capture/jwt.js';
 import type { Capture } from '../capture/types.js';
-import { grantNotFound, isRefusedByPostgres, VaultError } from '../store/errors.js';
+import { grantNotFound, isPostgresUnavailable, VaultError } from '../store/errors.js';
 import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
 import { IdpCallError, type IdpClients } from './client.js';
 import { IDP_CONFIG_ENV } from '../config/idp-file.js';
@@ -117,8 +117,9 @@ export class GrantRefresher {
           // Merged by capture time, as the pump would: a newer refresh token (another sidecar's) stays.
           await store.upsertGrant(tx, kept);
         } catch (error) {
-          // Postgres refuses its content: it will never be written, so it must not block refreshes.
-          if (isRefusedByPostgres(error)) this.unapplied.delete(key);
+          // It fails for itself, not for an outage (a value over a limit, say): it will not be written
+          // here, so it must not block the grant's refreshes; the pump quarantines its spooled copy.
+          if (!isPostgresUnavailable(error)) this.unapplied.delete(key);
           throw error;
         }
         logger?.info({ idp, subject, captureId: kept.captureId }, 'applied a refresh answer whose first write failed, without calling the IdP again');

@@ -10,6 +10,7 @@ import { startSidecar } from '../sidecar.js';
 import { grantNotFound } from '../store/errors.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
 import { audited, registerVaultCommands } from './cli-vault.js';
+import { registerCaptureCommands } from './cli-captures.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 
@@ -263,6 +264,7 @@ export function buildProgram(): Command {
     });
 
   registerVaultCommands(program);
+  registerCaptureCommands(program);
   return program;
 }
 

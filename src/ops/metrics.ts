@@ -5,6 +5,7 @@ export interface Metrics {
   registry: Registry;
   captures: Counter<'idp' | 'outcome'>;
   capturesDropped: Counter<'reason'>;
+  capturesQuarantined: Counter<'idp' | 'reason'>;
   unnamedRoutes: Counter;
   extProcStreamsOpen: Gauge;
   extProcStreamErrors: Counter;
@@ -38,6 +39,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       help:
         'Captures dropped before reaching Postgres, by reason. spool_damaged counts damaged spool segments, one per segment: the records after the damage cannot be framed, so not counted.',
       labelNames: ['reason'],
+      registers,
+    }),
+    capturesQuarantined: new Counter({
+      name: 'token_tap_captures_quarantined_total',
+      help:
+        'Captures set aside in quarantined_captures instead of blocking the writer, by IdP and reason: refused_by_postgres (a value Postgres refuses alone, e.g. over the btree limit), unreadable (a held grant the key ring cannot open), failed (anything else, verification included). List and retry them with token-tap captures.',
+      labelNames: ['idp', 'reason'],
       registers,
     }),
     jwksFetches: new Counter({

@@ -4,13 +4,17 @@ import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
 import { fingerprint, open, parseDecrypted, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
 import { decodeIdTokenClaims, vouchedEmail } from '../capture/jwt.js';
-import { isRefusedByPostgres } from './errors.js';
+import { describeCaptureFailure, isPostgresUnavailable } from './errors.js';
 import { withTransaction } from './pool.js';
 import { mapWithTurns } from '../ingest/turns.js';
+import { quarantineCapture, type QuarantinedCapture, type QuarantineStage } from './quarantine.js';
 
 export interface RecordResult {
-  /** Captures Postgres refused for their content; the rest of the batch was written. */
-  rejected: Array<{ captureId: string; idp: string; reason: string }>;
+  /**
+   * Captures set aside in quarantined_captures, in the batch's transaction: each failed when
+   * written alone for a reason other than Postgres being unavailable. The rest were written.
+   */
+  quarantined: QuarantinedCapture[];
   /**
    * Profile captures whose held grant is sealed under a key this ring lacks (a key rollout in
    * progress): the grant stays held (pending_grants), unchanged, and the profile is kept as a hint.
@@ -18,17 +22,12 @@ export interface RecordResult {
   heldUnreadable?: Array<{ captureId: string; idp: string; keyId: string }>;
 }
 
-/**
- * Errors that come from one capture's content, not from the connection or the server: data
- * exceptions (SQLSTATE class 22), constraint violations (23), and values JavaScript cannot encode.
- */
-function isRefusedCapture(error: unknown): boolean {
-  return isRefusedByPostgres(error) || error instanceof TypeError || error instanceof RangeError;
-}
-
-function refusalReason(error: unknown): string {
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === 'string' ? `Postgres refused it (SQLSTATE ${code})` : `cannot be encoded (${(error as Error).name})`;
+/** A capture the pump sets aside before writing (its verification threw), with why. */
+export interface SetAside {
+  capture: Capture;
+  stage: QuarantineStage;
+  label: QuarantinedCapture['label'];
+  reason: string;
 }
 
 export interface GrantRecord {
@@ -170,39 +169,57 @@ export class GrantStore {
 
   /**
    * Writes a batch in one transaction: an event per capture, and the grant for each stored one.
-   * A capture Postgres refuses (a NUL byte in a claim, say) must not block the batch forever:
-   * the batch is then written again with a savepoint per capture, and the refused ones returned.
+   * One capture that cannot be written (a value Postgres refuses, a held grant that cannot be
+   * opened, a bug) must not block the batch and everything behind it: unless Postgres is
+   * unavailable (then the batch throws and is retried), the batch is written again with a
+   * savepoint per capture, and each capture that fails alone is sealed into quarantined_captures
+   * in the same transaction. `setAside` (captures whose verification threw) go there directly.
    */
-  async recordCaptures(captures: readonly Capture[]): Promise<RecordResult> {
+  async recordCaptures(captures: readonly Capture[], setAside: readonly SetAside[] = []): Promise<RecordResult> {
     try {
-      return await this.writeBatch(captures, false);
+      return await this.writeBatch(captures, setAside, false);
     } catch (error) {
-      if (!isRefusedCapture(error)) throw error;
-      return this.writeBatch(captures, true);
+      if (isPostgresUnavailable(error)) throw error;
+      return this.writeBatch(captures, setAside, true);
     }
   }
 
-  private async writeBatch(captures: readonly Capture[], oneByOne: boolean): Promise<RecordResult> {
+  /** Writes one capture inside the caller's transaction (a quarantined capture retried). */
+  async writeCaptureIn(client: pg.PoolClient, capture: Capture): Promise<void> {
+    this.heldUnreadable = [];
+    await this.apply(client, capture);
+  }
+
+  private async writeBatch(captures: readonly Capture[], setAside: readonly SetAside[], oneByOne: boolean): Promise<RecordResult> {
     return withTransaction(this.pool, async (client) => {
-      const rejected: RecordResult['rejected'] = [];
+      const quarantined: QuarantinedCapture[] = [];
       const heldUnreadable: NonNullable<RecordResult['heldUnreadable']> = [];
       this.heldUnreadable = heldUnreadable;
+      for (const { capture, stage, label, reason } of setAside) {
+        const { known } = await quarantineCapture(client, this.ring, capture, stage, reason);
+        quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
+      }
       if (!oneByOne) {
         await this.applyBatch(client, captures);
-        return { rejected, heldUnreadable };
+        return { quarantined, heldUnreadable };
       }
       for (const capture of captures) {
+        const noted = heldUnreadable.length;
         await client.query('SAVEPOINT capture');
         try {
           await this.apply(client, capture);
           await client.query('RELEASE SAVEPOINT capture');
         } catch (error) {
-          if (!isRefusedCapture(error)) throw error;
+          // Postgres going away mid-batch fails every capture alike: the whole batch is retried.
+          if (isPostgresUnavailable(error)) throw error;
           await client.query('ROLLBACK TO SAVEPOINT capture');
-          rejected.push({ captureId: capture.captureId, idp: capture.idp, reason: refusalReason(error) });
+          heldUnreadable.length = noted;
+          const { label, reason } = describeCaptureFailure(error);
+          const { known } = await quarantineCapture(client, this.ring, capture, 'write', reason);
+          quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
         }
       }
-      return { rejected, heldUnreadable };
+      return { quarantined, heldUnreadable };
     });
   }
 

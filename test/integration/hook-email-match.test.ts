@@ -40,7 +40,7 @@ describe('Okta hook match: email over every candidate (Postgres)', () => {
     const claims = { sub: subject, email, email_verified: options.emailVerified ?? false };
     const idToken = options.idToken === false ? undefined : fakeJwt(claims);
     const capture = syntheticCapture(IDP, subject, { email, verified: options.verified ?? true, observedAt: new Date(start + minute * 60_000), tokens: syntheticTokens({ idToken, claims: idToken ? claims : undefined }) });
-    expect((await store.recordCaptures([capture])).rejected).to.deep.equal([]);
+    expect((await store.recordCaptures([capture])).quarantined).to.deep.equal([]);
   }
 
   async function find(email: string, provider = strict): Promise<{ outcome: Lookup['outcome']; subject?: string }> {

@@ -117,8 +117,8 @@ export async function loginIntoVault(
     { maxDecodedBytes: 1024 * 1024 },
   );
   if (capture.outcome !== 'stored') throw new Error(`login was not captured: ${capture.outcome} ${capture.detail ?? ''}`);
-  const { rejected } = await sidecar.store.recordCaptures([capture]);
-  if (rejected.length > 0) throw new Error(`the store refused the login: ${rejected[0]!.reason}`);
+  const { quarantined } = await sidecar.store.recordCaptures([capture]);
+  if (quarantined.length > 0) throw new Error(`the store quarantined the login: ${quarantined[0]!.reason}`);
   return { login, capture };
 }
 
