@@ -4,7 +4,8 @@
 // the sidecar from, so "ready" means the next token response will reach the sidecar. The pod's or
 // the stack's readiness probe asks this listener: a sidecar the probe of its own calls ready
 // (/readyz) but that Envoy has not health-checked yet would let in logins Envoy relays uncaptured
-// (panic threshold 0: an unhealthy sidecar is not tried). docs/envoy-stats.md has the measurements.
+// (panic threshold 0: an unhealthy sidecar is not tried). Measured in test/e2e/readiness.test.ts
+// (docs/failure-behaviour.md, the restart row).
 import type { HostPort } from '../config/values.js';
 import { ENVOY_READY_PATH } from '../contract.js';
 
