@@ -65,9 +65,9 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as NodeJS.Signals[]) {
       const samples: Sample[] = [];
       const sampler = (async () => {
         while (running) {
-          const at = now();
           const [envoy, sidecar] = await Promise.all([answers200(stack.readyUrl), answers200(`http://127.0.0.1:${opsPort}/readyz`)]);
-          samples.push({ at, envoy, sidecar });
+          // Stamped when both answers are in: a prober learns the state no sooner.
+          samples.push({ at: now(), envoy, sidecar });
           await sleep(20);
         }
       })();
