@@ -157,6 +157,9 @@ function sidecarResources(options: {
                   { name: 'vault-api', containerPort: VAULT_API_PORT },
                   { name: 'ops', containerPort: OPS_PORT },
                 ],
+                // The gateway's Envoy learns the sidecar pods from the Service's endpoints, ready pods
+                // only, and does no health check of its own: /readyz (200 once ext_proc is served) is
+                // the moment it starts sending streams, so none reaches a sidecar not serving yet.
                 readinessProbe: { httpGet: { path: '/readyz', port: 'ops' }, periodSeconds: 5 },
                 livenessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 10, failureThreshold: 6 },
                 resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },

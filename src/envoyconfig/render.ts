@@ -4,6 +4,7 @@ import { stringify } from 'yaml';
 import net from 'node:net';
 import { escapeControlCharacters, formatHostPort, formatListenAddress, isSocket, type HostPort, type ListenAddress } from '../config/values.js';
 import {
+  ENVOY_READY_PATH,
   EXT_PROC_HEALTH_SERVICE,
   IDP_METADATA_KEY,
   IDP_NAME_RULE,
@@ -14,6 +15,7 @@ import {
   tokenRoutePath,
 } from '../contract.js';
 import { oktaHookCluster, oktaHookFilters, oktaHookRoutes } from './okta-hook.js';
+import { readinessListener } from './readiness.js';
 
 export type ProcessingMode = 'observability' | 'buffered';
 
@@ -46,6 +48,8 @@ export interface EnvoyConfigOptions {
   /** Envoy-side guards: only these source networks reach any route (RBAC on the connection's address; 403 otherwise). */
   allowSources?: Cidr[];
   admin: HostPort;
+  /** Envoy's readiness listener (GET /ready: 200 only while Envoy sees the sidecar healthy; readiness.ts). */
+  ready?: HostPort;
   mode: ProcessingMode;
   /** How long Envoy waits for each sidecar reply in buffered mode before failing open. */
   messageTimeoutMs?: number;
@@ -474,6 +478,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
             },
           ],
         },
+        ...(options.ready ? [readinessListener(options.ready, SIDECAR_CLUSTER)] : []),
       ],
       clusters: [
         ...options.idps.map((idp) => upstreamCluster(`idp_${idp.name}`, idp.tokenUrl, caFile)),
@@ -496,6 +501,7 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
       ? [`Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
       : []),
     `Sidecar (ext_proc): ${formatListenAddress(options.sidecar)}${options.sidecarTls ? ' (mTLS)' : ''}; admin: ${formatHostPort(options.admin)}`,
+    ...(options.ready ? [`Readiness: GET http://${formatHostPort(options.ready)}${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy (point the readiness probe here)`] : []),
     ...(options.oktaHook ? [`Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
     ...(options.allowSources && options.allowSources.length > 0 ? [`Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`] : []),
     ...(options.tokenRateLimit ? [`Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`] : []),

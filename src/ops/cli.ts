@@ -6,6 +6,7 @@ import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
 import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
+import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
 import { startSidecar } from '../sidecar.js';
 import { grantNotFound } from '../store/errors.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
@@ -61,6 +62,7 @@ interface EnvoyConfigFlags {
   listen: string;
   sidecar: string;
   admin: string;
+  ready: string;
   mode: ProcessingMode;
   messageTimeoutMs?: string;
   sidecarMaxStreams?: string;
@@ -97,6 +99,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
     const address = parseOrNote(options[key], (text) => parseHostPort(text, `--${key}`), problems);
     if (address) addresses[key] = address;
   }
+  const ready = options.ready === 'off' ? undefined : parseOrNote(options.ready, (text) => parseHostPort(text, '--ready'), problems);
   const sidecar: ListenAddress | undefined = parseOrNote(options.sidecar, (text) => parseListenAddress(text, '--sidecar'), problems);
   const sidecarTlsFiles = [options.sidecarTlsCert, options.sidecarTlsKey, options.sidecarCa];
   if (sidecarTlsFiles.some(Boolean) && !sidecarTlsFiles.every(Boolean)) problems.push('--sidecar-tls-cert, --sidecar-tls-key and --sidecar-ca go together (mTLS to the sidecar)');
@@ -124,6 +127,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       ...(tokenRateLimit ? { tokenRateLimit } : {}),
       ...(allowSources.length > 0 ? { allowSources } : {}),
       admin: addresses.admin!,
+      ...(ready ? { ready } : {}),
       mode: options.mode,
       messageTimeoutMs,
       sidecarMaxStreams,
@@ -187,6 +191,7 @@ export function buildProgram(): Command {
     .option('--token-rate-limit <n/s>', 'at most N calls per second (N/s, N/m, N/h) on each token route; beyond, Envoy answers 429 without calling the IdP')
     .option('--allow-source <cidr>', "only these source networks reach Envoy (403 for others), e.g. Okta's published egress ranges; repeat for several", collect, [])
     .option('--admin <host:port>', 'Envoy admin interface (keep it on loopback)', '127.0.0.1:9901')
+    .option('--ready <host:port>', `Envoy's readiness listener, or "off": GET ${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy; point the readiness probe here (Kubernetes: 0.0.0.0:${ENVOY_READY_PORT}, the kubelet probes the pod's address)`, `127.0.0.1:${ENVOY_READY_PORT}`)
     .addOption(new Option('--mode <mode>', 'observability: Envoy never waits; buffered: one loopback round trip per message').choices(['observability', 'buffered']).default('observability'))
     .option('--message-timeout-ms <ms>', 'buffered mode: how long Envoy waits for the sidecar before failing open (default 200)')
     .option('--sidecar-max-streams <n>', 'circuit breaker: ext_proc streams open at once (peak token calls/s x seconds each stays open); beyond it logins go on uncaptured (default 4096)')

@@ -45,6 +45,8 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     ['profile route, buffered', ['--mode', 'buffered', '--idp', 'github=https://github.com/login/oauth/access_token', '--userinfo', 'github=https://api.github.com/user']],
     ['sidecar on a Unix socket (pipe), both guards', ['--sidecar', 'unix:/run/token-tap/extproc.sock', '--token-rate-limit', '50/s', '--allow-source', '10.0.0.0/8', '--allow-source', '2001:db8::/32', '--allow-source', '192.0.2.7', '--idp', 'a=https://a.example/token', '--idp', 'b=https://b.example/token']],
     ['rate limit per minute, buffered', ['--mode', 'buffered', '--token-rate-limit', '600/m', '--idp', 'a=https://a.example/token']],
+    ['readiness listener on every address (Kubernetes)', ['--ready', '0.0.0.0:9902', '--idp', 'a=https://a.example/token']],
+    ['no readiness listener', ['--ready', 'off', '--idp', 'a=https://a.example/token']],
   ];
   for (const [name, args] of variants) {
     it(`token-tap envoy-config output validates: ${name}`, async () => {
@@ -93,9 +95,9 @@ describe('Envoy configs (real envoy --mode validate)', function () {
   });
 
   it('token-tap envoy-config reports every bad flag at once and exits 1', async () => {
-    const result = await runCli(['envoy-config', '--idp', 'nourl', '--idp', 'a=ftp://x', '--listen', 'nowhere'], {});
+    const result = await runCli(['envoy-config', '--idp', 'nourl', '--idp', 'a=ftp://x', '--listen', 'nowhere', '--ready', 'nowhere'], {});
     expect(result.code).to.equal(1);
-    expect(result.stderr).to.contain('NAME=URL').and.contain('http or https').and.contain('--listen must be HOST:PORT');
+    expect(result.stderr).to.contain('NAME=URL').and.contain('http or https').and.contain('--listen must be HOST:PORT').and.contain('--ready must be HOST:PORT');
     expect(result.stdout).to.equal('');
   });
 });

@@ -183,6 +183,27 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     }
   });
 
+  it("readiness: the gateway's Envoy reaches ext_proc through the Service (ready pods only) with no health check of its own, so the sidecar's /readyz is what admits a pod", () => {
+    for (const file of Object.keys(gatewayExampleFiles())) {
+      const objects = objectsOf(file);
+      const statefulSet = objects.find((object) => object.kind === 'StatefulSet')!;
+      const container = statefulSet.spec.template.spec.containers[0];
+      // 200 once ext_proc is served (test/integration/ops.test.ts): no stream reaches a sidecar not serving yet.
+      expect(container.readinessProbe.httpGet, file).to.deep.equal({ path: '/readyz', port: 'ops' });
+      expect(container.ports.find((port: { name: string }) => port.name === 'ops').containerPort).to.equal(9464);
+      const extProcService = objects.find((object) => object.kind === 'Service' && object.metadata.name === 'token-tap-extproc')!;
+      expect(extProcService.spec.selector).to.deep.equal(statefulSet.spec.selector.matchLabels);
+      expect(extProcService.spec.publishNotReadyAddresses, `${file}: not-ready pods stay out of the endpoints`).to.not.equal(true);
+      const policy = objects.find((object) => object.kind === 'EnvoyExtensionPolicy');
+      const filter = objects.find((object) => object.kind === 'EnvoyFilter');
+      if (policy) expect(policy.spec.extProc[0].backendRefs).to.deep.equal([{ kind: 'Service', name: 'token-tap-extproc', port: 50051 }]);
+      if (filter) expect(filter.spec.configPatches[0].patch.value.typed_config.grpc_service.envoy_grpc.cluster_name).to.equal('outbound|50051||token-tap-extproc.token-tap.svc.cluster.local');
+      expect(Boolean(policy) !== Boolean(filter), file).to.equal(true);
+      // No active health check is rendered: were there one, the gateway could see a ready pod as unhealthy (and the reverse).
+      expect(read(file)).to.not.match(/healthCheck|health_check/);
+    }
+  });
+
   it('the sidecar listens on its pod address, never a wildcard, and only the gateway proxies reach ext_proc', () => {
     for (const [file, proxies] of [
       ['deploy/envoy-gateway/token-tap.yaml', { 'app.kubernetes.io/managed-by': 'envoy-gateway', 'app.kubernetes.io/component': 'proxy' }],

@@ -23,6 +23,8 @@ export interface Stack {
   tokenUrl: string;
   /** Envoy's listener, http://127.0.0.1:<port> (https with TLS). */
   origin: string;
+  /** Envoy's readiness endpoint: 200 only while Envoy sees the sidecar healthy. */
+  readyUrl: string;
   sidecarEnv: Record<string, string>;
   restartSidecar(): Promise<SidecarProcess>;
   stop(): Promise<void>;
@@ -62,7 +64,7 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
   const args = options.sidecarArgs ?? [];
   const listen = options.sidecarSocket ? `unix:${options.sidecarSocket}` : undefined;
   let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args, ...(listen ? { listen } : {}) });
-  const { envoy, origin } = await startEnvoyFront({
+  const { envoy, origin, readyUrl } = await startEnvoyFront({
     idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }, ...(options.moreIdps ?? [])],
     ...(options.profiles ? { profiles: options.profiles } : {}),
     sidecarPort,
@@ -84,6 +86,7 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     envoy,
     tokenUrl: `${origin}${tokenRoutePath(IDP_NAME)}`,
     origin,
+    readyUrl,
     sidecarEnv,
     async restartSidecar() {
       await sidecar?.stop();
