@@ -122,7 +122,7 @@ describe('packaging (static checks)', () => {
     expect(pod.securityContext.runAsNonRoot).to.equal(true);
     for (const container of pod.containers) {
       expect(container.securityContext, container.name).to.include({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
-      expect(container.readinessProbe, container.name).to.be.an('object');
+      expect(container.livenessProbe, container.name).to.be.an('object');
       expect(container.resources.limits, container.name).to.have.keys('cpu', 'memory');
     }
     expect(pod.containers.map((container: { image: string }) => container.image)).to.deep.equal([`envoyproxy/envoy:v${envoyVersion}`, `idp-token-tap:${packageVersion}`]);
@@ -181,27 +181,28 @@ describe('packaging (static checks)', () => {
       return readiness;
     }
 
-    it("deploy/kubernetes: the Envoy container's readiness probe asks GET /ready on the readiness listener, which the kubelet can reach", () => {
+    it("deploy/kubernetes: a new pod is ready only once Envoy sees its sidecar healthy (a startup probe on GET /ready), and a sidecar failing later never makes it unready", () => {
       const listener = expectSidecarRequired(`${K8S_DIR}envoy.yaml`);
       // The kubelet probes the pod's address.
       expect(listener).to.include({ host: '0.0.0.0', port: ENVOY_READY_PORT });
       const pod = k8sObjects().find((object) => object.kind === 'StatefulSet')!.spec.template.spec;
       const envoy = pod.containers.find((container: { name: string }) => container.name === 'envoy');
-      const probe = (container: any) => {
-        const { path, port } = container.readinessProbe.httpGet ?? {};
+      const asked = (probe: any, container: any) => {
+        const { path, port } = probe?.httpGet ?? {};
         const number = typeof port === 'number' ? port : container.ports.find((candidate: { name: string }) => candidate.name === port)?.containerPort;
         return { path, port: number };
       };
-      expect(probe(envoy)).to.deep.equal({ path: ENVOY_READY_PATH, port: listener.port });
-      // Liveness does not depend on the sidecar: a sidecar problem never restarts Envoy.
+      expect(asked(envoy.startupProbe, envoy)).to.deep.equal({ path: ENVOY_READY_PATH, port: listener.port });
+      // Fail open once started: neither readiness nor liveness depends on the sidecar.
+      expect(envoy.readinessProbe.httpGet, 'Envoy readiness').to.equal(undefined);
       expect(envoy.livenessProbe.httpGet, 'Envoy liveness').to.equal(undefined);
-      // The sidecar keeps its own: the pod is ready when both are.
       const sidecar = pod.containers.find((container: { name: string }) => container.name === 'token-tap');
-      expect(probe(sidecar).path).to.equal('/readyz');
+      expect(sidecar.readinessProbe, 'a sidecar readiness probe would take the pod out while the sidecar restarts').to.equal(undefined);
+      expect(sidecar.startupProbe, 'a sidecar startup probe runs again at each sidecar restart').to.equal(undefined);
       // The check can fail: the old probe (Envoy's listener port answering at all) is refused.
       const old = structuredClone(envoy);
-      old.readinessProbe = { tcpSocket: { port: 'https' } };
-      expect(probe(old)).to.not.deep.equal({ path: ENVOY_READY_PATH, port: listener.port });
+      old.startupProbe = { tcpSocket: { port: 'https' } };
+      expect(asked(old.startupProbe, old)).to.not.deep.equal({ path: ENVOY_READY_PATH, port: listener.port });
     });
 
     it("docker-compose.yml: Envoy's health check asks GET /ready on the readiness listener of the config it mounts", () => {
