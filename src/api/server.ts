@@ -47,9 +47,15 @@ function credentials(config: TokenVaultConfig): grpc.ServerCredentials {
   return grpc.ServerCredentials.createSsl(clientCa ?? null, [{ cert_chain: cert, private_key: key }], clientCa !== undefined);
 }
 
-/** Test-only (TOKEN_TAP_FAULT_INJECTION): a real crash, or a real terminated backend, after the IdP answered a refresh. */
+/**
+ * Test-only (TOKEN_TAP_FAULT_INJECTION): a real crash, or a real terminated backend, after the IdP
+ * answered a refresh; once per process, as a crash or a failover comes.
+ */
 function injectedFault(fault: RefreshFault, logger: Logger): (tx: pg.PoolClient) => Promise<void> {
+  let injected = false;
   return async (tx) => {
+    if (injected) return;
+    injected = true;
     logger.warn({ fault }, 'fault injection (TOKEN_TAP_FAULT_INJECTION)');
     if (fault === 'kill-after-refresh-answer') {
       process.kill(process.pid, 'SIGKILL');
@@ -77,8 +83,9 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     clients: config.idpClients,
     logger,
     onUpstream: (idp, outcome) => metrics.upstreamRefreshes.inc({ idp, outcome }),
-    // Half the connections at most wait on IdPs; the rest serve reads and the audit writer.
+    // Half the pool size at most at IdPs at once; the rest queue.
     maxConcurrent: Math.max(1, Math.floor(config.poolSize / 2)),
+    applyWindowMs: config.refreshApplyWindowMs,
     ...(dependencies.refreshOutbox ? { outbox: dependencies.refreshOutbox } : {}),
     ...(dependencies.refreshOutboxReady ? { outboxReady: dependencies.refreshOutboxReady } : {}),
     ...(config.faultInjection ? { afterAnswerDurable: injectedFault(config.faultInjection, logger) } : {}),
