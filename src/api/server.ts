@@ -139,9 +139,21 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
   return {
     address,
     async close(graceMs = 5_000) {
-      if (server) {
-        await shutdownGrpcServer(server, graceMs);
+      // New calls are refused; calls in progress, and the refreshes they started, get the whole
+      // grace: a refresh cut after the IdP answered keeps its rotated token only in the spool.
+      const serverClosed = server ? shutdownGrpcServer(server, graceMs) : Promise.resolve();
+      const inFlight = refresher.inFlight();
+      if (inFlight.length > 0) logger.info({ refreshesInFlight: inFlight.length, idps: [...new Set(inFlight)].sort(), graceMs }, 'stopping: waiting for refreshes in flight');
+      const cut = await refresher.drain(graceMs);
+      if (cut.length > 0) {
+        logger.warn(
+          { refreshesCut: cut.length, idps: [...new Set(cut)].sort(), graceMs },
+          'stopping with refreshes still waiting on their IdP: an answer that comes after the exit is lost; their grants stay claimed until the claims expire, then another sidecar may refresh them',
+        );
+      } else if (inFlight.length > 0) {
+        logger.info({ refreshesWaitedFor: inFlight.length }, 'the refreshes in flight at the stop finished');
       }
+      await serverClosed;
       await purge?.stop();
       await pool.end().catch(() => undefined);
     },
