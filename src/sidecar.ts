@@ -257,7 +257,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
       closing ??= (async () => {
         const deadline = Date.now() + graceMs;
         health.stopping();
-        const vaultClosed = vault.close(Math.max(0, graceMs / 2));
+        // The API gets the whole grace: refreshes in flight finish (or are cut, logged) by then.
+        const vaultClosed = vault.close(Math.max(0, graceMs - 250));
         const hookClosed = hook?.close();
         // Open streams get half the grace period; the flush to Postgres the rest. Responses of
         // streams that ended are with the intake once the listener has closed.

@@ -22,7 +22,8 @@ export const WRITER_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 5_000, stat
 // A TokenVault call waits on Postgres at most twice when it is unreachable (the key check, then the
 // audit row that is written whatever the outcome): with these, 2 x 2.25 s, it is answered
 // (UNAVAILABLE) within 5 s. Idle in a transaction for longer than the longest IdP timeout
-// (timeout_ms at most 120000): a refresh holds its grant's row lock while the IdP answers.
+// (timeout_ms at most 120000): a revocation holds its grant's row lock while the IdP answers (a
+// refresh does not: it claims the grant in a committed row, idp/refresh.ts).
 export const API_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 2_000, statementTimeoutMs: 2_000, queryTimeoutMs: 2_250, keepAliveMs: 10_000, idleInTransactionMs: 180_000 };
 
 /**
