@@ -1,8 +1,11 @@
 // Envoy's side of Okta's token inline hook: the route POST /okta/token-hook on Okta's listener (so
 // TLS when the listener has it) to the sidecar's hook listener, without ext_proc, with Okta's
-// request size limit and a timeout below Okta's 3 s; anything else on that path gets 405.
+// request size limit, a timeout below Okta's 3 s and a token bucket well above Okta's own rate
+// (rate-limit.ts: a flood gets 429 from Envoy, not the sidecar's time); anything else on that
+// path gets 405.
 import type { HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
+import { RATE_LIMIT_FILTER, routeTokenBucket, type RateLimit } from './rate-limit.js';
 
 export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
 /** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
@@ -21,8 +24,8 @@ const extProcOff = {
   },
 };
 
-/** The hook's routes; they go before the catch-all. */
-export function oktaHookRoutes() {
+/** The hook's routes, with a token bucket on the POST route unless `rateLimit` is undefined; they go before the catch-all. */
+export function oktaHookRoutes(rateLimit?: RateLimit) {
   return [
     {
       name: 'okta_token_hook',
@@ -34,6 +37,8 @@ export function oktaHookRoutes() {
           '@type': 'type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute',
           buffer: { max_request_bytes: OKTA_HOOK_MAX_REQUEST_BYTES },
         },
+        // Before the buffer filter in the chain: a refused call is not read.
+        ...(rateLimit ? { [RATE_LIMIT_FILTER]: routeTokenBucket('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', rateLimit) } : {}),
       },
     },
     {
