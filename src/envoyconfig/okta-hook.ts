@@ -5,7 +5,7 @@
 // path gets 405.
 import type { HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
-import { RATE_LIMIT_FILTER, routeTokenBucket, type RateLimit } from './rate-limit.js';
+import { DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routeTokenBucket, type RateLimit } from './rate-limit.js';
 
 export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
 /** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
@@ -84,4 +84,51 @@ export function oktaHookCluster(hook: HostPort) {
       endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: hook.host, port_value: hook.port } } } }] }],
     },
   };
+}
+
+/** The hook route's limit: the default unless given, none when switched off. */
+export function hookRateLimitOf(options: { oktaHookRateLimit?: RateLimit | false }): RateLimit | undefined {
+  return options.oktaHookRateLimit === false ? undefined : (options.oktaHookRateLimit ?? DEFAULT_OKTA_HOOK_RATE_LIMIT);
+}
+
+const GATEWAY_RATE_LIMIT_UNITS: Record<number, string> = { 1: 'Second', 60: 'Minute', 3600: 'Hour' };
+
+/**
+ * Envoy Gateway: a local rate limit (BackendTrafficPolicy) on the hook's HTTPRoute rule alone.
+ * Envoy Gateway's bucket holds one unit's requests (it has no separate burst), per gateway replica.
+ */
+export function hookRateLimitPolicy(where: { namespace: string; labels: Record<string, string>; route: string; rule: string }, limit: RateLimit) {
+  const unit = GATEWAY_RATE_LIMIT_UNITS[limit.perSeconds];
+  if (!unit) throw new Error(`the Okta hook rate limit must be per second, minute or hour for Envoy Gateway, got per ${limit.perSeconds}s`);
+  return {
+    apiVersion: 'gateway.envoyproxy.io/v1alpha1',
+    kind: 'BackendTrafficPolicy',
+    metadata: { name: 'token-tap-okta-hook', namespace: where.namespace, labels: where.labels },
+    spec: {
+      targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: where.route, sectionName: where.rule }],
+      rateLimit: { type: 'Local', local: { rules: [{ limit: { requests: limit.requests, unit } }] } },
+    },
+  };
+}
+
+/**
+ * Istio: EnvoyFilter patches for the local rate limit filter on the gateway's listeners (no bucket
+ * of its own) and a bucket on the hook route of each virtual host (matched by host and route name).
+ */
+export function istioHookRateLimit(where: { hostnames: string[]; gatewayPort: number; route: string }, limit: RateLimit) {
+  return [
+    {
+      applyTo: 'HTTP_FILTER',
+      match: { context: 'GATEWAY', listener: { filterChain: { filter: { name: 'envoy.filters.network.http_connection_manager', subFilter: { name: 'envoy.filters.http.router' } } } } },
+      patch: { operation: 'INSERT_BEFORE', value: rateLimitFilter('token_tap_rate_limit') },
+    },
+    ...where.hostnames.map((hostname) => ({
+      applyTo: 'HTTP_ROUTE',
+      match: { context: 'GATEWAY', routeConfiguration: { vhost: { name: `${hostname}:${where.gatewayPort}`, route: { name: where.route } } } },
+      patch: {
+        operation: 'MERGE',
+        value: { typed_per_filter_config: { [RATE_LIMIT_FILTER]: routeTokenBucket('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', limit) } },
+      },
+    })),
+  ];
 }

@@ -55,13 +55,14 @@ export function rateLimitFilter(statPrefix: string) {
  * every `perSeconds`. The runtime keys let an operator switch it off or to report-only in place.
  */
 export function routeTokenBucket(statPrefix: string, runtimeKey: string, { requests, perSeconds, burst }: RateLimit) {
-  const everyone = { default_value: { numerator: 100, denominator: 'HUNDRED' } };
+  // A fresh object each: a shared one would become a YAML anchor, which not every reader takes.
+  const everyone = () => ({ default_value: { numerator: 100, denominator: 'HUNDRED' } });
   return {
     '@type': LOCAL_RATE_LIMIT_TYPE,
     stat_prefix: statPrefix,
     token_bucket: { max_tokens: burst ?? requests, tokens_per_fill: requests, fill_interval: `${perSeconds}s` },
-    filter_enabled: { ...everyone, runtime_key: `${runtimeKey}.enabled` },
-    filter_enforced: { ...everyone, runtime_key: `${runtimeKey}.enforced` },
+    filter_enabled: { ...everyone(), runtime_key: `${runtimeKey}.enabled` },
+    filter_enforced: { ...everyone(), runtime_key: `${runtimeKey}.enforced` },
   };
 }
 

@@ -13,8 +13,8 @@ import {
   SUBJECT_FIELD_METADATA_KEY,
   tokenRoutePath,
 } from '../contract.js';
-import { oktaHookCluster, oktaHookFilters, oktaHookRoutes } from './okta-hook.js';
-import { DEFAULT_OKTA_HOOK_RATE_LIMIT, describeRateLimit, RATE_LIMIT_FILTER, rateLimitFilter, routeTokenBucket, type RateLimit } from './rate-limit.js';
+import { hookRateLimitOf, oktaHookCluster, oktaHookFilters, oktaHookRoutes } from './okta-hook.js';
+import { describeRateLimit, RATE_LIMIT_FILTER, rateLimitFilter, routeTokenBucket, type RateLimit } from './rate-limit.js';
 
 export { parseHookRateLimit, parseRateLimit, type RateLimit } from './rate-limit.js';
 
@@ -380,7 +380,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
     profileNames.add(profile.name);
   }
   const caFile = options.upstreamCaFile ?? DEFAULT_CA_FILE;
-  const hookRateLimit = hookRateLimitOf(options);
+  const hookRateLimit = options.oktaHook ? hookRateLimitOf(options) : undefined;
   return {
     admin: { address: socketAddress(options.admin) },
     // Envoy ends each ext_proc stream with RST_STREAM unless told to half-close and wait for the
@@ -466,10 +466,8 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
   };
 }
 
-/** The hook route's bucket: the default unless given, none without a hook or when switched off. */
-function hookRateLimitOf(options: EnvoyConfigOptions): RateLimit | undefined {
-  if (!options.oktaHook || options.oktaHookRateLimit === false) return undefined;
-  return options.oktaHookRateLimit ?? DEFAULT_OKTA_HOOK_RATE_LIMIT;
+export function hookLimitText(limit: RateLimit | undefined): string {
+  return limit ? `${describeRateLimit(limit)} (429 beyond)` : 'off';
 }
 
 export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
@@ -484,7 +482,7 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
       : []),
     `Sidecar (ext_proc): ${formatListenAddress(options.sidecar)}${options.sidecarTls ? ' (mTLS)' : ''}; admin: ${formatHostPort(options.admin)}`,
     ...(options.oktaHook ? [`Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
-    ...(options.oktaHook ? [`Okta hook rate limit: ${hookRateLimitOf(options) ? `${describeRateLimit(hookRateLimitOf(options)!)} (429 beyond)` : 'off'}`] : []),
+    ...(options.oktaHook ? [`Okta hook rate limit: ${hookLimitText(hookRateLimitOf(options))}`] : []),
     ...(options.allowSources && options.allowSources.length > 0 ? [`Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`] : []),
     ...(options.tokenRateLimit ? [`Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`] : []),
   ];
