@@ -70,6 +70,7 @@ interface EnvoyConfigFlags {
   tlsCert?: string;
   tlsKey?: string;
   oktaHook?: string;
+  oktaHookRateLimit?: string;
   sidecarTlsCert?: string;
   sidecarTlsKey?: string;
   sidecarCa?: string;
@@ -79,7 +80,7 @@ interface EnvoyConfigFlags {
 
 async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   // Loaded here, not at start: the YAML library is only needed by this command.
-  const { parseCidr, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyYaml } = await import('../envoyconfig/render.js');
+  const { parseCidr, parseHookRateLimit, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyYaml } = await import('../envoyconfig/render.js');
   const problems: string[] = [];
   const idps: IdpRoute[] = parseEach(options.idp, parseIdpFlag, problems);
   const subjectFields = new Map<string, string>();
@@ -94,6 +95,8 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   }
   if (options.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
   const oktaHook = options.oktaHook === undefined ? undefined : parseOrNote(options.oktaHook, (text) => parseHostPort(text, '--okta-hook'), problems);
+  const oktaHookRateLimit = options.oktaHookRateLimit === undefined ? undefined : parseOrNote(options.oktaHookRateLimit, parseHookRateLimit, problems);
+  if (options.oktaHookRateLimit !== undefined && options.oktaHook === undefined) problems.push('--okta-hook-rate-limit limits the route --okta-hook adds: give --okta-hook too');
   const addresses: Partial<Record<'listen' | 'admin', HostPort>> = {};
   for (const key of ['listen', 'admin'] as const) {
     const address = parseOrNote(options[key], (text) => parseHostPort(text, `--${key}`), problems);
@@ -133,6 +136,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       sidecarMaxStreams,
       upstreamCaFile: options.upstreamCa,
       ...(oktaHook ? { oktaHook } : {}),
+      ...(oktaHookRateLimit !== undefined ? { oktaHookRateLimit } : {}),
       ...(options.tlsCert && options.tlsKey ? { tls: { certFile: path.resolve(options.tlsCert), keyFile: path.resolve(options.tlsKey) } } : {}),
     });
   } catch (error) {
@@ -199,6 +203,11 @@ export function buildProgram(): Command {
     .option('--tls-cert <file>', 'serve Okta over https with this PEM certificate chain (TLS 1.2+, HTTP/1.1 and HTTP/2)')
     .option('--tls-key <file>', 'the PEM private key for --tls-cert')
     .option('--okta-hook <host:port>', "the sidecar's Okta hook listener (serve --hook-listen): adds the route POST /okta/token-hook, without ext_proc")
+    .option(
+      '--okta-hook-rate-limit <n/s[:burst]>',
+      'a token bucket on the hook route (N/s, N/m or N/h, optionally :BURST; "off" or 0: none); beyond it Envoy answers 429 and Okta issues its tokens unchanged. ' +
+        "Default 100/s:200 (6,000 a minute, 200 at once): Okta calls the hook at most once per token request to a custom authorization server, and all of an org's custom authorization servers share one per-minute rate limit (its Rate Limit dashboard shows it); raise this above that limit if yours is higher",
+    )
     .action(envoyConfig);
 
   program
@@ -211,7 +220,8 @@ export function buildProgram(): Command {
     .option('--hostname <host>', 'a hostname Okta calls; repeat for several', collect, [])
     .option('--image <image>', 'the sidecar image')
     .option('--istio', 'render for an Istio ingress gateway instead (--gateway names the Istio Gateway)', false)
-    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean }) => {
+    .option('--okta-hook-rate-limit <n/s[:burst]>', 'a rate limit on the Okta hook rule (N/s, N/m or N/h, optionally :BURST, Istio only; "off" or 0: none); default 100/s:200, see envoy-config --help')
+    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean; oktaHookRateLimit?: string }) => {
       const { renderGatewayCommand } = await import('../envoyconfig/gateway-cli.js');
       process.stdout.write(renderGatewayCommand(options, UsageError));
     });

@@ -30,6 +30,9 @@ export interface SetAside {
   reason: string;
 }
 
+/** A capture_events row that stands for `count` responses of one kind (ingest/capture-refusals.ts). */
+export type CaptureSummary = Capture & { count?: number };
+
 export interface GrantRecord {
   idp: string;
   subject: string;
@@ -389,8 +392,8 @@ export class GrantStore {
   }
 
   /** Inserts the events not seen before; returns their capture ids (a replayed capture is skipped). */
-  private async insertEvents(client: pg.PoolClient, captures: readonly Capture[]): Promise<Set<string>> {
-    const columns: unknown[][] = Array.from({ length: 11 }, () => []);
+  private async insertEvents(client: pg.PoolClient, captures: readonly CaptureSummary[]): Promise<Set<string>> {
+    const columns: unknown[][] = Array.from({ length: 12 }, () => []);
     for (const capture of captures) {
       const tokens = capture.tokens;
       // A profile is recorded as unmatched until it links a held grant.
@@ -407,18 +410,30 @@ export class GrantStore {
         this.fp(tokens?.accessToken ?? capture.profile?.accessToken),
         this.fp(tokens?.refreshToken),
         this.fp(tokens?.idToken),
+        capture.count ?? 1,
       ].forEach((value, index) => columns[index]!.push(value));
     }
     const { rows } = await client.query<{ capture_id: string }>(
       `INSERT INTO capture_events (capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail,
-                                   access_token_fp, refresh_token_fp, id_token_fp)
+                                   access_token_fp, refresh_token_fp, id_token_fp, count)
        SELECT * FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
-                            $8::text[], $9::text[], $10::text[], $11::text[])
+                            $8::text[], $9::text[], $10::text[], $11::text[], $12::int[])
        ON CONFLICT (capture_id) DO NOTHING
        RETURNING capture_id`,
       columns,
     );
     return new Set(rows.map((row) => row.capture_id));
+  }
+
+  /**
+   * Summary rows of responses that carried no tokens (idp_error, unparseable, ...), written past
+   * the spool: a relaxed commit (no wait for the WAL flush), as nothing here can be lost but a count.
+   */
+  async recordCaptureSummaries(summaries: readonly CaptureSummary[]): Promise<void> {
+    await withTransaction(this.pool, async (client) => {
+      await client.query("SET LOCAL synchronous_commit = 'off'");
+      await this.insertEvents(client, summaries);
+    });
   }
 
   /**
