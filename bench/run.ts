@@ -230,11 +230,16 @@ async function quietEvents(db: TestDatabase): Promise<number> {
   }
 }
 
-/** Envoy's own count of ext_proc streams it gave up on during a step: why a capture can be missing. */
+/**
+ * Envoy's own count of ext_proc streams it gave up on during a step: why a capture can be missing.
+ * Not upstream_cx_protocol_error: Envoy 1.40 counts there each sidecar connection it drains itself
+ * after max_requests_per_connection (upstream_cx_max_requests), a close, not a fault
+ * (docs/envoy-stats.md); test/e2e/many-streams.test.ts holds it to at most one per drained connection.
+ */
 function envoyMissDeltas(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
   const misses: Record<string, number> = {};
   for (const [name, value] of after) {
-    const interesting = /ext_proc\.token_tap\./.test(name) || (/token_tap_sidecar/.test(name) && /upstream_rq_total|overflow|cx_connect_fail|rq_timeout|cx_total|cx_destroy|goaway|rx_reset|protocol_error|http2\./.test(name) && !/tx_reset/.test(name));
+    const interesting = /ext_proc\.token_tap\./.test(name) || (/token_tap_sidecar/.test(name) && /upstream_rq_total|overflow|cx_connect_fail|rq_timeout|cx_total|cx_destroy|goaway|rx_reset|http2\./.test(name) && !/tx_reset/.test(name));
     if (!interesting) continue;
     const delta = value - (before.get(name) ?? 0);
     if (delta > 0) misses[name] = delta;

@@ -4,6 +4,7 @@ import { writeFileSync } from 'node:fs';
 import { Document } from 'yaml';
 import { renderEnvoyConfig, type EnvoyConfigOptions, type ProcessingMode } from '../src/envoyconfig/render.js';
 import { parseIdpFlag } from '../src/envoyconfig/render.js';
+import { ENVOY_READY_PORT } from '../src/contract.js';
 
 export function exampleOptions(mode: ProcessingMode): EnvoyConfigOptions {
   return {
@@ -14,6 +15,7 @@ export function exampleOptions(mode: ProcessingMode): EnvoyConfigOptions {
     listen: { host: '0.0.0.0', port: 8080 },
     sidecar: { host: '127.0.0.1', port: 50051 },
     admin: { host: '127.0.0.1', port: 9901 },
+    ready: { host: '127.0.0.1', port: ENVOY_READY_PORT },
     mode,
   };
 }
@@ -65,6 +67,8 @@ export function kubernetesYaml(): string {
     ...exampleOptions('observability'),
     sidecar: { socket: SHARED_SOCKET },
     listen: { host: '0.0.0.0', port: 8443 },
+    // The kubelet probes the pod's address: the readiness listener answers there (200 or 503, nothing else).
+    ready: { host: '0.0.0.0', port: ENVOY_READY_PORT },
     tls: { certFile: '/etc/envoy/tls/tls.crt', keyFile: '/etc/envoy/tls/tls.key' },
   };
   const doc = new Document(renderEnvoyConfig(options));
@@ -73,7 +77,10 @@ export function kubernetesYaml(): string {
     ' token-tap-envoy-tls Secret, the sidecar on a Unix socket in the emptyDir both containers mount.',
     ' Re-render with:',
     '   token-tap envoy-config --listen 0.0.0.0:8443 --tls-cert /etc/envoy/tls/tls.crt \\',
-    '     --tls-key /etc/envoy/tls/tls.key --sidecar unix:' + SHARED_SOCKET + ' --idp NAME=URL ...',
+    '     --tls-key /etc/envoy/tls/tls.key --sidecar unix:' + SHARED_SOCKET + ' \\',
+    '     --ready 0.0.0.0:' + ENVOY_READY_PORT + ' --idp NAME=URL ...',
+    ' The Envoy container\'s readiness probe asks GET :' + ENVOY_READY_PORT + '/ready: 200 only while Envoy sees the',
+    ' sidecar healthy, so the pod takes no login before Envoy would hand it to the sidecar.',
   ].join('\n');
   return doc.toString({ lineWidth: 0 });
 }
@@ -86,6 +93,7 @@ export function composeYaml(): string {
     ' Envoy for docker-compose.yml: /idp/demo/token relayed to the demo-idp service, the sidecar on a',
     ' Unix socket in the volume both containers mount. For your own IdPs, render another and mount it:',
     '   token-tap envoy-config --sidecar unix:' + SHARED_SOCKET + ' --idp NAME=https://... > envoy/envoy.yaml',
+    ' The envoy service\'s health check asks GET 127.0.0.1:' + ENVOY_READY_PORT + '/ready: 200 only while Envoy sees the sidecar healthy.',
   ].join('\n');
   return doc.toString({ lineWidth: 0 });
 }

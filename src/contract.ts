@@ -35,6 +35,14 @@ export function profileRoutePath(idpName: string): string {
   return `/idp/${idpName}/userinfo`;
 }
 
+/**
+ * Envoy's readiness endpoint (on the listener `envoy-config --ready` renders): 200 only while Envoy
+ * sees the sidecar healthy. What the pod's (or compose's) readiness probe asks.
+ */
+export const ENVOY_READY_PATH = '/ready';
+/** Its port in everything we ship. */
+export const ENVOY_READY_PORT = 9902;
+
 /** Where Envoy takes Okta's token inline hook call, and where the sidecar's hook listener serves it. */
 export const OKTA_HOOK_PATH = '/okta/token-hook';
 /** Route metadata (`filter_metadata`) namespace and key that may name the IdP of a route directly. */

@@ -13,6 +13,7 @@ import { formatListenAddress, isLoopbackOnly, isSocket, type HostPort, type List
 import { startExtProcListener, type ExtProcListener } from './extproc/listener.js';
 import { startExtProcThread } from './extproc/thread.js';
 import { CaptureIntake } from './ingest/intake.js';
+import { CaptureRefusals } from './ingest/capture-refusals.js';
 import { SidecarHealth } from './ops/health.js';
 import { startOpsServer, type OpsServer } from './ops/http.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
@@ -128,6 +129,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const listenText = formatListenAddress(config.listen);
   const extProcTls = config.extProcTls ? (config.extProcTls.clientCa ? 'mtls' : 'tls') : 'none';
   const health = new SidecarHealth(storeState, spool);
+  // Responses that hold no token: the first of a kind per interval is spooled, the rest counted.
+  const refusals = new CaptureRefusals({ store, logger, metrics, intervalMs: config.refusalSummaryMs });
 
   const onResponse = (observed: ObservedResponse): void => {
     const route = resolveRoute(observed, config.routeIdps);
@@ -141,7 +144,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     }
     const named = { ...observed, idp: route.idp };
     if (observed.routeKind === 'token') {
-      pump.enqueue(captureFrom(named, { maxDecodedBytes: config.maxBodyBytes }));
+      const capture = captureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
+      if (refusals.admit(capture)) pump.enqueue(capture);
       return;
     }
     const reading = profileCaptureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
@@ -207,6 +211,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     throw error;
   }
   pump.start();
+  refusals.start();
   const vault = await startTokenVault(config.vault, {
     databaseUrl: config.databaseUrl,
     commitDurability: config.commitDurability,
@@ -230,6 +235,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         // Postgres): the hook shares it rather than open a second.
         ...(config.poolSize === 1 ? { pool } : {}),
         keyRing: config.keyRing,
+        refusalSummaryMs: config.refusalSummaryMs,
         // A login whose response still waits in the intake counts as in flight too.
         captures: {
           hasInFlight: (idp: string) => intake.depth > 0 || pump.hasInFlight(idp),
@@ -265,7 +271,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
       closing ??= (async () => {
         const deadline = Date.now() + graceMs;
         health.stopping();
-        const vaultClosed = vault.close(Math.max(0, graceMs / 2));
+        // The API gets the whole grace: refreshes in flight finish (or are cut, logged) by then.
+        const vaultClosed = vault.close(Math.max(0, graceMs - 250));
         const hookClosed = hook?.close();
         // Open streams get half the grace period; the flush to Postgres the rest. Responses of
         // streams that ended are with the intake once the listener has closed.
@@ -275,6 +282,8 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         const drained = await pump.drain(Math.max(0, deadline - Date.now()));
         // A write or connect stuck on a dead Postgres must not hold the process past its grace.
         const remaining = () => Math.max(250, deadline - Date.now());
+        // The counts of summarised responses, after the first of each kind (in the pump's drain).
+        await within(refusals.close(), remaining());
         await within(pump.close(), remaining());
         await within(storeState.close(), remaining());
         // A refresh in flight may still have to spool the IdP's answer (its outbox): the API is

@@ -50,9 +50,15 @@ function credentials(config: TokenVaultConfig): grpc.ServerCredentials {
   return grpc.ServerCredentials.createSsl(clientCa ?? null, [{ cert_chain: cert, private_key: key }], clientCa !== undefined);
 }
 
-/** Test-only (TOKEN_TAP_FAULT_INJECTION): a real crash, or a real terminated backend, after the IdP answered a refresh. */
+/**
+ * Test-only (TOKEN_TAP_FAULT_INJECTION): a real crash, or a real terminated backend, after the IdP
+ * answered a refresh; once per process, as a crash or a failover comes.
+ */
 function injectedFault(fault: RefreshFault, logger: Logger): (tx: pg.PoolClient) => Promise<void> {
+  let injected = false;
   return async (tx) => {
+    if (injected) return;
+    injected = true;
     logger.warn({ fault }, 'fault injection (TOKEN_TAP_FAULT_INJECTION)');
     if (fault === 'kill-after-refresh-answer') {
       process.kill(process.pid, 'SIGKILL');
@@ -81,8 +87,9 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     clients: config.idpClients,
     logger,
     onUpstream: (idp, outcome) => metrics.upstreamRefreshes.inc({ idp, outcome }),
-    // Half the connections at most wait on IdPs; the rest serve reads and the audit writer.
+    // Half the pool size at most at IdPs at once; the rest queue.
     maxConcurrent: Math.max(1, Math.floor(config.poolSize / 2)),
+    applyWindowMs: config.refreshApplyWindowMs,
     ...(dependencies.refreshOutbox ? { outbox: dependencies.refreshOutbox } : {}),
     ...(dependencies.refreshOutboxReady ? { outboxReady: dependencies.refreshOutboxReady } : {}),
     ...(config.faultInjection ? { afterAnswerDurable: injectedFault(config.faultInjection, logger) } : {}),
@@ -136,9 +143,21 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
   return {
     address,
     async close(graceMs = 5_000) {
-      if (server) {
-        await shutdownGrpcServer(server, graceMs);
+      // New calls are refused; calls in progress, and the refreshes they started, get the whole
+      // grace: a refresh cut after the IdP answered keeps its rotated token only in the spool.
+      const serverClosed = server ? shutdownGrpcServer(server, graceMs) : Promise.resolve();
+      const inFlight = refresher.inFlight();
+      if (inFlight.length > 0) logger.info({ refreshesInFlight: inFlight.length, idps: [...new Set(inFlight)].sort(), graceMs }, 'stopping: waiting for refreshes in flight');
+      const cut = await refresher.drain(graceMs);
+      if (cut.length > 0) {
+        logger.warn(
+          { refreshesCut: cut.length, idps: [...new Set(cut)].sort(), graceMs },
+          'stopping with refreshes still waiting on their IdP: an answer that comes after the exit is lost; their grants stay claimed until the claims expire, then another sidecar may refresh them',
+        );
+      } else if (inFlight.length > 0) {
+        logger.info({ refreshesWaitedFor: inFlight.length }, 'the refreshes in flight at the stop finished');
       }
+      await serverClosed;
       await purge?.stop();
       await pool.end().catch(() => undefined);
     },

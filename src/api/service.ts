@@ -136,6 +136,16 @@ function decodePageToken(token: string): GrantPosition | undefined {
 const CALL_DEADLINE_MS = 4_500;
 const CALLS_TO_AN_IDP = new Set(['RefreshGrant', 'RevokeGrant', 'DeleteSubject']);
 
+/** Answering takes a moment after a wait ends (the audit row): a wait stops this long before the deadline. */
+const DEADLINE_MARGIN_MS = 500;
+
+/** Epoch ms until which a call may wait on another sidecar's refresh: its gRPC deadline, if it set one. */
+function waitUntil(call: grpc.ServerUnaryCall<unknown, unknown>): number | undefined {
+  const deadline = call.getDeadline();
+  const at = deadline instanceof Date ? deadline.getTime() : deadline;
+  return Number.isFinite(at) ? at - DEADLINE_MARGIN_MS : undefined;
+}
+
 export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grpc.UntypedServiceImplementation {
   const { pool, store, refresher, revoker, authenticator, events, logger, metrics } = options;
 
@@ -145,7 +155,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
    */
   function unary<Req, Res>(
     operation: string,
-    run: (request: Req, caller: Caller, notes: AuditNotes, prefetched: GrantRow | undefined) => Promise<Res>,
+    run: (request: Req, caller: Caller, notes: AuditNotes, prefetched: GrantRow | undefined, waitUntil: number | undefined) => Promise<Res>,
     prefetch?: (request: Req) => { idp: string; subject: string } | undefined,
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {
@@ -184,7 +194,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
           const { caller, grant } = await authenticator.authenticate(call.metadata, prefetch?.(call.request));
           event.apiKeyId = caller.apiKeyId;
           event.caller = caller.name;
-          own = { outcome: 'ok', value: await run(call.request, caller, notes, grant) };
+          own = { outcome: 'ok', value: await run(call.request, caller, notes, grant, waitUntil(call)) };
         } catch (error) {
           const refusal = classify(error, operation);
           if (error instanceof AccessDenied && error.presentedKeyId) event.apiKeyId ??= error.presentedKeyId;
@@ -260,7 +270,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
   const bySubject = (request: UserSelector) =>
     request.idp && request.subject && request.user !== 'email' && request.subject.length <= MAX_NAME_LENGTH ? { idp: request.idp, subject: request.subject } : undefined;
 
-  const GetGrant = unary<GetGrantRequest, GetGrantResponse>('GetGrant', async (request, caller, notes, prefetched) => {
+  const GetGrant = unary<GetGrantRequest, GetGrantResponse>('GetGrant', async (request, caller, notes, prefetched, waitUntil) => {
     const idp = (notes.idp = required(request.idp, 'idp'));
     const operations: Operation[] = ['get'];
     if (request.refresh_if_expires_within_seconds > 0) operations.push('refresh');
@@ -274,7 +284,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     let refreshed = false;
     if (windowSeconds > 0 && expiresAt !== undefined && expiresAt - Date.now() < windowSeconds * 1000 && grant.refreshToken) {
       try {
-        const result = await refresher.refresh(idp, subject, { arrivedAt: readAt, onlyIfExpiringWithinMs: windowSeconds * 1000 });
+        const result = await refresher.refresh(idp, subject, { arrivedAt: readAt, onlyIfExpiringWithinMs: windowSeconds * 1000, waitUntil });
         grant = result.grant;
         refreshed = result.refreshedByThisCall;
         notes.detail = [notes.detail, refreshed ? 'refreshed at the IdP first' : undefined].filter(Boolean).join('; ') || undefined;
@@ -298,11 +308,11 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     return { grants: page.grants.map(summaryMessage), next_page_token: page.next ? encodePageToken(page.next) : '' };
   });
 
-  const RefreshGrant = unary<RefreshGrantRequest, RefreshGrantResponse>('RefreshGrant', async (request, caller, notes) => {
+  const RefreshGrant = unary<RefreshGrantRequest, RefreshGrantResponse>('RefreshGrant', async (request, caller, notes, _prefetched, waitUntil) => {
     const idp = (notes.idp = required(request.idp, 'idp'));
     authorize(caller, ['refresh'], idp);
     const subject = await subjectOf(request, idp, notes);
-    const result = await refresher.refresh(idp, subject);
+    const result = await refresher.refresh(idp, subject, { waitUntil });
     notes.detail = [notes.detail, result.refreshedByThisCall ? 'refreshed at the IdP' : 'served a refresh made after this call arrived'].filter(Boolean).join('; ');
     return {
       grant: grantMessage(result.grant, { tokens: mayDo(caller, 'get'), refreshToken: false }),

@@ -3,6 +3,7 @@
 // is built directly in proto-loader's object shape: google-protobuf's Struct objects have another
 // shape (fieldsMap arrays), so converting through them would be a second conversion, not a saving.
 import { createRequire } from 'node:module';
+import { withoutSecretFields } from '../capture/secret-fields.js';
 import type { GrantSummaryRecord } from '../store/grant-listing.js';
 import type { GrantRecord } from '../store/grants.js';
 import type { GrantMessage, GrantStatusName, GrantSummaryMessage, ProtoStruct, ProtoValue, Timestamp } from './protocol.js';
@@ -73,6 +74,11 @@ function statusName(status: 'active' | 'revoked'): GrantStatusName {
 export interface GrantDisclosure {
   /** Access and id token, claims and extras. */
   tokens: boolean;
+  /**
+   * The refresh token, and the extras whole. Without it the extras lose every field named like a
+   * token or a secret, at any depth (capture/secret-fields.ts): an IdP may put a refresh token
+   * there (Slack's authed_user.refresh_token).
+   */
   refreshToken: boolean;
 }
 
@@ -86,7 +92,7 @@ export function grantMessage(grant: GrantRecord, disclose: GrantDisclosure): Gra
     id_token_expires_at: toTimestamp(grant.idTokenExpiresAt),
     refresh_token: disclose.tokens && disclose.refreshToken ? (grant.refreshToken ?? '') : '',
     id_token_claims: disclose.tokens && grant.claims ? toProtoStruct(grant.claims) : null,
-    extras: disclose.tokens ? toProtoStruct(grant.extras) : null,
+    extras: disclose.tokens ? toProtoStruct(disclose.refreshToken ? grant.extras : withoutSecretFields(grant.extras)) : null,
   };
 }
 

@@ -28,3 +28,13 @@ export function clientIdOf(claims: IdTokenClaims | undefined): string | undefine
   if (Array.isArray(aud) && typeof aud[0] === 'string') return aud[0];
   return undefined;
 }
+
+/**
+ * The address an id_token vouches for: its `email`, lower-cased, when `email_verified` is exactly
+ * true (an absent one counts as not verified); undefined otherwise. The Okta hook matches users by
+ * email only on grants whose stored id_token vouches for that address.
+ */
+export function vouchedEmail(claims: IdTokenClaims | null | undefined): string | undefined {
+  const email = claims?.email;
+  return claims?.email_verified === true && typeof email === 'string' && email !== '' ? email.toLowerCase() : undefined;
+}

@@ -9,6 +9,7 @@ import { readTlsFiles, readTokenVaultConfig, type ApiTls, type TokenVaultConfig 
 import { ConfigError, formatListenAddress, isLoopbackOnly, nonNegativeInteger, parseHostPort, parseListenAddress, positiveInteger, readBoolean, type HostPort, type ListenAddress } from './values.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
+import { DEFAULT_REFUSAL_SUMMARY_MS } from '../ingest/refusal-summary.js';
 
 
 export interface SidecarConfig {
@@ -62,6 +63,12 @@ export interface SidecarConfig {
   hook: { listen: HostPort; config: HookConfig } | undefined;
   /** Which IdPs' id_tokens are verified before they are stored, and how the keys are fetched. */
   verification: VerificationConfig;
+  /**
+   * TOKEN_TAP_REFUSAL_SUMMARY_MS: refused Okta hook calls and token responses that are no token
+   * response get a row (and a log line) of their own once per kind and this interval; the rest of
+   * the interval one row with their count.
+   */
+  refusalSummaryMs: number;
 }
 
 export interface VerificationConfig {
@@ -175,6 +182,8 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const maxWaitMs = nonNegativeInteger(env, 'TOKEN_TAP_VERIFY_MAX_WAIT_MS', 180_000, problems);
   const hook = readHook(env, flags, problems);
   const routeIdps = parseRouteIdps(env.TOKEN_TAP_ROUTE_IDPS, problems);
+  const refusalSummaryMs = positiveInteger(env, 'TOKEN_TAP_REFUSAL_SUMMARY_MS', DEFAULT_REFUSAL_SUMMARY_MS, problems);
+  if (refusalSummaryMs < 100 || refusalSummaryMs > 3_600_000) problems.push(`TOKEN_TAP_REFUSAL_SUMMARY_MS must be from 100 to 3600000 (an hour), got ${refusalSummaryMs}`);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {
@@ -202,6 +211,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     vault,
     verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },
     hook,
+    refusalSummaryMs,
   };
 }
 

@@ -5,6 +5,7 @@ import { API_TIMEOUTS, readPostgresTimeouts, type PostgresTimeouts } from './pos
 import { formatHostPort, isLoopbackOnly, nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
 import { type IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
+import { DEFAULT_REFRESH_APPLY_WINDOW_MS } from '../idp/refresh.js';
 import { readAge, type RetentionPolicy } from '../store/purge.js';
 
 export const DEFAULT_API_LISTEN = '127.0.0.1:50052';
@@ -35,6 +36,13 @@ export interface TokenVaultConfig {
   retention: RetentionPolicy;
   /** Run the retention purge in the sidecar this often; undefined: only by `token-tap purge`. */
   purgeIntervalMs: number | undefined;
+  /**
+   * TOKEN_TAP_REFRESH_APPLY_WINDOW_MS: how long a refresh's answer may take to reach Postgres after
+   * the IdP call ends (its transaction, the pump's retries, a restart's replay of the spool). A
+   * refresh claims its grant for the IdP's timeout_ms plus this; only then may another sidecar
+   * take the claim over (idp/refresh.ts).
+   */
+  refreshApplyWindowMs: number;
   /** Test-only (TOKEN_TAP_FAULT_INJECTION): a failure at the worst moment of a refresh, to prove it loses nothing. */
   faultInjection: RefreshFault | undefined;
   /**
@@ -127,6 +135,7 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     faultInjection: fault as RefreshFault | undefined,
     autoRefreshSeconds: nonNegativeInteger(env, 'TOKEN_TAP_API_AUTO_REFRESH_SECONDS', 0, problems),
     poolSize: positiveInteger(env, 'TOKEN_TAP_API_PG_POOL_SIZE', 4, problems),
+    refreshApplyWindowMs: positiveInteger(env, 'TOKEN_TAP_REFRESH_APPLY_WINDOW_MS', DEFAULT_REFRESH_APPLY_WINDOW_MS, problems),
     postgres: readPostgresTimeouts(env, 'TOKEN_TAP_API_PG', API_TIMEOUTS, problems),
     idpClients: idpClients ?? loadIdpClients(env, problems),
     retention,

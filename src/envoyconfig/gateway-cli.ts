@@ -2,8 +2,10 @@
 // which other commands share.
 import { readFileSync } from 'node:fs';
 import { API_TLS_SECRET, EXT_PROC_CA_CONFIGMAP, EXT_PROC_TLS_SECRET, extProcHost, ISTIO_EXTPROC_CLIENT_SECRET, renderGatewayResources, renderIstioResources, resourcesYaml } from './gateway.js';
-import { parseIdpFlag, type IdpRoute, type ProcessingMode } from './render.js';
-import { parseEach } from '../config/values.js';
+import { hookLimitText, parseIdpFlag, type IdpRoute, type ProcessingMode } from './render.js';
+import { hookRateLimitOf } from './okta-hook.js';
+import { describeRateLimit, parseHookRateLimit, type RateLimit } from './rate-limit.js';
+import { parseEach, parseOrNote } from '../config/values.js';
 
 export interface GatewayFlags {
   idp: string[];
@@ -13,6 +15,8 @@ export interface GatewayFlags {
   hostname: string[];
   image?: string;
   istio: boolean;
+  /** --okta-hook-rate-limit: N/s[:BURST] or off (default 100/s:200). */
+  oktaHookRateLimit?: string;
 }
 
 /** The image this build ships as (docker compose and deploy/kubernetes use the same tag). */
@@ -32,8 +36,18 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
     if (!value || !DNS_LABEL.test(value)) problems.push(`${what} must be a Kubernetes name (lower-case letters, digits, "-"), got "${value ?? ''}"`);
   }
   if (flags.istio && flags.hostname.length === 0) problems.push('--istio needs at least one --hostname (the VirtualService hosts)');
+  const oktaHookRateLimit: RateLimit | false | undefined = flags.oktaHookRateLimit === undefined ? undefined : parseOrNote(flags.oktaHookRateLimit, parseHookRateLimit, problems);
   if (problems.length > 0) throw new UsageError(problems.join('\n'));
-  const common = { idps, mode: flags.mode, namespace: flags.namespace, gateway: { name: gatewayName!, namespace: gatewayNamespace! }, hostnames: flags.hostname, image: flags.image ?? defaultImage() };
+  const common = {
+    idps,
+    mode: flags.mode,
+    namespace: flags.namespace,
+    gateway: { name: gatewayName!, namespace: gatewayNamespace! },
+    hostnames: flags.hostname,
+    image: flags.image ?? defaultImage(),
+    ...(oktaHookRateLimit !== undefined ? { oktaHookRateLimit } : {}),
+  };
+  const hookLimit = hookRateLimitOf(common);
   try {
     const resources = flags.istio ? renderIstioResources({ ...common, ingressLabels: { istio: 'ingressgateway' } }) : renderGatewayResources(common);
     const ns = flags.namespace;
@@ -41,6 +55,7 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
     return resourcesYaml(resources, [
       `Rendered by token-tap envoy-gateway${flags.istio ? ' --istio' : ''} --mode ${flags.mode} (${idps.map((idp) => idp.name).join(', ')}).`,
       `Okta's IdP token URL: https://<gateway host>/idp/<name>/token. Needs the Secret token-tap (DATABASE_URL, TOKEN_TAP_KEYS) in ${ns}.`,
+      `Okta hook rule rate limit (per gateway replica): ${flags.istio || !hookLimit ? hookLimitText(hookLimit) : `${describeRateLimit({ requests: hookLimit.requests, perSeconds: hookLimit.perSeconds })}, 429 beyond (Envoy Gateway's bucket holds one unit's requests: no separate burst)`}.`,
       '',
       'ext_proc is reached over the pod network, so it speaks mTLS (the sidecar refuses to start otherwise):',
       `  - Secret ${EXT_PROC_TLS_SECRET} in ${ns}: tls.crt/tls.key, the sidecar's certificate for ${host},`,

@@ -8,6 +8,8 @@ import { stringify } from 'yaml';
 import { escapeControlCharacters } from '../config/values.js';
 import { httpRouteRuleKey, IDP_METADATA_KEY, tokenRoutePath, OKTA_HOOK_PATH, ROUTE_METADATA_ATTRIBUTE, ROUTE_NAME_ATTRIBUTE } from '../contract.js';
 import type { IdpRoute, ProcessingMode } from './render.js';
+import { hookRateLimitOf, hookRateLimitPolicy, istioHookRateLimit } from './okta-hook.js';
+import type { RateLimit } from './rate-limit.js';
 
 const EXT_PROC_PORT = 50051;
 const VAULT_API_PORT = 50052;
@@ -15,6 +17,8 @@ const OPS_PORT = 9464;
 /** The sidecar's Okta token inline hook port (the hook itself is another change; its Service port is named `hook`). */
 const HOOK_PORT = 8081;
 const HTTP_ROUTE_NAME = 'token-tap-idps';
+/** The hook's HTTPRoute rule (Envoy Gateway) and VirtualService route (Istio). */
+const HOOK_RULE = 'okta-token-hook';
 const EXT_PROC_SERVICE = 'token-tap-extproc';
 /** The sidecar's ext_proc server certificate (tls.crt, tls.key) and the CA of the gateway's client certificates (ca.crt). */
 export const EXT_PROC_TLS_SECRET = 'token-tap-extproc-tls';
@@ -42,6 +46,8 @@ export interface GatewayOptions {
   image: string;
   /** Buffered mode: how long Envoy waits for each reply before failing open (default 200). */
   messageTimeoutMs?: number;
+  /** A rate limit on the hook rule (429 beyond it); default DEFAULT_OKTA_HOOK_RATE_LIMIT, false: none. */
+  oktaHookRateLimit?: RateLimit | false;
 }
 
 export interface IstioOptions extends Omit<GatewayOptions, 'gateway' | 'hostnames'> {
@@ -157,6 +163,9 @@ function sidecarResources(options: {
                   { name: 'vault-api', containerPort: VAULT_API_PORT },
                   { name: 'ops', containerPort: OPS_PORT },
                 ],
+                // The gateway's Envoy learns the sidecar pods from the Service's endpoints, ready pods
+                // only, and does no health check of its own: /readyz (200 once ext_proc is served) is
+                // the moment it starts sending streams, so none reaches a sidecar not serving yet.
                 readinessProbe: { httpGet: { path: '/readyz', port: 'ops' }, periodSeconds: 5 },
                 livenessProbe: { httpGet: { path: '/healthz', port: 'ops' }, periodSeconds: 10, failureThreshold: 6 },
                 resources: { requests: { cpu: '100m', memory: '128Mi' }, limits: { cpu: '1', memory: '512Mi' } },
@@ -271,7 +280,7 @@ export function renderGatewayResources(options: GatewayOptions): Array<Record<st
           timeouts: { request: '30s' },
         })),
         // Okta's token inline hook, served by the sidecar; no ext_proc on it (the policy does not target it).
-        { name: 'okta-token-hook', matches: [{ path: { type: 'Exact', value: OKTA_HOOK_PATH } }], backendRefs: [{ kind: 'Service', name: 'token-tap', port: HOOK_PORT }] },
+        { name: HOOK_RULE, matches: [{ path: { type: 'Exact', value: OKTA_HOOK_PATH } }], backendRefs: [{ kind: 'Service', name: 'token-tap', port: HOOK_PORT }] },
       ],
     },
   };
@@ -309,10 +318,12 @@ export function renderGatewayResources(options: GatewayOptions): Array<Record<st
       validation: { caCertificateRefs: [{ group: '', kind: 'ConfigMap', name: EXT_PROC_CA_CONFIGMAP }], hostname: extProcHost(namespace) },
     },
   };
+  const hookLimit = hookRateLimitOf(options);
   return [
     ...backends,
     route,
     policy,
+    ...(hookLimit ? [hookRateLimitPolicy({ namespace, labels, route: HTTP_ROUTE_NAME, rule: HOOK_RULE }, hookLimit)] : []),
     backendTls,
     ...sidecarResources({ namespace, image: options.image, routeIdps: gatewayRouteIdps(namespace, options.idps), proxies: ENVOY_GATEWAY_PROXIES }),
   ];
@@ -365,7 +376,7 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
           route: [{ destination: { host: host(idp), port: { number: upstreamPort(idp.tokenUrl) } } }],
           timeout: '30s',
         })),
-        { name: 'okta-token-hook', match: [{ uri: { exact: OKTA_HOOK_PATH } }], route: [{ destination: { host: `token-tap.${namespace}.svc.cluster.local`, port: { number: HOOK_PORT } } }] },
+        { name: HOOK_RULE, match: [{ uri: { exact: OKTA_HOOK_PATH } }], route: [{ destination: { host: `token-tap.${namespace}.svc.cluster.local`, port: { number: HOOK_PORT } } }] },
       ],
     },
   };
@@ -382,6 +393,7 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
     },
   };
   const gatewayPort = options.gatewayPort ?? 443;
+  const hookLimit = hookRateLimitOf(options);
   const envoyFilter = {
     apiVersion: 'networking.istio.io/v1alpha3',
     kind: 'EnvoyFilter',
@@ -435,6 +447,7 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
             },
           },
         }))),
+        ...(hookLimit ? istioHookRateLimit({ hostnames: options.hostnames, gatewayPort, route: HOOK_RULE }, hookLimit) : []),
       ],
     },
   };

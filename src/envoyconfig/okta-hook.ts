@@ -1,8 +1,11 @@
 // Envoy's side of Okta's token inline hook: the route POST /okta/token-hook on Okta's listener (so
 // TLS when the listener has it) to the sidecar's hook listener, without ext_proc, with Okta's
-// request size limit and a timeout below Okta's 3 s; anything else on that path gets 405.
+// request size limit, a timeout below Okta's 3 s and a token bucket well above Okta's own rate
+// (rate-limit.ts: a flood gets 429 from Envoy, not the sidecar's time); anything else on that
+// path gets 405.
 import type { HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
+import { DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routeTokenBucket, type RateLimit } from './rate-limit.js';
 
 export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
 /** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
@@ -21,8 +24,8 @@ const extProcOff = {
   },
 };
 
-/** The hook's routes; they go before the catch-all. */
-export function oktaHookRoutes() {
+/** The hook's routes, with a token bucket on the POST route unless `rateLimit` is undefined; they go before the catch-all. */
+export function oktaHookRoutes(rateLimit?: RateLimit) {
   return [
     {
       name: 'okta_token_hook',
@@ -34,6 +37,8 @@ export function oktaHookRoutes() {
           '@type': 'type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute',
           buffer: { max_request_bytes: OKTA_HOOK_MAX_REQUEST_BYTES },
         },
+        // Before the buffer filter in the chain: a refused call is not read.
+        ...(rateLimit ? { [RATE_LIMIT_FILTER]: routeTokenBucket('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', rateLimit) } : {}),
       },
     },
     {
@@ -79,4 +84,51 @@ export function oktaHookCluster(hook: HostPort) {
       endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: hook.host, port_value: hook.port } } } }] }],
     },
   };
+}
+
+/** The hook route's limit: the default unless given, none when switched off. */
+export function hookRateLimitOf(options: { oktaHookRateLimit?: RateLimit | false }): RateLimit | undefined {
+  return options.oktaHookRateLimit === false ? undefined : (options.oktaHookRateLimit ?? DEFAULT_OKTA_HOOK_RATE_LIMIT);
+}
+
+const GATEWAY_RATE_LIMIT_UNITS: Record<number, string> = { 1: 'Second', 60: 'Minute', 3600: 'Hour' };
+
+/**
+ * Envoy Gateway: a local rate limit (BackendTrafficPolicy) on the hook's HTTPRoute rule alone.
+ * Envoy Gateway's bucket holds one unit's requests (it has no separate burst), per gateway replica.
+ */
+export function hookRateLimitPolicy(where: { namespace: string; labels: Record<string, string>; route: string; rule: string }, limit: RateLimit) {
+  const unit = GATEWAY_RATE_LIMIT_UNITS[limit.perSeconds];
+  if (!unit) throw new Error(`the Okta hook rate limit must be per second, minute or hour for Envoy Gateway, got per ${limit.perSeconds}s`);
+  return {
+    apiVersion: 'gateway.envoyproxy.io/v1alpha1',
+    kind: 'BackendTrafficPolicy',
+    metadata: { name: 'token-tap-okta-hook', namespace: where.namespace, labels: where.labels },
+    spec: {
+      targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: where.route, sectionName: where.rule }],
+      rateLimit: { type: 'Local', local: { rules: [{ limit: { requests: limit.requests, unit } }] } },
+    },
+  };
+}
+
+/**
+ * Istio: EnvoyFilter patches for the local rate limit filter on the gateway's listeners (no bucket
+ * of its own) and a bucket on the hook route of each virtual host (matched by host and route name).
+ */
+export function istioHookRateLimit(where: { hostnames: string[]; gatewayPort: number; route: string }, limit: RateLimit) {
+  return [
+    {
+      applyTo: 'HTTP_FILTER',
+      match: { context: 'GATEWAY', listener: { filterChain: { filter: { name: 'envoy.filters.network.http_connection_manager', subFilter: { name: 'envoy.filters.http.router' } } } } },
+      patch: { operation: 'INSERT_BEFORE', value: rateLimitFilter('token_tap_rate_limit') },
+    },
+    ...where.hostnames.map((hostname) => ({
+      applyTo: 'HTTP_ROUTE',
+      match: { context: 'GATEWAY', routeConfiguration: { vhost: { name: `${hostname}:${where.gatewayPort}`, route: { name: where.route } } } },
+      patch: {
+        operation: 'MERGE',
+        value: { typed_per_filter_config: { [RATE_LIMIT_FILTER]: routeTokenBucket('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', limit) } },
+      },
+    })),
+  ];
 }

@@ -4,6 +4,7 @@ import { stringify } from 'yaml';
 import net from 'node:net';
 import { escapeControlCharacters, formatHostPort, formatListenAddress, isSocket, type HostPort, type ListenAddress } from '../config/values.js';
 import {
+  ENVOY_READY_PATH,
   EXT_PROC_HEALTH_SERVICE,
   IDP_METADATA_KEY,
   IDP_NAME_RULE,
@@ -13,7 +14,11 @@ import {
   SUBJECT_FIELD_METADATA_KEY,
   tokenRoutePath,
 } from '../contract.js';
-import { oktaHookCluster, oktaHookFilters, oktaHookRoutes } from './okta-hook.js';
+import { hookRateLimitOf, oktaHookCluster, oktaHookFilters, oktaHookRoutes } from './okta-hook.js';
+import { readinessListener } from './readiness.js';
+import { describeRateLimit, RATE_LIMIT_FILTER, rateLimitFilter, routeTokenBucket, type RateLimit } from './rate-limit.js';
+
+export { parseHookRateLimit, parseRateLimit, type RateLimit } from './rate-limit.js';
 
 export type ProcessingMode = 'observability' | 'buffered';
 
@@ -46,6 +51,8 @@ export interface EnvoyConfigOptions {
   /** Envoy-side guards: only these source networks reach any route (RBAC on the connection's address; 403 otherwise). */
   allowSources?: Cidr[];
   admin: HostPort;
+  /** Envoy's readiness listener (GET /ready: 200 only while Envoy sees the sidecar healthy; readiness.ts). */
+  ready?: HostPort;
   mode: ProcessingMode;
   /** How long Envoy waits for each sidecar reply in buffered mode before failing open. */
   messageTimeoutMs?: number;
@@ -57,24 +64,13 @@ export interface EnvoyConfigOptions {
   tls?: { certFile: string; keyFile: string };
   /** The sidecar's Okta token inline hook listener: adds POST /okta/token-hook (envoyconfig/okta-hook.ts). */
   oktaHook?: HostPort;
-}
-
-export interface RateLimit {
-  requests: number;
-  perSeconds: number;
+  /** A token bucket on the hook route (429 beyond it); default DEFAULT_OKTA_HOOK_RATE_LIMIT, false: none. */
+  oktaHookRateLimit?: RateLimit | false;
 }
 
 export interface Cidr {
   address: string;
   prefixLength: number;
-}
-
-/** `N/s`, `N/m` (or `N/h`) from --token-rate-limit. */
-export function parseRateLimit(text: string): RateLimit {
-  const match = /^\s*(\d{1,9})\s*\/\s*(s|m|h)\s*$/.exec(text);
-  const requests = match ? Number(match[1]) : 0;
-  if (!match || requests < 1) throw new Error(`--token-rate-limit must be N/s, N/m or N/h with N at least 1 (for example 50/s), got "${text}"`);
-  return { requests, perSeconds: { s: 1, m: 60, h: 3600 }[match[2] as 's' | 'm' | 'h'] };
 }
 
 /** An IPv4 or IPv6 network (`10.0.0.0/8`, `2001:db8::/32`; a bare address is one host) from --allow-source. */
@@ -116,7 +112,6 @@ function downstreamTls(tls: { certFile: string; keyFile: string }) {
 export const SIDECAR_CLUSTER = 'token_tap_sidecar';
 export const DEFAULT_CA_FILE = '/etc/ssl/certs/ca-certificates.crt';
 const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
-const RATE_LIMIT_FILTER = 'envoy.filters.http.local_ratelimit';
 const RBAC_FILTER = 'envoy.filters.http.rbac';
 
 /** Parses `NAME=URL` from the command line (--idp). */
@@ -228,20 +223,9 @@ function tokenRoute(idp: IdpRoute, rateLimit: RateLimit | undefined) {
   const route = relayRoute(`idp_${idp.name}_token`, tokenRoutePath(idp.name), `idp_${idp.name}`, idp.tokenUrl, {
     grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }],
   });
-  if (rateLimit) (route.typed_per_filter_config as Record<string, unknown>)[RATE_LIMIT_FILTER] = tokenBucket(idp.name, rateLimit);
+  // One bucket per token route; beyond it Envoy answers 429 and the IdP never sees the call.
+  if (rateLimit) (route.typed_per_filter_config as Record<string, unknown>)[RATE_LIMIT_FILTER] = routeTokenBucket(`token_rate_limit_${idp.name}`, 'token_tap.token_rate_limit', rateLimit);
   return route;
-}
-
-/** One bucket per token route, shared by Envoy's workers; beyond it Envoy answers 429 and the IdP never sees the call. */
-function tokenBucket(name: string, { requests, perSeconds }: RateLimit) {
-  const everyone = { default_value: { numerator: 100, denominator: 'HUNDRED' } };
-  return {
-    '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit',
-    stat_prefix: `token_rate_limit_${name}`,
-    token_bucket: { max_tokens: requests, tokens_per_fill: requests, fill_interval: `${perSeconds}s` },
-    filter_enabled: { ...everyone, runtime_key: 'token_tap.token_rate_limit.enabled' },
-    filter_enforced: { ...everyone, runtime_key: 'token_tap.token_rate_limit.enforced' },
-  };
 }
 
 /**
@@ -400,6 +384,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
     profileNames.add(profile.name);
   }
   const caFile = options.upstreamCaFile ?? DEFAULT_CA_FILE;
+  const hookRateLimit = options.oktaHook ? hookRateLimitOf(options) : undefined;
   return {
     admin: { address: socketAddress(options.admin) },
     // Envoy ends each ext_proc stream with RST_STREAM unless told to half-close and wait for the
@@ -437,7 +422,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
                           routes: [
                             ...options.idps.map((idp) => tokenRoute(idp, options.tokenRateLimit)),
                             ...profiles.map((profile) => profileRoute(profile, options.mode)),
-                            ...(options.oktaHook ? oktaHookRoutes() : []),
+                            ...(options.oktaHook ? oktaHookRoutes(hookRateLimit) : []),
                             {
                               name: 'not_an_idp_route',
                               match: { prefix: '/' },
@@ -456,7 +441,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
                     http_filters: [
                       // Guards first: a refused call reaches neither the sidecar nor the IdP.
                       ...(options.allowSources && options.allowSources.length > 0 ? [sourceAllowList(options.allowSources)] : []),
-                      ...(options.tokenRateLimit ? [{ name: RATE_LIMIT_FILTER, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', stat_prefix: 'token_rate_limit' } }] : []),
+                      ...(options.tokenRateLimit || hookRateLimit ? [rateLimitFilter('rate_limit')] : []),
                       extProcFilter(options),
                       ...(options.oktaHook ? oktaHookFilters() : []),
                       {
@@ -474,6 +459,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
             },
           ],
         },
+        ...(options.ready ? [readinessListener(options.ready, SIDECAR_CLUSTER)] : []),
       ],
       clusters: [
         ...options.idps.map((idp) => upstreamCluster(`idp_${idp.name}`, idp.tokenUrl, caFile)),
@@ -483,6 +469,10 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
       ],
     },
   };
+}
+
+export function hookLimitText(limit: RateLimit | undefined): string {
+  return limit ? `${describeRateLimit(limit)} (429 beyond)` : 'off';
 }
 
 export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
@@ -496,7 +486,9 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
       ? [`Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
       : []),
     `Sidecar (ext_proc): ${formatListenAddress(options.sidecar)}${options.sidecarTls ? ' (mTLS)' : ''}; admin: ${formatHostPort(options.admin)}`,
+    ...(options.ready ? [`Readiness: GET http://${formatHostPort(options.ready)}${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy (point the readiness probe here)`] : []),
     ...(options.oktaHook ? [`Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
+    ...(options.oktaHook ? [`Okta hook rate limit: ${hookLimitText(hookRateLimitOf(options))}`] : []),
     ...(options.allowSources && options.allowSources.length > 0 ? [`Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`] : []),
     ...(options.tokenRateLimit ? [`Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`] : []),
   ];

@@ -1,14 +1,20 @@
 // From Okta's request to a captured grant: the provider by the Okta IdP id, the user by `match`
 // (login/email, or an identity claim carrying the upstream subject), and, when the login that
 // started this Okta session may still be on its way to Postgres, a bounded wait for it.
+import { vouchedEmail } from '../capture/jwt.js';
 import type { HookConfig, HookProvider } from '../config/hook-file.js';
 import type { GrantRecord, GrantStore } from '../store/grants.js';
 import type { TokenHookRequest } from './request.js';
 
-/** What the hook needs of the capture pump (ingest/pump.ts's CapturePump). */
+/**
+ * Candidates whose vouching is not recorded in Postgres (rows from before migration 000007, or
+ * written by a sidecar of an earlier release during a rolling update) are opened and their claims
+ * read, at most this many, newest first. Every other candidate is weighed in SQL, however many.
+ * Such rows are no longer made once every sidecar runs a release with 000007.
+ */
+const MAX_UNCHECKED_CANDIDATES = 8;
 
-/** Upstream users claiming one address that are weighed; more than this many is no real case. */
-const MAX_EMAIL_CANDIDATES = 8;
+/** What the hook needs of the capture pump (ingest/pump.ts's CapturePump). */
 export interface InFlightCaptures {
   hasInFlight(idp: string): boolean;
   waitForIdp(idp: string, timeoutMs: number): Promise<boolean>;
@@ -27,7 +33,7 @@ export type Lookup =
 
 export interface GrantFinderDependencies {
   config: HookConfig;
-  store: Pick<GrantStore, 'findGrant' | 'findActiveGrantsByEmail'>;
+  store: Pick<GrantStore, 'findGrant' | 'findEmailCandidates'>;
   captures: InFlightCaptures;
 }
 
@@ -84,12 +90,16 @@ export class GrantFinder {
     // Every active grant of this IdP whose email claim is the login or the email (case-insensitive).
     // Anyone can set an email claim at some IdPs: only grants whose id_token says the IdP verified
     // that email count, and two upstream subjects with it mean "not sure", neither is used. (A
-    // grant with an unverified email must not be able to shadow the real one.) Unverified grants
-    // are no candidates unless allow_unverified.
-    const grants = await this.dependencies.store.findActiveGrantsByEmail(provider.idp, key.email, { verifiedOnly: !provider.allowUnverified, limit: MAX_EMAIL_CANDIDATES });
-    const vouched = grants.filter((grant) => emailVerified(grant, key.email));
+    // grant with an unverified email must not be able to shadow the real one, however many there
+    // are: Postgres weighs every candidate.) Unverified grants are no candidates unless
+    // allow_unverified. Without a vouched grant the newest candidate answers (email_unverified).
+    const candidates = await this.dependencies.store.findEmailCandidates(provider.idp, key.email, {
+      verifiedOnly: !provider.allowUnverified,
+      uncheckedLimit: MAX_UNCHECKED_CANDIDATES,
+    });
+    const vouched = [...candidates.vouched, ...candidates.unchecked.filter((grant) => emailVerified(grant, key.email))];
     if (vouched.length > 1) return 'ambiguous';
-    return vouched[0] ?? grants[0];
+    return vouched[0] ?? candidates.newest;
   }
 }
 
@@ -99,6 +109,6 @@ export class GrantFinder {
  * `email_verified` (Entra ID, for one) never matches by email: use match: claim:<name>.
  */
 function emailVerified(grant: GrantRecord, emails: readonly string[]): boolean {
-  const claims = grant.claims ?? {};
-  return claims.email_verified === true && typeof claims.email === 'string' && emails.includes(claims.email.toLowerCase());
+  const vouched = vouchedEmail(grant.claims);
+  return vouched !== undefined && emails.includes(vouched);
 }

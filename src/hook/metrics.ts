@@ -1,11 +1,13 @@
 // Prometheus metrics of the Okta token inline hook, registered in the sidecar's registry. Labels
 // carry outcomes and IdP names only, never a user, a claim or a secret.
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { registeredMetric } from '../ops/metrics.js';
+import { refusalsSummarisedCounter, registeredMetric, REFUSALS_SUMMARISED } from '../ops/metrics.js';
 
 export interface HookMetrics {
   calls: Counter<'idp' | 'outcome' | 'answer'>;
   callSeconds: Histogram<'outcome'>;
+  /** Refused calls that got no access_events row of their own (counted into a summary row). */
+  refusalsSummarised: Counter<'source' | 'outcome'>;
 }
 
 export function createHookMetrics(registry: Registry): HookMetrics {
@@ -24,5 +26,6 @@ export function createHookMetrics(registry: Registry): HookMetrics {
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
       registers,
     })),
+    refusalsSummarised: registeredMetric(registry, REFUSALS_SUMMARISED, () => refusalsSummarisedCounter(registry)),
   };
 }

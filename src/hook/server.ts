@@ -1,8 +1,9 @@
 // The Okta token inline hook over HTTP, on its own listener behind Envoy: POST /okta/token-hook.
 // Per call: authenticate (401 and nothing else when that fails), read the request, find the grant,
 // answer with patch commands (or none, or an error object when the provider requires a grant).
-// Each call writes an access_events row before it answers, a metric and a log line; none of them
-// holds a claim value or a secret.
+// Each authenticated call writes an access_events row (durable commit) before it answers, a metric
+// and a log line; refused calls (unauthenticated, bad_request) are counted as they come and
+// summarised in rows and log lines (refusals.ts). None of them holds a claim value or a secret.
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -18,6 +19,8 @@ import { createPool } from '../store/pool.js';
 import { createHookAuthenticator } from './auth.js';
 import { GrantFinder, type InFlightCaptures, type Lookup } from './lookup.js';
 import { createHookMetrics } from './metrics.js';
+import { HookRefusals } from './refusals.js';
+import { DEFAULT_REFUSAL_SUMMARY_MS } from '../ingest/refusal-summary.js';
 import { addedClaimNames, buildCommands, type HookCommand } from './patch.js';
 import { readTokenHookRequest } from './request.js';
 
@@ -41,7 +44,14 @@ export interface HookServerOptions {
   registry: Registry;
   poolSize?: number;
   onPostgresError?: () => void;
+  /** Refused calls get a row and a log line of their own once per (peer, outcome) and this interval (TOKEN_TAP_REFUSAL_SUMMARY_MS). */
+  refusalSummaryMs?: number;
+  /** Peers the refusal summary tracks at most (default 1,000). */
+  refusalMaxPeers?: number;
 }
+
+/** Outcomes anyone who reaches the hook can cause: summarised, never a durable row each. */
+const REFUSED_OUTCOMES: ReadonlySet<string> = new Set(['unauthenticated', 'bad_request']);
 
 type Answer = 'commands' | 'none' | 'error' | 'refused';
 
@@ -112,6 +122,13 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
   });
   const audit = new AccessEventLog(pool);
   const metrics = createHookMetrics(options.registry);
+  const refusals = new HookRefusals({
+    audit: new AccessEventLog(pool, { relaxedCommit: true }),
+    logger,
+    intervalMs: options.refusalSummaryMs ?? DEFAULT_REFUSAL_SUMMARY_MS,
+    ...(options.refusalMaxPeers ? { maxPeers: options.refusalMaxPeers } : {}),
+    summarised: metrics.refusalsSummarised,
+  });
 
   async function handle(request: http.IncomingMessage): Promise<CallResult> {
     const auth = await authenticate(request.headers);
@@ -171,6 +188,14 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
         logger.error({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'okta hook: cannot answer; Okta issues its tokens unchanged');
         result = { status: 500, body: undefined, outcome: 'internal', answer: 'refused', detail: 'lookup failed' };
       }
+      if (REFUSED_OUTCOMES.has(result.outcome)) {
+        // Nothing was read for the caller: answered at once, its row and log line summarised.
+        send(response, result.status, result.body);
+        metrics.calls.inc({ idp: '', outcome: result.outcome, answer: result.answer });
+        endTimer({ outcome: result.outcome });
+        refusals.record({ peer: request.socket.remoteAddress ?? 'unknown', outcome: result.outcome, reason: result.detail ?? result.outcome, status: result.status, durationMs: Date.now() - started });
+        return;
+      }
       try {
         await audit.record({ operation: 'okta_hook', outcome: result.outcome, caller: 'okta', peer: request.socket.remoteAddress, idp: result.idp, subject: result.subject, detail: result.detail });
       } catch (error) {
@@ -182,8 +207,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
       metrics.calls.inc({ idp: result.idp ?? '', outcome: result.outcome, answer: result.answer });
       endTimer({ outcome: result.outcome });
       const line = { idp: result.idp, subject: result.subject, outcome: result.outcome, answer: result.answer, status: result.status, claims: result.claims, waitedMs: result.waitedMs, durationMs: Date.now() - started, detail: result.detail };
-      if (result.outcome === 'unauthenticated' || result.outcome === 'bad_request') logger.warn(line, 'okta hook call refused');
-      else if (result.outcome === 'ambiguous') logger.warn(line, 'okta hook call: the email matches grants of several upstream users; none used');
+      if (result.outcome === 'ambiguous') logger.warn(line, 'okta hook call: the email matches grants of several upstream users; none used');
       else logger.info(line, 'okta hook call');
     })();
   });
@@ -203,6 +227,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
     await endPool();
     throw new Error(`cannot listen for the Okta hook on ${formatHostPort(options.listen)}: ${(error as Error).message}`, { cause: error });
   });
+  refusals.start();
   const port = (server.address() as AddressInfo).port;
   const address = { host: options.listen.host, port };
   logger.info({ hookListen: formatHostPort(address), path: OKTA_HOOK_PATH, auth: config.authentication.kind, providers: config.providers.size }, 'okta hook ready');
@@ -213,6 +238,8 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
         server.close(() => resolve());
         server.closeIdleConnections();
       });
+      // The refusals counted since the last summary, before the pool goes.
+      await refusals.close();
       await endPool();
     },
   };

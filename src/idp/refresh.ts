@@ -1,27 +1,45 @@
 // Refreshing a grant with its stored refresh token. IdPs that rotate refresh tokens accept each
-// one once (and some, oidc-provider among them, revoke the whole grant when one is replayed), so
-// two refreshes of one grant must never overlap:
+// one once, and those with reuse detection (Okta, Auth0, oidc-provider) revoke the whole token
+// family when one is presented again, so two refreshes of one grant must never spend the same token:
 //  - in this process, callers that arrive while a refresh of the grant runs join it;
-//  - across processes (several sidecars, the CLI), the row lock serialises them, and the row is
-//    read again once the lock is held: if it changed after the caller arrived, that change is the
-//    fresh result and the IdP is not called again.
-// Once the IdP has answered, its answer is the only copy of a rotated refresh token (the IdP has
-// spent the old one). It is sealed into the spool (the outbox) and fsynced before the transaction
-// that applies it; if that transaction fails (a terminated backend, a failover, a crash), the
-// pump applies the spooled copy when Postgres is back, and a sidecar restarted after a crash
-// replays it. When the transaction succeeds, the pump's later copy changes nothing (the
-// late-login guard keeps the row as it is, or writes the same tokens again).
-import { randomUUID } from 'node:crypto';
+//  - across processes (several sidecars, the CLI), a refresh first claims the grant in a committed
+//    row (store/refresh-claims.ts) and only then calls the IdP, with no transaction open. A caller
+//    that finds another holder's live claim never calls the IdP: it waits, up to its deadline, for
+//    the claim to end (or the grant to change) and then serves what the holder wrote, or answers
+//    UNAVAILABLE. A row lock alone would not do: it ends with its connection (a failover, a
+//    terminated backend, an idle-in-transaction timeout while the IdP is slow), and the IdP call
+//    and the answer's outbox outlive it.
+// Once the IdP has answered, its answer is the only copy of a rotated refresh token. It is sealed
+// into the spool (the outbox) and fsynced, then written in one transaction with the claim's
+// release; if that transaction fails, the pump applies the spooled copy when Postgres is back, and
+// a sidecar restarted after a crash replays it.
+//
+// When a claim may be taken over. A holder keeps its claim for the IdP's timeout_ms plus the apply
+// window (TOKEN_TAP_REFRESH_APPLY_WINDOW_MS): the time its answer has to reach Postgres after the
+// IdP call ends (the transaction, or the pump's retries, or a restart's replay). The holder calls
+// the IdP only within the first half of the window after it claimed, and the call ends by
+// timeout_ms. A claim whose grant has another refresh token than the one claimed has settled (the
+// answer landed, or a login replaced the token): it is replaced at once. An expired claim whose
+// refresh token is still the claimed one is taken over: its holder either never reached the IdP
+// (the old token is still good), or got an answer that did not reach Postgres within the window.
+// Only in that last case is the old token spent twice; an IdP with reuse detection then answers
+// invalid_grant and the grant is marked revoked (a login makes it active again). A holder whose
+// claim was taken over writes a late answer merged by capture time, as the pump does: never over
+// a newer refresh token, never over a revocation.
+import os from 'node:os';
+import { randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { stringClaim } from '../capture/jwt.js';
 import type { Capture } from '../capture/types.js';
-import { grantNotFound, isRefusedByPostgres, VaultError } from '../store/errors.js';
+import { grantNotFound, isPostgresUnavailable, VaultError } from '../store/errors.js';
 import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
-import { IdpCallError, type IdpClients } from './client.js';
+import { readClaim, releaseClaim, takeClaim, type RefreshClaim } from '../store/refresh-claims.js';
+import { IdpCallError, type IdpClient, type IdpClients } from './client.js';
 import { IDP_CONFIG_ENV } from '../config/idp-file.js';
 import { markRevoked } from './revoke.js';
-import type { GrantRecord, GrantStore } from '../store/grants.js';
+import { waitForHolder } from './refresh-wait.js';
+import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
 
 export interface RefreshResult {
   grant: GrantRecord;
@@ -34,15 +52,25 @@ export interface RefreshConditions {
   arrivedAt?: Date;
   /** Refresh only if the access token expires within this many ms (automatic refresh on read). */
   onlyIfExpiringWithinMs?: number;
+  /** Epoch ms: the longest this caller waits for another holder's refresh (its deadline). */
+  waitUntil?: number;
 }
+
+export const DEFAULT_REFRESH_APPLY_WINDOW_MS = 60_000;
 
 export interface GrantRefresherOptions {
   pool: pg.Pool;
   store: GrantStore;
   clients: IdpClients;
   logger?: Logger;
-  /** How long a caller waits for another holder of the grant's row lock. */
+  /** How long a caller waits for the grant's row lock (held only briefly: no IdP call runs under it). */
   lockTimeoutMs?: number;
+  /** How long the IdP's answer may take to reach Postgres after the IdP call ends; a claim lasts timeout_ms plus this. */
+  applyWindowMs?: number;
+  /** The longest wait for another holder's refresh when the caller names no deadline. Default 30 s. */
+  waitForOtherMs?: number;
+  /** Between two looks at another holder's claim. Default 100 ms. */
+  pollMs?: number;
   /** Called once per call to the IdP's token endpoint, with its outcome. */
   onUpstream?: (idp: string, outcome: 'ok' | 'invalid_grant' | 'refused' | 'unavailable') => void;
   /**
@@ -53,36 +81,86 @@ export interface GrantRefresherOptions {
   outbox?: (refreshed: Capture) => Promise<boolean>;
   /** Whether the outbox can take an answer now; when it cannot, the IdP is not called (UNAVAILABLE). */
   outboxReady?: () => boolean;
-  /** Fault injection for tests: runs after the answer is durable, before the transaction writes it. */
+  /** Fault injection for tests: runs after the answer is durable, in the transaction that writes it. */
   afterAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
-  /**
-   * Refreshes of different grants running at once. Each holds a Postgres connection while the IdP
-   * answers; the limit keeps a slow IdP from taking every connection the reads need.
-   */
+  /** Refreshes of different grants running at once (IdP calls in flight); the rest queue. */
   maxConcurrent?: number;
 }
 
+type Attempt = { kind: 'done'; result: RefreshResult } | { kind: 'wait'; claim: RefreshClaim; version: number };
+
+/** A claim this process holds, committed: the IdP may be called. */
+interface Claimed {
+  grant: GrantRecord;
+  client: IdpClient;
+  claimId: string;
+  /** performance.now() before the claim's transaction began. */
+  startedAt: number;
+}
+
 export class GrantRefresher {
+  /** Names this process in its claims: hostname/pid/random (a restarted process is another holder). */
+  readonly holder = `${os.hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
   private readonly running = new Map<string, Promise<RefreshResult>>();
   /**
-   * Answers spooled whose own transaction failed (by grant). A caller retrying at once must not
-   * call the IdP with the refresh token it already spent (invalid_grant would revoke the grant):
-   * the next refresh of that grant here applies the kept answer instead.
+   * Answers spooled whose own transaction failed (by grant), with the claim they were obtained
+   * under. A caller retrying at once must not call the IdP with the refresh token it already spent
+   * (invalid_grant would revoke the grant): the next refresh of that grant here applies the kept
+   * answer instead.
    */
-  private readonly unapplied = new Map<string, Capture>();
+  private readonly unapplied = new Map<string, { capture: Capture; claimId: string }>();
+  /** Claimed refreshes past their claim (at the IdP or writing its answer), by claim id: their IdP. */
+  private readonly spending = new Map<string, string>();
+  private readonly stopping = new AbortController();
   private active = 0;
   private readonly queued: Array<() => void> = [];
 
   constructor(private readonly options: GrantRefresherOptions) {}
+
+  private get applyWindowMs(): number {
+    return this.options.applyWindowMs ?? DEFAULT_REFRESH_APPLY_WINDOW_MS;
+  }
 
   refresh(idp: string, subject: string, conditions: RefreshConditions = {}): Promise<RefreshResult> {
     const key = JSON.stringify([idp, subject]);
     const running = this.running.get(key);
     if (running) return running.then((result) => ({ ...result, refreshedByThisCall: false }));
     const arrived = { arrivedAt: new Date(), ...conditions };
-    const started = this.withSlot(() => this.refreshLocked(idp, subject, arrived)).finally(() => this.running.delete(key));
+    const started = this.refreshOrWait(idp, subject, arrived).finally(() => this.running.delete(key));
     this.running.set(key, started);
     return started;
+  }
+
+  /** The IdP of each claimed refresh in flight (at its IdP, or writing its answer). */
+  inFlight(): string[] {
+    return [...this.spending.values()];
+  }
+
+  /**
+   * Stops taking refreshes (callers waiting on another holder are answered UNAVAILABLE at once)
+   * and waits up to `graceMs` for those already claimed: cutting one after the IdP answered would
+   * leave its rotated token only in the spool, or nowhere if the spool is closed. Returns the IdP
+   * of each refresh still in flight at the end.
+   */
+  async drain(graceMs: number): Promise<string[]> {
+    this.stopping.abort();
+    const until = Date.now() + graceMs;
+    while (this.spending.size > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, Math.min(25, until - Date.now())));
+    return this.inFlight();
+  }
+
+  private refuseWhenStopping(): void {
+    if (this.stopping.signal.aborted) throw new VaultError('the sidecar is stopping and takes no new refresh; try again (another sidecar)', 'unavailable');
+  }
+
+  private async refreshOrWait(idp: string, subject: string, conditions: RefreshConditions & { arrivedAt: Date }): Promise<RefreshResult> {
+    const waitUntil = conditions.waitUntil ?? Date.now() + (this.options.waitForOtherMs ?? 30_000);
+    for (;;) {
+      this.refuseWhenStopping();
+      const attempt = await this.withSlot(() => this.attempt(idp, subject, conditions));
+      if (attempt.kind === 'done') return attempt.result;
+      await waitForHolder({ pool: this.options.pool, idp, subject, ...attempt, waitUntil, pollMs: this.options.pollMs ?? 100, stopping: this.stopping.signal, logger: this.options.logger });
+    }
   }
 
   /** Runs `work` when fewer than maxConcurrent refreshes run; a finishing one hands its slot on. */
@@ -98,69 +176,129 @@ export class GrantRefresher {
     }
   }
 
-  private async refreshLocked(idp: string, subject: string, conditions: RefreshConditions & { arrivedAt: Date }): Promise<RefreshResult> {
-    const { pool, store, clients, logger, onUpstream } = this.options;
-    const lockTimeoutMs = this.options.lockTimeoutMs ?? 30_000;
-    let refusal: VaultError | undefined;
+  /** Under the row lock: serve, wait for another holder, or claim the grant (committed); then spend. */
+  private async attempt(idp: string, subject: string, conditions: RefreshConditions & { arrivedAt: Date }): Promise<Attempt> {
+    const { pool, store, logger } = this.options;
     const key = JSON.stringify([idp, subject]);
-    const result = await withLockedGrant(pool, idp, subject, lockTimeoutMs, async (tx, row): Promise<RefreshResult | undefined> => {
+    const startedAt = performance.now();
+    const claimId = randomUUID();
+    let usedKept = false;
+    const decided = await withLockedGrant(pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row): Promise<Attempt | Claimed> => {
       if (!row) throw grantNotFound(idp, subject);
       const grant = openGrant(store, row);
       if (grant.status === 'revoked') throw revokedError(idp, subject);
-      const kept = this.unapplied.get(key);
-      // Already stored (the pump applied the spooled copy, or a login brought a newer refresh
-      // token), or nothing was rotated: the normal checks below decide, and the IdP may be called.
-      const keptApplied = kept && (!kept.tokens?.refreshToken || (row.refresh_token_observed_at !== null && row.refresh_token_observed_at >= kept.observedAt));
-      if (kept && keptApplied) this.unapplied.delete(key);
-      if (kept && !keptApplied) {
-        try {
-          // Merged by capture time, as the pump would: a newer refresh token (another sidecar's) stays.
-          await store.upsertGrant(tx, kept);
-        } catch (error) {
-          // Postgres refuses its content: it will never be written, so it must not block refreshes.
-          if (isRefusedByPostgres(error)) this.unapplied.delete(key);
-          throw error;
-        }
-        logger?.info({ idp, subject, captureId: kept.captureId }, 'applied a refresh answer whose first write failed, without calling the IdP again');
-        return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
+      const kept = await this.applyKept(tx, row, key);
+      if (kept) {
+        usedKept = true;
+        return { kind: 'done', result: kept };
       }
-      if (row.updated_at >= conditions.arrivedAt) return { grant, refreshedByThisCall: false };
+      if (row.updated_at >= conditions.arrivedAt) return { kind: 'done', result: { grant, refreshedByThisCall: false } };
       const expiresAt = grant.accessTokenExpiresAt?.getTime();
       if (conditions.onlyIfExpiringWithinMs !== undefined && expiresAt !== undefined && expiresAt - Date.now() > conditions.onlyIfExpiringWithinMs) {
-        return { grant, refreshedByThisCall: false };
+        return { kind: 'done', result: { grant, refreshedByThisCall: false } };
       }
-      if (!grant.refreshToken) {
-        throw new VaultError(`grant (${idp}, ${subject}) has no refresh token: the IdP issued none (many need an offline_access scope, or a setting, to issue one)`, 'failed_precondition');
-      }
-      const client = clients.get(idp);
-      if (!client) {
-        throw new VaultError(`no client credentials for IdP "${idp}": add it to the file named by ${IDP_CONFIG_ENV} (token_url, client_id, client_secret_env)`, 'failed_precondition');
-      }
-      // A refresh token works only for the client it was issued to.
-      if (grant.clientId && grant.clientId !== client.clientId) {
-        throw new VaultError(
-          `grant (${idp}, ${subject}) was issued to client "${grant.clientId}", but ${IDP_CONFIG_ENV} names client "${client.clientId}" for IdP "${idp}": use the client Okta uses`,
-          'failed_precondition',
-        );
-      }
+      const claim = await readClaim(tx, idp, subject);
+      // Our own leftover claim (an earlier attempt here that could not release it) is ours to replace.
+      if (claim && claim.holder !== this.holder && !claim.expired && !claim.settled) return { kind: 'wait', claim, version: row.version };
+      const client = this.clientFor(grant);
       // Calling the IdP spends the stored refresh token: only when its answer can be kept.
       if (this.options.outboxReady && !this.options.outboxReady()) {
         throw new VaultError('the sidecar cannot keep a refresh answer durably right now (its spool is full or closing); try again later', 'unavailable');
       }
+      if (claim && claim.holder !== this.holder && claim.expired && !claim.settled) {
+        logger?.warn(
+          { idp, subject, holder: claim.holder, claimedAt: claim.claimedAt, expiredAt: claim.expiresAt },
+          "taking over an expired refresh claim: its holder wrote no answer within the IdP timeout plus the apply window, and the grant's refresh token is still the one it claimed",
+        );
+      }
+      await takeClaim(tx, { idp, subject, claimId, holder: this.holder, holdMs: client.settings.timeoutMs + this.applyWindowMs });
+      return { grant, client, claimId, startedAt };
+    });
+    if (usedKept) this.unapplied.delete(key);
+    if ('kind' in decided) return decided;
+    return { kind: 'done', result: await this.spend(idp, subject, decided) };
+  }
+
+  /** The IdP client for a grant, or why it cannot be refreshed. */
+  private clientFor(grant: GrantRecord): IdpClient {
+    const { idp, subject } = grant;
+    if (!grant.refreshToken) {
+      throw new VaultError(`grant (${idp}, ${subject}) has no refresh token: the IdP issued none (many need an offline_access scope, or a setting, to issue one)`, 'failed_precondition');
+    }
+    const client = this.options.clients.get(idp);
+    if (!client) {
+      throw new VaultError(`no client credentials for IdP "${idp}": add it to the file named by ${IDP_CONFIG_ENV} (token_url, client_id, client_secret_env)`, 'failed_precondition');
+    }
+    // A refresh token works only for the client it was issued to.
+    if (grant.clientId && grant.clientId !== client.clientId) {
+      throw new VaultError(
+        `grant (${idp}, ${subject}) was issued to client "${grant.clientId}", but ${IDP_CONFIG_ENV} names client "${client.clientId}" for IdP "${idp}": use the client Okta uses`,
+        'failed_precondition',
+      );
+    }
+    return client;
+  }
+
+  /**
+   * A kept answer (its first write failed) not yet in Postgres is applied instead of calling the
+   * IdP, merged by capture time as the pump would (a newer refresh token, another sidecar's, stays).
+   * One already stored (the pump applied it, or a login brought a newer refresh token), or one
+   * that rotated nothing, is forgotten: the normal checks decide, and the IdP may be called.
+   */
+  private async applyKept(tx: pg.PoolClient, row: GrantRow, key: string): Promise<RefreshResult | undefined> {
+    const kept = this.unapplied.get(key);
+    if (!kept) return undefined;
+    const { capture, claimId } = kept;
+    if (!capture.tokens?.refreshToken || (row.refresh_token_observed_at !== null && row.refresh_token_observed_at >= capture.observedAt)) {
+      this.unapplied.delete(key);
+      return undefined;
+    }
+    try {
+      await this.options.store.upsertGrant(tx, capture);
+    } catch (error) {
+      // It fails for itself, not for an outage (a value over a limit, say): it will not be written
+      // here, so it must not block the grant's refreshes; the pump quarantines its spooled copy.
+      if (!isPostgresUnavailable(error)) this.unapplied.delete(key);
+      throw error;
+    }
+    await releaseClaim(tx, row.idp, row.subject, claimId);
+    this.options.logger?.info({ idp: row.idp, subject: row.subject, captureId: capture.captureId }, 'applied a refresh answer whose first write failed, without calling the IdP again');
+    return { grant: openGrant(this.options.store, await rereadGrant(tx, row.idp, row.subject)), refreshedByThisCall: true };
+  }
+
+  /** The claim is committed: call the IdP (no transaction open), spool its answer, write it. */
+  private async spend(idp: string, subject: string, claimed: Claimed): Promise<RefreshResult> {
+    const { logger, onUpstream } = this.options;
+    const { grant, client, claimId } = claimed;
+    this.spending.set(claimId, idp);
+    try {
+      // Past half the apply window another holder may soon take the claim over (a pause, a slow
+      // commit): the IdP is called only well inside the claim, and never once stopping began.
+      if (this.stopping.signal.aborted || performance.now() - claimed.startedAt > this.applyWindowMs / 2) {
+        await this.release(idp, subject, claimId);
+        this.refuseWhenStopping();
+        throw new VaultError(`claiming grant (${idp}, ${subject}) took too long to call the IdP safely; try again`, 'unavailable');
+      }
       const requestedAt = new Date();
       let tokens;
       try {
-        tokens = await client.refresh(grant.refreshToken, grant.issuer ?? undefined);
+        tokens = await client.refresh(grant.refreshToken!, grant.issuer ?? undefined);
       } catch (error) {
-        if (!(error instanceof IdpCallError)) throw error;
+        if (!(error instanceof IdpCallError)) {
+          await this.release(idp, subject, claimId);
+          throw error;
+        }
         if (error.errorCode === 'invalid_grant') {
           onUpstream?.(idp, 'invalid_grant');
-          await markRevoked(tx, idp, subject);
+          // Marked revoked only while the claim is still this attempt's: a holder that took it over decides otherwise.
+          await withLockedGrant(this.options.pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
+            if (row && (await releaseClaim(tx, idp, subject, claimId))) await markRevoked(tx, idp, subject);
+          });
           logger?.warn({ idp, subject }, 'IdP refused the stored refresh token (invalid_grant); grant marked revoked');
-          refusal = revokedError(idp, subject, 'the IdP refused the stored refresh token (invalid_grant)');
-          return undefined;
+          throw revokedError(idp, subject, 'the IdP refused the stored refresh token (invalid_grant)');
         }
         onUpstream?.(idp, error.kind === 'unavailable' ? 'unavailable' : 'refused');
+        await this.release(idp, subject, claimId);
         throw new VaultError(
           error.kind === 'unavailable' ? `${error.message}; try again` : `${error.message}; check the client for IdP "${idp}" in ${IDP_CONFIG_ENV}`,
           error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition',
@@ -172,6 +310,7 @@ export class GrantRefresher {
       // whoever answers at its token URL) mixed up grants: nothing is stored.
       const refreshedSubject = tokens.idToken ? stringClaim(tokens.claims, 'sub') : subject;
       if (refreshedSubject !== subject) {
+        await this.release(idp, subject, claimId);
         logger?.error({ idp, subject }, 'IdP answered the refresh with an id_token for another subject; nothing stored (OIDC Core 12.2)');
         throw new VaultError(`IdP "${idp}" answered the refresh of (${idp}, ${subject}) with an id_token for another subject; the stored grant is unchanged`, 'failed_precondition');
       }
@@ -196,14 +335,60 @@ export class GrantRefresher {
       if (this.options.outbox && !(await this.options.outbox(refreshed))) {
         logger?.warn({ idp, subject, captureId: refreshed.captureId }, 'the refreshed tokens could not be spooled first (spool full or closing); applying them directly');
       }
-      this.unapplied.set(key, refreshed);
+      const key = JSON.stringify([idp, subject]);
+      this.unapplied.set(key, { capture: refreshed, claimId });
+      const result = await this.apply(idp, subject, refreshed, claimId, client);
+      this.unapplied.delete(key);
+      return result;
+    } finally {
+      this.spending.delete(claimId);
+    }
+  }
+
+  /**
+   * Writes the answer and releases the claim in one transaction. While the claim is this attempt's
+   * and the grant's refresh token is still the claimed one, the answer wins outright; otherwise
+   * (taken over after expiry, a login meanwhile) it is merged by capture time, as the pump merges
+   * the spooled copy. A grant revoked or deleted while the IdP answered stays so.
+   */
+  private async apply(idp: string, subject: string, refreshed: Capture, claimId: string, client: IdpClient): Promise<RefreshResult> {
+    const { store, logger } = this.options;
+    const outcome = await withLockedGrant(this.options.pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
       await this.options.afterAnswerDurable?.(tx);
-      await store.writeObtainedTokens(tx, refreshed);
+      if (!row) return 'deleted' as const;
+      const claim = await readClaim(tx, idp, subject);
+      const own = claim?.claimId === claimId;
+      if (own) await releaseClaim(tx, idp, subject, claimId);
+      if (row.status === 'revoked') return 'revoked' as const;
+      if (own && !claim.settled) await store.writeObtainedTokens(tx, refreshed);
+      else {
+        logger?.warn({ idp, subject, holder: claim?.holder }, 'the refresh claim was taken over or its refresh token replaced while the IdP answered; the answer is merged by capture time');
+        await store.upsertGrant(tx, refreshed);
+      }
       return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
     });
-    this.unapplied.delete(key);
-    if (refusal) throw refusal;
-    return result!;
+    if (typeof outcome !== 'string') return outcome;
+    this.unapplied.delete(JSON.stringify([idp, subject]));
+    await this.revokeUnused(client, refreshed);
+    throw outcome === 'deleted' ? grantNotFound(idp, subject) : revokedError(idp, subject, 'it was revoked while the IdP answered the refresh');
+  }
+
+  /** Tokens obtained for a grant revoked or deleted meanwhile are revoked at the IdP (best effort). */
+  private async revokeUnused(client: IdpClient, refreshed: Capture): Promise<void> {
+    if (!client.canRevoke) return;
+    const tokens = [['refresh_token', refreshed.tokens?.refreshToken], ['access_token', refreshed.tokens?.accessToken]] as const;
+    try {
+      for (const [hint, token] of tokens) if (token) await client.revoke(token, hint);
+    } catch (error) {
+      this.options.logger?.warn({ idp: refreshed.idp, err: { message: (error as Error).message } }, 'could not revoke the tokens of a refresh whose grant was revoked meanwhile');
+    }
+  }
+
+  /** Ends this attempt's claim; if Postgres cannot be reached it expires on its own. */
+  private async release(idp: string, subject: string, claimId: string): Promise<void> {
+    await releaseClaim(this.options.pool, idp, subject, claimId).catch((error: unknown) => {
+      this.options.logger?.warn({ idp, subject, err: { message: (error as Error).message } }, 'could not release a refresh claim; it expires on its own');
+    });
   }
 }
 

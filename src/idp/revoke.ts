@@ -9,12 +9,15 @@ import type { GrantRecord, GrantStore } from '../store/grants.js';
 
 /**
  * Marks a grant revoked inside the caller's transaction (which holds the row lock). Its tokens are
- * erased: they are dead at the IdP, and a vault should not keep what it cannot use.
+ * erased: they are dead at the IdP, and a vault should not keep what it cannot use. The extras go
+ * with them (an IdP may have put a token there, Slack's authed_user.refresh_token), and with the
+ * id_token what it vouched for.
  */
 export async function markRevoked(client: pg.PoolClient, idp: string, subject: string): Promise<void> {
   await client.query(
-    `UPDATE grants SET status = 'revoked', access_token = NULL, refresh_token = NULL, id_token = NULL, access_token_fp = NULL,
+    `UPDATE grants SET status = 'revoked', access_token = NULL, refresh_token = NULL, id_token = NULL, extras = NULL, access_token_fp = NULL,
                        refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL,
+                       vouched_email = '', vouched_email_checked_at = NULL,
                        updated_at = clock_timestamp(), version = version + 1
      WHERE idp = $1 AND subject = $2`,
     [idp, subject],

@@ -19,6 +19,8 @@ export interface Timing {
 export interface IngestMetrics {
   captures: LabelledCount<'idp' | 'outcome'>;
   capturesDropped: LabelledCount<'reason'>;
+  /** Captures set aside in quarantined_captures: reason refused_by_postgres, unreadable or failed. */
+  capturesQuarantined: LabelledCount<'idp' | 'reason'>;
   postgresErrors: Count;
   postgresUp: Level;
   writeBatchSeconds: Timing;

@@ -1,13 +1,16 @@
 // The capture path after the Exchange: each capture goes into the spool at once, and a single
 // writer moves the spool into Postgres in order, one transaction per batch, committing the spool
-// only after Postgres has committed. A failed batch is retried (the same batch, so nothing is
-// skipped) with capped exponential backoff and jitter, for as long as it takes.
+// only after Postgres has committed. A batch that fails because Postgres is unavailable is retried
+// (the same batch, so nothing is skipped) with capped exponential backoff and jitter, for as long
+// as it takes; a capture that fails alone for any other reason is set aside in the quarantine
+// (store/quarantine.ts), counted and logged, and the spool moves on past it.
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
 import type { IngestMetrics } from './metrics.js';
 import { backoffMs } from './backoff.js';
 import type { CaptureSpool, SpoolBatch } from './spool.js';
-import { errorCode } from '../store/errors.js';
+import { errorCode, errorName, isPostgresUnavailable } from '../store/errors.js';
+import type { RecordResult, SetAside } from '../store/grants.js';
 import type { StoreState } from './postgres-availability.js';
 import { sleep } from './abortable-wait.js';
 import { ITEMS_PER_TURN, nextTurn } from './turns.js';
@@ -15,14 +18,19 @@ import { ITEMS_PER_TURN, nextTurn } from './turns.js';
 
 /** What the pump writes through (store/grants.ts's GrantStore). */
 export interface CaptureWriter {
-  /** Writes the batch; captures refused for their content are returned, the rest are written. */
-  recordCaptures(batch: readonly Capture[]): Promise<{
-    rejected: Array<{ captureId: string; idp: string; reason: string }>;
-    /** Profile captures that could not link a held grant sealed under a key this ring lacks. */
-    heldUnreadable?: Array<{ captureId: string; idp: string; keyId: string }>;
-    /** Captures of a user erased after they were observed: recorded, no grant stored. */
-    erased?: string[];
-  }>;
+  /**
+   * Writes the batch, and seals `setAside` into the quarantine, in one transaction. Captures that
+   * fail alone are quarantined and returned; it throws only when nothing was written.
+   */
+  recordCaptures(batch: readonly Capture[], setAside?: readonly SetAside[]): Promise<RecordResult>;
+}
+
+/** What the verification step made of a batch (CaptureVerification's answer, plus captures it threw on). */
+interface Verdict {
+  captures?: Capture[];
+  waiting?: Capture[];
+  retryAt?: number;
+  setAside?: SetAside[];
 }
 
 /**
@@ -71,7 +79,7 @@ export class CapturePump {
   private readonly maxBatch: number;
   /** This run's captures not yet written, by id: their IdP. Lets a reader wait for one IdP's (waitForIdp). */
   private readonly inFlight = new Map<string, string>();
-  /** Per IdP: captures of this run enqueued, and written (or refused). The spool is in order, so written catches up in order. */
+  /** Per IdP: captures of this run enqueued, and written (or quarantined). The spool is in order, so written catches up in order. */
   private readonly enqueuedByIdp = new Map<string, number>();
   private readonly writtenByIdp = new Map<string, number>();
   private idpWaiters: Array<{ idp: string; target: number; resolve: (done: boolean) => void }> = [];
@@ -111,7 +119,7 @@ export class CapturePump {
 
   /**
    * Resolves true once every capture of `idp` enqueued before this call is in Postgres (or was
-   * refused by it), false when `timeoutMs` is up first. The Okta hook waits here for a login
+   * quarantined), false when `timeoutMs` is up first. The Okta hook waits here for a login
    * still in the spool.
    */
   waitForIdp(idp: string, timeoutMs: number): Promise<boolean> {
@@ -171,6 +179,8 @@ export class CapturePump {
     let pending: SpoolBatch | undefined;
     /** `pending` as verified, kept across write retries (a Postgres outage does not re-verify). */
     let ready: Capture[] | undefined;
+    /** Captures of `pending` whose verification threw alone: quarantined with the batch. */
+    let setAside: SetAside[] = [];
     while (!this.stop.signal.aborted) {
       if (store.condition === 'preparing' || store.condition === 'schema_too_new') {
         await store.whenReady(this.stop.signal);
@@ -202,8 +212,9 @@ export class CapturePump {
           continue;
         }
         ready = verdict.captures;
+        setAside = verdict.setAside ?? [];
         // Only what waits is left: ask again when the keys may be there, not in a loop.
-        if (ready.length === 0 && spool.depth <= pending.captures.length + waiting.length) {
+        if (ready.length === 0 && setAside.length === 0 && spool.depth <= pending.captures.length + waiting.length) {
           this.markWritten([]);
           await spool.commit(pending);
           pending = undefined;
@@ -213,13 +224,14 @@ export class CapturePump {
           continue;
         }
       }
-      if (pending.captures.length > 0 && !(await this.write(ready!))) {
+      if (pending.captures.length > 0 && !(await this.write(ready!, setAside))) {
         await this.backOff();
         continue;
       }
       this.failedAttempts = 0;
-      // Captures appended again to wait for their keys are still on their way.
-      this.markWritten(ready ?? pending.captures);
+      // Captures appended again to wait for their keys are still on their way; quarantined ones
+      // are as far as they will go.
+      this.markWritten(ready ? [...ready, ...setAside.map((entry) => entry.capture)] : pending.captures);
       await spool.commit(pending);
       // An empty spool means nothing of this run is still on its way (a record the spool could not
       // open never arrives): the counts start level again, so no reader waits for it.
@@ -230,6 +242,7 @@ export class CapturePump {
       }
       pending = undefined;
       ready = undefined;
+      setAside = [];
     }
   }
 
@@ -244,16 +257,32 @@ export class CapturePump {
     return spool.appendAllDurable(captures);
   }
 
-  private async verify(captures: Capture[]): Promise<{ captures?: Capture[]; waiting?: Capture[]; retryAt?: number }> {
+  /**
+   * The verification step's verdict. When it throws (a bug, not an IdP's answer), each capture is
+   * verified alone: those that throw alone are set aside for the quarantine, the rest go on.
+   */
+  private async verify(captures: Capture[]): Promise<Verdict> {
     const { verification, logger } = this.options;
     if (!verification) return { captures };
     try {
       return await verification.verify(captures);
     } catch (error) {
-      // A bug, not an IdP's answer: the batch stays in the spool and is tried again.
-      logger.error({ err: { message: (error as Error).message }, batch: captures.length }, 'verifying captures failed; they stay in the spool');
-      return { retryAt: Date.now() + 1_000 };
+      logger.warn({ err: { name: errorName(error) }, batch: captures.length }, 'verifying a batch of captures failed; verifying them one at a time');
     }
+    const verdict: Required<Verdict> = { captures: [], waiting: [], retryAt: Number.POSITIVE_INFINITY, setAside: [] };
+    for (const capture of captures) {
+      try {
+        const alone = await verification.verify([capture]);
+        // No answer for it yet: it waits (at the end of the spool) like a capture waiting for keys.
+        verdict.captures.push(...(alone.captures ?? []));
+        verdict.waiting.push(...(alone.captures ? (alone.waiting ?? []) : [capture]));
+        if (alone.retryAt !== undefined) verdict.retryAt = Math.min(verdict.retryAt, alone.retryAt);
+      } catch (error) {
+        verdict.setAside.push({ capture, stage: 'verification', label: 'failed', reason: `verifying it failed (${errorName(error)})` });
+      }
+    }
+    if (verdict.waiting.length === 0) return { captures: verdict.captures, setAside: verdict.setAside };
+    return { ...verdict, retryAt: Number.isFinite(verdict.retryAt) ? verdict.retryAt : Date.now() + 1_000 };
   }
 
   private renewNap(): void {
@@ -269,28 +298,37 @@ export class CapturePump {
     await sleep(backoffMs(this.failedAttempts, this.options.retryInitialMs ?? 100, this.options.retryMaxMs ?? 5_000), this.wake);
   }
 
-  private async write(captures: readonly Capture[]): Promise<boolean> {
+  private async write(captures: readonly Capture[], setAside: readonly SetAside[]): Promise<boolean> {
     const { metrics, logger, store, writer } = this.options;
     const endTimer = metrics.writeBatchSeconds.startTimer();
-    let rejected: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['rejected'];
-    let heldUnreadable: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['heldUnreadable'];
-    let erased: Awaited<ReturnType<CaptureWriter['recordCaptures']>>['erased'];
+    let result: RecordResult;
     try {
-      ({ rejected, heldUnreadable, erased } = await writer.recordCaptures(captures));
+      result = await writer.recordCaptures(captures, setAside);
     } catch (error) {
-      store.failed(error);
-      logger.warn(
-        { err: { message: (error as Error).message, code: errorCode(error) }, batch: captures.length, attempt: this.failedAttempts + 1, spooled: this.depth },
-        'writing captures to Postgres failed; they stay in the spool and the write is retried',
-      );
+      const context = { batch: captures.length, attempt: this.failedAttempts + 1, spooled: this.depth };
+      if (isPostgresUnavailable(error)) {
+        store.failed(error);
+        logger.warn({ err: { message: (error as Error).message, code: errorCode(error) }, ...context }, 'writing captures to Postgres failed; they stay in the spool and the write is retried');
+      } else {
+        // Not an outage, and not one capture's fault either (the quarantine itself failed): Postgres
+        // is up, so postgres_up stays as it is; the spool depth and this line show the stall. No
+        // message: a refusal's message may quote a value.
+        logger.error({ err: { name: errorName(error), code: errorCode(error) }, ...context }, 'writing captures failed, not for an outage, and the failing capture could not be quarantined; they stay in the spool and the write is retried');
+      }
       return false;
     }
     endTimer();
     store.succeeded();
-    const refused = new Set(rejected.map((entry) => entry.captureId));
-    for (const entry of rejected) {
-      metrics.capturesDropped.inc({ reason: 'refused_by_postgres' });
-      logger.error({ idp: entry.idp, captureId: entry.captureId, reason: entry.reason }, 'capture dropped');
+    const { quarantined, heldUnreadable, erased } = result;
+    const setApart = new Set(quarantined.map((entry) => entry.captureId));
+    for (const entry of quarantined) {
+      // A replayed spool meets a capture quarantined before: counted and logged once.
+      if (entry.known) continue;
+      metrics.capturesQuarantined.inc({ idp: entry.idp, reason: entry.label });
+      logger.error(
+        { idp: entry.idp, captureId: entry.captureId, reason: entry.label, detail: entry.reason },
+        'capture quarantined: it cannot be written, and the captures behind it go on (token-tap captures quarantined / retry)',
+      );
     }
     const unlinked = new Set((heldUnreadable ?? []).map((entry) => entry.captureId));
     const erasedIds = new Set(erased ?? []);
@@ -304,7 +342,7 @@ export class CapturePump {
     for (const [index, capture] of captures.entries()) {
       // A line each, written synchronously: the event loop gets its turns between them.
       if (index > 0 && index % ITEMS_PER_TURN === 0) await nextTurn();
-      if (refused.has(capture.captureId)) continue;
+      if (setApart.has(capture.captureId)) continue;
       const outcome = erasedIds.has(capture.captureId) ? 'erased' : unlinked.has(capture.captureId) ? 'held_unreadable' : capture.outcome;
       metrics.captures.inc({ idp: capture.idp, outcome });
       // Genuine tokens, most likely, whose IdP's keys could not be fetched in time: lost, so counted as such.

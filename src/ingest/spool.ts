@@ -81,6 +81,19 @@ function binding(captureId: string): FieldBinding {
   return { idp: 'spool', subject: captureId, field: 'capture' };
 }
 
+/**
+ * A capture sealed as a spool record holds it: its JSON (encodeCapture) under the ring's active key,
+ * bound to its capture id. The capture writer's quarantine keeps captures the same way.
+ */
+export function sealCapture(ring: KeyRing, capture: Capture): { keyId: string; sealed: Buffer } {
+  return { keyId: ring.activeKeyId, sealed: seal(ring, encodeCapture(capture), binding(capture.captureId)) };
+}
+
+/** The capture sealCapture sealed; throws DecryptError (key missing or other material) or a parse error. */
+export function openSealedCapture(ring: KeyRing, keyId: string, sealed: Buffer, captureId: string): Capture {
+  return decodeCapture(openSealed(ring, keyId, sealed, binding(captureId)));
+}
+
 function segmentFile(dir: string, seq: number): string {
   return path.join(dir, `${String(seq).padStart(20, '0')}.seg`);
 }
@@ -377,10 +390,9 @@ export class CaptureSpool {
   }
 
   private frame(capture: Capture): Buffer {
-    const ring = this.options.keyRing;
-    const keyId = Buffer.from(ring.activeKeyId, 'latin1');
+    const { keyId: activeKeyId, sealed } = sealCapture(this.options.keyRing, capture);
+    const keyId = Buffer.from(activeKeyId, 'latin1');
     const captureId = Buffer.from(capture.captureId, 'utf8');
-    const sealed = seal(ring, encodeCapture(capture), binding(capture.captureId));
     const head = Buffer.alloc(LENGTH_BYTES + 1 + 2 + keyId.length + 2 + captureId.length);
     let at = head.writeUInt32BE(head.length - LENGTH_BYTES + sealed.length, 0);
     at = head.writeUInt8(RECORD_VERSION, at);
@@ -401,7 +413,7 @@ export class CaptureSpool {
       const captureIdLength = record.readUInt16BE(idAt);
       const captureId = record.toString('utf8', idAt + 2, idAt + 2 + captureIdLength);
       const sealed = record.subarray(idAt + 2 + captureIdLength);
-      return decodeCapture(openSealed(this.options.keyRing, keyId, sealed, binding(captureId)));
+      return openSealedCapture(this.options.keyRing, keyId, sealed, captureId);
     } catch (error) {
       // Only the error's name for anything but a failed decryption: a parse error's message can
       // quote the decrypted text, tokens included.

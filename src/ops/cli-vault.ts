@@ -257,7 +257,9 @@ function registerGrantCommands(program: Command): void {
 
   grants
     .command('refresh')
-    .description(`Refresh a grant at its IdP with the stored refresh token and print it. Reads DATABASE_URL, TOKEN_TAP_KEYS and ${IDP_CONFIG_ENV}.`)
+    .description(
+      `Refresh a grant at its IdP with the stored refresh token and print it. If a sidecar is refreshing it now, waits (up to 30 s) for that result instead. Reads DATABASE_URL, TOKEN_TAP_KEYS and ${IDP_CONFIG_ENV}.`,
+    )
     .requiredOption('--idp <name>', 'the IdP name')
     .requiredOption('--subject <sub>', "the user's subject")
     .action(async (options: { idp: string; subject: string }) => {

@@ -6,10 +6,12 @@ import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
 import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
+import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
 import { startSidecar } from '../sidecar.js';
 import { grantNotFound } from '../store/errors.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
 import { audited, registerVaultCommands } from './cli-vault.js';
+import { registerCaptureCommands } from './cli-captures.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 
@@ -60,6 +62,7 @@ interface EnvoyConfigFlags {
   listen: string;
   sidecar: string;
   admin: string;
+  ready: string;
   mode: ProcessingMode;
   messageTimeoutMs?: string;
   sidecarMaxStreams?: string;
@@ -67,6 +70,7 @@ interface EnvoyConfigFlags {
   tlsCert?: string;
   tlsKey?: string;
   oktaHook?: string;
+  oktaHookRateLimit?: string;
   sidecarTlsCert?: string;
   sidecarTlsKey?: string;
   sidecarCa?: string;
@@ -76,7 +80,7 @@ interface EnvoyConfigFlags {
 
 async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   // Loaded here, not at start: the YAML library is only needed by this command.
-  const { parseCidr, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyYaml } = await import('../envoyconfig/render.js');
+  const { parseCidr, parseHookRateLimit, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyYaml } = await import('../envoyconfig/render.js');
   const problems: string[] = [];
   const idps: IdpRoute[] = parseEach(options.idp, parseIdpFlag, problems);
   const subjectFields = new Map<string, string>();
@@ -91,11 +95,14 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   }
   if (options.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
   const oktaHook = options.oktaHook === undefined ? undefined : parseOrNote(options.oktaHook, (text) => parseHostPort(text, '--okta-hook'), problems);
+  const oktaHookRateLimit = options.oktaHookRateLimit === undefined ? undefined : parseOrNote(options.oktaHookRateLimit, parseHookRateLimit, problems);
+  if (options.oktaHookRateLimit !== undefined && options.oktaHook === undefined) problems.push('--okta-hook-rate-limit limits the route --okta-hook adds: give --okta-hook too');
   const addresses: Partial<Record<'listen' | 'admin', HostPort>> = {};
   for (const key of ['listen', 'admin'] as const) {
     const address = parseOrNote(options[key], (text) => parseHostPort(text, `--${key}`), problems);
     if (address) addresses[key] = address;
   }
+  const ready = options.ready === 'off' ? undefined : parseOrNote(options.ready, (text) => parseHostPort(text, '--ready'), problems);
   const sidecar: ListenAddress | undefined = parseOrNote(options.sidecar, (text) => parseListenAddress(text, '--sidecar'), problems);
   const sidecarTlsFiles = [options.sidecarTlsCert, options.sidecarTlsKey, options.sidecarCa];
   if (sidecarTlsFiles.some(Boolean) && !sidecarTlsFiles.every(Boolean)) problems.push('--sidecar-tls-cert, --sidecar-tls-key and --sidecar-ca go together (mTLS to the sidecar)');
@@ -123,11 +130,13 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       ...(tokenRateLimit ? { tokenRateLimit } : {}),
       ...(allowSources.length > 0 ? { allowSources } : {}),
       admin: addresses.admin!,
+      ...(ready ? { ready } : {}),
       mode: options.mode,
       messageTimeoutMs,
       sidecarMaxStreams,
       upstreamCaFile: options.upstreamCa,
       ...(oktaHook ? { oktaHook } : {}),
+      ...(oktaHookRateLimit !== undefined ? { oktaHookRateLimit } : {}),
       ...(options.tlsCert && options.tlsKey ? { tls: { certFile: path.resolve(options.tlsCert), keyFile: path.resolve(options.tlsKey) } } : {}),
     });
   } catch (error) {
@@ -186,6 +195,7 @@ export function buildProgram(): Command {
     .option('--token-rate-limit <n/s>', 'at most N calls per second (N/s, N/m, N/h) on each token route; beyond, Envoy answers 429 without calling the IdP')
     .option('--allow-source <cidr>', "only these source networks reach Envoy (403 for others), e.g. Okta's published egress ranges; repeat for several", collect, [])
     .option('--admin <host:port>', 'Envoy admin interface (keep it on loopback)', '127.0.0.1:9901')
+    .option('--ready <host:port>', `Envoy's readiness listener, or "off": GET ${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy; point the readiness probe here (Kubernetes: 0.0.0.0:${ENVOY_READY_PORT}, the kubelet probes the pod's address)`, `127.0.0.1:${ENVOY_READY_PORT}`)
     .addOption(new Option('--mode <mode>', 'observability: Envoy never waits; buffered: one loopback round trip per message').choices(['observability', 'buffered']).default('observability'))
     .option('--message-timeout-ms <ms>', 'buffered mode: how long Envoy waits for the sidecar before failing open (default 200)')
     .option('--sidecar-max-streams <n>', 'circuit breaker: ext_proc streams open at once (peak token calls/s x seconds each stays open); beyond it logins go on uncaptured (default 4096)')
@@ -193,6 +203,11 @@ export function buildProgram(): Command {
     .option('--tls-cert <file>', 'serve Okta over https with this PEM certificate chain (TLS 1.2+, HTTP/1.1 and HTTP/2)')
     .option('--tls-key <file>', 'the PEM private key for --tls-cert')
     .option('--okta-hook <host:port>', "the sidecar's Okta hook listener (serve --hook-listen): adds the route POST /okta/token-hook, without ext_proc")
+    .option(
+      '--okta-hook-rate-limit <n/s[:burst]>',
+      'a token bucket on the hook route (N/s, N/m or N/h, optionally :BURST; "off" or 0: none); beyond it Envoy answers 429 and Okta issues its tokens unchanged. ' +
+        "Default 100/s:200 (6,000 a minute, 200 at once): Okta calls the hook at most once per token request to a custom authorization server, and all of an org's custom authorization servers share one per-minute rate limit (its Rate Limit dashboard shows it); raise this above that limit if yours is higher",
+    )
     .action(envoyConfig);
 
   program
@@ -205,7 +220,8 @@ export function buildProgram(): Command {
     .option('--hostname <host>', 'a hostname Okta calls; repeat for several', collect, [])
     .option('--image <image>', 'the sidecar image')
     .option('--istio', 'render for an Istio ingress gateway instead (--gateway names the Istio Gateway)', false)
-    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean }) => {
+    .option('--okta-hook-rate-limit <n/s[:burst]>', 'a rate limit on the Okta hook rule (N/s, N/m or N/h, optionally :BURST, Istio only; "off" or 0: none); default 100/s:200, see envoy-config --help')
+    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean; oktaHookRateLimit?: string }) => {
       const { renderGatewayCommand } = await import('../envoyconfig/gateway-cli.js');
       process.stdout.write(renderGatewayCommand(options, UsageError));
     });
@@ -263,6 +279,7 @@ export function buildProgram(): Command {
     });
 
   registerVaultCommands(program);
+  registerCaptureCommands(program);
   return program;
 }
 

@@ -5,6 +5,7 @@ export interface Metrics {
   registry: Registry;
   captures: Counter<'idp' | 'outcome'>;
   capturesDropped: Counter<'reason'>;
+  capturesQuarantined: Counter<'idp' | 'reason'>;
   unnamedRoutes: Counter;
   extProcStreamsOpen: Gauge;
   extProcStreamErrors: Counter;
@@ -19,6 +20,20 @@ export interface Metrics {
   spoolFsyncSeconds: Histogram;
   postgresUp: Gauge;
   jwksFetches: Counter<'idp' | 'result'>;
+  refusalsSummarised: Counter<'source' | 'outcome'>;
+}
+
+export const REFUSALS_SUMMARISED = 'token_tap_refusals_summarised_total';
+
+/** Shared by the capture path (here) and the Okta hook (hook/metrics.ts), whichever registers first. */
+export function refusalsSummarisedCounter(registry: Registry): Counter<'source' | 'outcome'> {
+  return new Counter({
+    name: REFUSALS_SUMMARISED,
+    help:
+      'Refusals that got no row of their own but were counted into a summary row (TOKEN_TAP_REFUSAL_SUMMARY_MS), by source (okta_hook: access_events; capture: capture_events) and outcome. The calls and captures themselves are in token_tap_okta_hook_calls_total and token_tap_captures_total.',
+    labelNames: ['source', 'outcome'],
+    registers: [registry],
+  });
 }
 
 export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
@@ -38,6 +53,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       help:
         'Captures dropped before reaching Postgres, by reason. spool_damaged counts damaged spool segments, one per segment: the records after the damage cannot be framed, so not counted.',
       labelNames: ['reason'],
+      registers,
+    }),
+    capturesQuarantined: new Counter({
+      name: 'token_tap_captures_quarantined_total',
+      help:
+        'Captures set aside in quarantined_captures instead of blocking the writer, by IdP and reason: refused_by_postgres (a value Postgres refuses alone, e.g. over the btree limit), unreadable (a held grant the key ring cannot open), failed (anything else, verification included). List and retry them with token-tap captures.',
+      labelNames: ['idp', 'reason'],
       registers,
     }),
     jwksFetches: new Counter({
@@ -81,6 +103,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     postgresUp: new Gauge({ name: 'token_tap_postgres_up', help: '1 when the last Postgres write (or schema check) succeeded, else 0.', registers }),
+    refusalsSummarised: refusalsSummarisedCounter(registry),
   };
 }
 

@@ -1,5 +1,6 @@
 // The access_events table: one row per TokenVault call or operator command. It names the caller,
-// the operation, the grant and the outcome; it never holds a token, a key or a secret.
+// the operation, the grant and the outcome; it never holds a token, a key or a secret. Refused
+// Okta hook calls are summarised (hook/refusals.ts): a row may stand for `count` of them.
 //
 // Rows are written with group commit: calls that arrive while a write is in flight wait for the
 // next one, which inserts them all in one statement, so one WAL flush serves the whole batch.
@@ -36,6 +37,8 @@ export interface AccessEvent {
   subject?: string | undefined;
   /** Why, in words; never token material. */
   detail?: string | undefined;
+  /** How many calls the row stands for: a summary of refusals (hook/refusals.ts) counts several; default 1. */
+  count?: number | undefined;
 }
 
 const MAX_DETAIL = 500;
@@ -102,7 +105,7 @@ export class AccessEventLog {
   }
 
   private async insert(events: AccessEvent[]): Promise<void> {
-    const columns: unknown[][] = Array.from({ length: 9 }, () => []);
+    const columns: unknown[][] = Array.from({ length: 10 }, () => []);
     for (const event of events) {
       [
         event.operation,
@@ -114,6 +117,7 @@ export class AccessEventLog {
         event.idp ?? null,
         event.subject ?? null,
         event.detail?.slice(0, MAX_DETAIL) ?? null,
+        event.count ?? 1,
       ].forEach((value, index) => columns[index]!.push(value));
     }
     // WITH ORDINALITY keeps the rows in call order, so ids follow the order calls finished.
@@ -123,10 +127,10 @@ export class AccessEventLog {
     await this.pool.query({
       name: `token-tap-access-events-${mode}`,
       text: `WITH commit_mode AS (SELECT set_config('synchronous_commit', '${mode}', true))
-       INSERT INTO access_events (operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail)
-       SELECT operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail
-       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[])
-         WITH ORDINALITY AS event(operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, n), commit_mode
+       INSERT INTO access_events (operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, count)
+       SELECT operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, count
+       FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
+         WITH ORDINALITY AS event(operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, count, n), commit_mode
        ORDER BY n`,
       values: columns,
     });

@@ -1,5 +1,7 @@
-// One grant row locked for the length of a transaction (SELECT ... FOR UPDATE), so a refresh,
-// a revocation and a key rotation of the same grant never interleave, across sidecars too.
+// One grant row locked for the length of a transaction (SELECT ... FOR UPDATE), so the steps of a
+// refresh (claiming, writing its answer), a revocation and a key rotation of the same grant never
+// interleave, across sidecars too. A refresh holds no lock while its IdP answers: its claim
+// (refresh-claims.ts) fences other refreshes then.
 import type pg from 'pg';
 import { DecryptError } from '../keys/key-ring.js';
 import { withTransaction } from './pool.js';

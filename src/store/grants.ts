@@ -3,15 +3,19 @@
 import type pg from 'pg';
 import type { Capture, TokenSet } from '../capture/types.js';
 import { fingerprint, open, parseDecrypted, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
-import { decodeIdTokenClaims } from '../capture/jwt.js';
-import { isRefusedByPostgres } from './errors.js';
+import { decodeIdTokenClaims, vouchedEmail } from '../capture/jwt.js';
+import { describeCaptureFailure, isPostgresUnavailable } from './errors.js';
 import { withTransaction } from './pool.js';
 import { erasedSql, HOLD_OFF_ERASURES } from './tombstones.js';
 import { mapWithTurns } from '../ingest/turns.js';
+import { quarantineCapture, type QuarantinedCapture, type QuarantineStage } from './quarantine.js';
 
 export interface RecordResult {
-  /** Captures Postgres refused for their content; the rest of the batch was written. */
-  rejected: Array<{ captureId: string; idp: string; reason: string }>;
+  /**
+   * Captures set aside in quarantined_captures, in the batch's transaction: each failed when
+   * written alone for a reason other than Postgres being unavailable. The rest were written.
+   */
+  quarantined: QuarantinedCapture[];
   /**
    * Profile captures whose held grant is sealed under a key this ring lacks (a key rollout in
    * progress): the grant stays held (pending_grants), unchanged, and the profile is kept as a hint.
@@ -21,18 +25,16 @@ export interface RecordResult {
   erased?: string[];
 }
 
-/**
- * Errors that come from one capture's content, not from the connection or the server: data
- * exceptions (SQLSTATE class 22), constraint violations (23), and values JavaScript cannot encode.
- */
-function isRefusedCapture(error: unknown): boolean {
-  return isRefusedByPostgres(error) || error instanceof TypeError || error instanceof RangeError;
+/** A capture the pump sets aside before writing (its verification threw), with why. */
+export interface SetAside {
+  capture: Capture;
+  stage: QuarantineStage;
+  label: QuarantinedCapture['label'];
+  reason: string;
 }
 
-function refusalReason(error: unknown): string {
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === 'string' ? `Postgres refused it (SQLSTATE ${code})` : `cannot be encoded (${(error as Error).name})`;
-}
+/** A capture_events row that stands for `count` responses of one kind (ingest/capture-refusals.ts). */
+export type CaptureSummary = Capture & { count?: number };
 
 export interface GrantRecord {
   idp: string;
@@ -85,6 +87,23 @@ export interface GrantRow {
   refresh_token_key_id: string | null;
   id_token_key_id: string | null;
   refresh_token_observed_at: Date | null;
+  /** Migration 000007: the address the stored id_token vouches for ('' none), NULL when not known. */
+  vouched_email?: string | null;
+  vouched_email_checked_at?: Date | null;
+}
+
+/** The grants `match: email` weighs for some addresses (findEmailCandidates). */
+export interface EmailCandidates {
+  /** Candidates whose stored id_token vouches for one of the addresses, newest first; at most two. */
+  vouched: GrantRecord[];
+  /**
+   * Candidates for which that is not recorded (written before migration 000007, or by a sidecar of
+   * an earlier release during a rolling update), newest first, at most `uncheckedLimit`: the caller
+   * reads their claims.
+   */
+  unchecked: GrantRecord[];
+  /** The newest candidate of all, vouched or not. */
+  newest: GrantRecord | undefined;
 }
 
 type TokenField = 'access_token' | 'refresh_token' | 'id_token' | 'extras';
@@ -158,41 +177,62 @@ export class GrantStore {
 
   /**
    * Writes a batch in one transaction: an event per capture, and the grant for each stored one.
-   * A capture Postgres refuses (a NUL byte in a claim, say) must not block the batch forever:
-   * the batch is then written again with a savepoint per capture, and the refused ones returned.
+   * One capture that cannot be written (a value Postgres refuses, a held grant that cannot be
+   * opened, a bug) must not block the batch and everything behind it: unless Postgres is
+   * unavailable (then the batch throws and is retried), the batch is written again with a
+   * savepoint per capture, and each capture that fails alone is sealed into quarantined_captures
+   * in the same transaction. `setAside` (captures whose verification threw) go there directly.
    */
-  async recordCaptures(captures: readonly Capture[]): Promise<RecordResult> {
+  async recordCaptures(captures: readonly Capture[], setAside: readonly SetAside[] = []): Promise<RecordResult> {
     try {
-      return await this.writeBatch(captures, false);
+      return await this.writeBatch(captures, setAside, false);
     } catch (error) {
-      if (!isRefusedCapture(error)) throw error;
-      return this.writeBatch(captures, true);
+      if (isPostgresUnavailable(error)) throw error;
+      return this.writeBatch(captures, setAside, true);
     }
   }
 
-  private async writeBatch(captures: readonly Capture[], oneByOne: boolean): Promise<RecordResult> {
+  /** Writes one capture inside the caller's transaction (a quarantined capture retried). */
+  async writeCaptureIn(client: pg.PoolClient, capture: Capture): Promise<void> {
+    this.heldUnreadable = [];
+    this.erased = [];
+    await this.apply(client, capture);
+  }
+
+  private async writeBatch(captures: readonly Capture[], setAside: readonly SetAside[], oneByOne: boolean): Promise<RecordResult> {
     return withTransaction(this.pool, async (client) => {
-      const rejected: RecordResult['rejected'] = [];
+      const quarantined: QuarantinedCapture[] = [];
       const heldUnreadable: NonNullable<RecordResult['heldUnreadable']> = [];
       this.heldUnreadable = heldUnreadable;
       const erased: string[] = [];
       this.erased = erased;
+      for (const { capture, stage, label, reason } of setAside) {
+        const { known } = await quarantineCapture(client, this.ring, capture, stage, reason);
+        quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
+      }
       if (!oneByOne) {
         await this.applyBatch(client, captures);
-        return { rejected, heldUnreadable, erased };
+        return { quarantined, heldUnreadable, erased };
       }
       for (const capture of captures) {
+        const noted = heldUnreadable.length;
+        const notedErased = erased.length;
         await client.query('SAVEPOINT capture');
         try {
           await this.apply(client, capture);
           await client.query('RELEASE SAVEPOINT capture');
         } catch (error) {
-          if (!isRefusedCapture(error)) throw error;
+          // Postgres going away mid-batch fails every capture alike: the whole batch is retried.
+          if (isPostgresUnavailable(error)) throw error;
           await client.query('ROLLBACK TO SAVEPOINT capture');
-          rejected.push({ captureId: capture.captureId, idp: capture.idp, reason: refusalReason(error) });
+          heldUnreadable.length = noted;
+          erased.length = notedErased;
+          const { label, reason } = describeCaptureFailure(error);
+          const { known } = await quarantineCapture(client, this.ring, capture, 'write', reason);
+          quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
         }
       }
-      return { rejected, heldUnreadable, erased: erased.filter((id) => !rejected.some((entry) => entry.captureId === id)) };
+      return { quarantined, heldUnreadable, erased };
     }, { opening: [HOLD_OFF_ERASURES] });
   }
 
@@ -231,16 +271,35 @@ export class GrantStore {
   }
 
   /**
-   * Active grants of an IdP whose email claim is one of `emails` (lower-case), newest first, in one
-   * query: the Okta hook weighs them all (several upstream users may claim one address). With
-   * `verifiedOnly`, grants whose id_token was not verified are not among them.
+   * The candidates of the Okta hook's `match: email`: active grants of an IdP whose email is one of
+   * `emails` (lower-case); with `verifiedOnly`, only grants whose id_token was verified. Postgres
+   * weighs every candidate, however many there are (anyone may claim an address at some IdPs, so
+   * look-alikes must not push the real user out): it returns the newest two whose id_token vouches
+   * for one of the addresses (vouched_email), those whose vouching is not recorded, bounded, and the
+   * newest candidate. One query; only those rows are opened.
    */
-  async findActiveGrantsByEmail(idp: string, emails: readonly string[], options: { verifiedOnly: boolean; limit: number }): Promise<GrantRecord[]> {
-    const { rows } = await this.pool.query<GrantRow>(
-      "SELECT * FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND status = 'active' AND (verified OR NOT $3) ORDER BY updated_at DESC LIMIT $4",
-      [idp, emails, options.verifiedOnly, options.limit],
+  async findEmailCandidates(idp: string, emails: readonly string[], options: { verifiedOnly: boolean; uncheckedLimit: number }): Promise<EmailCandidates> {
+    const { rows } = await this.pool.query<GrantRow & { candidate: 'vouched' | 'unchecked' | 'newest' }>(
+      `WITH candidates AS MATERIALIZED (
+         SELECT subject, updated_at, vouched_email,
+                (vouched_email IS NOT NULL AND vouched_email_checked_at IS NOT DISTINCT FROM id_token_observed_at) AS recorded
+         FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND status = 'active' AND (verified OR NOT $3)
+       ), chosen AS (
+         (SELECT 'vouched' AS candidate, subject FROM candidates WHERE recorded AND vouched_email = ANY($2::text[]) ORDER BY updated_at DESC LIMIT 2)
+         UNION ALL
+         (SELECT 'unchecked', subject FROM candidates WHERE NOT recorded ORDER BY updated_at DESC LIMIT $4)
+         UNION ALL
+         (SELECT 'newest', subject FROM candidates ORDER BY updated_at DESC LIMIT 1)
+       )
+       SELECT chosen.candidate, g.* FROM chosen JOIN grants g ON g.idp = $1 AND g.subject = chosen.subject
+       ORDER BY g.updated_at DESC`,
+      [idp, emails, options.verifiedOnly, options.uncheckedLimit],
     );
-    return rows.map((row) => this.decrypt(row));
+    // The newest candidate is usually among the others too: open each row once.
+    const opened = new Map<string, GrantRecord>();
+    const openOnce = (row: GrantRow) => opened.get(row.subject) ?? opened.set(row.subject, this.decrypt(row)).get(row.subject)!;
+    const of = (candidate: string) => rows.filter((row) => row.candidate === candidate).map(openOnce);
+    return { vouched: of('vouched'), unchecked: of('unchecked'), newest: of('newest')[0] };
   }
 
   /**
@@ -354,8 +413,8 @@ export class GrantStore {
    * Inserts the events not seen before; returns their capture ids (a replayed capture is skipped)
    * with the outcome recorded: a login of a user erased after it was observed is `erased`.
    */
-  private async insertEvents(client: pg.PoolClient, captures: readonly Capture[]): Promise<Map<string, string>> {
-    const columns: unknown[][] = Array.from({ length: 11 }, () => []);
+  private async insertEvents(client: pg.PoolClient, captures: readonly CaptureSummary[]): Promise<Map<string, string>> {
+    const columns: unknown[][] = Array.from({ length: 12 }, () => []);
     for (const capture of captures) {
       const tokens = capture.tokens;
       // A profile is recorded as unmatched until it links a held grant.
@@ -372,22 +431,34 @@ export class GrantStore {
         this.fp(tokens?.accessToken ?? capture.profile?.accessToken),
         this.fp(tokens?.refreshToken),
         this.fp(tokens?.idToken),
+        capture.count ?? 1,
       ].forEach((value, index) => columns[index]!.push(value));
     }
     const { rows } = await client.query<{ capture_id: string; outcome: string }>(
       `INSERT INTO capture_events (capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail,
-                                   access_token_fp, refresh_token_fp, id_token_fp)
+                                   access_token_fp, refresh_token_fp, id_token_fp, count)
        SELECT capture_id, observed_at, idp, subject, http_status,
               CASE WHEN outcome = 'stored' AND ${erasedSql('event.idp', 'event.subject', 'event.observed_at')} THEN 'erased' ELSE outcome END,
-              error_code, detail, access_token_fp, refresh_token_fp, id_token_fp
+              error_code, detail, access_token_fp, refresh_token_fp, id_token_fp, count
        FROM unnest($1::uuid[], $2::timestamptz[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[],
-                   $8::text[], $9::text[], $10::text[], $11::text[])
-         AS event(capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail, access_token_fp, refresh_token_fp, id_token_fp)
+                   $8::text[], $9::text[], $10::text[], $11::text[], $12::int[])
+         AS event(capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail, access_token_fp, refresh_token_fp, id_token_fp, count)
        ON CONFLICT (capture_id) DO NOTHING
        RETURNING capture_id, outcome`,
       columns,
     );
     return new Map(rows.map((row) => [row.capture_id, row.outcome]));
+  }
+
+  /**
+   * Summary rows of responses that carried no tokens (idp_error, unparseable, ...), written past
+   * the spool: a relaxed commit (no wait for the WAL flush), as nothing here can be lost but a count.
+   */
+  async recordCaptureSummaries(summaries: readonly CaptureSummary[]): Promise<void> {
+    await withTransaction(this.pool, async (client) => {
+      await client.query("SET LOCAL synchronous_commit = 'off'");
+      await this.insertEvents(client, summaries);
+    });
   }
 
   /**
@@ -408,6 +479,8 @@ export class GrantStore {
       value ? seal(this.ring, value, binding(field)) : null;
     const extras: SealedExtras = { response: tokens.extras };
     const observedAt = capture.observedAt;
+    // Read from the id_token itself, as the hook reads the stored one; without one, no address.
+    const vouched = tokens.idToken ? (vouchedEmail(decodeIdTokenClaims(tokens.idToken)) ?? '') : '';
     return [
       capture.idp,
       subject,
@@ -428,6 +501,7 @@ export class GrantStore {
       tokens.idToken ? epochSeconds(tokens.claims?.exp) : null,
       observedAt,
       capture.verified === true,
+      vouched,
     ];
   }
 
@@ -445,7 +519,7 @@ export class GrantStore {
    * how many rows were dropped so.
    */
   private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<number> {
-    const columns: unknown[][] = Array.from({ length: 18 }, (_, index) => rows.map((row) => row[index]));
+    const columns: unknown[][] = Array.from({ length: 19 }, (_, index) => rows.map((row) => row[index]));
     const notRevokedSince = options.obtained ? 'true' : `(grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
     const fresh = options.obtained ? 'true' : `(grants.captured_at <= EXCLUDED.captured_at AND ${notRevokedSince})`;
     const newer = (field: 'refresh_token' | 'id_token') =>
@@ -467,22 +541,23 @@ export class GrantStore {
       `WITH input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                               $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
-                              $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[])
+                              $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[], $19::text[])
            AS row(idp, subject, issuer, client_id, email, scope, token_type, key_id,
                   access_token, refresh_token, id_token, extras, access_token_fp,
-                  access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified)
+                  access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified, vouched_email)
        ), upserted AS (
        INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
                            access_token, refresh_token, id_token, extras, access_token_fp,
                            access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
                            status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id, verified,
-                           refresh_token_observed_at, id_token_observed_at)
+                           refresh_token_observed_at, id_token_observed_at, vouched_email, vouched_email_checked_at)
        SELECT idp, subject, issuer, client_id, email, COALESCE(string_to_array(NULLIF(scope, ''), ' '), '{}'), token_type, key_id,
               access_token, refresh_token, id_token, extras, access_token_fp,
               access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
               'active', captured_at, now(), 1,
               CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified,
-              CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END
+              CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END,
+              vouched_email, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END
        FROM input AS row WHERE NOT ${erased}
        ON CONFLICT (idp, subject) DO UPDATE SET
          ${filled('issuer')}, ${filled('client_id')}, ${filled('email')},
@@ -492,6 +567,10 @@ export class GrantStore {
          -- A new id_token decides; without one, tokens from an unverified source (a profile-linked
          -- login) make the grant unverified, and a refresh (verified as its grant) keeps it.
          verified = CASE WHEN ${newer('id_token')} THEN EXCLUDED.verified WHEN ${fresh} THEN grants.verified AND EXCLUDED.verified ELSE grants.verified END,
+         -- What the id_token vouches for follows the id_token, stamped with its capture time
+         -- (id_token_observed_at), so a replacement by a sidecar that does not know it shows.
+         vouched_email = CASE WHEN ${newer('id_token')} THEN EXCLUDED.vouched_email ELSE grants.vouched_email END,
+         vouched_email_checked_at = CASE WHEN ${newer('id_token')} THEN EXCLUDED.captured_at ELSE grants.vouched_email_checked_at END,
          status = CASE WHEN ${fresh} THEN 'active' ELSE grants.status END,
          captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
          -- A refresh stamps the time of writing, not of its transaction's start: callers that

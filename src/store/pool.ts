@@ -5,7 +5,7 @@
 import pg from 'pg';
 import type { Logger } from 'pino';
 import type { CommitDurability, PostgresTimeouts } from '../config/postgres.js';
-import { errorCode } from './errors.js';
+import { isPostgresUnavailable } from './errors.js';
 
 export interface PoolOptions {
   databaseUrl: string;
@@ -96,26 +96,9 @@ export function describeDatabaseUrl(databaseUrl: string): string {
   }
 }
 
-// Postgres unreachable or going away (connection exceptions, admin shutdown, too many clients),
-// or reachable but not yet migrated (the sidecar started while it was down and is still retrying).
-export function isPostgresUnavailable(error: unknown): boolean {
-  const code = errorCode(error);
-  // pg gives up without a code: waiting for a free connection, connecting, a query without an answer,
-  // a connection closed under a query.
-  const message = (error as Error)?.message;
-  if (
-    message === 'timeout exceeded when trying to connect' ||
-    message === 'Connection terminated due to connection timeout' ||
-    message === QUERY_TIMEOUT_MESSAGE ||
-    message === 'Connection terminated unexpectedly' ||
-    message === 'Client has encountered a connection error and is not queryable'
-  ) {
-    return true;
-  }
-  if (code === undefined) return false;
-  // 57014: statement_timeout (or a cancel): Postgres is there but too slow to answer now.
-  return /^(08|57P)/.test(code) || ['53300', '42P01', '57014', 'ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'ENOTFOUND'].includes(code);
-}
+// What counts as Postgres being unavailable is decided in one place (store/errors.ts): the capture
+// writer, the API and the audit log agree on it.
+export { isPostgresUnavailable } from './errors.js';
 
 export interface TransactionOptions {
   /** Fixed statements (no parameters) run right after BEGIN, in the same round trip: locks, SET LOCAL. */

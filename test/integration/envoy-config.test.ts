@@ -45,6 +45,11 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     ['profile route, buffered', ['--mode', 'buffered', '--idp', 'github=https://github.com/login/oauth/access_token', '--userinfo', 'github=https://api.github.com/user']],
     ['sidecar on a Unix socket (pipe), both guards', ['--sidecar', 'unix:/run/token-tap/extproc.sock', '--token-rate-limit', '50/s', '--allow-source', '10.0.0.0/8', '--allow-source', '2001:db8::/32', '--allow-source', '192.0.2.7', '--idp', 'a=https://a.example/token', '--idp', 'b=https://b.example/token']],
     ['rate limit per minute, buffered', ['--mode', 'buffered', '--token-rate-limit', '600/m', '--idp', 'a=https://a.example/token']],
+    ['readiness listener on every address (Kubernetes)', ['--ready', '0.0.0.0:9902', '--idp', 'a=https://a.example/token']],
+    ['no readiness listener', ['--ready', 'off', '--idp', 'a=https://a.example/token']],
+    ['Okta hook with its default rate limit', ['--okta-hook', '127.0.0.1:8081', '--idp', 'a=https://a.example/token']],
+    ['Okta hook rate limit per minute with a burst, and token routes limited too, buffered', ['--mode', 'buffered', '--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', '3000/m:500', '--token-rate-limit', '50/s', '--idp', 'a=https://a.example/token']],
+    ['Okta hook rate limit off', ['--okta-hook', 'token-tap-hook:8081', '--okta-hook-rate-limit', 'off', '--idp', 'a=https://a.example/token']],
   ];
   for (const [name, args] of variants) {
     it(`token-tap envoy-config output validates: ${name}`, async () => {
@@ -86,6 +91,21 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     expect(result.stdout).to.equal('');
   });
 
+  it('token-tap envoy-config renders the hook route rate limit by default, and refuses a bad one or one without --okta-hook', async () => {
+    const rendered = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook', '127.0.0.1:8081'], {});
+    expect(rendered.code, rendered.stderr).to.equal(0);
+    expect(rendered.stdout).to.contain('stat_prefix: okta_hook_rate_limit').and.contain('max_tokens: 200').and.contain('# Okta hook rate limit: 100/s, burst 200');
+    const off = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', '0'], {});
+    expect(off.stdout).to.not.contain('local_ratelimit');
+    expect(off.stdout).to.contain('# Okta hook rate limit: off');
+    const bad = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', 'fast'], {});
+    expect(bad.code).to.equal(1);
+    expect(bad.stderr).to.contain('--okta-hook-rate-limit must be N/s');
+    const alone = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook-rate-limit', '10/s'], {});
+    expect(alone.code).to.equal(1);
+    expect(alone.stderr).to.contain('give --okta-hook too');
+  });
+
   it('token-tap envoy-config refuses a TLS key without a certificate, or files that do not exist', async () => {
     const result = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--tls-key', '/nonexistent/key.pem'], {});
     expect(result.code).to.equal(1);
@@ -93,9 +113,9 @@ describe('Envoy configs (real envoy --mode validate)', function () {
   });
 
   it('token-tap envoy-config reports every bad flag at once and exits 1', async () => {
-    const result = await runCli(['envoy-config', '--idp', 'nourl', '--idp', 'a=ftp://x', '--listen', 'nowhere'], {});
+    const result = await runCli(['envoy-config', '--idp', 'nourl', '--idp', 'a=ftp://x', '--listen', 'nowhere', '--ready', 'nowhere'], {});
     expect(result.code).to.equal(1);
-    expect(result.stderr).to.contain('NAME=URL').and.contain('http or https').and.contain('--listen must be HOST:PORT');
+    expect(result.stderr).to.contain('NAME=URL').and.contain('http or https').and.contain('--listen must be HOST:PORT').and.contain('--ready must be HOST:PORT');
     expect(result.stdout).to.equal('');
   });
 });

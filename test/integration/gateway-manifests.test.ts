@@ -1,7 +1,7 @@
 // Static checks of deploy/envoy-gateway/ and deploy/istio/ (no cluster runs here): they are what
 // `token-tap envoy-gateway` renders; every object passes its schema (kubernetes-models for core
 // kinds, @kubernetes-models/gateway-api for HTTPRoute, @kubernetes-models/istio for Istio's, our
-// models of Envoy Gateway's v1.9 API for Backend and EnvoyExtensionPolicy); versions agree; and the
+// models of Envoy Gateway's v1.9 API for Backend, EnvoyExtensionPolicy and BackendTrafficPolicy); versions agree; and the
 // Envoy config inside (the EnvoyFilter's filter and per-route patches) passes `envoy --mode validate`.
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -11,7 +11,7 @@ import { expect } from 'chai';
 import { parseAllDocuments, stringify } from 'yaml';
 import { gatewayExampleFiles } from '../../scripts/render-gateway-examples.js';
 import { renderGatewayCommand } from '../../src/envoyconfig/gateway-cli.js';
-import { envoyGatewayValidator } from '../support/envoy-gateway-models.js';
+import { envoyGatewayValidator, type EnvoyGatewayKind } from '../support/envoy-gateway-models.js';
 import { validateEnvoyConfig } from '../support/envoy.js';
 import { envoyGatewayShapedBootstrap } from '../support/envoy-gateway-shape.js';
 
@@ -22,7 +22,8 @@ const objectsOf = (file: string) => parseAllDocuments(read(file)).map((doc) => d
 
 async function validate(object: K8sObject): Promise<void> {
   if (object.apiVersion.startsWith('gateway.envoyproxy.io/')) {
-    const check = envoyGatewayValidator(object.kind as 'Backend' | 'EnvoyExtensionPolicy');
+    const check = envoyGatewayValidator(object.kind as EnvoyGatewayKind);
+    if (!check) throw new Error(`no model for ${object.apiVersion} ${object.kind}`);
     if (!check(object as unknown)) throw new Error(`${object.kind} ${object.metadata.name}: ${JSON.stringify(check.errors)}`);
     return;
   }
@@ -74,6 +75,9 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     const typo = structuredClone(policy);
     typo.spec.extProc[0].failopen = true;
     expect(await refused(typo)).to.equal(true);
+    const limit = structuredClone(objects.find((object) => object.kind === 'BackendTrafficPolicy')!);
+    limit.spec.rateLimit.local.rules[0].limit.unit = 'Seconds';
+    expect(await refused(limit)).to.equal(true);
     const backend = structuredClone(objects.find((object) => object.kind === 'Backend')!);
     delete backend.spec.endpoints[0].fqdn.port;
     expect(await refused(backend)).to.equal(true);
@@ -122,7 +126,8 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     const filterPatch = filter.spec.configPatches[0];
     expect(filterPatch.patch.value.typed_config.grpc_service.envoy_grpc.cluster_name).to.equal(`outbound|50051||${rule.spec.host}`);
     const virtualService = objects.find((object) => object.kind === 'VirtualService')!;
-    const routePatches = filter.spec.configPatches.filter((patch: { applyTo: string }) => patch.applyTo === 'HTTP_ROUTE');
+    const extProcPatch = (patch: any) => patch.applyTo === 'HTTP_ROUTE' && 'envoy.filters.http.ext_proc' in patch.patch.value.typed_per_filter_config;
+    const routePatches = filter.spec.configPatches.filter(extProcPatch);
     const routeNames = virtualService.spec.http.map((route: { name: string }) => route.name).filter((name: string) => name !== 'okta-token-hook');
     expect(routePatches.map((patch: any) => patch.match.routeConfiguration)).to.deep.equal(
       routeNames.flatMap((name: string) => virtualService.spec.hosts.map((host: string) => ({ vhost: { name: `${host}:443`, route: { name } } }))),
@@ -130,7 +135,32 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     // Several hostnames: one patch per IdP and host, each naming its virtual host.
     const two = renderGatewayCommand({ idp: ['a=https://a.example/t'], mode: 'observability', namespace: 'token-tap', gateway: 'istio-system/gw', hostname: ['x.example', 'y.example'], istio: true }, Error);
     const twoFilter = parseAllDocuments(two).map((doc) => doc.toJSON() as K8sObject).find((object) => object.kind === 'EnvoyFilter')!;
-    expect(twoFilter.spec.configPatches.slice(1).map((patch: any) => patch.match.routeConfiguration.vhost.name)).to.deep.equal(['x.example:443', 'y.example:443']);
+    expect(twoFilter.spec.configPatches.filter(extProcPatch).map((patch: any) => patch.match.routeConfiguration.vhost.name)).to.deep.equal(['x.example:443', 'y.example:443']);
+  });
+
+  it('the Okta hook rule is rate limited by default, and only it (Envoy Gateway: a BackendTrafficPolicy; Istio: a bucket on the hook route of each host)', () => {
+    for (const file of ['deploy/envoy-gateway/token-tap.yaml', 'deploy/envoy-gateway/token-tap.buffered.yaml']) {
+      const objects = objectsOf(file);
+      const route = objects.find((object) => object.kind === 'HTTPRoute')!;
+      const policy = objects.find((object) => object.kind === 'BackendTrafficPolicy')!;
+      expect(policy.spec.targetRefs).to.deep.equal([{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: route.metadata.name, sectionName: 'okta-token-hook' }]);
+      expect(route.spec.rules.map((rule: { name: string }) => rule.name)).to.include('okta-token-hook');
+      expect(policy.spec.rateLimit).to.deep.equal({ type: 'Local', local: { rules: [{ limit: { requests: 100, unit: 'Second' } }] } });
+    }
+    const filter = objectsOf('deploy/istio/token-tap.yaml').find((object) => object.kind === 'EnvoyFilter')!;
+    const limited = filter.spec.configPatches.filter((patch: any) => patch.applyTo === 'HTTP_ROUTE' && 'envoy.filters.http.local_ratelimit' in patch.patch.value.typed_per_filter_config);
+    expect(limited.map((patch: any) => patch.match.routeConfiguration.vhost)).to.deep.equal([{ name: 'tokens.example.com:443', route: { name: 'okta-token-hook' } }]);
+    expect(limited[0].patch.value.typed_per_filter_config['envoy.filters.http.local_ratelimit'].token_bucket).to.deep.equal({ max_tokens: 200, tokens_per_fill: 100, fill_interval: '1s' });
+    const filters = filter.spec.configPatches.filter((patch: any) => patch.applyTo === 'HTTP_FILTER').map((patch: any) => patch.patch.value.name);
+    expect(filters).to.deep.equal(['envoy.filters.http.ext_proc', 'envoy.filters.http.local_ratelimit']);
+    // --okta-hook-rate-limit: another rate, or none.
+    const render = (flags: Record<string, unknown>) =>
+      parseAllDocuments(renderGatewayCommand({ idp: ['a=https://a.example/t'], mode: 'observability', namespace: 'token-tap', gateway: 'eg', hostname: ['h.example'], istio: false, ...flags }, Error)).map((doc) => doc.toJSON() as K8sObject);
+    expect(render({ oktaHookRateLimit: '600/m' }).find((object) => object.kind === 'BackendTrafficPolicy')!.spec.rateLimit.local.rules[0].limit).to.deep.equal({ requests: 600, unit: 'Minute' });
+    expect(render({ oktaHookRateLimit: 'off' }).map((object) => object.kind)).to.not.include('BackendTrafficPolicy');
+    const istioOff = render({ oktaHookRateLimit: 'off', istio: true }).find((object) => object.kind === 'EnvoyFilter')!;
+    expect(JSON.stringify(istioOff)).to.not.contain('local_ratelimit');
+    expect(() => render({ oktaHookRateLimit: 'fast' })).to.throw(/--okta-hook-rate-limit must be/);
   });
 
   it('the sidecar: ext_proc and the TokenVault API over TLS from Secrets, the spool on a ReadWriteOncePod claim per pod, API callers from one named namespace', () => {
@@ -183,6 +213,27 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     }
   });
 
+  it("readiness: the gateway's Envoy reaches ext_proc through the Service (ready pods only) with no health check of its own, so the sidecar's /readyz is what admits a pod", () => {
+    for (const file of Object.keys(gatewayExampleFiles())) {
+      const objects = objectsOf(file);
+      const statefulSet = objects.find((object) => object.kind === 'StatefulSet')!;
+      const container = statefulSet.spec.template.spec.containers[0];
+      // 200 once ext_proc is served (test/integration/ops.test.ts): no stream reaches a sidecar not serving yet.
+      expect(container.readinessProbe.httpGet, file).to.deep.equal({ path: '/readyz', port: 'ops' });
+      expect(container.ports.find((port: { name: string }) => port.name === 'ops').containerPort).to.equal(9464);
+      const extProcService = objects.find((object) => object.kind === 'Service' && object.metadata.name === 'token-tap-extproc')!;
+      expect(extProcService.spec.selector).to.deep.equal(statefulSet.spec.selector.matchLabels);
+      expect(extProcService.spec.publishNotReadyAddresses, `${file}: not-ready pods stay out of the endpoints`).to.not.equal(true);
+      const policy = objects.find((object) => object.kind === 'EnvoyExtensionPolicy');
+      const filter = objects.find((object) => object.kind === 'EnvoyFilter');
+      if (policy) expect(policy.spec.extProc[0].backendRefs).to.deep.equal([{ kind: 'Service', name: 'token-tap-extproc', port: 50051 }]);
+      if (filter) expect(filter.spec.configPatches[0].patch.value.typed_config.grpc_service.envoy_grpc.cluster_name).to.equal('outbound|50051||token-tap-extproc.token-tap.svc.cluster.local');
+      expect(Boolean(policy) !== Boolean(filter), file).to.equal(true);
+      // No active health check is rendered: were there one, the gateway could see a ready pod as unhealthy (and the reverse).
+      expect(read(file)).to.not.match(/healthCheck|health_check/);
+    }
+  });
+
   it('the sidecar listens on its pod address, never a wildcard, and only the gateway proxies reach ext_proc', () => {
     for (const [file, proxies] of [
       ['deploy/envoy-gateway/token-tap.yaml', { 'app.kubernetes.io/managed-by': 'envoy-gateway', 'app.kubernetes.io/component': 'proxy' }],
@@ -227,12 +278,20 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
       writeFileSync(out, envoyGatewayShapedBootstrap({ resources: objectsOf(file), listenPort: 8080, adminPort: 9901, sidecarPort: 50051, hookPort: 8081 }));
       files.push(out);
     }
-    // Istio: the HTTP_FILTER patch's value before the router, each HTTP_ROUTE patch merged into a route of that name.
+    // Istio: the HTTP_FILTER patches' values before the router, in order.
     const filter = objectsOf('deploy/istio/token-tap.yaml').find((object) => object.kind === 'EnvoyFilter')!;
-    const [filterPatch, ...routePatches] = filter.spec.configPatches as Array<{ applyTo: string; match: any; patch: { value: any } }>;
-    expect(filterPatch!.applyTo).to.equal('HTTP_FILTER');
+    const patches = filter.spec.configPatches as Array<{ applyTo: string; match: any; patch: { value: any } }>;
+    const [filterPatch, ...filterPatches] = patches.filter((patch) => patch.applyTo === 'HTTP_FILTER');
     expect(filterPatch!.match.context).to.equal('GATEWAY');
     const cluster = filterPatch!.patch.value.typed_config.grpc_service.envoy_grpc.cluster_name as string;
+    // Each HTTP_ROUTE patch merged into its route; the hook route's patches (one per host) into one hook route.
+    const routePatches = patches.filter((patch) => patch.applyTo === 'HTTP_ROUTE');
+    const routesByName = new Map<string, any>();
+    for (const patch of routePatches) {
+      const name = patch.match.routeConfiguration.vhost.route.name as string;
+      const merged = routesByName.get(name) ?? { name, match: { prefix: `/${name}` }, route: { cluster } };
+      routesByName.set(name, { ...merged, typed_per_filter_config: { ...merged.typed_per_filter_config, ...patch.patch.value.typed_per_filter_config } });
+    }
     const istio = {
       static_resources: {
         listeners: [
@@ -252,11 +311,11 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
                           {
                             name: 'gw',
                             domains: ['*'],
-                            routes: routePatches.map((patch) => ({ name: patch.match.routeConfiguration.vhost.route.name, match: { prefix: '/' }, route: { cluster }, ...patch.patch.value })),
+                            routes: [...routesByName.values()],
                           },
                         ],
                       },
-                      http_filters: [filterPatch!.patch.value, { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+                      http_filters: [filterPatch!.patch.value, ...filterPatches.map((patch) => patch.patch.value), { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
                     },
                   },
                 ],

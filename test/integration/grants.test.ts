@@ -31,11 +31,11 @@ describe('store/grants (Postgres)', () => {
     expect((await store.findGrant('acme', 'replayed'))!.version).to.equal(1);
   });
 
-  it('writes the rest of a batch when Postgres refuses one capture, and names the refused one', async () => {
+  it('writes the rest of a batch when Postgres refuses one capture, and quarantines the refused one', async () => {
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
     const poisoned = stored('nul\u0000byte');
     const result = await store.recordCaptures([stored('before-poison'), poisoned, stored('after-poison')]);
-    expect(result.rejected).to.deep.equal([{ captureId: poisoned.captureId, idp: 'acme', reason: 'Postgres refused it (SQLSTATE 22021)' }]);
+    expect(result.quarantined).to.deep.equal([{ captureId: poisoned.captureId, idp: 'acme', label: 'refused_by_postgres', reason: 'Postgres refused it (SQLSTATE 22021)', known: false }]);
     expect(await store.findGrant('acme', 'before-poison')).to.not.equal(undefined);
     expect(await store.findGrant('acme', 'after-poison')).to.not.equal(undefined);
   });
@@ -47,7 +47,7 @@ describe('store/grants (Postgres)', () => {
     const first = stored('rolled', { tokens: tokens({ refreshToken: 'first-consent-refresh-token' }) });
     await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`)).recordCaptures([first]);
     const next = stored('rolled', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) });
-    expect((await new GrantStore(db.pool, parseKeyRing(k1)).recordCaptures([next])).rejected).to.deep.equal([]);
+    expect((await new GrantStore(db.pool, parseKeyRing(k1)).recordCaptures([next])).quarantined).to.deep.equal([]);
     const grant = (await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`)).findGrant('acme', 'rolled'))!;
     expect(grant).to.include({ keyId: 'k1', accessToken: next.tokens!.accessToken, refreshToken: 'first-consent-refresh-token', idToken: first.tokens!.idToken });
     const { rows } = await db.pool.query("SELECT key_id, refresh_token_key_id, id_token_key_id FROM grants WHERE subject = 'rolled'");

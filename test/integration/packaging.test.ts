@@ -7,6 +7,7 @@ import { parseAllDocuments, parse } from 'yaml';
 import { composeValidator } from '../support/compose-schema.js';
 import { isLoopbackOnly, parseListenAddress } from '../../src/config/values.js';
 import { SIDECAR_CLUSTER } from '../../src/envoyconfig/render.js';
+import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../../src/contract.js';
 import { SERVE_NODE_FLAGS } from '../../src/ops/node-flags.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -121,7 +122,7 @@ describe('packaging (static checks)', () => {
     expect(pod.securityContext.runAsNonRoot).to.equal(true);
     for (const container of pod.containers) {
       expect(container.securityContext, container.name).to.include({ readOnlyRootFilesystem: true, allowPrivilegeEscalation: false });
-      expect(container.readinessProbe, container.name).to.be.an('object');
+      expect(container.livenessProbe, container.name).to.be.an('object');
       expect(container.resources.limits, container.name).to.have.keys('cpu', 'memory');
     }
     expect(pod.containers.map((container: { image: string }) => container.image)).to.deep.equal([`envoyproxy/envoy:v${envoyVersion}`, `idp-token-tap:${packageVersion}`]);
@@ -155,6 +156,74 @@ describe('packaging (static checks)', () => {
     // The two-phase key rollout is written where operators change keys.
     expect(read(`${K8S_DIR}statefulset.yaml`)).to.match(/two-phase/).and.match(/keys rotate/);
     expect(read(`${K8S_DIR}secret.yaml`)).to.match(/two phases/).and.match(/keys rotate/);
+  });
+
+  describe("readiness waits until Envoy sees the sidecar healthy (Envoy's readiness listener)", () => {
+    /** The readiness listener of an Envoy config: where it listens, and what it requires to answer 200. */
+    function readinessOf(file: string, config: { static_resources: { listeners: any[] } } = parse(read(file))): { host: string; port: number; path: string; requires: Record<string, { value: number }> } {
+      const listener = config.static_resources.listeners.find((candidate) => candidate.name === 'token_tap_ready');
+      expect(listener, `${file}: a token_tap_ready listener`).to.be.an('object');
+      const hcm = listener.filter_chains[0].filters[0].typed_config;
+      const filter = hcm.http_filters.find((candidate: { name: string }) => candidate.name === 'envoy.filters.http.health_check').typed_config;
+      expect(filter.pass_through_mode, `${file}: Envoy answers the probe itself`).to.equal(false);
+      return {
+        host: listener.address.socket_address.address,
+        port: listener.address.socket_address.port_value,
+        path: filter.headers.find((header: { name: string }) => header.name === ':path').string_match.exact,
+        requires: filter.cluster_min_healthy_percentages,
+      };
+    }
+
+    function expectSidecarRequired(file: string, config?: { static_resources: { listeners: any[] } }): { host: string; port: number } {
+      const readiness = readinessOf(file, config);
+      expect(readiness.path).to.equal(ENVOY_READY_PATH);
+      expect(readiness.requires, `${file}: 200 only with the sidecar cluster healthy`).to.deep.equal({ [SIDECAR_CLUSTER]: { value: 100 } });
+      return readiness;
+    }
+
+    it("deploy/kubernetes: a new pod is ready only once Envoy sees its sidecar healthy (a startup probe on GET /ready), and a sidecar failing later never makes it unready", () => {
+      const listener = expectSidecarRequired(`${K8S_DIR}envoy.yaml`);
+      // The kubelet probes the pod's address.
+      expect(listener).to.include({ host: '0.0.0.0', port: ENVOY_READY_PORT });
+      const pod = k8sObjects().find((object) => object.kind === 'StatefulSet')!.spec.template.spec;
+      const envoy = pod.containers.find((container: { name: string }) => container.name === 'envoy');
+      const asked = (probe: any, container: any) => {
+        const { path, port } = probe?.httpGet ?? {};
+        const number = typeof port === 'number' ? port : container.ports.find((candidate: { name: string }) => candidate.name === port)?.containerPort;
+        return { path, port: number };
+      };
+      expect(asked(envoy.startupProbe, envoy)).to.deep.equal({ path: ENVOY_READY_PATH, port: listener.port });
+      // Fail open once started: neither readiness nor liveness depends on the sidecar.
+      expect(envoy.readinessProbe.httpGet, 'Envoy readiness').to.equal(undefined);
+      expect(envoy.livenessProbe.httpGet, 'Envoy liveness').to.equal(undefined);
+      const sidecar = pod.containers.find((container: { name: string }) => container.name === 'token-tap');
+      expect(sidecar.readinessProbe, 'a sidecar readiness probe would take the pod out while the sidecar restarts').to.equal(undefined);
+      expect(sidecar.startupProbe, 'a sidecar startup probe runs again at each sidecar restart').to.equal(undefined);
+      // The check can fail: the old probe (Envoy's listener port answering at all) is refused.
+      const old = structuredClone(envoy);
+      old.startupProbe = { tcpSocket: { port: 'https' } };
+      expect(asked(old.startupProbe, old)).to.not.deep.equal({ path: ENVOY_READY_PATH, port: listener.port });
+    });
+
+    it("docker-compose.yml: Envoy's health check asks GET /ready on the readiness listener of the config it mounts", () => {
+      const compose = parse(read('docker-compose.yml')) as { services: Record<string, { volumes?: string[]; healthcheck?: { test: string[] } }> };
+      const mounted = compose.services.envoy!.volumes!.find((volume) => volume.endsWith(':/etc/envoy/envoy.yaml:ro'))!.split(':')[0]!.replace(/^\.\//, '');
+      const listener = expectSidecarRequired(mounted);
+      // Envoy shares the sidecar's network namespace; the health check runs inside it.
+      expect(listener).to.include({ host: '127.0.0.1', port: ENVOY_READY_PORT });
+      const script = compose.services.envoy!.healthcheck!.test.at(-1)!;
+      expect(script).to.contain(`/dev/tcp/127.0.0.1/${listener.port}`).and.contain(`GET ${ENVOY_READY_PATH} HTTP/1.1`).and.contain("' 200 '");
+      // test/e2e/readiness.test.ts runs this script against a real Envoy, the sidecar up and down.
+    });
+
+    it('the example configs (envoy/*.yaml) render the readiness listener on loopback', () => {
+      for (const file of readdirSync(`${root}envoy`).filter((name) => name.endsWith('.yaml'))) expect(expectSidecarRequired(`envoy/${file}`).host, file).to.equal('127.0.0.1');
+      // The check can fail: a listener that requires nothing is refused.
+      const config = parse(read('envoy/envoy.observability.yaml'));
+      const listener = config.static_resources.listeners.find((candidate: { name: string }) => candidate.name === 'token_tap_ready');
+      listener.filter_chains[0].filters[0].typed_config.http_filters[0].typed_config.cluster_min_healthy_percentages = {};
+      expect(() => expectSidecarRequired('mutated', config)).to.throw(/sidecar cluster healthy/);
+    });
   });
 
   describe('no shipped artefact serves ext_proc on a wildcard or other non-loopback address', () => {

@@ -1,5 +1,6 @@
-// Typed models of the two Envoy Gateway resources we render, written from its v1.9 API reference
-// (api/v1alpha1 backend_types.go, envoyextensionypolicy_types.go, ext_proc_types.go): field names,
+// Typed models of the Envoy Gateway resources we render, written from its v1.9 API reference
+// (api/v1alpha1 backend_types.go, envoyextensionypolicy_types.go, ext_proc_types.go,
+// backendtrafficpolicy_types.go, ratelimit_types.go): field names,
 // enums and required fields, no unknown fields. kubernetes-models has no Envoy Gateway package, so
 // these JSON schemas stand in for its CRDs. Only the parts we use are modelled; a field outside
 // them is refused, so a typo fails here instead of at `kubectl apply`.
@@ -96,13 +97,47 @@ export const ENVOY_EXTENSION_POLICY_SCHEMA = strict(
   ['apiVersion', 'kind', 'metadata', 'spec'],
 );
 
-let validators: Record<string, ValidateFunction> | undefined;
+const rateLimitRule = strict(
+  {
+    // clientSelectors, cost and shared exist too; we render none of them.
+    limit: strict({ requests: { type: 'integer', minimum: 0 }, unit: { enum: ['Second', 'Minute', 'Hour', 'Day', 'Month', 'Year'] } }, ['requests', 'unit']),
+  },
+  ['limit'],
+);
+
+/** gateway.envoyproxy.io/v1alpha1 BackendTrafficPolicy, its local rate limit only (targetRefs with sectionName; rules at most 16). */
+export const BACKEND_TRAFFIC_POLICY_SCHEMA = strict(
+  {
+    apiVersion: { const: 'gateway.envoyproxy.io/v1alpha1' },
+    kind: { const: 'BackendTrafficPolicy' },
+    metadata,
+    spec: strict(
+      {
+        targetRefs: {
+          type: 'array',
+          minItems: 1,
+          items: strict({ group: { enum: ['gateway.networking.k8s.io'] }, kind: { enum: ['Gateway', 'HTTPRoute', 'GRPCRoute', 'TCPRoute', 'UDPRoute', 'TLSRoute'] }, name, sectionName: name }, ['group', 'kind', 'name']),
+        },
+        rateLimit: strict({
+          type: { enum: ['Global', 'Local'] },
+          local: strict({ rules: { type: 'array', maxItems: 16, items: rateLimitRule } }),
+        }),
+      },
+      ['targetRefs'],
+    ),
+  },
+  ['apiVersion', 'kind', 'metadata', 'spec'],
+);
+
+export type EnvoyGatewayKind = 'Backend' | 'EnvoyExtensionPolicy' | 'BackendTrafficPolicy';
+
+let validators: Record<EnvoyGatewayKind, ValidateFunction> | undefined;
 
 /** The validator for an Envoy Gateway kind we model. */
-export function envoyGatewayValidator(kind: 'Backend' | 'EnvoyExtensionPolicy'): ValidateFunction {
+export function envoyGatewayValidator(kind: EnvoyGatewayKind): ValidateFunction {
   validators ??= (() => {
     const ajv = new Ajv({ allErrors: true, strict: true });
-    return { Backend: ajv.compile(BACKEND_SCHEMA), EnvoyExtensionPolicy: ajv.compile(ENVOY_EXTENSION_POLICY_SCHEMA) };
+    return { Backend: ajv.compile(BACKEND_SCHEMA), EnvoyExtensionPolicy: ajv.compile(ENVOY_EXTENSION_POLICY_SCHEMA), BackendTrafficPolicy: ajv.compile(BACKEND_TRAFFIC_POLICY_SCHEMA) };
   })();
-  return validators[kind]!;
+  return validators[kind];
 }

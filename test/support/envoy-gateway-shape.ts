@@ -3,12 +3,15 @@
 // tags them (route metadata filter_metadata["envoy-gateway"].resources with the rule's sectionName),
 // and the EnvoyExtensionPolicy becomes one ext_proc filter, disabled on the listener and enabled
 // on each targeted route by an empty FilterConfig, with the policy's processing mode, response
-// attributes, failOpen, messageTimeout and shadowMode (observability_mode). No per-route gRPC
-// initial metadata: Envoy Gateway cannot set it. A small translator of our own, not Envoy Gateway.
+// attributes, failOpen, messageTimeout and shadowMode (observability_mode). A BackendTrafficPolicy's
+// local rate limit becomes the local_ratelimit filter with a token bucket on each targeted route
+// (one unit's requests, refilled each unit). No per-route gRPC initial metadata: Envoy Gateway
+// cannot set it. A small translator of our own, not Envoy Gateway.
 import { stringify } from 'yaml';
 
 type Resource = Record<string, any>;
 
+const RATE_LIMIT_FILTER = 'envoy.filters.http.local_ratelimit';
 const FILTER = (namespace: string, name: string) => `envoy.filters.http.ext_proc/envoyextensionpolicy/${namespace}/${name}/extproc/0`;
 
 function socket(host: string, port: number) {
@@ -49,9 +52,13 @@ export interface ShapeOptions {
 export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, sidecarPort, hookPort }: ShapeOptions): string {
   const route = resources.find((resource) => resource.kind === 'HTTPRoute')!;
   const policy = resources.find((resource) => resource.kind === 'EnvoyExtensionPolicy')!;
+  const limits = resources.filter((resource) => resource.kind === 'BackendTrafficPolicy');
   const backends = new Map(resources.filter((resource) => resource.kind === 'Backend').map((backend) => [backend.metadata.name as string, backend]));
   const { namespace, name: routeName } = route.metadata;
   const targeted = new Set((policy.spec.targetRefs as Resource[]).filter((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName).map((ref) => ref.sectionName as string));
+  const limitOf = (rule: string) =>
+    limits.find((limit) => (limit.spec.targetRefs as Resource[]).some((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName && ref.sectionName === rule))?.spec.rateLimit.local.rules[0].limit;
+  const unitSeconds: Record<string, number> = { Second: 1, Minute: 60, Hour: 3600 };
   const extProc = policy.spec.extProc[0];
   const filterName = FILTER(policy.metadata.namespace, policy.metadata.name);
   const clusters: Resource[] = [];
@@ -77,6 +84,19 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
         ...(rewrite?.hostname ? { host_rewrite_literal: rewrite.hostname } : {}),
       },
       ...(targeted.has(rule.name) ? { typed_per_filter_config: { [filterName]: { '@type': 'type.googleapis.com/envoy.config.route.v3.FilterConfig', config: {} } } } : {}),
+      ...(limitOf(rule.name)
+        ? {
+            typed_per_filter_config: {
+              [RATE_LIMIT_FILTER]: {
+                '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit',
+                stat_prefix: 'http_local_rate_limiter',
+                token_bucket: { max_tokens: limitOf(rule.name).requests, tokens_per_fill: limitOf(rule.name).requests, fill_interval: `${unitSeconds[limitOf(rule.name).unit]}s` },
+                filter_enabled: { default_value: { numerator: 100, denominator: 'HUNDRED' } },
+                filter_enforced: { default_value: { numerator: 100, denominator: 'HUNDRED' } },
+              },
+            },
+          }
+        : {}),
     };
   });
   const body = extProc.processingMode.response.body as string;
@@ -119,6 +139,7 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
                           ...(extProc.shadowMode ? { observability_mode: true } : {}),
                         },
                       },
+                      ...(limits.length > 0 ? [{ name: RATE_LIMIT_FILTER, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', stat_prefix: 'http_local_rate_limiter' } }] : []),
                       { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
                     ],
                   },

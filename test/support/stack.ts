@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type EnvoyConfigOptions, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { type EnvoyConfigOptions, type IdpRoute, type ProcessingMode, type ProfileRoute } from '../../src/envoyconfig/render.js';
 import { tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from './envoy.js';
@@ -23,6 +23,8 @@ export interface Stack {
   tokenUrl: string;
   /** Envoy's listener, http://127.0.0.1:<port> (https with TLS). */
   origin: string;
+  /** Envoy's readiness endpoint: 200 only while Envoy sees the sidecar healthy. */
+  readyUrl: string;
   sidecarEnv: Record<string, string>;
   restartSidecar(): Promise<SidecarProcess>;
   stop(): Promise<void>;
@@ -42,6 +44,9 @@ export interface StackOptions {
   sidecarSocket?: string;
   /** Envoy's side of mTLS to the sidecar (the sidecar's side goes in `sidecarEnv`). */
   sidecarTls?: EnvoyConfigOptions['sidecarTls'];
+  /** More IdP token routes beside the test IdP's (a fixture IdP's, say), and profile routes. */
+  moreIdps?: IdpRoute[];
+  profiles?: ProfileRoute[];
 }
 
 export async function startStack(mode: ProcessingMode, options: StackOptions): Promise<Stack> {
@@ -59,8 +64,9 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
   const args = options.sidecarArgs ?? [];
   const listen = options.sidecarSocket ? `unix:${options.sidecarSocket}` : undefined;
   let sidecar: SidecarProcess | undefined = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args, ...(listen ? { listen } : {}) });
-  const { envoy, origin } = await startEnvoyFront({
-    idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }],
+  const { envoy, origin, readyUrl } = await startEnvoyFront({
+    idps: [{ name: IDP_NAME, tokenUrl: new URL(idp.tokenUrl) }, ...(options.moreIdps ?? [])],
+    ...(options.profiles ? { profiles: options.profiles } : {}),
     sidecarPort,
     mode,
     ...(options.tls ? { tls: options.tls } : {}),
@@ -80,6 +86,7 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
     envoy,
     tokenUrl: `${origin}${tokenRoutePath(IDP_NAME)}`,
     origin,
+    readyUrl,
     sidecarEnv,
     async restartSidecar() {
       await sidecar?.stop();

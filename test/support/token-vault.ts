@@ -47,7 +47,8 @@ export async function startVaultSidecar(db: TestDatabase, env: Record<string, st
 export type VaultMethod = 'GetGrant' | 'ListGrants' | 'RefreshGrant' | 'RevokeGrant' | 'DeleteSubject';
 
 export interface VaultClient {
-  call<T = any>(method: VaultMethod, request: Record<string, unknown>, apiKey?: string): Promise<T>;
+  /** `deadlineMs`: the call's gRPC deadline from now (default 15 s). */
+  call<T = any>(method: VaultMethod, request: Record<string, unknown>, apiKey?: string, options?: { deadlineMs?: number }): Promise<T>;
   close(): void;
 }
 
@@ -55,11 +56,11 @@ export function vaultClient(port: number, credentials = grpc.credentials.createI
   const { Client } = loadTokenVault();
   const client = new Client(`127.0.0.1:${port}`, credentials, options) as grpc.Client & Record<string, Function>;
   return {
-    call(method, request, apiKey) {
+    call(method, request, apiKey, options = {}) {
       const metadata = new grpc.Metadata();
       if (apiKey !== undefined) metadata.set('authorization', `Bearer ${apiKey}`);
       return new Promise((resolve, reject) => {
-        client[method]!.call(client, request, metadata, { deadline: Date.now() + 15_000 }, (error: grpc.ServiceError | null, response: unknown) =>
+        client[method]!.call(client, request, metadata, { deadline: Date.now() + (options.deadlineMs ?? 15_000) }, (error: grpc.ServiceError | null, response: unknown) =>
           error ? reject(error) : resolve(response as any),
         );
       });
@@ -117,8 +118,8 @@ export async function loginIntoVault(
     { maxDecodedBytes: 1024 * 1024 },
   );
   if (capture.outcome !== 'stored') throw new Error(`login was not captured: ${capture.outcome} ${capture.detail ?? ''}`);
-  const { rejected } = await sidecar.store.recordCaptures([capture]);
-  if (rejected.length > 0) throw new Error(`the store refused the login: ${rejected[0]!.reason}`);
+  const { quarantined } = await sidecar.store.recordCaptures([capture]);
+  if (quarantined.length > 0) throw new Error(`the store quarantined the login: ${quarantined[0]!.reason}`);
   return { login, capture };
 }
 

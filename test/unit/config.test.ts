@@ -126,6 +126,14 @@ describe('config', () => {
     }
   });
 
+  it('TOKEN_TAP_REFUSAL_SUMMARY_MS: 60 s by default, from 100 ms to an hour', () => {
+    expect(loadSidecarConfig(valid).refusalSummaryMs).to.equal(60_000);
+    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_REFUSAL_SUMMARY_MS: '500' }).refusalSummaryMs).to.equal(500);
+    for (const bad of ['99', '3600001', 'soon', '0']) {
+      expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_REFUSAL_SUMMARY_MS: bad }), bad).to.throw(ConfigError, /TOKEN_TAP_REFUSAL_SUMMARY_MS/);
+    }
+  });
+
   it('says how to make a key when TOKEN_TAP_KEYS is missing', () => {
     expect(() => loadSidecarConfig({ DATABASE_URL: valid.DATABASE_URL })).to.throw(ConfigError, /openssl rand -base64 32/);
   });

@@ -1,6 +1,7 @@
 import { expect } from 'chai';
 import { parse } from 'yaml';
-import { parseCidr, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyConfig, renderEnvoyYaml, type EnvoyConfigOptions } from '../../src/envoyconfig/render.js';
+import { parseCidr, parseHookRateLimit, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyConfig, renderEnvoyYaml, type EnvoyConfigOptions } from '../../src/envoyconfig/render.js';
+import { OKTA_HOOK_PATH } from '../../src/contract.js';
 import { profileRoutePath, tokenRoutePath } from '../../src/contract.js';
 
 const base = {
@@ -84,6 +85,43 @@ describe('envoyconfig/render', () => {
   it('refuses a profile route for an IdP without a token route, and a bad subject path', () => {
     expect(() => renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=https://x/t')], profiles: [parseProfileFlag('b=https://y/me')] })).to.throw(/names no IdP/);
     expect(() => parseProfileFlag('a=https://y/me', new Map([['a', 'data..id']]))).to.throw(/dotted field path/);
+  });
+
+  describe('the Okta hook route rate limit', () => {
+    const hook = { host: '127.0.0.1', port: 8081 };
+    const render = (extra: Partial<EnvoyConfigOptions>) => listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook, ...extra }));
+    const hookBucket = (parts: ReturnType<typeof listenerParts>) =>
+      parts.routes.find((route: { name: string }) => route.name === 'okta_token_hook').typed_per_filter_config['envoy.filters.http.local_ratelimit'];
+
+    it('is on by default: 100/s with a burst of 200 on the POST route, the filter before the buffer filter', () => {
+      const parts = render({});
+      expect(hookBucket(parts).token_bucket).to.deep.equal({ max_tokens: 200, tokens_per_fill: 100, fill_interval: '1s' });
+      expect(hookBucket(parts).stat_prefix).to.equal('okta_hook_rate_limit');
+      const names = parts.filters.map((filter: { name: string }) => filter.name);
+      expect(names.indexOf('envoy.filters.http.local_ratelimit')).to.be.within(0, names.indexOf('envoy.filters.http.buffer') - 1);
+      // The filter itself has no bucket: token routes stay unlimited without --token-rate-limit.
+      expect(parts.filters.find((filter: { name: string }) => filter.name === 'envoy.filters.http.local_ratelimit').typed_config.token_bucket).to.equal(undefined);
+      expect(parts.routes[0].typed_per_filter_config['envoy.filters.http.local_ratelimit']).to.equal(undefined);
+      expect(parts.routes.find((route: { name: string }) => route.name === 'okta_token_hook').match.path).to.equal(OKTA_HOOK_PATH);
+    });
+
+    it('takes another rate and burst, or none ("off", 0)', () => {
+      expect(hookBucket(render({ oktaHookRateLimit: parseHookRateLimit('600/m:50') })).token_bucket).to.deep.equal({ max_tokens: 50, tokens_per_fill: 600, fill_interval: '60s' });
+      expect(hookBucket(render({ oktaHookRateLimit: parseHookRateLimit('20/s') })).token_bucket).to.deep.equal({ max_tokens: 20, tokens_per_fill: 20, fill_interval: '1s' });
+      for (const off of ['off', '0', ' OFF ']) {
+        const parts = render({ oktaHookRateLimit: parseHookRateLimit(off) });
+        expect(hookBucket(parts), off).to.equal(undefined);
+        expect(parts.filters.map((filter: { name: string }) => filter.name)).to.not.include('envoy.filters.http.local_ratelimit');
+      }
+      // Without a hook there is no hook route and no filter.
+      const none = listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')] }));
+      expect(none.filters.map((filter: { name: string }) => filter.name)).to.not.include('envoy.filters.http.local_ratelimit');
+      expect(renderEnvoyYaml({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook })).to.contain('# Okta hook rate limit: 100/s, burst 200 (429 beyond)');
+    });
+
+    it('refuses a rate it cannot render', () => {
+      for (const bad of ['lots', '100', '100/d', '0/s', '100/s:0', '100/s:', '-1/s']) expect(() => parseHookRateLimit(bad), bad).to.throw(/--okta-hook-rate-limit must be/);
+    });
   });
 
   it('the YAML says exactly what renderEnvoyConfig says, whatever the flag values (no value escapes its header comment)', () => {

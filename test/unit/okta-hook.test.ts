@@ -10,9 +10,11 @@ import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { ConfigError } from '../../src/config/values.js';
 import { renderEnvoyConfig, type EnvoyConfigOptions } from '../../src/envoyconfig/render.js';
 import { createHookAuthenticator } from '../../src/hook/auth.js';
+import { GrantFinder, type GrantFinderDependencies } from '../../src/hook/lookup.js';
 import { buildCommands, claimAt } from '../../src/hook/patch.js';
 import { readTokenHookRequest, type TokenHookRequest } from '../../src/hook/request.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
+import type { GrantRecord } from '../../src/store/grants.js';
 
 const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-hook-unit-'));
 let fileNumber = 0;
@@ -153,6 +155,75 @@ describe('Okta hook request and patch commands', () => {
     const noSession = readTokenHookRequest({ eventType: body.eventType, data: { identity: { claims: { idp: '0oaI' } } } }) as TokenHookRequest;
     expect(noSession.oktaIdpId).to.equal('0oaI');
     expect(readTokenHookRequest({ eventType: 'com.okta.import.transform', data: {} })).to.be.a('string');
+  });
+});
+
+describe('Okta hook match: email among many look-alike grants', () => {
+  const strict: HookProvider = { oktaIdpId: '0oaS', idp: 'acme', match: { kind: 'email' }, identityClaims: new Map(), accessClaims: new Map(), requireGrant: true, allowUnverified: false };
+  const lax: HookProvider = { ...strict, oktaIdpId: '0oaL', allowUnverified: true };
+  const start = Date.parse('2025-01-01T00:00:00Z');
+
+  function grant(subject: string, minutes: number, options: { emailVerified: boolean; verified: boolean; email?: string }): GrantRecord {
+    const email = options.email ?? 'ada@example.test';
+    const at = new Date(start + minutes * 60_000);
+    return {
+      idp: 'acme', subject, issuer: null, clientId: null, email, scope: [], tokenType: 'Bearer', keyId: 'k1', accessToken: `at-${subject}`, refreshToken: null, idToken: 'x.y.z',
+      extras: {}, claims: { sub: subject, email, email_verified: options.emailVerified }, accessTokenExpiresAt: null, refreshTokenExpiresAt: null, idTokenExpiresAt: null,
+      status: 'active', verified: options.verified, capturedAt: at, updatedAt: at, version: 1,
+    };
+  }
+
+  /**
+   * The store as Postgres answers it, over every grant. findActiveGrantsByEmail is the interface
+   * before migration 000007 (the newest `limit` candidates only), kept so this test shows that bug.
+   */
+  function storeOf(grants: GrantRecord[]) {
+    const candidates = (emails: readonly string[], verifiedOnly: boolean) =>
+      grants.filter((g) => g.status === 'active' && emails.includes(g.email!.toLowerCase()) && (g.verified || !verifiedOnly)).sort((a, b) => b.updatedAt.getTime() - a.updatedAt.getTime());
+    const vouches = (g: GrantRecord, emails: readonly string[]) => g.claims?.email_verified === true && emails.includes(String(g.claims.email).toLowerCase());
+    return {
+      findGrant: async (_idp: string, subject: string) => grants.find((g) => g.subject === subject),
+      findEmailCandidates: async (_idp: string, emails: readonly string[], options: { verifiedOnly: boolean }) => {
+        const all = candidates(emails, options.verifiedOnly);
+        return { vouched: all.filter((g) => vouches(g, emails)).slice(0, 2), unchecked: [], newest: all[0] };
+      },
+      findActiveGrantsByEmail: async (_idp: string, emails: readonly string[], options: { verifiedOnly: boolean; limit: number }) => candidates(emails, options.verifiedOnly).slice(0, options.limit),
+    };
+  }
+
+  function finder(grants: GrantRecord[]): GrantFinder {
+    const dependencies = {
+      config: { authentication: { kind: 'header', name: 'authorization', value: 'x' }, providers: new Map([[strict.oktaIdpId, strict], [lax.oktaIdpId, lax]]), freshnessWaitMs: 0 },
+      store: storeOf(grants) as unknown as GrantFinderDependencies['store'],
+      captures: { hasInFlight: () => false, waitForIdp: async () => true },
+    } satisfies GrantFinderDependencies;
+    return new GrantFinder(dependencies);
+  }
+
+  const request = (oktaIdpId: string): TokenHookRequest => ({ oktaIdpId, login: 'Ada@Example.test', identityClaims: {}, accessClaims: {}, sessionCreatedAt: undefined });
+  const genuine = grant('ada', 0, { emailVerified: true, verified: true });
+
+  it('finds the genuine grant behind 12 newer look-alikes whose email the IdP did not verify', async () => {
+    const lookAlikes = Array.from({ length: 12 }, (_, index) => grant(`mallory-${index}`, index + 1, { emailVerified: false, verified: true }));
+    const found = await finder([genuine, ...lookAlikes]).find(request('0oaS'));
+    expect(found.outcome).to.equal('found');
+    expect((found as { grant: GrantRecord }).grant.subject).to.equal('ada');
+  });
+
+  it('with allow_unverified, finds it behind 12 newer unverified grants claiming the email unverified', async () => {
+    const lookAlikes = Array.from({ length: 12 }, (_, index) => grant(`mallory-${index}`, index + 1, { emailVerified: false, verified: false, email: 'ADA@example.test' }));
+    const found = await finder([genuine, ...lookAlikes]).find(request('0oaL'));
+    expect(found.outcome).to.equal('found');
+    expect((found as { grant: GrantRecord }).grant.subject).to.equal('ada');
+  });
+
+  it('keeps its outcomes: two vouched grants behind look-alikes are ambiguous; none vouched is email_unverified on the newest', async () => {
+    const lookAlikes = Array.from({ length: 12 }, (_, index) => grant(`mallory-${index}`, index + 1, { emailVerified: false, verified: true }));
+    const twin = grant('ada-twin', -1, { emailVerified: true, verified: true });
+    expect((await finder([twin, genuine, ...lookAlikes]).find(request('0oaS'))).outcome).to.equal('ambiguous');
+    const unverified = await finder(lookAlikes).find(request('0oaS'));
+    expect(unverified.outcome).to.equal('email_unverified');
+    expect((unverified as { grant: GrantRecord }).grant.subject).to.equal('mallory-11');
   });
 });
 

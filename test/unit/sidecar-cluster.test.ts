@@ -2,7 +2,7 @@
 // the way at once when unhealthy, and capped by circuit breakers.
 import { expect } from 'chai';
 import { parseIdpFlag, renderEnvoyConfig, SIDECAR_CLUSTER } from '../../src/envoyconfig/render.js';
-import { EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
+import { ENVOY_READY_PATH, EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
 
 const base = {
   listen: { host: '0.0.0.0', port: 8080 },
@@ -34,5 +34,21 @@ describe('envoyconfig/render: the sidecar cluster', () => {
     expect(byDefault).to.include({ priority: 'DEFAULT', max_requests: 4096, max_pending_requests: 4096, max_connections: 4096 });
     const sized = sidecarCluster(renderEnvoyConfig({ ...base, mode: 'observability', sidecarMaxStreams: 5000 })).circuit_breakers.thresholds[0];
     expect(sized).to.include({ max_requests: 5000, max_pending_requests: 5000 });
+  });
+
+  it("gives Envoy a readiness listener that answers 200 only with the sidecar cluster healthy, when asked for one", () => {
+    const listeners = (options: object) => (renderEnvoyConfig({ ...base, mode: 'observability', ...options }) as any).static_resources.listeners as Array<{ name: string; address: any; filter_chains: any[] }>;
+    expect(listeners({}).map((listener) => listener.name)).to.deep.equal(['okta_ingress']);
+    const ready = listeners({ ready: { host: '0.0.0.0', port: 9902 } }).find((listener) => listener.name === 'token_tap_ready')!;
+    expect(ready.address).to.deep.equal({ socket_address: { address: '0.0.0.0', port_value: 9902 } });
+    const hcm = ready.filter_chains[0].filters[0].typed_config;
+    const check = hcm.http_filters[0].typed_config;
+    expect(hcm.http_filters[0].name).to.equal('envoy.filters.http.health_check');
+    expect(check).to.deep.include({ pass_through_mode: false, cluster_min_healthy_percentages: { [SIDECAR_CLUSTER]: { value: 100 } } });
+    expect(check.headers).to.deep.equal([{ name: ':path', string_match: { exact: ENVOY_READY_PATH } }]);
+    // Nothing else is served there, and ext_proc is not on it.
+    expect(hcm.route_config.virtual_hosts[0].routes).to.have.length(1);
+    expect(hcm.route_config.virtual_hosts[0].routes[0].direct_response.status).to.equal(404);
+    expect(JSON.stringify(hcm)).to.not.contain('ext_proc');
   });
 });

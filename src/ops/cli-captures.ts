@@ -1,0 +1,114 @@
+// Operator commands for the capture quarantine (quarantined_captures): captures the sidecar's writer
+// set aside because they failed alone (a value Postgres refuses, a held grant its key ring cannot
+// open, a verification step that threw). `quarantined` lists them, never a token; `retry` opens each
+// with the key ring and writes it as the writer would, one per transaction. Both are audited
+// (access_events) as the other vault commands are.
+import type { Command } from 'commander';
+import { ConfigError } from '../config/values.js';
+import { IDP_CONFIG_ENV, loadIdpConfig } from '../config/idp-file.js';
+import { CaptureVerifier } from '../idp/verify.js';
+import type { Capture } from '../capture/types.js';
+import { VaultError } from '../store/errors.js';
+import { listQuarantined, retryQuarantined, type QuarantineEntry, type RetryOutcome } from '../store/quarantine.js';
+import { audited } from './cli-vault.js';
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+function entryToJson(entry: QuarantineEntry): Record<string, unknown> {
+  return {
+    capture_id: entry.captureId,
+    idp: entry.idp,
+    observed_at: entry.observedAt?.toISOString() ?? null,
+    quarantined_at: entry.quarantinedAt.toISOString(),
+    stage: entry.stage,
+    reason: entry.reason,
+    attempts: entry.attempts,
+    key_id: entry.keyId,
+  };
+}
+
+/** Columns padded to their widest cell, for people; --json is for scripts. */
+function table(entries: readonly QuarantineEntry[]): string {
+  const header = ['CAPTURE ID', 'IDP', 'OBSERVED AT', 'QUARANTINED AT', 'ATTEMPTS', 'REASON'];
+  const rows = entries.map((entry) => [entry.captureId, entry.idp, entry.observedAt?.toISOString() ?? '-', entry.quarantinedAt.toISOString(), String(entry.attempts), entry.reason]);
+  const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
+  return [header, ...rows].map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ')).join('\n');
+}
+
+/**
+ * How a retry verifies a capture quarantined before verification ran: as the sidecar would, with
+ * the IdPs of TOKEN_TAP_IDP_CONFIG, waiting for no keys (a capture whose keys cannot be fetched now
+ * stays). Without the file it stays too: writing it unverified would skip a check the sidecar makes.
+ */
+function retryVerifier(): (capture: Capture) => Promise<Capture | { notYet: string }> {
+  const problems: string[] = [];
+  const config = loadIdpConfig(process.env, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  if (!process.env[IDP_CONFIG_ENV]) {
+    return async () => ({ notYet: `it must be verified first: set ${IDP_CONFIG_ENV} as the sidecar has it` });
+  }
+  const verifier = new CaptureVerifier({ idps: config.verification, cooldownMs: 0, maxWaitMs: Number.POSITIVE_INFINITY });
+  return async (capture) => {
+    const verdict = await verifier.verify([capture]);
+    const verified = verdict.captures?.[0];
+    return verified ?? { notYet: "its IdP's signing keys cannot be fetched now" };
+  };
+}
+
+export function registerCaptureCommands(program: Command): void {
+  const captures = program.command('captures').description('Captures the sidecar set aside (quarantined) instead of writing: list and retry them.');
+
+  captures
+    .command('quarantined')
+    .description('List quarantined captures, oldest first: capture id, IdP, when observed and quarantined, attempts, reason. Never a token. Reads DATABASE_URL.')
+    .option('--idp <name>', 'only this IdP')
+    .option('--json', 'print JSON instead of a table', false)
+    .action(async (options: { idp?: string; json: boolean }) => {
+      const entries = await audited('ListQuarantinedCaptures', {}, { idp: options.idp }, async ({ pool }, event) => {
+        const found = await listQuarantined(pool, { idp: options.idp });
+        event.detail = `${found.length} quarantined captures`;
+        return found;
+      });
+      if (options.json) process.stdout.write(`${JSON.stringify(entries.map(entryToJson), null, 2)}\n`);
+      else process.stdout.write(entries.length === 0 ? 'no quarantined captures\n' : `${table(entries)}\n`);
+    });
+
+  captures
+    .command('retry')
+    .description(
+      'Write quarantined captures again (all, or those of --idp, or the --capture-id given), one per transaction.\n' +
+        'A capture written leaves the quarantine in that transaction; one that fails again stays, with attempts + 1\n' +
+        `and the new reason. Exits 1 when any stayed. Reads DATABASE_URL, TOKEN_TAP_KEYS (and ${IDP_CONFIG_ENV}\n` +
+        'for captures whose verification failed: they are verified first).',
+    )
+    .option('--idp <name>', 'only this IdP')
+    .option('--capture-id <id>', 'only this capture; repeat for several', collect, [])
+    .action(async (options: { idp?: string; captureId: string[] }) => {
+      const malformed = options.captureId.filter((id) => !UUID.test(id));
+      if (malformed.length > 0) throw new Error(`--capture-id must be a capture id as listed by "token-tap captures quarantined", got ${malformed.map((id) => `"${id}"`).join(', ')}`);
+      const verify = retryVerifier();
+      const { outcomes, stayed } = await audited('RetryQuarantinedCaptures', { keys: true }, { idp: options.idp }, async ({ pool, ring, store }, event) => {
+        const chosen = await listQuarantined(pool, { idp: options.idp, captureIds: options.captureId });
+        const outcomes: RetryOutcome[] = [];
+        for (const entry of chosen) {
+          outcomes.push(await retryQuarantined(entry.captureId, { pool, ring, verify, write: (client, capture) => store.writeCaptureIn(client, capture) }));
+        }
+        const stayed = outcomes.filter((outcome) => outcome.result === 'stayed').length;
+        event.detail = `retried ${outcomes.length} quarantined captures: ${outcomes.length - stayed} written, ${stayed} stayed`;
+        if (stayed > 0) event.outcome = 'failed_precondition';
+        return { outcomes, stayed };
+      });
+      for (const outcome of outcomes) {
+        if (outcome.result === 'written') process.stdout.write(`written  ${outcome.captureId}\n`);
+        else if (outcome.result === 'stayed') process.stdout.write(`stayed   ${outcome.captureId}  (attempts ${outcome.attempts}) ${outcome.reason}\n`);
+        else process.stdout.write(`skipped  ${outcome.captureId}  (retried by someone else meanwhile, or gone)\n`);
+      }
+      const written = outcomes.filter((outcome) => outcome.result === 'written').length;
+      process.stdout.write(`retried ${outcomes.length}: ${written} written, ${stayed} stayed in quarantine\n`);
+      if (stayed > 0) throw new VaultError(`${stayed} captures stayed in quarantine (their reasons are above)`, 'failed_precondition');
+    });
+}

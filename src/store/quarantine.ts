@@ -1,0 +1,153 @@
+// The quarantine (quarantined_captures, migration 000005): captures the writer could not store,
+// set aside so that one bad capture never blocks the ones behind it. Each is sealed exactly as the
+// spool seals it; nothing here reads a token. Operators list and retry them (`token-tap captures`).
+import type pg from 'pg';
+import type { Capture } from '../capture/types.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import { openSealedCapture, sealCapture } from '../ingest/spool.js';
+import { describeCaptureFailure, errorName, isPostgresUnavailable, type QuarantineLabel } from './errors.js';
+import { withTransaction } from './pool.js';
+import { HOLD_OFF_ERASURES } from './tombstones.js';
+
+/** Where a capture was when it failed: before verification (a retry verifies it first) or when written. */
+export type QuarantineStage = 'verification' | 'write';
+
+/** A capture set aside: what the pump counts and logs (no value of the capture). */
+export interface QuarantinedCapture {
+  captureId: string;
+  idp: string;
+  /** A metric label: refused_by_postgres, unreadable or failed. */
+  label: QuarantineLabel;
+  /** Bounded words naming the SQLSTATE or the error's class. */
+  reason: string;
+  /** It was in the quarantine already (a spool replayed after a crash): not new. */
+  known: boolean;
+}
+
+/** A quarantined capture as listed for operators: never its record. */
+export interface QuarantineEntry {
+  captureId: string;
+  idp: string;
+  observedAt: Date | null;
+  quarantinedAt: Date;
+  stage: QuarantineStage;
+  reason: string;
+  attempts: number;
+  keyId: string;
+}
+
+interface QuarantineRow {
+  capture_id: string;
+  idp: string;
+  observed_at: Date | null;
+  quarantined_at: Date;
+  stage: QuarantineStage;
+  reason: string;
+  attempts: number;
+  key_id: string;
+  record: Buffer;
+}
+
+const MAX_REASON = 200;
+
+/**
+ * Seals `capture` into the quarantine inside the caller's transaction. A capture already there (a
+ * spool replayed after a crash) stays as it is: a replay is not a new attempt.
+ */
+export async function quarantineCapture(client: pg.PoolClient, ring: KeyRing, capture: Capture, stage: QuarantineStage, reason: string): Promise<{ known: boolean }> {
+  const { keyId, sealed } = sealCapture(ring, capture);
+  const observedAt = capture.observedAt instanceof Date && !Number.isNaN(capture.observedAt.getTime()) ? capture.observedAt : null;
+  const { rowCount } = await client.query(
+    `INSERT INTO quarantined_captures (capture_id, idp, observed_at, stage, reason, key_id, record)
+     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (capture_id) DO NOTHING`,
+    [capture.captureId, capture.idp, observedAt, stage, reason.slice(0, MAX_REASON), keyId, sealed],
+  );
+  return { known: rowCount === 0 };
+}
+
+/** Quarantined captures, oldest first, optionally of one IdP or with the given ids. */
+export async function listQuarantined(pool: pg.Pool, filter: { idp?: string | undefined; captureIds?: readonly string[] | undefined } = {}): Promise<QuarantineEntry[]> {
+  const { rows } = await pool.query<Omit<QuarantineRow, 'record'>>(
+    `SELECT capture_id, idp, observed_at, quarantined_at, stage, reason, attempts, key_id FROM quarantined_captures
+     WHERE ($1::text IS NULL OR idp = $1) AND ($2::uuid[] IS NULL OR capture_id = ANY($2::uuid[]))
+     ORDER BY quarantined_at, capture_id`,
+    [filter.idp ?? null, filter.captureIds && filter.captureIds.length > 0 ? filter.captureIds : null],
+  );
+  return rows.map((row) => ({
+    captureId: row.capture_id,
+    idp: row.idp,
+    observedAt: row.observed_at,
+    quarantinedAt: row.quarantined_at,
+    stage: row.stage,
+    reason: row.reason,
+    attempts: row.attempts,
+    keyId: row.key_id,
+  }));
+}
+
+/** What a retry did with one quarantined capture. */
+export type RetryOutcome = { captureId: string; result: 'written' } | { captureId: string; result: 'stayed'; reason: string; attempts: number } | { captureId: string; result: 'gone' };
+
+export interface RetryDependencies {
+  pool: pg.Pool;
+  ring: KeyRing;
+  /** Writes one capture inside the transaction (GrantStore.writeCaptureIn). */
+  write: (client: pg.PoolClient, capture: Capture) => Promise<void>;
+  /**
+   * Verifies a capture quarantined before verification ran, as the pump would have; returns the
+   * capture to write, or why it cannot be yet. Throws as the verification step does.
+   */
+  verify: (capture: Capture) => Promise<Capture | { notYet: string }>;
+}
+
+/** Thrown inside the retry transaction to keep the capture quarantined with a reason of our own. */
+class Stays extends Error {
+  constructor(readonly reason: string) {
+    super(reason);
+  }
+}
+
+/**
+ * Writes a quarantined capture again, in one transaction: written, its quarantine row is deleted
+ * in that transaction; failed, the row stays with attempts + 1 and the new reason. Postgres being
+ * unavailable throws (nothing changes). A row another retry holds, or one already gone: 'gone'.
+ */
+export async function retryQuarantined(captureId: string, deps: RetryDependencies): Promise<RetryOutcome> {
+  return withTransaction(deps.pool, async (client) => {
+    const { rows } = await client.query<QuarantineRow>('SELECT * FROM quarantined_captures WHERE capture_id = $1 FOR UPDATE SKIP LOCKED', [captureId]);
+    const row = rows[0];
+    if (!row) return { captureId, result: 'gone' };
+    await client.query('SAVEPOINT retry');
+    try {
+      let capture: Capture;
+      try {
+        capture = openSealedCapture(deps.ring, row.key_id, row.record, row.capture_id);
+      } catch (error) {
+        throw new Stays(`cannot open the quarantined record (${errorName(error)})`);
+      }
+      if (row.stage === 'verification') {
+        let verified: Capture | { notYet: string };
+        try {
+          verified = await deps.verify(capture);
+        } catch (error) {
+          throw new Stays(`verifying it failed (${errorName(error)})`);
+        }
+        if ('notYet' in verified) throw new Stays(verified.notYet);
+        capture = verified;
+      }
+      await deps.write(client, capture);
+      await client.query('DELETE FROM quarantined_captures WHERE capture_id = $1', [captureId]);
+      return { captureId, result: 'written' };
+    } catch (error) {
+      if (isPostgresUnavailable(error)) throw error;
+      await client.query('ROLLBACK TO SAVEPOINT retry');
+      const reason = (error instanceof Stays ? error.reason : describeCaptureFailure(error).reason).slice(0, MAX_REASON);
+      const { rows: updated } = await client.query<{ attempts: number }>(
+        'UPDATE quarantined_captures SET attempts = attempts + 1, reason = $2 WHERE capture_id = $1 RETURNING attempts',
+        [captureId, reason],
+      );
+      return { captureId, result: 'stayed', reason, attempts: updated[0]!.attempts };
+    }
+    // As a capture batch: no erasure commits between its tombstone check and its commit.
+  }, { opening: [HOLD_OFF_ERASURES] });
+}
