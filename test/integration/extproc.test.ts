@@ -169,11 +169,12 @@ describe('ext_proc server with Postgres (integration)', function () {
     await new Promise((resolve) => setTimeout(resolve, 100));
     call.cancel();
     client.close();
-    await waitFor('the incomplete event', async () => {
-      const result = await db.pool.query("SELECT 1 FROM capture_events WHERE idp = 'cut' AND outcome = 'incomplete'");
-      return result.rows.length > 0 ? true : undefined;
+    const events = await waitFor('the second event', async () => {
+      const result = await db.pool.query("SELECT outcome FROM capture_events WHERE idp = 'cut' ORDER BY id");
+      return result.rows.length >= 2 ? result.rows.map((row) => row.outcome) : undefined;
     });
     const grant = await sidecar.store.findGrant('cut', 'frank');
     expect(grant).to.include({ accessToken: 'at-f1', refreshToken: whole, version: 1 });
+    expect(events).to.deep.equal(['stored', 'incomplete']);
   });
 });
