@@ -1,6 +1,7 @@
 // The bounds on what a token response may put into Postgres (src/capture/bounds.ts): each field
 // over its bound refuses the whole response, naming the field and the bound, never the value.
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
 import { FIELD_BOUNDS, MAX_JSON_NESTING, formatBytes } from '../../src/capture/bounds.js';
 import { captureFrom } from '../../src/capture/capture.js';
@@ -78,6 +79,27 @@ describe('capture bounds (src/capture/bounds.ts)', () => {
     expect(longestIdp + FIELD_BOUNDS.subject + 8 + 64).to.be.below(btreeLimit / 2);
     // lower() may grow a character by a byte (İ, 2 bytes, lowers to 3).
     expect(longestIdp + FIELD_BOUNDS.email * 1.5 + 64).to.be.below(btreeLimit / 2);
+  });
+
+  it('are the bounds the README lists, and failure-behaviour.md names', () => {
+    const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+    const b = (field: keyof typeof FIELD_BOUNDS) => formatBytes(FIELD_BOUNDS[field]);
+    expect(FIELD_BOUNDS.refreshToken).to.equal(FIELD_BOUNDS.accessToken);
+    expect(FIELD_BOUNDS.idToken).to.equal(FIELD_BOUNDS.accessToken);
+    const rows: Array<[string, string]> = [
+      ['subject (id_token `sub`, profile user id)', b('subject')],
+      ['email (id_token, profile)', b('email')],
+      ['issuer', b('issuer')],
+      ['client id (`azp` or first `aud`)', b('clientId')],
+      ['scope, all of it / a single scope', `${b('scope')} / ${b('scopeEach')}`],
+      ['token_type', b('tokenType')],
+      ['access, refresh and id token, each', b('accessToken')],
+      ['the other response fields, as JSON', b('extras')],
+      ['IdP error code', b('errorCode')],
+    ];
+    for (const [label, bound] of rows) expect(readme, label).to.contain(`| ${label} | ${bound} |`);
+    const failures = readFileSync(new URL('../../../docs/failure-behaviour.md', import.meta.url), 'utf8');
+    expect(failures).to.contain('A field over its bound').and.to.contain('A response cut short');
   });
 
   for (const { field, name, body } of FIELDS) {
