@@ -1,9 +1,10 @@
 // An upstream IdP (a real OpenID Provider behind the real Envoy) issues an id_token whose `sub` is
 // about 3 KB, then one whose `email` is: past the btree row limit of the indexes that hold them
-// (about 2,700 bytes). Postgres refuses such a row, and before the bounds of capture/bounds.ts the
-// writer retried that batch for ever: no later login of any IdP reached Postgres, before or after
-// a restart (the spool replayed it). Now each is recorded too_large, and the logins of two other
-// IdPs behind the same Envoy and sidecar are in Postgres within 10 s, before and after a restart.
+// (about 2,700 bytes). Postgres refuses such a row: before the bounds of capture/bounds.ts and the
+// quarantine the writer retried that batch for ever (no later login of any IdP reached Postgres,
+// before or after a restart), and with the quarantine alone it is set aside where a retry can never
+// write it. Now each is recorded too_large before the spool, and the logins of two other IdPs behind
+// the same Envoy and sidecar are in Postgres within 10 s, before and after a restart.
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
 import { FIELD_BOUNDS, formatBytes } from '../../src/capture/bounds.js';
@@ -79,6 +80,9 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       expect(events).to.deep.equal([overSubject, overEmail, overSubject, overEmail]);
       const { rows } = await stack.db.pool.query('SELECT count(*)::int AS n FROM grants WHERE idp = $1', [IDP_NAME]);
       expect(rows[0].n, 'grants of the hostile IdP').to.equal(0);
+      // Refused for good before the spool, not set aside where `captures retry` could never write them.
+      const quarantined = await stack.db.pool.query('SELECT count(*)::int AS n FROM quarantined_captures');
+      expect(quarantined.rows[0].n, 'quarantined captures').to.equal(0);
       const logs = firstLogs + stack.sidecar!.logs();
       expect(logs.includes(bigSubject.slice(0, 64)), 'the 3 KB sub in the log').to.equal(false);
       expect(logs.includes(bigEmail.slice(0, 64)), 'the 3 KB email in the log').to.equal(false);

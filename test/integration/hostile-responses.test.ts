@@ -86,7 +86,11 @@ describe(`hostile token responses through ext_proc to Postgres (${RUNS} generate
       },
     );
     console.log(`      ${[...seen].sort().map(([what, count]) => `${what}: ${count}`).join(', ')}`);
-    // Nothing was refused by Postgres, failed in capture, or was lost from the intake.
+    // Nothing failed in capture or was lost from the intake, and nothing reached Postgres that it
+    // refused (the quarantine, a last resort, took nothing).
     expect(await metricValue(running.sidecar.metrics, 'capturesDropped')).to.equal(0);
+    expect(await metricValue(running.sidecar.metrics, 'capturesQuarantined')).to.equal(0);
+    const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM quarantined_captures');
+    expect(rows[0].n).to.equal(0);
   });
 });
