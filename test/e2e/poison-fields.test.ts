@@ -36,6 +36,9 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       stack = await startStack(mode, {
         label: `poison_${mode}`,
         idpOptions: { accounts: { [bigSubject]: { email: 'big-sub@hostile.example' }, mallory: { email: bigEmail } } },
+        // Responses with no token are summarised per IdP, outcome and interval; the hostile logins
+        // are a second or more apart, so with the shortest interval each keeps an event of its own.
+        sidecarEnv: { TOKEN_TAP_REFUSAL_SUMMARY_MS: '100' },
         moreIdps: Object.entries(others).map(([name, idp]) => ({ name, tokenUrl: new URL(idp.tokenUrl) })),
       });
     });

@@ -1,7 +1,8 @@
 // Hostile token responses, generated, through the real ext_proc gRPC protocol to a real sidecar
 // writing to real Postgres. After each one a normal login (another IdP, its own user) must land in
 // Postgres within a bound: no response, however shaped, may stop the writer. Those over a bound,
-// not storable, unreadable or cut short must change no grant.
+// not storable, unreadable or cut short must change no grant, and every one is counted and in
+// capture_events (a row of its own, or counted into a summary row: see ingest/capture-refusals.ts).
 import { randomUUID } from 'node:crypto';
 import { expect } from 'chai';
 import fc from 'fast-check';
@@ -37,43 +38,53 @@ describe(`hostile token responses through ext_proc to Postgres (${RUNS} generate
     await db?.drop();
   });
 
-  async function hostileCounts(): Promise<{ grants: number; events: number }> {
-    const { rows } = await db.pool.query<{ grants: number; events: number }>(
-      "SELECT (SELECT count(*)::int FROM grants WHERE idp = 'hostile') AS grants, (SELECT count(*)::int FROM capture_events WHERE idp = 'hostile') AS events",
-    );
-    return rows[0]!;
+  async function hostileGrants(): Promise<number> {
+    const { rows } = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM grants WHERE idp = 'hostile'");
+    return rows[0]!.n;
   }
 
-  it('a normal login after each lands in Postgres within 5 s; those refused change no grant and are recorded as refused', async () => {
+  /** token_tap_captures_total of the hostile IdP by outcome: a response written as an event, or counted into a summary row. */
+  async function hostileOutcomes(): Promise<Map<string, number>> {
+    const { values } = await running.sidecar.metrics.captures.get();
+    const counts = new Map<string, number>();
+    for (const { labels, value } of values) if (labels.idp === 'hostile') counts.set(String(labels.outcome), value);
+    return counts;
+  }
+
+  it('a normal login after each lands in Postgres within 5 s; those refused change no grant and are counted as refused', async () => {
     const seen = new Map<string, number>();
+    let sent = 0;
     await fc.assert(
       fc.asyncProperty(hostileShapes(MAX_BODY_BYTES), async (shape) => {
         const hostile = buildHostile(shape, `h-${randomUUID()}`);
-        const before = await hostileCounts();
+        const grantsBefore = await hostileGrants();
+        const before = await hostileOutcomes();
         await sendResponse(client, 'hostile', hostile);
+        sent += 1;
 
         const subject = `n-${randomUUID()}`;
         const normal = JSON.stringify({ access_token: `at-${subject}`, refresh_token: `rt-${subject}`, id_token: fakeJwt({ sub: subject, exp: 4102444800 }) });
         await sendResponse(client, 'normal', { status: 200, headers: [['content-type', 'application/json']], body: Buffer.from(normal) });
         await waitFor(`the normal login after a ${shape.kind} response`, () => running.sidecar.store.findGrant('normal', subject), LANDS_WITHIN_MS, 10);
 
-        const event = await waitFor(
-          `the event of the ${shape.kind} response`,
+        // Counted once written, or at once when summarised (responses with no token, after the first of their kind).
+        const outcomes = await waitFor(
+          `the ${shape.kind} response counted`,
           async () => {
-            const { rows } = await db.pool.query<{ outcome: string; n: number }>(
-              "SELECT outcome, count(*) OVER ()::int AS n FROM capture_events WHERE idp = 'hostile' ORDER BY id DESC LIMIT 1",
-            );
-            return rows[0] && rows[0].n > before.events ? rows[0] : undefined;
+            const after = await hostileOutcomes();
+            const grown = [...after].filter(([outcome, value]) => value > (before.get(outcome) ?? 0));
+            return grown.length > 0 ? { grown, after } : undefined;
           },
           LANDS_WITHIN_MS,
           10,
         );
-        seen.set(`${shape.kind} -> ${event.outcome}`, (seen.get(`${shape.kind} -> ${event.outcome}`) ?? 0) + 1);
-        const after = await hostileCounts();
-        expect(after.events - before.events, 'one event per response').to.equal(1);
+        const total = (counts: Map<string, number>) => [...counts.values()].reduce((sum, value) => sum + value, 0);
+        expect(total(outcomes.after) - total(before), 'counted once').to.equal(1);
+        const outcome = outcomes.grown[0]![0];
+        seen.set(`${shape.kind} -> ${outcome}`, (seen.get(`${shape.kind} -> ${outcome}`) ?? 0) + 1);
         if (hostile.refused) {
-          expect(event.outcome, JSON.stringify(shape).slice(0, 300)).to.be.oneOf(REFUSED_OUTCOMES);
-          expect(after.grants, 'grants of the hostile IdP').to.equal(before.grants);
+          expect(outcome, JSON.stringify(shape).slice(0, 300)).to.be.oneOf(REFUSED_OUTCOMES);
+          expect(await hostileGrants(), 'grants of the hostile IdP').to.equal(grantsBefore);
         }
       }),
       {
@@ -86,6 +97,11 @@ describe(`hostile token responses through ext_proc to Postgres (${RUNS} generate
       },
     );
     console.log(`      ${[...seen].sort().map(([what, count]) => `${what}: ${count}`).join(', ')}`);
+    // Stopped, the sidecar writes its summary rows: every response is in capture_events, one row
+    // each or counted into a summary row.
+    await running.close();
+    const events = await db.pool.query<{ n: number }>("SELECT coalesce(sum(count), 0)::int AS n FROM capture_events WHERE idp = 'hostile'");
+    expect(events.rows[0]!.n, 'responses in capture_events').to.equal(sent);
     // Nothing failed in capture or was lost from the intake, and nothing reached Postgres that it
     // refused (the quarantine, a last resort, took nothing).
     expect(await metricValue(running.sidecar.metrics, 'capturesDropped')).to.equal(0);
