@@ -149,8 +149,10 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
       return;
     }
     const reading = profileCaptureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
-    if (reading.kind === 'capture') pump.enqueue(reading.capture);
-    else {
+    // A profile refused by its bounds, or cut short, holds no token: summarised as token responses are.
+    if (reading.kind === 'capture') {
+      if (refusals.admit(reading.capture)) pump.enqueue(reading.capture);
+    } else {
       metrics.captures.inc({ idp: route.idp, outcome: 'profile_skipped' });
       logger.debug({ idp: route.idp, reason: reading.reason }, 'profile response not used');
     }

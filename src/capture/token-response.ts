@@ -1,5 +1,6 @@
 // Reading an OAuth 2.0 token response (RFC 6749 5.1 / 5.2) and the ways real IdPs bend it.
 // Pure: bytes in, a classification out; never throws.
+import { MAX_JSON_NESTING, nestingExceeds } from './bounds.js';
 import { decodeIdTokenClaims } from './jwt.js';
 import type { TokenSet } from './types.js';
 
@@ -37,7 +38,7 @@ export function parseFields(body: Buffer): { fields: Fields } | { detail: string
       const parsed: unknown = JSON.parse(trimmed);
       if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) return { detail: 'JSON body is not an object' };
       // Deep nesting would later overflow the stack of JSON.stringify when the extras are stored.
-      if (nestingExceeds(parsed, MAX_NESTING)) return { detail: `JSON body nested deeper than ${MAX_NESTING} levels` };
+      if (nestingExceeds(parsed, MAX_JSON_NESTING)) return { detail: `JSON body nested deeper than ${MAX_JSON_NESTING} levels` };
       return { fields: parsed as Fields };
     } catch (error) {
       return { detail: error instanceof RangeError ? 'JSON body nested too deeply' : 'body is not valid JSON' };
@@ -48,19 +49,6 @@ export function parseFields(body: Buffer): { fields: Fields } | { detail: string
     return { fields: Object.fromEntries(new URLSearchParams(trimmed)) };
   }
   return { detail: 'body is neither JSON nor form-encoded' };
-}
-
-const MAX_NESTING = 32;
-
-function nestingExceeds(root: object, limit: number): boolean {
-  const stack: Array<[unknown, number]> = [[root, 1]];
-  while (stack.length > 0) {
-    const [value, depth] = stack.pop()!;
-    if (value === null || typeof value !== 'object') continue;
-    if (depth > limit) return true;
-    for (const child of Object.values(value)) stack.push([child, depth + 1]);
-  }
-  return false;
 }
 
 function nonEmptyString(value: unknown): string | undefined {

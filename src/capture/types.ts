@@ -31,7 +31,11 @@ export interface ObservedResponse {
   startedAt: number;
 }
 
-export type CaptureOutcome = 'stored' | 'idp_error' | 'unparseable' | 'too_large' | 'no_subject' | 'profile' | 'unverified';
+/**
+ * `too_large`: the body, or a field of it, is over its bound (bounds.ts); `incomplete`: Envoy did not
+ * signal the end of the response, so nothing of it is read. Neither keeps tokens or changes a grant.
+ */
+export type CaptureOutcome = 'stored' | 'idp_error' | 'unparseable' | 'too_large' | 'incomplete' | 'no_subject' | 'profile' | 'unverified';
 
 /** What a profile response says about the user of an access token. */
 export interface ProfileLink {

@@ -30,6 +30,7 @@ import os from 'node:os';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from 'pino';
+import { checkTokenResponse } from '../capture/bounds.js';
 import { stringClaim } from '../capture/jwt.js';
 import type { Capture } from '../capture/types.js';
 import { grantNotFound, isPostgresUnavailable, VaultError } from '../store/errors.js';
@@ -314,6 +315,15 @@ export class GrantRefresher {
         logger?.error({ idp, subject }, 'IdP answered the refresh with an id_token for another subject; nothing stored (OIDC Core 12.2)');
         throw new VaultError(`IdP "${idp}" answered the refresh of (${idp}, ${subject}) with an id_token for another subject; the stored grant is unchanged`, 'failed_precondition');
       }
+      const issuer = stringClaim(tokens.claims, 'iss');
+      const email = stringClaim(tokens.claims, 'email');
+      // The answer goes to the spool (the outbox) and Postgres as a login would: held to the same
+      // bounds (capture/bounds.ts), or an email past its index row limit would stop the writer.
+      const overBound = checkTokenResponse({ ...tokens, subject, issuer, clientId: undefined, email });
+      if (overBound) {
+        logger?.error({ idp, subject, detail: overBound.detail }, 'IdP answered the refresh with a field over its bound or not storable; nothing stored');
+        throw new VaultError(`IdP "${idp}" answered the refresh of (${idp}, ${subject}) with ${overBound.detail}; the stored grant is unchanged`, 'failed_precondition');
+      }
       const refreshed: Capture = {
         captureId: randomUUID(),
         idp,
@@ -321,9 +331,9 @@ export class GrantRefresher {
         httpStatus: 200,
         outcome: 'stored',
         subject,
-        issuer: stringClaim(tokens.claims, 'iss'),
+        issuer,
         clientId: undefined,
-        email: stringClaim(tokens.claims, 'email'),
+        email,
         tokens,
         errorCode: undefined,
         detail: undefined,

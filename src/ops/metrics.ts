@@ -44,7 +44,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     registry,
     captures: new Counter({
       name: 'token_tap_captures_total',
-      help: 'Token responses seen, by IdP and outcome (stored, idp_error, unparseable, too_large, no_subject, unverified, erased: a login of a user erased after it was observed).',
+      help: 'Token responses seen, by IdP and outcome (stored, idp_error, unparseable, too_large, incomplete, no_subject, unverified, erased: a login of a user erased after it was observed).',
       labelNames: ['idp', 'outcome'],
       registers,
     }),

@@ -137,7 +137,7 @@ describe('ext_proc server with Postgres (integration)', function () {
     expect(rows).to.deep.equal([{ outcome: 'idp_error', error_code: 'invalid_grant', http_status: 400, subject: null }]);
   });
 
-  it('a stream cancelled mid-body is a normal end: no error, what arrived is judged, and the incomplete stream is counted', async () => {
+  it('a stream cancelled mid-body is a normal end: no error, recorded as incomplete, and the incomplete stream is counted', async () => {
     const incompleteBefore = await metricValue(sidecar.metrics, 'extProcStreamsIncomplete');
     const client = connectExtProc(address);
     const call = openStream(client, 'acme');
@@ -146,12 +146,35 @@ describe('ext_proc server with Postgres (integration)', function () {
     await new Promise((resolve) => setTimeout(resolve, 100));
     call.cancel();
     client.close();
-    const rows = await waitFor('the unparseable event', async () => {
-      const result = await db.pool.query("SELECT outcome FROM capture_events WHERE outcome = 'unparseable'");
+    const rows = await waitFor('the incomplete event', async () => {
+      const result = await db.pool.query("SELECT outcome, detail FROM capture_events WHERE outcome = 'incomplete' AND idp = 'acme'");
       return result.rows.length > 0 ? result.rows : undefined;
     });
-    expect(rows).to.have.length(1);
+    expect(rows).to.deep.equal([{ outcome: 'incomplete', detail: 'the stream ended before the whole response arrived' }]);
     expect(await metricValue(sidecar.metrics, 'extProcStreamErrors')).to.equal(0);
     expect((await metricValue(sidecar.metrics, 'extProcStreamsIncomplete')) - incompleteBefore).to.equal(1);
+    expect(await metricValue(sidecar.metrics, 'captures', { idp: 'acme', outcome: 'incomplete' })).to.equal(1);
+  });
+
+  it('a form body cut short, which still parses, changes no grant: the stored refresh token stays whole', async () => {
+    const idToken = fakeJwt({ sub: 'frank', exp: 4102444800 });
+    const whole = 'rt-frank-0123456789abcdef';
+    await playEnvoy(address, tokenResponse({ access_token: 'at-f1', id_token: idToken, refresh_token: whole }, false), 'cut');
+    await waitFor('the first grant', () => sidecar.store.findGrant('cut', 'frank'));
+    // Envoy gave up on the stream inside the refresh token: no end_of_stream, no content-length.
+    const client = connectExtProc(address);
+    const call = openStream(client, 'cut');
+    call.write({ response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }, { key: 'content-type', raw_value: Buffer.from('application/x-www-form-urlencoded') }] } } });
+    call.write({ response_body: { body: Buffer.from(`access_token=at-f2&id_token=${idToken}&refresh_token=${whole.slice(0, 9)}`) } });
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    call.cancel();
+    client.close();
+    const events = await waitFor('the second event', async () => {
+      const result = await db.pool.query("SELECT outcome FROM capture_events WHERE idp = 'cut' ORDER BY id");
+      return result.rows.length >= 2 ? result.rows.map((row) => row.outcome) : undefined;
+    });
+    const grant = await sidecar.store.findGrant('cut', 'frank');
+    expect(grant).to.include({ accessToken: 'at-f1', refreshToken: whole, version: 1 });
+    expect(events).to.deep.equal(['stored', 'incomplete']);
   });
 });

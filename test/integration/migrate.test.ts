@@ -42,4 +42,31 @@ describe('store/migrate', () => {
     const { rows } = await db.pool.query("SELECT to_regclass('broken_one') AS t");
     expect(rows[0].t).to.equal(null);
   });
+
+  it('000006 adds incomplete to the outcome check and keeps every outcome allowed before it, one added by an earlier migration too', async () => {
+    const fresh = await createTestDatabase('migrate_outcome');
+    try {
+      await migrate(fresh.pool, loadMigrations().filter((migration) => migration.version < 6));
+      // Stands in for an outcome a migration between 000004 and 000006 added to the check.
+      await fresh.pool.query(`ALTER TABLE capture_events DROP CONSTRAINT capture_events_outcome_check;
+        ALTER TABLE capture_events ADD CONSTRAINT capture_events_outcome_check
+        CHECK (outcome IN ('stored', 'idp_error', 'unparseable', 'too_large', 'no_subject', 'linked', 'unmatched', 'unverified', 'quarantined'))`);
+      const refusal = async (outcome: string): Promise<string | undefined> => {
+        try {
+          await fresh.pool.query("INSERT INTO capture_events (capture_id, observed_at, idp, outcome) VALUES (gen_random_uuid(), now(), 'x', $1)", [outcome]);
+          return undefined;
+        } catch (error) {
+          return (error as { code?: string }).code;
+        }
+      };
+      expect(await refusal('incomplete')).to.equal('23514');
+      expect(await migrate(fresh.pool)).to.include(6);
+      for (const outcome of ['stored', 'idp_error', 'unparseable', 'too_large', 'no_subject', 'linked', 'unmatched', 'unverified', 'quarantined', 'incomplete']) {
+        expect(await refusal(outcome), outcome).to.equal(undefined);
+      }
+      expect(await refusal('bogus')).to.equal('23514');
+    } finally {
+      await fresh.drop();
+    }
+  });
 });

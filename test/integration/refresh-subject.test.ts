@@ -1,5 +1,6 @@
 // OIDC Core 12.2: a refreshed id_token must name the grant's user. A token endpoint that answers
 // a refresh with another user's id_token changes nothing stored.
+import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
@@ -18,6 +19,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   let db: TestDatabase;
   let server: http.Server;
   let answerSubject = 'alice';
+  let answerEmail: string | undefined;
   let tokenCalls = 0;
 
   before(async () => {
@@ -28,7 +30,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
       request.resume();
       request.on('end', async () => {
         const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-        const idToken = await new SignJWT({ sub: answerSubject }).setProtectedHeader({ alg: 'RS256' }).setIssuer(base).setAudience('okta-client').setIssuedAt().setExpirationTime('5m').sign(privateKey);
+        const idToken = await new SignJWT({ sub: answerSubject, ...(answerEmail ? { email: answerEmail } : {}) }).setProtectedHeader({ alg: 'RS256' }).setIssuer(base).setAudience('okta-client').setIssuedAt().setExpirationTime('5m').sign(privateKey);
         response.writeHead(200, { 'content-type': 'application/json' });
         tokenCalls += 1;
         response.end(JSON.stringify({ access_token: `at-${Date.now()}-${tokenCalls}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-by-idp-${tokenCalls}`, id_token: idToken }));
@@ -62,6 +64,28 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
     answerSubject = 'alice';
     const refreshed = await refresher.refresh('acme', 'alice');
     expect(refreshed.grant.refreshToken).to.equal(`rotated-by-idp-${tokenCalls}`);
+  });
+
+  it('refuses an answer with a field over its bound (an email past its index row limit): nothing spooled, the stored grant as it was', async () => {
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    await store.recordCaptures([syntheticCapture('acme', 'carol', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'carol-refresh-token' }) })]);
+    const before = (await store.findGrant('acme', 'carol'))!;
+    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    const spooled: Capture[] = [];
+    const refresher = new GrantRefresher({ pool: db.pool, store, clients: new Map([['acme', client]]), outbox: async (capture) => (spooled.push(capture), true) });
+    answerSubject = 'carol';
+    answerEmail = `${randomBytes(2300).toString('base64url')}@example.test`;
+    try {
+      const error = await refresher.refresh('acme', 'carol').then(() => undefined, (caught: unknown) => caught);
+      expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'failed_precondition' });
+      expect((error as Error).message).to.contain('email over 320 bytes').and.not.contain(answerEmail.slice(0, 32));
+      expect(spooled).to.deep.equal([]);
+      expect((await store.findGrant('acme', 'carol'))!).to.include({ refreshToken: 'carol-refresh-token', version: before.version });
+    } finally {
+      answerSubject = 'alice';
+      answerEmail = undefined;
+    }
   });
 
   it('a kept answer already applied by the pump does not stand in for the next refresh: the IdP is called again', async () => {

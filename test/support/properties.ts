@@ -1,13 +1,15 @@
 // Property definitions shared by the unit suite (a few thousand runs) and scripts/fuzz (100,000+).
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import fc from 'fast-check';
+import { FIELD_BOUNDS } from '../../src/capture/bounds.js';
 import { captureFrom } from '../../src/capture/capture.js';
 import { readTokenResponse } from '../../src/capture/token-response.js';
 import type { CaptureOutcome, ObservedResponse } from '../../src/capture/types.js';
 import { Exchange } from '../../src/extproc/exchange.js';
 import type { ProcessingRequest } from '../../src/extproc/protocol.js';
+import { fakeJwt } from './jwt.js';
 
-const OUTCOMES: CaptureOutcome[] = ['stored', 'idp_error', 'unparseable', 'too_large', 'no_subject'];
+const OUTCOMES: CaptureOutcome[] = ['stored', 'idp_error', 'unparseable', 'too_large', 'incomplete', 'no_subject'];
 const MAX = 4096;
 
 /** Bodies that look like token responses often enough to reach deep into the parser. */
@@ -24,6 +26,36 @@ const tokenish = fc.oneof(
   fc.nat(300).map((depth) => Buffer.from(`${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`)),
 );
 
+/** A value of some size around a bound, sometimes with a NUL or an unpaired surrogate planted in it. */
+function around(bound: number, planted: string): fc.Arbitrary<string> {
+  return fc
+    .tuple(fc.integer({ min: Math.max(0, bound - 8), max: bound + 8 }), fc.constantFrom('', '\u0000', '\ud800', '\udc00', '\ud83d\ude00', '€'))
+    .map(([length, odd]) => `${planted}${odd}${'x'.repeat(Math.max(0, length - planted.length))}`);
+}
+
+/** Token responses with one or two fields near their bounds; `planted` marks the values so a detail that echoes one is caught. */
+const boundedFields = fc.string({ minLength: 12, maxLength: 12 }).chain((seed) => {
+  const planted = `P${Buffer.from(seed).toString('hex').slice(0, 16)}`;
+  const claim = (name: string, bound: number) => fc.record({ [name]: around(bound, planted) });
+  return fc
+    .tuple(
+      fc.oneof(claim('sub', FIELD_BOUNDS.subject), claim('email', FIELD_BOUNDS.email), claim('iss', FIELD_BOUNDS.issuer), claim('azp', FIELD_BOUNDS.clientId), fc.constant({})),
+      fc.oneof(
+        claim('access_token', FIELD_BOUNDS.accessToken),
+        claim('refresh_token', FIELD_BOUNDS.refreshToken),
+        claim('token_type', FIELD_BOUNDS.tokenType),
+        claim('scope', FIELD_BOUNDS.scopeEach),
+        claim('scope', FIELD_BOUNDS.scope),
+        claim('picture', FIELD_BOUNDS.extras),
+        fc.constant({}),
+      ),
+    )
+    .map(([claims, fields]) => ({
+      planted,
+      body: Buffer.from(JSON.stringify({ access_token: 'at', id_token: fakeJwt({ sub: 'user', ...claims }), ...fields })),
+    }));
+});
+
 const encoded = fc.tuple(tokenish, fc.constantFrom(undefined, 'gzip', 'deflate', 'br', 'gzip, br', 'compress', 'identity')).map(([body, coding]) => {
   const apply: Record<string, (input: Buffer) => Buffer> = { gzip: gzipSync, deflate: deflateSync, br: brotliCompressSync };
   const bytes = (coding ?? '')
@@ -33,7 +65,7 @@ const encoded = fc.tuple(tokenish, fc.constantFrom(undefined, 'gzip', 'deflate',
   return { body: bytes, coding };
 });
 
-function observed(body: Buffer, status: number, coding: string | undefined, truncated: boolean): ObservedResponse & { idp: string } {
+function observed(body: Buffer, status: number, coding: string | undefined, truncated: boolean, complete = true): ObservedResponse & { idp: string } {
   return {
     idp: 'fuzz',
     routeKind: 'token',
@@ -43,7 +75,7 @@ function observed(body: Buffer, status: number, coding: string | undefined, trun
     headers: new Map(coding ? [['content-encoding', coding]] : []),
     body,
     bodyTruncated: truncated,
-    complete: true,
+    complete,
     startedAt: 0,
   };
 }
@@ -93,12 +125,37 @@ export const properties: NamedProperty[] = [
   ),
   named(
     'capture never throws, never mutates the body, always ends in a known outcome, and never pollutes prototypes',
-    fc.property(encoded, fc.integer({ min: 100, max: 599 }), fc.boolean(), ({ body, coding }, status, truncated) => {
+    fc.property(encoded, fc.integer({ min: 100, max: 599 }), fc.boolean(), fc.boolean(), ({ body, coding }, status, truncated, complete) => {
       const before = Buffer.from(body);
-      const capture = captureFrom(observed(body, status, coding, truncated), { maxDecodedBytes: MAX });
+      const capture = captureFrom(observed(body, status, coding, truncated, complete), { maxDecodedBytes: MAX });
       const clean = ({} as Record<string, unknown>).polluted === undefined && Object.keys(Object.prototype).length === 0;
       const tokensOnlyWhenUsable = capture.tokens === undefined || capture.outcome === 'stored' || capture.outcome === 'no_subject';
-      return OUTCOMES.includes(capture.outcome) && body.equals(before) && clean && tokensOnlyWhenUsable;
+      const incompleteNeverRead = complete || (capture.outcome === 'incomplete' && capture.tokens === undefined && capture.subject === undefined);
+      return OUTCOMES.includes(capture.outcome) && body.equals(before) && clean && tokensOnlyWhenUsable && incompleteNeverRead;
+    }),
+  ),
+  named(
+    'a capture that keeps tokens has every field within its bound and storable as text; a refusal never echoes the value',
+    fc.property(boundedFields, ({ body, planted }) => {
+      const capture = captureFrom(observed(body, 200, undefined, false), { maxDecodedBytes: 1024 * 1024 });
+      if (capture.detail?.includes(planted)) return false;
+      if (capture.tokens === undefined) return capture.outcome !== 'stored' && capture.outcome !== 'no_subject';
+      const { tokens } = capture;
+      const within = (field: keyof typeof FIELD_BOUNDS, value: string | undefined) =>
+        value === undefined || (Buffer.byteLength(value) <= FIELD_BOUNDS[field] && !/\u0000/.test(value) && value === Buffer.from(value).toString());
+      return (
+        within('subject', capture.subject) &&
+        within('email', capture.email) &&
+        within('issuer', capture.issuer) &&
+        within('clientId', capture.clientId) &&
+        within('tokenType', tokens.tokenType) &&
+        within('accessToken', tokens.accessToken) &&
+        within('refreshToken', tokens.refreshToken) &&
+        within('idToken', tokens.idToken) &&
+        within('scope', tokens.scope.join(' ')) &&
+        tokens.scope.every((scope) => within('scopeEach', scope)) &&
+        Buffer.byteLength(JSON.stringify(tokens.extras)) <= FIELD_BOUNDS.extras
+      );
     }),
   ),
   named(
