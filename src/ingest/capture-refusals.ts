@@ -1,7 +1,7 @@
 // Token responses that are plainly no token response (idp_error, unparseable, too_large,
 // incomplete; no tokens in them), summarised before the spool: whoever can make a token route
 // answer junk (an IdP, or a client sending bad codes) must not fill the spool and capture_events
-// with a row each. Per (IdP, outcome, error code) and interval the first is spooled and written as
+// with a row each. Per (IdP, outcome, error code, detail) and interval the first is spooled and written as
 // every capture is; the rest are counted in token_tap_captures_total as they come and written as
 // one capture_events row with their count when the interval ends (or at shutdown), past the spool
 // with a relaxed commit: all they carry is a count. A summary Postgres does not take is tried
@@ -20,7 +20,11 @@ const MAX_ERROR_CODE = 200;
 /** The error code of refusals counted once `maxKeys` kinds are tracked (an IdP inventing codes). */
 export const OTHER_ERROR_CODES = '(other)';
 
-type CaptureKey = { idp: string; outcome: string; errorCode: string };
+/**
+ * A kind of refusal. The detail is capture/'s own words (which field is over which bound, which
+ * encoding is corrupt), never a value, so a too-long subject and a too-long email stay apart.
+ */
+type CaptureKey = { idp: string; outcome: string; errorCode: string; detail: string };
 
 export interface CaptureRefusalsOptions {
   store: { recordCaptureSummaries(summaries: readonly CaptureSummary[]): Promise<void> };
@@ -30,7 +34,7 @@ export interface CaptureRefusalsOptions {
     refusalsSummarised?: LabelledCount<'source' | 'outcome'>;
   };
   intervalMs: number;
-  /** Kinds (IdP, outcome, error code) tracked at most; past it new error codes count under "(other)". */
+  /** Kinds (IdP, outcome, error code, detail) tracked at most; past it new error codes count under "(other)". */
   maxKeys?: number;
   now?: () => number;
 }
@@ -52,7 +56,7 @@ export class CaptureRefusals {
     this.summary = new RefusalSummary<CaptureKey>({
       intervalMs: options.intervalMs,
       maxKeys: this.maxKeys,
-      overflow: (key) => ({ ...key, errorCode: OTHER_ERROR_CODES }),
+      overflow: (key) => ({ ...key, errorCode: OTHER_ERROR_CODES, detail: '' }),
       ...(options.now ? { now: options.now } : {}),
     });
   }
@@ -65,7 +69,7 @@ export class CaptureRefusals {
   /** True: spool it as every capture is. False: it was counted into its kind's summary row. */
   admit(capture: Capture): boolean {
     if (capture.tokens || !SUMMARISED_OUTCOMES.has(capture.outcome)) return true;
-    const noted = this.summary.note({ idp: capture.idp, outcome: capture.outcome, errorCode: capture.errorCode?.slice(0, MAX_ERROR_CODE) ?? '' });
+    const noted = this.summary.note({ idp: capture.idp, outcome: capture.outcome, errorCode: capture.errorCode?.slice(0, MAX_ERROR_CODE) ?? '', detail: capture.detail ?? '' });
     if (noted.first) return true;
     this.options.metrics.captures.inc({ idp: capture.idp, outcome: capture.outcome });
     this.options.metrics.refusalsSummarised?.inc({ source: 'capture', outcome: capture.outcome });
@@ -93,7 +97,7 @@ export class CaptureRefusals {
   }
 
   private row({ key, count, since, until }: RefusalCount<CaptureKey>): CaptureSummary {
-    const { idp, outcome, errorCode } = key;
+    const { idp, outcome, errorCode, detail } = key;
     return {
       captureId: randomUUID(),
       idp,
@@ -106,7 +110,7 @@ export class CaptureRefusals {
       email: undefined,
       tokens: undefined,
       errorCode: errorCode || undefined,
-      detail: `summary: ${count} more ${outcome} responses${errorCode ? ` (error ${errorCode})` : ''} between ${new Date(since).toISOString()} and ${new Date(until).toISOString()}, not spooled one by one`,
+      detail: `summary: ${count} more ${outcome} responses${errorCode ? ` (error ${errorCode})` : ''}${detail ? ` (${detail})` : ''} between ${new Date(since).toISOString()} and ${new Date(until).toISOString()}, not spooled one by one`,
       count,
     };
   }

@@ -220,6 +220,16 @@ describe('capture refusals (ingest/capture-refusals.ts)', () => {
     expect(rows.every((row) => row.tokens === undefined && row.subject === undefined)).to.equal(true);
   });
 
+  it('tells refusals apart by what capture/ says of them: a subject over its bound and an email over its bound each get a row of their own', async () => {
+    const { refusals, written } = captureRefusals();
+    const tooLarge = (detail: string) => syntheticCapture('acme', undefined, { outcome: 'too_large', tokens: undefined, detail });
+    expect(refusals.admit(tooLarge('subject over 1,024 bytes'))).to.equal(true);
+    expect(refusals.admit(tooLarge('email over 320 bytes'))).to.equal(true);
+    expect(refusals.admit(tooLarge('email over 320 bytes'))).to.equal(false);
+    await refusals.close();
+    expect(written.flat().map((row) => [row.outcome, row.count, /\(email over 320 bytes\)/.test(row.detail ?? '')])).to.deep.equal([['too_large', 1, true]]);
+  });
+
   it('an IdP inventing error codes fills at most maxKeys kinds, then one (other) bucket', async () => {
     const { refusals, written } = captureRefusals();
     const admitted = Array.from({ length: 1_000 }, (_, index) => refusals.admit(idpError(`code_${index}`))).filter(Boolean).length;
