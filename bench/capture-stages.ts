@@ -7,7 +7,7 @@ import { Writable } from 'node:stream';
 import { parseArgs } from 'node:util';
 import { captureFrom } from '../src/capture/capture.js';
 import type { Capture, ObservedResponse } from '../src/capture/types.js';
-import { decodeCapture, encodeCapture } from '../src/ingest/spool.js';
+import { decodeCapture, encodeCapture } from '../src/ingest/spool-codec.js';
 import { fingerprint, generateKeySpec, open, parseKeyRing, seal } from '../src/keys/key-ring.js';
 import { createLogger } from '../src/ops/log.js';
 

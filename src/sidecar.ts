@@ -110,6 +110,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     dir: config.spoolDir,
     maxBytes: config.spoolMaxBytes,
     fsyncIntervalMs: config.spoolFsyncMs,
+    graceMs: config.spoolGraceMs,
     keyRing: config.keyRing,
     logger,
     metrics,

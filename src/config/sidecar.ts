@@ -40,6 +40,11 @@ export interface SidecarConfig {
   spoolMaxBytes: number;
   /** How long a capture waits for company before the spool's fsync (group commit). */
   spoolFsyncMs: number;
+  /**
+   * How long a spool segment already in Postgres is kept (TOKEN_TAP_SPOOL_GRACE_SECONDS): a Postgres
+   * that loses recent commits (an async standby promoted) gets them again from a restart.
+   */
+  spoolGraceMs: number;
   /** HTTP listener for /metrics, /healthz and /readyz. */
   opsListen: HostPort;
   /** On SIGTERM: how long open streams and the flush to Postgres may take before exiting. */
@@ -94,6 +99,11 @@ export interface SidecarFlags {
 export const DEFAULT_SIDECAR_LISTEN = '127.0.0.1:50051';
 export const DEFAULT_OPS_LISTEN = '127.0.0.1:9464';
 export const DEFAULT_SPOOL_DIR = '.token-tap/spool';
+/** TOKEN_TAP_SPOOL_DIR, absolute (relative to the working directory); `keys rotate` reads it too. */
+export function spoolDirFrom(env: NodeJS.ProcessEnv): string {
+  return path.resolve(env.TOKEN_TAP_SPOOL_DIR || DEFAULT_SPOOL_DIR);
+}
+
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
 
 export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = {}): SidecarConfig {
@@ -157,11 +167,13 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const postgres = readPostgresTimeouts(env, 'TOKEN_TAP_PG', WRITER_TIMEOUTS, problems);
   const commitDurability = readCommitDurability(env, problems);
 
-  const spoolDir = path.resolve(env.TOKEN_TAP_SPOOL_DIR || DEFAULT_SPOOL_DIR);
+  const spoolDir = spoolDirFrom(env);
   const spoolMaxBytes = positiveInteger(env, 'TOKEN_TAP_SPOOL_MAX_BYTES', 128 * 1024 * 1024, problems);
   if (spoolMaxBytes < 64 * 1024) problems.push(`TOKEN_TAP_SPOOL_MAX_BYTES must be at least 65536 (64 KiB), got ${spoolMaxBytes}`);
   const spoolFsyncMs = nonNegativeInteger(env, 'TOKEN_TAP_SPOOL_FSYNC_MS', 5, problems);
   if (spoolFsyncMs > 1000) problems.push(`TOKEN_TAP_SPOOL_FSYNC_MS must be at most 1000 (a capture waits that long to be durable), got ${spoolFsyncMs}`);
+  const spoolGraceSeconds = nonNegativeInteger(env, 'TOKEN_TAP_SPOOL_GRACE_SECONDS', 60, problems);
+  if (spoolGraceSeconds > 86_400) problems.push(`TOKEN_TAP_SPOOL_GRACE_SECONDS must be at most 86400 (a day), got ${spoolGraceSeconds}`);
   let opsListen: HostPort = parseHostPort(DEFAULT_OPS_LISTEN, 'TOKEN_TAP_OPS_LISTEN');
   try {
     opsListen = parseHostPort(env.TOKEN_TAP_OPS_LISTEN || DEFAULT_OPS_LISTEN, 'TOKEN_TAP_OPS_LISTEN');
@@ -201,6 +213,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     spoolDir,
     spoolMaxBytes,
     spoolFsyncMs,
+    spoolGraceMs: spoolGraceSeconds * 1000,
     opsListen,
     shutdownGraceMs,
     captureNice,

@@ -12,6 +12,10 @@ export interface Level {
   set(value: number): void;
 }
 
+export interface LabelledLevel<Label extends string> {
+  set(labels: Partial<Record<Label, string>>, value: number): void;
+}
+
 export interface Timing {
   startTimer(): () => unknown;
 }
@@ -28,4 +32,7 @@ export interface IngestMetrics {
   spoolAppended: Count;
   queueDepth: Level;
   spoolBytes: Level;
+  /** Spool records moved aside into held/ (never deleted), by reason (and key id for key_missing). */
+  spoolRecordsHeld: LabelledLevel<'reason' | 'key_id'>;
+  spoolRecordsHeldTotal: LabelledCount<'reason' | 'key_id'>;
 }

@@ -11,6 +11,8 @@ export interface SpoolView {
   depth: number;
   bytes: number;
   maxBytes: number;
+  /** Of `bytes`, segments already in Postgres kept for the grace window: a full spool gives them up first. */
+  graceBytes: number;
 }
 
 export type ServingPhase = 'starting' | 'serving' | 'stopping';
@@ -57,7 +59,7 @@ export class SidecarHealth {
   }
 
   readiness(): Readiness {
-    const { depth, bytes, maxBytes } = this.spool;
+    const { depth, bytes, maxBytes, graceBytes } = this.spool;
     return {
       ready: this.phase === 'serving',
       body: {
@@ -65,7 +67,7 @@ export class SidecarHealth {
         ...(this.extProc ? { extProc: this.extProc } : {}),
         store: this.store.describe(),
         // "Full" once another typical capture (a few KiB) may not fit.
-        spool: { captures: depth, bytes, maxBytes, full: bytes + 16 * 1024 > maxBytes },
+        spool: { captures: depth, bytes, maxBytes, full: bytes - graceBytes + 16 * 1024 > maxBytes },
       },
     };
   }

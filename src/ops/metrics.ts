@@ -16,6 +16,8 @@ export interface Metrics {
   writeBatchSeconds: Histogram;
   postgresErrors: Counter;
   spoolBytes: Gauge;
+  spoolRecordsHeld: Gauge<'reason' | 'key_id'>;
+  spoolRecordsHeldTotal: Counter<'reason' | 'key_id'>;
   spoolAppended: Counter;
   spoolFsyncSeconds: Histogram;
   postgresUp: Gauge;
@@ -51,7 +53,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     capturesDropped: new Counter({
       name: 'token_tap_captures_dropped_total',
       help:
-        'Captures dropped before reaching Postgres, by reason. spool_damaged counts damaged spool segments, one per segment: the records after the damage cannot be framed, so not counted.',
+        'Captures dropped before reaching Postgres, by reason. Spool records that cannot be read are not dropped: they are held (token_tap_spool_records_held).',
       labelNames: ['reason'],
       registers,
     }),
@@ -94,7 +96,21 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     postgresErrors: new Counter({ name: 'token_tap_postgres_errors_total', help: 'Failed Postgres operations.', registers }),
-    spoolBytes: new Gauge({ name: 'token_tap_spool_bytes', help: 'Bytes the capture spool holds on disk and in its write buffer.', registers }),
+    spoolBytes: new Gauge({ name: 'token_tap_spool_bytes', help: 'Bytes the capture spool holds on disk and in its write buffer (segments kept for the grace window included).', registers }),
+    spoolRecordsHeld: new Gauge({
+      name: 'token_tap_spool_records_held',
+      help:
+        'Spool records moved aside into held/ in the spool directory, never deleted, by reason: key_missing (sealed under key_id, which TOKEN_TAP_KEYS lacks: replayed at a start once the key is back), ' +
+        'unreadable (they fail authentication or do not decode), damaged_segment (segments whose framing is damaged, one per segment: what follows the damage cannot be counted).',
+      labelNames: ['reason', 'key_id'],
+      registers,
+    }),
+    spoolRecordsHeldTotal: new Counter({
+      name: 'token_tap_spool_records_held_total',
+      help: 'Spool records this process moved aside into held/, by reason (as token_tap_spool_records_held).',
+      labelNames: ['reason', 'key_id'],
+      registers,
+    }),
     spoolAppended: new Counter({ name: 'token_tap_spool_captures_total', help: 'Captures written to the spool and fsynced.', registers }),
     spoolFsyncSeconds: new Histogram({
       name: 'token_tap_spool_fsync_seconds',

@@ -1,7 +1,7 @@
 // How a capture is written into the spool: JSON whose Dates come back as Dates, wherever they are.
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
-import { decodeCapture, encodeCapture } from '../../src/ingest/spool.js';
+import { decodeCapture, encodeCapture } from '../../src/ingest/spool-codec.js';
 
 function capture(extra: Record<string, unknown> = {}): Capture {
   return {
