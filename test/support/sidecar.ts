@@ -36,12 +36,23 @@ time.sleep(600)
  * `unreaped`: run it under a parent that does not reap it (see UNREAPED_PARENT); `pid` is the
  * sidecar's own, and after stop('SIGKILL') it stays a zombie until the parent is stopped too.
  */
-/** `listen` replaces the default 127.0.0.1:<port> (a unix:/path, say). */
-export async function startSidecarProcess(options: { port: number; env: Record<string, string>; args?: string[]; listen?: string; unreaped?: boolean }): Promise<SidecarProcess> {
+/**
+ * `listen` replaces the default 127.0.0.1:<port> (a unix:/path, say). `wrap` runs the sidecar through
+ * a command that execs it (e.g. into a network namespace of its own: see IN_NEW_NETNS); `pid` is
+ * then still the sidecar's, as long as `wrap` execs rather than forks.
+ */
+export async function startSidecarProcess(options: {
+  port: number;
+  env: Record<string, string>;
+  args?: string[];
+  listen?: string;
+  unreaped?: boolean;
+  wrap?: string[];
+}): Promise<SidecarProcess> {
   // Each sidecar gets its own spool and ops port unless the test names them: test runs share the machine.
   const ownSpool = options.env.TOKEN_TAP_SPOOL_DIR ? undefined : mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
   const env = { ...(ownSpool ? { TOKEN_TAP_SPOOL_DIR: ownSpool } : {}), TOKEN_TAP_OPS_LISTEN: '127.0.0.1:0', ...options.env };
-  const command = [process.execPath, CLI, 'serve', '--listen', options.listen ?? `127.0.0.1:${options.port}`, ...(options.args ?? [])];
+  const command = [...(options.wrap ?? []), process.execPath, CLI, 'serve', '--listen', options.listen ?? `127.0.0.1:${options.port}`, ...(options.args ?? [])];
   const child: ChildProcess = spawn(options.unreaped ? 'python3' : command[0]!, options.unreaped ? ['-c', UNREAPED_PARENT, ...command] : command.slice(1), {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -91,6 +102,9 @@ export async function startSidecarProcess(options: { port: number; env: Record<s
     stopParent,
   };
 }
+
+/** A network namespace of its own (root only), its loopback up: not even 127.0.0.1 is shared with the test. */
+export const IN_NEW_NETNS = ['unshare', '--net', 'sh', '-c', 'ip link set lo up && exec "$@"', 'sh'];
 
 /** Runs a token-tap command to completion. */
 export async function runCli(args: string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
