@@ -1,12 +1,18 @@
 // The vault's operator commands as an operator runs them (child processes of bin/token-tap.js):
 // API keys, key rotation, grants against a real IdP, and retention.
 import * as grpc from '@grpc/grpc-js';
+import { mkdtempSync, rmSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { migrate } from '../../src/store/migrate.js';
 import { rotateKeys } from '../../src/keys/rotation.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { CaptureSpool } from '../../src/ingest/spool.js';
+import { createMetrics } from '../../src/ops/metrics.js';
+import { memoryLogger } from '../support/memory-log.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -124,9 +130,16 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
         const afterStop = await db.pool.query("SELECT key_id, count(*)::int AS n FROM grants GROUP BY key_id ORDER BY key_id");
         expect(afterStop.rows).to.deep.equal([{ key_id: 'A', n: 3 }, { key_id: 'B', n: 2 }]);
 
-        const rotated = await runCli(['keys', 'rotate', '--batch-size', '2'], { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${specB},${specA}` });
+        const noSpool = path.join(os.tmpdir(), `token-tap-no-spool-${process.pid}`);
+        const rotated = await runCli(['keys', 'rotate', '--batch-size', '2'], { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${specB},${specA}`, TOKEN_TAP_SPOOL_DIR: noSpool });
         expect(rotated.code, rotated.stderr).to.equal(0);
-        expect(JSON.parse(rotated.stdout)).to.deep.equal({ active_key_id: 'B', grants: 3, pending_grants: 1, missing_keys: [] });
+        expect(JSON.parse(rotated.stdout)).to.deep.equal({
+          active_key_id: 'B',
+          grants: 3,
+          pending_grants: 1,
+          missing_keys: [],
+          spool: { dir: noSpool, exists: false, records_by_key: {}, held_by_key: {}, held_unreadable: 0, held_damaged_segments: 0 },
+        });
         expect(rotated.stderr).to.contain('grants: 2/3').and.contain('grants: 3/3').and.contain('pending_grants: 1/1');
         for (const table of ['grants', 'pending_grants']) {
           const { rows } = await db.pool.query(`SELECT count(*)::int AS n FROM ${table} WHERE key_id = 'A' OR access_token_fp LIKE 'A:%'`);
@@ -148,6 +161,35 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       } finally {
         client.close();
         await vault.close();
+      }
+    });
+
+    it('reports the spool\'s records per key id, held ones included, read while a sidecar holds the spool, so an operator knows when a key may leave', async () => {
+      const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-rotate-spool-'));
+      const open = (spec: string) =>
+        CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: parseKeyRing(spec), logger: memoryLogger('silent').logger, metrics: createMetrics(), graceMs: 60_000 });
+      try {
+        // Three records spooled under C; a sidecar whose ring lacks C moves them aside (held), and spools two under B.
+        const before = await open(specC);
+        for (const subject of ['s1', 's2', 's3']) before.append(vaultCapture('acme', subject));
+        await before.close();
+        const running = await open(`${specB},${specA}`);
+        await running.commit((await running.read(100))!);
+        for (const subject of ['s4', 's5']) running.append(vaultCapture('acme', subject));
+        await running.flush();
+        try {
+          const rotated = await runCli(['keys', 'rotate'], { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${specB},${specA}`, TOKEN_TAP_SPOOL_DIR: dir });
+          expect(rotated.code, rotated.stderr).to.equal(0);
+          const { spool } = JSON.parse(rotated.stdout) as { spool: unknown };
+          console.log(`      keys rotate with a sidecar running on the spool: ${JSON.stringify(spool)}`);
+          // C's spooled segment is in Postgres' grace window (its records were read, none opened): still counted under C.
+          expect(spool).to.deep.equal({ dir, exists: true, records_by_key: { B: 2, C: 3 }, held_by_key: { C: 3 }, held_unreadable: 0, held_damaged_segments: 0 });
+          expect(rotated.stderr).to.contain(`spool ${dir}: 3 records and 3 held records are sealed under key "C"`).and.not.contain('under key "B"');
+        } finally {
+          await running.close();
+        }
+      } finally {
+        rmSync(dir, { recursive: true, force: true });
       }
     });
 
