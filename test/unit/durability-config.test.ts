@@ -8,10 +8,10 @@ import { generateKeySpec } from '../../src/keys/key-ring.js';
 describe('config: spool, ops listener, shutdown grace', () => {
   const valid = { DATABASE_URL: 'postgres://u:pw@127.0.0.1:5432/db', TOKEN_TAP_KEYS: generateKeySpec('k1') };
 
-  it('defaults: spool in ./.token-tap/spool of the working directory, 128 MiB, fsync every 5 ms, ops on 127.0.0.1:9464, 10 s grace', () => {
+  it('defaults: spool in ./.token-tap/spool of the working directory, 128 MiB, fsync every 5 ms, segments in Postgres kept 60 s, ops on 127.0.0.1:9464, 10 s grace', () => {
     const config = loadSidecarConfig(valid);
     expect(config.spoolDir).to.equal(path.resolve('.token-tap/spool'));
-    expect(config).to.include({ spoolMaxBytes: 128 * 1024 * 1024, spoolFsyncMs: 5, shutdownGraceMs: 10_000 });
+    expect(config).to.include({ spoolMaxBytes: 128 * 1024 * 1024, spoolFsyncMs: 5, spoolGraceMs: 60_000, shutdownGraceMs: 10_000 });
     expect(config.opsListen).to.deep.equal({ host: '127.0.0.1', port: 9464 });
   });
 
@@ -21,10 +21,11 @@ describe('config: spool, ops listener, shutdown grace', () => {
       TOKEN_TAP_SPOOL_DIR: '/var/spool/token-tap',
       TOKEN_TAP_SPOOL_MAX_BYTES: '1048576',
       TOKEN_TAP_SPOOL_FSYNC_MS: '0',
+      TOKEN_TAP_SPOOL_GRACE_SECONDS: '0',
       TOKEN_TAP_OPS_LISTEN: '0.0.0.0:9000',
       TOKEN_TAP_SHUTDOWN_GRACE_MS: '25000',
     });
-    expect(config).to.include({ spoolDir: '/var/spool/token-tap', spoolMaxBytes: 1048576, spoolFsyncMs: 0, shutdownGraceMs: 25_000 });
+    expect(config).to.include({ spoolDir: '/var/spool/token-tap', spoolMaxBytes: 1048576, spoolFsyncMs: 0, spoolGraceMs: 0, shutdownGraceMs: 25_000 });
     expect(config.opsListen).to.deep.equal({ host: '0.0.0.0', port: 9000 });
   });
 
@@ -51,16 +52,18 @@ describe('config: spool, ops listener, shutdown grace', () => {
         TOKEN_TAP_SPOOL_FSYNC_MS: 'soon',
         TOKEN_TAP_OPS_LISTEN: 'everywhere',
         TOKEN_TAP_SHUTDOWN_GRACE_MS: '-1',
+        TOKEN_TAP_SPOOL_GRACE_SECONDS: '90000',
       });
       expect.fail('should have thrown');
     } catch (error) {
       expect(error).to.be.instanceOf(ConfigError);
       const { problems } = error as ConfigError;
-      expect(problems).to.have.length(4);
+      expect(problems).to.have.length(5);
       expect(problems.join('\n')).to.match(/TOKEN_TAP_SPOOL_MAX_BYTES must be at least 65536/);
       expect(problems.join('\n')).to.match(/TOKEN_TAP_SPOOL_FSYNC_MS must be an integer of 0 or more/);
       expect(problems.join('\n')).to.match(/TOKEN_TAP_OPS_LISTEN must be HOST:PORT/);
       expect(problems.join('\n')).to.match(/TOKEN_TAP_SHUTDOWN_GRACE_MS/);
+      expect(problems.join('\n')).to.match(/TOKEN_TAP_SPOOL_GRACE_SECONDS must be at most 86400/);
     }
   });
 });
