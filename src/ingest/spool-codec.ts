@@ -109,6 +109,15 @@ function recordParts(record: Buffer): RecordParts {
   };
 }
 
+/** The capture id a record names; no key is needed. */
+export function recordCaptureId(record: Buffer): string | undefined {
+  try {
+    return recordParts(record).captureId;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The key id a record names, when it names one that can be a key id; no key is needed. */
 export function recordKeyId(record: Buffer): string | undefined {
   try {
@@ -120,24 +129,26 @@ export function recordKeyId(record: Buffer): string | undefined {
 }
 
 /** Why a record cannot be read: its key is not in the ring (kept until it is), or it is damaged. */
-export type Unreadable = { reason: 'key_missing'; keyId: string } | { reason: 'unreadable'; keyId?: string };
+export type Unreadable = ({ reason: 'key_missing'; keyId: string } | { reason: 'unreadable'; keyId?: string }) & { captureId?: string };
 
 export type OpenedRecord = { capture: Capture } | { unreadable: Unreadable; err: { name: string; message?: string } };
 
 /** The capture in one record (without its length prefix), or why it cannot be read. */
 export function openRecord(ring: KeyRing, record: Buffer): OpenedRecord {
   const keyId = recordKeyId(record);
+  const captureId = recordCaptureId(record);
+  const ids = captureId === undefined ? {} : { captureId };
   if (keyId !== undefined && !ring.keys.has(keyId)) {
-    return { unreadable: { reason: 'key_missing', keyId }, err: { name: 'DecryptError', message: `sealed under key id "${keyId}", which is not in TOKEN_TAP_KEYS` } };
+    return { unreadable: { reason: 'key_missing', keyId, ...ids }, err: { name: 'DecryptError', message: `sealed under key id "${keyId}", which is not in TOKEN_TAP_KEYS` } };
   }
   try {
-    const { keyId: sealedUnder, captureId, sealed } = recordParts(record);
-    return { capture: openSealedCapture(ring, sealedUnder, sealed, captureId) };
+    const parts = recordParts(record);
+    return { capture: openSealedCapture(ring, parts.keyId, parts.sealed, parts.captureId) };
   } catch (error) {
     // Only the error's name for anything but a failed decryption: a parse error's message can
     // quote the decrypted text, tokens included.
     const err = error instanceof DecryptError ? { name: error.name, message: error.message } : { name: (error as Error)?.name ?? 'Error' };
-    return { unreadable: { reason: 'unreadable', ...(keyId ? { keyId } : {}) }, err };
+    return { unreadable: { reason: 'unreadable', ...(keyId ? { keyId } : {}), ...ids }, err };
   }
 }
 

@@ -11,7 +11,7 @@ import { constants as fsConstants } from 'node:fs';
 import { copyFile, mkdir, open, readdir, readFile, rename } from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../store/errors.js';
-import { SEGMENT_MAGIC, recordKeyId, segmentRecords } from './spool-codec.js';
+import { SEGMENT_MAGIC, recordCaptureId, recordKeyId, segmentRecords } from './spool-codec.js';
 import { parseSegmentName, syncDirectory } from './spool-segments.js';
 
 export const HELD_DIR = 'held';
@@ -22,6 +22,8 @@ const DAMAGED_FILE = /^damaged-/;
 /** Records of one read that go into one held/ file. */
 export interface HeldRecords {
   frames: Buffer[];
+  /** Their capture ids (those that could be read). */
+  captureIds: string[];
   reason: 'key_missing' | 'unreadable';
   keyId: string | undefined;
   /** A decryption error's message (it names the key id), else the error's name only. */
@@ -117,16 +119,26 @@ export interface HeldCensus {
   keyMissing: Map<string, number>;
   unreadable: number;
   damagedSegments: number;
+  /** Of the held records: a record met again (a grace segment replayed) is not held twice. */
+  captureIds: Set<string>;
+}
+
+function emptyCensus(): HeldCensus {
+  return { keyMissing: new Map(), unreadable: 0, damagedSegments: 0, captureIds: new Set() };
 }
 
 export async function heldCensus(dir: string): Promise<HeldCensus> {
-  const census: HeldCensus = { keyMissing: new Map(), unreadable: 0, damagedSegments: 0 };
+  const census = emptyCensus();
   for (const name of await listHeld(dir)) {
+    if (DAMAGED_FILE.test(name)) census.damagedSegments += 1;
     const keyId = heldKeyId(name);
-    if (keyId !== undefined) census.keyMissing.set(keyId, (census.keyMissing.get(keyId) ?? 0) + (await recordsIn(path.join(dir, HELD_DIR, name))).length);
-    else if (UNREADABLE_FILE.test(name)) census.unreadable += (await recordsIn(path.join(dir, HELD_DIR, name))).length;
-    else if (DAMAGED_FILE.test(name)) census.damagedSegments += 1;
+    if (keyId === undefined && !UNREADABLE_FILE.test(name)) continue;
+    const records = await recordsIn(path.join(dir, HELD_DIR, name));
+    if (keyId !== undefined) census.keyMissing.set(keyId, (census.keyMissing.get(keyId) ?? 0) + records.length);
+    else census.unreadable += records.length;
+    for (const record of records) census.captureIds.add(recordCaptureId(record) ?? '');
   }
+  census.captureIds.delete('');
   return census;
 }
 
@@ -153,7 +165,7 @@ export async function spoolCensus(dir: string): Promise<SpoolCensus> {
     if (errorCode(error) === 'ENOENT') return undefined;
     throw error;
   });
-  const census: SpoolCensus = { dir, exists: names !== undefined, records: {}, held: { keyMissing: new Map(), unreadable: 0, damagedSegments: 0 } };
+  const census: SpoolCensus = { dir, exists: names !== undefined, records: {}, held: emptyCensus() };
   if (!names) return census;
   for (const name of names.filter((candidate) => parseSegmentName(candidate)).sort()) {
     for (const record of await recordsIn(path.join(dir, name))) {

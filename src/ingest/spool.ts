@@ -2,16 +2,13 @@
 // a restart or a crash of the sidecar loses nothing that reached the disk.
 //
 // Appends are buffered and written + fdatasync'ed together every few ms (group commit); only
-// durable records are handed to the reader. Once Postgres has a batch, the checkpoint names how far
-// (spool-segments.ts); a segment wholly in Postgres is kept for a grace window
-// (TOKEN_TAP_SPOOL_GRACE_SECONDS) and then deleted, so a Postgres that loses recent commits (an async
-// standby promoted) gets them again from a restart. The grace window counts against the size cap:
-// a full spool deletes the oldest such segments before it drops a capture. Nothing is deleted that
-// was not read: a record that cannot be read is moved aside into held/ (spool-held.ts). Replaying
-// a record Postgres already has is harmless: captures are idempotent by capture id.
-//
-// Files: the record codec (spool-codec.ts), the directory lock (spool-lock.ts), segment names and
-// the checkpoint (spool-segments.ts), what a start finds (spool-load.ts), held/ (spool-held.ts).
+// durable records are handed to the reader. Once Postgres has a batch, the checkpoint names how far;
+// a segment wholly in Postgres is kept for a grace window (TOKEN_TAP_SPOOL_GRACE_SECONDS), so a
+// Postgres that loses recent commits (an async standby promoted) gets them again from a restart;
+// it counts against the size cap (a full spool deletes the oldest such segments first). Nothing
+// unread is deleted: what cannot be read goes into held/. Replaying a record Postgres already has
+// is harmless: captures are idempotent by capture id. Around this file: spool-codec.ts (records),
+// spool-lock.ts, spool-segments.ts (names, checkpoint, files), spool-load.ts (a start), spool-held.ts.
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
@@ -72,7 +69,7 @@ export class CaptureSpool {
   /** Durable records not yet handed out by read(). */
   private unread = 0;
   private cursor: SpoolPosition = { segment: '', offset: 0 };
-  private held: HeldCensus = { keyMissing: new Map(), unreadable: 0, damagedSegments: 0 };
+  private held: HeldCensus = { keyMissing: new Map(), unreadable: 0, damagedSegments: 0, captureIds: new Set() };
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private closed = false;
@@ -227,11 +224,13 @@ export class CaptureSpool {
         start ??= { segment: segment.name, offset: base + at };
         if ('capture' in opened) {
           captures.push(opened.capture);
-        } else {
-          const { reason, keyId } = opened.unreadable;
+        } else if (opened.unreadable.captureId === undefined || !this.held.captureIds.has(opened.unreadable.captureId)) {
+          // (One held already was met again in a grace segment replayed: it is kept once.)
+          const { reason, keyId, captureId } = opened.unreadable;
           const file = reason === 'key_missing' ? heldKeyFile(keyId!, this.lock.writer.id) : heldUnreadableFile(this.lock.writer.id);
-          const entry = held.get(file) ?? { frames: [], reason, keyId, err: opened.err, at: { segment: segment.name, offset: base + at } };
+          const entry = held.get(file) ?? { frames: [], captureIds: [], reason, keyId, err: opened.err, at: { segment: segment.name, offset: base + at } };
           entry.frames.push(chunk.subarray(at, at + LENGTH_BYTES + length));
+          if (captureId !== undefined) entry.captureIds.push(captureId);
           held.set(file, entry);
         }
         records += 1;
@@ -330,6 +329,7 @@ export class CaptureSpool {
   /** Counts and logs records just moved aside (the key id, never key material; only a decryption error's message). */
   private noteHeld(file: string, entry: HeldRecords): void {
     const count = entry.frames.length;
+    for (const captureId of entry.captureIds) this.held.captureIds.add(captureId);
     if (entry.reason === 'key_missing') this.held.keyMissing.set(entry.keyId!, (this.held.keyMissing.get(entry.keyId!) ?? 0) + count);
     else this.held.unreadable += count;
     this.options.metrics.spoolRecordsHeldTotal.inc({ reason: entry.reason, ...(entry.reason === 'key_missing' ? { key_id: entry.keyId! } : {}) }, count);
