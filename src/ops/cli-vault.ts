@@ -22,7 +22,7 @@ import { GrantRevoker } from '../idp/revoke.js';
 import { rotateKeys } from '../keys/rotation.js';
 import { GrantStore } from '../store/grants.js';
 import { grantToJson } from './grant-json.js';
-import { spoolKeyReport } from './spool-key-report.js';
+import { SPOOL_KEY_REPORT_HELP, withSpoolKeyReport } from './spool-key-report.js';
 
 interface Vault {
   pool: pg.Pool;
@@ -358,9 +358,7 @@ function registerUpkeepCommands(program: Command): void {
     .description(
       'Re-encrypt every grant under the active key (the first in TOKEN_TAP_KEYS), a batch per transaction.\n' +
         'Stopped part way, it resumes where it left off when run again. Reads DATABASE_URL, TOKEN_TAP_KEYS and\n' +
-        'TOKEN_TAP_SEAL_FORMAT (the format values are sealed in; README "Upgrading"). Reports the records per key id\n' +
-        'in the spool at TOKEN_TAP_SPOOL_DIR (read without its lock): a key may leave the ring once no row and no\n' +
-        'spool record (on every sidecar) is under it.',
+        'TOKEN_TAP_SEAL_FORMAT (the format values are sealed in; README "Upgrading").\n' + SPOOL_KEY_REPORT_HELP,
     )
     .option('--batch-size <n>', 'rows per transaction (1-10000)', '200')
     .action(async (options: { batchSize: string }) => {
@@ -371,15 +369,12 @@ function registerUpkeepCommands(program: Command): void {
           onProgress: ({ table, done, total }) => process.stderr.write(`token-tap: ${table}: ${done}/${total} re-encrypted under key "${ring.activeKeyId}"\n`),
         });
         event.detail = `re-encrypted ${result.grants} grants and ${result.pendingGrants} held grants under key ${ring.activeKeyId}`;
-        const spool = await spoolKeyReport(process.env, ring.activeKeyId);
-        for (const note of spool.notes) process.stderr.write(`token-tap: ${note}\n`);
-        const output = {
+        const output = await withSpoolKeyReport(process.env, ring.activeKeyId, {
           active_key_id: ring.activeKeyId,
           grants: result.grants,
           pending_grants: result.pendingGrants,
           missing_keys: result.missing.map((missing) => ({ key_id: missing.keyId, grants: missing.grants, pending_grants: missing.pendingGrants })),
-          spool: spool.report,
-        };
+        });
         let refusal: VaultError | undefined;
         if (result.missing.length > 0) {
           const names = result.missing.map((missing) => `"${missing.keyId}" (${missing.grants} grants, ${missing.pendingGrants} held grants)`).join(', ');

@@ -11,6 +11,10 @@
 import { spoolDirFrom } from '../config/sidecar.js';
 import { spoolCensus } from '../ingest/spool-held.js';
 
+export const SPOOL_KEY_REPORT_HELP =
+  'Reports the records per key id in the spool at TOKEN_TAP_SPOOL_DIR (read without its lock): a key may leave\n' +
+  'the ring once no row and no spool record (run it where each sidecar\'s spool is) is under it.';
+
 export interface SpoolKeyReport {
   dir: string;
   exists: boolean;
@@ -20,6 +24,13 @@ export interface SpoolKeyReport {
   held_by_key: Record<string, number>;
   held_unreadable: number;
   held_damaged_segments: number;
+}
+
+/** `output` with the spool's report under `spool`; what an operator must know is said on stderr. */
+export async function withSpoolKeyReport<T extends object>(env: NodeJS.ProcessEnv, activeKeyId: string, output: T): Promise<T & { spool: SpoolKeyReport }> {
+  const { report, notes } = await spoolKeyReport(env, activeKeyId);
+  for (const note of notes) process.stderr.write(`token-tap: ${note}\n`);
+  return { ...output, spool: report };
 }
 
 export async function spoolKeyReport(env: NodeJS.ProcessEnv, activeKeyId: string): Promise<{ report: SpoolKeyReport; notes: string[] }> {
