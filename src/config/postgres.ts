@@ -47,10 +47,12 @@ export function readPostgresTimeouts(env: NodeJS.ProcessEnv, prefix: 'TOKEN_TAP_
 
 /**
  * What a commit of a capture, a refresh, an erasure or a durable audit row waits for
- * (TOKEN_TAP_COMMIT_DURABILITY), set per transaction whatever the database's synchronous_commit:
- * `on` (default) the WAL on the primary's disk; `remote_write` also received by the synchronous
- * standbys; `remote_apply` also applied there (readable on them). Without synchronous standbys
- * (synchronous_standby_names empty) all three wait for the local flush only.
+ * (TOKEN_TAP_COMMIT_DURABILITY), set per transaction whatever the database's synchronous_commit.
+ * With synchronous standbys (synchronous_standby_names set): `on` (default) waits for the WAL on
+ * the primary's disk and on the standbys' disks; `remote_apply` also for it to be applied there
+ * (readable on them at once); `remote_write` only for the standbys to have it in memory (weaker
+ * than `on`: lost if a standby's OS crashes with the primary). Without synchronous standbys all
+ * three wait for the local flush only.
  */
 export const COMMIT_DURABILITIES = ['on', 'remote_write', 'remote_apply'] as const;
 export type CommitDurability = (typeof COMMIT_DURABILITIES)[number];

@@ -69,4 +69,22 @@ describe('store/migrate', () => {
       await fresh.drop();
     }
   });
+
+  it('widens the outcome check without a validating scan of capture_events (NOT VALID: old rows passed the narrower check), and still checks new rows', async () => {
+    const fresh = await createTestDatabase('migrate_not_valid');
+    try {
+      await migrate(fresh.pool);
+      const { rows } = await fresh.pool.query("SELECT convalidated FROM pg_constraint WHERE conname = 'capture_events_outcome_check' AND conrelid = 'capture_events'::regclass");
+      expect(rows).to.deep.equal([{ convalidated: false }]);
+      let code: string | undefined;
+      try {
+        await fresh.pool.query("INSERT INTO capture_events (capture_id, observed_at, idp, outcome) VALUES (gen_random_uuid(), now(), 'x', 'bogus')");
+      } catch (error) {
+        code = (error as { code?: string }).code;
+      }
+      expect(code).to.equal('23514');
+    } finally {
+      await fresh.drop();
+    }
+  });
 });
