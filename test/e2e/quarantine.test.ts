@@ -2,7 +2,7 @@
 // Postgres. A GitHub-style login (no id_token) is held in pending_grants by a sidecar whose key k1
 // is X; the sidecar comes back with k1 = Y (same id, other material: a botched key change), and the
 // GitHub profile call names the held grant's user. Opening the held grant fails; that profile
-// capture is quarantined, and logins of the other IdP land in Postgres within 10 s, before and after
+// capture is quarantined, and logins of two other IdPs land in Postgres within 10 s, before and after
 // another restart.
 import { randomBytes, randomUUID } from 'node:crypto';
 import { expect } from 'chai';
@@ -11,6 +11,7 @@ import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { canned, sendRaw, startFixtureIdp, type FixtureIdp } from '../support/fixture-idp.js';
 import { loginAsOkta } from '../support/okta-client.js';
 import { waitFor } from '../support/ports.js';
+import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { IDP_NAME, startStack, type Stack } from '../support/stack.js';
 
 describe('a held grant under other key material is quarantined, and the writer goes on (real Envoy, sidecar, Postgres)', function () {
@@ -18,35 +19,45 @@ describe('a held grant under other key material is quarantined, and the writer g
   const keysX = generateKeySpec('k1');
   const keysY = generateKeySpec('k1');
   let upstream: FixtureIdp;
+  /** A second IdP with normal logins, beside the stack's own: two others must keep landing. */
+  let alpha: TestIdp;
   let stack: Stack;
 
   before(async () => {
     upstream = await startFixtureIdp();
+    alpha = await startTestIdp();
     stack = await startStack('observability', {
       label: 'e2e_quarantine',
       sidecarEnv: { TOKEN_TAP_KEYS: keysX, TOKEN_TAP_FINGERPRINT_KEY: randomBytes(32).toString('base64') },
-      moreIdps: [{ name: 'github', tokenUrl: new URL(upstream.url('/github/token')) }],
+      moreIdps: [{ name: 'github', tokenUrl: new URL(upstream.url('/github/token')) }, { name: 'alpha', tokenUrl: new URL(alpha.tokenUrl) }],
       profiles: [{ name: 'github', profileUrl: new URL(upstream.url('/github/user')), subjectField: 'id' }],
     });
   });
   after(async () => {
     await stack?.stop();
     await upstream?.close();
+    await alpha?.close();
   });
 
   const count = async (sql: string): Promise<number> => (await stack.db.pool.query<{ n: number }>(sql)).rows[0]!.n;
 
-  /** Signs in at the test IdP through Envoy and waits at most 10 s for the login in Postgres. */
+  /** Signs in at the two other IdPs through Envoy and waits at most 10 s for both logins in Postgres. */
   async function loginLandsWithin10s(what: string): Promise<void> {
-    const before = await count(`SELECT count(*)::int AS n FROM capture_events WHERE idp = '${IDP_NAME}'`);
-    const login = await loginAsOkta(stack.idp, stack.tokenUrl);
+    const events = (idp: string) => count(`SELECT count(*)::int AS n FROM capture_events WHERE idp = '${idp}'`);
+    const before: Record<string, number> = { [IDP_NAME]: await events(IDP_NAME), alpha: await events('alpha') };
+    const logins = [
+      { idp: IDP_NAME, login: await loginAsOkta(stack.idp, stack.tokenUrl) },
+      { idp: 'alpha', login: await loginAsOkta(alpha, `${stack.origin}${tokenRoutePath('alpha')}`) },
+    ];
     const started = Date.now();
-    await waitFor(`${what} in Postgres`, async () => ((await count(`SELECT count(*)::int AS n FROM capture_events WHERE idp = '${IDP_NAME}'`)) > before ? true : undefined), 10_000).catch((error: Error) => {
-      throw new Error(`${error.message}\n${stack.sidecar!.logs().split('\n').filter((line) => /"level":(40|50)/.test(line)).join('\n')}`);
-    });
-    const { rows } = await stack.db.pool.query('SELECT subject FROM grants WHERE idp = $1 AND subject = $2', [IDP_NAME, login.claims.sub]);
-    expect(rows, `${what}: the grant`).to.have.length(1);
-    console.log(`      ${what}: in Postgres ${Date.now() - started} ms after the login`);
+    for (const { idp, login } of logins) {
+      await waitFor(`${what}: ${idp}'s login in Postgres`, async () => ((await events(idp)) > before[idp]! ? true : undefined), Math.max(0, 10_000 - (Date.now() - started))).catch((error: Error) => {
+        throw new Error(`${error.message}\n${stack.sidecar!.logs().split('\n').filter((line) => /"level":(40|50)/.test(line)).join('\n')}`);
+      });
+      const { rows } = await stack.db.pool.query('SELECT subject FROM grants WHERE idp = $1 AND subject = $2', [idp, login.claims.sub]);
+      expect(rows, `${what}: ${idp}'s grant`).to.have.length(1);
+    }
+    console.log(`      ${what}: both IdPs' logins in Postgres ${Date.now() - started} ms after the logins`);
   }
 
   it('quarantines the profile capture, counts it, and writes normal logins within 10 s, before and after another restart', async () => {
