@@ -432,7 +432,8 @@ export class GrantStore {
         capture.httpStatus ?? null,
         outcome,
         capture.errorCode?.slice(0, 200) ?? null,
-        capture.detail ?? null,
+        // Our own words, never the IdP's (capture/); cut all the same, as error_code is.
+        capture.detail?.slice(0, 200) ?? null,
         this.fp(tokens?.accessToken ?? capture.profile?.accessToken),
         this.fp(tokens?.refreshToken),
         this.fp(tokens?.idToken),

@@ -209,6 +209,15 @@ describe('store/grants (Postgres)', () => {
     expect(await store.findGrant('acme', 'refresh-skew')).to.include({ accessToken: refreshed.tokens!.accessToken, refreshToken: refreshed.tokens!.refreshToken });
   });
 
+  it('keeps at most 200 characters of a detail, whoever wrote it', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const refused = syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined, detail: `unsupported content-encoding "${'z'.repeat(10_000)}"` });
+    await store.recordCaptures([refused]);
+    await store.recordCaptureSummaries([{ ...refused, captureId: randomUUID(), count: 5 }]);
+    const { rows } = await db.pool.query<{ detail: string }>("SELECT detail FROM capture_events WHERE capture_id = $1 OR (idp = 'acme' AND count = 5)", [refused.captureId]);
+    expect(rows.map((row) => row.detail.length)).to.deep.equal([200, 200]);
+  });
+
   it('stores no expiry for a lifetime or exp no Postgres date can hold (capture/ bounds them; this is behind them): nothing quarantined, the grants stored', async () => {
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
     // 1e300 made an invalid Date (SQLSTATE 22007); -8.64e12 s is a valid JS Date before Postgres's first (22008).
