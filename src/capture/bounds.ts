@@ -30,6 +30,24 @@ export const FIELD_BOUNDS = {
   errorCode: 256,
 } as const;
 
+/**
+ * The longest lifetime, in seconds, a token response may give. A lifetime becomes a timestamp in
+ * Postgres, which refuses one JS cannot build (`expires_in: 1e300`: an invalid Date, SQLSTATE
+ * 22007); real IdPs give hours to months (GitHub: a refresh token of 6 months).
+ */
+export const LIFETIME_BOUNDS = {
+  /** `expires_in`: 10 years (3,650 days). */
+  expiresIn: 315_360_000,
+  /** `refresh_token_expires_in`: 10 years (3,650 days). */
+  refreshExpiresIn: 315_360_000,
+} as const;
+
+/** How far an id_token's time claims may lie from the response they came in, in years and in seconds. */
+export const CLAIM_TIME_RANGE_YEARS = 100;
+export const CLAIM_TIME_RANGE = CLAIM_TIME_RANGE_YEARS * 365.25 * 86_400;
+/** The id_token claims read as times: `exp` becomes the stored expiry; verification compares `iat` and `nbf`. */
+export const TIME_CLAIMS = ['exp', 'iat', 'nbf'] as const;
+
 /** Deepest JSON nesting read from a body or an id_token's claims: deeper would overflow JSON.stringify's stack later. */
 export const MAX_JSON_NESTING = 32;
 
@@ -58,9 +76,11 @@ export interface BoundsRefusal {
 }
 
 /** 1024 -> "1,024", without depending on the process's locale. */
-export function formatBytes(bytes: number): string {
-  return String(bytes).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
+export function formatCount(count: number): string {
+  return String(count).replace(/\B(?=(\d{3})+(?!\d))/g, ',');
 }
+
+export const formatBytes = formatCount;
 
 // A NUL (Postgres text cannot hold one) or a UTF-16 surrogate without its pair (UTF-8 cannot
 // encode one: the driver would store U+FFFD, so two different subjects would become one).
@@ -105,13 +125,36 @@ export interface BoundedTokenResponse {
   refreshToken: string | undefined;
   idToken: string | undefined;
   tokenType: string | undefined;
+  expiresIn: number | undefined;
+  refreshExpiresIn: number | undefined;
   scope: readonly string[];
   extras: Record<string, unknown>;
   claims: Record<string, unknown> | undefined;
 }
 
-/** The first field of a successful token response over its bound or not storable; undefined when all fit. */
-export function checkTokenResponse(response: BoundedTokenResponse): BoundsRefusal | undefined {
+/** The first lifetime over its bound, or id_token time claim out of range of `at` (when the response came). */
+function checkTimes(response: BoundedTokenResponse, at: Date): BoundsRefusal | undefined {
+  const lifetimes: Array<[string, number | undefined, number]> = [
+    ['expires_in', response.expiresIn, LIFETIME_BOUNDS.expiresIn],
+    ['refresh_token_expires_in', response.refreshExpiresIn, LIFETIME_BOUNDS.refreshExpiresIn],
+  ];
+  for (const [name, seconds, bound] of lifetimes) {
+    if (seconds !== undefined && !(seconds <= bound)) return { outcome: 'too_large', detail: `${name} over ${formatCount(bound)} seconds` };
+  }
+  const atSeconds = at.getTime() / 1000;
+  for (const claim of TIME_CLAIMS) {
+    const value = response.claims?.[claim];
+    // Written so that a non-finite value (JSON's 1e400 reads as Infinity) is out of range too.
+    if (typeof value === 'number' && !(Math.abs(value - atSeconds) <= CLAIM_TIME_RANGE)) return { outcome: 'too_large', detail: `id_token ${claim} more than ${CLAIM_TIME_RANGE_YEARS} years from the response` };
+  }
+  return undefined;
+}
+
+/**
+ * The first field of a successful token response over its bound or not storable; undefined when
+ * all fit. `at`: when the response came, which the id_token's time claims must lie near.
+ */
+export function checkTokenResponse(response: BoundedTokenResponse, at: Date): BoundsRefusal | undefined {
   const fields: Array<[BoundedField, string | undefined]> = [
     ['subject', response.subject],
     ['email', response.email],
@@ -136,5 +179,5 @@ export function checkTokenResponse(response: BoundedTokenResponse): BoundsRefusa
   if (response.claims && nestingExceeds(response.claims)) return { outcome: 'unparseable', detail: `id_token claims nested deeper than ${MAX_JSON_NESTING} levels` };
   const extrasBytes = Buffer.byteLength(JSON.stringify(response.extras), 'utf8');
   if (extrasBytes > FIELD_BOUNDS.extras) return { outcome: 'too_large', detail: `${FIELD_NAMES.extras} over ${formatBytes(FIELD_BOUNDS.extras)} bytes` };
-  return undefined;
+  return checkTimes(response, at);
 }

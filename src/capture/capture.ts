@@ -51,7 +51,7 @@ export function captureFrom(observed: ObservedResponse & { idp: string }, option
   const issuer = stringClaim(tokens.claims, 'iss');
   const clientId = clientIdOf(tokens.claims);
   const email = stringClaim(tokens.claims, 'email');
-  const refused = checkTokenResponse({ ...tokens, subject, issuer, clientId, email });
+  const refused = checkTokenResponse({ ...tokens, subject, issuer, clientId, email }, base.observedAt);
   // The whole response is refused; its event still names the user when the subject itself is fine.
   if (refused) return { ...base, ...refused, subject: checkField('subject', subject) ? undefined : subject };
   return {

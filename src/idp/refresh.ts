@@ -319,7 +319,7 @@ export class GrantRefresher {
       const email = stringClaim(tokens.claims, 'email');
       // The answer goes to the spool (the outbox) and Postgres as a login would: held to the same
       // bounds (capture/bounds.ts), or an email past its index row limit would stop the writer.
-      const overBound = checkTokenResponse({ ...tokens, subject, issuer, clientId: undefined, email });
+      const overBound = checkTokenResponse({ ...tokens, subject, issuer, clientId: undefined, email }, requestedAt);
       if (overBound) {
         logger?.error({ idp, subject, detail: overBound.detail }, 'IdP answered the refresh with a field over its bound or not storable; nothing stored');
         throw new VaultError(`IdP "${idp}" answered the refresh of (${idp}, ${subject}) with ${overBound.detail}; the stored grant is unchanged`, 'failed_precondition');

@@ -17,8 +17,10 @@ import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from './r
 const SUMMARISED_OUTCOMES: ReadonlySet<string> = new Set(['idp_error', 'unparseable', 'too_large', 'incomplete']);
 /** As capture_events.error_code keeps it (store/grants.ts). */
 const MAX_ERROR_CODE = 200;
-/** The error code of refusals counted once `maxKeys` kinds are tracked (an IdP inventing codes). */
+/** The error code of refusals counted once `maxKeys` kinds, or an IdP's share, are tracked (an IdP inventing codes). */
 export const OTHER_ERROR_CODES = '(other)';
+/** Kinds one IdP may have tracked at once: far more than a real IdP's errors, far fewer than `maxKeys`. */
+export const DEFAULT_MAX_KEYS_PER_IDP = 32;
 
 /**
  * A kind of refusal. The detail is capture/'s own words (which field is over which bound, which
@@ -36,6 +38,8 @@ export interface CaptureRefusalsOptions {
   intervalMs: number;
   /** Kinds (IdP, outcome, error code, detail) tracked at most; past it new error codes count under "(other)". */
   maxKeys?: number;
+  /** Kinds of one IdP tracked at most; past it that IdP's new kinds count under its own "(other)". */
+  maxKeysPerIdp?: number;
   now?: () => number;
 }
 
@@ -57,6 +61,8 @@ export class CaptureRefusals {
       intervalMs: options.intervalMs,
       maxKeys: this.maxKeys,
       overflow: (key) => ({ ...key, errorCode: OTHER_ERROR_CODES, detail: '' }),
+      groupOf: (key) => key.idp,
+      maxKeysPerGroup: options.maxKeysPerIdp ?? DEFAULT_MAX_KEYS_PER_IDP,
       ...(options.now ? { now: options.now } : {}),
     });
   }
@@ -110,7 +116,8 @@ export class CaptureRefusals {
       email: undefined,
       tokens: undefined,
       errorCode: errorCode || undefined,
-      detail: `summary: ${count} more ${outcome} responses${errorCode ? ` (error ${errorCode})` : ''}${detail ? ` (${detail})` : ''} between ${new Date(since).toISOString()} and ${new Date(until).toISOString()}, not spooled one by one`,
+      // capture/'s own words; the error code is in its column (an IdP's text, so not in the detail).
+      detail: `summary: ${count} more ${outcome} responses between ${new Date(since).toISOString()} and ${new Date(until).toISOString()}${detail ? ` (${detail})` : ''}`,
       count,
     };
   }

@@ -10,7 +10,9 @@
 //
 // Memory is bounded: at most `maxKeys` keys are tracked. A refusal of a new key past that is
 // counted under `overflow(key)` instead (the key with its unbounded part, say the peer, replaced),
-// so the overflow buckets must come from a small set.
+// so the overflow buckets must come from a small set. With `groupOf`, each group (say, an IdP) may
+// track at most `maxKeysPerGroup` keys before its new ones go to overflow too, so one group cannot
+// use up the keys of the others.
 
 /** Labels that name what a refusal is counted under: peer and outcome, or IdP, outcome and error code. */
 export type SummaryKey = Readonly<Record<string, string>>;
@@ -37,13 +39,18 @@ export interface RefusalSummaryOptions<K extends SummaryKey> {
   intervalMs: number;
   /** Keys tracked at most (the overflow buckets come on top). */
   maxKeys: number;
-  /** Where a refusal of a new key is counted once `maxKeys` keys are tracked. */
+  /** Where a refusal of a new key is counted once `maxKeys` keys (or its group's share) are tracked. */
   overflow: (key: K) => K;
+  /** The group a key counts against (`maxKeysPerGroup`); its overflow bucket must be in the same group. */
+  groupOf?: (key: K) => string;
+  /** Keys of one group tracked at most (overflow buckets included); needs `groupOf`. */
+  maxKeysPerGroup?: number;
   now?: () => number;
 }
 
 interface Entry<K extends SummaryKey> {
   key: K;
+  group: string;
   since: number;
   count: number;
 }
@@ -56,10 +63,13 @@ export const DEFAULT_MAX_SUMMARY_KEYS = 1_000;
 
 export class RefusalSummary<K extends SummaryKey> {
   private readonly entries = new Map<string, Entry<K>>();
+  /** Keys tracked per group. */
+  private readonly groups = new Map<string, number>();
   private readonly now: () => number;
 
   constructor(private readonly options: RefusalSummaryOptions<K>) {
     if (!(options.intervalMs > 0) || !(options.maxKeys > 0)) throw new RangeError('intervalMs and maxKeys must be above 0');
+    if (options.maxKeysPerGroup !== undefined && !(options.maxKeysPerGroup > 0 && options.groupOf)) throw new RangeError('maxKeysPerGroup must be above 0, with groupOf');
     this.now = options.now ?? Date.now;
   }
 
@@ -77,14 +87,16 @@ export class RefusalSummary<K extends SummaryKey> {
     const now = this.now();
     let id = idOf(key);
     let overflowed = false;
-    if (!this.entries.has(id) && this.entries.size >= this.options.maxKeys) {
+    if (!this.entries.has(id) && (this.entries.size >= this.options.maxKeys || this.groupFull(key))) {
       key = this.options.overflow(key);
       id = idOf(key);
       overflowed = true;
     }
     const entry = this.entries.get(id);
     if (!entry) {
-      this.entries.set(id, { key, since: now, count: 0 });
+      const group = this.options.groupOf?.(key) ?? '';
+      this.entries.set(id, { key, group, since: now, count: 0 });
+      this.groups.set(group, (this.groups.get(group) ?? 0) + 1);
       return { first: true, key, overflowed };
     }
     if (entry.count === 0 && now - entry.since >= this.options.intervalMs) {
@@ -104,6 +116,9 @@ export class RefusalSummary<K extends SummaryKey> {
       if (now - entry.since < this.options.intervalMs) continue;
       if (entry.count === 0) {
         this.entries.delete(id);
+        const left = this.groups.get(entry.group)! - 1;
+        if (left > 0) this.groups.set(entry.group, left);
+        else this.groups.delete(entry.group);
         continue;
       }
       ended.push({ key: entry.key, count: entry.count, since: entry.since, until: now });
@@ -118,7 +133,13 @@ export class RefusalSummary<K extends SummaryKey> {
     const now = this.now();
     const counted = [...this.entries.values()].filter((entry) => entry.count > 0).map((entry) => ({ key: entry.key, count: entry.count, since: entry.since, until: now }));
     this.entries.clear();
+    this.groups.clear();
     return counted;
+  }
+
+  private groupFull(key: K): boolean {
+    const { groupOf, maxKeysPerGroup } = this.options;
+    return groupOf !== undefined && maxKeysPerGroup !== undefined && (this.groups.get(groupOf(key)) ?? 0) >= maxKeysPerGroup;
   }
 }
 

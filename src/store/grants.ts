@@ -138,11 +138,16 @@ interface SealedExtras {
 }
 
 function secondsAfter(start: Date, seconds: number | undefined): Date | null {
-  return seconds === undefined ? null : new Date(start.getTime() + seconds * 1000);
+  return seconds === undefined ? null : storableDate(start.getTime() + seconds * 1000);
 }
 
 function epochSeconds(value: unknown): Date | null {
-  return typeof value === 'number' && Number.isFinite(value) ? new Date(value * 1000) : null;
+  return typeof value === 'number' ? storableDate(value * 1000) : null;
+}
+
+/** Years 1 to 9999, or null: Postgres refuses an invalid Date (22007) or one past its range (22008), which would quarantine the capture. */
+function storableDate(ms: number): Date | null {
+  return ms >= -62_135_596_800_000 && ms <= 253_402_300_799_999 ? new Date(ms) : null;
 }
 
 
@@ -427,7 +432,8 @@ export class GrantStore {
         capture.httpStatus ?? null,
         outcome,
         capture.errorCode?.slice(0, 200) ?? null,
-        capture.detail ?? null,
+        // Our own words, never the IdP's (capture/); cut all the same, as error_code is.
+        capture.detail?.slice(0, 200) ?? null,
         this.fp(tokens?.accessToken ?? capture.profile?.accessToken),
         this.fp(tokens?.refreshToken),
         this.fp(tokens?.idToken),

@@ -208,4 +208,34 @@ describe('store/grants (Postgres)', () => {
     }
     expect(await store.findGrant('acme', 'refresh-skew')).to.include({ accessToken: refreshed.tokens!.accessToken, refreshToken: refreshed.tokens!.refreshToken });
   });
+
+  it('keeps at most 200 characters of a detail, whoever wrote it', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const refused = syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined, detail: `unsupported content-encoding "${'z'.repeat(10_000)}"` });
+    await store.recordCaptures([refused]);
+    await store.recordCaptureSummaries([{ ...refused, captureId: randomUUID(), count: 5 }]);
+    const { rows } = await db.pool.query<{ detail: string }>("SELECT detail FROM capture_events WHERE capture_id = $1 OR (idp = 'acme' AND count = 5)", [refused.captureId]);
+    expect(rows.map((row) => row.detail.length)).to.deep.equal([200, 200]);
+  });
+
+  it('stores no expiry for a lifetime or exp no Postgres date can hold (capture/ bounds them; this is behind them): nothing quarantined, the grants stored', async () => {
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    // 1e300 made an invalid Date (SQLSTATE 22007); -8.64e12 s is a valid JS Date before Postgres's first (22008).
+    const huge = stored('huge-lifetimes', { tokens: tokens({ expiresIn: 1e300, refreshExpiresIn: 1e300, claims: { sub: 'huge-lifetimes', exp: 1e300 } }) });
+    const early = stored('early-exp', { tokens: tokens({ expiresIn: Number.MAX_VALUE, refreshExpiresIn: 8.64e12, claims: { sub: 'early-exp', exp: -8.64e12 } }) });
+    const normal = stored('normal-lifetimes', { tokens: tokens({ expiresIn: 3600, refreshExpiresIn: 86_400, claims: { sub: 'normal-lifetimes', exp: 4102444800 } }) });
+    const result = await store.recordCaptures([huge, early, normal]);
+    expect(result.quarantined).to.deep.equal([]);
+    const quarantined = await db.pool.query('SELECT count(*)::int AS n FROM quarantined_captures WHERE capture_id = ANY($1::uuid[])', [[huge.captureId, early.captureId, normal.captureId]]);
+    expect(quarantined.rows[0].n).to.equal(0);
+    for (const subject of ['huge-lifetimes', 'early-exp']) {
+      const grant = (await store.findGrant('acme', subject))!;
+      expect(grant, subject).to.include({ accessTokenExpiresAt: null, refreshTokenExpiresAt: null, idTokenExpiresAt: null });
+      expect(grant.accessToken, subject).to.be.a('string');
+    }
+    const kept = (await store.findGrant('acme', 'normal-lifetimes'))!;
+    expect(kept.accessTokenExpiresAt!.getTime()).to.equal(normal.observedAt.getTime() + 3_600_000);
+    expect(kept.refreshTokenExpiresAt!.getTime()).to.equal(normal.observedAt.getTime() + 86_400_000);
+    expect(kept.idTokenExpiresAt!.toISOString()).to.equal('2100-01-01T00:00:00.000Z');
+  });
 });

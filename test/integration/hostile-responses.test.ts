@@ -92,8 +92,16 @@ describe(`hostile token responses through ext_proc to Postgres (${RUNS} generate
         // The sidecar and Postgres carry state from run to run (a wedged writer fails every later
         // run): the first failing response is the one to report, not a shrunk one.
         endOnFailure: true,
-        // Always tried first: a subject and an email past the btree row limit of their indexes.
-        examples: [[{ kind: 'oversized', field: 'sub', over: 2000, form: false, coding: 'identity' }], [{ kind: 'oversized', field: 'email', over: 2700, form: false, coding: 'identity' }]],
+        // Always tried first: a subject and an email past the btree row limit of their indexes, and
+        // lifetimes and an id_token exp no date can hold (Postgres refused the invalid Date: quarantined).
+        examples: [
+          [{ kind: 'oversized', field: 'sub', over: 2000, form: false, coding: 'identity' }],
+          [{ kind: 'oversized', field: 'email', over: 2700, form: false, coding: 'identity' }],
+          [{ kind: 'huge_number', field: 'expires_in', value: '1e300', over: 1, coding: 'identity' }],
+          [{ kind: 'huge_number', field: 'refresh_token_expires_in', value: '1e300', over: 1, coding: 'gzip' }],
+          [{ kind: 'huge_number', field: 'exp', value: '1e300', over: 1, coding: 'identity' }],
+          [{ kind: 'huge_number', field: 'exp', value: '-8.64e12', over: 1, coding: 'identity' }],
+        ],
       },
     );
     console.log(`      ${[...seen].sort().map(([what, count]) => `${what}: ${count}`).join(', ')}`);

@@ -20,6 +20,9 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   let server: http.Server;
   let answerSubject = 'alice';
   let answerEmail: string | undefined;
+  /** Set on the answer (fields) and on its id_token (claims), over what the IdP sends by default. */
+  let answerFields: Record<string, unknown> = {};
+  let answerClaims: Record<string, unknown> = {};
   let tokenCalls = 0;
 
   before(async () => {
@@ -30,10 +33,12 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
       request.resume();
       request.on('end', async () => {
         const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-        const idToken = await new SignJWT({ sub: answerSubject, ...(answerEmail ? { email: answerEmail } : {}) }).setProtectedHeader({ alg: 'RS256' }).setIssuer(base).setAudience('okta-client').setIssuedAt().setExpirationTime('5m').sign(privateKey);
+        const now = Math.floor(Date.now() / 1000);
+        const claims = { sub: answerSubject, ...(answerEmail ? { email: answerEmail } : {}), iss: base, aud: 'okta-client', iat: now, exp: now + 300, ...answerClaims };
+        const idToken = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256' }).sign(privateKey);
         response.writeHead(200, { 'content-type': 'application/json' });
         tokenCalls += 1;
-        response.end(JSON.stringify({ access_token: `at-${Date.now()}-${tokenCalls}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-by-idp-${tokenCalls}`, id_token: idToken }));
+        response.end(JSON.stringify({ access_token: `at-${Date.now()}-${tokenCalls}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-by-idp-${tokenCalls}`, id_token: idToken, ...answerFields }));
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -85,6 +90,37 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
     } finally {
       answerSubject = 'alice';
       answerEmail = undefined;
+    }
+  });
+
+  it('refuses an answer whose lifetimes or id_token exp no date can hold (1e300): nothing spooled, the stored grant as it was', async () => {
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    await store.recordCaptures([syntheticCapture('acme', 'dave', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'dave-refresh-token' }) })]);
+    const before = (await store.findGrant('acme', 'dave'))!;
+    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    const spooled: Capture[] = [];
+    const refresher = new GrantRefresher({ pool: db.pool, store, clients: new Map([['acme', client]]), outbox: async (capture) => (spooled.push(capture), true) });
+    answerSubject = 'dave';
+    const answers: Array<[string, Record<string, unknown>, Record<string, unknown>]> = [
+      ['expires_in over 315,360,000 seconds', { expires_in: 1e300 }, {}],
+      ['refresh_token_expires_in over 315,360,000 seconds', { refresh_token_expires_in: 1e300 }, {}],
+      ['id_token exp more than 100 years from the response', {}, { exp: 1e300 }],
+    ];
+    try {
+      for (const [detail, fields, claims] of answers) {
+        answerFields = fields;
+        answerClaims = claims;
+        const error = await refresher.refresh('acme', 'dave').then(() => undefined, (caught: unknown) => caught);
+        expect(error, detail).to.be.instanceOf(VaultError).and.include({ outcome: 'failed_precondition' });
+        expect((error as Error).message).to.contain(detail);
+      }
+      expect(spooled).to.deep.equal([]);
+      expect((await store.findGrant('acme', 'dave'))!).to.include({ refreshToken: 'dave-refresh-token', version: before.version });
+    } finally {
+      answerSubject = 'alice';
+      answerFields = {};
+      answerClaims = {};
     }
   });
 

@@ -10,6 +10,7 @@ import { expect } from 'chai';
 import type { Registry } from 'prom-client';
 import { stringify } from 'yaml';
 import { OKTA_HOOK_PATH } from '../../src/contract.js';
+import { DEFAULT_MAX_KEYS_PER_IDP } from '../../src/ingest/capture-refusals.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { connectExtProc, openStream, type ExtProcClient } from '../support/extproc-client.js';
 import { startInProcessSidecar, type InProcessSidecar } from '../support/in-process.js';
@@ -65,9 +66,10 @@ async function flood(port: number, total: number, concurrency: number, authoriza
 }
 
 /** One observability-mode token response on its own ext_proc stream, as Envoy sends it. */
-async function junkResponse(client: ExtProcClient, status: number, body: string): Promise<void> {
-  const call = openStream(client, 'acme');
-  call.write({ response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from(String(status)) }, { key: 'content-type', raw_value: Buffer.from('application/json') }] } }, observability_mode: true });
+async function junkResponse(client: ExtProcClient, status: number, body: string, idp = 'acme', headers: Array<[string, string]> = []): Promise<void> {
+  const call = openStream(client, idp);
+  const all: Array<[string, string]> = [[':status', String(status)], ['content-type', 'application/json'], ...headers];
+  call.write({ response_headers: { headers: { headers: all.map(([key, value]) => ({ key, raw_value: Buffer.from(value) })) } }, observability_mode: true });
   call.write({ response_body: { body: Buffer.from(body), end_of_stream: true }, observability_mode: true });
   call.end();
   await once(call, 'status');
@@ -168,6 +170,45 @@ describe('refusals are summarised, not written one row each (integration)', func
       expect(await metricValue(sidecar.metrics, 'captures', { idp: 'acme', outcome: 'idp_error' })).to.equal(2_000);
       expect(await metricValue(sidecar.metrics, 'captures', { idp: 'acme', outcome: 'unparseable' })).to.equal(2_000);
       expect(await metricValue(sidecar.metrics, 'spoolAppended')).to.equal(2);
+    });
+  });
+
+  describe('an IdP choosing a content-encoding per response', () => {
+    let db: TestDatabase;
+    let running: InProcessSidecar;
+
+    before(async () => {
+      db = await createTestDatabase('refusals_codings');
+      running = await start(db);
+    });
+    after(async () => {
+      await running?.close();
+      await db?.drop();
+    });
+
+    it(`2,000 responses with 2,000 invented 1 KB encodings: at most ${DEFAULT_MAX_KEYS_PER_IDP} + 1 spooled, no header text in capture_events, another IdP's refusal still its own row`, async () => {
+      const { sidecar } = running;
+      const client = connectExtProc(`127.0.0.1:${sidecar.address.port}`);
+      try {
+        await inBatches(2_000, 200, (index) => junkResponse(client, 200, '{"access_token":"x"}', 'acme', [['content-encoding', `x-idp-chosen-${index}-${'z'.repeat(1_000)}`]]));
+        await junkResponse(client, 400, '{"error":"invalid_client"}', 'other');
+      } finally {
+        client.close();
+      }
+      await waitFor('every response handled', async () => ((await metricValue(sidecar.metrics, 'captures', { idp: 'acme' })) >= 2_000 - (DEFAULT_MAX_KEYS_PER_IDP + 1) ? true : undefined), 30_000);
+      await waitFor('the other IdP handled', async () => ((await metricValue(sidecar.metrics, 'captures', { idp: 'other' })) >= 1 ? true : undefined), 30_000);
+      await running.close();
+      const { rows } = await db.pool.query<{ idp: string; outcome: string; error_code: string | null; detail: string | null; count: number }>('SELECT idp, outcome, error_code, detail, count FROM capture_events ORDER BY id');
+      const acme = rows.filter((row) => row.idp === 'acme');
+      console.log(`      2,000 responses with invented encodings: ${await metricValue(sidecar.metrics, 'spoolAppended')} spooled (both IdPs), ${acme.length} capture_events rows of the IdP`);
+      expect(acme.reduce((sum, row) => sum + row.count, 0)).to.equal(2_000);
+      expect(acme.length, 'capture_events rows of the IdP').to.be.at.most(DEFAULT_MAX_KEYS_PER_IDP + 2);
+      expect(await metricValue(sidecar.metrics, 'spoolAppended')).to.be.at.most(DEFAULT_MAX_KEYS_PER_IDP + 2);
+      for (const row of rows) {
+        expect((row.detail ?? '').length).to.be.at.most(200);
+        expect(row.detail ?? '').to.not.contain('idp-chosen');
+      }
+      expect(rows.filter((row) => row.idp === 'other').map((row) => [row.outcome, row.error_code, row.count])).to.deep.equal([['idp_error', 'invalid_client', 1]]);
     });
   });
 

@@ -1,10 +1,10 @@
 // Token responses an upstream IdP could send to hurt the sidecar: fields over their bounds, text
-// Postgres cannot keep, deep JSON, invalid UTF-8, huge and compressed bodies, wrong types, bodies
+// Postgres cannot keep, lifetimes and id_token times no date can hold, deep JSON, invalid UTF-8, huge and compressed bodies, wrong types, bodies
 // cut short. A fast-check arbitrary of plain (printable) shapes, and how each is put on the wire.
 import { randomBytes } from 'node:crypto';
 import { gzipSync } from 'node:zlib';
 import fc from 'fast-check';
-import { FIELD_BOUNDS } from '../../src/capture/bounds.js';
+import { CLAIM_TIME_RANGE, FIELD_BOUNDS, LIFETIME_BOUNDS } from '../../src/capture/bounds.js';
 import { fakeJwt } from './jwt.js';
 
 /** Fields of a token response that can be made too big, and where each sits. */
@@ -28,9 +28,18 @@ const CLAIMS = new Set(['sub', 'email', 'iss', 'azp']);
 
 type Coding = 'identity' | 'gzip' | 'gzip_unlabelled';
 
+/** Numbers that become dates in Postgres: a lifetime of the response, or a time claim of its id_token. */
+const TIME_FIELDS = ['expires_in', 'refresh_token_expires_in', 'exp', 'iat', 'nbf'] as const;
+/**
+ * How far past its bound each value is: `over` seconds past it, or a number no date can hold
+ * (1e300 made an invalid Date; 8.64e12 s is JS's last date; -8.64e12 s one before Postgres's first).
+ */
+const HUGE = ['over', '1e300', 'max_value', '8.64e12', '-8.64e12', 'twelve_digits'] as const;
+
 export type HostileShape =
   | { kind: 'oversized'; field: (typeof OVERSIZABLE)[number]; over: number; form: boolean; coding: Coding }
   | { kind: 'unstorable'; field: (typeof TEXT_FIELDS)[number]; odd: 'nul' | 'high_surrogate' | 'low_surrogate'; form: boolean; coding: Coding }
+  | { kind: 'huge_number'; field: (typeof TIME_FIELDS)[number]; value: (typeof HUGE)[number]; over: number; coding: Coding }
   | { kind: 'deep'; where: 'body' | 'claims'; depth: number; coding: Coding }
   | { kind: 'invalid_utf8'; bytes: readonly number[]; coding: Coding }
   | { kind: 'huge_body'; bytes: number; bomb: boolean }
@@ -63,6 +72,7 @@ export function hostileShapes(maxBodyBytes: number): fc.Arbitrary<HostileShape> 
         coding,
       }),
     },
+    { weight: 2, arbitrary: fc.record({ kind: fc.constant('huge_number' as const), field: fc.constantFrom(...TIME_FIELDS), value: fc.constantFrom(...HUGE), over: fc.integer({ min: 1, max: 1e9 }), coding }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('deep' as const), where: fc.constantFrom('body' as const, 'claims' as const), depth: fc.integer({ min: 33, max: 20_000 }), coding }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('invalid_utf8' as const), bytes: fc.constantFrom([0xff], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xe2, 0x82]), coding }) },
     { weight: 1, arbitrary: fc.record({ kind: fc.constant('huge_body' as const), bytes: fc.integer({ min: maxBodyBytes + 1, max: maxBodyBytes * 2 }), bomb: fc.boolean() }) },
@@ -139,6 +149,23 @@ export function buildHostile(shape: HostileShape, sub: string): HostileResponse 
       const fields = CLAIMS.has(shape.field) ? tokenFields(sub, { [shape.field]: value }) : tokenFields(sub, {}, { [shape.field]: value });
       headers.push(...(shape.form ? [['content-type', 'application/x-www-form-urlencoded'] as [string, string]] : json()));
       return { status: 200, headers, body: withCoding(encode(fields, shape.form), shape.coding, headers), cutShort: false, refused: true };
+    }
+    case 'huge_number': {
+      const claim = !shape.field.endsWith('expires_in');
+      // Lifetimes are refused only past their bound (a negative one is ignored); time claims either way.
+      const bound = claim ? Date.now() / 1000 + CLAIM_TIME_RANGE : shape.field === 'expires_in' ? LIFETIME_BOUNDS.expiresIn : LIFETIME_BOUNDS.refreshExpiresIn;
+      const values: Record<(typeof HUGE)[number], number | string> = {
+        over: Math.ceil(bound) + shape.over,
+        '1e300': 1e300,
+        max_value: Number.MAX_VALUE,
+        '8.64e12': 8.64e12,
+        '-8.64e12': claim ? -8.64e12 : 8.64e12,
+        twelve_digits: claim ? 1e12 : '999999999999',
+      };
+      const value = values[shape.value];
+      const fields = claim ? tokenFields(sub, { [shape.field]: value }) : tokenFields(sub, {}, { [shape.field]: value });
+      headers.push(...json());
+      return { status: 200, headers, body: withCoding(encode(fields, false), shape.coding, headers), cutShort: false, refused: true };
     }
     case 'deep': {
       const nest = `${'['.repeat(shape.depth)}${']'.repeat(shape.depth)}`;

@@ -1,7 +1,7 @@
 // Property definitions shared by the unit suite (a few thousand runs) and scripts/fuzz (100,000+).
 import { brotliCompressSync, deflateSync, gzipSync } from 'node:zlib';
 import fc from 'fast-check';
-import { FIELD_BOUNDS } from '../../src/capture/bounds.js';
+import { CLAIM_TIME_RANGE, FIELD_BOUNDS, LIFETIME_BOUNDS, TIME_CLAIMS } from '../../src/capture/bounds.js';
 import { captureFrom } from '../../src/capture/capture.js';
 import { readTokenResponse } from '../../src/capture/token-response.js';
 import type { CaptureOutcome, ObservedResponse } from '../../src/capture/types.js';
@@ -33,6 +33,28 @@ function around(bound: number, planted: string): fc.Arbitrary<string> {
     .map(([length, odd]) => `${planted}${odd}${'x'.repeat(Math.max(0, length - planted.length))}`);
 }
 
+/** A number a second or so either side of `bound`, one no real IdP sends (1e300; JS's Date limit, 8.64e12 s), or any double. */
+function aroundNumber(bound: number): fc.Arbitrary<number | string> {
+  return fc.oneof(
+    fc.integer({ min: -2, max: 2 }).map((delta) => bound + delta),
+    fc.constantFrom<number | string>(1e300, -1e300, Number.MAX_VALUE, 8.64e12, -8.64e12, Number.MAX_SAFE_INTEGER, '999999999999'),
+    fc.double({ noNaN: true }),
+  );
+}
+
+/** When the responses of these properties arrived (observed() below): the id_token's time claims must lie near it. */
+const OBSERVED_AT_SECONDS = 0;
+
+/** A lifetime or an id_token time claim near its bound or far past it. */
+const timeFields = fc.oneof(
+  fc.record({ expires_in: aroundNumber(LIFETIME_BOUNDS.expiresIn) }).map((fields) => ({ fields, claims: {} })),
+  fc.record({ refresh_token_expires_in: aroundNumber(LIFETIME_BOUNDS.refreshExpiresIn) }).map((fields) => ({ fields, claims: {} })),
+  fc
+    .tuple(fc.constantFrom(...TIME_CLAIMS), fc.constantFrom(1, -1), fc.boolean())
+    .chain(([claim, sign, near]) => (near ? aroundNumber(OBSERVED_AT_SECONDS + sign * CLAIM_TIME_RANGE) : aroundNumber(sign * 1e13)).map((value) => ({ fields: {}, claims: { [claim]: value } }))),
+  fc.constant({ fields: {}, claims: {} }),
+);
+
 /** Token responses with one or two fields near their bounds; `planted` marks the values so a detail that echoes one is caught. */
 const boundedFields = fc.string({ minLength: 12, maxLength: 12 }).chain((seed) => {
   const planted = `P${Buffer.from(seed).toString('hex').slice(0, 16)}`;
@@ -49,10 +71,11 @@ const boundedFields = fc.string({ minLength: 12, maxLength: 12 }).chain((seed) =
         claim('picture', FIELD_BOUNDS.extras),
         fc.constant({}),
       ),
+      timeFields,
     )
-    .map(([claims, fields]) => ({
+    .map(([claims, fields, times]) => ({
       planted,
-      body: Buffer.from(JSON.stringify({ access_token: 'at', id_token: fakeJwt({ sub: 'user', ...claims }), ...fields })),
+      body: Buffer.from(JSON.stringify({ access_token: 'at', id_token: fakeJwt({ sub: 'user', ...claims, ...times.claims }), ...fields, ...times.fields })),
     }));
 });
 
@@ -76,7 +99,7 @@ function observed(body: Buffer, status: number, coding: string | undefined, trun
     body,
     bodyTruncated: truncated,
     complete,
-    startedAt: 0,
+    startedAt: OBSERVED_AT_SECONDS * 1000,
   };
 }
 
@@ -135,7 +158,7 @@ export const properties: NamedProperty[] = [
     }),
   ),
   named(
-    'a capture that keeps tokens has every field within its bound and storable as text; a refusal never echoes the value',
+    'a capture that keeps tokens has every field within its bound and storable as text, its lifetimes and time claims too; a refusal never echoes the value',
     fc.property(boundedFields, ({ body, planted }) => {
       const capture = captureFrom(observed(body, 200, undefined, false), { maxDecodedBytes: 1024 * 1024 });
       if (capture.detail?.includes(planted)) return false;
@@ -154,7 +177,13 @@ export const properties: NamedProperty[] = [
         within('idToken', tokens.idToken) &&
         within('scope', tokens.scope.join(' ')) &&
         tokens.scope.every((scope) => within('scopeEach', scope)) &&
-        Buffer.byteLength(JSON.stringify(tokens.extras)) <= FIELD_BOUNDS.extras
+        Buffer.byteLength(JSON.stringify(tokens.extras)) <= FIELD_BOUNDS.extras &&
+        (tokens.expiresIn === undefined || tokens.expiresIn <= LIFETIME_BOUNDS.expiresIn) &&
+        (tokens.refreshExpiresIn === undefined || tokens.refreshExpiresIn <= LIFETIME_BOUNDS.refreshExpiresIn) &&
+        TIME_CLAIMS.every((claim) => {
+          const value = tokens.claims?.[claim];
+          return typeof value !== 'number' || Math.abs(value - OBSERVED_AT_SECONDS) <= CLAIM_TIME_RANGE;
+        })
       );
     }),
   ),

@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
-import { FIELD_BOUNDS, MAX_JSON_NESTING, formatBytes } from '../../src/capture/bounds.js';
+import { CLAIM_TIME_RANGE, CLAIM_TIME_RANGE_YEARS, FIELD_BOUNDS, LIFETIME_BOUNDS, MAX_JSON_NESTING, formatBytes, formatCount } from '../../src/capture/bounds.js';
 import { captureFrom } from '../../src/capture/capture.js';
 import { profileCaptureFrom } from '../../src/capture/profile.js';
 import type { Capture, ObservedResponse } from '../../src/capture/types.js';
@@ -21,12 +21,14 @@ function observed(body: string | Buffer, overrides: Partial<ObservedResponse> = 
     body: Buffer.isBuffer(body) ? body : Buffer.from(body),
     bodyTruncated: false,
     complete: true,
-    startedAt: 0,
+    startedAt: OBSERVED_AT * 1000,
     ...overrides,
   };
 }
 
 const options = { maxDecodedBytes: 1024 * 1024 };
+/** When the responses of this file arrived, in epoch seconds: the id_token's time claims must lie near it. */
+const OBSERVED_AT = Date.parse('2026-01-01T00:00:00Z') / 1000;
 const CLAIMS = { iss: 'https://idp.example', sub: 'user-1', aud: 'okta', azp: 'okta', email: 'u@example.test', exp: 4102444800 };
 
 /** A token response with every bounded field present, `change` applied to its fields and claims. */
@@ -96,7 +98,11 @@ describe('capture bounds (src/capture/bounds.ts)', () => {
       ['access, refresh and id token, each', b('accessToken')],
       ['the other response fields, as JSON', b('extras')],
       ['IdP error code', b('errorCode')],
+      ['`expires_in`, `refresh_token_expires_in`, each', `${formatCount(LIFETIME_BOUNDS.expiresIn)} seconds (10 years)`],
+      ['id_token `exp`, `iat`, `nbf`', `within ${CLAIM_TIME_RANGE_YEARS} years of the response`],
     ];
+    expect(LIFETIME_BOUNDS.refreshExpiresIn).to.equal(LIFETIME_BOUNDS.expiresIn);
+    expect(LIFETIME_BOUNDS.expiresIn).to.equal(3650 * 86_400);
     for (const [label, bound] of rows) expect(readme, label).to.contain(`| ${label} | ${bound} |`);
     const failures = readFileSync(new URL('../../../docs/failure-behaviour.md', import.meta.url), 'utf8');
     expect(failures).to.contain('A field over its bound').and.to.contain('A response cut short');
@@ -109,6 +115,38 @@ describe('capture bounds (src/capture/bounds.ts)', () => {
       const value = text(bound + 1);
       const capture = captureFrom(observed(body(value)), options);
       expectRefused(capture, 'too_large', `${name} over ${formatBytes(bound)} bytes`, value);
+    });
+  }
+
+  // Each becomes a timestamp in Postgres: 1e300 made an invalid Date, which Postgres refused
+  // (SQLSTATE 22007), so the whole batch was written again one capture at a time and the capture quarantined.
+  for (const [name, bound] of [['expires_in', LIFETIME_BOUNDS.expiresIn], ['refresh_token_expires_in', LIFETIME_BOUNDS.refreshExpiresIn]] as const) {
+    it(`${name}: stored at ${formatCount(bound)} seconds, refused whole above it, 1e300 and a 12-digit string included`, () => {
+      const stored = captureFrom(observed(response({ fields: { [name]: bound } })), options);
+      expect(stored.outcome, stored.detail).to.equal('stored');
+      for (const value of [bound + 1, 1e300, Number.MAX_VALUE, '999999999999']) {
+        expectRefused(captureFrom(observed(response({ fields: { [name]: value } })), options), 'too_large', `${name} over ${formatCount(bound)} seconds`);
+      }
+      const form = `access_token=at&id_token=${fakeJwt(CLAIMS)}&${name}=999999999999`;
+      expectRefused(captureFrom(observed(form), options), 'too_large', `${name} over ${formatCount(bound)} seconds`);
+    });
+  }
+
+  for (const claim of ['exp', 'iat', 'nbf']) {
+    it(`id_token ${claim}: stored within ${CLAIM_TIME_RANGE_YEARS} years of the response, refused whole beyond, either way`, () => {
+      const day = 86_400;
+      for (const value of [OBSERVED_AT, OBSERVED_AT + CLAIM_TIME_RANGE - day, OBSERVED_AT - CLAIM_TIME_RANGE + day]) {
+        const capture = captureFrom(observed(response({ claims: { [claim]: value } })), options);
+        expect(capture.outcome, `${claim} ${value}: ${capture.detail}`).to.equal('stored');
+      }
+      const detail = `id_token ${claim} more than ${CLAIM_TIME_RANGE_YEARS} years from the response`;
+      for (const value of [1e300, -1e300, 8.64e12, -8.64e12, OBSERVED_AT + CLAIM_TIME_RANGE + day, OBSERVED_AT - CLAIM_TIME_RANGE - day]) {
+        expectRefused(captureFrom(observed(response({ claims: { [claim]: value } })), options), 'too_large', detail);
+      }
+      // JSON's 1e400 reads as Infinity.
+      const payload = Buffer.from(`{"sub":"user-1","${claim}":1e400}`).toString('base64url');
+      const idToken = `${fakeJwt({}).split('.')[0]}.${payload}.c2ln`;
+      expectRefused(captureFrom(observed(JSON.stringify({ access_token: 'at', id_token: idToken })), options), 'too_large', detail);
     });
   }
 

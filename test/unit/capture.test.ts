@@ -122,6 +122,33 @@ describe('capture', () => {
       expect(captureFrom(observed(Buffer.from(success), 200, { 'content-encoding': 'zstd' }), options).detail).to.match(/unsupported content-encoding/);
     });
 
+    it('never quotes the content-encoding header in a detail: the IdP writes it, and the detail goes to Postgres, logs and the summary key', () => {
+      // 10 KB of an unknown coding, applied before gzip: the gzip is undone, then the unknown one is met.
+      const unknown = `x-${'q7'.repeat(5_000)}`;
+      for (const [body, header] of [
+        [gzipSync(success), `${unknown}, gzip`],
+        [Buffer.from('not gzip'), `${unknown}, gzip`],
+        [gzipSync(success), `gzip, ${unknown}`],
+        [Buffer.from(success), 'ZSTD-from-the-idp'],
+      ] as const) {
+        const capture = captureFrom(observed(body, 200, { 'content-encoding': header }), options);
+        expect(capture.outcome).to.equal('unparseable');
+        expect(capture.detail).to.equal('unsupported content-encoding');
+        expect(capture.detail!.length).to.be.at.most(200);
+        expect(capture.detail!.toLowerCase()).to.not.contain('q7q7').and.not.contain('zstd');
+      }
+      // A coding we know that is corrupt is named as we name it, whatever the header said.
+      expect(captureFrom(observed(Buffer.from('not gzip'), 200, { 'content-encoding': 'X-GZIP' }), options).detail).to.equal('corrupt gzip body');
+      expect(captureFrom(observed(gzipSync('not deflate'), 200, { 'content-encoding': 'deflate, gzip' }), options).detail).to.equal('corrupt deflate body');
+    });
+
+    it('decodes at most 4 content-codings: each is a pass over the body, and the IdP picks how many', () => {
+      const layered = (layers: number) => Array.from({ length: layers }).reduce<Buffer>((body) => gzipSync(body), Buffer.from(success));
+      expect(captureFrom(observed(layered(4), 200, { 'content-encoding': 'gzip, gzip, gzip, gzip' }), options).outcome).to.equal('stored');
+      const five = captureFrom(observed(layered(5), 200, { 'content-encoding': 'gzip, gzip, gzip, gzip, gzip' }), options);
+      expect(five).to.include({ outcome: 'unparseable', detail: 'more than 4 content-codings' });
+    });
+
     it('sniffs the format and ignores a lying content-type', () => {
       expect(captureFrom(observed(success, 200, { 'content-type': 'text/html' }), options).outcome).to.equal('stored');
       const form = captureFrom(observed('access_token=gho_1&scope=repo%2Cgist&token_type=bearer', 200, { 'content-type': 'application/json' }), options);

@@ -4,8 +4,9 @@
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
 import { HookRefusals, OTHER_PEERS } from '../../src/hook/refusals.js';
-import { CaptureRefusals, OTHER_ERROR_CODES } from '../../src/ingest/capture-refusals.js';
-import { RefusalSummary } from '../../src/ingest/refusal-summary.js';
+import { captureFrom } from '../../src/capture/capture.js';
+import { CaptureRefusals, DEFAULT_MAX_KEYS_PER_IDP, OTHER_ERROR_CODES } from '../../src/ingest/capture-refusals.js';
+import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary } from '../../src/ingest/refusal-summary.js';
 import type { AccessEvent } from '../../src/store/access-events.js';
 import type { CaptureSummary } from '../../src/store/grants.js';
 import { syntheticCapture } from '../support/captures.js';
@@ -82,6 +83,25 @@ describe('refusal summary (pure core)', () => {
     time.advance(60_000);
     const ended = core.due();
     expect(ended.find((entry) => entry.key.peer === 'other')?.count).to.equal(10_000 - 4);
+  });
+
+  it('with groupOf, a group tracks at most maxKeysPerGroup keys; past them its own refusals overflow, and its keys come free as they are forgotten', () => {
+    const time = clock();
+    const core = new RefusalSummary<Key>({ intervalMs: 60_000, maxKeys: 100, maxKeysPerGroup: 2, groupOf: (key) => key.outcome, overflow: (key) => ({ ...key, peer: 'other' }), now: time.now });
+    expect(core.note({ peer: 'a', outcome: 'x' }).overflowed).to.equal(false);
+    expect(core.note({ peer: 'b', outcome: 'x' }).overflowed).to.equal(false);
+    expect(core.note({ peer: 'c', outcome: 'x' })).to.deep.equal({ first: true, key: { peer: 'other', outcome: 'x' }, overflowed: true });
+    expect(core.note({ peer: 'd', outcome: 'x' })).to.deep.equal({ first: false, key: { peer: 'other', outcome: 'x' }, overflowed: true });
+    // Another group has its keys still.
+    expect(core.note({ peer: 'c', outcome: 'y' })).to.deep.equal({ first: true, key: { peer: 'c', outcome: 'y' }, overflowed: false });
+    expect(core.note({ peer: 'd', outcome: 'y' }).overflowed).to.equal(false);
+    // A quiet interval forgets a, b and c (nothing counted): group x has room again.
+    time.advance(60_000);
+    core.due();
+    time.advance(60_000);
+    core.due();
+    expect(core.size).to.equal(0);
+    expect(core.note({ peer: 'e', outcome: 'x' })).to.deep.include({ first: true, overflowed: false });
   });
 
   it('drain() hands back everything counted, interval ended or not, and forgets every key', () => {
@@ -176,7 +196,7 @@ describe('Okta hook refusals (hook/refusals.ts)', () => {
 });
 
 describe('capture refusals (ingest/capture-refusals.ts)', () => {
-  function captureRefusals(options: { failWrites?: number } = {}) {
+  function captureRefusals(options: { failWrites?: number; maxKeys?: number } = {}) {
     const time = clock();
     const written: CaptureSummary[][] = [];
     const counted: Array<{ idp?: string; outcome?: string; value: number }> = [];
@@ -194,7 +214,7 @@ describe('capture refusals (ingest/capture-refusals.ts)', () => {
       logger: { info: () => undefined, error: () => undefined } as never,
       metrics: { captures: { inc: (labels, value = 1) => void counted.push({ ...labels, value }) } },
       intervalMs: 60_000,
-      maxKeys: 4,
+      maxKeys: options.maxKeys ?? 4,
       now: time.now,
     });
     return { refusals, time, written, counted };
@@ -237,6 +257,52 @@ describe('capture refusals (ingest/capture-refusals.ts)', () => {
     expect(admitted).to.equal(5);
     await refusals.close();
     expect(written.flat().map((row) => [row.errorCode, row.count])).to.deep.equal([[OTHER_ERROR_CODES, 995]]);
+  });
+
+  it(`one IdP inventing error codes fills at most its own ${DEFAULT_MAX_KEYS_PER_IDP} kinds (then its own (other)), not the keys of the other IdPs`, async () => {
+    const { refusals, written } = captureRefusals({ maxKeys: DEFAULT_MAX_SUMMARY_KEYS });
+    const admitted = Array.from({ length: 2_000 }, (_, index) => refusals.admit(idpError(`code_${index}`, 'hostile'))).filter(Boolean).length;
+    expect(admitted).to.equal(DEFAULT_MAX_KEYS_PER_IDP + 1);
+    // Another IdP's refusals are still told apart: each kind its own first, its own row.
+    expect(['invalid_grant', 'invalid_client', 'temporarily_unavailable'].map((code) => refusals.admit(idpError(code, 'acme')))).to.deep.equal([true, true, true]);
+    expect(refusals.admit(idpError('invalid_grant', 'acme'))).to.equal(false);
+    await refusals.close();
+    const rows = written.flat();
+    expect(rows.filter((row) => row.idp === 'hostile').map((row) => [row.errorCode, row.count])).to.deep.equal([[OTHER_ERROR_CODES, 2_000 - DEFAULT_MAX_KEYS_PER_IDP - 1]]);
+    expect(rows.filter((row) => row.idp === 'acme').map((row) => [row.errorCode, row.count])).to.deep.equal([['invalid_grant', 1]]);
+  });
+
+  it('2,000 responses from one IdP, each with a content-encoding of its own: at most one kind per IdP budget, and another IdP\'s first refusal is admitted', async () => {
+    const { refusals, written } = captureRefusals({ maxKeys: DEFAULT_MAX_SUMMARY_KEYS });
+    const response = (idp: string, coding: string): Capture =>
+      captureFrom({ idp, routeKind: 'token', subjectField: undefined, bearerToken: undefined, status: 200, headers: new Map([['content-encoding', coding]]), body: Buffer.from('{}'), bodyTruncated: false, complete: true, startedAt: 0 }, { maxDecodedBytes: 1024 });
+    const admitted = Array.from({ length: 2_000 }, (_, index) => refusals.admit(response('hostile', `x-idp-chosen-${index}-${'z'.repeat(200)}`))).filter(Boolean).length;
+    expect(admitted).to.be.at.least(1).and.at.most(DEFAULT_MAX_KEYS_PER_IDP + 1);
+    expect(refusals.admit(response('acme', 'zstd'))).to.equal(true);
+    expect(refusals.admit(idpError('invalid_grant', 'acme'))).to.equal(true);
+    await refusals.close();
+    const rows = written.flat();
+    expect(rows.reduce((sum, row) => sum + (row.count ?? 0), 0)).to.equal(2_000 - admitted);
+    for (const row of rows) {
+      expect(row.detail!.length, row.detail).to.be.at.most(200);
+      expect(row.detail).to.not.contain('idp-chosen');
+    }
+  });
+
+  it('a summary row quotes no IdP text: the error code stays in its column, out of the detail', async () => {
+    const { refusals, written } = captureRefusals();
+    const code = `invented_${'c'.repeat(150)}`;
+    refusals.admit(idpError(code));
+    refusals.admit(idpError(code));
+    refusals.admit(syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined, detail: 'profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text' }));
+    refusals.admit(syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined, detail: 'profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text' }));
+    await refusals.close();
+    const rows = written.flat();
+    expect(rows.map((row) => [row.errorCode, row.count])).to.deep.equal([[code, 1], [undefined, 1]]);
+    expect(rows[0]!.detail).to.not.contain('invented_');
+    // The longest detail capture/ writes still fits the 200 characters the store keeps, whole.
+    expect(rows[1]!.detail).to.match(/^summary: 1 more unparseable responses between .* \(profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text\)$/);
+    expect(rows[1]!.detail!.replace('1 more', '1000000 more').length).to.be.at.most(200);
   });
 
   it('a summary Postgres does not take is tried again an interval later, with the next ones', async () => {
