@@ -321,7 +321,7 @@ function registerUpkeepCommands(program: Command): void {
   program
     .command('purge')
     .description(
-      'Delete grants not updated for longer than an age, and capture and access events (and tombstones of erasures) older than another.\n' +
+      'Delete grants not updated for longer than an age, and capture and access events, quarantined captures and tombstones older than another.\n' +
         'Ages default to TOKEN_TAP_GRANT_RETENTION and TOKEN_TAP_EVENT_RETENTION (e.g. 90d, 12h). Reads DATABASE_URL.\n' +
         'The sidecar runs the same purge itself every TOKEN_TAP_PURGE_INTERVAL when that is set.',
     )
@@ -340,14 +340,9 @@ function registerUpkeepCommands(program: Command): void {
       printJson(
         await audited('Purge', {}, {}, async ({ pool }, event) => {
           const result = await purgeExpired(pool, policy);
-          event.detail = `purged ${result.grants} grants, ${result.pendingGrants} held grants, ${result.captureEvents} capture events, ${result.accessEvents} access events, ${result.tombstones} tombstones`;
-          return {
-            grants: result.grants,
-            pending_grants: result.pendingGrants,
-            capture_events: result.captureEvents,
-            access_events: result.accessEvents,
-            tombstones: result.tombstones,
-          };
+          const { grants, pendingGrants, captureEvents, accessEvents, quarantinedCaptures, tombstones } = result;
+          event.detail = `purged ${grants} grants, ${pendingGrants} held grants, ${captureEvents} capture events, ${accessEvents} access events, ${quarantinedCaptures} quarantined captures, ${tombstones} tombstones`;
+          return { grants, pending_grants: pendingGrants, capture_events: captureEvents, access_events: accessEvents, quarantined_captures: quarantinedCaptures, tombstones };
         }),
       );
     });
