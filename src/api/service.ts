@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { ALL, type Operation } from './api-keys.js';
 import type { AccessEvent, AccessEventLog, AccessOutcome } from '../store/access-events.js';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { DecryptError } from '../keys/key-ring.js';
+import { DecryptError, type KeyRing } from '../keys/key-ring.js';
 import { isPostgresUnavailable } from '../store/pool.js';
 import { eraseSubject } from '../store/erase.js';
 import { grantNotFound, VaultError } from '../store/errors.js';
@@ -37,6 +37,8 @@ import { grantMessage, summaryMessage, summaryOfGrant } from './wire.js';
 export interface TokenVaultServiceOptions {
   pool: pg.Pool;
   store: GrantStore;
+  /** The key ring: an erasure finds the user's quarantined captures by its fingerprint key. */
+  keyRing: KeyRing;
   refresher: GrantRefresher;
   revoker: GrantRevoker;
   authenticator: Authenticator;
@@ -147,7 +149,7 @@ function waitUntil(call: grpc.ServerUnaryCall<unknown, unknown>): number | undef
 }
 
 export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grpc.UntypedServiceImplementation {
-  const { pool, store, refresher, revoker, authenticator, events, logger, metrics } = options;
+  const { pool, store, keyRing, refresher, revoker, authenticator, events, logger, metrics } = options;
 
   /**
    * `prefetch` names the grant a request is about when it can be read with the key check, in
@@ -338,9 +340,9 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     const subject = which === 'subject' ? required(request.subject, 'subject') : undefined;
     const email = which === 'email' ? required(request.email, 'email') : undefined;
     notes.subject = subject;
-    const result = await eraseSubject(pool, { idps: idp ? [idp] : undefined, subject, email, revoker: request.revoke_at_idp ? revoker : undefined });
+    const result = await eraseSubject(pool, { idps: idp ? [idp] : undefined, subject, email, revoker: request.revoke_at_idp ? revoker : undefined, ring: keyRing });
     if (email && result.deleted.length === 1) notes.subject = result.deleted[0]!.subject;
-    notes.detail = `deleted ${result.deleted.length} grants (${result.deleted.map((ref) => `${ref.idp}/${ref.subject}`).join(', ')}) and ${result.captureEventsDeleted} capture events`;
+    notes.detail = `deleted ${result.deleted.length} grants (${result.deleted.map((ref) => `${ref.idp}/${ref.subject}`).join(', ')}), ${result.captureEventsDeleted} capture events and ${result.quarantinedCapturesDeleted} quarantined captures`;
     return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted };
   });
 
