@@ -97,6 +97,24 @@ interface Verdict<Res> {
   detail?: string | undefined;
   failure?: { code: grpc.status; details: string };
   value?: Res;
+  /** Decided by the caller giving up, not by the work. */
+  gaveUp?: boolean;
+}
+
+const GAVE_UP = 'the caller gave up (its deadline passed, or it cancelled) before the answer';
+
+/** Calls whose work changes something (a deletion, a rotation, a revocation) even when no one waits for the answer. */
+const CHANGES_SOMETHING = new Set(['RefreshGrant', 'RevokeGrant', 'DeleteSubject']);
+
+/**
+ * The audit row of a call the caller gave up on before its work ended. A call that changes
+ * something records what its work did (its outcome and detail: the deletion, rotation or revocation
+ * happened all the same) and that the caller gave up; a read stays `cancelled` (nothing was served)
+ * and keeps what its work said, if anything.
+ */
+function afterGivingUp(operation: string, own: { outcome: AccessOutcome; detail?: string | undefined }): { outcome: AccessOutcome; detail: string } {
+  if (CHANGES_SOMETHING.has(operation)) return { outcome: own.outcome, detail: [own.detail, GAVE_UP].filter(Boolean).join('; ') };
+  return { outcome: 'cancelled', detail: `${GAVE_UP} (the work went on: ${[own.outcome, own.detail].filter(Boolean).join(', ')})` };
 }
 
 function required(value: string | undefined, field: string): string {
@@ -168,7 +186,8 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       // up. The audit row carries that decision, so it says what the caller got. An answer that tells
       // something (data, or a refusal) leaves once its row is committed; an UNAVAILABLE (the work's,
       // or the deadline's) tells nothing and leaves at once, its row following. Past the deadline,
-      // what the work read is dropped, never sent late.
+      // what the work read is dropped, never sent late. The row is written once the work ends, so
+      // when the caller gave up first it also says what the work did (afterGivingUp).
       let verdict: Verdict<Res> | undefined;
       const decide = (decided: Verdict<Res>): boolean => {
         if (verdict) return false;
@@ -178,7 +197,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         return true;
       };
       const onCancelled = () => {
-        decide({ outcome: 'cancelled', detail: 'the caller gave up (its deadline passed, or it cancelled) before the answer', failure: { code: grpc.status.CANCELLED, details: 'cancelled' } });
+        decide({ outcome: 'cancelled', detail: GAVE_UP, failure: { code: grpc.status.CANCELLED, details: 'cancelled' }, gaveUp: true });
       };
       call.on('cancelled', onCancelled);
       // GetGrant may refresh first (TOKEN_TAP_API_AUTO_REFRESH_SECONDS, or asked per call): then it waits on the IdP too.
@@ -207,8 +226,10 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         const decided = verdict!;
         event.idp = notes.idp;
         event.subject = notes.subject;
-        event.outcome = decided.outcome;
-        event.detail = decided.outcome === 'ok' ? notes.detail : decided.detail;
+        const ownDetail = own.outcome === 'ok' ? notes.detail : own.detail;
+        const recorded = decided.gaveUp ? afterGivingUp(operation, { outcome: own.outcome, detail: ownDetail }) : { outcome: decided.outcome, detail: decided.outcome === 'ok' ? notes.detail : decided.detail };
+        event.outcome = recorded.outcome;
+        event.detail = recorded.detail;
         let answered = !answering;
         if (answering && decided.outcome === 'unavailable') {
           callback(decided.failure!, null);
