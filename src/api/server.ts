@@ -104,6 +104,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     const handlers = createTokenVaultHandlers({
       pool,
       store,
+      keyRing: dependencies.keyRing,
       refresher,
       revoker,
       authenticator: new Authenticator(new ApiKeyRepository(pool)),

@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import { ALL, type Operation } from './api-keys.js';
 import type { AccessEvent, AccessEventLog, AccessOutcome } from '../store/access-events.js';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { DecryptError } from '../keys/key-ring.js';
+import { DecryptError, type KeyRing } from '../keys/key-ring.js';
 import { isPostgresUnavailable } from '../store/pool.js';
 import { eraseSubject } from '../store/erase.js';
 import { grantNotFound, VaultError } from '../store/errors.js';
@@ -37,6 +37,8 @@ import { grantMessage, summaryMessage, summaryOfGrant } from './wire.js';
 export interface TokenVaultServiceOptions {
   pool: pg.Pool;
   store: GrantStore;
+  /** The key ring: an erasure finds the user's quarantined captures by its fingerprint key. */
+  keyRing: KeyRing;
   refresher: GrantRefresher;
   revoker: GrantRevoker;
   authenticator: Authenticator;
@@ -95,6 +97,24 @@ interface Verdict<Res> {
   detail?: string | undefined;
   failure?: { code: grpc.status; details: string };
   value?: Res;
+  /** Decided by the caller giving up, not by the work. */
+  gaveUp?: boolean;
+}
+
+const GAVE_UP = 'the caller gave up (its deadline passed, or it cancelled) before the answer';
+
+/** Calls whose work changes something (a deletion, a rotation, a revocation) even when no one waits for the answer. */
+const CHANGES_SOMETHING = new Set(['RefreshGrant', 'RevokeGrant', 'DeleteSubject']);
+
+/**
+ * The audit row of a call the caller gave up on before its work ended. A call that changes
+ * something records what its work did (its outcome and detail: the deletion, rotation or revocation
+ * happened all the same) and that the caller gave up; a read stays `cancelled` (nothing was served)
+ * and keeps what its work said, if anything.
+ */
+function afterGivingUp(operation: string, own: { outcome: AccessOutcome; detail?: string | undefined }): { outcome: AccessOutcome; detail: string } {
+  if (CHANGES_SOMETHING.has(operation)) return { outcome: own.outcome, detail: [own.detail, GAVE_UP].filter(Boolean).join('; ') };
+  return { outcome: 'cancelled', detail: `${GAVE_UP} (the work went on: ${[own.outcome, own.detail].filter(Boolean).join(', ')})` };
 }
 
 function required(value: string | undefined, field: string): string {
@@ -147,7 +167,7 @@ function waitUntil(call: grpc.ServerUnaryCall<unknown, unknown>): number | undef
 }
 
 export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grpc.UntypedServiceImplementation {
-  const { pool, store, refresher, revoker, authenticator, events, logger, metrics } = options;
+  const { pool, store, keyRing, refresher, revoker, authenticator, events, logger, metrics } = options;
 
   /**
    * `prefetch` names the grant a request is about when it can be read with the key check, in
@@ -166,7 +186,8 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       // up. The audit row carries that decision, so it says what the caller got. An answer that tells
       // something (data, or a refusal) leaves once its row is committed; an UNAVAILABLE (the work's,
       // or the deadline's) tells nothing and leaves at once, its row following. Past the deadline,
-      // what the work read is dropped, never sent late.
+      // what the work read is dropped, never sent late. The row is written once the work ends, so
+      // when the caller gave up first it also says what the work did (afterGivingUp).
       let verdict: Verdict<Res> | undefined;
       const decide = (decided: Verdict<Res>): boolean => {
         if (verdict) return false;
@@ -176,7 +197,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         return true;
       };
       const onCancelled = () => {
-        decide({ outcome: 'cancelled', detail: 'the caller gave up (its deadline passed, or it cancelled) before the answer', failure: { code: grpc.status.CANCELLED, details: 'cancelled' } });
+        decide({ outcome: 'cancelled', detail: GAVE_UP, failure: { code: grpc.status.CANCELLED, details: 'cancelled' }, gaveUp: true });
       };
       call.on('cancelled', onCancelled);
       // GetGrant may refresh first (TOKEN_TAP_API_AUTO_REFRESH_SECONDS, or asked per call): then it waits on the IdP too.
@@ -205,8 +226,10 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         const decided = verdict!;
         event.idp = notes.idp;
         event.subject = notes.subject;
-        event.outcome = decided.outcome;
-        event.detail = decided.outcome === 'ok' ? notes.detail : decided.detail;
+        const ownDetail = own.outcome === 'ok' ? notes.detail : own.detail;
+        const recorded = decided.gaveUp ? afterGivingUp(operation, { outcome: own.outcome, detail: ownDetail }) : { outcome: decided.outcome, detail: decided.outcome === 'ok' ? notes.detail : decided.detail };
+        event.outcome = recorded.outcome;
+        event.detail = recorded.detail;
         let answered = !answering;
         if (answering && decided.outcome === 'unavailable') {
           callback(decided.failure!, null);
@@ -338,9 +361,9 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     const subject = which === 'subject' ? required(request.subject, 'subject') : undefined;
     const email = which === 'email' ? required(request.email, 'email') : undefined;
     notes.subject = subject;
-    const result = await eraseSubject(pool, { idps: idp ? [idp] : undefined, subject, email, revoker: request.revoke_at_idp ? revoker : undefined });
+    const result = await eraseSubject(pool, { idps: idp ? [idp] : undefined, subject, email, revoker: request.revoke_at_idp ? revoker : undefined, ring: keyRing });
     if (email && result.deleted.length === 1) notes.subject = result.deleted[0]!.subject;
-    notes.detail = `deleted ${result.deleted.length} grants (${result.deleted.map((ref) => `${ref.idp}/${ref.subject}`).join(', ')}) and ${result.captureEventsDeleted} capture events`;
+    notes.detail = `deleted ${result.deleted.length} grants (${result.deleted.map((ref) => `${ref.idp}/${ref.subject}`).join(', ')}), ${result.captureEventsDeleted} capture events and ${result.quarantinedCapturesDeleted} quarantined captures`;
     return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted };
   });
 

@@ -259,7 +259,24 @@ export function sealV1(ring: KeyRing, plaintext: string, binding: FieldBinding):
   return encrypt(keyFor(ring, ring.activeKeyId), freshRandom(NONCE_BYTES), ring, plaintext, binding, []);
 }
 
-const fingerprintKeys = new WeakMap<KeyRing, Buffer>();
+const fingerprintKeys = new WeakMap<Buffer, Map<string, Buffer>>();
+
+/** The HMAC key of one kind of fingerprint (`info`), derived once from `base`. */
+function fingerprintKeyOf(base: Buffer, info: string): Buffer {
+  let derived = fingerprintKeys.get(base);
+  if (!derived) fingerprintKeys.set(base, (derived = new Map()));
+  let key = derived.get(info);
+  if (!key) derived.set(info, (key = Buffer.from(hkdfSync('sha256', base, Buffer.alloc(0), info, 32))));
+  return key;
+}
+
+function keyedDigest(base: Buffer, info: string, text: string): string {
+  return createHmac('sha256', fingerprintKeyOf(base, info)).update(text, 'utf8').digest('base64url').slice(0, 32);
+}
+
+const TOKEN_FINGERPRINT = 'token-tap/v1 fingerprint';
+// A key of its own: a subject's fingerprint never equals a token's, whatever the two texts are.
+const SUBJECT_FINGERPRINT = 'token-tap/v1 subject fingerprint';
 
 /**
  * A keyed fingerprint of a token, so the database alone cannot confirm a guessed token. With
@@ -268,13 +285,28 @@ const fingerprintKeys = new WeakMap<KeyRing, Buffer>();
  * disagree: profile correlation and event matching then work only within one ring.
  */
 export function fingerprint(ring: KeyRing, token: string): string {
-  let key = fingerprintKeys.get(ring);
-  if (!key) {
-    key = Buffer.from(hkdfSync('sha256', ring.fingerprintKey ?? keyFor(ring, ring.activeKeyId), Buffer.alloc(0), 'token-tap/v1 fingerprint', 32));
-    fingerprintKeys.set(ring, key);
-  }
-  const digest = createHmac('sha256', key).update(token, 'utf8').digest('base64url').slice(0, 32);
+  const digest = keyedDigest(ring.fingerprintKey ?? keyFor(ring, ring.activeKeyId), TOKEN_FINGERPRINT, token);
   return `${ring.fingerprintKey ? 'fp' : ring.activeKeyId}:${digest}`;
+}
+
+/**
+ * A keyed fingerprint of a user's subject, as fingerprint() makes one of a token (same key, same
+ * prefixes, a key derived for subjects): what a quarantined capture records of its user, so an
+ * erasure finds it without the subject being stored in the clear.
+ */
+export function subjectFingerprint(ring: KeyRing, subject: string): string {
+  return `${ring.fingerprintKey ? 'fp' : ring.activeKeyId}:${keyedDigest(ring.fingerprintKey ?? keyFor(ring, ring.activeKeyId), SUBJECT_FINGERPRINT, subject)}`;
+}
+
+/**
+ * Every fingerprint of `subject` a row may carry that this ring can make: under the fingerprint key,
+ * and under each key of the ring as the active key it once was (a row written before
+ * TOKEN_TAP_FINGERPRINT_KEY was set, by a sidecar without it, or before a rotation).
+ */
+export function subjectFingerprintCandidates(ring: KeyRing, subject: string): string[] {
+  const candidates = ring.fingerprintKey ? [`fp:${keyedDigest(ring.fingerprintKey, SUBJECT_FINGERPRINT, subject)}`] : [];
+  for (const [keyId, key] of ring.keys) candidates.push(`${keyId}:${keyedDigest(key, SUBJECT_FINGERPRINT, subject)}`);
+  return candidates;
 }
 
 /** JSON.parse of decrypted text whose errors never quote it (V8's SyntaxError shows the text). */

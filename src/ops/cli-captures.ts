@@ -82,7 +82,8 @@ export function registerCaptureCommands(program: Command): void {
     .description(
       'Write quarantined captures again (all, or those of --idp, or the --capture-id given), one per transaction.\n' +
         'A capture written leaves the quarantine in that transaction; one that fails again stays, with attempts + 1\n' +
-        `and the new reason. Exits 1 when any stayed. Reads DATABASE_URL, TOKEN_TAP_KEYS (and ${IDP_CONFIG_ENV}\n` +
+        'and the new reason; one of a user erased after it was observed is dropped (recorded erased, no grant), as the\n' +
+        `sidecar drops it. Exits 1 when any stayed. Reads DATABASE_URL, TOKEN_TAP_KEYS (and ${IDP_CONFIG_ENV}\n` +
         'for captures whose verification failed: they are verified first).',
     )
     .option('--idp <name>', 'only this IdP')
@@ -98,17 +99,20 @@ export function registerCaptureCommands(program: Command): void {
           outcomes.push(await retryQuarantined(entry.captureId, { pool, ring, verify, write: (client, capture) => store.writeCaptureIn(client, capture) }));
         }
         const stayed = outcomes.filter((outcome) => outcome.result === 'stayed').length;
-        event.detail = `retried ${outcomes.length} quarantined captures: ${outcomes.length - stayed} written, ${stayed} stayed`;
+        const erased = outcomes.filter((outcome) => outcome.result === 'erased').length;
+        event.detail = `retried ${outcomes.length} quarantined captures: ${outcomes.length - stayed - erased} written, ${erased} dropped (user erased), ${stayed} stayed`;
         if (stayed > 0) event.outcome = 'failed_precondition';
         return { outcomes, stayed };
       });
       for (const outcome of outcomes) {
         if (outcome.result === 'written') process.stdout.write(`written  ${outcome.captureId}\n`);
+        else if (outcome.result === 'erased') process.stdout.write(`erased   ${outcome.captureId}  (its user was erased after it was observed: dropped, no grant)\n`);
         else if (outcome.result === 'stayed') process.stdout.write(`stayed   ${outcome.captureId}  (attempts ${outcome.attempts}) ${outcome.reason}\n`);
         else process.stdout.write(`skipped  ${outcome.captureId}  (retried by someone else meanwhile, or gone)\n`);
       }
       const written = outcomes.filter((outcome) => outcome.result === 'written').length;
-      process.stdout.write(`retried ${outcomes.length}: ${written} written, ${stayed} stayed in quarantine\n`);
+      const erased = outcomes.filter((outcome) => outcome.result === 'erased').length;
+      process.stdout.write(`retried ${outcomes.length}: ${written} written, ${erased > 0 ? `${erased} dropped (user erased), ` : ''}${stayed} stayed in quarantine\n`);
       if (stayed > 0) throw new VaultError(`${stayed} captures stayed in quarantine (their reasons are above)`, 'failed_precondition');
     });
 }

@@ -291,9 +291,11 @@ function registerGrantCommands(program: Command): void {
   grants
     .command('delete')
     .description(
-      'Delete every grant of a user, with the capture events that name them (privacy requests), and leave a tombstone:\n' +
-        'a capture of that user observed before now that is still on its way (a sidecar spool, a held grant) is dropped.\n' +
-        'Tombstones are purged with the event retention. Reads DATABASE_URL (and TOKEN_TAP_COMMIT_DURABILITY).',
+      'Delete every grant of a user, with the capture events that name them and their quarantined captures (privacy\n' +
+        'requests), and leave a tombstone: a capture of that user observed before now that is still on its way (a sidecar\n' +
+        'spool, a held grant, the quarantine) is dropped. Tombstones are purged with the event retention. Reads DATABASE_URL\n' +
+        '(and TOKEN_TAP_COMMIT_DURABILITY); TOKEN_TAP_KEYS (and TOKEN_TAP_FINGERPRINT_KEY) as the sidecar has them, needed\n' +
+        'while the quarantine holds captures: without them the erasure cannot tell whose they are, and refuses.',
     )
     .option('--idp <name>', 'only this IdP')
     .option('--all-idps', 'every IdP (instead of --idp)', false)
@@ -305,13 +307,13 @@ function registerGrantCommands(program: Command): void {
       if (Boolean(options.idp) === options.allIdps) problems.push('give either --idp NAME or --all-idps');
       if (Boolean(options.subject) === Boolean(options.email)) problems.push('give either --subject SUB or --email EMAIL');
       if (problems.length > 0) throw new Error(problems.join('\n'));
-      const needs = options.revokeAtIdp ? { keys: true, idps: true } : {};
+      const needs = { keys: options.revokeAtIdp || Boolean(process.env.TOKEN_TAP_KEYS), idps: options.revokeAtIdp };
       printJson(
-        await audited('DeleteSubject', needs, { idp: options.idp, subject: options.subject }, async ({ pool, store, clients }, event) => {
+        await audited('DeleteSubject', needs, { idp: options.idp, subject: options.subject }, async ({ pool, store, clients, ring }, event) => {
           const revoker = options.revokeAtIdp ? new GrantRevoker({ pool, store, clients }) : undefined;
-          const result = await eraseSubject(pool, { idps: options.idp ? [options.idp] : undefined, subject: options.subject, email: options.email, revoker });
-          event.detail = `deleted ${result.deleted.length} grants and ${result.captureEventsDeleted} capture events`;
-          return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted };
+          const result = await eraseSubject(pool, { idps: options.idp ? [options.idp] : undefined, subject: options.subject, email: options.email, revoker, ...(needs.keys ? { ring } : {}) });
+          event.detail = `deleted ${result.deleted.length} grants, ${result.captureEventsDeleted} capture events and ${result.quarantinedCapturesDeleted} quarantined captures`;
+          return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted, quarantined_captures_deleted: result.quarantinedCapturesDeleted };
         }),
       );
     });
@@ -321,7 +323,7 @@ function registerUpkeepCommands(program: Command): void {
   program
     .command('purge')
     .description(
-      'Delete grants not updated for longer than an age, and capture and access events (and tombstones of erasures) older than another.\n' +
+      'Delete grants not updated for longer than an age, and capture and access events, quarantined captures and tombstones older than another.\n' +
         'Ages default to TOKEN_TAP_GRANT_RETENTION and TOKEN_TAP_EVENT_RETENTION (e.g. 90d, 12h). Reads DATABASE_URL.\n' +
         'The sidecar runs the same purge itself every TOKEN_TAP_PURGE_INTERVAL when that is set.',
     )
@@ -340,14 +342,9 @@ function registerUpkeepCommands(program: Command): void {
       printJson(
         await audited('Purge', {}, {}, async ({ pool }, event) => {
           const result = await purgeExpired(pool, policy);
-          event.detail = `purged ${result.grants} grants, ${result.pendingGrants} held grants, ${result.captureEvents} capture events, ${result.accessEvents} access events, ${result.tombstones} tombstones`;
-          return {
-            grants: result.grants,
-            pending_grants: result.pendingGrants,
-            capture_events: result.captureEvents,
-            access_events: result.accessEvents,
-            tombstones: result.tombstones,
-          };
+          const { grants, pendingGrants, captureEvents, accessEvents, quarantinedCaptures, tombstones } = result;
+          event.detail = `purged ${grants} grants, ${pendingGrants} held grants, ${captureEvents} capture events, ${accessEvents} access events, ${quarantinedCaptures} quarantined captures, ${tombstones} tombstones`;
+          return { grants, pending_grants: pendingGrants, capture_events: captureEvents, access_events: accessEvents, quarantined_captures: quarantinedCaptures, tombstones };
         }),
       );
     });

@@ -21,7 +21,10 @@ export interface RecordResult {
    * progress): the grant stays held (pending_grants), unchanged, and the profile is kept as a hint.
    */
   heldUnreadable?: Array<{ captureId: string; idp: string; keyId: string }>;
-  /** Captures of a user erased after they were observed (store/tombstones.ts): recorded `erased`, no grant stored. */
+  /**
+   * Captures of a user erased after they were observed (store/tombstones.ts): recorded `erased`, no
+   * grant stored; one that could not be written alone is not quarantined either, just dropped.
+   */
   erased?: string[];
 }
 
@@ -197,11 +200,12 @@ export class GrantStore {
     }
   }
 
-  /** Writes one capture inside the caller's transaction (a quarantined capture retried). */
-  async writeCaptureIn(client: pg.PoolClient, capture: Capture): Promise<void> {
+  /** Writes one capture inside the caller's transaction (a quarantined capture retried); erased: dropped for a tombstone. */
+  async writeCaptureIn(client: pg.PoolClient, capture: Capture): Promise<{ erased: boolean }> {
     this.heldUnreadable = [];
     this.erased = [];
     await this.apply(client, capture);
+    return { erased: this.erased.includes(capture.captureId) };
   }
 
   private async writeBatch(captures: readonly Capture[], setAside: readonly SetAside[], oneByOne: boolean): Promise<RecordResult> {
@@ -212,8 +216,9 @@ export class GrantStore {
       const erased: string[] = [];
       this.erased = erased;
       for (const { capture, stage, label, reason } of setAside) {
-        const { known } = await quarantineCapture(client, this.ring, capture, stage, reason);
-        quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
+        const { known, erased: ofErasedUser } = await quarantineCapture(client, this.ring, capture, stage, reason);
+        if (ofErasedUser) erased.push(capture.captureId);
+        else quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
       }
       if (!oneByOne) {
         await this.applyBatch(client, captures);
@@ -233,8 +238,10 @@ export class GrantStore {
           heldUnreadable.length = noted;
           erased.length = notedErased;
           const { label, reason } = describeCaptureFailure(error);
-          const { known } = await quarantineCapture(client, this.ring, capture, 'write', reason);
-          quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
+          // Not kept when its user was erased after it was observed: dropped, as a written one would be.
+          const { known, erased: ofErasedUser } = await quarantineCapture(client, this.ring, capture, 'write', reason);
+          if (ofErasedUser) erased.push(capture.captureId);
+          else quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
         }
       }
       return { quarantined, heldUnreadable, erased };

@@ -1,12 +1,20 @@
-// Retention: grants not updated for longer than a configured age, and capture and access events
-// (and tombstones of erasures) older than another, are deleted. Deletes go in batches so no statement holds locks for long.
+// Retention: grants not updated for longer than a configured age, and capture and access events,
+// quarantined captures and tombstones of erasures older than another, are deleted. Deletes go in
+// batches so no statement holds locks for long.
+//
+// Order matters for tombstones: one may still be what keeps a quarantined capture of an erased user
+// from being written again by `captures retry` (a row the erasure could not find: from before 000011
+// or a sidecar of an earlier release, with no subject fingerprint; a held token response, which names
+// no user until a profile links it). So the quarantine goes first, and a tombstone older than the
+// retention stays while a quarantined capture observed at or before it is left (those are purged by
+// the same retention, so not for long).
 import type pg from 'pg';
 import type { Logger } from 'pino';
 
 export interface RetentionPolicy {
   /** Grants (and held grants) whose last login or refresh is older than this; undefined: kept. */
   grantsOlderThanMs?: number;
-  /** capture_events, access_events and tombstones older than this; undefined: kept. */
+  /** capture_events, access_events, quarantined_captures and tombstones older than this; undefined: kept. */
   eventsOlderThanMs?: number;
 }
 
@@ -15,6 +23,8 @@ export interface PurgeResult {
   pendingGrants: number;
   captureEvents: number;
   accessEvents: number;
+  /** Quarantined captures set aside longer ago than the event retention (never retried successfully). */
+  quarantinedCaptures: number;
   /** Erasures older than the event retention: a capture observed before one no longer waits anywhere. */
   tombstones: number;
 }
@@ -37,11 +47,12 @@ export function readAge(text: string | undefined, name: string, problems: string
   return ms;
 }
 
-async function deleteInBatches(pool: pg.Pool, table: string, column: string, before: Date, batchSize: number): Promise<number> {
+/** Deletes rows of `table` whose `column` is before `before` (and which meet `also`, if given). */
+async function deleteInBatches(pool: pg.Pool, table: string, column: string, before: Date, batchSize: number, also = 'true'): Promise<number> {
   let total = 0;
   for (;;) {
     const { rowCount } = await pool.query(
-      `DELETE FROM ${table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${table} WHERE ${column} < $1 LIMIT $2))`,
+      `DELETE FROM ${table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${table} WHERE ${column} < $1 AND ${also} LIMIT $2))`,
       [before, batchSize],
     );
     total += rowCount ?? 0;
@@ -52,7 +63,7 @@ async function deleteInBatches(pool: pg.Pool, table: string, column: string, bef
 export async function purgeExpired(pool: pg.Pool, policy: RetentionPolicy, options: { now?: Date; batchSize?: number } = {}): Promise<PurgeResult> {
   const now = (options.now ?? new Date()).getTime();
   const batchSize = options.batchSize ?? 5_000;
-  const result: PurgeResult = { grants: 0, pendingGrants: 0, captureEvents: 0, accessEvents: 0, tombstones: 0 };
+  const result: PurgeResult = { grants: 0, pendingGrants: 0, captureEvents: 0, accessEvents: 0, quarantinedCaptures: 0, tombstones: 0 };
   if (policy.grantsOlderThanMs !== undefined) {
     const before = new Date(now - policy.grantsOlderThanMs);
     result.grants = await deleteInBatches(pool, 'grants', 'updated_at', before, batchSize);
@@ -62,7 +73,10 @@ export async function purgeExpired(pool: pg.Pool, policy: RetentionPolicy, optio
     const before = new Date(now - policy.eventsOlderThanMs);
     result.captureEvents = await deleteInBatches(pool, 'capture_events', 'observed_at', before, batchSize);
     result.accessEvents = await deleteInBatches(pool, 'access_events', 'at', before, batchSize);
-    result.tombstones = await deleteInBatches(pool, 'tombstones', 'erased_at', before, batchSize);
+    result.quarantinedCaptures = await deleteInBatches(pool, 'quarantined_captures', 'quarantined_at', before, batchSize);
+    // Kept while a quarantined capture observed at or before it is left: a retry must still drop it.
+    const noQuarantinedCaptureBefore = `erased_at < COALESCE((SELECT min(observed_at) FROM quarantined_captures), 'infinity')`;
+    result.tombstones = await deleteInBatches(pool, 'tombstones', 'erased_at', before, batchSize, noQuarantinedCaptureBefore);
   }
   return result;
 }

@@ -1,13 +1,15 @@
 // The quarantine (quarantined_captures, migration 000005): captures the writer could not store,
 // set aside so that one bad capture never blocks the ones behind it. Each is sealed exactly as the
 // spool seals it; nothing here reads a token. Operators list and retry them (`token-tap captures`).
+// Each names its user only by a keyed fingerprint (subject_fp, 000011): erasure deletes by it
+// (store/erase.ts), the retention purge by age (store/purge.ts).
 import type pg from 'pg';
 import type { Capture } from '../capture/types.js';
-import type { KeyRing } from '../keys/key-ring.js';
+import { subjectFingerprint, type KeyRing } from '../keys/key-ring.js';
 import { openSealedCapture, sealCapture } from '../ingest/spool.js';
 import { describeCaptureFailure, errorName, isPostgresUnavailable, type QuarantineLabel } from './errors.js';
 import { withTransaction } from './pool.js';
-import { HOLD_OFF_ERASURES } from './tombstones.js';
+import { erasedSql, HOLD_OFF_ERASURES } from './tombstones.js';
 
 /** Where a capture was when it failed: before verification (a retry verifies it first) or when written. */
 export type QuarantineStage = 'verification' | 'write';
@@ -51,18 +53,29 @@ interface QuarantineRow {
 const MAX_REASON = 200;
 
 /**
- * Seals `capture` into the quarantine inside the caller's transaction. A capture already there (a
- * spool replayed after a crash) stays as it is: a replay is not a new attempt.
+ * Seals `capture` into the quarantine inside the caller's transaction, with a keyed fingerprint of
+ * its user's subject (migration 000011) so an erasure finds it. A capture already there (a spool
+ * replayed after a crash) stays as it is: a replay is not a new attempt. A capture of a user erased
+ * after it was observed is not kept at all (`erased`), as the writer drops it (store/tombstones.ts).
  */
-export async function quarantineCapture(client: pg.PoolClient, ring: KeyRing, capture: Capture, stage: QuarantineStage, reason: string): Promise<{ known: boolean }> {
+export async function quarantineCapture(client: pg.PoolClient, ring: KeyRing, capture: Capture, stage: QuarantineStage, reason: string): Promise<{ known: boolean; erased: boolean }> {
   const { keyId, sealed } = sealCapture(ring, capture);
   const observedAt = capture.observedAt instanceof Date && !Number.isNaN(capture.observedAt.getTime()) ? capture.observedAt : null;
-  const { rowCount } = await client.query(
-    `INSERT INTO quarantined_captures (capture_id, idp, observed_at, stage, reason, key_id, record)
-     VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (capture_id) DO NOTHING`,
-    [capture.captureId, capture.idp, observedAt, stage, reason.slice(0, MAX_REASON), keyId, sealed],
+  // A held token response names no user yet; its profile capture does.
+  const subject = capture.subject ?? capture.profile?.subject ?? null;
+  const { rows } = await client.query<{ erased: boolean; inserted: number }>(
+    `WITH tombstone AS (
+       SELECT $9::text IS NOT NULL AND $3::timestamptz IS NOT NULL AND ${erasedSql('$2::text', '$9::text', '$3::timestamptz')} AS erased
+     ), inserted AS (
+       INSERT INTO quarantined_captures (capture_id, idp, observed_at, stage, reason, key_id, record, subject_fp)
+       SELECT $1, $2, $3, $4, $5, $6, $7, $8 FROM tombstone WHERE NOT tombstone.erased
+       ON CONFLICT (capture_id) DO NOTHING RETURNING 1
+     )
+     SELECT (SELECT erased FROM tombstone) AS erased, (SELECT count(*) FROM inserted)::int AS inserted`,
+    [capture.captureId, capture.idp, observedAt, stage, reason.slice(0, MAX_REASON), keyId, sealed, subject === null ? null : subjectFingerprint(ring, subject), subject],
   );
-  return { known: rowCount === 0 };
+  const { erased, inserted } = rows[0]!;
+  return { known: !erased && inserted === 0, erased };
 }
 
 /** Quarantined captures, oldest first, optionally of one IdP or with the given ids. */
@@ -86,13 +99,18 @@ export async function listQuarantined(pool: pg.Pool, filter: { idp?: string | un
 }
 
 /** What a retry did with one quarantined capture. */
-export type RetryOutcome = { captureId: string; result: 'written' } | { captureId: string; result: 'stayed'; reason: string; attempts: number } | { captureId: string; result: 'gone' };
+export type RetryOutcome =
+  | { captureId: string; result: 'written' }
+  /** Its user was erased after it was observed: dropped by the writer (recorded `erased`), no grant. */
+  | { captureId: string; result: 'erased' }
+  | { captureId: string; result: 'stayed'; reason: string; attempts: number }
+  | { captureId: string; result: 'gone' };
 
 export interface RetryDependencies {
   pool: pg.Pool;
   ring: KeyRing;
-  /** Writes one capture inside the transaction (GrantStore.writeCaptureIn). */
-  write: (client: pg.PoolClient, capture: Capture) => Promise<void>;
+  /** Writes one capture inside the transaction (GrantStore.writeCaptureIn): erased, when the writer dropped it for a tombstone. */
+  write: (client: pg.PoolClient, capture: Capture) => Promise<{ erased: boolean }>;
   /**
    * Verifies a capture quarantined before verification ran, as the pump would have; returns the
    * capture to write, or why it cannot be yet. Throws as the verification step does.
@@ -135,9 +153,10 @@ export async function retryQuarantined(captureId: string, deps: RetryDependencie
         if ('notYet' in verified) throw new Stays(verified.notYet);
         capture = verified;
       }
-      await deps.write(client, capture);
+      // Through the writer: a capture of a user erased after it was observed is dropped there.
+      const { erased } = await deps.write(client, capture);
       await client.query('DELETE FROM quarantined_captures WHERE capture_id = $1', [captureId]);
-      return { captureId, result: 'written' };
+      return { captureId, result: erased ? 'erased' : 'written' };
     } catch (error) {
       if (isPostgresUnavailable(error)) throw error;
       await client.query('ROLLBACK TO SAVEPOINT retry');

@@ -87,4 +87,17 @@ describe('store/migrate', () => {
       await fresh.drop();
     }
   });
+
+  it('000011 adds a subject fingerprint to quarantined captures; rows quarantined before it keep NULL', async () => {
+    const fresh = await createTestDatabase('migrate_quarantine_fp');
+    try {
+      await migrate(fresh.pool, loadMigrations().filter((migration) => migration.version < 11));
+      await fresh.pool.query("INSERT INTO quarantined_captures (capture_id, idp, stage, reason, key_id, record) VALUES (gen_random_uuid(), 'acme', 'write', 'r', 'k1', '\\x00')");
+      expect(await migrate(fresh.pool)).to.include(11);
+      const { rows } = await fresh.pool.query('SELECT subject_fp FROM quarantined_captures');
+      expect(rows).to.deep.equal([{ subject_fp: null }]);
+    } finally {
+      await fresh.drop();
+    }
+  });
 });

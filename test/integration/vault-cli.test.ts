@@ -247,7 +247,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
 
       const deleted = await runCli(['grants', 'delete', '--idp', 'acme', '--subject', 'alice'], env);
       expect(deleted.code, deleted.stderr).to.equal(0);
-      expect(JSON.parse(deleted.stdout)).to.deep.equal({ deleted: [{ idp: 'acme', subject: 'alice' }], capture_events_deleted: 1 });
+      expect(JSON.parse(deleted.stdout)).to.deep.equal({ deleted: [{ idp: 'acme', subject: 'alice' }], capture_events_deleted: 1, quarantined_captures_deleted: 0 });
       const { rows } = await db.pool.query("SELECT operation, outcome, idp, subject FROM access_events WHERE caller LIKE 'cli:%' ORDER BY id");
       expect(rows).to.deep.equal(
         ['ListGrants', 'RefreshGrant', 'RevokeGrant', 'DeleteSubject'].map((operation) => ({
@@ -259,8 +259,13 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       );
     });
 
-    it('purge deletes grants and events older than the given ages and keeps the rest', async () => {
+    it('purge deletes grants, events, quarantined captures and tombstones older than the given ages and keeps the rest', async () => {
       await vault.sidecar.store.recordCaptures([vaultCapture('acme', 'stale'), vaultCapture('acme', 'fresh')]);
+      // Two captures set aside (their verification threw): one 400 days ago, one now.
+      const quarantinedLongAgo = vaultCapture('acme', 'q-old');
+      const quarantinedLately = vaultCapture('acme', 'q-new');
+      await vault.sidecar.store.recordCaptures([], [quarantinedLongAgo, quarantinedLately].map((capture) => ({ capture, stage: 'verification' as const, label: 'failed' as const, reason: 'verifying it failed (TypeError)' })));
+      await db.pool.query("UPDATE quarantined_captures SET quarantined_at = now() - interval '400 days' WHERE capture_id = $1", [quarantinedLongAgo.captureId]);
       await db.pool.query("UPDATE grants SET updated_at = now() - interval '40 days' WHERE subject = 'stale'");
       await db.pool.query("UPDATE capture_events SET observed_at = now() - interval '400 days' WHERE subject = 'stale'");
       await db.pool.query("INSERT INTO access_events (at, operation, outcome) VALUES (now() - interval '400 days', 'GetGrant', 'ok')");
@@ -270,7 +275,9 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       expect(refused.stderr).to.contain('nothing to purge');
       const purged = await runCli(['purge', '--grants-older-than', '30d', '--events-older-than', '365d'], { DATABASE_URL: db.url });
       expect(purged.code, purged.stderr).to.equal(0);
-      expect(JSON.parse(purged.stdout)).to.deep.equal({ grants: 1, pending_grants: 0, capture_events: 1, access_events: 1, tombstones: 1 });
+      expect(JSON.parse(purged.stdout)).to.deep.equal({ grants: 1, pending_grants: 0, capture_events: 1, access_events: 1, quarantined_captures: 1, tombstones: 1 });
+      const { rows: quarantined } = await db.pool.query('SELECT capture_id FROM quarantined_captures');
+      expect(quarantined).to.deep.equal([{ capture_id: quarantinedLately.captureId }]);
       const { rows } = await db.pool.query("SELECT subject FROM grants WHERE subject IN ('stale', 'fresh')");
       expect(rows).to.deep.equal([{ subject: 'fresh' }]);
       // Tombstones go with the event retention.

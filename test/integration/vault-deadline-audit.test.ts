@@ -1,6 +1,8 @@
 // The audit row of a TokenVault call says what the caller got, also when a deadline passes while
-// the call runs: the API's own 4.5 s deadline, or the caller's. Postgres is made slow for real
-// (the test holds table locks the call's queries wait on); the calls are real gRPC calls.
+// the call runs: the API's own 4.5 s deadline, or the caller's. A call that changes something
+// (DeleteSubject, RefreshGrant, RevokeGrant) and finishes after its caller gave up says what it did,
+// and that the caller gave up. Postgres is made slow for real (the test holds table locks the
+// call's queries wait on); the calls are real gRPC calls.
 import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import type pg from 'pg';
@@ -9,7 +11,7 @@ import { loadTokenVault } from '../../src/api/protocol.js';
 import { syntheticCapture } from '../support/captures.js';
 import { waitFor } from '../support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
-import { createApiKey, startVaultSidecar, type VaultSidecar } from '../support/token-vault.js';
+import { createApiKey, startVaultSidecar, statusOf, vaultClient, type VaultSidecar } from '../support/token-vault.js';
 
 /** The access_events outcome that names a gRPC status a caller saw. */
 const OUTCOME_OF_STATUS: Partial<Record<grpc.status, string>> = {
@@ -114,5 +116,29 @@ describe('TokenVault audit rows carry the outcome the caller saw, across deadlin
     console.log(`      caller deadline 1.5 s, work done at 3 s: the caller got ${grpc.status[code]} after ${ms} ms; the row says ${row.outcome} (${row.detail})`);
     expect(code).to.equal(grpc.status.DEADLINE_EXCEEDED);
     expect(row.outcome).to.equal(OUTCOME_OF_STATUS[code]);
+    expect(row.detail).to.contain('the work went on: ok');
+  });
+
+  it("DeleteSubject whose caller's deadline passes before the erasure is done: the row says what was deleted, and that the caller gave up", async () => {
+    await vault.sidecar.store.recordCaptures([syntheticCapture('acme', 'bob')]);
+    const deleter = await createApiKey(db, 'deleter', ['acme'], ['delete']);
+    // A capture batch in flight holds ROW SHARE on tombstones: the erasure waits for it until 2.5 s
+    // (under its 5 s lock timeout), the caller only 1 s.
+    const batch = await holdLock('tombstones', 'ROW SHARE');
+    const client = vaultClient(vault.apiPort);
+    try {
+      const call = statusOf(client.call('DeleteSubject', { idp: 'acme', subject: 'bob' }, deleter.token, { deadlineMs: 1_000 }));
+      setTimeout(() => void batch.release(), 2_500);
+      expect(await call).to.equal(grpc.status.DEADLINE_EXCEEDED);
+    } finally {
+      client.close();
+    }
+    const row = await waitFor('the access_events row', async () =>
+      (await db.pool.query<{ outcome: string; detail: string }>("SELECT outcome, detail FROM access_events WHERE operation = 'DeleteSubject' AND api_key_id = $1", [deleter.id])).rows[0],
+    20_000);
+    console.log(`      caller deadline 1 s, erasure done at 2.5 s: the row says ${row.outcome} (${row.detail})`);
+    expect(row.outcome, 'the deletion happened').to.equal('ok');
+    expect(row.detail).to.contain('deleted 1 grants (acme/bob)').and.contain('the caller gave up');
+    expect(await vault.sidecar.store.findGrant('acme', 'bob')).to.equal(undefined);
   });
 });

@@ -1,6 +1,6 @@
-import { randomBytes } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal, sealV1, sealV2 } from '../../src/keys/key-ring.js';
+import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal, sealV1, sealV2, subjectFingerprint, subjectFingerprintCandidates } from '../../src/keys/key-ring.js';
 
 const binding = { idp: 'entra', subject: 'user-1', field: 'refresh_token' };
 
@@ -161,6 +161,33 @@ describe('keys/key-ring', () => {
       expect(fingerprint(oldRing, 'tok')).to.equal(fingerprint(newRing, 'tok')).and.match(/^fp:[A-Za-z0-9_-]{32}$/);
       expect(fingerprint(parseKeyRing(k1), 'tok')).to.not.equal(fingerprint(parseKeyRing(`${generateKeySpec('k2')},${k1}`), 'tok'));
       expect(() => parseKeyRing(k1, 'c2hvcnQ=')).to.throw(KeyRingError, /TOKEN_TAP_FINGERPRINT_KEY must be 32 bytes/);
+    });
+  });
+
+  describe('subject fingerprints (quarantined captures)', () => {
+    const hmac = (key: Buffer, info: string, text: string) =>
+      createHmac('sha256', Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, 32))).update(text, 'utf8').digest('base64url').slice(0, 32);
+
+    it('token fingerprints are what they were (stored ones must still match); a subject\'s is made under a key of its own', () => {
+      const spec = generateKeySpec('k1');
+      const ring = parseKeyRing(spec);
+      const key = Buffer.from(spec.slice(3), 'base64');
+      expect(fingerprint(ring, 'alice')).to.equal(`k1:${hmac(key, 'token-tap/v1 fingerprint', 'alice')}`);
+      expect(subjectFingerprint(ring, 'alice')).to.equal(`k1:${hmac(key, 'token-tap/v1 subject fingerprint', 'alice')}`);
+      expect(subjectFingerprint(ring, 'alice')).to.not.equal(fingerprint(ring, 'alice')).and.not.contain('alice');
+    });
+
+    it('the candidates of a ring include what it made before a rotation and before TOKEN_TAP_FINGERPRINT_KEY was set', () => {
+      const k1 = generateKeySpec('k1');
+      const fingerprintKey = randomBytes(32).toString('base64');
+      const before = subjectFingerprint(parseKeyRing(k1), 'bob');
+      const rotated = parseKeyRing(`${generateKeySpec('k2')},${k1}`);
+      expect(subjectFingerprint(rotated, 'bob')).to.not.equal(before);
+      expect(subjectFingerprintCandidates(rotated, 'bob')).to.include(before).and.include(subjectFingerprint(rotated, 'bob'));
+      const withKey = parseKeyRing(`${generateKeySpec('k2')},${k1}`, fingerprintKey);
+      expect(subjectFingerprint(withKey, 'bob')).to.match(/^fp:/).and.equal(subjectFingerprint(parseKeyRing(k1, fingerprintKey), 'bob'));
+      expect(subjectFingerprintCandidates(withKey, 'bob')).to.include(before).and.include(subjectFingerprint(withKey, 'bob')).and.have.length(3);
+      expect(subjectFingerprintCandidates(withKey, 'carol')).to.not.include(subjectFingerprint(withKey, 'bob'));
     });
   });
 });
