@@ -64,6 +64,8 @@ export class CaptureSpool {
   private bufferedBytes = 0;
   /** Bytes of the group being written now: neither buffered nor on disk yet, but they count against the cap. */
   private writingBytes = 0;
+  /** Records of the group being written now: neither buffered nor durable yet, but on their way. */
+  private writingRecords = 0;
   /** Durable records Postgres does not have yet (including the batch being written). */
   private records = 0;
   /** Durable records not yet handed out by read(). */
@@ -108,7 +110,8 @@ export class CaptureSpool {
 
   /** Captures not yet in Postgres: on disk, or waiting for the next fsync. */
   get depth(): number {
-    return this.records + this.buffered.length;
+    // The group being fsynced counts: a writer seeing 0 here takes it that nothing is on its way.
+    return this.records + this.writingRecords + this.buffered.length;
   }
 
   get bytes(): number {
@@ -353,6 +356,7 @@ export class CaptureSpool {
         this.buffered = [];
         this.bufferedBytes = 0;
         this.writingBytes = bytes;
+        this.writingRecords = group.length;
         const endTimer = this.options.metrics.spoolFsyncSeconds.startTimer();
         let segment: Segment | undefined;
         try {
@@ -360,6 +364,7 @@ export class CaptureSpool {
           await this.files.append(Buffer.concat(group.map((entry) => entry.frame), bytes));
         } catch (error) {
           this.writingBytes = 0;
+          this.writingRecords = 0;
           await this.files.abandonActive(segment);
           for (const entry of group) {
             entry.settled?.(false);
@@ -371,6 +376,7 @@ export class CaptureSpool {
         }
         endTimer();
         this.writingBytes = 0;
+        this.writingRecords = 0;
         this.files.appended(segment, bytes);
         this.records += group.length;
         this.unread += group.length;

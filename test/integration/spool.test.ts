@@ -53,6 +53,21 @@ describe('capture spool (real files)', function () {
     return { spool, log, metrics };
   }
 
+  it('counts a capture in its depth while its group is being fsynced (the pump takes 0 to mean nothing is on its way)', async () => {
+    const { spool } = await openSpool();
+    expect(spool.append(capture(1))).to.equal(true);
+    let flushed = false;
+    const flushing = spool.flush().then(() => (flushed = true));
+    let lowest = spool.depth;
+    while (!flushed) {
+      lowest = Math.min(lowest, spool.depth);
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await flushing;
+    expect(lowest).to.equal(1);
+    expect(spool.depth).to.equal(1);
+  });
+
   it('fsyncs appends in groups and reads them back in order, observedAt as a Date', async () => {
     const { spool, metrics } = await openSpool();
     const captures = Array.from({ length: 50 }, (_, index) => capture(index));
