@@ -1,11 +1,11 @@
 // Envoy's side of Okta's token inline hook: the route POST /okta/token-hook on Okta's listener (so
 // TLS when the listener has it) to the sidecar's hook listener, without ext_proc, with Okta's
-// request size limit, a timeout below Okta's 3 s and a token bucket well above Okta's own rate
-// (rate-limit.ts: a flood gets 429 from Envoy, not the sidecar's time); anything else on that
-// path gets 405.
+// request size limit, a timeout below Okta's 3 s and a token bucket per client address well above
+// Okta's own rate (rate-limit.ts: a flood gets 429 from Envoy, not the sidecar's time, and no
+// caller can empty Okta's bucket); anything else on that path gets 405.
 import type { HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
-import { DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routeTokenBucket, type RateLimit } from './rate-limit.js';
+import { clientAddressRateLimits, DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routePerClientBuckets, routeTokenBucket, type RateLimit } from './rate-limit.js';
 
 export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
 /** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
@@ -24,13 +24,18 @@ const extProcOff = {
   },
 };
 
-/** The hook's routes, with a token bucket on the POST route unless `rateLimit` is undefined; they go before the catch-all. */
+/** The hook route's buckets, one per client address, and the stats they count under (`<prefix>.http_local_rate_limit.rate_limited`). */
+export function hookBuckets(limit: RateLimit) {
+  return routePerClientBuckets('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', limit);
+}
+
+/** The hook's routes, with a token bucket per client on the POST route unless `rateLimit` is undefined; they go before the catch-all. */
 export function oktaHookRoutes(rateLimit?: RateLimit) {
   return [
     {
       name: 'okta_token_hook',
       match: { path: OKTA_HOOK_PATH, headers: [{ name: ':method', string_match: { exact: 'POST' } }] },
-      route: { cluster: OKTA_HOOK_CLUSTER, timeout: OKTA_HOOK_TIMEOUT },
+      route: { cluster: OKTA_HOOK_CLUSTER, timeout: OKTA_HOOK_TIMEOUT, ...(rateLimit ? { rate_limits: clientAddressRateLimits() } : {}) },
       typed_per_filter_config: {
         ...extProcOff,
         [BUFFER_FILTER]: {
@@ -38,7 +43,7 @@ export function oktaHookRoutes(rateLimit?: RateLimit) {
           buffer: { max_request_bytes: OKTA_HOOK_MAX_REQUEST_BYTES },
         },
         // Before the buffer filter in the chain: a refused call is not read.
-        ...(rateLimit ? { [RATE_LIMIT_FILTER]: routeTokenBucket('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', rateLimit) } : {}),
+        ...(rateLimit ? { [RATE_LIMIT_FILTER]: hookBuckets(rateLimit) } : {}),
       },
     },
     {
