@@ -5,7 +5,7 @@
 // caller can empty Okta's bucket); anything else on that path gets 405.
 import type { HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
-import { clientAddressRateLimits, DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routePerClientBuckets, routeTokenBucket, type RateLimit } from './rate-limit.js';
+import { clientAddressRateLimits, DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routePerClientBuckets, type RateLimit } from './rate-limit.js';
 
 export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
 /** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
@@ -99,26 +99,36 @@ export function hookRateLimitOf(options: { oktaHookRateLimit?: RateLimit | false
 const GATEWAY_RATE_LIMIT_UNITS: Record<number, string> = { 1: 'Second', 60: 'Minute', 3600: 'Hour' };
 
 /**
- * Envoy Gateway: a local rate limit (BackendTrafficPolicy) on the hook's HTTPRoute rule alone.
- * Envoy Gateway's bucket holds one unit's requests (it has no separate burst), per gateway replica.
+ * Envoy Gateway: a local rate limit (BackendTrafficPolicy) on the hook's HTTPRoute rule alone, a
+ * bucket per client address: `sourceCIDR` of type Distinct over all of IPv4 and all of IPv6 (Envoy
+ * Gateway renders Envoy's masked_remote_address and remote_address actions and a wildcard
+ * descriptor). No rule without clientSelectors, so no bucket shared by every caller. The client
+ * address is the gateway listener's (the load balancer's unless ClientTrafficPolicy's
+ * clientIPDetection says otherwise). Envoy Gateway's buckets hold one unit's requests (no separate
+ * burst), per gateway replica.
  */
 export function hookRateLimitPolicy(where: { namespace: string; labels: Record<string, string>; route: string; rule: string }, limit: RateLimit) {
   const unit = GATEWAY_RATE_LIMIT_UNITS[limit.perSeconds];
   if (!unit) throw new Error(`the Okta hook rate limit must be per second, minute or hour for Envoy Gateway, got per ${limit.perSeconds}s`);
+  const perClient = (cidr: string) => ({ clientSelectors: [{ sourceCIDR: { type: 'Distinct', value: cidr } }], limit: { requests: limit.requests, unit } });
   return {
     apiVersion: 'gateway.envoyproxy.io/v1alpha1',
     kind: 'BackendTrafficPolicy',
     metadata: { name: 'token-tap-okta-hook', namespace: where.namespace, labels: where.labels },
     spec: {
       targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: where.route, sectionName: where.rule }],
-      rateLimit: { type: 'Local', local: { rules: [{ limit: { requests: limit.requests, unit } }] } },
+      rateLimit: { type: 'Local', local: { rules: [perClient('0.0.0.0/0'), perClient('::/0')] } },
     },
   };
 }
 
 /**
  * Istio: EnvoyFilter patches for the local rate limit filter on the gateway's listeners (no bucket
- * of its own) and a bucket on the hook route of each virtual host (matched by host and route name).
+ * of its own) and, on the hook route of each virtual host (matched by host and route name), the
+ * same per-client buckets as envoy-config renders: the route's remote_address rate limit action and
+ * the wildcard descriptor. Needs an Istio whose Envoy is 1.34 or later (Istio 1.26+: dynamic
+ * descriptors). The client address is the gateway's (the load balancer's unless
+ * gatewayTopology.numTrustedProxies is set).
  */
 export function istioHookRateLimit(where: { hostnames: string[]; gatewayPort: number; route: string }, limit: RateLimit) {
   return [
@@ -132,7 +142,7 @@ export function istioHookRateLimit(where: { hostnames: string[]; gatewayPort: nu
       match: { context: 'GATEWAY', routeConfiguration: { vhost: { name: `${hostname}:${where.gatewayPort}`, route: { name: where.route } } } },
       patch: {
         operation: 'MERGE',
-        value: { typed_per_filter_config: { [RATE_LIMIT_FILTER]: routeTokenBucket('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', limit) } },
+        value: { route: { rate_limits: clientAddressRateLimits() }, typed_per_filter_config: { [RATE_LIMIT_FILTER]: hookBuckets(limit) } },
       },
     })),
   ];

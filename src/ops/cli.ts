@@ -230,7 +230,7 @@ export function buildProgram(): Command {
     .option('--hostname <host>', 'a hostname Okta calls; repeat for several', collect, [])
     .option('--image <image>', 'the sidecar image')
     .option('--istio', 'render for an Istio ingress gateway instead (--gateway names the Istio Gateway)', false)
-    .option('--okta-hook-rate-limit <n/s[:burst]>', 'a rate limit on the Okta hook rule (N/s, N/m or N/h, optionally :BURST, Istio only; "off" or 0: none); default 100/s:200, see envoy-config --help')
+    .option('--okta-hook-rate-limit <n/s[:burst]>', 'a rate limit per client address on the Okta hook rule (N/s, N/m or N/h; :BURST for Istio only, Envoy Gateway has none; "off" or 0: none); default 100/s:200, see envoy-config --help')
     .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean; oktaHookRateLimit?: string }) => {
       const { renderGatewayCommand } = await import('../envoyconfig/gateway-cli.js');
       process.stdout.write(renderGatewayCommand(options, UsageError));

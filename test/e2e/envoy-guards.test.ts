@@ -11,6 +11,7 @@ import { startEnvoyFront, type EnvoyFront } from '../support/envoy.js';
 import { loginAsOkta } from '../support/okta-client.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { freePort } from '../support/ports.js';
+import { postFrom } from '../support/post-from.js';
 
 const IDP = 'demo';
 
@@ -104,19 +105,9 @@ describe('Envoy-side guards (real Envoy)', function () {
     const hookPort = () => (hook.address() as AddressInfo).port;
     const postHook = async (limited: EnvoyFront) =>
       (await fetch(`${limited.origin}${OKTA_HOOK_PATH}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'wrong' }, body: '{}' })).status;
-    // A call from another client: the socket bound to `localAddress` (127.0.0.2 is loopback too), on a connection of its own.
+    // A call from a given client address: the socket bound to it.
     const postHookFrom = (limited: EnvoyFront, localAddress: string, headers: Record<string, string> = {}) =>
-      new Promise<number>((resolve, reject) => {
-        const request = http.request(
-          { host: '127.0.0.1', port: limited.listenPort, path: OKTA_HOOK_PATH, method: 'POST', localAddress, agent: false, headers: { 'content-type': 'application/json', authorization: 'wrong', ...headers } },
-          (response) => {
-            response.resume();
-            response.on('end', () => resolve(response.statusCode!));
-          },
-        );
-        request.on('error', reject);
-        request.end('{}');
-      });
+      postFrom(`${limited.origin}${OKTA_HOOK_PATH}`, localAddress, { headers: { 'content-type': 'application/json', authorization: 'wrong', ...headers }, body: '{}' });
     const OTHER_CLIENT = '127.0.0.2';
 
     it('--okta-hook-rate-limit 3/m:3: the fourth call gets 429 from Envoy and never reaches the hook listener', async () => {
