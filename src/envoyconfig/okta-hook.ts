@@ -24,7 +24,7 @@ const extProcOff = {
   },
 };
 
-/** The hook route's buckets, one per client address, and the stats they count under (`<prefix>.http_local_rate_limit.rate_limited`). */
+/** The hook route's buckets, one per client address; Envoy counts refusals in `okta_hook_rate_limit.http_local_rate_limit.rate_limited`. */
 export function hookBuckets(limit: RateLimit) {
   return routePerClientBuckets('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', limit);
 }
@@ -101,8 +101,8 @@ const GATEWAY_RATE_LIMIT_UNITS: Record<number, string> = { 1: 'Second', 60: 'Min
 /**
  * Envoy Gateway: a local rate limit (BackendTrafficPolicy) on the hook's HTTPRoute rule alone, a
  * bucket per client address: `sourceCIDR` of type Distinct over all of IPv4 and all of IPv6 (Envoy
- * Gateway renders Envoy's masked_remote_address and remote_address actions and a wildcard
- * descriptor). No rule without clientSelectors, so no bucket shared by every caller. The client
+ * Gateway v1.9 renders remote_address_match actions and a wildcard descriptor entry). No rule
+ * without clientSelectors, so no bucket shared by every caller. The client
  * address is the gateway listener's (the load balancer's unless ClientTrafficPolicy's
  * clientIPDetection says otherwise). Envoy Gateway's buckets hold one unit's requests (no separate
  * burst), per gateway replica.

@@ -137,6 +137,15 @@ describe('Envoy-side guards (real Envoy)', function () {
       expect(lastHeaders).to.not.have.any.keys('x-envoy-external-address', 'x-envoy-internal', 'x-forwarded-for');
     });
 
+    it('keeps many clients\' buckets at once: 25 other addresses calling do not free a refused client', async () => {
+      const limited = await front({ hookPort: hookPort(), hookRateLimit: parseHookRateLimit('3/m:3') });
+      for (let call = 0; call < 3; call += 1) await postHookFrom(limited, '127.0.0.1');
+      expect(await postHookFrom(limited, '127.0.0.1')).to.equal(429);
+      // More addresses than Envoy's default of 20 dynamic buckets: with it, 127.0.0.1's would be dropped and start full.
+      for (let host = 3; host < 28; host += 1) expect(await postHookFrom(limited, `127.0.0.${host}`), `127.0.0.${host}`).to.equal(401);
+      expect(await postHookFrom(limited, '127.0.0.1'), 'the refused client, after them').to.equal(429);
+    });
+
     it("a caller's X-Forwarded-For is not its address: no fresh bucket per value, and no emptying another client's", async () => {
       const limited = await front({ hookPort: hookPort(), hookRateLimit: parseHookRateLimit('3/m:3') });
       // The flood names the other client (say, Okta's address) and ever new ones in X-Forwarded-For.
