@@ -15,7 +15,7 @@ export interface GatewayFlags {
   hostname: string[];
   image?: string;
   istio: boolean;
-  /** --okta-hook-rate-limit: N/s[:BURST] or off (default 100/s:200). */
+  /** --okta-hook-rate-limit: N/s[:BURST] per client address, or off (default 100/s:200). */
   oktaHookRateLimit?: string;
 }
 
@@ -55,7 +55,14 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
     return resourcesYaml(resources, [
       `Rendered by token-tap envoy-gateway${flags.istio ? ' --istio' : ''} --mode ${flags.mode} (${idps.map((idp) => idp.name).join(', ')}).`,
       `Okta's IdP token URL: https://<gateway host>/idp/<name>/token. Needs the Secret token-tap (DATABASE_URL, TOKEN_TAP_KEYS) in ${ns}.`,
-      `Okta hook rule rate limit (per gateway replica): ${flags.istio || !hookLimit ? hookLimitText(hookLimit) : `${describeRateLimit({ requests: hookLimit.requests, perSeconds: hookLimit.perSeconds })}, 429 beyond (Envoy Gateway's bucket holds one unit's requests: no separate burst)`}.`,
+      `Okta hook rule rate limit (per gateway replica): ${flags.istio || !hookLimit ? hookLimitText(hookLimit) : `${describeRateLimit({ requests: hookLimit.requests, perSeconds: hookLimit.perSeconds })}, per client address, 429 beyond (Envoy Gateway's bucket holds one unit's requests: no separate burst)`}.`,
+      ...(hookLimit
+        ? [
+            flags.istio
+              ? "The client address is the gateway's downstream address: behind a load balancer the balancer's (one bucket for all) unless gatewayTopology.numTrustedProxies says how many proxies append to X-Forwarded-For (meshConfig.defaultConfig, or the gateway pods' proxy.istio.io/config). Needs Istio 1.26+ (Envoy 1.34+)."
+              : "The client address is the gateway's downstream address: behind a load balancer the balancer's (one bucket for all) unless a ClientTrafficPolicy on the Gateway sets clientIPDetection.xForwardedFor.numTrustedHops.",
+          ]
+        : []),
       '',
       'ext_proc is reached over the pod network, so it speaks mTLS (the sidecar refuses to start otherwise):',
       `  - Secret ${EXT_PROC_TLS_SECRET} in ${ns}: tls.crt/tls.key, the sidecar's certificate for ${host},`,

@@ -1,11 +1,11 @@
 // Envoy's side of Okta's token inline hook: the route POST /okta/token-hook on Okta's listener (so
 // TLS when the listener has it) to the sidecar's hook listener, without ext_proc, with Okta's
-// request size limit, a timeout below Okta's 3 s and a token bucket well above Okta's own rate
-// (rate-limit.ts: a flood gets 429 from Envoy, not the sidecar's time); anything else on that
-// path gets 405.
+// request size limit, a timeout below Okta's 3 s and a token bucket per client address well above
+// Okta's own rate (rate-limit.ts: a flood gets 429 from Envoy, not the sidecar's time, and no
+// caller can empty Okta's bucket); anything else on that path gets 405.
 import type { HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
-import { DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routeTokenBucket, type RateLimit } from './rate-limit.js';
+import { clientAddressRateLimits, DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routePerClientBuckets, type RateLimit } from './rate-limit.js';
 
 export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
 /** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
@@ -24,13 +24,18 @@ const extProcOff = {
   },
 };
 
-/** The hook's routes, with a token bucket on the POST route unless `rateLimit` is undefined; they go before the catch-all. */
+/** The hook route's buckets, one per client address; Envoy counts refusals in `okta_hook_rate_limit.http_local_rate_limit.rate_limited`. */
+export function hookBuckets(limit: RateLimit) {
+  return routePerClientBuckets('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', limit);
+}
+
+/** The hook's routes, with a token bucket per client on the POST route unless `rateLimit` is undefined; they go before the catch-all. */
 export function oktaHookRoutes(rateLimit?: RateLimit) {
   return [
     {
       name: 'okta_token_hook',
       match: { path: OKTA_HOOK_PATH, headers: [{ name: ':method', string_match: { exact: 'POST' } }] },
-      route: { cluster: OKTA_HOOK_CLUSTER, timeout: OKTA_HOOK_TIMEOUT },
+      route: { cluster: OKTA_HOOK_CLUSTER, timeout: OKTA_HOOK_TIMEOUT, ...(rateLimit ? { rate_limits: clientAddressRateLimits() } : {}) },
       typed_per_filter_config: {
         ...extProcOff,
         [BUFFER_FILTER]: {
@@ -38,7 +43,7 @@ export function oktaHookRoutes(rateLimit?: RateLimit) {
           buffer: { max_request_bytes: OKTA_HOOK_MAX_REQUEST_BYTES },
         },
         // Before the buffer filter in the chain: a refused call is not read.
-        ...(rateLimit ? { [RATE_LIMIT_FILTER]: routeTokenBucket('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', rateLimit) } : {}),
+        ...(rateLimit ? { [RATE_LIMIT_FILTER]: hookBuckets(rateLimit) } : {}),
       },
     },
     {
@@ -94,26 +99,36 @@ export function hookRateLimitOf(options: { oktaHookRateLimit?: RateLimit | false
 const GATEWAY_RATE_LIMIT_UNITS: Record<number, string> = { 1: 'Second', 60: 'Minute', 3600: 'Hour' };
 
 /**
- * Envoy Gateway: a local rate limit (BackendTrafficPolicy) on the hook's HTTPRoute rule alone.
- * Envoy Gateway's bucket holds one unit's requests (it has no separate burst), per gateway replica.
+ * Envoy Gateway: a local rate limit (BackendTrafficPolicy) on the hook's HTTPRoute rule alone, a
+ * bucket per client address: `sourceCIDR` of type Distinct over all of IPv4 and all of IPv6 (Envoy
+ * Gateway v1.9 renders remote_address_match actions and a wildcard descriptor entry). No rule
+ * without clientSelectors, so no bucket shared by every caller. The client
+ * address is the gateway listener's (the load balancer's unless ClientTrafficPolicy's
+ * clientIPDetection says otherwise). Envoy Gateway's buckets hold one unit's requests (no separate
+ * burst), per gateway replica.
  */
 export function hookRateLimitPolicy(where: { namespace: string; labels: Record<string, string>; route: string; rule: string }, limit: RateLimit) {
   const unit = GATEWAY_RATE_LIMIT_UNITS[limit.perSeconds];
   if (!unit) throw new Error(`the Okta hook rate limit must be per second, minute or hour for Envoy Gateway, got per ${limit.perSeconds}s`);
+  const perClient = (cidr: string) => ({ clientSelectors: [{ sourceCIDR: { type: 'Distinct', value: cidr } }], limit: { requests: limit.requests, unit } });
   return {
     apiVersion: 'gateway.envoyproxy.io/v1alpha1',
     kind: 'BackendTrafficPolicy',
     metadata: { name: 'token-tap-okta-hook', namespace: where.namespace, labels: where.labels },
     spec: {
       targetRefs: [{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: where.route, sectionName: where.rule }],
-      rateLimit: { type: 'Local', local: { rules: [{ limit: { requests: limit.requests, unit } }] } },
+      rateLimit: { type: 'Local', local: { rules: [perClient('0.0.0.0/0'), perClient('::/0')] } },
     },
   };
 }
 
 /**
  * Istio: EnvoyFilter patches for the local rate limit filter on the gateway's listeners (no bucket
- * of its own) and a bucket on the hook route of each virtual host (matched by host and route name).
+ * of its own) and, on the hook route of each virtual host (matched by host and route name), the
+ * same per-client buckets as envoy-config renders: the route's remote_address rate limit action and
+ * the wildcard descriptor. Needs an Istio whose Envoy is 1.34 or later (Istio 1.26+: dynamic
+ * descriptors). The client address is the gateway's (the load balancer's unless
+ * gatewayTopology.numTrustedProxies is set).
  */
 export function istioHookRateLimit(where: { hostnames: string[]; gatewayPort: number; route: string }, limit: RateLimit) {
   return [
@@ -127,7 +142,7 @@ export function istioHookRateLimit(where: { hostnames: string[]; gatewayPort: nu
       match: { context: 'GATEWAY', routeConfiguration: { vhost: { name: `${hostname}:${where.gatewayPort}`, route: { name: where.route } } } },
       patch: {
         operation: 'MERGE',
-        value: { typed_per_filter_config: { [RATE_LIMIT_FILTER]: routeTokenBucket('okta_hook_rate_limit', 'token_tap.okta_hook_rate_limit', limit) } },
+        value: { route: { rate_limits: clientAddressRateLimits() }, typed_per_filter_config: { [RATE_LIMIT_FILTER]: hookBuckets(limit) } },
       },
     })),
   ];

@@ -64,8 +64,14 @@ export interface EnvoyConfigOptions {
   tls?: { certFile: string; keyFile: string };
   /** The sidecar's Okta token inline hook listener: adds POST /okta/token-hook (envoyconfig/okta-hook.ts). */
   oktaHook?: HostPort;
-  /** A token bucket on the hook route (429 beyond it); default DEFAULT_OKTA_HOOK_RATE_LIMIT, false: none. */
+  /** A token bucket per client address on the hook route (429 beyond it); default DEFAULT_OKTA_HOOK_RATE_LIMIT, false: none. */
   oktaHookRateLimit?: RateLimit | false;
+  /**
+   * Proxies in front of Envoy that append the client's address to X-Forwarded-For: the client address
+   * (the hook's per-client key, the access log's downstream address) is then the one this many hops
+   * from the right of that header. Default 0: the connection's own address, whatever the header says.
+   */
+  xffTrustedHops?: number;
 }
 
 export interface Cidr {
@@ -413,8 +419,15 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
                     server_header_transformation: 'PASS_THROUGH',
                     generate_request_id: false,
                     skip_xff_append: true,
+                    // The client's address (the hook's per-client rate limit key) is the connection's
+                    // own, never an X-Forwarded-For a caller writes itself (which would give it a fresh
+                    // bucket per value, or Okta's); with trusted hops, the address the proxies appended.
+                    use_remote_address: true,
+                    ...(options.xffTrustedHops ? { xff_num_trusted_hops: options.xffTrustedHops } : {}),
                     route_config: {
                       name: 'idp_token_routes',
+                      // use_remote_address makes Envoy add these; the IdP and the sidecar get neither.
+                      request_headers_to_remove: ['x-envoy-external-address', 'x-envoy-internal'],
                       virtual_hosts: [
                         {
                           name: 'idps',
@@ -472,7 +485,14 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
 }
 
 export function hookLimitText(limit: RateLimit | undefined): string {
-  return limit ? `${describeRateLimit(limit)} (429 beyond)` : 'off';
+  return limit ? `${describeRateLimit(limit)}, per client address (429 beyond)` : 'off';
+}
+
+/** Where the client address of the hook's per-client buckets comes from, for the rendered header. */
+function clientAddressText(hops: number | undefined): string {
+  return hops
+    ? `the address ${hops} hop(s) from the right of X-Forwarded-For (--xff-trusted-hops), else the connection's`
+    : "the connection's own address (behind a load balancer that is the balancer's: see --xff-trusted-hops)";
 }
 
 export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
@@ -489,6 +509,7 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
     ...(options.ready ? [`Readiness: GET http://${formatHostPort(options.ready)}${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy (point the readiness probe here)`] : []),
     ...(options.oktaHook ? [`Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
     ...(options.oktaHook ? [`Okta hook rate limit: ${hookLimitText(hookRateLimitOf(options))}`] : []),
+    ...(options.oktaHook && hookRateLimitOf(options) ? [`Client address: ${clientAddressText(options.xffTrustedHops)}`] : []),
     ...(options.allowSources && options.allowSources.length > 0 ? [`Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`] : []),
     ...(options.tokenRateLimit ? [`Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`] : []),
   ];

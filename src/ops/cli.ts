@@ -71,6 +71,7 @@ interface EnvoyConfigFlags {
   tlsKey?: string;
   oktaHook?: string;
   oktaHookRateLimit?: string;
+  xffTrustedHops?: string;
   sidecarTlsCert?: string;
   sidecarTlsKey?: string;
   sidecarCa?: string;
@@ -97,6 +98,9 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
   const oktaHook = options.oktaHook === undefined ? undefined : parseOrNote(options.oktaHook, (text) => parseHostPort(text, '--okta-hook'), problems);
   const oktaHookRateLimit = options.oktaHookRateLimit === undefined ? undefined : parseOrNote(options.oktaHookRateLimit, parseHookRateLimit, problems);
   if (options.oktaHookRateLimit !== undefined && options.oktaHook === undefined) problems.push('--okta-hook-rate-limit limits the route --okta-hook adds: give --okta-hook too');
+  const xffTrustedHops = options.xffTrustedHops === undefined ? undefined : Number(options.xffTrustedHops);
+  if (xffTrustedHops !== undefined && !(Number.isInteger(xffTrustedHops) && xffTrustedHops >= 0 && xffTrustedHops <= 10)) problems.push('--xff-trusted-hops must be an integer from 0 to 10 (the proxies in front of Envoy)');
+  if (options.xffTrustedHops !== undefined && options.oktaHook === undefined) problems.push('--xff-trusted-hops names the client of the hook route --okta-hook adds: give --okta-hook too');
   const addresses: Partial<Record<'listen' | 'admin', HostPort>> = {};
   for (const key of ['listen', 'admin'] as const) {
     const address = parseOrNote(options[key], (text) => parseHostPort(text, `--${key}`), problems);
@@ -137,6 +141,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       upstreamCaFile: options.upstreamCa,
       ...(oktaHook ? { oktaHook } : {}),
       ...(oktaHookRateLimit !== undefined ? { oktaHookRateLimit } : {}),
+      ...(xffTrustedHops ? { xffTrustedHops } : {}),
       ...(options.tlsCert && options.tlsKey ? { tls: { certFile: path.resolve(options.tlsCert), keyFile: path.resolve(options.tlsKey) } } : {}),
     });
   } catch (error) {
@@ -205,8 +210,13 @@ export function buildProgram(): Command {
     .option('--okta-hook <host:port>', "the sidecar's Okta hook listener (serve --hook-listen): adds the route POST /okta/token-hook, without ext_proc")
     .option(
       '--okta-hook-rate-limit <n/s[:burst]>',
-      'a token bucket on the hook route (N/s, N/m or N/h, optionally :BURST; "off" or 0: none); beyond it Envoy answers 429 and Okta issues its tokens unchanged. ' +
-        "Default 100/s:200 (6,000 a minute, 200 at once): Okta calls the hook at most once per token request to a custom authorization server, and all of an org's custom authorization servers share one per-minute rate limit (its Rate Limit dashboard shows it); raise this above that limit if yours is higher",
+      'a token bucket per client address on the hook route (N/s, N/m or N/h, optionally :BURST; "off" or 0: none); beyond it Envoy answers 429 to that client and Okta, refused, issues its tokens unchanged; ' +
+        "one client's flood never empties another's bucket. Default 100/s:200 (6,000 a minute, 200 at once) per address: Okta calls the hook at most once per token request to a custom authorization server, and all of an org's custom authorization servers share one per-minute rate limit (its Rate Limit dashboard shows it); raise this above that limit if yours is higher",
+    )
+    .option(
+      '--xff-trusted-hops <n>',
+      "proxies in front of Envoy that append to X-Forwarded-For (a load balancer: 1): the hook's client address is then the one N hops from the right of that header. " +
+        "Default 0: the connection's own address (behind a load balancer, the balancer's: every caller then shares one bucket)",
     )
     .action(envoyConfig);
 
@@ -220,7 +230,7 @@ export function buildProgram(): Command {
     .option('--hostname <host>', 'a hostname Okta calls; repeat for several', collect, [])
     .option('--image <image>', 'the sidecar image')
     .option('--istio', 'render for an Istio ingress gateway instead (--gateway names the Istio Gateway)', false)
-    .option('--okta-hook-rate-limit <n/s[:burst]>', 'a rate limit on the Okta hook rule (N/s, N/m or N/h, optionally :BURST, Istio only; "off" or 0: none); default 100/s:200, see envoy-config --help')
+    .option('--okta-hook-rate-limit <n/s[:burst]>', 'a rate limit per client address on the Okta hook rule (N/s, N/m or N/h; :BURST for Istio only, Envoy Gateway has none; "off" or 0: none); default 100/s:200, see envoy-config --help')
     .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean; oktaHookRateLimit?: string }) => {
       const { renderGatewayCommand } = await import('../envoyconfig/gateway-cli.js');
       process.stdout.write(renderGatewayCommand(options, UsageError));

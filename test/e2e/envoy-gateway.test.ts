@@ -1,20 +1,24 @@
 // Proof on the real Envoy that the sidecar captures behind Envoy Gateway: Envoy runs a bootstrap
 // shaped like Envoy Gateway's translation of what `token-tap envoy-gateway` renders (ext_proc
 // disabled on the listener, enabled per targeted rule with an empty per-route config, response
-// attributes, no initial metadata), and the sidecar names the IdP from the attributes alone.
+// attributes, no initial metadata), and the sidecar names the IdP from the attributes alone; and
+// that the hook rule's rate limit is per client address there too.
 import { mkdtempSync, rmSync } from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { renderGatewayResources } from '../../src/envoyconfig/gateway.js';
-import type { ProcessingMode } from '../../src/envoyconfig/render.js';
-import { tokenRoutePath } from '../../src/contract.js';
+import { parseHookRateLimit, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { OKTA_HOOK_PATH, tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoy, type RunningEnvoy } from '../support/envoy.js';
 import { envoyGatewayShapedBootstrap } from '../support/envoy-gateway-shape.js';
 import { loginAsOkta } from '../support/okta-client.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { freePort, waitFor } from '../support/ports.js';
+import { postFrom } from '../support/post-from.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { runCli, startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
 
@@ -108,3 +112,49 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
     });
   });
 }
+
+describe("behind Envoy Gateway: the Okta hook rule's BackendTrafficPolicy (an Envoy Gateway shaped bootstrap)", function () {
+  this.timeout(60_000);
+  let hook: http.Server;
+  let hookCalls = 0;
+  let envoy: RunningEnvoy;
+  let hookUrl: string;
+
+  before(async () => {
+    // Stands in for the sidecar's hook listener: counts the calls the gateway lets through, refuses them all.
+    hook = http.createServer((request, response) => {
+      hookCalls += 1;
+      request.resume();
+      request.on('end', () => response.writeHead(401, { 'content-length': 0 }).end());
+    });
+    await new Promise<void>((resolve) => hook.listen(0, '127.0.0.1', resolve));
+    const resources = renderGatewayResources({
+      idps: [{ name: 'demo', tokenUrl: new URL('http://127.0.0.1:9/token') }],
+      mode: 'observability',
+      namespace: 'token-tap',
+      gateway: { name: 'eg', namespace: 'envoy-gateway-system' },
+      hostnames: [],
+      image: 'idp-token-tap:test',
+      oktaHookRateLimit: parseHookRateLimit('3/m'),
+    });
+    const [listenPort, adminPort, sidecarPort] = [await freePort(), await freePort(), await freePort()];
+    envoy = await startEnvoy(envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, sidecarPort, hookPort: (hook.address() as AddressInfo).port }), adminPort);
+    hookUrl = `http://127.0.0.1:${listenPort}${OKTA_HOOK_PATH}`;
+  });
+  after(async () => {
+    await envoy?.stop();
+    hook?.closeAllConnections();
+    if (hook) await new Promise((resolve) => hook.close(resolve));
+  });
+
+  it('limits each client address on its own: while 127.0.0.1 is refused (429), 127.0.0.2 still reaches the hook', async () => {
+    const before = hookCalls;
+    const post = (from: string, headers: Record<string, string> = {}) => postFrom(hookUrl, from, { headers: { 'content-type': 'application/json', ...headers }, body: '{}' });
+    const flood: number[] = [];
+    for (let call = 0; call < 5; call += 1) flood.push(await post('127.0.0.1', { 'x-forwarded-for': '127.0.0.2' }));
+    expect(flood, 'the flood, naming the other client in X-Forwarded-For').to.deep.equal([401, 401, 401, 429, 429]);
+    expect(await post('127.0.0.2'), 'the other client').to.equal(401);
+    expect(await post('127.0.0.1'), 'the first client, still refused').to.equal(429);
+    expect(hookCalls - before, 'calls that reached the hook').to.equal(4);
+  });
+});

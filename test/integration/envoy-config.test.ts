@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
+import { parse } from 'yaml';
 import { GENERATED_FILES } from '../../scripts/render-envoy-examples.js';
 import { validateEnvoyConfig } from '../support/envoy.js';
 import { runCli } from '../support/sidecar.js';
@@ -50,6 +51,8 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     ['Okta hook with its default rate limit', ['--okta-hook', '127.0.0.1:8081', '--idp', 'a=https://a.example/token']],
     ['Okta hook rate limit per minute with a burst, and token routes limited too, buffered', ['--mode', 'buffered', '--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', '3000/m:500', '--token-rate-limit', '50/s', '--idp', 'a=https://a.example/token']],
     ['Okta hook rate limit off', ['--okta-hook', 'token-tap-hook:8081', '--okta-hook-rate-limit', 'off', '--idp', 'a=https://a.example/token']],
+    ['Okta hook behind a load balancer (client address from X-Forwarded-For), per hour, with the source allow-list', ['--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', '100000/h:500', '--xff-trusted-hops', '1', '--allow-source', '10.0.0.0/8', '--idp', 'a=https://a.example/token']],
+    ['Okta hook with two trusted hops and its rate limit off', ['--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', 'off', '--xff-trusted-hops', '2', '--idp', 'a=https://a.example/token']],
   ];
   for (const [name, args] of variants) {
     it(`token-tap envoy-config output validates: ${name}`, async () => {
@@ -91,19 +94,36 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     expect(result.stdout).to.equal('');
   });
 
-  it('token-tap envoy-config renders the hook route rate limit by default, and refuses a bad one or one without --okta-hook', async () => {
+  it('token-tap envoy-config renders the hook route rate limit by default, a bucket per client address, and refuses a bad one or one without --okta-hook', async () => {
     const rendered = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook', '127.0.0.1:8081'], {});
     expect(rendered.code, rendered.stderr).to.equal(0);
-    expect(rendered.stdout).to.contain('stat_prefix: okta_hook_rate_limit').and.contain('max_tokens: 200').and.contain('# Okta hook rate limit: 100/s, burst 200');
+    expect(rendered.stdout).to.contain('stat_prefix: okta_hook_rate_limit').and.contain('max_tokens: 200').and.contain('# Okta hook rate limit: 100/s, burst 200, per client address');
+    expect(rendered.stdout).to.contain("# Client address: the connection's own address (behind a load balancer that is the balancer's");
+    const config = parse(rendered.stdout);
+    const hcm = config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+    // The client's address is the connection's: an X-Forwarded-For the caller writes names nobody.
+    expect(hcm.use_remote_address).to.equal(true);
+    expect(hcm).to.not.have.property('xff_num_trusted_hops');
+    const hook = hcm.route_config.virtual_hosts[0].routes.find((route: { name: string }) => route.name === 'okta_token_hook');
+    expect(hook.route.rate_limits).to.deep.equal([{ actions: [{ remote_address: {} }] }]);
+    const buckets = hook.typed_per_filter_config['envoy.filters.http.local_ratelimit'];
+    // A wildcard entry (a key, no value): a bucket per address; none shared by everyone.
+    expect(buckets.descriptors).to.deep.equal([{ entries: [{ key: 'remote_address' }], token_bucket: { max_tokens: 200, tokens_per_fill: 100, fill_interval: '1s' } }]);
+    expect(buckets.always_consume_default_token_bucket).to.equal(false);
+    expect(buckets.max_dynamic_descriptors).to.equal(10_000);
+    const hops = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook', '127.0.0.1:8081', '--xff-trusted-hops', '1'], {});
+    expect(hops.code, hops.stderr).to.equal(0);
+    expect(parse(hops.stdout).static_resources.listeners[0].filter_chains[0].filters[0].typed_config.xff_num_trusted_hops).to.equal(1);
+    expect(hops.stdout).to.contain('# Client address: the address 1 hop(s) from the right of X-Forwarded-For');
     const off = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', '0'], {});
-    expect(off.stdout).to.not.contain('local_ratelimit');
+    expect(off.stdout).to.not.contain('local_ratelimit').and.not.contain('rate_limits');
     expect(off.stdout).to.contain('# Okta hook rate limit: off');
-    const bad = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', 'fast'], {});
+    const bad = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook', '127.0.0.1:8081', '--okta-hook-rate-limit', 'fast', '--xff-trusted-hops', '-1'], {});
     expect(bad.code).to.equal(1);
-    expect(bad.stderr).to.contain('--okta-hook-rate-limit must be N/s');
-    const alone = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook-rate-limit', '10/s'], {});
+    expect(bad.stderr).to.contain('--okta-hook-rate-limit must be N/s').and.contain('--xff-trusted-hops must be an integer');
+    const alone = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--okta-hook-rate-limit', '10/s', '--xff-trusted-hops', '1'], {});
     expect(alone.code).to.equal(1);
-    expect(alone.stderr).to.contain('give --okta-hook too');
+    expect(alone.stderr).to.contain('--okta-hook-rate-limit limits the route --okta-hook adds: give --okta-hook too').and.contain('--xff-trusted-hops names the client of the hook route');
   });
 
   it('token-tap envoy-config refuses a TLS key without a certificate, or files that do not exist', async () => {

@@ -78,6 +78,12 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     const limit = structuredClone(objects.find((object) => object.kind === 'BackendTrafficPolicy')!);
     limit.spec.rateLimit.local.rules[0].limit.unit = 'Seconds';
     expect(await refused(limit)).to.equal(true);
+    const perAddress = structuredClone(objects.find((object) => object.kind === 'BackendTrafficPolicy')!);
+    perAddress.spec.rateLimit.local.rules[0].clientSelectors[0].sourceCIDR.type = 'PerAddress';
+    expect(await refused(perAddress)).to.equal(true);
+    const noCondition = structuredClone(objects.find((object) => object.kind === 'BackendTrafficPolicy')!);
+    noCondition.spec.rateLimit.local.rules[0].clientSelectors = [{}];
+    expect(await refused(noCondition)).to.equal(true);
     const backend = structuredClone(objects.find((object) => object.kind === 'Backend')!);
     delete backend.spec.endpoints[0].fqdn.port;
     expect(await refused(backend)).to.equal(true);
@@ -138,25 +144,35 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     expect(twoFilter.spec.configPatches.filter(extProcPatch).map((patch: any) => patch.match.routeConfiguration.vhost.name)).to.deep.equal(['x.example:443', 'y.example:443']);
   });
 
-  it('the Okta hook rule is rate limited by default, and only it (Envoy Gateway: a BackendTrafficPolicy; Istio: a bucket on the hook route of each host)', () => {
+  it('the Okta hook rule is rate limited by default, per client address, and only it (Envoy Gateway: a BackendTrafficPolicy; Istio: buckets on the hook route of each host)', () => {
     for (const file of ['deploy/envoy-gateway/token-tap.yaml', 'deploy/envoy-gateway/token-tap.buffered.yaml']) {
       const objects = objectsOf(file);
       const route = objects.find((object) => object.kind === 'HTTPRoute')!;
       const policy = objects.find((object) => object.kind === 'BackendTrafficPolicy')!;
       expect(policy.spec.targetRefs).to.deep.equal([{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: route.metadata.name, sectionName: 'okta-token-hook' }]);
       expect(route.spec.rules.map((rule: { name: string }) => rule.name)).to.include('okta-token-hook');
-      expect(policy.spec.rateLimit).to.deep.equal({ type: 'Local', local: { rules: [{ limit: { requests: 100, unit: 'Second' } }] } });
+      // A bucket per address (Distinct) over all of IPv4 and all of IPv6; no rule without
+      // clientSelectors, which would be one bucket shared by every caller.
+      const perClient = (value: string) => ({ clientSelectors: [{ sourceCIDR: { type: 'Distinct', value } }], limit: { requests: 100, unit: 'Second' } });
+      expect(policy.spec.rateLimit).to.deep.equal({ type: 'Local', local: { rules: [perClient('0.0.0.0/0'), perClient('::/0')] } });
     }
     const filter = objectsOf('deploy/istio/token-tap.yaml').find((object) => object.kind === 'EnvoyFilter')!;
     const limited = filter.spec.configPatches.filter((patch: any) => patch.applyTo === 'HTTP_ROUTE' && 'envoy.filters.http.local_ratelimit' in patch.patch.value.typed_per_filter_config);
     expect(limited.map((patch: any) => patch.match.routeConfiguration.vhost)).to.deep.equal([{ name: 'tokens.example.com:443', route: { name: 'okta-token-hook' } }]);
-    expect(limited[0].patch.value.typed_per_filter_config['envoy.filters.http.local_ratelimit'].token_bucket).to.deep.equal({ max_tokens: 200, tokens_per_fill: 100, fill_interval: '1s' });
+    // The same buckets as envoy-config: the route's remote_address action and a wildcard descriptor.
+    expect(limited[0].patch.value.route).to.deep.equal({ rate_limits: [{ actions: [{ remote_address: {} }] }] });
+    const buckets = limited[0].patch.value.typed_per_filter_config['envoy.filters.http.local_ratelimit'];
+    expect(buckets.descriptors).to.deep.equal([{ entries: [{ key: 'remote_address' }], token_bucket: { max_tokens: 200, tokens_per_fill: 100, fill_interval: '1s' } }]);
+    expect(buckets).to.include({ always_consume_default_token_bucket: false, max_dynamic_descriptors: 10_000 });
     const filters = filter.spec.configPatches.filter((patch: any) => patch.applyTo === 'HTTP_FILTER').map((patch: any) => patch.patch.value.name);
     expect(filters).to.deep.equal(['envoy.filters.http.ext_proc', 'envoy.filters.http.local_ratelimit']);
     // --okta-hook-rate-limit: another rate, or none.
     const render = (flags: Record<string, unknown>) =>
       parseAllDocuments(renderGatewayCommand({ idp: ['a=https://a.example/t'], mode: 'observability', namespace: 'token-tap', gateway: 'eg', hostname: ['h.example'], istio: false, ...flags }, Error)).map((doc) => doc.toJSON() as K8sObject);
-    expect(render({ oktaHookRateLimit: '600/m' }).find((object) => object.kind === 'BackendTrafficPolicy')!.spec.rateLimit.local.rules[0].limit).to.deep.equal({ requests: 600, unit: 'Minute' });
+    expect(render({ oktaHookRateLimit: '600/m' }).find((object) => object.kind === 'BackendTrafficPolicy')!.spec.rateLimit.local.rules.map((rule: any) => rule.limit)).to.deep.equal([
+      { requests: 600, unit: 'Minute' },
+      { requests: 600, unit: 'Minute' },
+    ]);
     expect(render({ oktaHookRateLimit: 'off' }).map((object) => object.kind)).to.not.include('BackendTrafficPolicy');
     const istioOff = render({ oktaHookRateLimit: 'off', istio: true }).find((object) => object.kind === 'EnvoyFilter')!;
     expect(JSON.stringify(istioOff)).to.not.contain('local_ratelimit');
@@ -290,7 +306,8 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     for (const patch of routePatches) {
       const name = patch.match.routeConfiguration.vhost.route.name as string;
       const merged = routesByName.get(name) ?? { name, match: { prefix: `/${name}` }, route: { cluster } };
-      routesByName.set(name, { ...merged, typed_per_filter_config: { ...merged.typed_per_filter_config, ...patch.patch.value.typed_per_filter_config } });
+      const value = patch.patch.value;
+      routesByName.set(name, { ...merged, route: { ...merged.route, ...value.route }, typed_per_filter_config: { ...merged.typed_per_filter_config, ...value.typed_per_filter_config } });
     }
     const istio = {
       static_resources: {

@@ -97,9 +97,19 @@ export const ENVOY_EXTENSION_POLICY_SCHEMA = strict(
   ['apiVersion', 'kind', 'metadata', 'spec'],
 );
 
+// RateLimitSelectCondition: at least one condition (the CRD's CEL rule); of them we render sourceCIDR
+// only (headers, methods, path and queryParams exist too, as do a rule's cost, shared, shadowMode and
+// xRateLimitHeaders).
+const clientSelector = {
+  ...strict({
+    sourceCIDR: strict({ type: { enum: ['Exact', 'Distinct'] }, value: { type: 'string', minLength: 1, maxLength: 256 }, invert: { type: 'boolean' } }, ['value']),
+  }),
+  minProperties: 1,
+};
+
 const rateLimitRule = strict(
   {
-    // clientSelectors, cost and shared exist too; we render none of them.
+    clientSelectors: { type: 'array', maxItems: 8, items: clientSelector },
     limit: strict({ requests: { type: 'integer', minimum: 0 }, unit: { enum: ['Second', 'Minute', 'Hour', 'Day', 'Month', 'Year'] } }, ['requests', 'unit']),
   },
   ['limit'],

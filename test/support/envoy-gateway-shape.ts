@@ -4,9 +4,15 @@
 // and the EnvoyExtensionPolicy becomes one ext_proc filter, disabled on the listener and enabled
 // on each targeted route by an empty FilterConfig, with the policy's processing mode, response
 // attributes, failOpen, messageTimeout and shadowMode (observability_mode). A BackendTrafficPolicy's
-// local rate limit becomes the local_ratelimit filter with a token bucket on each targeted route
-// (one unit's requests, refilled each unit). No per-route gRPC initial metadata: Envoy Gateway
-// cannot set it. A small translator of our own, not Envoy Gateway.
+// local rate limit becomes the local_ratelimit filter (max_dynamic_descriptors 10,000) and on each
+// targeted route Envoy Gateway v1.9's per-route config (internal/xds/translator/local_ratelimit.go):
+// the rule without clientSelectors as the route's bucket (else one of 2^32-1 a second), a
+// descriptor per rule with clientSelectors, sourceCIDR as remote_address_match actions (the CIDR
+// itself as value; with Distinct also the address, a wildcard entry: a bucket per client), each
+// bucket one unit's requests refilled each unit, never the route's bucket as well. The listener
+// uses the connection's address (use_remote_address, Envoy Gateway's default without
+// clientIPDetection). No per-route gRPC initial metadata: Envoy Gateway cannot set it. A small
+// translator of our own, not Envoy Gateway.
 import { stringify } from 'yaml';
 
 type Resource = Record<string, any>;
@@ -34,6 +40,50 @@ function cluster(name: string, host: string, port: number, http2 = false) {
   };
 }
 
+const UNIT_SECONDS: Record<string, number> = { Second: 1, Minute: 60, Hour: 3600 };
+
+function bucket(limit: Resource) {
+  return { max_tokens: limit.requests, tokens_per_fill: limit.requests, fill_interval: `${UNIT_SECONDS[limit.unit]}s` };
+}
+
+/** A BackendTrafficPolicy's local rate limit as Envoy Gateway v1.9 configures the targeted route. */
+function localRateLimit(local: Resource) {
+  const rules = local.rules as Resource[];
+  const routeRule = rules.find((rule) => !rule.clientSelectors?.length);
+  const selected = rules.filter((rule) => rule.clientSelectors?.length);
+  const rateLimits: Resource[] = [];
+  const descriptors: Resource[] = [];
+  selected.forEach((rule, index) => {
+    const actions: Resource[] = [];
+    const entries: Resource[] = [];
+    for (const selector of rule.clientSelectors as Resource[]) {
+      const source = selector.sourceCIDR;
+      if (!source || Object.keys(selector).length !== 1) throw new Error('only sourceCIDR client selectors are translated here');
+      const [prefix, length] = (source.value as string).split('/');
+      const addressMatcher = { ranges: [{ address_prefix: prefix, prefix_len: Number(length) }], ...(source.invert ? { invert_match: true } : {}) };
+      actions.push({ remote_address_match: { descriptor_key: `rule-${index}-masked-remote-address`, descriptor_value: source.value, address_matcher: addressMatcher } });
+      entries.push({ key: `rule-${index}-masked-remote-address`, value: source.value });
+      if (source.type === 'Distinct') {
+        actions.push({ remote_address_match: { descriptor_key: `rule-${index}-remote-address`, descriptor_value: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%', address_matcher: addressMatcher } });
+        entries.push({ key: `rule-${index}-remote-address` });
+      }
+    }
+    rateLimits.push({ actions });
+    descriptors.push({ entries, token_bucket: bucket(rule.limit) });
+  });
+  return {
+    '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit',
+    stat_prefix: 'http_local_rate_limiter',
+    token_bucket: routeRule ? bucket(routeRule.limit) : { max_tokens: 4294967295, tokens_per_fill: 4294967295, fill_interval: '1s' },
+    filter_enabled: { default_value: { numerator: 100, denominator: 'HUNDRED' } },
+    filter_enforced: { default_value: { numerator: 100, denominator: 'HUNDRED' } },
+    enable_x_ratelimit_headers: 'DRAFT_VERSION_03',
+    ...(descriptors.length > 0 ? { descriptors } : {}),
+    always_consume_default_token_bucket: false,
+    ...(rateLimits.length > 0 ? { rate_limits: rateLimits } : {}),
+  };
+}
+
 function seconds(duration: string): string {
   const match = /^(\d+)(ms|s)$/.exec(duration);
   if (!match) throw new Error(`duration ${duration}`);
@@ -57,8 +107,7 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
   const { namespace, name: routeName } = route.metadata;
   const targeted = new Set((policy.spec.targetRefs as Resource[]).filter((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName).map((ref) => ref.sectionName as string));
   const limitOf = (rule: string) =>
-    limits.find((limit) => (limit.spec.targetRefs as Resource[]).some((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName && ref.sectionName === rule))?.spec.rateLimit.local.rules[0].limit;
-  const unitSeconds: Record<string, number> = { Second: 1, Minute: 60, Hour: 3600 };
+    limits.find((limit) => (limit.spec.targetRefs as Resource[]).some((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName && ref.sectionName === rule))?.spec.rateLimit.local;
   const extProc = policy.spec.extProc[0];
   const filterName = FILTER(policy.metadata.namespace, policy.metadata.name);
   const clusters: Resource[] = [];
@@ -84,19 +133,7 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
         ...(rewrite?.hostname ? { host_rewrite_literal: rewrite.hostname } : {}),
       },
       ...(targeted.has(rule.name) ? { typed_per_filter_config: { [filterName]: { '@type': 'type.googleapis.com/envoy.config.route.v3.FilterConfig', config: {} } } } : {}),
-      ...(limitOf(rule.name)
-        ? {
-            typed_per_filter_config: {
-              [RATE_LIMIT_FILTER]: {
-                '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit',
-                stat_prefix: 'http_local_rate_limiter',
-                token_bucket: { max_tokens: limitOf(rule.name).requests, tokens_per_fill: limitOf(rule.name).requests, fill_interval: `${unitSeconds[limitOf(rule.name).unit]}s` },
-                filter_enabled: { default_value: { numerator: 100, denominator: 'HUNDRED' } },
-                filter_enforced: { default_value: { numerator: 100, denominator: 'HUNDRED' } },
-              },
-            },
-          }
-        : {}),
+      ...(limitOf(rule.name) ? { typed_per_filter_config: { [RATE_LIMIT_FILTER]: localRateLimit(limitOf(rule.name)) } } : {}),
     };
   });
   const body = extProc.processingMode.response.body as string;
@@ -117,6 +154,7 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
                   typed_config: {
                     '@type': 'type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager',
                     stat_prefix: 'eg',
+                    use_remote_address: true,
                     route_config: { name: 'eg', virtual_hosts: [{ name: 'eg', domains: ['*'], routes }] },
                     http_filters: [
                       {
@@ -139,7 +177,9 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
                           ...(extProc.shadowMode ? { observability_mode: true } : {}),
                         },
                       },
-                      ...(limits.length > 0 ? [{ name: RATE_LIMIT_FILTER, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', stat_prefix: 'http_local_rate_limiter' } }] : []),
+                      ...(limits.length > 0
+                        ? [{ name: RATE_LIMIT_FILTER, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', stat_prefix: 'http_local_rate_limiter', max_dynamic_descriptors: 10000 } }]
+                        : []),
                       { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
                     ],
                   },

@@ -116,7 +116,26 @@ describe('envoyconfig/render', () => {
       // Without a hook there is no hook route and no filter.
       const none = listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')] }));
       expect(none.filters.map((filter: { name: string }) => filter.name)).to.not.include('envoy.filters.http.local_ratelimit');
-      expect(renderEnvoyYaml({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook })).to.contain('# Okta hook rate limit: 100/s, burst 200 (429 beyond)');
+      expect(renderEnvoyYaml({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook })).to.contain('# Okta hook rate limit: 100/s, burst 200, per client address (429 beyond)');
+    });
+
+    it('is a bucket per client address, the address being the connection\'s unless trusted hops are given', () => {
+      const parts = render({ oktaHookRateLimit: parseHookRateLimit('600/m:50') });
+      const route = parts.routes.find((entry: { name: string }) => entry.name === 'okta_token_hook');
+      expect(route.route.rate_limits).to.deep.equal([{ actions: [{ remote_address: {} }] }]);
+      expect(hookBucket(parts)).to.deep.include({
+        descriptors: [{ entries: [{ key: 'remote_address' }], token_bucket: { max_tokens: 50, tokens_per_fill: 600, fill_interval: '60s' } }],
+        always_consume_default_token_bucket: false,
+        max_dynamic_descriptors: 10_000,
+      });
+      // No rate_limits on the hook route when the limit is off, and none on any other route.
+      expect(render({ oktaHookRateLimit: false }).routes.filter((entry: { route?: { rate_limits?: unknown } }) => entry.route?.rate_limits)).to.deep.equal([]);
+      expect(parts.routes.filter((entry: { route?: { rate_limits?: unknown } }) => entry.route?.rate_limits).map((entry: { name: string }) => entry.name)).to.deep.equal(['okta_token_hook']);
+      const hcm = (config: Record<string, any>) => config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+      const options = { ...base, mode: 'observability' as const, idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook };
+      expect(hcm(renderEnvoyConfig(options))).to.include({ use_remote_address: true, skip_xff_append: true }).and.not.have.property('xff_num_trusted_hops');
+      expect(hcm(renderEnvoyConfig({ ...options, xffTrustedHops: 2 }))).to.include({ use_remote_address: true, xff_num_trusted_hops: 2 });
+      expect(hcm(renderEnvoyConfig(options)).route_config.request_headers_to_remove).to.deep.equal(['x-envoy-external-address', 'x-envoy-internal']);
     });
 
     it('refuses a rate it cannot render', () => {
