@@ -42,6 +42,12 @@ export interface Sidecar {
   /** Okta's token inline hook listener; undefined when it is off. */
   hook: HookServer | undefined;
   /**
+   * Resolves (never rejects) with the reason once the sidecar cannot go on: its spool stopped, the
+   * spool directory no longer its own (its lock taken by another process). /healthz and /readyz
+   * answer 503 from then on; the caller closes it and exits non-zero (`serve` does).
+   */
+  failed: Promise<string>;
+  /**
    * Stops taking streams, lets open ones finish, and writes the spool to Postgres, all within
    * `graceMs` (default TOKEN_TAP_SHUTDOWN_GRACE_MS); what Postgres did not get stays in the spool.
    */
@@ -130,6 +136,11 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   const listenText = formatListenAddress(config.listen);
   const extProcTls = config.extProcTls ? (config.extProcTls.clientCa ? 'mtls' : 'tls') : 'none';
   const health = new SidecarHealth(storeState, spool);
+  const failed = spool.whenStopped().then((reason) => {
+    const failure = `the capture spool stopped: ${reason}`;
+    health.fail(failure);
+    return failure;
+  });
   // Responses that hold no token: the first of a kind per interval is spooled, the rest counted.
   const refusals = new CaptureRefusals({ store, logger, metrics, intervalMs: config.refusalSummaryMs });
 
@@ -270,6 +281,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     ops,
     vault,
     hook,
+    failed,
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
         const deadline = Date.now() + graceMs;

@@ -35,4 +35,6 @@ export interface IngestMetrics {
   /** Spool records moved aside into held/ (never deleted), by reason (and key id for key_missing). */
   spoolRecordsHeld: LabelledLevel<'reason' | 'key_id'>;
   spoolRecordsHeldTotal: LabelledCount<'reason' | 'key_id'>;
+  /** Bytes of held/ (outside the spool's size cap). */
+  spoolHeldBytes: Level;
 }

@@ -6,18 +6,22 @@
 //   damaged-<segment name>         a segment whose header or framing is damaged, as it was found
 // Counting needs no key: a record's key id is in the clear (spool-codec.ts). The census below reads
 // the directory without its lock (files are only appended to, renamed or removed whole), so
-// `keys rotate` can report it while the sidecar runs.
-import { constants as fsConstants } from 'node:fs';
-import { copyFile, mkdir, open, readdir, readFile, rename } from 'node:fs/promises';
+// `keys rotate` can report it while the sidecar runs (spool-census.ts). held/ is outside
+// TOKEN_TAP_SPOOL_MAX_BYTES: token_tap_spool_held_bytes says how much it takes.
+import { lstat, mkdir, readdir, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../store/errors.js';
-import { SEGMENT_MAGIC, recordCaptureId, recordKeyId, segmentRecords } from './spool-codec.js';
-import { parseSegmentName, syncDirectory } from './spool-segments.js';
+import { SEGMENT_MAGIC } from './spool-codec.js';
+import { isRealDirectory, NotRegularFileError, OPEN_APPEND, OPEN_NEW, openRegular, syncDirectory, writeAll } from './spool-fs.js';
 
 export const HELD_DIR = 'held';
 const KEY_FILE = /^key-([A-Za-z0-9_.-]{1,64})-[0-9a-f]{16}\.seg$/;
-const UNREADABLE_FILE = /^unreadable-[0-9a-f]{16}\.seg$/;
-const DAMAGED_FILE = /^damaged-/;
+export const UNREADABLE_FILE = /^unreadable-[0-9a-f]{16}\.seg$/;
+/** Segment names (this release's and the one before's) and `.seg.damaged` files of releases before held/. */
+const MOVABLE = /^\d{20}(?:-[0-9a-f]{16})?\.seg(?:\.damaged)?$/;
+export const DAMAGED_FILE = /^damaged-\d{20}(?:-[0-9a-f]{16})?\.seg(?:\.damaged)?$/;
+/** The held files the spool appends records to. */
+const HELD_WRITTEN = new RegExp(`${KEY_FILE.source}|${UNREADABLE_FILE.source}`);
 
 /** Records of one read that go into one held/ file. */
 export interface HeldRecords {
@@ -36,6 +40,8 @@ export const HELD_MESSAGES = {
     'spool records are sealed under a key id TOKEN_TAP_KEYS lacks: moved aside into held/; add that key back (after the active one) and restart to replay them to Postgres',
   unreadable: 'spool records cannot be opened (they fail authentication or do not decode: damaged): moved aside into held/',
   still_missing: 'spool records are held for a key id TOKEN_TAP_KEYS lacks: add that key back (after the active one) and restart to replay them to Postgres',
+  key_mismatch:
+    'spool records held for a key id do not open under the key TOKEN_TAP_KEYS has under that id (other key material): they stay in held/; put the key they were sealed with back under that id and restart to replay them to Postgres',
 } as const;
 
 export function heldKeyFile(keyId: string, writerId: string): string {
@@ -51,25 +57,42 @@ export function heldKeyId(name: string): string | undefined {
   return KEY_FILE.exec(name)?.[1];
 }
 
+/** held/, created when missing (durably); never a link to a directory elsewhere. */
 async function heldDir(dir: string): Promise<string> {
   const held = path.join(dir, HELD_DIR);
+  if (await isRealDirectory(held)) return held;
   const created = await mkdir(held, { mode: 0o700 }).then(() => true, (error: unknown) => {
     if (errorCode(error) !== 'EEXIST') throw error;
     return false;
   });
   if (created) await syncDirectory(dir);
+  else await isRealDirectory(held);
   return held;
 }
 
-/** Appends whole records (length prefixes included) to a held file, durably, before the spool lets go of them. */
+/**
+ * Appends whole records (length prefixes included) to a held file, durably, before the spool lets go
+ * of them. All or nothing: a write the disk cuts short (a full disk) or that fails is cut back to
+ * where the file was, and this throws; only then may the caller count them held.
+ */
 export async function appendHeld(dir: string, name: string, frames: readonly Buffer[]): Promise<void> {
+  if (!HELD_WRITTEN.test(name)) throw new Error(`not a held file name: ${name}`);
   const held = await heldDir(dir);
-  const handle = await open(path.join(held, name), fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_APPEND, 0o600);
+  const file = path.join(held, name);
+  const handle = await openRegular(file, OPEN_APPEND);
+  let before: number | undefined;
   try {
-    const fresh = (await handle.stat()).size === 0;
-    await handle.write(Buffer.concat([...(fresh ? [SEGMENT_MAGIC] : []), ...frames]));
+    before = (await handle.stat()).size;
+    await writeAll(handle, Buffer.concat([...(before === 0 ? [SEGMENT_MAGIC] : []), ...frames]));
     await handle.datasync();
-    if (fresh) await syncDirectory(held);
+    if (before === 0) await syncDirectory(held);
+  } catch (error) {
+    if (before !== undefined) {
+      await handle.truncate(before).catch(() => undefined);
+      await handle.datasync().catch(() => undefined);
+      if (before === 0) await unlink(file).catch(() => undefined);
+    }
+    throw error;
   } finally {
     await handle.close();
   }
@@ -77,21 +100,26 @@ export async function appendHeld(dir: string, name: string, frames: readonly Buf
 
 /** Moves a whole segment file into held/ as `damaged-<name>`. */
 export async function moveAside(dir: string, name: string): Promise<string> {
+  if (!MOVABLE.test(name)) throw new Error(`not a spool segment name: ${name}`);
   const held = await heldDir(dir);
   const target = path.join(held, `damaged-${name}`);
+  // rename moves a link itself, never what it points to.
   await rename(path.join(dir, name), target);
   await syncDirectory(held);
   await syncDirectory(dir);
   return target;
 }
 
-/** Copies a segment file, as it is, into held/ as `damaged-<name>`, durably (the readable part stays in the spool). */
-export async function copyAside(dir: string, name: string): Promise<string> {
+/** Writes a segment's bytes, as they were found, into held/ as `damaged-<name>`, durably (the readable part stays in the spool). */
+export async function copyAside(dir: string, name: string, bytes: Buffer): Promise<string> {
+  if (!MOVABLE.test(name)) throw new Error(`not a spool segment name: ${name}`);
   const held = await heldDir(dir);
   const target = path.join(held, `damaged-${name}`);
-  await copyFile(path.join(dir, name), target);
-  const handle = await open(target, 'r');
+  // A copy of an earlier start (cut short by a crash) is replaced: it is the same segment, as found then.
+  await unlink(target).catch(() => undefined);
+  const handle = await openRegular(target, OPEN_NEW);
   try {
+    await writeAll(handle, bytes);
     await handle.sync();
   } finally {
     await handle.close();
@@ -102,77 +130,20 @@ export async function copyAside(dir: string, name: string): Promise<string> {
 
 /** Moves a held file back into the spool directory under `name` (a segment the checkpoint does not name, so it is read). */
 export async function restoreHeld(dir: string, heldName: string, name: string): Promise<void> {
-  await rename(path.join(dir, HELD_DIR, heldName), path.join(dir, name));
+  if (heldKeyId(heldName) === undefined) throw new Error(`not a held key file name: ${heldName}`);
+  const from = path.join(dir, HELD_DIR, heldName);
+  if (!(await lstat(from)).isFile()) throw new NotRegularFileError(`held/${heldName} is not a regular file`);
+  await rename(from, path.join(dir, name));
   await syncDirectory(dir);
   await syncDirectory(path.join(dir, HELD_DIR));
 }
 
+/** The names in held/ (none when there is no held/; throws when it is a link rather than a directory). */
 export async function listHeld(dir: string): Promise<string[]> {
-  return readdir(path.join(dir, HELD_DIR)).catch((error: unknown) => {
+  const held = path.join(dir, HELD_DIR);
+  if (!(await isRealDirectory(held))) return [];
+  return readdir(held).catch((error: unknown) => {
     if (errorCode(error) === 'ENOENT') return [];
     throw error;
   });
-}
-
-/** What held/ keeps: records per missing key id, unreadable records, damaged segments. */
-export interface HeldCensus {
-  keyMissing: Map<string, number>;
-  unreadable: number;
-  damagedSegments: number;
-  /** Of the held records: a record met again (a grace segment replayed) is not held twice. */
-  captureIds: Set<string>;
-}
-
-function emptyCensus(): HeldCensus {
-  return { keyMissing: new Map(), unreadable: 0, damagedSegments: 0, captureIds: new Set() };
-}
-
-export async function heldCensus(dir: string): Promise<HeldCensus> {
-  const census = emptyCensus();
-  for (const name of await listHeld(dir)) {
-    if (DAMAGED_FILE.test(name)) census.damagedSegments += 1;
-    const keyId = heldKeyId(name);
-    if (keyId === undefined && !UNREADABLE_FILE.test(name)) continue;
-    const records = await recordsIn(path.join(dir, HELD_DIR, name));
-    if (keyId !== undefined) census.keyMissing.set(keyId, (census.keyMissing.get(keyId) ?? 0) + records.length);
-    else census.unreadable += records.length;
-    for (const record of records) census.captureIds.add(recordCaptureId(record) ?? '');
-  }
-  census.captureIds.delete('');
-  return census;
-}
-
-/** The records of a file; none when it went away meanwhile (the sidecar deleted or moved it). */
-async function recordsIn(file: string): Promise<Buffer[]> {
-  const bytes = await readFile(file).catch((error: unknown) => {
-    if (errorCode(error) === 'ENOENT') return Buffer.alloc(0);
-    throw error;
-  });
-  return segmentRecords(bytes);
-}
-
-/** Spool records per key id (segments still in the spool, the grace window's included), and what held/ keeps. */
-export interface SpoolCensus {
-  dir: string;
-  exists: boolean;
-  records: Record<string, number>;
-  held: HeldCensus;
-}
-
-/** Reads a spool directory without its lock: a snapshot, as of the moment each file is read. */
-export async function spoolCensus(dir: string): Promise<SpoolCensus> {
-  const names = await readdir(dir).catch((error: unknown) => {
-    if (errorCode(error) === 'ENOENT') return undefined;
-    throw error;
-  });
-  const census: SpoolCensus = { dir, exists: names !== undefined, records: {}, held: emptyCensus() };
-  if (!names) return census;
-  for (const name of names.filter((candidate) => parseSegmentName(candidate)).sort()) {
-    for (const record of await recordsIn(path.join(dir, name))) {
-      const keyId = recordKeyId(record) ?? '(unreadable)';
-      census.records[keyId] = (census.records[keyId] ?? 0) + 1;
-    }
-  }
-  census.held = await heldCensus(dir);
-  return census;
 }

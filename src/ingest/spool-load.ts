@@ -1,18 +1,26 @@
 // What a start finds in the spool directory, and what it replays.
-// - Held records whose key is in the ring again go back into the spool (replayed like any segment).
+// - Held records whose key is in the ring again go back into the spool (replayed like any segment),
+//   once one of them opens under the ring's key: under a key id with other material they stay held.
 // - A segment the checkpoint names as wholly in Postgres, whose grace window is over, is deleted:
 //   the only deletion here. One still in its window is replayed whole (a Postgres that lost recent
-//   commits, an async standby promoted, gets them again; one that has them ignores them).
+//   commits, an async standby promoted, gets them again; one that has them ignores them), and is
+//   this run's to commit again: until then it is no grace segment (a full spool does not evict it).
 // - A segment the checkpoint does not name, whoever wrote it, is replayed whole.
 // - A damaged one is copied into held/ as it was, then cut back to its readable records.
-import { open, readdir, readFile, unlink } from 'node:fs/promises';
+// - Checkpoint and holder temporaries a crash left are removed. Names that are not the spool's are
+//   left alone, and no link is followed (spool-fs.ts).
+import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { KeyRing } from '../keys/key-ring.js';
-import { HEADER_BYTES } from './spool-codec.js';
-import { copyAside, heldKeyId, listHeld, moveAside, restoreHeld } from './spool-held.js';
+import { HEADER_BYTES, openRecord, segmentRecords } from './spool-codec.js';
+import { OPEN_READ_WRITE, openRegular, readRegularFile, removeLeftTemporaries } from './spool-fs.js';
+import { copyAside, HELD_DIR, HELD_MESSAGES, heldKeyId, listHeld, moveAside, restoreHeld } from './spool-held.js';
 import type { SpoolWriter } from './spool-lock.js';
 import { bySegmentName, errorFields, parseSegmentName, segmentName, segmentShape, type Checkpoint, type Segment } from './spool-segments.js';
+
+/** A segment file of releases before held/, set aside next to itself. */
+const OLD_DAMAGED = /^\d{20}(?:-[0-9a-f]{16})?\.seg\.damaged$/;
 
 export interface LoadOptions {
   dir: string;
@@ -31,25 +39,39 @@ export interface LoadedSpool {
   /** Of those, records Postgres had confirmed (within the grace window). */
   confirmed: number;
   highestSeq: number;
+  /** Key ids in the ring whose held records do not open under it (other material under that id): they stay held. */
+  mismatched: Set<string>;
 }
 
 export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): Promise<LoadedSpool> {
   const { dir, logger } = options;
+  for (const name of await removeLeftTemporaries(dir)) logger.info({ file: name }, 'removed a temporary file a crash left in the spool directory');
   let highestSeq = 0;
   const seen = (name: string) => (highestSeq = Math.max(highestSeq, parseSegmentName(name)?.seq ?? 0));
   let names = await readdir(dir);
   names.forEach(seen);
   for (const name of checkpoint.segments.keys()) seen(name);
 
+  const mismatched = new Set<string>();
   for (const heldName of await listHeld(dir)) {
     const keyId = heldKeyId(heldName);
     if (keyId === undefined || !options.keyRing.keys.has(keyId)) continue;
+    const opens = await opensUnder(options.keyRing, path.join(dir, HELD_DIR, heldName)).catch((error: unknown) => {
+      logger.error({ keyId, heldFile: heldName, err: errorFields(error) }, 'cannot read a held spool file; it stays in held/');
+      return undefined;
+    });
+    if (opens === undefined) continue;
+    if (!opens) {
+      mismatched.add(keyId);
+      logger.error({ keyId, heldFile: heldName }, HELD_MESSAGES.key_mismatch);
+      continue;
+    }
     const name = segmentName(++highestSeq, options.writer.id);
     await restoreHeld(dir, heldName, name);
     logger.info({ keyId, heldFile: heldName, segment: name }, 'spool records held for a key that is in TOKEN_TAP_KEYS again are back in the spool; replaying them to Postgres');
   }
   // Set aside by releases before held/ (next to their segment, as `<name>.damaged`).
-  for (const name of names.filter((candidate) => candidate.endsWith('.seg.damaged'))) await moveAside(dir, name).catch(() => undefined);
+  for (const name of names.filter((candidate) => OLD_DAMAGED.test(candidate))) await moveAside(dir, name).catch(() => undefined);
 
   names = (await readdir(dir)).filter((name) => parseSegmentName(name)).sort();
   const segments: Segment[] = [];
@@ -59,7 +81,13 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
   for (const name of names) {
     const seq = parseSegmentName(name)!.seq;
     const file = path.join(dir, name);
-    const bytes = await readFile(file);
+    const bytes = await readRegularFile(file).catch((error: unknown) => {
+      // A link or a directory under a segment's name is not the spool's: left alone, never followed.
+      if ((error as { code?: string }).code !== 'ENOTREGULAR') throw error;
+      logger.error({ segment: name, err: errorFields(error) }, 'a file in the spool directory has a segment name but is not a regular file (a link?); it is left alone and not read');
+      return undefined;
+    });
+    if (bytes === undefined) continue;
     const shape = segmentShape(bytes);
     if (shape.kind === 'empty') {
       // No record in it: nothing can be lost.
@@ -80,7 +108,7 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
     if (shape.damaged) {
       options.onDamaged();
       try {
-        const copy = await copyAside(dir, name);
+        const copy = await copyAside(dir, name, bytes);
         await cutBack(file, shape.validEnd);
         diskBytes = shape.validEnd;
         logger.error(
@@ -106,6 +134,8 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
     // From the checkpoint's offset only when it is out of the grace window and on a record boundary.
     const aligned = mark !== undefined && (mark.offset === shape.validEnd || shape.starts.includes(mark.offset));
     const readFrom = mark && !inGrace && aligned ? mark.offset : HEADER_BYTES;
+    // What this run will not read again is what it knows Postgres has: a segment replayed (its grace
+    // window) is committed again by this run, and only then starts a grace window of its own.
     const replayed = shape.starts.filter((start) => start >= readFrom).length;
     records += replayed;
     if (mark) confirmed += shape.starts.filter((start) => start >= readFrom && start < mark.offset).length;
@@ -116,18 +146,28 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
       size: shape.validEnd,
       diskBytes,
       readFrom,
-      committed: mark ? Math.min(mark.offset, shape.validEnd) : HEADER_BYTES,
-      committedAt: mark?.at,
+      committed: readFrom,
+      committedAt: readFrom > HEADER_BYTES ? mark!.at : undefined,
       ...(damaged ? { damaged } : {}),
     });
   }
   segments.sort(bySegmentName);
-  return { segments, records, confirmed, highestSeq };
+  return { segments, records, confirmed, highestSeq, mismatched };
+}
+
+/**
+ * Whether a held file's records open under the ring (one of them is enough: the rest that do not
+ * are held again as unreadable when read). None when the ring has other material under their key id.
+ */
+async function opensUnder(ring: KeyRing, file: string): Promise<boolean> {
+  const records = segmentRecords(await readRegularFile(file));
+  // Nothing to open (a header only): restored, and removed with the empty segments.
+  return records.length === 0 || records.some((record) => 'capture' in openRecord(ring, record));
 }
 
 /** Cuts a segment back to its readable records, durably (the whole of it is in held/ by now). */
 async function cutBack(file: string, validEnd: number): Promise<void> {
-  const handle = await open(file, 'r+');
+  const handle = await openRegular(file, OPEN_READ_WRITE);
   try {
     await handle.truncate(validEnd);
     await handle.datasync();

@@ -5,10 +5,17 @@
 // directory does: across network, PID and mount namespaces (containers of one pod, or two pods that
 // mount one volume) and, on NFS, across hosts (Linux maps flock to NFS byte-range locks). Node has
 // no flock API; the lock is held by a child process of util-linux flock(1)
-// (`flock --nonblock --exclusive lock cat`), whose `cat` reads a pipe from this process: when this
-// process dies, however it dies (SIGKILL, OOM kill), the kernel closes the pipe, `cat` ends and the
-// lock goes with it. No stale lock and no PID to trust. The child runs in a process group of its
-// own, so a Ctrl-C meant for the sidecar cannot end it before the spool is flushed. A native module
+// (`flock --nonblock --exclusive --close lock cat`), whose `cat` reads a pipe from this process: when
+// this process dies, however it dies (SIGKILL, OOM kill), the kernel closes the pipe, `cat` ends,
+// then flock(1), and the lock goes with it. No stale lock and no PID to trust. `--close`: only flock(1)
+// holds the lock, not `cat`, so when flock(1) alone dies the lock is free at once for this process
+// to take again (a `cat` holding it on would refuse that re-take). The child runs in a process group
+// of its own, so a Ctrl-C meant for the sidecar cannot end it before the spool is flushed.
+//
+// Should flock(1) end while the sidecar runs (killed by hand, the OOM killer), the lock is taken
+// again at once, retried for a few seconds while holder.json still names this run. Meanwhile the
+// spool writes nothing (whenHeld). If another process took it, the directory is no longer this
+// run's: onGone, and the spool stops (spool.ts). A native module
 // (fs-ext and the like) would do the same in-process, at the price of a compiled addon per Node
 // ABI in the image; flock(1) is in every Debian image (util-linux is Essential; the Dockerfile
 // checks it). Elsewhere than Linux (a developer's laptop) a PID file is all there is.
@@ -19,10 +26,12 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { open, readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
 import path from 'node:path';
+import type { Logger } from 'pino';
 import { errorCode } from '../store/errors.js';
+import { OPEN_APPEND, openRegular, readRegularFile, writeNewFile } from './spool-fs.js';
 
 const LOCK_FILE = 'lock';
 export const HOLDER_FILE = 'holder.json';
@@ -30,6 +39,8 @@ export const HOLDER_FILE = 'holder.json';
 const CONFLICT_EXIT = 75;
 const LOCK_ANSWER_MS = 10_000;
 const HOLDER_WAIT_MS = 1_000;
+/** How long a lost lock is tried again while holder.json still names this run. */
+const RETAKE_MS = 3_000;
 
 /** Who owns the spool this run: a random id per run, and where it runs. */
 export interface SpoolWriter {
@@ -41,7 +52,40 @@ export interface SpoolWriter {
 
 export interface SpoolLock {
   readonly writer: SpoolWriter;
+  /** Whether this run holds the lock now (not while it is being taken again, nor once it is gone). */
+  readonly held: boolean;
+  /** True once the lock is held (at once when it is); false once it is gone for good or released. */
+  whenHeld(): Promise<boolean>;
+  /** Whether the directory is still this run's: the lock held and holder.json naming no other writer. */
+  stillOurs(): Promise<boolean>;
   /** Lets the next sidecar take the directory. */
+  release(): Promise<void>;
+}
+
+export interface SpoolLockEvents {
+  /** The process holding the lock ended without release(): it is being taken again. */
+  onLost?(problem: string): void;
+  /** Taken again after onLost. */
+  onRetaken?(): void;
+  /** It cannot be taken again, or another writer is named in holder.json: the directory is not this run's any more. */
+  onGone?(problem: string): void;
+}
+
+/** The events of a lock, logged; `onGone` is told why the directory is not this run's any more. */
+export function loggedLockEvents(logger: Logger, dir: string, onGone: (problem: string) => void): SpoolLockEvents {
+  return {
+    onLost: (problem) => logger.error({ spool: dir, problem }, 'the spool directory lock was lost; taking it again (the spool writes nothing meanwhile)'),
+    onRetaken: () => logger.warn({ spool: dir }, 'the spool directory lock is held again; the spool goes on'),
+    onGone,
+  };
+}
+
+/** How a lock is held, whatever holds it. */
+interface Holding {
+  readonly held: boolean;
+  whenHeld(): Promise<boolean>;
+  /** The directory is not this run's any more (holder.json names another writer); the caller tells onGone. */
+  gone(): void;
   release(): Promise<void>;
 }
 
@@ -61,10 +105,10 @@ function cannotLock(dir: string, error: unknown): Error {
 const lockedInThisProcess = new Set<string>();
 
 /**
- * Takes the directory for this run, or throws SpoolLockedError naming the holder. `onLost` hears
- * of a lock whose holder process ended without release() (it is taken again when it can be).
+ * Takes the directory for this run, or throws SpoolLockedError naming the holder. `events` hear of
+ * a lock whose holder process ended without release(), taken again or gone (see above).
  */
-export async function takeSpoolLock(dir: string, onLost: (problem: string) => void = () => undefined): Promise<SpoolLock> {
+export async function takeSpoolLock(dir: string, events: SpoolLockEvents = {}): Promise<SpoolLock> {
   let identity: string;
   try {
     const real = await realpath(dir);
@@ -76,19 +120,34 @@ export async function takeSpoolLock(dir: string, onLost: (problem: string) => vo
   if (lockedInThisProcess.has(identity)) throw new SpoolLockedError(`the spool directory ${dir} is in use by another sidecar in this process: give each its own TOKEN_TAP_SPOOL_DIR`);
   const writer = newWriter();
   const lockFile = path.join(dir, LOCK_FILE);
-  let holding: { release(): Promise<void> };
+  let holding: Holding;
+  const holderFile = path.join(dir, HOLDER_FILE);
+  const nameHolder = () => writeAtomically(holderFile, `${JSON.stringify(writer)}\n`).catch(() => undefined);
   if (process.platform === 'linux') {
-    await (await open(lockFile, 'a', 0o600).catch((error: unknown) => Promise.reject(cannotLock(dir, error)))).close();
-    holding = await holdFlock(dir, lockFile, onLost);
+    // Created if missing; never through a link (flock(1) then opens the same regular file).
+    await (await openRegular(lockFile, OPEN_APPEND).catch((error: unknown) => Promise.reject(cannotLock(dir, error)))).close();
+    holding = await holdFlock(dir, lockFile, writer, { ...events, onRetaken: () => void nameHolder().then(() => events.onRetaken?.()) });
   } else {
     holding = await holdPidFile(dir, lockFile);
   }
   lockedInThisProcess.add(identity);
-  const holderFile = path.join(dir, HOLDER_FILE);
-  await writeAtomically(holderFile, `${JSON.stringify(writer)}\n`).catch(() => undefined);
+  await nameHolder();
   let released = false;
   return {
     writer,
+    get held() {
+      return !released && holding.held;
+    },
+    whenHeld: () => (released ? Promise.resolve(false) : holding.whenHeld()),
+    async stillOurs() {
+      if (released || !holding.held) return false;
+      const named = await readHolder(dir);
+      if (named === undefined || named.id === writer.id) return holding.held;
+      const problem = `${HOLDER_FILE} names another writer (${named.id}, pid ${named.pid} on host ${named.hostname}, since ${named.since})`;
+      holding.gone();
+      events.onGone?.(problem);
+      return false;
+    },
     async release() {
       if (released) return;
       released = true;
@@ -101,27 +160,85 @@ export async function takeSpoolLock(dir: string, onLost: (problem: string) => vo
   };
 }
 
-async function holdFlock(dir: string, lockFile: string, onLost: (problem: string) => void): Promise<{ release(): Promise<void> }> {
+async function holdFlock(dir: string, lockFile: string, writer: SpoolWriter, events: SpoolLockEvents): Promise<Holding> {
   let child = await startFlock(dir, lockFile);
-  let released = false;
+  let state: 'held' | 'retaking' | 'gone' | 'released' = 'held';
+  const waiters = new Set<(held: boolean) => void>();
+  const settle = (held: boolean): void => {
+    for (const wake of [...waiters]) wake(held);
+    waiters.clear();
+  };
+  /** Gone for good; `problem` is told to onGone unless the caller tells it. */
+  const lose = (problem?: string): void => {
+    if (state === 'gone' || state === 'released') return;
+    state = 'gone';
+    settle(false);
+    if (problem !== undefined) events.onGone?.(problem);
+  };
+  const retake = async (problem: string): Promise<void> => {
+    state = 'retaking';
+    events.onLost?.(problem);
+    const deadline = Date.now() + RETAKE_MS;
+    for (let delay = 10; ; delay = Math.min(2 * delay, 250)) {
+      let failure: unknown;
+      try {
+        const again = await startFlock(dir, lockFile);
+        if (state !== 'retaking') {
+          await stopFlock(again);
+          return;
+        }
+        // Free, but another writer named itself meanwhile: it had the directory, and what it did there is unknown.
+        const named = await readHolder(dir);
+        if (named && named.id !== writer.id) {
+          await stopFlock(again);
+          lose(`the spool lock was taken by another writer (${named.id}, pid ${named.pid} on host ${named.hostname}) while this one had lost it`);
+          return;
+        }
+        if (again.exitCode !== null || again.signalCode !== null) throw new Error('flock(1) ended as soon as it had the lock');
+        child = again;
+        watch(again);
+        state = 'held';
+        settle(true);
+        events.onRetaken?.();
+        return;
+      } catch (error) {
+        failure = error;
+      }
+      if (state !== 'retaking') return;
+      // Refused while holder.json names this run: a process of this run may still hold it a moment longer.
+      const named = await readHolder(dir);
+      if (named && named.id !== writer.id) {
+        lose(`the spool lock this sidecar lost (its flock(1) ended) is held by writer ${named.id}, pid ${named.pid} on host ${named.hostname}, since ${named.since}`);
+        return;
+      }
+      if (Date.now() >= deadline) {
+        const why = failure instanceof SpoolLockedError ? 'another process holds it (it has not named itself in holder.json)' : (failure as Error).message;
+        lose(`the spool lock this sidecar lost (its flock(1) ended) cannot be taken again within ${RETAKE_MS / 1000} s: ${why}`);
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, delay));
+    }
+  };
   const watch = (running: ChildProcess): void => {
     running.once('exit', (code, signal) => {
-      if (released) return;
-      onLost(`the flock(1) process holding the spool lock ended (${signal ?? `exit ${code}`})`);
-      // Taken again if nobody else took it meanwhile; otherwise the next start will say who has it.
-      startFlock(dir, lockFile).then(
-        (again) => {
-          if (released) void stopFlock(again);
-          else watch((child = again));
-        },
-        (error: Error) => onLost(error.message),
-      );
+      if (state !== 'held' || running !== child) return;
+      void retake(`the flock(1) process holding the spool lock ended (${signal ?? `exit ${code}`})`);
     });
   };
   watch(child);
   return {
+    get held() {
+      return state === 'held';
+    },
+    whenHeld() {
+      if (state === 'held') return Promise.resolve(true);
+      if (state !== 'retaking') return Promise.resolve(false);
+      return new Promise<boolean>((resolve) => waiters.add(resolve));
+    },
+    gone: () => lose(),
     async release() {
-      released = true;
+      state = 'released';
+      settle(false);
       await stopFlock(child);
     },
   };
@@ -130,7 +247,8 @@ async function holdFlock(dir: string, lockFile: string, onLost: (problem: string
 /** Starts flock(1) on the lock file; resolves once it holds the lock (its `cat` echoes our line). */
 function startFlock(dir: string, lockFile: string): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
-    const child = spawn('flock', ['--nonblock', '--exclusive', '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat'], {
+    // --close: the lock is flock(1)'s alone; `cat` (which outlives a killed flock(1) until its pipe closes) does not hold it.
+    const child = spawn('flock', ['--nonblock', '--exclusive', '--close', '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat'], {
       stdio: ['pipe', 'pipe', 'pipe'],
       detached: true,
     });
@@ -178,7 +296,7 @@ async function stopFlock(child: ChildProcess): Promise<void> {
 
 async function readHolder(dir: string): Promise<SpoolWriter | undefined> {
   try {
-    const parsed = JSON.parse(await readFile(path.join(dir, HOLDER_FILE), 'utf8')) as Partial<SpoolWriter>;
+    const parsed = JSON.parse((await readRegularFile(path.join(dir, HOLDER_FILE))).toString('utf8')) as Partial<SpoolWriter>;
     if (typeof parsed.id === 'string' && Number.isSafeInteger(parsed.pid) && typeof parsed.hostname === 'string' && typeof parsed.since === 'string') return parsed as SpoolWriter;
   } catch {
     // Missing (the holder is starting) or not ours to read.
@@ -200,7 +318,7 @@ async function refusal(dir: string): Promise<SpoolLockedError> {
 async function writeAtomically(file: string, text: string): Promise<void> {
   const temporary = `${file}.${randomUUID()}.tmp`;
   try {
-    await writeFile(temporary, text, { mode: 0o600 });
+    await writeNewFile(temporary, text);
     await rename(temporary, file);
   } catch (error) {
     await unlink(temporary).catch(() => undefined);
@@ -218,8 +336,23 @@ function processAlive(pid: number): boolean {
 }
 
 /** Not Linux: a PID file (weaker: a reused PID blocks the start, and two starters can race). */
-async function holdPidFile(dir: string, file: string): Promise<{ release(): Promise<void> }> {
-  const release = { release: () => unlink(file).catch(() => undefined) };
+async function holdPidFile(dir: string, file: string): Promise<Holding> {
+  let state: 'held' | 'gone' | 'released' = 'held';
+  const release: Holding = {
+    get held() {
+      return state === 'held';
+    },
+    whenHeld: async () => state === 'held',
+    gone: () => {
+      if (state === 'held') state = 'gone';
+    },
+    release: async () => {
+      const was = state;
+      state = 'released';
+      // Gone: the file may be the next holder's by now.
+      if (was === 'held') await unlink(file).catch(() => undefined);
+    },
+  };
   try {
     await writeFile(file, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
     return release;

@@ -12,13 +12,13 @@
 // deletion: its arithmetic could cover a segment another writer made; those segments are replayed
 // (Postgres ignores a capture id it has).
 import { randomUUID } from 'node:crypto';
-import { constants as fsConstants } from 'node:fs';
-import { open, readFile, rename, stat, unlink, writeFile, type FileHandle } from 'node:fs/promises';
+import { rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { errorCode } from '../store/errors.js';
 import type { SpoolWriter } from './spool-lock.js';
 import { HEADER_BYTES, LENGTH_BYTES, SEGMENT_MAGIC, scanFrames } from './spool-codec.js';
+import { OPEN_NEW_APPEND, OPEN_READ, openRegular, readRegularFile, syncDirectory, writeAll, writeNewFile } from './spool-fs.js';
 
 const SEGMENT_NAME = /^(\d{20})(?:-([0-9a-f]{16}))?\.seg$/;
 export const CHECKPOINT_FILE = 'checkpoint.json';
@@ -49,7 +49,7 @@ export interface Checkpoint {
 
 export async function readCheckpoint(dir: string): Promise<Checkpoint> {
   try {
-    const parsed = JSON.parse(await readFile(path.join(dir, CHECKPOINT_FILE), 'utf8')) as { v?: number; writer?: SpoolWriter; segments?: Record<string, Partial<CommittedMark>> };
+    const parsed = JSON.parse((await readRegularFile(path.join(dir, CHECKPOINT_FILE))).toString('utf8')) as { v?: number; writer?: SpoolWriter; segments?: Record<string, Partial<CommittedMark>> };
     if (parsed.v === 2 && parsed.segments && typeof parsed.segments === 'object') {
       const segments = new Map<string, CommittedMark>();
       for (const [name, mark] of Object.entries(parsed.segments)) {
@@ -68,7 +68,7 @@ export async function writeCheckpoint(dir: string, writer: SpoolWriter, segments
   const file = path.join(dir, CHECKPOINT_FILE);
   const temporary = `${file}.${randomUUID()}.tmp`;
   try {
-    await writeFile(temporary, JSON.stringify({ v: 2, writer, segments: Object.fromEntries(segments) }), { mode: 0o600 });
+    await writeNewFile(temporary, JSON.stringify({ v: 2, writer, segments: Object.fromEntries(segments) }));
     await rename(temporary, file);
   } catch (error) {
     await unlink(temporary).catch(() => undefined);
@@ -76,22 +76,12 @@ export async function writeCheckpoint(dir: string, writer: SpoolWriter, segments
   }
 }
 
-export async function syncDirectory(dir: string): Promise<void> {
-  // A new file's name is durable only once its directory is fsynced.
-  const handle = await open(dir, 'r');
-  try {
-    await handle.sync();
-  } finally {
-    await handle.close();
-  }
-}
-
 /** Creates a segment file with its header, durably (name included); a handle for appends. */
 export async function createSegmentFile(dir: string, name: string): Promise<FileHandle> {
   const file = path.join(dir, name);
-  const handle = await open(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_APPEND, 0o600);
+  const handle = await openRegular(file, OPEN_NEW_APPEND);
   try {
-    await handle.write(SEGMENT_MAGIC);
+    await writeAll(handle, SEGMENT_MAGIC);
     await handle.datasync();
     await syncDirectory(dir);
   } catch (error) {
@@ -169,7 +159,8 @@ export class SegmentFiles {
   private appendHandle: FileHandle | undefined;
   private readHandle: { name: string; handle: FileHandle } | undefined;
   private graceTimer: NodeJS.Timeout | undefined;
-  private closed = false;
+  /** Closed, or stopped (the directory is no longer this run's): nothing is deleted or checkpointed any more. */
+  private halted = false;
   private readonly removals = new Set<Promise<void>>();
 
   constructor(
@@ -181,6 +172,8 @@ export class SegmentFiles {
     private readonly readPast: (segment: Segment) => boolean,
     /** Told after segments went away on the grace timer. */
     private readonly onSwept: () => void,
+    /** Asked before each checkpoint write and deletion: whether the directory is still this run's (its lock). */
+    private readonly stillOurs: () => Promise<boolean>,
   ) {}
 
   adopt(segments: Segment[], highestSeq: number): void {
@@ -200,6 +193,7 @@ export class SegmentFiles {
 
   /** Postgres has the records from `start` to `end`: their segments' marks move, and the checkpoint names them. */
   async commit(start: SpoolPosition, end: SpoolPosition): Promise<void> {
+    if (this.halted) return;
     const now = Date.now();
     for (const segment of this.segments) {
       if (segment.name < start.segment || segment.name > end.segment) continue;
@@ -207,6 +201,7 @@ export class SegmentFiles {
       segment.committedAt = now;
     }
     const marks = this.segments.filter((segment) => segment.committedAt !== undefined).map((segment): [string, CommittedMark] => [segment.name, { offset: segment.committed, at: segment.committedAt! }]);
+    if (!(await this.stillOurs())) return;
     try {
       await writeCheckpoint(this.dir, this.writer, marks);
     } catch (error) {
@@ -218,6 +213,7 @@ export class SegmentFiles {
   async sweep(): Promise<void> {
     clearTimeout(this.graceTimer);
     this.graceTimer = undefined;
+    if (this.halted) return;
     const now = Date.now();
     let next = Infinity;
     for (const segment of this.graceSegments()) {
@@ -225,7 +221,7 @@ export class SegmentFiles {
       if (due <= now) await this.remove(segment);
       else next = Math.min(next, due);
     }
-    if (next === Infinity || this.closed) return;
+    if (next === Infinity || this.halted) return;
     this.graceTimer = setTimeout(() => {
       this.sweep().then(this.onSwept, (error: unknown) => this.logger.warn({ err: errorFields(error) }, 'cannot delete spool segments past their grace window'));
     }, next - now + 10);
@@ -264,11 +260,15 @@ export class SegmentFiles {
     return segment;
   }
 
-  /** Writes `bytes` to the active segment and fdatasyncs it. */
+  /**
+   * Writes `bytes` to the active segment and fdatasyncs it. Throws SegmentGoneError when the file
+   * was deleted meanwhile (by another process: the directory is no longer this run's alone).
+   */
   async append(bytes: Buffer): Promise<void> {
-    const { bytesWritten } = await this.appendHandle!.write(bytes);
-    if (bytesWritten !== bytes.length) throw Object.assign(new Error(`short write: ${bytesWritten} of ${bytes.length} bytes`), { code: 'ESHORTWRITE' });
-    await this.appendHandle!.datasync();
+    const handle = this.appendHandle!;
+    await writeAll(handle, bytes);
+    await handle.datasync();
+    if ((await handle.stat()).nlink === 0) throw new SegmentGoneError(`the spool segment ${this.active?.name} was deleted while this sidecar wrote to it: another process manages ${this.dir}`);
   }
 
   appended(segment: Segment, bytes: number): void {
@@ -298,7 +298,7 @@ export class SegmentFiles {
   /** Deletes a segment (a damaged one is moved into held/ instead). Its bytes stop counting at once. */
   private async remove(segment: Segment): Promise<void> {
     const index = this.segments.indexOf(segment);
-    if (index < 0) return;
+    if (index < 0 || this.halted) return;
     this.segments.splice(index, 1);
     this.diskBytes -= segment.diskBytes;
     if (this.readHandle?.name === segment.name) {
@@ -306,6 +306,7 @@ export class SegmentFiles {
       this.readHandle = undefined;
       await handle.close().catch(() => undefined);
     }
+    if (!(await this.stillOurs())) return;
     const removal = segment.damaged ? rename(segment.file, path.join(this.dir, 'held', `damaged-${segment.name}`)) : unlink(segment.file);
     await removal.catch((error: unknown) => {
       this.logger.warn({ segment: segment.name, err: errorFields(error) }, 'cannot delete a spool segment Postgres already has');
@@ -316,7 +317,7 @@ export class SegmentFiles {
   async readChunk(segment: Segment, offset: number): Promise<Buffer> {
     if (this.readHandle?.name !== segment.name) {
       await this.readHandle?.handle.close().catch(() => undefined);
-      this.readHandle = { name: segment.name, handle: await open(segment.file, 'r') };
+      this.readHandle = { name: segment.name, handle: await openRegular(segment.file, OPEN_READ) };
     }
     const handle = this.readHandle.handle;
     let length = Math.min(segment.size - offset, READ_CHUNK_BYTES);
@@ -335,12 +336,23 @@ export class SegmentFiles {
   async close(): Promise<void> {
     await this.closeActive();
     await this.sweep();
-    this.closed = true;
-    clearTimeout(this.graceTimer);
+    this.halt();
     await Promise.all([...this.removals]);
     await this.readHandle?.handle.close().catch(() => undefined);
     this.readHandle = undefined;
   }
+
+  /** From now on nothing is deleted and no checkpoint written (closed, or the directory is no longer this run's). */
+  halt(): void {
+    this.halted = true;
+    clearTimeout(this.graceTimer);
+    this.graceTimer = undefined;
+  }
+}
+
+export class SegmentGoneError extends Error {
+  override name = 'SegmentGoneError';
+  readonly code = 'ESEGMENTGONE';
 }
 
 export function errorFields(error: unknown): { message: string; code?: string } {

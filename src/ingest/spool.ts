@@ -7,20 +7,23 @@
 // Postgres that loses recent commits (an async standby promoted) gets them again from a restart;
 // it counts against the size cap (a full spool deletes the oldest such segments first). Nothing
 // unread is deleted: what cannot be read goes into held/. Replaying a record Postgres already has
-// is harmless: captures are idempotent by capture id. Around this file: spool-codec.ts (records),
-// spool-lock.ts, spool-segments.ts (names, checkpoint, files), spool-load.ts (a start), spool-held.ts.
+// is harmless: captures are idempotent by capture id. A spool whose directory is no longer its own
+// (its lock taken by another process, a segment deleted under it) stops: it takes no capture and
+// commits, deletes and checkpoints nothing; whenStopped tells the sidecar, which exits. Around
+// this file: spool-codec.ts (records), spool-lock.ts, spool-segments.ts (names, checkpoint, files),
+// spool-load.ts (a start), spool-read.ts, spool-held.ts, spool-census.ts, spool-fs.ts (no links).
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
 import type { IngestMetrics } from './metrics.js';
 import type { KeyRing } from '../keys/key-ring.js';
 import { waitForWake } from './abortable-wait.js';
-import { ITEMS_PER_TURN, nextTurn } from './turns.js';
-import { HEADER_BYTES, LENGTH_BYTES, frameCapture, openRecord, scanFrames } from './spool-codec.js';
-import { appendHeld, HELD_MESSAGES, heldCensus, heldKeyFile, heldUnreadableFile, type HeldCensus, type HeldRecords } from './spool-held.js';
+import { HEADER_BYTES, frameCapture } from './spool-codec.js';
+import { HeldLedger } from './spool-census.js';
+import { readBatch } from './spool-read.js';
 import { loadSpool } from './spool-load.js';
-import { takeSpoolLock, type SpoolLock } from './spool-lock.js';
-import { errorFields, readCheckpoint, SegmentFiles, type Segment, type SpoolPosition } from './spool-segments.js';
+import { loggedLockEvents, takeSpoolLock, type SpoolLock } from './spool-lock.js';
+import { errorFields, readCheckpoint, SegmentFiles, SegmentGoneError, type Segment, type SpoolPosition } from './spool-segments.js';
 
 export { SpoolLockedError } from './spool-lock.js';
 export { openSealedCapture, sealCapture } from './spool-codec.js';
@@ -64,17 +67,19 @@ export class CaptureSpool {
   private bufferedBytes = 0;
   /** Bytes of the group being written now: neither buffered nor on disk yet, but they count against the cap. */
   private writingBytes = 0;
-  /** Records of the group being written now: neither buffered nor durable yet, but on their way. */
   private writingRecords = 0;
   /** Durable records Postgres does not have yet (including the batch being written). */
   private records = 0;
   /** Durable records not yet handed out by read(). */
   private unread = 0;
   private cursor: SpoolPosition = { segment: '', offset: 0 };
-  private held: HeldCensus = { keyMissing: new Map(), unreadable: 0, damagedSegments: 0, captureIds: new Set() };
+  private readonly held: HeldLedger;
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private closed = false;
+  /** Why the spool stopped (its directory is no longer its own); undefined while it runs. */
+  private stoppedFor: string | undefined;
+  private readonly stopWaiters = new Set<(reason: string) => void>();
   private readonly recordWaiters = new Set<() => void>();
   private readonly emptyWaiters = new Set<() => void>();
   private readonly segmentBytes: number;
@@ -87,7 +92,10 @@ export class CaptureSpool {
     this.segmentBytes = options.segmentBytes ?? Math.min(8 * 1024 * 1024, Math.max(4 * 1024, Math.floor(options.maxBytes / 16)));
     this.graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
     const readPast = (segment: Segment) => segment.name < this.cursor.segment || (segment.name === this.cursor.segment && this.cursor.offset >= segment.size);
-    this.files = new SegmentFiles(options.dir, lock.writer, this.graceMs, options.logger, readPast, () => this.report());
+    // Before a deletion or a checkpoint: waits out a re-take of the lock; false once it is gone.
+    const stillOurs = async () => (await lock.whenHeld()) && (await lock.stillOurs());
+    this.files = new SegmentFiles(options.dir, lock.writer, this.graceMs, options.logger, readPast, () => this.report(), stillOurs);
+    this.held = new HeldLedger(options.dir, lock.writer.id, options.metrics, options.logger);
   }
 
   /** Opens (creating) the spool directory, takes its lock and finds what is waiting for Postgres. */
@@ -97,8 +105,10 @@ export class CaptureSpool {
     } catch (error) {
       throw new Error(`cannot create the spool directory ${options.dir} (TOKEN_TAP_SPOOL_DIR): ${errorFields(error).message}`, { cause: error });
     }
-    const lock = await takeSpoolLock(options.dir, (problem) => options.logger.error({ spool: options.dir, problem }, 'the spool directory lock was lost; taking it again'));
-    const spool = new CaptureSpool(options, lock);
+    let spool: CaptureSpool | undefined, goneEarly: string | undefined;
+    const lock = await takeSpoolLock(options.dir, loggedLockEvents(options.logger, options.dir, (problem) => (spool ? spool.stop(problem) : (goneEarly = problem))));
+    spool = new CaptureSpool(options, lock);
+    if (goneEarly !== undefined) spool.stop(goneEarly);
     try {
       await spool.load();
     } catch (error) {
@@ -108,9 +118,8 @@ export class CaptureSpool {
     return spool;
   }
 
-  /** Captures not yet in Postgres: on disk, or waiting for the next fsync. */
+  /** Captures not yet in Postgres: on disk, being fsynced (the pump reads 0 as "none on its way"), or waiting. */
   get depth(): number {
-    // The group being fsynced counts: a writer seeing 0 here takes it that nothing is on its way.
     return this.records + this.writingRecords + this.buffered.length;
   }
 
@@ -136,6 +145,7 @@ export class CaptureSpool {
    * or it cannot be sealed); the drop is counted and logged here, and the login is never affected.
    */
   append(capture: Capture, settled?: (durable: boolean) => void): boolean {
+    if (this.stoppedFor !== undefined) return this.drop(capture, 'spool_stopped');
     if (this.closed) return this.drop(capture, 'shutting_down');
     let frame: Buffer;
     try {
@@ -159,7 +169,7 @@ export class CaptureSpool {
 
   /** Whether a record of about `bytes` would be taken now (not closed, room under the cap once grace segments are given up). */
   hasRoomFor(bytes: number): boolean {
-    return !this.closed && this.bytes - this.files.graceBytes + bytes + 2 * HEADER_BYTES <= this.options.maxBytes;
+    return !this.closed && this.stoppedFor === undefined && this.bytes - this.files.graceBytes + bytes + 2 * HEADER_BYTES <= this.options.maxBytes;
   }
 
   /**
@@ -198,67 +208,35 @@ export class CaptureSpool {
    * A record that cannot be opened is moved aside into held/ (durably, before this returns).
    */
   async read(maxRecords: number): Promise<SpoolBatch | undefined> {
-    if (this.unread === 0) return undefined;
-    const segments = this.files.segments;
-    const captures: Capture[] = [];
-    const held = new Map<string, HeldRecords>();
-    let records = 0;
-    let cursor = { ...this.cursor };
-    let start: SpoolPosition | undefined;
-    while (records < maxRecords) {
-      const index = segments.findIndex((candidate) => candidate.name >= cursor.segment);
-      const segment = segments[index];
-      if (!segment) break;
-      if (segment.name !== cursor.segment) cursor = { segment: segment.name, offset: segment.readFrom };
-      if (cursor.offset >= segment.size) {
-        const next = segments[index + 1];
-        if (!next) break;
-        cursor = { segment: next.name, offset: next.readFrom };
-        continue;
-      }
-      const base = cursor.offset;
-      const chunk = await this.files.readChunk(segment, base);
-      const { records: starts, end } = scanFrames(chunk);
-      for (const at of starts) {
-        if (records >= maxRecords) break;
-        if (records > 0 && records % ITEMS_PER_TURN === 0) await nextTurn();
-        const length = chunk.readUInt32BE(at);
-        const opened = openRecord(this.options.keyRing, chunk.subarray(at + LENGTH_BYTES, at + LENGTH_BYTES + length));
-        start ??= { segment: segment.name, offset: base + at };
-        if ('capture' in opened) {
-          captures.push(opened.capture);
-        } else if (opened.unreadable.captureId === undefined || !this.held.captureIds.has(opened.unreadable.captureId)) {
-          // (One held already was met again in a grace segment replayed: it is kept once.)
-          const { reason, keyId, captureId } = opened.unreadable;
-          const file = reason === 'key_missing' ? heldKeyFile(keyId!, this.lock.writer.id) : heldUnreadableFile(this.lock.writer.id);
-          const entry = held.get(file) ?? { frames: [], captureIds: [], reason, keyId, err: opened.err, at: { segment: segment.name, offset: base + at } };
-          entry.frames.push(chunk.subarray(at, at + LENGTH_BYTES + length));
-          if (captureId !== undefined) entry.captureIds.push(captureId);
-          held.set(file, entry);
-        }
-        records += 1;
-        cursor = { segment: segment.name, offset: base + at + LENGTH_BYTES + length };
-      }
-      if (end === 0) break;
+    if (this.unread === 0 || this.stoppedFor !== undefined) return undefined;
+    if (!(await this.lock.whenHeld())) return undefined;
+    const scanned = await readBatch(this.files, this.cursor, maxRecords, this.options.keyRing, this.held);
+    if (!scanned) return undefined;
+    const { captures, held, records, start, end } = scanned;
+    // Moved aside (durably, every byte) before the reader may commit past them. A failure (a full
+    // disk) throws: the cursor stays, nothing of this batch is committed, and the next read tries
+    // again; what did reach held/ counts as held and is not written twice.
+    try {
+      await this.held.hold(held);
+    } finally {
+      this.report();
     }
-    if (records === 0 || !start) return undefined;
-    // Moved aside before the reader may commit past them; a failure leaves them where they are (read again).
-    for (const [file, entry] of held) await appendHeld(this.options.dir, file, entry.frames);
-    for (const [file, entry] of held) this.noteHeld(file, entry);
-    this.cursor = cursor;
+    if (this.stoppedFor !== undefined) return undefined;
+    this.cursor = end;
     this.unread -= records;
-    return { captures, records, start, end: cursor };
+    return { captures, records, start, end };
   }
 
   /** Resolves once read() has something, or when `signal` aborts. */
   async waitForRecords(signal: AbortSignal): Promise<void> {
-    if (this.unread > 0) return;
+    if (this.unread > 0 && this.stoppedFor === undefined) return;
     await waitForWake(this.recordWaiters, signal);
   }
 
   /** Resolves true once every capture appended so far is in Postgres, false after `timeoutMs`. */
   async waitUntilEmpty(timeoutMs: number): Promise<boolean> {
     if (this.depth === 0) return true;
+    if (this.stoppedFor !== undefined) return false;
     return new Promise<boolean>((resolve) => {
       const done = (empty: boolean) => {
         clearTimeout(timer);
@@ -271,8 +249,13 @@ export class CaptureSpool {
     });
   }
 
-  /** Postgres has the batch: the checkpoint names how far, and segments past their grace window go. */
+  /**
+   * Postgres has the batch: the checkpoint names how far, and segments past their grace window go.
+   * Nothing once closed or stopped (a late commit, after a close that timed out waiting for the
+   * writer, must not touch a directory that may be another sidecar's by then).
+   */
   async commit(batch: SpoolBatch): Promise<void> {
+    if (this.closed || this.stoppedFor !== undefined || !(await this.lock.whenHeld())) return;
     this.records -= batch.records;
     await this.files.commit(batch.start, batch.end);
     // A fully written active segment is retired once it is big enough to matter: its bytes then
@@ -289,9 +272,30 @@ export class CaptureSpool {
     await this.flush();
     this.closed = true;
     for (const wake of [...this.recordWaiters]) wake();
-    // Segments in their grace window stay (a restart replays them); those past it go.
+    // Segments in their grace window stay (a restart replays them); those past it go (not once stopped).
     await this.files.close();
     await this.lock.release();
+  }
+
+  /** Resolves with the reason once the spool stops (its directory is no longer its own); never while it runs. */
+  whenStopped(): Promise<string> {
+    if (this.stoppedFor !== undefined) return Promise.resolve(this.stoppedFor);
+    return new Promise((resolve) => this.stopWaiters.add(resolve));
+  }
+
+  /**
+   * Stops for good: the directory is no longer this run's alone. Nothing is deleted or checkpointed
+   * from here on, no capture is taken (each one dropped, counted `spool_stopped`), the lock let go.
+   */
+  stop(reason: string): void {
+    if (this.stoppedFor !== undefined) return;
+    this.stoppedFor = reason;
+    this.files.halt();
+    this.options.logger.fatal({ spool: this.options.dir, reason, spooled: this.depth }, 'the spool directory is no longer this sidecar\'s alone: the spool stops (no capture taken, nothing deleted); what it holds stays on disk');
+    for (const wake of [...this.recordWaiters]) wake();
+    for (const wake of [...this.stopWaiters]) wake(reason);
+    this.stopWaiters.clear();
+    void this.lock.release().catch(() => undefined);
   }
 
   private async load(): Promise<void> {
@@ -310,10 +314,7 @@ export class CaptureSpool {
     this.files.adopt(loaded.segments, loaded.highestSeq);
     this.records = this.unread = loaded.records;
     // After the load: held files whose key is back are in the spool again, damaged ones found now are in held/.
-    this.held = await heldCensus(this.options.dir);
-    for (const [keyId, count] of this.held.keyMissing) {
-      logger.warn({ keyId, records: count }, HELD_MESSAGES.still_missing);
-    }
+    await this.held.load(loaded.mismatched);
     if (this.records > 0) {
       logger.info(
         { captures: this.records, alreadyInPostgres: loaded.confirmed, bytes: this.files.diskBytes, segments: loaded.segments.length, writer: this.lock.writer.id },
@@ -327,16 +328,6 @@ export class CaptureSpool {
     this.options.metrics.capturesDropped.inc({ reason });
     this.options.logger.error({ idp: capture.idp, captureId: capture.captureId, reason, spoolBytes: this.bytes, spoolMaxBytes: this.options.maxBytes }, 'capture dropped');
     return false;
-  }
-
-  /** Counts and logs records just moved aside (the key id, never key material; only a decryption error's message). */
-  private noteHeld(file: string, entry: HeldRecords): void {
-    const count = entry.frames.length;
-    for (const captureId of entry.captureIds) this.held.captureIds.add(captureId);
-    if (entry.reason === 'key_missing') this.held.keyMissing.set(entry.keyId!, (this.held.keyMissing.get(entry.keyId!) ?? 0) + count);
-    else this.held.unreadable += count;
-    this.options.metrics.spoolRecordsHeldTotal.inc({ reason: entry.reason, ...(entry.reason === 'key_missing' ? { key_id: entry.keyId! } : {}) }, count);
-    this.options.logger.error({ reason: entry.reason, keyId: entry.keyId, records: count, segment: entry.at.segment, offset: entry.at.offset, heldFile: file, err: entry.err }, HELD_MESSAGES[entry.reason]);
   }
 
   private scheduleSync(): void {
@@ -360,16 +351,22 @@ export class CaptureSpool {
         const endTimer = this.options.metrics.spoolFsyncSeconds.startTimer();
         let segment: Segment | undefined;
         try {
+          // While the lock is taken again nothing is written; once it is gone, nothing at all. Lost
+          // while this group was written: another process may have had the directory meanwhile.
+          await this.holdingLock();
           segment = await this.files.writable(bytes, this.segmentBytes);
           await this.files.append(Buffer.concat(group.map((entry) => entry.frame), bytes));
+          await this.holdingLock();
         } catch (error) {
           this.writingBytes = 0;
           this.writingRecords = 0;
-          await this.files.abandonActive(segment);
+          if (error instanceof SegmentGoneError) this.stop(error.message);
+          const reason = this.stoppedFor === undefined ? 'spool_write_failed' : 'spool_stopped';
+          if (this.stoppedFor === undefined) await this.files.abandonActive(segment);
           for (const entry of group) {
             entry.settled?.(false);
-            this.options.metrics.capturesDropped.inc({ reason: 'spool_write_failed' });
-            this.options.logger.error({ idp: entry.idp, captureId: entry.captureId, reason: 'spool_write_failed', err: errorFields(error) }, 'capture dropped');
+            this.options.metrics.capturesDropped.inc({ reason });
+            this.options.logger.error({ idp: entry.idp, captureId: entry.captureId, reason, err: errorFields(error) }, 'capture dropped');
           }
           this.report();
           continue;
@@ -390,13 +387,15 @@ export class CaptureSpool {
     }
   }
 
+  private async holdingLock(): Promise<void> {
+    if (!(await this.lock.whenHeld())) throw new Error(this.stoppedFor ?? 'the spool directory lock is gone');
+  }
+
   private report(): void {
     const { metrics } = this.options;
     metrics.queueDepth.set(this.depth);
     metrics.spoolBytes.set(this.bytes);
-    for (const [keyId, count] of this.held.keyMissing) metrics.spoolRecordsHeld.set({ reason: 'key_missing', key_id: keyId }, count);
-    metrics.spoolRecordsHeld.set({ reason: 'unreadable' }, this.held.unreadable);
-    metrics.spoolRecordsHeld.set({ reason: 'damaged_segment' }, this.held.damagedSegments);
+    this.held.report();
     if (this.depth === 0) for (const wake of [...this.emptyWaiters]) wake();
   }
 }

@@ -48,11 +48,17 @@ async function serve(options: SidecarFlags): Promise<void> {
   } finally {
     starting = false;
   }
-  await stopped;
+  // A sidecar that cannot go on (its spool stopped) stops too, and exits 1 for its supervisor to see.
+  const failure = await Promise.race([stopped.then(() => undefined), sidecar.failed]);
+  if (failure !== undefined) {
+    process.off('SIGINT', stop).off('SIGTERM', stop);
+    logger.fatal({ failure }, 'stopping: the sidecar cannot go on');
+  }
   await sidecar.close(config.shutdownGraceMs);
   logger.info('stopped');
-  // Exit 0 even if a socket to a dead Postgres still holds the event loop open.
+  // Exit (0, or 1 after a failure) even if a socket to a dead Postgres still holds the event loop open.
   setTimeout(() => process.exit(process.exitCode ?? 0), 1_000).unref();
+  if (failure !== undefined) throw new Error(failure);
 }
 
 interface EnvoyConfigFlags {

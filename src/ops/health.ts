@@ -4,6 +4,8 @@
 // - HTTP /healthz (liveness): the process answers. /readyz (readiness): 200 while ext_proc is
 //   served, whatever Postgres does, with the store and spool state in the body. Postgres being
 //   away must not take the pod out of service: Envoy sits in the same pod, and logins go through it.
+// - Once the sidecar cannot go on (its spool stopped: the directory is no longer its own), both
+//   answer 503 with the reason, and grpc.health.v1 says NOT_SERVING, until the process exits.
 import type { StoreState } from '../ingest/postgres-availability.js';
 
 
@@ -25,11 +27,14 @@ export interface Readiness {
     extProc?: { listen: string; tls: string };
     store: ReturnType<StoreState['describe']>;
     spool: { captures: number; bytes: number; maxBytes: number; full: boolean };
+    /** Why the sidecar cannot go on, once it cannot. */
+    failure?: string;
   };
 }
 
 export class SidecarHealth {
   private phase: ServingPhase = 'starting';
+  private failure: string | undefined;
   private readonly listeners: Array<(serving: boolean) => void> = [];
 
   constructor(
@@ -47,7 +52,7 @@ export class SidecarHealth {
   /** Calls `listener` on every change, e.g. to set grpc.health.v1 on the ext_proc port (extproc/worker.ts). */
   follow(listener: (serving: boolean) => void): void {
     this.listeners.push(listener);
-    listener(this.phase === 'serving');
+    listener(this.phase === 'serving' && this.failure === undefined);
   }
 
   serving(): void {
@@ -58,12 +63,24 @@ export class SidecarHealth {
     this.set('stopping');
   }
 
+  /** The sidecar cannot go on (it is about to exit): unhealthy and unready from now on. */
+  fail(reason: string): void {
+    this.failure ??= reason;
+    for (const listener of this.listeners) listener(false);
+  }
+
+  /** For /healthz: undefined while the sidecar can go on, else why it cannot. */
+  liveness(): { live: true } | { live: false; failure: string } {
+    return this.failure === undefined ? { live: true } : { live: false, failure: this.failure };
+  }
+
   readiness(): Readiness {
     const { depth, bytes, maxBytes, graceBytes } = this.spool;
     return {
-      ready: this.phase === 'serving',
+      ready: this.phase === 'serving' && this.failure === undefined,
       body: {
         status: this.phase,
+        ...(this.failure === undefined ? {} : { failure: this.failure }),
         ...(this.extProc ? { extProc: this.extProc } : {}),
         store: this.store.describe(),
         // "Full" once another typical capture (a few KiB) may not fit.
@@ -74,6 +91,6 @@ export class SidecarHealth {
 
   private set(phase: ServingPhase): void {
     this.phase = phase;
-    for (const listener of this.listeners) listener(phase === 'serving');
+    for (const listener of this.listeners) listener(phase === 'serving' && this.failure === undefined);
   }
 }

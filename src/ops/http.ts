@@ -42,9 +42,12 @@ function handler({ metrics, health, logger }: OpsServerOptions): http.RequestLis
           },
         );
         return;
-      case '/healthz':
-        send(response, 200, 'text/plain; charset=utf-8', 'ok\n');
+      case '/healthz': {
+        const liveness = health.liveness();
+        if (liveness.live) send(response, 200, 'text/plain; charset=utf-8', 'ok\n');
+        else send(response, 503, 'text/plain; charset=utf-8', `unhealthy: ${liveness.failure}\n`);
         return;
+      }
       case '/readyz': {
         const { ready, body } = health.readiness();
         send(response, ready ? 200 : 503, 'application/json', `${JSON.stringify(body)}\n`);

@@ -17,6 +17,7 @@ export interface Metrics {
   postgresErrors: Counter;
   spoolBytes: Gauge;
   spoolRecordsHeld: Gauge<'reason' | 'key_id'>;
+  spoolHeldBytes: Gauge;
   spoolRecordsHeldTotal: Counter<'reason' | 'key_id'>;
   spoolAppended: Counter;
   spoolFsyncSeconds: Histogram;
@@ -101,8 +102,14 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       name: 'token_tap_spool_records_held',
       help:
         'Spool records moved aside into held/ in the spool directory, never deleted, by reason: key_missing (sealed under key_id, which TOKEN_TAP_KEYS lacks: replayed at a start once the key is back), ' +
+        'key_mismatch (sealed under key_id, which TOKEN_TAP_KEYS has with other material: replayed at a start once the right key is back under that id), ' +
         'unreadable (they fail authentication or do not decode), damaged_segment (segments whose framing is damaged, one per segment: what follows the damage cannot be counted).',
       labelNames: ['reason', 'key_id'],
+      registers,
+    }),
+    spoolHeldBytes: new Gauge({
+      name: 'token_tap_spool_held_bytes',
+      help: 'Bytes of held/ in the spool directory (what the spool could not read, kept): outside TOKEN_TAP_SPOOL_MAX_BYTES, and never deleted by the sidecar.',
       registers,
     }),
     spoolRecordsHeldTotal: new Counter({

@@ -9,7 +9,7 @@
 // for a later one. It reads TOKEN_TAP_SPOOL_DIR as the sidecar does: run it where each sidecar's
 // spool is (in its pod).
 import { spoolDirFrom } from '../config/sidecar.js';
-import { spoolCensus } from '../ingest/spool-held.js';
+import { spoolCensus } from '../ingest/spool-census.js';
 
 export const SPOOL_KEY_REPORT_HELP =
   'Reports the records per key id in the spool at TOKEN_TAP_SPOOL_DIR (read without its lock): a key may leave\n' +

@@ -63,6 +63,8 @@ export async function quarantineCapture(client: pg.PoolClient, ring: KeyRing, ca
   const observedAt = capture.observedAt instanceof Date && !Number.isNaN(capture.observedAt.getTime()) ? capture.observedAt : null;
   // A held token response names no user yet; its profile capture does.
   const subject = capture.subject ?? capture.profile?.subject ?? null;
+  // A subject Postgres cannot hold as text (a NUL: often why the capture is here) has no tombstone.
+  const tombstoneSubject = subject !== null && !subject.includes('\u0000') ? subject : null;
   const { rows } = await client.query<{ erased: boolean; inserted: number }>(
     `WITH tombstone AS (
        SELECT $9::text IS NOT NULL AND $3::timestamptz IS NOT NULL AND ${erasedSql('$2::text', '$9::text', '$3::timestamptz')} AS erased
@@ -72,7 +74,7 @@ export async function quarantineCapture(client: pg.PoolClient, ring: KeyRing, ca
        ON CONFLICT (capture_id) DO NOTHING RETURNING 1
      )
      SELECT (SELECT erased FROM tombstone) AS erased, (SELECT count(*) FROM inserted)::int AS inserted`,
-    [capture.captureId, capture.idp, observedAt, stage, reason.slice(0, MAX_REASON), keyId, sealed, subject === null ? null : subjectFingerprint(ring, subject), subject],
+    [capture.captureId, capture.idp, observedAt, stage, reason.slice(0, MAX_REASON), keyId, sealed, subject === null ? null : subjectFingerprint(ring, subject), tombstoneSubject],
   );
   const { erased, inserted } = rows[0]!;
   return { known: !erased && inserted === 0, erased };

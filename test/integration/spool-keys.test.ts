@@ -95,6 +95,38 @@ describe('spool records across key changes and lost Postgres commits (real spool
     expect((await store.findGrant('acme', 'old-3'))?.accessToken).to.equal(spooled[3]!.tokens!.accessToken);
   });
 
+  it('keeps held records whose key id is in the ring with other material held (a key mismatch, logged by key id), and replays them once the right key is back', async () => {
+    const k0 = generateKeySpec('k0');
+    const otherK0 = generateKeySpec('k0');
+    const k1 = generateKeySpec('k1');
+    const spooled = Array.from({ length: 5 }, (_, index) => syntheticCapture('acme', `old-${index}`));
+    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: parseKeyRing(k0), logger: memoryLogger('silent').logger, metrics: createMetrics(), graceMs: 0 });
+    for (const capture of spooled) spool.append(capture);
+    await spool.close();
+
+    // No grace window: what is held is nowhere else.
+    await run(parseKeyRing(k1), [], 0);
+    expect(heldFiles()).to.have.length(1);
+    expect(heldFiles()[0]).to.match(/^key-k0-[0-9a-f]{16}\.seg$/);
+
+    // k0 back in the ring, but with other material under that id: the held file stays as it is.
+    const wrong = await run(parseKeyRing(`${k1},${otherK0}`), [], 0);
+    expect(heldFiles()).to.have.length(1);
+    expect(heldFiles()[0]).to.match(/^key-k0-[0-9a-f]{16}\.seg$/);
+    expect(await metricValue(wrong.metrics, 'spoolRecordsHeld', { reason: 'key_mismatch', key_id: 'k0' })).to.equal(5);
+    expect(await metricValue(wrong.metrics, 'spoolRecordsHeld', { reason: 'unreadable' })).to.equal(0);
+    expect(wrong.log).to.contain('"keyId":"k0"').and.contain('other key material');
+    for (const secret of [k0, otherK0, k1].map((spec) => spec.slice(3))) expect(wrong.log).to.not.contain(secret);
+    expect(await subjects()).to.deep.equal([]);
+
+    // The right k0: every record reaches Postgres.
+    const right = await run(parseKeyRing(`${k1},${k0}`), [], 0);
+    console.log(`      5 records under k0; ring {k1}: held; ring {k1, other k0}: still held (${await metricValue(wrong.metrics, 'spoolRecordsHeld', { reason: 'key_mismatch', key_id: 'k0' })} key_mismatch); ring {k1, k0}: ${(await subjects()).length} in Postgres`);
+    expect(right.drained).to.equal(true);
+    expect(await subjects()).to.deep.equal(spooled.map((capture) => capture.subject!).sort());
+    expect(heldFiles()).to.deep.equal([]);
+  });
+
   it('replays the grace window at a restart into a Postgres that lost its last commits (an async standby promoted)', async () => {
     const ring = parseKeyRing(generateKeySpec('k1'));
     const captures = Array.from({ length: 10 }, (_, index) => syntheticCapture('acme', `user-${index}`));
