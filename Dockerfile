@@ -4,6 +4,8 @@ WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
+# The build generates the TokenVault message types from the proto (scripts/generate-proto-types.js).
+COPY proto ./proto
 COPY src ./src
 COPY scripts ./scripts
 COPY test ./test

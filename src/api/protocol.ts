@@ -1,14 +1,37 @@
 // The TokenVault service definition, loaded at run time from proto/token_tap/v1/token_vault.proto
-// (shipped beside dist/ in the package and the image), and the message shapes as proto-loader
-// presents them: snake_case fields, enums as names, int64 as strings, the oneof's name in `user`.
+// (shipped beside dist/ in the package and the image). The message types are generated from the
+// same proto at build time (scripts/generate-proto-types.js, into generated/token-vault/, type-only
+// imports): `X` is a message as the server writes it (every field optional), `X__Output` as this
+// loader decodes it (LOADER_OPTIONS: snake_case fields, enums as names, int64 as strings, defaults
+// set, the oneof's name in `user`). The well-known types (Struct, Value, Timestamp) keep protobufjs's
+// camelCase names whatever keepCase says.
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import type { GetGrantRequest__Output } from '../../generated/token-vault/token_tap/v1/GetGrantRequest.js';
+import type { Grant } from '../../generated/token-vault/token_tap/v1/Grant.js';
+import type { GrantSummary } from '../../generated/token-vault/token_tap/v1/GrantSummary.js';
+
+export type { Struct } from '../../generated/token-vault/google/protobuf/Struct.js';
+export type { Timestamp } from '../../generated/token-vault/google/protobuf/Timestamp.js';
+export type { Value } from '../../generated/token-vault/google/protobuf/Value.js';
+export type { GrantStatus__Output } from '../../generated/token-vault/token_tap/v1/GrantStatus.js';
+export type { GetGrantRequest__Output } from '../../generated/token-vault/token_tap/v1/GetGrantRequest.js';
+export type { GetGrantResponse } from '../../generated/token-vault/token_tap/v1/GetGrantResponse.js';
+export type { ListGrantsRequest__Output } from '../../generated/token-vault/token_tap/v1/ListGrantsRequest.js';
+export type { ListGrantsResponse } from '../../generated/token-vault/token_tap/v1/ListGrantsResponse.js';
+export type { RefreshGrantRequest__Output } from '../../generated/token-vault/token_tap/v1/RefreshGrantRequest.js';
+export type { RefreshGrantResponse } from '../../generated/token-vault/token_tap/v1/RefreshGrantResponse.js';
+export type { RevokeGrantRequest__Output } from '../../generated/token-vault/token_tap/v1/RevokeGrantRequest.js';
+export type { RevokeGrantResponse } from '../../generated/token-vault/token_tap/v1/RevokeGrantResponse.js';
+export type { DeleteSubjectRequest__Output } from '../../generated/token-vault/token_tap/v1/DeleteSubjectRequest.js';
+export type { DeleteSubjectResponse } from '../../generated/token-vault/token_tap/v1/DeleteSubjectResponse.js';
 
 export const TOKEN_VAULT_PROTO_DIR = fileURLToPath(new URL('../../../proto/', import.meta.url));
 export const TOKEN_VAULT_PROTO = 'token_tap/v1/token_vault.proto';
 
-const LOADER_OPTIONS: protoLoader.Options = {
+/** The generated types follow these options (scripts/generate-proto-types.js; a unit test keeps them equal). */
+export const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: true,
   longs: String,
   enums: String,
@@ -17,111 +40,14 @@ const LOADER_OPTIONS: protoLoader.Options = {
   includeDirs: [TOKEN_VAULT_PROTO_DIR],
 };
 
-export interface Timestamp {
-  seconds: string | number;
-  nanos: number;
-}
+/** A Grant as wire.ts writes it: every field set, none forgotten. */
+export type GrantMessage = Required<Grant>;
 
-// protobufjs defines the well-known types itself, in camelCase, whatever keepCase says.
-export type ProtoValue =
-  | { nullValue: 'NULL_VALUE' }
-  | { numberValue: number }
-  | { stringValue: string }
-  | { boolValue: boolean }
-  | { structValue: ProtoStruct }
-  | { listValue: { values: ProtoValue[] } };
+/** A grant without tokens or claims (the proto's GrantSummary), every field set. */
+export type GrantSummaryMessage = Required<GrantSummary>;
 
-export interface ProtoStruct {
-  fields: Record<string, ProtoValue>;
-}
-
-export type GrantStatusName = 'GRANT_STATUS_UNSPECIFIED' | 'GRANT_STATUS_ACTIVE' | 'GRANT_STATUS_REVOKED';
-
-export interface GrantMessage {
-  idp: string;
-  subject: string;
-  status: GrantStatusName;
-  issuer: string;
-  client_id: string;
-  email: string;
-  scope: string[];
-  token_type: string;
-  access_token: string;
-  access_token_expires_at: Timestamp | null;
-  id_token: string;
-  id_token_expires_at: Timestamp | null;
-  has_refresh_token: boolean;
-  refresh_token: string;
-  refresh_token_expires_at: Timestamp | null;
-  id_token_claims: ProtoStruct | null;
-  extras: ProtoStruct | null;
-  captured_at: Timestamp | null;
-  updated_at: Timestamp | null;
-  version: string | number;
-  verified: boolean;
-}
-
-/** A grant without tokens or claims: the proto's GrantSummary, the same fields as in Grant. */
-export type GrantSummaryMessage = Pick<
-  GrantMessage,
-  'idp' | 'subject' | 'status' | 'issuer' | 'client_id' | 'email' | 'scope' | 'has_refresh_token' | 'access_token_expires_at' | 'refresh_token_expires_at' | 'captured_at' | 'updated_at' | 'version' | 'verified'
->;
-
-/** Selects one user of one IdP. */
-export interface UserSelector {
-  idp: string;
-  subject?: string;
-  email?: string;
-  user?: 'subject' | 'email';
-}
-
-export interface GetGrantRequest extends UserSelector {
-  refresh_if_expires_within_seconds: number;
-  include_refresh_token: boolean;
-}
-
-export interface GetGrantResponse {
-  grant: GrantMessage;
-  refreshed: boolean;
-}
-
-export interface ListGrantsRequest {
-  idp: string;
-  page_size: number;
-  page_token: string;
-}
-
-export interface ListGrantsResponse {
-  grants: GrantSummaryMessage[];
-  next_page_token: string;
-}
-
-export type RefreshGrantRequest = UserSelector;
-
-export interface RefreshGrantResponse {
-  grant: GrantMessage;
-  refreshed_by_this_call: boolean;
-}
-
-export type RevokeGrantRequest = UserSelector;
-
-export interface RevokeGrantResponse {
-  grant: GrantSummaryMessage;
-  revoked_at_idp: boolean;
-}
-
-export interface DeleteSubjectRequest {
-  idp: string;
-  subject?: string;
-  email?: string;
-  user?: 'subject' | 'email';
-  revoke_at_idp: boolean;
-}
-
-export interface DeleteSubjectResponse {
-  deleted: Array<{ idp: string; subject: string }>;
-  capture_events_deleted: number;
-}
+/** Selects one user of one IdP: the fields every request that names a user shares (oneof `user`). */
+export type UserSelector = Pick<GetGrantRequest__Output, 'idp' | 'subject' | 'email' | 'user'>;
 
 export interface TokenVaultDefinition {
   service: grpc.ServiceDefinition;

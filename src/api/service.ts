@@ -20,15 +20,15 @@ import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
 import { AccessDenied, authorize, mayDo, type Authenticator, type Caller } from './auth.js';
 import type { ApiMetrics } from './metrics.js';
 import type {
-  DeleteSubjectRequest,
+  DeleteSubjectRequest__Output,
   DeleteSubjectResponse,
-  GetGrantRequest,
+  GetGrantRequest__Output,
   GetGrantResponse,
-  ListGrantsRequest,
+  ListGrantsRequest__Output,
   ListGrantsResponse,
-  RefreshGrantRequest,
+  RefreshGrantRequest__Output,
   RefreshGrantResponse,
-  RevokeGrantRequest,
+  RevokeGrantRequest__Output,
   RevokeGrantResponse,
   UserSelector,
 } from './protocol.js';
@@ -293,7 +293,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
   const bySubject = (request: UserSelector) =>
     request.idp && request.subject && request.user !== 'email' && request.subject.length <= MAX_NAME_LENGTH ? { idp: request.idp, subject: request.subject } : undefined;
 
-  const GetGrant = unary<GetGrantRequest, GetGrantResponse>('GetGrant', async (request, caller, notes, prefetched, waitUntil) => {
+  const GetGrant = unary<GetGrantRequest__Output, GetGrantResponse>('GetGrant', async (request, caller, notes, prefetched, waitUntil) => {
     const idp = (notes.idp = required(request.idp, 'idp'));
     const operations: Operation[] = ['get'];
     if (request.refresh_if_expires_within_seconds > 0) operations.push('refresh');
@@ -320,7 +320,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     return { grant: grantMessage(grant, { tokens: true, refreshToken: request.include_refresh_token }), refreshed };
   }, bySubject);
 
-  const ListGrants = unary<ListGrantsRequest, ListGrantsResponse>('ListGrants', async (request, caller, notes) => {
+  const ListGrants = unary<ListGrantsRequest__Output, ListGrantsResponse>('ListGrants', async (request, caller, notes) => {
     const idp = request.idp || undefined;
     if (idp) notes.idp = required(idp, 'idp');
     authorize(caller, ['list'], idp);
@@ -331,7 +331,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     return { grants: page.grants.map(summaryMessage), next_page_token: page.next ? encodePageToken(page.next) : '' };
   });
 
-  const RefreshGrant = unary<RefreshGrantRequest, RefreshGrantResponse>('RefreshGrant', async (request, caller, notes, _prefetched, waitUntil) => {
+  const RefreshGrant = unary<RefreshGrantRequest__Output, RefreshGrantResponse>('RefreshGrant', async (request, caller, notes, _prefetched, waitUntil) => {
     const idp = (notes.idp = required(request.idp, 'idp'));
     authorize(caller, ['refresh'], idp);
     const subject = await subjectOf(request, idp, notes);
@@ -343,7 +343,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     };
   });
 
-  const RevokeGrant = unary<RevokeGrantRequest, RevokeGrantResponse>('RevokeGrant', async (request, caller, notes) => {
+  const RevokeGrant = unary<RevokeGrantRequest__Output, RevokeGrantResponse>('RevokeGrant', async (request, caller, notes) => {
     const idp = (notes.idp = required(request.idp, 'idp'));
     authorize(caller, ['revoke'], idp);
     const subject = await subjectOf(request, idp, notes);
@@ -352,7 +352,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     return { grant: summaryMessage(summaryOfGrant(result.grant)), revoked_at_idp: result.revokedAtIdp };
   });
 
-  const DeleteSubject = unary<DeleteSubjectRequest, DeleteSubjectResponse>('DeleteSubject', async (request, caller, notes) => {
+  const DeleteSubject = unary<DeleteSubjectRequest__Output, DeleteSubjectResponse>('DeleteSubject', async (request, caller, notes) => {
     const idp = request.idp || undefined;
     if (idp) notes.idp = required(idp, 'idp');
     authorize(caller, request.revoke_at_idp ? ['delete', 'revoke'] : ['delete'], idp ?? ALL);

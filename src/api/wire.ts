@@ -6,7 +6,7 @@ import { createRequire } from 'node:module';
 import { withoutSecretFields } from '../capture/secret-fields.js';
 import type { GrantSummaryRecord } from '../store/grant-listing.js';
 import type { GrantRecord } from '../store/grants.js';
-import type { GrantMessage, GrantStatusName, GrantSummaryMessage, ProtoStruct, ProtoValue, Timestamp } from './protocol.js';
+import type { GrantMessage, GrantStatus__Output, GrantSummaryMessage, Struct, Timestamp, Value } from './protocol.js';
 
 type TimestampClass = typeof import('google-protobuf/google/protobuf/timestamp_pb.js').Timestamp;
 
@@ -31,10 +31,10 @@ export function toTimestamp(date: Date | null | undefined): Timestamp | null {
 export function fromTimestamp(timestamp: Timestamp | null | undefined): Date | null {
   if (!timestamp) return null;
   const Type = TimestampType();
-  return new Type().setSeconds(Number(timestamp.seconds)).setNanos(timestamp.nanos).toDate();
+  return new Type().setSeconds(Number(timestamp.seconds)).setNanos(timestamp.nanos ?? 0).toDate();
 }
 
-export function toProtoValue(value: unknown): ProtoValue {
+export function toProtoValue(value: unknown): Value {
   if (value === null || value === undefined) return { nullValue: 'NULL_VALUE' };
   if (typeof value === 'number') return { numberValue: value };
   if (typeof value === 'string') return { stringValue: value };
@@ -45,29 +45,29 @@ export function toProtoValue(value: unknown): ProtoValue {
   return { nullValue: 'NULL_VALUE' };
 }
 
-export function toProtoStruct(object: Record<string, unknown>): ProtoStruct {
+export function toProtoStruct(object: Record<string, unknown>): Struct {
   return { fields: Object.fromEntries(Object.entries(object).map(([key, value]) => [key, toProtoValue(value)])) };
 }
 
-export function fromProtoValue(value: ProtoValue | undefined): unknown {
+export function fromProtoValue(value: Value | undefined): unknown {
   if (!value) return null;
   // proto-loader names the member that is set (oneofs: true); without it, look for the member.
-  const kind = (value as { kind?: string }).kind;
-  if (kind) return fromProtoValue({ [kind]: (value as Record<string, unknown>)[kind] } as ProtoValue);
+  const kind = value.kind;
+  if (kind) return fromProtoValue({ [kind]: value[kind] });
   if ('numberValue' in value) return value.numberValue;
   if ('stringValue' in value) return value.stringValue;
   if ('boolValue' in value) return value.boolValue;
   if ('structValue' in value) return fromProtoStruct(value.structValue);
-  if ('listValue' in value) return (value.listValue.values ?? []).map(fromProtoValue);
+  if ('listValue' in value) return (value.listValue?.values ?? []).map(fromProtoValue);
   return null;
 }
 
-export function fromProtoStruct(struct: ProtoStruct | null | undefined): Record<string, unknown> | null {
+export function fromProtoStruct(struct: Struct | null | undefined): Record<string, unknown> | null {
   if (!struct) return null;
   return Object.fromEntries(Object.entries(struct.fields ?? {}).map(([key, value]) => [key, fromProtoValue(value)]));
 }
 
-function statusName(status: 'active' | 'revoked'): GrantStatusName {
+function statusName(status: 'active' | 'revoked'): GrantStatus__Output {
   return status === 'active' ? 'GRANT_STATUS_ACTIVE' : 'GRANT_STATUS_REVOKED';
 }
 

@@ -107,14 +107,16 @@ export class Exchange {
       // Only a profile route asks for request headers, and only its bearer token is kept: the
       // token whose user the profile names. Nothing else of Okta's request is read.
       if (this.route.kind !== 'profile') return;
-      const authorization = request.request_headers.headers?.headers?.find((header) => header.key.toLowerCase() === 'authorization');
+      const authorization = request.request_headers.headers?.headers?.find((header) => header.key?.toLowerCase() === 'authorization');
       this.bearerToken = authorization ? bearerTokenOf(headerText(authorization)) : undefined;
       return;
     }
     if (request.response_headers) {
       this.startedAt = this.now();
       for (const header of request.response_headers.headers?.headers ?? []) {
-        const name = header.key.toLowerCase();
+        // Envoy names every header (its proto requires a key); one without is not a header.
+        const name = header.key?.toLowerCase();
+        if (name === undefined) continue;
         if (name === ':status') this.status = Number.parseInt(headerText(header), 10) || undefined;
         else if (!name.startsWith(':')) {
           const previous = this.headers.get(name);

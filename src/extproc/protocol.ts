@@ -3,6 +3,8 @@
 // and fields the sidecar uses out of them (pruned-descriptor.ts) into a small descriptor, and the
 // codec is protobufjs's on that descriptor, in the object shapes @grpc/proto-loader gives (the
 // whole descriptor through proto-loader cost ~6.5 MB RSS per thread; this costs ~0.3 MB).
+// The message types are generated from the full protos at build time (scripts/generate-proto-types.js,
+// into generated/ext-proc/, with LOADER_OPTIONS' flags; type-only imports).
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -10,6 +12,10 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import type * as protoLoader from '@grpc/proto-loader';
 import protobuf from 'protobufjs';
+import type { HeaderValue__Output } from '../../generated/ext-proc/envoy/config/core/v3/HeaderValue.js';
+import type { ProcessingRequest__Output } from '../../generated/ext-proc/envoy/service/ext_proc/v3/ProcessingRequest.js';
+import type { ProcessingResponse as GeneratedProcessingResponse } from '../../generated/ext-proc/envoy/service/ext_proc/v3/ProcessingResponse.js';
+import type { Value__Output } from '../../generated/ext-proc/google/protobuf/Value.js';
 import { EXT_PROC_SERVICE, pruneExtProcDescriptor } from './pruned-descriptor.js';
 
 const require = createRequire(import.meta.url);
@@ -27,7 +33,8 @@ export function envoyProtoIncludeDirs(): string[] {
 }
 
 // Field names stay snake_case, as in Envoy's documentation; bytes arrive as Buffers; the member of
-// a oneof that is set is named (`request`, `response`); fields not on the wire are left out.
+// a oneof that is set is named (`request`, `response`); fields not on the wire are left out. The
+// generated types follow these options (a unit test keeps scripts/generate-proto-types.js equal).
 export const LOADER_OPTIONS: protoLoader.Options = {
   keepCase: true,
   longs: String,
@@ -37,54 +44,42 @@ export const LOADER_OPTIONS: protoLoader.Options = {
   oneofs: true,
 };
 
-export interface HeaderValue {
-  key: string;
-  value?: string;
-  raw_value?: Buffer;
-}
+/** A header as decoded (bytes as Buffers): Envoy sets `raw_value` or `value`. */
+export type HeaderValue = HeaderValue__Output;
 
-export interface HttpHeaders {
-  headers?: { headers?: HeaderValue[] };
-  end_of_stream?: boolean;
-}
+/**
+ * A google.protobuf.Value as protobufjs decodes it: the well-known types keep their camelCase names
+ * whatever keepCase says; `string_value` is read too, should a descriptor ever name it so.
+ */
+export type ProtoValue = Value__Output & { string_value?: string };
 
-export interface HttpBody {
-  body?: Buffer;
-  end_of_stream?: boolean;
-}
-
-export interface HttpTrailers {
-  trailers?: { headers?: HeaderValue[] };
-}
-
-/** A google.protobuf.Value as protobufjs gives it (well-known types keep their camelCase names). */
-export interface ProtoValue {
-  string_value?: string;
-  stringValue?: string;
-}
-
-/** One message from Envoy on an ext_proc stream (a subset of ProcessingRequest). */
-export interface ProcessingRequest {
-  request?: 'request_headers' | 'response_headers' | 'request_body' | 'response_body' | 'request_trailers' | 'response_trailers';
-  request_headers?: HttpHeaders;
-  response_headers?: HttpHeaders;
-  request_body?: HttpBody;
-  response_body?: HttpBody;
-  request_trailers?: HttpTrailers;
-  response_trailers?: HttpTrailers;
-  observability_mode?: boolean;
+/**
+ * One message from Envoy on an ext_proc stream. The generated type has every field of the full
+ * proto; the pruned descriptor decodes the few KEPT_FIELDS of pruned-descriptor.ts, the others stay
+ * unset. `request` names the member of the oneof that is set.
+ */
+export interface ProcessingRequest extends Omit<ProcessingRequest__Output, 'attributes'> {
   /** `request_attributes`/`response_attributes` values, keyed by the filter's name, then by attribute. */
   attributes?: Record<string, { fields?: Record<string, ProtoValue> }>;
 }
 
-/** A reply to Envoy. The sidecar only ever sends empty CONTINUE replies. */
-export type ProcessingResponse =
-  | { request_headers: { response: Record<string, never> } }
-  | { response_headers: { response: Record<string, never> } }
-  | { request_body: { response: Record<string, never> } }
-  | { response_body: { response: Record<string, never> } }
+type Continue = { response: Record<string, never> };
+
+/**
+ * A reply to Envoy. The sidecar only ever sends empty CONTINUE replies, one of the same kind as the
+ * message it answers; the generated ProcessingResponse allows any mix of every reply.
+ */
+export type ProcessingResponse = RepliesOnly<
+  | { request_headers: Continue }
+  | { response_headers: Continue }
+  | { request_body: Continue }
+  | { response_body: Continue }
   | { request_trailers: Record<string, never> }
-  | { response_trailers: Record<string, never> };
+  | { response_trailers: Record<string, never> }
+>;
+
+/** Checks, at compile time, that each reply is a ProcessingResponse of the generated type. */
+type RepliesOnly<T extends GeneratedProcessingResponse> = T;
 
 export type ExtProcStream = grpc.ServerDuplexStream<ProcessingRequest, ProcessingResponse>;
 

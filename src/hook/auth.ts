@@ -5,9 +5,9 @@
 // why a call was refused goes to the log only, never to the caller.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
-import { errors, jwtVerify, type JWTVerifyGetKey } from 'jose';
+import { jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { HookAuthentication } from '../config/hook-file.js';
-import { IdpKeys, type KeyFetchObserver } from '../idp/verify.js';
+import { JwksCache, type KeyFetchObserver } from '../idp/jwks.js';
 
 export type HookAuthResult = { ok: true } | { ok: false; reason: string };
 
@@ -30,36 +30,14 @@ function hasScope(payload: Record<string, unknown>, scope: string): boolean {
 }
 
 /**
- * The issuer's keys (jwks_uri, or from its discovery document), through the same size-capped fetch as
- * the IdPs' keys (idp/verify.ts): fetched on the first call, refetched for an unknown `kid` or when
- * older than 10 minutes, and never more than once per cooldown however the fetch went, so a flood of
- * junk bearer tokens while Okta's authorization server is down costs one request per cooldown.
+ * The issuer's keys (jwks_uri, or from its discovery document), through the JWKS cache the IdPs' keys
+ * use (idp/jwks.ts): fetched on the first call, refetched for an unknown `kid` or when older than 10
+ * minutes, and never more than once per cooldown however the fetch went, so a flood of junk bearer
+ * tokens while Okta's authorization server is down costs one request per cooldown.
  */
 function issuerKeys(config: Extract<HookAuthentication, { kind: 'oauth' }>, options: HookAuthenticatorOptions): JWTVerifyGetKey {
-  const keys = new IdpKeys(
-    { idp: 'okta-hook', issuer: config.issuer, jwksUri: config.jwksUri, clientId: config.clientId, timeoutMs: 2_000 },
-    { cooldownMs: options.keysCooldownMs ?? HOOK_KEYS_COOLDOWN_MS, ...(options.now ? { now: options.now } : {}), ...(options.onKeyFetch ? { onFetch: options.onKeyFetch } : {}) },
-  );
-  return async (header, token) => {
-    if (!keys.keys || (options.now ?? Date.now)() - keys.keys.fetchedAt > 10 * 60_000) await keys.refresh();
-    const snapshot = keys.keys;
-    if (!snapshot) throw new KeysUnavailable();
-    try {
-      return await snapshot.lookup(header, token);
-    } catch (error) {
-      if (!(error instanceof errors.JWKSNoMatchingKey)) throw error;
-      await keys.refresh();
-      if (!keys.keys || keys.keys === snapshot) throw error;
-      return keys.keys.lookup(header, token);
-    }
-  };
-}
-
-class KeysUnavailable extends Error {
-  readonly code = 'KEYS_UNAVAILABLE';
-  constructor() {
-    super("the authorization server's keys cannot be fetched (retried after the cooldown)");
-  }
+  const cache = new JwksCache({ cooldownMs: options.keysCooldownMs ?? HOOK_KEYS_COOLDOWN_MS, ...(options.now ? { now: options.now } : {}), ...(options.onKeyFetch ? { onFetch: options.onKeyFetch } : {}) });
+  return cache.keysOf({ name: 'okta-hook', issuer: config.issuer, jwksUri: config.jwksUri, timeoutMs: HOOK_KEYS_TIMEOUT_MS }).getKey;
 }
 
 export interface HookAuthenticatorOptions {
@@ -70,6 +48,8 @@ export interface HookAuthenticatorOptions {
 }
 
 export const HOOK_KEYS_COOLDOWN_MS = 30_000;
+/** Per request to Okta's authorization server (discovery, JWKS). */
+const HOOK_KEYS_TIMEOUT_MS = 2_000;
 
 /** The client id of a token: Okta's `cid`, or RFC 9068's `client_id`; both present must agree. */
 function clientIdOf(payload: Record<string, unknown>): string | undefined {

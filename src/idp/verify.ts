@@ -3,20 +3,20 @@
 // id-token-checks.ts. It runs in the pump, on the capture thread, between the spool and Postgres:
 // captures are durable before any key is fetched, and the ext_proc thread never waits on an IdP.
 //
-// Keys: one JWKS per IdP, from `jwks_uri` or the issuer's discovery document, kept in memory.
-// An unknown `kid` refetches it, but never more often than once per cooldown, however many tokens
-// name unknown keys. A token whose `kid` is missing from a JWKS fetched after the token was
-// observed is rejected (IdPs publish a key before they sign with it); one observed after the
+// Keys: one JWKS per IdP, from `jwks_uri` or the issuer's discovery document, kept in memory
+// (jwks.ts). An unknown `kid` refetches it, but never more often than once per cooldown, however
+// many tokens name unknown keys. A token whose `kid` is missing from a JWKS fetched after the token
+// was observed is rejected (IdPs publish a key before they sign with it); one observed after the
 // last fetch waits in the spool for the next fetch. Keys that cannot be fetched (IdP down) make
 // the capture wait too, up to maxWaitMs of its age, then it is recorded `unverified`
 // (`jwks_unavailable`). Nothing here logs or throws a token, a claim value or an answer's body.
-import type { CompactVerifyGetKey, CryptoKey, JSONWebKeySet } from 'jose';
-import type { AuthorizationServer } from 'oauth4webapi';
+import type { CompactVerifyGetKey, CryptoKey } from 'jose';
 import type { Capture } from '../capture/types.js';
-import { isLoopbackUrl } from '../config/values.js';
-import { limitedFetch, readLimited } from './http.js';
 import { accessTokenMatchesAtHash, checkIdTokenClaims, type ClaimProblem } from './id-token-checks.js';
+import { ASYMMETRIC_ALGORITHMS, JwksCache, type IssuerKeys, type JwksCacheOptions, type KeyFetchObserver } from './jwks.js';
 import { lazyImport } from './lazy-import.js';
+
+export { MAX_DOCUMENT_BYTES, type KeyFetchObserver } from './jwks.js';
 
 /** What an id_token captured for an IdP must satisfy (from TOKEN_TAP_IDP_CONFIG, config/idp-file.ts). */
 export interface IdpVerificationSettings {
@@ -31,17 +31,10 @@ export interface IdpVerificationSettings {
   timeoutMs: number;
 }
 
-// jose and oauth4webapi are imported on first use (a key fetch or a signature check): a sidecar
-// with no pinned issuer never loads them, and is some MB smaller for it. A failed import fails the
-// key fetch (captures wait, and are recorded unverified after maxWaitMs, like any JWKS outage).
+// jose is imported on first use (a signature check), as in jwks.ts.
 const loadJose = lazyImport(() => import('jose'));
-const loadOauth = lazyImport(() => import('oauth4webapi'));
 
-/** Asymmetric signatures only: `none` and HMAC (a key the IdP shares with its clients) never verify. */
-const ALGORITHMS = ['RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512', 'ES256', 'ES384', 'ES512', 'EdDSA', 'Ed25519'];
-export const MAX_DOCUMENT_BYTES = 512 * 1024;
-/** Keys older than this are refetched before use (a key the IdP withdrew stops verifying). */
-const DEFAULT_MAX_AGE_MS = 10 * 60_000;
+const ALGORITHMS = [...ASYMMETRIC_ALGORITHMS];
 
 export type VerifyProblem =
   | ClaimProblem
@@ -58,157 +51,37 @@ export type Verdict =
   /** Not decidable yet: ask again at `retryAt` (epoch ms); `reason` is what it becomes if it never is. */
   | { kind: 'wait'; retryAt: number; reason: 'jwks_unavailable' | 'unknown_key' };
 
-export interface KeyFetchObserver {
-  (event: { idp: string; ok: boolean; problem?: string }): void;
-}
-
-interface KeySnapshot {
-  lookup: CompactVerifyGetKey;
-  /** When the fetch that got these keys started (epoch ms). */
-  fetchedAt: number;
-}
-
-export interface IdpKeysOptions {
-  cooldownMs: number;
-  maxAgeMs?: number;
-  now?: () => number;
-  onFetch?: KeyFetchObserver;
-}
-
-function describeFetchError(error: unknown): string {
-  if ((error as Error)?.name === 'TimeoutError' || (error as Error)?.name === 'AbortError') return 'timeout';
-  const cause = (error as { cause?: { code?: string } }).cause;
-  return cause?.code ?? (error as Error)?.name ?? 'error';
-}
-
-/** A small JSON document: https (or loopback http), no redirects, size-capped, timed out. */
-async function fetchJson(url: URL, timeoutMs: number, what: string): Promise<unknown> {
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackUrl(url))) throw new Error(`${what} is not https`);
-  let response: Response;
-  try {
-    response = await fetch(url, { redirect: 'error', signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
-  } catch (error) {
-    throw new Error(`${what}: ${describeFetchError(error)}`);
-  }
-  if (response.status !== 200) {
-    await response.body?.cancel().catch(() => undefined);
-    throw new Error(`${what}: HTTP ${response.status}`);
-  }
-  // Streamed with the limit: an endless answer is cut off at MAX_DOCUMENT_BYTES, never read whole.
-  const body = await readLimited(response, MAX_DOCUMENT_BYTES).catch(() => null);
-  if (body === null) throw new Error(`${what}: answer cut off`);
-  if (body === undefined) throw new Error(`${what}: answer over ${MAX_DOCUMENT_BYTES} bytes`);
-  try {
-    return JSON.parse(body.toString('utf8'));
-  } catch {
-    throw new Error(`${what}: not JSON`);
-  }
-}
-
-/** One IdP's signing keys: fetched on demand, at most once per cooldown. */
+/** One IdP's keys (from a cache shared by the IdPs of one verifier, or its own) and its id_tokens' checks. */
 export class IdpKeys {
-  private snapshot: KeySnapshot | undefined;
-  private jwksUri: URL | undefined;
-  private lastAttempt = Number.NEGATIVE_INFINITY;
-  private lastFailed = false;
-  private inflight: Promise<void> | undefined;
+  private readonly keys: IssuerKeys;
   private readonly now: () => number;
 
   constructor(
     readonly settings: IdpVerificationSettings,
-    private readonly options: IdpKeysOptions,
+    keysFrom: JwksCache | JwksCacheOptions,
   ) {
-    this.now = options.now ?? Date.now;
-    this.jwksUri = settings.jwksUri;
-  }
-
-  get keys(): KeySnapshot | undefined {
-    return this.snapshot;
-  }
-
-  /** When the next fetch may start. */
-  get nextFetchAt(): number {
-    return this.lastAttempt + this.options.cooldownMs;
+    const cache = keysFrom instanceof JwksCache ? keysFrom : new JwksCache(keysFrom);
+    this.now = cache.now;
+    this.keys = cache.keysOf({ name: settings.idp, issuer: settings.issuer, jwksUri: settings.jwksUri, timeoutMs: settings.timeoutMs });
   }
 
   /** Fetches the keys unless a fetch started within the cooldown; joins one in flight. */
-  async refresh(): Promise<void> {
-    if (this.inflight) return this.inflight;
-    if (this.now() < this.nextFetchAt) return;
-    this.inflight = this.fetchKeys().finally(() => (this.inflight = undefined));
-    return this.inflight;
-  }
-
-  private async fetchKeys(): Promise<void> {
-    const startedAt = this.now();
-    this.lastAttempt = startedAt;
-    const { idp, timeoutMs } = this.settings;
-    let jwksInvalid: (new (...args: never[]) => Error) | undefined;
-    try {
-      const { createLocalJWKSet, errors } = await loadJose();
-      jwksInvalid = errors.JWKSInvalid;
-      this.jwksUri ??= await this.discover();
-      const lookup = createLocalJWKSet((await fetchJson(this.jwksUri, timeoutMs, 'jwks_uri')) as JSONWebKeySet);
-      this.snapshot = { lookup, fetchedAt: startedAt };
-      this.lastFailed = false;
-      this.options.onFetch?.({ idp, ok: true });
-    } catch (error) {
-      // jose's JWKSInvalid and our own messages name no key material; nothing else is quoted.
-      const problem = jwksInvalid && error instanceof jwksInvalid ? 'jwks_uri: not a JSON Web Key Set' : error instanceof Error ? error.message : 'the key fetch failed';
-      this.lastFailed = true;
-      this.options.onFetch?.({ idp, ok: false, problem });
-    }
-  }
-
-  /** jwks_uri from `issuer/.well-known/openid-configuration`, whose `issuer` must be the pinned one. */
-  private async discover(): Promise<URL> {
-    const issuer = new URL(this.settings.issuer);
-    const oauth = await loadOauth();
-    let response: Response;
-    try {
-      response = await oauth.discoveryRequest(issuer, {
-        algorithm: 'oidc',
-        signal: AbortSignal.timeout(this.settings.timeoutMs),
-        [oauth.allowInsecureRequests]: issuer.protocol === 'http:',
-        [oauth.customFetch]: limitedFetch(MAX_DOCUMENT_BYTES, 'discovery'),
-      });
-    } catch (error) {
-      if (/^discovery: answer over/.test((error as Error)?.message ?? '')) throw error;
-      throw new Error(`discovery: ${describeFetchError(error)}`);
-    }
-    let metadata: AuthorizationServer;
-    try {
-      metadata = await oauth.processDiscoveryResponse(issuer, response);
-    } catch {
-      // Its errors carry the document as their cause: only the status is told.
-      throw new Error(`discovery: not a discovery document for the pinned issuer (HTTP ${response.status})`);
-    }
-    if (metadata.issuer !== this.settings.issuer) throw new Error('discovery: issuer differs from the pinned issuer');
-    if (typeof metadata.jwks_uri !== 'string') throw new Error('discovery: no jwks_uri');
-    let url: URL;
-    try {
-      url = new URL(metadata.jwks_uri);
-    } catch {
-      throw new Error('discovery: jwks_uri is not a URL');
-    }
-    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackUrl(url))) throw new Error('discovery: jwks_uri is not https');
-    return url;
+  refresh(): Promise<void> {
+    return this.keys.refresh();
   }
 
   /** Signature and claims of `idToken`, observed (through Envoy) at `observedAt`. */
   async verify(idToken: string, observedAt: Date): Promise<Verdict> {
     const observed = observedAt.getTime();
-    if (!this.snapshot || this.now() - this.snapshot.fetchedAt > (this.options.maxAgeMs ?? DEFAULT_MAX_AGE_MS)) await this.refresh();
-    // Keys that have gone stale but cannot be refetched are still the IdP's best word.
-    let keys = this.snapshot;
-    if (!keys) return { kind: 'wait', retryAt: this.nextFetchAt, reason: 'jwks_unavailable' };
+    let keys = await this.keys.usable();
+    if (!keys) return { kind: 'wait', retryAt: this.keys.nextFetchAt, reason: 'jwks_unavailable' };
     let signed = await verifySignature(idToken, keys.lookup);
     if (signed === 'unknown_key' && keys.fetchedAt < observed) {
       // The key may be newer than our copy of the set: fetch it again when the cooldown allows.
-      await this.refresh();
+      const newer = await this.keys.newerThan(keys);
       // Not refetched: the cooldown (an unknown kid, so far), or the IdP did not answer.
-      if (this.snapshot === keys) return { kind: 'wait', retryAt: Math.max(this.nextFetchAt, this.now() + 1), reason: this.lastFailed ? 'jwks_unavailable' : 'unknown_key' };
-      keys = this.snapshot!;
+      if (!newer) return { kind: 'wait', retryAt: Math.max(this.keys.nextFetchAt, this.now() + 1), reason: this.keys.lastFetchFailed ? 'jwks_unavailable' : 'unknown_key' };
+      keys = newer;
       signed = await verifySignature(idToken, keys.lookup);
     }
     if (typeof signed === 'string') return { kind: 'rejected', reason: signed };
@@ -284,7 +157,9 @@ export class CaptureVerifier {
 
   constructor(private readonly options: CaptureVerifierOptions) {
     this.now = options.now ?? Date.now;
-    for (const [idp, settings] of options.idps) this.keys.set(idp, new IdpKeys(settings, { cooldownMs: options.cooldownMs, now: this.now, ...(options.onFetch ? { onFetch: options.onFetch } : {}) }));
+    // One cache: IdPs that share a key set URL share its fetches.
+    const cache = new JwksCache({ cooldownMs: options.cooldownMs, now: this.now, ...(options.onFetch ? { onFetch: options.onFetch } : {}) });
+    for (const [idp, settings] of options.idps) this.keys.set(idp, new IdpKeys(settings, cache));
   }
 
   /** Each capture verified, rejected (`unverified`) or left as it was (IdPs without an issuer). */
