@@ -80,7 +80,10 @@ describe('refresh durability: the IdP answered, then the write failed', function
       const retried = await client.call('RefreshGrant', { idp: IDP, subject: 'alice' }, key);
       const upstream = idp.tokenResponses.length - upstreamBefore;
       expect(upstream, 'refreshes that reached the IdP after the retry').to.be.oneOf([1, 2]);
-      if (upstream === 1) expect(vault.logs()).to.contain('applied a refresh answer whose first write failed');
+      // With one IdP call the answer reached Postgres without a second spend, either way: the
+      // sidecar applied the answer it kept, or the pump applied the spooled copy just before the
+      // retry arrived (which then answers with that grant). Both leave the rotated token stored,
+      // checked below; which one ran is a race, so neither's log line is asserted.
       expect(retried.grant.status ?? 'active').to.not.equal('revoked');
       expect(idp.tokenResponses.slice(upstreamBefore).every((response) => response.status === 200), 'every refresh answered 200 (no reuse)').to.equal(true);
       const stored = await expectRotatedTokenStoredAndWorking('alice', oldRefreshToken);
