@@ -92,9 +92,11 @@ export async function releaseClaim(client: Queryable, idp: string, subject: stri
  * to spend it is settled by this (the grant's refresh token is no longer the claimed one).
  */
 export async function retireSpentRefreshToken(client: pg.PoolClient, idp: string, subject: string): Promise<void> {
+  // No new updated_at: callers waiting on the claim are not served this as a refresh; they look
+  // again and are told the grant has no refresh token.
   await client.query(
     `UPDATE grants SET refresh_token = NULL, refresh_token_key_id = NULL, refresh_token_expires_at = NULL, refresh_token_observed_at = NULL,
-                       updated_at = clock_timestamp(), version = version + 1
+                       version = version + 1
      WHERE idp = $1 AND subject = $2 AND refresh_token IS NOT NULL`,
     [idp, subject],
   );
