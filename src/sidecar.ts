@@ -236,6 +236,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
     refreshOutbox: (refreshed) => spool.appendDurable(refreshed),
     // A refresh answer is a few KiB sealed; 64 KiB of room leaves a margin for larger ones.
     refreshOutboxReady: () => spool.hasRoomFor(64 * 1024),
+    postgresRegainedAt: () => storeState.regainedAt,
   });
   let hook: HookServer | undefined;
   if (config.hook) {

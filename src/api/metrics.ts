@@ -7,6 +7,7 @@ export interface ApiMetrics {
   calls: Counter<'operation' | 'outcome'>;
   callSeconds: Histogram<'operation'>;
   upstreamRefreshes: Counter<'idp' | 'outcome'>;
+  refreshFieldsRefused: Counter<'idp' | 'field' | 'action'>;
 }
 
 export function createApiMetrics(registry: Registry): ApiMetrics {
@@ -29,6 +30,12 @@ export function createApiMetrics(registry: Registry): ApiMetrics {
       name: 'token_tap_idp_refreshes_total',
       help: 'Refresh requests sent to IdP token endpoints, by IdP and outcome (ok, invalid_grant, refused, unavailable).',
       labelNames: ['idp', 'outcome'],
+      registers,
+    })),
+    refreshFieldsRefused: registeredMetric(registry, 'token_tap_idp_refresh_fields_refused_total', () => new Counter({
+      name: 'token_tap_idp_refresh_fields_refused_total',
+      help: 'Fields of IdP refresh answers over their bound or not storable, by IdP, field and action (dropped: the grant keeps its own, the rest is stored; set_aside: a token, the whole answer quarantined).',
+      labelNames: ['idp', 'field', 'action'],
       registers,
     })),
   };

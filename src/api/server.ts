@@ -42,6 +42,8 @@ export interface TokenVaultDependencies {
   /** Where a refresh's answer is made durable before it is applied (the sidecar's spool). */
   refreshOutbox?: (refreshed: Capture) => Promise<boolean>;
   refreshOutboxReady?: () => boolean;
+  /** Epoch ms when the capture writer last reached Postgres again after an outage (StoreState.regainedAt). */
+  postgresRegainedAt?: () => number | undefined;
 }
 
 function credentials(config: TokenVaultConfig): grpc.ServerCredentials {
@@ -70,23 +72,30 @@ function injectedFault(fault: RefreshFault, logger: Logger): (tx: pg.PoolClient)
 
 export async function startTokenVault(config: TokenVaultConfig, dependencies: TokenVaultDependencies): Promise<TokenVault> {
   const { logger } = dependencies;
+  // An idle connection of the API's pool failing is an outage the refresher must know of (refresh-takeover.ts).
+  let refresher: GrantRefresher | undefined;
   const pool = createPool({
     databaseUrl: dependencies.databaseUrl,
     max: config.poolSize,
     timeouts: config.postgres,
     commitDurability: dependencies.commitDurability,
     logger,
-    onError: dependencies.onPostgresError,
+    onError: () => {
+      dependencies.onPostgresError?.();
+      refresher?.postgresLost();
+    },
     applicationName: 'token-tap-api',
   });
   const store = new GrantStore(pool, dependencies.keyRing);
   const metrics = createApiMetrics(dependencies.registry);
-  const refresher = new GrantRefresher({
+  refresher = new GrantRefresher({
     pool,
     store,
     clients: config.idpClients,
     logger,
     onUpstream: (idp, outcome) => metrics.upstreamRefreshes.inc({ idp, outcome }),
+    onFieldRefused: (idp, field, action) => metrics.refreshFieldsRefused.inc({ idp, field, action }),
+    ...(dependencies.postgresRegainedAt ? { postgresRegainedAt: dependencies.postgresRegainedAt } : {}),
     // Half the pool size at most at IdPs at once; the rest queue.
     maxConcurrent: Math.max(1, Math.floor(config.poolSize / 2)),
     applyWindowMs: config.refreshApplyWindowMs,

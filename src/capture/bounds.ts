@@ -132,22 +132,25 @@ export interface BoundedTokenResponse {
   claims: Record<string, unknown> | undefined;
 }
 
-/** The first lifetime over its bound, or id_token time claim out of range of `at` (when the response came). */
-function checkTimes(response: BoundedTokenResponse, at: Date): BoundsRefusal | undefined {
-  const lifetimes: Array<[string, number | undefined, number]> = [
-    ['expires_in', response.expiresIn, LIFETIME_BOUNDS.expiresIn],
-    ['refresh_token_expires_in', response.refreshExpiresIn, LIFETIME_BOUNDS.refreshExpiresIn],
-  ];
-  for (const [name, seconds, bound] of lifetimes) {
-    if (seconds !== undefined && !(seconds <= bound)) return { outcome: 'too_large', detail: `${name} over ${formatCount(bound)} seconds` };
-  }
+/** A lifetime in seconds (`expires_in`, `refresh_token_expires_in`) over its bound, or undefined. */
+export function checkLifetime(name: 'expires_in' | 'refresh_token_expires_in', seconds: number | undefined): BoundsRefusal | undefined {
+  const bound = name === 'expires_in' ? LIFETIME_BOUNDS.expiresIn : LIFETIME_BOUNDS.refreshExpiresIn;
+  return seconds !== undefined && !(seconds <= bound) ? { outcome: 'too_large', detail: `${name} over ${formatCount(bound)} seconds` } : undefined;
+}
+
+/** The first id_token time claim out of range of `at` (when the response came), or undefined. */
+export function checkTimeClaims(claims: Record<string, unknown> | undefined, at: Date): BoundsRefusal | undefined {
   const atSeconds = at.getTime() / 1000;
   for (const claim of TIME_CLAIMS) {
-    const value = response.claims?.[claim];
+    const value = claims?.[claim];
     // Written so that a non-finite value (JSON's 1e400 reads as Infinity) is out of range too.
     if (typeof value === 'number' && !(Math.abs(value - atSeconds) <= CLAIM_TIME_RANGE)) return { outcome: 'too_large', detail: `id_token ${claim} more than ${CLAIM_TIME_RANGE_YEARS} years from the response` };
   }
   return undefined;
+}
+
+function checkTimes(response: BoundedTokenResponse, at: Date): BoundsRefusal | undefined {
+  return checkLifetime('expires_in', response.expiresIn) ?? checkLifetime('refresh_token_expires_in', response.refreshExpiresIn) ?? checkTimeClaims(response.claims, at);
 }
 
 /**

@@ -40,7 +40,8 @@ export interface TokenVaultConfig {
    * TOKEN_TAP_REFRESH_APPLY_WINDOW_MS: how long a refresh's answer may take to reach Postgres after
    * the IdP call ends (its transaction, the pump's retries, a restart's replay of the spool). A
    * refresh claims its grant for the IdP's timeout_ms plus this; only then may another sidecar
-   * take the claim over (idp/refresh.ts).
+   * take the claim over (idp/refresh.ts), and not before this long after Postgres came back from
+   * an outage (idp/refresh-takeover.ts).
    */
   refreshApplyWindowMs: number;
   /** Test-only (TOKEN_TAP_FAULT_INJECTION): a failure at the worst moment of a refresh, to prove it loses nothing. */

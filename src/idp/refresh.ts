@@ -9,10 +9,11 @@
 //    UNAVAILABLE. A row lock alone would not do: it ends with its connection (a failover, a
 //    terminated backend, an idle-in-transaction timeout while the IdP is slow), and the IdP call
 //    and the answer's outbox outlive it.
-// Once the IdP has answered, its answer is the only copy of a rotated refresh token. It is sealed
-// into the spool (the outbox) and fsynced, then written in one transaction with the claim's
-// release; if that transaction fails, the pump applies the spooled copy when Postgres is back, and
-// a sidecar restarted after a crash replays it.
+// Once the IdP has answered, its answer is the only copy of a rotated refresh token: never thrown
+// away, even with a field over its bound (idp/refresh-answer.ts). It is sealed into the spool (the
+// outbox) and fsynced, then written in one transaction with the claim's release; if that fails,
+// this process writes it as soon as Postgres answers, ahead of the spool's backlog
+// (idp/refresh-kept.ts), the pump applies the spooled copy, and a restarted sidecar replays it.
 //
 // When a claim may be taken over. A holder keeps its claim for the IdP's timeout_ms plus the apply
 // window (TOKEN_TAP_REFRESH_APPLY_WINDOW_MS): the time its answer has to reach Postgres after the
@@ -23,21 +24,25 @@
 // refresh token is still the claimed one is taken over: its holder either never reached the IdP
 // (the old token is still good), or got an answer that did not reach Postgres within the window.
 // Only in that last case is the old token spent twice; an IdP with reuse detection then answers
-// invalid_grant and the grant is marked revoked (a login makes it active again). A holder whose
+// invalid_grant and the grant is marked revoked (a login makes it active again). After an outage
+// every claim may have expired while its holder's answer waited: no expired claim is taken over
+// until one apply window after Postgres came back (idp/refresh-takeover.ts). A holder whose
 // claim was taken over writes a late answer merged by capture time, as the pump does: never over
 // a newer refresh token, never over a revocation.
 import os from 'node:os';
 import { randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { checkTokenResponse } from '../capture/bounds.js';
 import { stringClaim } from '../capture/jwt.js';
 import type { Capture } from '../capture/types.js';
 import { grantNotFound, isPostgresUnavailable, VaultError } from '../store/errors.js';
 import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
 import { readClaim, releaseClaim, takeClaim, type RefreshClaim } from '../store/refresh-claims.js';
+import { readRefreshAnswer, type RefreshAnswerField } from './refresh-answer.js';
+import { clientFor, idpFailure, reportRefusedFields, revokedError, revokeUnused, setAsideError } from './refresh-refusals.js';
+import { KeptAnswers, type KeptAnswer } from './refresh-kept.js';
+import { TakeoverGate } from './refresh-takeover.js';
 import { IdpCallError, type IdpClient, type IdpClients } from './client.js';
-import { IDP_CONFIG_ENV } from '../config/idp-file.js';
 import { markRevoked } from './revoke.js';
 import { waitForHolder } from './refresh-wait.js';
 import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
@@ -86,9 +91,18 @@ export interface GrantRefresherOptions {
   afterAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
   /** Refreshes of different grants running at once (IdP calls in flight); the rest queue. */
   maxConcurrent?: number;
+  /** Epoch ms when the capture writer (its own pool) last reached Postgres again after an outage (StoreState). */
+  postgresRegainedAt?: () => number | undefined;
+  /** Called once per field of an IdP answer over its bound: dropped (the grant keeps its own) or set aside (a token: the whole answer quarantined). */
+  onFieldRefused?: (idp: string, field: RefreshAnswerField, action: 'dropped' | 'set_aside') => void;
+  /** Backoff of writing kept answers while Postgres is away; tests shorten it. */
+  keptRetryMs?: { initial: number; max: number };
 }
 
-type Attempt = { kind: 'done'; result: RefreshResult } | { kind: 'wait'; claim: RefreshClaim; version: number };
+/** A kept answer written in the attempt's transaction (forgotten once that commits): its result, or why not. */
+type KeptApplied = { applied: KeptAnswer; result?: RefreshResult; refusal?: VaultError };
+
+type Attempt = { kind: 'done'; result: RefreshResult } | { kind: 'wait'; claim: RefreshClaim; version: number; takeoverAfter?: number };
 
 /** A claim this process holds, committed: the IdP may be called. */
 interface Claimed {
@@ -104,19 +118,33 @@ export class GrantRefresher {
   readonly holder = `${os.hostname()}/${process.pid}/${randomBytes(4).toString('hex')}`;
   private readonly running = new Map<string, Promise<RefreshResult>>();
   /**
-   * Answers spooled whose own transaction failed (by grant), with the claim they were obtained
-   * under. A caller retrying at once must not call the IdP with the refresh token it already spent
-   * (invalid_grant would revoke the grant): the next refresh of that grant here applies the kept
-   * answer instead.
+   * Answers spooled whose own transaction failed, with the claim they were obtained under. A caller
+   * retrying at once must not call the IdP with the refresh token it already spent (invalid_grant
+   * would revoke the grant): the next refresh of that grant here applies the kept answer instead,
+   * and they are written in the background as soon as Postgres answers.
    */
-  private readonly unapplied = new Map<string, { capture: Capture; claimId: string }>();
+  private readonly kept: KeptAnswers;
+  private readonly gate: TakeoverGate;
   /** Claimed refreshes past their claim (at the IdP or writing its answer), by claim id: their IdP. */
   private readonly spending = new Map<string, string>();
   private readonly stopping = new AbortController();
   private active = 0;
   private readonly queued: Array<() => void> = [];
 
-  constructor(private readonly options: GrantRefresherOptions) {}
+  constructor(private readonly options: GrantRefresherOptions) {
+    this.gate = new TakeoverGate(this.applyWindowMs, options.postgresRegainedAt, options.logger);
+    const { pool, store, logger, keptRetryMs } = options;
+    this.kept = new KeptAnswers({ pool, store, logger, lockTimeoutMs: this.lockTimeoutMs, gate: this.gate, stopping: this.stopping.signal, retry: keptRetryMs });
+  }
+
+  private get lockTimeoutMs(): number {
+    return this.options.lockTimeoutMs ?? 30_000;
+  }
+
+  /** Postgres could not be reached outside a refresh (an idle connection of the refresher's pool failed). */
+  postgresLost(): void {
+    this.gate.lost();
+  }
 
   private get applyWindowMs(): number {
     return this.options.applyWindowMs ?? DEFAULT_REFRESH_APPLY_WINDOW_MS;
@@ -127,7 +155,12 @@ export class GrantRefresher {
     const running = this.running.get(key);
     if (running) return running.then((result) => ({ ...result, refreshedByThisCall: false }));
     const arrived = { arrivedAt: new Date(), ...conditions };
-    const started = this.refreshOrWait(idp, subject, arrived).finally(() => this.running.delete(key));
+    const started = this.refreshOrWait(idp, subject, arrived)
+      .catch((error: unknown) => {
+        this.gate.failed(error);
+        throw error;
+      })
+      .finally(() => this.running.delete(key));
     this.running.set(key, started);
     return started;
   }
@@ -180,33 +213,30 @@ export class GrantRefresher {
   /** Under the row lock: serve, wait for another holder, or claim the grant (committed); then spend. */
   private async attempt(idp: string, subject: string, conditions: RefreshConditions & { arrivedAt: Date }): Promise<Attempt> {
     const { pool, store, logger } = this.options;
-    const key = JSON.stringify([idp, subject]);
     const startedAt = performance.now();
     const claimId = randomUUID();
-    let usedKept = false;
-    const decided = await withLockedGrant(pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row): Promise<Attempt | Claimed> => {
+    const kept = this.kept.get(idp, subject);
+    const decided = await withLockedGrant(pool, idp, subject, this.lockTimeoutMs, async (tx, row): Promise<Attempt | Claimed | KeptApplied> => {
+      this.gate.reached();
       if (!row) throw grantNotFound(idp, subject);
       const grant = openGrant(store, row);
       if (grant.status === 'revoked') throw revokedError(idp, subject);
-      const kept = await this.applyKept(tx, row, key);
-      if (kept) {
-        usedKept = true;
-        return { kind: 'done', result: kept };
-      }
+      const applied = kept && (await this.applyKept(tx, row, kept));
+      if (applied) return applied;
       if (row.updated_at >= conditions.arrivedAt) return { kind: 'done', result: { grant, refreshedByThisCall: false } };
       const expiresAt = grant.accessTokenExpiresAt?.getTime();
       if (conditions.onlyIfExpiringWithinMs !== undefined && expiresAt !== undefined && expiresAt - Date.now() > conditions.onlyIfExpiringWithinMs) {
         return { kind: 'done', result: { grant, refreshedByThisCall: false } };
       }
       const claim = await readClaim(tx, idp, subject);
-      // Our own leftover claim (an earlier attempt here that could not release it) is ours to replace.
-      if (claim && claim.holder !== this.holder && !claim.expired && !claim.settled) return { kind: 'wait', claim, version: row.version };
-      const client = this.clientFor(grant);
+      const verdict = this.gate.judge(claim, this.holder, { idp, subject });
+      if (claim && verdict.wait) return { kind: 'wait', claim, version: row.version, takeoverAfter: verdict.takeoverAfter };
+      const client = clientFor(this.options.clients, grant);
       // Calling the IdP spends the stored refresh token: only when its answer can be kept.
       if (this.options.outboxReady && !this.options.outboxReady()) {
         throw new VaultError('the sidecar cannot keep a refresh answer durably right now (its spool is full or closing); try again later', 'unavailable');
       }
-      if (claim && claim.holder !== this.holder && claim.expired && !claim.settled) {
+      if (claim && verdict.takingOver) {
         logger?.warn(
           { idp, subject, holder: claim.holder, claimedAt: claim.claimedAt, expiredAt: claim.expiresAt },
           "taking over an expired refresh claim: its holder wrote no answer within the IdP timeout plus the apply window, and the grant's refresh token is still the one it claimed",
@@ -215,56 +245,37 @@ export class GrantRefresher {
       await takeClaim(tx, { idp, subject, claimId, holder: this.holder, holdMs: client.settings.timeoutMs + this.applyWindowMs });
       return { grant, client, claimId, startedAt };
     });
-    if (usedKept) this.unapplied.delete(key);
+    if ('applied' in decided) {
+      // Committed: the kept answer is in Postgres (or set aside, or stale) and no longer ours to keep.
+      this.kept.forget(idp, subject, decided.applied);
+      if (decided.refusal) throw decided.refusal;
+      return { kind: 'done', result: decided.result! };
+    }
     if ('kind' in decided) return decided;
     return { kind: 'done', result: await this.spend(idp, subject, decided) };
   }
 
-  /** The IdP client for a grant, or why it cannot be refreshed. */
-  private clientFor(grant: GrantRecord): IdpClient {
-    const { idp, subject } = grant;
-    if (!grant.refreshToken) {
-      throw new VaultError(`grant (${idp}, ${subject}) has no refresh token: the IdP issued none (many need an offline_access scope, or a setting, to issue one)`, 'failed_precondition');
-    }
-    const client = this.options.clients.get(idp);
-    if (!client) {
-      throw new VaultError(`no client credentials for IdP "${idp}": add it to the file named by ${IDP_CONFIG_ENV} (token_url, client_id, client_secret_env)`, 'failed_precondition');
-    }
-    // A refresh token works only for the client it was issued to.
-    if (grant.clientId && grant.clientId !== client.clientId) {
-      throw new VaultError(
-        `grant (${idp}, ${subject}) was issued to client "${grant.clientId}", but ${IDP_CONFIG_ENV} names client "${client.clientId}" for IdP "${idp}": use the client Okta uses`,
-        'failed_precondition',
-      );
-    }
-    return client;
-  }
-
   /**
    * A kept answer (its first write failed) not yet in Postgres is applied instead of calling the
-   * IdP, merged by capture time as the pump would (a newer refresh token, another sidecar's, stays).
-   * One already stored (the pump applied it, or a login brought a newer refresh token), or one
-   * that rotated nothing, is forgotten: the normal checks decide, and the IdP may be called.
+   * IdP (refresh-kept.ts: merged by capture time, or set aside). One already stored (the pump
+   * applied it, or a login brought a newer refresh token), or one that rotated nothing, is
+   * forgotten: the normal checks decide, and the IdP may be called.
    */
-  private async applyKept(tx: pg.PoolClient, row: GrantRow, key: string): Promise<RefreshResult | undefined> {
-    const kept = this.unapplied.get(key);
-    if (!kept) return undefined;
-    const { capture, claimId } = kept;
-    if (!capture.tokens?.refreshToken || (row.refresh_token_observed_at !== null && row.refresh_token_observed_at >= capture.observedAt)) {
-      this.unapplied.delete(key);
-      return undefined;
-    }
-    try {
-      await this.options.store.upsertGrant(tx, capture);
-    } catch (error) {
+  private async applyKept(tx: pg.PoolClient, row: GrantRow, kept: KeptAnswer): Promise<KeptApplied | undefined> {
+    const { idp, subject } = row;
+    const outcome = await this.kept.writeIn(tx, row, kept).catch((error: unknown) => {
       // It fails for itself, not for an outage (a value over a limit, say): it will not be written
       // here, so it must not block the grant's refreshes; the pump quarantines its spooled copy.
-      if (!isPostgresUnavailable(error)) this.unapplied.delete(key);
+      if (!isPostgresUnavailable(error)) this.kept.forget(idp, subject, kept);
       throw error;
+    });
+    if (outcome === 'stale') {
+      this.kept.forget(idp, subject, kept);
+      return undefined;
     }
-    await releaseClaim(tx, row.idp, row.subject, claimId);
-    this.options.logger?.info({ idp: row.idp, subject: row.subject, captureId: capture.captureId }, 'applied a refresh answer whose first write failed, without calling the IdP again');
-    return { grant: openGrant(this.options.store, await rereadGrant(tx, row.idp, row.subject)), refreshedByThisCall: true };
+    if (outcome === 'set_aside') return { applied: kept, refusal: setAsideError(idp, subject, kept) };
+    this.options.logger?.info({ idp, subject, captureId: kept.capture.captureId }, 'applied a refresh answer whose first write failed, without calling the IdP again');
+    return { applied: kept, result: { grant: openGrant(this.options.store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true } };
   }
 
   /** The claim is committed: call the IdP (no transaction open), spool its answer, write it. */
@@ -300,56 +311,36 @@ export class GrantRefresher {
         }
         onUpstream?.(idp, error.kind === 'unavailable' ? 'unavailable' : 'refused');
         await this.release(idp, subject, claimId);
-        throw new VaultError(
-          error.kind === 'unavailable' ? `${error.message}; try again` : `${error.message}; check the client for IdP "${idp}" in ${IDP_CONFIG_ENV}`,
-          error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition',
-          { cause: error },
-        );
+        throw idpFailure(idp, error);
       }
       onUpstream?.(idp, 'ok');
       // OIDC Core 12.2: a refreshed id_token names the same user. Another sub means the IdP (or
-      // whoever answers at its token URL) mixed up grants: nothing is stored.
-      const refreshedSubject = tokens.idToken ? stringClaim(tokens.claims, 'sub') : subject;
-      if (refreshedSubject !== subject) {
+      // whoever answers at its token URL) mixed up grants: nothing is stored. (An id_token whose
+      // claims cannot be read names no one: it is dropped with the fields over their bounds.)
+      const claims = tokens.idToken ? tokens.claims : undefined;
+      if (claims && stringClaim(claims, 'sub') !== subject) {
         await this.release(idp, subject, claimId);
         logger?.error({ idp, subject }, 'IdP answered the refresh with an id_token for another subject; nothing stored (OIDC Core 12.2)');
         throw new VaultError(`IdP "${idp}" answered the refresh of (${idp}, ${subject}) with an id_token for another subject; the stored grant is unchanged`, 'failed_precondition');
       }
-      const issuer = stringClaim(tokens.claims, 'iss');
-      const email = stringClaim(tokens.claims, 'email');
-      // The answer goes to the spool (the outbox) and Postgres as a login would: held to the same
-      // bounds (capture/bounds.ts), or an email past its index row limit would stop the writer.
-      const overBound = checkTokenResponse({ ...tokens, subject, issuer, clientId: undefined, email }, requestedAt);
-      if (overBound) {
-        logger?.error({ idp, subject, detail: overBound.detail }, 'IdP answered the refresh with a field over its bound or not storable; nothing stored');
-        throw new VaultError(`IdP "${idp}" answered the refresh of (${idp}, ${subject}) with ${overBound.detail}; the stored grant is unchanged`, 'failed_precondition');
-      }
-      const refreshed: Capture = {
-        captureId: randomUUID(),
-        idp,
-        observedAt: requestedAt,
-        httpStatus: 200,
-        outcome: 'stored',
-        subject,
-        issuer,
-        clientId: undefined,
-        email,
-        tokens,
-        errorCode: undefined,
-        detail: undefined,
-        // The sidecar called the IdP's configured token endpoint itself, over TLS: the answer is
-        // as trustworthy as the grant it refreshes (OIDC Core 3.1.3.7), no more.
-        verified: grant.verified,
-        obtainedByRefresh: true,
-      };
+      const answer = readRefreshAnswer({ captureId: randomUUID(), idp, subject, requestedAt, tokens, stored: { tokenType: grant.tokenType, extras: grant.extras, verified: grant.verified } });
+      reportRefusedFields({ idp, subject, logger, onFieldRefused: this.options.onFieldRefused }, answer);
+      const refreshed = answer.capture;
       if (this.options.outbox && !(await this.options.outbox(refreshed))) {
         logger?.warn({ idp, subject, captureId: refreshed.captureId }, 'the refreshed tokens could not be spooled first (spool full or closing); applying them directly');
       }
-      const key = JSON.stringify([idp, subject]);
-      this.unapplied.set(key, { capture: refreshed, claimId });
-      const result = await this.apply(idp, subject, refreshed, claimId, client);
-      this.unapplied.delete(key);
-      return result;
+      const setAside = answer.kind === 'set_aside' ? { detail: answer.refused[0]!.detail, quarantineId: randomUUID() } : undefined;
+      const kept: KeptAnswer = { capture: refreshed, claimId, ...(setAside ? { setAside } : {}) };
+      this.kept.keep(idp, subject, kept);
+      try {
+        const result = await this.apply(idp, subject, kept, client);
+        this.kept.forget(idp, subject, kept);
+        return result;
+      } catch (error) {
+        // Not written: kept here, and written as soon as Postgres answers, ahead of the spool's backlog.
+        if (this.kept.has(idp, subject, kept)) this.kept.writeSoon();
+        throw error;
+      }
     } finally {
       this.spending.delete(claimId);
     }
@@ -361,15 +352,25 @@ export class GrantRefresher {
    * (taken over after expiry, a login meanwhile) it is merged by capture time, as the pump merges
    * the spooled copy. A grant revoked or deleted while the IdP answered stays so.
    */
-  private async apply(idp: string, subject: string, refreshed: Capture, claimId: string, client: IdpClient): Promise<RefreshResult> {
+  private async apply(idp: string, subject: string, kept: KeptAnswer, client: IdpClient): Promise<RefreshResult> {
     const { store, logger } = this.options;
-    const outcome = await withLockedGrant(this.options.pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
+    const { capture: refreshed, claimId } = kept;
+    const outcome = await withLockedGrant(this.options.pool, idp, subject, this.lockTimeoutMs, async (tx, row) => {
       await this.options.afterAnswerDurable?.(tx);
       if (!row) return 'deleted' as const;
       const claim = await readClaim(tx, idp, subject);
       const own = claim?.claimId === claimId;
+      if (row.status === 'revoked') {
+        if (own) await releaseClaim(tx, idp, subject, claimId);
+        return 'revoked' as const;
+      }
+      // A token over its bound: into the quarantine, unless its spooled copy was written first.
+      if (kept.setAside) {
+        if ((await this.kept.writeIn(tx, row, kept)) === 'set_aside') return 'set_aside' as const;
+        if (own) await releaseClaim(tx, idp, subject, claimId);
+        return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
+      }
       if (own) await releaseClaim(tx, idp, subject, claimId);
-      if (row.status === 'revoked') return 'revoked' as const;
       if (own && !claim.settled) await store.writeObtainedTokens(tx, refreshed);
       else {
         logger?.warn({ idp, subject, holder: claim?.holder }, 'the refresh claim was taken over or its refresh token replaced while the IdP answered; the answer is merged by capture time');
@@ -378,20 +379,10 @@ export class GrantRefresher {
       return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), refreshedByThisCall: true };
     });
     if (typeof outcome !== 'string') return outcome;
-    this.unapplied.delete(JSON.stringify([idp, subject]));
-    await this.revokeUnused(client, refreshed);
+    this.kept.forget(idp, subject, kept);
+    if (outcome === 'set_aside') throw setAsideError(idp, subject, kept);
+    await revokeUnused(client, refreshed, logger);
     throw outcome === 'deleted' ? grantNotFound(idp, subject) : revokedError(idp, subject, 'it was revoked while the IdP answered the refresh');
-  }
-
-  /** Tokens obtained for a grant revoked or deleted meanwhile are revoked at the IdP (best effort). */
-  private async revokeUnused(client: IdpClient, refreshed: Capture): Promise<void> {
-    if (!client.canRevoke) return;
-    const tokens = [['refresh_token', refreshed.tokens?.refreshToken], ['access_token', refreshed.tokens?.accessToken]] as const;
-    try {
-      for (const [hint, token] of tokens) if (token) await client.revoke(token, hint);
-    } catch (error) {
-      this.options.logger?.warn({ idp: refreshed.idp, err: { message: (error as Error).message } }, 'could not revoke the tokens of a refresh whose grant was revoked meanwhile');
-    }
   }
 
   /** Ends this attempt's claim; if Postgres cannot be reached it expires on its own. */
@@ -400,8 +391,4 @@ export class GrantRefresher {
       this.options.logger?.warn({ idp, subject, err: { message: (error as Error).message } }, 'could not release a refresh claim; it expires on its own');
     });
   }
-}
-
-function revokedError(idp: string, subject: string, why = 'it was revoked'): VaultError {
-  return new VaultError(`grant (${idp}, ${subject}) is revoked (${why}): the user must sign in again`, 'failed_precondition');
 }

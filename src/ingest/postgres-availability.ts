@@ -31,6 +31,7 @@ export class StoreState {
   private readonly stop = new AbortController();
   private retrying: Promise<void> | undefined;
   private schemaReady = false;
+  private regained: number | undefined;
 
   constructor(private readonly options: StoreStateOptions) {
     options.metrics.postgresUp.set(0);
@@ -38,6 +39,14 @@ export class StoreState {
 
   get condition(): StoreCondition {
     return this.current;
+  }
+
+  /**
+   * Epoch ms when Postgres last became ready again after a failure (an outage, or not there at
+   * start); undefined if it never failed. Refreshes hold off taking over claims that expired meanwhile.
+   */
+  get regainedAt(): number | undefined {
+    return this.regained;
   }
 
   /** For /readyz: the condition, since when, and the last error's code (never its message). */
@@ -92,6 +101,7 @@ export class StoreState {
       const previous = this.current;
       this.current = condition;
       this.since = Date.now();
+      if (condition === 'ready' && this.lastErrorCode !== undefined) this.regained = this.since;
       if (condition === 'ready' && previous !== 'preparing') this.options.logger.info('Postgres is available again');
       if (condition === 'ready' && previous === 'preparing') this.options.logger.info('Postgres schema is ready');
     }

@@ -74,6 +74,11 @@ export function openSealedCapture(ring: KeyRing, keyId: string, sealed: Buffer, 
   return decodeCapture(openSealed(ring, keyId, sealed, binding(captureId)));
 }
 
+/** A record sealCapture sealed, opened and sealed again under the ring's active key (key rotation); never parsed. */
+export function resealCapture(ring: KeyRing, keyId: string, sealed: Buffer, captureId: string): { keyId: string; sealed: Buffer } {
+  return { keyId: ring.activeKeyId, sealed: seal(ring, openSealed(ring, keyId, sealed, binding(captureId)), binding(captureId)) };
+}
+
 /** The whole record (length prefix included) of `capture`, sealed under the ring's active key. */
 export function frameCapture(ring: KeyRing, capture: Capture): Buffer {
   const { keyId: activeKeyId, sealed } = sealCapture(ring, capture);

@@ -1,9 +1,10 @@
-// Key rotation: every grant (and held grant) sealed under an older key of the ring is opened and
-// sealed again under the active key, a batch per transaction. Each batch commits, so a run that
-// stops part way is resumed by running it again. Rows under a key that is no longer in the ring
-// cannot be opened; they are left alone and reported by key id.
+// Key rotation: every grant, held grant and quarantined capture sealed under an older key of the
+// ring is opened and sealed again under the active key, a batch per transaction. Each batch
+// commits, so a run that stops part way is resumed by running it again. Rows under a key that is
+// no longer in the ring cannot be opened; they are left alone and reported by key id.
 import type pg from 'pg';
 import { fingerprint, open, parseDecrypted, seal, type KeyRing } from './key-ring.js';
+import { resealCapture } from '../ingest/spool-codec.js';
 import { withTransaction } from '../store/pool.js';
 import { errorCode } from '../store/errors.js';
 import type { GrantStore } from '../store/grants.js';
@@ -12,7 +13,7 @@ const GRANT_FIELDS = ['access_token', 'refresh_token', 'id_token', 'extras'] as 
 const RETRYABLE = new Set(['40P01', '40001']); // deadlock detected, serialization failure
 
 export interface RotationProgress {
-  table: 'grants' | 'pending_grants';
+  table: 'grants' | 'pending_grants' | 'quarantined_captures';
   done: number;
   total: number;
 }
@@ -20,8 +21,10 @@ export interface RotationProgress {
 export interface RotationResult {
   grants: number;
   pendingGrants: number;
+  /** Quarantined captures (which may hold a refresh answer's rotated token) re-sealed. */
+  quarantinedCaptures: number;
   /** Keys rows are sealed under that the ring lacks, with how many rows each. */
-  missing: Array<{ keyId: string; grants: number; pendingGrants: number }>;
+  missing: Array<{ keyId: string; grants: number; pendingGrants: number; quarantinedCaptures: number }>;
 }
 
 export class RotationError extends Error {
@@ -39,6 +42,12 @@ interface GrantCipherRow {
   id_token: Buffer | null;
   extras: Buffer | null;
   access_token_fp: string | null;
+}
+
+interface QuarantineCipherRow {
+  capture_id: string;
+  key_id: string;
+  record: Buffer;
 }
 
 interface PendingCipherRow {
@@ -88,9 +97,10 @@ export async function rotateKeys(
   const active = ring.activeKeyId;
   const grantCounts = await countByKey(pool, 'grants', active);
   const pendingCounts = await countByKey(pool, 'pending_grants', active);
+  const quarantineCounts = await countByKey(pool, 'quarantined_captures', active);
   const readable = [...ring.keys.keys()].filter((keyId) => keyId !== active);
   const sum = (counts: Map<string, number>) => readable.reduce((total, keyId) => total + (counts.get(keyId) ?? 0), 0);
-  const result: RotationResult = { grants: 0, pendingGrants: 0, missing: [] };
+  const result: RotationResult = { grants: 0, pendingGrants: 0, quarantinedCaptures: 0, missing: [] };
 
   const grantTotal = sum(grantCounts);
   await inBatches(pool, async (client) => {
@@ -160,8 +170,40 @@ export async function rotateKeys(
     options.onProgress?.({ table: 'pending_grants', done: result.pendingGrants, total: pendingTotal });
   });
 
-  for (const keyId of new Set([...grantCounts.keys(), ...pendingCounts.keys()])) {
-    if (!ring.keys.has(keyId)) result.missing.push({ keyId, grants: grantCounts.get(keyId) ?? 0, pendingGrants: pendingCounts.get(keyId) ?? 0 });
+  // Sealed as the spool seals them (bound to the capture id); re-sealed whole, never parsed.
+  const quarantineTotal = sum(quarantineCounts);
+  await inBatches(pool, async (client) => {
+    const { rows } = await client.query<QuarantineCipherRow>(
+      `SELECT capture_id, key_id, record FROM quarantined_captures
+       WHERE key_id <> $1 AND key_id = ANY($2) ORDER BY capture_id LIMIT $3 FOR UPDATE`,
+      [active, readable, batchSize],
+    );
+    if (rows.length === 0) return 0;
+    const resealed = rows.map((row) => {
+      try {
+        return resealCapture(ring, row.key_id, row.record, row.capture_id).sealed;
+      } catch (error) {
+        throw new RotationError(
+          `quarantined capture ${row.capture_id} cannot be opened under key "${row.key_id}" (${(error as Error).message}); delete its row (token-tap captures quarantined lists it) or restore the key, then run again`,
+          { cause: error },
+        );
+      }
+    });
+    await client.query(
+      `UPDATE quarantined_captures AS q SET key_id = $3, record = u.record
+       FROM unnest($1::uuid[], $2::bytea[]) AS u(capture_id, record) WHERE q.capture_id = u.capture_id`,
+      [rows.map((row) => row.capture_id), resealed, active],
+    );
+    return rows.length;
+  }, (rows) => {
+    result.quarantinedCaptures += rows;
+    options.onProgress?.({ table: 'quarantined_captures', done: result.quarantinedCaptures, total: quarantineTotal });
+  });
+
+  for (const keyId of new Set([...grantCounts.keys(), ...pendingCounts.keys(), ...quarantineCounts.keys()])) {
+    if (!ring.keys.has(keyId)) {
+      result.missing.push({ keyId, grants: grantCounts.get(keyId) ?? 0, pendingGrants: pendingCounts.get(keyId) ?? 0, quarantinedCaptures: quarantineCounts.get(keyId) ?? 0 });
+    }
   }
   result.missing.sort((a, b) => a.keyId.localeCompare(b.keyId));
   return result;

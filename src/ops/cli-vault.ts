@@ -1,6 +1,6 @@
-// Operator commands for the vault: API keys, grants (list, refresh, revoke, delete), retention and
-// key rotation. They work on Postgres directly (DATABASE_URL, TOKEN_TAP_KEYS, TOKEN_TAP_IDP_CONFIG,
-// as the sidecar has them), and each writes an access_events row as an API call would, with the
+// Operator commands for the vault: API keys, grants (list, refresh, revoke, delete) and retention
+// (key rotation is cli-keys.ts). They work on Postgres directly (DATABASE_URL, TOKEN_TAP_KEYS,
+// TOKEN_TAP_IDP_CONFIG, as the sidecar has them), and each writes an access_events row as an API call would, with the
 // caller "cli:<user>".
 import os from 'node:os';
 import type { Command } from 'commander';
@@ -19,10 +19,8 @@ import { readCommitDurability } from '../config/postgres.js';
 import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';
 import { GrantRefresher } from '../idp/refresh.js';
 import { GrantRevoker } from '../idp/revoke.js';
-import { rotateKeys } from '../keys/rotation.js';
 import { GrantStore } from '../store/grants.js';
 import { grantToJson } from './grant-json.js';
-import { SPOOL_KEY_REPORT_HELP, withSpoolKeyReport } from './spool-key-report.js';
 
 interface Vault {
   pool: pg.Pool;
@@ -134,7 +132,7 @@ function describeAuditFailure(error: unknown): string {
   return `${(error as Error).message}${code ? ` (SQLSTATE ${code})` : ''}`;
 }
 
-function printJson(value: unknown): void {
+export function printJson(value: unknown): void {
   process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
 }
 
@@ -161,7 +159,7 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-function positive(text: string, flag: string, max: number): number {
+export function positive(text: string, flag: string, max: number): number {
   const value = Number(text);
   if (!Number.isInteger(value) || value <= 0 || value > max) throw new Error(`${flag} must be an integer from 1 to ${max}, got "${text}"`);
   return value;
@@ -347,45 +345,6 @@ function registerUpkeepCommands(program: Command): void {
           return { grants, pending_grants: pendingGrants, capture_events: captureEvents, access_events: accessEvents, quarantined_captures: quarantinedCaptures, tombstones };
         }),
       );
-    });
-
-  const keys = subcommand(program, 'keys', 'The encryption key ring (TOKEN_TAP_KEYS).');
-  keys
-    .command('rotate')
-    .description(
-      'Re-encrypt every grant under the active key (the first in TOKEN_TAP_KEYS), a batch per transaction.\n' +
-        'Stopped part way, it resumes where it left off when run again. Reads DATABASE_URL, TOKEN_TAP_KEYS and\n' +
-        'TOKEN_TAP_SEAL_FORMAT (the format values are sealed in; README "Upgrading").\n' + SPOOL_KEY_REPORT_HELP,
-    )
-    .option('--batch-size <n>', 'rows per transaction (1-10000)', '200')
-    .action(async (options: { batchSize: string }) => {
-      const batchSize = positive(options.batchSize, '--batch-size', 10_000);
-      const rotation = await audited('RotateKeys', { keys: true }, {}, async ({ pool, ring, store }, event) => {
-        const result = await rotateKeys(pool, ring, store, {
-          batchSize,
-          onProgress: ({ table, done, total }) => process.stderr.write(`token-tap: ${table}: ${done}/${total} re-encrypted under key "${ring.activeKeyId}"\n`),
-        });
-        event.detail = `re-encrypted ${result.grants} grants and ${result.pendingGrants} held grants under key ${ring.activeKeyId}`;
-        const output = await withSpoolKeyReport(process.env, ring.activeKeyId, {
-          active_key_id: ring.activeKeyId,
-          grants: result.grants,
-          pending_grants: result.pendingGrants,
-          missing_keys: result.missing.map((missing) => ({ key_id: missing.keyId, grants: missing.grants, pending_grants: missing.pendingGrants })),
-        });
-        let refusal: VaultError | undefined;
-        if (result.missing.length > 0) {
-          const names = result.missing.map((missing) => `"${missing.keyId}" (${missing.grants} grants, ${missing.pendingGrants} held grants)`).join(', ');
-          refusal = new VaultError(
-            `rows are sealed under key id ${names}, which TOKEN_TAP_KEYS lacks, so they cannot be re-encrypted: add the key back after the active one and run again, or delete those grants`,
-            'failed_precondition',
-          );
-          event.outcome = refusal.outcome;
-          event.detail = `${event.detail}; ${refusal.message}`;
-        }
-        return { output, refusal };
-      });
-      printJson(rotation.output);
-      if (rotation.refusal) throw rotation.refusal;
     });
 }
 

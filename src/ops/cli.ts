@@ -12,6 +12,7 @@ import { grantNotFound } from '../store/errors.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
 import { audited, registerVaultCommands } from './cli-vault.js';
 import { registerCaptureCommands } from './cli-captures.js';
+import { registerKeyCommands } from './cli-keys.js';
 import { createLogger } from './log.js';
 import { createMetrics } from './metrics.js';
 
@@ -296,6 +297,7 @@ export function buildProgram(): Command {
 
   registerVaultCommands(program);
   registerCaptureCommands(program);
+  registerKeyCommands(program);
   return program;
 }
 

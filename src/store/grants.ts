@@ -324,6 +324,17 @@ export class GrantStore {
     await this.upsertGrantRows(client, [this.grantRow(capture)], { obtained: true });
   }
 
+  /**
+   * A refresh answer that cannot be the grant's (a token over its bound, idp/refresh-answer.ts),
+   * inside the caller's transaction: its event is recorded `too_large`, so its spooled copy (the
+   * outbox) is a replay the writer skips, and the answer is sealed into the quarantine under
+   * `quarantineId` (an event of its own when retried) for an operator to recover.
+   */
+  async setAsideRefreshAnswer(client: pg.PoolClient, answer: Capture, quarantineId: string, reason: string): Promise<void> {
+    await this.insertEvents(client, [{ ...answer, outcome: 'too_large', tokens: undefined, detail: reason }]);
+    await quarantineCapture(client, this.ring, { ...answer, captureId: quarantineId }, 'write', reason);
+  }
+
   /** Grants held without a subject, newest first, tokens decrypted (for operators). */
   async findPending(idp: string): Promise<PendingGrant[]> {
     const { rows } = await this.pool.query<PendingRow>('SELECT * FROM pending_grants WHERE idp = $1 ORDER BY observed_at DESC', [idp]);

@@ -17,6 +17,8 @@ export interface RefreshClaim {
    * answer was written (by it, or by its pump from the spooled copy), or a login brought another.
    */
   settled: boolean;
+  /** How long Postgres has been up (since its postmaster started), in ms: a restart's claims expired while it was down. */
+  postgresUpMs: number;
 }
 
 /** What a caller waiting on another holder's claim polls. `version` undefined: the grant is gone. */
@@ -33,7 +35,8 @@ const REFRESH_TOKEN_SEEN = 'COALESCE(g.refresh_token_observed_at, CASE WHEN g.re
 
 const CLAIM_COLUMNS = `c.claim_id, c.holder, c.claimed_at, c.expires_at,
   c.expires_at <= clock_timestamp() AS expired,
-  (${REFRESH_TOKEN_SEEN}) IS DISTINCT FROM c.refresh_token_seen AS settled`;
+  (${REFRESH_TOKEN_SEEN}) IS DISTINCT FROM c.refresh_token_seen AS settled,
+  (extract(epoch FROM clock_timestamp() - pg_postmaster_start_time()) * 1000)::float8 AS postgres_up_ms`;
 
 interface ClaimRow {
   claim_id: string | null;
@@ -42,11 +45,12 @@ interface ClaimRow {
   expires_at: Date;
   expired: boolean;
   settled: boolean;
+  postgres_up_ms: number;
 }
 
 function toClaim(row: ClaimRow): RefreshClaim | undefined {
   if (!row.claim_id) return undefined;
-  return { claimId: row.claim_id, holder: row.holder, claimedAt: row.claimed_at, expiresAt: row.expires_at, expired: row.expired, settled: row.settled };
+  return { claimId: row.claim_id, holder: row.holder, claimedAt: row.claimed_at, expiresAt: row.expires_at, expired: row.expired, settled: row.settled, postgresUpMs: row.postgres_up_ms };
 }
 
 /** The grant's claim, if any (inside the transaction that locked the grant row). */
@@ -79,6 +83,23 @@ export async function takeClaim(client: pg.PoolClient, claim: { idp: string; sub
 export async function releaseClaim(client: Queryable, idp: string, subject: string, claimId: string): Promise<boolean> {
   const { rowCount } = await client.query('DELETE FROM refresh_claims WHERE idp = $1 AND subject = $2 AND claim_id = $3', [idp, subject, claimId]);
   return (rowCount ?? 0) > 0;
+}
+
+/**
+ * The grant's refresh token was spent at the IdP and the answer that replaced it was set aside (a
+ * token over its bound): it is removed, inside the transaction holding the row lock, so no one
+ * presents it again (an IdP with reuse detection would revoke the whole family). The claim taken
+ * to spend it is settled by this (the grant's refresh token is no longer the claimed one).
+ */
+export async function retireSpentRefreshToken(client: pg.PoolClient, idp: string, subject: string): Promise<void> {
+  // No new updated_at: callers waiting on the claim are not served this as a refresh; they look
+  // again and are told the grant has no refresh token.
+  await client.query(
+    `UPDATE grants SET refresh_token = NULL, refresh_token_key_id = NULL, refresh_token_expires_at = NULL, refresh_token_observed_at = NULL,
+                       version = version + 1
+     WHERE idp = $1 AND subject = $2 AND refresh_token IS NOT NULL`,
+    [idp, subject],
+  );
 }
 
 /** One poll of a waiting caller, without locks: the grant's version and status, and its claim. */

@@ -105,6 +105,33 @@ describe('token-tap captures quarantined / retry', function () {
     ]);
   });
 
+  it('keys rotate re-seals quarantined captures too: after rotating k1 -> k2, a retry with a ring of k2 alone writes the capture', async () => {
+    const rotating = await createTestDatabase('captures_cli_rotate');
+    try {
+      await migrate(rotating.pool);
+      const k2 = generateKeySpec('k2');
+      const longEmail = syntheticCapture('acme', 'rotated-long-email', { email: `${randomBytes(2_250).toString('base64')}@example.test` });
+      const first = await new GrantStore(rotating.pool, ring).recordCaptures([longEmail]);
+      expect(first.quarantined.map((entry) => entry.captureId)).to.deep.equal([longEmail.captureId]);
+
+      const rotated = await runCli(['keys', 'rotate'], { DATABASE_URL: rotating.url, TOKEN_TAP_KEYS: `${k2},${keys}`, TOKEN_TAP_SPOOL_DIR: path.join(dir, 'no-spool') });
+      expect(rotated.code, rotated.stderr).to.equal(0);
+      expect(JSON.parse(rotated.stdout)).to.deep.include({ active_key_id: 'k2', grants: 0, pending_grants: 0, quarantined_captures: 1, missing_keys: [] });
+      expect(rotated.stderr).to.contain('quarantined_captures: 1/1 re-encrypted under key "k2"');
+      const { rows } = await rotating.pool.query('SELECT key_id, attempts FROM quarantined_captures');
+      expect(rows).to.deep.equal([{ key_id: 'k2', attempts: 1 }]);
+
+      // The cause removed, and k1 dropped from the ring: the record opens under k2 alone.
+      await rotating.pool.query('DROP INDEX grants_by_email');
+      const retried = await runCli(['captures', 'retry'], { DATABASE_URL: rotating.url, TOKEN_TAP_KEYS: k2, TOKEN_TAP_IDP_CONFIG: '' });
+      expect(retried.code, retried.stdout + retried.stderr).to.equal(0);
+      expect(retried.stdout).to.contain(`written  ${longEmail.captureId}`);
+      expect((await new GrantStore(rotating.pool, parseKeyRing(k2)).findGrant('acme', 'rotated-long-email'))!.refreshToken).to.equal(longEmail.tokens!.refreshToken);
+    } finally {
+      await rotating.drop();
+    }
+  });
+
   it('prints help for "token-tap captures", "captures quarantined" and "captures retry"', async () => {
     for (const command of [['captures'], ['captures', 'quarantined'], ['captures', 'retry']]) {
       const result = await runCli([...command, '--help'], {});

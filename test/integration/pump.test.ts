@@ -106,6 +106,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(await eventCount()).to.equal(450);
     expect(Math.max(...batches)).to.be.at.most(200);
     expect(spool.depth).to.equal(0);
+    expect(state.regainedAt, 'never lost: nothing came back').to.equal(undefined);
   });
 
   it('logs a "capture recorded" line per capture (through its unredacted child logger) with no token in it', async () => {
@@ -212,6 +213,8 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(errors).to.equal(3);
     expect(lines().filter((line) => line.msg === 'writing captures to Postgres failed; they stay in the spool and the write is retried')).to.have.length(3);
     expect(state.condition).to.equal('ready');
+    // When it came back, for refreshes: no expired claim is taken over within an apply window of it.
+    expect(state.regainedAt).to.be.a('number').and.at.least(attempts.at(-1)!).and.at.most(Date.now());
   });
 
   it('a verification step can hold a batch in the spool (nothing behind it is written), and a write retry does not verify again', async () => {
@@ -321,6 +324,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
       expect(bodyBefore.store.condition).to.equal('preparing');
       expect(text()).to.contain('Postgres is not available at start');
       expect(sidecar.storeState.condition).to.equal('ready');
+      expect(sidecar.storeState.regainedAt, 'Postgres came back after the start').to.be.a('number');
     } finally {
       await running.close();
       await door.close();

@@ -1,7 +1,9 @@
 // The rules of refresh claims (idp/refresh.ts) against real Postgres, two refreshers standing in
 // for two sidecars: a live claim of another holder is waited on, never spent past; a claim whose
 // refresh token was replaced since is over at once; a holder whose claim was taken over writes its
-// late answer merged by capture time, never over the newer refresh token.
+// late answer merged by capture time, never over the newer refresh token. After an outage, an
+// expired claim is not taken over until one apply window has passed since Postgres came back, and
+// a holder whose write failed writes its kept answer itself as soon as Postgres answers.
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -89,7 +91,8 @@ describe('refresh claims: one refresh token spent once across holders', () => {
 
   it('a holder whose claim expired and was taken over while its IdP answered writes its late answer merged: the newer refresh token stays', async () => {
     await login('carol', 'carol-rt');
-    const taker = refresher();
+    // Its own apply window short too: a test Postgres started less than 60 s ago holds takeovers off that long.
+    const taker = refresher({ applyWindowMs: 200 });
     let takerResult: Awaited<ReturnType<GrantRefresher['refresh']>> | undefined;
     // A claim of 300 ms (IdP timeout) + 200 ms (apply window); the holder is held up after the IdP
     // answered (its outbox) until its claim expired and the taker refreshed.
@@ -110,5 +113,66 @@ describe('refresh claims: one refresh token spent once across holders', () => {
     const stored = (await store.findGrant(IDP, 'carol'))!;
     expect(stored.refreshToken, "the taker's newer refresh token").to.equal(takerResult!.grant.refreshToken);
     expect(late.grant.refreshToken).to.equal(takerResult!.grant.refreshToken);
+  });
+
+  it('an expired claim right after Postgres came back (the capture writer saw it return) is not taken over until one apply window later; then it is', async () => {
+    await login('erin', 'erin-rt');
+    await claimAs('outage-host/3/eeee', 'erin', 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const regainedAt = Date.now();
+    const logs: string[] = [];
+    const logger = { warn: (_: unknown, message: string) => logs.push(message), info: () => undefined, error: () => undefined } as never;
+    const taker = refresher({ applyWindowMs: 1_000, postgresRegainedAt: () => regainedAt, logger });
+    const before = presented.length;
+    const early = await taker.refresh(IDP, 'erin', { waitUntil: Date.now() + 300 }).then(() => undefined, (caught: unknown) => caught);
+    expect(early).to.be.instanceOf(VaultError).and.include({ outcome: 'unavailable' });
+    expect((early as Error).message).to.contain('outage-host/3/eeee').and.contain('expired while Postgres was away');
+    expect(presented.length, 'calls to the IdP within the window').to.equal(before);
+    expect(logs).to.include('not taking over an expired refresh claim yet: Postgres came back less than the apply window ago, and its holder may still write its answer');
+
+    const late = await taker.refresh(IDP, 'erin', { waitUntil: Date.now() + 5_000 });
+    expect(Date.now() - regainedAt, 'taken over only after the window').to.be.at.least(1_000);
+    expect(late.refreshedByThisCall).to.equal(true);
+    expect(presented.slice(before)).to.deep.equal(['erin-rt']);
+    expect(logs.some((message) => message.startsWith('taking over an expired refresh claim'))).to.equal(true);
+  });
+
+  it("the refresher's own pool losing Postgres counts too: the first refresh after it is back holds an expired claim off", async () => {
+    await login('frank', 'frank-rt');
+    await claimAs('outage-host/4/ffff', 'frank', 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    const taker = refresher({ applyWindowMs: 60_000 });
+    // As the API's pool reports an idle connection that failed (a restart, a failover).
+    taker.postgresLost();
+    const before = presented.length;
+    const error = await taker.refresh(IDP, 'frank', { waitUntil: Date.now() + 200 }).then(() => undefined, (caught: unknown) => caught);
+    expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'unavailable' });
+    expect(presented.length).to.equal(before);
+    // Another sidecar that saw no outage (and a Postgres up for long) takes it over at once.
+    await refresher({ applyWindowMs: 60_000 }).refresh(IDP, 'frank', { waitUntil: Date.now() + 2_000 });
+    expect(presented.slice(before)).to.deep.equal(['frank-rt']);
+  });
+
+  it('a holder whose write failed (Postgres away) writes its kept answer itself as soon as Postgres answers, without another call and without its spool; the claim is released', async () => {
+    await login('gina', 'gina-rt');
+    let failWrite = true;
+    const holder = refresher({
+      outbox: async () => true, // the spooled copy waits behind the outage's backlog: never written here
+      keptRetryMs: { initial: 20, max: 50 },
+      afterAnswerDurable: async () => {
+        if (failWrite) {
+          failWrite = false;
+          throw Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED' });
+        }
+      },
+    });
+    const failed = await holder.refresh(IDP, 'gina').then(() => undefined, (caught: unknown) => caught);
+    expect((failed as { code?: string }).code).to.equal('ECONNREFUSED');
+    const rotated = `rotated-${presented.length}`;
+    expect(presented.at(-1)).to.equal('gina-rt');
+    const deadline = Date.now() + 3_000;
+    while ((await store.findGrant(IDP, 'gina'))!.refreshToken !== rotated && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    expect((await store.findGrant(IDP, 'gina'))!.refreshToken, 'the kept answer, written by its holder').to.equal(rotated);
+    expect(await readClaim(db.pool, IDP, 'gina'), 'its claim released with the write').to.equal(undefined);
   });
 });

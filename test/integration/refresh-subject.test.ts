@@ -1,5 +1,6 @@
 // OIDC Core 12.2: a refreshed id_token must name the grant's user. A token endpoint that answers
-// a refresh with another user's id_token changes nothing stored.
+// a refresh with another user's id_token changes nothing stored. An answer with a field over its
+// bound is never thrown away: the IdP has rotated the refresh token already (idp/refresh-answer.ts).
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -11,6 +12,7 @@ import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';
 import { VaultError } from '../../src/store/errors.js';
+import { listQuarantined, retryQuarantined } from '../../src/store/quarantine.js';
 import type { Capture } from '../../src/capture/types.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -23,22 +25,27 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   /** Set on the answer (fields) and on its id_token (claims), over what the IdP sends by default. */
   let answerFields: Record<string, unknown> = {};
   let answerClaims: Record<string, unknown> = {};
+  let answerAccessToken: string | undefined;
   let tokenCalls = 0;
+  /** Refresh tokens presented to the token endpoint, in order. */
+  const presented: string[] = [];
 
   before(async () => {
     db = await createTestDatabase('refresh_subject');
     await migrate(db.pool);
     const { privateKey } = await generateKeyPair('RS256');
     server = http.createServer((request, response) => {
-      request.resume();
+      const chunks: Buffer[] = [];
+      request.on('data', (chunk: Buffer) => chunks.push(chunk));
       request.on('end', async () => {
+        presented.push(new URLSearchParams(Buffer.concat(chunks).toString('utf8')).get('refresh_token') ?? '');
         const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
         const now = Math.floor(Date.now() / 1000);
         const claims = { sub: answerSubject, ...(answerEmail ? { email: answerEmail } : {}), iss: base, aud: 'okta-client', iat: now, exp: now + 300, ...answerClaims };
         const idToken = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256' }).sign(privateKey);
         response.writeHead(200, { 'content-type': 'application/json' });
         tokenCalls += 1;
-        response.end(JSON.stringify({ access_token: `at-${Date.now()}-${tokenCalls}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-by-idp-${tokenCalls}`, id_token: idToken, ...answerFields }));
+        response.end(JSON.stringify({ access_token: answerAccessToken ?? `at-${Date.now()}-${tokenCalls}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-by-idp-${tokenCalls}`, id_token: idToken, ...answerFields }));
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -71,56 +78,144 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
     expect(refreshed.grant.refreshToken).to.equal(`rotated-by-idp-${tokenCalls}`);
   });
 
-  it('refuses an answer with a field over its bound (an email past its index row limit): nothing spooled, the stored grant as it was', async () => {
+  // Before: the answer was refused whole (FAILED_PRECONDITION, "the grant unchanged"), so the grant
+  // kept the refresh token the IdP had just spent, and the next refresh presented it again.
+  it('stores the rotated tokens of an answer whose id_token email is over its bound (400 bytes): the email and that id_token dropped, logged and counted; the next refresh presents the new refresh token', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
-    await store.recordCaptures([syntheticCapture('acme', 'carol', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'carol-refresh-token' }) })]);
+    const storedIdToken = `eyJhbGciOiJub25lIn0.${Buffer.from(JSON.stringify({ sub: 'carol', email: 'carol@example.test' })).toString('base64url')}.`;
+    await store.recordCaptures([
+      syntheticCapture('acme', 'carol', { issuer: base, clientId: 'okta-client', email: 'carol@example.test', tokens: syntheticTokens({ refreshToken: 'carol-refresh-token', idToken: storedIdToken }) }),
+    ]);
     const before = (await store.findGrant('acme', 'carol'))!;
     const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
     const spooled: Capture[] = [];
-    const refresher = new GrantRefresher({ pool: db.pool, store, clients: new Map([['acme', client]]), outbox: async (capture) => (spooled.push(capture), true) });
+    const logged: Array<{ fields: unknown; message: string }> = [];
+    const logger = { error: () => undefined, warn: (fields: unknown, message: string) => logged.push({ fields, message }), info: () => undefined } as never;
+    const counted: string[] = [];
+    const refresher = new GrantRefresher({
+      pool: db.pool,
+      store,
+      clients: new Map([['acme', client]]),
+      logger,
+      outbox: async (capture) => (spooled.push(capture), true),
+      onFieldRefused: (idp, field, action) => counted.push(`${idp} ${field} ${action}`),
+    });
     answerSubject = 'carol';
-    answerEmail = `${randomBytes(2300).toString('base64url')}@example.test`;
+    answerEmail = `${randomBytes(291).toString('hex').slice(0, 388)}@example.test`;
+    expect(Buffer.byteLength(answerEmail)).to.equal(401);
     try {
-      const error = await refresher.refresh('acme', 'carol').then(() => undefined, (caught: unknown) => caught);
-      expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'failed_precondition' });
-      expect((error as Error).message).to.contain('email over 320 bytes').and.not.contain(answerEmail.slice(0, 32));
-      expect(spooled).to.deep.equal([]);
-      expect((await store.findGrant('acme', 'carol'))!).to.include({ refreshToken: 'carol-refresh-token', version: before.version });
+      const refreshed = await refresher.refresh('acme', 'carol');
+      const rotated = `rotated-by-idp-${tokenCalls}`;
+      expect(presented.at(-1)).to.equal('carol-refresh-token');
+      expect(refreshed.grant.refreshToken).to.equal(rotated);
+      const stored = (await store.findGrant('acme', 'carol'))!;
+      expect(stored).to.include({ refreshToken: rotated, email: 'carol@example.test', idToken: storedIdToken });
+      expect(stored.accessToken).to.not.equal(before.accessToken);
+      expect(stored.version).to.be.above(before.version);
+      expect(spooled.map((capture) => capture.tokens?.refreshToken)).to.deep.equal([rotated]);
+      expect(spooled[0]!.email).to.equal(undefined);
+      expect(counted).to.deep.equal(['acme email dropped', 'acme id_token dropped']);
+      const text = JSON.stringify(logged);
+      expect(text).to.contain('email over 320 bytes').and.not.contain(answerEmail.slice(0, 32));
+
+      answerEmail = undefined;
+      const next = await refresher.refresh('acme', 'carol');
+      expect(presented.at(-1), 'the second refresh presents the rotated refresh token').to.equal(rotated);
+      expect(next.grant.refreshToken).to.equal(`rotated-by-idp-${tokenCalls}`);
     } finally {
       answerSubject = 'alice';
       answerEmail = undefined;
     }
   });
 
-  it('refuses an answer whose lifetimes or id_token exp no date can hold (1e300): nothing spooled, the stored grant as it was', async () => {
+  it('stores the rotated tokens of an answer whose lifetimes or id_token exp no date can hold (1e300), without those: no expiry from them, the id_token not taken', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
-    await store.recordCaptures([syntheticCapture('acme', 'dave', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'dave-refresh-token' }) })]);
-    const before = (await store.findGrant('acme', 'dave'))!;
+    await store.recordCaptures([syntheticCapture('acme', 'erin', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'erin-refresh-token' }) })]);
     const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
     const spooled: Capture[] = [];
-    const refresher = new GrantRefresher({ pool: db.pool, store, clients: new Map([['acme', client]]), outbox: async (capture) => (spooled.push(capture), true) });
-    answerSubject = 'dave';
+    const counted: string[] = [];
+    const refresher = new GrantRefresher({
+      pool: db.pool,
+      store,
+      clients: new Map([['acme', client]]),
+      outbox: async (capture) => (spooled.push(capture), true),
+      onFieldRefused: (idp, field, action) => counted.push(`${idp} ${field} ${action}`),
+    });
+    answerSubject = 'erin';
     const answers: Array<[string, Record<string, unknown>, Record<string, unknown>]> = [
-      ['expires_in over 315,360,000 seconds', { expires_in: 1e300 }, {}],
-      ['refresh_token_expires_in over 315,360,000 seconds', { refresh_token_expires_in: 1e300 }, {}],
-      ['id_token exp more than 100 years from the response', {}, { exp: 1e300 }],
+      ['expires_in', { expires_in: 1e300 }, {}],
+      ['refresh_token_expires_in', { refresh_token_expires_in: 1e300 }, {}],
+      ['id_token', {}, { exp: 1e300 }],
     ];
     try {
-      for (const [detail, fields, claims] of answers) {
+      for (const [field, fields, claims] of answers) {
         answerFields = fields;
         answerClaims = claims;
-        const error = await refresher.refresh('acme', 'dave').then(() => undefined, (caught: unknown) => caught);
-        expect(error, detail).to.be.instanceOf(VaultError).and.include({ outcome: 'failed_precondition' });
-        expect((error as Error).message).to.contain(detail);
+        const storedIdToken = (await store.findGrant('acme', 'erin'))!.idToken;
+        const { grant } = await refresher.refresh('acme', 'erin');
+        expect(grant.refreshToken, field).to.equal(`rotated-by-idp-${tokenCalls}`);
+        expect(presented.at(-1), `${field}: the refresh before presented the token it stored`).to.not.equal(undefined);
+        if (field === 'expires_in') expect(grant.accessTokenExpiresAt).to.equal(null);
+        if (field === 'refresh_token_expires_in') expect(grant.refreshTokenExpiresAt).to.equal(null);
+        if (field === 'id_token') expect(grant.idToken, 'the answer\'s id_token is not taken: the stored one stays').to.equal(storedIdToken);
       }
-      expect(spooled).to.deep.equal([]);
-      expect((await store.findGrant('acme', 'dave'))!).to.include({ refreshToken: 'dave-refresh-token', version: before.version });
+      expect(counted).to.deep.equal(['acme expires_in dropped', 'acme refresh_token_expires_in dropped', 'acme id_token dropped']);
+      expect(spooled).to.have.length(3);
     } finally {
       answerSubject = 'alice';
       answerFields = {};
       answerClaims = {};
+    }
+  });
+
+  it('sets aside an answer whose access token is over its bound: FAILED_PRECONDITION, the answer sealed in the quarantine, the spent refresh token no longer stored; a retry of the capture stores it', async () => {
+    const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const ring = parseKeyRing(generateKeySpec('k1'));
+    const store = new GrantStore(db.pool, ring);
+    await store.recordCaptures([syntheticCapture('acme', 'dave', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'dave-refresh-token' }) })]);
+    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    const spooled: Capture[] = [];
+    const counted: string[] = [];
+    const refresher = new GrantRefresher({
+      pool: db.pool,
+      store,
+      clients: new Map([['acme', client]]),
+      outbox: async (capture) => (spooled.push(capture), true),
+      onFieldRefused: (idp, field, action) => counted.push(`${idp} ${field} ${action}`),
+    });
+    answerSubject = 'dave';
+    answerAccessToken = `at-${'x'.repeat(70_000)}`;
+    try {
+      const error = await refresher.refresh('acme', 'dave').then(() => undefined, (caught: unknown) => caught);
+      const rotated = `rotated-by-idp-${tokenCalls}`;
+      expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'failed_precondition' });
+      const message = (error as Error).message;
+      expect(message).to.contain('access_token over 65,536 bytes').and.contain('set aside in the quarantine').and.not.contain(rotated).and.not.contain('xxxxxxxx');
+      expect(counted).to.deep.equal(['acme access_token set_aside']);
+      const quarantined = await listQuarantined(db.pool, { idp: 'acme' });
+      const entry = quarantined.find((candidate) => message.includes(candidate.captureId));
+      expect(entry, 'the quarantined capture the message names').to.not.equal(undefined);
+      expect(entry!.reason).to.equal('refresh answer with access_token over 65,536 bytes');
+      const grant = (await store.findGrant('acme', 'dave'))!;
+      expect(grant.refreshToken, 'the spent refresh token is not presented again').to.equal(null);
+      expect(grant.status).to.equal('active');
+      // Its spooled copy, written by the pump later, is a replay: the grant does not take the over-bound token.
+      await store.recordCaptures(spooled);
+      expect((await store.findGrant('acme', 'dave'))!.refreshToken).to.equal(null);
+      const { rows } = await db.pool.query('SELECT outcome, detail FROM capture_events WHERE capture_id = $1', [spooled[0]!.captureId]);
+      expect(rows).to.deep.equal([{ outcome: 'too_large', detail: 'refresh answer with access_token over 65,536 bytes' }]);
+      const again = await refresher.refresh('acme', 'dave').then(() => undefined, (caught: unknown) => caught);
+      expect((again as Error).message).to.contain('has no refresh token');
+
+      // An operator retries the capture (token-tap captures retry): the rotated tokens are stored.
+      const retried = await retryQuarantined(entry!.captureId, { pool: db.pool, ring, write: (tx, capture) => store.writeCaptureIn(tx, capture), verify: async (capture) => capture });
+      expect(retried).to.deep.equal({ captureId: entry!.captureId, result: 'written' });
+      expect((await store.findGrant('acme', 'dave'))!).to.include({ refreshToken: rotated, accessToken: answerAccessToken });
+    } finally {
+      answerSubject = 'alice';
+      answerAccessToken = undefined;
     }
   });
 

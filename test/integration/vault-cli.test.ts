@@ -137,6 +137,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
           active_key_id: 'B',
           grants: 3,
           pending_grants: 1,
+          quarantined_captures: 0,
           missing_keys: [],
           spool: { dir: noSpool, exists: false, records_by_key: {}, held_by_key: {}, held_unreadable: 0, held_damaged_segments: 0 },
         });
@@ -198,7 +199,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       await new GrantStore(db.pool, parseKeyRing(specA)).recordCaptures([vaultCapture('acme', 'late')]);
       const result = await runCli(['keys', 'rotate'], { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${specB},${specA}` });
       expect(result.code).to.equal(1);
-      expect(result.stderr).to.contain('key id "C" (1 grants, 0 held grants)').and.contain('TOKEN_TAP_KEYS lacks');
+      expect(result.stderr).to.contain('key id "C" (1 grants, 0 held grants, 0 quarantined captures)').and.contain('TOKEN_TAP_KEYS lacks');
       expect(result.stderr).to.not.contain(specC.split(':')[1]);
       const { rows } = await db.pool.query("SELECT subject, key_id FROM grants WHERE subject IN ('lost', 'late') ORDER BY subject");
       expect(rows).to.deep.equal([
