@@ -2,8 +2,9 @@
 // which other commands share.
 import { readFileSync } from 'node:fs';
 import { API_TLS_SECRET, EXT_PROC_CA_CONFIGMAP, EXT_PROC_TLS_SECRET, extProcHost, ISTIO_EXTPROC_CLIENT_SECRET, renderGatewayResources, renderIstioResources, resourcesYaml } from './gateway.js';
-import { hookLimitText, parseIdpFlag, type IdpRoute, type ProcessingMode } from './render.js';
-import { hookRateLimitOf } from './okta-hook.js';
+import { parseIdpFlag } from './flags.js';
+import { hookLimitText, hookRateLimitOf } from './okta-hook.js';
+import type { IdpRoute, ProcessingMode } from './options.js';
 import { describeRateLimit, parseHookRateLimit, type RateLimit } from './rate-limit.js';
 import { parseEach, parseOrNote } from '../config/values.js';
 

@@ -7,7 +7,7 @@
 import { stringify } from 'yaml';
 import { escapeControlCharacters } from '../config/values.js';
 import { httpRouteRuleKey, IDP_METADATA_KEY, tokenRoutePath, OKTA_HOOK_PATH, ROUTE_METADATA_ATTRIBUTE, ROUTE_NAME_ATTRIBUTE } from '../contract.js';
-import type { IdpRoute, ProcessingMode } from './render.js';
+import type { IdpRoute, ProcessingMode } from './options.js';
 import { hookRateLimitOf, hookRateLimitPolicy, istioHookRateLimit } from './okta-hook.js';
 import type { RateLimit } from './rate-limit.js';
 
