@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { renderGatewayResources } from '../../src/envoyconfig/gateway.js';
+import { renderGatewayResources } from '../../src/envoyconfig/envoy-gateway.js';
 import type { ProcessingMode } from '../../src/envoyconfig/options.js';
 import { parseHookRateLimit } from '../../src/envoyconfig/rate-limit.js';
 import { OKTA_HOOK_PATH, tokenRoutePath } from '../../src/contract.js';
