@@ -2,8 +2,9 @@
 // for operators who edit by hand. test/integration/envoy-config.test.ts checks they stay equal.
 import { writeFileSync } from 'node:fs';
 import { Document } from 'yaml';
-import { renderEnvoyConfig, type EnvoyConfigOptions, type ProcessingMode } from '../src/envoyconfig/render.js';
-import { parseIdpFlag } from '../src/envoyconfig/render.js';
+import { parseIdpFlag } from '../src/envoyconfig/flags.js';
+import type { EnvoyConfigOptions, ProcessingMode } from '../src/envoyconfig/options.js';
+import { renderEnvoyConfig } from '../src/envoyconfig/render.js';
 import { ENVOY_READY_PORT } from '../src/contract.js';
 
 export function exampleOptions(mode: ProcessingMode): EnvoyConfigOptions {

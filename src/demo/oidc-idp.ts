@@ -1,92 +1,19 @@
 /**
- * A real OpenID Provider (oidc-provider 9) for the demo and the end-to-end tests: it plays the
- * external IdP that sits upstream of Envoy. Everything is in memory, listens on
+ * A real OpenID Provider (oidc-provider 9) for the demo (`token-tap demo`, `token-tap demo-idp`): it
+ * plays the external IdP that sits upstream of Envoy. Everything is in memory, listens on
  * 127.0.0.1 on a free port, and completes interactions without a browser.
  *
- * Every response written by the token endpoint is recorded from the raw socket
- * bytes (status line, header names as sent, de-chunked body) so tests can
- * compare what the IdP wrote with what the client received through Envoy.
+ * The tests start it through test/support/oidc-idp.ts, which also records every response its
+ * token endpoint writes (onTokenRequest below).
  */
 import { generateKeyPair, randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { InMemoryAdapter, type StoredEntry } from './oidc-memory-adapter.js';
+import { loadProvider, type OidcGrant, type OidcProvider } from './oidc-provider.js';
 
-export interface RawHttpResponse {
-  status: number;
-  /** Header fields in wire order, names exactly as sent, values without surrounding whitespace. */
-  headers: Array<[string, string]>;
-  /** The body bytes (de-chunked when Transfer-Encoding: chunked). */
-  body: Buffer;
-}
-
-/**
- * oidc-provider ships no TypeScript declarations (and @types/oidc-provider is
- * not installed), so this is the subset of the Provider API the harness uses.
- * Anything else is reachable through the index signature.
- */
-export interface OidcGrant {
-  readonly accountId?: string;
-  readonly clientId?: string;
-  addOIDCScope(scope: string): void;
-  addOIDCClaims(claims: string[]): void;
-  addResourceScope(resource: string, scope: string): void;
-  save(ttl?: number): Promise<string>;
-}
-
-export interface OidcInteractionDetails {
-  uid: string;
-  grantId?: string;
-  returnTo: string;
-  prompt: {
-    name: string;
-    reasons: string[];
-    details: {
-      missingOIDCScope?: string[];
-      missingOIDCClaims?: string[];
-      missingResourceScopes?: Record<string, string[]>;
-      [key: string]: unknown;
-    };
-  };
-  params: {
-    client_id?: string;
-    scope?: string;
-    login_hint?: string;
-    claims?: string;
-    [key: string]: unknown;
-  };
-  session?: { accountId?: string; uid?: string; [key: string]: unknown };
-}
-
-export interface OidcProvider {
-  readonly issuer: string;
-  Grant: {
-    new (init: { accountId: string; clientId: string }): OidcGrant;
-    find(id: string): Promise<OidcGrant | undefined>;
-  };
-  interactionDetails(req: IncomingMessage, res: ServerResponse): Promise<OidcInteractionDetails>;
-  interactionResult(
-    req: IncomingMessage,
-    res: ServerResponse,
-    result: Record<string, unknown>,
-    options?: { mergeWithLastSubmission?: boolean },
-  ): Promise<string>;
-  interactionFinished(
-    req: IncomingMessage,
-    res: ServerResponse,
-    result: Record<string, unknown>,
-    options?: { mergeWithLastSubmission?: boolean },
-  ): Promise<void>;
-  /** Koa's request listener. */
-  callback(): (req: IncomingMessage, res: ServerResponse) => unknown;
-  pathFor(name: string, options?: Record<string, unknown>): string;
-  on(event: string, listener: (...args: any[]) => void): unknown;
-  [key: string]: unknown;
-}
-
-type ProviderConstructor = new (issuer: string, configuration: Record<string, unknown>) => OidcProvider;
-
-export interface TestIdp {
+export interface DemoIdp {
   /** http://127.0.0.1:<port> */
   issuer: string;
   port: number;
@@ -99,14 +26,12 @@ export interface TestIdp {
   clientSecret: string;
   /** Registered redirect URI; it is never contacted. */
   redirectUri: string;
-  /** Every response the token endpoint wrote, in order, parsed from the raw socket bytes. */
-  tokenResponses: RawHttpResponse[];
   /** The oidc-provider Provider instance. */
   provider: OidcProvider;
   close(): Promise<void>;
 }
 
-export interface TestAccount {
+export interface DemoAccount {
   email: string;
   name?: string;
   claims?: Record<string, unknown>;
@@ -120,7 +45,7 @@ export interface ServiceClient {
   accessTokenTtlSeconds?: number;
 }
 
-export interface TestIdpOptions {
+export interface DemoIdpOptions {
   /** Maps to oidc-provider's rotateRefreshToken (default false). */
   rotateRefreshToken?: boolean;
   /** Issue a refresh token only when offline_access is asked for, as Google and many IdPs do (default: always). */
@@ -131,7 +56,7 @@ export interface TestIdpOptions {
    * accountId -> claims. Default: { alice: { email: 'alice@example.test' } }. `claims` are extra
    * id_token claims (e.g. groups, tid), read at each login, so changing them changes the next login.
    */
-  accounts?: Record<string, TestAccount>;
+  accounts?: Record<string, DemoAccount>;
   /** Where to listen (default 127.0.0.1, a free port). */
   host?: string;
   port?: number;
@@ -147,6 +72,8 @@ export interface TestIdpOptions {
   serviceClients?: ServiceClient[];
   /** Resource indicator (also the token's `aud`) -> the scopes a token for it may carry. */
   resourceServers?: Record<string, { scope: string }>;
+  /** Called for each token request before the provider answers it (the tests record the raw response). */
+  onTokenRequest?: (req: IncomingMessage, res: ServerResponse) => void;
 }
 
 const CLIENT_ID = 'okta-test-client';
@@ -154,34 +81,6 @@ const REDIRECT_URI = 'http://127.0.0.1:1/callback';
 const TOKEN_PATH = '/token';
 const USERINFO_PATH = '/me';
 const INTERACTION_PREFIX = '/interaction/';
-
-// --- loading oidc-provider -------------------------------------------------
-
-let providerModule: Promise<ProviderConstructor> | undefined;
-
-/**
- * oidc-provider 9 prints "Unsupported runtime. Use Node.js v22.x LTS ..." from
- * its entry module when running on Node 20. The module is loaded lazily here
- * and that single, exact message is dropped while the import evaluates.
- * (A non-literal specifier keeps TypeScript from demanding declarations.)
- */
-function loadProvider(): Promise<ProviderConstructor> {
-  providerModule ??= (async () => {
-    const specifier: string = 'oidc-provider';
-    const originalWarn = console.warn;
-    console.warn = (...args: unknown[]): void => {
-      if (typeof args[0] === 'string' && args[0].startsWith('oidc-provider WARNING: Unsupported runtime')) return;
-      originalWarn.apply(console, args);
-    };
-    try {
-      const mod = (await import(specifier)) as { default: ProviderConstructor };
-      return mod.default;
-    } finally {
-      console.warn = originalWarn;
-    }
-  })();
-  return providerModule;
-}
 
 // --- signing key -----------------------------------------------------------
 
@@ -203,187 +102,6 @@ function getSigningJwk(): Promise<Record<string, unknown>> {
   return signingJwk;
 }
 
-// --- in-memory adapter -----------------------------------------------------
-
-interface StoredEntry {
-  payload: Record<string, unknown>;
-  expiresAt: number; // epoch ms, Infinity when no expiry
-}
-
-/**
- * A minimal per-provider in-memory adapter (supplying one also avoids the
- * "development-only in-memory adapter" warning of the built-in one, whose
- * store is shared module-wide).
- */
-class InMemoryAdapter {
-  constructor(
-    private readonly model: string,
-    private readonly store: Map<string, StoredEntry>,
-  ) {}
-
-  private key(id: string): string {
-    return `${this.model}:${id}`;
-  }
-
-  private live(key: string): StoredEntry | undefined {
-    const entry = this.store.get(key);
-    if (entry && entry.expiresAt <= Date.now()) {
-      this.store.delete(key);
-      return undefined;
-    }
-    return entry;
-  }
-
-  async upsert(id: string, payload: Record<string, unknown>, expiresIn?: number): Promise<void> {
-    const expiresAt = typeof expiresIn === 'number' ? Date.now() + expiresIn * 1000 : Infinity;
-    this.store.set(this.key(id), { payload, expiresAt });
-  }
-
-  async find(id: string): Promise<Record<string, unknown> | undefined> {
-    return this.live(this.key(id))?.payload;
-  }
-
-  async findByUid(uid: string): Promise<Record<string, unknown> | undefined> {
-    return this.findBy((p) => p.uid === uid);
-  }
-
-  async findByUserCode(userCode: string): Promise<Record<string, unknown> | undefined> {
-    return this.findBy((p) => p.userCode === userCode);
-  }
-
-  async consume(id: string): Promise<void> {
-    const entry = this.live(this.key(id));
-    if (entry) entry.payload.consumed = Math.floor(Date.now() / 1000);
-  }
-
-  async destroy(id: string): Promise<void> {
-    this.store.delete(this.key(id));
-  }
-
-  async revokeByGrantId(grantId: string): Promise<void> {
-    const prefix = `${this.model}:`;
-    for (const [key, entry] of this.store) {
-      if (key.startsWith(prefix) && entry.payload.grantId === grantId) this.store.delete(key);
-    }
-  }
-
-  private findBy(predicate: (payload: Record<string, unknown>) => boolean): Record<string, unknown> | undefined {
-    const prefix = `${this.model}:`;
-    for (const key of [...this.store.keys()]) {
-      if (!key.startsWith(prefix)) continue;
-      const entry = this.live(key);
-      if (entry && predicate(entry.payload)) return entry.payload;
-    }
-    return undefined;
-  }
-}
-
-// --- raw response capture --------------------------------------------------
-
-function toBuffer(chunk: unknown, encoding: unknown): Buffer {
-  if (typeof chunk === 'string') {
-    return Buffer.from(chunk, typeof encoding === 'string' && Buffer.isEncoding(encoding) ? encoding : 'utf8');
-  }
-  if (chunk instanceof Uint8Array) return Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
-  return Buffer.alloc(0);
-}
-
-function headerValues(headers: Array<[string, string]>, name: string): string[] {
-  const lower = name.toLowerCase();
-  return headers.filter(([n]) => n.toLowerCase() === lower).map(([, v]) => v);
-}
-
-function dechunk(buf: Buffer, start: number): Buffer {
-  const parts: Buffer[] = [];
-  let pos = start;
-  for (;;) {
-    const lineEnd = buf.indexOf('\r\n', pos, 'latin1');
-    if (lineEnd < 0) throw new Error('truncated chunked body (no chunk-size line)');
-    const sizeField = buf.subarray(pos, lineEnd).toString('latin1').split(';')[0]!.trim();
-    if (!/^[0-9a-fA-F]+$/.test(sizeField)) throw new Error(`invalid chunk size ${JSON.stringify(sizeField)}`);
-    const size = Number.parseInt(sizeField, 16);
-    if (size === 0) return Buffer.concat(parts); // trailers, if any, are ignored
-    const dataStart = lineEnd + 2;
-    if (dataStart + size > buf.length) throw new Error('truncated chunked body');
-    parts.push(buf.subarray(dataStart, dataStart + size));
-    pos = dataStart + size + 2; // skip CRLF after chunk data
-  }
-}
-
-/** Parses the bytes a server wrote for one HTTP/1.x response (skipping 1xx interim responses). */
-export function parseRawHttpResponse(raw: Buffer, requestMethod = 'POST'): RawHttpResponse {
-  let offset = 0;
-  for (;;) {
-    const headEnd = raw.indexOf('\r\n\r\n', offset, 'latin1');
-    if (headEnd < 0) throw new Error('incomplete HTTP response head');
-    const lines = raw.subarray(offset, headEnd).toString('latin1').split('\r\n');
-    const statusMatch = /^HTTP\/\d(?:\.\d)? (\d{3})/.exec(lines[0] ?? '');
-    if (!statusMatch) throw new Error(`invalid status line ${JSON.stringify(lines[0])}`);
-    const status = Number(statusMatch[1]);
-    const headers: Array<[string, string]> = [];
-    for (const line of lines.slice(1)) {
-      const colon = line.indexOf(':');
-      if (colon <= 0) continue;
-      headers.push([line.slice(0, colon), line.slice(colon + 1).trim()]);
-    }
-    offset = headEnd + 4;
-    if (status >= 100 && status < 200 && status !== 101) continue;
-
-    let body: Buffer;
-    if (requestMethod === 'HEAD' || status === 204 || status === 304) {
-      body = Buffer.alloc(0);
-    } else if (headerValues(headers, 'transfer-encoding').some((v) => /(^|,)\s*chunked\s*$/i.test(v))) {
-      body = dechunk(raw, offset);
-    } else {
-      const contentLength = headerValues(headers, 'content-length')[0];
-      body = contentLength !== undefined
-        ? raw.subarray(offset, offset + Number(contentLength))
-        : raw.subarray(offset);
-    }
-    return { status, headers, body: Buffer.from(body) };
-  }
-}
-
-/**
- * Records every byte written to the connection while `res` is being sent and
- * parses it once the response has finished. Assumes no HTTP pipelining on the
- * connection (neither Envoy nor Node's fetch pipeline requests).
- */
-function captureRawResponse(req: IncomingMessage, res: ServerResponse, onResponse: (r: RawHttpResponse) => void): void {
-  const socket: Socket = req.socket;
-  const chunks: Buffer[] = [];
-  const originalWrite = socket.write;
-  const hadOwnWrite = Object.prototype.hasOwnProperty.call(socket, 'write');
-  let active = true;
-
-  const wrapper = function (this: Socket, ...args: unknown[]): boolean {
-    if (active) chunks.push(toBuffer(args[0], args[1]));
-    return (originalWrite as (...a: unknown[]) => boolean).apply(this, args);
-  };
-  socket.write = wrapper as Socket['write'];
-
-  const stop = (): void => {
-    if (!active) return;
-    active = false;
-    if (socket.write === (wrapper as Socket['write'])) {
-      if (hadOwnWrite) socket.write = originalWrite;
-      else delete (socket as { write?: unknown }).write;
-    }
-  };
-
-  // prependListener: run before Node's own 'finish' handler, which may hand the
-  // socket to the next (pipelined) response and flush it synchronously.
-  res.prependListener('finish', () => {
-    stop();
-    try {
-      onResponse(parseRawHttpResponse(Buffer.concat(chunks), req.method));
-    } catch (err) {
-      console.error('oidc-idp: could not parse captured token response:', err);
-    }
-  });
-  res.once('close', stop);
-}
-
 // --- the IdP ---------------------------------------------------------------
 
 function requestedClaimNames(claimsParam: string | undefined): string[] {
@@ -401,7 +119,7 @@ function requestedClaimNames(claimsParam: string | undefined): string[] {
   }
 }
 
-export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestIdp> {
+export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoIdp> {
   const accounts = options.accounts ?? { alice: { email: 'alice@example.test' } };
   const accountIds = Object.keys(accounts);
   if (accountIds.length === 0) throw new Error('startTestIdp: at least one account is required');
@@ -415,7 +133,6 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
 
   let provider: OidcProvider | undefined;
   let providerHandler: ((req: IncomingMessage, res: ServerResponse) => unknown) | undefined;
-  const tokenResponses: RawHttpResponse[] = [];
 
   const handleInteraction = async (req: IncomingMessage, res: ServerResponse, p: OidcProvider): Promise<void> => {
     const details = await p.interactionDetails(req, res);
@@ -474,7 +191,7 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
       return;
     }
     if (pathname === TOKEN_PATH) {
-      captureRawResponse(req, res, (r) => tokenResponses.push(r));
+      options.onTokenRequest?.(req, res);
     }
     providerHandler(req, res);
   });
@@ -612,7 +329,6 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     clientId: CLIENT_ID,
     clientSecret,
     redirectUri: REDIRECT_URI,
-    tokenResponses,
     provider,
     close() {
       closed ??= new Promise<void>((resolve, reject) => {
@@ -623,3 +339,6 @@ export async function startTestIdp(options: TestIdpOptions = {}): Promise<TestId
     },
   };
 }
+
+/** @deprecated The name ops/cli.ts's demo-idp command imports; use startDemoIdp. */
+export const startTestIdp = startDemoIdp;

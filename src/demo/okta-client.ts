@@ -14,7 +14,7 @@ import type { IncomingMessage } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import * as client from 'openid-client';
 
-import type { TestIdp } from './oidc-idp.js';
+import type { DemoIdp } from './oidc-idp.js';
 
 export interface ReceivedResponse {
   status: number;
@@ -138,7 +138,7 @@ function capturingFetch(capture: Capture, ca: string | undefined): client.Custom
  * token_endpoint replaced by `tokenEndpoint`, authenticating with
  * client_secret_basic, and capturing token responses into `capture`.
  */
-async function oktaConfiguration(idp: TestIdp, tokenEndpoint: string, capture: Capture, ca?: string): Promise<client.Configuration> {
+async function oktaConfiguration(idp: DemoIdp, tokenEndpoint: string, capture: Capture, ca?: string): Promise<client.Configuration> {
   const discovered = await client.discovery(
     new URL(idp.issuer),
     idp.clientId,
@@ -283,7 +283,7 @@ async function browse(authorizationUrl: URL, redirectUri: string): Promise<URL> 
  * id_token is validated by openid-client (iss/aud/exp/iat/nonce; no signature
  * check, as for any id_token received directly from the token endpoint).
  */
-export async function loginAsOkta(idp: TestIdp, tokenEndpoint: string, options: OktaLoginOptions = {}): Promise<OktaLogin> {
+export async function loginAsOkta(idp: DemoIdp, tokenEndpoint: string, options: OktaLoginOptions = {}): Promise<OktaLogin> {
   const capture: Capture = {};
   const config = await oktaConfiguration(idp, tokenEndpoint, capture, options.tokenEndpointCa);
 
@@ -319,7 +319,7 @@ export async function loginAsOkta(idp: TestIdp, tokenEndpoint: string, options: 
 
 /** refresh_token grant through `tokenEndpoint`, capturing the received response the same way. */
 export async function refreshAsOkta(
-  idp: TestIdp,
+  idp: DemoIdp,
   tokenEndpoint: string,
   refreshToken: string,
 ): Promise<{ tokens: OktaTokens; received: ReceivedResponse }> {

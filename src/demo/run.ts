@@ -5,7 +5,8 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { pino } from 'pino';
 import { loadSidecarConfig } from '../config/sidecar.js';
-import { renderEnvoyYaml, type ProcessingMode } from '../envoyconfig/render.js';
+import type { ProcessingMode } from '../envoyconfig/options.js';
+import { renderEnvoyYaml } from '../envoyconfig/render.js';
 import { OKTA_HOOK_PATH, tokenRoutePath } from '../contract.js';
 import { startSidecar, type Sidecar } from '../sidecar.js';
 import { startEnvoy, type RunningEnvoy } from '../ops/envoy-process.js';
@@ -15,7 +16,7 @@ import { describeDatabaseUrl } from '../store/pool.js';
 import { generateKeySpec } from '../keys/key-ring.js';
 import type { GrantRecord } from '../store/grants.js';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from './embedded-postgres.js';
-import { startTestIdp, type TestIdp } from './oidc-idp.js';
+import { startDemoIdp, type DemoIdp } from './oidc-idp.js';
 import { loginAsOkta } from './okta-client.js';
 
 export interface DemoOptions {
@@ -105,7 +106,7 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
     const { file: envFile, keys } = demoEnvFile(options.stateDir, embedded ? undefined : databaseUrl);
 
     out('2/5  Demo IdP: starting a real OpenID Provider (oidc-provider)');
-    const idp: TestIdp = await startTestIdp({
+    const idp: DemoIdp = await startDemoIdp({
       accounts: { alice: { email: 'alice@example.test', name: 'Alice Example', claims: { groups: ['engineering', 'demo-admins'], tid: 'demo-tenant-1' } } },
     });
     cleanups.push(() => idp.close());

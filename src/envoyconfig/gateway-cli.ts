@@ -1,9 +1,13 @@
-// `token-tap envoy-gateway`: flags → the resources of gateway.ts as YAML. Kept out of ops/cli.ts,
-// which other commands share.
+// `token-tap envoy-gateway`: flags → the resources of envoy-gateway.ts (or istio.ts) as YAML. Kept
+// out of ops/cli.ts, which other commands share.
 import { readFileSync } from 'node:fs';
-import { API_TLS_SECRET, EXT_PROC_CA_CONFIGMAP, EXT_PROC_TLS_SECRET, extProcHost, ISTIO_EXTPROC_CLIENT_SECRET, renderGatewayResources, renderIstioResources, resourcesYaml } from './gateway.js';
-import { hookLimitText, parseIdpFlag, type IdpRoute, type ProcessingMode } from './render.js';
-import { hookRateLimitOf } from './okta-hook.js';
+import { EXT_PROC_CA_CONFIGMAP, renderGatewayResources } from './envoy-gateway.js';
+import { parseIdpFlag } from './flags.js';
+import { resourcesYaml } from './gateway.js';
+import { API_TLS_SECRET, EXT_PROC_TLS_SECRET, extProcHost } from './gateway-sidecar.js';
+import { ISTIO_EXTPROC_CLIENT_SECRET, renderIstioResources } from './istio.js';
+import { hookLimitText, hookRateLimitOf } from './okta-hook.js';
+import type { IdpRoute, ProcessingMode } from './options.js';
 import { describeRateLimit, parseHookRateLimit, type RateLimit } from './rate-limit.js';
 import { parseEach, parseOrNote } from '../config/values.js';
 

@@ -5,7 +5,8 @@
 // caller can empty Okta's bucket); anything else on that path gets 405.
 import type { HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
-import { clientAddressRateLimits, DEFAULT_OKTA_HOOK_RATE_LIMIT, RATE_LIMIT_FILTER, rateLimitFilter, routePerClientBuckets, type RateLimit } from './rate-limit.js';
+import { EXT_PROC_FILTER } from './filters.js';
+import { clientAddressRateLimits, DEFAULT_OKTA_HOOK_RATE_LIMIT, describeRateLimit, RATE_LIMIT_FILTER, rateLimitFilter, routePerClientBuckets, type RateLimit } from './rate-limit.js';
 
 export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
 /** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
@@ -14,8 +15,6 @@ export const OKTA_HOOK_MAX_REQUEST_BYTES = 256 * 1024;
 export const OKTA_HOOK_TIMEOUT = '2.5s';
 
 const BUFFER_FILTER = 'envoy.filters.http.buffer';
-// Same name as render.ts's ext_proc filter (not imported: render.ts imports this module).
-const EXT_PROC_FILTER = 'envoy.filters.http.ext_proc';
 
 const extProcOff = {
   [EXT_PROC_FILTER]: {
@@ -94,6 +93,11 @@ export function oktaHookCluster(hook: HostPort) {
 /** The hook route's limit: the default unless given, none when switched off. */
 export function hookRateLimitOf(options: { oktaHookRateLimit?: RateLimit | false }): RateLimit | undefined {
   return options.oktaHookRateLimit === false ? undefined : (options.oktaHookRateLimit ?? DEFAULT_OKTA_HOOK_RATE_LIMIT);
+}
+
+/** The hook's limit as the rendered headers state it (envoy-config and envoy-gateway). */
+export function hookLimitText(limit: RateLimit | undefined): string {
+  return limit ? `${describeRateLimit(limit)}, per client address (429 beyond)` : 'off';
 }
 
 const GATEWAY_RATE_LIMIT_UNITS: Record<number, string> = { 1: 'Second', 60: 'Minute', 3600: 'Hour' };

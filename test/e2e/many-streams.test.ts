@@ -10,7 +10,8 @@
 // connection, with nothing lost; anything beyond that would be a real protocol error.
 import { expect } from 'chai';
 import { Pool } from 'undici';
-import { SIDECAR_STREAMS_PER_CONNECTION, type ProcessingMode } from '../../src/envoyconfig/render.js';
+import { SIDECAR_STREAMS_PER_CONNECTION } from '../../src/envoyconfig/clusters.js';
+import type { ProcessingMode } from '../../src/envoyconfig/options.js';
 import { tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { metricSum, scrapeMetrics } from '../support/faults.js';

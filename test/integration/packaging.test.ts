@@ -6,7 +6,7 @@ import { expect } from 'chai';
 import { parseAllDocuments, parse } from 'yaml';
 import { composeValidator } from '../support/compose-schema.js';
 import { isLoopbackOnly, parseListenAddress } from '../../src/config/values.js';
-import { SIDECAR_CLUSTER } from '../../src/envoyconfig/render.js';
+import { SIDECAR_CLUSTER } from '../../src/envoyconfig/clusters.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../../src/contract.js';
 import { SERVE_NODE_FLAGS } from '../../src/ops/node-flags.js';
 

@@ -1,6 +1,7 @@
 // The real Envoy (src/ops/envoy-process.ts), and Envoy as the tests put it in front of a sidecar:
 // the config `token-tap envoy-config` renders, on free loopback ports.
-import { renderEnvoyYaml, type EnvoyConfigOptions } from '../../src/envoyconfig/render.js';
+import type { EnvoyConfigOptions } from '../../src/envoyconfig/options.js';
+import { renderEnvoyYaml } from '../../src/envoyconfig/render.js';
 import { startEnvoy, type RunningEnvoy } from '../../src/ops/envoy-process.js';
 import { freePort } from './ports.js';
 import { ENVOY_READY_PATH } from '../../src/contract.js';

@@ -3,7 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { type EnvoyConfigOptions, type IdpRoute, type ProcessingMode, type ProfileRoute } from '../../src/envoyconfig/render.js';
+import type { EnvoyConfigOptions, IdpRoute, ProcessingMode, ProfileRoute } from '../../src/envoyconfig/options.js';
 import { tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from './envoy.js';

@@ -1,6 +1,9 @@
 import { expect } from 'chai';
 import { parse } from 'yaml';
-import { parseCidr, parseHookRateLimit, parseIdpFlag, parseProfileFlag, parseRateLimit, renderEnvoyConfig, renderEnvoyYaml, type EnvoyConfigOptions } from '../../src/envoyconfig/render.js';
+import { parseCidr, parseIdpFlag, parseProfileFlag } from '../../src/envoyconfig/flags.js';
+import type { EnvoyConfigOptions } from '../../src/envoyconfig/options.js';
+import { parseHookRateLimit, parseRateLimit } from '../../src/envoyconfig/rate-limit.js';
+import { renderEnvoyConfig, renderEnvoyYaml } from '../../src/envoyconfig/render.js';
 import { OKTA_HOOK_PATH } from '../../src/contract.js';
 import { profileRoutePath, tokenRoutePath } from '../../src/contract.js';
 

@@ -1,7 +1,9 @@
 // The sidecar's cluster in the rendered Envoy config: health-checked over grpc.health.v1, out of
 // the way at once when unhealthy, and capped by circuit breakers.
 import { expect } from 'chai';
-import { parseIdpFlag, renderEnvoyConfig, SIDECAR_CLUSTER } from '../../src/envoyconfig/render.js';
+import { SIDECAR_CLUSTER } from '../../src/envoyconfig/clusters.js';
+import { parseIdpFlag } from '../../src/envoyconfig/flags.js';
+import { renderEnvoyConfig } from '../../src/envoyconfig/render.js';
 import { ENVOY_READY_PATH, EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
 
 const base = {
