@@ -122,7 +122,7 @@ function requestedClaimNames(claimsParam: string | undefined): string[] {
 export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoIdp> {
   const accounts = options.accounts ?? { alice: { email: 'alice@example.test' } };
   const accountIds = Object.keys(accounts);
-  if (accountIds.length === 0) throw new Error('startTestIdp: at least one account is required');
+  if (accountIds.length === 0) throw new Error('startDemoIdp: at least one account is required');
   const accessTokenTtl = options.accessTokenTtlSeconds ?? 3600;
   const clientSecret = options.clientSecret ?? randomBytes(24).toString('base64url');
   const extraClaimNames = [...new Set(Object.values(accounts).flatMap((account) => Object.keys(account.claims ?? {})))];
@@ -339,6 +339,3 @@ export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoId
     },
   };
 }
-
-/** @deprecated The name ops/cli.ts's demo-idp command imports; use startDemoIdp. */
-export const startTestIdp = startDemoIdp;

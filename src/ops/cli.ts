@@ -283,10 +283,10 @@ export function buildProgram(): Command {
       }
       const clientSecret = process.env.DEMO_IDP_CLIENT_SECRET;
       if (!clientSecret || clientSecret.length < 16) throw new UsageError('set DEMO_IDP_CLIENT_SECRET (16 characters or more): the secret of the demo client that Okta (or the demo) uses');
-      const { startTestIdp } = await import('../demo/oidc-idp.js').catch((error: unknown) => {
+      const { startDemoIdp } = await import('../demo/oidc-idp.js').catch((error: unknown) => {
         throw new UsageError(`the demo IdP needs the dev dependencies (oidc-provider): run npm ci first (${(error as Error).message})`);
       });
-      const idp = await startTestIdp({ host: listen.host, port: listen.port, issuer: options.issuer ?? `http://${formatHostPort(listen)}`, clientSecret, redirectUris: options.redirectUri });
+      const idp = await startDemoIdp({ host: listen.host, port: listen.port, issuer: options.issuer ?? `http://${formatHostPort(listen)}`, clientSecret, redirectUris: options.redirectUri });
       process.stdout.write(`demo IdP ready: issuer ${idp.issuer}, token URL ${idp.tokenUrl}, client id ${idp.clientId}, user alice (alice@example.test)\n`);
       await new Promise<void>((resolve) => {
         process.once('SIGINT', resolve);
