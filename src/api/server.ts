@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import type pg from 'pg';
 import type { Capture } from '../capture/types.js';
 import type { RefreshFault } from '../config/token-vault.js';
-import type { CommitDurability } from '../config/postgres.js';
+import type { CommitDurability } from '../store/pool-settings.js';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import { formatHostPort, type HostPort, isLoopbackOnly } from '../config/values.js';

@@ -2,19 +2,8 @@
 // server), a query (on the client: the server may be unreachable and never say), and an open
 // transaction left idle. Read for the capture writer and, apart, for the TokenVault API, whose
 // callers must get an answer quickly even when Postgres does not give one.
+import { COMMIT_DURABILITIES, type CommitDurability, type PostgresTimeouts } from '../store/pool-settings.js';
 import { positiveInteger } from './values.js';
-
-export interface PostgresTimeouts {
-  connectTimeoutMs: number;
-  /** statement_timeout: the server cancels a statement after this (the connection stays usable). */
-  statementTimeoutMs: number;
-  /** The client gives up on a query after this; its connection is then discarded (store/pool.ts). */
-  queryTimeoutMs: number;
-  /** TCP keepalive: first probe after this much silence on a connection. */
-  keepAliveMs: number;
-  /** idle_in_transaction_session_timeout: the server ends a session left idle in a transaction. */
-  idleInTransactionMs: number;
-}
 
 // The writer's transactions never wait on anything but Postgres: one cut off mid-way (its client
 // partitioned away) must not hold grant rows locked for long, or the next writer waits on it.
@@ -45,18 +34,7 @@ export function readPostgresTimeouts(env: NodeJS.ProcessEnv, prefix: 'TOKEN_TAP_
   return { connectTimeoutMs, statementTimeoutMs, queryTimeoutMs, keepAliveMs, idleInTransactionMs };
 }
 
-/**
- * What a commit of a capture, a refresh, an erasure or a durable audit row waits for
- * (TOKEN_TAP_COMMIT_DURABILITY), set per transaction whatever the database's synchronous_commit.
- * With synchronous standbys (synchronous_standby_names set): `on` (default) waits for the WAL on
- * the primary's disk and on the standbys' disks; `remote_apply` also for it to be applied there
- * (readable on them at once); `remote_write` only for the standbys to have it in memory (weaker
- * than `on`: lost if a standby's OS crashes with the primary). Without synchronous standbys all
- * three wait for the local flush only.
- */
-export const COMMIT_DURABILITIES = ['on', 'remote_write', 'remote_apply'] as const;
-export type CommitDurability = (typeof COMMIT_DURABILITIES)[number];
-
+/** TOKEN_TAP_COMMIT_DURABILITY: what each commit waits for (store/pool-settings.ts says what each level means). */
 export function readCommitDurability(env: NodeJS.ProcessEnv, problems: string[]): CommitDurability {
   const raw = (env.TOKEN_TAP_COMMIT_DURABILITY ?? '').trim().toLowerCase();
   if (raw === '') return 'on';

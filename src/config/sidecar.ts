@@ -3,7 +3,8 @@
 import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { loadIdpConfig, type IdpVerificationSettings } from './idp-file.js';
-import { readCommitDurability, readPostgresTimeouts, WRITER_TIMEOUTS, type CommitDurability, type PostgresTimeouts } from './postgres.js';
+import { readCommitDurability, readPostgresTimeouts, WRITER_TIMEOUTS } from './postgres.js';
+import type { CommitDurability, PostgresTimeouts } from '../store/pool-settings.js';
 import { parseRouteIdps, type RouteIdps } from './route-idps.js';
 import { readTlsFiles, readTokenVaultConfig, type ApiTls, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, formatListenAddress, isLoopbackOnly, nonNegativeInteger, parseHostPort, parseListenAddress, positiveInteger, readBoolean, type HostPort, type ListenAddress } from './values.js';

@@ -1,7 +1,8 @@
 // Settings of the TokenVault API and the vault's upkeep, read with the sidecar's config: every
 // problem goes into the same list, and no secret value ever appears in one.
 import { readFileSync } from 'node:fs';
-import { API_TIMEOUTS, readPostgresTimeouts, type PostgresTimeouts } from './postgres.js';
+import { API_TIMEOUTS, readPostgresTimeouts } from './postgres.js';
+import type { PostgresTimeouts } from '../store/pool-settings.js';
 import { formatHostPort, isLoopbackOnly, nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
 import { type IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';

@@ -1,10 +1,11 @@
 // The Postgres pool. A backend that dies (restart, failover, idle kill) emits `error` on the pool;
 // unhandled, that would crash the process, so it is logged and counted instead. Every wait on
-// Postgres is bounded (config/postgres.ts): connecting, each statement on the server, each query on
-// the client (for a server that is unreachable and so never cancels anything), and TCP keepalive.
+// Postgres is bounded (pool-settings.ts, read by config/postgres.ts): connecting, each statement on
+// the server, each query on the client (for a server that is unreachable and so never cancels
+// anything), and TCP keepalive.
 import pg from 'pg';
 import type { Logger } from 'pino';
-import type { CommitDurability, PostgresTimeouts } from '../config/postgres.js';
+import type { CommitDurability, PostgresTimeouts } from './pool-settings.js';
 import { isPostgresUnavailable } from './errors.js';
 
 export interface PoolOptions {
