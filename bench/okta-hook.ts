@@ -16,7 +16,7 @@ import { stringify } from 'yaml';
 import type { Capture } from '../src/capture/types.js';
 import { OKTA_HOOK_PATH } from '../src/contract.js';
 import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
-import { waitFor } from '../src/ops/wait.js';
+import { waitFor } from '../src/lib/wait-for.js';
 import { GrantStore } from '../src/store/grants.js';
 import { migrate } from '../src/store/migrate.js';
 import { startEnvoyFront } from '../test/support/envoy.js';

@@ -33,7 +33,7 @@ import { renderEnvoyConfig } from '../src/envoyconfig/render.js';
 import { tokenRoutePath } from '../src/contract.js';
 import { startEnvoy, type RunningEnvoy } from '../src/ops/envoy-process.js';
 import { SERVE_NODE_FLAGS } from '../src/ops/node-flags.js';
-import { waitFor } from '../src/ops/wait.js';
+import { waitFor } from '../src/lib/wait-for.js';
 import { generateKeySpec } from '../src/keys/key-ring.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
 import { freePort } from '../test/support/ports.js';

@@ -17,7 +17,7 @@ import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { loadTokenVault } from '../src/api/protocol.js';
 import type { Capture } from '../src/capture/types.js';
-import { waitFor } from '../src/ops/wait.js';
+import { waitFor } from '../src/lib/wait-for.js';
 import { ApiKeyRepository } from '../src/api/api-keys.js';
 import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
 import { migrate } from '../src/store/migrate.js';

@@ -23,7 +23,7 @@ import { createApiMetrics } from './metrics.js';
 import { loadTokenVault } from './protocol.js';
 import { createTokenVaultHandlers } from './service.js';
 import { preloadWire } from './wire.js';
-import { shutdownGrpcServer } from '../ops/grpc-shutdown.js';
+import { shutdownGrpcServer } from '../lib/grpc-shutdown.js';
 
 export interface TokenVault {
   /** Where the API listens; undefined when it is off. */

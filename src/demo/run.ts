@@ -11,7 +11,7 @@ import { OKTA_HOOK_PATH, tokenRoutePath } from '../contract.js';
 import { startSidecar, type Sidecar } from '../sidecar.js';
 import { startEnvoy, type RunningEnvoy } from '../ops/envoy-process.js';
 import { createLogger } from '../ops/log.js';
-import { waitFor } from '../ops/wait.js';
+import { waitFor } from '../lib/wait-for.js';
 import { describeDatabaseUrl } from '../store/pool.js';
 import { generateKeySpec } from '../keys/key-ring.js';
 import type { GrantRecord } from '../store/grants.js';

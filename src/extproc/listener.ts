@@ -9,7 +9,7 @@ import type * as grpc from '@grpc/grpc-js';
 import type { ObservedResponse } from '../capture/types.js';
 import { createExtProcServer, extProcCredentials, type StreamLogger, type StreamMetrics } from './server.js';
 import { checkBoundSocket, clearStaleSocket } from './socket.js';
-import { shutdownGrpcServer } from '../ops/grpc-shutdown.js';
+import { shutdownGrpcServer } from '../lib/grpc-shutdown.js';
 
 export interface ExtProcListenerOptions {
   /** host:port to bind (port 0 picks a free one), or unix:/path. */

@@ -7,7 +7,7 @@ import os from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import type { ObservedResponse } from '../capture/types.js';
 import { checkBoundSocket } from './socket.js';
-import { shutdownGrpcServer } from '../ops/grpc-shutdown.js';
+import { shutdownGrpcServer } from '../lib/grpc-shutdown.js';
 import { createExtProcServer, extProcCredentials, type StreamLogger } from './server.js';
 import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOptions } from './thread-messages.js';
 

@@ -8,7 +8,7 @@ import type { AuthorizationServer, Client, ClientAuth } from 'oauth4webapi';
 import { parseFields, readTokenResponse } from '../capture/token-response.js';
 import type { TokenSet } from '../capture/types.js';
 import { readLimited } from './http.js';
-import { lazyImport } from './lazy-import.js';
+import { lazyImport } from '../lib/lazy-import.js';
 
 export type AuthMethod = 'client_secret_basic' | 'client_secret_post';
 export const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post'];

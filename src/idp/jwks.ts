@@ -13,7 +13,7 @@ import type { CompactVerifyGetKey, JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import type { AuthorizationServer } from 'oauth4webapi';
 import { isLoopbackUrl } from '../config/values.js';
 import { limitedFetch, readLimited } from './http.js';
-import { lazyImport } from './lazy-import.js';
+import { lazyImport } from '../lib/lazy-import.js';
 
 // Imported on first use (a fetch): a sidecar that checks no signature never loads them. A failed
 // import fails the fetch like an unreachable issuer.

@@ -8,7 +8,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
-import { backoffMs } from '../ingest/backoff.js';
+import { backoffMs } from '../lib/backoff.js';
 import { isPostgresUnavailable, VaultError } from '../store/errors.js';
 import { withLockedGrant } from '../store/grant-lock.js';
 import { readClaim, releaseClaim, retireSpentRefreshToken } from '../store/refresh-claims.js';

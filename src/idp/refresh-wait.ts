@@ -2,7 +2,7 @@
 // than spend the refresh token itself (the rules: idp/refresh.ts).
 import type pg from 'pg';
 import type { Logger } from 'pino';
-import { sleep } from '../ingest/abortable-wait.js';
+import { sleep } from '../lib/abortable-wait.js';
 import { VaultError } from '../store/errors.js';
 import { claimProgress, type RefreshClaim } from '../store/refresh-claims.js';
 

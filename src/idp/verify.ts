@@ -14,7 +14,7 @@ import type { CompactVerifyGetKey, CryptoKey } from 'jose';
 import type { Capture } from '../capture/types.js';
 import { accessTokenMatchesAtHash, checkIdTokenClaims, type ClaimProblem } from './id-token-checks.js';
 import { ASYMMETRIC_ALGORITHMS, JwksCache, type IssuerKeys, type JwksCacheOptions, type KeyFetchObserver } from './jwks.js';
-import { lazyImport } from './lazy-import.js';
+import { lazyImport } from '../lib/lazy-import.js';
 
 export { MAX_DOCUMENT_BYTES, type KeyFetchObserver } from './jwks.js';
 

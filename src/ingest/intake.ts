@@ -8,7 +8,7 @@
 // about `gatherMs`; README "Failure behaviour"), which the depth gauge shows.
 import type { Logger } from 'pino';
 import type { ObservedResponse } from '../capture/types.js';
-import { ITEMS_PER_TURN } from './turns.js';
+import { ITEMS_PER_TURN } from '../lib/turns.js';
 
 export interface IntakeOptions {
   /** Called for each response, in arrival order; a throw drops that one response only. */

@@ -5,9 +5,9 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { IngestMetrics } from './metrics.js';
 import { migrate, SchemaTooNewError } from '../store/migrate.js';
-import { backoffMs } from './backoff.js';
+import { backoffMs } from '../lib/backoff.js';
 import { errorCode } from '../store/errors.js';
-import { sleep, waitForWake } from './abortable-wait.js';
+import { sleep, waitForWake } from '../lib/abortable-wait.js';
 
 export type StoreCondition = 'preparing' | 'ready' | 'unavailable' | 'schema_too_new';
 

@@ -7,13 +7,13 @@
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
 import type { IngestMetrics } from './metrics.js';
-import { backoffMs } from './backoff.js';
+import { backoffMs } from '../lib/backoff.js';
 import type { CaptureSpool, SpoolBatch } from './spool.js';
 import { errorCode, errorName, isPostgresUnavailable } from '../store/errors.js';
 import type { RecordResult, SetAside } from '../store/grants.js';
 import type { StoreState } from './postgres-availability.js';
-import { sleep } from './abortable-wait.js';
-import { ITEMS_PER_TURN, nextTurn } from './turns.js';
+import { sleep } from '../lib/abortable-wait.js';
+import { ITEMS_PER_TURN, nextTurn } from '../lib/turns.js';
 
 
 /** What the pump writes through (store/grants.ts's GrantStore). */

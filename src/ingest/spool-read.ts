@@ -2,7 +2,7 @@
 // cannot be opened are gathered per held/ file (the caller moves them there before it moves on).
 import type { Capture } from '../capture/types.js';
 import type { KeyRing } from '../keys/key-ring.js';
-import { ITEMS_PER_TURN, nextTurn } from './turns.js';
+import { ITEMS_PER_TURN, nextTurn } from '../lib/turns.js';
 import { LENGTH_BYTES, openRecord, scanFrames } from './spool-codec.js';
 import type { HeldLedger } from './spool-census.js';
 import type { HeldRecords } from './spool-held.js';

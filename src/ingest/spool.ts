@@ -17,7 +17,7 @@ import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
 import type { IngestMetrics } from './metrics.js';
 import type { KeyRing } from '../keys/key-ring.js';
-import { waitForWake } from './abortable-wait.js';
+import { waitForWake } from '../lib/abortable-wait.js';
 import { HEADER_BYTES, frameCapture } from './spool-codec.js';
 import { HeldLedger } from './spool-census.js';
 import { readBatch } from './spool-read.js';

@@ -5,7 +5,7 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { waitFor } from './wait.js';
+import { waitFor } from '../lib/wait-for.js';
 
 export const ENVOY_BIN = process.env.TOKEN_TAP_ENVOY ?? fileURLToPath(new URL('../../../.venv/bin/envoy', import.meta.url));
 

@@ -7,7 +7,7 @@ import { decodeIdTokenClaims, vouchedEmail } from '../capture/jwt.js';
 import { describeCaptureFailure, isPostgresUnavailable } from './errors.js';
 import { withTransaction } from './pool.js';
 import { erasedSql, HOLD_OFF_ERASURES } from './tombstones.js';
-import { mapWithTurns } from '../ingest/turns.js';
+import { mapWithTurns } from '../lib/turns.js';
 import { quarantineCapture, type QuarantinedCapture, type QuarantineStage } from './quarantine.js';
 
 export interface RecordResult {

@@ -12,4 +12,4 @@ export async function freePort(): Promise<number> {
   });
 }
 
-export { waitFor } from '../../src/ops/wait.js';
+export { waitFor } from '../../src/lib/wait-for.js';

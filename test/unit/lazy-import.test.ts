@@ -1,7 +1,7 @@
 import { expect } from 'chai';
-import { lazyImport } from '../../src/idp/lazy-import.js';
+import { lazyImport } from '../../src/lib/lazy-import.js';
 
-describe('idp/lazy-import', () => {
+describe('lib/lazy-import', () => {
   it('loads once on first use and shares the module after', async () => {
     let loads = 0;
     const load = lazyImport(async () => ({ loaded: ++loads }));
