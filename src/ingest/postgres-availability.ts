@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { IngestMetrics } from './metrics.js';
 import { migrate, SchemaTooNewError } from '../store/migrate.js';
 import { backoffMs } from '../lib/backoff.js';
-import { errorCode } from '../store/errors.js';
+import { errorCode } from '../lib/error-description.js';
 import { sleep, waitForWake } from '../lib/abortable-wait.js';
 
 export type StoreCondition = 'preparing' | 'ready' | 'unavailable' | 'schema_too_new';

@@ -11,7 +11,7 @@
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { errorCode } from '../store/errors.js';
+import { errorCode } from '../lib/error-description.js';
 import type { IngestMetrics } from './metrics.js';
 import { HEADER_BYTES, recordCaptureId, recordKeyId, segmentRecords, type Unreadable } from './spool-codec.js';
 import { readRegularFile } from './spool-fs.js';

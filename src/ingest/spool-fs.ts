@@ -5,7 +5,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { lstat, open, readdir, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
-import { errorCode } from '../store/errors.js';
+import { errorCode } from '../lib/error-description.js';
 
 const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW } = fsConstants;
 export const OPEN_READ = O_RDONLY | O_NOFOLLOW;

@@ -10,7 +10,7 @@
 // TOKEN_TAP_SPOOL_MAX_BYTES: token_tap_spool_held_bytes says how much it takes.
 import { lstat, mkdir, readdir, rename, unlink } from 'node:fs/promises';
 import path from 'node:path';
-import { errorCode } from '../store/errors.js';
+import { errorCode } from '../lib/error-description.js';
 import { SEGMENT_MAGIC } from './spool-codec.js';
 import { isRealDirectory, NotRegularFileError, OPEN_APPEND, OPEN_NEW, openRegular, syncDirectory, writeAll } from './spool-fs.js';
 

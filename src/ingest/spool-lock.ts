@@ -30,7 +30,7 @@ import { readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/pro
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { errorCode } from '../store/errors.js';
+import { errorCode } from '../lib/error-description.js';
 import { OPEN_APPEND, openRegular, readRegularFile, writeNewFile } from './spool-fs.js';
 
 const LOCK_FILE = 'lock';

@@ -6,7 +6,7 @@ import type pg from 'pg';
 import { fingerprint, open, parseDecrypted, seal, type KeyRing } from './key-ring.js';
 import { resealCapture } from '../ingest/spool-codec.js';
 import { withTransaction } from '../store/pool.js';
-import { errorCode } from '../store/errors.js';
+import { errorCode } from '../lib/error-description.js';
 import type { GrantStore } from '../store/grants.js';
 
 const GRANT_FIELDS = ['access_token', 'refresh_token', 'id_token', 'extras'] as const;

@@ -14,7 +14,8 @@
 import type pg from 'pg';
 import { subjectFingerprintCandidates, type KeyRing } from '../keys/key-ring.js';
 import { withTransaction } from './pool.js';
-import { errorCode, VaultError } from './errors.js';
+import { errorCode } from '../lib/error-description.js';
+import { VaultError } from './errors.js';
 import { EVERY_IDP, HOLD_OFF_CAPTURE_WRITES, writeTombstones } from './tombstones.js';
 
 /** How long an erasure waits for the capture batches in flight (each holds off erasures while it runs) or a grant's row lock. */

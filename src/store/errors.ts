@@ -1,5 +1,7 @@
 // Why a vault operation did not happen, in terms a caller can act on. The API turns the outcome
 // into a gRPC status; the CLI into an exit code. Messages never contain token material.
+import { errorCode, errorName } from '../lib/error-description.js';
+
 /** The outcomes a vault operation can end in besides success; the API audits them under the same names. */
 export type VaultOutcome = 'invalid_argument' | 'not_found' | 'failed_precondition' | 'unavailable';
 
@@ -12,12 +14,6 @@ export class VaultError extends Error {
   ) {
     super(message, options);
   }
-}
-
-/** What an error says without its message (which may quote a value): its code (SQLSTATE or errno), if any. */
-export function errorCode(error: unknown): string | undefined {
-  const code = (error as { code?: unknown })?.code;
-  return typeof code === 'string' ? code : undefined;
 }
 
 export function grantNotFound(idp: string, subject: string): VaultError {
@@ -80,10 +76,4 @@ export function describeCaptureFailure(error: unknown): { label: QuarantineLabel
   const name = errorName(error);
   if (name === 'DecryptError') return { label: 'unreadable', reason: `cannot open a held grant (${name})` };
   return { label: 'failed', reason: `writing it failed (${name})` };
-}
-
-/** An error's class name, safe to store and log: letters and digits only, bounded. */
-export function errorName(error: unknown): string {
-  const name = (error as Error)?.name;
-  return typeof name === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,59}$/.test(name) ? name : 'Error';
 }

@@ -5,7 +5,8 @@
 import type pg from 'pg';
 import { DecryptError } from '../keys/key-ring.js';
 import { withTransaction } from './pool.js';
-import { errorCode, VaultError } from './errors.js';
+import { errorCode } from '../lib/error-description.js';
+import { VaultError } from './errors.js';
 import type { GrantRecord, GrantRow, GrantStore } from './grants.js';
 
 const LOCK_NOT_AVAILABLE = '55P03';

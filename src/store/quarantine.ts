@@ -7,7 +7,8 @@ import type pg from 'pg';
 import type { Capture } from '../capture/types.js';
 import { subjectFingerprint, type KeyRing } from '../keys/key-ring.js';
 import { openSealedCapture, sealCapture } from '../ingest/spool.js';
-import { describeCaptureFailure, errorName, isPostgresUnavailable, type QuarantineLabel } from './errors.js';
+import { errorName } from '../lib/error-description.js';
+import { describeCaptureFailure, isPostgresUnavailable, type QuarantineLabel } from './errors.js';
 import { withTransaction } from './pool.js';
 import { erasedSql, HOLD_OFF_ERASURES } from './tombstones.js';
 
