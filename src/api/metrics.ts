@@ -1,7 +1,7 @@
 // Prometheus metrics of the TokenVault API, registered in the sidecar's registry. Labels carry
 // operation names, outcomes and IdP names only.
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { registeredMetric } from '../ops/metrics.js';
+import { registeredMetric } from '../lib/registered-metric.js';
 
 export interface ApiMetrics {
   calls: Counter<'operation' | 'outcome'>;

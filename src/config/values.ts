@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { isLoopbackUrl } from '../lib/loopback-url.js';
 
 const requireModule = createRequire(import.meta.url);
 
@@ -204,11 +205,6 @@ export function parseEach<T>(texts: readonly string[], parse: (text: string) => 
     const parsed = parseOrNote(text, parse, problems);
     return parsed === undefined ? [] : [parsed];
   });
-}
-
-/** 127.0.0.1, localhost or [::1]: this machine. */
-export function isLoopbackUrl(url: URL): boolean {
-  return ['127.0.0.1', 'localhost', '[::1]'].includes(url.hostname);
 }
 
 /**

@@ -1,7 +1,8 @@
 // Prometheus metrics of the Okta token inline hook, registered in the sidecar's registry. Labels
 // carry outcomes and IdP names only, never a user, a claim or a secret.
 import { Counter, Histogram, type Registry } from 'prom-client';
-import { refusalsSummarisedCounter, registeredMetric, REFUSALS_SUMMARISED } from '../ops/metrics.js';
+import { registeredMetric } from '../lib/registered-metric.js';
+import { refusalsSummarisedCounter, REFUSALS_SUMMARISED } from '../ops/metrics.js';
 
 export interface HookMetrics {
   calls: Counter<'idp' | 'outcome' | 'answer'>;

@@ -11,7 +11,7 @@
 // also refuse secret keys). Nothing here logs or throws a key, a token or an answer's body.
 import type { CompactVerifyGetKey, JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import type { AuthorizationServer } from 'oauth4webapi';
-import { isLoopbackUrl } from '../config/values.js';
+import { isLoopbackUrl } from '../lib/loopback-url.js';
 import { limitedFetch, readLimited } from './http.js';
 import { lazyImport } from '../lib/lazy-import.js';
 

@@ -129,11 +129,3 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     refusalsSummarised: refusalsSummarisedCounter(registry),
   };
 }
-
-/**
- * The metric already registered under `name` in `registry`, else a new one: a second TokenVault
- * API or hook started in one process (tests, a restart in place) must not register twice.
- */
-export function registeredMetric<T>(registry: Registry, name: string, make: () => T): T {
-  return (registry.getSingleMetric(name) as T | undefined) ?? make();
-}
