@@ -1,6 +1,7 @@
 // API keys as callers hold them: "ttk_<id>_<secret>". The id is public (it names the key in
 // listings and audit rows); only a hash of the secret is stored, and it is compared in constant time.
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
+import { matchesSecretDigest, secretDigest } from '../lib/constant-time.js';
 
 const PREFIX = 'ttk_';
 const SECRET_PATTERN = /^[A-Za-z0-9_-]{43}$/;
@@ -30,7 +31,7 @@ export function parseApiKey(token: string): ApiKeyParts | undefined {
 }
 
 export function hashApiKeySecret(secret: string): Buffer {
-  return createHash('sha256').update(secret, 'utf8').digest();
+  return secretDigest(secret);
 }
 
 // Compared even when the key id is unknown, so an unknown id takes as long as a wrong secret.
@@ -38,7 +39,6 @@ const UNKNOWN_KEY_HASH = hashApiKeySecret(randomBytes(32).toString('base64url'))
 
 /** Constant-time check of a presented secret against a stored hash (or none, for an unknown id). */
 export function secretMatches(secret: string, storedHash: Buffer | undefined): boolean {
-  const presented = hashApiKeySecret(secret);
-  const expected = storedHash && storedHash.length === presented.length ? storedHash : UNKNOWN_KEY_HASH;
-  return timingSafeEqual(presented, expected) && expected !== UNKNOWN_KEY_HASH;
+  const expected = storedHash && storedHash.length === UNKNOWN_KEY_HASH.length ? storedHash : UNKNOWN_KEY_HASH;
+  return matchesSecretDigest(secret, expected) && expected !== UNKNOWN_KEY_HASH;
 }

@@ -3,20 +3,15 @@
 // JWKS: signature, iss, aud, exp, the scope, and that it is the hook client's own client-credentials
 // token: cid/client_id is the configured client, sub is that client, no uid). The answer is yes or no;
 // why a call was refused goes to the log only, never to the caller.
-import { createHash, timingSafeEqual } from 'node:crypto';
 import type { IncomingHttpHeaders } from 'node:http';
 import { jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { HookAuthentication } from '../config/hook-file.js';
 import { JwksCache, type KeyFetchObserver } from '../idp/jwks.js';
+import { matchesSecretDigest, secretDigest } from '../lib/constant-time.js';
 
 export type HookAuthResult = { ok: true } | { ok: false; reason: string };
 
 export type HookAuthenticator = (headers: IncomingHttpHeaders) => Promise<HookAuthResult>;
-
-/** SHA-256 first, so both sides have one length and the comparison says nothing about either's. */
-function sameSecret(given: string, expected: Buffer): boolean {
-  return timingSafeEqual(createHash('sha256').update(given).digest(), expected);
-}
 
 function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
   const value = headers[name];
@@ -61,11 +56,11 @@ function clientIdOf(payload: Record<string, unknown>): string | undefined {
 
 export function createHookAuthenticator(config: HookAuthentication, options: HookAuthenticatorOptions = {}): HookAuthenticator {
   if (config.kind === 'header') {
-    const expected = createHash('sha256').update(config.value).digest();
+    const expected = secretDigest(config.value);
     return async (headers) => {
       const given = headerValue(headers, config.name);
       if (given === undefined) return { ok: false, reason: `no ${config.name} header` };
-      return sameSecret(given, expected) ? { ok: true } : { ok: false, reason: `wrong ${config.name} value` };
+      return matchesSecretDigest(given, expected) ? { ok: true } : { ok: false, reason: `wrong ${config.name} value` };
     };
   }
   const keys = issuerKeys(config, options);
