@@ -1,3 +1,4 @@
+import FakeTimers from '@sinonjs/fake-timers';
 import { expect } from 'chai';
 import type { ObservedResponse } from '../../src/capture/types.js';
 import { CaptureIntake } from '../../src/ingest/intake.js';
@@ -17,18 +18,24 @@ function counters() {
   };
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 describe('ingest/intake', () => {
+  // The intake's two schedulers (the gather window's setTimeout, the slices' setImmediate) run on a
+  // fake clock: each test moves time itself instead of sleeping, so none waits or races real time.
+  let clock: ReturnType<typeof FakeTimers.install>;
+  beforeEach(() => {
+    clock = FakeTimers.install({ toFake: ['setTimeout', 'clearTimeout', 'setImmediate', 'clearImmediate'] });
+  });
+  afterEach(() => clock.uninstall());
+
   it('handles nothing while responses gather, then all of them in arrival order', async () => {
     const handled: string[] = [];
     const { logger, metrics } = counters();
     const intake = new CaptureIntake({ handle: (response) => void handled.push(response.idp!), gatherMs: 30, maxBacklog: 100, logger, metrics });
     for (let index = 0; index < 5; index += 1) intake.take(observed(index));
-    await sleep(10);
+    await clock.tickAsync(10);
     expect(handled).to.deep.equal([]);
     expect(intake.depth).to.equal(5);
-    await sleep(40);
+    await clock.tickAsync(40);
     expect(handled).to.deep.equal(['idp0', 'idp1', 'idp2', 'idp3', 'idp4']);
     expect(intake.depth).to.equal(0);
   });
@@ -46,7 +53,9 @@ describe('ingest/intake', () => {
       if (ticking) setImmediate(tick);
     };
     setImmediate(tick);
-    await sleep(20);
+    // The ticker never stops by itself: step the clock one timer (one turn) at a time until the
+    // intake is done, at most 1000 turns.
+    for (let turn = 0; turn < 1_000 && handled.length < 35; turn += 1) clock.next();
     ticking = false;
     expect(handled).to.have.length(35);
     // 4 slices (10, 10, 10, 5), each on a later turn than the one before.
@@ -59,7 +68,7 @@ describe('ingest/intake', () => {
     const { logger, metrics, dropped, errors } = counters();
     const intake = new CaptureIntake({ handle: (response) => void handled.push(response.idp!), gatherMs: 20, maxBacklog: 3, logger, metrics });
     for (let index = 0; index < 10; index += 1) intake.take(observed(index));
-    await sleep(40);
+    await clock.tickAsync(40);
     expect(handled).to.deep.equal(['idp0', 'idp1', 'idp2']);
     expect(dropped.get('capture_backlog_full')).to.equal(7);
     expect(errors).to.have.length(1);
@@ -80,7 +89,7 @@ describe('ingest/intake', () => {
       metrics,
     });
     for (let index = 0; index < 3; index += 1) intake.take(observed(index));
-    await sleep(10);
+    await clock.tickAsync(10);
     expect(handled).to.deep.equal(['idp0', 'idp2']);
     expect(dropped.get('capture_failed')).to.equal(1);
   });
@@ -109,9 +118,9 @@ describe('ingest/intake', () => {
       metrics,
     });
     intake.take(observed(0));
-    await sleep(10);
+    await clock.tickAsync(10);
     intake.take(observed(1));
-    await sleep(10);
+    await clock.tickAsync(10);
     expect(handled).to.deep.equal(['idp1']);
     expect(dropped.get('capture_failed')).to.equal(1);
   });
@@ -123,7 +132,7 @@ describe('ingest/intake', () => {
     for (let index = 0; index < 100; index += 1) intake.take({ ...observed(index), body: Buffer.alloc(1024 * 1024) });
     expect(intake.depth).to.equal(10);
     expect(dropped.get('capture_backlog_full')).to.equal(90);
-    await sleep(40);
+    await clock.tickAsync(40);
     expect(handled).to.have.length(10);
   });
 
@@ -135,8 +144,9 @@ describe('ingest/intake', () => {
     expect(depths.at(-1)).to.equal(3);
     let resolved = false;
     const handled = intake.whenHandled(1_000).then(() => (resolved = true));
-    await sleep(10);
+    await clock.tickAsync(10);
     expect(resolved, 'not before the gather window ends').to.equal(false);
+    await clock.tickAsync(20);
     await handled;
     expect(depths.at(-1)).to.equal(0);
     // Nothing waiting: at once.
@@ -162,8 +172,9 @@ describe('ingest/intake', () => {
     const waited = intake.whenHandled(1_000).then(() => (resolved = true));
     intake.take(observed(1));
     expect(dropped.get('capture_backlog_full')).to.equal(1);
-    await sleep(5);
+    await clock.tickAsync(5);
     expect(resolved).to.equal(false);
+    await clock.tickAsync(45);
     await waited;
     expect(handled).to.deep.equal(['idp0']);
   });
@@ -173,7 +184,7 @@ describe('ingest/intake', () => {
     const { logger, metrics, dropped } = counters();
     const intake = new CaptureIntake({ handle: (response) => void handled.push(response.body.length), gatherMs: 0, maxBacklog: 10, maxBytes: 10, logger, metrics });
     intake.take({ ...observed(0), body: Buffer.alloc(11) });
-    await sleep(10);
+    await clock.tickAsync(10);
     expect(handled).to.deep.equal([11]);
     expect(dropped.size).to.equal(0);
   });
