@@ -24,7 +24,6 @@ const TID = 'tid-7c41e9a2';
 const HOOK_AUDIENCE = 'api://token-tap-hook';
 const HOOK_SCOPE = 'token_tap.hook';
 const CALLER = { clientId: 'okta-hook-caller', clientSecret: 'okta-hook-caller-secret-0123456789' };
-const SHORT_CALLER = { clientId: 'okta-hook-caller-short', clientSecret: 'okta-hook-caller-short-secret-0123', accessTokenTtlSeconds: 1 };
 
 interface HookCall {
   idpId?: string;
@@ -139,7 +138,7 @@ describe('Okta token inline hook through Envoy', function () {
     authServer = await startTestIdp({
       signingKey: authServerKey,
       accounts: { service: { email: 'service@example.test' } },
-      serviceClients: [CALLER, SHORT_CALLER],
+      serviceClients: [CALLER],
       resourceServers: { [HOOK_AUDIENCE]: { scope: HOOK_SCOPE }, 'api://somebody-else': { scope: HOOK_SCOPE } },
     });
     writeFileSync(path.join(dir, 'header.yaml'), stringify({ authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } }, providers: PROVIDERS }));
@@ -348,12 +347,14 @@ describe('Okta token inline hook through Envoy', function () {
       expect(valuesOf(body, 'com.okta.identity.patch')).to.have.deep.property('upstream_tid', TID);
     });
 
-    async function oktaShapedToken(claims: Record<string, unknown>): Promise<string> {
+    /** `ageSeconds` mints it that long ago, so a token of 5 minutes can be already expired. */
+    async function oktaShapedToken(claims: Record<string, unknown>, ageSeconds = 0): Promise<string> {
       // Signed with the authorization server's own key: as Okta mints them (cid, scp, uid for a user).
       const key = await importJWK(authServerKey as Parameters<typeof importJWK>[0], 'RS256');
+      const issuedAt = Math.floor(Date.now() / 1000) - ageSeconds;
       return new SignJWT({ ver: 1, jti: `AT.${Math.random()}`, ...claims })
         .setProtectedHeader({ alg: 'RS256', kid: 'okta-as-key-1' })
-        .setIssuer(authServer.issuer).setAudience(HOOK_AUDIENCE).setIssuedAt().setExpirationTime('5m').sign(key);
+        .setIssuer(authServer.issuer).setAudience(HOOK_AUDIENCE).setIssuedAt(issuedAt).setExpirationTime(issuedAt + 300).sign(key);
     }
 
     it('answers 401 to an end user\'s access token of another app (right iss, aud, scope), 200 to the hook client\'s own', async () => {
@@ -370,8 +371,8 @@ describe('Okta token inline hook through Envoy', function () {
 
     it('answers 401 to a JWT for another audience, an expired one, the header secret or none', async () => {
       const elsewhere = await clientCredentialsToken(authServer, CALLER, 'api://somebody-else');
-      const expiring = await clientCredentialsToken(authServer, SHORT_CALLER, HOOK_AUDIENCE);
-      await new Promise((resolve) => setTimeout(resolve, 2_100));
+      // The hook client's own token, minted already expired (a minute ago), rather than waited out.
+      const expiring = await oktaShapedToken({ cid: CALLER.clientId, sub: CALLER.clientId, scp: [HOOK_SCOPE] }, 360);
       for (const [what, authorization] of [['wrong audience', `Bearer ${elsewhere}`], ['expired', `Bearer ${expiring}`], ['header secret', SECRET], ['none', undefined]] as const) {
         const { status, text } = await callHook(stack, {}, authorization);
         expect(status, what).to.equal(401);
