@@ -2,6 +2,7 @@
 FROM node:22.12-bookworm-slim AS build
 WORKDIR /app
 COPY package.json package-lock.json ./
+# Dev dependencies too: the build cuts the ext_proc descriptor from @grpc/grpc-js-xds's protos.
 RUN npm ci --no-audit --no-fund
 COPY tsconfig.json ./
 # The build generates the TokenVault message types from the proto (scripts/generate-proto-types.js).
@@ -25,6 +26,8 @@ FROM node:22.12-bookworm-slim
 ENV NODE_ENV=production
 WORKDIR /app
 COPY package.json package-lock.json ./
+# Production dependencies only: no PGlite (the demo's), no @grpc/grpc-js-xds (the build's; dist/src
+# carries the descriptor cut from it). test/integration/packaging.test.ts runs serve without them.
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force
 COPY --from=build /app/dist/src ./dist/src
 COPY bin ./bin

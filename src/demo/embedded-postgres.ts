@@ -9,10 +9,25 @@ export interface EmbeddedPostgres {
   stop(): Promise<void>;
 }
 
+// PGlite is a dev dependency: `npm ci` in a checkout installs it, the sidecar image
+// (`npm ci --omit=dev`) leaves it out, so a missing one is named with what to do instead.
+async function loadPglite() {
+  try {
+    const [{ PGlite }, { PGLiteSocketServer }] = await Promise.all([import('@electric-sql/pglite'), import('@electric-sql/pglite-socket')]);
+    return { PGlite, PGLiteSocketServer };
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+    throw new Error(
+      'the embedded Postgres (PGlite: @electric-sql/pglite, @electric-sql/pglite-socket) is not installed; it is a dev dependency, which the sidecar image leaves out. ' +
+        `Run the demo from a checkout after \`npm ci\` (\`npm run demo\`), or set DATABASE_URL to a Postgres (${(error as Error).message})`,
+      { cause: error },
+    );
+  }
+}
+
 export async function startEmbeddedPostgres(dataDir: string, port = 0): Promise<EmbeddedPostgres> {
   mkdirSync(dataDir, { recursive: true });
-  const { PGlite } = await import('@electric-sql/pglite');
-  const { PGLiteSocketServer } = await import('@electric-sql/pglite-socket');
+  const { PGlite, PGLiteSocketServer } = await loadPglite();
   const db = await PGlite.create(dataDir);
   const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port, maxConnections: 1 });
   await server.start();

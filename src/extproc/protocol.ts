@@ -5,6 +5,7 @@
 // whole descriptor through proto-loader cost ~6.5 MB RSS per thread; this costs ~0.3 MB).
 // The message types are generated from the full protos at build time (scripts/generate-proto-types.js,
 // into generated/ext-proc/, with LOADER_OPTIONS' flags; type-only imports).
+// @grpc/grpc-js-xds is a build-time (dev) dependency: a built sidecar reads only the descriptor.
 import { existsSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
@@ -21,7 +22,13 @@ import { EXT_PROC_SERVICE, pruneExtProcDescriptor } from './pruned-descriptor.js
 const require = createRequire(import.meta.url);
 
 function xdsDepsDir(): string {
-  const packageJson = require.resolve('@grpc/grpc-js-xds/package.json');
+  let packageJson: string;
+  try {
+    packageJson = require.resolve('@grpc/grpc-js-xds/package.json');
+  } catch (error) {
+    if ((error as { code?: unknown }).code !== 'MODULE_NOT_FOUND') throw error;
+    throw new Error(`the ext_proc descriptor ${EXT_PROC_DESCRIPTOR_FILE} is missing and Envoy's protos (@grpc/grpc-js-xds, a build-time dependency) are not installed: build with \`npm ci && npm run build\``, { cause: error });
+  }
   return path.join(path.dirname(packageJson), 'deps');
 }
 

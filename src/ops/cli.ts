@@ -254,7 +254,7 @@ export function buildProgram(): Command {
 
   program
     .command('demo')
-    .description('Run the whole stack locally (demo IdP, sidecar, Envoy; Postgres from DATABASE_URL or embedded),\nperform one login as Okta would, and print what was captured.')
+    .description('Run the whole stack locally (demo IdP, sidecar, Envoy; Postgres from DATABASE_URL or embedded),\nperform one login as Okta would, and print what was captured. Needs dev dependencies (oidc-provider,\nopenid-client, PGlite): run it from a checkout after npm ci.')
     .addOption(new Option('--mode <mode>', 'ext_proc mode').choices(['observability', 'buffered']).default('observability'))
     .option('--once', 'exit after the login instead of running until Ctrl-C', false)
     .option('--envoy-port <port>', 'Envoy listener port', '8080')
@@ -264,7 +264,11 @@ export function buildProgram(): Command {
     .action(async (options: { mode: ProcessingMode; once: boolean; envoyPort: string; sidecarPort: string; adminPort: string; stateDir: string }) => {
       const ports = [options.envoyPort, options.sidecarPort, options.adminPort].map(Number);
       if (!ports.every((port) => Number.isInteger(port) && port > 0 && port < 65536)) throw new UsageError('ports must be integers between 1 and 65535');
-      const { runDemo } = await import('../demo/run.js');
+      // The demo runs on dev dependencies (oidc-provider, openid-client, PGlite): not in the sidecar image.
+      const { runDemo } = await import('../demo/run.js').catch((error: unknown) => {
+        if ((error as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
+        throw new UsageError(`the demo needs the dev dependencies (oidc-provider, openid-client, PGlite), which the sidecar image leaves out: run it from a checkout after \`npm ci\` (\`npm run demo\`) (${(error as Error).message})`);
+      });
       await runDemo({ mode: options.mode, once: options.once, envoyPort: ports[0]!, sidecarPort: ports[1]!, adminPort: ports[2]!, stateDir: options.stateDir });
     });
 

@@ -1,10 +1,21 @@
 // Static checks of what we ship for Docker and Kubernetes (no engine runs here): every file
-// parses and passes its schema, and images and versions agree across files.
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+// parses and passes its schema, and images and versions agree across files. The image's
+// dependencies are also checked by running the built sidecar with every dev dependency hidden.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { builtinModules } from 'node:module';
+import os from 'node:os';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { parseAllDocuments, parse } from 'yaml';
 import { composeValidator } from '../support/compose-schema.js';
+import { connectExtProc, sendResponse } from '../support/extproc-client.js';
+import { hiddenPackagesEnv } from '../support/hidden-packages.js';
+import { fakeJwt } from '../support/jwt.js';
+import { freePort } from '../support/ports.js';
+import { createTestDatabase } from '../support/postgres.js';
+import { runCli, startSidecarProcess } from '../support/sidecar.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { isLoopbackOnly, parseListenAddress } from '../../src/config/values.js';
 import { SIDECAR_CLUSTER } from '../../src/envoyconfig/clusters.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../../src/contract.js';
@@ -158,6 +169,96 @@ describe('packaging (static checks)', () => {
     // The two-phase key rollout is written where operators change keys.
     expect(read(`${K8S_DIR}statefulset.yaml`)).to.match(/two-phase/).and.match(/keys rotate/);
     expect(read(`${K8S_DIR}secret.yaml`)).to.match(/two phases/).and.match(/keys rotate/);
+  });
+
+  describe('the sidecar image carries production dependencies only', () => {
+    const packageJson = JSON.parse(read('package.json')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
+    const lock = JSON.parse(read('package-lock.json')) as { packages: Record<string, { dev?: boolean }> };
+    /** The demo's embedded Postgres, and Envoy's protos the build cuts the ext_proc descriptor from. */
+    const NOT_IN_IMAGE = ['@electric-sql/pglite', '@electric-sql/pglite-socket', '@grpc/grpc-js-xds'];
+    const devDependencies = Object.keys(packageJson.devDependencies);
+
+    function stage(dockerfile: string, name: string | undefined): string {
+      const starts = [...dockerfile.matchAll(/^FROM\s+\S+(?:\s+AS\s+(\S+))?/gm)];
+      const at = name === undefined ? starts.length - 1 : starts.findIndex((match) => match[1] === name);
+      return dockerfile.slice(starts[at]!.index, starts[at + 1]?.index);
+    }
+
+    it('PGlite and @grpc/grpc-js-xds are dev dependencies: the build stage has them, the image\'s npm ci --omit=dev leaves them out', () => {
+      for (const name of NOT_IN_IMAGE) {
+        expect(packageJson.dependencies, name).to.not.have.property(name);
+        expect(packageJson.devDependencies, name).to.have.property(name);
+        // What `npm ci --omit=dev` leaves out: the lock marks it dev.
+        expect(lock.packages[`node_modules/${name}`]?.dev, `${name} in package-lock.json`).to.equal(true);
+      }
+      const dockerfile = read('Dockerfile');
+      const build = stage(dockerfile, 'build');
+      const image = stage(dockerfile, undefined);
+      // The build installs everything (the build reads Envoy's protos), then builds.
+      expect(build).to.match(/^RUN npm ci\b/m).and.not.contain('--omit');
+      expect(build).to.match(/^RUN npm run build$/m);
+      // The image installs production dependencies only and takes the built tree, the pruned descriptor in it.
+      expect(image).to.match(/^RUN npm ci --omit=dev\b/m).and.not.match(/--include[= ](dev|optional)/);
+      expect(image).to.match(/^COPY --from=build \/app\/dist\/src \.\/dist\/src$/m);
+      expect(existsSync(`${root}dist/src/extproc/ext_proc.pruned.json`), 'the build writes the pruned descriptor into dist/src').to.equal(true);
+    });
+
+    it('no code in the image imports a dev dependency, but the demo (which says what is missing) and the descriptor fallback of a build without it', () => {
+      // Static and dynamic imports and requires of bare names in the built tree.
+      const IMPORT = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|\brequire(?:\.resolve)?\(\s*)['"]([^'"./][^'"]*)['"]/g;
+      const packageOf = (specifier: string) => specifier.split('/').slice(0, specifier.startsWith('@') ? 2 : 1).join('/');
+      const builtins = new Set(builtinModules);
+      const files = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? files(path.join(dir, entry.name)) : entry.name.endsWith('.js') ? [path.join(dir, entry.name)] : []));
+      const distSrc = `${root}dist/src/`;
+      const imported = files(distSrc).flatMap((file) => [...readFileSync(file, 'utf8').matchAll(IMPORT)].map((match) => ({ file: path.relative(distSrc, file), name: packageOf(match[1]!) })));
+      const outside = imported.filter(({ name }) => !name.startsWith('node:') && !builtins.has(name) && !(name in packageJson.dependencies));
+      const allowed = (file: string, name: string) => file.startsWith('demo/') || (file === 'extproc/protocol.js' && name === '@grpc/grpc-js-xds');
+      expect(outside.filter(({ file, name }) => !allowed(file, name))).to.deep.equal([]);
+      // The check can fail: the demo and the descriptor fallback do import dev dependencies.
+      expect(outside.map(({ name }) => name)).to.include.members(['@electric-sql/pglite', 'openid-client', '@grpc/grpc-js-xds']);
+    });
+
+    it('serve captures into Postgres and grants show reads it back with every dev dependency missing', async function () {
+      this.timeout(30_000);
+      const db = await createTestDatabase('no_dev_deps');
+      const env = { ...hiddenPackagesEnv(devDependencies), DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1') };
+      const sidecar = await startSidecarProcess({ port: await freePort(), env });
+      try {
+        const client = connectExtProc(`127.0.0.1:${sidecar.port}`);
+        const idToken = fakeJwt({ iss: 'https://idp.example', sub: 'carol', aud: 'okta', exp: 4102444800 });
+        await sendResponse(client, 'acme', { status: 200, headers: [['content-type', 'application/json']], body: Buffer.from(JSON.stringify({ access_token: 'at-c', id_token: idToken, refresh_token: 'rt-c', expires_in: 60 })) });
+        client.close();
+        let shown: Awaited<ReturnType<typeof runCli>> | undefined;
+        for (let tries = 0; tries < 50 && shown?.code !== 0; tries += 1) {
+          if (tries > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+          shown = await runCli(['grants', 'show', '--idp', 'acme', '--subject', 'carol'], env);
+        }
+        expect(shown!.code, shown!.stderr).to.equal(0);
+        expect(JSON.parse(shown!.stdout)).to.include({ refresh_token: 'rt-c' });
+      } finally {
+        await sidecar.stop();
+        await db.drop();
+      }
+    });
+
+    it('token-tap demo without its dev dependencies exits 1 saying what to install or set', async function () {
+      this.timeout(30_000);
+      const stateDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-demo-'));
+      try {
+        const args = ['demo', '--once', '--state-dir', stateDir];
+        // Without PGlite: the embedded Postgres says so, and that DATABASE_URL does instead.
+        const noPglite = await runCli(args, { ...hiddenPackagesEnv(['@electric-sql/pglite', '@electric-sql/pglite-socket']), DATABASE_URL: '' });
+        expect(noPglite.code, noPglite.stderr).to.equal(1);
+        expect(noPglite.stderr).to.contain('the embedded Postgres (PGlite: @electric-sql/pglite, @electric-sql/pglite-socket) is not installed').and.contain('`npm ci`').and.contain('DATABASE_URL');
+        // Without any dev dependency (as in the image): the demo names them before it starts anything.
+        const bare = await runCli(args, { ...hiddenPackagesEnv(devDependencies), DATABASE_URL: '' });
+        expect(bare.code, bare.stderr).to.equal(1);
+        expect(bare.stderr).to.contain('the demo needs the dev dependencies').and.contain('`npm ci`');
+        expect(bare.stdout).to.equal('');
+      } finally {
+        rmSync(stateDir, { recursive: true, force: true });
+      }
+    });
   });
 
   describe("readiness waits until Envoy sees the sidecar healthy (Envoy's readiness listener)", () => {
