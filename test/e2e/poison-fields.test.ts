@@ -70,7 +70,7 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       await poisonThenOthers(bigSubject, 1);
       await poisonThenOthers('mallory', 2);
       const firstLogs = stack.sidecar!.logs();
-      await stack.restartSidecar();
+      await stack.restartSidecarSeenByEnvoy();
       await poisonThenOthers(bigSubject, 3);
       await poisonThenOthers('mallory', 4);
 

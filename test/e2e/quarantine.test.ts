@@ -69,7 +69,7 @@ describe('a held grant under other key material is quarantined, and the writer g
     await loginLandsWithin10s('a login with k1 = X');
 
     stack.sidecarEnv.TOKEN_TAP_KEYS = keysY;
-    await stack.restartSidecar();
+    await stack.restartSidecarSeenByEnvoy();
     upstream.serve('/github/user', canned(200, { 'Content-Type': 'application/json; charset=utf-8' }, JSON.stringify({ login: 'octocat', id: 583231 })), accessToken);
     const profileCall = await sendRaw(`${stack.origin}${profileRoutePath('github')}`, { method: 'GET', headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } });
     expect(profileCall.status).to.equal(200);
@@ -85,7 +85,7 @@ describe('a held grant under other key material is quarantined, and the writer g
     expect(logs).to.contain('"msg":"capture quarantined');
     expect(logs).to.not.contain(accessToken);
 
-    await stack.restartSidecar();
+    await stack.restartSidecarSeenByEnvoy();
     await loginLandsWithin10s('a login after another restart');
     expect(await count('SELECT count(*)::int AS n FROM quarantined_captures')).to.equal(1);
     expect(stack.sidecar!.logs()).to.not.contain(accessToken);

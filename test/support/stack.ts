@@ -8,7 +8,7 @@ import { tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from './envoy.js';
 import { startTestIdp, type TestIdp } from './oidc-idp.js';
-import { freePort } from './ports.js';
+import { freePort, waitFor } from './ports.js';
 import { createTestDatabase, type TestDatabase } from './postgres.js';
 import { startSidecarProcess, type SidecarProcess } from './sidecar.js';
 
@@ -27,6 +27,12 @@ export interface Stack {
   readyUrl: string;
   sidecarEnv: Record<string, string>;
   restartSidecar(): Promise<SidecarProcess>;
+  /**
+   * restartSidecar(), then waits until Envoy has health-checked the new sidecar and sees it healthy.
+   * A login before that may find it still marked unhealthy from the restart (panic threshold 0) and
+   * pass uncaptured, fail open; the slower the sidecar starts (under coverage, say), the likelier.
+   */
+  restartSidecarSeenByEnvoy(): Promise<SidecarProcess>;
   stop(): Promise<void>;
 }
 
@@ -92,6 +98,14 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
       await sidecar?.stop();
       sidecar = await startSidecarProcess({ port: sidecarPort, env: sidecarEnv, args, ...(listen ? { listen } : {}) });
       return sidecar;
+    },
+    async restartSidecarSeenByEnvoy() {
+      const restarted = await stack.restartSidecar();
+      // The old sidecar has exited: every health check that succeeds from now on reached the new one.
+      const checked = async () => (await envoy.stats()).get('cluster.token_tap_sidecar.health_check.success') ?? 0;
+      const before = await checked();
+      await waitFor('Envoy to health-check the restarted sidecar', async () => ((await checked()) > before && (await envoy.stats()).get('cluster.token_tap_sidecar.membership_healthy') === 1 ? true : undefined), 10_000, 50);
+      return restarted;
     },
     async stop() {
       await envoy.stop();
