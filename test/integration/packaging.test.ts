@@ -171,6 +171,15 @@ describe('packaging (static checks)', () => {
     expect(read(`${K8S_DIR}secret.yaml`)).to.match(/two phases/).and.match(/keys rotate/);
   });
 
+  it('npm test runs the suite under c8 over dist/src, with the floor the README states', () => {
+    const { scripts, c8 } = JSON.parse(read('package.json')) as { scripts: Record<string, string>; c8: { include: string[]; lines: number; branches: number; functions: number } };
+    expect(scripts.test).to.equal('bash scripts/setup && bash scripts/test');
+    expect(read('scripts/test')).to.match(/^node_modules\/\.bin\/c8 .*\bnode --enable-source-maps dist\/test\/run\.js "\$@"/m);
+    expect(c8.include).to.deep.equal(['dist/src/**']);
+    for (const figure of [c8.lines, c8.branches, c8.functions]) expect(figure).to.be.within(50, 100);
+    expect(read('README.md')).to.contain(`lines ${c8.lines} %, branches ${c8.branches} %, functions ${c8.functions} %`);
+  });
+
   describe('the sidecar image carries production dependencies only', () => {
     const packageJson = JSON.parse(read('package.json')) as { dependencies: Record<string, string>; devDependencies: Record<string, string> };
     const lock = JSON.parse(read('package-lock.json')) as { packages: Record<string, { dev?: boolean }> };
