@@ -83,8 +83,8 @@ describe('capture bounds (src/capture/bounds.ts)', () => {
     expect(longestIdp + FIELD_BOUNDS.email * 1.5 + 64).to.be.below(btreeLimit / 2);
   });
 
-  it('are the bounds the README lists, and failure-behaviour.md names', () => {
-    const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
+  it('are the bounds docs/security-model.md lists, and failure-behaviour.md names', () => {
+    const securityModel = readFileSync(new URL('../../../docs/security-model.md', import.meta.url), 'utf8');
     const b = (field: keyof typeof FIELD_BOUNDS) => formatBytes(FIELD_BOUNDS[field]);
     expect(FIELD_BOUNDS.refreshToken).to.equal(FIELD_BOUNDS.accessToken);
     expect(FIELD_BOUNDS.idToken).to.equal(FIELD_BOUNDS.accessToken);
@@ -103,7 +103,7 @@ describe('capture bounds (src/capture/bounds.ts)', () => {
     ];
     expect(LIFETIME_BOUNDS.refreshExpiresIn).to.equal(LIFETIME_BOUNDS.expiresIn);
     expect(LIFETIME_BOUNDS.expiresIn).to.equal(3650 * 86_400);
-    for (const [label, bound] of rows) expect(readme, label).to.contain(`| ${label} | ${bound} |`);
+    for (const [label, bound] of rows) expect(securityModel, label).to.contain(`| ${label} | ${bound} |`);
     const failures = readFileSync(new URL('../../../docs/failure-behaviour.md', import.meta.url), 'utf8');
     expect(failures).to.contain('A field over its bound').and.to.contain('A response cut short');
   });

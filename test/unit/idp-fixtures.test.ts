@@ -57,11 +57,11 @@ describe('capture of real IdP token responses (test/fixtures/idps)', () => {
   }
 });
 
-describe('README IdP table', () => {
+describe('the IdP table in docs/idps.md', () => {
   it('lists every IdP that has fixtures', async () => {
     const { readFileSync } = await import('node:fs');
-    const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
-    const rows = readme.split('\n').filter((line) => line.startsWith('| ')).map((line) => line.split('|')[1]!.trim());
+    const idps = readFileSync(new URL('../../../docs/idps.md', import.meta.url), 'utf8');
+    const rows = idps.split('\n').filter((line) => line.startsWith('| ')).map((line) => line.split('|')[1]!.trim());
     for (const fixture of fixtures) expect(rows, fixture.displayName).to.include(fixture.displayName);
   });
 });

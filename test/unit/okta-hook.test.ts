@@ -38,7 +38,7 @@ const GOOD = {
 };
 
 describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
-  it('reads the README example', () => {
+  it('reads the example in docs/okta-hook.md', () => {
     const { config, problems } = load(GOOD);
     expect(problems).to.deep.equal([]);
     expect(config!.authentication).to.deep.equal({ kind: 'header', name: 'authorization', value: 's3cret-value' });
