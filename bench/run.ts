@@ -278,7 +278,7 @@ async function main(): Promise<void> {
     TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${opsPort}`,
     TOKEN_TAP_API_LISTEN: 'off',
     // Format 3 (session keys): the format the next release seals by default; this one seals format 2
-    // unless it is set (README "Upgrading"). bench/RESULTS.md has the difference.
+    // unless it is set (docs/upgrading.md). bench/RESULTS.md has the difference.
     TOKEN_TAP_SEAL_FORMAT: process.env.TOKEN_TAP_SEAL_FORMAT ?? '3',
     ...(flags['extproc-thread'] ? { TOKEN_TAP_EXTPROC_THREAD: 'true' } : {}),
   };

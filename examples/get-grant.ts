@@ -1,6 +1,6 @@
 // Read a user's upstream tokens from the TokenVault API: the client an internal service writes.
 // Copy proto/token_tap/v1/token_vault.proto into your service; it needs @grpc/grpc-js and
-// @grpc/proto-loader only. (README: "Read tokens from a service"; test/integration/example-client.test.ts
+// @grpc/proto-loader only. (README, "Point an Okta IdP at Envoy", step 6; test/integration/example-client.test.ts
 // runs this file against a real sidecar.)
 //
 //   TOKEN_TAP_API_KEY=ttk_... node dist/examples/get-grant.js 127.0.0.1:50052 entra alice@example.com

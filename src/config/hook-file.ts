@@ -195,7 +195,7 @@ function readProvider(value: unknown, index: number, file: string, problems: str
 export function loadHookConfig(env: NodeJS.ProcessEnv, problems: string[]): HookConfig | undefined {
   const file = env[HOOK_CONFIG_ENV];
   if (!file) {
-    problems.push(`the Okta hook listener is on but ${HOOK_CONFIG_ENV} is not set: name the hook's YAML file (see README, Okta token inline hook)`);
+    problems.push(`the Okta hook listener is on but ${HOOK_CONFIG_ENV} is not set: name the hook's YAML file (see docs/okta-hook.md)`);
     return undefined;
   }
   const read = readYamlFile(file, HOOK_CONFIG_ENV, problems);

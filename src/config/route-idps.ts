@@ -16,7 +16,7 @@ import {
 /** Route key (rule key or xDS route name) → IdP name. */
 export type RouteIdps = ReadonlyMap<string, string>;
 
-/** Where a stream's IdP came from, in the order they are tried (README, "Which route is which IdP"). */
+/** Where a stream's IdP came from, in the order they are tried (docs/deploy.md, "Which route is which IdP"). */
 export type IdpSource = 'grpc_metadata' | 'route_metadata_idp' | 'route_rule' | 'route_name';
 
 export interface ResolvedRoute {

@@ -37,7 +37,7 @@ const DEMO_OKTA_IDP_ID = '0oaDEMOIDP';
 function demoHookFile(stateDir: string): string {
   const file = path.join(stateDir, 'okta-hook.yaml');
   writeFileSync(file, [
-    '# Written by token-tap demo: what TOKEN_TAP_HOOK_CONFIG looks like (README, Okta token inline hook).',
+    '# Written by token-tap demo: what TOKEN_TAP_HOOK_CONFIG looks like (docs/okta-hook.md).',
     'authentication:',
     '  header: { name: Authorization, value_env: TOKEN_TAP_DEMO_HOOK_SECRET }',
     'providers:',

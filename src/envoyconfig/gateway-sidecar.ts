@@ -65,7 +65,7 @@ export function sidecarResources(options: {
         podManagementPolicy: 'Parallel',
         selector: { matchLabels: labels },
         updateStrategy: { type: 'RollingUpdate' },
-        // Scaling down or deleting keeps the claims: a spool may still hold captures (README "Deploy").
+        // Scaling down or deleting keeps the claims: a spool may still hold captures (docs/deploy.md).
         persistentVolumeClaimRetentionPolicy: { whenDeleted: 'Retain', whenScaled: 'Retain' },
         template: {
           metadata: { labels },

@@ -5,7 +5,7 @@
 // give the event loop back between them (a buffered-mode reply never waits behind a whole batch).
 // Bounded in count and in body bytes: past either, new responses are dropped, counted and logged;
 // the login went on long ago. What waits here is in memory only: a SIGKILL loses it (at rest
-// about `gatherMs`; README "Failure behaviour"), which the depth gauge shows.
+// about `gatherMs`; docs/failure-behaviour.md), which the depth gauge shows.
 import type { Logger } from 'pino';
 import type { ObservedResponse } from '../capture/types.js';
 import { ITEMS_PER_TURN } from '../lib/turns.js';

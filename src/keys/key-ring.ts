@@ -35,7 +35,7 @@ export interface KeyRing {
   /**
    * The format new values are sealed in (TOKEN_TAP_SEAL_FORMAT): 2 (a key per value, which the
    * releases before format 3 open too) unless set to 3, once no sidecar of those releases is left
-   * in the fleet or may be rolled back to (README "Upgrading"). Both are opened whatever it says.
+   * in the fleet or may be rolled back to (docs/upgrading.md). Both are opened whatever it says.
    */
   readonly sealFormat?: 2 | 3;
 }
