@@ -128,6 +128,15 @@ export function recordKeyId(record: Buffer): string | undefined {
   }
 }
 
+/** The key id a record names, from its first bytes only (a record's head, spool-scan.ts); no key is needed. */
+export function headKeyId(head: Buffer): string | undefined {
+  if (head.length < 3 || head.readUInt8(0) !== RECORD_VERSION) return undefined;
+  const keyIdLength = head.readUInt16BE(1);
+  if (3 + keyIdLength > head.length) return undefined;
+  const keyId = head.toString('latin1', 3, 3 + keyIdLength);
+  return KEY_ID.test(keyId) ? keyId : undefined;
+}
+
 /** Why a record cannot be read: its key is not in the ring (kept until it is), or it is damaged. */
 export type Unreadable = ({ reason: 'key_missing'; keyId: string } | { reason: 'unreadable'; keyId?: string }) & { captureId?: string };
 
