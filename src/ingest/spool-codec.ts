@@ -17,6 +17,7 @@ export const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 /** Key ids as TOKEN_TAP_KEYS allows them; anything else in a record's key id field is damage. */
 const KEY_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 
+/** A spool record's binding: its capture id, and that it is a spool record (the quarantine binds its own, store/quarantine.ts). */
 function binding(captureId: string): FieldBinding {
   return { idp: 'spool', subject: captureId, field: 'capture' };
 }
@@ -63,7 +64,7 @@ export function decodeCapture(text: string): Capture {
 
 /**
  * A capture sealed as a spool record holds it: its JSON (encodeCapture) under the ring's active key,
- * bound to its capture id. The capture writer's quarantine keeps captures the same way.
+ * bound to its capture id and to the spool: it does not open as anything else (a quarantined capture).
  */
 export function sealCapture(ring: KeyRing, capture: Capture): { keyId: string; sealed: Buffer } {
   return { keyId: ring.activeKeyId, sealed: seal(ring, encodeCapture(capture), binding(capture.captureId)) };
