@@ -34,9 +34,10 @@ COPY bin ./bin
 COPY proto ./proto
 # Captures wait here while Postgres is away; mount a volume so they outlive the container.
 ENV TOKEN_TAP_SPOOL_DIR=/var/spool/token-tap
-# The spool directory's lock is held by flock(1) (src/ingest/spool-lock.ts): util-linux, Essential in
-# Debian, so in this base image; the build stops here should a base image ever lack it.
-RUN command -v flock >/dev/null || { echo 'flock(1) (util-linux) is missing: the spool lock needs it' >&2; exit 1; }
+# The spool directory's lock is held by flock(1) running cat(1) (src/ingest/spool-lock.ts), started by
+# absolute path: util-linux and coreutils, Essential in Debian, so in this base image; the build stops
+# here should a base image ever lack them.
+RUN test -x /usr/bin/flock && test -x /bin/cat || { echo '/usr/bin/flock (util-linux) or /bin/cat (coreutils) is missing: the spool lock needs them' >&2; exit 1; }
 # ext_proc is served on a Unix socket here, never on a network address: whoever reaches ext_proc can
 # write grants. Mount a volume on /run/token-tap that Envoy shares (group node, gid 1000: the socket
 # is 0660). `serve --listen 127.0.0.1:50051` when Envoy shares the network namespace instead.

@@ -150,6 +150,14 @@ function unverified(capture: Capture, reason: string): Capture {
   return { ...capture, outcome: 'unverified', verified: false, detail: reason };
 }
 
+/**
+ * A capture this step does not verify, as it goes on: never `verified`, whatever the record it was
+ * read from claims (a spool or quarantine record is no proof; only a check made here is).
+ */
+function notVerifiedHere(capture: Capture): Capture {
+  return capture.verified === false ? capture : { ...capture, verified: false };
+}
+
 export class CaptureVerifier {
   private readonly keys = new Map<string, IdpKeys>();
   private readonly unconfiguredSeen = new Set<string>();
@@ -162,14 +170,15 @@ export class CaptureVerifier {
     for (const [idp, settings] of options.idps) this.keys.set(idp, new IdpKeys(settings, cache));
   }
 
-  /** Each capture verified, rejected (`unverified`) or left as it was (IdPs without an issuer). */
+  /** Each capture verified, rejected (`unverified`) or left as it was but not verified (IdPs without an issuer). */
   async verify(batch: readonly Capture[]): Promise<BatchVerdict> {
     const out: Capture[] = [];
     const waiting: Capture[] = [];
     let retryAt: number | undefined;
     for (const capture of batch) {
       // A refresh's answer (spooled as its outbox) came from the IdP's token endpoint to the
-      // sidecar itself, over TLS; it carries its grant's verified flag already.
+      // sidecar itself, over TLS; it carries its grant's verified flag, which the writer ANDs with
+      // the stored grant's under its row lock (store/grants.ts): it can never make a grant verified.
       if (capture.obtainedByRefresh) {
         out.push(capture);
         continue;
@@ -180,12 +189,13 @@ export class CaptureVerifier {
           this.unconfiguredSeen.add(capture.idp);
           this.options.onUnconfigured?.(capture.idp);
         }
-        out.push(capture);
+        out.push(notVerifiedHere(capture));
         continue;
       }
-      // Only captures that would write a grant are judged; errors and profiles write none.
+      // Only captures that would write a grant are judged; errors and profiles write none (a
+      // profile links a held grant as unverified).
       if (capture.outcome !== 'stored' && capture.outcome !== 'no_subject') {
-        out.push(capture);
+        out.push(notVerifiedHere(capture));
         continue;
       }
       const idToken = capture.tokens?.idToken;

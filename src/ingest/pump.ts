@@ -260,10 +260,14 @@ export class CapturePump {
 
   /**
    * The verification step's verdict. When it throws (a bug, not an IdP's answer), each capture is
-   * verified alone: those that throw alone are set aside for the quarantine, the rest go on.
+   * verified alone: those that throw alone are set aside for the quarantine, the rest go on. A
+   * record read from the spool (a replay included) is verified again, never trusted: what it says
+   * of itself (`verified`) is dropped first, and only the step sets it. A refresh's answer keeps
+   * its grant's flag, which the writer only ever ANDs with the stored one (store/grants.ts).
    */
-  private async verify(captures: Capture[]): Promise<Verdict> {
+  private async verify(spooled: Capture[]): Promise<Verdict> {
     const { verification, logger } = this.options;
+    const captures = spooled.map((capture) => (capture.obtainedByRefresh || capture.verified === undefined ? capture : { ...capture, verified: undefined }));
     if (!verification) return { captures };
     try {
       return await verification.verify(captures);

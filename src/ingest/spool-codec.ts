@@ -17,6 +17,7 @@ export const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 /** Key ids as TOKEN_TAP_KEYS allows them; anything else in a record's key id field is damage. */
 const KEY_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 
+/** A spool record's binding: its capture id, and that it is a spool record (the quarantine binds its own, store/quarantine.ts). */
 function binding(captureId: string): FieldBinding {
   return { idp: 'spool', subject: captureId, field: 'capture' };
 }
@@ -63,7 +64,7 @@ export function decodeCapture(text: string): Capture {
 
 /**
  * A capture sealed as a spool record holds it: its JSON (encodeCapture) under the ring's active key,
- * bound to its capture id. The capture writer's quarantine keeps captures the same way.
+ * bound to its capture id and to the spool: it does not open as anything else (a quarantined capture).
  */
 export function sealCapture(ring: KeyRing, capture: Capture): { keyId: string; sealed: Buffer } {
   return { keyId: ring.activeKeyId, sealed: seal(ring, encodeCapture(capture), binding(capture.captureId)) };
@@ -74,10 +75,6 @@ export function openSealedCapture(ring: KeyRing, keyId: string, sealed: Buffer, 
   return decodeCapture(openSealed(ring, keyId, sealed, binding(captureId)));
 }
 
-/** A record sealCapture sealed, opened and sealed again under the ring's active key (key rotation); never parsed. */
-export function resealCapture(ring: KeyRing, keyId: string, sealed: Buffer, captureId: string): { keyId: string; sealed: Buffer } {
-  return { keyId: ring.activeKeyId, sealed: seal(ring, openSealed(ring, keyId, sealed, binding(captureId)), binding(captureId)) };
-}
 
 /** The whole record (length prefix included) of `capture`, sealed under the ring's active key. */
 export function frameCapture(ring: KeyRing, capture: Capture): Buffer {
@@ -131,6 +128,15 @@ export function recordKeyId(record: Buffer): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/** The key id a record names, from its first bytes only (a record's head, spool-scan.ts); no key is needed. */
+export function headKeyId(head: Buffer): string | undefined {
+  if (head.length < 3 || head.readUInt8(0) !== RECORD_VERSION) return undefined;
+  const keyIdLength = head.readUInt16BE(1);
+  if (3 + keyIdLength > head.length) return undefined;
+  const keyId = head.toString('latin1', 3, 3 + keyIdLength);
+  return KEY_ID.test(keyId) ? keyId : undefined;
 }
 
 /** Why a record cannot be read: its key is not in the ring (kept until it is), or it is damaged. */

@@ -8,11 +8,12 @@
 // the directory without its lock (files are only appended to, renamed or removed whole), so
 // `keys rotate` can report it while the sidecar runs (spool-census.ts). held/ is outside
 // TOKEN_TAP_SPOOL_MAX_BYTES: token_tap_spool_held_bytes says how much it takes.
-import { lstat, mkdir, readdir, rename, unlink } from 'node:fs/promises';
+import { mkdir, readdir, rename, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../lib/error-description.js';
 import { SEGMENT_MAGIC } from './spool-codec.js';
-import { isRealDirectory, NotRegularFileError, OPEN_APPEND, OPEN_NEW, openRegular, syncDirectory, writeAll } from './spool-fs.js';
+import { isRealDirectory, OPEN_APPEND, OPEN_NEW, openRegular, syncDirectory, writeAll } from './spool-fs.js';
+import { copyRange } from './spool-scan.js';
 
 export const HELD_DIR = 'held';
 const KEY_FILE = /^key-([A-Za-z0-9_.-]{1,64})-[0-9a-f]{16}\.seg$/;
@@ -26,8 +27,6 @@ const HELD_WRITTEN = new RegExp(`${KEY_FILE.source}|${UNREADABLE_FILE.source}`);
 /** Records of one read that go into one held/ file. */
 export interface HeldRecords {
   frames: Buffer[];
-  /** Their capture ids (those that could be read). */
-  captureIds: string[];
   reason: 'key_missing' | 'unreadable';
   keyId: string | undefined;
   /** A decryption error's message (it names the key id), else the error's name only. */
@@ -110,8 +109,8 @@ export async function moveAside(dir: string, name: string): Promise<string> {
   return target;
 }
 
-/** Writes a segment's bytes, as they were found, into held/ as `damaged-<name>`, durably (the readable part stays in the spool). */
-export async function copyAside(dir: string, name: string, bytes: Buffer): Promise<string> {
+/** Copies a segment (open as `source`, `bytes` long), as it was found, into held/ as `damaged-<name>`, durably (the readable part stays in the spool). */
+export async function copyAside(dir: string, name: string, source: FileHandle, bytes: number): Promise<string> {
   if (!MOVABLE.test(name)) throw new Error(`not a spool segment name: ${name}`);
   const held = await heldDir(dir);
   const target = path.join(held, `damaged-${name}`);
@@ -119,23 +118,13 @@ export async function copyAside(dir: string, name: string, bytes: Buffer): Promi
   await unlink(target).catch(() => undefined);
   const handle = await openRegular(target, OPEN_NEW);
   try {
-    await writeAll(handle, bytes);
+    await copyRange(source, 0, bytes, handle);
     await handle.sync();
   } finally {
     await handle.close();
   }
   await syncDirectory(held);
   return target;
-}
-
-/** Moves a held file back into the spool directory under `name` (a segment the checkpoint does not name, so it is read). */
-export async function restoreHeld(dir: string, heldName: string, name: string): Promise<void> {
-  if (heldKeyId(heldName) === undefined) throw new Error(`not a held key file name: ${heldName}`);
-  const from = path.join(dir, HELD_DIR, heldName);
-  if (!(await lstat(from)).isFile()) throw new NotRegularFileError(`held/${heldName} is not a regular file`);
-  await rename(from, path.join(dir, name));
-  await syncDirectory(dir);
-  await syncDirectory(path.join(dir, HELD_DIR));
 }
 
 /** The names in held/ (none when there is no held/; throws when it is a link rather than a directory). */

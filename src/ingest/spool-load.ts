@@ -1,23 +1,27 @@
 // What a start finds in the spool directory, and what it replays.
-// - Held records whose key is in the ring again go back into the spool (replayed like any segment),
-//   once one of them opens under the ring's key: under a key id with other material they stay held.
+// - Held records whose key is in the ring again go back into the spool (copied into segment-sized
+//   pieces, spool-restore.ts, and replayed like any segment), once one of them opens under the ring's
+//   key: under a key id with other material they stay held.
 // - A segment the checkpoint names as wholly in Postgres, whose grace window is over, is deleted:
 //   the only deletion here. One still in its window is replayed whole (a Postgres that lost recent
 //   commits, an async standby promoted, gets them again; one that has them ignores them), and is
 //   this run's to commit again: until then it is no grace segment (a full spool does not evict it).
 // - A segment the checkpoint does not name, whoever wrote it, is replayed whole.
 // - A damaged one is copied into held/ as it was, then cut back to its readable records.
-// - Checkpoint and holder temporaries a crash left are removed. Names that are not the spool's are
-//   left alone, and no link is followed (spool-fs.ts).
+// - Checkpoint and holder temporaries a crash left are removed. Names that are not the spool's (a
+//   sequence out of range among them) are left alone, no link is followed and nothing but a regular
+//   file is opened (spool-fs.ts); files are walked a window at a time, never read whole (spool-scan.ts).
 import { readdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { KeyRing } from '../keys/key-ring.js';
-import { HEADER_BYTES, openRecord, segmentRecords } from './spool-codec.js';
-import { OPEN_READ_WRITE, openRegular, readRegularFile, removeLeftTemporaries } from './spool-fs.js';
-import { copyAside, HELD_DIR, HELD_MESSAGES, heldKeyId, listHeld, moveAside, restoreHeld } from './spool-held.js';
+import { HEADER_BYTES } from './spool-codec.js';
+import { OPEN_READ, OPEN_READ_WRITE, openRegular, removeLeftTemporaries } from './spool-fs.js';
+import { copyAside, HELD_DIR, HELD_MESSAGES, heldKeyId, listHeld, moveAside } from './spool-held.js';
 import type { SpoolWriter } from './spool-lock.js';
-import { bySegmentName, errorFields, parseSegmentName, segmentName, segmentShape, type Checkpoint, type Segment } from './spool-segments.js';
+import { opensUnder, restoreHeld } from './spool-restore.js';
+import { walkFile } from './spool-scan.js';
+import { bySegmentName, errorFields, newSegmentName, outOfRangeSegmentName, parseSegmentName, type Checkpoint, type Segment } from './spool-segments.js';
 
 /** A segment file of releases before held/, set aside next to itself. */
 const OLD_DAMAGED = /^\d{20}(?:-[0-9a-f]{16})?\.seg\.damaged$/;
@@ -27,6 +31,8 @@ export interface LoadOptions {
   keyRing: KeyRing;
   writer: SpoolWriter;
   graceMs: number;
+  /** The size held records restored are copied into segments of. */
+  segmentBytes: number;
   logger: Logger;
   /** Told of each damaged segment set aside. */
   onDamaged: () => void;
@@ -51,6 +57,9 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
   let names = await readdir(dir);
   names.forEach(seen);
   for (const name of checkpoint.segments.keys()) seen(name);
+  for (const name of names.filter(outOfRangeSegmentName)) {
+    logger.error({ file: name }, 'a file in the spool directory has a segment name with a sequence out of range (the spool never makes one): it is left alone, neither read nor numbered after');
+  }
 
   const mismatched = new Set<string>();
   for (const heldName of await listHeld(dir)) {
@@ -66,9 +75,15 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
       logger.error({ keyId, heldFile: heldName }, HELD_MESSAGES.key_mismatch);
       continue;
     }
-    const name = segmentName(++highestSeq, options.writer.id);
-    await restoreHeld(dir, heldName, name);
-    logger.info({ keyId, heldFile: heldName, segment: name }, 'spool records held for a key that is in TOKEN_TAP_KEYS again are back in the spool; replaying them to Postgres');
+    try {
+      const restored = await restoreHeld(dir, heldName, options.segmentBytes, () => newSegmentName(++highestSeq, options.writer.id));
+      logger.info(
+        { keyId, heldFile: heldName, records: restored.records, segments: restored.segments, ...(restored.damagedTo ? { damagedPartIn: restored.damagedTo } : {}) },
+        'spool records held for a key that is in TOKEN_TAP_KEYS again are back in the spool; replaying them to Postgres',
+      );
+    } catch (error) {
+      logger.error({ keyId, heldFile: heldName, err: errorFields(error) }, 'cannot copy held spool records back into the spool (a full disk?); they stay in held/ and are tried again at the next start');
+    }
   }
   // Set aside by releases before held/ (next to their segment, as `<name>.damaged`).
   for (const name of names.filter((candidate) => OLD_DAMAGED.test(candidate))) await moveAside(dir, name).catch(() => undefined);
@@ -81,14 +96,31 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
   for (const name of names) {
     const seq = parseSegmentName(name)!.seq;
     const file = path.join(dir, name);
-    const bytes = await readRegularFile(file).catch((error: unknown) => {
-      // A link or a directory under a segment's name is not the spool's: left alone, never followed.
+    const handle = await openRegular(file, OPEN_READ).catch((error: unknown) => {
+      // A link, a directory or a FIFO under a segment's name is not the spool's: left alone, never followed or read.
       if ((error as { code?: string }).code !== 'ENOTREGULAR') throw error;
       logger.error({ segment: name, err: errorFields(error) }, 'a file in the spool directory has a segment name but is not a regular file (a link?); it is left alone and not read');
       return undefined;
     });
-    if (bytes === undefined) continue;
-    const shape = segmentShape(bytes);
+    if (handle === undefined) continue;
+    const mark = checkpoint.segments.get(name);
+    // Records before the checkpoint's offset, and whether it is a record's start (read from there only then).
+    let before = 0;
+    let markIsStart = false;
+    let shape: Awaited<ReturnType<typeof walkFile>>;
+    let copy: string | undefined;
+    let copyFailed: unknown;
+    try {
+      shape = await walkFile(handle, {
+        ...(mark ? { onFrame: ({ at }: { at: number }) => {
+          if (at < mark.offset) before += 1;
+          else if (at === mark.offset) markIsStart = true;
+        } } : {}),
+      });
+      if (shape.kind === 'records' && shape.damaged) copy = await copyAside(dir, name, handle, shape.fileBytes).catch((error: unknown) => void (copyFailed = error));
+    } finally {
+      await handle.close();
+    }
     if (shape.kind === 'empty') {
       // No record in it: nothing can be lost.
       await unlink(file).catch(() => undefined);
@@ -104,15 +136,15 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
       continue;
     }
     let damaged = false;
-    let diskBytes = bytes.length;
+    let diskBytes = shape.fileBytes;
     if (shape.damaged) {
       options.onDamaged();
       try {
-        const copy = await copyAside(dir, name, bytes);
+        if (copy === undefined) throw copyFailed;
         await cutBack(file, shape.validEnd);
         diskBytes = shape.validEnd;
         logger.error(
-          { segment: name, validBytes: shape.validEnd, fileBytes: bytes.length, readableRecords: shape.starts.length, copiedTo: copy },
+          { segment: name, validBytes: shape.validEnd, fileBytes: shape.fileBytes, readableRecords: shape.records, copiedTo: copy },
           'spool segment is damaged (a record length no record can have): the records before the damage are replayed; the segment as it was is kept in held/',
         );
       } catch (error) {
@@ -120,9 +152,8 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
         logger.error({ segment: name, err: errorFields(error) }, 'spool segment is damaged and cannot be copied into held/; it is moved there whole once its readable records are in Postgres');
       }
     } else if (shape.torn) {
-      logger.warn({ segment: name, validBytes: shape.validEnd, fileBytes: bytes.length }, 'spool segment ends in a partial record (a write cut short by a crash); it is ignored');
+      logger.warn({ segment: name, validBytes: shape.validEnd, fileBytes: shape.fileBytes }, 'spool segment ends in a partial record (a write cut short by a crash); it is ignored');
     }
-    const mark = checkpoint.segments.get(name);
     const wholly = mark !== undefined && mark.offset >= shape.validEnd;
     const inGrace = mark !== undefined && now - mark.at < options.graceMs;
     if (wholly && !inGrace) {
@@ -132,13 +163,12 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
       continue;
     }
     // From the checkpoint's offset only when it is out of the grace window and on a record boundary.
-    const aligned = mark !== undefined && (mark.offset === shape.validEnd || shape.starts.includes(mark.offset));
+    const aligned = mark !== undefined && (mark.offset === shape.validEnd || markIsStart);
     const readFrom = mark && !inGrace && aligned ? mark.offset : HEADER_BYTES;
     // What this run will not read again is what it knows Postgres has: a segment replayed (its grace
     // window) is committed again by this run, and only then starts a grace window of its own.
-    const replayed = shape.starts.filter((start) => start >= readFrom).length;
-    records += replayed;
-    if (mark) confirmed += shape.starts.filter((start) => start >= readFrom && start < mark.offset).length;
+    records += readFrom === HEADER_BYTES ? shape.records : shape.records - before;
+    if (mark && readFrom === HEADER_BYTES) confirmed += before;
     segments.push({
       seq,
       name,
@@ -153,16 +183,6 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
   }
   segments.sort(bySegmentName);
   return { segments, records, confirmed, highestSeq, mismatched };
-}
-
-/**
- * Whether a held file's records open under the ring (one of them is enough: the rest that do not
- * are held again as unreadable when read). None when the ring has other material under their key id.
- */
-async function opensUnder(ring: KeyRing, file: string): Promise<boolean> {
-  const records = segmentRecords(await readRegularFile(file));
-  // Nothing to open (a header only): restored, and removed with the empty segments.
-  return records.length === 0 || records.some((record) => 'capture' in openRecord(ring, record));
 }
 
 /** Cuts a segment back to its readable records, durably (the whole of it is in held/ by now). */

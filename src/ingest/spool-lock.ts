@@ -4,8 +4,8 @@
 // The lock is an OS file lock (flock(2)) on `lock` in the directory, so it holds wherever the
 // directory does: across network, PID and mount namespaces (containers of one pod, or two pods that
 // mount one volume) and, on NFS, across hosts (Linux maps flock to NFS byte-range locks). Node has
-// no flock API; the lock is held by a child process of util-linux flock(1)
-// (`flock --nonblock --exclusive --close lock cat`), whose `cat` reads a pipe from this process: when
+// no flock API; the lock is held by a child process of util-linux flock(1) (`flock --nonblock
+// --exclusive --close -- <lock> cat`, both from /usr/bin:/bin, no inherited env), whose `cat` reads a pipe: when
 // this process dies, however it dies (SIGKILL, OOM kill), the kernel closes the pipe, `cat` ends,
 // then flock(1), and the lock goes with it. No stale lock and no PID to trust. `--close`: only flock(1)
 // holds the lock, not `cat`, so when flock(1) alone dies the lock is free at once for this process
@@ -15,16 +15,17 @@
 // Should flock(1) end while the sidecar runs (killed by hand, the OOM killer), the lock is taken
 // again at once, retried for a few seconds while holder.json still names this run. Meanwhile the
 // spool writes nothing (whenHeld). If another process took it, the directory is no longer this
-// run's: onGone, and the spool stops (spool.ts). A native module
-// (fs-ext and the like) would do the same in-process, at the price of a compiled addon per Node
-// ABI in the image; flock(1) is in every Debian image (util-linux is Essential; the Dockerfile
-// checks it). Elsewhere than Linux (a developer's laptop) a PID file is all there is.
+// run's: onGone, and the spool stops (spool.ts). A native module (fs-ext and the like) would do the
+// same in-process, at the price of a compiled addon per Node ABI in the image; flock(1) is in every
+// Debian image (util-linux is Essential; the Dockerfile checks /usr/bin/flock and /bin/cat).
+// Elsewhere than Linux (a developer's laptop) a PID file is all there is.
 //
 // `holder.json` names the holder for people and for a refused starter (writer id, pid, hostname,
 // since); it is never the lock. The `lock` file is never removed or replaced: a lock on a file
 // that is then unlinked protects nothing.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
+import { accessSync, constants as fsConstants } from 'node:fs';
 import { hostname } from 'node:os';
 import { readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import type { Socket } from 'node:net';
@@ -41,6 +42,37 @@ const LOCK_ANSWER_MS = 10_000;
 const HOLDER_WAIT_MS = 1_000;
 /** How long a lost lock is tried again while holder.json still names this run. */
 const RETAKE_MS = 3_000;
+/** holder.json is a line of JSON (~150 bytes); anything much larger is not one. */
+const MAX_HOLDER_BYTES = 4096;
+/**
+ * flock(1) and cat(1) come from the system's own directories, never from the sidecar's PATH, and
+ * run with nothing of its environment (TOKEN_TAP_KEYS, DATABASE_URL stay in this process).
+ */
+const CHILD_PATH = '/usr/bin:/bin';
+const CHILD_ENV = { PATH: CHILD_PATH };
+
+/** `name` in CHILD_PATH's directories (found once); the bare name (spawn then fails with ENOENT) when none has it. */
+function systemProgram(name: string): string {
+  for (const dir of CHILD_PATH.split(':')) {
+    const candidate = path.join(dir, name);
+    try {
+      accessSync(candidate, fsConstants.X_OK);
+      return candidate;
+    } catch {
+      continue;
+    }
+  }
+  return path.join(CHILD_PATH.split(':')[0]!, name);
+}
+let programs: { flock: string; cat: string } | undefined;
+/** Longest holder.json string a message quotes. */
+const MAX_SHOWN = 100;
+
+/** A holder.json string as a message may quote it: control and format characters out (no forged log lines), bounded. */
+function shown(value: string): string {
+  const clean = value.replace(/[\p{Cc}\p{Cf}\u2028\u2029]/gu, '?');
+  return clean.length > MAX_SHOWN ? `${clean.slice(0, MAX_SHOWN)}...` : clean;
+}
 
 /** Who owns the spool this run: a random id per run, and where it runs. */
 export interface SpoolWriter {
@@ -143,7 +175,7 @@ export async function takeSpoolLock(dir: string, events: SpoolLockEvents = {}): 
       if (released || !holding.held) return false;
       const named = await readHolder(dir);
       if (named === undefined || named.id === writer.id) return holding.held;
-      const problem = `${HOLDER_FILE} names another writer (${named.id}, pid ${named.pid} on host ${named.hostname}, since ${named.since})`;
+      const problem = `${HOLDER_FILE} names another writer (${shown(named.id)}, pid ${named.pid} on host ${shown(named.hostname)}, since ${shown(named.since)})`;
       holding.gone();
       events.onGone?.(problem);
       return false;
@@ -191,7 +223,7 @@ async function holdFlock(dir: string, lockFile: string, writer: SpoolWriter, eve
         const named = await readHolder(dir);
         if (named && named.id !== writer.id) {
           await stopFlock(again);
-          lose(`the spool lock was taken by another writer (${named.id}, pid ${named.pid} on host ${named.hostname}) while this one had lost it`);
+          lose(`the spool lock was taken by another writer (${shown(named.id)}, pid ${named.pid} on host ${shown(named.hostname)}) while this one had lost it`);
           return;
         }
         if (again.exitCode !== null || again.signalCode !== null) throw new Error('flock(1) ended as soon as it had the lock');
@@ -208,7 +240,7 @@ async function holdFlock(dir: string, lockFile: string, writer: SpoolWriter, eve
       // Refused while holder.json names this run: a process of this run may still hold it a moment longer.
       const named = await readHolder(dir);
       if (named && named.id !== writer.id) {
-        lose(`the spool lock this sidecar lost (its flock(1) ended) is held by writer ${named.id}, pid ${named.pid} on host ${named.hostname}, since ${named.since}`);
+        lose(`the spool lock this sidecar lost (its flock(1) ended) is held by writer ${shown(named.id)}, pid ${named.pid} on host ${shown(named.hostname)}, since ${shown(named.since)}`);
         return;
       }
       if (Date.now() >= deadline) {
@@ -248,10 +280,10 @@ async function holdFlock(dir: string, lockFile: string, writer: SpoolWriter, eve
 function startFlock(dir: string, lockFile: string): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
     // --close: the lock is flock(1)'s alone; `cat` (which outlives a killed flock(1) until its pipe closes) does not hold it.
-    const child = spawn('flock', ['--nonblock', '--exclusive', '--close', '--conflict-exit-code', String(CONFLICT_EXIT), lockFile, 'cat'], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-      detached: true,
-    });
+    // `--`: a lock path is never taken for an option.
+    programs ??= { flock: systemProgram('flock'), cat: systemProgram('cat') };
+    const args = ['--nonblock', '--exclusive', '--close', '--conflict-exit-code', String(CONFLICT_EXIT), '--', path.resolve(lockFile), programs.cat];
+    const child = spawn(programs.flock, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true, env: CHILD_ENV });
     let stderr = '';
     let settled = false;
     const settle = (outcome: () => void): void => {
@@ -296,7 +328,7 @@ async function stopFlock(child: ChildProcess): Promise<void> {
 
 async function readHolder(dir: string): Promise<SpoolWriter | undefined> {
   try {
-    const parsed = JSON.parse((await readRegularFile(path.join(dir, HOLDER_FILE))).toString('utf8')) as Partial<SpoolWriter>;
+    const parsed = JSON.parse((await readRegularFile(path.join(dir, HOLDER_FILE), MAX_HOLDER_BYTES)).toString('utf8')) as Partial<SpoolWriter>;
     if (typeof parsed.id === 'string' && Number.isSafeInteger(parsed.pid) && typeof parsed.hostname === 'string' && typeof parsed.since === 'string') return parsed as SpoolWriter;
   } catch {
     // Missing (the holder is starting) or not ours to read.
@@ -311,7 +343,7 @@ async function refusal(dir: string): Promise<SpoolLockedError> {
     await new Promise((resolve) => setTimeout(resolve, 50));
     holder = await readHolder(dir);
   }
-  const who = holder ? `pid ${holder.pid} on host ${holder.hostname}, since ${holder.since}, writer ${holder.id}` : `holder unknown: ${HOLDER_FILE} names none`;
+  const who = holder ? `pid ${holder.pid} on host ${shown(holder.hostname)}, since ${shown(holder.since)}, writer ${shown(holder.id)}` : `holder unknown: ${HOLDER_FILE} names none`;
   return new SpoolLockedError(`the spool directory ${dir} is in use by another live token-tap (${who}): give each sidecar its own TOKEN_TAP_SPOOL_DIR`);
 }
 

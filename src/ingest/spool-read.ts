@@ -10,7 +10,7 @@ import type { SegmentFiles, SpoolPosition } from './spool-segments.js';
 
 export interface ReadRecords {
   captures: Capture[];
-  /** Records that cannot be opened, by the held/ file they go to (those held already left out). */
+  /** Records that cannot be opened, by the held/ file they go to (those whose bytes are held already left out). */
   held: Map<string, HeldRecords>;
   /** Records consumed, including those that cannot be opened. */
   records: number;
@@ -48,14 +48,16 @@ export async function readBatch(files: SegmentFiles, from: SpoolPosition, maxRec
       start ??= { segment: segment.name, offset: base + at };
       if ('capture' in opened) {
         captures.push(opened.capture);
-      } else if (!ledger.has(opened.unreadable.captureId)) {
-        // (One held already was met again in a grace segment replayed: it is kept once.)
-        const { reason, keyId, captureId } = opened.unreadable;
-        const file = ledger.fileFor(opened.unreadable);
-        const entry = held.get(file) ?? { frames: [], captureIds: [], reason, keyId, err: opened.err, at: { segment: segment.name, offset: base + at } };
-        entry.frames.push(chunk.subarray(at, at + LENGTH_BYTES + length));
-        if (captureId !== undefined) entry.captureIds.push(captureId);
-        held.set(file, entry);
+      } else {
+        const frame = chunk.subarray(at, at + LENGTH_BYTES + length);
+        // Met again (a grace segment replayed, a hold that failed part way): these very bytes are in held/ already.
+        if (!ledger.has(frame)) {
+          const { reason, keyId } = opened.unreadable;
+          const file = ledger.fileFor(opened.unreadable);
+          const entry = held.get(file) ?? { frames: [], reason, keyId, err: opened.err, at: { segment: segment.name, offset: base + at } };
+          entry.frames.push(frame);
+          held.set(file, entry);
+        }
       }
       records += 1;
       cursor = { segment: segment.name, offset: base + at + LENGTH_BYTES + length };

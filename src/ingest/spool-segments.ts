@@ -17,21 +17,44 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { errorCode } from '../lib/error-description.js';
 import type { SpoolWriter } from './spool-lock.js';
-import { HEADER_BYTES, LENGTH_BYTES, SEGMENT_MAGIC, scanFrames } from './spool-codec.js';
+import { HEADER_BYTES, LENGTH_BYTES, SEGMENT_MAGIC } from './spool-codec.js';
 import { OPEN_NEW_APPEND, OPEN_READ, openRegular, readRegularFile, syncDirectory, writeAll, writeNewFile } from './spool-fs.js';
 
 const SEGMENT_NAME = /^(\d{20})(?:-([0-9a-f]{16}))?\.seg$/;
 export const CHECKPOINT_FILE = 'checkpoint.json';
+/** A checkpoint names the segments on disk (about 80 bytes each): 4 MiB is some 50,000 of them. */
+export const MAX_CHECKPOINT_BYTES = 4 * 1024 * 1024;
 const READ_CHUNK_BYTES = 1024 * 1024;
+/**
+ * The highest sequence a segment name may carry. Past 2^53 a sequence is no longer exact (+1 is
+ * lost to rounding: a new segment would take an existing name), so a name above 2^52 (a planted or
+ * corrupt one, `99999999999999999999.seg`) is not the spool's: never parsed, read or counted on
+ * from. What is left, 2^52 more segments, is more than any spool will make.
+ */
+const MAX_SEQUENCE = 2 ** 52;
 
 export function segmentName(seq: number, writerId: string): string {
   return `${String(seq).padStart(20, '0')}-${writerId}.seg`;
 }
 
-/** The sequence and writer id of a segment file name; undefined for any other file. */
+/** The sequence and writer id of a segment file name; undefined for any other file, and for a sequence out of range. */
 export function parseSegmentName(name: string): { seq: number; writer: string } | undefined {
   const match = SEGMENT_NAME.exec(name);
-  return match ? { seq: Number.parseInt(match[1]!, 10), writer: match[2] ?? '' } : undefined;
+  if (!match) return undefined;
+  const seq = Number.parseInt(match[1]!, 10);
+  return seq <= MAX_SEQUENCE ? { seq, writer: match[2] ?? '' } : undefined;
+}
+
+/** A name shaped as a segment's whose sequence is out of range: left alone (and said so), never read. */
+export function outOfRangeSegmentName(name: string): boolean {
+  return SEGMENT_NAME.test(name) && parseSegmentName(name) === undefined;
+}
+
+/** The name of a new segment; throws rather than make one that would not read back as `seq` (it could take another's name). */
+export function newSegmentName(seq: number, writerId: string): string {
+  const name = segmentName(seq, writerId);
+  if (parseSegmentName(name)?.seq !== seq) throw new Error(`the spool's segment sequence ${seq} is out of range; no new segment can be made`);
+  return name;
 }
 
 /** How far Postgres has one segment's records, and when that last moved (ms since the epoch). */
@@ -47,9 +70,11 @@ export interface Checkpoint {
   segments: Map<string, CommittedMark>;
 }
 
-export async function readCheckpoint(dir: string): Promise<Checkpoint> {
+/** The checkpoint; none (every segment replayed) when it is missing, unreadable or too large (logged: `logger`). */
+export async function readCheckpoint(dir: string, logger?: Logger): Promise<Checkpoint> {
   try {
-    const parsed = JSON.parse((await readRegularFile(path.join(dir, CHECKPOINT_FILE))).toString('utf8')) as { v?: number; writer?: SpoolWriter; segments?: Record<string, Partial<CommittedMark>> };
+    const text = (await readRegularFile(path.join(dir, CHECKPOINT_FILE), MAX_CHECKPOINT_BYTES)).toString('utf8');
+    const parsed = JSON.parse(text) as { v?: number; writer?: SpoolWriter; segments?: Record<string, Partial<CommittedMark>> };
     if (parsed.v === 2 && parsed.segments && typeof parsed.segments === 'object') {
       const segments = new Map<string, CommittedMark>();
       for (const [name, mark] of Object.entries(parsed.segments)) {
@@ -57,8 +82,11 @@ export async function readCheckpoint(dir: string): Promise<Checkpoint> {
       }
       return { ...(parsed.writer ? { writer: parsed.writer } : {}), segments };
     }
-  } catch {
+  } catch (error) {
     // Missing or unreadable: every segment is replayed; Postgres skips what it has.
+    if (errorCode(error) !== 'ENOENT') {
+      logger?.error({ file: CHECKPOINT_FILE, err: { name: (error as Error)?.name ?? 'Error', ...errorFields(error) } }, 'the spool checkpoint cannot be used (too large, not a regular file, or not JSON): it is not read; every segment is replayed (Postgres ignores captures it has)');
+    }
   }
   return { segments: new Map() };
 }
@@ -90,30 +118,6 @@ export async function createSegmentFile(dir: string, name: string): Promise<File
     throw error;
   }
   return handle;
-}
-
-/** What a segment file's bytes hold. */
-export type SegmentShape =
-  | { kind: 'empty' }
-  | { kind: 'foreign' }
-  | {
-      kind: 'records';
-      /** Offsets (from the file's start) of the whole records. */
-      starts: number[];
-      /** Bytes of the header and whole records; reading stops here. */
-      validEnd: number;
-      /** A record length no record can have: what follows cannot be framed. */
-      damaged: boolean;
-      /** The file ends inside a record (a write a crash cut short). */
-      torn: boolean;
-    };
-
-export function segmentShape(bytes: Buffer): SegmentShape {
-  // Created, then the process died before its first record was durable.
-  if (bytes.length <= HEADER_BYTES) return { kind: 'empty' };
-  if (!bytes.subarray(0, HEADER_BYTES).equals(SEGMENT_MAGIC)) return { kind: 'foreign' };
-  const { records, end, damaged, torn } = scanFrames(bytes.subarray(HEADER_BYTES));
-  return { kind: 'records', starts: records.map((start) => HEADER_BYTES + start), validEnd: HEADER_BYTES + end, damaged, torn };
 }
 
 /** A segment as the spool keeps track of it. */
@@ -251,7 +255,7 @@ export class SegmentFiles {
     }
     // Above every sequence seen (on disk or in the checkpoint), so a new segment sorts after them all.
     const seq = (this.highestSeq = Math.max(this.highestSeq, this.segments.at(-1)?.seq ?? 0) + 1);
-    const name = segmentName(seq, this.writer.id);
+    const name = newSegmentName(seq, this.writer.id);
     this.appendHandle = await createSegmentFile(this.dir, name);
     const segment: Segment = { seq, name, file: path.join(this.dir, name), size: HEADER_BYTES, diskBytes: HEADER_BYTES, readFrom: HEADER_BYTES, committed: HEADER_BYTES, committedAt: undefined };
     this.segments.push(segment);

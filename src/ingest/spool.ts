@@ -11,7 +11,8 @@
 // (its lock taken by another process, a segment deleted under it) stops: it takes no capture and
 // commits, deletes and checkpoints nothing; whenStopped tells the sidecar, which exits. Around
 // this file: spool-codec.ts (records), spool-lock.ts, spool-segments.ts (names, checkpoint, files),
-// spool-load.ts (a start), spool-read.ts, spool-held.ts, spool-census.ts, spool-fs.ts (no links).
+// spool-load.ts (a start), spool-restore.ts, spool-read.ts, spool-held.ts, spool-census.ts,
+// spool-scan.ts (files walked, never read whole), spool-fs.ts (no links, regular files only).
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
@@ -26,7 +27,6 @@ import { loggedLockEvents, takeSpoolLock, type SpoolLock } from './spool-lock.js
 import { errorFields, readCheckpoint, SegmentFiles, SegmentGoneError, type Segment, type SpoolPosition } from './spool-segments.js';
 
 export { SpoolLockedError } from './spool-lock.js';
-export { openSealedCapture, sealCapture } from './spool-codec.js';
 export type { SpoolPosition } from './spool-segments.js';
 /** TOKEN_TAP_SPOOL_GRACE_SECONDS's default (src/config/sidecar.ts), for callers that do not say. */
 const DEFAULT_GRACE_MS = 60_000;
@@ -299,18 +299,10 @@ export class CaptureSpool {
   }
 
   private async load(): Promise<void> {
-    const { logger, metrics } = this.options;
-    const loaded = await loadSpool(
-      {
-        dir: this.options.dir,
-        keyRing: this.options.keyRing,
-        writer: this.lock.writer,
-        graceMs: this.graceMs,
-        logger,
-        onDamaged: () => metrics.spoolRecordsHeldTotal.inc({ reason: 'damaged_segment' }),
-      },
-      await readCheckpoint(this.options.dir),
-    );
+    const { dir, keyRing, logger, metrics } = this.options;
+    const onDamaged = () => metrics.spoolRecordsHeldTotal.inc({ reason: 'damaged_segment' });
+    const { graceMs, segmentBytes } = this;
+    const loaded = await loadSpool({ dir, keyRing, writer: this.lock.writer, graceMs, segmentBytes, logger, onDamaged }, await readCheckpoint(dir, logger));
     this.files.adopt(loaded.segments, loaded.highestSeq);
     this.records = this.unread = loaded.records;
     // After the load: held files whose key is back are in the spool again, damaged ones found now are in held/.

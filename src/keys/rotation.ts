@@ -4,8 +4,8 @@
 // no longer in the ring cannot be opened; they are left alone and reported by key id.
 import type pg from 'pg';
 import { fingerprint, open, parseDecrypted, seal, type KeyRing } from './key-ring.js';
-import { resealCapture } from '../ingest/spool-codec.js';
 import { withTransaction } from '../store/pool.js';
+import { resealQuarantined } from '../store/quarantine.js';
 import { errorCode } from '../lib/error-description.js';
 import type { GrantStore } from '../store/grants.js';
 
@@ -170,7 +170,7 @@ export async function rotateKeys(
     options.onProgress?.({ table: 'pending_grants', done: result.pendingGrants, total: pendingTotal });
   });
 
-  // Sealed as the spool seals them (bound to the capture id); re-sealed whole, never parsed.
+  // Bound to the quarantine and the capture id (store/quarantine.ts); re-sealed whole, never parsed.
   const quarantineTotal = sum(quarantineCounts);
   await inBatches(pool, async (client) => {
     const { rows } = await client.query<QuarantineCipherRow>(
@@ -181,7 +181,7 @@ export async function rotateKeys(
     if (rows.length === 0) return 0;
     const resealed = rows.map((row) => {
       try {
-        return resealCapture(ring, row.key_id, row.record, row.capture_id).sealed;
+        return resealQuarantined(ring, row.key_id, row.record, row.capture_id);
       } catch (error) {
         throw new RotationError(
           `quarantined capture ${row.capture_id} cannot be opened under key "${row.key_id}" (${(error as Error).message}); delete its row (token-tap captures quarantined lists it) or restore the key, then run again`,

@@ -526,6 +526,8 @@ export class GrantStore {
       observedAt,
       capture.verified === true,
       vouched,
+      // A refresh's answer: its `verified` is a claim the stored grant must back (upsertGrantRows).
+      capture.obtainedByRefresh === true,
     ];
   }
 
@@ -540,10 +542,16 @@ export class GrantStore {
    * a revocation touches the revoked grant. Tokens the sidecar obtained itself (a refresh under the
    * row lock) always apply, whatever the clocks of the sidecar that captured the stored row said.
    * Nothing of a user erased at or after the capture's time is stored (store/tombstones.ts): returns
-   * how many rows were dropped so.
+   * how many rows were dropped so. A refresh's answer (by_refresh, spooled or applied at once) is
+   * verified only as far as the grant it refreshes is, read under the row lock the upsert holds: it
+   * never makes an unverified grant verified, nor makes a new grant verified.
    */
   private async upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<number> {
-    const columns: unknown[][] = Array.from({ length: 19 }, (_, index) => rows.map((row) => row[index]));
+    const columns: unknown[][] = Array.from({ length: 20 }, (_, index) => rows.map((row) => row[index]));
+    // The refresh answer's own claim for the row being updated (EXCLUDED.verified is false for it: an insert is never verified).
+    const refreshClaim = rows.some((row) => row[19] === true)
+      ? '(SELECT claim.verified FROM input AS claim WHERE claim.by_refresh AND claim.idp = EXCLUDED.idp AND claim.subject = EXCLUDED.subject)'
+      : 'NULL::boolean';
     const notRevokedSince = options.obtained ? 'true' : `(grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
     const fresh = options.obtained ? 'true' : `(grants.captured_at <= EXCLUDED.captured_at AND ${notRevokedSince})`;
     const newer = (field: 'refresh_token' | 'id_token') =>
@@ -565,10 +573,10 @@ export class GrantStore {
       `WITH input AS (
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                               $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
-                              $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[], $19::text[])
+                              $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[], $19::text[], $20::boolean[])
            AS row(idp, subject, issuer, client_id, email, scope, token_type, key_id,
                   access_token, refresh_token, id_token, extras, access_token_fp,
-                  access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified, vouched_email)
+                  access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified, vouched_email, by_refresh)
        ), upserted AS (
        INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
                            access_token, refresh_token, id_token, extras, access_token_fp,
@@ -579,7 +587,7 @@ export class GrantStore {
               access_token, refresh_token, id_token, extras, access_token_fp,
               access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
               'active', captured_at, now(), 1,
-              CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified,
+              CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified AND NOT by_refresh,
               CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END,
               vouched_email, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END
        FROM input AS row WHERE NOT ${erased}
@@ -589,8 +597,10 @@ export class GrantStore {
          ${rowLevel('token_type')}, ${rowLevel('key_id')}, ${rowLevel('access_token')}, ${rowLevel('extras')},
          ${rowLevel('access_token_fp')}, ${rowLevel('access_token_expires_at')},${perField('refresh_token')}${perField('id_token')}
          -- A new id_token decides; without one, tokens from an unverified source (a profile-linked
-         -- login) make the grant unverified, and a refresh (verified as its grant) keeps it.
-         verified = CASE WHEN ${newer('id_token')} THEN EXCLUDED.verified WHEN ${fresh} THEN grants.verified AND EXCLUDED.verified ELSE grants.verified END,
+         -- login) make the grant unverified. A refresh's answer keeps the grant's flag at most.
+         verified = CASE
+           WHEN ${refreshClaim} IS NOT NULL THEN grants.verified AND (${refreshClaim} OR NOT (${newer('id_token')} OR ${fresh}))
+           WHEN ${newer('id_token')} THEN EXCLUDED.verified WHEN ${fresh} THEN grants.verified AND EXCLUDED.verified ELSE grants.verified END,
          -- What the id_token vouches for follows the id_token, stamped with its capture time
          -- (id_token_observed_at), so a replacement by a sidecar that does not know it shows.
          vouched_email = CASE WHEN ${newer('id_token')} THEN EXCLUDED.vouched_email ELSE grants.vouched_email END,

@@ -1,12 +1,13 @@
 // The quarantine (quarantined_captures, migration 000005): captures the writer could not store,
-// set aside so that one bad capture never blocks the ones behind it. Each is sealed exactly as the
-// spool seals it; nothing here reads a token. Operators list and retry them (`token-tap captures`).
+// set aside so that one bad capture never blocks the ones behind it. Each is sealed as the spool
+// seals a capture, but bound to the quarantine: a spool record copied into a quarantine row (or a
+// row into a spool) does not open, so neither can pass for the other. Nothing here reads a token. Operators list and retry them (`token-tap captures`).
 // Each names its user only by a keyed fingerprint (subject_fp, 000011): erasure deletes by it
 // (store/erase.ts), the retention purge by age (store/purge.ts).
 import type pg from 'pg';
 import type { Capture } from '../capture/types.js';
-import { subjectFingerprint, type KeyRing } from '../keys/key-ring.js';
-import { openSealedCapture, sealCapture } from '../ingest/spool.js';
+import { open, seal, subjectFingerprint, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
+import { decodeCapture, encodeCapture } from '../ingest/spool-codec.js';
 import { errorName } from '../lib/error-description.js';
 import { describeCaptureFailure, isPostgresUnavailable, type QuarantineLabel } from './errors.js';
 import { withTransaction } from './pool.js';
@@ -53,6 +54,26 @@ interface QuarantineRow {
 
 const MAX_REASON = 200;
 
+/** Not the spool's binding (spool-codec.ts): the capture id, and that it is a quarantined capture. */
+function quarantineBinding(captureId: string): FieldBinding {
+  return { idp: 'quarantine', subject: captureId, field: 'capture' };
+}
+
+/** A quarantined capture's record: its JSON under the ring's active key, bound to its capture id and to the quarantine. */
+function sealQuarantined(ring: KeyRing, capture: Capture): { keyId: string; sealed: Buffer } {
+  return { keyId: ring.activeKeyId, sealed: seal(ring, encodeCapture(capture), quarantineBinding(capture.captureId)) };
+}
+
+/** The capture in a quarantine row's record; throws DecryptError (a key missing, other material, or not a quarantine record) or a parse error. */
+export function openQuarantined(ring: KeyRing, keyId: string, record: Buffer, captureId: string): Capture {
+  return decodeCapture(open(ring, keyId, record, quarantineBinding(captureId)));
+}
+
+/** A quarantine row's record re-sealed under the ring's active key (key rotation), opened and sealed whole, never parsed. */
+export function resealQuarantined(ring: KeyRing, keyId: string, record: Buffer, captureId: string): Buffer {
+  return seal(ring, open(ring, keyId, record, quarantineBinding(captureId)), quarantineBinding(captureId));
+}
+
 /**
  * Seals `capture` into the quarantine inside the caller's transaction, with a keyed fingerprint of
  * its user's subject (migration 000011) so an erasure finds it. A capture already there (a spool
@@ -60,7 +81,7 @@ const MAX_REASON = 200;
  * after it was observed is not kept at all (`erased`), as the writer drops it (store/tombstones.ts).
  */
 export async function quarantineCapture(client: pg.PoolClient, ring: KeyRing, capture: Capture, stage: QuarantineStage, reason: string): Promise<{ known: boolean; erased: boolean }> {
-  const { keyId, sealed } = sealCapture(ring, capture);
+  const { keyId, sealed } = sealQuarantined(ring, capture);
   const observedAt = capture.observedAt instanceof Date && !Number.isNaN(capture.observedAt.getTime()) ? capture.observedAt : null;
   // A held token response names no user yet; its profile capture does.
   const subject = capture.subject ?? capture.profile?.subject ?? null;
@@ -142,7 +163,7 @@ export async function retryQuarantined(captureId: string, deps: RetryDependencie
     try {
       let capture: Capture;
       try {
-        capture = openSealedCapture(deps.ring, row.key_id, row.record, row.capture_id);
+        capture = openQuarantined(deps.ring, row.key_id, row.record, row.capture_id);
       } catch (error) {
         throw new Stays(`cannot open the quarantined record (${errorName(error)})`);
       }

@@ -98,7 +98,7 @@ describe('ops surface: /metrics, /healthz, /readyz and gRPC health (integration)
         try {
           const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
           const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-          return cmdline[0] === 'flock' && cmdline.includes('--nonblock') && cmdline.includes(lockFile) && Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid;
+          return path.basename(cmdline[0] ?? '') === 'flock' && cmdline.includes('--nonblock') && cmdline.includes(lockFile) && Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid;
         } catch {
           return false;
         }

@@ -101,8 +101,8 @@ describe('packaging (static checks)', () => {
     const last = dockerfile.slice(dockerfile.lastIndexOf('\nFROM '));
     expect(last).to.match(/^USER node$/m);
     expect(last).to.contain('--omit=dev');
-    // The spool lock is held by flock(1): the image build checks it is there.
-    expect(last).to.match(/^RUN command -v flock\b/m);
+    // The spool lock is held by flock(1) running cat(1), by absolute path: the image build checks both are there.
+    expect(last).to.match(/^RUN test -x \/usr\/bin\/flock && test -x \/bin\/cat\b/m);
     // The demo IdP stage compose builds exists.
     expect(names.has('demo-idp')).to.equal(true);
   });

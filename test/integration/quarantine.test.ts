@@ -15,7 +15,9 @@ import { generateKeySpec, parseKeyRing, type KeyRing } from '../../src/keys/key-
 import { createPool } from '../../src/store/pool.js';
 import { CapturePump, type CaptureVerification } from '../../src/ingest/pump.js';
 import { migrate } from '../../src/store/migrate.js';
-import { CaptureSpool, openSealedCapture } from '../../src/ingest/spool.js';
+import { CaptureSpool } from '../../src/ingest/spool.js';
+import { openSealedCapture } from '../../src/ingest/spool-codec.js';
+import { openQuarantined } from '../../src/store/quarantine.js';
 import { StoreState } from '../../src/ingest/postgres-availability.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { startBlackholeProxy } from '../support/blackhole-proxy.js';
@@ -58,8 +60,10 @@ function expectSealedNotPlain(row: QuarantineRow, capture: Capture, ring: KeyRin
   for (const token of [capture.tokens!.accessToken!, capture.tokens!.refreshToken!]) {
     expect(row.record.includes(Buffer.from(token, 'utf8')), 'plaintext token in the record').to.equal(false);
   }
-  // Sealed exactly as the spool seals it: the spool's own opener gives the capture back.
-  const opened = openSealedCapture(ring, row.key_id, row.record, row.capture_id);
+  // Sealed as the spool seals a capture but bound to the quarantine: it does not open as a spool
+  // record (nor a spool record as a quarantined capture), so neither passes for the other.
+  expect(() => openSealedCapture(ring, row.key_id, row.record, row.capture_id), 'a quarantine record opened as a spool record').to.throw();
+  const opened = openQuarantined(ring, row.key_id, row.record, row.capture_id);
   expect(opened.tokens!.accessToken).to.equal(capture.tokens!.accessToken);
   expect(opened.observedAt.getTime()).to.equal(capture.observedAt.getTime());
 }

@@ -139,7 +139,17 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
           pending_grants: 1,
           quarantined_captures: 0,
           missing_keys: [],
-          spool: { dir: noSpool, exists: false, records_by_key: {}, held_by_key: {}, held_unreadable: 0, held_damaged_segments: 0 },
+          spool: {
+            dir: noSpool,
+            exists: false,
+            records_by_key: {},
+            held_by_key: {},
+            held_unreadable: 0,
+            held_damaged_segments: 0,
+            damaged_by_key: {},
+            unknown_files: { count: 0, names: [], records_by_key: {} },
+            errors: [],
+          },
         });
         expect(rotated.stderr).to.contain('grants: 2/3').and.contain('grants: 3/3').and.contain('pending_grants: 1/1');
         for (const table of ['grants', 'pending_grants']) {
@@ -184,7 +194,17 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
           const { spool } = JSON.parse(rotated.stdout) as { spool: unknown };
           console.log(`      keys rotate with a sidecar running on the spool: ${JSON.stringify(spool)}`);
           // C's spooled segment is in Postgres' grace window (its records were read, none opened): still counted under C.
-          expect(spool).to.deep.equal({ dir, exists: true, records_by_key: { B: 2, C: 3 }, held_by_key: { C: 3 }, held_unreadable: 0, held_damaged_segments: 0 });
+          expect(spool).to.deep.equal({
+            dir,
+            exists: true,
+            records_by_key: { B: 2, C: 3 },
+            held_by_key: { C: 3 },
+            held_unreadable: 0,
+            held_damaged_segments: 0,
+            damaged_by_key: {},
+            unknown_files: { count: 0, names: [], records_by_key: {} },
+            errors: [],
+          });
           expect(rotated.stderr).to.contain(`spool ${dir}: 3 records and 3 held records are sealed under key "C"`).and.not.contain('under key "B"');
         } finally {
           await running.close();

@@ -8,7 +8,8 @@ import { createLocalJWKSet, exportJWK, SignJWT, type JWK } from 'jose';
 import { loadIdpConfig } from '../../src/config/idp-file.js';
 import { accessTokenMatchesAtHash, checkIdTokenClaims, CLOCK_TOLERANCE_SECONDS } from '../../src/idp/id-token-checks.js';
 import { createHash } from 'node:crypto';
-import { verifySignature } from '../../src/idp/verify.js';
+import { CaptureVerifier, verifySignature } from '../../src/idp/verify.js';
+import { syntheticCapture } from '../support/captures.js';
 import { tempDir } from '../support/token-vault.js';
 
 const expected = { issuer: 'https://idp.example/tenant', clientId: 'okta-client' };
@@ -200,5 +201,20 @@ describe('IdP keys: answers read with a byte limit', () => {
       server.closeAllConnections();
       await new Promise((resolve) => server.close(resolve));
     }
+  });
+});
+
+describe('the verification step passes on no claim it did not check', () => {
+  it('a login of an IdP without an issuer, and a profile or error of one with an issuer, claiming verified leave it verified: false; a refresh answer keeps its claim (the writer ANDs it with its grant\'s)', async () => {
+    const pinned = { idp: 'pinned', issuer: 'https://pinned.example', jwksUri: undefined, clientId: 'okta', timeoutMs: 1_000 };
+    const verifier = new CaptureVerifier({ idps: new Map([['pinned', pinned]]), cooldownMs: 0, maxWaitMs: 0 });
+    const claims = [
+      syntheticCapture('acme', 'alice', { verified: true }),
+      syntheticCapture('pinned', undefined, { outcome: 'profile', tokens: undefined, verified: true }),
+      syntheticCapture('pinned', undefined, { outcome: 'idp_error', tokens: undefined, verified: true }),
+      syntheticCapture('acme', 'alice', { verified: true, obtainedByRefresh: true }),
+    ];
+    const { captures } = await verifier.verify(claims);
+    expect(captures!.map((capture) => capture.verified)).to.deep.equal([false, false, false, true]);
   });
 });

@@ -24,10 +24,8 @@ const sourceSrc = path.resolve(here, '../../../src');
 const KNOWN_KNOTS: Record<string, string> = {
   'config → idp → config': 'idp/refresh.ts names the IdP file variable (config/idp-file.ts) in its messages',
   'keys → store → keys': 'keys/rotation.ts re-seals stored rows through store/',
-  'ingest → store → ingest': 'store/quarantine.ts seals with the spool codec (ingest/spool.ts)',
+  'ingest → store → ingest': 'store/quarantine.ts encodes captures with the spool codec (ingest/spool-codec.ts)',
   'ingest → keys → store → ingest': 'the same quarantine import',
-  'ingest → keys → ingest': 'keys/rotation.ts re-seals quarantined captures with the spool codec (ingest/spool-codec.ts)',
-  'ingest → store → keys → ingest': 'the same rotation import',
   'demo → ops → demo': 'ops/cli.ts runs the demo',
   'ops → sidecar.ts → ops': 'ops/cli.ts starts the sidecar',
   'demo → sidecar.ts → ops → demo': 'both CLI imports',
@@ -47,7 +45,6 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
   keys: {
     lib: 'error codes',
     store: 'KNOT: rotation re-seals stored rows (an operation: moves to operations/)',
-    ingest: 'KNOT: rotation re-seals quarantined captures with the spool codec (moves to operations/)',
   },
   store: {
     capture: 'the TokenSet a grant is made of; claims of the id_token it keeps',
