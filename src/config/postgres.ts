@@ -12,7 +12,7 @@ export const WRITER_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 5_000, stat
 // UNAVAILABLE at once (its audit row follows); one whose key check passed waits for its audit row, at
 // most 2.25 s more: within 5 s either way. Idle in a transaction for longer than the longest IdP timeout
 // (timeout_ms at most 120000): a revocation holds its grant's row lock while the IdP answers (a
-// refresh does not: it claims the grant in a committed row, idp/refresh.ts).
+// refresh does not: it claims the grant in a committed row, operations/refresh.ts).
 export const API_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 2_000, statementTimeoutMs: 2_000, queryTimeoutMs: 2_250, keepAliveMs: 10_000, idleInTransactionMs: 180_000 };
 
 /**

@@ -6,8 +6,10 @@ import type { PostgresTimeouts } from '../store/pool-settings.js';
 import { formatHostPort, isLoopbackOnly, nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
 import { type IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
-import { DEFAULT_REFRESH_APPLY_WINDOW_MS } from '../idp/refresh.js';
 import { readAge, type RetentionPolicy } from '../store/purge.js';
+
+/** How long a refresh answer may take to be applied before another refresher takes the claim over (operations/refresh.ts). */
+export const DEFAULT_REFRESH_APPLY_WINDOW_MS = 60_000;
 
 export const DEFAULT_API_LISTEN = '127.0.0.1:50052';
 
@@ -41,8 +43,8 @@ export interface TokenVaultConfig {
    * TOKEN_TAP_REFRESH_APPLY_WINDOW_MS: how long a refresh's answer may take to reach Postgres after
    * the IdP call ends (its transaction, the pump's retries, a restart's replay of the spool). A
    * refresh claims its grant for the IdP's timeout_ms plus this; only then may another sidecar
-   * take the claim over (idp/refresh.ts), and not before this long after Postgres came back from
-   * an outage (idp/refresh-takeover.ts).
+   * take the claim over (operations/refresh.ts), and not before this long after Postgres came back from
+   * an outage (operations/refresh-takeover.ts).
    */
   refreshApplyWindowMs: number;
   /** Test-only (TOKEN_TAP_FAULT_INJECTION): a failure at the worst moment of a refresh, to prove it loses nothing. */

@@ -6,10 +6,9 @@
 import type { Command } from 'commander';
 import { ConfigError } from '../config/values.js';
 import { IDP_CONFIG_ENV, loadIdpConfig } from '../config/idp-file.js';
-import { CaptureVerifier } from '../idp/verify.js';
-import type { Capture } from '../capture/types.js';
 import { VaultError } from '../store/errors.js';
-import { listQuarantined, retryQuarantined, type QuarantineEntry, type RetryOutcome } from '../store/quarantine.js';
+import { listQuarantined, type QuarantineEntry } from '../store/quarantine.js';
+import { retryQuarantinedCaptures, retryVerifier, type RetryVerify } from '../operations/captures-retry.js';
 import { audited } from './cli-vault.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
@@ -41,22 +40,13 @@ function table(entries: readonly QuarantineEntry[]): string {
 
 /**
  * How a retry verifies a capture quarantined before verification ran: as the sidecar would, with
- * the IdPs of TOKEN_TAP_IDP_CONFIG, waiting for no keys (a capture whose keys cannot be fetched now
- * stays). Without the file it stays too: writing it unverified would skip a check the sidecar makes.
+ * the IdPs of TOKEN_TAP_IDP_CONFIG. Without the file it stays.
  */
-function retryVerifier(): (capture: Capture) => Promise<Capture | { notYet: string }> {
+function retryVerifierFromEnv(): RetryVerify {
   const problems: string[] = [];
   const config = loadIdpConfig(process.env, problems);
   if (problems.length > 0) throw new ConfigError(problems);
-  if (!process.env[IDP_CONFIG_ENV]) {
-    return async () => ({ notYet: `it must be verified first: set ${IDP_CONFIG_ENV} as the sidecar has it` });
-  }
-  const verifier = new CaptureVerifier({ idps: config.verification, cooldownMs: 0, maxWaitMs: Number.POSITIVE_INFINITY });
-  return async (capture) => {
-    const verdict = await verifier.verify([capture]);
-    const verified = verdict.captures?.[0];
-    return verified ?? { notYet: "its IdP's signing keys cannot be fetched now" };
-  };
+  return retryVerifier(process.env[IDP_CONFIG_ENV] ? config.verification : undefined, `it must be verified first: set ${IDP_CONFIG_ENV} as the sidecar has it`);
 }
 
 export function registerCaptureCommands(program: Command): void {
@@ -91,13 +81,9 @@ export function registerCaptureCommands(program: Command): void {
     .action(async (options: { idp?: string; captureId: string[] }) => {
       const malformed = options.captureId.filter((id) => !UUID.test(id));
       if (malformed.length > 0) throw new Error(`--capture-id must be a capture id as listed by "token-tap captures quarantined", got ${malformed.map((id) => `"${id}"`).join(', ')}`);
-      const verify = retryVerifier();
+      const verify = retryVerifierFromEnv();
       const { outcomes, stayed } = await audited('RetryQuarantinedCaptures', { keys: true }, { idp: options.idp }, async ({ pool, ring, store }, event) => {
-        const chosen = await listQuarantined(pool, { idp: options.idp, captureIds: options.captureId });
-        const outcomes: RetryOutcome[] = [];
-        for (const entry of chosen) {
-          outcomes.push(await retryQuarantined(entry.captureId, { pool, ring, verify, write: (client, capture) => store.writeCaptureIn(client, capture) }));
-        }
+        const outcomes = await retryQuarantinedCaptures({ pool, ring, store, verify, idp: options.idp, captureIds: options.captureId });
         const stayed = outcomes.filter((outcome) => outcome.result === 'stayed').length;
         const erased = outcomes.filter((outcome) => outcome.result === 'erased').length;
         event.detail = `retried ${outcomes.length} quarantined captures: ${outcomes.length - stayed - erased} written, ${erased} dropped (user erased), ${stayed} stayed`;

@@ -1,8 +1,8 @@
 // `token-tap keys rotate`: re-seals every grant, held grant and quarantined capture under the active
-// key (keys/rotation.ts) and says what still holds an older key, in Postgres and in this pod's spool,
+// key (operations/key-rotation.ts) and says what still holds an older key, in Postgres and in this pod's spool,
 // so an operator knows when that key may leave the ring. Audited as the other vault commands are.
 import type { Command } from 'commander';
-import { rotateKeys, type RotationResult } from '../keys/rotation.js';
+import { rotateKeys, type RotationResult } from '../operations/key-rotation.js';
 import { VaultError } from '../store/errors.js';
 import { audited, positive, printJson } from './cli-vault.js';
 import { SPOOL_KEY_REPORT_HELP, withSpoolKeyReport } from './spool-key-report.js';

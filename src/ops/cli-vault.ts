@@ -17,8 +17,8 @@ import { type IdpClients } from '../idp/client.js';
 import { IDP_CONFIG_ENV, loadIdpClients } from '../config/idp-file.js';
 import { readCommitDurability } from '../config/postgres.js';
 import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';
-import { GrantRefresher } from '../idp/refresh.js';
-import { GrantRevoker } from '../idp/revoke.js';
+import { GrantRefresher } from '../operations/refresh.js';
+import { GrantRevoker } from '../operations/revoke.js';
 import { GrantStore } from '../store/grants.js';
 import { grantToJson } from './grant-json.js';
 

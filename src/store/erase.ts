@@ -29,7 +29,7 @@ export interface EraseRequest {
   subject?: string;
   /** Matches the email claim case-insensitively. */
   email?: string;
-  /** Revoke each grant at its IdP first (where revocation is configured); idp/revoke.ts's GrantRevoker. */
+  /** Revoke each grant at its IdP first (where revocation is configured); operations/revoke.ts's GrantRevoker. */
   revoker?: { revoke(idp: string, subject: string): Promise<unknown> };
   /**
    * The key ring: its fingerprint key finds the user's quarantined captures (subject_fp). Without

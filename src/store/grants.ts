@@ -325,7 +325,7 @@ export class GrantStore {
   }
 
   /**
-   * A refresh answer that cannot be the grant's (a token over its bound, idp/refresh-answer.ts),
+   * A refresh answer that cannot be the grant's (a token over its bound, operations/refresh-answer.ts),
    * inside the caller's transaction: its event is recorded `too_large`, so its spooled copy (the
    * outbox) is a replay the writer skips, and the answer is sealed into the quarantine under
    * `quarantineId` (an event of its own when retried) for an operator to recover.

@@ -1,5 +1,5 @@
 // Refresh claims (migration 000010): the committed row that says "this holder is spending this
-// grant's refresh token at the IdP now". SQL only; the rules are src/idp/refresh.ts's. Every
+// grant's refresh token at the IdP now". SQL only; the rules are src/operations/refresh.ts's. Every
 // time is Postgres's clock, so sidecars with skewed clocks agree on when a claim expires.
 import type pg from 'pg';
 

@@ -9,7 +9,7 @@
 // the two sidecars' TokenVault APIs (the holder's spool is one whose backlog it never reaches).
 import { expect } from 'chai';
 import { IdpClient } from '../../src/idp/client.js';
-import { GrantRefresher } from '../../src/idp/refresh.js';
+import { GrantRefresher } from '../../src/operations/refresh.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';

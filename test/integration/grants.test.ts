@@ -3,7 +3,7 @@ import { expect } from 'chai';
 import type { Capture, TokenSet } from '../../src/capture/types.js';
 import { DecryptError, generateKeySpec, parseKeyRing, seal } from '../../src/keys/key-ring.js';
 import { migrate } from '../../src/store/migrate.js';
-import { markRevoked } from '../../src/idp/revoke.js';
+import { markRevoked } from '../../src/operations/revoke.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';

@@ -3,7 +3,7 @@
 // what the column says follows the stored id_token through every merge.
 import { expect } from 'chai';
 import type { HookProvider } from '../../src/config/hook-file.js';
-import { markRevoked } from '../../src/idp/revoke.js';
+import { markRevoked } from '../../src/operations/revoke.js';
 import { GrantFinder, type Lookup } from '../../src/hook/lookup.js';
 import type { TokenHookRequest } from '../../src/hook/request.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';

@@ -1,4 +1,4 @@
-// The rules of refresh claims (idp/refresh.ts) against real Postgres, two refreshers standing in
+// The rules of refresh claims (operations/refresh.ts) against real Postgres, two refreshers standing in
 // for two sidecars: a live claim of another holder is waited on, never spent past; a claim whose
 // refresh token was replaced since is over at once; a holder whose claim was taken over writes its
 // late answer merged by capture time, never over the newer refresh token. After an outage, an
@@ -9,7 +9,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { IdpClient } from '../../src/idp/client.js';
-import { GrantRefresher } from '../../src/idp/refresh.js';
+import { GrantRefresher } from '../../src/operations/refresh.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';

@@ -1,13 +1,13 @@
 // OIDC Core 12.2: a refreshed id_token must name the grant's user. A token endpoint that answers
 // a refresh with another user's id_token changes nothing stored. An answer with a field over its
-// bound is never thrown away: the IdP has rotated the refresh token already (idp/refresh-answer.ts).
+// bound is never thrown away: the IdP has rotated the refresh token already (operations/refresh-answer.ts).
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'chai';
 import { generateKeyPair, SignJWT } from 'jose';
 import { IdpClient } from '../../src/idp/client.js';
-import { GrantRefresher } from '../../src/idp/refresh.js';
+import { GrantRefresher } from '../../src/operations/refresh.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';

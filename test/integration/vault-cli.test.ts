@@ -8,7 +8,7 @@ import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { migrate } from '../../src/store/migrate.js';
-import { rotateKeys } from '../../src/keys/rotation.js';
+import { rotateKeys } from '../../src/operations/key-rotation.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { CaptureSpool } from '../../src/ingest/spool.js';
 import { createMetrics } from '../../src/ops/metrics.js';

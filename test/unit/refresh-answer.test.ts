@@ -1,10 +1,10 @@
-// What of an IdP's refresh answer is stored (src/idp/refresh-answer.ts): the IdP has rotated the
+// What of an IdP's refresh answer is stored (src/operations/refresh-answer.ts): the IdP has rotated the
 // refresh token already, so a field over its bound is dropped (the grant keeps its own) and only a
 // token over its bound sets the whole answer aside; nothing is ever thrown away, no value is named.
 import { expect } from 'chai';
 import { FIELD_BOUNDS, MAX_JSON_NESTING } from '../../src/capture/bounds.js';
 import type { TokenSet } from '../../src/capture/types.js';
-import { readRefreshAnswer, type RefreshAnswerInput } from '../../src/idp/refresh-answer.js';
+import { readRefreshAnswer, type RefreshAnswerInput } from '../../src/operations/refresh-answer.js';
 import { fakeJwt } from '../support/jwt.js';
 
 const CLAIMS = { iss: 'https://idp.example', sub: 'user-1', aud: 'okta', email: 'u@example.test', email_verified: true, exp: 4102444800 };
@@ -32,7 +32,7 @@ function answer(tokens: Partial<TokenSet> = {}): RefreshAnswerInput {
   };
 }
 
-describe('refresh answers held to the bounds (src/idp/refresh-answer.ts)', () => {
+describe('refresh answers held to the bounds (src/operations/refresh-answer.ts)', () => {
   it('an answer within every bound is stored as it came', () => {
     const read = readRefreshAnswer(answer());
     expect(read.kind).to.equal('store');

@@ -1,5 +1,5 @@
 // A caller that finds another holder's live refresh claim on a grant waits for its result rather
-// than spend the refresh token itself (the rules: idp/refresh.ts).
+// than spend the refresh token itself (the rules: operations/refresh.ts).
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { sleep } from '../lib/abortable-wait.js';

@@ -1,4 +1,4 @@
-// Refresh answers this process holds whose first write failed (the rules: idp/refresh.ts). Each is
+// Refresh answers this process holds whose first write failed (the rules: operations/refresh.ts). Each is
 // in the spool too (the outbox), but there it waits behind every capture spooled before it, which
 // after an outage may be minutes of backlog, while another sidecar waits for the claim to expire.
 // So they are written from here directly, in a transaction of their own, as soon as Postgres answers
@@ -19,7 +19,7 @@ export interface KeptAnswer {
   capture: Capture;
   /** The claim the answer was obtained under. */
   claimId: string;
-  /** A token over its bound (idp/refresh-answer.ts): the answer goes to the quarantine, not the grant. */
+  /** A token over its bound (operations/refresh-answer.ts): the answer goes to the quarantine, not the grant. */
   setAside?: { detail: string; quarantineId: string };
 }
 

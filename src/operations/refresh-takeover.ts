@@ -1,4 +1,4 @@
-// When an expired refresh claim of another holder may be taken over (the rules: idp/refresh.ts).
+// When an expired refresh claim of another holder may be taken over (the rules: operations/refresh.ts).
 // A claim expires on Postgres's clock even while Postgres is away: after an outage or a failover
 // longer than the IdP timeout plus the apply window, every claim taken before it has expired, and
 // its holder's answer may still be in that holder's spool, behind the outage's backlog (or in its

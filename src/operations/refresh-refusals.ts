@@ -1,12 +1,12 @@
 // What a refresh answers when it cannot refresh, what it does with tokens it cannot keep, and how it
-// reports an IdP answer with fields over their bounds (the rules: idp/refresh.ts, idp/refresh-answer.ts). Messages and logs name fields,
+// reports an IdP answer with fields over their bounds (the rules: operations/refresh.ts, operations/refresh-answer.ts). Messages and logs name fields,
 // bounds, IdPs and users, never a token or a value.
 import type { Logger } from 'pino';
 import { IDP_CONFIG_ENV } from '../config/idp-file.js';
 import { VaultError } from '../store/errors.js';
 import type { Capture } from '../capture/types.js';
 import type { GrantRecord } from '../store/grants.js';
-import type { IdpCallError, IdpClient, IdpClients } from './client.js';
+import type { IdpCallError, IdpClient, IdpClients } from '../idp/client.js';
 import type { RefreshAnswer, RefreshAnswerField } from './refresh-answer.js';
 import type { KeptAnswer } from './refresh-kept.js';
 

@@ -3,7 +3,7 @@
 // commits, so a run that stops part way is resumed by running it again. Rows under a key that is
 // no longer in the ring cannot be opened; they are left alone and reported by key id.
 import type pg from 'pg';
-import { fingerprint, open, parseDecrypted, seal, type KeyRing } from './key-ring.js';
+import { fingerprint, open, parseDecrypted, seal, type KeyRing } from '../keys/key-ring.js';
 import { withTransaction } from '../store/pool.js';
 import { resealQuarantined } from '../store/quarantine.js';
 import { errorCode } from '../lib/error-description.js';

@@ -10,10 +10,10 @@
 //    terminated backend, an idle-in-transaction timeout while the IdP is slow), and the IdP call
 //    and the answer's outbox outlive it.
 // Once the IdP has answered, its answer is the only copy of a rotated refresh token: never thrown
-// away, even with a field over its bound (idp/refresh-answer.ts). It is sealed into the spool (the
+// away, even with a field over its bound (operations/refresh-answer.ts). It is sealed into the spool (the
 // outbox) and fsynced, then written in one transaction with the claim's release; if that fails,
 // this process writes it as soon as Postgres answers, ahead of the spool's backlog
-// (idp/refresh-kept.ts), the pump applies the spooled copy, and a restarted sidecar replays it.
+// (operations/refresh-kept.ts), the pump applies the spooled copy, and a restarted sidecar replays it.
 //
 // When a claim may be taken over. A holder keeps its claim for the IdP's timeout_ms plus the apply
 // window (TOKEN_TAP_REFRESH_APPLY_WINDOW_MS): the time its answer has to reach Postgres after the
@@ -26,7 +26,7 @@
 // Only in that last case is the old token spent twice; an IdP with reuse detection then answers
 // invalid_grant and the grant is marked revoked (a login makes it active again). After an outage
 // every claim may have expired while its holder's answer waited: no expired claim is taken over
-// until one apply window after Postgres came back (idp/refresh-takeover.ts). A holder whose
+// until one apply window after Postgres came back (operations/refresh-takeover.ts). A holder whose
 // claim was taken over writes a late answer merged by capture time, as the pump does: never over
 // a newer refresh token, never over a revocation.
 import os from 'node:os';
@@ -34,6 +34,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { stringClaim } from '../capture/jwt.js';
+import { DEFAULT_REFRESH_APPLY_WINDOW_MS } from '../config/token-vault.js';
 import type { Capture } from '../capture/types.js';
 import { grantNotFound, isPostgresUnavailable, VaultError } from '../store/errors.js';
 import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
@@ -42,7 +43,7 @@ import { readRefreshAnswer, type RefreshAnswerField } from './refresh-answer.js'
 import { clientFor, idpFailure, reportRefusedFields, revokedError, revokeUnused, setAsideError } from './refresh-refusals.js';
 import { KeptAnswers, type KeptAnswer } from './refresh-kept.js';
 import { TakeoverGate } from './refresh-takeover.js';
-import { IdpCallError, type IdpClient, type IdpClients } from './client.js';
+import { IdpCallError, type IdpClient, type IdpClients } from '../idp/client.js';
 import { markRevoked } from './revoke.js';
 import { waitForHolder } from './refresh-wait.js';
 import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
@@ -61,8 +62,6 @@ export interface RefreshConditions {
   /** Epoch ms: the longest this caller waits for another holder's refresh (its deadline). */
   waitUntil?: number;
 }
-
-export const DEFAULT_REFRESH_APPLY_WINDOW_MS = 60_000;
 
 export interface GrantRefresherOptions {
   pool: pg.Pool;

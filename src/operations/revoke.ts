@@ -4,7 +4,7 @@
 import type pg from 'pg';
 import { grantNotFound, VaultError } from '../store/errors.js';
 import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
-import { IdpCallError, type IdpClients } from './client.js';
+import { IdpCallError, type IdpClients } from '../idp/client.js';
 import type { GrantRecord, GrantStore } from '../store/grants.js';
 
 /**
