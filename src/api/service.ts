@@ -11,7 +11,7 @@ import type { AccessEvent, AccessEventLog, AccessOutcome } from '../store/access
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { DecryptError, type KeyRing } from '../keys/key-ring.js';
 import { isPostgresUnavailable } from '../store/pool.js';
-import { eraseSubject } from '../store/erase.js';
+import { eraseUser } from '../operations/erase.js';
 import { grantNotFound, VaultError } from '../store/errors.js';
 import { listGrants, subjectsByEmail, type GrantPosition } from '../store/grant-listing.js';
 import type { GrantRefresher } from '../operations/refresh.js';
@@ -361,7 +361,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     const subject = which === 'subject' ? required(request.subject, 'subject') : undefined;
     const email = which === 'email' ? required(request.email, 'email') : undefined;
     notes.subject = subject;
-    const result = await eraseSubject(pool, { idps: idp ? [idp] : undefined, subject, email, revoker: request.revoke_at_idp ? revoker : undefined, ring: keyRing });
+    const result = await eraseUser(pool, { idps: idp ? [idp] : undefined, subject, email, revoker: request.revoke_at_idp ? revoker : undefined, ring: keyRing });
     if (email && result.deleted.length === 1) notes.subject = result.deleted[0]!.subject;
     notes.detail = `deleted ${result.deleted.length} grants (${result.deleted.map((ref) => `${ref.idp}/${ref.subject}`).join(', ')}), ${result.captureEventsDeleted} capture events and ${result.quarantinedCapturesDeleted} quarantined captures`;
     return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted };

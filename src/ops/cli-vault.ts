@@ -10,7 +10,7 @@ import { AccessEventLog, type AccessEvent } from '../store/access-events.js';
 import { ALL, ApiKeyInputError, ApiKeyRepository, OPERATIONS } from '../api/api-keys.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { createPool } from '../store/pool.js';
-import { eraseSubject } from '../store/erase.js';
+import { eraseUser } from '../operations/erase.js';
 import { VaultError } from '../store/errors.js';
 import { listGrants, type GrantSummaryRecord } from '../store/grant-listing.js';
 import { type IdpClients } from '../idp/client.js';
@@ -309,7 +309,7 @@ function registerGrantCommands(program: Command): void {
       printJson(
         await audited('DeleteSubject', needs, { idp: options.idp, subject: options.subject }, async ({ pool, store, clients, ring }, event) => {
           const revoker = options.revokeAtIdp ? new GrantRevoker({ pool, store, clients }) : undefined;
-          const result = await eraseSubject(pool, { idps: options.idp ? [options.idp] : undefined, subject: options.subject, email: options.email, revoker, ...(needs.keys ? { ring } : {}) });
+          const result = await eraseUser(pool, { idps: options.idp ? [options.idp] : undefined, subject: options.subject, email: options.email, revoker, ...(needs.keys ? { ring } : {}) });
           event.detail = `deleted ${result.deleted.length} grants, ${result.captureEventsDeleted} capture events and ${result.quarantinedCapturesDeleted} quarantined captures`;
           return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted, quarantined_captures_deleted: result.quarantinedCapturesDeleted };
         }),

@@ -29,8 +29,6 @@ export interface EraseRequest {
   subject?: string;
   /** Matches the email claim case-insensitively. */
   email?: string;
-  /** Revoke each grant at its IdP first (where revocation is configured); operations/revoke.ts's GrantRevoker. */
-  revoker?: { revoke(idp: string, subject: string): Promise<unknown> };
   /**
    * The key ring: its fingerprint key finds the user's quarantined captures (subject_fp). Without
    * it the erasure refuses while the quarantine holds captures of those IdPs that name a user.
@@ -121,17 +119,23 @@ async function deleteQuarantined(client: pg.PoolClient, ring: KeyRing, target: T
   return deleted.rowCount ?? 0;
 }
 
-export async function eraseSubject(pool: pg.Pool, request: EraseRequest): Promise<EraseResult> {
+/** Refuses a request that names no user (or two ways), or one the erasure could not finish without the key ring. */
+export async function checkErasable(pool: pg.Pool, request: EraseRequest): Promise<void> {
   if ((request.subject === undefined) === (request.email === undefined)) throw new VaultError('name the user by subject or by email', 'invalid_argument');
+  if (!request.ring) await refuseWithoutRing(pool, request.idps);
+}
+
+/** The user's active grants the request names: what is revoked at the IdPs before the erasure. */
+export async function activeGrantsToErase(pool: pg.Pool, request: EraseRequest): Promise<Array<{ idp: string; subject: string }>> {
+  const idps = request.idps === undefined ? await knownIdps(pool) : [...request.idps];
+  return grantsOf(pool, idps, request, 'SELECT', "AND status = 'active'");
+}
+
+export async function eraseSubject(pool: pg.Pool, request: EraseRequest): Promise<EraseResult> {
+  await checkErasable(pool, request);
   const everyIdp = request.idps === undefined;
   const idpsNow = async (client: pg.Pool | pg.PoolClient) => (everyIdp ? knownIdps(client) : [...request.idps!]);
   const subject = request.subject;
-  if (!request.ring) await refuseWithoutRing(pool, request.idps);
-  if (request.revoker) {
-    const rows = await grantsOf(pool, await idpsNow(pool), request, 'SELECT', "AND status = 'active'");
-    // A failed revocation stops the deletion: the tokens would stay alive at the IdP unnoticed.
-    for (const row of rows) await request.revoker.revoke(row.idp, row.subject);
-  }
   const lockTimedOut = (error: unknown, what: string): never => {
     if (errorCode(error) === LOCK_NOT_AVAILABLE) {
       throw new VaultError(`the erasure waited over ${ERASE_LOCK_TIMEOUT_MS} ms for capture writes (or a refresh holding the grant); ${what}, try again`, 'unavailable', { cause: error });
