@@ -1,5 +1,5 @@
 // `token-tap envoy-gateway`: flags → the resources of envoy-gateway.ts (or istio.ts) as YAML. Kept
-// out of ops/cli.ts, which other commands share.
+// out of cli/main.ts, which other commands share.
 import { readFileSync } from 'node:fs';
 import { EXT_PROC_CA_CONFIGMAP, renderGatewayResources } from './envoy-gateway.js';
 import { parseIdpFlag } from './flags.js';

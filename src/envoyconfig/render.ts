@@ -11,7 +11,7 @@ import { hookLimitText, hookRateLimitOf, oktaHookCluster } from './okta-hook.js'
 import type { EnvoyConfigOptions } from './options.js';
 import { readinessListener } from './readiness.js';
 
-// The envoy-config command (ops/cli.ts) and the tests that name a processing mode import these from here.
+// The envoy-config command (cli/main.ts) and the tests that name a processing mode import these from here.
 export type { Cidr, IdpRoute, ProcessingMode, ProfileRoute } from './options.js';
 export { parseCidr, parseIdpFlag, parseProfileFlag } from './flags.js';
 export { parseHookRateLimit, parseRateLimit, type RateLimit } from './rate-limit.js';

@@ -15,7 +15,7 @@ import { parseSegmentName, segmentName } from '../../src/ingest/spool-segments.j
 import { CaptureSpool, type SpoolOptions } from '../../src/ingest/spool.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { createMetrics } from '../../src/ops/metrics.js';
-import { spoolKeyReport } from '../../src/ops/spool-key-report.js';
+import { spoolKeyReport } from '../../src/cli/spool-key-report.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { memoryLogger } from '../support/memory-log.js';
 import { metricValue } from '../support/metrics.js';

@@ -23,11 +23,6 @@ const sourceSrc = path.resolve(here, '../../../src');
  */
 const KNOWN_KNOTS: Record<string, string> = {
   'ingest → store → ingest': 'store/quarantine.ts encodes captures with the spool codec (ingest/spool-codec.ts)',
-  'demo → ops → demo': 'ops/cli.ts runs the demo',
-  'ops → sidecar.ts → ops': 'ops/cli.ts starts the sidecar',
-  'demo → sidecar.ts → ops → demo': 'both CLI imports',
-  'hook → ops → sidecar.ts → hook': 'ops/cli.ts starts the sidecar, which starts the hook',
-  'demo → sidecar.ts → hook → ops → demo': 'both CLI imports',
 };
 
 /**
@@ -103,19 +98,23 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     store: 'grants, access events, its pool (until sidecar.ts hands one in)',
   },
   ops: {
+    config: 'health and HTTP parse addresses',
+    ingest: 'health reads Postgres availability',
+    lib: 'polling for Envoy to start',
+  },
+  cli: {
     'contract.ts': 'names the CLI prints and checks',
     api: 'the CLI manages API keys',
-    capture: 'the CLI shows quarantined captures',
-    config: 'the CLI loads the settings; health and HTTP parse addresses',
+    config: 'the CLI loads the settings',
+    demo: 'the CLI runs the demo',
     envoyconfig: 'the CLI renders Envoy config',
     idp: 'the CLI builds IdP clients',
-    operations: 'the CLI refreshes, revokes, rotates keys and retries quarantined captures',
-    ingest: 'health reads Postgres availability; the CLI reports spool keys',
-    keys: 'the CLI opens grants and rotates keys',
-    lib: 'polling for Envoy to start',
-    store: 'the CLI reads and erases grants',
-    demo: 'KNOT: the CLI runs the demo (the CLI moves to cli/)',
-    'sidecar.ts': 'KNOT: the CLI starts the sidecar (the CLI moves to cli/)',
+    ingest: 'the CLI reports spool keys',
+    keys: 'the CLI opens grants with the key ring',
+    operations: 'the CLI refreshes, revokes, erases, rotates keys and retries quarantined captures',
+    ops: 'logs and metrics',
+    'sidecar.ts': 'serve starts the sidecar',
+    store: 'the CLI reads grants, quarantined captures and purges',
   },
   demo: {
     'contract.ts': 'the demo route names',

@@ -10,11 +10,11 @@ import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
 import { startSidecar } from '../sidecar.js';
 import { grantNotFound } from '../store/errors.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
-import { audited, registerVaultCommands } from './cli-vault.js';
-import { registerCaptureCommands } from './cli-captures.js';
-import { registerKeyCommands } from './cli-keys.js';
-import { createLogger } from './log.js';
-import { createMetrics } from './metrics.js';
+import { audited, registerVaultCommands } from './vault.js';
+import { registerCaptureCommands } from './captures.js';
+import { registerKeyCommands } from './keys.js';
+import { createLogger } from '../ops/log.js';
+import { createMetrics } from '../ops/metrics.js';
 
 export class UsageError extends Error {
   override name = 'UsageError';
@@ -160,7 +160,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
 
 async function grantsShow(options: { idp: string; subject?: string; pending: boolean }): Promise<void> {
   if (options.pending === Boolean(options.subject)) throw new UsageError('give either --subject SUB or --pending');
-  // A decrypting read: its access_events row is committed before anything is printed (cli-vault.ts).
+  // A decrypting read: its access_events row is committed before anything is printed (cli/vault.ts).
   if (options.pending) {
     const pending = await audited('ListPendingGrants', { keys: true }, { idp: options.idp }, async ({ store }, event) => {
       const found = await store.findPending(options.idp);

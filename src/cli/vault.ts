@@ -1,5 +1,5 @@
 // Operator commands for the vault: API keys, grants (list, refresh, revoke, delete) and retention
-// (key rotation is cli-keys.ts). They work on Postgres directly (DATABASE_URL, TOKEN_TAP_KEYS,
+// (key rotation is cli/keys.ts). They work on Postgres directly (DATABASE_URL, TOKEN_TAP_KEYS,
 // TOKEN_TAP_IDP_CONFIG, as the sidecar has them), and each writes an access_events row as an API call would, with the
 // caller "cli:<user>".
 import os from 'node:os';

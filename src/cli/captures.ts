@@ -9,7 +9,7 @@ import { IDP_CONFIG_ENV, loadIdpConfig } from '../config/idp-file.js';
 import { VaultError } from '../store/errors.js';
 import { listQuarantined, type QuarantineEntry } from '../store/quarantine.js';
 import { retryQuarantinedCaptures, retryVerifier, type RetryVerify } from '../operations/captures-retry.js';
-import { audited } from './cli-vault.js';
+import { audited } from './vault.js';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

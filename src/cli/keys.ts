@@ -4,7 +4,7 @@
 import type { Command } from 'commander';
 import { rotateKeys, type RotationResult } from '../operations/key-rotation.js';
 import { VaultError } from '../store/errors.js';
-import { audited, positive, printJson } from './cli-vault.js';
+import { audited, positive, printJson } from './vault.js';
 import { SPOOL_KEY_REPORT_HELP, withSpoolKeyReport } from './spool-key-report.js';
 
 function describeRows(counts: { grants: number; pendingGrants: number; quarantinedCaptures: number }): string {
