@@ -1,5 +1,7 @@
-// The sidecar's wiring: spool, pump, ext_proc thread, ops listener and TokenVault API, started
-// and stopped in order. A library function, so tests and the CLI start the same thing.
+// The sidecar's wiring, its one composition root: spool, pump, ext_proc thread, ops listener, the
+// TokenVault API and the Okta hook, started and stopped in order. Pools, stores, the refresher and
+// the audit logs are built here once and handed to the listeners, which create none. A library
+// function, so tests and the CLI start the same thing.
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type pg from 'pg';
@@ -22,7 +24,13 @@ import { CapturePump } from './ingest/pump.js';
 import { CaptureSpool } from './ingest/spool.js';
 import { StoreState } from './ingest/postgres-availability.js';
 import { GrantStore } from './store/grants.js';
+import { AccessEventLog } from './store/access-events.js';
+import { schedulePurge } from './store/purge.js';
 import { CaptureVerifier } from './idp/verify.js';
+import { createApiMetrics } from './api/metrics.js';
+import { GrantRefresher } from './operations/refresh.js';
+import { GrantRevoker } from './operations/revoke.js';
+import { drainRefreshes } from './operations/refresh-drain.js';
 import type { HookServer } from './hook/server.js';
 
 export interface Sidecar {
@@ -57,6 +65,8 @@ export interface Sidecar {
 export interface SidecarDependencies {
   logger: Logger;
   metrics?: Metrics;
+  /** Test-only: run by the refresher once an IdP's answer is durable, before it is applied (cli/refresh-fault.ts). */
+  afterRefreshAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
 }
 
 /** Waits for `promise`, but no longer than `ms`. */
@@ -105,7 +115,66 @@ function startVerifier(config: SidecarConfig, logger: Logger, metrics: Metrics):
   });
 }
 
-export async function startSidecar(config: SidecarConfig, { logger, metrics = createMetrics() }: SidecarDependencies): Promise<Sidecar> {
+/**
+ * The TokenVault API and what it works with: its own pool (a slow IdP holding refresh locks cannot
+ * starve the capture writer), store, refresher (the spool its outbox), revoker, audit log and the
+ * retention purge. Closing gives calls and refreshes in flight the grace, then ends the pool.
+ */
+async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState: StoreState, logger: Logger, metrics: Metrics, afterRefreshAnswerDurable: SidecarDependencies['afterRefreshAnswerDurable']): Promise<TokenVault> {
+  const settings = config.vault;
+  // An idle connection of the API's pool failing is an outage the refresher must know of (refresh-takeover.ts).
+  let refresher: GrantRefresher | undefined;
+  const pool = createPool({
+    databaseUrl: config.databaseUrl,
+    max: settings.poolSize,
+    timeouts: settings.postgres,
+    commitDurability: config.commitDurability,
+    logger,
+    onError: () => {
+      metrics.postgresErrors.inc();
+      refresher?.postgresLost();
+    },
+    applicationName: 'token-tap-api',
+  });
+  const store = new GrantStore(pool, config.keyRing);
+  const apiMetrics = createApiMetrics(metrics.registry);
+  refresher = new GrantRefresher({
+    pool,
+    store,
+    clients: settings.idpClients,
+    logger,
+    onUpstream: (idp, outcome) => apiMetrics.upstreamRefreshes.inc({ idp, outcome }),
+    onFieldRefused: (idp, field, action) => apiMetrics.refreshFieldsRefused.inc({ idp, field, action }),
+    postgresRegainedAt: () => storeState.regainedAt,
+    // Half the pool size at most at IdPs at once; the rest queue.
+    maxConcurrent: Math.max(1, Math.floor(settings.poolSize / 2)),
+    applyWindowMs: settings.refreshApplyWindowMs,
+    outbox: (refreshed) => spool.appendDurable(refreshed),
+    // A refresh answer is a few KiB sealed; 64 KiB of room leaves a margin for larger ones.
+    outboxReady: () => spool.hasRoomFor(64 * 1024),
+    ...(afterRefreshAnswerDurable ? { afterAnswerDurable: afterRefreshAnswerDurable } : {}),
+  });
+  const revoker = new GrantRevoker({ pool, store, clients: settings.idpClients });
+  const purge = settings.purgeIntervalMs !== undefined ? schedulePurge(pool, settings.retention, settings.purgeIntervalMs, logger) : undefined;
+  const events = new AccessEventLog(pool, { relaxedCommit: settings.auditRelaxedCommit });
+  const api = await startTokenVault(settings, { pool, store, keyRing: config.keyRing, refresher, revoker, events, metrics: apiMetrics, logger, commitDurability: config.commitDurability });
+  const running = refresher;
+  return {
+    address: api.address,
+    async close(graceMs = 5_000) {
+      // New calls are refused; calls in progress, and the refreshes they started, get the whole
+      // grace: a refresh cut after the IdP answered keeps its rotated token only in the spool.
+      const apiClosed = api.close(graceMs);
+      await drainRefreshes(running, graceMs, logger);
+      await apiClosed;
+      await purge?.stop();
+      await pool.end().catch(() => undefined);
+    },
+  };
+}
+
+export async function startSidecar(config: SidecarConfig, dependencies: SidecarDependencies): Promise<Sidecar> {
+  const { logger, metrics = createMetrics() } = dependencies;
   if (!config.keyRing.fingerprintKey) {
     logger.warn(
       { activeKeyId: config.keyRing.activeKeyId },
@@ -226,30 +295,22 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
   }
   pump.start();
   refusals.start();
-  const vault = await startTokenVault(config.vault, {
-    databaseUrl: config.databaseUrl,
-    commitDurability: config.commitDurability,
-    keyRing: config.keyRing,
-    logger,
-    registry: metrics.registry,
-    onPostgresError: () => metrics.postgresErrors.inc(),
-    refreshOutbox: (refreshed) => spool.appendDurable(refreshed),
-    // A refresh answer is a few KiB sealed; 64 KiB of room leaves a margin for larger ones.
-    refreshOutboxReady: () => spool.hasRoomFor(64 * 1024),
-    postgresRegainedAt: () => storeState.regainedAt,
-  });
+  const vault = await startVault(config, spool, storeState, logger, metrics, dependencies.afterRefreshAnswerDurable);
   let hook: HookServer | undefined;
+  // The hook's own connections, so its reads never queue behind the capture writer's batches; one
+  // connection in all (TOKEN_TAP_PG_POOL_SIZE=1, e.g. the demo's single-session embedded Postgres):
+  // the hook shares it rather than open a second.
+  const hookPool = config.hook && config.poolSize !== 1 ? createPool({ databaseUrl: config.databaseUrl, max: 4, logger, applicationName: 'token-tap-hook', onError: () => metrics.postgresErrors.inc() }) : pool;
+  const endHookPool = () => (hookPool === pool ? Promise.resolve() : hookPool.end().catch(() => undefined));
   if (config.hook) {
     try {
       // Loaded only when configured: it brings jose (Okta's request signatures) with it.
       const { startHookServer } = await import('./hook/server.js');
       hook = await startHookServer({
         ...config.hook,
-        databaseUrl: config.databaseUrl,
-        // One connection in all (TOKEN_TAP_PG_POOL_SIZE=1, e.g. the demo's single-session embedded
-        // Postgres): the hook shares it rather than open a second.
-        ...(config.poolSize === 1 ? { pool } : {}),
-        keyRing: config.keyRing,
+        store: new GrantStore(hookPool, config.keyRing),
+        audit: new AccessEventLog(hookPool),
+        refusalAudit: new AccessEventLog(hookPool, { relaxedCommit: true }),
         refusalSummaryMs: config.refusalSummaryMs,
         // A login whose response still waits in the intake counts as in flight too.
         captures: {
@@ -262,9 +323,9 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         },
         logger,
         registry: metrics.registry,
-        onPostgresError: () => metrics.postgresErrors.inc(),
       });
     } catch (error) {
+      await endHookPool();
       // As with the API: captures go on; Okta, getting no answer, issues its tokens unchanged.
       logger.error({ err: { message: (error as Error).message } }, 'the Okta hook listener cannot start; capturing without it');
     }
@@ -289,7 +350,7 @@ export async function startSidecar(config: SidecarConfig, { logger, metrics = cr
         health.stopping();
         // The API gets the whole grace: refreshes in flight finish (or are cut, logged) by then.
         const vaultClosed = vault.close(Math.max(0, graceMs - 250));
-        const hookClosed = hook?.close();
+        const hookClosed = hook?.close().then(endHookPool);
         // Open streams get half the grace period; the flush to Postgres the rest. Responses of
         // streams that ended are with the intake once the listener has closed.
         await extProc.close(Math.max(0, graceMs / 2));

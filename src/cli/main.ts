@@ -13,6 +13,7 @@ import { grantToJson, pendingToJson } from './grant-json.js';
 import { audited, registerVaultCommands } from './vault.js';
 import { registerCaptureCommands } from './captures.js';
 import { registerKeyCommands } from './keys.js';
+import { injectedFault } from './refresh-fault.js';
 import { createLogger } from '../ops/log.js';
 import { createMetrics } from '../ops/metrics.js';
 
@@ -42,7 +43,9 @@ async function serve(options: SidecarFlags): Promise<void> {
   process.on('SIGINT', stop).on('SIGTERM', stop);
   let sidecar: Awaited<ReturnType<typeof startSidecar>>;
   try {
-    sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }) });
+    // The test-only fault hook, handed in only under NODE_ENV=test (config refuses it otherwise too).
+    const fault = process.env.NODE_ENV === 'test' ? config.vault.faultInjection : undefined;
+    sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }), ...(fault ? { afterRefreshAnswerDurable: injectedFault(fault, logger) } : {}) });
   } catch (error) {
     process.off('SIGINT', stop).off('SIGTERM', stop);
     throw error;

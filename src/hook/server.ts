@@ -7,15 +7,12 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import type pg from 'pg';
 import type { Registry } from 'prom-client';
-import { AccessEventLog, type AccessOutcome, type HookOutcome } from '../store/access-events.js';
+import type { AccessEventLog, AccessOutcome, HookOutcome } from '../store/access-events.js';
 import type { HookConfig } from '../config/hook-file.js';
 import { formatHostPort, type HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
-import type { KeyRing } from '../keys/key-ring.js';
-import { GrantStore } from '../store/grants.js';
-import { createPool } from '../store/pool.js';
+import type { GrantStore } from '../store/grants.js';
 import { createHookAuthenticator } from './auth.js';
 import { GrantFinder, type InFlightCaptures, type Lookup } from './lookup.js';
 import { createHookMetrics } from './metrics.js';
@@ -35,15 +32,15 @@ export interface HookServer {
 export interface HookServerOptions {
   listen: HostPort;
   config: HookConfig;
-  databaseUrl: string;
-  /** Use this pool (not closed here) instead of the hook's own; see sidecar.ts. */
-  pool?: pg.Pool;
-  keyRing: KeyRing;
+  /** Grants read on the hook's own connections (sidecar.ts), so its reads never queue behind the capture writer's batches. */
+  store: GrantStore;
+  /** Each authenticated call's access_events row, durably committed before it answers. */
+  audit: AccessEventLog;
+  /** The summary rows of refused calls (relaxed commit: a refusal reads nothing). */
+  refusalAudit: AccessEventLog;
   captures: InFlightCaptures;
   logger: Logger;
   registry: Registry;
-  poolSize?: number;
-  onPostgresError?: () => void;
   /** Refused calls get a row and a log line of their own once per (peer, outcome) and this interval (TOKEN_TAP_REFUSAL_SUMMARY_MS). */
   refusalSummaryMs?: number;
   /** Peers the refusal summary tracks at most (default 1,000). */
@@ -108,22 +105,16 @@ function answerFor(lookup: Exclude<Lookup, { outcome: 'found' }>, oktaIdpId: str
 
 export async function startHookServer(options: HookServerOptions): Promise<HookServer> {
   const { config, logger } = options;
-  // Its own connections by default, so the hook's reads never queue behind the capture writer's batches.
-  const pool = options.pool ?? createPool({ databaseUrl: options.databaseUrl, max: options.poolSize ?? 4, logger, applicationName: 'token-tap-hook', onError: options.onPostgresError });
-  const endPool = async () => {
-    if (!options.pool) await pool.end().catch(() => undefined);
-  };
-  const store = new GrantStore(pool, options.keyRing);
+  const { store, audit } = options;
   const finder = new GrantFinder({ config, store, captures: options.captures });
   const authenticate = createHookAuthenticator(config.authentication, {
     onKeyFetch: ({ ok, problem }) => {
       if (!ok) logger.warn({ problem }, "okta hook: cannot fetch the authorization server's keys; bearer tokens are refused until they can be");
     },
   });
-  const audit = new AccessEventLog(pool);
   const metrics = createHookMetrics(options.registry);
   const refusals = new HookRefusals({
-    audit: new AccessEventLog(pool, { relaxedCommit: true }),
+    audit: options.refusalAudit,
     logger,
     intervalMs: options.refusalSummaryMs ?? DEFAULT_REFUSAL_SUMMARY_MS,
     ...(options.refusalMaxPeers ? { maxPeers: options.refusalMaxPeers } : {}),
@@ -223,8 +214,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
       server.off('error', reject);
       resolve();
     });
-  }).catch(async (error: unknown) => {
-    await endPool();
+  }).catch((error: unknown) => {
     throw new Error(`cannot listen for the Okta hook on ${formatHostPort(options.listen)}: ${(error as Error).message}`, { cause: error });
   });
   refusals.start();
@@ -238,9 +228,8 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
         server.close(() => resolve());
         server.closeIdleConnections();
       });
-      // The refusals counted since the last summary, before the pool goes.
+      // The refusals counted since the last summary, before the pool goes (the sidecar ends it after this).
       await refusals.close();
-      await endPool();
     },
   };
 }

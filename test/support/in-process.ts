@@ -6,6 +6,7 @@ import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { startSidecar, type Sidecar } from '../../src/sidecar.js';
+import { injectedFault } from '../../src/cli/refresh-fault.js';
 import { memoryLogger } from './memory-log.js';
 
 export interface InProcessSidecar {
@@ -28,7 +29,9 @@ export async function startInProcessSidecar(env: Record<string, string>, level: 
     { listen: '127.0.0.1:0' },
   );
   const log = memoryLogger(level);
-  const sidecar = await startSidecar(config, { logger: log.logger });
+  // The test-only refresh fault (TOKEN_TAP_FAULT_INJECTION, NODE_ENV=test) is handed in as `serve` hands it.
+  const fault = config.vault.faultInjection;
+  const sidecar = await startSidecar(config, { logger: log.logger, ...(fault ? { afterRefreshAnswerDurable: injectedFault(fault, log.logger) } : {}) });
   return {
     sidecar,
     log,
