@@ -5,17 +5,16 @@
 import os from 'node:os';
 import type { Command } from 'commander';
 import type pg from 'pg';
-import { ConfigError } from '../config/values.js';
 import { AccessEventLog, type AccessEvent } from '../store/access-events.js';
 import { ALL, ApiKeyInputError, ApiKeyRepository, OPERATIONS } from '../api/api-keys.js';
-import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
+import type { KeyRing } from '../keys/key-ring.js';
 import { createPool } from '../store/pool.js';
 import { eraseUser } from '../operations/erase.js';
 import { VaultError } from '../store/errors.js';
 import { listGrants, type GrantSummaryRecord } from '../store/grant-listing.js';
 import { type IdpClients } from '../idp/client.js';
-import { IDP_CONFIG_ENV, loadIdpClients } from '../config/idp-file.js';
-import { readCommitDurability } from '../config/postgres.js';
+import { IDP_CONFIG_ENV } from '../config/idp-file.js';
+import { loadCliConfig, type CliNeeds } from '../config/cli.js';
 import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';
 import { GrantRefresher } from '../operations/refresh.js';
 import { GrantRevoker } from '../operations/revoke.js';
@@ -30,24 +29,10 @@ interface Vault {
   events: AccessEventLog;
 }
 
-/** What each command needs from the environment; every missing piece is reported at once. */
-export function connect(needs: { keys?: boolean; idps?: boolean }): { pool: pg.Pool; ring: KeyRing | undefined; clients: IdpClients } {
-  const problems: string[] = [];
-  const databaseUrl = process.env.DATABASE_URL ?? '';
-  if (!databaseUrl) problems.push('DATABASE_URL is not set: set it to the Postgres connection string the sidecar uses');
-  let ring: KeyRing | undefined;
-  if (needs.keys) {
-    try {
-      ring = parseKeyRing(process.env.TOKEN_TAP_KEYS ?? '', process.env.TOKEN_TAP_FINGERPRINT_KEY, process.env.TOKEN_TAP_SEAL_FORMAT);
-    } catch (error) {
-      if (!(error instanceof KeyRingError)) throw error;
-      problems.push(process.env.TOKEN_TAP_KEYS ? error.message : 'TOKEN_TAP_KEYS is not set: set it to the key ring the sidecar uses');
-    }
-  }
-  const clients = needs.idps ? loadIdpClients(process.env, problems) : new Map();
-  const commitDurability = readCommitDurability(process.env, problems);
-  if (problems.length > 0) throw new ConfigError(problems);
-  return { pool: createPool({ databaseUrl, max: 2, applicationName: 'token-tap-cli', commitDurability }), ring, clients };
+/** What each command needs of the sidecar's environment (config/cli.ts), and its pool. */
+export function connect(needs: CliNeeds): { pool: pg.Pool; ring: KeyRing | undefined; clients: IdpClients } {
+  const config = loadCliConfig(process.env, needs);
+  return { pool: createPool({ databaseUrl: config.databaseUrl, max: 2, applicationName: 'token-tap-cli', commitDurability: config.commitDurability }), ring: config.keyRing, clients: config.idpClients };
 }
 
 function operator(): string {
