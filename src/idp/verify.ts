@@ -178,7 +178,7 @@ export class CaptureVerifier {
     for (const capture of batch) {
       // A refresh's answer (spooled as its outbox) came from the IdP's token endpoint to the
       // sidecar itself, over TLS; it carries its grant's verified flag, which the writer ANDs with
-      // the stored grant's under its row lock (store/grants.ts): it can never make a grant verified.
+      // the stored grant's under its row lock (store/grant-upsert.ts): it can never make a grant verified.
       if (capture.obtainedByRefresh) {
         out.push(capture);
         continue;

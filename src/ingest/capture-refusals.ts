@@ -15,7 +15,7 @@ import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from './r
 
 /** Outcomes of a response that held no token; `incomplete` where capture/ tells a cut-off body apart. */
 const SUMMARISED_OUTCOMES: ReadonlySet<string> = new Set(['idp_error', 'unparseable', 'too_large', 'incomplete']);
-/** As capture_events.error_code keeps it (store/grants.ts). */
+/** As capture_events.error_code keeps it (store/capture-events.ts). */
 const MAX_ERROR_CODE = 200;
 /** The error code of refusals counted once `maxKeys` kinds, or an IdP's share, are tracked (an IdP inventing codes). */
 export const OTHER_ERROR_CODES = '(other)';

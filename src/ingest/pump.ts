@@ -263,7 +263,7 @@ export class CapturePump {
    * verified alone: those that throw alone are set aside for the quarantine, the rest go on. A
    * record read from the spool (a replay included) is verified again, never trusted: what it says
    * of itself (`verified`) is dropped first, and only the step sets it. A refresh's answer keeps
-   * its grant's flag, which the writer only ever ANDs with the stored one (store/grants.ts).
+   * its grant's flag, which the writer only ever ANDs with the stored one (store/grant-upsert.ts).
    */
   private async verify(spooled: Capture[]): Promise<Verdict> {
     const { verification, logger } = this.options;

@@ -71,7 +71,7 @@ function byUser(target: Target): { where: string; params: unknown[] } {
 async function deleteEventsAndHints(client: pg.PoolClient, target: Target, everyIdp: boolean): Promise<number> {
   const { where, params } = byUser(target);
   const events = await client.query(`DELETE FROM capture_events WHERE ${where}`, params);
-  // Hints live ten minutes (store/grants.ts), so the table is small: by subject alone, none is missed at an IdP with no events left.
+  // Hints live ten minutes (store/pending-grants.ts), so the table is small: by subject alone, none is missed at an IdP with no events left.
   if (everyIdp && 'subject' in target) await client.query('DELETE FROM subject_hints WHERE subject = $1', [target.subject]);
   else await client.query(`DELETE FROM subject_hints WHERE ${where}`, params);
   return events.rowCount ?? 0;

@@ -1,0 +1,159 @@
+// Reading grants: a row opened with the key ring, one grant by its user, and the candidates of the
+// Okta hook's `match: email`.
+import type pg from 'pg';
+import { open, parseDecrypted, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
+import { decodeIdTokenClaims } from '../capture/jwt.js';
+
+export interface GrantRecord {
+  idp: string;
+  subject: string;
+  issuer: string | null;
+  clientId: string | null;
+  email: string | null;
+  scope: string[];
+  tokenType: string | null;
+  keyId: string;
+  accessToken: string | null;
+  refreshToken: string | null;
+  idToken: string | null;
+  /** Response fields beyond the standard ones. */
+  extras: Record<string, unknown>;
+  /** Decoded id_token claims of the latest id_token. */
+  claims: Record<string, unknown> | null;
+  accessTokenExpiresAt: Date | null;
+  refreshTokenExpiresAt: Date | null;
+  idTokenExpiresAt: Date | null;
+  status: 'active' | 'revoked';
+  /** The id_token was verified (signature, pinned issuer, audience) before it was stored. */
+  verified: boolean;
+  capturedAt: Date;
+  updatedAt: Date;
+  version: number;
+}
+
+export interface GrantRow {
+  idp: string;
+  subject: string;
+  issuer: string | null;
+  client_id: string | null;
+  email: string | null;
+  scope: string[];
+  token_type: string | null;
+  key_id: string;
+  access_token: Buffer | null;
+  refresh_token: Buffer | null;
+  id_token: Buffer | null;
+  extras: Buffer | null;
+  access_token_expires_at: Date | null;
+  refresh_token_expires_at: Date | null;
+  id_token_expires_at: Date | null;
+  status: 'active' | 'revoked';
+  verified: boolean;
+  captured_at: Date;
+  updated_at: Date;
+  version: number;
+  refresh_token_key_id: string | null;
+  id_token_key_id: string | null;
+  refresh_token_observed_at: Date | null;
+  /** Migration 000007: the address the stored id_token vouches for ('' none), NULL when not known. */
+  vouched_email?: string | null;
+  vouched_email_checked_at?: Date | null;
+}
+
+/** The grants `match: email` weighs for some addresses (findEmailCandidates). */
+export interface EmailCandidates {
+  /** Candidates whose stored id_token vouches for one of the addresses, newest first; at most two. */
+  vouched: GrantRecord[];
+  /**
+   * Candidates for which that is not recorded (written before migration 000007, or by a sidecar of
+   * an earlier release during a rolling update), newest first, at most `uncheckedLimit`: the caller
+   * reads their claims.
+   */
+  unchecked: GrantRecord[];
+  /** The newest candidate of all, vouched or not. */
+  newest: GrantRecord | undefined;
+}
+
+/** The sealed fields of a grants row; each is bound to its row and field. */
+export type TokenField = 'access_token' | 'refresh_token' | 'id_token' | 'extras';
+
+/** Response fields beyond the standard ones. Rows written before 000004 also carry `claims` here. */
+export interface SealedExtras {
+  response: Record<string, unknown>;
+}
+
+export async function findGrant(pool: pg.Pool, ring: KeyRing, idp: string, subject: string): Promise<GrantRecord | undefined> {
+  const { rows } = await pool.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2', [idp, subject]);
+  return rows[0] ? decryptGrant(ring, rows[0]) : undefined;
+}
+
+/**
+ * The candidates of the Okta hook's `match: email`: active grants of an IdP whose email is one of
+ * `emails` (lower-case); with `verifiedOnly`, only grants whose id_token was verified. Postgres
+ * weighs every candidate, however many there are (anyone may claim an address at some IdPs, so
+ * look-alikes must not push the real user out): it returns the newest two whose id_token vouches
+ * for one of the addresses (vouched_email), those whose vouching is not recorded, bounded, and the
+ * newest candidate. One query; only those rows are opened.
+ */
+export async function findEmailCandidates(
+  pool: pg.Pool,
+  ring: KeyRing,
+  idp: string,
+  emails: readonly string[],
+  options: { verifiedOnly: boolean; uncheckedLimit: number },
+): Promise<EmailCandidates> {
+  const { rows } = await pool.query<GrantRow & { candidate: 'vouched' | 'unchecked' | 'newest' }>(
+    `WITH candidates AS MATERIALIZED (
+       SELECT subject, updated_at, vouched_email,
+              (vouched_email IS NOT NULL AND vouched_email_checked_at IS NOT DISTINCT FROM id_token_observed_at) AS recorded
+       FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND status = 'active' AND (verified OR NOT $3)
+     ), chosen AS (
+       (SELECT 'vouched' AS candidate, subject FROM candidates WHERE recorded AND vouched_email = ANY($2::text[]) ORDER BY updated_at DESC LIMIT 2)
+       UNION ALL
+       (SELECT 'unchecked', subject FROM candidates WHERE NOT recorded ORDER BY updated_at DESC LIMIT $4)
+       UNION ALL
+       (SELECT 'newest', subject FROM candidates ORDER BY updated_at DESC LIMIT 1)
+     )
+     SELECT chosen.candidate, g.* FROM chosen JOIN grants g ON g.idp = $1 AND g.subject = chosen.subject
+     ORDER BY g.updated_at DESC`,
+    [idp, emails, options.verifiedOnly, options.uncheckedLimit],
+  );
+  // The newest candidate is usually among the others too: open each row once.
+  const opened = new Map<string, GrantRecord>();
+  const openOnce = (row: GrantRow) => opened.get(row.subject) ?? opened.set(row.subject, decryptGrant(ring, row)).get(row.subject)!;
+  const of = (candidate: string) => rows.filter((row) => row.candidate === candidate).map(openOnce);
+  return { vouched: of('vouched'), unchecked: of('unchecked'), newest: of('newest')[0] };
+}
+
+/** Opens a grants row: each field under the key that sealed it, bound to its row and field. */
+export function decryptGrant(ring: KeyRing, row: GrantRow): GrantRecord {
+  const binding = (field: TokenField): FieldBinding => ({ idp: row.idp, subject: row.subject, field });
+  // Rows from before per-field key ids (migration 000004) name one key for every field.
+  const openOrNull = (value: Buffer | null, field: TokenField, keyId?: string | null): string | null =>
+    value ? open(ring, keyId ?? row.key_id, value, binding(field)) : null;
+  const extras = parseDecrypted<SealedExtras>(openOrNull(row.extras, 'extras') ?? '{"response":{}}', `extras of grant (${row.idp}, ${row.subject})`);
+  const idToken = openOrNull(row.id_token, 'id_token', row.id_token_key_id);
+  return {
+    idp: row.idp,
+    subject: row.subject,
+    issuer: row.issuer,
+    clientId: row.client_id,
+    email: row.email,
+    scope: row.scope,
+    tokenType: row.token_type,
+    keyId: row.key_id,
+    accessToken: openOrNull(row.access_token, 'access_token'),
+    refreshToken: openOrNull(row.refresh_token, 'refresh_token', row.refresh_token_key_id),
+    idToken,
+    extras: extras.response,
+    claims: idToken ? (decodeIdTokenClaims(idToken) ?? null) : null,
+    accessTokenExpiresAt: row.access_token_expires_at,
+    refreshTokenExpiresAt: row.refresh_token_expires_at,
+    idTokenExpiresAt: row.id_token_expires_at,
+    status: row.status,
+    verified: row.verified,
+    capturedAt: row.captured_at,
+    updatedAt: row.updated_at,
+    version: row.version,
+  };
+}
