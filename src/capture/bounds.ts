@@ -3,6 +3,7 @@
 // whole response (no tokens kept, no grant changed), instead of being met by Postgres, where a
 // subject past the btree row limit (about 2,700 bytes) fails the write of its whole batch, again
 // at every retry. Pure; the limits are exported so docs and tests use these very numbers.
+import type { TokenSet } from './types.js';
 
 /** The most UTF-8 bytes each field may have. */
 export const FIELD_BOUNDS = {
@@ -115,21 +116,13 @@ export function nestingExceeds(root: unknown, limit: number = MAX_JSON_NESTING):
   return false;
 }
 
-/** What of a successful token response reaches Postgres (sealed or as text). */
-export interface BoundedTokenResponse {
+/** What of a successful token response reaches Postgres (sealed or as text): its tokens, and whom they name. */
+export interface BoundedTokenResponse extends Omit<TokenSet, 'scope'> {
   subject: string | undefined;
   email: string | undefined;
   issuer: string | undefined;
   clientId: string | undefined;
-  accessToken: string | undefined;
-  refreshToken: string | undefined;
-  idToken: string | undefined;
-  tokenType: string | undefined;
-  expiresIn: number | undefined;
-  refreshExpiresIn: number | undefined;
   scope: readonly string[];
-  extras: Record<string, unknown>;
-  claims: Record<string, unknown> | undefined;
 }
 
 /** A lifetime in seconds (`expires_in`, `refresh_token_expires_in`) over its bound, or undefined. */

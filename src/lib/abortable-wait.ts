@@ -1,8 +1,11 @@
 // Waiting that an AbortSignal can cut short: the writer loop, the spool and the store state all
 // park on these, and a stop or a drain wakes them at once.
 
-/** Resolves after `ms`, or at once when `signal` aborts. */
-export function sleep(ms: number, signal: AbortSignal): Promise<void> {
+/**
+ * Resolves after `ms`, or at once when `signal` aborts. `unref`: the wait does not keep the process
+ * alive (a CLI exits with its answer while a background retry still waits).
+ */
+export function sleep(ms: number, signal: AbortSignal, options: { unref?: boolean } = {}): Promise<void> {
   if (signal.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
@@ -11,6 +14,7 @@ export function sleep(ms: number, signal: AbortSignal): Promise<void> {
       resolve();
     };
     const timer = setTimeout(done, ms);
+    if (options.unref) timer.unref();
     signal.addEventListener('abort', done, { once: true });
   });
 }

@@ -9,6 +9,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
 import { backoffMs } from '../lib/backoff.js';
+import { sleep } from '../lib/abortable-wait.js';
 import { isPostgresUnavailable, VaultError } from '../store/errors.js';
 import { withLockedGrant } from '../store/grant-lock.js';
 import { readClaim, releaseClaim, retireSpentRefreshToken } from '../store/refresh-claims.js';
@@ -42,21 +43,6 @@ export interface KeptAnswersOptions {
 }
 
 const keyOf = (idp: string, subject: string) => JSON.stringify([idp, subject]);
-
-/** Resolves after `ms` or when `signal` aborts; never keeps the process alive (the CLI exits with its answer). */
-function pause(ms: number, signal: AbortSignal): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
-  return new Promise((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      signal.removeEventListener('abort', done);
-      resolve();
-    };
-    const timer = setTimeout(done, ms);
-    timer.unref();
-    signal.addEventListener('abort', done, { once: true });
-  });
-}
 
 /** Worth trying again later: Postgres away, or the grant's row lock busy. */
 function retryable(error: unknown): boolean {
@@ -131,7 +117,7 @@ export class KeptAnswers {
   private async writeAll(): Promise<void> {
     const { pool, logger, lockTimeoutMs, gate, stopping } = this.options;
     for (let attempt = 1; this.byGrant.size > 0 && !this.closed; attempt += 1) {
-      await pause(backoffMs(attempt, this.options.retry?.initial ?? 100, this.options.retry?.max ?? 2_000), stopping);
+      await sleep(backoffMs(attempt, this.options.retry?.initial ?? 100, this.options.retry?.max ?? 2_000), stopping, { unref: true });
       for (const [key, answer] of [...this.byGrant]) {
         if (this.closed) return;
         const [idp, subject] = JSON.parse(key) as [string, string];
