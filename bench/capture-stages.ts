@@ -65,6 +65,10 @@ for (const round of ['cold', 'warm']) {
   stage('spool record: decode', () => opened.map((text) => decodeCapture(text)));
   stage('grant row: seal 4 fields', () => captures.map(fieldsOf));
   stage('grant row: access token fingerprint', () => captures.map((capture) => fingerprint(ring, capture.tokens!.accessToken!)));
-  stage('log line, redacting logger', () => captures.forEach((capture) => logger.info(line(capture), 'capture recorded')));
-  stage('log line, unredacted child', () => captures.forEach((capture) => unredacted.info(line(capture), 'capture recorded')));
+  stage('log line, redacting logger', () => captures.forEach((capture) => {
+    logger.info(line(capture), 'capture recorded');
+  }));
+  stage('log line, unredacted child', () => captures.forEach((capture) => {
+    unredacted.info(line(capture), 'capture recorded');
+  }));
 }

@@ -189,7 +189,7 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
       '| | VmRSS MB | RssAnon MB | RssFile MB | RssShmem MB |',
       '|---|---|---|---|---|',
     );
-    memory.starts.forEach((start, index) => lines.push(`| at rest, start ${index + 1} (ready in ${start.readyMs.toFixed(0)} ms) | ${mb(start.vmRssMb)} | ${mb(start.rssAnonMb)} | ${mb(start.rssFileMb)} | ${mb(start.rssShmemMb)} |`));
+    memory.starts.forEach((start, index) => void lines.push(`| at rest, start ${index + 1} (ready in ${start.readyMs.toFixed(0)} ms) | ${mb(start.vmRssMb)} | ${mb(start.rssAnonMb)} | ${mb(start.rssFileMb)} | ${mb(start.rssShmemMb)} |`));
     lines.push(`| **at rest, median** | **${mb(memory.median.vmRssMb)}** | ${mb(memory.median.rssAnonMb)} | ${mb(memory.median.rssFileMb)} | ${mb(memory.median.rssShmemMb)} |`);
     lines.push(`| bare \`node -e\` idle, for scale | ${mb(memory.bareNode.vmRssMb)} | ${mb(memory.bareNode.rssAnonMb)} | ${mb(memory.bareNode.rssFileMb)} | ${mb(memory.bareNode.rssShmemMb)} |`);
     for (const [scenario, value] of Object.entries(results.settledRss ?? {})) {

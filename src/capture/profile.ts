@@ -13,7 +13,7 @@ export const DEFAULT_SUBJECT_FIELDS = ['sub', 'id', 'user_id'];
 function atPath(fields: Record<string, unknown>, path: string): unknown {
   let value: unknown = fields;
   for (const part of path.split('.')) {
-    if (value === null || typeof value !== 'object' || !Object.prototype.hasOwnProperty.call(value, part)) return undefined;
+    if (value === null || typeof value !== 'object' || !Object.hasOwn(value, part)) return undefined;
     value = (value as Record<string, unknown>)[part];
   }
   return value;

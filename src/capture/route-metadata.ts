@@ -11,11 +11,11 @@ const MAX_DEPTH = 32;
 
 class TextFormatError extends Error {}
 
-function unescape(body: string): string {
-  return body.replace(/\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)/g, (_, escape: string) => {
-    if (escape[0] === 'x') return String.fromCharCode(Number.parseInt(escape.slice(1), 16));
-    if (/^[0-7]/.test(escape)) return String.fromCharCode(Number.parseInt(escape, 8));
-    return ({ n: '\n', t: '\t', r: '\r' } as Record<string, string>)[escape] ?? escape;
+function unescapeText(body: string): string {
+  return body.replace(/\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)/g, (_, sequence: string) => {
+    if (sequence[0] === 'x') return String.fromCharCode(Number.parseInt(sequence.slice(1), 16));
+    if (/^[0-7]/.test(sequence)) return String.fromCharCode(Number.parseInt(sequence, 8));
+    return ({ n: '\n', t: '\t', r: '\r' } as Record<string, string>)[sequence] ?? sequence;
   });
 }
 
@@ -24,7 +24,7 @@ function tokenize(text: string): string[] {
   const pattern = /\s+|#[^\n]*|"((?:[^"\\]|\\.)*)"|'((?:[^'\\]|\\.)*)'|([A-Za-z0-9_.+-]+)|([{}[\]:,;<>])/gy;
   let match: RegExpExecArray | null;
   while (pattern.lastIndex < text.length && (match = pattern.exec(text)) !== null) {
-    if (match[1] !== undefined || match[2] !== undefined) tokens.push(`"${unescape(match[1] ?? match[2]!)}`);
+    if (match[1] !== undefined || match[2] !== undefined) tokens.push(`"${unescapeText(match[1] ?? match[2]!)}`);
     else if (match[3] !== undefined) tokens.push(match[3]);
     else if (match[4] !== undefined) tokens.push(match[4]);
   }

@@ -12,7 +12,7 @@ import { createPool } from '../store/pool.js';
 import { eraseUser } from '../operations/erase.js';
 import { VaultError } from '../store/errors.js';
 import { listGrants, type GrantSummaryRecord } from '../store/grant-listing.js';
-import { type IdpClients } from '../idp/client.js';
+import type { IdpClients } from '../idp/client.js';
 import { IDP_CONFIG_ENV } from '../config/idp-file.js';
 import { loadCliConfig, type CliNeeds } from '../config/cli.js';
 import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { API_TIMEOUTS, readPostgresTimeouts } from './postgres.js';
 import type { PostgresTimeouts } from '../store/pool-settings.js';
 import { formatHostPort, isLoopbackOnly, nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
-import { type IdpClients } from '../idp/client.js';
+import type { IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
 import { readAge, type RetentionPolicy } from '../store/purge.js';
 

@@ -111,7 +111,7 @@ function requestedClaimNames(claimsParam: string | undefined): string[] {
     const names = new Set<string>();
     for (const member of ['id_token', 'userinfo']) {
       const value = parsed[member];
-      if (value && typeof value === 'object') Object.keys(value).forEach((n) => names.add(n));
+      if (value && typeof value === 'object') for (const n of Object.keys(value)) names.add(n);
     }
     return [...names];
   } catch {
@@ -141,7 +141,7 @@ export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoId
 
     const hint = typeof params.login_hint === 'string' && params.login_hint !== '' ? params.login_hint : undefined;
     const accountId = hint ?? details.session?.accountId ?? accountIds[0]!;
-    if (!Object.prototype.hasOwnProperty.call(accounts, accountId)) {
+    if (!Object.hasOwn(accounts, accountId)) {
       await p.interactionFinished(req, res, {
         error: 'access_denied',
         error_description: `unknown login_hint ${accountId}`,
@@ -255,7 +255,7 @@ export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoId
       // put scope-derived claims (email, email_verified, name) into the id_token
       conformIdTokenClaims: false,
       async findAccount(_ctx: unknown, sub: string) {
-        if (!Object.prototype.hasOwnProperty.call(accounts, sub)) return undefined;
+        if (!Object.hasOwn(accounts, sub)) return undefined;
         const account = accounts[sub]!;
         return {
           accountId: sub,

@@ -1,7 +1,7 @@
 // The ext_proc Unix socket's file. A sidecar that was killed leaves its socket file behind, and a
 // bind on it fails (EADDRINUSE), so a stale one is removed first; one another process still
 // answers on is left alone and the bind fails as it should.
-import { lstatSync, unlinkSync } from 'node:fs';
+import { lstatSync, type Stats, unlinkSync } from 'node:fs';
 import net from 'node:net';
 
 function answers(socket: string): Promise<boolean> {
@@ -19,7 +19,7 @@ function answers(socket: string): Promise<boolean> {
 
 /** Removes a socket file nobody serves; throws when the path is something else or in use. */
 export async function clearStaleSocket(socket: string): Promise<void> {
-  let stats;
+  let stats: Stats;
   try {
     stats = lstatSync(socket);
   } catch (error) {

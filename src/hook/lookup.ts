@@ -79,7 +79,7 @@ export class GrantFinder {
     if (found === 'ambiguous') return { outcome: 'ambiguous', provider, waitedMs };
     const grant = found;
     const subject = grant?.subject ?? ('subject' in key ? key.subject : undefined);
-    if (!grant || grant.status !== 'active') return { outcome: 'no_grant', provider, ...(subject ? { subject } : {}), waitedMs };
+    if (grant?.status !== 'active') return { outcome: 'no_grant', provider, ...(subject ? { subject } : {}), waitedMs };
     if (!grant.verified && !provider.allowUnverified) return { outcome: 'unverified', provider, grant, waitedMs };
     if ('email' in key && !emailVerified(grant, key.email)) return { outcome: 'email_unverified', provider, grant, waitedMs };
     return { outcome: 'found', provider, grant, waitedMs };

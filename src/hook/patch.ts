@@ -21,7 +21,7 @@ export interface HookCommand {
 export function claimAt(claims: Record<string, unknown>, path: string): unknown {
   let value: unknown = claims;
   for (const step of path.split('.')) {
-    if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.prototype.hasOwnProperty.call(value, step)) return undefined;
+    if (value === null || typeof value !== 'object' || Array.isArray(value) || !Object.hasOwn(value, step)) return undefined;
     value = (value as Record<string, unknown>)[step];
   }
   return value;

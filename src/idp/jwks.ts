@@ -39,9 +39,7 @@ export interface JwksSource {
   timeoutMs: number;
 }
 
-export interface KeyFetchObserver {
-  (event: { idp: string; ok: boolean; problem?: string }): void;
-}
+export type KeyFetchObserver = (event: { idp: string; ok: boolean; problem?: string }) => void;
 
 export interface JwksCacheOptions {
   /** After a fetch starts, the next waits this long, whatever its outcome. */

@@ -109,7 +109,7 @@ export async function verifySignature(token: string, lookup: CompactVerifyGetKey
           found = true;
           break;
         } catch {
-          continue;
+          // not this key: try the next
         }
       }
       if (!found) return 'bad_signature';

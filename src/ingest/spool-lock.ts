@@ -59,7 +59,7 @@ function systemProgram(name: string): string {
       accessSync(candidate, fsConstants.X_OK);
       return candidate;
     } catch {
-      continue;
+      // not here (or not executable): try the next directory
     }
   }
   return path.join(CHILD_PATH.split(':')[0]!, name);

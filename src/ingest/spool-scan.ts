@@ -33,6 +33,7 @@ export interface WalkOptions {
   /** Computes each frame's digest (read in windows; a large record is never held whole). */
   digests?: boolean;
   /** Told of each whole record in order; returning 'stop' ends the walk there. */
+  // biome-ignore lint/suspicious/noConfusingVoidType: a callback that returns nothing must fit, as with `() => void`
   onFrame?: (frame: FrameFound) => void | 'stop' | Promise<void | 'stop'>;
 }
 

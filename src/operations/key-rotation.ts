@@ -127,7 +127,7 @@ export async function rotateKeys(
       const accessToken = resealed[0]!.plain;
       // Fingerprints are keyed by the active key too; the grant's must match new profile lookups.
       const fp = accessToken ? fingerprint(ring, accessToken) : row.access_token_fp;
-      [row.idp, row.subject, ...resealed.map((entry) => entry.value), fp].forEach((value, index) => columns[index]!.push(value));
+      [row.idp, row.subject, ...resealed.map((entry) => entry.value), fp].forEach((value, index) => void columns[index]!.push(value));
     }
     await client.query(
       `UPDATE grants AS g SET key_id = $8, access_token = u.access_token, refresh_token = u.refresh_token, id_token = u.id_token,

@@ -291,7 +291,7 @@ export class GrantRefresher {
         throw new VaultError(`claiming grant (${idp}, ${subject}) took too long to call the IdP safely; try again`, 'unavailable');
       }
       const requestedAt = new Date();
-      let tokens;
+      let tokens: Awaited<ReturnType<typeof client.refresh>>;
       try {
         tokens = await client.refresh(grant.refreshToken!, grant.issuer ?? undefined);
       } catch (error) {

@@ -118,7 +118,7 @@ export class AccessEventLog {
         event.subject ?? null,
         event.detail?.slice(0, MAX_DETAIL) ?? null,
         event.count ?? 1,
-      ].forEach((value, index) => columns[index]!.push(value));
+      ].forEach((value, index) => void columns[index]!.push(value));
     }
     // WITH ORDINALITY keeps the rows in call order, so ids follow the order calls finished.
     // set_config(..., true) lasts for this statement's own transaction, so its commit is the one

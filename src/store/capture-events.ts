@@ -39,7 +39,7 @@ export async function insertEvents(client: pg.PoolClient, ring: KeyRing, capture
       fp(tokens?.refreshToken),
       fp(tokens?.idToken),
       capture.count ?? 1,
-    ].forEach((value, index) => columns[index]!.push(value));
+    ].forEach((value, index) => void columns[index]!.push(value));
   }
   const { rows } = await client.query<{ capture_id: string; outcome: string }>(
     `INSERT INTO capture_events (capture_id, observed_at, idp, subject, http_status, outcome, error_code, detail,

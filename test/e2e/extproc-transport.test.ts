@@ -24,7 +24,7 @@ async function capturedOutcome(stack: Stack, subject: string, count = 1): Promis
 
 function healthCheck(address: string, credentials: grpc.ChannelCredentials): Promise<string> {
   const Client = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, 'Health');
-  const client = new Client(address, credentials) as unknown as grpc.Client & { check: Function };
+  const client = new Client(address, credentials) as unknown as grpc.Client & { check: (...args: any[]) => any };
   return new Promise<string>((resolve, reject) => {
     client.check({ service: EXT_PROC_HEALTH_SERVICE }, { deadline: Date.now() + 3_000 }, (error: grpc.ServiceError | null, response?: { status: string }) => {
       client.close();

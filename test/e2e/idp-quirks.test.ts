@@ -3,7 +3,7 @@
 // the caller byte for byte; the vault records what each one is.
 import { gzipSync } from 'node:zlib';
 import { expect } from 'chai';
-import { type ProcessingMode } from '../../src/envoyconfig/render.js';
+import type { ProcessingMode } from '../../src/envoyconfig/render.js';
 import { profileRoutePath, tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from '../support/envoy.js';

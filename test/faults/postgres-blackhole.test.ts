@@ -87,7 +87,10 @@ describe('Postgres blackholed for 20 s (connections open, nothing forwarded) dur
     const after = calls.filter((call) => call.at === 'after');
     const slowest = Math.max(...calls.map((call) => call.ms));
     const slowestDuring = Math.max(...during.map((call) => call.ms));
-    const codes = (list: typeof calls) => Object.entries(list.reduce<Record<string, number>>((sum, call) => ({ ...sum, [grpc.status[call.code]]: (sum[grpc.status[call.code]] ?? 0) + 1 }), {})).map(([code, n]) => `${code} ${n}`).join(', ');
+    const codes = (list: typeof calls) => Object.entries(list.reduce<Record<string, number>>((sum, call) => {
+      sum[grpc.status[call.code]] = (sum[grpc.status[call.code]] ?? 0) + 1;
+      return sum;
+    }, {})).map(([code, n]) => `${code} ${n}`).join(', ');
     console.log(
       `      blackhole ${BLACKHOLE_MS} ms: logins ok ${tally.ok}/${tally.total} (+${warm.ok} before), slowest login ${tally.slowestMs} ms, bytes unchanged ${tally.unchanged}/${tally.total}; ` +
         `captures in Postgres ${stored}/${ok}, duplicated ${duplicated}, missing ${missing}, all in ${caughtUpMs} ms after the last login (heal + 5 s); ` +

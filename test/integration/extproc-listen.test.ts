@@ -19,7 +19,7 @@ import { runCli, startSidecarProcess } from '../support/sidecar.js';
 
 function health(address: string): Promise<string> {
   const Client = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, 'Health');
-  const client = new Client(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & { check: Function };
+  const client = new Client(address, grpc.credentials.createInsecure()) as unknown as grpc.Client & { check: (...args: any[]) => any };
   return new Promise((resolve, reject) =>
     client.check({ service: EXT_PROC_HEALTH_SERVICE }, { deadline: Date.now() + 2_000 }, (error: grpc.ServiceError | null, response?: { status: string }) => {
       client.close();

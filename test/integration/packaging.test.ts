@@ -344,7 +344,7 @@ describe('packaging (static checks)', () => {
     /** Every ext_proc listen address in a command line (`serve --listen X`) and an environment. */
     function listenAddresses(args: string[] | undefined, env: Record<string, string | undefined>): string[] {
       const found: string[] = [];
-      if (args && args.includes('serve')) {
+      if (args?.includes('serve')) {
         const at = args.indexOf('--listen');
         const inline = args.find((arg) => arg.startsWith('--listen='));
         if (at >= 0) found.push(args[at + 1]!);

@@ -136,7 +136,7 @@ describe('what the capture spool must not lose or touch (real files)', function 
       for (let index = 4 * group; index < 4 * group + 4; index += 1) spool.append(capture(index, 800));
       await spool.flush();
     }
-    for (let batch; (batch = await spool.read(100)); ) await spool.commit(batch);
+    for (let batch: Awaited<ReturnType<typeof spool.read>>; (batch = await spool.read(100)); ) await spool.commit(batch);
     await closeAll();
 
     // Restarted within the window; Postgres lost those commits and is away now: the replay's first

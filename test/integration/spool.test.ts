@@ -7,7 +7,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
-import { createMetrics, type Metrics } from '../../src/ops/metrics.js';
+import { createMetrics } from '../../src/ops/metrics.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { CaptureSpool, SpoolLockedError, type SpoolOptions } from '../../src/ingest/spool.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';

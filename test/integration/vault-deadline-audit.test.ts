@@ -55,7 +55,7 @@ describe('TokenVault audit rows carry the outcome the caller saw, across deadlin
   /** GetGrant over real gRPC with the caller's own deadline; the status it ended with and when. */
   async function getGrant(deadlineMs: number): Promise<{ code: grpc.status; ms: number }> {
     const { Client } = loadTokenVault();
-    const client = new Client(`127.0.0.1:${vault.apiPort}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, Function>;
+    const client = new Client(`127.0.0.1:${vault.apiPort}`, grpc.credentials.createInsecure()) as grpc.Client & Record<string, (...args: any[]) => any>;
     const metadata = new grpc.Metadata();
     metadata.set('authorization', `Bearer ${key.token}`);
     const started = Date.now();

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import type pg from 'pg';
 import os from 'node:os';
 import path from 'node:path';
-import { type ProcessingMode } from '../../src/envoyconfig/render.js';
+import type { ProcessingMode } from '../../src/envoyconfig/render.js';
 import { tokenRoutePath } from '../../src/contract.js';
 import { fingerprint, generateKeySpec, type KeyRing } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from './envoy.js';

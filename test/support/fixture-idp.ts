@@ -1,7 +1,7 @@
 // An upstream that answers with exact bytes: each path serves the response a test sets for it,
 // written raw on the socket, so "what the IdP sent" is known to the byte.
 import http from 'node:http';
-import net from 'node:net';
+import type net from 'node:net';
 
 export interface CannedResponse {
   status: number;

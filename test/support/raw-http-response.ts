@@ -84,7 +84,7 @@ export function captureRawResponse(req: IncomingMessage, res: ServerResponse, on
   const socket: Socket = req.socket;
   const chunks: Buffer[] = [];
   const originalWrite = socket.write;
-  const hadOwnWrite = Object.prototype.hasOwnProperty.call(socket, 'write');
+  const hadOwnWrite = Object.hasOwn(socket, 'write');
   let active = true;
 
   const wrapper = function (this: Socket, ...args: unknown[]): boolean {

@@ -54,7 +54,7 @@ export interface VaultClient {
 
 export function vaultClient(port: number, credentials = grpc.credentials.createInsecure(), options: grpc.ClientOptions = {}): VaultClient {
   const { Client } = loadTokenVault();
-  const client = new Client(`127.0.0.1:${port}`, credentials, options) as grpc.Client & Record<string, Function>;
+  const client = new Client(`127.0.0.1:${port}`, credentials, options) as grpc.Client & Record<string, (...args: any[]) => any>;
   return {
     call(method, request, apiKey, options = {}) {
       const metadata = new grpc.Metadata();

@@ -104,7 +104,7 @@ describe('capture', () => {
     const result = readTokenResponse(200, Buffer.from('{"access_token":"a","__proto__":{"polluted":true}}'));
     expect(result.kind).to.equal('tokens');
     expect(({} as Record<string, unknown>).polluted).to.equal(undefined);
-    if (result.kind === 'tokens') expect(Object.prototype.hasOwnProperty.call(result.tokens.extras, '__proto__')).to.equal(true);
+    if (result.kind === 'tokens') expect(Object.hasOwn(result.tokens.extras, '__proto__')).to.equal(true);
   });
 
   describe('bodies as real IdPs and hostile peers send them', () => {
