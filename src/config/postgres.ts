@@ -2,8 +2,8 @@
 // server), a query (on the client: the server may be unreachable and never say), and an open
 // transaction left idle. Read for the capture writer and, apart, for the TokenVault API, whose
 // callers must get an answer quickly even when Postgres does not give one.
-import { COMMIT_DURABILITIES, type CommitDurability, type PostgresTimeouts } from '../store/pool-settings.js';
-import { PG_KEEPALIVE_MS, PG_TIMEOUTS, readInteger } from './settings.js';
+import type { CommitDurability, PostgresTimeouts } from '../store/pool-settings.js';
+import { COMMIT_DURABILITY, PG_KEEPALIVE_MS, PG_TIMEOUTS, readChoice, readInteger } from './settings.js';
 
 type TimeoutsPrefix = keyof typeof PG_TIMEOUTS;
 
@@ -51,12 +51,5 @@ export function readPostgresTimeouts(env: NodeJS.ProcessEnv, prefix: TimeoutsPre
 
 /** TOKEN_TAP_COMMIT_DURABILITY: what each commit waits for (store/pool-settings.ts says what each level means). */
 export function readCommitDurability(env: NodeJS.ProcessEnv, problems: string[]): CommitDurability {
-  const raw = (env.TOKEN_TAP_COMMIT_DURABILITY ?? '').trim().toLowerCase();
-  if (raw === '') return 'on';
-  if ((COMMIT_DURABILITIES as readonly string[]).includes(raw)) return raw as CommitDurability;
-  problems.push(
-    `TOKEN_TAP_COMMIT_DURABILITY must be one of ${COMMIT_DURABILITIES.join(', ')} (synchronous_commit of capture, refresh and audit commits; ` +
-      `off and local would let an acknowledged capture be lost after the spool deleted it), got "${env.TOKEN_TAP_COMMIT_DURABILITY}"`,
-  );
-  return 'on';
+  return readChoice(env, COMMIT_DURABILITY, problems);
 }

@@ -2,6 +2,7 @@
 // line of doc. The loaders read through these, `--help` quotes their defaults, and a unit test
 // (test/unit/settings.test.ts) keeps docs/configuration.md's table rows in step with them.
 import { DEFAULT_REFUSAL_SUMMARY_MS } from '../ingest/refusal-summary.js';
+import { COMMIT_DURABILITIES, type CommitDurability } from '../store/pool-settings.js';
 import { nonNegativeInteger, positiveInteger, readBoolean } from './values.js';
 
 interface Declared {
@@ -32,7 +33,15 @@ export interface TextSetting extends Declared {
   readonly default: string;
 }
 
-export type Setting = IntegerSetting | BooleanSetting | TextSetting;
+/** One of a fixed set of words (case-insensitive, trimmed); anything else: `problem`, which quotes the raw text. */
+export interface ChoiceSetting<T extends string = string> extends Declared {
+  readonly kind: 'choice';
+  readonly choices: readonly T[];
+  readonly default: T;
+  readonly problem: (raw: string) => string;
+}
+
+export type Setting = IntegerSetting | BooleanSetting | TextSetting | ChoiceSetting;
 
 const integer = (name: string, kind: IntegerSetting['kind'], value: number, doc: string, more: Partial<Pick<IntegerSetting, 'within' | 'defaultDoc'>> = {}): IntegerSetting => ({ name, kind, default: value, doc, ...more });
 const flag = (name: string, doc: string): BooleanSetting => ({ name, kind: 'boolean', default: false, doc });
@@ -96,13 +105,24 @@ export const PG_TIMEOUTS = {
     idleInTransaction: integer('TOKEN_TAP_API_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS', 'positive', 180_000, "API: idle_in_transaction_session_timeout"),
   },
 } as const;
+export const COMMIT_DURABILITY: ChoiceSetting<CommitDurability> = {
+  name: 'TOKEN_TAP_COMMIT_DURABILITY',
+  kind: 'choice',
+  choices: COMMIT_DURABILITIES,
+  default: 'on',
+  doc: 'synchronous_commit of every capture, refresh, revocation, erasure and durable audit commit',
+  problem: (raw) =>
+    `TOKEN_TAP_COMMIT_DURABILITY must be one of ${COMMIT_DURABILITIES.join(', ')} (synchronous_commit of capture, refresh and audit commits; ` +
+    `off and local would let an acknowledged capture be lost after the spool deleted it), got "${raw}"`,
+};
+export const LOG_LEVEL = text('LOG_LEVEL', 'info', 'pino level (--log-level wins)');
 export const PG_KEEPALIVE_MS = integer('TOKEN_TAP_PG_KEEPALIVE_MS', 'positive', 10_000, 'TCP keepalive of every Postgres connection (writer and API)');
 
 /** Every declared setting, in the order docs/configuration.md lists them. */
 export const SETTINGS: readonly Setting[] = [
   LISTEN, ALLOW_REMOTE_EXTPROC, ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS, MAX_BODY_BYTES, PG_POOL_SIZE,
   PG_TIMEOUTS.TOKEN_TAP_PG.connect, PG_TIMEOUTS.TOKEN_TAP_PG.statement, PG_TIMEOUTS.TOKEN_TAP_PG.query, PG_TIMEOUTS.TOKEN_TAP_PG.idleInTransaction, PG_KEEPALIVE_MS,
-  API_LISTEN, ALLOW_INSECURE_API, API_AUTO_REFRESH_SECONDS, AUDIT_RELAXED_COMMIT, API_PG_POOL_SIZE,
+  COMMIT_DURABILITY, LOG_LEVEL, API_LISTEN, ALLOW_INSECURE_API, API_AUTO_REFRESH_SECONDS, AUDIT_RELAXED_COMMIT, API_PG_POOL_SIZE,
   PG_TIMEOUTS.TOKEN_TAP_API_PG.connect, PG_TIMEOUTS.TOKEN_TAP_API_PG.statement, PG_TIMEOUTS.TOKEN_TAP_API_PG.query, PG_TIMEOUTS.TOKEN_TAP_API_PG.idleInTransaction,
   REFRESH_APPLY_WINDOW_MS, JWKS_COOLDOWN_MS, VERIFY_MAX_WAIT_MS, HOOK_LISTEN, REFUSAL_SUMMARY_MS,
   SPOOL_DIR, SPOOL_MAX_BYTES, SPOOL_FSYNC_MS, SPOOL_GRACE_SECONDS, SHUTDOWN_GRACE_MS, OPS_LISTEN,
@@ -124,6 +144,15 @@ export function readInteger(env: NodeJS.ProcessEnv, setting: IntegerSetting, pro
 /** A boolean setting; anything but true/1/false/0 joins `problems`. */
 export function readFlag(env: NodeJS.ProcessEnv, setting: BooleanSetting, problems: string[]): boolean {
   return readBoolean(env, setting.name, problems);
+}
+
+/** A choice setting (its default when unset or blank); anything else joins `problems`. */
+export function readChoice<T extends string>(env: NodeJS.ProcessEnv, setting: ChoiceSetting<T>, problems: string[]): T {
+  const raw = (env[setting.name] ?? '').trim().toLowerCase();
+  if (raw === '') return setting.default;
+  if ((setting.choices as readonly string[]).includes(raw)) return raw as T;
+  problems.push(setting.problem(env[setting.name]!));
+  return setting.default;
 }
 
 /** A text setting, or its default when unset. */

@@ -161,7 +161,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     }
   }
 
-  const logLevel = (flags.logLevel ?? env.LOG_LEVEL ?? 'info').toLowerCase();
+  const logLevel = (flags.logLevel ?? env.LOG_LEVEL ?? settings.LOG_LEVEL.default).toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`log level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
 
   const maxBodyBytes = readInteger(env, settings.MAX_BODY_BYTES, problems);

@@ -8,6 +8,7 @@ import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { ConfigError } from '../../src/config/values.js';
 
 const CONFIGURATION_DOC = fileURLToPath(new URL('../../../docs/configuration.md', import.meta.url));
+const FAILURE_BEHAVIOUR_DOC = fileURLToPath(new URL('../../../docs/failure-behaviour.md', import.meta.url));
 const valid = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
 
 /** The default cell of the docs table row of `name`, or undefined when it has no row of its own. */
@@ -28,6 +29,24 @@ describe('declared settings', () => {
       (setting) => `${setting.name}: declared ${documentedDefault(setting)}, documented ${documentedRow(doc, setting.name) ?? '(no row)'}`,
     );
     expect(disagreeing, `docs/configuration.md disagrees with src/config/settings.ts; the declared rows are:\n${renderSettingsTable()}`).to.deep.equal([]);
+  });
+
+  it("docs/failure-behaviour.md's settings table, where it names declared variables, gives their declared defaults", () => {
+    const byName = new Map(SETTINGS.map((setting) => [setting.name, setting]));
+    const unquoted = (text: string) => text.replaceAll('`', '').trim();
+    const rows = readFileSync(FAILURE_BEHAVIOUR_DOC, 'utf8').split('\n').filter((line) => line.startsWith('| `TOKEN_TAP_'));
+    const checked: string[] = [];
+    const disagreeing: string[] = [];
+    for (const row of rows) {
+      const [names, defaults] = row.split(' | ');
+      const declared = names!.slice(2).split(', ').map((name) => byName.get(unquoted(name)));
+      if (declared.some((setting) => setting === undefined)) continue;
+      const expected = declared.map((setting) => unquoted(documentedDefault(setting!))).join(', ');
+      if (unquoted(defaults!) !== expected) disagreeing.push(`${names}: declared ${expected}, documented ${defaults}`);
+      checked.push(...declared.map((setting) => setting!.name));
+    }
+    expect(disagreeing).to.deep.equal([]);
+    expect(checked).to.include.members(['TOKEN_TAP_SPOOL_DIR', 'TOKEN_TAP_PG_QUERY_TIMEOUT_MS', 'TOKEN_TAP_API_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS', 'TOKEN_TAP_REFUSAL_SUMMARY_MS']);
   });
 
   it('the loader gives every declared default when nothing is set', () => {
