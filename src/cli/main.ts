@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
+import { API_LISTEN, HOOK_LISTEN, LISTEN } from '../config/settings.js';
 import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
@@ -189,10 +190,10 @@ export function buildProgram(): Command {
   program
     .command('serve')
     .description('Run the sidecar: the ext_proc gRPC server Envoy sends token responses to.\nReads DATABASE_URL and TOKEN_TAP_KEYS (id1:base64key,id0:base64key; first is active).')
-    .option('--listen <address>', 'ext_proc gRPC listen address: unix:/path or a loopback HOST:PORT (env TOKEN_TAP_LISTEN, default 127.0.0.1:50051)', undefined)
+    .option('--listen <address>', `ext_proc gRPC listen address: unix:/path or a loopback HOST:PORT (env ${LISTEN.name}, default ${LISTEN.default})`, undefined)
     .option('--allow-remote-extproc', 'let ext_proc listen beyond loopback (env TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true); use mTLS: TOKEN_TAP_EXTPROC_TLS_CERT, _KEY, _CLIENT_CA')
-    .option('--api-listen <host:port>', 'TokenVault gRPC API listen address, or "off" (env TOKEN_TAP_API_LISTEN, default 127.0.0.1:50052)')
-    .option('--hook-listen <host:port>', 'Okta token inline hook (HTTP, POST /okta/token-hook) listen address, or "off" (env TOKEN_TAP_HOOK_LISTEN, default off); needs TOKEN_TAP_HOOK_CONFIG')
+    .option('--api-listen <host:port>', `TokenVault gRPC API listen address, or "off" (env ${API_LISTEN.name}, default ${API_LISTEN.default})`)
+    .option('--hook-listen <host:port>', `Okta token inline hook (HTTP, POST /okta/token-hook) listen address, or "off" (env ${HOOK_LISTEN.name}, default ${HOOK_LISTEN.default}); needs TOKEN_TAP_HOOK_CONFIG`)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL)')
     .action(serve);
 

@@ -2,46 +2,54 @@
 // server), a query (on the client: the server may be unreachable and never say), and an open
 // transaction left idle. Read for the capture writer and, apart, for the TokenVault API, whose
 // callers must get an answer quickly even when Postgres does not give one.
-import { COMMIT_DURABILITIES, type CommitDurability, type PostgresTimeouts } from '../store/pool-settings.js';
-import { positiveInteger } from './values.js';
+import type { CommitDurability, PostgresTimeouts } from '../store/pool-settings.js';
+import { COMMIT_DURABILITY, PG_KEEPALIVE_MS, PG_TIMEOUTS, readChoice, readInteger } from './settings.js';
+
+type TimeoutsPrefix = keyof typeof PG_TIMEOUTS;
+
+/** The declared defaults of one set of timeouts (config/settings.ts). */
+function declaredDefaults(prefix: TimeoutsPrefix): PostgresTimeouts {
+  const declared = PG_TIMEOUTS[prefix];
+  return {
+    connectTimeoutMs: declared.connect.default,
+    statementTimeoutMs: declared.statement.default,
+    queryTimeoutMs: declared.query.default,
+    keepAliveMs: PG_KEEPALIVE_MS.default,
+    idleInTransactionMs: declared.idleInTransaction.default,
+  };
+}
 
 // The writer's transactions never wait on anything but Postgres: one cut off mid-way (its client
 // partitioned away) must not hold grant rows locked for long, or the next writer waits on it.
-export const WRITER_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, queryTimeoutMs: 12_000, keepAliveMs: 10_000, idleInTransactionMs: 10_000 };
+export const WRITER_TIMEOUTS: PostgresTimeouts = declaredDefaults('TOKEN_TAP_PG');
 // A TokenVault call to an unreachable Postgres gives up on the key check after 2.25 s and answers
 // UNAVAILABLE at once (its audit row follows); one whose key check passed waits for its audit row, at
 // most 2.25 s more: within 5 s either way. Idle in a transaction for longer than the longest IdP timeout
 // (timeout_ms at most 120000): a revocation holds its grant's row lock while the IdP answers (a
 // refresh does not: it claims the grant in a committed row, operations/refresh.ts).
-export const API_TIMEOUTS: PostgresTimeouts = { connectTimeoutMs: 2_000, statementTimeoutMs: 2_000, queryTimeoutMs: 2_250, keepAliveMs: 10_000, idleInTransactionMs: 180_000 };
+export const API_TIMEOUTS: PostgresTimeouts = declaredDefaults('TOKEN_TAP_API_PG');
 
 /**
  * `prefix` is TOKEN_TAP_PG (the capture writer) or TOKEN_TAP_API_PG (the API); keepalive is shared
- * (TOKEN_TAP_PG_KEEPALIVE_MS). Problems join `problems`.
+ * (TOKEN_TAP_PG_KEEPALIVE_MS). Defaults are the declared ones (config/settings.ts). Problems join `problems`.
  */
-export function readPostgresTimeouts(env: NodeJS.ProcessEnv, prefix: 'TOKEN_TAP_PG' | 'TOKEN_TAP_API_PG', defaults: PostgresTimeouts, problems: string[]): PostgresTimeouts {
-  const connectTimeoutMs = positiveInteger(env, `${prefix}_CONNECT_TIMEOUT_MS`, defaults.connectTimeoutMs, problems);
-  const statementTimeoutMs = positiveInteger(env, `${prefix}_STATEMENT_TIMEOUT_MS`, defaults.statementTimeoutMs, problems);
+export function readPostgresTimeouts(env: NodeJS.ProcessEnv, prefix: TimeoutsPrefix, problems: string[]): PostgresTimeouts {
+  const declared = PG_TIMEOUTS[prefix];
+  const connectTimeoutMs = readInteger(env, declared.connect, problems);
+  const statementTimeoutMs = readInteger(env, declared.statement, problems);
   // Unset, it follows the statement timeout, so a reachable server cancels first and the connection is kept.
-  const queryDefault = statementTimeoutMs + (defaults.queryTimeoutMs - defaults.statementTimeoutMs);
-  const queryTimeoutMs = positiveInteger(env, `${prefix}_QUERY_TIMEOUT_MS`, queryDefault, problems);
+  const queryDefault = statementTimeoutMs + (declared.query.default - declared.statement.default);
+  const queryTimeoutMs = readInteger(env, declared.query, problems, queryDefault);
   if (queryTimeoutMs < statementTimeoutMs) {
     problems.push(`${prefix}_QUERY_TIMEOUT_MS (${queryTimeoutMs}) must be at least ${prefix}_STATEMENT_TIMEOUT_MS (${statementTimeoutMs}): the server should cancel a slow statement before the client drops the connection`);
   }
   // Shared: reported once, by the writer's reading.
-  const keepAliveMs = positiveInteger(env, 'TOKEN_TAP_PG_KEEPALIVE_MS', defaults.keepAliveMs, prefix === 'TOKEN_TAP_PG' ? problems : []);
-  const idleInTransactionMs = positiveInteger(env, `${prefix}_IDLE_IN_TRANSACTION_TIMEOUT_MS`, defaults.idleInTransactionMs, problems);
+  const keepAliveMs = readInteger(env, PG_KEEPALIVE_MS, prefix === 'TOKEN_TAP_PG' ? problems : []);
+  const idleInTransactionMs = readInteger(env, declared.idleInTransaction, problems);
   return { connectTimeoutMs, statementTimeoutMs, queryTimeoutMs, keepAliveMs, idleInTransactionMs };
 }
 
 /** TOKEN_TAP_COMMIT_DURABILITY: what each commit waits for (store/pool-settings.ts says what each level means). */
 export function readCommitDurability(env: NodeJS.ProcessEnv, problems: string[]): CommitDurability {
-  const raw = (env.TOKEN_TAP_COMMIT_DURABILITY ?? '').trim().toLowerCase();
-  if (raw === '') return 'on';
-  if ((COMMIT_DURABILITIES as readonly string[]).includes(raw)) return raw as CommitDurability;
-  problems.push(
-    `TOKEN_TAP_COMMIT_DURABILITY must be one of ${COMMIT_DURABILITIES.join(', ')} (synchronous_commit of capture, refresh and audit commits; ` +
-      `off and local would let an acknowledged capture be lost after the spool deleted it), got "${env.TOKEN_TAP_COMMIT_DURABILITY}"`,
-  );
-  return 'on';
+  return readChoice(env, COMMIT_DURABILITY, problems);
 }

@@ -3,14 +3,15 @@
 import path from 'node:path';
 import type { LevelWithSilent } from 'pino';
 import { loadIdpConfig, type IdpVerificationSettings } from './idp-file.js';
-import { readCommitDurability, readPostgresTimeouts, WRITER_TIMEOUTS } from './postgres.js';
+import { readCommitDurability, readPostgresTimeouts } from './postgres.js';
 import type { CommitDurability, PostgresTimeouts } from '../store/pool-settings.js';
 import { parseRouteIdps, type RouteIdps } from './route-idps.js';
 import { readTlsFiles, readTokenVaultConfig, type ApiTls, type TokenVaultConfig } from './token-vault.js';
-import { ConfigError, formatListenAddress, isLoopbackOnly, nonNegativeInteger, parseHostPort, parseListenAddress, positiveInteger, readBoolean, type HostPort, type ListenAddress } from './values.js';
+import { ConfigError, formatListenAddress, isLoopbackOnly, parseHostPort, parseListenAddress, type HostPort, type ListenAddress } from './values.js';
+import * as settings from './settings.js';
+import { readFlag, readInteger } from './settings.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
-import { DEFAULT_REFUSAL_SUMMARY_MS } from '../ingest/refusal-summary.js';
 
 
 export interface SidecarConfig {
@@ -97,9 +98,9 @@ export interface SidecarFlags {
 }
 
 
-export const DEFAULT_SIDECAR_LISTEN = '127.0.0.1:50051';
-export const DEFAULT_OPS_LISTEN = '127.0.0.1:9464';
-export const DEFAULT_SPOOL_DIR = '.token-tap/spool';
+export const DEFAULT_SIDECAR_LISTEN = settings.LISTEN.default;
+export const DEFAULT_OPS_LISTEN = settings.OPS_LISTEN.default;
+export const DEFAULT_SPOOL_DIR = settings.SPOOL_DIR.default;
 /** TOKEN_TAP_SPOOL_DIR, absolute (relative to the working directory); `keys rotate` reads it too. */
 export function spoolDirFrom(env: NodeJS.ProcessEnv): string {
   return path.resolve(env.TOKEN_TAP_SPOOL_DIR || DEFAULT_SPOOL_DIR);
@@ -117,7 +118,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     problems.push((error as Error).message);
   }
   // Whoever reaches ext_proc can write grants (design §5): only Envoy, in the same pod, may.
-  const allowRemoteExtProc = flags.allowRemoteExtproc === true || readBoolean(env, 'TOKEN_TAP_ALLOW_REMOTE_EXTPROC', problems);
+  const allowRemoteExtProc = flags.allowRemoteExtproc === true || readFlag(env, settings.ALLOW_REMOTE_EXTPROC, problems);
   if (!isLoopbackOnly(listen) && !allowRemoteExtProc) {
     problems.push(
       `--listen ${formatListenAddress(listen)} is reachable from other machines, and whoever reaches ext_proc can write grants: ` +
@@ -129,7 +130,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   // A remote ext_proc is defended by mTLS: without it, whoever gets past the network (a NetworkPolicy
   // that is missing, misapplied or not enforced by the CNI) writes grants. Going without it takes a
   // second, explicit opt-in.
-  const allowRemoteExtProcWithoutMtls = readBoolean(env, 'TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS', problems);
+  const allowRemoteExtProcWithoutMtls = readFlag(env, settings.ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS, problems);
   if (allowRemoteExtProc && !env.TOKEN_TAP_EXTPROC_TLS_CLIENT_CA && !allowRemoteExtProcWithoutMtls) {
     problems.push(
       '--allow-remote-extproc (TOKEN_TAP_ALLOW_REMOTE_EXTPROC) needs mTLS to Envoy: set TOKEN_TAP_EXTPROC_TLS_CERT, TOKEN_TAP_EXTPROC_TLS_KEY and TOKEN_TAP_EXTPROC_TLS_CLIENT_CA ' +
@@ -160,43 +161,37 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     }
   }
 
-  const logLevel = (flags.logLevel ?? env.LOG_LEVEL ?? 'info').toLowerCase();
+  const logLevel = (flags.logLevel ?? env.LOG_LEVEL ?? settings.LOG_LEVEL.default).toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`log level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
 
-  const maxBodyBytes = positiveInteger(env, 'TOKEN_TAP_MAX_BODY_BYTES', 1024 * 1024, problems);
-  const poolSize = positiveInteger(env, 'TOKEN_TAP_PG_POOL_SIZE', 4, problems);
-  const postgres = readPostgresTimeouts(env, 'TOKEN_TAP_PG', WRITER_TIMEOUTS, problems);
+  const maxBodyBytes = readInteger(env, settings.MAX_BODY_BYTES, problems);
+  const poolSize = readInteger(env, settings.PG_POOL_SIZE, problems);
+  const postgres = readPostgresTimeouts(env, 'TOKEN_TAP_PG', problems);
   const commitDurability = readCommitDurability(env, problems);
 
   const spoolDir = spoolDirFrom(env);
-  const spoolMaxBytes = positiveInteger(env, 'TOKEN_TAP_SPOOL_MAX_BYTES', 128 * 1024 * 1024, problems);
-  if (spoolMaxBytes < 64 * 1024) problems.push(`TOKEN_TAP_SPOOL_MAX_BYTES must be at least 65536 (64 KiB), got ${spoolMaxBytes}`);
-  const spoolFsyncMs = nonNegativeInteger(env, 'TOKEN_TAP_SPOOL_FSYNC_MS', 5, problems);
-  if (spoolFsyncMs > 1000) problems.push(`TOKEN_TAP_SPOOL_FSYNC_MS must be at most 1000 (a capture waits that long to be durable), got ${spoolFsyncMs}`);
-  const spoolGraceSeconds = nonNegativeInteger(env, 'TOKEN_TAP_SPOOL_GRACE_SECONDS', 60, problems);
-  if (spoolGraceSeconds > 86_400) problems.push(`TOKEN_TAP_SPOOL_GRACE_SECONDS must be at most 86400 (a day), got ${spoolGraceSeconds}`);
+  const spoolMaxBytes = readInteger(env, settings.SPOOL_MAX_BYTES, problems);
+  const spoolFsyncMs = readInteger(env, settings.SPOOL_FSYNC_MS, problems);
+  const spoolGraceSeconds = readInteger(env, settings.SPOOL_GRACE_SECONDS, problems);
   let opsListen: HostPort = parseHostPort(DEFAULT_OPS_LISTEN, 'TOKEN_TAP_OPS_LISTEN');
   try {
     opsListen = parseHostPort(env.TOKEN_TAP_OPS_LISTEN || DEFAULT_OPS_LISTEN, 'TOKEN_TAP_OPS_LISTEN');
   } catch (error) {
     problems.push((error as Error).message);
   }
-  const shutdownGraceMs = nonNegativeInteger(env, 'TOKEN_TAP_SHUTDOWN_GRACE_MS', 10_000, problems);
-  const captureNice = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_NICE', 0, problems);
-  if (captureNice > 19) problems.push(`TOKEN_TAP_CAPTURE_NICE must be between 0 and 19, got ${captureNice}`);
-  const captureBacklog = positiveInteger(env, 'TOKEN_TAP_CAPTURE_BACKLOG', 20_000, problems);
-  const captureGatherMs = nonNegativeInteger(env, 'TOKEN_TAP_CAPTURE_GATHER_MS', 10, problems);
-  const extProcThread = readBoolean(env, 'TOKEN_TAP_EXTPROC_THREAD', problems);
-  if (captureGatherMs > 1_000) problems.push(`TOKEN_TAP_CAPTURE_GATHER_MS must be at most 1000, got ${captureGatherMs}`);
+  const shutdownGraceMs = readInteger(env, settings.SHUTDOWN_GRACE_MS, problems);
+  const captureNice = readInteger(env, settings.CAPTURE_NICE, problems);
+  const captureBacklog = readInteger(env, settings.CAPTURE_BACKLOG, problems);
+  const captureGatherMs = readInteger(env, settings.CAPTURE_GATHER_MS, problems);
+  const extProcThread = readFlag(env, settings.EXTPROC_THREAD, problems);
 
   const idps = loadIdpConfig(env, problems);
   const vault = readTokenVaultConfig(env, flags, problems, idps.clients);
-  const jwksCooldownMs = positiveInteger(env, 'TOKEN_TAP_JWKS_COOLDOWN_MS', 10_000, problems);
-  const maxWaitMs = nonNegativeInteger(env, 'TOKEN_TAP_VERIFY_MAX_WAIT_MS', 180_000, problems);
+  const jwksCooldownMs = readInteger(env, settings.JWKS_COOLDOWN_MS, problems);
+  const maxWaitMs = readInteger(env, settings.VERIFY_MAX_WAIT_MS, problems);
   const hook = readHook(env, flags, problems);
   const routeIdps = parseRouteIdps(env.TOKEN_TAP_ROUTE_IDPS, problems);
-  const refusalSummaryMs = positiveInteger(env, 'TOKEN_TAP_REFUSAL_SUMMARY_MS', DEFAULT_REFUSAL_SUMMARY_MS, problems);
-  if (refusalSummaryMs < 100 || refusalSummaryMs > 3_600_000) problems.push(`TOKEN_TAP_REFUSAL_SUMMARY_MS must be from 100 to 3600000 (an hour), got ${refusalSummaryMs}`);
+  const refusalSummaryMs = readInteger(env, settings.REFUSAL_SUMMARY_MS, problems);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {
@@ -230,7 +225,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
 }
 
 function readHook(env: NodeJS.ProcessEnv, flags: SidecarFlags, problems: string[]): SidecarConfig['hook'] {
-  const listenText = flags.hookListen ?? env.TOKEN_TAP_HOOK_LISTEN ?? 'off';
+  const listenText = flags.hookListen ?? env.TOKEN_TAP_HOOK_LISTEN ?? settings.HOOK_LISTEN.default;
   if (listenText.trim().toLowerCase() === 'off') {
     if (env[HOOK_CONFIG_ENV]) problems.push(`${HOOK_CONFIG_ENV} is set but the Okta hook listener is off: set --hook-listen HOST:PORT (TOKEN_TAP_HOOK_LISTEN), or unset ${HOOK_CONFIG_ENV}`);
     return undefined;

@@ -1,17 +1,19 @@
 // Settings of the TokenVault API and the vault's upkeep, read with the sidecar's config: every
 // problem goes into the same list, and no secret value ever appears in one.
 import { readFileSync } from 'node:fs';
-import { API_TIMEOUTS, readPostgresTimeouts } from './postgres.js';
+import { readPostgresTimeouts } from './postgres.js';
 import type { PostgresTimeouts } from '../store/pool-settings.js';
-import { formatHostPort, isLoopbackOnly, nonNegativeInteger, parseHostPort, positiveInteger, readBoolean, type HostPort } from './values.js';
+import { formatHostPort, isLoopbackOnly, parseHostPort, type HostPort } from './values.js';
+import * as settings from './settings.js';
+import { readFlag, readInteger } from './settings.js';
 import type { IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
 import { readAge, type RetentionPolicy } from '../store/purge.js';
 
 /** How long a refresh answer may take to be applied before another refresher takes the claim over (operations/refresh.ts). */
-export const DEFAULT_REFRESH_APPLY_WINDOW_MS = 60_000;
+export const DEFAULT_REFRESH_APPLY_WINDOW_MS = settings.REFRESH_APPLY_WINDOW_MS.default;
 
-export const DEFAULT_API_LISTEN = '127.0.0.1:50052';
+export const DEFAULT_API_LISTEN = settings.API_LISTEN.default;
 
 export interface ApiTls {
   cert: Buffer;
@@ -108,7 +110,7 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
   }
   const tls = readTlsFiles(env, 'TOKEN_TAP_API_TLS', problems);
   // The API answers with tokens and takes API keys: beyond loopback, only over TLS unless asked for.
-  const allowInsecure = readBoolean(env, 'TOKEN_TAP_ALLOW_INSECURE_API', problems);
+  const allowInsecure = readFlag(env, settings.ALLOW_INSECURE_API, problems);
   const tlsSet = Boolean(env.TOKEN_TAP_API_TLS_CERT && env.TOKEN_TAP_API_TLS_KEY);
   if (listen && !isLoopbackOnly(listen) && !tlsSet && !allowInsecure) {
     problems.push(
@@ -137,13 +139,13 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     tls,
     allowInsecure,
     faultInjection: fault as RefreshFault | undefined,
-    autoRefreshSeconds: nonNegativeInteger(env, 'TOKEN_TAP_API_AUTO_REFRESH_SECONDS', 0, problems),
-    poolSize: positiveInteger(env, 'TOKEN_TAP_API_PG_POOL_SIZE', 4, problems),
-    refreshApplyWindowMs: positiveInteger(env, 'TOKEN_TAP_REFRESH_APPLY_WINDOW_MS', DEFAULT_REFRESH_APPLY_WINDOW_MS, problems),
-    postgres: readPostgresTimeouts(env, 'TOKEN_TAP_API_PG', API_TIMEOUTS, problems),
+    autoRefreshSeconds: readInteger(env, settings.API_AUTO_REFRESH_SECONDS, problems),
+    poolSize: readInteger(env, settings.API_PG_POOL_SIZE, problems),
+    refreshApplyWindowMs: readInteger(env, settings.REFRESH_APPLY_WINDOW_MS, problems),
+    postgres: readPostgresTimeouts(env, 'TOKEN_TAP_API_PG', problems),
     idpClients: idpClients ?? loadIdpClients(env, problems),
     retention,
     purgeIntervalMs,
-    auditRelaxedCommit: readBoolean(env, 'TOKEN_TAP_AUDIT_RELAXED_COMMIT', problems),
+    auditRelaxedCommit: readFlag(env, settings.AUDIT_RELAXED_COMMIT, problems),
   };
 }
