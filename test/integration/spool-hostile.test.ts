@@ -12,12 +12,10 @@ import type { Capture } from '../../src/capture/types.js';
 import { frameCapture, recordCaptureId, SEGMENT_MAGIC, segmentRecords } from '../../src/ingest/spool-codec.js';
 import { spoolCensus } from '../../src/ingest/spool-census.js';
 import { parseSegmentName, segmentName } from '../../src/ingest/spool-segments.js';
-import { CaptureSpool, type SpoolOptions } from '../../src/ingest/spool.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
-import { createMetrics } from '../../src/ops/metrics.js';
 import { spoolKeyReport } from '../../src/cli/spool-key-report.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
-import { memoryLogger } from '../support/memory-log.js';
+import { spoolOpener } from '../support/spools.js';
 import { metricValue } from '../support/metrics.js';
 
 const k0 = generateKeySpec('k0');
@@ -49,7 +47,7 @@ describe('a spool directory someone else can write to (real files)', function ()
   this.timeout(60_000);
   let root: string;
   let dir: string;
-  const opened: CaptureSpool[] = [];
+  const { openSpool, closeAll, opened } = spoolOpener(() => ({ dir, keyRing: parseKeyRing(k0), fsyncIntervalMs: 2 }));
   const fifos: string[] = [];
 
   beforeEach(() => {
@@ -68,18 +66,6 @@ describe('a spool directory someone else can write to (real files)', function ()
     for (const spool of opened.splice(0)) await spool.close();
     rmSync(root, { recursive: true, force: true });
   });
-
-  async function openSpool(overrides: Partial<SpoolOptions> = {}) {
-    const log = memoryLogger();
-    const metrics = createMetrics();
-    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: parseKeyRing(k0), logger: log.logger, metrics, graceMs: 0, ...overrides });
-    opened.push(spool);
-    return { spool, log, metrics };
-  }
-
-  async function closeAll(): Promise<void> {
-    for (const spool of opened.splice(0)) await spool.close();
-  }
 
   function mkfifo(file: string): void {
     execFileSync('mkfifo', [file]);

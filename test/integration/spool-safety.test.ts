@@ -13,11 +13,9 @@ import { segmentRecords, recordCaptureId } from '../../src/ingest/spool-codec.js
 import { spoolCensus } from '../../src/ingest/spool-census.js';
 import { restoreHeld } from '../../src/ingest/spool-restore.js';
 import { segmentName } from '../../src/ingest/spool-segments.js';
-import { CaptureSpool, type SpoolOptions } from '../../src/ingest/spool.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
-import { createMetrics } from '../../src/ops/metrics.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
-import { memoryLogger } from '../support/memory-log.js';
+import { spoolOpener } from '../support/spools.js';
 import { metricValue } from '../support/metrics.js';
 
 const k0 = generateKeySpec('k0');
@@ -51,7 +49,7 @@ describe('what the capture spool must not lose or touch (real files)', function 
   this.timeout(30_000);
   let root: string;
   let dir: string;
-  const opened: CaptureSpool[] = [];
+  const { openSpool, closeAll, opened } = spoolOpener(() => ({ dir, keyRing: parseKeyRing(k0), fsyncIntervalMs: 2 }));
 
   beforeEach(() => {
     root = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-safety-'));
@@ -61,18 +59,6 @@ describe('what the capture spool must not lose or touch (real files)', function 
     for (const spool of opened.splice(0)) await spool.close();
     rmSync(root, { recursive: true, force: true });
   });
-
-  async function openSpool(overrides: Partial<SpoolOptions> = {}) {
-    const log = memoryLogger();
-    const metrics = createMetrics();
-    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: parseKeyRing(k0), logger: log.logger, metrics, graceMs: 0, ...overrides });
-    opened.push(spool);
-    return { spool, log, metrics };
-  }
-
-  async function closeAll(): Promise<void> {
-    for (const spool of opened.splice(0)) await spool.close();
-  }
 
   it('a held/ write the disk cuts short (a full disk) fails the read: nothing committed, and once there is room held/ keeps every record, counted once', async () => {
     // A 256 KiB tmpfs of its own (as root), so the disk can be filled without touching anything else.

@@ -7,11 +7,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
-import { createMetrics } from '../../src/ops/metrics.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
-import { CaptureSpool, SpoolLockedError, type SpoolOptions } from '../../src/ingest/spool.js';
+import { SpoolLockedError } from '../../src/ingest/spool.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
-import { memoryLogger } from '../support/memory-log.js';
+import { spoolOpener } from '../support/spools.js';
 import { metricValue } from '../support/metrics.js';
 import { waitFor } from '../support/ports.js';
 
@@ -34,7 +33,7 @@ function capture(index: number, accessToken = `at-${index}`): Capture {
 describe('capture spool (real files)', function () {
   this.timeout(20_000);
   let dir: string;
-  const opened: CaptureSpool[] = [];
+  const { openSpool, opened } = spoolOpener(() => ({ dir, keyRing: ring, fsyncIntervalMs: 5 }));
 
   beforeEach(() => {
     dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-test-'));
@@ -43,15 +42,6 @@ describe('capture spool (real files)', function () {
     for (const spool of opened.splice(0)) await spool.close();
     rmSync(dir, { recursive: true, force: true });
   });
-
-  async function openSpool(overrides: Partial<SpoolOptions> = {}) {
-    const log = memoryLogger();
-    const metrics = createMetrics();
-    // No grace window unless a test asks for one: these tests are about the checkpoint.
-    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 5, keyRing: ring, logger: log.logger, metrics, graceMs: 0, ...overrides });
-    opened.push(spool);
-    return { spool, log, metrics };
-  }
 
   it('counts a capture in its depth while its group is being fsynced (the pump takes 0 to mean nothing is on its way)', async () => {
     const { spool } = await openSpool();
