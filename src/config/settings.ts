@@ -155,11 +155,6 @@ export function readChoice<T extends string>(env: NodeJS.ProcessEnv, setting: Ch
   return setting.default;
 }
 
-/** A text setting, or its default when unset. */
-export function readText(env: NodeJS.ProcessEnv, setting: TextSetting): string {
-  return env[setting.name] ?? setting.default;
-}
-
 /** The default as docs/configuration.md's table shows it. */
 export function documentedDefault(setting: Setting): string {
   return setting.defaultDoc ?? `\`${String(setting.default)}\``;

@@ -10,13 +10,12 @@ import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
 import type { CaptureSummary } from '../store/grants.js';
+import { MAX_EVENT_TEXT } from '../store/capture-events.js';
 import type { LabelledCount } from './metrics.js';
 import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from './refusal-summary.js';
 
 /** Outcomes of a response that held no token; `incomplete` where capture/ tells a cut-off body apart. */
 const SUMMARISED_OUTCOMES: ReadonlySet<string> = new Set(['idp_error', 'unparseable', 'too_large', 'incomplete']);
-/** As capture_events.error_code keeps it (store/capture-events.ts). */
-const MAX_ERROR_CODE = 200;
 /** The error code of refusals counted once `maxKeys` kinds, or an IdP's share, are tracked (an IdP inventing codes). */
 export const OTHER_ERROR_CODES = '(other)';
 /** Kinds one IdP may have tracked at once: far more than a real IdP's errors, far fewer than `maxKeys`. */
@@ -75,7 +74,7 @@ export class CaptureRefusals {
   /** True: spool it as every capture is. False: it was counted into its kind's summary row. */
   admit(capture: Capture): boolean {
     if (capture.tokens || !SUMMARISED_OUTCOMES.has(capture.outcome)) return true;
-    const noted = this.summary.note({ idp: capture.idp, outcome: capture.outcome, errorCode: capture.errorCode?.slice(0, MAX_ERROR_CODE) ?? '', detail: capture.detail ?? '' });
+    const noted = this.summary.note({ idp: capture.idp, outcome: capture.outcome, errorCode: capture.errorCode?.slice(0, MAX_EVENT_TEXT) ?? '', detail: capture.detail ?? '' });
     if (noted.first) return true;
     this.options.metrics.captures.inc({ idp: capture.idp, outcome: capture.outcome });
     this.options.metrics.refusalsSummarised?.inc({ source: 'capture', outcome: capture.outcome });

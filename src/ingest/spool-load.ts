@@ -21,7 +21,8 @@ import { copyAside, HELD_DIR, HELD_MESSAGES, heldKeyId, listHeld, moveAside } fr
 import type { SpoolWriter } from './spool-lock.js';
 import { opensUnder, restoreHeld } from './spool-restore.js';
 import { walkFile } from './spool-scan.js';
-import { bySegmentName, errorFields, newSegmentName, outOfRangeSegmentName, parseSegmentName, type Checkpoint, type Segment } from './spool-segments.js';
+import { bySegmentName, newSegmentName, outOfRangeSegmentName, parseSegmentName, type Checkpoint, type Segment } from './spool-segments.js';
+import { errorFields } from '../lib/error-description.js';
 
 /** A segment file of releases before held/, set aside next to itself. */
 const OLD_DAMAGED = /^\d{20}(?:-[0-9a-f]{16})?\.seg\.damaged$/;

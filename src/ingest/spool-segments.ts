@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto';
 import { rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { errorCode } from '../lib/error-description.js';
+import { errorCode, errorFields } from '../lib/error-description.js';
 import type { SpoolWriter } from './spool-lock.js';
 import { HEADER_BYTES, LENGTH_BYTES, SEGMENT_MAGIC } from './spool-codec.js';
 import { OPEN_NEW_APPEND, OPEN_READ, openRegular, readRegularFile, syncDirectory, writeAll, writeNewFile } from './spool-fs.js';
@@ -357,9 +357,4 @@ export class SegmentFiles {
 export class SegmentGoneError extends Error {
   override name = 'SegmentGoneError';
   readonly code = 'ESEGMENTGONE';
-}
-
-export function errorFields(error: unknown): { message: string; code?: string } {
-  const code = errorCode(error);
-  return { message: (error as Error)?.message ?? String(error), ...(code ? { code } : {}) };
 }

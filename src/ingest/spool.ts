@@ -24,7 +24,8 @@ import { HeldLedger } from './spool-census.js';
 import { readBatch } from './spool-read.js';
 import { loadSpool } from './spool-load.js';
 import { loggedLockEvents, takeSpoolLock, type SpoolLock } from './spool-lock.js';
-import { errorFields, readCheckpoint, SegmentFiles, SegmentGoneError, type Segment, type SpoolPosition } from './spool-segments.js';
+import { readCheckpoint, SegmentFiles, SegmentGoneError, type Segment, type SpoolPosition } from './spool-segments.js';
+import { errorFields } from '../lib/error-description.js';
 
 export { SpoolLockedError } from './spool-lock.js';
 export type { SpoolPosition } from './spool-segments.js';

@@ -12,3 +12,13 @@ export function errorName(error: unknown): string {
   const name = (error as Error)?.name;
   return typeof name === 'string' && /^[A-Za-z][A-Za-z0-9_]{0,59}$/.test(name) ? name : 'Error';
 }
+
+/**
+ * Message and code of an error from the file system or the network (errno errors), for logs and
+ * messages: their messages name paths and addresses, never a secret. Not for errors that may quote
+ * values (Postgres's, a parser's): use errorCode and errorName there.
+ */
+export function errorFields(error: unknown): { message: string; code?: string } {
+  const code = errorCode(error);
+  return { message: (error as Error)?.message ?? String(error), ...(code ? { code } : {}) };
+}

@@ -6,6 +6,9 @@ import { fingerprint, type KeyRing } from '../keys/key-ring.js';
 import { withTransaction } from './pool.js';
 import { erasedSql } from './tombstones.js';
 
+/** What capture_events keeps at most of an error code and of a detail (characters). */
+export const MAX_EVENT_TEXT = 200;
+
 /** A capture_events row that stands for `count` responses of one kind (ingest/capture-refusals.ts). */
 export type CaptureSummary = Capture & { count?: number };
 
@@ -32,9 +35,9 @@ export async function insertEvents(client: pg.PoolClient, ring: KeyRing, capture
       capture.subject ?? null,
       capture.httpStatus ?? null,
       outcome,
-      capture.errorCode?.slice(0, 200) ?? null,
+      capture.errorCode?.slice(0, MAX_EVENT_TEXT) ?? null,
       // Our own words, never the IdP's (capture/); cut all the same, as error_code is.
-      capture.detail?.slice(0, 200) ?? null,
+      capture.detail?.slice(0, MAX_EVENT_TEXT) ?? null,
       fp(tokens?.accessToken ?? capture.profile?.accessToken),
       fp(tokens?.refreshToken),
       fp(tokens?.idToken),
