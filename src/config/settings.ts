@@ -1,7 +1,7 @@
 // Every plain environment setting declared once, as data: its name, how it is read, its default and one
 // line of doc. The loaders read through these, `--help` quotes their defaults, and a unit test
 // (test/unit/settings.test.ts) keeps docs/configuration.md's table rows in step with them.
-import { DEFAULT_REFUSAL_SUMMARY_MS } from '../ingest/refusal-summary.js';
+import { DEFAULT_REFUSAL_SUMMARY_MS } from '../lib/refusal-summary.js';
 import { COMMIT_DURABILITIES, type CommitDurability } from '../store/pool-settings.js';
 import { nonNegativeInteger, positiveInteger, readBoolean } from './values.js';
 

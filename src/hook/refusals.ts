@@ -7,7 +7,7 @@
 // is still counted in token_tap_okta_hook_calls_total, as it comes.
 import type { Logger } from 'pino';
 import type { AccessEventLog, AccessOutcome, HookOutcome } from '../store/access-events.js';
-import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from '../ingest/refusal-summary.js';
+import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from '../lib/refusal-summary.js';
 
 export interface HookRefusal {
   /** The connection's address (Envoy's, behind Envoy); never a header the caller writes. */

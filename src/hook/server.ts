@@ -17,7 +17,7 @@ import { createHookAuthenticator } from './auth.js';
 import { GrantFinder, type InFlightCaptures, type Lookup } from './lookup.js';
 import { createHookMetrics } from './metrics.js';
 import { HookRefusals } from './refusals.js';
-import { DEFAULT_REFUSAL_SUMMARY_MS } from '../ingest/refusal-summary.js';
+import { DEFAULT_REFUSAL_SUMMARY_MS } from '../lib/refusal-summary.js';
 import { addedClaimNames, buildCommands, type HookCommand } from './patch.js';
 import { readTokenHookRequest } from './request.js';
 

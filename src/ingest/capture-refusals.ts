@@ -12,7 +12,7 @@ import type { Capture } from '../capture/types.js';
 import type { CaptureSummary } from '../store/grants.js';
 import { MAX_EVENT_TEXT } from '../store/capture-events.js';
 import type { LabelledCount } from './metrics.js';
-import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from './refusal-summary.js';
+import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from '../lib/refusal-summary.js';
 
 /** Outcomes of a response that held no token; `incomplete` where capture/ tells a cut-off body apart. */
 const SUMMARISED_OUTCOMES: ReadonlySet<string> = new Set(['idp_error', 'unparseable', 'too_large', 'incomplete']);

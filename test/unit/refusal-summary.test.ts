@@ -1,4 +1,4 @@
-// The refusal summariser's counting core (ingest/refusal-summary.ts) and its two edges, the Okta
+// The refusal summariser's counting core (lib/refusal-summary.ts) and its two edges, the Okta
 // hook's (hook/refusals.ts) and the capture path's (ingest/capture-refusals.ts), on a clock the
 // test moves, with the writers faked.
 import { expect } from 'chai';
@@ -6,7 +6,7 @@ import type { Capture } from '../../src/capture/types.js';
 import { HookRefusals, OTHER_PEERS } from '../../src/hook/refusals.js';
 import { captureFrom } from '../../src/capture/capture.js';
 import { CaptureRefusals, DEFAULT_MAX_KEYS_PER_IDP, OTHER_ERROR_CODES } from '../../src/ingest/capture-refusals.js';
-import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary } from '../../src/ingest/refusal-summary.js';
+import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary } from '../../src/lib/refusal-summary.js';
 import type { AccessEvent } from '../../src/store/access-events.js';
 import type { CaptureSummary } from '../../src/store/grants.js';
 import { syntheticCapture } from '../support/captures.js';
