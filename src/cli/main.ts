@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
-import { API_LISTEN, HOOK_LISTEN, LISTEN } from '../config/settings.js';
+import { ALLOW_REMOTE_EXTPROC, API_LISTEN, EXTPROC_TLS, HOOK_CONFIG, HOOK_LISTEN, LISTEN, LOG_LEVEL } from '../config/settings.js';
 import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
@@ -191,10 +191,10 @@ export function buildProgram(): Command {
     .command('serve')
     .description('Run the sidecar: the ext_proc gRPC server Envoy sends token responses to.\nReads DATABASE_URL and TOKEN_TAP_KEYS (id1:base64key,id0:base64key; first is active).')
     .option('--listen <address>', `ext_proc gRPC listen address: unix:/path or a loopback HOST:PORT (env ${LISTEN.name}, default ${LISTEN.default})`, undefined)
-    .option('--allow-remote-extproc', 'let ext_proc listen beyond loopback (env TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true); use mTLS: TOKEN_TAP_EXTPROC_TLS_CERT, _KEY, _CLIENT_CA')
+    .option('--allow-remote-extproc', `let ext_proc listen beyond loopback (env ${ALLOW_REMOTE_EXTPROC.name}=true); use mTLS: ${EXTPROC_TLS.cert}, ${EXTPROC_TLS.key}, ${EXTPROC_TLS.clientCa}`)
     .option('--api-listen <host:port>', `TokenVault gRPC API listen address, or "off" (env ${API_LISTEN.name}, default ${API_LISTEN.default})`)
-    .option('--hook-listen <host:port>', `Okta token inline hook (HTTP, POST /okta/token-hook) listen address, or "off" (env ${HOOK_LISTEN.name}, default ${HOOK_LISTEN.default}); needs TOKEN_TAP_HOOK_CONFIG`)
-    .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL)')
+    .option('--hook-listen <host:port>', `Okta token inline hook (HTTP, POST /okta/token-hook) listen address, or "off" (env ${HOOK_LISTEN.name}, default ${HOOK_LISTEN.default}); needs ${HOOK_CONFIG.name}`)
+    .option('--log-level <level>', `fatal|error|warn|info|debug|trace|silent (env ${LOG_LEVEL.name}, default ${LOG_LEVEL.default})`)
     .action(serve);
 
   program
@@ -204,7 +204,7 @@ export function buildProgram(): Command {
     .option('--userinfo <name=url>', "an IdP's profile endpoint, for IdPs without id_token (GitHub: https://api.github.com/user); Okta's user info URL becomes /idp/NAME/userinfo", collect, [])
     .option('--userinfo-subject <name=field>', 'where the user id sits in that profile (default: sub, then id, then user_id), e.g. x=data.id', collect, [])
     .option('--listen <host:port>', 'where Okta reaches Envoy', '0.0.0.0:8080')
-    .option('--sidecar <address>', 'the token-tap sidecar (ext_proc): unix:/path (a socket shared with the sidecar) or HOST:PORT', '127.0.0.1:50051')
+    .option('--sidecar <address>', 'the token-tap sidecar (ext_proc): unix:/path (a socket shared with the sidecar) or HOST:PORT', LISTEN.default)
     .option('--sidecar-tls-cert <file>', "mTLS to a sidecar beyond loopback: Envoy's client certificate (PEM)")
     .option('--sidecar-tls-key <file>', 'the PEM private key for --sidecar-tls-cert')
     .option('--sidecar-ca <file>', "the CA bundle the sidecar's certificate chains to")

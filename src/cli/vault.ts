@@ -14,6 +14,7 @@ import { VaultError } from '../store/errors.js';
 import { listGrants, type GrantSummaryRecord } from '../store/grant-listing.js';
 import type { IdpClients } from '../idp/client.js';
 import { IDP_CONFIG_ENV } from '../config/idp-file.js';
+import { DATABASE_URL, EVENT_RETENTION, GRANT_RETENTION, KEYS, PURGE_INTERVAL, readSet } from '../config/settings.js';
 import { loadCliConfig, type CliNeeds } from '../config/cli.js';
 import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';
 import { GrantRefresher } from '../operations/refresh.js';
@@ -284,13 +285,13 @@ function registerGrantCommands(program: Command): void {
     .option('--all-idps', 'every IdP (instead of --idp)', false)
     .option('--subject <sub>', "the user's subject")
     .option('--email <email>', "instead: every grant whose email claim matches (case-insensitive)")
-    .option('--revoke-at-idp', `revoke the tokens at the IdP first (needs TOKEN_TAP_KEYS and ${IDP_CONFIG_ENV})`, false)
+    .option('--revoke-at-idp', `revoke the tokens at the IdP first (needs ${KEYS.name} and ${IDP_CONFIG_ENV})`, false)
     .action(async (options: { idp?: string; allIdps: boolean; subject?: string; email?: string; revokeAtIdp: boolean }) => {
       const problems: string[] = [];
       if (Boolean(options.idp) === options.allIdps) problems.push('give either --idp NAME or --all-idps');
       if (Boolean(options.subject) === Boolean(options.email)) problems.push('give either --subject SUB or --email EMAIL');
       if (problems.length > 0) throw new Error(problems.join('\n'));
-      const needs = { keys: options.revokeAtIdp || Boolean(process.env.TOKEN_TAP_KEYS), idps: options.revokeAtIdp };
+      const needs = { keys: options.revokeAtIdp || Boolean(readSet(process.env, KEYS)), idps: options.revokeAtIdp };
       printJson(
         await audited('DeleteSubject', needs, { idp: options.idp, subject: options.subject }, async ({ pool, store, clients, ring }, event) => {
           const revoker = options.revokeAtIdp ? new GrantRevoker({ pool, store, clients }) : undefined;
@@ -307,19 +308,19 @@ function registerUpkeepCommands(program: Command): void {
     .command('purge')
     .description(
       'Delete grants not updated for longer than an age, and capture and access events, quarantined captures and tombstones older than another.\n' +
-        'Ages default to TOKEN_TAP_GRANT_RETENTION and TOKEN_TAP_EVENT_RETENTION (e.g. 90d, 12h). Reads DATABASE_URL.\n' +
-        'The sidecar runs the same purge itself every TOKEN_TAP_PURGE_INTERVAL when that is set.',
+        `Ages default to ${GRANT_RETENTION.name} and ${EVENT_RETENTION.name} (e.g. 90d, 12h). Reads ${DATABASE_URL.name}.\n` +
+        `The sidecar runs the same purge itself every ${PURGE_INTERVAL.name} when that is set.`,
     )
-    .option('--grants-older-than <age>', 'e.g. 90d (env TOKEN_TAP_GRANT_RETENTION)')
-    .option('--events-older-than <age>', 'e.g. 365d (env TOKEN_TAP_EVENT_RETENTION)')
+    .option('--grants-older-than <age>', `e.g. 90d (env ${GRANT_RETENTION.name})`)
+    .option('--events-older-than <age>', `e.g. 365d (env ${EVENT_RETENTION.name})`)
     .action(async (options: { grantsOlderThan?: string; eventsOlderThan?: string }) => {
       const problems: string[] = [];
       const policy: RetentionPolicy = {
-        grantsOlderThanMs: readAge(options.grantsOlderThan ?? process.env.TOKEN_TAP_GRANT_RETENTION, '--grants-older-than', problems),
-        eventsOlderThanMs: readAge(options.eventsOlderThan ?? process.env.TOKEN_TAP_EVENT_RETENTION, '--events-older-than', problems),
+        grantsOlderThanMs: readAge(options.grantsOlderThan ?? process.env[GRANT_RETENTION.name], '--grants-older-than', problems),
+        eventsOlderThanMs: readAge(options.eventsOlderThan ?? process.env[EVENT_RETENTION.name], '--events-older-than', problems),
       };
       if (problems.length === 0 && policy.grantsOlderThanMs === undefined && policy.eventsOlderThanMs === undefined) {
-        problems.push('nothing to purge: give --grants-older-than and/or --events-older-than (or set TOKEN_TAP_GRANT_RETENTION / TOKEN_TAP_EVENT_RETENTION)');
+        problems.push(`nothing to purge: give --grants-older-than and/or --events-older-than (or set ${GRANT_RETENTION.name} / ${EVENT_RETENTION.name})`);
       }
       if (problems.length > 0) throw new Error(problems.join('\n'));
       printJson(

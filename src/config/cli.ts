@@ -6,6 +6,7 @@ import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import type { CommitDurability } from '../store/pool-settings.js';
 import { loadIdpClients } from './idp-file.js';
 import { readCommitDurability } from './postgres.js';
+import { DATABASE_URL, FINGERPRINT_KEY, KEYS, readSet, SEAL_FORMAT } from './settings.js';
 import { ConfigError } from './values.js';
 
 export interface CliNeeds {
@@ -26,15 +27,15 @@ export interface CliConfig {
 
 export function loadCliConfig(env: NodeJS.ProcessEnv, needs: CliNeeds): CliConfig {
   const problems: string[] = [];
-  const databaseUrl = env.DATABASE_URL ?? '';
+  const databaseUrl = readSet(env, DATABASE_URL) ?? '';
   if (!databaseUrl) problems.push('DATABASE_URL is not set: set it to the Postgres connection string the sidecar uses');
   let keyRing: KeyRing | undefined;
   if (needs.keys) {
     try {
-      keyRing = parseKeyRing(env.TOKEN_TAP_KEYS ?? '', env.TOKEN_TAP_FINGERPRINT_KEY, env.TOKEN_TAP_SEAL_FORMAT);
+      keyRing = parseKeyRing(readSet(env, KEYS) ?? '', env[FINGERPRINT_KEY.name], env[SEAL_FORMAT.name]);
     } catch (error) {
       if (!(error instanceof KeyRingError)) throw error;
-      problems.push(env.TOKEN_TAP_KEYS ? error.message : 'TOKEN_TAP_KEYS is not set: set it to the key ring the sidecar uses');
+      problems.push(readSet(env, KEYS) ? error.message : 'TOKEN_TAP_KEYS is not set: set it to the key ring the sidecar uses');
     }
   }
   const idpClients: IdpClients = needs.idps ? loadIdpClients(env, problems) : new Map();

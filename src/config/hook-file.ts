@@ -16,9 +16,9 @@
 //       allow_unverified: false
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { readHttpsUrl, readSecretReference, readYamlFile } from './values.js';
+import { HOOK_CONFIG } from './settings.js';
 
-export const HOOK_CONFIG_ENV = 'TOKEN_TAP_HOOK_CONFIG';
-
+export const HOOK_CONFIG_ENV = HOOK_CONFIG.name;
 
 /**
  * Claim names Okta will not let a hook add (DESIGN §6a, Okta's token inline hook reference). Upstream

@@ -18,10 +18,11 @@ import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { readHttpsUrl, readSecretReference, readYamlFile } from './values.js';
 import { AUTH_METHODS, IdpClient, type AuthMethod, type IdpClients } from '../idp/client.js';
 import type { IdpVerificationSettings } from '../idp/verify.js';
+import { IDP_CONFIG } from './settings.js';
 
 export type { IdpVerificationSettings };
 
-export const IDP_CONFIG_ENV = 'TOKEN_TAP_IDP_CONFIG';
+export const IDP_CONFIG_ENV = IDP_CONFIG.name;
 
 /** Fields of the refresh/revocation client; an entry with none of them is for verification only. */
 const CLIENT_FIELDS = ['token_url', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method'];

@@ -9,7 +9,7 @@ import { parseRouteIdps, type RouteIdps } from './route-idps.js';
 import { readTlsFiles, readTokenVaultConfig, type ApiTls, type TokenVaultConfig } from './token-vault.js';
 import { ConfigError, formatListenAddress, isLoopbackOnly, parseHostPort, parseListenAddress, type HostPort, type ListenAddress } from './values.js';
 import * as settings from './settings.js';
-import { readFlag, readInteger } from './settings.js';
+import { readFlag, readInteger, readSet, readText } from './settings.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
 
@@ -103,7 +103,7 @@ export const DEFAULT_OPS_LISTEN = settings.OPS_LISTEN.default;
 export const DEFAULT_SPOOL_DIR = settings.SPOOL_DIR.default;
 /** TOKEN_TAP_SPOOL_DIR, absolute (relative to the working directory); `keys rotate` reads it too. */
 export function spoolDirFrom(env: NodeJS.ProcessEnv): string {
-  return path.resolve(env.TOKEN_TAP_SPOOL_DIR || DEFAULT_SPOOL_DIR);
+  return path.resolve(readText(env, settings.SPOOL_DIR, { orBlank: true }));
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -113,7 +113,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
 
   let listen: ListenAddress = parseHostPort(DEFAULT_SIDECAR_LISTEN, '--listen');
   try {
-    listen = parseListenAddress(flags.listen ?? env.TOKEN_TAP_LISTEN ?? DEFAULT_SIDECAR_LISTEN, '--listen');
+    listen = parseListenAddress(flags.listen ?? readText(env, settings.LISTEN), '--listen');
   } catch (error) {
     problems.push((error as Error).message);
   }
@@ -126,12 +126,12 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
         'with TOKEN_TAP_EXTPROC_TLS_CERT, _KEY and _CLIENT_CA for mTLS to Envoy',
     );
   }
-  const extProcTls = readTlsFiles(env, 'TOKEN_TAP_EXTPROC_TLS', problems);
+  const extProcTls = readTlsFiles(env, settings.EXTPROC_TLS, problems);
   // A remote ext_proc is defended by mTLS: without it, whoever gets past the network (a NetworkPolicy
   // that is missing, misapplied or not enforced by the CNI) writes grants. Going without it takes a
   // second, explicit opt-in.
   const allowRemoteExtProcWithoutMtls = readFlag(env, settings.ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS, problems);
-  if (allowRemoteExtProc && !env.TOKEN_TAP_EXTPROC_TLS_CLIENT_CA && !allowRemoteExtProcWithoutMtls) {
+  if (allowRemoteExtProc && !env[settings.EXTPROC_TLS.clientCa] && !allowRemoteExtProcWithoutMtls) {
     problems.push(
       '--allow-remote-extproc (TOKEN_TAP_ALLOW_REMOTE_EXTPROC) needs mTLS to Envoy: set TOKEN_TAP_EXTPROC_TLS_CERT, TOKEN_TAP_EXTPROC_TLS_KEY and TOKEN_TAP_EXTPROC_TLS_CLIENT_CA ' +
         '(Envoy must present a certificate that CA signed); only where a NetworkPolicy alone guards ext_proc, set TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true',
@@ -141,7 +141,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     problems.push('TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true only means something with --allow-remote-extproc (TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true): unset it');
   }
 
-  const databaseUrl = env.DATABASE_URL ?? '';
+  const databaseUrl = readSet(env, settings.DATABASE_URL) ?? '';
   if (databaseUrl === '') {
     problems.push('DATABASE_URL is not set: set it to a Postgres connection string, e.g. postgres://user:pass@host:5432/db');
   } else if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
@@ -149,19 +149,19 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   }
 
   let keyRing: KeyRing | undefined;
-  const keys = env.TOKEN_TAP_KEYS ?? '';
+  const keys = readSet(env, settings.KEYS) ?? '';
   if (keys === '') {
     problems.push('TOKEN_TAP_KEYS is not set: set it to "k1:<32 random bytes, base64>" (generate with: openssl rand -base64 32)');
   } else {
     try {
-      keyRing = parseKeyRing(keys, env.TOKEN_TAP_FINGERPRINT_KEY, env.TOKEN_TAP_SEAL_FORMAT);
+      keyRing = parseKeyRing(keys, env[settings.FINGERPRINT_KEY.name], env[settings.SEAL_FORMAT.name]);
     } catch (error) {
       if (!(error instanceof KeyRingError)) throw error;
       problems.push(error.message);
     }
   }
 
-  const logLevel = (flags.logLevel ?? env.LOG_LEVEL ?? settings.LOG_LEVEL.default).toLowerCase();
+  const logLevel = (flags.logLevel ?? readText(env, settings.LOG_LEVEL)).toLowerCase();
   if (!LOG_LEVELS.includes(logLevel)) problems.push(`log level must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
 
   const maxBodyBytes = readInteger(env, settings.MAX_BODY_BYTES, problems);
@@ -175,7 +175,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const spoolGraceSeconds = readInteger(env, settings.SPOOL_GRACE_SECONDS, problems);
   let opsListen: HostPort = parseHostPort(DEFAULT_OPS_LISTEN, 'TOKEN_TAP_OPS_LISTEN');
   try {
-    opsListen = parseHostPort(env.TOKEN_TAP_OPS_LISTEN || DEFAULT_OPS_LISTEN, 'TOKEN_TAP_OPS_LISTEN');
+    opsListen = parseHostPort(readText(env, settings.OPS_LISTEN, { orBlank: true }), settings.OPS_LISTEN.name);
   } catch (error) {
     problems.push((error as Error).message);
   }
@@ -190,7 +190,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const jwksCooldownMs = readInteger(env, settings.JWKS_COOLDOWN_MS, problems);
   const maxWaitMs = readInteger(env, settings.VERIFY_MAX_WAIT_MS, problems);
   const hook = readHook(env, flags, problems);
-  const routeIdps = parseRouteIdps(env.TOKEN_TAP_ROUTE_IDPS, problems);
+  const routeIdps = parseRouteIdps(readSet(env, settings.ROUTE_IDPS), problems, settings.ROUTE_IDPS.name);
   const refusalSummaryMs = readInteger(env, settings.REFUSAL_SUMMARY_MS, problems);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
@@ -225,7 +225,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
 }
 
 function readHook(env: NodeJS.ProcessEnv, flags: SidecarFlags, problems: string[]): SidecarConfig['hook'] {
-  const listenText = flags.hookListen ?? env.TOKEN_TAP_HOOK_LISTEN ?? settings.HOOK_LISTEN.default;
+  const listenText = flags.hookListen ?? readText(env, settings.HOOK_LISTEN);
   if (listenText.trim().toLowerCase() === 'off') {
     if (env[HOOK_CONFIG_ENV]) problems.push(`${HOOK_CONFIG_ENV} is set but the Okta hook listener is off: set --hook-listen HOST:PORT (TOKEN_TAP_HOOK_LISTEN), or unset ${HOOK_CONFIG_ENV}`);
     return undefined;

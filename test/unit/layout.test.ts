@@ -95,7 +95,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     store: 'grants and access events (handed in by sidecar.ts)',
   },
   ops: {
-    config: 'health and HTTP parse addresses',
+    config: 'health and HTTP parse addresses; the Envoy binary setting (TOKEN_TAP_ENVOY)',
     ingest: 'health reads Postgres availability',
     lib: 'polling for Envoy to start',
   },

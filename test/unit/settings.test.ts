@@ -1,38 +1,60 @@
-// The declared settings (src/config/settings.ts) are the one place a default is written: the loaders read
-// through them, and docs/configuration.md's table must agree with them on every name and default.
-import { readFileSync } from 'node:fs';
+// The declared settings (src/config/settings.ts) are the one place a variable, its default and its doc are
+// written: the loaders read through them, and docs/configuration.md's table is rendered from them.
+import { readdirSync, readFileSync } from 'node:fs';
+import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
-import { documentedDefault, renderSettingsTable, SETTINGS } from '../../src/config/settings.js';
+import { MAX_BODY_BYTES, REFRESH_APPLY_WINDOW_MS, SETTINGS, settingNames } from '../../src/config/settings.js';
+import { documentedDefault, RENDER_COMMAND, renderSettingsTable, TABLE_END, TABLE_START, withRenderedTable } from '../../src/config/settings-docs.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { ConfigError } from '../../src/config/values.js';
 
 const CONFIGURATION_DOC = fileURLToPath(new URL('../../../docs/configuration.md', import.meta.url));
+const SOURCE = fileURLToPath(new URL('../../../src/', import.meta.url));
 const FAILURE_BEHAVIOUR_DOC = fileURLToPath(new URL('../../../docs/failure-behaviour.md', import.meta.url));
 const valid = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
 
-/** The default cell of the docs table row of `name`, or undefined when it has no row of its own. */
-function documentedRow(doc: string, name: string): string | undefined {
-  const row = doc.split('\n').find((line) => line.startsWith(`| \`${name}\` |`));
-  return row?.split(' | ')[1];
-}
-
 describe('declared settings', () => {
   it('each variable is declared once', () => {
-    const names = SETTINGS.map((setting) => setting.name);
+    const names = SETTINGS.flatMap(settingNames);
     expect(new Set(names).size).to.equal(names.length);
   });
 
-  it('docs/configuration.md has a row for each declared variable, with its declared default', () => {
+  it('docs/configuration.md holds exactly the table rendered from the declarations', () => {
     const doc = readFileSync(CONFIGURATION_DOC, 'utf8');
-    const disagreeing = SETTINGS.filter((setting) => documentedRow(doc, setting.name) !== documentedDefault(setting)).map(
-      (setting) => `${setting.name}: declared ${documentedDefault(setting)}, documented ${documentedRow(doc, setting.name) ?? '(no row)'}`,
-    );
-    expect(disagreeing, `docs/configuration.md disagrees with src/config/settings.ts; the declared rows are:\n${renderSettingsTable()}`).to.deep.equal([]);
+    expect(doc).to.contain(TABLE_START).and.contain(TABLE_END);
+    const rendered = withRenderedTable(doc);
+    const stale = doc.split('\n').filter((line) => line.startsWith('| `') && !rendered.includes(`${line}\n`));
+    expect(doc === rendered, `docs/configuration.md's settings table differs from src/config/settings.ts: run \`${RENDER_COMMAND}\`. Rows not as declared:\n${stale.join('\n')}`).to.equal(true);
+  });
+
+  it('renders a TLS group as two rows, and a test-only variable as none', () => {
+    const table = renderSettingsTable();
+    expect(table).to.contain('| `TOKEN_TAP_API_TLS_CERT`, `_KEY` | (none) |').and.contain('| `TOKEN_TAP_API_TLS_CLIENT_CA` | (none) |');
+    expect(table).not.to.contain('TOKEN_TAP_FAULT_INJECTION');
+  });
+
+  it("a secret's row never shows a value: it has no default, and its default cell says what happens without it", () => {
+    const secrets = SETTINGS.filter((setting) => setting.kind === 'secret');
+    expect(secrets.map((setting) => setting.name)).to.include.members(['TOKEN_TAP_KEYS', 'TOKEN_TAP_FINGERPRINT_KEY']);
+    for (const secret of secrets) {
+      expect(secret).not.to.have.property('default');
+      expect(documentedDefault(secret)).to.match(/^\([^`]+\)$/);
+    }
+  });
+
+  it('the loaders, the CLI and the sidecar read no variable by a literal name: each goes through its declaration', () => {
+    const files = ['config', 'cli'].flatMap((folder) => readdirSync(path.join(SOURCE, folder)).map((name) => path.join(SOURCE, folder, name)));
+    // NODE_ENV is Node's; DEMO_IDP_CLIENT_SECRET belongs to the demo IdP command alone.
+    const literal = /\benv(?:\.(?!NODE_ENV\b|DEMO_IDP_CLIENT_SECRET\b)[A-Z][A-Z0-9_]*|\[\s*['"`])|\b(?:positiveInteger|nonNegativeInteger|readBoolean)\(\s*env\s*,\s*['"`]/;
+    const found = [...files, path.join(SOURCE, 'sidecar.ts')]
+      .filter((file) => file.endsWith('.ts'))
+      .flatMap((file) => readFileSync(file, 'utf8').split('\n').map((line, index) => `${path.relative(SOURCE, file)}:${index + 1}: ${line.trim()}`).filter((line) => literal.test(line)));
+    expect(found).to.deep.equal([]);
   });
 
   it("docs/failure-behaviour.md's settings table, where it names declared variables, gives their declared defaults", () => {
-    const byName = new Map(SETTINGS.map((setting) => [setting.name, setting]));
+    const byName = new Map(SETTINGS.flatMap((setting) => settingNames(setting).map((name) => [name, setting] as const)));
     const unquoted = (text: string) => text.replaceAll('`', '').trim();
     const rows = readFileSync(FAILURE_BEHAVIOUR_DOC, 'utf8').split('\n').filter((line) => line.startsWith('| `TOKEN_TAP_'));
     const checked: string[] = [];
@@ -51,9 +73,9 @@ describe('declared settings', () => {
 
   it('the loader gives every declared default when nothing is set', () => {
     const config = loadSidecarConfig(valid);
-    expect(config.maxBodyBytes).to.equal(SETTINGS.find((setting) => setting.name === 'TOKEN_TAP_MAX_BODY_BYTES')!.default);
+    expect(config.maxBodyBytes).to.equal(MAX_BODY_BYTES.default);
     expect(config.spoolGraceMs).to.equal(60 * 1000);
-    expect(config.vault.refreshApplyWindowMs).to.equal(SETTINGS.find((setting) => setting.name === 'TOKEN_TAP_REFRESH_APPLY_WINDOW_MS')!.default);
+    expect(config.vault.refreshApplyWindowMs).to.equal(REFRESH_APPLY_WINDOW_MS.default);
     expect(config.extProcThread).to.equal(false);
   });
 
