@@ -216,10 +216,14 @@ export function loadHookConfig(env: NodeJS.ProcessEnv, problems: string[]): Hook
   if (!Array.isArray(root.providers) || root.providers.length === 0) {
     problems.push(`${file}: providers must be a list with one entry per Okta IdP`);
   } else {
+    // A repeated id is named by the positions, not by the id (no message quotes a value from the file).
+    const firstAt = new Map<string, number>();
     root.providers.forEach((value, index) => {
       const provider = readProvider(value, index, file, problems);
       if (!provider) return;
-      if (providers.has(provider.oktaIdpId)) problems.push(`${file}: providers[${index}]: okta_idp_id ${provider.oktaIdpId} is given twice`);
+      const first = firstAt.get(provider.oktaIdpId);
+      if (first !== undefined) problems.push(`${file}: providers[${index}]: okta_idp_id is given twice (as in providers[${first}])`);
+      else firstAt.set(provider.oktaIdpId, index);
       providers.set(provider.oktaIdpId, provider);
     });
   }

@@ -14,11 +14,12 @@
 //       client_secret_env: ACME_CLIENT_SECRET          # or client_secret_file: /run/secrets/acme
 //       revocation_url: https://acme.example/oauth2/revoke   # optional
 //       auth_method: client_secret_basic               # or client_secret_post
+import { z } from 'zod';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { readHttpsUrl, readSecretReference, readYamlFile } from './values.js';
-import { AUTH_METHODS, IdpClient, type AuthMethod, type IdpClients } from '../idp/client.js';
+import { AUTH_METHODS, IdpClient, type IdpClients } from '../idp/client.js';
 import type { IdpVerificationSettings } from '../idp/verify.js';
 import { IDP_CONFIG } from './settings.js';
+import { ALWAYS, addProblem, forbidden, httpsUrl, readYamlWithSchema, secretFromEnv, secretFromFile, strictMapping } from './yaml-schema.js';
 
 export type { IdpVerificationSettings };
 
@@ -26,7 +27,6 @@ export const IDP_CONFIG_ENV = IDP_CONFIG.name;
 
 /** Fields of the refresh/revocation client; an entry with none of them is for verification only. */
 const CLIENT_FIELDS = ['token_url', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method'];
-const FIELDS = new Set(['issuer', 'jwks_uri', 'client_id', 'timeout_ms', ...CLIENT_FIELDS]);
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 export interface IdpConfig {
@@ -35,64 +35,65 @@ export interface IdpConfig {
   verification: ReadonlyMap<string, IdpVerificationSettings>;
 }
 
-interface IdpEntry {
-  client: IdpClient | undefined;
-  verification: IdpVerificationSettings | undefined;
-}
-
-function readIssuer(value: unknown, where: string, problems: string[]): string | undefined {
-  const url = readHttpsUrl(value, where, problems);
-  if (!url) return undefined;
-  // An issuer identifier has no query or fragment (OIDC Discovery 2); it is kept as written, since
-  // `iss` is compared with it character for character.
-  if (url.search !== '' || url.hash !== '') {
-    problems.push(`${where} must have no query or fragment`);
-    return undefined;
-  }
-  return value as string;
-}
-
-function readIdp(name: string, value: unknown, file: string, env: NodeJS.ProcessEnv, problems: string[]): IdpEntry | undefined {
-  const where = `${file}: idps.${name}`;
-  const before = problems.length;
-  if (!isIdpName(name)) problems.push(`${where}: IdP name must be ${IDP_NAME_RULE} (the name in the Envoy route)`);
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    problems.push(`${where} must be a mapping with issuer and client_id, and/or token_url, client_id and client_secret_env or client_secret_file`);
-    return undefined;
-  }
-  const entry = value as Record<string, unknown>;
-  if ('client_secret' in entry) problems.push(`${where}: client_secret must not be written in the file; name an environment variable (client_secret_env) or a file (client_secret_file)`);
-  for (const field of Object.keys(entry)) {
-    if (!FIELDS.has(field) && field !== 'client_secret') problems.push(`${where}: unknown field "${field}" (known: ${[...FIELDS].join(', ')})`);
-  }
-  const clientId = entry.client_id;
-  if (typeof clientId !== 'string' || clientId === '') problems.push(`${where}.client_id must be a non-empty string`);
-  const timeoutMs = entry.timeout_ms ?? DEFAULT_TIMEOUT_MS;
-  if (typeof timeoutMs !== 'number' || !Number.isInteger(timeoutMs) || timeoutMs <= 0 || timeoutMs > 120_000) {
-    problems.push(`${where}.timeout_ms must be an integer from 1 to 120000`);
-  }
-
-  const verifies = entry.issuer !== undefined;
-  const issuer = verifies ? readIssuer(entry.issuer, `${where}.issuer`, problems) : undefined;
-  const jwksUri = entry.jwks_uri === undefined ? undefined : readHttpsUrl(entry.jwks_uri, `${where}.jwks_uri`, problems);
-  if (entry.jwks_uri !== undefined && !verifies) problems.push(`${where}.jwks_uri needs issuer (the pinned issuer its keys belong to)`);
-
-  // An entry naming only issuer and client_id is for an IdP the vault never refreshes.
-  const refreshes = CLIENT_FIELDS.some((field) => entry[field] !== undefined);
-  if (!refreshes && !verifies) {
-    problems.push(`${where}: give issuer (verification of captured id_tokens) and/or token_url with client_secret_env or client_secret_file (refresh)`);
-    return undefined;
-  }
-  const tokenUrl = refreshes ? readHttpsUrl(entry.token_url, `${where}.token_url`, problems) : undefined;
-  const revocationUrl = entry.revocation_url === undefined ? undefined : readHttpsUrl(entry.revocation_url, `${where}.revocation_url`, problems);
-  const authMethod = (entry.auth_method ?? 'client_secret_basic') as AuthMethod;
-  if (!AUTH_METHODS.includes(authMethod)) problems.push(`${where}.auth_method must be one of ${AUTH_METHODS.join(', ')}`);
-  const secret = refreshes ? readSecretReference(entry, { env: 'client_secret_env', file: 'client_secret_file' }, where, ` of IdP "${name}"`, env, problems) : undefined;
-  if (problems.length > before) return undefined;
+/**
+ * The fields of one IdP entry (no defaults here: the rules between fields read what was written;
+ * `toClient` and `loadIdpConfig` fill them in). Another block (an optional key, e.g. `refresh_token_policy`) joins
+ * here with its own schema; the rules between fields are in `entryRules`.
+ */
+export function idpEntryShape(env: NodeJS.ProcessEnv) {
   return {
-    client: refreshes && tokenUrl && secret ? new IdpClient({ idp: name, tokenUrl, revocationUrl, clientId: clientId as string, authMethod, timeoutMs: timeoutMs as number }, secret) : undefined,
-    verification: issuer ? { idp: name, issuer, jwksUri, clientId: clientId as string, timeoutMs: timeoutMs as number } : undefined,
+    issuer: httpsUrl({ noQuery: true }).optional(),
+    jwks_uri: httpsUrl().optional(),
+    client_id: z.string({ error: 'must be a non-empty string' }).min(1, 'must be a non-empty string'),
+    timeout_ms: z.number({ error: 'must be an integer from 1 to 120000' }).int('must be an integer from 1 to 120000').min(1, 'must be an integer from 1 to 120000').max(120_000, 'must be an integer from 1 to 120000').optional(),
+    token_url: httpsUrl().optional(),
+    client_secret_env: secretFromEnv(env, 'client_secret_env').optional(),
+    client_secret_file: secretFromFile().optional(),
+    revocation_url: httpsUrl().optional(),
+    auth_method: z.enum(AUTH_METHODS, { error: `must be one of ${AUTH_METHODS.join(', ')}` }).optional(),
+    client_secret: forbidden('must not be written in the file; name an environment variable (client_secret_env) or a file (client_secret_file)'),
   };
+}
+
+const ENTRY_MESSAGE = 'must be a mapping with issuer and client_id, and/or token_url, client_id and client_secret_env or client_secret_file';
+
+/** What one field cannot say alone: which fields go together. Runs even when a field failed (the entry is read as it is). */
+function entryRules(entry: unknown, ctx: z.RefinementCtx): void {
+  if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) return;
+  const fields = entry as Record<string, unknown>;
+  const verifies = fields.issuer !== undefined;
+  if (fields.jwks_uri !== undefined && !verifies) addProblem(ctx, ['jwks_uri'], 'needs issuer (the pinned issuer its keys belong to)');
+  // An entry naming only issuer and client_id is for an IdP the vault never refreshes.
+  const refreshes = CLIENT_FIELDS.some((field) => fields[field] !== undefined);
+  if (!refreshes && !verifies) addProblem(ctx, [], ': give issuer (verification of captured id_tokens) and/or token_url with client_secret_env or client_secret_file (refresh)');
+  if (!refreshes) return;
+  if (fields.token_url === undefined) addProblem(ctx, ['token_url'], 'must be a URL');
+  if ((fields.client_secret_env === undefined) === (fields.client_secret_file === undefined)) {
+    addProblem(ctx, [], ': give exactly one of client_secret_env (an environment variable name) or client_secret_file (a path)');
+  }
+}
+
+/** The schema of the file named by TOKEN_TAP_IDP_CONFIG; `env` holds the secrets its entries name. */
+export function idpFileSchema(env: NodeJS.ProcessEnv) {
+  const entry = strictMapping(idpEntryShape(env), ENTRY_MESSAGE, ['client_secret']).check(z.superRefine(entryRules, ALWAYS));
+  const idps = z.record(z.string(), entry, {
+    error: 'must be a mapping of IdP name to { issuer?, jwks_uri?, client_id, token_url?, client_secret_env | client_secret_file, revocation_url? }',
+  }).check(
+    z.superRefine((value, ctx) => {
+      if (value === null || typeof value !== 'object') return;
+      for (const name of Object.keys(value)) if (!isIdpName(name)) addProblem(ctx, [name], `: IdP name must be ${IDP_NAME_RULE} (the name in the Envoy route)`);
+    }, ALWAYS),
+  );
+  return strictMapping({ idps }, 'expected a mapping "idps:" of IdP name to its settings');
+}
+
+type IdpEntry = z.output<ReturnType<typeof idpFileSchema>>['idps'][string];
+
+function toClient(name: string, entry: IdpEntry): IdpClient | undefined {
+  const secret = entry.client_secret_env ?? entry.client_secret_file;
+  if (!entry.token_url || secret === undefined) return undefined;
+  const settings = { idp: name, tokenUrl: new URL(entry.token_url), revocationUrl: entry.revocation_url ? new URL(entry.revocation_url) : undefined };
+  return new IdpClient({ ...settings, clientId: entry.client_id, authMethod: entry.auth_method ?? 'client_secret_basic', timeoutMs: entry.timeout_ms ?? DEFAULT_TIMEOUT_MS }, secret);
 }
 
 /** The refresh/revocation clients of the file named by TOKEN_TAP_IDP_CONFIG. */
@@ -104,24 +105,14 @@ export function loadIdpClients(env: NodeJS.ProcessEnv, problems: string[]): IdpC
 export function loadIdpConfig(env: NodeJS.ProcessEnv, problems: string[]): IdpConfig {
   const clients = new Map<string, IdpClient>();
   const verification = new Map<string, IdpVerificationSettings>();
-  const config = { clients, verification };
   const file = env[IDP_CONFIG_ENV];
-  if (!file) return config;
-  const read = readYamlFile(file, IDP_CONFIG_ENV, problems);
-  if (!read) return config;
-  const root = read.root;
-  const idps = (root as { idps?: unknown } | null)?.idps;
-  if (idps === null || typeof idps !== 'object' || Array.isArray(idps)) {
-    problems.push(`${file}: expected a mapping "idps:" of IdP name to { issuer?, jwks_uri?, client_id, token_url?, client_secret_env | client_secret_file, revocation_url? }`);
-    return config;
+  const read = file ? readYamlWithSchema(file, IDP_CONFIG_ENV, idpFileSchema(env), problems) : undefined;
+  for (const [name, entry] of Object.entries(read?.idps ?? {})) {
+    const client = toClient(name, entry);
+    if (client) clients.set(name, client);
+    if (entry.issuer) {
+      verification.set(name, { idp: name, issuer: entry.issuer, jwksUri: entry.jwks_uri ? new URL(entry.jwks_uri) : undefined, clientId: entry.client_id, timeoutMs: entry.timeout_ms ?? DEFAULT_TIMEOUT_MS });
+    }
   }
-  for (const field of Object.keys(root as object)) {
-    if (field !== 'idps') problems.push(`${file}: unknown top-level field "${field}" (only "idps")`);
-  }
-  for (const [name, value] of Object.entries(idps as Record<string, unknown>)) {
-    const read = readIdp(name, value, file, env, problems);
-    if (read?.client) clients.set(name, read.client);
-    if (read?.verification) verification.set(name, read.verification);
-  }
-  return config;
+  return { clients, verification };
 }
