@@ -24,6 +24,7 @@ import { CapturePump } from './ingest/pump.js';
 import { CaptureSpool } from './ingest/spool.js';
 import { StoreState } from './ingest/postgres-availability.js';
 import { GrantStore } from './store/grants.js';
+import { sealQuarantined } from './ingest/quarantine.js';
 import { AccessEventLog } from './store/access-events.js';
 import { schedulePurge } from './store/purge.js';
 import { CaptureVerifier } from './idp/verify.js';
@@ -136,7 +137,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
     },
     applicationName: 'token-tap-api',
   });
-  const store = new GrantStore(pool, config.keyRing);
+  const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const apiMetrics = createApiMetrics(metrics.registry);
   refresher = new GrantRefresher({
     pool,
@@ -199,7 +200,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
     onError: () => metrics.postgresErrors.inc(),
   });
   const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
-  const store = new GrantStore(pool, config.keyRing);
+  const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const verifier = startVerifier(config, logger, metrics);
   const pump = new CapturePump({ spool, writer: store, verification: verifier, store: storeState, logger, metrics });
   const listenText = formatListenAddress(config.listen);
@@ -308,7 +309,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
       const { startHookServer } = await import('./hook/server.js');
       hook = await startHookServer({
         ...config.hook,
-        store: new GrantStore(hookPool, config.keyRing),
+        store: new GrantStore(hookPool, config.keyRing, sealQuarantined),
         audit: new AccessEventLog(hookPool),
         refusalAudit: new AccessEventLog(hookPool, { relaxedCommit: true }),
         refusalSummaryMs: config.refusalSummaryMs,

@@ -19,6 +19,7 @@ import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';
 import { GrantRefresher } from '../operations/refresh.js';
 import { GrantRevoker } from '../operations/revoke.js';
 import { GrantStore } from '../store/grants.js';
+import { sealQuarantined } from '../ingest/quarantine.js';
 import { grantToJson } from './grant-json.js';
 
 interface Vault {
@@ -64,7 +65,7 @@ export async function audited<T>(
   work: (vault: Vault, event: AccessEvent) => Promise<T>,
 ): Promise<T> {
   const { pool, ring, clients } = connect(needs);
-  const store = ring ? new GrantStore(pool, ring) : undefined;
+  const store = ring ? new GrantStore(pool, ring, sealQuarantined) : undefined;
   const vault: Vault = {
     pool,
     clients,

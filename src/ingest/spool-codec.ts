@@ -17,7 +17,7 @@ export const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 /** Key ids as TOKEN_TAP_KEYS allows them; anything else in a record's key id field is damage. */
 const KEY_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 
-/** A spool record's binding: its capture id, and that it is a spool record (the quarantine binds its own, store/quarantine.ts). */
+/** A spool record's binding: its capture id, and that it is a spool record (the quarantine binds its own, ingest/quarantine.ts). */
 function binding(captureId: string): FieldBinding {
   return { idp: 'spool', subject: captureId, field: 'capture' };
 }
