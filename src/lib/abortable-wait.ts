@@ -32,3 +32,13 @@ export function waitForWake(waiters: Set<() => void>, signal: AbortSignal): Prom
     signal.addEventListener('abort', done, { once: true });
   });
 }
+
+/** Waits for `promise`, but no longer than `ms` (a shutdown step that must not hold the process past its grace); its rejection passes through. */
+export async function waitAtMost(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
