@@ -106,6 +106,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     idp: 'the CLI builds IdP clients',
     ingest: 'the CLI reports spool keys; its grant store seals set-aside captures for the quarantine',
     keys: 'the CLI opens grants with the key ring',
+    lib: 'error message and code of a spool that cannot be counted',
     operations: 'the CLI reads, refreshes, revokes, erases, rotates keys and retries quarantined captures',
     ops: 'logs and metrics',
     'sidecar.ts': 'serve starts the sidecar',
