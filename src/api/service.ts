@@ -62,7 +62,7 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
  * Every string field of a request, before any Postgres work (the key check included): a bad one is
  * INVALID_ARGUMENT for this call alone. Messages name the field, never quote the value.
  */
-export function checkRequestStrings(request: unknown): void {
+function checkRequestStrings(request: unknown): void {
   if (typeof request !== 'object' || request === null) return;
   for (const [field, value] of Object.entries(request)) {
     if (typeof value !== 'string' || value === '') continue;

@@ -157,7 +157,7 @@ function censusOf(files: Map<string, Counted>, digestsComplete: boolean): HeldCe
 }
 
 /** held/ counted at a start (with the identities of its records); throws when held/ cannot be read. */
-export async function heldCensus(dir: string): Promise<HeldCensus> {
+async function heldCensus(dir: string): Promise<HeldCensus> {
   const errors: CensusError[] = [];
   const budget = { budget: MAX_HELD_DIGESTS };
   const files = await readHeld(dir, { digests: budget, errors, walkDamaged: false });

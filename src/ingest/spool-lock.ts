@@ -126,7 +126,7 @@ export class SpoolLockedError extends Error {
   override name = 'SpoolLockedError';
 }
 
-export function newWriter(): SpoolWriter {
+function newWriter(): SpoolWriter {
   return { id: randomBytes(8).toString('hex'), pid: process.pid, hostname: hostname(), since: new Date().toISOString() };
 }
 
