@@ -18,6 +18,7 @@ import { OKTA_HOOK_PATH } from '../src/contract.js';
 import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
 import { waitFor } from '../src/lib/wait-for.js';
 import { GrantStore } from '../src/store/grants.js';
+import { sealQuarantined } from '../src/ingest/quarantine.js';
 import { migrate } from '../src/store/migrate.js';
 import { startEnvoyFront } from '../test/support/envoy.js';
 import { freePort } from '../test/support/ports.js';
@@ -145,7 +146,7 @@ async function run(url: URL, rate: number, durationS: number, agent: http.Agent)
 const db = await createTestDatabase('bench_okta_hook');
 const keys = generateKeySpec('k1');
 await migrate(db.pool);
-const store = new GrantStore(db.pool, parseKeyRing(keys));
+const store = new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined);
 for (let start = 0; start < grantCount; start += 200) {
   await store.recordCaptures(Array.from({ length: Math.min(200, grantCount - start) }, (_, offset) => login(start + offset)));
 }

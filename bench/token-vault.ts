@@ -22,6 +22,7 @@ import { ApiKeyRepository } from '../src/api/api-keys.js';
 import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
 import { migrate } from '../src/store/migrate.js';
 import { GrantStore } from '../src/store/grants.js';
+import { sealQuarantined } from '../src/ingest/quarantine.js';
 import { freePort } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
 import { fakeJwt, log } from './common.js';
@@ -313,7 +314,7 @@ async function main(): Promise<void> {
   const loads: GrpcLoad[] = [];
   try {
     await migrate(db.pool);
-    const store = new GrantStore(db.pool, parseKeyRing(keys));
+    const store = new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined);
     for (let first = 0; first < grantCount; first += 200) {
       await store.recordCaptures(Array.from({ length: Math.min(200, grantCount - first) }, (_, index) => login(`user-${first + index}`)));
     }

@@ -16,6 +16,7 @@ import { CaptureSpool } from '../src/ingest/spool.js';
 import { parseKeyRing } from '../src/keys/key-ring.js';
 import { createMetrics } from '../src/ops/metrics.js';
 import { GrantStore } from '../src/store/grants.js';
+import { sealQuarantined } from '../src/ingest/quarantine.js';
 import { migrate } from '../src/store/migrate.js';
 
 /** Test keys only: published with the fixtures on purpose. */
@@ -77,7 +78,7 @@ try {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(out, { recursive: true });
   await migrate(pool);
-  const store = new GrantStore(pool, ring);
+  const store = new GrantStore(pool, ring, sealQuarantined);
   // In Postgres: a verified grant with every token, a held grant (no id_token) and an IdP error.
   await store.recordCaptures([
     login('entra', 'alice', 1),

@@ -5,8 +5,6 @@
 import os from 'node:os';
 import type { Logger } from 'pino';
 import type pg from 'pg';
-import { captureFrom } from './capture/capture.js';
-import { profileCaptureFrom } from './capture/profile.js';
 import { startTokenVault, type TokenVault } from './api/server.js';
 import type { ObservedResponse } from './capture/types.js';
 import { resolveRoute } from './config/route-idps.js';
@@ -16,6 +14,8 @@ import { startExtProcListener, type ExtProcListener } from './extproc/listener.j
 import { startExtProcThread } from './extproc/thread.js';
 import { CaptureIntake } from './ingest/intake.js';
 import { CaptureRefusals } from './ingest/capture-refusals.js';
+import { waitAtMost } from './lib/abortable-wait.js';
+import { captureDispatch } from './ingest/dispatch.js';
 import { SidecarHealth } from './ops/health.js';
 import { startOpsServer, type OpsServer } from './ops/http.js';
 import { createMetrics, type Metrics } from './ops/metrics.js';
@@ -24,6 +24,7 @@ import { CapturePump } from './ingest/pump.js';
 import { CaptureSpool } from './ingest/spool.js';
 import { StoreState } from './ingest/postgres-availability.js';
 import { GrantStore } from './store/grants.js';
+import { sealQuarantined } from './ingest/quarantine.js';
 import { AccessEventLog } from './store/access-events.js';
 import { schedulePurge } from './store/purge.js';
 import { CaptureVerifier } from './idp/verify.js';
@@ -67,13 +68,6 @@ export interface SidecarDependencies {
   metrics?: Metrics;
   /** Test-only: run by the refresher once an IdP's answer is durable, before it is applied (cli/refresh-fault.ts). */
   afterRefreshAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
-}
-
-/** Waits for `promise`, but no longer than `ms`. */
-async function within(promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
-  clearTimeout(timer);
 }
 
 /**
@@ -136,7 +130,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
     },
     applicationName: 'token-tap-api',
   });
-  const store = new GrantStore(pool, config.keyRing);
+  const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const apiMetrics = createApiMetrics(metrics.registry);
   refresher = new GrantRefresher({
     pool,
@@ -199,7 +193,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
     onError: () => metrics.postgresErrors.inc(),
   });
   const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
-  const store = new GrantStore(pool, config.keyRing);
+  const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const verifier = startVerifier(config, logger, metrics);
   const pump = new CapturePump({ spool, writer: store, verification: verifier, store: storeState, logger, metrics });
   const listenText = formatListenAddress(config.listen);
@@ -213,31 +207,14 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
   // Responses that hold no token: the first of a kind per interval is spooled, the rest counted.
   const refusals = new CaptureRefusals({ store, logger, metrics, intervalMs: config.refusalSummaryMs });
 
-  const onResponse = (observed: ObservedResponse): void => {
-    const route = resolveRoute(observed, config.routeIdps);
-    if (!route.idp) {
-      metrics.unnamedRoutes.inc();
-      logger.warn(
-        { httpStatus: observed.status, routeName: observed.routeName, routeKeys: route.keys },
-        'token response on a route that names no IdP (no x-token-tap-idp metadata, no TOKEN_TAP_ROUTE_IDPS entry for the route); not stored',
-      );
-      return;
-    }
-    const named = { ...observed, idp: route.idp };
-    if (observed.routeKind === 'token') {
-      const capture = captureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
-      if (refusals.admit(capture)) pump.enqueue(capture);
-      return;
-    }
-    const reading = profileCaptureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
-    // A profile refused by its bounds, or cut short, holds no token: summarised as token responses are.
-    if (reading.kind === 'capture') {
-      if (refusals.admit(reading.capture)) pump.enqueue(reading.capture);
-    } else {
-      metrics.captures.inc({ idp: route.idp, outcome: 'profile_skipped' });
-      logger.debug({ idp: route.idp, reason: reading.reason }, 'profile response not used');
-    }
-  };
+  const onResponse = captureDispatch({
+    resolveRoute: (observed) => resolveRoute(observed, config.routeIdps),
+    maxBodyBytes: config.maxBodyBytes,
+    refusals,
+    pump,
+    metrics,
+    logger,
+  });
 
   const intake = new CaptureIntake({ handle: onResponse, gatherMs: config.captureGatherMs, maxBacklog: config.captureBacklog, logger, metrics });
   const streams = { onResponse: (observed: ObservedResponse) => intake.take(observed), logger, metrics };
@@ -308,7 +285,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
       const { startHookServer } = await import('./hook/server.js');
       hook = await startHookServer({
         ...config.hook,
-        store: new GrantStore(hookPool, config.keyRing),
+        store: new GrantStore(hookPool, config.keyRing, sealQuarantined),
         audit: new AccessEventLog(hookPool),
         refusalAudit: new AccessEventLog(hookPool, { relaxedCommit: true }),
         refusalSummaryMs: config.refusalSummaryMs,
@@ -360,18 +337,18 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
         // A write or connect stuck on a dead Postgres must not hold the process past its grace.
         const remaining = () => Math.max(250, deadline - Date.now());
         // The counts of summarised responses, after the first of each kind (in the pump's drain).
-        await within(refusals.close(), remaining());
-        await within(pump.close(), remaining());
-        await within(storeState.close(), remaining());
+        await waitAtMost(refusals.close(), remaining());
+        await waitAtMost(pump.close(), remaining());
+        await waitAtMost(storeState.close(), remaining());
         // A refresh in flight may still have to spool the IdP's answer (its outbox): the API is
         // closed before the spool. What it spools now is replayed at the next start.
-        await within(vaultClosed, remaining());
+        await waitAtMost(vaultClosed, remaining());
         await spool.close();
         if (drained) logger.info('every capture is in Postgres');
         else logger.warn({ spooled: spool.depth, spool: config.spoolDir }, 'stopping before every capture reached Postgres; the rest stays in the spool for the next start');
         await ops?.close();
-        if (hookClosed) await within(hookClosed, remaining());
-        await within(pool.end().catch(() => undefined), remaining());
+        if (hookClosed) await waitAtMost(hookClosed, remaining());
+        await waitAtMost(pool.end().catch(() => undefined), remaining());
       })();
       return closing;
     },

@@ -12,11 +12,12 @@ import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { DecryptError, type KeyRing } from '../keys/key-ring.js';
 import { isPostgresUnavailable } from '../store/pool.js';
 import { eraseUser } from '../operations/erase.js';
-import { grantNotFound, VaultError } from '../store/errors.js';
+import { getGrant } from '../operations/get.js';
+import { VaultError } from '../store/errors.js';
 import { listGrants, subjectsByEmail, type GrantPosition } from '../store/grant-listing.js';
 import type { GrantRefresher } from '../operations/refresh.js';
 import type { GrantRevoker } from '../operations/revoke.js';
-import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
+import type { GrantRow, GrantStore } from '../store/grants.js';
 import { AccessDenied, authorize, mayDo, type Authenticator, type Caller } from './auth.js';
 import type { ApiMetrics } from './metrics.js';
 import type {
@@ -61,7 +62,7 @@ const CONTROL_CHARACTER = /[\u0000-\u001f\u007f-\u009f]/;
  * Every string field of a request, before any Postgres work (the key check included): a bad one is
  * INVALID_ARGUMENT for this call alone. Messages name the field, never quote the value.
  */
-export function checkRequestStrings(request: unknown): void {
+function checkRequestStrings(request: unknown): void {
   if (typeof request !== 'object' || request === null) return;
   for (const [field, value] of Object.entries(request)) {
     if (typeof value !== 'string' || value === '') continue;
@@ -282,14 +283,6 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     return notes.subject;
   }
 
-  /** The grant, from the row read with the key check when there is one. */
-  async function readGrant(idp: string, subject: string, prefetched: GrantRow | undefined): Promise<GrantRecord> {
-    const grant = prefetched ? store.decrypt(prefetched) : await store.findGrant(idp, subject);
-    if (!grant) throw grantNotFound(idp, subject);
-    if (grant.status === 'revoked') throw new VaultError(`grant (${idp}, ${subject}) is revoked: the user must sign in again`, 'failed_precondition');
-    return grant;
-  }
-
   const bySubject = (request: UserSelector) =>
     request.idp && request.subject && request.user !== 'email' && request.subject.length <= MAX_NAME_LENGTH ? { idp: request.idp, subject: request.subject } : undefined;
 
@@ -300,23 +293,10 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     if (request.include_refresh_token) operations.push('read_refresh_token');
     authorize(caller, operations, idp);
     const subject = await subjectOf(request, idp, notes);
-    const readAt = new Date();
-    let grant = await readGrant(idp, subject, prefetched);
-    const windowSeconds = request.refresh_if_expires_within_seconds || (mayDo(caller, 'refresh') ? options.autoRefreshSeconds : 0);
-    const expiresAt = grant.accessTokenExpiresAt?.getTime();
-    let refreshed = false;
-    if (windowSeconds > 0 && expiresAt !== undefined && expiresAt - Date.now() < windowSeconds * 1000 && grant.refreshToken) {
-      try {
-        const result = await refresher.refresh(idp, subject, { arrivedAt: readAt, onlyIfExpiringWithinMs: windowSeconds * 1000, waitUntil });
-        grant = result.grant;
-        refreshed = result.refreshedByThisCall;
-        notes.detail = [notes.detail, refreshed ? 'refreshed at the IdP first' : undefined].filter(Boolean).join('; ') || undefined;
-      } catch (error) {
-        // An IdP that is down should not take away a token that still works.
-        if (!(error instanceof VaultError && error.outcome === 'unavailable' && expiresAt > Date.now())) throw error;
-        notes.detail = `automatic refresh failed (${error.message}); served the current access token`;
-      }
-    }
+    const refreshWithinSeconds = request.refresh_if_expires_within_seconds || (mayDo(caller, 'refresh') ? options.autoRefreshSeconds : 0);
+    const { grant, refreshed, refreshFailed } = await getGrant({ store, refresher }, { idp, subject, prefetched, refuseRevoked: true, refreshWithinSeconds, waitUntil });
+    if (refreshed) notes.detail = [notes.detail, 'refreshed at the IdP first'].filter(Boolean).join('; ');
+    if (refreshFailed !== undefined) notes.detail = `automatic refresh failed (${refreshFailed}); served the current access token`;
     return { grant: grantMessage(grant, { tokens: true, refreshToken: request.include_refresh_token }), refreshed };
   }, bySubject);
 

@@ -69,7 +69,7 @@ export function parseScope(value: unknown): string[] {
 }
 
 /** The error code of an error body, or undefined when the body is not an error. */
-export function errorCodeOf(fields: Fields, status: number | undefined): string | undefined {
+function errorCodeOf(fields: Fields, status: number | undefined): string | undefined {
   const error = fields.error;
   if (typeof error === 'string' && error.length > 0) return error;
   if (error !== null && typeof error === 'object') {

@@ -9,7 +9,7 @@ import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type Ho
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
 import { startSidecar } from '../sidecar.js';
-import { grantNotFound } from '../store/errors.js';
+import { getGrant } from '../operations/get.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
 import { audited, registerVaultCommands } from './vault.js';
 import { registerCaptureCommands } from './captures.js';
@@ -174,9 +174,9 @@ async function grantsShow(options: { idp: string; subject?: string; pending: boo
     process.stdout.write(`${JSON.stringify(pending, null, 2)}\n`);
     return;
   }
+  // Operators see a revoked grant too; the CLI never refreshes on read.
   const grant = await audited('GetGrant', { keys: true }, { idp: options.idp, subject: options.subject }, async ({ store }) => {
-    const found = await store.findGrant(options.idp, options.subject!);
-    if (!found) throw grantNotFound(options.idp, options.subject!);
+    const { grant: found } = await getGrant({ store }, { idp: options.idp, subject: options.subject!, refuseRevoked: false });
     return grantToJson(found);
   });
   process.stdout.write(`${JSON.stringify(grant, null, 2)}\n`);

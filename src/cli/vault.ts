@@ -20,6 +20,7 @@ import { purgeExpired, readAge, type RetentionPolicy } from '../store/purge.js';
 import { GrantRefresher } from '../operations/refresh.js';
 import { GrantRevoker } from '../operations/revoke.js';
 import { GrantStore } from '../store/grants.js';
+import { sealQuarantined } from '../ingest/quarantine.js';
 import { grantToJson } from './grant-json.js';
 
 interface Vault {
@@ -45,7 +46,7 @@ function operator(): string {
 }
 
 /** Turns Postgres' "no such table" into what to do about it; any other error passes through. */
-export function explainMissingSchema(error: unknown): never {
+function explainMissingSchema(error: unknown): never {
   if ((error as { code?: string }).code === '42P01') {
     throw new Error('this database has no token-tap tables yet (or an older schema): start `token-tap serve` against it first');
   }
@@ -65,7 +66,7 @@ export async function audited<T>(
   work: (vault: Vault, event: AccessEvent) => Promise<T>,
 ): Promise<T> {
   const { pool, ring, clients } = connect(needs);
-  const store = ring ? new GrantStore(pool, ring) : undefined;
+  const store = ring ? new GrantStore(pool, ring, sealQuarantined) : undefined;
   const vault: Vault = {
     pool,
     clients,

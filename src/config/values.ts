@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { isLoopbackUrl } from '../lib/loopback-url.js';
+import { isHttpsOrLoopbackUrl } from '../lib/loopback-url.js';
 
 const requireModule = createRequire(import.meta.url);
 
@@ -223,7 +223,7 @@ export function readHttpsUrl(value: unknown, where: string, problems: string[]):
     problems.push(`${where} is not a URL`);
     return undefined;
   }
-  if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackUrl(url))) {
+  if (!isHttpsOrLoopbackUrl(url)) {
     problems.push(`${where} must be https (plain http only for 127.0.0.1/localhost)`);
     return undefined;
   }

@@ -11,7 +11,7 @@
 // also refuse secret keys). Nothing here logs or throws a key, a token or an answer's body.
 import type { CompactVerifyGetKey, JSONWebKeySet, JWTVerifyGetKey } from 'jose';
 import type { AuthorizationServer } from 'oauth4webapi';
-import { isLoopbackUrl } from '../lib/loopback-url.js';
+import { isHttpsOrLoopbackUrl } from '../lib/loopback-url.js';
 import { limitedFetch, readLimited } from './http.js';
 import { lazyImport } from '../lib/lazy-import.js';
 
@@ -72,13 +72,9 @@ function describeFetchError(error: unknown): string {
   return cause?.code ?? (error as Error)?.name ?? 'error';
 }
 
-function isAllowedUrl(url: URL): boolean {
-  return url.protocol === 'https:' || (url.protocol === 'http:' && isLoopbackUrl(url));
-}
-
 /** A small JSON document: https (or loopback http), no redirects, size-capped, timed out. */
 async function fetchJson(url: URL, timeoutMs: number, what: string): Promise<unknown> {
-  if (!isAllowedUrl(url)) throw new Error(`${what} is not https`);
+  if (!isHttpsOrLoopbackUrl(url)) throw new Error(`${what} is not https`);
   let response: Response;
   try {
     response = await fetch(url, { redirect: 'error', signal: AbortSignal.timeout(timeoutMs), headers: { accept: 'application/json' } });
@@ -132,7 +128,7 @@ async function discoverJwksUri(source: JwksSource): Promise<URL> {
   } catch {
     throw new Error('discovery: jwks_uri is not a URL');
   }
-  if (!isAllowedUrl(url)) throw new Error('discovery: jwks_uri is not https');
+  if (!isHttpsOrLoopbackUrl(url)) throw new Error('discovery: jwks_uri is not https');
   return url;
 }
 

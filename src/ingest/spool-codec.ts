@@ -17,7 +17,7 @@ export const MAX_RECORD_BYTES = 256 * 1024 * 1024;
 /** Key ids as TOKEN_TAP_KEYS allows them; anything else in a record's key id field is damage. */
 const KEY_ID = /^[A-Za-z0-9_.-]{1,64}$/;
 
-/** A spool record's binding: its capture id, and that it is a spool record (the quarantine binds its own, store/quarantine.ts). */
+/** A spool record's binding: its capture id, and that it is a spool record (the quarantine binds its own, ingest/quarantine.ts). */
 function binding(captureId: string): FieldBinding {
   return { idp: 'spool', subject: captureId, field: 'capture' };
 }
@@ -66,7 +66,7 @@ export function decodeCapture(text: string): Capture {
  * A capture sealed as a spool record holds it: its JSON (encodeCapture) under the ring's active key,
  * bound to its capture id and to the spool: it does not open as anything else (a quarantined capture).
  */
-export function sealCapture(ring: KeyRing, capture: Capture): { keyId: string; sealed: Buffer } {
+function sealCapture(ring: KeyRing, capture: Capture): { keyId: string; sealed: Buffer } {
   return { keyId: ring.activeKeyId, sealed: seal(ring, encodeCapture(capture), binding(capture.captureId)) };
 }
 
@@ -121,7 +121,7 @@ export function recordCaptureId(record: Buffer): string | undefined {
 }
 
 /** The key id a record names, when it names one that can be a key id; no key is needed. */
-export function recordKeyId(record: Buffer): string | undefined {
+function recordKeyId(record: Buffer): string | undefined {
   try {
     const { keyId } = recordParts(record);
     return KEY_ID.test(keyId) ? keyId : undefined;

@@ -31,7 +31,8 @@ import { readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/pro
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { errorCode } from '../lib/error-description.js';
+import { errorCode, errorFields } from '../lib/error-description.js';
+import { sleep } from '../lib/abortable-wait.js';
 import { OPEN_APPEND, openRegular, readRegularFile, writeNewFile } from './spool-fs.js';
 
 const LOCK_FILE = 'lock';
@@ -125,13 +126,12 @@ export class SpoolLockedError extends Error {
   override name = 'SpoolLockedError';
 }
 
-export function newWriter(): SpoolWriter {
+function newWriter(): SpoolWriter {
   return { id: randomBytes(8).toString('hex'), pid: process.pid, hostname: hostname(), since: new Date().toISOString() };
 }
 
 function cannotLock(dir: string, error: unknown): Error {
-  const message = (error as Error)?.message ?? String(error);
-  return new Error(`cannot lock the spool directory ${dir} (TOKEN_TAP_SPOOL_DIR): ${message}`, { cause: error });
+  return new Error(`cannot lock the spool directory ${dir} (TOKEN_TAP_SPOOL_DIR): ${errorFields(error).message}`, { cause: error });
 }
 
 const lockedInThisProcess = new Set<string>();
@@ -248,7 +248,7 @@ async function holdFlock(dir: string, lockFile: string, writer: SpoolWriter, eve
         lose(`the spool lock this sidecar lost (its flock(1) ended) cannot be taken again within ${RETAKE_MS / 1000} s: ${why}`);
         return;
       }
-      await new Promise((resolve) => setTimeout(resolve, delay));
+      await sleep(delay);
     }
   };
   const watch = (running: ChildProcess): void => {
@@ -340,7 +340,7 @@ async function readHolder(dir: string): Promise<SpoolWriter | undefined> {
 async function refusal(dir: string): Promise<SpoolLockedError> {
   let holder = await readHolder(dir);
   for (let waited = 0; !holder && waited < HOLDER_WAIT_MS; waited += 50) {
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    await sleep(50);
     holder = await readHolder(dir);
   }
   const who = holder ? `pid ${holder.pid} on host ${shown(holder.hostname)}, since ${shown(holder.since)}, writer ${shown(holder.id)}` : `holder unknown: ${HOLDER_FILE} names none`;

@@ -92,7 +92,7 @@ export async function readCheckpoint(dir: string, logger?: Logger): Promise<Chec
 }
 
 /** Not fsynced: a checkpoint lost in a crash only means replaying records Postgres ignores. */
-export async function writeCheckpoint(dir: string, writer: SpoolWriter, segments: Iterable<[string, CommittedMark]>): Promise<void> {
+async function writeCheckpoint(dir: string, writer: SpoolWriter, segments: Iterable<[string, CommittedMark]>): Promise<void> {
   const file = path.join(dir, CHECKPOINT_FILE);
   const temporary = `${file}.${randomUUID()}.tmp`;
   try {

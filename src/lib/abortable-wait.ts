@@ -2,20 +2,20 @@
 // park on these, and a stop or a drain wakes them at once.
 
 /**
- * Resolves after `ms`, or at once when `signal` aborts. `unref`: the wait does not keep the process
- * alive (a CLI exits with its answer while a background retry still waits).
+ * Resolves after `ms`, or at once when `signal` (if any) aborts. `unref`: the wait does not keep the
+ * process alive (a CLI exits with its answer while a background retry still waits).
  */
-export function sleep(ms: number, signal: AbortSignal, options: { unref?: boolean } = {}): Promise<void> {
-  if (signal.aborted) return Promise.resolve();
+export function sleep(ms: number, signal?: AbortSignal, options: { unref?: boolean } = {}): Promise<void> {
+  if (signal?.aborted) return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       clearTimeout(timer);
-      signal.removeEventListener('abort', done);
+      signal?.removeEventListener('abort', done);
       resolve();
     };
     const timer = setTimeout(done, ms);
     if (options.unref) timer.unref();
-    signal.addEventListener('abort', done, { once: true });
+    signal?.addEventListener('abort', done, { once: true });
   });
 }
 
@@ -31,4 +31,14 @@ export function waitForWake(waiters: Set<() => void>, signal: AbortSignal): Prom
     waiters.add(done);
     signal.addEventListener('abort', done, { once: true });
   });
+}
+
+/** Waits for `promise`, but no longer than `ms` (a shutdown step that must not hold the process past its grace); its rejection passes through. */
+export async function waitAtMost(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
+  }
 }

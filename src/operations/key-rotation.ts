@@ -5,7 +5,7 @@
 import type pg from 'pg';
 import { fingerprint, open, parseDecrypted, seal, type KeyRing } from '../keys/key-ring.js';
 import { withTransaction } from '../store/pool.js';
-import { resealQuarantined } from '../store/quarantine.js';
+import { resealQuarantined } from '../ingest/quarantine.js';
 import { errorCode } from '../lib/error-description.js';
 import type { GrantStore } from '../store/grants.js';
 
@@ -170,7 +170,7 @@ export async function rotateKeys(
     options.onProgress?.({ table: 'pending_grants', done: result.pendingGrants, total: pendingTotal });
   });
 
-  // Bound to the quarantine and the capture id (store/quarantine.ts); re-sealed whole, never parsed.
+  // Bound to the quarantine and the capture id (ingest/quarantine.ts); re-sealed whole, never parsed.
   const quarantineTotal = sum(quarantineCounts);
   await inBatches(pool, async (client) => {
     const { rows } = await client.query<QuarantineCipherRow>(

@@ -46,6 +46,7 @@ import { TakeoverGate } from './refresh-takeover.js';
 import { IdpCallError, type IdpClient, type IdpClients } from '../idp/client.js';
 import { markRevoked } from './revoke.js';
 import { waitForHolder } from './refresh-wait.js';
+import { sleep } from '../lib/abortable-wait.js';
 import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
 
 export interface RefreshResult {
@@ -178,7 +179,8 @@ export class GrantRefresher {
   async drain(graceMs: number): Promise<string[]> {
     this.stopping.abort();
     const until = Date.now() + graceMs;
-    while (this.spending.size > 0 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, Math.min(25, until - Date.now())));
+    // Not on `stopping`: it is aborted already, and this wait is for what it stopped.
+    while (this.spending.size > 0 && Date.now() < until) await sleep(Math.min(25, until - Date.now()));
     return this.inFlight();
   }
 

@@ -50,7 +50,7 @@ type Target = { idps: string[]; subject: string } | { pairs: Pair[] };
  * The IdPs that have grants or capture events: a loose index scan of each table (the next IdP after
  * the last one, by index), so one probe per IdP, whatever the number of rows.
  */
-export async function knownIdps(client: pg.Pool | pg.PoolClient): Promise<string[]> {
+async function knownIdps(client: pg.Pool | pg.PoolClient): Promise<string[]> {
   const distinct = (table: string) => `SELECT min(idp) FROM ${table} UNION ALL SELECT (SELECT min(idp) FROM ${table} WHERE idp > seen.idp) FROM seen_in_${table} AS seen WHERE seen.idp IS NOT NULL`;
   const { rows } = await client.query<{ idp: string }>(
     `WITH RECURSIVE seen_in_grants(idp) AS (${distinct('grants')}), seen_in_capture_events(idp) AS (${distinct('capture_events')})

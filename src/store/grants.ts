@@ -10,7 +10,7 @@ import { describeCaptureFailure, isPostgresUnavailable } from './errors.js';
 import { withTransaction } from './pool.js';
 import { HOLD_OFF_ERASURES } from './tombstones.js';
 import { mapWithTurns } from '../lib/turns.js';
-import { quarantineCapture, type QuarantinedCapture, type QuarantineStage } from './quarantine.js';
+import { quarantineCapture, type QuarantinedCapture, type QuarantineSealer, type QuarantineStage } from './quarantine.js';
 import { insertEvents, recordCaptureSummaries, type CaptureSummary } from './capture-events.js';
 import { grantRow, loginRounds, upsertGrant, upsertGrantRows } from './grant-upsert.js';
 import { findPending, holdOrLink, linkProfile, pendingBinding, type BatchNotes, type PendingGrant } from './pending-grants.js';
@@ -47,10 +47,17 @@ export interface SetAside {
 }
 
 export class GrantStore {
+  /** `sealQuarantined` seals a capture set aside (ingest/quarantine.ts): the quarantine's record format is not the store's. */
   constructor(
     private readonly pool: pg.Pool,
     private readonly ring: KeyRing,
+    private readonly sealQuarantined: QuarantineSealer,
   ) {}
+
+  /** Sets `capture` aside in quarantined_captures, sealed, inside the caller's transaction (store/quarantine.ts). */
+  private quarantine(client: pg.PoolClient, capture: Capture, stage: QuarantineStage, reason: string): Promise<{ known: boolean; erased: boolean }> {
+    return quarantineCapture(client, this.ring, capture, this.sealQuarantined(this.ring, capture), stage, reason);
+  }
 
   /**
    * Writes a batch in one transaction: an event per capture, and the grant for each stored one.
@@ -83,7 +90,7 @@ export class GrantStore {
       const notes: BatchNotes = { heldUnreadable: [], erased: [] };
       const { heldUnreadable, erased } = notes;
       for (const { capture, stage, label, reason } of setAside) {
-        const { known, erased: ofErasedUser } = await quarantineCapture(client, this.ring, capture, stage, reason);
+        const { known, erased: ofErasedUser } = await this.quarantine(client, capture, stage, reason);
         if (ofErasedUser) erased.push(capture.captureId);
         else quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
       }
@@ -106,7 +113,7 @@ export class GrantStore {
           erased.length = notedErased;
           const { label, reason } = describeCaptureFailure(error);
           // Not kept when its user was erased after it was observed: dropped, as a written one would be.
-          const { known, erased: ofErasedUser } = await quarantineCapture(client, this.ring, capture, 'write', reason);
+          const { known, erased: ofErasedUser } = await this.quarantine(client, capture, 'write', reason);
           if (ofErasedUser) erased.push(capture.captureId);
           else quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
         }
@@ -171,7 +178,7 @@ export class GrantStore {
    */
   async setAsideRefreshAnswer(client: pg.PoolClient, answer: Capture, quarantineId: string, reason: string): Promise<void> {
     await insertEvents(client, this.ring, [{ ...answer, outcome: 'too_large', tokens: undefined, detail: reason }]);
-    await quarantineCapture(client, this.ring, { ...answer, captureId: quarantineId }, 'write', reason);
+    await this.quarantine(client, { ...answer, captureId: quarantineId }, 'write', reason);
   }
 
   /** Grants held without a subject, newest first, tokens decrypted (for operators). */

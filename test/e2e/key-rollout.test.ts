@@ -7,6 +7,7 @@ import { expect } from 'chai';
 import { tokenRoutePath } from '../../src/contract.js';
 import { fingerprint, generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { startEnvoyFront, type EnvoyFront } from '../support/envoy.js';
 import { loginAsOkta } from '../support/okta-client.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
@@ -61,7 +62,7 @@ describe('key rollout: old (k1) and new (k2,k1) sidecars side by side on one Pos
         const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM capture_events WHERE idp = $1', [IDP]);
         return rows[0].n === index + 1 ? true : undefined;
       }, 15_000);
-      const grant = (await new GrantStore(db.pool, newRing).findGrant(IDP, String(login.claims.sub)))!;
+      const grant = (await new GrantStore(db.pool, newRing, sealQuarantined).findGrant(IDP, String(login.claims.sub)))!;
       expect(grant.accessToken, `access token after login ${index + 1}`).to.equal(accessToken);
       expect(grant.refreshToken, `refresh token after login ${index + 1} (via ${podName}, offline_access ${offline})`).to.equal(latestRefreshToken);
       const { rows } = await db.pool.query('SELECT access_token_fp FROM capture_events WHERE idp = $1 ORDER BY id DESC LIMIT 1', [IDP]);

@@ -12,6 +12,7 @@ import { stringify } from 'yaml';
 import { OKTA_HOOK_PATH } from '../../src/contract.js';
 import { parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { loginAsOkta, type OktaLogin } from '../support/okta-client.js';
 import { generateSigningJwk, startTestIdp, type TestAccount, type TestIdp } from '../support/oidc-idp.js';
@@ -235,7 +236,7 @@ describe('Okta token inline hook through Envoy', function () {
   /** Stores another upstream user of the IdP with alice's tokens but its own subject, email and email_verified. */
   async function storeUpstreamUser(subject: string, email: string, emailVerified: boolean): Promise<void> {
     const ring = parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!);
-    const store = new GrantStore(stack.db.pool, ring);
+    const store = new GrantStore(stack.db.pool, ring, sealQuarantined);
     const alice = (await store.findGrant(IDP_NAME, 'alice'))!;
     const claims = { ...alice.claims, sub: subject, email, email_verified: emailVerified };
     // The hook reads claims from the stored id_token; its signature was checked at capture.

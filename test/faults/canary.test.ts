@@ -13,6 +13,7 @@ import pg from 'pg';
 import { profileRoutePath, tokenRoutePath } from '../../src/contract.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { startEnvoyFront, type RunningEnvoy } from '../support/envoy.js';
 import { scrapeMetrics, sidecarMetric, waitForSidecarHealth } from '../support/faults.js';
 import { canned, sendRaw, startFixtureIdp, type FixtureIdp } from '../support/fixture-idp.js';
@@ -148,7 +149,7 @@ describe('canary secrets on every path leave no plaintext trace', function () {
     const pool = new pg.Pool({ connectionString: cluster.url('tap'), max: 1 });
     try {
       await waitFor('the spooled capture in Postgres', arrived(pool, ['down:stored']), 20_000);
-      const store = new GrantStore(pool, parseKeyRing(keys));
+      const store = new GrantStore(pool, parseKeyRing(keys), sealQuarantined);
       const stored = await store.findGrant('success', 'canary-user');
       const linked = await store.findGrant('github', '4242');
       const fromSpool = await store.findGrant('down', 'canary-down-user');

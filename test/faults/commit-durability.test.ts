@@ -9,6 +9,7 @@ import { expect } from 'chai';
 import pg from 'pg';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { syntheticCapture } from '../support/captures.js';
 import { startInProcessSidecar, type InProcessSidecar } from '../support/in-process.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
@@ -110,7 +111,7 @@ describe('durable commits on a Postgres with synchronous_commit = off, then SIGK
       await pool.end();
       after = await crashAndRestart('durable_refresh');
       thaw = undefined;
-      const stored = await new GrantStore(after, parseKeyRing(keys)).findGrant(IDP, 'alice');
+      const stored = await new GrantStore(after, parseKeyRing(keys), sealQuarantined).findGrant(IDP, 'alice');
       const storedIs = stored?.refreshToken === rotated ? 'the rotated one' : stored?.refreshToken === login.tokens.refresh_token ? 'the spent one' : 'missing';
       console.log(`      refresh answered, applied, its spooled copy written; after the kill and restart the stored refresh token is ${storedIs}`);
       expect(storedIs).to.equal('the rotated one');

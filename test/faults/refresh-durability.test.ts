@@ -10,6 +10,7 @@ import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { migrate } from '../../src/store/migrate.js';
 import { refreshAsOkta } from '../support/okta-client.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
@@ -37,7 +38,7 @@ describe('refresh durability: the IdP answered, then the write failed', function
     await db?.drop();
   });
 
-  const storedRefreshToken = async (subject: string) => (await new GrantStore(db.pool, parseKeyRing(keys)).findGrant(IDP, subject))?.refreshToken ?? undefined;
+  const storedRefreshToken = async (subject: string) => (await new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined).findGrant(IDP, subject))?.refreshToken ?? undefined;
   const lastUpstreamRefreshToken = () => (JSON.parse(idp.tokenResponses.at(-1)!.body.toString('utf8')) as { refresh_token: string }).refresh_token;
 
   /** The stored refresh token is the rotated one, and the IdP takes it for the next refresh. */
@@ -131,7 +132,7 @@ describe('refresh durability: the IdP answered, then the write failed', function
       TOKEN_TAP_API_LISTEN: `127.0.0.1:${apiPort}`,
     };
     try {
-      const store = new GrantStore(db.pool, parseKeyRing(keys));
+      const store = new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined);
       const { login } = await loginIntoVault(idp, { store } as never, IDP, { loginHint: 'bob' });
       const oldRefreshToken = login.tokens.refresh_token!;
       const key = (await createApiKey(db, 'refresher-kill', [IDP], ['refresh'])).token;

@@ -9,6 +9,7 @@ import * as grpc from '@grpc/grpc-js';
 import { expect } from 'chai';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { migrate } from '../../src/store/migrate.js';
 import { refreshAsOkta } from '../support/okta-client.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
@@ -44,7 +45,7 @@ describe('refresh fencing across sidecars: a refresh token is spent once', funct
     proxy = await startSlowTokenProxy(idp.tokenUrl);
     db = await createTestDatabase('refresh_fencing');
     await migrate(db.pool);
-    store = new GrantStore(db.pool, parseKeyRing(keys));
+    store = new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined);
     apiKey = (await createApiKey(db, 'fencing', [IDP], ['get', 'refresh'])).token;
   });
   afterEach(async () => {

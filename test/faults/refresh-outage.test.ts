@@ -12,6 +12,7 @@ import { IdpClient } from '../../src/idp/client.js';
 import { GrantRefresher } from '../../src/operations/refresh.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { migrate } from '../../src/store/migrate.js';
 import { createPool } from '../../src/store/pool.js';
 import { readClaim } from '../../src/store/refresh-claims.js';
@@ -51,14 +52,14 @@ describe('refresh across a Postgres outage longer than the claim', function () {
     try {
       await migrate(testPool);
       const ring = parseKeyRing(keys);
-      const store = new GrantStore(testPool, ring);
+      const store = new GrantStore(testPool, ring, sealQuarantined);
       const { login } = await loginIntoVault(idp, { store } as never, IDP, { loginHint: 'alice' });
       const oldRefreshToken = login.tokens.refresh_token!;
       const client = () => new IdpClient({ idp: IDP, tokenUrl: new URL(proxy.url), revocationUrl: undefined, clientId: idp.clientId, authMethod: 'client_secret_basic', timeoutMs: IDP_TIMEOUT_MS }, idp.clientSecret);
       const refresher = (pool: typeof poolA) =>
         new GrantRefresher({
           pool,
-          store: new GrantStore(pool, ring),
+          store: new GrantStore(pool, ring, sealQuarantined),
           clients: new Map([[IDP, client()]]),
           applyWindowMs: APPLY_WINDOW_MS,
           pollMs: 50,

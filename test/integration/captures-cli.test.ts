@@ -10,6 +10,7 @@ import { expect } from 'chai';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { migrate } from '../../src/store/migrate.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { syntheticCapture } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { runCli } from '../support/sidecar.js';
@@ -32,7 +33,7 @@ describe('token-tap captures quarantined / retry', function () {
   });
 
   it('lists quarantined captures without tokens; a retry before the fix keeps them (attempts 2, exit 1), after the fix writes them and empties the quarantine', async () => {
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     // Random text does not compress: 3,000 characters exceed a btree entry of grants_by_email.
     const longEmail = syntheticCapture('acme', 'long-email-user', { email: `${randomBytes(2_250).toString('base64')}@example.test` });
     const unverified = syntheticCapture('acme', 'verifier-bug-user');
@@ -111,7 +112,7 @@ describe('token-tap captures quarantined / retry', function () {
       await migrate(rotating.pool);
       const k2 = generateKeySpec('k2');
       const longEmail = syntheticCapture('acme', 'rotated-long-email', { email: `${randomBytes(2_250).toString('base64')}@example.test` });
-      const first = await new GrantStore(rotating.pool, ring).recordCaptures([longEmail]);
+      const first = await new GrantStore(rotating.pool, ring, sealQuarantined).recordCaptures([longEmail]);
       expect(first.quarantined.map((entry) => entry.captureId)).to.deep.equal([longEmail.captureId]);
 
       const rotated = await runCli(['keys', 'rotate'], { DATABASE_URL: rotating.url, TOKEN_TAP_KEYS: `${k2},${keys}`, TOKEN_TAP_SPOOL_DIR: path.join(dir, 'no-spool') });
@@ -126,7 +127,7 @@ describe('token-tap captures quarantined / retry', function () {
       const retried = await runCli(['captures', 'retry'], { DATABASE_URL: rotating.url, TOKEN_TAP_KEYS: k2, TOKEN_TAP_IDP_CONFIG: '' });
       expect(retried.code, retried.stdout + retried.stderr).to.equal(0);
       expect(retried.stdout).to.contain(`written  ${longEmail.captureId}`);
-      expect((await new GrantStore(rotating.pool, parseKeyRing(k2)).findGrant('acme', 'rotated-long-email'))!.refreshToken).to.equal(longEmail.tokens!.refreshToken);
+      expect((await new GrantStore(rotating.pool, parseKeyRing(k2), sealQuarantined).findGrant('acme', 'rotated-long-email'))!.refreshToken).to.equal(longEmail.tokens!.refreshToken);
     } finally {
       await rotating.drop();
     }

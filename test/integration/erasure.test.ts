@@ -11,6 +11,7 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { startBlackholeProxy } from '../support/blackhole-proxy.js';
 import { syntheticCapture } from '../support/captures.js';
 import { startInProcessSidecar } from '../support/in-process.js';
@@ -38,7 +39,7 @@ describe('erasure that sticks: tombstones (integration)', function () {
     db = await createTestDatabase('erasure');
     vault = await startVaultSidecar(db, { TOKEN_TAP_KEYS: keys });
     client = vaultClient(vault.apiPort);
-    store = new GrantStore(db.pool, parseKeyRing(keys));
+    store = new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined);
     key = (await createApiKey(db, 'eraser', ['*'], ['*'])).token;
   });
   after(async () => {

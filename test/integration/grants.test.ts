@@ -5,6 +5,7 @@ import { DecryptError, generateKeySpec, parseKeyRing, seal } from '../../src/key
 import { migrate } from '../../src/store/migrate.js';
 import { markRevoked } from '../../src/operations/revoke.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
@@ -22,7 +23,7 @@ describe('store/grants (Postgres)', () => {
   after(async () => db?.drop());
 
   it('applies a capture once, however often the same batch is written', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     const capture = stored('replayed');
     await store.recordCaptures([capture]);
     await store.recordCaptures([capture, capture]);
@@ -32,7 +33,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('writes the rest of a batch when Postgres refuses one capture, and quarantines the refused one', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     const poisoned = stored('nul\u0000byte');
     const result = await store.recordCaptures([stored('before-poison'), poisoned, stored('after-poison')]);
     expect(result.quarantined).to.deep.equal([{ captureId: poisoned.captureId, idp: 'acme', label: 'refused_by_postgres', reason: 'Postgres refused it (SQLSTATE 22021)', known: false }]);
@@ -45,10 +46,10 @@ describe('store/grants (Postgres)', () => {
     const k2 = generateKeySpec('k2');
     // A new sidecar (k2 active) stores the first login; an old one (k1 only) the next, which has no refresh token.
     const first = stored('rolled', { tokens: tokens({ refreshToken: 'first-consent-refresh-token' }) });
-    await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`)).recordCaptures([first]);
+    await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`), sealQuarantined).recordCaptures([first]);
     const next = stored('rolled', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) });
-    expect((await new GrantStore(db.pool, parseKeyRing(k1)).recordCaptures([next])).quarantined).to.deep.equal([]);
-    const grant = (await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`)).findGrant('acme', 'rolled'))!;
+    expect((await new GrantStore(db.pool, parseKeyRing(k1), sealQuarantined).recordCaptures([next])).quarantined).to.deep.equal([]);
+    const grant = (await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`), sealQuarantined).findGrant('acme', 'rolled'))!;
     expect(grant).to.include({ keyId: 'k1', accessToken: next.tokens!.accessToken, refreshToken: 'first-consent-refresh-token', idToken: first.tokens!.idToken });
     const { rows } = await db.pool.query("SELECT key_id, refresh_token_key_id, id_token_key_id FROM grants WHERE subject = 'rolled'");
     expect(rows[0]).to.deep.equal({ key_id: 'k1', refresh_token_key_id: 'k2', id_token_key_id: 'k2' });
@@ -56,7 +57,7 @@ describe('store/grants (Postgres)', () => {
 
   it('never quotes decrypted text when a stored field does not decode', async () => {
     const ring = parseKeyRing(generateKeySpec('k1'));
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     await store.recordCaptures([stored('garbled')]);
     const canary = 'decrypted-canary-3b9f {not json';
     await db.pool.query("UPDATE grants SET extras = $1 WHERE subject = 'garbled'", [seal(ring, canary, { idp: 'acme', subject: 'garbled', field: 'extras' })]);
@@ -69,16 +70,16 @@ describe('store/grants (Postgres)', () => {
     const k1 = generateKeySpec('k1');
     const fingerprintKey = Buffer.alloc(32, 7).toString('base64');
     const held = syntheticCapture('acme', undefined, { tokens: tokens({ idToken: undefined, claims: undefined }) });
-    await new GrantStore(db.pool, parseKeyRing(`${generateKeySpec('k2')},${k1}`, fingerprintKey)).recordCaptures([held]);
+    await new GrantStore(db.pool, parseKeyRing(`${generateKeySpec('k2')},${k1}`, fingerprintKey), sealQuarantined).recordCaptures([held]);
     const profile = syntheticCapture('acme', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'held-user', email: undefined } });
-    const result = await new GrantStore(db.pool, parseKeyRing(k1, fingerprintKey)).recordCaptures([profile]);
+    const result = await new GrantStore(db.pool, parseKeyRing(k1, fingerprintKey), sealQuarantined).recordCaptures([profile]);
     expect(result.heldUnreadable).to.deep.equal([{ captureId: profile.captureId, idp: 'acme', keyId: 'k2' }]);
     const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM pending_grants WHERE capture_id = $1', [held.captureId]);
     expect(rows[0].n).to.equal(1);
   });
 
   it('fills in a refresh token from a login that arrives late, when nothing newer replaced it (first consent delayed on another sidecar)', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     const now = Date.now();
     const firstConsent = stored('late-consent', { observedAt: new Date(now - 1_000), tokens: tokens({ refreshToken: 'first-consent-refresh-token' }) });
     const later = stored('late-consent', { observedAt: new Date(now), tokens: tokens({ refreshToken: undefined }) });
@@ -95,7 +96,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('applies a refresh answer replayed from the outbox after a newer login without a refresh token', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     const now = Date.now();
     await store.recordCaptures([stored('outbox-replay', { observedAt: new Date(now - 2_000), tokens: tokens({ refreshToken: 'spent-refresh-token' }) })]);
     const refreshAnswer = stored('outbox-replay', { observedAt: new Date(now - 1_000), obtainedByRefresh: true, tokens: tokens({ refreshToken: 'rotated-refresh-token' }) });
@@ -108,16 +109,16 @@ describe('store/grants (Postgres)', () => {
 
   it('keeps reading a refresh token of a row written before per-field key ids, after a login under another key', async () => {
     const k1 = generateKeySpec('k1');
-    await new GrantStore(db.pool, parseKeyRing(k1)).recordCaptures([stored('legacy-row', { tokens: tokens({ refreshToken: 'legacy-refresh-token' }) })]);
+    await new GrantStore(db.pool, parseKeyRing(k1), sealQuarantined).recordCaptures([stored('legacy-row', { tokens: tokens({ refreshToken: 'legacy-refresh-token' }) })]);
     // As a sidecar from before migration 000004 leaves it: no per-field key ids.
     await db.pool.query("UPDATE grants SET refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL WHERE subject = 'legacy-row'");
     const ring = parseKeyRing(`${generateKeySpec('k2')},${k1}`);
-    await new GrantStore(db.pool, ring).recordCaptures([stored('legacy-row', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) })]);
-    expect((await new GrantStore(db.pool, ring).findGrant('acme', 'legacy-row'))!).to.include({ keyId: 'k2', refreshToken: 'legacy-refresh-token' });
+    await new GrantStore(db.pool, ring, sealQuarantined).recordCaptures([stored('legacy-row', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) })]);
+    expect((await new GrantStore(db.pool, ring, sealQuarantined).findGrant('acme', 'legacy-row'))!).to.include({ keyId: 'k2', refreshToken: 'legacy-refresh-token' });
   });
 
   it('a late write that only fills in a refresh token does not stamp updated_at (it is no new login)', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     const now = Date.now();
     await store.recordCaptures([stored('late-fill-stamp', { observedAt: new Date(now), tokens: tokens({ refreshToken: undefined }) })]);
     const before = (await store.findGrant('acme', 'late-fill-stamp'))!;
@@ -128,7 +129,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('a revocation forgets the key ids and capture times of the tokens it erases', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     await store.recordCaptures([stored('revoked-keys')]);
     const client = await db.pool.connect();
     try {
@@ -141,8 +142,8 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('says which key id is missing when a grant cannot be read', async () => {
-    await new GrantStore(db.pool, parseKeyRing(generateKeySpec('gone'))).recordCaptures([stored('unreadable')]);
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('other')));
+    await new GrantStore(db.pool, parseKeyRing(generateKeySpec('gone')), sealQuarantined).recordCaptures([stored('unreadable')]);
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('other')), sealQuarantined);
     try {
       await store.findGrant('acme', 'unreadable');
       expect.fail('should not decrypt');
@@ -152,7 +153,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('writes a batch in order: the latest login per grant wins, and a refresh keeps the refresh token of an earlier login in the same batch', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     const firstA = stored('batch-a');
     const refreshA = stored('batch-a', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) });
     const firstB = stored('batch-b');
@@ -168,7 +169,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('keeps the newer login when an older one arrives later (a replayed spool, another sidecar), and still records its event', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     const newer = stored('late-older', { observedAt: new Date() });
     const older = stored('late-older', { observedAt: new Date(Date.now() - 60_000) });
     await store.recordCaptures([newer]);
@@ -180,7 +181,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('keeps a grant revoked against a login captured before the revocation, and lets a later login make it active again', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     await store.recordCaptures([stored('revoked-late', { observedAt: new Date(Date.now() - 120_000) })]);
     const capturedBeforeRevocation = stored('revoked-late', { observedAt: new Date(Date.now() - 60_000) });
     const client = await db.pool.connect();
@@ -197,7 +198,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('always stores tokens the sidecar obtained itself (a refresh), even when the stored login carries a later clock', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     await store.recordCaptures([stored('refresh-skew', { observedAt: new Date(Date.now() + 3_600_000) })]);
     const refreshed = stored('refresh-skew', { observedAt: new Date() });
     const client = await db.pool.connect();
@@ -210,7 +211,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('keeps at most 200 characters of a detail, whoever wrote it', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     const refused = syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined, detail: `unsupported content-encoding "${'z'.repeat(10_000)}"` });
     await store.recordCaptures([refused]);
     await store.recordCaptureSummaries([{ ...refused, captureId: randomUUID(), count: 5 }]);
@@ -219,7 +220,7 @@ describe('store/grants (Postgres)', () => {
   });
 
   it('stores no expiry for a lifetime or exp no Postgres date can hold (capture/ bounds them; this is behind them): nothing quarantined, the grants stored', async () => {
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     // 1e300 made an invalid Date (SQLSTATE 22007); -8.64e12 s is a valid JS Date before Postgres's first (22008).
     const huge = stored('huge-lifetimes', { tokens: tokens({ expiresIn: 1e300, refreshExpiresIn: 1e300, claims: { sub: 'huge-lifetimes', exp: 1e300 } }) });
     const early = stored('early-exp', { tokens: tokens({ expiresIn: Number.MAX_VALUE, refreshExpiresIn: 8.64e12, claims: { sub: 'early-exp', exp: -8.64e12 } }) });

@@ -8,6 +8,7 @@ import { GrantFinder, type Lookup } from '../../src/hook/lookup.js';
 import type { TokenHookRequest } from '../../src/hook/request.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { migrate } from '../../src/store/migrate.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { fakeJwt } from '../support/jwt.js';
@@ -26,7 +27,7 @@ describe('Okta hook match: email over every candidate (Postgres)', () => {
   before(async () => {
     db = await createTestDatabase('hook_email');
     await migrate(db.pool);
-    store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     finder = new GrantFinder({
       config: { authentication: { kind: 'header', name: 'authorization', value: 'x' }, providers: new Map([[strict.oktaIdpId, strict], [lax.oktaIdpId, lax]]), freshnessWaitMs: 0 },
       store,

@@ -16,6 +16,7 @@ import type { CaptureWriter } from '../../src/ingest/pump.js';
 import { CaptureSpool } from '../../src/ingest/spool.js';
 import { StoreState } from '../../src/ingest/postgres-availability.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { syntheticCapture } from '../support/captures.js';
 import { startInProcessSidecar } from '../support/in-process.js';
 import { memoryLogger } from '../support/memory-log.js';
@@ -87,7 +88,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     const metrics = createMetrics();
     const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
     const batches: number[] = [];
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     const writer: CaptureWriter = {
       recordCaptures: (batch) => {
         batches.push(batch.length);
@@ -116,7 +117,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     const spool = await CaptureSpool.open({ dir: mkdtempSync(path.join(os.tmpdir(), 'token-tap-pump-log-')), maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger: log.logger, metrics });
     const state = new StoreState({ pool: db.pool, logger: log.logger, metrics });
     await state.prepare();
-    const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring), store: state, logger: log.logger, metrics, gatherMs: 0 });
+    const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring, sealQuarantined), store: state, logger: log.logger, metrics, gatherMs: 0 });
     pump.start();
     const marker = `canary-${randomUUID()}`;
     const capture = syntheticCapture('acme', 'log-user');
@@ -139,7 +140,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     const { logger } = memoryLogger('silent');
     const metrics = createMetrics();
     const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
     const writer: CaptureWriter = {
@@ -180,7 +181,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     const { logger, lines } = memoryLogger('info');
     const metrics = createMetrics();
     const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     let failures = 3;
     const attempts: number[] = [];
     const writer: CaptureWriter = {
@@ -222,7 +223,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     const { logger } = memoryLogger('silent');
     const metrics = createMetrics();
     const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     let failures = 1;
     const writer: CaptureWriter = {
       recordCaptures: async (batch) => {
@@ -274,7 +275,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     const { logger } = memoryLogger('silent');
     const metrics = createMetrics();
     const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger, metrics });
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     let slowKeysArrived = false;
     const verification = {
       verify: async (batch: readonly Capture[]) => {

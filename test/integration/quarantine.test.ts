@@ -17,9 +17,9 @@ import { CapturePump, type CaptureVerification } from '../../src/ingest/pump.js'
 import { migrate } from '../../src/store/migrate.js';
 import { CaptureSpool } from '../../src/ingest/spool.js';
 import { openSealedCapture } from '../../src/ingest/spool-codec.js';
-import { openQuarantined } from '../../src/store/quarantine.js';
 import { StoreState } from '../../src/ingest/postgres-availability.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { openQuarantined, sealQuarantined } from '../../src/ingest/quarantine.js';
 import { startBlackholeProxy } from '../support/blackhole-proxy.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { memoryLogger } from '../support/memory-log.js';
@@ -117,7 +117,7 @@ describe('capture quarantine (integration)', function () {
   }
 
   it('GrantStore: writes the normal captures of a batch and quarantines a 3,000-character subject and email, sealed, in the same write', async () => {
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     const { batch, longSubject, longEmail, normal } = poisonedBatch();
     const result = await store.recordCaptures(batch);
     expect(result.quarantined).to.deep.equal([
@@ -142,7 +142,7 @@ describe('capture quarantine (integration)', function () {
   });
 
   it('CapturePump: the same batch through a real spool is written at once, the two set aside, counted and logged once each; postgres_up stays 1', async () => {
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     const running = await startPump({ store, keyRing: ring });
     const { batch, longSubject, longEmail, normal } = poisonedBatch();
     try {
@@ -177,7 +177,7 @@ describe('capture quarantine (integration)', function () {
     const ringX = parseKeyRing(generateKeySpec('k1'), fingerprintKey);
     const ringY = parseKeyRing(generateKeySpec('k1'), fingerprintKey);
     const held = syntheticCapture('github', undefined, { tokens: syntheticTokens({ idToken: undefined }) });
-    await new GrantStore(db.pool, ringX).recordCaptures([held]);
+    await new GrantStore(db.pool, ringX, sealQuarantined).recordCaptures([held]);
     expect((await db.pool.query('SELECT count(*)::int AS n FROM pending_grants')).rows[0].n).to.equal(1);
     const profile = syntheticCapture('github', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'octocat', email: undefined } });
 
@@ -186,7 +186,7 @@ describe('capture quarantine (integration)', function () {
     expect(await first.appendAllDurable([profile, syntheticCapture('acme', 'before-restart')])).to.equal(true);
     await first.close();
 
-    const store = new GrantStore(db.pool, ringY);
+    const store = new GrantStore(db.pool, ringY, sealQuarantined);
     const restarted = await startPump({ store, keyRing: ringY });
     try {
       await waitFor('the replayed login of the other IdP', async () => ((await grantSubjects(db.pool, 'acme')).includes('before-restart') ? true : undefined), 10_000);
@@ -223,7 +223,7 @@ describe('capture quarantine (integration)', function () {
         return { captures: batch.map((capture) => ({ ...capture, verified: true })) };
       },
     };
-    const running = await startPump({ store: new GrantStore(db.pool, ring), keyRing: ring, verification });
+    const running = await startPump({ store: new GrantStore(db.pool, ring, sealQuarantined), keyRing: ring, verification });
     const others = [syntheticCapture('acme', 'alice'), syntheticCapture('acme', 'bob')];
     try {
       for (const capture of [others[0]!, poison, others[1]!]) running.spool.append(capture);
@@ -265,7 +265,7 @@ describe('capture quarantine (integration)', function () {
         return query(...args);
       };
     });
-    const running = await startPump({ store: new GrantStore(pool, ring), keyRing: ring });
+    const running = await startPump({ store: new GrantStore(pool, ring, sealQuarantined), keyRing: ring });
     const { batch, normal } = poisonedBatch();
     try {
       for (const capture of batch) running.pump.enqueue(capture);
@@ -284,11 +284,11 @@ describe('capture quarantine (integration)', function () {
   });
 
   it('a statement timeout (a grant row locked elsewhere) during the one-by-one write: the batch is retried, nothing is quarantined', async () => {
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     await store.recordCaptures([syntheticCapture('acme', 'locked-user')]);
     const pool = createPool({ databaseUrl: db.url, max: 2, timeouts: { connectTimeoutMs: 1_000, statementTimeoutMs: 300, queryTimeoutMs: 1_000, idleInTransactionMs: 5_000, keepAliveMs: 1_000 } });
     const locker = await db.pool.connect();
-    const running = await startPump({ store: new GrantStore(pool, ring), keyRing: ring });
+    const running = await startPump({ store: new GrantStore(pool, ring, sealQuarantined), keyRing: ring });
     const poison = syntheticCapture('acme', overBtreeLimit());
     try {
       await locker.query('BEGIN');

@@ -12,6 +12,7 @@ import { IdpClient } from '../../src/idp/client.js';
 import { GrantRefresher } from '../../src/operations/refresh.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { migrate } from '../../src/store/migrate.js';
 import { VaultError } from '../../src/store/errors.js';
 import { readClaim, takeClaim } from '../../src/store/refresh-claims.js';
@@ -30,7 +31,7 @@ describe('refresh claims: one refresh token spent once across holders', () => {
   before(async () => {
     db = await createTestDatabase('refresh_claims');
     await migrate(db.pool);
-    store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     server = http.createServer((request, response) => {
       const chunks: Buffer[] = [];
       request.on('data', (chunk: Buffer) => chunks.push(chunk));

@@ -10,9 +10,11 @@ import { IdpClient } from '../../src/idp/client.js';
 import { GrantRefresher } from '../../src/operations/refresh.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { migrate } from '../../src/store/migrate.js';
 import { VaultError } from '../../src/store/errors.js';
-import { listQuarantined, retryQuarantined } from '../../src/store/quarantine.js';
+import { listQuarantined } from '../../src/store/quarantine.js';
+import { retryQuarantined } from '../../src/operations/captures-retry.js';
 import type { Capture } from '../../src/capture/types.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
@@ -57,7 +59,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
 
   it('refuses an id_token for another subject, logs it, and leaves the stored grant as it was', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     await store.recordCaptures([syntheticCapture('acme', 'alice', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'stored-refresh-token' }) })]);
     const before = (await store.findGrant('acme', 'alice'))!;
     const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
@@ -82,7 +84,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   // kept the refresh token the IdP had just spent, and the next refresh presented it again.
   it('stores the rotated tokens of an answer whose id_token email is over its bound (400 bytes): the email and that id_token dropped, logged and counted; the next refresh presents the new refresh token', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     const storedIdToken = `eyJhbGciOiJub25lIn0.${Buffer.from(JSON.stringify({ sub: 'carol', email: 'carol@example.test' })).toString('base64url')}.`;
     await store.recordCaptures([
       syntheticCapture('acme', 'carol', { issuer: base, clientId: 'okta-client', email: 'carol@example.test', tokens: syntheticTokens({ refreshToken: 'carol-refresh-token', idToken: storedIdToken }) }),
@@ -131,7 +133,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
 
   it('stores the rotated tokens of an answer whose lifetimes or id_token exp no date can hold (1e300), without those: no expiry from them, the id_token not taken', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     await store.recordCaptures([syntheticCapture('acme', 'erin', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'erin-refresh-token' }) })]);
     const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
     const spooled: Capture[] = [];
@@ -173,7 +175,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   it('sets aside an answer whose access token is over its bound: FAILED_PRECONDITION, the answer sealed in the quarantine, the spent refresh token no longer stored; a retry of the capture stores it', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const ring = parseKeyRing(generateKeySpec('k1'));
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     await store.recordCaptures([syntheticCapture('acme', 'dave', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'dave-refresh-token' }) })]);
     const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
     const spooled: Capture[] = [];
@@ -221,7 +223,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
 
   it('a kept answer already applied by the pump does not stand in for the next refresh: the IdP is called again', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')));
+    const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     await store.recordCaptures([syntheticCapture('acme', 'bob', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'bob-refresh-token' }) })]);
     const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
     const spooled: Capture[] = [];

@@ -11,6 +11,7 @@ import { CaptureSpool } from '../../src/ingest/spool.js';
 import { generateKeySpec, parseKeyRing, type KeyRing } from '../../src/keys/key-ring.js';
 import { createMetrics, type Metrics } from '../../src/ops/metrics.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { migrate } from '../../src/store/migrate.js';
 import { syntheticCapture } from '../support/captures.js';
 import { memoryLogger } from '../support/memory-log.js';
@@ -39,7 +40,7 @@ describe('spool records across key changes and lost Postgres commits (real spool
     const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger: log.logger, metrics, graceMs });
     const state = new StoreState({ pool: db.pool, logger: log.logger, metrics });
     await state.prepare();
-    const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring), store: state, logger: log.logger, metrics, gatherMs: 0 });
+    const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring, sealQuarantined), store: state, logger: log.logger, metrics, gatherMs: 0 });
     pump.start();
     for (const capture of captures) pump.enqueue(capture);
     const drained = await pump.drain(10_000);
@@ -91,7 +92,7 @@ describe('spool records across key changes and lost Postgres commits (real spool
     expect(back.log).to.contain('back in the spool');
     expect(heldFiles()).to.deep.equal([]);
     expect(await metricValue(back.metrics, 'spoolRecordsHeld', { reason: 'key_missing' })).to.equal(0);
-    const store = new GrantStore(db.pool, parseKeyRing(`${k1},${k0}`));
+    const store = new GrantStore(db.pool, parseKeyRing(`${k1},${k0}`), sealQuarantined);
     expect((await store.findGrant('acme', 'old-3'))?.accessToken).to.equal(spooled[3]!.tokens!.accessToken);
   });
 

@@ -10,6 +10,7 @@ import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { migrate } from '../../src/store/migrate.js';
 import { rotateKeys } from '../../src/operations/key-rotation.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { CaptureSpool } from '../../src/ingest/spool.js';
 import { createMetrics } from '../../src/ops/metrics.js';
 import { memoryLogger } from '../support/memory-log.js';
@@ -89,13 +90,13 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       const ringA = parseKeyRing(specA);
       const ringCA = parseKeyRing(`${specC},${specA}`);
       // alice: first consent under A, then a login without a refresh token under C; bob: the reverse.
-      await new GrantStore(db.pool, ringA).recordCaptures([vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: 'alice-refresh' }) })]);
-      await new GrantStore(db.pool, ringCA).recordCaptures([vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: undefined }) })]);
-      await new GrantStore(db.pool, ringCA).recordCaptures([vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: 'bob-refresh' }) })]);
-      await new GrantStore(db.pool, ringA).recordCaptures([vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: undefined }) })]);
-      const result = await rotateKeys(db.pool, ringCA, new GrantStore(db.pool, ringCA));
+      await new GrantStore(db.pool, ringA, sealQuarantined).recordCaptures([vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: 'alice-refresh' }) })]);
+      await new GrantStore(db.pool, ringCA, sealQuarantined).recordCaptures([vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: undefined }) })]);
+      await new GrantStore(db.pool, ringCA, sealQuarantined).recordCaptures([vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: 'bob-refresh' }) })]);
+      await new GrantStore(db.pool, ringA, sealQuarantined).recordCaptures([vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: undefined }) })]);
+      const result = await rotateKeys(db.pool, ringCA, new GrantStore(db.pool, ringCA, sealQuarantined));
       expect(result.grants).to.be.at.least(2);
-      const storeC = new GrantStore(db.pool, parseKeyRing(specC));
+      const storeC = new GrantStore(db.pool, parseKeyRing(specC), sealQuarantined);
       expect(await storeC.findGrant('acme', 'alice')).to.include({ refreshToken: 'alice-refresh', keyId: 'C' });
       expect(await storeC.findGrant('acme', 'bob')).to.include({ refreshToken: 'bob-refresh', keyId: 'C' });
       const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM grants WHERE 'A' IN (key_id, refresh_token_key_id, id_token_key_id)");
@@ -105,7 +106,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
     });
 
     it('rows written under key A are read after the ring becomes B,A; keys rotate (resumed after a stop) leaves 0 rows under A and held grants still link', async () => {
-      const storeA = new GrantStore(db.pool, parseKeyRing(specA));
+      const storeA = new GrantStore(db.pool, parseKeyRing(specA), sealQuarantined);
       const logins = ['r1', 'r2', 'r3', 'r4', 'r5'].map((subject) => vaultCapture('acme', subject));
       const held = vaultCapture('github', undefined);
       await storeA.recordCaptures([...logins, held]);
@@ -120,7 +121,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
 
         // A run that stops after its first batch leaves that batch rotated and the rest for later.
         const ringBA = parseKeyRing(`${specB},${specA}`);
-        const stopped = await rotateKeys(db.pool, ringBA, new GrantStore(db.pool, ringBA), {
+        const stopped = await rotateKeys(db.pool, ringBA, new GrantStore(db.pool, ringBA, sealQuarantined), {
           batchSize: 2,
           onProgress: () => {
             throw new Error('stopped');
@@ -158,7 +159,7 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
         }
 
         // Key A can leave the ring: everything opens under B alone.
-        const storeB = new GrantStore(db.pool, parseKeyRing(specB));
+        const storeB = new GrantStore(db.pool, parseKeyRing(specB), sealQuarantined);
         for (const login of logins) {
           expect(await storeB.findGrant('acme', login.subject!)).to.include({ accessToken: login.tokens!.accessToken, keyId: 'B' });
         }
@@ -215,8 +216,8 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
     });
 
     it('names the key id of rows sealed under a key the ring lacks, and rotates the rest', async () => {
-      await new GrantStore(db.pool, parseKeyRing(specC)).recordCaptures([vaultCapture('acme', 'lost')]);
-      await new GrantStore(db.pool, parseKeyRing(specA)).recordCaptures([vaultCapture('acme', 'late')]);
+      await new GrantStore(db.pool, parseKeyRing(specC), sealQuarantined).recordCaptures([vaultCapture('acme', 'lost')]);
+      await new GrantStore(db.pool, parseKeyRing(specA), sealQuarantined).recordCaptures([vaultCapture('acme', 'late')]);
       const result = await runCli(['keys', 'rotate'], { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${specB},${specA}` });
       expect(result.code).to.equal(1);
       expect(result.stderr).to.contain('key id "C" (1 grants, 0 held grants, 0 quarantined captures)').and.contain('TOKEN_TAP_KEYS lacks');

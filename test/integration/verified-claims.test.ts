@@ -15,6 +15,7 @@ import { CaptureSpool } from '../../src/ingest/spool.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { createMetrics } from '../../src/ops/metrics.js';
 import { GrantStore } from '../../src/store/grants.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { migrate } from '../../src/store/migrate.js';
 import { withTransaction } from '../../src/store/pool.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
@@ -55,7 +56,7 @@ describe('verified is proved in this process, never taken from a record (integra
     await state.prepare();
     // As the sidecar has it with no issuer for `acme` in TOKEN_TAP_IDP_CONFIG.
     const verification = verifier ? { verification: new CaptureVerifier({ idps: new Map(), cooldownMs: 0, maxWaitMs: 0 }) } : {};
-    const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring), store: state, logger, metrics, gatherMs: 0, ...verification });
+    const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring, sealQuarantined), store: state, logger, metrics, gatherMs: 0, ...verification });
     pump.start();
     try {
       expect(await pump.drain(10_000)).to.equal(true);
@@ -79,7 +80,7 @@ describe('verified is proved in this process, never taken from a record (integra
   });
 
   it('a refresh answer claiming verified leaves an unverified grant unverified, creates none verified, and keeps a verified grant verified', async () => {
-    const store = new GrantStore(db.pool, ring);
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
     // An unverified grant (its IdP has no issuer), and one verified by the step in an earlier process.
     await throughThePump([syntheticCapture('acme', 'unverified-user')]);
     await withTransaction(db.pool, async (client) => void (await store.upsertGrant(client, syntheticCapture('acme', 'verified-user', { verified: true }))));
