@@ -6,7 +6,7 @@
 // read from (the operator's pointer to where it lives, never the secret).
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { isLoopbackUrl } from '../lib/loopback-url.js';
+import { isHttpsOrLoopbackUrl } from '../lib/loopback-url.js';
 import { escapeControlCharacters, readYamlFile } from './values.js';
 
 type Issue = z.core.$ZodIssue;
@@ -91,7 +91,7 @@ export function httpsUrl({ noQuery = false } = {}) {
       ctx.addIssue({ code: 'custom', message: value === '' ? 'must be a URL' : 'is not a URL' });
       return;
     }
-    if (url.protocol !== 'https:' && !(url.protocol === 'http:' && isLoopbackUrl(url))) ctx.addIssue({ code: 'custom', message: 'must be https (plain http only for 127.0.0.1/localhost)' });
+    if (!isHttpsOrLoopbackUrl(url)) ctx.addIssue({ code: 'custom', message: 'must be https (plain http only for 127.0.0.1/localhost)' });
     else if (noQuery && (url.search !== '' || url.hash !== '')) ctx.addIssue({ code: 'custom', message: 'must have no query or fragment' });
   });
 }
