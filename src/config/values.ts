@@ -3,7 +3,6 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
-import { isHttpsOrLoopbackUrl } from '../lib/loopback-url.js';
 
 const requireModule = createRequire(import.meta.url);
 
@@ -147,48 +146,6 @@ export function readYamlFile(file: string, envName: string, problems: string[]):
   return { root: document.toJS() };
 }
 
-/**
- * A secret a config file names but never holds: exactly one of `<envField>` (an environment
- * variable's name) or `<fileField>` (a file's path, one trailing newline dropped). `whose` names
- * the owner in messages (` of IdP "acme"`); no message quotes the secret.
- */
-export function readSecretReference(
-  entry: Record<string, unknown>,
-  fields: { env: string; file: string },
-  where: string,
-  whose: string,
-  env: NodeJS.ProcessEnv,
-  problems: string[],
-): string | undefined {
-  const fromEnv = entry[fields.env];
-  const fromFile = entry[fields.file];
-  if ((fromEnv === undefined) === (fromFile === undefined)) {
-    problems.push(`${where}: give exactly one of ${fields.env} (an environment variable name) or ${fields.file} (a path)`);
-    return undefined;
-  }
-  if (fromEnv !== undefined) {
-    if (typeof fromEnv !== 'string' || !/^[A-Za-z_][A-Za-z0-9_]*$/.test(fromEnv)) {
-      problems.push(`${where}.${fields.env} must be an environment variable name`);
-      return undefined;
-    }
-    const secret = env[fromEnv];
-    if (!secret) problems.push(`${where}: environment variable ${fromEnv} (${fields.env}${whose}) is not set`);
-    return secret || undefined;
-  }
-  if (typeof fromFile !== 'string' || fromFile === '') {
-    problems.push(`${where}.${fields.file} must be a path`);
-    return undefined;
-  }
-  try {
-    const secret = readFileSync(fromFile, 'utf8').replace(/\r?\n$/, '');
-    if (secret === '') problems.push(`${where}: ${fromFile} (${fields.file}${whose}) is empty`);
-    return secret || undefined;
-  } catch (error) {
-    problems.push(`${where}: cannot read ${fields.file} ${fromFile} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
-    return undefined;
-  }
-}
-
 /** `parse(text)`, or undefined with the reason it threw added to `problems` (every problem is reported at once). */
 export function parseOrNote<T>(text: string, parse: (text: string) => T, problems: string[]): T | undefined {
   try {
@@ -205,27 +162,4 @@ export function parseEach<T>(texts: readonly string[], parse: (text: string) => 
     const parsed = parseOrNote(text, parse, problems);
     return parsed === undefined ? [] : [parsed];
   });
-}
-
-/**
- * A URL that secrets, or the keys that decide what is stored, travel over: https, or plain http
- * on this machine only (anything else could be read or swapped on the way).
- */
-export function readHttpsUrl(value: unknown, where: string, problems: string[]): URL | undefined {
-  if (typeof value !== 'string' || value === '') {
-    problems.push(`${where} must be a URL`);
-    return undefined;
-  }
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    problems.push(`${where} is not a URL`);
-    return undefined;
-  }
-  if (!isHttpsOrLoopbackUrl(url)) {
-    problems.push(`${where} must be https (plain http only for 127.0.0.1/localhost)`);
-    return undefined;
-  }
-  return url;
 }

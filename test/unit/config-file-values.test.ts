@@ -1,6 +1,6 @@
 // The config files' problems name the file, the path and what was expected, never a value from the
 // file: a broken file whose every value is a marker must yield problems without a marker in them.
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -52,6 +52,30 @@ describe('config file problems quote no value from the file', () => {
     loadHookConfig({ TOKEN_TAP_HOOK_CONFIG: config }, problems);
     expect(problems.length).to.be.greaterThan(8);
     expect(problems.filter((problem) => problem.includes(MARKER))).to.deep.equal([]);
+  });
+
+  it('the hook file: a header secret file that cannot be read, or is empty, is not named by its path', () => {
+    const dir = path.join(mkdtempSync(path.join(os.tmpdir(), 'token-tap-config-values-')), `${MARKER}-dir`);
+    mkdirSync(dir);
+    const empty = path.join(dir, 'empty');
+    writeFileSync(empty, '');
+    const provider = { okta_idp_id: '0oaA', idp: 'entra', identity_claims: { upstream_groups: 'groups' } };
+    for (const [secretFile, expected] of [[path.join(dir, 'absent'), 'cannot read the file it names (ENOENT)'], [empty, 'the file it names is empty']] as const) {
+      const problems: string[] = [];
+      loadHookConfig({ TOKEN_TAP_HOOK_CONFIG: file({ authentication: { header: { value_file: secretFile } }, providers: [provider] }) }, problems);
+      expect(problems.join('\n')).to.contain(`authentication.header.value_file: ${expected}`);
+      expect(problems.filter((problem) => problem.includes(MARKER))).to.deep.equal([]);
+    }
+  });
+
+  it('the hook file: a claim name with a line break is shown escaped, on one line', () => {
+    const problems: string[] = [];
+    const provider = { okta_idp_id: '0oaA', idp: 'entra', identity_claims: { 'upstream\nforged: line': 'groups' } };
+    const config = file({ authentication: { header: { value_env: 'HOOK_SECRET' } }, providers: [provider] });
+    loadHookConfig({ TOKEN_TAP_HOOK_CONFIG: config, HOOK_SECRET: 'x' }, problems);
+    expect(problems).to.deep.equal([
+      `${config}: providers[0].identity_claims: "upstream\\u000aforged: line" is not a usable claim name (letters, digits, _ . : -; starting with a letter or _)`,
+    ]);
   });
 
   it('two hook providers with one Okta IdP id: named by position, not by the id', () => {

@@ -94,6 +94,32 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
     expect(text).to.contain('freshness_wait_ms must be an integer from 0 to 2000');
   });
 
+  it('given both schemes, names that and the problems inside each, with those of every provider, at once', () => {
+    const { config, problems } = load({
+      authentication: { header: { value_env: 'NOT_SET_ANYWHERE', colour: 1 }, oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://hook' } },
+      providers: [{ okta_idp_id: '0oaA', idp: 'entra' }, 'entra'],
+    }, {});
+    expect(config).to.equal(undefined);
+    // Each problem without its leading "<file>: ".
+    expect(problems.map((problem) => problem.replace(/^[^:]+: /, '')).sort()).to.deep.equal([
+      'authentication.header.value_env: environment variable NOT_SET_ANYWHERE (value_env) is not set',
+      'authentication.header: unknown field "colour" (known: name, value_env, value_file)',
+      "authentication.oauth.client_id is missing: give the client id of the Okta app Okta uses for the hook's client-credentials call (the token's cid)",
+      "authentication.oauth.scope is missing: give the scope Okta asks for when it gets the hook's token (e.g. token_tap.hook)",
+      'authentication: give exactly one of header or oauth',
+      'providers[0]: give identity_claims and/or access_claims (nothing would be added)',
+      'providers[1] must be a mapping with okta_idp_id, idp and the claims to add',
+    ]);
+  });
+
+  it('refuses an OAuth issuer with a query or a fragment (an issuer identifier has neither; its discovery document is under it)', () => {
+    for (const issuer of ['https://example.okta.com/oauth2/aus1?tenant=a', 'https://example.okta.com/oauth2/aus1#x']) {
+      const { config, problems } = load({ ...GOOD, authentication: { oauth: { issuer, audience: 'api://hook', scope: 'token_tap.hook', client_id: '0oaHOOK' } } });
+      expect(config).to.equal(undefined);
+      expect(problems.join('\n')).to.contain('authentication.oauth.issuer must have no query or fragment').and.not.contain('tenant=a');
+    }
+  });
+
   it('is off by default; on, it needs the file; the file alone is a mistake', () => {
     const base = { DATABASE_URL: 'postgres://x@127.0.0.1/db', TOKEN_TAP_KEYS: generateKeySpec('k1') };
     expect(loadSidecarConfig(base).hook).to.equal(undefined);
