@@ -2,6 +2,7 @@
 // ext_proc server as protobuf *text format* in a string (checked with Envoy 1.40), e.g.
 //   filter_metadata { key: "envoy-gateway" value { fields { key: "resources" value { list_value {...} } } } }
 // Pure and total: text in, plain values out; anything unreadable gives undefined, never a throw.
+import { TokenTapError } from '../lib/errors.js';
 
 /** A parsed text-format message: its fields in order (a repeated field appears once per value). */
 type TextMessage = Array<[string, string | TextMessage]>;
@@ -9,7 +10,12 @@ type TextMessage = Array<[string, string | TextMessage]>;
 const MAX_TEXT = 64 * 1024;
 const MAX_DEPTH = 32;
 
-class TextFormatError extends Error {}
+class TextFormatError extends TokenTapError {
+  override name = 'TextFormatError';
+  constructor(message: string) {
+    super(message, 'invalid_argument');
+  }
+}
 
 function unescapeText(body: string): string {
   return body.replace(/\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)/g, (_, sequence: string) => {

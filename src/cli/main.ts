@@ -17,9 +17,14 @@ import { registerKeyCommands } from './keys.js';
 import { injectedFault } from './refresh-fault.js';
 import { createLogger } from '../ops/log.js';
 import { createMetrics } from '../ops/metrics.js';
+import { TokenTapError } from '../lib/errors.js';
 
-export class UsageError extends Error {
+/** The command line is wrong (a flag, an argument, a missing dev dependency); the message says what to do. */
+export class UsageError extends TokenTapError {
   override name = 'UsageError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'invalid_argument', options);
+  }
 }
 
 function collect(value: string, previous: string[]): string[] {

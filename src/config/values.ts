@@ -4,6 +4,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { isLoopbackUrl } from '../lib/loopback-url.js';
+import { TokenTapError } from '../lib/errors.js';
 
 const requireModule = createRequire(import.meta.url);
 
@@ -12,10 +13,10 @@ export interface HostPort {
   port: number;
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends TokenTapError {
   override name = 'ConfigError';
   constructor(readonly problems: string[]) {
-    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`, 'misconfigured');
   }
 }
 

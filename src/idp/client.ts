@@ -9,6 +9,7 @@ import { parseFields, readTokenResponse } from '../capture/token-response.js';
 import type { TokenSet } from '../capture/types.js';
 import { readLimited } from './http.js';
 import { lazyImport } from '../lib/lazy-import.js';
+import { TokenTapError } from '../lib/errors.js';
 
 export type AuthMethod = 'client_secret_basic' | 'client_secret_post';
 export const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post'];
@@ -20,7 +21,7 @@ type OAuth = typeof import('oauth4webapi');
 const loadOauth = lazyImport<OAuth>(() => import('oauth4webapi'));
 
 /** Why a call to the IdP did not give tokens. Messages name the IdP and the OAuth error code only. */
-export class IdpCallError extends Error {
+export class IdpCallError extends TokenTapError {
   override name = 'IdpCallError';
   constructor(
     message: string,
@@ -29,7 +30,7 @@ export class IdpCallError extends Error {
     /** The OAuth error code (invalid_grant, invalid_client, ...) when the IdP sent one. */
     readonly errorCode?: string,
   ) {
-    super(message);
+    super(message, kind === 'unavailable' ? 'unavailable' : 'failed_precondition');
   }
 }
 

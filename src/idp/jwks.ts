@@ -14,6 +14,7 @@ import type { AuthorizationServer } from 'oauth4webapi';
 import { isLoopbackUrl } from '../lib/loopback-url.js';
 import { limitedFetch, readLimited } from './http.js';
 import { lazyImport } from '../lib/lazy-import.js';
+import { TokenTapError } from '../lib/errors.js';
 
 // Imported on first use (a fetch): a sidecar that checks no signature never loads them. A failed
 // import fails the fetch like an unreachable issuer.
@@ -59,10 +60,11 @@ export interface KeySnapshot {
 }
 
 /** getKey found no keys to check with (none fetched yet, and the cooldown holds the next fetch off). */
-export class JwksUnavailable extends Error {
+export class JwksUnavailable extends TokenTapError {
+  override name = 'JwksUnavailable';
   readonly code = 'KEYS_UNAVAILABLE';
   constructor() {
-    super("the issuer's signing keys cannot be fetched (retried after the cooldown)");
+    super("the issuer's signing keys cannot be fetched (retried after the cooldown)", 'unavailable');
   }
 }
 

@@ -33,6 +33,7 @@ import path from 'node:path';
 import type { Logger } from 'pino';
 import { errorCode } from '../lib/error-description.js';
 import { OPEN_APPEND, openRegular, readRegularFile, writeNewFile } from './spool-fs.js';
+import { TokenTapError } from '../lib/errors.js';
 
 const LOCK_FILE = 'lock';
 export const HOLDER_FILE = 'holder.json';
@@ -121,8 +122,12 @@ interface Holding {
   release(): Promise<void>;
 }
 
-export class SpoolLockedError extends Error {
+/** Another process holds the spool directory's lock. */
+export class SpoolLockedError extends TokenTapError {
   override name = 'SpoolLockedError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'unavailable', options);
+  }
 }
 
 export function newWriter(): SpoolWriter {

@@ -19,6 +19,7 @@ import { errorCode, errorFields } from '../lib/error-description.js';
 import type { SpoolWriter } from './spool-lock.js';
 import { HEADER_BYTES, LENGTH_BYTES, SEGMENT_MAGIC } from './spool-codec.js';
 import { OPEN_NEW_APPEND, OPEN_READ, openRegular, readRegularFile, syncDirectory, writeAll, writeNewFile } from './spool-fs.js';
+import { TokenTapError } from '../lib/errors.js';
 
 const SEGMENT_NAME = /^(\d{20})(?:-([0-9a-f]{16}))?\.seg$/;
 export const CHECKPOINT_FILE = 'checkpoint.json';
@@ -354,7 +355,10 @@ export class SegmentFiles {
   }
 }
 
-export class SegmentGoneError extends Error {
+export class SegmentGoneError extends TokenTapError {
   override name = 'SegmentGoneError';
   readonly code = 'ESEGMENTGONE';
+  constructor(message: string) {
+    super(message, 'not_found');
+  }
 }

@@ -8,6 +8,7 @@ import { withTransaction } from '../store/pool.js';
 import { resealQuarantined } from '../store/quarantine.js';
 import { errorCode } from '../lib/error-description.js';
 import type { GrantStore } from '../store/grants.js';
+import { TokenTapError } from '../lib/errors.js';
 
 const GRANT_FIELDS = ['access_token', 'refresh_token', 'id_token', 'extras'] as const;
 const RETRYABLE = new Set(['40P01', '40001']); // deadlock detected, serialization failure
@@ -27,8 +28,12 @@ export interface RotationResult {
   missing: Array<{ keyId: string; grants: number; pendingGrants: number; quarantinedCaptures: number }>;
 }
 
-export class RotationError extends Error {
+/** Rows sealed under a key the ring lacks, or that cannot be opened: the rotation stops. */
+export class RotationError extends TokenTapError {
   override name = 'RotationError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'failed_precondition', options);
+  }
 }
 
 interface GrantCipherRow {

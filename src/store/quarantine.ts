@@ -12,6 +12,7 @@ import { errorName } from '../lib/error-description.js';
 import { describeCaptureFailure, isPostgresUnavailable, type QuarantineLabel } from './errors.js';
 import { withTransaction } from './pool.js';
 import { erasedSql, HOLD_OFF_ERASURES } from './tombstones.js';
+import { TokenTapError } from '../lib/errors.js';
 
 /** Where a capture was when it failed: before verification (a retry verifies it first) or when written. */
 export type QuarantineStage = 'verification' | 'write';
@@ -143,9 +144,9 @@ export interface RetryDependencies {
 }
 
 /** Thrown inside the retry transaction to keep the capture quarantined with a reason of our own. */
-class Stays extends Error {
+class Stays extends TokenTapError {
   constructor(readonly reason: string) {
-    super(reason);
+    super(reason, 'failed_precondition');
   }
 }
 

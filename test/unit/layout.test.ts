@@ -33,8 +33,8 @@ const KNOWN_KNOTS: Record<string, string> = {
 const MAY_IMPORT: Record<string, Record<string, string>> = {
   'contract.ts': {},
   lib: {},
-  capture: {},
-  keys: {},
+  capture: { lib: 'the error base class (TokenTapError)' },
+  keys: { lib: 'the error base class (TokenTapError)' },
   store: {
     capture: 'the TokenSet a grant is made of; claims of the id_token it keeps',
     keys: 'rows are sealed and named by fingerprints',
