@@ -2,7 +2,6 @@
 // ext_proc server as protobuf *text format* in a string (checked with Envoy 1.40), e.g.
 //   filter_metadata { key: "envoy-gateway" value { fields { key: "resources" value { list_value {...} } } } }
 // Pure and total: text in, plain values out; anything unreadable gives undefined, never a throw.
-import { TokenTapError } from '../lib/errors.js';
 
 /** A parsed text-format message: its fields in order (a repeated field appears once per value). */
 type TextMessage = Array<[string, string | TextMessage]>;
@@ -10,11 +9,10 @@ type TextMessage = Array<[string, string | TextMessage]>;
 const MAX_TEXT = 64 * 1024;
 const MAX_DEPTH = 32;
 
-class TextFormatError extends TokenTapError {
+// Never leaves this module (parseRouteMetadata catches it and gives undefined), so it is not a
+// TokenTapError: capture/ stays free of imports.
+class TextFormatError extends Error {
   override name = 'TextFormatError';
-  constructor(message: string) {
-    super(message, 'invalid_argument');
-  }
 }
 
 function unescapeText(body: string): string {

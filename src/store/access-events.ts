@@ -14,14 +14,17 @@
 // wal_writer_delay (200 ms by default), so a crash of Postgres in that window loses those rows.
 // bench/RESULTS.md has what it buys.
 import type pg from 'pg';
-import type { VaultOutcome } from './errors.js';
+import type { Outcome } from '../lib/errors.js';
 import { commitDurability, isPostgresUnavailable } from './pool.js';
 
 /** The Okta token inline hook's outcomes (hook/server.ts). */
 export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'ambiguous' | 'unverified' | 'email_unverified' | 'bad_request';
 
-/** `cancelled`: the caller gave up (its deadline passed, or it cancelled) before the answer was decided. */
-export type AccessOutcome = 'ok' | 'unauthenticated' | 'permission_denied' | 'internal' | 'cancelled' | VaultOutcome;
+/**
+ * An error's outcome (lib/errors.ts), `ok`, or `cancelled`: the caller gave up (its deadline passed,
+ * or it cancelled) before the answer was decided.
+ */
+export type AccessOutcome = 'ok' | 'cancelled' | Outcome;
 
 export interface AccessEvent {
   /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, ... */

@@ -33,7 +33,7 @@ const KNOWN_KNOTS: Record<string, string> = {
 const MAY_IMPORT: Record<string, Record<string, string>> = {
   'contract.ts': {},
   lib: {},
-  capture: { lib: 'the error base class (TokenTapError)' },
+  capture: {},
   keys: { lib: 'the error base class (TokenTapError)' },
   store: {
     capture: 'the TokenSet a grant is made of; claims of the id_token it keeps',
