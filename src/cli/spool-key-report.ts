@@ -10,6 +10,7 @@
 // spool is (in its pod).
 import { spoolDirFrom } from '../config/sidecar.js';
 import { emptyCensus, spoolCensus, type SpoolCensus } from '../ingest/spool-census.js';
+import { errorFields } from '../lib/error-description.js';
 
 export const SPOOL_KEY_REPORT_HELP =
   'Reports the records per key id in the spool at TOKEN_TAP_SPOOL_DIR (read without its lock): a key may leave\n' +
@@ -52,7 +53,7 @@ export async function spoolKeyReport(env: NodeJS.ProcessEnv, activeKeyId: string
   try {
     census = await spoolCensus(dir);
   } catch (error) {
-    census = { dir, exists: true, records: {}, held: emptyCensus(), damaged: {}, unknownFiles: { count: 0, names: [], byKey: {} }, errors: [{ file: '.', message: (error as Error)?.message ?? String(error) }] };
+    census = { dir, exists: true, records: {}, held: emptyCensus(), damaged: {}, unknownFiles: { count: 0, names: [], byKey: {} }, errors: [{ file: '.', ...errorFields(error) }] };
   }
   const report: SpoolKeyReport = {
     dir: census.dir,

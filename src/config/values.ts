@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
 import { isLoopbackUrl } from '../lib/loopback-url.js';
-import { TokenTapError } from '../lib/errors.js';
+import { asError, TokenTapError } from '../lib/errors.js';
 
 const requireModule = createRequire(import.meta.url);
 
@@ -195,7 +195,7 @@ export function parseOrNote<T>(text: string, parse: (text: string) => T, problem
   try {
     return parse(text);
   } catch (error) {
-    problems.push((error as Error).message);
+    problems.push(asError(error).message);
     return undefined;
   }
 }

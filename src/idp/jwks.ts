@@ -14,7 +14,8 @@ import type { AuthorizationServer } from 'oauth4webapi';
 import { isLoopbackUrl } from '../lib/loopback-url.js';
 import { limitedFetch, readLimited } from './http.js';
 import { lazyImport } from '../lib/lazy-import.js';
-import { TokenTapError } from '../lib/errors.js';
+import { asError, TokenTapError } from '../lib/errors.js';
+import { errorName } from '../lib/error-description.js';
 
 // Imported on first use (a fetch): a sidecar that checks no signature never loads them. A failed
 // import fails the fetch like an unreachable issuer.
@@ -69,9 +70,9 @@ export class JwksUnavailable extends TokenTapError {
 }
 
 function describeFetchError(error: unknown): string {
-  if ((error as Error)?.name === 'TimeoutError' || (error as Error)?.name === 'AbortError') return 'timeout';
+  if (errorName(error) === 'TimeoutError' || errorName(error) === 'AbortError') return 'timeout';
   const cause = (error as { cause?: { code?: string } }).cause;
-  return cause?.code ?? (error as Error)?.name ?? 'error';
+  return cause?.code ?? errorName(error);
 }
 
 function isAllowedUrl(url: URL): boolean {
@@ -116,7 +117,7 @@ async function discoverJwksUri(source: JwksSource): Promise<URL> {
       [oauth.customFetch]: limitedFetch(MAX_DOCUMENT_BYTES, 'discovery'),
     });
   } catch (error) {
-    if (/^discovery: answer over/.test((error as Error)?.message ?? '')) throw error;
+    if (/^discovery: answer over/.test(asError(error).message)) throw error;
     throw new Error(`discovery: ${describeFetchError(error)}`);
   }
   let metadata: AuthorizationServer;

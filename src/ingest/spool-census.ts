@@ -16,7 +16,7 @@
 import { lstat, readdir } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { errorCode } from '../lib/error-description.js';
+import { errorCode, errorFields } from '../lib/error-description.js';
 import type { IngestMetrics } from './metrics.js';
 import { HEADER_BYTES, headKeyId, type Unreadable } from './spool-codec.js';
 import { OPEN_READ, openRegular, SPOOL_TEMPORARY } from './spool-fs.js';
@@ -106,7 +106,7 @@ async function countFile(file: string, shown: string, options: CountOptions): Pr
       const info = await lstat(file).catch(() => undefined);
       return info ? { bytes: info.size, records: 0, byKey: new Map(), unknown: true, regular: false } : undefined;
     }
-    options.errors.push({ file: shown, ...(errorCode(error) ? { code: errorCode(error)! } : {}), message: (error as Error)?.message ?? String(error) });
+    options.errors.push({ file: shown, ...errorFields(error) });
     return undefined;
   }
 }
@@ -118,7 +118,7 @@ async function readHeld(dir: string, options: CountOptions & { walkDamaged: bool
   try {
     names = await listHeld(dir);
   } catch (error) {
-    options.errors.push({ file: HELD_DIR, ...(errorCode(error) ? { code: errorCode(error)! } : {}), message: (error as Error)?.message ?? String(error) });
+    options.errors.push({ file: HELD_DIR, ...errorFields(error) });
     return files;
   }
   for (const name of names) {
@@ -187,7 +187,7 @@ export interface SpoolCensus {
 export async function spoolCensus(dir: string, afterSegments?: () => Promise<void>): Promise<SpoolCensus> {
   const census: SpoolCensus = { dir, exists: false, records: {}, held: emptyCensus(), damaged: {}, unknownFiles: { count: 0, names: [], byKey: {} }, errors: [] };
   const errors = census.errors;
-  const failed = (file: string, error: unknown) => errors.push({ file, ...(errorCode(error) ? { code: errorCode(error)! } : {}), message: (error as Error)?.message ?? String(error) });
+  const failed = (file: string, error: unknown) => errors.push({ file, ...errorFields(error) });
   let names: string[];
   try {
     names = (await readdir(dir)).sort();

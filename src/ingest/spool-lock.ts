@@ -31,9 +31,9 @@ import { readFile, realpath, rename, stat, unlink, writeFile } from 'node:fs/pro
 import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { errorCode } from '../lib/error-description.js';
+import { errorCode, errorFields } from '../lib/error-description.js';
 import { OPEN_APPEND, openRegular, readRegularFile, writeNewFile } from './spool-fs.js';
-import { TokenTapError } from '../lib/errors.js';
+import { asError, TokenTapError } from '../lib/errors.js';
 
 const LOCK_FILE = 'lock';
 export const HOLDER_FILE = 'holder.json';
@@ -135,7 +135,7 @@ export function newWriter(): SpoolWriter {
 }
 
 function cannotLock(dir: string, error: unknown): Error {
-  const message = (error as Error)?.message ?? String(error);
+  const { message } = errorFields(error);
   return new Error(`cannot lock the spool directory ${dir} (TOKEN_TAP_SPOOL_DIR): ${message}`, { cause: error });
 }
 
@@ -249,7 +249,7 @@ async function holdFlock(dir: string, lockFile: string, writer: SpoolWriter, eve
         return;
       }
       if (Date.now() >= deadline) {
-        const why = failure instanceof SpoolLockedError ? 'another process holds it (it has not named itself in holder.json)' : (failure as Error).message;
+        const why = failure instanceof SpoolLockedError ? 'another process holds it (it has not named itself in holder.json)' : asError(failure).message;
         lose(`the spool lock this sidecar lost (its flock(1) ended) cannot be taken again within ${RETAKE_MS / 1000} s: ${why}`);
         return;
       }

@@ -15,7 +15,7 @@ import { randomUUID } from 'node:crypto';
 import { rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { errorCode, errorFields } from '../lib/error-description.js';
+import { errorCode, errorFields, errorName } from '../lib/error-description.js';
 import type { SpoolWriter } from './spool-lock.js';
 import { HEADER_BYTES, LENGTH_BYTES, SEGMENT_MAGIC } from './spool-codec.js';
 import { OPEN_NEW_APPEND, OPEN_READ, openRegular, readRegularFile, syncDirectory, writeAll, writeNewFile } from './spool-fs.js';
@@ -86,7 +86,7 @@ export async function readCheckpoint(dir: string, logger?: Logger): Promise<Chec
   } catch (error) {
     // Missing or unreadable: every segment is replayed; Postgres skips what it has.
     if (errorCode(error) !== 'ENOENT') {
-      logger?.error({ file: CHECKPOINT_FILE, err: { name: (error as Error)?.name ?? 'Error', ...errorFields(error) } }, 'the spool checkpoint cannot be used (too large, not a regular file, or not JSON): it is not read; every segment is replayed (Postgres ignores captures it has)');
+      logger?.error({ file: CHECKPOINT_FILE, err: { name: errorName(error), ...errorFields(error) } }, 'the spool checkpoint cannot be used (too large, not a regular file, or not JSON): it is not read; every segment is replayed (Postgres ignores captures it has)');
     }
   }
   return { segments: new Map() };

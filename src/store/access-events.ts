@@ -16,6 +16,7 @@
 import type pg from 'pg';
 import type { Outcome } from '../lib/errors.js';
 import { commitDurability, isPostgresUnavailable } from './pool.js';
+import { asError } from '../lib/errors.js';
 
 /** The Okta token inline hook's outcomes (hook/server.ts). */
 export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'ambiguous' | 'unverified' | 'email_unverified' | 'bad_request';
@@ -90,14 +91,14 @@ export class AccessEventLog {
         } catch (error) {
           // Postgres away: every row would fail the same way, each after its own wait.
           if (batch.length === 1 || isPostgresUnavailable(error)) {
-            for (const entry of batch) entry.done(error as Error);
+            for (const entry of batch) entry.done(asError(error));
             continue;
           }
           // One bad row (or a blip) must not fail every caller in the batch: each on its own.
           for (const entry of batch) {
             await this.insert([entry.event]).then(
               () => entry.done(),
-              (rowError: unknown) => entry.done(rowError as Error),
+              (rowError: unknown) => entry.done(asError(rowError)),
             );
           }
         }

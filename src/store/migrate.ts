@@ -4,7 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { TokenTapError } from '../lib/errors.js';
+import { asError, TokenTapError } from '../lib/errors.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
 /** The advisory lock migrations run under (exported for tests that hold it). */
@@ -68,7 +68,7 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Pro
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK');
-        throw new Error(`migration ${migration.version} (${migration.name}) failed: ${(error as Error).message}`, { cause: error });
+        throw new Error(`migration ${migration.version} (${migration.name}) failed: ${asError(error).message}`, { cause: error });
       }
       done.push(migration.version);
     }

@@ -112,6 +112,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     ops: 'logs and metrics',
     'sidecar.ts': 'serve starts the sidecar',
     store: 'the CLI reads grants, quarantined captures and purges',
+    lib: 'the error model: exit codes by outcome, errors described for messages',
   },
   demo: {
     'contract.ts': 'the demo route names',
@@ -134,6 +135,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     operations: 'the refresher and revoker it hands the TokenVault API',
     ops: 'health, HTTP, metrics',
     store: 'the pools, grant stores, audit logs and the retention purge it hands the listeners',
+    lib: 'errors described for logs and messages',
   },
 };
 
