@@ -64,6 +64,14 @@ export async function openRegular(file: string, flags: number, mode = 0o600): Pr
   return handle;
 }
 
+/** Another process holds the spool directory's lock (spool-lock.ts). */
+export class SpoolLockedError extends TokenTapError {
+  override name = 'SpoolLockedError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'unavailable', options);
+  }
+}
+
 export class FileTooLargeError extends TokenTapError {
   override name = 'FileTooLargeError';
   readonly code = 'EFILETOOLARGE';

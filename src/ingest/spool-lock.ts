@@ -32,8 +32,8 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { errorCode, errorFields } from '../lib/error-description.js';
-import { OPEN_APPEND, openRegular, readRegularFile, writeNewFile } from './spool-fs.js';
-import { asError, TokenTapError } from '../lib/errors.js';
+import { OPEN_APPEND, openRegular, readRegularFile, SpoolLockedError, writeNewFile } from './spool-fs.js';
+import { asError } from '../lib/errors.js';
 
 const LOCK_FILE = 'lock';
 export const HOLDER_FILE = 'holder.json';
@@ -120,14 +120,6 @@ interface Holding {
   /** The directory is not this run's any more (holder.json names another writer); the caller tells onGone. */
   gone(): void;
   release(): Promise<void>;
-}
-
-/** Another process holds the spool directory's lock. */
-export class SpoolLockedError extends TokenTapError {
-  override name = 'SpoolLockedError';
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, 'unavailable', options);
-  }
 }
 
 export function newWriter(): SpoolWriter {

@@ -27,7 +27,7 @@ import { loggedLockEvents, takeSpoolLock, type SpoolLock } from './spool-lock.js
 import { readCheckpoint, SegmentFiles, SegmentGoneError, type Segment, type SpoolPosition } from './spool-segments.js';
 import { errorFields, errorName } from '../lib/error-description.js';
 
-export { SpoolLockedError } from './spool-lock.js';
+export { SpoolLockedError } from './spool-fs.js';
 export type { SpoolPosition } from './spool-segments.js';
 /** TOKEN_TAP_SPOOL_GRACE_SECONDS's default (src/config/sidecar.ts), for callers that do not say. */
 const DEFAULT_GRACE_MS = 60_000;

@@ -11,7 +11,7 @@ import { exitCodeOf, UsageError } from '../../src/cli/main.js';
 import { ConfigError } from '../../src/config/values.js';
 import { IdpCallError } from '../../src/idp/client.js';
 import { JwksUnavailable } from '../../src/idp/jwks.js';
-import { SpoolLockedError } from '../../src/ingest/spool-lock.js';
+import { SpoolLockedError } from '../../src/ingest/spool.js';
 import { DecryptError, KeyRingError } from '../../src/keys/key-ring.js';
 import { describeError } from '../../src/lib/error-description.js';
 import { asError, outcomeOf, TokenTapError } from '../../src/lib/errors.js';
