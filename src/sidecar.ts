@@ -33,6 +33,8 @@ import { GrantRefresher } from './operations/refresh.js';
 import { GrantRevoker } from './operations/revoke.js';
 import { drainRefreshes } from './operations/refresh-drain.js';
 import type { HookServer } from './hook/server.js';
+import { describeError } from './lib/error-description.js';
+import { asError } from './lib/errors.js';
 
 export interface Sidecar {
   /** ext_proc's TCP address with the bound port; on a Unix socket, host is the socket path and port 0. */
@@ -82,7 +84,7 @@ function lowerPriority(nice: number, logger: Logger): void {
   try {
     os.setPriority(0, Math.max(os.getPriority(0), nice));
   } catch (error) {
-    logger.warn({ err: { message: (error as Error).message }, nice }, 'cannot lower the sidecar priority; it competes with Envoy for the CPU');
+    logger.warn({ err: describeError(error), nice }, 'cannot lower the sidecar priority; it competes with Envoy for the CPU');
   }
 }
 
@@ -239,7 +241,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
   } catch (error) {
     await spool.close();
     await pool.end().catch(() => undefined);
-    throw new Error(`cannot listen on ${listenText}: ${(error as Error).message}`, { cause: error });
+    throw new Error(`cannot listen on ${listenText}: ${asError(error).message}`, { cause: error });
   }
   if (!isLoopbackOnly(config.listen)) {
     // Allowed only with --allow-remote-extproc (config/sidecar.ts); said at every start.
@@ -304,7 +306,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
     } catch (error) {
       await endHookPool();
       // As with the API: captures go on; Okta, getting no answer, issues its tokens unchanged.
-      logger.error({ err: { message: (error as Error).message } }, 'the Okta hook listener cannot start; capturing without it');
+      logger.error({ err: describeError(error) }, 'the Okta hook listener cannot start; capturing without it');
     }
   }
 

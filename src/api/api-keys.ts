@@ -3,6 +3,7 @@ import type pg from 'pg';
 import { generateApiKey, hashApiKeySecret } from './api-key-token.js';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import type { GrantRow } from '../store/grants.js';
+import { TokenTapError } from '../lib/errors.js';
 
 export const OPERATIONS = ['get', 'list', 'refresh', 'revoke', 'delete', 'read_refresh_token'] as const;
 export type Operation = (typeof OPERATIONS)[number];
@@ -46,8 +47,12 @@ function fromRow(row: ApiKeyRow): StoredApiKey {
   };
 }
 
-export class ApiKeyInputError extends Error {
+/** A new key's name, IdPs or operations are not acceptable; the message lists every problem. */
+export class ApiKeyInputError extends TokenTapError {
   override name = 'ApiKeyInputError';
+  constructor(message: string) {
+    super(message, 'invalid_argument', { exposable: true });
+  }
 }
 
 /** Every problem with a new key's name, IdPs and operations, at once. */

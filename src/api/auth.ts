@@ -5,6 +5,7 @@ import type * as grpc from '@grpc/grpc-js';
 import { ALL, type ApiKeyRepository, type Operation } from './api-keys.js';
 import type { GrantRow } from '../store/grants.js';
 import { parseApiKey, secretMatches } from './api-key-token.js';
+import { TokenTapError } from '../lib/errors.js';
 
 export interface Caller {
   apiKeyId: string;
@@ -14,16 +15,17 @@ export interface Caller {
 }
 
 /** Refusals: outcome is the gRPC code's name; `presentedKeyId` is audited, never the secret. */
-export class AccessDenied extends Error {
+export class AccessDenied extends TokenTapError {
   override name = 'AccessDenied';
+  declare readonly outcome: 'unauthenticated' | 'permission_denied';
   constructor(
     message: string,
-    readonly outcome: 'unauthenticated' | 'permission_denied',
+    outcome: 'unauthenticated' | 'permission_denied',
     /** For the audit row; the caller's message stays generic. */
     readonly detail: string,
     readonly presentedKeyId?: string,
   ) {
-    super(message);
+    super(message, outcome, { exposable: true });
   }
 }
 

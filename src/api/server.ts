@@ -19,6 +19,7 @@ import { loadTokenVault } from './protocol.js';
 import { createTokenVaultHandlers } from './service.js';
 import { preloadWire } from './wire.js';
 import { shutdownGrpcServer } from '../lib/grpc-shutdown.js';
+import { describeError } from '../lib/error-description.js';
 
 export interface TokenVault {
   /** Where the API listens; undefined when it is off. */
@@ -77,7 +78,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
       // Captures matter more than the API: a missed login's tokens are gone for good, while the
       // API can be fixed and restarted. So the sidecar goes on, loudly, without it.
       logger.error(
-        { apiListen: bindAddress, err: { message: (error as Error).message } },
+        { apiListen: bindAddress, err: describeError(error) },
         'cannot serve the TokenVault API (TOKEN_TAP_API_LISTEN); going on without it',
       );
       candidate.forceShutdown();

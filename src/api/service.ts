@@ -1,16 +1,17 @@
 // The TokenVault gRPC service. Each call: authenticate, authorize for its IdP and operation, do
 // the work, decide the answer, write one access_events row with that outcome, answer. The audit
 // row is written before an answer the work decided leaves; when it cannot be written the answer is
-// withheld (UNAVAILABLE), so nothing is served unrecorded. Errors become gRPC statuses here and
-// nowhere else.
-import * as grpc from '@grpc/grpc-js';
+// withheld (UNAVAILABLE), so nothing is served unrecorded. Errors become gRPC statuses by
+// grpcStatusOf and refusalOf (errors.ts) and nowhere else.
+import type * as grpc from '@grpc/grpc-js';
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import { ALL, type Operation } from './api-keys.js';
 import type { AccessEvent, AccessEventLog, AccessOutcome } from '../store/access-events.js';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { DecryptError, type KeyRing } from '../keys/key-ring.js';
-import { isPostgresUnavailable } from '../store/pool.js';
+import type { KeyRing } from '../keys/key-ring.js';
+import { describeError } from '../lib/error-description.js';
+import { grpcStatusOf, refusalOf } from './errors.js';
 import { eraseUser } from '../operations/erase.js';
 import { getGrant } from '../operations/get.js';
 import { VaultError } from '../store/errors.js';
@@ -79,18 +80,6 @@ interface AuditNotes {
   subject?: string;
   detail?: string;
 }
-
-const GRPC_CODES: Record<AccessOutcome, grpc.status> = {
-  ok: grpc.status.OK,
-  unauthenticated: grpc.status.UNAUTHENTICATED,
-  permission_denied: grpc.status.PERMISSION_DENIED,
-  invalid_argument: grpc.status.INVALID_ARGUMENT,
-  not_found: grpc.status.NOT_FOUND,
-  failed_precondition: grpc.status.FAILED_PRECONDITION,
-  unavailable: grpc.status.UNAVAILABLE,
-  internal: grpc.status.INTERNAL,
-  cancelled: grpc.status.CANCELLED,
-};
 
 /** A call's answer, decided once: what the caller gets, and what its audit row says. */
 interface Verdict<Res> {
@@ -198,7 +187,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         return true;
       };
       const onCancelled = () => {
-        decide({ outcome: 'cancelled', detail: GAVE_UP, failure: { code: grpc.status.CANCELLED, details: 'cancelled' }, gaveUp: true });
+        decide({ outcome: 'cancelled', detail: GAVE_UP, failure: { code: grpcStatusOf('cancelled'), details: 'cancelled' }, gaveUp: true });
       };
       call.on('cancelled', onCancelled);
       // GetGrant may refresh first (TOKEN_TAP_API_AUTO_REFRESH_SECONDS, or asked per call): then it waits on the IdP too.
@@ -206,7 +195,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       const deadline = CALLS_TO_AN_IDP.has(operation) || mayRefresh
         ? undefined
         : setTimeout(() => {
-            const failure = { code: grpc.status.UNAVAILABLE, details: `no answer from Postgres within ${CALL_DEADLINE_MS} ms; try again` };
+            const failure = { code: grpcStatusOf('unavailable'), details: `no answer from Postgres within ${CALL_DEADLINE_MS} ms; try again` };
             if (decide({ outcome: 'unavailable', detail: `answered UNAVAILABLE at the ${CALL_DEADLINE_MS} ms deadline`, failure })) callback(failure, null);
           }, CALL_DEADLINE_MS);
       void (async () => {
@@ -218,9 +207,10 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
           event.caller = caller.name;
           own = { outcome: 'ok', value: await run(call.request, caller, notes, grant, waitUntil(call)) };
         } catch (error) {
-          const refusal = classify(error, operation);
+          const refusal = refusalOf(error);
+          if (refusal.unexpected) logger.error({ operation, err: describeError(error) }, 'TokenVault call failed');
           if (error instanceof AccessDenied && error.presentedKeyId) event.apiKeyId ??= error.presentedKeyId;
-          own = { outcome: refusal.outcome, detail: refusal.detail, failure: { code: GRPC_CODES[refusal.outcome], details: refusal.message } };
+          own = { outcome: refusal.outcome, detail: refusal.detail, failure: { code: grpcStatusOf(refusal.outcome), details: refusal.message } };
         }
         // The work ended first: it answers (below, or here at once for an UNAVAILABLE).
         const answering = decide(own);
@@ -240,10 +230,10 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         try {
           await events.record(event);
         } catch (error) {
-          logger.error({ operation, err: { message: (error as Error).message, code: (error as { code?: string }).code } }, answered ? 'cannot write an access event' : 'cannot write an access event; answer withheld');
+          logger.error({ operation, err: describeError(error) }, answered ? 'cannot write an access event' : 'cannot write an access event; answer withheld');
           if (!answered) {
             event.outcome = 'unavailable';
-            failure = { code: grpc.status.UNAVAILABLE, details: 'the access record could not be written to Postgres, so the answer is withheld; try again' };
+            failure = { code: grpcStatusOf('unavailable'), details: 'the access record could not be written to Postgres, so the answer is withheld; try again' };
           }
         }
         metrics.calls.inc({ operation, outcome: event.outcome });
@@ -253,17 +243,6 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         else callback(null, decided.value ?? null);
       })();
     };
-  }
-
-  function classify(error: unknown, operation: string): { outcome: AccessOutcome; message: string; detail: string } {
-    if (error instanceof AccessDenied) return { outcome: error.outcome, message: error.message, detail: error.detail };
-    if (error instanceof VaultError) return { outcome: error.outcome, message: error.message, detail: error.message };
-    if (error instanceof DecryptError) return { outcome: 'failed_precondition', message: error.message, detail: error.message };
-    if (isPostgresUnavailable(error)) {
-      return { outcome: 'unavailable', message: 'Postgres cannot be reached; try again', detail: `Postgres unavailable (${(error as { code?: string }).code})` };
-    }
-    logger.error({ operation, err: { name: (error as Error)?.name, message: (error as Error)?.message, code: (error as { code?: string })?.code } }, 'TokenVault call failed');
-    return { outcome: 'internal', message: 'internal error; the sidecar log has the details', detail: (error as Error)?.message ?? 'internal error' };
   }
 
   /** The subject a request names, directly or by email claim; recorded for the audit row. */

@@ -9,7 +9,11 @@ type TextMessage = Array<[string, string | TextMessage]>;
 const MAX_TEXT = 64 * 1024;
 const MAX_DEPTH = 32;
 
-class TextFormatError extends Error {}
+// Never leaves this module (parseRouteMetadata catches it and gives undefined), so it is not a
+// TokenTapError: capture/ stays free of imports.
+class TextFormatError extends Error {
+  override name = 'TextFormatError';
+}
 
 function unescapeText(body: string): string {
   return body.replace(/\\(x[0-9a-fA-F]{1,2}|[0-7]{1,3}|.)/g, (_, sequence: string) => {

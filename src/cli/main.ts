@@ -17,9 +17,14 @@ import { registerKeyCommands } from './keys.js';
 import { injectedFault } from './refresh-fault.js';
 import { createLogger } from '../ops/log.js';
 import { createMetrics } from '../ops/metrics.js';
+import { asError, type Outcome, outcomeOf, TokenTapError } from '../lib/errors.js';
 
-export class UsageError extends Error {
+/** The command line is wrong (a flag, an argument, a missing dev dependency); the message says what to do. */
+export class UsageError extends TokenTapError {
   override name = 'UsageError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'invalid_argument', options);
+  }
 }
 
 function collect(value: string, previous: string[]): string[] {
@@ -156,7 +161,7 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
       ...(options.tlsCert && options.tlsKey ? { tls: { certFile: path.resolve(options.tlsCert), keyFile: path.resolve(options.tlsKey) } } : {}),
     });
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(asError(error).message, { cause: error });
   }
   process.stdout.write(yaml);
 }
@@ -271,7 +276,7 @@ export function buildProgram(): Command {
       // The demo runs on dev dependencies (oidc-provider, openid-client, PGlite): not in the sidecar image.
       const { runDemo } = await import('../demo/run.js').catch((error: unknown) => {
         if ((error as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
-        throw new UsageError(`the demo needs the dev dependencies (oidc-provider, openid-client, PGlite), which the sidecar image leaves out: run it from a checkout after \`npm ci\` (\`npm run demo\`) (${(error as Error).message})`);
+        throw new UsageError(`the demo needs the dev dependencies (oidc-provider, openid-client, PGlite), which the sidecar image leaves out: run it from a checkout after \`npm ci\` (\`npm run demo\`) (${asError(error).message})`, { cause: error });
       });
       await runDemo({ mode: options.mode, once: options.once, envoyPort: ports[0]!, sidecarPort: ports[1]!, adminPort: ports[2]!, stateDir: options.stateDir });
     });
@@ -287,12 +292,12 @@ export function buildProgram(): Command {
       try {
         listen = parseHostPort(options.listen, '--listen');
       } catch (error) {
-        throw new UsageError((error as Error).message);
+        throw new UsageError(asError(error).message, { cause: error });
       }
       const clientSecret = process.env.DEMO_IDP_CLIENT_SECRET;
       if (!clientSecret || clientSecret.length < 16) throw new UsageError('set DEMO_IDP_CLIENT_SECRET (16 characters or more): the secret of the demo client that Okta (or the demo) uses');
       const { startDemoIdp } = await import('../demo/oidc-idp.js').catch((error: unknown) => {
-        throw new UsageError(`the demo IdP needs the dev dependencies (oidc-provider): run npm ci first (${(error as Error).message})`);
+        throw new UsageError(`the demo IdP needs the dev dependencies (oidc-provider): run npm ci first (${asError(error).message})`, { cause: error });
       });
       const idp = await startDemoIdp({ host: listen.host, port: listen.port, issuer: options.issuer ?? `http://${formatHostPort(listen)}`, clientSecret, redirectUris: options.redirectUri });
       process.stdout.write(`demo IdP ready: issuer ${idp.issuer}, token URL ${idp.tokenUrl}, client id ${idp.clientId}, user alice (alice@example.test)\n`);
@@ -309,17 +314,22 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** Exit codes by outcome: EX_CONFIG (78, sysexits.h) for settings that cannot be used, 1 for any other failure. */
+const EXIT_CODES: Partial<Record<Outcome, number>> = { misconfigured: 78 };
+
+/** The exit code of a command that threw `error`. */
+export function exitCodeOf(error: unknown): number {
+  return EXIT_CODES[outcomeOf(error)] ?? 1;
+}
+
 export async function runCli(argv: string[]): Promise<number> {
   try {
     await buildProgram().parseAsync(argv);
     return 0;
   } catch (error) {
-    if (error instanceof ConfigError || error instanceof UsageError) {
-      process.stderr.write(`token-tap: ${error.message}\n`);
-      return error instanceof ConfigError ? 78 : 1;
-    }
-    process.stderr.write(`token-tap: ${(error as Error).message}\n`);
-    return 1;
+    // The operator ran the command: every message is shown (none carries a secret).
+    process.stderr.write(`token-tap: ${asError(error).message}\n`);
+    return exitCodeOf(error);
   }
 }
 

@@ -11,6 +11,8 @@ import type { KeyRing } from '../keys/key-ring.js';
 import { createPool } from '../store/pool.js';
 import { eraseUser } from '../operations/erase.js';
 import { VaultError } from '../store/errors.js';
+import { describeError, errorCode } from '../lib/error-description.js';
+import { asError } from '../lib/errors.js';
 import { listGrants, type GrantSummaryRecord } from '../store/grant-listing.js';
 import type { IdpClients } from '../idp/client.js';
 import { IDP_CONFIG_ENV } from '../config/idp-file.js';
@@ -87,7 +89,7 @@ export async function audited<T>(
       if (event.outcome === 'internal') event.outcome = 'ok';
     } catch (error) {
       event.outcome = error instanceof VaultError ? error.outcome : 'internal';
-      event.detail = (error as Error).message;
+      event.detail = describeError(error).message;
       const auditError = await vault.events.record(event).then(
         () => undefined,
         (failure: unknown) => failure,
@@ -99,8 +101,8 @@ export async function audited<T>(
         explained = thrown;
       }
       // Without the schema, the audit table is missing too: the first message says it all.
-      if (auditError === undefined || (error as { code?: string }).code === '42P01') throw explained;
-      throw new Error(`${(explained as Error).message}\n(and its access record could not be written: ${describeAuditFailure(auditError)})`, { cause: explained });
+      if (auditError === undefined || errorCode(error) === '42P01') throw explained;
+      throw new Error(`${asError(explained).message}\n(and its access record could not be written: ${describeAuditFailure(auditError)})`, { cause: explained });
     }
     try {
       await vault.events.record(event);
@@ -115,8 +117,8 @@ export async function audited<T>(
 
 /** Postgres' own words (they name the table or the privilege), never a row's values. */
 function describeAuditFailure(error: unknown): string {
-  const code = (error as { code?: string }).code;
-  return `${(error as Error).message}${code ? ` (SQLSTATE ${code})` : ''}`;
+  const { message, code } = describeError(error);
+  return `${message}${code ? ` (SQLSTATE ${code})` : ''}`;
 }
 
 export function printJson(value: unknown): void {

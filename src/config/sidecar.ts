@@ -12,6 +12,7 @@ import * as settings from './settings.js';
 import { readFlag, readInteger, readSet, readText } from './settings.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
+import { asError } from '../lib/errors.js';
 
 
 export interface SidecarConfig {
@@ -115,7 +116,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   try {
     listen = parseListenAddress(flags.listen ?? readText(env, settings.LISTEN), '--listen');
   } catch (error) {
-    problems.push((error as Error).message);
+    problems.push(asError(error).message);
   }
   // Whoever reaches ext_proc can write grants (design §5): only Envoy, in the same pod, may.
   const allowRemoteExtProc = flags.allowRemoteExtproc === true || readFlag(env, settings.ALLOW_REMOTE_EXTPROC, problems);
@@ -177,7 +178,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   try {
     opsListen = parseHostPort(readText(env, settings.OPS_LISTEN, { orBlank: true }), settings.OPS_LISTEN.name);
   } catch (error) {
-    problems.push((error as Error).message);
+    problems.push(asError(error).message);
   }
   const shutdownGraceMs = readInteger(env, settings.SHUTDOWN_GRACE_MS, problems);
   const captureNice = readInteger(env, settings.CAPTURE_NICE, problems);
@@ -234,7 +235,7 @@ function readHook(env: NodeJS.ProcessEnv, flags: SidecarFlags, problems: string[
   try {
     listen = parseHostPort(listenText, '--hook-listen (TOKEN_TAP_HOOK_LISTEN)');
   } catch (error) {
-    problems.push(`${(error as Error).message}, or "off"`);
+    problems.push(`${asError(error).message}, or "off"`);
   }
   const config = loadHookConfig(env, problems);
   return listen && config ? { listen, config } : undefined;

@@ -9,6 +9,7 @@ import { readDuration, readFlag, readInteger, readSet, readText, type TlsFilesSe
 import type { IdpClients } from '../idp/client.js';
 import { loadIdpClients } from './idp-file.js';
 import type { RetentionPolicy } from '../store/purge.js';
+import { asError } from '../lib/errors.js';
 
 /** How long a refresh answer may take to be applied before another refresher takes the claim over (operations/refresh.ts). */
 export const DEFAULT_REFRESH_APPLY_WINDOW_MS = settings.REFRESH_APPLY_WINDOW_MS.default;
@@ -105,7 +106,7 @@ export function readTokenVaultConfig(env: NodeJS.ProcessEnv, flags: TokenVaultFl
     try {
       listen = parseHostPort(listenText, '--api-listen (TOKEN_TAP_API_LISTEN)');
     } catch (error) {
-      problems.push(`${(error as Error).message}, or "off"`);
+      problems.push(`${asError(error).message}, or "off"`);
     }
   }
   const tls = readTlsFiles(env, settings.API_TLS, problems);

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';
+import { asError, TokenTapError } from '../lib/errors.js';
 
 const requireModule = createRequire(import.meta.url);
 
@@ -11,10 +12,10 @@ export interface HostPort {
   port: number;
 }
 
-export class ConfigError extends Error {
+export class ConfigError extends TokenTapError {
   override name = 'ConfigError';
   constructor(readonly problems: string[]) {
-    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`);
+    super(`invalid configuration:\n  - ${problems.join('\n  - ')}`, 'misconfigured');
   }
 }
 
@@ -151,7 +152,7 @@ export function parseOrNote<T>(text: string, parse: (text: string) => T, problem
   try {
     return parse(text);
   } catch (error) {
-    problems.push((error as Error).message);
+    problems.push(asError(error).message);
     return undefined;
   }
 }

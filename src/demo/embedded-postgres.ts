@@ -2,6 +2,7 @@
 // wire protocol, so the sidecar runs the same migrations and SQL through `pg` unchanged.
 // PGlite is a single session: the sidecar must use one connection (pool size 1).
 import { mkdirSync } from 'node:fs';
+import { asError } from '../lib/errors.js';
 
 export interface EmbeddedPostgres {
   databaseUrl: string;
@@ -19,7 +20,7 @@ async function loadPglite() {
     if ((error as { code?: unknown }).code !== 'ERR_MODULE_NOT_FOUND') throw error;
     throw new Error(
       'the embedded Postgres (PGlite: @electric-sql/pglite, @electric-sql/pglite-socket) is not installed; it is a dev dependency, which the sidecar image leaves out. ' +
-        `Run the demo from a checkout after \`npm ci\` (\`npm run demo\`), or set DATABASE_URL to a Postgres (${(error as Error).message})`,
+        `Run the demo from a checkout after \`npm ci\` (\`npm run demo\`), or set DATABASE_URL to a Postgres (${asError(error).message})`,
       { cause: error },
     );
   }

@@ -87,6 +87,6 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
       'TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true (the sidecar warns at every start; anyone past the policy writes grants).',
     ]);
   } catch (error) {
-    throw new UsageError((error as Error).message);
+    throw new UsageError(error instanceof Error ? error.message : String(error));
   }
 }

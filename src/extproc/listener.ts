@@ -10,6 +10,7 @@ import type { ObservedResponse } from '../capture/types.js';
 import { createExtProcServer, extProcCredentials, type StreamLogger, type StreamMetrics } from './server.js';
 import { checkBoundSocket, clearStaleSocket } from './socket.js';
 import { shutdownGrpcServer } from '../lib/grpc-shutdown.js';
+import { asError } from '../lib/errors.js';
 
 export interface ExtProcListenerOptions {
   /** host:port to bind (port 0 picks a free one), or unix:/path. */
@@ -70,7 +71,7 @@ export async function startExtProcListener(options: ExtProcListenerOptions, depe
       checkSocket(socket);
     } catch (error) {
       server.forceShutdown();
-      throw new Error(`the ext_proc socket is not as bound: ${(error as Error).message}`, { cause: error });
+      throw new Error(`the ext_proc socket is not as bound: ${asError(error).message}`, { cause: error });
     }
     port = 0;
   }

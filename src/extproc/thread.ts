@@ -9,6 +9,7 @@ import type { ObservedResponse } from '../capture/types.js';
 import type { ExtProcListener } from './listener.js';
 import { clearStaleSocket } from './socket.js';
 import type { ExtProcThreadOptions, FromExtProcThread, ToExtProcThread } from './thread-messages.js';
+import { describeError } from '../lib/error-description.js';
 
 /** A listener whose streams are served on a thread of their own; close() also ends the thread. */
 export interface ExtProcThread extends ExtProcListener {
@@ -102,7 +103,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     } catch (error) {
       // A capture that cannot be taken must not take the rest of its batch (or the process) with it.
       metrics.capturesDropped.inc({ reason: 'capture_failed' });
-      logger.error({ idp: observed.idp, reason: 'capture_failed', err: { name: (error as Error).name, message: (error as Error).message } }, 'capture dropped');
+      logger.error({ idp: observed.idp, reason: 'capture_failed', err: describeError(error) }, 'capture dropped');
     }
   };
 
@@ -163,7 +164,7 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
         logger.info({ listen, extProcThread: tid }, 'ext_proc thread started again');
         return;
       } catch (error) {
-        logger.error({ err: { message: (error as Error).message }, listen }, 'cannot start the ext_proc thread again; retrying');
+        logger.error({ err: describeError(error), listen }, 'cannot start the ext_proc thread again; retrying');
       }
     }
   };

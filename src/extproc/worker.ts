@@ -10,6 +10,7 @@ import { checkBoundSocket } from './socket.js';
 import { shutdownGrpcServer } from '../lib/grpc-shutdown.js';
 import { createExtProcServer, extProcCredentials, type StreamLogger } from './server.js';
 import type { FromExtProcThread, LogRecord, ToExtProcThread, ExtProcThreadOptions } from './thread-messages.js';
+import { asError } from '../lib/errors.js';
 
 // Envoy resets every ext_proc stream when its HTTP request ends, and Node builds an Error for each
 // reset; their stack traces were 6% of this thread's CPU. Nothing here logs a stack.
@@ -147,7 +148,7 @@ server.bindAsync(options.listen, extProcCredentials(options.tls), (error, boundP
     try {
       checkBoundSocket(options.listen.slice('unix:'.length));
     } catch (checkError) {
-      port.postMessage({ type: 'bind_failed', message: `the ext_proc socket is not as bound: ${(checkError as Error).message}` } satisfies FromExtProcThread);
+      port.postMessage({ type: 'bind_failed', message: `the ext_proc socket is not as bound: ${asError(checkError).message}` } satisfies FromExtProcThread);
       return;
     }
   }

@@ -8,6 +8,7 @@ import { jwtVerify, type JWTVerifyGetKey } from 'jose';
 import type { HookAuthentication } from '../config/hook-file.js';
 import { JwksCache, type KeyFetchObserver } from '../idp/jwks.js';
 import { matchesSecretDigest, secretDigest } from '../lib/constant-time.js';
+import { asError } from '../lib/errors.js';
 
 export type HookAuthResult = { ok: true } | { ok: false; reason: string };
 
@@ -87,7 +88,7 @@ export function createHookAuthenticator(config: HookAuthentication, options: Hoo
     } catch (error) {
       // jose's codes (ERR_JWT_EXPIRED, ERR_JWT_CLAIM_VALIDATION_FAILED, ...) say why without quoting the token.
       const code = (error as { code?: unknown }).code;
-      return { ok: false, reason: typeof code === 'string' ? code : `cannot verify: ${(error as Error).message}` };
+      return { ok: false, reason: typeof code === 'string' ? code : `cannot verify: ${asError(error).message}` };
     }
   };
 }

@@ -8,6 +8,7 @@
 import type { Logger } from 'pino';
 import type { AccessEventLog, AccessOutcome, HookOutcome } from '../store/access-events.js';
 import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from '../lib/refusal-summary.js';
+import { describeError } from '../lib/error-description.js';
 
 export interface HookRefusal {
   /** The connection's address (Envoy's, behind Envoy); never a header the caller writes. */
@@ -103,7 +104,7 @@ export class HookRefusals {
       .record({ operation: 'okta_hook', outcome: key.outcome as AccessOutcome, caller: 'okta', peer: key.peer, detail, count })
       .catch((error: unknown) => {
         // The calls were counted in the metric as they came; the log line keeps the count.
-        this.options.logger.error({ err: { message: (error as Error).message }, peer: key.peer, outcome: key.outcome, count }, 'okta hook: cannot write the access_events row of refused calls');
+        this.options.logger.error({ err: describeError(error), peer: key.peer, outcome: key.outcome, count }, 'okta hook: cannot write the access_events row of refused calls');
       })
       .finally(() => this.writes.delete(written));
     this.writes.add(written);

@@ -20,6 +20,8 @@ import { HookRefusals } from './refusals.js';
 import { DEFAULT_REFUSAL_SUMMARY_MS } from '../lib/refusal-summary.js';
 import { addedClaimNames, buildCommands, type HookCommand } from './patch.js';
 import { readTokenHookRequest } from './request.js';
+import { describeError } from '../lib/error-description.js';
+import { asError } from '../lib/errors.js';
 
 /** Okta sends less than 256 KB; Envoy's route limit is the same. */
 export const MAX_HOOK_REQUEST_BYTES = 256 * 1024;
@@ -176,7 +178,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
       try {
         result = await handle(request);
       } catch (error) {
-        logger.error({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'okta hook: cannot answer; Okta issues its tokens unchanged');
+        logger.error({ err: describeError(error) }, 'okta hook: cannot answer; Okta issues its tokens unchanged');
         result = { status: 500, body: undefined, outcome: 'internal', answer: 'refused', detail: 'lookup failed' };
       }
       if (REFUSED_OUTCOMES.has(result.outcome)) {
@@ -191,7 +193,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
         await audit.record({ operation: 'okta_hook', outcome: result.outcome, caller: 'okta', peer: request.socket.remoteAddress, idp: result.idp, subject: result.subject, detail: result.detail });
       } catch (error) {
         // An unaudited read is not answered (as in the TokenVault API).
-        logger.error({ err: { message: (error as Error).message } }, 'okta hook: cannot write the access_events row; answer withheld');
+        logger.error({ err: describeError(error) }, 'okta hook: cannot write the access_events row; answer withheld');
         if (result.status === 200) result = { ...result, status: 500, body: undefined, outcome: 'internal', answer: 'refused' };
       }
       send(response, result.status, result.body);
@@ -215,7 +217,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
       resolve();
     });
   }).catch((error: unknown) => {
-    throw new Error(`cannot listen for the Okta hook on ${formatHostPort(options.listen)}: ${(error as Error).message}`, { cause: error });
+    throw new Error(`cannot listen for the Okta hook on ${formatHostPort(options.listen)}: ${asError(error).message}`, { cause: error });
   });
   refusals.start();
   const port = (server.address() as AddressInfo).port;

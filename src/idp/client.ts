@@ -9,6 +9,8 @@ import { parseFields, readTokenResponse } from '../capture/token-response.js';
 import type { TokenSet } from '../capture/types.js';
 import { readLimited } from './http.js';
 import { lazyImport } from '../lib/lazy-import.js';
+import { asError, TokenTapError } from '../lib/errors.js';
+import { errorName } from '../lib/error-description.js';
 
 export type AuthMethod = 'client_secret_basic' | 'client_secret_post';
 export const AUTH_METHODS: readonly AuthMethod[] = ['client_secret_basic', 'client_secret_post'];
@@ -20,7 +22,7 @@ type OAuth = typeof import('oauth4webapi');
 const loadOauth = lazyImport<OAuth>(() => import('oauth4webapi'));
 
 /** Why a call to the IdP did not give tokens. Messages name the IdP and the OAuth error code only. */
-export class IdpCallError extends Error {
+export class IdpCallError extends TokenTapError {
   override name = 'IdpCallError';
   constructor(
     message: string,
@@ -29,7 +31,7 @@ export class IdpCallError extends Error {
     /** The OAuth error code (invalid_grant, invalid_client, ...) when the IdP sent one. */
     readonly errorCode?: string,
   ) {
-    super(message);
+    super(message, kind === 'unavailable' ? 'unavailable' : 'failed_precondition');
   }
 }
 
@@ -154,7 +156,7 @@ export class IdpClient {
   }
 
   private unreachable(error: unknown, what: string): IdpCallError {
-    const reason = (error as Error)?.name === 'TimeoutError' ? `no answer within ${this.settings.timeoutMs} ms` : describeFetchError(error);
+    const reason = errorName(error) === 'TimeoutError' ? `no answer within ${this.settings.timeoutMs} ms` : describeFetchError(error);
     return new IdpCallError(`IdP "${this.idp}" ${what} cannot be reached: ${reason}`, 'unavailable');
   }
 
@@ -172,7 +174,7 @@ export class IdpClient {
     if (status >= 500 || status === 429) return new IdpCallError(`IdP "${this.idp}" ${endpoint} answered HTTP ${status}`, 'unavailable');
     const code = oauthErrorCode(oauth, error, raw);
     if (code) return new IdpCallError(`IdP "${this.idp}" refused the ${what}: ${code}`, 'refused', code);
-    const check = error instanceof oauth.OperationProcessingError || error instanceof oauth.UnsupportedOperationError ? ` (${(error as Error).message})` : '';
+    const check = error instanceof oauth.OperationProcessingError || error instanceof oauth.UnsupportedOperationError ? ` (${error.message})` : '';
     return new IdpCallError(`IdP "${this.idp}" ${endpoint} answered HTTP ${status} with no OAuth error code and no acceptable answer${check}`, 'unavailable');
   }
 }
@@ -214,5 +216,5 @@ function issuerInside(status: number, body: Buffer): string | undefined {
 
 function describeFetchError(error: unknown): string {
   const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? (error as Error).message;
+  return cause?.code ?? cause?.message ?? asError(error).message;
 }

@@ -14,6 +14,8 @@ import type { AuthorizationServer } from 'oauth4webapi';
 import { isHttpsOrLoopbackUrl } from '../lib/loopback-url.js';
 import { limitedFetch, readLimited } from './http.js';
 import { lazyImport } from '../lib/lazy-import.js';
+import { asError, TokenTapError } from '../lib/errors.js';
+import { errorName } from '../lib/error-description.js';
 
 // Imported on first use (a fetch): a sidecar that checks no signature never loads them. A failed
 // import fails the fetch like an unreachable issuer.
@@ -59,17 +61,18 @@ export interface KeySnapshot {
 }
 
 /** getKey found no keys to check with (none fetched yet, and the cooldown holds the next fetch off). */
-export class JwksUnavailable extends Error {
+export class JwksUnavailable extends TokenTapError {
+  override name = 'JwksUnavailable';
   readonly code = 'KEYS_UNAVAILABLE';
   constructor() {
-    super("the issuer's signing keys cannot be fetched (retried after the cooldown)");
+    super("the issuer's signing keys cannot be fetched (retried after the cooldown)", 'unavailable');
   }
 }
 
 function describeFetchError(error: unknown): string {
-  if ((error as Error)?.name === 'TimeoutError' || (error as Error)?.name === 'AbortError') return 'timeout';
+  if (errorName(error) === 'TimeoutError' || errorName(error) === 'AbortError') return 'timeout';
   const cause = (error as { cause?: { code?: string } }).cause;
-  return cause?.code ?? (error as Error)?.name ?? 'error';
+  return cause?.code ?? errorName(error);
 }
 
 /** A small JSON document: https (or loopback http), no redirects, size-capped, timed out. */
@@ -110,7 +113,7 @@ async function discoverJwksUri(source: JwksSource): Promise<URL> {
       [oauth.customFetch]: limitedFetch(MAX_DOCUMENT_BYTES, 'discovery'),
     });
   } catch (error) {
-    if (/^discovery: answer over/.test((error as Error)?.message ?? '')) throw error;
+    if (/^discovery: answer over/.test(asError(error).message)) throw error;
     throw new Error(`discovery: ${describeFetchError(error)}`);
   }
   let metadata: AuthorizationServer;

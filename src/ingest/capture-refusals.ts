@@ -13,6 +13,7 @@ import type { CaptureSummary } from '../store/grants.js';
 import { MAX_EVENT_TEXT } from '../store/capture-events.js';
 import type { LabelledCount } from './metrics.js';
 import { DEFAULT_MAX_SUMMARY_KEYS, RefusalSummary, type RefusalCount } from '../lib/refusal-summary.js';
+import { describeError } from '../lib/error-description.js';
 
 /** Outcomes of a response that held no token; `incomplete` where capture/ tells a cut-off body apart. */
 const SUMMARISED_OUTCOMES: ReadonlySet<string> = new Set(['idp_error', 'unparseable', 'too_large', 'incomplete']);
@@ -135,7 +136,7 @@ export class CaptureRefusals {
       const kept = retry ? summaries.slice(-this.maxKeys) : [];
       this.unwritten = [...kept, ...this.unwritten].slice(-this.maxKeys);
       logger.error(
-        { err: { message: (error as Error).message }, rows: summaries.length, counted, retrying: kept.length },
+        { err: describeError(error), rows: summaries.length, counted, retrying: kept.length },
         retry ? 'cannot write capture summary rows; trying again in an interval' : 'cannot write capture summary rows at shutdown; their counts are only in this line and the metric',
       );
     }

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { IngestMetrics } from './metrics.js';
 import { migrate, SchemaTooNewError } from '../store/migrate.js';
 import { backoffMs } from '../lib/backoff.js';
-import { errorCode, errorFields } from '../lib/error-description.js';
+import { describeError, errorCode, errorName } from '../lib/error-description.js';
 import { sleep, waitForWake } from '../lib/abortable-wait.js';
 
 export type StoreCondition = 'preparing' | 'ready' | 'unavailable' | 'schema_too_new';
@@ -65,7 +65,7 @@ export class StoreState {
     } catch (error) {
       if (error instanceof SchemaTooNewError) throw error;
       this.options.logger.warn(
-        { postgres: this.options.where, err: errorFields(error) },
+        { postgres: this.options.where, err: describeError(error) },
         'Postgres is not available at start; serving ext_proc and keeping captures in the spool until it is',
       );
       this.failed(error);
@@ -87,7 +87,7 @@ export class StoreState {
   /** A Postgres operation failed (the caller retries it). */
   failed(error: unknown): void {
     this.options.metrics.postgresErrors.inc();
-    this.lastErrorCode = errorCode(error) ?? (error as Error)?.name;
+    this.lastErrorCode = errorCode(error) ?? errorName(error);
     if (this.current === 'ready') this.set('unavailable');
   }
 
@@ -132,7 +132,7 @@ export class StoreState {
           if (this.current !== 'schema_too_new') this.options.logger.error({ err: { message: error.message } }, 'cannot write captures: the Postgres schema is newer than this token-tap; upgrade it. Captures stay in the spool.');
           this.set('schema_too_new');
         } else if (attempt === 1 || attempt % 10 === 0) {
-          this.options.logger.warn({ postgres: this.options.where, err: errorFields(error), attempt }, 'Postgres still not available; captures stay in the spool');
+          this.options.logger.warn({ postgres: this.options.where, err: describeError(error), attempt }, 'Postgres still not available; captures stay in the spool');
         }
       }
     }

@@ -9,7 +9,7 @@ import type { Capture } from '../capture/types.js';
 import type { IngestMetrics } from './metrics.js';
 import { backoffMs } from '../lib/backoff.js';
 import type { CaptureSpool, SpoolBatch } from './spool.js';
-import { errorCode, errorName } from '../lib/error-description.js';
+import { describeError, errorCode, errorName } from '../lib/error-description.js';
 import { isPostgresUnavailable } from '../store/errors.js';
 import type { RecordResult, SetAside } from '../store/grants.js';
 import type { StoreState } from './postgres-availability.js';
@@ -191,7 +191,7 @@ export class CapturePump {
         pending ??= await spool.read(this.maxBatch);
       } catch (error) {
         // A segment the disk will not give back (EIO, removed by hand): say so, and try again later.
-        this.options.logger.error({ err: { message: (error as Error).message, code: errorCode(error) }, spool: spool.dir }, 'cannot read the capture spool; retrying');
+        this.options.logger.error({ err: describeError(error), spool: spool.dir }, 'cannot read the capture spool; retrying');
         await this.backOff();
         continue;
       }
@@ -313,7 +313,7 @@ export class CapturePump {
       const context = { batch: captures.length, attempt: this.failedAttempts + 1, spooled: this.depth };
       if (isPostgresUnavailable(error)) {
         store.failed(error);
-        logger.warn({ err: { message: (error as Error).message, code: errorCode(error) }, ...context }, 'writing captures to Postgres failed; they stay in the spool and the write is retried');
+        logger.warn({ err: describeError(error), ...context }, 'writing captures to Postgres failed; they stay in the spool and the write is retried');
       } else {
         // Not an outage, and not one capture's fault either (the quarantine itself failed): Postgres
         // is up, so postgres_up stays as it is; the spool depth and this line show the stall. No

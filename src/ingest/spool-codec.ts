@@ -7,6 +7,7 @@
 // set aside under its key id without being opened.
 import type { Capture } from '../capture/types.js';
 import { DecryptError, open as openSealed, seal, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
+import { errorName } from '../lib/error-description.js';
 
 export const SEGMENT_MAGIC = Buffer.from('TTSPOOL1', 'latin1');
 export const HEADER_BYTES = SEGMENT_MAGIC.length;
@@ -158,7 +159,7 @@ export function openRecord(ring: KeyRing, record: Buffer): OpenedRecord {
   } catch (error) {
     // Only the error's name for anything but a failed decryption: a parse error's message can
     // quote the decrypted text, tokens included.
-    const err = error instanceof DecryptError ? { name: error.name, message: error.message } : { name: (error as Error)?.name ?? 'Error' };
+    const err = error instanceof DecryptError ? { name: error.name, message: error.message } : { name: errorName(error) };
     return { unreadable: { reason: 'unreadable', ...(keyId ? { keyId } : {}), ...ids }, err };
   }
 }

@@ -8,6 +8,7 @@ import { constants as fsConstants } from 'node:fs';
 import { lstat, open, readdir, unlink, writeFile, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import { errorCode } from '../lib/error-description.js';
+import { TokenTapError } from '../lib/errors.js';
 
 const { O_RDONLY, O_RDWR, O_WRONLY, O_CREAT, O_EXCL, O_APPEND, O_NOFOLLOW, O_NONBLOCK, O_NOCTTY } = fsConstants;
 /** No link followed; no wait for a FIFO's other end, and no device taken as a terminal (a regular file is unaffected). */
@@ -23,9 +24,12 @@ export const OPEN_NEW_APPEND = OPEN_NEW | O_APPEND;
 /** Files the spool writes at its top level; anything else found there is left alone. */
 export const SPOOL_TEMPORARY = /^(?:checkpoint|holder)\.json\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.tmp$/;
 
-export class NotRegularFileError extends Error {
+export class NotRegularFileError extends TokenTapError {
   override name = 'NotRegularFileError';
   readonly code = 'ENOTREGULAR';
+  constructor(message: string) {
+    super(message, 'failed_precondition');
+  }
 }
 
 /** What a file that is not a regular one is, for messages. */
@@ -60,9 +64,20 @@ export async function openRegular(file: string, flags: number, mode = 0o600): Pr
   return handle;
 }
 
-export class FileTooLargeError extends Error {
+/** Another process holds the spool directory's lock (spool-lock.ts). */
+export class SpoolLockedError extends TokenTapError {
+  override name = 'SpoolLockedError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'unavailable', options);
+  }
+}
+
+export class FileTooLargeError extends TokenTapError {
   override name = 'FileTooLargeError';
   readonly code = 'EFILETOOLARGE';
+  constructor(message: string) {
+    super(message, 'failed_precondition');
+  }
 }
 
 /** The whole of a small regular file (never through a link); throws FileTooLargeError past `maxBytes`, read no further. */

@@ -32,8 +32,9 @@ import type { Socket } from 'node:net';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { errorCode, errorFields } from '../lib/error-description.js';
+import { OPEN_APPEND, openRegular, readRegularFile, SpoolLockedError, writeNewFile } from './spool-fs.js';
+import { asError } from '../lib/errors.js';
 import { sleep } from '../lib/abortable-wait.js';
-import { OPEN_APPEND, openRegular, readRegularFile, writeNewFile } from './spool-fs.js';
 
 const LOCK_FILE = 'lock';
 export const HOLDER_FILE = 'holder.json';
@@ -120,10 +121,6 @@ interface Holding {
   /** The directory is not this run's any more (holder.json names another writer); the caller tells onGone. */
   gone(): void;
   release(): Promise<void>;
-}
-
-export class SpoolLockedError extends Error {
-  override name = 'SpoolLockedError';
 }
 
 function newWriter(): SpoolWriter {
@@ -244,7 +241,7 @@ async function holdFlock(dir: string, lockFile: string, writer: SpoolWriter, eve
         return;
       }
       if (Date.now() >= deadline) {
-        const why = failure instanceof SpoolLockedError ? 'another process holds it (it has not named itself in holder.json)' : (failure as Error).message;
+        const why = failure instanceof SpoolLockedError ? 'another process holds it (it has not named itself in holder.json)' : asError(failure).message;
         lose(`the spool lock this sidecar lost (its flock(1) ended) cannot be taken again within ${RETAKE_MS / 1000} s: ${why}`);
         return;
       }

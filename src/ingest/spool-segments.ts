@@ -15,10 +15,11 @@ import { randomUUID } from 'node:crypto';
 import { rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { errorCode, errorFields } from '../lib/error-description.js';
+import { errorCode, errorFields, errorName } from '../lib/error-description.js';
 import type { SpoolWriter } from './spool-lock.js';
 import { HEADER_BYTES, LENGTH_BYTES, SEGMENT_MAGIC } from './spool-codec.js';
 import { OPEN_NEW_APPEND, OPEN_READ, openRegular, readRegularFile, syncDirectory, writeAll, writeNewFile } from './spool-fs.js';
+import { TokenTapError } from '../lib/errors.js';
 
 const SEGMENT_NAME = /^(\d{20})(?:-([0-9a-f]{16}))?\.seg$/;
 export const CHECKPOINT_FILE = 'checkpoint.json';
@@ -85,7 +86,7 @@ export async function readCheckpoint(dir: string, logger?: Logger): Promise<Chec
   } catch (error) {
     // Missing or unreadable: every segment is replayed; Postgres skips what it has.
     if (errorCode(error) !== 'ENOENT') {
-      logger?.error({ file: CHECKPOINT_FILE, err: { name: (error as Error)?.name ?? 'Error', ...errorFields(error) } }, 'the spool checkpoint cannot be used (too large, not a regular file, or not JSON): it is not read; every segment is replayed (Postgres ignores captures it has)');
+      logger?.error({ file: CHECKPOINT_FILE, err: { name: errorName(error), ...errorFields(error) } }, 'the spool checkpoint cannot be used (too large, not a regular file, or not JSON): it is not read; every segment is replayed (Postgres ignores captures it has)');
     }
   }
   return { segments: new Map() };
@@ -354,7 +355,10 @@ export class SegmentFiles {
   }
 }
 
-export class SegmentGoneError extends Error {
+export class SegmentGoneError extends TokenTapError {
   override name = 'SegmentGoneError';
   readonly code = 'ESEGMENTGONE';
+  constructor(message: string) {
+    super(message, 'not_found');
+  }
 }

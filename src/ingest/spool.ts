@@ -25,9 +25,9 @@ import { readBatch } from './spool-read.js';
 import { loadSpool } from './spool-load.js';
 import { loggedLockEvents, takeSpoolLock, type SpoolLock } from './spool-lock.js';
 import { readCheckpoint, SegmentFiles, SegmentGoneError, type Segment, type SpoolPosition } from './spool-segments.js';
-import { errorFields } from '../lib/error-description.js';
+import { errorFields, errorName } from '../lib/error-description.js';
 
-export { SpoolLockedError } from './spool-lock.js';
+export { SpoolLockedError } from './spool-fs.js';
 export type { SpoolPosition } from './spool-segments.js';
 /** TOKEN_TAP_SPOOL_GRACE_SECONDS's default (src/config/sidecar.ts), for callers that do not say. */
 const DEFAULT_GRACE_MS = 60_000;
@@ -152,7 +152,7 @@ export class CaptureSpool {
     try {
       frame = frameCapture(this.options.keyRing, capture);
     } catch (error) {
-      this.options.logger.error({ idp: capture.idp, captureId: capture.captureId, err: { name: (error as Error).name } }, 'capture cannot be sealed into the spool');
+      this.options.logger.error({ idp: capture.idp, captureId: capture.captureId, err: { name: errorName(error) } }, 'capture cannot be sealed into the spool');
       return this.drop(capture, 'spool_encode_failed');
     }
     // Room is kept for two segment headers: the group being written and the next may each open a segment.

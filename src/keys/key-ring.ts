@@ -16,6 +16,7 @@
 // value: HKDF info also names the value's row and field, random nonce) is sealed by default, for
 // releases that open only v2 and v1; v1 (nonce | ciphertext | tag under the ring key) still opens.
 import { createCipheriv, createDecipheriv, createHmac, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
+import { TokenTapError } from '../lib/errors.js';
 
 const KEY_BYTES = 32;
 const NONCE_BYTES = 12;
@@ -40,12 +41,20 @@ export interface KeyRing {
   readonly sealFormat?: 2 | 3;
 }
 
-export class KeyRingError extends Error {
+/** TOKEN_TAP_KEYS (or the fingerprint key, the seal format) cannot be used; names entries, never key material. */
+export class KeyRingError extends TokenTapError {
   override name = 'KeyRingError';
+  constructor(message: string) {
+    super(message, 'misconfigured');
+  }
 }
 
-export class DecryptError extends Error {
+/** A sealed value cannot be opened (its key is not in the ring, or it was altered); answered to API callers as it is. */
+export class DecryptError extends TokenTapError {
   override name = 'DecryptError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'failed_precondition', { ...options, exposable: true });
+  }
 }
 
 /**

@@ -8,6 +8,7 @@ import type { KeyRing } from '../keys/key-ring.js';
 import { CaptureVerifier, type IdpVerificationSettings } from '../idp/verify.js';
 import { openQuarantined } from '../ingest/quarantine.js';
 import { errorName } from '../lib/error-description.js';
+import { TokenTapError } from '../lib/errors.js';
 import { describeCaptureFailure, isPostgresUnavailable } from '../store/errors.js';
 import type { GrantStore } from '../store/grants.js';
 import { withTransaction } from '../store/pool.js';
@@ -37,9 +38,9 @@ export interface RetryDependencies {
 }
 
 /** Thrown inside the retry transaction to keep the capture quarantined with a reason of our own. */
-class Stays extends Error {
+class Stays extends TokenTapError {
   constructor(readonly reason: string) {
-    super(reason);
+    super(reason, 'failed_precondition');
   }
 }
 

@@ -8,6 +8,7 @@ import { withTransaction } from '../store/pool.js';
 import { resealQuarantined } from '../ingest/quarantine.js';
 import { errorCode } from '../lib/error-description.js';
 import type { GrantStore } from '../store/grants.js';
+import { asError, TokenTapError } from '../lib/errors.js';
 
 const GRANT_FIELDS = ['access_token', 'refresh_token', 'id_token', 'extras'] as const;
 const RETRYABLE = new Set(['40P01', '40001']); // deadlock detected, serialization failure
@@ -27,8 +28,12 @@ export interface RotationResult {
   missing: Array<{ keyId: string; grants: number; pendingGrants: number; quarantinedCaptures: number }>;
 }
 
-export class RotationError extends Error {
+/** Rows sealed under a key the ring lacks, or that cannot be opened: the rotation stops. */
+export class RotationError extends TokenTapError {
   override name = 'RotationError';
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, 'failed_precondition', options);
+  }
 }
 
 interface GrantCipherRow {
@@ -184,7 +189,7 @@ export async function rotateKeys(
         return resealQuarantined(ring, row.key_id, row.record, row.capture_id);
       } catch (error) {
         throw new RotationError(
-          `quarantined capture ${row.capture_id} cannot be opened under key "${row.key_id}" (${(error as Error).message}); delete its row (token-tap captures quarantined lists it) or restore the key, then run again`,
+          `quarantined capture ${row.capture_id} cannot be opened under key "${row.key_id}" (${asError(error).message}); delete its row (token-tap captures quarantined lists it) or restore the key, then run again`,
           { cause: error },
         );
       }
@@ -214,6 +219,6 @@ function openOrExplain(ring: KeyRing, keyId: string, sealed: Buffer, binding: { 
     return open(ring, keyId, sealed, binding);
   } catch (error) {
     // Nothing of this batch is written; the rows before it stay rotated.
-    throw new RotationError(`${what} cannot be opened under key "${keyId}" (${(error as Error).message}); delete that grant or restore the key, then run again`, { cause: error });
+    throw new RotationError(`${what} cannot be opened under key "${keyId}" (${asError(error).message}); delete that grant or restore the key, then run again`, { cause: error });
   }
 }

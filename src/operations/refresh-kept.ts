@@ -15,6 +15,7 @@ import { withLockedGrant } from '../store/grant-lock.js';
 import { readClaim, releaseClaim, retireSpentRefreshToken } from '../store/refresh-claims.js';
 import type { GrantRow, GrantStore } from '../store/grants.js';
 import type { TakeoverGate } from './refresh-takeover.js';
+import { errorCode, errorName } from '../lib/error-description.js';
 
 export interface KeptAnswer {
   capture: Capture;
@@ -135,7 +136,7 @@ export class KeptAnswers {
           if (retryable(error)) break;
           // It fails for itself, not for an outage: the pump meets its spooled copy (and quarantines it if it fails there too).
           this.forget(idp, subject, answer);
-          logger?.warn({ idp, subject, captureId: answer.capture.captureId, err: { name: (error as Error)?.name, code: (error as { code?: unknown })?.code } }, 'a kept refresh answer could not be written; its spooled copy is left to the pump');
+          logger?.warn({ idp, subject, captureId: answer.capture.captureId, err: { name: errorName(error), code: errorCode(error) } }, 'a kept refresh answer could not be written; its spooled copy is left to the pump');
         }
       }
     }

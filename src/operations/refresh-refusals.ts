@@ -9,6 +9,7 @@ import type { GrantRecord } from '../store/grants.js';
 import type { IdpCallError, IdpClient, IdpClients } from '../idp/client.js';
 import type { RefreshAnswer, RefreshAnswerField } from './refresh-answer.js';
 import type { KeptAnswer } from './refresh-kept.js';
+import { describeError } from '../lib/error-description.js';
 
 /** The IdP client for a grant, or why it cannot be refreshed. */
 export function clientFor(clients: IdpClients, grant: GrantRecord): IdpClient {
@@ -48,7 +49,7 @@ export async function revokeUnused(client: IdpClient, refreshed: Capture, logger
   try {
     for (const [hint, token] of tokens) if (token) await client.revoke(token, hint);
   } catch (error) {
-    logger?.warn({ idp: refreshed.idp, err: { message: (error as Error).message } }, 'could not revoke the tokens of a refresh whose grant was revoked meanwhile');
+    logger?.warn({ idp: refreshed.idp, err: describeError(error) }, 'could not revoke the tokens of a refresh whose grant was revoked meanwhile');
   }
 }
 

@@ -48,6 +48,7 @@ import { markRevoked } from './revoke.js';
 import { waitForHolder } from './refresh-wait.js';
 import { sleep } from '../lib/abortable-wait.js';
 import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
+import { describeError } from '../lib/error-description.js';
 
 export interface RefreshResult {
   grant: GrantRecord;
@@ -389,7 +390,7 @@ export class GrantRefresher {
   /** Ends this attempt's claim; if Postgres cannot be reached it expires on its own. */
   private async release(idp: string, subject: string, claimId: string): Promise<void> {
     await releaseClaim(this.options.pool, idp, subject, claimId).catch((error: unknown) => {
-      this.options.logger?.warn({ idp, subject, err: { message: (error as Error).message } }, 'could not release a refresh claim; it expires on its own');
+      this.options.logger?.warn({ idp, subject, err: describeError(error) }, 'could not release a refresh claim; it expires on its own');
     });
   }
 }

@@ -6,6 +6,7 @@ import type { Logger } from 'pino';
 import { formatHostPort, type HostPort } from '../config/values.js';
 import type { SidecarHealth } from './health.js';
 import type { Metrics } from './metrics.js';
+import { describeError } from '../lib/error-description.js';
 
 export interface OpsServer {
   address: HostPort;
@@ -37,7 +38,7 @@ function handler({ metrics, health, logger }: OpsServerOptions): http.RequestLis
         metrics.registry.metrics().then(
           (text) => send(response, 200, metrics.registry.contentType, text),
           (error: unknown) => {
-            logger.warn({ err: { message: (error as Error).message } }, 'cannot collect metrics');
+            logger.warn({ err: describeError(error) }, 'cannot collect metrics');
             send(response, 500, 'text/plain; charset=utf-8', 'cannot collect metrics\n');
           },
         );
@@ -77,7 +78,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<OpsServ
     });
   } catch (error) {
     options.logger.error(
-      { listen: where, err: { message: (error as Error).message, code: (error as { code?: string }).code } },
+      { listen: where, err: describeError(error) },
       'cannot listen for /metrics, /healthz and /readyz (TOKEN_TAP_OPS_LISTEN); going on without them',
     );
     return undefined;

@@ -14,14 +14,18 @@
 // wal_writer_delay (200 ms by default), so a crash of Postgres in that window loses those rows.
 // bench/RESULTS.md has what it buys.
 import type pg from 'pg';
-import type { VaultOutcome } from './errors.js';
+import type { Outcome } from '../lib/errors.js';
 import { commitDurability, isPostgresUnavailable } from './pool.js';
+import { asError } from '../lib/errors.js';
 
 /** The Okta token inline hook's outcomes (hook/server.ts). */
 export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'ambiguous' | 'unverified' | 'email_unverified' | 'bad_request';
 
-/** `cancelled`: the caller gave up (its deadline passed, or it cancelled) before the answer was decided. */
-export type AccessOutcome = 'ok' | 'unauthenticated' | 'permission_denied' | 'internal' | 'cancelled' | VaultOutcome;
+/**
+ * An error's outcome (lib/errors.ts), `ok`, or `cancelled`: the caller gave up (its deadline passed,
+ * or it cancelled) before the answer was decided.
+ */
+export type AccessOutcome = 'ok' | 'cancelled' | Outcome;
 
 export interface AccessEvent {
   /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, ... */
@@ -87,14 +91,14 @@ export class AccessEventLog {
         } catch (error) {
           // Postgres away: every row would fail the same way, each after its own wait.
           if (batch.length === 1 || isPostgresUnavailable(error)) {
-            for (const entry of batch) entry.done(error as Error);
+            for (const entry of batch) entry.done(asError(error));
             continue;
           }
           // One bad row (or a blip) must not fail every caller in the batch: each on its own.
           for (const entry of batch) {
             await this.insert([entry.event]).then(
               () => entry.done(),
-              (rowError: unknown) => entry.done(rowError as Error),
+              (rowError: unknown) => entry.done(asError(rowError)),
             );
           }
         }

@@ -1,18 +1,17 @@
 // Why a vault operation did not happen, in terms a caller can act on. The API turns the outcome
 // into a gRPC status; the CLI into an exit code. Messages never contain token material.
-import { errorCode, errorName } from '../lib/error-description.js';
+import { errorCode, errorFields, errorName } from '../lib/error-description.js';
+import { type Outcome, TokenTapError } from '../lib/errors.js';
 
 /** The outcomes a vault operation can end in besides success; the API audits them under the same names. */
-export type VaultOutcome = 'invalid_argument' | 'not_found' | 'failed_precondition' | 'unavailable';
+export type VaultOutcome = Extract<Outcome, 'invalid_argument' | 'not_found' | 'failed_precondition' | 'unavailable'>;
 
-export class VaultError extends Error {
+/** A vault operation refused or could not be done; its message is answered to API callers as it is. */
+export class VaultError extends TokenTapError {
   override name = 'VaultError';
-  constructor(
-    message: string,
-    readonly outcome: VaultOutcome,
-    options?: { cause?: unknown },
-  ) {
-    super(message, options);
+  declare readonly outcome: VaultOutcome;
+  constructor(message: string, outcome: VaultOutcome, options?: { cause?: unknown }) {
+    super(message, outcome, { ...options, exposable: true });
   }
 }
 
@@ -53,8 +52,8 @@ const SQLSTATE = /^[0-9A-Z]{5}$/;
  * be opened): the capture writer sets the latter aside instead of retrying it forever.
  */
 export function isPostgresUnavailable(error: unknown): boolean {
-  const message = (error as Error)?.message;
-  if (typeof message === 'string' && (CONNECTION_FAILURES.has(message) || /^Received unexpected \w+ message from backend\.$/.test(message))) return true;
+  const { message } = errorFields(error);
+  if (typeof error === 'object' && error !== null && (CONNECTION_FAILURES.has(message) || /^Received unexpected \w+ message from backend\.$/.test(message))) return true;
   const code = errorCode(error);
   if (code === undefined) return false;
   if (SQLSTATE.test(code) && !code.startsWith('E')) return UNAVAILABLE_SQLSTATE.test(code);

@@ -4,6 +4,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { asError, TokenTapError } from '../lib/errors.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
 /** The advisory lock migrations run under (exported for tests that hold it). */
@@ -16,8 +17,12 @@ export interface Migration {
   sql: string;
 }
 
-export class SchemaTooNewError extends Error {
+/** The database holds migrations this release does not know (a newer release ran against it). */
+export class SchemaTooNewError extends TokenTapError {
   override name = 'SchemaTooNewError';
+  constructor(message: string) {
+    super(message, 'failed_precondition');
+  }
 }
 
 export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
@@ -63,7 +68,7 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Pro
         await client.query('COMMIT');
       } catch (error) {
         await client.query('ROLLBACK');
-        throw new Error(`migration ${migration.version} (${migration.name}) failed: ${(error as Error).message}`, { cause: error });
+        throw new Error(`migration ${migration.version} (${migration.name}) failed: ${asError(error).message}`, { cause: error });
       }
       done.push(migration.version);
     }
