@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
 import { ALLOW_REMOTE_EXTPROC, API_LISTEN, EXTPROC_TLS, HOOK_CONFIG, HOOK_LISTEN, LISTEN, LOG_LEVEL } from '../config/settings.js';
-import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
+import { formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
 import { startSidecar } from '../sidecar.js';
