@@ -32,6 +32,8 @@ import { GrantRefresher } from './operations/refresh.js';
 import { GrantRevoker } from './operations/revoke.js';
 import { drainRefreshes } from './operations/refresh-drain.js';
 import type { HookServer } from './hook/server.js';
+import { createPolicyMetrics } from './policy/metrics.js';
+import { startRefreshTokenPolicy } from './policy/start.js';
 
 export interface Sidecar {
   /** ext_proc's TCP address with the bound port; on a Unix socket, host is the socket path and port 0. */
@@ -138,6 +140,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
   });
   const store = new GrantStore(pool, config.keyRing);
   const apiMetrics = createApiMetrics(metrics.registry);
+  const policyMetrics = createPolicyMetrics(metrics.registry);
   refresher = new GrantRefresher({
     pool,
     store,
@@ -145,6 +148,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
     logger,
     onUpstream: (idp, outcome) => apiMetrics.upstreamRefreshes.inc({ idp, outcome }),
     onFieldRefused: (idp, field, action) => apiMetrics.refreshFieldsRefused.inc({ idp, field, action }),
+    onFamilyRevoked: (idp) => policyMetrics.familyRevoked.inc({ idp }),
     postgresRegainedAt: () => storeState.regainedAt,
     // Half the pool size at most at IdPs at once; the rest queue.
     maxConcurrent: Math.max(1, Math.floor(settings.poolSize / 2)),
@@ -157,6 +161,8 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
   const revoker = new GrantRevoker({ pool, store, clients: settings.idpClients });
   const purge = settings.purgeIntervalMs !== undefined ? schedulePurge(pool, settings.retention, settings.purgeIntervalMs, logger) : undefined;
   const events = new AccessEventLog(pool, { relaxedCommit: settings.auditRelaxedCommit });
+  const configuredIdps = [...settings.idpClients.keys(), ...config.verification.idps.keys()];
+  const policy = startRefreshTokenPolicy(config.policy, { pool, refresher, revoker, events, configuredIdps, registry: metrics.registry, metrics: policyMetrics, logger });
   const api = await startTokenVault(settings, { pool, store, keyRing: config.keyRing, refresher, revoker, events, metrics: apiMetrics, logger, commitDurability: config.commitDurability });
   const running = refresher;
   return {
@@ -165,6 +171,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
       // New calls are refused; calls in progress, and the refreshes they started, get the whole
       // grace: a refresh cut after the IdP answered keeps its rotated token only in the spool.
       const apiClosed = api.close(graceMs);
+      await policy.stop();
       await drainRefreshes(running, graceMs, logger);
       await apiClosed;
       await purge?.stop();

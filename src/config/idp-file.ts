@@ -14,10 +14,12 @@
 //       client_secret_env: ACME_CLIENT_SECRET          # or client_secret_file: /run/secrets/acme
 //       revocation_url: https://acme.example/oauth2/revoke   # optional
 //       auth_method: client_secret_basic               # or client_secret_post
+//       refresh_token_policy: { max_age: 90d, idle_max: 30d, rotate_every: 7d }  # optional (config/refresh-token-policy.ts)
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { readHttpsUrl, readSecretReference, readYamlFile } from './values.js';
 import { AUTH_METHODS, IdpClient, type AuthMethod, type IdpClients } from '../idp/client.js';
 import type { IdpVerificationSettings } from '../idp/verify.js';
+import { readRefreshTokenPolicy, type RefreshTokenPolicy } from './refresh-token-policy.js';
 
 export type { IdpVerificationSettings };
 
@@ -25,18 +27,21 @@ export const IDP_CONFIG_ENV = 'TOKEN_TAP_IDP_CONFIG';
 
 /** Fields of the refresh/revocation client; an entry with none of them is for verification only. */
 const CLIENT_FIELDS = ['token_url', 'client_secret_env', 'client_secret_file', 'revocation_url', 'auth_method'];
-const FIELDS = new Set(['issuer', 'jwks_uri', 'client_id', 'timeout_ms', ...CLIENT_FIELDS]);
+const FIELDS = new Set(['issuer', 'jwks_uri', 'client_id', 'timeout_ms', ...CLIENT_FIELDS, 'refresh_token_policy']);
 const DEFAULT_TIMEOUT_MS = 10_000;
 
 export interface IdpConfig {
   clients: IdpClients;
   /** IdPs whose captured id_tokens are verified; the others are stored unverified. */
   verification: ReadonlyMap<string, IdpVerificationSettings>;
+  /** IdPs with a refresh_token_policy (the policy runner, the report). */
+  policies: ReadonlyMap<string, RefreshTokenPolicy>;
 }
 
 interface IdpEntry {
   client: IdpClient | undefined;
   verification: IdpVerificationSettings | undefined;
+  policy: RefreshTokenPolicy | undefined;
 }
 
 function readIssuer(value: unknown, where: string, problems: string[]): string | undefined {
@@ -87,10 +92,12 @@ function readIdp(name: string, value: unknown, file: string, env: NodeJS.Process
   const authMethod = (entry.auth_method ?? 'client_secret_basic') as AuthMethod;
   if (!AUTH_METHODS.includes(authMethod)) problems.push(`${where}.auth_method must be one of ${AUTH_METHODS.join(', ')}`);
   const secret = refreshes ? readSecretReference(entry, { env: 'client_secret_env', file: 'client_secret_file' }, where, ` of IdP "${name}"`, env, problems) : undefined;
+  const policy = entry.refresh_token_policy === undefined ? undefined : readRefreshTokenPolicy(entry.refresh_token_policy, `${where}.refresh_token_policy`, refreshes, problems);
   if (problems.length > before) return undefined;
   return {
     client: refreshes && tokenUrl && secret ? new IdpClient({ idp: name, tokenUrl, revocationUrl, clientId: clientId as string, authMethod, timeoutMs: timeoutMs as number }, secret) : undefined,
     verification: issuer ? { idp: name, issuer, jwksUri, clientId: clientId as string, timeoutMs: timeoutMs as number } : undefined,
+    policy,
   };
 }
 
@@ -103,7 +110,8 @@ export function loadIdpClients(env: NodeJS.ProcessEnv, problems: string[]): IdpC
 export function loadIdpConfig(env: NodeJS.ProcessEnv, problems: string[]): IdpConfig {
   const clients = new Map<string, IdpClient>();
   const verification = new Map<string, IdpVerificationSettings>();
-  const config = { clients, verification };
+  const policies = new Map<string, RefreshTokenPolicy>();
+  const config = { clients, verification, policies };
   const file = env[IDP_CONFIG_ENV];
   if (!file) return config;
   const read = readYamlFile(file, IDP_CONFIG_ENV, problems);
@@ -121,6 +129,7 @@ export function loadIdpConfig(env: NodeJS.ProcessEnv, problems: string[]): IdpCo
     const read = readIdp(name, value, file, env, problems);
     if (read?.client) clients.set(name, read.client);
     if (read?.verification) verification.set(name, read.verification);
+    if (read?.policy) policies.set(name, read.policy);
   }
   return config;
 }

@@ -87,6 +87,10 @@ export const ALLOW_INSECURE_API = flag('TOKEN_TAP_ALLOW_INSECURE_API', 'the API 
 export const API_AUTO_REFRESH_SECONDS = integer('TOKEN_TAP_API_AUTO_REFRESH_SECONDS', 'non-negative', 0, 'GetGrant refreshes first when the access token expires within this');
 export const API_PG_POOL_SIZE = integer('TOKEN_TAP_API_PG_POOL_SIZE', 'positive', 4, "the API's own Postgres connections");
 export const REFRESH_APPLY_WINDOW_MS = integer('TOKEN_TAP_REFRESH_APPLY_WINDOW_MS', 'positive', 60_000, "how long a refresh's answer may take to reach Postgres");
+// The refresh-token policy runner (policy/runner.ts); the policies are per IdP in TOKEN_TAP_IDP_CONFIG.
+export const POLICY_INTERVAL = text('TOKEN_TAP_POLICY_INTERVAL', '15m', 'how often the refresh-token policy runs (a duration: 30s, 15m, 1h), with jitter');
+export const POLICY_MAX_PER_RUN = integer('TOKEN_TAP_POLICY_MAX_PER_RUN', 'positive', 500, 'refresh-token policy actions per run, at most');
+export const POLICY_MAX_PER_IDP = integer('TOKEN_TAP_POLICY_MAX_PER_IDP', 'positive', 100, 'refresh-token policy actions per IdP and run, at most');
 export const AUDIT_RELAXED_COMMIT = flag('TOKEN_TAP_AUDIT_RELAXED_COMMIT', 'access_events rows commit without waiting for the WAL flush');
 
 // Postgres timeouts (config/postgres.ts): the capture writer's (TOKEN_TAP_PG_*) and the API's (TOKEN_TAP_API_PG_*).
@@ -124,7 +128,7 @@ export const SETTINGS: readonly Setting[] = [
   PG_TIMEOUTS.TOKEN_TAP_PG.connect, PG_TIMEOUTS.TOKEN_TAP_PG.statement, PG_TIMEOUTS.TOKEN_TAP_PG.query, PG_TIMEOUTS.TOKEN_TAP_PG.idleInTransaction, PG_KEEPALIVE_MS,
   COMMIT_DURABILITY, LOG_LEVEL, API_LISTEN, ALLOW_INSECURE_API, API_AUTO_REFRESH_SECONDS, AUDIT_RELAXED_COMMIT, API_PG_POOL_SIZE,
   PG_TIMEOUTS.TOKEN_TAP_API_PG.connect, PG_TIMEOUTS.TOKEN_TAP_API_PG.statement, PG_TIMEOUTS.TOKEN_TAP_API_PG.query, PG_TIMEOUTS.TOKEN_TAP_API_PG.idleInTransaction,
-  REFRESH_APPLY_WINDOW_MS, JWKS_COOLDOWN_MS, VERIFY_MAX_WAIT_MS, HOOK_LISTEN, REFUSAL_SUMMARY_MS,
+  REFRESH_APPLY_WINDOW_MS, POLICY_INTERVAL, POLICY_MAX_PER_RUN, POLICY_MAX_PER_IDP, JWKS_COOLDOWN_MS, VERIFY_MAX_WAIT_MS, HOOK_LISTEN, REFUSAL_SUMMARY_MS,
   SPOOL_DIR, SPOOL_MAX_BYTES, SPOOL_FSYNC_MS, SPOOL_GRACE_SECONDS, SHUTDOWN_GRACE_MS, OPS_LISTEN,
   CAPTURE_NICE, CAPTURE_BACKLOG, EXTPROC_THREAD, CAPTURE_GATHER_MS,
 ];

@@ -23,10 +23,13 @@ export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | '
 /** `cancelled`: the caller gave up (its deadline passed, or it cancelled) before the answer was decided. */
 export type AccessOutcome = 'ok' | 'unauthenticated' | 'permission_denied' | 'internal' | 'cancelled' | VaultOutcome;
 
+/** The refresh-token policy's (policy/runner.ts); `skipped`: a grant no longer due once it was locked. */
+export type PolicyOutcome = 'ok' | 'skipped' | VaultOutcome;
+
 export interface AccessEvent {
   /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, ... */
   operation: string;
-  outcome: AccessOutcome | HookOutcome;
+  outcome: AccessOutcome | HookOutcome | PolicyOutcome;
   apiKeyId?: string | undefined;
   /** The key's name, or "cli:<user>" for operator commands. */
   caller?: string | undefined;

@@ -59,6 +59,11 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     lib: 'backoff, abortable waits, error codes',
     store: 'grants are read, locked, claimed and written through store/',
   },
+  policy: {
+    config: 'the refresh-token policies and the runner settings it acts on',
+    lib: 'metric registration',
+    store: 'the policy lock, due grants and the report figures, in SQL',
+  },
   config: {
     'contract.ts': 'the IdP name rule',
     capture: 'route metadata is parsed by the capture code',
@@ -109,6 +114,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     ingest: 'the CLI reports spool keys',
     keys: 'the CLI opens grants with the key ring',
     operations: 'the CLI refreshes, revokes, erases, rotates keys and retries quarantined captures',
+    policy: 'the refresh-token report',
     ops: 'logs and metrics',
     'sidecar.ts': 'serve starts the sidecar',
     store: 'the CLI reads grants, quarantined captures and purges',
@@ -133,6 +139,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     ingest: 'intake, spool, pump',
     operations: 'the refresher and revoker it hands the TokenVault API',
     ops: 'health, HTTP, metrics',
+    policy: 'the refresh-token policy runner and report gauges it starts with the vault',
     store: 'the pools, grant stores, audit logs and the retention purge it hands the listeners',
   },
 };
