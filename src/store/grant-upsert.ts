@@ -103,7 +103,9 @@ const REFRESH_FACT_VALUES = `CASE WHEN refresh_token IS NULL THEN NULL ELSE refr
 function refreshFactUpdates(newToken: string): string {
   const known = 'grants.refresh_token IS NOT NULL AND grants.refresh_token_fp IS NOT NULL';
   const another = `(${newToken} AND NOT (${known} AND EXCLUDED.refresh_token_fp IS NOT DISTINCT FROM grants.refresh_token_fp))`;
-  const byRefresh = 'EXCLUDED.last_refreshed_at IS NOT NULL';
+  // A refresh answer newer than the last one written: the spooled copy of an answer already written
+  // (the outbox, replayed by the pump) is no second answer handing the same token back.
+  const byRefresh = "COALESCE(EXCLUDED.last_refreshed_at > COALESCE(grants.last_refreshed_at, '-infinity'), false)";
   return `refresh_token_fp = CASE WHEN ${newToken} THEN EXCLUDED.refresh_token_fp ELSE grants.refresh_token_fp END,
        refresh_token_first_seen_at = CASE WHEN ${another} THEN EXCLUDED.captured_at ELSE grants.refresh_token_first_seen_at END,
        chain_began_at = CASE WHEN ${another} AND EXCLUDED.chain_began_at IS NOT NULL THEN EXCLUDED.chain_began_at ELSE grants.chain_began_at END,
