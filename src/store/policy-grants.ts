@@ -2,7 +2,6 @@
 // (a session advisory lock), the grants of one IdP that may be due, and whether an IdP was seen
 // rotating. Times are Postgres's clock, so sidecars with skewed clocks agree on what is due.
 import type pg from 'pg';
-import type { FactRow } from '../policy/decide.js';
 
 /** The policy run's session advisory lock (the migrations' is MIGRATION_LOCK_ID, 0x746f6b65). */
 export const POLICY_LOCK_ID = 7_461_696_573;
@@ -38,11 +37,20 @@ export interface PolicyThresholds {
   rotateEveryMs: number | undefined;
 }
 
-export interface CandidateRow extends FactRow {
+/** A grant that may be due: the columns policy/decide.ts factsOf reads; `refresh_token` only says whether there is one. */
+export interface CandidateRow {
   subject: string;
+  status: 'active' | 'revoked';
+  refresh_token: true | null;
+  captured_at: Date;
+  refresh_token_observed_at: Date | null;
+  refresh_token_first_seen_at: Date | null;
+  chain_began_at: Date | null;
+  last_refreshed_at: Date | null;
+  last_used_at: Date | null;
 }
 
-// The fallbacks of policy/decide.ts factsOf, for rows from before migration 000013.
+// The fallbacks of policy/decide.ts factsOf (rows from before migration 000013), in SQL.
 const TOKEN_SINCE = 'COALESCE(refresh_token_first_seen_at, refresh_token_observed_at, captured_at)';
 const CHAIN = `COALESCE(chain_began_at, ${TOKEN_SINCE})`;
 const USED = 'COALESCE(last_used_at, captured_at)';
@@ -55,7 +63,7 @@ const after = (at: string, param: string) => `(${at} + ${param}::float8 * interv
  */
 export async function dueGrants(pool: pg.Pool, idp: string, thresholds: PolicyThresholds, limit: number): Promise<{ now: Date; rows: CandidateRow[] }> {
   const dueAt = `LEAST(${after(CHAIN, '$2')}, ${after(USED, '$3')}, ${after(FRESH, '$4')})`;
-  const { rows } = await pool.query<CandidateRow & { now: Date }>(
+  const { rows } = await pool.query<Omit<CandidateRow, 'refresh_token'> & { refresh_token: boolean; now: Date }>(
     `SELECT subject, status, (refresh_token IS NOT NULL) AS refresh_token, captured_at, refresh_token_observed_at, refresh_token_first_seen_at,
             chain_began_at, last_refreshed_at, last_used_at, now() AS now
      FROM grants
@@ -66,7 +74,7 @@ export async function dueGrants(pool: pg.Pool, idp: string, thresholds: PolicyTh
   );
   const now = rows[0]?.now ?? (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
   // refresh_token here says only whether there is one (never the ciphertext): null when not.
-  return { now, rows: rows.map(({ now: _now, ...row }) => ({ ...row, refresh_token: row.refresh_token ? true : null })) };
+  return { now, rows: rows.map(({ now: _now, ...row }) => ({ ...row, refresh_token: row.refresh_token ? (true as const) : null })) };
 }
 
 /** Postgres's clock now (the policy judges a locked row against it). */
