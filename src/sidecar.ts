@@ -171,9 +171,10 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
       // New calls are refused; calls in progress, and the refreshes they started, get the whole
       // grace: a refresh cut after the IdP answered keeps its rotated token only in the spool.
       const apiClosed = api.close(graceMs);
-      await policy.stop();
+      // The policy takes no new action; one waiting on another holder's refresh is answered by the drain.
+      const policyStopped = policy.stop();
       await drainRefreshes(running, graceMs, logger);
-      await apiClosed;
+      await Promise.all([apiClosed, policyStopped]);
       await purge?.stop();
       await pool.end().catch(() => undefined);
     },
