@@ -5,6 +5,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
 import { loadIdpConfig } from '../../src/config/idp-file.js';
+import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { ConfigError } from '../../src/config/values.js';
 import { formatDuration, parseDuration } from '../../src/config/refresh-token-policy.js';
 import { decide, factsOf, type GrantFacts } from '../../src/policy/decide.js';
 import { buildReport, formatReportText } from '../../src/policy/report.js';
@@ -37,6 +39,27 @@ describe('refresh-token policy: durations', () => {
   it('formats back to the shortest exact text', () => {
     for (const text of ['90d', '36h', '90s', '15m', '1s']) expect(formatDuration(parseDuration(text)!)).to.equal(text);
     expect(formatDuration(parseDuration('86400s')!)).to.equal('1d');
+  });
+});
+
+describe('refresh-token policy: TOKEN_TAP_POLICY_*', () => {
+  const valid = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
+
+  it('runs every 15 minutes by default, and takes a duration such as 1s', () => {
+    expect(loadSidecarConfig(valid).policy).to.deep.include({ intervalMs: 15 * 60 * S, maxPerRun: 500, maxPerIdp: 100 });
+    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_POLICY_INTERVAL: '1s', TOKEN_TAP_POLICY_MAX_PER_IDP: '7' }).policy).to.deep.include({ intervalMs: S, maxPerIdp: 7 });
+  });
+
+  it('refuses an interval that is no duration, with the other problems', () => {
+    let error: unknown;
+    try {
+      loadSidecarConfig({ ...valid, TOKEN_TAP_POLICY_INTERVAL: '900', TOKEN_TAP_POLICY_MAX_PER_RUN: '0' });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).to.be.instanceOf(ConfigError);
+    const problems = (error as ConfigError).problems.join('\n');
+    expect(problems).to.include('TOKEN_TAP_POLICY_INTERVAL must be a whole number and a unit').and.to.include('TOKEN_TAP_POLICY_MAX_PER_RUN must be a positive integer');
   });
 });
 
