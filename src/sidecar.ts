@@ -35,6 +35,8 @@ import { drainRefreshes } from './operations/refresh-drain.js';
 import type { HookServer } from './hook/server.js';
 import { describeError } from './lib/error-description.js';
 import { asError } from './lib/errors.js';
+import { createPolicyMetrics } from './policy/metrics.js';
+import { startRefreshTokenPolicy } from './policy/start.js';
 
 export interface Sidecar {
   /** ext_proc's TCP address with the bound port; on a Unix socket, host is the socket path and port 0. */
@@ -134,6 +136,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
   });
   const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const apiMetrics = createApiMetrics(metrics.registry);
+  const policyMetrics = createPolicyMetrics(metrics.registry);
   refresher = new GrantRefresher({
     pool,
     store,
@@ -141,6 +144,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
     logger,
     onUpstream: (idp, outcome) => apiMetrics.upstreamRefreshes.inc({ idp, outcome }),
     onFieldRefused: (idp, field, action) => apiMetrics.refreshFieldsRefused.inc({ idp, field, action }),
+    onFamilyRevoked: (idp) => policyMetrics.familyRevoked.inc({ idp }),
     postgresRegainedAt: () => storeState.regainedAt,
     // Half the pool size at most at IdPs at once; the rest queue.
     maxConcurrent: Math.max(1, Math.floor(settings.poolSize / 2)),
@@ -153,6 +157,8 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
   const revoker = new GrantRevoker({ pool, store, clients: settings.idpClients });
   const purge = settings.purgeIntervalMs !== undefined ? schedulePurge(pool, settings.retention, settings.purgeIntervalMs, logger) : undefined;
   const events = new AccessEventLog(pool, { relaxedCommit: settings.auditRelaxedCommit });
+  const configuredIdps = [...settings.idpClients.keys(), ...config.verification.idps.keys()];
+  const policy = startRefreshTokenPolicy(config.policy, { pool, refresher, revoker, events, configuredIdps, registry: metrics.registry, metrics: policyMetrics, logger });
   const api = await startTokenVault(settings, { pool, store, keyRing: config.keyRing, refresher, revoker, events, metrics: apiMetrics, logger, commitDurability: config.commitDurability });
   const running = refresher;
   return {
@@ -161,8 +167,10 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
       // New calls are refused; calls in progress, and the refreshes they started, get the whole
       // grace: a refresh cut after the IdP answered keeps its rotated token only in the spool.
       const apiClosed = api.close(graceMs);
+      // The policy takes no new action; one waiting on another holder's refresh is answered by the drain.
+      const policyStopped = policy.stop();
       await drainRefreshes(running, graceMs, logger);
-      await apiClosed;
+      await Promise.all([apiClosed, policyStopped]);
       await purge?.stop();
       await pool.end().catch(() => undefined);
     },

@@ -86,4 +86,6 @@ export interface Capture {
    * as the refresh's outbox: not a login seen on the wire, so not verified again.
    */
   obtainedByRefresh?: boolean;
+  /** A refresh the refresh-token policy asked for (a scheduled rotation): no use of the grant, so idle_max keeps counting. */
+  refreshedByPolicy?: boolean;
 }

@@ -14,6 +14,7 @@ import { grantToJson, pendingToJson } from './grant-json.js';
 import { audited, registerVaultCommands } from './vault.js';
 import { registerCaptureCommands } from './captures.js';
 import { registerKeyCommands } from './keys.js';
+import { registerReportCommand } from './report.js';
 import { injectedFault } from './refresh-fault.js';
 import { createLogger } from '../ops/log.js';
 import { createMetrics } from '../ops/metrics.js';
@@ -311,6 +312,7 @@ export function buildProgram(): Command {
   registerVaultCommands(program);
   registerCaptureCommands(program);
   registerKeyCommands(program);
+  registerReportCommand(program);
   return program;
 }
 

@@ -48,7 +48,7 @@ function operator(): string {
 }
 
 /** Turns Postgres' "no such table" into what to do about it; any other error passes through. */
-function explainMissingSchema(error: unknown): never {
+export function explainMissingSchema(error: unknown): never {
   if ((error as { code?: string }).code === '42P01') {
     throw new Error('this database has no token-tap tables yet (or an older schema): start `token-tap serve` against it first');
   }

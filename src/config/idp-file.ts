@@ -14,10 +14,12 @@
 //       client_secret_env: ACME_CLIENT_SECRET          # or client_secret_file: /run/secrets/acme
 //       revocation_url: https://acme.example/oauth2/revoke   # optional
 //       auth_method: client_secret_basic               # or client_secret_post
+//       refresh_token_policy: { max_age: 90d, idle_max: 30d, rotate_every: 7d }  # optional (config/refresh-token-policy.ts)
 import { z } from 'zod';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { AUTH_METHODS, IdpClient, type IdpClients } from '../idp/client.js';
 import type { IdpVerificationSettings } from '../idp/verify.js';
+import { parseDuration, refreshTokenPolicySchema, type RefreshTokenPolicy } from './refresh-token-policy.js';
 import { IDP_CONFIG } from './settings.js';
 import { ALWAYS, addProblem, forbidden, httpsUrl, readYamlWithSchema, secretFromEnv, secretFromFile, strictMapping } from './yaml-schema.js';
 
@@ -33,6 +35,8 @@ export interface IdpConfig {
   clients: IdpClients;
   /** IdPs whose captured id_tokens are verified; the others are stored unverified. */
   verification: ReadonlyMap<string, IdpVerificationSettings>;
+  /** IdPs with a refresh_token_policy (the policy runner, the report). */
+  policies: ReadonlyMap<string, RefreshTokenPolicy>;
 }
 
 /**
@@ -51,6 +55,7 @@ export function idpEntryShape(env: NodeJS.ProcessEnv) {
     client_secret_file: secretFromFile().optional(),
     revocation_url: httpsUrl().optional(),
     auth_method: z.enum(AUTH_METHODS, { error: `must be one of ${AUTH_METHODS.join(', ')}` }).optional(),
+    refresh_token_policy: refreshTokenPolicySchema.optional(),
     client_secret: forbidden('must not be written in the file; name an environment variable (client_secret_env) or a file (client_secret_file)'),
   };
 }
@@ -65,11 +70,26 @@ function entryRules(entry: unknown, ctx: z.RefinementCtx): void {
   if (fields.jwks_uri !== undefined && !verifies) addProblem(ctx, ['jwks_uri'], 'needs issuer (the pinned issuer its keys belong to)');
   // An entry naming only issuer and client_id is for an IdP the vault never refreshes.
   const refreshes = CLIENT_FIELDS.some((field) => fields[field] !== undefined);
+  policyRules(fields.refresh_token_policy, refreshes, ctx);
   if (!refreshes && !verifies) addProblem(ctx, [], ': give issuer (verification of captured id_tokens) and/or token_url with client_secret_env or client_secret_file (refresh)');
   if (!refreshes) return;
   if (fields.token_url === undefined) addProblem(ctx, ['token_url'], 'must be a URL');
   if ((fields.client_secret_env === undefined) === (fields.client_secret_file === undefined)) {
     addProblem(ctx, [], ': give exactly one of client_secret_env (an environment variable name) or client_secret_file (a path)');
+  }
+}
+
+/** A policy's rules that need the rest of the entry: rotating is a refresh; a chain must rotate before it expires. */
+function policyRules(policy: unknown, refreshes: boolean, ctx: z.RefinementCtx): void {
+  if (policy === null || typeof policy !== 'object' || Array.isArray(policy)) return;
+  const { max_age: maxAge, rotate_every: rotateEvery } = policy as Record<string, unknown>;
+  if (rotateEvery === undefined) return;
+  const path = ['refresh_token_policy', 'rotate_every'];
+  if (!refreshes) addProblem(ctx, path, "needs the IdP's token_url and client_secret_env or client_secret_file (rotating is a refresh)");
+  const maxAgeMs = typeof maxAge === 'string' ? parseDuration(maxAge) : undefined;
+  const rotateEveryMs = typeof rotateEvery === 'string' ? parseDuration(rotateEvery) : undefined;
+  if (maxAgeMs !== undefined && rotateEveryMs !== undefined && rotateEveryMs >= maxAgeMs) {
+    addProblem(ctx, path, 'must be shorter than max_age (the chain would expire before it rotates)');
   }
 }
 
@@ -105,14 +125,16 @@ export function loadIdpClients(env: NodeJS.ProcessEnv, problems: string[]): IdpC
 export function loadIdpConfig(env: NodeJS.ProcessEnv, problems: string[]): IdpConfig {
   const clients = new Map<string, IdpClient>();
   const verification = new Map<string, IdpVerificationSettings>();
+  const policies = new Map<string, RefreshTokenPolicy>();
   const file = env[IDP_CONFIG_ENV];
   const read = file ? readYamlWithSchema(file, IDP_CONFIG_ENV, idpFileSchema(env), problems) : undefined;
   for (const [name, entry] of Object.entries(read?.idps ?? {})) {
     const client = toClient(name, entry);
     if (client) clients.set(name, client);
+    if (entry.refresh_token_policy) policies.set(name, entry.refresh_token_policy);
     if (entry.issuer) {
       verification.set(name, { idp: name, issuer: entry.issuer, jwksUri: entry.jwks_uri ? new URL(entry.jwks_uri) : undefined, clientId: entry.client_id, timeoutMs: entry.timeout_ms ?? DEFAULT_TIMEOUT_MS });
     }
   }
-  return { clients, verification };
+  return { clients, verification, policies };
 }

@@ -172,6 +172,10 @@ export const FAULT_INJECTION: TestOnlySetting = { name: 'TOKEN_TAP_FAULT_INJECTI
 export const GRANT_RETENTION = duration('TOKEN_TAP_GRANT_RETENTION', '(keep)', 'grants not updated for longer than this age (`90d`, `12h`) are deleted by `token-tap purge` and the timer');
 export const EVENT_RETENTION = duration('TOKEN_TAP_EVENT_RETENTION', '(keep)', 'capture and access events, quarantined captures and tombstones older than this age (`90d`, `12h`) are deleted by `token-tap purge` and the timer');
 export const PURGE_INTERVAL = duration('TOKEN_TAP_PURGE_INTERVAL', '(none)', 'the sidecar runs the purge itself this often (`1h`)');
+// The refresh-token policy runner (policy/runner.ts); the policies are per IdP in TOKEN_TAP_IDP_CONFIG.
+export const POLICY_INTERVAL = text('TOKEN_TAP_POLICY_INTERVAL', '15m', 'how often the refresh-token policy runs (a duration: 30s, 15m, 1h), with jitter');
+export const POLICY_MAX_PER_RUN = integer('TOKEN_TAP_POLICY_MAX_PER_RUN', 'positive', 500, 'refresh-token policy actions per run, at most');
+export const POLICY_MAX_PER_IDP = integer('TOKEN_TAP_POLICY_MAX_PER_IDP', 'positive', 100, 'refresh-token policy actions per IdP and run, at most');
 
 // Postgres timeouts (config/postgres.ts): the capture writer's (TOKEN_TAP_PG_*) and the API's (TOKEN_TAP_API_PG_*).
 // A query timeout left unset follows its statement timeout; its default here is the one of the default statement timeout.
@@ -211,7 +215,7 @@ export const SETTINGS: readonly Setting[] = [
   PG_TIMEOUTS.TOKEN_TAP_PG.connect, PG_TIMEOUTS.TOKEN_TAP_PG.statement, PG_TIMEOUTS.TOKEN_TAP_PG.query, PG_TIMEOUTS.TOKEN_TAP_PG.idleInTransaction, PG_KEEPALIVE_MS,
   COMMIT_DURABILITY, LOG_LEVEL, API_LISTEN, API_TLS, ALLOW_INSECURE_API, API_AUTO_REFRESH_SECONDS, AUDIT_RELAXED_COMMIT, API_PG_POOL_SIZE,
   PG_TIMEOUTS.TOKEN_TAP_API_PG.connect, PG_TIMEOUTS.TOKEN_TAP_API_PG.statement, PG_TIMEOUTS.TOKEN_TAP_API_PG.query, PG_TIMEOUTS.TOKEN_TAP_API_PG.idleInTransaction,
-  REFRESH_APPLY_WINDOW_MS, IDP_CONFIG, JWKS_COOLDOWN_MS, VERIFY_MAX_WAIT_MS, HOOK_LISTEN, HOOK_CONFIG, REFUSAL_SUMMARY_MS,
+  REFRESH_APPLY_WINDOW_MS, POLICY_INTERVAL, POLICY_MAX_PER_RUN, POLICY_MAX_PER_IDP, IDP_CONFIG, JWKS_COOLDOWN_MS, VERIFY_MAX_WAIT_MS, HOOK_LISTEN, HOOK_CONFIG, REFUSAL_SUMMARY_MS,
   GRANT_RETENTION, EVENT_RETENTION, PURGE_INTERVAL,
   SPOOL_DIR, SPOOL_MAX_BYTES, SPOOL_FSYNC_MS, SPOOL_GRACE_SECONDS, SHUTDOWN_GRACE_MS, OPS_LISTEN, ROUTE_IDPS, SEAL_FORMAT,
   CAPTURE_NICE, CAPTURE_BACKLOG, EXTPROC_THREAD, CAPTURE_GATHER_MS, ENVOY, FAULT_INJECTION,

@@ -13,6 +13,7 @@ import { readFlag, readInteger, readSet, readText } from './settings.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
 import { asError } from '../lib/errors.js';
+import { DURATION_RULE, parseDuration, type RefreshTokenPolicy } from './refresh-token-policy.js';
 
 
 export interface SidecarConfig {
@@ -77,6 +78,15 @@ export interface SidecarConfig {
    * the interval one row with their count.
    */
   refusalSummaryMs: number;
+  /** The refresh-token policy runner: the policies of TOKEN_TAP_IDP_CONFIG and TOKEN_TAP_POLICY_*. */
+  policy: PolicyConfig;
+}
+
+export interface PolicyConfig {
+  policies: ReadonlyMap<string, RefreshTokenPolicy>;
+  intervalMs: number;
+  maxPerRun: number;
+  maxPerIdp: number;
 }
 
 export interface VerificationConfig {
@@ -193,6 +203,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const hook = readHook(env, flags, problems);
   const routeIdps = parseRouteIdps(readSet(env, settings.ROUTE_IDPS), problems, settings.ROUTE_IDPS.name);
   const refusalSummaryMs = readInteger(env, settings.REFUSAL_SUMMARY_MS, problems);
+  const policy = readPolicy(env, idps.policies, problems);
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {
@@ -222,7 +233,19 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },
     hook,
     refusalSummaryMs,
+    policy,
   };
+}
+
+function readPolicy(env: NodeJS.ProcessEnv, policies: ReadonlyMap<string, RefreshTokenPolicy>, problems: string[]): PolicyConfig {
+  const raw = env[settings.POLICY_INTERVAL.name];
+  let intervalMs = parseDuration(settings.POLICY_INTERVAL.default)!;
+  if (raw !== undefined && raw !== '') {
+    const parsed = parseDuration(raw);
+    if (parsed === undefined) problems.push(`${settings.POLICY_INTERVAL.name} must be ${DURATION_RULE}, got "${raw}"`);
+    else intervalMs = parsed;
+  }
+  return { policies, intervalMs, maxPerRun: readInteger(env, settings.POLICY_MAX_PER_RUN, problems), maxPerIdp: readInteger(env, settings.POLICY_MAX_PER_IDP, problems) };
 }
 
 function readHook(env: NodeJS.ProcessEnv, flags: SidecarFlags, problems: string[]): SidecarConfig['hook'] {

@@ -44,7 +44,7 @@ import { clientFor, idpFailure, reportRefusedFields, revokedError, revokeUnused,
 import { KeptAnswers, type KeptAnswer } from './refresh-kept.js';
 import { TakeoverGate } from './refresh-takeover.js';
 import { IdpCallError, type IdpClient, type IdpClients } from '../idp/client.js';
-import { markRevoked } from './revoke.js';
+import { refusedStoredToken } from './refresh-invalid-grant.js';
 import { waitForHolder } from './refresh-wait.js';
 import { sleep } from '../lib/abortable-wait.js';
 import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
@@ -63,6 +63,8 @@ export interface RefreshConditions {
   onlyIfExpiringWithinMs?: number;
   /** Epoch ms: the longest this caller waits for another holder's refresh (its deadline). */
   waitUntil?: number;
+  /** The refresh-token policy's rotation: not a use of the grant (idle_max keeps counting). */
+  refreshedByPolicy?: boolean;
 }
 
 export interface GrantRefresherOptions {
@@ -96,6 +98,8 @@ export interface GrantRefresherOptions {
   postgresRegainedAt?: () => number | undefined;
   /** Called once per field of an IdP answer over its bound: dropped (the grant keeps its own) or set aside (a token: the whole answer quarantined). */
   onFieldRefused?: (idp: string, field: RefreshAnswerField, action: 'dropped' | 'set_aside') => void;
+  /** invalid_grant at an IdP seen rotating refresh tokens (refresh-invalid-grant.ts). */
+  onFamilyRevoked?: (idp: string) => void;
   /** Backoff of writing kept answers while Postgres is away; tests shorten it. */
   keptRetryMs?: { initial: number; max: number };
 }
@@ -112,6 +116,7 @@ interface Claimed {
   claimId: string;
   /** performance.now() before the claim's transaction began. */
   startedAt: number;
+  byPolicy: boolean;
 }
 
 export class GrantRefresher {
@@ -245,7 +250,7 @@ export class GrantRefresher {
         );
       }
       await takeClaim(tx, { idp, subject, claimId, holder: this.holder, holdMs: client.settings.timeoutMs + this.applyWindowMs });
-      return { grant, client, claimId, startedAt };
+      return { grant, client, claimId, startedAt, byPolicy: conditions.refreshedByPolicy === true };
     });
     if ('applied' in decided) {
       // Committed: the kept answer is in Postgres (or set aside, or stale) and no longer ours to keep.
@@ -304,12 +309,7 @@ export class GrantRefresher {
         }
         if (error.errorCode === 'invalid_grant') {
           onUpstream?.(idp, 'invalid_grant');
-          // Marked revoked only while the claim is still this attempt's: a holder that took it over decides otherwise.
-          await withLockedGrant(this.options.pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
-            if (row && (await releaseClaim(tx, idp, subject, claimId))) await markRevoked(tx, idp, subject);
-          });
-          logger?.warn({ idp, subject }, 'IdP refused the stored refresh token (invalid_grant); grant marked revoked');
-          throw revokedError(idp, subject, 'the IdP refused the stored refresh token (invalid_grant)');
+          throw await refusedStoredToken({ pool: this.options.pool, lockTimeoutMs: this.lockTimeoutMs, logger, onFamilyRevoked: this.options.onFamilyRevoked }, idp, subject, claimId);
         }
         onUpstream?.(idp, error.kind === 'unavailable' ? 'unavailable' : 'refused');
         await this.release(idp, subject, claimId);
@@ -327,7 +327,7 @@ export class GrantRefresher {
       }
       const answer = readRefreshAnswer({ captureId: randomUUID(), idp, subject, requestedAt, tokens, stored: { tokenType: grant.tokenType, extras: grant.extras, verified: grant.verified } });
       reportRefusedFields({ idp, subject, logger, onFieldRefused: this.options.onFieldRefused }, answer);
-      const refreshed = answer.capture;
+      const refreshed = claimed.byPolicy ? { ...answer.capture, refreshedByPolicy: true } : answer.capture;
       if (this.options.outbox && !(await this.options.outbox(refreshed))) {
         logger?.warn({ idp, subject, captureId: refreshed.captureId }, 'the refreshed tokens could not be spooled first (spool full or closing); applying them directly');
       }

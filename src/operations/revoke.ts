@@ -5,7 +5,7 @@ import type pg from 'pg';
 import { grantNotFound, VaultError } from '../store/errors.js';
 import { openGrant, rereadGrant, withLockedGrant } from '../store/grant-lock.js';
 import { IdpCallError, type IdpClients } from '../idp/client.js';
-import type { GrantRecord, GrantStore } from '../store/grants.js';
+import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
 
 /**
  * Marks a grant revoked inside the caller's transaction (which holds the row lock). Its tokens are
@@ -27,6 +27,13 @@ export async function markRevoked(client: pg.PoolClient, idp: string, subject: s
 export interface RevokeResult {
   grant: GrantRecord;
   revokedAtIdp: boolean;
+  /** `onlyIf` said no under the row lock: nothing was done. */
+  skipped?: boolean;
+}
+
+export interface RevokeConditions {
+  /** Judged under the row lock before anything is revoked (the refresh-token policy: still due?). */
+  onlyIf?: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean>;
 }
 
 export interface GrantRevokerOptions {
@@ -40,12 +47,13 @@ export class GrantRevoker {
   constructor(private readonly options: GrantRevokerOptions) {}
 
   /** Revoking a revoked grant succeeds and changes nothing. */
-  async revoke(idp: string, subject: string): Promise<RevokeResult> {
+  async revoke(idp: string, subject: string, conditions: RevokeConditions = {}): Promise<RevokeResult> {
     const { pool, store, clients } = this.options;
     const client = clients.get(idp);
     return withLockedGrant(pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
       if (!row) throw grantNotFound(idp, subject);
       if (row.status === 'revoked') return { grant: openGrant(store, row), revokedAtIdp: false };
+      if (conditions.onlyIf && !(await conditions.onlyIf(row, tx))) return { grant: openGrant(store, row), revokedAtIdp: false, skipped: true };
       let revokedAtIdp = false;
       if (client?.canRevoke) {
         const grant = openGrant(store, row);

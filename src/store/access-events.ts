@@ -27,10 +27,13 @@ export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | '
  */
 export type AccessOutcome = 'ok' | 'cancelled' | Outcome;
 
+/** The refresh-token policy's (policy/runner.ts); `skipped`: a grant no longer due once it was locked. */
+export type PolicyOutcome = 'ok' | 'skipped' | Outcome;
+
 export interface AccessEvent {
   /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, ... */
   operation: string;
-  outcome: AccessOutcome | HookOutcome;
+  outcome: AccessOutcome | HookOutcome | PolicyOutcome;
   apiKeyId?: string | undefined;
   /** The key's name, or "cli:<user>" for operator commands. */
   caller?: string | undefined;

@@ -58,6 +58,13 @@ export interface GrantRow {
   /** Migration 000007: the address the stored id_token vouches for ('' none), NULL when not known. */
   vouched_email?: string | null;
   vouched_email_checked_at?: Date | null;
+  /** Migration 000013: the refresh-token facts (store/grant-upsert.ts); NULL on older rows. */
+  refresh_token_first_seen_at?: Date | null;
+  chain_began_at?: Date | null;
+  last_refreshed_at?: Date | null;
+  last_used_at?: Date | null;
+  rotations_seen?: number;
+  refresh_rotates?: boolean | null;
 }
 
 /** The grants `match: email` weighs for some addresses (findEmailCandidates). */

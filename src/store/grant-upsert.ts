@@ -81,7 +81,40 @@ export function grantRow(ring: KeyRing, capture: Capture): unknown[] {
     vouched,
     // A refresh's answer: its `verified` is a claim the stored grant must back (upsertGrantRows).
     capture.obtainedByRefresh === true,
+    // The refresh-token facts (migration 000013): whether a refresh answer rotated, and whether it was a use.
+    fingerprintOrNull(ring, tokens.refreshToken),
+    capture.refreshedByPolicy === true,
   ];
+}
+
+// The refresh-token facts of migration 000013 for a new row. EXCLUDED carries what kind of write it
+// is to the update below: last_refreshed_at is set only by a refresh answer, chain_began_at only by a
+// login with a refresh token, last_used_at by anything but the policy's own rotation.
+const REFRESH_FACT_COLUMNS = 'refresh_token_fp, refresh_token_first_seen_at, chain_began_at, last_refreshed_at, last_login_at, last_used_at';
+const REFRESH_FACT_VALUES = `CASE WHEN refresh_token IS NULL THEN NULL ELSE refresh_token_fp END, CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END,
+            CASE WHEN refresh_token IS NULL OR by_refresh THEN NULL ELSE captured_at END, CASE WHEN by_refresh THEN captured_at END,
+            CASE WHEN by_refresh THEN NULL ELSE captured_at END, CASE WHEN by_policy THEN NULL ELSE captured_at END`;
+
+/**
+ * The refresh-token facts of a stored row, given `newToken` (the write replaces its refresh token). A
+ * refresh token counts as another one when its fingerprint differs (an IdP that does not rotate hands
+ * the same one back); without a stored fingerprint (rows from before 000013) a rotation cannot be told.
+ */
+function refreshFactUpdates(newToken: string): string {
+  const known = 'grants.refresh_token IS NOT NULL AND grants.refresh_token_fp IS NOT NULL';
+  const another = `(${newToken} AND NOT (${known} AND EXCLUDED.refresh_token_fp IS NOT DISTINCT FROM grants.refresh_token_fp))`;
+  // A refresh answer newer than the last one written: the spooled copy of an answer already written
+  // (the outbox, replayed by the pump) is no second answer handing the same token back.
+  const byRefresh = "COALESCE(EXCLUDED.last_refreshed_at > COALESCE(grants.last_refreshed_at, '-infinity'), false)";
+  return `refresh_token_fp = CASE WHEN ${newToken} THEN EXCLUDED.refresh_token_fp ELSE grants.refresh_token_fp END,
+       refresh_token_first_seen_at = CASE WHEN ${another} THEN EXCLUDED.captured_at ELSE grants.refresh_token_first_seen_at END,
+       chain_began_at = CASE WHEN ${another} AND EXCLUDED.chain_began_at IS NOT NULL THEN EXCLUDED.chain_began_at ELSE grants.chain_began_at END,
+       last_refreshed_at = GREATEST(grants.last_refreshed_at, EXCLUDED.last_refreshed_at),
+       last_login_at = GREATEST(grants.last_login_at, EXCLUDED.last_login_at),
+       last_used_at = GREATEST(grants.last_used_at, EXCLUDED.last_used_at),
+       rotations_seen = grants.rotations_seen + CASE WHEN ${byRefresh} AND ${another} AND ${known} THEN 1 ELSE 0 END,
+       refresh_rotates = CASE WHEN NOT (${byRefresh}) THEN grants.refresh_rotates WHEN EXCLUDED.refresh_token IS NULL THEN false
+                              WHEN ${known} THEN EXCLUDED.refresh_token_fp IS DISTINCT FROM grants.refresh_token_fp ELSE grants.refresh_rotates END`;
 }
 
 /**
@@ -100,7 +133,7 @@ export function grantRow(ring: KeyRing, capture: Capture): unknown[] {
  * never makes an unverified grant verified, nor makes a new grant verified.
  */
 export async function upsertGrantRows(client: pg.PoolClient, rows: unknown[][], options: { obtained?: boolean } = {}): Promise<number> {
-  const columns: unknown[][] = Array.from({ length: 20 }, (_, index) => rows.map((row) => row[index]));
+  const columns: unknown[][] = Array.from({ length: 22 }, (_, index) => rows.map((row) => row[index]));
   // The refresh answer's own claim for the row being updated (EXCLUDED.verified is false for it: an insert is never verified).
   const refreshClaim = rows.some((row) => row[19] === true)
     ? '(SELECT claim.verified FROM input AS claim WHERE claim.by_refresh AND claim.idp = EXCLUDED.idp AND claim.subject = EXCLUDED.subject)'
@@ -126,23 +159,27 @@ export async function upsertGrantRows(client: pg.PoolClient, rows: unknown[][], 
     `WITH input AS (
        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[],
                             $9::bytea[], $10::bytea[], $11::bytea[], $12::bytea[], $13::text[],
-                            $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[], $19::text[], $20::boolean[])
+                            $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::timestamptz[], $18::boolean[], $19::text[], $20::boolean[],
+                            $21::text[], $22::boolean[])
          AS row(idp, subject, issuer, client_id, email, scope, token_type, key_id,
                 access_token, refresh_token, id_token, extras, access_token_fp,
-                access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified, vouched_email, by_refresh)
+                access_token_expires_at, refresh_token_expires_at, id_token_expires_at, captured_at, verified, vouched_email, by_refresh,
+                refresh_token_fp, by_policy)
      ), upserted AS (
      INSERT INTO grants (idp, subject, issuer, client_id, email, scope, token_type, key_id,
                          access_token, refresh_token, id_token, extras, access_token_fp,
                          access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
                          status, captured_at, updated_at, version, refresh_token_key_id, id_token_key_id, verified,
-                         refresh_token_observed_at, id_token_observed_at, vouched_email, vouched_email_checked_at)
+                         refresh_token_observed_at, id_token_observed_at, vouched_email, vouched_email_checked_at,
+                         ${REFRESH_FACT_COLUMNS})
      SELECT idp, subject, issuer, client_id, email, COALESCE(string_to_array(NULLIF(scope, ''), ' '), '{}'), token_type, key_id,
             access_token, refresh_token, id_token, extras, access_token_fp,
             access_token_expires_at, refresh_token_expires_at, id_token_expires_at,
             'active', captured_at, now(), 1,
             CASE WHEN refresh_token IS NULL THEN NULL ELSE key_id END, CASE WHEN id_token IS NULL THEN NULL ELSE key_id END, verified AND NOT by_refresh,
             CASE WHEN refresh_token IS NULL THEN NULL ELSE captured_at END, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END,
-            vouched_email, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END
+            vouched_email, CASE WHEN id_token IS NULL THEN NULL ELSE captured_at END,
+            ${REFRESH_FACT_VALUES}
      FROM input AS row WHERE NOT ${erased}
      ON CONFLICT (idp, subject) DO UPDATE SET
        ${filled('issuer')}, ${filled('client_id')}, ${filled('email')},
@@ -158,6 +195,7 @@ export async function upsertGrantRows(client: pg.PoolClient, rows: unknown[][], 
        -- (id_token_observed_at), so a replacement by a sidecar that does not know it shows.
        vouched_email = CASE WHEN ${newer('id_token')} THEN EXCLUDED.vouched_email ELSE grants.vouched_email END,
        vouched_email_checked_at = CASE WHEN ${newer('id_token')} THEN EXCLUDED.captured_at ELSE grants.vouched_email_checked_at END,
+       ${refreshFactUpdates(newer('refresh_token'))},
        status = CASE WHEN ${fresh} THEN 'active' ELSE grants.status END,
        captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
        -- A refresh stamps the time of writing, not of its transaction's start: callers that

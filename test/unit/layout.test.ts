@@ -57,6 +57,11 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     lib: 'backoff, abortable waits, error codes',
     store: 'grants are read, locked, claimed and written through store/',
   },
+  policy: {
+    config: 'the refresh-token policies and the runner settings it acts on',
+    lib: 'metric registration',
+    store: 'the policy lock, due grants and the report figures, in SQL',
+  },
   config: {
     'contract.ts': 'the IdP name rule',
     capture: 'route metadata is parsed by the capture code',
@@ -108,6 +113,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     keys: 'the CLI opens grants with the key ring',
     lib: 'the error model (exit codes by outcome, errors described for messages); error message and code of a spool that cannot be counted',
     operations: 'the CLI reads, refreshes, revokes, erases, rotates keys and retries quarantined captures',
+    policy: 'the refresh-token report',
     ops: 'logs and metrics',
     'sidecar.ts': 'serve starts the sidecar',
     store: 'the CLI lists grants and held grants, quarantined captures, and purges',
@@ -133,6 +139,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     lib: 'each shutdown step waited for at most the grace left; errors described for logs and messages',
     operations: 'the refresher and revoker it hands the TokenVault API',
     ops: 'health, HTTP, metrics',
+    policy: 'the refresh-token policy runner and report gauges it starts with the vault',
     store: 'the pools, grant stores, audit logs and the retention purge it hands the listeners',
   },
 };

@@ -1,0 +1,134 @@
+// The refresh-token policy runner, inside `serve`: every TOKEN_TAP_POLICY_INTERVAL (with jitter, so
+// sidecars started together do not knock at once) it takes the policy lock (one run at a time across
+// every sidecar on the database; the others skip that turn), and for each IdP with a
+// refresh_token_policy acts on its grants that are due (policy/decide.ts), at most `maxPerIdp` per IdP
+// and `maxPerRun` in all, the longest due first:
+//  - rotate: a refresh through the vault's refresher, with its claims and fences
+//    (operations/refresh.ts), so no refresh token is ever spent twice; a grant changed since it was
+//    read (a login, another refresh) is skipped: it is fresh;
+//  - expire: the revoker (operations/revoke.ts): RFC 7009 at the IdP when it has a revocation_url,
+//    then the tokens erased and the grant marked revoked until the next login; judged again under
+//    the grant's row lock, so a login meanwhile saves it.
+// Each action is an access_events row (caller `policy`) and a count in token_tap_policy_actions_total.
+import type pg from 'pg';
+import type { Logger } from 'pino';
+import type { RefreshTokenPolicy } from '../config/refresh-token-policy.js';
+import type { AccessEventLog, PolicyOutcome } from '../store/access-events.js';
+import { VaultError } from '../store/errors.js';
+import type { GrantRow } from '../store/grant-reads.js';
+import { databaseNow, dueGrants, withPolicyLock } from '../store/policy-grants.js';
+import { POLICY_CALLER } from '../store/refresh-token-report.js';
+import { decide, factsOf, type PolicyDecision } from './decide.js';
+
+export type PolicyAction = 'rotate' | 'expire';
+
+export interface PolicyRunnerOptions {
+  pool: pg.Pool;
+  policies: ReadonlyMap<string, RefreshTokenPolicy>;
+  refresher: { refresh(idp: string, subject: string, conditions: { arrivedAt: Date; waitUntil: number; refreshedByPolicy: true }): Promise<{ refreshedByThisCall: boolean }> };
+  revoker: { revoke(idp: string, subject: string, options: { onlyIf: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean> }): Promise<{ revokedAtIdp: boolean; skipped?: boolean }> };
+  events: Pick<AccessEventLog, 'record'>;
+  intervalMs: number;
+  maxPerRun: number;
+  maxPerIdp: number;
+  onAction?: (idp: string, action: PolicyAction, outcome: string) => void;
+  logger?: Logger;
+  /** Jitter source (tests pin it). */
+  random?: () => number;
+}
+
+export interface RunSummary {
+  /** False: another sidecar held the policy lock; nothing was done. */
+  ran: boolean;
+  actions: Array<{ idp: string; subject: string; action: PolicyAction; outcome: string }>;
+}
+
+/** How long a rotation waits for another holder's refresh of the same grant. */
+const ROTATE_WAIT_MS = 30_000;
+
+export class PolicyRunner {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+  private stopped = false;
+
+  constructor(private readonly options: PolicyRunnerOptions) {}
+
+  /** Starts the schedule; the first run comes after one jittered interval. */
+  start(): void {
+    if (this.options.policies.size === 0) return;
+    this.options.logger?.info({ idps: [...this.options.policies.keys()], intervalMs: this.options.intervalMs }, 'refresh-token policy runner started');
+    this.schedule();
+  }
+
+  /** Between 90 % and 110 % of the interval. */
+  private schedule(): void {
+    if (this.stopped) return;
+    const delay = this.options.intervalMs * (0.9 + 0.2 * (this.options.random ?? Math.random)());
+    this.timer = setTimeout(() => {
+      this.running = this.runOnce()
+        .catch((error: unknown) => this.options.logger?.warn({ err: { message: (error as Error).message } }, 'refresh-token policy run failed; the next run tries again'))
+        .finally(() => {
+          this.running = undefined;
+          this.schedule();
+        });
+    }, delay);
+    this.timer.unref();
+  }
+
+  /** Takes no new action and waits for the action in progress. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  /** One run, if the policy lock is free. */
+  async runOnce(): Promise<RunSummary> {
+    const actions: RunSummary['actions'] = [];
+    const ran = await withPolicyLock(this.options.pool, async () => {
+      for (const [idp, policy] of this.options.policies) {
+        const budget = Math.min(this.options.maxPerIdp, this.options.maxPerRun - actions.length);
+        if (budget <= 0 || this.stopped) break;
+        const { now, rows } = await dueGrants(this.options.pool, idp, { maxAgeMs: policy.maxAgeMs, idleMaxMs: policy.idleMaxMs, rotateEveryMs: policy.rotateEveryMs }, budget);
+        for (const row of rows) {
+          if (this.stopped) break;
+          const decision = decide(factsOf(row), policy, now);
+          if (!decision) continue;
+          const outcome = await this.act(idp, row.subject, policy, decision, now);
+          actions.push({ idp, subject: row.subject, action: decision.action, outcome });
+        }
+      }
+      return true;
+    });
+    return { ran: ran === true, actions };
+  }
+
+  private async act(idp: string, subject: string, policy: RefreshTokenPolicy, decision: NonNullable<PolicyDecision>, now: Date): Promise<string> {
+    const { logger } = this.options;
+    let outcome: PolicyOutcome;
+    let detail: string;
+    try {
+      if (decision.action === 'rotate') {
+        const result = await this.options.refresher.refresh(idp, subject, { arrivedAt: now, waitUntil: Date.now() + ROTATE_WAIT_MS, refreshedByPolicy: true });
+        outcome = result.refreshedByThisCall ? 'ok' : 'skipped';
+        detail = result.refreshedByThisCall ? 'rotate_every: refreshed' : 'rotate_every: the grant changed since it was read; it is fresh';
+      } else {
+        const stillDue = async (row: GrantRow, tx: pg.PoolClient) => decide(factsOf(row), policy, await databaseNow(tx))?.action === 'expire';
+        const result = await this.options.revoker.revoke(idp, subject, { onlyIf: stillDue });
+        outcome = result.skipped ? 'skipped' : 'ok';
+        detail = result.skipped
+          ? `${decision.reason}: not due any more when locked (a login meanwhile)`
+          : `${decision.reason}: ${result.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url)'}, erased, grant revoked until the next login`;
+      }
+    } catch (error) {
+      if (!(error instanceof VaultError)) throw error;
+      outcome = error.outcome;
+      detail = `${decision.action === 'expire' ? decision.reason : 'rotate_every'}: ${error.message}`;
+      logger?.warn({ idp, subject, action: decision.action, outcome, err: { message: error.message } }, 'refresh-token policy action failed; the next run tries again');
+    }
+    this.options.onAction?.(idp, decision.action, outcome);
+    if (outcome === 'ok') logger?.info({ idp, subject, action: decision.action, ...(decision.action === 'expire' ? { reason: decision.reason } : {}) }, 'refresh-token policy acted');
+    await this.options.events.record({ operation: decision.action, outcome, caller: POLICY_CALLER, idp, subject, detail });
+    return outcome;
+  }
+}

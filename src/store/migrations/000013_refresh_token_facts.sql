@@ -1,0 +1,27 @@
+-- What the refresh-token report and policy (docs/refresh-token-hygiene.md) read per grant, kept by
+-- the capture writer and the refresh path (store/grant-upsert.ts), never by opening a token:
+--  refresh_token_fp             keyed fingerprint of the stored refresh token (as capture_events has
+--                               it): tells a refresh answer that rotated from one that handed the
+--                               same token back.
+--  refresh_token_first_seen_at  when the stored refresh token was first seen (refresh_token_observed_at
+--                               moves when an IdP hands the same token back; this does not).
+--  chain_began_at               the interactive login that brought the refresh token its chain of
+--                               rotations began with (max_age counts from it).
+--  last_refreshed_at            the last refresh answer written (the vault's, whoever asked).
+--  last_login_at                the last interactive login captured (a refresh answer is none).
+--  last_used_at                 the last login or refresh a caller asked for; the policy's own
+--                               rotations do not count (idle_max counts from it).
+--  rotations_seen               refresh answers that carried a new refresh token.
+--  refresh_rotates              the last refresh answer carried a new refresh token: true; none or
+--                               the same one: false; NULL while no refresh answer was seen.
+-- The refresh token's expiry, when the IdP gave one, is refresh_token_expires_at (000001).
+-- Rows from before this migration have NULLs: readers fall back to refresh_token_observed_at and
+-- captured_at. ADD COLUMN without a volatile default rewrites nothing.
+ALTER TABLE grants ADD COLUMN refresh_token_fp text;
+ALTER TABLE grants ADD COLUMN refresh_token_first_seen_at timestamptz;
+ALTER TABLE grants ADD COLUMN chain_began_at timestamptz;
+ALTER TABLE grants ADD COLUMN last_refreshed_at timestamptz;
+ALTER TABLE grants ADD COLUMN last_login_at timestamptz;
+ALTER TABLE grants ADD COLUMN last_used_at timestamptz;
+ALTER TABLE grants ADD COLUMN rotations_seen integer NOT NULL DEFAULT 0;
+ALTER TABLE grants ADD COLUMN refresh_rotates boolean;

@@ -1,0 +1,84 @@
+// The policy runner on real Postgres with the real revoker and audit log (no IdP client: an expiry
+// erases in the vault only): one run at a time across processes (the advisory lock), bounded per IdP
+// and per run with the longest due first, judged again under the row lock, and audited.
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
+import { expect } from 'chai';
+import type pg from 'pg';
+import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
+import { GrantRevoker } from '../../src/operations/revoke.js';
+import { PolicyRunner, type PolicyRunnerOptions } from '../../src/policy/runner.js';
+import { AccessEventLog } from '../../src/store/access-events.js';
+import { GrantStore } from '../../src/store/grants.js';
+import { migrate } from '../../src/store/migrate.js';
+import { POLICY_LOCK_ID } from '../../src/store/policy-grants.js';
+import { syntheticCapture } from '../support/captures.js';
+import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
+
+describe('refresh-token policy runner (Postgres)', () => {
+  let db: TestDatabase;
+  let store: GrantStore;
+  const minutesAgo = (minutes: number) => new Date(Date.now() - minutes * 60_000);
+
+  before(async () => {
+    db = await createTestDatabase('policy_runner');
+    await migrate(db.pool);
+    store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
+  });
+  after(async () => db?.drop());
+
+  function runner(overrides: Partial<PolicyRunnerOptions> = {}): PolicyRunner {
+    return new PolicyRunner({
+      pool: db.pool,
+      policies: new Map([['a', { maxAgeMs: 60_000 }], ['b', { idleMaxMs: 60_000 }]]),
+      refresher: { refresh: async () => ({ refreshedByThisCall: true }) },
+      revoker: new GrantRevoker({ pool: db.pool, store, clients: new Map() }),
+      events: new AccessEventLog(db.pool),
+      intervalMs: 1_000,
+      maxPerRun: 4,
+      maxPerIdp: 3,
+      ...overrides,
+    });
+  }
+
+  it('acts on at most maxPerIdp grants per IdP and maxPerRun in all, the longest due first, and audits each', async () => {
+    // Logins 10 to 14 minutes ago at each IdP: all past a one-minute max_age / idle_max.
+    await store.recordCaptures([0, 1, 2, 3, 4].flatMap((n) => ['a', 'b'].map((idp) => syntheticCapture(idp, `u${n}`, { observedAt: minutesAgo(10 + n) }))));
+    const first = await runner().runOnce();
+    expect(first.ran).to.equal(true);
+    expect(first.actions.map(({ idp, subject, action, outcome }) => `${idp}/${subject} ${action} ${outcome}`)).to.deep.equal(['a/u4 expire ok', 'a/u3 expire ok', 'a/u2 expire ok', 'b/u4 expire ok']);
+    const { rows } = await db.pool.query("SELECT idp, subject, operation, outcome, detail FROM access_events WHERE caller = 'policy' ORDER BY id");
+    expect(rows.map((row) => `${row.idp}/${row.subject} ${row.operation} ${row.outcome}`)).to.deep.equal(['a/u4 expire ok', 'a/u3 expire ok', 'a/u2 expire ok', 'b/u4 expire ok']);
+    expect(rows[0].detail).to.include('max_age').and.to.include('no revocation_url');
+    expect(rows[3].detail).to.include('idle_max');
+    const second = await runner().runOnce();
+    expect(second.actions.map(({ idp, subject }) => `${idp}/${subject}`)).to.deep.equal(['a/u1', 'a/u0', 'b/u3', 'b/u2']);
+    const { rows: left } = await db.pool.query("SELECT idp, subject FROM grants WHERE status = 'active' ORDER BY idp, subject");
+    expect(left.map((row) => `${row.idp}/${row.subject}`)).to.deep.equal(['b/u0', 'b/u1']);
+  });
+
+  it('does nothing while another process holds the policy lock', async () => {
+    const holder: pg.PoolClient = await db.pool.connect();
+    try {
+      await holder.query('SELECT pg_advisory_lock($1)', [POLICY_LOCK_ID]);
+      expect(await runner().runOnce()).to.deep.equal({ ran: false, actions: [] });
+      await holder.query('SELECT pg_advisory_unlock($1)', [POLICY_LOCK_ID]);
+    } finally {
+      holder.release();
+    }
+    expect((await runner().runOnce()).actions.length).to.equal(2);
+  });
+
+  it('a login between the read and the row lock saves the grant: skipped, audited as such', async () => {
+    await store.recordCaptures([syntheticCapture('a', 'late', { observedAt: minutesAgo(10) })]);
+    const revoker = new GrantRevoker({ pool: db.pool, store, clients: new Map() });
+    const loginFirst: PolicyRunnerOptions['revoker'] = {
+      async revoke(idp, subject, options) {
+        await store.recordCaptures([syntheticCapture(idp, subject, { observedAt: new Date() })]);
+        return revoker.revoke(idp, subject, options);
+      },
+    };
+    const { actions } = await runner({ revoker: loginFirst }).runOnce();
+    expect(actions).to.deep.equal([{ idp: 'a', subject: 'late', action: 'expire', outcome: 'skipped' }]);
+    expect((await store.findGrant('a', 'late'))!.status).to.equal('active');
+  });
+});
