@@ -82,15 +82,21 @@ function entryRules(entry: unknown, ctx: z.RefinementCtx): void {
 /** A policy's rules that need the rest of the entry: rotating is a refresh; a chain must rotate before it expires. */
 function policyRules(policy: unknown, refreshes: boolean, ctx: z.RefinementCtx): void {
   if (policy === null || typeof policy !== 'object' || Array.isArray(policy)) return;
-  const { max_age: maxAge, rotate_every: rotateEvery } = policy as Record<string, unknown>;
-  if (rotateEvery === undefined) return;
+  // As written when a field failed, as parsed (RefreshTokenPolicy) when every field passed.
+  const fields = policy as Record<string, unknown>;
+  const maxAgeMs = msOf(fields.max_age ?? fields.maxAgeMs);
+  const rotateEveryMs = msOf(fields.rotate_every ?? fields.rotateEveryMs);
+  if (fields.rotate_every === undefined && fields.rotateEveryMs === undefined) return;
   const path = ['refresh_token_policy', 'rotate_every'];
   if (!refreshes) addProblem(ctx, path, "needs the IdP's token_url and client_secret_env or client_secret_file (rotating is a refresh)");
-  const maxAgeMs = typeof maxAge === 'string' ? parseDuration(maxAge) : undefined;
-  const rotateEveryMs = typeof rotateEvery === 'string' ? parseDuration(rotateEvery) : undefined;
   if (maxAgeMs !== undefined && rotateEveryMs !== undefined && rotateEveryMs >= maxAgeMs) {
     addProblem(ctx, path, 'must be shorter than max_age (the chain would expire before it rotates)');
   }
+}
+
+function msOf(value: unknown): number | undefined {
+  if (typeof value === 'number') return value;
+  return typeof value === 'string' ? parseDuration(value) : undefined;
 }
 
 /** The schema of the file named by TOKEN_TAP_IDP_CONFIG; `env` holds the secrets its entries name. */

@@ -173,8 +173,8 @@ export const GRANT_RETENTION = duration('TOKEN_TAP_GRANT_RETENTION', '(keep)', '
 export const EVENT_RETENTION = duration('TOKEN_TAP_EVENT_RETENTION', '(keep)', 'capture and access events, quarantined captures and tombstones older than this age (`90d`, `12h`) are deleted by `token-tap purge` and the timer');
 export const PURGE_INTERVAL = duration('TOKEN_TAP_PURGE_INTERVAL', '(none)', 'the sidecar runs the purge itself this often (`1h`)');
 // The refresh-token policy runner (policy/runner.ts); the policies are per IdP in TOKEN_TAP_IDP_CONFIG.
-export const POLICY_INTERVAL = text('TOKEN_TAP_POLICY_INTERVAL', '15m', 'how often the refresh-token policy runs (a duration: 30s, 15m, 1h), with jitter');
-export const POLICY_MAX_PER_RUN = integer('TOKEN_TAP_POLICY_MAX_PER_RUN', 'positive', 500, 'refresh-token policy actions per run, at most');
+export const POLICY_INTERVAL = text('TOKEN_TAP_POLICY_INTERVAL', '15m', 'how often the refresh-token policy runs (`30s`, `15m`, `1h`: a whole number and `s`, `m`, `h` or `d`), each run 90 to 110 % of it after the last (jitter); one run at a time across every sidecar on the database. Only IdPs with a `refresh_token_policy` in `TOKEN_TAP_IDP_CONFIG` are acted on: see [*Refresh-token hygiene*](refresh-token-hygiene.md)');
+export const POLICY_MAX_PER_RUN = integer('TOKEN_TAP_POLICY_MAX_PER_RUN', 'positive', 500, 'refresh-token policy actions (rotations, expiries) per run, at most; the rest wait for the next run, the longest due first');
 export const POLICY_MAX_PER_IDP = integer('TOKEN_TAP_POLICY_MAX_PER_IDP', 'positive', 100, 'refresh-token policy actions per IdP and run, at most');
 
 // Postgres timeouts (config/postgres.ts): the capture writer's (TOKEN_TAP_PG_*) and the API's (TOKEN_TAP_API_PG_*).
