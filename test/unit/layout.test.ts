@@ -91,6 +91,7 @@ const MAY_IMPORT: Record<string, Record<string, string>> = {
     config: 'its settings and address formatting',
     idp: 'the JWKS cache for bearer tokens from Okta',
     lib: 'constant-time compare, metric registration, the refusal summary',
+    operations: 'matching the user to a grant, one path with the token exchange (find-grant.ts)',
     ops: 'the shared refusal-summary counter',
     store: 'grants and access events (handed in by sidecar.ts)',
   },
