@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
-import { API_LISTEN, HOOK_LISTEN, LISTEN } from '../config/settings.js';
+import { API_LISTEN, EXCHANGE_LISTEN, HOOK_LISTEN, LISTEN } from '../config/settings.js';
 import { ConfigError, formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
@@ -194,6 +194,7 @@ export function buildProgram(): Command {
     .option('--allow-remote-extproc', 'let ext_proc listen beyond loopback (env TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true); use mTLS: TOKEN_TAP_EXTPROC_TLS_CERT, _KEY, _CLIENT_CA')
     .option('--api-listen <host:port>', `TokenVault gRPC API listen address, or "off" (env ${API_LISTEN.name}, default ${API_LISTEN.default})`)
     .option('--hook-listen <host:port>', `Okta token inline hook (HTTP, POST /okta/token-hook) listen address, or "off" (env ${HOOK_LISTEN.name}, default ${HOOK_LISTEN.default}); needs TOKEN_TAP_HOOK_CONFIG`)
+    .option('--exchange-listen <host:port>', `RFC 8693 token exchange (HTTP, POST /oauth2/token) listen address, or "off" (env ${EXCHANGE_LISTEN.name}, default ${EXCHANGE_LISTEN.default}); needs TOKEN_TAP_EXCHANGE_CONFIG, and TLS beyond loopback`)
     .option('--log-level <level>', 'fatal|error|warn|info|debug|trace|silent (env LOG_LEVEL)')
     .action(serve);
 

@@ -46,6 +46,8 @@ export type Setting = IntegerSetting | BooleanSetting | TextSetting | ChoiceSett
 const integer = (name: string, kind: IntegerSetting['kind'], value: number, doc: string, more: Partial<Pick<IntegerSetting, 'within' | 'defaultDoc'>> = {}): IntegerSetting => ({ name, kind, default: value, doc, ...more });
 const flag = (name: string, doc: string): BooleanSetting => ({ name, kind: 'boolean', default: false, doc });
 const text = (name: string, value: string, doc: string): TextSetting => ({ name, kind: 'text', default: value, doc });
+/** A file's path, unset by default. */
+const path = (name: string, doc: string): TextSetting => ({ name, kind: 'text', default: '', doc, defaultDoc: '(none)' });
 
 // The sidecar's own listeners, ext_proc and limits (config/sidecar.ts).
 export const LISTEN = text('TOKEN_TAP_LISTEN', '127.0.0.1:50051', 'ext_proc listen address: unix:/path or a loopback HOST:PORT');
@@ -89,6 +91,13 @@ export const API_PG_POOL_SIZE = integer('TOKEN_TAP_API_PG_POOL_SIZE', 'positive'
 export const REFRESH_APPLY_WINDOW_MS = integer('TOKEN_TAP_REFRESH_APPLY_WINDOW_MS', 'positive', 60_000, "how long a refresh's answer may take to reach Postgres");
 export const AUDIT_RELAXED_COMMIT = flag('TOKEN_TAP_AUDIT_RELAXED_COMMIT', 'access_events rows commit without waiting for the WAL flush');
 
+// The RFC 8693 token exchange (config/exchange.ts).
+export const EXCHANGE_LISTEN = text('TOKEN_TAP_EXCHANGE_LISTEN', 'off', 'token exchange listener (POST /oauth2/token), or off');
+export const EXCHANGE_TLS_CERT = path('TOKEN_TAP_EXCHANGE_TLS_CERT', "PEM certificate chain of the exchange's TLS; required beyond loopback");
+export const EXCHANGE_TLS_KEY = path('TOKEN_TAP_EXCHANGE_TLS_KEY', 'PEM private key of TOKEN_TAP_EXCHANGE_TLS_CERT');
+export const EXCHANGE_CONFIG = path('TOKEN_TAP_EXCHANGE_CONFIG', "the exchange's YAML file; required when its listener is on");
+export const EXCHANGE_MIN_TTL_SECONDS = integer('TOKEN_TAP_EXCHANGE_MIN_TTL_SECONDS', 'non-negative', 60, 'an exchange refreshes first when the access token expires within this');
+
 // Postgres timeouts (config/postgres.ts): the capture writer's (TOKEN_TAP_PG_*) and the API's (TOKEN_TAP_API_PG_*).
 // A query timeout left unset follows its statement timeout; its default here is the one of the default statement timeout.
 export const PG_TIMEOUTS = {
@@ -125,6 +134,7 @@ export const SETTINGS: readonly Setting[] = [
   COMMIT_DURABILITY, LOG_LEVEL, API_LISTEN, ALLOW_INSECURE_API, API_AUTO_REFRESH_SECONDS, AUDIT_RELAXED_COMMIT, API_PG_POOL_SIZE,
   PG_TIMEOUTS.TOKEN_TAP_API_PG.connect, PG_TIMEOUTS.TOKEN_TAP_API_PG.statement, PG_TIMEOUTS.TOKEN_TAP_API_PG.query, PG_TIMEOUTS.TOKEN_TAP_API_PG.idleInTransaction,
   REFRESH_APPLY_WINDOW_MS, JWKS_COOLDOWN_MS, VERIFY_MAX_WAIT_MS, HOOK_LISTEN, REFUSAL_SUMMARY_MS,
+  EXCHANGE_LISTEN, EXCHANGE_TLS_CERT, EXCHANGE_TLS_KEY, EXCHANGE_CONFIG, EXCHANGE_MIN_TTL_SECONDS,
   SPOOL_DIR, SPOOL_MAX_BYTES, SPOOL_FSYNC_MS, SPOOL_GRACE_SECONDS, SHUTDOWN_GRACE_MS, OPS_LISTEN,
   CAPTURE_NICE, CAPTURE_BACKLOG, EXTPROC_THREAD, CAPTURE_GATHER_MS,
 ];

@@ -12,6 +12,7 @@ import * as settings from './settings.js';
 import { readFlag, readInteger } from './settings.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
+import { readExchangeSettings, type ExchangeSettings } from './exchange.js';
 
 
 export interface SidecarConfig {
@@ -68,6 +69,8 @@ export interface SidecarConfig {
   vault: TokenVaultConfig;
   /** Okta's token inline hook (TOKEN_TAP_HOOK_LISTEN, TOKEN_TAP_HOOK_CONFIG); undefined: off. */
   hook: { listen: HostPort; config: HookConfig } | undefined;
+  /** The RFC 8693 token exchange (TOKEN_TAP_EXCHANGE_LISTEN, TOKEN_TAP_EXCHANGE_CONFIG); undefined: off. */
+  exchange: ExchangeSettings | undefined;
   /** Which IdPs' id_tokens are verified before they are stored, and how the keys are fetched. */
   verification: VerificationConfig;
   /**
@@ -95,6 +98,8 @@ export interface SidecarFlags {
   logLevel?: string;
   /** Okta token inline hook listen address, or "off" (default). */
   hookListen?: string;
+  /** Token exchange listen address, or "off" (default). */
+  exchangeListen?: string;
 }
 
 
@@ -190,6 +195,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const jwksCooldownMs = readInteger(env, settings.JWKS_COOLDOWN_MS, problems);
   const maxWaitMs = readInteger(env, settings.VERIFY_MAX_WAIT_MS, problems);
   const hook = readHook(env, flags, problems);
+  const exchange = readExchangeSettings(env, flags.exchangeListen, problems);
   const routeIdps = parseRouteIdps(env.TOKEN_TAP_ROUTE_IDPS, problems);
   const refusalSummaryMs = readInteger(env, settings.REFUSAL_SUMMARY_MS, problems);
 
@@ -220,6 +226,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     vault,
     verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },
     hook,
+    exchange,
     refusalSummaryMs,
   };
 }

@@ -32,3 +32,10 @@ export function waitForWake(waiters: Set<() => void>, signal: AbortSignal): Prom
     signal.addEventListener('abort', done, { once: true });
   });
 }
+
+/** Waits for `promise`, but no longer than `ms` (what it does after that is no longer waited for). */
+export async function within(promise: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([promise, new Promise((resolve) => (timer = setTimeout(resolve, ms)))]);
+  clearTimeout(timer);
+}
