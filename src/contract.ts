@@ -45,6 +45,8 @@ export const ENVOY_READY_PORT = 9902;
 
 /** Where Envoy takes Okta's token inline hook call, and where the sidecar's hook listener serves it. */
 export const OKTA_HOOK_PATH = '/okta/token-hook';
+/** Where the sidecar's token exchange listener (RFC 8693) serves `POST`, and where Envoy would route it. */
+export const TOKEN_EXCHANGE_PATH = '/oauth2/token';
 /** Route metadata (`filter_metadata`) namespace and key that may name the IdP of a route directly. */
 export const ROUTE_METADATA_NAMESPACE = 'token-tap';
 export const ROUTE_METADATA_IDP_KEY = 'idp';

@@ -37,6 +37,8 @@ import { describeError } from './lib/error-description.js';
 import { asError } from './lib/errors.js';
 import { createPolicyMetrics } from './policy/metrics.js';
 import { startRefreshTokenPolicy } from './policy/start.js';
+import type { ExchangeServer } from './exchange/server.js';
+import { lowerPriority } from './lib/process-priority.js';
 
 export interface Sidecar {
   /** ext_proc's TCP address with the bound port; on a Unix socket, host is the socket path and port 0. */
@@ -54,6 +56,8 @@ export interface Sidecar {
   vault: TokenVault;
   /** Okta's token inline hook listener; undefined when it is off. */
   hook: HookServer | undefined;
+  /** The RFC 8693 token exchange listener; undefined when it is off (or could not start). */
+  exchange: ExchangeServer | undefined;
   /**
    * Resolves (never rejects) with the reason once the sidecar cannot go on: its spool stopped, the
    * spool directory no longer its own (its lock taken by another process). /healthz and /readyz
@@ -74,21 +78,6 @@ export interface SidecarDependencies {
   afterRefreshAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
 }
 
-/**
- * TOKEN_TAP_CAPTURE_NICE (default 0): in observability mode Envoy never waits on the sidecar, so
- * where both share a cgroup a niced sidecar lets Envoy and the app get the CPU first. In buffered
- * mode Envoy waits for replies, which a nice would put last, unless they come from the ext_proc
- * thread (TOKEN_TAP_EXTPROC_THREAD): on Linux setpriority(PRIO_PROCESS, 0) changes the calling
- * thread only, and that thread exists already, so it keeps the process's priority.
- */
-function lowerPriority(nice: number, logger: Logger): void {
-  if (nice === 0 || process.platform !== 'linux') return;
-  try {
-    os.setPriority(0, Math.max(os.getPriority(0), nice));
-  } catch (error) {
-    logger.warn({ err: describeError(error), nice }, 'cannot lower the sidecar priority; it competes with Envoy for the CPU');
-  }
-}
 
 /**
  * The pump's verification step: id_tokens of IdPs with a pinned issuer are verified before they are
@@ -118,7 +107,7 @@ function startVerifier(config: SidecarConfig, logger: Logger, metrics: Metrics):
  * starve the capture writer), store, refresher (the spool its outbox), revoker, audit log and the
  * retention purge. Closing gives calls and refreshes in flight the grace, then ends the pool.
  */
-async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState: StoreState, logger: Logger, metrics: Metrics, afterRefreshAnswerDurable: SidecarDependencies['afterRefreshAnswerDurable']): Promise<TokenVault> {
+async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState: StoreState, logger: Logger, metrics: Metrics, afterRefreshAnswerDurable: SidecarDependencies['afterRefreshAnswerDurable']): Promise<{ vault: TokenVault; shared: VaultParts }> {
   const settings = config.vault;
   // An idle connection of the API's pool failing is an outage the refresher must know of (refresh-takeover.ts).
   let refresher: GrantRefresher | undefined;
@@ -161,7 +150,8 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
   const policy = startRefreshTokenPolicy(config.policy, { pool, refresher, revoker, events, configuredIdps, registry: metrics.registry, metrics: policyMetrics, logger });
   const api = await startTokenVault(settings, { pool, store, keyRing: config.keyRing, refresher, revoker, events, metrics: apiMetrics, logger, commitDurability: config.commitDurability });
   const running = refresher;
-  return {
+  const shared = { pool, store, refresher, events };
+  const vault: TokenVault = {
     address: api.address,
     async close(graceMs = 5_000) {
       // New calls are refused; calls in progress, and the refreshes they started, get the whole
@@ -175,6 +165,32 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
       await pool.end().catch(() => undefined);
     },
   };
+  return { vault, shared };
+}
+
+/** What the TokenVault API shares with the token exchange: one pool, one refresher (so one refresh per grant in this process), one audit log. */
+interface VaultParts {
+  pool: pg.Pool;
+  store: GrantStore;
+  refresher: GrantRefresher;
+  events: AccessEventLog;
+}
+
+/**
+ * The token exchange on the vault's pool, refresher and audit log; loaded (with jose) only when on.
+ * A listener that cannot start is logged, and the sidecar goes on capturing without it (as with the API).
+ */
+async function startExchange(config: SidecarConfig, parts: VaultParts, logger: Logger, metrics: Metrics): Promise<ExchangeServer | undefined> {
+  if (!config.exchange) return undefined;
+  try {
+    const { startTokenExchange } = await import('./exchange/start.js');
+    const { pool, events } = parts;
+    const common = { keysCooldownMs: config.verification.jwksCooldownMs, refusalSummaryMs: config.refusalSummaryMs, logger, registry: metrics.registry };
+    return await startTokenExchange(config.exchange, { ...parts, ...common, audit: events, refusalAudit: new AccessEventLog(pool, { relaxedCommit: true }) });
+  } catch (error) {
+    logger.error({ err: { message: (error as Error).message } }, 'the token exchange listener cannot start; capturing without it');
+    return undefined;
+  }
 }
 
 export async function startSidecar(config: SidecarConfig, dependencies: SidecarDependencies): Promise<Sidecar> {
@@ -262,7 +278,11 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
   }
   health.describeExtProc({ listen: extProc.listen, tls: extProcTls });
   health.follow((serving) => extProc.setServing(serving));
-  lowerPriority(config.captureNice, logger);
+  // TOKEN_TAP_CAPTURE_NICE: in observability mode Envoy never waits on the sidecar, so a niced
+  // sidecar lets Envoy and the app get the CPU first. In buffered mode Envoy waits for replies, which
+  // a nice would put last, unless they come from the ext_proc thread (TOKEN_TAP_EXTPROC_THREAD): it
+  // exists already, and the nice changes the calling thread only, so it keeps the process's priority.
+  lowerPriority(config.captureNice, (error) => logger.warn({ err: describeError(error), nice: config.captureNice }, 'cannot lower the sidecar priority; it competes with Envoy for the CPU'));
   const port = extProc.port;
   const address = isSocket(config.listen) ? { host: config.listen.socket, port: 0 } : { host: config.listen.host, port };
   const listen: ListenAddress = isSocket(config.listen) ? config.listen : address;
@@ -282,7 +302,8 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
   }
   pump.start();
   refusals.start();
-  const vault = await startVault(config, spool, storeState, logger, metrics, dependencies.afterRefreshAnswerDurable);
+  const { vault, shared } = await startVault(config, spool, storeState, logger, metrics, dependencies.afterRefreshAnswerDurable);
+  const exchange = await startExchange(config, shared, logger, metrics);
   let hook: HookServer | undefined;
   // The hook's own connections, so its reads never queue behind the capture writer's batches; one
   // connection in all (TOKEN_TAP_PG_POOL_SIZE=1, e.g. the demo's single-session embedded Postgres):
@@ -330,13 +351,16 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
     ops,
     vault,
     hook,
+    exchange,
     failed,
     close(graceMs = config.shutdownGraceMs) {
       closing ??= (async () => {
         const deadline = Date.now() + graceMs;
         health.stopping();
-        // The API gets the whole grace: refreshes in flight finish (or are cut, logged) by then.
-        const vaultClosed = vault.close(Math.max(0, graceMs - 250));
+        // The API gets the whole grace: refreshes in flight finish (or are cut, logged) by then. The
+        // exchange, on the API's pool and refresher, answers what it has taken first.
+        const exchangeClosed = exchange ? waitAtMost(exchange.close(), Math.max(0, graceMs / 2)) : Promise.resolve();
+        const vaultClosed = exchangeClosed.then(() => vault.close(Math.max(0, deadline - Date.now() - 250)));
         const hookClosed = hook?.close().then(endHookPool);
         // Open streams get half the grace period; the flush to Postgres the rest. Responses of
         // streams that ended are with the intake once the listener has closed.

@@ -5,7 +5,8 @@ import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import type { GrantRow } from '../store/grants.js';
 import { TokenTapError } from '../lib/errors.js';
 
-export const OPERATIONS = ['get', 'list', 'refresh', 'revoke', 'delete', 'read_refresh_token'] as const;
+/** `exchange`: the RFC 8693 token exchange (exchange/), bound to the user whose Okta token the caller presents. */
+export const OPERATIONS = ['get', 'list', 'refresh', 'revoke', 'delete', 'read_refresh_token', 'exchange'] as const;
 export type Operation = (typeof OPERATIONS)[number];
 
 /** Any IdP, or any operation. */

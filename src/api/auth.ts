@@ -45,7 +45,11 @@ export class Authenticator {
    * handed back unopened, for the caller to use once the key is also authorized.
    */
   async authenticate(metadata: grpc.Metadata, prefetch?: { idp: string; subject: string }): Promise<{ caller: Caller; grant?: GrantRow | undefined }> {
-    const token = presentedToken(metadata);
+    return this.authenticateKey(presentedToken(metadata), prefetch);
+  }
+
+  /** Checks a presented API key (from gRPC metadata, or the token exchange's client credentials). */
+  async authenticateKey(token: string | undefined, prefetch?: { idp: string; subject: string }): Promise<{ caller: Caller; grant?: GrantRow | undefined }> {
     const refuse = (detail: string, keyId?: string): never => {
       throw new AccessDenied('a valid API key is required: send "authorization: Bearer ttk_..." (token-tap api-keys create)', 'unauthenticated', detail, keyId);
     };

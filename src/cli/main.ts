@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
-import { ALLOW_REMOTE_EXTPROC, API_LISTEN, EXTPROC_TLS, HOOK_CONFIG, HOOK_LISTEN, LISTEN, LOG_LEVEL } from '../config/settings.js';
+import { ALLOW_REMOTE_EXTPROC, API_LISTEN, EXCHANGE_CONFIG, EXCHANGE_LISTEN, EXTPROC_TLS, HOOK_CONFIG, HOOK_LISTEN, LISTEN, LOG_LEVEL } from '../config/settings.js';
 import { formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
@@ -200,6 +200,7 @@ export function buildProgram(): Command {
     .option('--allow-remote-extproc', `let ext_proc listen beyond loopback (env ${ALLOW_REMOTE_EXTPROC.name}=true); use mTLS: ${EXTPROC_TLS.cert}, ${EXTPROC_TLS.key}, ${EXTPROC_TLS.clientCa}`)
     .option('--api-listen <host:port>', `TokenVault gRPC API listen address, or "off" (env ${API_LISTEN.name}, default ${API_LISTEN.default})`)
     .option('--hook-listen <host:port>', `Okta token inline hook (HTTP, POST /okta/token-hook) listen address, or "off" (env ${HOOK_LISTEN.name}, default ${HOOK_LISTEN.default}); needs ${HOOK_CONFIG.name}`)
+    .option('--exchange-listen <host:port>', `RFC 8693 token exchange (HTTP, POST /oauth2/token) listen address, or "off" (env ${EXCHANGE_LISTEN.name}, default ${EXCHANGE_LISTEN.default}); needs ${EXCHANGE_CONFIG.name}, and TLS beyond loopback`)
     .option('--log-level <level>', `fatal|error|warn|info|debug|trace|silent (env ${LOG_LEVEL.name}, default ${LOG_LEVEL.default})`)
     .action(serve);
 

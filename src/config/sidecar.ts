@@ -13,6 +13,7 @@ import { readFlag, readInteger, readSet, readText } from './settings.js';
 import { KeyRingError, parseKeyRing, type KeyRing } from '../keys/key-ring.js';
 import { HOOK_CONFIG_ENV, loadHookConfig, type HookConfig } from './hook-file.js';
 import { asError } from '../lib/errors.js';
+import { readExchangeSettings, type ExchangeSettings } from './exchange.js';
 import { DURATION_RULE, parseDuration, type RefreshTokenPolicy } from './refresh-token-policy.js';
 
 
@@ -70,6 +71,8 @@ export interface SidecarConfig {
   vault: TokenVaultConfig;
   /** Okta's token inline hook (TOKEN_TAP_HOOK_LISTEN, TOKEN_TAP_HOOK_CONFIG); undefined: off. */
   hook: { listen: HostPort; config: HookConfig } | undefined;
+  /** The RFC 8693 token exchange (TOKEN_TAP_EXCHANGE_LISTEN, TOKEN_TAP_EXCHANGE_CONFIG); undefined: off. */
+  exchange: ExchangeSettings | undefined;
   /** Which IdPs' id_tokens are verified before they are stored, and how the keys are fetched. */
   verification: VerificationConfig;
   /**
@@ -106,6 +109,8 @@ export interface SidecarFlags {
   logLevel?: string;
   /** Okta token inline hook listen address, or "off" (default). */
   hookListen?: string;
+  /** Token exchange listen address, or "off" (default). */
+  exchangeListen?: string;
 }
 
 
@@ -201,6 +206,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const jwksCooldownMs = readInteger(env, settings.JWKS_COOLDOWN_MS, problems);
   const maxWaitMs = readInteger(env, settings.VERIFY_MAX_WAIT_MS, problems);
   const hook = readHook(env, flags, problems);
+  const exchange = readExchangeSettings(env, flags.exchangeListen, problems);
   const routeIdps = parseRouteIdps(readSet(env, settings.ROUTE_IDPS), problems, settings.ROUTE_IDPS.name);
   const refusalSummaryMs = readInteger(env, settings.REFUSAL_SUMMARY_MS, problems);
   const policy = readPolicy(env, idps.policies, problems);
@@ -232,6 +238,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     vault,
     verification: { idps: idps.verification, jwksCooldownMs, maxWaitMs },
     hook,
+    exchange,
     refusalSummaryMs,
     policy,
   };

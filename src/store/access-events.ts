@@ -21,6 +21,24 @@ import { asError } from '../lib/errors.js';
 /** The Okta token inline hook's outcomes (hook/server.ts). */
 export type HookOutcome = 'patched' | 'no_provider' | 'no_user' | 'no_grant' | 'ambiguous' | 'unverified' | 'email_unverified' | 'bad_request';
 
+/** The token exchange's outcomes (operations/exchange.ts); each answers one OAuth error, or 200. */
+export type ExchangeOutcome =
+  | 'ok'
+  | 'invalid_request'
+  | 'unsupported_grant_type'
+  | 'unauthorized_client'
+  | 'invalid_subject_token'
+  | 'invalid_target'
+  | 'no_user'
+  | 'no_grant'
+  | 'ambiguous'
+  | 'unverified'
+  | 'email_unverified'
+  | 'no_token'
+  | 'refresh_refused'
+  | 'unavailable'
+  | 'internal';
+
 /**
  * An error's outcome (lib/errors.ts), `ok`, or `cancelled`: the caller gave up (its deadline passed,
  * or it cancelled) before the answer was decided.
@@ -31,9 +49,9 @@ export type AccessOutcome = 'ok' | 'cancelled' | Outcome;
 export type PolicyOutcome = 'ok' | 'skipped' | Outcome;
 
 export interface AccessEvent {
-  /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, ... */
+  /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, exchange, ... */
   operation: string;
-  outcome: AccessOutcome | HookOutcome | PolicyOutcome;
+  outcome: AccessOutcome | HookOutcome | PolicyOutcome | ExchangeOutcome;
   apiKeyId?: string | undefined;
   /** The key's name, or "cli:<user>" for operator commands. */
   caller?: string | undefined;

@@ -1,0 +1,209 @@
+// The token exchange over HTTP(S), on its own listener: POST /oauth2/token (RFC 8693). Per request:
+// read the form (bounded), authenticate the client (an API key), check the grant type and that the
+// key may exchange, read the RFC 8693 parameters, and hand them to the operation
+// (operations/exchange.ts). Every request past client authentication writes an access_events row
+// (durable commit) before it is answered; requests refused before (unauthenticated, bad_request)
+// are counted and summarised (refusals.ts). No token, secret or claim beyond the Okta user's id is
+// ever logged, audited or put in an error.
+import http from 'node:http';
+import https from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import { mayDo, mayUseIdp, type Authenticator } from '../api/auth.js';
+import type { ApiTls } from '../config/token-vault.js';
+import { formatHostPort, type HostPort } from '../config/values.js';
+import { TOKEN_EXCHANGE_PATH } from '../contract.js';
+import { DEFAULT_REFUSAL_SUMMARY_MS } from '../lib/refusal-summary.js';
+import type { ExchangeNotes, TokenExchange } from '../operations/exchange.js';
+import type { AccessEventLog, ExchangeOutcome } from '../store/access-events.js';
+import { isPostgresUnavailable } from '../store/errors.js';
+import { ERROR_OF, errorAnswer, tokenAnswer, type HttpAnswer, type RefusedOutcome } from './answers.js';
+import { authenticateClient } from './client-auth.js';
+import { readClientCredentials, readExchangeParams, readForm, TOKEN_EXCHANGE_GRANT } from './form.js';
+import { createExchangeMetrics } from './metrics.js';
+import { ExchangeRefusals } from './refusals.js';
+
+/** A token request is a few KiB (a subject token and five short parameters). */
+export const MAX_EXCHANGE_REQUEST_BYTES = 64 * 1024;
+
+export interface ExchangeServer {
+  address: HostPort;
+  close(): Promise<void>;
+}
+
+export interface ExchangeServerOptions {
+  listen: HostPort;
+  tls: ApiTls | undefined;
+  exchange: Pick<TokenExchange, 'exchange'>;
+  authenticator: Pick<Authenticator, 'authenticateKey'>;
+  /** Each authenticated request's row, durably committed before it is answered. */
+  audit: Pick<AccessEventLog, 'record'>;
+  /** The summary rows of refused requests (relaxed commit). */
+  refusalAudit: Pick<AccessEventLog, 'record'>;
+  logger: Logger;
+  registry: Registry;
+  refusalSummaryMs?: number;
+}
+
+type Handled =
+  | { kind: 'refused'; outcome: RefusedOutcome; reason: string; answer: HttpAnswer; apiKeyId?: string | undefined }
+  | { kind: 'audited'; outcome: ExchangeOutcome; answer: HttpAnswer; apiKeyId: string; caller: string; notes: ExchangeNotes };
+
+function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer | 'too_large'> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    request.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        // Read on and drop the rest, so the answer reaches the caller on a connection still usable.
+        request.removeAllListeners('data');
+        request.resume();
+        resolve('too_large');
+        return;
+      }
+      chunks.push(chunk);
+    });
+    request.on('end', () => resolve(Buffer.concat(chunks)));
+    request.on('error', reject);
+  });
+}
+
+function tlsClientOf(request: http.IncomingMessage): string | undefined {
+  const socket = request.socket as Partial<TLSSocket>;
+  if (typeof socket.getPeerCertificate !== 'function' || !socket.authorized) return undefined;
+  const subject = socket.getPeerCertificate().subject as { CN?: string } | undefined;
+  return subject?.CN;
+}
+
+export async function startExchangeServer(options: ExchangeServerOptions): Promise<ExchangeServer> {
+  const { logger, exchange, authenticator } = options;
+  const metrics = createExchangeMetrics(options.registry);
+  const refusals = new ExchangeRefusals({ audit: options.refusalAudit, logger, intervalMs: options.refusalSummaryMs ?? DEFAULT_REFUSAL_SUMMARY_MS, summarised: metrics.refusalsSummarised });
+
+  async function handle(request: http.IncomingMessage): Promise<Handled> {
+    const badRequest = (reason: string): Handled => ({ kind: 'refused', outcome: 'bad_request', reason, answer: errorAnswer('invalid_request', reason) });
+    const raw = await readBody(request, MAX_EXCHANGE_REQUEST_BYTES);
+    if (raw === 'too_large') return badRequest(`the request is over ${MAX_EXCHANGE_REQUEST_BYTES} bytes`);
+    const form = readForm(request.headers['content-type'], raw);
+    if (!form.ok) return badRequest(form.problem);
+    const read = readClientCredentials(request.headers.authorization, form.params);
+    if (!read.ok) {
+      // Both credentials at once is a malformed request (RFC 6749 §2.3); the rest are unauthenticated.
+      if (read.malformed) return badRequest(read.problem);
+      return { kind: 'refused', outcome: 'unauthenticated', reason: read.problem, answer: errorAnswer('invalid_client', 'client authentication failed', { basic: true }) };
+    }
+    const client = await authenticateClient(authenticator, read.credentials);
+    if (!client.ok) {
+      return { kind: 'refused', outcome: 'unauthenticated', reason: client.reason, apiKeyId: client.apiKeyId, answer: errorAnswer('invalid_client', 'client authentication failed', { basic: read.credentials.method === 'basic' }) };
+    }
+    const { caller } = client;
+    const audited = (outcome: Exclude<ExchangeOutcome, 'ok'>, description: string, notes: ExchangeNotes = { detail: description }): Handled => ({
+      kind: 'audited',
+      outcome,
+      answer: errorAnswer(ERROR_OF[outcome], description),
+      apiKeyId: caller.apiKeyId,
+      caller: caller.name,
+      notes,
+    });
+    const grantType = form.params.get('grant_type');
+    if (!grantType) return audited('invalid_request', 'grant_type is missing');
+    if (grantType !== TOKEN_EXCHANGE_GRANT) return audited('unsupported_grant_type', `only grant_type ${TOKEN_EXCHANGE_GRANT} is served here`);
+    if (!mayDo(caller, 'exchange')) return audited('unauthorized_client', 'this API key may not exchange tokens (it lacks the exchange operation)');
+    const params = readExchangeParams(form.params);
+    if (!params.ok) return audited(params.error, params.problem);
+    const result = await exchange.exchange({ ...params.request, mayUseIdp: (idp) => mayUseIdp(caller, idp) });
+    if (result.outcome !== 'ok') return audited(result.outcome, result.description, result.notes);
+    return { kind: 'audited', outcome: 'ok', answer: tokenAnswer(result.token), apiKeyId: caller.apiKeyId, caller: caller.name, notes: result.notes };
+  }
+
+  function send(response: http.ServerResponse, answer: HttpAnswer): void {
+    response.writeHead(answer.status, answer.headers);
+    response.end(answer.body);
+  }
+
+  async function serve(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
+    const endTimer = metrics.requestSeconds.startTimer();
+    const started = Date.now();
+    const peer = request.socket.remoteAddress ?? 'unknown';
+    let handled: Handled;
+    try {
+      handled = await handle(request);
+    } catch (error) {
+      // Before the client is known (the key lookup): nothing was read for anyone, nothing is audited.
+      const unavailable = isPostgresUnavailable(error);
+      logger.error({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'token exchange: cannot answer');
+      const answer = unavailable ? errorAnswer('temporarily_unavailable', 'the token store cannot be reached; try again') : errorAnswer('server_error', 'internal error; the sidecar log has the details');
+      send(response, answer);
+      metrics.requests.inc({ idp: '', outcome: unavailable ? 'unavailable' : 'internal' });
+      endTimer({ outcome: unavailable ? 'unavailable' : 'internal' });
+      return;
+    }
+    if (handled.kind === 'refused') {
+      send(response, handled.answer);
+      metrics.requests.inc({ idp: '', outcome: handled.outcome });
+      endTimer({ outcome: handled.outcome });
+      refusals.record({ peer, outcome: handled.outcome, reason: handled.reason, apiKeyId: handled.apiKeyId });
+      return;
+    }
+    let { answer, outcome } = handled;
+    const { notes } = handled;
+    const detail = [notes.oktaUser ? `okta user ${notes.oktaUser}` : undefined, notes.detail].filter(Boolean).join('; ') || undefined;
+    try {
+      await options.audit.record({ operation: 'exchange', outcome, apiKeyId: handled.apiKeyId, caller: handled.caller, tlsClient: tlsClientOf(request), peer, idp: notes.idp, subject: notes.subject, detail });
+    } catch (error) {
+      // An unaudited read is not answered (as in the TokenVault API and the hook).
+      logger.error({ err: { message: (error as Error).message } }, 'token exchange: cannot write the access_events row; answer withheld');
+      answer = errorAnswer('temporarily_unavailable', 'the access record could not be written, so the answer is withheld; try again');
+      outcome = 'unavailable';
+    }
+    send(response, answer);
+    metrics.requests.inc({ idp: notes.idp ?? '', outcome });
+    endTimer({ outcome });
+    const line = { idp: notes.idp, subject: notes.subject, oktaUser: notes.oktaUser, apiKeyId: handled.apiKeyId, outcome, status: answer.status, durationMs: Date.now() - started, detail: notes.detail };
+    if (outcome === 'internal' || outcome === 'unavailable') logger.warn(line, 'token exchange');
+    else logger.info(line, 'token exchange');
+  }
+
+  const onRequest = (request: http.IncomingMessage, response: http.ServerResponse) => {
+    const path = (request.url ?? '/').split('?')[0];
+    if (path !== TOKEN_EXCHANGE_PATH) return send(response, { status: 404, headers: { 'content-length': '0' }, body: '' });
+    if (request.method !== 'POST') return send(response, { status: 405, headers: { allow: 'POST', 'content-length': '0' }, body: '' });
+    serve(request, response).catch((error: unknown) => {
+      logger.error({ err: { message: (error as Error).message } }, 'token exchange: request failed');
+      if (!response.headersSent) send(response, errorAnswer('server_error', 'internal error; the sidecar log has the details'));
+    });
+  };
+  const tls = options.tls;
+  const server = tls
+    ? https.createServer({ cert: tls.cert, key: tls.key, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, onRequest)
+    : http.createServer(onRequest);
+  server.headersTimeout = 10_000;
+  // A request may wait on an IdP's refresh (its timeout) and on another sidecar's (10 s).
+  server.requestTimeout = 60_000;
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(options.listen.port, options.listen.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  }).catch((error: unknown) => {
+    throw new Error(`cannot listen for the token exchange on ${formatHostPort(options.listen)}: ${(error as Error).message}`, { cause: error });
+  });
+  refusals.start();
+  const address = { host: options.listen.host, port: (server.address() as AddressInfo).port };
+  logger.info({ exchangeListen: formatHostPort(address), path: TOKEN_EXCHANGE_PATH, tls: tls ? (tls.clientCa ? 'mtls' : 'tls') : 'none' }, 'token exchange ready');
+  return {
+    address,
+    async close() {
+      await new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeIdleConnections();
+      });
+      await refusals.close();
+    },
+  };
+}

@@ -1,0 +1,272 @@
+// The RFC 8693 token exchange end to end: a login at a real OpenID Provider captured through the
+// real Envoy (and its id_token verified), then services exchanging Okta-shaped tokens (RS256, keys
+// served from a discovery document and JWKS as Okta's are) for the user's upstream tokens at
+// POST /oauth2/token, on two sidecars sharing one Postgres. Every answer and error of the contract,
+// the refresh on expiry (20 concurrent callers over both sidecars: one refresh at the IdP), the
+// audit rows, the metrics, and no token or key in any log.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { stringify } from 'yaml';
+import { TOKEN_EXCHANGE_PATH } from '../../src/contract.js';
+import { parseKeyRing } from '../../src/keys/key-ring.js';
+import { sealQuarantined } from '../../src/ingest/quarantine.js';
+import { GrantStore } from '../../src/store/grants.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
+import { fakeJwt } from '../support/jwt.js';
+import { startOktaAuthorizationServer, type OktaAuthorizationServer, type OktaUser } from '../support/okta-authorization-server.js';
+import { loginAsOkta, type OktaLogin } from '../support/okta-client.js';
+import { freePort, waitFor } from '../support/ports.js';
+import { startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
+import { IDP_NAME, startStack, type Stack } from '../support/stack.js';
+import { createApiKey, userinfoStatus } from '../support/token-vault.js';
+
+const GRANT = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+const ID = 'urn:ietf:params:oauth:token-type:id_token';
+const IDP_SECRET = 'demo-idp-client-secret-0123456789abcdef';
+const ALICE: OktaUser = { id: '00uALICE1', login: 'alice@example.test' };
+const BOB: OktaUser = { id: '00uBOB1', login: 'bob@example.test' };
+
+interface Answer {
+  status: number;
+  headers: Headers;
+  body: Record<string, any>;
+}
+
+type Auth = { basic: [string, string] } | { post: [string, string] } | { none: true } | { header: string };
+
+async function post(port: number, form: Record<string, string>, auth: Auth): Promise<Answer> {
+  const headers: Record<string, string> = { 'content-type': 'application/x-www-form-urlencoded' };
+  const body = new URLSearchParams(form);
+  if ('basic' in auth) headers.authorization = `Basic ${Buffer.from(auth.basic.map(encodeURIComponent).join(':')).toString('base64')}`;
+  if ('post' in auth) {
+    body.set('client_id', auth.post[0]);
+    body.set('client_secret', auth.post[1]);
+  }
+  if ('header' in auth) headers.authorization = auth.header;
+  const response = await fetch(`http://127.0.0.1:${port}${TOKEN_EXCHANGE_PATH}`, { method: 'POST', headers, body: body.toString() });
+  const text = await response.text();
+  return { status: response.status, headers: response.headers, body: text ? JSON.parse(text) : {} };
+}
+
+describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', function () {
+  this.timeout(120_000);
+  let stack: Stack;
+  let okta: OktaAuthorizationServer;
+  let second: SidecarProcess;
+  let login: OktaLogin;
+  let portA: number;
+  let portB: number;
+  let key: { id: string; token: string };
+  let getOnly: { id: string; token: string };
+  let subOnly: { id: string; token: string };
+  const secrets: string[] = [];
+
+  const exchange = (form: Record<string, string>, options: { auth?: Auth; port?: number } = {}) => post(options.port ?? portA, form, options.auth ?? { basic: [key.id, key.token] });
+  const request = (subjectToken: string, more: Record<string, string> = {}) => ({ grant_type: GRANT, subject_token: subjectToken, subject_token_type: AT, audience: IDP_NAME, ...more });
+  const lastAudit = async () => (await stack.db.pool.query("SELECT * FROM access_events WHERE operation = 'exchange' ORDER BY id DESC LIMIT 1")).rows[0];
+
+  before(async () => {
+    okta = await startOktaAuthorizationServer();
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-exchange-'));
+    const idpPort = await freePort();
+    const deadPort = await freePort();
+    const idpIssuer = `http://127.0.0.1:${idpPort}`;
+    const client = { client_id: 'okta-test-client', token_url: `${idpIssuer}/token`, client_secret_env: 'DEMO_IDP_SECRET', timeout_ms: 3000 };
+    writeFileSync(path.join(dir, 'idps.yaml'), stringify({ idps: { [IDP_NAME]: { issuer: idpIssuer, ...client }, 'demo-sub': client, 'demo-down': { ...client, token_url: `http://127.0.0.1:${deadPort}/token` } } }));
+    writeFileSync(
+      path.join(dir, 'exchange.yaml'),
+      stringify({
+        subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience], client_ids: [okta.clientId] }],
+        providers: [{ idp: IDP_NAME, match: 'email' }, { idp: 'demo-sub', match: 'claim:upstream_sub' }, { idp: 'demo-down', match: 'claim:upstream_sub' }],
+      }),
+    );
+    portA = await freePort();
+    portB = await freePort();
+    stack = await startStack('observability', {
+      label: 'token_exchange',
+      idpOptions: { port: idpPort, clientSecret: IDP_SECRET, accessTokenTtlSeconds: 600 },
+      sidecarEnv: { TOKEN_TAP_IDP_CONFIG: path.join(dir, 'idps.yaml'), DEMO_IDP_SECRET: IDP_SECRET, TOKEN_TAP_EXCHANGE_CONFIG: path.join(dir, 'exchange.yaml'), TOKEN_TAP_API_LISTEN: 'off' },
+      sidecarArgs: ['--exchange-listen', `127.0.0.1:${portA}`],
+    });
+    const { TOKEN_TAP_SPOOL_DIR: _own, ...shared } = stack.sidecarEnv;
+    second = await startSidecarProcess({ port: await freePort(), env: shared, args: ['--exchange-listen', `127.0.0.1:${portB}`] });
+    for (const sidecar of [stack.sidecar!, second]) await waitFor('the exchange listener', async () => (sidecar.logs().includes('token exchange ready') ? true : undefined), 20_000);
+    login = await loginAsOkta(stack.idp, stack.tokenUrl, { loginHint: 'alice' });
+    await waitFor('the verified grant', async () => ((await stack.db.pool.query('SELECT 1 FROM grants WHERE idp = $1 AND verified', [IDP_NAME])).rowCount ? true : undefined), 20_000);
+    secrets.push(login.tokens.access_token, login.tokens.id_token!, login.tokens.refresh_token!, IDP_SECRET);
+    key = await createApiKey(stack.db, 'billing-service', [IDP_NAME, 'demo-sub', 'demo-down'], ['exchange']);
+    getOnly = await createApiKey(stack.db, 'reader', [IDP_NAME], ['get']);
+    subOnly = await createApiKey(stack.db, 'sub-only', ['demo-sub'], ['exchange']);
+    secrets.push(key.token, getOnly.token, subOnly.token);
+    // Grants of the claim-matched IdPs, upstream subject "alice"; their refresh tokens are not the IdP's.
+    const store = new GrantStore(stack.db.pool, parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!), sealQuarantined);
+    for (const idp of ['demo-sub', 'demo-down']) {
+      const tokens = syntheticTokens({ idToken: fakeJwt({ sub: 'alice' }), claims: { sub: 'alice' } });
+      secrets.push(tokens.accessToken!, tokens.refreshToken!);
+      await store.recordCaptures([syntheticCapture(idp, 'alice', { verified: true, clientId: 'okta-test-client', tokens })]);
+    }
+  });
+
+  after(async () => {
+    await second?.stop();
+    await stack?.stop();
+    await okta?.close();
+  });
+
+  it("answers the user's upstream access token for their Okta access token (client_secret_basic), with no-store", async () => {
+    const subject = await okta.accessToken(ALICE);
+    secrets.push(subject);
+    const answer = await exchange(request(subject));
+    expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
+    expect(answer.headers.get('cache-control')).to.equal('no-store');
+    expect(answer.body).to.include({ access_token: login.tokens.access_token, issued_token_type: AT, token_type: 'Bearer' });
+    expect(answer.body.expires_in).to.be.within(500, 600);
+    expect(answer.body.scope).to.include('openid');
+    expect(await userinfoStatus(stack.idp, answer.body.access_token)).to.equal(200);
+    const audit = await lastAudit();
+    expect(audit).to.include({ outcome: 'ok', api_key_id: key.id, caller: 'billing-service', idp: IDP_NAME, subject: 'alice' });
+    expect(audit.detail).to.include(`okta user ${ALICE.id}`);
+  });
+
+  it('answers the upstream id_token for an Okta id_token (client_secret_post), token_type N_A', async () => {
+    const subject = await okta.idToken(ALICE);
+    secrets.push(subject);
+    const answer = await exchange(request(subject, { subject_token_type: ID, requested_token_type: ID }), { auth: { post: [key.id, key.token] } });
+    expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
+    expect(answer.body).to.include({ access_token: login.tokens.id_token, issued_token_type: ID, token_type: 'N_A' });
+    const both = await exchange(request(subject, { subject_token_type: ID }));
+    expect(both.body).to.include({ access_token: login.tokens.access_token, issued_token_type: AT });
+  });
+
+  it('matches claim:upstream_sub (put into Okta tokens through the hook) and takes a token within the 60 s skew', async () => {
+    const subject = await okta.accessToken({ id: '00uOTHER', login: 'someone@example.test' }, { claims: { upstream_sub: 'alice' }, expIn: -30 });
+    const answer = await exchange(request(subject, { audience: 'demo-sub' }));
+    expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
+    expect((await lastAudit()).subject).to.equal('alice');
+  });
+
+  it('answers 401 invalid_client for missing or wrong client credentials, with WWW-Authenticate for Basic, and summarises them', async () => {
+    const subject = await okta.accessToken(ALICE);
+    const cases: Array<[Auth, boolean]> = [
+      [{ none: true }, true],
+      [{ basic: [key.id, `${key.token.slice(0, -1)}x`] }, true],
+      [{ basic: [getOnly.id, key.token] }, true],
+      [{ post: [key.id, 'not-a-key'] }, false],
+      [{ header: 'Bearer whatever' }, true],
+    ];
+    for (const [auth, basic] of cases) {
+      const answer = await exchange(request(subject), { auth });
+      expect(answer.status, JSON.stringify(auth)).to.equal(401);
+      expect(answer.body.error).to.equal('invalid_client');
+      expect(answer.headers.get('www-authenticate') !== null, JSON.stringify(auth)).to.equal(basic);
+    }
+    // The first of the interval gets a row at once (written after its answer); the others are counted into a summary row later.
+    const unauthenticated = async () => (await stack.db.pool.query("SELECT count FROM access_events WHERE operation = 'exchange' AND outcome = 'unauthenticated'")).rows;
+    await waitFor('the refusal row', async () => ((await unauthenticated()).length > 0 ? true : undefined), 5_000);
+    expect(await unauthenticated()).to.deep.equal([{ count: 1 }]);
+  });
+
+  it('answers 400 unauthorized_client to a key without the exchange operation, audited', async () => {
+    const answer = await exchange(request(await okta.accessToken(ALICE)), { auth: { basic: [getOnly.id, getOnly.token] } });
+    expect([answer.status, answer.body.error]).to.deep.equal([400, 'unauthorized_client']);
+    expect(await lastAudit()).to.include({ outcome: 'unauthorized_client', api_key_id: getOnly.id });
+  });
+
+  it('answers 400 invalid_request for missing or unsupported parameters, and unsupported_grant_type', async () => {
+    const subject = await okta.accessToken(ALICE);
+    const { subject_token: _token, ...noToken } = request(subject);
+    const cases: Array<Record<string, string>> = [noToken, request(subject, { subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' }), request(subject, { requested_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }), request(subject, { actor_token: subject, actor_token_type: AT })];
+    for (const form of cases) {
+      const answer = await exchange(form);
+      expect([answer.status, answer.body.error], JSON.stringify(Object.keys(form))).to.deep.equal([400, 'invalid_request']);
+    }
+    const wrongGrant = await exchange(request(subject, { grant_type: 'client_credentials' }));
+    expect([wrongGrant.status, wrongGrant.body.error]).to.deep.equal([400, 'unsupported_grant_type']);
+  });
+
+  it('answers 400 invalid_request for a subject token that does not verify (signature, issuer, audience, expiry, not yet valid, type)', async () => {
+    const tokens = {
+      forged: await okta.forged(ALICE),
+      issuer: await okta.accessToken(ALICE, { claims: { iss: 'https://evil.example/oauth2/default' } }),
+      audience: await okta.accessToken(ALICE, { claims: { aud: 'api://somebody-else' } }),
+      expired: await okta.accessToken(ALICE, { iatIn: -3600, expIn: -120 }),
+      notYet: await okta.accessToken(ALICE, { nbfIn: 300 }),
+      idAsAccess: await okta.idToken(ALICE),
+      clientCredentials: await okta.accessToken({ id: '', login: okta.clientId }, { claims: { uid: undefined } }),
+      unsigned: fakeJwt({ iss: okta.issuer, aud: okta.audience, sub: ALICE.login, exp: Math.floor(Date.now() / 1000) + 600 }),
+    };
+    for (const [name, token] of Object.entries(tokens)) {
+      secrets.push(token);
+      const answer = await exchange(request(token));
+      expect([answer.status, answer.body.error], name).to.deep.equal([400, 'invalid_request']);
+      expect(answer.body.error_description, name).to.match(/subject_token does not verify/);
+      expect(await lastAudit(), name).to.include({ outcome: 'invalid_subject_token', api_key_id: key.id });
+    }
+  });
+
+  it('answers 400 invalid_target for an audience that is no IdP, or one the key may not use', async () => {
+    const subject = await okta.accessToken(ALICE);
+    for (const [audience, auth] of [['nosuch', undefined], [IDP_NAME, { basic: [subOnly.id, subOnly.token] }]] as Array<[string, Auth | undefined]>) {
+      const answer = await exchange(request(subject, { audience }), auth ? { auth } : {});
+      expect([answer.status, answer.body.error], audience).to.deep.equal([400, 'invalid_target']);
+    }
+  });
+
+  it('answers 400 invalid_grant when no grant matches, when the email is on two upstream users, and when the IdP refuses the refresh', async () => {
+    const none = await exchange(request(await okta.accessToken(BOB)));
+    expect([none.status, none.body.error]).to.deep.equal([400, 'invalid_grant']);
+    expect(await lastAudit()).to.include({ outcome: 'no_grant', idp: IDP_NAME });
+    const store = new GrantStore(stack.db.pool, parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!), sealQuarantined);
+    for (const twin of ['twin-1', 'twin-2']) {
+      const claims = { sub: twin, email: 'twin@example.test', email_verified: true };
+      await store.recordCaptures([syntheticCapture(IDP_NAME, twin, { email: 'twin@example.test', verified: true, tokens: syntheticTokens({ idToken: fakeJwt(claims), claims }) })]);
+    }
+    const twins = await exchange(request(await okta.accessToken({ id: '00uTWIN', login: 'twin@example.test' })));
+    expect([twins.status, twins.body.error]).to.deep.equal([400, 'invalid_grant']);
+    expect((await lastAudit()).outcome).to.equal('ambiguous');
+    await stack.db.pool.query("UPDATE grants SET access_token_expires_at = now() - interval '1 minute' WHERE idp = 'demo-sub'");
+    const refused = await exchange(request(await okta.accessToken(ALICE, { claims: { upstream_sub: 'alice' } }), { audience: 'demo-sub' }));
+    expect([refused.status, refused.body.error], JSON.stringify(refused.body)).to.deep.equal([400, 'invalid_grant']);
+    expect((await lastAudit()).outcome).to.equal('refresh_refused');
+  });
+
+  it('answers 503 temporarily_unavailable when the IdP cannot be reached for an expired token', async () => {
+    await stack.db.pool.query("UPDATE grants SET access_token_expires_at = now() - interval '1 minute' WHERE idp = 'demo-down'");
+    const answer = await exchange(request(await okta.accessToken(ALICE, { claims: { upstream_sub: 'alice' } }), { audience: 'demo-down' }));
+    expect([answer.status, answer.body.error], JSON.stringify(answer.body)).to.deep.equal([503, 'temporarily_unavailable']);
+    expect((await lastAudit()).outcome).to.equal('unavailable');
+  });
+
+  it('refreshes an access token about to expire once at the IdP for 20 concurrent callers over two sidecars, and answers the new one', async () => {
+    await stack.db.pool.query("UPDATE grants SET access_token_expires_at = now() + interval '10 seconds' WHERE idp = $1 AND subject = 'alice'", [IDP_NAME]);
+    const before = stack.idp.tokenResponses.length;
+    const subjects = await Promise.all(Array.from({ length: 20 }, () => okta.accessToken(ALICE)));
+    const answers = await Promise.all(subjects.map((subject, index) => exchange(request(subject), { port: index % 2 === 0 ? portA : portB })));
+    for (const answer of answers) expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
+    const tokens = new Set(answers.map((answer) => answer.body.access_token as string));
+    expect(tokens.size).to.equal(1);
+    const [fresh] = [...tokens];
+    secrets.push(fresh!);
+    expect(fresh).to.not.equal(login.tokens.access_token);
+    expect(stack.idp.tokenResponses.length - before).to.equal(1);
+    expect(await userinfoStatus(stack.idp, fresh!)).to.equal(200);
+    for (const answer of answers) expect(answer.body.expires_in).to.be.above(500);
+    const audits = (await stack.db.pool.query("SELECT outcome, detail FROM access_events WHERE operation = 'exchange' ORDER BY id DESC LIMIT 20")).rows;
+    expect(audits.map((row) => row.outcome)).to.deep.equal(Array(20).fill('ok'));
+    expect(audits.filter((row) => /refreshed at the IdP first/.test(row.detail)).length).to.equal(1);
+  });
+
+  it('counts requests by outcome in the metrics, and logs no token, key or secret', async () => {
+    const metrics = await (await fetch(`http://127.0.0.1:${stack.sidecar!.opsPort}/metrics`)).text();
+    expect(metrics).to.match(/token_tap_exchange_requests_total\{idp="demo",outcome="ok"\} [1-9]/);
+    expect(metrics).to.match(/token_tap_exchange_requests_total\{idp="",outcome="unauthenticated"\} [1-9]/);
+    const logs = stack.sidecar!.logs() + second.logs();
+    expect(logs).to.include('"outcome":"invalid_subject_token"');
+    for (const secret of secrets) expect(logs.includes(secret), `a secret of ${secret.length} characters is in the logs`).to.equal(false);
+    const rows = JSON.stringify((await stack.db.pool.query("SELECT * FROM access_events WHERE operation = 'exchange'")).rows);
+    for (const secret of secrets) expect(rows.includes(secret)).to.equal(false);
+  });
+});

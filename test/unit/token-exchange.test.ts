@@ -1,0 +1,237 @@
+// The token exchange's pure parts: reading the form, the client's credentials and the RFC 8693
+// parameters, client authentication against an API key, the error answers, the exchange file and
+// its settings, and the operation's decisions (target, subject token, refresh) with fakes.
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { expect } from 'chai';
+import { stringify } from 'yaml';
+import { AccessDenied } from '../../src/api/auth.js';
+import { readExchangeConfig } from '../../src/config/exchange-file.js';
+import { loadSidecarConfig } from '../../src/config/sidecar.js';
+import { ConfigError } from '../../src/config/values.js';
+import { errorAnswer } from '../../src/exchange/answers.js';
+import { authenticateClient } from '../../src/exchange/client-auth.js';
+import { readClientCredentials, readExchangeParams, readForm } from '../../src/exchange/form.js';
+import { TokenExchange, type ExchangeRequest, type TokenExchangeDependencies } from '../../src/operations/exchange.js';
+import { VaultError } from '../../src/store/errors.js';
+import type { GrantRecord } from '../../src/store/grants.js';
+
+const AT = 'urn:ietf:params:oauth:token-type:access_token';
+const ID = 'urn:ietf:params:oauth:token-type:id_token';
+const form = (params: Record<string, string>) => new Map(Object.entries(params));
+const basic = (id: string, secret: string) => `Basic ${Buffer.from(`${id}:${secret}`).toString('base64')}`;
+
+describe('token exchange: reading the request', () => {
+  it('takes only a form body, and no parameter twice', () => {
+    expect(readForm('application/x-www-form-urlencoded; charset=UTF-8', Buffer.from('a=1&b=2'))).to.deep.equal({ ok: true, params: form({ a: '1', b: '2' }) });
+    expect(readForm('application/json', Buffer.from('{}'))).to.deep.include({ ok: false });
+    expect(readForm(undefined, Buffer.from('a=1'))).to.deep.include({ ok: false });
+    expect(readForm('application/x-www-form-urlencoded', Buffer.from('audience=a&audience=b'))).to.deep.equal({ ok: false, problem: 'parameter audience is given more than once' });
+  });
+
+  it('reads HTTP Basic credentials form-decoded (RFC 6749 §2.3.1), or client_id and client_secret from the body, never both', () => {
+    expect(readClientCredentials(basic('a%2Bb', 'x+y%3Az'), form({}))).to.deep.equal({ ok: true, credentials: { method: 'basic', clientId: 'a+b', clientSecret: 'x y:z' } });
+    expect(readClientCredentials(undefined, form({ client_id: 'id', client_secret: 'key' }))).to.deep.equal({ ok: true, credentials: { method: 'post', clientId: 'id', clientSecret: 'key' } });
+    expect(readClientCredentials(basic('id', 'key'), form({ client_secret: 'key' }))).to.deep.include({ ok: false, basic: true, malformed: true });
+    expect(readClientCredentials(basic('id', 'key'), form({ client_id: 'other' }))).to.deep.include({ ok: false, basic: true });
+    expect(readClientCredentials(undefined, form({ client_id: 'id' }))).to.deep.include({ ok: false, basic: false });
+    expect(readClientCredentials('Bearer abc', form({}))).to.deep.include({ ok: false, basic: true });
+    expect(readClientCredentials(`Basic ${Buffer.from('no-colon').toString('base64')}`, form({}))).to.deep.include({ ok: false, basic: true });
+  });
+
+  it('reads the RFC 8693 parameters, access_token by default, and says which one is wrong', () => {
+    const good = { subject_token: 'a.b.c', subject_token_type: AT, audience: 'entra' };
+    expect(readExchangeParams(form(good))).to.deep.equal({ ok: true, request: { subjectToken: 'a.b.c', subjectTokenType: 'access_token', audience: 'entra', requestedTokenType: 'access_token' } });
+    expect(readExchangeParams(form({ ...good, subject_token_type: ID, requested_token_type: ID }))).to.deep.include({ ok: true });
+    const problems: Array<[Record<string, string | undefined>, string, RegExp]> = [
+      [{ subject_token: undefined }, 'invalid_request', /subject_token is missing/],
+      [{ subject_token: 'x'.repeat(20_000) }, 'invalid_request', /longer than/],
+      [{ subject_token_type: undefined }, 'invalid_request', /subject_token_type is missing/],
+      [{ subject_token_type: 'urn:x' }, 'invalid_request', /subject_token_type must be/],
+      [{ requested_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }, 'invalid_request', /requested_token_type must be/],
+      [{ actor_token: 'a.b.c' }, 'invalid_request', /delegation/],
+      [{ resource: 'https://x' }, 'invalid_target', /resource/],
+      [{ audience: undefined }, 'invalid_request', /audience is missing/],
+    ];
+    for (const [change, error, problem] of problems) {
+      const params = Object.fromEntries(Object.entries({ ...good, ...change }).filter((entry): entry is [string, string] => entry[1] !== undefined));
+      const read = readExchangeParams(form(params));
+      expect(read, JSON.stringify(change).slice(0, 80)).to.deep.include({ ok: false, error });
+      expect(!read.ok && read.problem).to.match(problem);
+      expect(!read.ok && read.problem).to.not.include('x'.repeat(100));
+    }
+  });
+});
+
+describe('token exchange: client authentication', () => {
+  const id = '0123456789abcdef';
+  const token = `ttk_${id}_${'A'.repeat(43)}`;
+  const caller = { apiKeyId: id, name: 'svc', idps: ['*'], operations: ['exchange'] };
+
+  it('takes the API key whose id is client_id, checked by the Authenticator', async () => {
+    const seen: Array<string | undefined> = [];
+    const authenticator = { authenticateKey: async (presented: string | undefined) => (seen.push(presented), { caller }) };
+    expect(await authenticateClient(authenticator, { method: 'basic', clientId: id, clientSecret: token })).to.deep.equal({ ok: true, caller });
+    expect(seen).to.deep.equal([token]);
+  });
+
+  it('refuses a client_id that is no key id, a key of another id, and what the Authenticator refuses, without asking it twice', async () => {
+    let asked = 0;
+    const refusing = { authenticateKey: async () => (asked += 1, Promise.reject(new AccessDenied('no', 'unauthenticated', 'wrong secret for this API key id', id))) };
+    expect(await authenticateClient(refusing, { method: 'post', clientId: 'svc', clientSecret: token })).to.deep.include({ ok: false });
+    expect(await authenticateClient(refusing, { method: 'post', clientId: 'fedcba9876543210', clientSecret: token })).to.deep.include({ ok: false, apiKeyId: 'fedcba9876543210' });
+    expect(asked).to.equal(0);
+    expect(await authenticateClient(refusing, { method: 'basic', clientId: id, clientSecret: token })).to.deep.equal({ ok: false, reason: 'wrong secret for this API key id', apiKeyId: id });
+  });
+
+  it('lets a Postgres failure through (answered 503, not 401)', async () => {
+    const down = { authenticateKey: async () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' })) };
+    let thrown: unknown;
+    await authenticateClient(down, { method: 'basic', clientId: id, clientSecret: token }).catch((error: unknown) => (thrown = error));
+    expect((thrown as { code?: string }).code).to.equal('ECONNREFUSED');
+  });
+});
+
+describe('token exchange: error answers (RFC 6749 §5.2)', () => {
+  it('gives each error its status, JSON, no-store, and WWW-Authenticate only on a 401 to Basic', () => {
+    const cases: Array<[Parameters<typeof errorAnswer>[0], number]> = [['invalid_request', 400], ['invalid_grant', 400], ['invalid_target', 400], ['unauthorized_client', 400], ['unsupported_grant_type', 400], ['temporarily_unavailable', 503], ['server_error', 500], ['invalid_client', 401]];
+    for (const [error, status] of cases) {
+      const answer = errorAnswer(error, 'why');
+      expect(answer.status, error).to.equal(status);
+      expect(JSON.parse(answer.body)).to.deep.equal({ error, error_description: 'why' });
+      expect(answer.headers['cache-control']).to.equal('no-store');
+      expect(answer.headers['www-authenticate']).to.equal(undefined);
+    }
+    expect(errorAnswer('invalid_client', 'x', { basic: true }).headers['www-authenticate']).to.match(/^Basic realm=/);
+    expect(errorAnswer('temporarily_unavailable', 'x').headers['retry-after']).to.equal('1');
+  });
+});
+
+describe('token exchange: the exchange file and its settings', () => {
+  const valid = {
+    subject_issuers: [{ issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], client_ids: ['0oa1webappEXAMPLE'] }],
+    providers: [{ idp: 'entra', match: 'email' }, { idp: 'google', match: 'claim:upstream_sub', allow_unverified: true }],
+  };
+
+  it('reads issuers and providers', () => {
+    const problems: string[] = [];
+    const config = readExchangeConfig(valid, 'x.yaml', problems)!;
+    expect(problems).to.deep.equal([]);
+    expect(config.subjectIssuers).to.deep.equal([{ issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], clientIds: ['0oa1webappEXAMPLE'], jwksUri: undefined }]);
+    expect(config.providers.get('entra')).to.deep.equal({ idp: 'entra', match: { kind: 'email' }, allowUnverified: false });
+    expect(config.providers.get('google')).to.deep.equal({ idp: 'google', match: { kind: 'claim', claim: 'upstream_sub' }, allowUnverified: true });
+  });
+
+  it('reports every problem at once, naming where and what is expected, never the value', () => {
+    const secretish = 'SECRET-LOOKING-VALUE-123';
+    const problems: string[] = [];
+    const config = readExchangeConfig(
+      {
+        subject_issuers: [{ issuer: `http://${secretish}.example/`, audiences: [], token: secretish }, { issuer: 'https://a.example', audiences: ['x'] }, { issuer: 'https://a.example', audiences: ['x'] }],
+        providers: [{ idp: secretish, match: `claim:${secretish} x` }, { idp: 'ok', allow_unverified: 'yes' }],
+        extra: 1,
+      },
+      'x.yaml',
+      problems,
+    );
+    expect(config).to.equal(undefined);
+    expect(problems.join('\n')).to.not.include(secretish);
+    const expected = [
+      /^x\.yaml: subject_issuers\[0\]\.issuer: expected the https URL/,
+      /^x\.yaml: subject_issuers\[0\]\.audiences: expected at least one audience/,
+      /^x\.yaml: subject_issuers\[0\]: Unrecognized key: "token"/,
+      /^x\.yaml: providers\[0\]\.idp: expected the token-tap IdP name/,
+      /^x\.yaml: providers\[0\]\.match: expected "email" or "claim:/,
+      /^x\.yaml: providers\[1\]\.allow_unverified: .*expected boolean/,
+      /^x\.yaml: Unrecognized key: "extra"/,
+    ];
+    for (const pattern of expected) expect(problems.some((problem) => pattern.test(problem)), String(pattern)).to.equal(true);
+    const duplicate: string[] = [];
+    readExchangeConfig({ ...valid, subject_issuers: [valid.subject_issuers[0], valid.subject_issuers[0]], providers: [valid.providers[0], valid.providers[0]] }, 'x.yaml', duplicate);
+    expect(duplicate).to.deep.equal(['x.yaml: subject_issuers[1]: the same issuer as entry 0 (each is given once)', 'x.yaml: providers[1]: the same idp as entry 0 (each is given once)']);
+  });
+
+  const base = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
+  const file = path.join(mkdtempSync(path.join(os.tmpdir(), 'token-tap-exchange-unit-')), 'exchange.yaml');
+  writeFileSync(file, stringify(valid));
+
+  it('is off by default, and on with --exchange-listen on loopback and the file', () => {
+    expect(loadSidecarConfig(base).exchange).to.equal(undefined);
+    const on = loadSidecarConfig({ ...base, TOKEN_TAP_EXCHANGE_CONFIG: file }, { exchangeListen: '127.0.0.1:8443' }).exchange!;
+    expect(on.listen).to.deep.equal({ host: '127.0.0.1', port: 8443 });
+    expect([on.tls, on.minTtlSeconds, on.config.providers.size]).to.deep.equal([undefined, 60, 2]);
+  });
+
+  it('refuses a listener beyond loopback without TLS, a missing file, and a file with the listener off, all at once', () => {
+    const problemsOf = (env: NodeJS.ProcessEnv, flags = {}) => {
+      try {
+        loadSidecarConfig({ ...base, ...env }, flags);
+        return [];
+      } catch (error) {
+        expect(error).to.be.instanceOf(ConfigError);
+        return (error as ConfigError).problems;
+      }
+    };
+    expect(problemsOf({ TOKEN_TAP_EXCHANGE_LISTEN: '0.0.0.0:8443', TOKEN_TAP_EXCHANGE_CONFIG: file }).join('\n')).to.match(/reachable from other machines.*TOKEN_TAP_EXCHANGE_TLS_CERT/);
+    expect(problemsOf({ TOKEN_TAP_EXCHANGE_LISTEN: '127.0.0.1:8443', TOKEN_TAP_EXCHANGE_MIN_TTL_SECONDS: '-1' })).to.have.length(2);
+    expect(problemsOf({ TOKEN_TAP_EXCHANGE_CONFIG: file }).join('\n')).to.match(/listener is off/);
+  });
+});
+
+describe('token exchange: the operation', () => {
+  let now = Date.now();
+  beforeEach(() => (now = Date.now()));
+  const grant = (overrides: Partial<GrantRecord> = {}): GrantRecord => ({
+    idp: 'entra', subject: 'up-1', issuer: null, clientId: null, email: null, scope: ['openid'], tokenType: 'Bearer', keyId: 'k1',
+    accessToken: 'AT-old', refreshToken: 'RT', idToken: 'IDT', extras: {}, claims: { email: 'a@x.test', email_verified: true },
+    accessTokenExpiresAt: new Date(now + 3_600_500), refreshTokenExpiresAt: null, idTokenExpiresAt: new Date(now + 600_000),
+    status: 'active', verified: true, capturedAt: new Date(now), updatedAt: new Date(now), version: 1, ...overrides,
+  });
+  const request = (more: Partial<ExchangeRequest> = {}): ExchangeRequest => ({ subjectToken: 't', subjectTokenType: 'access_token', audience: 'entra', requestedTokenType: 'access_token', mayUseIdp: () => true, ...more });
+
+  function exchangeWith(stored: GrantRecord, refresh: TokenExchangeDependencies['refresher']['refresh'], more: Partial<TokenExchangeDependencies> = {}) {
+    return new TokenExchange({
+      config: { subjectIssuers: [], providers: new Map([['entra', { idp: 'entra', match: { kind: 'email' }, allowUnverified: false }]]) },
+      store: { findGrant: async () => stored, findEmailCandidates: async () => ({ vouched: [stored], unchecked: [], newest: stored }) },
+      refresher: { refresh },
+      verifier: { verify: async () => ({ ok: true, claims: { sub: 'a@x.test', uid: '00u1' } }) },
+      minTtlSeconds: 60,
+      ...more,
+    });
+  }
+  const noRefresh = async () => expect.fail('no refresh expected');
+
+  it('answers a token good for the minimum TTL as stored, the id_token when asked, and refuses targets without telling which', async () => {
+    const exchange = exchangeWith(grant(), noRefresh);
+    const answered = await exchange.exchange(request());
+    expect(answered.outcome === 'ok' && answered.token).to.deep.include({ access_token: 'AT-old', issued_token_type: AT, token_type: 'Bearer', scope: 'openid' });
+    expect(answered.outcome === 'ok' && answered.token.expires_in).to.be.within(3500, 3600);
+    expect((await exchange.exchange(request({ requestedTokenType: 'id_token' }))).outcome).to.equal('ok');
+    const notAllowed = await exchange.exchange(request({ mayUseIdp: () => false }));
+    const unknown = await exchange.exchange(request({ audience: 'nosuch' }));
+    expect([notAllowed.outcome, unknown.outcome]).to.deep.equal(['invalid_target', 'invalid_target']);
+    expect(notAllowed.outcome !== 'ok' && unknown.outcome !== 'ok' && notAllowed.description === unknown.description).to.equal(true);
+  });
+
+  it('refreshes first within the minimum TTL, and serves a still-good token when the IdP is down', async () => {
+    const expiring = grant({ accessTokenExpiresAt: new Date(now + 30_000) });
+    const refreshed = await exchangeWith(expiring, async () => ({ grant: grant({ accessToken: 'AT-new' }), refreshedByThisCall: true })).exchange(request());
+    expect(refreshed).to.deep.include({ outcome: 'ok' });
+    expect(refreshed.outcome === 'ok' && refreshed.token.access_token).to.equal('AT-new');
+    const down = async () => Promise.reject(new VaultError('IdP unreachable', 'unavailable'));
+    const served = await exchangeWith(expiring, down).exchange(request());
+    expect(served.outcome === 'ok' && served.token.access_token).to.equal('AT-old');
+    expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000) }), down).exchange(request())).outcome).to.equal('unavailable');
+    const refused = async () => Promise.reject(new VaultError('grant is revoked', 'failed_precondition'));
+    expect((await exchangeWith(expiring, refused).exchange(request())).outcome).to.equal('refresh_refused');
+    expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000), refreshToken: null }), noRefresh).exchange(request())).outcome).to.equal('refresh_refused');
+  });
+
+  it('answers unavailable when the subject token issuer keys cannot be fetched, and invalid_subject_token when it does not verify', async () => {
+    const keysDown = exchangeWith(grant(), noRefresh, { verifier: { verify: async () => ({ ok: false, kind: 'unavailable', reason: 'keys' }) } });
+    expect((await keysDown.exchange(request())).outcome).to.equal('unavailable');
+    const bad = exchangeWith(grant(), noRefresh, { verifier: { verify: async () => ({ ok: false, kind: 'invalid', reason: 'ERR_JWT_EXPIRED (exp)' }) } });
+    expect(await bad.exchange(request())).to.deep.include({ outcome: 'invalid_subject_token', description: 'the subject_token does not verify: ERR_JWT_EXPIRED (exp)' });
+  });
+});
