@@ -224,6 +224,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
       return;
     }
     const named = { ...observed, idp: route.idp };
+    metrics.noteIdp(route.idp);
     if (observed.routeKind === 'token') {
       const capture = captureFrom(named, { maxDecodedBytes: config.maxBodyBytes });
       if (refusals.admit(capture)) pump.enqueue(capture);
