@@ -4,6 +4,9 @@ import { Counter, Histogram, type Registry } from 'prom-client';
 import { registeredMetric } from '../lib/registered-metric.js';
 import { refusalsSummarisedCounter, REFUSALS_SUMMARISED } from '../ops/metrics.js';
 
+/** The outcomes token_tap_okta_hook_calls_total and _call_seconds are counted with. */
+const HOOK_OUTCOMES = ['patched', 'no_provider', 'no_user', 'no_grant', 'ambiguous', 'unverified', 'email_unverified', 'unauthenticated', 'bad_request', 'internal'];
+
 export interface HookMetrics {
   calls: Counter<'idp' | 'outcome' | 'answer'>;
   callSeconds: Histogram<'outcome'>;
@@ -30,7 +33,7 @@ export function createHookMetrics(registry: Registry): HookMetrics {
     })),
     refusalsSummarised: registeredMetric(registry, REFUSALS_SUMMARISED, () => refusalsSummarisedCounter(registry)),
   };
-  // Started at 0, so an alert's increase() sees the first failure (a series born at 1 shows none).
-  metrics.callSeconds.zero({ outcome: 'internal' });
+  // Started at 0, so an alert's increase() sees the first failure or slow call (a series born at 1 shows none).
+  for (const outcome of HOOK_OUTCOMES) metrics.callSeconds.zero({ outcome });
   return metrics;
 }
