@@ -176,8 +176,8 @@ export interface SpoolRig {
   close(): Promise<void>;
 }
 
-export async function startSpoolRig(mode: ProcessingMode, label: string): Promise<SpoolRig> {
-  const idp = await startTestIdp();
+export async function startSpoolRig(mode: ProcessingMode, label: string, idpOptions?: Parameters<typeof startTestIdp>[0]): Promise<SpoolRig> {
+  const idp = await startTestIdp(idpOptions);
   const db = await createTestDatabase(label);
   const port = await freePort();
   const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
