@@ -5,11 +5,12 @@
 // blackholed (through a TCP proxy: the shared server is never touched) fires the Postgres alert,
 // and logins meanwhile fill the small spool (TOKEN_TAP_SPOOL_MAX_BYTES 64 KiB): the spool alerts
 // and the dropped-capture alert fire; the sidecar SIGKILLed fires the sidecar-down and Envoy
-// fail-open alerts.
+// fail-open alerts. Envoy is scraped as the PodMonitor does it, through its readiness listener.
 // The rules are loaded as they are in rules.yaml except `for:`, cut to at most FOR_IN_TEST (derived
 // here from the file, not a copy of it): minutes of `for` would not fit a test. Every wait is bounded.
 import { randomBytes } from 'node:crypto';
 import { expect } from 'chai';
+import { STATS_PATH } from '../../src/envoyconfig/readiness.js';
 import { startBlackholeProxy, type BlackholeProxy } from '../support/blackhole-proxy.js';
 import { ruleGroups, type RuleGroup } from '../support/alert-rules.js';
 import { driveLogins, sidecarMetric, type SpoolRig, startSpoolRig } from '../support/faults.js';
@@ -59,7 +60,8 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     prometheus = await startPrometheus({
       targets: [
         { job: 'token-tap-sidecar', target: `127.0.0.1:${opsPort}` },
-        { job: 'token-tap-envoy', target: new URL(rig.front.envoy.adminUrl).host, metricsPath: '/stats/prometheus' },
+        // As the PodMonitor does: Envoy's stats through its readiness listener, not the admin port.
+        { job: 'token-tap-envoy', target: new URL(rig.front.readyUrl).host, metricsPath: STATS_PATH },
       ],
       groups: rulesForTest(),
     });
