@@ -9,6 +9,11 @@
 // The rules are loaded as they are in rules.yaml except `for:`, cut to at most FOR_IN_TEST (derived
 // here from the file, not a copy of it): minutes of `for` would not fit a test. Every wait is bounded.
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
 import { expect } from 'chai';
 import { STATS_PATH } from '../../src/envoyconfig/readiness.js';
 import { startBlackholeProxy, type BlackholeProxy } from '../support/blackhole-proxy.js';
@@ -37,6 +42,7 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
   let prometheus: RunningPrometheus;
   let opsPort: number;
   let proxiedUrl: string;
+  let hookDir: string | undefined;
 
   before(async () => {
     rig = await startSpoolRig('observability', 'alerts', { accounts: { alice: { email: 'alice@example.test' }, [bigSubject]: { email: 'big-sub@hostile.example' } } });
@@ -46,7 +52,14 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     proxied.host = `127.0.0.1:${proxy.port}`;
     proxiedUrl = proxied.toString();
     opsPort = await freePort();
+    // The API and the Okta hook on, so their metrics are in the scrape the dashboard is checked against.
+    hookDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-alerts-hook-'));
+    writeFileSync(path.join(hookDir, 'hook.yaml'), stringify({ authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } }, providers: [{ okta_idp_id: '0oaUPSTREAM1', idp: 'demo', match: 'email', identity_claims: { upstream_sub: 'sub' }, allow_unverified: true }] }));
     await rig.start(proxiedUrl, {
+      TOKEN_TAP_API_LISTEN: `127.0.0.1:${await freePort()}`,
+      TOKEN_TAP_HOOK_LISTEN: `127.0.0.1:${await freePort()}`,
+      TOKEN_TAP_HOOK_CONFIG: path.join(hookDir, 'hook.yaml'),
+      OKTA_HOOK_SECRET: randomBytes(24).toString('base64url'),
       // A fixed ops port: the one Prometheus scrapes.
       TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${opsPort}`,
       TOKEN_TAP_SPOOL_MAX_BYTES: String(SPOOL_CAP_BYTES),
@@ -74,6 +87,7 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     await prometheus?.stop();
     await rig?.close();
     await proxy?.close();
+    if (hookDir) rmSync(hookDir, { recursive: true, force: true });
   });
 
   /** Waits (at most `withinMs`) for every alert named to be firing; returns how long it took. */
@@ -117,6 +131,26 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     // The rules were evaluated against live series, not against nothing.
     expect((await prometheus.query('token_tap_captures_total{outcome="stored"}')).map((sample) => Number(sample.value[1]))).to.deep.equal([tally.ok]);
     expect(await prometheus.query('envoy_http_ext_proc_token_tap_failure_mode_allowed')).to.have.length(1);
+  });
+
+  it('every query of the Grafana dashboard (deploy/grafana/token-tap.json) names only metrics the live scrape of the sidecar and Envoy exposes', async () => {
+    const dashboard = JSON.parse(readFileSync(fileURLToPath(new URL('../../../deploy/grafana/token-tap.json', import.meta.url)), 'utf8')) as { panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
+    const exposed = new Set<string>();
+    for (const url of [`http://127.0.0.1:${opsPort}/metrics`, `${new URL(rig.front.readyUrl).origin}${STATS_PATH}`]) {
+      for (const [, name, type] of (await (await fetch(url)).text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
+        exposed.add(name!);
+        if (type === 'histogram') for (const suffix of ['_bucket', '_sum', '_count']) exposed.add(`${name}${suffix}`);
+      }
+    }
+    const queries = dashboard.panels.flatMap((panel) => panel.targets.map((target) => ({ panel: panel.title, expr: target.expr })));
+    const named = queries.flatMap(({ panel, expr }) => [...expr.replace(/\{[^}]*\}/g, '').matchAll(/\b(?:token_tap|envoy)_[a-z0-9_]+\b/g)].map((match) => ({ panel, name: match[0] })));
+    const unknown = named.filter(({ name }) => !exposed.has(name)).map(({ panel, name }) => `${panel}: ${name}`);
+    expect(queries.length).to.be.at.least(10);
+    expect(new Set(named.map(({ name }) => name)).size).to.be.at.least(15);
+    expect(unknown).to.deep.equal([]);
+    // The check can fail: a name no scrape has is caught (and label matchers are not taken for names).
+    expect(exposed.has('token_tap_no_such_metric_total')).to.equal(false);
+    expect(named.map(({ name }) => name)).to.not.include('token_tap_sidecar');
   });
 
   it('a 3 KB sub: the refused-capture alert fires for that IdP', async () => {
