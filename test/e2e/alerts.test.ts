@@ -131,6 +131,9 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     // The rules were evaluated against live series, not against nothing.
     expect((await prometheus.query('token_tap_captures_total{outcome="stored"}')).map((sample) => Number(sample.value[1]))).to.deep.equal([tally.ok]);
     expect(await prometheus.query('envoy_http_ext_proc_token_tap_failure_mode_allowed')).to.have.length(1);
+    const lastStored = await sidecarMetric(opsPort, 'token_tap_capture_last_stored_timestamp_seconds');
+    expect(Date.now() / 1000 - lastStored).to.be.within(0, 30);
+    expect(await sidecarMetric(opsPort, 'token_tap_spool_max_bytes')).to.equal(SPOOL_CAP_BYTES);
   });
 
   it('every query of the Grafana dashboard (deploy/grafana/token-tap.json) names only metrics the live scrape of the sidecar and Envoy exposes', async () => {
@@ -165,10 +168,15 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
   it('Postgres blackholed while logins fill the spool: the Postgres, spool and dropped-capture alerts fire', async () => {
     proxy.blackhole();
     const loginsNow = () => driveLogins(rig.idp, rig.front.tokenUrl, { count: 4, concurrency: 2 });
+    const holedAt = Date.now();
     await firing('Postgres blackholed', [['TokenTapPostgresUnreachable']], 20_000, loginsNow);
+    // The age of the oldest waiting capture grows while nothing reaches Postgres (scraped, not set by an event).
+    const age = await sidecarMetric(opsPort, 'token_tap_capture_oldest_waiting_seconds');
+    expect(age).to.be.above(1).and.at.most((Date.now() - holedAt) / 1000 + 1);
     await firing('the spool filling up', [['TokenTapSpoolNearlyFull'], ['TokenTapSpoolFillingUp'], ['TokenTapCapturesDropped', { reason: 'spool_full' }]], 30_000, loginsNow);
     proxy.heal();
     await waitFor('the spool written to Postgres after the heal', async () => ((await sidecarMetric(opsPort, 'token_tap_capture_queue_depth')) === 0 ? true : undefined), 30_000, 200);
+    expect(await sidecarMetric(opsPort, 'token_tap_capture_oldest_waiting_seconds'), 'none waits once the spool is written').to.equal(0);
     await waitFor('the Postgres alert to resolve', async () => (findAlert(await prometheus.alerts(), 'TokenTapPostgresUnreachable') ? undefined : true), 10_000, 250);
   });
 
