@@ -82,6 +82,8 @@ export function kubernetesYaml(): string {
     '     --ready 0.0.0.0:' + ENVOY_READY_PORT + ' --idp NAME=URL ...',
     ' The Envoy container\'s readiness probe asks GET :' + ENVOY_READY_PORT + '/ready: 200 only while Envoy sees the',
     ' sidecar healthy, so the pod takes no login before Envoy would hand it to the sidecar.',
+    ' Prometheus scrapes Envoy\'s stats at GET :' + ENVOY_READY_PORT + '/stats/prometheus there (deploy/kubernetes/monitoring);',
+    ' the admin interface itself stays on 127.0.0.1.',
   ].join('\n');
   return doc.toString({ lineWidth: 0 });
 }

@@ -125,7 +125,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
   });
   const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const apiMetrics = createApiMetrics(metrics.registry);
-  const policyMetrics = createPolicyMetrics(metrics.registry);
+  const policyMetrics = createPolicyMetrics(metrics.registry, settings.idpClients.keys());
   refresher = new GrantRefresher({
     pool,
     store,

@@ -5,6 +5,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import Mocha from 'mocha';
 import { ensureTestPostgres, PostgresUnavailable } from './support/postgres-preflight.js';
+import { prometheusBinaries, PrometheusUnavailable } from './support/prometheus-preflight.js';
 
 const LAYERS = ['unit', 'integration', 'e2e', 'faults'];
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -29,6 +30,17 @@ if (unknown.length > 0) {
   process.exit(2);
 }
 const layers = requested.length > 0 ? requested : LAYERS;
+
+// The alert tests (unit: promtool; e2e: a real Prometheus) need Prometheus's binaries: checked first.
+if (!process.argv.includes('--check-postgres')) {
+  try {
+    prometheusBinaries();
+  } catch (error) {
+    if (!(error instanceof PrometheusUnavailable)) throw error;
+    process.stderr.write(`token-tap tests: ${error.message}\n`);
+    process.exit(2);
+  }
+}
 
 // Every layer but unit needs Postgres: find one before any test runs (support/postgres-preflight.ts).
 // `--check-postgres` (tests of this) stops after saying which; TOKEN_TAP_TEST_PG_PROBE_URL moves

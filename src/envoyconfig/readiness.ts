@@ -10,8 +10,24 @@ import type { HostPort } from '../config/values.js';
 import { ENVOY_READY_PATH } from '../contract.js';
 
 const HEALTH_CHECK_FILTER = 'envoy.filters.http.health_check';
+/** Envoy's own admin, as a cluster: only its /stats/prometheus is routed to it, from this listener. */
+export const ADMIN_STATS_CLUSTER = 'token_tap_admin';
+export const STATS_PATH = '/stats/prometheus';
 
-/** The listener; `sidecarCluster` must be healthy (100 % of its hosts) for a 200. */
+/**
+ * The cluster the readiness listener sends `GET /stats/prometheus` to: Envoy's admin, which stays on
+ * its own (loopback) address, so Prometheus can scrape Envoy's stats and nothing else of the admin.
+ */
+export function adminStatsCluster(admin: HostPort) {
+  return {
+    name: ADMIN_STATS_CLUSTER,
+    type: 'STATIC',
+    connect_timeout: '1s',
+    load_assignment: { cluster_name: ADMIN_STATS_CLUSTER, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: admin.host === '0.0.0.0' ? '127.0.0.1' : admin.host, port_value: admin.port } } } }] }] },
+  };
+}
+
+/** The listener; `sidecarCluster` must be healthy (100 % of its hosts) for a 200. It also serves Envoy's /stats/prometheus. */
 export function readinessListener(address: HostPort, sidecarCluster: string) {
   return {
     name: 'token_tap_ready',
@@ -31,8 +47,11 @@ export function readinessListener(address: HostPort, sidecarCluster: string) {
                   {
                     name: 'ready',
                     domains: ['*'],
-                    // The health_check filter answers /ready itself; anything else is not here.
-                    routes: [{ match: { prefix: '/' }, direct_response: { status: 404, body: { inline_string: `token-tap: only GET ${ENVOY_READY_PATH} here\n` } } }],
+                    // The health_check filter answers /ready itself; the stats go to the admin (GET only); anything else is not here.
+                    routes: [
+                      { match: { path: STATS_PATH, headers: [{ name: ':method', string_match: { exact: 'GET' } }] }, route: { cluster: ADMIN_STATS_CLUSTER, timeout: '5s' } },
+                      { match: { prefix: '/' }, direct_response: { status: 404, body: { inline_string: `token-tap: only GET ${ENVOY_READY_PATH} and GET ${STATS_PATH} here\n` } } },
+                    ],
                   },
                 ],
               },

@@ -9,7 +9,7 @@ import { DEFAULT_CA_FILE, DEFAULT_SIDECAR_MAX_STREAMS, SIDECAR_CLUSTER, sidecarC
 import { oktaIngressListener } from './listener.js';
 import { hookLimitText, hookRateLimitOf, oktaHookCluster } from './okta-hook.js';
 import type { EnvoyConfigOptions } from './options.js';
-import { readinessListener } from './readiness.js';
+import { adminStatsCluster, readinessListener, STATS_PATH } from './readiness.js';
 
 // The envoy-config command (cli/main.ts) and the tests that name a processing mode import these from here.
 export type { Cidr, IdpRoute, ProcessingMode, ProfileRoute } from './options.js';
@@ -51,6 +51,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
         ...profiles.map((profile) => upstreamCluster(`idp_${profile.name}_userinfo`, profile.profileUrl, caFile)),
         sidecarCluster(options.sidecar, options.sidecarMaxStreams ?? DEFAULT_SIDECAR_MAX_STREAMS, options.sidecarTls),
         ...(options.oktaHook ? [oktaHookCluster(options.oktaHook)] : []),
+        ...(options.ready ? [adminStatsCluster(options.admin)] : []),
       ],
     },
   };
@@ -74,7 +75,7 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
       ? [`Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
       : []),
     `Sidecar (ext_proc): ${formatListenAddress(options.sidecar)}${options.sidecarTls ? ' (mTLS)' : ''}; admin: ${formatHostPort(options.admin)}`,
-    ...(options.ready ? [`Readiness: GET http://${formatHostPort(options.ready)}${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy (point the readiness probe here)`] : []),
+    ...(options.ready ? [`Readiness: GET http://${formatHostPort(options.ready)}${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy (point the readiness probe here); GET ${STATS_PATH} there is Envoy's stats for Prometheus`] : []),
     ...(options.oktaHook ? [`Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
     ...(options.oktaHook ? [`Okta hook rate limit: ${hookLimitText(hookRateLimitOf(options))}`] : []),
     ...(options.oktaHook && hookRateLimitOf(options) ? [`Client address: ${clientAddressText(options.xffTrustedHops)}`] : []),

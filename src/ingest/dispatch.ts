@@ -17,7 +17,8 @@ export interface CaptureDispatchOptions {
   /** The summary of responses that hold no token: true when this one is to be spooled (ingest/capture-refusals.ts). */
   refusals: { admit(capture: Capture): boolean };
   pump: { enqueue(capture: Capture): void };
-  metrics: { unnamedRoutes: Count; captures: LabelledCount<'idp' | 'outcome'> };
+  /** noteIdp: the IdP's counters start at 0, so its first event shows in increase() (the alert rules). */
+  metrics: { unnamedRoutes: Count; captures: LabelledCount<'idp' | 'outcome'>; noteIdp(idp: string): void };
   logger: Pick<Logger, 'warn' | 'debug'>;
 }
 
@@ -35,6 +36,7 @@ export function captureDispatch(options: CaptureDispatchOptions): (observed: Obs
       return;
     }
     const named = { ...observed, idp: route.idp };
+    metrics.noteIdp(route.idp);
     if (observed.routeKind === 'token') {
       const capture = captureFrom(named, { maxDecodedBytes: maxBodyBytes });
       if (refusals.admit(capture)) pump.enqueue(capture);

@@ -16,6 +16,11 @@ export interface LabelledLevel<Label extends string> {
   set(labels: Partial<Record<Label, string>>, value: number): void;
 }
 
+/** A level read when /metrics is scraped: an age grows with no event to set it. */
+export interface ScrapedLevel {
+  readWith(read: () => number): void;
+}
+
 export interface Timing {
   startTimer(): () => unknown;
 }
@@ -32,6 +37,13 @@ export interface IngestMetrics {
   spoolAppended: Count;
   queueDepth: Level;
   spoolBytes: Level;
+  /** TOKEN_TAP_SPOOL_MAX_BYTES, and the bytes that count toward it (spoolBytes less the grace segments a full spool gives up). */
+  spoolMaxBytes: Level;
+  spoolWaitingBytes: Level;
+  /** Age of the oldest capture the writer holds for Postgres; 0 when none waits. */
+  captureOldestWaitingSeconds: ScrapedLevel;
+  /** Unix time of the last capture stored per IdP. */
+  captureLastStored: LabelledLevel<'idp'>;
   /** Spool records moved aside into held/ (never deleted), by reason (and key id for key_missing). */
   spoolRecordsHeld: LabelledLevel<'reason' | 'key_id'>;
   spoolRecordsHeldTotal: LabelledCount<'reason' | 'key_id'>;

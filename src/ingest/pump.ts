@@ -92,9 +92,14 @@ export class CapturePump {
    */
   private readonly recordLogger: Logger;
 
+  /** When Envoy saw the oldest capture of the batch being written (retried through an outage); undefined between batches. */
+  private oldestPendingMs: number | undefined;
+
   constructor(private readonly options: CapturePumpOptions) {
     this.maxBatch = options.maxBatch ?? 200;
     this.recordLogger = options.logger.child({}, { redact: { paths: [] } });
+    // The batch in hand holds the oldest capture not yet in Postgres: the spool is read in order.
+    options.metrics.captureOldestWaitingSeconds.readWith(() => (this.oldestPendingMs === undefined ? 0 : Math.max(0, (Date.now() - this.oldestPendingMs) / 1000)));
   }
 
   /** Captures not yet in Postgres (in the spool, or waiting for its next fsync). */
@@ -188,7 +193,11 @@ export class CapturePump {
         continue;
       }
       try {
-        pending ??= await spool.read(this.maxBatch);
+        if (!pending) {
+          pending = await spool.read(this.maxBatch);
+          this.oldestPendingMs = pending?.captures.reduce((oldest, capture) => Math.min(oldest, capture.observedAt.getTime()), Number.POSITIVE_INFINITY);
+          if (this.oldestPendingMs === Number.POSITIVE_INFINITY) this.oldestPendingMs = undefined;
+        }
       } catch (error) {
         // A segment the disk will not give back (EIO, removed by hand): say so, and try again later.
         this.options.logger.error({ err: describeError(error), spool: spool.dir }, 'cannot read the capture spool; retrying');
@@ -219,6 +228,7 @@ export class CapturePump {
           this.markWritten([]);
           await spool.commit(pending);
           pending = undefined;
+          this.oldestPendingMs = undefined;
           ready = undefined;
           await sleep(Math.max(50, (verdict.retryAt ?? 0) - Date.now()), this.wake);
           this.renewNap();
@@ -242,6 +252,7 @@ export class CapturePump {
         this.markWritten([]);
       }
       pending = undefined;
+      this.oldestPendingMs = undefined;
       ready = undefined;
       setAside = [];
     }
@@ -350,6 +361,7 @@ export class CapturePump {
       if (setApart.has(capture.captureId)) continue;
       const outcome = erasedIds.has(capture.captureId) ? 'erased' : unlinked.has(capture.captureId) ? 'held_unreadable' : capture.outcome;
       metrics.captures.inc({ idp: capture.idp, outcome });
+      if (outcome === 'stored') metrics.captureLastStored.set({ idp: capture.idp }, now / 1000);
       // Genuine tokens, most likely, whose IdP's keys could not be fetched in time: lost, so counted as such.
       if (capture.outcome === 'unverified' && capture.detail === 'jwks_unavailable') metrics.capturesDropped.inc({ reason: 'jwks_unavailable' });
       // An id_token that did not verify may be a forgery: said louder than a normal capture.

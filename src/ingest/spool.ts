@@ -388,6 +388,8 @@ export class CaptureSpool {
     const { metrics } = this.options;
     metrics.queueDepth.set(this.depth);
     metrics.spoolBytes.set(this.bytes);
+    metrics.spoolWaitingBytes.set(this.bytes - this.files.graceBytes);
+    metrics.spoolMaxBytes.set(this.options.maxBytes);
     this.held.report();
     if (this.depth === 0) for (const wake of [...this.emptyWaiters]) wake();
   }

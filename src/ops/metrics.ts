@@ -1,5 +1,6 @@
 // Prometheus metrics. Labels carry IdP names and outcomes only, never token material.
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { ScrapedLevel } from '../ingest/metrics.js';
 
 export interface Metrics {
   registry: Registry;
@@ -24,7 +25,24 @@ export interface Metrics {
   postgresUp: Gauge;
   jwksFetches: Counter<'idp' | 'result'>;
   refusalsSummarised: Counter<'source' | 'outcome'>;
+  spoolMaxBytes: Gauge;
+  spoolWaitingBytes: Gauge;
+  captureOldestWaitingSeconds: ScrapedLevel;
+  captureLastStored: Gauge<'idp'>;
+  /**
+   * Starts an IdP's alerting series at 0 the first time one of its responses is seen: a counter
+   * series that appears already at 1 shows no increase() to a rule, so its first refusal,
+   * quarantine or failed key fetch would page no one.
+   */
+  noteIdp(idp: string): void;
 }
+
+/** Every reason token_tap_captures_dropped_total is counted with, started at 0 (see noteIdp). */
+export const DROP_REASONS = ['spool_full', 'spool_write_failed', 'spool_stopped', 'shutting_down', 'spool_encode_failed', 'capture_backlog_full', 'capture_failed', 'jwks_unavailable'] as const;
+const IDP_OUTCOMES = ['stored', 'idp_error', 'unparseable', 'too_large', 'incomplete', 'no_subject', 'unverified'] as const;
+const QUARANTINE_REASONS = ['refused_by_postgres', 'unreadable', 'failed'] as const;
+/** IdP names come from Envoy's routes; past this many, no more are started at 0 (a bound on series, not on counting). */
+const MAX_NOTED_IDPS = 1_000;
 
 export const REFUSALS_SUMMARISED = 'token_tap_refusals_summarised_total';
 
@@ -43,7 +61,9 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
   const registry = new Registry();
   if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'token_tap_' });
   const registers = [registry];
-  return {
+  let readOldestWaiting: () => number = () => 0;
+  const noted = new Set<string>();
+  const metrics: Metrics = {
     registry,
     captures: new Counter({
       name: 'token_tap_captures_total',
@@ -127,5 +147,37 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     postgresUp: new Gauge({ name: 'token_tap_postgres_up', help: '1 when the last Postgres write (or schema check) succeeded, else 0.', registers }),
     refusalsSummarised: refusalsSummarisedCounter(registry),
+    spoolMaxBytes: new Gauge({ name: 'token_tap_spool_max_bytes', help: 'The spool\'s size cap (TOKEN_TAP_SPOOL_MAX_BYTES): at it, new captures are dropped.', registers }),
+    spoolWaitingBytes: new Gauge({
+      name: 'token_tap_spool_waiting_bytes',
+      help: 'Bytes of the spool that count toward TOKEN_TAP_SPOOL_MAX_BYTES: token_tap_spool_bytes less the segments already in Postgres kept for the grace window (a full spool gives those up first).',
+      registers,
+    }),
+    captureOldestWaitingSeconds: (() => {
+      new Gauge({
+        name: 'token_tap_capture_oldest_waiting_seconds',
+        help: 'Age (since Envoy saw its response) of the oldest capture the writer holds for Postgres, 0 when none waits: grows while Postgres is away or a capture waits for its IdP\'s keys.',
+        registers,
+        collect() {
+          this.set(readOldestWaiting());
+        },
+      });
+      return { readWith: (read: () => number) => void (readOldestWaiting = read) };
+    })(),
+    captureLastStored: new Gauge({
+      name: 'token_tap_capture_last_stored_timestamp_seconds',
+      help: 'Unix time at which this sidecar last stored a capture of the IdP (outcome stored) in Postgres.',
+      labelNames: ['idp'],
+      registers,
+    }),
+    noteIdp(idp: string) {
+      if (noted.has(idp) || noted.size >= MAX_NOTED_IDPS) return;
+      noted.add(idp);
+      for (const outcome of IDP_OUTCOMES) metrics.captures.inc({ idp, outcome }, 0);
+      for (const reason of QUARANTINE_REASONS) metrics.capturesQuarantined.inc({ idp, reason }, 0);
+      for (const result of ['ok', 'failed']) metrics.jwksFetches.inc({ idp, result }, 0);
+    },
   };
+  for (const reason of DROP_REASONS) metrics.capturesDropped.inc({ reason }, 0);
+  return metrics;
 }

@@ -3,6 +3,7 @@
 // shared by every gauge of one scrape and reused for `cacheMs`), so no sidecar keeps them in memory.
 import { Counter, Gauge, type Registry } from 'prom-client';
 import { registeredMetric } from '../lib/registered-metric.js';
+import { parseDuration } from '../config/refresh-token-policy.js';
 import type { ReportLine } from './report.js';
 
 export interface PolicyMetrics {
@@ -10,9 +11,10 @@ export interface PolicyMetrics {
   familyRevoked: Counter<'idp'>;
 }
 
-export function createPolicyMetrics(registry: Registry): PolicyMetrics {
+/** `idps`: the IdPs the vault refreshes; their counters start at 0, so a first event shows in increase(). */
+export function createPolicyMetrics(registry: Registry, idps: Iterable<string> = []): PolicyMetrics {
   const registers = [registry];
-  return {
+  const metrics: PolicyMetrics = {
     actions: registeredMetric(registry, 'token_tap_policy_actions_total', () => new Counter({
       name: 'token_tap_policy_actions_total',
       help: 'Actions of the refresh-token policy, by IdP, action (rotate, expire) and outcome (ok, skipped: not due any more when locked, or a VaultError outcome).',
@@ -26,6 +28,8 @@ export function createPolicyMetrics(registry: Registry): PolicyMetrics {
       registers,
     })),
   };
+  for (const idp of idps) metrics.familyRevoked.inc({ idp }, 0);
+  return metrics;
 }
 
 /** The gauges of the report, and which field of a ReportLine each shows. */
@@ -40,6 +44,14 @@ const GAUGES: Array<{ name: string; help: string; value: (line: ReportLine) => n
   },
   { name: 'token_tap_report_refresh_token_expiry_known', help: 'Active grants whose refresh token has an expiry the IdP gave, by IdP.', value: (line) => line.refresh_token_expiry_known },
   { name: 'token_tap_report_oldest_refresh_token_age_seconds', help: 'Age of the oldest refresh token held, by IdP (absent without one).', value: (line) => line.oldest_refresh_token_age_seconds },
+  {
+    name: 'token_tap_report_policy_max_age_seconds',
+    help: "The IdP's refresh_token_policy.max_age in seconds (absent without one): an alert compares the oldest refresh token with it.",
+    value: (line) => {
+      const ms = line.policy?.max_age === undefined ? undefined : parseDuration(line.policy.max_age);
+      return ms === undefined ? null : ms / 1000;
+    },
+  },
   { name: 'token_tap_report_verified_grants', help: 'Grants whose id_token was verified before it was stored, by IdP.', value: (line) => line.verified },
   { name: 'token_tap_report_rotations_seen', help: 'Refresh answers that carried a new refresh token, over the grants stored, by IdP.', value: (line) => line.rotations_seen },
   {

@@ -87,12 +87,14 @@ export async function driveLogins(
 export interface FaultEnvoy {
   envoy: RunningEnvoy;
   tokenUrl: string;
+  /** Envoy's readiness listener's /ready (it also serves /stats/prometheus). */
+  readyUrl: string;
   stop(): Promise<void>;
 }
 
 export async function startFaultEnvoy(mode: ProcessingMode, idp: TestIdp, sidecarPort: number): Promise<FaultEnvoy> {
-  const { envoy, origin } = await startEnvoyFront({ idps: [{ name: FAULT_IDP, tokenUrl: new URL(idp.tokenUrl) }], sidecarPort, mode });
-  return { envoy, tokenUrl: `${origin}${tokenRoutePath(FAULT_IDP)}`, stop: () => envoy.stop() };
+  const { envoy, origin, readyUrl } = await startEnvoyFront({ idps: [{ name: FAULT_IDP, tokenUrl: new URL(idp.tokenUrl) }], sidecarPort, mode });
+  return { envoy, tokenUrl: `${origin}${tokenRoutePath(FAULT_IDP)}`, readyUrl, stop: () => envoy.stop() };
 }
 
 export async function envoyStat(envoy: RunningEnvoy, name: string): Promise<number> {
@@ -176,8 +178,8 @@ export interface SpoolRig {
   close(): Promise<void>;
 }
 
-export async function startSpoolRig(mode: ProcessingMode, label: string): Promise<SpoolRig> {
-  const idp = await startTestIdp();
+export async function startSpoolRig(mode: ProcessingMode, label: string, idpOptions?: Parameters<typeof startTestIdp>[0]): Promise<SpoolRig> {
+  const idp = await startTestIdp(idpOptions);
   const db = await createTestDatabase(label);
   const port = await freePort();
   const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));

@@ -6,6 +6,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
+import { alertRules } from '../support/alert-rules.js';
 
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 const README = 'README.md';
@@ -176,6 +177,20 @@ describe('docs a newcomer can walk (README.md and docs/)', () => {
     const index = indexLinks(read(README)).map((target) => target.split('#')[0]);
     const missing = docPages().filter((page) => page !== README && !index.includes(page));
     expect(missing).to.deep.equal([]);
+  });
+
+  it('every alert\'s runbook_url (deploy/prometheus/rules.yaml) reaches a section of docs/runbooks.md, and every section is an alert\'s', () => {
+    const rules = alertRules();
+    const sections = headingsOf(read('docs/runbooks.md')).filter((heading) => heading.level === 2);
+    const problems: string[] = [];
+    for (const rule of rules) {
+      const url = rule.annotations?.runbook_url ?? '';
+      const [file, anchor] = url.split('#', 2);
+      if (file !== 'docs/runbooks.md' || !sections.some((section) => section.slug === anchor)) problems.push(`${rule.alert}: runbook_url ${url} reaches no section of docs/runbooks.md`);
+    }
+    for (const section of sections) if (!rules.some((rule) => rule.alert === section.text)) problems.push(`docs/runbooks.md: section "${section.text}" is no alert of rules.yaml`);
+    expect(rules.length).to.be.at.least(16);
+    expect(problems, problems.join('\n')).to.deep.equal([]);
   });
 
   it('reads anchors as GitHub writes them', () => {

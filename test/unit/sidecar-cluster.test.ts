@@ -4,6 +4,7 @@ import { expect } from 'chai';
 import { SIDECAR_CLUSTER } from '../../src/envoyconfig/clusters.js';
 import { parseIdpFlag } from '../../src/envoyconfig/flags.js';
 import { renderEnvoyConfig } from '../../src/envoyconfig/render.js';
+import { ADMIN_STATS_CLUSTER, STATS_PATH } from '../../src/envoyconfig/readiness.js';
 import { ENVOY_READY_PATH, EXT_PROC_HEALTH_SERVICE } from '../../src/contract.js';
 
 const base = {
@@ -48,9 +49,15 @@ describe('envoyconfig/render: the sidecar cluster', () => {
     expect(hcm.http_filters[0].name).to.equal('envoy.filters.http.health_check');
     expect(check).to.deep.include({ pass_through_mode: false, cluster_min_healthy_percentages: { [SIDECAR_CLUSTER]: { value: 100 } } });
     expect(check.headers).to.deep.equal([{ name: ':path', string_match: { exact: ENVOY_READY_PATH } }]);
-    // Nothing else is served there, and ext_proc is not on it.
-    expect(hcm.route_config.virtual_hosts[0].routes).to.have.length(1);
-    expect(hcm.route_config.virtual_hosts[0].routes[0].direct_response.status).to.equal(404);
+    // Besides, only GET /stats/prometheus, to the admin (for Prometheus); nothing else, and ext_proc is not on it.
+    const routes = hcm.route_config.virtual_hosts[0].routes;
+    expect(routes).to.have.length(2);
+    expect(routes[0]).to.deep.equal({ match: { path: STATS_PATH, headers: [{ name: ':method', string_match: { exact: 'GET' } }] }, route: { cluster: ADMIN_STATS_CLUSTER, timeout: '5s' } });
+    expect(routes[1].direct_response.status).to.equal(404);
     expect(JSON.stringify(hcm)).to.not.contain('ext_proc');
+    const clusters = (renderEnvoyConfig({ ...base, mode: 'observability', ready: { host: '0.0.0.0', port: 9902 } }) as any).static_resources.clusters as Array<{ name: string; load_assignment: any }>;
+    const admin = clusters.find((cluster) => cluster.name === ADMIN_STATS_CLUSTER)!;
+    expect(admin.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).to.deep.equal({ address: base.admin.host, port_value: base.admin.port });
+    expect(((renderEnvoyConfig({ ...base, mode: 'observability' }) as any).static_resources.clusters as Array<{ name: string }>).map((cluster) => cluster.name)).to.not.include(ADMIN_STATS_CLUSTER);
   });
 });
