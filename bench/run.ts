@@ -17,6 +17,8 @@
 //   ceiling   open loop, B then C, rising rates until a step fails, loses or falls behind: every
 //             capture counted in Postgres, the sidecar's CPU and peak RSS; then its RSS settled
 //   growth    closed loop through Envoys of 1, 2 and 4 workers (observability)
+//   exchange  bench/token-exchange.ts in its own process (with --quick: 5 s runs), the token exchange
+//             at 250 and 500/s against the GetGrant floor: its own section of RESULTS.md
 // Flags: --quick  --rates 200,1000,3000  --rounds N  --seconds S  --phases ...  --dry-run (do not
 // rewrite RESULTS.md)  --keep-db  --extproc-thread (the load sidecar with TOKEN_TAP_EXTPROC_THREAD=true). Ends with one log line per target, `target | measured | met/missed`:
 //   node dist/bench/run.js --quick --rates 200,1000 --rounds 1 --phases memory,latency,ceiling --dry-run
@@ -45,7 +47,7 @@ import { computeTargets, renderResults, type CeilingStep, type ProcessMemory, ty
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const CLI = path.join(ROOT, 'bin/token-tap.js');
 const RESULTS_DIR = path.join(ROOT, 'bench/results');
-const PHASES = ['memory', 'startup', 'latency', 'idp80', 'ceiling', 'growth'] as const;
+const PHASES = ['memory', 'startup', 'latency', 'idp80', 'ceiling', 'growth', 'exchange'] as const;
 
 const { values: flags } = parseArgs({
   options: {
@@ -514,6 +516,13 @@ async function main(): Promise<void> {
     if (flags['keep-db']) log(`kept database ${db.name}`);
     else await db.drop();
   }
+  // Last and alone on the machine: its own sidecar, Postgres database and section of RESULTS.md.
+  await timed('exchange', async () => {
+    const args = [path.join(ROOT, 'dist/bench/token-exchange.js'), ...(quick ? ['--quick'] : []), ...(flags['dry-run'] ? ['--dry-run'] : [])];
+    const child = spawn(process.execPath, ['--enable-source-maps', ...args], { stdio: ['ignore', 'inherit', 'inherit'] });
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    if (code !== 0) throw new Error(`bench/token-exchange.ts exited with ${code}`);
+  });
   const file = path.join(RESULTS_DIR, `${stamp}.json`);
   const meta = {
     date: new Date().toISOString(),

@@ -8,16 +8,13 @@
 // raw figures to bench/results/<time>-token-vault.json.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
-import { loadTokenVault } from '../src/api/protocol.js';
 import type { Capture } from '../src/capture/types.js';
-import { waitFor } from '../src/lib/wait-for.js';
 import { ApiKeyRepository } from '../src/api/api-keys.js';
 import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
 import { migrate } from '../src/store/migrate.js';
@@ -26,6 +23,8 @@ import { sealQuarantined } from '../src/ingest/quarantine.js';
 import { freePort } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
 import { fakeJwt, log } from './common.js';
+import { answering, type GrpcLoad } from './grpc-load.js';
+import { cpuSeconds, drive as openLoop, type RunResult, writeSection } from './open-loop.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RESULTS_FILE = path.join(ROOT, 'bench/RESULTS.md');
@@ -80,134 +79,12 @@ function login(subject: string): Capture {
   };
 }
 
-function percentile(sorted: Float64Array, fraction: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(fraction * sorted.length) - 1))]!;
-}
-
-/** CPU seconds (user + system) of a process, from /proc. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return (Number(fields[11]) + Number(fields[12])) / 100;
-}
-
-interface RunResult {
-  sent: number;
-  ok: number;
-  errors: Record<string, number>;
-  seconds: number;
-  latencyMs: { p50: number; p90: number; p99: number; p999: number; max: number; mean: number };
-}
-
-/**
- * The load generator speaks gRPC over node:http2 directly, with every request encoded beforehand:
- * it shares the machine's cores with the sidecar and Postgres, and a full gRPC client would spend
- * more of them per call than the server does.
- */
-class GrpcLoad {
-  private readonly sessions: http2.ClientHttp2Session[];
-  private readonly frames: Buffer[];
-  private next = 0;
-
-  constructor(
-    port: number,
-    channels: number,
-    private readonly apiKey: string,
-  ) {
-    // A refused or dropped connection fails its streams, which count it; the session event is not needed.
-    this.sessions = Array.from({ length: channels }, () => http2.connect(`http://127.0.0.1:${port}`).on('error', () => undefined));
-    const serialize = (loadTokenVault().service.GetGrant as grpc.MethodDefinition<unknown, unknown>).requestSerialize;
-    this.frames = Array.from({ length: grantCount }, (_, index) => {
-      const message = serialize({ idp: 'bench', subject: `user-${index}` });
-      const frame = Buffer.alloc(5 + message.length);
-      frame.writeUInt32BE(message.length, 1);
-      message.copy(frame, 5);
-      return frame;
-    });
-  }
-
-  /** One GetGrant for a random user; resolves with the grpc-status (0 is OK) and its message. */
-  call(): Promise<{ status: number; message: string }> {
-    const session = this.sessions[this.next++ % this.sessions.length]!;
-    const stream = session.request({
-      ':method': 'POST',
-      ':path': '/token_tap.v1.TokenVault/GetGrant',
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      authorization: `Bearer ${this.apiKey}`,
-    });
-    return new Promise((resolve) => {
-      let status: number | undefined;
-      let message = '';
-      const read = (headers: http2.IncomingHttpHeaders) => {
-        if (headers['grpc-status'] !== undefined) status = Number(headers['grpc-status']);
-        if (headers['grpc-message']) message = decodeURIComponent(String(headers['grpc-message']));
-      };
-      stream.on('response', read);
-      stream.on('trailers', read);
-      stream.on('data', () => undefined);
-      stream.on('error', (error) => {
-        message = error.message;
-      });
-      stream.on('close', () => resolve({ status: status ?? grpc.status.UNAVAILABLE, message }));
-      stream.end(this.frames[Math.floor(Math.random() * this.frames.length)]);
-    });
-  }
-
-  close(): void {
-    for (const session of this.sessions) session.close();
-  }
-}
-
-async function drive(load: GrpcLoad, durationSeconds: number): Promise<RunResult> {
-  const latencies: number[] = [];
-  const errors: Record<string, number> = {};
-  let sent = 0;
-  let ok = 0;
-  const inFlight = new Set<Promise<void>>();
-  const start = process.hrtime.bigint();
-  const elapsedUs = () => Number(process.hrtime.bigint() - start) / 1000;
-  const fire = (dueUs: number) => {
-    sent += 1;
-    const call = load.call().then(({ status, message }) => {
-      latencies.push((elapsedUs() - dueUs) / 1000);
-      if (status === grpc.status.OK) ok += 1;
-      else {
-        const name = grpc.status[status] ?? String(status);
-        if (!errors[name]) log(`first ${name}: ${message}`);
-        errors[name] = (errors[name] ?? 0) + 1;
-      }
-    });
-    inFlight.add(call);
-    void call.then(() => inFlight.delete(call));
-  };
-  const intervalUs = 1_000_000 / rate;
-  const durationUs = durationSeconds * 1_000_000;
-  let next = 0;
-  while (next < durationUs) {
-    const now = elapsedUs();
-    while (next <= now && next < durationUs) {
-      fire(next);
-      next += intervalUs;
-    }
-    await new Promise((resolve) => setTimeout(resolve, 1));
-  }
-  await Promise.all(inFlight);
-  const sorted = Float64Array.from(latencies).sort();
-  return {
-    sent,
-    ok,
-    errors,
-    seconds: elapsedUs() / 1e6,
-    latencyMs: {
-      p50: percentile(sorted, 0.5),
-      p90: percentile(sorted, 0.9),
-      p99: percentile(sorted, 0.99),
-      p999: percentile(sorted, 0.999),
-      max: sorted.at(-1)!,
-      mean: latencies.reduce((sum, value) => sum + value, 0) / Math.max(1, latencies.length),
-    },
-  };
+/** `load` at the rate of the run under way, open loop. */
+function drive(load: GrpcLoad, durationSeconds: number): Promise<RunResult> {
+  return openLoop(async () => {
+    const { status, message } = await load.call();
+    return status === grpc.status.OK ? { ok: true } : { ok: false, error: grpc.status[status] ?? String(status), message };
+  }, rate, durationSeconds);
 }
 
 /** The sidecar's own view: token_tap_api_call_seconds, as the share of GetGrant calls within each bucket. */
@@ -255,14 +132,6 @@ function renderSection(meta: Record<string, string>, rows: Row[], server: Array<
   ].join('\n');
 }
 
-function writeSection(section: string): void {
-  const current = existsSync(RESULTS_FILE) ? readFileSync(RESULTS_FILE, 'utf8') : '# Benchmark results\n';
-  const startAt = current.indexOf(START);
-  const endAt = current.indexOf(END);
-  const next = startAt >= 0 && endAt > startAt ? `${current.slice(0, startAt)}${section}${current.slice(endAt + END.length)}` : `${current.trimEnd()}\n\n${section}\n`;
-  writeFileSync(RESULTS_FILE, next);
-}
-
 /** Starts a node process that serves on `port`; killed when this process exits, whatever happens. */
 function startServer(args: string[], env: Record<string, string>, logFile: string): ChildProcess {
   // For profiling: BENCH_SIDECAR_NODE_ARGS="--cpu-prof --cpu-prof-dir=bench/results"
@@ -278,18 +147,6 @@ async function stopServer(child: ChildProcess | undefined): Promise<void> {
   const exited = new Promise((resolve) => child.once('exit', resolve));
   child.kill('SIGTERM');
   await exited;
-}
-
-async function answering(port: number, apiKey: string): Promise<GrpcLoad> {
-  await waitFor('the TokenVault API', async () => {
-    const probe = new GrpcLoad(port, 1, apiKey);
-    try {
-      return (await probe.call()).status === grpc.status.OK ? true : undefined;
-    } finally {
-      probe.close();
-    }
-  }, 20_000, 100);
-  return new GrpcLoad(port, channelCount, apiKey);
 }
 
 async function measure(load: GrpcLoad, pid: number, at: number): Promise<{ measured: RunResult; cpuPercent: number }> {
@@ -333,12 +190,12 @@ async function main(): Promise<void> {
       },
       path.join(RESULTS_DIR, `${stamp}-token-vault-sidecar.log`),
     );
-    const sidecarLoad = await answering(apiPort, apiKey);
+    const sidecarLoad = await answering(apiPort, apiKey, channelCount, grantCount);
     loads.push(sidecarLoad);
     let floorLoad: GrpcLoad | undefined;
     if (!flags['skip-floor']) {
       floor = startServer([path.join(ROOT, 'dist/bench/token-vault-echo.js'), String(floorPort)], {}, path.join(RESULTS_DIR, `${stamp}-token-vault-floor.log`));
-      floorLoad = await answering(floorPort, apiKey);
+      floorLoad = await answering(floorPort, apiKey, channelCount, grantCount);
       loads.push(floorLoad);
     }
     if (flags['dry-run']) {
@@ -369,7 +226,7 @@ async function main(): Promise<void> {
       load: `${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after`,
     };
     writeFileSync(path.join(RESULTS_DIR, `${stamp}-token-vault.json`), JSON.stringify({ meta, seconds, warmupSeconds, grantCount, rows, server, audited }, null, 2));
-    writeSection(renderSection(meta, rows, server, audited));
+    writeSection(RESULTS_FILE, START, END, renderSection(meta, rows, server, audited));
     log(`wrote the "TokenVault GetGrant" section of ${RESULTS_FILE}`);
   } finally {
     for (const load of loads) load.close();

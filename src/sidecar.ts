@@ -188,7 +188,7 @@ async function startExchange(config: SidecarConfig, parts: VaultParts, logger: L
     const common = { keysCooldownMs: config.verification.jwksCooldownMs, refusalSummaryMs: config.refusalSummaryMs, logger, registry: metrics.registry };
     return await startTokenExchange(config.exchange, { ...parts, ...common, audit: events, refusalAudit: new AccessEventLog(pool, { relaxedCommit: true }) });
   } catch (error) {
-    logger.error({ err: { message: (error as Error).message } }, 'the token exchange listener cannot start; capturing without it');
+    logger.error({ err: describeError(error) }, 'the token exchange listener cannot start; capturing without it');
     return undefined;
   }
 }

@@ -1,7 +1,7 @@
 // The file named by TOKEN_TAP_EXCHANGE_CONFIG (YAML or JSON): which Okta authorization servers' tokens
 // the token exchange takes as subject tokens, and how their user is matched to a grant per IdP.
-// Checked against a schema (zod): every problem at once, each naming where and what is expected,
-// never the value found.
+// Checked against a schema (zod, the shared building blocks of yaml-schema.ts): every problem at once,
+// each naming where and what is expected, never the value found.
 //
 //   subject_issuers:
 //     - issuer: https://example.okta.com/oauth2/default
@@ -14,11 +14,11 @@
 //       allow_unverified: false
 import { z } from 'zod';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import { isHttpsOrLoopbackUrl } from '../lib/loopback-url.js';
-import type { GrantMatch } from './hook-file.js';
-import { readYamlFile } from './values.js';
+import { type GrantMatch, grantMatchSchema } from './hook-file.js';
+import { EXCHANGE_CONFIG } from './settings.js';
+import { ALWAYS, addProblem, checkWithSchema, httpsUrl, readYamlWithSchema, strictMapping } from './yaml-schema.js';
 
-export const EXCHANGE_CONFIG_ENV = 'TOKEN_TAP_EXCHANGE_CONFIG';
+export const EXCHANGE_CONFIG_ENV = EXCHANGE_CONFIG.name;
 
 export interface SubjectIssuer {
   /** Compared with the subject token's `iss` as written (Okta's has no trailing slash). */
@@ -43,79 +43,67 @@ export interface ExchangeConfig {
   providers: ReadonlyMap<string, ExchangeProvider>;
 }
 
-const CLAIM_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$/;
 const PRINTABLE = /^[\x21-\x7E]{1,200}$/;
 
-function isAllowedUrl(text: string): boolean {
-  try {
-    const url = new URL(text);
-    return isHttpsOrLoopbackUrl(url);
-  } catch {
-    return false;
-  }
-}
-
-const url = (what: string) => z.string().refine(isAllowedUrl, { error: `expected the https URL of ${what} (plain http only for 127.0.0.1/localhost)` });
-const names = (what: string) => z.array(z.string().regex(PRINTABLE, { error: `expected ${what}: printable, no spaces, at most 200 characters` }));
-
-const subjectIssuer = z.strictObject({
-  issuer: url("the Okta authorization server (its tokens' iss)"),
-  audiences: names("an audience of the authorization server (e.g. api://default)").min(1, { error: 'expected at least one audience (the aud of its access tokens)' }),
-  client_ids: names('the client id of an Okta app (the aud of its id_tokens)').optional(),
-  jwks_uri: url('its key set').optional(),
-});
-
-const match = z
-  .string({ error: 'expected "email" or "claim:<name of the claim of Okta\'s token carrying the upstream subject>"' })
-  .refine((text) => text === 'email' || CLAIM_NAME.test(/^claim:(.*)$/.exec(text)?.[1] ?? ''), {
-    error: 'expected "email" or "claim:<name of the claim of Okta\'s token carrying the upstream subject>"',
+/** A list of names (audiences, client ids); a message starting ": " reads "<path>: expected ...". */
+const names = (what: string) =>
+  z.array(z.string({ error: `: expected ${what}: printable, no spaces, at most 200 characters` }).regex(PRINTABLE, `: expected ${what}: printable, no spaces, at most 200 characters`), {
+    error: `: expected a list of ${what}s`,
   });
 
-const provider = z.strictObject({
-  idp: z.string().refine(isIdpName, { error: `expected the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})` }),
-  match: match.optional(),
-  allow_unverified: z.boolean().optional(),
-});
+const subjectIssuer = strictMapping(
+  {
+    // Compared with `iss` as written (Okta's has no trailing slash); its discovery document is under it.
+    issuer: httpsUrl({ noQuery: true }),
+    audiences: names('an audience of the authorization server (e.g. api://default)').min(1, ': expected at least one audience (the aud of its access tokens)'),
+    client_ids: names('the client id of an Okta app (the aud of its id_tokens)').optional(),
+    jwks_uri: httpsUrl().optional(),
+  },
+  'must be a mapping with issuer and audiences',
+);
 
-const exchangeFile = z
-  .strictObject({
-    subject_issuers: z.array(subjectIssuer).min(1, { error: 'expected at least one Okta authorization server' }),
-    providers: z.array(provider).min(1, { error: 'expected at least one provider (an IdP the exchange answers for)' }),
-  })
-  .superRefine((file, context) => {
-    const seen = <T>(items: readonly T[], key: (item: T) => string, path: string, what: string) => {
-      const first = new Map<string, number>();
-      items.forEach((item, index) => {
-        if (first.has(key(item))) context.addIssue({ code: 'custom', path: [path, index], message: `${what} as entry ${first.get(key(item))} (each is given once)` });
-        else first.set(key(item), index);
-      });
-    };
-    seen(file.subject_issuers, (entry) => entry.issuer, 'subject_issuers', 'the same issuer');
-    seen(file.providers, (entry) => entry.idp, 'providers', 'the same idp');
-  });
+const IDP_MESSAGE = `: expected the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})`;
 
-/** `subject_issuers[0].issuer` from zod's path. */
-function describePath(path: ReadonlyArray<PropertyKey>): string {
-  return path.map((part, index) => (typeof part === 'number' ? `[${part}]` : `${index === 0 ? '' : '.'}${String(part)}`)).join('');
+const provider = strictMapping(
+  {
+    idp: z.string({ error: IDP_MESSAGE }).refine(isIdpName, IDP_MESSAGE),
+    match: grantMatchSchema(': expected "email" or "claim:<name of the claim of Okta\'s token carrying the upstream subject>"').optional(),
+    allow_unverified: z.boolean({ error: 'must be true or false' }).optional(),
+  },
+  'must be a mapping with idp and match',
+);
+
+/** Each `key` once in `items`: a repeat is named by its positions, never by its value. */
+function onceEach(key: string, what: string) {
+  return z.superRefine((items: unknown, ctx) => {
+    if (!Array.isArray(items)) return;
+    const first = new Map<unknown, number>();
+    items.forEach((item: unknown, index) => {
+      const value = item !== null && typeof item === 'object' ? (item as Record<string, unknown>)[key] : undefined;
+      if (typeof value !== 'string') return;
+      if (first.has(value)) addProblem(ctx, [index], `: ${what} as entry ${first.get(value)} (each is given once)`);
+      else first.set(value, index);
+    });
+  }, ALWAYS);
 }
 
-/** Each issue as "<file>: <path>: <what is expected>"; zod's messages name types and options, never the value. */
-export function schemaProblems(file: string, issues: ReadonlyArray<z.core.$ZodIssue>): string[] {
-  return issues.map((issue) => `${file}: ${issue.path.length > 0 ? `${describePath(issue.path)}: ` : ''}${issue.message}`);
-}
+const exchangeFile = strictMapping(
+  {
+    subject_issuers: z
+      .array(subjectIssuer, { error: (issue) => (issue.input === undefined ? 'is missing: list the Okta authorization servers whose tokens are accepted' : 'must be a list of Okta authorization servers') })
+      .min(1, ': expected at least one Okta authorization server')
+      .check(onceEach('issuer', 'the same issuer')),
+    providers: z
+      .array(provider, { error: (issue) => (issue.input === undefined ? 'is missing: list the IdPs the exchange answers for' : 'must be a list of providers') })
+      .min(1, ': expected at least one provider (an IdP the exchange answers for)')
+      .check(onceEach('idp', 'the same idp')),
+  },
+  'expected a mapping with subject_issuers and providers',
+);
 
-function toMatch(text: string | undefined): GrantMatch {
-  return text === undefined || text === 'email' ? { kind: 'email' } : { kind: 'claim', claim: text.slice('claim:'.length) };
-}
+type ExchangeFile = z.output<typeof exchangeFile>;
 
-/** The exchange's settings from a parsed file; every problem joins `problems` (undefined when any). */
-export function readExchangeConfig(root: unknown, file: string, problems: string[]): ExchangeConfig | undefined {
-  const parsed = exchangeFile.safeParse(root);
-  if (!parsed.success) {
-    problems.push(...schemaProblems(file, parsed.error.issues));
-    return undefined;
-  }
-  const { subject_issuers: issuers, providers } = parsed.data;
+function toConfig({ subject_issuers: issuers, providers }: ExchangeFile): ExchangeConfig {
   return {
     subjectIssuers: issuers.map((entry) => ({
       issuer: entry.issuer,
@@ -123,8 +111,14 @@ export function readExchangeConfig(root: unknown, file: string, problems: string
       clientIds: entry.client_ids ?? [],
       jwksUri: entry.jwks_uri === undefined ? undefined : new URL(entry.jwks_uri),
     })),
-    providers: new Map(providers.map((entry) => [entry.idp, { idp: entry.idp, match: toMatch(entry.match), allowUnverified: entry.allow_unverified ?? false }])),
+    providers: new Map(providers.map((entry) => [entry.idp, { idp: entry.idp, match: entry.match ?? { kind: 'email' }, allowUnverified: entry.allow_unverified ?? false }])),
   };
+}
+
+/** The exchange's settings from a parsed file; every problem joins `problems` (undefined when any). */
+export function readExchangeConfig(root: unknown, file: string, problems: string[]): ExchangeConfig | undefined {
+  const checked = checkWithSchema(root, file, exchangeFile, problems);
+  return checked ? toConfig(checked) : undefined;
 }
 
 /** Reads the file named by TOKEN_TAP_EXCHANGE_CONFIG. Every problem joins `problems`; undefined when any. */
@@ -134,6 +128,6 @@ export function loadExchangeConfig(env: NodeJS.ProcessEnv, problems: string[]): 
     problems.push(`the token exchange listener is on but ${EXCHANGE_CONFIG_ENV} is not set: name the exchange's YAML file (see docs/token-exchange.md)`);
     return undefined;
   }
-  const read = readYamlFile(file, EXCHANGE_CONFIG_ENV, problems);
-  return read ? readExchangeConfig(read.root, file, problems) : undefined;
+  const checked = readYamlWithSchema(file, EXCHANGE_CONFIG_ENV, exchangeFile, problems);
+  return checked ? toConfig(checked) : undefined;
 }

@@ -1,6 +1,7 @@
 // The token exchange's listener and settings, read with the sidecar's config: its address (off by
 // default), TLS (required beyond loopback, as the TokenVault API's), the file of accepted Okta
 // authorization servers and providers, and how fresh an answered access token must be.
+import { asError } from '../lib/errors.js';
 import { EXCHANGE_CONFIG_ENV, loadExchangeConfig, type ExchangeConfig } from './exchange-file.js';
 import * as settings from './settings.js';
 import { readInteger } from './settings.js';
@@ -28,7 +29,7 @@ export function readExchangeSettings(env: NodeJS.ProcessEnv, listenFlag: string 
   try {
     listen = parseHostPort(listenText, `--exchange-listen (${settings.EXCHANGE_LISTEN.name})`);
   } catch (error) {
-    problems.push(`${(error as Error).message}, or "off"`);
+    problems.push(`${asError(error).message}, or "off"`);
   }
   const tls = readTlsFiles(env, settings.EXCHANGE_TLS, problems);
   const tlsSet = Boolean(env[settings.EXCHANGE_TLS.cert] && env[settings.EXCHANGE_TLS.key]);

@@ -136,10 +136,15 @@ const claimsSchema = z
 
 const MATCH_MESSAGE = 'must be "email" or "claim:<name of the Okta identity claim carrying the upstream subject>"';
 
-const matchSchema = z
-  .string({ error: MATCH_MESSAGE })
-  .refine((text) => text === 'email' || (text.startsWith('claim:') && CLAIM_NAME.test(text.slice('claim:'.length))), MATCH_MESSAGE)
-  .transform((text): GrantMatch => (text === 'email' ? { kind: 'email' } : { kind: 'claim', claim: text.slice('claim:'.length) }));
+/** `match:` of the hook's and the exchange's files: email, or claim:<name>; `message` when it is neither. */
+export function grantMatchSchema(message: string) {
+  return z
+    .string({ error: message })
+    .refine((text) => text === 'email' || (text.startsWith('claim:') && CLAIM_NAME.test(text.slice('claim:'.length))), message)
+    .transform((text): GrantMatch => (text === 'email' ? { kind: 'email' } : { kind: 'claim', claim: text.slice('claim:'.length) }));
+}
+
+const matchSchema = grantMatchSchema(MATCH_MESSAGE);
 
 const providerSchema = strictMapping(
   {

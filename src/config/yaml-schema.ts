@@ -56,8 +56,12 @@ function problemLines(file: string, issue: Issue): string[] {
  */
 export function readYamlWithSchema<S extends z.ZodType>(file: string, envName: string, schema: S, problems: string[]): z.output<S> | undefined {
   const read = readYamlFile(file, envName, problems);
-  if (!read) return undefined;
-  const result = schema.safeParse(read.root, { error: valueFreeMessage });
+  return read ? checkWithSchema(read.root, file, schema, problems) : undefined;
+}
+
+/** The pure half of readYamlWithSchema: an already parsed `root` of `file` checked against `schema`. */
+export function checkWithSchema<S extends z.ZodType>(root: unknown, file: string, schema: S, problems: string[]): z.output<S> | undefined {
+  const result = schema.safeParse(root, { error: valueFreeMessage });
   if (result.success) return result.data;
   for (const issue of result.error.issues) problems.push(...problemLines(file, issue));
   return undefined;

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { EXT_PROC_CA_CONFIGMAP, renderGatewayResources } from './envoy-gateway.js';
 import { parseIdpFlag } from './flags.js';
 import { resourcesYaml } from './gateway.js';
-import { API_TLS_SECRET, EXT_PROC_TLS_SECRET, extProcHost } from './gateway-sidecar.js';
+import { API_TLS_SECRET, EXCHANGE_CONFIGMAP, EXCHANGE_PORT, EXCHANGE_TLS_SECRET, EXT_PROC_TLS_SECRET, extProcHost } from './gateway-sidecar.js';
 import { ISTIO_EXTPROC_CLIENT_SECRET, renderIstioResources } from './istio.js';
 import { hookLimitText, hookRateLimitOf } from './okta-hook.js';
 import type { IdpRoute, ProcessingMode } from './options.js';
@@ -83,6 +83,8 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
             '    (a kubernetes.io/tls Secret signed by the ca.crt above; a ReferenceGrant when it is in another namespace).',
           ]),
       `  - Secret ${API_TLS_SECRET} in ${ns}: tls.crt/tls.key for the TokenVault API (it is refused beyond loopback without TLS).`,
+      `  - Secret ${EXCHANGE_TLS_SECRET} in ${ns}: tls.crt/tls.key for the token exchange (https://token-tap.${ns}.svc:${EXCHANGE_PORT}/oauth2/token),`,
+      `    and ConfigMap ${EXCHANGE_CONFIGMAP} in ${ns}: exchange.yaml, its accepted Okta issuers and IdPs (docs/token-exchange.md).`,
       'Only where a NetworkPolicy alone must guard ext_proc: drop the TOKEN_TAP_EXTPROC_TLS_* variables and set',
       'TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true (the sidecar warns at every start; anyone past the policy writes grants).',
     ]);

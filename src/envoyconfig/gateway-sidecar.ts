@@ -5,6 +5,8 @@ import { labels } from './gateway.js';
 
 export const EXT_PROC_PORT = 50051;
 const VAULT_API_PORT = 50052;
+/** The token exchange's HTTPS port (POST /oauth2/token, RFC 8693). */
+export const EXCHANGE_PORT = 8444;
 const OPS_PORT = 9464;
 /** The sidecar's Okta token inline hook port (the hook itself is another change; its Service port is named `hook`). */
 export const HOOK_PORT = 8081;
@@ -13,6 +15,10 @@ export const EXT_PROC_SERVICE = 'token-tap-extproc';
 export const EXT_PROC_TLS_SECRET = 'token-tap-extproc-tls';
 /** The TokenVault API's server certificate (tls.crt, tls.key). */
 export const API_TLS_SECRET = 'token-tap-api-tls';
+/** The token exchange's server certificate (tls.crt, tls.key). */
+export const EXCHANGE_TLS_SECRET = 'token-tap-exchange-tls';
+/** The token exchange's file (exchange.yaml: accepted Okta issuers, IdPs, matching), provided by the operator. */
+export const EXCHANGE_CONFIGMAP = 'token-tap-exchange';
 /** Headless Service governing the StatefulSet. */
 const PODS_SERVICE = 'token-tap-pods';
 
@@ -23,10 +29,12 @@ export function extProcHost(namespace: string): string {
 
 const EXT_PROC_TLS_DIR = '/etc/token-tap/extproc-tls';
 const API_TLS_DIR = '/etc/token-tap/api-tls';
+const EXCHANGE_TLS_DIR = '/etc/token-tap/exchange-tls';
+const EXCHANGE_CONFIG_DIR = '/etc/token-tap/exchange';
 
 /**
  * The sidecar on its own: a StatefulSet (the spool on a claim per pod), Services (ext_proc; hook,
- * API, metrics; the headless one governing the pods) and a NetworkPolicy.
+ * API, token exchange, metrics; the headless one governing the pods) and a NetworkPolicy.
  */
 export function sidecarResources(options: {
   namespace: string;
@@ -50,6 +58,11 @@ export function sidecarResources(options: {
     { name: 'TOKEN_TAP_API_LISTEN', value: `0.0.0.0:${VAULT_API_PORT}` },
     { name: 'TOKEN_TAP_API_TLS_CERT', value: `${API_TLS_DIR}/tls.crt` },
     { name: 'TOKEN_TAP_API_TLS_KEY', value: `${API_TLS_DIR}/tls.key` },
+    // The token exchange answers upstream tokens too: TLS, as the API (add TOKEN_TAP_EXCHANGE_TLS_CLIENT_CA for mTLS).
+    { name: 'TOKEN_TAP_EXCHANGE_LISTEN', value: `0.0.0.0:${EXCHANGE_PORT}` },
+    { name: 'TOKEN_TAP_EXCHANGE_TLS_CERT', value: `${EXCHANGE_TLS_DIR}/tls.crt` },
+    { name: 'TOKEN_TAP_EXCHANGE_TLS_KEY', value: `${EXCHANGE_TLS_DIR}/tls.key` },
+    { name: 'TOKEN_TAP_EXCHANGE_CONFIG', value: `${EXCHANGE_CONFIG_DIR}/exchange.yaml` },
     ...(options.routeIdps ? [{ name: 'TOKEN_TAP_ROUTE_IDPS', value: options.routeIdps }] : []),
   ];
   const meta = (name: string) => ({ name, namespace: options.namespace, labels });
@@ -88,6 +101,7 @@ export function sidecarResources(options: {
                   { name: 'extproc', containerPort: EXT_PROC_PORT },
                   { name: 'hook', containerPort: HOOK_PORT },
                   { name: 'vault-api', containerPort: VAULT_API_PORT },
+                  { name: 'exchange', containerPort: EXCHANGE_PORT },
                   { name: 'ops', containerPort: OPS_PORT },
                 ],
                 // The gateway's Envoy learns the sidecar pods from the Service's endpoints, ready pods
@@ -101,12 +115,16 @@ export function sidecarResources(options: {
                   { name: 'spool', mountPath: '/var/spool/token-tap' },
                   { name: 'extproc-tls', mountPath: EXT_PROC_TLS_DIR, readOnly: true },
                   { name: 'api-tls', mountPath: API_TLS_DIR, readOnly: true },
+                  { name: 'exchange-tls', mountPath: EXCHANGE_TLS_DIR, readOnly: true },
+                  { name: 'exchange-config', mountPath: EXCHANGE_CONFIG_DIR, readOnly: true },
                 ],
               },
             ],
             volumes: [
               { name: 'extproc-tls', secret: { secretName: EXT_PROC_TLS_SECRET, defaultMode: 0o440 } },
               { name: 'api-tls', secret: { secretName: API_TLS_SECRET, defaultMode: 0o440 } },
+              { name: 'exchange-tls', secret: { secretName: EXCHANGE_TLS_SECRET, defaultMode: 0o440 } },
+              { name: 'exchange-config', configMap: { name: EXCHANGE_CONFIGMAP } },
             ],
           },
         },
@@ -138,6 +156,7 @@ export function sidecarResources(options: {
         ports: [
           { name: 'hook', port: HOOK_PORT, targetPort: 'hook' },
           { name: 'vault-api', port: VAULT_API_PORT, targetPort: 'vault-api' },
+          { name: 'exchange', port: EXCHANGE_PORT, targetPort: 'exchange' },
           { name: 'ops', port: OPS_PORT, targetPort: 'ops' },
         ],
       },
@@ -158,11 +177,14 @@ export function sidecarResources(options: {
               { port: HOOK_PORT, protocol: 'TCP' },
             ],
           },
-          // API callers: labelled pods of one named namespace (kubernetes.io/metadata.name is set by
-          // Kubernetes itself, so no namespace owner can claim it; change it to your callers').
+          // API and token exchange callers: labelled pods of one named namespace (kubernetes.io/metadata.name
+          // is set by Kubernetes itself, so no namespace owner can claim it; change it to your callers').
           {
             from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': options.apiClientNamespace ?? options.namespace } }, podSelector: { matchLabels: { 'token-tap/client': 'true' } } }],
-            ports: [{ port: VAULT_API_PORT, protocol: 'TCP' }],
+            ports: [
+              { port: VAULT_API_PORT, protocol: 'TCP' },
+              { port: EXCHANGE_PORT, protocol: 'TCP' },
+            ],
           },
           { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ port: OPS_PORT, protocol: 'TCP' }] },
         ],

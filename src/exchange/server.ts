@@ -15,6 +15,8 @@ import { mayDo, mayUseIdp, type Authenticator } from '../api/auth.js';
 import type { ApiTls } from '../config/token-vault.js';
 import { formatHostPort, type HostPort } from '../config/values.js';
 import { TOKEN_EXCHANGE_PATH } from '../contract.js';
+import { describeError } from '../lib/error-description.js';
+import { asError } from '../lib/errors.js';
 import { DEFAULT_REFUSAL_SUMMARY_MS } from '../lib/refusal-summary.js';
 import type { ExchangeNotes, TokenExchange } from '../operations/exchange.js';
 import type { AccessEventLog, ExchangeOutcome } from '../store/access-events.js';
@@ -134,7 +136,7 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     } catch (error) {
       // Before the client is known (the key lookup): nothing was read for anyone, nothing is audited.
       const unavailable = isPostgresUnavailable(error);
-      logger.error({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'token exchange: cannot answer');
+      logger.error({ err: describeError(error) }, 'token exchange: cannot answer');
       const answer = unavailable ? errorAnswer('temporarily_unavailable', 'the token store cannot be reached; try again') : errorAnswer('server_error', 'internal error; the sidecar log has the details');
       send(response, answer);
       metrics.requests.inc({ idp: '', outcome: unavailable ? 'unavailable' : 'internal' });
@@ -155,7 +157,7 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
       await options.audit.record({ operation: 'exchange', outcome, apiKeyId: handled.apiKeyId, caller: handled.caller, tlsClient: tlsClientOf(request), peer, idp: notes.idp, subject: notes.subject, detail });
     } catch (error) {
       // An unaudited read is not answered (as in the TokenVault API and the hook).
-      logger.error({ err: { message: (error as Error).message } }, 'token exchange: cannot write the access_events row; answer withheld');
+      logger.error({ err: describeError(error) }, 'token exchange: cannot write the access_events row; answer withheld');
       answer = errorAnswer('temporarily_unavailable', 'the access record could not be written, so the answer is withheld; try again');
       outcome = 'unavailable';
     }
@@ -172,7 +174,7 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     if (path !== TOKEN_EXCHANGE_PATH) return send(response, { status: 404, headers: { 'content-length': '0' }, body: '' });
     if (request.method !== 'POST') return send(response, { status: 405, headers: { allow: 'POST', 'content-length': '0' }, body: '' });
     serve(request, response).catch((error: unknown) => {
-      logger.error({ err: { message: (error as Error).message } }, 'token exchange: request failed');
+      logger.error({ err: describeError(error) }, 'token exchange: request failed');
       if (!response.headersSent) send(response, errorAnswer('server_error', 'internal error; the sidecar log has the details'));
     });
   };
@@ -191,7 +193,7 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
       resolve();
     });
   }).catch((error: unknown) => {
-    throw new Error(`cannot listen for the token exchange on ${formatHostPort(options.listen)}: ${(error as Error).message}`, { cause: error });
+    throw new Error(`cannot listen for the token exchange on ${formatHostPort(options.listen)}: ${asError(error).message}`, { cause: error });
   });
   refusals.start();
   const address = { host: options.listen.host, port: (server.address() as AddressInfo).port };

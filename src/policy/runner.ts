@@ -13,6 +13,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { RefreshTokenPolicy } from '../config/refresh-token-policy.js';
+import { describeError } from '../lib/error-description.js';
 import type { AccessEventLog, PolicyOutcome } from '../store/access-events.js';
 import { VaultError } from '../store/errors.js';
 import type { GrantRow } from '../store/grant-reads.js';
@@ -66,7 +67,7 @@ export class PolicyRunner {
     const delay = this.options.intervalMs * (0.9 + 0.2 * (this.options.random ?? Math.random)());
     this.timer = setTimeout(() => {
       this.running = this.runOnce()
-        .catch((error: unknown) => this.options.logger?.warn({ err: { message: (error as Error).message } }, 'refresh-token policy run failed; the next run tries again'))
+        .catch((error: unknown) => this.options.logger?.warn({ err: describeError(error) }, 'refresh-token policy run failed; the next run tries again'))
         .finally(() => {
           this.running = undefined;
           this.schedule();

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { PolicyConfig } from '../config/sidecar.js';
+import { describeError } from '../lib/error-description.js';
 import { readIdpFigures, readPolicyActions } from '../store/refresh-token-report.js';
 import type { PolicyMetrics } from './metrics.js';
 import { registerReportGauges } from './metrics.js';
@@ -30,7 +31,7 @@ export function startRefreshTokenPolicy(config: PolicyConfig, dependencies: Poli
   const configured = [...dependencies.configuredIdps];
   registerReportGauges(dependencies.registry, async () => buildReport(await readIdpFigures(pool), await readPolicyActions(pool), config.policies, configured), {
     cacheMs: REPORT_CACHE_MS,
-    onError: (error) => logger.warn({ err: { message: (error as Error).message } }, 'cannot read the refresh-token report figures for /metrics'),
+    onError: (error) => logger.warn({ err: describeError(error) }, 'cannot read the refresh-token report figures for /metrics'),
   });
   const runner = new PolicyRunner({
     pool,

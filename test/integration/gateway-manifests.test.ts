@@ -13,6 +13,7 @@ import { gatewayExampleFiles } from '../../scripts/render-gateway-examples.js';
 import { renderGatewayCommand } from '../../src/envoyconfig/gateway-cli.js';
 import { envoyGatewayValidator, type EnvoyGatewayKind } from '../support/envoy-gateway-models.js';
 import { validateEnvoyConfig } from '../support/envoy.js';
+import { expectExchangeExposed } from '../support/exchange-exposure.js';
 import { envoyGatewayShapedBootstrap } from '../support/envoy-gateway-shape.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
@@ -206,6 +207,13 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
       const policy = objects.find((object) => object.kind === 'NetworkPolicy')!;
       const apiRule = policy.spec.ingress.find((rule: { ports: Array<{ port: number }> }) => rule.ports.some((p) => p.port === 50052));
       for (const peer of apiRule.from) expect(Object.keys(peer.namespaceSelector.matchLabels ?? {}), file).to.deep.equal(['kubernetes.io/metadata.name']);
+    }
+  });
+
+  it('the token exchange: over TLS from its Secret, its file from a ConfigMap, a Service port, callers from one named namespace; the notes name both', () => {
+    for (const file of Object.keys(gatewayExampleFiles())) {
+      expect(expectExchangeExposed(objectsOf(file), file)).to.equal('exchange.yaml');
+      expect(read(file), file).to.contain('Secret token-tap-exchange-tls in token-tap').and.contain('ConfigMap token-tap-exchange in token-tap: exchange.yaml');
     }
   });
 

@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { expect } from 'chai';
 import { parseAllDocuments, parse } from 'yaml';
 import { composeValidator } from '../support/compose-schema.js';
+import { expectExchangeExposed } from '../support/exchange-exposure.js';
 import { connectExtProc, sendResponse } from '../support/extproc-client.js';
 import { hiddenPackagesEnv } from '../support/hidden-packages.js';
 import { fakeJwt } from '../support/jwt.js';
@@ -17,6 +18,7 @@ import { createTestDatabase } from '../support/postgres.js';
 import { runCli, startSidecarProcess } from '../support/sidecar.js';
 import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { isLoopbackOnly, parseListenAddress } from '../../src/config/values.js';
+import { readExchangeConfig } from '../../src/config/exchange-file.js';
 import { SIDECAR_CLUSTER } from '../../src/envoyconfig/clusters.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../../src/contract.js';
 import { SERVE_NODE_FLAGS } from '../../src/ops/node-flags.js';
@@ -24,6 +26,8 @@ import { SERVE_NODE_FLAGS } from '../../src/ops/node-flags.js';
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 const read = (file: string) => readFileSync(`${root}${file}`, 'utf8');
 const K8S_DIR = 'deploy/kubernetes/';
+/** Files of deploy/kubernetes that are no Kubernetes object: kustomize's own, and what its ConfigMaps are generated from. */
+const NOT_OBJECTS = new Set(['kustomization.yaml', 'envoy.yaml', 'exchange.yaml']);
 
 interface K8sObject {
   apiVersion: string;
@@ -43,7 +47,7 @@ async function modelFor(object: K8sObject): Promise<{ validate(): void }> {
 
 function k8sObjects(): K8sObject[] {
   return readdirSync(`${root}${K8S_DIR}`)
-    .filter((file) => file.endsWith('.yaml') && file !== 'kustomization.yaml' && file !== 'envoy.yaml')
+    .filter((file) => file.endsWith('.yaml') && !NOT_OBJECTS.has(file))
     .flatMap((file) => parseAllDocuments(read(`${K8S_DIR}${file}`)).map((doc) => doc.toJSON() as K8sObject));
 }
 
@@ -169,6 +173,27 @@ describe('packaging (static checks)', () => {
     // The two-phase key rollout is written where operators change keys.
     expect(read(`${K8S_DIR}statefulset.yaml`)).to.match(/two-phase/).and.match(/keys rotate/);
     expect(read(`${K8S_DIR}secret.yaml`)).to.match(/two phases/).and.match(/keys rotate/);
+  });
+
+  it('the token exchange is exposed to labelled in-cluster callers over TLS, its file from a generated ConfigMap that the sidecar accepts', () => {
+    const key = expectExchangeExposed(k8sObjects(), K8S_DIR);
+    const kustomization = parse(read(`${K8S_DIR}kustomization.yaml`)) as { configMapGenerator: Array<{ name: string; files: string[] }> };
+    const generator = kustomization.configMapGenerator.find((candidate) => candidate.name === 'token-tap-exchange');
+    expect(generator?.files, 'the ConfigMap holds the file under the name the sidecar reads').to.deep.equal([key]);
+    expect(k8sObjects().some((object) => object.kind === 'Secret' && object.metadata.name === 'token-tap-exchange-tls')).to.equal(true);
+    // The shipped file is one the sidecar starts with (its example values replaced, not its shape).
+    const problems: string[] = [];
+    const config = readExchangeConfig(parse(read(`${K8S_DIR}${key}`)), key, problems);
+    expect(problems).to.deep.equal([]);
+    expect([...config!.providers.keys()]).to.deep.equal(['entra', 'google']);
+    // The check can fail: a loopback listener or a plain-text Service port is refused.
+    const loopback = structuredClone(k8sObjects());
+    const sidecar = loopback.find((object) => object.kind === 'StatefulSet')!.spec.template.spec.containers.find((container: { name: string }) => container.name === 'token-tap');
+    sidecar.env.find((entry: { name: string }) => entry.name === 'TOKEN_TAP_EXCHANGE_LISTEN').value = '127.0.0.1:8444';
+    expect(() => expectExchangeExposed(loopback, 'broken')).to.throw(/reachable from other pods/);
+    const unguarded = structuredClone(k8sObjects());
+    unguarded.find((object) => object.kind === 'NetworkPolicy')!.spec.ingress.push({ ports: [{ port: 8444, protocol: 'TCP' }] });
+    expect(() => expectExchangeExposed(unguarded, 'broken')).to.throw(/one NetworkPolicy rule/);
   });
 
   it('npm test runs the suite under c8 over dist/src, with the floor the README states', () => {

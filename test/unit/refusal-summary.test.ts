@@ -1,8 +1,9 @@
-// The refusal summariser's counting core (lib/refusal-summary.ts) and its two edges, the Okta
-// hook's (hook/refusals.ts) and the capture path's (ingest/capture-refusals.ts), on a clock the
-// test moves, with the writers faked.
+// The refusal summariser's counting core (lib/refusal-summary.ts) and its edges: the Okta hook's
+// (hook/refusals.ts) and the token exchange's, both on the shared writer (lib/refusal-writer.ts),
+// and the capture path's (ingest/capture-refusals.ts), on a clock the test moves, writers faked.
 import { expect } from 'chai';
 import type { Capture } from '../../src/capture/types.js';
+import { ExchangeRefusals } from '../../src/exchange/refusals.js';
 import { HookRefusals, OTHER_PEERS } from '../../src/hook/refusals.js';
 import { captureFrom } from '../../src/capture/capture.js';
 import { CaptureRefusals, DEFAULT_MAX_KEYS_PER_IDP, OTHER_ERROR_CODES } from '../../src/ingest/capture-refusals.js';
@@ -192,6 +193,36 @@ describe('Okta hook refusals (hook/refusals.ts)', () => {
     await refusals.close();
     const errors = lines.filter((line) => line.level === 'error');
     expect(errors.map((line) => line.fields.count)).to.deep.equal([1, 1]);
+  });
+});
+
+describe('token exchange refusals (exchange/refusals.ts, on the same writer as the hook)', () => {
+  it('one row naming the key id and one line at once, then one summary row (no key id) and line with the rest', async () => {
+    const time = clock();
+    const rows: AccessEvent[] = [];
+    const lines: Array<{ fields: Record<string, unknown>; message: string }> = [];
+    const summarised: Array<{ source: string; outcome: string }> = [];
+    const refusals = new ExchangeRefusals({
+      audit: { record: async (event) => void rows.push(event) },
+      logger: { warn: ((fields: Record<string, unknown>, message: string) => void lines.push({ fields, message })) as never, error: (() => undefined) as never },
+      intervalMs: 60_000,
+      summarised: { inc: (labels) => void summarised.push(labels) },
+      now: time.now,
+    });
+    for (let call = 0; call < 10; call += 1) refusals.record({ peer: '10.0.0.7', outcome: 'unauthenticated', reason: 'the client secret is not the key', apiKeyId: '0123456789abcdef' });
+    time.advance(60_000);
+    refusals.tick();
+    await refusals.close();
+    expect(rows.map((row) => [row.operation, row.outcome, row.peer, row.count, row.apiKeyId])).to.deep.equal([
+      ['exchange', 'unauthenticated', '10.0.0.7', 1, '0123456789abcdef'],
+      ['exchange', 'unauthenticated', '10.0.0.7', 9, undefined],
+    ]);
+    expect(rows[0]!.detail).to.equal('the client secret is not the key; more unauthenticated requests from 10.0.0.7 are counted into one row per 60 s');
+    expect(rows[1]!.detail).to.match(/^9 more unauthenticated requests from 10\.0\.0\.7 between .* \(summary\)$/);
+    expect(lines.map((line) => line.message)).to.deep.equal(['token exchange request refused', 'token exchange requests refused (summary: how many more like the line before)']);
+    expect(lines[0]!.fields).to.include({ apiKeyId: '0123456789abcdef', detail: 'the client secret is not the key' });
+    expect(summarised).to.have.length(9);
+    expect(summarised[0]).to.deep.equal({ source: 'token_exchange', outcome: 'unauthenticated' });
   });
 });
 

@@ -138,18 +138,21 @@ describe('token exchange: the exchange file and its settings', () => {
     expect(config).to.equal(undefined);
     expect(problems.join('\n')).to.not.include(secretish);
     const expected = [
-      /^x\.yaml: subject_issuers\[0\]\.issuer: expected the https URL/,
+      /^x\.yaml: subject_issuers\[0\]\.issuer must be https/,
       /^x\.yaml: subject_issuers\[0\]\.audiences: expected at least one audience/,
-      /^x\.yaml: subject_issuers\[0\]: Unrecognized key: "token"/,
+      /^x\.yaml: subject_issuers\[0\]: unknown field "token" \(known: issuer, audiences, client_ids, jwks_uri\)/,
       /^x\.yaml: providers\[0\]\.idp: expected the token-tap IdP name/,
       /^x\.yaml: providers\[0\]\.match: expected "email" or "claim:/,
-      /^x\.yaml: providers\[1\]\.allow_unverified: .*expected boolean/,
-      /^x\.yaml: Unrecognized key: "extra"/,
+      /^x\.yaml: providers\[1\]\.allow_unverified must be true or false/,
+      /^x\.yaml: unknown field "extra" \(known: subject_issuers, providers\)/,
     ];
     for (const pattern of expected) expect(problems.some((problem) => pattern.test(problem)), String(pattern)).to.equal(true);
     const duplicate: string[] = [];
     readExchangeConfig({ ...valid, subject_issuers: [valid.subject_issuers[0], valid.subject_issuers[0]], providers: [valid.providers[0], valid.providers[0]] }, 'x.yaml', duplicate);
     expect(duplicate).to.deep.equal(['x.yaml: subject_issuers[1]: the same issuer as entry 0 (each is given once)', 'x.yaml: providers[1]: the same idp as entry 0 (each is given once)']);
+    const empty: string[] = [];
+    readExchangeConfig({}, 'x.yaml', empty);
+    expect(empty).to.deep.equal(['x.yaml: subject_issuers is missing: list the Okta authorization servers whose tokens are accepted', 'x.yaml: providers is missing: list the IdPs the exchange answers for']);
   });
 
   const base = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };

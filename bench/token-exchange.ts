@@ -1,0 +1,234 @@
+// The RFC 8693 token exchange under load, against the TokenVault GetGrant floor: one sidecar
+// (`token-tap serve`, its own process) with both listeners on, N stored grants, and services
+// exchanging Okta-shaped access tokens (RS256, signed once beforehand per user by a stand-in Okta
+// authorization server whose keys the sidecar fetches once) for a random user's upstream access
+// token at POST /oauth2/token. Each exchange checks the API key (client_secret_basic), verifies the
+// subject token, finds the grant by its upstream_sub claim, decrypts it and writes its
+// access_events row before answering; GetGrant, at the same rates on the same sidecar, does all of
+// that but the subject token and the form. Open loop (bench/open-loop.ts, as bench/token-vault.ts).
+//   npm run build && node --enable-source-maps dist/bench/token-exchange.js [--rates 250,500] [--seconds 15]
+//     [--warmup 5] [--grants 1000] [--quick (5 s runs, 2 s warm-up)] [--dry-run (do not rewrite RESULTS.md)]
+// Also the `exchange` phase of `npm run bench` (bench/run.ts). Writes the "Token exchange" section of
+// bench/RESULTS.md (other sections are kept).
+import { randomUUID } from 'node:crypto';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { stringify } from 'yaml';
+import { ApiKeyRepository } from '../src/api/api-keys.js';
+import type { Capture } from '../src/capture/types.js';
+import { TOKEN_EXCHANGE_PATH } from '../src/contract.js';
+import { sealQuarantined } from '../src/ingest/quarantine.js';
+import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
+import { waitFor } from '../src/lib/wait-for.js';
+import { GrantStore } from '../src/store/grants.js';
+import { migrate } from '../src/store/migrate.js';
+import { startOktaAuthorizationServer } from '../test/support/okta-authorization-server.js';
+import { freePort } from '../test/support/ports.js';
+import { createTestDatabase } from '../test/support/postgres.js';
+import { startSidecarProcess } from '../test/support/sidecar.js';
+import { fakeJwt, log } from './common.js';
+import { answering } from './grpc-load.js';
+import { cpuSeconds, drive, type Outcome, type RunResult, writeSection } from './open-loop.js';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const RESULTS_FILE = path.join(ROOT, 'bench/RESULTS.md');
+const START = '<!-- bench:token-exchange:start -->';
+const END = '<!-- bench:token-exchange:end -->';
+
+const { values: flags } = parseArgs({
+  options: {
+    rates: { type: 'string', default: '250,500' },
+    seconds: { type: 'string' },
+    warmup: { type: 'string' },
+    grants: { type: 'string', default: '1000' },
+    quick: { type: 'boolean', default: false },
+    'dry-run': { type: 'boolean', default: false },
+  },
+});
+const rates = flags.rates!.split(',').map(Number);
+const seconds = Number(flags.seconds ?? (flags.quick ? 5 : 15));
+const warmupSeconds = Number(flags.warmup ?? (flags.quick ? 2 : 5));
+const grantCount = Number(flags.grants);
+/** As GetGrant's load in bench/token-vault.ts: two HTTP/2 connections. */
+const GRPC_CHANNELS = 2;
+
+/** A verified login of user-<index> (upstream sub), access token valid an hour: no exchange refreshes. */
+function login(index: number): Capture {
+  const subject = `user-${index}`;
+  const email = `${subject}@bench.example`;
+  return {
+    captureId: randomUUID(),
+    idp: 'bench',
+    observedAt: new Date(),
+    httpStatus: 200,
+    outcome: 'stored',
+    subject,
+    issuer: 'https://bench.example',
+    clientId: 'okta-bench',
+    email,
+    verified: true,
+    tokens: {
+      accessToken: fakeJwt(600),
+      refreshToken: randomUUID(),
+      idToken: fakeJwt(500),
+      tokenType: 'Bearer',
+      expiresIn: 3600,
+      refreshExpiresIn: undefined,
+      scope: ['openid', 'email', 'profile'],
+      extras: { ext_expires_in: 3600 },
+      claims: { sub: subject, email, email_verified: true, name: 'Bench User', groups: ['a', 'b', 'c'], iat: 1_700_000_000, exp: 1_900_000_000 },
+    },
+    errorCode: undefined,
+    detail: undefined,
+  };
+}
+
+/** POST /oauth2/token over keep-alive HTTP/1.1, bodies encoded beforehand (one per user). */
+function exchangeLoad(port: number, apiKey: { id: string; token: string }, bodies: readonly Buffer[]) {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  const authorization = `Basic ${Buffer.from(`${apiKey.id}:${apiKey.token}`).toString('base64')}`;
+  const call = (): Promise<Outcome> =>
+    new Promise((resolve) => {
+      const body = bodies[Math.floor(Math.random() * bodies.length)]!;
+      const request = http.request(
+        { host: '127.0.0.1', port, path: TOKEN_EXCHANGE_PATH, method: 'POST', agent, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': body.length, authorization } },
+        (response) => {
+          const chunks: Buffer[] = [];
+          response.on('data', (chunk: Buffer) => chunks.push(chunk));
+          response.on('end', () => {
+            if (response.statusCode === 200) return resolve({ ok: true });
+            const text = Buffer.concat(chunks).toString('utf8');
+            const code = /"error":"([a-z_]+)"/.exec(text)?.[1] ?? `http_${response.statusCode}`;
+            resolve({ ok: false, error: code, message: text.slice(0, 200) });
+          });
+        },
+      );
+      request.on('error', (error) => resolve({ ok: false, error: 'connection', message: error.message }));
+      request.end(body);
+    });
+  return { call, close: () => agent.destroy() };
+}
+
+interface Row {
+  endpoint: 'exchange' | 'getgrant';
+  rate: number;
+  measured: RunResult;
+  cpuPercent: number;
+}
+
+async function measure(call: () => Promise<Outcome>, pid: number, rate: number, what: string): Promise<{ measured: RunResult; cpuPercent: number }> {
+  log(`${what}: warm-up ${warmupSeconds} s at ${rate}/s`);
+  await drive(call, rate, warmupSeconds);
+  log(`${what}: measuring ${seconds} s at ${rate}/s`);
+  const cpuBefore = cpuSeconds(pid);
+  const measured = await drive(call, rate, seconds);
+  const cpuPercent = (100 * (cpuSeconds(pid) - cpuBefore)) / measured.seconds;
+  log(`${what} ${rate}/s: p50 ${measured.latencyMs.p50.toFixed(2)} ms, p99 ${measured.latencyMs.p99.toFixed(2)} ms, errors ${JSON.stringify(measured.errors)}, sidecar CPU ${cpuPercent.toFixed(0)} %`);
+  return { measured, cpuPercent };
+}
+
+function renderSection(meta: Record<string, string>, rows: Row[], audited: { rows: number; calls: number }): string {
+  const f = (value: number) => value.toFixed(2);
+  const names = { exchange: 'token exchange (POST /oauth2/token)', getgrant: 'floor: TokenVault GetGrant' };
+  return [
+    START,
+    '## Token exchange (RFC 8693)',
+    '',
+    `Run ${meta.date} with \`${meta.command}\` on ${meta.cpus}, ${meta.memoryGiB} GiB, Node ${meta.node}, Postgres on the same machine (1-minute load average ${meta.load}; the machine is shared, others' work shows in the tail).`,
+    `One sidecar (\`token-tap serve\`, its own process, one pool of 4 connections for the API and the exchange) with ${grantCount} stored grants (~1 KB tokens, AES-256-GCM).`,
+    'Each exchange: HTTP Basic client credentials (the API key) checked, the Okta-shaped access token (RS256, signed once beforehand per user; the stand-in Okta',
+    "authorization server's keys fetched once) verified, the grant found by its `upstream_sub` claim, decrypted, and its access_events row written (group commit)",
+    'before the answer. The floor is GetGrant on the same sidecar at the same rates: key, read, decrypt and audit, without the subject token and the form.',
+    `Open loop (bench/open-loop.ts): exchanges over keep-alive HTTP/1.1 (at most 64 connections), GetGrant over ${GRPC_CHANNELS} HTTP/2 connections, requests encoded beforehand,`,
+    `${seconds} s measured after ${warmupSeconds} s of warm-up, latency counted from when each request was due; the load generator, the sidecar and Postgres share the machine.`,
+    '',
+    '| endpoint | rate | sent | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | sidecar CPU |',
+    '|---|---|---|---|---|---|---|---|---|---|---|',
+    ...rows.map(({ endpoint, rate, measured, cpuPercent }) => {
+      const errors = Object.entries(measured.errors).map(([code, count]) => `${count} ${code}`).join(', ') || 'none';
+      const { p50, p90, p99, p999, max } = measured.latencyMs;
+      return `| ${names[endpoint]} | ${rate}/s | ${measured.sent} | ${f(measured.ok / measured.seconds)} | ${f(p50)} | ${f(p90)} | ${f(p99)} | ${f(p999)} | ${f(max)} | ${errors} | ${cpuPercent.toFixed(0)} % |`;
+    }),
+    '',
+    `access_events rows written by exchanges: ${audited.rows} for ${audited.calls} exchange requests (warm-ups included; one per request).`,
+    END,
+  ].join('\n');
+}
+
+async function main(): Promise<void> {
+  const keys = generateKeySpec('bench1');
+  const db = await createTestDatabase('bench_exchange');
+  const okta = await startOktaAuthorizationServer();
+  let sidecar: Awaited<ReturnType<typeof startSidecarProcess>> | undefined;
+  const closers: Array<() => void> = [];
+  try {
+    await migrate(db.pool);
+    const store = new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined);
+    for (let first = 0; first < grantCount; first += 200) {
+      await store.recordCaptures(Array.from({ length: Math.min(200, grantCount - first) }, (_, offset) => login(first + offset)));
+    }
+    const apiKey = await new ApiKeyRepository(db.pool).create('bench', ['bench'], ['get', 'exchange']);
+    // One subject token per user, signed now: signing is Okta's work, not the caller's or ours.
+    const bodies: Buffer[] = [];
+    for (let index = 0; index < grantCount; index += 1) {
+      const subjectToken = await okta.accessToken({ id: `00uBENCH${index}`, login: `user-${index}@bench.example` }, { claims: { upstream_sub: `user-${index}` } });
+      bodies.push(Buffer.from(new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subjectToken, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', audience: 'bench' }).toString()));
+    }
+    log(`${grantCount} grants stored, ${bodies.length} subject tokens signed`);
+
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-exchange-'));
+    const exchangeFile = path.join(dir, 'exchange.yaml');
+    writeFileSync(exchangeFile, stringify({ subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience] }], providers: [{ idp: 'bench', match: 'claim:upstream_sub' }] }));
+    const [extprocPort, apiPort, exchangePort] = [await freePort(), await freePort(), await freePort()];
+    sidecar = await startSidecarProcess({
+      port: extprocPort,
+      env: { DATABASE_URL: db.url, TOKEN_TAP_KEYS: keys, TOKEN_TAP_EXCHANGE_CONFIG: exchangeFile, LOG_LEVEL: 'info' },
+      args: ['--api-listen', `127.0.0.1:${apiPort}`, '--exchange-listen', `127.0.0.1:${exchangePort}`],
+    });
+    const exchange = exchangeLoad(exchangePort, apiKey, bodies);
+    closers.push(exchange.close);
+    await waitFor('the token exchange', async () => ((await exchange.call().catch(() => undefined))?.ok ? true : undefined), 20_000, 100);
+    const getGrant = await answering(apiPort, apiKey.token, GRPC_CHANNELS, grantCount);
+    closers.push(() => getGrant.close());
+    const getGrantCall = async (): Promise<Outcome> => {
+      const { status, message } = await getGrant.call();
+      return status === 0 ? { ok: true } : { ok: false, error: `grpc_${status}`, message };
+    };
+
+    const countExchanges = async () => (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM access_events WHERE operation = 'exchange'")).rows[0]!.n;
+    const exchangesBefore = await countExchanges();
+    const loadBefore = os.loadavg()[0]!;
+    const rows: Row[] = [];
+    for (const rate of rates) {
+      rows.push({ endpoint: 'exchange', rate, ...(await measure(exchange.call, sidecar.pid, rate, 'exchange')) });
+      rows.push({ endpoint: 'getgrant', rate, ...(await measure(getGrantCall, sidecar.pid, rate, 'GetGrant')) });
+    }
+    const audited = { rows: (await countExchanges()) - exchangesBefore, calls: rows.filter((row) => row.endpoint === 'exchange').reduce((total, row) => total + row.measured.sent + Math.round(row.rate * warmupSeconds), 0) };
+    const cpus = os.cpus();
+    const meta = {
+      date: `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,
+      command: `node --enable-source-maps dist/bench/token-exchange.js ${process.argv.slice(2).join(' ')}`.trim(),
+      cpus: `${cpus.length} × ${cpus[0]?.model.trim() ?? 'CPU'}`,
+      memoryGiB: (os.totalmem() / 2 ** 30).toFixed(0),
+      node: process.version,
+      load: `${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after`,
+    };
+    const section = renderSection(meta, rows, audited);
+    if (flags['dry-run']) process.stdout.write(`${section}\n`);
+    else {
+      writeSection(RESULTS_FILE, START, END, section);
+      log(`wrote the "Token exchange" section of ${RESULTS_FILE}`);
+    }
+  } finally {
+    for (const close of closers) close();
+    await sidecar?.stop();
+    await okta.close();
+    await db.drop();
+  }
+}
+
+await main();
