@@ -10,6 +10,8 @@
 //       # jwks_uri: ...                     # default: from the issuer's discovery document
 //   providers:
 //     - idp: entra
+//       okta_idp_id: 0oa1entraEXAMPLE       # the Okta IdP the user's Okta session must have come through
+//       idp_claim: upstream_idp             # the subject token's claim naming it (default idp: Okta id_tokens')
 //       match: email                        # or claim:<name>, as in the Okta hook's file
 //       allow_unverified: false
 import { z } from 'zod';
@@ -33,6 +35,14 @@ export interface SubjectIssuer {
 
 export interface ExchangeProvider {
   idp: string;
+  /**
+   * The Okta IdP id of this upstream IdP: the subject token must show the user's Okta session came
+   * through it (its `idpClaim` equals this), or any Okta user whose email or claim matches, signed
+   * in through any IdP, would get this IdP's grant.
+   */
+  oktaIdpId: string;
+  /** The subject token's claim naming the Okta IdP: `idp` (Okta's id_tokens), or one the hook adds. */
+  idpClaim: string;
   match: GrantMatch;
   allowUnverified: boolean;
 }
@@ -71,8 +81,14 @@ const match = z
     error: 'expected "email" or "claim:<name of the claim of Okta\'s token carrying the upstream subject>"',
   });
 
+/** Okta's id_tokens carry the Okta IdP the session came through in this reserved claim. */
+export const DEFAULT_IDP_CLAIM = 'idp';
+
 const provider = z.strictObject({
   idp: z.string().refine(isIdpName, { error: `expected the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})` }),
+  okta_idp_id: z.string({ error: 'expected the Okta IdP id of this upstream IdP (e.g. 0oa1abcdEXAMPLE), as in the Okta hook\'s file' })
+    .regex(/^[A-Za-z0-9]{1,64}$/, { error: 'expected the Okta IdP id of this upstream IdP (e.g. 0oa1abcdEXAMPLE), as in the Okta hook\'s file' }),
+  idp_claim: z.string().regex(CLAIM_NAME, { error: "expected the name of the subject token's claim carrying the Okta IdP id (idp, or the hook's idp_claim)" }).optional(),
   match: match.optional(),
   allow_unverified: z.boolean().optional(),
 });
@@ -123,7 +139,12 @@ export function readExchangeConfig(root: unknown, file: string, problems: string
       clientIds: entry.client_ids ?? [],
       jwksUri: entry.jwks_uri === undefined ? undefined : new URL(entry.jwks_uri),
     })),
-    providers: new Map(providers.map((entry) => [entry.idp, { idp: entry.idp, match: toMatch(entry.match), allowUnverified: entry.allow_unverified ?? false }])),
+    providers: new Map(
+      providers.map((entry) => [
+        entry.idp,
+        { idp: entry.idp, oktaIdpId: entry.okta_idp_id, idpClaim: entry.idp_claim ?? DEFAULT_IDP_CLAIM, match: toMatch(entry.match), allowUnverified: entry.allow_unverified ?? false },
+      ]),
+    ),
   };
 }
 

@@ -81,6 +81,11 @@ function oktaUserOf(claims: JWTPayload): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
+/** The subject token's IdP claim names the provider's Okta IdP. */
+export function cameThrough(claims: JWTPayload, provider: Pick<ExchangeProvider, 'oktaIdpId' | 'idpClaim'>): boolean {
+  return claims[provider.idpClaim] === provider.oktaIdpId;
+}
+
 /** The user by the provider's `match`: `email` (and `sub` when it is an address, as in Okta's access tokens), or a claim. */
 function userKeyOf(claims: JWTPayload, provider: ExchangeProvider): UserKey | undefined {
   if (provider.match.kind === 'claim') return claimKey(claims[provider.match.claim]);
@@ -139,6 +144,13 @@ export class TokenExchange {
       return refuse('invalid_subject_token', `the subject_token does not verify: ${check.reason}`, `subject token refused: ${check.reason}`);
     }
     notes.oktaUser = oktaUserOf(check.claims);
+    // Emails and claims are only as good as the IdP that set them: the user's Okta session must have
+    // come through this upstream IdP, or an account of another IdP (or Okta's own) could name the
+    // victim's address or upstream subject.
+    if (!cameThrough(check.claims, provider)) {
+      const why = check.claims[provider.idpClaim] === undefined ? 'carries no' : 'names another Okta IdP in its';
+      return refuse('wrong_idp', `the subject_token does not show a sign-in through this IdP (it ${why} ${provider.idpClaim} claim)`);
+    }
     const key = userKeyOf(check.claims, provider);
     if (!key) return refuse('no_user', `the subject_token carries no ${provider.match.kind === 'email' ? 'email (email claim, or an address as sub)' : `${provider.match.claim} claim`}`);
     if ('subject' in key) notes.subject = key.subject;

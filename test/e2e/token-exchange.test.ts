@@ -28,6 +28,10 @@ const ID = 'urn:ietf:params:oauth:token-type:id_token';
 const IDP_SECRET = 'demo-idp-client-secret-0123456789abcdef';
 const ALICE: OktaUser = { id: '00uALICE1', login: 'alice@example.test' };
 const BOB: OktaUser = { id: '00uBOB1', login: 'bob@example.test' };
+/** The Okta IdP id of each upstream IdP; the hook stamps it into Okta's tokens as upstream_idp. */
+const OKTA_IDP: Record<string, string> = { [IDP_NAME]: '0oaDEMO1', 'demo-sub': '0oaDEMOSUB1', 'demo-down': '0oaDEMODOWN1' };
+/** Claims of a token whose Okta session came through the upstream IdP `idp`. */
+const via = (idp: string, claims: Record<string, unknown> = {}) => ({ claims: { upstream_idp: OKTA_IDP[idp], ...claims } });
 
 interface Answer {
   status: number;
@@ -80,7 +84,11 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
       path.join(dir, 'exchange.yaml'),
       stringify({
         subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience], client_ids: [okta.clientId] }],
-        providers: [{ idp: IDP_NAME, match: 'email' }, { idp: 'demo-sub', match: 'claim:upstream_sub' }, { idp: 'demo-down', match: 'claim:upstream_sub' }],
+        providers: [
+          { idp: IDP_NAME, okta_idp_id: OKTA_IDP[IDP_NAME], idp_claim: 'upstream_idp', match: 'email' },
+          { idp: 'demo-sub', okta_idp_id: OKTA_IDP['demo-sub'], idp_claim: 'upstream_idp', match: 'claim:upstream_sub' },
+          { idp: 'demo-down', okta_idp_id: OKTA_IDP['demo-down'], idp_claim: 'upstream_idp', match: 'claim:upstream_down_sub' },
+        ],
       }),
     );
     portA = await freePort();
@@ -117,7 +125,7 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   });
 
   it("answers the user's upstream access token for their Okta access token (client_secret_basic), with no-store", async () => {
-    const subject = await okta.accessToken(ALICE);
+    const subject = await okta.accessToken(ALICE, via(IDP_NAME));
     secrets.push(subject);
     const answer = await exchange(request(subject));
     expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
@@ -132,7 +140,7 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   });
 
   it('answers the upstream id_token for an Okta id_token (client_secret_post), token_type N_A', async () => {
-    const subject = await okta.idToken(ALICE);
+    const subject = await okta.idToken(ALICE, via(IDP_NAME));
     secrets.push(subject);
     const answer = await exchange(request(subject, { subject_token_type: ID, requested_token_type: ID }), { auth: { post: [key.id, key.token] } });
     expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
@@ -142,14 +150,36 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   });
 
   it('matches claim:upstream_sub (put into Okta tokens through the hook) and takes a token within the 60 s skew', async () => {
-    const subject = await okta.accessToken({ id: '00uOTHER', login: 'someone@example.test' }, { claims: { upstream_sub: 'alice' }, expIn: -30 });
+    const subject = await okta.accessToken({ id: '00uOTHER', login: 'someone@example.test' }, { ...via('demo-sub', { upstream_sub: 'alice' }), expIn: -30 });
     const answer = await exchange(request(subject, { audience: 'demo-sub' }));
     expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
     expect((await lastAudit()).subject).to.equal('alice');
   });
 
+  it("refuses (400 invalid_grant, wrong_idp) a valid token of the victim's address or upstream subject from a session through another IdP", async () => {
+    // An Okta account with the victim's login made through self-registration (Okta's own IdP) or a
+    // hostile customer IdP, or one whose mapped upstream_sub another IdP set: the token verifies,
+    // its email or claim matches the victim's grant, but the session did not come through this IdP.
+    const cases: Array<[string, string, string]> = [
+      ['self-registered (no upstream_idp)', await okta.accessToken(ALICE), IDP_NAME],
+      ['through a hostile IdP', await okta.accessToken(ALICE, { claims: { upstream_idp: '0oaHOSTILE1' } }), IDP_NAME],
+      ["through demo-sub, for demo's grant", await okta.accessToken(ALICE, via('demo-sub')), IDP_NAME],
+      ['upstream_sub set through a hostile IdP', await okta.accessToken({ id: '00uMALLORY', login: 'mallory@example.test' }, { claims: { upstream_idp: '0oaHOSTILE1', upstream_sub: 'alice' } }), 'demo-sub'],
+      ['an Okta id_token through Okta itself', await okta.idToken(ALICE), IDP_NAME],
+    ];
+    for (const [name, subject, audience] of cases) {
+      secrets.push(subject);
+      const type: Record<string, string> = name.includes('id_token') ? { subject_token_type: ID } : {};
+      const answer = await exchange(request(subject, { audience, ...type }));
+      expect([answer.status, answer.body.error], name).to.deep.equal([400, 'invalid_grant']);
+      expect(answer.body.error_description, name).to.match(/does not show a sign-in through this IdP/);
+      const audit = await lastAudit();
+      expect(audit, name).to.include({ outcome: 'wrong_idp', idp: audience, subject: null });
+    }
+  });
+
   it('answers 401 invalid_client for missing or wrong client credentials, with WWW-Authenticate for Basic, and summarises them', async () => {
-    const subject = await okta.accessToken(ALICE);
+    const subject = await okta.accessToken(ALICE, via(IDP_NAME));
     const cases: Array<[Auth, boolean]> = [
       [{ none: true }, true],
       [{ basic: [key.id, `${key.token.slice(0, -1)}x`] }, true],
@@ -170,13 +200,13 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   });
 
   it('answers 400 unauthorized_client to a key without the exchange operation, audited', async () => {
-    const answer = await exchange(request(await okta.accessToken(ALICE)), { auth: { basic: [getOnly.id, getOnly.token] } });
+    const answer = await exchange(request(await okta.accessToken(ALICE, via(IDP_NAME))), { auth: { basic: [getOnly.id, getOnly.token] } });
     expect([answer.status, answer.body.error]).to.deep.equal([400, 'unauthorized_client']);
     expect(await lastAudit()).to.include({ outcome: 'unauthorized_client', api_key_id: getOnly.id });
   });
 
   it('answers 400 invalid_request for missing or unsupported parameters, and unsupported_grant_type', async () => {
-    const subject = await okta.accessToken(ALICE);
+    const subject = await okta.accessToken(ALICE, via(IDP_NAME));
     const { subject_token: _token, ...noToken } = request(subject);
     const cases: Array<Record<string, string>> = [noToken, request(subject, { subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' }), request(subject, { requested_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }), request(subject, { actor_token: subject, actor_token_type: AT })];
     for (const form of cases) {
@@ -189,13 +219,13 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
 
   it('answers 400 invalid_request for a subject token that does not verify (signature, issuer, audience, expiry, not yet valid, type)', async () => {
     const tokens = {
-      forged: await okta.forged(ALICE),
-      issuer: await okta.accessToken(ALICE, { claims: { iss: 'https://evil.example/oauth2/default' } }),
-      audience: await okta.accessToken(ALICE, { claims: { aud: 'api://somebody-else' } }),
-      expired: await okta.accessToken(ALICE, { iatIn: -3600, expIn: -120 }),
-      notYet: await okta.accessToken(ALICE, { nbfIn: 300 }),
-      idAsAccess: await okta.idToken(ALICE),
-      clientCredentials: await okta.accessToken({ id: '', login: okta.clientId }, { claims: { uid: undefined } }),
+      forged: await okta.forged(ALICE, via(IDP_NAME)),
+      issuer: await okta.accessToken(ALICE, via(IDP_NAME, { iss: 'https://evil.example/oauth2/default' })),
+      audience: await okta.accessToken(ALICE, via(IDP_NAME, { aud: 'api://somebody-else' })),
+      expired: await okta.accessToken(ALICE, { ...via(IDP_NAME), iatIn: -3600, expIn: -120 }),
+      notYet: await okta.accessToken(ALICE, { ...via(IDP_NAME), nbfIn: 300 }),
+      idAsAccess: await okta.idToken(ALICE, via(IDP_NAME)),
+      clientCredentials: await okta.accessToken({ id: '', login: okta.clientId }, via(IDP_NAME, { uid: undefined })),
       unsigned: fakeJwt({ iss: okta.issuer, aud: okta.audience, sub: ALICE.login, exp: Math.floor(Date.now() / 1000) + 600 }),
     };
     for (const [name, token] of Object.entries(tokens)) {
@@ -208,7 +238,7 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   });
 
   it('answers 400 invalid_target for an audience that is no IdP, or one the key may not use', async () => {
-    const subject = await okta.accessToken(ALICE);
+    const subject = await okta.accessToken(ALICE, via(IDP_NAME));
     for (const [audience, auth] of [['nosuch', undefined], [IDP_NAME, { basic: [subOnly.id, subOnly.token] }]] as Array<[string, Auth | undefined]>) {
       const answer = await exchange(request(subject, { audience }), auth ? { auth } : {});
       expect([answer.status, answer.body.error], audience).to.deep.equal([400, 'invalid_target']);
@@ -216,7 +246,7 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   });
 
   it('answers 400 invalid_grant when no grant matches, when the email is on two upstream users, and when the IdP refuses the refresh', async () => {
-    const none = await exchange(request(await okta.accessToken(BOB)));
+    const none = await exchange(request(await okta.accessToken(BOB, via(IDP_NAME))));
     expect([none.status, none.body.error]).to.deep.equal([400, 'invalid_grant']);
     expect(await lastAudit()).to.include({ outcome: 'no_grant', idp: IDP_NAME });
     const store = new GrantStore(stack.db.pool, parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!), sealQuarantined);
@@ -224,18 +254,18 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
       const claims = { sub: twin, email: 'twin@example.test', email_verified: true };
       await store.recordCaptures([syntheticCapture(IDP_NAME, twin, { email: 'twin@example.test', verified: true, tokens: syntheticTokens({ idToken: fakeJwt(claims), claims }) })]);
     }
-    const twins = await exchange(request(await okta.accessToken({ id: '00uTWIN', login: 'twin@example.test' })));
+    const twins = await exchange(request(await okta.accessToken({ id: '00uTWIN', login: 'twin@example.test' }, via(IDP_NAME))));
     expect([twins.status, twins.body.error]).to.deep.equal([400, 'invalid_grant']);
     expect((await lastAudit()).outcome).to.equal('ambiguous');
     await stack.db.pool.query("UPDATE grants SET access_token_expires_at = now() - interval '1 minute' WHERE idp = 'demo-sub'");
-    const refused = await exchange(request(await okta.accessToken(ALICE, { claims: { upstream_sub: 'alice' } }), { audience: 'demo-sub' }));
+    const refused = await exchange(request(await okta.accessToken(ALICE, via('demo-sub', { upstream_sub: 'alice' })), { audience: 'demo-sub' }));
     expect([refused.status, refused.body.error], JSON.stringify(refused.body)).to.deep.equal([400, 'invalid_grant']);
     expect((await lastAudit()).outcome).to.equal('refresh_refused');
   });
 
   it('answers 503 temporarily_unavailable when the IdP cannot be reached for an expired token', async () => {
     await stack.db.pool.query("UPDATE grants SET access_token_expires_at = now() - interval '1 minute' WHERE idp = 'demo-down'");
-    const answer = await exchange(request(await okta.accessToken(ALICE, { claims: { upstream_sub: 'alice' } }), { audience: 'demo-down' }));
+    const answer = await exchange(request(await okta.accessToken(ALICE, via('demo-down', { upstream_down_sub: 'alice' })), { audience: 'demo-down' }));
     expect([answer.status, answer.body.error], JSON.stringify(answer.body)).to.deep.equal([503, 'temporarily_unavailable']);
     expect((await lastAudit()).outcome).to.equal('unavailable');
   });
@@ -243,7 +273,7 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   it('refreshes an access token about to expire once at the IdP for 20 concurrent callers over two sidecars, and answers the new one', async () => {
     await stack.db.pool.query("UPDATE grants SET access_token_expires_at = now() + interval '10 seconds' WHERE idp = $1 AND subject = 'alice'", [IDP_NAME]);
     const before = stack.idp.tokenResponses.length;
-    const subjects = await Promise.all(Array.from({ length: 20 }, () => okta.accessToken(ALICE)));
+    const subjects = await Promise.all(Array.from({ length: 20 }, () => okta.accessToken(ALICE, via(IDP_NAME))));
     const answers = await Promise.all(subjects.map((subject, index) => exchange(request(subject), { port: index % 2 === 0 ? portA : portB })));
     for (const answer of answers) expect(answer.status, JSON.stringify(answer.body)).to.equal(200);
     const tokens = new Set(answers.map((answer) => answer.body.access_token as string));

@@ -111,7 +111,7 @@ describe('token exchange: error answers (RFC 6749 §5.2)', () => {
 describe('token exchange: the exchange file and its settings', () => {
   const valid = {
     subject_issuers: [{ issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], client_ids: ['0oa1webappEXAMPLE'] }],
-    providers: [{ idp: 'entra', match: 'email' }, { idp: 'google', match: 'claim:upstream_sub', allow_unverified: true }],
+    providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', match: 'email' }, { idp: 'google', okta_idp_id: '0oaGOOGLE1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }],
   };
 
   it('reads issuers and providers', () => {
@@ -119,8 +119,8 @@ describe('token exchange: the exchange file and its settings', () => {
     const config = readExchangeConfig(valid, 'x.yaml', problems)!;
     expect(problems).to.deep.equal([]);
     expect(config.subjectIssuers).to.deep.equal([{ issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], clientIds: ['0oa1webappEXAMPLE'], jwksUri: undefined }]);
-    expect(config.providers.get('entra')).to.deep.equal({ idp: 'entra', match: { kind: 'email' }, allowUnverified: false });
-    expect(config.providers.get('google')).to.deep.equal({ idp: 'google', match: { kind: 'claim', claim: 'upstream_sub' }, allowUnverified: true });
+    expect(config.providers.get('entra')).to.deep.equal({ idp: 'entra', oktaIdpId: '0oaENTRA1', idpClaim: 'idp', match: { kind: 'email' }, allowUnverified: false });
+    expect(config.providers.get('google')).to.deep.equal({ idp: 'google', oktaIdpId: '0oaGOOGLE1', idpClaim: 'upstream_idp', match: { kind: 'claim', claim: 'upstream_sub' }, allowUnverified: true });
   });
 
   it('reports every problem at once, naming where and what is expected, never the value', () => {
@@ -129,7 +129,7 @@ describe('token exchange: the exchange file and its settings', () => {
     const config = readExchangeConfig(
       {
         subject_issuers: [{ issuer: `http://${secretish}.example/`, audiences: [], token: secretish }, { issuer: 'https://a.example', audiences: ['x'] }, { issuer: 'https://a.example', audiences: ['x'] }],
-        providers: [{ idp: secretish, match: `claim:${secretish} x` }, { idp: 'ok', allow_unverified: 'yes' }],
+        providers: [{ idp: secretish, match: `claim:${secretish} x`, okta_idp_id: `${secretish}!` }, { idp: 'ok', allow_unverified: 'yes', okta_idp_id: '0oa1', idp_claim: `${secretish} x` }, { idp: 'other', match: 'email' }],
         extra: 1,
       },
       'x.yaml',
@@ -143,7 +143,10 @@ describe('token exchange: the exchange file and its settings', () => {
       /^x\.yaml: subject_issuers\[0\]: Unrecognized key: "token"/,
       /^x\.yaml: providers\[0\]\.idp: expected the token-tap IdP name/,
       /^x\.yaml: providers\[0\]\.match: expected "email" or "claim:/,
+      /^x\.yaml: providers\[0\]\.okta_idp_id: expected the Okta IdP id/,
       /^x\.yaml: providers\[1\]\.allow_unverified: .*expected boolean/,
+      /^x\.yaml: providers\[1\]\.idp_claim: expected the name of the subject token's claim/,
+      /^x\.yaml: providers\[2\]\.okta_idp_id: expected the Okta IdP id/,
       /^x\.yaml: Unrecognized key: "extra"/,
     ];
     for (const pattern of expected) expect(problems.some((problem) => pattern.test(problem)), String(pattern)).to.equal(true);
@@ -192,10 +195,10 @@ describe('token exchange: the operation', () => {
 
   function exchangeWith(stored: GrantRecord, refresh: TokenExchangeDependencies['refresher']['refresh'], more: Partial<TokenExchangeDependencies> = {}) {
     return new TokenExchange({
-      config: { subjectIssuers: [], providers: new Map([['entra', { idp: 'entra', match: { kind: 'email' }, allowUnverified: false }]]) },
+      config: { subjectIssuers: [], providers: new Map([['entra', { idp: 'entra', oktaIdpId: '0oaENTRA1', idpClaim: 'upstream_idp', match: { kind: 'email' }, allowUnverified: false }]]) },
       store: { findGrant: async () => stored, findEmailCandidates: async () => ({ vouched: [stored], unchecked: [], newest: stored }) },
       refresher: { refresh },
-      verifier: { verify: async () => ({ ok: true, claims: { sub: 'a@x.test', uid: '00u1' } }) },
+      verifier: { verify: async () => ({ ok: true, claims: { sub: 'a@x.test', uid: '00u1', upstream_idp: '0oaENTRA1' } }) },
       minTtlSeconds: 60,
       ...more,
     });
@@ -226,6 +229,23 @@ describe('token exchange: the operation', () => {
     const refused = async () => Promise.reject(new VaultError('grant is revoked', 'failed_precondition'));
     expect((await exchangeWith(expiring, refused).exchange(request())).outcome).to.equal('refresh_refused');
     expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000), refreshToken: null }), noRefresh).exchange(request())).outcome).to.equal('refresh_refused');
+  });
+
+  it("refuses (wrong_idp) a subject token whose IdP claim is absent or names another Okta IdP, before any grant is read", async () => {
+    const unread = { findGrant: async () => expect.fail('no grant read'), findEmailCandidates: async () => expect.fail('no grant read') };
+    const claimsCases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ sub: 'a@x.test', uid: '00u1' }, /carries no upstream_idp claim/],
+      [{ sub: 'a@x.test', uid: '00u1', upstream_idp: '0oaHOSTILE' }, /names another Okta IdP/],
+      // Okta's own reserved claim is not the one this provider is told to read.
+      [{ sub: 'a@x.test', uid: '00u1', idp: '0oaENTRA1' }, /carries no upstream_idp claim/],
+      [{ sub: 'a@x.test', uid: '00u1', upstream_idp: ['0oaENTRA1'] }, /names another Okta IdP/],
+    ];
+    for (const [claims, why] of claimsCases) {
+      const result = await exchangeWith(grant(), noRefresh, { store: unread, verifier: { verify: async () => ({ ok: true, claims }) } }).exchange(request());
+      expect(result.outcome, JSON.stringify(claims)).to.equal('wrong_idp');
+      expect(result.outcome !== 'ok' && result.description).to.match(why);
+      expect(result.notes.oktaUser).to.equal('00u1');
+    }
   });
 
   it('answers unavailable when the subject token issuer keys cannot be fetched, and invalid_subject_token when it does not verify', async () => {
