@@ -108,6 +108,17 @@ const exchangeFile = z
     };
     seen(file.subject_issuers, (entry) => entry.issuer, 'subject_issuers', 'the same issuer');
     seen(file.providers, (entry) => entry.idp, 'providers', 'the same idp');
+    // A claim names the upstream subject at one IdP: shared, a subject an account of one IdP carries
+    // would open the grant of the same subject at the other.
+    const claimOf = (entry: (typeof file.providers)[number]) => (entry.match?.startsWith('claim:') ? entry.match : undefined);
+    const claimAt = new Map<string, number>();
+    file.providers.forEach((entry, index) => {
+      const claim = claimOf(entry);
+      if (claim === undefined) return;
+      const first = claimAt.get(claim);
+      if (first === undefined) claimAt.set(claim, index);
+      else context.addIssue({ code: 'custom', path: ['providers', index, 'match'], message: `the same claim as entry ${first}: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)` });
+    });
   });
 
 /** `subject_issuers[0].issuer` from zod's path. */

@@ -123,7 +123,7 @@ describe('token exchange: the exchange file and its settings', () => {
     expect(config.providers.get('google')).to.deep.equal({ idp: 'google', oktaIdpId: '0oaGOOGLE1', idpClaim: 'upstream_idp', match: { kind: 'claim', claim: 'upstream_sub' }, allowUnverified: true });
   });
 
-  it('reports every problem at once, naming where and what is expected, never the value', () => {
+  it('reports every problem at once, naming where and what is expected, never the value; no idp, issuer or match claim twice', () => {
     const secretish = 'SECRET-LOOKING-VALUE-123';
     const problems: string[] = [];
     const config = readExchangeConfig(
@@ -153,6 +153,10 @@ describe('token exchange: the exchange file and its settings', () => {
     const duplicate: string[] = [];
     readExchangeConfig({ ...valid, subject_issuers: [valid.subject_issuers[0], valid.subject_issuers[0]], providers: [valid.providers[0], valid.providers[0]] }, 'x.yaml', duplicate);
     expect(duplicate).to.deep.equal(['x.yaml: subject_issuers[1]: the same issuer as entry 0 (each is given once)', 'x.yaml: providers[1]: the same idp as entry 0 (each is given once)']);
+    const sharedClaim: string[] = [];
+    const claimProvider = (idp: string, match: string) => ({ idp, okta_idp_id: `0oa${idp}`, match });
+    readExchangeConfig({ ...valid, providers: [claimProvider('entra', 'claim:upstream_sub'), claimProvider('okta', 'email'), claimProvider('google', 'claim:upstream_sub'), claimProvider('slack', 'claim:slack_sub')] }, 'x.yaml', sharedClaim);
+    expect(sharedClaim).to.deep.equal(['x.yaml: providers[2].match: the same claim as entry 0: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)']);
   });
 
   const base = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
