@@ -86,10 +86,14 @@ export function cameThrough(claims: JWTPayload, provider: Pick<ExchangeProvider,
   return claims[provider.idpClaim] === provider.oktaIdpId;
 }
 
-/** The user by the provider's `match`: `email` (and `sub` when it is an address, as in Okta's access tokens), or a claim. */
+/**
+ * The user by the provider's `match`: `email` (only when the token says `email_verified: true` for
+ * it; a user may set an address they do not own), and `sub` when it is an address (Okta's access
+ * tokens carry the login there), or a claim. Called once the token showed its IdP (cameThrough).
+ */
 function userKeyOf(claims: JWTPayload, provider: ExchangeProvider): UserKey | undefined {
   if (provider.match.kind === 'claim') return claimKey(claims[provider.match.claim]);
-  const email = typeof claims.email === 'string' ? claims.email : undefined;
+  const email = typeof claims.email === 'string' && claims.email_verified === true ? claims.email : undefined;
   const sub = typeof claims.sub === 'string' && EMAIL.test(claims.sub) ? claims.sub : undefined;
   return emailKey([email, sub]);
 }
@@ -152,7 +156,7 @@ export class TokenExchange {
       return refuse('wrong_idp', `the subject_token does not show a sign-in through this IdP (it ${why} ${provider.idpClaim} claim)`);
     }
     const key = userKeyOf(check.claims, provider);
-    if (!key) return refuse('no_user', `the subject_token carries no ${provider.match.kind === 'email' ? 'email (email claim, or an address as sub)' : `${provider.match.claim} claim`}`);
+    if (!key) return refuse('no_user', `the subject_token carries no ${provider.match.kind === 'email' ? 'email (an email claim with email_verified: true, or an address as sub)' : `${provider.match.claim} claim`}`);
     if ('subject' in key) notes.subject = key.subject;
     const readAt = new Date();
     const found = await findMatchedGrant(store, provider, key);

@@ -139,7 +139,7 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     expect(audit.detail).to.include(`okta user ${ALICE.id}`);
   });
 
-  it('answers the upstream id_token for an Okta id_token (client_secret_post), token_type N_A', async () => {
+  it('answers the upstream id_token for an Okta id_token (client_secret_post), token_type N_A; its email only when verified', async () => {
     const subject = await okta.idToken(ALICE, via(IDP_NAME));
     secrets.push(subject);
     const answer = await exchange(request(subject, { subject_token_type: ID, requested_token_type: ID }), { auth: { post: [key.id, key.token] } });
@@ -147,6 +147,12 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     expect(answer.body).to.include({ access_token: login.tokens.id_token, issued_token_type: ID, token_type: 'N_A' });
     const both = await exchange(request(subject, { subject_token_type: ID }));
     expect(both.body).to.include({ access_token: login.tokens.access_token, issued_token_type: AT });
+    // An Okta id_token's email counts only with email_verified: true (its sub is the user id, no address).
+    const unverified = await okta.idToken(ALICE, via(IDP_NAME, { email_verified: false }));
+    secrets.push(unverified);
+    const refused = await exchange(request(unverified, { subject_token_type: ID }));
+    expect([refused.status, refused.body.error]).to.deep.equal([400, 'invalid_grant']);
+    expect(await lastAudit()).to.include({ outcome: 'no_user', idp: IDP_NAME });
   });
 
   it('matches claim:upstream_sub (put into Okta tokens through the hook) and takes a token within the 60 s skew', async () => {

@@ -252,6 +252,21 @@ describe('token exchange: the operation', () => {
     }
   });
 
+  it('matches by the email claim only when the token says email_verified: true; an address as sub still counts', async () => {
+    const asked: string[][] = [];
+    const stored = grant();
+    const store = { findGrant: async () => stored, findEmailCandidates: async (_idp: string, emails: readonly string[]) => (asked.push([...emails]), { vouched: [stored], unchecked: [], newest: stored }) };
+    const withClaims = (claims: Record<string, unknown>) => exchangeWith(stored, noRefresh, { store, verifier: { verify: async () => ({ ok: true, claims: { uid: '00u1', upstream_idp: '0oaENTRA1', ...claims } }) } });
+    for (const verified of [undefined, false, 'true']) {
+      const result = await withClaims({ sub: '00u1', email: 'a@x.test', ...(verified === undefined ? {} : { email_verified: verified }) }).exchange(request());
+      expect(result.outcome, String(verified)).to.equal('no_user');
+    }
+    expect(asked).to.deep.equal([]);
+    expect((await withClaims({ sub: '00u1', email: 'a@x.test', email_verified: true }).exchange(request())).outcome).to.equal('ok');
+    expect((await withClaims({ sub: 'a@x.test', email: 'b@x.test' }).exchange(request())).outcome).to.equal('ok');
+    expect(asked).to.deep.equal([['a@x.test'], ['a@x.test']]);
+  });
+
   it('answers unavailable when the subject token issuer keys cannot be fetched, and invalid_subject_token when it does not verify', async () => {
     const keysDown = exchangeWith(grant(), noRefresh, { verifier: { verify: async () => ({ ok: false, kind: 'unavailable', reason: 'keys' }) } });
     expect((await keysDown.exchange(request())).outcome).to.equal('unavailable');
