@@ -269,6 +269,25 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     expect((await lastAudit()).outcome).to.equal('refresh_refused');
   });
 
+  it('matches addresses as ASCII only: a Kelvin-sign look-alike login is no user, and a look-alike upstream account does not make the real one ambiguous', async () => {
+    const store = new GrantStore(stack.db.pool, parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!), sealQuarantined);
+    const kelvin = '\u212Aate@example.test';
+    for (const [subject, email] of [['kate', 'kate@example.test'], ['kelvin-kate', kelvin]] as const) {
+      const claims = { sub: subject, email, email_verified: true };
+      const tokens = syntheticTokens({ idToken: fakeJwt(claims), claims });
+      secrets.push(tokens.accessToken!);
+      await store.recordCaptures([syntheticCapture(IDP_NAME, subject, { email, verified: true, tokens })]);
+    }
+    // As a sidecar of an earlier release recorded it: the fold of the look-alike as the vouched address.
+    await stack.db.pool.query("UPDATE grants SET vouched_email = 'kate@example.test' WHERE idp = $1 AND subject = 'kelvin-kate'", [IDP_NAME]);
+    const lookAlike = await exchange(request(await okta.accessToken({ id: '00uKELVIN', login: kelvin }, via(IDP_NAME))));
+    expect([lookAlike.status, lookAlike.body.error]).to.deep.equal([400, 'invalid_grant']);
+    expect(await lastAudit()).to.include({ outcome: 'no_user', subject: null });
+    const real = await exchange(request(await okta.accessToken({ id: '00uKATE', login: 'Kate@Example.test' }, via(IDP_NAME))));
+    expect(real.status, JSON.stringify(real.body)).to.equal(200);
+    expect(await lastAudit()).to.include({ outcome: 'ok', subject: 'kate' });
+  });
+
   it('answers 503 temporarily_unavailable when the IdP cannot be reached for an expired token', async () => {
     await stack.db.pool.query("UPDATE grants SET access_token_expires_at = now() - interval '1 minute' WHERE idp = 'demo-down'");
     const answer = await exchange(request(await okta.accessToken(ALICE, via('demo-down', { upstream_down_sub: 'alice' })), { audience: 'demo-down' }));

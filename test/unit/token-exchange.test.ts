@@ -7,7 +7,9 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { stringify } from 'yaml';
 import { AccessDenied } from '../../src/api/auth.js';
+import { comparableEmail, vouchedEmail } from '../../src/capture/jwt.js';
 import { readExchangeConfig } from '../../src/config/exchange-file.js';
+import { emailKey } from '../../src/operations/find-grant.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { ConfigError } from '../../src/config/values.js';
 import { errorAnswer } from '../../src/exchange/answers.js';
@@ -265,6 +267,16 @@ describe('token exchange: the operation', () => {
     expect((await withClaims({ sub: '00u1', email: 'a@x.test', email_verified: true }).exchange(request())).outcome).to.equal('ok');
     expect((await withClaims({ sub: 'a@x.test', email: 'b@x.test' }).exchange(request())).outcome).to.equal('ok');
     expect(asked).to.deep.equal([['a@x.test'], ['a@x.test']]);
+  });
+
+  it('compares addresses as ASCII only, lower-cased without a locale: the Kelvin sign and other look-alikes match nobody', () => {
+    const kelvin = '\u212Aate@x.test';
+    expect(kelvin.toLowerCase()).to.equal('kate@x.test');
+    expect([comparableEmail('Kate@X.Test'), comparableEmail(kelvin), comparableEmail('kate@x.test\u0130'), comparableEmail(''), comparableEmail('a b@x')]).to.deep.equal(['kate@x.test', undefined, undefined, undefined, undefined]);
+    expect(emailKey([kelvin])).to.equal(undefined);
+    expect(emailKey([kelvin, 'KATE@x.test', 'kate@x.test'])).to.deep.equal({ email: ['kate@x.test'] });
+    expect(vouchedEmail({ email: kelvin, email_verified: true })).to.equal(undefined);
+    expect(vouchedEmail({ email: 'Kate@x.test', email_verified: true })).to.equal('kate@x.test');
   });
 
   it('answers unavailable when the subject token issuer keys cannot be fetched, and invalid_subject_token when it does not verify', async () => {
