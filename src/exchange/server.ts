@@ -18,6 +18,7 @@ import { TOKEN_EXCHANGE_PATH } from '../contract.js';
 import { DEFAULT_REFUSAL_SUMMARY_MS } from '../lib/refusal-summary.js';
 import type { ExchangeNotes, TokenExchange } from '../operations/exchange.js';
 import type { AccessEventLog, ExchangeOutcome } from '../store/access-events.js';
+import { describeError, errorCode, errorName } from '../lib/error-description.js';
 import { isPostgresUnavailable } from '../store/errors.js';
 import { ERROR_OF, errorAnswer, tokenAnswer, type HttpAnswer, type RefusedOutcome } from './answers.js';
 import { authenticateClient } from './client-auth.js';
@@ -114,9 +115,19 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     if (!mayDo(caller, 'exchange')) return audited('unauthorized_client', 'this API key may not exchange tokens (it lacks the exchange operation)');
     const params = readExchangeParams(form.params);
     if (!params.ok) return audited(params.error, params.problem);
-    const result = await exchange.exchange({ ...params.request, mayUseIdp: (idp) => mayUseIdp(caller, idp) });
-    if (result.outcome !== 'ok') return audited(result.outcome, result.description, result.notes);
-    return { kind: 'audited', outcome: 'ok', answer: tokenAnswer(result.token), apiKeyId: caller.apiKeyId, caller: caller.name, notes: result.notes };
+    try {
+      const result = await exchange.exchange({ ...params.request, mayUseIdp: (idp) => mayUseIdp(caller, idp) });
+      if (result.outcome !== 'ok') return audited(result.outcome, result.description, result.notes);
+      return { kind: 'audited', outcome: 'ok', answer: tokenAnswer(result.token), apiKeyId: caller.apiKeyId, caller: caller.name, notes: result.notes };
+    } catch (error) {
+      // The client is known: audited like every other answer to it (a row it cannot open during a
+      // key rollout, a bug), the error itself in the log only.
+      logger.error({ err: describeError(error), apiKeyId: caller.apiKeyId }, 'token exchange: cannot answer');
+      const code = errorCode(error);
+      const detail = `internal error (${errorName(error)}${code ? ` ${code}` : ''})`;
+      if (isPostgresUnavailable(error)) return audited('unavailable', 'the token store cannot be reached; try again', { detail });
+      return audited('internal', 'internal error; the sidecar log has the details', { detail });
+    }
   }
 
   function send(response: http.ServerResponse, answer: HttpAnswer): void {
@@ -132,7 +143,8 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     try {
       handled = await handle(request);
     } catch (error) {
-      // Before the client is known (the key lookup): nothing was read for anyone, nothing is audited.
+      // Before the client is known (the key lookup): nothing was read for anyone, nothing is audited;
+      // past it, handle() answers errors itself, audited.
       const unavailable = isPostgresUnavailable(error);
       logger.error({ err: { message: (error as Error).message, code: (error as { code?: unknown }).code } }, 'token exchange: cannot answer');
       const answer = unavailable ? errorAnswer('temporarily_unavailable', 'the token store cannot be reached; try again') : errorAnswer('server_error', 'internal error; the sidecar log has the details');

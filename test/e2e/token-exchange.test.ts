@@ -288,6 +288,20 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     expect(await lastAudit()).to.include({ outcome: 'ok', subject: 'kate' });
   });
 
+  it('answers 500 server_error to an authenticated client, audited internal, when its grant cannot be opened (a key rollout)', async () => {
+    // Sealed under a key this sidecar's ring lacks, as by a pod already running the next ring.
+    const rolled = new GrantStore(stack.db.pool, parseKeyRing(`k-next:${Buffer.alloc(32, 9).toString('base64')}`), sealQuarantined);
+    const tokens = syntheticTokens({ idToken: fakeJwt({ sub: 'rolled' }), claims: { sub: 'rolled' } });
+    secrets.push(tokens.accessToken!, tokens.refreshToken!);
+    await rolled.recordCaptures([syntheticCapture('demo-sub', 'rolled', { verified: true, clientId: 'okta-test-client', tokens })]);
+    const answer = await exchange(request(await okta.accessToken(ALICE, via('demo-sub', { upstream_sub: 'rolled' })), { audience: 'demo-sub' }));
+    expect([answer.status, answer.body.error]).to.deep.equal([500, 'server_error']);
+    const audit = await lastAudit();
+    expect(audit).to.include({ outcome: 'internal', api_key_id: key.id, caller: 'billing-service' });
+    expect(audit.detail).to.match(/internal error \(DecryptError/);
+    await stack.db.pool.query("DELETE FROM grants WHERE idp = 'demo-sub' AND subject = 'rolled'");
+  });
+
   it('answers 503 temporarily_unavailable when the IdP cannot be reached for an expired token', async () => {
     await stack.db.pool.query("UPDATE grants SET access_token_expires_at = now() - interval '1 minute' WHERE idp = 'demo-down'");
     const answer = await exchange(request(await okta.accessToken(ALICE, via('demo-down', { upstream_down_sub: 'alice' })), { audience: 'demo-down' }));
