@@ -5,6 +5,7 @@
 // the refresh on expiry (20 concurrent callers over both sidecars: one refresh at the IdP), the
 // audit rows, the metrics, and no token or key in any log.
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
@@ -32,6 +33,19 @@ const BOB: OktaUser = { id: '00uBOB1', login: 'bob@example.test' };
 const OKTA_IDP: Record<string, string> = { [IDP_NAME]: '0oaDEMO1', 'demo-sub': '0oaDEMOSUB1', 'demo-down': '0oaDEMODOWN1' };
 /** Claims of a token whose Okta session came through the upstream IdP `idp`. */
 const via = (idp: string, claims: Record<string, unknown> = {}) => ({ claims: { upstream_idp: OKTA_IDP[idp], ...claims } });
+
+/** A raw connection to the listener: what it received, and when (ms after opening) the server closed it. */
+function rawConnection(port: number): { socket: net.Socket; received: () => string; closedAfter: Promise<number> } {
+  const opened = Date.now();
+  const socket = net.connect(port, '127.0.0.1');
+  let text = '';
+  socket.on('data', (chunk) => (text += chunk.toString('latin1')));
+  socket.on('error', () => undefined);
+  const closedAfter = new Promise<number>((resolve) => socket.on('close', () => resolve(Date.now() - opened)));
+  return { socket, received: () => text, closedAfter };
+}
+
+const within = <T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> => Promise.race([promise, new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), ms).unref())]);
 
 interface Answer {
   status: number;
@@ -100,7 +114,7 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
       sidecarArgs: ['--exchange-listen', `127.0.0.1:${portA}`],
     });
     const { TOKEN_TAP_SPOOL_DIR: _own, ...shared } = stack.sidecarEnv;
-    second = await startSidecarProcess({ port: await freePort(), env: shared, args: ['--exchange-listen', `127.0.0.1:${portB}`] });
+    second = await startSidecarProcess({ port: await freePort(), env: { ...shared, TOKEN_TAP_EXCHANGE_MAX_CONNECTIONS: '24' }, args: ['--exchange-listen', `127.0.0.1:${portB}`] });
     for (const sidecar of [stack.sidecar!, second]) await waitFor('the exchange listener', async () => (sidecar.logs().includes('token exchange ready') ? true : undefined), 20_000);
     login = await loginAsOkta(stack.idp, stack.tokenUrl, { loginHint: 'alice' });
     await waitFor('the verified grant', async () => ((await stack.db.pool.query('SELECT 1 FROM grants WHERE idp = $1 AND verified', [IDP_NAME])).rowCount ? true : undefined), 20_000);
@@ -326,6 +340,35 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     const audits = (await stack.db.pool.query("SELECT outcome, detail FROM access_events WHERE operation = 'exchange' ORDER BY id DESC LIMIT 20")).rows;
     expect(audits.map((row) => row.outcome)).to.deep.equal(Array(20).fill('ok'));
     expect(audits.filter((row) => /refreshed at the IdP first/.test(row.detail)).length).to.equal(1);
+  });
+
+  it('closes the connection after refusing a body over the limit, without reading the rest (Connection: close)', async () => {
+    for (const declared of [10_000_000, 1_000]) {
+      // Declared too large, or declared small and sent on beyond the limit (never ending).
+      const connection = rawConnection(portA);
+      connection.socket.write(`POST ${TOKEN_EXCHANGE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${declared}\r\n\r\n`);
+      connection.socket.write('a'.repeat(100 * 1024));
+      expect(await within(connection.closedAfter, 4_000), String(declared)).to.be.a('number');
+      expect(connection.received()).to.match(/^HTTP\/1\.1 400 /);
+      expect(connection.received().toLowerCase()).to.include('connection: close');
+    }
+  });
+
+  it('answers 408 and closes a connection whose body does not arrive within 5 s', async () => {
+    const connection = rawConnection(portA);
+    connection.socket.write(`POST ${TOKEN_EXCHANGE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=`);
+    const closedAfter = await within(connection.closedAfter, 9_000);
+    expect(closedAfter).to.be.a('number');
+    expect(closedAfter as number).to.be.within(4_500, 8_000);
+    expect(connection.received()).to.match(/^HTTP\/1\.1 408 /);
+  });
+
+  it('takes at most TOKEN_TAP_EXCHANGE_MAX_CONNECTIONS open connections, and serves again once they go', async () => {
+    const connections = Array.from({ length: 25 }, () => rawConnection(portB));
+    const closed = await Promise.all(connections.map((connection) => within(connection.closedAfter, 1_500)));
+    expect(closed.filter((after) => after !== 'timeout').length).to.be.at.least(1);
+    for (const connection of connections) connection.socket.destroy();
+    await waitFor('a served request', async () => ((await exchange(request('not-a-jwt'), { port: portB })).status === 400 ? true : undefined), 5_000);
   });
 
   it('counts requests by outcome in the metrics, and logs no token, key or secret', async () => {
