@@ -120,6 +120,18 @@ export function issuedToken(grant: GrantRecord, requested: SubjectTokenType, now
   };
 }
 
+/**
+ * Whether the stored access token is refreshed before it is answered: when it expires within the
+ * minimum TTL, unless the grant was refreshed within that TTL and the token still works. An IdP
+ * whose access tokens live shorter than the TTL would otherwise be asked on every exchange.
+ */
+export function needsRefresh(grant: Pick<GrantRecord, 'accessTokenExpiresAt' | 'lastRefreshedAt'>, now: number, minTtlMs: number): boolean {
+  const expiresAt = grant.accessTokenExpiresAt?.getTime();
+  if (expiresAt === undefined || expiresAt - now >= minTtlMs) return false;
+  const refreshedAt = grant.lastRefreshedAt?.getTime();
+  return !(refreshedAt !== undefined && now - refreshedAt < minTtlMs && expiresAt > now);
+}
+
 export class TokenExchange {
   constructor(private readonly dependencies: TokenExchangeDependencies) {}
 
@@ -180,11 +192,13 @@ export class TokenExchange {
   /** The grant with an access token good for at least the minimum TTL: refreshed first when it is not. */
   private async freshGrant(grant: GrantRecord, readAt: Date, notes: ExchangeNotes): Promise<{ grant: GrantRecord } | ExchangeResult> {
     const minTtlMs = this.dependencies.minTtlSeconds * 1000;
-    const expiresAt = grant.accessTokenExpiresAt?.getTime();
     const now = Date.now();
-    if (expiresAt === undefined || expiresAt - now >= minTtlMs) return { grant };
-    const stillGood = expiresAt > now;
     const note = (detail: string) => (notes.detail = detail);
+    if (!needsRefresh(grant, now, minTtlMs)) {
+      if (grant.accessTokenExpiresAt && grant.accessTokenExpiresAt.getTime() - now < minTtlMs) note('access token expires within the minimum TTL but was refreshed within it; served as is');
+      return { grant };
+    }
+    const stillGood = (grant.accessTokenExpiresAt?.getTime() ?? 0) > now;
     if (!grant.refreshToken) {
       if (stillGood) {
         note('access token expires within the minimum TTL and the grant has no refresh token; served as is');

@@ -28,6 +28,8 @@ export interface GrantRecord {
   verified: boolean;
   capturedAt: Date;
   updatedAt: Date;
+  /** The last refresh answer written (migration 000013); null when none was, or on older rows. */
+  lastRefreshedAt: Date | null;
   version: number;
 }
 
@@ -163,6 +165,7 @@ export function decryptGrant(ring: KeyRing, row: GrantRow): GrantRecord {
     verified: row.verified,
     capturedAt: row.captured_at,
     updatedAt: row.updated_at,
+    lastRefreshedAt: row.last_refreshed_at ?? null,
     version: row.version,
   };
 }

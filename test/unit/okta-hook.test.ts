@@ -222,7 +222,7 @@ describe('Okta hook match: email among many look-alike grants', () => {
     return {
       idp: 'acme', subject, issuer: null, clientId: null, email, scope: [], tokenType: 'Bearer', keyId: 'k1', accessToken: `at-${subject}`, refreshToken: null, idToken: 'x.y.z',
       extras: {}, claims: { sub: subject, email, email_verified: options.emailVerified }, accessTokenExpiresAt: null, refreshTokenExpiresAt: null, idTokenExpiresAt: null,
-      status: 'active', verified: options.verified, capturedAt: at, updatedAt: at, version: 1,
+      status: 'active', verified: options.verified, capturedAt: at, updatedAt: at, lastRefreshedAt: null, version: 1,
     };
   }
 

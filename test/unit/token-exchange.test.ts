@@ -15,7 +15,7 @@ import { ConfigError } from '../../src/config/values.js';
 import { errorAnswer } from '../../src/exchange/answers.js';
 import { authenticateClient } from '../../src/exchange/client-auth.js';
 import { readClientCredentials, readExchangeParams, readForm } from '../../src/exchange/form.js';
-import { TokenExchange, type ExchangeRequest, type TokenExchangeDependencies } from '../../src/operations/exchange.js';
+import { needsRefresh, TokenExchange, type ExchangeRequest, type TokenExchangeDependencies } from '../../src/operations/exchange.js';
 import { VaultError } from '../../src/store/errors.js';
 import type { GrantRecord } from '../../src/store/grants.js';
 
@@ -195,7 +195,7 @@ describe('token exchange: the operation', () => {
     idp: 'entra', subject: 'up-1', issuer: null, clientId: null, email: null, scope: ['openid'], tokenType: 'Bearer', keyId: 'k1',
     accessToken: 'AT-old', refreshToken: 'RT', idToken: 'IDT', extras: {}, claims: { email: 'a@x.test', email_verified: true },
     accessTokenExpiresAt: new Date(now + 3_600_500), refreshTokenExpiresAt: null, idTokenExpiresAt: new Date(now + 600_000),
-    status: 'active', verified: true, capturedAt: new Date(now), updatedAt: new Date(now), version: 1, ...overrides,
+    status: 'active', verified: true, capturedAt: new Date(now), updatedAt: new Date(now), lastRefreshedAt: null, version: 1, ...overrides,
   });
   const request = (more: Partial<ExchangeRequest> = {}): ExchangeRequest => ({ subjectToken: 't', subjectTokenType: 'access_token', audience: 'entra', requestedTokenType: 'access_token', mayUseIdp: () => true, ...more });
 
@@ -277,6 +277,30 @@ describe('token exchange: the operation', () => {
     expect(emailKey([kelvin, 'KATE@x.test', 'kate@x.test'])).to.deep.equal({ email: ['kate@x.test'] });
     expect(vouchedEmail({ email: kelvin, email_verified: true })).to.equal(undefined);
     expect(vouchedEmail({ email: 'Kate@x.test', email_verified: true })).to.equal('kate@x.test');
+  });
+
+  it('refreshes within the minimum TTL only when the grant was not refreshed within it: an IdP whose tokens live shorter is not asked on every exchange', () => {
+    const minTtlMs = 60_000;
+    const at = (expiresInMs: number | undefined, refreshedMsAgo: number | undefined) => ({
+      accessTokenExpiresAt: expiresInMs === undefined ? null : new Date(now + expiresInMs),
+      lastRefreshedAt: refreshedMsAgo === undefined ? null : new Date(now - refreshedMsAgo),
+    });
+    const cases: Array<[number | undefined, number | undefined, boolean, string]> = [
+      [3_600_000, undefined, false, 'good for the TTL'],
+      [undefined, undefined, false, 'no expiry known'],
+      [30_000, undefined, true, 'within the TTL, never refreshed'],
+      [30_000, 120_000, true, 'within the TTL, refreshed before it'],
+      [30_000, 10_000, false, 'within the TTL, refreshed 10 s ago (its lifetime is 40 s)'],
+      [30_000, 59_000, false, 'refreshed just within the TTL'],
+      [-1_000, 10_000, true, 'expired, though refreshed 10 s ago'],
+    ];
+    for (const [expiresIn, refreshedAgo, expected, name] of cases) expect(needsRefresh(at(expiresIn, refreshedAgo), now, minTtlMs), name).to.equal(expected);
+  });
+
+  it('serves the stored token without asking the refresher when the grant was refreshed within the minimum TTL', async () => {
+    const shortLived = grant({ accessTokenExpiresAt: new Date(now + 30_000), lastRefreshedAt: new Date(now - 5_000) });
+    const served = await exchangeWith(shortLived, noRefresh).exchange(request());
+    expect(served.outcome === 'ok' && served.token.access_token).to.equal('AT-old');
   });
 
   it('answers unavailable when the subject token issuer keys cannot be fetched, and invalid_subject_token when it does not verify', async () => {
