@@ -29,12 +29,24 @@ export function clientIdOf(claims: IdTokenClaims | undefined): string | undefine
   return undefined;
 }
 
+/** Printable ASCII, no space: the only addresses users are matched by. */
+const ASCII_ADDRESS = /^[\x21-\x7E]+$/;
+
 /**
- * The address an id_token vouches for: its `email`, lower-cased, when `email_verified` is exactly
- * true (an absent one counts as not verified); undefined otherwise. The Okta hook matches users by
- * email only on grants whose stored id_token vouches for that address.
+ * An address as users are matched by it: printable ASCII only, its A-Z lower-cased without a
+ * locale; undefined for anything else. toLowerCase() folds beyond ASCII (the Kelvin sign U+212A
+ * becomes `k`), so a look-alike address would match another user's.
+ */
+export function comparableEmail(value: string): string | undefined {
+  return ASCII_ADDRESS.test(value) ? value.replace(/[A-Z]/g, (letter) => String.fromCharCode(letter.charCodeAt(0) + 32)) : undefined;
+}
+
+/**
+ * The address an id_token vouches for: its `email` (comparableEmail), when `email_verified` is
+ * exactly true (an absent one counts as not verified); undefined otherwise. The Okta hook and the
+ * token exchange match users by email only on grants whose stored id_token vouches for that address.
  */
 export function vouchedEmail(claims: IdTokenClaims | null | undefined): string | undefined {
   const email = claims?.email;
-  return claims?.email_verified === true && typeof email === 'string' && email !== '' ? email.toLowerCase() : undefined;
+  return claims?.email_verified === true && typeof email === 'string' ? comparableEmail(email) : undefined;
 }

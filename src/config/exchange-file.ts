@@ -33,6 +33,14 @@ export interface SubjectIssuer {
 
 export interface ExchangeProvider {
   idp: string;
+  /**
+   * The Okta IdP id of this upstream IdP: the subject token must show the user's Okta session came
+   * through it (its `idpClaim` equals this), or any Okta user whose email or claim matches, signed
+   * in through any IdP, would get this IdP's grant.
+   */
+  oktaIdpId: string;
+  /** The subject token's claim naming the Okta IdP: `idp` (Okta's id_tokens), or one the hook adds. */
+  idpClaim: string;
   match: GrantMatch;
   allowUnverified: boolean;
 }
@@ -43,6 +51,10 @@ export interface ExchangeConfig {
   providers: ReadonlyMap<string, ExchangeProvider>;
 }
 
+/** Okta's id_tokens carry the Okta IdP the session came through in this reserved claim. */
+export const DEFAULT_IDP_CLAIM = 'idp';
+
+const CLAIM_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$/;
 const PRINTABLE = /^[\x21-\x7E]{1,200}$/;
 
 /** A list of names (audiences, client ids); a message starting ": " reads "<path>: expected ...". */
@@ -64,14 +76,36 @@ const subjectIssuer = strictMapping(
 
 const IDP_MESSAGE = `: expected the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})`;
 
+const OKTA_IDP_ID_MESSAGE = ": expected the Okta IdP id of this upstream IdP (e.g. 0oa1abcdEXAMPLE), as in the Okta hook's file";
+const IDP_CLAIM_MESSAGE = ": expected the name of the subject token's claim carrying the Okta IdP id (idp, or the hook's idp_claim)";
+
 const provider = strictMapping(
   {
     idp: z.string({ error: IDP_MESSAGE }).refine(isIdpName, IDP_MESSAGE),
+    okta_idp_id: z.string({ error: OKTA_IDP_ID_MESSAGE }).regex(/^[A-Za-z0-9]{1,64}$/, OKTA_IDP_ID_MESSAGE),
+    idp_claim: z.string({ error: IDP_CLAIM_MESSAGE }).regex(CLAIM_NAME, IDP_CLAIM_MESSAGE).optional(),
     match: grantMatchSchema(': expected "email" or "claim:<name of the claim of Okta\'s token carrying the upstream subject>"').optional(),
     allow_unverified: z.boolean({ error: 'must be true or false' }).optional(),
   },
-  'must be a mapping with idp and match',
+  'must be a mapping with idp, okta_idp_id and match',
 );
+
+/**
+ * A claim names the upstream subject at one IdP: shared, a subject an account of one IdP carries
+ * would open the grant of the same subject at the other.
+ */
+const claimOncePerProvider = z.superRefine((items: unknown, ctx) => {
+  if (!Array.isArray(items)) return;
+  const claimAt = new Map<string, number>();
+  items.forEach((item: unknown, index) => {
+    const match = item !== null && typeof item === 'object' ? (item as Record<string, unknown>).match : undefined;
+    const claim = typeof match === 'string' && match.startsWith('claim:') ? match : match !== null && typeof match === 'object' && (match as GrantMatch).kind === 'claim' ? `claim:${(match as { claim: string }).claim}` : undefined;
+    if (claim === undefined) return;
+    const first = claimAt.get(claim);
+    if (first === undefined) claimAt.set(claim, index);
+    else addProblem(ctx, [index, 'match'], `: the same claim as entry ${first}: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)`);
+  });
+}, ALWAYS);
 
 /** Each `key` once in `items`: a repeat is named by its positions, never by its value. */
 function onceEach(key: string, what: string) {
@@ -96,7 +130,8 @@ const exchangeFile = strictMapping(
     providers: z
       .array(provider, { error: (issue) => (issue.input === undefined ? 'is missing: list the IdPs the exchange answers for' : 'must be a list of providers') })
       .min(1, ': expected at least one provider (an IdP the exchange answers for)')
-      .check(onceEach('idp', 'the same idp')),
+      .check(onceEach('idp', 'the same idp'))
+      .check(claimOncePerProvider),
   },
   'expected a mapping with subject_issuers and providers',
 );
@@ -111,7 +146,12 @@ function toConfig({ subject_issuers: issuers, providers }: ExchangeFile): Exchan
       clientIds: entry.client_ids ?? [],
       jwksUri: entry.jwks_uri === undefined ? undefined : new URL(entry.jwks_uri),
     })),
-    providers: new Map(providers.map((entry) => [entry.idp, { idp: entry.idp, match: entry.match ?? { kind: 'email' }, allowUnverified: entry.allow_unverified ?? false }])),
+    providers: new Map(
+      providers.map((entry) => [
+        entry.idp,
+        { idp: entry.idp, oktaIdpId: entry.okta_idp_id, idpClaim: entry.idp_claim ?? DEFAULT_IDP_CLAIM, match: entry.match ?? { kind: 'email' }, allowUnverified: entry.allow_unverified ?? false },
+      ]),
+    ),
   };
 }
 

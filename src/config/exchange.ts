@@ -15,6 +15,8 @@ export interface ExchangeSettings {
   config: ExchangeConfig;
   /** The stored access token is refreshed first when it expires within this many seconds. */
   minTtlSeconds: number;
+  /** Open connections the listener takes at most (TOKEN_TAP_EXCHANGE_MAX_CONNECTIONS). */
+  maxConnections: number;
 }
 
 /** undefined when the listener is off (or anything is wrong: then `problems` says what). */
@@ -41,6 +43,7 @@ export function readExchangeSettings(env: NodeJS.ProcessEnv, listenFlag: string 
     );
   }
   const minTtlSeconds = readInteger(env, settings.EXCHANGE_MIN_TTL_SECONDS, problems);
+  const maxConnections = readInteger(env, settings.EXCHANGE_MAX_CONNECTIONS, problems);
   const config = loadExchangeConfig(env, problems);
-  return listen && config ? { listen, tls, config, minTtlSeconds } : undefined;
+  return listen && config ? { listen, tls, config, minTtlSeconds, maxConnections } : undefined;
 }

@@ -12,6 +12,7 @@
 //       match: email                     # or claim:<Okta identity claim carrying the upstream sub>
 //       identity_claims: { upstream_groups: groups }
 //       access_claims: { upstream_tid: tid }
+//       idp_claim: upstream_idp          # also add this claim = okta_idp_id (for the token exchange's idp_claim)
 //       require_grant: false
 //       allow_unverified: false
 import { z } from 'zod';
@@ -49,6 +50,12 @@ export interface HookProvider {
   /** Okta claim name -> dotted path in the upstream id_token's claims. */
   identityClaims: ReadonlyMap<string, string>;
   accessClaims: ReadonlyMap<string, string>;
+  /**
+   * A claim set to `oktaIdpId` in every token the hook answers for through this provider: Okta's
+   * access tokens do not say which IdP the session came through (`idp` is reserved and only in
+   * id_tokens), and the token exchange needs that (its provider's `idp_claim`).
+   */
+  idpClaim: string | undefined;
   requireGrant: boolean;
   allowUnverified: boolean;
 }
@@ -153,13 +160,23 @@ const providerSchema = strictMapping(
     match: matchSchema.nullish(),
     identity_claims: claimsSchema.nullish(),
     access_claims: claimsSchema.nullish(),
+    idp_claim: matching(CLAIM_NAME, 'must be a claim name (letters, digits, _ . : -; starting with a letter or _), e.g. upstream_idp')
+      .refine((name) => !OKTA_RESERVED_CLAIMS.has(name), "must not be a claim name Okta reserves (idp among them; Okta's id_tokens carry idp already): e.g. upstream_idp")
+      .nullish(),
     require_grant: z.boolean({ error: 'must be true or false' }).optional(),
     allow_unverified: z.boolean({ error: 'must be true or false' }).optional(),
   },
   'must be a mapping with okta_idp_id, idp and the claims to add',
 ).check(
   z.superRefine((provider, ctx) => {
-    if (isMapping(provider) && provider.identity_claims === undefined && provider.access_claims === undefined) addProblem(ctx, [], ': give identity_claims and/or access_claims (nothing would be added)');
+    if (!isMapping(provider)) return;
+    if (provider.identity_claims === undefined && provider.access_claims === undefined && provider.idp_claim === undefined) addProblem(ctx, [], ': give identity_claims, access_claims and/or idp_claim (nothing would be added)');
+    const idpClaim = provider.idp_claim;
+    // Two values for one claim: Okta would take one of them.
+    const targets = (claims: unknown): boolean =>
+      typeof idpClaim === 'string' && (claims instanceof Map ? claims.has(idpClaim) : isMapping(claims) && Object.hasOwn(claims, idpClaim));
+    const mapped = targets(provider.identity_claims) || targets(provider.access_claims);
+    if (mapped) addProblem(ctx, ['idp_claim'], ': is also a target of identity_claims or access_claims; give it a name of its own');
   }, ALWAYS),
 );
 
@@ -225,6 +242,7 @@ export function loadHookConfig(env: NodeJS.ProcessEnv, problems: string[]): Hook
       match: entry.match ?? { kind: 'email' },
       identityClaims: entry.identity_claims ?? new Map(),
       accessClaims: entry.access_claims ?? new Map(),
+      idpClaim: entry.idp_claim ?? undefined,
       requireGrant: entry.require_grant ?? false,
       allowUnverified: entry.allow_unverified ?? false,
     });

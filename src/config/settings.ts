@@ -182,6 +182,7 @@ export const EXCHANGE_LISTEN = text('TOKEN_TAP_EXCHANGE_LISTEN', 'off', 'token e
 export const EXCHANGE_TLS = tlsFiles('TOKEN_TAP_EXCHANGE_TLS', 'PEM certificate chain and key: the token exchange speaks TLS. Required when `TOKEN_TAP_EXCHANGE_LISTEN` is not loopback (no opt-out)', 'with it, callers must also present a client certificate this CA signed (mTLS)');
 export const EXCHANGE_CONFIG = file('TOKEN_TAP_EXCHANGE_CONFIG', "the token exchange's YAML file (accepted Okta issuers, IdPs and how a user is matched); required when its listener is on: see [*Token exchange*](token-exchange.md)");
 export const EXCHANGE_MIN_TTL_SECONDS = integer('TOKEN_TAP_EXCHANGE_MIN_TTL_SECONDS', 'non-negative', 60, 'an exchange refreshes first when the access token expires within this');
+export const EXCHANGE_MAX_CONNECTIONS = integer('TOKEN_TAP_EXCHANGE_MAX_CONNECTIONS', 'positive', 256, 'open connections the token exchange listener takes at most; beyond, new ones are closed at once (callers that hold connections open cannot starve the sidecar)');
 
 // Postgres timeouts (config/postgres.ts): the capture writer's (TOKEN_TAP_PG_*) and the API's (TOKEN_TAP_API_PG_*).
 // A query timeout left unset follows its statement timeout; its default here is the one of the default statement timeout.
@@ -222,7 +223,7 @@ export const SETTINGS: readonly Setting[] = [
   COMMIT_DURABILITY, LOG_LEVEL, API_LISTEN, API_TLS, ALLOW_INSECURE_API, API_AUTO_REFRESH_SECONDS, AUDIT_RELAXED_COMMIT, API_PG_POOL_SIZE,
   PG_TIMEOUTS.TOKEN_TAP_API_PG.connect, PG_TIMEOUTS.TOKEN_TAP_API_PG.statement, PG_TIMEOUTS.TOKEN_TAP_API_PG.query, PG_TIMEOUTS.TOKEN_TAP_API_PG.idleInTransaction,
   REFRESH_APPLY_WINDOW_MS, POLICY_INTERVAL, POLICY_MAX_PER_RUN, POLICY_MAX_PER_IDP, IDP_CONFIG, JWKS_COOLDOWN_MS, VERIFY_MAX_WAIT_MS, HOOK_LISTEN, HOOK_CONFIG, REFUSAL_SUMMARY_MS,
-  EXCHANGE_LISTEN, EXCHANGE_TLS, EXCHANGE_CONFIG, EXCHANGE_MIN_TTL_SECONDS,
+  EXCHANGE_LISTEN, EXCHANGE_TLS, EXCHANGE_CONFIG, EXCHANGE_MIN_TTL_SECONDS, EXCHANGE_MAX_CONNECTIONS,
   GRANT_RETENTION, EVENT_RETENTION, PURGE_INTERVAL,
   SPOOL_DIR, SPOOL_MAX_BYTES, SPOOL_FSYNC_MS, SPOOL_GRACE_SECONDS, SHUTDOWN_GRACE_MS, OPS_LISTEN, ROUTE_IDPS, SEAL_FORMAT,
   CAPTURE_NICE, CAPTURE_BACKLOG, EXTPROC_THREAD, CAPTURE_GATHER_MS, ENVOY, FAULT_INJECTION,

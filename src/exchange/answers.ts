@@ -15,6 +15,7 @@ export const ERROR_OF: Record<Exclude<ExchangeOutcome, 'ok'>, OAuthError> = {
   unauthorized_client: 'unauthorized_client',
   invalid_subject_token: 'invalid_request',
   invalid_target: 'invalid_target',
+  wrong_idp: 'invalid_grant',
   no_user: 'invalid_grant',
   no_grant: 'invalid_grant',
   ambiguous: 'invalid_grant',

@@ -15,7 +15,7 @@ export function createExchangeMetrics(registry: Registry): ExchangeMetrics {
   return {
     requests: registeredMetric(registry, 'token_tap_exchange_requests_total', () => new Counter({
       name: 'token_tap_exchange_requests_total',
-      help: 'Token exchange requests (POST /oauth2/token), by token-tap IdP ("" when the audience names none configured) and outcome (ok, unauthenticated, bad_request, unauthorized_client, invalid_request, invalid_subject_token, invalid_target, no_user, no_grant, ambiguous, unverified, email_unverified, no_token, refresh_refused, unavailable, internal).',
+      help: 'Token exchange requests (POST /oauth2/token), by token-tap IdP ("" when the audience names none configured) and outcome (ok, unauthenticated, bad_request, unauthorized_client, invalid_request, invalid_subject_token, invalid_target, wrong_idp, no_user, no_grant, ambiguous, unverified, email_unverified, no_token, refresh_refused, unavailable, internal).',
       labelNames: ['idp', 'outcome'],
       registers,
     })),

@@ -15,11 +15,11 @@ import { mayDo, mayUseIdp, type Authenticator } from '../api/auth.js';
 import type { ApiTls } from '../config/token-vault.js';
 import { formatHostPort, type HostPort } from '../config/values.js';
 import { TOKEN_EXCHANGE_PATH } from '../contract.js';
-import { describeError } from '../lib/error-description.js';
 import { asError } from '../lib/errors.js';
 import { DEFAULT_REFUSAL_SUMMARY_MS } from '../lib/refusal-summary.js';
 import type { ExchangeNotes, TokenExchange } from '../operations/exchange.js';
 import type { AccessEventLog, ExchangeOutcome } from '../store/access-events.js';
+import { describeError, errorCode, errorName } from '../lib/error-description.js';
 import { isPostgresUnavailable } from '../store/errors.js';
 import { ERROR_OF, errorAnswer, tokenAnswer, type HttpAnswer, type RefusedOutcome } from './answers.js';
 import { authenticateClient } from './client-auth.js';
@@ -29,6 +29,10 @@ import { ExchangeRefusals } from './refusals.js';
 
 /** A token request is a few KiB (a subject token and five short parameters). */
 export const MAX_EXCHANGE_REQUEST_BYTES = 64 * 1024;
+/** A token request's body arrives at once; one that trickles holds a connection for nothing. */
+export const BODY_TIMEOUT_MS = 5_000;
+/** After a refusal with Connection: close, how long the caller has to read it before the socket goes. */
+const LINGER_MS = 1_000;
 
 export interface ExchangeServer {
   address: HostPort;
@@ -47,29 +51,46 @@ export interface ExchangeServerOptions {
   logger: Logger;
   registry: Registry;
   refusalSummaryMs?: number;
+  /** Open connections taken at most (TOKEN_TAP_EXCHANGE_MAX_CONNECTIONS); default 256. */
+  maxConnections?: number;
 }
 
 type Handled =
-  | { kind: 'refused'; outcome: RefusedOutcome; reason: string; answer: HttpAnswer; apiKeyId?: string | undefined }
+  /** `close`: the body was not read to its end (too large, too slow): answered with Connection: close, then the socket goes. */
+  | { kind: 'refused'; outcome: RefusedOutcome; reason: string; answer: HttpAnswer; apiKeyId?: string | undefined; close?: boolean }
   | { kind: 'audited'; outcome: ExchangeOutcome; answer: HttpAnswer; apiKeyId: string; caller: string; notes: ExchangeNotes };
 
-function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer | 'too_large'> {
+/**
+ * The body, or why not: over `limit` (by its Content-Length or as it comes) or not all there within
+ * `timeoutMs`. Either way the rest is not read: the caller closes the connection (anyone can reach
+ * this listener, and draining a body sent slowly or without end would hold the socket for them).
+ */
+function readBody(request: http.IncomingMessage, limit: number, timeoutMs: number): Promise<Buffer | 'too_large' | 'too_slow'> {
+  const declared = Number(request.headers['content-length']);
+  if (Number.isFinite(declared) && declared > limit) return Promise.resolve('too_large');
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const stop = (why: 'too_large' | 'too_slow') => {
+      clearTimeout(timer);
+      request.removeAllListeners('data');
+      request.pause();
+      resolve(why);
+    };
+    const timer = setTimeout(() => stop('too_slow'), timeoutMs);
     request.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        // Read on and drop the rest, so the answer reaches the caller on a connection still usable.
-        request.removeAllListeners('data');
-        request.resume();
-        resolve('too_large');
-        return;
-      }
+      if (size > limit) return stop('too_large');
       chunks.push(chunk);
     });
-    request.on('end', () => resolve(Buffer.concat(chunks)));
-    request.on('error', reject);
+    request.on('end', () => {
+      clearTimeout(timer);
+      resolve(Buffer.concat(chunks));
+    });
+    request.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
   });
 }
 
@@ -86,9 +107,13 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
   const refusals = new ExchangeRefusals({ audit: options.refusalAudit, logger, intervalMs: options.refusalSummaryMs ?? DEFAULT_REFUSAL_SUMMARY_MS, summarised: metrics.refusalsSummarised });
 
   async function handle(request: http.IncomingMessage): Promise<Handled> {
-    const badRequest = (reason: string): Handled => ({ kind: 'refused', outcome: 'bad_request', reason, answer: errorAnswer('invalid_request', reason) });
-    const raw = await readBody(request, MAX_EXCHANGE_REQUEST_BYTES);
-    if (raw === 'too_large') return badRequest(`the request is over ${MAX_EXCHANGE_REQUEST_BYTES} bytes`);
+    const badRequest = (reason: string): Extract<Handled, { kind: 'refused' }> => ({ kind: 'refused', outcome: 'bad_request', reason, answer: errorAnswer('invalid_request', reason) });
+    const raw = await readBody(request, MAX_EXCHANGE_REQUEST_BYTES, BODY_TIMEOUT_MS);
+    if (raw === 'too_large') return { ...badRequest(`the request is over ${MAX_EXCHANGE_REQUEST_BYTES} bytes`), close: true };
+    if (raw === 'too_slow') {
+      const reason = `the request body did not arrive within ${BODY_TIMEOUT_MS / 1000} s`;
+      return { kind: 'refused', outcome: 'bad_request', reason, close: true, answer: { status: 408, headers: { 'content-length': '0', 'cache-control': 'no-store' }, body: '' } };
+    }
     const form = readForm(request.headers['content-type'], raw);
     if (!form.ok) return badRequest(form.problem);
     const read = readClientCredentials(request.headers.authorization, form.params);
@@ -116,14 +141,31 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     if (!mayDo(caller, 'exchange')) return audited('unauthorized_client', 'this API key may not exchange tokens (it lacks the exchange operation)');
     const params = readExchangeParams(form.params);
     if (!params.ok) return audited(params.error, params.problem);
-    const result = await exchange.exchange({ ...params.request, mayUseIdp: (idp) => mayUseIdp(caller, idp) });
-    if (result.outcome !== 'ok') return audited(result.outcome, result.description, result.notes);
-    return { kind: 'audited', outcome: 'ok', answer: tokenAnswer(result.token), apiKeyId: caller.apiKeyId, caller: caller.name, notes: result.notes };
+    try {
+      const result = await exchange.exchange({ ...params.request, mayUseIdp: (idp) => mayUseIdp(caller, idp) });
+      if (result.outcome !== 'ok') return audited(result.outcome, result.description, result.notes);
+      return { kind: 'audited', outcome: 'ok', answer: tokenAnswer(result.token), apiKeyId: caller.apiKeyId, caller: caller.name, notes: result.notes };
+    } catch (error) {
+      // The client is known: audited like every other answer to it (a row it cannot open during a
+      // key rollout, a bug), the error itself in the log only.
+      logger.error({ err: describeError(error), apiKeyId: caller.apiKeyId }, 'token exchange: cannot answer');
+      const code = errorCode(error);
+      const detail = `internal error (${errorName(error)}${code ? ` ${code}` : ''})`;
+      if (isPostgresUnavailable(error)) return audited('unavailable', 'the token store cannot be reached; try again', { detail });
+      return audited('internal', 'internal error; the sidecar log has the details', { detail });
+    }
   }
 
   function send(response: http.ServerResponse, answer: HttpAnswer): void {
     response.writeHead(answer.status, answer.headers);
     response.end(answer.body);
+  }
+
+  /** The answer, then the connection goes: at once when the caller closes, else after LINGER_MS (the caller reads the answer first). */
+  function sendAndClose(request: http.IncomingMessage, response: http.ServerResponse, answer: HttpAnswer): void {
+    const socket = request.socket;
+    response.once('finish', () => setTimeout(() => socket.destroy(), LINGER_MS).unref());
+    send(response, { ...answer, headers: { ...answer.headers, connection: 'close' } });
   }
 
   async function serve(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
@@ -134,7 +176,8 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     try {
       handled = await handle(request);
     } catch (error) {
-      // Before the client is known (the key lookup): nothing was read for anyone, nothing is audited.
+      // Before the client is known (the key lookup): nothing was read for anyone, nothing is audited;
+      // past it, handle() answers errors itself, audited.
       const unavailable = isPostgresUnavailable(error);
       logger.error({ err: describeError(error) }, 'token exchange: cannot answer');
       const answer = unavailable ? errorAnswer('temporarily_unavailable', 'the token store cannot be reached; try again') : errorAnswer('server_error', 'internal error; the sidecar log has the details');
@@ -144,7 +187,8 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
       return;
     }
     if (handled.kind === 'refused') {
-      send(response, handled.answer);
+      if (handled.close) sendAndClose(request, response, handled.answer);
+      else send(response, handled.answer);
       metrics.requests.inc({ idp: '', outcome: handled.outcome });
       endTimer({ outcome: handled.outcome });
       refusals.record({ peer, outcome: handled.outcome, reason: handled.reason, apiKeyId: handled.apiKeyId });
@@ -182,9 +226,12 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
   const server = tls
     ? https.createServer({ cert: tls.cert, key: tls.key, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, onRequest)
     : http.createServer(onRequest);
+  // Bounds on what anyone who reaches the listener can hold: connections, time to send headers,
+  // and to send the whole request (the body has BODY_TIMEOUT_MS of its own). requestTimeout ends
+  // with the request's last byte: the answer may still wait on an IdP's refresh.
+  server.maxConnections = options.maxConnections ?? 256;
   server.headersTimeout = 10_000;
-  // A request may wait on an IdP's refresh (its timeout) and on another sidecar's (10 s).
-  server.requestTimeout = 60_000;
+  server.requestTimeout = 15_000;
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

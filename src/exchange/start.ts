@@ -47,5 +47,6 @@ export function startTokenExchange(settings: ExchangeSettings, parts: TokenExcha
     logger,
     registry: parts.registry,
     refusalSummaryMs: parts.refusalSummaryMs,
+    maxConnections: settings.maxConnections,
   });
 }

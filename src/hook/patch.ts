@@ -43,18 +43,25 @@ function ops(mapping: ReadonlyMap<string, string>, upstream: Record<string, unkn
   return result;
 }
 
+/** The provider's idp_claim: which Okta IdP the session came through (the provider is found by it). */
+function idpOps(provider: HookProvider): PatchOp[] {
+  return provider.idpClaim === undefined ? [] : [{ op: 'add', path: pointer(provider.idpClaim), value: provider.oktaIdpId }];
+}
+
 /**
  * Commands for the tokens the request carries only (Okta rejects a patch for a token it is not
- * minting); a command without ops is left out.
+ * minting); a command without ops is left out. `upstreamClaims` undefined: no grant matched, only
+ * the provider's idp_claim is added (the session came through its IdP all the same).
  */
-export function buildCommands(provider: HookProvider, request: TokenHookRequest, upstreamClaims: Record<string, unknown>): HookCommand[] {
+export function buildCommands(provider: HookProvider, request: TokenHookRequest, upstreamClaims: Record<string, unknown> | undefined): HookCommand[] {
   const commands: HookCommand[] = [];
+  const upstream = (mapping: ReadonlyMap<string, string>) => (upstreamClaims ? ops(mapping, upstreamClaims) : []);
   if (request.identityClaims) {
-    const value = ops(provider.identityClaims, upstreamClaims);
+    const value = [...upstream(provider.identityClaims), ...idpOps(provider)];
     if (value.length > 0) commands.push({ type: IDENTITY_PATCH, value });
   }
   if (request.accessClaims) {
-    const value = ops(provider.accessClaims, upstreamClaims);
+    const value = [...upstream(provider.accessClaims), ...idpOps(provider)];
     if (value.length > 0) commands.push({ type: ACCESS_PATCH, value });
   }
   return commands;

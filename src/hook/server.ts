@@ -19,7 +19,7 @@ import { createHookMetrics } from './metrics.js';
 import { HookRefusals } from './refusals.js';
 import { DEFAULT_REFUSAL_SUMMARY_MS } from '../lib/refusal-summary.js';
 import { addedClaimNames, buildCommands, type HookCommand } from './patch.js';
-import { readTokenHookRequest } from './request.js';
+import { readTokenHookRequest, type TokenHookRequest } from './request.js';
 import { describeError } from '../lib/error-description.js';
 import { asError } from '../lib/errors.js';
 
@@ -86,7 +86,8 @@ function readBody(request: http.IncomingMessage, limit: number): Promise<Buffer 
   });
 }
 
-function answerFor(lookup: Exclude<Lookup, { outcome: 'found' }>, oktaIdpId: string | undefined): CallResult {
+function answerFor(lookup: Exclude<Lookup, { outcome: 'found' }>, hookRequest: TokenHookRequest): CallResult {
+  const oktaIdpId = hookRequest.oktaIdpId;
   const provider = 'provider' in lookup ? lookup.provider : undefined;
   const subject = 'grant' in lookup ? lookup.grant.subject : 'subject' in lookup ? lookup.subject : undefined;
   const why = {
@@ -102,6 +103,10 @@ function answerFor(lookup: Exclude<Lookup, { outcome: 'found' }>, oktaIdpId: str
     // Okta then fails the token request: the user gets no token without the upstream claims.
     return { ...base, answer: 'error', detail: `${why}; error returned (require_grant)`, body: { error: { errorSummary: 'token-tap: no captured upstream login for this user' } } };
   }
+  // The session came through the provider's IdP whether or not a grant matched: its idp_claim still says so.
+  const commands = provider ? buildCommands(provider, hookRequest, undefined) : [];
+  const claims = addedClaimNames(commands);
+  if (claims.length > 0) return { ...base, answer: 'commands', detail: `${why}; added ${claims.join(' ')}`, claims, body: { commands } };
   return { ...base, answer: 'none', detail: why, body: { commands: [] } };
 }
 
@@ -137,7 +142,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
     const hookRequest = readTokenHookRequest(parsed);
     if (typeof hookRequest === 'string') return { status: 400, body: { error: { errorSummary: `token-tap: ${hookRequest}` } }, outcome: 'bad_request', answer: 'refused', detail: hookRequest };
     const lookup = await finder.find(hookRequest);
-    if (lookup.outcome !== 'found') return answerFor(lookup, hookRequest.oktaIdpId);
+    if (lookup.outcome !== 'found') return answerFor(lookup, hookRequest);
     const commands: HookCommand[] = buildCommands(lookup.provider, hookRequest, lookup.grant.claims ?? {});
     const claims = addedClaimNames(commands);
     return {

@@ -81,10 +81,19 @@ function oktaUserOf(claims: JWTPayload): string | undefined {
   return typeof value === 'string' ? value : undefined;
 }
 
-/** The user by the provider's `match`: `email` (and `sub` when it is an address, as in Okta's access tokens), or a claim. */
+/** The subject token's IdP claim names the provider's Okta IdP. */
+export function cameThrough(claims: JWTPayload, provider: Pick<ExchangeProvider, 'oktaIdpId' | 'idpClaim'>): boolean {
+  return claims[provider.idpClaim] === provider.oktaIdpId;
+}
+
+/**
+ * The user by the provider's `match`: `email` (only when the token says `email_verified: true` for
+ * it; a user may set an address they do not own), and `sub` when it is an address (Okta's access
+ * tokens carry the login there), or a claim. Called once the token showed its IdP (cameThrough).
+ */
 function userKeyOf(claims: JWTPayload, provider: ExchangeProvider): UserKey | undefined {
   if (provider.match.kind === 'claim') return claimKey(claims[provider.match.claim]);
-  const email = typeof claims.email === 'string' ? claims.email : undefined;
+  const email = typeof claims.email === 'string' && claims.email_verified === true ? claims.email : undefined;
   const sub = typeof claims.sub === 'string' && EMAIL.test(claims.sub) ? claims.sub : undefined;
   return emailKey([email, sub]);
 }
@@ -109,6 +118,18 @@ export function issuedToken(grant: GrantRecord, requested: SubjectTokenType, now
     ...(expiresIn === undefined ? {} : { expires_in: expiresIn }),
     ...(grant.scope.length > 0 ? { scope: grant.scope.join(' ') } : {}),
   };
+}
+
+/**
+ * Whether the stored access token is refreshed before it is answered: when it expires within the
+ * minimum TTL, unless the grant was refreshed within that TTL and the token still works. An IdP
+ * whose access tokens live shorter than the TTL would otherwise be asked on every exchange.
+ */
+export function needsRefresh(grant: Pick<GrantRecord, 'accessTokenExpiresAt' | 'lastRefreshedAt'>, now: number, minTtlMs: number): boolean {
+  const expiresAt = grant.accessTokenExpiresAt?.getTime();
+  if (expiresAt === undefined || expiresAt - now >= minTtlMs) return false;
+  const refreshedAt = grant.lastRefreshedAt?.getTime();
+  return !(refreshedAt !== undefined && now - refreshedAt < minTtlMs && expiresAt > now);
 }
 
 export class TokenExchange {
@@ -139,8 +160,15 @@ export class TokenExchange {
       return refuse('invalid_subject_token', `the subject_token does not verify: ${check.reason}`, `subject token refused: ${check.reason}`);
     }
     notes.oktaUser = oktaUserOf(check.claims);
+    // Emails and claims are only as good as the IdP that set them: the user's Okta session must have
+    // come through this upstream IdP, or an account of another IdP (or Okta's own) could name the
+    // victim's address or upstream subject.
+    if (!cameThrough(check.claims, provider)) {
+      const why = check.claims[provider.idpClaim] === undefined ? 'carries no' : 'names another Okta IdP in its';
+      return refuse('wrong_idp', `the subject_token does not show a sign-in through this IdP (it ${why} ${provider.idpClaim} claim)`);
+    }
     const key = userKeyOf(check.claims, provider);
-    if (!key) return refuse('no_user', `the subject_token carries no ${provider.match.kind === 'email' ? 'email (email claim, or an address as sub)' : `${provider.match.claim} claim`}`);
+    if (!key) return refuse('no_user', `the subject_token carries no ${provider.match.kind === 'email' ? 'email (an email claim with email_verified: true, or an address as sub)' : `${provider.match.claim} claim`}`);
     if ('subject' in key) notes.subject = key.subject;
     const readAt = new Date();
     const found = await findMatchedGrant(store, provider, key);
@@ -164,11 +192,13 @@ export class TokenExchange {
   /** The grant with an access token good for at least the minimum TTL: refreshed first when it is not. */
   private async freshGrant(grant: GrantRecord, readAt: Date, notes: ExchangeNotes): Promise<{ grant: GrantRecord } | ExchangeResult> {
     const minTtlMs = this.dependencies.minTtlSeconds * 1000;
-    const expiresAt = grant.accessTokenExpiresAt?.getTime();
     const now = Date.now();
-    if (expiresAt === undefined || expiresAt - now >= minTtlMs) return { grant };
-    const stillGood = expiresAt > now;
     const note = (detail: string) => (notes.detail = detail);
+    if (!needsRefresh(grant, now, minTtlMs)) {
+      if (grant.accessTokenExpiresAt && grant.accessTokenExpiresAt.getTime() - now < minTtlMs) note('access token expires within the minimum TTL but was refreshed within it; served as is');
+      return { grant };
+    }
+    const stillGood = (grant.accessTokenExpiresAt?.getTime() ?? 0) > now;
     if (!grant.refreshToken) {
       if (stillGood) {
         note('access token expires within the minimum TTL and the grant has no refresh token; served as is');

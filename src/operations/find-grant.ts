@@ -5,7 +5,7 @@
 // the upstream subject from a claim of Okta's token (an admin maps idpuser.externalId into it).
 // When the login that started the user's Okta session may still be on its way to Postgres, the
 // caller may ask for a bounded wait for it.
-import { vouchedEmail } from '../capture/jwt.js';
+import { comparableEmail, vouchedEmail } from '../capture/jwt.js';
 import type { GrantMatch } from '../config/hook-file.js';
 import type { GrantRecord, GrantStore } from '../store/grants.js';
 
@@ -50,9 +50,13 @@ export interface Freshness {
   captures: InFlightCaptures;
 }
 
-/** The user's addresses: the given values, lower-cased and distinct; undefined when there are none. */
+/**
+ * The user's addresses: the given values that are ASCII (comparableEmail: lower-cased without a
+ * locale), distinct; undefined when there are none (a non-ASCII address matches nobody).
+ */
 export function emailKey(values: ReadonlyArray<string | undefined>): UserKey | undefined {
-  const distinct = [...new Set(values.filter((value): value is string => Boolean(value)).map((value) => value.toLowerCase()))];
+  const comparable = values.map((value) => (value ? comparableEmail(value) : undefined));
+  const distinct = [...new Set(comparable.filter((value): value is string => value !== undefined))];
   return distinct.length > 0 ? { email: distinct } : undefined;
 }
 

@@ -29,6 +29,7 @@ export type ExchangeOutcome =
   | 'unauthorized_client'
   | 'invalid_subject_token'
   | 'invalid_target'
+  | 'wrong_idp'
   | 'no_user'
   | 'no_grant'
   | 'ambiguous'

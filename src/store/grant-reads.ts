@@ -28,6 +28,8 @@ export interface GrantRecord {
   verified: boolean;
   capturedAt: Date;
   updatedAt: Date;
+  /** The last refresh answer written (migration 000013); null when none was, or on older rows. */
+  lastRefreshedAt: Date | null;
   version: number;
 }
 
@@ -96,7 +98,9 @@ export async function findGrant(pool: pg.Pool, ring: KeyRing, idp: string, subje
 
 /**
  * The candidates of the Okta hook's `match: email`: active grants of an IdP whose email is one of
- * `emails` (lower-case); with `verifiedOnly`, only grants whose id_token was verified. Postgres
+ * `emails` (ASCII, lower-case); with `verifiedOnly`, only grants whose id_token was verified. Only
+ * a grant whose email is printable ASCII counts (`[!-~]`): Postgres' lower() folds the Kelvin
+ * sign to `k` too, and vouched_email of rows written before ASCII-only matching may hold the fold. Postgres
  * weighs every candidate, however many there are (anyone may claim an address at some IdPs, so
  * look-alikes must not push the real user out): it returns the newest two whose id_token vouches
  * for one of the addresses (vouched_email), those whose vouching is not recorded, bounded, and the
@@ -113,7 +117,7 @@ export async function findEmailCandidates(
     `WITH candidates AS MATERIALIZED (
        SELECT subject, updated_at, vouched_email,
               (vouched_email IS NOT NULL AND vouched_email_checked_at IS NOT DISTINCT FROM id_token_observed_at) AS recorded
-       FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND status = 'active' AND (verified OR NOT $3)
+       FROM grants WHERE idp = $1 AND lower(email) = ANY($2::text[]) AND email ~ '^[!-~]+$' AND status = 'active' AND (verified OR NOT $3)
      ), chosen AS (
        (SELECT 'vouched' AS candidate, subject FROM candidates WHERE recorded AND vouched_email = ANY($2::text[]) ORDER BY updated_at DESC LIMIT 2)
        UNION ALL
@@ -161,6 +165,7 @@ export function decryptGrant(ring: KeyRing, row: GrantRow): GrantRecord {
     verified: row.verified,
     capturedAt: row.captured_at,
     updatedAt: row.updated_at,
+    lastRefreshedAt: row.last_refreshed_at ?? null,
     version: row.version,
   };
 }

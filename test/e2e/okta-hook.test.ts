@@ -114,6 +114,7 @@ const PROVIDERS = [
   { okta_idp_id: '0oaREQUIRED', idp: IDP_NAME, match: 'email', identity_claims: { upstream_groups: 'groups' }, require_grant: true, allow_unverified: true },
   { okta_idp_id: '0oaBYSUB', idp: IDP_NAME, match: 'claim:upstream_sub', identity_claims: { upstream_groups: 'groups' }, allow_unverified: true },
   { okta_idp_id: '0oaSTRICTSUB', idp: IDP_NAME, match: 'claim:upstream_sub', identity_claims: { upstream_groups: 'groups' } },
+  { okta_idp_id: '0oaSTAMPED', idp: IDP_NAME, match: 'email', identity_claims: { upstream_groups: 'groups' }, idp_claim: 'upstream_idp', allow_unverified: true },
 ];
 
 async function hookReady(stack: Stack): Promise<void> {
@@ -168,6 +169,19 @@ describe('Okta token inline hook through Envoy', function () {
     expect(status).to.equal(200);
     expect(valuesOf(body, 'com.okta.identity.patch')).to.deep.equal({ upstream_groups: login.claims.groups, upstream_tid: login.claims.tid });
     expect(valuesOf(body, 'com.okta.access.patch')).to.deep.equal({ upstream_tid: login.claims.tid });
+  });
+
+  it("adds idp_claim = the Okta IdP id to both tokens, with or without a matched grant (the token exchange's proof of the IdP)", async () => {
+    const found = await callHook(stack, { idpId: '0oaSTAMPED' }, SECRET);
+    expect(found.status).to.equal(200);
+    expect(valuesOf(found.body, 'com.okta.identity.patch')).to.deep.equal({ upstream_groups: login.claims.groups, upstream_idp: '0oaSTAMPED' });
+    expect(valuesOf(found.body, 'com.okta.access.patch')).to.deep.equal({ upstream_idp: '0oaSTAMPED' });
+    const none = await callHook(stack, { idpId: '0oaSTAMPED', login: 'nobody@example.test' }, SECRET);
+    expect(valuesOf(none.body, 'com.okta.identity.patch')).to.deep.equal({ upstream_idp: '0oaSTAMPED' });
+    expect(valuesOf(none.body, 'com.okta.access.patch')).to.deep.equal({ upstream_idp: '0oaSTAMPED' });
+    const audit = (await stack.db.pool.query("SELECT outcome, detail FROM access_events WHERE operation = 'okta_hook' ORDER BY id DESC LIMIT 1")).rows[0];
+    expect(audit.outcome).to.equal('no_grant');
+    expect(audit.detail).to.include('added id:upstream_idp access:upstream_idp');
   });
 
   it('sends only the patch types the request carries', async () => {

@@ -15,7 +15,7 @@ import { fakeJwt } from '../support/jwt.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 const IDP = 'acme';
-const strict: HookProvider = { oktaIdpId: '0oaS', idp: IDP, match: { kind: 'email' }, identityClaims: new Map(), accessClaims: new Map(), requireGrant: true, allowUnverified: false };
+const strict: HookProvider = { oktaIdpId: '0oaS', idp: IDP, match: { kind: 'email' }, identityClaims: new Map(), accessClaims: new Map(), requireGrant: true, allowUnverified: false, idpClaim: undefined };
 const lax: HookProvider = { ...strict, oktaIdpId: '0oaL', allowUnverified: true };
 
 describe('Okta hook match: email over every candidate (Postgres)', () => {

@@ -2,7 +2,7 @@
 // <issuer>/.well-known/openid-configuration naming <issuer>/v1/keys, a JWKS there, and tokens
 // shaped as Okta's (DESIGN §6a) signed RS256 with jose: access tokens with ver, jti, iss, aud, iat,
 // exp, cid, uid, scp, sub (the login), auth_time; id_tokens with sub (the user id), aud (the app's
-// client id) and email. Counts requests for its keys.
+// client id), email and email_verified. Counts requests for its keys.
 import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -81,7 +81,7 @@ export async function startOktaAuthorizationServer(options: { audience?: string;
     clientId,
     keyFetches: () => fetches,
     accessToken: (user, overrides) => sign(signing.privateKey, accessClaims(user), overrides),
-    idToken: (user, overrides) => sign(signing.privateKey, { ver: 1, jti: `ID.${randomUUID()}`, iss: issuer, aud: clientId, sub: user.id, email: user.email ?? user.login, amr: ['pwd'], idp: '00o1okta', auth_time: Math.floor(Date.now() / 1000) }, overrides),
+    idToken: (user, overrides) => sign(signing.privateKey, { ver: 1, jti: `ID.${randomUUID()}`, iss: issuer, aud: clientId, sub: user.id, email: user.email ?? user.login, email_verified: true, amr: ['pwd'], idp: '00o1okta', auth_time: Math.floor(Date.now() / 1000) }, overrides),
     forged: (user, overrides) => sign(forger.privateKey, accessClaims(user), overrides),
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };

@@ -49,6 +49,20 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
     expect([...provider.identityClaims]).to.deep.equal([['upstream_groups', 'groups']]);
   });
 
+  it('reads idp_claim, refusing a name Okta reserves and one the claim maps also target', () => {
+    const entry = GOOD.providers[0]!;
+    expect(load({ ...GOOD, providers: [{ ...entry, idp_claim: 'upstream_idp' }] }).config!.providers.get('0oa1abcdEXAMPLE')!.idpClaim).to.equal('upstream_idp');
+    expect(load(GOOD).config!.providers.get('0oa1abcdEXAMPLE')!.idpClaim).to.equal(undefined);
+    const alone = load({ ...GOOD, providers: [{ okta_idp_id: '0oaX', idp: 'entra', idp_claim: 'upstream_idp' }] });
+    expect(alone.problems).to.deep.equal([]);
+    const bad = load({ ...GOOD, providers: [{ ...entry, idp_claim: 'idp' }, { ...entry, okta_idp_id: '0oaB', idp_claim: 'upstream_tid' }, { ...entry, okta_idp_id: '0oaC', idp_claim: 'a b' }] });
+    expect(bad.config).to.equal(undefined);
+    const text = bad.problems.join('\n');
+    expect(text).to.match(/providers\[0\]\.idp_claim.*must not be a claim name Okta reserves/);
+    expect(text).to.match(/providers\[1\]\.idp_claim.*is also a target of identity_claims or access_claims/);
+    expect(text).to.match(/providers\[2\]\.idp_claim.*must be a claim name/);
+  });
+
   it('reads the OAuth scheme and match: claim:<name>', () => {
     const { config, problems } = load({
       authentication: { oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook', client_id: '0oaHOOK' } },
@@ -107,7 +121,7 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
       "authentication.oauth.client_id is missing: give the client id of the Okta app Okta uses for the hook's client-credentials call (the token's cid)",
       "authentication.oauth.scope is missing: give the scope Okta asks for when it gets the hook's token (e.g. token_tap.hook)",
       'authentication: give exactly one of header or oauth',
-      'providers[0]: give identity_claims and/or access_claims (nothing would be added)',
+      'providers[0]: give identity_claims, access_claims and/or idp_claim (nothing would be added)',
       'providers[1] must be a mapping with okta_idp_id, idp and the claims to add',
     ]);
   });
@@ -139,6 +153,7 @@ describe('Okta hook request and patch commands', () => {
     accessClaims: new Map([['upstream_tid', 'tid'], ['upstream_null', 'nothing']]),
     requireGrant: false,
     allowUnverified: false,
+    idpClaim: undefined,
   };
   const upstream = { groups: ['g1', 'g2'], tid: 't-1', address: { country: 'NL' }, nothing: null };
 
@@ -160,6 +175,17 @@ describe('Okta hook request and patch commands', () => {
     ]);
     expect(buildCommands(provider, request({ accessClaims: undefined }), upstream).map((command) => command.type)).to.deep.equal(['com.okta.identity.patch']);
     expect(buildCommands(provider, request({ identityClaims: undefined }), { groups: ['x'] })).to.deep.equal([]);
+  });
+
+  it("adds the provider's idp_claim (its Okta IdP id) to every token the request carries, also when no grant matched", () => {
+    const stamped: HookProvider = { ...provider, idpClaim: 'upstream_idp' };
+    const idp = { op: 'add', path: '/claims/upstream_idp', value: '0oaA' };
+    const [identity, access] = buildCommands(stamped, request({}), upstream);
+    expect(identity!.value.at(-1)).to.deep.equal(idp);
+    expect(access).to.deep.equal({ type: 'com.okta.access.patch', value: [{ op: 'add', path: '/claims/upstream_tid', value: 't-1' }, idp] });
+    expect(buildCommands(stamped, request({}), undefined)).to.deep.equal([{ type: 'com.okta.identity.patch', value: [idp] }, { type: 'com.okta.access.patch', value: [idp] }]);
+    expect(buildCommands(stamped, request({ identityClaims: undefined }), undefined)).to.deep.equal([{ type: 'com.okta.access.patch', value: [idp] }]);
+    expect(buildCommands(provider, request({}), undefined)).to.deep.equal([]);
   });
 
   it('follows dotted paths without reaching into arrays or inherited properties', () => {
@@ -186,7 +212,7 @@ describe('Okta hook request and patch commands', () => {
 });
 
 describe('Okta hook match: email among many look-alike grants', () => {
-  const strict: HookProvider = { oktaIdpId: '0oaS', idp: 'acme', match: { kind: 'email' }, identityClaims: new Map(), accessClaims: new Map(), requireGrant: true, allowUnverified: false };
+  const strict: HookProvider = { oktaIdpId: '0oaS', idp: 'acme', match: { kind: 'email' }, identityClaims: new Map(), accessClaims: new Map(), requireGrant: true, allowUnverified: false, idpClaim: undefined };
   const lax: HookProvider = { ...strict, oktaIdpId: '0oaL', allowUnverified: true };
   const start = Date.parse('2025-01-01T00:00:00Z');
 
@@ -196,7 +222,7 @@ describe('Okta hook match: email among many look-alike grants', () => {
     return {
       idp: 'acme', subject, issuer: null, clientId: null, email, scope: [], tokenType: 'Bearer', keyId: 'k1', accessToken: `at-${subject}`, refreshToken: null, idToken: 'x.y.z',
       extras: {}, claims: { sub: subject, email, email_verified: options.emailVerified }, accessTokenExpiresAt: null, refreshTokenExpiresAt: null, idTokenExpiresAt: null,
-      status: 'active', verified: options.verified, capturedAt: at, updatedAt: at, version: 1,
+      status: 'active', verified: options.verified, capturedAt: at, updatedAt: at, lastRefreshedAt: null, version: 1,
     };
   }
 

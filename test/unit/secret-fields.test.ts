@@ -51,7 +51,7 @@ describe('secret fields of extras (capture/secret-fields.ts)', () => {
       idp: 'slack', subject: 'U1', status: 'active', issuer: null, clientId: null, email: null, scope: [], tokenType: 'user', keyId: 'k1',
       accessToken: 'xoxp-top', refreshToken: 'xoxe-top', idToken: null, claims: null,
       extras: { authed_user: { refresh_token: 'xoxe-nested' } },
-      accessTokenExpiresAt: null, refreshTokenExpiresAt: null, idTokenExpiresAt: null, verified: false, capturedAt: new Date(), updatedAt: new Date(), version: 1,
+      accessTokenExpiresAt: null, refreshTokenExpiresAt: null, idTokenExpiresAt: null, verified: false, capturedAt: new Date(), updatedAt: new Date(), lastRefreshedAt: null, version: 1,
     } satisfies GrantRecord;
     const restricted = grantMessage(grant, { tokens: true, refreshToken: false });
     expect(fromProtoStruct(restricted.extras)).to.deep.equal({ authed_user: {} });

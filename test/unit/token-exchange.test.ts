@@ -7,13 +7,15 @@ import path from 'node:path';
 import { expect } from 'chai';
 import { stringify } from 'yaml';
 import { AccessDenied } from '../../src/api/auth.js';
+import { comparableEmail, vouchedEmail } from '../../src/capture/jwt.js';
 import { readExchangeConfig } from '../../src/config/exchange-file.js';
+import { emailKey } from '../../src/operations/find-grant.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { ConfigError } from '../../src/config/values.js';
 import { errorAnswer } from '../../src/exchange/answers.js';
 import { authenticateClient } from '../../src/exchange/client-auth.js';
 import { readClientCredentials, readExchangeParams, readForm } from '../../src/exchange/form.js';
-import { TokenExchange, type ExchangeRequest, type TokenExchangeDependencies } from '../../src/operations/exchange.js';
+import { needsRefresh, TokenExchange, type ExchangeRequest, type TokenExchangeDependencies } from '../../src/operations/exchange.js';
 import { VaultError } from '../../src/store/errors.js';
 import type { GrantRecord } from '../../src/store/grants.js';
 
@@ -111,7 +113,7 @@ describe('token exchange: error answers (RFC 6749 §5.2)', () => {
 describe('token exchange: the exchange file and its settings', () => {
   const valid = {
     subject_issuers: [{ issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], client_ids: ['0oa1webappEXAMPLE'] }],
-    providers: [{ idp: 'entra', match: 'email' }, { idp: 'google', match: 'claim:upstream_sub', allow_unverified: true }],
+    providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', match: 'email' }, { idp: 'google', okta_idp_id: '0oaGOOGLE1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }],
   };
 
   it('reads issuers and providers', () => {
@@ -119,17 +121,17 @@ describe('token exchange: the exchange file and its settings', () => {
     const config = readExchangeConfig(valid, 'x.yaml', problems)!;
     expect(problems).to.deep.equal([]);
     expect(config.subjectIssuers).to.deep.equal([{ issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], clientIds: ['0oa1webappEXAMPLE'], jwksUri: undefined }]);
-    expect(config.providers.get('entra')).to.deep.equal({ idp: 'entra', match: { kind: 'email' }, allowUnverified: false });
-    expect(config.providers.get('google')).to.deep.equal({ idp: 'google', match: { kind: 'claim', claim: 'upstream_sub' }, allowUnverified: true });
+    expect(config.providers.get('entra')).to.deep.equal({ idp: 'entra', oktaIdpId: '0oaENTRA1', idpClaim: 'idp', match: { kind: 'email' }, allowUnverified: false });
+    expect(config.providers.get('google')).to.deep.equal({ idp: 'google', oktaIdpId: '0oaGOOGLE1', idpClaim: 'upstream_idp', match: { kind: 'claim', claim: 'upstream_sub' }, allowUnverified: true });
   });
 
-  it('reports every problem at once, naming where and what is expected, never the value', () => {
+  it('reports every problem at once, naming where and what is expected, never the value; no idp, issuer or match claim twice', () => {
     const secretish = 'SECRET-LOOKING-VALUE-123';
     const problems: string[] = [];
     const config = readExchangeConfig(
       {
         subject_issuers: [{ issuer: `http://${secretish}.example/`, audiences: [], token: secretish }, { issuer: 'https://a.example', audiences: ['x'] }, { issuer: 'https://a.example', audiences: ['x'] }],
-        providers: [{ idp: secretish, match: `claim:${secretish} x` }, { idp: 'ok', allow_unverified: 'yes' }],
+        providers: [{ idp: secretish, match: `claim:${secretish} x`, okta_idp_id: `${secretish}!` }, { idp: 'ok', allow_unverified: 'yes', okta_idp_id: '0oa1', idp_claim: `${secretish} x` }, { idp: 'other', match: 'email' }],
         extra: 1,
       },
       'x.yaml',
@@ -143,7 +145,10 @@ describe('token exchange: the exchange file and its settings', () => {
       /^x\.yaml: subject_issuers\[0\]: unknown field "token" \(known: issuer, audiences, client_ids, jwks_uri\)/,
       /^x\.yaml: providers\[0\]\.idp: expected the token-tap IdP name/,
       /^x\.yaml: providers\[0\]\.match: expected "email" or "claim:/,
+      /^x\.yaml: providers\[0\]\.okta_idp_id: expected the Okta IdP id/,
       /^x\.yaml: providers\[1\]\.allow_unverified must be true or false/,
+      /^x\.yaml: providers\[1\]\.idp_claim: expected the name of the subject token's claim/,
+      /^x\.yaml: providers\[2\]\.okta_idp_id: expected the Okta IdP id/,
       /^x\.yaml: unknown field "extra" \(known: subject_issuers, providers\)/,
     ];
     for (const pattern of expected) expect(problems.some((problem) => pattern.test(problem)), String(pattern)).to.equal(true);
@@ -153,6 +158,10 @@ describe('token exchange: the exchange file and its settings', () => {
     const empty: string[] = [];
     readExchangeConfig({}, 'x.yaml', empty);
     expect(empty).to.deep.equal(['x.yaml: subject_issuers is missing: list the Okta authorization servers whose tokens are accepted', 'x.yaml: providers is missing: list the IdPs the exchange answers for']);
+    const sharedClaim: string[] = [];
+    const claimProvider = (idp: string, match: string) => ({ idp, okta_idp_id: `0oa${idp}`, match });
+    readExchangeConfig({ ...valid, providers: [claimProvider('entra', 'claim:upstream_sub'), claimProvider('okta', 'email'), claimProvider('google', 'claim:upstream_sub'), claimProvider('slack', 'claim:slack_sub')] }, 'x.yaml', sharedClaim);
+    expect(sharedClaim).to.deep.equal(['x.yaml: providers[2].match: the same claim as entry 0: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)']);
   });
 
   const base = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
@@ -189,16 +198,16 @@ describe('token exchange: the operation', () => {
     idp: 'entra', subject: 'up-1', issuer: null, clientId: null, email: null, scope: ['openid'], tokenType: 'Bearer', keyId: 'k1',
     accessToken: 'AT-old', refreshToken: 'RT', idToken: 'IDT', extras: {}, claims: { email: 'a@x.test', email_verified: true },
     accessTokenExpiresAt: new Date(now + 3_600_500), refreshTokenExpiresAt: null, idTokenExpiresAt: new Date(now + 600_000),
-    status: 'active', verified: true, capturedAt: new Date(now), updatedAt: new Date(now), version: 1, ...overrides,
+    status: 'active', verified: true, capturedAt: new Date(now), updatedAt: new Date(now), lastRefreshedAt: null, version: 1, ...overrides,
   });
   const request = (more: Partial<ExchangeRequest> = {}): ExchangeRequest => ({ subjectToken: 't', subjectTokenType: 'access_token', audience: 'entra', requestedTokenType: 'access_token', mayUseIdp: () => true, ...more });
 
   function exchangeWith(stored: GrantRecord, refresh: TokenExchangeDependencies['refresher']['refresh'], more: Partial<TokenExchangeDependencies> = {}) {
     return new TokenExchange({
-      config: { subjectIssuers: [], providers: new Map([['entra', { idp: 'entra', match: { kind: 'email' }, allowUnverified: false }]]) },
+      config: { subjectIssuers: [], providers: new Map([['entra', { idp: 'entra', oktaIdpId: '0oaENTRA1', idpClaim: 'upstream_idp', match: { kind: 'email' }, allowUnverified: false }]]) },
       store: { findGrant: async () => stored, findEmailCandidates: async () => ({ vouched: [stored], unchecked: [], newest: stored }) },
       refresher: { refresh },
-      verifier: { verify: async () => ({ ok: true, claims: { sub: 'a@x.test', uid: '00u1' } }) },
+      verifier: { verify: async () => ({ ok: true, claims: { sub: 'a@x.test', uid: '00u1', upstream_idp: '0oaENTRA1' } }) },
       minTtlSeconds: 60,
       ...more,
     });
@@ -229,6 +238,72 @@ describe('token exchange: the operation', () => {
     const refused = async () => Promise.reject(new VaultError('grant is revoked', 'failed_precondition'));
     expect((await exchangeWith(expiring, refused).exchange(request())).outcome).to.equal('refresh_refused');
     expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000), refreshToken: null }), noRefresh).exchange(request())).outcome).to.equal('refresh_refused');
+  });
+
+  it("refuses (wrong_idp) a subject token whose IdP claim is absent or names another Okta IdP, before any grant is read", async () => {
+    const unread = { findGrant: async () => expect.fail('no grant read'), findEmailCandidates: async () => expect.fail('no grant read') };
+    const claimsCases: Array<[Record<string, unknown>, RegExp]> = [
+      [{ sub: 'a@x.test', uid: '00u1' }, /carries no upstream_idp claim/],
+      [{ sub: 'a@x.test', uid: '00u1', upstream_idp: '0oaHOSTILE' }, /names another Okta IdP/],
+      // Okta's own reserved claim is not the one this provider is told to read.
+      [{ sub: 'a@x.test', uid: '00u1', idp: '0oaENTRA1' }, /carries no upstream_idp claim/],
+      [{ sub: 'a@x.test', uid: '00u1', upstream_idp: ['0oaENTRA1'] }, /names another Okta IdP/],
+    ];
+    for (const [claims, why] of claimsCases) {
+      const result = await exchangeWith(grant(), noRefresh, { store: unread, verifier: { verify: async () => ({ ok: true, claims }) } }).exchange(request());
+      expect(result.outcome, JSON.stringify(claims)).to.equal('wrong_idp');
+      expect(result.outcome !== 'ok' && result.description).to.match(why);
+      expect(result.notes.oktaUser).to.equal('00u1');
+    }
+  });
+
+  it('matches by the email claim only when the token says email_verified: true; an address as sub still counts', async () => {
+    const asked: string[][] = [];
+    const stored = grant();
+    const store = { findGrant: async () => stored, findEmailCandidates: async (_idp: string, emails: readonly string[]) => (asked.push([...emails]), { vouched: [stored], unchecked: [], newest: stored }) };
+    const withClaims = (claims: Record<string, unknown>) => exchangeWith(stored, noRefresh, { store, verifier: { verify: async () => ({ ok: true, claims: { uid: '00u1', upstream_idp: '0oaENTRA1', ...claims } }) } });
+    for (const verified of [undefined, false, 'true']) {
+      const result = await withClaims({ sub: '00u1', email: 'a@x.test', ...(verified === undefined ? {} : { email_verified: verified }) }).exchange(request());
+      expect(result.outcome, String(verified)).to.equal('no_user');
+    }
+    expect(asked).to.deep.equal([]);
+    expect((await withClaims({ sub: '00u1', email: 'a@x.test', email_verified: true }).exchange(request())).outcome).to.equal('ok');
+    expect((await withClaims({ sub: 'a@x.test', email: 'b@x.test' }).exchange(request())).outcome).to.equal('ok');
+    expect(asked).to.deep.equal([['a@x.test'], ['a@x.test']]);
+  });
+
+  it('compares addresses as ASCII only, lower-cased without a locale: the Kelvin sign and other look-alikes match nobody', () => {
+    const kelvin = '\u212Aate@x.test';
+    expect(kelvin.toLowerCase()).to.equal('kate@x.test');
+    expect([comparableEmail('Kate@X.Test'), comparableEmail(kelvin), comparableEmail('kate@x.test\u0130'), comparableEmail(''), comparableEmail('a b@x')]).to.deep.equal(['kate@x.test', undefined, undefined, undefined, undefined]);
+    expect(emailKey([kelvin])).to.equal(undefined);
+    expect(emailKey([kelvin, 'KATE@x.test', 'kate@x.test'])).to.deep.equal({ email: ['kate@x.test'] });
+    expect(vouchedEmail({ email: kelvin, email_verified: true })).to.equal(undefined);
+    expect(vouchedEmail({ email: 'Kate@x.test', email_verified: true })).to.equal('kate@x.test');
+  });
+
+  it('refreshes within the minimum TTL only when the grant was not refreshed within it: an IdP whose tokens live shorter is not asked on every exchange', () => {
+    const minTtlMs = 60_000;
+    const at = (expiresInMs: number | undefined, refreshedMsAgo: number | undefined) => ({
+      accessTokenExpiresAt: expiresInMs === undefined ? null : new Date(now + expiresInMs),
+      lastRefreshedAt: refreshedMsAgo === undefined ? null : new Date(now - refreshedMsAgo),
+    });
+    const cases: Array<[number | undefined, number | undefined, boolean, string]> = [
+      [3_600_000, undefined, false, 'good for the TTL'],
+      [undefined, undefined, false, 'no expiry known'],
+      [30_000, undefined, true, 'within the TTL, never refreshed'],
+      [30_000, 120_000, true, 'within the TTL, refreshed before it'],
+      [30_000, 10_000, false, 'within the TTL, refreshed 10 s ago (its lifetime is 40 s)'],
+      [30_000, 59_000, false, 'refreshed just within the TTL'],
+      [-1_000, 10_000, true, 'expired, though refreshed 10 s ago'],
+    ];
+    for (const [expiresIn, refreshedAgo, expected, name] of cases) expect(needsRefresh(at(expiresIn, refreshedAgo), now, minTtlMs), name).to.equal(expected);
+  });
+
+  it('serves the stored token without asking the refresher when the grant was refreshed within the minimum TTL', async () => {
+    const shortLived = grant({ accessTokenExpiresAt: new Date(now + 30_000), lastRefreshedAt: new Date(now - 5_000) });
+    const served = await exchangeWith(shortLived, noRefresh).exchange(request());
+    expect(served.outcome === 'ok' && served.token.access_token).to.equal('AT-old');
   });
 
   it('answers unavailable when the subject token issuer keys cannot be fetched, and invalid_subject_token when it does not verify', async () => {
