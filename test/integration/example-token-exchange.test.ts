@@ -36,7 +36,7 @@ describe('the token exchange client example (examples/token-exchange.ts)', funct
     db = await createTestDatabase('example_exchange');
     const file = path.join(tempDir('example-exchange'), 'exchange.yaml');
     // The login goes into the store directly (no id_token verification step here): allow_unverified.
-    writeFileSync(file, stringify({ subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience], client_ids: [okta.clientId] }], providers: [{ idp: 'entra', match: 'claim:upstream_sub', allow_unverified: true }] }));
+    writeFileSync(file, stringify({ subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience], client_ids: [okta.clientId] }], providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }] }));
     vault = await startVaultSidecar(db, { TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_EXCHANGE_LISTEN: '127.0.0.1:0', TOKEN_TAP_EXCHANGE_CONFIG: file });
     const address = vault.sidecar.exchange?.address;
     if (!address) throw new Error(`the token exchange did not start:\n${vault.logs()}`);
@@ -51,7 +51,7 @@ describe('the token exchange client example (examples/token-exchange.ts)', funct
   });
 
   // The hook (or Okta's profile mapping) puts the upstream subject into Okta's tokens as upstream_sub.
-  const oktaAccessToken = () => okta.accessToken(ALICE, { claims: { upstream_sub: capture.subject } });
+  const oktaAccessToken = () => okta.accessToken(ALICE, { claims: { upstream_idp: '0oaENTRA1', upstream_sub: capture.subject } });
 
   it("run as a program with a key allowed `exchange`, prints the user's upstream access token (its start only)", async () => {
     const key = await createApiKey(db, 'billing-service', ['entra'], ['exchange']);
@@ -68,7 +68,7 @@ describe('the token exchange client example (examples/token-exchange.ts)', funct
     const idToken = await exchangeToken({
       endpoint,
       apiKey: key.token,
-      oktaToken: await okta.idToken(ALICE, { claims: { upstream_sub: capture.subject } }),
+      oktaToken: await okta.idToken(ALICE, { claims: { upstream_idp: '0oaENTRA1', upstream_sub: capture.subject } }),
       idp: 'entra',
       subjectTokenType: ID_TOKEN,
       requestedTokenType: ID_TOKEN,
@@ -85,7 +85,7 @@ describe('the token exchange client example (examples/token-exchange.ts)', funct
     const getOnly = await createApiKey(db, 'reader', ['entra'], ['get']);
     expect(await run(getOnly.token, await oktaAccessToken())).to.match(/^1 token exchange refused: unauthorized_client/);
     const key = await createApiKey(db, 'other-service', ['entra'], ['exchange']);
-    const stranger = await okta.accessToken({ id: '00uBOB1', login: 'bob@example.test' }, { claims: { upstream_sub: 'nobody-upstream' } });
+    const stranger = await okta.accessToken({ id: '00uBOB1', login: 'bob@example.test' }, { claims: { upstream_idp: '0oaENTRA1', upstream_sub: 'nobody-upstream' } });
     expect(await run(key.token, stranger)).to.match(/^1 token exchange refused: invalid_grant/);
   });
 });
