@@ -175,14 +175,14 @@ async function main(): Promise<void> {
     // One subject token per user, signed now: signing is Okta's work, not the caller's or ours.
     const bodies: Buffer[] = [];
     for (let index = 0; index < grantCount; index += 1) {
-      const subjectToken = await okta.accessToken({ id: `00uBENCH${index}`, login: `user-${index}@bench.example` }, { claims: { upstream_sub: `user-${index}` } });
+      const subjectToken = await okta.accessToken({ id: `00uBENCH${index}`, login: `user-${index}@bench.example` }, { claims: { upstream_idp: '0oaBENCH1', upstream_sub: `user-${index}` } });
       bodies.push(Buffer.from(new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subjectToken, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', audience: 'bench' }).toString()));
     }
     log(`${grantCount} grants stored, ${bodies.length} subject tokens signed`);
 
     const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-exchange-'));
     const exchangeFile = path.join(dir, 'exchange.yaml');
-    writeFileSync(exchangeFile, stringify({ subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience] }], providers: [{ idp: 'bench', match: 'claim:upstream_sub' }] }));
+    writeFileSync(exchangeFile, stringify({ subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience] }], providers: [{ idp: 'bench', okta_idp_id: '0oaBENCH1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub' }] }));
     const [extprocPort, apiPort, exchangePort] = [await freePort(), await freePort(), await freePort()];
     sidecar = await startSidecarProcess({
       port: extprocPort,
