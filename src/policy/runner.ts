@@ -26,7 +26,7 @@ export interface PolicyRunnerOptions {
   pool: pg.Pool;
   policies: ReadonlyMap<string, RefreshTokenPolicy>;
   refresher: { refresh(idp: string, subject: string, conditions: { arrivedAt: Date; waitUntil: number; refreshedByPolicy: true }): Promise<{ refreshedByThisCall: boolean }> };
-  revoker: { revoke(idp: string, subject: string, options: { onlyIf: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean> }): Promise<{ revokedAtIdp: boolean; skipped?: boolean }> };
+  revoker: { revoke(idp: string, subject: string, options: { onlyIf: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean>; seenOnly: true }): Promise<{ revokedAtIdp: boolean; skipped?: boolean }> };
   events: Pick<AccessEventLog, 'record'>;
   intervalMs: number;
   maxPerRun: number;
@@ -114,7 +114,7 @@ export class PolicyRunner {
         detail = result.refreshedByThisCall ? 'rotate_every: refreshed' : 'rotate_every: the grant changed since it was read; it is fresh';
       } else {
         const stillDue = async (row: GrantRow, tx: pg.PoolClient) => decide(factsOf(row), policy, await databaseNow(tx))?.action === 'expire';
-        const result = await this.options.revoker.revoke(idp, subject, { onlyIf: stillDue });
+        const result = await this.options.revoker.revoke(idp, subject, { onlyIf: stillDue, seenOnly: true });
         outcome = result.skipped ? 'skipped' : 'ok';
         detail = result.skipped
           ? `${decision.reason}: not due any more when locked (a login meanwhile)`

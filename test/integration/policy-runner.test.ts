@@ -11,7 +11,7 @@ import { AccessEventLog } from '../../src/store/access-events.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';
 import { POLICY_LOCK_ID } from '../../src/store/policy-grants.js';
-import { syntheticCapture } from '../support/captures.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 describe('refresh-token policy runner (Postgres)', () => {
@@ -80,5 +80,35 @@ describe('refresh-token policy runner (Postgres)', () => {
     const { actions } = await runner({ revoker: loginFirst }).runOnce();
     expect(actions).to.deep.equal([{ idp: 'a', subject: 'late', action: 'expire', outcome: 'skipped' }]);
     expect((await store.findGrant('a', 'late'))!.status).to.equal('active');
+  });
+  it('a login observed before the expiry committed but written after it makes the grant active again, with its refresh token', async () => {
+    await store.recordCaptures([syntheticCapture('a', 'spooled', { observedAt: minutesAgo(10) })]);
+    const revoker = new GrantRevoker({ pool: db.pool, store, clients: new Map() });
+    const login = syntheticCapture('a', 'spooled', { observedAt: new Date(), tokens: syntheticTokens({ refreshToken: 'rt-after-the-expiry' }) });
+    const loginLate: PolicyRunnerOptions['revoker'] = {
+      async revoke(idp, subject, options) {
+        // Observed 50 ms before the expiry commits (a spool or pump delay, the IdP's revocation call under the lock), written after it.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const result = await revoker.revoke(idp, subject, options);
+        await store.recordCaptures([login]);
+        return result;
+      },
+    };
+    const { actions } = await runner({ revoker: loginLate }).runOnce();
+    expect(actions).to.deep.equal([{ idp: 'a', subject: 'spooled', action: 'expire', outcome: 'ok' }]);
+    const grant = (await store.findGrant('a', 'spooled'))!;
+    expect(grant.status).to.equal('active');
+    expect(grant.refreshToken).to.equal('rt-after-the-expiry');
+  });
+
+  it('an operator revocation still cuts off a login captured before it committed', async () => {
+    await store.recordCaptures([syntheticCapture('a', 'operator', { observedAt: minutesAgo(1) })]);
+    const login = syntheticCapture('a', 'operator', { observedAt: new Date() });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new GrantRevoker({ pool: db.pool, store, clients: new Map() }).revoke('a', 'operator');
+    await store.recordCaptures([login]);
+    const grant = (await store.findGrant('a', 'operator'))!;
+    expect(grant.status).to.equal('revoked');
+    expect(grant.refreshToken).to.equal(null);
   });
 });
