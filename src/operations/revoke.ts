@@ -43,6 +43,8 @@ export interface RevokeConditions {
   onlyIf?: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean>;
   /** The policy's expiry: a cut-off only for the captures the locked row holds (markRevoked). */
   seenOnly?: boolean;
+  /** Run in the revocation's transaction before it commits (the policy's audit row): if it fails, nothing is revoked in the vault. */
+  audit?: (tx: pg.PoolClient, done: { revokedAtIdp: boolean; skipped: boolean }) => Promise<void>;
 }
 
 export interface GrantRevokerOptions {
@@ -60,9 +62,13 @@ export class GrantRevoker {
     const { pool, store, clients } = this.options;
     const client = clients.get(idp);
     return withLockedGrant(pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
+      const done = async (result: RevokeResult): Promise<RevokeResult> => {
+        await conditions.audit?.(tx, { revokedAtIdp: result.revokedAtIdp, skipped: result.skipped === true });
+        return result;
+      };
       if (!row) throw grantNotFound(idp, subject);
-      if (row.status === 'revoked') return { grant: openGrant(store, row), revokedAtIdp: false };
-      if (conditions.onlyIf && !(await conditions.onlyIf(row, tx))) return { grant: openGrant(store, row), revokedAtIdp: false, skipped: true };
+      if (row.status === 'revoked') return done({ grant: openGrant(store, row), revokedAtIdp: false });
+      if (conditions.onlyIf && !(await conditions.onlyIf(row, tx))) return done({ grant: openGrant(store, row), revokedAtIdp: false, skipped: true });
       let revokedAtIdp = false;
       if (client?.canRevoke) {
         const grant = openGrant(store, row);
@@ -81,7 +87,7 @@ export class GrantRevoker {
         }
       }
       await markRevoked(tx, idp, subject, { seenOnly: conditions.seenOnly === true });
-      return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), revokedAtIdp };
+      return done({ grant: openGrant(store, await rereadGrant(tx, idp, subject)), revokedAtIdp });
     });
   }
 }
