@@ -11,7 +11,8 @@ import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
  * Marks a grant revoked inside the caller's transaction (which holds the row lock). Its tokens are
  * erased: they are dead at the IdP, and a vault should not keep what it cannot use. The extras go
  * with them (an IdP may have put a token there, Slack's authed_user.refresh_token), and with the
- * id_token what it vouched for.
+ * id_token what it vouched for, and the facts of the refresh token (migration 000013), so a login
+ * written by a sidecar that does not keep them finds none of the old token's.
  *
  * What a later login is measured against (store/grant-upsert.ts): an operator's revocation (and an
  * IdP's invalid_grant) cuts off everything captured before it committed (updated_at). The policy's
@@ -24,6 +25,7 @@ export async function markRevoked(client: pg.PoolClient, idp: string, subject: s
     `UPDATE grants SET status = 'revoked', access_token = NULL, refresh_token = NULL, id_token = NULL, extras = NULL, access_token_fp = NULL,
                        refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL,
                        vouched_email = '', vouched_email_checked_at = NULL,
+                       refresh_token_fp = NULL, refresh_token_first_seen_at = NULL, chain_began_at = NULL,
                        revoked_through = CASE WHEN $3::boolean THEN captured_at END,
                        updated_at = clock_timestamp(), version = version + 1
      WHERE idp = $1 AND subject = $2`,
