@@ -78,6 +78,7 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
     const env = {
       DATABASE_URL: db.url,
       TOKEN_TAP_KEYS: keys,
+      TOKEN_TAP_FINGERPRINT_KEY: Buffer.alloc(32, 9).toString('base64'),
       TOKEN_TAP_IDP_CONFIG: configFile,
       SECRET_ROT: upstream[ROTATING]!.idp.clientSecret,
       SECRET_STILL: upstream[STILL]!.idp.clientSecret,

@@ -63,6 +63,27 @@ describe('refresh-token policy: TOKEN_TAP_POLICY_*', () => {
   });
 });
 
+describe('refresh-token policy: TOKEN_TAP_FINGERPRINT_KEY', () => {
+  const file = () => idpFile('idps:\n  acme:\n    issuer: https://acme.example\n    client_id: c1\n    refresh_token_policy:\n      max_age: 1d\n');
+  const env = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
+
+  it('a policy refuses to start without it (fingerprints would follow the active key), naming the IdP', () => {
+    let error: unknown;
+    try {
+      loadSidecarConfig({ ...env, TOKEN_TAP_IDP_CONFIG: file() });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).to.be.instanceOf(ConfigError);
+    expect((error as ConfigError).problems.join('\n')).to.include('TOKEN_TAP_FINGERPRINT_KEY is not set, and acme has a refresh_token_policy');
+  });
+
+  it('starts with it, and without it when no IdP has a policy', () => {
+    expect(loadSidecarConfig({ ...env, TOKEN_TAP_IDP_CONFIG: file(), TOKEN_TAP_FINGERPRINT_KEY: Buffer.alloc(32, 8).toString('base64') }).policy.policies.size).to.equal(1);
+    expect(loadSidecarConfig(env).policy.policies.size).to.equal(0);
+  });
+});
+
 describe('refresh-token policy: the IdP file', () => {
   const entry = (policy: string) =>
     `idps:\n  acme:\n    token_url: https://acme.example/token\n    client_id: c1\n    client_secret_env: ACME_SECRET\n    revocation_url: https://acme.example/revoke\n${policy}`;
