@@ -107,7 +107,7 @@ function startVerifier(config: SidecarConfig, logger: Logger, metrics: Metrics):
  * starve the capture writer), store, refresher (the spool its outbox), revoker, audit log and the
  * retention purge. Closing gives calls and refreshes in flight the grace, then ends the pool.
  */
-async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState: StoreState, logger: Logger, metrics: Metrics, afterRefreshAnswerDurable: SidecarDependencies['afterRefreshAnswerDurable']): Promise<{ vault: TokenVault; shared: VaultParts }> {
+async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState: StoreState, logger: Logger, metrics: Metrics, afterRefreshAnswerDurable: SidecarDependencies['afterRefreshAnswerDurable']): Promise<{ vault: TokenVault; shared: VaultParts; stopPolicy: () => Promise<void> }> {
   const settings = config.vault;
   // An idle connection of the API's pool failing is an outage the refresher must know of (refresh-takeover.ts).
   let refresher: GrantRefresher | undefined;
@@ -165,7 +165,9 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
       await pool.end().catch(() => undefined);
     },
   };
-  return { vault, shared };
+  // The first step of a stop: no rotation starts once it began (one in flight is waited for, as callers' are).
+  const stopPolicy = () => (running.refusePolicyWork(), policy.stop());
+  return { vault, shared, stopPolicy };
 }
 
 /** What the TokenVault API shares with the token exchange: one pool, one refresher (so one refresh per grant in this process), one audit log. */
@@ -302,7 +304,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
   }
   pump.start();
   refusals.start();
-  const { vault, shared } = await startVault(config, spool, storeState, logger, metrics, dependencies.afterRefreshAnswerDurable);
+  const { vault, shared, stopPolicy } = await startVault(config, spool, storeState, logger, metrics, dependencies.afterRefreshAnswerDurable);
   const exchange = await startExchange(config, shared, logger, metrics);
   let hook: HookServer | undefined;
   // The hook's own connections, so its reads never queue behind the capture writer's batches; one
@@ -357,6 +359,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
       closing ??= (async () => {
         const deadline = Date.now() + graceMs;
         health.stopping();
+        const policyStopped = stopPolicy();
         // The API gets the whole grace: refreshes in flight finish (or are cut, logged) by then. The
         // exchange, on the API's pool and refresher, answers what it has taken first.
         const exchangeClosed = exchange ? waitAtMost(exchange.close(), Math.max(0, graceMs / 2)) : Promise.resolve();
@@ -376,7 +379,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
         await waitAtMost(storeState.close(), remaining());
         // A refresh in flight may still have to spool the IdP's answer (its outbox): the API is
         // closed before the spool. What it spools now is replayed at the next start.
-        await waitAtMost(vaultClosed, remaining());
+        await waitAtMost(Promise.all([policyStopped, vaultClosed]), remaining());
         await spool.close();
         if (drained) logger.info('every capture is in Postgres');
         else logger.warn({ spooled: spool.depth, spool: config.spoolDir }, 'stopping before every capture reached Postgres; the rest stays in the spool for the next start');

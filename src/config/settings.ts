@@ -108,11 +108,11 @@ const tlsFiles = (prefix: string, doc: string, clientCaDoc: string): TlsFilesSet
 });
 
 // What the sidecar cannot start without, and its keys.
-export const DATABASE_URL: RequiredSetting = { name: 'DATABASE_URL', kind: 'required', defaultDoc: '(required)', doc: 'Postgres connection string' };
+export const DATABASE_URL: RequiredSetting = { name: 'DATABASE_URL', kind: 'required', defaultDoc: '(required)', doc: 'Postgres connection string: Postgres itself, or a pooler in session mode (PgBouncer `pool_mode = session`); transaction mode is not supported, since migrations and the policy runner hold session advisory locks' };
 export const KEYS: SecretSetting = { name: 'TOKEN_TAP_KEYS', kind: 'secret', required: true, defaultDoc: '(required)', doc: 'key ring `id1:base64key,id0:base64key`: 32-byte keys, the first one encrypts, all decrypt' };
 export const FINGERPRINT_KEY: SecretSetting = {
   name: 'TOKEN_TAP_FINGERPRINT_KEY', kind: 'secret', required: false, defaultDoc: '(derived from the active key, with a warning)',
-  doc: '32 bytes, base64: the key of token fingerprints. Set it, the same on every sidecar, and never rotate it with `TOKEN_TAP_KEYS`: otherwise sidecars with different active keys (a key rollout) disagree on fingerprints, and profile correlation and event matching break across them',
+  doc: '32 bytes, base64: the key of token fingerprints. Set it, the same on every sidecar, and never rotate it with `TOKEN_TAP_KEYS`: otherwise sidecars with different active keys (a key rollout) disagree on fingerprints, and profile correlation and event matching break across them. Required when an IdP has a `refresh_token_policy`',
 };
 // Parsed with the key ring (keys/key-ring.ts), which gives its messages.
 export const SEAL_FORMAT = text('TOKEN_TAP_SEAL_FORMAT', '2', '`3`: seal new values in format 3 (session keys: less CPU per capture), once no sidecar of a release that cannot open it is left or may be rolled back to ([*Upgrading*](upgrading.md)); every release from this one opens both');

@@ -210,6 +210,13 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const routeIdps = parseRouteIdps(readSet(env, settings.ROUTE_IDPS), problems, settings.ROUTE_IDPS.name);
   const refusalSummaryMs = readInteger(env, settings.REFUSAL_SUMMARY_MS, problems);
   const policy = readPolicy(env, idps.policies, problems);
+  // Fingerprints derived from the active key change with it: during a key rollout the policy's
+  // rotations_seen and refresh_rotates would count a token handed back as a rotation.
+  if (policy.policies.size > 0 && !env[settings.FINGERPRINT_KEY.name]) {
+    problems.push(
+      `${settings.FINGERPRINT_KEY.name} is not set, and ${[...policy.policies.keys()].join(', ')} ${policy.policies.size === 1 ? 'has' : 'have'} a refresh_token_policy: the policy tells a rotated refresh token by its fingerprint, which without that key follows the active key of TOKEN_TAP_KEYS; set it (openssl rand -base64 32), the same on every sidecar`,
+    );
+  }
 
   if (problems.length > 0 || !keyRing) throw new ConfigError(problems);
   return {

@@ -134,6 +134,7 @@ export class GrantRefresher {
   /** Claimed refreshes past their claim (at the IdP or writing its answer), by claim id: their IdP. */
   private readonly spending = new Map<string, string>();
   private readonly stopping = new AbortController();
+  private policyRefused = false;
   private active = 0;
   private readonly queued: Array<() => void> = [];
 
@@ -190,15 +191,17 @@ export class GrantRefresher {
     return this.inFlight();
   }
 
-  private refuseWhenStopping(): void {
-    if (this.stopping.signal.aborted) throw new VaultError('the sidecar is stopping and takes no new refresh; try again (another sidecar)', 'unavailable');
+  /** The sidecar began to stop: the policy's rotations are refused from now on, callers' go on until drain(). */
+  refusePolicyWork(): void { this.policyRefused = true; }
+
+  private refuseWhenStopping(byPolicy = false): void {
+    if (this.stopping.signal.aborted || (byPolicy && this.policyRefused)) throw new VaultError('the sidecar is stopping and takes no new refresh; try again (another sidecar)', 'unavailable');
   }
 
   private async refreshOrWait(idp: string, subject: string, conditions: RefreshConditions & { arrivedAt: Date }): Promise<RefreshResult> {
     const waitUntil = conditions.waitUntil ?? Date.now() + (this.options.waitForOtherMs ?? 30_000);
     for (;;) {
-      this.refuseWhenStopping();
-      const attempt = await this.withSlot(() => this.attempt(idp, subject, conditions));
+      const attempt = await this.withSlot(() => (this.refuseWhenStopping(conditions.refreshedByPolicy), this.attempt(idp, subject, conditions)));
       if (attempt.kind === 'done') return attempt.result;
       await waitForHolder({ pool: this.options.pool, idp, subject, ...attempt, waitUntil, pollMs: this.options.pollMs ?? 100, stopping: this.stopping.signal, logger: this.options.logger });
     }
@@ -293,9 +296,9 @@ export class GrantRefresher {
     try {
       // Past half the apply window another holder may soon take the claim over (a pause, a slow
       // commit): the IdP is called only well inside the claim, and never once stopping began.
-      if (this.stopping.signal.aborted || performance.now() - claimed.startedAt > this.applyWindowMs / 2) {
+      if (this.stopping.signal.aborted || (claimed.byPolicy && this.policyRefused) || performance.now() - claimed.startedAt > this.applyWindowMs / 2) {
         await this.release(idp, subject, claimId);
-        this.refuseWhenStopping();
+        this.refuseWhenStopping(claimed.byPolicy);
         throw new VaultError(`claiming grant (${idp}, ${subject}) took too long to call the IdP safely; try again`, 'unavailable');
       }
       const requestedAt = new Date();

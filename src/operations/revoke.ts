@@ -11,16 +11,25 @@ import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
  * Marks a grant revoked inside the caller's transaction (which holds the row lock). Its tokens are
  * erased: they are dead at the IdP, and a vault should not keep what it cannot use. The extras go
  * with them (an IdP may have put a token there, Slack's authed_user.refresh_token), and with the
- * id_token what it vouched for.
+ * id_token what it vouched for, and the facts of the refresh token (migration 000013), so a login
+ * written by a sidecar that does not keep them finds none of the old token's.
+ *
+ * What a later login is measured against (store/grant-upsert.ts): an operator's revocation (and an
+ * IdP's invalid_grant) cuts off everything captured before it committed (updated_at). The policy's
+ * expiry (`seenOnly`) cuts off only what it saw, the newest capture in the locked row
+ * (revoked_through): a login observed before the expiry committed but written after it (the spool,
+ * the IdP's revocation call under the row lock, a skewed clock) makes the grant active again.
  */
-export async function markRevoked(client: pg.PoolClient, idp: string, subject: string): Promise<void> {
+export async function markRevoked(client: pg.PoolClient, idp: string, subject: string, options: { seenOnly?: boolean } = {}): Promise<void> {
   await client.query(
     `UPDATE grants SET status = 'revoked', access_token = NULL, refresh_token = NULL, id_token = NULL, extras = NULL, access_token_fp = NULL,
                        refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL,
                        vouched_email = '', vouched_email_checked_at = NULL,
+                       refresh_token_fp = NULL, refresh_token_first_seen_at = NULL, chain_began_at = NULL,
+                       revoked_through = CASE WHEN $3::boolean THEN captured_at END,
                        updated_at = clock_timestamp(), version = version + 1
      WHERE idp = $1 AND subject = $2`,
-    [idp, subject],
+    [idp, subject, options.seenOnly === true],
   );
 }
 
@@ -34,6 +43,10 @@ export interface RevokeResult {
 export interface RevokeConditions {
   /** Judged under the row lock before anything is revoked (the refresh-token policy: still due?). */
   onlyIf?: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean>;
+  /** The policy's expiry: a cut-off only for the captures the locked row holds (markRevoked). */
+  seenOnly?: boolean;
+  /** Run in the revocation's transaction before it commits (the policy's audit row): if it fails, nothing is revoked in the vault. */
+  audit?: (tx: pg.PoolClient, done: { revokedAtIdp: boolean; skipped: boolean }) => Promise<void>;
 }
 
 export interface GrantRevokerOptions {
@@ -51,9 +64,13 @@ export class GrantRevoker {
     const { pool, store, clients } = this.options;
     const client = clients.get(idp);
     return withLockedGrant(pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
+      const done = async (result: RevokeResult): Promise<RevokeResult> => {
+        await conditions.audit?.(tx, { revokedAtIdp: result.revokedAtIdp, skipped: result.skipped === true });
+        return result;
+      };
       if (!row) throw grantNotFound(idp, subject);
-      if (row.status === 'revoked') return { grant: openGrant(store, row), revokedAtIdp: false };
-      if (conditions.onlyIf && !(await conditions.onlyIf(row, tx))) return { grant: openGrant(store, row), revokedAtIdp: false, skipped: true };
+      if (row.status === 'revoked') return done({ grant: openGrant(store, row), revokedAtIdp: false });
+      if (conditions.onlyIf && !(await conditions.onlyIf(row, tx))) return done({ grant: openGrant(store, row), revokedAtIdp: false, skipped: true });
       let revokedAtIdp = false;
       if (client?.canRevoke) {
         const grant = openGrant(store, row);
@@ -71,8 +88,8 @@ export class GrantRevoker {
           throw new VaultError(`${error.message}; the grant is unchanged, try again`, error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition', { cause: error });
         }
       }
-      await markRevoked(tx, idp, subject);
-      return { grant: openGrant(store, await rereadGrant(tx, idp, subject)), revokedAtIdp };
+      await markRevoked(tx, idp, subject, { seenOnly: conditions.seenOnly === true });
+      return done({ grant: openGrant(store, await rereadGrant(tx, idp, subject)), revokedAtIdp });
     });
   }
 }

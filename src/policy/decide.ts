@@ -29,24 +29,48 @@ export interface FactRow {
   refresh_token_first_seen_at?: Date | null | undefined;
   chain_began_at?: Date | null | undefined;
   last_refreshed_at?: Date | null | undefined;
+  last_login_at?: Date | null | undefined;
   last_used_at?: Date | null | undefined;
 }
 
 /**
- * The facts of a row. Rows from before migration 000013 (or written meanwhile by a sidecar of an
- * earlier release) lack some: the refresh token's capture time, then the last login's, stand in.
- * The same fallbacks are written in SQL in store/policy-grants.ts.
+ * The facts of a row. Rows from before migration 000013 lack them, and a sidecar of an earlier
+ * release writes a refresh token without them (the facts then belong to an older token): a row
+ * whose refresh token was captured after the last login and the last refresh it knows of was
+ * written by such a writer. For both, the refresh token's capture time is when it was first seen,
+ * and the chain and the last use count from the row's last capture (captured_at).
+ * The same rules are written in SQL in store/policy-grants.ts.
  */
 export function factsOf(row: FactRow): GrantFacts {
+  if (writtenByUnknownWriter(row)) {
+    const last = row.captured_at;
+    return {
+      status: row.status,
+      hasRefreshToken: hasToken(row),
+      chainBeganAt: last,
+      tokenSince: row.refresh_token_observed_at ?? last,
+      lastRefreshedAt: row.last_refreshed_at ?? null,
+      lastUsedAt: row.last_used_at && row.last_used_at > last ? row.last_used_at : last,
+    };
+  }
   const tokenSince = row.refresh_token_first_seen_at ?? row.refresh_token_observed_at ?? row.captured_at;
   return {
     status: row.status,
-    hasRefreshToken: row.refresh_token !== null && row.refresh_token !== undefined,
+    hasRefreshToken: hasToken(row),
     chainBeganAt: row.chain_began_at ?? tokenSince,
     tokenSince,
     lastRefreshedAt: row.last_refreshed_at ?? null,
     lastUsedAt: row.last_used_at ?? row.captured_at,
   };
+}
+
+const hasToken = (row: FactRow) => row.refresh_token !== null && row.refresh_token !== undefined;
+
+/** The stored refresh token is newer than every login and refresh the facts record. */
+export function writtenByUnknownWriter(row: FactRow): boolean {
+  if (!row.refresh_token_observed_at) return false;
+  const known = Math.max(row.last_login_at?.getTime() ?? -Infinity, row.last_refreshed_at?.getTime() ?? -Infinity);
+  return row.refresh_token_observed_at.getTime() > known;
 }
 
 const since = (at: Date, now: Date) => now.getTime() - at.getTime();

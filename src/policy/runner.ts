@@ -9,13 +9,17 @@
 //  - expire: the revoker (operations/revoke.ts): RFC 7009 at the IdP when it has a revocation_url,
 //    then the tokens erased and the grant marked revoked until the next login; judged again under
 //    the grant's row lock, so a login meanwhile saves it.
-// Each action is an access_events row (caller `policy`) and a count in token_tap_policy_actions_total.
+// Each action is an access_events row (caller `policy`) and a count in token_tap_policy_actions_total:
+// an expiry's is written in its transaction (committed with it, or neither is), a rotation's intent
+// (`started`) before the IdP is called and its outcome after. One grant failing (its audit row
+// refused, say) never ends the run for the others; Postgres away does.
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { RefreshTokenPolicy } from '../config/refresh-token-policy.js';
 import { describeError } from '../lib/error-description.js';
 import type { AccessEventLog, PolicyOutcome } from '../store/access-events.js';
-import { VaultError } from '../store/errors.js';
+import { describeError, errorCode, errorName } from '../lib/error-description.js';
+import { isPostgresUnavailable, VaultError } from '../store/errors.js';
 import type { GrantRow } from '../store/grant-reads.js';
 import { databaseNow, dueGrants, withPolicyLock } from '../store/policy-grants.js';
 import { POLICY_CALLER } from '../store/refresh-token-report.js';
@@ -27,8 +31,8 @@ export interface PolicyRunnerOptions {
   pool: pg.Pool;
   policies: ReadonlyMap<string, RefreshTokenPolicy>;
   refresher: { refresh(idp: string, subject: string, conditions: { arrivedAt: Date; waitUntil: number; refreshedByPolicy: true }): Promise<{ refreshedByThisCall: boolean }> };
-  revoker: { revoke(idp: string, subject: string, options: { onlyIf: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean> }): Promise<{ revokedAtIdp: boolean; skipped?: boolean }> };
-  events: Pick<AccessEventLog, 'record'>;
+  revoker: { revoke(idp: string, subject: string, options: RevokeOptions): Promise<unknown> };
+  events: Pick<AccessEventLog, 'record' | 'recordIn'>;
   intervalMs: number;
   maxPerRun: number;
   maxPerIdp: number;
@@ -36,6 +40,13 @@ export interface PolicyRunnerOptions {
   logger?: Logger;
   /** Jitter source (tests pin it). */
   random?: () => number;
+}
+
+/** What the runner asks of the revoker (operations/revoke.ts RevokeConditions). */
+export interface RevokeOptions {
+  onlyIf: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean>;
+  seenOnly: true;
+  audit: (tx: pg.PoolClient, done: { revokedAtIdp: boolean; skipped: boolean }) => Promise<void>;
 }
 
 export interface RunSummary {
@@ -105,31 +116,50 @@ export class PolicyRunner {
   }
 
   private async act(idp: string, subject: string, policy: RefreshTokenPolicy, decision: NonNullable<PolicyDecision>, now: Date): Promise<string> {
-    const { logger } = this.options;
+    const { logger, events } = this.options;
+    const rule = decision.action === 'expire' ? decision.reason : 'rotate_every';
+    const event = (outcome: PolicyOutcome, detail: string) => ({ operation: decision.action, outcome, caller: POLICY_CALLER, idp, subject, detail });
     let outcome: PolicyOutcome;
     let detail: string;
+    let recorded = false;
     try {
       if (decision.action === 'rotate') {
+        // The intent first, committed: a crash while the IdP answers still leaves a row saying a refresh was under way.
+        await events.record(event('started', 'rotate_every: refreshing'));
         const result = await this.options.refresher.refresh(idp, subject, { arrivedAt: now, waitUntil: Date.now() + ROTATE_WAIT_MS, refreshedByPolicy: true });
         outcome = result.refreshedByThisCall ? 'ok' : 'skipped';
         detail = result.refreshedByThisCall ? 'rotate_every: refreshed' : 'rotate_every: the grant changed since it was read; it is fresh';
       } else {
         const stillDue = async (row: GrantRow, tx: pg.PoolClient) => decide(factsOf(row), policy, await databaseNow(tx))?.action === 'expire';
-        const result = await this.options.revoker.revoke(idp, subject, { onlyIf: stillDue });
-        outcome = result.skipped ? 'skipped' : 'ok';
-        detail = result.skipped
-          ? `${decision.reason}: not due any more when locked (a login meanwhile)`
-          : `${decision.reason}: ${result.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url)'}, erased, grant revoked until the next login`;
+        const expired = { outcome: 'ok' as PolicyOutcome, detail: '' };
+        // The audit row in the revocation's transaction: an erasure is never without its row.
+        const audit = async (tx: pg.PoolClient, done: { revokedAtIdp: boolean; skipped: boolean }) => {
+          expired.outcome = done.skipped ? 'skipped' : 'ok';
+          expired.detail = expireDetail(decision.reason, done);
+          await events.recordIn(tx, event(expired.outcome, expired.detail));
+        };
+        await this.options.revoker.revoke(idp, subject, { onlyIf: stillDue, seenOnly: true, audit });
+        recorded = true;
+        ({ outcome, detail } = expired);
       }
     } catch (error) {
-      if (!(error instanceof VaultError)) throw error;
-      outcome = error.outcome;
-      detail = `${decision.action === 'expire' ? decision.reason : 'rotate_every'}: ${error.message}`;
-      logger?.warn({ idp, subject, action: decision.action, outcome, err: { message: error.message } }, 'refresh-token policy action failed; the next run tries again');
+      // Postgres away: every grant would fail alike; the run ends and the next one tries again.
+      if (!(error instanceof VaultError) && isPostgresUnavailable(error)) throw error;
+      outcome = error instanceof VaultError ? error.outcome : 'internal';
+      // Any other failure (its audit row refused, say) rolled its transaction back; the other grants go on.
+      detail = `${rule}: ${error instanceof VaultError ? error.message : `failed (${errorCode(error) ?? errorName(error)}); nothing was changed in the vault`}`;
+      logger?.warn({ idp, subject, action: decision.action, outcome, err: describeError(error) }, 'refresh-token policy action failed; the next run tries again');
     }
     this.options.onAction?.(idp, decision.action, outcome);
     if (outcome === 'ok') logger?.info({ idp, subject, action: decision.action, ...(decision.action === 'expire' ? { reason: decision.reason } : {}) }, 'refresh-token policy acted');
-    await this.options.events.record({ operation: decision.action, outcome, caller: POLICY_CALLER, idp, subject, detail });
+    if (!recorded) {
+      await events.record(event(outcome, detail)).catch((error: unknown) => logger?.warn({ idp, subject, action: decision.action, err: describeError(error) }, 'cannot write the refresh-token policy audit row'));
+    }
     return outcome;
   }
+}
+
+function expireDetail(reason: string, done: { revokedAtIdp: boolean; skipped: boolean }): string {
+  if (done.skipped) return `${reason}: not due any more when locked (a login meanwhile)`;
+  return `${reason}: ${done.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url)'}, erased, grant revoked until the next login`;
 }

@@ -46,8 +46,11 @@ export type ExchangeOutcome =
  */
 export type AccessOutcome = 'ok' | 'cancelled' | Outcome;
 
-/** The refresh-token policy's (policy/runner.ts); `skipped`: a grant no longer due once it was locked. */
-export type PolicyOutcome = 'ok' | 'skipped' | Outcome;
+/**
+ * The refresh-token policy's (policy/runner.ts); `skipped`: a grant no longer due once it was locked;
+ * `started`: a rotation's intent, written before the IdP is called (its outcome follows in a row of its own).
+ */
+export type PolicyOutcome = 'ok' | 'skipped' | 'started' | Outcome;
 
 export interface AccessEvent {
   /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, exchange, ... */
@@ -130,7 +133,15 @@ export class AccessEventLog {
     }
   }
 
-  private async insert(events: AccessEvent[]): Promise<void> {
+  /**
+   * Writes one row in the caller's transaction (committed with what it records, or not at all), at
+   * that transaction's commit durability; no group commit.
+   */
+  async recordIn(client: pg.PoolClient, event: AccessEvent): Promise<void> {
+    await this.insert([event], client);
+  }
+
+  private async insert(events: AccessEvent[], client?: pg.PoolClient): Promise<void> {
     const columns: unknown[][] = Array.from({ length: 10 }, () => []);
     for (const event of events) {
       [
@@ -149,14 +160,15 @@ export class AccessEventLog {
     // WITH ORDINALITY keeps the rows in call order, so ids follow the order calls finished.
     // set_config(..., true) lasts for this statement's own transaction, so its commit is the one
     // relaxed; the durable level is asked for explicitly, whatever the role's default is.
-    const mode = this.relaxedCommit ? 'off' : commitDurability(this.pool);
-    await this.pool.query({
+    // In a caller's transaction its own commit decides (store/pool.ts withTransaction sets it).
+    const mode = client ? 'tx' : this.relaxedCommit ? 'off' : commitDurability(this.pool);
+    const commitMode = client ? '(SELECT 1) AS commit_mode' : `(SELECT set_config('synchronous_commit', '${mode}', true)) AS commit_mode`;
+    await (client ?? this.pool).query({
       name: `token-tap-access-events-${mode}`,
-      text: `WITH commit_mode AS (SELECT set_config('synchronous_commit', '${mode}', true))
-       INSERT INTO access_events (operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, count)
+      text: `INSERT INTO access_events (operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, count)
        SELECT operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, count
        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[], $9::text[], $10::int[])
-         WITH ORDINALITY AS event(operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, count, n), commit_mode
+         WITH ORDINALITY AS event(operation, outcome, api_key_id, caller, tls_client, peer, idp, subject, detail, count, n), ${commitMode}
        ORDER BY n`,
       values: columns,
     });

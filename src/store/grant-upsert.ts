@@ -125,7 +125,7 @@ function refreshFactUpdates(newToken: string): string {
  * and one that arrives late (a replayed spool, a slower sidecar, a refresh answer applied from
  * the outbox) still fills in a refresh token nothing newer replaced. Merging needs no key: a
  * sidecar whose ring lacks the stored key (a key rollout) cannot lose it. Nothing captured before
- * a revocation touches the revoked grant. Tokens the sidecar obtained itself (a refresh under the
+ * a revocation touches the revoked grant (before what it saw, for the policy's expiry). Tokens the sidecar obtained itself (a refresh under the
  * row lock) always apply, whatever the clocks of the sidecar that captured the stored row said.
  * Nothing of a user erased at or after the capture's time is stored (store/tombstones.ts): returns
  * how many rows were dropped so. A refresh's answer (by_refresh, spooled or applied at once) is
@@ -138,7 +138,12 @@ export async function upsertGrantRows(client: pg.PoolClient, rows: unknown[][], 
   const refreshClaim = rows.some((row) => row[19] === true)
     ? '(SELECT claim.verified FROM input AS claim WHERE claim.by_refresh AND claim.idp = EXCLUDED.idp AND claim.subject = EXCLUDED.subject)'
     : 'NULL::boolean';
-  const notRevokedSince = options.obtained ? 'true' : `(grants.status <> 'revoked' OR grants.updated_at <= EXCLUDED.captured_at)`;
+  // A revoked grant takes what was captured after the revocation: after what the policy's expiry saw
+  // (revoked_through) for a login, after the revocation's commit (updated_at) otherwise. A refresh
+  // answer (EXCLUDED.last_login_at NULL) was asked for before the revocation, never after it.
+  const revokedBefore = `CASE WHEN grants.revoked_through IS NOT NULL AND EXCLUDED.last_login_at IS NOT NULL THEN grants.revoked_through < EXCLUDED.captured_at
+                              ELSE grants.updated_at <= EXCLUDED.captured_at END`;
+  const notRevokedSince = options.obtained ? 'true' : `(grants.status <> 'revoked' OR ${revokedBefore})`;
   const fresh = options.obtained ? 'true' : `(grants.captured_at <= EXCLUDED.captured_at AND ${notRevokedSince})`;
   const newer = (field: 'refresh_token' | 'id_token') =>
     options.obtained
@@ -197,6 +202,7 @@ export async function upsertGrantRows(client: pg.PoolClient, rows: unknown[][], 
        vouched_email_checked_at = CASE WHEN ${newer('id_token')} THEN EXCLUDED.captured_at ELSE grants.vouched_email_checked_at END,
        ${refreshFactUpdates(newer('refresh_token'))},
        status = CASE WHEN ${fresh} THEN 'active' ELSE grants.status END,
+       revoked_through = CASE WHEN ${fresh} THEN NULL ELSE grants.revoked_through END,
        captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
        -- A refresh stamps the time of writing, not of its transaction's start: callers that
        -- arrived while the IdP answered compare their arrival with it.

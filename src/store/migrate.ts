@@ -1,15 +1,30 @@
 // Numbered plain-SQL migrations (migrations/000001_name.sql ...), each applied in its own
 // transaction under an advisory lock, so several sidecars may start against one database.
+// A migration that alters a table waits for an ACCESS EXCLUSIVE lock on it, and while it waits
+// every other query on that table queues behind it (captures, the API, the hook). So it waits at
+// most a lock_timeout (5 s) per attempt, rolls back and tries again after a pause in which the
+// queue drains, for at most 10 minutes; then it fails, naming the lock (never hangs forever).
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
+import { backoffMs } from '../lib/backoff.js';
+import { sleep } from '../lib/abortable-wait.js';
+import { errorCode } from '../lib/error-description.js';
 import { asError, TokenTapError } from '../lib/errors.js';
 
 const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations/', import.meta.url));
 /** The advisory lock migrations run under (exported for tests that hold it). */
 export const MIGRATION_LOCK_ID = 0x746f6b65; // "toke"
 const MIGRATION_QUERY_TIMEOUT_MS = 30 * 60_000;
+const LOCK_NOT_AVAILABLE = '55P03';
+
+export interface MigrateOptions {
+  /** The longest one attempt waits for a lock (lock_timeout). Default 5 s. */
+  lockTimeoutMs?: number;
+  /** The longest a migration keeps retrying a lock it could not get. Default 10 minutes. */
+  retryForMs?: number;
+}
 
 export interface Migration {
   version: number;
@@ -37,7 +52,9 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
 }
 
 /** Applies what is missing; refuses a database migrated by a newer token-tap. Returns versions applied. */
-export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Promise<number[]> {
+export async function migrate(pool: pg.Pool, migrations = loadMigrations(), options: MigrateOptions = {}): Promise<number[]> {
+  const lockTimeoutMs = Math.max(1, Math.floor(options.lockTimeoutMs ?? 5_000));
+  const retryForMs = options.retryForMs ?? 10 * 60_000;
   const client = await pool.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
@@ -58,17 +75,27 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations()): Pro
     const done: number[] = [];
     for (const migration of migrations) {
       if (applied.has(migration.version)) continue;
-      await client.query('BEGIN');
-      try {
-        // A migration may rewrite a big table: the pool's statement and query timeouts (seconds) are
-        // for the capture path, not for this.
-        await client.query('SET LOCAL statement_timeout = 0');
-        await client.query({ text: migration.sql, query_timeout: MIGRATION_QUERY_TIMEOUT_MS } as pg.QueryConfig);
-        await client.query('INSERT INTO token_tap_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
-        await client.query('COMMIT');
-      } catch (error) {
-        await client.query('ROLLBACK');
-        throw new Error(`migration ${migration.version} (${migration.name}) failed: ${asError(error).message}`, { cause: error });
+      const giveUpAt = Date.now() + retryForMs;
+      for (let attempt = 1; ; attempt += 1) {
+        await client.query('BEGIN');
+        try {
+          // A migration may rewrite a big table: the pool's statement and query timeouts (seconds) are
+          // for the capture path, not for this. Waiting for a lock is another matter (above).
+          await client.query(`SET LOCAL statement_timeout = 0; SET LOCAL lock_timeout = ${lockTimeoutMs}`);
+          await client.query({ text: migration.sql, query_timeout: MIGRATION_QUERY_TIMEOUT_MS } as pg.QueryConfig);
+          await client.query('INSERT INTO token_tap_migrations (version, name) VALUES ($1, $2)', [migration.version, migration.name]);
+          await client.query('COMMIT');
+          break;
+        } catch (error) {
+          await client.query('ROLLBACK');
+          const pause = backoffMs(attempt, 200, 5_000);
+          if (errorCode(error) === LOCK_NOT_AVAILABLE && Date.now() + pause < giveUpAt) {
+            await sleep(pause);
+            continue;
+          }
+          const locked = errorCode(error) === LOCK_NOT_AVAILABLE ? `; another session held a lock on its tables through ${attempt} attempts over ${Math.round(retryForMs / 1000)} s (see pg_locks), try again once it is gone` : '';
+          throw new Error(`migration ${migration.version} (${migration.name}) failed: ${asError(error).message}${locked}`, { cause: error });
+        }
       }
       done.push(migration.version);
     }

@@ -47,13 +47,16 @@ export interface CandidateRow {
   refresh_token_first_seen_at: Date | null;
   chain_began_at: Date | null;
   last_refreshed_at: Date | null;
+  last_login_at: Date | null;
   last_used_at: Date | null;
 }
 
-// The fallbacks of policy/decide.ts factsOf (rows from before migration 000013), in SQL.
-const TOKEN_SINCE = 'COALESCE(refresh_token_first_seen_at, refresh_token_observed_at, captured_at)';
-const CHAIN = `COALESCE(chain_began_at, ${TOKEN_SINCE})`;
-const USED = 'COALESCE(last_used_at, captured_at)';
+// The rules of policy/decide.ts factsOf in SQL: a refresh token captured after every login and refresh
+// the facts record was written by a sidecar that does not keep them (or before migration 000013).
+const UNKNOWN_WRITER = `(refresh_token_observed_at > COALESCE(GREATEST(last_login_at, last_refreshed_at), '-infinity'))`;
+const TOKEN_SINCE = `CASE WHEN ${UNKNOWN_WRITER} THEN refresh_token_observed_at ELSE COALESCE(refresh_token_first_seen_at, refresh_token_observed_at, captured_at) END`;
+const CHAIN = `CASE WHEN ${UNKNOWN_WRITER} THEN captured_at ELSE COALESCE(chain_began_at, ${TOKEN_SINCE}) END`;
+const USED = `CASE WHEN ${UNKNOWN_WRITER} THEN GREATEST(last_used_at, captured_at) ELSE COALESCE(last_used_at, captured_at) END`;
 const FRESH = `GREATEST(${TOKEN_SINCE}, last_refreshed_at)`;
 const after = (at: string, param: string) => `(${at} + ${param}::float8 * interval '1 millisecond')`;
 
@@ -65,7 +68,7 @@ export async function dueGrants(pool: pg.Pool, idp: string, thresholds: PolicyTh
   const dueAt = `LEAST(${after(CHAIN, '$2')}, ${after(USED, '$3')}, ${after(FRESH, '$4')})`;
   const { rows } = await pool.query<Omit<CandidateRow, 'refresh_token'> & { refresh_token: boolean; now: Date }>(
     `SELECT subject, status, (refresh_token IS NOT NULL) AS refresh_token, captured_at, refresh_token_observed_at, refresh_token_first_seen_at,
-            chain_began_at, last_refreshed_at, last_used_at, now() AS now
+            chain_began_at, last_refreshed_at, last_login_at, last_used_at, now() AS now
      FROM grants
      WHERE idp = $1 AND status = 'active' AND refresh_token IS NOT NULL AND ${dueAt} <= now()
      ORDER BY ${dueAt}

@@ -93,10 +93,10 @@ export async function releaseClaim(client: Queryable, idp: string, subject: stri
  */
 export async function retireSpentRefreshToken(client: pg.PoolClient, idp: string, subject: string): Promise<void> {
   // No new updated_at: callers waiting on the claim are not served this as a refresh; they look
-  // again and are told the grant has no refresh token.
+  // again and are told the grant has no refresh token. The token's facts (000013) go with it.
   await client.query(
     `UPDATE grants SET refresh_token = NULL, refresh_token_key_id = NULL, refresh_token_expires_at = NULL, refresh_token_observed_at = NULL,
-                       version = version + 1
+                       refresh_token_fp = NULL, refresh_token_first_seen_at = NULL, chain_began_at = NULL, version = version + 1
      WHERE idp = $1 AND subject = $2 AND refresh_token IS NOT NULL`,
     [idp, subject],
   );

@@ -55,7 +55,7 @@ export async function readIdpFigures(pool: pg.Pool): Promise<IdpFigures[]> {
 export async function readPolicyActions(pool: pg.Pool, hours = 24): Promise<PolicyActionCount[]> {
   const { rows } = await pool.query<PolicyActionCount>(
     `SELECT idp, operation AS action, outcome, sum(count)::int AS count
-     FROM access_events WHERE at > now() - $1::float8 * interval '1 hour' AND caller = $2 AND idp IS NOT NULL
+     FROM access_events WHERE at > now() - $1::float8 * interval '1 hour' AND caller = $2 AND idp IS NOT NULL AND outcome <> 'started'
      GROUP BY idp, operation, outcome ORDER BY idp, operation, outcome`,
     [hours, POLICY_CALLER],
   );

@@ -78,6 +78,7 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
     const env = {
       DATABASE_URL: db.url,
       TOKEN_TAP_KEYS: keys,
+      TOKEN_TAP_FINGERPRINT_KEY: Buffer.alloc(32, 9).toString('base64'),
       TOKEN_TAP_IDP_CONFIG: configFile,
       SECRET_ROT: upstream[ROTATING]!.idp.clientSecret,
       SECRET_STILL: upstream[STILL]!.idp.clientSecret,
@@ -180,7 +181,10 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
         }
       }
     }
-    expect(events.filter((event) => event.outcome !== 'ok' && event.outcome !== 'skipped'), 'failed policy actions').to.deep.equal([]);
+    expect(events.filter((event) => !['ok', 'skipped', 'started'].includes(event.outcome)), 'failed policy actions').to.deep.equal([]);
+    // Each rotation's intent row was written before it.
+    const rotateRows = (outcome: (value: string) => boolean) => events.filter((event) => event.operation === 'rotate' && outcome(event.outcome)).length;
+    expect(rotateRows((outcome) => outcome === 'started')).to.be.at.least(rotateRows((outcome) => outcome !== 'started'));
     // Every refresh the IdP that rotates saw presented a refresh token it had not seen before.
     const presented = upstream[ROTATING]!.proxy.forwarded;
     expect(presented.length).to.equal(events.filter((event) => event.idp === ROTATING && event.outcome === 'ok').length);

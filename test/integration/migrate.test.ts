@@ -1,4 +1,5 @@
 import { expect } from 'chai';
+import pg from 'pg';
 import { loadMigrations, migrate, SchemaTooNewError } from '../../src/store/migrate.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
@@ -99,5 +100,64 @@ describe('store/migrate', () => {
     } finally {
       await fresh.drop();
     }
+  });
+  describe('a lock on grants held by another session (000013 alters grants)', () => {
+    let fresh: TestDatabase;
+    beforeEach(async () => {
+      fresh = await createTestDatabase('migrate_lock_wait');
+      await migrate(fresh.pool, loadMigrations().filter((migration) => migration.version < 13));
+    });
+    afterEach(async () => fresh?.drop());
+
+    /** A session holding ACCESS SHARE on grants (a long read, a stuck transaction) until release(). */
+    async function holdGrants(): Promise<{ release(): Promise<void> }> {
+      const holder = await fresh.pool.connect();
+      await holder.query('BEGIN; LOCK TABLE grants IN ACCESS SHARE MODE');
+      return {
+        async release() {
+          await holder.query('COMMIT');
+          holder.release();
+        },
+      };
+    }
+
+    it('waits at most a lock_timeout per attempt, so other queries on grants go on meanwhile, and succeeds once the lock is gone', async () => {
+      const held = await holdGrants();
+      const started = Date.now();
+      const migrating = migrate(fresh.pool, loadMigrations(), { lockTimeoutMs: 100, retryForMs: 20_000 });
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      // A capture-path read with its own short timeout is not stuck behind the waiting ALTER.
+      const reader = new pg.Client({ connectionString: fresh.url });
+      await reader.connect();
+      try {
+        for (let n = 0; n < 3; n += 1) {
+          await reader.query("BEGIN; SET LOCAL statement_timeout = '1500ms'");
+          await reader.query('SELECT count(*) FROM grants');
+          await reader.query('COMMIT');
+        }
+      } finally {
+        await reader.end();
+      }
+      await held.release();
+      expect(await migrating).to.include(13);
+      expect(Date.now() - started).to.be.at.least(700);
+      const { rows } = await fresh.pool.query("SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'grants' AND column_name IN ('chain_began_at', 'revoked_through')");
+      expect(rows[0].n).to.equal(2);
+    });
+
+    it('gives up after retryForMs with an error naming the lock, never hanging', async () => {
+      const held = await holdGrants();
+      try {
+        const started = Date.now();
+        let error: Error | undefined;
+        await migrate(fresh.pool, loadMigrations(), { lockTimeoutMs: 100, retryForMs: 1_000 }).catch((caught: Error) => (error = caught));
+        expect(error?.message).to.contain('migration 13 (refresh_token_facts) failed').and.to.contain('another session held a lock');
+        expect(Date.now() - started).to.be.below(5_000);
+      } finally {
+        await held.release();
+      }
+      const { rows } = await fresh.pool.query('SELECT max(version)::int AS v FROM token_tap_migrations');
+      expect(rows[0].v).to.equal(11);
+    });
   });
 });

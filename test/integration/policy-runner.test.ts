@@ -11,7 +11,7 @@ import { AccessEventLog } from '../../src/store/access-events.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';
 import { POLICY_LOCK_ID } from '../../src/store/policy-grants.js';
-import { syntheticCapture } from '../support/captures.js';
+import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 describe('refresh-token policy runner (Postgres)', () => {
@@ -80,5 +80,78 @@ describe('refresh-token policy runner (Postgres)', () => {
     const { actions } = await runner({ revoker: loginFirst }).runOnce();
     expect(actions).to.deep.equal([{ idp: 'a', subject: 'late', action: 'expire', outcome: 'skipped' }]);
     expect((await store.findGrant('a', 'late'))!.status).to.equal('active');
+  });
+  it('a login observed before the expiry committed but written after it makes the grant active again, with its refresh token', async () => {
+    await store.recordCaptures([syntheticCapture('a', 'spooled', { observedAt: minutesAgo(10) })]);
+    const revoker = new GrantRevoker({ pool: db.pool, store, clients: new Map() });
+    const login = syntheticCapture('a', 'spooled', { observedAt: new Date(), tokens: syntheticTokens({ refreshToken: 'rt-after-the-expiry' }) });
+    const loginLate: PolicyRunnerOptions['revoker'] = {
+      async revoke(idp, subject, options) {
+        // Observed 50 ms before the expiry commits (a spool or pump delay, the IdP's revocation call under the lock), written after it.
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const result = await revoker.revoke(idp, subject, options);
+        await store.recordCaptures([login]);
+        return result;
+      },
+    };
+    const { actions } = await runner({ revoker: loginLate }).runOnce();
+    expect(actions).to.deep.equal([{ idp: 'a', subject: 'spooled', action: 'expire', outcome: 'ok' }]);
+    const grant = (await store.findGrant('a', 'spooled'))!;
+    expect(grant.status).to.equal('active');
+    expect(grant.refreshToken).to.equal('rt-after-the-expiry');
+  });
+
+  it('an operator revocation still cuts off a login captured before it committed', async () => {
+    await store.recordCaptures([syntheticCapture('a', 'operator', { observedAt: minutesAgo(1) })]);
+    const login = syntheticCapture('a', 'operator', { observedAt: new Date() });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new GrantRevoker({ pool: db.pool, store, clients: new Map() }).revoke('a', 'operator');
+    await store.recordCaptures([login]);
+    const grant = (await store.findGrant('a', 'operator'))!;
+    expect(grant.status).to.equal('revoked');
+    expect(grant.refreshToken).to.equal(null);
+  });
+  it("an expiry's audit row is written in its transaction: refused, the grant stays as it was and the run goes on with the others", async () => {
+    await store.recordCaptures([syntheticCapture('a', 'audit-refused', { observedAt: minutesAgo(30) }), syntheticCapture('a', 'audit-kept', { observedAt: minutesAgo(20) })]);
+    await db.pool.query(`CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.subject = 'audit-refused' AND NEW.outcome <> 'internal' THEN RAISE EXCEPTION 'audit row refused'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER refuse_audit BEFORE INSERT ON access_events FOR EACH ROW EXECUTE FUNCTION refuse_audit()`);
+    try {
+      const { actions } = await runner().runOnce();
+      expect(actions).to.deep.equal([
+        { idp: 'a', subject: 'audit-refused', action: 'expire', outcome: 'internal' },
+        { idp: 'a', subject: 'audit-kept', action: 'expire', outcome: 'ok' },
+      ]);
+    } finally {
+      await db.pool.query('DROP TRIGGER refuse_audit ON access_events; DROP FUNCTION refuse_audit()');
+    }
+    const refused = (await store.findGrant('a', 'audit-refused'))!;
+    expect(refused.status).to.equal('active');
+    expect(refused.refreshToken).to.be.a('string');
+    expect((await store.findGrant('a', 'audit-kept'))!.status).to.equal('revoked');
+    const { rows } = await db.pool.query("SELECT subject, outcome, detail FROM access_events WHERE caller = 'policy' AND subject LIKE 'audit-%' ORDER BY id");
+    expect(rows.map((row) => `${row.subject} ${row.outcome}`)).to.deep.equal(['audit-refused internal', 'audit-kept ok']);
+    expect(rows[0].detail).to.include('nothing was changed in the vault');
+  });
+
+  it('a rotation writes its intent before the refresh, and its outcome after; no intent row, no refresh', async () => {
+    const refreshed: string[] = [];
+    const rotating = runner({
+      policies: new Map([['c', { rotateEveryMs: 60_000 }]]),
+      refresher: { refresh: async (_idp, subject) => (refreshed.push(subject), { refreshedByThisCall: true }) },
+    });
+    await store.recordCaptures([syntheticCapture('c', 'rot', { observedAt: minutesAgo(5) }), syntheticCapture('c', 'audit-refused', { observedAt: minutesAgo(4) })]);
+    await db.pool.query(`CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+      BEGIN IF NEW.subject = 'audit-refused' AND NEW.outcome <> 'internal' THEN RAISE EXCEPTION 'audit row refused'; END IF; RETURN NEW; END $$;
+      CREATE TRIGGER refuse_audit BEFORE INSERT ON access_events FOR EACH ROW EXECUTE FUNCTION refuse_audit()`);
+    try {
+      const { actions } = await rotating.runOnce();
+      expect(actions.map((action) => `${action.subject} ${action.outcome}`)).to.deep.equal(['rot ok', 'audit-refused internal']);
+    } finally {
+      await db.pool.query('DROP TRIGGER refuse_audit ON access_events; DROP FUNCTION refuse_audit()');
+    }
+    expect(refreshed).to.deep.equal(['rot']);
+    const { rows } = await db.pool.query("SELECT subject, outcome FROM access_events WHERE caller = 'policy' AND idp = 'c' ORDER BY id");
+    expect(rows.map((row) => `${row.subject} ${row.outcome}`)).to.deep.equal(['rot started', 'rot ok', 'audit-refused internal']);
   });
 });

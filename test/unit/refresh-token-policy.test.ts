@@ -8,7 +8,7 @@ import { loadIdpConfig } from '../../src/config/idp-file.js';
 import { loadSidecarConfig } from '../../src/config/sidecar.js';
 import { ConfigError } from '../../src/config/values.js';
 import { formatDuration, parseDuration } from '../../src/config/refresh-token-policy.js';
-import { decide, factsOf, type GrantFacts } from '../../src/policy/decide.js';
+import { decide, factsOf, writtenByUnknownWriter, type GrantFacts } from '../../src/policy/decide.js';
 import { buildReport, formatReportText } from '../../src/policy/report.js';
 
 const S = 1_000;
@@ -60,6 +60,27 @@ describe('refresh-token policy: TOKEN_TAP_POLICY_*', () => {
     expect(error).to.be.instanceOf(ConfigError);
     const problems = (error as ConfigError).problems.join('\n');
     expect(problems).to.include('TOKEN_TAP_POLICY_INTERVAL must be a whole number and a unit').and.to.include('TOKEN_TAP_POLICY_MAX_PER_RUN must be a positive integer');
+  });
+});
+
+describe('refresh-token policy: TOKEN_TAP_FINGERPRINT_KEY', () => {
+  const file = () => idpFile('idps:\n  acme:\n    issuer: https://acme.example\n    client_id: c1\n    refresh_token_policy:\n      max_age: 1d\n');
+  const env = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
+
+  it('a policy refuses to start without it (fingerprints would follow the active key), naming the IdP', () => {
+    let error: unknown;
+    try {
+      loadSidecarConfig({ ...env, TOKEN_TAP_IDP_CONFIG: file() });
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).to.be.instanceOf(ConfigError);
+    expect((error as ConfigError).problems.join('\n')).to.include('TOKEN_TAP_FINGERPRINT_KEY is not set, and acme has a refresh_token_policy');
+  });
+
+  it('starts with it, and without it when no IdP has a policy', () => {
+    expect(loadSidecarConfig({ ...env, TOKEN_TAP_IDP_CONFIG: file(), TOKEN_TAP_FINGERPRINT_KEY: Buffer.alloc(32, 8).toString('base64') }).policy.policies.size).to.equal(1);
+    expect(loadSidecarConfig(env).policy.policies.size).to.equal(0);
   });
 });
 
@@ -152,9 +173,11 @@ describe('refresh-token policy: which grant gets which action at time t', () => 
     expect(decide(grant(), {}, at(365 * D))).to.equal(undefined);
   });
 
-  it('rows from before migration 000013 fall back to the refresh token capture time, then the login', () => {
+  it('rows from before migration 000013 count the chain and the use from their last capture, the token from its capture', () => {
     const old = factsOf({ status: 'active', refresh_token: Buffer.from('x'), captured_at: at(5 * D), refresh_token_observed_at: at(2 * D) });
-    expect(old).to.deep.equal({ status: 'active', hasRefreshToken: true, chainBeganAt: at(2 * D), tokenSince: at(2 * D), lastRefreshedAt: null, lastUsedAt: at(5 * D) });
+    expect(old).to.deep.equal({ status: 'active', hasRefreshToken: true, chainBeganAt: at(5 * D), tokenSince: at(2 * D), lastRefreshedAt: null, lastUsedAt: at(5 * D) });
+    const beforeObservedAt = factsOf({ status: 'active', refresh_token: Buffer.from('x'), captured_at: at(5 * D), refresh_token_observed_at: null });
+    expect(beforeObservedAt).to.deep.include({ chainBeganAt: at(5 * D), tokenSince: at(5 * D), lastUsedAt: at(5 * D) });
     expect(factsOf({ status: 'active', refresh_token: null, captured_at: t0, refresh_token_observed_at: null }).hasRefreshToken).to.equal(false);
     const current = factsOf({
       status: 'active',
@@ -164,9 +187,44 @@ describe('refresh-token policy: which grant gets which action at time t', () => 
       refresh_token_first_seen_at: at(3 * D),
       chain_began_at: at(1 * D),
       last_refreshed_at: at(9 * D),
+      last_login_at: at(1 * D),
       last_used_at: at(4 * D),
     });
     expect(current).to.deep.equal({ status: 'active', hasRefreshToken: true, chainBeganAt: at(1 * D), tokenSince: at(3 * D), lastRefreshedAt: at(9 * D), lastUsedAt: at(4 * D) });
+  });
+});
+
+describe('refresh-token policy: a row an unknown writer updated (a sidecar of an earlier release)', () => {
+  const t0 = new Date('2026-01-01T00:00:00Z');
+  const at = (ms: number) => new Date(t0.getTime() + ms);
+  // A login at day 1 by this release; at day 50 a sidecar of an earlier release stores the next
+  // login's refresh token and captured_at, and leaves the facts of day 1 as they were.
+  const row = {
+    status: 'active' as const,
+    refresh_token: Buffer.from('x'),
+    captured_at: at(50 * D),
+    refresh_token_observed_at: at(50 * D),
+    refresh_token_first_seen_at: at(1 * D),
+    chain_began_at: at(1 * D),
+    last_refreshed_at: null,
+    last_login_at: at(1 * D),
+    last_used_at: at(1 * D),
+  };
+
+  it('is told by a refresh token captured after every login and refresh the facts record', () => {
+    expect(writtenByUnknownWriter(row)).to.equal(true);
+    expect(writtenByUnknownWriter({ ...row, last_login_at: at(50 * D) })).to.equal(false);
+    expect(writtenByUnknownWriter({ ...row, last_login_at: null, last_refreshed_at: at(50 * D) })).to.equal(false);
+    expect(writtenByUnknownWriter({ ...row, refresh_token_observed_at: null })).to.equal(false);
+  });
+
+  it('counts from its last capture: the old chain does not expire the new login', () => {
+    const facts = factsOf(row);
+    expect(facts).to.deep.equal({ status: 'active', hasRefreshToken: true, chainBeganAt: at(50 * D), tokenSince: at(50 * D), lastRefreshedAt: null, lastUsedAt: at(50 * D) });
+    const policy = { maxAgeMs: 30 * D, idleMaxMs: 20 * D, rotateEveryMs: 15 * D };
+    expect(decide(facts, policy, at(60 * D))).to.equal(undefined);
+    expect(decide(facts, policy, at(65 * D))).to.deep.equal({ action: 'rotate' });
+    expect(decide(facts, policy, at(70 * D))).to.deep.equal({ action: 'expire', reason: 'idle_max' });
   });
 });
 

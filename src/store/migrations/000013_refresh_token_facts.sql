@@ -14,14 +14,21 @@
 --  rotations_seen               refresh answers that carried a new refresh token.
 --  refresh_rotates              the last refresh answer carried a new refresh token: true; none or
 --                               the same one: false; NULL while no refresh answer was seen.
+--  revoked_through              set by the policy's expiry only (operations/revoke.ts markRevoked): the
+--                               newest capture time the revocation saw; a login captured later makes
+--                               the grant active again even when it is written after the revocation
+--                               (an operator's revoke leaves it NULL: updated_at is the cut-off).
 -- The refresh token's expiry, when the IdP gave one, is refresh_token_expires_at (000001).
 -- Rows from before this migration have NULLs: readers fall back to refresh_token_observed_at and
--- captured_at. ADD COLUMN without a volatile default rewrites nothing.
-ALTER TABLE grants ADD COLUMN refresh_token_fp text;
-ALTER TABLE grants ADD COLUMN refresh_token_first_seen_at timestamptz;
-ALTER TABLE grants ADD COLUMN chain_began_at timestamptz;
-ALTER TABLE grants ADD COLUMN last_refreshed_at timestamptz;
-ALTER TABLE grants ADD COLUMN last_login_at timestamptz;
-ALTER TABLE grants ADD COLUMN last_used_at timestamptz;
-ALTER TABLE grants ADD COLUMN rotations_seen integer NOT NULL DEFAULT 0;
-ALTER TABLE grants ADD COLUMN refresh_rotates boolean;
+-- captured_at. ADD COLUMN without a volatile default rewrites nothing; one statement takes the ACCESS
+-- EXCLUSIVE lock once (store/migrate.ts bounds the wait for it, and retries).
+ALTER TABLE grants
+  ADD COLUMN IF NOT EXISTS refresh_token_fp text,
+  ADD COLUMN IF NOT EXISTS refresh_token_first_seen_at timestamptz,
+  ADD COLUMN IF NOT EXISTS chain_began_at timestamptz,
+  ADD COLUMN IF NOT EXISTS last_refreshed_at timestamptz,
+  ADD COLUMN IF NOT EXISTS last_login_at timestamptz,
+  ADD COLUMN IF NOT EXISTS last_used_at timestamptz,
+  ADD COLUMN IF NOT EXISTS rotations_seen integer NOT NULL DEFAULT 0,
+  ADD COLUMN IF NOT EXISTS refresh_rotates boolean,
+  ADD COLUMN IF NOT EXISTS revoked_through timestamptz;
