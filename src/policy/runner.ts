@@ -16,9 +16,8 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { RefreshTokenPolicy } from '../config/refresh-token-policy.js';
-import { describeError } from '../lib/error-description.js';
-import type { AccessEventLog, PolicyOutcome } from '../store/access-events.js';
 import { describeError, errorCode, errorName } from '../lib/error-description.js';
+import type { AccessEventLog, PolicyOutcome } from '../store/access-events.js';
 import { isPostgresUnavailable, VaultError } from '../store/errors.js';
 import type { GrantRow } from '../store/grant-reads.js';
 import { databaseNow, dueGrants, withPolicyLock } from '../store/policy-grants.js';
