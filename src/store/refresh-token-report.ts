@@ -51,11 +51,16 @@ export async function readIdpFigures(pool: pg.Pool): Promise<IdpFigures[]> {
   return rows;
 }
 
-/** The policy's actions of the last `hours` hours, per IdP, action and outcome. */
+/**
+ * The policy's actions of the last `hours` hours, per IdP, action and outcome. The runner writes its
+ * rows with no API key and operation rotate or expire (policy/runner.ts); an API key's name is free
+ * text, so a key named "policy" must not have its calls counted as the policy's.
+ */
 export async function readPolicyActions(pool: pg.Pool, hours = 24): Promise<PolicyActionCount[]> {
   const { rows } = await pool.query<PolicyActionCount>(
     `SELECT idp, operation AS action, outcome, sum(count)::int AS count
-     FROM access_events WHERE at > now() - $1::float8 * interval '1 hour' AND caller = $2 AND idp IS NOT NULL AND outcome <> 'started'
+     FROM access_events WHERE at > now() - $1::float8 * interval '1 hour' AND caller = $2 AND api_key_id IS NULL
+       AND operation IN ('rotate', 'expire') AND idp IS NOT NULL AND outcome <> 'started'
      GROUP BY idp, operation, outcome ORDER BY idp, operation, outcome`,
     [hours, POLICY_CALLER],
   );

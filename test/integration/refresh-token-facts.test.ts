@@ -9,7 +9,7 @@ import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';
 import { withTransaction } from '../../src/store/pool.js';
-import { readIdpFigures } from '../../src/store/refresh-token-report.js';
+import { readIdpFigures, readPolicyActions } from '../../src/store/refresh-token-report.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
@@ -80,5 +80,17 @@ describe('refresh-token facts of a grant (migration 000013)', () => {
     const [acme] = await readIdpFigures(db.pool);
     expect(acme).to.deep.include({ idp: 'acme', grants: 2, active: 2, withRefreshToken: 2, rotatesRefreshTokens: true, rotationsSeen: 2, refreshTokenExpiryKnown: 0, lastCaptureAt: at(40) });
     expect(acme!.oldestRefreshTokenAgeSeconds).to.be.above(0);
+  });
+
+  it("the policy's actions count only the runner's rows: an API key named \"policy\" is not the policy", async () => {
+    await db.pool.query(
+      `INSERT INTO access_events (operation, outcome, api_key_id, caller, idp, subject, detail)
+       VALUES ('expire', 'ok', NULL, 'policy', 'spoofed', 'u1', 'the runner'),
+              ('expire', 'ok', $1, 'policy', 'spoofed', 'u1', 'a key named policy'),
+              ('GetGrant', 'ok', NULL, 'policy', 'spoofed', 'u1', 'not a policy operation')`,
+      ['key-named-policy'],
+    );
+    const counts = (await readPolicyActions(db.pool)).filter((row) => row.idp === 'spoofed');
+    expect(counts).to.deep.equal([{ idp: 'spoofed', action: 'expire', outcome: 'ok', count: 1 }]);
   });
 });
