@@ -7,6 +7,7 @@ import { decodeIdTokenClaims, vouchedEmail } from '../capture/jwt.js';
 import { erasedSql } from './tombstones.js';
 import { fingerprintOrNull } from './capture-events.js';
 import type { SealedExtras, TokenField } from './grant-reads.js';
+import { chainBeganSql, lastUsedSql } from './policy-grants.js';
 
 function secondsAfter(start: Date, seconds: number | undefined): Date | null {
   return seconds === undefined ? null : storableDate(start.getTime() + seconds * 1000);
@@ -99,6 +100,10 @@ const REFRESH_FACT_VALUES = `CASE WHEN refresh_token IS NULL THEN NULL ELSE refr
  * The refresh-token facts of a stored row, given `newToken` (the write replaces its refresh token). A
  * refresh token counts as another one when its fingerprint differs (an IdP that does not rotate hands
  * the same one back); without a stored fingerprint (rows from before 000013) a rotation cannot be told.
+ * The chain's start and the last use are written as the policy counted them before this write (its
+ * fallbacks, store/policy-grants.ts): for a row from before 000013, or one written by an earlier
+ * release, those fall back to capture times that this very write moves forward, so without freezing
+ * them every policy rotation would reset max_age and idle_max.
  */
 function refreshFactUpdates(newToken: string): string {
   const known = 'grants.refresh_token IS NOT NULL AND grants.refresh_token_fp IS NOT NULL';
@@ -108,10 +113,11 @@ function refreshFactUpdates(newToken: string): string {
   const byRefresh = "COALESCE(EXCLUDED.last_refreshed_at > COALESCE(grants.last_refreshed_at, '-infinity'), false)";
   return `refresh_token_fp = CASE WHEN ${newToken} THEN EXCLUDED.refresh_token_fp ELSE grants.refresh_token_fp END,
        refresh_token_first_seen_at = CASE WHEN ${another} THEN EXCLUDED.captured_at ELSE grants.refresh_token_first_seen_at END,
-       chain_began_at = CASE WHEN ${another} AND EXCLUDED.chain_began_at IS NOT NULL THEN EXCLUDED.chain_began_at ELSE grants.chain_began_at END,
+       chain_began_at = CASE WHEN ${another} AND EXCLUDED.chain_began_at IS NOT NULL THEN EXCLUDED.chain_began_at
+                             WHEN grants.refresh_token IS NULL THEN grants.chain_began_at ELSE ${chainBeganSql('grants.')} END,
        last_refreshed_at = GREATEST(grants.last_refreshed_at, EXCLUDED.last_refreshed_at),
        last_login_at = GREATEST(grants.last_login_at, EXCLUDED.last_login_at),
-       last_used_at = GREATEST(grants.last_used_at, EXCLUDED.last_used_at),
+       last_used_at = GREATEST(${lastUsedSql('grants.')}, EXCLUDED.last_used_at),
        rotations_seen = grants.rotations_seen + CASE WHEN ${byRefresh} AND ${another} AND ${known} THEN 1 ELSE 0 END,
        refresh_rotates = CASE WHEN NOT (${byRefresh}) THEN grants.refresh_rotates WHEN EXCLUDED.refresh_token IS NULL THEN false
                               WHEN ${known} THEN EXCLUDED.refresh_token_fp IS DISTINCT FROM grants.refresh_token_fp ELSE grants.refresh_rotates END`;

@@ -51,13 +51,19 @@ export interface CandidateRow {
   last_used_at: Date | null;
 }
 
-// The rules of policy/decide.ts factsOf in SQL: a refresh token captured after every login and refresh
+// The rules of policy/decide.ts factsOf in SQL, over the grants columns prefixed `t` (`grants.` in
+// the upsert, where EXCLUDED is in scope too): a refresh token captured after every login and refresh
 // the facts record was written by a sidecar that does not keep them (or before migration 000013).
-const UNKNOWN_WRITER = `(refresh_token_observed_at > COALESCE(GREATEST(last_login_at, last_refreshed_at), '-infinity'))`;
-const TOKEN_SINCE = `CASE WHEN ${UNKNOWN_WRITER} THEN refresh_token_observed_at ELSE COALESCE(refresh_token_first_seen_at, refresh_token_observed_at, captured_at) END`;
-const CHAIN = `CASE WHEN ${UNKNOWN_WRITER} THEN captured_at ELSE COALESCE(chain_began_at, ${TOKEN_SINCE}) END`;
-const USED = `CASE WHEN ${UNKNOWN_WRITER} THEN GREATEST(last_used_at, captured_at) ELSE COALESCE(last_used_at, captured_at) END`;
-const FRESH = `GREATEST(${TOKEN_SINCE}, last_refreshed_at)`;
+const unknownWriter = (t = '') => `(${t}refresh_token_observed_at > COALESCE(GREATEST(${t}last_login_at, ${t}last_refreshed_at), '-infinity'))`;
+const tokenSince = (t = '') =>
+  `CASE WHEN ${unknownWriter(t)} THEN ${t}refresh_token_observed_at ELSE COALESCE(${t}refresh_token_first_seen_at, ${t}refresh_token_observed_at, ${t}captured_at) END`;
+/** When the grant's refresh-token chain began, as the policy counts max_age. */
+export const chainBeganSql = (t = '') => `CASE WHEN ${unknownWriter(t)} THEN ${t}captured_at ELSE COALESCE(${t}chain_began_at, ${tokenSince(t)}) END`;
+/** The grant's last use, as the policy counts idle_max. */
+export const lastUsedSql = (t = '') => `CASE WHEN ${unknownWriter(t)} THEN GREATEST(${t}last_used_at, ${t}captured_at) ELSE COALESCE(${t}last_used_at, ${t}captured_at) END`;
+const CHAIN = chainBeganSql();
+const USED = lastUsedSql();
+const FRESH = `GREATEST(${tokenSince()}, last_refreshed_at)`;
 const after = (at: string, param: string) => `(${at} + ${param}::float8 * interval '1 millisecond')`;
 
 /**

@@ -11,6 +11,7 @@ import { AccessEventLog } from '../../src/store/access-events.js';
 import { GrantStore } from '../../src/store/grants.js';
 import { migrate } from '../../src/store/migrate.js';
 import { POLICY_LOCK_ID } from '../../src/store/policy-grants.js';
+import { withTransaction } from '../../src/store/pool.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
@@ -153,5 +154,57 @@ describe('refresh-token policy runner (Postgres)', () => {
     expect(refreshed).to.deep.equal(['rot']);
     const { rows } = await db.pool.query("SELECT subject, outcome FROM access_events WHERE caller = 'policy' AND idp = 'c' ORDER BY id");
     expect(rows.map((row) => `${row.subject} ${row.outcome}`)).to.deep.equal(['rot started', 'rot ok', 'audit-refused internal']);
+  });
+
+  describe('a grant stored before migration 000013 (its facts NULL)', () => {
+    // As the row was before the upgrade: 000013's columns as ADD COLUMN left them.
+    const asBeforeTheUpgrade = (idp: string, subject: string) =>
+      db.pool.query(
+        `UPDATE grants SET refresh_token_fp = NULL, refresh_token_first_seen_at = NULL, chain_began_at = NULL, last_refreshed_at = NULL,
+                           last_login_at = NULL, last_used_at = NULL, rotations_seen = 0, refresh_rotates = NULL WHERE idp = $1 AND subject = $2`,
+        [idp, subject],
+      );
+    // Time passing for one row: every time it holds moves back.
+    const minutesPass = (idp: string, subject: string, minutes: number) =>
+      db.pool.query(
+        `UPDATE grants SET captured_at = captured_at - $3 * interval '1 minute', refresh_token_observed_at = refresh_token_observed_at - $3 * interval '1 minute',
+                           refresh_token_first_seen_at = refresh_token_first_seen_at - $3 * interval '1 minute', chain_began_at = chain_began_at - $3 * interval '1 minute',
+                           last_refreshed_at = last_refreshed_at - $3 * interval '1 minute', last_login_at = last_login_at - $3 * interval '1 minute',
+                           last_used_at = last_used_at - $3 * interval '1 minute' WHERE idp = $1 AND subject = $2`,
+        [idp, subject, minutes],
+      );
+    /** The policy's rotations, each written as the refresher writes its answer, 10 minutes after the one before. */
+    function rotatingFrom(minutesAgoFirst: number): PolicyRunnerOptions['refresher'] {
+      let next = minutesAgoFirst;
+      return {
+        async refresh(idp, subject) {
+          const answer = { ...syntheticCapture(idp, subject, { observedAt: minutesAgo(next), tokens: syntheticTokens({ refreshToken: `rt-${next}` }) }), obtainedByRefresh: true, refreshedByPolicy: true as const };
+          next -= 10;
+          await withTransaction(db.pool, (client) => store.writeObtainedTokens(client, answer));
+          return { refreshedByThisCall: true };
+        },
+      };
+    }
+
+    for (const [rule, policy] of [
+      ['max_age', { maxAgeMs: 120 * 60_000, rotateEveryMs: 10 * 60_000 }],
+      ['idle_max', { idleMaxMs: 120 * 60_000, rotateEveryMs: 10 * 60_000 }],
+    ] as const) {
+      it(`rotate_every does not reset ${rule}: it still counts from the grant's time before the upgrade`, async () => {
+        const idp = `legacy-${rule}`;
+        await store.recordCaptures([syntheticCapture(idp, 'old', { observedAt: minutesAgo(100) })]);
+        await asBeforeTheUpgrade(idp, 'old');
+        const legacy = runner({ policies: new Map([[idp, policy]]), refresher: rotatingFrom(90) });
+        for (let rotation = 0; rotation < 5; rotation++) {
+          expect((await legacy.runOnce()).actions).to.deep.equal([{ idp, subject: 'old', action: 'rotate', outcome: 'ok' }]);
+        }
+        // Rotated at 90 to 50 minutes ago. 30 minutes later the login is 130 minutes old, past 120.
+        await minutesPass(idp, 'old', 30);
+        expect((await legacy.runOnce()).actions).to.deep.equal([{ idp, subject: 'old', action: 'expire', outcome: 'ok' }]);
+        const { rows } = await db.pool.query("SELECT detail FROM access_events WHERE caller = 'policy' AND idp = $1 AND operation = 'expire'", [idp]);
+        expect(rows[0].detail).to.match(new RegExp(`^${rule}:`));
+        expect((await store.findGrant(idp, 'old'))!.status).to.equal('revoked');
+      });
+    }
   });
 });

@@ -20,7 +20,9 @@
 --                               (an operator's revoke leaves it NULL: updated_at is the cut-off).
 -- The refresh token's expiry, when the IdP gave one, is refresh_token_expires_at (000001).
 -- Rows from before this migration have NULLs: readers fall back to refresh_token_observed_at and
--- captured_at. ADD COLUMN without a volatile default rewrites nothing; one statement takes the ACCESS
+-- captured_at, and the first write after it (a login, a refresh answer, a policy rotation) stores
+-- chain_began_at and last_used_at as those fallbacks said before it moved them (store/grant-upsert.ts),
+-- so rotations never reset max_age or idle_max; no UPDATE here (it would rewrite the table). ADD COLUMN without a volatile default rewrites nothing; one statement takes the ACCESS
 -- EXCLUSIVE lock once (store/migrate.ts bounds the wait for it, and retries).
 ALTER TABLE grants
   ADD COLUMN IF NOT EXISTS refresh_token_fp text,
