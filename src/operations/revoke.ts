@@ -26,7 +26,7 @@ export async function markRevoked(client: pg.PoolClient, idp: string, subject: s
                        refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL,
                        vouched_email = '', vouched_email_checked_at = NULL,
                        refresh_token_fp = NULL, refresh_token_first_seen_at = NULL, chain_began_at = NULL,
-                       revoked_through = CASE WHEN $3::boolean THEN captured_at END,
+                       revoked_through = CASE WHEN $3::boolean THEN captured_at END, policy_failed_at = NULL,
                        updated_at = clock_timestamp(), version = version + 1
      WHERE idp = $1 AND subject = $2`,
     [idp, subject, options.seenOnly === true],
@@ -46,7 +46,21 @@ export interface RevokeConditions {
   /** The policy's expiry: a cut-off only for the captures the locked row holds (markRevoked). */
   seenOnly?: boolean;
   /** Run in the revocation's transaction before it commits (the policy's audit row): if it fails, nothing is revoked in the vault. */
-  audit?: (tx: pg.PoolClient, done: { revokedAtIdp: boolean; skipped: boolean }) => Promise<void>;
+  audit?: (tx: pg.PoolClient, done: RevokeDone) => Promise<void>;
+  /**
+   * The IdP refusing the revocation, or unreachable, still erases in the vault and marks the grant
+   * revoked (the policy's expiry: the vault must not keep a token the policy says is too old);
+   * `idpFailure` then says why. Without it such a failure leaves the grant unchanged.
+   */
+  eraseWhenIdpFails?: boolean;
+}
+
+/** What the revocation did, for its audit row. */
+export interface RevokeDone {
+  revokedAtIdp: boolean;
+  skipped: boolean;
+  /** The IdP's revocation failed (eraseWhenIdpFails): its message, naming the IdP and OAuth error only. */
+  idpFailure?: string;
 }
 
 export interface GrantRevokerOptions {
@@ -64,8 +78,9 @@ export class GrantRevoker {
     const { pool, store, clients } = this.options;
     const client = clients.get(idp);
     return withLockedGrant(pool, idp, subject, this.options.lockTimeoutMs ?? 30_000, async (tx, row) => {
+      let idpFailure: string | undefined;
       const done = async (result: RevokeResult): Promise<RevokeResult> => {
-        await conditions.audit?.(tx, { revokedAtIdp: result.revokedAtIdp, skipped: result.skipped === true });
+        await conditions.audit?.(tx, { revokedAtIdp: result.revokedAtIdp, skipped: result.skipped === true, ...(idpFailure ? { idpFailure } : {}) });
         return result;
       };
       if (!row) throw grantNotFound(idp, subject);
@@ -85,7 +100,8 @@ export class GrantRevoker {
           }
         } catch (error) {
           if (!(error instanceof IdpCallError)) throw error;
-          throw new VaultError(`${error.message}; the grant is unchanged, try again`, error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition', { cause: error });
+          if (conditions.eraseWhenIdpFails) idpFailure = error.message;
+          else throw new VaultError(`${error.message}; the grant is unchanged, try again`, error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition', { cause: error });
         }
       }
       await markRevoked(tx, idp, subject, { seenOnly: conditions.seenOnly === true });

@@ -17,7 +17,7 @@ export function createPolicyMetrics(registry: Registry, idps: Iterable<string> =
   const metrics: PolicyMetrics = {
     actions: registeredMetric(registry, 'token_tap_policy_actions_total', () => new Counter({
       name: 'token_tap_policy_actions_total',
-      help: 'Actions of the refresh-token policy, by IdP, action (rotate, expire) and outcome (ok, skipped: not due any more when locked, or a VaultError outcome).',
+      help: 'Actions of the refresh-token policy, by IdP, action (rotate, expire) and outcome (ok, skipped: not due any more when locked, revoke_failed: erased in the vault though the IdP refused the revocation, or a VaultError outcome).',
       labelNames: ['idp', 'action', 'outcome'],
       registers,
     })),

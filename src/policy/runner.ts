@@ -12,7 +12,9 @@
 // Each action is an access_events row (caller `policy`) and a count in token_tap_policy_actions_total:
 // an expiry's is written in its transaction (committed with it, or neither is), a rotation's intent
 // (`started`) before the IdP is called and its outcome after. One grant failing (its audit row
-// refused, say) never ends the run for the others; Postgres away does.
+// refused, say) never ends the run for the others; Postgres away does. A grant whose action failed is
+// left out for a back-off (policyRetryAfterMs), so grants that keep failing cannot take every run's
+// budget; an expiry whose revocation the IdP refuses still erases in the vault (`revoke_failed`).
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { RefreshTokenPolicy } from '../config/refresh-token-policy.js';
@@ -20,7 +22,7 @@ import { describeError, errorCode, errorName } from '../lib/error-description.js
 import type { AccessEventLog, PolicyOutcome } from '../store/access-events.js';
 import { isPostgresUnavailable, VaultError } from '../store/errors.js';
 import type { GrantRow } from '../store/grant-reads.js';
-import { databaseNow, dueGrants, withPolicyLock } from '../store/policy-grants.js';
+import { databaseNow, dueGrants, markPolicyFailed, withPolicyLock } from '../store/policy-grants.js';
 import { POLICY_CALLER } from '../store/refresh-token-report.js';
 import { decide, factsOf, type PolicyDecision } from './decide.js';
 
@@ -41,11 +43,19 @@ export interface PolicyRunnerOptions {
   random?: () => number;
 }
 
+/** What the revoker tells the audit (operations/revoke.ts RevokeDone). */
+export interface RevokeDone {
+  revokedAtIdp: boolean;
+  skipped: boolean;
+  idpFailure?: string;
+}
+
 /** What the runner asks of the revoker (operations/revoke.ts RevokeConditions). */
 export interface RevokeOptions {
   onlyIf: (row: GrantRow, tx: pg.PoolClient) => Promise<boolean>;
   seenOnly: true;
-  audit: (tx: pg.PoolClient, done: { revokedAtIdp: boolean; skipped: boolean }) => Promise<void>;
+  audit: (tx: pg.PoolClient, done: RevokeDone) => Promise<void>;
+  eraseWhenIdpFails: true;
 }
 
 export interface RunSummary {
@@ -56,6 +66,14 @@ export interface RunSummary {
 
 /** How long a rotation waits for another holder's refresh of the same grant. */
 const ROTATE_WAIT_MS = 30_000;
+
+/** How long a grant whose action failed is left out: four intervals, at least an hour. */
+export function policyRetryAfterMs(intervalMs: number): number {
+  return Math.max(4 * intervalMs, 3_600_000);
+}
+
+/** Outcomes after which the grant is left as it was, and so backed off from. */
+const SETTLED: ReadonlySet<string> = new Set(['ok', 'skipped', 'revoke_failed']);
 
 export class PolicyRunner {
   private timer: NodeJS.Timeout | undefined;
@@ -100,18 +118,28 @@ export class PolicyRunner {
       for (const [idp, policy] of this.options.policies) {
         const budget = Math.min(this.options.maxPerIdp, this.options.maxPerRun - actions.length);
         if (budget <= 0 || this.stopped) break;
-        const { now, rows } = await dueGrants(this.options.pool, idp, { maxAgeMs: policy.maxAgeMs, idleMaxMs: policy.idleMaxMs, rotateEveryMs: policy.rotateEveryMs }, budget);
+        const thresholds = { maxAgeMs: policy.maxAgeMs, idleMaxMs: policy.idleMaxMs, rotateEveryMs: policy.rotateEveryMs };
+        const { now, rows } = await dueGrants(this.options.pool, idp, thresholds, budget, policyRetryAfterMs(this.options.intervalMs));
         for (const row of rows) {
           if (this.stopped) break;
           const decision = decide(factsOf(row), policy, now);
           if (!decision) continue;
           const outcome = await this.act(idp, row.subject, policy, decision, now);
+          if (!SETTLED.has(outcome)) await this.backOff(idp, row.subject);
           actions.push({ idp, subject: row.subject, action: decision.action, outcome });
         }
       }
       return true;
     });
     return { ran: ran === true, actions };
+  }
+
+  /** Leaves a grant whose action failed out of the next runs for a while (store/policy-grants.ts dueGrants). */
+  private async backOff(idp: string, subject: string): Promise<void> {
+    await markPolicyFailed(this.options.pool, idp, subject).catch((error: unknown) => {
+      if (isPostgresUnavailable(error)) throw error;
+      this.options.logger?.warn({ idp, subject, err: describeError(error) }, 'cannot record the failed refresh-token policy action');
+    });
   }
 
   private async act(idp: string, subject: string, policy: RefreshTokenPolicy, decision: NonNullable<PolicyDecision>, now: Date): Promise<string> {
@@ -132,12 +160,13 @@ export class PolicyRunner {
         const stillDue = async (row: GrantRow, tx: pg.PoolClient) => decide(factsOf(row), policy, await databaseNow(tx))?.action === 'expire';
         const expired = { outcome: 'ok' as PolicyOutcome, detail: '' };
         // The audit row in the revocation's transaction: an erasure is never without its row.
-        const audit = async (tx: pg.PoolClient, done: { revokedAtIdp: boolean; skipped: boolean }) => {
-          expired.outcome = done.skipped ? 'skipped' : 'ok';
+        const audit = async (tx: pg.PoolClient, done: RevokeDone) => {
+          expired.outcome = done.skipped ? 'skipped' : done.idpFailure ? 'revoke_failed' : 'ok';
           expired.detail = expireDetail(decision.reason, done);
           await events.recordIn(tx, event(expired.outcome, expired.detail));
         };
-        await this.options.revoker.revoke(idp, subject, { onlyIf: stillDue, seenOnly: true, audit });
+        // Past max_age or idle_max the vault erases its copy even when the IdP refuses the revocation.
+        await this.options.revoker.revoke(idp, subject, { onlyIf: stillDue, seenOnly: true, audit, eraseWhenIdpFails: true });
         recorded = true;
         ({ outcome, detail } = expired);
       }
@@ -150,6 +179,7 @@ export class PolicyRunner {
       logger?.warn({ idp, subject, action: decision.action, outcome, err: describeError(error) }, 'refresh-token policy action failed; the next run tries again');
     }
     this.options.onAction?.(idp, decision.action, outcome);
+    if (outcome === 'revoke_failed') logger?.warn({ idp, subject, reason: rule }, 'refresh-token policy erased a grant its IdP would not revoke; the token may still be alive there');
     if (outcome === 'ok') logger?.info({ idp, subject, action: decision.action, ...(decision.action === 'expire' ? { reason: decision.reason } : {}) }, 'refresh-token policy acted');
     if (!recorded) {
       await events.record(event(outcome, detail)).catch((error: unknown) => logger?.warn({ idp, subject, action: decision.action, err: describeError(error) }, 'cannot write the refresh-token policy audit row'));
@@ -158,7 +188,8 @@ export class PolicyRunner {
   }
 }
 
-function expireDetail(reason: string, done: { revokedAtIdp: boolean; skipped: boolean }): string {
+function expireDetail(reason: string, done: RevokeDone): string {
   if (done.skipped) return `${reason}: not due any more when locked (a login meanwhile)`;
+  if (done.idpFailure) return `${reason}: revocation at the IdP failed (${done.idpFailure}), erased anyway, grant revoked until the next login; the token may still be alive at the IdP`;
   return `${reason}: ${done.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url)'}, erased, grant revoked until the next login`;
 }

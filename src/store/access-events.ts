@@ -48,9 +48,10 @@ export type AccessOutcome = 'ok' | 'cancelled' | Outcome;
 
 /**
  * The refresh-token policy's (policy/runner.ts); `skipped`: a grant no longer due once it was locked;
- * `started`: a rotation's intent, written before the IdP is called (its outcome follows in a row of its own).
+ * `started`: a rotation's intent, written before the IdP is called (its outcome follows in a row of its own);
+ * `revoke_failed`: an expiry erased in the vault though the IdP's revocation failed.
  */
-export type PolicyOutcome = 'ok' | 'skipped' | 'started' | Outcome;
+export type PolicyOutcome = 'ok' | 'skipped' | 'started' | 'revoke_failed' | Outcome;
 
 export interface AccessEvent {
   /** GetGrant, ListGrants, RefreshGrant, RevokeGrant, DeleteSubject, okta_hook, exchange, ... */

@@ -209,6 +209,8 @@ export async function upsertGrantRows(client: pg.PoolClient, rows: unknown[][], 
        ${refreshFactUpdates(newer('refresh_token'))},
        status = CASE WHEN ${fresh} THEN 'active' ELSE grants.status END,
        revoked_through = CASE WHEN ${fresh} THEN NULL ELSE grants.revoked_through END,
+       -- Changed tokens: a policy action that failed on the old ones may succeed now.
+       policy_failed_at = NULL,
        captured_at = GREATEST(grants.captured_at, EXCLUDED.captured_at),
        -- A refresh stamps the time of writing, not of its transaction's start: callers that
        -- arrived while the IdP answered compare their arrival with it.

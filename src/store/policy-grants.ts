@@ -68,22 +68,36 @@ const after = (at: string, param: string) => `(${at} + ${param}::float8 * interv
 
 /**
  * Up to `limit` active grants of `idp` holding a refresh token that one of the thresholds makes due
- * now, the longest due first, and Postgres's now. The decision itself is policy/decide.ts's.
+ * now, the longest due first, and Postgres's now. The decision itself is policy/decide.ts's. A grant
+ * whose policy action failed less than `retryAfterMs` ago is left out, and one that failed before
+ * comes after those that never did: grants that keep failing never hold up the others.
  */
-export async function dueGrants(pool: pg.Pool, idp: string, thresholds: PolicyThresholds, limit: number): Promise<{ now: Date; rows: CandidateRow[] }> {
+export async function dueGrants(
+  pool: pg.Pool,
+  idp: string,
+  thresholds: PolicyThresholds,
+  limit: number,
+  retryAfterMs: number,
+): Promise<{ now: Date; rows: CandidateRow[] }> {
   const dueAt = `LEAST(${after(CHAIN, '$2')}, ${after(USED, '$3')}, ${after(FRESH, '$4')})`;
   const { rows } = await pool.query<Omit<CandidateRow, 'refresh_token'> & { refresh_token: boolean; now: Date }>(
     `SELECT subject, status, (refresh_token IS NOT NULL) AS refresh_token, captured_at, refresh_token_observed_at, refresh_token_first_seen_at,
             chain_began_at, last_refreshed_at, last_login_at, last_used_at, now() AS now
      FROM grants
      WHERE idp = $1 AND status = 'active' AND refresh_token IS NOT NULL AND ${dueAt} <= now()
-     ORDER BY ${dueAt}
+       AND (policy_failed_at IS NULL OR ${after('policy_failed_at', '$6')} <= now())
+     ORDER BY policy_failed_at IS NOT NULL, ${dueAt}
      LIMIT $5`,
-    [idp, thresholds.maxAgeMs ?? null, thresholds.idleMaxMs ?? null, thresholds.rotateEveryMs ?? null, limit],
+    [idp, thresholds.maxAgeMs ?? null, thresholds.idleMaxMs ?? null, thresholds.rotateEveryMs ?? null, limit, retryAfterMs],
   );
   const now = rows[0]?.now ?? (await pool.query<{ now: Date }>('SELECT now() AS now')).rows[0]!.now;
   // refresh_token here says only whether there is one (never the ciphertext): null when not.
   return { now, rows: rows.map(({ now: _now, ...row }) => ({ ...row, refresh_token: row.refresh_token ? (true as const) : null })) };
+}
+
+/** Records that a policy action on the grant failed (dueGrants backs off from it). */
+export async function markPolicyFailed(pool: pg.Pool, idp: string, subject: string): Promise<void> {
+  await pool.query('UPDATE grants SET policy_failed_at = now() WHERE idp = $1 AND subject = $2', [idp, subject]);
 }
 
 /** Postgres's clock now (the policy judges a locked row against it). */

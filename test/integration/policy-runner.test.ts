@@ -5,7 +5,11 @@ import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { expect } from 'chai';
 import type pg from 'pg';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { IdpClient } from '../../src/idp/client.js';
 import { GrantRevoker } from '../../src/operations/revoke.js';
+import { VaultError } from '../../src/store/errors.js';
 import { PolicyRunner, type PolicyRunnerOptions } from '../../src/policy/runner.js';
 import { AccessEventLog } from '../../src/store/access-events.js';
 import { GrantStore } from '../../src/store/grants.js';
@@ -206,5 +210,67 @@ describe('refresh-token policy runner (Postgres)', () => {
         expect((await store.findGrant(idp, 'old'))!.status).to.equal('revoked');
       });
     }
+  });
+
+  it('grants whose action keeps failing do not starve the others: they are backed off, and the next run reaches the grant behind them', async () => {
+    await store.recordCaptures([...[0, 1, 2].map((n) => syntheticCapture('starve', `bad-${n}`, { observedAt: minutesAgo(30 - n) })), syntheticCapture('starve', 'healthy', { observedAt: minutesAgo(10) })]);
+    const refreshed: string[] = [];
+    const failing = runner({
+      policies: new Map([['starve', { rotateEveryMs: 60_000 }]]),
+      maxPerIdp: 3,
+      refresher: {
+        async refresh(_idp, subject) {
+          if (subject.startsWith('bad-')) throw new VaultError('the IdP refused the refresh (invalid_client)', 'failed_precondition');
+          refreshed.push(subject);
+          return { refreshedByThisCall: true };
+        },
+      },
+    });
+    const first = await failing.runOnce();
+    expect(first.actions.map((action) => `${action.subject} ${action.outcome}`)).to.deep.equal(['bad-0 failed_precondition', 'bad-1 failed_precondition', 'bad-2 failed_precondition']);
+    const second = await failing.runOnce();
+    expect(second.actions.map((action) => `${action.subject} ${action.outcome}`)).to.deep.equal(['healthy ok']);
+    expect(refreshed).to.deep.equal(['healthy']);
+    // Past the back-off (four intervals, at least an hour) they are tried again, after the grants that never failed
+    // (this refresher writes nothing, so 'healthy' is still due).
+    await db.pool.query("UPDATE grants SET policy_failed_at = policy_failed_at - interval '61 minutes' WHERE idp = 'starve'");
+    expect((await failing.runOnce()).actions.map((action) => action.subject)).to.deep.equal(['healthy', 'bad-0', 'bad-1']);
+  });
+
+  describe('an IdP whose revocation endpoint answers 500', () => {
+    let server: Server;
+    let revocations = 0;
+    before(async () => {
+      server = createServer((request, response) => {
+        revocations++;
+        request.resume();
+        response.writeHead(500, { 'content-type': 'application/json' }).end('{"error":"server_error"}');
+      });
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    });
+    after(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+    it('an expiry still erases the grant in the vault and marks it revoked: outcome revoke_failed, audited and counted', async () => {
+      const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+      const client = new IdpClient({ idp: 'r500', tokenUrl: new URL(`${base}/token`), revocationUrl: new URL(`${base}/revoke`), clientId: 'okta', authMethod: 'client_secret_basic', timeoutMs: 2_000 }, 'secret');
+      await store.recordCaptures([syntheticCapture('r500', 'old', { observedAt: minutesAgo(10) })]);
+      const counted: string[] = [];
+      const { actions } = await runner({
+        policies: new Map([['r500', { maxAgeMs: 60_000 }]]),
+        revoker: new GrantRevoker({ pool: db.pool, store, clients: new Map([['r500', client]]) }),
+        onAction: (idp, action, outcome) => counted.push(`${idp} ${action} ${outcome}`),
+      }).runOnce();
+      expect(actions).to.deep.equal([{ idp: 'r500', subject: 'old', action: 'expire', outcome: 'revoke_failed' }]);
+      expect(counted).to.deep.equal(['r500 expire revoke_failed']);
+      expect(revocations).to.be.above(0);
+      const grant = (await store.findGrant('r500', 'old'))!;
+      expect(grant.status).to.equal('revoked');
+      expect(grant.refreshToken).to.equal(null);
+      expect(grant.accessToken).to.equal(null);
+      const { rows } = await db.pool.query("SELECT outcome, detail FROM access_events WHERE caller = 'policy' AND idp = 'r500'");
+      expect(rows).to.have.length(1);
+      expect(rows[0].outcome).to.equal('revoke_failed');
+      expect(rows[0].detail).to.match(/^max_age: revocation at the IdP failed .*erased anyway/);
+    });
   });
 });

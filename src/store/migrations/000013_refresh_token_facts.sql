@@ -18,6 +18,11 @@
 --                               newest capture time the revocation saw; a login captured later makes
 --                               the grant active again even when it is written after the revocation
 --                               (an operator's revoke leaves it NULL: updated_at is the cut-off).
+--  policy_failed_at             the last policy action on the grant that failed (policy/runner.ts): the
+--                               runner leaves it out for a back-off, so grants that keep failing (an
+--                               IdP refusing, a token that cannot be opened) do not take every run's
+--                               budget; any write of the grant (store/grant-upsert.ts, the revocation)
+--                               clears it.
 -- The refresh token's expiry, when the IdP gave one, is refresh_token_expires_at (000001).
 -- Rows from before this migration have NULLs: readers fall back to refresh_token_observed_at and
 -- captured_at, and the first write after it (a login, a refresh answer, a policy rotation) stores
@@ -33,4 +38,5 @@ ALTER TABLE grants
   ADD COLUMN IF NOT EXISTS last_used_at timestamptz,
   ADD COLUMN IF NOT EXISTS rotations_seen integer NOT NULL DEFAULT 0,
   ADD COLUMN IF NOT EXISTS refresh_rotates boolean,
-  ADD COLUMN IF NOT EXISTS revoked_through timestamptz;
+  ADD COLUMN IF NOT EXISTS revoked_through timestamptz,
+  ADD COLUMN IF NOT EXISTS policy_failed_at timestamptz;
