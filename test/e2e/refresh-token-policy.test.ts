@@ -261,7 +261,8 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
       const { rows } = await db.pool.query("SELECT status FROM grants WHERE idp = 'rot' AND subject = 'dave'");
       return rows[0]?.status === 'revoked' ? true : undefined;
     }, 15_000, 100);
-    const warned = sidecars.find((sidecar) => sidecar.logs().includes('reuse detection may have revoked the whole family'));
+    // The warning is logged after the revocation commits, and a sidecar's output reaches the test later still.
+    const warned = await waitFor('a sidecar to warn of reuse detection', async () => sidecars.find((sidecar) => sidecar.logs().includes('reuse detection may have revoked the whole family')), 5_000, 100);
     expect(warned, 'a sidecar warned of reuse detection').not.to.equal(undefined);
     const counted = await Promise.all(sidecars.map(async (sidecar) => sample(await scrape(sidecar), 'token_tap_refresh_family_revoked_total', `idp="${ROTATING}"`) ?? 0));
     expect(counted.reduce((sum, value) => sum + value, 0)).to.equal(1);
