@@ -33,6 +33,15 @@ export async function markRevoked(client: pg.PoolClient, idp: string, subject: s
   );
 }
 
+/** A revoked grant's cut-off moves to this commit (updated_at), for every capture (no revoked_through). */
+async function tightenCutOff(client: pg.PoolClient, idp: string, subject: string): Promise<void> {
+  await client.query(
+    `UPDATE grants SET revoked_through = NULL, updated_at = clock_timestamp(), version = version + 1
+     WHERE idp = $1 AND subject = $2 AND status = 'revoked' AND revoked_through IS NOT NULL`,
+    [idp, subject],
+  );
+}
+
 export interface RevokeResult {
   grant: GrantRecord;
   revokedAtIdp: boolean;
@@ -84,7 +93,12 @@ export class GrantRevoker {
         return result;
       };
       if (!row) throw grantNotFound(idp, subject);
-      if (row.status === 'revoked') return done({ grant: openGrant(store, row), revokedAtIdp: false });
+      if (row.status === 'revoked') {
+        // Revoked by the policy, which cut off only what it saw: an operator's (or an IdP's) revocation
+        // now cuts off everything captured before it commits, as it would on an active grant.
+        if (!conditions.seenOnly) await tightenCutOff(tx, idp, subject);
+        return done({ grant: openGrant(store, row), revokedAtIdp: false });
+      }
       if (conditions.onlyIf && !(await conditions.onlyIf(row, tx))) return done({ grant: openGrant(store, row), revokedAtIdp: false, skipped: true });
       let revokedAtIdp = false;
       if (client?.canRevoke) {

@@ -116,6 +116,18 @@ describe('refresh-token policy runner (Postgres)', () => {
     expect(grant.status).to.equal('revoked');
     expect(grant.refreshToken).to.equal(null);
   });
+  it("an operator revocation after the policy's expiry cuts off a login captured before it, as on an active grant", async () => {
+    await store.recordCaptures([syntheticCapture('a', 'expired-then-revoked', { observedAt: minutesAgo(10) })]);
+    expect((await runner().runOnce()).actions).to.deep.include({ idp: 'a', subject: 'expired-then-revoked', action: 'expire', outcome: 'ok' });
+    // Observed after the expiry, before the operator's revocation; written after both (a spool that waited).
+    const login = syntheticCapture('a', 'expired-then-revoked', { observedAt: new Date() });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    await new GrantRevoker({ pool: db.pool, store, clients: new Map() }).revoke('a', 'expired-then-revoked');
+    await store.recordCaptures([login]);
+    const grant = (await store.findGrant('a', 'expired-then-revoked'))!;
+    expect(grant.status).to.equal('revoked');
+    expect(grant.refreshToken).to.equal(null);
+  });
   it("an expiry's audit row is written in its transaction: refused, the grant stays as it was and the run goes on with the others", async () => {
     await store.recordCaptures([syntheticCapture('a', 'audit-refused', { observedAt: minutesAgo(30) }), syntheticCapture('a', 'audit-kept', { observedAt: minutesAgo(20) })]);
     await db.pool.query(`CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
