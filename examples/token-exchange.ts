@@ -58,7 +58,8 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   try {
     const answer = await exchangeToken({ endpoint, apiKey: process.env.TOKEN_TAP_API_KEY ?? '', oktaToken: process.env.OKTA_TOKEN ?? '', idp });
     // A real service uses answer.access_token (as a Bearer token at the upstream API); never log it.
-    process.stdout.write(`${idp}: upstream access token ${answer.access_token.slice(0, 12)}... (${answer.token_type}, expires in ${answer.expires_in ?? '?'} s, scope ${answer.scope ?? 'unknown'})\n`);
+    // Not even its start: an opaque token (Google's ya29.) has no harmless header to show.
+    process.stdout.write(`${idp}: upstream access token received, ${answer.access_token.length} characters (${answer.token_type}, expires in ${answer.expires_in ?? '?'} s, scope ${answer.scope ?? 'unknown'})\n`);
   } catch (error) {
     // invalid_grant: no captured login for this user at this IdP; unauthorized_client: the key lacks `exchange`;
     // invalid_target: the key may not use this IdP; temporarily_unavailable: try again (Retry-After).

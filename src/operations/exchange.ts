@@ -94,6 +94,8 @@ export function cameThrough(claims: JWTPayload, provider: Pick<ExchangeProvider,
 function userKeyOf(claims: JWTPayload, provider: ExchangeProvider): UserKey | undefined {
   if (provider.match.kind === 'claim') return claimKey(claims[provider.match.claim]);
   const email = typeof claims.email === 'string' && claims.email_verified === true ? claims.email : undefined;
+  // The login in `sub` carries no email_verified: it is trusted only because the token showed the IdP
+  // its session came through (cameThrough) and the grant it opens must itself be vouched (findGrant).
   const sub = typeof claims.sub === 'string' && EMAIL.test(claims.sub) ? claims.sub : undefined;
   return emailKey([email, sub]);
 }
