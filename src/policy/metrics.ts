@@ -45,8 +45,13 @@ const GAUGES: Array<{ name: string; help: string; value: (line: ReportLine) => n
   { name: 'token_tap_report_refresh_token_expiry_known', help: 'Active grants whose refresh token has an expiry the IdP gave, by IdP.', value: (line) => line.refresh_token_expiry_known },
   { name: 'token_tap_report_oldest_refresh_token_age_seconds', help: 'Age of the oldest refresh token held, by IdP (absent without one).', value: (line) => line.oldest_refresh_token_age_seconds },
   {
+    name: 'token_tap_report_oldest_chain_age_seconds',
+    help: "Age of the oldest refresh-token chain held (since the login that began it), counted as the policy's max_age counts it, by IdP (absent without one).",
+    value: (line) => line.oldest_chain_age_seconds,
+  },
+  {
     name: 'token_tap_report_policy_max_age_seconds',
-    help: "The IdP's refresh_token_policy.max_age in seconds (absent without one): an alert compares the oldest refresh token with it.",
+    help: "The IdP's refresh_token_policy.max_age in seconds (absent without one): an alert compares the oldest chain age with it.",
     value: (line) => {
       const ms = line.policy?.max_age === undefined ? undefined : parseDuration(line.policy.max_age);
       return ms === undefined ? null : ms / 1000;

@@ -59,6 +59,8 @@ const CHAIN = `CASE WHEN ${UNKNOWN_WRITER} THEN captured_at ELSE COALESCE(chain_
 const USED = `CASE WHEN ${UNKNOWN_WRITER} THEN GREATEST(last_used_at, captured_at) ELSE COALESCE(last_used_at, captured_at) END`;
 const FRESH = `GREATEST(${TOKEN_SINCE}, last_refreshed_at)`;
 const after = (at: string, param: string) => `(${at} + ${param}::float8 * interval '1 millisecond')`;
+/** When a grant's refresh-token chain began, as max_age counts it here: the report's chain age (store/refresh-token-report.ts) reads the same. */
+export const CHAIN_BEGAN_AT_SQL = CHAIN;
 
 /**
  * Up to `limit` active grants of `idp` holding a refresh token that one of the thresholds makes due
