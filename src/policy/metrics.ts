@@ -11,8 +11,14 @@ export interface PolicyMetrics {
   familyRevoked: Counter<'idp'>;
 }
 
-/** `idps`: the IdPs the vault refreshes; their counters start at 0, so a first event shows in increase(). */
-export function createPolicyMetrics(registry: Registry, idps: Iterable<string> = []): PolicyMetrics {
+/** The outcomes TokenTapPolicyActionsFailing counts (a VaultError's, or internal): started at 0 for each IdP with a policy. */
+const FAILED_OUTCOMES = ['invalid_argument', 'not_found', 'failed_precondition', 'unauthenticated', 'permission_denied', 'unavailable', 'internal'] as const;
+
+/**
+ * `idps`: the IdPs the vault refreshes; `policyIdps`: those with a refresh_token_policy. Their counters
+ * start at 0, so a first event shows in increase().
+ */
+export function createPolicyMetrics(registry: Registry, idps: Iterable<string> = [], policyIdps: Iterable<string> = []): PolicyMetrics {
   const registers = [registry];
   const metrics: PolicyMetrics = {
     actions: registeredMetric(registry, 'token_tap_policy_actions_total', () => new Counter({
@@ -29,6 +35,7 @@ export function createPolicyMetrics(registry: Registry, idps: Iterable<string> =
     })),
   };
   for (const idp of idps) metrics.familyRevoked.inc({ idp }, 0);
+  for (const idp of policyIdps) for (const action of ['rotate', 'expire']) for (const outcome of FAILED_OUTCOMES) metrics.actions.inc({ idp, action, outcome }, 0);
   return metrics;
 }
 
