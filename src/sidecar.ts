@@ -125,7 +125,7 @@ async function startVault(config: SidecarConfig, spool: CaptureSpool, storeState
   });
   const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const apiMetrics = createApiMetrics(metrics.registry);
-  const policyMetrics = createPolicyMetrics(metrics.registry, settings.idpClients.keys());
+  const policyMetrics = createPolicyMetrics(metrics.registry, settings.idpClients.keys(), config.policy.policies.keys());
   refresher = new GrantRefresher({
     pool,
     store,
@@ -197,6 +197,8 @@ async function startExchange(config: SidecarConfig, parts: VaultParts, logger: L
 
 export async function startSidecar(config: SidecarConfig, dependencies: SidecarDependencies): Promise<Sidecar> {
   const { logger, metrics = createMetrics() } = dependencies;
+  // Every configured IdP's series start at 0 now, not in the tick of its first response (a series born at 1 shows no increase()).
+  for (const idp of new Set([...config.routeIdps.values(), ...config.verification.idps.keys(), ...config.vault.idpClients.keys()])) metrics.noteIdp(idp);
   if (!config.keyRing.fingerprintKey) {
     logger.warn(
       { activeKeyId: config.keyRing.activeKeyId },

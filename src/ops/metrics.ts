@@ -156,7 +156,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     captureOldestWaitingSeconds: (() => {
       new Gauge({
         name: 'token_tap_capture_oldest_waiting_seconds',
-        help: 'Age (since Envoy saw its response) of the oldest capture the writer holds for Postgres, 0 when none waits: grows while Postgres is away or a capture waits for its IdP\'s keys.',
+        help: 'Age (since Envoy saw its response) of the oldest capture in the batch the writer holds for Postgres, 0 when none waits: grows while Postgres is away. Captures put back in the spool to wait for their IdP\'s keys are not counted (token_tap_jwks_fetches_total shows that wait).',
         registers,
         collect() {
           this.set(readOldestWaiting());

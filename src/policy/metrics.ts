@@ -11,8 +11,14 @@ export interface PolicyMetrics {
   familyRevoked: Counter<'idp'>;
 }
 
-/** `idps`: the IdPs the vault refreshes; their counters start at 0, so a first event shows in increase(). */
-export function createPolicyMetrics(registry: Registry, idps: Iterable<string> = []): PolicyMetrics {
+/** The outcomes TokenTapPolicyActionsFailing counts (a VaultError's, or internal): started at 0 for each IdP with a policy. */
+const FAILED_OUTCOMES = ['invalid_argument', 'not_found', 'failed_precondition', 'unauthenticated', 'permission_denied', 'unavailable', 'internal'] as const;
+
+/**
+ * `idps`: the IdPs the vault refreshes; `policyIdps`: those with a refresh_token_policy. Their counters
+ * start at 0, so a first event shows in increase().
+ */
+export function createPolicyMetrics(registry: Registry, idps: Iterable<string> = [], policyIdps: Iterable<string> = []): PolicyMetrics {
   const registers = [registry];
   const metrics: PolicyMetrics = {
     actions: registeredMetric(registry, 'token_tap_policy_actions_total', () => new Counter({
@@ -29,6 +35,7 @@ export function createPolicyMetrics(registry: Registry, idps: Iterable<string> =
     })),
   };
   for (const idp of idps) metrics.familyRevoked.inc({ idp }, 0);
+  for (const idp of policyIdps) for (const action of ['rotate', 'expire']) for (const outcome of FAILED_OUTCOMES) metrics.actions.inc({ idp, action, outcome }, 0);
   return metrics;
 }
 
@@ -45,8 +52,13 @@ const GAUGES: Array<{ name: string; help: string; value: (line: ReportLine) => n
   { name: 'token_tap_report_refresh_token_expiry_known', help: 'Active grants whose refresh token has an expiry the IdP gave, by IdP.', value: (line) => line.refresh_token_expiry_known },
   { name: 'token_tap_report_oldest_refresh_token_age_seconds', help: 'Age of the oldest refresh token held, by IdP (absent without one).', value: (line) => line.oldest_refresh_token_age_seconds },
   {
+    name: 'token_tap_report_oldest_chain_age_seconds',
+    help: "Age of the oldest refresh-token chain held (since the login that began it), counted as the policy's max_age counts it, by IdP (absent without one).",
+    value: (line) => line.oldest_chain_age_seconds,
+  },
+  {
     name: 'token_tap_report_policy_max_age_seconds',
-    help: "The IdP's refresh_token_policy.max_age in seconds (absent without one): an alert compares the oldest refresh token with it.",
+    help: "The IdP's refresh_token_policy.max_age in seconds (absent without one): an alert compares the oldest chain age with it.",
     value: (line) => {
       const ms = line.policy?.max_age === undefined ? undefined : parseDuration(line.policy.max_age);
       return ms === undefined ? null : ms / 1000;

@@ -13,6 +13,8 @@ export interface ReportLine {
   rotates_refresh_tokens: boolean | null;
   refresh_token_expiry_known: number;
   oldest_refresh_token_age_seconds: number | null;
+  /** Since the oldest refresh-token chain began, as the policy's max_age counts it. */
+  oldest_chain_age_seconds: number | null;
   verified: number;
   rotations_seen: number;
   last_capture_at: string | null;
@@ -29,6 +31,7 @@ const EMPTY: Omit<IdpFigures, 'idp'> = {
   rotatesRefreshTokens: null,
   refreshTokenExpiryKnown: 0,
   oldestRefreshTokenAgeSeconds: null,
+  oldestChainAgeSeconds: null,
   verified: 0,
   rotationsSeen: 0,
   lastCaptureAt: null,
@@ -50,6 +53,7 @@ export function buildReport(figures: readonly IdpFigures[], actions: readonly Po
       rotates_refresh_tokens: found.rotatesRefreshTokens,
       refresh_token_expiry_known: found.refreshTokenExpiryKnown,
       oldest_refresh_token_age_seconds: found.oldestRefreshTokenAgeSeconds === null ? null : Math.floor(found.oldestRefreshTokenAgeSeconds),
+      oldest_chain_age_seconds: found.oldestChainAgeSeconds === null ? null : Math.floor(found.oldestChainAgeSeconds),
       verified: found.verified,
       rotations_seen: found.rotationsSeen,
       last_capture_at: found.lastCaptureAt ? found.lastCaptureAt.toISOString() : null,
@@ -75,6 +79,7 @@ export function formatReportText(lines: readonly ReportLine[]): string {
         `rotates_refresh_tokens=${describeRotation(line.rotates_refresh_tokens)}`,
         `refresh_token_expiry_known=${line.refresh_token_expiry_known}`,
         `oldest_refresh_token_age=${line.oldest_refresh_token_age_seconds === null ? '-' : `${line.oldest_refresh_token_age_seconds}s`}`,
+        `oldest_chain_age=${line.oldest_chain_age_seconds === null ? '-' : `${line.oldest_chain_age_seconds}s`}`,
         `verified=${line.verified}`,
         `rotations_seen=${line.rotations_seen}`,
         `last_capture_at=${line.last_capture_at ?? '-'}`,

@@ -65,6 +65,8 @@ const CHAIN = chainBeganSql();
 const USED = lastUsedSql();
 const FRESH = `GREATEST(${tokenSince()}, last_refreshed_at)`;
 const after = (at: string, param: string) => `(${at} + ${param}::float8 * interval '1 millisecond')`;
+/** When a grant's refresh-token chain began, as max_age counts it here: the report's chain age (store/refresh-token-report.ts) reads the same. */
+export const CHAIN_BEGAN_AT_SQL = CHAIN;
 
 /**
  * Up to `limit` active grants of `idp` holding a refresh token that one of the thresholds makes due

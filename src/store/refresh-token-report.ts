@@ -2,6 +2,7 @@
 // in two aggregate statements: one pass over grants, and the policy's access_events rows of the
 // last 24 hours (by the access_events_by_at index). No token is opened.
 import type pg from 'pg';
+import { CHAIN_BEGAN_AT_SQL } from './policy-grants.js';
 
 /** One IdP's figures, as Postgres counts them. */
 export interface IdpFigures {
@@ -16,6 +17,8 @@ export interface IdpFigures {
   refreshTokenExpiryKnown: number;
   /** Age of the oldest refresh token held by an active grant; null without one. */
   oldestRefreshTokenAgeSeconds: number | null;
+  /** Age of the oldest refresh-token chain of an active grant, counted as the policy's max_age counts it (store/policy-grants.ts); null without one. */
+  oldestChainAgeSeconds: number | null;
   /** Grants whose id_token was verified before it was stored. */
   verified: number;
   /** Rotations seen, over its grants (store/grant-upsert.ts). */
@@ -43,6 +46,7 @@ export async function readIdpFigures(pool: pg.Pool): Promise<IdpFigures[]> {
             count(*) FILTER (WHERE status = 'active' AND refresh_token IS NOT NULL AND refresh_token_expires_at IS NOT NULL)::int AS "refreshTokenExpiryKnown",
             extract(epoch FROM now() - min(COALESCE(refresh_token_first_seen_at, refresh_token_observed_at, captured_at))
                     FILTER (WHERE status = 'active' AND refresh_token IS NOT NULL))::float8 AS "oldestRefreshTokenAgeSeconds",
+            extract(epoch FROM now() - min(${CHAIN_BEGAN_AT_SQL}) FILTER (WHERE status = 'active' AND refresh_token IS NOT NULL))::float8 AS "oldestChainAgeSeconds",
             count(*) FILTER (WHERE verified)::int AS "verified",
             COALESCE(sum(rotations_seen), 0)::int AS "rotationsSeen",
             max(COALESCE(last_login_at, captured_at)) AS "lastCaptureAt"

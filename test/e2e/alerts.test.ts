@@ -4,7 +4,7 @@
 // (not even pending); a 3 KB `sub` fires the refused-capture alert for that IdP; Postgres
 // blackholed (through a TCP proxy: the shared server is never touched) fires the Postgres alert,
 // and logins meanwhile fill the small spool (TOKEN_TAP_SPOOL_MAX_BYTES 64 KiB): the spool alerts
-// and the dropped-capture alert fire; the sidecar SIGKILLed fires the sidecar-down and Envoy
+// and the dropped-capture alert fire; the sidecar SIGKILLed fires the sidecar-down, no-sidecar-scraped and Envoy
 // fail-open alerts. Envoy is scraped as the PodMonitor does it, through its readiness listener.
 // The rules are loaded as they are in rules.yaml except `for:`, cut to at most FOR_IN_TEST (derived
 // here from the file, not a copy of it): minutes of `for` would not fit a test. Every wait is bounded.
@@ -82,6 +82,10 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
       const targets = await (await fetch(`${prometheus.url}/api/v1/targets`)).json() as { data: { activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }> } };
       throw new Error(`${error.message}: ${targets.data.activeTargets.map((target) => `${target.scrapeUrl} ${target.health} ${target.lastError}`).join('; ')}`);
     });
+    // Before its first scrapes this Prometheus has no up series, so the absent() alerts fire at once
+    // (their `for` cut to FOR_IN_TEST; 5 minutes in rules.yaml outlast a first scrape): wait for an
+    // evaluation after the scrapes to resolve them, and nothing else.
+    await waitFor('the target-missing alerts of the start to resolve', async () => ((await prometheus.alerts()).some((alert) => alert.labels.alertname?.endsWith('TargetMissing')) ? undefined : true), 10_000, 200);
   });
   after(async () => {
     await prometheus?.stop();
@@ -180,11 +184,12 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     await waitFor('the Postgres alert to resolve', async () => (findAlert(await prometheus.alerts(), 'TokenTapPostgresUnreachable') ? undefined : true), 10_000, 250);
   });
 
-  it('the sidecar SIGKILLed: the sidecar-down and Envoy fail-open alerts fire', async () => {
+  // No sidecar target answering is also what absent(up == 1) sees (TokenTapSidecarTargetMissing).
+  it('the sidecar SIGKILLed: the sidecar-down, no-sidecar-scraped and Envoy fail-open alerts fire', async () => {
     await rig.stopSidecar('SIGKILL');
     const tally = await driveLogins(rig.idp, rig.front.tokenUrl, { count: 5, concurrency: 1 });
     expect(tally.ok, 'logins go on without the sidecar').to.equal(tally.total);
-    await firing('the sidecar killed', [['TokenTapSidecarDown', { job: 'token-tap-sidecar' }], ['TokenTapEnvoyFailingOpen', { job: 'token-tap-envoy' }]], 15_000).catch(async (error: Error) => {
+    await firing('the sidecar killed', [['TokenTapSidecarDown', { job: 'token-tap-sidecar' }], ['TokenTapSidecarTargetMissing', { job: 'token-tap-sidecar' }], ['TokenTapEnvoyFailingOpen', { job: 'token-tap-envoy' }]], 15_000).catch(async (error: Error) => {
       const stats = (await (await fetch(`${rig.front.envoy.adminUrl}/stats/prometheus`)).text()).split('\n').filter((line) => /ext_proc_token_tap_(failure|streams)|token_tap_sidecar.*(membership_healthy|connect_fail)/.test(line) && !line.startsWith('#'));
       throw new Error(`${error.message}\n${stats.join('\n')}\n${JSON.stringify(await prometheus.query('envoy_http_ext_proc_token_tap_failure_mode_allowed[30s]'))}`);
     });

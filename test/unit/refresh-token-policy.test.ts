@@ -230,13 +230,13 @@ describe('refresh-token policy: a row an unknown writer updated (a sidecar of an
 
 describe('refresh-token report lines', () => {
   it('one line per IdP with grants, a policy or a client; figures, the policy as written and the actions of 24 h', () => {
-    const figures = [{ idp: 'acme', grants: 3, active: 2, withRefreshToken: 2, rotatesRefreshTokens: true, refreshTokenExpiryKnown: 0, oldestRefreshTokenAgeSeconds: 12.7, verified: 3, rotationsSeen: 4, lastCaptureAt: new Date('2026-01-01T00:00:00Z') }];
+    const figures = [{ idp: 'acme', grants: 3, active: 2, withRefreshToken: 2, rotatesRefreshTokens: true, refreshTokenExpiryKnown: 0, oldestRefreshTokenAgeSeconds: 12.7, oldestChainAgeSeconds: 99.5, verified: 3, rotationsSeen: 4, lastCaptureAt: new Date('2026-01-01T00:00:00Z') }];
     const actions = [{ idp: 'acme', action: 'rotate', outcome: 'ok', count: 4 }, { idp: 'acme', action: 'expire', outcome: 'ok', count: 1 }];
     const lines = buildReport(figures, actions, new Map([['beta', { maxAgeMs: 90 * D }]]), ['gamma']);
     expect(lines.map((line) => line.idp)).to.deep.equal(['acme', 'beta', 'gamma']);
-    expect(lines[0]).to.deep.include({ grants: 3, rotates_refresh_tokens: true, oldest_refresh_token_age_seconds: 12, policy: null, last_capture_at: '2026-01-01T00:00:00.000Z' });
+    expect(lines[0]).to.deep.include({ grants: 3, rotates_refresh_tokens: true, oldest_refresh_token_age_seconds: 12, oldest_chain_age_seconds: 99, policy: null, last_capture_at: '2026-01-01T00:00:00.000Z' });
     expect(lines[0]!.policy_actions_24h).to.deep.equal({ rotate: { ok: 4 }, expire: { ok: 1 } });
-    expect(lines[1]).to.deep.include({ grants: 0, rotates_refresh_tokens: null, oldest_refresh_token_age_seconds: null, policy: { max_age: '90d' } });
+    expect(lines[1]).to.deep.include({ grants: 0, rotates_refresh_tokens: null, oldest_refresh_token_age_seconds: null, oldest_chain_age_seconds: null, policy: { max_age: '90d' } });
     const text = formatReportText(lines);
     expect(text).to.include('acme grants=3 active=2 with_refresh_token=2 rotates_refresh_tokens=yes');
     expect(text).to.include('beta grants=0').and.to.include('rotates_refresh_tokens=unknown').and.to.include('policy=max_age:90d');
