@@ -1,24 +1,29 @@
 // The alerts of deploy/prometheus/rules.yaml in a real Prometheus (the machine's `prometheus`, on a
 // free port with its own TSDB) scraping the real sidecar's /metrics and the real Envoy's
 // /stats/prometheus every second, while real faults happen: a clean run of logins fires nothing
-// (not even pending); a 3 KB `sub` fires the refused-capture alert for that IdP; Postgres
+// (not even pending); a 3 KB `sub` fires the refused-capture alert for that IdP; a GitHub profile
+// capture whose held grant is under other key material (as test/e2e/quarantine.test.ts makes it:
+// the sidecar restarted with k1 of the same id, other material) fires the quarantine alert; Postgres
 // blackholed (through a TCP proxy: the shared server is never touched) fires the Postgres alert,
 // and logins meanwhile fill the small spool (TOKEN_TAP_SPOOL_MAX_BYTES 64 KiB): the spool alerts
 // and the dropped-capture alert fire; the sidecar SIGKILLed fires the sidecar-down, no-sidecar-scraped and Envoy
 // fail-open alerts. Envoy is scraped as the PodMonitor does it, through its readiness listener.
 // The rules are loaded as they are in rules.yaml except `for:`, cut to at most FOR_IN_TEST (derived
 // here from the file, not a copy of it): minutes of `for` would not fit a test. Every wait is bounded.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { expect } from 'chai';
+import { profileRoutePath, tokenRoutePath } from '../../src/contract.js';
 import { STATS_PATH } from '../../src/envoyconfig/readiness.js';
+import { generateKeySpec } from '../../src/keys/key-ring.js';
 import { startBlackholeProxy, type BlackholeProxy } from '../support/blackhole-proxy.js';
 import { ruleGroups, type RuleGroup } from '../support/alert-rules.js';
-import { driveLogins, sidecarMetric, type SpoolRig, startSpoolRig } from '../support/faults.js';
+import { driveLogins, envoyStat, sidecarMetric, type SpoolRig, startSpoolRig } from '../support/faults.js';
+import { canned, sendRaw, startFixtureIdp, type FixtureIdp } from '../support/fixture-idp.js';
 import { loginAsOkta } from '../support/okta-client.js';
 import { freePort, waitFor } from '../support/ports.js';
 import { type ActiveAlert, findAlert, type RunningPrometheus, startPrometheus } from '../support/prometheus.js';
@@ -43,9 +48,17 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
   let opsPort: number;
   let proxiedUrl: string;
   let hookDir: string | undefined;
+  /** GitHub-style token and profile endpoints, behind the rig's Envoy, for the quarantined capture. */
+  let github: FixtureIdp;
+  /** The sidecar's environment, kept for its restart with other key material. */
+  let sidecarEnv: Record<string, string>;
 
   before(async () => {
-    rig = await startSpoolRig('observability', 'alerts', { accounts: { alice: { email: 'alice@example.test' }, [bigSubject]: { email: 'big-sub@hostile.example' } } });
+    github = await startFixtureIdp();
+    rig = await startSpoolRig('observability', 'alerts', { accounts: { alice: { email: 'alice@example.test' }, [bigSubject]: { email: 'big-sub@hostile.example' } } }, {
+      moreIdps: [{ name: 'github', tokenUrl: new URL(github.url('/github/token')) }],
+      profiles: [{ name: 'github', profileUrl: new URL(github.url('/github/user')), subjectField: 'id' }],
+    });
     const direct = new URL(rig.db.url);
     proxy = await startBlackholeProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
     const proxied = new URL(rig.db.url);
@@ -55,7 +68,9 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     // The API and the Okta hook on, so their metrics are in the scrape the dashboard is checked against.
     hookDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-alerts-hook-'));
     writeFileSync(path.join(hookDir, 'hook.yaml'), stringify({ authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } }, providers: [{ okta_idp_id: '0oaUPSTREAM1', idp: 'demo', match: 'email', identity_claims: { upstream_sub: 'sub' }, allow_unverified: true }] }));
-    await rig.start(proxiedUrl, {
+    sidecarEnv = {
+      // Fingerprints kept across the restart with other k1 material, so the profile call finds the held grant.
+      TOKEN_TAP_FINGERPRINT_KEY: randomBytes(32).toString('base64'),
       TOKEN_TAP_API_LISTEN: `127.0.0.1:${await freePort()}`,
       TOKEN_TAP_HOOK_LISTEN: `127.0.0.1:${await freePort()}`,
       TOKEN_TAP_HOOK_CONFIG: path.join(hookDir, 'hook.yaml'),
@@ -68,7 +83,8 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
       TOKEN_TAP_PG_STATEMENT_TIMEOUT_MS: '1000',
       TOKEN_TAP_PG_QUERY_TIMEOUT_MS: '1500',
       TOKEN_TAP_SHUTDOWN_GRACE_MS: '1000',
-    });
+    };
+    await rig.start(proxiedUrl, sidecarEnv);
     await waitFor('the schema', async () => ((await sidecarMetric(opsPort, 'token_tap_postgres_up')) === 1 ? true : undefined), 20_000);
     prometheus = await startPrometheus({
       targets: [
@@ -91,6 +107,7 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     await prometheus?.stop();
     await rig?.close();
     await proxy?.close();
+    await github?.close();
     if (hookDir) rmSync(hookDir, { recursive: true, force: true });
   });
 
@@ -167,6 +184,38 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     const alert = findAlert(await prometheus.alerts(), 'TokenTapCapturesRefused')!;
     expect(alert.annotations.description).to.contain('IdP demo');
     expect(alert.annotations.runbook_url).to.equal('docs/runbooks.md#tokentapcapturesrefused');
+  });
+
+  it('a held grant under other key material: the quarantine alert fires for that IdP', async () => {
+    const accessToken = `gho_${randomUUID().replaceAll('-', '')}`;
+    github.serve('/github/token', canned(200, { 'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8' }, `access_token=${accessToken}&scope=read%3Auser&token_type=bearer`));
+    const tokenCall = await sendRaw(`${rig.front.origin}${tokenRoutePath('github')}`, { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=authorization_code&code=abc' });
+    expect(tokenCall.status).to.equal(200);
+    const heldGrants = async () => (await rig.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM pending_grants')).rows[0]!.n;
+    await waitFor('the held grant', async () => ((await heldGrants()) === 1 ? true : undefined), 10_000, 100);
+    // Prometheus must have seen GitHub's quarantine series at 0 (this sidecar started it so at the
+    // token call): after the restart it comes back at 1, and a series only ever seen at 1 shows no increase().
+    await waitFor("GitHub's quarantine series scraped at 0", async () => ((await prometheus.query('token_tap_captures_quarantined_total{idp="github",reason="unreadable"} == 0')).length === 1 ? true : undefined), 5_000, 200);
+
+    // The sidecar back with k1 of the same id and other material (a botched key change); as
+    // Stack.restartSidecarSeenByEnvoy does, wait for a health check that reached the new one.
+    await rig.stopSidecar('SIGTERM');
+    const checked = () => envoyStat(rig.front.envoy, 'cluster.token_tap_sidecar.health_check.success');
+    const checksBefore = await checked();
+    await rig.start(proxiedUrl, { ...sidecarEnv, TOKEN_TAP_KEYS: generateKeySpec('k1') });
+    await waitFor('Envoy to health-check the restarted sidecar', async () => ((await checked()) > checksBefore && (await envoyStat(rig.front.envoy, 'cluster.token_tap_sidecar.membership_healthy')) === 1 ? true : undefined), 10_000, 50);
+    github.serve('/github/user', canned(200, { 'Content-Type': 'application/json; charset=utf-8' }, JSON.stringify({ login: 'octocat', id: 583231 })), accessToken);
+    const profileCall = await sendRaw(`${rig.front.origin}${profileRoutePath('github')}`, { method: 'GET', headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } });
+    expect(profileCall.status).to.equal(200);
+
+    await firing('a capture quarantined', [['TokenTapCapturesQuarantined', { idp: 'github', reason: 'unreadable' }]], 15_000);
+    const alert = findAlert(await prometheus.alerts(), 'TokenTapCapturesQuarantined')!;
+    expect(alert.annotations.description).to.contain('IdP github');
+    expect(alert.annotations.runbook_url).to.equal('docs/runbooks.md#tokentapcapturesquarantined');
+    // The alert is about this capture, quarantined as quarantine.test.ts shows, and only it.
+    const { rows } = await rig.db.pool.query<{ idp: string; reason: string }>('SELECT idp, reason FROM quarantined_captures');
+    expect(rows).to.deep.equal([{ idp: 'github', reason: 'cannot open a held grant (DecryptError)' }]);
+    expect(await heldGrants(), 'the held grant is left as it was').to.equal(1);
   });
 
   it('Postgres blackholed while logins fill the spool: the Postgres, spool and dropped-capture alerts fire', async () => {

@@ -5,6 +5,7 @@ import type pg from 'pg';
 import os from 'node:os';
 import path from 'node:path';
 import type { ProcessingMode } from '../../src/envoyconfig/render.js';
+import type { IdpRoute, ProfileRoute } from '../../src/envoyconfig/options.js';
 import { tokenRoutePath } from '../../src/contract.js';
 import { fingerprint, generateKeySpec, type KeyRing } from '../../src/keys/key-ring.js';
 import { startEnvoyFront, type RunningEnvoy } from './envoy.js';
@@ -87,14 +88,23 @@ export async function driveLogins(
 export interface FaultEnvoy {
   envoy: RunningEnvoy;
   tokenUrl: string;
+  /** Envoy's listener, http://127.0.0.1:<port>: the other routes' base. */
+  origin: string;
   /** Envoy's readiness listener's /ready (it also serves /stats/prometheus). */
   readyUrl: string;
   stop(): Promise<void>;
 }
 
-export async function startFaultEnvoy(mode: ProcessingMode, idp: TestIdp, sidecarPort: number): Promise<FaultEnvoy> {
-  const { envoy, origin, readyUrl } = await startEnvoyFront({ idps: [{ name: FAULT_IDP, tokenUrl: new URL(idp.tokenUrl) }], sidecarPort, mode });
-  return { envoy, tokenUrl: `${origin}${tokenRoutePath(FAULT_IDP)}`, readyUrl, stop: () => envoy.stop() };
+/** More routes beside the fault IdP's token route (a fixture IdP's token and profile routes, say). */
+export interface MoreRoutes {
+  moreIdps?: IdpRoute[];
+  profiles?: ProfileRoute[];
+}
+
+export async function startFaultEnvoy(mode: ProcessingMode, idp: TestIdp, sidecarPort: number, routes: MoreRoutes = {}): Promise<FaultEnvoy> {
+  const idps = [{ name: FAULT_IDP, tokenUrl: new URL(idp.tokenUrl) }, ...(routes.moreIdps ?? [])];
+  const { envoy, origin, readyUrl } = await startEnvoyFront({ idps, ...(routes.profiles ? { profiles: routes.profiles } : {}), sidecarPort, mode });
+  return { envoy, tokenUrl: `${origin}${tokenRoutePath(FAULT_IDP)}`, origin, readyUrl, stop: () => envoy.stop() };
 }
 
 export async function envoyStat(envoy: RunningEnvoy, name: string): Promise<number> {
@@ -178,12 +188,12 @@ export interface SpoolRig {
   close(): Promise<void>;
 }
 
-export async function startSpoolRig(mode: ProcessingMode, label: string, idpOptions?: Parameters<typeof startTestIdp>[0]): Promise<SpoolRig> {
+export async function startSpoolRig(mode: ProcessingMode, label: string, idpOptions?: Parameters<typeof startTestIdp>[0], routes?: MoreRoutes): Promise<SpoolRig> {
   const idp = await startTestIdp(idpOptions);
   const db = await createTestDatabase(label);
   const port = await freePort();
   const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
-  const front = await startFaultEnvoy(mode, idp, port);
+  const front = await startFaultEnvoy(mode, idp, port, routes);
   const started: SidecarProcess[] = [];
   const rig: SpoolRig = {
     idp,
