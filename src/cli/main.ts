@@ -5,7 +5,7 @@ import path from 'node:path';
 import { Command, Option } from 'commander';
 import { loadSidecarConfig, type SidecarFlags } from '../config/sidecar.js';
 import { ALLOW_REMOTE_EXTPROC, API_LISTEN, EXCHANGE_CONFIG, EXCHANGE_LISTEN, EXTPROC_TLS, HOOK_CONFIG, HOOK_LISTEN, LISTEN, LOG_LEVEL } from '../config/settings.js';
-import { formatHostPort, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
+import { formatHostPort, isLoopbackOnly, parseHostPort, parseListenAddress, type HostPort, type ListenAddress, parseEach, parseOrNote } from '../config/values.js';
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
 import { startSidecar } from '../sidecar.js';
@@ -123,6 +123,9 @@ async function envoyConfig(options: EnvoyConfigFlags): Promise<void> {
     const address = parseOrNote(options[key], (text) => parseHostPort(text, `--${key}`), problems);
     if (address) addresses[key] = address;
   }
+  // The admin can stop Envoy (/quitquitquit) and dump its config: never beyond loopback. Prometheus
+  // reads its stats through the readiness listener's GET /stats/prometheus instead.
+  if (addresses.admin && !isLoopbackOnly(addresses.admin)) problems.push('--admin must be a loopback address (127.0.0.1 or ::1): the admin can stop Envoy; scrape its stats through --ready (GET /stats/prometheus)');
   const ready = options.ready === 'off' ? undefined : parseOrNote(options.ready, (text) => parseHostPort(text, '--ready'), problems);
   const sidecar: ListenAddress | undefined = parseOrNote(options.sidecar, (text) => parseListenAddress(text, '--sidecar'), problems);
   const sidecarTlsFiles = [options.sidecarTlsCert, options.sidecarTlsKey, options.sidecarCa];

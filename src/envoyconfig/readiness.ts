@@ -23,7 +23,7 @@ export function adminStatsCluster(admin: HostPort) {
     name: ADMIN_STATS_CLUSTER,
     type: 'STATIC',
     connect_timeout: '1s',
-    load_assignment: { cluster_name: ADMIN_STATS_CLUSTER, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: admin.host === '0.0.0.0' ? '127.0.0.1' : admin.host, port_value: admin.port } } } }] }] },
+    load_assignment: { cluster_name: ADMIN_STATS_CLUSTER, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: admin.host, port_value: admin.port } } } }] }] },
   };
 }
 

@@ -87,6 +87,13 @@ describe('Envoy configs (real envoy --mode validate)', function () {
     expect(result.ok, result.output).to.equal(true);
   });
 
+  it('token-tap envoy-config refuses an admin beyond loopback (it can stop Envoy); its stats go through --ready', async () => {
+    const result = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--admin', '0.0.0.0:9901'], {});
+    expect(result.code).to.equal(1);
+    expect(result.stderr).to.contain('--admin must be a loopback address');
+    expect(result.stdout).to.equal('');
+  });
+
   it('token-tap envoy-config refuses half an mTLS setup, a bad rate and a bad network, all at once', async () => {
     const result = await runCli(['envoy-config', '--idp', 'a=https://x/t', '--sidecar-tls-cert', '/nonexistent/c.pem', '--token-rate-limit', 'lots', '--allow-source', '10.0.0.0/33', '--sidecar', 'unix:'], {});
     expect(result.code).to.equal(1);
