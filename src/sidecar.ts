@@ -76,8 +76,9 @@ export interface SidecarDependencies {
   metrics?: Metrics;
   /** Test-only: run by the refresher once an IdP's answer is durable, before it is applied (cli/refresh-fault.ts). */
   afterRefreshAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
+  /** A stop asked for during the start: ends a migration's wait for a lock, and the start throws MigrationAbortedError. */
+  signal?: AbortSignal;
 }
-
 
 /**
  * The pump's verification step: id_tokens of IdPs with a pinned issuer are verified before they are
@@ -220,7 +221,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
     logger,
     onError: () => metrics.postgresErrors.inc(),
   });
-  const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
+  const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics, ...(dependencies.signal ? { signal: dependencies.signal } : {}) });
   const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const verifier = startVerifier(config, logger, metrics);
   const pump = new CapturePump({ spool, writer: store, verification: verifier, store: storeState, logger, metrics });
