@@ -342,6 +342,10 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
     }
   }
 
+  // A listener that failed to start is only logged above; the gauge lets an alert see it.
+  for (const [listener, configured, up] of [['api', config.vault.listen, vault.address], ['hook', config.hook, hook], ['exchange', config.exchange, exchange]] as const) {
+    if (configured) metrics.listenerUp.set({ listener }, up ? 1 : 0);
+  }
   let closing: Promise<void> | undefined;
   return {
     address,
