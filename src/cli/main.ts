@@ -258,7 +258,8 @@ export function buildProgram(): Command {
     .option('--image <image>', 'the sidecar image')
     .option('--istio', 'render for an Istio ingress gateway instead (--gateway names the Istio Gateway)', false)
     .option('--okta-hook-rate-limit <n/s[:burst]>', 'a rate limit per client address on the Okta hook rule (N/s, N/m or N/h; :BURST for Istio only, Envoy Gateway has none; "off" or 0: none); default 100/s:200, see envoy-config --help')
-    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean; oktaHookRateLimit?: string }) => {
+    .option('--token-exchange', 'render the token exchange too (port 8444, TLS; needs the Secret token-tap-exchange-tls and ConfigMap token-tap-exchange)', false)
+    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean; oktaHookRateLimit?: string; tokenExchange: boolean }) => {
       const { renderGatewayCommand } = await import('../envoyconfig/gateway-cli.js');
       process.stdout.write(renderGatewayCommand(options, UsageError));
     });
