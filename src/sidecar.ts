@@ -76,8 +76,9 @@ export interface SidecarDependencies {
   metrics?: Metrics;
   /** Test-only: run by the refresher once an IdP's answer is durable, before it is applied (cli/refresh-fault.ts). */
   afterRefreshAnswerDurable?: (tx: pg.PoolClient) => Promise<void>;
+  /** A stop asked for during the start: ends a migration's wait for a lock, and the start throws MigrationAbortedError. */
+  signal?: AbortSignal;
 }
-
 
 /**
  * The pump's verification step: id_tokens of IdPs with a pinned issuer are verified before they are
@@ -222,7 +223,7 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
     logger,
     onError: () => metrics.postgresErrors.inc(),
   });
-  const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics });
+  const storeState = new StoreState({ pool, where: describeDatabaseUrl(config.databaseUrl), logger, metrics, ...(dependencies.signal ? { signal: dependencies.signal } : {}) });
   const store = new GrantStore(pool, config.keyRing, sealQuarantined);
   const verifier = startVerifier(config, logger, metrics);
   const pump = new CapturePump({ spool, writer: store, verification: verifier, store: storeState, logger, metrics });
@@ -343,6 +344,10 @@ export async function startSidecar(config: SidecarConfig, dependencies: SidecarD
     }
   }
 
+  // A listener that failed to start is only logged above; the gauge lets an alert see it.
+  for (const [listener, configured, up] of [['api', config.vault.listen, vault.address], ['hook', config.hook, hook], ['exchange', config.exchange, exchange]] as const) {
+    if (configured) metrics.listenerUp.set({ listener }, up ? 1 : 0);
+  }
   let closing: Promise<void> | undefined;
   return {
     address,

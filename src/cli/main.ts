@@ -9,6 +9,7 @@ import { formatHostPort, isLoopbackOnly, parseHostPort, parseListenAddress, type
 import type { Cidr, IdpRoute, ProcessingMode, ProfileRoute, RateLimit } from '../envoyconfig/render.js';
 import { ENVOY_READY_PATH, ENVOY_READY_PORT } from '../contract.js';
 import { startSidecar } from '../sidecar.js';
+import { MigrationAbortedError } from '../store/migrate.js';
 import { getGrant } from '../operations/get.js';
 import { grantToJson, pendingToJson } from './grant-json.js';
 import { audited, registerVaultCommands } from './vault.js';
@@ -37,8 +38,10 @@ async function serve(options: SidecarFlags): Promise<void> {
   const logger = createLogger(config.logLevel);
   // Listening before the start: ext_proc is served (and captures spooled) while the start still
   // waits on Postgres (the schema migration), and a signal then must not kill the process with
-  // the default handler. It stops the sidecar as soon as the start is done.
+  // the default handler. It stops the sidecar as soon as the start is done; a migration waiting for
+  // a lock then stops waiting (startAborted), so the stop is not held until the kubelet's SIGKILL.
   let starting = true;
+  const startAborted = new AbortController();
   let stopAsked: () => void = () => undefined;
   const stopped = new Promise<void>((resolve) => (stopAsked = resolve));
   // A second signal meets the default handler and ends the process at once.
@@ -46,15 +49,21 @@ async function serve(options: SidecarFlags): Promise<void> {
     logger.info({ signal, graceMs: config.shutdownGraceMs }, starting ? 'stopping once the start is done' : 'stopping');
     process.off('SIGINT', stop).off('SIGTERM', stop);
     stopAsked();
+    if (starting) startAborted.abort();
   };
   process.on('SIGINT', stop).on('SIGTERM', stop);
   let sidecar: Awaited<ReturnType<typeof startSidecar>>;
   try {
     // The test-only fault hook, handed in only under NODE_ENV=test (config refuses it otherwise too).
     const fault = process.env.NODE_ENV === 'test' ? config.vault.faultInjection : undefined;
-    sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }), ...(fault ? { afterRefreshAnswerDurable: injectedFault(fault, logger) } : {}) });
+    sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }), signal: startAborted.signal, ...(fault ? { afterRefreshAnswerDurable: injectedFault(fault, logger) } : {}) });
   } catch (error) {
     process.off('SIGINT', stop).off('SIGTERM', stop);
+    if (error instanceof MigrationAbortedError && startAborted.signal.aborted) {
+      // Asked to stop: what was captured meanwhile is in the spool, for the next start.
+      logger.info({ reason: error.message }, 'stopped during the start');
+      return;
+    }
     throw error;
   } finally {
     starting = false;
@@ -252,7 +261,8 @@ export function buildProgram(): Command {
     .option('--image <image>', 'the sidecar image')
     .option('--istio', 'render for an Istio ingress gateway instead (--gateway names the Istio Gateway)', false)
     .option('--okta-hook-rate-limit <n/s[:burst]>', 'a rate limit per client address on the Okta hook rule (N/s, N/m or N/h; :BURST for Istio only, Envoy Gateway has none; "off" or 0: none); default 100/s:200, see envoy-config --help')
-    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean; oktaHookRateLimit?: string }) => {
+    .option('--token-exchange', 'render the token exchange too (port 8444, TLS; needs the Secret token-tap-exchange-tls and ConfigMap token-tap-exchange)', false)
+    .action(async (options: { idp: string[]; mode: ProcessingMode; namespace: string; gateway: string; hostname: string[]; image?: string; istio: boolean; oktaHookRateLimit?: string; tokenExchange: boolean }) => {
       const { renderGatewayCommand } = await import('../envoyconfig/gateway-cli.js');
       process.stdout.write(renderGatewayCommand(options, UsageError));
     });

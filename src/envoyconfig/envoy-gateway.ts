@@ -98,6 +98,6 @@ export function renderGatewayResources(options: GatewayOptions): Array<Record<st
     policy,
     ...(hookLimit ? [hookRateLimitPolicy({ namespace, labels, route: HTTP_ROUTE_NAME, rule: HOOK_RULE }, hookLimit)] : []),
     backendTls,
-    ...sidecarResources({ namespace, image: options.image, routeIdps: gatewayRouteIdps(namespace, options.idps), proxies: ENVOY_GATEWAY_PROXIES }),
+    ...sidecarResources({ namespace, image: options.image, routeIdps: gatewayRouteIdps(namespace, options.idps), proxies: ENVOY_GATEWAY_PROXIES, tokenExchange: options.tokenExchange ?? false }),
   ];
 }

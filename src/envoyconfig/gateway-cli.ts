@@ -21,6 +21,8 @@ export interface GatewayFlags {
   istio: boolean;
   /** --okta-hook-rate-limit: N/s[:BURST] per client address, or off (default 100/s:200). */
   oktaHookRateLimit?: string;
+  /** --token-exchange: render the token exchange too (off by default). */
+  tokenExchange?: boolean;
 }
 
 /** The image this build ships as (docker compose and deploy/kubernetes use the same tag). */
@@ -49,6 +51,7 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
     gateway: { name: gatewayName!, namespace: gatewayNamespace! },
     hostnames: flags.hostname,
     image: flags.image ?? defaultImage(),
+    tokenExchange: flags.tokenExchange ?? false,
     ...(oktaHookRateLimit !== undefined ? { oktaHookRateLimit } : {}),
   };
   const hookLimit = hookRateLimitOf(common);
@@ -57,7 +60,7 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
     const ns = flags.namespace;
     const host = extProcHost(ns);
     return resourcesYaml(resources, [
-      `Rendered by token-tap envoy-gateway${flags.istio ? ' --istio' : ''} --mode ${flags.mode} (${idps.map((idp) => idp.name).join(', ')}).`,
+      `Rendered by token-tap envoy-gateway${flags.istio ? ' --istio' : ''}${flags.tokenExchange ? ' --token-exchange' : ''} --mode ${flags.mode} (${idps.map((idp) => idp.name).join(', ')}).`,
       `Okta's IdP token URL: https://<gateway host>/idp/<name>/token. Needs the Secret token-tap (DATABASE_URL, TOKEN_TAP_KEYS) in ${ns}.`,
       `Okta hook rule rate limit (per gateway replica): ${flags.istio || !hookLimit ? hookLimitText(hookLimit) : `${describeRateLimit({ requests: hookLimit.requests, perSeconds: hookLimit.perSeconds })}, per client address, 429 beyond (Envoy Gateway's bucket holds one unit's requests: no separate burst)`}.`,
       ...(hookLimit
@@ -83,8 +86,12 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
             '    (a kubernetes.io/tls Secret signed by the ca.crt above; a ReferenceGrant when it is in another namespace).',
           ]),
       `  - Secret ${API_TLS_SECRET} in ${ns}: tls.crt/tls.key for the TokenVault API (it is refused beyond loopback without TLS).`,
-      `  - Secret ${EXCHANGE_TLS_SECRET} in ${ns}: tls.crt/tls.key for the token exchange (https://token-tap.${ns}.svc:${EXCHANGE_PORT}/oauth2/token),`,
-      `    and ConfigMap ${EXCHANGE_CONFIGMAP} in ${ns}: exchange.yaml, its accepted Okta issuers and IdPs (docs/token-exchange.md).`,
+      ...(flags.tokenExchange
+        ? [
+            `  - Secret ${EXCHANGE_TLS_SECRET} in ${ns}: tls.crt/tls.key for the token exchange (https://token-tap.${ns}.svc:${EXCHANGE_PORT}/oauth2/token),`,
+            `    and ConfigMap ${EXCHANGE_CONFIGMAP} in ${ns}: exchange.yaml, its accepted Okta issuers and IdPs (docs/token-exchange.md).`,
+          ]
+        : ['The token exchange is off (--token-exchange renders it; it then needs its Secret and ConfigMap).']),
       'Only where a NetworkPolicy alone must guard ext_proc: drop the TOKEN_TAP_EXTPROC_TLS_* variables and set',
       'TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true (the sidecar warns at every start; anyone past the policy writes grants).',
     ]);

@@ -43,7 +43,11 @@ export function sidecarResources(options: {
   proxies: { namespaceLabels: Record<string, string>; podLabels: Record<string, string> };
   /** The namespace whose pods labelled token-tap/client=true may call the TokenVault API (default: token-tap's own). */
   apiClientNamespace?: string;
+  /** Render the token exchange (its Secret and ConfigMap must then exist). Off: nothing of it. */
+  tokenExchange: boolean;
 }) {
+  const exchange = options.tokenExchange;
+  const ifExchange = <T>(...items: T[]): T[] => (exchange ? items : []);
   const env = [
     { name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
     { name: 'DATABASE_URL', valueFrom: { secretKeyRef: { name: 'token-tap', key: 'DATABASE_URL' } } },
@@ -59,10 +63,12 @@ export function sidecarResources(options: {
     { name: 'TOKEN_TAP_API_TLS_CERT', value: `${API_TLS_DIR}/tls.crt` },
     { name: 'TOKEN_TAP_API_TLS_KEY', value: `${API_TLS_DIR}/tls.key` },
     // The token exchange answers upstream tokens too: TLS, as the API (add TOKEN_TAP_EXCHANGE_TLS_CLIENT_CA for mTLS).
-    { name: 'TOKEN_TAP_EXCHANGE_LISTEN', value: `0.0.0.0:${EXCHANGE_PORT}` },
-    { name: 'TOKEN_TAP_EXCHANGE_TLS_CERT', value: `${EXCHANGE_TLS_DIR}/tls.crt` },
-    { name: 'TOKEN_TAP_EXCHANGE_TLS_KEY', value: `${EXCHANGE_TLS_DIR}/tls.key` },
-    { name: 'TOKEN_TAP_EXCHANGE_CONFIG', value: `${EXCHANGE_CONFIG_DIR}/exchange.yaml` },
+    ...ifExchange(
+      { name: 'TOKEN_TAP_EXCHANGE_LISTEN', value: `0.0.0.0:${EXCHANGE_PORT}` },
+      { name: 'TOKEN_TAP_EXCHANGE_TLS_CERT', value: `${EXCHANGE_TLS_DIR}/tls.crt` },
+      { name: 'TOKEN_TAP_EXCHANGE_TLS_KEY', value: `${EXCHANGE_TLS_DIR}/tls.key` },
+      { name: 'TOKEN_TAP_EXCHANGE_CONFIG', value: `${EXCHANGE_CONFIG_DIR}/exchange.yaml` },
+    ),
     ...(options.routeIdps ? [{ name: 'TOKEN_TAP_ROUTE_IDPS', value: options.routeIdps }] : []),
   ];
   const meta = (name: string) => ({ name, namespace: options.namespace, labels });
@@ -101,7 +107,7 @@ export function sidecarResources(options: {
                   { name: 'extproc', containerPort: EXT_PROC_PORT },
                   { name: 'hook', containerPort: HOOK_PORT },
                   { name: 'vault-api', containerPort: VAULT_API_PORT },
-                  { name: 'exchange', containerPort: EXCHANGE_PORT },
+                  ...ifExchange({ name: 'exchange', containerPort: EXCHANGE_PORT }),
                   { name: 'ops', containerPort: OPS_PORT },
                 ],
                 // The gateway's Envoy learns the sidecar pods from the Service's endpoints, ready pods
@@ -115,16 +121,14 @@ export function sidecarResources(options: {
                   { name: 'spool', mountPath: '/var/spool/token-tap' },
                   { name: 'extproc-tls', mountPath: EXT_PROC_TLS_DIR, readOnly: true },
                   { name: 'api-tls', mountPath: API_TLS_DIR, readOnly: true },
-                  { name: 'exchange-tls', mountPath: EXCHANGE_TLS_DIR, readOnly: true },
-                  { name: 'exchange-config', mountPath: EXCHANGE_CONFIG_DIR, readOnly: true },
+                  ...ifExchange({ name: 'exchange-tls', mountPath: EXCHANGE_TLS_DIR, readOnly: true }, { name: 'exchange-config', mountPath: EXCHANGE_CONFIG_DIR, readOnly: true }),
                 ],
               },
             ],
             volumes: [
               { name: 'extproc-tls', secret: { secretName: EXT_PROC_TLS_SECRET, defaultMode: 0o440 } },
               { name: 'api-tls', secret: { secretName: API_TLS_SECRET, defaultMode: 0o440 } },
-              { name: 'exchange-tls', secret: { secretName: EXCHANGE_TLS_SECRET, defaultMode: 0o440 } },
-              { name: 'exchange-config', configMap: { name: EXCHANGE_CONFIGMAP } },
+              ...ifExchange<Record<string, unknown>>({ name: 'exchange-tls', secret: { secretName: EXCHANGE_TLS_SECRET, defaultMode: 0o440 } }, { name: 'exchange-config', configMap: { name: EXCHANGE_CONFIGMAP } }),
             ],
           },
         },
@@ -156,7 +160,7 @@ export function sidecarResources(options: {
         ports: [
           { name: 'hook', port: HOOK_PORT, targetPort: 'hook' },
           { name: 'vault-api', port: VAULT_API_PORT, targetPort: 'vault-api' },
-          { name: 'exchange', port: EXCHANGE_PORT, targetPort: 'exchange' },
+          ...ifExchange({ name: 'exchange', port: EXCHANGE_PORT, targetPort: 'exchange' }),
           { name: 'ops', port: OPS_PORT, targetPort: 'ops' },
         ],
       },
@@ -183,7 +187,7 @@ export function sidecarResources(options: {
             from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': options.apiClientNamespace ?? options.namespace } }, podSelector: { matchLabels: { 'token-tap/client': 'true' } } }],
             ports: [
               { port: VAULT_API_PORT, protocol: 'TCP' },
-              { port: EXCHANGE_PORT, protocol: 'TCP' },
+              ...ifExchange({ port: EXCHANGE_PORT, protocol: 'TCP' }),
             ],
           },
           { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ port: OPS_PORT, protocol: 'TCP' }] },

@@ -27,6 +27,8 @@ export interface GatewayOptions {
   messageTimeoutMs?: number;
   /** A rate limit on the hook rule (429 beyond it); default DEFAULT_OKTA_HOOK_RATE_LIMIT, false: none. */
   oktaHookRateLimit?: RateLimit | false;
+  /** The token exchange in the sidecar (--token-exchange): its env, mounts, port and NetworkPolicy rule. Off by default: it needs a Secret and a ConfigMap the operator provides, and the sidecar does not start without them. */
+  tokenExchange?: boolean;
 }
 
 /** Kubernetes names are DNS labels: an IdP name's "_" becomes "-". */

@@ -152,6 +152,7 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
       namespace,
       image: options.image,
       proxies: { namespaceLabels: { 'kubernetes.io/metadata.name': options.gateway.namespace }, podLabels: options.ingressLabels },
+      tokenExchange: options.tokenExchange ?? false,
     }),
   ];
 }

@@ -31,6 +31,8 @@ import { ExchangeRefusals } from './refusals.js';
 export const MAX_EXCHANGE_REQUEST_BYTES = 64 * 1024;
 /** A token request's body arrives at once; one that trickles holds a connection for nothing. */
 export const BODY_TIMEOUT_MS = 5_000;
+/** The longest a TLS client may take to finish its handshake (Node's default is 120 s). */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 /** After a refusal with Connection: close, how long the caller has to read it before the socket goes. */
 const LINGER_MS = 1_000;
 
@@ -224,11 +226,12 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
   };
   const tls = options.tls;
   const server = tls
-    ? https.createServer({ cert: tls.cert, key: tls.key, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, onRequest)
+    ? https.createServer({ cert: tls.cert, key: tls.key, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, onRequest)
     : http.createServer(onRequest);
   // Bounds on what anyone who reaches the listener can hold: connections, time to send headers,
   // and to send the whole request (the body has BODY_TIMEOUT_MS of its own). requestTimeout ends
   // with the request's last byte: the answer may still wait on an IdP's refresh.
+  // A TLS handshake too (Node's default 120 s let a silent client hold one of maxConnections for minutes).
   server.maxConnections = options.maxConnections ?? 256;
   server.headersTimeout = 10_000;
   server.requestTimeout = 15_000;

@@ -4,7 +4,7 @@
 import type pg from 'pg';
 import type { Logger } from 'pino';
 import type { IngestMetrics } from './metrics.js';
-import { migrate, SchemaTooNewError } from '../store/migrate.js';
+import { MigrationAbortedError, migrate, type MigrateOptions, type MigrationRetry, SchemaTooNewError } from '../store/migrate.js';
 import { backoffMs } from '../lib/backoff.js';
 import { describeError, errorCode, errorName } from '../lib/error-description.js';
 import { sleep, waitForWake } from '../lib/abortable-wait.js';
@@ -20,7 +20,9 @@ export interface StoreStateOptions {
   retryInitialMs?: number;
   retryMaxMs?: number;
   /** The schema step; migrate() unless a test says otherwise. */
-  prepareSchema?: (pool: pg.Pool) => Promise<unknown>;
+  prepareSchema?: (pool: pg.Pool, options: MigrateOptions) => Promise<unknown>;
+  /** A stop asked for during the start: ends a migration's wait for a lock (prepare() then throws MigrationAbortedError). */
+  signal?: AbortSignal;
 }
 
 export class StoreState {
@@ -60,10 +62,10 @@ export class StoreState {
    */
   async prepare(): Promise<void> {
     try {
-      await this.prepareSchema();
+      await this.prepareSchema(this.options.signal ? AbortSignal.any([this.options.signal, this.stop.signal]) : this.stop.signal);
       this.set('ready');
     } catch (error) {
-      if (error instanceof SchemaTooNewError) throw error;
+      if (error instanceof SchemaTooNewError || error instanceof MigrationAbortedError) throw error;
       this.options.logger.warn(
         { postgres: this.options.where, err: describeError(error) },
         'Postgres is not available at start; serving ext_proc and keeping captures in the spool until it is',
@@ -112,8 +114,15 @@ export class StoreState {
     }
   }
 
-  private async prepareSchema(): Promise<void> {
-    await (this.options.prepareSchema ?? migrate)(this.options.pool);
+  private async prepareSchema(signal: AbortSignal): Promise<void> {
+    // Each retry of a migration's lock is logged: an operator sees what it waits for and how long.
+    const onRetry = (retry: MigrationRetry) =>
+      this.options.logger.warn(
+        { migration: retry.version, name: retry.name, attempt: retry.attempt, lockTimeoutMs: retry.lockTimeoutMs, retryInMs: retry.pauseMs },
+        'a migration could not get its lock within lock_timeout (another session holds its table, see pg_locks); pausing so queries on it go on, then retrying',
+      );
+    const options: MigrateOptions = { onRetry, signal };
+    await (this.options.prepareSchema ? this.options.prepareSchema(this.options.pool, options) : migrate(this.options.pool, undefined, options));
   }
 
   private async retryPrepare(): Promise<void> {
@@ -123,10 +132,11 @@ export class StoreState {
       await sleep(backoffMs(attempt, initial, max), this.stop.signal);
       if (this.stop.signal.aborted) return;
       try {
-        await this.prepareSchema();
+        await this.prepareSchema(this.stop.signal);
         this.set('ready');
         return;
       } catch (error) {
+        if (error instanceof MigrationAbortedError) return;
         this.failed(error);
         if (error instanceof SchemaTooNewError) {
           if (this.current !== 'schema_too_new') this.options.logger.error({ err: { message: error.message } }, 'cannot write captures: the Postgres schema is newer than this token-tap; upgrade it. Captures stay in the spool.');

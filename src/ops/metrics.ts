@@ -23,6 +23,8 @@ export interface Metrics {
   spoolAppended: Counter;
   spoolFsyncSeconds: Histogram;
   postgresUp: Gauge;
+  /** 1 a configured listener (api, hook, exchange) listens, 0 it failed to start; no series for one that is off. */
+  listenerUp: Gauge<'listener'>;
   jwksFetches: Counter<'idp' | 'result'>;
   refusalsSummarised: Counter<'source' | 'outcome'>;
   spoolMaxBytes: Gauge;
@@ -94,6 +96,12 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     unnamedRoutes: new Counter({
       name: 'token_tap_unnamed_route_responses_total',
       help: 'Responses on a route whose ext_proc settings name no IdP; not stored.',
+      registers,
+    }),
+    listenerUp: new Gauge({
+      name: 'token_tap_listener_up',
+      help: 'Whether a configured listener (api, hook, exchange) listens (1) or failed to start (0, the log says why); absent for one that is off. The sidecar goes on capturing without a failed one.',
+      labelNames: ['listener'],
       registers,
     }),
     extProcStreamsOpen: new Gauge({ name: 'token_tap_extproc_streams_open', help: 'ext_proc streams open now.', registers }),

@@ -1,14 +1,15 @@
 // Numbered plain-SQL migrations (migrations/000001_name.sql ...), each applied in its own
 // transaction under an advisory lock, so several sidecars may start against one database.
 // A migration that alters a table waits for an ACCESS EXCLUSIVE lock on it, and while it waits
-// every other query on that table queues behind it (captures, the API, the hook). So it waits at
-// most a lock_timeout (5 s) per attempt, rolls back and tries again after a pause in which the
-// queue drains, for at most 10 minutes; then it fails, naming the lock (never hangs forever).
+// every other query on that table queues behind it (captures, the API, the hook, on old pods too).
+// So it waits at most a lock_timeout (1 s, below the API's 2 s statement timeout and Okta's 3 s hook
+// budget) per attempt, rolls back and pauses 5-10 s (jittered, so traffic flows far longer than it
+// is blocked) before it tries again, for at most 10 minutes; then it fails, naming the lock (never
+// hangs forever). Each retry is reported (onRetry), and a stop (signal) ends the pause at once.
 import { readdirSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type pg from 'pg';
-import { backoffMs } from '../lib/backoff.js';
 import { sleep } from '../lib/abortable-wait.js';
 import { errorCode } from '../lib/error-description.js';
 import { asError, TokenTapError } from '../lib/errors.js';
@@ -20,10 +21,35 @@ const MIGRATION_QUERY_TIMEOUT_MS = 30 * 60_000;
 const LOCK_NOT_AVAILABLE = '55P03';
 
 export interface MigrateOptions {
-  /** The longest one attempt waits for a lock (lock_timeout). Default 5 s. */
+  /** The longest one attempt waits for a lock (lock_timeout). Default 1 s. */
   lockTimeoutMs?: number;
+  /** The pause between attempts is drawn from [min, max] ms. Default 5-10 s. */
+  retryPauseMs?: { min: number; max: number };
   /** The longest a migration keeps retrying a lock it could not get. Default 10 minutes. */
   retryForMs?: number;
+  /** Told of each attempt that did not get its lock, before the pause. */
+  onRetry?: (retry: MigrationRetry) => void;
+  /** Aborting ends a pause between attempts at once (MigrationAbortedError); an attempt in progress ends within its lock_timeout. */
+  signal?: AbortSignal;
+  random?: () => number;
+}
+
+export interface MigrationRetry {
+  version: number;
+  name: string;
+  attempt: number;
+  /** What the attempt waited for the lock. */
+  lockTimeoutMs: number;
+  /** The pause before the next attempt. */
+  pauseMs: number;
+}
+
+/** A stop came while a migration waited for a lock; nothing of it was applied. */
+export class MigrationAbortedError extends TokenTapError {
+  override name = 'MigrationAbortedError';
+  constructor(message: string) {
+    super(message, 'unavailable');
+  }
 }
 
 export interface Migration {
@@ -53,8 +79,12 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
 
 /** Applies what is missing; refuses a database migrated by a newer token-tap. Returns versions applied. */
 export async function migrate(pool: pg.Pool, migrations = loadMigrations(), options: MigrateOptions = {}): Promise<number[]> {
-  const lockTimeoutMs = Math.max(1, Math.floor(options.lockTimeoutMs ?? 5_000));
+  const lockTimeoutMs = Math.max(1, Math.floor(options.lockTimeoutMs ?? 1_000));
   const retryForMs = options.retryForMs ?? 10 * 60_000;
+  const { min: pauseMin, max: pauseMax } = options.retryPauseMs ?? { min: 5_000, max: 10_000 };
+  const random = options.random ?? Math.random;
+  const { signal } = options;
+  const aborted = (migration: Migration) => new MigrationAbortedError(`migration ${migration.version} (${migration.name}) not applied: stopped while it waited for a lock`);
   const client = await pool.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
@@ -77,6 +107,7 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations(), opti
       if (applied.has(migration.version)) continue;
       const giveUpAt = Date.now() + retryForMs;
       for (let attempt = 1; ; attempt += 1) {
+        if (signal?.aborted) throw aborted(migration);
         await client.query('BEGIN');
         try {
           // A migration may rewrite a big table: the pool's statement and query timeouts (seconds) are
@@ -88,9 +119,11 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations(), opti
           break;
         } catch (error) {
           await client.query('ROLLBACK');
-          const pause = backoffMs(attempt, 200, 5_000);
+          const pause = Math.round(pauseMin + (pauseMax - pauseMin) * random());
           if (errorCode(error) === LOCK_NOT_AVAILABLE && Date.now() + pause < giveUpAt) {
-            await sleep(pause);
+            options.onRetry?.({ version: migration.version, name: migration.name, attempt, lockTimeoutMs, pauseMs: pause });
+            await sleep(pause, signal);
+            if (signal?.aborted) throw aborted(migration);
             continue;
           }
           const locked = errorCode(error) === LOCK_NOT_AVAILABLE ? `; another session held a lock on its tables through ${attempt} attempts over ${Math.round(retryForMs / 1000)} s (see pg_locks), try again once it is gone` : '';

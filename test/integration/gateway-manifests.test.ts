@@ -210,10 +210,19 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     }
   });
 
-  it('the token exchange: over TLS from its Secret, its file from a ConfigMap, a Service port, callers from one named namespace; the notes name both', () => {
+  it('the token exchange is off in the shipped manifests (nothing of it: no env, port, Secret or ConfigMap the pods would need)', () => {
     for (const file of Object.keys(gatewayExampleFiles())) {
-      expect(expectExchangeExposed(objectsOf(file), file)).to.equal('exchange.yaml');
-      expect(read(file), file).to.contain('Secret token-tap-exchange-tls in token-tap').and.contain('ConfigMap token-tap-exchange in token-tap: exchange.yaml');
+      expect(JSON.stringify(objectsOf(file)), file).to.not.match(/TOKEN_TAP_EXCHANGE|token-tap-exchange|8444/);
+      expect(read(file), file).to.contain('The token exchange is off (--token-exchange renders it');
+    }
+  });
+
+  it('--token-exchange: over TLS from its Secret, its file from a ConfigMap, a Service port, callers from one named namespace; the notes name both', () => {
+    for (const istio of [false, true]) {
+      const yaml = renderGatewayCommand({ idp: ['entra=https://login.example/t'], mode: 'observability', namespace: 'token-tap', gateway: istio ? 'istio-system/gw' : 'eg', hostname: ['h.example'], istio, tokenExchange: true }, Error);
+      const where = istio ? 'istio --token-exchange' : 'envoy-gateway --token-exchange';
+      expect(expectExchangeExposed(parseAllDocuments(yaml).map((doc) => doc.toJSON() as K8sObject), where)).to.equal('exchange.yaml');
+      expect(yaml, where).to.contain('--token-exchange').and.contain('Secret token-tap-exchange-tls in token-tap').and.contain('ConfigMap token-tap-exchange in token-tap: exchange.yaml');
     }
   });
 

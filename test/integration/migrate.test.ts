@@ -1,6 +1,6 @@
 import { expect } from 'chai';
 import pg from 'pg';
-import { loadMigrations, migrate, SchemaTooNewError } from '../../src/store/migrate.js';
+import { loadMigrations, migrate, MigrationAbortedError, type MigrationRetry, SchemaTooNewError } from '../../src/store/migrate.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 describe('store/migrate', () => {
@@ -124,7 +124,7 @@ describe('store/migrate', () => {
     it('waits at most a lock_timeout per attempt, so other queries on grants go on meanwhile, and succeeds once the lock is gone', async () => {
       const held = await holdGrants();
       const started = Date.now();
-      const migrating = migrate(fresh.pool, loadMigrations(), { lockTimeoutMs: 100, retryForMs: 20_000 });
+      const migrating = migrate(fresh.pool, loadMigrations(), { lockTimeoutMs: 100, retryPauseMs: { min: 100, max: 200 }, retryForMs: 20_000 });
       await new Promise((resolve) => setTimeout(resolve, 700));
       // A capture-path read with its own short timeout is not stuck behind the waiting ALTER.
       const reader = new pg.Client({ connectionString: fresh.url });
@@ -150,7 +150,7 @@ describe('store/migrate', () => {
       try {
         const started = Date.now();
         let error: Error | undefined;
-        await migrate(fresh.pool, loadMigrations(), { lockTimeoutMs: 100, retryForMs: 1_000 }).catch((caught: Error) => (error = caught));
+        await migrate(fresh.pool, loadMigrations(), { lockTimeoutMs: 100, retryPauseMs: { min: 100, max: 200 }, retryForMs: 1_000 }).catch((caught: Error) => (error = caught));
         expect(error?.message).to.contain('migration 13 (refresh_token_facts) failed').and.to.contain('another session held a lock');
         expect(Date.now() - started).to.be.below(5_000);
       } finally {
@@ -158,6 +158,78 @@ describe('store/migrate', () => {
       }
       const { rows } = await fresh.pool.query('SELECT max(version)::int AS v FROM token_tap_migrations');
       expect(rows[0].v).to.equal(11);
+    });
+
+    /** Resolves once the migration's ALTER waits for its lock (an ungranted lock on grants). */
+    async function alterWaiting(watcher: pg.Client, timeoutMs = 10_000): Promise<void> {
+      const until = Date.now() + timeoutMs;
+      while (Date.now() < until) {
+        const { rows } = await watcher.query("SELECT count(*)::int AS n FROM pg_locks WHERE relation = 'grants'::regclass AND NOT granted");
+        if (rows[0].n > 0) return;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      throw new Error('the migration never waited for its lock');
+    }
+
+    it('by default waits at most 1 s per attempt: a read with the API\'s kind of timeout (1.5 s) queued behind it succeeds; each retry is reported', async () => {
+      const held = await holdGrants();
+      const retries: MigrationRetry[] = [];
+      const migrating = migrate(fresh.pool, loadMigrations(), { retryPauseMs: { min: 200, max: 200 }, retryForMs: 60_000, onRetry: (retry) => retries.push(retry) });
+      const [reader, watcher] = [new pg.Client({ connectionString: fresh.url }), new pg.Client({ connectionString: fresh.url })];
+      await reader.connect();
+      await watcher.connect();
+      try {
+        for (let n = 0; n < 2; n += 1) {
+          // Issued while the ALTER waits: it queues behind it, for the rest of its lock_timeout at most.
+          await alterWaiting(watcher);
+          const started = Date.now();
+          await reader.query("BEGIN; SET LOCAL statement_timeout = '1500ms'");
+          await reader.query('SELECT count(*) FROM grants');
+          await reader.query('COMMIT');
+          expect(Date.now() - started).to.be.below(1_500);
+        }
+      } finally {
+        await reader.end();
+        await watcher.end();
+        await held.release();
+      }
+      expect(await migrating).to.include(13);
+      expect(retries.length).to.be.at.least(2);
+      expect(retries[0]).to.deep.equal({ version: 13, name: 'refresh_token_facts', attempt: 1, lockTimeoutMs: 1_000, pauseMs: 200 });
+      expect(retries.map((retry) => retry.attempt)).to.deep.equal(retries.map((_, index) => index + 1));
+    });
+
+    it('pauses 5-10 s between attempts by default, and an aborted signal ends the pause at once with nothing applied', async () => {
+      const held = await holdGrants();
+      try {
+        const stop = new AbortController();
+        const retries: MigrationRetry[] = [];
+        let abortedAt = 0;
+        const migrating = migrate(fresh.pool, loadMigrations(), {
+          lockTimeoutMs: 100,
+          signal: stop.signal,
+          onRetry: (retry) => {
+            retries.push(retry);
+            setTimeout(() => {
+              abortedAt = Date.now();
+              stop.abort();
+            }, 200);
+          },
+        });
+        let error: Error | undefined;
+        await migrating.catch((caught: Error) => (error = caught));
+        expect(error).to.be.instanceOf(MigrationAbortedError);
+        expect(error?.message).to.contain('migration 13 (refresh_token_facts) not applied');
+        expect(Date.now() - abortedAt).to.be.below(500);
+        expect(retries).to.have.length(1);
+        expect(retries[0]?.pauseMs).to.be.within(5_000, 10_000);
+      } finally {
+        await held.release();
+      }
+      const { rows } = await fresh.pool.query('SELECT max(version)::int AS v FROM token_tap_migrations');
+      expect(rows[0].v).to.equal(11);
+      // The advisory lock is free again: a next start migrates.
+      expect(await migrate(fresh.pool)).to.include(13);
     });
   });
 });

@@ -45,6 +45,40 @@ async function modelFor(object: K8sObject): Promise<{ validate(): void }> {
   return new Model(object);
 }
 
+const EXCHANGE_DIR = `${K8S_DIR}exchange/`;
+
+/**
+ * The base with the exchange component applied as kustomize applies it here: its resources added,
+ * its strategic-merge patches' lists (env, ports, mounts, volumes; keys all new) appended, its JSON
+ * patch's `add .../-` ops appended. (`kubectl kustomize` renders the same; no kubectl in the tests.)
+ */
+function withExchangeComponent(base: K8sObject[], component: { resources: string[]; patches: Array<{ path: string }> }): K8sObject[] {
+  const objects = structuredClone(base);
+  for (const file of component.resources) objects.push(...parseAllDocuments(read(`${EXCHANGE_DIR}${file}`)).map((doc) => doc.toJSON() as K8sObject));
+  for (const { path: file } of component.patches) {
+    const patch = parse(read(`${EXCHANGE_DIR}${file}`)) as any;
+    if (Array.isArray(patch)) {
+      const policy = objects.find((object) => object.kind === 'NetworkPolicy')!;
+      for (const op of patch) {
+        expect([op.op, op.path]).to.deep.equal(['add', '/spec/ingress/-']);
+        policy.spec.ingress.push(op.value);
+      }
+      continue;
+    }
+    const target = objects.find((object) => object.kind === patch.kind && object.metadata.name === patch.metadata.name)!;
+    if (patch.kind === 'Service') target.spec.ports.push(...patch.spec.ports);
+    else {
+      const pod = target.spec.template.spec;
+      for (const container of patch.spec.template.spec.containers) {
+        const into = pod.containers.find((candidate: { name: string }) => candidate.name === container.name);
+        for (const list of ['env', 'ports', 'volumeMounts']) into[list].push(...(container[list] ?? []));
+      }
+      pod.volumes.push(...patch.spec.template.spec.volumes);
+    }
+  }
+  return objects;
+}
+
 function k8sObjects(): K8sObject[] {
   return readdirSync(`${root}${K8S_DIR}`)
     .filter((file) => file.endsWith('.yaml') && !NOT_OBJECTS.has(file))
@@ -175,23 +209,37 @@ describe('packaging (static checks)', () => {
     expect(read(`${K8S_DIR}secret.yaml`)).to.match(/two phases/).and.match(/keys rotate/);
   });
 
-  it('the token exchange is exposed to labelled in-cluster callers over TLS, its file from a generated ConfigMap that the sidecar accepts', () => {
-    const key = expectExchangeExposed(k8sObjects(), K8S_DIR);
-    const kustomization = parse(read(`${K8S_DIR}kustomization.yaml`)) as { configMapGenerator: Array<{ name: string; files: string[] }> };
-    const generator = kustomization.configMapGenerator.find((candidate) => candidate.name === 'token-tap-exchange');
+  it('the base needs nothing of the token exchange (no env, port, Secret or ConfigMap): a missing one cannot crashloop the sidecar', () => {
+    const base = k8sObjects();
+    const text = JSON.stringify(base);
+    expect(text).to.not.match(/TOKEN_TAP_EXCHANGE|token-tap-exchange|8444/);
+    const kustomization = parse(read(`${K8S_DIR}kustomization.yaml`)) as { configMapGenerator: Array<{ name: string }>; components?: string[] };
+    expect(kustomization.components, 'the component is off in the shipped base').to.equal(undefined);
+    expect(kustomization.configMapGenerator.map((generator) => generator.name)).to.deep.equal(['token-tap-envoy']);
+    // The way to turn it on is written where an operator looks.
+    expect(read(`${K8S_DIR}kustomization.yaml`)).to.contain('# components:\n#   - exchange');
+  });
+
+  it('the exchange component (deploy/kubernetes/exchange) exposes it to labelled in-cluster callers over TLS, its file from a generated ConfigMap that the sidecar accepts', () => {
+    const component = parse(read(`${EXCHANGE_DIR}kustomization.yaml`)) as { kind: string; resources: string[]; configMapGenerator: Array<{ name: string; files: string[] }>; patches: Array<{ path: string }> };
+    expect(component.kind).to.equal('Component');
+    const objects = withExchangeComponent(k8sObjects(), component);
+    const key = expectExchangeExposed(objects, EXCHANGE_DIR);
+    const generator = component.configMapGenerator.find((candidate) => candidate.name === 'token-tap-exchange');
     expect(generator?.files, 'the ConfigMap holds the file under the name the sidecar reads').to.deep.equal([key]);
-    expect(k8sObjects().some((object) => object.kind === 'Secret' && object.metadata.name === 'token-tap-exchange-tls')).to.equal(true);
+    expect(objects.some((object) => object.kind === 'Secret' && object.metadata.name === 'token-tap-exchange-tls')).to.equal(true);
     // The shipped file is one the sidecar starts with (its example values replaced, not its shape).
     const problems: string[] = [];
-    const config = readExchangeConfig(parse(read(`${K8S_DIR}${key}`)), key, problems);
+    const config = readExchangeConfig(parse(read(`${EXCHANGE_DIR}${key}`)), key, problems);
     expect(problems).to.deep.equal([]);
     expect([...config!.providers.keys()]).to.deep.equal(['entra', 'google']);
-    // The check can fail: a loopback listener or a plain-text Service port is refused.
-    const loopback = structuredClone(k8sObjects());
+    // The check can fail: the base alone, a loopback listener or an unguarded port is refused.
+    expect(() => expectExchangeExposed(k8sObjects(), 'base')).to.throw();
+    const loopback = structuredClone(objects);
     const sidecar = loopback.find((object) => object.kind === 'StatefulSet')!.spec.template.spec.containers.find((container: { name: string }) => container.name === 'token-tap');
     sidecar.env.find((entry: { name: string }) => entry.name === 'TOKEN_TAP_EXCHANGE_LISTEN').value = '127.0.0.1:8444';
     expect(() => expectExchangeExposed(loopback, 'broken')).to.throw(/reachable from other pods/);
-    const unguarded = structuredClone(k8sObjects());
+    const unguarded = structuredClone(objects);
     unguarded.find((object) => object.kind === 'NetworkPolicy')!.spec.ingress.push({ ports: [{ port: 8444, protocol: 'TCP' }] });
     expect(() => expectExchangeExposed(unguarded, 'broken')).to.throw(/one NetworkPolicy rule/);
   });

@@ -1,8 +1,9 @@
 // What the manifests we ship must hold for the token exchange to be reachable by in-cluster services
 // with TLS: the sidecar listens beyond loopback with a certificate from its Secret, reads its file
 // from a ConfigMap, a Service port reaches it, and only labelled clients of one named namespace may
-// connect. Shared by the deploy/kubernetes checks (packaging.test.ts) and the rendered Envoy Gateway
-// and Istio manifests (gateway-manifests.test.ts).
+// connect. Shared by the deploy/kubernetes checks (packaging.test.ts: the base with its opt-in
+// component exchange/) and the Envoy Gateway and Istio manifests rendered with --token-exchange
+// (gateway-manifests.test.ts). The shipped bases have none of it: the exchange is opt-in.
 import { expect } from 'chai';
 import { isLoopbackOnly, parseListenAddress } from '../../src/config/values.js';
 
