@@ -89,8 +89,10 @@ describe('Kubernetes monitoring manifests (deploy/kubernetes/monitoring)', () =>
     expect(kustomization.resources).to.have.members(['prometheusrule.yaml', 'podmonitor.yaml']);
     for (const file of kustomization.resources) expect(existsSync(path.join(ROOT, MONITORING, file)), file).to.equal(true);
     const policy = parse(read('deploy/kubernetes/networkpolicy.yaml'));
-    const fromMonitoring = policy.spec.ingress.find((rule: { from?: Array<{ namespaceSelector?: { matchLabels: Record<string, string> } }> }) =>
-      rule.from?.some((peer) => peer.namespaceSelector?.matchLabels['kubernetes.io/metadata.name'] === 'monitoring'));
+    type Peer = { namespaceSelector?: { matchLabels: Record<string, string> }; podSelector?: { matchLabels: Record<string, string> } };
+    const fromMonitoring = policy.spec.ingress.find((rule: { from?: Peer[] }) => rule.from?.some((peer) => peer.namespaceSelector?.matchLabels['kubernetes.io/metadata.name'] === 'monitoring'));
     expect(fromMonitoring.ports.map((port: { port: number }) => port.port)).to.have.members([9464, ENVOY_READY_PORT]);
+    // Prometheus's pods only, not every pod of the namespace (Envoy serves its stats on its main thread).
+    for (const peer of fromMonitoring.from as Peer[]) expect(peer.podSelector?.matchLabels, 'a pod selector beside the namespace').to.deep.equal({ 'app.kubernetes.io/name': 'prometheus' });
   });
 });
