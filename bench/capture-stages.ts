@@ -18,7 +18,17 @@ const header = Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'bench-key-1', ty
 const signature = randomBytes(256).toString('base64url');
 
 function observed(index: number): ObservedResponse {
-  const claims = { iss: 'https://idp.bench.example', sub: `bench-${index}`, aud: 'okta-bench-client', exp: 2e9, iat: 1.7e9, email: `user${index}@bench.example`, email_verified: true, name: 'Bench User', nonce: randomBytes(8).toString('hex') };
+  const claims = {
+    iss: 'https://idp.bench.example',
+    sub: `bench-${index}`,
+    aud: 'okta-bench-client',
+    exp: 2e9,
+    iat: 1.7e9,
+    email: `user${index}@bench.example`,
+    email_verified: true,
+    name: 'Bench User',
+    nonce: randomBytes(8).toString('hex'),
+  };
   const body = JSON.stringify({
     access_token: `at.${randomBytes(800).toString('base64url')}`,
     token_type: 'Bearer',
@@ -27,7 +37,18 @@ function observed(index: number): ObservedResponse {
     scope: 'openid email profile offline_access',
     id_token: `${header}.${Buffer.from(JSON.stringify(claims)).toString('base64url')}.${signature}`,
   });
-  return { idp: 'bench', routeKind: 'token', subjectField: undefined, bearerToken: undefined, status: 200, headers: new Map([['content-type', 'application/json']]), body: Buffer.from(body), bodyTruncated: false, complete: true, startedAt: Date.now() };
+  return {
+    idp: 'bench',
+    routeKind: 'token',
+    subjectField: undefined,
+    bearerToken: undefined,
+    status: 200,
+    headers: new Map([['content-type', 'application/json']]),
+    body: Buffer.from(body),
+    bodyTruncated: false,
+    complete: true,
+    startedAt: Date.now(),
+  };
 }
 
 function stage<T>(name: string, work: () => T): T {
@@ -53,7 +74,15 @@ const fieldsOf = (capture: Capture) => {
     seal(ring, JSON.stringify({ response: tokens.extras }), binding('extras')),
   ];
 };
-const line = (capture: Capture) => ({ idp: capture.idp, captureId: capture.captureId, subject: capture.subject, outcome: capture.outcome, verified: false, httpStatus: 200, durationMs: 5 });
+const line = (capture: Capture) => ({
+  idp: capture.idp,
+  captureId: capture.captureId,
+  subject: capture.subject,
+  outcome: capture.outcome,
+  verified: false,
+  httpStatus: 200,
+  durationMs: 5,
+});
 
 process.stdout.write(`${count} captures, seal format ${flags.format}, Node ${process.version}\n`);
 for (const round of ['cold', 'warm']) {
@@ -65,10 +94,14 @@ for (const round of ['cold', 'warm']) {
   stage('spool record: decode', () => opened.map((text) => decodeCapture(text)));
   stage('grant row: seal 4 fields', () => captures.map(fieldsOf));
   stage('grant row: access token fingerprint', () => captures.map((capture) => fingerprint(ring, capture.tokens!.accessToken!)));
-  stage('log line, redacting logger', () => captures.forEach((capture) => {
-    logger.info(line(capture), 'capture recorded');
-  }));
-  stage('log line, unredacted child', () => captures.forEach((capture) => {
-    unredacted.info(line(capture), 'capture recorded');
-  }));
+  stage('log line, redacting logger', () =>
+    captures.forEach((capture) => {
+      logger.info(line(capture), 'capture recorded');
+    }),
+  );
+  stage('log line, unredacted child', () =>
+    captures.forEach((capture) => {
+      unredacted.info(line(capture), 'capture recorded');
+    }),
+  );
 }

@@ -8,7 +8,12 @@ import { createExtProcServer, extProcCredentials } from '../src/extproc/server.j
 import { createMetrics } from '../src/ops/metrics.js';
 
 const port = Number(process.argv[2]);
-const { server } = createExtProcServer({ limits: { maxBodyBytes: 1024 * 1024 }, onResponse: () => undefined, logger: pino({ level: 'silent' }), metrics: createMetrics() });
+const { server } = createExtProcServer({
+  limits: { maxBodyBytes: 1024 * 1024 },
+  onResponse: () => undefined,
+  logger: pino({ level: 'silent' }),
+  metrics: createMetrics(),
+});
 server.bindAsync(`127.0.0.1:${port}`, extProcCredentials(undefined), (error) => {
   if (error) throw error;
   process.stdout.write(`"listen":"127.0.0.1:${port}"\n`);

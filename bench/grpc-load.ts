@@ -68,14 +68,18 @@ export class GrpcLoad {
 
 /** A GrpcLoad of `channels` connections once the API at `port` answers GetGrant OK. */
 export async function answering(port: number, apiKey: string, channels: number, grants: number): Promise<GrpcLoad> {
-  await waitFor('the TokenVault API', async () => {
-    const probe = new GrpcLoad(port, 1, apiKey, grants);
-    try {
-      return (await probe.call()).status === grpc.status.OK ? true : undefined;
-    } finally {
-      probe.close();
-    }
-  }, 20_000, 100);
+  await waitFor(
+    'the TokenVault API',
+    async () => {
+      const probe = new GrpcLoad(port, 1, apiKey, grants);
+      try {
+        return (await probe.call()).status === grpc.status.OK ? true : undefined;
+      } finally {
+        probe.close();
+      }
+    },
+    20_000,
+    100,
+  );
   return new GrpcLoad(port, channels, apiKey, grants);
 }
-

@@ -52,7 +52,11 @@ function login(index: number): Capture {
   const email = `${subject}@bench.example`;
   const claims = { sub: subject, email, email_verified: true, groups: ['a', 'b', 'c'], tid: `tenant-${index % 7}`, iat: 1_700_000_000, exp: 1_900_000_000 };
   // The grant's claims are read from its id_token, so the id_token carries them (unsigned: the bench stores it as captured).
-  const idToken = ['eyJhbGciOiJSUzI1NiJ9', Buffer.from(JSON.stringify(claims)).toString('base64url'), Buffer.alloc(256, randomUUID()).toString('base64url')].join('.');
+  const idToken = [
+    'eyJhbGciOiJSUzI1NiJ9',
+    Buffer.from(JSON.stringify(claims)).toString('base64url'),
+    Buffer.alloc(256, randomUUID()).toString('base64url'),
+  ].join('.');
   return {
     captureId: randomUUID(),
     idp: 'bench',
@@ -119,24 +123,30 @@ async function run(url: URL, rate: number, durationS: number, agent: http.Agent)
     const wait = due - performance.now();
     if (wait > 1) await new Promise((resolve) => setTimeout(resolve, wait));
     const body = hookBody(Math.floor(Math.random() * grantCount));
-    pending.push(new Promise<void>((resolve) => {
-      const request = http.request(url, { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: SECRET } }, (response) => {
-        const chunks: Buffer[] = [];
-        response.on('data', (chunk: Buffer) => chunks.push(chunk));
-        response.on('end', () => {
-          latencies.push(performance.now() - due);
-          // Right answer: both patches, with the user's groups.
-          const text = Buffer.concat(chunks).toString();
-          if (response.statusCode !== 200 || !text.includes('com.okta.access.patch') || !text.includes('upstream_groups')) errors += 1;
+    pending.push(
+      new Promise<void>((resolve) => {
+        const request = http.request(
+          url,
+          { method: 'POST', agent, headers: { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), authorization: SECRET } },
+          (response) => {
+            const chunks: Buffer[] = [];
+            response.on('data', (chunk: Buffer) => chunks.push(chunk));
+            response.on('end', () => {
+              latencies.push(performance.now() - due);
+              // Right answer: both patches, with the user's groups.
+              const text = Buffer.concat(chunks).toString();
+              if (response.statusCode !== 200 || !text.includes('com.okta.access.patch') || !text.includes('upstream_groups')) errors += 1;
+              resolve();
+            });
+          },
+        );
+        request.on('error', () => {
+          errors += 1;
           resolve();
         });
-      });
-      request.on('error', () => {
-        errors += 1;
-        resolve();
-      });
-      request.end(body);
-    }));
+        request.end(body);
+      }),
+    );
   }
   await Promise.all(pending);
   const elapsed = (performance.now() - started) / 1000;
@@ -153,25 +163,55 @@ for (let start = 0; start < grantCount; start += 200) {
 log(`${grantCount} grants stored`);
 const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-hook-'));
 const hookFile = path.join(dir, 'hook.yaml');
-writeFileSync(hookFile, stringify({
-  authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } },
-  providers: [{ okta_idp_id: OKTA_IDP_ID, idp: 'bench', match: 'email', identity_claims: { upstream_groups: 'groups', upstream_tid: 'tid' }, access_claims: { upstream_tid: 'tid' }, allow_unverified: true }],
-}));
+writeFileSync(
+  hookFile,
+  stringify({
+    authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } },
+    providers: [
+      {
+        okta_idp_id: OKTA_IDP_ID,
+        idp: 'bench',
+        match: 'email',
+        identity_claims: { upstream_groups: 'groups', upstream_tid: 'tid' },
+        access_claims: { upstream_tid: 'tid' },
+        allow_unverified: true,
+      },
+    ],
+  }),
+);
 const [sidecarPort, hookPort] = [await freePort(), await freePort()];
 const sidecar = await startSidecarProcess({
   port: sidecarPort,
-  env: { DATABASE_URL: db.url, TOKEN_TAP_KEYS: keys, LOG_LEVEL: 'info', TOKEN_TAP_API_LISTEN: 'off', TOKEN_TAP_HOOK_CONFIG: hookFile, OKTA_HOOK_SECRET: SECRET },
+  env: {
+    DATABASE_URL: db.url,
+    TOKEN_TAP_KEYS: keys,
+    LOG_LEVEL: 'info',
+    TOKEN_TAP_API_LISTEN: 'off',
+    TOKEN_TAP_HOOK_CONFIG: hookFile,
+    OKTA_HOOK_SECRET: SECRET,
+  },
   args: ['--hook-listen', `127.0.0.1:${hookPort}`],
 });
-const { envoy, origin } = await startEnvoyFront({ idps: [{ name: 'bench', tokenUrl: new URL('http://127.0.0.1:9/token') }], sidecarPort, mode: 'observability', oktaHook: { host: '127.0.0.1', port: hookPort } });
+const { envoy, origin } = await startEnvoyFront({
+  idps: [{ name: 'bench', tokenUrl: new URL('http://127.0.0.1:9/token') }],
+  sidecarPort,
+  mode: 'observability',
+  oktaHook: { host: '127.0.0.1', port: hookPort },
+});
 const url = new URL(`${origin}${OKTA_HOOK_PATH}`);
 const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
 const results: RunResult[] = [];
 try {
-  await waitFor('the hook through Envoy', async () => {
-    const response = await fetch(url, { method: 'POST', headers: { authorization: SECRET, 'content-type': 'application/json' }, body: hookBody(0) }).catch(() => undefined);
-    return response?.status === 200 ? true : undefined;
-  }, 20_000);
+  await waitFor(
+    'the hook through Envoy',
+    async () => {
+      const response = await fetch(url, { method: 'POST', headers: { authorization: SECRET, 'content-type': 'application/json' }, body: hookBody(0) }).catch(
+        () => undefined,
+      );
+      return response?.status === 200 ? true : undefined;
+    },
+    20_000,
+  );
   const loadBefore = os.loadavg()[0]!;
   for (const rate of rates) {
     log(`warm-up at ${rate}/s for ${warmupSeconds} s`);
@@ -206,7 +246,8 @@ try {
   const current = existsSync(RESULTS_FILE) ? readFileSync(RESULTS_FILE, 'utf8') : '# Benchmark results\n';
   const startAt = current.indexOf(START);
   const endAt = current.indexOf(END);
-  const next = startAt >= 0 && endAt > startAt ? `${current.slice(0, startAt)}${section}${current.slice(endAt + END.length)}` : `${current.trimEnd()}\n\n${section}\n`;
+  const next =
+    startAt >= 0 && endAt > startAt ? `${current.slice(0, startAt)}${section}${current.slice(endAt + END.length)}` : `${current.trimEnd()}\n\n${section}\n`;
   writeFileSync(RESULTS_FILE, next);
   log(`written to ${RESULTS_FILE}`);
 } finally {

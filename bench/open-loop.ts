@@ -83,6 +83,7 @@ export function writeSection(file: string, start: string, end: string, section: 
   const current = existsSync(file) ? readFileSync(file, 'utf8') : '# Benchmark results\n';
   const startAt = current.indexOf(start);
   const endAt = current.indexOf(end);
-  const next = startAt >= 0 && endAt > startAt ? `${current.slice(0, startAt)}${section}${current.slice(endAt + end.length)}` : `${current.trimEnd()}\n\n${section}\n`;
+  const next =
+    startAt >= 0 && endAt > startAt ? `${current.slice(0, startAt)}${section}${current.slice(endAt + end.length)}` : `${current.trimEnd()}\n\n${section}\n`;
   writeFileSync(file, next);
 }

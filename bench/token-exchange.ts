@@ -95,7 +95,14 @@ function exchangeLoad(port: number, apiKey: { id: string; token: string }, bodie
     new Promise((resolve) => {
       const body = bodies[Math.floor(Math.random() * bodies.length)]!;
       const request = http.request(
-        { host: '127.0.0.1', port, path: TOKEN_EXCHANGE_PATH, method: 'POST', agent, headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': body.length, authorization } },
+        {
+          host: '127.0.0.1',
+          port,
+          path: TOKEN_EXCHANGE_PATH,
+          method: 'POST',
+          agent,
+          headers: { 'content-type': 'application/x-www-form-urlencoded', 'content-length': body.length, authorization },
+        },
         (response) => {
           const chunks: Buffer[] = [];
           response.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -127,7 +134,9 @@ async function measure(call: () => Promise<Outcome>, pid: number, rate: number, 
   const cpuBefore = cpuSeconds(pid);
   const measured = await drive(call, rate, seconds);
   const cpuPercent = (100 * (cpuSeconds(pid) - cpuBefore)) / measured.seconds;
-  log(`${what} ${rate}/s: p50 ${measured.latencyMs.p50.toFixed(2)} ms, p99 ${measured.latencyMs.p99.toFixed(2)} ms, errors ${JSON.stringify(measured.errors)}, sidecar CPU ${cpuPercent.toFixed(0)} %`);
+  log(
+    `${what} ${rate}/s: p50 ${measured.latencyMs.p50.toFixed(2)} ms, p99 ${measured.latencyMs.p99.toFixed(2)} ms, errors ${JSON.stringify(measured.errors)}, sidecar CPU ${cpuPercent.toFixed(0)} %`,
+  );
   return { measured, cpuPercent };
 }
 
@@ -149,7 +158,10 @@ function renderSection(meta: Record<string, string>, rows: Row[], audited: { row
     '| endpoint | rate | sent | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | sidecar CPU |',
     '|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows.map(({ endpoint, rate, measured, cpuPercent }) => {
-      const errors = Object.entries(measured.errors).map(([code, count]) => `${count} ${code}`).join(', ') || 'none';
+      const errors =
+        Object.entries(measured.errors)
+          .map(([code, count]) => `${count} ${code}`)
+          .join(', ') || 'none';
       const { p50, p90, p99, p999, max } = measured.latencyMs;
       return `| ${names[endpoint]} | ${rate}/s | ${measured.sent} | ${f(measured.ok / measured.seconds)} | ${f(p50)} | ${f(p90)} | ${f(p99)} | ${f(p999)} | ${f(max)} | ${errors} | ${cpuPercent.toFixed(0)} % |`;
     }),
@@ -175,14 +187,32 @@ async function main(): Promise<void> {
     // One subject token per user, signed now: signing is Okta's work, not the caller's or ours.
     const bodies: Buffer[] = [];
     for (let index = 0; index < grantCount; index += 1) {
-      const subjectToken = await okta.accessToken({ id: `00uBENCH${index}`, login: `user-${index}@bench.example` }, { claims: { upstream_idp: '0oaBENCH1', upstream_sub: `user-${index}` } });
-      bodies.push(Buffer.from(new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subjectToken, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', audience: 'bench' }).toString()));
+      const subjectToken = await okta.accessToken(
+        { id: `00uBENCH${index}`, login: `user-${index}@bench.example` },
+        { claims: { upstream_idp: '0oaBENCH1', upstream_sub: `user-${index}` } },
+      );
+      bodies.push(
+        Buffer.from(
+          new URLSearchParams({
+            grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+            subject_token: subjectToken,
+            subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+            audience: 'bench',
+          }).toString(),
+        ),
+      );
     }
     log(`${grantCount} grants stored, ${bodies.length} subject tokens signed`);
 
     const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-exchange-'));
     const exchangeFile = path.join(dir, 'exchange.yaml');
-    writeFileSync(exchangeFile, stringify({ subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience] }], providers: [{ idp: 'bench', okta_idp_id: '0oaBENCH1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub' }] }));
+    writeFileSync(
+      exchangeFile,
+      stringify({
+        subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience] }],
+        providers: [{ idp: 'bench', okta_idp_id: '0oaBENCH1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub' }],
+      }),
+    );
     const [extprocPort, apiPort, exchangePort] = [await freePort(), await freePort(), await freePort()];
     sidecar = await startSidecarProcess({
       port: extprocPort,
@@ -199,7 +229,8 @@ async function main(): Promise<void> {
       return status === 0 ? { ok: true } : { ok: false, error: `grpc_${status}`, message };
     };
 
-    const countExchanges = async () => (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM access_events WHERE operation = 'exchange'")).rows[0]!.n;
+    const countExchanges = async () =>
+      (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM access_events WHERE operation = 'exchange'")).rows[0]!.n;
     const exchangesBefore = await countExchanges();
     const loadBefore = os.loadavg()[0]!;
     const rows: Row[] = [];
@@ -207,7 +238,10 @@ async function main(): Promise<void> {
       rows.push({ endpoint: 'exchange', rate, ...(await measure(exchange.call, sidecar.pid, rate, 'exchange')) });
       rows.push({ endpoint: 'getgrant', rate, ...(await measure(getGrantCall, sidecar.pid, rate, 'GetGrant')) });
     }
-    const audited = { rows: (await countExchanges()) - exchangesBefore, calls: rows.filter((row) => row.endpoint === 'exchange').reduce((total, row) => total + row.measured.sent + Math.round(row.rate * warmupSeconds), 0) };
+    const audited = {
+      rows: (await countExchanges()) - exchangesBefore,
+      calls: rows.filter((row) => row.endpoint === 'exchange').reduce((total, row) => total + row.measured.sent + Math.round(row.rate * warmupSeconds), 0),
+    };
     const cpus = os.cpus();
     const meta = {
       date: `${new Date().toISOString().slice(0, 16).replace('T', ' ')} UTC`,

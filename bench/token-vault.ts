@@ -81,16 +81,23 @@ function login(subject: string): Capture {
 
 /** `load` at the rate of the run under way, open loop. */
 function drive(load: GrpcLoad, durationSeconds: number): Promise<RunResult> {
-  return openLoop(async () => {
-    const { status, message } = await load.call();
-    return status === grpc.status.OK ? { ok: true } : { ok: false, error: grpc.status[status] ?? String(status), message };
-  }, rate, durationSeconds);
+  return openLoop(
+    async () => {
+      const { status, message } = await load.call();
+      return status === grpc.status.OK ? { ok: true } : { ok: false, error: grpc.status[status] ?? String(status), message };
+    },
+    rate,
+    durationSeconds,
+  );
 }
 
 /** The sidecar's own view: token_tap_api_call_seconds, as the share of GetGrant calls within each bucket. */
 async function serverHistogram(opsPort: number): Promise<Array<{ le: string; share: number }>> {
   const text = await (await fetch(`http://127.0.0.1:${opsPort}/metrics`)).text();
-  const buckets = [...text.matchAll(/^token_tap_api_call_seconds_bucket\{le="([^"]+)",operation="GetGrant"\} (\d+)/gm)].map((match) => ({ le: match[1]!, count: Number(match[2]) }));
+  const buckets = [...text.matchAll(/^token_tap_api_call_seconds_bucket\{le="([^"]+)",operation="GetGrant"\} (\d+)/gm)].map((match) => ({
+    le: match[1]!,
+    count: Number(match[2]),
+  }));
   const total = buckets.find((bucket) => bucket.le === '+Inf')?.count ?? 0;
   return buckets.map((bucket) => ({ le: bucket.le, share: total ? bucket.count / total : 0 }));
 }
@@ -102,7 +109,12 @@ interface Row {
   cpuPercent: number;
 }
 
-function renderSection(meta: Record<string, string>, rows: Row[], server: Array<{ le: string; share: number }>, audited: { rows: number; calls: number }): string {
+function renderSection(
+  meta: Record<string, string>,
+  rows: Row[],
+  server: Array<{ le: string; share: number }>,
+  audited: { rows: number; calls: number },
+): string {
   const f = (value: number) => value.toFixed(2);
   const within = (le: string) => `${(100 * (server.find((bucket) => bucket.le === le)?.share ?? 0)).toFixed(2)} %`;
   const names = { sidecar: 'token-tap sidecar', floor: 'floor: canned answer' };
@@ -121,7 +133,10 @@ function renderSection(meta: Record<string, string>, rows: Row[], server: Array<
     '| server | rate | sent | achieved/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | server CPU | p99 ≤ 5 ms |',
     '|---|---|---|---|---|---|---|---|---|---|---|---|',
     ...rows.map(({ server: which, rate: at, measured, cpuPercent }) => {
-      const errors = Object.entries(measured.errors).map(([code, count]) => `${count} ${code}`).join(', ') || 'none';
+      const errors =
+        Object.entries(measured.errors)
+          .map(([code, count]) => `${count} ${code}`)
+          .join(', ') || 'none';
       const { p50, p90, p99, p999, max } = measured.latencyMs;
       return `| ${names[which]} | ${at}/s | ${measured.sent} | ${f(measured.ok / measured.seconds)} | ${f(p50)} | ${f(p90)} | ${f(p99)} | ${f(p999)} | ${f(max)} | ${errors} | ${cpuPercent.toFixed(0)} % | ${p99 <= TARGET_P99_MS ? 'met' : '**missed**'} |`;
     }),
@@ -157,7 +172,9 @@ async function measure(load: GrpcLoad, pid: number, at: number): Promise<{ measu
   const cpuBefore = cpuSeconds(pid);
   const measured = await drive(load, seconds);
   const cpuPercent = (100 * (cpuSeconds(pid) - cpuBefore)) / measured.seconds;
-  log(`p50 ${measured.latencyMs.p50.toFixed(2)} ms, p99 ${measured.latencyMs.p99.toFixed(2)} ms, errors ${JSON.stringify(measured.errors)}, server CPU ${cpuPercent.toFixed(0)} %`);
+  log(
+    `p50 ${measured.latencyMs.p50.toFixed(2)} ms, p99 ${measured.latencyMs.p99.toFixed(2)} ms, errors ${JSON.stringify(measured.errors)}, server CPU ${cpuPercent.toFixed(0)} %`,
+  );
   return { measured, cpuPercent };
 }
 
@@ -225,7 +242,10 @@ async function main(): Promise<void> {
       // Others' work on the machine shows in the tail; the 1-minute load average says how much there was.
       load: `${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after`,
     };
-    writeFileSync(path.join(RESULTS_DIR, `${stamp}-token-vault.json`), JSON.stringify({ meta, seconds, warmupSeconds, grantCount, rows, server, audited }, null, 2));
+    writeFileSync(
+      path.join(RESULTS_DIR, `${stamp}-token-vault.json`),
+      JSON.stringify({ meta, seconds, warmupSeconds, grantCount, rows, server, audited }, null, 2),
+    );
     writeSection(RESULTS_FILE, START, END, renderSection(meta, rows, server, audited));
     log(`wrote the "TokenVault GetGrant" section of ${RESULTS_FILE}`);
   } finally {

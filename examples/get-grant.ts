@@ -41,5 +41,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
   const [address = '127.0.0.1:50052', idp = 'entra', email = ''] = process.argv.slice(2);
   const grant = await getGrant(address, process.env.TOKEN_TAP_API_KEY ?? '', idp, email);
   const expires = grant.access_token_expires_at ? new Date(Number(grant.access_token_expires_at.seconds) * 1000).toISOString() : 'unknown';
-  process.stdout.write(`${grant.subject} <${grant.email}>: access token ${grant.access_token.slice(0, 12)}... (expires ${expires}), id_token ${grant.id_token ? 'present' : 'none'}\n`);
+  process.stdout.write(
+    `${grant.subject} <${grant.email}>: access token ${grant.access_token.slice(0, 12)}... (expires ${expires}), id_token ${grant.id_token ? 'present' : 'none'}\n`,
+  );
 }

@@ -42,7 +42,12 @@ export function clientIdOf(apiKey: string): string {
 export async function exchangeToken(request: ExchangeRequest): Promise<client.TokenEndpointResponse> {
   const endpoint = new URL(request.endpoint);
   // No discovery: the endpoint is all the client needs (the issuer is only a name here).
-  const config = new client.Configuration({ issuer: endpoint.origin, token_endpoint: endpoint.href }, clientIdOf(request.apiKey), undefined, client.ClientSecretBasic(request.apiKey));
+  const config = new client.Configuration(
+    { issuer: endpoint.origin, token_endpoint: endpoint.href },
+    clientIdOf(request.apiKey),
+    undefined,
+    client.ClientSecretBasic(request.apiKey),
+  );
   // Plain HTTP only to a sidecar on this machine (the exchange itself refuses it beyond loopback).
   if (endpoint.protocol === 'http:' && ['127.0.0.1', 'localhost', '[::1]'].includes(endpoint.hostname)) client.allowInsecureRequests(config);
   return client.genericGrantRequest(config, TOKEN_EXCHANGE, {
@@ -59,12 +64,16 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     const answer = await exchangeToken({ endpoint, apiKey: process.env.TOKEN_TAP_API_KEY ?? '', oktaToken: process.env.OKTA_TOKEN ?? '', idp });
     // A real service uses answer.access_token (as a Bearer token at the upstream API); never log it.
     // Not even its start: an opaque token (Google's ya29.) has no harmless header to show.
-    process.stdout.write(`${idp}: upstream access token received, ${answer.access_token.length} characters (${answer.token_type}, expires in ${answer.expires_in ?? '?'} s, scope ${answer.scope ?? 'unknown'})\n`);
+    process.stdout.write(
+      `${idp}: upstream access token received, ${answer.access_token.length} characters (${answer.token_type}, expires in ${answer.expires_in ?? '?'} s, scope ${answer.scope ?? 'unknown'})\n`,
+    );
   } catch (error) {
     // invalid_grant: no captured login for this user at this IdP; unauthorized_client: the key lacks `exchange`;
     // invalid_target: the key may not use this IdP; temporarily_unavailable: try again (Retry-After).
     const { error: code, error_description: description } = error as { error?: string; error_description?: string };
-    process.stderr.write(`token exchange refused: ${code ?? (error instanceof Error ? error.message : String(error))}${description ? `: ${description}` : ''}\n`);
+    process.stderr.write(
+      `token exchange refused: ${code ?? (error instanceof Error ? error.message : String(error))}${description ? `: ${description}` : ''}\n`,
+    );
     process.exitCode = 1;
   }
 }

@@ -11,7 +11,9 @@ for (const { name, property } of properties) {
   const seconds = ((Date.now() - started) / 1000).toFixed(1);
   if (details.failed) {
     failed += 1;
-    process.stdout.write(`FAIL  ${name}\n      after ${details.numRuns} runs (seed ${details.seed}, path ${details.counterexamplePath}):\n      ${fc.stringify(details.counterexample)}\n      ${String(details.errorInstance ?? '')}\n`);
+    process.stdout.write(
+      `FAIL  ${name}\n      after ${details.numRuns} runs (seed ${details.seed}, path ${details.counterexamplePath}):\n      ${fc.stringify(details.counterexample)}\n      ${String(details.errorInstance ?? '')}\n`,
+    );
   } else {
     process.stdout.write(`ok    ${name}\n      ${details.numRuns} runs, ${details.numSkips} skipped, ${seconds} s, seed ${details.seed}\n`);
   }

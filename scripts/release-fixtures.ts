@@ -40,7 +40,9 @@ function idToken(claims: Record<string, unknown>): string {
 }
 
 function login(idp: string, subject: string | undefined, index: number, outcome: Capture['outcome'] = subject ? 'stored' : 'no_subject'): Capture {
-  const claims = subject ? { iss: `https://${idp}.example`, sub: subject, aud: 'okta-client', exp: 4_102_444_800, email: `${subject}@example.com`, email_verified: true } : undefined;
+  const claims = subject
+    ? { iss: `https://${idp}.example`, sub: subject, aud: 'okta-client', exp: 4_102_444_800, email: `${subject}@example.com`, email_verified: true }
+    : undefined;
   return {
     captureId: `00000000-0000-4000-8000-${String(index).padStart(12, '0')}`,
     idp,
@@ -93,11 +95,36 @@ try {
   await spool.close();
   const dump = execFileSync('pg_dump', ['--inserts', '--no-owner', '--no-privileges', '--no-comments', url.toString()], { encoding: 'utf8' });
   // psql meta-commands (\restrict of newer pg_dumps) are not SQL: the test runs the file through pg.
-  writeFileSync(path.join(out, 'postgres.sql'), dump.split('\n').filter((line) => !line.startsWith('\\')).join('\n'));
+  writeFileSync(
+    path.join(out, 'postgres.sql'),
+    dump
+      .split('\n')
+      .filter((line) => !line.startsWith('\\'))
+      .join('\n'),
+  );
   const schema = (await pool.query<{ version: number }>('SELECT max(version) AS version FROM token_tap_migrations')).rows[0]!.version;
   writeFileSync(
     path.join(out, 'manifest.json'),
-    `${JSON.stringify({ commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(), schema, keys: FIXTURE_KEYS, fingerprintKey: FIXTURE_FINGERPRINT_KEY, postgres: { grants: [['entra', 'alice'], ['github', 'held', 'fixture-at-2']] }, spool: [['entra', 'alice', 'fixture-rt-4'], ['entra', 'bob', 'fixture-rt-5']] }, null, 2)}\n`,
+    `${JSON.stringify(
+      {
+        commit: execFileSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' }).trim(),
+        schema,
+        keys: FIXTURE_KEYS,
+        fingerprintKey: FIXTURE_FINGERPRINT_KEY,
+        postgres: {
+          grants: [
+            ['entra', 'alice'],
+            ['github', 'held', 'fixture-at-2'],
+          ],
+        },
+        spool: [
+          ['entra', 'alice', 'fixture-rt-4'],
+          ['entra', 'bob', 'fixture-rt-5'],
+        ],
+      },
+      null,
+      2,
+    )}\n`,
   );
   process.stdout.write(`release fixtures written to ${out} (schema ${schema})\n`);
 } finally {

@@ -38,7 +38,7 @@ export function exampleYaml(mode: ProcessingMode): string {
   ].join('\n');
   const routes = doc.getIn([...HCM, 'route_config', 'virtual_hosts', 0, 'routes'], true) as { commentBefore?: string };
   routes.commentBefore = [
-    ' One route per IdP: /idp/<name>/token is relayed unchanged to the IdP\'s token path.',
+    " One route per IdP: /idp/<name>/token is relayed unchanged to the IdP's token path.",
     ' The per-route ext_proc override tells the sidecar which IdP answered (x-token-tap-idp).',
     ' The last route answers 404 for anything else, with ext_proc disabled.',
   ].join('\n');
@@ -80,9 +80,9 @@ export function kubernetesYaml(): string {
     '   token-tap envoy-config --listen 0.0.0.0:8443 --tls-cert /etc/envoy/tls/tls.crt \\',
     '     --tls-key /etc/envoy/tls/tls.key --sidecar unix:' + SHARED_SOCKET + ' \\',
     '     --ready 0.0.0.0:' + ENVOY_READY_PORT + ' --idp NAME=URL ...',
-    ' The Envoy container\'s readiness probe asks GET :' + ENVOY_READY_PORT + '/ready: 200 only while Envoy sees the',
+    " The Envoy container's readiness probe asks GET :" + ENVOY_READY_PORT + '/ready: 200 only while Envoy sees the',
     ' sidecar healthy, so the pod takes no login before Envoy would hand it to the sidecar.',
-    ' Prometheus scrapes Envoy\'s stats at GET :' + ENVOY_READY_PORT + '/stats/prometheus there (deploy/kubernetes/monitoring);',
+    " Prometheus scrapes Envoy's stats at GET :" + ENVOY_READY_PORT + '/stats/prometheus there (deploy/kubernetes/monitoring);',
     ' the admin interface itself stays on 127.0.0.1.',
   ].join('\n');
   return doc.toString({ lineWidth: 0 });
@@ -90,13 +90,17 @@ export function kubernetesYaml(): string {
 
 /** docker-compose.yml's Envoy: the demo IdP service upstream, the sidecar on the shared loopback. */
 export function composeYaml(): string {
-  const options: EnvoyConfigOptions = { ...exampleOptions('observability'), idps: [parseIdpFlag('demo=http://demo-idp:3000/token')], sidecar: { socket: SHARED_SOCKET } };
+  const options: EnvoyConfigOptions = {
+    ...exampleOptions('observability'),
+    idps: [parseIdpFlag('demo=http://demo-idp:3000/token')],
+    sidecar: { socket: SHARED_SOCKET },
+  };
   const doc = new Document(renderEnvoyConfig(options));
   doc.commentBefore = [
     ' Envoy for docker-compose.yml: /idp/demo/token relayed to the demo-idp service, the sidecar on a',
     ' Unix socket in the volume both containers mount. For your own IdPs, render another and mount it:',
     '   token-tap envoy-config --sidecar unix:' + SHARED_SOCKET + ' --idp NAME=https://... > envoy/envoy.yaml',
-    ' The envoy service\'s health check asks GET 127.0.0.1:' + ENVOY_READY_PORT + '/ready: 200 only while Envoy sees the sidecar healthy.',
+    " The envoy service's health check asks GET 127.0.0.1:" + ENVOY_READY_PORT + '/ready: 200 only while Envoy sees the sidecar healthy.',
   ].join('\n');
   return doc.toString({ lineWidth: 0 });
 }

@@ -4,7 +4,10 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { renderGatewayCommand } from '../src/envoyconfig/gateway-cli.js';
 
-const EXAMPLE_IDPS = ['entra=https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token', 'google=https://oauth2.googleapis.com/token'];
+const EXAMPLE_IDPS = [
+  'entra=https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/oauth2/v2.0/token',
+  'google=https://oauth2.googleapis.com/token',
+];
 
 /** File (from the repository root) → its content. */
 export function gatewayExampleFiles(): Record<string, string> {

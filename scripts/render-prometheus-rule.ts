@@ -17,7 +17,7 @@ export function prometheusRuleYaml(rulesYaml: string): string {
   doc.commentBefore = [
     ` The alerting rules of ${RULES_FILE}, for the Prometheus Operator. Generated: edit rules.yaml,`,
     ' then: npm run build && node dist/scripts/render-prometheus-rule.js',
-    ' Runbooks: docs/runbooks.md (each alert\'s runbook_url).',
+    " Runbooks: docs/runbooks.md (each alert's runbook_url).",
   ].join('\n');
   return doc.toString({ lineWidth: 0 });
 }

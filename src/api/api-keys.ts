@@ -12,7 +12,6 @@ export type Operation = (typeof OPERATIONS)[number];
 /** Any IdP, or any operation. */
 export const ALL = '*';
 
-
 export interface ApiKeyRecord {
   id: string;
   name: string;

@@ -44,7 +44,12 @@ export function refusalOf(error: unknown): Refusal {
     return { outcome: error.outcome, message: error.message, detail: error instanceof AccessDenied ? error.detail : error.message, unexpected: false };
   }
   if (isPostgresUnavailable(error)) {
-    return { outcome: 'unavailable', message: 'Postgres cannot be reached; try again', detail: `Postgres unavailable (${errorCode(error)})`, unexpected: false };
+    return {
+      outcome: 'unavailable',
+      message: 'Postgres cannot be reached; try again',
+      detail: `Postgres unavailable (${errorCode(error)})`,
+      unexpected: false,
+    };
   }
   return { outcome: 'internal', message: 'internal error; the sidecar log has the details', detail: describeError(error).message, unexpected: true };
 }

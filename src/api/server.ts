@@ -77,10 +77,7 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     } catch (error) {
       // Captures matter more than the API: a missed login's tokens are gone for good, while the
       // API can be fixed and restarted. So the sidecar goes on, loudly, without it.
-      logger.error(
-        { apiListen: bindAddress, err: describeError(error) },
-        'cannot serve the TokenVault API (TOKEN_TAP_API_LISTEN); going on without it',
-      );
+      logger.error({ apiListen: bindAddress, err: describeError(error) }, 'cannot serve the TokenVault API (TOKEN_TAP_API_LISTEN); going on without it');
       candidate.forceShutdown();
     }
   }
@@ -88,9 +85,20 @@ export async function startTokenVault(config: TokenVaultConfig, dependencies: To
     const listen = formatHostPort(address);
     if (!config.tls && !isLoopbackOnly(address)) {
       // Only with TOKEN_TAP_ALLOW_INSECURE_API=true (config/token-vault.ts refuses it otherwise); said at every start.
-      logger.warn({ listen, allowInsecure: config.allowInsecure }, 'the TokenVault API listens beyond loopback WITHOUT TLS (TOKEN_TAP_ALLOW_INSECURE_API=true): API keys and tokens cross the network in clear; set TOKEN_TAP_API_TLS_CERT/KEY (and _CLIENT_CA for mTLS)');
+      logger.warn(
+        { listen, allowInsecure: config.allowInsecure },
+        'the TokenVault API listens beyond loopback WITHOUT TLS (TOKEN_TAP_ALLOW_INSECURE_API=true): API keys and tokens cross the network in clear; set TOKEN_TAP_API_TLS_CERT/KEY (and _CLIENT_CA for mTLS)',
+      );
     }
-    logger.info({ listen, tls: config.tls ? (config.tls.clientCa ? 'mtls' : 'tls') : 'none', auditCommit: config.auditRelaxedCommit ? 'relaxed' : `durable (synchronous_commit ${dependencies.commitDurability ?? 'on'})`, idpClients: [...config.idpClients.keys()] }, 'TokenVault API ready');
+    logger.info(
+      {
+        listen,
+        tls: config.tls ? (config.tls.clientCa ? 'mtls' : 'tls') : 'none',
+        auditCommit: config.auditRelaxedCommit ? 'relaxed' : `durable (synchronous_commit ${dependencies.commitDurability ?? 'on'})`,
+        idpClients: [...config.idpClients.keys()],
+      },
+      'TokenVault API ready',
+    );
     setImmediate(preloadWire);
   }
 

@@ -128,7 +128,11 @@ function decodePageToken(token: string): GrantPosition | undefined {
   if (!token) return undefined;
   try {
     const parsed: unknown = JSON.parse(Buffer.from(token, 'base64url').toString('utf8'));
-    if (Array.isArray(parsed) && parsed.length === 2 && parsed.every((part) => typeof part === 'string' && !CONTROL_CHARACTER.test(part) && part.length <= MAX_NAME_LENGTH)) {
+    if (
+      Array.isArray(parsed) &&
+      parsed.length === 2 &&
+      parsed.every((part) => typeof part === 'string' && !CONTROL_CHARACTER.test(part) && part.length <= MAX_NAME_LENGTH)
+    ) {
       return { idp: parsed[0] as string, subject: parsed[1] as string };
     }
   } catch {
@@ -191,13 +195,16 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
       };
       call.on('cancelled', onCancelled);
       // GetGrant may refresh first (TOKEN_TAP_API_AUTO_REFRESH_SECONDS, or asked per call): then it waits on the IdP too.
-      const mayRefresh = operation === 'GetGrant' && (options.autoRefreshSeconds > 0 || Boolean((call.request as { refresh_if_expires_within_seconds?: number }).refresh_if_expires_within_seconds));
-      const deadline = CALLS_TO_AN_IDP.has(operation) || mayRefresh
-        ? undefined
-        : setTimeout(() => {
-            const failure = { code: grpcStatusOf('unavailable'), details: `no answer from Postgres within ${CALL_DEADLINE_MS} ms; try again` };
-            if (decide({ outcome: 'unavailable', detail: `answered UNAVAILABLE at the ${CALL_DEADLINE_MS} ms deadline`, failure })) callback(failure, null);
-          }, CALL_DEADLINE_MS);
+      const mayRefresh =
+        operation === 'GetGrant' &&
+        (options.autoRefreshSeconds > 0 || Boolean((call.request as { refresh_if_expires_within_seconds?: number }).refresh_if_expires_within_seconds));
+      const deadline =
+        CALLS_TO_AN_IDP.has(operation) || mayRefresh
+          ? undefined
+          : setTimeout(() => {
+              const failure = { code: grpcStatusOf('unavailable'), details: `no answer from Postgres within ${CALL_DEADLINE_MS} ms; try again` };
+              if (decide({ outcome: 'unavailable', detail: `answered UNAVAILABLE at the ${CALL_DEADLINE_MS} ms deadline`, failure })) callback(failure, null);
+            }, CALL_DEADLINE_MS);
       void (async () => {
         let own: Verdict<Res>;
         try {
@@ -218,7 +225,9 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
         event.idp = notes.idp;
         event.subject = notes.subject;
         const ownDetail = own.outcome === 'ok' ? notes.detail : own.detail;
-        const recorded = decided.gaveUp ? afterGivingUp(operation, { outcome: own.outcome, detail: ownDetail }) : { outcome: decided.outcome, detail: decided.outcome === 'ok' ? notes.detail : decided.detail };
+        const recorded = decided.gaveUp
+          ? afterGivingUp(operation, { outcome: own.outcome, detail: ownDetail })
+          : { outcome: decided.outcome, detail: decided.outcome === 'ok' ? notes.detail : decided.detail };
         event.outcome = recorded.outcome;
         event.detail = recorded.detail;
         let answered = !answering;
@@ -233,7 +242,10 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
           logger.error({ operation, err: describeError(error) }, answered ? 'cannot write an access event' : 'cannot write an access event; answer withheld');
           if (!answered) {
             event.outcome = 'unavailable';
-            failure = { code: grpcStatusOf('unavailable'), details: 'the access record could not be written to Postgres, so the answer is withheld; try again' };
+            failure = {
+              code: grpcStatusOf('unavailable'),
+              details: 'the access record could not be written to Postgres, so the answer is withheld; try again',
+            };
           }
         }
         metrics.calls.inc({ operation, outcome: event.outcome });
@@ -263,21 +275,30 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
   }
 
   const bySubject = (request: UserSelector) =>
-    request.idp && request.subject && request.user !== 'email' && request.subject.length <= MAX_NAME_LENGTH ? { idp: request.idp, subject: request.subject } : undefined;
+    request.idp && request.subject && request.user !== 'email' && request.subject.length <= MAX_NAME_LENGTH
+      ? { idp: request.idp, subject: request.subject }
+      : undefined;
 
-  const GetGrant = unary<GetGrantRequest__Output, GetGrantResponse>('GetGrant', async (request, caller, notes, prefetched, waitUntil) => {
-    const idp = (notes.idp = required(request.idp, 'idp'));
-    const operations: Operation[] = ['get'];
-    if (request.refresh_if_expires_within_seconds > 0) operations.push('refresh');
-    if (request.include_refresh_token) operations.push('read_refresh_token');
-    authorize(caller, operations, idp);
-    const subject = await subjectOf(request, idp, notes);
-    const refreshWithinSeconds = request.refresh_if_expires_within_seconds || (mayDo(caller, 'refresh') ? options.autoRefreshSeconds : 0);
-    const { grant, refreshed, refreshFailed } = await getGrant({ store, refresher }, { idp, subject, prefetched, refuseRevoked: true, refreshWithinSeconds, waitUntil });
-    if (refreshed) notes.detail = [notes.detail, 'refreshed at the IdP first'].filter(Boolean).join('; ');
-    if (refreshFailed !== undefined) notes.detail = `automatic refresh failed (${refreshFailed}); served the current access token`;
-    return { grant: grantMessage(grant, { tokens: true, refreshToken: request.include_refresh_token }), refreshed };
-  }, bySubject);
+  const GetGrant = unary<GetGrantRequest__Output, GetGrantResponse>(
+    'GetGrant',
+    async (request, caller, notes, prefetched, waitUntil) => {
+      const idp = (notes.idp = required(request.idp, 'idp'));
+      const operations: Operation[] = ['get'];
+      if (request.refresh_if_expires_within_seconds > 0) operations.push('refresh');
+      if (request.include_refresh_token) operations.push('read_refresh_token');
+      authorize(caller, operations, idp);
+      const subject = await subjectOf(request, idp, notes);
+      const refreshWithinSeconds = request.refresh_if_expires_within_seconds || (mayDo(caller, 'refresh') ? options.autoRefreshSeconds : 0);
+      const { grant, refreshed, refreshFailed } = await getGrant(
+        { store, refresher },
+        { idp, subject, prefetched, refuseRevoked: true, refreshWithinSeconds, waitUntil },
+      );
+      if (refreshed) notes.detail = [notes.detail, 'refreshed at the IdP first'].filter(Boolean).join('; ');
+      if (refreshFailed !== undefined) notes.detail = `automatic refresh failed (${refreshFailed}); served the current access token`;
+      return { grant: grantMessage(grant, { tokens: true, refreshToken: request.include_refresh_token }), refreshed };
+    },
+    bySubject,
+  );
 
   const ListGrants = unary<ListGrantsRequest__Output, ListGrantsResponse>('ListGrants', async (request, caller, notes) => {
     const idp = request.idp || undefined;
@@ -295,7 +316,9 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     authorize(caller, ['refresh'], idp);
     const subject = await subjectOf(request, idp, notes);
     const result = await refresher.refresh(idp, subject, { waitUntil });
-    notes.detail = [notes.detail, result.refreshedByThisCall ? 'refreshed at the IdP' : 'served a refresh made after this call arrived'].filter(Boolean).join('; ');
+    notes.detail = [notes.detail, result.refreshedByThisCall ? 'refreshed at the IdP' : 'served a refresh made after this call arrived']
+      .filter(Boolean)
+      .join('; ');
     return {
       grant: grantMessage(result.grant, { tokens: mayDo(caller, 'get'), refreshToken: false }),
       refreshed_by_this_call: result.refreshedByThisCall,
@@ -307,7 +330,9 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     authorize(caller, ['revoke'], idp);
     const subject = await subjectOf(request, idp, notes);
     const result = await revoker.revoke(idp, subject);
-    notes.detail = [notes.detail, result.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url, or already revoked)'].filter(Boolean).join('; ');
+    notes.detail = [notes.detail, result.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url, or already revoked)']
+      .filter(Boolean)
+      .join('; ');
     return { grant: summaryMessage(summaryOfGrant(result.grant)), revoked_at_idp: result.revokedAtIdp };
   });
 
@@ -320,7 +345,13 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
     const subject = which === 'subject' ? required(request.subject, 'subject') : undefined;
     const email = which === 'email' ? required(request.email, 'email') : undefined;
     notes.subject = subject;
-    const result = await eraseUser(pool, { idps: idp ? [idp] : undefined, subject, email, revoker: request.revoke_at_idp ? revoker : undefined, ring: keyRing });
+    const result = await eraseUser(pool, {
+      idps: idp ? [idp] : undefined,
+      subject,
+      email,
+      revoker: request.revoke_at_idp ? revoker : undefined,
+      ring: keyRing,
+    });
     if (email && result.deleted.length === 1) notes.subject = result.deleted[0]!.subject;
     notes.detail = `deleted ${result.deleted.length} grants (${result.deleted.map((ref) => `${ref.idp}/${ref.subject}`).join(', ')}), ${result.captureEventsDeleted} capture events and ${result.quarantinedCapturesDeleted} quarantined captures`;
     return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted };

@@ -31,7 +31,10 @@ export function toTimestamp(date: Date | null | undefined): Timestamp | null {
 export function fromTimestamp(timestamp: Timestamp | null | undefined): Date | null {
   if (!timestamp) return null;
   const Type = TimestampType();
-  return new Type().setSeconds(Number(timestamp.seconds)).setNanos(timestamp.nanos ?? 0).toDate();
+  return new Type()
+    .setSeconds(Number(timestamp.seconds))
+    .setNanos(timestamp.nanos ?? 0)
+    .toDate();
 }
 
 export function toProtoValue(value: unknown): Value {

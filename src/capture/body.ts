@@ -2,10 +2,7 @@
 // decides what we can read, under a cap on the decoded size that stops decompression bombs.
 import { brotliDecompressSync, gunzipSync, inflateSync, inflateRawSync } from 'node:zlib';
 
-export type DecodedBody =
-  | { kind: 'decoded'; bytes: Buffer }
-  | { kind: 'too_large'; detail: string }
-  | { kind: 'undecodable'; detail: string };
+export type DecodedBody = { kind: 'decoded'; bytes: Buffer } | { kind: 'too_large'; detail: string } | { kind: 'undecodable'; detail: string };
 
 const GZIP_MAGIC = [0x1f, 0x8b];
 

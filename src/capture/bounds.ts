@@ -137,13 +137,18 @@ export function checkTimeClaims(claims: Record<string, unknown> | undefined, at:
   for (const claim of TIME_CLAIMS) {
     const value = claims?.[claim];
     // Written so that a non-finite value (JSON's 1e400 reads as Infinity) is out of range too.
-    if (typeof value === 'number' && !(Math.abs(value - atSeconds) <= CLAIM_TIME_RANGE)) return { outcome: 'too_large', detail: `id_token ${claim} more than ${CLAIM_TIME_RANGE_YEARS} years from the response` };
+    if (typeof value === 'number' && !(Math.abs(value - atSeconds) <= CLAIM_TIME_RANGE))
+      return { outcome: 'too_large', detail: `id_token ${claim} more than ${CLAIM_TIME_RANGE_YEARS} years from the response` };
   }
   return undefined;
 }
 
 function checkTimes(response: BoundedTokenResponse, at: Date): BoundsRefusal | undefined {
-  return checkLifetime('expires_in', response.expiresIn) ?? checkLifetime('refresh_token_expires_in', response.refreshExpiresIn) ?? checkTimeClaims(response.claims, at);
+  return (
+    checkLifetime('expires_in', response.expiresIn) ??
+    checkLifetime('refresh_token_expires_in', response.refreshExpiresIn) ??
+    checkTimeClaims(response.claims, at)
+  );
 }
 
 /**
@@ -172,7 +177,8 @@ export function checkTokenResponse(response: BoundedTokenResponse, at: Date): Bo
   }
   // The body's nesting was checked when it was parsed (token-response.ts); the claims come from
   // the id_token, which was not.
-  if (response.claims && nestingExceeds(response.claims)) return { outcome: 'unparseable', detail: `id_token claims nested deeper than ${MAX_JSON_NESTING} levels` };
+  if (response.claims && nestingExceeds(response.claims))
+    return { outcome: 'unparseable', detail: `id_token claims nested deeper than ${MAX_JSON_NESTING} levels` };
   const extrasBytes = Buffer.byteLength(JSON.stringify(response.extras), 'utf8');
   if (extrasBytes > FIELD_BOUNDS.extras) return { outcome: 'too_large', detail: `${FIELD_NAMES.extras} over ${formatBytes(FIELD_BOUNDS.extras)} bytes` };
   return checkTimes(response, at);

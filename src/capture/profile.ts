@@ -60,7 +60,8 @@ export function profileCaptureFrom(
       ...fields,
     },
   });
-  const refused = (refusal: BoundsRefusal | { outcome: 'incomplete'; detail: string }) => capture({ ...refusal, subject: undefined, email: undefined, profile: undefined });
+  const refused = (refusal: BoundsRefusal | { outcome: 'incomplete'; detail: string }) =>
+    capture({ ...refusal, subject: undefined, email: undefined, profile: undefined });
   // A profile cut short could still parse and name the wrong user (id=12345 cut to id=123).
   if (!observed.complete) return refused({ outcome: 'incomplete', detail: INCOMPLETE_DETAIL });
   if (observed.bodyTruncated) return { kind: 'skipped', reason: 'profile body exceeds the collection limit' };

@@ -98,7 +98,8 @@ function plainValue(message: TextMessage): unknown {
   if (kind === 'bool_value') return inner === 'true';
   if (kind === 'null_value') return null;
   if (kind === 'struct_value') return Array.isArray(inner) ? plainStruct(inner) : undefined;
-  if (kind === 'list_value' && Array.isArray(inner)) return inner.filter(([key]) => key === 'values').map(([, item]) => (Array.isArray(item) ? plainValue(item) : undefined));
+  if (kind === 'list_value' && Array.isArray(inner))
+    return inner.filter(([key]) => key === 'values').map(([, item]) => (Array.isArray(item) ? plainValue(item) : undefined));
   return undefined;
 }
 

@@ -4,22 +4,11 @@ import { MAX_JSON_NESTING, nestingExceeds } from './bounds.js';
 import { decodeIdTokenClaims } from './jwt.js';
 import type { TokenSet } from './types.js';
 
-export type TokenResponse =
-  | { kind: 'tokens'; tokens: TokenSet }
-  | { kind: 'idp_error'; errorCode: string }
-  | { kind: 'unparseable'; detail: string };
+export type TokenResponse = { kind: 'tokens'; tokens: TokenSet } | { kind: 'idp_error'; errorCode: string } | { kind: 'unparseable'; detail: string };
 
 type Fields = Record<string, unknown>;
 
-const KNOWN_FIELDS = new Set([
-  'access_token',
-  'refresh_token',
-  'id_token',
-  'token_type',
-  'expires_in',
-  'refresh_token_expires_in',
-  'scope',
-]);
+const KNOWN_FIELDS = new Set(['access_token', 'refresh_token', 'id_token', 'token_type', 'expires_in', 'refresh_token_expires_in', 'scope']);
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: false });
 

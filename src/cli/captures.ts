@@ -33,7 +33,14 @@ function entryToJson(entry: QuarantineEntry): Record<string, unknown> {
 /** Columns padded to their widest cell, for people; --json is for scripts. */
 function table(entries: readonly QuarantineEntry[]): string {
   const header = ['CAPTURE ID', 'IDP', 'OBSERVED AT', 'QUARANTINED AT', 'ATTEMPTS', 'REASON'];
-  const rows = entries.map((entry) => [entry.captureId, entry.idp, entry.observedAt?.toISOString() ?? '-', entry.quarantinedAt.toISOString(), String(entry.attempts), entry.reason]);
+  const rows = entries.map((entry) => [
+    entry.captureId,
+    entry.idp,
+    entry.observedAt?.toISOString() ?? '-',
+    entry.quarantinedAt.toISOString(),
+    String(entry.attempts),
+    entry.reason,
+  ]);
   const widths = header.map((title, column) => Math.max(title.length, ...rows.map((row) => row[column]!.length)));
   return [header, ...rows].map((row) => row.map((cell, column) => (column === row.length - 1 ? cell : cell.padEnd(widths[column]!))).join('  ')).join('\n');
 }
@@ -54,7 +61,9 @@ export function registerCaptureCommands(program: Command): void {
 
   captures
     .command('quarantined')
-    .description('List quarantined captures, oldest first: capture id, IdP, when observed and quarantined, attempts, reason. Never a token. Reads DATABASE_URL.')
+    .description(
+      'List quarantined captures, oldest first: capture id, IdP, when observed and quarantined, attempts, reason. Never a token. Reads DATABASE_URL.',
+    )
     .option('--idp <name>', 'only this IdP')
     .option('--json', 'print JSON instead of a table', false)
     .action(async (options: { idp?: string; json: boolean }) => {
@@ -80,7 +89,8 @@ export function registerCaptureCommands(program: Command): void {
     .option('--capture-id <id>', 'only this capture; repeat for several', collect, [])
     .action(async (options: { idp?: string; captureId: string[] }) => {
       const malformed = options.captureId.filter((id) => !UUID.test(id));
-      if (malformed.length > 0) throw new Error(`--capture-id must be a capture id as listed by "token-tap captures quarantined", got ${malformed.map((id) => `"${id}"`).join(', ')}`);
+      if (malformed.length > 0)
+        throw new Error(`--capture-id must be a capture id as listed by "token-tap captures quarantined", got ${malformed.map((id) => `"${id}"`).join(', ')}`);
       const verify = retryVerifierFromEnv();
       const { outcomes, stayed } = await audited('RetryQuarantinedCaptures', { keys: true }, { idp: options.idp }, async ({ pool, ring, store }, event) => {
         const outcomes = await retryQuarantinedCaptures({ pool, ring, store, verify, idp: options.idp, captureIds: options.captureId });
@@ -92,13 +102,16 @@ export function registerCaptureCommands(program: Command): void {
       });
       for (const outcome of outcomes) {
         if (outcome.result === 'written') process.stdout.write(`written  ${outcome.captureId}\n`);
-        else if (outcome.result === 'erased') process.stdout.write(`erased   ${outcome.captureId}  (its user was erased after it was observed: dropped, no grant)\n`);
+        else if (outcome.result === 'erased')
+          process.stdout.write(`erased   ${outcome.captureId}  (its user was erased after it was observed: dropped, no grant)\n`);
         else if (outcome.result === 'stayed') process.stdout.write(`stayed   ${outcome.captureId}  (attempts ${outcome.attempts}) ${outcome.reason}\n`);
         else process.stdout.write(`skipped  ${outcome.captureId}  (retried by someone else meanwhile, or gone)\n`);
       }
       const written = outcomes.filter((outcome) => outcome.result === 'written').length;
       const erased = outcomes.filter((outcome) => outcome.result === 'erased').length;
-      process.stdout.write(`retried ${outcomes.length}: ${written} written, ${erased > 0 ? `${erased} dropped (user erased), ` : ''}${stayed} stayed in quarantine\n`);
+      process.stdout.write(
+        `retried ${outcomes.length}: ${written} written, ${erased > 0 ? `${erased} dropped (user erased), ` : ''}${stayed} stayed in quarantine\n`,
+      );
       if (stayed > 0) throw new VaultError(`${stayed} captures stayed in quarantine (their reasons are above)`, 'failed_precondition');
     });
 }

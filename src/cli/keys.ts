@@ -21,13 +21,15 @@ function missingKeysRefusal(result: RotationResult): VaultError | undefined {
 }
 
 export function registerKeyCommands(program: Command): void {
-  const keys = program.commands.find((command) => command.name() === 'keys') ?? program.command('keys').description('The encryption key ring (TOKEN_TAP_KEYS).');
+  const keys =
+    program.commands.find((command) => command.name() === 'keys') ?? program.command('keys').description('The encryption key ring (TOKEN_TAP_KEYS).');
   keys
     .command('rotate')
     .description(
       'Re-encrypt every grant, held grant and quarantined capture under the active key (the first in TOKEN_TAP_KEYS),\n' +
         'a batch per transaction. Stopped part way, it resumes where it left off when run again. Reads DATABASE_URL,\n' +
-        'TOKEN_TAP_KEYS and TOKEN_TAP_SEAL_FORMAT (the format values are sealed in; docs/upgrading.md, "Seal format 3").\n' + SPOOL_KEY_REPORT_HELP,
+        'TOKEN_TAP_KEYS and TOKEN_TAP_SEAL_FORMAT (the format values are sealed in; docs/upgrading.md, "Seal format 3").\n' +
+        SPOOL_KEY_REPORT_HELP,
     )
     .option('--batch-size <n>', 'rows per transaction (1-10000)', '200')
     .action(async (options: { batchSize: string }) => {

@@ -14,7 +14,7 @@ import { errorFields } from '../lib/error-description.js';
 
 export const SPOOL_KEY_REPORT_HELP =
   'Reports the records per key id in the spool at TOKEN_TAP_SPOOL_DIR (read without its lock): a key may leave\n' +
-  'the ring once no row and no spool record (run it where each sidecar\'s spool is) is under it. Files the\n' +
+  "the ring once no row and no spool record (run it where each sidecar's spool is) is under it. Files the\n" +
   'spool does not know and files it cannot read are reported too (unknown_files, errors): the count is then not 0.';
 
 export interface SpoolKeyReport {
@@ -53,7 +53,15 @@ export async function spoolKeyReport(env: NodeJS.ProcessEnv, activeKeyId: string
   try {
     census = await spoolCensus(dir);
   } catch (error) {
-    census = { dir, exists: true, records: {}, held: emptyCensus(), damaged: {}, unknownFiles: { count: 0, names: [], byKey: {} }, errors: [{ file: '.', ...errorFields(error) }] };
+    census = {
+      dir,
+      exists: true,
+      records: {},
+      held: emptyCensus(),
+      damaged: {},
+      unknownFiles: { count: 0, names: [], byKey: {} },
+      errors: [{ file: '.', ...errorFields(error) }],
+    };
   }
   const report: SpoolKeyReport = {
     dir: census.dir,
@@ -66,7 +74,12 @@ export async function spoolKeyReport(env: NodeJS.ProcessEnv, activeKeyId: string
     unknown_files: { count: census.unknownFiles.count, names: census.unknownFiles.names, records_by_key: census.unknownFiles.byKey },
     errors: census.errors,
   };
-  const keyIds = new Set([...Object.keys(report.records_by_key), ...Object.keys(report.held_by_key), ...Object.keys(report.damaged_by_key), ...Object.keys(report.unknown_files.records_by_key)]);
+  const keyIds = new Set([
+    ...Object.keys(report.records_by_key),
+    ...Object.keys(report.held_by_key),
+    ...Object.keys(report.damaged_by_key),
+    ...Object.keys(report.unknown_files.records_by_key),
+  ]);
   keyIds.delete(activeKeyId);
   const notes = [...keyIds].sort().map((keyId) => {
     const elsewhere = (report.damaged_by_key[keyId] ?? 0) + (report.unknown_files.records_by_key[keyId] ?? 0);
@@ -90,8 +103,10 @@ export async function spoolKeyReport(env: NodeJS.ProcessEnv, activeKeyId: string
   }
   if (report.errors.length > 0) {
     notes.push(
-      `spool ${census.dir}: the count is incomplete: ${report.errors.length} files could not be read (${report.errors.slice(0, 5).map((error) => `${shown(error.file)}: ${error.code ?? 'error'}`).join(', ')}); ` +
-        'their records are not in the numbers: run it again with access to them before a key leaves the ring',
+      `spool ${census.dir}: the count is incomplete: ${report.errors.length} files could not be read (${report.errors
+        .slice(0, 5)
+        .map((error) => `${shown(error.file)}: ${error.code ?? 'error'}`)
+        .join(', ')}); ` + 'their records are not in the numbers: run it again with access to them before a key leaves the ring',
     );
   }
   if (!census.exists) notes.push(`no spool at ${census.dir} (TOKEN_TAP_SPOOL_DIR): run this where a sidecar's spool is to count its records per key`);

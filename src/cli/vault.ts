@@ -36,7 +36,11 @@ interface Vault {
 /** What each command needs of the sidecar's environment (config/cli.ts), and its pool. */
 export function connect(needs: CliNeeds): { pool: pg.Pool; ring: KeyRing | undefined; clients: IdpClients } {
   const config = loadCliConfig(process.env, needs);
-  return { pool: createPool({ databaseUrl: config.databaseUrl, max: 2, applicationName: 'token-tap-cli', commitDurability: config.commitDurability }), ring: config.keyRing, clients: config.idpClients };
+  return {
+    pool: createPool({ databaseUrl: config.databaseUrl, max: 2, applicationName: 'token-tap-cli', commitDurability: config.commitDurability }),
+    ring: config.keyRing,
+    clients: config.idpClients,
+  };
 }
 
 function operator(): string {
@@ -107,7 +111,9 @@ export async function audited<T>(
     try {
       await vault.events.record(event);
     } catch (auditError) {
-      throw new Error(`the access record could not be written to Postgres, so the output is withheld: ${describeAuditFailure(auditError)}`, { cause: auditError });
+      throw new Error(`the access record could not be written to Postgres, so the output is withheld: ${describeAuditFailure(auditError)}`, {
+        cause: auditError,
+      });
     }
     return output;
   } finally {
@@ -213,7 +219,8 @@ function registerApiKeyCommands(program: Command): void {
       printJson(
         await audited('RevokeApiKey', {}, {}, async ({ pool }, event) => {
           event.apiKeyId = options.id;
-          if (!(await new ApiKeyRepository(pool).revoke(options.id))) throw new VaultError(`no API key with id "${options.id}" (see token-tap api-keys list)`, 'not_found');
+          if (!(await new ApiKeyRepository(pool).revoke(options.id)))
+            throw new VaultError(`no API key with id "${options.id}" (see token-tap api-keys list)`, 'not_found');
           return { id: options.id, revoked: true };
         }),
       );
@@ -262,7 +269,9 @@ function registerGrantCommands(program: Command): void {
 
   grants
     .command('revoke')
-    .description(`Revoke a grant at its IdP (RFC 7009, when it has a revocation_url) and mark it revoked. Reads DATABASE_URL, TOKEN_TAP_KEYS and ${IDP_CONFIG_ENV}.`)
+    .description(
+      `Revoke a grant at its IdP (RFC 7009, when it has a revocation_url) and mark it revoked. Reads DATABASE_URL, TOKEN_TAP_KEYS and ${IDP_CONFIG_ENV}.`,
+    )
     .requiredOption('--idp <name>', 'the IdP name')
     .requiredOption('--subject <sub>', "the user's subject")
     .action(async (options: { idp: string; subject: string }) => {
@@ -287,7 +296,7 @@ function registerGrantCommands(program: Command): void {
     .option('--idp <name>', 'only this IdP')
     .option('--all-idps', 'every IdP (instead of --idp)', false)
     .option('--subject <sub>', "the user's subject")
-    .option('--email <email>', "instead: every grant whose email claim matches (case-insensitive)")
+    .option('--email <email>', 'instead: every grant whose email claim matches (case-insensitive)')
     .option('--revoke-at-idp', `revoke the tokens at the IdP first (needs ${KEYS.name} and ${IDP_CONFIG_ENV})`, false)
     .action(async (options: { idp?: string; allIdps: boolean; subject?: string; email?: string; revokeAtIdp: boolean }) => {
       const problems: string[] = [];
@@ -298,9 +307,19 @@ function registerGrantCommands(program: Command): void {
       printJson(
         await audited('DeleteSubject', needs, { idp: options.idp, subject: options.subject }, async ({ pool, store, clients, ring }, event) => {
           const revoker = options.revokeAtIdp ? new GrantRevoker({ pool, store, clients }) : undefined;
-          const result = await eraseUser(pool, { idps: options.idp ? [options.idp] : undefined, subject: options.subject, email: options.email, revoker, ...(needs.keys ? { ring } : {}) });
+          const result = await eraseUser(pool, {
+            idps: options.idp ? [options.idp] : undefined,
+            subject: options.subject,
+            email: options.email,
+            revoker,
+            ...(needs.keys ? { ring } : {}),
+          });
           event.detail = `deleted ${result.deleted.length} grants, ${result.captureEventsDeleted} capture events and ${result.quarantinedCapturesDeleted} quarantined captures`;
-          return { deleted: result.deleted, capture_events_deleted: result.captureEventsDeleted, quarantined_captures_deleted: result.quarantinedCapturesDeleted };
+          return {
+            deleted: result.deleted,
+            capture_events_deleted: result.captureEventsDeleted,
+            quarantined_captures_deleted: result.quarantinedCapturesDeleted,
+          };
         }),
       );
     });
@@ -331,7 +350,14 @@ function registerUpkeepCommands(program: Command): void {
           const result = await purgeExpired(pool, policy);
           const { grants, pendingGrants, captureEvents, accessEvents, quarantinedCaptures, tombstones } = result;
           event.detail = `purged ${grants} grants, ${pendingGrants} held grants, ${captureEvents} capture events, ${accessEvents} access events, ${quarantinedCaptures} quarantined captures, ${tombstones} tombstones`;
-          return { grants, pending_grants: pendingGrants, capture_events: captureEvents, access_events: accessEvents, quarantined_captures: quarantinedCaptures, tombstones };
+          return {
+            grants,
+            pending_grants: pendingGrants,
+            capture_events: captureEvents,
+            access_events: accessEvents,
+            quarantined_captures: quarantinedCaptures,
+            tombstones,
+          };
         }),
       );
     });

@@ -59,9 +59,14 @@ const PRINTABLE = /^[\x21-\x7E]{1,200}$/;
 
 /** A list of names (audiences, client ids); a message starting ": " reads "<path>: expected ...". */
 const names = (what: string) =>
-  z.array(z.string({ error: `: expected ${what}: printable, no spaces, at most 200 characters` }).regex(PRINTABLE, `: expected ${what}: printable, no spaces, at most 200 characters`), {
-    error: `: expected a list of ${what}s`,
-  });
+  z.array(
+    z
+      .string({ error: `: expected ${what}: printable, no spaces, at most 200 characters` })
+      .regex(PRINTABLE, `: expected ${what}: printable, no spaces, at most 200 characters`),
+    {
+      error: `: expected a list of ${what}s`,
+    },
+  );
 
 const subjectIssuer = strictMapping(
   {
@@ -99,11 +104,21 @@ const claimOncePerProvider = z.superRefine((items: unknown, ctx) => {
   const claimAt = new Map<string, number>();
   items.forEach((item: unknown, index) => {
     const match = item !== null && typeof item === 'object' ? (item as Record<string, unknown>).match : undefined;
-    const claim = typeof match === 'string' && match.startsWith('claim:') ? match : match !== null && typeof match === 'object' && (match as GrantMatch).kind === 'claim' ? `claim:${(match as { claim: string }).claim}` : undefined;
+    const claim =
+      typeof match === 'string' && match.startsWith('claim:')
+        ? match
+        : match !== null && typeof match === 'object' && (match as GrantMatch).kind === 'claim'
+          ? `claim:${(match as { claim: string }).claim}`
+          : undefined;
     if (claim === undefined) return;
     const first = claimAt.get(claim);
     if (first === undefined) claimAt.set(claim, index);
-    else addProblem(ctx, [index, 'match'], `: the same claim as entry ${first}: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)`);
+    else
+      addProblem(
+        ctx,
+        [index, 'match'],
+        `: the same claim as entry ${first}: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)`,
+      );
   });
 }, ALWAYS);
 
@@ -124,7 +139,12 @@ function onceEach(key: string, what: string) {
 const exchangeFile = strictMapping(
   {
     subject_issuers: z
-      .array(subjectIssuer, { error: (issue) => (issue.input === undefined ? 'is missing: list the Okta authorization servers whose tokens are accepted' : 'must be a list of Okta authorization servers') })
+      .array(subjectIssuer, {
+        error: (issue) =>
+          issue.input === undefined
+            ? 'is missing: list the Okta authorization servers whose tokens are accepted'
+            : 'must be a list of Okta authorization servers',
+      })
       .min(1, ': expected at least one Okta authorization server')
       .check(onceEach('issuer', 'the same issuer')),
     providers: z
@@ -149,7 +169,13 @@ function toConfig({ subject_issuers: issuers, providers }: ExchangeFile): Exchan
     providers: new Map(
       providers.map((entry) => [
         entry.idp,
-        { idp: entry.idp, oktaIdpId: entry.okta_idp_id, idpClaim: entry.idp_claim ?? DEFAULT_IDP_CLAIM, match: entry.match ?? { kind: 'email' }, allowUnverified: entry.allow_unverified ?? false },
+        {
+          idp: entry.idp,
+          oktaIdpId: entry.okta_idp_id,
+          idpClaim: entry.idp_claim ?? DEFAULT_IDP_CLAIM,
+          match: entry.match ?? { kind: 'email' },
+          allowUnverified: entry.allow_unverified ?? false,
+        },
       ]),
     ),
   };

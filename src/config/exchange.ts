@@ -24,7 +24,10 @@ export function readExchangeSettings(env: NodeJS.ProcessEnv, listenFlag: string 
   const listenText = listenFlag ?? env[settings.EXCHANGE_LISTEN.name] ?? settings.EXCHANGE_LISTEN.default;
   if (listenText.trim().toLowerCase() === 'off') {
     const stray = [EXCHANGE_CONFIG_ENV, settings.EXCHANGE_TLS.cert, settings.EXCHANGE_TLS.key].filter((name) => env[name]);
-    if (stray.length > 0) problems.push(`${stray.join(', ')} set but the token exchange listener is off: set --exchange-listen HOST:PORT (${settings.EXCHANGE_LISTEN.name}), or unset them`);
+    if (stray.length > 0)
+      problems.push(
+        `${stray.join(', ')} set but the token exchange listener is off: set --exchange-listen HOST:PORT (${settings.EXCHANGE_LISTEN.name}), or unset them`,
+      );
     return undefined;
   }
   let listen: HostPort | undefined;

@@ -28,8 +28,27 @@ export const HOOK_CONFIG_ENV = HOOK_CONFIG.name;
  * values go under names of their own (upstream_groups, not groups).
  */
 export const OKTA_RESERVED_CLAIMS: ReadonlySet<string> = new Set([
-  'acr', 'amr', 'at_hash', 'aud', 'auth_time', 'c_hash', 'cid', 'exp', 'groups', 'iat', 'idp', 'idp_iss',
-  'iss', 'jti', 'nbf', 'nonce', 'scp', 'sid', 'sub', 'uid', 'ver',
+  'acr',
+  'amr',
+  'at_hash',
+  'aud',
+  'auth_time',
+  'c_hash',
+  'cid',
+  'exp',
+  'groups',
+  'iat',
+  'idp',
+  'idp_iss',
+  'iss',
+  'jti',
+  'nbf',
+  'nonce',
+  'scp',
+  'sid',
+  'sub',
+  'uid',
+  'ver',
 ]);
 
 export const DEFAULT_FRESHNESS_WAIT_MS = 1_000;
@@ -65,7 +84,6 @@ export interface HookConfig {
   providers: ReadonlyMap<string, HookProvider>;
   freshnessWaitMs: number;
 }
-
 
 const CLAIM_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$/;
 const CLAIM_PATH = /^[A-Za-z0-9_:-]+(\.[A-Za-z0-9_:-]+)*$/;
@@ -103,7 +121,8 @@ const oauthSchema = strictMapping(
   {
     // Compared with `iss` as written (Okta's has no trailing slash); its discovery document is under it.
     issuer: httpsUrl({ noQuery: true }),
-    audience: z.string({ error: "must be a non-empty string (the audience of Okta's authorization server for this hook)" })
+    audience: z
+      .string({ error: "must be a non-empty string (the audience of Okta's authorization server for this hook)" })
       .min(1, "must be a non-empty string (the audience of Okta's authorization server for this hook)"),
     scope: matching(/^\S+$/, 'must be one scope name', "is missing: give the scope Okta asks for when it gets the hook's token (e.g. token_tap.hook)"),
     client_id: matching(
@@ -119,7 +138,8 @@ const oauthSchema = strictMapping(
 function authenticationSchema(env: NodeJS.ProcessEnv) {
   return strictMapping({ header: headerSchema(env).optional(), oauth: oauthSchema.optional() }, `must be a mapping with ${AUTHENTICATION_FORMS}`).check(
     z.superRefine((authentication, ctx) => {
-      if (isMapping(authentication) && (authentication.header === undefined) === (authentication.oauth === undefined)) addProblem(ctx, [], ': give exactly one of header or oauth');
+      if (isMapping(authentication) && (authentication.header === undefined) === (authentication.oauth === undefined))
+        addProblem(ctx, [], ': give exactly one of header or oauth');
     }, ALWAYS),
   );
 }
@@ -134,8 +154,10 @@ const claimsSchema = z
       if (!isMapping(claims)) return;
       for (const target of Object.keys(claims)) {
         // A key may be shown (it is a name the operator chose, never a secret), with its control characters escaped.
-        if (OKTA_RESERVED_CLAIMS.has(target)) addProblem(ctx, [], `: "${target}" is a claim name Okta reserves and will not let a hook add; use another name (e.g. upstream_${target})`);
-        else if (!CLAIM_NAME.test(target)) addProblem(ctx, [], `: "${escapeControlCharacters(target)}" is not a usable claim name (letters, digits, _ . : -; starting with a letter or _)`);
+        if (OKTA_RESERVED_CLAIMS.has(target))
+          addProblem(ctx, [], `: "${target}" is a claim name Okta reserves and will not let a hook add; use another name (e.g. upstream_${target})`);
+        else if (!CLAIM_NAME.test(target))
+          addProblem(ctx, [], `: "${escapeControlCharacters(target)}" is not a usable claim name (letters, digits, _ . : -; starting with a letter or _)`);
       }
     }, ALWAYS),
   )
@@ -156,12 +178,17 @@ const matchSchema = grantMatchSchema(MATCH_MESSAGE);
 const providerSchema = strictMapping(
   {
     okta_idp_id: matching(/^[A-Za-z0-9]{1,64}$/, 'must be the Okta IdP id (e.g. 0oa1abcdEXAMPLE)'),
-    idp: z.string({ error: `must be the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})` }).refine(isIdpName, `must be the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})`),
+    idp: z
+      .string({ error: `must be the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})` })
+      .refine(isIdpName, `must be the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})`),
     match: matchSchema.nullish(),
     identity_claims: claimsSchema.nullish(),
     access_claims: claimsSchema.nullish(),
     idp_claim: matching(CLAIM_NAME, 'must be a claim name (letters, digits, _ . : -; starting with a letter or _), e.g. upstream_idp')
-      .refine((name) => !OKTA_RESERVED_CLAIMS.has(name), "must not be a claim name Okta reserves (idp among them; Okta's id_tokens carry idp already): e.g. upstream_idp")
+      .refine(
+        (name) => !OKTA_RESERVED_CLAIMS.has(name),
+        "must not be a claim name Okta reserves (idp among them; Okta's id_tokens carry idp already): e.g. upstream_idp",
+      )
       .nullish(),
     require_grant: z.boolean({ error: 'must be true or false' }).optional(),
     allow_unverified: z.boolean({ error: 'must be true or false' }).optional(),
@@ -170,7 +197,8 @@ const providerSchema = strictMapping(
 ).check(
   z.superRefine((provider, ctx) => {
     if (!isMapping(provider)) return;
-    if (provider.identity_claims === undefined && provider.access_claims === undefined && provider.idp_claim === undefined) addProblem(ctx, [], ': give identity_claims, access_claims and/or idp_claim (nothing would be added)');
+    if (provider.identity_claims === undefined && provider.access_claims === undefined && provider.idp_claim === undefined)
+      addProblem(ctx, [], ': give identity_claims, access_claims and/or idp_claim (nothing would be added)');
     const idpClaim = provider.idp_claim;
     // Two values for one claim: Okta would take one of them.
     const targets = (claims: unknown): boolean =>

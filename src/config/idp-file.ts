@@ -49,7 +49,12 @@ export function idpEntryShape(env: NodeJS.ProcessEnv) {
     issuer: httpsUrl({ noQuery: true }).optional(),
     jwks_uri: httpsUrl().optional(),
     client_id: z.string({ error: 'must be a non-empty string' }).min(1, 'must be a non-empty string'),
-    timeout_ms: z.number({ error: 'must be an integer from 1 to 120000' }).int('must be an integer from 1 to 120000').min(1, 'must be an integer from 1 to 120000').max(120_000, 'must be an integer from 1 to 120000').optional(),
+    timeout_ms: z
+      .number({ error: 'must be an integer from 1 to 120000' })
+      .int('must be an integer from 1 to 120000')
+      .min(1, 'must be an integer from 1 to 120000')
+      .max(120_000, 'must be an integer from 1 to 120000')
+      .optional(),
     token_url: httpsUrl().optional(),
     client_secret_env: secretFromEnv(env, 'client_secret_env').optional(),
     client_secret_file: secretFromFile().optional(),
@@ -71,7 +76,8 @@ function entryRules(entry: unknown, ctx: z.RefinementCtx): void {
   // An entry naming only issuer and client_id is for an IdP the vault never refreshes.
   const refreshes = CLIENT_FIELDS.some((field) => fields[field] !== undefined);
   policyRules(fields.refresh_token_policy, refreshes, ctx);
-  if (!refreshes && !verifies) addProblem(ctx, [], ': give issuer (verification of captured id_tokens) and/or token_url with client_secret_env or client_secret_file (refresh)');
+  if (!refreshes && !verifies)
+    addProblem(ctx, [], ': give issuer (verification of captured id_tokens) and/or token_url with client_secret_env or client_secret_file (refresh)');
   if (!refreshes) return;
   if (fields.token_url === undefined) addProblem(ctx, ['token_url'], 'must be a URL');
   if ((fields.client_secret_env === undefined) === (fields.client_secret_file === undefined)) {
@@ -102,14 +108,17 @@ function msOf(value: unknown): number | undefined {
 /** The schema of the file named by TOKEN_TAP_IDP_CONFIG; `env` holds the secrets its entries name. */
 export function idpFileSchema(env: NodeJS.ProcessEnv) {
   const entry = strictMapping(idpEntryShape(env), ENTRY_MESSAGE, ['client_secret']).check(z.superRefine(entryRules, ALWAYS));
-  const idps = z.record(z.string(), entry, {
-    error: 'must be a mapping of IdP name to { issuer?, jwks_uri?, client_id, token_url?, client_secret_env | client_secret_file, revocation_url? }',
-  }).check(
-    z.superRefine((value, ctx) => {
-      if (value === null || typeof value !== 'object') return;
-      for (const name of Object.keys(value)) if (!isIdpName(name)) addProblem(ctx, [name], `: IdP name must be ${IDP_NAME_RULE} (the name in the Envoy route)`);
-    }, ALWAYS),
-  );
+  const idps = z
+    .record(z.string(), entry, {
+      error: 'must be a mapping of IdP name to { issuer?, jwks_uri?, client_id, token_url?, client_secret_env | client_secret_file, revocation_url? }',
+    })
+    .check(
+      z.superRefine((value, ctx) => {
+        if (value === null || typeof value !== 'object') return;
+        for (const name of Object.keys(value))
+          if (!isIdpName(name)) addProblem(ctx, [name], `: IdP name must be ${IDP_NAME_RULE} (the name in the Envoy route)`);
+      }, ALWAYS),
+    );
   return strictMapping({ idps }, 'expected a mapping "idps:" of IdP name to its settings');
 }
 
@@ -119,7 +128,10 @@ function toClient(name: string, entry: IdpEntry): IdpClient | undefined {
   const secret = entry.client_secret_env ?? entry.client_secret_file;
   if (!entry.token_url || secret === undefined) return undefined;
   const settings = { idp: name, tokenUrl: new URL(entry.token_url), revocationUrl: entry.revocation_url ? new URL(entry.revocation_url) : undefined };
-  return new IdpClient({ ...settings, clientId: entry.client_id, authMethod: entry.auth_method ?? 'client_secret_basic', timeoutMs: entry.timeout_ms ?? DEFAULT_TIMEOUT_MS }, secret);
+  return new IdpClient(
+    { ...settings, clientId: entry.client_id, authMethod: entry.auth_method ?? 'client_secret_basic', timeoutMs: entry.timeout_ms ?? DEFAULT_TIMEOUT_MS },
+    secret,
+  );
 }
 
 /** The refresh/revocation clients of the file named by TOKEN_TAP_IDP_CONFIG. */
@@ -139,7 +151,13 @@ export function loadIdpConfig(env: NodeJS.ProcessEnv, problems: string[]): IdpCo
     if (client) clients.set(name, client);
     if (entry.refresh_token_policy) policies.set(name, entry.refresh_token_policy);
     if (entry.issuer) {
-      verification.set(name, { idp: name, issuer: entry.issuer, jwksUri: entry.jwks_uri ? new URL(entry.jwks_uri) : undefined, clientId: entry.client_id, timeoutMs: entry.timeout_ms ?? DEFAULT_TIMEOUT_MS });
+      verification.set(name, {
+        idp: name,
+        issuer: entry.issuer,
+        jwksUri: entry.jwks_uri ? new URL(entry.jwks_uri) : undefined,
+        clientId: entry.client_id,
+        timeoutMs: entry.timeout_ms ?? DEFAULT_TIMEOUT_MS,
+      });
     }
   }
   return { clients, verification, policies };

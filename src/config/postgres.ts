@@ -41,7 +41,9 @@ export function readPostgresTimeouts(env: NodeJS.ProcessEnv, prefix: TimeoutsPre
   const queryDefault = statementTimeoutMs + (declared.query.default - declared.statement.default);
   const queryTimeoutMs = readInteger(env, declared.query, problems, queryDefault);
   if (queryTimeoutMs < statementTimeoutMs) {
-    problems.push(`${prefix}_QUERY_TIMEOUT_MS (${queryTimeoutMs}) must be at least ${prefix}_STATEMENT_TIMEOUT_MS (${statementTimeoutMs}): the server should cancel a slow statement before the client drops the connection`);
+    problems.push(
+      `${prefix}_QUERY_TIMEOUT_MS (${queryTimeoutMs}) must be at least ${prefix}_STATEMENT_TIMEOUT_MS (${statementTimeoutMs}): the server should cancel a slow statement before the client drops the connection`,
+    );
   }
   // Shared: reported once, by the writer's reading.
   const keepAliveMs = readInteger(env, PG_KEEPALIVE_MS, prefix === 'TOKEN_TAP_PG' ? problems : []);

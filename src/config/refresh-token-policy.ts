@@ -49,14 +49,21 @@ const duration = z.string({ error: `must be ${DURATION_RULE}` }).transform((text
 export const refreshTokenPolicySchema = z
   .strictObject(
     { max_age: duration.optional(), idle_max: duration.optional(), rotate_every: duration.optional() },
-    { error: (issue) => (issue.code === 'unrecognized_keys' ? `unknown field(s) ${issue.keys.map((key) => `"${key}"`).join(', ')} (known: max_age, idle_max, rotate_every)` : 'must be a mapping of max_age, idle_max and/or rotate_every') },
+    {
+      error: (issue) =>
+        issue.code === 'unrecognized_keys'
+          ? `unknown field(s) ${issue.keys.map((key) => `"${key}"`).join(', ')} (known: max_age, idle_max, rotate_every)`
+          : 'must be a mapping of max_age, idle_max and/or rotate_every',
+    },
   )
   .refine((policy) => Object.values(policy).some((value) => value !== undefined), { message: 'names none of max_age, idle_max, rotate_every' })
-  .transform((policy): RefreshTokenPolicy => ({
-    ...(policy.max_age !== undefined ? { maxAgeMs: policy.max_age } : {}),
-    ...(policy.idle_max !== undefined ? { idleMaxMs: policy.idle_max } : {}),
-    ...(policy.rotate_every !== undefined ? { rotateEveryMs: policy.rotate_every } : {}),
-  }));
+  .transform(
+    (policy): RefreshTokenPolicy => ({
+      ...(policy.max_age !== undefined ? { maxAgeMs: policy.max_age } : {}),
+      ...(policy.idle_max !== undefined ? { idleMaxMs: policy.idle_max } : {}),
+      ...(policy.rotate_every !== undefined ? { rotateEveryMs: policy.rotate_every } : {}),
+    }),
+  );
 
 /** The policy as written in the file (for the report), e.g. { max_age: '90d' }. */
 export function describePolicy(policy: RefreshTokenPolicy | undefined): Record<string, string> | null {

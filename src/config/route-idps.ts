@@ -4,14 +4,7 @@
 // exact xDS route name, and every IdP name is checked against the one pattern in contract.ts.
 import { filterMetadataFromText } from '../capture/route-metadata.js';
 import type { ObservedResponse } from '../capture/types.js';
-import {
-  ENVOY_GATEWAY_METADATA_NAMESPACE,
-  httpRouteRuleKey,
-  IDP_NAME_RULE,
-  isIdpName,
-  ROUTE_METADATA_IDP_KEY,
-  ROUTE_METADATA_NAMESPACE,
-} from '../contract.js';
+import { ENVOY_GATEWAY_METADATA_NAMESPACE, httpRouteRuleKey, IDP_NAME_RULE, isIdpName, ROUTE_METADATA_IDP_KEY, ROUTE_METADATA_NAMESPACE } from '../contract.js';
 
 /** Route key (rule key or xDS route name) → IdP name. */
 export type RouteIdps = ReadonlyMap<string, string>;

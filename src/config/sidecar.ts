@@ -16,7 +16,6 @@ import { asError } from '../lib/errors.js';
 import { readExchangeSettings, type ExchangeSettings } from './exchange.js';
 import { DURATION_RULE, parseDuration, type RefreshTokenPolicy } from './refresh-token-policy.js';
 
-
 export interface SidecarConfig {
   /** ext_proc: a Unix socket or loopback unless allowRemoteExtProc. */
   listen: ListenAddress;
@@ -113,7 +112,6 @@ export interface SidecarFlags {
   exchangeListen?: string;
 }
 
-
 export const DEFAULT_SIDECAR_LISTEN = settings.LISTEN.default;
 export const DEFAULT_OPS_LISTEN = settings.OPS_LISTEN.default;
 export const DEFAULT_SPOOL_DIR = settings.SPOOL_DIR.default;
@@ -154,7 +152,9 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     );
   }
   if (allowRemoteExtProcWithoutMtls && !allowRemoteExtProc) {
-    problems.push('TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true only means something with --allow-remote-extproc (TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true): unset it');
+    problems.push(
+      'TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true only means something with --allow-remote-extproc (TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true): unset it',
+    );
   }
 
   const databaseUrl = readSet(env, settings.DATABASE_URL) ?? '';
@@ -259,13 +259,21 @@ function readPolicy(env: NodeJS.ProcessEnv, policies: ReadonlyMap<string, Refres
     if (parsed === undefined) problems.push(`${settings.POLICY_INTERVAL.name} must be ${DURATION_RULE}, got "${raw}"`);
     else intervalMs = parsed;
   }
-  return { policies, intervalMs, maxPerRun: readInteger(env, settings.POLICY_MAX_PER_RUN, problems), maxPerIdp: readInteger(env, settings.POLICY_MAX_PER_IDP, problems) };
+  return {
+    policies,
+    intervalMs,
+    maxPerRun: readInteger(env, settings.POLICY_MAX_PER_RUN, problems),
+    maxPerIdp: readInteger(env, settings.POLICY_MAX_PER_IDP, problems),
+  };
 }
 
 function readHook(env: NodeJS.ProcessEnv, flags: SidecarFlags, problems: string[]): SidecarConfig['hook'] {
   const listenText = flags.hookListen ?? readText(env, settings.HOOK_LISTEN);
   if (listenText.trim().toLowerCase() === 'off') {
-    if (env[HOOK_CONFIG_ENV]) problems.push(`${HOOK_CONFIG_ENV} is set but the Okta hook listener is off: set --hook-listen HOST:PORT (TOKEN_TAP_HOOK_LISTEN), or unset ${HOOK_CONFIG_ENV}`);
+    if (env[HOOK_CONFIG_ENV])
+      problems.push(
+        `${HOOK_CONFIG_ENV} is set but the Okta hook listener is off: set --hook-listen HOST:PORT (TOKEN_TAP_HOOK_LISTEN), or unset ${HOOK_CONFIG_ENV}`,
+      );
     return undefined;
   }
   let listen: HostPort | undefined;

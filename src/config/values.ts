@@ -26,7 +26,10 @@ const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/;
 /** Refuses a listen or connect address with a control character (a newline, a NUL...), naming it by code only. */
 function refuseControlCharacters(text: string, what: string): void {
   const found = CONTROL_CHARACTERS.exec(text);
-  if (found) throw new Error(`${what} must not contain control characters (found U+${found[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')} at position ${found.index})`);
+  if (found)
+    throw new Error(
+      `${what} must not contain control characters (found U+${found[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')} at position ${found.index})`,
+    );
 }
 
 /** A text safe on one line of a comment or a log: control characters become \\uXXXX. */
@@ -100,7 +103,8 @@ export function parseListenAddress(text: string, what: string): ListenAddress {
     const raw = trimmed.slice('unix:'.length).replace(/^\/\/(?=\/)/, '');
     if (raw === '') throw new Error(`${what} unix: needs a path, for example unix:/run/token-tap/extproc.sock`);
     const socket = path.resolve(raw);
-    if (Buffer.byteLength(socket) > MAX_SOCKET_PATH) throw new Error(`${what} socket path is longer than ${MAX_SOCKET_PATH} bytes (the Unix socket limit): ${socket}`);
+    if (Buffer.byteLength(socket) > MAX_SOCKET_PATH)
+      throw new Error(`${what} socket path is longer than ${MAX_SOCKET_PATH} bytes (the Unix socket limit): ${socket}`);
     return { socket };
   }
   try {

@@ -14,12 +14,17 @@ type RawIssue = z.core.$ZodRawIssue;
 
 /** A path as the docs write it: idps.acme.token_url, providers[0].match. */
 export function formatPath(path: readonly PropertyKey[]): string {
-  return path
-    .map((part, index) => (typeof part === 'number' ? `[${part}]` : `${index === 0 ? '' : '.'}${escapeControlCharacters(String(part))}`))
-    .join('');
+  return path.map((part, index) => (typeof part === 'number' ? `[${part}]` : `${index === 0 ? '' : '.'}${escapeControlCharacters(String(part))}`)).join('');
 }
 
-const EXPECTED: Record<string, string> = { object: 'a mapping', array: 'a list', string: 'a string', number: 'a number', int: 'an integer', boolean: 'true or false' };
+const EXPECTED: Record<string, string> = {
+  object: 'a mapping',
+  array: 'a list',
+  string: 'a string',
+  number: 'a number',
+  int: 'an integer',
+  boolean: 'true or false',
+};
 
 /** zod's messages, rewritten from the issue's kind alone: the input is never read. */
 function valueFreeMessage(issue: RawIssue): string {

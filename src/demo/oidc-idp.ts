@@ -142,10 +142,15 @@ export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoId
     const hint = typeof params.login_hint === 'string' && params.login_hint !== '' ? params.login_hint : undefined;
     const accountId = hint ?? details.session?.accountId ?? accountIds[0]!;
     if (!Object.hasOwn(accounts, accountId)) {
-      await p.interactionFinished(req, res, {
-        error: 'access_denied',
-        error_description: `unknown login_hint ${accountId}`,
-      }, { mergeWithLastSubmission: false });
+      await p.interactionFinished(
+        req,
+        res,
+        {
+          error: 'access_denied',
+          error_description: `unknown login_hint ${accountId}`,
+        },
+        { mergeWithLastSubmission: false },
+      );
       return;
     }
 
@@ -167,10 +172,15 @@ export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoId
     }
     const grantId = await grant.save();
 
-    await p.interactionFinished(req, res, {
-      login: { accountId },
-      consent: { grantId },
-    }, { mergeWithLastSubmission: false });
+    await p.interactionFinished(
+      req,
+      res,
+      {
+        login: { accountId },
+        consent: { grantId },
+      },
+      { mergeWithLastSubmission: false },
+    );
   };
 
   const server: Server = createServer((req, res) => {
@@ -227,21 +237,24 @@ export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoId
     provider = new Provider(issuer, {
       adapter: (model: string) => new InMemoryAdapter(model, store),
       jwks: { keys: [jwk] },
-      clients: [{
-        client_id: CLIENT_ID,
-        client_secret: clientSecret,
-        redirect_uris: [REDIRECT_URI, ...(options.redirectUris ?? [])],
-        grant_types: ['authorization_code', 'refresh_token'],
-        response_types: ['code'],
-        token_endpoint_auth_method: 'client_secret_basic',
-      }, ...serviceClients.map((service) => ({
-        client_id: service.clientId,
-        client_secret: service.clientSecret,
-        redirect_uris: [],
-        grant_types: ['client_credentials'],
-        response_types: [],
-        token_endpoint_auth_method: 'client_secret_basic',
-      }))],
+      clients: [
+        {
+          client_id: CLIENT_ID,
+          client_secret: clientSecret,
+          redirect_uris: [REDIRECT_URI, ...(options.redirectUris ?? [])],
+          grant_types: ['authorization_code', 'refresh_token'],
+          response_types: ['code'],
+          token_endpoint_auth_method: 'client_secret_basic',
+        },
+        ...serviceClients.map((service) => ({
+          client_id: service.clientId,
+          client_secret: service.clientSecret,
+          redirect_uris: [],
+          grant_types: ['client_credentials'],
+          response_types: [],
+          token_endpoint_auth_method: 'client_secret_basic',
+        })),
+      ],
       scopes: ['openid', 'email', 'profile', 'offline_access'],
       claims: {
         acr: null,
@@ -287,7 +300,10 @@ export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoId
       features: {
         devInteractions: { enabled: false },
         // A client may revoke the tokens issued to it, and no other's.
-        revocation: { enabled: true, allowedPolicy: async (_ctx: unknown, client: { clientId: string }, token: { clientId: string }) => token.clientId === client.clientId },
+        revocation: {
+          enabled: true,
+          allowedPolicy: async (_ctx: unknown, client: { clientId: string }, token: { clientId: string }) => token.clientId === client.clientId,
+        },
         clientCredentials: { enabled: serviceClients.length > 0 },
         // Client-credentials tokens as JWTs for a named resource: what an authorization server
         // such as Okta's hands a client that calls an API (here: Okta calling an inline hook).

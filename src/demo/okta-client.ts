@@ -91,23 +91,29 @@ async function rawRequest(url: string, options: client.CustomFetchOptions, ca: s
   }
   const send = target.protocol === 'https:' ? httpsRequest : httpRequest;
   return new Promise<RawResult>((resolve, reject) => {
-    const req = send(target, {
-      method: options.method,
-      headers,
-      agent: false, // a fresh connection per call: nothing left open after the test
-      ...(ca ? { ca } : {}),
-      ...(options.signal ? { signal: options.signal } : {}),
-    }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (chunk: Buffer) => chunks.push(chunk));
-      res.on('error', reject);
-      res.on('end', () => resolve({
-        status: res.statusCode ?? 0,
-        statusText: res.statusMessage ?? '',
-        headers: rawHeaderPairs(res),
-        body: Buffer.concat(chunks),
-      }));
-    });
+    const req = send(
+      target,
+      {
+        method: options.method,
+        headers,
+        agent: false, // a fresh connection per call: nothing left open after the test
+        ...(ca ? { ca } : {}),
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('error', reject);
+        res.on('end', () =>
+          resolve({
+            status: res.statusCode ?? 0,
+            statusText: res.statusMessage ?? '',
+            headers: rawHeaderPairs(res),
+            body: Buffer.concat(chunks),
+          }),
+        );
+      },
+    );
     req.on('error', reject);
     req.end(body);
   });
@@ -139,21 +145,12 @@ function capturingFetch(capture: Capture, ca: string | undefined): client.Custom
  * client_secret_basic, and capturing token responses into `capture`.
  */
 async function oktaConfiguration(idp: DemoIdp, tokenEndpoint: string, capture: Capture, ca?: string): Promise<client.Configuration> {
-  const discovered = await client.discovery(
-    new URL(idp.issuer),
-    idp.clientId,
-    undefined,
-    client.ClientSecretBasic(idp.clientSecret),
-    { execute: [client.allowInsecureRequests] },
-  );
+  const discovered = await client.discovery(new URL(idp.issuer), idp.clientId, undefined, client.ClientSecretBasic(idp.clientSecret), {
+    execute: [client.allowInsecureRequests],
+  });
   // serverMetadata() helpers (supportsPKCE) are non-enumerable, so the spread is plain metadata
   const metadata: client.ServerMetadata = { ...(discovered.serverMetadata() as client.ServerMetadata), token_endpoint: tokenEndpoint };
-  const config = new client.Configuration(
-    metadata,
-    idp.clientId,
-    { client_secret: idp.clientSecret },
-    client.ClientSecretBasic(idp.clientSecret),
-  );
+  const config = new client.Configuration(metadata, idp.clientId, { client_secret: idp.clientSecret }, client.ClientSecretBasic(idp.clientSecret));
   client.allowInsecureRequests(config);
   config[client.customFetch] = capturingFetch(capture, ca);
   return config;
@@ -305,12 +302,14 @@ export async function loginAsOkta(idp: DemoIdp, tokenEndpoint: string, options: 
 
   const callbackUrl = await browse(client.buildAuthorizationUrl(config, parameters), idp.redirectUri);
 
-  const response = await withReceived(capture, () => client.authorizationCodeGrant(config, callbackUrl, {
-    pkceCodeVerifier: codeVerifier,
-    expectedState: state,
-    expectedNonce: nonce,
-    idTokenExpected: true,
-  }));
+  const response = await withReceived(capture, () =>
+    client.authorizationCodeGrant(config, callbackUrl, {
+      pkceCodeVerifier: codeVerifier,
+      expectedState: state,
+      expectedNonce: nonce,
+      idTokenExpected: true,
+    }),
+  );
   const claims = response.claims();
   if (!claims) throw new Error('token response carried no id_token');
   if (!capture.last) throw new Error('token response was not captured');
@@ -318,11 +317,7 @@ export async function loginAsOkta(idp: DemoIdp, tokenEndpoint: string, options: 
 }
 
 /** refresh_token grant through `tokenEndpoint`, capturing the received response the same way. */
-export async function refreshAsOkta(
-  idp: DemoIdp,
-  tokenEndpoint: string,
-  refreshToken: string,
-): Promise<{ tokens: OktaTokens; received: ReceivedResponse }> {
+export async function refreshAsOkta(idp: DemoIdp, tokenEndpoint: string, refreshToken: string): Promise<{ tokens: OktaTokens; received: ReceivedResponse }> {
   const capture: Capture = {};
   const config = await oktaConfiguration(idp, tokenEndpoint, capture);
   const response = await withReceived(capture, () => client.refreshTokenGrant(config, refreshToken));

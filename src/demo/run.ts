@@ -36,19 +36,22 @@ const DEMO_OKTA_IDP_ID = '0oaDEMOIDP';
 /** The hook's file for the demo: header secret, the demo IdP's groups and tid into Okta's tokens. */
 function demoHookFile(stateDir: string): string {
   const file = path.join(stateDir, 'okta-hook.yaml');
-  writeFileSync(file, [
-    '# Written by token-tap demo: what TOKEN_TAP_HOOK_CONFIG looks like (docs/okta-hook.md).',
-    'authentication:',
-    '  header: { name: Authorization, value_env: TOKEN_TAP_DEMO_HOOK_SECRET }',
-    'providers:',
-    `  - okta_idp_id: ${DEMO_OKTA_IDP_ID}`,
-    `    idp: ${IDP_NAME}`,
-    '    match: email',
-    '    identity_claims: { upstream_groups: groups, upstream_tid: tid }',
-    '    access_claims: { upstream_tid: tid }',
-    "    allow_unverified: true   # the demo's grants are stored before id_token verification exists",
-    '',
-  ].join('\n'));
+  writeFileSync(
+    file,
+    [
+      '# Written by token-tap demo: what TOKEN_TAP_HOOK_CONFIG looks like (docs/okta-hook.md).',
+      'authentication:',
+      '  header: { name: Authorization, value_env: TOKEN_TAP_DEMO_HOOK_SECRET }',
+      'providers:',
+      `  - okta_idp_id: ${DEMO_OKTA_IDP_ID}`,
+      `    idp: ${IDP_NAME}`,
+      '    match: email',
+      '    identity_claims: { upstream_groups: groups, upstream_tid: tid }',
+      '    access_claims: { upstream_tid: tid }',
+      "    allow_unverified: true   # the demo's grants are stored before id_token verification exists",
+      '',
+    ].join('\n'),
+  );
   return file;
 }
 
@@ -159,12 +162,14 @@ export async function runDemo(options: DemoOptions, out: (line: string) => void 
     out('Captured (tokens shortened; stored AES-256-GCM encrypted):');
     out(`  idp            ${grant.idp}`);
     out(`  subject        ${grant.subject}   email ${grant.email ?? '(none)'}`);
-    out(`  issuer         ${grant.issuer ?? '(none)'}   verified ${grant.verified ? 'yes (signature against the issuer\'s JWKS, iss, aud)' : 'NO'}`);
+    out(`  issuer         ${grant.issuer ?? '(none)'}   verified ${grant.verified ? "yes (signature against the issuer's JWKS, iss, aud)" : 'NO'}`);
     out(`  access_token   ${shorten(grant.accessToken)}   expires ${grant.accessTokenExpiresAt?.toISOString() ?? '(unknown)'}`);
     out(`  refresh_token  ${shorten(grant.refreshToken)}`);
     out(`  id_token       ${shorten(grant.idToken)}`);
     out(`  scope          ${grant.scope.join(' ')}`);
-    out(`  same tokens Okta received: ${grant.accessToken === login.tokens.access_token && grant.refreshToken === login.tokens.refresh_token && grant.idToken === login.tokens.id_token ? 'yes' : 'NO'}`);
+    out(
+      `  same tokens Okta received: ${grant.accessToken === login.tokens.access_token && grant.refreshToken === login.tokens.refresh_token && grant.idToken === login.tokens.id_token ? 'yes' : 'NO'}`,
+    );
     if (sidecar.hook) {
       const hookUrl = `http://127.0.0.1:${options.envoyPort}${OKTA_HOOK_PATH}`;
       const response = await fetch(hookUrl, {

@@ -48,12 +48,18 @@ export function renderGatewayResources(options: GatewayOptions): Array<Record<st
         ...options.idps.map((idp) => ({
           name: ruleName(idp.name),
           matches: [{ path: { type: 'Exact', value: tokenRoutePath(idp.name) } }],
-          filters: [{ type: 'URLRewrite', urlRewrite: { hostname: idp.tokenUrl.hostname, path: { type: 'ReplaceFullPath', replaceFullPath: idp.tokenUrl.pathname } } }],
+          filters: [
+            { type: 'URLRewrite', urlRewrite: { hostname: idp.tokenUrl.hostname, path: { type: 'ReplaceFullPath', replaceFullPath: idp.tokenUrl.pathname } } },
+          ],
           backendRefs: [{ group: 'gateway.envoyproxy.io', kind: 'Backend', name: `idp-${ruleName(idp.name)}`, port: upstreamPort(idp.tokenUrl) }],
           timeouts: { request: '30s' },
         })),
         // Okta's token inline hook, served by the sidecar; no ext_proc on it (the policy does not target it).
-        { name: HOOK_RULE, matches: [{ path: { type: 'Exact', value: OKTA_HOOK_PATH } }], backendRefs: [{ kind: 'Service', name: 'token-tap', port: HOOK_PORT }] },
+        {
+          name: HOOK_RULE,
+          matches: [{ path: { type: 'Exact', value: OKTA_HOOK_PATH } }],
+          backendRefs: [{ kind: 'Service', name: 'token-tap', port: HOOK_PORT }],
+        },
       ],
     },
   };
@@ -63,7 +69,12 @@ export function renderGatewayResources(options: GatewayOptions): Array<Record<st
     kind: 'EnvoyExtensionPolicy',
     metadata: { name: 'token-tap', namespace, labels },
     spec: {
-      targetRefs: options.idps.map((idp) => ({ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: HTTP_ROUTE_NAME, sectionName: ruleName(idp.name) })),
+      targetRefs: options.idps.map((idp) => ({
+        group: 'gateway.networking.k8s.io',
+        kind: 'HTTPRoute',
+        name: HTTP_ROUTE_NAME,
+        sectionName: ruleName(idp.name),
+      })),
       extProc: [
         {
           backendRefs: [{ kind: 'Service', name: EXT_PROC_SERVICE, port: EXT_PROC_PORT }],
@@ -98,6 +109,12 @@ export function renderGatewayResources(options: GatewayOptions): Array<Record<st
     policy,
     ...(hookLimit ? [hookRateLimitPolicy({ namespace, labels, route: HTTP_ROUTE_NAME, rule: HOOK_RULE }, hookLimit)] : []),
     backendTls,
-    ...sidecarResources({ namespace, image: options.image, routeIdps: gatewayRouteIdps(namespace, options.idps), proxies: ENVOY_GATEWAY_PROXIES, tokenExchange: options.tokenExchange ?? false }),
+    ...sidecarResources({
+      namespace,
+      image: options.image,
+      routeIdps: gatewayRouteIdps(namespace, options.idps),
+      proxies: ENVOY_GATEWAY_PROXIES,
+      tokenExchange: options.tokenExchange ?? false,
+    }),
   ];
 }

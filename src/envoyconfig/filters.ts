@@ -28,9 +28,7 @@ export function extProcFilter(options: EnvoyConfigOptions) {
       // Fail open: a sidecar that is down, slow or broken never breaks a login.
       failure_mode_allow: true,
       processing_mode: processingMode(options.mode),
-      ...(observability
-        ? { observability_mode: true, deferred_close_timeout: '2s' }
-        : { message_timeout: `${(options.messageTimeoutMs ?? 200) / 1000}s` }),
+      ...(observability ? { observability_mode: true, deferred_close_timeout: '2s' } : { message_timeout: `${(options.messageTimeoutMs ?? 200) / 1000}s` }),
       stat_prefix: 'token_tap',
     },
   };

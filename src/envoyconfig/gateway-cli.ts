@@ -38,11 +38,16 @@ export function renderGatewayCommand(flags: GatewayFlags, UsageError: new (messa
   const idps: IdpRoute[] = parseEach(flags.idp, parseIdpFlag, problems);
   if (flags.idp.length === 0) problems.push('at least one --idp NAME=URL is required');
   const [gatewayNamespace, gatewayName] = flags.gateway.includes('/') ? flags.gateway.split('/', 2) : [flags.namespace, flags.gateway];
-  for (const [what, value] of [['--namespace', flags.namespace], ['--gateway namespace', gatewayNamespace], ['--gateway name', gatewayName]] as const) {
+  for (const [what, value] of [
+    ['--namespace', flags.namespace],
+    ['--gateway namespace', gatewayNamespace],
+    ['--gateway name', gatewayName],
+  ] as const) {
     if (!value || !DNS_LABEL.test(value)) problems.push(`${what} must be a Kubernetes name (lower-case letters, digits, "-"), got "${value ?? ''}"`);
   }
   if (flags.istio && flags.hostname.length === 0) problems.push('--istio needs at least one --hostname (the VirtualService hosts)');
-  const oktaHookRateLimit: RateLimit | false | undefined = flags.oktaHookRateLimit === undefined ? undefined : parseOrNote(flags.oktaHookRateLimit, parseHookRateLimit, problems);
+  const oktaHookRateLimit: RateLimit | false | undefined =
+    flags.oktaHookRateLimit === undefined ? undefined : parseOrNote(flags.oktaHookRateLimit, parseHookRateLimit, problems);
   if (problems.length > 0) throw new UsageError(problems.join('\n'));
   const common = {
     idps,

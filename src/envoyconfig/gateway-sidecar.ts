@@ -121,14 +121,20 @@ export function sidecarResources(options: {
                   { name: 'spool', mountPath: '/var/spool/token-tap' },
                   { name: 'extproc-tls', mountPath: EXT_PROC_TLS_DIR, readOnly: true },
                   { name: 'api-tls', mountPath: API_TLS_DIR, readOnly: true },
-                  ...ifExchange({ name: 'exchange-tls', mountPath: EXCHANGE_TLS_DIR, readOnly: true }, { name: 'exchange-config', mountPath: EXCHANGE_CONFIG_DIR, readOnly: true }),
+                  ...ifExchange(
+                    { name: 'exchange-tls', mountPath: EXCHANGE_TLS_DIR, readOnly: true },
+                    { name: 'exchange-config', mountPath: EXCHANGE_CONFIG_DIR, readOnly: true },
+                  ),
                 ],
               },
             ],
             volumes: [
               { name: 'extproc-tls', secret: { secretName: EXT_PROC_TLS_SECRET, defaultMode: 0o440 } },
               { name: 'api-tls', secret: { secretName: API_TLS_SECRET, defaultMode: 0o440 } },
-              ...ifExchange<Record<string, unknown>>({ name: 'exchange-tls', secret: { secretName: EXCHANGE_TLS_SECRET, defaultMode: 0o440 } }, { name: 'exchange-config', configMap: { name: EXCHANGE_CONFIGMAP } }),
+              ...ifExchange<Record<string, unknown>>(
+                { name: 'exchange-tls', secret: { secretName: EXCHANGE_TLS_SECRET, defaultMode: 0o440 } },
+                { name: 'exchange-config', configMap: { name: EXCHANGE_CONFIGMAP } },
+              ),
             ],
           },
         },
@@ -184,11 +190,13 @@ export function sidecarResources(options: {
           // API and token exchange callers: labelled pods of one named namespace (kubernetes.io/metadata.name
           // is set by Kubernetes itself, so no namespace owner can claim it; change it to your callers').
           {
-            from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': options.apiClientNamespace ?? options.namespace } }, podSelector: { matchLabels: { 'token-tap/client': 'true' } } }],
-            ports: [
-              { port: VAULT_API_PORT, protocol: 'TCP' },
-              ...ifExchange({ port: EXCHANGE_PORT, protocol: 'TCP' }),
+            from: [
+              {
+                namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': options.apiClientNamespace ?? options.namespace } },
+                podSelector: { matchLabels: { 'token-tap/client': 'true' } },
+              },
             ],
+            ports: [{ port: VAULT_API_PORT, protocol: 'TCP' }, ...ifExchange({ port: EXCHANGE_PORT, protocol: 'TCP' })],
           },
           { from: [{ namespaceSelector: { matchLabels: { 'kubernetes.io/metadata.name': 'monitoring' } } }], ports: [{ port: OPS_PORT, protocol: 'TCP' }] },
         ],

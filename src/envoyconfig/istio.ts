@@ -37,7 +37,18 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
       apiVersion: 'networking.istio.io/v1',
       kind: 'ServiceEntry',
       metadata: { name: `idp-${ruleName(idp.name)}`, namespace, labels },
-      spec: { hosts: [host(idp)], location: 'MESH_EXTERNAL', resolution: 'DNS', ports: [{ number: upstreamPort(idp.tokenUrl), name: idp.tokenUrl.protocol === 'https:' ? 'https' : 'http', protocol: idp.tokenUrl.protocol === 'https:' ? 'HTTPS' : 'HTTP' }] },
+      spec: {
+        hosts: [host(idp)],
+        location: 'MESH_EXTERNAL',
+        resolution: 'DNS',
+        ports: [
+          {
+            number: upstreamPort(idp.tokenUrl),
+            name: idp.tokenUrl.protocol === 'https:' ? 'https' : 'http',
+            protocol: idp.tokenUrl.protocol === 'https:' ? 'HTTPS' : 'HTTP',
+          },
+        ],
+      },
     },
     ...(idp.tokenUrl.protocol === 'https:'
       ? [
@@ -68,7 +79,11 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
           route: [{ destination: { host: host(idp), port: { number: upstreamPort(idp.tokenUrl) } } }],
           timeout: '30s',
         })),
-        { name: HOOK_RULE, match: [{ uri: { exact: OKTA_HOOK_PATH } }], route: [{ destination: { host: `token-tap.${namespace}.svc.cluster.local`, port: { number: HOOK_PORT } } }] },
+        {
+          name: HOOK_RULE,
+          match: [{ uri: { exact: OKTA_HOOK_PATH } }],
+          route: [{ destination: { host: `token-tap.${namespace}.svc.cluster.local`, port: { number: HOOK_PORT } } }],
+        },
       ],
     },
   };
@@ -81,7 +96,9 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
     metadata: { name: EXT_PROC_SERVICE, namespace, labels },
     spec: {
       host: extProcHost(namespace),
-      trafficPolicy: { tls: { mode: 'MUTUAL', credentialName: ISTIO_EXTPROC_CLIENT_SECRET, sni: extProcHost(namespace), subjectAltNames: [extProcHost(namespace)] } },
+      trafficPolicy: {
+        tls: { mode: 'MUTUAL', credentialName: ISTIO_EXTPROC_CLIENT_SECRET, sni: extProcHost(namespace), subjectAltNames: [extProcHost(namespace)] },
+      },
     },
   };
   const gatewayPort = options.gatewayPort ?? 443;
@@ -96,7 +113,10 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
         {
           // The filter on the gateway's listeners, disabled: only the IdP routes enable it.
           applyTo: 'HTTP_FILTER',
-          match: { context: 'GATEWAY', listener: { filterChain: { filter: { name: 'envoy.filters.network.http_connection_manager', subFilter: { name: 'envoy.filters.http.router' } } } } },
+          match: {
+            context: 'GATEWAY',
+            listener: { filterChain: { filter: { name: 'envoy.filters.network.http_connection_manager', subFilter: { name: 'envoy.filters.http.router' } } } },
+          },
           patch: {
             operation: 'INSERT_BEFORE',
             value: {
@@ -114,7 +134,9 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
                   response_body_mode: observability ? 'STREAMED' : 'BUFFERED',
                   response_trailer_mode: 'SKIP',
                 },
-                ...(observability ? { observability_mode: true, deferred_close_timeout: '2s' } : { message_timeout: `${(options.messageTimeoutMs ?? 200) / 1000}s` }),
+                ...(observability
+                  ? { observability_mode: true, deferred_close_timeout: '2s' }
+                  : { message_timeout: `${(options.messageTimeoutMs ?? 200) / 1000}s` }),
                 stat_prefix: 'token_tap',
               },
             },
@@ -124,21 +146,23 @@ export function renderIstioResources(options: IstioOptions): Array<Record<string
         // Matched by virtual host (HOST:PORT, Istio's name for it) and route name both: a tenant's
         // VirtualService on the same gateway with a route of the same name, on another host, gets
         // nothing (neither the filter nor our IdP metadata).
-        ...options.idps.flatMap((idp) => options.hostnames.map((hostname) => ({
-          applyTo: 'HTTP_ROUTE',
-          match: { context: 'GATEWAY', routeConfiguration: { vhost: { name: `${hostname}:${gatewayPort}`, route: { name: istioRouteName(idp.name) } } } },
-          patch: {
-            operation: 'MERGE',
-            value: {
-              typed_per_filter_config: {
-                [EXT_PROC_FILTER]: {
-                  '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
-                  overrides: { grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }] },
+        ...options.idps.flatMap((idp) =>
+          options.hostnames.map((hostname) => ({
+            applyTo: 'HTTP_ROUTE',
+            match: { context: 'GATEWAY', routeConfiguration: { vhost: { name: `${hostname}:${gatewayPort}`, route: { name: istioRouteName(idp.name) } } } },
+            patch: {
+              operation: 'MERGE',
+              value: {
+                typed_per_filter_config: {
+                  [EXT_PROC_FILTER]: {
+                    '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExtProcPerRoute',
+                    overrides: { grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }] },
+                  },
                 },
               },
             },
-          },
-        }))),
+          })),
+        ),
         ...(hookLimit ? istioHookRateLimit({ hostnames: options.hostnames, gatewayPort, route: HOOK_RULE }, hookLimit) : []),
       ],
     },

@@ -6,7 +6,15 @@
 import type { HostPort } from '../config/values.js';
 import { OKTA_HOOK_PATH } from '../contract.js';
 import { EXT_PROC_FILTER } from './filters.js';
-import { clientAddressRateLimits, DEFAULT_OKTA_HOOK_RATE_LIMIT, describeRateLimit, RATE_LIMIT_FILTER, rateLimitFilter, routePerClientBuckets, type RateLimit } from './rate-limit.js';
+import {
+  clientAddressRateLimits,
+  DEFAULT_OKTA_HOOK_RATE_LIMIT,
+  describeRateLimit,
+  RATE_LIMIT_FILTER,
+  rateLimitFilter,
+  routePerClientBuckets,
+  type RateLimit,
+} from './rate-limit.js';
 
 export const OKTA_HOOK_CLUSTER = 'token_tap_okta_hook';
 /** Okta sends less than 256 KB; past it the buffer filter answers 413 before the sidecar sees anything. */
@@ -138,7 +146,10 @@ export function istioHookRateLimit(where: { hostnames: string[]; gatewayPort: nu
   return [
     {
       applyTo: 'HTTP_FILTER',
-      match: { context: 'GATEWAY', listener: { filterChain: { filter: { name: 'envoy.filters.network.http_connection_manager', subFilter: { name: 'envoy.filters.http.router' } } } } },
+      match: {
+        context: 'GATEWAY',
+        listener: { filterChain: { filter: { name: 'envoy.filters.network.http_connection_manager', subFilter: { name: 'envoy.filters.http.router' } } } },
+      },
       patch: { operation: 'INSERT_BEFORE', value: rateLimitFilter('token_tap_rate_limit') },
     },
     ...where.hostnames.map((hostname) => ({

@@ -23,7 +23,10 @@ export function adminStatsCluster(admin: HostPort) {
     name: ADMIN_STATS_CLUSTER,
     type: 'STATIC',
     connect_timeout: '1s',
-    load_assignment: { cluster_name: ADMIN_STATS_CLUSTER, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: admin.host, port_value: admin.port } } } }] }] },
+    load_assignment: {
+      cluster_name: ADMIN_STATS_CLUSTER,
+      endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: admin.host, port_value: admin.port } } } }] }],
+    },
   };
 }
 
@@ -49,8 +52,14 @@ export function readinessListener(address: HostPort, sidecarCluster: string) {
                     domains: ['*'],
                     // The health_check filter answers /ready itself; the stats go to the admin (GET only); anything else is not here.
                     routes: [
-                      { match: { path: STATS_PATH, headers: [{ name: ':method', string_match: { exact: 'GET' } }] }, route: { cluster: ADMIN_STATS_CLUSTER, timeout: '5s' } },
-                      { match: { prefix: '/' }, direct_response: { status: 404, body: { inline_string: `token-tap: only GET ${ENVOY_READY_PATH} and GET ${STATS_PATH} here\n` } } },
+                      {
+                        match: { path: STATS_PATH, headers: [{ name: ':method', string_match: { exact: 'GET' } }] },
+                        route: { cluster: ADMIN_STATS_CLUSTER, timeout: '5s' },
+                      },
+                      {
+                        match: { prefix: '/' },
+                        direct_response: { status: 404, body: { inline_string: `token-tap: only GET ${ENVOY_READY_PATH} and GET ${STATS_PATH} here\n` } },
+                      },
                     ],
                   },
                 ],

@@ -42,10 +42,7 @@ export function renderEnvoyConfig(options: EnvoyConfigOptions): Record<string, u
       layers: [{ name: 'token-tap', static_layer: { 'envoy.reloadable_features.ext_proc_graceful_grpc_close': true } }],
     },
     static_resources: {
-      listeners: [
-        oktaIngressListener(options, hookRateLimit),
-        ...(options.ready ? [readinessListener(options.ready, SIDECAR_CLUSTER)] : []),
-      ],
+      listeners: [oktaIngressListener(options, hookRateLimit), ...(options.ready ? [readinessListener(options.ready, SIDECAR_CLUSTER)] : [])],
       clusters: [
         ...options.idps.map((idp) => upstreamCluster(`idp_${idp.name}`, idp.tokenUrl, caFile)),
         ...profiles.map((profile) => upstreamCluster(`idp_${profile.name}_userinfo`, profile.profileUrl, caFile)),
@@ -72,15 +69,25 @@ export function renderEnvoyYaml(options: EnvoyConfigOptions): string {
     `Okta's IdP token URL: ${options.tls ? 'https' : 'http'}://<this host>:${options.listen.port}/idp/<name>/token${options.tls ? '' : ' (Okta requires https: put TLS in front, or render with --tls-cert/--tls-key)'}`,
     `IdPs: ${options.idps.map((idp) => `${idp.name} -> ${idp.tokenUrl.origin}${idp.tokenUrl.pathname}`).join(', ')}`,
     ...((options.profiles ?? []).length > 0
-      ? [`Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`]
+      ? [
+          `Profile routes (/idp/<name>/userinfo): ${options.profiles!.map((profile) => `${profile.name} -> ${profile.profileUrl.origin}${profile.profileUrl.pathname}`).join(', ')}`,
+        ]
       : []),
     `Sidecar (ext_proc): ${formatListenAddress(options.sidecar)}${options.sidecarTls ? ' (mTLS)' : ''}; admin: ${formatHostPort(options.admin)}`,
-    ...(options.ready ? [`Readiness: GET http://${formatHostPort(options.ready)}${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy (point the readiness probe here); GET ${STATS_PATH} there is Envoy's stats for Prometheus`] : []),
+    ...(options.ready
+      ? [
+          `Readiness: GET http://${formatHostPort(options.ready)}${ENVOY_READY_PATH} answers 200 only while Envoy sees the sidecar healthy (point the readiness probe here); GET ${STATS_PATH} there is Envoy's stats for Prometheus`,
+        ]
+      : []),
     ...(options.oktaHook ? [`Okta token inline hook: POST /okta/token-hook -> ${formatHostPort(options.oktaHook)}`] : []),
     ...(options.oktaHook ? [`Okta hook rate limit: ${hookLimitText(hookRateLimitOf(options))}`] : []),
     ...(options.oktaHook && hookRateLimitOf(options) ? [`Client address: ${clientAddressText(options.xffTrustedHops)}`] : []),
-    ...(options.allowSources && options.allowSources.length > 0 ? [`Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`] : []),
-    ...(options.tokenRateLimit ? [`Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`] : []),
+    ...(options.allowSources && options.allowSources.length > 0
+      ? [`Source allow-list: ${options.allowSources.map((cidr) => `${cidr.address}/${cidr.prefixLength}`).join(', ')} (403 for anyone else)`]
+      : []),
+    ...(options.tokenRateLimit
+      ? [`Token route rate limit: ${options.tokenRateLimit.requests} per ${options.tokenRateLimit.perSeconds}s per IdP (429 beyond)`]
+      : []),
   ];
   const header = `${comments.map((line) => `# ${escapeControlCharacters(line)}`).join('\n')}\n`;
   return header + stringify(renderEnvoyConfig(options), { lineWidth: 0 });

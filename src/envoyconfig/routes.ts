@@ -30,7 +30,12 @@ export function tokenRoute(idp: IdpRoute, rateLimit: RateLimit | undefined) {
     grpc_initial_metadata: [{ key: IDP_METADATA_KEY, value: idp.name }],
   });
   // One bucket per token route; beyond it Envoy answers 429 and the IdP never sees the call.
-  if (rateLimit) (route.typed_per_filter_config as Record<string, unknown>)[RATE_LIMIT_FILTER] = routeTokenBucket(`token_rate_limit_${idp.name}`, 'token_tap.token_rate_limit', rateLimit);
+  if (rateLimit)
+    (route.typed_per_filter_config as Record<string, unknown>)[RATE_LIMIT_FILTER] = routeTokenBucket(
+      `token_rate_limit_${idp.name}`,
+      'token_tap.token_rate_limit',
+      rateLimit,
+    );
   return route;
 }
 

@@ -4,7 +4,15 @@
 import type { ExchangeOutcome, IssuedToken } from '../operations/exchange.js';
 import type { AccessOutcome, HookOutcome } from '../store/access-events.js';
 
-export type OAuthError = 'invalid_request' | 'invalid_client' | 'invalid_grant' | 'unauthorized_client' | 'unsupported_grant_type' | 'invalid_target' | 'temporarily_unavailable' | 'server_error';
+export type OAuthError =
+  | 'invalid_request'
+  | 'invalid_client'
+  | 'invalid_grant'
+  | 'unauthorized_client'
+  | 'unsupported_grant_type'
+  | 'invalid_target'
+  | 'temporarily_unavailable'
+  | 'server_error';
 
 /** Outcomes of the front door itself, before the operation: the client could not be authenticated, or the request read. */
 export type RefusedOutcome = Extract<AccessOutcome | HookOutcome, 'unauthenticated' | 'bad_request'>;
@@ -50,7 +58,13 @@ function json(status: number, value: unknown, extra: Record<string, string> = {}
   const body = JSON.stringify(value);
   return {
     status,
-    headers: { 'content-type': 'application/json', 'cache-control': 'no-store', pragma: 'no-cache', 'content-length': String(Buffer.byteLength(body)), ...extra },
+    headers: {
+      'content-type': 'application/json',
+      'cache-control': 'no-store',
+      pragma: 'no-cache',
+      'content-length': String(Buffer.byteLength(body)),
+      ...extra,
+    },
     body,
   };
 }

@@ -61,7 +61,8 @@ export function readClientCredentials(authorization: string | undefined, params:
     const clientId = colon < 0 ? undefined : formDecode(decoded.slice(0, colon));
     const clientSecret = colon < 0 ? undefined : formDecode(decoded.slice(colon + 1));
     if (!clientId || !clientSecret) return { ok: false, problem: 'the Basic credentials are not client_id:client_secret', basic: true };
-    if (params.has('client_id') && params.get('client_id') !== clientId) return { ok: false, problem: 'client_id in the body differs from the Basic credentials', basic: true };
+    if (params.has('client_id') && params.get('client_id') !== clientId)
+      return { ok: false, problem: 'client_id in the body differs from the Basic credentials', basic: true };
     return { ok: true, credentials: { method: 'basic', clientId, clientSecret } };
   }
   const clientId = params.get('client_id');

@@ -29,10 +29,16 @@ export class ExchangeRefusals extends RefusalWriter<ExchangeRefusal> {
     super({
       ...options,
       source: 'token_exchange',
-      wording: { one: 'token exchange request', many: 'token exchange requests', things: 'requests', writeFailed: 'token exchange: cannot write the access_events row of refused requests' },
+      wording: {
+        one: 'token exchange request',
+        many: 'token exchange requests',
+        things: 'requests',
+        writeFailed: 'token exchange: cannot write the access_events row of refused requests',
+      },
       logFields: ({ apiKeyId }) => ({ apiKeyId }),
       // The key id named is kept on the first row only: a summary row counts requests of any key.
-      writeRow: ({ peer, outcome, count, detail, first }) => audit.record({ operation: 'exchange', outcome: outcome as RefusedOutcome, peer, apiKeyId: first?.apiKeyId, detail, count }),
+      writeRow: ({ peer, outcome, count, detail, first }) =>
+        audit.record({ operation: 'exchange', outcome: outcome as RefusedOutcome, peer, apiKeyId: first?.apiKeyId, detail, count }),
     });
   }
 }

@@ -106,15 +106,31 @@ function tlsClientOf(request: http.IncomingMessage): string | undefined {
 export async function startExchangeServer(options: ExchangeServerOptions): Promise<ExchangeServer> {
   const { logger, exchange, authenticator } = options;
   const metrics = createExchangeMetrics(options.registry);
-  const refusals = new ExchangeRefusals({ audit: options.refusalAudit, logger, intervalMs: options.refusalSummaryMs ?? DEFAULT_REFUSAL_SUMMARY_MS, summarised: metrics.refusalsSummarised });
+  const refusals = new ExchangeRefusals({
+    audit: options.refusalAudit,
+    logger,
+    intervalMs: options.refusalSummaryMs ?? DEFAULT_REFUSAL_SUMMARY_MS,
+    summarised: metrics.refusalsSummarised,
+  });
 
   async function handle(request: http.IncomingMessage): Promise<Handled> {
-    const badRequest = (reason: string): Extract<Handled, { kind: 'refused' }> => ({ kind: 'refused', outcome: 'bad_request', reason, answer: errorAnswer('invalid_request', reason) });
+    const badRequest = (reason: string): Extract<Handled, { kind: 'refused' }> => ({
+      kind: 'refused',
+      outcome: 'bad_request',
+      reason,
+      answer: errorAnswer('invalid_request', reason),
+    });
     const raw = await readBody(request, MAX_EXCHANGE_REQUEST_BYTES, BODY_TIMEOUT_MS);
     if (raw === 'too_large') return { ...badRequest(`the request is over ${MAX_EXCHANGE_REQUEST_BYTES} bytes`), close: true };
     if (raw === 'too_slow') {
       const reason = `the request body did not arrive within ${BODY_TIMEOUT_MS / 1000} s`;
-      return { kind: 'refused', outcome: 'bad_request', reason, close: true, answer: { status: 408, headers: { 'content-length': '0', 'cache-control': 'no-store' }, body: '' } };
+      return {
+        kind: 'refused',
+        outcome: 'bad_request',
+        reason,
+        close: true,
+        answer: { status: 408, headers: { 'content-length': '0', 'cache-control': 'no-store' }, body: '' },
+      };
     }
     const form = readForm(request.headers['content-type'], raw);
     if (!form.ok) return badRequest(form.problem);
@@ -122,11 +138,22 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     if (!read.ok) {
       // Both credentials at once is a malformed request (RFC 6749 §2.3); the rest are unauthenticated.
       if (read.malformed) return badRequest(read.problem);
-      return { kind: 'refused', outcome: 'unauthenticated', reason: read.problem, answer: errorAnswer('invalid_client', 'client authentication failed', { basic: true }) };
+      return {
+        kind: 'refused',
+        outcome: 'unauthenticated',
+        reason: read.problem,
+        answer: errorAnswer('invalid_client', 'client authentication failed', { basic: true }),
+      };
     }
     const client = await authenticateClient(authenticator, read.credentials);
     if (!client.ok) {
-      return { kind: 'refused', outcome: 'unauthenticated', reason: client.reason, apiKeyId: client.apiKeyId, answer: errorAnswer('invalid_client', 'client authentication failed', { basic: read.credentials.method === 'basic' }) };
+      return {
+        kind: 'refused',
+        outcome: 'unauthenticated',
+        reason: client.reason,
+        apiKeyId: client.apiKeyId,
+        answer: errorAnswer('invalid_client', 'client authentication failed', { basic: read.credentials.method === 'basic' }),
+      };
     }
     const { caller } = client;
     const audited = (outcome: Exclude<ExchangeOutcome, 'ok'>, description: string, notes: ExchangeNotes = { detail: description }): Handled => ({
@@ -182,7 +209,9 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
       // past it, handle() answers errors itself, audited.
       const unavailable = isPostgresUnavailable(error);
       logger.error({ err: describeError(error) }, 'token exchange: cannot answer');
-      const answer = unavailable ? errorAnswer('temporarily_unavailable', 'the token store cannot be reached; try again') : errorAnswer('server_error', 'internal error; the sidecar log has the details');
+      const answer = unavailable
+        ? errorAnswer('temporarily_unavailable', 'the token store cannot be reached; try again')
+        : errorAnswer('server_error', 'internal error; the sidecar log has the details');
       send(response, answer);
       metrics.requests.inc({ idp: '', outcome: unavailable ? 'unavailable' : 'internal' });
       endTimer({ outcome: unavailable ? 'unavailable' : 'internal' });
@@ -200,7 +229,17 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     const { notes } = handled;
     const detail = [notes.oktaUser ? `okta user ${notes.oktaUser}` : undefined, notes.detail].filter(Boolean).join('; ') || undefined;
     try {
-      await options.audit.record({ operation: 'exchange', outcome, apiKeyId: handled.apiKeyId, caller: handled.caller, tlsClient: tlsClientOf(request), peer, idp: notes.idp, subject: notes.subject, detail });
+      await options.audit.record({
+        operation: 'exchange',
+        outcome,
+        apiKeyId: handled.apiKeyId,
+        caller: handled.caller,
+        tlsClient: tlsClientOf(request),
+        peer,
+        idp: notes.idp,
+        subject: notes.subject,
+        detail,
+      });
     } catch (error) {
       // An unaudited read is not answered (as in the TokenVault API and the hook).
       logger.error({ err: describeError(error) }, 'token exchange: cannot write the access_events row; answer withheld');
@@ -210,7 +249,16 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     send(response, answer);
     metrics.requests.inc({ idp: notes.idp ?? '', outcome });
     endTimer({ outcome });
-    const line = { idp: notes.idp, subject: notes.subject, oktaUser: notes.oktaUser, apiKeyId: handled.apiKeyId, outcome, status: answer.status, durationMs: Date.now() - started, detail: notes.detail };
+    const line = {
+      idp: notes.idp,
+      subject: notes.subject,
+      oktaUser: notes.oktaUser,
+      apiKeyId: handled.apiKeyId,
+      outcome,
+      status: answer.status,
+      durationMs: Date.now() - started,
+      detail: notes.detail,
+    };
     if (outcome === 'internal' || outcome === 'unavailable') logger.warn(line, 'token exchange');
     else logger.info(line, 'token exchange');
   }
@@ -226,7 +274,15 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
   };
   const tls = options.tls;
   const server = tls
-    ? https.createServer({ cert: tls.cert, key: tls.key, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS, ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}) }, onRequest)
+    ? https.createServer(
+        {
+          cert: tls.cert,
+          key: tls.key,
+          handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS,
+          ...(tls.clientCa ? { ca: tls.clientCa, requestCert: true, rejectUnauthorized: true } : {}),
+        },
+        onRequest,
+      )
     : http.createServer(onRequest);
   // Bounds on what anyone who reaches the listener can hold: connections, time to send headers,
   // and to send the whole request (the body has BODY_TIMEOUT_MS of its own). requestTimeout ends
@@ -247,7 +303,10 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
   });
   refusals.start();
   const address = { host: options.listen.host, port: (server.address() as AddressInfo).port };
-  logger.info({ exchangeListen: formatHostPort(address), path: TOKEN_EXCHANGE_PATH, tls: tls ? (tls.clientCa ? 'mtls' : 'tls') : 'none' }, 'token exchange ready');
+  logger.info(
+    { exchangeListen: formatHostPort(address), path: TOKEN_EXCHANGE_PATH, tls: tls ? (tls.clientCa ? 'mtls' : 'tls') : 'none' },
+    'token exchange ready',
+  );
   return {
     address,
     async close() {

@@ -27,7 +27,10 @@ function xdsDepsDir(): string {
     packageJson = require.resolve('@grpc/grpc-js-xds/package.json');
   } catch (error) {
     if ((error as { code?: unknown }).code !== 'MODULE_NOT_FOUND') throw error;
-    throw new Error(`the ext_proc descriptor ${EXT_PROC_DESCRIPTOR_FILE} is missing and Envoy's protos (@grpc/grpc-js-xds, a build-time dependency) are not installed: build with \`npm ci && npm run build\``, { cause: error });
+    throw new Error(
+      `the ext_proc descriptor ${EXT_PROC_DESCRIPTOR_FILE} is missing and Envoy's protos (@grpc/grpc-js-xds, a build-time dependency) are not installed: build with \`npm ci && npm run build\``,
+      { cause: error },
+    );
   }
   return path.join(path.dirname(packageJson), 'deps');
 }

@@ -96,10 +96,7 @@ function namespaceFor(pruned: protobuf.Root, full: protobuf.Root, fullName: stri
  * Cuts the kept messages, fields and the ExternalProcessor service out of the full ext_proc
  * descriptor (parseExtProcProtos) into a protobufjs JSON descriptor of their own.
  */
-export function pruneExtProcDescriptor(
-  fullDescriptor: protobuf.INamespace,
-  keptFields: Readonly<Record<string, string[]>> = KEPT_FIELDS,
-): protobuf.INamespace {
+export function pruneExtProcDescriptor(fullDescriptor: protobuf.INamespace, keptFields: Readonly<Record<string, string[]>> = KEPT_FIELDS): protobuf.INamespace {
   const full = protobuf.Root.fromJSON(fullDescriptor);
   full.resolveAll();
   const kept = new Set(Object.keys(keptFields));
@@ -120,7 +117,9 @@ export function pruneExtProcDescriptor(
     methods[method.name] = { requestType, responseType, requestStream: Boolean(method.requestStream), responseStream: Boolean(method.responseStream) };
   }
   if (Object.keys(methods).length === 0) throw new Error(`${EXT_PROC_SERVICE} has no method on the kept messages`);
-  pruned.define(parentName(EXT_PROC_SERVICE)).add(protobuf.Service.fromJSON(shortName(EXT_PROC_SERVICE), { methods: methods as Record<string, protobuf.IMethod> }));
+  pruned
+    .define(parentName(EXT_PROC_SERVICE))
+    .add(protobuf.Service.fromJSON(shortName(EXT_PROC_SERVICE), { methods: methods as Record<string, protobuf.IMethod> }));
   pruned.resolveAll();
   return pruned.toJSON();
 }

@@ -8,7 +8,6 @@ import { EXT_PROC_HEALTH_SERVICE, IDP_METADATA_KEY, ROUTE_METADATA_KEY, SUBJECT_
 import { Exchange, type ExchangeLimits, type ExchangeRoute } from './exchange.js';
 import { loadExtProc, type ExtProcStream, type ProcessingRequest } from './protocol.js';
 
-
 /** What the receive loop logs; a pino Logger fits, and so does the ext_proc thread's forwarder. */
 export interface StreamLogger {
   isLevelEnabled(level: string): boolean;
@@ -136,7 +135,9 @@ export function createExtProcServer(options: ExtProcHandlerOptions): { server: g
 }
 
 /** PEM: plaintext without; TLS with cert and key; mTLS when a client CA is given too. */
-export function extProcCredentials(tls: { cert: Buffer | string; key: Buffer | string; clientCa?: Buffer | string | undefined } | undefined): grpc.ServerCredentials {
+export function extProcCredentials(
+  tls: { cert: Buffer | string; key: Buffer | string; clientCa?: Buffer | string | undefined } | undefined,
+): grpc.ServerCredentials {
   if (!tls) return grpc.ServerCredentials.createInsecure();
   const clientCa = tls.clientCa ? Buffer.from(tls.clientCa) : null;
   return grpc.ServerCredentials.createSsl(clientCa, [{ cert_chain: Buffer.from(tls.cert), private_key: Buffer.from(tls.key) }], clientCa !== null);

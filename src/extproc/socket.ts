@@ -41,6 +41,8 @@ export function checkBoundSocket(socket: string): void {
   if (!stats.isSocket()) throw new Error(`${socket} is not the socket just bound (replaced meanwhile?); keep its directory writable by the sidecar only`);
   if ((stats.mode & 0o777 & ~0o660) !== 0) {
     // bind(2) ignores the umask where the directory has a default ACL, which then sets the mode.
-    throw new Error(`${socket} is ${(stats.mode & 0o777).toString(8)}, wider than 0660 (a default ACL on its directory?); the sidecar serves no socket others could connect to`);
+    throw new Error(
+      `${socket} is ${(stats.mode & 0o777).toString(8)}, wider than 0660 (a default ACL on its directory?); the sidecar serves no socket others could connect to`,
+    );
   }
 }

@@ -34,5 +34,14 @@ export type FromExtProcThread =
   | { type: 'listening'; port: number; tid: number | undefined }
   | { type: 'bind_failed'; message: string }
   /** Finished responses and counter deltas since the last batch. Bodies arrive as Uint8Array. */
-  | { type: 'batch'; responses: ObservedResponse[]; logs: LogRecord[]; opened: number; closed: number; errors: number; incomplete: number; backlogDropped: number }
+  | {
+      type: 'batch';
+      responses: ObservedResponse[];
+      logs: LogRecord[];
+      opened: number;
+      closed: number;
+      errors: number;
+      incomplete: number;
+      backlogDropped: number;
+    }
   | { type: 'closed' };

@@ -89,7 +89,10 @@ async function spawn(
   }).finally(restoreUmask);
 }
 
-export async function startExtProcThread(options: ExtProcThreadOptions, { onResponse, logger, metrics, workerUrl = WORKER_URL }: ExtProcThreadDependencies): Promise<ExtProcThread> {
+export async function startExtProcThread(
+  options: ExtProcThreadOptions,
+  { onResponse, logger, metrics, workerUrl = WORKER_URL }: ExtProcThreadDependencies,
+): Promise<ExtProcThread> {
   let status: 'SERVING' | 'NOT_SERVING' = 'NOT_SERVING';
   let closing = false;
   let restarting: Promise<void> | undefined;
@@ -121,7 +124,10 @@ export async function startExtProcThread(options: ExtProcThreadOptions, { onResp
     if (message.incomplete > 0) metrics.extProcStreamsIncomplete.inc(message.incomplete);
     if (message.backlogDropped > 0) {
       metrics.capturesDropped.inc({ reason: 'capture_backlog_full' }, message.backlogDropped);
-      logger.error({ dropped: message.backlogDropped, reason: 'capture_backlog_full', maxBacklog: options.maxBacklog }, 'captures dropped: the main thread is behind');
+      logger.error(
+        { dropped: message.backlogDropped, reason: 'capture_backlog_full', maxBacklog: options.maxBacklog },
+        'captures dropped: the main thread is behind',
+      );
     }
     for (const record of message.logs) logger[record.level](record.fields, record.message);
     for (const observed of message.responses) take(observed);

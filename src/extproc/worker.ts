@@ -101,7 +101,10 @@ if (process.platform === 'linux' && os.getPriority(0) > options.nice) {
   try {
     os.setPriority(0, options.nice);
   } catch {
-    logger.warn({ nice: os.getPriority(0), wanted: options.nice }, 'the ext_proc thread runs at the capture thread priority (raising it needs CAP_SYS_NICE); restart the sidecar to restore it');
+    logger.warn(
+      { nice: os.getPriority(0), wanted: options.nice },
+      'the ext_proc thread runs at the capture thread priority (raising it needs CAP_SYS_NICE); restart the sidecar to restore it',
+    );
   }
 }
 

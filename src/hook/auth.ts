@@ -32,7 +32,11 @@ function hasScope(payload: Record<string, unknown>, scope: string): boolean {
  * tokens while Okta's authorization server is down costs one request per cooldown.
  */
 function issuerKeys(config: Extract<HookAuthentication, { kind: 'oauth' }>, options: HookAuthenticatorOptions): JWTVerifyGetKey {
-  const cache = new JwksCache({ cooldownMs: options.keysCooldownMs ?? HOOK_KEYS_COOLDOWN_MS, ...(options.now ? { now: options.now } : {}), ...(options.onKeyFetch ? { onFetch: options.onKeyFetch } : {}) });
+  const cache = new JwksCache({
+    cooldownMs: options.keysCooldownMs ?? HOOK_KEYS_COOLDOWN_MS,
+    ...(options.now ? { now: options.now } : {}),
+    ...(options.onKeyFetch ? { onFetch: options.onKeyFetch } : {}),
+  });
   return cache.keysOf({ name: 'okta-hook', issuer: config.issuer, jwksUri: config.jwksUri, timeoutMs: HOOK_KEYS_TIMEOUT_MS }).getKey;
 }
 

@@ -31,9 +31,15 @@ export class HookRefusals extends RefusalWriter<HookRefusal> {
     super({
       ...options,
       source: 'okta_hook',
-      wording: { one: 'okta hook call', many: 'okta hook calls', things: 'calls', writeFailed: 'okta hook: cannot write the access_events row of refused calls' },
+      wording: {
+        one: 'okta hook call',
+        many: 'okta hook calls',
+        things: 'calls',
+        writeFailed: 'okta hook: cannot write the access_events row of refused calls',
+      },
       logFields: ({ status, durationMs }) => ({ status, durationMs }),
-      writeRow: ({ peer, outcome, count, detail }) => audit.record({ operation: 'okta_hook', outcome: outcome as AccessOutcome, caller: 'okta', peer, detail, count }),
+      writeRow: ({ peer, outcome, count, detail }) =>
+        audit.record({ operation: 'okta_hook', outcome: outcome as AccessOutcome, caller: 'okta', peer, detail, count }),
     });
   }
 }

@@ -98,10 +98,21 @@ function answerFor(lookup: Exclude<Lookup, { outcome: 'found' }>, hookRequest: T
     unverified: 'the matched grant is not verified (allow_unverified is off)',
     email_unverified: "the matched grant's id_token does not say email_verified: true for that email",
   }[lookup.outcome];
-  const base = { status: 200, outcome: lookup.outcome, ...(provider ? { idp: provider.idp } : {}), ...(subject ? { subject } : {}), ...('waitedMs' in lookup ? { waitedMs: lookup.waitedMs } : {}) };
+  const base = {
+    status: 200,
+    outcome: lookup.outcome,
+    ...(provider ? { idp: provider.idp } : {}),
+    ...(subject ? { subject } : {}),
+    ...('waitedMs' in lookup ? { waitedMs: lookup.waitedMs } : {}),
+  };
   if (provider?.requireGrant && lookup.outcome !== 'no_provider') {
     // Okta then fails the token request: the user gets no token without the upstream claims.
-    return { ...base, answer: 'error', detail: `${why}; error returned (require_grant)`, body: { error: { errorSummary: 'token-tap: no captured upstream login for this user' } } };
+    return {
+      ...base,
+      answer: 'error',
+      detail: `${why}; error returned (require_grant)`,
+      body: { error: { errorSummary: 'token-tap: no captured upstream login for this user' } },
+    };
   }
   // The session came through the provider's IdP whether or not a grant matched: its idp_claim still says so.
   const commands = provider ? buildCommands(provider, hookRequest, undefined) : [];
@@ -137,10 +148,17 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
     try {
       parsed = JSON.parse(raw.toString('utf8'));
     } catch {
-      return { status: 400, body: { error: { errorSummary: 'token-tap: the request is not JSON' } }, outcome: 'bad_request', answer: 'refused', detail: 'not JSON' };
+      return {
+        status: 400,
+        body: { error: { errorSummary: 'token-tap: the request is not JSON' } },
+        outcome: 'bad_request',
+        answer: 'refused',
+        detail: 'not JSON',
+      };
     }
     const hookRequest = readTokenHookRequest(parsed);
-    if (typeof hookRequest === 'string') return { status: 400, body: { error: { errorSummary: `token-tap: ${hookRequest}` } }, outcome: 'bad_request', answer: 'refused', detail: hookRequest };
+    if (typeof hookRequest === 'string')
+      return { status: 400, body: { error: { errorSummary: `token-tap: ${hookRequest}` } }, outcome: 'bad_request', answer: 'refused', detail: hookRequest };
     const lookup = await finder.find(hookRequest);
     if (lookup.outcome !== 'found') return answerFor(lookup, hookRequest);
     const commands: HookCommand[] = buildCommands(lookup.provider, hookRequest, lookup.grant.claims ?? {});
@@ -191,11 +209,25 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
         send(response, result.status, result.body);
         metrics.calls.inc({ idp: '', outcome: result.outcome, answer: result.answer });
         endTimer({ outcome: result.outcome });
-        refusals.record({ peer: request.socket.remoteAddress ?? 'unknown', outcome: result.outcome, reason: result.detail ?? result.outcome, status: result.status, durationMs: Date.now() - started });
+        refusals.record({
+          peer: request.socket.remoteAddress ?? 'unknown',
+          outcome: result.outcome,
+          reason: result.detail ?? result.outcome,
+          status: result.status,
+          durationMs: Date.now() - started,
+        });
         return;
       }
       try {
-        await audit.record({ operation: 'okta_hook', outcome: result.outcome, caller: 'okta', peer: request.socket.remoteAddress, idp: result.idp, subject: result.subject, detail: result.detail });
+        await audit.record({
+          operation: 'okta_hook',
+          outcome: result.outcome,
+          caller: 'okta',
+          peer: request.socket.remoteAddress,
+          idp: result.idp,
+          subject: result.subject,
+          detail: result.detail,
+        });
       } catch (error) {
         // An unaudited read is not answered (as in the TokenVault API).
         logger.error({ err: describeError(error) }, 'okta hook: cannot write the access_events row; answer withheld');
@@ -204,7 +236,17 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
       send(response, result.status, result.body);
       metrics.calls.inc({ idp: result.idp ?? '', outcome: result.outcome, answer: result.answer });
       endTimer({ outcome: result.outcome });
-      const line = { idp: result.idp, subject: result.subject, outcome: result.outcome, answer: result.answer, status: result.status, claims: result.claims, waitedMs: result.waitedMs, durationMs: Date.now() - started, detail: result.detail };
+      const line = {
+        idp: result.idp,
+        subject: result.subject,
+        outcome: result.outcome,
+        answer: result.answer,
+        status: result.status,
+        claims: result.claims,
+        waitedMs: result.waitedMs,
+        durationMs: Date.now() - started,
+        detail: result.detail,
+      };
       if (result.outcome === 'ambiguous') logger.warn(line, 'okta hook call: the email matches grants of several upstream users; none used');
       else logger.info(line, 'okta hook call');
     })();
@@ -227,7 +269,10 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
   refusals.start();
   const port = (server.address() as AddressInfo).port;
   const address = { host: options.listen.host, port };
-  logger.info({ hookListen: formatHostPort(address), path: OKTA_HOOK_PATH, auth: config.authentication.kind, providers: config.providers.size }, 'okta hook ready');
+  logger.info(
+    { hookListen: formatHostPort(address), path: OKTA_HOOK_PATH, auth: config.authentication.kind, providers: config.providers.size },
+    'okta hook ready',
+  );
   return {
     address,
     async close() {

@@ -78,7 +78,13 @@ export class IdpClient {
     const raw: RawAnswer = {};
     let response: Response;
     try {
-      response = await oauth.refreshTokenGrantRequest(this.server(expectedIssuer), this.client(), this.auth(oauth), refreshToken, this.requestOptions(oauth, raw));
+      response = await oauth.refreshTokenGrantRequest(
+        this.server(expectedIssuer),
+        this.client(),
+        this.auth(oauth),
+        refreshToken,
+        this.requestOptions(oauth, raw),
+      );
     } catch (error) {
       throw this.unreachable(error, 'token endpoint');
     }
@@ -106,7 +112,10 @@ export class IdpClient {
     const raw: RawAnswer = {};
     let response: Response;
     try {
-      response = await oauth.revocationRequest(this.server(undefined), this.client(), this.auth(oauth), token, { ...this.requestOptions(oauth, raw), additionalParameters: { token_type_hint: hint } });
+      response = await oauth.revocationRequest(this.server(undefined), this.client(), this.auth(oauth), token, {
+        ...this.requestOptions(oauth, raw),
+        additionalParameters: { token_type_hint: hint },
+      });
     } catch (error) {
       throw this.unreachable(error, 'revocation endpoint');
     }

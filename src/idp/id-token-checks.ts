@@ -11,7 +11,15 @@ export interface ExpectedIdToken {
   clientId: string;
 }
 
-export type ClaimProblem = 'issuer_mismatch' | 'audience_mismatch' | 'azp_mismatch' | 'no_subject' | 'no_expiry' | 'expired' | 'not_yet_valid' | 'issued_in_future';
+export type ClaimProblem =
+  | 'issuer_mismatch'
+  | 'audience_mismatch'
+  | 'azp_mismatch'
+  | 'no_subject'
+  | 'no_expiry'
+  | 'expired'
+  | 'not_yet_valid'
+  | 'issued_in_future';
 
 /** Clock skew allowed between the IdP and us, in seconds. */
 export const CLOCK_TOLERANCE_SECONDS = 120;
@@ -26,7 +34,12 @@ function numeric(value: unknown): number | undefined {
  * that waited in the spool through a Postgres outage is as valid as it was when Okta received it.
  * Okta trades the code at once, so a token already expired then (beyond the tolerance) is suspect.
  */
-export function checkIdTokenClaims(claims: Record<string, unknown>, expected: ExpectedIdToken, observedAt: Date, toleranceSeconds = CLOCK_TOLERANCE_SECONDS): ClaimProblem | undefined {
+export function checkIdTokenClaims(
+  claims: Record<string, unknown>,
+  expected: ExpectedIdToken,
+  observedAt: Date,
+  toleranceSeconds = CLOCK_TOLERANCE_SECONDS,
+): ClaimProblem | undefined {
   if (claims.iss !== expected.issuer) return 'issuer_mismatch';
   const aud = claims.aud;
   const audiences = typeof aud === 'string' ? [aud] : Array.isArray(aud) && aud.every((entry) => typeof entry === 'string') ? (aud as string[]) : [];

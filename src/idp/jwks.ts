@@ -234,7 +234,8 @@ export class IssuerKeys {
       this.lastFailed = false;
     } catch (error) {
       // jose's JWKSInvalid and our own messages name no key material; nothing else is quoted.
-      problem = jwksInvalid && error instanceof jwksInvalid ? 'jwks_uri: not a JSON Web Key Set' : error instanceof Error ? error.message : 'the key fetch failed';
+      problem =
+        jwksInvalid && error instanceof jwksInvalid ? 'jwks_uri: not a JSON Web Key Set' : error instanceof Error ? error.message : 'the key fetch failed';
       this.lastFailed = true;
     }
     for (const idp of this.names) this.options.onFetch?.(problem === undefined ? { idp, ok: true } : { idp, ok: false, problem });

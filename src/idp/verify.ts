@@ -36,14 +36,7 @@ const loadJose = lazyImport(() => import('jose'));
 
 const ALGORITHMS = [...ASYMMETRIC_ALGORITHMS];
 
-export type VerifyProblem =
-  | ClaimProblem
-  | 'no_id_token'
-  | 'malformed'
-  | 'alg_not_allowed'
-  | 'unknown_key'
-  | 'bad_signature'
-  | 'jwks_unavailable';
+export type VerifyProblem = ClaimProblem | 'no_id_token' | 'malformed' | 'alg_not_allowed' | 'unknown_key' | 'bad_signature' | 'jwks_unavailable';
 
 export type Verdict =
   | { kind: 'verified' }
@@ -80,7 +73,12 @@ export class IdpKeys {
       // The key may be newer than our copy of the set: fetch it again when the cooldown allows.
       const newer = await this.keys.newerThan(keys);
       // Not refetched: the cooldown (an unknown kid, so far), or the IdP did not answer.
-      if (!newer) return { kind: 'wait', retryAt: Math.max(this.keys.nextFetchAt, this.now() + 1), reason: this.keys.lastFetchFailed ? 'jwks_unavailable' : 'unknown_key' };
+      if (!newer)
+        return {
+          kind: 'wait',
+          retryAt: Math.max(this.keys.nextFetchAt, this.now() + 1),
+          reason: this.keys.lastFetchFailed ? 'jwks_unavailable' : 'unknown_key',
+        };
       keys = newer;
       signed = await verifySignature(idToken, keys.lookup);
     }
@@ -217,8 +215,7 @@ export class CaptureVerifier {
         })();
         if (accessTokenMatchesAtHash(capture.tokens?.claims ?? {}, alg, capture.tokens?.accessToken)) out.push({ ...capture, verified: true });
         else out.push(unverified(capture, 'at_hash_mismatch'));
-      }
-      else if (verdict.kind === 'rejected') out.push(unverified(capture, verdict.reason));
+      } else if (verdict.kind === 'rejected') out.push(unverified(capture, verdict.reason));
       else if (this.now() - capture.observedAt.getTime() >= this.options.maxWaitMs) out.push(unverified(capture, verdict.reason));
       else {
         waiting.push(capture);

@@ -75,7 +75,12 @@ export class CaptureRefusals {
   /** True: spool it as every capture is. False: it was counted into its kind's summary row. */
   admit(capture: Capture): boolean {
     if (capture.tokens || !SUMMARISED_OUTCOMES.has(capture.outcome)) return true;
-    const noted = this.summary.note({ idp: capture.idp, outcome: capture.outcome, errorCode: capture.errorCode?.slice(0, MAX_EVENT_TEXT) ?? '', detail: capture.detail ?? '' });
+    const noted = this.summary.note({
+      idp: capture.idp,
+      outcome: capture.outcome,
+      errorCode: capture.errorCode?.slice(0, MAX_EVENT_TEXT) ?? '',
+      detail: capture.detail ?? '',
+    });
     if (noted.first) return true;
     this.options.metrics.captures.inc({ idp: capture.idp, outcome: capture.outcome });
     this.options.metrics.refusalsSummarised?.inc({ source: 'capture', outcome: capture.outcome });
@@ -127,7 +132,10 @@ export class CaptureRefusals {
     try {
       await store.recordCaptureSummaries(summaries);
       for (const summary of summaries) {
-        logger.info({ idp: summary.idp, outcome: summary.outcome, errorCode: summary.errorCode, count: summary.count }, 'captures summarised: responses with no token, counted into one capture_events row');
+        logger.info(
+          { idp: summary.idp, outcome: summary.outcome, errorCode: summary.errorCode, count: summary.count },
+          'captures summarised: responses with no token, counted into one capture_events row',
+        );
       }
     } catch (error) {
       this.failedAt = this.now();
@@ -137,7 +145,9 @@ export class CaptureRefusals {
       this.unwritten = [...kept, ...this.unwritten].slice(-this.maxKeys);
       logger.error(
         { err: describeError(error), rows: summaries.length, counted, retrying: kept.length },
-        retry ? 'cannot write capture summary rows; trying again in an interval' : 'cannot write capture summary rows at shutdown; their counts are only in this line and the metric',
+        retry
+          ? 'cannot write capture summary rows; trying again in an interval'
+          : 'cannot write capture summary rows at shutdown; their counts are only in this line and the metric',
       );
     }
   }

@@ -154,7 +154,10 @@ export class CaptureIntake {
 
   private logDrops(): void {
     if (this.droppedSinceLog === 0) return;
-    this.options.logger.error({ dropped: this.droppedSinceLog, reason: 'capture_backlog_full', maxBacklog: this.options.maxBacklog, maxBytes: this.maxBytes }, 'captures dropped: capture work is behind');
+    this.options.logger.error(
+      { dropped: this.droppedSinceLog, reason: 'capture_backlog_full', maxBacklog: this.options.maxBacklog, maxBytes: this.maxBytes },
+      'captures dropped: capture work is behind',
+    );
     this.droppedSinceLog = 0;
   }
 }

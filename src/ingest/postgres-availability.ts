@@ -139,10 +139,17 @@ export class StoreState {
         if (error instanceof MigrationAbortedError) return;
         this.failed(error);
         if (error instanceof SchemaTooNewError) {
-          if (this.current !== 'schema_too_new') this.options.logger.error({ err: { message: error.message } }, 'cannot write captures: the Postgres schema is newer than this token-tap; upgrade it. Captures stay in the spool.');
+          if (this.current !== 'schema_too_new')
+            this.options.logger.error(
+              { err: { message: error.message } },
+              'cannot write captures: the Postgres schema is newer than this token-tap; upgrade it. Captures stay in the spool.',
+            );
           this.set('schema_too_new');
         } else if (attempt === 1 || attempt % 10 === 0) {
-          this.options.logger.warn({ postgres: this.options.where, err: describeError(error), attempt }, 'Postgres still not available; captures stay in the spool');
+          this.options.logger.warn(
+            { postgres: this.options.where, err: describeError(error), attempt },
+            'Postgres still not available; captures stay in the spool',
+          );
         }
       }
     }

@@ -16,7 +16,6 @@ import type { StoreState } from './postgres-availability.js';
 import { sleep } from '../lib/abortable-wait.js';
 import { ITEMS_PER_TURN, nextTurn } from '../lib/turns.js';
 
-
 /** What the pump writes through (store/grants.ts's GrantStore). */
 export interface CaptureWriter {
   /**
@@ -99,7 +98,9 @@ export class CapturePump {
     this.maxBatch = options.maxBatch ?? 200;
     this.recordLogger = options.logger.child({}, { redact: { paths: [] } });
     // The batch in hand holds the oldest capture not yet in Postgres: the spool is read in order.
-    options.metrics.captureOldestWaitingSeconds.readWith(() => (this.oldestPendingMs === undefined ? 0 : Math.max(0, (Date.now() - this.oldestPendingMs) / 1000)));
+    options.metrics.captureOldestWaitingSeconds.readWith(() =>
+      this.oldestPendingMs === undefined ? 0 : Math.max(0, (Date.now() - this.oldestPendingMs) / 1000),
+    );
   }
 
   /** Captures not yet in Postgres (in the spool, or waiting for its next fsync). */
@@ -132,10 +133,14 @@ export class CapturePump {
     const target = this.enqueuedByIdp.get(idp) ?? 0;
     if ((this.writtenByIdp.get(idp) ?? 0) >= target) return Promise.resolve(true);
     return new Promise((resolve) => {
-      const waiter = { idp, target, resolve: (done: boolean) => {
-        clearTimeout(timer);
-        resolve(done);
-      } };
+      const waiter = {
+        idp,
+        target,
+        resolve: (done: boolean) => {
+          clearTimeout(timer);
+          resolve(done);
+        },
+      };
       const timer = setTimeout(() => {
         this.idpWaiters = this.idpWaiters.filter((other) => other !== waiter);
         resolve(false);
@@ -329,7 +334,10 @@ export class CapturePump {
         // Not an outage, and not one capture's fault either (the quarantine itself failed): Postgres
         // is up, so postgres_up stays as it is; the spool depth and this line show the stall. No
         // message: a refusal's message may quote a value.
-        logger.error({ err: { name: errorName(error), code: errorCode(error) }, ...context }, 'writing captures failed, not for an outage, and the failing capture could not be quarantined; they stay in the spool and the write is retried');
+        logger.error(
+          { err: { name: errorName(error), code: errorCode(error) }, ...context },
+          'writing captures failed, not for an outage, and the failing capture could not be quarantined; they stay in the spool and the write is retried',
+        );
       }
       return false;
     }

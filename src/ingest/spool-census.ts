@@ -20,7 +20,18 @@ import { errorCode, errorFields } from '../lib/error-description.js';
 import type { IngestMetrics } from './metrics.js';
 import { HEADER_BYTES, headKeyId, type Unreadable } from './spool-codec.js';
 import { OPEN_READ, openRegular, SPOOL_TEMPORARY } from './spool-fs.js';
-import { appendHeld, DAMAGED_FILE, HELD_DIR, HELD_MESSAGES, heldKeyFile, heldKeyId, heldUnreadableFile, listHeld, UNREADABLE_FILE, type HeldRecords } from './spool-held.js';
+import {
+  appendHeld,
+  DAMAGED_FILE,
+  HELD_DIR,
+  HELD_MESSAGES,
+  heldKeyFile,
+  heldKeyId,
+  heldUnreadableFile,
+  listHeld,
+  UNREADABLE_FILE,
+  type HeldRecords,
+} from './spool-held.js';
 import { frameDigest, walkFile } from './spool-scan.js';
 import { CHECKPOINT_FILE, parseSegmentName } from './spool-segments.js';
 
@@ -161,7 +172,8 @@ async function heldCensus(dir: string): Promise<HeldCensus> {
   const errors: CensusError[] = [];
   const budget = { budget: MAX_HELD_DIGESTS };
   const files = await readHeld(dir, { digests: budget, errors, walkDamaged: false });
-  if (errors.length > 0) throw Object.assign(new Error(`cannot count held/: ${errors.map((error) => `${error.file}: ${error.message}`).join('; ')}`), { code: errors[0]!.code });
+  if (errors.length > 0)
+    throw Object.assign(new Error(`cannot count held/: ${errors.map((error) => `${error.file}: ${error.message}`).join('; ')}`), { code: errors[0]!.code });
   return censusOf(files, budget.budget >= 0);
 }
 
@@ -185,7 +197,15 @@ export interface SpoolCensus {
  * `afterSegments` runs between the segments' read and held/'s second read (tests make a move there).
  */
 export async function spoolCensus(dir: string, afterSegments?: () => Promise<void>): Promise<SpoolCensus> {
-  const census: SpoolCensus = { dir, exists: false, records: {}, held: emptyCensus(), damaged: {}, unknownFiles: { count: 0, names: [], byKey: {} }, errors: [] };
+  const census: SpoolCensus = {
+    dir,
+    exists: false,
+    records: {},
+    held: emptyCensus(),
+    damaged: {},
+    unknownFiles: { count: 0, names: [], byKey: {} },
+    errors: [],
+  };
   const errors = census.errors;
   const failed = (file: string, error: unknown) => errors.push({ file, ...errorFields(error) });
   let names: string[];
@@ -259,7 +279,10 @@ export class HeldLedger {
     this.census = await heldCensus(this.dir);
     this.mismatched = new Set(mismatched);
     if (!this.census.digestsComplete) {
-      this.logger.warn({ kept: MAX_HELD_DIGESTS }, 'held/ holds more records than a start keeps track of: a record met again in a replayed segment may be held twice (never lost)');
+      this.logger.warn(
+        { kept: MAX_HELD_DIGESTS },
+        'held/ holds more records than a start keeps track of: a record met again in a replayed segment may be held twice (never lost)',
+      );
     }
     for (const [keyId, count] of this.census.keyMissing) {
       if (!this.mismatched.has(keyId)) this.logger.warn({ keyId, records: count }, HELD_MESSAGES.still_missing);
@@ -294,7 +317,8 @@ export class HeldLedger {
 
   report(): void {
     const { metrics } = this;
-    for (const [keyId, count] of this.census.keyMissing) metrics.spoolRecordsHeld.set({ reason: this.mismatched.has(keyId) ? 'key_mismatch' : 'key_missing', key_id: keyId }, count);
+    for (const [keyId, count] of this.census.keyMissing)
+      metrics.spoolRecordsHeld.set({ reason: this.mismatched.has(keyId) ? 'key_mismatch' : 'key_missing', key_id: keyId }, count);
     metrics.spoolRecordsHeld.set({ reason: 'unreadable' }, this.census.unreadable);
     metrics.spoolRecordsHeld.set({ reason: 'damaged_segment' }, this.census.damagedSegments);
     metrics.spoolHeldBytes.set(this.census.bytes);
@@ -308,6 +332,9 @@ export class HeldLedger {
     this.census.bytes += entry.frames.reduce((sum, frame) => sum + frame.length, this.written.has(file) ? 0 : HEADER_BYTES);
     this.written.add(file);
     this.metrics.spoolRecordsHeldTotal.inc({ reason: entry.reason, ...(entry.reason === 'key_missing' ? { key_id: entry.keyId! } : {}) }, count);
-    this.logger.error({ reason: entry.reason, keyId: entry.keyId, records: count, segment: entry.at.segment, offset: entry.at.offset, heldFile: file, err: entry.err }, HELD_MESSAGES[entry.reason]);
+    this.logger.error(
+      { reason: entry.reason, keyId: entry.keyId, records: count, segment: entry.at.segment, offset: entry.at.offset, heldFile: file, err: entry.err },
+      HELD_MESSAGES[entry.reason],
+    );
   }
 }

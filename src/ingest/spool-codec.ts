@@ -76,7 +76,6 @@ export function openSealedCapture(ring: KeyRing, keyId: string, sealed: Buffer, 
   return decodeCapture(openSealed(ring, keyId, sealed, binding(captureId)));
 }
 
-
 /** The whole record (length prefix included) of `capture`, sealed under the ring's active key. */
 export function frameCapture(ring: KeyRing, capture: Capture): Buffer {
   const { keyId: activeKeyId, sealed } = sealCapture(ring, capture);
@@ -151,7 +150,10 @@ export function openRecord(ring: KeyRing, record: Buffer): OpenedRecord {
   const captureId = recordCaptureId(record);
   const ids = captureId === undefined ? {} : { captureId };
   if (keyId !== undefined && !ring.keys.has(keyId)) {
-    return { unreadable: { reason: 'key_missing', keyId, ...ids }, err: { name: 'DecryptError', message: `sealed under key id "${keyId}", which is not in TOKEN_TAP_KEYS` } };
+    return {
+      unreadable: { reason: 'key_missing', keyId, ...ids },
+      err: { name: 'DecryptError', message: `sealed under key id "${keyId}", which is not in TOKEN_TAP_KEYS` },
+    };
   }
   try {
     const parts = recordParts(record);

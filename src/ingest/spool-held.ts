@@ -60,10 +60,13 @@ export function heldKeyId(name: string): string | undefined {
 async function heldDir(dir: string): Promise<string> {
   const held = path.join(dir, HELD_DIR);
   if (await isRealDirectory(held)) return held;
-  const created = await mkdir(held, { mode: 0o700 }).then(() => true, (error: unknown) => {
-    if (errorCode(error) !== 'EEXIST') throw error;
-    return false;
-  });
+  const created = await mkdir(held, { mode: 0o700 }).then(
+    () => true,
+    (error: unknown) => {
+      if (errorCode(error) !== 'EEXIST') throw error;
+      return false;
+    },
+  );
   if (created) await syncDirectory(dir);
   else await isRealDirectory(held);
   return held;

@@ -59,7 +59,10 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
   names.forEach(seen);
   for (const name of checkpoint.segments.keys()) seen(name);
   for (const name of names.filter(outOfRangeSegmentName)) {
-    logger.error({ file: name }, 'a file in the spool directory has a segment name with a sequence out of range (the spool never makes one): it is left alone, neither read nor numbered after');
+    logger.error(
+      { file: name },
+      'a file in the spool directory has a segment name with a sequence out of range (the spool never makes one): it is left alone, neither read nor numbered after',
+    );
   }
 
   const mismatched = new Set<string>();
@@ -79,11 +82,20 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
     try {
       const restored = await restoreHeld(dir, heldName, options.segmentBytes, () => newSegmentName(++highestSeq, options.writer.id));
       logger.info(
-        { keyId, heldFile: heldName, records: restored.records, segments: restored.segments, ...(restored.damagedTo ? { damagedPartIn: restored.damagedTo } : {}) },
+        {
+          keyId,
+          heldFile: heldName,
+          records: restored.records,
+          segments: restored.segments,
+          ...(restored.damagedTo ? { damagedPartIn: restored.damagedTo } : {}),
+        },
         'spool records held for a key that is in TOKEN_TAP_KEYS again are back in the spool; replaying them to Postgres',
       );
     } catch (error) {
-      logger.error({ keyId, heldFile: heldName, err: errorFields(error) }, 'cannot copy held spool records back into the spool (a full disk?); they stay in held/ and are tried again at the next start');
+      logger.error(
+        { keyId, heldFile: heldName, err: errorFields(error) },
+        'cannot copy held spool records back into the spool (a full disk?); they stay in held/ and are tried again at the next start',
+      );
     }
   }
   // Set aside by releases before held/ (next to their segment, as `<name>.damaged`).
@@ -100,7 +112,10 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
     const handle = await openRegular(file, OPEN_READ).catch((error: unknown) => {
       // A link, a directory or a FIFO under a segment's name is not the spool's: left alone, never followed or read.
       if ((error as { code?: string }).code !== 'ENOTREGULAR') throw error;
-      logger.error({ segment: name, err: errorFields(error) }, 'a file in the spool directory has a segment name but is not a regular file (a link?); it is left alone and not read');
+      logger.error(
+        { segment: name, err: errorFields(error) },
+        'a file in the spool directory has a segment name but is not a regular file (a link?); it is left alone and not read',
+      );
       return undefined;
     });
     if (handle === undefined) continue;
@@ -113,12 +128,17 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
     let copyFailed: unknown;
     try {
       shape = await walkFile(handle, {
-        ...(mark ? { onFrame: ({ at }: { at: number }) => {
-          if (at < mark.offset) before += 1;
-          else if (at === mark.offset) markIsStart = true;
-        } } : {}),
+        ...(mark
+          ? {
+              onFrame: ({ at }: { at: number }) => {
+                if (at < mark.offset) before += 1;
+                else if (at === mark.offset) markIsStart = true;
+              },
+            }
+          : {}),
       });
-      if (shape.kind === 'records' && shape.damaged) copy = await copyAside(dir, name, handle, shape.fileBytes).catch((error: unknown) => void (copyFailed = error));
+      if (shape.kind === 'records' && shape.damaged)
+        copy = await copyAside(dir, name, handle, shape.fileBytes).catch((error: unknown) => void (copyFailed = error));
     } finally {
       await handle.close();
     }
@@ -150,10 +170,16 @@ export async function loadSpool(options: LoadOptions, checkpoint: Checkpoint): P
         );
       } catch (error) {
         damaged = true;
-        logger.error({ segment: name, err: errorFields(error) }, 'spool segment is damaged and cannot be copied into held/; it is moved there whole once its readable records are in Postgres');
+        logger.error(
+          { segment: name, err: errorFields(error) },
+          'spool segment is damaged and cannot be copied into held/; it is moved there whole once its readable records are in Postgres',
+        );
       }
     } else if (shape.torn) {
-      logger.warn({ segment: name, validBytes: shape.validEnd, fileBytes: shape.fileBytes }, 'spool segment ends in a partial record (a write cut short by a crash); it is ignored');
+      logger.warn(
+        { segment: name, validBytes: shape.validEnd, fileBytes: shape.fileBytes },
+        'spool segment ends in a partial record (a write cut short by a crash); it is ignored',
+      );
     }
     const wholly = mark !== undefined && mark.offset >= shape.validEnd;
     const inGrace = mark !== undefined && now - mark.at < options.graceMs;

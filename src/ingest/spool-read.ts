@@ -19,7 +19,13 @@ export interface ReadRecords {
 }
 
 /** Up to `maxRecords` records after `from`; undefined when there are none. */
-export async function readBatch(files: SegmentFiles, from: SpoolPosition, maxRecords: number, ring: KeyRing, ledger: HeldLedger): Promise<ReadRecords | undefined> {
+export async function readBatch(
+  files: SegmentFiles,
+  from: SpoolPosition,
+  maxRecords: number,
+  ring: KeyRing,
+  ledger: HeldLedger,
+): Promise<ReadRecords | undefined> {
   const segments = files.segments;
   const captures: Capture[] = [];
   const held = new Map<string, HeldRecords>();

@@ -80,7 +80,8 @@ export async function walkFile(handle: FileHandle, options: WalkOptions = {}): P
       if (options.digests) {
         const hash = createHash('sha256');
         for (let at = position; at < end; ) {
-          if (!(await have(at, Math.min(window.length, end - at)))) return { kind: 'records', fileBytes, records, validEnd: position, damaged: false, torn: true };
+          if (!(await have(at, Math.min(window.length, end - at))))
+            return { kind: 'records', fileBytes, records, validEnd: position, damaged: false, torn: true };
           const upTo = Math.min(end, windowAt + windowLength);
           hash.update(window.subarray(at - windowAt, upTo - windowAt));
           at = upTo;

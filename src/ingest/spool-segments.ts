@@ -79,14 +79,18 @@ export async function readCheckpoint(dir: string, logger?: Logger): Promise<Chec
     if (parsed.v === 2 && parsed.segments && typeof parsed.segments === 'object') {
       const segments = new Map<string, CommittedMark>();
       for (const [name, mark] of Object.entries(parsed.segments)) {
-        if (parseSegmentName(name) && Number.isSafeInteger(mark.offset) && mark.offset! >= HEADER_BYTES && Number.isFinite(mark.at)) segments.set(name, { offset: mark.offset!, at: mark.at! });
+        if (parseSegmentName(name) && Number.isSafeInteger(mark.offset) && mark.offset! >= HEADER_BYTES && Number.isFinite(mark.at))
+          segments.set(name, { offset: mark.offset!, at: mark.at! });
       }
       return { ...(parsed.writer ? { writer: parsed.writer } : {}), segments };
     }
   } catch (error) {
     // Missing or unreadable: every segment is replayed; Postgres skips what it has.
     if (errorCode(error) !== 'ENOENT') {
-      logger?.error({ file: CHECKPOINT_FILE, err: { name: errorName(error), ...errorFields(error) } }, 'the spool checkpoint cannot be used (too large, not a regular file, or not JSON): it is not read; every segment is replayed (Postgres ignores captures it has)');
+      logger?.error(
+        { file: CHECKPOINT_FILE, err: { name: errorName(error), ...errorFields(error) } },
+        'the spool checkpoint cannot be used (too large, not a regular file, or not JSON): it is not read; every segment is replayed (Postgres ignores captures it has)',
+      );
     }
   }
   return { segments: new Map() };
@@ -205,7 +209,9 @@ export class SegmentFiles {
       segment.committed = Math.max(segment.committed, segment.name === end.segment ? end.offset : segment.size);
       segment.committedAt = now;
     }
-    const marks = this.segments.filter((segment) => segment.committedAt !== undefined).map((segment): [string, CommittedMark] => [segment.name, { offset: segment.committed, at: segment.committedAt! }]);
+    const marks = this.segments
+      .filter((segment) => segment.committedAt !== undefined)
+      .map((segment): [string, CommittedMark] => [segment.name, { offset: segment.committed, at: segment.committedAt! }]);
     if (!(await this.stillOurs())) return;
     try {
       await writeCheckpoint(this.dir, this.writer, marks);
@@ -227,9 +233,14 @@ export class SegmentFiles {
       else next = Math.min(next, due);
     }
     if (next === Infinity || this.halted) return;
-    this.graceTimer = setTimeout(() => {
-      this.sweep().then(this.onSwept, (error: unknown) => this.logger.warn({ err: errorFields(error) }, 'cannot delete spool segments past their grace window'));
-    }, next - now + 10);
+    this.graceTimer = setTimeout(
+      () => {
+        this.sweep().then(this.onSwept, (error: unknown) =>
+          this.logger.warn({ err: errorFields(error) }, 'cannot delete spool segments past their grace window'),
+        );
+      },
+      next - now + 10,
+    );
     this.graceTimer.unref();
   }
 
@@ -239,7 +250,10 @@ export class SegmentFiles {
     for (const segment of this.graceSegments()) {
       if (freed >= bytes) break;
       freed += segment.diskBytes;
-      this.logger.warn({ segment: segment.name, bytes: segment.diskBytes, committedAt: new Date(segment.committedAt!).toISOString() }, 'spool is full: a segment in its grace window (already in Postgres) is deleted early to make room');
+      this.logger.warn(
+        { segment: segment.name, bytes: segment.diskBytes, committedAt: new Date(segment.committedAt!).toISOString() },
+        'spool is full: a segment in its grace window (already in Postgres) is deleted early to make room',
+      );
       const removal = this.remove(segment).finally(() => this.removals.delete(removal));
       this.removals.add(removal);
     }
@@ -258,7 +272,16 @@ export class SegmentFiles {
     const seq = (this.highestSeq = Math.max(this.highestSeq, this.segments.at(-1)?.seq ?? 0) + 1);
     const name = newSegmentName(seq, this.writer.id);
     this.appendHandle = await createSegmentFile(this.dir, name);
-    const segment: Segment = { seq, name, file: path.join(this.dir, name), size: HEADER_BYTES, diskBytes: HEADER_BYTES, readFrom: HEADER_BYTES, committed: HEADER_BYTES, committedAt: undefined };
+    const segment: Segment = {
+      seq,
+      name,
+      file: path.join(this.dir, name),
+      size: HEADER_BYTES,
+      diskBytes: HEADER_BYTES,
+      readFrom: HEADER_BYTES,
+      committed: HEADER_BYTES,
+      committedAt: undefined,
+    };
     this.segments.push(segment);
     this.active = segment;
     this.diskBytes += HEADER_BYTES;
@@ -273,7 +296,8 @@ export class SegmentFiles {
     const handle = this.appendHandle!;
     await writeAll(handle, bytes);
     await handle.datasync();
-    if ((await handle.stat()).nlink === 0) throw new SegmentGoneError(`the spool segment ${this.active?.name} was deleted while this sidecar wrote to it: another process manages ${this.dir}`);
+    if ((await handle.stat()).nlink === 0)
+      throw new SegmentGoneError(`the spool segment ${this.active?.name} was deleted while this sidecar wrote to it: another process manages ${this.dir}`);
   }
 
   appended(segment: Segment, bytes: number): void {
@@ -294,7 +318,9 @@ export class SegmentFiles {
     if (segment && this.appendHandle) await this.appendHandle.truncate(segment.size).catch(() => undefined);
     await this.closeActive();
     if (segment) {
-      const actual = await stat(segment.file).then((info) => info.size).catch(() => segment.diskBytes);
+      const actual = await stat(segment.file)
+        .then((info) => info.size)
+        .catch(() => segment.diskBytes);
       this.diskBytes += actual - segment.diskBytes;
       segment.diskBytes = actual;
     }

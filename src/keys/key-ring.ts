@@ -64,7 +64,10 @@ export class DecryptError extends TokenTapError {
 export function parseKeyRing(spec: string, fingerprintKeySpec?: string, sealFormatSpec?: string): KeyRing {
   const problems: string[] = [];
   const keys = new Map<string, Buffer>();
-  const entries = spec.split(',').map((entry) => entry.trim()).filter((entry) => entry.length > 0);
+  const entries = spec
+    .split(',')
+    .map((entry) => entry.trim())
+    .filter((entry) => entry.length > 0);
   if (entries.length === 0) throw new KeyRingError('TOKEN_TAP_KEYS is empty: expected "keyid:base64key[,keyid:base64key...]"');
   entries.forEach((entry, index) => {
     const separator = entry.indexOf(':');

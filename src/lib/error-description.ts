@@ -74,7 +74,8 @@ function describe(error: unknown, depth: number): ErrorDescription {
 }
 
 function safeMessage(error: object, name: string, code: string | undefined): string {
-  if (isPostgresError(error, code) && code!.startsWith('22')) return `Postgres refused a value (SQLSTATE ${code}; its message quotes the value and is withheld)`;
+  if (isPostgresError(error, code) && code!.startsWith('22'))
+    return `Postgres refused a value (SQLSTATE ${code}; its message quotes the value and is withheld)`;
   if (name === 'SyntaxError') return 'the text cannot be parsed (the message quotes it and is withheld)';
   const message = fieldOf(error, 'message');
   if (typeof message !== 'string') return `a thrown ${error instanceof Error ? name : 'object'} without a message`;

@@ -69,7 +69,8 @@ export class RefusalSummary<K extends SummaryKey> {
 
   constructor(private readonly options: RefusalSummaryOptions<K>) {
     if (!(options.intervalMs > 0) || !(options.maxKeys > 0)) throw new RangeError('intervalMs and maxKeys must be above 0');
-    if (options.maxKeysPerGroup !== undefined && !(options.maxKeysPerGroup > 0 && options.groupOf)) throw new RangeError('maxKeysPerGroup must be above 0, with groupOf');
+    if (options.maxKeysPerGroup !== undefined && !(options.maxKeysPerGroup > 0 && options.groupOf))
+      throw new RangeError('maxKeysPerGroup must be above 0, with groupOf');
     this.now = options.now ?? Date.now;
   }
 
@@ -131,7 +132,9 @@ export class RefusalSummary<K extends SummaryKey> {
   /** Everything counted, interval ended or not (shutdown); forgets every key. */
   drain(): Array<RefusalCount<K>> {
     const now = this.now();
-    const counted = [...this.entries.values()].filter((entry) => entry.count > 0).map((entry) => ({ key: entry.key, count: entry.count, since: entry.since, until: now }));
+    const counted = [...this.entries.values()]
+      .filter((entry) => entry.count > 0)
+      .map((entry) => ({ key: entry.key, count: entry.count, since: entry.since, until: now }));
     this.entries.clear();
     this.groups.clear();
     return counted;
@@ -145,5 +148,9 @@ export class RefusalSummary<K extends SummaryKey> {
 
 /** One string per key, whatever order its labels were written in. */
 function idOf(key: SummaryKey): string {
-  return JSON.stringify(Object.keys(key).sort().map((label) => [label, key[label]]));
+  return JSON.stringify(
+    Object.keys(key)
+      .sort()
+      .map((label) => [label, key[label]]),
+  );
 }

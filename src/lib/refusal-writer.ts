@@ -121,10 +121,17 @@ export class RefusalWriter<R extends Refusal> {
   private summarise(rows: Array<RefusalCount<RowKey>>, lines: Array<RefusalCount<LineKey>>): void {
     const { wording, logger } = this.options;
     for (const { key, count, since, until } of rows) {
-      this.write({ ...key, count, detail: `${count} more ${key.outcome} ${wording.things} from ${key.peer} between ${iso(since)} and ${iso(until)} (summary)` });
+      this.write({
+        ...key,
+        count,
+        detail: `${count} more ${key.outcome} ${wording.things} from ${key.peer} between ${iso(since)} and ${iso(until)} (summary)`,
+      });
     }
     for (const { key, count, since, until } of lines) {
-      logger.warn({ peer: key.peer, outcome: key.outcome, detail: key.reason, count, since: iso(since), until: iso(until) }, `${wording.many} refused (summary: how many more like the line before)`);
+      logger.warn(
+        { peer: key.peer, outcome: key.outcome, detail: key.reason, count, since: iso(since), until: iso(until) },
+        `${wording.many} refused (summary: how many more like the line before)`,
+      );
     }
   }
 

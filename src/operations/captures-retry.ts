@@ -50,39 +50,43 @@ class Stays extends TokenTapError {
  * unavailable throws (nothing changes). A row another retry holds, or one already gone: 'gone'.
  */
 export async function retryQuarantined(captureId: string, deps: RetryDependencies): Promise<RetryOutcome> {
-  return withTransaction(deps.pool, async (client) => {
-    const row = await lockQuarantined(client, captureId);
-    if (!row) return { captureId, result: 'gone' };
-    await client.query('SAVEPOINT retry');
-    try {
-      let capture: Capture;
+  return withTransaction(
+    deps.pool,
+    async (client) => {
+      const row = await lockQuarantined(client, captureId);
+      if (!row) return { captureId, result: 'gone' };
+      await client.query('SAVEPOINT retry');
       try {
-        capture = openQuarantined(deps.ring, row.keyId, row.record, row.captureId);
-      } catch (error) {
-        throw new Stays(`cannot open the quarantined record (${errorName(error)})`);
-      }
-      if (row.stage === 'verification') {
-        let verified: Capture | { notYet: string };
+        let capture: Capture;
         try {
-          verified = await deps.verify(capture);
+          capture = openQuarantined(deps.ring, row.keyId, row.record, row.captureId);
         } catch (error) {
-          throw new Stays(`verifying it failed (${errorName(error)})`);
+          throw new Stays(`cannot open the quarantined record (${errorName(error)})`);
         }
-        if ('notYet' in verified) throw new Stays(verified.notYet);
-        capture = verified;
+        if (row.stage === 'verification') {
+          let verified: Capture | { notYet: string };
+          try {
+            verified = await deps.verify(capture);
+          } catch (error) {
+            throw new Stays(`verifying it failed (${errorName(error)})`);
+          }
+          if ('notYet' in verified) throw new Stays(verified.notYet);
+          capture = verified;
+        }
+        // Through the writer: a capture of a user erased after it was observed is dropped there.
+        const { erased } = await deps.write(client, capture);
+        await deleteQuarantined(client, captureId);
+        return { captureId, result: erased ? 'erased' : 'written' };
+      } catch (error) {
+        if (isPostgresUnavailable(error)) throw error;
+        await client.query('ROLLBACK TO SAVEPOINT retry');
+        const { reason, attempts } = await noteFailedRetry(client, captureId, error instanceof Stays ? error.reason : describeCaptureFailure(error).reason);
+        return { captureId, result: 'stayed', reason, attempts };
       }
-      // Through the writer: a capture of a user erased after it was observed is dropped there.
-      const { erased } = await deps.write(client, capture);
-      await deleteQuarantined(client, captureId);
-      return { captureId, result: erased ? 'erased' : 'written' };
-    } catch (error) {
-      if (isPostgresUnavailable(error)) throw error;
-      await client.query('ROLLBACK TO SAVEPOINT retry');
-      const { reason, attempts } = await noteFailedRetry(client, captureId, error instanceof Stays ? error.reason : describeCaptureFailure(error).reason);
-      return { captureId, result: 'stayed', reason, attempts };
-    }
-    // As a capture batch: no erasure commits between its tombstone check and its commit.
-  }, { opening: [HOLD_OFF_ERASURES] });
+      // As a capture batch: no erasure commits between its tombstone check and its commit.
+    },
+    { opening: [HOLD_OFF_ERASURES] },
+  );
 }
 
 /**

@@ -109,7 +109,12 @@ export function issuedToken(grant: GrantRecord, requested: SubjectTokenType, now
   if (requested === 'id_token') {
     if (!grant.idToken) return undefined;
     const expiresIn = secondsUntil(grant.idTokenExpiresAt, now);
-    return { access_token: grant.idToken, issued_token_type: TOKEN_TYPE_URN.id_token, token_type: 'N_A', ...(expiresIn === undefined ? {} : { expires_in: expiresIn }) };
+    return {
+      access_token: grant.idToken,
+      issued_token_type: TOKEN_TYPE_URN.id_token,
+      token_type: 'N_A',
+      ...(expiresIn === undefined ? {} : { expires_in: expiresIn }),
+    };
   }
   if (!grant.accessToken) return undefined;
   const expiresIn = secondsUntil(grant.accessTokenExpiresAt, now);
@@ -142,19 +147,28 @@ export class TokenExchange {
     try {
       return await this.run(request, notes);
     } catch (error) {
-      if (isPostgresUnavailable(error)) return { outcome: 'unavailable', description: 'the token store cannot be reached; try again', notes: { ...notes, detail: 'Postgres unavailable' } };
+      if (isPostgresUnavailable(error))
+        return { outcome: 'unavailable', description: 'the token store cannot be reached; try again', notes: { ...notes, detail: 'Postgres unavailable' } };
       throw error;
     }
   }
 
   private async run(request: ExchangeRequest, notes: ExchangeNotes): Promise<ExchangeResult> {
     const { config, verifier, store } = this.dependencies;
-    const refuse = (outcome: Exclude<ExchangeOutcome, 'ok'>, description: string, detail = description): ExchangeResult => ({ outcome, description, notes: { ...notes, detail } });
+    const refuse = (outcome: Exclude<ExchangeOutcome, 'ok'>, description: string, detail = description): ExchangeResult => ({
+      outcome,
+      description,
+      notes: { ...notes, detail },
+    });
     const provider = config.providers.get(request.audience);
     if (provider) notes.idp = provider.idp;
     if (!provider || !request.mayUseIdp(request.audience)) {
       // Both say the same to the caller: which IdPs exist is not told to a key that may not use them.
-      return refuse('invalid_target', 'audience is not an IdP this client may exchange tokens for', provider ? 'the API key may not use this IdP' : 'no provider for this audience in the exchange file');
+      return refuse(
+        'invalid_target',
+        'audience is not an IdP this client may exchange tokens for',
+        provider ? 'the API key may not use this IdP' : 'no provider for this audience in the exchange file',
+      );
     }
     const check = await verifier.verify(request.subjectToken, request.subjectTokenType);
     if (!check.ok) {
@@ -170,7 +184,11 @@ export class TokenExchange {
       return refuse('wrong_idp', `the subject_token does not show a sign-in through this IdP (it ${why} ${provider.idpClaim} claim)`);
     }
     const key = userKeyOf(check.claims, provider);
-    if (!key) return refuse('no_user', `the subject_token carries no ${provider.match.kind === 'email' ? 'email (an email claim with email_verified: true, or an address as sub)' : `${provider.match.claim} claim`}`);
+    if (!key)
+      return refuse(
+        'no_user',
+        `the subject_token carries no ${provider.match.kind === 'email' ? 'email (an email claim with email_verified: true, or an address as sub)' : `${provider.match.claim} claim`}`,
+      );
     if ('subject' in key) notes.subject = key.subject;
     const readAt = new Date();
     const found = await findMatchedGrant(store, provider, key);
@@ -197,7 +215,8 @@ export class TokenExchange {
     const now = Date.now();
     const note = (detail: string) => (notes.detail = detail);
     if (!needsRefresh(grant, now, minTtlMs)) {
-      if (grant.accessTokenExpiresAt && grant.accessTokenExpiresAt.getTime() - now < minTtlMs) note('access token expires within the minimum TTL but was refreshed within it; served as is');
+      if (grant.accessTokenExpiresAt && grant.accessTokenExpiresAt.getTime() - now < minTtlMs)
+        note('access token expires within the minimum TTL but was refreshed within it; served as is');
       return { grant };
     }
     const stillGood = (grant.accessTokenExpiresAt?.getTime() ?? 0) > now;
@@ -206,7 +225,11 @@ export class TokenExchange {
         note('access token expires within the minimum TTL and the grant has no refresh token; served as is');
         return { grant };
       }
-      return { outcome: 'refresh_refused', description: "the user's upstream access token has expired and there is no refresh token; the user must sign in again", notes: { ...notes, detail: 'expired, no refresh token' } };
+      return {
+        outcome: 'refresh_refused',
+        description: "the user's upstream access token has expired and there is no refresh token; the user must sign in again",
+        notes: { ...notes, detail: 'expired, no refresh token' },
+      };
     }
     try {
       const waitUntil = Date.now() + (this.dependencies.waitForRefreshMs ?? 10_000);
@@ -221,10 +244,18 @@ export class TokenExchange {
           note(`refresh failed (${error.message}); served the current access token`);
           return { grant };
         }
-        return { outcome: 'unavailable', description: 'the upstream IdP cannot be reached to refresh the token; try again', notes: { ...notes, detail: error.message } };
+        return {
+          outcome: 'unavailable',
+          description: 'the upstream IdP cannot be reached to refresh the token; try again',
+          notes: { ...notes, detail: error.message },
+        };
       }
       // Revoked (the IdP answered invalid_grant, now or before), no client for the IdP, or refused.
-      return { outcome: 'refresh_refused', description: 'the upstream token cannot be refreshed (the grant is revoked, or the IdP refused); the user may have to sign in again', notes: { ...notes, detail: error.message } };
+      return {
+        outcome: 'refresh_refused',
+        description: 'the upstream token cannot be refreshed (the grant is revoked, or the IdP refused); the user may have to sign in again',
+        notes: { ...notes, detail: error.message },
+      };
     }
   }
 }

@@ -40,7 +40,8 @@ async function readGrant(reader: GrantReader, request: GetGrantRequest): Promise
   const { idp, subject } = request;
   const grant = request.prefetched ? reader.store.decrypt(request.prefetched) : await reader.store.findGrant(idp, subject);
   if (!grant) throw grantNotFound(idp, subject);
-  if (request.refuseRevoked && grant.status === 'revoked') throw new VaultError(`grant (${idp}, ${subject}) is revoked: the user must sign in again`, 'failed_precondition');
+  if (request.refuseRevoked && grant.status === 'revoked')
+    throw new VaultError(`grant (${idp}, ${subject}) is revoked: the user must sign in again`, 'failed_precondition');
   return grant;
 }
 
@@ -50,10 +51,15 @@ export async function getGrant(reader: GrantReader, request: GetGrantRequest): P
   const grant = await readGrant(reader, request);
   const windowSeconds = request.refreshWithinSeconds ?? 0;
   const expiresAt = grant.accessTokenExpiresAt?.getTime();
-  if (!(windowSeconds > 0 && expiresAt !== undefined && expiresAt - Date.now() < windowSeconds * 1000 && grant.refreshToken)) return { grant, refreshed: false };
+  if (!(windowSeconds > 0 && expiresAt !== undefined && expiresAt - Date.now() < windowSeconds * 1000 && grant.refreshToken))
+    return { grant, refreshed: false };
   if (!reader.refresher) throw new Error('getGrant: a read that may refresh needs the refresher');
   try {
-    const result = await reader.refresher.refresh(idp, subject, { arrivedAt: readAt, onlyIfExpiringWithinMs: windowSeconds * 1000, waitUntil: request.waitUntil });
+    const result = await reader.refresher.refresh(idp, subject, {
+      arrivedAt: readAt,
+      onlyIfExpiringWithinMs: windowSeconds * 1000,
+      waitUntil: request.waitUntil,
+    });
     return { grant: result.grant, refreshed: result.refreshedByThisCall };
   } catch (error) {
     // An IdP that is down should not take away a token that still works.

@@ -70,7 +70,10 @@ const GRANT_KEY_IDS = `SELECT DISTINCT idp, subject, unnest(ARRAY[key_id, COALES
 
 async function countByKey(pool: pg.Pool, table: string, activeKeyId: string): Promise<Map<string, number>> {
   const source = table === 'grants' ? `(${GRANT_KEY_IDS}) AS used` : table;
-  const { rows } = await pool.query<{ key_id: string; n: number }>(`SELECT key_id, count(*)::int AS n FROM ${source} WHERE key_id IS NOT NULL AND key_id <> $1 GROUP BY key_id`, [activeKeyId]);
+  const { rows } = await pool.query<{ key_id: string; n: number }>(
+    `SELECT key_id, count(*)::int AS n FROM ${source} WHERE key_id IS NOT NULL AND key_id <> $1 GROUP BY key_id`,
+    [activeKeyId],
+  );
   return new Map(rows.map((row) => [row.key_id, row.n]));
 }
 
@@ -108,106 +111,123 @@ export async function rotateKeys(
   const result: RotationResult = { grants: 0, pendingGrants: 0, quarantinedCaptures: 0, missing: [] };
 
   const grantTotal = sum(grantCounts);
-  await inBatches(pool, async (client) => {
-    const { rows } = await client.query<GrantCipherRow>(
-      `SELECT idp, subject, key_id, refresh_token_key_id, id_token_key_id, access_token, refresh_token, id_token, extras, access_token_fp FROM grants
+  await inBatches(
+    pool,
+    async (client) => {
+      const { rows } = await client.query<GrantCipherRow>(
+        `SELECT idp, subject, key_id, refresh_token_key_id, id_token_key_id, access_token, refresh_token, id_token, extras, access_token_fp FROM grants
        WHERE (key_id <> $1 OR COALESCE(refresh_token_key_id, key_id) <> $1 OR COALESCE(id_token_key_id, key_id) <> $1)
          AND key_id = ANY($2) AND COALESCE(refresh_token_key_id, key_id) = ANY($2) AND COALESCE(id_token_key_id, key_id) = ANY($2)
        ORDER BY idp, subject LIMIT $3 FOR UPDATE`,
-      // Every key of the ring, the active one included: a row under the active key but with its
-      // refresh token under an old one must be moved too.
-      [active, [...ring.keys.keys()], batchSize],
-    );
-    if (rows.length === 0) return 0;
-    const columns: unknown[][] = Array.from({ length: 7 }, () => []);
-    for (const row of rows) {
-      const resealed = GRANT_FIELDS.map((field) => {
-        const sealed = row[field];
-        if (!sealed) return { field, plain: null, value: null };
-        const binding = { idp: row.idp, subject: row.subject, field };
-        const keyId = (field === 'refresh_token' ? row.refresh_token_key_id : field === 'id_token' ? row.id_token_key_id : null) ?? row.key_id;
-        const plain = openOrExplain(ring, keyId, sealed, binding, `grant (${row.idp}, ${row.subject})`);
-        return { field, plain, value: seal(ring, plain, binding) };
-      });
-      const accessToken = resealed[0]!.plain;
-      // Fingerprints are keyed by the active key too; the grant's must match new profile lookups.
-      const fp = accessToken ? fingerprint(ring, accessToken) : row.access_token_fp;
-      [row.idp, row.subject, ...resealed.map((entry) => entry.value), fp].forEach((value, index) => void columns[index]!.push(value));
-    }
-    await client.query(
-      `UPDATE grants AS g SET key_id = $8, access_token = u.access_token, refresh_token = u.refresh_token, id_token = u.id_token,
+        // Every key of the ring, the active one included: a row under the active key but with its
+        // refresh token under an old one must be moved too.
+        [active, [...ring.keys.keys()], batchSize],
+      );
+      if (rows.length === 0) return 0;
+      const columns: unknown[][] = Array.from({ length: 7 }, () => []);
+      for (const row of rows) {
+        const resealed = GRANT_FIELDS.map((field) => {
+          const sealed = row[field];
+          if (!sealed) return { field, plain: null, value: null };
+          const binding = { idp: row.idp, subject: row.subject, field };
+          const keyId = (field === 'refresh_token' ? row.refresh_token_key_id : field === 'id_token' ? row.id_token_key_id : null) ?? row.key_id;
+          const plain = openOrExplain(ring, keyId, sealed, binding, `grant (${row.idp}, ${row.subject})`);
+          return { field, plain, value: seal(ring, plain, binding) };
+        });
+        const accessToken = resealed[0]!.plain;
+        // Fingerprints are keyed by the active key too; the grant's must match new profile lookups.
+        const fp = accessToken ? fingerprint(ring, accessToken) : row.access_token_fp;
+        [row.idp, row.subject, ...resealed.map((entry) => entry.value), fp].forEach((value, index) => void columns[index]!.push(value));
+      }
+      await client.query(
+        `UPDATE grants AS g SET key_id = $8, access_token = u.access_token, refresh_token = u.refresh_token, id_token = u.id_token,
                               extras = u.extras, access_token_fp = u.access_token_fp,
                               refresh_token_key_id = CASE WHEN u.refresh_token IS NULL THEN NULL ELSE $8 END,
                               id_token_key_id = CASE WHEN u.id_token IS NULL THEN NULL ELSE $8 END
        FROM unnest($1::text[], $2::text[], $3::bytea[], $4::bytea[], $5::bytea[], $6::bytea[], $7::text[])
          AS u(idp, subject, access_token, refresh_token, id_token, extras, access_token_fp)
        WHERE g.idp = u.idp AND g.subject = u.subject`,
-      [...columns, active],
-    );
-    return rows.length;
-  }, (rows) => {
-    result.grants += rows;
-    options.onProgress?.({ table: 'grants', done: result.grants, total: grantTotal });
-  });
+        [...columns, active],
+      );
+      return rows.length;
+    },
+    (rows) => {
+      result.grants += rows;
+      options.onProgress?.({ table: 'grants', done: result.grants, total: grantTotal });
+    },
+  );
 
   const pendingTotal = sum(pendingCounts);
-  await inBatches(pool, async (client) => {
-    const { rows } = await client.query<PendingCipherRow>(
-      `SELECT capture_id, idp, key_id, payload, access_token_fp FROM pending_grants
+  await inBatches(
+    pool,
+    async (client) => {
+      const { rows } = await client.query<PendingCipherRow>(
+        `SELECT capture_id, idp, key_id, payload, access_token_fp FROM pending_grants
        WHERE key_id <> $1 AND key_id = ANY($2) ORDER BY capture_id LIMIT $3 FOR UPDATE`,
-      [active, readable, batchSize],
-    );
-    for (const row of rows) {
-      const binding = store.pendingBinding(row.idp, row.capture_id);
-      const plain = openOrExplain(ring, row.key_id, row.payload, binding, `held grant ${row.capture_id} of IdP ${row.idp}`);
-      const accessToken = parseDecrypted<{ tokens?: { accessToken?: unknown } }>(plain, `held grant ${row.capture_id}`).tokens?.accessToken;
-      const fp = typeof accessToken === 'string' ? fingerprint(ring, accessToken) : row.access_token_fp;
-      await client.query('UPDATE pending_grants SET key_id = $2, payload = $3, access_token_fp = $4 WHERE capture_id = $1', [
-        row.capture_id,
-        active,
-        seal(ring, plain, binding),
-        fp,
-      ]);
-    }
-    return rows.length;
-  }, (rows) => {
-    result.pendingGrants += rows;
-    options.onProgress?.({ table: 'pending_grants', done: result.pendingGrants, total: pendingTotal });
-  });
+        [active, readable, batchSize],
+      );
+      for (const row of rows) {
+        const binding = store.pendingBinding(row.idp, row.capture_id);
+        const plain = openOrExplain(ring, row.key_id, row.payload, binding, `held grant ${row.capture_id} of IdP ${row.idp}`);
+        const accessToken = parseDecrypted<{ tokens?: { accessToken?: unknown } }>(plain, `held grant ${row.capture_id}`).tokens?.accessToken;
+        const fp = typeof accessToken === 'string' ? fingerprint(ring, accessToken) : row.access_token_fp;
+        await client.query('UPDATE pending_grants SET key_id = $2, payload = $3, access_token_fp = $4 WHERE capture_id = $1', [
+          row.capture_id,
+          active,
+          seal(ring, plain, binding),
+          fp,
+        ]);
+      }
+      return rows.length;
+    },
+    (rows) => {
+      result.pendingGrants += rows;
+      options.onProgress?.({ table: 'pending_grants', done: result.pendingGrants, total: pendingTotal });
+    },
+  );
 
   // Bound to the quarantine and the capture id (ingest/quarantine.ts); re-sealed whole, never parsed.
   const quarantineTotal = sum(quarantineCounts);
-  await inBatches(pool, async (client) => {
-    const { rows } = await client.query<QuarantineCipherRow>(
-      `SELECT capture_id, key_id, record FROM quarantined_captures
+  await inBatches(
+    pool,
+    async (client) => {
+      const { rows } = await client.query<QuarantineCipherRow>(
+        `SELECT capture_id, key_id, record FROM quarantined_captures
        WHERE key_id <> $1 AND key_id = ANY($2) ORDER BY capture_id LIMIT $3 FOR UPDATE`,
-      [active, readable, batchSize],
-    );
-    if (rows.length === 0) return 0;
-    const resealed = rows.map((row) => {
-      try {
-        return resealQuarantined(ring, row.key_id, row.record, row.capture_id);
-      } catch (error) {
-        throw new RotationError(
-          `quarantined capture ${row.capture_id} cannot be opened under key "${row.key_id}" (${asError(error).message}); delete its row (token-tap captures quarantined lists it) or restore the key, then run again`,
-          { cause: error },
-        );
-      }
-    });
-    await client.query(
-      `UPDATE quarantined_captures AS q SET key_id = $3, record = u.record
+        [active, readable, batchSize],
+      );
+      if (rows.length === 0) return 0;
+      const resealed = rows.map((row) => {
+        try {
+          return resealQuarantined(ring, row.key_id, row.record, row.capture_id);
+        } catch (error) {
+          throw new RotationError(
+            `quarantined capture ${row.capture_id} cannot be opened under key "${row.key_id}" (${asError(error).message}); delete its row (token-tap captures quarantined lists it) or restore the key, then run again`,
+            { cause: error },
+          );
+        }
+      });
+      await client.query(
+        `UPDATE quarantined_captures AS q SET key_id = $3, record = u.record
        FROM unnest($1::uuid[], $2::bytea[]) AS u(capture_id, record) WHERE q.capture_id = u.capture_id`,
-      [rows.map((row) => row.capture_id), resealed, active],
-    );
-    return rows.length;
-  }, (rows) => {
-    result.quarantinedCaptures += rows;
-    options.onProgress?.({ table: 'quarantined_captures', done: result.quarantinedCaptures, total: quarantineTotal });
-  });
+        [rows.map((row) => row.capture_id), resealed, active],
+      );
+      return rows.length;
+    },
+    (rows) => {
+      result.quarantinedCaptures += rows;
+      options.onProgress?.({ table: 'quarantined_captures', done: result.quarantinedCaptures, total: quarantineTotal });
+    },
+  );
 
   for (const keyId of new Set([...grantCounts.keys(), ...pendingCounts.keys(), ...quarantineCounts.keys()])) {
     if (!ring.keys.has(keyId)) {
-      result.missing.push({ keyId, grants: grantCounts.get(keyId) ?? 0, pendingGrants: pendingCounts.get(keyId) ?? 0, quarantinedCaptures: quarantineCounts.get(keyId) ?? 0 });
+      result.missing.push({
+        keyId,
+        grants: grantCounts.get(keyId) ?? 0,
+        pendingGrants: pendingCounts.get(keyId) ?? 0,
+        quarantinedCaptures: quarantineCounts.get(keyId) ?? 0,
+      });
     }
   }
   result.missing.sort((a, b) => a.keyId.localeCompare(b.keyId));
@@ -219,6 +239,8 @@ function openOrExplain(ring: KeyRing, keyId: string, sealed: Buffer, binding: { 
     return open(ring, keyId, sealed, binding);
   } catch (error) {
     // Nothing of this batch is written; the rows before it stay rotated.
-    throw new RotationError(`${what} cannot be opened under key "${keyId}" (${asError(error).message}); delete that grant or restore the key, then run again`, { cause: error });
+    throw new RotationError(`${what} cannot be opened under key "${keyId}" (${asError(error).message}); delete that grant or restore the key, then run again`, {
+      cause: error,
+    });
   }
 }

@@ -10,12 +10,31 @@
 //  - An access or refresh token over its bound (or not storable) cannot be stored as the grant's:
 //    the whole answer is set aside (the caller quarantines it, sealed, for an operator).
 // Pure: no I/O; what was dropped is returned for the caller to log and count (field names only).
-import { checkField, checkLifetime, checkTimeClaims, FIELD_BOUNDS, formatBytes, nestingExceeds, MAX_JSON_NESTING, type BoundedField } from '../capture/bounds.js';
+import {
+  checkField,
+  checkLifetime,
+  checkTimeClaims,
+  FIELD_BOUNDS,
+  formatBytes,
+  nestingExceeds,
+  MAX_JSON_NESTING,
+  type BoundedField,
+} from '../capture/bounds.js';
 import { stringClaim } from '../capture/jwt.js';
 import type { Capture, TokenSet } from '../capture/types.js';
 
 /** Metric label and log field of a refused field: wire names, a small fixed set. */
-export type RefreshAnswerField = 'access_token' | 'refresh_token' | 'id_token' | 'email' | 'issuer' | 'scope' | 'token_type' | 'extras' | 'expires_in' | 'refresh_token_expires_in';
+export type RefreshAnswerField =
+  | 'access_token'
+  | 'refresh_token'
+  | 'id_token'
+  | 'email'
+  | 'issuer'
+  | 'scope'
+  | 'token_type'
+  | 'extras'
+  | 'expires_in'
+  | 'refresh_token_expires_in';
 
 export interface RefusedField {
   field: RefreshAnswerField;
@@ -62,7 +81,9 @@ export function readRefreshAnswer(input: RefreshAnswerInput): RefreshAnswer {
   const refused: RefusedField[] = [];
   const note = (entry: RefusedField | undefined): boolean => (entry ? (refused.push(entry), true) : false);
 
-  const tokenRefusals = [refusal('access_token', 'accessToken', tokens.accessToken), refusal('refresh_token', 'refreshToken', tokens.refreshToken)].filter((entry) => entry !== undefined);
+  const tokenRefusals = [refusal('access_token', 'accessToken', tokens.accessToken), refusal('refresh_token', 'refreshToken', tokens.refreshToken)].filter(
+    (entry) => entry !== undefined,
+  );
 
   let idToken = tokens.idToken;
   let claims = tokens.claims;
@@ -72,7 +93,9 @@ export function readRefreshAnswer(input: RefreshAnswerInput): RefreshAnswer {
     const unusable =
       refusal('id_token', 'idToken', idToken) ??
       (claims === undefined ? { field: 'id_token' as const, detail: 'id_token whose claims cannot be read' } : undefined) ??
-      (claims && nestingExceeds(claims) ? { field: 'id_token' as const, detail: `id_token claims nested deeper than ${MAX_JSON_NESTING} levels` } : undefined) ??
+      (claims && nestingExceeds(claims)
+        ? { field: 'id_token' as const, detail: `id_token claims nested deeper than ${MAX_JSON_NESTING} levels` }
+        : undefined) ??
       timeClaimsRefusal(claims, input.requestedAt);
     email = stringClaim(claims, 'email');
     issuer = stringClaim(claims, 'iss');
@@ -95,7 +118,8 @@ export function readRefreshAnswer(input: RefreshAnswerInput): RefreshAnswer {
   if (note(lifetimeRefusal('refresh_token_expires_in', refreshExpiresIn))) refreshExpiresIn = undefined;
 
   let scope = tokens.scope;
-  const scopeRefused = refusal('scope', 'scope', scope.join(' ')) ?? scope.map((each) => refusal('scope', 'scopeEach', each)).find((entry) => entry !== undefined);
+  const scopeRefused =
+    refusal('scope', 'scope', scope.join(' ')) ?? scope.map((each) => refusal('scope', 'scopeEach', each)).find((entry) => entry !== undefined);
   if (note(scopeRefused)) scope = [];
 
   let tokenType = tokens.tokenType;

@@ -5,7 +5,8 @@ import type { GrantRefresher } from './refresh.js';
 
 export async function drainRefreshes(refresher: GrantRefresher, graceMs: number, logger: Logger): Promise<void> {
   const inFlight = refresher.inFlight();
-  if (inFlight.length > 0) logger.info({ refreshesInFlight: inFlight.length, idps: [...new Set(inFlight)].sort(), graceMs }, 'stopping: waiting for refreshes in flight');
+  if (inFlight.length > 0)
+    logger.info({ refreshesInFlight: inFlight.length, idps: [...new Set(inFlight)].sort(), graceMs }, 'stopping: waiting for refreshes in flight');
   const cut = await refresher.drain(graceMs);
   if (cut.length > 0) {
     logger.warn(

@@ -129,14 +129,20 @@ export class KeptAnswers {
           });
           this.forget(idp, subject, answer);
           if (outcome === 'written' || outcome === 'set_aside') {
-            logger?.info({ idp, subject, captureId: answer.capture.captureId, outcome }, 'wrote a kept refresh answer as soon as Postgres answered again, ahead of the spool');
+            logger?.info(
+              { idp, subject, captureId: answer.capture.captureId, outcome },
+              'wrote a kept refresh answer as soon as Postgres answered again, ahead of the spool',
+            );
           }
         } catch (error) {
           gate.failed(error);
           if (retryable(error)) break;
           // It fails for itself, not for an outage: the pump meets its spooled copy (and quarantines it if it fails there too).
           this.forget(idp, subject, answer);
-          logger?.warn({ idp, subject, captureId: answer.capture.captureId, err: { name: errorName(error), code: errorCode(error) } }, 'a kept refresh answer could not be written; its spooled copy is left to the pump');
+          logger?.warn(
+            { idp, subject, captureId: answer.capture.captureId, err: { name: errorName(error), code: errorCode(error) } },
+            'a kept refresh answer could not be written; its spooled copy is left to the pump',
+          );
         }
       }
     }

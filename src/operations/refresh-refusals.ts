@@ -23,7 +23,10 @@ export function clientFor(clients: IdpClients, grant: GrantRecord): IdpClient {
   }
   const client = clients.get(idp);
   if (!client) {
-    throw new VaultError(`no client credentials for IdP "${idp}": add it to the file named by ${IDP_CONFIG_ENV} (token_url, client_id, client_secret_env)`, 'failed_precondition');
+    throw new VaultError(
+      `no client credentials for IdP "${idp}": add it to the file named by ${IDP_CONFIG_ENV} (token_url, client_id, client_secret_env)`,
+      'failed_precondition',
+    );
   }
   // A refresh token works only for the client it was issued to.
   if (grant.clientId && grant.clientId !== client.clientId) {
@@ -45,7 +48,10 @@ export function idpFailure(idp: string, error: IdpCallError): VaultError {
 /** Tokens obtained for a grant revoked or deleted meanwhile are revoked at the IdP (best effort). */
 export async function revokeUnused(client: IdpClient, refreshed: Capture, logger: Logger | undefined): Promise<void> {
   if (!client.canRevoke) return;
-  const tokens = [['refresh_token', refreshed.tokens?.refreshToken], ['access_token', refreshed.tokens?.accessToken]] as const;
+  const tokens = [
+    ['refresh_token', refreshed.tokens?.refreshToken],
+    ['access_token', refreshed.tokens?.accessToken],
+  ] as const;
   try {
     for (const [hint, token] of tokens) if (token) await client.revoke(token, hint);
   } catch (error) {
@@ -79,8 +85,14 @@ export function reportRefusedFields({ idp, subject, logger, onFieldRefused }: Re
   for (const { field } of answer.refused) onFieldRefused?.(idp, field, field === 'access_token' || field === 'refresh_token' ? 'set_aside' : 'dropped');
   const fields = answer.refused.map((entry) => entry.detail);
   if (answer.kind === 'set_aside') {
-    logger?.error({ idp, subject, fields }, 'IdP answered the refresh with a token over its bound or not storable: the answer is set aside in the quarantine, not stored in the grant');
+    logger?.error(
+      { idp, subject, fields },
+      'IdP answered the refresh with a token over its bound or not storable: the answer is set aside in the quarantine, not stored in the grant',
+    );
   } else {
-    logger?.warn({ idp, subject, fields }, 'IdP answered the refresh with fields over their bound or not storable: those are dropped (the grant keeps its own), the new tokens are stored');
+    logger?.warn(
+      { idp, subject, fields },
+      'IdP answered the refresh with fields over their bound or not storable: those are dropped (the grant keeps its own), the new tokens are stored',
+    );
   }
 }

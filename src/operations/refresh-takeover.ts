@@ -54,7 +54,12 @@ export class TakeoverGate {
    * of another over (`takingOver`). Our own leftover claim (an earlier attempt here that could not
    * release it) and a settled one are ours to replace.
    */
-  judge(claim: RefreshClaim | undefined, holder: string, grant: { idp: string; subject: string }, now = Date.now()): { wait: boolean; takeoverAfter?: number; takingOver: boolean } {
+  judge(
+    claim: RefreshClaim | undefined,
+    holder: string,
+    grant: { idp: string; subject: string },
+    now = Date.now(),
+  ): { wait: boolean; takeoverAfter?: number; takingOver: boolean } {
     if (!claim || claim.holder === holder || claim.settled) return { wait: false, takingOver: false };
     if (!claim.expired) return { wait: true, takingOver: false };
     const takeoverAfter = this.heldOffUntil(claim, now);

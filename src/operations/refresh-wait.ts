@@ -31,13 +31,22 @@ export interface HolderWait {
  */
 export async function waitForHolder(wait: HolderWait): Promise<void> {
   const { idp, subject, claim, version, takeoverAfter } = wait;
-  wait.logger?.info({ idp, subject, holder: claim.holder, claimExpiresAt: claim.expiresAt }, 'another holder is refreshing this grant; waiting for its result instead of spending the refresh token');
+  wait.logger?.info(
+    { idp, subject, holder: claim.holder, claimExpiresAt: claim.expiresAt },
+    'another holder is refreshing this grant; waiting for its result instead of spending the refresh token',
+  );
   const expired = (now: RefreshClaim) => now.expired && (takeoverAfter === undefined || Date.now() >= takeoverAfter);
   for (;;) {
     const left = wait.waitUntil - Date.now();
     if (left <= 0) {
-      const until = takeoverAfter === undefined ? `claimed until ${claim.expiresAt.toISOString()}` : `its claim expired while Postgres was away; it has until ${new Date(takeoverAfter).toISOString()} to write its answer`;
-      throw new VaultError(`grant (${idp}, ${subject}) is being refreshed by ${claim.holder} (${until}); its result did not come within this call's wait; try again`, 'unavailable');
+      const until =
+        takeoverAfter === undefined
+          ? `claimed until ${claim.expiresAt.toISOString()}`
+          : `its claim expired while Postgres was away; it has until ${new Date(takeoverAfter).toISOString()} to write its answer`;
+      throw new VaultError(
+        `grant (${idp}, ${subject}) is being refreshed by ${claim.holder} (${until}); its result did not come within this call's wait; try again`,
+        'unavailable',
+      );
     }
     await sleep(Math.min(wait.pollMs, left), wait.stopping);
     if (wait.stopping.aborted) return;

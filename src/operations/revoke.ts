@@ -115,7 +115,10 @@ export class GrantRevoker {
         } catch (error) {
           if (!(error instanceof IdpCallError)) throw error;
           if (conditions.eraseWhenIdpFails) idpFailure = error.message;
-          else throw new VaultError(`${error.message}; the grant is unchanged, try again`, error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition', { cause: error });
+          else
+            throw new VaultError(`${error.message}; the grant is unchanged, try again`, error.kind === 'unavailable' ? 'unavailable' : 'failed_precondition', {
+              cause: error,
+            });
         }
       }
       await markRevoked(tx, idp, subject, { seenOnly: conditions.seenOnly === true });

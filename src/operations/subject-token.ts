@@ -40,9 +40,16 @@ export class SubjectTokenVerifier {
     private readonly issuers: readonly SubjectIssuer[],
     options: SubjectTokenVerifierOptions,
   ) {
-    const cache = new JwksCache({ cooldownMs: options.cooldownMs, ...(options.onFetch ? { onFetch: options.onFetch } : {}), ...(options.now ? { now: options.now } : {}) });
+    const cache = new JwksCache({
+      cooldownMs: options.cooldownMs,
+      ...(options.onFetch ? { onFetch: options.onFetch } : {}),
+      ...(options.now ? { now: options.now } : {}),
+    });
     for (const issuer of issuers) {
-      this.keys.set(issuer.issuer, cache.keysOf({ name: `exchange:${issuer.issuer}`, issuer: issuer.issuer, jwksUri: issuer.jwksUri, timeoutMs: KEYS_TIMEOUT_MS }));
+      this.keys.set(
+        issuer.issuer,
+        cache.keysOf({ name: `exchange:${issuer.issuer}`, issuer: issuer.issuer, jwksUri: issuer.jwksUri, timeoutMs: KEYS_TIMEOUT_MS }),
+      );
     }
   }
 
@@ -57,7 +64,7 @@ export class SubjectTokenVerifier {
     const issuer = this.issuers.find((entry) => entry.issuer === unverified.iss);
     if (!issuer) return { ok: false, kind: 'invalid', reason: 'iss is none of the subject_issuers' };
     const audience = type === 'access_token' ? issuer.audiences : issuer.clientIds;
-    if (audience.length === 0) return { ok: false, kind: 'invalid', reason: "id_tokens of this issuer are not taken (it has no client_ids)" };
+    if (audience.length === 0) return { ok: false, kind: 'invalid', reason: 'id_tokens of this issuer are not taken (it has no client_ids)' };
     try {
       const { payload } = await jwtVerify(token, this.keys.get(issuer.issuer)!.getKey, {
         issuer: issuer.issuer,
@@ -66,7 +73,8 @@ export class SubjectTokenVerifier {
         clockTolerance: CLOCK_SKEW_SECONDS,
         requiredClaims: ['exp', 'sub'],
       });
-      if (type === 'access_token' && namesNoUser(payload)) return { ok: false, kind: 'invalid', reason: "a client's own token (client credentials): it names no user" };
+      if (type === 'access_token' && namesNoUser(payload))
+        return { ok: false, kind: 'invalid', reason: "a client's own token (client credentials): it names no user" };
       return { ok: true, claims: payload };
     } catch (error) {
       if (error instanceof JwksUnavailable) return { ok: false, kind: 'unavailable', reason: "the authorization server's keys cannot be fetched" };

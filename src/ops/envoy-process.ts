@@ -66,7 +66,9 @@ export async function startEnvoy(configYaml: string, adminPort: number, options:
 export async function validateEnvoyConfig(configFile: string): Promise<{ ok: boolean; output: string }> {
   requireEnvoy();
   return new Promise((resolve) => {
-    const child = spawn(ENVOY_BIN, ['--mode', 'validate', '-c', configFile, '--use-dynamic-base-id', '--log-level', 'error'], { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(ENVOY_BIN, ['--mode', 'validate', '-c', configFile, '--use-dynamic-base-id', '--log-level', 'error'], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let output = '';
     child.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));

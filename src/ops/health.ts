@@ -8,7 +8,6 @@
 //   answer 503 with the reason, and grpc.health.v1 says NOT_SERVING, until the process exits.
 import type { StoreState } from '../ingest/postgres-availability.js';
 
-
 export interface SpoolView {
   depth: number;
   bytes: number;

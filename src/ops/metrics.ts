@@ -40,7 +40,16 @@ export interface Metrics {
 }
 
 /** Every reason token_tap_captures_dropped_total is counted with, started at 0 (see noteIdp). */
-export const DROP_REASONS = ['spool_full', 'spool_write_failed', 'spool_stopped', 'shutting_down', 'spool_encode_failed', 'capture_backlog_full', 'capture_failed', 'jwks_unavailable'] as const;
+export const DROP_REASONS = [
+  'spool_full',
+  'spool_write_failed',
+  'spool_stopped',
+  'shutting_down',
+  'spool_encode_failed',
+  'capture_backlog_full',
+  'capture_failed',
+  'jwks_unavailable',
+] as const;
 const IDP_OUTCOMES = ['stored', 'idp_error', 'unparseable', 'too_large', 'incomplete', 'no_subject', 'unverified'] as const;
 const QUARANTINE_REASONS = ['refused_by_postgres', 'unreadable', 'failed'] as const;
 /** IdP names come from Envoy's routes; past this many, no more are started at 0 (a bound on series, not on counting). */
@@ -52,8 +61,7 @@ export const REFUSALS_SUMMARISED = 'token_tap_refusals_summarised_total';
 export function refusalsSummarisedCounter(registry: Registry): Counter<'source' | 'outcome'> {
   return new Counter({
     name: REFUSALS_SUMMARISED,
-    help:
-      'Refusals that got no row of their own but were counted into a summary row (TOKEN_TAP_REFUSAL_SUMMARY_MS), by source (okta_hook: access_events; capture: capture_events) and outcome. The calls and captures themselves are in token_tap_okta_hook_calls_total and token_tap_captures_total.',
+    help: 'Refusals that got no row of their own but were counted into a summary row (TOKEN_TAP_REFUSAL_SUMMARY_MS), by source (okta_hook: access_events; capture: capture_events) and outcome. The calls and captures themselves are in token_tap_okta_hook_calls_total and token_tap_captures_total.',
     labelNames: ['source', 'outcome'],
     registers: [registry],
   });
@@ -75,15 +83,13 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     capturesDropped: new Counter({
       name: 'token_tap_captures_dropped_total',
-      help:
-        'Captures dropped before reaching Postgres, by reason. Spool records that cannot be read are not dropped: they are held (token_tap_spool_records_held).',
+      help: 'Captures dropped before reaching Postgres, by reason. Spool records that cannot be read are not dropped: they are held (token_tap_spool_records_held).',
       labelNames: ['reason'],
       registers,
     }),
     capturesQuarantined: new Counter({
       name: 'token_tap_captures_quarantined_total',
-      help:
-        'Captures set aside in quarantined_captures instead of blocking the writer, by IdP and reason: refused_by_postgres (a value Postgres refuses alone, e.g. over the btree limit), unreadable (a held grant the key ring cannot open), failed (anything else, verification included). List and retry them with token-tap captures.',
+      help: 'Captures set aside in quarantined_captures instead of blocking the writer, by IdP and reason: refused_by_postgres (a value Postgres refuses alone, e.g. over the btree limit), unreadable (a held grant the key ring cannot open), failed (anything else, verification included). List and retry them with token-tap captures.',
       labelNames: ['idp', 'reason'],
       registers,
     }),
@@ -105,7 +111,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     extProcStreamsOpen: new Gauge({ name: 'token_tap_extproc_streams_open', help: 'ext_proc streams open now.', registers }),
-    extProcStreams: new Counter({ name: 'token_tap_extproc_streams_total', help: 'ext_proc streams Envoy opened to the sidecar (one per token or profile call).', registers }),
+    extProcStreams: new Counter({
+      name: 'token_tap_extproc_streams_total',
+      help: 'ext_proc streams Envoy opened to the sidecar (one per token or profile call).',
+      registers,
+    }),
     extProcStreamsIncomplete: new Counter({
       name: 'token_tap_extproc_streams_incomplete_total',
       help: 'ext_proc streams that ended before the whole response reached the sidecar (Envoy reset them, e.g. after deferred_close_timeout while the sidecar lagged): a login captured partly or not at all.',
@@ -117,7 +127,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     queueDepth: new Gauge({ name: 'token_tap_capture_queue_depth', help: 'Captures waiting to be written to Postgres.', registers }),
-    intakeDepth: new Gauge({ name: 'token_tap_capture_intake_depth', help: 'Finished responses in memory waiting for capture work (parsing, sealing, the spool); a SIGKILL loses them.', registers }),
+    intakeDepth: new Gauge({
+      name: 'token_tap_capture_intake_depth',
+      help: 'Finished responses in memory waiting for capture work (parsing, sealing, the spool); a SIGKILL loses them.',
+      registers,
+    }),
     writeBatchSeconds: new Histogram({
       name: 'token_tap_write_batch_seconds',
       help: 'Time to write one batch of captures to Postgres.',
@@ -125,7 +139,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
       registers,
     }),
     postgresErrors: new Counter({ name: 'token_tap_postgres_errors_total', help: 'Failed Postgres operations.', registers }),
-    spoolBytes: new Gauge({ name: 'token_tap_spool_bytes', help: 'Bytes the capture spool holds on disk and in its write buffer (segments kept for the grace window included).', registers }),
+    spoolBytes: new Gauge({
+      name: 'token_tap_spool_bytes',
+      help: 'Bytes the capture spool holds on disk and in its write buffer (segments kept for the grace window included).',
+      registers,
+    }),
     spoolRecordsHeld: new Gauge({
       name: 'token_tap_spool_records_held',
       help:
@@ -155,7 +173,11 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     }),
     postgresUp: new Gauge({ name: 'token_tap_postgres_up', help: '1 when the last Postgres write (or schema check) succeeded, else 0.', registers }),
     refusalsSummarised: refusalsSummarisedCounter(registry),
-    spoolMaxBytes: new Gauge({ name: 'token_tap_spool_max_bytes', help: 'The spool\'s size cap (TOKEN_TAP_SPOOL_MAX_BYTES): at it, new captures are dropped.', registers }),
+    spoolMaxBytes: new Gauge({
+      name: 'token_tap_spool_max_bytes',
+      help: "The spool's size cap (TOKEN_TAP_SPOOL_MAX_BYTES): at it, new captures are dropped.",
+      registers,
+    }),
     spoolWaitingBytes: new Gauge({
       name: 'token_tap_spool_waiting_bytes',
       help: 'Bytes of the spool that count toward TOKEN_TAP_SPOOL_MAX_BYTES: token_tap_spool_bytes less the segments already in Postgres kept for the grace window (a full spool gives those up first).',
@@ -164,7 +186,7 @@ export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metri
     captureOldestWaitingSeconds: (() => {
       new Gauge({
         name: 'token_tap_capture_oldest_waiting_seconds',
-        help: 'Age (since Envoy saw its response) of the oldest capture in the batch the writer holds for Postgres, 0 when none waits: grows while Postgres is away. Captures put back in the spool to wait for their IdP\'s keys are not counted (token_tap_jwks_fetches_total shows that wait).',
+        help: "Age (since Envoy saw its response) of the oldest capture in the batch the writer holds for Postgres, 0 when none waits: grows while Postgres is away. Captures put back in the spool to wait for their IdP's keys are not counted (token_tap_jwks_fetches_total shows that wait).",
         registers,
         collect() {
           this.set(readOldestWaiting());

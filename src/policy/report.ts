@@ -38,7 +38,12 @@ const EMPTY: Omit<IdpFigures, 'idp'> = {
 };
 
 /** One line per IdP that has grants, a policy or a client in the IdP file (`configured`), by name. */
-export function buildReport(figures: readonly IdpFigures[], actions: readonly PolicyActionCount[], policies: ReadonlyMap<string, RefreshTokenPolicy>, configured: Iterable<string> = []): ReportLine[] {
+export function buildReport(
+  figures: readonly IdpFigures[],
+  actions: readonly PolicyActionCount[],
+  policies: ReadonlyMap<string, RefreshTokenPolicy>,
+  configured: Iterable<string> = [],
+): ReportLine[] {
   const byIdp = new Map(figures.map((entry) => [entry.idp, entry]));
   const names = [...new Set([...byIdp.keys(), ...policies.keys(), ...configured])].sort();
   return names.map((idp) => {
@@ -70,8 +75,14 @@ export function formatReportText(lines: readonly ReportLine[]): string {
   if (lines.length === 0) return 'no IdP has grants or a policy\n';
   return lines
     .map((line) => {
-      const policy = line.policy ? Object.entries(line.policy).map(([key, value]) => `${key}:${value}`).join(',') : 'none';
-      const actions = Object.entries(line.policy_actions_24h).flatMap(([action, outcomes]) => Object.entries(outcomes).map(([outcome, count]) => `${action}/${outcome}:${count}`));
+      const policy = line.policy
+        ? Object.entries(line.policy)
+            .map(([key, value]) => `${key}:${value}`)
+            .join(',')
+        : 'none';
+      const actions = Object.entries(line.policy_actions_24h).flatMap(([action, outcomes]) =>
+        Object.entries(outcomes).map(([outcome, count]) => `${action}/${outcome}:${count}`),
+      );
       const fields = [
         `grants=${line.grants}`,
         `active=${line.active}`,

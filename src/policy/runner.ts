@@ -31,7 +31,13 @@ export type PolicyAction = 'rotate' | 'expire';
 export interface PolicyRunnerOptions {
   pool: pg.Pool;
   policies: ReadonlyMap<string, RefreshTokenPolicy>;
-  refresher: { refresh(idp: string, subject: string, conditions: { arrivedAt: Date; waitUntil: number; refreshedByPolicy: true }): Promise<{ refreshedByThisCall: boolean }> };
+  refresher: {
+    refresh(
+      idp: string,
+      subject: string,
+      conditions: { arrivedAt: Date; waitUntil: number; refreshedByPolicy: true },
+    ): Promise<{ refreshedByThisCall: boolean }>;
+  };
   revoker: { revoke(idp: string, subject: string, options: RevokeOptions): Promise<unknown> };
   events: Pick<AccessEventLog, 'record' | 'recordIn'>;
   intervalMs: number;
@@ -176,13 +182,25 @@ export class PolicyRunner {
       outcome = error instanceof VaultError ? error.outcome : 'internal';
       // Any other failure (its audit row refused, say) rolled its transaction back; the other grants go on.
       detail = `${rule}: ${error instanceof VaultError ? error.message : `failed (${errorCode(error) ?? errorName(error)}); nothing was changed in the vault`}`;
-      logger?.warn({ idp, subject, action: decision.action, outcome, err: describeError(error) }, 'refresh-token policy action failed; the next run tries again');
+      logger?.warn(
+        { idp, subject, action: decision.action, outcome, err: describeError(error) },
+        'refresh-token policy action failed; the next run tries again',
+      );
     }
     this.options.onAction?.(idp, decision.action, outcome);
-    if (outcome === 'revoke_failed') logger?.warn({ idp, subject, reason: rule }, 'refresh-token policy erased a grant its IdP would not revoke; the token may still be alive there');
-    if (outcome === 'ok') logger?.info({ idp, subject, action: decision.action, ...(decision.action === 'expire' ? { reason: decision.reason } : {}) }, 'refresh-token policy acted');
+    if (outcome === 'revoke_failed')
+      logger?.warn({ idp, subject, reason: rule }, 'refresh-token policy erased a grant its IdP would not revoke; the token may still be alive there');
+    if (outcome === 'ok')
+      logger?.info(
+        { idp, subject, action: decision.action, ...(decision.action === 'expire' ? { reason: decision.reason } : {}) },
+        'refresh-token policy acted',
+      );
     if (!recorded) {
-      await events.record(event(outcome, detail)).catch((error: unknown) => logger?.warn({ idp, subject, action: decision.action, err: describeError(error) }, 'cannot write the refresh-token policy audit row'));
+      await events
+        .record(event(outcome, detail))
+        .catch((error: unknown) =>
+          logger?.warn({ idp, subject, action: decision.action, err: describeError(error) }, 'cannot write the refresh-token policy audit row'),
+        );
     }
     return outcome;
   }
@@ -190,6 +208,7 @@ export class PolicyRunner {
 
 function expireDetail(reason: string, done: RevokeDone): string {
   if (done.skipped) return `${reason}: not due any more when locked (a login meanwhile)`;
-  if (done.idpFailure) return `${reason}: revocation at the IdP failed (${done.idpFailure}), erased anyway, grant revoked until the next login; the token may still be alive at the IdP`;
+  if (done.idpFailure)
+    return `${reason}: revocation at the IdP failed (${done.idpFailure}), erased anyway, grant revoked until the next login; the token may still be alive at the IdP`;
   return `${reason}: ${done.revokedAtIdp ? 'revoked at the IdP' : 'not revoked at the IdP (no revocation_url)'}, erased, grant revoked until the next login`;
 }

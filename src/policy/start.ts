@@ -48,4 +48,3 @@ export function startRefreshTokenPolicy(config: PolicyConfig, dependencies: Poli
   runner.start();
   return runner;
 }
-

@@ -51,7 +51,8 @@ type Target = { idps: string[]; subject: string } | { pairs: Pair[] };
  * the last one, by index), so one probe per IdP, whatever the number of rows.
  */
 async function knownIdps(client: pg.Pool | pg.PoolClient): Promise<string[]> {
-  const distinct = (table: string) => `SELECT min(idp) FROM ${table} UNION ALL SELECT (SELECT min(idp) FROM ${table} WHERE idp > seen.idp) FROM seen_in_${table} AS seen WHERE seen.idp IS NOT NULL`;
+  const distinct = (table: string) =>
+    `SELECT min(idp) FROM ${table} UNION ALL SELECT (SELECT min(idp) FROM ${table} WHERE idp > seen.idp) FROM seen_in_${table} AS seen WHERE seen.idp IS NOT NULL`;
   const { rows } = await client.query<{ idp: string }>(
     `WITH RECURSIVE seen_in_grants(idp) AS (${distinct('grants')}), seen_in_capture_events(idp) AS (${distinct('capture_events')})
      SELECT idp FROM seen_in_grants WHERE idp IS NOT NULL UNION SELECT idp FROM seen_in_capture_events WHERE idp IS NOT NULL`,
@@ -62,7 +63,10 @@ async function knownIdps(client: pg.Pool | pg.PoolClient): Promise<string[]> {
 /** A condition on (idp, subject) that the (idp, subject, ...) indexes answer, and its parameters. */
 function byUser(target: Target): { where: string; params: unknown[] } {
   if ('pairs' in target) {
-    return { where: `(idp, subject) IN (SELECT * FROM unnest($1::text[], $2::text[]))`, params: [target.pairs.map((pair) => pair.idp), target.pairs.map((pair) => pair.subject)] };
+    return {
+      where: `(idp, subject) IN (SELECT * FROM unnest($1::text[], $2::text[]))`,
+      params: [target.pairs.map((pair) => pair.idp), target.pairs.map((pair) => pair.subject)],
+    };
   }
   return { where: 'idp = ANY($1::text[]) AND subject = $2', params: [target.idps, target.subject] };
 }
@@ -108,7 +112,10 @@ async function refuseWithoutRing(pool: pg.Pool, idps: readonly string[] | undefi
 async function deleteQuarantined(client: pg.PoolClient, ring: KeyRing, target: Target, everyIdp: boolean): Promise<number> {
   if ('pairs' in target) {
     const rows = target.pairs.flatMap((pair) => subjectFingerprintCandidates(ring, pair.subject).map((fp) => [pair.idp, fp] as const));
-    const deleted = await client.query('DELETE FROM quarantined_captures WHERE (idp, subject_fp) IN (SELECT * FROM unnest($1::text[], $2::text[]))', [rows.map((row) => row[0]), rows.map((row) => row[1])]);
+    const deleted = await client.query('DELETE FROM quarantined_captures WHERE (idp, subject_fp) IN (SELECT * FROM unnest($1::text[], $2::text[]))', [
+      rows.map((row) => row[0]),
+      rows.map((row) => row[1]),
+    ]);
     return deleted.rowCount ?? 0;
   }
   const deleted = await client.query('DELETE FROM quarantined_captures WHERE subject_fp = ANY($1::text[]) AND ($2::boolean OR idp = ANY($3::text[]))', [
@@ -138,30 +145,42 @@ export async function eraseSubject(pool: pg.Pool, request: EraseRequest): Promis
   const subject = request.subject;
   const lockTimedOut = (error: unknown, what: string): never => {
     if (errorCode(error) === LOCK_NOT_AVAILABLE) {
-      throw new VaultError(`the erasure waited over ${ERASE_LOCK_TIMEOUT_MS} ms for capture writes (or a refresh holding the grant); ${what}, try again`, 'unavailable', { cause: error });
+      throw new VaultError(
+        `the erasure waited over ${ERASE_LOCK_TIMEOUT_MS} ms for capture writes (or a refresh holding the grant); ${what}, try again`,
+        'unavailable',
+        { cause: error },
+      );
     }
     throw error;
   };
   // Step 1: the user's capture events as they are now, holding off no capture batch.
-  const early = await withTransaction(pool, async (client) => {
-    const idps = await idpsNow(client);
-    return deleteEventsAndHints(client, subject !== undefined ? { idps, subject } : { pairs: await grantsOf(client, idps, request, 'SELECT') }, everyIdp);
-  }, { opening: [LOCK_TIMEOUT] }).catch((error: unknown) => lockTimedOut(error, 'nothing was deleted'));
+  const early = await withTransaction(
+    pool,
+    async (client) => {
+      const idps = await idpsNow(client);
+      return deleteEventsAndHints(client, subject !== undefined ? { idps, subject } : { pairs: await grantsOf(client, idps, request, 'SELECT') }, everyIdp);
+    },
+    { opening: [LOCK_TIMEOUT] },
+  ).catch((error: unknown) => lockTimedOut(error, 'nothing was deleted'));
   // Step 2: with capture batches held off, everything else and what they wrote meanwhile, and the tombstone.
-  return withTransaction(pool, async (client) => {
-    const idps = await idpsNow(client);
-    const deleted = await grantsOf(client, idps, request, 'DELETE');
-    // By subject, events of the user are deleted even where no grant is left (held, failed logins).
-    const target: Target = subject !== undefined ? { idps, subject } : { pairs: deleted };
-    const events = await deleteEventsAndHints(client, target, everyIdp);
-    // Without a ring there were none to find (refuseWithoutRing); one quarantined since is dropped by the tombstone at a retry.
-    const quarantined = request.ring ? await deleteQuarantined(client, request.ring, target, everyIdp) : 0;
-    // By subject the user is erased at the IdPs named (every IdP: '*'), grant or not; by email, the users found.
-    const erased = subject === undefined ? deleted : (everyIdp ? [EVERY_IDP] : request.idps!).map((idp) => ({ idp, subject }));
-    await writeTombstones(client, erased);
-    deleted.sort((a, b) => a.idp.localeCompare(b.idp) || a.subject.localeCompare(b.subject));
-    return { deleted, captureEventsDeleted: early + events, quarantinedCapturesDeleted: quarantined };
-  }, { opening: [LOCK_TIMEOUT, HOLD_OFF_CAPTURE_WRITES] }).catch((error: unknown) =>
+  return withTransaction(
+    pool,
+    async (client) => {
+      const idps = await idpsNow(client);
+      const deleted = await grantsOf(client, idps, request, 'DELETE');
+      // By subject, events of the user are deleted even where no grant is left (held, failed logins).
+      const target: Target = subject !== undefined ? { idps, subject } : { pairs: deleted };
+      const events = await deleteEventsAndHints(client, target, everyIdp);
+      // Without a ring there were none to find (refuseWithoutRing); one quarantined since is dropped by the tombstone at a retry.
+      const quarantined = request.ring ? await deleteQuarantined(client, request.ring, target, everyIdp) : 0;
+      // By subject the user is erased at the IdPs named (every IdP: '*'), grant or not; by email, the users found.
+      const erased = subject === undefined ? deleted : (everyIdp ? [EVERY_IDP] : request.idps!).map((idp) => ({ idp, subject }));
+      await writeTombstones(client, erased);
+      deleted.sort((a, b) => a.idp.localeCompare(b.idp) || a.subject.localeCompare(b.subject));
+      return { deleted, captureEventsDeleted: early + events, quarantinedCapturesDeleted: quarantined };
+    },
+    { opening: [LOCK_TIMEOUT, HOLD_OFF_CAPTURE_WRITES] },
+  ).catch((error: unknown) =>
     lockTimedOut(error, early > 0 ? `only its ${early} capture events were deleted (its grants and the rest were not)` : 'nothing was deleted'),
   );
 }

@@ -53,7 +53,8 @@ const SQLSTATE = /^[0-9A-Z]{5}$/;
  */
 export function isPostgresUnavailable(error: unknown): boolean {
   const { message } = errorFields(error);
-  if (typeof error === 'object' && error !== null && (CONNECTION_FAILURES.has(message) || /^Received unexpected \w+ message from backend\.$/.test(message))) return true;
+  if (typeof error === 'object' && error !== null && (CONNECTION_FAILURES.has(message) || /^Received unexpected \w+ message from backend\.$/.test(message)))
+    return true;
   const code = errorCode(error);
   if (code === undefined) return false;
   if (SQLSTATE.test(code) && !code.startsWith('E')) return UNAVAILABLE_SQLSTATE.test(code);

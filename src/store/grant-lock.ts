@@ -31,7 +31,9 @@ export async function withLockedGrant<T>(
     });
   } catch (error) {
     if (errorCode(error) === LOCK_NOT_AVAILABLE) {
-      throw new VaultError(`grant (${idp}, ${subject}) is busy: another refresh or revocation held it for over ${lockTimeoutMs} ms; try again`, 'unavailable', { cause: error });
+      throw new VaultError(`grant (${idp}, ${subject}) is busy: another refresh or revocation held it for over ${lockTimeoutMs} ms; try again`, 'unavailable', {
+        cause: error,
+      });
     }
     throw error;
   }

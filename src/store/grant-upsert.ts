@@ -53,8 +53,7 @@ export function grantRow(ring: KeyRing, capture: Capture): unknown[] {
   const tokens = capture.tokens!;
   const subject = capture.subject!;
   const binding = (field: TokenField): FieldBinding => ({ idp: capture.idp, subject, field });
-  const sealOrNull = (value: string | null | undefined, field: TokenField): Buffer | null =>
-    value ? seal(ring, value, binding(field)) : null;
+  const sealOrNull = (value: string | null | undefined, field: TokenField): Buffer | null => (value ? seal(ring, value, binding(field)) : null);
   const extras: SealedExtras = { response: tokens.extras };
   const observedAt = capture.observedAt;
   // Read from the id_token itself, as the hook reads the stored one; without one, no address.
@@ -156,15 +155,18 @@ export async function upsertGrantRows(client: pg.PoolClient, rows: unknown[][], 
       ? `(EXCLUDED.${field} IS NOT NULL)`
       : `(EXCLUDED.${field} IS NOT NULL AND ${notRevokedSince} AND (grants.${field} IS NULL OR COALESCE(grants.${field}_observed_at, grants.captured_at) <= EXCLUDED.captured_at))`;
   // Rows from before migration 000004 name one key id for every field.
-  const storedKeyId = (field: 'refresh_token' | 'id_token') => `COALESCE(grants.${field}_key_id, CASE WHEN grants.${field} IS NULL THEN NULL ELSE grants.key_id END)`;
-  const storedObservedAt = (field: 'refresh_token' | 'id_token') => `COALESCE(grants.${field}_observed_at, CASE WHEN grants.${field} IS NULL THEN NULL ELSE grants.captured_at END)`;
+  const storedKeyId = (field: 'refresh_token' | 'id_token') =>
+    `COALESCE(grants.${field}_key_id, CASE WHEN grants.${field} IS NULL THEN NULL ELSE grants.key_id END)`;
+  const storedObservedAt = (field: 'refresh_token' | 'id_token') =>
+    `COALESCE(grants.${field}_observed_at, CASE WHEN grants.${field} IS NULL THEN NULL ELSE grants.captured_at END)`;
   const perField = (field: 'refresh_token' | 'id_token') => `
        ${field} = CASE WHEN ${newer(field)} THEN EXCLUDED.${field} ELSE grants.${field} END,
        ${field}_key_id = CASE WHEN ${newer(field)} THEN EXCLUDED.${field}_key_id ELSE ${storedKeyId(field)} END,
        ${field}_expires_at = CASE WHEN ${newer(field)} THEN EXCLUDED.${field}_expires_at ELSE grants.${field}_expires_at END,
        ${field}_observed_at = CASE WHEN ${newer(field)} THEN EXCLUDED.captured_at ELSE ${storedObservedAt(field)} END,`;
   const rowLevel = (field: string) => `${field} = CASE WHEN ${fresh} THEN EXCLUDED.${field} ELSE grants.${field} END`;
-  const filled = (field: string) => `${field} = CASE WHEN ${fresh} THEN COALESCE(EXCLUDED.${field}, grants.${field}) ELSE COALESCE(grants.${field}, EXCLUDED.${field}) END`;
+  const filled = (field: string) =>
+    `${field} = CASE WHEN ${fresh} THEN COALESCE(EXCLUDED.${field}, grants.${field}) ELSE COALESCE(grants.${field}, EXCLUDED.${field}) END`;
   const erased = erasedSql('row.idp', 'row.subject', 'row.captured_at');
   const { rows: result } = await client.query<{ erased: number }>(
     `WITH input AS (

@@ -84,42 +84,46 @@ export class GrantStore {
   }
 
   private async writeBatch(captures: readonly Capture[], setAside: readonly SetAside[], oneByOne: boolean): Promise<RecordResult> {
-    return withTransaction(this.pool, async (client) => {
-      const quarantined: QuarantinedCapture[] = [];
-      // What this batch notes besides its events; a capture rolled back to its savepoint takes its notes with it.
-      const notes: BatchNotes = { heldUnreadable: [], erased: [] };
-      const { heldUnreadable, erased } = notes;
-      for (const { capture, stage, label, reason } of setAside) {
-        const { known, erased: ofErasedUser } = await this.quarantine(client, capture, stage, reason);
-        if (ofErasedUser) erased.push(capture.captureId);
-        else quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
-      }
-      if (!oneByOne) {
-        await this.applyBatch(client, notes, captures);
-        return { quarantined, heldUnreadable, erased };
-      }
-      for (const capture of captures) {
-        const noted = heldUnreadable.length;
-        const notedErased = erased.length;
-        await client.query('SAVEPOINT capture');
-        try {
-          await this.apply(client, notes, capture);
-          await client.query('RELEASE SAVEPOINT capture');
-        } catch (error) {
-          // Postgres going away mid-batch fails every capture alike: the whole batch is retried.
-          if (isPostgresUnavailable(error)) throw error;
-          await client.query('ROLLBACK TO SAVEPOINT capture');
-          heldUnreadable.length = noted;
-          erased.length = notedErased;
-          const { label, reason } = describeCaptureFailure(error);
-          // Not kept when its user was erased after it was observed: dropped, as a written one would be.
-          const { known, erased: ofErasedUser } = await this.quarantine(client, capture, 'write', reason);
+    return withTransaction(
+      this.pool,
+      async (client) => {
+        const quarantined: QuarantinedCapture[] = [];
+        // What this batch notes besides its events; a capture rolled back to its savepoint takes its notes with it.
+        const notes: BatchNotes = { heldUnreadable: [], erased: [] };
+        const { heldUnreadable, erased } = notes;
+        for (const { capture, stage, label, reason } of setAside) {
+          const { known, erased: ofErasedUser } = await this.quarantine(client, capture, stage, reason);
           if (ofErasedUser) erased.push(capture.captureId);
           else quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
         }
-      }
-      return { quarantined, heldUnreadable, erased };
-    }, { opening: [HOLD_OFF_ERASURES] });
+        if (!oneByOne) {
+          await this.applyBatch(client, notes, captures);
+          return { quarantined, heldUnreadable, erased };
+        }
+        for (const capture of captures) {
+          const noted = heldUnreadable.length;
+          const notedErased = erased.length;
+          await client.query('SAVEPOINT capture');
+          try {
+            await this.apply(client, notes, capture);
+            await client.query('RELEASE SAVEPOINT capture');
+          } catch (error) {
+            // Postgres going away mid-batch fails every capture alike: the whole batch is retried.
+            if (isPostgresUnavailable(error)) throw error;
+            await client.query('ROLLBACK TO SAVEPOINT capture');
+            heldUnreadable.length = noted;
+            erased.length = notedErased;
+            const { label, reason } = describeCaptureFailure(error);
+            // Not kept when its user was erased after it was observed: dropped, as a written one would be.
+            const { known, erased: ofErasedUser } = await this.quarantine(client, capture, 'write', reason);
+            if (ofErasedUser) erased.push(capture.captureId);
+            else quarantined.push({ captureId: capture.captureId, idp: capture.idp, label, reason, known });
+          }
+        }
+        return { quarantined, heldUnreadable, erased };
+      },
+      { opening: [HOLD_OFF_ERASURES] },
+    );
   }
 
   private async apply(client: pg.PoolClient, notes: BatchNotes, capture: Capture): Promise<void> {

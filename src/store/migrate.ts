@@ -84,7 +84,8 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations(), opti
   const { min: pauseMin, max: pauseMax } = options.retryPauseMs ?? { min: 5_000, max: 10_000 };
   const random = options.random ?? Math.random;
   const { signal } = options;
-  const aborted = (migration: Migration) => new MigrationAbortedError(`migration ${migration.version} (${migration.name}) not applied: stopped while it waited for a lock`);
+  const aborted = (migration: Migration) =>
+    new MigrationAbortedError(`migration ${migration.version} (${migration.name}) not applied: stopped while it waited for a lock`);
   const client = await pool.connect();
   try {
     await client.query('SELECT pg_advisory_lock($1)', [MIGRATION_LOCK_ID]);
@@ -98,9 +99,7 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations(), opti
     const newestKnown = migrations.at(-1)?.version ?? 0;
     const newestApplied = rows.at(-1)?.version ?? 0;
     if (newestApplied > newestKnown) {
-      throw new SchemaTooNewError(
-        `database schema is at migration ${newestApplied}, but this token-tap knows only up to ${newestKnown}: upgrade token-tap`,
-      );
+      throw new SchemaTooNewError(`database schema is at migration ${newestApplied}, but this token-tap knows only up to ${newestKnown}: upgrade token-tap`);
     }
     const done: number[] = [];
     for (const migration of migrations) {
@@ -126,7 +125,10 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations(), opti
             if (signal?.aborted) throw aborted(migration);
             continue;
           }
-          const locked = errorCode(error) === LOCK_NOT_AVAILABLE ? `; another session held a lock on its tables through ${attempt} attempts over ${Math.round(retryForMs / 1000)} s (see pg_locks), try again once it is gone` : '';
+          const locked =
+            errorCode(error) === LOCK_NOT_AVAILABLE
+              ? `; another session held a lock on its tables through ${attempt} attempts over ${Math.round(retryForMs / 1000)} s (see pg_locks), try again once it is gone`
+              : '';
           throw new Error(`migration ${migration.version} (${migration.name}) failed: ${asError(error).message}${locked}`, { cause: error });
         }
       }

@@ -84,7 +84,14 @@ export async function holdOrLink(client: pg.PoolClient, ring: KeyRing, notes: Ba
   await client.query(
     `INSERT INTO pending_grants (capture_id, idp, access_token_fp, observed_at, key_id, payload)
      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (capture_id) DO NOTHING`,
-    [capture.captureId, capture.idp, fp, capture.observedAt, ring.activeKeyId, seal(ring, JSON.stringify(payload), pendingBinding(capture.idp, capture.captureId))],
+    [
+      capture.captureId,
+      capture.idp,
+      fp,
+      capture.observedAt,
+      ring.activeKeyId,
+      seal(ring, JSON.stringify(payload), pendingBinding(capture.idp, capture.captureId)),
+    ],
   );
 }
 

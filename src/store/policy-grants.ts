@@ -60,7 +60,8 @@ const tokenSince = (t = '') =>
 /** When the grant's refresh-token chain began, as the policy counts max_age. */
 export const chainBeganSql = (t = '') => `CASE WHEN ${unknownWriter(t)} THEN ${t}captured_at ELSE COALESCE(${t}chain_began_at, ${tokenSince(t)}) END`;
 /** The grant's last use, as the policy counts idle_max. */
-export const lastUsedSql = (t = '') => `CASE WHEN ${unknownWriter(t)} THEN GREATEST(${t}last_used_at, ${t}captured_at) ELSE COALESCE(${t}last_used_at, ${t}captured_at) END`;
+export const lastUsedSql = (t = '') =>
+  `CASE WHEN ${unknownWriter(t)} THEN GREATEST(${t}last_used_at, ${t}captured_at) ELSE COALESCE(${t}last_used_at, ${t}captured_at) END`;
 const CHAIN = chainBeganSql();
 const USED = lastUsedSql();
 const FRESH = `GREATEST(${tokenSince()}, last_refreshed_at)`;

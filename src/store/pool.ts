@@ -47,7 +47,8 @@ function discardOnQueryTimeout(client: pg.PoolClient): void {
     const result = query(...args);
     if (result && typeof (result as Promise<unknown>).then === 'function') {
       (result as Promise<unknown>).catch((error: unknown) => {
-        if (error instanceof Error && error.message === QUERY_TIMEOUT_MESSAGE) (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
+        if (error instanceof Error && error.message === QUERY_TIMEOUT_MESSAGE)
+          (client as unknown as { connection?: { stream?: { destroy(): void } } }).connection?.stream?.destroy();
       });
     }
     return result;
@@ -128,4 +129,3 @@ export async function withTransaction<T>(pool: pg.Pool, work: (client: pg.PoolCl
     client.release(failure);
   }
 }
-

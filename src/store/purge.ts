@@ -51,10 +51,10 @@ export function readAge(text: string | undefined, name: string, problems: string
 async function deleteInBatches(pool: pg.Pool, table: string, column: string, before: Date, batchSize: number, also = 'true'): Promise<number> {
   let total = 0;
   for (;;) {
-    const { rowCount } = await pool.query(
-      `DELETE FROM ${table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${table} WHERE ${column} < $1 AND ${also} LIMIT $2))`,
-      [before, batchSize],
-    );
+    const { rowCount } = await pool.query(`DELETE FROM ${table} WHERE ctid = ANY(ARRAY(SELECT ctid FROM ${table} WHERE ${column} < $1 AND ${also} LIMIT $2))`, [
+      before,
+      batchSize,
+    ]);
     total += rowCount ?? 0;
     if ((rowCount ?? 0) < batchSize) return total;
   }

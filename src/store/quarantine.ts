@@ -66,7 +66,14 @@ export type QuarantineSealer = (ring: KeyRing, capture: Capture) => QuarantineRe
  * replayed after a crash) stays as it is: a replay is not a new attempt. A capture of a user erased
  * after it was observed is not kept at all (`erased`), as the writer drops it (store/tombstones.ts).
  */
-export async function quarantineCapture(client: pg.PoolClient, ring: KeyRing, capture: Capture, record: QuarantineRecord, stage: QuarantineStage, reason: string): Promise<{ known: boolean; erased: boolean }> {
+export async function quarantineCapture(
+  client: pg.PoolClient,
+  ring: KeyRing,
+  capture: Capture,
+  record: QuarantineRecord,
+  stage: QuarantineStage,
+  reason: string,
+): Promise<{ known: boolean; erased: boolean }> {
   const { keyId, sealed } = record;
   const observedAt = capture.observedAt instanceof Date && !Number.isNaN(capture.observedAt.getTime()) ? capture.observedAt : null;
   // A held token response names no user yet; its profile capture does.
@@ -82,14 +89,27 @@ export async function quarantineCapture(client: pg.PoolClient, ring: KeyRing, ca
        ON CONFLICT (capture_id) DO NOTHING RETURNING 1
      )
      SELECT (SELECT erased FROM tombstone) AS erased, (SELECT count(*) FROM inserted)::int AS inserted`,
-    [capture.captureId, capture.idp, observedAt, stage, reason.slice(0, MAX_REASON), keyId, sealed, subject === null ? null : subjectFingerprint(ring, subject), tombstoneSubject],
+    [
+      capture.captureId,
+      capture.idp,
+      observedAt,
+      stage,
+      reason.slice(0, MAX_REASON),
+      keyId,
+      sealed,
+      subject === null ? null : subjectFingerprint(ring, subject),
+      tombstoneSubject,
+    ],
   );
   const { erased, inserted } = rows[0]!;
   return { known: !erased && inserted === 0, erased };
 }
 
 /** Quarantined captures, oldest first, optionally of one IdP or with the given ids. */
-export async function listQuarantined(pool: pg.Pool, filter: { idp?: string | undefined; captureIds?: readonly string[] | undefined } = {}): Promise<QuarantineEntry[]> {
+export async function listQuarantined(
+  pool: pg.Pool,
+  filter: { idp?: string | undefined; captureIds?: readonly string[] | undefined } = {},
+): Promise<QuarantineEntry[]> {
   const { rows } = await pool.query<Omit<QuarantineRow, 'record'>>(
     `SELECT capture_id, idp, observed_at, quarantined_at, stage, reason, attempts, key_id FROM quarantined_captures
      WHERE ($1::text IS NULL OR idp = $1) AND ($2::uuid[] IS NULL OR capture_id = ANY($2::uuid[]))
@@ -131,6 +151,9 @@ export async function deleteQuarantined(client: pg.PoolClient, captureId: string
 /** Counts a failed retry of a quarantined capture, with its reason (bounded): the reason kept and the attempts so far. */
 export async function noteFailedRetry(client: pg.PoolClient, captureId: string, reason: string): Promise<{ reason: string; attempts: number }> {
   const bounded = reason.slice(0, MAX_REASON);
-  const { rows } = await client.query<{ attempts: number }>('UPDATE quarantined_captures SET attempts = attempts + 1, reason = $2 WHERE capture_id = $1 RETURNING attempts', [captureId, bounded]);
+  const { rows } = await client.query<{ attempts: number }>(
+    'UPDATE quarantined_captures SET attempts = attempts + 1, reason = $2 WHERE capture_id = $1 RETURNING attempts',
+    [captureId, bounded],
+  );
   return { reason: bounded, attempts: rows[0]!.attempts };
 }

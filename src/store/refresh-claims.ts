@@ -50,7 +50,15 @@ interface ClaimRow {
 
 function toClaim(row: ClaimRow): RefreshClaim | undefined {
   if (!row.claim_id) return undefined;
-  return { claimId: row.claim_id, holder: row.holder, claimedAt: row.claimed_at, expiresAt: row.expires_at, expired: row.expired, settled: row.settled, postgresUpMs: row.postgres_up_ms };
+  return {
+    claimId: row.claim_id,
+    holder: row.holder,
+    claimedAt: row.claimed_at,
+    expiresAt: row.expires_at,
+    expired: row.expired,
+    settled: row.settled,
+    postgresUpMs: row.postgres_up_ms,
+  };
 }
 
 /** The grant's claim, if any (inside the transaction that locked the grant row). */
@@ -66,7 +74,10 @@ export async function readClaim(client: Queryable, idp: string, subject: string)
  * Claims the grant for `holdMs` (replacing an expired, settled or own earlier claim), inside the
  * transaction that locked the grant row. The caller commits before it calls the IdP.
  */
-export async function takeClaim(client: pg.PoolClient, claim: { idp: string; subject: string; claimId: string; holder: string; holdMs: number }): Promise<{ expiresAt: Date }> {
+export async function takeClaim(
+  client: pg.PoolClient,
+  claim: { idp: string; subject: string; claimId: string; holder: string; holdMs: number },
+): Promise<{ expiresAt: Date }> {
   const { rows } = await client.query<{ expires_at: Date }>(
     `INSERT INTO refresh_claims AS c (idp, subject, claim_id, holder, claimed_at, expires_at, grant_version, refresh_token_seen)
      SELECT g.idp, g.subject, $3, $4, clock_timestamp(), clock_timestamp() + $5 * interval '1 millisecond', g.version, ${REFRESH_TOKEN_SEEN}

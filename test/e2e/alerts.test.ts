@@ -40,7 +40,11 @@ function rulesForTest(): RuleGroup[] {
   return ruleGroups().map((group) => ({ ...group, rules: group.rules.map((rule) => (rule.for ? { ...rule, for: FOR_IN_TEST } : rule)) }));
 }
 
-const describeAlert = (alert: ActiveAlert) => `${alert.labels.alertname}{${Object.entries(alert.labels).filter(([key]) => key !== 'alertname').map(([key, value]) => `${key}="${value}"`).join(',')}} ${alert.state}`;
+const describeAlert = (alert: ActiveAlert) =>
+  `${alert.labels.alertname}{${Object.entries(alert.labels)
+    .filter(([key]) => key !== 'alertname')
+    .map(([key, value]) => `${key}="${value}"`)
+    .join(',')}} ${alert.state}`;
 
 describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under real faults', function () {
   this.timeout(150_000);
@@ -57,10 +61,15 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
 
   before(async () => {
     github = await startFixtureIdp();
-    rig = await startSpoolRig('observability', 'alerts', { accounts: { alice: { email: 'alice@example.test' }, [bigSubject]: { email: 'big-sub@hostile.example' } } }, {
-      moreIdps: [{ name: 'github', tokenUrl: new URL(github.url('/github/token')) }],
-      profiles: [{ name: 'github', profileUrl: new URL(github.url('/github/user')), subjectField: 'id' }],
-    });
+    rig = await startSpoolRig(
+      'observability',
+      'alerts',
+      { accounts: { alice: { email: 'alice@example.test' }, [bigSubject]: { email: 'big-sub@hostile.example' } } },
+      {
+        moreIdps: [{ name: 'github', tokenUrl: new URL(github.url('/github/token')) }],
+        profiles: [{ name: 'github', profileUrl: new URL(github.url('/github/user')), subjectField: 'id' }],
+      },
+    );
     const direct = new URL(rig.db.url);
     proxy = await startBlackholeProxy({ host: direct.hostname, port: Number(direct.port || 5432) });
     const proxied = new URL(rig.db.url);
@@ -69,7 +78,13 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     opsPort = await freePort();
     // The API and the Okta hook on, so their metrics are in the scrape the dashboard is checked against.
     hookDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-alerts-hook-'));
-    writeFileSync(path.join(hookDir, 'hook.yaml'), stringify({ authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } }, providers: [{ okta_idp_id: '0oaUPSTREAM1', idp: 'demo', match: 'email', identity_claims: { upstream_sub: 'sub' }, allow_unverified: true }] }));
+    writeFileSync(
+      path.join(hookDir, 'hook.yaml'),
+      stringify({
+        authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } },
+        providers: [{ okta_idp_id: '0oaUPSTREAM1', idp: 'demo', match: 'email', identity_claims: { upstream_sub: 'sub' }, allow_unverified: true }],
+      }),
+    );
     sidecarEnv = {
       // Fingerprints kept across the restart with other k1 material, so the profile call finds the held grant.
       TOKEN_TAP_FINGERPRINT_KEY: randomBytes(32).toString('base64'),
@@ -96,14 +111,25 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
       ],
       groups: rulesForTest(),
     });
-    await waitFor('Prometheus to scrape both targets', async () => ((await prometheus.query('up == 1')).length === 2 ? true : undefined), 15_000, 200).catch(async (error: Error) => {
-      const targets = await (await fetch(`${prometheus.url}/api/v1/targets`)).json() as { data: { activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }> } };
-      throw new Error(`${error.message}: ${targets.data.activeTargets.map((target) => `${target.scrapeUrl} ${target.health} ${target.lastError}`).join('; ')}`);
-    });
+    await waitFor('Prometheus to scrape both targets', async () => ((await prometheus.query('up == 1')).length === 2 ? true : undefined), 15_000, 200).catch(
+      async (error: Error) => {
+        const targets = (await (await fetch(`${prometheus.url}/api/v1/targets`)).json()) as {
+          data: { activeTargets: Array<{ scrapeUrl: string; health: string; lastError: string }> };
+        };
+        throw new Error(
+          `${error.message}: ${targets.data.activeTargets.map((target) => `${target.scrapeUrl} ${target.health} ${target.lastError}`).join('; ')}`,
+        );
+      },
+    );
     // Before its first scrapes this Prometheus has no up series, so the absent() alerts fire at once
     // (their `for` cut to FOR_IN_TEST; 5 minutes in rules.yaml outlast a first scrape): wait for an
     // evaluation after the scrapes to resolve them, and nothing else.
-    await waitFor('the target-missing alerts of the start to resolve', async () => ((await prometheus.alerts()).some((alert) => alert.labels.alertname?.endsWith('TargetMissing')) ? undefined : true), 10_000, 200);
+    await waitFor(
+      'the target-missing alerts of the start to resolve',
+      async () => ((await prometheus.alerts()).some((alert) => alert.labels.alertname?.endsWith('TargetMissing')) ? undefined : true),
+      10_000,
+      200,
+    );
   });
   after(async () => {
     await prometheus?.stop();
@@ -118,14 +144,21 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     const started = Date.now();
     let last: ActiveAlert[] = [];
     let done = false;
-    const driving = meanwhile ? (async () => {
-      while (!done && Date.now() - started < withinMs) await meanwhile();
-    })() : Promise.resolve();
+    const driving = meanwhile
+      ? (async () => {
+          while (!done && Date.now() - started < withinMs) await meanwhile();
+        })()
+      : Promise.resolve();
     try {
-      await waitFor(what, async () => {
-        last = await prometheus.alerts();
-        return wanted.every(([name, labels]) => findAlert(last, name, labels)) ? true : undefined;
-      }, withinMs, 250);
+      await waitFor(
+        what,
+        async () => {
+          last = await prometheus.alerts();
+          return wanted.every(([name, labels]) => findAlert(last, name, labels)) ? true : undefined;
+        },
+        withinMs,
+        250,
+      );
     } catch (error) {
       throw new Error(`${(error as Error).message}; active: ${last.map(describeAlert).join(', ') || 'none'}`);
     } finally {
@@ -160,7 +193,9 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
   });
 
   it('every query of the Grafana dashboard (deploy/grafana/token-tap.json) names only metrics the live scrape of the sidecar and Envoy exposes', async () => {
-    const dashboard = JSON.parse(readFileSync(fileURLToPath(new URL('../../../deploy/grafana/token-tap.json', import.meta.url)), 'utf8')) as { panels: Array<{ title: string; targets: Array<{ expr: string }> }> };
+    const dashboard = JSON.parse(readFileSync(fileURLToPath(new URL('../../../deploy/grafana/token-tap.json', import.meta.url)), 'utf8')) as {
+      panels: Array<{ title: string; targets: Array<{ expr: string }> }>;
+    };
     const exposed = new Set<string>();
     for (const url of [`http://127.0.0.1:${opsPort}/metrics`, `${new URL(rig.front.readyUrl).origin}${STATS_PATH}`]) {
       for (const [, name, type] of (await (await fetch(url)).text()).matchAll(/^# TYPE (\S+) (\S+)$/gm)) {
@@ -169,7 +204,9 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
       }
     }
     const queries = dashboard.panels.flatMap((panel) => panel.targets.map((target) => ({ panel: panel.title, expr: target.expr })));
-    const named = queries.flatMap(({ panel, expr }) => [...expr.replace(/\{[^}]*\}/g, '').matchAll(/\b(?:token_tap|envoy)_[a-z0-9_]+\b/g)].map((match) => ({ panel, name: match[0] })));
+    const named = queries.flatMap(({ panel, expr }) =>
+      [...expr.replace(/\{[^}]*\}/g, '').matchAll(/\b(?:token_tap|envoy)_[a-z0-9_]+\b/g)].map((match) => ({ panel, name: match[0] })),
+    );
     const unknown = named.filter(({ name }) => !exposed.has(name)).map(({ panel, name }) => `${panel}: ${name}`);
     expect(queries.length).to.be.at.least(10);
     expect(new Set(named.map(({ name }) => name)).size).to.be.at.least(15);
@@ -190,14 +227,25 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
 
   it('a held grant under other key material: the quarantine alert fires for that IdP', async () => {
     const accessToken = `gho_${randomUUID().replaceAll('-', '')}`;
-    github.serve('/github/token', canned(200, { 'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8' }, `access_token=${accessToken}&scope=read%3Auser&token_type=bearer`));
-    const tokenCall = await sendRaw(`${rig.front.origin}${tokenRoutePath('github')}`, { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=authorization_code&code=abc' });
+    github.serve(
+      '/github/token',
+      canned(200, { 'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8' }, `access_token=${accessToken}&scope=read%3Auser&token_type=bearer`),
+    );
+    const tokenCall = await sendRaw(`${rig.front.origin}${tokenRoutePath('github')}`, {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=authorization_code&code=abc',
+    });
     expect(tokenCall.status).to.equal(200);
     const heldGrants = async () => (await rig.db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM pending_grants')).rows[0]!.n;
     await waitFor('the held grant', async () => ((await heldGrants()) === 1 ? true : undefined), 10_000, 100);
     // Prometheus must have seen GitHub's quarantine series at 0 (this sidecar started it so at the
     // token call): after the restart it comes back at 1, and a series only ever seen at 1 shows no increase().
-    await waitFor("GitHub's quarantine series scraped at 0", async () => ((await prometheus.query('token_tap_captures_quarantined_total{idp="github",reason="unreadable"} == 0')).length === 1 ? true : undefined), 5_000, 200);
+    await waitFor(
+      "GitHub's quarantine series scraped at 0",
+      async () => ((await prometheus.query('token_tap_captures_quarantined_total{idp="github",reason="unreadable"} == 0')).length === 1 ? true : undefined),
+      5_000,
+      200,
+    );
 
     // The sidecar back with k1 of the same id and other material (a botched key change); as
     // Stack.restartSidecarSeenByEnvoy does, wait for a health check that reached the new one.
@@ -205,9 +253,22 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     const checked = () => envoyStat(rig.front.envoy, 'cluster.token_tap_sidecar.health_check.success');
     const checksBefore = await checked();
     await rig.start(proxiedUrl, { ...sidecarEnv, TOKEN_TAP_KEYS: generateKeySpec('k1') });
-    await waitFor('Envoy to health-check the restarted sidecar', async () => ((await checked()) > checksBefore && (await envoyStat(rig.front.envoy, 'cluster.token_tap_sidecar.membership_healthy')) === 1 ? true : undefined), 10_000, 50);
-    github.serve('/github/user', canned(200, { 'Content-Type': 'application/json; charset=utf-8' }, JSON.stringify({ login: 'octocat', id: 583231 })), accessToken);
-    const profileCall = await sendRaw(`${rig.front.origin}${profileRoutePath('github')}`, { method: 'GET', headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } });
+    await waitFor(
+      'Envoy to health-check the restarted sidecar',
+      async () =>
+        (await checked()) > checksBefore && (await envoyStat(rig.front.envoy, 'cluster.token_tap_sidecar.membership_healthy')) === 1 ? true : undefined,
+      10_000,
+      50,
+    );
+    github.serve(
+      '/github/user',
+      canned(200, { 'Content-Type': 'application/json; charset=utf-8' }, JSON.stringify({ login: 'octocat', id: 583231 })),
+      accessToken,
+    );
+    const profileCall = await sendRaw(`${rig.front.origin}${profileRoutePath('github')}`, {
+      method: 'GET',
+      headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' },
+    });
     expect(profileCall.status).to.equal(200);
 
     await firing('a capture quarantined', [['TokenTapCapturesQuarantined', { idp: 'github', reason: 'unreadable' }]], 15_000);
@@ -227,12 +288,29 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     await firing('Postgres blackholed', [['TokenTapPostgresUnreachable']], 20_000, loginsNow);
     // The age of the oldest waiting capture grows while nothing reaches Postgres (scraped, not set by an event).
     const age = await sidecarMetric(opsPort, 'token_tap_capture_oldest_waiting_seconds');
-    expect(age).to.be.above(1).and.at.most((Date.now() - holedAt) / 1000 + 1);
-    await firing('the spool filling up', [['TokenTapSpoolNearlyFull'], ['TokenTapSpoolFillingUp'], ['TokenTapCapturesDropped', { reason: 'spool_full' }]], 30_000, loginsNow);
+    expect(age)
+      .to.be.above(1)
+      .and.at.most((Date.now() - holedAt) / 1000 + 1);
+    await firing(
+      'the spool filling up',
+      [['TokenTapSpoolNearlyFull'], ['TokenTapSpoolFillingUp'], ['TokenTapCapturesDropped', { reason: 'spool_full' }]],
+      30_000,
+      loginsNow,
+    );
     proxy.heal();
-    await waitFor('the spool written to Postgres after the heal', async () => ((await sidecarMetric(opsPort, 'token_tap_capture_queue_depth')) === 0 ? true : undefined), 30_000, 200);
+    await waitFor(
+      'the spool written to Postgres after the heal',
+      async () => ((await sidecarMetric(opsPort, 'token_tap_capture_queue_depth')) === 0 ? true : undefined),
+      30_000,
+      200,
+    );
     expect(await sidecarMetric(opsPort, 'token_tap_capture_oldest_waiting_seconds'), 'none waits once the spool is written').to.equal(0);
-    await waitFor('the Postgres alert to resolve', async () => (findAlert(await prometheus.alerts(), 'TokenTapPostgresUnreachable') ? undefined : true), 10_000, 250);
+    await waitFor(
+      'the Postgres alert to resolve',
+      async () => (findAlert(await prometheus.alerts(), 'TokenTapPostgresUnreachable') ? undefined : true),
+      10_000,
+      250,
+    );
   });
 
   // No sidecar target answering is also what absent(up == 1) sees (TokenTapSidecarTargetMissing).
@@ -240,9 +318,21 @@ describe('alerts in a real Prometheus scraping the real sidecar and Envoy, under
     await rig.stopSidecar('SIGKILL');
     const tally = await driveLogins(rig.idp, rig.front.tokenUrl, { count: 5, concurrency: 1 });
     expect(tally.ok, 'logins go on without the sidecar').to.equal(tally.total);
-    await firing('the sidecar killed', [['TokenTapSidecarDown', { job: 'token-tap-sidecar' }], ['TokenTapSidecarTargetMissing', { job: 'token-tap-sidecar' }], ['TokenTapEnvoyFailingOpen', { job: 'token-tap-envoy' }]], 15_000).catch(async (error: Error) => {
-      const stats = (await (await fetch(`${rig.front.envoy.adminUrl}/stats/prometheus`)).text()).split('\n').filter((line) => /ext_proc_token_tap_(failure|streams)|token_tap_sidecar.*(membership_healthy|connect_fail)/.test(line) && !line.startsWith('#'));
-      throw new Error(`${error.message}\n${stats.join('\n')}\n${JSON.stringify(await prometheus.query('envoy_http_ext_proc_token_tap_failure_mode_allowed[30s]'))}`);
+    await firing(
+      'the sidecar killed',
+      [
+        ['TokenTapSidecarDown', { job: 'token-tap-sidecar' }],
+        ['TokenTapSidecarTargetMissing', { job: 'token-tap-sidecar' }],
+        ['TokenTapEnvoyFailingOpen', { job: 'token-tap-envoy' }],
+      ],
+      15_000,
+    ).catch(async (error: Error) => {
+      const stats = (await (await fetch(`${rig.front.envoy.adminUrl}/stats/prometheus`)).text())
+        .split('\n')
+        .filter((line) => /ext_proc_token_tap_(failure|streams)|token_tap_sidecar.*(membership_healthy|connect_fail)/.test(line) && !line.startsWith('#'));
+      throw new Error(
+        `${error.message}\n${stats.join('\n')}\n${JSON.stringify(await prometheus.query('envoy_http_ext_proc_token_tap_failure_mode_allowed[30s]'))}`,
+      );
     });
   });
 });

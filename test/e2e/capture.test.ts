@@ -12,7 +12,10 @@ import { IDP_NAME, startStack, type Stack } from '../support/stack.js';
 const HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'te', 'trailer', 'upgrade', 'proxy-connection']);
 
 function endToEndHeaders(headers: Array<[string, string]>): Array<[string, string]> {
-  return headers.map(([name, value]): [string, string] => [name.toLowerCase(), value]).filter(([name]) => !HOP_BY_HOP.has(name)).sort();
+  return headers
+    .map(([name, value]): [string, string] => [name.toLowerCase(), value])
+    .filter(([name]) => !HOP_BY_HOP.has(name))
+    .sort();
 }
 
 function header(headers: Array<[string, string]>, name: string): string | undefined {

@@ -64,7 +64,10 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
         TOKEN_TAP_KEYS: generateKeySpec('k1'),
         LOG_LEVEL: 'debug',
         TOKEN_TAP_SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-')),
-        TOKEN_TAP_ROUTE_IDPS: routeIdps.split(',').filter((entry) => !entry.endsWith('=stray')).join(','),
+        TOKEN_TAP_ROUTE_IDPS: routeIdps
+          .split(',')
+          .filter((entry) => !entry.endsWith('=stray'))
+          .join(','),
       };
       sidecar = await startSidecarProcess({ port: sidecarPort, env });
       const [listenPort, adminPort] = [await freePort(), await freePort()];
@@ -139,7 +142,10 @@ describe("behind Envoy Gateway: the Okta hook rule's BackendTrafficPolicy (an En
       oktaHookRateLimit: parseHookRateLimit('3/m'),
     });
     const [listenPort, adminPort, sidecarPort] = [await freePort(), await freePort(), await freePort()];
-    envoy = await startEnvoy(envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, sidecarPort, hookPort: (hook.address() as AddressInfo).port }), adminPort);
+    envoy = await startEnvoy(
+      envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, sidecarPort, hookPort: (hook.address() as AddressInfo).port }),
+      adminPort,
+    );
     hookUrl = `http://127.0.0.1:${listenPort}${OKTA_HOOK_PATH}`;
   });
   after(async () => {
@@ -150,7 +156,8 @@ describe("behind Envoy Gateway: the Okta hook rule's BackendTrafficPolicy (an En
 
   it('limits each client address on its own: while 127.0.0.1 is refused (429), 127.0.0.2 still reaches the hook', async () => {
     const before = hookCalls;
-    const post = (from: string, headers: Record<string, string> = {}) => postFrom(hookUrl, from, { headers: { 'content-type': 'application/json', ...headers }, body: '{}' });
+    const post = (from: string, headers: Record<string, string> = {}) =>
+      postFrom(hookUrl, from, { headers: { 'content-type': 'application/json', ...headers }, body: '{}' });
     const flood: number[] = [];
     for (let call = 0; call < 5; call += 1) flood.push(await post('127.0.0.1', { 'x-forwarded-for': '127.0.0.2' }));
     expect(flood, 'the flood, naming the other client in X-Forwarded-For').to.deep.equal([401, 401, 401, 429, 429]);

@@ -39,7 +39,13 @@ describe('Envoy-side guards (real Envoy)', function () {
   });
 
   // No sidecar runs: Envoy fails open, which these guards do not depend on.
-  async function front(options: { allowSources?: string[]; tokenRateLimit?: { requests: number; perSeconds: number }; hookPort?: number; hookRateLimit?: RateLimit | false; xffTrustedHops?: number }): Promise<EnvoyFront> {
+  async function front(options: {
+    allowSources?: string[];
+    tokenRateLimit?: { requests: number; perSeconds: number };
+    hookPort?: number;
+    hookRateLimit?: RateLimit | false;
+    xffTrustedHops?: number;
+  }): Promise<EnvoyFront> {
     const started = await startEnvoyFront({
       idps: [{ name: IDP, tokenUrl: new URL(idp.tokenUrl) }],
       sidecarPort: await freePort(),
@@ -105,10 +111,19 @@ describe('Envoy-side guards (real Envoy)', function () {
     });
     const hookPort = () => (hook.address() as AddressInfo).port;
     const postHook = async (limited: EnvoyFront) =>
-      (await fetch(`${limited.origin}${OKTA_HOOK_PATH}`, { method: 'POST', headers: { 'content-type': 'application/json', authorization: 'wrong' }, body: '{}' })).status;
+      (
+        await fetch(`${limited.origin}${OKTA_HOOK_PATH}`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', authorization: 'wrong' },
+          body: '{}',
+        })
+      ).status;
     // A call from a given client address: the socket bound to it.
     const postHookFrom = (limited: EnvoyFront, localAddress: string, headers: Record<string, string> = {}) =>
-      postFrom(`${limited.origin}${OKTA_HOOK_PATH}`, localAddress, { headers: { 'content-type': 'application/json', authorization: 'wrong', ...headers }, body: '{}' });
+      postFrom(`${limited.origin}${OKTA_HOOK_PATH}`, localAddress, {
+        headers: { 'content-type': 'application/json', authorization: 'wrong', ...headers },
+        body: '{}',
+      });
     const OTHER_CLIENT = '127.0.0.2';
 
     it('--okta-hook-rate-limit 3/m:3: the fourth call gets 429 from Envoy and never reaches the hook listener', async () => {
@@ -138,7 +153,7 @@ describe('Envoy-side guards (real Envoy)', function () {
       expect(lastHeaders).to.not.have.any.keys('x-envoy-external-address', 'x-envoy-internal', 'x-forwarded-for');
     });
 
-    it('keeps many clients\' buckets at once: 25 other addresses calling do not free a refused client', async () => {
+    it("keeps many clients' buckets at once: 25 other addresses calling do not free a refused client", async () => {
       const limited = await front({ hookPort: hookPort(), hookRateLimit: parseHookRateLimit('3/m:3') });
       for (let call = 0; call < 3; call += 1) await postHookFrom(limited, '127.0.0.1');
       expect(await postHookFrom(limited, '127.0.0.1')).to.equal(429);
@@ -151,7 +166,8 @@ describe('Envoy-side guards (real Envoy)', function () {
       const limited = await front({ hookPort: hookPort(), hookRateLimit: parseHookRateLimit('3/m:3') });
       // The flood names the other client (say, Okta's address) and ever new ones in X-Forwarded-For.
       const flood: number[] = [];
-      for (let call = 0; call < 6; call += 1) flood.push(await postHookFrom(limited, '127.0.0.1', { 'x-forwarded-for': call % 2 === 0 ? OTHER_CLIENT : `10.0.0.${call}` }));
+      for (let call = 0; call < 6; call += 1)
+        flood.push(await postHookFrom(limited, '127.0.0.1', { 'x-forwarded-for': call % 2 === 0 ? OTHER_CLIENT : `10.0.0.${call}` }));
       expect(flood).to.deep.equal([401, 401, 401, 429, 429, 429]);
       expect(await postHookFrom(limited, OTHER_CLIENT), 'the client the flood named').to.equal(401);
     });
@@ -197,10 +213,15 @@ describe('Envoy-side guards (real Envoy)', function () {
       expect(other, 'the other address').to.deep.equal([401, 401, 401, 401, 401]);
       const passed = hookCalls - before - other.length;
       expect(flood.filter((status) => status === 401).length).to.equal(passed);
-      expect(flood.filter((status) => status !== 401 && status !== 429), 'only 401 (the hook) and 429 (Envoy)').to.deep.equal([]);
+      expect(
+        flood.filter((status) => status !== 401 && status !== 429),
+        'only 401 (the hook) and 429 (Envoy)',
+      ).to.deep.equal([]);
       // 200 at once, then 100 more each second the flood lasted.
       console.log(`      ${passed} of the flood's ${flood.length} calls passed in ${seconds.toFixed(2)} s; the other address: ${other.join(', ')}`);
-      expect(passed, `${passed} passed in ${seconds.toFixed(2)} s`).to.be.at.least(200).and.at.most(200 + 100 * Math.ceil(seconds + 1));
+      expect(passed, `${passed} passed in ${seconds.toFixed(2)} s`)
+        .to.be.at.least(200)
+        .and.at.most(200 + 100 * Math.ceil(seconds + 1));
       expect(flood.length / seconds, 'the flood must be quicker than the bucket refills').to.be.above(300);
     });
 

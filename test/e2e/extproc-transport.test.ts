@@ -17,7 +17,10 @@ import { IDP_NAME, startStack, type Stack } from '../support/stack.js';
 /** Waits for the `count`th capture of `subject` and returns its outcome. */
 async function capturedOutcome(stack: Stack, subject: string, count = 1): Promise<string> {
   return waitFor(`capture ${count} of ${subject}`, async () => {
-    const { rows } = await stack.db.pool.query<{ outcome: string }>('SELECT outcome FROM capture_events WHERE idp = $1 AND subject = $2 ORDER BY id', [IDP_NAME, subject]);
+    const { rows } = await stack.db.pool.query<{ outcome: string }>('SELECT outcome FROM capture_events WHERE idp = $1 AND subject = $2 ORDER BY id', [
+      IDP_NAME,
+      subject,
+    ]);
     return rows[count - 1]?.outcome;
   });
 }
@@ -63,7 +66,9 @@ describe('end to end: Envoy to the sidecar on a Unix socket', function () {
     await stack.sidecar!.stop('SIGKILL');
     expect(statSync(socket).isSocket(), 'the killed sidecar left its socket').to.equal(true);
     await stack.restartSidecar();
-    await waitFor('Envoy to see the sidecar healthy again', async () => ((await stack.envoy.stats()).get('cluster.token_tap_sidecar.membership_healthy') === 1 ? true : undefined));
+    await waitFor('Envoy to see the sidecar healthy again', async () =>
+      (await stack.envoy.stats()).get('cluster.token_tap_sidecar.membership_healthy') === 1 ? true : undefined,
+    );
     const login = await loginAsOkta(stack.idp, stack.tokenUrl);
     expect(await capturedOutcome(stack, login.claims.sub as string, 2)).to.equal('stored');
   });
@@ -97,12 +102,21 @@ describe('end to end: Envoy to the sidecar with mTLS (as --allow-remote-extproc 
 
   it('refuses a client without a certificate, and plaintext; serves one with a certificate from the CA', async () => {
     const address = `127.0.0.1:${stack.sidecar!.port}`;
-    const noCertificate = await healthCheck(address, grpc.credentials.createSsl(ca.ca)).then(() => 'served', (error: grpc.ServiceError) => error.code);
+    const noCertificate = await healthCheck(address, grpc.credentials.createSsl(ca.ca)).then(
+      () => 'served',
+      (error: grpc.ServiceError) => error.code,
+    );
     expect(noCertificate).to.equal(grpc.status.UNAVAILABLE);
-    const plaintext = await healthCheck(address, grpc.credentials.createInsecure()).then(() => 'served', (error: grpc.ServiceError) => error.code);
+    const plaintext = await healthCheck(address, grpc.credentials.createInsecure()).then(
+      () => 'served',
+      (error: grpc.ServiceError) => error.code,
+    );
     expect(plaintext).to.equal(grpc.status.UNAVAILABLE);
     const other = createTestCa().issue('not from our CA');
-    const wrongCa = await healthCheck(address, grpc.credentials.createSsl(ca.ca, other.key, other.cert)).then(() => 'served', (error: grpc.ServiceError) => error.code);
+    const wrongCa = await healthCheck(address, grpc.credentials.createSsl(ca.ca, other.key, other.cert)).then(
+      () => 'served',
+      (error: grpc.ServiceError) => error.code,
+    );
     expect(wrongCa).to.equal(grpc.status.UNAVAILABLE);
     expect(await healthCheck(address, grpc.credentials.createSsl(ca.ca, envoyClient.key, envoyClient.cert))).to.equal('SERVING');
   });

@@ -26,7 +26,11 @@ describe('a fresh clone (.ci/run, nothing installed by hand)', function () {
     expect(existsSync(path.join(clone, '.venv')), 'a clone has no .venv').to.equal(false);
     const started = Date.now();
     const { code, output } = await new Promise<{ code: number | null; output: string }>((resolve) => {
-      const child = spawn('bash', ['.ci/run'], { cwd: clone, env: { ...process.env, CI: 'true', TOKEN_TAP_TEST_LAYERS: 'unit' }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('bash', ['.ci/run'], {
+        cwd: clone,
+        env: { ...process.env, CI: 'true', TOKEN_TAP_TEST_LAYERS: 'unit' },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let text = '';
       child.stdout.on('data', (chunk: Buffer) => (text += chunk.toString()));
       child.stderr.on('data', (chunk: Buffer) => (text += chunk.toString()));

@@ -43,7 +43,10 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
     // On a time-out, the sidecar's warnings say why the captures did not arrive.
     const eventsOnce = (idp: string, count: number) =>
       waitFor(`${count} capture events for ${idp}`, async () => ((await events(idp)).length >= count ? events(idp) : undefined)).catch((error: Error) => {
-        const warnings = sidecar.logs().split('\n').filter((line) => /"level":(40|50)/.test(line));
+        const warnings = sidecar
+          .logs()
+          .split('\n')
+          .filter((line) => /"level":(40|50)/.test(line));
         throw new Error(`${error.message}\n${warnings.join('\n')}`);
       });
 
@@ -96,8 +99,15 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       const c = fixtureCase('okta', 'success-authorization-code');
       const body = Buffer.from(c.body);
       const thirds = [body.subarray(0, 100), body.subarray(100, 700), body.subarray(700)];
-      const wire = Buffer.concat([...thirds.flatMap((part) => [Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]), Buffer.from('0\r\n\r\n')]);
-      const response: CannedResponse = { status: 200, headers: [['Date', new Date().toUTCString()], ...Object.entries(c.headers), ['Transfer-Encoding', 'chunked']], body: wire };
+      const wire = Buffer.concat([
+        ...thirds.flatMap((part) => [Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]),
+        Buffer.from('0\r\n\r\n'),
+      ]);
+      const response: CannedResponse = {
+        status: 200,
+        headers: [['Date', new Date().toUTCString()], ...Object.entries(c.headers), ['Transfer-Encoding', 'chunked']],
+        body: wire,
+      };
       upstream.serve('/okta/token', response);
       const received = await sendRaw(`${envoyBase}${tokenRoutePath('okta')}`, { body: 'grant_type=authorization_code&code=x' });
       expect(received.status).to.equal(200);
@@ -123,9 +133,16 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       expect(pending.map((grant) => grant.access_token)).to.deep.equal([c.expect.accessToken]);
 
       // Okta's next call: the profile, with the new access token.
-      const profile = canned(200, { 'Content-Type': 'application/json; charset=utf-8' }, JSON.stringify({ login: 'octocat', id: 583231, email: 'octocat@github.example' }));
+      const profile = canned(
+        200,
+        { 'Content-Type': 'application/json; charset=utf-8' },
+        JSON.stringify({ login: 'octocat', id: 583231, email: 'octocat@github.example' }),
+      );
       upstream.serve('/github/user', profile, c.expect.accessToken!);
-      const received = await sendRaw(`${envoyBase}${profileRoutePath('github')}`, { method: 'GET', headers: { authorization: `Bearer ${c.expect.accessToken}`, accept: 'application/json' } });
+      const received = await sendRaw(`${envoyBase}${profileRoutePath('github')}`, {
+        method: 'GET',
+        headers: { authorization: `Bearer ${c.expect.accessToken}`, accept: 'application/json' },
+      });
       expectUnchanged(profile, received);
 
       const shown = await waitFor('the linked grant', async () => {
@@ -138,7 +155,7 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       expect(after).to.deep.equal([]);
     });
 
-    it('never sends Okta\'s client credentials to the sidecar or into its logs', () => {
+    it("never sends Okta's client credentials to the sidecar or into its logs", () => {
       expect(sidecar.logs()).to.not.contain('b2t0YTpjbGllbnQtc2VjcmV0');
       expect(sidecar.logs()).to.not.contain('code=abc');
     });

@@ -31,7 +31,10 @@ describe('key rollout: old (k1) and new (k2,k1) sidecars side by side on one Pos
   before(async () => {
     idp = await startTestIdp({ refreshTokenOnlyWithOfflineAccess: true });
     db = await createTestDatabase('key_rollout');
-    for (const [name, keys] of [['old', k1], ['new', `${k2},${k1}`]] as const) {
+    for (const [name, keys] of [
+      ['old', k1],
+      ['new', `${k2},${k1}`],
+    ] as const) {
       const port = await freePort();
       const sidecar = await startSidecarProcess({ port, env: { DATABASE_URL: db.url, TOKEN_TAP_KEYS: keys, TOKEN_TAP_FINGERPRINT_KEY: fingerprintKey } });
       const front = await startEnvoyFront({ idps: [{ name: IDP, tokenUrl: new URL(idp.tokenUrl) }], sidecarPort: port, mode: 'observability' });
@@ -49,27 +52,48 @@ describe('key rollout: old (k1) and new (k2,k1) sidecars side by side on one Pos
 
   it('keeps the latest refresh token the IdP issued whichever pod stores the next login, and both pods agree on fingerprints', async () => {
     // Which pod's Envoy Okta reaches, and whether the login asks for offline_access (a refresh token).
-    const plan: Array<['old' | 'new', boolean]> = [['new', true], ['old', false], ['new', false], ['old', true], ['new', false], ['old', false], ['new', true], ['old', false]];
+    const plan: Array<['old' | 'new', boolean]> = [
+      ['new', true],
+      ['old', false],
+      ['new', false],
+      ['old', true],
+      ['new', false],
+      ['old', false],
+      ['new', true],
+      ['old', false],
+    ];
     let latestRefreshToken: string | undefined;
     const seen: string[] = [];
     for (const [index, [podName, offline]] of plan.entries()) {
       const pod = pods.find((candidate) => candidate.name === podName)!;
-      const login = await loginAsOkta(idp, `${pod.front.origin}${tokenRoutePath(IDP)}`, offline ? { scope: 'openid email profile offline_access', prompt: 'consent' } : {});
+      const login = await loginAsOkta(
+        idp,
+        `${pod.front.origin}${tokenRoutePath(IDP)}`,
+        offline ? { scope: 'openid email profile offline_access', prompt: 'consent' } : {},
+      );
       expect(Boolean(login.tokens.refresh_token), `login ${index + 1} carries a refresh token`).to.equal(offline);
       latestRefreshToken = login.tokens.refresh_token ?? latestRefreshToken;
       const accessToken = login.tokens.access_token;
-      await waitFor(`login ${index + 1} (via ${podName}) in Postgres`, async () => {
-        const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM capture_events WHERE idp = $1', [IDP]);
-        return rows[0].n === index + 1 ? true : undefined;
-      }, 15_000);
+      await waitFor(
+        `login ${index + 1} (via ${podName}) in Postgres`,
+        async () => {
+          const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM capture_events WHERE idp = $1', [IDP]);
+          return rows[0].n === index + 1 ? true : undefined;
+        },
+        15_000,
+      );
       const grant = (await new GrantStore(db.pool, newRing, sealQuarantined).findGrant(IDP, String(login.claims.sub)))!;
       expect(grant.accessToken, `access token after login ${index + 1}`).to.equal(accessToken);
       expect(grant.refreshToken, `refresh token after login ${index + 1} (via ${podName}, offline_access ${offline})`).to.equal(latestRefreshToken);
       const { rows } = await db.pool.query('SELECT access_token_fp FROM capture_events WHERE idp = $1 ORDER BY id DESC LIMIT 1', [IDP]);
-      expect(rows[0].access_token_fp, `fingerprint written by the ${podName} pod`).to.equal(fingerprint(oldRing, accessToken)).and.equal(fingerprint(newRing, accessToken));
+      expect(rows[0].access_token_fp, `fingerprint written by the ${podName} pod`)
+        .to.equal(fingerprint(oldRing, accessToken))
+        .and.equal(fingerprint(newRing, accessToken));
       seen.push(`${podName}${offline ? '+rt' : ''}`);
     }
     const { rows } = await db.pool.query('SELECT key_id, refresh_token_key_id, id_token_key_id FROM grants WHERE idp = $1', [IDP]);
-    console.log(`      logins ${seen.join(', ')}: the stored refresh token was the latest issued after each; row now: ${JSON.stringify(rows[0])}; fingerprints agreed ${plan.length}/${plan.length}`);
+    console.log(
+      `      logins ${seen.join(', ')}: the stored refresh token was the latest issued after each; row now: ${JSON.stringify(rows[0])}; fingerprints agreed ${plan.length}/${plan.length}`,
+    );
   });
 });

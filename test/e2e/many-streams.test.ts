@@ -24,7 +24,9 @@ import { startSidecarProcess, type SidecarProcess } from '../support/sidecar.js'
 
 const CALLS = 2_500;
 const CONCURRENCY = 32;
-const google = loadIdpFixtures().find((fixture) => fixture.idp === 'google')!.cases.find((c) => c.status === 200)!;
+const google = loadIdpFixtures()
+  .find((fixture) => fixture.idp === 'google')!
+  .cases.find((c) => c.status === 200)!;
 
 for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
   describe(`${CALLS} token calls through one Envoy (${mode} mode)`, function () {
@@ -73,7 +75,12 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
       const worker = async () => {
         while (next < limit) {
           next += 1;
-          const response = await client.request({ method: 'POST', path: tokenRoutePath('google'), body: 'grant_type=authorization_code&code=x', headers: { 'content-type': 'application/x-www-form-urlencoded' } });
+          const response = await client.request({
+            method: 'POST',
+            path: tokenRoutePath('google'),
+            body: 'grant_type=authorization_code&code=x',
+            headers: { 'content-type': 'application/x-www-form-urlencoded' },
+          });
           await response.body.arrayBuffer();
           if (response.statusCode === 200) ok += 1;
           else failures.set(response.statusCode, (failures.get(response.statusCode) ?? 0) + 1);

@@ -38,7 +38,8 @@ interface HookCall {
 function oktaRequest(call: HookCall): Record<string, unknown> {
   const idpId = call.idpId ?? '0oaUPSTREAM1';
   const login = call.login ?? 'alice@example.test';
-  const identity = 'identity' in call ? call.identity : { sub: '00uOKTAUSER1', email: login, idp: idpId, ver: 1, iss: 'https://example.okta.com/oauth2/aus1', aud: '0oaAPP' };
+  const identity =
+    'identity' in call ? call.identity : { sub: '00uOKTAUSER1', email: login, idp: idpId, ver: 1, iss: 'https://example.okta.com/oauth2/aus1', aud: '0oaAPP' };
   const access = 'access' in call ? call.access : { sub: login, ver: 1, cid: '0oaAPP', uid: '00uOKTAUSER1', scp: ['openid', 'email'] };
   return {
     source: 'https://example.okta.com/oauth2/aus1/v1/authorize',
@@ -51,7 +52,12 @@ function oktaRequest(call: HookCall): Record<string, unknown> {
     data: {
       context: {
         request: { id: 'req1', method: 'GET', url: { value: 'https://example.okta.com/oauth2/aus1/v1/authorize' }, ipAddress: '203.0.113.5' },
-        protocol: { type: 'OAUTH2.0', request: { scope: 'openid email', response_type: 'code', client_id: '0oaAPP' }, issuer: { uri: 'https://example.okta.com/oauth2/aus1' }, client: { id: '0oaAPP', name: 'App', type: 'PUBLIC' } },
+        protocol: {
+          type: 'OAUTH2.0',
+          request: { scope: 'openid email', response_type: 'code', client_id: '0oaAPP' },
+          issuer: { uri: 'https://example.okta.com/oauth2/aus1' },
+          client: { id: '0oaAPP', name: 'App', type: 'PUBLIC' },
+        },
         session: {
           id: '102sess',
           userId: '00uOKTAUSER1',
@@ -93,7 +99,10 @@ function valuesOf(body: any, type: string): Record<string, unknown> | undefined 
 async function clientCredentialsToken(issuer: TestIdp, client: { clientId: string; clientSecret: string }, resource: string): Promise<string> {
   const response = await fetch(issuer.tokenUrl, {
     method: 'POST',
-    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${client.clientId}:${client.clientSecret}`).toString('base64')}` },
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: `Basic ${Buffer.from(`${client.clientId}:${client.clientSecret}`).toString('base64')}`,
+    },
     body: new URLSearchParams({ grant_type: 'client_credentials', resource, scope: HOOK_SCOPE }).toString(),
   });
   const body = (await response.json()) as { access_token?: string };
@@ -114,7 +123,14 @@ const PROVIDERS = [
   { okta_idp_id: '0oaREQUIRED', idp: IDP_NAME, match: 'email', identity_claims: { upstream_groups: 'groups' }, require_grant: true, allow_unverified: true },
   { okta_idp_id: '0oaBYSUB', idp: IDP_NAME, match: 'claim:upstream_sub', identity_claims: { upstream_groups: 'groups' }, allow_unverified: true },
   { okta_idp_id: '0oaSTRICTSUB', idp: IDP_NAME, match: 'claim:upstream_sub', identity_claims: { upstream_groups: 'groups' } },
-  { okta_idp_id: '0oaSTAMPED', idp: IDP_NAME, match: 'email', identity_claims: { upstream_groups: 'groups' }, idp_claim: 'upstream_idp', allow_unverified: true },
+  {
+    okta_idp_id: '0oaSTAMPED',
+    idp: IDP_NAME,
+    match: 'email',
+    identity_claims: { upstream_groups: 'groups' },
+    idp_claim: 'upstream_idp',
+    allow_unverified: true,
+  },
 ];
 
 async function hookReady(stack: Stack): Promise<void> {
@@ -143,8 +159,17 @@ describe('Okta token inline hook through Envoy', function () {
       serviceClients: [CALLER],
       resourceServers: { [HOOK_AUDIENCE]: { scope: HOOK_SCOPE }, 'api://somebody-else': { scope: HOOK_SCOPE } },
     });
-    writeFileSync(path.join(dir, 'header.yaml'), stringify({ authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } }, providers: PROVIDERS }));
-    writeFileSync(path.join(dir, 'oauth.yaml'), stringify({ authentication: { oauth: { issuer: authServer.issuer, audience: HOOK_AUDIENCE, scope: HOOK_SCOPE, client_id: CALLER.clientId } }, providers: PROVIDERS }));
+    writeFileSync(
+      path.join(dir, 'header.yaml'),
+      stringify({ authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } }, providers: PROVIDERS }),
+    );
+    writeFileSync(
+      path.join(dir, 'oauth.yaml'),
+      stringify({
+        authentication: { oauth: { issuer: authServer.issuer, audience: HOOK_AUDIENCE, scope: HOOK_SCOPE, client_id: CALLER.clientId } },
+        providers: PROVIDERS,
+      }),
+    );
     const hookPort = await freePort();
     stack = await startStack('observability', {
       label: 'okta_hook',
@@ -255,9 +280,7 @@ describe('Okta token inline hook through Envoy', function () {
     const claims = { ...alice.claims, sub: subject, email, email_verified: emailVerified };
     // The hook reads claims from the stored id_token; its signature was checked at capture.
     const idToken = ['eyJhbGciOiJSUzI1NiJ9', Buffer.from(JSON.stringify(claims)).toString('base64url'), 'c2ln'].join('.');
-    await store.recordCaptures([
-      syntheticCapture(IDP_NAME, subject, { email, verified: true, tokens: syntheticTokens({ idToken, claims }) }),
-    ]);
+    await store.recordCaptures([syntheticCapture(IDP_NAME, subject, { email, verified: true, tokens: syntheticTokens({ idToken, claims }) })]);
   }
 
   it('uses no grant when the email is on grants of two upstream users (alice@ and ALICE@corp.example)', async () => {
@@ -294,7 +317,7 @@ describe('Okta token inline hook through Envoy', function () {
   it('uses no grant whose id_token says email_verified: false', async () => {
     const carol = await loginAsOkta(stack.idp, stack.tokenUrl, { loginHint: 'carol' });
     expect(carol.claims.email_verified).to.equal(false);
-    await waitFor('carol\'s grant', async () => ((await stack.db.pool.query("SELECT 1 FROM grants WHERE subject = 'carol'")).rowCount ? true : undefined));
+    await waitFor("carol's grant", async () => ((await stack.db.pool.query("SELECT 1 FROM grants WHERE subject = 'carol'")).rowCount ? true : undefined));
     const { status, body } = await callHook(stack, { login: 'carol@example.test' }, SECRET);
     expect(status).to.equal(200);
     expect(body).to.deep.equal({ commands: [] });
@@ -333,7 +356,9 @@ describe('Okta token inline hook through Envoy', function () {
       const second = await loginAsOkta(stack.idp, stack.tokenUrl, { loginHint: 'alice' });
       expect(second.claims.groups).to.include('new-team');
       await waitFor('the pump to wait on the lock', async () => {
-        const { rows } = await stack.db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'");
+        const { rows } = await stack.db.pool.query<{ n: number }>(
+          "SELECT count(*)::int AS n FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        );
         return rows[0]!.n > 0 ? true : undefined;
       });
       const started = Date.now();
@@ -348,7 +373,7 @@ describe('Okta token inline hook through Envoy', function () {
     }
   });
 
-  describe('with OAuth 2.0 (a bearer JWT from Okta\'s authorization server)', () => {
+  describe("with OAuth 2.0 (a bearer JWT from Okta's authorization server)", () => {
     before(async () => {
       stack.sidecarEnv.TOKEN_TAP_HOOK_CONFIG = path.join(dir, 'oauth.yaml');
       await stack.restartSidecar();
@@ -369,10 +394,14 @@ describe('Okta token inline hook through Envoy', function () {
       const issuedAt = Math.floor(Date.now() / 1000) - ageSeconds;
       return new SignJWT({ ver: 1, jti: `AT.${Math.random()}`, ...claims })
         .setProtectedHeader({ alg: 'RS256', kid: 'okta-as-key-1' })
-        .setIssuer(authServer.issuer).setAudience(HOOK_AUDIENCE).setIssuedAt(issuedAt).setExpirationTime(issuedAt + 300).sign(key);
+        .setIssuer(authServer.issuer)
+        .setAudience(HOOK_AUDIENCE)
+        .setIssuedAt(issuedAt)
+        .setExpirationTime(issuedAt + 300)
+        .sign(key);
     }
 
-    it('answers 401 to an end user\'s access token of another app (right iss, aud, scope), 200 to the hook client\'s own', async () => {
+    it("answers 401 to an end user's access token of another app (right iss, aud, scope), 200 to the hook client's own", async () => {
       const userToken = await oktaShapedToken({ cid: '0oaOTHERAPP', uid: '00uOKTAUSER1', sub: 'alice@example.test', scp: [HOOK_SCOPE, 'openid'] });
       const refused = await callHook(stack, {}, `Bearer ${userToken}`);
       expect(refused.status).to.equal(401);
@@ -388,7 +417,12 @@ describe('Okta token inline hook through Envoy', function () {
       const elsewhere = await clientCredentialsToken(authServer, CALLER, 'api://somebody-else');
       // The hook client's own token, minted already expired (a minute ago), rather than waited out.
       const expiring = await oktaShapedToken({ cid: CALLER.clientId, sub: CALLER.clientId, scp: [HOOK_SCOPE] }, 360);
-      for (const [what, authorization] of [['wrong audience', `Bearer ${elsewhere}`], ['expired', `Bearer ${expiring}`], ['header secret', SECRET], ['none', undefined]] as const) {
+      for (const [what, authorization] of [
+        ['wrong audience', `Bearer ${elsewhere}`],
+        ['expired', `Bearer ${expiring}`],
+        ['header secret', SECRET],
+        ['none', undefined],
+      ] as const) {
         const { status, text } = await callHook(stack, {}, authorization);
         expect(status, what).to.equal(401);
         expect(text, what).to.equal('');
@@ -402,11 +436,18 @@ describe('Okta token inline hook through Envoy', function () {
 
   it('serve exits non-zero naming every problem of the hook file: a reserved target name, an unknown field, a missing secret', async () => {
     const file = path.join(dir, 'bad.yaml');
-    writeFileSync(file, stringify({
-      authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET_UNSET' } },
-      providers: [{ okta_idp_id: '0oaX', idp: IDP_NAME, match: 'email', identity_claims: { groups: 'groups' }, colour: 'blue' }],
-    }));
-    const result = await runCli(['serve', '--listen', '127.0.0.1:0', '--hook-listen', '127.0.0.1:0'], { ...stack.sidecarEnv, TOKEN_TAP_HOOK_CONFIG: file, OKTA_HOOK_SECRET_UNSET: '' });
+    writeFileSync(
+      file,
+      stringify({
+        authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET_UNSET' } },
+        providers: [{ okta_idp_id: '0oaX', idp: IDP_NAME, match: 'email', identity_claims: { groups: 'groups' }, colour: 'blue' }],
+      }),
+    );
+    const result = await runCli(['serve', '--listen', '127.0.0.1:0', '--hook-listen', '127.0.0.1:0'], {
+      ...stack.sidecarEnv,
+      TOKEN_TAP_HOOK_CONFIG: file,
+      OKTA_HOOK_SECRET_UNSET: '',
+    });
     expect(result.code).to.equal(78);
     expect(result.stderr).to.contain('"groups" is a claim name Okta reserves');
     expect(result.stderr).to.contain('unknown field "colour"');

@@ -51,7 +51,10 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
     async function poisonThenOthers(hostileAccount: string, n: number): Promise<void> {
       const hostile = await loginAsOkta(stack.idp, stack.tokenUrl, { loginHint: hostileAccount });
       expect(hostile.claims.sub).to.equal(hostileAccount);
-      const logins: Array<[string, string]> = [['alpha', `a${n}`], ['beta', `b${n}`]];
+      const logins: Array<[string, string]> = [
+        ['alpha', `a${n}`],
+        ['beta', `b${n}`],
+      ];
       for (const [idp, subject] of logins) await loginAsOkta(others[idp]!, tokenUrlOf(idp), { loginHint: subject });
       const started = Date.now();
       for (const [idp, subject] of logins) {
@@ -60,13 +63,17 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
           async () => ((await stack.db.pool.query('SELECT 1 FROM grants WHERE idp = $1 AND subject = $2', [idp, subject])).rowCount ? true : undefined),
           Math.max(0, LANDS_WITHIN_MS - (Date.now() - started)),
         ).catch((error: Error) => {
-          const warnings = stack.sidecar!.logs().split('\n').filter((line) => /"level":(40|50)/.test(line)).slice(-3);
+          const warnings = stack
+            .sidecar!.logs()
+            .split('\n')
+            .filter((line) => /"level":(40|50)/.test(line))
+            .slice(-3);
           throw new Error(`${error.message}\n${warnings.map((line) => line.slice(0, 400)).join('\n')}`);
         });
       }
     }
 
-    it('records each as too_large, changes no grant, and the other IdPs\' logins land within 10 s, before and after a restart', async () => {
+    it("records each as too_large, changes no grant, and the other IdPs' logins land within 10 s, before and after a restart", async () => {
       await poisonThenOthers(bigSubject, 1);
       await poisonThenOthers('mallory', 2);
       const firstLogs = stack.sidecar!.logs();

@@ -29,7 +29,10 @@ describe('a held grant under other key material is quarantined, and the writer g
     stack = await startStack('observability', {
       label: 'e2e_quarantine',
       sidecarEnv: { TOKEN_TAP_KEYS: keysX, TOKEN_TAP_FINGERPRINT_KEY: randomBytes(32).toString('base64') },
-      moreIdps: [{ name: 'github', tokenUrl: new URL(upstream.url('/github/token')) }, { name: 'alpha', tokenUrl: new URL(alpha.tokenUrl) }],
+      moreIdps: [
+        { name: 'github', tokenUrl: new URL(upstream.url('/github/token')) },
+        { name: 'alpha', tokenUrl: new URL(alpha.tokenUrl) },
+      ],
       profiles: [{ name: 'github', profileUrl: new URL(upstream.url('/github/user')), subjectField: 'id' }],
     });
   });
@@ -51,8 +54,18 @@ describe('a held grant under other key material is quarantined, and the writer g
     ];
     const started = Date.now();
     for (const { idp, login } of logins) {
-      await waitFor(`${what}: ${idp}'s login in Postgres`, async () => ((await events(idp)) > before[idp]! ? true : undefined), Math.max(0, 10_000 - (Date.now() - started))).catch((error: Error) => {
-        throw new Error(`${error.message}\n${stack.sidecar!.logs().split('\n').filter((line) => /"level":(40|50)/.test(line)).join('\n')}`);
+      await waitFor(
+        `${what}: ${idp}'s login in Postgres`,
+        async () => ((await events(idp)) > before[idp]! ? true : undefined),
+        Math.max(0, 10_000 - (Date.now() - started)),
+      ).catch((error: Error) => {
+        throw new Error(
+          `${error.message}\n${stack
+            .sidecar!.logs()
+            .split('\n')
+            .filter((line) => /"level":(40|50)/.test(line))
+            .join('\n')}`,
+        );
       });
       const { rows } = await stack.db.pool.query('SELECT subject FROM grants WHERE idp = $1 AND subject = $2', [idp, login.claims.sub]);
       expect(rows, `${what}: ${idp}'s grant`).to.have.length(1);
@@ -62,16 +75,29 @@ describe('a held grant under other key material is quarantined, and the writer g
 
   it('quarantines the profile capture, counts it, and writes normal logins within 10 s, before and after another restart', async () => {
     const accessToken = `gho_${randomUUID().replaceAll('-', '')}`;
-    upstream.serve('/github/token', canned(200, { 'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8' }, `access_token=${accessToken}&scope=read%3Auser&token_type=bearer`));
-    const tokenCall = await sendRaw(`${stack.origin}${tokenRoutePath('github')}`, { headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'grant_type=authorization_code&code=abc' });
+    upstream.serve(
+      '/github/token',
+      canned(200, { 'Content-Type': 'application/x-www-form-urlencoded; charset=utf-8' }, `access_token=${accessToken}&scope=read%3Auser&token_type=bearer`),
+    );
+    const tokenCall = await sendRaw(`${stack.origin}${tokenRoutePath('github')}`, {
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=authorization_code&code=abc',
+    });
     expect(tokenCall.status).to.equal(200);
     await waitFor('the held grant', async () => ((await count('SELECT count(*)::int AS n FROM pending_grants')) === 1 ? true : undefined), 10_000);
     await loginLandsWithin10s('a login with k1 = X');
 
     stack.sidecarEnv.TOKEN_TAP_KEYS = keysY;
     await stack.restartSidecarSeenByEnvoy();
-    upstream.serve('/github/user', canned(200, { 'Content-Type': 'application/json; charset=utf-8' }, JSON.stringify({ login: 'octocat', id: 583231 })), accessToken);
-    const profileCall = await sendRaw(`${stack.origin}${profileRoutePath('github')}`, { method: 'GET', headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' } });
+    upstream.serve(
+      '/github/user',
+      canned(200, { 'Content-Type': 'application/json; charset=utf-8' }, JSON.stringify({ login: 'octocat', id: 583231 })),
+      accessToken,
+    );
+    const profileCall = await sendRaw(`${stack.origin}${profileRoutePath('github')}`, {
+      method: 'GET',
+      headers: { authorization: `Bearer ${accessToken}`, accept: 'application/json' },
+    });
     expect(profileCall.status).to.equal(200);
     await loginLandsWithin10s('a login after the profile call, with k1 = Y');
 

@@ -51,7 +51,10 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as NodeJS.Signals[]) {
     before(async () => {
       opsPort = await freePort();
       // One ops port across the restart: the probe asks the same address before and after, as the kubelet does.
-      stack = await startStack('observability', { label: `ready_${signal.toLowerCase()}`, sidecarEnv: { TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${opsPort}`, LOG_LEVEL: 'info' } });
+      stack = await startStack('observability', {
+        label: `ready_${signal.toLowerCase()}`,
+        sidecarEnv: { TOKEN_TAP_OPS_LISTEN: `127.0.0.1:${opsPort}`, LOG_LEVEL: 'info' },
+      });
       await waitForSidecarHealth(stack.envoy, true);
     });
     after(async () => {
@@ -110,12 +113,17 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as NodeJS.Signals[]) {
       // Every capture there will be is in Postgres once the count stops moving.
       const ring = parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!);
       let last = -1;
-      await waitFor('the captures to settle', async () => {
-        const count = (await storedFingerprints(stack.db.pool)).length;
-        const settled = count === last;
-        last = count;
-        return settled ? true : undefined;
-      }, 30_000, 1_000);
+      await waitFor(
+        'the captures to settle',
+        async () => {
+          const count = (await storedFingerprints(stack.db.pool)).length;
+          const settled = count === last;
+          last = count;
+          return settled ? true : undefined;
+        },
+        30_000,
+        1_000,
+      );
       const stored = new Set(await storedFingerprints(stack.db.pool));
       const captured = (login: Login) => login.accessToken !== undefined && stored.has(fingerprint(ring, login.accessToken));
       const afterStop = logins.filter((login) => login.startedAt >= stoppedAt);
@@ -134,7 +142,10 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as NodeJS.Signals[]) {
       );
       expect(logins.filter((login) => login.error).map((login) => login.error)).to.deep.equal([]);
       expect(logins.filter((login) => login.startedAt >= ready).length, 'logins after ready').to.be.greaterThan(10);
-      expect(missedAfterReady.map((login) => rel(login.startedAt)), 'logins begun after the pod was ready again, not captured').to.deep.equal([]);
+      expect(
+        missedAfterReady.map((login) => rel(login.startedAt)),
+        'logins begun after the pod was ready again, not captured',
+      ).to.deep.equal([]);
       // Ready no sooner than Envoy would hand a login to the new sidecar: a login begun just before it is captured.
       expect(firstCaptured, 'a login captured after the restart').to.not.equal(undefined);
     });
@@ -154,13 +165,16 @@ describe("the shipped probes ask Envoy's readiness listener, through the real En
   });
 
   it("docker-compose.yml's Envoy health check passes while Envoy sees the sidecar healthy, and fails once it does not", async () => {
-    const compose = parse(readFileSync(fileURLToPath(new URL('../../../docker-compose.yml', import.meta.url)), 'utf8')) as { services: { envoy: { healthcheck: { test: string[] } } } };
+    const compose = parse(readFileSync(fileURLToPath(new URL('../../../docker-compose.yml', import.meta.url)), 'utf8')) as {
+      services: { envoy: { healthcheck: { test: string[] } } };
+    };
     const [kind, shell, flag, script] = compose.services.envoy.healthcheck.test;
     expect([kind, shell, flag]).to.deep.equal(['CMD', 'bash', '-c']);
     // The same script, aimed at this test's Envoy (compose's is on 127.0.0.1:9902).
     const readyPort = new URL(stack.readyUrl).port;
     expect(script).to.contain(`/dev/tcp/127.0.0.1/${ENVOY_READY_PORT}`);
-    const run = () => spawnSync('bash', ['-c', script!.replace(`/dev/tcp/127.0.0.1/${ENVOY_READY_PORT}`, `/dev/tcp/127.0.0.1/${readyPort}`)], { timeout: 5_000 }).status;
+    const run = () =>
+      spawnSync('bash', ['-c', script!.replace(`/dev/tcp/127.0.0.1/${ENVOY_READY_PORT}`, `/dev/tcp/127.0.0.1/${readyPort}`)], { timeout: 5_000 }).status;
     expect(run(), 'healthy sidecar').to.equal(0);
     await stack.sidecar!.stop('SIGKILL');
     await waitForSidecarHealth(stack.envoy, false);

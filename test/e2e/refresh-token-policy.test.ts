@@ -52,7 +52,10 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
   let configFile: string;
 
   async function startUpstream(rotate: boolean): Promise<Upstream> {
-    const idp = await startTestIdp({ rotateRefreshToken: rotate, accounts: Object.fromEntries([...USERS, 'carol', 'dave'].map((user) => [user, { email: `${user}@example.test` }])) });
+    const idp = await startTestIdp({
+      rotateRefreshToken: rotate,
+      accounts: Object.fromEntries([...USERS, 'carol', 'dave'].map((user) => [user, { email: `${user}@example.test` }])),
+    });
     const entry: Upstream = { idp, proxy: await startSlowTokenProxy(idp.tokenUrl), revocations: 0, reuseRevocations: 0 };
     idp.provider.on('grant.revoked', (ctx: { oidc?: { route?: string } }) => {
       if (ctx.oidc?.route === 'revocation') entry.revocations += 1;
@@ -65,7 +68,12 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
   function writeConfig(policies: Record<string, Record<string, string>>): void {
     const lines = ['idps:'];
     for (const [name, { idp, proxy }] of Object.entries(upstream)) {
-      lines.push(`  ${name}:`, `    token_url: ${JSON.stringify(proxy.url)}`, `    client_id: ${idp.clientId}`, `    client_secret_env: SECRET_${name.toUpperCase()}`);
+      lines.push(
+        `  ${name}:`,
+        `    token_url: ${JSON.stringify(proxy.url)}`,
+        `    client_id: ${idp.clientId}`,
+        `    client_secret_env: SECRET_${name.toUpperCase()}`,
+      );
       lines.push(`    revocation_url: ${JSON.stringify(idp.revocationUrl)}`);
       const policy = policies[name];
       if (policy) lines.push('    refresh_token_policy:', ...Object.entries(policy).map(([key, value]) => `      ${key}: ${value}`));
@@ -87,7 +95,12 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
       LOG_LEVEL: 'info',
     };
     sidecars = [await startSidecarProcess({ port: sidecarPort, env }), await startSidecarProcess({ port: await freePort(), env })];
-    await waitFor('Envoy to see sidecar A healthy', async () => ((await front.envoy.stats()).get('cluster.token_tap_sidecar.membership_healthy') === 1 ? true : undefined), 15_000, 50);
+    await waitFor(
+      'Envoy to see sidecar A healthy',
+      async () => ((await front.envoy.stats()).get('cluster.token_tap_sidecar.membership_healthy') === 1 ? true : undefined),
+      15_000,
+      50,
+    );
   }
 
   async function stopSidecars(): Promise<void> {
@@ -99,15 +112,25 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
     const before = await db.pool.query<{ version: number }>('SELECT version FROM grants WHERE idp = $1 AND subject = $2', [name, user]);
     const login = await loginAsOkta(upstream[name]!.idp, `${front.origin}${tokenRoutePath(name)}`, { loginHint: user });
     expect(login.received.status).to.equal(200);
-    await waitFor(`the login of ${user} at ${name} to be stored`, async () => {
-      const { rows } = await db.pool.query<{ version: number; status: string }>('SELECT version, status FROM grants WHERE idp = $1 AND subject = $2', [name, user]);
-      return rows[0] && rows[0].status === 'active' && rows[0].version !== before.rows[0]?.version ? true : undefined;
-    }, 15_000, 50);
+    await waitFor(
+      `the login of ${user} at ${name} to be stored`,
+      async () => {
+        const { rows } = await db.pool.query<{ version: number; status: string }>('SELECT version, status FROM grants WHERE idp = $1 AND subject = $2', [
+          name,
+          user,
+        ]);
+        return rows[0] && rows[0].status === 'active' && rows[0].version !== before.rows[0]?.version ? true : undefined;
+      },
+      15_000,
+      50,
+    );
     return { refreshToken: login.tokens.refresh_token!, accessToken: login.tokens.access_token };
   }
 
   async function policyEvents(): Promise<AccessRow[]> {
-    const { rows } = await db.pool.query<AccessRow>("SELECT at, operation, outcome, idp, subject, detail FROM access_events WHERE caller = 'policy' ORDER BY id");
+    const { rows } = await db.pool.query<AccessRow>(
+      "SELECT at, operation, outcome, idp, subject, detail FROM access_events WHERE caller = 'policy' ORDER BY id",
+    );
     return rows;
   }
 
@@ -116,7 +139,10 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
     const { idp } = upstream[name]!;
     const response = await fetch(idp.tokenUrl, {
       method: 'POST',
-      headers: { authorization: `Basic ${Buffer.from(`${idp.clientId}:${idp.clientSecret}`).toString('base64')}`, 'content-type': 'application/x-www-form-urlencoded' },
+      headers: {
+        authorization: `Basic ${Buffer.from(`${idp.clientId}:${idp.clientSecret}`).toString('base64')}`,
+        'content-type': 'application/x-www-form-urlencoded',
+      },
       body: new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken }),
     });
     const body = (await response.json()) as { error?: string };
@@ -181,7 +207,10 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
         }
       }
     }
-    expect(events.filter((event) => !['ok', 'skipped', 'started'].includes(event.outcome)), 'failed policy actions').to.deep.equal([]);
+    expect(
+      events.filter((event) => !['ok', 'skipped', 'started'].includes(event.outcome)),
+      'failed policy actions',
+    ).to.deep.equal([]);
     // Each rotation's intent row was written before it.
     const rotateRows = (outcome: (value: string) => boolean) => events.filter((event) => event.operation === 'rotate' && outcome(event.outcome)).length;
     expect(rotateRows((outcome) => outcome === 'started')).to.be.at.least(rotateRows((outcome) => outcome !== 'started'));
@@ -190,14 +219,31 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
     expect(presented.length).to.equal(events.filter((event) => event.idp === ROTATING && event.outcome === 'ok').length);
     expect(new Set(presented).size, 'refresh tokens the rotating IdP saw twice').to.equal(presented.length);
     expect(upstream[ROTATING]!.reuseRevocations).to.equal(0);
-    const { rows: grants } = await db.pool.query<{ idp: string; status: string; refresh_rotates: boolean; rotations_seen: number }>('SELECT idp, status, refresh_rotates, rotations_seen FROM grants ORDER BY idp, subject');
+    const { rows: grants } = await db.pool.query<{ idp: string; status: string; refresh_rotates: boolean; rotations_seen: number }>(
+      'SELECT idp, status, refresh_rotates, rotations_seen FROM grants ORDER BY idp, subject',
+    );
     expect(grants.every((grant) => grant.status === 'active')).to.equal(true);
 
     const lines = await report();
     const line = (name: string) => lines.find((candidate) => candidate.idp === name)!;
     const okCount = (name: string) => events.filter((event) => event.idp === name && event.operation === 'rotate' && event.outcome === 'ok').length;
-    expect(line(ROTATING)).to.deep.include({ grants: 2, active: 2, with_refresh_token: 2, rotates_refresh_tokens: true, rotations_seen: okCount(ROTATING), refresh_token_expiry_known: 0, policy: { rotate_every: '3s' } });
-    expect(line(STILL)).to.deep.include({ grants: 2, active: 2, with_refresh_token: 2, rotates_refresh_tokens: false, rotations_seen: 0, policy: { rotate_every: '3s' } });
+    expect(line(ROTATING)).to.deep.include({
+      grants: 2,
+      active: 2,
+      with_refresh_token: 2,
+      rotates_refresh_tokens: true,
+      rotations_seen: okCount(ROTATING),
+      refresh_token_expiry_known: 0,
+      policy: { rotate_every: '3s' },
+    });
+    expect(line(STILL)).to.deep.include({
+      grants: 2,
+      active: 2,
+      with_refresh_token: 2,
+      rotates_refresh_tokens: false,
+      rotations_seen: 0,
+      policy: { rotate_every: '3s' },
+    });
     expect(line(ROTATING).policy_actions_24h.rotate.ok).to.equal(okCount(ROTATING));
     expect(line(STILL).policy_actions_24h.rotate.ok).to.equal(okCount(STILL));
     // The refresh token the rotating IdP handed out last is younger than a period; the other IdP's is the login's.
@@ -221,21 +267,39 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
     const eventsBefore = (await policyEvents()).length;
     await startSidecars();
     for (const name of [ROTATING, STILL]) logins[name] = await loginThroughEnvoy(name, 'carol');
-    await waitFor('every grant to be expired', async () => {
-      const { rows } = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM grants WHERE status = 'active'");
-      return rows[0]!.n === 0 ? true : undefined;
-    }, 20_000, 100);
+    await waitFor(
+      'every grant to be expired',
+      async () => {
+        const { rows } = await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM grants WHERE status = 'active'");
+        return rows[0]!.n === 0 ? true : undefined;
+      },
+      20_000,
+      100,
+    );
 
     const events = (await policyEvents()).slice(eventsBefore);
     const expiries = events.filter((event) => event.operation === 'expire' && event.outcome === 'ok');
-    expect(expiries.map((event) => `${event.idp}/${event.subject}`).sort()).to.deep.equal(['rot/alice', 'rot/bob', 'rot/carol', 'still/alice', 'still/bob', 'still/carol']);
-    for (const event of expiries) expect(event.detail).to.include(event.idp === ROTATING ? 'max_age' : 'idle_max').and.to.include('revoked at the IdP');
+    expect(expiries.map((event) => `${event.idp}/${event.subject}`).sort()).to.deep.equal([
+      'rot/alice',
+      'rot/bob',
+      'rot/carol',
+      'still/alice',
+      'still/bob',
+      'still/carol',
+    ]);
+    for (const event of expiries)
+      expect(event.detail)
+        .to.include(event.idp === ROTATING ? 'max_age' : 'idle_max')
+        .and.to.include('revoked at the IdP');
     // The policy's own rotations of carol at the other IdP did not count as use: idle_max expired her all the same.
-    expect(events.filter((event) => event.idp === STILL && event.subject === 'carol' && event.operation === 'rotate' && event.outcome === 'ok').length).to.be.at.least(2);
+    expect(
+      events.filter((event) => event.idp === STILL && event.subject === 'carol' && event.operation === 'rotate' && event.outcome === 'ok').length,
+    ).to.be.at.least(2);
     // The IdPs' revocation endpoints were called (a revocation per grant) and the refresh tokens are dead there.
     expect(upstream[ROTATING]!.revocations - before[ROTATING]!).to.be.at.least(3);
     expect(upstream[STILL]!.revocations - before[STILL]!).to.be.at.least(3);
-    for (const name of [ROTATING, STILL]) expect(await refreshAtIdp(name, logins[name]!.refreshToken), `carol's refresh token at ${name}`).to.deep.equal({ status: 400, error: 'invalid_grant' });
+    for (const name of [ROTATING, STILL])
+      expect(await refreshAtIdp(name, logins[name]!.refreshToken), `carol's refresh token at ${name}`).to.deep.equal({ status: 400, error: 'invalid_grant' });
     // Erased in the vault, revoked until the next login.
     const { rows: erased } = await db.pool.query('SELECT status, refresh_token, access_token, id_token FROM grants');
     expect(erased.every((row) => row.status === 'revoked' && row.refresh_token === null && row.access_token === null && row.id_token === null)).to.equal(true);
@@ -257,14 +321,26 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
     const { refreshToken } = await loginThroughEnvoy(ROTATING, 'dave');
     // Okta refreshes with its own copy before the vault's rotation: the IdP rotates, the vault's copy is spent.
     expect((await refreshAtIdp(ROTATING, refreshToken)).status).to.equal(200);
-    await waitFor('the rotation to meet invalid_grant', async () => {
-      const { rows } = await db.pool.query("SELECT status FROM grants WHERE idp = 'rot' AND subject = 'dave'");
-      return rows[0]?.status === 'revoked' ? true : undefined;
-    }, 15_000, 100);
+    await waitFor(
+      'the rotation to meet invalid_grant',
+      async () => {
+        const { rows } = await db.pool.query("SELECT status FROM grants WHERE idp = 'rot' AND subject = 'dave'");
+        return rows[0]?.status === 'revoked' ? true : undefined;
+      },
+      15_000,
+      100,
+    );
     // The warning is logged after the revocation commits, and a sidecar's output reaches the test later still.
-    const warned = await waitFor('a sidecar to warn of reuse detection', async () => sidecars.find((sidecar) => sidecar.logs().includes('reuse detection may have revoked the whole family')), 5_000, 100);
+    const warned = await waitFor(
+      'a sidecar to warn of reuse detection',
+      async () => sidecars.find((sidecar) => sidecar.logs().includes('reuse detection may have revoked the whole family')),
+      5_000,
+      100,
+    );
     expect(warned, 'a sidecar warned of reuse detection').not.to.equal(undefined);
-    const counted = await Promise.all(sidecars.map(async (sidecar) => sample(await scrape(sidecar), 'token_tap_refresh_family_revoked_total', `idp="${ROTATING}"`) ?? 0));
+    const counted = await Promise.all(
+      sidecars.map(async (sidecar) => sample(await scrape(sidecar), 'token_tap_refresh_family_revoked_total', `idp="${ROTATING}"`) ?? 0),
+    );
     expect(counted.reduce((sum, value) => sum + value, 0)).to.equal(1);
     expect(upstream[ROTATING]!.reuseRevocations, 'the IdP revoked the family').to.equal(1);
     const events = (await policyEvents()).filter((event) => event.subject === 'dave' && event.operation === 'rotate');

@@ -14,11 +14,29 @@ function selfSignedCertificate(): { certFile: string; keyFile: string; pem: stri
   const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-tls-'));
   const certFile = path.join(dir, 'cert.pem');
   const keyFile = path.join(dir, 'key.pem');
-  execFileSync('openssl', [
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '1',
-    '-subj', '/CN=token-tap test', '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
-    '-keyout', keyFile, '-out', certFile,
-  ], { stdio: 'ignore' });
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:prime256v1',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=token-tap test',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1,DNS:localhost',
+      '-keyout',
+      keyFile,
+      '-out',
+      certFile,
+    ],
+    { stdio: 'ignore' },
+  );
   return { certFile, keyFile, pem: readFileSync(certFile, 'utf8') };
 }
 
@@ -52,7 +70,9 @@ describe('end to end over TLS (Envoy https listener)', function () {
         const request = session.request({ ':method': 'POST', ':path': new URL(stack.tokenUrl).pathname, 'content-type': 'application/x-www-form-urlencoded' });
         request.on('response', (headers) => {
           request.resume();
-          request.on('end', () => resolve({ status: Number(headers[':status']), protocol: (session.socket as import('node:tls').TLSSocket).getProtocol() ?? '' }));
+          request.on('end', () =>
+            resolve({ status: Number(headers[':status']), protocol: (session.socket as import('node:tls').TLSSocket).getProtocol() ?? '' }),
+          );
         });
         request.on('error', reject);
         request.end('grant_type=authorization_code&code=not-a-code');

@@ -45,7 +45,8 @@ function rawConnection(port: number): { socket: net.Socket; received: () => stri
   return { socket, received: () => text, closedAfter };
 }
 
-const within = <T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> => Promise.race([promise, new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), ms).unref())]);
+const within = <T>(promise: Promise<T>, ms: number): Promise<T | 'timeout'> =>
+  Promise.race([promise, new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), ms).unref())]);
 
 interface Answer {
   status: number;
@@ -82,8 +83,15 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   let subOnly: { id: string; token: string };
   const secrets: string[] = [];
 
-  const exchange = (form: Record<string, string>, options: { auth?: Auth; port?: number } = {}) => post(options.port ?? portA, form, options.auth ?? { basic: [key.id, key.token] });
-  const request = (subjectToken: string, more: Record<string, string> = {}) => ({ grant_type: GRANT, subject_token: subjectToken, subject_token_type: AT, audience: IDP_NAME, ...more });
+  const exchange = (form: Record<string, string>, options: { auth?: Auth; port?: number } = {}) =>
+    post(options.port ?? portA, form, options.auth ?? { basic: [key.id, key.token] });
+  const request = (subjectToken: string, more: Record<string, string> = {}) => ({
+    grant_type: GRANT,
+    subject_token: subjectToken,
+    subject_token_type: AT,
+    audience: IDP_NAME,
+    ...more,
+  });
   const lastAudit = async () => (await stack.db.pool.query("SELECT * FROM access_events WHERE operation = 'exchange' ORDER BY id DESC LIMIT 1")).rows[0];
 
   before(async () => {
@@ -93,7 +101,12 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     const deadPort = await freePort();
     const idpIssuer = `http://127.0.0.1:${idpPort}`;
     const client = { client_id: 'okta-test-client', token_url: `${idpIssuer}/token`, client_secret_env: 'DEMO_IDP_SECRET', timeout_ms: 3000 };
-    writeFileSync(path.join(dir, 'idps.yaml'), stringify({ idps: { [IDP_NAME]: { issuer: idpIssuer, ...client }, 'demo-sub': client, 'demo-down': { ...client, token_url: `http://127.0.0.1:${deadPort}/token` } } }));
+    writeFileSync(
+      path.join(dir, 'idps.yaml'),
+      stringify({
+        idps: { [IDP_NAME]: { issuer: idpIssuer, ...client }, 'demo-sub': client, 'demo-down': { ...client, token_url: `http://127.0.0.1:${deadPort}/token` } },
+      }),
+    );
     writeFileSync(
       path.join(dir, 'exchange.yaml'),
       stringify({
@@ -110,14 +123,28 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     stack = await startStack('observability', {
       label: 'token_exchange',
       idpOptions: { port: idpPort, clientSecret: IDP_SECRET, accessTokenTtlSeconds: 600 },
-      sidecarEnv: { TOKEN_TAP_IDP_CONFIG: path.join(dir, 'idps.yaml'), DEMO_IDP_SECRET: IDP_SECRET, TOKEN_TAP_EXCHANGE_CONFIG: path.join(dir, 'exchange.yaml'), TOKEN_TAP_API_LISTEN: 'off' },
+      sidecarEnv: {
+        TOKEN_TAP_IDP_CONFIG: path.join(dir, 'idps.yaml'),
+        DEMO_IDP_SECRET: IDP_SECRET,
+        TOKEN_TAP_EXCHANGE_CONFIG: path.join(dir, 'exchange.yaml'),
+        TOKEN_TAP_API_LISTEN: 'off',
+      },
       sidecarArgs: ['--exchange-listen', `127.0.0.1:${portA}`],
     });
     const { TOKEN_TAP_SPOOL_DIR: _own, ...shared } = stack.sidecarEnv;
-    second = await startSidecarProcess({ port: await freePort(), env: { ...shared, TOKEN_TAP_EXCHANGE_MAX_CONNECTIONS: '24' }, args: ['--exchange-listen', `127.0.0.1:${portB}`] });
-    for (const sidecar of [stack.sidecar!, second]) await waitFor('the exchange listener', async () => (sidecar.logs().includes('token exchange ready') ? true : undefined), 20_000);
+    second = await startSidecarProcess({
+      port: await freePort(),
+      env: { ...shared, TOKEN_TAP_EXCHANGE_MAX_CONNECTIONS: '24' },
+      args: ['--exchange-listen', `127.0.0.1:${portB}`],
+    });
+    for (const sidecar of [stack.sidecar!, second])
+      await waitFor('the exchange listener', async () => (sidecar.logs().includes('token exchange ready') ? true : undefined), 20_000);
     login = await loginAsOkta(stack.idp, stack.tokenUrl, { loginHint: 'alice' });
-    await waitFor('the verified grant', async () => ((await stack.db.pool.query('SELECT 1 FROM grants WHERE idp = $1 AND verified', [IDP_NAME])).rowCount ? true : undefined), 20_000);
+    await waitFor(
+      'the verified grant',
+      async () => ((await stack.db.pool.query('SELECT 1 FROM grants WHERE idp = $1 AND verified', [IDP_NAME])).rowCount ? true : undefined),
+      20_000,
+    );
     secrets.push(login.tokens.access_token, login.tokens.id_token!, login.tokens.refresh_token!, IDP_SECRET);
     key = await createApiKey(stack.db, 'billing-service', [IDP_NAME, 'demo-sub', 'demo-down'], ['exchange']);
     getOnly = await createApiKey(stack.db, 'reader', [IDP_NAME], ['get']);
@@ -184,7 +211,11 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
       ['self-registered (no upstream_idp)', await okta.accessToken(ALICE), IDP_NAME],
       ['through a hostile IdP', await okta.accessToken(ALICE, { claims: { upstream_idp: '0oaHOSTILE1' } }), IDP_NAME],
       ["through demo-sub, for demo's grant", await okta.accessToken(ALICE, via('demo-sub')), IDP_NAME],
-      ['upstream_sub set through a hostile IdP', await okta.accessToken({ id: '00uMALLORY', login: 'mallory@example.test' }, { claims: { upstream_idp: '0oaHOSTILE1', upstream_sub: 'alice' } }), 'demo-sub'],
+      [
+        'upstream_sub set through a hostile IdP',
+        await okta.accessToken({ id: '00uMALLORY', login: 'mallory@example.test' }, { claims: { upstream_idp: '0oaHOSTILE1', upstream_sub: 'alice' } }),
+        'demo-sub',
+      ],
       ['an Okta id_token through Okta itself', await okta.idToken(ALICE), IDP_NAME],
     ];
     for (const [name, subject, audience] of cases) {
@@ -214,7 +245,8 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
       expect(answer.headers.get('www-authenticate') !== null, JSON.stringify(auth)).to.equal(basic);
     }
     // The first of the interval gets a row at once (written after its answer); the others are counted into a summary row later.
-    const unauthenticated = async () => (await stack.db.pool.query("SELECT count FROM access_events WHERE operation = 'exchange' AND outcome = 'unauthenticated'")).rows;
+    const unauthenticated = async () =>
+      (await stack.db.pool.query("SELECT count FROM access_events WHERE operation = 'exchange' AND outcome = 'unauthenticated'")).rows;
     await waitFor('the refusal row', async () => ((await unauthenticated()).length > 0 ? true : undefined), 5_000);
     expect(await unauthenticated()).to.deep.equal([{ count: 1 }]);
   });
@@ -228,7 +260,12 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   it('answers 400 invalid_request for missing or unsupported parameters, and unsupported_grant_type', async () => {
     const subject = await okta.accessToken(ALICE, via(IDP_NAME));
     const { subject_token: _token, ...noToken } = request(subject);
-    const cases: Array<Record<string, string>> = [noToken, request(subject, { subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' }), request(subject, { requested_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }), request(subject, { actor_token: subject, actor_token_type: AT })];
+    const cases: Array<Record<string, string>> = [
+      noToken,
+      request(subject, { subject_token_type: 'urn:ietf:params:oauth:token-type:saml2' }),
+      request(subject, { requested_token_type: 'urn:ietf:params:oauth:token-type:refresh_token' }),
+      request(subject, { actor_token: subject, actor_token_type: AT }),
+    ];
     for (const form of cases) {
       const answer = await exchange(form);
       expect([answer.status, answer.body.error], JSON.stringify(Object.keys(form))).to.deep.equal([400, 'invalid_request']);
@@ -259,7 +296,10 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
 
   it('answers 400 invalid_target for an audience that is no IdP, or one the key may not use', async () => {
     const subject = await okta.accessToken(ALICE, via(IDP_NAME));
-    for (const [audience, auth] of [['nosuch', undefined], [IDP_NAME, { basic: [subOnly.id, subOnly.token] }]] as Array<[string, Auth | undefined]>) {
+    for (const [audience, auth] of [
+      ['nosuch', undefined],
+      [IDP_NAME, { basic: [subOnly.id, subOnly.token] }],
+    ] as Array<[string, Auth | undefined]>) {
       const answer = await exchange(request(subject, { audience }), auth ? { auth } : {});
       expect([answer.status, answer.body.error], audience).to.deep.equal([400, 'invalid_target']);
     }
@@ -272,7 +312,9 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     const store = new GrantStore(stack.db.pool, parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!), sealQuarantined);
     for (const twin of ['twin-1', 'twin-2']) {
       const claims = { sub: twin, email: 'twin@example.test', email_verified: true };
-      await store.recordCaptures([syntheticCapture(IDP_NAME, twin, { email: 'twin@example.test', verified: true, tokens: syntheticTokens({ idToken: fakeJwt(claims), claims }) })]);
+      await store.recordCaptures([
+        syntheticCapture(IDP_NAME, twin, { email: 'twin@example.test', verified: true, tokens: syntheticTokens({ idToken: fakeJwt(claims), claims }) }),
+      ]);
     }
     const twins = await exchange(request(await okta.accessToken({ id: '00uTWIN', login: 'twin@example.test' }, via(IDP_NAME))));
     expect([twins.status, twins.body.error]).to.deep.equal([400, 'invalid_grant']);
@@ -286,7 +328,10 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
   it('matches addresses as ASCII only: a Kelvin-sign look-alike login is no user, and a look-alike upstream account does not make the real one ambiguous', async () => {
     const store = new GrantStore(stack.db.pool, parseKeyRing(stack.sidecarEnv.TOKEN_TAP_KEYS!), sealQuarantined);
     const kelvin = '\u212Aate@example.test';
-    for (const [subject, email] of [['kate', 'kate@example.test'], ['kelvin-kate', kelvin]] as const) {
+    for (const [subject, email] of [
+      ['kate', 'kate@example.test'],
+      ['kelvin-kate', kelvin],
+    ] as const) {
       const claims = { sub: subject, email, email_verified: true };
       const tokens = syntheticTokens({ idToken: fakeJwt(claims), claims });
       secrets.push(tokens.accessToken!);
@@ -346,7 +391,9 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
     for (const declared of [10_000_000, 1_000]) {
       // Declared too large, or declared small and sent on beyond the limit (never ending).
       const connection = rawConnection(portA);
-      connection.socket.write(`POST ${TOKEN_EXCHANGE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${declared}\r\n\r\n`);
+      connection.socket.write(
+        `POST ${TOKEN_EXCHANGE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${declared}\r\n\r\n`,
+      );
       connection.socket.write('a'.repeat(100 * 1024));
       expect(await within(connection.closedAfter, 4_000), String(declared)).to.be.a('number');
       expect(connection.received()).to.match(/^HTTP\/1\.1 400 /);
@@ -356,7 +403,9 @@ describe('RFC 8693 token exchange (POST /oauth2/token) through a real capture', 
 
   it('answers 408 and closes a connection whose body does not arrive within 5 s', async () => {
     const connection = rawConnection(portA);
-    connection.socket.write(`POST ${TOKEN_EXCHANGE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=`);
+    connection.socket.write(
+      `POST ${TOKEN_EXCHANGE_PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=`,
+    );
     const closedAfter = await within(connection.closedAfter, 9_000);
     expect(closedAfter).to.be.a('number');
     expect(closedAfter as number).to.be.within(4_500, 8_000);

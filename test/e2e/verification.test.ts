@@ -34,7 +34,13 @@ async function signIdToken(key: Jwk, claims: Record<string, unknown>, kid = key.
 }
 
 function tokenResponse(idToken: string): CannedResponse {
-  const body = JSON.stringify({ access_token: randomBytes(24).toString('base64url'), token_type: 'Bearer', expires_in: 3600, refresh_token: randomBytes(24).toString('base64url'), id_token: idToken });
+  const body = JSON.stringify({
+    access_token: randomBytes(24).toString('base64url'),
+    token_type: 'Bearer',
+    expires_in: 3600,
+    refresh_token: randomBytes(24).toString('base64url'),
+    id_token: idToken,
+  });
   return canned(200, { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' }, body);
 }
 
@@ -59,10 +65,16 @@ describe('verification before storage, through Envoy', function () {
   let floodKey: Jwk;
 
   const events = async (idpName: string) =>
-    (await db.pool.query<{ outcome: string; detail: string | null; subject: string | null }>('SELECT outcome, detail, subject FROM capture_events WHERE idp = $1 ORDER BY id', [idpName])).rows;
+    (
+      await db.pool.query<{ outcome: string; detail: string | null; subject: string | null }>(
+        'SELECT outcome, detail, subject FROM capture_events WHERE idp = $1 ORDER BY id',
+        [idpName],
+      )
+    ).rows;
   const eventsOnce = (idpName: string, count: number, timeoutMs = 15_000) =>
     waitFor(`${count} capture events for ${idpName}`, async () => ((await events(idpName)).length >= count ? events(idpName) : undefined), timeoutMs);
-  const grantCount = async (idpName: string) => (await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM grants WHERE idp = $1', [idpName])).rows[0]!.n;
+  const grantCount = async (idpName: string) =>
+    (await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM grants WHERE idp = $1', [idpName])).rows[0]!.n;
 
   /** Okta's token call on the stub route of `idpName`, answered with `response`; relayed unchanged. */
   async function tokenCall(idpName: string, response: CannedResponse): Promise<void> {
@@ -77,7 +89,12 @@ describe('verification before storage, through Envoy', function () {
   }
 
   before(async () => {
-    [keyA, keyB, forger, floodKey] = await Promise.all([generateSigningJwk('key-a'), generateSigningJwk('key-b'), generateSigningJwk('key-a'), generateSigningJwk('flood-1')]);
+    [keyA, keyB, forger, floodKey] = await Promise.all([
+      generateSigningJwk('key-a'),
+      generateSigningJwk('key-b'),
+      generateSigningJwk('key-a'),
+      generateSigningJwk('flood-1'),
+    ]);
     idpPort = await freePort();
     idp = await startTestIdp({ port: idpPort, signingKey: keyA });
     stub = await startFixtureIdp();
@@ -127,7 +144,10 @@ describe('verification before storage, through Envoy', function () {
     expect(await eventsOnce('stub', 1)).to.deep.equal([{ outcome: 'unverified', detail: 'bad_signature', subject: 'alice' }]);
     expect(await grantCount('stub')).to.equal(0);
     expect(await metricValue(vault.sidecar.metrics, 'captures', { idp: 'stub', outcome: 'unverified' })).to.equal(1);
-    const warning = vault.logs().split('\n').find((line) => line.includes('"outcome":"unverified"'));
+    const warning = vault
+      .logs()
+      .split('\n')
+      .find((line) => line.includes('"outcome":"unverified"'));
     expect(warning, 'an unverified capture is logged').to.be.a('string');
     expect(JSON.parse(warning!)).to.include({ idp: 'stub', detail: 'bad_signature', level: 40 });
     expect(vault.logs()).to.not.contain(forged).and.not.contain(forged.split('.')[2]!);
@@ -135,7 +155,9 @@ describe('verification before storage, through Envoy', function () {
 
   it('a real login to the IdP on the same sidecar is stored, and GetGrant and ListGrants say verified', async () => {
     const login = await loginAsOkta(idp, `${origin}${tokenRoutePath('demo')}`, { loginHint: 'alice' });
-    const { grant } = await waitFor('the verified grant', async () => client.call('GetGrant', { idp: 'demo', subject: 'alice' }, apiKey).catch(() => undefined));
+    const { grant } = await waitFor('the verified grant', async () =>
+      client.call('GetGrant', { idp: 'demo', subject: 'alice' }, apiKey).catch(() => undefined),
+    );
     expect(grant).to.include({ subject: 'alice', id_token: login.tokens.id_token, verified: true });
     const listed = await client.call('ListGrants', { idp: 'demo' }, apiKey);
     expect(listed.grants.map((summary: { subject: string; verified: boolean }) => [summary.subject, summary.verified])).to.deep.equal([['alice', true]]);
@@ -144,7 +166,10 @@ describe('verification before storage, through Envoy', function () {
 
   it('an id_token signed by the IdP for another client (aud, or azp among several audiences) is not stored', async () => {
     await tokenCall('stub', tokenResponse(await signIdToken(keyA, { iss: idp.issuer, aud: 'another-client', sub: 'bob' })));
-    await tokenCall('stub', tokenResponse(await signIdToken(keyA, { iss: idp.issuer, aud: [idp.clientId, 'another-client'], azp: 'another-client', sub: 'carol' })));
+    await tokenCall(
+      'stub',
+      tokenResponse(await signIdToken(keyA, { iss: idp.issuer, aud: [idp.clientId, 'another-client'], azp: 'another-client', sub: 'carol' })),
+    );
     const recorded = await eventsOnce('stub', 3);
     expect(recorded.slice(1)).to.deep.equal([
       { outcome: 'unverified', detail: 'audience_mismatch', subject: 'bob' },
@@ -185,14 +210,22 @@ describe('verification before storage, through Envoy', function () {
     const flood = 30;
     const started = Date.now();
     for (let index = 0; index < flood; index += 1) {
-      await tokenCall('flood', tokenResponse(await signIdToken(floodKey, { iss: 'https://flood.example', aud: OTHER_ISSUER_CLIENT, sub: `user-${index}` }, `unknown-${index}`)));
+      await tokenCall(
+        'flood',
+        tokenResponse(await signIdToken(floodKey, { iss: 'https://flood.example', aud: OTHER_ISSUER_CLIENT, sub: `user-${index}` }, `unknown-${index}`)),
+      );
     }
     const recorded = await eventsOnce('flood', flood);
     const elapsed = Date.now() - started;
-    expect(recorded.every((event) => event.outcome === 'unverified' && event.detail === 'unknown_key'), JSON.stringify(recorded)).to.equal(true);
+    expect(
+      recorded.every((event) => event.outcome === 'unverified' && event.detail === 'unknown_key'),
+      JSON.stringify(recorded),
+    ).to.equal(true);
     expect(await grantCount('flood')).to.equal(0);
     console.log(`      ${flood} unknown kids in ${elapsed} ms: ${jwksFetches()} JWKS fetches (cooldown ${COOLDOWN_MS} ms)`);
-    expect(jwksFetches()).to.be.at.least(1).and.at.most(1 + Math.ceil(elapsed / COOLDOWN_MS));
+    expect(jwksFetches())
+      .to.be.at.least(1)
+      .and.at.most(1 + Math.ceil(elapsed / COOLDOWN_MS));
     expect(await metricValue(vault.sidecar.metrics, 'jwksFetches', { idp: 'flood' })).to.equal(jwksFetches());
     // The key the JWKS does hold still verifies, from the cached set.
     const before = jwksFetches();

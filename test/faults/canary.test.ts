@@ -69,12 +69,52 @@ describe('canary secrets on every path leave no plaintext trace', function () {
     cluster = await startThrowawayPostgres();
     cluster.createDatabase('tap');
     fixture = await startFixtureIdp();
-    fixture.serve('/success', canned(200, JSON_HEADERS, JSON.stringify({ access_token: SECRETS.accessToken, token_type: 'Bearer', expires_in: 3600, refresh_token: SECRETS.refreshToken, id_token: ID_TOKEN, scope: 'openid email' })));
+    fixture.serve(
+      '/success',
+      canned(
+        200,
+        JSON_HEADERS,
+        JSON.stringify({
+          access_token: SECRETS.accessToken,
+          token_type: 'Bearer',
+          expires_in: 3600,
+          refresh_token: SECRETS.refreshToken,
+          id_token: ID_TOKEN,
+          scope: 'openid email',
+        }),
+      ),
+    );
     fixture.serve('/error', canned(400, JSON_HEADERS, JSON.stringify({ error: 'invalid_grant', error_description: 'The authorization code has expired.' })));
-    fixture.serve('/broken', canned(200, JSON_HEADERS, `{"access_token":"${SECRETS.brokenAccessToken}","refresh_token":"${SECRETS.brokenRefreshToken}","token_type":`));
-    fixture.serve('/down', canned(200, JSON_HEADERS, JSON.stringify({ access_token: SECRETS.downAccessToken, token_type: 'Bearer', refresh_token: SECRETS.downRefreshToken, id_token: DOWN_ID_TOKEN })));
-    fixture.serve('/github/token', canned(200, JSON_HEADERS, JSON.stringify({ access_token: SECRETS.githubAccessToken, token_type: 'bearer', scope: 'read:user' })));
-    fixture.serve('/forged', canned(200, JSON_HEADERS, JSON.stringify({ access_token: SECRETS.forgedAccessToken, token_type: 'Bearer', expires_in: 3600, refresh_token: SECRETS.forgedRefreshToken, id_token: FORGED_ID_TOKEN })));
+    fixture.serve(
+      '/broken',
+      canned(200, JSON_HEADERS, `{"access_token":"${SECRETS.brokenAccessToken}","refresh_token":"${SECRETS.brokenRefreshToken}","token_type":`),
+    );
+    fixture.serve(
+      '/down',
+      canned(
+        200,
+        JSON_HEADERS,
+        JSON.stringify({ access_token: SECRETS.downAccessToken, token_type: 'Bearer', refresh_token: SECRETS.downRefreshToken, id_token: DOWN_ID_TOKEN }),
+      ),
+    );
+    fixture.serve(
+      '/github/token',
+      canned(200, JSON_HEADERS, JSON.stringify({ access_token: SECRETS.githubAccessToken, token_type: 'bearer', scope: 'read:user' })),
+    );
+    fixture.serve(
+      '/forged',
+      canned(
+        200,
+        JSON_HEADERS,
+        JSON.stringify({
+          access_token: SECRETS.forgedAccessToken,
+          token_type: 'Bearer',
+          expires_in: 3600,
+          refresh_token: SECRETS.forgedRefreshToken,
+          id_token: FORGED_ID_TOKEN,
+        }),
+      ),
+    );
     fixture.serve('/keys', canned(200, JSON_HEADERS, JSON.stringify({ keys: [IDP_KEY] })));
     fixture.serve('/github/user', canned(200, JSON_HEADERS, JSON.stringify({ id: 4242, login: 'canary-octocat', email: 'octocat@example.test' })));
 
@@ -82,9 +122,14 @@ describe('canary secrets on every path leave no plaintext trace', function () {
     const idpConfig = path.join(spoolDir, '..', `${path.basename(spoolDir)}-idps.yaml`);
     writeFileSync(idpConfig, `idps:\n  forged: { issuer: "https://idp.canary.test", jwks_uri: "${fixture.url('/keys')}", client_id: "${CLIENT_ID}" }\n`);
     const sidecarPort = await freePort();
-    sidecar = await startSidecarProcess({ port: sidecarPort, env: { DATABASE_URL: cluster.url('tap'), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'trace', TOKEN_TAP_IDP_CONFIG: idpConfig } });
+    sidecar = await startSidecarProcess({
+      port: sidecarPort,
+      env: { DATABASE_URL: cluster.url('tap'), TOKEN_TAP_KEYS: keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'trace', TOKEN_TAP_IDP_CONFIG: idpConfig },
+    });
     ({ envoy, listenPort } = await startEnvoyFront({
-      idps: ['success', 'error', 'broken', 'down', 'forged'].map((name) => ({ name, tokenUrl: new URL(fixture.url(`/${name}`)) })).concat([{ name: 'github', tokenUrl: new URL(fixture.url('/github/token')) }]),
+      idps: ['success', 'error', 'broken', 'down', 'forged']
+        .map((name) => ({ name, tokenUrl: new URL(fixture.url(`/${name}`)) }))
+        .concat([{ name: 'github', tokenUrl: new URL(fixture.url('/github/token')) }]),
       profiles: [{ name: 'github', profileUrl: new URL(fixture.url('/github/user')), subjectField: 'id' }],
       sidecarPort,
       mode: 'buffered',
@@ -106,7 +151,13 @@ describe('canary secrets on every path leave no plaintext trace', function () {
         'content-type': 'application/x-www-form-urlencoded',
         authorization: `Basic ${Buffer.from(`${CLIENT_ID}:${SECRETS.clientSecret}`).toString('base64')}`,
       },
-      body: new URLSearchParams({ grant_type: 'authorization_code', code: SECRETS.authorizationCode, redirect_uri: 'https://okta.example/callback', client_id: CLIENT_ID, client_secret: SECRETS.clientSecret }).toString(),
+      body: new URLSearchParams({
+        grant_type: 'authorization_code',
+        code: SECRETS.authorizationCode,
+        redirect_uri: 'https://okta.example/callback',
+        client_id: CLIENT_ID,
+        client_secret: SECRETS.clientSecret,
+      }).toString(),
     });
 
   async function outcomes(pool: pg.Pool): Promise<string[]> {
@@ -127,20 +178,29 @@ describe('canary secrets on every path leave no plaintext trace', function () {
       statuses.push(response.status);
       received.push(response.body.toString('latin1'));
     }
-    const profile = await sendRaw(`http://127.0.0.1:${listenPort}${profileRoutePath('github')}`, { method: 'GET', headers: { authorization: `Bearer ${SECRETS.githubAccessToken}` } });
+    const profile = await sendRaw(`http://127.0.0.1:${listenPort}${profileRoutePath('github')}`, {
+      method: 'GET',
+      headers: { authorization: `Bearer ${SECRETS.githubAccessToken}` },
+    });
     statuses.push(profile.status);
     const before = new pg.Pool({ connectionString: cluster.url('tap'), max: 1 });
     try {
-      await waitFor('the first captures in Postgres', arrived(before, ['success:stored', 'error:idp_error', 'broken:unparseable', 'github:linked', 'forged:unverified']), 15_000);
+      await waitFor(
+        'the first captures in Postgres',
+        arrived(before, ['success:stored', 'error:idp_error', 'broken:unparseable', 'github:linked', 'forged:unverified']),
+        15_000,
+      );
     } finally {
       await before.end();
     }
 
     // Postgres down: the capture waits, sealed, in the spool; the spool files are read then.
     cluster.stop('fast');
-    const spooledBefore = (await sidecarMetric(sidecar.opsPort, 'token_tap_spool_captures_total'));
+    const spooledBefore = await sidecarMetric(sidecar.opsPort, 'token_tap_spool_captures_total');
     statuses.push((await tokenCall('down')).status);
-    await waitFor('the capture in the spool', async () => ((await sidecarMetric(sidecar.opsPort, 'token_tap_spool_captures_total')) > spooledBefore ? true : undefined));
+    await waitFor('the capture in the spool', async () =>
+      (await sidecarMetric(sidecar.opsPort, 'token_tap_spool_captures_total')) > spooledBefore ? true : undefined,
+    );
     const spoolFiles = readdirSync(spoolDir).filter((name) => name.endsWith('.seg'));
     const spool = Buffer.concat(spoolFiles.map((name) => readFileSync(path.join(spoolDir, name))));
     const metricsWhileDown = (await scrapeMetrics(sidecar.opsPort)).text;
@@ -163,15 +223,27 @@ describe('canary secrets on every path leave no plaintext trace', function () {
         pg_dump: cluster.dump('tap'),
         'Envoy output': envoy.output(),
       };
-      const secrets = [...Object.values(SECRETS), ID_TOKEN, DOWN_ID_TOKEN, FORGED_ID_TOKEN, Buffer.from(`${CLIENT_ID}:${SECRETS.clientSecret}`).toString('base64')];
+      const secrets = [
+        ...Object.values(SECRETS),
+        ID_TOKEN,
+        DOWN_ID_TOKEN,
+        FORGED_ID_TOKEN,
+        Buffer.from(`${CLIENT_ID}:${SECRETS.clientSecret}`).toString('base64'),
+      ];
       const hits: string[] = [];
       for (const [place, text] of Object.entries(places)) {
-        for (const secret of secrets) for (const form of forms(secret)) if (text.includes(form)) hits.push(`${place}: ${secret.slice(0, 12)}… as ${form === secret ? 'text' : 'an encoding'}`);
+        for (const secret of secrets)
+          for (const form of forms(secret))
+            if (text.includes(form)) hits.push(`${place}: ${secret.slice(0, 12)}… as ${form === secret ? 'text' : 'an encoding'}`);
       }
       // The scanner must see a secret where one is: in what Okta received.
       const control = secrets.filter((secret) => forms(secret).some((form) => received.join('\n').includes(form))).length;
-      const sizes = Object.entries(places).map(([place, text]) => `${place} ${text.length}`).join(', ');
-      console.log(`      canaries: ${secrets.length} secrets x 4 forms; scanned ${sizes} (bytes, ${spoolFiles.length} spool files); leaks found ${hits.length}; control: ${control} of the secrets found in what Okta received`);
+      const sizes = Object.entries(places)
+        .map(([place, text]) => `${place} ${text.length}`)
+        .join(', ');
+      console.log(
+        `      canaries: ${secrets.length} secrets x 4 forms; scanned ${sizes} (bytes, ${spoolFiles.length} spool files); leaks found ${hits.length}; control: ${control} of the secrets found in what Okta received`,
+      );
 
       expect(statuses, 'every call went through').to.deep.equal([200, 400, 200, 200, 200, 200, 200]);
       expect(await store.findGrant('forged', 'canary-forged-user'), 'the forged login changed no grant').to.equal(undefined);

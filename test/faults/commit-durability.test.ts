@@ -75,7 +75,9 @@ describe('durable commits on a Postgres with synchronous_commit = off, then SIGK
       after = await crashAndRestart('durable_captures');
       const { rows } = await after.query<{ subject: string }>('SELECT subject FROM grants ORDER BY subject');
       const events = (await after.query<{ n: number }>('SELECT count(*)::int AS n FROM capture_events')).rows[0]!.n;
-      console.log(`      ${LOGINS} logins acknowledged and deleted from the spool (queue depth ${sidecar.pump.depth}); grants before the kill ${before}, after the restart ${rows.length}, capture events ${events}`);
+      console.log(
+        `      ${LOGINS} logins acknowledged and deleted from the spool (queue depth ${sidecar.pump.depth}); grants before the kill ${before}, after the restart ${rows.length}, capture events ${events}`,
+      );
       expect(before).to.equal(LOGINS);
       expect(rows.map((row) => row.subject).sort()).to.deep.equal(logins.map((login) => login.subject!).sort());
       expect(events).to.equal(LOGINS);

@@ -23,7 +23,7 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
     const spooled = await waitFor(
       `${count} captures fsynced in the spool`,
       async () => {
-        const appended = (await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total'));
+        const appended = await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total');
         return appended >= count ? appended : undefined;
       },
       10_000,
@@ -38,7 +38,10 @@ describe('SIGKILL of the sidecar right after captures reached the spool', functi
     const replayed = Number(/"captures":(\d+)[^\n]*replaying them to Postgres/.exec(restarted.logs())?.[1] ?? 0);
     await waitFor(
       'the replayed captures in Postgres',
-      async () => ((await storedFingerprints(rig.db.pool)).length >= expected && (await sidecarMetric(restarted.opsPort, 'token_tap_capture_queue_depth')) === 0 ? true : undefined),
+      async () =>
+        (await storedFingerprints(rig.db.pool)).length >= expected && (await sidecarMetric(restarted.opsPort, 'token_tap_capture_queue_depth')) === 0
+          ? true
+          : undefined,
       20_000,
     );
     return { replayed, fingerprints: await storedFingerprints(rig.db.pool) };

@@ -23,7 +23,9 @@ describe('graceful stop on SIGTERM', function () {
   const segments = () => readdirSync(rig.spoolDir).filter((name) => name.endsWith('.seg'));
   /** Segments left that the checkpoint does not name as wholly in Postgres (those it does are kept for the grace window). */
   const unconfirmed = () => {
-    const { segments: marks } = JSON.parse(readFileSync(path.join(rig.spoolDir, 'checkpoint.json'), 'utf8')) as { segments: Record<string, { offset: number }> };
+    const { segments: marks } = JSON.parse(readFileSync(path.join(rig.spoolDir, 'checkpoint.json'), 'utf8')) as {
+      segments: Record<string, { offset: number }>;
+    };
     return segments().filter((name) => !(marks[name] && marks[name]!.offset >= statSync(path.join(rig.spoolDir, name)).size));
   };
 
@@ -56,7 +58,9 @@ describe('graceful stop on SIGTERM', function () {
     expect(tally.ok).to.equal(tally.total);
     expect(tally.unchanged).to.equal(tally.total);
     expect(running.logs()).to.contain('every capture is in Postgres');
-    expect(stored.length).to.be.at.least(stoppedAfter - 4).and.equal(recorded);
+    expect(stored.length)
+      .to.be.at.least(stoppedAfter - 4)
+      .and.equal(recorded);
     expect(duplicated).to.equal(0);
     // Nothing waits for Postgres; what is left is already there, kept for TOKEN_TAP_SPOOL_GRACE_SECONDS.
     expect(unconfirmed()).to.deep.equal([]);
@@ -76,7 +80,9 @@ describe('graceful stop on SIGTERM', function () {
         return rows[0]!.n > 0 ? true : undefined;
       });
       const tally = await driveLogins(rig.idp, rig.front.tokenUrl, { count: 10 });
-      await waitFor('the captures in the spool', async () => ((await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total')) >= tally.ok ? true : undefined));
+      await waitFor('the captures in the spool', async () =>
+        (await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total')) >= tally.ok ? true : undefined,
+      );
       const exited = rig.stopSidecar('SIGTERM');
       const meanwhile = await Promise.race([exited.then((code) => `exited ${code}`), new Promise((resolve) => setTimeout(() => resolve('running'), 1_000))]);
       const released = Date.now();
@@ -102,7 +108,9 @@ describe('graceful stop on SIGTERM', function () {
     const running = await start(await unreachableDatabaseUrl(), 2_000);
     const tally = await driveLogins(rig.idp, rig.front.tokenUrl, { count: 10 });
     // Observability mode: Envoy may still be sending the last response when the login is done.
-    await waitFor('the captures in the spool', async () => ((await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total')) >= tally.ok ? true : undefined));
+    await waitFor('the captures in the spool', async () =>
+      (await sidecarMetric(running.opsPort, 'token_tap_spool_captures_total')) >= tally.ok ? true : undefined,
+    );
     const stopAsked = Date.now();
     const code = await rig.stopSidecar('SIGTERM');
     const stopMs = Date.now() - stopAsked;

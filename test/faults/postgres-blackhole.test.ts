@@ -73,13 +73,22 @@ describe('Postgres blackholed for 20 s (connections open, nothing forwarded) dur
       healed = true;
     })();
     // Four callers at once: each waits on the key check and the audit row, queued behind the others'.
-    const [tally] = await Promise.all([driveLogins(rig.idp, rig.front.tokenUrl, { until: () => Date.now() >= endAt, concurrency: 2 }), ...[1, 2, 3, 4].map(() => probe()), faults]);
+    const [tally] = await Promise.all([
+      driveLogins(rig.idp, rig.front.tokenUrl, { until: () => Date.now() >= endAt, concurrency: 2 }),
+      ...[1, 2, 3, 4].map(() => probe()),
+      faults,
+    ]);
     api.close();
 
     const healedAt = Date.now();
     const all = [...warm.accessTokens, ...tally.accessTokens];
     const ok = warm.ok + tally.ok;
-    await waitFor('every capture in Postgres after the heal', async () => ((await storedFingerprints(rig.db.pool)).length >= ok ? true : undefined), 60_000, 200);
+    await waitFor(
+      'every capture in Postgres after the heal',
+      async () => ((await storedFingerprints(rig.db.pool)).length >= ok ? true : undefined),
+      60_000,
+      200,
+    );
     const caughtUpMs = Date.now() - healedAt;
     const { stored, duplicated, missing } = tallyFingerprints(parseKeyRing(rig.keys), all, await storedFingerprints(rig.db.pool));
 
@@ -87,10 +96,15 @@ describe('Postgres blackholed for 20 s (connections open, nothing forwarded) dur
     const after = calls.filter((call) => call.at === 'after');
     const slowest = Math.max(...calls.map((call) => call.ms));
     const slowestDuring = Math.max(...during.map((call) => call.ms));
-    const codes = (list: typeof calls) => Object.entries(list.reduce<Record<string, number>>((sum, call) => {
-      sum[grpc.status[call.code]] = (sum[grpc.status[call.code]] ?? 0) + 1;
-      return sum;
-    }, {})).map(([code, n]) => `${code} ${n}`).join(', ');
+    const codes = (list: typeof calls) =>
+      Object.entries(
+        list.reduce<Record<string, number>>((sum, call) => {
+          sum[grpc.status[call.code]] = (sum[grpc.status[call.code]] ?? 0) + 1;
+          return sum;
+        }, {}),
+      )
+        .map(([code, n]) => `${code} ${n}`)
+        .join(', ');
     console.log(
       `      blackhole ${BLACKHOLE_MS} ms: logins ok ${tally.ok}/${tally.total} (+${warm.ok} before), slowest login ${tally.slowestMs} ms, bytes unchanged ${tally.unchanged}/${tally.total}; ` +
         `captures in Postgres ${stored}/${ok}, duplicated ${duplicated}, missing ${missing}, all in ${caughtUpMs} ms after the last login (heal + 5 s); ` +

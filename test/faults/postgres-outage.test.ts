@@ -4,7 +4,15 @@
 import { expect } from 'chai';
 import pg from 'pg';
 import { parseKeyRing, generateKeySpec } from '../../src/keys/key-ring.js';
-import { driveLogins, type FaultEnvoy, sidecarMetric, startFaultEnvoy, storedFingerprints, tallyFingerprints, waitForSidecarHealth } from '../support/faults.js';
+import {
+  driveLogins,
+  type FaultEnvoy,
+  sidecarMetric,
+  startFaultEnvoy,
+  storedFingerprints,
+  tallyFingerprints,
+  waitForSidecarHealth,
+} from '../support/faults.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
 import { freePort, waitFor } from '../support/ports.js';
 import { startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
@@ -53,7 +61,7 @@ describe('Postgres unavailable for 30 s during steady logins', function () {
       readyStatuses.add(ready.status);
       storeConditions.add(((await ready.json()) as { store: { condition: string } }).store.condition);
       if ((await fetch(`http://127.0.0.1:${sidecar.opsPort}/healthz`)).status !== 200) livenessFailures += 1;
-      peakSpooled = Math.max(peakSpooled, (await sidecarMetric(sidecar.opsPort, 'token_tap_capture_queue_depth')));
+      peakSpooled = Math.max(peakSpooled, await sidecarMetric(sidecar.opsPort, 'token_tap_capture_queue_depth'));
       await sleep(1_000);
     }
     cluster.start();

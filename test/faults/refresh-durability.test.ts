@@ -38,14 +38,19 @@ describe('refresh durability: the IdP answered, then the write failed', function
     await db?.drop();
   });
 
-  const storedRefreshToken = async (subject: string) => (await new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined).findGrant(IDP, subject))?.refreshToken ?? undefined;
+  const storedRefreshToken = async (subject: string) =>
+    (await new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined).findGrant(IDP, subject))?.refreshToken ?? undefined;
   const lastUpstreamRefreshToken = () => (JSON.parse(idp.tokenResponses.at(-1)!.body.toString('utf8')) as { refresh_token: string }).refresh_token;
 
   /** The stored refresh token is the rotated one, and the IdP takes it for the next refresh. */
   async function expectRotatedTokenStoredAndWorking(subject: string, oldRefreshToken: string): Promise<string> {
     const rotated = lastUpstreamRefreshToken();
     expect(rotated).to.be.a('string').and.not.equal(oldRefreshToken);
-    const stored = await waitFor('the rotated refresh token in Postgres', async () => ((await storedRefreshToken(subject)) === rotated ? rotated : undefined), 20_000);
+    const stored = await waitFor(
+      'the rotated refresh token in Postgres',
+      async () => ((await storedRefreshToken(subject)) === rotated ? rotated : undefined),
+      20_000,
+    );
     const next = await refreshAsOkta(idp, idp.tokenUrl, stored);
     expect(next.received.status).to.equal(200);
     expect(next.tokens.access_token).to.be.a('string');
@@ -86,9 +91,14 @@ describe('refresh durability: the IdP answered, then the write failed', function
       // retry arrived (which then answers with that grant). Both leave the rotated token stored,
       // checked below; which one ran is a race, so neither's log line is asserted.
       expect(retried.grant.status ?? 'active').to.not.equal('revoked');
-      expect(idp.tokenResponses.slice(upstreamBefore).every((response) => response.status === 200), 'every refresh answered 200 (no reuse)').to.equal(true);
+      expect(
+        idp.tokenResponses.slice(upstreamBefore).every((response) => response.status === 200),
+        'every refresh answered 200 (no reuse)',
+      ).to.equal(true);
       const stored = await expectRotatedTokenStoredAndWorking('alice', oldRefreshToken);
-      console.log(`      backend terminated after the IdP answered: RefreshGrant ${grpc.status[failed!.code]}; stored refresh token is the rotated one: ${stored === lastUpstreamRefreshToken() || 'used since'}; it refreshed again at the IdP: 200`);
+      console.log(
+        `      backend terminated after the IdP answered: RefreshGrant ${grpc.status[failed!.code]}; stored refresh token is the rotated one: ${stored === lastUpstreamRefreshToken() || 'used since'}; it refreshed again at the IdP: 200`,
+      );
       expect(vault.logs()).to.contain('fault injection');
     } finally {
       client.close();
@@ -110,7 +120,10 @@ describe('refresh durability: the IdP answered, then the write failed', function
       const key = (await createApiKey(db, 'refresher-full', [IDP], ['refresh'])).token;
       await loginIntoVault(idp, vault.sidecar, IDP, { loginHint: 'alice' });
       const before = idp.tokenResponses.length;
-      const error = await client.call('RefreshGrant', { idp: IDP, subject: 'alice' }, key).then(() => undefined, (caught: grpc.ServiceError) => caught);
+      const error = await client.call('RefreshGrant', { idp: IDP, subject: 'alice' }, key).then(
+        () => undefined,
+        (caught: grpc.ServiceError) => caught,
+      );
       expect(error?.code).to.equal(grpc.status.UNAVAILABLE);
       expect(error?.details).to.contain('cannot keep a refresh answer durably');
       expect(idp.tokenResponses.length, 'calls to the IdP').to.equal(before);
@@ -136,7 +149,10 @@ describe('refresh durability: the IdP answered, then the write failed', function
       const { login } = await loginIntoVault(idp, { store } as never, IDP, { loginHint: 'bob' });
       const oldRefreshToken = login.tokens.refresh_token!;
       const key = (await createApiKey(db, 'refresher-kill', [IDP], ['refresh'])).token;
-      const doomed = await startSidecarProcess({ port: await freePort(), env: { ...env, TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer', NODE_ENV: 'test' } });
+      const doomed = await startSidecarProcess({
+        port: await freePort(),
+        env: { ...env, TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer', NODE_ENV: 'test' },
+      });
       await waitFor('the TokenVault API', async () => (doomed.logs().includes('TokenVault API ready') ? true : undefined));
       const client = vaultClient(apiPort);
       const upstreamBefore = idp.tokenResponses.length;
@@ -153,7 +169,9 @@ describe('refresh durability: the IdP answered, then the write failed', function
       const restarted = await startSidecarProcess({ port: await freePort(), env });
       try {
         const stored = await expectRotatedTokenStoredAndWorking('bob', oldRefreshToken);
-        console.log(`      SIGKILL after the IdP answered: before the restart Postgres held the spent token; after it, the rotated one (${stored.length} chars), which refreshed again at the IdP: 200`);
+        console.log(
+          `      SIGKILL after the IdP answered: before the restart Postgres held the spent token; after it, the rotated one (${stored.length} chars), which refreshed again at the IdP: 200`,
+        );
       } finally {
         await restarted.stop();
       }

@@ -88,8 +88,15 @@ describe('refresh fencing across sidecars: a refresh token is spent once', funct
   }
 
   const refreshOn = (vault: VaultProcess, subject: string, deadlineMs?: number) =>
-    vault.client.call('RefreshGrant', { idp: IDP, subject }, apiKey, { deadlineMs }) as Promise<{ grant: { access_token?: string }; refreshed_by_this_call: boolean }>;
-  const settle = <T>(call: Promise<T>) => call.then((value) => ({ ok: true as const, value }), (error: grpc.ServiceError) => ({ ok: false as const, error }));
+    vault.client.call('RefreshGrant', { idp: IDP, subject }, apiKey, { deadlineMs }) as Promise<{
+      grant: { access_token?: string };
+      refreshed_by_this_call: boolean;
+    }>;
+  const settle = <T>(call: Promise<T>) =>
+    call.then(
+      (value) => ({ ok: true as const, value }),
+      (error: grpc.ServiceError) => ({ ok: false as const, error }),
+    );
   const timesForwarded = (refreshToken: string) => proxy.forwarded.filter((token) => token === refreshToken).length;
 
   /** The vault holds the refresh token the IdP issued last, and the IdP takes it (HTTP 200). */
@@ -148,7 +155,10 @@ describe('refresh fencing across sidecars: a refresh token is spent once', funct
 
   it('sidecar A claims, then is SIGKILLed before the IdP answers: B refreshes only once the claim has expired, and the token works', async () => {
     // A claim lasts the IdP timeout (2 s) plus the apply window (3 s).
-    const env = { TOKEN_TAP_REFRESH_APPLY_WINDOW_MS: '3000', TOKEN_TAP_IDP_CONFIG: idpConfigFile(idp, IDP, SECRET_ENV, { token_url: proxy.url, timeout_ms: 2_000 }) };
+    const env = {
+      TOKEN_TAP_REFRESH_APPLY_WINDOW_MS: '3000',
+      TOKEN_TAP_IDP_CONFIG: idpConfigFile(idp, IDP, SECRET_ENV, { token_url: proxy.url, timeout_ms: 2_000 }),
+    };
     const [a, b] = [await startVault(env), await startVault(env)];
     const { login } = await loginIntoVault(idp, { store } as never, IDP, { loginHint: 'carol' });
     const oldRefreshToken = login.tokens.refresh_token!;

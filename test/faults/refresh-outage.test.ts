@@ -47,15 +47,32 @@ describe('refresh across a Postgres outage longer than the claim', function () {
   });
 
   it('the other sidecar waits one apply window after Postgres is back, the holder writes its kept answer, and the IdP sees the old refresh token once', async () => {
-    const pools = [0, 1, 2].map(() => createPool({ databaseUrl: cluster.url('tap'), max: 2, timeouts: { connectTimeoutMs: 1_000, statementTimeoutMs: 2_000, queryTimeoutMs: 3_000, idleInTransactionMs: 5_000, keepAliveMs: 1_000 } }));
-    const [testPool, poolA, poolB] = pools as [typeof pools[0], typeof pools[0], typeof pools[0]];
+    const pools = [0, 1, 2].map(() =>
+      createPool({
+        databaseUrl: cluster.url('tap'),
+        max: 2,
+        timeouts: { connectTimeoutMs: 1_000, statementTimeoutMs: 2_000, queryTimeoutMs: 3_000, idleInTransactionMs: 5_000, keepAliveMs: 1_000 },
+      }),
+    );
+    const [testPool, poolA, poolB] = pools as [(typeof pools)[0], (typeof pools)[0], (typeof pools)[0]];
     try {
       await migrate(testPool);
       const ring = parseKeyRing(keys);
       const store = new GrantStore(testPool, ring, sealQuarantined);
       const { login } = await loginIntoVault(idp, { store } as never, IDP, { loginHint: 'alice' });
       const oldRefreshToken = login.tokens.refresh_token!;
-      const client = () => new IdpClient({ idp: IDP, tokenUrl: new URL(proxy.url), revocationUrl: undefined, clientId: idp.clientId, authMethod: 'client_secret_basic', timeoutMs: IDP_TIMEOUT_MS }, idp.clientSecret);
+      const client = () =>
+        new IdpClient(
+          {
+            idp: IDP,
+            tokenUrl: new URL(proxy.url),
+            revocationUrl: undefined,
+            clientId: idp.clientId,
+            authMethod: 'client_secret_basic',
+            timeoutMs: IDP_TIMEOUT_MS,
+          },
+          idp.clientSecret,
+        );
       const refresher = (pool: typeof poolA) =>
         new GrantRefresher({
           pool,
@@ -70,7 +87,10 @@ describe('refresh across a Postgres outage longer than the claim', function () {
 
       // A claims and calls the IdP; Postgres goes down while the IdP answers.
       proxy.holdMs = 300;
-      const onA = a.refresh(IDP, 'alice').then(() => 'ok', (error: Error) => error.message);
+      const onA = a.refresh(IDP, 'alice').then(
+        () => 'ok',
+        (error: Error) => error.message,
+      );
       await proxy.whenArrived(proxy.arrived.length + 1);
       cluster.stop('immediate');
       const outageStarted = Date.now();
@@ -89,7 +109,10 @@ describe('refresh across a Postgres outage longer than the claim', function () {
         `      outage ${backAt - outageStarted} ms (claim ${IDP_TIMEOUT_MS + APPLY_WINDOW_MS} ms); B answered ${Date.now() - backAt} ms after Postgres was back: ` +
           `${onB.ok ? `OK, refreshed_by_this_call ${onB.result.refreshedByThisCall}` : onB.message}; the IdP saw the old refresh token ${proxy.forwarded.filter((token) => token === oldRefreshToken).length} time(s)`,
       );
-      expect(proxy.forwarded.filter((token) => token === oldRefreshToken), 'times the IdP saw the old refresh token').to.have.length(1);
+      expect(
+        proxy.forwarded.filter((token) => token === oldRefreshToken),
+        'times the IdP saw the old refresh token',
+      ).to.have.length(1);
       expect(onB.ok, onB.ok ? '' : onB.message).to.equal(true);
       const stored = (await store.findGrant(IDP, 'alice'))!;
       expect(stored.status).to.equal('active');

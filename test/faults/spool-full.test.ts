@@ -31,7 +31,11 @@ describe('the spool at its size cap', function () {
       10_000,
     );
     // pino writes asynchronously: the last log lines may trail the counter by a moment.
-    const countLogged = () => running.logs().split('\n').filter((line) => line.includes('"msg":"capture dropped"') && line.includes('"reason":"spool_full"')).length;
+    const countLogged = () =>
+      running
+        .logs()
+        .split('\n')
+        .filter((line) => line.includes('"msg":"capture dropped"') && line.includes('"reason":"spool_full"')).length;
     const logged = await waitFor('every drop logged', async () => (countLogged() >= metrics.dropped ? countLogged() : undefined), 5_000).catch(countLogged);
     const readyz = (await (await fetch(`http://127.0.0.1:${running.opsPort}/readyz`)).json()) as { spool: { full: boolean } };
     console.log(

@@ -19,7 +19,12 @@ import { IN_NEW_NETNS, startSidecarProcess, type SidecarProcess } from '../suppo
 
 /** The spool's segments as they are on disk: name → bytes. */
 function segmentsOnDisk(dir: string): Map<string, Buffer> {
-  return new Map(readdirSync(dir).filter((name) => name.endsWith('.seg')).sort().map((name) => [name, readFileSync(path.join(dir, name))]));
+  return new Map(
+    readdirSync(dir)
+      .filter((name) => name.endsWith('.seg'))
+      .sort()
+      .map((name) => [name, readFileSync(path.join(dir, name))]),
+  );
 }
 
 /** The processes whose parent is `pid`, with their command names (from /proc). */
@@ -53,7 +58,10 @@ function alive(pid: number): boolean {
 }
 
 async function healthz(sidecar: SidecarProcess): Promise<number | 'down'> {
-  return fetch(`http://127.0.0.1:${sidecar.opsPort}/healthz`).then((response) => response.status, () => 'down' as const);
+  return fetch(`http://127.0.0.1:${sidecar.opsPort}/healthz`).then(
+    (response) => response.status,
+    () => 'down' as const,
+  );
 }
 
 /** Plays Envoy: one complete token response on its own ext_proc stream. */
@@ -61,7 +69,10 @@ async function sendResponse(address: string, accessToken: string): Promise<void>
   const client = connectExtProc(address);
   const call = openStream(client, 'acme');
   call.write({ response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }] } }, observability_mode: true });
-  call.write({ response_body: { body: Buffer.from(JSON.stringify({ access_token: accessToken, token_type: 'Bearer' })), end_of_stream: true }, observability_mode: true });
+  call.write({
+    response_body: { body: Buffer.from(JSON.stringify({ access_token: accessToken, token_type: 'Bearer' })), end_of_stream: true },
+    observability_mode: true,
+  });
   call.end();
   await once(call, 'status');
   client.close();
@@ -84,7 +95,13 @@ describe('spool directory lock (real sidecar processes)', function () {
     // Postgres is not needed to take the lock and serve ext_proc; the API stays off (no fixed port).
     const sidecar = await startSidecarProcess({
       port: await freePort(),
-      env: { DATABASE_URL: await unreachableDatabaseUrl(), TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_API_LISTEN: 'off', ...env },
+      env: {
+        DATABASE_URL: await unreachableDatabaseUrl(),
+        TOKEN_TAP_KEYS: generateKeySpec('k1'),
+        TOKEN_TAP_SPOOL_DIR: spoolDir,
+        TOKEN_TAP_API_LISTEN: 'off',
+        ...env,
+      },
     });
     running.push(sidecar);
     return sidecar;
@@ -116,7 +133,9 @@ describe('spool directory lock (real sidecar processes)', function () {
       writeFileSync(path.join(spoolDir, 'lock'), `${gone.pid}\n`);
       const outcomes = await Promise.allSettled([start(), start()]);
       const ran = outcomes.filter((outcome) => outcome.status === 'fulfilled').length;
-      const refused = outcomes.filter((outcome) => outcome.status === 'rejected' && /is in use by another live token-tap \(pid \d+ on host /.test(String(outcome.reason))).length;
+      const refused = outcomes.filter(
+        (outcome) => outcome.status === 'rejected' && /is in use by another live token-tap \(pid \d+ on host /.test(String(outcome.reason)),
+      ).length;
       rounds.push(`round ${round + 1}: ran ${ran}, refused ${refused}`);
       expect({ ran, refused }, rounds.join('; ')).to.deep.equal({ ran: 1, refused: 1 });
       for (const sidecar of running.splice(0)) await sidecar.stop('SIGKILL');
@@ -144,7 +163,7 @@ describe('spool directory lock (real sidecar processes)', function () {
       // The first cannot reach Postgres (127.0.0.1 of its own namespace): what it captures stays in its spool.
       const first = await startIn('first', await unreachableDatabaseUrl());
       for (let index = 0; index < 5; index += 1) await sendResponse(`unix:${path.join(sockets, 'first.sock')}`, `at-netns-${index}`);
-      const spooled = await waitFor('5 captures in the first sidecar\'s spool', async () => {
+      const spooled = await waitFor("5 captures in the first sidecar's spool", async () => {
         const segments = segmentsOnDisk(spoolDir);
         return [...segments.values()].reduce((sum, bytes) => sum + segmentRecords(bytes).length, 0) >= 5 ? segments : undefined;
       });
@@ -160,11 +179,18 @@ describe('spool directory lock (real sidecar processes)', function () {
         (error: Error) => error.message,
       );
       // Started (the lock did not hold): give it the time to replay and trim the first one's spool.
-      if (second) await waitFor('the second sidecar to write the first one\'s captures', async () => (/capture recorded/.test(second!.logs()) ? true : undefined), 10_000).catch(() => undefined);
+      if (second)
+        await waitFor(
+          "the second sidecar to write the first one's captures",
+          async () => (/capture recorded/.test(second!.logs()) ? true : undefined),
+          10_000,
+        ).catch(() => undefined);
       const line = /token-tap: (the spool directory .*)/.exec(refusal)?.[1] ?? refusal.split('\n')[0];
       const after = segmentsOnDisk(spoolDir);
       const kept = [...spooled].filter(([name, bytes]) => after.get(name)?.subarray(0, bytes.length).equals(bytes)).length;
-      console.log(`      first sidecar pid ${first.pid}, ${spooled.size} segment(s) with 5 captures; second in another network namespace: "${line}"; segments of the first still there ${kept}/${spooled.size}`);
+      console.log(
+        `      first sidecar pid ${first.pid}, ${spooled.size} segment(s) with 5 captures; second in another network namespace: "${line}"; segments of the first still there ${kept}/${spooled.size}`,
+      );
       expect(refusal).to.match(/exited with 1/);
       expect(line).to.match(new RegExp(`in use by another live token-tap \\(pid ${first.pid} on host ${os.hostname()}, since .*, writer [0-9a-f]{16}\\)`));
       expect(kept).to.equal(spooled.size);
@@ -180,16 +206,21 @@ describe('spool directory lock (real sidecar processes)', function () {
   it('takes the lock again at once each time its flock(1) is killed: the same sidecar holds it and keeps capturing, and a second sidecar is refused', async () => {
     const first = await start();
     const writer = (JSON.parse(readFileSync(path.join(spoolDir, 'holder.json'), 'utf8')) as { id: string }).id;
-    let holder = await waitFor('the first sidecar\'s flock(1)', async () => lockHolderOf(first.pid));
+    let holder = await waitFor("the first sidecar's flock(1)", async () => lockHolderOf(first.pid));
     const rounds = 60;
     let captured = 0;
     for (let round = 1; round <= rounds; round += 1) {
       process.kill(holder, 'SIGKILL');
       // Nobody else wants the lock: it must be this sidecar's again, by a new flock(1) (or the sidecar has stopped, which fails here too).
-      const again = await waitFor(`round ${round}: the lock held again by the first sidecar`, async () => {
-        const next = lockHolderOf(first.pid);
-        return next !== undefined && next !== holder ? next : undefined;
-      }, 5_000, 10);
+      const again = await waitFor(
+        `round ${round}: the lock held again by the first sidecar`,
+        async () => {
+          const next = lockHolderOf(first.pid);
+          return next !== undefined && next !== holder ? next : undefined;
+        },
+        5_000,
+        10,
+      );
       // Held indeed (our own flock(1) is refused), and holder.json still names the first one's run.
       expect(spawnSync('flock', ['--nonblock', path.join(spoolDir, 'lock'), 'true']).status, `round ${round}: the lock is taken`).to.equal(1);
       expect((JSON.parse(readFileSync(path.join(spoolDir, 'holder.json'), 'utf8')) as { id: string }).id).to.equal(writer);
@@ -197,7 +228,11 @@ describe('spool directory lock (real sidecar processes)', function () {
       if (round % 10 === 0) {
         await sendResponse(`127.0.0.1:${first.port}`, `at-retake-${round}`);
         captured += 1;
-        await waitFor(`round ${round}: the capture spooled`, async () => ((await sidecarMetric(first.opsPort, 'token_tap_spool_captures_total')) >= captured ? true : undefined), 5_000);
+        await waitFor(
+          `round ${round}: the capture spooled`,
+          async () => ((await sidecarMetric(first.opsPort, 'token_tap_spool_captures_total')) >= captured ? true : undefined),
+          5_000,
+        );
       }
     }
     expect(await healthz(first)).to.equal(200);
@@ -205,7 +240,9 @@ describe('spool directory lock (real sidecar processes)', function () {
       () => '(started)',
       (error: Error) => error.message,
     );
-    console.log(`      flock(1) killed ${rounds} times: taken again by the same sidecar each time, ${captured}/${captured} captures spooled meanwhile; a second sidecar: "${/in use by another live token-tap \(pid \d+/.exec(refusal)?.[0] ?? refusal.split('\n')[0]}"`);
+    console.log(
+      `      flock(1) killed ${rounds} times: taken again by the same sidecar each time, ${captured}/${captured} captures spooled meanwhile; a second sidecar: "${/in use by another live token-tap \(pid \d+/.exec(refusal)?.[0] ?? refusal.split('\n')[0]}"`,
+    );
     expect(refusal).to.match(new RegExp(`in use by another live token-tap \\(pid ${first.pid} `));
     expect(first.logs()).to.not.contain('no longer this sidecar');
   });
@@ -213,7 +250,7 @@ describe('spool directory lock (real sidecar processes)', function () {
   it('stops capturing, turns unhealthy and exits 1 when another process took the lock it lost; nothing of its spool is deleted, and a second sidecar opens only after it stopped', async () => {
     const first = await start({ TOKEN_TAP_SHUTDOWN_GRACE_MS: '1000' });
     for (let index = 0; index < 3; index += 1) await sendResponse(`127.0.0.1:${first.port}`, `at-before-${index}`);
-    const spooled = await waitFor('3 captures in the first sidecar\'s spool', async () => {
+    const spooled = await waitFor("3 captures in the first sidecar's spool", async () => {
       const segments = segmentsOnDisk(spoolDir);
       return [...segments.values()].reduce((sum, bytes) => sum + segmentRecords(bytes).length, 0) >= 3 ? segments : undefined;
     });
@@ -221,18 +258,23 @@ describe('spool directory lock (real sidecar processes)', function () {
     const waiter: ChildProcess = spawn('flock', ['--exclusive', path.join(spoolDir, 'lock'), 'sleep', '600'], { detached: true, stdio: 'ignore' });
     try {
       await new Promise((resolve) => setTimeout(resolve, 300));
-      const holder = await waitFor('the first sidecar\'s flock(1)', async () => lockHolderOf(first.pid));
+      const holder = await waitFor("the first sidecar's flock(1)", async () => lockHolderOf(first.pid));
       const killedAt = Date.now();
       process.kill(holder, 'SIGKILL');
       await waitFor('the waiter to hold the lock', async () => (childrenOf(waiter.pid!).some((child) => child.comm === 'sleep') ? true : undefined), 5_000, 10);
       // A login now is not taken for good: the first one stops.
       await sendResponse(`127.0.0.1:${first.port}`, 'at-after').catch(() => undefined);
       let sawUnhealthy = 200 as number | 'down';
-      await waitFor('the first sidecar to exit', async () => {
-        const status = await healthz(first);
-        if (status !== 200 && sawUnhealthy !== 503) sawUnhealthy = status;
-        return alive(first.pid) ? undefined : true;
-      }, 15_000, 20);
+      await waitFor(
+        'the first sidecar to exit',
+        async () => {
+          const status = await healthz(first);
+          if (status !== 200 && sawUnhealthy !== 503) sawUnhealthy = status;
+          return alive(first.pid) ? undefined : true;
+        },
+        15_000,
+        20,
+      );
       const code = await first.stop();
       const stoppedIn = Date.now() - killedAt;
       const logs = first.logs();
@@ -251,7 +293,7 @@ describe('spool directory lock (real sidecar processes)', function () {
       );
       expect(code).to.equal(1);
       expect(sawUnhealthy === 503 || sawUnhealthy === 'down').to.equal(true);
-      expect(logs).to.contain('the spool directory is no longer this sidecar\'s alone').and.contain('stopping: the sidecar cannot go on');
+      expect(logs).to.contain("the spool directory is no longer this sidecar's alone").and.contain('stopping: the sidecar cannot go on');
       expect(logs).to.contain('"reason":"spool_stopped"');
       expect(refused).to.match(/exited with 1/);
       expect(kept).to.equal(spooled.size);

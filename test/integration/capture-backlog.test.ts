@@ -48,8 +48,13 @@ describe('the capture backlog bound (ext_proc streams to capture work)', functio
     const dropped = async () => metricValue(sidecar.metrics, 'capturesDropped', { reason: 'capture_backlog_full' });
     const spooled = async () => metricValue(sidecar.metrics, 'spoolAppended');
     await waitFor('every stream spooled or dropped', async () => ((await dropped()) + (await spooled()) >= STREAMS ? true : undefined));
-    const logged = running.log.text().split('\n').filter((line) => line.includes('"reason":"capture_backlog_full"'));
-    console.log(`      backlog bound ${BACKLOG}: streams ended ${ended}/${STREAMS}, spooled ${await spooled()}, dropped ${await dropped()} (${logged.length} log lines)`);
+    const logged = running.log
+      .text()
+      .split('\n')
+      .filter((line) => line.includes('"reason":"capture_backlog_full"'));
+    console.log(
+      `      backlog bound ${BACKLOG}: streams ended ${ended}/${STREAMS}, spooled ${await spooled()}, dropped ${await dropped()} (${logged.length} log lines)`,
+    );
     expect(ended).to.equal(STREAMS);
     expect(await dropped()).to.be.greaterThan(0);
     expect((await spooled()) + (await dropped())).to.equal(STREAMS);

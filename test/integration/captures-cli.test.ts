@@ -37,9 +37,10 @@ describe('token-tap captures quarantined / retry', function () {
     // Random text does not compress: 3,000 characters exceed a btree entry of grants_by_email.
     const longEmail = syntheticCapture('acme', 'long-email-user', { email: `${randomBytes(2_250).toString('base64')}@example.test` });
     const unverified = syntheticCapture('acme', 'verifier-bug-user');
-    const first = await store.recordCaptures([syntheticCapture('acme', 'alice'), longEmail], [
-      { capture: unverified, stage: 'verification', label: 'failed', reason: 'verifying it failed (TypeError)' },
-    ]);
+    const first = await store.recordCaptures(
+      [syntheticCapture('acme', 'alice'), longEmail],
+      [{ capture: unverified, stage: 'verification', label: 'failed', reason: 'verifying it failed (TypeError)' }],
+    );
     expect(first.quarantined.map((entry) => entry.captureId)).to.have.members([longEmail.captureId, unverified.captureId]);
     const env = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: keys, TOKEN_TAP_IDP_CONFIG: '' };
     const tokens = [longEmail, unverified].flatMap((capture) => [capture.tokens!.accessToken!, capture.tokens!.refreshToken!]);
@@ -71,7 +72,9 @@ describe('token-tap captures quarantined / retry', function () {
     expect(early.stdout).to.contain(`stayed   ${longEmail.captureId}  (attempts 2) Postgres refused it (SQLSTATE 54000)`);
     expect(early.stdout).to.contain(`stayed   ${unverified.captureId}  (attempts 2) it must be verified first: set TOKEN_TAP_IDP_CONFIG`);
     expect(early.stdout).to.contain('retried 2: 0 written, 2 stayed in quarantine');
-    const { rows: kept } = await db.pool.query<{ capture_id: string; attempts: number }>('SELECT capture_id, attempts FROM quarantined_captures ORDER BY capture_id');
+    const { rows: kept } = await db.pool.query<{ capture_id: string; attempts: number }>(
+      'SELECT capture_id, attempts FROM quarantined_captures ORDER BY capture_id',
+    );
     expect(kept.map((row) => row.attempts)).to.deep.equal([2, 2]);
     expect(await store.findGrant('acme', 'long-email-user')).to.equal(undefined);
 
@@ -86,11 +89,16 @@ describe('token-tap captures quarantined / retry', function () {
     writeFileSync(idpFile, 'idps:\n  other:\n    issuer: "https://other.example"\n    client_id: "okta"\n');
     const fixed = await runCli(['captures', 'retry', '--idp', 'acme'], { ...env, TOKEN_TAP_IDP_CONFIG: idpFile });
     expect(fixed.code, fixed.stdout + fixed.stderr).to.equal(0);
-    expect(fixed.stdout).to.contain(`written  ${longEmail.captureId}`).and.contain(`written  ${unverified.captureId}`).and.contain('retried 2: 2 written, 0 stayed');
+    expect(fixed.stdout)
+      .to.contain(`written  ${longEmail.captureId}`)
+      .and.contain(`written  ${unverified.captureId}`)
+      .and.contain('retried 2: 2 written, 0 stayed');
     expect((await db.pool.query('SELECT count(*)::int AS n FROM quarantined_captures')).rows[0].n).to.equal(0);
     expect((await store.findGrant('acme', 'long-email-user'))!.accessToken).to.equal(longEmail.tokens!.accessToken);
     expect((await store.findGrant('acme', 'verifier-bug-user'))!.accessToken).to.equal(unverified.tokens!.accessToken);
-    const { rows: events } = await db.pool.query('SELECT count(*)::int AS n FROM capture_events WHERE capture_id = ANY($1::uuid[])', [[longEmail.captureId, unverified.captureId]]);
+    const { rows: events } = await db.pool.query('SELECT count(*)::int AS n FROM capture_events WHERE capture_id = ANY($1::uuid[])', [
+      [longEmail.captureId, unverified.captureId],
+    ]);
     expect(events[0].n).to.equal(2);
     expect((await runCli(['captures', 'quarantined'], env)).stdout).to.equal('no quarantined captures\n');
 
@@ -115,7 +123,11 @@ describe('token-tap captures quarantined / retry', function () {
       const first = await new GrantStore(rotating.pool, ring, sealQuarantined).recordCaptures([longEmail]);
       expect(first.quarantined.map((entry) => entry.captureId)).to.deep.equal([longEmail.captureId]);
 
-      const rotated = await runCli(['keys', 'rotate'], { DATABASE_URL: rotating.url, TOKEN_TAP_KEYS: `${k2},${keys}`, TOKEN_TAP_SPOOL_DIR: path.join(dir, 'no-spool') });
+      const rotated = await runCli(['keys', 'rotate'], {
+        DATABASE_URL: rotating.url,
+        TOKEN_TAP_KEYS: `${k2},${keys}`,
+        TOKEN_TAP_SPOOL_DIR: path.join(dir, 'no-spool'),
+      });
       expect(rotated.code, rotated.stderr).to.equal(0);
       expect(JSON.parse(rotated.stdout)).to.deep.include({ active_key_id: 'k2', grants: 0, pending_grants: 0, quarantined_captures: 1, missing_keys: [] });
       expect(rotated.stderr).to.contain('quarantined_captures: 1/1 re-encrypted under key "k2"');
@@ -127,7 +139,9 @@ describe('token-tap captures quarantined / retry', function () {
       const retried = await runCli(['captures', 'retry'], { DATABASE_URL: rotating.url, TOKEN_TAP_KEYS: k2, TOKEN_TAP_IDP_CONFIG: '' });
       expect(retried.code, retried.stdout + retried.stderr).to.equal(0);
       expect(retried.stdout).to.contain(`written  ${longEmail.captureId}`);
-      expect((await new GrantStore(rotating.pool, parseKeyRing(k2), sealQuarantined).findGrant('acme', 'rotated-long-email'))!.refreshToken).to.equal(longEmail.tokens!.refreshToken);
+      expect((await new GrantStore(rotating.pool, parseKeyRing(k2), sealQuarantined).findGrant('acme', 'rotated-long-email'))!.refreshToken).to.equal(
+        longEmail.tokens!.refreshToken,
+      );
     } finally {
       await rotating.drop();
     }

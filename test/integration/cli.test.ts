@@ -36,7 +36,10 @@ describe('token-tap CLI', function () {
   });
 
   it('serve starts without Postgres, says where it cannot reach it without the password, and exits 0 on SIGTERM', async () => {
-    const sidecar = await startSidecarProcess({ port: await freePort(), env: { DATABASE_URL: 'postgres://u:s3cr3t-pw@127.0.0.1:1/x', TOKEN_TAP_KEYS: generateKeySpec() } });
+    const sidecar = await startSidecarProcess({
+      port: await freePort(),
+      env: { DATABASE_URL: 'postgres://u:s3cr3t-pw@127.0.0.1:1/x', TOKEN_TAP_KEYS: generateKeySpec() },
+    });
     await waitFor('the warning', async () => (sidecar.logs().includes('Postgres is not available at start') ? true : undefined));
     expect(await sidecar.stop('SIGTERM')).to.equal(0);
     expect(sidecar.logs()).to.contain('127.0.0.1:1').and.not.contain('s3cr3t-pw');
@@ -68,7 +71,10 @@ describe('token-tap CLI', function () {
 
   it('serve runs at TOKEN_TAP_CAPTURE_NICE when set, and says so in its ready line', async () => {
     // No Postgres needed (and this file's database must stay without tables for the test below).
-    const sidecar = await startSidecarProcess({ port: await freePort(), env: { DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/none`, TOKEN_TAP_KEYS: generateKeySpec(), TOKEN_TAP_CAPTURE_NICE: '10' } });
+    const sidecar = await startSidecarProcess({
+      port: await freePort(),
+      env: { DATABASE_URL: `postgres://postgres@127.0.0.1:${await freePort()}/none`, TOKEN_TAP_KEYS: generateKeySpec(), TOKEN_TAP_CAPTURE_NICE: '10' },
+    });
     try {
       // /proc/<pid>/stat: field 19 is the nice value of the main (the only JavaScript) thread.
       const nice = Number(readFileSync(`/proc/${sidecar.pid}/stat`, 'utf8').split(') ')[1]!.split(' ')[16]);

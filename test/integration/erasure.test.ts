@@ -50,11 +50,18 @@ describe('erasure that sticks: tombstones (integration)', function () {
 
   /** Which of `captures` are in the quarantine. */
   const stillQuarantined = async (...captures: Array<{ captureId: string }>) =>
-    (await db.pool.query<{ capture_id: string }>('SELECT capture_id FROM quarantined_captures WHERE capture_id = ANY($1::uuid[])', [captures.map((capture) => capture.captureId)])).rows.map((row) => row.capture_id);
+    (
+      await db.pool.query<{ capture_id: string }>('SELECT capture_id FROM quarantined_captures WHERE capture_id = ANY($1::uuid[])', [
+        captures.map((capture) => capture.captureId),
+      ])
+    ).rows.map((row) => row.capture_id);
 
   /** The outcome recorded for a capture, once the writer has it. */
   const outcomeOf = (captureId: string) =>
-    waitFor(`capture ${captureId} in Postgres`, async () => (await db.pool.query<{ outcome: string }>('SELECT outcome FROM capture_events WHERE capture_id = $1', [captureId])).rows[0]?.outcome);
+    waitFor(
+      `capture ${captureId} in Postgres`,
+      async () => (await db.pool.query<{ outcome: string }>('SELECT outcome FROM capture_events WHERE capture_id = $1', [captureId])).rows[0]?.outcome,
+    );
   const erasedCount = () => metricValue(vault.sidecar.metrics, 'captures', { outcome: 'erased' });
 
   it('a capture observed before DeleteSubject but written after it leaves no grant; one observed after it is a new login', async () => {
@@ -97,11 +104,19 @@ describe('erasure that sticks: tombstones (integration)', function () {
     expect(await outcomeOf(held.captureId)).to.equal('no_subject');
     // A profile observed before the erasure, of another token of the user: it must leave no hint behind.
     const otherToken = syntheticCapture('acme', undefined);
-    const earlyProfile = syntheticCapture('acme', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: otherToken.tokens!.accessToken!, subject: 'carol', email: undefined } });
+    const earlyProfile = syntheticCapture('acme', undefined, {
+      outcome: 'profile',
+      tokens: undefined,
+      profile: { accessToken: otherToken.tokens!.accessToken!, subject: 'carol', email: undefined },
+    });
     await pause(5);
     await client.call('DeleteSubject', { idp: 'acme', subject: 'carol' }, key);
 
-    const profile = syntheticCapture('acme', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'carol', email: undefined } });
+    const profile = syntheticCapture('acme', undefined, {
+      outcome: 'profile',
+      tokens: undefined,
+      profile: { accessToken: held.tokens!.accessToken!, subject: 'carol', email: undefined },
+    });
     vault.sidecar.pump.enqueue(profile);
     vault.sidecar.pump.enqueue(earlyProfile);
     vault.sidecar.pump.enqueue(otherToken);
@@ -110,11 +125,14 @@ describe('erasure that sticks: tombstones (integration)', function () {
     expect(await outcomeOf(otherToken.captureId), 'its token response, with no hint to link it').to.equal('no_subject');
     expect(await outcomeOf(held.captureId), 'the held grant').to.equal('erased');
     expect(await store.findGrant('acme', 'carol')).to.equal(undefined);
-    const { rows } = await db.pool.query<{ n: number }>("SELECT (SELECT count(*) FROM pending_grants WHERE capture_id = $1)::int + (SELECT count(*) FROM subject_hints WHERE subject = 'carol')::int AS n", [held.captureId]);
+    const { rows } = await db.pool.query<{ n: number }>(
+      "SELECT (SELECT count(*) FROM pending_grants WHERE capture_id = $1)::int + (SELECT count(*) FROM subject_hints WHERE subject = 'carol')::int AS n",
+      [held.captureId],
+    );
     expect(rows[0]!.n, 'held grant and hints of the erased user left').to.equal(0);
   });
 
-  it('a capture that waits in a sidecar\'s spool across `grants delete` (its Postgres away meanwhile) is dropped when it is written', async () => {
+  it("a capture that waits in a sidecar's spool across `grants delete` (its Postgres away meanwhile) is dropped when it is written", async () => {
     const before = syntheticCapture('acme', 'dave');
     vault.sidecar.pump.enqueue(before);
     expect(await outcomeOf(before.captureId)).to.equal('stored');
@@ -124,7 +142,12 @@ describe('erasure that sticks: tombstones (integration)', function () {
     proxy.blackhole();
     const proxied = new URL(db.url);
     proxied.host = `127.0.0.1:${proxy.port}`;
-    const spooling = await startInProcessSidecar({ DATABASE_URL: proxied.toString(), TOKEN_TAP_KEYS: keys, TOKEN_TAP_API_LISTEN: 'off', TOKEN_TAP_PG_CONNECT_TIMEOUT_MS: '300' });
+    const spooling = await startInProcessSidecar({
+      DATABASE_URL: proxied.toString(),
+      TOKEN_TAP_KEYS: keys,
+      TOKEN_TAP_API_LISTEN: 'off',
+      TOKEN_TAP_PG_CONNECT_TIMEOUT_MS: '300',
+    });
     try {
       const waiting = syntheticCapture('acme', 'dave');
       spooling.sidecar.pump.enqueue(waiting);
@@ -135,7 +158,14 @@ describe('erasure that sticks: tombstones (integration)', function () {
       expect(JSON.parse(deleted.stdout).deleted).to.deep.equal([{ idp: 'acme', subject: 'dave' }]);
       expect(spooling.sidecar.pump.depth, 'still in the spool at the erasure').to.equal(1);
       proxy.heal();
-      expect(await waitFor('the spooled login written', async () => (await db.pool.query<{ outcome: string }>('SELECT outcome FROM capture_events WHERE capture_id = $1', [waiting.captureId])).rows[0]?.outcome, 30_000)).to.equal('erased');
+      expect(
+        await waitFor(
+          'the spooled login written',
+          async () =>
+            (await db.pool.query<{ outcome: string }>('SELECT outcome FROM capture_events WHERE capture_id = $1', [waiting.captureId])).rows[0]?.outcome,
+          30_000,
+        ),
+      ).to.equal('erased');
       expect(await store.findGrant('acme', 'dave')).to.equal(undefined);
       expect(await metricValue(spooling.sidecar.metrics, 'captures', { outcome: 'erased' })).to.equal(1);
     } finally {
@@ -154,7 +184,13 @@ describe('erasure that sticks: tombstones (integration)', function () {
       const inFlight = syntheticCapture('acme', 'eve');
       vault.sidecar.pump.enqueue(inFlight);
       await waitFor('the writer waiting in its upsert', async () =>
-        (await db.pool.query("SELECT 1 FROM pg_stat_activity WHERE application_name = 'token-tap' AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO grants%'")).rowCount ? true : undefined,
+        (
+          await db.pool.query(
+            "SELECT 1 FROM pg_stat_activity WHERE application_name = 'token-tap' AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO grants%'",
+          )
+        ).rowCount
+          ? true
+          : undefined,
       );
       await pause(5);
       const erasure = client.call('DeleteSubject', { idp: 'acme', subject: 'eve' }, key);
@@ -170,7 +206,7 @@ describe('erasure that sticks: tombstones (integration)', function () {
     }
   });
 
-  it('DeleteSubject deletes the quarantined captures of the user (a 3,000-character email), at its IdP and then at every IdP; other users\' stay', async () => {
+  it("DeleteSubject deletes the quarantined captures of the user (a 3,000-character email), at its IdP and then at every IdP; other users' stay", async () => {
     const mine = syntheticCapture('acme', 'frank', { email: overlongEmail() });
     const mineElsewhere = syntheticCapture('other', 'frank', { email: overlongEmail() });
     const someoneElse = syntheticCapture('acme', 'frances', { email: overlongEmail() });
@@ -183,14 +219,16 @@ describe('erasure that sticks: tombstones (integration)', function () {
     const atAcme = await client.call('DeleteSubject', { idp: 'acme', subject: 'frank' }, key);
     expect(atAcme.deleted).to.deep.equal([]);
     expect(await stillQuarantined(mine, mineElsewhere, someoneElse)).to.have.members([mineElsewhere.captureId, someoneElse.captureId]);
-    const { rows: audit } = await db.pool.query<{ detail: string }>("SELECT detail FROM access_events WHERE operation = 'DeleteSubject' AND subject = 'frank' ORDER BY id");
+    const { rows: audit } = await db.pool.query<{ detail: string }>(
+      "SELECT detail FROM access_events WHERE operation = 'DeleteSubject' AND subject = 'frank' ORDER BY id",
+    );
     expect(audit[0]!.detail).to.contain('1 quarantined captures');
 
     await client.call('DeleteSubject', { subject: 'frank' }, key);
     expect(await stillQuarantined(mine, mineElsewhere, someoneElse)).to.deep.equal([someoneElse.captureId]);
   });
 
-  it('`grants delete` deletes the user\'s quarantined captures with TOKEN_TAP_KEYS; without it, while the quarantine holds captures, it refuses and deletes nothing', async () => {
+  it("`grants delete` deletes the user's quarantined captures with TOKEN_TAP_KEYS; without it, while the quarantine holds captures, it refuses and deletes nothing", async () => {
     const login = syntheticCapture('acme', 'gus');
     const quarantined = syntheticCapture('acme', 'gus', { email: overlongEmail() });
     expect((await store.recordCaptures([login, quarantined])).quarantined.map((entry) => entry.captureId)).to.deep.equal([quarantined.captureId]);
@@ -211,7 +249,10 @@ describe('erasure that sticks: tombstones (integration)', function () {
     const observedBefore = syntheticCapture('acme', 'ivy');
     await pause(5);
     await client.call('DeleteSubject', { idp: 'acme', subject: 'ivy' }, key);
-    const result = await store.recordCaptures([], [{ capture: observedBefore, stage: 'verification', label: 'failed', reason: 'verifying it failed (TypeError)' }]);
+    const result = await store.recordCaptures(
+      [],
+      [{ capture: observedBefore, stage: 'verification', label: 'failed', reason: 'verifying it failed (TypeError)' }],
+    );
     expect(result.quarantined).to.deep.equal([]);
     expect(result.erased).to.deep.equal([observedBefore.captureId]);
     expect(await stillQuarantined(observedBefore)).to.deep.equal([]);
@@ -252,9 +293,15 @@ describe('erasure that sticks: tombstones (integration)', function () {
   });
 
   it('an erasure at every IdP deletes every capture event of the user at every IdP (grant or not), and deletes them before it holds capture batches off', async () => {
-    const eventsOf = async (subject: string) => (await db.pool.query<{ idp: string }>('SELECT idp FROM capture_events WHERE subject = $1 ORDER BY idp', [subject])).rows.map((row) => row.idp);
+    const eventsOf = async (subject: string) =>
+      (await db.pool.query<{ idp: string }>('SELECT idp FROM capture_events WHERE subject = $1 ORDER BY idp', [subject])).rows.map((row) => row.idp);
     // At "third" only an event (its id_token did not verify), no grant.
-    await store.recordCaptures([syntheticCapture('acme', 'jane'), syntheticCapture('other', 'jane'), syntheticCapture('third', 'jane', { outcome: 'unverified' }), syntheticCapture('acme', 'janet')]);
+    await store.recordCaptures([
+      syntheticCapture('acme', 'jane'),
+      syntheticCapture('other', 'jane'),
+      syntheticCapture('third', 'jane', { outcome: 'unverified' }),
+      syntheticCapture('acme', 'janet'),
+    ]);
     expect(await eventsOf('jane')).to.deep.equal(['acme', 'other', 'third']);
     // A capture batch in flight holds ROW SHARE on tombstones: the erasure waits for it, with the events already gone.
     const batch = await db.pool.connect();
@@ -266,13 +313,16 @@ describe('erasure that sticks: tombstones (integration)', function () {
       expect(await store.findGrant('acme', 'jane'), 'the grant, deleted with the tombstone').to.not.equal(undefined);
       await batch.query('COMMIT');
       const result = await erasure;
-      expect(result.deleted).to.deep.equal([{ idp: 'acme', subject: 'jane' }, { idp: 'other', subject: 'jane' }]);
+      expect(result.deleted).to.deep.equal([
+        { idp: 'acme', subject: 'jane' },
+        { idp: 'other', subject: 'jane' },
+      ]);
       expect(Number(result.capture_events_deleted)).to.equal(3);
     } finally {
       await batch.query('ROLLBACK').catch(() => undefined);
       batch.release();
     }
     expect(await store.findGrant('other', 'jane')).to.equal(undefined);
-    expect(await eventsOf('janet'), 'another user\'s events').to.deep.equal(['acme']);
+    expect(await eventsOf('janet'), "another user's events").to.deep.equal(['acme']);
   });
 });

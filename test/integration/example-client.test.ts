@@ -32,7 +32,9 @@ describe('the README client example (examples/get-grant.ts)', function () {
     const { capture } = await loginIntoVault(idp, vault.sidecar, 'entra');
     const allowed = await createApiKey(db, 'billing-service', ['entra'], ['get']);
     const run = (key: string) =>
-      promisify(execFile)(process.execPath, [EXAMPLE, `127.0.0.1:${vault.apiPort}`, 'entra', 'alice@example.test'], { env: { ...process.env, TOKEN_TAP_API_KEY: key } });
+      promisify(execFile)(process.execPath, [EXAMPLE, `127.0.0.1:${vault.apiPort}`, 'entra', 'alice@example.test'], {
+        env: { ...process.env, TOKEN_TAP_API_KEY: key },
+      });
     const { stdout } = await run(allowed.token);
     expect(stdout).to.contain(`${capture.subject} <alice@example.test>: access token ${capture.tokens!.accessToken!.slice(0, 12)}...`);
     expect(stdout).to.contain('id_token present');

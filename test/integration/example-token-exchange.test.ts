@@ -36,7 +36,13 @@ describe('the token exchange client example (examples/token-exchange.ts)', funct
     db = await createTestDatabase('example_exchange');
     const file = path.join(tempDir('example-exchange'), 'exchange.yaml');
     // The login goes into the store directly (no id_token verification step here): allow_unverified.
-    writeFileSync(file, stringify({ subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience], client_ids: [okta.clientId] }], providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }] }));
+    writeFileSync(
+      file,
+      stringify({
+        subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience], client_ids: [okta.clientId] }],
+        providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }],
+      }),
+    );
     vault = await startVaultSidecar(db, { TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_EXCHANGE_LISTEN: '127.0.0.1:0', TOKEN_TAP_EXCHANGE_CONFIG: file });
     const address = vault.sidecar.exchange?.address;
     if (!address) throw new Error(`the token exchange did not start:\n${vault.logs()}`);
@@ -55,7 +61,9 @@ describe('the token exchange client example (examples/token-exchange.ts)', funct
 
   it("run as a program with a key allowed `exchange`, says it received the user's upstream access token, printing none of it", async () => {
     const key = await createApiKey(db, 'billing-service', ['entra'], ['exchange']);
-    const { stdout } = await promisify(execFile)(process.execPath, [EXAMPLE, endpoint, 'entra'], { env: { ...process.env, TOKEN_TAP_API_KEY: key.token, OKTA_TOKEN: await oktaAccessToken() } });
+    const { stdout } = await promisify(execFile)(process.execPath, [EXAMPLE, endpoint, 'entra'], {
+      env: { ...process.env, TOKEN_TAP_API_KEY: key.token, OKTA_TOKEN: await oktaAccessToken() },
+    });
     const token = capture.tokens!.accessToken!;
     expect(stdout).to.contain(`entra: upstream access token received, ${token.length} characters (bearer, expires in`);
     expect(stdout).to.not.contain(token.slice(0, 8));
@@ -86,7 +94,10 @@ describe('the token exchange client example (examples/token-exchange.ts)', funct
     const getOnly = await createApiKey(db, 'reader', ['entra'], ['get']);
     expect(await run(getOnly.token, await oktaAccessToken())).to.match(/^1 token exchange refused: unauthorized_client/);
     const key = await createApiKey(db, 'other-service', ['entra'], ['exchange']);
-    const stranger = await okta.accessToken({ id: '00uBOB1', login: 'bob@example.test' }, { claims: { upstream_idp: '0oaENTRA1', upstream_sub: 'nobody-upstream' } });
+    const stranger = await okta.accessToken(
+      { id: '00uBOB1', login: 'bob@example.test' },
+      { claims: { upstream_idp: '0oaENTRA1', upstream_sub: 'nobody-upstream' } },
+    );
     expect(await run(key.token, stranger)).to.match(/^1 token exchange refused: invalid_grant/);
   });
 });

@@ -33,8 +33,17 @@ describe('token exchange with Postgres not answering (blackhole proxy)', functio
     const proxied = new URL(db.url);
     proxied.host = `127.0.0.1:${proxy.port}`;
     const file = path.join(tempDir('exchange-unavailable'), 'exchange.yaml');
-    writeFileSync(file, stringify({ subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience] }], providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }] }));
-    vault = await startVaultSidecar({ ...db, url: proxied.toString() }, { TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_EXCHANGE_LISTEN: '127.0.0.1:0', TOKEN_TAP_EXCHANGE_CONFIG: file });
+    writeFileSync(
+      file,
+      stringify({
+        subject_issuers: [{ issuer: okta.issuer, audiences: [okta.audience] }],
+        providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }],
+      }),
+    );
+    vault = await startVaultSidecar(
+      { ...db, url: proxied.toString() },
+      { TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_EXCHANGE_LISTEN: '127.0.0.1:0', TOKEN_TAP_EXCHANGE_CONFIG: file },
+    );
     if (!vault.sidecar.exchange) throw new Error(`the token exchange did not start:\n${vault.logs()}`);
     ({ capture } = await loginIntoVault(idp, vault.sidecar, 'entra'));
   });
@@ -48,14 +57,27 @@ describe('token exchange with Postgres not answering (blackhole proxy)', functio
 
   it('answers 503 temporarily_unavailable with Retry-After and no token while Postgres does not answer, and the token again once it does', async () => {
     const key = await createApiKey(db, 'billing-service', ['entra'], ['exchange']);
-    const subjectToken = await okta.accessToken({ id: '00uALICE1', login: 'alice@example.test' }, { claims: { upstream_idp: '0oaENTRA1', upstream_sub: capture.subject } });
+    const subjectToken = await okta.accessToken(
+      { id: '00uALICE1', login: 'alice@example.test' },
+      { claims: { upstream_idp: '0oaENTRA1', upstream_sub: capture.subject } },
+    );
     const exchange = async () => {
       const response = await fetch(`http://127.0.0.1:${vault.sidecar.exchange!.address.port}${TOKEN_EXCHANGE_PATH}`, {
         method: 'POST',
         headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${key.id}:${key.token}`).toString('base64')}` },
-        body: new URLSearchParams({ grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange', subject_token: subjectToken, subject_token_type: 'urn:ietf:params:oauth:token-type:access_token', audience: 'entra' }),
+        body: new URLSearchParams({
+          grant_type: 'urn:ietf:params:oauth:grant-type:token-exchange',
+          subject_token: subjectToken,
+          subject_token_type: 'urn:ietf:params:oauth:token-type:access_token',
+          audience: 'entra',
+        }),
       });
-      return { status: response.status, retryAfter: response.headers.get('retry-after'), cacheControl: response.headers.get('cache-control'), text: await response.text() };
+      return {
+        status: response.status,
+        retryAfter: response.headers.get('retry-after'),
+        cacheControl: response.headers.get('cache-control'),
+        text: await response.text(),
+      };
     };
     const before = await exchange();
     expect(before.status, before.text).to.equal(200);

@@ -56,21 +56,33 @@ describe('ext_proc listen address (integration)', function () {
   });
 
   it('--allow-remote-extproc (or TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true) alone is refused: it needs mTLS or the explicit NetworkPolicy-only opt-in', async () => {
-    for (const [args, extra] of [[['--allow-remote-extproc'], {}], [[], { TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }]] as const) {
+    for (const [args, extra] of [
+      [['--allow-remote-extproc'], {}],
+      [[], { TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }],
+    ] as const) {
       const result = await runCli(['serve', '--listen', `0.0.0.0:${await freePort()}`, ...args], { ...env, ...extra });
       expect(result.code).to.equal(78);
-      expect(result.stderr).to.contain('needs mTLS to Envoy').and.contain('TOKEN_TAP_EXTPROC_TLS_CLIENT_CA').and.contain('TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true');
+      expect(result.stderr)
+        .to.contain('needs mTLS to Envoy')
+        .and.contain('TOKEN_TAP_EXTPROC_TLS_CLIENT_CA')
+        .and.contain('TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true');
       expect(result.stdout).to.not.contain('ext_proc server ready');
     }
   });
 
   it('with --allow-remote-extproc and TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true it starts on 0.0.0.0 and warns at start (TOKEN_TAP_ALLOW_REMOTE_EXTPROC=true the same)', async () => {
     const withoutMtls = { TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' };
-    for (const [args, extra] of [[['--allow-remote-extproc'], withoutMtls], [[], { ...withoutMtls, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }]] as const) {
+    for (const [args, extra] of [
+      [['--allow-remote-extproc'], withoutMtls],
+      [[], { ...withoutMtls, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }],
+    ] as const) {
       const port = await freePort();
       const sidecar = await startSidecarProcess({ port, env: { ...env, ...extra }, listen: `0.0.0.0:${port}`, args: [...args] });
       try {
-        const warning = sidecar.logs().split('\n').find((line) => line.includes('ext_proc listens beyond loopback'));
+        const warning = sidecar
+          .logs()
+          .split('\n')
+          .find((line) => line.includes('ext_proc listens beyond loopback'));
         expect(warning, 'warning logged').to.be.a('string');
         expect(JSON.parse(warning!)).to.include({ level: 40, listen: `0.0.0.0:${port}`, tls: 'none' });
         expect(warning).to.contain('WITHOUT mTLS').and.contain('TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS');

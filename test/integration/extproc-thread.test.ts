@@ -69,7 +69,12 @@ describe('TOKEN_TAP_EXTPROC_THREAD=true: the sidecar serves ext_proc on a thread
 
   it('captures through it, names the thread in the ready line, and stops cleanly', async () => {
     const db = await createTestDatabase('extproc_thread');
-    const running = await startInProcessSidecar({ DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_API_LISTEN: 'off', TOKEN_TAP_EXTPROC_THREAD: 'true' });
+    const running = await startInProcessSidecar({
+      DATABASE_URL: db.url,
+      TOKEN_TAP_KEYS: generateKeySpec('k1'),
+      TOKEN_TAP_API_LISTEN: 'off',
+      TOKEN_TAP_EXTPROC_THREAD: 'true',
+    });
     try {
       await sendResponse(running.sidecar.address.port, 'at-through-the-thread');
       await waitFor('the capture in the spool', async () => ((await metricValue(running.sidecar.metrics, 'spoolAppended')) >= 1 ? true : undefined));

@@ -41,7 +41,12 @@ function tokenResponse(body: object, observability: boolean): ProcessingRequest[
   return [
     {
       response_headers: {
-        headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }, { key: 'content-type', raw_value: Buffer.from('application/json') }] },
+        headers: {
+          headers: [
+            { key: ':status', raw_value: Buffer.from('200') },
+            { key: 'content-type', raw_value: Buffer.from('application/json') },
+          ],
+        },
       },
       observability_mode: observability,
     },
@@ -118,7 +123,7 @@ describe('ext_proc server with Postgres (integration)', function () {
     const before = await metricValue(sidecar.metrics, 'unnamedRoutes');
     const idToken = fakeJwt({ sub: 'erin', exp: 4102444800 });
     await playEnvoy(address, tokenResponse({ access_token: 'at-e', id_token: idToken }, false), undefined);
-    await waitFor('the unnamed-route counter', async () => (await metricValue(sidecar.metrics, 'unnamedRoutes')) > before ? true : undefined);
+    await waitFor('the unnamed-route counter', async () => ((await metricValue(sidecar.metrics, 'unnamedRoutes')) > before ? true : undefined));
     await sidecar.pump.drain(1_000);
     const { rows } = await db.pool.query("SELECT count(*)::int AS n FROM grants WHERE subject = 'erin'");
     expect(rows[0].n).to.equal(0);
@@ -164,7 +169,16 @@ describe('ext_proc server with Postgres (integration)', function () {
     // Envoy gave up on the stream inside the refresh token: no end_of_stream, no content-length.
     const client = connectExtProc(address);
     const call = openStream(client, 'cut');
-    call.write({ response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }, { key: 'content-type', raw_value: Buffer.from('application/x-www-form-urlencoded') }] } } });
+    call.write({
+      response_headers: {
+        headers: {
+          headers: [
+            { key: ':status', raw_value: Buffer.from('200') },
+            { key: 'content-type', raw_value: Buffer.from('application/x-www-form-urlencoded') },
+          ],
+        },
+      },
+    });
     call.write({ response_body: { body: Buffer.from(`access_token=at-f2&id_token=${idToken}&refresh_token=${whole.slice(0, 9)}`) } });
     await new Promise((resolve) => setTimeout(resolve, 100));
     call.cancel();

@@ -140,9 +140,24 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
       routeNames.flatMap((name: string) => virtualService.spec.hosts.map((host: string) => ({ vhost: { name: `${host}:443`, route: { name } } }))),
     );
     // Several hostnames: one patch per IdP and host, each naming its virtual host.
-    const two = renderGatewayCommand({ idp: ['a=https://a.example/t'], mode: 'observability', namespace: 'token-tap', gateway: 'istio-system/gw', hostname: ['x.example', 'y.example'], istio: true }, Error);
-    const twoFilter = parseAllDocuments(two).map((doc) => doc.toJSON() as K8sObject).find((object) => object.kind === 'EnvoyFilter')!;
-    expect(twoFilter.spec.configPatches.filter(extProcPatch).map((patch: any) => patch.match.routeConfiguration.vhost.name)).to.deep.equal(['x.example:443', 'y.example:443']);
+    const two = renderGatewayCommand(
+      {
+        idp: ['a=https://a.example/t'],
+        mode: 'observability',
+        namespace: 'token-tap',
+        gateway: 'istio-system/gw',
+        hostname: ['x.example', 'y.example'],
+        istio: true,
+      },
+      Error,
+    );
+    const twoFilter = parseAllDocuments(two)
+      .map((doc) => doc.toJSON() as K8sObject)
+      .find((object) => object.kind === 'EnvoyFilter')!;
+    expect(twoFilter.spec.configPatches.filter(extProcPatch).map((patch: any) => patch.match.routeConfiguration.vhost.name)).to.deep.equal([
+      'x.example:443',
+      'y.example:443',
+    ]);
   });
 
   it('the Okta hook rule is rate limited by default, per client address, and only it (Envoy Gateway: a BackendTrafficPolicy; Istio: buckets on the hook route of each host)', () => {
@@ -150,7 +165,9 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
       const objects = objectsOf(file);
       const route = objects.find((object) => object.kind === 'HTTPRoute')!;
       const policy = objects.find((object) => object.kind === 'BackendTrafficPolicy')!;
-      expect(policy.spec.targetRefs).to.deep.equal([{ group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: route.metadata.name, sectionName: 'okta-token-hook' }]);
+      expect(policy.spec.targetRefs).to.deep.equal([
+        { group: 'gateway.networking.k8s.io', kind: 'HTTPRoute', name: route.metadata.name, sectionName: 'okta-token-hook' },
+      ]);
       expect(route.spec.rules.map((rule: { name: string }) => rule.name)).to.include('okta-token-hook');
       // A bucket per address (Distinct) over all of IPv4 and all of IPv6; no rule without
       // clientSelectors, which would be one bucket shared by every caller.
@@ -158,19 +175,34 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
       expect(policy.spec.rateLimit).to.deep.equal({ type: 'Local', local: { rules: [perClient('0.0.0.0/0'), perClient('::/0')] } });
     }
     const filter = objectsOf('deploy/istio/token-tap.yaml').find((object) => object.kind === 'EnvoyFilter')!;
-    const limited = filter.spec.configPatches.filter((patch: any) => patch.applyTo === 'HTTP_ROUTE' && 'envoy.filters.http.local_ratelimit' in patch.patch.value.typed_per_filter_config);
-    expect(limited.map((patch: any) => patch.match.routeConfiguration.vhost)).to.deep.equal([{ name: 'tokens.example.com:443', route: { name: 'okta-token-hook' } }]);
+    const limited = filter.spec.configPatches.filter(
+      (patch: any) => patch.applyTo === 'HTTP_ROUTE' && 'envoy.filters.http.local_ratelimit' in patch.patch.value.typed_per_filter_config,
+    );
+    expect(limited.map((patch: any) => patch.match.routeConfiguration.vhost)).to.deep.equal([
+      { name: 'tokens.example.com:443', route: { name: 'okta-token-hook' } },
+    ]);
     // The same buckets as envoy-config: the route's remote_address action and a wildcard descriptor.
     expect(limited[0].patch.value.route).to.deep.equal({ rate_limits: [{ actions: [{ remote_address: {} }] }] });
     const buckets = limited[0].patch.value.typed_per_filter_config['envoy.filters.http.local_ratelimit'];
-    expect(buckets.descriptors).to.deep.equal([{ entries: [{ key: 'remote_address' }], token_bucket: { max_tokens: 200, tokens_per_fill: 100, fill_interval: '1s' } }]);
+    expect(buckets.descriptors).to.deep.equal([
+      { entries: [{ key: 'remote_address' }], token_bucket: { max_tokens: 200, tokens_per_fill: 100, fill_interval: '1s' } },
+    ]);
     expect(buckets).to.include({ always_consume_default_token_bucket: false, max_dynamic_descriptors: 10_000 });
     const filters = filter.spec.configPatches.filter((patch: any) => patch.applyTo === 'HTTP_FILTER').map((patch: any) => patch.patch.value.name);
     expect(filters).to.deep.equal(['envoy.filters.http.ext_proc', 'envoy.filters.http.local_ratelimit']);
     // --okta-hook-rate-limit: another rate, or none.
     const render = (flags: Record<string, unknown>) =>
-      parseAllDocuments(renderGatewayCommand({ idp: ['a=https://a.example/t'], mode: 'observability', namespace: 'token-tap', gateway: 'eg', hostname: ['h.example'], istio: false, ...flags }, Error)).map((doc) => doc.toJSON() as K8sObject);
-    expect(render({ oktaHookRateLimit: '600/m' }).find((object) => object.kind === 'BackendTrafficPolicy')!.spec.rateLimit.local.rules.map((rule: any) => rule.limit)).to.deep.equal([
+      parseAllDocuments(
+        renderGatewayCommand(
+          { idp: ['a=https://a.example/t'], mode: 'observability', namespace: 'token-tap', gateway: 'eg', hostname: ['h.example'], istio: false, ...flags },
+          Error,
+        ),
+      ).map((doc) => doc.toJSON() as K8sObject);
+    expect(
+      render({ oktaHookRateLimit: '600/m' })
+        .find((object) => object.kind === 'BackendTrafficPolicy')!
+        .spec.rateLimit.local.rules.map((rule: any) => rule.limit),
+    ).to.deep.equal([
       { requests: 600, unit: 'Minute' },
       { requests: 600, unit: 'Minute' },
     ]);
@@ -184,19 +216,26 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
     for (const file of Object.keys(gatewayExampleFiles())) {
       const objects = objectsOf(file);
       const statefulSet = objects.find((object) => object.kind === 'StatefulSet')!;
-      expect(objects.some((object) => object.kind === 'Deployment'), `${file}: no Deployment (its spool would die with the pod)`).to.equal(false);
+      expect(
+        objects.some((object) => object.kind === 'Deployment'),
+        `${file}: no Deployment (its spool would die with the pod)`,
+      ).to.equal(false);
       const pod = statefulSet.spec.template.spec;
       const container = pod.containers[0];
       const env = Object.fromEntries((container.env as Array<{ name: string; value?: string }>).map((entry) => [entry.name, entry.value]));
       const mountOf = (file: string) => container.volumeMounts.find((mount: { mountPath: string }) => file.startsWith(`${mount.mountPath}/`));
       const secretOf = (file: string) => pod.volumes.find((volume: { name: string }) => volume.name === mountOf(file)?.name)?.secret?.secretName;
-      for (const name of ['TOKEN_TAP_EXTPROC_TLS_CERT', 'TOKEN_TAP_EXTPROC_TLS_KEY', 'TOKEN_TAP_EXTPROC_TLS_CLIENT_CA']) expect(secretOf(env[name]!), `${file} ${name}`).to.equal('token-tap-extproc-tls');
+      for (const name of ['TOKEN_TAP_EXTPROC_TLS_CERT', 'TOKEN_TAP_EXTPROC_TLS_KEY', 'TOKEN_TAP_EXTPROC_TLS_CLIENT_CA'])
+        expect(secretOf(env[name]!), `${file} ${name}`).to.equal('token-tap-extproc-tls');
       expect(env.TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS, 'no opt-out of mTLS in what we ship').to.equal(undefined);
       expect(env.TOKEN_TAP_API_LISTEN).to.equal('0.0.0.0:50052');
       for (const name of ['TOKEN_TAP_API_TLS_CERT', 'TOKEN_TAP_API_TLS_KEY']) expect(secretOf(env[name]!), `${file} ${name}`).to.equal('token-tap-api-tls');
       expect(env.TOKEN_TAP_ALLOW_INSECURE_API).to.equal(undefined);
       // The spool outlives the pod: a claim per pod, one pod at a time.
-      expect(pod.volumes.find((volume: { name: string }) => volume.name === 'spool'), 'no pod-lived spool volume').to.equal(undefined);
+      expect(
+        pod.volumes.find((volume: { name: string }) => volume.name === 'spool'),
+        'no pod-lived spool volume',
+      ).to.equal(undefined);
       const claim = statefulSet.spec.volumeClaimTemplates.find((template: { metadata: { name: string } }) => template.metadata.name === 'spool');
       expect(claim.spec.accessModes).to.deep.equal(['ReadWriteOncePod']);
       expect(container.volumeMounts.find((mount: { name: string }) => mount.name === 'spool').mountPath).to.equal(env.TOKEN_TAP_SPOOL_DIR);
@@ -219,19 +258,43 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
 
   it('--token-exchange: over TLS from its Secret, its file from a ConfigMap, a Service port, callers from one named namespace; the notes name both', () => {
     for (const istio of [false, true]) {
-      const yaml = renderGatewayCommand({ idp: ['entra=https://login.example/t'], mode: 'observability', namespace: 'token-tap', gateway: istio ? 'istio-system/gw' : 'eg', hostname: ['h.example'], istio, tokenExchange: true }, Error);
+      const yaml = renderGatewayCommand(
+        {
+          idp: ['entra=https://login.example/t'],
+          mode: 'observability',
+          namespace: 'token-tap',
+          gateway: istio ? 'istio-system/gw' : 'eg',
+          hostname: ['h.example'],
+          istio,
+          tokenExchange: true,
+        },
+        Error,
+      );
       const where = istio ? 'istio --token-exchange' : 'envoy-gateway --token-exchange';
-      expect(expectExchangeExposed(parseAllDocuments(yaml).map((doc) => doc.toJSON() as K8sObject), where)).to.equal('exchange.yaml');
-      expect(yaml, where).to.contain('--token-exchange').and.contain('Secret token-tap-exchange-tls in token-tap').and.contain('ConfigMap token-tap-exchange in token-tap: exchange.yaml');
+      expect(
+        expectExchangeExposed(
+          parseAllDocuments(yaml).map((doc) => doc.toJSON() as K8sObject),
+          where,
+        ),
+      ).to.equal('exchange.yaml');
+      expect(yaml, where)
+        .to.contain('--token-exchange')
+        .and.contain('Secret token-tap-exchange-tls in token-tap')
+        .and.contain('ConfigMap token-tap-exchange in token-tap: exchange.yaml');
     }
   });
 
   it('the policy: ext_proc only on the IdP rules, fail open, response attributes, shadow mode with Streamed (buffered: Buffered, no shadow)', () => {
-    for (const [file, shadow] of [['deploy/envoy-gateway/token-tap.yaml', true], ['deploy/envoy-gateway/token-tap.buffered.yaml', false]] as const) {
+    for (const [file, shadow] of [
+      ['deploy/envoy-gateway/token-tap.yaml', true],
+      ['deploy/envoy-gateway/token-tap.buffered.yaml', false],
+    ] as const) {
       const objects = objectsOf(file);
       const policy = objects.find((object) => object.kind === 'EnvoyExtensionPolicy')!;
       const route = objects.find((object) => object.kind === 'HTTPRoute')!;
-      const idpRules = route.spec.rules.filter((rule: { backendRefs: Array<{ kind: string }> }) => rule.backendRefs[0]!.kind === 'Backend').map((rule: { name: string }) => rule.name);
+      const idpRules = route.spec.rules
+        .filter((rule: { backendRefs: Array<{ kind: string }> }) => rule.backendRefs[0]!.kind === 'Backend')
+        .map((rule: { name: string }) => rule.name);
       expect(idpRules).to.deep.equal(['entra', 'google']);
       expect(policy.spec.targetRefs.map((ref: { sectionName: string }) => ref.sectionName)).to.deep.equal(idpRules);
       const extProc = policy.spec.extProc[0];
@@ -260,7 +323,10 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
       const policy = objects.find((object) => object.kind === 'EnvoyExtensionPolicy');
       const filter = objects.find((object) => object.kind === 'EnvoyFilter');
       if (policy) expect(policy.spec.extProc[0].backendRefs).to.deep.equal([{ kind: 'Service', name: 'token-tap-extproc', port: 50051 }]);
-      if (filter) expect(filter.spec.configPatches[0].patch.value.typed_config.grpc_service.envoy_grpc.cluster_name).to.equal('outbound|50051||token-tap-extproc.token-tap.svc.cluster.local');
+      if (filter)
+        expect(filter.spec.configPatches[0].patch.value.typed_config.grpc_service.envoy_grpc.cluster_name).to.equal(
+          'outbound|50051||token-tap-extproc.token-tap.svc.cluster.local',
+        );
       expect(Boolean(policy) !== Boolean(filter), file).to.equal(true);
       // No active health check is rendered: were there one, the gateway could see a ready pod as unhealthy (and the reverse).
       expect(read(file)).to.not.match(/healthCheck|health_check/);
@@ -290,17 +356,29 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
         expect(object.spec.template.spec.containers[0].image, file).to.equal(`idp-token-tap:${packageJson.version}`);
       }
     }
-    for (const name of ['@kubernetes-models/gateway-api', '@kubernetes-models/istio']) expect(packageJson.devDependencies[name], name).to.match(/^\d+\.\d+\.\d+$/);
+    for (const name of ['@kubernetes-models/gateway-api', '@kubernetes-models/istio'])
+      expect(packageJson.devDependencies[name], name).to.match(/^\d+\.\d+\.\d+$/);
     // The sidecar's TOKEN_TAP_ROUTE_IDPS names exactly the policy's rules.
     const objects = objectsOf('deploy/envoy-gateway/token-tap.yaml');
     const env = objects.find((o) => o.kind === 'StatefulSet')!.spec.template.spec.containers[0].env as Array<{ name: string; value?: string }>;
-    expect(env.find((entry) => entry.name === 'TOKEN_TAP_ROUTE_IDPS')!.value).to.equal('httproute/token-tap/token-tap-idps/entra=entra,httproute/token-tap/token-tap-idps/google=google');
+    expect(env.find((entry) => entry.name === 'TOKEN_TAP_ROUTE_IDPS')!.value).to.equal(
+      'httproute/token-tap/token-tap-idps/entra=entra,httproute/token-tap/token-tap-idps/google=google',
+    );
   });
 
   it('token-tap envoy-gateway refuses what it cannot render, every problem at once', () => {
-    const flags = { idp: ['BAD=https://x.example/token', 'q=https://x.example/token?tenant=1'], mode: 'observability' as const, namespace: 'Token_Tap', gateway: 'eg', hostname: [], istio: true };
+    const flags = {
+      idp: ['BAD=https://x.example/token', 'q=https://x.example/token?tenant=1'],
+      mode: 'observability' as const,
+      namespace: 'Token_Tap',
+      gateway: 'eg',
+      hostname: [],
+      istio: true,
+    };
     expect(() => renderGatewayCommand(flags, Error)).to.throw(/IdP name "BAD"[\s\S]*--namespace[\s\S]*--hostname/);
-    expect(() => renderGatewayCommand({ ...flags, idp: ['q=https://x.example/token?tenant=1'], namespace: 'token-tap', hostname: ['h.example'] }, Error)).to.throw(/query/);
+    expect(() =>
+      renderGatewayCommand({ ...flags, idp: ['q=https://x.example/token?tenant=1'], namespace: 'token-tap', hostname: ['h.example'] }, Error),
+    ).to.throw(/query/);
   });
 
   it('the Envoy config in them passes envoy --mode validate (Envoy Gateway shaped bootstraps, and the EnvoyFilter patches applied)', async () => {
@@ -324,7 +402,11 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
       const name = patch.match.routeConfiguration.vhost.route.name as string;
       const merged = routesByName.get(name) ?? { name, match: { prefix: `/${name}` }, route: { cluster } };
       const value = patch.patch.value;
-      routesByName.set(name, { ...merged, route: { ...merged.route, ...value.route }, typed_per_filter_config: { ...merged.typed_per_filter_config, ...value.typed_per_filter_config } });
+      routesByName.set(name, {
+        ...merged,
+        route: { ...merged.route, ...value.route },
+        typed_per_filter_config: { ...merged.typed_per_filter_config, ...value.typed_per_filter_config },
+      });
     }
     const istio = {
       static_resources: {
@@ -349,7 +431,11 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
                           },
                         ],
                       },
-                      http_filters: [filterPatch!.patch.value, ...filterPatches.map((patch) => patch.patch.value), { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } }],
+                      http_filters: [
+                        filterPatch!.patch.value,
+                        ...filterPatches.map((patch) => patch.patch.value),
+                        { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
+                      ],
                     },
                   },
                 ],
@@ -357,7 +443,16 @@ describe('Envoy Gateway and Istio manifests (static checks)', function () {
             ],
           },
         ],
-        clusters: [{ name: cluster, type: 'STATIC', load_assignment: { cluster_name: cluster, endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 50051 } } } }] }] } }],
+        clusters: [
+          {
+            name: cluster,
+            type: 'STATIC',
+            load_assignment: {
+              cluster_name: cluster,
+              endpoints: [{ lb_endpoints: [{ endpoint: { address: { socket_address: { address: '127.0.0.1', port_value: 50051 } } } }] }],
+            },
+          },
+        ],
       },
     };
     const istioFile = path.join(dir, 'istio.envoy.yaml');

@@ -9,7 +9,6 @@ import { sealQuarantined } from '../../src/ingest/quarantine.js';
 import { syntheticCapture, syntheticTokens } from '../support/captures.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
-
 /** A complete login at acme: access, refresh and id token. */
 const tokens = (overrides: Partial<TokenSet> = {}) => syntheticTokens({ idToken: `id-${randomUUID()}`, scope: ['openid'], claims: { sub: 'x' }, ...overrides });
 const stored = (subject: string, overrides: Partial<Capture> = {}) => syntheticCapture('acme', subject, { tokens: tokens(), ...overrides });
@@ -36,7 +35,9 @@ describe('store/grants (Postgres)', () => {
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     const poisoned = stored('nul\u0000byte');
     const result = await store.recordCaptures([stored('before-poison'), poisoned, stored('after-poison')]);
-    expect(result.quarantined).to.deep.equal([{ captureId: poisoned.captureId, idp: 'acme', label: 'refused_by_postgres', reason: 'Postgres refused it (SQLSTATE 22021)', known: false }]);
+    expect(result.quarantined).to.deep.equal([
+      { captureId: poisoned.captureId, idp: 'acme', label: 'refused_by_postgres', reason: 'Postgres refused it (SQLSTATE 22021)', known: false },
+    ]);
     expect(await store.findGrant('acme', 'before-poison')).to.not.equal(undefined);
     expect(await store.findGrant('acme', 'after-poison')).to.not.equal(undefined);
   });
@@ -50,7 +51,12 @@ describe('store/grants (Postgres)', () => {
     const next = stored('rolled', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) });
     expect((await new GrantStore(db.pool, parseKeyRing(k1), sealQuarantined).recordCaptures([next])).quarantined).to.deep.equal([]);
     const grant = (await new GrantStore(db.pool, parseKeyRing(`${k2},${k1}`), sealQuarantined).findGrant('acme', 'rolled'))!;
-    expect(grant).to.include({ keyId: 'k1', accessToken: next.tokens!.accessToken, refreshToken: 'first-consent-refresh-token', idToken: first.tokens!.idToken });
+    expect(grant).to.include({
+      keyId: 'k1',
+      accessToken: next.tokens!.accessToken,
+      refreshToken: 'first-consent-refresh-token',
+      idToken: first.tokens!.idToken,
+    });
     const { rows } = await db.pool.query("SELECT key_id, refresh_token_key_id, id_token_key_id FROM grants WHERE subject = 'rolled'");
     expect(rows[0]).to.deep.equal({ key_id: 'k1', refresh_token_key_id: 'k2', id_token_key_id: 'k2' });
   });
@@ -61,7 +67,10 @@ describe('store/grants (Postgres)', () => {
     await store.recordCaptures([stored('garbled')]);
     const canary = 'decrypted-canary-3b9f {not json';
     await db.pool.query("UPDATE grants SET extras = $1 WHERE subject = 'garbled'", [seal(ring, canary, { idp: 'acme', subject: 'garbled', field: 'extras' })]);
-    const error = await store.findGrant('acme', 'garbled').then(() => undefined, (caught: unknown) => caught as Error);
+    const error = await store.findGrant('acme', 'garbled').then(
+      () => undefined,
+      (caught: unknown) => caught as Error,
+    );
     expect(error).to.be.instanceOf(DecryptError);
     expect(`${error!.message} ${error!.stack}`).to.contain('extras of grant (acme, garbled)').and.not.contain('canary');
   });
@@ -71,7 +80,11 @@ describe('store/grants (Postgres)', () => {
     const fingerprintKey = Buffer.alloc(32, 7).toString('base64');
     const held = syntheticCapture('acme', undefined, { tokens: tokens({ idToken: undefined, claims: undefined }) });
     await new GrantStore(db.pool, parseKeyRing(`${generateKeySpec('k2')},${k1}`, fingerprintKey), sealQuarantined).recordCaptures([held]);
-    const profile = syntheticCapture('acme', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'held-user', email: undefined } });
+    const profile = syntheticCapture('acme', undefined, {
+      outcome: 'profile',
+      tokens: undefined,
+      profile: { accessToken: held.tokens!.accessToken!, subject: 'held-user', email: undefined },
+    });
     const result = await new GrantStore(db.pool, parseKeyRing(k1, fingerprintKey), sealQuarantined).recordCaptures([profile]);
     expect(result.heldUnreadable).to.deep.equal([{ captureId: profile.captureId, idp: 'acme', keyId: 'k2' }]);
     const { rows } = await db.pool.query('SELECT count(*)::int AS n FROM pending_grants WHERE capture_id = $1', [held.captureId]);
@@ -99,7 +112,11 @@ describe('store/grants (Postgres)', () => {
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     const now = Date.now();
     await store.recordCaptures([stored('outbox-replay', { observedAt: new Date(now - 2_000), tokens: tokens({ refreshToken: 'spent-refresh-token' }) })]);
-    const refreshAnswer = stored('outbox-replay', { observedAt: new Date(now - 1_000), obtainedByRefresh: true, tokens: tokens({ refreshToken: 'rotated-refresh-token' }) });
+    const refreshAnswer = stored('outbox-replay', {
+      observedAt: new Date(now - 1_000),
+      obtainedByRefresh: true,
+      tokens: tokens({ refreshToken: 'rotated-refresh-token' }),
+    });
     // Its own transaction failed; then the user signed in again (no refresh token), then the pump replays it.
     const login = stored('outbox-replay', { observedAt: new Date(now), tokens: tokens({ refreshToken: undefined }) });
     await store.recordCaptures([login]);
@@ -109,12 +126,21 @@ describe('store/grants (Postgres)', () => {
 
   it('keeps reading a refresh token of a row written before per-field key ids, after a login under another key', async () => {
     const k1 = generateKeySpec('k1');
-    await new GrantStore(db.pool, parseKeyRing(k1), sealQuarantined).recordCaptures([stored('legacy-row', { tokens: tokens({ refreshToken: 'legacy-refresh-token' }) })]);
+    await new GrantStore(db.pool, parseKeyRing(k1), sealQuarantined).recordCaptures([
+      stored('legacy-row', { tokens: tokens({ refreshToken: 'legacy-refresh-token' }) }),
+    ]);
     // As a sidecar from before migration 000004 leaves it: no per-field key ids.
-    await db.pool.query("UPDATE grants SET refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL WHERE subject = 'legacy-row'");
+    await db.pool.query(
+      "UPDATE grants SET refresh_token_key_id = NULL, id_token_key_id = NULL, refresh_token_observed_at = NULL, id_token_observed_at = NULL WHERE subject = 'legacy-row'",
+    );
     const ring = parseKeyRing(`${generateKeySpec('k2')},${k1}`);
-    await new GrantStore(db.pool, ring, sealQuarantined).recordCaptures([stored('legacy-row', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) })]);
-    expect((await new GrantStore(db.pool, ring, sealQuarantined).findGrant('acme', 'legacy-row'))!).to.include({ keyId: 'k2', refreshToken: 'legacy-refresh-token' });
+    await new GrantStore(db.pool, ring, sealQuarantined).recordCaptures([
+      stored('legacy-row', { tokens: tokens({ refreshToken: undefined, idToken: undefined }) }),
+    ]);
+    expect((await new GrantStore(db.pool, ring, sealQuarantined).findGrant('acme', 'legacy-row'))!).to.include({
+      keyId: 'k2',
+      refreshToken: 'legacy-refresh-token',
+    });
   });
 
   it('a late write that only fills in a refresh token does not stamp updated_at (it is no new login)', async () => {
@@ -137,7 +163,9 @@ describe('store/grants (Postgres)', () => {
     } finally {
       client.release();
     }
-    const { rows } = await db.pool.query("SELECT refresh_token_key_id, id_token_key_id, refresh_token_observed_at, id_token_observed_at FROM grants WHERE subject = 'revoked-keys'");
+    const { rows } = await db.pool.query(
+      "SELECT refresh_token_key_id, id_token_key_id, refresh_token_observed_at, id_token_observed_at FROM grants WHERE subject = 'revoked-keys'",
+    );
     expect(rows[0]).to.deep.equal({ refresh_token_key_id: null, id_token_key_id: null, refresh_token_observed_at: null, id_token_observed_at: null });
   });
 
@@ -207,15 +235,24 @@ describe('store/grants (Postgres)', () => {
     } finally {
       client.release();
     }
-    expect(await store.findGrant('acme', 'refresh-skew')).to.include({ accessToken: refreshed.tokens!.accessToken, refreshToken: refreshed.tokens!.refreshToken });
+    expect(await store.findGrant('acme', 'refresh-skew')).to.include({
+      accessToken: refreshed.tokens!.accessToken,
+      refreshToken: refreshed.tokens!.refreshToken,
+    });
   });
 
   it('keeps at most 200 characters of a detail, whoever wrote it', async () => {
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
-    const refused = syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined, detail: `unsupported content-encoding "${'z'.repeat(10_000)}"` });
+    const refused = syntheticCapture('acme', undefined, {
+      outcome: 'unparseable',
+      tokens: undefined,
+      detail: `unsupported content-encoding "${'z'.repeat(10_000)}"`,
+    });
     await store.recordCaptures([refused]);
     await store.recordCaptureSummaries([{ ...refused, captureId: randomUUID(), count: 5 }]);
-    const { rows } = await db.pool.query<{ detail: string }>("SELECT detail FROM capture_events WHERE capture_id = $1 OR (idp = 'acme' AND count = 5)", [refused.captureId]);
+    const { rows } = await db.pool.query<{ detail: string }>("SELECT detail FROM capture_events WHERE capture_id = $1 OR (idp = 'acme' AND count = 5)", [
+      refused.captureId,
+    ]);
     expect(rows.map((row) => row.detail.length)).to.deep.equal([200, 200]);
   });
 
@@ -223,11 +260,17 @@ describe('store/grants (Postgres)', () => {
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec()), sealQuarantined);
     // 1e300 made an invalid Date (SQLSTATE 22007); -8.64e12 s is a valid JS Date before Postgres's first (22008).
     const huge = stored('huge-lifetimes', { tokens: tokens({ expiresIn: 1e300, refreshExpiresIn: 1e300, claims: { sub: 'huge-lifetimes', exp: 1e300 } }) });
-    const early = stored('early-exp', { tokens: tokens({ expiresIn: Number.MAX_VALUE, refreshExpiresIn: 8.64e12, claims: { sub: 'early-exp', exp: -8.64e12 } }) });
-    const normal = stored('normal-lifetimes', { tokens: tokens({ expiresIn: 3600, refreshExpiresIn: 86_400, claims: { sub: 'normal-lifetimes', exp: 4102444800 } }) });
+    const early = stored('early-exp', {
+      tokens: tokens({ expiresIn: Number.MAX_VALUE, refreshExpiresIn: 8.64e12, claims: { sub: 'early-exp', exp: -8.64e12 } }),
+    });
+    const normal = stored('normal-lifetimes', {
+      tokens: tokens({ expiresIn: 3600, refreshExpiresIn: 86_400, claims: { sub: 'normal-lifetimes', exp: 4102444800 } }),
+    });
     const result = await store.recordCaptures([huge, early, normal]);
     expect(result.quarantined).to.deep.equal([]);
-    const quarantined = await db.pool.query('SELECT count(*)::int AS n FROM quarantined_captures WHERE capture_id = ANY($1::uuid[])', [[huge.captureId, early.captureId, normal.captureId]]);
+    const quarantined = await db.pool.query('SELECT count(*)::int AS n FROM quarantined_captures WHERE capture_id = ANY($1::uuid[])', [
+      [huge.captureId, early.captureId, normal.captureId],
+    ]);
     expect(quarantined.rows[0].n).to.equal(0);
     for (const subject of ['huge-lifetimes', 'early-exp']) {
       const grant = (await store.findGrant('acme', subject))!;

@@ -15,7 +15,16 @@ import { fakeJwt } from '../support/jwt.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 
 const IDP = 'acme';
-const strict: HookProvider = { oktaIdpId: '0oaS', idp: IDP, match: { kind: 'email' }, identityClaims: new Map(), accessClaims: new Map(), requireGrant: true, allowUnverified: false, idpClaim: undefined };
+const strict: HookProvider = {
+  oktaIdpId: '0oaS',
+  idp: IDP,
+  match: { kind: 'email' },
+  identityClaims: new Map(),
+  accessClaims: new Map(),
+  requireGrant: true,
+  allowUnverified: false,
+  idpClaim: undefined,
+};
 const lax: HookProvider = { ...strict, oktaIdpId: '0oaL', allowUnverified: true };
 
 describe('Okta hook match: email over every candidate (Postgres)', () => {
@@ -29,7 +38,14 @@ describe('Okta hook match: email over every candidate (Postgres)', () => {
     await migrate(db.pool);
     store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     finder = new GrantFinder({
-      config: { authentication: { kind: 'header', name: 'authorization', value: 'x' }, providers: new Map([[strict.oktaIdpId, strict], [lax.oktaIdpId, lax]]), freshnessWaitMs: 0 },
+      config: {
+        authentication: { kind: 'header', name: 'authorization', value: 'x' },
+        providers: new Map([
+          [strict.oktaIdpId, strict],
+          [lax.oktaIdpId, lax],
+        ]),
+        freshnessWaitMs: 0,
+      },
       store,
       captures: { hasInFlight: () => false, waitForIdp: async () => true },
     });
@@ -37,10 +53,20 @@ describe('Okta hook match: email over every candidate (Postgres)', () => {
   after(async () => db?.drop());
 
   /** A login of `subject` whose id_token claims `email` (email_verified as given), `minute` minutes after the start. */
-  async function login(subject: string, email: string, minute: number, options: { emailVerified?: boolean; verified?: boolean; idToken?: boolean } = {}): Promise<void> {
+  async function login(
+    subject: string,
+    email: string,
+    minute: number,
+    options: { emailVerified?: boolean; verified?: boolean; idToken?: boolean } = {},
+  ): Promise<void> {
     const claims = { sub: subject, email, email_verified: options.emailVerified ?? false };
     const idToken = options.idToken === false ? undefined : fakeJwt(claims);
-    const capture = syntheticCapture(IDP, subject, { email, verified: options.verified ?? true, observedAt: new Date(start + minute * 60_000), tokens: syntheticTokens({ idToken, claims: idToken ? claims : undefined }) });
+    const capture = syntheticCapture(IDP, subject, {
+      email,
+      verified: options.verified ?? true,
+      observedAt: new Date(start + minute * 60_000),
+      tokens: syntheticTokens({ idToken, claims: idToken ? claims : undefined }),
+    });
     expect((await store.recordCaptures([capture])).quarantined).to.deep.equal([]);
   }
 
@@ -51,7 +77,8 @@ describe('Okta hook match: email over every candidate (Postgres)', () => {
   }
 
   async function lookAlikes(email: string, count: number, options: { verified: boolean }): Promise<void> {
-    for (let index = 0; index < count; index += 1) await login(`${email}-mallory-${index}`, email.toUpperCase(), 10 + index, { emailVerified: false, verified: options.verified });
+    for (let index = 0; index < count; index += 1)
+      await login(`${email}-mallory-${index}`, email.toUpperCase(), 10 + index, { emailVerified: false, verified: options.verified });
   }
 
   it('finds the genuine grant behind 12 newer grants claiming its email unverified', async () => {
@@ -90,7 +117,10 @@ describe('Okta hook match: email over every candidate (Postgres)', () => {
     const { rows } = await db.pool.query("SELECT vouched_email, vouched_email_checked_at FROM grants WHERE subject = 'eve-twin'");
     expect(rows[0].vouched_email).to.equal('eve@example.test');
     await login('eve-twin', 'eve@example.test', 30, { emailVerified: false });
-    await db.pool.query("UPDATE grants SET vouched_email = $1, vouched_email_checked_at = $2 WHERE subject = 'eve-twin'", [rows[0].vouched_email, rows[0].vouched_email_checked_at]);
+    await db.pool.query("UPDATE grants SET vouched_email = $1, vouched_email_checked_at = $2 WHERE subject = 'eve-twin'", [
+      rows[0].vouched_email,
+      rows[0].vouched_email_checked_at,
+    ]);
     expect(await find('eve@example.test')).to.deep.equal({ outcome: 'found', subject: 'eve' });
   });
 

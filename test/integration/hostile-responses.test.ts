@@ -29,7 +29,10 @@ describe(`hostile token responses through ext_proc to Postgres (${RUNS} generate
 
   before(async () => {
     db = await createTestDatabase('hostile');
-    running = await startInProcessSidecar({ DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_MAX_BODY_BYTES: String(MAX_BODY_BYTES) }, 'silent');
+    running = await startInProcessSidecar(
+      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_MAX_BODY_BYTES: String(MAX_BODY_BYTES) },
+      'silent',
+    );
     client = connectExtProc(`127.0.0.1:${running.sidecar.address.port}`);
   });
   after(async () => {
@@ -104,7 +107,12 @@ describe(`hostile token responses through ext_proc to Postgres (${RUNS} generate
         ],
       },
     );
-    console.log(`      ${[...seen].sort().map(([what, count]) => `${what}: ${count}`).join(', ')}`);
+    console.log(
+      `      ${[...seen]
+        .sort()
+        .map(([what, count]) => `${what}: ${count}`)
+        .join(', ')}`,
+    );
     // Stopped, the sidecar writes its summary rows: every response is in capture_events, one row
     // each or counted into a summary row.
     await running.close();

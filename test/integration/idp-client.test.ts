@@ -37,7 +37,14 @@ describe('IdP client (oauth4webapi) against a loopback token endpoint', () => {
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     client = new IdpClient(
-      { idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: new URL(`${base}/revoke`), clientId: 'okta-at-acme', authMethod: 'client_secret_basic', timeoutMs: 300 },
+      {
+        idp: 'acme',
+        tokenUrl: new URL(`${base}/token`),
+        revocationUrl: new URL(`${base}/revoke`),
+        clientId: 'okta-at-acme',
+        authMethod: 'client_secret_basic',
+        timeoutMs: 300,
+      },
       SECRET,
     );
   });
@@ -56,12 +63,18 @@ describe('IdP client (oauth4webapi) against a loopback token endpoint', () => {
   };
 
   it('sends grant_type=refresh_token with HTTP Basic client authentication, and reads the new tokens', async () => {
-    next = { status: 200, body: JSON.stringify({ access_token: TOKEN, token_type: 'Bearer', expires_in: '3600', refresh_token: 'rotated', scope: 'openid offline_access' }) };
+    next = {
+      status: 200,
+      body: JSON.stringify({ access_token: TOKEN, token_type: 'Bearer', expires_in: '3600', refresh_token: 'rotated', scope: 'openid offline_access' }),
+    };
     const tokens = await client.refresh('stored-refresh-token');
     expect(seen!.form.get('grant_type')).to.equal('refresh_token');
     expect(seen!.form.get('refresh_token')).to.equal('stored-refresh-token');
     // RFC 6749 2.3.1: each part form-encoded, then joined and base64-encoded.
-    const [id, secret] = Buffer.from(seen!.authorization!.replace(/^Basic /, ''), 'base64').toString().split(':').map(decodeURIComponent);
+    const [id, secret] = Buffer.from(seen!.authorization!.replace(/^Basic /, ''), 'base64')
+      .toString()
+      .split(':')
+      .map(decodeURIComponent);
     expect([id, secret]).to.deep.equal(['okta-at-acme', SECRET]);
     expect(tokens).to.include({ accessToken: TOKEN, refreshToken: 'rotated', expiresIn: 3600 });
   });

@@ -24,7 +24,13 @@ describe('listeners: token_tap_listener_up and the exchange TLS handshake bound'
   before(async () => {
     db = await createTestDatabase('listener_up');
     exchangeConfig = path.join(tempDir('listener-up'), 'exchange.yaml');
-    writeFileSync(exchangeConfig, stringify({ subject_issuers: [{ issuer: 'https://okta.example.test/oauth2/default', audiences: ['api://default'] }], providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }] }));
+    writeFileSync(
+      exchangeConfig,
+      stringify({
+        subject_issuers: [{ issuer: 'https://okta.example.test/oauth2/default', audiences: ['api://default'] }],
+        providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }],
+      }),
+    );
   });
   afterEach(async () => {
     await vault?.close();
@@ -32,7 +38,13 @@ describe('listeners: token_tap_listener_up and the exchange TLS handshake bound'
   });
   after(async () => db?.drop());
 
-  const exchangeEnv = (keyFile: string) => ({ TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_EXCHANGE_LISTEN: '127.0.0.1:0', TOKEN_TAP_EXCHANGE_CONFIG: exchangeConfig, TOKEN_TAP_EXCHANGE_TLS_CERT: leaf.certFile, TOKEN_TAP_EXCHANGE_TLS_KEY: keyFile });
+  const exchangeEnv = (keyFile: string) => ({
+    TOKEN_TAP_KEYS: generateKeySpec('k1'),
+    TOKEN_TAP_EXCHANGE_LISTEN: '127.0.0.1:0',
+    TOKEN_TAP_EXCHANGE_CONFIG: exchangeConfig,
+    TOKEN_TAP_EXCHANGE_TLS_CERT: leaf.certFile,
+    TOKEN_TAP_EXCHANGE_TLS_KEY: keyFile,
+  });
 
   it('reads 0 for an exchange whose TLS key is no PEM, 1 for the API; no series for the hook, which is off', async () => {
     const badKey = path.join(tempDir('listener-up'), 'broken.key');
@@ -48,7 +60,7 @@ describe('listeners: token_tap_listener_up and the exchange TLS handshake bound'
     expect(exposition).to.not.contain('listener="hook"');
   });
 
-  it('reads 1 for a working TLS exchange, and drops a client that never finishes its handshake after TLS_HANDSHAKE_TIMEOUT_MS, not Node\'s 120 s', async () => {
+  it("reads 1 for a working TLS exchange, and drops a client that never finishes its handshake after TLS_HANDSHAKE_TIMEOUT_MS, not Node's 120 s", async () => {
     expect(TLS_HANDSHAKE_TIMEOUT_MS).to.be.at.most(10_000);
     vault = await startVaultSidecar(db, exchangeEnv(leaf.keyFile));
     const exchange = vault.sidecar.exchange;

@@ -22,22 +22,33 @@ describe('alerting series at 0 from boot (in-process sidecar)', () => {
     await migrate(db.pool);
     dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-metrics-boot-'));
     const idps = path.join(dir, 'idps.yaml');
-    writeFileSync(idps, stringify({
-      idps: {
-        verifying: { issuer: 'https://verifying.invalid', client_id: 'okta' },
-        policied: { client_id: 'c1', token_url: 'https://policied.invalid/token', client_secret_env: 'POLICIED_SECRET', refresh_token_policy: { max_age: '90d' } },
+    writeFileSync(
+      idps,
+      stringify({
+        idps: {
+          verifying: { issuer: 'https://verifying.invalid', client_id: 'okta' },
+          policied: {
+            client_id: 'c1',
+            token_url: 'https://policied.invalid/token',
+            client_secret_env: 'POLICIED_SECRET',
+            refresh_token_policy: { max_age: '90d' },
+          },
+        },
+      }),
+    );
+    running = await startInProcessSidecar(
+      {
+        DATABASE_URL: db.url,
+        TOKEN_TAP_KEYS: generateKeySpec(),
+        TOKEN_TAP_FINGERPRINT_KEY: Buffer.alloc(32, 5).toString('base64'),
+        TOKEN_TAP_IDP_CONFIG: idps,
+        POLICIED_SECRET: 'policied-secret',
+        TOKEN_TAP_ROUTE_IDPS: 'httproute/apps/login/token=routed',
+        TOKEN_TAP_POLICY_INTERVAL: '1h',
+        TOKEN_TAP_API_LISTEN: 'off',
       },
-    }));
-    running = await startInProcessSidecar({
-      DATABASE_URL: db.url,
-      TOKEN_TAP_KEYS: generateKeySpec(),
-      TOKEN_TAP_FINGERPRINT_KEY: Buffer.alloc(32, 5).toString('base64'),
-      TOKEN_TAP_IDP_CONFIG: idps,
-      POLICIED_SECRET: 'policied-secret',
-      TOKEN_TAP_ROUTE_IDPS: 'httproute/apps/login/token=routed',
-      TOKEN_TAP_POLICY_INTERVAL: '1h',
-      TOKEN_TAP_API_LISTEN: 'off',
-    }, 'silent');
+      'silent',
+    );
   });
   after(async () => {
     await running?.close();
@@ -53,7 +64,7 @@ describe('alerting series at 0 from boot (in-process sidecar)', () => {
     return values.find((value) => Object.entries(labels).every(([key, wanted]) => value.labels[key] === wanted))?.value;
   }
 
-  it('exposes each configured IdP\'s outcome, quarantine and key-fetch series at 0', async () => {
+  it("exposes each configured IdP's outcome, quarantine and key-fetch series at 0", async () => {
     const missing: string[] = [];
     for (const idp of ['routed', 'verifying', 'policied']) {
       for (const [name, labels] of [
@@ -63,7 +74,12 @@ describe('alerting series at 0 from boot (in-process sidecar)', () => {
         ['token_tap_jwks_fetches_total', { result: 'failed' }],
       ] as const) {
         const value = await series(name, { idp, ...labels });
-        if (value !== 0) missing.push(`${name}{idp="${idp}",${Object.entries(labels).map(([key, wanted]) => `${key}="${wanted}"`).join(',')}} = ${value}`);
+        if (value !== 0)
+          missing.push(
+            `${name}{idp="${idp}",${Object.entries(labels)
+              .map(([key, wanted]) => `${key}="${wanted}"`)
+              .join(',')}} = ${value}`,
+          );
       }
     }
     expect(missing).to.deep.equal([]);

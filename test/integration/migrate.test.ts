@@ -26,7 +26,9 @@ describe('store/migrate', () => {
       expect.fail('should have refused');
     } catch (error) {
       expect(error).to.be.instanceOf(SchemaTooNewError);
-      expect((error as Error).message).to.contain('999999').and.contain('upgrade token-tap');
+      expect((error as Error).message)
+        .to.contain('999999')
+        .and.contain('upgrade token-tap');
     } finally {
       await db.pool.query('DELETE FROM token_tap_migrations WHERE version = 999999');
     }
@@ -47,7 +49,10 @@ describe('store/migrate', () => {
   it('000006 adds incomplete to the outcome check and keeps every outcome allowed before it, one added by an earlier migration too', async () => {
     const fresh = await createTestDatabase('migrate_outcome');
     try {
-      await migrate(fresh.pool, loadMigrations().filter((migration) => migration.version < 6));
+      await migrate(
+        fresh.pool,
+        loadMigrations().filter((migration) => migration.version < 6),
+      );
       // Stands in for an outcome a migration between 000004 and 000006 added to the check.
       await fresh.pool.query(`ALTER TABLE capture_events DROP CONSTRAINT capture_events_outcome_check;
         ALTER TABLE capture_events ADD CONSTRAINT capture_events_outcome_check
@@ -62,7 +67,18 @@ describe('store/migrate', () => {
       };
       expect(await refusal('incomplete')).to.equal('23514');
       expect(await migrate(fresh.pool)).to.include(6);
-      for (const outcome of ['stored', 'idp_error', 'unparseable', 'too_large', 'no_subject', 'linked', 'unmatched', 'unverified', 'quarantined', 'incomplete']) {
+      for (const outcome of [
+        'stored',
+        'idp_error',
+        'unparseable',
+        'too_large',
+        'no_subject',
+        'linked',
+        'unmatched',
+        'unverified',
+        'quarantined',
+        'incomplete',
+      ]) {
         expect(await refusal(outcome), outcome).to.equal(undefined);
       }
       expect(await refusal('bogus')).to.equal('23514');
@@ -75,7 +91,9 @@ describe('store/migrate', () => {
     const fresh = await createTestDatabase('migrate_not_valid');
     try {
       await migrate(fresh.pool);
-      const { rows } = await fresh.pool.query("SELECT convalidated FROM pg_constraint WHERE conname = 'capture_events_outcome_check' AND conrelid = 'capture_events'::regclass");
+      const { rows } = await fresh.pool.query(
+        "SELECT convalidated FROM pg_constraint WHERE conname = 'capture_events_outcome_check' AND conrelid = 'capture_events'::regclass",
+      );
       expect(rows).to.deep.equal([{ convalidated: false }]);
       let code: string | undefined;
       try {
@@ -92,8 +110,13 @@ describe('store/migrate', () => {
   it('000011 adds a subject fingerprint to quarantined captures; rows quarantined before it keep NULL', async () => {
     const fresh = await createTestDatabase('migrate_quarantine_fp');
     try {
-      await migrate(fresh.pool, loadMigrations().filter((migration) => migration.version < 11));
-      await fresh.pool.query("INSERT INTO quarantined_captures (capture_id, idp, stage, reason, key_id, record) VALUES (gen_random_uuid(), 'acme', 'write', 'r', 'k1', '\\x00')");
+      await migrate(
+        fresh.pool,
+        loadMigrations().filter((migration) => migration.version < 11),
+      );
+      await fresh.pool.query(
+        "INSERT INTO quarantined_captures (capture_id, idp, stage, reason, key_id, record) VALUES (gen_random_uuid(), 'acme', 'write', 'r', 'k1', '\\x00')",
+      );
       expect(await migrate(fresh.pool)).to.include(11);
       const { rows } = await fresh.pool.query('SELECT subject_fp FROM quarantined_captures');
       expect(rows).to.deep.equal([{ subject_fp: null }]);
@@ -105,7 +128,10 @@ describe('store/migrate', () => {
     let fresh: TestDatabase;
     beforeEach(async () => {
       fresh = await createTestDatabase('migrate_lock_wait');
-      await migrate(fresh.pool, loadMigrations().filter((migration) => migration.version < 13));
+      await migrate(
+        fresh.pool,
+        loadMigrations().filter((migration) => migration.version < 13),
+      );
     });
     afterEach(async () => fresh?.drop());
 
@@ -141,7 +167,9 @@ describe('store/migrate', () => {
       await held.release();
       expect(await migrating).to.include(13);
       expect(Date.now() - started).to.be.at.least(700);
-      const { rows } = await fresh.pool.query("SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'grants' AND column_name IN ('chain_began_at', 'revoked_through')");
+      const { rows } = await fresh.pool.query(
+        "SELECT count(*)::int AS n FROM information_schema.columns WHERE table_name = 'grants' AND column_name IN ('chain_began_at', 'revoked_through')",
+      );
       expect(rows[0].n).to.equal(2);
     });
 
@@ -150,7 +178,9 @@ describe('store/migrate', () => {
       try {
         const started = Date.now();
         let error: Error | undefined;
-        await migrate(fresh.pool, loadMigrations(), { lockTimeoutMs: 100, retryPauseMs: { min: 100, max: 200 }, retryForMs: 1_000 }).catch((caught: Error) => (error = caught));
+        await migrate(fresh.pool, loadMigrations(), { lockTimeoutMs: 100, retryPauseMs: { min: 100, max: 200 }, retryForMs: 1_000 }).catch(
+          (caught: Error) => (error = caught),
+        );
         expect(error?.message).to.contain('migration 13 (refresh_token_facts) failed').and.to.contain('another session held a lock');
         expect(Date.now() - started).to.be.below(5_000);
       } finally {
@@ -171,10 +201,14 @@ describe('store/migrate', () => {
       throw new Error('the migration never waited for its lock');
     }
 
-    it('by default waits at most 1 s per attempt: a read with the API\'s kind of timeout (1.5 s) queued behind it succeeds; each retry is reported', async () => {
+    it("by default waits at most 1 s per attempt: a read with the API's kind of timeout (1.5 s) queued behind it succeeds; each retry is reported", async () => {
       const held = await holdGrants();
       const retries: MigrationRetry[] = [];
-      const migrating = migrate(fresh.pool, loadMigrations(), { retryPauseMs: { min: 200, max: 200 }, retryForMs: 60_000, onRetry: (retry) => retries.push(retry) });
+      const migrating = migrate(fresh.pool, loadMigrations(), {
+        retryPauseMs: { min: 200, max: 200 },
+        retryForMs: 60_000,
+        onRetry: (retry) => retries.push(retry),
+      });
       const [reader, watcher] = [new pg.Client({ connectionString: fresh.url }), new pg.Client({ connectionString: fresh.url })];
       await reader.connect();
       await watcher.connect();

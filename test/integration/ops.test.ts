@@ -90,20 +90,30 @@ describe('ops surface: /metrics, /healthz, /readyz and gRPC health (integration)
   it('/healthz and /readyz answer 503 with the reason, and grpc.health.v1 NOT_SERVING, once the spool lost its directory to another process', async () => {
     const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-ops-spool-'));
     const lockFile = path.join(spoolDir, 'lock');
-    const failing = await startInProcessSidecar({ DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_API_LISTEN: 'off' }, 'silent');
+    const failing = await startInProcessSidecar(
+      { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_SPOOL_DIR: spoolDir, TOKEN_TAP_API_LISTEN: 'off' },
+      'silent',
+    );
     // Another process waits for the lock; the sidecar's flock(1) (this process's child, on this lock file) is killed.
     const waiter = spawn('flock', ['--exclusive', lockFile, 'sleep', '600'], { detached: true, stdio: 'ignore' });
     try {
-      const ours = readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).find((entry) => {
-        try {
-          const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-          const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-          return path.basename(cmdline[0] ?? '') === 'flock' && cmdline.includes('--nonblock') && cmdline.includes(lockFile) && Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid;
-        } catch {
-          return false;
-        }
-      });
-      expect(ours, 'the sidecar\'s flock(1)').to.not.equal(undefined);
+      const ours = readdirSync('/proc')
+        .filter((entry) => /^\d+$/.test(entry))
+        .find((entry) => {
+          try {
+            const cmdline = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
+            const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+            return (
+              path.basename(cmdline[0] ?? '') === 'flock' &&
+              cmdline.includes('--nonblock') &&
+              cmdline.includes(lockFile) &&
+              Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid
+            );
+          } catch {
+            return false;
+          }
+        });
+      expect(ours, "the sidecar's flock(1)").to.not.equal(undefined);
       await new Promise((resolve) => setTimeout(resolve, 200));
       process.kill(Number(ours), 'SIGKILL');
       const failure = await failing.sidecar.failed;
@@ -113,9 +123,13 @@ describe('ops surface: /metrics, /healthz, /readyz and gRPC health (integration)
       const body = (await ready.json()) as { failure?: string };
       const Client = grpc.makeGenericClientConstructor(healthService as grpc.ServiceDefinition, 'Health');
       const client = new Client(`127.0.0.1:${failing.sidecar.address.port}`, grpc.credentials.createInsecure()) as unknown as HealthClient;
-      const serving = await new Promise<string>((resolve, reject) => client.check({ service: EXT_PROC_HEALTH_SERVICE }, (error, response) => (error ? reject(error) : resolve(response!.status))));
+      const serving = await new Promise<string>((resolve, reject) =>
+        client.check({ service: EXT_PROC_HEALTH_SERVICE }, (error, response) => (error ? reject(error) : resolve(response!.status))),
+      );
       client.close();
-      expect(failure).to.match(/^the capture spool stopped: the spool lock this sidecar lost \(its flock\(1\) ended\) cannot be taken again within 3 s: another process holds it/);
+      expect(failure).to.match(
+        /^the capture spool stopped: the spool lock this sidecar lost \(its flock\(1\) ended\) cannot be taken again within 3 s: another process holds it/,
+      );
       expect(live.status).to.equal(503);
       expect(await live.text()).to.equal(`unhealthy: ${failure}\n`);
       expect(ready.status).to.equal(503);

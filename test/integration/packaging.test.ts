@@ -107,12 +107,14 @@ describe('packaging (static checks)', () => {
     expect(compose.services.envoy!.network_mode).to.equal('service:token-tap');
     expect(compose.services['token-tap']!.image).to.equal(`idp-token-tap:${packageVersion}`);
     expect(compose.services['demo-idp']!.image).to.equal(`idp-token-tap-demo-idp:${packageVersion}`);
-    for (const [name, service] of Object.entries(compose.services)) expect((service as { healthcheck?: unknown }).healthcheck, `${name} has a health check`).to.not.equal(undefined);
+    for (const [name, service] of Object.entries(compose.services))
+      expect((service as { healthcheck?: unknown }).healthcheck, `${name} has a health check`).to.not.equal(undefined);
     // Bind mounts (./...) must exist; named volumes (the ext_proc socket's) are declared at the top level.
     const sources = compose.services.envoy!.volumes!.map((volume) => volume.split(':')[0]!);
     const mounted = sources.filter((source) => source.startsWith('./')).map((source) => source.replace(/^\.\//, ''));
     expect(mounted).to.not.be.empty;
-    for (const named of sources.filter((source) => !source.startsWith('./'))) expect((compose as unknown as { volumes: Record<string, unknown> }).volumes, named).to.have.property(named);
+    for (const named of sources.filter((source) => !source.startsWith('./')))
+      expect((compose as unknown as { volumes: Record<string, unknown> }).volumes, named).to.have.property(named);
     for (const file of mounted) expect(existsSync(`${root}${file}`), file).to.equal(true);
     for (const [name, service] of Object.entries(compose.services)) {
       if (service.image) expect(service.image, name).to.match(/:[\w.-]*\d[\w.-]*$/, 'images are pinned to a version');
@@ -147,7 +149,14 @@ describe('packaging (static checks)', () => {
 
   it('every Kubernetes object passes the Kubernetes OpenAPI schema (kubernetes-models)', async () => {
     const objects = k8sObjects();
-    expect(objects.map((object) => object.kind).sort()).to.include.members(['StatefulSet', 'Service', 'NetworkPolicy', 'PodDisruptionBudget', 'Secret', 'Namespace']);
+    expect(objects.map((object) => object.kind).sort()).to.include.members([
+      'StatefulSet',
+      'Service',
+      'NetworkPolicy',
+      'PodDisruptionBudget',
+      'Secret',
+      'Namespace',
+    ]);
     for (const object of objects) (await modelFor(object)).validate();
     // The check can fail: a port given as text is refused.
     const broken = structuredClone(objects.find((object) => object.kind === 'StatefulSet')!);
@@ -162,7 +171,11 @@ describe('packaging (static checks)', () => {
   });
 
   it('the kustomization lists files that exist, and the pod is hardened as the issue asks', () => {
-    const kustomization = parse(read(`${K8S_DIR}kustomization.yaml`)) as { resources: string[]; configMapGenerator: Array<{ files: string[] }>; images: Array<{ name: string; newTag: string }> };
+    const kustomization = parse(read(`${K8S_DIR}kustomization.yaml`)) as {
+      resources: string[];
+      configMapGenerator: Array<{ files: string[] }>;
+      images: Array<{ name: string; newTag: string }>;
+    };
     for (const file of [...kustomization.resources, ...kustomization.configMapGenerator.flatMap((generator) => generator.files)]) {
       expect(existsSync(`${root}${K8S_DIR}${file}`), file).to.equal(true);
     }
@@ -176,20 +189,37 @@ describe('packaging (static checks)', () => {
       expect(container.livenessProbe, container.name).to.be.an('object');
       expect(container.resources.limits, container.name).to.have.keys('cpu', 'memory');
     }
-    expect(pod.containers.map((container: { image: string }) => container.image)).to.deep.equal([`envoyproxy/envoy:v${envoyVersion}`, `idp-token-tap:${packageVersion}`]);
+    expect(pod.containers.map((container: { image: string }) => container.image)).to.deep.equal([
+      `envoyproxy/envoy:v${envoyVersion}`,
+      `idp-token-tap:${packageVersion}`,
+    ]);
     // The spool outlives the pod: a claim per pod, kept when scaled down; the socket stays on an emptyDir.
-    expect(pod.volumes.find((volume: { name: string }) => volume.name === 'spool'), 'no pod-lived spool volume').to.equal(undefined);
+    expect(
+      pod.volumes.find((volume: { name: string }) => volume.name === 'spool'),
+      'no pod-lived spool volume',
+    ).to.equal(undefined);
     const claim = statefulSet.spec.volumeClaimTemplates.find((template: { metadata: { name: string } }) => template.metadata.name === 'spool');
     // ReadWriteOncePod: ReadWriteOnce is per node, so two pods on one node could share a spool.
     expect(claim.spec.accessModes).to.deep.equal(['ReadWriteOncePod']);
     expect(statefulSet.spec.persistentVolumeClaimRetentionPolicy).to.deep.equal({ whenDeleted: 'Retain', whenScaled: 'Retain' });
-    expect(k8sObjects().some((object) => object.kind === 'Service' && object.metadata.name === statefulSet.spec.serviceName && object.spec.clusterIP === 'None'), 'governing headless Service').to.equal(true);
+    expect(
+      k8sObjects().some((object) => object.kind === 'Service' && object.metadata.name === statefulSet.spec.serviceName && object.spec.clusterIP === 'None'),
+      'governing headless Service',
+    ).to.equal(true);
     const sidecar = pod.containers.find((container: { name: string }) => container.name === 'token-tap');
-    expect(sidecar.volumeMounts.find((mount: { name: string }) => mount.name === 'spool').mountPath).to.equal(sidecar.env.find((env: { name: string }) => env.name === 'TOKEN_TAP_SPOOL_DIR').value);
+    expect(sidecar.volumeMounts.find((mount: { name: string }) => mount.name === 'spool').mountPath).to.equal(
+      sidecar.env.find((env: { name: string }) => env.name === 'TOKEN_TAP_SPOOL_DIR').value,
+    );
     expect(pod.volumes.find((volume: { name: string }) => volume.name === 'extproc').emptyDir).to.be.an('object');
-    for (const container of pod.containers) expect(container.volumeMounts.map((mount: { name: string }) => mount.name), container.name).to.include('extproc');
+    for (const container of pod.containers)
+      expect(
+        container.volumeMounts.map((mount: { name: string }) => mount.name),
+        container.name,
+      ).to.include('extproc');
     // The socket is 0660: Envoy reaches it through the pod's fsGroup.
-    expect(pod.securityContext.fsGroup).to.equal(pod.containers.find((container: { name: string }) => container.name === 'token-tap').securityContext.runAsGroup);
+    expect(pod.securityContext.fsGroup).to.equal(
+      pod.containers.find((container: { name: string }) => container.name === 'token-tap').securityContext.runAsGroup,
+    );
     // The TokenVault API beyond loopback speaks TLS, its certificate from a Secret (no insecure opt-in).
     const sidecarEnv = Object.fromEntries((sidecar.env as Array<{ name: string; value?: string }>).map((entry) => [entry.name, entry.value]));
     expect(isLoopbackOnly(parseListenAddress(sidecarEnv.TOKEN_TAP_API_LISTEN!, 'TOKEN_TAP_API_LISTEN'))).to.equal(false);
@@ -205,8 +235,12 @@ describe('packaging (static checks)', () => {
     const apiRule = networkPolicy.spec.ingress.find((rule: { ports: Array<{ port: number }> }) => rule.ports.some((p) => p.port === 50052));
     for (const peer of apiRule.from) expect(Object.keys(peer.namespaceSelector?.matchLabels ?? {})).to.deep.equal(['kubernetes.io/metadata.name']);
     // The two-phase key rollout is written where operators change keys.
-    expect(read(`${K8S_DIR}statefulset.yaml`)).to.match(/two-phase/).and.match(/keys rotate/);
-    expect(read(`${K8S_DIR}secret.yaml`)).to.match(/two phases/).and.match(/keys rotate/);
+    expect(read(`${K8S_DIR}statefulset.yaml`))
+      .to.match(/two-phase/)
+      .and.match(/keys rotate/);
+    expect(read(`${K8S_DIR}secret.yaml`))
+      .to.match(/two phases/)
+      .and.match(/keys rotate/);
   });
 
   it('the base needs nothing of the token exchange (no env, port, Secret or ConfigMap): a missing one cannot crashloop the sidecar', () => {
@@ -221,7 +255,12 @@ describe('packaging (static checks)', () => {
   });
 
   it('the exchange component (deploy/kubernetes/exchange) exposes it to labelled in-cluster callers over TLS, its file from a generated ConfigMap that the sidecar accepts', () => {
-    const component = parse(read(`${EXCHANGE_DIR}kustomization.yaml`)) as { kind: string; resources: string[]; configMapGenerator: Array<{ name: string; files: string[] }>; patches: Array<{ path: string }> };
+    const component = parse(read(`${EXCHANGE_DIR}kustomization.yaml`)) as {
+      kind: string;
+      resources: string[];
+      configMapGenerator: Array<{ name: string; files: string[] }>;
+      patches: Array<{ path: string }>;
+    };
     expect(component.kind).to.equal('Component');
     const objects = withExchangeComponent(k8sObjects(), component);
     const key = expectExchangeExposed(objects, EXCHANGE_DIR);
@@ -236,7 +275,9 @@ describe('packaging (static checks)', () => {
     // The check can fail: the base alone, a loopback listener or an unguarded port is refused.
     expect(() => expectExchangeExposed(k8sObjects(), 'base')).to.throw();
     const loopback = structuredClone(objects);
-    const sidecar = loopback.find((object) => object.kind === 'StatefulSet')!.spec.template.spec.containers.find((container: { name: string }) => container.name === 'token-tap');
+    const sidecar = loopback
+      .find((object) => object.kind === 'StatefulSet')!
+      .spec.template.spec.containers.find((container: { name: string }) => container.name === 'token-tap');
     sidecar.env.find((entry: { name: string }) => entry.name === 'TOKEN_TAP_EXCHANGE_LISTEN').value = '127.0.0.1:8444';
     expect(() => expectExchangeExposed(loopback, 'broken')).to.throw(/reachable from other pods/);
     const unguarded = structuredClone(objects);
@@ -245,7 +286,10 @@ describe('packaging (static checks)', () => {
   });
 
   it('npm test runs the suite under c8 over dist/src, with the floor the README states', () => {
-    const { scripts, c8 } = JSON.parse(read('package.json')) as { scripts: Record<string, string>; c8: { include: string[]; lines: number; branches: number; functions: number } };
+    const { scripts, c8 } = JSON.parse(read('package.json')) as {
+      scripts: Record<string, string>;
+      c8: { include: string[]; lines: number; branches: number; functions: number };
+    };
     expect(scripts.test).to.equal('bash scripts/setup && bash scripts/test');
     expect(read('scripts/test')).to.match(/^node_modules\/\.bin\/c8 .*\bnode --enable-source-maps dist\/test\/run\.js "\$@"/m);
     // The lint runs first and stops the run (scripts/test exits before c8 on a finding).
@@ -271,7 +315,7 @@ describe('packaging (static checks)', () => {
       return dockerfile.slice(starts[at]!.index, starts[at + 1]?.index);
     }
 
-    it('PGlite and @grpc/grpc-js-xds are dev dependencies: the build stage has them, the image\'s npm ci --omit=dev leaves them out', () => {
+    it("PGlite and @grpc/grpc-js-xds are dev dependencies: the build stage has them, the image's npm ci --omit=dev leaves them out", () => {
       for (const name of NOT_IN_IMAGE) {
         expect(packageJson.dependencies, name).to.not.have.property(name);
         expect(packageJson.devDependencies, name).to.have.property(name);
@@ -282,10 +326,14 @@ describe('packaging (static checks)', () => {
       const build = stage(dockerfile, 'build');
       const image = stage(dockerfile, undefined);
       // The build installs everything (the build reads Envoy's protos), then builds.
-      expect(build).to.match(/^RUN npm ci\b/m).and.not.contain('--omit');
+      expect(build)
+        .to.match(/^RUN npm ci\b/m)
+        .and.not.contain('--omit');
       expect(build).to.match(/^RUN npm run build$/m);
       // The image installs production dependencies only and takes the built tree, the pruned descriptor in it.
-      expect(image).to.match(/^RUN npm ci --omit=dev\b/m).and.not.match(/--include[= ](dev|optional)/);
+      expect(image)
+        .to.match(/^RUN npm ci --omit=dev\b/m)
+        .and.not.match(/--include[= ](dev|optional)/);
       expect(image).to.match(/^COPY --from=build \/app\/dist\/src \.\/dist\/src$/m);
       expect(existsSync(`${root}dist/src/extproc/ext_proc.pruned.json`), 'the build writes the pruned descriptor into dist/src').to.equal(true);
     });
@@ -293,11 +341,20 @@ describe('packaging (static checks)', () => {
     it('no code in the image imports a dev dependency, but the demo (which says what is missing) and the descriptor fallback of a build without it', () => {
       // Static and dynamic imports and requires of bare names in the built tree.
       const IMPORT = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+|\brequire(?:\.resolve)?\(\s*)['"]([^'"./][^'"]*)['"]/g;
-      const packageOf = (specifier: string) => specifier.split('/').slice(0, specifier.startsWith('@') ? 2 : 1).join('/');
+      const packageOf = (specifier: string) =>
+        specifier
+          .split('/')
+          .slice(0, specifier.startsWith('@') ? 2 : 1)
+          .join('/');
       const builtins = new Set(builtinModules);
-      const files = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).flatMap((entry) => (entry.isDirectory() ? files(path.join(dir, entry.name)) : entry.name.endsWith('.js') ? [path.join(dir, entry.name)] : []));
+      const files = (dir: string): string[] =>
+        readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+          entry.isDirectory() ? files(path.join(dir, entry.name)) : entry.name.endsWith('.js') ? [path.join(dir, entry.name)] : [],
+        );
       const distSrc = `${root}dist/src/`;
-      const imported = files(distSrc).flatMap((file) => [...readFileSync(file, 'utf8').matchAll(IMPORT)].map((match) => ({ file: path.relative(distSrc, file), name: packageOf(match[1]!) })));
+      const imported = files(distSrc).flatMap((file) =>
+        [...readFileSync(file, 'utf8').matchAll(IMPORT)].map((match) => ({ file: path.relative(distSrc, file), name: packageOf(match[1]!) })),
+      );
       const outside = imported.filter(({ name }) => !name.startsWith('node:') && !builtins.has(name) && !(name in packageJson.dependencies));
       const allowed = (file: string, name: string) => file.startsWith('demo/') || (file === 'extproc/protocol.js' && name === '@grpc/grpc-js-xds');
       expect(outside.filter(({ file, name }) => !allowed(file, name))).to.deep.equal([]);
@@ -313,7 +370,11 @@ describe('packaging (static checks)', () => {
       try {
         const client = connectExtProc(`127.0.0.1:${sidecar.port}`);
         const idToken = fakeJwt({ iss: 'https://idp.example', sub: 'carol', aud: 'okta', exp: 4102444800 });
-        await sendResponse(client, 'acme', { status: 200, headers: [['content-type', 'application/json']], body: Buffer.from(JSON.stringify({ access_token: 'at-c', id_token: idToken, refresh_token: 'rt-c', expires_in: 60 })) });
+        await sendResponse(client, 'acme', {
+          status: 200,
+          headers: [['content-type', 'application/json']],
+          body: Buffer.from(JSON.stringify({ access_token: 'at-c', id_token: idToken, refresh_token: 'rt-c', expires_in: 60 })),
+        });
         client.close();
         let shown: Awaited<ReturnType<typeof runCli>> | undefined;
         for (let tries = 0; tries < 50 && shown?.code !== 0; tries += 1) {
@@ -336,7 +397,10 @@ describe('packaging (static checks)', () => {
         // Without PGlite: the embedded Postgres says so, and that DATABASE_URL does instead.
         const noPglite = await runCli(args, { ...hiddenPackagesEnv(['@electric-sql/pglite', '@electric-sql/pglite-socket']), DATABASE_URL: '' });
         expect(noPglite.code, noPglite.stderr).to.equal(1);
-        expect(noPglite.stderr).to.contain('the embedded Postgres (PGlite: @electric-sql/pglite, @electric-sql/pglite-socket) is not installed').and.contain('`npm ci`').and.contain('DATABASE_URL');
+        expect(noPglite.stderr)
+          .to.contain('the embedded Postgres (PGlite: @electric-sql/pglite, @electric-sql/pglite-socket) is not installed')
+          .and.contain('`npm ci`')
+          .and.contain('DATABASE_URL');
         // Without any dev dependency (as in the image): the demo names them before it starts anything.
         const bare = await runCli(args, { ...hiddenPackagesEnv(devDependencies), DATABASE_URL: '' });
         expect(bare.code, bare.stderr).to.equal(1);
@@ -350,7 +414,10 @@ describe('packaging (static checks)', () => {
 
   describe("readiness waits until Envoy sees the sidecar healthy (Envoy's readiness listener)", () => {
     /** The readiness listener of an Envoy config: where it listens, and what it requires to answer 200. */
-    function readinessOf(file: string, config: { static_resources: { listeners: any[] } } = parse(read(file))): { host: string; port: number; path: string; requires: Record<string, { value: number }> } {
+    function readinessOf(
+      file: string,
+      config: { static_resources: { listeners: any[] } } = parse(read(file)),
+    ): { host: string; port: number; path: string; requires: Record<string, { value: number }> } {
       const listener = config.static_resources.listeners.find((candidate) => candidate.name === 'token_tap_ready');
       expect(listener, `${file}: a token_tap_ready listener`).to.be.an('object');
       const hcm = listener.filter_chains[0].filters[0].typed_config;
@@ -371,7 +438,7 @@ describe('packaging (static checks)', () => {
       return readiness;
     }
 
-    it("deploy/kubernetes: a new pod is ready only once Envoy sees its sidecar healthy (a startup probe on GET /ready), and a sidecar failing later never makes it unready", () => {
+    it('deploy/kubernetes: a new pod is ready only once Envoy sees its sidecar healthy (a startup probe on GET /ready), and a sidecar failing later never makes it unready', () => {
       const listener = expectSidecarRequired(`${K8S_DIR}envoy.yaml`);
       // The kubelet probes the pod's address.
       expect(listener).to.include({ host: '0.0.0.0', port: ENVOY_READY_PORT });
@@ -397,7 +464,10 @@ describe('packaging (static checks)', () => {
 
     it("docker-compose.yml: Envoy's health check asks GET /ready on the readiness listener of the config it mounts", () => {
       const compose = parse(read('docker-compose.yml')) as { services: Record<string, { volumes?: string[]; healthcheck?: { test: string[] } }> };
-      const mounted = compose.services.envoy!.volumes!.find((volume) => volume.endsWith(':/etc/envoy/envoy.yaml:ro'))!.split(':')[0]!.replace(/^\.\//, '');
+      const mounted = compose.services
+        .envoy!.volumes!.find((volume) => volume.endsWith(':/etc/envoy/envoy.yaml:ro'))!
+        .split(':')[0]!
+        .replace(/^\.\//, '');
       const listener = expectSidecarRequired(mounted);
       // Envoy shares the sidecar's network namespace; the health check runs inside it.
       expect(listener).to.include({ host: '127.0.0.1', port: ENVOY_READY_PORT });
@@ -407,7 +477,8 @@ describe('packaging (static checks)', () => {
     });
 
     it('the example configs (envoy/*.yaml) render the readiness listener on loopback', () => {
-      for (const file of readdirSync(`${root}envoy`).filter((name) => name.endsWith('.yaml'))) expect(expectSidecarRequired(`envoy/${file}`).host, file).to.equal('127.0.0.1');
+      for (const file of readdirSync(`${root}envoy`).filter((name) => name.endsWith('.yaml')))
+        expect(expectSidecarRequired(`envoy/${file}`).host, file).to.equal('127.0.0.1');
       // The check can fail: a listener that requires nothing is refused.
       const config = parse(read('envoy/envoy.observability.yaml'));
       const listener = config.static_resources.listeners.find((candidate: { name: string }) => candidate.name === 'token_tap_ready');
@@ -451,9 +522,11 @@ describe('packaging (static checks)', () => {
       return cmd ? (JSON.parse(cmd[1]!) as string[]) : [];
     }
 
-    it('Dockerfile: the sidecar image\'s default command', () => {
+    it("Dockerfile: the sidecar image's default command", () => {
       const dockerfile = read('Dockerfile');
-      const env = Object.fromEntries([...dockerfile.slice(dockerfile.lastIndexOf('\nFROM ')).matchAll(/^ENV\s+(\w+)=(\S+)/gm)].map((match) => [match[1]!, match[2]!]));
+      const env = Object.fromEntries(
+        [...dockerfile.slice(dockerfile.lastIndexOf('\nFROM ')).matchAll(/^ENV\s+(\w+)=(\S+)/gm)].map((match) => [match[1]!, match[2]!]),
+      );
       expectLocal('Dockerfile CMD', listenAddresses(dockerfileCommand(dockerfile), env));
       // The check can fail: the old default is refused.
       expect(() => expectLocal('mutated', listenAddresses(['serve', '--listen', '0.0.0.0:50051'], {}))).to.throw(/0\.0\.0\.0/);
@@ -482,12 +555,22 @@ describe('packaging (static checks)', () => {
     });
 
     it('envoy/*.yaml and deploy/kubernetes/envoy.yaml: the sidecar cluster Envoy dials', () => {
-      const files = [...readdirSync(`${root}envoy`).filter((file) => file.endsWith('.yaml')).map((file) => `envoy/${file}`), `${K8S_DIR}envoy.yaml`];
+      const files = [
+        ...readdirSync(`${root}envoy`)
+          .filter((file) => file.endsWith('.yaml'))
+          .map((file) => `envoy/${file}`),
+        `${K8S_DIR}envoy.yaml`,
+      ];
       for (const file of files) {
         const config = parse(read(file)) as { static_resources: { clusters: Array<{ name: string; load_assignment: any }> } };
         const cluster = config.static_resources.clusters.find((candidate) => candidate.name === SIDECAR_CLUSTER)!;
         const addresses = cluster.load_assignment.endpoints.flatMap((endpoint: any) => endpoint.lb_endpoints.map((lb: any) => lb.endpoint.address));
-        expectLocal(file, addresses.map((address: any) => (address.pipe ? `unix:${address.pipe.path}` : `${address.socket_address.address}:${address.socket_address.port_value}`)));
+        expectLocal(
+          file,
+          addresses.map((address: any) =>
+            address.pipe ? `unix:${address.pipe.path}` : `${address.socket_address.address}:${address.socket_address.port_value}`,
+          ),
+        );
       }
       // Where both containers share a pod or a volume, the socket is the one we ship.
       for (const file of ['envoy/envoy.compose.yaml', `${K8S_DIR}envoy.yaml`]) expect(read(file), file).to.contain('pipe:');

@@ -34,7 +34,10 @@ describe('refresh-token policy runner (Postgres)', () => {
   function runner(overrides: Partial<PolicyRunnerOptions> = {}): PolicyRunner {
     return new PolicyRunner({
       pool: db.pool,
-      policies: new Map([['a', { maxAgeMs: 60_000 }], ['b', { idleMaxMs: 60_000 }]]),
+      policies: new Map([
+        ['a', { maxAgeMs: 60_000 }],
+        ['b', { idleMaxMs: 60_000 }],
+      ]),
       refresher: { refresh: async () => ({ refreshedByThisCall: true }) },
       revoker: new GrantRevoker({ pool: db.pool, store, clients: new Map() }),
       events: new AccessEventLog(db.pool),
@@ -50,9 +53,19 @@ describe('refresh-token policy runner (Postgres)', () => {
     await store.recordCaptures([0, 1, 2, 3, 4].flatMap((n) => ['a', 'b'].map((idp) => syntheticCapture(idp, `u${n}`, { observedAt: minutesAgo(10 + n) }))));
     const first = await runner().runOnce();
     expect(first.ran).to.equal(true);
-    expect(first.actions.map(({ idp, subject, action, outcome }) => `${idp}/${subject} ${action} ${outcome}`)).to.deep.equal(['a/u4 expire ok', 'a/u3 expire ok', 'a/u2 expire ok', 'b/u4 expire ok']);
+    expect(first.actions.map(({ idp, subject, action, outcome }) => `${idp}/${subject} ${action} ${outcome}`)).to.deep.equal([
+      'a/u4 expire ok',
+      'a/u3 expire ok',
+      'a/u2 expire ok',
+      'b/u4 expire ok',
+    ]);
     const { rows } = await db.pool.query("SELECT idp, subject, operation, outcome, detail FROM access_events WHERE caller = 'policy' ORDER BY id");
-    expect(rows.map((row) => `${row.idp}/${row.subject} ${row.operation} ${row.outcome}`)).to.deep.equal(['a/u4 expire ok', 'a/u3 expire ok', 'a/u2 expire ok', 'b/u4 expire ok']);
+    expect(rows.map((row) => `${row.idp}/${row.subject} ${row.operation} ${row.outcome}`)).to.deep.equal([
+      'a/u4 expire ok',
+      'a/u3 expire ok',
+      'a/u2 expire ok',
+      'b/u4 expire ok',
+    ]);
     expect(rows[0].detail).to.include('max_age').and.to.include('no revocation_url');
     expect(rows[3].detail).to.include('idle_max');
     const second = await runner().runOnce();
@@ -129,7 +142,10 @@ describe('refresh-token policy runner (Postgres)', () => {
     expect(grant.refreshToken).to.equal(null);
   });
   it("an expiry's audit row is written in its transaction: refused, the grant stays as it was and the run goes on with the others", async () => {
-    await store.recordCaptures([syntheticCapture('a', 'audit-refused', { observedAt: minutesAgo(30) }), syntheticCapture('a', 'audit-kept', { observedAt: minutesAgo(20) })]);
+    await store.recordCaptures([
+      syntheticCapture('a', 'audit-refused', { observedAt: minutesAgo(30) }),
+      syntheticCapture('a', 'audit-kept', { observedAt: minutesAgo(20) }),
+    ]);
     await db.pool.query(`CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN IF NEW.subject = 'audit-refused' AND NEW.outcome <> 'internal' THEN RAISE EXCEPTION 'audit row refused'; END IF; RETURN NEW; END $$;
       CREATE TRIGGER refuse_audit BEFORE INSERT ON access_events FOR EACH ROW EXECUTE FUNCTION refuse_audit()`);
@@ -157,7 +173,10 @@ describe('refresh-token policy runner (Postgres)', () => {
       policies: new Map([['c', { rotateEveryMs: 60_000 }]]),
       refresher: { refresh: async (_idp, subject) => (refreshed.push(subject), { refreshedByThisCall: true }) },
     });
-    await store.recordCaptures([syntheticCapture('c', 'rot', { observedAt: minutesAgo(5) }), syntheticCapture('c', 'audit-refused', { observedAt: minutesAgo(4) })]);
+    await store.recordCaptures([
+      syntheticCapture('c', 'rot', { observedAt: minutesAgo(5) }),
+      syntheticCapture('c', 'audit-refused', { observedAt: minutesAgo(4) }),
+    ]);
     await db.pool.query(`CREATE FUNCTION refuse_audit() RETURNS trigger LANGUAGE plpgsql AS $$
       BEGIN IF NEW.subject = 'audit-refused' AND NEW.outcome <> 'internal' THEN RAISE EXCEPTION 'audit row refused'; END IF; RETURN NEW; END $$;
       CREATE TRIGGER refuse_audit BEFORE INSERT ON access_events FOR EACH ROW EXECUTE FUNCTION refuse_audit()`);
@@ -194,7 +213,11 @@ describe('refresh-token policy runner (Postgres)', () => {
       let next = minutesAgoFirst;
       return {
         async refresh(idp, subject) {
-          const answer = { ...syntheticCapture(idp, subject, { observedAt: minutesAgo(next), tokens: syntheticTokens({ refreshToken: `rt-${next}` }) }), obtainedByRefresh: true, refreshedByPolicy: true as const };
+          const answer = {
+            ...syntheticCapture(idp, subject, { observedAt: minutesAgo(next), tokens: syntheticTokens({ refreshToken: `rt-${next}` }) }),
+            obtainedByRefresh: true,
+            refreshedByPolicy: true as const,
+          };
           next -= 10;
           await withTransaction(db.pool, (client) => store.writeObtainedTokens(client, answer));
           return { refreshedByThisCall: true };
@@ -225,7 +248,10 @@ describe('refresh-token policy runner (Postgres)', () => {
   });
 
   it('grants whose action keeps failing do not starve the others: they are backed off, and the next run reaches the grant behind them', async () => {
-    await store.recordCaptures([...[0, 1, 2].map((n) => syntheticCapture('starve', `bad-${n}`, { observedAt: minutesAgo(30 - n) })), syntheticCapture('starve', 'healthy', { observedAt: minutesAgo(10) })]);
+    await store.recordCaptures([
+      ...[0, 1, 2].map((n) => syntheticCapture('starve', `bad-${n}`, { observedAt: minutesAgo(30 - n) })),
+      syntheticCapture('starve', 'healthy', { observedAt: minutesAgo(10) }),
+    ]);
     const refreshed: string[] = [];
     const failing = runner({
       policies: new Map([['starve', { rotateEveryMs: 60_000 }]]),
@@ -239,7 +265,11 @@ describe('refresh-token policy runner (Postgres)', () => {
       },
     });
     const first = await failing.runOnce();
-    expect(first.actions.map((action) => `${action.subject} ${action.outcome}`)).to.deep.equal(['bad-0 failed_precondition', 'bad-1 failed_precondition', 'bad-2 failed_precondition']);
+    expect(first.actions.map((action) => `${action.subject} ${action.outcome}`)).to.deep.equal([
+      'bad-0 failed_precondition',
+      'bad-1 failed_precondition',
+      'bad-2 failed_precondition',
+    ]);
     const second = await failing.runOnce();
     expect(second.actions.map((action) => `${action.subject} ${action.outcome}`)).to.deep.equal(['healthy ok']);
     expect(refreshed).to.deep.equal(['healthy']);
@@ -264,7 +294,17 @@ describe('refresh-token policy runner (Postgres)', () => {
 
     it('an expiry still erases the grant in the vault and marks it revoked: outcome revoke_failed, audited and counted', async () => {
       const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-      const client = new IdpClient({ idp: 'r500', tokenUrl: new URL(`${base}/token`), revocationUrl: new URL(`${base}/revoke`), clientId: 'okta', authMethod: 'client_secret_basic', timeoutMs: 2_000 }, 'secret');
+      const client = new IdpClient(
+        {
+          idp: 'r500',
+          tokenUrl: new URL(`${base}/token`),
+          revocationUrl: new URL(`${base}/revoke`),
+          clientId: 'okta',
+          authMethod: 'client_secret_basic',
+          timeoutMs: 2_000,
+        },
+        'secret',
+      );
       await store.recordCaptures([syntheticCapture('r500', 'old', { observedAt: minutesAgo(10) })]);
       const counted: string[] = [];
       const { actions } = await runner({

@@ -59,12 +59,23 @@ describe('refresh-token policy at shutdown (Postgres, in-process sidecar)', () =
   it('no rotation starts after close() began, though the exchange takes seconds to close', async () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-policy-stop-'));
     const idps = path.join(dir, 'idps.yaml');
-    writeFileSync(idps, stringify({ idps: { acme: { client_id: 'c1', token_url: idp.url, client_secret_env: 'ACME_SECRET', refresh_token_policy: { rotate_every: '1s' } } } }));
+    writeFileSync(
+      idps,
+      stringify({ idps: { acme: { client_id: 'c1', token_url: idp.url, client_secret_env: 'ACME_SECRET', refresh_token_policy: { rotate_every: '1s' } } } }),
+    );
     const exchange = path.join(dir, 'exchange.yaml');
-    writeFileSync(exchange, stringify({ subject_issuers: [{ issuer: 'https://okta.example/oauth2/default', audiences: ['api://default'], jwks_uri: 'https://okta.example/keys' }], providers: [{ idp: 'acme', okta_idp_id: '0oaACME1', match: 'email' }] }));
+    writeFileSync(
+      exchange,
+      stringify({
+        subject_issuers: [{ issuer: 'https://okta.example/oauth2/default', audiences: ['api://default'], jwks_uri: 'https://okta.example/keys' }],
+        providers: [{ idp: 'acme', okta_idp_id: '0oaACME1', match: 'email' }],
+      }),
+    );
     const keys = generateKeySpec();
     const store = new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined);
-    await store.recordCaptures(['u1', 'u2', 'u3'].map((subject) => syntheticCapture('acme', subject, { observedAt: new Date(Date.now() - 60_000), clientId: 'c1' })));
+    await store.recordCaptures(
+      ['u1', 'u2', 'u3'].map((subject) => syntheticCapture('acme', subject, { observedAt: new Date(Date.now() - 60_000), clientId: 'c1' })),
+    );
     const running = await startInProcessSidecar({
       DATABASE_URL: db.url,
       TOKEN_TAP_KEYS: keys,

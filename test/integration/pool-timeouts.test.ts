@@ -25,7 +25,11 @@ describe('Postgres pool timeouts (blackhole proxy)', function () {
   function proxiedPool() {
     const url = new URL(db.url);
     url.host = `127.0.0.1:${proxy.port}`;
-    return createPool({ databaseUrl: url.toString(), max: 1, timeouts: { ...WRITER_TIMEOUTS, connectTimeoutMs: 1_000, statementTimeoutMs: 500, queryTimeoutMs: 800 } });
+    return createPool({
+      databaseUrl: url.toString(),
+      max: 1,
+      timeouts: { ...WRITER_TIMEOUTS, connectTimeoutMs: 1_000, statementTimeoutMs: 500, queryTimeoutMs: 800 },
+    });
   }
 
   it('gives up on a query after query_timeout and discards its connection, in a transaction or not', async () => {
@@ -47,7 +51,9 @@ describe('Postgres pool timeouts (blackhole proxy)', function () {
       started = Date.now();
       const afterTransaction = await pidOf();
       const reconnectMs = Date.now() - started;
-      console.log(`      query timeout 800 ms: plain query gave up after ${plainMs} ms, in a transaction after ${transactionMs} ms; backends ${before} → ${afterPlain} → ${afterTransaction} (next query ${reconnectMs} ms)`);
+      console.log(
+        `      query timeout 800 ms: plain query gave up after ${plainMs} ms, in a transaction after ${transactionMs} ms; backends ${before} → ${afterPlain} → ${afterTransaction} (next query ${reconnectMs} ms)`,
+      );
       expect((plain as Error).message).to.equal('Query read timeout');
       expect((inTransaction as Error).message).to.equal('Query read timeout');
       expect(isPostgresUnavailable(plain)).to.equal(true);
@@ -64,7 +70,9 @@ describe('Postgres pool timeouts (blackhole proxy)', function () {
   it('sets statement_timeout and idle_in_transaction_session_timeout on its sessions', async () => {
     const pool = createPool({ databaseUrl: db.url, max: 1, timeouts: { ...WRITER_TIMEOUTS, statementTimeoutMs: 1_234, idleInTransactionMs: 5_678 } });
     try {
-      const { rows } = await pool.query<{ statement: string; idle: string }>("SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle");
+      const { rows } = await pool.query<{ statement: string; idle: string }>(
+        "SELECT current_setting('statement_timeout') AS statement, current_setting('idle_in_transaction_session_timeout') AS idle",
+      );
       expect(rows[0]).to.deep.equal({ statement: '1234ms', idle: '5678ms' });
       const slow = await pool.query('SELECT pg_sleep(3)').catch((error: { code?: string }) => error);
       expect((slow as { code?: string }).code).to.equal('57014');

@@ -88,10 +88,14 @@ for (const release of readdirSync(RELEASES).sort()) {
       expect(before.rows[0]!.version).to.equal(manifest.schema);
       const sidecar = await startSidecarProcess({ port: await freePort(), env });
       try {
-        await waitFor('the spooled captures in Postgres', async () => {
-          const { rows } = await db.pool.query("SELECT 1 FROM grants WHERE idp = 'entra' AND subject = 'bob'");
-          return rows.length > 0 ? true : undefined;
-        }, 20_000);
+        await waitFor(
+          'the spooled captures in Postgres',
+          async () => {
+            const { rows } = await db.pool.query("SELECT 1 FROM grants WHERE idp = 'entra' AND subject = 'bob'");
+            return rows.length > 0 ? true : undefined;
+          },
+          20_000,
+        );
       } finally {
         expect(await sidecar.stop()).to.equal(0);
       }
@@ -109,8 +113,15 @@ for (const release of readdirSync(RELEASES).sort()) {
       const upstream = await startRefreshingIdp(refreshToken);
       try {
         const config = path.join(path.dirname(spoolDir), 'idps.yaml');
-        writeFileSync(config, `idps:\n  ${idp}:\n    token_url: ${JSON.stringify(upstream.url)}\n    client_id: okta-client\n    client_secret_env: FIXTURE_IDP_SECRET\n`);
-        const refreshed = await runCli(['grants', 'refresh', '--idp', idp, '--subject', subject], { ...env, TOKEN_TAP_IDP_CONFIG: config, FIXTURE_IDP_SECRET: 'fixture-secret' });
+        writeFileSync(
+          config,
+          `idps:\n  ${idp}:\n    token_url: ${JSON.stringify(upstream.url)}\n    client_id: okta-client\n    client_secret_env: FIXTURE_IDP_SECRET\n`,
+        );
+        const refreshed = await runCli(['grants', 'refresh', '--idp', idp, '--subject', subject], {
+          ...env,
+          TOKEN_TAP_IDP_CONFIG: config,
+          FIXTURE_IDP_SECRET: 'fixture-secret',
+        });
         expect(refreshed.code, refreshed.stderr).to.equal(0);
         expect(upstream.seen).to.deep.equal([refreshToken]);
         expect(JSON.parse(refreshed.stdout).grant.refresh_token).to.equal('upgraded-rt');

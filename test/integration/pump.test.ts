@@ -29,7 +29,14 @@ const ring = parseKeyRing(keys);
 
 /** An IdP error response, each with its own error code. */
 function idpError(index: number): Capture {
-  return syntheticCapture('acme', undefined, { httpStatus: 400, outcome: 'idp_error', issuer: undefined, clientId: undefined, tokens: undefined, errorCode: `invalid_grant_${index}` });
+  return syntheticCapture('acme', undefined, {
+    httpStatus: 400,
+    outcome: 'idp_error',
+    issuer: undefined,
+    clientId: undefined,
+    tokens: undefined,
+    errorCode: `invalid_grant_${index}`,
+  });
 }
 
 /** A TCP door in front of Postgres: closed (connections reset) until opened. */
@@ -114,7 +121,14 @@ describe('capture pump, spool to Postgres (integration)', function () {
     await migrate(db.pool);
     const log = memoryLogger('trace');
     const metrics = createMetrics();
-    const spool = await CaptureSpool.open({ dir: mkdtempSync(path.join(os.tmpdir(), 'token-tap-pump-log-')), maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ring, logger: log.logger, metrics });
+    const spool = await CaptureSpool.open({
+      dir: mkdtempSync(path.join(os.tmpdir(), 'token-tap-pump-log-')),
+      maxBytes: 16 * 1024 * 1024,
+      fsyncIntervalMs: 2,
+      keyRing: ring,
+      logger: log.logger,
+      metrics,
+    });
     const state = new StoreState({ pool: db.pool, logger: log.logger, metrics });
     await state.prepare();
     const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring, sealQuarantined), store: state, logger: log.logger, metrics, gatherMs: 0 });
@@ -135,7 +149,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(log.text()).to.not.contain(marker);
   });
 
-  it('waitForIdp resolves once the IdP\'s captures enqueued before it are in Postgres, and false when its time is up first', async () => {
+  it("waitForIdp resolves once the IdP's captures enqueued before it are in Postgres, and false when its time is up first", async () => {
     await migrate(db.pool);
     const { logger } = memoryLogger('silent');
     const metrics = createMetrics();
@@ -209,7 +223,9 @@ describe('capture pump, spool to Postgres (integration)', function () {
     await spool.close();
     const { rows } = await db.pool.query<{ error_code: string }>('SELECT error_code FROM capture_events ORDER BY id');
     const errors = await metricValue(metrics, 'postgresErrors');
-    console.log(`      ${attempts.length} attempts for ${rows.length} captures; Postgres errors counted ${errors}; store went through ${[...conditions, state.condition].join(' → ')}`);
+    console.log(
+      `      ${attempts.length} attempts for ${rows.length} captures; Postgres errors counted ${errors}; store went through ${[...conditions, state.condition].join(' → ')}`,
+    );
     expect(rows.map((row) => row.error_code).sort()).to.deep.equal(captures.map((item) => item.errorCode).sort());
     expect(errors).to.equal(3);
     expect(lines().filter((line) => line.msg === 'writing captures to Postgres failed; they stay in the spool and the write is retried')).to.have.length(3);
@@ -239,7 +255,11 @@ describe('capture pump, spool to Postgres (integration)', function () {
         verifyCalls.push(batch.length);
         if (!keysArrived) return { retryAt: Date.now() + 30 };
         verifiedOnce += 1;
-        return { captures: batch.map((capture) => (capture.subject === 'mallory' ? { ...capture, outcome: 'unverified' as const, detail: 'bad_signature' } : { ...capture, verified: true })) };
+        return {
+          captures: batch.map((capture) =>
+            capture.subject === 'mallory' ? { ...capture, outcome: 'unverified' as const, detail: 'bad_signature' } : { ...capture, verified: true },
+          ),
+        };
       },
     };
     const state = new StoreState({ pool: db.pool, logger, metrics });
@@ -270,7 +290,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(await metricValue(metrics, 'captures', { outcome: 'unverified' })).to.equal(1);
   });
 
-  it('captures waiting for one IdP\'s keys go back to the end of the spool, so other IdPs\' captures are written meanwhile', async () => {
+  it("captures waiting for one IdP's keys go back to the end of the spool, so other IdPs' captures are written meanwhile", async () => {
     await migrate(db.pool);
     const { logger } = memoryLogger('silent');
     const metrics = createMetrics();
@@ -292,7 +312,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     spool.append(slow);
     for (let index = 0; index < 5; index += 1) spool.append(syntheticCapture('fast', `fast-${index}`));
     const count = async (idp: string) => (await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM capture_events WHERE idp = $1', [idp])).rows[0]!.n;
-    await waitFor('the other IdP\'s captures in Postgres', async () => ((await count('fast')) === 5 ? true : undefined), 3_000);
+    await waitFor("the other IdP's captures in Postgres", async () => ((await count('fast')) === 5 ? true : undefined), 3_000);
     expect(await count('slow'), 'still waiting for its keys').to.equal(0);
     expect(pump.depth, 'the waiting capture is kept in the spool').to.be.at.least(1);
     slowKeysArrived = true;

@@ -179,17 +179,32 @@ describe('capture quarantine (integration)', function () {
     const held = syntheticCapture('github', undefined, { tokens: syntheticTokens({ idToken: undefined }) });
     await new GrantStore(db.pool, ringX, sealQuarantined).recordCaptures([held]);
     expect((await db.pool.query('SELECT count(*)::int AS n FROM pending_grants')).rows[0].n).to.equal(1);
-    const profile = syntheticCapture('github', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'octocat', email: undefined } });
+    const profile = syntheticCapture('github', undefined, {
+      outcome: 'profile',
+      tokens: undefined,
+      profile: { accessToken: held.tokens!.accessToken!, subject: 'octocat', email: undefined },
+    });
 
     // A sidecar with k1=Y spooled the profile and a login of another IdP, and died before writing them.
-    const first = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: ringY, logger: memoryLogger('silent').logger, metrics: createMetrics() });
+    const first = await CaptureSpool.open({
+      dir,
+      maxBytes: 16 * 1024 * 1024,
+      fsyncIntervalMs: 2,
+      keyRing: ringY,
+      logger: memoryLogger('silent').logger,
+      metrics: createMetrics(),
+    });
     expect(await first.appendAllDurable([profile, syntheticCapture('acme', 'before-restart')])).to.equal(true);
     await first.close();
 
     const store = new GrantStore(db.pool, ringY, sealQuarantined);
     const restarted = await startPump({ store, keyRing: ringY });
     try {
-      await waitFor('the replayed login of the other IdP', async () => ((await grantSubjects(db.pool, 'acme')).includes('before-restart') ? true : undefined), 10_000);
+      await waitFor(
+        'the replayed login of the other IdP',
+        async () => ((await grantSubjects(db.pool, 'acme')).includes('before-restart') ? true : undefined),
+        10_000,
+      );
       restarted.pump.enqueue(syntheticCapture('acme', 'after-restart'));
       expect(await restarted.pump.waitForIdp('acme', 10_000)).to.equal(true);
       expect(await restarted.pump.drain(5_000)).to.equal(true);
@@ -255,7 +270,11 @@ describe('capture quarantine (integration)', function () {
     const proxy = await startBlackholeProxy({ host: new URL(db.url).hostname, port: Number(new URL(db.url).port || 5432) });
     const url = new URL(db.url);
     url.host = `127.0.0.1:${proxy.port}`;
-    const pool = createPool({ databaseUrl: url.toString(), max: 2, timeouts: { connectTimeoutMs: 500, statementTimeoutMs: 500, queryTimeoutMs: 700, idleInTransactionMs: 5_000, keepAliveMs: 1_000 } });
+    const pool = createPool({
+      databaseUrl: url.toString(),
+      max: 2,
+      timeouts: { connectTimeoutMs: 500, statementTimeoutMs: 500, queryTimeoutMs: 700, idleInTransactionMs: 5_000, keepAliveMs: 1_000 },
+    });
     // The first savepoint of the one-by-one write is where the network goes.
     let outage = true;
     pool.on('connect', (client) => {
@@ -286,7 +305,11 @@ describe('capture quarantine (integration)', function () {
   it('a statement timeout (a grant row locked elsewhere) during the one-by-one write: the batch is retried, nothing is quarantined', async () => {
     const store = new GrantStore(db.pool, ring, sealQuarantined);
     await store.recordCaptures([syntheticCapture('acme', 'locked-user')]);
-    const pool = createPool({ databaseUrl: db.url, max: 2, timeouts: { connectTimeoutMs: 1_000, statementTimeoutMs: 300, queryTimeoutMs: 1_000, idleInTransactionMs: 5_000, keepAliveMs: 1_000 } });
+    const pool = createPool({
+      databaseUrl: db.url,
+      max: 2,
+      timeouts: { connectTimeoutMs: 1_000, statementTimeoutMs: 300, queryTimeoutMs: 1_000, idleInTransactionMs: 5_000, keepAliveMs: 1_000 },
+    });
     const locker = await db.pool.connect();
     const running = await startPump({ store: new GrantStore(pool, ring, sealQuarantined), keyRing: ring });
     const poison = syntheticCapture('acme', overBtreeLimit());

@@ -38,7 +38,9 @@ describe('refresh claims: one refresh token spent once across holders', () => {
       request.on('end', () => {
         presented.push(new URLSearchParams(Buffer.concat(chunks).toString('utf8')).get('refresh_token') ?? '');
         response.writeHead(200, { 'content-type': 'application/json' });
-        response.end(JSON.stringify({ access_token: `at-${presented.length}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-${presented.length}` }));
+        response.end(
+          JSON.stringify({ access_token: `at-${presented.length}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-${presented.length}` }),
+        );
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -50,7 +52,10 @@ describe('refresh claims: one refresh token spent once across holders', () => {
 
   function refresher(options: Partial<ConstructorParameters<typeof GrantRefresher>[0]> = {}, timeoutMs = 2_000): GrantRefresher {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-    const client = new IdpClient({ idp: IDP, tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta', authMethod: 'client_secret_post', timeoutMs }, 'secret');
+    const client = new IdpClient(
+      { idp: IDP, tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta', authMethod: 'client_secret_post', timeoutMs },
+      'secret',
+    );
     return new GrantRefresher({ pool: db.pool, store, clients: new Map([[IDP, client]]), pollMs: 20, ...options });
   }
 
@@ -67,17 +72,22 @@ describe('refresh claims: one refresh token spent once across holders', () => {
     }
   }
 
-  it("a live claim of another holder, its refresh token unchanged: the refresh waits until its deadline, UNAVAILABLE, and never calls the IdP", async () => {
+  it('a live claim of another holder, its refresh token unchanged: the refresh waits until its deadline, UNAVAILABLE, and never calls the IdP', async () => {
     await login('alice', 'alice-rt');
     await claimAs('other-host/1/aaaa', 'alice', 60_000);
     const before = presented.length;
-    const error = await refresher().refresh(IDP, 'alice', { waitUntil: Date.now() + 300 }).then(() => undefined, (caught: unknown) => caught);
+    const error = await refresher()
+      .refresh(IDP, 'alice', { waitUntil: Date.now() + 300 })
+      .then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
     expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'unavailable' });
     expect((error as Error).message).to.contain('other-host/1/aaaa');
     expect(presented.length, 'calls to the IdP').to.equal(before);
   });
 
-  it('a claim whose refresh token was replaced since (the holder\'s answer, or a login, landed) is over at once: the next refresh spends the new token', async () => {
+  it("a claim whose refresh token was replaced since (the holder's answer, or a login, landed) is over at once: the next refresh spends the new token", async () => {
     await login('bob', 'bob-rt-1');
     await claimAs('crashed-host/2/bbbb', 'bob', 60_000);
     // The crashed holder's pump (or a login) writes another refresh token.
@@ -109,7 +119,10 @@ describe('refresh claims: one refresh token spent once across holders', () => {
       300,
     );
     const late = await slow.refresh(IDP, 'carol');
-    expect(presented.slice(-2), 'the holder spent the old token; the taker (the IdP answered, here without reuse detection) too').to.deep.equal(['carol-rt', 'carol-rt']);
+    expect(presented.slice(-2), 'the holder spent the old token; the taker (the IdP answered, here without reuse detection) too').to.deep.equal([
+      'carol-rt',
+      'carol-rt',
+    ]);
     expect(takerResult?.refreshedByThisCall).to.equal(true);
     const stored = (await store.findGrant(IDP, 'carol'))!;
     expect(stored.refreshToken, "the taker's newer refresh token").to.equal(takerResult!.grant.refreshToken);
@@ -125,11 +138,18 @@ describe('refresh claims: one refresh token spent once across holders', () => {
     const logger = { warn: (_: unknown, message: string) => logs.push(message), info: () => undefined, error: () => undefined } as never;
     const taker = refresher({ applyWindowMs: 1_000, postgresRegainedAt: () => regainedAt, logger });
     const before = presented.length;
-    const early = await taker.refresh(IDP, 'erin', { waitUntil: Date.now() + 300 }).then(() => undefined, (caught: unknown) => caught);
+    const early = await taker.refresh(IDP, 'erin', { waitUntil: Date.now() + 300 }).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
     expect(early).to.be.instanceOf(VaultError).and.include({ outcome: 'unavailable' });
-    expect((early as Error).message).to.contain('outage-host/3/eeee').and.contain('expired while Postgres was away');
+    expect((early as Error).message)
+      .to.contain('outage-host/3/eeee')
+      .and.contain('expired while Postgres was away');
     expect(presented.length, 'calls to the IdP within the window').to.equal(before);
-    expect(logs).to.include('not taking over an expired refresh claim yet: Postgres came back less than the apply window ago, and its holder may still write its answer');
+    expect(logs).to.include(
+      'not taking over an expired refresh claim yet: Postgres came back less than the apply window ago, and its holder may still write its answer',
+    );
 
     const late = await taker.refresh(IDP, 'erin', { waitUntil: Date.now() + 5_000 });
     expect(Date.now() - regainedAt, 'taken over only after the window').to.be.at.least(1_000);
@@ -146,7 +166,10 @@ describe('refresh claims: one refresh token spent once across holders', () => {
     // As the API's pool reports an idle connection that failed (a restart, a failover).
     taker.postgresLost();
     const before = presented.length;
-    const error = await taker.refresh(IDP, 'frank', { waitUntil: Date.now() + 200 }).then(() => undefined, (caught: unknown) => caught);
+    const error = await taker.refresh(IDP, 'frank', { waitUntil: Date.now() + 200 }).then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
     expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'unavailable' });
     expect(presented.length).to.equal(before);
     // Another sidecar that saw no outage (and a Postgres up for long) takes it over at once.
@@ -167,7 +190,10 @@ describe('refresh claims: one refresh token spent once across holders', () => {
         }
       },
     });
-    const failed = await holder.refresh(IDP, 'gina').then(() => undefined, (caught: unknown) => caught);
+    const failed = await holder.refresh(IDP, 'gina').then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
     expect((failed as { code?: string }).code).to.equal('ECONNREFUSED');
     const rotated = `rotated-${presented.length}`;
     expect(presented.at(-1)).to.equal('gina-rt');

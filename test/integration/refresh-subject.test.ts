@@ -43,11 +43,28 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
         presented.push(new URLSearchParams(Buffer.concat(chunks).toString('utf8')).get('refresh_token') ?? '');
         const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
         const now = Math.floor(Date.now() / 1000);
-        const claims = { sub: answerSubject, ...(answerEmail ? { email: answerEmail } : {}), iss: base, aud: 'okta-client', iat: now, exp: now + 300, ...answerClaims };
+        const claims = {
+          sub: answerSubject,
+          ...(answerEmail ? { email: answerEmail } : {}),
+          iss: base,
+          aud: 'okta-client',
+          iat: now,
+          exp: now + 300,
+          ...answerClaims,
+        };
         const idToken = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256' }).sign(privateKey);
         response.writeHead(200, { 'content-type': 'application/json' });
         tokenCalls += 1;
-        response.end(JSON.stringify({ access_token: answerAccessToken ?? `at-${Date.now()}-${tokenCalls}`, token_type: 'Bearer', expires_in: 300, refresh_token: `rotated-by-idp-${tokenCalls}`, id_token: idToken, ...answerFields }));
+        response.end(
+          JSON.stringify({
+            access_token: answerAccessToken ?? `at-${Date.now()}-${tokenCalls}`,
+            token_type: 'Bearer',
+            expires_in: 300,
+            refresh_token: `rotated-by-idp-${tokenCalls}`,
+            id_token: idToken,
+            ...answerFields,
+          }),
+        );
       });
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -60,15 +77,30 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   it('refuses an id_token for another subject, logs it, and leaves the stored grant as it was', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
-    await store.recordCaptures([syntheticCapture('acme', 'alice', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'stored-refresh-token' }) })]);
+    await store.recordCaptures([
+      syntheticCapture('acme', 'alice', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'stored-refresh-token' }) }),
+    ]);
     const before = (await store.findGrant('acme', 'alice'))!;
-    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    const client = new IdpClient(
+      {
+        idp: 'acme',
+        tokenUrl: new URL(`${base}/token`),
+        revocationUrl: undefined,
+        clientId: 'okta-client',
+        authMethod: 'client_secret_post',
+        timeoutMs: 2_000,
+      },
+      'secret',
+    );
     const logged: string[] = [];
     const logger = { error: (_: unknown, message: string) => logged.push(message), warn: () => undefined, info: () => undefined } as never;
     const refresher = new GrantRefresher({ pool: db.pool, store, clients: new Map([['acme', client]]), logger });
 
     answerSubject = 'mallory';
-    const error = await refresher.refresh('acme', 'alice').then(() => undefined, (caught: unknown) => caught);
+    const error = await refresher.refresh('acme', 'alice').then(
+      () => undefined,
+      (caught: unknown) => caught,
+    );
     expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'failed_precondition' });
     expect((error as Error).message).to.contain('another subject');
     expect(logged.join('\n')).to.contain('OIDC Core 12.2');
@@ -87,10 +119,25 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
     const storedIdToken = `eyJhbGciOiJub25lIn0.${Buffer.from(JSON.stringify({ sub: 'carol', email: 'carol@example.test' })).toString('base64url')}.`;
     await store.recordCaptures([
-      syntheticCapture('acme', 'carol', { issuer: base, clientId: 'okta-client', email: 'carol@example.test', tokens: syntheticTokens({ refreshToken: 'carol-refresh-token', idToken: storedIdToken }) }),
+      syntheticCapture('acme', 'carol', {
+        issuer: base,
+        clientId: 'okta-client',
+        email: 'carol@example.test',
+        tokens: syntheticTokens({ refreshToken: 'carol-refresh-token', idToken: storedIdToken }),
+      }),
     ]);
     const before = (await store.findGrant('acme', 'carol'))!;
-    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    const client = new IdpClient(
+      {
+        idp: 'acme',
+        tokenUrl: new URL(`${base}/token`),
+        revocationUrl: undefined,
+        clientId: 'okta-client',
+        authMethod: 'client_secret_post',
+        timeoutMs: 2_000,
+      },
+      'secret',
+    );
     const spooled: Capture[] = [];
     const logged: Array<{ fields: unknown; message: string }> = [];
     const logger = { error: () => undefined, warn: (fields: unknown, message: string) => logged.push({ fields, message }), info: () => undefined } as never;
@@ -134,8 +181,20 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   it('stores the rotated tokens of an answer whose lifetimes or id_token exp no date can hold (1e300), without those: no expiry from them, the id_token not taken', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
-    await store.recordCaptures([syntheticCapture('acme', 'erin', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'erin-refresh-token' }) })]);
-    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    await store.recordCaptures([
+      syntheticCapture('acme', 'erin', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'erin-refresh-token' }) }),
+    ]);
+    const client = new IdpClient(
+      {
+        idp: 'acme',
+        tokenUrl: new URL(`${base}/token`),
+        revocationUrl: undefined,
+        clientId: 'okta-client',
+        authMethod: 'client_secret_post',
+        timeoutMs: 2_000,
+      },
+      'secret',
+    );
     const spooled: Capture[] = [];
     const counted: string[] = [];
     const refresher = new GrantRefresher({
@@ -161,7 +220,7 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
         expect(presented.at(-1), `${field}: the refresh before presented the token it stored`).to.not.equal(undefined);
         if (field === 'expires_in') expect(grant.accessTokenExpiresAt).to.equal(null);
         if (field === 'refresh_token_expires_in') expect(grant.refreshTokenExpiresAt).to.equal(null);
-        if (field === 'id_token') expect(grant.idToken, 'the answer\'s id_token is not taken: the stored one stays').to.equal(storedIdToken);
+        if (field === 'id_token') expect(grant.idToken, "the answer's id_token is not taken: the stored one stays").to.equal(storedIdToken);
       }
       expect(counted).to.deep.equal(['acme expires_in dropped', 'acme refresh_token_expires_in dropped', 'acme id_token dropped']);
       expect(spooled).to.have.length(3);
@@ -176,8 +235,20 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const ring = parseKeyRing(generateKeySpec('k1'));
     const store = new GrantStore(db.pool, ring, sealQuarantined);
-    await store.recordCaptures([syntheticCapture('acme', 'dave', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'dave-refresh-token' }) })]);
-    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    await store.recordCaptures([
+      syntheticCapture('acme', 'dave', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'dave-refresh-token' }) }),
+    ]);
+    const client = new IdpClient(
+      {
+        idp: 'acme',
+        tokenUrl: new URL(`${base}/token`),
+        revocationUrl: undefined,
+        clientId: 'okta-client',
+        authMethod: 'client_secret_post',
+        timeoutMs: 2_000,
+      },
+      'secret',
+    );
     const spooled: Capture[] = [];
     const counted: string[] = [];
     const refresher = new GrantRefresher({
@@ -190,11 +261,18 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
     answerSubject = 'dave';
     answerAccessToken = `at-${'x'.repeat(70_000)}`;
     try {
-      const error = await refresher.refresh('acme', 'dave').then(() => undefined, (caught: unknown) => caught);
+      const error = await refresher.refresh('acme', 'dave').then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
       const rotated = `rotated-by-idp-${tokenCalls}`;
       expect(error).to.be.instanceOf(VaultError).and.include({ outcome: 'failed_precondition' });
       const message = (error as Error).message;
-      expect(message).to.contain('access_token over 65,536 bytes').and.contain('set aside in the quarantine').and.not.contain(rotated).and.not.contain('xxxxxxxx');
+      expect(message)
+        .to.contain('access_token over 65,536 bytes')
+        .and.contain('set aside in the quarantine')
+        .and.not.contain(rotated)
+        .and.not.contain('xxxxxxxx');
       expect(counted).to.deep.equal(['acme access_token set_aside']);
       const quarantined = await listQuarantined(db.pool, { idp: 'acme' });
       const entry = quarantined.find((candidate) => message.includes(candidate.captureId));
@@ -208,11 +286,19 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
       expect((await store.findGrant('acme', 'dave'))!.refreshToken).to.equal(null);
       const { rows } = await db.pool.query('SELECT outcome, detail FROM capture_events WHERE capture_id = $1', [spooled[0]!.captureId]);
       expect(rows).to.deep.equal([{ outcome: 'too_large', detail: 'refresh answer with access_token over 65,536 bytes' }]);
-      const again = await refresher.refresh('acme', 'dave').then(() => undefined, (caught: unknown) => caught);
+      const again = await refresher.refresh('acme', 'dave').then(
+        () => undefined,
+        (caught: unknown) => caught,
+      );
       expect((again as Error).message).to.contain('has no refresh token');
 
       // An operator retries the capture (token-tap captures retry): the rotated tokens are stored.
-      const retried = await retryQuarantined(entry!.captureId, { pool: db.pool, ring, write: (tx, capture) => store.writeCaptureIn(tx, capture), verify: async (capture) => capture });
+      const retried = await retryQuarantined(entry!.captureId, {
+        pool: db.pool,
+        ring,
+        write: (tx, capture) => store.writeCaptureIn(tx, capture),
+        verify: async (capture) => capture,
+      });
       expect(retried).to.deep.equal({ captureId: entry!.captureId, result: 'written' });
       expect((await store.findGrant('acme', 'dave'))!).to.include({ refreshToken: rotated, accessToken: answerAccessToken });
     } finally {
@@ -224,8 +310,20 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
   it('a kept answer already applied by the pump does not stand in for the next refresh: the IdP is called again', async () => {
     const base = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
     const store = new GrantStore(db.pool, parseKeyRing(generateKeySpec('k1')), sealQuarantined);
-    await store.recordCaptures([syntheticCapture('acme', 'bob', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'bob-refresh-token' }) })]);
-    const client = new IdpClient({ idp: 'acme', tokenUrl: new URL(`${base}/token`), revocationUrl: undefined, clientId: 'okta-client', authMethod: 'client_secret_post', timeoutMs: 2_000 }, 'secret');
+    await store.recordCaptures([
+      syntheticCapture('acme', 'bob', { issuer: base, clientId: 'okta-client', tokens: syntheticTokens({ refreshToken: 'bob-refresh-token' }) }),
+    ]);
+    const client = new IdpClient(
+      {
+        idp: 'acme',
+        tokenUrl: new URL(`${base}/token`),
+        revocationUrl: undefined,
+        clientId: 'okta-client',
+        authMethod: 'client_secret_post',
+        timeoutMs: 2_000,
+      },
+      'secret',
+    );
     const spooled: Capture[] = [];
     let failNextWrite = true;
     const refresher = new GrantRefresher({
@@ -241,7 +339,10 @@ describe('refresh: the refreshed id_token must keep the subject (OIDC Core 12.2)
       },
     });
     answerSubject = 'bob';
-    await refresher.refresh('acme', 'bob').then(() => expect.fail('the first write fails'), () => undefined);
+    await refresher.refresh('acme', 'bob').then(
+      () => expect.fail('the first write fails'),
+      () => undefined,
+    );
     // The pump applies the spooled answer, as after any failed write.
     await store.recordCaptures(spooled);
     const callsBefore = tokenCalls;

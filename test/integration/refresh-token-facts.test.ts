@@ -37,19 +37,45 @@ describe('refresh-token facts of a grant (migration 000013)', () => {
   after(async () => db?.drop());
 
   const facts = async (subject: string): Promise<Facts> =>
-    (await db.pool.query<Facts>('SELECT refresh_token_first_seen_at, chain_began_at, last_refreshed_at, last_login_at, last_used_at, rotations_seen, refresh_rotates FROM grants WHERE idp = $1 AND subject = $2', ['acme', subject])).rows[0]!;
-  const login = (subject: string, seconds: number, refreshToken: string | undefined) => syntheticCapture('acme', subject, { observedAt: at(seconds), tokens: syntheticTokens({ refreshToken }) });
-  const answer = (subject: string, seconds: number, refreshToken: string | undefined, byPolicy = false): Capture => ({ ...login(subject, seconds, refreshToken), obtainedByRefresh: true, ...(byPolicy ? { refreshedByPolicy: true } : {}) });
+    (
+      await db.pool.query<Facts>(
+        'SELECT refresh_token_first_seen_at, chain_began_at, last_refreshed_at, last_login_at, last_used_at, rotations_seen, refresh_rotates FROM grants WHERE idp = $1 AND subject = $2',
+        ['acme', subject],
+      )
+    ).rows[0]!;
+  const login = (subject: string, seconds: number, refreshToken: string | undefined) =>
+    syntheticCapture('acme', subject, { observedAt: at(seconds), tokens: syntheticTokens({ refreshToken }) });
+  const answer = (subject: string, seconds: number, refreshToken: string | undefined, byPolicy = false): Capture => ({
+    ...login(subject, seconds, refreshToken),
+    obtainedByRefresh: true,
+    ...(byPolicy ? { refreshedByPolicy: true } : {}),
+  });
   /** As the refresher writes an answer under the row lock (operations/refresh.ts apply). */
   const refreshWith = (capture: Capture) => withTransaction(db.pool, (client) => store.writeObtainedTokens(client, capture));
 
   it('a login begins the chain; rotations keep it, count, and renew the first-seen time; a replayed answer and the policy change nothing they should not', async () => {
     await store.recordCaptures([login('u1', 0, 'rt-A')]);
-    expect(await facts('u1')).to.deep.equal({ refresh_token_first_seen_at: at(0), chain_began_at: at(0), last_refreshed_at: null, last_login_at: at(0), last_used_at: at(0), rotations_seen: 0, refresh_rotates: null });
+    expect(await facts('u1')).to.deep.equal({
+      refresh_token_first_seen_at: at(0),
+      chain_began_at: at(0),
+      last_refreshed_at: null,
+      last_login_at: at(0),
+      last_used_at: at(0),
+      rotations_seen: 0,
+      refresh_rotates: null,
+    });
 
     const rotated = answer('u1', 10, 'rt-B');
     await refreshWith(rotated);
-    expect(await facts('u1')).to.deep.equal({ refresh_token_first_seen_at: at(10), chain_began_at: at(0), last_refreshed_at: at(10), last_login_at: at(0), last_used_at: at(10), rotations_seen: 1, refresh_rotates: true });
+    expect(await facts('u1')).to.deep.equal({
+      refresh_token_first_seen_at: at(10),
+      chain_began_at: at(0),
+      last_refreshed_at: at(10),
+      last_login_at: at(0),
+      last_used_at: at(10),
+      rotations_seen: 1,
+      refresh_rotates: true,
+    });
 
     // The pump meets the answer's spooled copy (the outbox): the same answer, not a second one handing rt-B back.
     await store.recordCaptures([rotated]);
@@ -78,11 +104,20 @@ describe('refresh-token facts of a grant (migration 000013)', () => {
 
   it('the report counts them per IdP', async () => {
     const [acme] = await readIdpFigures(db.pool);
-    expect(acme).to.deep.include({ idp: 'acme', grants: 2, active: 2, withRefreshToken: 2, rotatesRefreshTokens: true, rotationsSeen: 2, refreshTokenExpiryKnown: 0, lastCaptureAt: at(40) });
+    expect(acme).to.deep.include({
+      idp: 'acme',
+      grants: 2,
+      active: 2,
+      withRefreshToken: 2,
+      rotatesRefreshTokens: true,
+      rotationsSeen: 2,
+      refreshTokenExpiryKnown: 0,
+      lastCaptureAt: at(40),
+    });
     expect(acme!.oldestRefreshTokenAgeSeconds).to.be.above(0);
   });
 
-  it("the policy's actions count only the runner's rows: an API key named \"policy\" is not the policy", async () => {
+  it('the policy\'s actions count only the runner\'s rows: an API key named "policy" is not the policy', async () => {
     await db.pool.query(
       `INSERT INTO access_events (operation, outcome, api_key_id, caller, idp, subject, detail)
        VALUES ('expire', 'ok', NULL, 'policy', 'spoofed', 'u1', 'the runner'),

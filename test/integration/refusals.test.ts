@@ -22,10 +22,13 @@ const SECRET = 'refusals-hook-secret-0f3b9c2e';
 
 function hookConfigFile(dir: string): string {
   const file = path.join(dir, 'hook.yaml');
-  writeFileSync(file, stringify({
-    authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } },
-    providers: [{ okta_idp_id: '0oaUPSTREAM1', idp: 'acme', match: 'email', identity_claims: { upstream_groups: 'groups' } }],
-  }));
+  writeFileSync(
+    file,
+    stringify({
+      authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } },
+      providers: [{ okta_idp_id: '0oaUPSTREAM1', idp: 'acme', match: 'email', identity_claims: { upstream_groups: 'groups' } }],
+    }),
+  );
   return file;
 }
 
@@ -42,10 +45,20 @@ async function flood(port: number, total: number, concurrency: number, authoriza
   let sent = 0;
   const one = () =>
     new Promise<number>((resolve, reject) => {
-      const request = http.request({ host: '127.0.0.1', port, path: OKTA_HOOK_PATH, method: 'POST', agent, headers: { authorization, 'content-type': 'application/json', 'content-length': body.length } }, (response) => {
-        response.resume();
-        response.on('end', () => resolve(response.statusCode ?? 0));
-      });
+      const request = http.request(
+        {
+          host: '127.0.0.1',
+          port,
+          path: OKTA_HOOK_PATH,
+          method: 'POST',
+          agent,
+          headers: { authorization, 'content-type': 'application/json', 'content-length': body.length },
+        },
+        (response) => {
+          response.resume();
+          response.on('end', () => resolve(response.statusCode ?? 0));
+        },
+      );
       request.on('error', reject);
       request.end(body);
     });
@@ -127,7 +140,9 @@ describe('refusals are summarised, not written one row each (integration)', func
       expect([...(await flood(sidecar.hook!.address.port, 3, 1, SECRET))]).to.deep.equal([[200, 3]]);
       // Shutdown writes the summary of the interval still open.
       await running.close();
-      const { rows } = await db.pool.query<{ outcome: string; count: number; peer: string }>("SELECT outcome, count, peer FROM access_events WHERE operation = 'okta_hook' ORDER BY id");
+      const { rows } = await db.pool.query<{ outcome: string; count: number; peer: string }>(
+        "SELECT outcome, count, peer FROM access_events WHERE operation = 'okta_hook' ORDER BY id",
+      );
       const refused = rows.filter((row) => row.outcome === 'unauthenticated');
       expect(refused.length, 'rows of refused calls').to.be.at.least(2).and.at.most(100);
       expect(refused.reduce((sum, row) => sum + row.count, 0)).to.equal(50_000);
@@ -135,7 +150,9 @@ describe('refusals are summarised, not written one row each (integration)', func
       expect(rows.filter((row) => row.outcome === 'no_provider').map((row) => row.count)).to.deep.equal([1, 1, 1]);
       const lines = running.log.lines().filter((line) => typeof line.msg === 'string' && (line.msg as string).startsWith('okta hook call'));
       expect(lines.length, 'hook log lines').to.be.at.most(10);
-      expect(await registryValue(sidecar.metrics.registry, 'token_tap_refusals_summarised_total', { source: 'okta_hook' })).to.equal(50_000 - refused.length + 1);
+      expect(await registryValue(sidecar.metrics.registry, 'token_tap_refusals_summarised_total', { source: 'okta_hook' })).to.equal(
+        50_000 - refused.length + 1,
+      );
     });
   });
 
@@ -156,13 +173,21 @@ describe('refusals are summarised, not written one row each (integration)', func
       const { sidecar } = running;
       const client = connectExtProc(`127.0.0.1:${sidecar.address.port}`);
       try {
-        await inBatches(4_000, 200, (index) => (index % 2 === 0 ? junkResponse(client, 400, '{"error":"invalid_grant"}') : junkResponse(client, 200, '<html>not json</html>')));
+        await inBatches(4_000, 200, (index) =>
+          index % 2 === 0 ? junkResponse(client, 400, '{"error":"invalid_grant"}') : junkResponse(client, 200, '<html>not json</html>'),
+        );
       } finally {
         client.close();
       }
-      await waitFor('every response handled', async () => ((await metricValue(sidecar.metrics, 'captures', { idp: 'acme' })) >= 3_998 ? true : undefined), 30_000);
+      await waitFor(
+        'every response handled',
+        async () => ((await metricValue(sidecar.metrics, 'captures', { idp: 'acme' })) >= 3_998 ? true : undefined),
+        30_000,
+      );
       await running.close();
-      const { rows } = await db.pool.query<{ outcome: string; error_code: string | null; count: number }>("SELECT outcome, error_code, count FROM capture_events WHERE idp = 'acme' ORDER BY id");
+      const { rows } = await db.pool.query<{ outcome: string; error_code: string | null; count: number }>(
+        "SELECT outcome, error_code, count FROM capture_events WHERE idp = 'acme' ORDER BY id",
+      );
       expect(rows.length, 'capture_events rows').to.be.at.most(6);
       const total = (outcome: string) => rows.filter((row) => row.outcome === outcome).reduce((sum, row) => sum + row.count, 0);
       expect(total('idp_error')).to.equal(2_000);
@@ -190,17 +215,27 @@ describe('refusals are summarised, not written one row each (integration)', func
       const { sidecar } = running;
       const client = connectExtProc(`127.0.0.1:${sidecar.address.port}`);
       try {
-        await inBatches(2_000, 200, (index) => junkResponse(client, 200, '{"access_token":"x"}', 'acme', [['content-encoding', `x-idp-chosen-${index}-${'z'.repeat(1_000)}`]]));
+        await inBatches(2_000, 200, (index) =>
+          junkResponse(client, 200, '{"access_token":"x"}', 'acme', [['content-encoding', `x-idp-chosen-${index}-${'z'.repeat(1_000)}`]]),
+        );
         await junkResponse(client, 400, '{"error":"invalid_client"}', 'other');
       } finally {
         client.close();
       }
-      await waitFor('every response handled', async () => ((await metricValue(sidecar.metrics, 'captures', { idp: 'acme' })) >= 2_000 - (DEFAULT_MAX_KEYS_PER_IDP + 1) ? true : undefined), 30_000);
+      await waitFor(
+        'every response handled',
+        async () => ((await metricValue(sidecar.metrics, 'captures', { idp: 'acme' })) >= 2_000 - (DEFAULT_MAX_KEYS_PER_IDP + 1) ? true : undefined),
+        30_000,
+      );
       await waitFor('the other IdP handled', async () => ((await metricValue(sidecar.metrics, 'captures', { idp: 'other' })) >= 1 ? true : undefined), 30_000);
       await running.close();
-      const { rows } = await db.pool.query<{ idp: string; outcome: string; error_code: string | null; detail: string | null; count: number }>('SELECT idp, outcome, error_code, detail, count FROM capture_events ORDER BY id');
+      const { rows } = await db.pool.query<{ idp: string; outcome: string; error_code: string | null; detail: string | null; count: number }>(
+        'SELECT idp, outcome, error_code, detail, count FROM capture_events ORDER BY id',
+      );
       const acme = rows.filter((row) => row.idp === 'acme');
-      console.log(`      2,000 responses with invented encodings: ${await metricValue(sidecar.metrics, 'spoolAppended')} spooled (both IdPs), ${acme.length} capture_events rows of the IdP`);
+      console.log(
+        `      2,000 responses with invented encodings: ${await metricValue(sidecar.metrics, 'spoolAppended')} spooled (both IdPs), ${acme.length} capture_events rows of the IdP`,
+      );
       expect(acme.reduce((sum, row) => sum + row.count, 0)).to.equal(2_000);
       expect(acme.length, 'capture_events rows of the IdP').to.be.at.most(DEFAULT_MAX_KEYS_PER_IDP + 2);
       expect(await metricValue(sidecar.metrics, 'spoolAppended')).to.be.at.most(DEFAULT_MAX_KEYS_PER_IDP + 2);
@@ -208,7 +243,9 @@ describe('refusals are summarised, not written one row each (integration)', func
         expect((row.detail ?? '').length).to.be.at.most(200);
         expect(row.detail ?? '').to.not.contain('idp-chosen');
       }
-      expect(rows.filter((row) => row.idp === 'other').map((row) => [row.outcome, row.error_code, row.count])).to.deep.equal([['idp_error', 'invalid_client', 1]]);
+      expect(rows.filter((row) => row.idp === 'other').map((row) => [row.outcome, row.error_code, row.count])).to.deep.equal([
+        ['idp_error', 'invalid_client', 1],
+      ]);
     });
   });
 
@@ -234,15 +271,23 @@ describe('refusals are summarised, not written one row each (integration)', func
       } finally {
         client.close();
       }
-      const hookRows = await waitFor('the hook summary row', async () => {
-        const { rows } = await db.pool.query<{ count: number }>("SELECT count FROM access_events WHERE operation = 'okta_hook' ORDER BY id");
-        return rows.reduce((sum, row) => sum + row.count, 0) === 30 ? rows : undefined;
-      }, 10_000);
+      const hookRows = await waitFor(
+        'the hook summary row',
+        async () => {
+          const { rows } = await db.pool.query<{ count: number }>("SELECT count FROM access_events WHERE operation = 'okta_hook' ORDER BY id");
+          return rows.reduce((sum, row) => sum + row.count, 0) === 30 ? rows : undefined;
+        },
+        10_000,
+      );
       expect(hookRows.length).to.be.at.most(3);
-      const captureRows = await waitFor('the capture summary row', async () => {
-        const { rows } = await db.pool.query<{ count: number }>("SELECT count FROM capture_events WHERE idp = 'acme' ORDER BY id");
-        return rows.reduce((sum, row) => sum + row.count, 0) === 20 ? rows : undefined;
-      }, 10_000);
+      const captureRows = await waitFor(
+        'the capture summary row',
+        async () => {
+          const { rows } = await db.pool.query<{ count: number }>("SELECT count FROM capture_events WHERE idp = 'acme' ORDER BY id");
+          return rows.reduce((sum, row) => sum + row.count, 0) === 20 ? rows : undefined;
+        },
+        10_000,
+      );
       expect(captureRows.length).to.be.at.most(3);
     });
   });

@@ -44,14 +44,20 @@ describe('report: the oldest refresh-token chain, as the policy counts max_age',
     expect(figures.get('rotating')!.oldestRefreshTokenAgeSeconds! / DAY).to.be.closeTo(1, 0.01);
     expect(figures.get('rotating')!.oldestChainAgeSeconds! / DAY).to.be.closeTo(10, 0.01);
     expect(figures.get('legacy')!.oldestChainAgeSeconds! / DAY).to.be.closeTo(5, 0.01);
-    const due = async (idp: string, days: number) => (await dueGrants(db.pool, idp, { maxAgeMs: days * DAY * 1000, idleMaxMs: undefined, rotateEveryMs: undefined }, 10, 3_600_000)).rows.length;
+    const due = async (idp: string, days: number) =>
+      (await dueGrants(db.pool, idp, { maxAgeMs: days * DAY * 1000, idleMaxMs: undefined, rotateEveryMs: undefined }, 10, 3_600_000)).rows.length;
     expect([await due('rotating', 9.9), await due('rotating', 10.1)]).to.deep.equal([1, 0]);
     expect([await due('legacy', 4.9), await due('legacy', 5.1)]).to.deep.equal([1, 0]);
   });
 
   it('exports it as token_tap_report_oldest_chain_age_seconds per IdP', async () => {
     const registry = new Registry();
-    registerReportGauges(registry, async () => buildReport(await readIdpFigures(db.pool), [], new Map()), { cacheMs: 0, onError: (error) => { throw error; } });
+    registerReportGauges(registry, async () => buildReport(await readIdpFigures(db.pool), [], new Map()), {
+      cacheMs: 0,
+      onError: (error) => {
+        throw error;
+      },
+    });
     const { values } = await registry.getSingleMetric('token_tap_report_oldest_chain_age_seconds')!.get();
     const byIdp = Object.fromEntries(values.map((value) => [value.labels.idp, Math.round(value.value / DAY)]));
     expect(byIdp).to.deep.equal({ legacy: 5, rotating: 10 });

@@ -3,7 +3,20 @@
 // too large to read whole, an oversized checkpoint, `held` as a regular file, capture ids planted in
 // held/, files the count does not know or cannot read, and the flock(1) child's path and environment.
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { closeSync, constants, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  writeSync,
+} from 'node:fs';
 import { open as openFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -40,7 +53,10 @@ function heldRecords(dir: string): Map<string, number> {
 /** Rejects once `ms` pass: a start or a count that hangs fails the test instead of the run. */
 function bounded<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout;
-  return Promise.race([work, new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms (hung)`)), ms)))]).finally(() => clearTimeout(timer));
+  return Promise.race([
+    work,
+    new Promise<T>((_, reject) => (timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms (hung)`)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 describe('a spool directory someone else can write to (real files)', function () {
@@ -78,7 +94,10 @@ describe('a spool directory someone else can write to (real files)', function ()
     mkdirSync(dir);
     const planted = ['99999999999999999999.seg', `99999999999999999999-${OTHER_WRITER}.seg`];
     for (const name of planted) writeFileSync(path.join(dir, name), SEGMENT_MAGIC);
-    writeFileSync(path.join(dir, 'checkpoint.json'), JSON.stringify({ v: 2, segments: { '99999999999999999999.seg': { offset: 8, at: 0 }, '90000000000000000000.seg': { offset: 8, at: 0 } } }));
+    writeFileSync(
+      path.join(dir, 'checkpoint.json'),
+      JSON.stringify({ v: 2, segments: { '99999999999999999999.seg': { offset: 8, at: 0 }, '90000000000000000000.seg': { offset: 8, at: 0 } } }),
+    );
     const { spool, log } = await openSpool({ segmentBytes: 4096 });
     let durable = 0;
     for (let index = 0; index < 40; index += 1) durable += (await spool.appendDurable(capture(index))) ? 1 : 0;
@@ -93,9 +112,14 @@ describe('a spool directory someone else can write to (real files)', function ()
     for (const name of planted) expect(readFileSync(path.join(dir, name)).equals(SEGMENT_MAGIC), `${name} left alone`).to.equal(true);
   });
 
-  it('a FIFO under a segment\'s, a held file\'s, the checkpoint\'s or holder.json\'s name neither hangs a start nor keys rotate\'s count, and is left alone', async () => {
+  it("a FIFO under a segment's, a held file's, the checkpoint's or holder.json's name neither hangs a start nor keys rotate's count, and is left alone", async () => {
     mkdirSync(path.join(dir, 'held'), { recursive: true });
-    const names = [segmentName(1, OTHER_WRITER), 'checkpoint.json', path.join('held', `key-k0-${OTHER_WRITER}.seg`), path.join('held', `unreadable-${OTHER_WRITER}.seg`)];
+    const names = [
+      segmentName(1, OTHER_WRITER),
+      'checkpoint.json',
+      path.join('held', `key-k0-${OTHER_WRITER}.seg`),
+      path.join('held', `unreadable-${OTHER_WRITER}.seg`),
+    ];
     for (const name of names) mkfifo(path.join(dir, name));
     const { spool, log } = await bounded(openSpool(), 5_000, 'the start');
     expect(spool.depth).to.equal(0);
@@ -107,14 +131,25 @@ describe('a spool directory someone else can write to (real files)', function ()
     const holder: ChildProcess = spawn('/usr/bin/flock', ['--exclusive', '--', path.join(dir, 'lock'), 'sleep', '600'], { detached: true, stdio: 'ignore' });
     try {
       await new Promise((resolve) => setTimeout(resolve, 300));
-      const refusal = await bounded(openSpool().then(() => '(opened)', (error: Error) => error.message), 5_000, 'the refused start');
+      const refusal = await bounded(
+        openSpool().then(
+          () => '(opened)',
+          (error: Error) => error.message,
+        ),
+        5_000,
+        'the refused start',
+      );
       expect(refusal).to.contain('holder unknown');
     } finally {
       process.kill(-holder.pid!, 'SIGKILL');
     }
     const census = await bounded(spoolCensus(dir), 5_000, 'the count');
     expect(census.records.k0).to.equal(1);
-    expect(census.unknownFiles.names).to.include.members([segmentName(1, OTHER_WRITER), `held/key-k0-${OTHER_WRITER}.seg`, `held/unreadable-${OTHER_WRITER}.seg`]);
+    expect(census.unknownFiles.names).to.include.members([
+      segmentName(1, OTHER_WRITER),
+      `held/key-k0-${OTHER_WRITER}.seg`,
+      `held/unreadable-${OTHER_WRITER}.seg`,
+    ]);
     for (const name of names) expect(statSync(path.join(dir, name)).isFIFO(), `${name} left alone`).to.equal(true);
   });
 
@@ -160,7 +195,9 @@ describe('a spool directory someone else can write to (real files)', function ()
       expect(spool.depth).to.equal(records);
       const segments = readdirSync(dir).filter((name) => parseSegmentName(name));
       const largest = Math.max(...segments.map((name) => statSync(path.join(dir, name)).size));
-      console.log(`      held file of ${(heldBytes / 1048576).toFixed(1)} MiB (${records} records): largest read ${largestRead} bytes, ${wholeReads} whole-file reads; restored as ${segments.length} segments of at most ${largest} bytes`);
+      console.log(
+        `      held file of ${(heldBytes / 1048576).toFixed(1)} MiB (${records} records): largest read ${largestRead} bytes, ${wholeReads} whole-file reads; restored as ${segments.length} segments of at most ${largest} bytes`,
+      );
       expect(wholeReads).to.equal(0);
       expect(largestRead).to.be.at.most(1024 * 1024);
       expect(existsSync(heldFile)).to.equal(false);
@@ -186,7 +223,7 @@ describe('a spool directory someone else can write to (real files)', function ()
     expect(existsSync(path.join(dir, name!))).to.equal(true);
   });
 
-  it('a `held` that is a regular file: the start is refused, saying what it is; keys rotate\'s report carries the error instead of throwing', async () => {
+  it("a `held` that is a regular file: the start is refused, saying what it is; keys rotate's report carries the error instead of throwing", async () => {
     mkdirSync(dir);
     writeFileSync(path.join(dir, 'held'), 'not a directory');
     const refusal = await openSpool().then(
@@ -231,7 +268,7 @@ describe('a spool directory someone else can write to (real files)', function ()
     expect(heldIds).to.deep.equal(captures.slice(0, 3).map((item) => item.captureId));
   });
 
-  it('keys rotate\'s count covers damaged segments, files of releases before held/ and names the spool does not read, by key id', async () => {
+  it("keys rotate's count covers damaged segments, files of releases before held/ and names the spool does not read, by key id", async () => {
     const ring = parseKeyRing(k0);
     const frames = (count: number) => Array.from({ length: count }, (_, index) => frameCapture(ring, capture(index)));
     const damage = Buffer.from([0xff, 0xff, 0xff, 0xff]);
@@ -239,7 +276,7 @@ describe('a spool directory someone else can write to (real files)', function ()
     writeFileSync(path.join(dir, 'held', `damaged-${segmentName(3, OTHER_WRITER)}`), Buffer.concat([SEGMENT_MAGIC, ...frames(2), damage]));
     writeFileSync(path.join(dir, `${segmentName(4, OTHER_WRITER)}.damaged`), Buffer.concat([SEGMENT_MAGIC, ...frames(3), damage]));
     writeFileSync(path.join(dir, '99999999999999999999.seg'), Buffer.concat([SEGMENT_MAGIC, ...frames(4)]));
-    writeFileSync(path.join(dir, 'notes.txt'), 'an operator\'s');
+    writeFileSync(path.join(dir, 'notes.txt'), "an operator's");
     const { report, notes } = await spoolKeyReport({ TOKEN_TAP_SPOOL_DIR: dir }, 'k1');
     console.log(`      damaged_by_key ${JSON.stringify(report.damaged_by_key)}, unknown_files ${JSON.stringify(report.unknown_files)}`);
     expect(report.damaged_by_key).to.deep.equal({ k0: 5 });
@@ -250,27 +287,33 @@ describe('a spool directory someone else can write to (real files)', function ()
     expect(notes.join('\n')).to.contain('files the spool does not know');
   });
 
-  it('runs flock(1) and cat(1) by absolute path, with `--` before the lock path and none of the sidecar\'s environment; holder.json\'s strings reach a refusal bounded and without control characters', async () => {
+  it("runs flock(1) and cat(1) by absolute path, with `--` before the lock path and none of the sidecar's environment; holder.json's strings reach a refusal bounded and without control characters", async () => {
     // A flock and a cat earlier in PATH would be run by a bare name.
     const evil = path.join(root, 'evil');
     mkdirSync(evil);
     const ran = path.join(root, 'evil-ran');
-    for (const name of ['flock', 'cat']) writeFileSync(path.join(evil, name), `#!/bin/sh\necho ${name} >> ${ran}\nexec /usr/bin/${name} "$@"\n`, { mode: 0o755 });
+    for (const name of ['flock', 'cat'])
+      writeFileSync(path.join(evil, name), `#!/bin/sh\necho ${name} >> ${ran}\nexec /usr/bin/${name} "$@"\n`, { mode: 0o755 });
     const saved = { PATH: process.env.PATH, TOKEN_TAP_KEYS: process.env.TOKEN_TAP_KEYS };
     process.env.PATH = `${evil}:${process.env.PATH}`;
     process.env.TOKEN_TAP_KEYS = k0;
     let child: { cmdline: string[]; environ: string } | undefined;
     try {
       await openSpool();
-      const pid = readdirSync('/proc').filter((entry) => /^\d+$/.test(entry)).find((entry) => {
-        try {
-          const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
-          return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid && readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(path.join(dir, 'lock'));
-        } catch {
-          return false;
-        }
-      });
-      expect(pid, 'the spool\'s flock(1)').to.not.equal(undefined);
+      const pid = readdirSync('/proc')
+        .filter((entry) => /^\d+$/.test(entry))
+        .find((entry) => {
+          try {
+            const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+            return (
+              Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === process.pid &&
+              readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(path.join(dir, 'lock'))
+            );
+          } catch {
+            return false;
+          }
+        });
+      expect(pid, "the spool's flock(1)").to.not.equal(undefined);
       child = { cmdline: readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean), environ: readFileSync(`/proc/${pid}/environ`, 'utf8') };
     } finally {
       process.env.PATH = saved.PATH;

@@ -62,7 +62,15 @@ describe('spool records across key changes and lost Postgres commits (real spool
     // Spooled under k0 while Postgres was away.
     const spooled = Array.from({ length: 5 }, (_, index) => syntheticCapture('acme', `old-${index}`));
     const before = parseKeyRing(k0);
-    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: before, logger: memoryLogger('silent').logger, metrics: createMetrics(), graceMs: 0 });
+    const spool = await CaptureSpool.open({
+      dir,
+      maxBytes: 16 * 1024 * 1024,
+      fsyncIntervalMs: 2,
+      keyRing: before,
+      logger: memoryLogger('silent').logger,
+      metrics: createMetrics(),
+      graceMs: 0,
+    });
     for (const capture of spooled) spool.append(capture);
     await spool.close();
 
@@ -86,7 +94,9 @@ describe('spool records across key changes and lost Postgres commits (real spool
 
     // k0 back in the ring (after the active one) and a restart: every record reaches Postgres.
     const back = await run(parseKeyRing(`${k1},${k0}`));
-    console.log(`      5 records under k0, restarted without k0: held ${await metricValue(without.metrics, 'spoolRecordsHeld', { reason: 'key_missing', key_id: 'k0' })}; with k0 back: ${(await subjects()).length - 2} replayed`);
+    console.log(
+      `      5 records under k0, restarted without k0: held ${await metricValue(without.metrics, 'spoolRecordsHeld', { reason: 'key_missing', key_id: 'k0' })}; with k0 back: ${(await subjects()).length - 2} replayed`,
+    );
     expect(back.drained).to.equal(true);
     expect(await subjects()).to.deep.equal(['new-0', 'new-1', ...spooled.map((capture) => capture.subject!)].sort());
     expect(back.log).to.contain('back in the spool');
@@ -101,7 +111,15 @@ describe('spool records across key changes and lost Postgres commits (real spool
     const otherK0 = generateKeySpec('k0');
     const k1 = generateKeySpec('k1');
     const spooled = Array.from({ length: 5 }, (_, index) => syntheticCapture('acme', `old-${index}`));
-    const spool = await CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: parseKeyRing(k0), logger: memoryLogger('silent').logger, metrics: createMetrics(), graceMs: 0 });
+    const spool = await CaptureSpool.open({
+      dir,
+      maxBytes: 16 * 1024 * 1024,
+      fsyncIntervalMs: 2,
+      keyRing: parseKeyRing(k0),
+      logger: memoryLogger('silent').logger,
+      metrics: createMetrics(),
+      graceMs: 0,
+    });
     for (const capture of spooled) spool.append(capture);
     await spool.close();
 
@@ -122,7 +140,9 @@ describe('spool records across key changes and lost Postgres commits (real spool
 
     // The right k0: every record reaches Postgres.
     const right = await run(parseKeyRing(`${k1},${k0}`), [], 0);
-    console.log(`      5 records under k0; ring {k1}: held; ring {k1, other k0}: still held (${await metricValue(wrong.metrics, 'spoolRecordsHeld', { reason: 'key_mismatch', key_id: 'k0' })} key_mismatch); ring {k1, k0}: ${(await subjects()).length} in Postgres`);
+    console.log(
+      `      5 records under k0; ring {k1}: held; ring {k1, other k0}: still held (${await metricValue(wrong.metrics, 'spoolRecordsHeld', { reason: 'key_mismatch', key_id: 'k0' })} key_mismatch); ring {k1, k0}: ${(await subjects()).length} in Postgres`,
+    );
     expect(right.drained).to.equal(true);
     expect(await subjects()).to.deep.equal(spooled.map((capture) => capture.subject!).sort());
     expect(heldFiles()).to.deep.equal([]);

@@ -72,7 +72,9 @@ describe('what the capture spool must not lose or touch (real files)', function 
       for (const item of captures) spool.append(item);
       await spool.flush();
       await closeAll();
-      const segmentBytes = readdirSync(dir).filter((name) => name.endsWith('.seg')).reduce((sum, name) => sum + statSync(path.join(dir, name)).size, 0);
+      const segmentBytes = readdirSync(dir)
+        .filter((name) => name.endsWith('.seg'))
+        .reduce((sum, name) => sum + statSync(path.join(dir, name)).size, 0);
       // Restarted without k0: all 20 records go into held/, but the disk has room for about a third of them.
       const { bavail, bsize } = statfsSync(mount);
       const filler = path.join(mount, 'filler');
@@ -86,7 +88,10 @@ describe('what the capture spool must not lose or touch (real files)', function 
       expect(failure, 'the read fails').to.be.oneOf(['ENOSPC', 'ESHORTWRITE']);
       expect(restarted.depth).to.equal(20);
       expect(existsSync(path.join(dir, 'checkpoint.json')), 'nothing committed').to.equal(false);
-      expect([...heldAfterFailure.values()].reduce((sum, count) => sum + count, 0), 'nothing counted held').to.equal(0);
+      expect(
+        [...heldAfterFailure.values()].reduce((sum, count) => sum + count, 0),
+        'nothing counted held',
+      ).to.equal(0);
       expect(await metricValue(metrics, 'spoolRecordsHeld', { reason: 'key_missing', key_id: 'k0' })).to.equal(0);
 
       // Room again: the next read moves every record, and the segments go only after that.
@@ -96,7 +101,9 @@ describe('what the capture spool must not lose or touch (real files)', function 
       await restarted.commit(batch);
       const held = heldRecords(dir);
       const heldBytes = readdirSync(path.join(dir, 'held')).reduce((sum, name) => sum + statSync(path.join(dir, 'held', name)).size, 0);
-      console.log(`      20 records to hold, room for a third: read failed (${failure}), 0 committed; with room: held ${[...held.values()]} in ${held.size} file(s), ${heldBytes} bytes`);
+      console.log(
+        `      20 records to hold, room for a third: read failed (${failure}), 0 committed; with room: held ${[...held.values()]} in ${held.size} file(s), ${heldBytes} bytes`,
+      );
       expect([...held.keys()]).to.have.length(1);
       expect([...held.values()]).to.deep.equal([20]);
       expect(idsInSegments(dir).size).to.equal(0);
@@ -213,7 +220,7 @@ describe('what the capture spool must not lose or touch (real files)', function 
     mkdirSync(path.join(dir, 'held'), { recursive: true });
     // Outside the spool: bytes that would read as a damaged segment (copied aside, then cut back to 8 bytes).
     const outside = path.join(root, 'precious');
-    const precious = Buffer.concat([Buffer.from('TTSPOOL1'), Buffer.from([0xff, 0xff, 0xff, 0xff]), Buffer.from('not the spool\'s')]);
+    const precious = Buffer.concat([Buffer.from('TTSPOOL1'), Buffer.from([0xff, 0xff, 0xff, 0xff]), Buffer.from("not the spool's")]);
     writeFileSync(outside, precious);
     symlinkSync(outside, path.join(dir, segmentName(1, '00000000000000aa')));
     symlinkSync(outside, path.join(dir, 'held', 'key-k0-00000000000000aa.seg'));

@@ -29,7 +29,6 @@ function capture(index: number, accessToken = `at-${index}`): Capture {
   });
 }
 
-
 describe('capture spool (real files)', function () {
   this.timeout(20_000);
   let dir: string;
@@ -207,7 +206,9 @@ describe('capture spool (real files)', function () {
     for (let index = 0; index < 200; index += 1) if (spool.append(capture(index, `at-${'x'.repeat(600)}-${index}`))) accepted += 1;
     await spool.flush();
     const dropped = await metricValue(metrics, 'capturesDropped', { reason: 'spool_full' });
-    const onDisk = readdirSync(dir).filter((name) => name.endsWith('.seg')).reduce((sum, name) => sum + readFileSync(path.join(dir, name)).length, 0);
+    const onDisk = readdirSync(dir)
+      .filter((name) => name.endsWith('.seg'))
+      .reduce((sum, name) => sum + readFileSync(path.join(dir, name)).length, 0);
     console.log(`      cap 65536 bytes: accepted ${accepted}, dropped ${dropped}, on disk ${onDisk} bytes`);
     expect(accepted).to.be.greaterThan(0);
     expect(dropped).to.equal(200 - accepted);
@@ -227,7 +228,9 @@ describe('capture spool (real files)', function () {
       if (index % 3 === 0) await new Promise((resolve) => setImmediate(resolve));
     }
     await spool.flush();
-    const onDisk = readdirSync(dir).filter((name) => name.endsWith('.seg')).reduce((sum, name) => sum + readFileSync(path.join(dir, name)).length, 0);
+    const onDisk = readdirSync(dir)
+      .filter((name) => name.endsWith('.seg'))
+      .reduce((sum, name) => sum + readFileSync(path.join(dir, name)).length, 0);
     console.log(`      cap 65536 bytes, appends during writes: accepted ${accepted}, highest spool.bytes ${highest}, on disk ${onDisk} bytes`);
     expect(accepted).to.be.greaterThan(0).and.lessThan(300);
     expect(highest).to.be.at.most(64 * 1024);
@@ -248,7 +251,10 @@ describe('capture spool (real files)', function () {
 
     const other = mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-stale-'));
     writeFileSync(path.join(other, 'lock'), '2147483646\n');
-    writeFileSync(path.join(other, 'holder.json'), JSON.stringify({ id: '0123456789abcdef', pid: 2147483646, hostname: 'gone', since: '2020-01-01T00:00:00.000Z' }));
+    writeFileSync(
+      path.join(other, 'holder.json'),
+      JSON.stringify({ id: '0123456789abcdef', pid: 2147483646, hostname: 'gone', since: '2020-01-01T00:00:00.000Z' }),
+    );
     try {
       const { spool } = await openSpool({ dir: other });
       expect(holder(other)).to.include({ pid: process.pid, hostname: os.hostname() });
@@ -278,11 +284,25 @@ describe('capture spool (real files)', function () {
   it('is held by an OS file lock on the directory: refused while another process holds it (naming the holder), free the moment that process is SIGKILLed', async () => {
     // Any process that holds flock(2) on `lock`, in whatever network namespace: here a Python one.
     writeFileSync(path.join(dir, 'lock'), '');
-    const other = spawn('python3', ['-c', 'import fcntl,sys,time\nf=open(sys.argv[1],"a")\nfcntl.flock(f,fcntl.LOCK_EX)\nprint("locked",flush=True)\ntime.sleep(60)', path.join(dir, 'lock')], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const other = spawn(
+      'python3',
+      [
+        '-c',
+        'import fcntl,sys,time\nf=open(sys.argv[1],"a")\nfcntl.flock(f,fcntl.LOCK_EX)\nprint("locked",flush=True)\ntime.sleep(60)',
+        path.join(dir, 'lock'),
+      ],
+      { stdio: ['ignore', 'pipe', 'inherit'] },
+    );
     await new Promise((resolve) => other.stdout!.once('data', resolve));
-    writeFileSync(path.join(dir, 'holder.json'), JSON.stringify({ id: 'fedcba9876543210', pid: other.pid, hostname: 'elsewhere', since: '2025-01-01T00:00:00.000Z' }));
+    writeFileSync(
+      path.join(dir, 'holder.json'),
+      JSON.stringify({ id: 'fedcba9876543210', pid: other.pid, hostname: 'elsewhere', since: '2025-01-01T00:00:00.000Z' }),
+    );
     try {
-      const refused = await openSpool().then(() => undefined, (error: Error) => error);
+      const refused = await openSpool().then(
+        () => undefined,
+        (error: Error) => error,
+      );
       expect(refused).to.be.instanceOf(SpoolLockedError);
       expect(refused!.message).to.equal(
         `the spool directory ${dir} is in use by another live token-tap (pid ${other.pid} on host elsewhere, since 2025-01-01T00:00:00.000Z, writer fedcba9876543210): give each sidecar its own TOKEN_TAP_SPOOL_DIR`,
@@ -314,7 +334,10 @@ describe('capture spool (real files)', function () {
     expect(Object.keys(checkpoint.segments)).to.deep.equal([segments.sort()[0]]);
   });
 
-  const segmentFiles = () => readdirSync(dir).filter((name) => name.endsWith('.seg')).sort();
+  const segmentFiles = () =>
+    readdirSync(dir)
+      .filter((name) => name.endsWith('.seg'))
+      .sort();
 
   it('keeps segments Postgres has for the grace window, replays them at a restart within it, and deletes them once it is over', async () => {
     const graceMs = 1_500;
@@ -342,7 +365,9 @@ describe('capture spool (real files)', function () {
     const committedAt = Date.now();
     await waitFor('the grace window to end', async () => (segmentFiles().length === 0 ? true : undefined), 5_000, 25);
     const gone = Date.now() - committedAt;
-    console.log(`      grace ${graceMs} ms: ${written.length} segments kept after the commit and replayed at a restart, deleted ${gone} ms after the last commit`);
+    console.log(
+      `      grace ${graceMs} ms: ${written.length} segments kept after the commit and replayed at a restart, deleted ${gone} ms after the last commit`,
+    );
     expect(gone).to.be.at.least(graceMs - 50);
     expect(restarted.depth).to.equal(0);
   });
@@ -389,14 +414,16 @@ describe('capture spool (real files)', function () {
     }
     await spool.flush();
     const left = graceSegments.filter((name) => segmentFiles().includes(name));
-    console.log(`      cap 65536 bytes with ${graceSegments.length} grace segments (${graceBytes} bytes): ${accepted} more accepted before the first drop, grace segments left ${left.length}`);
+    console.log(
+      `      cap 65536 bytes with ${graceSegments.length} grace segments (${graceBytes} bytes): ${accepted} more accepted before the first drop, grace segments left ${left.length}`,
+    );
     expect(left).to.deep.equal([]);
     expect(spool.depth).to.equal(accepted);
     expect(accepted * 650).to.be.greaterThan(32 * 1024);
     expect(spool.bytes).to.be.at.most(64 * 1024);
   });
 
-  it('replays, never deletes, a segment the checkpoint does not name (another writer\'s, below the checkpoint) and segments under a checkpoint of the release before', async () => {
+  it("replays, never deletes, a segment the checkpoint does not name (another writer's, below the checkpoint) and segments under a checkpoint of the release before", async () => {
     const { spool } = await openSpool({ segmentBytes: 4096 });
     for (let index = 0; index < 10; index += 1) {
       spool.append(capture(index));
@@ -431,8 +458,11 @@ describe('capture spool (real files)', function () {
     const secret = `CANARY-${randomUUID()}`;
     spool.append(capture(0, secret));
     await spool.flush();
-    const disk = readdirSync(dir).map((name) => readFileSync(path.join(dir, name)).toString('latin1')).join('');
+    const disk = readdirSync(dir)
+      .map((name) => readFileSync(path.join(dir, name)).toString('latin1'))
+      .join('');
     expect(disk.length).to.be.greaterThan(100);
-    for (const form of [secret, Buffer.from(secret).toString('hex'), Buffer.from(secret).toString('base64'), 'rt-0']) expect(disk.includes(form), form).to.equal(false);
+    for (const form of [secret, Buffer.from(secret).toString('hex'), Buffer.from(secret).toString('base64'), 'rt-0'])
+      expect(disk.includes(form), form).to.equal(false);
   });
 });

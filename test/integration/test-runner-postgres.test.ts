@@ -37,13 +37,19 @@ describe('test runner: finding Postgres (test/run.ts)', function () {
 
   it('without one on the default address, it starts a throwaway cluster, and removes it at exit', async () => {
     const closed = await freePort();
-    const result = await runner(['--check-postgres'], { TOKEN_TAP_TEST_ADMIN_URL: undefined, TOKEN_TAP_TEST_PG_PROBE_URL: `postgres://postgres@127.0.0.1:${closed}/test` });
+    const result = await runner(['--check-postgres'], {
+      TOKEN_TAP_TEST_ADMIN_URL: undefined,
+      TOKEN_TAP_TEST_PG_PROBE_URL: `postgres://postgres@127.0.0.1:${closed}/test`,
+    });
     expect(result.code, result.stderr).to.equal(0);
     const match = /^test Postgres: throwaway \(127\.0\.0\.1:(\d+)\)$/m.exec(result.stdout);
     expect(match, result.stdout).to.not.equal(null);
     const client = new pg.Client({ connectionString: `postgres://postgres@127.0.0.1:${match![1]}/postgres`, connectionTimeoutMillis: 2_000 });
     client.on('error', () => undefined);
-    const error = await client.connect().then(() => undefined, (caught: NodeJS.ErrnoException) => caught);
+    const error = await client.connect().then(
+      () => undefined,
+      (caught: NodeJS.ErrnoException) => caught,
+    );
     await client.end().catch(() => undefined);
     expect(error?.code, 'the throwaway cluster is gone after the run').to.equal('ECONNREFUSED');
   });

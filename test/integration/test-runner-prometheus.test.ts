@@ -33,14 +33,16 @@ describe('test runner: finding Prometheus (test/run.ts)', function () {
       expect(result.code).to.equal(2);
       const lines = result.stderr.trim().split('\n');
       expect(lines, result.stderr).to.have.length(1);
-      expect(lines[0]).to.equal('token-tap tests: promtool not found on PATH (the alert tests run them): install Prometheus 2.x (Debian/Ubuntu: apt-get install --no-install-recommends prometheus, which brings both)');
+      expect(lines[0]).to.equal(
+        'token-tap tests: promtool not found on PATH (the alert tests run them): install Prometheus 2.x (Debian/Ubuntu: apt-get install --no-install-recommends prometheus, which brings both)',
+      );
       expect(result.stdout).to.not.match(/passing|passed/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  it('finds both on the machine\'s PATH', () => {
+  it("finds both on the machine's PATH", () => {
     const found = prometheusBinaries();
     expect(path.basename(found.prometheus)).to.equal('prometheus');
     expect(path.basename(found.promtool)).to.equal('promtool');

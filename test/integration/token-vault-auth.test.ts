@@ -25,9 +25,32 @@ function certificates(): { dir: string; ca: string; serverCert: string; serverKe
   ] as const) {
     openssl('req', ...ec, '-subj', subject, '-keyout', file(`${name}.key`), '-out', file(`${name}.csr`));
     execFileSync('bash', ['-c', `printf '%s\\n' '${extension}' > '${file(`${name}.ext`)}'`]);
-    openssl('x509', '-req', '-in', file(`${name}.csr`), '-CA', file('ca.pem'), '-CAkey', file('ca.key'), '-CAcreateserial', '-days', '1', '-extfile', file(`${name}.ext`), '-out', file(`${name}.pem`));
+    openssl(
+      'x509',
+      '-req',
+      '-in',
+      file(`${name}.csr`),
+      '-CA',
+      file('ca.pem'),
+      '-CAkey',
+      file('ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '1',
+      '-extfile',
+      file(`${name}.ext`),
+      '-out',
+      file(`${name}.pem`),
+    );
   }
-  return { dir, ca: file('ca.pem'), serverCert: file('server.pem'), serverKey: file('server.key'), clientCert: file('client.pem'), clientKey: file('client.key') };
+  return {
+    dir,
+    ca: file('ca.pem'),
+    serverCert: file('server.pem'),
+    serverKey: file('server.key'),
+    clientCert: file('client.pem'),
+    clientKey: file('client.key'),
+  };
 }
 
 describe('TokenVault API authentication and authorization', function () {
@@ -68,7 +91,10 @@ describe('TokenVault API authentication and authorization', function () {
       ['revoked key', revoked.token, 'API key revoked at', revoked.id],
     ];
     for (const [name, key, detail, keyId] of cases) {
-      const error = (await client.call('GetGrant', { idp: 'acme', subject: 'alice' }, key).then(() => undefined, (caught: grpc.ServiceError) => caught))!;
+      const error = (await client.call('GetGrant', { idp: 'acme', subject: 'alice' }, key).then(
+        () => undefined,
+        (caught: grpc.ServiceError) => caught,
+      ))!;
       expect(error?.code, name).to.equal(grpc.status.UNAUTHENTICATED);
       expect(error.details, name).to.contain('api-keys create');
       const event = await lastEvent();
@@ -87,8 +113,20 @@ describe('TokenVault API authentication and authorization', function () {
       ['key for another IdP (list)', 'ListGrants', { idp: 'other' }, acmeReader.token, grpc.status.PERMISSION_DENIED],
       ['key without get', 'GetGrant', { idp: 'acme', subject: 'alice' }, lister.token, grpc.status.PERMISSION_DENIED],
       ['key without refresh', 'RefreshGrant', { idp: 'acme', subject: 'alice' }, acmeReader.token, grpc.status.PERMISSION_DENIED],
-      ['key without refresh (automatic refresh asked)', 'GetGrant', { idp: 'acme', subject: 'alice', refresh_if_expires_within_seconds: 60 }, acmeReader.token, grpc.status.PERMISSION_DENIED],
-      ['key without read_refresh_token', 'GetGrant', { idp: 'acme', subject: 'alice', include_refresh_token: true }, acmeReader.token, grpc.status.PERMISSION_DENIED],
+      [
+        'key without refresh (automatic refresh asked)',
+        'GetGrant',
+        { idp: 'acme', subject: 'alice', refresh_if_expires_within_seconds: 60 },
+        acmeReader.token,
+        grpc.status.PERMISSION_DENIED,
+      ],
+      [
+        'key without read_refresh_token',
+        'GetGrant',
+        { idp: 'acme', subject: 'alice', include_refresh_token: true },
+        acmeReader.token,
+        grpc.status.PERMISSION_DENIED,
+      ],
       ['key without revoke', 'RevokeGrant', { idp: 'acme', subject: 'alice' }, acmeReader.token, grpc.status.PERMISSION_DENIED],
       ['key for one IdP deleting on every IdP', 'DeleteSubject', { subject: 'alice' }, acmeDeleter.token, grpc.status.PERMISSION_DENIED],
       ['within its grant (get)', 'GetGrant', { idp: 'acme', subject: 'alice' }, acmeReader.token, grpc.status.OK],
@@ -113,7 +151,9 @@ describe('TokenVault API authentication and authorization', function () {
     const secret = key.token.slice(`ttk_${key.id}_`.length);
     expect(rows[0].secret_hash).to.have.length(32);
     expect(Buffer.from(rows[0].secret_hash).toString('hex')).to.not.contain(Buffer.from(secret).toString('hex'));
-    expect(JSON.stringify(await new ApiKeyRepository(db.pool).list())).to.not.contain(secret).and.not.contain('secret');
+    expect(JSON.stringify(await new ApiKeyRepository(db.pool).list()))
+      .to.not.contain(secret)
+      .and.not.contain('secret');
   });
 
   describe('with mTLS', () => {
@@ -136,7 +176,11 @@ describe('TokenVault API authentication and authorization', function () {
       // Verified as "localhost": TLS server names cannot be IP addresses (RFC 6066).
       const name = { 'grpc.ssl_target_name_override': 'localhost' };
       const withoutCertificate = vaultClient(tlsVault.apiPort, grpc.credentials.createSsl(ca), name);
-      const withCertificate = vaultClient(tlsVault.apiPort, grpc.credentials.createSsl(ca, readFileSync(files.clientKey), readFileSync(files.clientCert)), name);
+      const withCertificate = vaultClient(
+        tlsVault.apiPort,
+        grpc.credentials.createSsl(ca, readFileSync(files.clientKey), readFileSync(files.clientCert)),
+        name,
+      );
       const plaintext = vaultClient(tlsVault.apiPort);
       try {
         expect(await statusOf(withoutCertificate.call('GetGrant', { idp: 'acme', subject: 'alice' }, key.token))).to.equal(grpc.status.UNAVAILABLE);

@@ -56,7 +56,14 @@ describe('TokenVault API: refresh tokens in extras (Slack-shaped responses, gRPC
       // (here the IdP's real ones) under authed_user; more tokens deeper, under names of Slack's.
       rewrite: (body) => {
         userRefreshToken = body.refresh_token as string;
-        body.authed_user = { id: 'U0ADA', scope: 'identity.basic', access_token: body.access_token, refresh_token: body.refresh_token, token_type: 'user', expires_in: 43200 };
+        body.authed_user = {
+          id: 'U0ADA',
+          scope: 'identity.basic',
+          access_token: body.access_token,
+          refresh_token: body.refresh_token,
+          token_type: 'user',
+          expires_in: 43200,
+        };
         delete body.access_token;
         delete body.refresh_token;
         body.ok = true;
@@ -127,13 +134,25 @@ describe('migration 000007 (Postgres)', () => {
   it('erases the extras of grants revoked before it, and only theirs', async () => {
     const db = await createTestDatabase('extras_migration');
     try {
-      await migrate(db.pool, loadMigrations().filter((migration) => migration.version < 7));
-      for (const [subject, status] of [['gone', 'revoked'], ['here', 'active']]) {
-        await db.pool.query("INSERT INTO grants (idp, subject, key_id, extras, status, captured_at) VALUES ('acme', $1, 'k1', '\\x01', $2, now())", [subject, status]);
+      await migrate(
+        db.pool,
+        loadMigrations().filter((migration) => migration.version < 7),
+      );
+      for (const [subject, status] of [
+        ['gone', 'revoked'],
+        ['here', 'active'],
+      ]) {
+        await db.pool.query("INSERT INTO grants (idp, subject, key_id, extras, status, captured_at) VALUES ('acme', $1, 'k1', '\\x01', $2, now())", [
+          subject,
+          status,
+        ]);
       }
       await migrate(db.pool);
-      const { rows } = await db.pool.query("SELECT subject, extras IS NULL AS erased FROM grants ORDER BY subject");
-      expect(rows).to.deep.equal([{ subject: 'gone', erased: true }, { subject: 'here', erased: false }]);
+      const { rows } = await db.pool.query('SELECT subject, extras IS NULL AS erased FROM grants ORDER BY subject');
+      expect(rows).to.deep.equal([
+        { subject: 'gone', erased: true },
+        { subject: 'here', erased: false },
+      ]);
     } finally {
       await db.drop();
     }

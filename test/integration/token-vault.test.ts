@@ -63,9 +63,7 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
     for (const client of clients) await client.call('ListGrants', { idp: IDP }, key);
     const upstreamBefore = idp.tokenResponses.length;
 
-    const results = await Promise.all(
-      Array.from({ length: 20 }, (_, index) => clients[index % 2]!.call('RefreshGrant', { idp: IDP, subject: 'alice' }, key)),
-    );
+    const results = await Promise.all(Array.from({ length: 20 }, (_, index) => clients[index % 2]!.call('RefreshGrant', { idp: IDP, subject: 'alice' }, key)));
 
     expect(idp.tokenResponses.length - upstreamBefore, 'refresh requests that reached the IdP').to.equal(1);
     const upstream = JSON.parse(idp.tokenResponses.at(-1)!.body.toString('utf8')) as { access_token: string; refresh_token: string };
@@ -104,7 +102,13 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
     const bySubject = await clients[0]!.call('GetGrant', { idp: IDP, subject: 'bob' }, key);
     const byEmail = await clients[1]!.call('GetGrant', { idp: IDP, email: 'BOB@example.test' }, key);
     for (const { grant } of [bySubject, byEmail] as Array<{ grant: GrantMessage }>) {
-      expect(grant).to.include({ idp: IDP, subject: 'bob', status: 'GRANT_STATUS_ACTIVE', access_token: login.tokens.access_token, id_token: login.tokens.id_token });
+      expect(grant).to.include({
+        idp: IDP,
+        subject: 'bob',
+        status: 'GRANT_STATUS_ACTIVE',
+        access_token: login.tokens.access_token,
+        id_token: login.tokens.id_token,
+      });
       expect(grant.refresh_token).to.equal('');
       expect(grant.has_refresh_token).to.equal(true);
       expect(fromProtoStruct(grant.id_token_claims)).to.include({ sub: 'bob', email: 'bob@example.test', email_verified: true });
@@ -139,7 +143,10 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
     expect(revoked).to.deep.include({ revoked_at_idp: true });
     expect(revoked.grant).to.include({ status: 'GRANT_STATUS_REVOKED', has_refresh_token: false });
     expect(await userinfoStatus(idp, login.tokens.access_token)).to.equal(401);
-    const reuse = await refreshAsOkta(idp, idp.tokenUrl, login.tokens.refresh_token!).then(() => undefined, (error: TokenCallError) => error);
+    const reuse = await refreshAsOkta(idp, idp.tokenUrl, login.tokens.refresh_token!).then(
+      () => undefined,
+      (error: TokenCallError) => error,
+    );
     expect(reuse?.received?.status).to.equal(400);
     expect(await statusOf(clients[1]!.call('GetGrant', { idp: IDP, subject: 'bob' }, key))).to.equal(grpc.status.FAILED_PRECONDITION);
 
@@ -151,7 +158,9 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
 
   it('ListGrants pages through grants in (idp, subject) order without tokens, limited to the IdPs of the key', async () => {
     await vaults[0]!.sidecar.store.recordCaptures([
-      ...['p1', 'p2', 'p3', 'p4', 'p5'].map((subject) => syntheticCapture(IDP, subject, { email: `${subject}@example.test`, tokens: syntheticTokens({ scope: ['openid'] }) })),
+      ...['p1', 'p2', 'p3', 'p4', 'p5'].map((subject) =>
+        syntheticCapture(IDP, subject, { email: `${subject}@example.test`, tokens: syntheticTokens({ scope: ['openid'] }) }),
+      ),
       syntheticCapture('other', 'p9', { email: 'p9@example.test', tokens: syntheticTokens({ scope: ['openid'] }) }),
     ]);
     const seen: string[] = [];
@@ -174,7 +183,10 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
   });
 
   it('DeleteSubject deletes every grant of a user across IdPs by email, with their capture events, for a key allowed every IdP', async () => {
-    await vaults[0]!.sidecar.store.recordCaptures([syntheticCapture(IDP, 'carol-acme', { email: 'Carol@Example.test', tokens: syntheticTokens({ scope: ['openid'] }) }), syntheticCapture('other', 'carol-other', { email: 'carol@example.test', tokens: syntheticTokens({ scope: ['openid'] }) })]);
+    await vaults[0]!.sidecar.store.recordCaptures([
+      syntheticCapture(IDP, 'carol-acme', { email: 'Carol@Example.test', tokens: syntheticTokens({ scope: ['openid'] }) }),
+      syntheticCapture('other', 'carol-other', { email: 'carol@example.test', tokens: syntheticTokens({ scope: ['openid'] }) }),
+    ]);
     expect(await statusOf(clients[0]!.call('DeleteSubject', { email: 'carol@example.test' }, key))).to.equal(grpc.status.PERMISSION_DENIED);
     const everywhere = (await createApiKey(db, 'privacy-desk', ['*'], ['delete'])).token;
     secrets.push(everywhere);
@@ -192,7 +204,11 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
     const before = (await db.pool.query('SELECT max(id) AS id FROM access_events')).rows[0].id as string;
     const { id: keyId } = await db.pool.query("SELECT id FROM api_keys WHERE name = 'billing-service'").then((result) => result.rows[0]);
     // Each call's result is taken at once, so no rejection waits unhandled while another is awaited.
-    const settle = (call: Promise<unknown>) => call.then(() => 'ok', (error: grpc.ServiceError) => error.code);
+    const settle = (call: Promise<unknown>) =>
+      call.then(
+        () => 'ok',
+        (error: grpc.ServiceError) => error.code,
+      );
     const calls: Array<[string, Promise<unknown>]> = [
       ['GetGrant ok', settle(clients[0]!.call('GetGrant', { idp: IDP, subject: 'bob' }, key))],
       ['GetGrant not_found', settle(clients[0]!.call('GetGrant', { idp: IDP, subject: 'nobody' }, key))],
@@ -202,12 +218,16 @@ describe('TokenVault API (oidc-provider with refresh-token rotation, Postgres, g
       ['RevokeGrant invalid_argument', settle(clients[0]!.call('RevokeGrant', { idp: IDP }, key))],
     ];
     await Promise.all(calls.map(([, call]) => call));
-    const { rows } = await db.pool.query(
-      'SELECT operation, outcome, api_key_id, caller, idp, subject, detail FROM access_events WHERE id > $1 ORDER BY id',
-      [before],
-    );
+    const { rows } = await db.pool.query('SELECT operation, outcome, api_key_id, caller, idp, subject, detail FROM access_events WHERE id > $1 ORDER BY id', [
+      before,
+    ]);
     expect(rows.map((row) => `${row.operation} ${row.outcome}`).sort()).to.deep.equal(calls.map(([name]) => name).sort());
-    expect(rows.find((row) => row.outcome === 'ok' && row.operation === 'GetGrant')).to.include({ api_key_id: keyId, caller: 'billing-service', idp: IDP, subject: 'bob' });
+    expect(rows.find((row) => row.outcome === 'ok' && row.operation === 'GetGrant')).to.include({
+      api_key_id: keyId,
+      caller: 'billing-service',
+      idp: IDP,
+      subject: 'bob',
+    });
     expect(rows.find((row) => row.outcome === 'unauthenticated')).to.include({ api_key_id: null, detail: 'no API key presented' });
   });
 

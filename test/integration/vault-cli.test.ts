@@ -55,7 +55,9 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
         expect(await statusOf(client.call('GetGrant', { idp: 'acme', subject: 'alice' }, key.api_key))).to.equal(grpc.status.OK);
         const listed = await runCli(['api-keys', 'list'], env);
         expect(listed.code).to.equal(0);
-        expect(JSON.parse(listed.stdout)).to.deep.include.members([{ id: key.id, name: 'billing', idps: ['acme'], operations: ['get', 'list'], created_at: JSON.parse(listed.stdout)[0].created_at, revoked_at: null }]);
+        expect(JSON.parse(listed.stdout)).to.deep.include.members([
+          { id: key.id, name: 'billing', idps: ['acme'], operations: ['get', 'list'], created_at: JSON.parse(listed.stdout)[0].created_at, revoked_at: null },
+        ]);
         expect(listed.stdout).to.not.contain(key.api_key.slice(-43));
         const revoked = await runCli(['api-keys', 'revoke', '--id', key.id], env);
         expect(revoked.code, revoked.stderr).to.equal(0);
@@ -90,10 +92,18 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       const ringA = parseKeyRing(specA);
       const ringCA = parseKeyRing(`${specC},${specA}`);
       // alice: first consent under A, then a login without a refresh token under C; bob: the reverse.
-      await new GrantStore(db.pool, ringA, sealQuarantined).recordCaptures([vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: 'alice-refresh' }) })]);
-      await new GrantStore(db.pool, ringCA, sealQuarantined).recordCaptures([vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: undefined }) })]);
-      await new GrantStore(db.pool, ringCA, sealQuarantined).recordCaptures([vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: 'bob-refresh' }) })]);
-      await new GrantStore(db.pool, ringA, sealQuarantined).recordCaptures([vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: undefined }) })]);
+      await new GrantStore(db.pool, ringA, sealQuarantined).recordCaptures([
+        vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: 'alice-refresh' }) }),
+      ]);
+      await new GrantStore(db.pool, ringCA, sealQuarantined).recordCaptures([
+        vaultCapture('acme', 'alice', { tokens: syntheticTokens({ refreshToken: undefined }) }),
+      ]);
+      await new GrantStore(db.pool, ringCA, sealQuarantined).recordCaptures([
+        vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: 'bob-refresh' }) }),
+      ]);
+      await new GrantStore(db.pool, ringA, sealQuarantined).recordCaptures([
+        vaultCapture('acme', 'bob', { tokens: syntheticTokens({ refreshToken: undefined }) }),
+      ]);
       const result = await rotateKeys(db.pool, ringCA, new GrantStore(db.pool, ringCA, sealQuarantined));
       expect(result.grants).to.be.at.least(2);
       const storeC = new GrantStore(db.pool, parseKeyRing(specC), sealQuarantined);
@@ -128,11 +138,18 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
           },
         }).catch((error: Error) => error.message);
         expect(stopped).to.equal('stopped');
-        const afterStop = await db.pool.query("SELECT key_id, count(*)::int AS n FROM grants GROUP BY key_id ORDER BY key_id");
-        expect(afterStop.rows).to.deep.equal([{ key_id: 'A', n: 3 }, { key_id: 'B', n: 2 }]);
+        const afterStop = await db.pool.query('SELECT key_id, count(*)::int AS n FROM grants GROUP BY key_id ORDER BY key_id');
+        expect(afterStop.rows).to.deep.equal([
+          { key_id: 'A', n: 3 },
+          { key_id: 'B', n: 2 },
+        ]);
 
         const noSpool = path.join(os.tmpdir(), `token-tap-no-spool-${process.pid}`);
-        const rotated = await runCli(['keys', 'rotate', '--batch-size', '2'], { DATABASE_URL: db.url, TOKEN_TAP_KEYS: `${specB},${specA}`, TOKEN_TAP_SPOOL_DIR: noSpool });
+        const rotated = await runCli(['keys', 'rotate', '--batch-size', '2'], {
+          DATABASE_URL: db.url,
+          TOKEN_TAP_KEYS: `${specB},${specA}`,
+          TOKEN_TAP_SPOOL_DIR: noSpool,
+        });
         expect(rotated.code, rotated.stderr).to.equal(0);
         expect(JSON.parse(rotated.stdout)).to.deep.equal({
           active_key_id: 'B',
@@ -166,7 +183,11 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
         expect((await storeB.findGrant('acme', 'r1'))!.extras).to.deep.equal({ team: 'blue' });
         // The held grant's fingerprint was re-keyed too, so the profile call still finds it.
         await storeB.recordCaptures([
-          vaultCapture('github', undefined, { outcome: 'profile', tokens: undefined, profile: { accessToken: held.tokens!.accessToken!, subject: 'octocat', email: undefined } }),
+          vaultCapture('github', undefined, {
+            outcome: 'profile',
+            tokens: undefined,
+            profile: { accessToken: held.tokens!.accessToken!, subject: 'octocat', email: undefined },
+          }),
         ]);
         expect(await storeB.findGrant('github', 'octocat')).to.include({ accessToken: held.tokens!.accessToken });
         expect(await statusOf(client.call('GetGrant', { idp: 'acme', subject: 'r5' }, api_key))).to.equal(grpc.status.OK);
@@ -176,10 +197,18 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       }
     });
 
-    it('reports the spool\'s records per key id, held ones included, read while a sidecar holds the spool, so an operator knows when a key may leave', async () => {
+    it("reports the spool's records per key id, held ones included, read while a sidecar holds the spool, so an operator knows when a key may leave", async () => {
       const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-rotate-spool-'));
       const open = (spec: string) =>
-        CaptureSpool.open({ dir, maxBytes: 16 * 1024 * 1024, fsyncIntervalMs: 2, keyRing: parseKeyRing(spec), logger: memoryLogger('silent').logger, metrics: createMetrics(), graceMs: 60_000 });
+        CaptureSpool.open({
+          dir,
+          maxBytes: 16 * 1024 * 1024,
+          fsyncIntervalMs: 2,
+          keyRing: parseKeyRing(spec),
+          logger: memoryLogger('silent').logger,
+          metrics: createMetrics(),
+          graceMs: 60_000,
+        });
       try {
         // Three records spooled under C; a sidecar whose ring lacks C moves them aside (held), and spools two under B.
         const before = await open(specC);
@@ -238,7 +267,12 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
     before(async () => {
       idp = await startTestIdp({ rotateRefreshToken: true });
       db = await createTestDatabase('cli_grants');
-      env = { DATABASE_URL: db.url, TOKEN_TAP_KEYS: generateKeySpec('k1'), TOKEN_TAP_IDP_CONFIG: idpConfigFile(idp, 'acme', 'ACME_TEST_SECRET'), ACME_TEST_SECRET: idp.clientSecret };
+      env = {
+        DATABASE_URL: db.url,
+        TOKEN_TAP_KEYS: generateKeySpec('k1'),
+        TOKEN_TAP_IDP_CONFIG: idpConfigFile(idp, 'acme', 'ACME_TEST_SECRET'),
+        ACME_TEST_SECRET: idp.clientSecret,
+      };
       vault = await startVaultSidecar(db, env);
     });
     after(async () => {
@@ -257,7 +291,10 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
 
       const refreshed = await runCli(['grants', 'refresh', '--idp', 'acme', '--subject', 'alice'], env);
       expect(refreshed.code, refreshed.stderr).to.equal(0);
-      const { refreshed_by_this_call, grant } = JSON.parse(refreshed.stdout) as { refreshed_by_this_call: boolean; grant: { access_token: string; refresh_token: string } };
+      const { refreshed_by_this_call, grant } = JSON.parse(refreshed.stdout) as {
+        refreshed_by_this_call: boolean;
+        grant: { access_token: string; refresh_token: string };
+      };
       expect(refreshed_by_this_call).to.equal(true);
       expect(grant.refresh_token).to.not.equal(login.tokens.refresh_token);
       expect(await userinfoStatus(idp, grant.access_token)).to.equal(200);
@@ -269,7 +306,11 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
 
       const deleted = await runCli(['grants', 'delete', '--idp', 'acme', '--subject', 'alice'], env);
       expect(deleted.code, deleted.stderr).to.equal(0);
-      expect(JSON.parse(deleted.stdout)).to.deep.equal({ deleted: [{ idp: 'acme', subject: 'alice' }], capture_events_deleted: 1, quarantined_captures_deleted: 0 });
+      expect(JSON.parse(deleted.stdout)).to.deep.equal({
+        deleted: [{ idp: 'acme', subject: 'alice' }],
+        capture_events_deleted: 1,
+        quarantined_captures_deleted: 0,
+      });
       const { rows } = await db.pool.query("SELECT operation, outcome, idp, subject FROM access_events WHERE caller LIKE 'cli:%' ORDER BY id");
       expect(rows).to.deep.equal(
         ['ListGrants', 'RefreshGrant', 'RevokeGrant', 'DeleteSubject'].map((operation) => ({
@@ -286,18 +327,35 @@ describe('vault operator commands (token-tap api-keys, keys rotate, grants, purg
       // Two captures set aside (their verification threw): one 400 days ago, one now.
       const quarantinedLongAgo = vaultCapture('acme', 'q-old');
       const quarantinedLately = vaultCapture('acme', 'q-new');
-      await vault.sidecar.store.recordCaptures([], [quarantinedLongAgo, quarantinedLately].map((capture) => ({ capture, stage: 'verification' as const, label: 'failed' as const, reason: 'verifying it failed (TypeError)' })));
+      await vault.sidecar.store.recordCaptures(
+        [],
+        [quarantinedLongAgo, quarantinedLately].map((capture) => ({
+          capture,
+          stage: 'verification' as const,
+          label: 'failed' as const,
+          reason: 'verifying it failed (TypeError)',
+        })),
+      );
       await db.pool.query("UPDATE quarantined_captures SET quarantined_at = now() - interval '400 days' WHERE capture_id = $1", [quarantinedLongAgo.captureId]);
       await db.pool.query("UPDATE grants SET updated_at = now() - interval '40 days' WHERE subject = 'stale'");
       await db.pool.query("UPDATE capture_events SET observed_at = now() - interval '400 days' WHERE subject = 'stale'");
       await db.pool.query("INSERT INTO access_events (at, operation, outcome) VALUES (now() - interval '400 days', 'GetGrant', 'ok')");
-      await db.pool.query("INSERT INTO tombstones (idp, subject, erased_at) VALUES ('acme', 'erased-long-ago', now() - interval '400 days'), ('acme', 'erased-lately', now() - interval '1 day')");
+      await db.pool.query(
+        "INSERT INTO tombstones (idp, subject, erased_at) VALUES ('acme', 'erased-long-ago', now() - interval '400 days'), ('acme', 'erased-lately', now() - interval '1 day')",
+      );
       const refused = await runCli(['purge'], { DATABASE_URL: db.url });
       expect(refused.code).to.equal(1);
       expect(refused.stderr).to.contain('nothing to purge');
       const purged = await runCli(['purge', '--grants-older-than', '30d', '--events-older-than', '365d'], { DATABASE_URL: db.url });
       expect(purged.code, purged.stderr).to.equal(0);
-      expect(JSON.parse(purged.stdout)).to.deep.equal({ grants: 1, pending_grants: 0, capture_events: 1, access_events: 1, quarantined_captures: 1, tombstones: 1 });
+      expect(JSON.parse(purged.stdout)).to.deep.equal({
+        grants: 1,
+        pending_grants: 0,
+        capture_events: 1,
+        access_events: 1,
+        quarantined_captures: 1,
+        tombstones: 1,
+      });
       const { rows: quarantined } = await db.pool.query('SELECT capture_id FROM quarantined_captures');
       expect(quarantined).to.deep.equal([{ capture_id: quarantinedLately.captureId }]);
       const { rows } = await db.pool.query("SELECT subject FROM grants WHERE subject IN ('stale', 'fresh')");

@@ -73,9 +73,17 @@ describe('TokenVault audit rows carry the outcome the caller saw, across deadlin
 
   /** The audit row of the one GetGrant since the table was emptied, once it is written. */
   const auditRow = () =>
-    waitFor('the access_events row', async () =>
-      (await db.pool.query<{ outcome: string; detail: string | null }>("SELECT outcome, detail FROM access_events WHERE operation = 'GetGrant' AND api_key_id = $1", [key.id])).rows[0],
-    20_000);
+    waitFor(
+      'the access_events row',
+      async () =>
+        (
+          await db.pool.query<{ outcome: string; detail: string | null }>(
+            "SELECT outcome, detail FROM access_events WHERE operation = 'GetGrant' AND api_key_id = $1",
+            [key.id],
+          )
+        ).rows[0],
+      20_000,
+    );
 
   beforeEach(async () => {
     await db.pool.query('DELETE FROM access_events');
@@ -113,7 +121,9 @@ describe('TokenVault audit rows carry the outcome the caller saw, across deadlin
     setTimeout(() => void keys.release(), 3_000);
     const { code, ms } = await call;
     const row = await auditRow();
-    console.log(`      caller deadline 1.5 s, work done at 3 s: the caller got ${grpc.status[code]} after ${ms} ms; the row says ${row.outcome} (${row.detail})`);
+    console.log(
+      `      caller deadline 1.5 s, work done at 3 s: the caller got ${grpc.status[code]} after ${ms} ms; the row says ${row.outcome} (${row.detail})`,
+    );
     expect(code).to.equal(grpc.status.DEADLINE_EXCEEDED);
     expect(row.outcome).to.equal(OUTCOME_OF_STATUS[code]);
     expect(row.detail).to.contain('the work went on: ok');
@@ -133,9 +143,17 @@ describe('TokenVault audit rows carry the outcome the caller saw, across deadlin
     } finally {
       client.close();
     }
-    const row = await waitFor('the access_events row', async () =>
-      (await db.pool.query<{ outcome: string; detail: string }>("SELECT outcome, detail FROM access_events WHERE operation = 'DeleteSubject' AND api_key_id = $1", [deleter.id])).rows[0],
-    20_000);
+    const row = await waitFor(
+      'the access_events row',
+      async () =>
+        (
+          await db.pool.query<{ outcome: string; detail: string }>(
+            "SELECT outcome, detail FROM access_events WHERE operation = 'DeleteSubject' AND api_key_id = $1",
+            [deleter.id],
+          )
+        ).rows[0],
+      20_000,
+    );
     console.log(`      caller deadline 1 s, erasure done at 2.5 s: the row says ${row.outcome} (${row.detail})`);
     expect(row.outcome, 'the deletion happened').to.equal('ok');
     expect(row.detail).to.contain('deleted 1 grants (acme/bob)').and.contain('the caller gave up');

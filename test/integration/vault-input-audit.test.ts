@@ -39,10 +39,14 @@ describe('TokenVault input checks and durable audit (integration)', function () 
       const error = (badResult as PromiseRejectedResult).reason as grpc.ServiceError;
       expect(error.code).to.equal(grpc.status.INVALID_ARGUMENT);
       expect(error.details).to.match(/idp contains a control character/);
-      const failures = goodResults.filter((result) => result.status === 'rejected').map((result) => ((result as PromiseRejectedResult).reason as Error).message);
+      const failures = goodResults
+        .filter((result) => result.status === 'rejected')
+        .map((result) => ((result as PromiseRejectedResult).reason as Error).message);
       expect(failures, 'good calls that failed').to.deep.equal([]);
       for (const result of goodResults) expect((result as PromiseFulfilledResult<any>).value.grant.access_token).to.equal(tokens.accessToken);
-      const { rows } = await db.pool.query<{ outcome: string; n: number }>("SELECT outcome, count(*)::int AS n FROM access_events WHERE operation = 'GetGrant' GROUP BY outcome ORDER BY outcome");
+      const { rows } = await db.pool.query<{ outcome: string; n: number }>(
+        "SELECT outcome, count(*)::int AS n FROM access_events WHERE operation = 'GetGrant' GROUP BY outcome ORDER BY outcome",
+      );
       expect(rows).to.deep.equal([
         { outcome: 'invalid_argument', n: 1 },
         { outcome: 'ok', n: 200 },
@@ -136,7 +140,8 @@ describe('TokenVault input checks and durable audit (integration)', function () 
           expect(shown.code, args.join(' ')).to.not.equal(0);
           expect(shown.stdout, 'nothing printed').to.equal('');
           expect(shown.stderr).to.contain('access record could not be written').and.contain('audit refused by test');
-          for (const secret of [tokens.accessToken, tokens.refreshToken].filter((token): token is string => Boolean(token))) expect(shown.stderr.includes(secret)).to.equal(false);
+          for (const secret of [tokens.accessToken, tokens.refreshToken].filter((token): token is string => Boolean(token)))
+            expect(shown.stderr.includes(secret)).to.equal(false);
         }
         // The API withholds its answer the same way.
         const key = await createApiKey(db, 'withheld', ['acme'], ['get']);

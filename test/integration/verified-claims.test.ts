@@ -56,7 +56,15 @@ describe('verified is proved in this process, never taken from a record (integra
     await state.prepare();
     // As the sidecar has it with no issuer for `acme` in TOKEN_TAP_IDP_CONFIG.
     const verification = verifier ? { verification: new CaptureVerifier({ idps: new Map(), cooldownMs: 0, maxWaitMs: 0 }) } : {};
-    const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring, sealQuarantined), store: state, logger, metrics, gatherMs: 0, ...verification });
+    const pump = new CapturePump({
+      spool,
+      writer: new GrantStore(db.pool, ring, sealQuarantined),
+      store: state,
+      logger,
+      metrics,
+      gatherMs: 0,
+      ...verification,
+    });
     pump.start();
     try {
       expect(await pump.drain(10_000)).to.equal(true);

@@ -38,7 +38,10 @@ export const BACKEND_SCHEMA = strict(
             minProperties: 1,
             maxProperties: 2,
             properties: {
-              fqdn: strict({ hostname: { type: 'string', pattern: '^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', maxLength: 253 }, port }, ['hostname', 'port']),
+              fqdn: strict(
+                { hostname: { type: 'string', pattern: '^(\\*\\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$', maxLength: 253 }, port },
+                ['hostname', 'port'],
+              ),
               ip: strict({ address: { type: 'string' }, port }, ['address', 'port']),
               unix: strict({ path: { type: 'string' } }, ['path']),
               zone: { type: 'string' },
@@ -68,8 +71,14 @@ const extProc = strict(
     shadowMode: { type: 'boolean' },
     processingMode: strict({
       allowModeOverride: { type: 'boolean' },
-      request: strict({ body: { enum: ['Streamed', 'Buffered', 'BufferedPartial', 'FullDuplexStreamed'] }, attributes: { type: 'array', items: { type: 'string' } } }),
-      response: strict({ body: { enum: ['Streamed', 'Buffered', 'BufferedPartial', 'FullDuplexStreamed'] }, attributes: { type: 'array', items: { type: 'string' } } }),
+      request: strict({
+        body: { enum: ['Streamed', 'Buffered', 'BufferedPartial', 'FullDuplexStreamed'] },
+        attributes: { type: 'array', items: { type: 'string' } },
+      }),
+      response: strict({
+        body: { enum: ['Streamed', 'Buffered', 'BufferedPartial', 'FullDuplexStreamed'] },
+        attributes: { type: 'array', items: { type: 'string' } },
+      }),
     }),
     metadata: strict({ accessibleNamespaces: { type: 'array', items: { type: 'string' } }, writableNamespaces: { type: 'array', items: { type: 'string' } } }),
   },
@@ -87,7 +96,15 @@ export const ENVOY_EXTENSION_POLICY_SCHEMA = strict(
         targetRefs: {
           type: 'array',
           minItems: 1,
-          items: strict({ group: { enum: ['gateway.networking.k8s.io'] }, kind: { enum: ['Gateway', 'HTTPRoute', 'GRPCRoute', 'TCPRoute', 'UDPRoute', 'TLSRoute'] }, name, sectionName: name }, ['group', 'kind', 'name']),
+          items: strict(
+            {
+              group: { enum: ['gateway.networking.k8s.io'] },
+              kind: { enum: ['Gateway', 'HTTPRoute', 'GRPCRoute', 'TCPRoute', 'UDPRoute', 'TLSRoute'] },
+              name,
+              sectionName: name,
+            },
+            ['group', 'kind', 'name'],
+          ),
         },
         extProc: { type: 'array', maxItems: 16, items: extProc },
       },
@@ -102,7 +119,9 @@ export const ENVOY_EXTENSION_POLICY_SCHEMA = strict(
 // xRateLimitHeaders).
 const clientSelector = {
   ...strict({
-    sourceCIDR: strict({ type: { enum: ['Exact', 'Distinct'] }, value: { type: 'string', minLength: 1, maxLength: 256 }, invert: { type: 'boolean' } }, ['value']),
+    sourceCIDR: strict({ type: { enum: ['Exact', 'Distinct'] }, value: { type: 'string', minLength: 1, maxLength: 256 }, invert: { type: 'boolean' } }, [
+      'value',
+    ]),
   }),
   minProperties: 1,
 };
@@ -126,7 +145,15 @@ export const BACKEND_TRAFFIC_POLICY_SCHEMA = strict(
         targetRefs: {
           type: 'array',
           minItems: 1,
-          items: strict({ group: { enum: ['gateway.networking.k8s.io'] }, kind: { enum: ['Gateway', 'HTTPRoute', 'GRPCRoute', 'TCPRoute', 'UDPRoute', 'TLSRoute'] }, name, sectionName: name }, ['group', 'kind', 'name']),
+          items: strict(
+            {
+              group: { enum: ['gateway.networking.k8s.io'] },
+              kind: { enum: ['Gateway', 'HTTPRoute', 'GRPCRoute', 'TCPRoute', 'UDPRoute', 'TLSRoute'] },
+              name,
+              sectionName: name,
+            },
+            ['group', 'kind', 'name'],
+          ),
         },
         rateLimit: strict({
           type: { enum: ['Global', 'Local'] },
@@ -147,7 +174,11 @@ let validators: Record<EnvoyGatewayKind, ValidateFunction> | undefined;
 export function envoyGatewayValidator(kind: EnvoyGatewayKind): ValidateFunction {
   validators ??= (() => {
     const ajv = new Ajv({ allErrors: true, strict: true });
-    return { Backend: ajv.compile(BACKEND_SCHEMA), EnvoyExtensionPolicy: ajv.compile(ENVOY_EXTENSION_POLICY_SCHEMA), BackendTrafficPolicy: ajv.compile(BACKEND_TRAFFIC_POLICY_SCHEMA) };
+    return {
+      Backend: ajv.compile(BACKEND_SCHEMA),
+      EnvoyExtensionPolicy: ajv.compile(ENVOY_EXTENSION_POLICY_SCHEMA),
+      BackendTrafficPolicy: ajv.compile(BACKEND_TRAFFIC_POLICY_SCHEMA),
+    };
   })();
   return validators[kind];
 }

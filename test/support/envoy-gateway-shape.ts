@@ -33,7 +33,10 @@ function cluster(name: string, host: string, port: number, http2 = false) {
     ...(http2
       ? {
           typed_extension_protocol_options: {
-            'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': { '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions', explicit_http_config: { http2_protocol_options: {} } },
+            'envoy.extensions.upstreams.http.v3.HttpProtocolOptions': {
+              '@type': 'type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions',
+              explicit_http_config: { http2_protocol_options: {} },
+            },
           },
         }
       : {}),
@@ -61,10 +64,18 @@ function localRateLimit(local: Resource) {
       if (!source || Object.keys(selector).length !== 1) throw new Error('only sourceCIDR client selectors are translated here');
       const [prefix, length] = (source.value as string).split('/');
       const addressMatcher = { ranges: [{ address_prefix: prefix, prefix_len: Number(length) }], ...(source.invert ? { invert_match: true } : {}) };
-      actions.push({ remote_address_match: { descriptor_key: `rule-${index}-masked-remote-address`, descriptor_value: source.value, address_matcher: addressMatcher } });
+      actions.push({
+        remote_address_match: { descriptor_key: `rule-${index}-masked-remote-address`, descriptor_value: source.value, address_matcher: addressMatcher },
+      });
       entries.push({ key: `rule-${index}-masked-remote-address`, value: source.value });
       if (source.type === 'Distinct') {
-        actions.push({ remote_address_match: { descriptor_key: `rule-${index}-remote-address`, descriptor_value: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%', address_matcher: addressMatcher } });
+        actions.push({
+          remote_address_match: {
+            descriptor_key: `rule-${index}-remote-address`,
+            descriptor_value: '%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%',
+            address_matcher: addressMatcher,
+          },
+        });
         entries.push({ key: `rule-${index}-remote-address` });
       }
     }
@@ -105,9 +116,12 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
   const limits = resources.filter((resource) => resource.kind === 'BackendTrafficPolicy');
   const backends = new Map(resources.filter((resource) => resource.kind === 'Backend').map((backend) => [backend.metadata.name as string, backend]));
   const { namespace, name: routeName } = route.metadata;
-  const targeted = new Set((policy.spec.targetRefs as Resource[]).filter((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName).map((ref) => ref.sectionName as string));
+  const targeted = new Set(
+    (policy.spec.targetRefs as Resource[]).filter((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName).map((ref) => ref.sectionName as string),
+  );
   const limitOf = (rule: string) =>
-    limits.find((limit) => (limit.spec.targetRefs as Resource[]).some((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName && ref.sectionName === rule))?.spec.rateLimit.local;
+    limits.find((limit) => (limit.spec.targetRefs as Resource[]).some((ref) => ref.kind === 'HTTPRoute' && ref.name === routeName && ref.sectionName === rule))
+      ?.spec.rateLimit.local;
   const extProc = policy.spec.extProc[0];
   const filterName = FILTER(policy.metadata.namespace, policy.metadata.name);
   const clusters: Resource[] = [];
@@ -132,7 +146,9 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
         ...(rewrite ? { regex_rewrite: { pattern: { regex: '^/.*$' }, substitution: rewrite.path.replaceFullPath } } : {}),
         ...(rewrite?.hostname ? { host_rewrite_literal: rewrite.hostname } : {}),
       },
-      ...(targeted.has(rule.name) ? { typed_per_filter_config: { [filterName]: { '@type': 'type.googleapis.com/envoy.config.route.v3.FilterConfig', config: {} } } } : {}),
+      ...(targeted.has(rule.name)
+        ? { typed_per_filter_config: { [filterName]: { '@type': 'type.googleapis.com/envoy.config.route.v3.FilterConfig', config: {} } } }
+        : {}),
       ...(limitOf(rule.name) ? { typed_per_filter_config: { [RATE_LIMIT_FILTER]: localRateLimit(limitOf(rule.name)) } } : {}),
     };
   });
@@ -164,13 +180,21 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
                           '@type': 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor',
                           // Envoy Gateway sets the authority (internal/xds/translator/extproc.go); the
                           // default, a cluster name with "/" in it, is refused by Node's HTTP/2 server.
-                          grpc_service: { envoy_grpc: { cluster_name: extProcCluster, authority: `${extProc.backendRefs[0].name}.${policy.metadata.namespace}:${extProc.backendRefs[0].port}` }, timeout: '10s' },
+                          grpc_service: {
+                            envoy_grpc: {
+                              cluster_name: extProcCluster,
+                              authority: `${extProc.backendRefs[0].name}.${policy.metadata.namespace}:${extProc.backendRefs[0].port}`,
+                            },
+                            timeout: '10s',
+                          },
                           failure_mode_allow: extProc.failOpen === true,
                           // No `request` block in the policy: request headers SKIP, body NONE.
                           processing_mode: {
                             request_header_mode: extProc.processingMode.request ? 'SEND' : 'SKIP',
                             response_header_mode: 'SEND',
-                            response_body_mode: ({ Streamed: 'STREAMED', Buffered: 'BUFFERED', BufferedPartial: 'BUFFERED_PARTIAL' } as Record<string, string>)[body],
+                            response_body_mode: ({ Streamed: 'STREAMED', Buffered: 'BUFFERED', BufferedPartial: 'BUFFERED_PARTIAL' } as Record<string, string>)[
+                              body
+                            ],
                           },
                           response_attributes: extProc.processingMode.response.attributes,
                           ...(extProc.messageTimeout ? { message_timeout: seconds(extProc.messageTimeout) } : {}),
@@ -178,7 +202,16 @@ export function envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, 
                         },
                       },
                       ...(limits.length > 0
-                        ? [{ name: RATE_LIMIT_FILTER, typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit', stat_prefix: 'http_local_rate_limiter', max_dynamic_descriptors: 10000 } }]
+                        ? [
+                            {
+                              name: RATE_LIMIT_FILTER,
+                              typed_config: {
+                                '@type': 'type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit',
+                                stat_prefix: 'http_local_rate_limiter',
+                                max_dynamic_descriptors: 10000,
+                              },
+                            },
+                          ]
                         : []),
                       { name: 'envoy.filters.http.router', typed_config: { '@type': 'type.googleapis.com/envoy.extensions.filters.http.router.v3.Router' } },
                     ],

@@ -18,7 +18,9 @@ export interface EnvoyFront {
 }
 
 /** `sidecar` replaces 127.0.0.1:<sidecarPort> (a Unix socket, say). */
-export async function startEnvoyFront(options: Omit<EnvoyConfigOptions, 'listen' | 'sidecar' | 'admin'> & { sidecarPort: number; sidecar?: EnvoyConfigOptions['sidecar'] }): Promise<EnvoyFront> {
+export async function startEnvoyFront(
+  options: Omit<EnvoyConfigOptions, 'listen' | 'sidecar' | 'admin'> & { sidecarPort: number; sidecar?: EnvoyConfigOptions['sidecar'] },
+): Promise<EnvoyFront> {
   const { sidecarPort, sidecar, ...rest } = options;
   const [listenPort, adminPort, readyPort] = [await freePort(), await freePort(), await freePort()];
   const envoy = await startEnvoy(
@@ -31,5 +33,10 @@ export async function startEnvoyFront(options: Omit<EnvoyConfigOptions, 'listen'
     }),
     adminPort,
   );
-  return { envoy, listenPort, origin: `${options.tls ? 'https' : 'http'}://127.0.0.1:${listenPort}`, readyUrl: `http://127.0.0.1:${readyPort}${ENVOY_READY_PATH}` };
+  return {
+    envoy,
+    listenPort,
+    origin: `${options.tls ? 'https' : 'http'}://127.0.0.1:${listenPort}`,
+    readyUrl: `http://127.0.0.1:${readyPort}${ENVOY_READY_PATH}`,
+  };
 }

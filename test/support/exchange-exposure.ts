@@ -14,7 +14,11 @@ interface K8sObject {
 }
 
 /** Checks the exchange's exposure in `objects`; returns the key its file is read under in the ConfigMap `configMap`. */
-export function expectExchangeExposed(objects: readonly K8sObject[], where: string, names = { tlsSecret: 'token-tap-exchange-tls', configMap: 'token-tap-exchange' }): string {
+export function expectExchangeExposed(
+  objects: readonly K8sObject[],
+  where: string,
+  names = { tlsSecret: 'token-tap-exchange-tls', configMap: 'token-tap-exchange' },
+): string {
   const statefulSet = objects.find((object) => object.kind === 'StatefulSet')!;
   const pod = statefulSet.spec.template.spec;
   const sidecar = pod.containers.find((container: { name: string }) => container.name === 'token-tap');
@@ -30,13 +34,20 @@ export function expectExchangeExposed(objects: readonly K8sObject[], where: stri
     return { volume: pod.volumes.find((volume: { name: string }) => volume.name === mount.name), key: file.slice(mount.mountPath.length + 1) };
   };
   // TLS beyond loopback, the certificate from its own Secret; no way around it is set.
-  for (const name of ['TOKEN_TAP_EXCHANGE_TLS_CERT', 'TOKEN_TAP_EXCHANGE_TLS_KEY']) expect(volumeOf(env[name]!).volume?.secret?.secretName, `${where} ${name}`).to.equal(names.tlsSecret);
-  expect(Object.keys(env).filter((name) => /INSECURE|WITHOUT/.test(name) && name.includes('EXCHANGE')), where).to.deep.equal([]);
+  for (const name of ['TOKEN_TAP_EXCHANGE_TLS_CERT', 'TOKEN_TAP_EXCHANGE_TLS_KEY'])
+    expect(volumeOf(env[name]!).volume?.secret?.secretName, `${where} ${name}`).to.equal(names.tlsSecret);
+  expect(
+    Object.keys(env).filter((name) => /INSECURE|WITHOUT/.test(name) && name.includes('EXCHANGE')),
+    where,
+  ).to.deep.equal([]);
   const config = volumeOf(env.TOKEN_TAP_EXCHANGE_CONFIG!);
   expect(config.volume?.configMap?.name, `${where}: the exchange file from a ConfigMap`).to.equal(names.configMap);
   // A Service port in front of it, so callers dial a stable name.
   const service = objects.find((object) => object.kind === 'Service' && object.metadata.name === 'token-tap')!;
-  expect(service.spec.ports.some((candidate: { port: number; targetPort: string }) => candidate.targetPort === 'exchange' && candidate.port === port), `${where}: Service port`).to.equal(true);
+  expect(
+    service.spec.ports.some((candidate: { port: number; targetPort: string }) => candidate.targetPort === 'exchange' && candidate.port === port),
+    `${where}: Service port`,
+  ).to.equal(true);
   // Only labelled pods of one namespace named by Kubernetes' own label may connect.
   const policy = objects.find((object) => object.kind === 'NetworkPolicy')!;
   const rules = policy.spec.ingress.filter((rule: { ports: Array<{ port: number }> }) => rule.ports.some((candidate) => candidate.port === port));

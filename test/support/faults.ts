@@ -30,7 +30,11 @@ export function endToEndHeaders(headers: Array<[string, string]>): Array<[string
 
 /** What Okta received is what the IdP sent: status, end-to-end headers and body bytes. */
 export function relayedUnchanged(sent: RawHttpResponse, received: ReceivedResponse): boolean {
-  return sent.status === received.status && sent.body.equals(received.body) && JSON.stringify(endToEndHeaders(sent.headers)) === JSON.stringify(endToEndHeaders(received.headers));
+  return (
+    sent.status === received.status &&
+    sent.body.equals(received.body) &&
+    JSON.stringify(endToEndHeaders(sent.headers)) === JSON.stringify(endToEndHeaders(received.headers))
+  );
 }
 
 export interface LoginTally {
@@ -154,7 +158,11 @@ export function metricSum(values: Map<string, number>, name: string): number {
 }
 
 /** Capture events in Postgres for these access tokens: found once, found more than once, missing. */
-export function tallyFingerprints(ring: KeyRing, accessTokens: string[], storedFingerprints: string[]): { stored: number; duplicated: number; missing: number } {
+export function tallyFingerprints(
+  ring: KeyRing,
+  accessTokens: string[],
+  storedFingerprints: string[],
+): { stored: number; duplicated: number; missing: number } {
   const counts = new Map<string, number>();
   for (const fp of storedFingerprints) counts.set(fp, (counts.get(fp) ?? 0) + 1);
   let stored = 0;
@@ -188,7 +196,12 @@ export interface SpoolRig {
   close(): Promise<void>;
 }
 
-export async function startSpoolRig(mode: ProcessingMode, label: string, idpOptions?: Parameters<typeof startTestIdp>[0], routes?: MoreRoutes): Promise<SpoolRig> {
+export async function startSpoolRig(
+  mode: ProcessingMode,
+  label: string,
+  idpOptions?: Parameters<typeof startTestIdp>[0],
+  routes?: MoreRoutes,
+): Promise<SpoolRig> {
   const idp = await startTestIdp(idpOptions);
   const db = await createTestDatabase(label);
   const port = await freePort();
@@ -203,7 +216,11 @@ export async function startSpoolRig(mode: ProcessingMode, label: string, idpOpti
     keys: generateKeySpec('k1'),
     sidecar: undefined,
     async start(databaseUrl, env = {}, options = {}) {
-      rig.sidecar = await startSidecarProcess({ port, env: { DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: rig.keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'info', ...env }, unreaped: options.unreaped });
+      rig.sidecar = await startSidecarProcess({
+        port,
+        env: { DATABASE_URL: databaseUrl, TOKEN_TAP_KEYS: rig.keys, TOKEN_TAP_SPOOL_DIR: spoolDir, LOG_LEVEL: 'info', ...env },
+        unreaped: options.unreaped,
+      });
       started.push(rig.sidecar);
       await waitForSidecarHealth(front.envoy, true);
       return rig.sidecar;

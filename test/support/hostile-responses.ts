@@ -61,7 +61,16 @@ export interface HostileResponse {
 export function hostileShapes(maxBodyBytes: number): fc.Arbitrary<HostileShape> {
   const coding = fc.constantFrom<Coding>('identity', 'gzip', 'gzip_unlabelled');
   return fc.oneof(
-    { weight: 4, arbitrary: fc.record({ kind: fc.constant('oversized' as const), field: fc.constantFrom(...OVERSIZABLE), over: fc.integer({ min: 1, max: 4096 }), form: fc.boolean(), coding }) },
+    {
+      weight: 4,
+      arbitrary: fc.record({
+        kind: fc.constant('oversized' as const),
+        field: fc.constantFrom(...OVERSIZABLE),
+        over: fc.integer({ min: 1, max: 4096 }),
+        form: fc.boolean(),
+        coding,
+      }),
+    },
     {
       weight: 2,
       arbitrary: fc.record({
@@ -72,17 +81,64 @@ export function hostileShapes(maxBodyBytes: number): fc.Arbitrary<HostileShape> 
         coding,
       }),
     },
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant('huge_number' as const), field: fc.constantFrom(...TIME_FIELDS), value: fc.constantFrom(...HUGE), over: fc.integer({ min: 1, max: 1e9 }), coding }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('deep' as const), where: fc.constantFrom('body' as const, 'claims' as const), depth: fc.integer({ min: 33, max: 20_000 }), coding }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('invalid_utf8' as const), bytes: fc.constantFrom([0xff], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xe2, 0x82]), coding }) },
-    { weight: 1, arbitrary: fc.record({ kind: fc.constant('huge_body' as const), bytes: fc.integer({ min: maxBodyBytes + 1, max: maxBodyBytes * 2 }), bomb: fc.boolean() }) },
-    { weight: 2, arbitrary: fc.record({ kind: fc.constant('cut_short' as const), keep: fc.double({ min: 0.05, max: 0.98, noNaN: true }), form: fc.boolean(), contentLength: fc.boolean() }) },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        kind: fc.constant('huge_number' as const),
+        field: fc.constantFrom(...TIME_FIELDS),
+        value: fc.constantFrom(...HUGE),
+        over: fc.integer({ min: 1, max: 1e9 }),
+        coding,
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant('deep' as const),
+        where: fc.constantFrom('body' as const, 'claims' as const),
+        depth: fc.integer({ min: 33, max: 20_000 }),
+        coding,
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant('invalid_utf8' as const),
+        bytes: fc.constantFrom([0xff], [0xc0, 0xaf], [0xed, 0xa0, 0x80], [0xf8, 0x88, 0x80, 0x80, 0x80], [0xe2, 0x82]),
+        coding,
+      }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant('huge_body' as const),
+        bytes: fc.integer({ min: maxBodyBytes + 1, max: maxBodyBytes * 2 }),
+        bomb: fc.boolean(),
+      }),
+    },
+    {
+      weight: 2,
+      arbitrary: fc.record({
+        kind: fc.constant('cut_short' as const),
+        keep: fc.double({ min: 0.05, max: 0.98, noNaN: true }),
+        form: fc.boolean(),
+        contentLength: fc.boolean(),
+      }),
+    },
     {
       weight: 2,
       arbitrary: fc.record({
         kind: fc.constant('wrong_type' as const),
         field: fc.constantFrom('access_token', 'refresh_token', 'id_token', 'token_type', 'scope', 'expires_in', 'error', 'sub', 'email', 'iss', 'aud', 'azp'),
-        value: fc.oneof(fc.integer(), fc.double(), fc.constant(1e308), fc.boolean(), fc.constant(null), fc.array(fc.oneof(fc.string(), fc.integer()), { maxLength: 5 }), fc.dictionary(fc.string({ maxLength: 5 }), fc.string(), { maxKeys: 3 })),
+        value: fc.oneof(
+          fc.integer(),
+          fc.double(),
+          fc.constant(1e308),
+          fc.boolean(),
+          fc.constant(null),
+          fc.array(fc.oneof(fc.string(), fc.integer()), { maxLength: 5 }),
+          fc.dictionary(fc.string({ maxLength: 5 }), fc.string(), { maxKeys: 3 }),
+        ),
         coding,
       }),
     },
@@ -92,12 +148,18 @@ export function hostileShapes(maxBodyBytes: number): fc.Arbitrary<HostileShape> 
 
 /** Random ASCII of `bytes` bytes. */
 function filler(bytes: number): string {
-  return randomBytes(Math.ceil((bytes * 3) / 4) + 3).toString('base64url').slice(0, bytes);
+  return randomBytes(Math.ceil((bytes * 3) / 4) + 3)
+    .toString('base64url')
+    .slice(0, bytes);
 }
 
 function encode(fields: Record<string, unknown>, form: boolean): Buffer {
   if (!form) return Buffer.from(JSON.stringify(fields));
-  return Buffer.from(new URLSearchParams(Object.entries(fields).map(([name, value]): [string, string] => [name, typeof value === 'string' ? value : JSON.stringify(value)])).toString());
+  return Buffer.from(
+    new URLSearchParams(
+      Object.entries(fields).map(([name, value]): [string, string] => [name, typeof value === 'string' ? value : JSON.stringify(value)]),
+    ).toString(),
+  );
 }
 
 function withCoding(body: Buffer, coding: Coding, headers: Array<[string, string]>): Buffer {
@@ -133,7 +195,8 @@ export function buildHostile(shape: HostileShape, sub: string): HostileResponse 
       if (CLAIMS.has(shape.field)) fields = tokenFields(sub, { [shape.field]: big });
       else if (shape.field === 'id_token') fields = tokenFields(sub, { padding: big });
       else if (shape.field === 'one_scope') fields = tokenFields(sub, {}, { scope: `openid ${big}` });
-      else if (shape.field === 'scope') fields = tokenFields(sub, {}, { scope: Array.from({ length: Math.ceil((BOUND_OF.scope + shape.over) / 8) }, () => filler(7)).join(' ') });
+      else if (shape.field === 'scope')
+        fields = tokenFields(sub, {}, { scope: Array.from({ length: Math.ceil((BOUND_OF.scope + shape.over) / 8) }, () => filler(7)).join(' ') });
       else if (shape.field === 'extras') fields = tokenFields(sub, {}, { profile: big });
       else if (shape.field === 'error') {
         fields = { error: big, error_description: 'x' };
@@ -182,14 +245,26 @@ export function buildHostile(shape: HostileShape, sub: string): HostileResponse 
       const text = JSON.stringify(tokenFields(sub, {}, { access_token: 'at-MARK' }));
       const [before, after] = text.split('MARK') as [string, string];
       headers.push(...json());
-      return { status: 200, headers, body: withCoding(Buffer.concat([Buffer.from(before), Buffer.from(shape.bytes), Buffer.from(after)]), shape.coding, headers), cutShort: false, refused: true };
+      return {
+        status: 200,
+        headers,
+        body: withCoding(Buffer.concat([Buffer.from(before), Buffer.from(shape.bytes), Buffer.from(after)]), shape.coding, headers),
+        cutShort: false,
+        refused: true,
+      };
     }
     case 'huge_body': {
       headers.push(...json());
       if (shape.bomb) {
         // Small on the wire, past the limit once decoded.
         headers.push(['content-encoding', 'gzip']);
-        return { status: 200, headers, body: gzipSync(Buffer.concat([encode(tokenFields(sub), false), Buffer.alloc(shape.bytes, 0x20)])), cutShort: false, refused: true };
+        return {
+          status: 200,
+          headers,
+          body: gzipSync(Buffer.concat([encode(tokenFields(sub), false), Buffer.alloc(shape.bytes, 0x20)])),
+          cutShort: false,
+          refused: true,
+        };
       }
       return { status: 200, headers, body: encode(tokenFields(sub, {}, { padding: filler(shape.bytes) }), false), cutShort: false, refused: true };
     }
@@ -200,7 +275,9 @@ export function buildHostile(shape: HostileShape, sub: string): HostileResponse 
       return { status: 200, headers, body: whole.subarray(0, Math.max(1, Math.floor(whole.length * shape.keep))), cutShort: true, refused: true };
     }
     case 'wrong_type': {
-      const fields = ['sub', 'email', 'iss', 'aud', 'azp'].includes(shape.field) ? tokenFields(sub, { [shape.field]: shape.value }) : tokenFields(sub, {}, { [shape.field]: shape.value });
+      const fields = ['sub', 'email', 'iss', 'aud', 'azp'].includes(shape.field)
+        ? tokenFields(sub, { [shape.field]: shape.value })
+        : tokenFields(sub, {}, { [shape.field]: shape.value });
       headers.push(...json());
       return { status: 200, headers, body: withCoding(encode(fields, false), shape.coding, headers), cutShort: false, refused: false };
     }

@@ -56,7 +56,13 @@ export async function startOktaAuthorizationServer(options: { audience?: string;
       response.end(JSON.stringify(body));
     };
     if (path === '/oauth2/default/.well-known/openid-configuration') {
-      return send({ issuer, jwks_uri: `${issuer}/v1/keys`, token_endpoint: `${issuer}/v1/token`, authorization_endpoint: `${issuer}/v1/authorize`, id_token_signing_alg_values_supported: ['RS256'] });
+      return send({
+        issuer,
+        jwks_uri: `${issuer}/v1/keys`,
+        token_endpoint: `${issuer}/v1/token`,
+        authorization_endpoint: `${issuer}/v1/authorize`,
+        id_token_signing_alg_values_supported: ['RS256'],
+      });
     }
     if (path === '/oauth2/default/v1/keys') {
       fetches += 1;
@@ -71,17 +77,47 @@ export async function startOktaAuthorizationServer(options: { audience?: string;
 
   const sign = (key: CryptoKey, claims: Record<string, unknown>, overrides: TokenOverrides = {}) => {
     const now = Math.floor(Date.now() / 1000);
-    const times = { iat: now + (overrides.iatIn ?? 0), exp: now + (overrides.expIn ?? 3600), ...(overrides.nbfIn === undefined ? {} : { nbf: now + overrides.nbfIn }) };
+    const times = {
+      iat: now + (overrides.iatIn ?? 0),
+      exp: now + (overrides.expIn ?? 3600),
+      ...(overrides.nbfIn === undefined ? {} : { nbf: now + overrides.nbfIn }),
+    };
     return new SignJWT({ ...claims, ...times, ...overrides.claims }).setProtectedHeader({ alg: 'RS256', kid: 'okta-key-1' }).sign(key);
   };
-  const accessClaims = (user: OktaUser) => ({ ver: 1, jti: `AT.${randomUUID()}`, iss: issuer, aud: audience, cid: clientId, uid: user.id, scp: ['openid', 'email', 'profile'], auth_time: Math.floor(Date.now() / 1000), sub: user.login });
+  const accessClaims = (user: OktaUser) => ({
+    ver: 1,
+    jti: `AT.${randomUUID()}`,
+    iss: issuer,
+    aud: audience,
+    cid: clientId,
+    uid: user.id,
+    scp: ['openid', 'email', 'profile'],
+    auth_time: Math.floor(Date.now() / 1000),
+    sub: user.login,
+  });
   return {
     issuer,
     audience,
     clientId,
     keyFetches: () => fetches,
     accessToken: (user, overrides) => sign(signing.privateKey, accessClaims(user), overrides),
-    idToken: (user, overrides) => sign(signing.privateKey, { ver: 1, jti: `ID.${randomUUID()}`, iss: issuer, aud: clientId, sub: user.id, email: user.email ?? user.login, email_verified: true, amr: ['pwd'], idp: '00o1okta', auth_time: Math.floor(Date.now() / 1000) }, overrides),
+    idToken: (user, overrides) =>
+      sign(
+        signing.privateKey,
+        {
+          ver: 1,
+          jti: `ID.${randomUUID()}`,
+          iss: issuer,
+          aud: clientId,
+          sub: user.id,
+          email: user.email ?? user.login,
+          email_verified: true,
+          amr: ['pwd'],
+          idp: '00o1okta',
+          auth_time: Math.floor(Date.now() / 1000),
+        },
+        overrides,
+      ),
     forged: (user, overrides) => sign(forger.privateKey, accessClaims(user), overrides),
     close: () => new Promise((resolve) => server.close(() => resolve())),
   };

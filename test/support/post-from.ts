@@ -6,7 +6,15 @@ export function postFrom(url: string, localAddress: string, options: { headers?:
   const target = new URL(url);
   return new Promise<number>((resolve, reject) => {
     const request = http.request(
-      { host: target.hostname, port: target.port, path: `${target.pathname}${target.search}`, method: 'POST', localAddress, agent: false, headers: options.headers ?? {} },
+      {
+        host: target.hostname,
+        port: target.port,
+        path: `${target.pathname}${target.search}`,
+        method: 'POST',
+        localAddress,
+        agent: false,
+        headers: options.headers ?? {},
+      },
       (response) => {
         response.resume();
         response.on('end', () => resolve(response.statusCode!));

@@ -40,7 +40,10 @@ export async function ensureTestPostgres(env: NodeJS.ProcessEnv, probeUrl = MACH
   const configured = env.TOKEN_TAP_TEST_ADMIN_URL;
   if (configured) {
     const problem = await answers(configured);
-    if (problem) throw new PostgresUnavailable(`no Postgres answers at TOKEN_TAP_TEST_ADMIN_URL (${where(configured)}: ${problem}): start it, or unset TOKEN_TAP_TEST_ADMIN_URL to use 127.0.0.1:5432 or a throwaway cluster`);
+    if (problem)
+      throw new PostgresUnavailable(
+        `no Postgres answers at TOKEN_TAP_TEST_ADMIN_URL (${where(configured)}: ${problem}): start it, or unset TOKEN_TAP_TEST_ADMIN_URL to use 127.0.0.1:5432 or a throwaway cluster`,
+      );
     return { url: configured, source: 'configured' };
   }
   const machineProblem = await answers(probeUrl);

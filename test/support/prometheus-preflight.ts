@@ -32,5 +32,7 @@ export function prometheusBinaries(searchPath = process.env.PATH ?? ''): Prometh
   const promtool = onPath('promtool', searchPath);
   if (prometheus && promtool) return { prometheus, promtool };
   const missing = [prometheus ? undefined : 'prometheus', promtool ? undefined : 'promtool'].filter(Boolean).join(' and ');
-  throw new PrometheusUnavailable(`${missing} not found on PATH (the alert tests run them): install Prometheus 2.x (Debian/Ubuntu: apt-get install --no-install-recommends prometheus, which brings both)`);
+  throw new PrometheusUnavailable(
+    `${missing} not found on PATH (the alert tests run them): install Prometheus 2.x (Debian/Ubuntu: apt-get install --no-install-recommends prometheus, which brings both)`,
+  );
 }

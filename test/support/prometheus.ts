@@ -54,14 +54,23 @@ export async function startPrometheus(options: { targets: ScrapeTarget[]; groups
     stringify({
       global: { scrape_interval: interval, evaluation_interval: interval, scrape_timeout: interval },
       rule_files: [path.join(dir, 'rules.yaml')],
-      scrape_configs: options.targets.map((target) => ({ job_name: target.job, metrics_path: target.metricsPath ?? '/metrics', static_configs: [{ targets: [target.target] }] })),
+      scrape_configs: options.targets.map((target) => ({
+        job_name: target.job,
+        metrics_path: target.metricsPath ?? '/metrics',
+        static_configs: [{ targets: [target.target] }],
+      })),
     }),
   );
   const port = await freePort();
   const url = `http://127.0.0.1:${port}`;
   const child: ChildProcess = spawn(
     prometheus,
-    [`--config.file=${path.join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${path.join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'],
+    [
+      `--config.file=${path.join(dir, 'prometheus.yml')}`,
+      `--storage.tsdb.path=${path.join(dir, 'data')}`,
+      `--web.listen-address=127.0.0.1:${port}`,
+      '--log.level=warn',
+    ],
     { stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';
@@ -76,11 +85,16 @@ export async function startPrometheus(options: { targets: ScrapeTarget[]; groups
     rmSync(dir, { recursive: true, force: true });
   };
   try {
-    await waitFor('Prometheus to be ready', async () => {
-      if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}:\n${output}`);
-      const response = await fetch(`${url}/-/ready`).catch(() => undefined);
-      return response?.ok ? true : undefined;
-    }, 20_000, 100);
+    await waitFor(
+      'Prometheus to be ready',
+      async () => {
+        if (child.exitCode !== null) throw new Error(`prometheus exited with ${child.exitCode}:\n${output}`);
+        const response = await fetch(`${url}/-/ready`).catch(() => undefined);
+        return response?.ok ? true : undefined;
+      },
+      20_000,
+      100,
+    );
   } catch (error) {
     await stop();
     throw error;
@@ -88,7 +102,9 @@ export async function startPrometheus(options: { targets: ScrapeTarget[]; groups
   return {
     url,
     alerts: async () => (await api<{ alerts: ActiveAlert[] }>(`${url}/api/v1/alerts`)).alerts,
-    query: async (promql) => (await api<{ result: Array<{ metric: Record<string, string>; value: [number, string] }> }>(`${url}/api/v1/query?query=${encodeURIComponent(promql)}`)).result,
+    query: async (promql) =>
+      (await api<{ result: Array<{ metric: Record<string, string>; value: [number, string] }> }>(`${url}/api/v1/query?query=${encodeURIComponent(promql)}`))
+        .result,
     metricNames: () => api(`${url}/api/v1/label/__name__/values`),
     logs: () => output,
     stop,
@@ -96,6 +112,13 @@ export async function startPrometheus(options: { targets: ScrapeTarget[]; groups
 }
 
 /** The alert named `name` in state `state` with these labels, if active now. */
-export function findAlert(alerts: ActiveAlert[], name: string, labels: Record<string, string> = {}, state: ActiveAlert['state'] = 'firing'): ActiveAlert | undefined {
-  return alerts.find((alert) => alert.labels.alertname === name && alert.state === state && Object.entries(labels).every(([key, value]) => alert.labels[key] === value));
+export function findAlert(
+  alerts: ActiveAlert[],
+  name: string,
+  labels: Record<string, string> = {},
+  state: ActiveAlert['state'] = 'firing',
+): ActiveAlert | undefined {
+  return alerts.find(
+    (alert) => alert.labels.alertname === name && alert.state === state && Object.entries(labels).every(([key, value]) => alert.labels[key] === value),
+  );
 }

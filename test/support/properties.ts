@@ -18,11 +18,26 @@ const tokenish = fc.oneof(
   fc.jsonValue({ maxDepth: 6 }).map((value) => Buffer.from(JSON.stringify(value) ?? 'null')),
   fc
     .dictionary(
-      fc.constantFrom('access_token', 'id_token', 'refresh_token', 'expires_in', 'scope', 'token_type', 'error', 'ok', 'authed_user', '__proto__', 'constructor', 'error_codes'),
+      fc.constantFrom(
+        'access_token',
+        'id_token',
+        'refresh_token',
+        'expires_in',
+        'scope',
+        'token_type',
+        'error',
+        'ok',
+        'authed_user',
+        '__proto__',
+        'constructor',
+        'error_codes',
+      ),
       fc.oneof(fc.string(), fc.integer(), fc.boolean(), fc.constant(null), fc.jsonValue({ maxDepth: 3 })),
     )
     .map((fields) => Buffer.from(JSON.stringify(fields))),
-  fc.array(fc.tuple(fc.string({ maxLength: 12 }), fc.string({ maxLength: 24 })), { maxLength: 8 }).map((pairs) => Buffer.from(new URLSearchParams(pairs).toString())),
+  fc
+    .array(fc.tuple(fc.string({ maxLength: 12 }), fc.string({ maxLength: 24 })), { maxLength: 8 })
+    .map((pairs) => Buffer.from(new URLSearchParams(pairs).toString())),
   fc.nat(300).map((depth) => Buffer.from(`${'{"a":'.repeat(depth)}1${'}'.repeat(depth)}`)),
 );
 
@@ -49,9 +64,12 @@ const OBSERVED_AT_SECONDS = 0;
 const timeFields = fc.oneof(
   fc.record({ expires_in: aroundNumber(LIFETIME_BOUNDS.expiresIn) }).map((fields) => ({ fields, claims: {} })),
   fc.record({ refresh_token_expires_in: aroundNumber(LIFETIME_BOUNDS.refreshExpiresIn) }).map((fields) => ({ fields, claims: {} })),
-  fc
-    .tuple(fc.constantFrom(...TIME_CLAIMS), fc.constantFrom(1, -1), fc.boolean())
-    .chain(([claim, sign, near]) => (near ? aroundNumber(OBSERVED_AT_SECONDS + sign * CLAIM_TIME_RANGE) : aroundNumber(sign * 1e13)).map((value) => ({ fields: {}, claims: { [claim]: value } }))),
+  fc.tuple(fc.constantFrom(...TIME_CLAIMS), fc.constantFrom(1, -1), fc.boolean()).chain(([claim, sign, near]) =>
+    (near ? aroundNumber(OBSERVED_AT_SECONDS + sign * CLAIM_TIME_RANGE) : aroundNumber(sign * 1e13)).map((value) => ({
+      fields: {},
+      claims: { [claim]: value },
+    })),
+  ),
   fc.constant({ fields: {}, claims: {} }),
 );
 
@@ -61,7 +79,13 @@ const boundedFields = fc.string({ minLength: 12, maxLength: 12 }).chain((seed) =
   const claim = (name: string, bound: number) => fc.record({ [name]: around(bound, planted) });
   return fc
     .tuple(
-      fc.oneof(claim('sub', FIELD_BOUNDS.subject), claim('email', FIELD_BOUNDS.email), claim('iss', FIELD_BOUNDS.issuer), claim('azp', FIELD_BOUNDS.clientId), fc.constant({})),
+      fc.oneof(
+        claim('sub', FIELD_BOUNDS.subject),
+        claim('email', FIELD_BOUNDS.email),
+        claim('iss', FIELD_BOUNDS.issuer),
+        claim('azp', FIELD_BOUNDS.clientId),
+        fc.constant({}),
+      ),
       fc.oneof(
         claim('access_token', FIELD_BOUNDS.accessToken),
         claim('refresh_token', FIELD_BOUNDS.refreshToken),
@@ -108,7 +132,10 @@ const message: fc.Arbitrary<ProcessingRequest> = fc.oneof(
     response_headers: fc.record({
       headers: fc.record({
         headers: fc.array(
-          fc.record({ key: fc.constantFrom(':status', 'content-type', 'Content-Length', 'content-encoding', 'x-other'), raw_value: fc.string({ maxLength: 20 }).map((text) => Buffer.from(text)) }),
+          fc.record({
+            key: fc.constantFrom(':status', 'content-type', 'Content-Length', 'content-encoding', 'x-other'),
+            raw_value: fc.string({ maxLength: 20 }).map((text) => Buffer.from(text)),
+          }),
           { maxLength: 5 },
         ),
       }),
@@ -116,8 +143,14 @@ const message: fc.Arbitrary<ProcessingRequest> = fc.oneof(
     }),
     observability_mode: fc.boolean(),
   }),
-  fc.record({ response_body: fc.record({ body: fc.uint8Array({ maxLength: 2048 }).map((bytes) => Buffer.from(bytes)), end_of_stream: fc.boolean() }), observability_mode: fc.boolean() }),
-  fc.record({ request_headers: fc.record({ headers: fc.record({ headers: fc.constant([{ key: 'authorization', raw_value: Buffer.from('Bearer x') }]) }) }), observability_mode: fc.boolean() }),
+  fc.record({
+    response_body: fc.record({ body: fc.uint8Array({ maxLength: 2048 }).map((bytes) => Buffer.from(bytes)), end_of_stream: fc.boolean() }),
+    observability_mode: fc.boolean(),
+  }),
+  fc.record({
+    request_headers: fc.record({ headers: fc.record({ headers: fc.constant([{ key: 'authorization', raw_value: Buffer.from('Bearer x') }]) }) }),
+    observability_mode: fc.boolean(),
+  }),
   fc.record({ response_trailers: fc.constant({}), observability_mode: fc.boolean() }),
   fc.constant({} as ProcessingRequest),
 ) as fc.Arbitrary<ProcessingRequest>;

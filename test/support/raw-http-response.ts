@@ -67,9 +67,7 @@ export function parseRawHttpResponse(raw: Buffer, requestMethod = 'POST'): RawHt
       body = dechunk(raw, offset);
     } else {
       const contentLength = headerValues(headers, 'content-length')[0];
-      body = contentLength !== undefined
-        ? raw.subarray(offset, offset + Number(contentLength))
-        : raw.subarray(offset);
+      body = contentLength !== undefined ? raw.subarray(offset, offset + Number(contentLength)) : raw.subarray(offset);
     }
     return { status, headers, body: Buffer.from(body) };
   }

@@ -68,7 +68,9 @@ export async function startSidecarProcess(options: {
     });
     await Promise.race([
       exitedEarly,
-      waitFor('the sidecar to be ready', async () => (logs.includes('ext_proc server ready') && /"opsListen"|cannot listen for \/metrics/.test(logs) ? true : undefined)),
+      waitFor('the sidecar to be ready', async () =>
+        logs.includes('ext_proc server ready') && /"opsListen"|cannot listen for \/metrics/.test(logs) ? true : undefined,
+      ),
     ]);
     exitedEarly.catch(() => undefined);
   } catch (error) {

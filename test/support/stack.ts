@@ -104,7 +104,12 @@ export async function startStack(mode: ProcessingMode, options: StackOptions): P
       // The old sidecar has exited: every health check that succeeds from now on reached the new one.
       const checked = async () => (await envoy.stats()).get('cluster.token_tap_sidecar.health_check.success') ?? 0;
       const before = await checked();
-      await waitFor('Envoy to health-check the restarted sidecar', async () => ((await checked()) > before && (await envoy.stats()).get('cluster.token_tap_sidecar.membership_healthy') === 1 ? true : undefined), 10_000, 50);
+      await waitFor(
+        'Envoy to health-check the restarted sidecar',
+        async () => ((await checked()) > before && (await envoy.stats()).get('cluster.token_tap_sidecar.membership_healthy') === 1 ? true : undefined),
+        10_000,
+        50,
+      );
       return restarted;
     },
     async stop() {

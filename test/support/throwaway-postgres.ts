@@ -81,7 +81,9 @@ export async function startThrowawayPostgres(startOptions: ThrowawayPostgresOpti
     chownSync(root, uid, gid);
   }
   const run = (command: string, args: string[]) =>
-    asRoot ? spawnSync('runuser', ['-u', 'postgres', '--', path.join(bin, command), ...args], { encoding: 'utf8', cwd: root }) : spawnSync(path.join(bin, command), args, { encoding: 'utf8', cwd: root });
+    asRoot
+      ? spawnSync('runuser', ['-u', 'postgres', '--', path.join(bin, command), ...args], { encoding: 'utf8', cwd: root })
+      : spawnSync(path.join(bin, command), args, { encoding: 'utf8', cwd: root });
   const asPostgres = (command: string, args: string[]) => {
     const result = run(command, args);
     if (result.status !== 0) throw new Error(`${command} ${args.join(' ')} failed (${result.status}):\n${result.stdout}\n${result.stderr}`);
@@ -89,7 +91,9 @@ export async function startThrowawayPostgres(startOptions: ThrowawayPostgresOpti
   };
   asPostgres('initdb', ['-D', dataDir, '-U', 'postgres', '--auth=trust', '-E', 'UTF8', '--no-sync', '--no-instructions']);
   const port = await freePort();
-  const settings = Object.entries(startOptions.settings ?? {}).map(([name, value]) => ` -c ${name}=${value}`).join('');
+  const settings = Object.entries(startOptions.settings ?? {})
+    .map(([name, value]) => ` -c ${name}=${value}`)
+    .join('');
   const options = `-p ${port} -k ${root} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off${settings}`;
   const postmasterPid = () => Number(readFileSync(path.join(dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
   let up = false;
@@ -97,7 +101,11 @@ export async function startThrowawayPostgres(startOptions: ThrowawayPostgresOpti
     port,
     url: (database = 'postgres') => `postgres://postgres@127.0.0.1:${port}/${database}`,
     createDatabase(name) {
-      const psql = spawnSync('psql', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', `CREATE DATABASE ${name}`], { encoding: 'utf8' });
+      const psql = spawnSync(
+        'psql',
+        ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '-d', 'postgres', '-v', 'ON_ERROR_STOP=1', '-c', `CREATE DATABASE ${name}`],
+        { encoding: 'utf8' },
+      );
       if (psql.status !== 0) throw new Error(`CREATE DATABASE ${name} failed: ${psql.stderr}`);
     },
     start() {
@@ -109,7 +117,10 @@ export async function startThrowawayPostgres(startOptions: ThrowawayPostgresOpti
       up = false;
     },
     dump(database) {
-      const result = spawnSync('pg_dump', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '--no-owner', database], { encoding: 'utf8', maxBuffer: 256 * 1024 * 1024 });
+      const result = spawnSync('pg_dump', ['-h', '127.0.0.1', '-p', String(port), '-U', 'postgres', '--no-owner', database], {
+        encoding: 'utf8',
+        maxBuffer: 256 * 1024 * 1024,
+      });
       if (result.status !== 0) throw new Error(`pg_dump ${database} failed: ${result.stderr}`);
       return result.stdout;
     },
@@ -137,7 +148,8 @@ export async function startThrowawayPostgres(startOptions: ThrowawayPostgresOpti
         if (Date.now() > until) throw new Error('Postgres processes still alive 10 s after SIGKILL');
         spawnSync('sleep', ['0.02']);
       }
-      for (const file of [path.join(dataDir, 'postmaster.pid'), path.join(root, `.s.PGSQL.${port}.lock`), path.join(root, `.s.PGSQL.${port}`)]) rmSync(file, { force: true });
+      for (const file of [path.join(dataDir, 'postmaster.pid'), path.join(root, `.s.PGSQL.${port}.lock`), path.join(root, `.s.PGSQL.${port}`)])
+        rmSync(file, { force: true });
       up = false;
     },
     freezeWalWriter() {

@@ -30,7 +30,12 @@ export function tempDir(label: string): string {
 export function idpConfigFile(idp: TestIdp, name: string, secretEnv: string, extra: Record<string, unknown> = {}): string {
   const file = path.join(tempDir('idp-config'), 'idps.yaml');
   const entry = { token_url: idp.tokenUrl, client_id: idp.clientId, client_secret_env: secretEnv, revocation_url: idp.revocationUrl, ...extra };
-  writeFileSync(file, `idps:\n  ${name}:\n${Object.entries(entry).map(([key, value]) => `    ${key}: ${JSON.stringify(value)}`).join('\n')}\n`);
+  writeFileSync(
+    file,
+    `idps:\n  ${name}:\n${Object.entries(entry)
+      .map(([key, value]) => `    ${key}: ${JSON.stringify(value)}`)
+      .join('\n')}\n`,
+  );
   return file;
 }
 
@@ -60,8 +65,12 @@ export function vaultClient(port: number, credentials = grpc.credentials.createI
       const metadata = new grpc.Metadata();
       if (apiKey !== undefined) metadata.set('authorization', `Bearer ${apiKey}`);
       return new Promise((resolve, reject) => {
-        client[method]!.call(client, request, metadata, { deadline: Date.now() + (options.deadlineMs ?? 15_000) }, (error: grpc.ServiceError | null, response: unknown) =>
-          error ? reject(error) : resolve(response as any),
+        client[method]!.call(
+          client,
+          request,
+          metadata,
+          { deadline: Date.now() + (options.deadlineMs ?? 15_000) },
+          (error: grpc.ServiceError | null, response: unknown) => (error ? reject(error) : resolve(response as any)),
         );
       });
     },

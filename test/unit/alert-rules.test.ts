@@ -19,7 +19,11 @@ const RULE_TESTS = 'deploy/prometheus/rules.test.yaml';
 interface RuleTest {
   name: string;
   input_series: Array<{ series: string; values: string }>;
-  alert_rule_test: Array<{ eval_time: string; alertname: string; exp_alerts: Array<{ exp_labels: Record<string, string>; exp_annotations: Record<string, string> }> }>;
+  alert_rule_test: Array<{
+    eval_time: string;
+    alertname: string;
+    exp_alerts: Array<{ exp_labels: Record<string, string>; exp_annotations: Record<string, string> }>;
+  }>;
 }
 
 function promtool(args: string[], cwd = ROOT): { status: number | null; output: string } {
@@ -46,13 +50,17 @@ describe('alerting rules (deploy/prometheus/rules.yaml, promtool)', () => {
   it('has, for every alert, an evaluation where it fires for "faulty" only and one where it does not fire', () => {
     const problems: string[] = [];
     for (const { alert } of rules) {
-      const evaluations = tests.flatMap((test) => test.alert_rule_test.filter((evaluation) => evaluation.alertname === alert).map((evaluation) => ({ test, evaluation })));
+      const evaluations = tests.flatMap((test) =>
+        test.alert_rule_test.filter((evaluation) => evaluation.alertname === alert).map((evaluation) => ({ test, evaluation })),
+      );
       const fires = evaluations.filter(({ evaluation }) => evaluation.exp_alerts.length > 0);
       if (fires.length === 0) problems.push(`${alert}: no evaluation where it fires`);
       if (!evaluations.some(({ evaluation }) => evaluation.exp_alerts.length === 0)) problems.push(`${alert}: no evaluation where it stays quiet`);
       for (const { test, evaluation } of fires) {
-        if (!test.input_series.some((input) => /(instance|idp)="healthy"/.test(input.series))) problems.push(`${alert} (${test.name}): no healthy series beside the faulty one`);
-        if (evaluation.exp_alerts.some((expected) => expected.exp_labels.instance === 'healthy' || expected.exp_labels.idp === 'healthy')) problems.push(`${alert}: fires for a healthy series`);
+        if (!test.input_series.some((input) => /(instance|idp)="healthy"/.test(input.series)))
+          problems.push(`${alert} (${test.name}): no healthy series beside the faulty one`);
+        if (evaluation.exp_alerts.some((expected) => expected.exp_labels.instance === 'healthy' || expected.exp_labels.idp === 'healthy'))
+          problems.push(`${alert}: fires for a healthy series`);
       }
     }
     expect(problems, problems.join('\n')).to.deep.equal([]);
@@ -64,9 +72,15 @@ describe('alerting rules (deploy/prometheus/rules.yaml, promtool)', () => {
       if (!['critical', 'warning'].includes(rule.labels?.severity ?? '')) problems.push(`${rule.alert}: severity ${rule.labels?.severity}`);
       if (!rule.annotations?.summary) problems.push(`${rule.alert}: no summary`);
       if (!rule.annotations?.description) problems.push(`${rule.alert}: no description`);
-      if (rule.annotations?.runbook_url !== `docs/runbooks.md#${rule.alert.toLowerCase()}`) problems.push(`${rule.alert}: runbook_url ${rule.annotations?.runbook_url}`);
-      const perIdp = tests.some((test) => test.alert_rule_test.some((evaluation) => evaluation.alertname === rule.alert && evaluation.exp_alerts.some((expected) => 'idp' in expected.exp_labels)));
-      if (perIdp && !rule.annotations?.description?.includes('{{ $labels.idp }}')) problems.push(`${rule.alert}: fires per IdP but its description does not name it`);
+      if (rule.annotations?.runbook_url !== `docs/runbooks.md#${rule.alert.toLowerCase()}`)
+        problems.push(`${rule.alert}: runbook_url ${rule.annotations?.runbook_url}`);
+      const perIdp = tests.some((test) =>
+        test.alert_rule_test.some(
+          (evaluation) => evaluation.alertname === rule.alert && evaluation.exp_alerts.some((expected) => 'idp' in expected.exp_labels),
+        ),
+      );
+      if (perIdp && !rule.annotations?.description?.includes('{{ $labels.idp }}'))
+        problems.push(`${rule.alert}: fires per IdP but its description does not name it`);
     }
     expect(rules.length).to.be.at.least(16);
     expect(problems, problems.join('\n')).to.deep.equal([]);

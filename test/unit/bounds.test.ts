@@ -3,7 +3,15 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { expect } from 'chai';
-import { CLAIM_TIME_RANGE, CLAIM_TIME_RANGE_YEARS, FIELD_BOUNDS, LIFETIME_BOUNDS, MAX_JSON_NESTING, formatBytes, formatCount } from '../../src/capture/bounds.js';
+import {
+  CLAIM_TIME_RANGE,
+  CLAIM_TIME_RANGE_YEARS,
+  FIELD_BOUNDS,
+  LIFETIME_BOUNDS,
+  MAX_JSON_NESTING,
+  formatBytes,
+  formatCount,
+} from '../../src/capture/bounds.js';
 import { captureFrom } from '../../src/capture/capture.js';
 import { profileCaptureFrom } from '../../src/capture/profile.js';
 import type { Capture, ObservedResponse } from '../../src/capture/types.js';
@@ -120,7 +128,10 @@ describe('capture bounds (src/capture/bounds.ts)', () => {
 
   // Each becomes a timestamp in Postgres: 1e300 made an invalid Date, which Postgres refused
   // (SQLSTATE 22007), so the whole batch was written again one capture at a time and the capture quarantined.
-  for (const [name, bound] of [['expires_in', LIFETIME_BOUNDS.expiresIn], ['refresh_token_expires_in', LIFETIME_BOUNDS.refreshExpiresIn]] as const) {
+  for (const [name, bound] of [
+    ['expires_in', LIFETIME_BOUNDS.expiresIn],
+    ['refresh_token_expires_in', LIFETIME_BOUNDS.refreshExpiresIn],
+  ] as const) {
     it(`${name}: stored at ${formatCount(bound)} seconds, refused whole above it, 1e300 and a 12-digit string included`, () => {
       const stored = captureFrom(observed(response({ fields: { [name]: bound } })), options);
       expect(stored.outcome, stored.detail).to.equal('stored');
@@ -173,7 +184,11 @@ describe('capture bounds (src/capture/bounds.ts)', () => {
     expectRefused(captureFrom(observed(response({ fields: extras })), options), 'too_large', 'the other response fields over 65,536 bytes');
     const aud = captureFrom(observed(response({ claims: { azp: undefined, aud: [text(3000), 'okta'] } })), options);
     expectRefused(aud, 'too_large', 'client_id over 2,048 bytes');
-    expect(captureFrom(observed(response({ claims: { sub: 12345, azp: 67890 } })), options)).to.include({ outcome: 'stored', subject: '12345', clientId: '67890' });
+    expect(captureFrom(observed(response({ claims: { sub: 12345, azp: 67890 } })), options)).to.include({
+      outcome: 'stored',
+      subject: '12345',
+      clientId: '67890',
+    });
   });
 
   it('bounds an IdP error code, and keeps ordinary ones', () => {
@@ -261,7 +276,12 @@ describe('capture bounds (src/capture/bounds.ts)', () => {
       // A form body cut inside its refresh token parses into a shorter, wrong refresh token.
       const cut = observed('access_token=at-2&id_token=' + fakeJwt(CLAIMS) + '&refresh_token=rt-trunc', { complete: false });
       const capture = captureFrom(cut, options);
-      expect(capture).to.include({ outcome: 'incomplete', detail: 'the stream ended before the whole response arrived', tokens: undefined, subject: undefined });
+      expect(capture).to.include({
+        outcome: 'incomplete',
+        detail: 'the stream ended before the whole response arrived',
+        tokens: undefined,
+        subject: undefined,
+      });
       expect(captureFrom({ ...cut, complete: true }, options).outcome).to.equal('stored');
       expect(captureFrom(observed('{"error":"invalid_grant"}', { status: 400, complete: false }), options).outcome).to.equal('incomplete');
     });

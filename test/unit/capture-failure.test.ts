@@ -8,7 +8,7 @@ import { describeCaptureFailure, isPostgresUnavailable } from '../../src/store/e
 const pgError = (code: string, message = 'from Postgres') => Object.assign(new Error(message), { code });
 const systemError = (code: string, syscall = 'connect') => Object.assign(new Error(`${syscall} ${code} 127.0.0.1:5432`), { code, syscall, errno: -1 });
 
-describe('capture write failures: unavailable or one capture\'s own', () => {
+describe("capture write failures: unavailable or one capture's own", () => {
   const unavailable: Array<[string, unknown]> = [
     ['connection refused', systemError('ECONNREFUSED')],
     ['connection reset', systemError('ECONNRESET', 'read')],
@@ -31,12 +31,27 @@ describe('capture write failures: unavailable or one capture\'s own', () => {
   const own: Array<[string, unknown, string, string]> = [
     ['a NUL byte', pgError('22021'), 'refused_by_postgres', 'Postgres refused it (SQLSTATE 22021)'],
     ['a check violation', pgError('23514'), 'refused_by_postgres', 'Postgres refused it (SQLSTATE 23514)'],
-    ['an index row over the btree limit', pgError('54000', 'index row size 3016 exceeds btree version 4 maximum 2704'), 'refused_by_postgres', 'Postgres refused it (SQLSTATE 54000)'],
+    [
+      'an index row over the btree limit',
+      pgError('54000', 'index row size 3016 exceeds btree version 4 maximum 2704'),
+      'refused_by_postgres',
+      'Postgres refused it (SQLSTATE 54000)',
+    ],
     ['a syntax error (a bug)', pgError('42601'), 'refused_by_postgres', 'Postgres refused it (SQLSTATE 42601)'],
     ['an internal error', pgError('XX000'), 'refused_by_postgres', 'Postgres refused it (SQLSTATE XX000)'],
-    ['a held grant under other key material', new DecryptError('pending ciphertext does not open under key k1'), 'unreadable', 'cannot open a held grant (DecryptError)'],
+    [
+      'a held grant under other key material',
+      new DecryptError('pending ciphertext does not open under key k1'),
+      'unreadable',
+      'cannot open a held grant (DecryptError)',
+    ],
     ['a TypeError', new TypeError("Cannot read properties of undefined (reading 'accessToken')"), 'failed', 'writing it failed (TypeError)'],
-    ['a Node ERR_ code (a bug)', Object.assign(new TypeError('The "data" argument must be of type string'), { code: 'ERR_INVALID_ARG_TYPE' }), 'failed', 'writing it failed (TypeError)'],
+    [
+      'a Node ERR_ code (a bug)',
+      Object.assign(new TypeError('The "data" argument must be of type string'), { code: 'ERR_INVALID_ARG_TYPE' }),
+      'failed',
+      'writing it failed (TypeError)',
+    ],
     ['a thrown string', 'oops', 'failed', 'writing it failed (Error)'],
   ];
   for (const [what, error, label, reason] of own) {

@@ -7,7 +7,11 @@ import { fakeJwt } from '../support/jwt.js';
 
 const idToken = fakeJwt({ iss: 'https://idp.example', sub: 'user-42', aud: 'okta-client', email: 'u@example.test', exp: 4102444800 });
 
-function observed(body: string | Buffer, status = 200, headers: Record<string, string> = { 'content-type': 'application/json' }): ObservedResponse & { idp: string } {
+function observed(
+  body: string | Buffer,
+  status = 200,
+  headers: Record<string, string> = { 'content-type': 'application/json' },
+): ObservedResponse & { idp: string } {
   return {
     idp: 'demo',
     routeKind: 'token',
@@ -156,11 +160,17 @@ describe('capture', () => {
     });
 
     it('reads Microsoft error_codes, Slack ok:false and Facebook nested errors', () => {
-      expect(readTokenResponse(400, Buffer.from('{"error":"invalid_grant","error_codes":[70008]}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'invalid_grant' });
+      expect(readTokenResponse(400, Buffer.from('{"error":"invalid_grant","error_codes":[70008]}'))).to.deep.equal({
+        kind: 'idp_error',
+        errorCode: 'invalid_grant',
+      });
       expect(readTokenResponse(400, Buffer.from('{"error_codes":[70008]}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'error_codes:70008' });
       expect(readTokenResponse(200, Buffer.from('{"ok":false,"error":"invalid_code"}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'invalid_code' });
       expect(readTokenResponse(200, Buffer.from('{"ok":false}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'ok_false' });
-      expect(readTokenResponse(400, Buffer.from('{"error":{"message":"x","type":"OAuthException","code":100}}'))).to.deep.equal({ kind: 'idp_error', errorCode: 'OAuthException' });
+      expect(readTokenResponse(400, Buffer.from('{"error":{"message":"x","type":"OAuthException","code":100}}'))).to.deep.equal({
+        kind: 'idp_error',
+        errorCode: 'OAuthException',
+      });
       expect(readTokenResponse(400, Buffer.from('{"error":{"code":190}}'))).to.deep.equal({ kind: 'idp_error', errorCode: '190' });
       expect(readTokenResponse(502, Buffer.from('<html>bad gateway</html>'))).to.deep.equal({ kind: 'idp_error', errorCode: 'http_502' });
     });
@@ -176,7 +186,10 @@ describe('capture', () => {
       expect(readTokenResponse(200, Buffer.from('{"access_token":"a","access_token":"b"}'))).to.have.nested.property('tokens.accessToken', 'b');
       const deep = Buffer.from(`{"access_token":"a","x":${'['.repeat(5000)}${']'.repeat(5000)}}`);
       expect(readTokenResponse(200, deep)).to.deep.equal({ kind: 'unparseable', detail: 'JSON body nested deeper than 32 levels' });
-      expect(readTokenResponse(200, Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]))).to.deep.equal({ kind: 'unparseable', detail: 'body is not valid UTF-8' });
+      expect(readTokenResponse(200, Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]))).to.deep.equal({
+        kind: 'unparseable',
+        detail: 'body is not valid UTF-8',
+      });
     });
 
     it('keeps token_type as sent (bearer, Bearer, pop) for case-insensitive use', () => {

@@ -26,12 +26,32 @@ function marked(shape: unknown, counter = { n: 0 }): unknown {
 
 describe('config file problems quote no value from the file', () => {
   it('the IdP file: every field of every entry a marker', () => {
-    const fields = { issuer: 1, jwks_uri: 1, client_id: 1, timeout_ms: 1, token_url: 1, client_secret_env: 1, client_secret_file: 1, revocation_url: 1, auth_method: 1, client_secret: 1 };
+    const fields = {
+      issuer: 1,
+      jwks_uri: 1,
+      client_id: 1,
+      timeout_ms: 1,
+      token_url: 1,
+      client_secret_env: 1,
+      client_secret_file: 1,
+      revocation_url: 1,
+      auth_method: 1,
+      client_secret: 1,
+    };
     const problems: string[] = [];
-    const config = file({ idps: { acme: marked(fields), beta: marked({ issuer: 1, jwks_uri: 1 }), gamma: marked({ client_secret_file: 1, token_url: 1, client_id: 1 }), delta: 'x' }, colour: 1 });
+    const config = file({
+      idps: {
+        acme: marked(fields),
+        beta: marked({ issuer: 1, jwks_uri: 1 }),
+        gamma: marked({ client_secret_file: 1, token_url: 1, client_id: 1 }),
+        delta: 'x',
+      },
+      colour: 1,
+    });
     loadIdpConfig({ TOKEN_TAP_IDP_CONFIG: config }, problems);
     // A problem for (nearly) every field, each naming its path...
-    for (const field of ['issuer', 'jwks_uri', 'timeout_ms', 'token_url', 'client_secret_env', 'revocation_url', 'auth_method', 'client_secret']) expect(problems.join('\n')).to.contain(`idps.acme.${field}`);
+    for (const field of ['issuer', 'jwks_uri', 'timeout_ms', 'token_url', 'client_secret_env', 'revocation_url', 'auth_method', 'client_secret'])
+      expect(problems.join('\n')).to.contain(`idps.acme.${field}`);
     expect(problems.join('\n')).to.contain('idps.gamma.client_secret_file: cannot read the file it names (ENOENT)').and.contain('unknown field "colour"');
     // ...and none quoting a value.
     expect(problems.filter((problem) => problem.includes(MARKER))).to.deep.equal([]);
@@ -60,7 +80,10 @@ describe('config file problems quote no value from the file', () => {
     const empty = path.join(dir, 'empty');
     writeFileSync(empty, '');
     const provider = { okta_idp_id: '0oaA', idp: 'entra', identity_claims: { upstream_groups: 'groups' } };
-    for (const [secretFile, expected] of [[path.join(dir, 'absent'), 'cannot read the file it names (ENOENT)'], [empty, 'the file it names is empty']] as const) {
+    for (const [secretFile, expected] of [
+      [path.join(dir, 'absent'), 'cannot read the file it names (ENOENT)'],
+      [empty, 'the file it names is empty'],
+    ] as const) {
       const problems: string[] = [];
       loadHookConfig({ TOKEN_TAP_HOOK_CONFIG: file({ authentication: { header: { value_file: secretFile } }, providers: [provider] }) }, problems);
       expect(problems.join('\n')).to.contain(`authentication.header.value_file: ${expected}`);
@@ -81,7 +104,10 @@ describe('config file problems quote no value from the file', () => {
   it('two hook providers with one Okta IdP id: named by position, not by the id', () => {
     const problems: string[] = [];
     const provider = { okta_idp_id: '0oaSECRETMARKER', idp: 'entra', identity_claims: { upstream_groups: 'groups' } };
-    loadHookConfig({ TOKEN_TAP_HOOK_CONFIG: file({ authentication: { header: { value_env: 'HOOK_SECRET' } }, providers: [provider, provider] }), HOOK_SECRET: 'x' }, problems);
+    loadHookConfig(
+      { TOKEN_TAP_HOOK_CONFIG: file({ authentication: { header: { value_env: 'HOOK_SECRET' } }, providers: [provider, provider] }), HOOK_SECRET: 'x' },
+      problems,
+    );
     expect(problems.join('\n')).to.contain('providers[1]: okta_idp_id is given twice').and.not.contain('0oaSECRETMARKER');
   });
 });

@@ -34,15 +34,23 @@ describe('config', () => {
   });
 
   it('ext_proc: unix:/path or loopback; beyond loopback only with allowRemoteExtproc', () => {
-    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_LISTEN: 'unix:/run/token-tap/extproc.sock' }).listen).to.deep.equal({ socket: '/run/token-tap/extproc.sock' });
+    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_LISTEN: 'unix:/run/token-tap/extproc.sock' }).listen).to.deep.equal({
+      socket: '/run/token-tap/extproc.sock',
+    });
     expect(loadSidecarConfig(valid, { listen: '127.0.0.2:1' }).listen).to.deep.equal({ host: '127.0.0.2', port: 1 });
     expect(() => loadSidecarConfig(valid, { listen: '0.0.0.0:50051' })).to.throw(ConfigError, /--allow-remote-extproc/);
     expect(() => loadSidecarConfig(valid, { listen: '10.1.2.3:50051' })).to.throw(ConfigError, /reachable from other machines/);
     const withoutMtls = { ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' };
     expect(loadSidecarConfig(withoutMtls, { listen: '0.0.0.0:50051', allowRemoteExtproc: true }).allowRemoteExtProc).to.equal(true);
-    expect(loadSidecarConfig({ ...withoutMtls, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }, { listen: '[::]:50051' }).listen).to.deep.equal({ host: '::', port: 50051 });
+    expect(loadSidecarConfig({ ...withoutMtls, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }, { listen: '[::]:50051' }).listen).to.deep.equal({
+      host: '::',
+      port: 50051,
+    });
     expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'yes please' })).to.throw(ConfigError, /true or false/);
-    expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_EXTPROC_TLS_CERT: '/x.pem' })).to.throw(ConfigError, /TOKEN_TAP_EXTPROC_TLS_CERT and TOKEN_TAP_EXTPROC_TLS_KEY go together/);
+    expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_EXTPROC_TLS_CERT: '/x.pem' })).to.throw(
+      ConfigError,
+      /TOKEN_TAP_EXTPROC_TLS_CERT and TOKEN_TAP_EXTPROC_TLS_KEY go together/,
+    );
     expect(() => loadSidecarConfig(valid, { listen: `unix:/${'a'.repeat(120)}` })).to.throw(ConfigError, /longer than 107 bytes/);
   });
 
@@ -59,9 +67,15 @@ describe('config', () => {
       for (const [env, flags] of [
         [valid, { listen: '0.0.0.0:50051', allowRemoteExtproc: true }],
         [{ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true' }, { listen: '10.1.2.3:50051' }],
-        [{ ...valid, ...tls }, { listen: '0.0.0.0:50051', allowRemoteExtproc: true }],
+        [
+          { ...valid, ...tls },
+          { listen: '0.0.0.0:50051', allowRemoteExtproc: true },
+        ],
       ] as const) {
-        expect(() => loadSidecarConfig(env, flags)).to.throw(ConfigError, /needs mTLS to Envoy[\s\S]*_CLIENT_CA[\s\S]*TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true/);
+        expect(() => loadSidecarConfig(env, flags)).to.throw(
+          ConfigError,
+          /needs mTLS to Envoy[\s\S]*_CLIENT_CA[\s\S]*TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS=true/,
+        );
       }
     });
 
@@ -69,9 +83,15 @@ describe('config', () => {
       const mtls = loadSidecarConfig({ ...valid, ...tls, TOKEN_TAP_EXTPROC_TLS_CLIENT_CA: pem('ca') }, { listen: '0.0.0.0:50051', allowRemoteExtproc: true });
       expect(mtls.extProcTls?.clientCa).to.be.instanceOf(Buffer);
       expect(mtls.allowRemoteExtProcWithoutMtls).to.equal(false);
-      const bare = loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true', TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' }, { listen: '0.0.0.0:50051' });
+      const bare = loadSidecarConfig(
+        { ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC: 'true', TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' },
+        { listen: '0.0.0.0:50051' },
+      );
       expect(bare.allowRemoteExtProcWithoutMtls).to.equal(true);
-      expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' })).to.throw(ConfigError, /only means something with --allow-remote-extproc/);
+      expect(() => loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_REMOTE_EXTPROC_WITHOUT_MTLS: 'true' })).to.throw(
+        ConfigError,
+        /only means something with --allow-remote-extproc/,
+      );
     });
 
     it('the TokenVault API beyond loopback needs TLS, or TOKEN_TAP_ALLOW_INSECURE_API=true', () => {
@@ -80,10 +100,16 @@ describe('config', () => {
         [{ ...valid, TOKEN_TAP_API_LISTEN: '10.0.0.7:50052' }, {}],
         [{ ...valid, TOKEN_TAP_API_LISTEN: '[::]:50052' }, {}],
       ] as const) {
-        expect(() => loadSidecarConfig(env, flags)).to.throw(ConfigError, /reachable from other machines[\s\S]*TOKEN_TAP_API_TLS_CERT[\s\S]*TOKEN_TAP_ALLOW_INSECURE_API=true/);
+        expect(() => loadSidecarConfig(env, flags)).to.throw(
+          ConfigError,
+          /reachable from other machines[\s\S]*TOKEN_TAP_API_TLS_CERT[\s\S]*TOKEN_TAP_ALLOW_INSECURE_API=true/,
+        );
       }
       expect(loadSidecarConfig(valid, { apiListen: '127.0.0.1:50052' }).vault.listen).to.deep.equal({ host: '127.0.0.1', port: 50052 });
-      const withTls = loadSidecarConfig({ ...valid, TOKEN_TAP_API_TLS_CERT: pem('api-cert'), TOKEN_TAP_API_TLS_KEY: pem('api-key') }, { apiListen: '0.0.0.0:50052' });
+      const withTls = loadSidecarConfig(
+        { ...valid, TOKEN_TAP_API_TLS_CERT: pem('api-cert'), TOKEN_TAP_API_TLS_KEY: pem('api-key') },
+        { apiListen: '0.0.0.0:50052' },
+      );
       expect(withTls.vault.tls).to.be.an('object');
       const insecure = loadSidecarConfig({ ...valid, TOKEN_TAP_ALLOW_INSECURE_API: 'true' }, { apiListen: '0.0.0.0:50052' });
       expect(insecure.vault).to.include({ allowInsecure: true, tls: undefined });
@@ -102,9 +128,26 @@ describe('config', () => {
 
   it('reads the Postgres timeouts of the writer and of the API apart, with defaults, and every bad one at once', () => {
     const defaults = loadSidecarConfig(valid);
-    expect(defaults.postgres).to.deep.equal({ connectTimeoutMs: 5_000, statementTimeoutMs: 10_000, queryTimeoutMs: 12_000, keepAliveMs: 10_000, idleInTransactionMs: 10_000 });
-    expect(defaults.vault.postgres).to.deep.equal({ connectTimeoutMs: 2_000, statementTimeoutMs: 2_000, queryTimeoutMs: 2_250, keepAliveMs: 10_000, idleInTransactionMs: 180_000 });
-    const set = loadSidecarConfig({ ...valid, TOKEN_TAP_PG_STATEMENT_TIMEOUT_MS: '30000', TOKEN_TAP_API_PG_CONNECT_TIMEOUT_MS: '1000', TOKEN_TAP_PG_KEEPALIVE_MS: '5000' });
+    expect(defaults.postgres).to.deep.equal({
+      connectTimeoutMs: 5_000,
+      statementTimeoutMs: 10_000,
+      queryTimeoutMs: 12_000,
+      keepAliveMs: 10_000,
+      idleInTransactionMs: 10_000,
+    });
+    expect(defaults.vault.postgres).to.deep.equal({
+      connectTimeoutMs: 2_000,
+      statementTimeoutMs: 2_000,
+      queryTimeoutMs: 2_250,
+      keepAliveMs: 10_000,
+      idleInTransactionMs: 180_000,
+    });
+    const set = loadSidecarConfig({
+      ...valid,
+      TOKEN_TAP_PG_STATEMENT_TIMEOUT_MS: '30000',
+      TOKEN_TAP_API_PG_CONNECT_TIMEOUT_MS: '1000',
+      TOKEN_TAP_PG_KEEPALIVE_MS: '5000',
+    });
     expect(set.postgres).to.include({ statementTimeoutMs: 30_000, queryTimeoutMs: 32_000, keepAliveMs: 5_000 });
     expect(set.vault.postgres).to.include({ connectTimeoutMs: 1_000, keepAliveMs: 5_000 });
     try {
@@ -139,7 +182,9 @@ describe('config', () => {
   });
 
   it('rejects a DATABASE_URL that is not postgres without printing it', () => {
-    expect(() => loadSidecarConfig({ ...valid, DATABASE_URL: 'mysql://root:hunter2@x/db' })).to.throw(ConfigError, /postgres:\/\//).and.not.match(/hunter2/);
+    expect(() => loadSidecarConfig({ ...valid, DATABASE_URL: 'mysql://root:hunter2@x/db' }))
+      .to.throw(ConfigError, /postgres:\/\//)
+      .and.not.match(/hunter2/);
   });
 
   it('parses host:port, including IPv6 in brackets', () => {
@@ -148,7 +193,12 @@ describe('config', () => {
     expect(() => parseHostPort('host:70000', 'x')).to.throw(/HOST:PORT/);
   });
   it('refuses TOKEN_TAP_FAULT_INJECTION outside NODE_ENV=test', () => {
-    expect(() => loadSidecarConfig({ ...valid, NODE_ENV: 'production', TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer' })).to.throw(ConfigError, /only with NODE_ENV=test/);
-    expect(loadSidecarConfig({ ...valid, NODE_ENV: 'test', TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer' }).vault.faultInjection).to.equal('kill-after-refresh-answer');
+    expect(() => loadSidecarConfig({ ...valid, NODE_ENV: 'production', TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer' })).to.throw(
+      ConfigError,
+      /only with NODE_ENV=test/,
+    );
+    expect(loadSidecarConfig({ ...valid, NODE_ENV: 'test', TOKEN_TAP_FAULT_INJECTION: 'kill-after-refresh-answer' }).vault.faultInjection).to.equal(
+      'kill-after-refresh-answer',
+    );
   });
 });

@@ -64,9 +64,7 @@ function proseLines(markdown: string): Array<{ text: string; line: number }> {
 
 /** GitHub's anchor for a heading: the rendered text lower-cased, punctuation dropped, spaces to hyphens. */
 function githubSlug(heading: string): string {
-  const rendered = heading
-    .replace(/\[([^\]]*)\]\([^)]*\)/g, '$1')
-    .replace(/[`*]/g, '');
+  const rendered = heading.replace(/\[([^\]]*)\]\([^)]*\)/g, '$1').replace(/[`*]/g, '');
   return rendered
     .toLowerCase()
     .replace(/[^\p{L}\p{M}\p{N}\p{Pc} -]/gu, '')
@@ -106,7 +104,13 @@ function read(page: string): string {
 }
 
 function docPages(): string[] {
-  return [README, ...readdirSync(path.join(ROOT, 'docs')).filter((name) => name.endsWith('.md')).sort().map((name) => `docs/${name}`)];
+  return [
+    README,
+    ...readdirSync(path.join(ROOT, 'docs'))
+      .filter((name) => name.endsWith('.md'))
+      .sort()
+      .map((name) => `docs/${name}`),
+  ];
 }
 
 /** Every problem with the relative links of `page`: a missing file, or an anchor no heading has. */
@@ -179,16 +183,18 @@ describe('docs a newcomer can walk (README.md and docs/)', () => {
     expect(missing).to.deep.equal([]);
   });
 
-  it('every alert\'s runbook_url (deploy/prometheus/rules.yaml) reaches a section of docs/runbooks.md, and every section is an alert\'s', () => {
+  it("every alert's runbook_url (deploy/prometheus/rules.yaml) reaches a section of docs/runbooks.md, and every section is an alert's", () => {
     const rules = alertRules();
     const sections = headingsOf(read('docs/runbooks.md')).filter((heading) => heading.level === 2);
     const problems: string[] = [];
     for (const rule of rules) {
       const url = rule.annotations?.runbook_url ?? '';
       const [file, anchor] = url.split('#', 2);
-      if (file !== 'docs/runbooks.md' || !sections.some((section) => section.slug === anchor)) problems.push(`${rule.alert}: runbook_url ${url} reaches no section of docs/runbooks.md`);
+      if (file !== 'docs/runbooks.md' || !sections.some((section) => section.slug === anchor))
+        problems.push(`${rule.alert}: runbook_url ${url} reaches no section of docs/runbooks.md`);
     }
-    for (const section of sections) if (!rules.some((rule) => rule.alert === section.text)) problems.push(`docs/runbooks.md: section "${section.text}" is no alert of rules.yaml`);
+    for (const section of sections)
+      if (!rules.some((rule) => rule.alert === section.text)) problems.push(`docs/runbooks.md: section "${section.text}" is no alert of rules.yaml`);
     expect(rules.length).to.be.at.least(16);
     expect(problems, problems.join('\n')).to.deep.equal([]);
   });
@@ -196,7 +202,7 @@ describe('docs a newcomer can walk (README.md and docs/)', () => {
   it('reads anchors as GitHub writes them', () => {
     expect(githubSlug('Which ext_proc mode')).to.equal('which-ext_proc-mode');
     expect(githubSlug("Bounds: an IdP's response is hostile input")).to.equal('bounds-an-idps-response-is-hostile-input');
-    expect(githubSlug('Readiness: `GET /ready` on Envoy\'s readiness listener')).to.equal('readiness-get-ready-on-envoys-readiness-listener');
+    expect(githubSlug("Readiness: `GET /ready` on Envoy's readiness listener")).to.equal('readiness-get-ready-on-envoys-readiness-listener');
     expect(githubSlug('Limits (today)')).to.equal('limits-today');
     expect(headingsOf('# A\n```\n# not a heading\n```\n## A\n').map((heading) => heading.slug)).to.deep.equal(['a', 'a-1']);
     expect(brokenLinks('README.md', '[x](docs/no-such-page.md) [y](#no-such-heading) `[z](nowhere.md)`')).to.have.length(2);

@@ -25,10 +25,15 @@ describe('envoyconfig/render', () => {
     const { routes, clusters } = listenerParts(config);
     expect(routes[0].match).to.deep.equal({ path: tokenRoutePath('entra') });
     expect(routes[0].route).to.include({ cluster: 'idp_entra', prefix_rewrite: '/t1/oauth2/v2.0/token', host_rewrite_literal: 'login.microsoftonline.com' });
-    expect(routes[0].typed_per_filter_config['envoy.filters.http.ext_proc'].overrides.grpc_initial_metadata).to.deep.equal([{ key: 'x-token-tap-idp', value: 'entra' }]);
+    expect(routes[0].typed_per_filter_config['envoy.filters.http.ext_proc'].overrides.grpc_initial_metadata).to.deep.equal([
+      { key: 'x-token-tap-idp', value: 'entra' },
+    ]);
     const tls = clusters[0].transport_socket.typed_config;
     expect(tls.sni).to.equal('login.microsoftonline.com');
-    expect(clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).to.deep.equal({ address: 'login.microsoftonline.com', port_value: 443 });
+    expect(clusters[0].load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).to.deep.equal({
+      address: 'login.microsoftonline.com',
+      port_value: 443,
+    });
   });
 
   it('keeps ext_proc off every other route', () => {
@@ -38,10 +43,12 @@ describe('envoyconfig/render', () => {
   });
 
   it('observability mode streams the response body and never waits; buffered mode buffers with a message timeout', () => {
-    const observability = listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')] })).filters[0].typed_config;
+    const observability = listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')] })).filters[0]
+      .typed_config;
     expect(observability).to.include({ failure_mode_allow: true, observability_mode: true });
     expect(observability.processing_mode).to.include({ request_header_mode: 'SKIP', request_body_mode: 'NONE', response_body_mode: 'STREAMED' });
-    const buffered = listenerParts(renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')] })).filters[0].typed_config;
+    const buffered = listenerParts(renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=http://127.0.0.1:3000/token')] })).filters[0]
+      .typed_config;
     expect(buffered).to.include({ failure_mode_allow: true, message_timeout: '0.2s' });
     expect(buffered.observability_mode).to.equal(undefined);
     expect(buffered.processing_mode).to.include({ request_body_mode: 'NONE', response_body_mode: 'BUFFERED' });
@@ -86,13 +93,16 @@ describe('envoyconfig/render', () => {
   });
 
   it('refuses a profile route for an IdP without a token route, and a bad subject path', () => {
-    expect(() => renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=https://x/t')], profiles: [parseProfileFlag('b=https://y/me')] })).to.throw(/names no IdP/);
+    expect(() =>
+      renderEnvoyConfig({ ...base, mode: 'buffered', idps: [parseIdpFlag('a=https://x/t')], profiles: [parseProfileFlag('b=https://y/me')] }),
+    ).to.throw(/names no IdP/);
     expect(() => parseProfileFlag('a=https://y/me', new Map([['a', 'data..id']]))).to.throw(/dotted field path/);
   });
 
   describe('the Okta hook route rate limit', () => {
     const hook = { host: '127.0.0.1', port: 8081 };
-    const render = (extra: Partial<EnvoyConfigOptions>) => listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook, ...extra }));
+    const render = (extra: Partial<EnvoyConfigOptions>) =>
+      listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook, ...extra }));
     const hookBucket = (parts: ReturnType<typeof listenerParts>) =>
       parts.routes.find((route: { name: string }) => route.name === 'okta_token_hook').typed_per_filter_config['envoy.filters.http.local_ratelimit'];
 
@@ -103,14 +113,24 @@ describe('envoyconfig/render', () => {
       const names = parts.filters.map((filter: { name: string }) => filter.name);
       expect(names.indexOf('envoy.filters.http.local_ratelimit')).to.be.within(0, names.indexOf('envoy.filters.http.buffer') - 1);
       // The filter itself has no bucket: token routes stay unlimited without --token-rate-limit.
-      expect(parts.filters.find((filter: { name: string }) => filter.name === 'envoy.filters.http.local_ratelimit').typed_config.token_bucket).to.equal(undefined);
+      expect(parts.filters.find((filter: { name: string }) => filter.name === 'envoy.filters.http.local_ratelimit').typed_config.token_bucket).to.equal(
+        undefined,
+      );
       expect(parts.routes[0].typed_per_filter_config['envoy.filters.http.local_ratelimit']).to.equal(undefined);
       expect(parts.routes.find((route: { name: string }) => route.name === 'okta_token_hook').match.path).to.equal(OKTA_HOOK_PATH);
     });
 
     it('takes another rate and burst, or none ("off", 0)', () => {
-      expect(hookBucket(render({ oktaHookRateLimit: parseHookRateLimit('600/m:50') })).token_bucket).to.deep.equal({ max_tokens: 50, tokens_per_fill: 600, fill_interval: '60s' });
-      expect(hookBucket(render({ oktaHookRateLimit: parseHookRateLimit('20/s') })).token_bucket).to.deep.equal({ max_tokens: 20, tokens_per_fill: 20, fill_interval: '1s' });
+      expect(hookBucket(render({ oktaHookRateLimit: parseHookRateLimit('600/m:50') })).token_bucket).to.deep.equal({
+        max_tokens: 50,
+        tokens_per_fill: 600,
+        fill_interval: '60s',
+      });
+      expect(hookBucket(render({ oktaHookRateLimit: parseHookRateLimit('20/s') })).token_bucket).to.deep.equal({
+        max_tokens: 20,
+        tokens_per_fill: 20,
+        fill_interval: '1s',
+      });
       for (const off of ['off', '0', ' OFF ']) {
         const parts = render({ oktaHookRateLimit: parseHookRateLimit(off) });
         expect(hookBucket(parts), off).to.equal(undefined);
@@ -119,10 +139,12 @@ describe('envoyconfig/render', () => {
       // Without a hook there is no hook route and no filter.
       const none = listenerParts(renderEnvoyConfig({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')] }));
       expect(none.filters.map((filter: { name: string }) => filter.name)).to.not.include('envoy.filters.http.local_ratelimit');
-      expect(renderEnvoyYaml({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook })).to.contain('# Okta hook rate limit: 100/s, burst 200, per client address (429 beyond)');
+      expect(renderEnvoyYaml({ ...base, mode: 'observability', idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook })).to.contain(
+        '# Okta hook rate limit: 100/s, burst 200, per client address (429 beyond)',
+      );
     });
 
-    it('is a bucket per client address, the address being the connection\'s unless trusted hops are given', () => {
+    it("is a bucket per client address, the address being the connection's unless trusted hops are given", () => {
       const parts = render({ oktaHookRateLimit: parseHookRateLimit('600/m:50') });
       const route = parts.routes.find((entry: { name: string }) => entry.name === 'okta_token_hook');
       expect(route.route.rate_limits).to.deep.equal([{ actions: [{ remote_address: {} }] }]);
@@ -133,23 +155,37 @@ describe('envoyconfig/render', () => {
       });
       // No rate_limits on the hook route when the limit is off, and none on any other route.
       expect(render({ oktaHookRateLimit: false }).routes.filter((entry: { route?: { rate_limits?: unknown } }) => entry.route?.rate_limits)).to.deep.equal([]);
-      expect(parts.routes.filter((entry: { route?: { rate_limits?: unknown } }) => entry.route?.rate_limits).map((entry: { name: string }) => entry.name)).to.deep.equal(['okta_token_hook']);
+      expect(
+        parts.routes.filter((entry: { route?: { rate_limits?: unknown } }) => entry.route?.rate_limits).map((entry: { name: string }) => entry.name),
+      ).to.deep.equal(['okta_token_hook']);
       const hcm = (config: Record<string, any>) => config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
       const options = { ...base, mode: 'observability' as const, idps: [parseIdpFlag('a=https://a.example/t')], oktaHook: hook };
-      expect(hcm(renderEnvoyConfig(options))).to.include({ use_remote_address: true, skip_xff_append: true }).and.not.have.property('xff_num_trusted_hops');
+      expect(hcm(renderEnvoyConfig(options)))
+        .to.include({ use_remote_address: true, skip_xff_append: true })
+        .and.not.have.property('xff_num_trusted_hops');
       expect(hcm(renderEnvoyConfig({ ...options, xffTrustedHops: 2 }))).to.include({ use_remote_address: true, xff_num_trusted_hops: 2 });
       expect(hcm(renderEnvoyConfig(options)).route_config.request_headers_to_remove).to.deep.equal(['x-envoy-external-address', 'x-envoy-internal']);
     });
 
     it('refuses a rate it cannot render', () => {
-      for (const bad of ['lots', '100', '100/d', '0/s', '100/s:0', '100/s:', '-1/s']) expect(() => parseHookRateLimit(bad), bad).to.throw(/--okta-hook-rate-limit must be/);
+      for (const bad of ['lots', '100', '100/d', '0/s', '100/s:0', '100/s:', '-1/s'])
+        expect(() => parseHookRateLimit(bad), bad).to.throw(/--okta-hook-rate-limit must be/);
     });
   });
 
   it('the YAML says exactly what renderEnvoyConfig says, whatever the flag values (no value escapes its header comment)', () => {
     // Odd values straight into the options, past the flag parsers (which refuse some of them): the
     // header comment must not let any of them add or change a key.
-    const sockets = ['/run/token-tap/extproc.sock', '/a\nb', '/x\r\nstatic_resources: {}', '/y\n# z\nadmin: null', '/u\u2028v', '/nul\u0000here', '/tab\there', "/q'uo\"te: #"];
+    const sockets = [
+      '/run/token-tap/extproc.sock',
+      '/a\nb',
+      '/x\r\nstatic_resources: {}',
+      '/y\n# z\nadmin: null',
+      '/u\u2028v',
+      '/nul\u0000here',
+      '/tab\there',
+      '/q\'uo"te: #',
+    ];
     const idpSets = [
       [parseIdpFlag('a=https://a.example/token')],
       [parseIdpFlag('entra=https://login.microsoftonline.com/t%0A1/oauth2/v2.0/token'), parseIdpFlag('b=http://127.0.0.1:3000/p%20a%23th?x')],

@@ -65,7 +65,12 @@ describe('one error model', () => {
   describe('the TokenVault API: refusalOf and grpcStatusOf', () => {
     it('answers an exposable error with its own message, and the status of its outcome', () => {
       const refusal = refusalOf(new VaultError('no grant stored for IdP "a" and subject "b"', 'not_found'));
-      expect(refusal).to.deep.equal({ outcome: 'not_found', message: 'no grant stored for IdP "a" and subject "b"', detail: 'no grant stored for IdP "a" and subject "b"', unexpected: false });
+      expect(refusal).to.deep.equal({
+        outcome: 'not_found',
+        message: 'no grant stored for IdP "a" and subject "b"',
+        detail: 'no grant stored for IdP "a" and subject "b"',
+        unexpected: false,
+      });
       expect(grpcStatusOf(refusal.outcome)).to.equal(grpc.status.NOT_FOUND);
       const denied = refusalOf(new AccessDenied('a valid API key is required', 'unauthenticated', 'unknown key id', 'k1'));
       expect(denied).to.include({ outcome: 'unauthenticated', message: 'a valid API key is required', detail: 'unknown key id' });
@@ -76,12 +81,21 @@ describe('one error model', () => {
 
     it('answers Postgres being unreachable UNAVAILABLE, with no word of its own', () => {
       const refusal = refusalOf(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:5432'), { code: 'ECONNREFUSED', syscall: 'connect' }));
-      expect(refusal).to.deep.equal({ outcome: 'unavailable', message: 'Postgres cannot be reached; try again', detail: 'Postgres unavailable (ECONNREFUSED)', unexpected: false });
+      expect(refusal).to.deep.equal({
+        outcome: 'unavailable',
+        message: 'Postgres cannot be reached; try again',
+        detail: 'Postgres unavailable (ECONNREFUSED)',
+        unexpected: false,
+      });
       expect(grpcStatusOf(refusal.outcome)).to.equal(grpc.status.UNAVAILABLE);
     });
 
     it('answers anything else INTERNAL with a generic message, even an error of ours not meant to be shown', () => {
-      for (const error of [new Error(`upstream said ${SECRET}`), new IdpCallError('token endpoint of "a" failed', 'unavailable'), postgresError(`invalid input syntax for type uuid: "${SECRET}"`, { code: '22P02' })]) {
+      for (const error of [
+        new Error(`upstream said ${SECRET}`),
+        new IdpCallError('token endpoint of "a" failed', 'unavailable'),
+        postgresError(`invalid input syntax for type uuid: "${SECRET}"`, { code: '22P02' }),
+      ]) {
         const refusal = refusalOf(error);
         expect(refusal.outcome).to.equal('internal');
         expect(refusal.message).to.equal('internal error; the sidecar log has the details');
@@ -104,7 +118,14 @@ describe('one error model', () => {
     it('exits 78 (EX_CONFIG) for settings that cannot be used, 1 for any other failure', () => {
       expect(exitCodeOf(new ConfigError(['DATABASE_URL is not set']))).to.equal(78);
       expect(exitCodeOf(new KeyRingError('TOKEN_TAP_KEYS is empty'))).to.equal(78);
-      for (const error of [new UsageError('bad flag'), new VaultError('gone', 'not_found'), new RotationError('missing key'), new SpoolLockedError('held'), new Error('boom'), 'a string']) {
+      for (const error of [
+        new UsageError('bad flag'),
+        new VaultError('gone', 'not_found'),
+        new RotationError('missing key'),
+        new SpoolLockedError('held'),
+        new Error('boom'),
+        'a string',
+      ]) {
         expect(exitCodeOf(error), String(error)).to.equal(1);
       }
     });
@@ -124,7 +145,13 @@ describe('one error model', () => {
       });
       const description = describeError(error);
       expect(JSON.stringify(description)).not.to.contain(SECRET);
-      expect(description).to.deep.equal({ name: 'error', message: 'duplicate key value violates unique constraint "grants_pkey"', code: '23505', table: 'grants', constraint: 'grants_pkey' });
+      expect(description).to.deep.equal({
+        name: 'error',
+        message: 'duplicate key value violates unique constraint "grants_pkey"',
+        code: '23505',
+        table: 'grants',
+        constraint: 'grants_pkey',
+      });
     });
 
     it('withholds the messages that quote the value they refused: data exceptions and parse errors', () => {
@@ -145,9 +172,16 @@ describe('one error model', () => {
       const cause = Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:443'), { code: 'ECONNREFUSED', body: SECRET });
       const error = Object.assign(new TypeError('fetch failed', { cause }), { request: { body: SECRET }, headers: { authorization: SECRET } });
       const description = describeError(error);
-      expect(description).to.deep.equal({ name: 'TypeError', message: 'fetch failed', cause: { name: 'Error', message: 'connect ECONNREFUSED 127.0.0.1:443', code: 'ECONNREFUSED' } });
+      expect(description).to.deep.equal({
+        name: 'TypeError',
+        message: 'fetch failed',
+        cause: { name: 'Error', message: 'connect ECONNREFUSED 127.0.0.1:443', code: 'ECONNREFUSED' },
+      });
       // A cause that is not an Error (a refused response body, as oauth4webapi keeps it) is left out.
-      expect(describeError(new Error('server responded with an error', { cause: { error: 'invalid_grant', refresh_token: SECRET } }))).to.deep.equal({ name: 'Error', message: 'server responded with an error' });
+      expect(describeError(new Error('server responded with an error', { cause: { error: 'invalid_grant', refresh_token: SECRET } }))).to.deep.equal({
+        name: 'Error',
+        message: 'server responded with an error',
+      });
     });
 
     it('describes thrown values that are not errors without dumping them, and bounds messages', () => {

@@ -9,7 +9,12 @@ function responseHeaders(status: number, headers: Record<string, string>, endOfS
   return {
     request: 'response_headers',
     response_headers: {
-      headers: { headers: [{ key: ':status', raw_value: Buffer.from(String(status)) }, ...Object.entries(headers).map(([key, value]) => ({ key, raw_value: Buffer.from(value) }))] },
+      headers: {
+        headers: [
+          { key: ':status', raw_value: Buffer.from(String(status)) },
+          ...Object.entries(headers).map(([key, value]) => ({ key, raw_value: Buffer.from(value) })),
+        ],
+      },
       end_of_stream: endOfStream,
     },
   };

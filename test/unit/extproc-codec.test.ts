@@ -105,7 +105,12 @@ describe('extproc pruned codec', function () {
       const fields = (reference.attributes as Record<string, { fields: Record<string, Record<string, unknown>> }>)['envoy.filters.http.ext_proc']!.fields;
       expect(fields['xds.route_name']).to.deep.equal({ stringValue: 'httproute/token-tap/idps/rule/0', kind: 'stringValue' });
       expect(fields.list).to.deep.equal({
-        listValue: { values: [{ stringValue: 'a', kind: 'stringValue' }, { numberValue: 1, kind: 'numberValue' }] },
+        listValue: {
+          values: [
+            { stringValue: 'a', kind: 'stringValue' },
+            { numberValue: 1, kind: 'numberValue' },
+          ],
+        },
         kind: 'listValue',
       });
     });

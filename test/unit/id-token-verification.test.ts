@@ -34,7 +34,7 @@ describe('at_hash: the id_token binds the access token beside it (OIDC Core 3.3.
 });
 
 describe('id_token claim checks', () => {
-  it('accepts the pinned issuer and Okta\'s client, as a string or among audiences with azp', () => {
+  it("accepts the pinned issuer and Okta's client, as a string or among audiences with azp", () => {
     expect(checkIdTokenClaims(good, expected, observedAt)).to.equal(undefined);
     expect(checkIdTokenClaims({ ...good, aud: [expected.clientId] }, expected, observedAt)).to.equal(undefined);
     expect(checkIdTokenClaims({ ...good, aud: ['api://other', expected.clientId], azp: expected.clientId }, expected, observedAt)).to.equal(undefined);
@@ -78,7 +78,8 @@ describe('id_token claim checks', () => {
 describe('id_token signature against a key set', () => {
   const { publicKey, privateKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const other = generateKeyPairSync('rsa', { modulusLength: 2048 });
-  const sign = (key = privateKey, header: Record<string, unknown> = { alg: 'RS256', kid: 'k1' }) => new SignJWT(good).setProtectedHeader(header as { alg: string }).sign(key);
+  const sign = (key = privateKey, header: Record<string, unknown> = { alg: 'RS256', kid: 'k1' }) =>
+    new SignJWT(good).setProtectedHeader(header as { alg: string }).sign(key);
   const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url');
 
   it('returns the claims of a token the set verifies, and why not otherwise', async () => {
@@ -88,7 +89,9 @@ describe('id_token signature against a key set', () => {
     expect(await verifySignature(await sign(other.privateKey), keys)).to.equal('bad_signature');
     expect(await verifySignature(await sign(privateKey, { alg: 'RS256', kid: 'k9' }), keys)).to.equal('unknown_key');
     expect(await verifySignature(`${part({ alg: 'none' })}.${part(good)}.`, keys)).to.equal('alg_not_allowed');
-    expect(await verifySignature(await new SignJWT(good).setProtectedHeader({ alg: 'HS256', kid: 'k1' }).sign(Buffer.alloc(32, 1)), keys)).to.equal('alg_not_allowed');
+    expect(await verifySignature(await new SignJWT(good).setProtectedHeader({ alg: 'HS256', kid: 'k1' }).sign(Buffer.alloc(32, 1)), keys)).to.equal(
+      'alg_not_allowed',
+    );
     expect(await verifySignature('not.a.jwt', keys)).to.equal('malformed');
   });
 
@@ -205,7 +208,7 @@ describe('IdP keys: answers read with a byte limit', () => {
 });
 
 describe('the verification step passes on no claim it did not check', () => {
-  it('a login of an IdP without an issuer, and a profile or error of one with an issuer, claiming verified leave it verified: false; a refresh answer keeps its claim (the writer ANDs it with its grant\'s)', async () => {
+  it("a login of an IdP without an issuer, and a profile or error of one with an issuer, claiming verified leave it verified: false; a refresh answer keeps its claim (the writer ANDs it with its grant's)", async () => {
     const pinned = { idp: 'pinned', issuer: 'https://pinned.example', jwksUri: undefined, clientId: 'okta', timeoutMs: 1_000 };
     const verifier = new CaptureVerifier({ idps: new Map([['pinned', pinned]]), cooldownMs: 0, maxWaitMs: 0 });
     const claims = [

@@ -9,8 +9,14 @@ describe('capture of real IdP token responses (test/fixtures/idps)', () => {
   it('has a success and an error case for at least 15 IdPs', () => {
     expect(fixtures.length).to.be.at.least(15);
     for (const fixture of fixtures) {
-      expect(fixture.cases.some((c) => c.expect.outcome === 'stored'), fixture.idp).to.equal(true);
-      expect(fixture.cases.some((c) => c.expect.outcome === 'idp_error'), fixture.idp).to.equal(true);
+      expect(
+        fixture.cases.some((c) => c.expect.outcome === 'stored'),
+        fixture.idp,
+      ).to.equal(true);
+      expect(
+        fixture.cases.some((c) => c.expect.outcome === 'idp_error'),
+        fixture.idp,
+      ).to.equal(true);
     }
   });
 
@@ -61,7 +67,10 @@ describe('the IdP table in docs/idps.md', () => {
   it('lists every IdP that has fixtures', async () => {
     const { readFileSync } = await import('node:fs');
     const idps = readFileSync(new URL('../../../docs/idps.md', import.meta.url), 'utf8');
-    const rows = idps.split('\n').filter((line) => line.startsWith('| ')).map((line) => line.split('|')[1]!.trim());
+    const rows = idps
+      .split('\n')
+      .filter((line) => line.startsWith('| '))
+      .map((line) => line.split('|')[1]!.trim());
     for (const fixture of fixtures) expect(rows, fixture.displayName).to.include(fixture.displayName);
   });
 });

@@ -4,7 +4,18 @@ import type { ObservedResponse } from '../../src/capture/types.js';
 import { CaptureIntake } from '../../src/ingest/intake.js';
 
 function observed(index: number): ObservedResponse {
-  return { idp: `idp${index}`, routeKind: 'token', subjectField: undefined, bearerToken: undefined, status: 200, headers: new Map(), body: Buffer.from('{}'), bodyTruncated: false, complete: true, startedAt: 0 };
+  return {
+    idp: `idp${index}`,
+    routeKind: 'token',
+    subjectField: undefined,
+    bearerToken: undefined,
+    status: 200,
+    headers: new Map(),
+    body: Buffer.from('{}'),
+    bodyTruncated: false,
+    complete: true,
+    startedAt: 0,
+  };
 }
 
 function counters() {
@@ -97,7 +108,14 @@ describe('ingest/intake', () => {
   it('flush() handles everything waiting at once (shutdown)', () => {
     const handled: string[] = [];
     const { logger, metrics } = counters();
-    const intake = new CaptureIntake({ handle: (response) => void handled.push(response.idp!), gatherMs: 10_000, maxBacklog: 100, logger, metrics, sliceSize: 2 });
+    const intake = new CaptureIntake({
+      handle: (response) => void handled.push(response.idp!),
+      gatherMs: 10_000,
+      maxBacklog: 100,
+      logger,
+      metrics,
+      sliceSize: 2,
+    });
     for (let index = 0; index < 5; index += 1) intake.take(observed(index));
     intake.flush();
     expect(handled).to.have.length(5);
@@ -128,7 +146,14 @@ describe('ingest/intake', () => {
   it('bounds the body bytes waiting, not only their count', async () => {
     const { logger, metrics, dropped } = counters();
     const handled: number[] = [];
-    const intake = new CaptureIntake({ handle: (response) => void handled.push(response.body.length), gatherMs: 20, maxBacklog: 1000, maxBytes: 10 * 1024 * 1024, logger, metrics });
+    const intake = new CaptureIntake({
+      handle: (response) => void handled.push(response.body.length),
+      gatherMs: 20,
+      maxBacklog: 1000,
+      maxBytes: 10 * 1024 * 1024,
+      logger,
+      metrics,
+    });
     for (let index = 0; index < 100; index += 1) intake.take({ ...observed(index), body: Buffer.alloc(1024 * 1024) });
     expect(intake.depth).to.equal(10);
     expect(dropped.get('capture_backlog_full')).to.equal(90);
@@ -139,7 +164,13 @@ describe('ingest/intake', () => {
   it('shows its depth in a gauge, and whenHandled() resolves once what was taken before is handled', async () => {
     const { logger, metrics } = counters();
     const depths: number[] = [];
-    const intake = new CaptureIntake({ handle: () => undefined, gatherMs: 30, maxBacklog: 100, logger, metrics: { ...metrics, intakeDepth: { set: (value: number) => void depths.push(value) } } });
+    const intake = new CaptureIntake({
+      handle: () => undefined,
+      gatherMs: 30,
+      maxBacklog: 100,
+      logger,
+      metrics: { ...metrics, intakeDepth: { set: (value: number) => void depths.push(value) } },
+    });
     for (let index = 0; index < 3; index += 1) intake.take(observed(index));
     expect(depths.at(-1)).to.equal(3);
     let resolved = false;
@@ -182,7 +213,14 @@ describe('ingest/intake', () => {
   it('takes one body larger than the byte bound when nothing else waits (capture judges its size)', async () => {
     const handled: number[] = [];
     const { logger, metrics, dropped } = counters();
-    const intake = new CaptureIntake({ handle: (response) => void handled.push(response.body.length), gatherMs: 0, maxBacklog: 10, maxBytes: 10, logger, metrics });
+    const intake = new CaptureIntake({
+      handle: (response) => void handled.push(response.body.length),
+      gatherMs: 0,
+      maxBacklog: 10,
+      maxBytes: 10,
+      logger,
+      metrics,
+    });
     intake.take({ ...observed(0), body: Buffer.alloc(11) });
     await clock.tickAsync(10);
     expect(handled).to.deep.equal([11]);

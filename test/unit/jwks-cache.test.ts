@@ -26,9 +26,13 @@ describe('JWKS cache', () => {
   let events: FetchEvent[] = [];
 
   const routes: Record<string, (response: ServerResponse) => void> = {
-    '/jwks': (response) => (jwksDown ? response.writeHead(503).end() : response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: published }))),
+    '/jwks': (response) =>
+      jwksDown ? response.writeHead(503).end() : response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: published })),
     '/other-jwks': (response) => response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [k1] })),
-    '/with-secret': (response) => response.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: [k1, { kty: 'oct', kid: 's1', k: Buffer.alloc(32, 7).toString('base64url') }] })),
+    '/with-secret': (response) =>
+      response
+        .writeHead(200, { 'content-type': 'application/json' })
+        .end(JSON.stringify({ keys: [k1, { kty: 'oct', kid: 's1', k: Buffer.alloc(32, 7).toString('base64url') }] })),
     // 1 MiB, written at once, with no content-length: the read itself must stop.
     '/big': (response) => {
       response.writeHead(200, { 'content-type': 'application/json' });
@@ -72,8 +76,15 @@ describe('JWKS cache', () => {
     clock = 1_000_000;
   });
 
-  const cache = (options: { maxAgeMs?: number } = {}) => new JwksCache({ cooldownMs: COOLDOWN_MS, now: () => clock, onFetch: (event) => events.push(event), ...options });
-  const source = (path: string, extra: Partial<JwksSource> = {}): JwksSource => ({ name: 'acme', issuer: `${origin}/issuer`, jwksUri: new URL(`${origin}${path}`), timeoutMs: 2_000, ...extra });
+  const cache = (options: { maxAgeMs?: number } = {}) =>
+    new JwksCache({ cooldownMs: COOLDOWN_MS, now: () => clock, onFetch: (event) => events.push(event), ...options });
+  const source = (path: string, extra: Partial<JwksSource> = {}): JwksSource => ({
+    name: 'acme',
+    issuer: `${origin}/issuer`,
+    jwksUri: new URL(`${origin}${path}`),
+    timeoutMs: 2_000,
+    ...extra,
+  });
   const fetches = (path = '/jwks') => requests.get(path) ?? 0;
 
   it('fetches on first use, once for concurrent callers, and not again within the cooldown', async () => {

@@ -1,6 +1,18 @@
 import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { expect } from 'chai';
-import { DecryptError, fingerprint, generateKeySpec, KeyRingError, open, parseKeyRing, seal, sealV1, sealV2, subjectFingerprint, subjectFingerprintCandidates } from '../../src/keys/key-ring.js';
+import {
+  DecryptError,
+  fingerprint,
+  generateKeySpec,
+  KeyRingError,
+  open,
+  parseKeyRing,
+  seal,
+  sealV1,
+  sealV2,
+  subjectFingerprint,
+  subjectFingerprintCandidates,
+} from '../../src/keys/key-ring.js';
 
 const binding = { idp: 'entra', subject: 'user-1', field: 'refresh_token' };
 
@@ -65,7 +77,11 @@ describe('keys/key-ring', () => {
     it('gives each ring key its own session: two rings never share a salt', () => {
       const one = parseKeyRing(generateKeySpec('k1'), undefined, '3');
       const two = parseKeyRing(generateKeySpec('k1'), undefined, '3');
-      expect(seal(one, 'v', binding).subarray(4, 20).equals(seal(two, 'v', binding).subarray(4, 20))).to.equal(false);
+      expect(
+        seal(one, 'v', binding)
+          .subarray(4, 20)
+          .equals(seal(two, 'v', binding).subarray(4, 20)),
+      ).to.equal(false);
     });
 
     it('seals format v3 (marker, salt, nonce, ciphertext, tag) under a session key', () => {
@@ -158,7 +174,9 @@ describe('keys/key-ring', () => {
       const fingerprintKey = randomBytes(32).toString('base64');
       const oldRing = parseKeyRing(k1, fingerprintKey);
       const newRing = parseKeyRing(`${generateKeySpec('k2')},${k1}`, fingerprintKey);
-      expect(fingerprint(oldRing, 'tok')).to.equal(fingerprint(newRing, 'tok')).and.match(/^fp:[A-Za-z0-9_-]{32}$/);
+      expect(fingerprint(oldRing, 'tok'))
+        .to.equal(fingerprint(newRing, 'tok'))
+        .and.match(/^fp:[A-Za-z0-9_-]{32}$/);
       expect(fingerprint(parseKeyRing(k1), 'tok')).to.not.equal(fingerprint(parseKeyRing(`${generateKeySpec('k2')},${k1}`), 'tok'));
       expect(() => parseKeyRing(k1, 'c2hvcnQ=')).to.throw(KeyRingError, /TOKEN_TAP_FINGERPRINT_KEY must be 32 bytes/);
     });
@@ -166,9 +184,12 @@ describe('keys/key-ring', () => {
 
   describe('subject fingerprints (quarantined captures)', () => {
     const hmac = (key: Buffer, info: string, text: string) =>
-      createHmac('sha256', Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, 32))).update(text, 'utf8').digest('base64url').slice(0, 32);
+      createHmac('sha256', Buffer.from(hkdfSync('sha256', key, Buffer.alloc(0), info, 32)))
+        .update(text, 'utf8')
+        .digest('base64url')
+        .slice(0, 32);
 
-    it('token fingerprints are what they were (stored ones must still match); a subject\'s is made under a key of its own', () => {
+    it("token fingerprints are what they were (stored ones must still match); a subject's is made under a key of its own", () => {
       const spec = generateKeySpec('k1');
       const ring = parseKeyRing(spec);
       const key = Buffer.from(spec.slice(3), 'base64');
@@ -185,7 +206,9 @@ describe('keys/key-ring', () => {
       expect(subjectFingerprint(rotated, 'bob')).to.not.equal(before);
       expect(subjectFingerprintCandidates(rotated, 'bob')).to.include(before).and.include(subjectFingerprint(rotated, 'bob'));
       const withKey = parseKeyRing(`${generateKeySpec('k2')},${k1}`, fingerprintKey);
-      expect(subjectFingerprint(withKey, 'bob')).to.match(/^fp:/).and.equal(subjectFingerprint(parseKeyRing(k1, fingerprintKey), 'bob'));
+      expect(subjectFingerprint(withKey, 'bob'))
+        .to.match(/^fp:/)
+        .and.equal(subjectFingerprint(parseKeyRing(k1, fingerprintKey), 'bob'));
       expect(subjectFingerprintCandidates(withKey, 'bob')).to.include(before).and.include(subjectFingerprint(withKey, 'bob')).and.have.length(3);
       expect(subjectFingerprintCandidates(withKey, 'carol')).to.not.include(subjectFingerprint(withKey, 'bob'));
     });

@@ -30,21 +30,28 @@ describe('Kubernetes monitoring manifests (deploy/kubernetes/monitoring)', () =>
   const podMonitor = parse(read(`${MONITORING}podmonitor.yaml`)) as {
     apiVersion: string;
     kind: string;
-    spec: { selector: { matchLabels: Record<string, string> }; podMetricsEndpoints: Array<{ port: string; path: string; relabelings: Array<{ targetLabel: string; replacement: string }> }> };
+    spec: {
+      selector: { matchLabels: Record<string, string> };
+      podMetricsEndpoints: Array<{ port: string; path: string; relabelings: Array<{ targetLabel: string; replacement: string }> }>;
+    };
   };
-  const statefulSet = parseAllDocuments(read('deploy/kubernetes/statefulset.yaml')).map((doc) => doc.toJSON()).find((object) => object.kind === 'StatefulSet');
+  const statefulSet = parseAllDocuments(read('deploy/kubernetes/statefulset.yaml'))
+    .map((doc) => doc.toJSON())
+    .find((object) => object.kind === 'StatefulSet');
 
   it('the PrometheusRule holds exactly the groups of deploy/prometheus/rules.yaml, as its generator writes it', () => {
     expect(rule.apiVersion).to.equal('monitoring.coreos.com/v1');
     expect(rule.kind).to.equal('PrometheusRule');
     expect(rule.spec.groups).to.deep.equal(ruleGroups());
-    expect(read(PROMETHEUS_RULE_FILE), 'regenerate: npm run build && node dist/scripts/render-prometheus-rule.js').to.equal(prometheusRuleYaml(read(RULES_FILE)));
+    expect(read(PROMETHEUS_RULE_FILE), 'regenerate: npm run build && node dist/scripts/render-prometheus-rule.js').to.equal(
+      prometheusRuleYaml(read(RULES_FILE)),
+    );
     // The check can fail: one threshold changed in rules.yaml no longer matches.
     const drifted = parse(prometheusRuleYaml(read(RULES_FILE).replace('> 0.8', '> 0.9')));
     expect(drifted.spec.groups).to.not.deep.equal(ruleGroups());
   });
 
-  it('the PrometheusRule\'s groups pass `promtool check rules`', () => {
+  it("the PrometheusRule's groups pass `promtool check rules`", () => {
     const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-prometheusrule-'));
     try {
       writeFileSync(path.join(dir, 'rules.yaml'), stringify({ groups: rule.spec.groups }));
@@ -56,12 +63,13 @@ describe('Kubernetes monitoring manifests (deploy/kubernetes/monitoring)', () =>
     }
   });
 
-  it('the PodMonitor scrapes the sidecar\'s ops port and Envoy\'s stats on its readiness port, under the jobs the rules select on', () => {
+  it("the PodMonitor scrapes the sidecar's ops port and Envoy's stats on its readiness port, under the jobs the rules select on", () => {
     expect(podMonitor.kind).to.equal('PodMonitor');
     const podLabels = statefulSet.spec.template.metadata.labels as Record<string, string>;
     for (const [key, value] of Object.entries(podMonitor.spec.selector.matchLabels)) expect(podLabels[key], key).to.equal(value);
     const containers = statefulSet.spec.template.spec.containers as Container[];
-    const portOf = (container: string, name: string) => containers.find((candidate) => candidate.name === container)?.ports.find((port) => port.name === name)?.containerPort;
+    const portOf = (container: string, name: string) =>
+      containers.find((candidate) => candidate.name === container)?.ports.find((port) => port.name === name)?.containerPort;
     const endpoints = podMonitor.spec.podMetricsEndpoints.map((endpoint) => ({
       port: endpoint.port,
       path: endpoint.path,
@@ -90,9 +98,12 @@ describe('Kubernetes monitoring manifests (deploy/kubernetes/monitoring)', () =>
     for (const file of kustomization.resources) expect(existsSync(path.join(ROOT, MONITORING, file)), file).to.equal(true);
     const policy = parse(read('deploy/kubernetes/networkpolicy.yaml'));
     type Peer = { namespaceSelector?: { matchLabels: Record<string, string> }; podSelector?: { matchLabels: Record<string, string> } };
-    const fromMonitoring = policy.spec.ingress.find((rule: { from?: Peer[] }) => rule.from?.some((peer) => peer.namespaceSelector?.matchLabels['kubernetes.io/metadata.name'] === 'monitoring'));
+    const fromMonitoring = policy.spec.ingress.find((rule: { from?: Peer[] }) =>
+      rule.from?.some((peer) => peer.namespaceSelector?.matchLabels['kubernetes.io/metadata.name'] === 'monitoring'),
+    );
     expect(fromMonitoring.ports.map((port: { port: number }) => port.port)).to.have.members([9464, ENVOY_READY_PORT]);
     // Prometheus's pods only, not every pod of the namespace (Envoy serves its stats on its main thread).
-    for (const peer of fromMonitoring.from as Peer[]) expect(peer.podSelector?.matchLabels, 'a pod selector beside the namespace').to.deep.equal({ 'app.kubernetes.io/name': 'prometheus' });
+    for (const peer of fromMonitoring.from as Peer[])
+      expect(peer.podSelector?.matchLabels, 'a pod selector beside the namespace').to.deep.equal({ 'app.kubernetes.io/name': 'prometheus' });
   });
 });

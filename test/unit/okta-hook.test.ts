@@ -26,7 +26,10 @@ function hookFile(content: unknown): string {
   return file;
 }
 
-function load(content: unknown, env: NodeJS.ProcessEnv = { OKTA_HOOK_SECRET: 's3cret-value' }): { config: ReturnType<typeof loadHookConfig>; problems: string[] } {
+function load(
+  content: unknown,
+  env: NodeJS.ProcessEnv = { OKTA_HOOK_SECRET: 's3cret-value' },
+): { config: ReturnType<typeof loadHookConfig>; problems: string[] } {
   const problems: string[] = [];
   const config = loadHookConfig({ ...env, TOKEN_TAP_HOOK_CONFIG: hookFile(content) }, problems);
   return { config, problems };
@@ -34,7 +37,16 @@ function load(content: unknown, env: NodeJS.ProcessEnv = { OKTA_HOOK_SECRET: 's3
 
 const GOOD = {
   authentication: { header: { name: 'Authorization', value_env: 'OKTA_HOOK_SECRET' } },
-  providers: [{ okta_idp_id: '0oa1abcdEXAMPLE', idp: 'entra', match: 'email', identity_claims: { upstream_groups: 'groups' }, access_claims: { upstream_tid: 'tid' }, require_grant: false }],
+  providers: [
+    {
+      okta_idp_id: '0oa1abcdEXAMPLE',
+      idp: 'entra',
+      match: 'email',
+      identity_claims: { upstream_groups: 'groups' },
+      access_claims: { upstream_tid: 'tid' },
+      require_grant: false,
+    },
+  ],
 };
 
 describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
@@ -55,7 +67,14 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
     expect(load(GOOD).config!.providers.get('0oa1abcdEXAMPLE')!.idpClaim).to.equal(undefined);
     const alone = load({ ...GOOD, providers: [{ okta_idp_id: '0oaX', idp: 'entra', idp_claim: 'upstream_idp' }] });
     expect(alone.problems).to.deep.equal([]);
-    const bad = load({ ...GOOD, providers: [{ ...entry, idp_claim: 'idp' }, { ...entry, okta_idp_id: '0oaB', idp_claim: 'upstream_tid' }, { ...entry, okta_idp_id: '0oaC', idp_claim: 'a b' }] });
+    const bad = load({
+      ...GOOD,
+      providers: [
+        { ...entry, idp_claim: 'idp' },
+        { ...entry, okta_idp_id: '0oaB', idp_claim: 'upstream_tid' },
+        { ...entry, okta_idp_id: '0oaC', idp_claim: 'a b' },
+      ],
+    });
     expect(bad.config).to.equal(undefined);
     const text = bad.problems.join('\n');
     expect(text).to.match(/providers\[0\]\.idp_claim.*must not be a claim name Okta reserves/);
@@ -64,27 +83,51 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
   });
 
   it('reads the OAuth scheme and match: claim:<name>', () => {
-    const { config, problems } = load({
-      authentication: { oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook', client_id: '0oaHOOK' } },
-      providers: [{ okta_idp_id: '0oaX', idp: 'acme', match: 'claim:upstream_sub', identity_claims: { upstream_tid: 'tid' }, allow_unverified: true }],
-    }, {});
+    const { config, problems } = load(
+      {
+        authentication: {
+          oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook', client_id: '0oaHOOK' },
+        },
+        providers: [{ okta_idp_id: '0oaX', idp: 'acme', match: 'claim:upstream_sub', identity_claims: { upstream_tid: 'tid' }, allow_unverified: true }],
+      },
+      {},
+    );
     expect(problems).to.deep.equal([]);
-    expect(config!.authentication).to.include({ kind: 'oauth', issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook', scope: 'token_tap.hook', clientId: '0oaHOOK' });
+    expect(config!.authentication).to.include({
+      kind: 'oauth',
+      issuer: 'https://example.okta.com/oauth2/aus1',
+      audience: 'api://token-tap-hook',
+      scope: 'token_tap.hook',
+      clientId: '0oaHOOK',
+    });
     expect(config!.providers.get('0oaX')!.match).to.deep.equal({ kind: 'claim', claim: 'upstream_sub' });
   });
 
   it('reports every problem at once, naming reserved targets, unknown fields and the missing secret, and quoting no secret', () => {
-    const { config, problems } = load({
-      authentication: { header: { value_env: 'NOT_SET_ANYWHERE' } },
-      colour: 'blue',
-      providers: [
-        { okta_idp_id: '0oaA', idp: 'entra', identity_claims: { groups: 'groups', sub: 'sub' }, access_claims: { scp: 'scope' }, extra: 1 },
-        { okta_idp_id: '0oaB', idp: 'Not A Name', match: 'subject', identity_claims: { ok_name: 'a..b' } },
-      ],
-    }, { OTHER: 's3cret-value' });
+    const { config, problems } = load(
+      {
+        authentication: { header: { value_env: 'NOT_SET_ANYWHERE' } },
+        colour: 'blue',
+        providers: [
+          { okta_idp_id: '0oaA', idp: 'entra', identity_claims: { groups: 'groups', sub: 'sub' }, access_claims: { scp: 'scope' }, extra: 1 },
+          { okta_idp_id: '0oaB', idp: 'Not A Name', match: 'subject', identity_claims: { ok_name: 'a..b' } },
+        ],
+      },
+      { OTHER: 's3cret-value' },
+    );
     expect(config).to.equal(undefined);
     const text = problems.join('\n');
-    for (const expected of ['"groups" is a claim name Okta reserves', '"sub" is a claim name Okta reserves', '"scp" is a claim name Okta reserves', 'unknown field "colour"', 'unknown field "extra"', 'NOT_SET_ANYWHERE (value_env) is not set', 'idp must be the token-tap IdP name', 'match must be "email" or "claim:', 'ok_name must be a claim of the upstream id_token']) {
+    for (const expected of [
+      '"groups" is a claim name Okta reserves',
+      '"sub" is a claim name Okta reserves',
+      '"scp" is a claim name Okta reserves',
+      'unknown field "colour"',
+      'unknown field "extra"',
+      'NOT_SET_ANYWHERE (value_env) is not set',
+      'idp must be the token-tap IdP name',
+      'match must be "email" or "claim:',
+      'ok_name must be a claim of the upstream id_token',
+    ]) {
       expect(text).to.contain(expected);
     }
     expect(text).not.to.contain('s3cret-value');
@@ -109,10 +152,16 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
   });
 
   it('given both schemes, names that and the problems inside each, with those of every provider, at once', () => {
-    const { config, problems } = load({
-      authentication: { header: { value_env: 'NOT_SET_ANYWHERE', colour: 1 }, oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://hook' } },
-      providers: [{ okta_idp_id: '0oaA', idp: 'entra' }, 'entra'],
-    }, {});
+    const { config, problems } = load(
+      {
+        authentication: {
+          header: { value_env: 'NOT_SET_ANYWHERE', colour: 1 },
+          oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://hook' },
+        },
+        providers: [{ okta_idp_id: '0oaA', idp: 'entra' }, 'entra'],
+      },
+      {},
+    );
     expect(config).to.equal(undefined);
     // Each problem without its leading "<file>: ".
     expect(problems.map((problem) => problem.replace(/^[^:]+: /, '')).sort()).to.deep.equal([
@@ -128,7 +177,10 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
 
   it('refuses an OAuth issuer with a query or a fragment (an issuer identifier has neither; its discovery document is under it)', () => {
     for (const issuer of ['https://example.okta.com/oauth2/aus1?tenant=a', 'https://example.okta.com/oauth2/aus1#x']) {
-      const { config, problems } = load({ ...GOOD, authentication: { oauth: { issuer, audience: 'api://hook', scope: 'token_tap.hook', client_id: '0oaHOOK' } } });
+      const { config, problems } = load({
+        ...GOOD,
+        authentication: { oauth: { issuer, audience: 'api://hook', scope: 'token_tap.hook', client_id: '0oaHOOK' } },
+      });
       expect(config).to.equal(undefined);
       expect(problems.join('\n')).to.contain('authentication.oauth.issuer must have no query or fragment').and.not.contain('tenant=a');
     }
@@ -138,7 +190,10 @@ describe('Okta hook file (TOKEN_TAP_HOOK_CONFIG)', () => {
     const base = { DATABASE_URL: 'postgres://x@127.0.0.1/db', TOKEN_TAP_KEYS: generateKeySpec('k1') };
     expect(loadSidecarConfig(base).hook).to.equal(undefined);
     expect(() => loadSidecarConfig({ ...base, TOKEN_TAP_HOOK_LISTEN: '127.0.0.1:8081' })).to.throw(ConfigError, 'TOKEN_TAP_HOOK_CONFIG is not set');
-    expect(() => loadSidecarConfig({ ...base, TOKEN_TAP_HOOK_CONFIG: hookFile(GOOD), OKTA_HOOK_SECRET: 'x' })).to.throw(ConfigError, 'the Okta hook listener is off');
+    expect(() => loadSidecarConfig({ ...base, TOKEN_TAP_HOOK_CONFIG: hookFile(GOOD), OKTA_HOOK_SECRET: 'x' })).to.throw(
+      ConfigError,
+      'the Okta hook listener is off',
+    );
     const config = loadSidecarConfig({ ...base, TOKEN_TAP_HOOK_CONFIG: hookFile(GOOD), OKTA_HOOK_SECRET: 'x' }, { hookListen: '127.0.0.1:8081' });
     expect(config.hook!.listen).to.deep.equal({ host: '127.0.0.1', port: 8081 });
   });
@@ -149,8 +204,16 @@ describe('Okta hook request and patch commands', () => {
     oktaIdpId: '0oaA',
     idp: 'entra',
     match: { kind: 'email' },
-    identityClaims: new Map([['upstream_groups', 'groups'], ['upstream_country', 'address.country'], ['upstream_missing', 'nope'], ['a/b~c', 'tid']]),
-    accessClaims: new Map([['upstream_tid', 'tid'], ['upstream_null', 'nothing']]),
+    identityClaims: new Map([
+      ['upstream_groups', 'groups'],
+      ['upstream_country', 'address.country'],
+      ['upstream_missing', 'nope'],
+      ['a/b~c', 'tid'],
+    ]),
+    accessClaims: new Map([
+      ['upstream_tid', 'tid'],
+      ['upstream_null', 'nothing'],
+    ]),
     requireGrant: false,
     allowUnverified: false,
     idpClaim: undefined,
@@ -183,7 +246,10 @@ describe('Okta hook request and patch commands', () => {
     const [identity, access] = buildCommands(stamped, request({}), upstream);
     expect(identity!.value.at(-1)).to.deep.equal(idp);
     expect(access).to.deep.equal({ type: 'com.okta.access.patch', value: [{ op: 'add', path: '/claims/upstream_tid', value: 't-1' }, idp] });
-    expect(buildCommands(stamped, request({}), undefined)).to.deep.equal([{ type: 'com.okta.identity.patch', value: [idp] }, { type: 'com.okta.access.patch', value: [idp] }]);
+    expect(buildCommands(stamped, request({}), undefined)).to.deep.equal([
+      { type: 'com.okta.identity.patch', value: [idp] },
+      { type: 'com.okta.access.patch', value: [idp] },
+    ]);
     expect(buildCommands(stamped, request({ identityClaims: undefined }), undefined)).to.deep.equal([{ type: 'com.okta.access.patch', value: [idp] }]);
     expect(buildCommands(provider, request({}), undefined)).to.deep.equal([]);
   });
@@ -198,7 +264,10 @@ describe('Okta hook request and patch commands', () => {
     const body = {
       eventType: 'com.okta.oauth2.tokens.transform',
       data: {
-        context: { session: { idp: { id: '0oaS' }, login: 'session@example.test', createdAt: '2025-01-02T03:04:05.000Z' }, user: { profile: { login: 'Profile@Example.test' } } },
+        context: {
+          session: { idp: { id: '0oaS' }, login: 'session@example.test', createdAt: '2025-01-02T03:04:05.000Z' },
+          user: { profile: { login: 'Profile@Example.test' } },
+        },
         identity: { claims: { idp: '0oaI' } },
       },
     };
@@ -212,7 +281,16 @@ describe('Okta hook request and patch commands', () => {
 });
 
 describe('Okta hook match: email among many look-alike grants', () => {
-  const strict: HookProvider = { oktaIdpId: '0oaS', idp: 'acme', match: { kind: 'email' }, identityClaims: new Map(), accessClaims: new Map(), requireGrant: true, allowUnverified: false, idpClaim: undefined };
+  const strict: HookProvider = {
+    oktaIdpId: '0oaS',
+    idp: 'acme',
+    match: { kind: 'email' },
+    identityClaims: new Map(),
+    accessClaims: new Map(),
+    requireGrant: true,
+    allowUnverified: false,
+    idpClaim: undefined,
+  };
   const lax: HookProvider = { ...strict, oktaIdpId: '0oaL', allowUnverified: true };
   const start = Date.parse('2025-01-01T00:00:00Z');
 
@@ -220,9 +298,28 @@ describe('Okta hook match: email among many look-alike grants', () => {
     const email = options.email ?? 'ada@example.test';
     const at = new Date(start + minutes * 60_000);
     return {
-      idp: 'acme', subject, issuer: null, clientId: null, email, scope: [], tokenType: 'Bearer', keyId: 'k1', accessToken: `at-${subject}`, refreshToken: null, idToken: 'x.y.z',
-      extras: {}, claims: { sub: subject, email, email_verified: options.emailVerified }, accessTokenExpiresAt: null, refreshTokenExpiresAt: null, idTokenExpiresAt: null,
-      status: 'active', verified: options.verified, capturedAt: at, updatedAt: at, lastRefreshedAt: null, version: 1,
+      idp: 'acme',
+      subject,
+      issuer: null,
+      clientId: null,
+      email,
+      scope: [],
+      tokenType: 'Bearer',
+      keyId: 'k1',
+      accessToken: `at-${subject}`,
+      refreshToken: null,
+      idToken: 'x.y.z',
+      extras: {},
+      claims: { sub: subject, email, email_verified: options.emailVerified },
+      accessTokenExpiresAt: null,
+      refreshTokenExpiresAt: null,
+      idTokenExpiresAt: null,
+      status: 'active',
+      verified: options.verified,
+      capturedAt: at,
+      updatedAt: at,
+      lastRefreshedAt: null,
+      version: 1,
     };
   }
 
@@ -232,7 +329,9 @@ describe('Okta hook match: email among many look-alike grants', () => {
    */
   function storeOf(grants: GrantRecord[]) {
     const candidates = (emails: readonly string[], verifiedOnly: boolean) =>
-      grants.filter((g) => g.status === 'active' && emails.includes(g.email!.toLowerCase()) && (g.verified || !verifiedOnly)).sort((a, b) => b.updatedAt.getTime() - a.updatedAt.getTime());
+      grants
+        .filter((g) => g.status === 'active' && emails.includes(g.email!.toLowerCase()) && (g.verified || !verifiedOnly))
+        .sort((a, b) => b.updatedAt.getTime() - a.updatedAt.getTime());
     const vouches = (g: GrantRecord, emails: readonly string[]) => g.claims?.email_verified === true && emails.includes(String(g.claims.email).toLowerCase());
     return {
       findGrant: async (_idp: string, subject: string) => grants.find((g) => g.subject === subject),
@@ -240,20 +339,34 @@ describe('Okta hook match: email among many look-alike grants', () => {
         const all = candidates(emails, options.verifiedOnly);
         return { vouched: all.filter((g) => vouches(g, emails)).slice(0, 2), unchecked: [], newest: all[0] };
       },
-      findActiveGrantsByEmail: async (_idp: string, emails: readonly string[], options: { verifiedOnly: boolean; limit: number }) => candidates(emails, options.verifiedOnly).slice(0, options.limit),
+      findActiveGrantsByEmail: async (_idp: string, emails: readonly string[], options: { verifiedOnly: boolean; limit: number }) =>
+        candidates(emails, options.verifiedOnly).slice(0, options.limit),
     };
   }
 
   function finder(grants: GrantRecord[]): GrantFinder {
     const dependencies = {
-      config: { authentication: { kind: 'header', name: 'authorization', value: 'x' }, providers: new Map([[strict.oktaIdpId, strict], [lax.oktaIdpId, lax]]), freshnessWaitMs: 0 },
+      config: {
+        authentication: { kind: 'header', name: 'authorization', value: 'x' },
+        providers: new Map([
+          [strict.oktaIdpId, strict],
+          [lax.oktaIdpId, lax],
+        ]),
+        freshnessWaitMs: 0,
+      },
       store: storeOf(grants) as unknown as GrantFinderDependencies['store'],
       captures: { hasInFlight: () => false, waitForIdp: async () => true },
     } satisfies GrantFinderDependencies;
     return new GrantFinder(dependencies);
   }
 
-  const request = (oktaIdpId: string): TokenHookRequest => ({ oktaIdpId, login: 'Ada@Example.test', identityClaims: {}, accessClaims: {}, sessionCreatedAt: undefined });
+  const request = (oktaIdpId: string): TokenHookRequest => ({
+    oktaIdpId,
+    login: 'Ada@Example.test',
+    identityClaims: {},
+    accessClaims: {},
+    sessionCreatedAt: undefined,
+  });
   const genuine = grant('ada', 0, { emailVerified: true, verified: true });
 
   it('finds the genuine grant behind 12 newer look-alikes whose email the IdP did not verify', async () => {
@@ -264,7 +377,9 @@ describe('Okta hook match: email among many look-alike grants', () => {
   });
 
   it('with allow_unverified, finds it behind 12 newer unverified grants claiming the email unverified', async () => {
-    const lookAlikes = Array.from({ length: 12 }, (_, index) => grant(`mallory-${index}`, index + 1, { emailVerified: false, verified: false, email: 'ADA@example.test' }));
+    const lookAlikes = Array.from({ length: 12 }, (_, index) =>
+      grant(`mallory-${index}`, index + 1, { emailVerified: false, verified: false, email: 'ADA@example.test' }),
+    );
     const found = await finder([genuine, ...lookAlikes]).find(request('0oaL'));
     expect(found.outcome).to.equal('found');
     expect((found as { grant: GrantRecord }).grant.subject).to.equal('ada');
@@ -330,7 +445,7 @@ describe('envoy-config --okta-hook', () => {
   });
 });
 
-describe('Okta hook OAuth bearer token: only the hook client\'s own client-credentials token', () => {
+describe("Okta hook OAuth bearer token: only the hook client's own client-credentials token", () => {
   const ISSUER_PATH = '/oauth2/ausHOOK';
   const HOOK_CLIENT = '0oaHOOKCLIENT';
   let server: import('node:http').Server;
@@ -371,15 +486,28 @@ describe('Okta hook OAuth bearer token: only the hook client\'s own client-crede
 
   async function bearer(claims: Record<string, unknown>): Promise<{ authorization: string }> {
     const { SignJWT } = await import('jose');
-    const token = await new SignJWT(claims).setProtectedHeader({ alg: 'RS256', kid: 'k1' }).setIssuer(issuer).setAudience('api://token-tap-hook').setIssuedAt().setExpirationTime('5m').sign(privateKey);
+    const token = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'RS256', kid: 'k1' })
+      .setIssuer(issuer)
+      .setAudience('api://token-tap-hook')
+      .setIssuedAt()
+      .setExpirationTime('5m')
+      .sign(privateKey);
     return { authorization: `Bearer ${token}` };
   }
 
   function oauthCheck() {
-    return createHookAuthenticator({ kind: 'oauth', issuer, audience: 'api://token-tap-hook', scope: 'token_tap.hook', clientId: HOOK_CLIENT, jwksUri: undefined });
+    return createHookAuthenticator({
+      kind: 'oauth',
+      issuer,
+      audience: 'api://token-tap-hook',
+      scope: 'token_tap.hook',
+      clientId: HOOK_CLIENT,
+      jwksUri: undefined,
+    });
   }
 
-  it('refuses an end user\'s access token for the same audience and scope, and accepts Okta\'s hook client token', async () => {
+  it("refuses an end user's access token for the same audience and scope, and accepts Okta's hook client token", async () => {
     const check = oauthCheck();
     // What Okta mints for a user of another app: cid of that app, sub the user's login, uid the user.
     const userToken = await bearer({ cid: '0oaOTHERAPP', sub: 'alice@example.test', uid: '00uALICE', scp: ['token_tap.hook'] });
@@ -399,7 +527,9 @@ describe('Okta hook OAuth bearer token: only the hook client\'s own client-crede
     discoveryRequests = 0;
     try {
       const check = oauthCheck();
-      const junk = { authorization: `Bearer ${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'nope', typ: 'JWT' })).toString('base64url')}.${Buffer.from('{"sub":"x"}').toString('base64url')}.c2ln` };
+      const junk = {
+        authorization: `Bearer ${Buffer.from(JSON.stringify({ alg: 'RS256', kid: 'nope', typ: 'JWT' })).toString('base64url')}.${Buffer.from('{"sub":"x"}').toString('base64url')}.c2ln`,
+      };
       const answers = await Promise.all(Array.from({ length: 10 }, () => check(junk)));
       for (let index = 0; index < 10; index += 1) answers.push(await check(junk));
       expect(answers.every((answer) => !answer.ok)).to.equal(true);
@@ -410,7 +540,10 @@ describe('Okta hook OAuth bearer token: only the hook client\'s own client-crede
   });
 
   it('the hook file needs scope and client_id for OAuth, naming both at once', () => {
-    const { config, problems } = load({ ...GOOD, authentication: { oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook' } } }, {});
+    const { config, problems } = load(
+      { ...GOOD, authentication: { oauth: { issuer: 'https://example.okta.com/oauth2/aus1', audience: 'api://token-tap-hook' } } },
+      {},
+    );
     expect(config).to.equal(undefined);
     const text = problems.join('\n');
     expect(text).to.contain('oauth.scope is missing');

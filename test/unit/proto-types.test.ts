@@ -64,7 +64,10 @@ describe('protocol types generated from the protos', () => {
     expect(files.length).to.be.above(40);
     const specifier = /(?:\bfrom\s*|\bimport\s*\(\s*|\bimport\s+)['"]([^'"]+)['"]/g;
     const offending = files.flatMap((file) =>
-      [...readFileSync(file, 'utf8').matchAll(specifier)].map((match) => match[1]!).filter((target) => /(^|\/)generated\//.test(target)).map((target) => `${path.relative(COMPILED_SRC, file)} → ${target}`),
+      [...readFileSync(file, 'utf8').matchAll(specifier)]
+        .map((match) => match[1]!)
+        .filter((target) => /(^|\/)generated\//.test(target))
+        .map((target) => `${path.relative(COMPILED_SRC, file)} → ${target}`),
     );
     expect(offending).to.deep.equal([]);
   });

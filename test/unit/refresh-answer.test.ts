@@ -37,19 +37,56 @@ describe('refresh answers held to the bounds (src/operations/refresh-answer.ts)'
     const read = readRefreshAnswer(answer());
     expect(read.kind).to.equal('store');
     expect(read.refused).to.deep.equal([]);
-    expect(read.capture).to.include({ subject: 'user-1', email: 'u@example.test', issuer: 'https://idp.example', verified: true, obtainedByRefresh: true, outcome: 'stored' });
+    expect(read.capture).to.include({
+      subject: 'user-1',
+      email: 'u@example.test',
+      issuer: 'https://idp.example',
+      verified: true,
+      obtainedByRefresh: true,
+      outcome: 'stored',
+    });
     expect(read.capture.tokens).to.include({ accessToken: 'at-2', refreshToken: 'rt-2', tokenType: 'Bearer' });
   });
 
   const dropped: Array<[string, Partial<TokenSet>, string, (tokens: TokenSet) => unknown, unknown]> = [
-    ['an email over 320 bytes (and the id_token it is read from)', { claims: { ...CLAIMS, email: `${'e'.repeat(400)}@x.test` } }, 'email over 320 bytes', (t) => t.idToken, undefined],
+    [
+      'an email over 320 bytes (and the id_token it is read from)',
+      { claims: { ...CLAIMS, email: `${'e'.repeat(400)}@x.test` } },
+      'email over 320 bytes',
+      (t) => t.idToken,
+      undefined,
+    ],
     ['an email with a NUL', { claims: { ...CLAIMS, email: 'u\u0000@example.test' } }, 'email holds a NUL', (t) => t.idToken, undefined],
-    ['an issuer over its bound', { claims: { ...CLAIMS, iss: `https://${'i'.repeat(FIELD_BOUNDS.issuer)}` } }, 'issuer over 2,048 bytes', (t) => t.refreshToken, 'rt-2'],
-    ['id_token claims nested too deep', { claims: { ...CLAIMS, deep: JSON.parse(`${'['.repeat(MAX_JSON_NESTING + 2)}${']'.repeat(MAX_JSON_NESTING + 2)}`) } }, `nested deeper than ${MAX_JSON_NESTING}`, (t) => t.claims, undefined],
+    [
+      'an issuer over its bound',
+      { claims: { ...CLAIMS, iss: `https://${'i'.repeat(FIELD_BOUNDS.issuer)}` } },
+      'issuer over 2,048 bytes',
+      (t) => t.refreshToken,
+      'rt-2',
+    ],
+    [
+      'id_token claims nested too deep',
+      { claims: { ...CLAIMS, deep: JSON.parse(`${'['.repeat(MAX_JSON_NESTING + 2)}${']'.repeat(MAX_JSON_NESTING + 2)}`) } },
+      `nested deeper than ${MAX_JSON_NESTING}`,
+      (t) => t.claims,
+      undefined,
+    ],
     ['an id_token over its bound', { idToken: `x.${'y'.repeat(FIELD_BOUNDS.idToken)}.z` }, 'id_token over 65,536 bytes', (t) => t.idToken, undefined],
     ['a scope over its bound', { scope: ['s'.repeat(FIELD_BOUNDS.scopeEach + 1)] }, 'scope over 1,024 bytes', (t) => t.scope, []],
-    ['a token_type over its bound (the stored one stays)', { tokenType: 't'.repeat(FIELD_BOUNDS.tokenType + 1) }, 'token_type over 128 bytes', (t) => t.tokenType, 'bearer-stored'],
-    ['other response fields over their bound (the stored ones stay)', { extras: { blob: 'b'.repeat(FIELD_BOUNDS.extras) } }, 'other response fields over 65,536 bytes', (t) => t.extras, { team: 'blue' }],
+    [
+      'a token_type over its bound (the stored one stays)',
+      { tokenType: 't'.repeat(FIELD_BOUNDS.tokenType + 1) },
+      'token_type over 128 bytes',
+      (t) => t.tokenType,
+      'bearer-stored',
+    ],
+    [
+      'other response fields over their bound (the stored ones stay)',
+      { extras: { blob: 'b'.repeat(FIELD_BOUNDS.extras) } },
+      'other response fields over 65,536 bytes',
+      (t) => t.extras,
+      { team: 'blue' },
+    ],
   ];
   for (const [what, tokens, detail, pick, kept] of dropped) {
     it(`${what}: dropped, named with its bound, and the rotated tokens stored`, () => {

@@ -47,7 +47,10 @@ describe('refresh-token policy: TOKEN_TAP_POLICY_*', () => {
 
   it('runs every 15 minutes by default, and takes a duration such as 1s', () => {
     expect(loadSidecarConfig(valid).policy).to.deep.include({ intervalMs: 15 * 60 * S, maxPerRun: 500, maxPerIdp: 100 });
-    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_POLICY_INTERVAL: '1s', TOKEN_TAP_POLICY_MAX_PER_IDP: '7' }).policy).to.deep.include({ intervalMs: S, maxPerIdp: 7 });
+    expect(loadSidecarConfig({ ...valid, TOKEN_TAP_POLICY_INTERVAL: '1s', TOKEN_TAP_POLICY_MAX_PER_IDP: '7' }).policy).to.deep.include({
+      intervalMs: S,
+      maxPerIdp: 7,
+    });
   });
 
   it('refuses an interval that is no duration, with the other problems', () => {
@@ -59,7 +62,9 @@ describe('refresh-token policy: TOKEN_TAP_POLICY_*', () => {
     }
     expect(error).to.be.instanceOf(ConfigError);
     const problems = (error as ConfigError).problems.join('\n');
-    expect(problems).to.include('TOKEN_TAP_POLICY_INTERVAL must be a whole number and a unit').and.to.include('TOKEN_TAP_POLICY_MAX_PER_RUN must be a positive integer');
+    expect(problems)
+      .to.include('TOKEN_TAP_POLICY_INTERVAL must be a whole number and a unit')
+      .and.to.include('TOKEN_TAP_POLICY_MAX_PER_RUN must be a positive integer');
   });
 });
 
@@ -79,7 +84,9 @@ describe('refresh-token policy: TOKEN_TAP_FINGERPRINT_KEY', () => {
   });
 
   it('starts with it, and without it when no IdP has a policy', () => {
-    expect(loadSidecarConfig({ ...env, TOKEN_TAP_IDP_CONFIG: file(), TOKEN_TAP_FINGERPRINT_KEY: Buffer.alloc(32, 8).toString('base64') }).policy.policies.size).to.equal(1);
+    expect(
+      loadSidecarConfig({ ...env, TOKEN_TAP_IDP_CONFIG: file(), TOKEN_TAP_FINGERPRINT_KEY: Buffer.alloc(32, 8).toString('base64') }).policy.policies.size,
+    ).to.equal(1);
     expect(loadSidecarConfig(env).policy.policies.size).to.equal(0);
   });
 });
@@ -106,7 +113,10 @@ describe('refresh-token policy: the IdP file', () => {
     const problems: string[] = [];
     const file = idpFile(entry('    refresh_token_policy:\n      max_age: ninety-days-SECRETISH\n      idle_max: 12\n      rotate: 7d\n'));
     loadIdpConfig(env(file), problems);
-    expect(problems.some((problem) => problem.includes('idps.acme.refresh_token_policy.max_age must be a whole number and a unit'))).to.equal(true, problems.join('\n'));
+    expect(problems.some((problem) => problem.includes('idps.acme.refresh_token_policy.max_age must be a whole number and a unit'))).to.equal(
+      true,
+      problems.join('\n'),
+    );
     expect(problems.some((problem) => problem.includes('idps.acme.refresh_token_policy.idle_max must be'))).to.equal(true, problems.join('\n'));
     expect(problems.some((problem) => problem.includes('unknown field(s) "rotate"'))).to.equal(true, problems.join('\n'));
     expect(problems.join('\n')).not.to.include('SECRETISH');
@@ -116,7 +126,10 @@ describe('refresh-token policy: the IdP file', () => {
     const cases: Array<[string, string]> = [
       [entry('    refresh_token_policy: {}\n'), 'names none of max_age, idle_max, rotate_every'],
       [entry('    refresh_token_policy: 30d\n'), 'must be a mapping'],
-      ['idps:\n  acme:\n    issuer: https://acme.example\n    client_id: c1\n    refresh_token_policy:\n      rotate_every: 1d\n', 'rotate_every needs the IdP\'s token_url'],
+      [
+        'idps:\n  acme:\n    issuer: https://acme.example\n    client_id: c1\n    refresh_token_policy:\n      rotate_every: 1d\n',
+        "rotate_every needs the IdP's token_url",
+      ],
       [entry('    refresh_token_policy:\n      max_age: 1d\n      rotate_every: 24h\n'), 'rotate_every must be shorter than max_age'],
     ];
     for (const [yaml, expected] of cases) {
@@ -129,7 +142,10 @@ describe('refresh-token policy: the IdP file', () => {
 
   it('a verification-only IdP may expire (max_age, idle_max) without a client: the grant is erased, not revoked at the IdP', () => {
     const problems: string[] = [];
-    const config = loadIdpConfig({ TOKEN_TAP_IDP_CONFIG: idpFile('idps:\n  acme:\n    issuer: https://acme.example\n    client_id: c1\n    refresh_token_policy:\n      max_age: 1d\n') }, problems);
+    const config = loadIdpConfig(
+      { TOKEN_TAP_IDP_CONFIG: idpFile('idps:\n  acme:\n    issuer: https://acme.example\n    client_id: c1\n    refresh_token_policy:\n      max_age: 1d\n') },
+      problems,
+    );
     expect(problems).to.deep.equal([]);
     expect(config.policies.get('acme')).to.deep.equal({ maxAgeMs: D });
   });
@@ -138,7 +154,15 @@ describe('refresh-token policy: the IdP file', () => {
 describe('refresh-token policy: which grant gets which action at time t', () => {
   const t0 = new Date('2026-01-01T00:00:00Z');
   const at = (ms: number) => new Date(t0.getTime() + ms);
-  const grant = (overrides: Partial<GrantFacts> = {}): GrantFacts => ({ status: 'active', hasRefreshToken: true, chainBeganAt: t0, tokenSince: t0, lastRefreshedAt: null, lastUsedAt: t0, ...overrides });
+  const grant = (overrides: Partial<GrantFacts> = {}): GrantFacts => ({
+    status: 'active',
+    hasRefreshToken: true,
+    chainBeganAt: t0,
+    tokenSince: t0,
+    lastRefreshedAt: null,
+    lastUsedAt: t0,
+    ...overrides,
+  });
   const policy = { maxAgeMs: 90 * D, idleMaxMs: 30 * D, rotateEveryMs: 7 * D };
 
   it('nothing before any threshold; rotate at rotate_every exactly', () => {
@@ -175,7 +199,14 @@ describe('refresh-token policy: which grant gets which action at time t', () => 
 
   it('rows from before migration 000013 count the chain and the use from their last capture, the token from its capture', () => {
     const old = factsOf({ status: 'active', refresh_token: Buffer.from('x'), captured_at: at(5 * D), refresh_token_observed_at: at(2 * D) });
-    expect(old).to.deep.equal({ status: 'active', hasRefreshToken: true, chainBeganAt: at(5 * D), tokenSince: at(2 * D), lastRefreshedAt: null, lastUsedAt: at(5 * D) });
+    expect(old).to.deep.equal({
+      status: 'active',
+      hasRefreshToken: true,
+      chainBeganAt: at(5 * D),
+      tokenSince: at(2 * D),
+      lastRefreshedAt: null,
+      lastUsedAt: at(5 * D),
+    });
     const beforeObservedAt = factsOf({ status: 'active', refresh_token: Buffer.from('x'), captured_at: at(5 * D), refresh_token_observed_at: null });
     expect(beforeObservedAt).to.deep.include({ chainBeganAt: at(5 * D), tokenSince: at(5 * D), lastUsedAt: at(5 * D) });
     expect(factsOf({ status: 'active', refresh_token: null, captured_at: t0, refresh_token_observed_at: null }).hasRefreshToken).to.equal(false);
@@ -190,7 +221,14 @@ describe('refresh-token policy: which grant gets which action at time t', () => 
       last_login_at: at(1 * D),
       last_used_at: at(4 * D),
     });
-    expect(current).to.deep.equal({ status: 'active', hasRefreshToken: true, chainBeganAt: at(1 * D), tokenSince: at(3 * D), lastRefreshedAt: at(9 * D), lastUsedAt: at(4 * D) });
+    expect(current).to.deep.equal({
+      status: 'active',
+      hasRefreshToken: true,
+      chainBeganAt: at(1 * D),
+      tokenSince: at(3 * D),
+      lastRefreshedAt: at(9 * D),
+      lastUsedAt: at(4 * D),
+    });
   });
 });
 
@@ -220,7 +258,14 @@ describe('refresh-token policy: a row an unknown writer updated (a sidecar of an
 
   it('counts from its last capture: the old chain does not expire the new login', () => {
     const facts = factsOf(row);
-    expect(facts).to.deep.equal({ status: 'active', hasRefreshToken: true, chainBeganAt: at(50 * D), tokenSince: at(50 * D), lastRefreshedAt: null, lastUsedAt: at(50 * D) });
+    expect(facts).to.deep.equal({
+      status: 'active',
+      hasRefreshToken: true,
+      chainBeganAt: at(50 * D),
+      tokenSince: at(50 * D),
+      lastRefreshedAt: null,
+      lastUsedAt: at(50 * D),
+    });
     const policy = { maxAgeMs: 30 * D, idleMaxMs: 20 * D, rotateEveryMs: 15 * D };
     expect(decide(facts, policy, at(60 * D))).to.equal(undefined);
     expect(decide(facts, policy, at(65 * D))).to.deep.equal({ action: 'rotate' });
@@ -230,13 +275,43 @@ describe('refresh-token policy: a row an unknown writer updated (a sidecar of an
 
 describe('refresh-token report lines', () => {
   it('one line per IdP with grants, a policy or a client; figures, the policy as written and the actions of 24 h', () => {
-    const figures = [{ idp: 'acme', grants: 3, active: 2, withRefreshToken: 2, rotatesRefreshTokens: true, refreshTokenExpiryKnown: 0, oldestRefreshTokenAgeSeconds: 12.7, oldestChainAgeSeconds: 99.5, verified: 3, rotationsSeen: 4, lastCaptureAt: new Date('2026-01-01T00:00:00Z') }];
-    const actions = [{ idp: 'acme', action: 'rotate', outcome: 'ok', count: 4 }, { idp: 'acme', action: 'expire', outcome: 'ok', count: 1 }];
+    const figures = [
+      {
+        idp: 'acme',
+        grants: 3,
+        active: 2,
+        withRefreshToken: 2,
+        rotatesRefreshTokens: true,
+        refreshTokenExpiryKnown: 0,
+        oldestRefreshTokenAgeSeconds: 12.7,
+        oldestChainAgeSeconds: 99.5,
+        verified: 3,
+        rotationsSeen: 4,
+        lastCaptureAt: new Date('2026-01-01T00:00:00Z'),
+      },
+    ];
+    const actions = [
+      { idp: 'acme', action: 'rotate', outcome: 'ok', count: 4 },
+      { idp: 'acme', action: 'expire', outcome: 'ok', count: 1 },
+    ];
     const lines = buildReport(figures, actions, new Map([['beta', { maxAgeMs: 90 * D }]]), ['gamma']);
     expect(lines.map((line) => line.idp)).to.deep.equal(['acme', 'beta', 'gamma']);
-    expect(lines[0]).to.deep.include({ grants: 3, rotates_refresh_tokens: true, oldest_refresh_token_age_seconds: 12, oldest_chain_age_seconds: 99, policy: null, last_capture_at: '2026-01-01T00:00:00.000Z' });
+    expect(lines[0]).to.deep.include({
+      grants: 3,
+      rotates_refresh_tokens: true,
+      oldest_refresh_token_age_seconds: 12,
+      oldest_chain_age_seconds: 99,
+      policy: null,
+      last_capture_at: '2026-01-01T00:00:00.000Z',
+    });
     expect(lines[0]!.policy_actions_24h).to.deep.equal({ rotate: { ok: 4 }, expire: { ok: 1 } });
-    expect(lines[1]).to.deep.include({ grants: 0, rotates_refresh_tokens: null, oldest_refresh_token_age_seconds: null, oldest_chain_age_seconds: null, policy: { max_age: '90d' } });
+    expect(lines[1]).to.deep.include({
+      grants: 0,
+      rotates_refresh_tokens: null,
+      oldest_refresh_token_age_seconds: null,
+      oldest_chain_age_seconds: null,
+      policy: { max_age: '90d' },
+    });
     const text = formatReportText(lines);
     expect(text).to.include('acme grants=3 active=2 with_refresh_token=2 rotates_refresh_tokens=yes');
     expect(text).to.include('beta grants=0').and.to.include('rotates_refresh_tokens=unknown').and.to.include('policy=max_age:90d');

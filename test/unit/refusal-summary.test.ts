@@ -88,7 +88,14 @@ describe('refusal summary (pure core)', () => {
 
   it('with groupOf, a group tracks at most maxKeysPerGroup keys; past them its own refusals overflow, and its keys come free as they are forgotten', () => {
     const time = clock();
-    const core = new RefusalSummary<Key>({ intervalMs: 60_000, maxKeys: 100, maxKeysPerGroup: 2, groupOf: (key) => key.outcome, overflow: (key) => ({ ...key, peer: 'other' }), now: time.now });
+    const core = new RefusalSummary<Key>({
+      intervalMs: 60_000,
+      maxKeys: 100,
+      maxKeysPerGroup: 2,
+      groupOf: (key) => key.outcome,
+      overflow: (key) => ({ ...key, peer: 'other' }),
+      now: time.now,
+    });
     expect(core.note({ peer: 'a', outcome: 'x' }).overflowed).to.equal(false);
     expect(core.note({ peer: 'b', outcome: 'x' }).overflowed).to.equal(false);
     expect(core.note({ peer: 'c', outcome: 'x' })).to.deep.equal({ first: true, key: { peer: 'other', outcome: 'x' }, overflowed: true });
@@ -145,7 +152,10 @@ describe('Okta hook refusals (hook/refusals.ts)', () => {
     expect(rows.map((row) => row.count)).to.deep.equal([1, 999]);
     expect(rows[0]).to.include({ operation: 'okta_hook', outcome: 'unauthenticated', peer: '127.0.0.1' });
     expect(rows[0]!.detail).to.contain('wrong authorization value');
-    expect(lines.map((line) => line.message)).to.deep.equal(['okta hook call refused', 'okta hook calls refused (summary: how many more like the line before)']);
+    expect(lines.map((line) => line.message)).to.deep.equal([
+      'okta hook call refused',
+      'okta hook calls refused (summary: how many more like the line before)',
+    ]);
     expect(lines[1]!.fields).to.include({ count: 999, detail: 'wrong authorization value' });
     expect(summarised.reduce((sum, entry) => sum + entry.value, 0)).to.equal(999);
   });
@@ -173,7 +183,10 @@ describe('Okta hook refusals (hook/refusals.ts)', () => {
     refuse('127.0.0.1', 'ERR_JWT_EXPIRED');
     refuse('127.0.0.1', 'ERR_JWT_CLAIM_VALIDATION_FAILED');
     await refusals.close();
-    expect(lines.filter((line) => line.message === 'okta hook call refused').map((line) => line.fields.detail)).to.deep.equal(['ERR_JWT_EXPIRED', 'ERR_JWT_CLAIM_VALIDATION_FAILED']);
+    expect(lines.filter((line) => line.message === 'okta hook call refused').map((line) => line.fields.detail)).to.deep.equal([
+      'ERR_JWT_EXPIRED',
+      'ERR_JWT_CLAIM_VALIDATION_FAILED',
+    ]);
     expect(rows.map((row) => row.count)).to.deep.equal([1, 2]);
   });
 
@@ -204,12 +217,16 @@ describe('token exchange refusals (exchange/refusals.ts, on the same writer as t
     const summarised: Array<{ source: string; outcome: string }> = [];
     const refusals = new ExchangeRefusals({
       audit: { record: async (event) => void rows.push(event) },
-      logger: { warn: ((fields: Record<string, unknown>, message: string) => void lines.push({ fields, message })) as never, error: (() => undefined) as never },
+      logger: {
+        warn: ((fields: Record<string, unknown>, message: string) => void lines.push({ fields, message })) as never,
+        error: (() => undefined) as never,
+      },
       intervalMs: 60_000,
       summarised: { inc: (labels) => void summarised.push(labels) },
       now: time.now,
     });
-    for (let call = 0; call < 10; call += 1) refusals.record({ peer: '10.0.0.7', outcome: 'unauthenticated', reason: 'the client secret is not the key', apiKeyId: '0123456789abcdef' });
+    for (let call = 0; call < 10; call += 1)
+      refusals.record({ peer: '10.0.0.7', outcome: 'unauthenticated', reason: 'the client secret is not the key', apiKeyId: '0123456789abcdef' });
     time.advance(60_000);
     refusals.tick();
     await refusals.close();
@@ -219,7 +236,10 @@ describe('token exchange refusals (exchange/refusals.ts, on the same writer as t
     ]);
     expect(rows[0]!.detail).to.equal('the client secret is not the key; more unauthenticated requests from 10.0.0.7 are counted into one row per 60 s');
     expect(rows[1]!.detail).to.match(/^9 more unauthenticated requests from 10\.0\.0\.7 between .* \(summary\)$/);
-    expect(lines.map((line) => line.message)).to.deep.equal(['token exchange request refused', 'token exchange requests refused (summary: how many more like the line before)']);
+    expect(lines.map((line) => line.message)).to.deep.equal([
+      'token exchange request refused',
+      'token exchange requests refused (summary: how many more like the line before)',
+    ]);
     expect(lines[0]!.fields).to.include({ apiKeyId: '0123456789abcdef', detail: 'the client secret is not the key' });
     expect(summarised).to.have.length(9);
     expect(summarised[0]).to.deep.equal({ source: 'token_exchange', outcome: 'unauthenticated' });
@@ -250,7 +270,8 @@ describe('capture refusals (ingest/capture-refusals.ts)', () => {
     });
     return { refusals, time, written, counted };
   }
-  const idpError = (code: string, idp = 'acme'): Capture => syntheticCapture(idp, undefined, { outcome: 'idp_error', httpStatus: 400, tokens: undefined, errorCode: code });
+  const idpError = (code: string, idp = 'acme'): Capture =>
+    syntheticCapture(idp, undefined, { outcome: 'idp_error', httpStatus: 400, tokens: undefined, errorCode: code });
 
   it('admits token responses and the first of each (IdP, outcome, error code); counts the rest into one row each', async () => {
     const { refusals, written, counted } = captureRefusals();
@@ -258,7 +279,9 @@ describe('capture refusals (ingest/capture-refusals.ts)', () => {
     expect(refusals.admit(syntheticCapture('acme', undefined))).to.equal(true);
     const admitted = Array.from({ length: 500 }, () => refusals.admit(idpError('invalid_grant'))).filter(Boolean).length;
     const otherCode = Array.from({ length: 300 }, () => refusals.admit(idpError('invalid_client'))).filter(Boolean).length;
-    const junk = Array.from({ length: 200 }, () => refusals.admit(syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined }))).filter(Boolean).length;
+    const junk = Array.from({ length: 200 }, () => refusals.admit(syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined }))).filter(
+      Boolean,
+    ).length;
     expect([admitted, otherCode, junk]).to.deep.equal([1, 1, 1]);
     expect(counted.reduce((sum, entry) => sum + entry.value, 0)).to.equal(499 + 299 + 199);
     await refusals.close();
@@ -295,20 +318,44 @@ describe('capture refusals (ingest/capture-refusals.ts)', () => {
     const admitted = Array.from({ length: 2_000 }, (_, index) => refusals.admit(idpError(`code_${index}`, 'hostile'))).filter(Boolean).length;
     expect(admitted).to.equal(DEFAULT_MAX_KEYS_PER_IDP + 1);
     // Another IdP's refusals are still told apart: each kind its own first, its own row.
-    expect(['invalid_grant', 'invalid_client', 'temporarily_unavailable'].map((code) => refusals.admit(idpError(code, 'acme')))).to.deep.equal([true, true, true]);
+    expect(['invalid_grant', 'invalid_client', 'temporarily_unavailable'].map((code) => refusals.admit(idpError(code, 'acme')))).to.deep.equal([
+      true,
+      true,
+      true,
+    ]);
     expect(refusals.admit(idpError('invalid_grant', 'acme'))).to.equal(false);
     await refusals.close();
     const rows = written.flat();
-    expect(rows.filter((row) => row.idp === 'hostile').map((row) => [row.errorCode, row.count])).to.deep.equal([[OTHER_ERROR_CODES, 2_000 - DEFAULT_MAX_KEYS_PER_IDP - 1]]);
+    expect(rows.filter((row) => row.idp === 'hostile').map((row) => [row.errorCode, row.count])).to.deep.equal([
+      [OTHER_ERROR_CODES, 2_000 - DEFAULT_MAX_KEYS_PER_IDP - 1],
+    ]);
     expect(rows.filter((row) => row.idp === 'acme').map((row) => [row.errorCode, row.count])).to.deep.equal([['invalid_grant', 1]]);
   });
 
-  it('2,000 responses from one IdP, each with a content-encoding of its own: at most one kind per IdP budget, and another IdP\'s first refusal is admitted', async () => {
+  it("2,000 responses from one IdP, each with a content-encoding of its own: at most one kind per IdP budget, and another IdP's first refusal is admitted", async () => {
     const { refusals, written } = captureRefusals({ maxKeys: DEFAULT_MAX_SUMMARY_KEYS });
     const response = (idp: string, coding: string): Capture =>
-      captureFrom({ idp, routeKind: 'token', subjectField: undefined, bearerToken: undefined, status: 200, headers: new Map([['content-encoding', coding]]), body: Buffer.from('{}'), bodyTruncated: false, complete: true, startedAt: 0 }, { maxDecodedBytes: 1024 });
-    const admitted = Array.from({ length: 2_000 }, (_, index) => refusals.admit(response('hostile', `x-idp-chosen-${index}-${'z'.repeat(200)}`))).filter(Boolean).length;
-    expect(admitted).to.be.at.least(1).and.at.most(DEFAULT_MAX_KEYS_PER_IDP + 1);
+      captureFrom(
+        {
+          idp,
+          routeKind: 'token',
+          subjectField: undefined,
+          bearerToken: undefined,
+          status: 200,
+          headers: new Map([['content-encoding', coding]]),
+          body: Buffer.from('{}'),
+          bodyTruncated: false,
+          complete: true,
+          startedAt: 0,
+        },
+        { maxDecodedBytes: 1024 },
+      );
+    const admitted = Array.from({ length: 2_000 }, (_, index) => refusals.admit(response('hostile', `x-idp-chosen-${index}-${'z'.repeat(200)}`))).filter(
+      Boolean,
+    ).length;
+    expect(admitted)
+      .to.be.at.least(1)
+      .and.at.most(DEFAULT_MAX_KEYS_PER_IDP + 1);
     expect(refusals.admit(response('acme', 'zstd'))).to.equal(true);
     expect(refusals.admit(idpError('invalid_grant', 'acme'))).to.equal(true);
     await refusals.close();
@@ -325,14 +372,31 @@ describe('capture refusals (ingest/capture-refusals.ts)', () => {
     const code = `invented_${'c'.repeat(150)}`;
     refusals.admit(idpError(code));
     refusals.admit(idpError(code));
-    refusals.admit(syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined, detail: 'profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text' }));
-    refusals.admit(syntheticCapture('acme', undefined, { outcome: 'unparseable', tokens: undefined, detail: 'profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text' }));
+    refusals.admit(
+      syntheticCapture('acme', undefined, {
+        outcome: 'unparseable',
+        tokens: undefined,
+        detail: 'profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text',
+      }),
+    );
+    refusals.admit(
+      syntheticCapture('acme', undefined, {
+        outcome: 'unparseable',
+        tokens: undefined,
+        detail: 'profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text',
+      }),
+    );
     await refusals.close();
     const rows = written.flat();
-    expect(rows.map((row) => [row.errorCode, row.count])).to.deep.equal([[code, 1], [undefined, 1]]);
+    expect(rows.map((row) => [row.errorCode, row.count])).to.deep.equal([
+      [code, 1],
+      [undefined, 1],
+    ]);
     expect(rows[0]!.detail).to.not.contain('invented_');
     // The longest detail capture/ writes still fits the 200 characters the store keeps, whole.
-    expect(rows[1]!.detail).to.match(/^summary: 1 more unparseable responses between .* \(profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text\)$/);
+    expect(rows[1]!.detail).to.match(
+      /^summary: 1 more unparseable responses between .* \(profile subject holds a NUL or an unpaired surrogate, which cannot be stored as text\)$/,
+    );
     expect(rows[1]!.detail!.replace('1 more', '1000000 more').length).to.be.at.most(200);
   });
 

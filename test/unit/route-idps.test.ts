@@ -26,7 +26,11 @@ describe('route → IdP (response attributes, TOKEN_TAP_ROUTE_IDPS)', () => {
     expect(filterMetadataFromText(GATEWAY_METADATA)).to.deep.equal({
       'envoy-gateway': { resources: [{ kind: 'HTTPRoute', name: 'token-tap-idps', namespace: 'token-tap', sectionName: 'entra' }] },
     });
-    expect(filterMetadataFromText('filter_metadata { key: "token-tap" value { fields { key: "idp" value { string_value: "g\\x6fogle" } } fields { key: "n" value { number_value: 2 } } } }')).to.deep.equal({
+    expect(
+      filterMetadataFromText(
+        'filter_metadata { key: "token-tap" value { fields { key: "idp" value { string_value: "g\\x6fogle" } } fields { key: "n" value { number_value: 2 } } } }',
+      ),
+    ).to.deep.equal({
       'token-tap': { idp: 'google', n: 2 },
     });
     expect(filterMetadataFromText('filter_metadata { key: "x" value { fields { key')).to.equal(undefined);
@@ -35,10 +39,16 @@ describe('route → IdP (response attributes, TOKEN_TAP_ROUTE_IDPS)', () => {
 
   it('never throws on arbitrary text (property)', () => {
     fc.assert(
-      fc.property(fc.string({ unit: fc.constantFrom('{', '}', '[', ']', ':', '"', '\\', ' ', 'a', 'filter_metadata', 'key', 'value', 'fields', '1', '<', '>', ',') , maxLength: 200 }), (text) => {
-        const result = filterMetadataFromText(text);
-        expect(result === undefined || typeof result === 'object').to.equal(true);
-      }),
+      fc.property(
+        fc.string({
+          unit: fc.constantFrom('{', '}', '[', ']', ':', '"', '\\', ' ', 'a', 'filter_metadata', 'key', 'value', 'fields', '1', '<', '>', ','),
+          maxLength: 200,
+        }),
+        (text) => {
+          const result = filterMetadataFromText(text);
+          expect(result === undefined || typeof result === 'object').to.equal(true);
+        },
+      ),
       { numRuns: 2_000 },
     );
   });
@@ -61,7 +71,10 @@ describe('route → IdP (response attributes, TOKEN_TAP_ROUTE_IDPS)', () => {
   it('the sidecar config refuses a bad TOKEN_TAP_ROUTE_IDPS along with the other problems', () => {
     const env = { DATABASE_URL: 'postgres://u@127.0.0.1:5432/db', TOKEN_TAP_KEYS: generateKeySpec('k1') };
     expect([...loadSidecarConfig({ ...env, TOKEN_TAP_ROUTE_IDPS: 'a=entra' }).routeIdps]).to.deep.equal([['a', 'entra']]);
-    expect(() => loadSidecarConfig({ ...env, TOKEN_TAP_ROUTE_IDPS: 'a=ENTRA', TOKEN_TAP_MAX_BODY_BYTES: 'x' })).to.throw(ConfigError, /IdP name "ENTRA"[\s\S]*TOKEN_TAP_MAX_BODY_BYTES|TOKEN_TAP_MAX_BODY_BYTES[\s\S]*IdP name "ENTRA"/);
+    expect(() => loadSidecarConfig({ ...env, TOKEN_TAP_ROUTE_IDPS: 'a=ENTRA', TOKEN_TAP_MAX_BODY_BYTES: 'x' })).to.throw(
+      ConfigError,
+      /IdP name "ENTRA"[\s\S]*TOKEN_TAP_MAX_BODY_BYTES|TOKEN_TAP_MAX_BODY_BYTES[\s\S]*IdP name "ENTRA"/,
+    );
   });
 
   it('one precedence: initial metadata, then route metadata naming the IdP, then the rule, then the route name', () => {
@@ -78,7 +91,11 @@ describe('route → IdP (response attributes, TOKEN_TAP_ROUTE_IDPS)', () => {
 
   it('an unmatched route names no IdP, and says what it was looked up by', () => {
     const resolved = resolveRoute({ idp: undefined, routeName: 'httproute/other/r/rule/0/match/0/x', routeMetadata: GATEWAY_METADATA }, new Map());
-    expect(resolved).to.deep.equal({ idp: undefined, source: undefined, keys: ['httproute/token-tap/token-tap-idps/entra', 'httproute/other/r/rule/0/match/0/x'] });
+    expect(resolved).to.deep.equal({
+      idp: undefined,
+      source: undefined,
+      keys: ['httproute/token-tap/token-tap-idps/entra', 'httproute/other/r/rule/0/match/0/x'],
+    });
     expect(resolveRoute({ idp: undefined }, new Map()).idp).to.equal(undefined);
   });
 
@@ -88,7 +105,9 @@ describe('route → IdP (response attributes, TOKEN_TAP_ROUTE_IDPS)', () => {
       request: 'response_headers',
       // The loader gives google.protobuf.Value camelCase names; snake_case is read too.
       attributes: {
-        'envoy.filters.http.ext_proc': { fields: { 'xds.route_name': { stringValue: GATEWAY_ROUTE_NAME }, 'xds.route_metadata': { string_value: GATEWAY_METADATA } } },
+        'envoy.filters.http.ext_proc': {
+          fields: { 'xds.route_name': { stringValue: GATEWAY_ROUTE_NAME }, 'xds.route_metadata': { string_value: GATEWAY_METADATA } },
+        },
       },
       response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }] }, end_of_stream: false },
     });
@@ -96,7 +115,10 @@ describe('route → IdP (response attributes, TOKEN_TAP_ROUTE_IDPS)', () => {
     const observed = exchange.finish()!;
     expect(observed).to.include({ idp: undefined, routeName: GATEWAY_ROUTE_NAME, routeMetadata: GATEWAY_METADATA, status: 200 });
     const without = new Exchange({ idp: 'demo', kind: 'token', subjectField: undefined }, { maxBodyBytes: 64 });
-    without.accept({ request: 'response_headers', response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }] }, end_of_stream: true } });
+    without.accept({
+      request: 'response_headers',
+      response_headers: { headers: { headers: [{ key: ':status', raw_value: Buffer.from('200') }] }, end_of_stream: true },
+    });
     expect(without.finish()).to.not.have.any.keys('routeName', 'routeMetadata');
   });
 });

@@ -5,12 +5,40 @@ import { fromProtoStruct, grantMessage } from '../../src/api/wire.js';
 import type { GrantRecord } from '../../src/store/grants.js';
 
 describe('secret fields of extras (capture/secret-fields.ts)', () => {
-  it('judges names whatever their case and separators, keeping a token\'s metadata', () => {
-    for (const name of ['refresh_token', 'refreshToken', 'REFRESH-TOKEN', 'xoxe.token', 'bot_refresh_token', 'client_secret', 'signingSecret', 'password', 'db_passwd',
-      'client_assertion', 'credentials', 'private_key', 'privateKey', 'api_key', 'incoming_webhook', 'Set-Cookie', 'session_key']) {
+  it("judges names whatever their case and separators, keeping a token's metadata", () => {
+    for (const name of [
+      'refresh_token',
+      'refreshToken',
+      'REFRESH-TOKEN',
+      'xoxe.token',
+      'bot_refresh_token',
+      'client_secret',
+      'signingSecret',
+      'password',
+      'db_passwd',
+      'client_assertion',
+      'credentials',
+      'private_key',
+      'privateKey',
+      'api_key',
+      'incoming_webhook',
+      'Set-Cookie',
+      'session_key',
+    ]) {
       expect(isSecretFieldName(name), name).to.equal(true);
     }
-    for (const name of ['token_type', 'refresh_token_expires_in', 'refreshTokenExpiresAt', 'id', 'team', 'scope', 'expires_in', 'instance_url', 'key_id', 'ok']) {
+    for (const name of [
+      'token_type',
+      'refresh_token_expires_in',
+      'refreshTokenExpiresAt',
+      'id',
+      'team',
+      'scope',
+      'expires_in',
+      'instance_url',
+      'key_id',
+      'ok',
+    ]) {
       expect(isSecretFieldName(name), name).to.equal(false);
     }
   });
@@ -48,10 +76,28 @@ describe('secret fields of extras (capture/secret-fields.ts)', () => {
 
   it('grantMessage gives the extras whole only with the refresh token', () => {
     const grant = {
-      idp: 'slack', subject: 'U1', status: 'active', issuer: null, clientId: null, email: null, scope: [], tokenType: 'user', keyId: 'k1',
-      accessToken: 'xoxp-top', refreshToken: 'xoxe-top', idToken: null, claims: null,
+      idp: 'slack',
+      subject: 'U1',
+      status: 'active',
+      issuer: null,
+      clientId: null,
+      email: null,
+      scope: [],
+      tokenType: 'user',
+      keyId: 'k1',
+      accessToken: 'xoxp-top',
+      refreshToken: 'xoxe-top',
+      idToken: null,
+      claims: null,
       extras: { authed_user: { refresh_token: 'xoxe-nested' } },
-      accessTokenExpiresAt: null, refreshTokenExpiresAt: null, idTokenExpiresAt: null, verified: false, capturedAt: new Date(), updatedAt: new Date(), lastRefreshedAt: null, version: 1,
+      accessTokenExpiresAt: null,
+      refreshTokenExpiresAt: null,
+      idTokenExpiresAt: null,
+      verified: false,
+      capturedAt: new Date(),
+      updatedAt: new Date(),
+      lastRefreshedAt: null,
+      version: 1,
     } satisfies GrantRecord;
     const restricted = grantMessage(grant, { tokens: true, refreshToken: false });
     expect(fromProtoStruct(restricted.extras)).to.deep.equal({ authed_user: {} });

@@ -25,7 +25,10 @@ describe('declared settings', () => {
     expect(doc).to.contain(TABLE_START).and.contain(TABLE_END);
     const rendered = withRenderedTable(doc);
     const stale = doc.split('\n').filter((line) => line.startsWith('| `') && !rendered.includes(`${line}\n`));
-    expect(doc === rendered, `docs/configuration.md's settings table differs from src/config/settings.ts: run \`${RENDER_COMMAND}\`. Rows not as declared:\n${stale.join('\n')}`).to.equal(true);
+    expect(
+      doc === rendered,
+      `docs/configuration.md's settings table differs from src/config/settings.ts: run \`${RENDER_COMMAND}\`. Rows not as declared:\n${stale.join('\n')}`,
+    ).to.equal(true);
   });
 
   it('renders a TLS group as two rows, and a test-only variable as none', () => {
@@ -46,29 +49,45 @@ describe('declared settings', () => {
   it('the loaders, the CLI and the sidecar read no variable by a literal name: each goes through its declaration', () => {
     const files = ['config', 'cli'].flatMap((folder) => readdirSync(path.join(SOURCE, folder)).map((name) => path.join(SOURCE, folder, name)));
     // NODE_ENV is Node's; DEMO_IDP_CLIENT_SECRET belongs to the demo IdP command alone.
-    const literal = /\benv(?:\.(?!NODE_ENV\b|DEMO_IDP_CLIENT_SECRET\b)[A-Z][A-Z0-9_]*|\[\s*['"`])|\b(?:positiveInteger|nonNegativeInteger|readBoolean)\(\s*env\s*,\s*['"`]/;
+    const literal =
+      /\benv(?:\.(?!NODE_ENV\b|DEMO_IDP_CLIENT_SECRET\b)[A-Z][A-Z0-9_]*|\[\s*['"`])|\b(?:positiveInteger|nonNegativeInteger|readBoolean)\(\s*env\s*,\s*['"`]/;
     const found = [...files, path.join(SOURCE, 'sidecar.ts')]
       .filter((file) => file.endsWith('.ts'))
-      .flatMap((file) => readFileSync(file, 'utf8').split('\n').map((line, index) => `${path.relative(SOURCE, file)}:${index + 1}: ${line.trim()}`).filter((line) => literal.test(line)));
+      .flatMap((file) =>
+        readFileSync(file, 'utf8')
+          .split('\n')
+          .map((line, index) => `${path.relative(SOURCE, file)}:${index + 1}: ${line.trim()}`)
+          .filter((line) => literal.test(line)),
+      );
     expect(found).to.deep.equal([]);
   });
 
   it("docs/failure-behaviour.md's settings table, where it names declared variables, gives their declared defaults", () => {
     const byName = new Map(SETTINGS.flatMap((setting) => settingNames(setting).map((name) => [name, setting] as const)));
     const unquoted = (text: string) => text.replaceAll('`', '').trim();
-    const rows = readFileSync(FAILURE_BEHAVIOUR_DOC, 'utf8').split('\n').filter((line) => line.startsWith('| `TOKEN_TAP_'));
+    const rows = readFileSync(FAILURE_BEHAVIOUR_DOC, 'utf8')
+      .split('\n')
+      .filter((line) => line.startsWith('| `TOKEN_TAP_'));
     const checked: string[] = [];
     const disagreeing: string[] = [];
     for (const row of rows) {
       const [names, defaults] = row.split(' | ');
-      const declared = names!.slice(2).split(', ').map((name) => byName.get(unquoted(name)));
+      const declared = names!
+        .slice(2)
+        .split(', ')
+        .map((name) => byName.get(unquoted(name)));
       if (declared.some((setting) => setting === undefined)) continue;
       const expected = declared.map((setting) => unquoted(documentedDefault(setting!))).join(', ');
       if (unquoted(defaults!) !== expected) disagreeing.push(`${names}: declared ${expected}, documented ${defaults}`);
       checked.push(...declared.map((setting) => setting!.name));
     }
     expect(disagreeing).to.deep.equal([]);
-    expect(checked).to.include.members(['TOKEN_TAP_SPOOL_DIR', 'TOKEN_TAP_PG_QUERY_TIMEOUT_MS', 'TOKEN_TAP_API_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS', 'TOKEN_TAP_REFUSAL_SUMMARY_MS']);
+    expect(checked).to.include.members([
+      'TOKEN_TAP_SPOOL_DIR',
+      'TOKEN_TAP_PG_QUERY_TIMEOUT_MS',
+      'TOKEN_TAP_API_PG_IDLE_IN_TRANSACTION_TIMEOUT_MS',
+      'TOKEN_TAP_REFUSAL_SUMMARY_MS',
+    ]);
   });
 
   it('the loader gives every declared default when nothing is set', () => {

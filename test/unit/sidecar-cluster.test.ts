@@ -24,7 +24,9 @@ describe('envoyconfig/render: the sidecar cluster', () => {
     expect(cluster.health_checks).to.have.length(1);
     expect(cluster.health_checks[0].grpc_health_check).to.deep.equal({ service_name: EXT_PROC_HEALTH_SERVICE });
     expect(cluster.health_checks[0]).to.include({ interval: '1s', no_traffic_interval: '1s', healthy_threshold: 1 });
-    expect(cluster.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].explicit_http_config).to.have.property('http2_protocol_options');
+    expect(cluster.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions'].explicit_http_config).to.have.property(
+      'http2_protocol_options',
+    );
   });
 
   it('is not tried while unhealthy (panic threshold 0), and health changes apply at once', () => {
@@ -39,8 +41,13 @@ describe('envoyconfig/render: the sidecar cluster', () => {
     expect(sized).to.include({ max_requests: 5000, max_pending_requests: 5000 });
   });
 
-  it("gives Envoy a readiness listener that answers 200 only with the sidecar cluster healthy, when asked for one", () => {
-    const listeners = (options: object) => (renderEnvoyConfig({ ...base, mode: 'observability', ...options }) as any).static_resources.listeners as Array<{ name: string; address: any; filter_chains: any[] }>;
+  it('gives Envoy a readiness listener that answers 200 only with the sidecar cluster healthy, when asked for one', () => {
+    const listeners = (options: object) =>
+      (renderEnvoyConfig({ ...base, mode: 'observability', ...options }) as any).static_resources.listeners as Array<{
+        name: string;
+        address: any;
+        filter_chains: any[];
+      }>;
     expect(listeners({}).map((listener) => listener.name)).to.deep.equal(['okta_ingress']);
     const ready = listeners({ ready: { host: '0.0.0.0', port: 9902 } }).find((listener) => listener.name === 'token_tap_ready')!;
     expect(ready.address).to.deep.equal({ socket_address: { address: '0.0.0.0', port_value: 9902 } });
@@ -52,12 +59,23 @@ describe('envoyconfig/render: the sidecar cluster', () => {
     // Besides, only GET /stats/prometheus, to the admin (for Prometheus); nothing else, and ext_proc is not on it.
     const routes = hcm.route_config.virtual_hosts[0].routes;
     expect(routes).to.have.length(2);
-    expect(routes[0]).to.deep.equal({ match: { path: STATS_PATH, headers: [{ name: ':method', string_match: { exact: 'GET' } }] }, route: { cluster: ADMIN_STATS_CLUSTER, timeout: '5s' } });
+    expect(routes[0]).to.deep.equal({
+      match: { path: STATS_PATH, headers: [{ name: ':method', string_match: { exact: 'GET' } }] },
+      route: { cluster: ADMIN_STATS_CLUSTER, timeout: '5s' },
+    });
     expect(routes[1].direct_response.status).to.equal(404);
     expect(JSON.stringify(hcm)).to.not.contain('ext_proc');
-    const clusters = (renderEnvoyConfig({ ...base, mode: 'observability', ready: { host: '0.0.0.0', port: 9902 } }) as any).static_resources.clusters as Array<{ name: string; load_assignment: any }>;
+    const clusters = (renderEnvoyConfig({ ...base, mode: 'observability', ready: { host: '0.0.0.0', port: 9902 } }) as any).static_resources.clusters as Array<{
+      name: string;
+      load_assignment: any;
+    }>;
     const admin = clusters.find((cluster) => cluster.name === ADMIN_STATS_CLUSTER)!;
-    expect(admin.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).to.deep.equal({ address: base.admin.host, port_value: base.admin.port });
-    expect(((renderEnvoyConfig({ ...base, mode: 'observability' }) as any).static_resources.clusters as Array<{ name: string }>).map((cluster) => cluster.name)).to.not.include(ADMIN_STATS_CLUSTER);
+    expect(admin.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).to.deep.equal({
+      address: base.admin.host,
+      port_value: base.admin.port,
+    });
+    expect(
+      ((renderEnvoyConfig({ ...base, mode: 'observability' }) as any).static_resources.clusters as Array<{ name: string }>).map((cluster) => cluster.name),
+    ).to.not.include(ADMIN_STATS_CLUSTER);
   });
 });

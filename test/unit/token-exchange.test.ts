@@ -29,12 +29,21 @@ describe('token exchange: reading the request', () => {
     expect(readForm('application/x-www-form-urlencoded; charset=UTF-8', Buffer.from('a=1&b=2'))).to.deep.equal({ ok: true, params: form({ a: '1', b: '2' }) });
     expect(readForm('application/json', Buffer.from('{}'))).to.deep.include({ ok: false });
     expect(readForm(undefined, Buffer.from('a=1'))).to.deep.include({ ok: false });
-    expect(readForm('application/x-www-form-urlencoded', Buffer.from('audience=a&audience=b'))).to.deep.equal({ ok: false, problem: 'parameter audience is given more than once' });
+    expect(readForm('application/x-www-form-urlencoded', Buffer.from('audience=a&audience=b'))).to.deep.equal({
+      ok: false,
+      problem: 'parameter audience is given more than once',
+    });
   });
 
   it('reads HTTP Basic credentials form-decoded (RFC 6749 §2.3.1), or client_id and client_secret from the body, never both', () => {
-    expect(readClientCredentials(basic('a%2Bb', 'x+y%3Az'), form({}))).to.deep.equal({ ok: true, credentials: { method: 'basic', clientId: 'a+b', clientSecret: 'x y:z' } });
-    expect(readClientCredentials(undefined, form({ client_id: 'id', client_secret: 'key' }))).to.deep.equal({ ok: true, credentials: { method: 'post', clientId: 'id', clientSecret: 'key' } });
+    expect(readClientCredentials(basic('a%2Bb', 'x+y%3Az'), form({}))).to.deep.equal({
+      ok: true,
+      credentials: { method: 'basic', clientId: 'a+b', clientSecret: 'x y:z' },
+    });
+    expect(readClientCredentials(undefined, form({ client_id: 'id', client_secret: 'key' }))).to.deep.equal({
+      ok: true,
+      credentials: { method: 'post', clientId: 'id', clientSecret: 'key' },
+    });
     expect(readClientCredentials(basic('id', 'key'), form({ client_secret: 'key' }))).to.deep.include({ ok: false, basic: true, malformed: true });
     expect(readClientCredentials(basic('id', 'key'), form({ client_id: 'other' }))).to.deep.include({ ok: false, basic: true });
     expect(readClientCredentials(undefined, form({ client_id: 'id' }))).to.deep.include({ ok: false, basic: false });
@@ -44,7 +53,10 @@ describe('token exchange: reading the request', () => {
 
   it('reads the RFC 8693 parameters, access_token by default, and says which one is wrong', () => {
     const good = { subject_token: 'a.b.c', subject_token_type: AT, audience: 'entra' };
-    expect(readExchangeParams(form(good))).to.deep.equal({ ok: true, request: { subjectToken: 'a.b.c', subjectTokenType: 'access_token', audience: 'entra', requestedTokenType: 'access_token' } });
+    expect(readExchangeParams(form(good))).to.deep.equal({
+      ok: true,
+      request: { subjectToken: 'a.b.c', subjectTokenType: 'access_token', audience: 'entra', requestedTokenType: 'access_token' },
+    });
     expect(readExchangeParams(form({ ...good, subject_token_type: ID, requested_token_type: ID }))).to.deep.include({ ok: true });
     const problems: Array<[Record<string, string | undefined>, string, RegExp]> = [
       [{ subject_token: undefined }, 'invalid_request', /subject_token is missing/],
@@ -80,11 +92,20 @@ describe('token exchange: client authentication', () => {
 
   it('refuses a client_id that is no key id, a key of another id, and what the Authenticator refuses, without asking it twice', async () => {
     let asked = 0;
-    const refusing = { authenticateKey: async () => (asked += 1, Promise.reject(new AccessDenied('no', 'unauthenticated', 'wrong secret for this API key id', id))) };
+    const refusing = {
+      authenticateKey: async () => ((asked += 1), Promise.reject(new AccessDenied('no', 'unauthenticated', 'wrong secret for this API key id', id))),
+    };
     expect(await authenticateClient(refusing, { method: 'post', clientId: 'svc', clientSecret: token })).to.deep.include({ ok: false });
-    expect(await authenticateClient(refusing, { method: 'post', clientId: 'fedcba9876543210', clientSecret: token })).to.deep.include({ ok: false, apiKeyId: 'fedcba9876543210' });
+    expect(await authenticateClient(refusing, { method: 'post', clientId: 'fedcba9876543210', clientSecret: token })).to.deep.include({
+      ok: false,
+      apiKeyId: 'fedcba9876543210',
+    });
     expect(asked).to.equal(0);
-    expect(await authenticateClient(refusing, { method: 'basic', clientId: id, clientSecret: token })).to.deep.equal({ ok: false, reason: 'wrong secret for this API key id', apiKeyId: id });
+    expect(await authenticateClient(refusing, { method: 'basic', clientId: id, clientSecret: token })).to.deep.equal({
+      ok: false,
+      reason: 'wrong secret for this API key id',
+      apiKeyId: id,
+    });
   });
 
   it('lets a Postgres failure through (answered 503, not 401)', async () => {
@@ -97,7 +118,16 @@ describe('token exchange: client authentication', () => {
 
 describe('token exchange: error answers (RFC 6749 §5.2)', () => {
   it('gives each error its status, JSON, no-store, and WWW-Authenticate only on a 401 to Basic', () => {
-    const cases: Array<[Parameters<typeof errorAnswer>[0], number]> = [['invalid_request', 400], ['invalid_grant', 400], ['invalid_target', 400], ['unauthorized_client', 400], ['unsupported_grant_type', 400], ['temporarily_unavailable', 503], ['server_error', 500], ['invalid_client', 401]];
+    const cases: Array<[Parameters<typeof errorAnswer>[0], number]> = [
+      ['invalid_request', 400],
+      ['invalid_grant', 400],
+      ['invalid_target', 400],
+      ['unauthorized_client', 400],
+      ['unsupported_grant_type', 400],
+      ['temporarily_unavailable', 503],
+      ['server_error', 500],
+      ['invalid_client', 401],
+    ];
     for (const [error, status] of cases) {
       const answer = errorAnswer(error, 'why');
       expect(answer.status, error).to.equal(status);
@@ -113,16 +143,33 @@ describe('token exchange: error answers (RFC 6749 §5.2)', () => {
 describe('token exchange: the exchange file and its settings', () => {
   const valid = {
     subject_issuers: [{ issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], client_ids: ['0oa1webappEXAMPLE'] }],
-    providers: [{ idp: 'entra', okta_idp_id: '0oaENTRA1', match: 'email' }, { idp: 'google', okta_idp_id: '0oaGOOGLE1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true }],
+    providers: [
+      { idp: 'entra', okta_idp_id: '0oaENTRA1', match: 'email' },
+      { idp: 'google', okta_idp_id: '0oaGOOGLE1', idp_claim: 'upstream_idp', match: 'claim:upstream_sub', allow_unverified: true },
+    ],
   };
 
   it('reads issuers and providers', () => {
     const problems: string[] = [];
     const config = readExchangeConfig(valid, 'x.yaml', problems)!;
     expect(problems).to.deep.equal([]);
-    expect(config.subjectIssuers).to.deep.equal([{ issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], clientIds: ['0oa1webappEXAMPLE'], jwksUri: undefined }]);
-    expect(config.providers.get('entra')).to.deep.equal({ idp: 'entra', oktaIdpId: '0oaENTRA1', idpClaim: 'idp', match: { kind: 'email' }, allowUnverified: false });
-    expect(config.providers.get('google')).to.deep.equal({ idp: 'google', oktaIdpId: '0oaGOOGLE1', idpClaim: 'upstream_idp', match: { kind: 'claim', claim: 'upstream_sub' }, allowUnverified: true });
+    expect(config.subjectIssuers).to.deep.equal([
+      { issuer: 'https://example.okta.com/oauth2/default', audiences: ['api://default'], clientIds: ['0oa1webappEXAMPLE'], jwksUri: undefined },
+    ]);
+    expect(config.providers.get('entra')).to.deep.equal({
+      idp: 'entra',
+      oktaIdpId: '0oaENTRA1',
+      idpClaim: 'idp',
+      match: { kind: 'email' },
+      allowUnverified: false,
+    });
+    expect(config.providers.get('google')).to.deep.equal({
+      idp: 'google',
+      oktaIdpId: '0oaGOOGLE1',
+      idpClaim: 'upstream_idp',
+      match: { kind: 'claim', claim: 'upstream_sub' },
+      allowUnverified: true,
+    });
   });
 
   it('reports every problem at once, naming where and what is expected, never the value; no idp, issuer or match claim twice', () => {
@@ -130,8 +177,16 @@ describe('token exchange: the exchange file and its settings', () => {
     const problems: string[] = [];
     const config = readExchangeConfig(
       {
-        subject_issuers: [{ issuer: `http://${secretish}.example/`, audiences: [], token: secretish }, { issuer: 'https://a.example', audiences: ['x'] }, { issuer: 'https://a.example', audiences: ['x'] }],
-        providers: [{ idp: secretish, match: `claim:${secretish} x`, okta_idp_id: `${secretish}!` }, { idp: 'ok', allow_unverified: 'yes', okta_idp_id: '0oa1', idp_claim: `${secretish} x` }, { idp: 'other', match: 'email' }],
+        subject_issuers: [
+          { issuer: `http://${secretish}.example/`, audiences: [], token: secretish },
+          { issuer: 'https://a.example', audiences: ['x'] },
+          { issuer: 'https://a.example', audiences: ['x'] },
+        ],
+        providers: [
+          { idp: secretish, match: `claim:${secretish} x`, okta_idp_id: `${secretish}!` },
+          { idp: 'ok', allow_unverified: 'yes', okta_idp_id: '0oa1', idp_claim: `${secretish} x` },
+          { idp: 'other', match: 'email' },
+        ],
         extra: 1,
       },
       'x.yaml',
@@ -151,17 +206,45 @@ describe('token exchange: the exchange file and its settings', () => {
       /^x\.yaml: providers\[2\]\.okta_idp_id: expected the Okta IdP id/,
       /^x\.yaml: unknown field "extra" \(known: subject_issuers, providers\)/,
     ];
-    for (const pattern of expected) expect(problems.some((problem) => pattern.test(problem)), String(pattern)).to.equal(true);
+    for (const pattern of expected)
+      expect(
+        problems.some((problem) => pattern.test(problem)),
+        String(pattern),
+      ).to.equal(true);
     const duplicate: string[] = [];
-    readExchangeConfig({ ...valid, subject_issuers: [valid.subject_issuers[0], valid.subject_issuers[0]], providers: [valid.providers[0], valid.providers[0]] }, 'x.yaml', duplicate);
-    expect(duplicate).to.deep.equal(['x.yaml: subject_issuers[1]: the same issuer as entry 0 (each is given once)', 'x.yaml: providers[1]: the same idp as entry 0 (each is given once)']);
+    readExchangeConfig(
+      { ...valid, subject_issuers: [valid.subject_issuers[0], valid.subject_issuers[0]], providers: [valid.providers[0], valid.providers[0]] },
+      'x.yaml',
+      duplicate,
+    );
+    expect(duplicate).to.deep.equal([
+      'x.yaml: subject_issuers[1]: the same issuer as entry 0 (each is given once)',
+      'x.yaml: providers[1]: the same idp as entry 0 (each is given once)',
+    ]);
     const empty: string[] = [];
     readExchangeConfig({}, 'x.yaml', empty);
-    expect(empty).to.deep.equal(['x.yaml: subject_issuers is missing: list the Okta authorization servers whose tokens are accepted', 'x.yaml: providers is missing: list the IdPs the exchange answers for']);
+    expect(empty).to.deep.equal([
+      'x.yaml: subject_issuers is missing: list the Okta authorization servers whose tokens are accepted',
+      'x.yaml: providers is missing: list the IdPs the exchange answers for',
+    ]);
     const sharedClaim: string[] = [];
     const claimProvider = (idp: string, match: string) => ({ idp, okta_idp_id: `0oa${idp}`, match });
-    readExchangeConfig({ ...valid, providers: [claimProvider('entra', 'claim:upstream_sub'), claimProvider('okta', 'email'), claimProvider('google', 'claim:upstream_sub'), claimProvider('slack', 'claim:slack_sub')] }, 'x.yaml', sharedClaim);
-    expect(sharedClaim).to.deep.equal(['x.yaml: providers[2].match: the same claim as entry 0: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)']);
+    readExchangeConfig(
+      {
+        ...valid,
+        providers: [
+          claimProvider('entra', 'claim:upstream_sub'),
+          claimProvider('okta', 'email'),
+          claimProvider('google', 'claim:upstream_sub'),
+          claimProvider('slack', 'claim:slack_sub'),
+        ],
+      },
+      'x.yaml',
+      sharedClaim,
+    );
+    expect(sharedClaim).to.deep.equal([
+      'x.yaml: providers[2].match: the same claim as entry 0: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)',
+    ]);
   });
 
   const base = { DATABASE_URL: 'postgres://u:p@localhost:5432/db', TOKEN_TAP_KEYS: `k1:${Buffer.alloc(32, 7).toString('base64')}` };
@@ -185,7 +268,9 @@ describe('token exchange: the exchange file and its settings', () => {
         return (error as ConfigError).problems;
       }
     };
-    expect(problemsOf({ TOKEN_TAP_EXCHANGE_LISTEN: '0.0.0.0:8443', TOKEN_TAP_EXCHANGE_CONFIG: file }).join('\n')).to.match(/reachable from other machines.*TOKEN_TAP_EXCHANGE_TLS_CERT/);
+    expect(problemsOf({ TOKEN_TAP_EXCHANGE_LISTEN: '0.0.0.0:8443', TOKEN_TAP_EXCHANGE_CONFIG: file }).join('\n')).to.match(
+      /reachable from other machines.*TOKEN_TAP_EXCHANGE_TLS_CERT/,
+    );
     expect(problemsOf({ TOKEN_TAP_EXCHANGE_LISTEN: '127.0.0.1:8443', TOKEN_TAP_EXCHANGE_MIN_TTL_SECONDS: '-1' })).to.have.length(2);
     expect(problemsOf({ TOKEN_TAP_EXCHANGE_CONFIG: file }).join('\n')).to.match(/listener is off/);
   });
@@ -195,16 +280,45 @@ describe('token exchange: the operation', () => {
   let now = Date.now();
   beforeEach(() => (now = Date.now()));
   const grant = (overrides: Partial<GrantRecord> = {}): GrantRecord => ({
-    idp: 'entra', subject: 'up-1', issuer: null, clientId: null, email: null, scope: ['openid'], tokenType: 'Bearer', keyId: 'k1',
-    accessToken: 'AT-old', refreshToken: 'RT', idToken: 'IDT', extras: {}, claims: { email: 'a@x.test', email_verified: true },
-    accessTokenExpiresAt: new Date(now + 3_600_500), refreshTokenExpiresAt: null, idTokenExpiresAt: new Date(now + 600_000),
-    status: 'active', verified: true, capturedAt: new Date(now), updatedAt: new Date(now), lastRefreshedAt: null, version: 1, ...overrides,
+    idp: 'entra',
+    subject: 'up-1',
+    issuer: null,
+    clientId: null,
+    email: null,
+    scope: ['openid'],
+    tokenType: 'Bearer',
+    keyId: 'k1',
+    accessToken: 'AT-old',
+    refreshToken: 'RT',
+    idToken: 'IDT',
+    extras: {},
+    claims: { email: 'a@x.test', email_verified: true },
+    accessTokenExpiresAt: new Date(now + 3_600_500),
+    refreshTokenExpiresAt: null,
+    idTokenExpiresAt: new Date(now + 600_000),
+    status: 'active',
+    verified: true,
+    capturedAt: new Date(now),
+    updatedAt: new Date(now),
+    lastRefreshedAt: null,
+    version: 1,
+    ...overrides,
   });
-  const request = (more: Partial<ExchangeRequest> = {}): ExchangeRequest => ({ subjectToken: 't', subjectTokenType: 'access_token', audience: 'entra', requestedTokenType: 'access_token', mayUseIdp: () => true, ...more });
+  const request = (more: Partial<ExchangeRequest> = {}): ExchangeRequest => ({
+    subjectToken: 't',
+    subjectTokenType: 'access_token',
+    audience: 'entra',
+    requestedTokenType: 'access_token',
+    mayUseIdp: () => true,
+    ...more,
+  });
 
   function exchangeWith(stored: GrantRecord, refresh: TokenExchangeDependencies['refresher']['refresh'], more: Partial<TokenExchangeDependencies> = {}) {
     return new TokenExchange({
-      config: { subjectIssuers: [], providers: new Map([['entra', { idp: 'entra', oktaIdpId: '0oaENTRA1', idpClaim: 'upstream_idp', match: { kind: 'email' }, allowUnverified: false }]]) },
+      config: {
+        subjectIssuers: [],
+        providers: new Map([['entra', { idp: 'entra', oktaIdpId: '0oaENTRA1', idpClaim: 'upstream_idp', match: { kind: 'email' }, allowUnverified: false }]]),
+      },
       store: { findGrant: async () => stored, findEmailCandidates: async () => ({ vouched: [stored], unchecked: [], newest: stored }) },
       refresher: { refresh },
       verifier: { verify: async () => ({ ok: true, claims: { sub: 'a@x.test', uid: '00u1', upstream_idp: '0oaENTRA1' } }) },
@@ -217,7 +331,12 @@ describe('token exchange: the operation', () => {
   it('answers a token good for the minimum TTL as stored, the id_token when asked, and refuses targets without telling which', async () => {
     const exchange = exchangeWith(grant(), noRefresh);
     const answered = await exchange.exchange(request());
-    expect(answered.outcome === 'ok' && answered.token).to.deep.include({ access_token: 'AT-old', issued_token_type: AT, token_type: 'Bearer', scope: 'openid' });
+    expect(answered.outcome === 'ok' && answered.token).to.deep.include({
+      access_token: 'AT-old',
+      issued_token_type: AT,
+      token_type: 'Bearer',
+      scope: 'openid',
+    });
     expect(answered.outcome === 'ok' && answered.token.expires_in).to.be.within(3500, 3600);
     expect((await exchange.exchange(request({ requestedTokenType: 'id_token' }))).outcome).to.equal('ok');
     const notAllowed = await exchange.exchange(request({ mayUseIdp: () => false }));
@@ -237,10 +356,12 @@ describe('token exchange: the operation', () => {
     expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000) }), down).exchange(request())).outcome).to.equal('unavailable');
     const refused = async () => Promise.reject(new VaultError('grant is revoked', 'failed_precondition'));
     expect((await exchangeWith(expiring, refused).exchange(request())).outcome).to.equal('refresh_refused');
-    expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000), refreshToken: null }), noRefresh).exchange(request())).outcome).to.equal('refresh_refused');
+    expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000), refreshToken: null }), noRefresh).exchange(request())).outcome).to.equal(
+      'refresh_refused',
+    );
   });
 
-  it("refuses (wrong_idp) a subject token whose IdP claim is absent or names another Okta IdP, before any grant is read", async () => {
+  it('refuses (wrong_idp) a subject token whose IdP claim is absent or names another Okta IdP, before any grant is read', async () => {
     const unread = { findGrant: async () => expect.fail('no grant read'), findEmailCandidates: async () => expect.fail('no grant read') };
     const claimsCases: Array<[Record<string, unknown>, RegExp]> = [
       [{ sub: 'a@x.test', uid: '00u1' }, /carries no upstream_idp claim/],
@@ -260,8 +381,15 @@ describe('token exchange: the operation', () => {
   it('matches by the email claim only when the token says email_verified: true; an address as sub still counts', async () => {
     const asked: string[][] = [];
     const stored = grant();
-    const store = { findGrant: async () => stored, findEmailCandidates: async (_idp: string, emails: readonly string[]) => (asked.push([...emails]), { vouched: [stored], unchecked: [], newest: stored }) };
-    const withClaims = (claims: Record<string, unknown>) => exchangeWith(stored, noRefresh, { store, verifier: { verify: async () => ({ ok: true, claims: { uid: '00u1', upstream_idp: '0oaENTRA1', ...claims } }) } });
+    const store = {
+      findGrant: async () => stored,
+      findEmailCandidates: async (_idp: string, emails: readonly string[]) => (asked.push([...emails]), { vouched: [stored], unchecked: [], newest: stored }),
+    };
+    const withClaims = (claims: Record<string, unknown>) =>
+      exchangeWith(stored, noRefresh, {
+        store,
+        verifier: { verify: async () => ({ ok: true, claims: { uid: '00u1', upstream_idp: '0oaENTRA1', ...claims } }) },
+      });
     for (const verified of [undefined, false, 'true']) {
       const result = await withClaims({ sub: '00u1', email: 'a@x.test', ...(verified === undefined ? {} : { email_verified: verified }) }).exchange(request());
       expect(result.outcome, String(verified)).to.equal('no_user');
@@ -275,7 +403,13 @@ describe('token exchange: the operation', () => {
   it('compares addresses as ASCII only, lower-cased without a locale: the Kelvin sign and other look-alikes match nobody', () => {
     const kelvin = '\u212Aate@x.test';
     expect(kelvin.toLowerCase()).to.equal('kate@x.test');
-    expect([comparableEmail('Kate@X.Test'), comparableEmail(kelvin), comparableEmail('kate@x.test\u0130'), comparableEmail(''), comparableEmail('a b@x')]).to.deep.equal(['kate@x.test', undefined, undefined, undefined, undefined]);
+    expect([
+      comparableEmail('Kate@X.Test'),
+      comparableEmail(kelvin),
+      comparableEmail('kate@x.test\u0130'),
+      comparableEmail(''),
+      comparableEmail('a b@x'),
+    ]).to.deep.equal(['kate@x.test', undefined, undefined, undefined, undefined]);
     expect(emailKey([kelvin])).to.equal(undefined);
     expect(emailKey([kelvin, 'KATE@x.test', 'kate@x.test'])).to.deep.equal({ email: ['kate@x.test'] });
     expect(vouchedEmail({ email: kelvin, email_verified: true })).to.equal(undefined);
@@ -310,6 +444,9 @@ describe('token exchange: the operation', () => {
     const keysDown = exchangeWith(grant(), noRefresh, { verifier: { verify: async () => ({ ok: false, kind: 'unavailable', reason: 'keys' }) } });
     expect((await keysDown.exchange(request())).outcome).to.equal('unavailable');
     const bad = exchangeWith(grant(), noRefresh, { verifier: { verify: async () => ({ ok: false, kind: 'invalid', reason: 'ERR_JWT_EXPIRED (exp)' }) } });
-    expect(await bad.exchange(request())).to.deep.include({ outcome: 'invalid_subject_token', description: 'the subject_token does not verify: ERR_JWT_EXPIRED (exp)' });
+    expect(await bad.exchange(request())).to.deep.include({
+      outcome: 'invalid_subject_token',
+      description: 'the subject_token does not verify: ERR_JWT_EXPIRED (exp)',
+    });
   });
 });
