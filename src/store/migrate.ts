@@ -105,8 +105,10 @@ export async function migrate(pool: pg.Pool, migrations = loadMigrations(), opti
     for (const migration of migrations) {
       if (applied.has(migration.version)) continue;
       const giveUpAt = Date.now() + retryForMs;
+      // A stop asked for ends only the pause between attempts: each migration is tried at least once,
+      // so a stop that came while the advisory lock was held by another start still lets this start
+      // finish (and the stop then flush the spool to Postgres) when the lock comes free.
       for (let attempt = 1; ; attempt += 1) {
-        if (signal?.aborted) throw aborted(migration);
         await client.query('BEGIN');
         try {
           // A migration may rewrite a big table: the pool's statement and query timeouts (seconds) are

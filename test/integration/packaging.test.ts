@@ -292,11 +292,11 @@ describe('packaging (static checks)', () => {
     };
     expect(scripts.test).to.equal('bash scripts/setup && bash scripts/test');
     expect(read('scripts/test')).to.match(/^node_modules\/\.bin\/c8 .*\bnode --enable-source-maps dist\/test\/run\.js "\$@"/m);
-    // The lint runs first and stops the run (scripts/test exits before c8 on a finding).
-    const lintAt = read('scripts/test').search(/^if ! node_modules\/\.bin\/biome lint --error-on-warnings; then$/m);
+    // The lint and format check runs first and stops the run (scripts/test exits before c8 on a finding).
+    const lintAt = read('scripts/test').search(/^if ! node_modules\/\.bin\/biome check --error-on-warnings; then$/m);
     expect(lintAt).to.be.within(0, read('scripts/test').search(/^node_modules\/\.bin\/c8 /m));
-    expect(scripts.lint).to.equal('biome lint --error-on-warnings');
-    expect(read('README.md')).to.contain('`npm test` first lints');
+    expect(scripts.lint).to.equal('biome check --error-on-warnings');
+    expect(read('README.md')).to.contain('`npm test` first checks');
     expect(c8.include).to.deep.equal(['dist/src/**']);
     for (const figure of [c8.lines, c8.branches, c8.functions]) expect(figure).to.be.within(50, 100);
     expect(read('README.md')).to.contain(`lines ${c8.lines} %, branches ${c8.branches} %, functions ${c8.functions} %`);
