@@ -251,7 +251,17 @@ describe('refresh-token policy: rotate, expire and report, two sidecars on one d
 
     // The same figures as gauges, read from Postgres at the scrape.
     await startSidecars();
-    const metrics = await scrape(sidecars[1]!);
+    // The gauges are read from Postgres at a scrape; one that comes before the sidecar's vault pool
+    // answers has none yet (the next one does): wait, bounded, for a scrape that has them.
+    const metrics = await waitFor(
+      'the report gauges on /metrics',
+      async () => {
+        const text = await scrape(sidecars[1]!);
+        return sample(text, 'token_tap_report_rotates_refresh_tokens', `idp="${ROTATING}"`) === undefined ? undefined : text;
+      },
+      15_000,
+      250,
+    );
     expect(sample(metrics, 'token_tap_report_rotates_refresh_tokens', `idp="${ROTATING}"`)).to.equal(1);
     expect(sample(metrics, 'token_tap_report_rotates_refresh_tokens', `idp="${STILL}"`)).to.equal(0);
     expect(sample(metrics, 'token_tap_report_refresh_tokens', `idp="${STILL}"`)).to.equal(2);
