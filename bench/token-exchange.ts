@@ -8,6 +8,7 @@
 // that but the subject token and the form. Open loop (bench/open-loop.ts, as bench/token-vault.ts).
 //   npm run build && node --enable-source-maps dist/bench/token-exchange.js [--rates 250,500] [--seconds 15]
 //     [--warmup 5] [--grants 1000] [--quick (5 s runs, 2 s warm-up)] [--dry-run (do not rewrite RESULTS.md)]
+//   Node flags for the sidecar (e.g. --cpu-prof --cpu-prof-dir=bench/results): BENCH_SIDECAR_NODE_ARGS.
 // Also the `exchange` phase of `npm run bench` (bench/run.ts). Writes the "Token exchange" section of
 // bench/RESULTS.md (other sections are kept).
 import { randomUUID } from 'node:crypto';
@@ -53,6 +54,9 @@ const rates = flags.rates!.split(',').map(Number);
 const seconds = Number(flags.seconds ?? (flags.quick ? 5 : 15));
 const warmupSeconds = Number(flags.warmup ?? (flags.quick ? 2 : 5));
 const grantCount = Number(flags.grants);
+/** Node flags for the sidecar only (--cpu-prof, say): BENCH_SIDECAR_NODE_ARGS, as the other benches. */
+const sidecarNodeArgs = process.env.BENCH_SIDECAR_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+const shellQuote = (word: string) => `'${word.replaceAll("'", `'\\''`)}'`;
 /** As GetGrant's load in bench/token-vault.ts: two HTTP/2 connections. */
 const GRPC_CHANNELS = 2;
 
@@ -218,6 +222,9 @@ async function main(): Promise<void> {
       port: extprocPort,
       env: { DATABASE_URL: db.url, TOKEN_TAP_KEYS: keys, TOKEN_TAP_EXCHANGE_CONFIG: exchangeFile, LOG_LEVEL: 'info' },
       args: ['--api-listen', `127.0.0.1:${apiPort}`, '--exchange-listen', `127.0.0.1:${exchangePort}`],
+      // For profiling, as bench/token-vault.ts: BENCH_SIDECAR_NODE_ARGS="--cpu-prof --cpu-prof-dir=bench/results".
+      // Node refuses --cpu-prof in NODE_OPTIONS, so the flags go on the command line through a shell that execs node.
+      ...(sidecarNodeArgs.length > 0 ? { wrap: ['sh', '-c', `exec "$0" ${sidecarNodeArgs.map(shellQuote).join(' ')} "$@"`] } : {}),
     });
     const exchange = exchangeLoad(exchangePort, apiKey, bodies);
     closers.push(exchange.close);
