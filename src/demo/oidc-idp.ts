@@ -12,6 +12,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InMemoryAdapter, type StoredEntry } from './oidc-memory-adapter.js';
 import { loadProvider, type OidcGrant, type OidcProvider } from './oidc-provider.js';
+import { listen } from '../lib/listen.js';
 
 export interface DemoIdp {
   /** http://127.0.0.1:<port> */
@@ -206,13 +207,7 @@ export async function startDemoIdp(options: DemoIdpOptions = {}): Promise<DemoId
     providerHandler(req, res);
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.port ?? 0, options.host ?? '127.0.0.1', () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  await listen(server, options.host ?? '127.0.0.1', options.port ?? 0);
   const { port } = server.address() as AddressInfo;
   const issuer = options.issuer?.replace(/\/+$/, '') ?? `http://127.0.0.1:${port}`;
 

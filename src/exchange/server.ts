@@ -26,6 +26,7 @@ import { authenticateClient } from './client-auth.js';
 import { readClientCredentials, readExchangeParams, readForm, TOKEN_EXCHANGE_GRANT } from './form.js';
 import { createExchangeMetrics } from './metrics.js';
 import { ExchangeRefusals } from './refusals.js';
+import { listen } from '../lib/listen.js';
 
 /** A token request is a few KiB (a subject token and five short parameters). */
 export const MAX_EXCHANGE_REQUEST_BYTES = 64 * 1024;
@@ -292,13 +293,7 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
   server.headersTimeout = 10_000;
   server.requestTimeout = 15_000;
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.listen.port, options.listen.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  }).catch((error: unknown) => {
+  await listen(server, options.listen.host, options.listen.port).catch((error: unknown) => {
     throw new Error(`cannot listen for the token exchange on ${formatHostPort(options.listen)}: ${asError(error).message}`, { cause: error });
   });
   refusals.start();

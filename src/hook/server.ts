@@ -22,6 +22,7 @@ import { addedClaimNames, buildCommands, type HookCommand } from './patch.js';
 import { readTokenHookRequest, type TokenHookRequest } from './request.js';
 import { describeError } from '../lib/error-description.js';
 import { asError } from '../lib/errors.js';
+import { listen } from '../lib/listen.js';
 
 /** Okta sends less than 256 KB; Envoy's route limit is the same. */
 export const MAX_HOOK_REQUEST_BYTES = 256 * 1024;
@@ -257,13 +258,7 @@ export async function startHookServer(options: HookServerOptions): Promise<HookS
   server.headersTimeout = 10_000;
   server.requestTimeout = 10_000;
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(options.listen.port, options.listen.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  }).catch((error: unknown) => {
+  await listen(server, options.listen.host, options.listen.port).catch((error: unknown) => {
     throw new Error(`cannot listen for the Okta hook on ${formatHostPort(options.listen)}: ${asError(error).message}`, { cause: error });
   });
   refusals.start();

@@ -7,6 +7,7 @@ import { formatHostPort, type HostPort } from '../config/values.js';
 import type { SidecarHealth } from './health.js';
 import type { Metrics } from './metrics.js';
 import { describeError } from '../lib/error-description.js';
+import { listen } from '../lib/listen.js';
 
 export interface OpsServer {
   address: HostPort;
@@ -69,13 +70,7 @@ export async function startOpsServer(options: OpsServerOptions): Promise<OpsServ
   server.keepAliveTimeout = 5_000;
   const where = formatHostPort(options.listen);
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(options.listen.port, options.listen.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    await listen(server, options.listen.host, options.listen.port);
   } catch (error) {
     options.logger.error(
       { listen: where, err: describeError(error) },
