@@ -94,7 +94,7 @@ export interface Results {
   vault?: { seconds: number; warmupSeconds: number; rows: VaultRow[] };
   /** The `exchange` phase's rows (bench/token-exchange.ts --json). */
   exchange?: { seconds: number; rows: ExchangeRow[] };
-  /** The `instructions` phase: whatever bench/instructions.ts's measureInstructions returned. */
+  /** The `instructions` phase: { rows (flat, one per operation), figures } from bench/instruction-counts.ts, or its raw figures. */
   instructions?: unknown;
 }
 
@@ -390,8 +390,8 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
 }
 
 /**
- * The `instructions` phase's figures as a table: rows of whatever measureInstructions returned
- * (an array of flat objects, or { rows: [...] }), one column per key, in first-seen order.
+ * The `instructions` phase's figures as a table: its rows (an array of flat objects, or { rows: [...] }),
+ * one column per key, in first-seen order.
  */
 export function renderInstructions(figures: unknown): string[] {
   const rows = Array.isArray(figures) ? figures : Array.isArray((figures as { rows?: unknown })?.rows) ? (figures as { rows: unknown[] }).rows : [];
@@ -400,7 +400,7 @@ export function renderInstructions(figures: unknown): string[] {
   const keys = [...new Set(objects.flatMap((row) => Object.keys(row)))];
   const cell = (value: unknown) => (typeof value === 'number' ? value.toLocaleString('en-US', { maximumFractionDigits: 1 }) : String(value ?? '—'));
   return [
-    '#### Instructions per operation (callgrind, bench/instructions.ts)',
+    '#### Instructions per operation (callgrind, bench/instruction-counts.ts)',
     '',
     `| ${keys.join(' | ')} |`,
     `|${keys.map(() => '---').join('|')}|`,

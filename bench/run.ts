@@ -26,7 +26,7 @@
 //   exchange  bench/token-exchange.ts in its own process (with --quick: 5 s runs), the token exchange
 //             at 250 and 500/s against the GetGrant floor: its own section of RESULTS.md; its rows
 //             come back through --json for issue 25's row (against the vault phase's canned floor)
-//   instructions  bench/instructions.ts's measureInstructions, when that module exists (callgrind)
+//   instructions  bench/instruction-counts.ts's measureInstructions (callgrind), when that module exists
 // Flags: --quick  --rates 200,1000,3000  --rounds N  --seconds S  --phases ...  --dry-run (do not
 // rewrite RESULTS.md)  --keep-db  --extproc-thread (the load sidecar with TOKEN_TAP_EXTPROC_THREAD=true).
 // Ends with one log line per target, `target goal | measured | met/missed`: issue 25's (bench/targets.ts),
@@ -677,20 +677,29 @@ async function main(): Promise<void> {
     results.exchange = { seconds: written.seconds, rows: written.rows };
   });
   await timed('instructions', async () => {
-    // HOOK (issue 25): bench/instructions.ts (another branch) is to export
-    //   measureInstructions(options: { quick: boolean; logPrefix: string }): Promise<Array<Record<string, string | number>> | { rows: Array<...> }>
-    // callgrind instructions per capture / GetGrant / exchange and per floor op, one flat row each
-    // (e.g. { operation, instructionsPerOp, floorInstructionsPerOp }); report.ts's renderInstructions
-    // tables whatever rows come back. Imported by a computed path so this builds before that module exists.
-    const specifier = new URL('./instructions.js', import.meta.url).href;
+    // HOOK (issue 25): instructions per GetGrant / exchange / capture and per floor op, counted by
+    // callgrind, from bench/instruction-counts.ts (branch s7-instr, not merged when this was written):
+    //   measureInstructions(overrides?: Partial<InstructionOptions>): Promise<InstructionFigures>
+    //   instructionRows(figures): string[][]  (operation, per op, floor per op, beyond floor, spread)
+    // Imported by a computed path so this builds before that module exists; not bench/instructions.ts,
+    // the script, which measures as soon as it is imported. Without it the phase says so and the
+    // figures are "not measured".
+    const specifier = new URL('./instruction-counts.js', import.meta.url).href;
     const module = (await import(specifier).catch(() => undefined)) as
-      | { measureInstructions?: (options: { quick: boolean; logPrefix: string }) => Promise<unknown> }
+      | { measureInstructions?: (overrides?: Record<string, number>) => Promise<unknown>; instructionRows?: (figures: unknown) => string[][] }
       | undefined;
     if (typeof module?.measureInstructions !== 'function') {
-      log('instructions: bench/instructions.ts (measureInstructions) is not in this build; not measured');
+      log('instructions: bench/instruction-counts.ts (measureInstructions) is not in this build; not measured');
       return;
     }
-    results.instructions = await module.measureInstructions({ quick, logPrefix: path.join(RESULTS_DIR, `${stamp}-instructions`) });
+    // --quick: fewer operations per window and one window, a smoke check of the phase.
+    const figures = await module.measureInstructions(quick ? { reads: 100, captures: 100, runs: 1, warmup: 200 } : {});
+    const columns = ['operation', 'instructions per op', 'floor per op', 'beyond floor', 'runs spread'];
+    results.instructions =
+      typeof module.instructionRows === 'function'
+        ? { rows: module.instructionRows(figures).map((row) => Object.fromEntries(columns.map((column, index) => [column, row[index] ?? '—']))), figures }
+        : figures;
+    for (const row of (results.instructions as { rows?: Array<Record<string, string>> }).rows ?? []) log(`instructions: ${Object.values(row).join(' | ')}`);
   });
   const file = path.join(RESULTS_DIR, `${stamp}.json`);
   const meta = {
