@@ -1,11 +1,11 @@
-// The benchmark: what the sidecar adds to a token call, and how far it scales, against issue 14's
-// targets. Starts a stub IdP, Postgres (the machine's), the sidecar, a do-nothing ext_proc floor
+// The benchmark: what the sidecar adds to a token call, and how far it scales, against issue 25's
+// and 14's targets. Starts a stub IdP, Postgres (the machine's), the sidecar, a do-nothing ext_proc floor
 // server and five Envoys (A: no ext_proc, B: observability, C: buffered; B0 and C0: B and C with
 // the floor server in place of the sidecar), all on loopback, and writes the "Envoy + sidecar"
 // section of bench/RESULTS.md (the other sections are kept).
-//   npm run bench              (about 17 minutes on the 2-core bench machine, latency 8 of them; each
+//   npm run bench              (about 18 minutes on the 2-core bench machine, latency 8 of them; each
 //                               phase's time is logged and written to RESULTS.md)
-//   npm run bench -- --quick   (about 4 minutes: 1 round, 4 s runs, fewer ceiling steps; a smoke check)
+//   npm run bench -- --quick   (about 6 minutes: 1 round, 4 s runs, fewer ceiling steps; a smoke check)
 // Phases (--phases, comma-separated, in this order whatever the order given):
 //   memory    3 fresh sidecars in the default config (TokenVault API on; only DATABASE_URL, keys,
 //             ports and spool dir set, no TOKEN_TAP_*, LOG_LEVEL or NODE_OPTIONS inherited), each
@@ -28,7 +28,7 @@
 //             come back through --json for issue 25's row (against the vault phase's canned floor)
 //   instructions  bench/instruction-counts.ts's measureInstructions (callgrind), when that module exists
 // Flags: --quick  --rates 200,1000,3000  --rounds N  --seconds S  --phases ...  --dry-run (do not
-// rewrite RESULTS.md)  --keep-db  --extproc-thread (the load sidecar with TOKEN_TAP_EXTPROC_THREAD=true).
+// rewrite RESULTS.md; still measures every phase)  --keep-db  --extproc-thread (the load sidecar with TOKEN_TAP_EXTPROC_THREAD=true).
 // Ends with one log line per target, `target goal | measured | met/missed`: issue 25's (bench/targets.ts),
 // then issue 14's (bench/report.ts), e.g. after
 //   node dist/bench/run.js --quick --rates 200,1000 --rounds 1 --phases memory,latency,ceiling --dry-run
