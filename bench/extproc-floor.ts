@@ -8,7 +8,7 @@ import { createExtProcServer, extProcCredentials } from '../src/extproc/server.j
 import { createMetrics } from '../src/ops/metrics.js';
 
 const port = Number(process.argv[2]);
-const { server } = createExtProcServer({
+const { server, setServing } = createExtProcServer({
   limits: { maxBodyBytes: 1024 * 1024 },
   onResponse: () => undefined,
   logger: pino({ level: 'silent' }),
@@ -16,6 +16,9 @@ const { server } = createExtProcServer({
 });
 server.bindAsync(`127.0.0.1:${port}`, extProcCredentials(undefined), (error) => {
   if (error) throw error;
+  // Envoy health-checks its ext_proc cluster (gRPC health, panic threshold 0): a server that does not
+  // say SERVING is never sent a stream, and B0/C0 would be Envoy failing open, not this floor.
+  setServing(true);
   process.stdout.write(`"listen":"127.0.0.1:${port}"\n`);
 });
 process.on('SIGTERM', () => server.forceShutdown());

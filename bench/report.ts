@@ -5,6 +5,9 @@ import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { ENVOY_BIN } from '../src/ops/envoy-process.js';
 import type { LoadResult } from './load.js';
+import type { ExchangeRow } from './token-exchange.js';
+import type { VaultRow } from './token-vault.js';
+import { computeIssue25Targets } from './targets.js';
 
 export type Scenario = 'A' | 'B' | 'C' | 'B0' | 'C0';
 export type SlowScenario = 'A80' | 'B80' | 'C80';
@@ -31,6 +34,8 @@ export interface CeilingStep {
   sidecarIncomplete: number;
   sidecarSpooled: number;
   sidecarStreams: number;
+  /** Sidecar CPU (user + system) over the step, until every capture was in Postgres, per stored capture. */
+  sidecarCpuMsPerCapture?: number;
 }
 
 export interface GrowthStep {
@@ -42,8 +47,32 @@ export interface GrowthStep {
   sidecarCpuMsPerCapture: number;
 }
 
+export interface RestingMemory {
+  nodeArgs: string[];
+  starts: Array<ProcessMemory & { readyMs: number }>;
+  median: ProcessMemory;
+}
+
+/** The sidecar's RSS after a mode's 1,000/s ceiling step: sampled each second from the end of the load. */
+export interface SettledAfterLoad {
+  /** Seconds from the end of the load to the last sample (30, give or take a sample). */
+  afterSeconds: number;
+  /** VmRSS at the last sample. */
+  vmRssMb: number;
+  /** The first sample at or under the settled goal (90 MB), in seconds after the load; undefined: none was. */
+  firstWithinGoalSeconds: number | undefined;
+}
+
 export interface Results {
-  memory?: { idleMs: number; nodeArgs: string[]; starts: Array<ProcessMemory & { readyMs: number }>; median: ProcessMemory; bareNode: ProcessMemory };
+  memory?: {
+    idleMs: number;
+    nodeArgs: string[];
+    starts: Array<ProcessMemory & { readyMs: number }>;
+    median: ProcessMemory;
+    bareNode: ProcessMemory;
+    /** As `npx token-tap serve` runs it: `node bin/token-tap.js serve`, no node flags, no NODE_OPTIONS. */
+    flagless?: RestingMemory;
+  };
   startup?: { readyMs: number[]; medianMs: number };
   latency?: Record<string, Record<Scenario, LoadResult[]>>;
   idp80?: { delayMs: number; rate: number; connections: number; runs: Record<SlowScenario, LoadResult[]> };
@@ -52,6 +81,21 @@ export interface Results {
   settledRss?: Record<string, ProcessMemory>;
   storage?: { bytesPerGrant: number; bytesPerEvent: number; grants: number; events: number };
   growth?: GrowthStep[];
+  /** Envoy alone (A, no ext_proc) at 4 workers, the same closed loop: what the machine offers without the sidecar. */
+  growthEnvoyAlone?: { envoyWorkers: number; requestsPerSecond: number };
+  /**
+   * CPU (user + system) of the process behind each latency run's Envoy, ms per answered request, one
+   * per round: the sidecar for B and C, the floor server (bench/extproc-floor.ts) for B0 and C0.
+   */
+  latencyCpu?: Record<string, Partial<Record<Scenario, number[]>>>;
+  /** Per mode (B, C): RSS from the end of its 1,000/s ceiling step to 30 s after. */
+  settledAfter1000?: Record<string, SettledAfterLoad>;
+  /** The `vault` phase: GetGrant on the sidecar and on the canned-answer floor (bench/token-vault.ts). */
+  vault?: { seconds: number; warmupSeconds: number; rows: VaultRow[] };
+  /** The `exchange` phase's rows (bench/token-exchange.ts --json). */
+  exchange?: { seconds: number; rows: ExchangeRow[] };
+  /** The `instructions` phase: { rows (flat, one per operation), figures } from bench/instruction-counts.ts, or its raw figures. */
+  instructions?: unknown;
 }
 
 export interface Target {
@@ -71,12 +115,12 @@ const ms = (us: number) => (us / 1000).toFixed(3);
 const mb = (value: number) => value.toFixed(1);
 const MODE: Record<string, string> = { B: 'observability', C: 'buffered' };
 
-function mark(ok: boolean | undefined): string {
+export function mark(ok: boolean | undefined): string {
   return ok === undefined ? 'not measured' : ok ? 'met' : '**missed**';
 }
 
 /** Median of the runs' percentiles, and the errors of all runs. */
-function summarize(runs: LoadResult[] | undefined) {
+export function summarize(runs: LoadResult[] | undefined) {
   if (!runs?.length) return undefined;
   return {
     p50: median(runs.map((run) => run.latencyUs.p50)),
@@ -191,6 +235,18 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
   );
   lines.push('');
 
+  lines.push('### Targets (issue 25)', '', '| target | goal | measured | |', '|---|---|---|---|');
+  for (const target of computeIssue25Targets(results)) lines.push(`| ${target.target} | ${target.goal} | ${target.measured} | ${mark(target.met)} |`);
+  lines.push(
+    '',
+    'GetGrant: the `vault` phase (bench/token-vault.ts, a fresh sidecar with durable audit, and the canned-answer floor bench/token-vault-echo.ts at the same rates). Token exchange: the `exchange` phase (bench/token-exchange.ts) against that canned floor at 500/s.',
+    "CPU: the sidecar's CPU over the observability ceiling step at 1,000/s (until every capture is in Postgres) per stored capture, minus the floor server's CPU per ext_proc stream over B0's latency runs at 1,000/s (median of the rounds).",
+    "Peak RSS: the ceiling steps at 1,000/s (sampled every 250 ms); settled: sampled every second for 30 s after that step's load ends. At rest: `node bin/token-tap.js serve` with no node flags and no NODE_OPTIONS (median of 3 fresh starts, 5 s idle after ready). The sidecar under load runs with the Dockerfile's flags (below).",
+    '',
+  );
+  const instructions = renderInstructions(results.instructions);
+  if (instructions.length) lines.push(...instructions, '');
+
   lines.push('### Targets (issue 14)', '', '| target | goal | measured | |', '|---|---|---|---|');
   for (const target of computeTargets(results)) lines.push(`| ${target.target} | ${target.goal} | ${target.measured} | ${mark(target.met)} |`);
   lines.push('');
@@ -214,6 +270,12 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
     lines.push(
       `| **at rest, median** | **${mb(memory.median.vmRssMb)}** | ${mb(memory.median.rssAnonMb)} | ${mb(memory.median.rssFileMb)} | ${mb(memory.median.rssShmemMb)} |`,
     );
+    if (memory.flagless) {
+      const flagless = memory.flagless.median;
+      lines.push(
+        `| at rest, no node flags (\`node bin/token-tap.js serve\`, as \`npx token-tap serve\`), median of 3 | ${mb(flagless.vmRssMb)} | ${mb(flagless.rssAnonMb)} | ${mb(flagless.rssFileMb)} | ${mb(flagless.rssShmemMb)} |`,
+      );
+    }
     lines.push(
       `| bare \`node -e\` idle, for scale | ${mb(memory.bareNode.vmRssMb)} | ${mb(memory.bareNode.rssAnonMb)} | ${mb(memory.bareNode.rssFileMb)} | ${mb(memory.bareNode.rssShmemMb)} |`,
     );
@@ -277,13 +339,21 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
 
   if (results.ceiling) {
     lines.push('### Ceiling: every capture in Postgres (rows counted), no failed request', '');
-    lines.push('| mode | offered/s | achieved/s | errors | stored / ok | sidecar CPU | sidecar peak RSS | p99 ms |', '|---|---|---|---|---|---|---|---|');
+    lines.push(
+      '| mode | offered/s | achieved/s | errors | stored / ok | sidecar CPU | CPU per capture | sidecar peak RSS | p99 ms |',
+      '|---|---|---|---|---|---|---|---|---|',
+    );
     for (const [scenario, steps] of Object.entries(results.ceiling)) {
       for (const step of steps)
         lines.push(
-          `| ${MODE[scenario] ?? scenario} | ${step.rate} | ${step.achievedPerSecond} | ${step.errors} | ${step.stored} / ${step.ok} | ${step.sidecarCpuPercent}% | ${step.sidecarPeakRssMb} MB | ${step.p99Ms} |`,
+          `| ${MODE[scenario] ?? scenario} | ${step.rate} | ${step.achievedPerSecond} | ${step.errors} | ${step.stored} / ${step.ok} | ${step.sidecarCpuPercent}% | ${step.sidecarCpuMsPerCapture === undefined ? '—' : `${step.sidecarCpuMsPerCapture} ms`} | ${step.sidecarPeakRssMb} MB | ${step.p99Ms} |`,
         );
     }
+    for (const [scenario, after] of Object.entries(results.settledAfter1000 ?? {}))
+      lines.push(
+        '',
+        `${MODE[scenario] ?? scenario}: sidecar RSS ${after.afterSeconds} s after the 1,000/s step's load ended: ${mb(after.vmRssMb)} MB (sampled each second; first at or under 90 MB ${after.firstWithinGoalSeconds === undefined ? 'never' : `${after.firstWithinGoalSeconds} s after`}).`,
+      );
     const settled = Object.entries(results.settledRss ?? {});
     if (settled.length)
       lines.push(
@@ -317,6 +387,25 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
     );
   lines.push(END);
   return lines.join('\n');
+}
+
+/**
+ * The `instructions` phase's figures as a table: its rows (an array of flat objects, or { rows: [...] }),
+ * one column per key, in first-seen order.
+ */
+export function renderInstructions(figures: unknown): string[] {
+  const rows = Array.isArray(figures) ? figures : Array.isArray((figures as { rows?: unknown })?.rows) ? (figures as { rows: unknown[] }).rows : [];
+  const objects = rows.filter((row): row is Record<string, unknown> => typeof row === 'object' && row !== null);
+  if (!objects.length) return [];
+  const keys = [...new Set(objects.flatMap((row) => Object.keys(row)))];
+  const cell = (value: unknown) => (typeof value === 'number' ? value.toLocaleString('en-US', { maximumFractionDigits: 1 }) : String(value ?? '—'));
+  return [
+    '#### Instructions per operation (callgrind, bench/instruction-counts.ts)',
+    '',
+    `| ${keys.join(' | ')} |`,
+    `|${keys.map(() => '---').join('|')}|`,
+    ...objects.map((row) => `| ${keys.map((key) => cell(row[key])).join(' | ')} |`),
+  ];
 }
 
 export function renderResults(meta: Record<string, unknown>, results: Results): string {

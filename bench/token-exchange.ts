@@ -8,6 +8,7 @@
 // that but the subject token and the form. Open loop (bench/open-loop.ts, as bench/token-vault.ts).
 //   npm run build && node --enable-source-maps dist/bench/token-exchange.js [--rates 250,500] [--seconds 15]
 //     [--warmup 5] [--grants 1000] [--quick (5 s runs, 2 s warm-up)] [--dry-run (do not rewrite RESULTS.md)]
+//     [--json FILE (the rows, for bench/run.ts: its issue 25 target judges the exchange at 500/s)]
 //   Node flags for the sidecar (e.g. --cpu-prof --cpu-prof-dir=bench/results): BENCH_SIDECAR_NODE_ARGS.
 // Also the `exchange` phase of `npm run bench` (bench/run.ts). Writes the "Token exchange" section of
 // bench/RESULTS.md (other sections are kept).
@@ -48,6 +49,8 @@ const { values: flags } = parseArgs({
     grants: { type: 'string', default: '1000' },
     quick: { type: 'boolean', default: false },
     'dry-run': { type: 'boolean', default: false },
+    /** Also write the rows (endpoint, rate, measured, cpuPercent) to this JSON file: how bench/run.ts reads them back. */
+    json: { type: 'string' },
   },
 });
 const rates = flags.rates!.split(',').map(Number);
@@ -124,7 +127,7 @@ function exchangeLoad(port: number, apiKey: { id: string; token: string }, bodie
   return { call, close: () => agent.destroy() };
 }
 
-interface Row {
+export interface ExchangeRow {
   endpoint: 'exchange' | 'getgrant';
   rate: number;
   measured: RunResult;
@@ -144,7 +147,7 @@ async function measure(call: () => Promise<Outcome>, pid: number, rate: number, 
   return { measured, cpuPercent };
 }
 
-function renderSection(meta: Record<string, string>, rows: Row[], audited: { rows: number; calls: number }): string {
+function renderSection(meta: Record<string, string>, rows: ExchangeRow[], audited: { rows: number; calls: number }): string {
   const f = (value: number) => value.toFixed(2);
   const names = { exchange: 'token exchange (POST /oauth2/token)', getgrant: 'floor: TokenVault GetGrant' };
   return [
@@ -240,7 +243,7 @@ async function main(): Promise<void> {
       (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM access_events WHERE operation = 'exchange'")).rows[0]!.n;
     const exchangesBefore = await countExchanges();
     const loadBefore = os.loadavg()[0]!;
-    const rows: Row[] = [];
+    const rows: ExchangeRow[] = [];
     for (const rate of rates) {
       rows.push({ endpoint: 'exchange', rate, ...(await measure(exchange.call, sidecar.pid, rate, 'exchange')) });
       rows.push({ endpoint: 'getgrant', rate, ...(await measure(getGrantCall, sidecar.pid, rate, 'GetGrant')) });
@@ -258,6 +261,7 @@ async function main(): Promise<void> {
       node: process.version,
       load: `${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after`,
     };
+    if (flags.json) writeFileSync(flags.json, JSON.stringify({ meta, seconds, warmupSeconds, rows, audited }, null, 2));
     const section = renderSection(meta, rows, audited);
     if (flags['dry-run']) process.stdout.write(`${section}\n`);
     else {

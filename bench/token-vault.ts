@@ -5,7 +5,8 @@
 //   npm run build && node --enable-source-maps dist/bench/token-vault.js [--rates 250,500,1000] [--seconds 30]
 //     [--warmup 5] [--grants 1000] [--channels 2 (HTTP/2 connections)] [--skip-floor] [--dry-run]
 // Writes the "TokenVault GetGrant" section of bench/RESULTS.md (other sections are kept) and the
-// raw figures to bench/results/<time>-token-vault.json.
+// raw figures to bench/results/<time>-token-vault.json. Also the `vault` phase of `npm run bench`
+// (bench/run.ts imports measureGetGrant).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
@@ -33,24 +34,27 @@ const START = '<!-- bench:token-vault:start -->';
 const END = '<!-- bench:token-vault:end -->';
 const TARGET_P99_MS = 5;
 
-const { values: flags } = parseArgs({
-  options: {
-    rates: { type: 'string', default: '1000' },
-    seconds: { type: 'string', default: '30' },
-    warmup: { type: 'string', default: '5' },
-    grants: { type: 'string', default: '1000' },
-    channels: { type: 'string', default: '2' },
-    'dry-run': { type: 'boolean', default: false },
-    'skip-floor': { type: 'boolean', default: false },
-  },
-});
-const rates = flags.rates!.split(',').map(Number);
-/** The rate of the run under way. */
-let rate = rates[0]!;
-const seconds = Number(flags.seconds);
-const warmupSeconds = Number(flags.warmup);
-const grantCount = Number(flags.grants);
-const channelCount = Number(flags.channels);
+/** How a GetGrant run is set up: bench/token-vault.ts's flags, or the `vault` phase of bench/run.ts. */
+export interface VaultOptions {
+  rates: number[];
+  seconds: number;
+  warmupSeconds: number;
+  grantCount: number;
+  /** HTTP/2 connections of the load generator. */
+  channelCount: number;
+  /** No canned-answer floor server beside the sidecar. */
+  skipFloor: boolean;
+  /** Where the servers' logs go: `${logPrefix}-sidecar.log`, `${logPrefix}-floor.log`. */
+  logPrefix: string;
+}
+
+/** The raw figures of one GetGrant run, as bench/results/<time>-token-vault.json holds them. */
+export interface VaultRun {
+  rows: VaultRow[];
+  server: Array<{ le: string; share: number }>;
+  audited: { rows: number; calls: number };
+  load: string;
+}
 
 function login(subject: string): Capture {
   return {
@@ -79,8 +83,8 @@ function login(subject: string): Capture {
   };
 }
 
-/** `load` at the rate of the run under way, open loop. */
-function drive(load: GrpcLoad, durationSeconds: number): Promise<RunResult> {
+/** `load` at `rate`, open loop. */
+function drive(load: GrpcLoad, rate: number, durationSeconds: number): Promise<RunResult> {
   return openLoop(
     async () => {
       const { status, message } = await load.call();
@@ -102,19 +106,17 @@ async function serverHistogram(opsPort: number): Promise<Array<{ le: string; sha
   return buckets.map((bucket) => ({ le: bucket.le, share: total ? bucket.count / total : 0 }));
 }
 
-interface Row {
+export interface VaultRow {
   server: 'sidecar' | 'floor';
   rate: number;
   measured: RunResult;
   cpuPercent: number;
 }
 
-function renderSection(
-  meta: Record<string, string>,
-  rows: Row[],
-  server: Array<{ le: string; share: number }>,
-  audited: { rows: number; calls: number },
-): string {
+/** The "TokenVault GetGrant" section of bench/RESULTS.md. */
+export function renderVaultSection(meta: Record<string, string>, options: VaultOptions, run: VaultRun): string {
+  const { rows, server, audited } = run;
+  const { grantCount, channelCount, seconds, warmupSeconds } = options;
   const f = (value: number) => value.toFixed(2);
   const within = (le: string) => `${(100 * (server.find((bucket) => bucket.le === le)?.share ?? 0)).toFixed(2)} %`;
   const names = { sidecar: 'token-tap sidecar', floor: 'floor: canned answer' };
@@ -122,7 +124,7 @@ function renderSection(
     START,
     '## TokenVault GetGrant',
     '',
-    `Run ${meta.date} with \`${meta.command}\` on ${meta.cpus}, ${meta.memoryGiB} GiB, Node ${meta.node}, Postgres on the same machine (1-minute load average ${meta.load}).`,
+    `Run ${meta.date} with \`${meta.command}\` on ${meta.cpus}, ${meta.memoryGiB} GiB, Node ${meta.node}, Postgres on the same machine (1-minute load average ${run.load}).`,
     `The sidecar (\`token-tap serve\`, its own process, API pool of 4 connections) answers GetGrant for a random user out of ${grantCount} stored grants`,
     '(~1 KB id_token and access token, AES-256-GCM, decrypted per call). Every call checks the API key and reads the grant in one Postgres query,',
     'decrypts the grant, and writes its access_events row (group commit) before answering. The "floor" rows are a gRPC server in its own process',
@@ -164,13 +166,12 @@ async function stopServer(child: ChildProcess | undefined): Promise<void> {
   await exited;
 }
 
-async function measure(load: GrpcLoad, pid: number, at: number): Promise<{ measured: RunResult; cpuPercent: number }> {
-  rate = at;
-  log(`warm-up: ${warmupSeconds} s at ${at}/s`);
-  await drive(load, warmupSeconds);
-  log(`measuring: ${seconds} s at ${at}/s`);
+async function measure(load: GrpcLoad, pid: number, at: number, options: VaultOptions): Promise<{ measured: RunResult; cpuPercent: number }> {
+  log(`warm-up: ${options.warmupSeconds} s at ${at}/s`);
+  await drive(load, at, options.warmupSeconds);
+  log(`measuring: ${options.seconds} s at ${at}/s`);
   const cpuBefore = cpuSeconds(pid);
-  const measured = await drive(load, seconds);
+  const measured = await drive(load, at, options.seconds);
   const cpuPercent = (100 * (cpuSeconds(pid) - cpuBefore)) / measured.seconds;
   log(
     `p50 ${measured.latencyMs.p50.toFixed(2)} ms, p99 ${measured.latencyMs.p99.toFixed(2)} ms, errors ${JSON.stringify(measured.errors)}, server CPU ${cpuPercent.toFixed(0)} %`,
@@ -178,9 +179,13 @@ async function measure(load: GrpcLoad, pid: number, at: number): Promise<{ measu
   return { measured, cpuPercent };
 }
 
-async function main(): Promise<void> {
-  mkdirSync(RESULTS_DIR, { recursive: true });
-  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+/**
+ * GetGrant on a fresh sidecar (and the canned-answer floor beside it, unless skipFloor) at each of
+ * `rates`, sidecar then floor at each rate; its own database, dropped after. answerOnly: start
+ * everything, check both answer, measure nothing (undefined).
+ */
+export async function measureGetGrant(options: VaultOptions & { answerOnly?: boolean }): Promise<VaultRun | undefined> {
+  const { grantCount, channelCount } = options;
   const keys = generateKeySpec('bench1');
   const db = await createTestDatabase('bench_vault');
   let sidecar: ChildProcess | undefined;
@@ -205,49 +210,36 @@ async function main(): Promise<void> {
         TOKEN_TAP_SPOOL_DIR: mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-spool-')),
         LOG_LEVEL: 'warn',
       },
-      path.join(RESULTS_DIR, `${stamp}-token-vault-sidecar.log`),
+      `${options.logPrefix}-sidecar.log`,
     );
     const sidecarLoad = await answering(apiPort, apiKey, channelCount, grantCount);
     loads.push(sidecarLoad);
     let floorLoad: GrpcLoad | undefined;
-    if (!flags['skip-floor']) {
-      floor = startServer([path.join(ROOT, 'dist/bench/token-vault-echo.js'), String(floorPort)], {}, path.join(RESULTS_DIR, `${stamp}-token-vault-floor.log`));
+    if (!options.skipFloor) {
+      floor = startServer([path.join(ROOT, 'dist/bench/token-vault-echo.js'), String(floorPort)], {}, `${options.logPrefix}-floor.log`);
       floorLoad = await answering(floorPort, apiKey, channelCount, grantCount);
       loads.push(floorLoad);
     }
-    if (flags['dry-run']) {
+    if (options.answerOnly) {
       log('dry run: the servers answer; not measuring');
-      return;
+      return undefined;
     }
     const countEvents = async () => (await db.pool.query<{ n: number }>('SELECT count(*)::int AS n FROM access_events')).rows[0]!.n;
     const eventsBefore = await countEvents();
     const loadBefore = os.loadavg()[0]!;
-    const rows: Row[] = [];
-    for (const at of rates) {
-      rows.push({ server: 'sidecar', rate: at, ...(await measure(sidecarLoad, sidecar.pid!, at)) });
-      if (floorLoad) rows.push({ server: 'floor', rate: at, ...(await measure(floorLoad, floor!.pid!, at)) });
+    const rows: VaultRow[] = [];
+    for (const at of options.rates) {
+      rows.push({ server: 'sidecar', rate: at, ...(await measure(sidecarLoad, sidecar.pid!, at, options)) });
+      if (floorLoad) rows.push({ server: 'floor', rate: at, ...(await measure(floorLoad, floor!.pid!, at, options)) });
     }
     const sidecarRows = rows.filter((row) => row.server === 'sidecar');
     const audited = {
       rows: (await countEvents()) - eventsBefore,
-      calls: sidecarRows.reduce((total, row) => total + row.measured.sent + Math.round(row.rate * warmupSeconds), 0),
+      calls: sidecarRows.reduce((total, row) => total + row.measured.sent + Math.round(row.rate * options.warmupSeconds), 0),
     };
     const server = await serverHistogram(opsPort);
-    const meta = {
-      date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
-      command: `node --enable-source-maps dist/bench/token-vault.js ${process.argv.slice(2).join(' ')}`.trim(),
-      cpus: `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'CPU'}`,
-      memoryGiB: (os.totalmem() / 2 ** 30).toFixed(0),
-      node: process.version,
-      // Others' work on the machine shows in the tail; the 1-minute load average says how much there was.
-      load: `${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after`,
-    };
-    writeFileSync(
-      path.join(RESULTS_DIR, `${stamp}-token-vault.json`),
-      JSON.stringify({ meta, seconds, warmupSeconds, grantCount, rows, server, audited }, null, 2),
-    );
-    writeSection(RESULTS_FILE, START, END, renderSection(meta, rows, server, audited));
-    log(`wrote the "TokenVault GetGrant" section of ${RESULTS_FILE}`);
+    // Others' work on the machine shows in the tail; the 1-minute load average says how much there was.
+    return { rows, server, audited, load: `${loadBefore.toFixed(2)} before, ${os.loadavg()[0]!.toFixed(2)} after` };
   } finally {
     for (const load of loads) load.close();
     await stopServer(sidecar);
@@ -256,4 +248,51 @@ async function main(): Promise<void> {
   }
 }
 
-await main();
+/** Date, command and machine, as the section's first line names them. */
+export function vaultMeta(command: string): Record<string, string> {
+  return {
+    date: new Date().toISOString().slice(0, 16).replace('T', ' ') + ' UTC',
+    command,
+    cpus: `${os.cpus().length} × ${os.cpus()[0]?.model.trim() ?? 'CPU'}`,
+    memoryGiB: (os.totalmem() / 2 ** 30).toFixed(0),
+    node: process.version,
+  };
+}
+
+/** Writes the run's raw figures to bench/results/<stamp>-token-vault.json and its section of RESULTS.md. */
+export function writeVaultResults(stamp: string, meta: Record<string, string>, options: VaultOptions, run: VaultRun): void {
+  const { seconds, warmupSeconds, grantCount } = options;
+  writeFileSync(path.join(RESULTS_DIR, `${stamp}-token-vault.json`), JSON.stringify({ meta, seconds, warmupSeconds, grantCount, ...run }, null, 2));
+  writeSection(RESULTS_FILE, START, END, renderVaultSection(meta, options, run));
+  log(`wrote the "TokenVault GetGrant" section of ${RESULTS_FILE}`);
+}
+
+async function main(): Promise<void> {
+  const { values: flags } = parseArgs({
+    options: {
+      rates: { type: 'string', default: '1000' },
+      seconds: { type: 'string', default: '30' },
+      warmup: { type: 'string', default: '5' },
+      grants: { type: 'string', default: '1000' },
+      channels: { type: 'string', default: '2' },
+      'dry-run': { type: 'boolean', default: false },
+      'skip-floor': { type: 'boolean', default: false },
+    },
+  });
+  mkdirSync(RESULTS_DIR, { recursive: true });
+  const stamp = new Date().toISOString().replace(/[:.]/g, '-');
+  const options: VaultOptions = {
+    rates: flags.rates!.split(',').map(Number),
+    seconds: Number(flags.seconds),
+    warmupSeconds: Number(flags.warmup),
+    grantCount: Number(flags.grants),
+    channelCount: Number(flags.channels),
+    skipFloor: flags['skip-floor']!,
+    logPrefix: path.join(RESULTS_DIR, `${stamp}-token-vault`),
+  };
+  const run = await measureGetGrant({ ...options, answerOnly: flags['dry-run']! });
+  if (run) writeVaultResults(stamp, vaultMeta(`node --enable-source-maps dist/bench/token-vault.js ${process.argv.slice(2).join(' ')}`.trim()), options, run);
+}
+
+// A script when run, a library when bench/run.ts imports it (its `vault` phase).
+if (process.argv[1] && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)) await main();
