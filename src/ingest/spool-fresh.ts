@@ -26,8 +26,8 @@ export interface FreshBatch {
   end: SpoolPosition;
 }
 
-/** At most this many records are kept (a few MiB of captures; the pump reads 200 at a time). */
-export const MAX_FRESH_RECORDS = 2_000;
+/** At most this many records are kept (some MiB of captures in a backlog; the pump reads 200 at a time). */
+export const MAX_FRESH_RECORDS = 1_000;
 
 function before(a: SpoolPosition, b: SpoolPosition): boolean {
   return a.segment < b.segment || (a.segment === b.segment && a.offset < b.offset);
