@@ -15,6 +15,7 @@ import type { RecordResult, SetAside } from '../store/grants.js';
 import type { StoreState } from './postgres-availability.js';
 import { sleep } from '../lib/abortable-wait.js';
 import { ITEMS_PER_TURN, nextTurn } from '../lib/turns.js';
+import { RecordedSummary } from './recorded-summary.js';
 
 /** What the pump writes through (store/grants.ts's GrantStore). */
 export interface CaptureWriter {
@@ -85,11 +86,12 @@ export class CapturePump {
   private idpWaiters: Array<{ idp: string; target: number; resolve: (done: boolean) => void }> = [];
 
   /**
-   * The "capture recorded" line, one per capture, carries only the primitives named below, none of
-   * them secret; redaction (a second line of defence, ops/log.ts) cost 30 µs of the ~35 µs of
-   * each such line, so this child of the logger does without it.
+   * The "capture recorded" line, one per capture (debug; warn when unverified), carries only the
+   * primitives named below, none of them secret; redaction (a second line of defence, ops/log.ts)
+   * cost 30 µs of the ~35 µs of each such line, so this child of the logger does without it.
    */
   private readonly recordLogger: Logger;
+  private readonly summary: RecordedSummary; // the info line: counts of captures recorded, every 10 s
 
   /** When Envoy saw the oldest capture of the batch being written (retried through an outage); undefined between batches. */
   private oldestPendingMs: number | undefined;
@@ -97,6 +99,7 @@ export class CapturePump {
   constructor(private readonly options: CapturePumpOptions) {
     this.maxBatch = options.maxBatch ?? 200;
     this.recordLogger = options.logger.child({}, { redact: { paths: [] } });
+    this.summary = new RecordedSummary(this.recordLogger);
     // The batch in hand holds the oldest capture not yet in Postgres: the spool is read in order.
     options.metrics.captureOldestWaitingSeconds.readWith(() =>
       this.oldestPendingMs === undefined ? 0 : Math.max(0, (Date.now() - this.oldestPendingMs) / 1000),
@@ -183,6 +186,7 @@ export class CapturePump {
     this.stop.abort();
     this.nap.abort();
     await this.running;
+    this.summary.close();
   }
 
   private async run(): Promise<void> {
@@ -372,8 +376,10 @@ export class CapturePump {
       if (outcome === 'stored') metrics.captureLastStored.set({ idp: capture.idp }, now / 1000);
       // Genuine tokens, most likely, whose IdP's keys could not be fetched in time: lost, so counted as such.
       if (capture.outcome === 'unverified' && capture.detail === 'jwks_unavailable') metrics.capturesDropped.inc({ reason: 'jwks_unavailable' });
+      this.summary.note(capture.idp, outcome);
       // An id_token that did not verify may be a forgery: said louder than a normal capture.
-      this.recordLogger[capture.outcome === 'unverified' ? 'warn' : 'info'](
+      const level = capture.outcome === 'unverified' ? 'warn' : 'debug';
+      this.recordLogger[level](
         {
           idp: capture.idp,
           captureId: capture.captureId,
@@ -388,6 +394,7 @@ export class CapturePump {
         'capture recorded',
       );
     }
+    this.summary.settle();
     return true;
   }
 }

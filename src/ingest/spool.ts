@@ -11,8 +11,8 @@
 // (its lock taken by another process, a segment deleted under it) stops: it takes no capture and
 // commits, deletes and checkpoints nothing; whenStopped tells the sidecar, which exits. Around
 // this file: spool-codec.ts (records), spool-lock.ts, spool-segments.ts (names, checkpoint, files),
-// spool-load.ts (a start), spool-restore.ts, spool-read.ts, spool-held.ts, spool-census.ts,
-// spool-scan.ts (files walked, never read whole), spool-fs.ts (no links, regular files only).
+// spool-load.ts (a start), spool-restore.ts, spool-read.ts, spool-fresh.ts (this run's records
+// read from memory), spool-held.ts, spool-census.ts, spool-scan.ts, spool-fs.ts.
 import { mkdirSync } from 'node:fs';
 import type { Logger } from 'pino';
 import type { Capture } from '../capture/types.js';
@@ -22,6 +22,7 @@ import { waitForWake } from '../lib/abortable-wait.js';
 import { HEADER_BYTES, frameCapture } from './spool-codec.js';
 import { HeldLedger } from './spool-census.js';
 import { readBatch } from './spool-read.js';
+import { FreshRecords } from './spool-fresh.js';
 import { loadSpool } from './spool-load.js';
 import { loggedLockEvents, takeSpoolLock, type SpoolLock } from './spool-lock.js';
 import { readCheckpoint, SegmentFiles, SegmentGoneError, type Segment, type SpoolPosition } from './spool-segments.js';
@@ -56,8 +57,7 @@ export interface SpoolOptions {
 
 interface Buffered {
   frame: Buffer;
-  idp: string;
-  captureId: string;
+  capture: Capture;
   /** Told whether the record reached the disk (appendDurable). */
   settled?: (durable: boolean) => void;
 }
@@ -75,6 +75,7 @@ export class CaptureSpool {
   private unread = 0;
   private cursor: SpoolPosition = { segment: '', offset: 0 };
   private readonly held: HeldLedger;
+  private readonly fresh = new FreshRecords(); // this run's durable records not yet read, in memory
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private closed = false;
@@ -161,7 +162,7 @@ export class CaptureSpool {
       if (!this.hasRoomFor(frame.length)) return this.drop(capture, 'spool_full');
       this.files.evict(this.bytes + needed - this.options.maxBytes);
     }
-    this.buffered.push({ frame, idp: capture.idp, captureId: capture.captureId, ...(settled ? { settled } : {}) });
+    this.buffered.push({ frame, capture, ...(settled ? { settled } : {}) });
     this.bufferedBytes += frame.length;
     this.report();
     this.scheduleSync();
@@ -211,7 +212,7 @@ export class CaptureSpool {
   async read(maxRecords: number): Promise<SpoolBatch | undefined> {
     if (this.unread === 0 || this.stoppedFor !== undefined) return undefined;
     if (!(await this.lock.whenHeld())) return undefined;
-    const scanned = await readBatch(this.files, this.cursor, maxRecords, this.options.keyRing, this.held);
+    const scanned = this.fresh.take(this.files.segments, this.cursor, maxRecords) ?? (await readBatch(this.files, this.cursor, maxRecords, this.options.keyRing, this.held));
     if (!scanned) return undefined;
     const { captures, held, records, start, end } = scanned;
     // Moved aside (durably, every byte) before the reader may commit past them. A failure (a full
@@ -272,6 +273,7 @@ export class CaptureSpool {
     if (this.closed) return;
     await this.flush();
     this.closed = true;
+    this.fresh.clear();
     for (const wake of [...this.recordWaiters]) wake();
     // Segments in their grace window stay (a restart replays them); those past it go (not once stopped).
     await this.files.close();
@@ -292,6 +294,7 @@ export class CaptureSpool {
     if (this.stoppedFor !== undefined) return;
     this.stoppedFor = reason;
     this.files.halt();
+    this.fresh.clear();
     this.options.logger.fatal({ spool: this.options.dir, reason, spooled: this.depth }, 'the spool directory is no longer this sidecar\'s alone: the spool stops (no capture taken, nothing deleted); what it holds stays on disk');
     for (const wake of [...this.recordWaiters]) wake();
     for (const wake of [...this.stopWaiters]) wake(reason);
@@ -359,7 +362,7 @@ export class CaptureSpool {
           for (const entry of group) {
             entry.settled?.(false);
             this.options.metrics.capturesDropped.inc({ reason });
-            this.options.logger.error({ idp: entry.idp, captureId: entry.captureId, reason, err: errorFields(error) }, 'capture dropped');
+            this.options.logger.error({ idp: entry.capture.idp, captureId: entry.capture.captureId, reason, err: errorFields(error) }, 'capture dropped');
           }
           this.report();
           continue;
@@ -367,6 +370,7 @@ export class CaptureSpool {
         endTimer();
         this.writingBytes = 0;
         this.writingRecords = 0;
+        this.fresh.add(segment.name, segment.size, group);
         this.files.appended(segment, bytes);
         this.records += group.length;
         this.unread += group.length;

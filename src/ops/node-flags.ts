@@ -1,6 +1,7 @@
-// Node flags `token-tap serve` runs with: the Dockerfile's sidecar ENTRYPOINT, the README and the
-// bench start serve with these (test/integration/packaging.test.ts holds the Dockerfile to them).
-// They cannot be set from inside the process: V8 sizes its heap and threads before any code runs.
+// Node flags `token-tap serve` runs with: the Dockerfile's sidecar ENTRYPOINT, bin/token-tap.js run
+// as a program (`npx token-tap`: its sh line execs Node with them) and the bench start serve with
+// these (test/integration/packaging.test.ts holds the Dockerfile and the bin to them). They cannot
+// be set from inside the process: V8 sizes its heap and threads before any code runs.
 //   --max-semi-space-size=1  young generation of 2 x 1 MiB instead of up to 2 x 16 MiB: the RSS a
 //                            sidecar grows to under load (bench/RESULTS.md), for more frequent
 //                            scavenges of a heap that holds little for long

@@ -46,7 +46,8 @@ describe('graceful stop on SIGTERM', function () {
     });
     const started = Date.now();
     const code = await stopping!;
-    const recorded = (running.logs().match(/"msg":"capture recorded"/g) ?? []).length;
+    // The info lines of counts ("captures recorded"; the line per capture is debug).
+    const recorded = [...running.logs().matchAll(/"captures":(\d+)[^\n]*"msg":"captures recorded"/g)].reduce((sum, match) => sum + Number(match[1]), 0);
     const stored = await fingerprints();
     const { duplicated } = tallyFingerprints(parseKeyRing(rig.keys), tally.accessTokens, stored);
     console.log(

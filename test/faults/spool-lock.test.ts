@@ -182,7 +182,7 @@ describe('spool directory lock (real sidecar processes)', function () {
       if (second)
         await waitFor(
           "the second sidecar to write the first one's captures",
-          async () => (/capture recorded/.test(second!.logs()) ? true : undefined),
+          async () => (/captures? recorded/.test(second!.logs()) ? true : undefined),
           10_000,
         ).catch(() => undefined);
       const line = /token-tap: (the spool directory .*)/.exec(refusal)?.[1] ?? refusal.split('\n')[0];

@@ -1,7 +1,8 @@
 // Static checks of what we ship for Docker and Kubernetes (no engine runs here): every file
 // parses and passes its schema, and images and versions agree across files. The image's
 // dependencies are also checked by running the built sidecar with every dev dependency hidden.
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import os from 'node:os';
 import path from 'node:path';
@@ -127,6 +128,27 @@ describe('packaging (static checks)', () => {
     const entrypoint = JSON.parse(/^ENTRYPOINT\s+(\[.*\])\s*$/m.exec(last)![1]!) as string[];
     expect(entrypoint).to.deep.equal(['node', ...SERVE_NODE_FLAGS, 'bin/token-tap.js']);
     expect(SERVE_NODE_FLAGS).to.include('--max-semi-space-size=1');
+  });
+
+  it('bin/token-tap.js run as a program (npx token-tap) starts Node with SERVE_NODE_FLAGS in the same process, its exit code passed through', () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-bin-'));
+    try {
+      const probe = path.join(dir, 'probe.mjs');
+      writeFileSync(probe, "process.stderr.write('PROBE ' + JSON.stringify({ pid: process.pid, execArgv: process.execArgv }) + '\\n');\n");
+      const run = (args: string[]) =>
+        spawnSync(`${root}bin/token-tap.js`, args, { env: { ...process.env, NODE_OPTIONS: `--import=${probe}` }, encoding: 'utf8' });
+      const help = run(['--help']);
+      expect(help.status, help.stderr).to.equal(0);
+      const probed = JSON.parse(/PROBE (.*)/.exec(help.stderr)![1]!) as { pid: number; execArgv: string[] };
+      expect(probed.execArgv).to.deep.equal([...SERVE_NODE_FLAGS]);
+      // exec, not a child: the PID the caller started (a supervisor's, or PID 1) is Node's.
+      expect(probed.pid).to.equal(help.pid);
+      const wrong = run(['no-such-command']);
+      expect(wrong.status).to.equal(spawnSync(process.execPath, [`${root}bin/token-tap.js`, 'no-such-command']).status);
+      expect(wrong.status).to.not.equal(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   it('the Dockerfile pins its base image and runs as a non-root user', () => {

@@ -117,7 +117,7 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(state.regainedAt, 'never lost: nothing came back').to.equal(undefined);
   });
 
-  it('logs a "capture recorded" line per capture (through its unredacted child logger) with no token in it', async () => {
+  it('logs a "capture recorded" debug line per capture (through its unredacted child logger) and an info line of counts, with no token in either', async () => {
     await migrate(db.pool);
     const log = memoryLogger('trace');
     const metrics = createMetrics();
@@ -145,7 +145,11 @@ describe('capture pump, spool to Postgres (integration)', function () {
     }
     const recorded = log.lines().filter((line) => line.msg === 'capture recorded');
     expect(recorded).to.have.length(1);
-    expect(recorded[0]).to.include({ idp: 'acme', subject: 'log-user', captureId: capture.captureId });
+    expect(recorded[0]).to.include({ idp: 'acme', subject: 'log-user', captureId: capture.captureId, level: 20 });
+    // At info, a line of counts instead of a line per capture.
+    const summed = log.lines().filter((line) => line.msg === 'captures recorded');
+    expect(summed).to.have.length(1);
+    expect(summed[0]).to.deep.include({ level: 30, captures: 1, outcomes: { stored: 1 }, idps: { acme: 1 } });
     expect(log.text()).to.not.contain(marker);
   });
 
