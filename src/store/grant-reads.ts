@@ -69,6 +69,74 @@ export interface GrantRow {
   refresh_rotates?: boolean | null;
 }
 
+/** The columns decryptGrant opens a grant from: what a read needs, and nothing it does not parse for nothing. */
+export type OpenableGrantRow = Pick<
+  GrantRow,
+  | 'idp'
+  | 'subject'
+  | 'issuer'
+  | 'client_id'
+  | 'email'
+  | 'scope'
+  | 'token_type'
+  | 'key_id'
+  | 'access_token'
+  | 'refresh_token'
+  | 'id_token'
+  | 'extras'
+  | 'access_token_expires_at'
+  | 'refresh_token_expires_at'
+  | 'id_token_expires_at'
+  | 'status'
+  | 'verified'
+  | 'captured_at'
+  | 'updated_at'
+  | 'version'
+  | 'refresh_token_key_id'
+  | 'id_token_key_id'
+  | 'last_refreshed_at'
+>;
+
+/**
+ * OpenableGrantRow's columns as SQL, for reads that only open a grant (`g.` for a join's alias):
+ * `SELECT *` has a dozen more (refresh-token facts, vouching), each a field pg builds and, for the
+ * seven timestamps among them, a date it parses on every read (bench/RESULTS.md, issue 25).
+ */
+export function grantReadColumns(alias = ''): string {
+  return Object.keys(OPENED_COLUMNS)
+    .map((column) => `${alias}${column}`)
+    .join(', ');
+}
+
+// Every column of OpenableGrantRow, and no other: the compiler holds this list to the type.
+const OPENED_COLUMNS: Record<keyof OpenableGrantRow, true> = {
+  idp: true,
+  subject: true,
+  issuer: true,
+  client_id: true,
+  email: true,
+  scope: true,
+  token_type: true,
+  key_id: true,
+  access_token: true,
+  refresh_token: true,
+  id_token: true,
+  extras: true,
+  access_token_expires_at: true,
+  refresh_token_expires_at: true,
+  id_token_expires_at: true,
+  status: true,
+  verified: true,
+  captured_at: true,
+  updated_at: true,
+  version: true,
+  refresh_token_key_id: true,
+  id_token_key_id: true,
+  last_refreshed_at: true,
+};
+
+const FIND_GRANT = `SELECT ${grantReadColumns()} FROM grants WHERE idp = $1 AND subject = $2`;
+
 /** The grants `match: email` weighs for some addresses (findEmailCandidates). */
 export interface EmailCandidates {
   /** Candidates whose stored id_token vouches for one of the addresses, newest first; at most two. */
@@ -92,7 +160,8 @@ export interface SealedExtras {
 }
 
 export async function findGrant(pool: pg.Pool, ring: KeyRing, idp: string, subject: string): Promise<GrantRecord | undefined> {
-  const { rows } = await pool.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2', [idp, subject]);
+  // Named, so each connection parses and plans it once: the token exchange's read, and the CLI's.
+  const { rows } = await pool.query<OpenableGrantRow>({ name: 'token-tap-find-grant', text: FIND_GRANT, values: [idp, subject] });
   return rows[0] ? decryptGrant(ring, rows[0]) : undefined;
 }
 
@@ -137,7 +206,7 @@ export async function findEmailCandidates(
 }
 
 /** Opens a grants row: each field under the key that sealed it, bound to its row and field. */
-export function decryptGrant(ring: KeyRing, row: GrantRow): GrantRecord {
+export function decryptGrant(ring: KeyRing, row: OpenableGrantRow): GrantRecord {
   const binding = (field: TokenField): FieldBinding => ({ idp: row.idp, subject: row.subject, field });
   // Rows from before per-field key ids (migration 000004) name one key for every field.
   const openOrNull = (value: Buffer | null, field: TokenField, keyId?: string | null): string | null =>

@@ -14,11 +14,11 @@ import { quarantineCapture, type QuarantinedCapture, type QuarantineSealer, type
 import { insertEvents, recordCaptureSummaries, type CaptureSummary } from './capture-events.js';
 import { grantRow, loginRounds, upsertGrant, upsertGrantRows } from './grant-upsert.js';
 import { findPending, holdOrLink, linkProfile, pendingBinding, type BatchNotes, type PendingGrant } from './pending-grants.js';
-import { decryptGrant, findEmailCandidates, findGrant, type EmailCandidates, type GrantRecord, type GrantRow } from './grant-reads.js';
+import { decryptGrant, findEmailCandidates, findGrant, type EmailCandidates, type GrantRecord, type OpenableGrantRow } from './grant-reads.js';
 
 export type { CaptureSummary } from './capture-events.js';
 export type { PendingGrant } from './pending-grants.js';
-export type { EmailCandidates, GrantRecord, GrantRow } from './grant-reads.js';
+export type { EmailCandidates, GrantRecord, GrantRow, OpenableGrantRow } from './grant-reads.js';
 
 export interface RecordResult {
   /**
@@ -209,7 +209,7 @@ export class GrantStore {
   }
 
   /** Opens a row read by other vault modules (refresh, revoke) inside their own transaction. */
-  decrypt(row: GrantRow): GrantRecord {
+  decrypt(row: OpenableGrantRow): GrantRecord {
     return decryptGrant(this.ring, row);
   }
 }
