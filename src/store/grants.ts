@@ -155,8 +155,9 @@ export class GrantStore {
     }
   }
 
-  async findGrant(idp: string, subject: string): Promise<GrantRecord | undefined> {
-    return findGrant(this.pool, this.ring, idp, subject);
+  /** `openWhenRead`: sealed fields are opened when first read (grant-reads.ts decryptGrantWhenRead). */
+  async findGrant(idp: string, subject: string, options: { openWhenRead?: boolean } = {}): Promise<GrantRecord | undefined> {
+    return findGrant(this.pool, this.ring, idp, subject, options);
   }
 
   /** The candidates of the Okta hook's `match: email` (grant-reads.ts findEmailCandidates). */
