@@ -2,7 +2,7 @@
 import type pg from 'pg';
 import { generateApiKey, hashApiKeySecret } from './api-key-token.js';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
-import type { GrantRow } from '../store/grants.js';
+import { grantReadColumns, type OpenableGrantRow } from '../store/grant-reads.js';
 import { TokenTapError } from '../lib/errors.js';
 
 /** `exchange`: the RFC 8693 token exchange (exchange/), bound to the user whose Okta token the caller presents. */
@@ -72,6 +72,12 @@ export function checkApiKeyGrant(name: string, idps: readonly string[], operatio
   return problems;
 }
 
+// Only the grant's columns a read opens (grant-reads.ts): the others would be built and parsed for nothing.
+const KEY_WITH_GRANT = `SELECT k.id AS api_key_id, k.name AS api_key_name, k.secret_hash AS api_key_secret_hash, k.idps AS api_key_idps,
+         k.operations AS api_key_operations, k.created_at AS api_key_created_at, k.revoked_at AS api_key_revoked_at, ${grantReadColumns('g.')}
+  FROM api_keys k LEFT JOIN grants g ON g.idp = $2 AND g.subject = $3
+  WHERE k.id = $1`;
+
 export class ApiKeyRepository {
   constructor(private readonly pool: pg.Pool) {}
 
@@ -97,14 +103,11 @@ export class ApiKeyRepository {
    * The key and, in the same round trip, the grant the call is about (for the hot path: one query
    * per GetGrant). The grant is only read here; it is opened after the key is checked.
    */
-  async findWithGrant(id: string, idp: string, subject: string): Promise<{ key: StoredApiKey | undefined; grant: GrantRow | undefined }> {
+  async findWithGrant(id: string, idp: string, subject: string): Promise<{ key: StoredApiKey | undefined; grant: OpenableGrantRow | undefined }> {
     // Named, so each connection plans it once: this is the query of every GetGrant.
-    const { rows } = await this.pool.query<GrantRow & Record<`api_key_${string}`, unknown>>({
+    const { rows } = await this.pool.query<OpenableGrantRow & Record<`api_key_${string}`, unknown>>({
       name: 'token-tap-key-with-grant',
-      text: `SELECT k.id AS api_key_id, k.name AS api_key_name, k.secret_hash AS api_key_secret_hash, k.idps AS api_key_idps,
-              k.operations AS api_key_operations, k.created_at AS api_key_created_at, k.revoked_at AS api_key_revoked_at, g.*
-       FROM api_keys k LEFT JOIN grants g ON g.idp = $2 AND g.subject = $3
-       WHERE k.id = $1`,
+      text: KEY_WITH_GRANT,
       values: [id, idp, subject],
     });
     const row = rows[0];

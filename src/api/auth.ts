@@ -3,7 +3,7 @@
 // subject is recorded with the call.
 import type * as grpc from '@grpc/grpc-js';
 import { ALL, type ApiKeyRepository, type Operation } from './api-keys.js';
-import type { GrantRow } from '../store/grants.js';
+import type { OpenableGrantRow } from '../store/grants.js';
 import { parseApiKey, secretMatches } from './api-key-token.js';
 import { TokenTapError } from '../lib/errors.js';
 
@@ -44,12 +44,15 @@ export class Authenticator {
    * Checks the presented key. With `prefetch`, the grant it names is read in the same query and
    * handed back unopened, for the caller to use once the key is also authorized.
    */
-  async authenticate(metadata: grpc.Metadata, prefetch?: { idp: string; subject: string }): Promise<{ caller: Caller; grant?: GrantRow | undefined }> {
+  async authenticate(metadata: grpc.Metadata, prefetch?: { idp: string; subject: string }): Promise<{ caller: Caller; grant?: OpenableGrantRow | undefined }> {
     return this.authenticateKey(presentedToken(metadata), prefetch);
   }
 
   /** Checks a presented API key (from gRPC metadata, or the token exchange's client credentials). */
-  async authenticateKey(token: string | undefined, prefetch?: { idp: string; subject: string }): Promise<{ caller: Caller; grant?: GrantRow | undefined }> {
+  async authenticateKey(
+    token: string | undefined,
+    prefetch?: { idp: string; subject: string },
+  ): Promise<{ caller: Caller; grant?: OpenableGrantRow | undefined }> {
     const refuse = (detail: string, keyId?: string): never => {
       throw new AccessDenied('a valid API key is required: send "authorization: Bearer ttk_..." (token-tap api-keys create)', 'unauthenticated', detail, keyId);
     };

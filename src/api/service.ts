@@ -18,7 +18,7 @@ import { VaultError } from '../store/errors.js';
 import { listGrants, subjectsByEmail, type GrantPosition } from '../store/grant-listing.js';
 import type { GrantRefresher } from '../operations/refresh.js';
 import type { GrantRevoker } from '../operations/revoke.js';
-import type { GrantRow, GrantStore } from '../store/grants.js';
+import type { GrantStore, OpenableGrantRow } from '../store/grants.js';
 import { AccessDenied, authorize, mayDo, type Authenticator, type Caller } from './auth.js';
 import type { ApiMetrics } from './metrics.js';
 import type {
@@ -169,7 +169,7 @@ export function createTokenVaultHandlers(options: TokenVaultServiceOptions): grp
    */
   function unary<Req, Res>(
     operation: string,
-    run: (request: Req, caller: Caller, notes: AuditNotes, prefetched: GrantRow | undefined, waitUntil: number | undefined) => Promise<Res>,
+    run: (request: Req, caller: Caller, notes: AuditNotes, prefetched: OpenableGrantRow | undefined, waitUntil: number | undefined) => Promise<Res>,
     prefetch?: (request: Req) => { idp: string; subject: string } | undefined,
   ): grpc.handleUnaryCall<Req, Res> {
     return (call, callback) => {

@@ -28,6 +28,18 @@ export interface TokenExchangeParts {
   registry: Registry;
 }
 
+/**
+ * The exchange answers one token of a grant: a grant it reads by subject opens each sealed field
+ * when first read (its errors then surface inside the operation, answered and audited `internal`
+ * as before). Email candidates are opened whole: their claims are all read.
+ */
+function exchangeReads(store: GrantStore): Pick<GrantStore, 'findGrant' | 'findEmailCandidates'> {
+  return {
+    findGrant: (idp, subject) => store.findGrant(idp, subject, { openWhenRead: true }),
+    findEmailCandidates: (idp, emails, options) => store.findEmailCandidates(idp, emails, options),
+  };
+}
+
 export function startTokenExchange(settings: ExchangeSettings, parts: TokenExchangeParts): Promise<ExchangeServer> {
   const { logger } = parts;
   const verifier = new SubjectTokenVerifier(settings.config.subjectIssuers, {
@@ -40,7 +52,13 @@ export function startTokenExchange(settings: ExchangeSettings, parts: TokenExcha
   return startExchangeServer({
     listen: settings.listen,
     tls: settings.tls,
-    exchange: new TokenExchange({ config: settings.config, store: parts.store, refresher: parts.refresher, verifier, minTtlSeconds: settings.minTtlSeconds }),
+    exchange: new TokenExchange({
+      config: settings.config,
+      store: exchangeReads(parts.store),
+      refresher: parts.refresher,
+      verifier,
+      minTtlSeconds: settings.minTtlSeconds,
+    }),
     authenticator: new Authenticator(new ApiKeyRepository(parts.pool)),
     audit: parts.audit,
     refusalAudit: parts.refusalAudit,

@@ -170,17 +170,39 @@ function sessionKey(ringKey: Buffer, salt: Buffer): KeyObject {
 
 // Opening derives the key again (an HKDF, ~30 µs); the values of one capture, and reads of the
 // same grants, share keys, so the last few thousand derived keys are kept (in memory only, like
-// the ring itself).
+// the ring itself). Eviction gives a key used since it was last looked at a second chance (CLOCK,
+// a near-LRU whose hit is one flag write): a format 2 grant has a key per field (four per read), and
+// with first-in-first-out eviction a grant read all the time was derived again whenever 4,096
+// other values had been opened since its first read.
 const OPENED_KEYS_MAX = 4096;
-const openedKeys = new Map<string, { ringKey: Buffer; key: KeyObject | Buffer }>();
+const openedKeys = new Map<string, { ringKey: Buffer; key: KeyObject | Buffer; used: boolean }>();
+let derivedForOpening = 0;
+
+/** Keys derived to open values since start (cache misses; each an HKDF): for tests and profiles. */
+export function openingKeyDerivations(): number {
+  return derivedForOpening;
+}
 
 function cachedKey(cacheKey: string, ringKey: Buffer, derive: () => KeyObject | Buffer): KeyObject | Buffer {
   const cached = openedKeys.get(cacheKey);
   // A ring reloaded with another key under the same id must not reuse a key of the old one.
-  if (cached && cached.ringKey === ringKey) return cached.key;
+  if (cached && cached.ringKey === ringKey) {
+    cached.used = true;
+    return cached.key;
+  }
   const key = derive();
-  if (openedKeys.size >= OPENED_KEYS_MAX) openedKeys.delete(openedKeys.keys().next().value!);
-  openedKeys.set(cacheKey, { ringKey, key });
+  derivedForOpening += 1;
+  openedKeys.delete(cacheKey);
+  // Map keeps insertion order: the oldest goes, unless used since, then it moves to the back unmarked.
+  while (openedKeys.size >= OPENED_KEYS_MAX) {
+    const [oldestKey, oldest] = openedKeys.entries().next().value!;
+    openedKeys.delete(oldestKey);
+    if (oldest.used) {
+      oldest.used = false;
+      openedKeys.set(oldestKey, oldest);
+    }
+  }
+  openedKeys.set(cacheKey, { ringKey, key, used: false });
   return key;
 }
 

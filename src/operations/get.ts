@@ -3,13 +3,13 @@
 // the CLI and the token exchange read grants through here, so a read means the same at each door.
 import type { GrantRefresher } from './refresh.js';
 import { grantNotFound, VaultError } from '../store/errors.js';
-import type { GrantRecord, GrantRow, GrantStore } from '../store/grants.js';
+import type { GrantRecord, GrantStore, OpenableGrantRow } from '../store/grants.js';
 
 export interface GetGrantRequest {
   idp: string;
   subject: string;
   /** The grant's row when the front door read it already (the API, with the key check), still sealed. */
-  prefetched?: GrantRow | undefined;
+  prefetched?: OpenableGrantRow | undefined;
   /** A revoked grant is refused (a service: the user must sign in again); operators are shown it. */
   refuseRevoked: boolean;
   /** Refresh first when the access token expires within this many seconds and a refresh token is stored; 0: never. */

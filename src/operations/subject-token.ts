@@ -7,6 +7,7 @@
 import { decodeJwt, errors, jwtVerify, type JWTPayload } from 'jose';
 import type { SubjectIssuer } from '../config/exchange-file.js';
 import { ASYMMETRIC_ALGORITHMS, JwksCache, JwksUnavailable, type IssuerKeys, type KeyFetchObserver } from '../idp/jwks.js';
+import { VerifiedTokenCache, type VerifiedTokenCacheOptions } from './verified-tokens.js';
 
 export type SubjectTokenType = 'access_token' | 'id_token';
 
@@ -25,6 +26,8 @@ export interface SubjectTokenVerifierOptions {
   cooldownMs: number;
   onFetch?: KeyFetchObserver;
   now?: () => number;
+  /** Tokens verified lately (verified-tokens.ts); its bounds, or false for none. */
+  verifiedCache?: VerifiedTokenCacheOptions | false;
 }
 
 /** A client-credentials token (Okta: `sub` is the client itself, no `uid`) names no user to exchange for. */
@@ -35,11 +38,15 @@ function namesNoUser(claims: JWTPayload): boolean {
 
 export class SubjectTokenVerifier {
   private readonly keys = new Map<string, IssuerKeys>();
+  private readonly verified: VerifiedTokenCache | undefined;
+  private readonly now: () => number;
 
   constructor(
     private readonly issuers: readonly SubjectIssuer[],
     options: SubjectTokenVerifierOptions,
   ) {
+    this.now = options.now ?? Date.now;
+    this.verified = options.verifiedCache === false ? undefined : new VerifiedTokenCache(options.verifiedCache);
     const cache = new JwksCache({
       cooldownMs: options.cooldownMs,
       ...(options.onFetch ? { onFetch: options.onFetch } : {}),
@@ -54,6 +61,9 @@ export class SubjectTokenVerifier {
   }
 
   async verify(token: string, type: SubjectTokenType): Promise<SubjectTokenCheck> {
+    const cacheKey = this.verified ? VerifiedTokenCache.keyOf(token, type) : '';
+    const cached = this.verified?.get(cacheKey, this.now());
+    if (cached) return { ok: true, claims: cached };
     let unverified: JWTPayload;
     try {
       unverified = decodeJwt(token);
@@ -75,7 +85,7 @@ export class SubjectTokenVerifier {
       });
       if (type === 'access_token' && namesNoUser(payload))
         return { ok: false, kind: 'invalid', reason: "a client's own token (client credentials): it names no user" };
-      return { ok: true, claims: payload };
+      return { ok: true, claims: this.verified ? this.verified.set(cacheKey, payload, this.now()) : payload };
     } catch (error) {
       if (error instanceof JwksUnavailable) return { ok: false, kind: 'unavailable', reason: "the authorization server's keys cannot be fetched" };
       if (error instanceof errors.JOSEError) return { ok: false, kind: 'invalid', reason: describeJoseError(error) };

@@ -1,7 +1,7 @@
 // Reading grants: a row opened with the key ring, one grant by its user, and the candidates of the
 // Okta hook's `match: email`.
 import type pg from 'pg';
-import { open, parseDecrypted, type FieldBinding, type KeyRing } from '../keys/key-ring.js';
+import { open, parseDecrypted, type KeyRing } from '../keys/key-ring.js';
 import { decodeIdTokenClaims } from '../capture/jwt.js';
 
 export interface GrantRecord {
@@ -69,6 +69,74 @@ export interface GrantRow {
   refresh_rotates?: boolean | null;
 }
 
+/** The columns decryptGrant opens a grant from: what a read needs, and nothing it does not parse for nothing. */
+export type OpenableGrantRow = Pick<
+  GrantRow,
+  | 'idp'
+  | 'subject'
+  | 'issuer'
+  | 'client_id'
+  | 'email'
+  | 'scope'
+  | 'token_type'
+  | 'key_id'
+  | 'access_token'
+  | 'refresh_token'
+  | 'id_token'
+  | 'extras'
+  | 'access_token_expires_at'
+  | 'refresh_token_expires_at'
+  | 'id_token_expires_at'
+  | 'status'
+  | 'verified'
+  | 'captured_at'
+  | 'updated_at'
+  | 'version'
+  | 'refresh_token_key_id'
+  | 'id_token_key_id'
+  | 'last_refreshed_at'
+>;
+
+/**
+ * OpenableGrantRow's columns as SQL, for reads that only open a grant (`g.` for a join's alias):
+ * `SELECT *` has a dozen more (refresh-token facts, vouching), each a field pg builds and, for the
+ * seven timestamps among them, a date it parses on every read (bench/RESULTS.md, issue 25).
+ */
+export function grantReadColumns(alias = ''): string {
+  return Object.keys(OPENED_COLUMNS)
+    .map((column) => `${alias}${column}`)
+    .join(', ');
+}
+
+// Every column of OpenableGrantRow, and no other: the compiler holds this list to the type.
+const OPENED_COLUMNS: Record<keyof OpenableGrantRow, true> = {
+  idp: true,
+  subject: true,
+  issuer: true,
+  client_id: true,
+  email: true,
+  scope: true,
+  token_type: true,
+  key_id: true,
+  access_token: true,
+  refresh_token: true,
+  id_token: true,
+  extras: true,
+  access_token_expires_at: true,
+  refresh_token_expires_at: true,
+  id_token_expires_at: true,
+  status: true,
+  verified: true,
+  captured_at: true,
+  updated_at: true,
+  version: true,
+  refresh_token_key_id: true,
+  id_token_key_id: true,
+  last_refreshed_at: true,
+};
+
+const FIND_GRANT = `SELECT ${grantReadColumns()} FROM grants WHERE idp = $1 AND subject = $2`;
+
 /** The grants `match: email` weighs for some addresses (findEmailCandidates). */
 export interface EmailCandidates {
   /** Candidates whose stored id_token vouches for one of the addresses, newest first; at most two. */
@@ -91,9 +159,18 @@ export interface SealedExtras {
   response: Record<string, unknown>;
 }
 
-export async function findGrant(pool: pg.Pool, ring: KeyRing, idp: string, subject: string): Promise<GrantRecord | undefined> {
-  const { rows } = await pool.query<GrantRow>('SELECT * FROM grants WHERE idp = $1 AND subject = $2', [idp, subject]);
-  return rows[0] ? decryptGrant(ring, rows[0]) : undefined;
+/** `openWhenRead`: each sealed field is opened when first read (decryptGrantWhenRead), not all at once. */
+export async function findGrant(
+  pool: pg.Pool,
+  ring: KeyRing,
+  idp: string,
+  subject: string,
+  options: { openWhenRead?: boolean } = {},
+): Promise<GrantRecord | undefined> {
+  // Named, so each connection parses and plans it once: the token exchange's read, and the CLI's.
+  const { rows } = await pool.query<OpenableGrantRow>({ name: 'token-tap-find-grant', text: FIND_GRANT, values: [idp, subject] });
+  if (!rows[0]) return undefined;
+  return options.openWhenRead ? decryptGrantWhenRead(ring, rows[0]) : decryptGrant(ring, rows[0]);
 }
 
 /**
@@ -137,13 +214,66 @@ export async function findEmailCandidates(
 }
 
 /** Opens a grants row: each field under the key that sealed it, bound to its row and field. */
-export function decryptGrant(ring: KeyRing, row: GrantRow): GrantRecord {
-  const binding = (field: TokenField): FieldBinding => ({ idp: row.idp, subject: row.subject, field });
-  // Rows from before per-field key ids (migration 000004) name one key for every field.
+export function decryptGrant(ring: KeyRing, row: OpenableGrantRow): GrantRecord {
+  const sealed = sealedFields(ring, row);
+  const extras = sealed.extras();
+  const idToken = sealed.idToken();
+  return {
+    ...plainFields(row),
+    accessToken: sealed.accessToken(),
+    refreshToken: sealed.refreshToken(),
+    idToken,
+    extras,
+    claims: claimsOf(idToken),
+  };
+}
+
+/**
+ * A grants row whose sealed fields are each opened (and the id_token's claims decoded) when first
+ * read, for a caller that serves one of them: the token exchange answers one token, and opening
+ * the other three was most of its AES-GCM and key-ring CPU (bench/RESULTS.md, issue 25). What is
+ * read is opened and authenticated as by decryptGrant; a field that cannot be opened throws its
+ * DecryptError where it is read, so only a caller that handles errors there uses this.
+ */
+export function decryptGrantWhenRead(ring: KeyRing, row: OpenableGrantRow): GrantRecord {
+  const sealed = sealedFields(ring, row);
+  const record = plainFields(row) as GrantRecord;
+  const whenRead = <K extends keyof GrantRecord>(name: K, read: () => GrantRecord[K]) =>
+    Object.defineProperty(record, name, {
+      enumerable: true,
+      configurable: true,
+      get() {
+        const value = read();
+        Object.defineProperty(record, name, { value, enumerable: true, writable: true, configurable: true });
+        return value;
+      },
+    });
+  whenRead('accessToken', sealed.accessToken);
+  whenRead('refreshToken', sealed.refreshToken);
+  whenRead('idToken', sealed.idToken);
+  whenRead('extras', sealed.extras);
+  whenRead('claims', () => claimsOf(record.idToken));
+  return record;
+}
+
+function claimsOf(idToken: string | null): Record<string, unknown> | null {
+  return idToken ? (decodeIdTokenClaims(idToken) ?? null) : null;
+}
+
+/** The sealed fields, each opened when called. Rows from before per-field key ids (migration 000004) name one key for every field. */
+function sealedFields(ring: KeyRing, row: OpenableGrantRow) {
   const openOrNull = (value: Buffer | null, field: TokenField, keyId?: string | null): string | null =>
-    value ? open(ring, keyId ?? row.key_id, value, binding(field)) : null;
-  const extras = parseDecrypted<SealedExtras>(openOrNull(row.extras, 'extras') ?? '{"response":{}}', `extras of grant (${row.idp}, ${row.subject})`);
-  const idToken = openOrNull(row.id_token, 'id_token', row.id_token_key_id);
+    value ? open(ring, keyId ?? row.key_id, value, { idp: row.idp, subject: row.subject, field }) : null;
+  return {
+    accessToken: () => openOrNull(row.access_token, 'access_token'),
+    refreshToken: () => openOrNull(row.refresh_token, 'refresh_token', row.refresh_token_key_id),
+    idToken: () => openOrNull(row.id_token, 'id_token', row.id_token_key_id),
+    extras: () => parseDecrypted<SealedExtras>(openOrNull(row.extras, 'extras') ?? '{"response":{}}', `extras of grant (${row.idp}, ${row.subject})`).response,
+  };
+}
+
+/** What a grant says in the clear. */
+function plainFields(row: OpenableGrantRow): Omit<GrantRecord, 'accessToken' | 'refreshToken' | 'idToken' | 'extras' | 'claims'> {
   return {
     idp: row.idp,
     subject: row.subject,
@@ -153,11 +283,6 @@ export function decryptGrant(ring: KeyRing, row: GrantRow): GrantRecord {
     scope: row.scope,
     tokenType: row.token_type,
     keyId: row.key_id,
-    accessToken: openOrNull(row.access_token, 'access_token'),
-    refreshToken: openOrNull(row.refresh_token, 'refresh_token', row.refresh_token_key_id),
-    idToken,
-    extras: extras.response,
-    claims: idToken ? (decodeIdTokenClaims(idToken) ?? null) : null,
     accessTokenExpiresAt: row.access_token_expires_at,
     refreshTokenExpiresAt: row.refresh_token_expires_at,
     idTokenExpiresAt: row.id_token_expires_at,

@@ -14,11 +14,11 @@ import { quarantineCapture, type QuarantinedCapture, type QuarantineSealer, type
 import { insertEvents, recordCaptureSummaries, type CaptureSummary } from './capture-events.js';
 import { grantRow, loginRounds, upsertGrant, upsertGrantRows } from './grant-upsert.js';
 import { findPending, holdOrLink, linkProfile, pendingBinding, type BatchNotes, type PendingGrant } from './pending-grants.js';
-import { decryptGrant, findEmailCandidates, findGrant, type EmailCandidates, type GrantRecord, type GrantRow } from './grant-reads.js';
+import { decryptGrant, findEmailCandidates, findGrant, type EmailCandidates, type GrantRecord, type OpenableGrantRow } from './grant-reads.js';
 
 export type { CaptureSummary } from './capture-events.js';
 export type { PendingGrant } from './pending-grants.js';
-export type { EmailCandidates, GrantRecord, GrantRow } from './grant-reads.js';
+export type { EmailCandidates, GrantRecord, GrantRow, OpenableGrantRow } from './grant-reads.js';
 
 export interface RecordResult {
   /**
@@ -155,8 +155,9 @@ export class GrantStore {
     }
   }
 
-  async findGrant(idp: string, subject: string): Promise<GrantRecord | undefined> {
-    return findGrant(this.pool, this.ring, idp, subject);
+  /** `openWhenRead`: sealed fields are opened when first read (grant-reads.ts decryptGrantWhenRead). */
+  async findGrant(idp: string, subject: string, options: { openWhenRead?: boolean } = {}): Promise<GrantRecord | undefined> {
+    return findGrant(this.pool, this.ring, idp, subject, options);
   }
 
   /** The candidates of the Okta hook's `match: email` (grant-reads.ts findEmailCandidates). */
@@ -209,7 +210,7 @@ export class GrantStore {
   }
 
   /** Opens a row read by other vault modules (refresh, revoke) inside their own transaction. */
-  decrypt(row: GrantRow): GrantRecord {
+  decrypt(row: OpenableGrantRow): GrantRecord {
     return decryptGrant(this.ring, row);
   }
 }

@@ -6,6 +6,7 @@ import {
   generateKeySpec,
   KeyRingError,
   open,
+  openingKeyDerivations,
   parseKeyRing,
   seal,
   sealV1,
@@ -156,6 +157,34 @@ describe('keys/key-ring', () => {
     it('names the missing key id when a value was sealed under a key not in the ring', () => {
       const sealed = seal(ring, 'value', binding);
       expect(() => open(parseKeyRing(generateKeySpec('k2')), 'k1', sealed, binding)).to.throw(DecryptError, /key id "k1"/);
+    });
+  });
+
+  describe('derived keys kept for opening', () => {
+    it('keeps the key of a value read all the time while thousands of other values are opened (a used key gets a second chance)', () => {
+      const ring = parseKeyRing(generateKeySpec('k1'));
+      const hot = sealV2(ring, 'hot', binding);
+      open(ring, 'k1', hot, binding);
+      const before = openingKeyDerivations();
+      // More other values than the cache holds (4,096), the hot one read between each.
+      for (let index = 0; index < 4200; index += 1) {
+        const other = { ...binding, subject: `other-${index}` };
+        open(ring, 'k1', sealV2(ring, 'other', other), other);
+        expect(open(ring, 'k1', hot, binding)).to.equal('hot');
+      }
+      // One derivation per other value, none for the hot one.
+      expect(openingKeyDerivations() - before).to.equal(4200);
+    });
+
+    it('derives a key once per value and ring key, again after the ring key changes under the same id', () => {
+      const ring = parseKeyRing(generateKeySpec('k1'));
+      const sealed = sealV2(ring, 'value', binding);
+      const before = openingKeyDerivations();
+      for (let index = 0; index < 3; index += 1) open(ring, 'k1', sealed, binding);
+      expect(openingKeyDerivations() - before).to.equal(1);
+      const reloaded = parseKeyRing(`k1:${ring.keys.get('k1')!.toString('base64')}`);
+      open(reloaded, 'k1', sealed, binding);
+      expect(openingKeyDerivations() - before).to.equal(2);
     });
   });
 
