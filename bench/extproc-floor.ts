@@ -8,7 +8,7 @@ import { createExtProcServer, extProcCredentials } from '../src/extproc/server.j
 import { createMetrics } from '../src/ops/metrics.js';
 
 const port = Number(process.argv[2]);
-const { server } = createExtProcServer({
+const { server, setServing } = createExtProcServer({
   limits: { maxBodyBytes: 1024 * 1024 },
   onResponse: () => undefined,
   logger: pino({ level: 'silent' }),
@@ -16,6 +16,9 @@ const { server } = createExtProcServer({
 });
 server.bindAsync(`127.0.0.1:${port}`, extProcCredentials(undefined), (error) => {
   if (error) throw error;
+  // Envoy health-checks it as it does the sidecar: NOT_SERVING (the default) and Envoy never calls
+  // it but fails every stream open, and the floor would be Envoy alone.
+  setServing(true);
   process.stdout.write(`"listen":"127.0.0.1:${port}"\n`);
 });
 process.on('SIGTERM', () => server.forceShutdown());
