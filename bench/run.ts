@@ -24,14 +24,12 @@
 //   node dist/bench/run.js --quick --rates 200,1000 --rounds 1 --phases memory,latency,ceiling --dry-run
 // The sidecar runs as `node SERVE_NODE_FLAGS (src/ops/node-flags.ts) BENCH_SIDECAR_NODE_ARGS CLI serve`.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { ProcessingMode } from '../src/envoyconfig/options.js';
-import { renderEnvoyConfig } from '../src/envoyconfig/render.js';
 import { tokenRoutePath } from '../src/contract.js';
 import { startEnvoy, type RunningEnvoy } from '../src/ops/envoy-process.js';
 import { SERVE_NODE_FLAGS } from '../src/ops/node-flags.js';
@@ -39,9 +37,9 @@ import { waitFor } from '../src/lib/wait-for.js';
 import { generateKeySpec } from '../src/keys/key-ring.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
 import { freePort } from '../test/support/ports.js';
-import { stringify } from 'yaml';
 import { runLoad, type LoadResult } from './load.js';
 import { log } from './common.js';
+import { envoyYaml, REQUEST, spawnNode, startStubIdp } from './envoy-scenarios.js';
 import { computeTargets, renderResults, type CeilingStep, type ProcessMemory, type Results, type Scenario, type SlowScenario } from './report.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -88,10 +86,6 @@ const IDLE_MS = 5_000;
  * each run's maxInFlight is logged.
  */
 const OPEN_LOOP_CONNECTIONS = 64;
-const REQUEST = {
-  body: 'grant_type=authorization_code&code=SplxlOBeZQQYbYS6WxSbIA&redirect_uri=https%3A%2F%2Fexample.okta.com%2Foauth2%2Fv1%2Fauthorize%2Fcallback',
-  headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic b2t0YS1iZW5jaDpiZW5jaC1zZWNyZXQ=', accept: 'application/json' },
-};
 /** How the bench starts `token-tap serve`: the flags serve runs with everywhere, then any of the bench's own. */
 const SIDECAR_NODE_ARGS = [
   ...SERVE_NODE_FLAGS,
@@ -100,11 +94,6 @@ const SIDECAR_NODE_ARGS = [
 ];
 
 const sleep = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
-
-function spawnNode(args: string[], env: Record<string, string>, logFile: string, inheritEnv = true): ChildProcess {
-  const fd = openSync(logFile, 'a');
-  return spawn(process.execPath, args, { env: inheritEnv ? { ...process.env, ...env } : env, stdio: ['ignore', fd, fd] });
-}
 
 /** The bench's environment without anything that would change how serve runs: for the default-config sidecar. */
 function neutralEnv(): Record<string, string> {
@@ -147,16 +136,6 @@ const medianBy = <T>(values: T[], key: (value: T) => number): T => [...values].s
 const mbText = (memory: ProcessMemory) =>
   `VmRSS ${memory.vmRssMb.toFixed(1)} MB (RssAnon ${memory.rssAnonMb.toFixed(1)}, RssFile ${memory.rssFileMb.toFixed(1)}, RssShmem ${memory.rssShmemMb.toFixed(1)})`;
 
-async function startStubIdp(logFile: string, delayMs = 0): Promise<{ port: number; child: ChildProcess }> {
-  const port = await freePort();
-  const child = spawnNode([path.join(ROOT, 'dist/bench/stub-idp.js'), String(port), String(delayMs)], {}, logFile);
-  await waitFor('the stub IdP', async () => {
-    const response = await fetch(`http://127.0.0.1:${port}/token`, { method: 'POST' }).catch(() => undefined);
-    return response?.ok ? true : undefined;
-  });
-  return { port, child };
-}
-
 async function tcpAccepts(port: number): Promise<true | undefined> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
@@ -192,24 +171,6 @@ async function startSidecar(
   );
   if (options.apiPort !== undefined) await waitFor("the sidecar's TokenVault API", () => tcpAccepts(options.apiPort!), 15_000, 5);
   return { child, readyMs: Number(process.hrtime.bigint() - started) / 1e6 };
-}
-
-function envoyYaml(scenario: Scenario, idpPort: number, listenPort: number, sidecarPort: number, adminPort: number): string {
-  const mode: ProcessingMode = scenario === 'C' || scenario === 'C0' ? 'buffered' : 'observability';
-  const config = renderEnvoyConfig({
-    idps: [{ name: 'bench', tokenUrl: new URL(`http://127.0.0.1:${idpPort}/token`) }],
-    listen: { host: '127.0.0.1', port: listenPort },
-    sidecar: { host: '127.0.0.1', port: sidecarPort },
-    admin: { host: '127.0.0.1', port: adminPort },
-    mode,
-  }) as any;
-  if (scenario === 'A') {
-    // Envoy alone: the same config without the ext_proc filter.
-    const hcm = config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
-    hcm.http_filters = hcm.http_filters.filter((filter: { name: string }) => filter.name !== 'envoy.filters.http.ext_proc');
-    for (const route of hcm.route_config.virtual_hosts[0].routes) delete route.typed_per_filter_config;
-  }
-  return stringify(config);
 }
 
 async function countEvents(db: TestDatabase): Promise<number> {
