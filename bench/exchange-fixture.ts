@@ -51,7 +51,9 @@ export function login(index: number): Capture {
 
 /** POST /oauth2/token over keep-alive HTTP/1.1, bodies encoded beforehand (one per user). */
 export function exchangeLoad(port: number, apiKey: { id: string; token: string }, bodies: readonly Buffer[]) {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: 64 });
+  // timeout: an idle connection is closed here before the exchange's server closes it (keepAliveTimeout,
+  // 5 s), which would otherwise reset a request sent on it at that moment.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 64, timeout: 4_000 });
   const authorization = `Basic ${Buffer.from(`${apiKey.id}:${apiKey.token}`).toString('base64')}`;
   const call = (): Promise<Outcome> =>
     new Promise((resolve) => {

@@ -34,6 +34,8 @@ const ROOT = fileURLToPath(new URL('../../', import.meta.url));
 const RESULTS_FILE = path.join(ROOT, 'bench/RESULTS.md');
 const START = '<!-- bench:instructions:start -->';
 const END = '<!-- bench:instructions:end -->';
+/** Requests in flight in a closed-loop warm-up (warmupRate 0). */
+const WARMUP_CONCURRENCY = 4;
 /** Operations run instrumented but not counted before each window: valgrind translates all code again. */
 const SETTLE_OPS = 20;
 /**
@@ -62,7 +64,11 @@ export interface InstructionOptions {
   warmup: number;
   /** Operations a second in the windows (valgrind's instrumentation slows node 20-50 times). */
   rate: number;
-  /** Operations a second in the warm-ups (instrumentation off: a few times slower than native). */
+  /**
+   * Operations a second in the warm-ups (instrumentation off: a few times slower than native); 0, the
+   * default: closed loop, 4 at a time, as fast as the process goes (a fresh process under valgrind
+   * cannot keep a fixed rate, and the calls it leaves waiting time out: a warm-up of error paths).
+   */
   warmupRate: number;
   /** Stored grants (users) that GetGrant and the exchange pick from at random. */
   grants: number;
@@ -72,7 +78,7 @@ export interface InstructionOptions {
  * 10/s: under callgrind the sidecar does about 15 GetGrant calls a second on the 2-core bench machine;
  * above that, calls queue and GetGrant's 4.5 s deadline fails them.
  */
-export const DEFAULT_INSTRUCTION_OPTIONS: InstructionOptions = { reads: 150, captures: 150, runs: 2, warmup: 300, rate: 10, warmupRate: 50, grants: 200 };
+export const DEFAULT_INSTRUCTION_OPTIONS: InstructionOptions = { reads: 150, captures: 150, runs: 2, warmup: 1000, rate: 10, warmupRate: 0, grants: 200 };
 
 /** One operation's windows on one process. */
 export interface Measured {
@@ -81,6 +87,8 @@ export interface Measured {
   /** Instructions (Ir, all threads) in each window. */
   instructions: number[];
   perOp: number[];
+  /** Of perOp, V8's concurrent optimizing compiler (TurboFan's compile task, inclusive): tiering, not the operation's own work. */
+  compilerPerOp: number[];
 }
 
 export type Operation = 'getgrant' | 'exchange' | 'capture';
@@ -142,10 +150,28 @@ async function stop(child: ChildProcess): Promise<void> {
   clearTimeout(hard);
 }
 
-/** Calls `call` `ops` times at `rate` a second, open loop; throws on any failure (a failure path is other instructions). */
+/** `ops` calls, `concurrency` at a time, each as soon as one ends: a warm-up as fast as the slowed process goes, and no faster. */
+async function closedLoop(call: () => Promise<Outcome>, ops: number, concurrency: number): Promise<number> {
+  let started = 0;
+  let ok = 0;
+  const worker = async () => {
+    while (started < ops) {
+      started += 1;
+      if ((await call()).ok) ok += 1;
+    }
+  };
+  await Promise.all(Array.from({ length: concurrency }, worker));
+  return ok;
+}
+
+/** Calls `call` `ops` times at `rate` a second, open loop (rate 0: closed loop, WARMUP_CONCURRENCY at a time); throws on a failure (a failure path is other instructions), but for a few connection resets. */
 async function fixedRun(call: () => Promise<Outcome>, ops: number, rate: number, what: string): Promise<number> {
+  if (rate === 0) return closedLoop(call, ops, WARMUP_CONCURRENCY);
   const result = await drive(call, rate, ops / rate);
-  if (result.ok !== result.sent) throw new Error(`${what}: ${result.sent - result.ok} of ${result.sent} failed: ${JSON.stringify(result.errors)}`);
+  // A keep-alive connection reset as the request went out never reached a handler: the others count.
+  const { connection: resets = 0, ...failures } = result.errors;
+  if (Object.keys(failures).length > 0 || resets > ops / 50)
+    throw new Error(`${what}: ${result.sent - result.ok} of ${result.sent} failed: ${JSON.stringify(result.errors)}`);
   return result.ok;
 }
 
@@ -172,9 +198,8 @@ async function captureRun(envoy: RunningEnvoy, port: number, ops: number, rate: 
     origin: `http://127.0.0.1:${port}`,
     path: tokenRoutePath('bench'),
     ...REQUEST,
-    rate,
-    durationMs: (1000 * ops) / rate,
-    connections: 16,
+    // Closed loop (rate 0) is bounded by time, not count: as long as `ops` at 50/s.
+    ...(rate === 0 ? { rate: 0, durationMs: 20 * ops, connections: WARMUP_CONCURRENCY } : { rate, durationMs: (1000 * ops) / rate, connections: 16 }),
   });
   if (result.errors > 0) throw new Error(`captures: ${result.errors} of ${result.sent} token requests failed`);
   const failed = (await failedOpen(envoy)) - failedBefore;
@@ -191,33 +216,46 @@ async function captureRun(envoy: RunningEnvoy, port: number, ops: number, rate: 
   );
 }
 
-/** `runs` times: `warmup` operations uninstrumented, then a window of `ops` counted ones. */
-async function measure(
-  callgrind: CallgrindProcess,
-  what: string,
-  options: InstructionOptions,
-  ops: number,
-  run: (ops: number, rate: number) => Promise<number>,
-): Promise<Measured> {
-  const measured: Measured = { ops: [], instructions: [], perOp: [] };
-  for (let index = 0; index < options.runs; index += 1) {
-    log(`${what} ${index + 1}/${options.runs}: warm-up, ${options.warmup} at ${options.warmupRate}/s`);
+/** One operation to count: `run(ops, rate)` does `ops` of them and returns how many were done. */
+interface Workload {
+  what: string;
+  ops: number;
+  run: (ops: number, rate: number) => Promise<number>;
+}
+
+/**
+ * Each workload's `warmup` operations uninstrumented, all before the first window, so that V8's tiering has
+ * settled; then `runs` rounds of one window per workload (round-major, so that a round's figures
+ * come from the same stretch of the process's life).
+ */
+async function measure(callgrind: CallgrindProcess, workloads: Workload[], options: InstructionOptions): Promise<Measured[]> {
+  for (const { what, run } of workloads) {
+    log(
+      `${what}: warm-up, ${options.warmup} ${options.warmupRate ? `at ${options.warmupRate}/s` : `closed loop, ${WARMUP_CONCURRENCY} at a time`}, uninstrumented`,
+    );
     // A fresh process under valgrind is slow until translated and tiered: a warm-up call may time out, and that is no matter.
     await run(options.warmup, options.warmupRate).catch((error: Error) => log(`${what}: during the warm-up: ${error.message}`));
-    await sleep(500);
-    log(`${what} ${index + 1}/${options.runs}: counting ${ops} at ${options.rate}/s`);
-    const settle = () => run(Math.min(SETTLE_OPS, ops), options.rate).catch((error: Error) => log(`${what}: while settling: ${error.message}`));
-    const windowStarted = Date.now();
-    const window = await callgrind.window(() => run(ops, options.rate), settle);
-    const took = ((Date.now() - windowStarted) / 1000).toFixed(0);
-    measured.ops.push(window.result);
-    measured.instructions.push(window.instructions);
-    measured.perOp.push(window.instructions / window.result);
-    log(
-      `${what} ${index + 1}/${options.runs}: ${count(window.instructions)} instructions / ${window.result} = ${count(window.instructions / window.result)} per op (${took} s)`,
-    );
   }
-  return measured;
+  const figures = workloads.map((): Measured => ({ ops: [], instructions: [], perOp: [], compilerPerOp: [] }));
+  for (let index = 0; index < options.runs; index += 1) {
+    for (const [at, { what, ops, run }] of workloads.entries()) {
+      await sleep(500);
+      log(`${what} ${index + 1}/${options.runs}: counting ${ops} at ${options.rate}/s`);
+      const settle = () => run(Math.min(SETTLE_OPS, ops), options.rate).catch((error: Error) => log(`${what}: while settling: ${error.message}`));
+      const windowStarted = Date.now();
+      const window = await callgrind.window(() => run(ops, options.rate), settle);
+      const took = ((Date.now() - windowStarted) / 1000).toFixed(0);
+      const measured = figures[at]!;
+      measured.ops.push(window.result);
+      measured.instructions.push(window.instructions);
+      measured.perOp.push(window.instructions / window.result);
+      measured.compilerPerOp.push(window.compiler / window.result);
+      log(
+        `${what} ${index + 1}/${options.runs}: ${count(window.instructions)} instructions / ${window.result} = ${count(window.instructions / window.result)} per op, of which V8's optimizing compiler ${count(window.compiler / window.result)} (${took} s)`,
+      );
+    }
+  }
+  return figures;
 }
 
 function valgrindVersion(): string {
@@ -281,11 +319,16 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
     const envoy = await startEnvoy(patientEnvoy(envoyYaml('B', stubIdp.port, envoyPort, extprocPort, envoyAdmin)), envoyAdmin);
     envoys.push(envoy);
 
-    const sidecarFigures = {
-      getgrant: await measure(sidecarCallgrind, 'GetGrant', options, options.reads, (ops, rate) => fixedRun(getGrantCall, ops, rate, 'GetGrant')),
-      exchange: await measure(sidecarCallgrind, 'token exchange', options, options.reads, (ops, rate) => fixedRun(exchange.call, ops, rate, 'token exchange')),
-      capture: await measure(sidecarCallgrind, 'capture', options, options.captures, (ops, rate) => captureRun(envoy, envoyPort, ops, rate, db)),
-    };
+    const [getgrant, exchangeFigures, capture] = await measure(
+      sidecarCallgrind,
+      [
+        { what: 'GetGrant', ops: options.reads, run: (ops, rate) => fixedRun(getGrantCall, ops, rate, 'GetGrant') },
+        { what: 'token exchange', ops: options.reads, run: (ops, rate) => fixedRun(exchange.call, ops, rate, 'token exchange') },
+        { what: 'capture', ops: options.captures, run: (ops, rate) => captureRun(envoy, envoyPort, ops, rate, db) },
+      ],
+      options,
+    );
+    const sidecarFigures = { getgrant: getgrant!, exchange: exchangeFigures!, capture: capture! };
     const idlePerSecond: number[] = [];
     const idleSeconds = 5;
     for (let index = 0; index < options.runs; index += 1) {
@@ -310,8 +353,10 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
       const { status, message } = await echoLoad.call();
       return status === 0 ? { ok: true } : { ok: false, error: `grpc_${status}`, message };
     };
-    const echoGetGrant = await measure(echo.callgrind, 'floor GetGrant', options, options.reads, (ops, rate) =>
-      fixedRun(echoCall, ops, rate, 'floor GetGrant'),
+    const [echoGetGrant] = await measure(
+      echo.callgrind,
+      [{ what: 'floor GetGrant', ops: options.reads, run: (ops, rate) => fixedRun(echoCall, ops, rate, 'floor GetGrant') }],
+      options,
     );
     await stop(echo.child);
 
@@ -329,8 +374,10 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
     const [floorEnvoyPort, floorEnvoyAdmin] = [await freePort(), await freePort()];
     const floorEnvoy = await startEnvoy(patientEnvoy(envoyYaml('B0', stubIdp.port, floorEnvoyPort, floorPort, floorEnvoyAdmin)), floorEnvoyAdmin);
     envoys.push(floorEnvoy);
-    const extprocStream = await measure(floor.callgrind, 'floor ext_proc stream', options, options.captures, (ops, rate) =>
-      captureRun(floorEnvoy, floorEnvoyPort, ops, rate, undefined),
+    const [extprocStream] = await measure(
+      floor.callgrind,
+      [{ what: 'floor ext_proc stream', ops: options.captures, run: (ops, rate) => captureRun(floorEnvoy, floorEnvoyPort, ops, rate, undefined) }],
+      options,
     );
     await stop(floor.child);
 
@@ -348,7 +395,7 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
       options,
       sidecar: sidecarFigures,
       idlePerSecond,
-      floors: { echoGetGrant, extprocStream },
+      floors: { echoGetGrant: echoGetGrant!, extprocStream: extprocStream! },
       outDir,
     };
   } finally {
@@ -362,15 +409,17 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
   }
 }
 
-/** The table's rows: operation, its figure per op, its floor, the difference, the spread between runs. */
+/** The table's rows: operation, its figure per op (and without V8's compiler), its floor, the difference, the spread between runs. */
 export function instructionRows(figures: InstructionFigures): string[][] {
   const { sidecar, floors } = figures;
+  const own = (measured: Measured) => measured.perOp.map((perOp, index) => perOp - measured.compilerPerOp[index]!);
   const row = (name: string, measured: Measured, floorName: string, floor: Measured) => [
     name,
     count(mean(measured.perOp)),
+    count(mean(own(measured))),
     `${count(mean(floor.perOp))} (${floorName})`,
-    count(mean(measured.perOp) - mean(floor.perOp)),
-    `±${spreadPercent(measured.perOp).toFixed(1)} % (${measured.perOp.map(count).join(', ')}); floor ±${spreadPercent(floor.perOp).toFixed(1)} %`,
+    `${count(mean(measured.perOp) - mean(floor.perOp))} (${count(mean(own(measured)) - mean(own(floor)))})`,
+    `±${spreadPercent(measured.perOp).toFixed(1)} % (${measured.perOp.map(count).join(', ')}); without compiler ±${spreadPercent(own(measured)).toFixed(1)} %; floor ±${spreadPercent(floor.perOp).toFixed(1)} %`,
   ];
   return [
     row('GetGrant (durable audit)', sidecar.getgrant, 'canned-answer GetGrant', floors.echoGetGrant),
@@ -379,7 +428,14 @@ export function instructionRows(figures: InstructionFigures): string[][] {
   ];
 }
 
-const HEADER = ['operation', 'instructions per op', 'floor per op', 'beyond floor', 'runs spread (per-run figures)'];
+const HEADER = [
+  'operation',
+  'instructions per op',
+  "without V8's compiler",
+  'floor per op',
+  'beyond floor (without compiler)',
+  'runs spread (per-run figures)',
+];
 
 /** The table for a terminal. */
 export function instructionsTable(figures: InstructionFigures): string {
@@ -399,11 +455,15 @@ export function renderInstructionsSection(figures: InstructionFigures, command: 
     'Counted: the instructions (callgrind Ir, user space) of every thread of the measured process (main thread, libuv pool, V8 helper; callgrind sums them)',
     `from zeroing to dump, divided by the operations answered OK in that window (captures: stored in Postgres). Only the measured process runs under valgrind`,
     `(\`--tool=callgrind --instr-atstart=no\`, node with the serve flags ${SERVE_NODE_FLAGS.join(' ')}): not Envoy, Postgres, the stub IdP or the load generator.`,
-    `Each window: ${options.warmup} operations uninstrumented first (V8's tiering settles), then ${options.reads} GetGrant calls or exchanges, or ${options.captures} captures,`,
-    `at ${options.rate}/s open loop; ${options.runs} windows per operation. The sidecar (\`token-tap serve\`, API and exchange on, seal format 3, ${options.grants} stored grants)`,
+    `First ${options.warmup} of each operation uninstrumented (${options.warmupRate ? `at ${options.warmupRate}/s` : `closed loop, ${WARMUP_CONCURRENCY} at a time`}; V8's tiering settles); then ${options.runs} rounds of one window per operation: ${SETTLE_OPS} operations`,
+    `instrumented but not counted, then ${options.reads} GetGrant calls or exchanges, or ${options.captures} captures, counted, at ${options.rate}/s open loop.`,
+    `Envoy's health check and ext_proc deadlines are lengthened for the slowed process (patientEnvoy). The Postgres timeouts too (the API's would fail calls).`,
+    `The sidecar (\`token-tap serve\`, API and exchange on, seal format 3, ${options.grants} stored grants) The sidecar (\`token-tap serve\`, API and exchange on, seal format 3, ${options.grants} stored grants)`,
     'is the one process for all three; the floors are bench/token-vault-echo.ts (GetGrant answered with a canned grant) and bench/extproc-floor.ts',
     "(the sidecar's ext_proc loop with the capture pipeline cut off, behind the same Envoy), each under callgrind alike. The exchange's floor is the sidecar's GetGrant,",
-    'as in bench/token-exchange.ts. Background work in a window (timers, pool keep-alive, GC) is in the figures: the idle sidecar ran',
+    'as in bench/token-exchange.ts. "Without V8\'s compiler": less the inclusive cost of TurboFan\'s concurrent compile task (OptimizingCompileDispatcher::CompileTask,',
+    'from `callgrind_annotate --inclusive=yes`): tiering comes in bursts that do not follow the operations, and is most of what differs between two windows.',
+    'Background work in a window (timers, pool keep-alive, GC) is in the figures: the idle sidecar ran',
     `${count(idle)} instructions a second, ${count(idle / options.rate)} per operation at ${options.rate}/s.`,
     '',
     `| ${HEADER.join(' | ')} |`,

@@ -1,8 +1,8 @@
 // Instructions per GetGrant, per token exchange and per capture through Envoy, beside their floors,
 // counted by callgrind over a fixed number of operations (bench/instruction-counts.ts): a figure
 // that does not move with the machine's load, to judge a change in one run.
-//   npm run build && node --enable-source-maps dist/bench/instructions.js [--reads 300] [--captures 300]
-//     [--runs 2] [--warmup 500] [--rate 40] [--grants 200] [--dry-run (print, do not rewrite RESULTS.md)]
+//   npm run build && node --enable-source-maps dist/bench/instructions.js [--reads 150] [--captures 150]
+//     [--runs 2] [--warmup 1000] [--rate 10] [--warmup-rate 0 (closed loop)] [--grants 200] [--dry-run (print, do not rewrite RESULTS.md)]
 // Needs valgrind (/usr/bin/valgrind, or BENCH_VALGRIND). Writes the "Instructions per operation"
 // section of bench/RESULTS.md (other sections are kept); the dumps and figures.json go to
 // bench/results/<time>-callgrind/.
@@ -17,6 +17,7 @@ const { values: flags } = parseArgs({
     runs: { type: 'string', default: String(DEFAULT_INSTRUCTION_OPTIONS.runs) },
     warmup: { type: 'string', default: String(DEFAULT_INSTRUCTION_OPTIONS.warmup) },
     rate: { type: 'string', default: String(DEFAULT_INSTRUCTION_OPTIONS.rate) },
+    'warmup-rate': { type: 'string', default: String(DEFAULT_INSTRUCTION_OPTIONS.warmupRate) },
     grants: { type: 'string', default: String(DEFAULT_INSTRUCTION_OPTIONS.grants) },
     'dry-run': { type: 'boolean', default: false },
   },
@@ -28,6 +29,7 @@ const figures = await measureInstructions({
   runs: Number(flags.runs),
   warmup: Number(flags.warmup),
   rate: Number(flags.rate),
+  warmupRate: Number(flags['warmup-rate']),
   grants: Number(flags.grants),
 });
 const command = `node --enable-source-maps dist/bench/instructions.js ${process.argv.slice(2).join(' ')}`.trim();

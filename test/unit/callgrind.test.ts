@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { instructionsOf, sumInstructions } from '../../bench/callgrind.js';
+import { compilerInstructions, instructionsOf, sumInstructions } from '../../bench/callgrind.js';
 import { spreadPercent } from '../../bench/instruction-counts.js';
 
 // The head and tail of a real dump (valgrind 3.19, `callgrind_control --dump`), cost lines cut.
@@ -55,5 +55,19 @@ describe('bench/callgrind', () => {
   it('states the spread between runs as half their range over their mean', () => {
     expect(spreadPercent([98, 102])).to.equal(2);
     expect(spreadPercent([100])).to.equal(0);
+  });
+});
+
+describe("bench/callgrind: V8's compiler in a callgrind_annotate --inclusive=yes listing", () => {
+  it("takes the inclusive cost of TurboFan's compile task, and nothing else", () => {
+    const listing = [
+      '643,997,020 (100.0%)  PROGRAM TOTALS',
+      '242,538,725 (37.66%)  ???:v8::internal::OptimizingCompileDispatcher::CompileTask::RunInternal() [/usr/bin/node]',
+      '242,495,157 (37.65%)  ???:v8::internal::OptimizingCompileDispatcher::CompileNext(v8::internal::TurbofanCompilationJob*, v8::internal::LocalIsolate*) [/usr/bin/node]',
+      " 59,491,309 ( 9.24%)  ???:Builtins_CompileLazy'2 [/usr/bin/node]",
+      ' 27,596,954 ( 3.45%)  ???:v8::internal::compiler::GraphReducer::ReduceTop() [/usr/bin/node]',
+    ].join('\n');
+    expect(compilerInstructions(listing)).to.equal(242_538_725);
+    expect(compilerInstructions(listing.split('\n').slice(2).join('\n'))).to.equal(0);
   });
 });
