@@ -56,19 +56,35 @@ export function sumInstructions(texts: readonly string[]): number {
   }, 0);
 }
 
-/**
- * Of a `callgrind_annotate --inclusive=yes` listing, the instructions of V8's concurrent optimizing
- * compiler (TurboFan): its compile task's inclusive cost, on V8's helper thread. Tiering work comes in
- * bursts that do not follow the operations, and is the most of what differs between two windows.
- */
-export function compilerInstructions(annotated: string): number {
-  let total = 0;
+/** Inclusive cost of each function of a `callgrind_annotate --inclusive=yes` listing, by name (parameters and object file dropped). */
+function inclusiveCosts(annotated: string): Map<string, number> {
+  const costs = new Map<string, number>();
   for (const line of annotated.split('\n')) {
-    const match = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+(.*)$/.exec(line);
-    // The task's own line only: not a recursive entry ('2), nor a callee's.
-    if (match && /OptimizingCompileDispatcher::CompileTask::RunInternal\(\) /.test(match[2]!)) total += Number(match[1]!.replaceAll(',', ''));
+    const match = /^\s*([\d,]+) \(\s*[\d.]+%\)\s+\S*?:(.*?)\(/.exec(line);
+    // A recursive entry ('2) is inside its first one: the first line of a name is the one.
+    if (match && !costs.has(match[2]!)) costs.set(match[2]!, Number(match[1]!.replaceAll(',', '')));
   }
-  return total;
+  return costs;
+}
+
+/**
+ * What of a window (a `callgrind_annotate --inclusive=yes` listing) is not the operations' own work
+ * but V8's, in bursts that do not follow them and make most of the difference between two windows:
+ * `compiler`, TurboFan's concurrent compile task (tiering); `majorGc`, a full mark-compact
+ * (concurrent marking, sweeping, and the atomic pause, reached through the incremental marking job
+ * or directly: the larger of the two, as one holds the other). Scavenges (minor GC) stay in the
+ * figures: they follow the operations' allocation.
+ */
+export function v8Bursts(annotated: string): { compiler: number; majorGc: number } {
+  const costs = inclusiveCosts(annotated);
+  const cost = (name: string) => costs.get(name) ?? 0;
+  return {
+    compiler: cost('v8::internal::OptimizingCompileDispatcher::CompileTask::RunInternal'),
+    majorGc:
+      cost('v8::internal::ConcurrentMarking::JobTaskMajor::Run') +
+      cost('v8::internal::Sweeper::SweeperJob::Run') +
+      Math.max(cost('v8::internal::IncrementalMarkingJob::Task::RunInternal'), cost('v8::internal::MarkCompactCollector::CollectGarbage')),
+  };
 }
 
 async function annotate(file: string): Promise<string> {
@@ -101,7 +117,10 @@ export class CallgrindProcess {
    * `settle` runs first, instrumented but not counted: turning instrumentation on makes valgrind
    * translate all code again, and the first operations after it are slow enough to hit timeouts.
    */
-  async window<T>(work: () => Promise<T>, settle?: () => Promise<unknown>): Promise<{ instructions: number; compiler: number; result: T; files: string[] }> {
+  async window<T>(
+    work: () => Promise<T>,
+    settle?: () => Promise<unknown>,
+  ): Promise<{ instructions: number; compiler: number; majorGc: number; result: T; files: string[] }> {
     this.windows += 1;
     const label = `window-${this.windows}`;
     const before = new Set(this.dumps());
@@ -125,7 +144,12 @@ export class CallgrindProcess {
     const instructions = sumInstructions(files.map((file) => readFileSync(path.join(this.outDir, file), 'utf8')));
     const paths = files.map((file) => path.join(this.outDir, file));
     let compiler = 0;
-    for (const file of paths) compiler += compilerInstructions(await annotate(file));
-    return { instructions, compiler, result, files: paths };
+    let majorGc = 0;
+    for (const file of paths) {
+      const bursts = v8Bursts(await annotate(file));
+      compiler += bursts.compiler;
+      majorGc += bursts.majorGc;
+    }
+    return { instructions, compiler, majorGc, result, files: paths };
   }
 }

@@ -2,7 +2,7 @@
 // counted by callgrind over a fixed number of operations (bench/instruction-counts.ts): a figure
 // that does not move with the machine's load, to judge a change in one run.
 //   npm run build && node --enable-source-maps dist/bench/instructions.js [--reads 150] [--captures 150]
-//     [--runs 2] [--warmup 1000] [--rate 10] [--warmup-rate 0 (closed loop)] [--grants 200] [--dry-run (print, do not rewrite RESULTS.md)]
+//     [--runs 2] [--warmup 1500] [--rate 10] [--warmup-rate 0 (closed loop)] [--grants 200] [--dry-run (print, do not rewrite RESULTS.md)]
 // Needs valgrind (/usr/bin/valgrind, or BENCH_VALGRIND). Writes the "Instructions per operation"
 // section of bench/RESULTS.md (other sections are kept); the dumps and figures.json go to
 // bench/results/<time>-callgrind/.

@@ -1,5 +1,5 @@
 import { expect } from 'chai';
-import { compilerInstructions, instructionsOf, sumInstructions } from '../../bench/callgrind.js';
+import { instructionsOf, sumInstructions, v8Bursts } from '../../bench/callgrind.js';
 import { spreadPercent } from '../../bench/instruction-counts.js';
 
 // The head and tail of a real dump (valgrind 3.19, `callgrind_control --dump`), cost lines cut.
@@ -58,16 +58,26 @@ describe('bench/callgrind', () => {
   });
 });
 
-describe("bench/callgrind: V8's compiler in a callgrind_annotate --inclusive=yes listing", () => {
-  it("takes the inclusive cost of TurboFan's compile task, and nothing else", () => {
-    const listing = [
-      '643,997,020 (100.0%)  PROGRAM TOTALS',
-      '242,538,725 (37.66%)  ???:v8::internal::OptimizingCompileDispatcher::CompileTask::RunInternal() [/usr/bin/node]',
-      '242,495,157 (37.65%)  ???:v8::internal::OptimizingCompileDispatcher::CompileNext(v8::internal::TurbofanCompilationJob*, v8::internal::LocalIsolate*) [/usr/bin/node]',
-      " 59,491,309 ( 9.24%)  ???:Builtins_CompileLazy'2 [/usr/bin/node]",
-      ' 27,596,954 ( 3.45%)  ???:v8::internal::compiler::GraphReducer::ReduceTop() [/usr/bin/node]',
-    ].join('\n');
-    expect(compilerInstructions(listing)).to.equal(242_538_725);
-    expect(compilerInstructions(listing.split('\n').slice(2).join('\n'))).to.equal(0);
+describe("bench/callgrind: V8's bursts in a callgrind_annotate --inclusive=yes listing", () => {
+  // Lines of a real listing (exchange window, valgrind 3.19, Node 20), parameters shortened.
+  const listing = [
+    '863,966,282 (100.0%)  PROGRAM TOTALS',
+    '259,462,111 (30.03%)  ???:v8::internal::OptimizingCompileDispatcher::CompileTask::RunInternal() [/usr/bin/node]',
+    '259,439,915 (30.03%)  ???:v8::internal::OptimizedCompilationJob::ExecuteJob(v8::internal::RuntimeCallStats*) [/usr/bin/node]',
+    '111,470,032 (12.90%)  ???:v8::internal::ConcurrentMarking::JobTaskMajor::Run(v8::JobDelegate*) [/usr/bin/node]',
+    '111,469,648 (12.90%)  ???:v8::internal::ConcurrentMarking::RunMajor(v8::JobDelegate*, unsigned int, bool) [/usr/bin/node]',
+    ' 51,269,320 ( 5.93%)  ???:v8::internal::Heap::Scavenge() [/usr/bin/node]',
+    ' 44,952,756 ( 5.20%)  ???:v8::internal::Sweeper::SweeperJob::Run(v8::JobDelegate*) [/usr/bin/node]',
+    ' 15,233,773 ( 1.76%)  ???:v8::internal::IncrementalMarkingJob::Task::RunInternal() [/usr/bin/node]',
+    ' 14,825,782 ( 1.72%)  ???:v8::internal::MarkCompactCollector::CollectGarbage() [/usr/bin/node]',
+    " 10,000,000 ( 1.00%)  ???:v8::internal::Sweeper::SweeperJob::Run(v8::JobDelegate*)'2 [/usr/bin/node]",
+  ];
+
+  it("takes TurboFan's compile task, and the major GC's marking, sweeping and the larger of its two ways in (one holds the other)", () => {
+    expect(v8Bursts(listing.join('\n'))).to.deep.equal({ compiler: 259_462_111, majorGc: 111_470_032 + 44_952_756 + 15_233_773 });
+  });
+
+  it('leaves scavenges in, and says 0 for a window with no burst', () => {
+    expect(v8Bursts([listing[0], listing[5]].join('\n'))).to.deep.equal({ compiler: 0, majorGc: 0 });
   });
 });
