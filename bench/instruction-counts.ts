@@ -239,7 +239,7 @@ interface Workload {
 async function measure(callgrind: CallgrindProcess, workloads: Workload[], options: InstructionOptions): Promise<Measured[]> {
   for (const { what, run } of workloads) {
     log(
-      `${what}: warm-up, ${options.warmup} ${options.warmupRate ? `at ${options.warmupRate}/s` : `closed loop, ${WARMUP_CONCURRENCY} at a time`}, uninstrumented`,
+      `${what}: warm-up, ${options.warmup} ${options.warmupRate ? `at ${options.warmupRate}/s` : `closed loop, ${WARMUP_CONCURRENCY} at a time (captures: ${CAPTURE_WARMUP_RATE}/s)`}, uninstrumented`,
     );
     // A fresh process under valgrind is slow until translated and tiered: a warm-up call may time out, and that is no matter.
     await run(options.warmup, options.warmupRate).catch((error: Error) => log(`${what}: during the warm-up: ${error.message}`));
@@ -467,7 +467,7 @@ export function renderInstructionsSection(figures: InstructionFigures, command: 
     `First ${options.warmup} of each operation uninstrumented (${options.warmupRate ? `at ${options.warmupRate}/s` : `closed loop, ${WARMUP_CONCURRENCY} at a time; captures at ${CAPTURE_WARMUP_RATE}/s`}; V8's tiering settles); then ${options.runs} rounds of one window per operation: ${SETTLE_OPS} operations`,
     `instrumented but not counted, then ${options.reads} GetGrant calls or exchanges, or ${options.captures} captures, counted, at ${options.rate}/s open loop.`,
     `Envoy's health check and ext_proc deadlines are lengthened for the slowed process (patientEnvoy). The Postgres timeouts too (the API's would fail calls).`,
-    `The sidecar (\`token-tap serve\`, API and exchange on, seal format 3, ${options.grants} stored grants) The sidecar (\`token-tap serve\`, API and exchange on, seal format 3, ${options.grants} stored grants)`,
+    `The sidecar (\`token-tap serve\`, API and exchange on, seal format 3, ${options.grants} stored grants)`,
     'is the one process for all three; the floors are bench/token-vault-echo.ts (GetGrant answered with a canned grant) and bench/extproc-floor.ts',
     "(the sidecar's ext_proc loop with the capture pipeline cut off, behind the same Envoy), each under callgrind alike. The exchange's floor is the sidecar's GetGrant,",
     'as in bench/token-exchange.ts. "Own work": less V8\'s bursts, which do not follow the operations and make most of the difference between two windows',
