@@ -26,7 +26,7 @@
 //   exchange  bench/token-exchange.ts in its own process (with --quick: 5 s runs), the token exchange
 //             at 250 and 500/s against the GetGrant floor: its own section of RESULTS.md; its rows
 //             come back through --json for issue 25's row (against the vault phase's canned floor)
-//   instructions  bench/instruction-counts.ts's measureInstructions (callgrind), when that module exists
+//   instructions  bench/instruction-counts.ts's measureInstructions (callgrind): instructions per op beside the floors
 // Flags: --quick  --rates 200,1000,3000  --rounds N  --seconds S  --phases ...  --dry-run (do not
 // rewrite RESULTS.md; still measures every phase)  --keep-db  --extproc-thread (the load sidecar with TOKEN_TAP_EXTPROC_THREAD=true).
 // Ends with one log line per target, `target goal | measured | met/missed`: issue 25's (bench/targets.ts),
@@ -34,14 +34,12 @@
 //   node dist/bench/run.js --quick --rates 200,1000 --rounds 1 --phases memory,latency,ceiling --dry-run
 // The sidecar runs as `node SERVE_NODE_FLAGS (src/ops/node-flags.ts) BENCH_SIDECAR_NODE_ARGS CLI serve`.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import type { ProcessingMode } from '../src/envoyconfig/options.js';
-import { renderEnvoyConfig } from '../src/envoyconfig/render.js';
 import { tokenRoutePath } from '../src/contract.js';
 import { startEnvoy, type RunningEnvoy } from '../src/ops/envoy-process.js';
 import { SERVE_NODE_FLAGS } from '../src/ops/node-flags.js';
@@ -49,9 +47,10 @@ import { waitFor } from '../src/lib/wait-for.js';
 import { generateKeySpec } from '../src/keys/key-ring.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
 import { freePort } from '../test/support/ports.js';
-import { stringify } from 'yaml';
 import { runLoad, type LoadResult } from './load.js';
 import { log } from './common.js';
+import { envoyYaml, REQUEST, spawnNode, startStubIdp } from './envoy-scenarios.js';
+import { instructionRows, measureInstructions, writeInstructionsSection } from './instruction-counts.js';
 import {
   computeTargets,
   renderResults,
@@ -112,10 +111,6 @@ const IDLE_MS = 5_000;
  * each run's maxInFlight is logged.
  */
 const OPEN_LOOP_CONNECTIONS = 64;
-const REQUEST = {
-  body: 'grant_type=authorization_code&code=SplxlOBeZQQYbYS6WxSbIA&redirect_uri=https%3A%2F%2Fexample.okta.com%2Foauth2%2Fv1%2Fauthorize%2Fcallback',
-  headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: 'Basic b2t0YS1iZW5jaDpiZW5jaC1zZWNyZXQ=', accept: 'application/json' },
-};
 /** How the bench starts `token-tap serve`: the flags serve runs with everywhere, then any of the bench's own. */
 const SIDECAR_NODE_ARGS = [
   ...SERVE_NODE_FLAGS,
@@ -124,11 +119,6 @@ const SIDECAR_NODE_ARGS = [
 ];
 
 const sleep = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
-
-function spawnNode(args: string[], env: Record<string, string>, logFile: string, inheritEnv = true): ChildProcess {
-  const fd = openSync(logFile, 'a');
-  return spawn(process.execPath, args, { env: inheritEnv ? { ...process.env, ...env } : env, stdio: ['ignore', fd, fd] });
-}
 
 /** The bench's environment without anything that would change how serve runs: for the default-config sidecar. */
 function neutralEnv(): Record<string, string> {
@@ -171,16 +161,6 @@ const medianBy = <T>(values: T[], key: (value: T) => number): T => [...values].s
 const mbText = (memory: ProcessMemory) =>
   `VmRSS ${memory.vmRssMb.toFixed(1)} MB (RssAnon ${memory.rssAnonMb.toFixed(1)}, RssFile ${memory.rssFileMb.toFixed(1)}, RssShmem ${memory.rssShmemMb.toFixed(1)})`;
 
-async function startStubIdp(logFile: string, delayMs = 0): Promise<{ port: number; child: ChildProcess }> {
-  const port = await freePort();
-  const child = spawnNode([path.join(ROOT, 'dist/bench/stub-idp.js'), String(port), String(delayMs)], {}, logFile);
-  await waitFor('the stub IdP', async () => {
-    const response = await fetch(`http://127.0.0.1:${port}/token`, { method: 'POST' }).catch(() => undefined);
-    return response?.ok ? true : undefined;
-  });
-  return { port, child };
-}
-
 async function tcpAccepts(port: number): Promise<true | undefined> {
   return new Promise((resolve) => {
     const socket = net.connect(port, '127.0.0.1');
@@ -217,24 +197,6 @@ async function startSidecar(
   );
   if (options.apiPort !== undefined) await waitFor("the sidecar's TokenVault API", () => tcpAccepts(options.apiPort!), 15_000, 5);
   return { child, readyMs: Number(process.hrtime.bigint() - started) / 1e6 };
-}
-
-function envoyYaml(scenario: Scenario, idpPort: number, listenPort: number, sidecarPort: number, adminPort: number): string {
-  const mode: ProcessingMode = scenario === 'C' || scenario === 'C0' ? 'buffered' : 'observability';
-  const config = renderEnvoyConfig({
-    idps: [{ name: 'bench', tokenUrl: new URL(`http://127.0.0.1:${idpPort}/token`) }],
-    listen: { host: '127.0.0.1', port: listenPort },
-    sidecar: { host: '127.0.0.1', port: sidecarPort },
-    admin: { host: '127.0.0.1', port: adminPort },
-    mode,
-  }) as any;
-  if (scenario === 'A') {
-    // Envoy alone: the same config without the ext_proc filter.
-    const hcm = config.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
-    hcm.http_filters = hcm.http_filters.filter((filter: { name: string }) => filter.name !== 'envoy.filters.http.ext_proc');
-    for (const route of hcm.route_config.virtual_hosts[0].routes) delete route.typed_per_filter_config;
-  }
-  return stringify(config);
 }
 
 async function countEvents(db: TestDatabase): Promise<number> {
@@ -677,29 +639,13 @@ async function main(): Promise<void> {
     results.exchange = { seconds: written.seconds, rows: written.rows };
   });
   await timed('instructions', async () => {
-    // HOOK (issue 25): instructions per GetGrant / exchange / capture and per floor op, counted by
-    // callgrind, from bench/instruction-counts.ts (branch s7-instr, not merged when this was written):
-    //   measureInstructions(overrides?: Partial<InstructionOptions>): Promise<InstructionFigures>
-    //   instructionRows(figures): string[][]  (operation, per op, floor per op, beyond floor, spread)
-    // Imported by a computed path so this builds before that module exists; not bench/instructions.ts,
-    // the script, which measures as soon as it is imported. Without it the phase says so and the
-    // figures are "not measured".
-    const specifier = new URL('./instruction-counts.js', import.meta.url).href;
-    const module = (await import(specifier).catch(() => undefined)) as
-      | { measureInstructions?: (overrides?: Record<string, number>) => Promise<unknown>; instructionRows?: (figures: unknown) => string[][] }
-      | undefined;
-    if (typeof module?.measureInstructions !== 'function') {
-      log('instructions: bench/instruction-counts.ts (measureInstructions) is not in this build; not measured');
-      return;
-    }
-    // --quick: fewer operations per window and one window, a smoke check of the phase.
-    const figures = await module.measureInstructions(quick ? { reads: 100, captures: 100, runs: 1, warmup: 200 } : {});
+    // Instructions per GetGrant / exchange / capture and per floor op, counted by callgrind: the
+    // figure that does not move with the machine's load. --quick: smaller windows, one round.
+    const figures = await measureInstructions(quick ? { reads: 100, captures: 100, runs: 1, warmup: 300 } : {});
     const columns = ['operation', 'instructions per op', 'floor per op', 'beyond floor', 'runs spread'];
-    results.instructions =
-      typeof module.instructionRows === 'function'
-        ? { rows: module.instructionRows(figures).map((row) => Object.fromEntries(columns.map((column, index) => [column, row[index] ?? '—']))), figures }
-        : figures;
-    for (const row of (results.instructions as { rows?: Array<Record<string, string>> }).rows ?? []) log(`instructions: ${Object.values(row).join(' | ')}`);
+    results.instructions = { rows: instructionRows(figures).map((row) => Object.fromEntries(columns.map((column, index) => [column, row[index] ?? '—']))), figures };
+    for (const row of instructionRows(figures)) log(`instructions: ${row.join(' | ')}`);
+    if (!flags['dry-run']) writeInstructionsSection(figures, process.argv.length > 2 ? `npm run bench -- ${process.argv.slice(2).join(' ')}` : 'npm run bench');
   });
   const file = path.join(RESULTS_DIR, `${stamp}.json`);
   const meta = {

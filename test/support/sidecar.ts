@@ -48,6 +48,8 @@ export async function startSidecarProcess(options: {
   listen?: string;
   unreaped?: boolean;
   wrap?: string[];
+  /** How long it may take to be ready (10 s unless given; a sidecar under valgrind takes longer). */
+  readyTimeoutMs?: number;
 }): Promise<SidecarProcess> {
   // Each sidecar gets its own spool and ops port unless the test names them: test runs share the machine.
   const ownSpool = options.env.TOKEN_TAP_SPOOL_DIR ? undefined : mkdtempSync(path.join(os.tmpdir(), 'token-tap-spool-'));
@@ -68,8 +70,10 @@ export async function startSidecarProcess(options: {
     });
     await Promise.race([
       exitedEarly,
-      waitFor('the sidecar to be ready', async () =>
-        logs.includes('ext_proc server ready') && /"opsListen"|cannot listen for \/metrics/.test(logs) ? true : undefined,
+      waitFor(
+        'the sidecar to be ready',
+        async () => (logs.includes('ext_proc server ready') && /"opsListen"|cannot listen for \/metrics/.test(logs) ? true : undefined),
+        options.readyTimeoutMs,
       ),
     ]);
     exitedEarly.catch(() => undefined);
