@@ -643,7 +643,10 @@ async function main(): Promise<void> {
     // figure that does not move with the machine's load. --quick: smaller windows, one round.
     const figures = await measureInstructions(quick ? { reads: 100, captures: 100, runs: 1, warmup: 300 } : {});
     const columns = ['operation', 'instructions per op', 'floor per op', 'beyond floor', 'runs spread'];
-    results.instructions = { rows: instructionRows(figures).map((row) => Object.fromEntries(columns.map((column, index) => [column, row[index] ?? '—']))), figures };
+    results.instructions = {
+      rows: instructionRows(figures).map((row) => Object.fromEntries(columns.map((column, index) => [column, row[index] ?? '—']))),
+      figures,
+    };
     for (const row of instructionRows(figures)) log(`instructions: ${row.join(' | ')}`);
     if (!flags['dry-run']) writeInstructionsSection(figures, process.argv.length > 2 ? `npm run bench -- ${process.argv.slice(2).join(' ')}` : 'npm run bench');
   });
