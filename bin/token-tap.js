@@ -1,5 +1,5 @@
 #!/bin/sh
-// 2>/dev/null; exec node --max-semi-space-size=1 --v8-pool-size=1 "$0" "$@"
+// 2>/dev/null; exec node --max-semi-space-size=1 --v8-pool-size=1 -- "$0" "$@"
 // The CLI entry point; the code lives in dist/ (built by `npm run build`, which setup runs).
 // Run as a program (`npx token-tap`, `./bin/token-tap.js`), the file is first a shell script: the
 // line above (a comment to Node; to sh, a failing `//` then `exec`) replaces sh with Node started

@@ -251,10 +251,10 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
     metrics.requests.inc({ idp: notes.idp ?? '', outcome });
     endTimer({ outcome });
     // The access_events row is the audit trail of every exchange, and the metrics count them: a line
-    // per exchange at info cost ~35 µs of the ~900 µs of CPU one takes (bench/RESULTS.md), so only
-    // the failures the operator must see are logged above debug.
+    // per answered exchange at info cost ~35 µs of the ~900 µs of CPU one takes (bench/RESULTS.md), so
+    // answers are logged at debug; refusals (a forged token, another IdP's user: probes) stay at info.
     const failed = outcome === 'internal' || outcome === 'unavailable';
-    if (!failed && !logger.isLevelEnabled('debug')) return;
+    if (outcome === 'ok' && !logger.isLevelEnabled('debug')) return;
     const line = {
       idp: notes.idp,
       subject: notes.subject,
@@ -266,7 +266,8 @@ export async function startExchangeServer(options: ExchangeServerOptions): Promi
       detail: notes.detail,
     };
     if (failed) logger.warn(line, 'token exchange');
-    else logger.debug(line, 'token exchange');
+    else if (outcome === 'ok') logger.debug(line, 'token exchange');
+    else logger.info(line, 'token exchange refused');
   }
 
   const onRequest = (request: http.IncomingMessage, response: http.ServerResponse) => {

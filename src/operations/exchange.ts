@@ -9,6 +9,7 @@ import type { JWTPayload } from 'jose';
 import type { ExchangeConfig, ExchangeProvider } from '../config/exchange-file.js';
 import type { ExchangeOutcome } from '../store/access-events.js';
 import { isPostgresUnavailable, VaultError } from '../store/errors.js';
+import { DecryptError } from '../keys/key-ring.js';
 import type { GrantRecord, GrantStore } from '../store/grants.js';
 import { claimKey, emailKey, findMatchedGrant, type UserKey } from './find-grant.js';
 import type { GrantRefresher } from './refresh.js';
@@ -238,6 +239,9 @@ export class TokenExchange {
       return { grant: result.grant };
     } catch (error) {
       if (!(error instanceof VaultError)) throw error;
+      // A grant that does not open (tampered, or sealed under a key this sidecar lacks) is our fault,
+      // not the user's: an internal error with its warn line, never "sign in again".
+      if (error.cause instanceof DecryptError) throw error.cause;
       if (error.outcome === 'unavailable') {
         // An IdP that is down should not take away a token that still works.
         if (stillGood) {

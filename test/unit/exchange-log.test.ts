@@ -1,5 +1,5 @@
 // The token exchange's log: the access_events row is the trail of each exchange, so an answered
-// one is logged only at debug; one answered unavailable or internal is logged at warn. Against the
+// one is logged only at debug, a refused one at info; one answered unavailable or internal at warn. Against the
 // listener on loopback, with the operation, the key check and the audit log stood in for.
 import { Writable } from 'node:stream';
 import { expect } from 'chai';
@@ -48,7 +48,7 @@ async function exchangeLogged(level: string, result: ExchangeResult): Promise<Ar
     await server.close();
   }
   expect(audited).to.have.length(1);
-  return lines.filter((line) => line.msg === 'token exchange');
+  return lines.filter((line) => typeof line.msg === 'string' && line.msg.startsWith('token exchange'));
 }
 
 describe('token exchange: its log line', () => {
@@ -65,6 +65,14 @@ describe('token exchange: its log line', () => {
     expect(rest).to.deep.equal([]);
     expect(line).to.include({ level: 20, idp: 'entra', subject: 'u1', oktaUser: '00u1', outcome: 'ok', status: 200 });
     expect(JSON.stringify(line)).to.not.include('upstream');
+  });
+
+  it('logs a refused exchange at info (a probe the operator should see), without the token', async () => {
+    const refused: ExchangeResult = { outcome: 'wrong_idp', description: 'no', notes: { idp: 'entra', detail: 'names another Okta IdP' } };
+    const [line, ...rest] = await exchangeLogged('info', refused);
+    expect(rest).to.deep.equal([]);
+    expect(line).to.include({ level: 30, msg: 'token exchange refused', outcome: 'wrong_idp', status: 400 });
+    expect(JSON.stringify(line)).to.not.include('a.b.c');
   });
 
   it('logs one answered unavailable or internal at warn', async () => {

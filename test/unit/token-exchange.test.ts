@@ -17,6 +17,7 @@ import { authenticateClient } from '../../src/exchange/client-auth.js';
 import { readClientCredentials, readExchangeParams, readForm } from '../../src/exchange/form.js';
 import { needsRefresh, TokenExchange, type ExchangeRequest, type TokenExchangeDependencies } from '../../src/operations/exchange.js';
 import { VaultError } from '../../src/store/errors.js';
+import { DecryptError } from '../../src/keys/key-ring.js';
 import type { GrantRecord } from '../../src/store/grants.js';
 
 const AT = 'urn:ietf:params:oauth:token-type:access_token';
@@ -356,6 +357,14 @@ describe('token exchange: the operation', () => {
     expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000) }), down).exchange(request())).outcome).to.equal('unavailable');
     const refused = async () => Promise.reject(new VaultError('grant is revoked', 'failed_precondition'));
     expect((await exchangeWith(expiring, refused).exchange(request())).outcome).to.equal('refresh_refused');
+    // A grant whose other fields do not open (tampered, or a key this sidecar lacks) is not the user's to fix.
+    const undecryptable = new DecryptError('access_token of grant (entra, u) failed authentication under key "k2"');
+    const broken = async () => Promise.reject(new VaultError(undecryptable.message, 'failed_precondition', { cause: undecryptable }));
+    let thrown: unknown;
+    await exchangeWith(expiring, broken)
+      .exchange(request())
+      .catch((error: unknown) => (thrown = error));
+    expect(thrown).to.equal(undecryptable);
     expect((await exchangeWith(grant({ accessTokenExpiresAt: new Date(now - 1_000), refreshToken: null }), noRefresh).exchange(request())).outcome).to.equal(
       'refresh_refused',
     );
