@@ -48,7 +48,7 @@ async function exchangeLogged(level: string, result: ExchangeResult): Promise<Ar
     await server.close();
   }
   expect(audited).to.have.length(1);
-  return lines.filter((line) => typeof line.msg === 'string' && line.msg.startsWith('token exchange'));
+  return lines.filter((line) => line.msg === 'token exchange' || line.msg === 'token exchange refused');
 }
 
 describe('token exchange: its log line', () => {
