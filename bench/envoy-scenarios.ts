@@ -21,8 +21,13 @@ export const REQUEST = {
 };
 
 export function spawnNode(args: string[], env: Record<string, string>, logFile: string, inheritEnv = true): ChildProcess {
+  return spawnProgram(process.execPath, args, env, logFile, inheritEnv);
+}
+
+/** `file` run as a program (its own #! line), output appended to logFile. */
+export function spawnProgram(file: string, args: string[], env: Record<string, string>, logFile: string, inheritEnv = true): ChildProcess {
   const fd = openSync(logFile, 'a');
-  return spawn(process.execPath, args, { env: inheritEnv ? { ...process.env, ...env } : env, stdio: ['ignore', fd, fd] });
+  return spawn(file, args, { env: inheritEnv ? { ...process.env, ...env } : env, stdio: ['ignore', fd, fd] });
 }
 
 export async function startStubIdp(logFile: string, delayMs = 0): Promise<{ port: number; child: ChildProcess }> {

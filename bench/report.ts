@@ -70,7 +70,7 @@ export interface Results {
     starts: Array<ProcessMemory & { readyMs: number }>;
     median: ProcessMemory;
     bareNode: ProcessMemory;
-    /** As `npx token-tap serve` runs it: `node bin/token-tap.js serve`, no node flags, no NODE_OPTIONS. */
+    /** As `npx token-tap serve` runs it: bin/token-tap.js executed (its sh line adds serve's node flags), no NODE_OPTIONS. */
     flagless?: RestingMemory;
   };
   startup?: { readyMs: number[]; medianMs: number };
@@ -241,7 +241,7 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
     '',
     'GetGrant: the `vault` phase (bench/token-vault.ts, a fresh sidecar with durable audit, and the canned-answer floor bench/token-vault-echo.ts at the same rates). Token exchange: the `exchange` phase (bench/token-exchange.ts) against that canned floor at 500/s.',
     "CPU: the sidecar's CPU over the observability ceiling step at 1,000/s (until every capture is in Postgres) per stored capture, minus the floor server's CPU per ext_proc stream over B0's latency runs at 1,000/s (median of the rounds).",
-    "Peak RSS: the ceiling steps at 1,000/s (sampled every 250 ms); settled: sampled every second for 30 s after that step's load ends. At rest: `node bin/token-tap.js serve` with no node flags and no NODE_OPTIONS (median of 3 fresh starts, 5 s idle after ready). The sidecar under load runs with the Dockerfile's flags (below).",
+    "Peak RSS: the ceiling steps at 1,000/s (sampled every 250 ms); settled: sampled every second for 30 s after that step's load ends. At rest: `bin/token-tap.js serve` executed as npx runs it (the bin's sh line execs node with serve's flags), no NODE_OPTIONS (median of 3 fresh starts, 5 s idle after ready). The sidecar under load runs with the Dockerfile's flags (below).",
     '',
   );
   const instructions = renderInstructions(results.instructions);
@@ -273,7 +273,7 @@ export function renderSection(meta: Record<string, unknown>, results: Results): 
     if (memory.flagless) {
       const flagless = memory.flagless.median;
       lines.push(
-        `| at rest, no node flags (\`node bin/token-tap.js serve\`, as \`npx token-tap serve\`), median of 3 | ${mb(flagless.vmRssMb)} | ${mb(flagless.rssAnonMb)} | ${mb(flagless.rssFileMb)} | ${mb(flagless.rssShmemMb)} |`,
+        `| at rest as \`npx token-tap serve\` runs it (\`bin/token-tap.js serve\` executed, no NODE_OPTIONS), median of 3 | ${mb(flagless.vmRssMb)} | ${mb(flagless.rssAnonMb)} | ${mb(flagless.rssFileMb)} | ${mb(flagless.rssShmemMb)} |`,
       );
     }
     lines.push(

@@ -10,7 +10,7 @@
 //   memory    3 fresh sidecars in the default config (TokenVault API on; only DATABASE_URL, keys,
 //             ports and spool dir set, no TOKEN_TAP_*, LOG_LEVEL or NODE_OPTIONS inherited), each
 //             idle 5 s after ready: VmRSS, RssAnon, RssFile (median of 3); bare `node -e` for scale;
-//             then 3 more as `npx token-tap serve` runs it, with no node flags at all (issue 25's row)
+//             then 3 more as `npx token-tap serve` runs it: the bin executed, no NODE_OPTIONS (issue 25's row)
 //   startup   5 fresh sidecars, spawn to ready
 //   latency   open loop at each of --rates: A, B, C, B0, C0 interleaved, --rounds rounds of --seconds;
 //             the CPU of the process behind each Envoy per request (sidecar for B, C; floor for B0, C0)
@@ -49,7 +49,7 @@ import { createTestDatabase, type TestDatabase } from '../test/support/postgres.
 import { freePort } from '../test/support/ports.js';
 import { runLoad, type LoadResult } from './load.js';
 import { log } from './common.js';
-import { envoyYaml, REQUEST, spawnNode, startStubIdp } from './envoy-scenarios.js';
+import { envoyYaml, REQUEST, spawnNode, spawnProgram, startStubIdp } from './envoy-scenarios.js';
 import { instructionRows, measureInstructions, writeInstructionsSection } from './instruction-counts.js';
 import {
   computeTargets,
@@ -180,11 +180,18 @@ async function startSidecar(
   port: number,
   env: Record<string, string>,
   logFile: string,
-  options: { apiPort?: number; inheritEnv?: boolean; nodeArgs?: readonly string[] } = {},
+  options: { apiPort?: number; inheritEnv?: boolean; nodeArgs?: readonly string[] | 'as-a-program' } = {},
 ): Promise<{ child: ChildProcess; readyMs: number }> {
   const started = process.hrtime.bigint();
   const nodeArgs = options.nodeArgs ?? SIDECAR_NODE_ARGS;
-  const child = spawnNode([...nodeArgs, CLI, 'serve', '--listen', `127.0.0.1:${port}`], env, logFile, options.inheritEnv ?? true);
+  const serveArgs = ['serve', '--listen', `127.0.0.1:${port}`];
+  const inheritEnv = options.inheritEnv ?? true;
+  // 'as-a-program': the bin executed itself, as npm's .bin link is (`npx token-tap serve`): its #!
+  // line and sh line pick the node and its flags (the same PID: sh execs node).
+  const child =
+    nodeArgs === 'as-a-program'
+      ? spawnProgram(CLI, serveArgs, env, logFile, inheritEnv)
+      : spawnNode([...nodeArgs, CLI, ...serveArgs], env, logFile, inheritEnv);
   const exited = () => child.exitCode !== null || child.signalCode !== null;
   await waitFor(
     'the sidecar',
@@ -299,7 +306,7 @@ async function main(): Promise<void> {
     await stopChild(first.child);
 
     /** 3 fresh sidecars started with `nodeArgs` in the default config, each idle IDLE_MS after ready: their memory, and the median. */
-    const restingMemory = async (nodeArgs: readonly string[], label: string): Promise<RestingMemory> => {
+    const restingMemory = async (nodeArgs: readonly string[] | 'as-a-program', label: string): Promise<RestingMemory> => {
       const starts: Array<ProcessMemory & { readyMs: number }> = [];
       for (let attempt = 0; attempt < 3; attempt += 1) {
         const [port, ops, api] = [await freePort(), await freePort(), await freePort()];
@@ -323,15 +330,17 @@ async function main(): Promise<void> {
           rmSync(spoolDir, { recursive: true, force: true });
         }
       }
-      return { nodeArgs: [...nodeArgs], starts, median: medianBy(starts, (start) => start.vmRssMb) };
+      const args = nodeArgs === 'as-a-program' ? [...SERVE_NODE_FLAGS] : [...nodeArgs];
+      return { nodeArgs: args, starts, median: medianBy(starts, (start) => start.vmRssMb) };
     };
 
     await timed('memory', async () => {
       // At rest in the default config: a fresh process each time, ready, idle; median of 3 starts.
       // First as the bench's load sidecar starts (the Dockerfile's node flags), then as `npx
-      // token-tap serve` does: `node bin/token-tap.js serve`, no node flags, no NODE_OPTIONS.
+      // token-tap serve` does: bin/token-tap.js executed itself (its sh line execs node with
+      // serve's flags), no NODE_OPTIONS, nothing on the command line but serve's own arguments.
       const { starts, median } = await restingMemory(SIDECAR_NODE_ARGS, 'serve-flags');
-      const flagless = await restingMemory([], 'no-node-flags');
+      const flagless = await restingMemory('as-a-program', 'as-npx-runs-it');
       // For scale: node itself, idle, on this machine (three at once, median).
       const bare = Array.from({ length: 3 }, () => spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { env: neutralEnv(), stdio: 'ignore' }));
       let bareNode: ProcessMemory[];
@@ -343,7 +352,9 @@ async function main(): Promise<void> {
       }
       const bareMedian = medianBy(bareNode, (memory) => memory.vmRssMb);
       results.memory = { idleMs: IDLE_MS, nodeArgs: [...SIDECAR_NODE_ARGS], starts, median, bareNode: bareMedian, flagless };
-      log(`at rest (median of 3): ${mbText(median)}; with no node flags: ${mbText(flagless.median)}; bare node -e: ${mbText(bareMedian)}`);
+      log(
+        `at rest (median of 3): ${mbText(median)}; as npx runs it (bin executed, no NODE_OPTIONS): ${mbText(flagless.median)}; bare node -e: ${mbText(bareMedian)}`,
+      );
     });
 
     await timed('startup', async () => {

@@ -149,7 +149,7 @@ export function computeIssue25Targets(results: Results): Target[] {
 
   const resting = results.memory?.flagless;
   targets.push({
-    target: 'RSS at rest as `npx token-tap serve` runs it (node bin/token-tap.js serve, no node flags, no NODE_OPTIONS; median of 3)',
+    target: 'RSS at rest as `npx token-tap serve` runs it (bin/token-tap.js serve executed, no NODE_OPTIONS; median of 3)',
     goal: `≤ ${GOALS.restingRssMb} MB`,
     measured: resting
       ? `${resting.median.vmRssMb.toFixed(1)} MB (RssAnon ${resting.median.rssAnonMb.toFixed(1)}, RssFile ${resting.median.rssFileMb.toFixed(1)})`

@@ -1,5 +1,7 @@
 // The `token-tap` command line. Each command checks its input, reports every problem at once,
 // and exits non-zero with a message that says what to do.
+// First: pg loaded before anything imports it, so that it does not load undici (lib/pg-preload.ts).
+import '../lib/pg-preload.js';
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { Command, Option } from 'commander';

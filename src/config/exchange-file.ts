@@ -12,11 +12,12 @@
 //     - idp: entra
 //       match: email                        # or claim:<name>, as in the Okta hook's file
 //       allow_unverified: false
-import { z } from 'zod';
+import type { z } from 'zod';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { type GrantMatch, grantMatchSchema } from './hook-file.js';
 import { EXCHANGE_CONFIG } from './settings.js';
 import { ALWAYS, addProblem, checkWithSchema, httpsUrl, readYamlWithSchema, strictMapping } from './yaml-schema.js';
+import { zod } from './zod.js';
 
 export const EXCHANGE_CONFIG_ENV = EXCHANGE_CONFIG.name;
 
@@ -58,8 +59,9 @@ const CLAIM_NAME = /^[A-Za-z_][A-Za-z0-9_.:-]{0,99}$/;
 const PRINTABLE = /^[\x21-\x7E]{1,200}$/;
 
 /** A list of names (audiences, client ids); a message starting ": " reads "<path>: expected ...". */
-const names = (what: string) =>
-  z.array(
+function names(what: string) {
+  const z = zod();
+  return z.array(
     z
       .string({ error: `: expected ${what}: printable, no spaces, at most 200 characters` })
       .regex(PRINTABLE, `: expected ${what}: printable, no spaces, at most 200 characters`),
@@ -67,63 +69,76 @@ const names = (what: string) =>
       error: `: expected a list of ${what}s`,
     },
   );
+}
 
-const subjectIssuer = strictMapping(
-  {
-    // Compared with `iss` as written (Okta's has no trailing slash); its discovery document is under it.
-    issuer: httpsUrl({ noQuery: true }),
-    audiences: names('an audience of the authorization server (e.g. api://default)').min(1, ': expected at least one audience (the aud of its access tokens)'),
-    client_ids: names('the client id of an Okta app (the aud of its id_tokens)').optional(),
-    jwks_uri: httpsUrl().optional(),
-  },
-  'must be a mapping with issuer and audiences',
-);
+function subjectIssuerSchema() {
+  return strictMapping(
+    {
+      // Compared with `iss` as written (Okta's has no trailing slash); its discovery document is under it.
+      issuer: httpsUrl({ noQuery: true }),
+      audiences: names('an audience of the authorization server (e.g. api://default)').min(
+        1,
+        ': expected at least one audience (the aud of its access tokens)',
+      ),
+      client_ids: names('the client id of an Okta app (the aud of its id_tokens)').optional(),
+      jwks_uri: httpsUrl().optional(),
+    },
+    'must be a mapping with issuer and audiences',
+  );
+}
 
 const IDP_MESSAGE = `: expected the token-tap IdP name of the Envoy route (${IDP_NAME_RULE})`;
 
 const OKTA_IDP_ID_MESSAGE = ": expected the Okta IdP id of this upstream IdP (e.g. 0oa1abcdEXAMPLE), as in the Okta hook's file";
 const IDP_CLAIM_MESSAGE = ": expected the name of the subject token's claim carrying the Okta IdP id (idp, or the hook's idp_claim)";
 
-const provider = strictMapping(
-  {
-    idp: z.string({ error: IDP_MESSAGE }).refine(isIdpName, IDP_MESSAGE),
-    okta_idp_id: z.string({ error: OKTA_IDP_ID_MESSAGE }).regex(/^[A-Za-z0-9]{1,64}$/, OKTA_IDP_ID_MESSAGE),
-    idp_claim: z.string({ error: IDP_CLAIM_MESSAGE }).regex(CLAIM_NAME, IDP_CLAIM_MESSAGE).optional(),
-    match: grantMatchSchema(': expected "email" or "claim:<name of the claim of Okta\'s token carrying the upstream subject>"').optional(),
-    allow_unverified: z.boolean({ error: 'must be true or false' }).optional(),
-  },
-  'must be a mapping with idp, okta_idp_id and match',
-);
+function providerSchema() {
+  const z = zod();
+  return strictMapping(
+    {
+      idp: z.string({ error: IDP_MESSAGE }).refine(isIdpName, IDP_MESSAGE),
+      okta_idp_id: z.string({ error: OKTA_IDP_ID_MESSAGE }).regex(/^[A-Za-z0-9]{1,64}$/, OKTA_IDP_ID_MESSAGE),
+      idp_claim: z.string({ error: IDP_CLAIM_MESSAGE }).regex(CLAIM_NAME, IDP_CLAIM_MESSAGE).optional(),
+      match: grantMatchSchema(': expected "email" or "claim:<name of the claim of Okta\'s token carrying the upstream subject>"').optional(),
+      allow_unverified: z.boolean({ error: 'must be true or false' }).optional(),
+    },
+    'must be a mapping with idp, okta_idp_id and match',
+  );
+}
 
 /**
  * A claim names the upstream subject at one IdP: shared, a subject an account of one IdP carries
  * would open the grant of the same subject at the other.
  */
-const claimOncePerProvider = z.superRefine((items: unknown, ctx) => {
-  if (!Array.isArray(items)) return;
-  const claimAt = new Map<string, number>();
-  items.forEach((item: unknown, index) => {
-    const match = item !== null && typeof item === 'object' ? (item as Record<string, unknown>).match : undefined;
-    const claim =
-      typeof match === 'string' && match.startsWith('claim:')
-        ? match
-        : match !== null && typeof match === 'object' && (match as GrantMatch).kind === 'claim'
-          ? `claim:${(match as { claim: string }).claim}`
-          : undefined;
-    if (claim === undefined) return;
-    const first = claimAt.get(claim);
-    if (first === undefined) claimAt.set(claim, index);
-    else
-      addProblem(
-        ctx,
-        [index, 'match'],
-        `: the same claim as entry ${first}: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)`,
-      );
-  });
-}, ALWAYS);
+function claimOncePerProvider() {
+  const z = zod();
+  return z.superRefine((items: unknown, ctx) => {
+    if (!Array.isArray(items)) return;
+    const claimAt = new Map<string, number>();
+    items.forEach((item: unknown, index) => {
+      const match = item !== null && typeof item === 'object' ? (item as Record<string, unknown>).match : undefined;
+      const claim =
+        typeof match === 'string' && match.startsWith('claim:')
+          ? match
+          : match !== null && typeof match === 'object' && (match as GrantMatch).kind === 'claim'
+            ? `claim:${(match as { claim: string }).claim}`
+            : undefined;
+      if (claim === undefined) return;
+      const first = claimAt.get(claim);
+      if (first === undefined) claimAt.set(claim, index);
+      else
+        addProblem(
+          ctx,
+          [index, 'match'],
+          `: the same claim as entry ${first}: each IdP needs a claim of its own carrying its upstream subject (e.g. entra_sub, google_sub)`,
+        );
+    });
+  }, ALWAYS);
+}
 
 /** Each `key` once in `items`: a repeat is named by its positions, never by its value. */
 function onceEach(key: string, what: string) {
+  const z = zod();
   return z.superRefine((items: unknown, ctx) => {
     if (!Array.isArray(items)) return;
     const first = new Map<unknown, number>();
@@ -136,27 +151,33 @@ function onceEach(key: string, what: string) {
   }, ALWAYS);
 }
 
-const exchangeFile = strictMapping(
-  {
-    subject_issuers: z
-      .array(subjectIssuer, {
-        error: (issue) =>
-          issue.input === undefined
-            ? 'is missing: list the Okta authorization servers whose tokens are accepted'
-            : 'must be a list of Okta authorization servers',
-      })
-      .min(1, ': expected at least one Okta authorization server')
-      .check(onceEach('issuer', 'the same issuer')),
-    providers: z
-      .array(provider, { error: (issue) => (issue.input === undefined ? 'is missing: list the IdPs the exchange answers for' : 'must be a list of providers') })
-      .min(1, ': expected at least one provider (an IdP the exchange answers for)')
-      .check(onceEach('idp', 'the same idp'))
-      .check(claimOncePerProvider),
-  },
-  'expected a mapping with subject_issuers and providers',
-);
+/** The schema of the file named by TOKEN_TAP_EXCHANGE_CONFIG (built when one is checked: config/zod.ts). */
+function exchangeFileSchema() {
+  const z = zod();
+  return strictMapping(
+    {
+      subject_issuers: z
+        .array(subjectIssuerSchema(), {
+          error: (issue) =>
+            issue.input === undefined
+              ? 'is missing: list the Okta authorization servers whose tokens are accepted'
+              : 'must be a list of Okta authorization servers',
+        })
+        .min(1, ': expected at least one Okta authorization server')
+        .check(onceEach('issuer', 'the same issuer')),
+      providers: z
+        .array(providerSchema(), {
+          error: (issue) => (issue.input === undefined ? 'is missing: list the IdPs the exchange answers for' : 'must be a list of providers'),
+        })
+        .min(1, ': expected at least one provider (an IdP the exchange answers for)')
+        .check(onceEach('idp', 'the same idp'))
+        .check(claimOncePerProvider()),
+    },
+    'expected a mapping with subject_issuers and providers',
+  );
+}
 
-type ExchangeFile = z.output<typeof exchangeFile>;
+type ExchangeFile = z.output<ReturnType<typeof exchangeFileSchema>>;
 
 function toConfig({ subject_issuers: issuers, providers }: ExchangeFile): ExchangeConfig {
   return {
@@ -183,7 +204,7 @@ function toConfig({ subject_issuers: issuers, providers }: ExchangeFile): Exchan
 
 /** The exchange's settings from a parsed file; every problem joins `problems` (undefined when any). */
 export function readExchangeConfig(root: unknown, file: string, problems: string[]): ExchangeConfig | undefined {
-  const checked = checkWithSchema(root, file, exchangeFile, problems);
+  const checked = checkWithSchema(root, file, exchangeFileSchema(), problems);
   return checked ? toConfig(checked) : undefined;
 }
 
@@ -194,6 +215,6 @@ export function loadExchangeConfig(env: NodeJS.ProcessEnv, problems: string[]): 
     problems.push(`the token exchange listener is on but ${EXCHANGE_CONFIG_ENV} is not set: name the exchange's YAML file (see docs/token-exchange.md)`);
     return undefined;
   }
-  const checked = readYamlWithSchema(file, EXCHANGE_CONFIG_ENV, exchangeFile, problems);
+  const checked = readYamlWithSchema(file, EXCHANGE_CONFIG_ENV, exchangeFileSchema(), problems);
   return checked ? toConfig(checked) : undefined;
 }

@@ -15,13 +15,14 @@
 //       revocation_url: https://acme.example/oauth2/revoke   # optional
 //       auth_method: client_secret_basic               # or client_secret_post
 //       refresh_token_policy: { max_age: 90d, idle_max: 30d, rotate_every: 7d }  # optional (config/refresh-token-policy.ts)
-import { z } from 'zod';
+import type { z } from 'zod';
 import { IDP_NAME_RULE, isIdpName } from '../contract.js';
 import { AUTH_METHODS, IdpClient, type IdpClients } from '../idp/client.js';
 import type { IdpVerificationSettings } from '../idp/verify.js';
 import { parseDuration, refreshTokenPolicySchema, type RefreshTokenPolicy } from './refresh-token-policy.js';
 import { IDP_CONFIG } from './settings.js';
 import { ALWAYS, addProblem, forbidden, httpsUrl, readYamlWithSchema, secretFromEnv, secretFromFile, strictMapping } from './yaml-schema.js';
+import { zod } from './zod.js';
 
 export type { IdpVerificationSettings };
 
@@ -45,6 +46,7 @@ export interface IdpConfig {
  * here with its own schema; the rules between fields are in `entryRules`.
  */
 export function idpEntryShape(env: NodeJS.ProcessEnv) {
+  const z = zod();
   return {
     issuer: httpsUrl({ noQuery: true }).optional(),
     jwks_uri: httpsUrl().optional(),
@@ -60,7 +62,7 @@ export function idpEntryShape(env: NodeJS.ProcessEnv) {
     client_secret_file: secretFromFile().optional(),
     revocation_url: httpsUrl().optional(),
     auth_method: z.enum(AUTH_METHODS, { error: `must be one of ${AUTH_METHODS.join(', ')}` }).optional(),
-    refresh_token_policy: refreshTokenPolicySchema.optional(),
+    refresh_token_policy: refreshTokenPolicySchema().optional(),
     client_secret: forbidden('must not be written in the file; name an environment variable (client_secret_env) or a file (client_secret_file)'),
   };
 }
@@ -107,6 +109,7 @@ function msOf(value: unknown): number | undefined {
 
 /** The schema of the file named by TOKEN_TAP_IDP_CONFIG; `env` holds the secrets its entries name. */
 export function idpFileSchema(env: NodeJS.ProcessEnv) {
+  const z = zod();
   const entry = strictMapping(idpEntryShape(env), ENTRY_MESSAGE, ['client_secret']).check(z.superRefine(entryRules, ALWAYS));
   const idps = z
     .record(z.string(), entry, {

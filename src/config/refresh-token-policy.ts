@@ -7,7 +7,7 @@
 //     max_age: 90d       # since the interactive login that began the refresh-token chain
 //     idle_max: 30d      # no login and no refresh asked by a caller for that long
 //     rotate_every: 7d   # refresh proactively when the stored refresh token is older than this
-import { z } from 'zod';
+import { zod } from './zod.js';
 
 const UNIT_MS = { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 /** Ten years: past that a limit is no limit, and ms stay well inside a safe integer. */
@@ -37,33 +37,37 @@ export interface RefreshTokenPolicy {
   rotateEveryMs?: number;
 }
 
-const duration = z.string({ error: `must be ${DURATION_RULE}` }).transform((text, context) => {
-  const ms = parseDuration(text);
-  if (ms === undefined) {
-    context.addIssue({ code: 'custom', message: `must be ${DURATION_RULE}` });
-    return z.NEVER;
-  }
-  return ms;
-});
+/** The schema of an IdP's `refresh_token_policy` (built when a file is checked: config/zod.ts). */
+export function refreshTokenPolicySchema() {
+  const z = zod();
+  const duration = z.string({ error: `must be ${DURATION_RULE}` }).transform((text, context) => {
+    const ms = parseDuration(text);
+    if (ms === undefined) {
+      context.addIssue({ code: 'custom', message: `must be ${DURATION_RULE}` });
+      return z.NEVER;
+    }
+    return ms;
+  });
 
-export const refreshTokenPolicySchema = z
-  .strictObject(
-    { max_age: duration.optional(), idle_max: duration.optional(), rotate_every: duration.optional() },
-    {
-      error: (issue) =>
-        issue.code === 'unrecognized_keys'
-          ? `unknown field(s) ${issue.keys.map((key) => `"${key}"`).join(', ')} (known: max_age, idle_max, rotate_every)`
-          : 'must be a mapping of max_age, idle_max and/or rotate_every',
-    },
-  )
-  .refine((policy) => Object.values(policy).some((value) => value !== undefined), { message: 'names none of max_age, idle_max, rotate_every' })
-  .transform(
-    (policy): RefreshTokenPolicy => ({
-      ...(policy.max_age !== undefined ? { maxAgeMs: policy.max_age } : {}),
-      ...(policy.idle_max !== undefined ? { idleMaxMs: policy.idle_max } : {}),
-      ...(policy.rotate_every !== undefined ? { rotateEveryMs: policy.rotate_every } : {}),
-    }),
-  );
+  return z
+    .strictObject(
+      { max_age: duration.optional(), idle_max: duration.optional(), rotate_every: duration.optional() },
+      {
+        error: (issue) =>
+          issue.code === 'unrecognized_keys'
+            ? `unknown field(s) ${issue.keys.map((key) => `"${key}"`).join(', ')} (known: max_age, idle_max, rotate_every)`
+            : 'must be a mapping of max_age, idle_max and/or rotate_every',
+      },
+    )
+    .refine((policy) => Object.values(policy).some((value) => value !== undefined), { message: 'names none of max_age, idle_max, rotate_every' })
+    .transform(
+      (policy): RefreshTokenPolicy => ({
+        ...(policy.max_age !== undefined ? { maxAgeMs: policy.max_age } : {}),
+        ...(policy.idle_max !== undefined ? { idleMaxMs: policy.idle_max } : {}),
+        ...(policy.rotate_every !== undefined ? { rotateEveryMs: policy.rotate_every } : {}),
+      }),
+    );
+}
 
 /** The policy as written in the file (for the report), e.g. { max_age: '90d' }. */
 export function describePolicy(policy: RefreshTokenPolicy | undefined): Record<string, string> | null {

@@ -5,9 +5,10 @@
 // show is a key (a field's or an IdP's name) and the name of an environment variable a secret is
 // read from (the operator's pointer to where it lives, never the secret).
 import { readFileSync } from 'node:fs';
-import { z } from 'zod';
+import type { z } from 'zod';
 import { isHttpsOrLoopbackUrl } from '../lib/loopback-url.js';
 import { escapeControlCharacters, readYamlFile } from './values.js';
+import { zod } from './zod.js';
 
 type Issue = z.core.$ZodIssue;
 type RawIssue = z.core.$ZodRawIssue;
@@ -77,12 +78,14 @@ export function checkWithSchema<S extends z.ZodType>(root: unknown, file: string
  * (`unknown field "x" (known: a, b)`). `hidden` fields are refused by their own schemas and left out of the list.
  */
 export function strictMapping<T extends z.core.$ZodLooseShape>(shape: T, message = 'must be a mapping', hidden: readonly string[] = []) {
+  const z = zod();
   const known = Object.keys(shape).filter((key) => !hidden.includes(key));
   return z.strictObject(shape, { error: (issue) => (issue.code === 'unrecognized_keys' ? `(known: ${known.join(', ')})` : message) });
 }
 
 /** A field that must not be there at all (a secret written in the file): `message` if it is. */
 export function forbidden(message: string) {
+  const z = zod();
   return z.never({ error: message }).optional();
 }
 
@@ -92,6 +95,7 @@ export function forbidden(message: string) {
  * identifier, which has no query or fragment (OIDC Discovery 2). Kept as written.
  */
 export function httpsUrl({ noQuery = false } = {}) {
+  const z = zod();
   return z.string({ error: 'must be a URL' }).superRefine((value, ctx) => {
     let url: URL;
     try {
@@ -109,6 +113,7 @@ const ENV_NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** The name of an environment variable holding a secret: its value (the secret) when set. */
 export function secretFromEnv(env: NodeJS.ProcessEnv, field: string) {
+  const z = zod();
   return z
     .string({ error: 'must be an environment variable name' })
     .regex(ENV_NAME, 'must be an environment variable name')
@@ -121,6 +126,7 @@ export function secretFromEnv(env: NodeJS.ProcessEnv, field: string) {
 
 /** The path of a file holding a secret (one trailing newline dropped): the secret. Neither path nor content is quoted. */
 export function secretFromFile() {
+  const z = zod();
   return z
     .string({ error: 'must be a path' })
     .min(1, 'must be a path')
