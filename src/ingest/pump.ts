@@ -185,8 +185,14 @@ export class CapturePump {
   async close(): Promise<void> {
     this.stop.abort();
     this.nap.abort();
-    await this.running;
+    // What is counted is said before the wait: a stop may not wait out a write stuck on a dead
+    // Postgres (the sidecar's grace), and the counts must not go with it.
     this.summary.close();
+    try {
+      await this.running;
+    } finally {
+      this.summary.close();
+    }
   }
 
   private async run(): Promise<void> {

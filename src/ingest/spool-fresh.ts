@@ -14,6 +14,8 @@ interface FreshRecord {
   /** Where the next record starts (this one's offset plus its frame's length). */
   end: number;
   capture: Capture;
+  /** The record's frame length: what it stands for in the byte bound. */
+  bytes: number;
 }
 
 /** What take() hands out: the shape of a read from disk with nothing to set aside. */
@@ -26,8 +28,14 @@ export interface FreshBatch {
   end: SpoolPosition;
 }
 
-/** At most this many records are kept (some MiB of captures in a backlog; the pump reads 200 at a time). */
+/** At most this many records are kept (the pump reads 200 at a time). */
 export const MAX_FRESH_RECORDS = 1_000;
+/**
+ * And at most this many bytes of frames: a capture in memory takes about its frame's size again, and
+ * hostile IdPs can send captures at their field bounds (64 KiB a token), so a count alone could hold
+ * hundreds of MiB through a Postgres outage. The spool passes min(8 MiB, a sixteenth of its cap).
+ */
+export const MAX_FRESH_BYTES = 8 * 1024 * 1024;
 
 function before(a: SpoolPosition, b: SpoolPosition): boolean {
   return a.segment < b.segment || (a.segment === b.segment && a.offset < b.offset);
@@ -51,8 +59,17 @@ export function nextRecordAt(segments: readonly Segment[], cursor: SpoolPosition
 export class FreshRecords {
   private queue: FreshRecord[] = [];
   private head = 0;
+  private heldBytes = 0;
 
-  constructor(private readonly maxRecords = MAX_FRESH_RECORDS) {}
+  constructor(
+    private readonly maxRecords = MAX_FRESH_RECORDS,
+    private readonly maxBytes = MAX_FRESH_BYTES,
+  ) {}
+
+  /** Frame bytes of the records kept and not yet taken. */
+  get bytes(): number {
+    return this.heldBytes;
+  }
 
   get size(): number {
     return this.queue.length - this.head;
@@ -63,7 +80,10 @@ export class FreshRecords {
     let at = offset;
     for (const { capture, frame } of group) {
       const end = at + frame.length;
-      if (this.size < this.maxRecords) this.queue.push({ segment, offset: at, end, capture });
+      if (this.size < this.maxRecords && this.heldBytes + frame.length <= this.maxBytes) {
+        this.queue.push({ segment, offset: at, end, capture, bytes: frame.length });
+        this.heldBytes += frame.length;
+      }
       at = end;
     }
   }
@@ -76,7 +96,7 @@ export class FreshRecords {
     const start = nextRecordAt(segments, cursor);
     if (!start) return undefined;
     // Records the reader is past (read from disk while they were here) are dropped.
-    while (this.head < this.queue.length && before(this.queue[this.head]!, start)) this.head += 1;
+    while (this.head < this.queue.length && before(this.queue[this.head]!, start)) this.heldBytes -= this.queue[this.head++]!.bytes;
     const captures: Capture[] = [];
     let next: SpoolPosition | undefined = start;
     let end = start;
@@ -84,6 +104,7 @@ export class FreshRecords {
       const record = this.queue[this.head];
       if (!record || record.segment !== next.segment || record.offset !== next.offset) break;
       captures.push(record.capture);
+      this.heldBytes -= record.bytes;
       this.head += 1;
       end = { segment: record.segment, offset: record.end };
       // Within a segment the next record starts where this one ends; past its end, where the disk reader goes next.
@@ -98,6 +119,7 @@ export class FreshRecords {
   clear(): void {
     this.queue = [];
     this.head = 0;
+    this.heldBytes = 0;
   }
 
   private compact(): void {

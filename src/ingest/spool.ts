@@ -22,7 +22,7 @@ import { waitForWake } from '../lib/abortable-wait.js';
 import { HEADER_BYTES, frameCapture } from './spool-codec.js';
 import { HeldLedger } from './spool-census.js';
 import { readBatch } from './spool-read.js';
-import { FreshRecords } from './spool-fresh.js';
+import { FreshRecords, MAX_FRESH_BYTES, MAX_FRESH_RECORDS } from './spool-fresh.js';
 import { loadSpool } from './spool-load.js';
 import { loggedLockEvents, takeSpoolLock, type SpoolLock } from './spool-lock.js';
 import { readCheckpoint, SegmentFiles, SegmentGoneError, type Segment, type SpoolPosition } from './spool-segments.js';
@@ -75,7 +75,7 @@ export class CaptureSpool {
   private unread = 0;
   private cursor: SpoolPosition = { segment: '', offset: 0 };
   private readonly held: HeldLedger;
-  private readonly fresh = new FreshRecords(); // this run's durable records not yet read, in memory
+  private readonly fresh: FreshRecords; // this run's durable records not yet read, in memory
   private timer: NodeJS.Timeout | undefined;
   private syncing: Promise<void> | undefined;
   private closed = false;
@@ -92,6 +92,7 @@ export class CaptureSpool {
     private readonly lock: SpoolLock,
   ) {
     this.segmentBytes = options.segmentBytes ?? Math.min(8 * 1024 * 1024, Math.max(4 * 1024, Math.floor(options.maxBytes / 16)));
+    this.fresh = new FreshRecords(MAX_FRESH_RECORDS, Math.min(MAX_FRESH_BYTES, Math.floor(options.maxBytes / 16)));
     this.graceMs = options.graceMs ?? DEFAULT_GRACE_MS;
     const readPast = (segment: Segment) => segment.name < this.cursor.segment || (segment.name === this.cursor.segment && this.cursor.offset >= segment.size);
     // Before a deletion or a checkpoint: waits out a re-take of the lock; false once it is gone.

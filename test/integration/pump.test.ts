@@ -153,6 +153,45 @@ describe('capture pump, spool to Postgres (integration)', function () {
     expect(log.text()).to.not.contain(marker);
   });
 
+  it('a stop says what it counted before waiting for a write stuck on Postgres (the sidecar stops waiting after its grace)', async () => {
+    await migrate(db.pool);
+    const log = memoryLogger('info');
+    const metrics = createMetrics();
+    const spool = await CaptureSpool.open({
+      dir: mkdtempSync(path.join(os.tmpdir(), 'token-tap-pump-stuck-')),
+      maxBytes: 16 * 1024 * 1024,
+      fsyncIntervalMs: 2,
+      keyRing: ring,
+      logger: log.logger,
+      metrics,
+    });
+    const state = new StoreState({ pool: db.pool, logger: log.logger, metrics });
+    await state.prepare();
+    const store = new GrantStore(db.pool, ring, sealQuarantined);
+    let writes = 0;
+    // The first two batches are written; the third never comes back (a Postgres that stopped answering).
+    const writer = {
+      recordCaptures: (...args: Parameters<GrantStore['recordCaptures']>) =>
+        ++writes <= 2 ? store.recordCaptures(...args) : new Promise<never>(() => undefined),
+    };
+    const pump = new CapturePump({ spool, writer, store: state, logger: log.logger, metrics, gatherMs: 0 });
+    pump.start();
+    pump.enqueue(syntheticCapture('acme', 'stuck-1'));
+    expect(await pump.drain(5_000)).to.equal(true);
+    pump.enqueue(syntheticCapture('acme', 'stuck-2'));
+    expect(await pump.drain(5_000)).to.equal(true);
+    pump.enqueue(syntheticCapture('acme', 'stuck-3'));
+    await waitFor('the third write', async () => writes >= 3 || undefined, 5_000);
+    // As the sidecar does: wait for the pump's close at most its grace, then go on.
+    await Promise.race([pump.close(), new Promise((resolve) => setTimeout(resolve, 200))]);
+    const counted = log
+      .lines()
+      .filter((line) => line.msg === 'captures recorded')
+      .reduce((sum, line) => sum + Number(line.captures), 0);
+    expect(counted, 'both written captures are in the log').to.equal(2);
+    await spool.close();
+  });
+
   it("waitForIdp resolves once the IdP's captures enqueued before it are in Postgres, and false when its time is up first", async () => {
     await migrate(db.pool);
     const { logger } = memoryLogger('silent');

@@ -60,6 +60,18 @@ describe('spool records kept in memory until read (spool-fresh)', () => {
     expect(fresh.take(segments, batch.end, 10), 'record 2 (offset 18) is read from disk first').to.equal(undefined);
   });
 
+  it('holds at most its byte bound of frames, whatever the count (captures at their field bounds through an outage)', () => {
+    const fresh = new FreshRecords(1_000, 8 * 1024 * 1024);
+    const big = Buffer.alloc(200_000);
+    for (let index = 0; index < 1_000; index += 1) fresh.add('a', 8 + index * big.length, [{ capture: { captureId: String(index) } as Capture, frame: big }]);
+    expect(fresh.size * big.length).to.be.at.most(8 * 1024 * 1024);
+    expect(fresh.size).to.equal(Math.floor((8 * 1024 * 1024) / big.length));
+    expect(fresh.bytes).to.equal(fresh.size * big.length);
+    const batch = fresh.take([segment('a', 8 + 1_000 * big.length)], { segment: '', offset: 0 }, 10)!;
+    expect(batch.records).to.equal(10);
+    expect(fresh.bytes, 'taken records no longer count').to.equal(fresh.size * big.length);
+  });
+
   it('past its bound keeps nothing more: the reader reads those from disk, then takes the ones after from memory again', () => {
     const fresh = new FreshRecords(2);
     fresh.add('a', 8, group(['1', '2', '3']));
