@@ -58,7 +58,7 @@ async function serve(options: SidecarFlags): Promise<void> {
   try {
     // The test-only fault hook, handed in only under NODE_ENV=test (config refuses it otherwise too).
     const fault = process.env.NODE_ENV === 'test' ? config.vault.faultInjection : undefined;
-    sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true }), signal: startAborted.signal, ...(fault ? { afterRefreshAnswerDurable: injectedFault(fault, logger) } : {}) });
+    sidecar = await startSidecar(config, { logger, metrics: createMetrics({ defaultMetrics: true, gcMetrics: config.gcMetrics }), signal: startAborted.signal, ...(fault ? { afterRefreshAnswerDurable: injectedFault(fault, logger) } : {}) });
   } catch (error) {
     process.off('SIGINT', stop).off('SIGTERM', stop);
     if (error instanceof MigrationAbortedError && startAborted.signal.aborted) {

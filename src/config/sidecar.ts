@@ -31,6 +31,8 @@ export interface SidecarConfig {
   databaseUrl: string;
   keyRing: KeyRing;
   logLevel: LevelWithSilent;
+  /** TOKEN_TAP_GC_METRICS: the GC duration histogram among Node's process metrics (a callback per GC). */
+  gcMetrics: boolean;
   /** Largest response body collected from Envoy, and largest decoded body parsed. */
   maxBodyBytes: number;
   poolSize: number;
@@ -200,6 +202,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
   const captureBacklog = readInteger(env, settings.CAPTURE_BACKLOG, problems);
   const captureGatherMs = readInteger(env, settings.CAPTURE_GATHER_MS, problems);
   const extProcThread = readFlag(env, settings.EXTPROC_THREAD, problems);
+  const gcMetrics = readFlag(env, settings.GC_METRICS, problems);
 
   const idps = loadIdpConfig(env, problems);
   const vault = readTokenVaultConfig(env, flags, problems, idps.clients);
@@ -227,6 +230,7 @@ export function loadSidecarConfig(env: NodeJS.ProcessEnv, flags: SidecarFlags = 
     databaseUrl,
     keyRing,
     logLevel: logLevel as LevelWithSilent,
+    gcMetrics,
     maxBodyBytes,
     poolSize,
     postgres,

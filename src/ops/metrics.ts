@@ -1,6 +1,7 @@
 // Prometheus metrics. Labels carry IdP names and outcomes only, never token material.
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { ScrapedLevel } from '../ingest/metrics.js';
+import { registerNodeMetrics } from './node-metrics.js';
 
 export interface Metrics {
   registry: Registry;
@@ -67,9 +68,13 @@ export function refusalsSummarisedCounter(registry: Registry): Counter<'source' 
   });
 }
 
-export function createMetrics(options: { defaultMetrics?: boolean } = {}): Metrics {
+/**
+ * `defaultMetrics`: Node's process metrics as well (serve has them); `gcMetrics`: with them, the GC
+ * duration histogram (TOKEN_TAP_GC_METRICS, off: a callback per GC, see node-metrics.ts).
+ */
+export function createMetrics(options: { defaultMetrics?: boolean; gcMetrics?: boolean } = {}): Metrics {
   const registry = new Registry();
-  if (options.defaultMetrics) collectDefaultMetrics({ register: registry, prefix: 'token_tap_' });
+  if (options.defaultMetrics) registerNodeMetrics(registry, { prefix: 'token_tap_', gc: options.gcMetrics ?? false });
   const registers = [registry];
   let readOldestWaiting: () => number = () => 0;
   const noted = new Set<string>();
