@@ -19,7 +19,7 @@ import { type RunningEnvoy, startEnvoy } from '../src/ops/envoy-process.js';
 import { SERVE_NODE_FLAGS } from '../src/ops/node-flags.js';
 import { migrate } from '../src/store/migrate.js';
 import { startOktaAuthorizationServer } from '../test/support/okta-authorization-server.js';
-import { freePort } from '../test/support/ports.js';
+import { freePort, freePorts } from '../test/support/ports.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
 import { startSidecarProcess } from '../test/support/sidecar.js';
 import { CallgrindProcess, callgrindArgs, VALGRIND } from './callgrind.js';
@@ -295,7 +295,7 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
     const { apiKey, bodies, exchangeFile } = await prepareExchange(db.pool, keys, okta, options.grants);
     const stubIdp = await startStubIdp(logFile('stub-idp'));
     children.push(stubIdp.child);
-    const [extprocPort, apiPort, exchangePort] = [await freePort(), await freePort(), await freePort()];
+    const [extprocPort, apiPort, exchangePort] = await freePorts(3);
     const valgrindThenNode = [VALGRIND, ...callgrindArgs(outDir, 'sidecar')].map((word) => `'${word.replaceAll("'", `'\\''`)}'`).join(' ');
     log('starting the sidecar under callgrind (instrumentation off until a window opens)');
     sidecar = await startSidecarProcess({
@@ -324,7 +324,7 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
     };
     const exchange = exchangeLoad(exchangePort, apiKey, bodies);
     closers.push(exchange.close);
-    const [envoyPort, envoyAdmin] = [await freePort(), await freePort()];
+    const [envoyPort, envoyAdmin] = await freePorts(2);
     const envoy = await startEnvoy(patientEnvoy(envoyYaml('B', stubIdp.port, envoyPort, extprocPort, envoyAdmin)), envoyAdmin);
     envoys.push(envoy);
 
@@ -380,7 +380,7 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
       120_000,
       100,
     );
-    const [floorEnvoyPort, floorEnvoyAdmin] = [await freePort(), await freePort()];
+    const [floorEnvoyPort, floorEnvoyAdmin] = await freePorts(2);
     const floorEnvoy = await startEnvoy(patientEnvoy(envoyYaml('B0', stubIdp.port, floorEnvoyPort, floorPort, floorEnvoyAdmin)), floorEnvoyAdmin);
     envoys.push(floorEnvoy);
     const [extprocStream] = await measure(

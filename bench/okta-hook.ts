@@ -21,7 +21,7 @@ import { GrantStore } from '../src/store/grants.js';
 import { sealQuarantined } from '../src/ingest/quarantine.js';
 import { migrate } from '../src/store/migrate.js';
 import { startEnvoyFront } from '../test/support/envoy.js';
-import { freePort } from '../test/support/ports.js';
+import { freePorts } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
 import { startSidecarProcess } from '../test/support/sidecar.js';
 import { fakeJwt, log } from './common.js';
@@ -179,7 +179,7 @@ writeFileSync(
     ],
   }),
 );
-const [sidecarPort, hookPort] = [await freePort(), await freePort()];
+const [sidecarPort, hookPort] = await freePorts(2);
 const sidecar = await startSidecarProcess({
   port: sidecarPort,
   env: {

@@ -46,7 +46,7 @@ import { SERVE_NODE_FLAGS } from '../src/ops/node-flags.js';
 import { waitFor } from '../src/lib/wait-for.js';
 import { generateKeySpec } from '../src/keys/key-ring.js';
 import { createTestDatabase, type TestDatabase } from '../test/support/postgres.js';
-import { freePort } from '../test/support/ports.js';
+import { freePort, freePorts } from '../test/support/ports.js';
 import { runLoad, type LoadResult } from './load.js';
 import { log } from './common.js';
 import { envoyYaml, REQUEST, spawnNode, spawnProgram, startStubIdp } from './envoy-scenarios.js';
@@ -309,7 +309,7 @@ async function main(): Promise<void> {
     const restingMemory = async (nodeArgs: readonly string[] | 'as-a-program', label: string): Promise<RestingMemory> => {
       const starts: Array<ProcessMemory & { readyMs: number }> = [];
       for (let attempt = 0; attempt < 3; attempt += 1) {
-        const [port, ops, api] = [await freePort(), await freePort(), await freePort()];
+        const [port, ops, api] = await freePorts(3);
         const spoolDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-bench-spool-'));
         const env = {
           ...neutralEnv(),
@@ -386,7 +386,7 @@ async function main(): Promise<void> {
     const ports: Record<Scenario, number> = { A: 0, B: 0, C: 0, B0: 0, C0: 0 };
     const envoyOf = {} as Record<Scenario, RunningEnvoy>;
     for (const scenario of SCENARIO_ORDER) {
-      const [listen, admin] = [await freePort(), await freePort()];
+      const [listen, admin] = await freePorts(2);
       envoyOf[scenario] = await startEnvoy(envoyYaml(scenario, stubIdp.port, listen, FLOOR_OF[scenario] ? floorPort : sidecarPort, admin), admin);
       envoys.push(envoyOf[scenario]);
       ports[scenario] = listen;
@@ -444,7 +444,7 @@ async function main(): Promise<void> {
       const slowEnvoys: RunningEnvoy[] = [];
       try {
         for (const scenario of SLOW_ORDER) {
-          const [listen, admin] = [await freePort(), await freePort()];
+          const [listen, admin] = await freePorts(2);
           slowEnvoys.push(await startEnvoy(envoyYaml(SLOW_BASE[scenario], slowIdp.port, listen, sidecarPort, admin), admin));
           slowPorts[scenario] = listen;
         }
@@ -567,7 +567,7 @@ async function main(): Promise<void> {
     await timed('growth', async () => {
       const growth: NonNullable<Results['growth']> = [];
       for (const workers of [1, 2, 4]) {
-        const [listen, admin] = [await freePort(), await freePort()];
+        const [listen, admin] = await freePorts(2);
         const envoy = await startEnvoy(envoyYaml('B', stubIdp.port, listen, sidecarPort, admin), admin, { concurrency: workers });
         try {
           const before = await quietEvents(db);
@@ -601,7 +601,7 @@ async function main(): Promise<void> {
       }
       results.growth = growth;
       // What the machine and the closed loop offer at 4 workers without the sidecar: Envoy alone (A).
-      const [listen, admin] = [await freePort(), await freePort()];
+      const [listen, admin] = await freePorts(2);
       const alone = await startEnvoy(envoyYaml('A', stubIdp.port, listen, sidecarPort, admin), admin, { concurrency: 4 });
       try {
         const result = await runLoad({

@@ -21,7 +21,7 @@ import { generateKeySpec } from '../src/keys/key-ring.js';
 import { waitFor } from '../src/lib/wait-for.js';
 import { migrate } from '../src/store/migrate.js';
 import { startOktaAuthorizationServer } from '../test/support/okta-authorization-server.js';
-import { freePort } from '../test/support/ports.js';
+import { freePorts } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
 import { startSidecarProcess } from '../test/support/sidecar.js';
 import { log } from './common.js';
@@ -116,7 +116,7 @@ async function main(): Promise<void> {
   try {
     await migrate(db.pool);
     const { apiKey, bodies, exchangeFile } = await prepareExchange(db.pool, keys, okta, grantCount);
-    const [extprocPort, apiPort, exchangePort] = [await freePort(), await freePort(), await freePort()];
+    const [extprocPort, apiPort, exchangePort] = await freePorts(3);
     sidecar = await startSidecarProcess({
       port: extprocPort,
       env: { DATABASE_URL: db.url, TOKEN_TAP_KEYS: keys, TOKEN_TAP_EXCHANGE_CONFIG: exchangeFile, LOG_LEVEL: 'info' },

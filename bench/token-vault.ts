@@ -21,7 +21,7 @@ import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
 import { migrate } from '../src/store/migrate.js';
 import { GrantStore } from '../src/store/grants.js';
 import { sealQuarantined } from '../src/ingest/quarantine.js';
-import { freePort } from '../test/support/ports.js';
+import { freePorts } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
 import { fakeJwt, log } from './common.js';
 import { answering, type GrpcLoad } from './grpc-load.js';
@@ -200,7 +200,7 @@ export async function measureGetGrant(options: VaultOptions & { answerOnly?: boo
     const apiKey = (await new ApiKeyRepository(db.pool).create('bench', ['bench'], ['get'])).token;
     log(`${grantCount} grants stored`);
 
-    const [listen, apiPort, opsPort, floorPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const [listen, apiPort, opsPort, floorPort] = await freePorts(4);
     sidecar = startServer(
       [path.join(ROOT, 'bin/token-tap.js'), 'serve', '--listen', `127.0.0.1:${listen}`, '--api-listen', `127.0.0.1:${apiPort}`],
       {

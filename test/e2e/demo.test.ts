@@ -4,7 +4,7 @@ import { mkdtempSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
-import { freePort } from '../support/ports.js';
+import { freePorts } from '../support/ports.js';
 import { CLI } from '../support/sidecar.js';
 
 describe('token-tap demo --once (embedded Postgres)', function () {
@@ -12,7 +12,7 @@ describe('token-tap demo --once (embedded Postgres)', function () {
 
   it('starts the stack, logs in through Envoy, prints the captured grant and exits 0', async () => {
     const stateDir = mkdtempSync(path.join(os.tmpdir(), 'token-tap-demo-'));
-    const ports = [await freePort(), await freePort(), await freePort()];
+    const ports = await freePorts(3);
     const env: NodeJS.ProcessEnv = { ...process.env };
     delete env.DATABASE_URL;
     delete env.TOKEN_TAP_KEYS;

@@ -18,7 +18,7 @@ import { startEnvoy, type RunningEnvoy } from '../support/envoy.js';
 import { envoyGatewayShapedBootstrap } from '../support/envoy-gateway-shape.js';
 import { loginAsOkta } from '../support/okta-client.js';
 import { startTestIdp, type TestIdp } from '../support/oidc-idp.js';
-import { freePort, waitFor } from '../support/ports.js';
+import { freePort, freePorts, waitFor } from '../support/ports.js';
 import { postFrom } from '../support/post-from.js';
 import { createTestDatabase, type TestDatabase } from '../support/postgres.js';
 import { runCli, startSidecarProcess, type SidecarProcess } from '../support/sidecar.js';
@@ -70,7 +70,7 @@ for (const mode of ['observability', 'buffered'] as ProcessingMode[]) {
           .join(','),
       };
       sidecar = await startSidecarProcess({ port: sidecarPort, env });
-      const [listenPort, adminPort] = [await freePort(), await freePort()];
+      const [listenPort, adminPort] = await freePorts(2);
       const bootstrap = envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, sidecarPort, hookPort: sidecar.opsPort });
       expect(bootstrap).to.not.contain('grpc_initial_metadata');
       envoy = await startEnvoy(bootstrap, adminPort);
@@ -141,7 +141,7 @@ describe("behind Envoy Gateway: the Okta hook rule's BackendTrafficPolicy (an En
       image: 'idp-token-tap:test',
       oktaHookRateLimit: parseHookRateLimit('3/m'),
     });
-    const [listenPort, adminPort, sidecarPort] = [await freePort(), await freePort(), await freePort()];
+    const [listenPort, adminPort, sidecarPort] = await freePorts(3);
     envoy = await startEnvoy(
       envoyGatewayShapedBootstrap({ resources, listenPort, adminPort, sidecarPort, hookPort: (hook.address() as AddressInfo).port }),
       adminPort,

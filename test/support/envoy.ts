@@ -3,7 +3,7 @@
 import type { EnvoyConfigOptions } from '../../src/envoyconfig/options.js';
 import { renderEnvoyYaml } from '../../src/envoyconfig/render.js';
 import { startEnvoy, type RunningEnvoy } from '../../src/ops/envoy-process.js';
-import { freePort } from './ports.js';
+import { freePorts } from './ports.js';
 import { ENVOY_READY_PATH } from '../../src/contract.js';
 
 export * from '../../src/ops/envoy-process.js';
@@ -22,7 +22,7 @@ export async function startEnvoyFront(
   options: Omit<EnvoyConfigOptions, 'listen' | 'sidecar' | 'admin'> & { sidecarPort: number; sidecar?: EnvoyConfigOptions['sidecar'] },
 ): Promise<EnvoyFront> {
   const { sidecarPort, sidecar, ...rest } = options;
-  const [listenPort, adminPort, readyPort] = [await freePort(), await freePort(), await freePort()];
+  const [listenPort, adminPort, readyPort] = await freePorts(3);
   const envoy = await startEnvoy(
     renderEnvoyYaml({
       ...rest,
