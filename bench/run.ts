@@ -653,7 +653,14 @@ async function main(): Promise<void> {
     // Instructions per GetGrant / exchange / capture and per floor op, counted by callgrind: the
     // figure that does not move with the machine's load. --quick: smaller windows, one round.
     const figures = await measureInstructions(quick ? { reads: 100, captures: 100, runs: 1, warmup: 300 } : {});
-    const columns = ['operation', 'instructions per op', 'floor per op', 'beyond floor', 'runs spread'];
+    const columns = [
+      'operation',
+      'instructions per op',
+      'own work (less V8 compiler, major GC)',
+      'floor per op (own work)',
+      'beyond floor (own work)',
+      'runs spread',
+    ];
     results.instructions = {
       rows: instructionRows(figures).map((row) => Object.fromEntries(columns.map((column, index) => [column, row[index] ?? '—']))),
       figures,
