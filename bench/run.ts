@@ -120,6 +120,11 @@ const SIDECAR_NODE_ARGS = [
 
 const sleep = (milliseconds: number) => new Promise((resolve) => setTimeout(resolve, milliseconds));
 
+/** The growth phase's load: as many token calls as 32 connections make through the Envoy on `listen`, for a run's seconds. */
+function closedLoop(listen: number): Promise<LoadResult> {
+  return runLoad({ origin: `http://127.0.0.1:${listen}`, path: tokenRoutePath('bench'), ...REQUEST, rate: 0, durationMs: seconds * 1000, connections: 32 });
+}
+
 /** The bench's environment without anything that would change how serve runs: for the default-config sidecar. */
 function neutralEnv(): Record<string, string> {
   const env: Record<string, string> = {};
@@ -572,14 +577,7 @@ async function main(): Promise<void> {
         try {
           const before = await quietEvents(db);
           const usageBefore = processUsage(sidecar.child.pid!);
-          const result = await runLoad({
-            origin: `http://127.0.0.1:${listen}`,
-            path: tokenRoutePath('bench'),
-            ...REQUEST,
-            rate: 0,
-            durationMs: seconds * 1000,
-            connections: 32,
-          });
+          const result = await closedLoop(listen);
           const stored = (await settledEvents(db, before + result.ok, 30_000)) - before;
           const usageAfter = processUsage(sidecar.child.pid!);
           const cpu = usageAfter.cpuSeconds - usageBefore.cpuSeconds;
@@ -604,14 +602,7 @@ async function main(): Promise<void> {
       const [listen, admin] = await freePorts(2);
       const alone = await startEnvoy(envoyYaml('A', stubIdp.port, listen, sidecarPort, admin), admin, { concurrency: 4 });
       try {
-        const result = await runLoad({
-          origin: `http://127.0.0.1:${listen}`,
-          path: tokenRoutePath('bench'),
-          ...REQUEST,
-          rate: 0,
-          durationMs: seconds * 1000,
-          connections: 32,
-        });
+        const result = await closedLoop(listen);
         results.growthEnvoyAlone = { envoyWorkers: 4, requestsPerSecond: Math.round(result.ok / result.seconds) };
         log(`growth 4 Envoy workers, Envoy alone (no ext_proc): ${results.growthEnvoyAlone.requestsPerSecond} req/s, errors ${result.errors}`);
       } finally {

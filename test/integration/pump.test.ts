@@ -6,6 +6,8 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { expect } from 'chai';
+import type pg from 'pg';
+import type { Logger } from 'pino';
 import type { Capture } from '../../src/capture/types.js';
 import { createMetrics } from '../../src/ops/metrics.js';
 import { generateKeySpec, parseKeyRing } from '../../src/keys/key-ring.js';
@@ -70,6 +72,23 @@ async function startDoor(target: URL): Promise<{ port: number; open(): void; clo
   };
 }
 
+/** A migrated database, a fresh spool and the store's state, all logging to `logger`: what a pump needs. */
+async function loggedPumpParts(pool: pg.Pool, logger: Logger, prefix: string) {
+  await migrate(pool);
+  const metrics = createMetrics();
+  const spool = await CaptureSpool.open({
+    dir: mkdtempSync(path.join(os.tmpdir(), prefix)),
+    maxBytes: 16 * 1024 * 1024,
+    fsyncIntervalMs: 2,
+    keyRing: ring,
+    logger,
+    metrics,
+  });
+  const state = new StoreState({ pool, logger, metrics });
+  await state.prepare();
+  return { metrics, spool, state };
+}
+
 describe('capture pump, spool to Postgres (integration)', function () {
   this.timeout(30_000);
   let db: TestDatabase;
@@ -118,19 +137,8 @@ describe('capture pump, spool to Postgres (integration)', function () {
   });
 
   it('logs a "capture recorded" debug line per capture (through its unredacted child logger) and an info line of counts, with no token in either', async () => {
-    await migrate(db.pool);
     const log = memoryLogger('trace');
-    const metrics = createMetrics();
-    const spool = await CaptureSpool.open({
-      dir: mkdtempSync(path.join(os.tmpdir(), 'token-tap-pump-log-')),
-      maxBytes: 16 * 1024 * 1024,
-      fsyncIntervalMs: 2,
-      keyRing: ring,
-      logger: log.logger,
-      metrics,
-    });
-    const state = new StoreState({ pool: db.pool, logger: log.logger, metrics });
-    await state.prepare();
+    const { metrics, spool, state } = await loggedPumpParts(db.pool, log.logger, 'token-tap-pump-log-');
     const pump = new CapturePump({ spool, writer: new GrantStore(db.pool, ring, sealQuarantined), store: state, logger: log.logger, metrics, gatherMs: 0 });
     pump.start();
     const marker = `canary-${randomUUID()}`;
@@ -154,19 +162,8 @@ describe('capture pump, spool to Postgres (integration)', function () {
   });
 
   it('a stop says what it counted before waiting for a write stuck on Postgres (the sidecar stops waiting after its grace)', async () => {
-    await migrate(db.pool);
     const log = memoryLogger('info');
-    const metrics = createMetrics();
-    const spool = await CaptureSpool.open({
-      dir: mkdtempSync(path.join(os.tmpdir(), 'token-tap-pump-stuck-')),
-      maxBytes: 16 * 1024 * 1024,
-      fsyncIntervalMs: 2,
-      keyRing: ring,
-      logger: log.logger,
-      metrics,
-    });
-    const state = new StoreState({ pool: db.pool, logger: log.logger, metrics });
-    await state.prepare();
+    const { metrics, spool, state } = await loggedPumpParts(db.pool, log.logger, 'token-tap-pump-stuck-');
     const store = new GrantStore(db.pool, ring, sealQuarantined);
     let writes = 0;
     // The first two batches are written; the third never comes back (a Postgres that stopped answering).
