@@ -8,14 +8,12 @@
 // raw figures to bench/results/<time>-token-vault.json. Also the `vault` phase of `npm run bench`
 // (bench/run.ts imports measureGetGrant).
 import { spawn, type ChildProcess } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import type { Capture } from '../src/capture/types.js';
 import { ApiKeyRepository } from '../src/api/api-keys.js';
 import { generateKeySpec, parseKeyRing } from '../src/keys/key-ring.js';
 import { migrate } from '../src/store/migrate.js';
@@ -23,7 +21,8 @@ import { GrantStore } from '../src/store/grants.js';
 import { sealQuarantined } from '../src/ingest/quarantine.js';
 import { freePorts } from '../test/support/ports.js';
 import { createTestDatabase } from '../test/support/postgres.js';
-import { fakeJwt, log } from './common.js';
+import { log } from './common.js';
+import { login } from './exchange-fixture.js';
 import { answering, type GrpcLoad } from './grpc-load.js';
 import { cpuSeconds, drive as openLoop, type RunResult, writeSection } from './open-loop.js';
 
@@ -54,33 +53,6 @@ export interface VaultRun {
   server: Array<{ le: string; share: number }>;
   audited: { rows: number; calls: number };
   load: string;
-}
-
-function login(subject: string): Capture {
-  return {
-    captureId: randomUUID(),
-    idp: 'bench',
-    observedAt: new Date(),
-    httpStatus: 200,
-    outcome: 'stored',
-    subject,
-    issuer: 'https://bench.example',
-    clientId: 'okta-bench',
-    email: `${subject}@bench.example`,
-    tokens: {
-      accessToken: fakeJwt(600),
-      refreshToken: randomUUID(),
-      idToken: fakeJwt(500),
-      tokenType: 'Bearer',
-      expiresIn: 3600,
-      refreshExpiresIn: undefined,
-      scope: ['openid', 'email', 'profile'],
-      extras: { ext_expires_in: 3600 },
-      claims: { sub: subject, email: `${subject}@bench.example`, name: 'Bench User', groups: ['a', 'b', 'c'], iat: 1_700_000_000, exp: 1_900_000_000 },
-    },
-    errorCode: undefined,
-    detail: undefined,
-  };
 }
 
 /** `load` at `rate`, open loop. */
@@ -195,7 +167,7 @@ export async function measureGetGrant(options: VaultOptions & { answerOnly?: boo
     await migrate(db.pool);
     const store = new GrantStore(db.pool, parseKeyRing(keys), sealQuarantined);
     for (let first = 0; first < grantCount; first += 200) {
-      await store.recordCaptures(Array.from({ length: Math.min(200, grantCount - first) }, (_, index) => login(`user-${first + index}`)));
+      await store.recordCaptures(Array.from({ length: Math.min(200, grantCount - first) }, (_, index) => login(first + index)));
     }
     const apiKey = (await new ApiKeyRepository(db.pool).create('bench', ['bench'], ['get'])).token;
     log(`${grantCount} grants stored`);
