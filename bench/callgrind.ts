@@ -131,17 +131,17 @@ export class CallgrindProcess {
     // Dump while instrumentation is still on (a dump after it is turned off reports summary: 0).
     await control(this.pid, `--dump=${label}`);
     await control(this.pid, '--instr=off');
-    const files = await waitFor(
+    const { files, texts } = await waitFor(
       `callgrind's dump ${label} of ${this.pid}`,
       async () => {
         const fresh = this.dumps().filter((file) => !before.has(file));
-        const texts = fresh.map((file) => readFileSync(path.join(this.outDir, file), 'utf8'));
-        return fresh.length > 0 && texts.every((text) => instructionsOf(text) !== undefined) ? fresh : undefined;
+        const read = fresh.map((file) => readFileSync(path.join(this.outDir, file), 'utf8'));
+        return fresh.length > 0 && read.every((text) => instructionsOf(text) !== undefined) ? { files: fresh, texts: read } : undefined;
       },
       30_000,
       100,
     );
-    const instructions = sumInstructions(files.map((file) => readFileSync(path.join(this.outDir, file), 'utf8')));
+    const instructions = sumInstructions(texts);
     const paths = files.map((file) => path.join(this.outDir, file));
     let compiler = 0;
     let majorGc = 0;

@@ -3,6 +3,7 @@ import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { loadTokenVault } from '../src/api/protocol.js';
 import { waitFor } from '../src/lib/wait-for.js';
+import type { Outcome } from './open-loop.js';
 
 /**
  * The load generator speaks gRPC over node:http2 directly, with every request encoded beforehand:
@@ -82,4 +83,12 @@ export async function answering(port: number, apiKey: string, channels: number, 
     100,
   );
   return new GrpcLoad(port, channels, apiKey, grants);
+}
+
+/** A GetGrant call as the open loop counts it: ok, or the gRPC status as the error. */
+export function outcomeCall(load: GrpcLoad): () => Promise<Outcome> {
+  return async () => {
+    const { status, message } = await load.call();
+    return status === 0 ? { ok: true } : { ok: false, error: `grpc_${status}`, message };
+  };
 }

@@ -26,7 +26,7 @@ import { CallgrindProcess, callgrindArgs, VALGRIND } from './callgrind.js';
 import { log } from './common.js';
 import { envoyYaml, REQUEST, startStubIdp } from './envoy-scenarios.js';
 import { exchangeLoad, prepareExchange } from './exchange-fixture.js';
-import { answering } from './grpc-load.js';
+import { answering, outcomeCall } from './grpc-load.js';
 import { runLoad } from './load.js';
 import { drive, type Outcome, writeSection } from './open-loop.js';
 
@@ -115,7 +115,7 @@ export interface InstructionFigures {
  * slowed sidecar out of service, and Envoy would fail open: token requests answered, nothing captured.
  * The checks still run once a second, as in production, and are in the count.
  */
-export function patientEnvoy(configYaml: string): string {
+function patientEnvoy(configYaml: string): string {
   const config = parse(configYaml);
   for (const cluster of config.static_resources.clusters) {
     for (const check of cluster.health_checks ?? []) Object.assign(check, { timeout: '10s', unhealthy_threshold: 10 });
@@ -318,10 +318,7 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
 
     const getGrant = await answering(apiPort, apiKey.token, GRPC_CHANNELS, options.grants);
     closers.push(() => getGrant.close());
-    const getGrantCall = async (): Promise<Outcome> => {
-      const { status, message } = await getGrant.call();
-      return status === 0 ? { ok: true } : { ok: false, error: `grpc_${status}`, message };
-    };
+    const getGrantCall = outcomeCall(getGrant);
     const exchange = exchangeLoad(exchangePort, apiKey, bodies);
     closers.push(exchange.close);
     const [envoyPort, envoyAdmin] = await freePorts(2);
@@ -358,10 +355,7 @@ export async function measureInstructions(overrides: Partial<InstructionOptions>
     children.push(echo.child);
     const echoLoad = await answering(echoPort, apiKey.token, GRPC_CHANNELS, options.grants);
     closers.push(() => echoLoad.close());
-    const echoCall = async (): Promise<Outcome> => {
-      const { status, message } = await echoLoad.call();
-      return status === 0 ? { ok: true } : { ok: false, error: `grpc_${status}`, message };
-    };
+    const echoCall = outcomeCall(echoLoad);
     const [echoGetGrant] = await measure(
       echo.callgrind,
       [{ what: 'floor GetGrant', ops: options.reads, run: (ops, rate) => fixedRun(echoCall, ops, rate, 'floor GetGrant') }],
@@ -437,7 +431,7 @@ export function instructionRows(figures: InstructionFigures): string[][] {
   ];
 }
 
-const HEADER = [
+export const INSTRUCTION_COLUMNS = [
   'operation',
   'instructions per op',
   "own work (less V8's compiler, major GC)",
@@ -448,12 +442,12 @@ const HEADER = [
 
 /** The table for a terminal. */
 export function instructionsTable(figures: InstructionFigures): string {
-  const rows = [HEADER, ...instructionRows(figures)];
-  const widths = HEADER.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
+  const rows = [INSTRUCTION_COLUMNS, ...instructionRows(figures)];
+  const widths = INSTRUCTION_COLUMNS.map((_, column) => Math.max(...rows.map((row) => row[column]!.length)));
   return rows.map((row) => row.map((cell, column) => cell.padEnd(widths[column]!)).join(' | ')).join('\n');
 }
 
-export function renderInstructionsSection(figures: InstructionFigures, command: string): string {
+function renderInstructionsSection(figures: InstructionFigures, command: string): string {
   const { meta, options } = figures;
   const idle = mean(figures.idlePerSecond);
   return [
@@ -477,8 +471,8 @@ export function renderInstructionsSection(figures: InstructionFigures, command: 
     'Background work in a window (timers, pool keep-alive, GC) is in the figures: the idle sidecar ran',
     `${count(idle)} instructions a second, ${count(idle / options.rate)} per operation at ${options.rate}/s.`,
     '',
-    `| ${HEADER.join(' | ')} |`,
-    `|${HEADER.map(() => '---').join('|')}|`,
+    `| ${INSTRUCTION_COLUMNS.join(' | ')} |`,
+    `|${INSTRUCTION_COLUMNS.map(() => '---').join('|')}|`,
     ...instructionRows(figures).map((row) => `| ${row.join(' | ')} |`),
     '',
     `callgrind dumps (callgrind_annotate them for where the instructions go): ${path.relative(ROOT, figures.outDir)}/ (gitignored).`,

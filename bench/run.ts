@@ -3,7 +3,7 @@
 // server and five Envoys (A: no ext_proc, B: observability, C: buffered; B0 and C0: B and C with
 // the floor server in place of the sidecar), all on loopback, and writes the "Envoy + sidecar"
 // section of bench/RESULTS.md (the other sections are kept).
-//   npm run bench              (about 18 minutes on the 2-core bench machine, latency 8 of them; each
+//   npm run bench              (about 24 minutes on the 2-core bench machine, latency 8 and callgrind 5 of them; each
 //                               phase's time is logged and written to RESULTS.md)
 //   npm run bench -- --quick   (about 6 minutes: 1 round, 4 s runs, fewer ceiling steps; a smoke check)
 // Phases (--phases, comma-separated, in this order whatever the order given):
@@ -50,7 +50,7 @@ import { freePort, freePorts } from '../test/support/ports.js';
 import { runLoad, type LoadResult } from './load.js';
 import { log } from './common.js';
 import { envoyYaml, REQUEST, spawnNode, spawnProgram, startStubIdp } from './envoy-scenarios.js';
-import { instructionRows, measureInstructions, writeInstructionsSection } from './instruction-counts.js';
+import { INSTRUCTION_COLUMNS, instructionRows, measureInstructions, writeInstructionsSection } from './instruction-counts.js';
 import {
   computeTargets,
   renderResults,
@@ -95,6 +95,8 @@ for (const phase of phases) {
   if (!(PHASES as readonly string[]).includes(phase)) throw new Error(`unknown phase "${phase}": the phases are ${PHASES.join(', ')}`);
 }
 
+/** How this run was started, as RESULTS.md names it. */
+const BENCH_COMMAND = process.argv.length > 2 ? `npm run bench -- ${process.argv.slice(2).join(' ')}` : 'npm run bench';
 const SCENARIO_ORDER: Scenario[] = ['A', 'B', 'C', 'B0', 'C0'];
 /** B0 and C0 are B and C with the floor server (bench/extproc-floor.ts) in place of the sidecar. */
 const FLOOR_OF: Partial<Record<Scenario, Scenario>> = { B0: 'B', C0: 'C' };
@@ -644,25 +646,17 @@ async function main(): Promise<void> {
     // Instructions per GetGrant / exchange / capture and per floor op, counted by callgrind: the
     // figure that does not move with the machine's load. --quick: smaller windows, one round.
     const figures = await measureInstructions(quick ? { reads: 100, captures: 100, runs: 1, warmup: 300 } : {});
-    const columns = [
-      'operation',
-      'instructions per op',
-      'own work (less V8 compiler, major GC)',
-      'floor per op (own work)',
-      'beyond floor (own work)',
-      'runs spread',
-    ];
     results.instructions = {
-      rows: instructionRows(figures).map((row) => Object.fromEntries(columns.map((column, index) => [column, row[index] ?? '—']))),
+      rows: instructionRows(figures).map((row) => Object.fromEntries(INSTRUCTION_COLUMNS.map((column, index) => [column, row[index] ?? '—']))),
       figures,
     };
     for (const row of instructionRows(figures)) log(`instructions: ${row.join(' | ')}`);
-    if (!flags['dry-run']) writeInstructionsSection(figures, process.argv.length > 2 ? `npm run bench -- ${process.argv.slice(2).join(' ')}` : 'npm run bench');
+    if (!flags['dry-run']) writeInstructionsSection(figures, BENCH_COMMAND);
   });
   const file = path.join(RESULTS_DIR, `${stamp}.json`);
   const meta = {
     date: new Date().toISOString(),
-    command: process.argv.length > 2 ? `npm run bench -- ${process.argv.slice(2).join(' ')}` : 'npm run bench',
+    command: BENCH_COMMAND,
     cpus: `${os.cpus().length} x ${os.cpus()[0]?.model ?? 'unknown'}`,
     memoryGiB: Math.round(os.totalmem() / 1024 ** 3),
     node: process.version,

@@ -26,7 +26,7 @@ import { createTestDatabase } from '../test/support/postgres.js';
 import { startSidecarProcess } from '../test/support/sidecar.js';
 import { log } from './common.js';
 import { exchangeLoad, prepareExchange } from './exchange-fixture.js';
-import { answering } from './grpc-load.js';
+import { answering, outcomeCall } from './grpc-load.js';
 import { cpuSeconds, drive, type Outcome, type RunResult, writeSection } from './open-loop.js';
 
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -130,10 +130,7 @@ async function main(): Promise<void> {
     await waitFor('the token exchange', async () => ((await exchange.call().catch(() => undefined))?.ok ? true : undefined), 20_000, 100);
     const getGrant = await answering(apiPort, apiKey.token, GRPC_CHANNELS, grantCount);
     closers.push(() => getGrant.close());
-    const getGrantCall = async (): Promise<Outcome> => {
-      const { status, message } = await getGrant.call();
-      return status === 0 ? { ok: true } : { ok: false, error: `grpc_${status}`, message };
-    };
+    const getGrantCall = outcomeCall(getGrant);
 
     const countExchanges = async () =>
       (await db.pool.query<{ n: number }>("SELECT count(*)::int AS n FROM access_events WHERE operation = 'exchange'")).rows[0]!.n;

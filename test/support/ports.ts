@@ -2,14 +2,8 @@ import net from 'node:net';
 
 /** A TCP port free on loopback right now (the OS picks it). */
 export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
+  const [port] = await freePorts(1);
+  return port;
 }
 
 /** A tuple of N numbers, so that destructured ports are numbers. */
